@@ -1,0 +1,261 @@
+//! A minimal synchronous MySQL client for the harness's own loads: handshake (native and
+//! caching_sha2 fast path) and `COM_QUERY` with text result sets. Wire structs come from `codec`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::{AuthSwitchRequest, ErrPacket, HandshakeResponse41, HandshakeV10, auth};
+
+/// A text value of a result row (`None` = SQL NULL).
+pub type Cell = Option<Vec<u8>>;
+
+/// One open connection.
+#[derive(Debug)]
+pub struct MyConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A query failed: connection or protocol problem, or an ERR packet from the server.
+#[derive(Debug)]
+pub enum MyError {
+    /// Socket error.
+    Io(io::Error),
+    /// The server answered with an ERR packet.
+    Server(String),
+    /// The bytes did not make sense.
+    Protocol(String),
+}
+
+impl std::fmt::Display for MyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MyError::Io(e) => write!(f, "i/o: {e}"),
+            MyError::Server(m) => write!(f, "server error: {m}"),
+            MyError::Protocol(m) => write!(f, "protocol: {m}"),
+        }
+    }
+}
+
+impl From<io::Error> for MyError {
+    fn from(e: io::Error) -> Self {
+        MyError::Io(e)
+    }
+}
+
+fn err_text(payload: &[u8]) -> MyError {
+    match ErrPacket::decode(Bytes::copy_from_slice(payload)) {
+        Ok(e) => MyError::Server(format!(
+            "{} ({}): {}",
+            e.code,
+            e.sql_state_str(),
+            String::from_utf8_lossy(&e.message)
+        )),
+        Err(e) => MyError::Protocol(format!("bad ERR packet: {e}")),
+    }
+}
+
+fn scramble_for(plugin: &[u8], password: &str, nonce: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    if plugin == b"caching_sha2_password" {
+        auth::caching_sha2_scramble(password.as_bytes(), nonce)
+    } else {
+        auth::native_password_scramble(password.as_bytes(), nonce)
+    }
+}
+
+impl MyConn {
+    /// Connects and logs in as `user`, optionally selecting `db`.
+    pub fn connect(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+    ) -> Result<MyConn, MyError> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut c = MyConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        };
+        let (_, greeting) = c.read_packet()?;
+        if greeting.first() == Some(&0xff) {
+            return Err(err_text(&greeting));
+        }
+        let hs = HandshakeV10::decode(Bytes::from(greeting))
+            .map_err(|e| MyError::Protocol(e.to_string()))?;
+        let mut plugin = hs.auth_plugin_name.to_vec();
+        if plugin.is_empty() {
+            plugin = b"mysql_native_password".to_vec();
+        }
+        let mut caps = CLIENT_LONG_PASSWORD
+            | CLIENT_PROTOCOL_41
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_PLUGIN_AUTH
+            | CLIENT_TRANSACTIONS
+            | CLIENT_MULTI_RESULTS;
+        if db.is_some() {
+            caps |= CLIENT_CONNECT_WITH_DB;
+        }
+        let resp = HandshakeResponse41 {
+            capabilities: caps & hs.capabilities | CLIENT_PROTOCOL_41,
+            max_packet_size: 16 * 1024 * 1024,
+            charset: 45,
+            mariadb_capabilities: 0,
+            username: Bytes::copy_from_slice(user.as_bytes()),
+            auth_response: Bytes::from(scramble_for(&plugin, password, hs.scramble())),
+            database: db.map(|d| Bytes::copy_from_slice(d.as_bytes())),
+            auth_plugin_name: Some(Bytes::from(plugin)),
+            connect_attrs: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        resp.encode(&mut out);
+        c.write_packet(1, &out)?;
+        loop {
+            let (seq, p) = c.read_packet()?;
+            match p.first() {
+                Some(0x00) => return Ok(c),
+                Some(0xff) => return Err(err_text(&p)),
+                Some(0xfe) => {
+                    let sw = AuthSwitchRequest::decode(Bytes::from(p))
+                        .map_err(|e| MyError::Protocol(e.to_string()))?;
+                    let data = scramble_for(&sw.plugin_name, password, sw.scramble());
+                    c.write_packet(seq.wrapping_add(1), &data)?;
+                }
+                // caching_sha2 fast-auth success (0x01 0x03): the OK follows.
+                Some(0x01) if p.get(1) == Some(&0x03) => {}
+                Some(0x01) => {
+                    return Err(MyError::Protocol(
+                        "server asked for full caching_sha2 authentication (needs TLS)".into(),
+                    ));
+                }
+                _ => return Err(MyError::Protocol("unexpected packet during login".into())),
+            }
+        }
+    }
+
+    fn read_packet(&mut self) -> Result<(u8, Vec<u8>), MyError> {
+        let mut head = [0u8; 4];
+        self.stream.read_exact(&mut head)?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload)?;
+        Ok((head[3], payload))
+    }
+
+    fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), MyError> {
+        self.buf.clear();
+        let len = payload.len();
+        self.buf
+            .extend_from_slice(&[len as u8, (len >> 8) as u8, (len >> 16) as u8, seq]);
+        self.buf.extend_from_slice(payload);
+        self.stream.write_all(&self.buf)?;
+        Ok(())
+    }
+
+    /// Sends a `COM_QUERY` without waiting for the answer (see [`Self::read_result`]).
+    pub fn send_query(&mut self, sql: &str) -> Result<(), MyError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(0x03);
+        p.extend_from_slice(sql.as_bytes());
+        self.write_packet(0, &p)
+    }
+
+    /// Reads the answer to a sent query: its rows (empty for statements without a result set).
+    pub fn read_result(&mut self) -> Result<Vec<Vec<Cell>>, MyError> {
+        let (_, first) = self.read_packet()?;
+        match first.first() {
+            Some(0x00) => return Ok(Vec::new()),
+            Some(0xff) => return Err(err_text(&first)),
+            _ => {}
+        }
+        let (columns, _) =
+            lenenc(&first, 0).ok_or_else(|| MyError::Protocol("bad column count".into()))?;
+        for _ in 0..columns {
+            self.read_packet()?;
+        }
+        // EOF after the column definitions (CLIENT_DEPRECATE_EOF is not requested).
+        self.read_packet()?;
+        let mut rows = Vec::new();
+        loop {
+            let (_, p) = self.read_packet()?;
+            match p.first() {
+                Some(0xfe) if p.len() < 9 => return Ok(rows),
+                Some(0xff) => return Err(err_text(&p)),
+                _ => rows.push(parse_text_row(&p, columns as usize)?),
+            }
+        }
+    }
+
+    /// Runs one query and returns its rows.
+    pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>, MyError> {
+        self.send_query(sql)?;
+        self.read_result()
+    }
+}
+
+/// Reads a length-encoded integer at `at`: (value, bytes used).
+fn lenenc(p: &[u8], at: usize) -> Option<(u64, usize)> {
+    let b = *p.get(at)?;
+    let le = |n: usize| -> Option<u64> {
+        let s = p.get(at + 1..at + 1 + n)?;
+        Some(s.iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x)))
+    };
+    match b {
+        0..=0xfa => Some((u64::from(b), 1)),
+        0xfc => Some((le(2)?, 3)),
+        0xfd => Some((le(3)?, 4)),
+        0xfe => Some((le(8)?, 9)),
+        _ => None,
+    }
+}
+
+/// Parses a text-protocol row of `columns` values.
+pub fn parse_text_row(p: &[u8], columns: usize) -> Result<Vec<Cell>, MyError> {
+    let mut at = 0;
+    let mut row = Vec::with_capacity(columns);
+    for _ in 0..columns {
+        if p.get(at) == Some(&0xfb) {
+            row.push(None);
+            at += 1;
+            continue;
+        }
+        let (len, used) = lenenc(p, at).ok_or_else(|| MyError::Protocol("bad row".into()))?;
+        let start = at + used;
+        let end = start + len as usize;
+        let v = p
+            .get(start..end)
+            .ok_or_else(|| MyError::Protocol("truncated row".into()))?;
+        row.push(Some(v.to_vec()));
+        at = end;
+    }
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenenc_forms() {
+        assert_eq!(lenenc(&[0x05], 0), Some((5, 1)));
+        assert_eq!(lenenc(&[0xfc, 0x34, 0x12], 0), Some((0x1234, 3)));
+        assert_eq!(lenenc(&[0xfd, 1, 2, 3], 0), Some((0x030201, 4)));
+        assert_eq!(lenenc(&[0xfc, 1], 0), None);
+        assert_eq!(lenenc(&[0xff], 0), None);
+    }
+
+    #[test]
+    fn text_row_with_null() {
+        let p = [2, b'4', b'2', 0xfb, 3, b'a', b'b', b'c'];
+        let row = parse_text_row(&p, 3).unwrap();
+        assert_eq!(row, vec![Some(b"42".to_vec()), None, Some(b"abc".to_vec())]);
+        assert!(parse_text_row(&p[..5], 3).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! A small HTTP/1.1 client over a tokio `TcpStream` (one request per connection), enough for the API.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A response: status and body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+/// Why a request failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The server URL is not `http://HOST:PORT`.
+    #[error("bad server URL {0:?}: use http://HOST:PORT")]
+    BadUrl(String),
+    /// Connecting, writing or reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// No complete response in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The response is not valid HTTP/1.1.
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+/// The `HOST:PORT` of an `http://HOST:PORT[/]` URL.
+pub fn authority(url: &str) -> Result<&str, HttpError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| HttpError::BadUrl(url.into()))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        return Err(HttpError::BadUrl(url.into()));
+    }
+    Ok(host)
+}
+
+/// Sends one request and reads the whole response, within `timeout`.
+pub async fn request(
+    server: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let host = authority(server)?;
+    tokio::time::timeout(timeout, exchange(host, method, path, token, body))
+        .await
+        .map_err(|_| HttpError::Timeout(timeout))?
+}
+
+async fn exchange(
+    host: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<HttpResponse, HttpError> {
+    let mut stream = TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or(b"");
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    let mut out = req.into_bytes();
+    out.extend_from_slice(body);
+    stream.write_all(&out).await?;
+    let mut buf = Vec::with_capacity(4096);
+    stream.read_to_end(&mut buf).await?;
+    parse_response(&buf)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses a complete `Connection: close` response.
+pub fn parse_response(buf: &[u8]) -> Result<HttpResponse, HttpError> {
+    let end = find(buf, b"\r\n\r\n").ok_or(HttpError::Malformed("no end of headers"))?;
+    let head =
+        std::str::from_utf8(&buf[..end]).map_err(|_| HttpError::Malformed("headers not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or(HttpError::Malformed("no status line"))?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(HttpError::Malformed("bad status line"))?;
+    let mut chunked = false;
+    let mut length = None;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        } else if k.eq_ignore_ascii_case("content-length") {
+            length = v.parse::<usize>().ok();
+        }
+    }
+    let rest = &buf[end + 4..];
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        match length {
+            Some(n) if n <= rest.len() => rest[..n].to_vec(),
+            Some(_) => return Err(HttpError::Malformed("body shorter than Content-Length")),
+            None => rest.to_vec(),
+        }
+    };
+    Ok(HttpResponse { status, body })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, HttpError> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(rest, b"\r\n").ok_or(HttpError::Malformed("bad chunk"))?;
+        let size_text = std::str::from_utf8(&rest[..line_end])
+            .map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            return Err(HttpError::Malformed("truncated chunk"));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_length_and_chunked() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
+        let r = parse_response(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhi").is_err());
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn authority_of_urls() {
+        assert_eq!(
+            authority("http://127.0.0.1:7070/").unwrap(),
+            "127.0.0.1:7070"
+        );
+        assert!(authority("https://x").is_err());
+        assert!(authority("http://x/y").is_err());
+    }
+}

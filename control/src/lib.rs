@@ -1,0 +1,22 @@
+//! Furrow control services: the configuration center (HTTP API, store, push) and its client library.
+
+pub mod document;
+pub mod error;
+pub mod model;
+pub mod rules;
+pub mod schema;
+
+pub use error::{ControlError, ErrorCode};
+pub mod api;
+pub mod auth;
+pub mod center;
+pub mod cli;
+pub mod client;
+pub mod http;
+pub mod mysql;
+pub mod mysql_store;
+pub mod ops;
+pub mod resolve;
+pub mod server;
+pub mod state;
+pub mod store;

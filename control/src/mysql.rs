@@ -1,0 +1,249 @@
+//! A small blocking MySQL/MariaDB client over the project's `codec` (handshake with
+//! `mysql_native_password`, `COM_QUERY` with text result sets), enough for the shared store.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::{
+    ColumnDefinition, Command, ErrPacket, HandshakeResponse41, HandshakeV10, PacketDecoder,
+    TextRow, auth, encode_packet,
+};
+
+/// A failure talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlClientError {
+    /// Socket trouble.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent something we cannot parse.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The server answered with an error packet.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The error code.
+        code: u16,
+        /// The message.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, MysqlClientError>;
+
+fn proto(e: impl std::fmt::Display) -> MysqlClientError {
+    MysqlClientError::Protocol(e.to_string())
+}
+
+/// Connection parameters parsed from `mysql://USER:PASSWORD@HOST:PORT/DATABASE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MysqlUrl {
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// Database (created when missing).
+    pub database: String,
+}
+
+impl MysqlUrl {
+    /// Parses the URL.
+    pub fn parse(url: &str) -> Option<MysqlUrl> {
+        let rest = url.strip_prefix("mysql://")?;
+        let (cred, rest) = rest.rsplit_once('@')?;
+        let (user, password) = cred.split_once(':').unwrap_or((cred, ""));
+        let (addr, database) = rest.split_once('/')?;
+        if user.is_empty() || addr.is_empty() || database.is_empty() {
+            return None;
+        }
+        let ok_db = database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        ok_db.then(|| MysqlUrl {
+            user: user.into(),
+            password: password.into(),
+            addr: addr.into(),
+            database: database.into(),
+        })
+    }
+}
+
+/// One connection.
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: PacketDecoder,
+    seq: u8,
+    deprecate_eof: bool,
+}
+
+/// The result of a query: rows of nullable byte cells (empty for statements without a result set).
+pub type Rows = Vec<Vec<Option<Bytes>>>;
+
+impl Conn {
+    /// Connects and authenticates (no default database).
+    pub fn connect(url: &MysqlUrl, timeout: Duration) -> Result<Conn> {
+        let addr = url
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| proto(format!("address {:?}: {e}", url.addr)))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let mut c = Conn {
+            stream,
+            buf: BytesMut::with_capacity(16384),
+            decoder: PacketDecoder::new(64 << 20),
+            seq: 0,
+            deprecate_eof: false,
+        };
+        let hs = HandshakeV10::decode(c.read_packet()?).map_err(proto)?;
+        let caps = CLIENT_LONG_PASSWORD
+            | CLIENT_LONG_FLAG
+            | CLIENT_PROTOCOL_41
+            | CLIENT_TRANSACTIONS
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_MULTI_RESULTS
+            | CLIENT_PLUGIN_AUTH
+            | (hs.capabilities & CLIENT_DEPRECATE_EOF);
+        c.deprecate_eof = caps & CLIENT_DEPRECATE_EOF != 0;
+        let resp = HandshakeResponse41 {
+            capabilities: caps,
+            max_packet_size: 1 << 24,
+            charset: 45,
+            mariadb_capabilities: 0,
+            username: Bytes::copy_from_slice(url.user.as_bytes()),
+            auth_response: Bytes::from(auth::native_password_scramble(
+                url.password.as_bytes(),
+                hs.scramble(),
+            )),
+            database: None,
+            auth_plugin_name: Some(Bytes::from_static(b"mysql_native_password")),
+            connect_attrs: vec![],
+        };
+        let mut out = BytesMut::new();
+        resp.encode(&mut out);
+        c.write_packet(&out)?;
+        loop {
+            let p = c.read_packet()?;
+            match p.first() {
+                Some(0x00) => return Ok(c),
+                Some(0xFF) => return Err(server_err(p)),
+                Some(0xFE) => {
+                    let sw = codec::mysql::AuthSwitchRequest::decode(p).map_err(proto)?;
+                    if &sw.plugin_name[..] != b"mysql_native_password" {
+                        return Err(proto(format!(
+                            "unsupported auth plugin {:?}",
+                            String::from_utf8_lossy(&sw.plugin_name)
+                        )));
+                    }
+                    let r = auth::native_password_scramble(url.password.as_bytes(), sw.scramble());
+                    c.write_packet(&r)?;
+                }
+                _ => return Err(proto("unexpected packet during authentication")),
+            }
+        }
+    }
+
+    fn read_packet(&mut self) -> Result<Bytes> {
+        loop {
+            if let Some(p) = self.decoder.decode(&mut self.buf).map_err(proto)? {
+                self.seq = p.last_seq.wrapping_add(1);
+                return Ok(p.payload);
+            }
+            let mut tmp = [0u8; 16384];
+            let n = self.stream.read(&mut tmp)?;
+            if n == 0 {
+                return Err(MysqlClientError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    fn write_packet(&mut self, payload: &[u8]) -> Result<()> {
+        let mut out = BytesMut::with_capacity(payload.len() + 8);
+        self.seq = encode_packet(self.seq, payload, &mut out);
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Runs one statement; returns its rows (empty for statements without a result set).
+    pub fn query(&mut self, sql: &str) -> Result<Rows> {
+        let mut out = BytesMut::with_capacity(sql.len() + 1);
+        Command::Query(Bytes::copy_from_slice(sql.as_bytes())).encode(&mut out);
+        self.seq = 0;
+        self.write_packet(&out)?;
+        let first = self.read_packet()?;
+        match first.first() {
+            Some(0x00) => return Ok(vec![]),
+            Some(0xFF) => return Err(server_err(first)),
+            _ => {}
+        }
+        let ncols = codec::mysql::resultset::decode_column_count(first).map_err(proto)? as usize;
+        let mut cols = Vec::with_capacity(ncols);
+        for _ in 0..ncols {
+            cols.push(ColumnDefinition::decode(self.read_packet()?).map_err(proto)?);
+        }
+        if !self.deprecate_eof {
+            self.read_packet()?;
+        }
+        let mut rows = Vec::new();
+        loop {
+            let p = self.read_packet()?;
+            if p.first() == Some(&0xFF) {
+                return Err(server_err(p));
+            }
+            if codec::mysql::response::is_end_of_rows(&p, self.deprecate_eof) {
+                return Ok(rows);
+            }
+            rows.push(TextRow::decode(p, ncols).map_err(proto)?.cells);
+        }
+    }
+}
+
+fn server_err(p: Bytes) -> MysqlClientError {
+    match ErrPacket::decode(p) {
+        Ok(e) => MysqlClientError::Server {
+            code: e.code,
+            message: String::from_utf8_lossy(&e.message).into_owned(),
+        },
+        Err(e) => proto(e),
+    }
+}
+
+/// A hex literal (`X'..'`) for arbitrary bytes: no escaping questions.
+pub fn hex_literal(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2 + 3);
+    s.push_str("X'");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s.push('\'');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = MysqlUrl::parse("mysql://furrow:pw@127.0.0.1:3307/furrow_control").unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.password.as_str(), u.addr.as_str()),
+            ("furrow", "pw", "127.0.0.1:3307")
+        );
+        assert_eq!(u.database, "furrow_control");
+        assert!(MysqlUrl::parse("mysql://u@h:1/").is_none());
+        assert!(MysqlUrl::parse("mysql://u@h:1/bad-name").is_none());
+        assert!(MysqlUrl::parse("postgres://u@h:1/x").is_none());
+        assert_eq!(hex_literal(b"a'"), "X'6127'");
+    }
+}

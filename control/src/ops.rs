@@ -1,0 +1,1077 @@
+//! Change management as pure code: every operation reads the state, checks everything, and returns the
+//! [`Change`]s to commit (plus its result). Nothing is applied until the caller committed them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ControlError, ErrorCode, Result};
+use crate::model::*;
+use crate::state::{Change, Rec, State};
+
+/// How a publish reaches clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Pushed to watching clients now.
+    #[default]
+    Immediate,
+    /// Taken on the clients' next refresh or restart (watchers are not woken).
+    Natural,
+    /// Published by the service at `at_ms` (ms since the epoch).
+    Scheduled {
+        /// When.
+        at_ms: u64,
+    },
+    /// A gray release, seen only by the selected instances until promoted or abandoned.
+    Gray {
+        /// The selection.
+        rule: GrayRule,
+    },
+}
+
+/// A publish request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct PublishRequest {
+    /// The release message.
+    #[serde(default)]
+    pub message: String,
+    /// The mode.
+    #[serde(flatten)]
+    pub mode: PublishMode,
+}
+
+/// What a publish did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    /// The release created (none for a scheduled publish).
+    pub release: Option<u64>,
+    /// The scheduled publish id (scheduled mode).
+    pub scheduled: Option<u64>,
+}
+
+/// A new or updated item, as sent by clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemInput {
+    /// The value.
+    pub value: Value,
+    /// An optional JSON Schema.
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    /// A comment.
+    #[serde(default)]
+    pub comment: String,
+    /// The version the caller read: absent to create (fails if it exists), else must be the current one.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// A change being prepared by one actor.
+pub struct Tx<'a> {
+    /// The state read.
+    pub st: &'a State,
+    /// The acting user.
+    pub actor: &'a User,
+    /// The changes so far.
+    pub changes: Vec<Change>,
+    /// The sequence counter after this change.
+    pub seq: u64,
+    /// Whether watchers must be woken after commit.
+    pub push: bool,
+    now: u64,
+}
+
+fn conflict(msg: impl Into<String>) -> ControlError {
+    ControlError::new(ErrorCode::VersionConflict, msg).with_field("version")
+}
+
+impl<'a> Tx<'a> {
+    /// Starts a change.
+    pub fn new(st: &'a State, actor: &'a User) -> Self {
+        Tx {
+            st,
+            actor,
+            changes: Vec::new(),
+            seq: st.seq,
+            push: false,
+            now: now_ms(),
+        }
+    }
+
+    /// Finishes: the changes including the new sequence value.
+    pub fn finish(mut self) -> (Vec<Change>, bool, u64) {
+        if self.seq != self.st.seq {
+            self.changes.push(Change::Put(Rec::Seq { value: self.seq }));
+        }
+        (self.changes, self.push, self.seq)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn put(&mut self, r: Rec) {
+        self.changes.push(Change::Put(r));
+    }
+
+    fn audit(&mut self, action: &str, target: &str, detail: serde_json::Value) {
+        let id = self.next_id();
+        let rec = AuditRecord {
+            id,
+            at_ms: self.now,
+            actor: self.actor.name.clone(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        };
+        self.put(Rec::Audit(rec));
+    }
+
+    fn require_admin(&self) -> Result<()> {
+        if self.actor.admin {
+            Ok(())
+        } else {
+            Err(ControlError::forbidden(format!(
+                "{:?} is not an administrator",
+                self.actor.name
+            )))
+        }
+    }
+
+    /// Creates an application (administrators).
+    pub fn create_app(&mut self, name: &str, description: &str) -> Result<App> {
+        self.require_admin()?;
+        check_name("app", name)?;
+        if self.st.apps.contains_key(name) {
+            return Err(ControlError::new(
+                ErrorCode::AlreadyExists,
+                format!("application {name:?} exists"),
+            )
+            .with_field("app"));
+        }
+        let app = App {
+            name: name.into(),
+            description: description.into(),
+        };
+        self.put(Rec::App(app.clone()));
+        self.audit("app.create", name, serde_json::json!({}));
+        Ok(app)
+    }
+
+    /// Creates a named cluster of an application in one environment (administrators).
+    pub fn create_cluster(&mut self, app: &str, env: &str, name: &str) -> Result<Cluster> {
+        self.require_admin()?;
+        check_name("cluster", name)?;
+        if !self.st.envs.iter().any(|e| e == env) {
+            return Err(
+                ControlError::not_found(format!("unknown environment {env:?}")).with_field("env"),
+            );
+        }
+        if !self.st.apps.contains_key(app) {
+            return Err(
+                ControlError::not_found(format!("unknown application {app:?}")).with_field("app"),
+            );
+        }
+        if name == DEFAULT_CLUSTER
+            || self
+                .st
+                .clusters
+                .contains(&(app.into(), env.into(), name.into()))
+        {
+            return Err(ControlError::new(
+                ErrorCode::AlreadyExists,
+                format!("cluster {name:?} exists"),
+            )
+            .with_field("cluster"));
+        }
+        let c = Cluster {
+            app: app.into(),
+            env: env.into(),
+            name: name.into(),
+        };
+        self.put(Rec::Cluster(c.clone()));
+        self.audit(
+            "cluster.create",
+            &format!("{app}/{env}/{name}"),
+            serde_json::json!({}),
+        );
+        Ok(c)
+    }
+
+    /// Creates a namespace owned by an application (administrators).
+    pub fn create_namespace(&mut self, def: NamespaceDef) -> Result<NamespaceDef> {
+        self.require_admin()?;
+        check_name("namespace", &def.name)?;
+        if !self.st.apps.contains_key(&def.app) {
+            return Err(
+                ControlError::not_found(format!("unknown application {:?}", def.app))
+                    .with_field("app"),
+            );
+        }
+        let taken = self
+            .st
+            .namespaces
+            .contains_key(&(def.app.clone(), def.name.clone()))
+            || self.st.public.contains_key(&def.name)
+            || (def.public && self.st.namespaces.keys().any(|(_, n)| n == &def.name));
+        if taken {
+            return Err(ControlError::new(
+                ErrorCode::AlreadyExists,
+                format!("namespace {:?} exists", def.name),
+            )
+            .with_field("namespace"));
+        }
+        self.put(Rec::Namespace(def.clone()));
+        self.audit(
+            "namespace.create",
+            &format!("{}/{}", def.app, def.name),
+            serde_json::to_value(&def).unwrap_or_default(),
+        );
+        Ok(def)
+    }
+
+    fn edited(&mut self, ns: &NsKey) {
+        let mut state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
+        if state.editors.insert(self.actor.name.clone()) {
+            self.put(Rec::NsState {
+                ns: ns.clone(),
+                state,
+            });
+        }
+    }
+
+    fn write_item(&mut self, ns: &NsKey, item: Item, action: &str) -> Result<Item> {
+        item.validate()?;
+        self.put(Rec::Item {
+            ns: ns.clone(),
+            item: item.clone(),
+        });
+        self.edited(ns);
+        self.audit(
+            action,
+            &format!("{}/{}", ns.path(), item.key),
+            serde_json::json!({"version": item.version}),
+        );
+        Ok(item)
+    }
+
+    /// Creates or updates a draft item with optimistic versioning.
+    pub fn put_item(&mut self, ns: &NsKey, key: &str, input: ItemInput) -> Result<Item> {
+        self.st.check_ns(ns)?;
+        self.st.require(self.actor, ns, Level::Edit)?;
+        check_name("key", key)?;
+        let existing = self.st.drafts.get(ns).and_then(|d| d.get(key));
+        let version = match (existing, input.version) {
+            (None, None | Some(0)) => 1,
+            (None, Some(v)) => {
+                return Err(conflict(format!(
+                    "key {key:?} does not exist (expected version {v})"
+                )));
+            }
+            (Some(cur), None) => {
+                return Err(ControlError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("key {key:?} exists (version {})", cur.version),
+                )
+                .with_field("key"));
+            }
+            (Some(cur), Some(v)) if v != cur.version => {
+                return Err(conflict(format!(
+                    "key {key:?} is at version {}, not {v}",
+                    cur.version
+                )));
+            }
+            (Some(cur), Some(_)) => cur.version + 1,
+        };
+        let item = Item {
+            key: key.into(),
+            value: input.value,
+            schema: input.schema,
+            comment: input.comment,
+            version,
+            modified_by: self.actor.name.clone(),
+            masked: false,
+        };
+        self.write_item(ns, item, "item.put")
+    }
+
+    fn existing_item(&self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<Item> {
+        self.st.check_ns(ns)?;
+        self.st.require(self.actor, ns, Level::Edit)?;
+        let cur = self
+            .st
+            .drafts
+            .get(ns)
+            .and_then(|d| d.get(key))
+            .ok_or_else(|| {
+                ControlError::not_found(format!("unknown key {key:?}")).with_field("key")
+            })?;
+        if let Some(v) = version
+            && v != cur.version
+        {
+            return Err(conflict(format!(
+                "key {key:?} is at version {}, not {v}",
+                cur.version
+            )));
+        }
+        Ok(cur.clone())
+    }
+
+    /// Deletes a draft item (with `version`, only if unchanged).
+    pub fn delete_item(&mut self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<()> {
+        self.existing_item(ns, key, version)?;
+        self.changes.push(Change::Delete {
+            kind: "item",
+            key: format!("{}/{key}", ns.path()),
+        });
+        self.edited(ns);
+        self.audit(
+            "item.delete",
+            &format!("{}/{key}", ns.path()),
+            serde_json::json!({}),
+        );
+        Ok(())
+    }
+
+    /// Edits one element of a list item: `index` None appends, `value` None removes.
+    pub fn edit_list(
+        &mut self,
+        ns: &NsKey,
+        key: &str,
+        index: Option<usize>,
+        value: Option<serde_json::Value>,
+        version: Option<u64>,
+    ) -> Result<Item> {
+        let mut item = self.existing_item(ns, key, version)?;
+        let Value::List(list) = &mut item.value else {
+            return Err(ControlError::bad(
+                "value",
+                format!("key {key:?} is a {}, not a list", item.value.type_name()),
+            ));
+        };
+        match (index, value) {
+            (None, Some(v)) => list.push(v),
+            (None, None) => return Err(ControlError::bad("value", "nothing to append")),
+            (Some(i), v) => {
+                if i >= list.len() {
+                    return Err(ControlError::not_found(format!(
+                        "list {key:?} has {} items, no index {i}",
+                        list.len()
+                    ))
+                    .with_field("index"));
+                }
+                match v {
+                    Some(v) => list[i] = v,
+                    None => {
+                        list.remove(i);
+                    }
+                }
+            }
+        }
+        item.version += 1;
+        item.modified_by = self.actor.name.clone();
+        self.write_item(ns, item, "item.list")
+    }
+
+    fn new_release(
+        &mut self,
+        ns: &NsKey,
+        items: BTreeMap<String, Item>,
+        message: &str,
+        kind: ReleaseKind,
+    ) -> Release {
+        let id = self.next_id();
+        let rel = Release {
+            id,
+            ns: ns.clone(),
+            items,
+            author: self.actor.name.clone(),
+            message: message.into(),
+            created_ms: self.now,
+            kind,
+        };
+        self.put(Rec::Release(rel.clone()));
+        rel
+    }
+
+    fn set_state(&mut self, ns: &NsKey, mut state: NsState, push: bool) {
+        let rev = self.next_id();
+        state.revision = rev;
+        if push {
+            state.pushed = rev;
+            self.push = true;
+        }
+        self.put(Rec::NsState {
+            ns: ns.clone(),
+            state,
+        });
+    }
+
+    fn check_review(&self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
+        let editors = self.st.ns_states.get(ns).map(|s| &s.editors);
+        if def.review && editors.is_some_and(|e| e.contains(&self.actor.name)) {
+            return Err(ControlError::new(
+                ErrorCode::ReviewRequired,
+                format!(
+                    "namespace {:?} needs review: {:?} edited the draft and may not publish it",
+                    def.name, self.actor.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Publishes the draft of a namespace instance.
+    pub fn publish(&mut self, ns: &NsKey, req: &PublishRequest) -> Result<PublishOutcome> {
+        let def = self.st.check_ns(ns)?.clone();
+        self.st.require(self.actor, ns, Level::Publish)?;
+        self.check_review(ns, &def)?;
+        let items = self.st.draft(ns);
+        let mut state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
+        let target = ns.path();
+        match &req.mode {
+            PublishMode::Immediate | PublishMode::Natural => {
+                let rel = self.new_release(ns, items, &req.message, ReleaseKind::Normal);
+                state.current = Some(rel.id);
+                state.editors.clear();
+                self.set_state(ns, state, req.mode == PublishMode::Immediate);
+                self.audit("publish", &target, serde_json::json!({"release": rel.id, "mode": req.mode, "message": req.message}));
+                Ok(PublishOutcome {
+                    release: Some(rel.id),
+                    scheduled: None,
+                })
+            }
+            PublishMode::Scheduled { at_ms } => {
+                let id = self.next_id();
+                let s = Scheduled {
+                    id,
+                    ns: ns.clone(),
+                    at_ms: *at_ms,
+                    items,
+                    author: self.actor.name.clone(),
+                    message: req.message.clone(),
+                };
+                self.put(Rec::Scheduled(s));
+                state.editors.clear();
+                self.put(Rec::NsState {
+                    ns: ns.clone(),
+                    state,
+                });
+                self.audit(
+                    "publish.schedule",
+                    &target,
+                    serde_json::json!({"scheduled": id, "at_ms": at_ms}),
+                );
+                Ok(PublishOutcome {
+                    release: None,
+                    scheduled: Some(id),
+                })
+            }
+            PublishMode::Gray { rule } => {
+                if rule.is_empty() {
+                    return Err(ControlError::bad(
+                        "rule",
+                        "a gray release needs labels, ips or instances",
+                    ));
+                }
+                let rel = self.new_release(
+                    ns,
+                    items,
+                    &req.message,
+                    ReleaseKind::Gray { rule: rule.clone() },
+                );
+                state.grays.push(Gray {
+                    release: rel.id,
+                    rule: rule.clone(),
+                });
+                self.set_state(ns, state, true);
+                self.audit(
+                    "publish.gray",
+                    &target,
+                    serde_json::json!({"release": rel.id, "rule": rule}),
+                );
+                Ok(PublishOutcome {
+                    release: Some(rel.id),
+                    scheduled: None,
+                })
+            }
+        }
+    }
+
+    /// Applies a due scheduled publish (called by the service as the system user).
+    pub fn run_scheduled(&mut self, id: u64) -> Result<u64> {
+        let s = self
+            .st
+            .scheduled
+            .get(&id)
+            .ok_or_else(|| ControlError::not_found("no such scheduled publish"))?
+            .clone();
+        self.changes.push(Change::Delete {
+            kind: "scheduled",
+            key: format!("{id:020}"),
+        });
+        let mut state = self.st.ns_states.get(&s.ns).cloned().unwrap_or_default();
+        let rel = Release {
+            id: self.next_id(),
+            ns: s.ns.clone(),
+            items: s.items,
+            author: s.author,
+            message: s.message,
+            created_ms: self.now,
+            kind: ReleaseKind::Normal,
+        };
+        self.put(Rec::Release(rel.clone()));
+        state.current = Some(rel.id);
+        self.set_state(&s.ns, state, true);
+        self.audit(
+            "publish.scheduled",
+            &s.ns.path(),
+            serde_json::json!({"release": rel.id, "scheduled": id}),
+        );
+        Ok(rel.id)
+    }
+
+    fn gray_index(&self, ns: &NsKey, gray: u64) -> Result<(NsState, usize)> {
+        let state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
+        let idx = state
+            .grays
+            .iter()
+            .position(|g| g.release == gray)
+            .ok_or_else(|| {
+                ControlError::not_found(format!("no active gray release {gray} in {}", ns.path()))
+                    .with_field("gray")
+            })?;
+        Ok((state, idx))
+    }
+
+    /// Promotes a gray release to everyone (a new main release with its items).
+    pub fn promote(&mut self, ns: &NsKey, gray: u64, message: &str) -> Result<u64> {
+        let def = self.st.check_ns(ns)?.clone();
+        self.st.require(self.actor, ns, Level::Publish)?;
+        self.check_review(ns, &def)?;
+        let (mut state, idx) = self.gray_index(ns, gray)?;
+        state.grays.remove(idx);
+        let items = self
+            .st
+            .releases
+            .get(&gray)
+            .map(|r| r.items.clone())
+            .unwrap_or_default();
+        let rel = self.new_release(ns, items, message, ReleaseKind::Promote { gray });
+        state.current = Some(rel.id);
+        self.set_state(ns, state, true);
+        self.audit(
+            "gray.promote",
+            &ns.path(),
+            serde_json::json!({"gray": gray, "release": rel.id}),
+        );
+        Ok(rel.id)
+    }
+
+    /// Abandons a gray release: its instances go back to the main release.
+    pub fn abandon(&mut self, ns: &NsKey, gray: u64) -> Result<()> {
+        self.st.check_ns(ns)?;
+        self.st.require(self.actor, ns, Level::Publish)?;
+        let (mut state, idx) = self.gray_index(ns, gray)?;
+        state.grays.remove(idx);
+        self.set_state(ns, state, true);
+        self.audit(
+            "gray.abandon",
+            &ns.path(),
+            serde_json::json!({"gray": gray}),
+        );
+        Ok(())
+    }
+
+    /// Rolls back to an earlier release of the same namespace instance: a new release with its items, and the
+    /// draft reset to them so the next publish does not bring the bad values back.
+    pub fn rollback(&mut self, ns: &NsKey, to: u64, message: &str) -> Result<u64> {
+        self.st.check_ns(ns)?;
+        self.st.require(self.actor, ns, Level::Publish)?;
+        let target = self
+            .st
+            .releases
+            .get(&to)
+            .filter(|r| &r.ns == ns && !matches!(r.kind, ReleaseKind::Gray { .. }))
+            .ok_or_else(|| {
+                ControlError::not_found(format!("no release {to} of {}", ns.path()))
+                    .with_field("release")
+            })?
+            .clone();
+        let draft = self.st.draft(ns);
+        for k in draft.keys().filter(|k| !target.items.contains_key(*k)) {
+            self.changes.push(Change::Delete {
+                kind: "item",
+                key: format!("{}/{k}", ns.path()),
+            });
+        }
+        for (k, item) in &target.items {
+            let version = draft.get(k).map(|d| d.version + 1).unwrap_or(item.version);
+            let item = Item {
+                version,
+                modified_by: self.actor.name.clone(),
+                ..item.clone()
+            };
+            self.put(Rec::Item {
+                ns: ns.clone(),
+                item,
+            });
+        }
+        let mut state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
+        let rel = self.new_release(
+            ns,
+            target.items.clone(),
+            message,
+            ReleaseKind::Rollback { to },
+        );
+        state.current = Some(rel.id);
+        state.editors.clear();
+        self.set_state(ns, state, true);
+        self.audit(
+            "rollback",
+            &ns.path(),
+            serde_json::json!({"to": to, "release": rel.id}),
+        );
+        Ok(rel.id)
+    }
+
+    /// Creates or updates a user (administrators).
+    pub fn put_user(&mut self, user: User) -> Result<User> {
+        self.require_admin()?;
+        check_name("user", &user.name)?;
+        self.put(Rec::User(user.clone()));
+        self.audit(
+            "user.put",
+            &user.name,
+            serde_json::json!({"roles": user.roles, "admin": user.admin}),
+        );
+        Ok(user)
+    }
+
+    /// Registers a token (by its hash) for a user (administrators).
+    pub fn add_token(&mut self, token: &str, user: &str, description: &str) -> Result<()> {
+        self.require_admin()?;
+        if !self.st.users.contains_key(user) {
+            return Err(
+                ControlError::not_found(format!("unknown user {user:?}")).with_field("user")
+            );
+        }
+        let t = Token {
+            hash: crate::auth::hash_token(token),
+            user: user.into(),
+            description: description.into(),
+        };
+        self.put(Rec::Token(t));
+        self.audit(
+            "token.create",
+            user,
+            serde_json::json!({"description": description}),
+        );
+        Ok(())
+    }
+
+    /// Grants a level (administrators); level `none` without export removes the grant.
+    pub fn put_grant(&mut self, g: Grant) -> Result<()> {
+        self.require_admin()?;
+        if !(g.subject.starts_with("user:") || g.subject.starts_with("role:")) {
+            return Err(ControlError::bad(
+                "subject",
+                "subject must be user:NAME or role:NAME",
+            ));
+        }
+        if g.app != "*" && !self.st.apps.contains_key(&g.app) {
+            return Err(
+                ControlError::not_found(format!("unknown application {:?}", g.app))
+                    .with_field("app"),
+            );
+        }
+        if g.level == Level::None && !g.export {
+            self.changes.push(Change::Delete {
+                kind: "grant",
+                key: g.key(),
+            });
+        } else {
+            self.put(Rec::Grant(g.clone()));
+        }
+        self.audit(
+            "grant",
+            &g.key(),
+            serde_json::to_value(&g).unwrap_or_default(),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::resolve;
+
+    fn admin() -> User {
+        User {
+            name: "admin".into(),
+            roles: vec![],
+            admin: true,
+        }
+    }
+
+    fn run<T>(st: &mut State, actor: &User, f: impl FnOnce(&mut Tx) -> Result<T>) -> Result<T> {
+        let mut tx = Tx::new(st, actor);
+        let out = f(&mut tx)?;
+        let (changes, _, _) = tx.finish();
+        for c in changes {
+            st.apply(c);
+        }
+        Ok(out)
+    }
+
+    fn setup() -> State {
+        let mut st = State::new(vec!["DEV".into(), "PRO".into()]);
+        let a = admin();
+        run(&mut st, &a, |tx| tx.create_app("shop", "")).unwrap();
+        run(&mut st, &a, |tx| tx.create_app("pay", "")).unwrap();
+        run(&mut st, &a, |tx| tx.create_cluster("shop", "PRO", "east")).unwrap();
+        let def = |app: &str, name: &str, public: bool| NamespaceDef {
+            app: app.into(),
+            name: name.into(),
+            public,
+            review: false,
+            description: String::new(),
+        };
+        run(&mut st, &a, |tx| {
+            tx.create_namespace(def("shop", "app", false))
+        })
+        .unwrap();
+        run(&mut st, &a, |tx| {
+            tx.create_namespace(def("pay", "common", true))
+        })
+        .unwrap();
+        st
+    }
+
+    fn set(st: &mut State, ns: &NsKey, key: &str, v: Value) {
+        let version = st.draft(ns).get(key).map(|i| i.version);
+        run(st, &admin(), |tx| {
+            tx.put_item(
+                ns,
+                key,
+                ItemInput {
+                    value: v,
+                    schema: None,
+                    comment: String::new(),
+                    version,
+                },
+            )
+        })
+        .unwrap();
+    }
+
+    fn publish(st: &mut State, ns: &NsKey, mode: PublishMode) -> PublishOutcome {
+        run(st, &admin(), |tx| {
+            tx.publish(
+                ns,
+                &PublishRequest {
+                    message: "m".into(),
+                    mode,
+                },
+            )
+        })
+        .unwrap()
+    }
+
+    fn get(st: &State, ns: &NsKey, inst: &Instance, key: &str) -> Option<Value> {
+        resolve(st, ns, inst)
+            .unwrap()
+            .items
+            .get(key)
+            .map(|i| i.value.clone())
+    }
+
+    #[test]
+    fn resolution_order_public_app_cluster() {
+        let mut st = setup();
+        let inst = Instance::default();
+        let owner_default = NsKey::new("pay", "PRO", "default", "common");
+        let owner_east = NsKey::new("pay", "PRO", "east", "common");
+        let shop_default = NsKey::new("shop", "PRO", "default", "common");
+        let shop_east = NsKey::new("shop", "PRO", "east", "common");
+        run(&mut st, &admin(), |tx| {
+            tx.create_cluster("pay", "PRO", "east")
+        })
+        .unwrap();
+        for (ns, keys) in [
+            (&owner_default, vec!["a", "b", "c", "d"]),
+            (&owner_east, vec!["b", "c", "d"]),
+            (&shop_default, vec!["c", "d"]),
+            (&shop_east, vec!["d"]),
+        ] {
+            for k in keys {
+                set(
+                    &mut st,
+                    ns,
+                    k,
+                    Value::String(format!("{}-{}", ns.app, ns.cluster)),
+                );
+            }
+            publish(&mut st, ns, PublishMode::Immediate);
+        }
+        let want = [
+            ("a", "pay-default"),
+            ("b", "pay-east"),
+            ("c", "shop-default"),
+            ("d", "shop-east"),
+        ];
+        for (k, v) in want {
+            assert_eq!(
+                get(&st, &shop_east, &inst, k),
+                Some(Value::String(v.into())),
+                "{k}"
+            );
+        }
+        assert_eq!(
+            get(&st, &shop_default, &inst, "b"),
+            Some(Value::String("pay-default".into()))
+        );
+        // Environments are isolated.
+        let dev = NsKey::new("shop", "DEV", "default", "common");
+        assert!(resolve(&st, &dev, &inst).unwrap().items.is_empty());
+        // Unknown cluster and namespace are errors.
+        assert_eq!(
+            resolve(&st, &NsKey::new("shop", "DEV", "east", "common"), &inst)
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            resolve(&st, &NsKey::new("pay", "DEV", "default", "app"), &inst)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("namespace")
+        );
+    }
+
+    #[test]
+    fn optimistic_versions() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        let input = |v: Option<u64>| ItemInput {
+            value: Value::Integer(1),
+            schema: None,
+            comment: String::new(),
+            version: v,
+        };
+        run(&mut st, &admin(), |tx| tx.put_item(&ns, "k", input(None))).unwrap();
+        let e = run(&mut st, &admin(), |tx| tx.put_item(&ns, "k", input(None))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        let it = run(&mut st, &admin(), |tx| {
+            tx.put_item(&ns, "k", input(Some(1)))
+        })
+        .unwrap();
+        assert_eq!(it.version, 2);
+        let e = run(&mut st, &admin(), |tx| {
+            tx.put_item(&ns, "k", input(Some(1)))
+        })
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::VersionConflict);
+        assert_eq!(st.draft(&ns)["k"].version, 2);
+    }
+
+    #[test]
+    fn invalid_values_change_nothing() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        let seq = st.seq;
+        let bad = ItemInput {
+            value: Value::Document {
+                format: crate::document::DocFormat::Json,
+                text: "{\"port\": 0}".into(),
+            },
+            schema: Some(serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}})),
+            comment: String::new(),
+            version: None,
+        };
+        let e = run(&mut st, &admin(), |tx| tx.put_item(&ns, "doc", bad)).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::SchemaViolation, Some("value/port"))
+        );
+        assert_eq!(st.seq, seq);
+        assert!(st.draft(&ns).is_empty());
+    }
+
+    #[test]
+    fn list_edits() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        set(&mut st, &ns, "l", Value::List(vec!["a".into()]));
+        run(&mut st, &admin(), |tx| {
+            tx.edit_list(&ns, "l", None, Some("b".into()), Some(1))
+        })
+        .unwrap();
+        run(&mut st, &admin(), |tx| {
+            tx.edit_list(&ns, "l", Some(0), Some("z".into()), None)
+        })
+        .unwrap();
+        run(&mut st, &admin(), |tx| {
+            tx.edit_list(&ns, "l", Some(1), None, None)
+        })
+        .unwrap();
+        assert_eq!(st.draft(&ns)["l"].value, Value::List(vec!["z".into()]));
+        assert_eq!(st.draft(&ns)["l"].version, 4);
+        let e = run(&mut st, &admin(), |tx| {
+            tx.edit_list(&ns, "l", Some(5), None, None)
+        })
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn gray_promote_abandon_rollback() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        set(&mut st, &ns, "k", Value::Integer(1));
+        let r1 = publish(&mut st, &ns, PublishMode::Immediate)
+            .release
+            .unwrap();
+        set(&mut st, &ns, "k", Value::Integer(2));
+        let mut rule = GrayRule::default();
+        rule.labels.insert("canary".into(), "yes".into());
+        let g = publish(&mut st, &ns, PublishMode::Gray { rule })
+            .release
+            .unwrap();
+        let plain = Instance::default();
+        let mut canary = Instance::default();
+        canary.labels.insert("canary".into(), "yes".into());
+        assert_eq!(get(&st, &ns, &plain, "k"), Some(Value::Integer(1)));
+        assert_eq!(get(&st, &ns, &canary, "k"), Some(Value::Integer(2)));
+        run(&mut st, &admin(), |tx| tx.abandon(&ns, g)).unwrap();
+        assert_eq!(get(&st, &ns, &canary, "k"), Some(Value::Integer(1)));
+        let g2 = publish(
+            &mut st,
+            &ns,
+            PublishMode::Gray {
+                rule: GrayRule {
+                    instances: vec!["i9".into()],
+                    ..Default::default()
+                },
+            },
+        )
+        .release
+        .unwrap();
+        let promoted = run(&mut st, &admin(), |tx| tx.promote(&ns, g2, "go")).unwrap();
+        assert_eq!(get(&st, &ns, &plain, "k"), Some(Value::Integer(2)));
+        assert_eq!(st.ns_states[&ns].current, Some(promoted));
+        assert!(st.ns_states[&ns].grays.is_empty());
+        let back = run(&mut st, &admin(), |tx| tx.rollback(&ns, r1, "oops")).unwrap();
+        assert!(back > promoted);
+        assert_eq!(get(&st, &ns, &plain, "k"), Some(Value::Integer(1)));
+        assert_eq!(st.draft(&ns)["k"].value, Value::Integer(1));
+        let d = diff(&st.releases[&r1].items, &st.releases[&promoted].items);
+        assert_eq!(d.changed.len(), 1);
+        assert!(run(&mut st, &admin(), |tx| tx.rollback(&ns, g, "gray")).is_err());
+    }
+
+    #[test]
+    fn natural_publish_does_not_push() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        set(&mut st, &ns, "k", Value::Integer(1));
+        publish(&mut st, &ns, PublishMode::Immediate);
+        let (v1, p1) = crate::resolve::versions(&st, &ns).unwrap();
+        set(&mut st, &ns, "k", Value::Integer(2));
+        publish(&mut st, &ns, PublishMode::Natural);
+        let (v2, p2) = crate::resolve::versions(&st, &ns).unwrap();
+        assert!(v2 > v1);
+        assert_eq!(p2, p1);
+    }
+
+    #[test]
+    fn review_and_permissions() {
+        let mut st = setup();
+        let def = NamespaceDef {
+            app: "shop".into(),
+            name: "secure".into(),
+            public: false,
+            review: true,
+            description: String::new(),
+        };
+        run(&mut st, &admin(), |tx| tx.create_namespace(def)).unwrap();
+        for (name, level) in [("ed", Level::Edit), ("pub", Level::Publish)] {
+            run(&mut st, &admin(), |tx| {
+                tx.put_user(User {
+                    name: name.into(),
+                    roles: vec![],
+                    admin: false,
+                })
+            })
+            .unwrap();
+            let g = Grant {
+                subject: format!("user:{name}"),
+                app: "shop".into(),
+                namespace: "*".into(),
+                level,
+                export: false,
+            };
+            run(&mut st, &admin(), |tx| tx.put_grant(g)).unwrap();
+        }
+        let ns = NsKey::new("shop", "DEV", "default", "secure");
+        let ed = st.users["ed"].clone();
+        let pu = st.users["pub"].clone();
+        let input = ItemInput {
+            value: Value::Boolean(true),
+            schema: None,
+            comment: String::new(),
+            version: None,
+        };
+        run(&mut st, &ed, |tx| tx.put_item(&ns, "k", input.clone())).unwrap();
+        let req = PublishRequest::default();
+        assert_eq!(
+            run(&mut st, &ed, |tx| tx.publish(&ns, &req))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        run(&mut st, &pu, |tx| tx.put_item(&ns, "k2", input.clone())).unwrap();
+        assert_eq!(
+            run(&mut st, &pu, |tx| tx.publish(&ns, &req))
+                .unwrap_err()
+                .code,
+            ErrorCode::ReviewRequired
+        );
+        run(&mut st, &admin(), |tx| tx.publish(&ns, &req)).unwrap();
+        assert!(st.ns_states[&ns].editors.is_empty());
+        assert!(
+            st.audit
+                .iter()
+                .any(|a| a.action == "publish" && a.actor == "admin")
+        );
+        assert!(
+            st.audit
+                .iter()
+                .any(|a| a.action == "item.put" && a.actor == "ed")
+        );
+    }
+
+    #[test]
+    fn scheduled_publish() {
+        let mut st = setup();
+        let ns = NsKey::new("shop", "DEV", "default", "app");
+        set(&mut st, &ns, "k", Value::Integer(7));
+        let out = publish(&mut st, &ns, PublishMode::Scheduled { at_ms: 1 });
+        let id = out.scheduled.unwrap();
+        assert!(
+            resolve(&st, &ns, &Instance::default())
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        run(&mut st, &admin(), |tx| tx.run_scheduled(id)).unwrap();
+        assert_eq!(
+            get(&st, &ns, &Instance::default(), "k"),
+            Some(Value::Integer(7))
+        );
+        assert!(st.scheduled.is_empty());
+    }
+}

@@ -1,0 +1,130 @@
+//! Running the service: bind, serve the API, run scheduled publishes; on a runtime of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::center::Center;
+use crate::error::{ControlError, ErrorCode, Result};
+
+/// A running server (tests and embedding): its address and a way to stop it.
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The service core.
+    pub center: Arc<Center>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Serves `center` on an already bound listener until `stop` resolves; runs scheduled publishes meanwhile.
+pub async fn serve(
+    center: Arc<Center>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sched = center.clone();
+    let ticker = tokio::spawn(async move {
+        // Every 50 ms: take in what other nodes committed to a shared store, and run due scheduled publishes.
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let s = sched.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                s.catch_up()?;
+                s.run_due()
+            })
+            .await;
+            match r {
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "store catch-up or scheduled publish failed")
+                }
+                Err(e) => tracing::warn!(error = %e, "store catch-up task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
+    let app = crate::api::router(center);
+    // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (~40 ms each).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay");
+        }
+    });
+    // Not a graceful shutdown: long-poll watchers would hold it for their whole timeout. Dropping the
+    // runtime closes them; clients reconnect elsewhere or fall back to their snapshot.
+    let r = tokio::select! {
+        r = axum::serve(listener, app) => r,
+        _ = stop => Ok(()),
+    };
+    ticker.abort();
+    r
+}
+
+impl Server {
+    /// Starts a server on its own thread with a multi-threaded runtime of `threads` workers.
+    pub fn start(center: Arc<Center>, addr: &str, threads: usize) -> Result<Server> {
+        let io = |e: std::io::Error| {
+            ControlError::new(ErrorCode::Internal, format!("listen {addr}: {e}"))
+        };
+        let std_listener = std::net::TcpListener::bind(addr).map_err(io)?;
+        std_listener.set_nonblocking(true).map_err(io)?;
+        let local = std_listener.local_addr().map_err(io)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("furrow-control")
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let c = center.clone();
+        let thread = std::thread::Builder::new()
+            .name("furrow-control-main".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "control listener");
+                            return;
+                        }
+                    };
+                    if let Err(e) = serve(c, listener, async move {
+                        let _ = rx.await;
+                    })
+                    .await
+                    {
+                        tracing::error!(error = %e, "control server");
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_millis(200));
+            })
+            .map_err(io)?;
+        Ok(Server {
+            addr: local,
+            center,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,89 @@
+//! `furrow ctl config ...` against a real service (the entry point the binary wires in).
+
+mod common;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use common::*;
+use control::cli::{CtlArgs, run_ctl};
+
+#[derive(Parser)]
+struct Top {
+    #[command(flatten)]
+    ctl: CtlArgs,
+}
+
+fn ctl(server: &str, token: &str, args: &[&str]) -> ExitCode {
+    let mut argv = vec!["ctl", "--server", server, "--token", token];
+    argv.extend_from_slice(args);
+    run_ctl(Top::try_parse_from(argv).unwrap().ctl)
+}
+
+#[test]
+fn ctl_covers_the_edit_publish_rollback_cycle() {
+    let srv = start("sqlite::memory:");
+    let server = format!("http://{}", srv.addr);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    let ok = ExitCode::SUCCESS;
+    let run = |args: &[&str]| ctl(&server, ADMIN_TOKEN, args);
+    assert_eq!(run(&["config", "create-app", "shop"]), ok);
+    assert_eq!(run(&["config", "create-namespace", "shop", "app"]), ok);
+    let ns = ["--app", "shop", "--env", "DEV", "--ns", "app"];
+    fn cmd<'a>(ns: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v: Vec<&str> = vec!["config"];
+        v.extend_from_slice(&extra[..1]);
+        v.extend_from_slice(ns);
+        v.extend_from_slice(&extra[1..]);
+        v
+    }
+    let with = |extra: &[&'static str]| cmd(&ns, extra);
+    assert_eq!(
+        run(&with(&["set", "port", "8080", "--type", "integer"])),
+        ok
+    );
+    assert_eq!(
+        run(&with(&["set", "port", "9090", "--type", "integer"])),
+        ok,
+        "set updates with the current version"
+    );
+    assert_ne!(run(&with(&["set", "port", "x", "--type", "integer"])), ok);
+    assert_ne!(run(&with(&["set", "doc", "a = ", "--type", "toml"])), ok);
+    assert_eq!(
+        run(&with(&["set", "hosts", "[\"a\"]", "--type", "list"])),
+        ok
+    );
+    assert_eq!(run(&with(&["list-add", "hosts", "b"])), ok);
+    assert_eq!(run(&with(&["publish", "-m", "first"])), ok);
+    let c = config(&api, "shop", "DEV", "default", "app", "");
+    assert_eq!(c["items"]["port"]["value"]["value"], 9090);
+    assert_eq!(
+        c["items"]["hosts"]["value"]["value"],
+        serde_json::json!(["a", "b"])
+    );
+    let first = c["releases"][0].as_u64().unwrap().to_string();
+    assert_eq!(run(&with(&["set", "port", "1", "--type", "integer"])), ok);
+    assert_eq!(
+        run(&with(&["publish", "--mode", "gray", "--instance", "p1"])),
+        ok
+    );
+    assert_eq!(
+        config(&api, "shop", "DEV", "default", "app", "instance=p1")["items"]["port"]["value"]["value"],
+        1
+    );
+    assert_eq!(run(&cmd(&ns, &["rollback", &first])), ok);
+    assert_eq!(run(&["config", "audit", "--limit", "5"]), ok);
+    assert_eq!(run(&with(&["releases"])), ok);
+    // Errors exit non-zero: unknown namespace, bad token, unreachable service.
+    assert_ne!(
+        run(&[
+            "config", "items", "--app", "shop", "--env", "DEV", "--ns", "nope"
+        ]),
+        ok
+    );
+    assert_ne!(ctl(&server, "wrong", &["config", "apps"]), ok);
+    assert_ne!(
+        ctl("http://127.0.0.1:1", ADMIN_TOKEN, &["config", "apps"]),
+        ok
+    );
+}

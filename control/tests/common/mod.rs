@@ -1,0 +1,229 @@
+//! Shared helpers for the control integration tests: a server on loopback and a blocking API client.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use control::center::Center;
+use control::client::{ApiClient, ClientError};
+use control::server::Server;
+use serde_json::{Value as Json, json};
+
+pub const ADMIN_TOKEN: &str = "root-token";
+
+pub fn start(store_url: &str) -> Server {
+    start_on(store_url, "127.0.0.1:0")
+}
+
+pub fn start_on(store_url: &str, addr: &str) -> Server {
+    let store = control::store::open(store_url).unwrap();
+    let envs = ["DEV", "FAT", "UAT", "PRO"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let center = Center::open(store, envs, "admin", Some(ADMIN_TOKEN)).unwrap();
+    Server::start(center, addr, 2).unwrap()
+}
+
+pub struct Api {
+    rt: tokio::runtime::Runtime,
+    pub client: ApiClient,
+}
+
+impl Api {
+    pub fn new(server: &Server, token: &str) -> Api {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Api {
+            rt,
+            client: ApiClient::new(&format!("http://{}", server.addr), Some(token)),
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Json>) -> Result<Json, ClientError> {
+        self.rt
+            .block_on(self.client.call(method, path, body.as_ref()))
+    }
+
+    pub fn status(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Json>,
+        timeout: Duration,
+    ) -> Result<(u16, Json), ClientError> {
+        self.rt.block_on(
+            self.client
+                .call_status(method, path, body.as_ref(), timeout),
+        )
+    }
+
+    pub fn ok(&self, method: &str, path: &str, body: Option<Json>) -> Json {
+        match self.call(method, path, body) {
+            Ok(v) => v,
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    /// The error status, code and field of a call expected to fail.
+    pub fn err(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Json>,
+    ) -> (u16, String, Option<String>) {
+        match self.call(method, path, body) {
+            Err(ClientError::Api { status, error }) => {
+                let code = serde_json::to_value(error.code)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (status, code, error.field)
+            }
+            other => panic!("{method} {path}: expected an error, got {other:?}"),
+        }
+    }
+}
+
+pub fn ns(app: &str, env: &str, cluster: &str, ns: &str) -> String {
+    format!("/v1/apps/{app}/envs/{env}/clusters/{cluster}/namespaces/{ns}")
+}
+
+pub fn set(api: &Api, nsp: &str, key: &str, value: Json) -> Json {
+    let path = format!("{nsp}/items/{key}");
+    let version = api
+        .call("GET", &path, None)
+        .ok()
+        .and_then(|i| i["version"].as_u64());
+    api.ok(
+        "PUT",
+        &path,
+        Some(json!({"value": value, "version": version})),
+    )
+}
+
+pub fn publish(api: &Api, nsp: &str, body: Json) -> Json {
+    api.ok("POST", &format!("{nsp}/publish"), Some(body))
+}
+
+pub fn string(s: &str) -> Json {
+    json!({"type": "string", "value": s})
+}
+
+pub fn int(i: i64) -> Json {
+    json!({"type": "integer", "value": i})
+}
+
+/// Creates app `shop` with namespace `app`, app `pay` owning public namespace `common`, cluster `east` for both in PRO.
+pub fn seed(api: &Api) {
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api.ok("POST", "/v1/apps", Some(json!({"name": "pay"})));
+    api.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "app"})),
+    );
+    api.ok(
+        "POST",
+        "/v1/apps/pay/namespaces",
+        Some(json!({"name": "common", "public": true})),
+    );
+    api.ok(
+        "POST",
+        "/v1/apps/shop/envs/PRO/clusters",
+        Some(json!({"name": "east"})),
+    );
+    api.ok(
+        "POST",
+        "/v1/apps/pay/envs/PRO/clusters",
+        Some(json!({"name": "east"})),
+    );
+}
+
+pub fn config(api: &Api, app: &str, env: &str, cluster: &str, ns: &str, query: &str) -> Json {
+    api.ok(
+        "GET",
+        &format!("/v1/configs/{app}/{env}/{cluster}/{ns}?{query}"),
+        None,
+    )
+}
+
+/// Parks `watchers` long-polls on one namespace, publishes a change, checks that every watcher got
+/// exactly that release, and returns the sorted publish→response latencies. `around_publish` runs
+/// just before the publish and its closure just after every response arrived (e.g. to read CPU time).
+pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
+    watchers: usize,
+    around_publish: M,
+) -> Vec<std::time::Duration> {
+    use std::time::Instant;
+    let srv = start("sqlite::memory:");
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    seed(&api);
+    let p = ns("shop", "DEV", "default", "app");
+    set(&api, &p, "k", int(1));
+    publish(&api, &p, json!({}));
+    let since = config(&api, "shop", "DEV", "default", "app", "")["version"]
+        .as_u64()
+        .unwrap();
+    let server = format!("http://{}", srv.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..watchers)
+        .map(|i| {
+            let c = ApiClient::new(&server, Some(ADMIN_TOKEN));
+            rt.spawn(async move {
+                let path = format!(
+                    "/v1/watch?app=shop&env=DEV&namespace=app&since={since}&timeout=20000&instance=w{i}"
+                );
+                let r = c.call_status("GET", &path, None, Duration::from_secs(30)).await;
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    // Wait until every watcher is parked on the server.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = api
+            .status("GET", "/metrics", None, Duration::from_secs(5))
+            .unwrap();
+        let text = m.as_str().unwrap().to_string();
+        let active = text
+            .lines()
+            .find_map(|l| l.strip_prefix("furrow_control_watches_active "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if active >= watchers {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {active} watchers parked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    set(&api, &p, "k", int(2));
+    let after = around_publish();
+    let t0 = Instant::now();
+    let rel = publish(&api, &p, json!({}))["release"].as_u64().unwrap();
+    let mut lat = Vec::with_capacity(watchers);
+    for t in tasks {
+        let (r, at) = rt.block_on(t).unwrap();
+        let (status, body) = r.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body["releases"], json!([rel]));
+        assert_eq!(body["items"]["k"]["value"]["value"], 2);
+        lat.push(at.saturating_duration_since(t0));
+    }
+    after();
+    lat.sort();
+    println!(
+        "{watchers} watchers: p50 {:?} p99 {:?} max {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat[lat.len() - 1]
+    );
+    lat
+}

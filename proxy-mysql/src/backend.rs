@@ -1,0 +1,757 @@
+//! Backend connections: login with the group's credentials, commands, and response forwarding with a
+//! small state machine that finds where a response ends (result sets, multi-results, prepare-OK) and
+//! what it says (status flags, affected rows, last insert id, errors).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::consts::status;
+use codec::mysql::{AuthSwitchRequest, HandshakeResponse41, HandshakeV10, auth};
+use tokio::net::TcpStream;
+
+use crate::conn::{Conn, ConnError};
+
+/// Capabilities Furrow asks of backends (no DEPRECATE_EOF, no CONNECT_WITH_DB, no LOCAL_FILES: the
+/// proxy forwards result sets verbatim to clients it offered the same set to).
+pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// Collation backends are logged in with (utf8mb4_general_ci).
+pub const BACKEND_COLLATION: u8 = 45;
+
+/// Largest payload accepted from a backend (a row may be big; MariaDB's max_allowed_packet max).
+pub const BACKEND_MAX_PAYLOAD: usize = 1 << 30;
+
+/// A statement prepared on one backend connection.
+#[derive(Debug, Clone, Copy)]
+pub struct CachedStmt {
+    /// The backend's statement id.
+    pub id: u32,
+    /// Parameter count.
+    pub params: u16,
+    /// Result column count.
+    pub columns: u16,
+    /// For eviction: a use counter value.
+    pub last_use: u64,
+}
+
+/// Most statements cached per backend connection; the least recently used is closed beyond it.
+pub const STMT_CACHE_MAX: usize = 256;
+
+/// One logged-in backend connection.
+pub struct BackendConn {
+    /// Framed socket.
+    pub conn: Conn,
+    /// Server name in its group.
+    pub server: Rc<str>,
+    /// `host:port`.
+    pub address: Rc<str>,
+    /// Backend connection (thread) id, for KILL QUERY.
+    pub thread_id: u32,
+    /// Current schema on the backend (None: none, unless `schema_unknown`).
+    pub schema: Option<Rc<str>>,
+    /// Set after a reset that may have kept a schema: the current schema is not known.
+    pub schema_unknown: bool,
+    /// The login scramble (COM_CHANGE_USER answers with it).
+    pub scramble: Vec<u8>,
+    /// Replayed session-variable state (None: the backend defaults).
+    pub vars: Option<Rc<crate::session::VarState>>,
+    /// Statements prepared here, by (schema, SQL text).
+    pub stmts: HashMap<(Option<Rc<str>>, Rc<str>), CachedStmt>,
+    /// Use counter for the statement cache.
+    pub stmt_clock: u64,
+    /// When it was last returned to the pool.
+    pub last_used: Instant,
+    /// Set when the connection must not be reused (I/O error, timeout, unknown state).
+    pub broken: bool,
+    /// The pool it belongs to (checked in there); empty for connections outside pools.
+    pub home: std::rc::Weak<crate::pool::ServerPool>,
+}
+
+/// What a forwarded (or swallowed) response said.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// ERR code, if the (last) result was an error.
+    pub err: Option<u16>,
+    /// The ERR packet payload, if any (for swallowed responses).
+    pub err_payload: Option<Bytes>,
+    /// Status flags from the last OK/EOF.
+    pub status: u16,
+    /// Affected rows (last OK).
+    pub affected: u64,
+    /// Last insert id (last non-zero OK).
+    pub last_insert_id: u64,
+    /// Rows seen.
+    pub rows: u64,
+    /// Bytes of the response.
+    pub bytes: u64,
+    /// For COM_STMT_PREPARE: (statement id, columns, params).
+    pub prepared: Option<(u32, u16, u16)>,
+    /// Sequence id of the last packet of the response.
+    pub last_seq: u8,
+}
+
+/// What kind of response a command gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespKind {
+    /// Text or binary result sets, OK or ERR (COM_QUERY, COM_STMT_EXECUTE).
+    ResultSet,
+    /// COM_STMT_PREPARE.
+    Prepare,
+    /// COM_FIELD_LIST: column definitions up to EOF.
+    FieldList,
+    /// COM_STMT_FETCH: rows up to EOF.
+    Fetch,
+    /// Exactly one packet (OK/ERR or COM_STATISTICS' string).
+    Single,
+}
+
+/// Forwarding failures, by side.
+#[derive(Debug, thiserror::Error)]
+pub enum FwdError {
+    /// The backend failed.
+    #[error("backend: {0}")]
+    Backend(ConnError),
+    /// Writing to the client failed.
+    #[error("client: {0}")]
+    Client(ConnError),
+    /// The response exceeded the result size limit; `next_seq` is the sequence id for an ERR.
+    #[error("result larger than {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+        /// Sequence id to use for the ERR packet sent to the client.
+        next_seq: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum St {
+    First,
+    Cols(u64),
+    ColsEof,
+    Rows,
+    PrepParams(u16, u16),
+    PrepParamsEof(u16),
+    PrepCols(u16),
+    PrepColsEof,
+    FieldList,
+    Done,
+}
+
+fn lenenc(p: &[u8], pos: &mut usize) -> u64 {
+    let Some(&b) = p.get(*pos) else {
+        return 0;
+    };
+    let (n, len) = match b {
+        0xFC => (2, 1),
+        0xFD => (3, 1),
+        0xFE => (8, 1),
+        _ => {
+            *pos += 1;
+            return u64::from(b);
+        }
+    };
+    let mut v = 0u64;
+    for i in 0..n {
+        v |= u64::from(p.get(*pos + len + i).copied().unwrap_or(0)) << (8 * i);
+    }
+    *pos += len + n;
+    v
+}
+
+fn u16_at(p: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([
+        p.get(at).copied().unwrap_or(0),
+        p.get(at + 1).copied().unwrap_or(0),
+    ])
+}
+
+/// Parses an OK payload's (affected, last insert id, status).
+pub fn parse_ok(p: &[u8]) -> (u64, u64, u16) {
+    let mut pos = 1;
+    let affected = lenenc(p, &mut pos);
+    let id = lenenc(p, &mut pos);
+    (affected, id, u16_at(p, pos))
+}
+
+impl BackendConn {
+    /// Connects and logs in with `user`/`password` (mysql_native_password, or caching_sha2's fast
+    /// path if the server asks for it).
+    pub async fn connect(
+        server: Rc<str>,
+        address: Rc<str>,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<BackendConn, String> {
+        let fut = Self::connect_inner(server, address, user, password);
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn connect_inner(
+        server: Rc<str>,
+        address: Rc<str>,
+        user: &str,
+        password: &str,
+    ) -> Result<BackendConn, String> {
+        let stream = TcpStream::connect(&*address)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut conn = Conn::new(stream, BACKEND_MAX_PAYLOAD);
+        let p = conn.read_packet().await.map_err(|e| e.to_string())?;
+        if p.payload.first() == Some(&0xFF) {
+            let e = codec::mysql::ErrPacket::decode(p.payload).map_err(|e| e.to_string())?;
+            return Err(String::from_utf8_lossy(&e.message).into_owned());
+        }
+        let hs = HandshakeV10::decode(p.payload).map_err(|e| e.to_string())?;
+        let plugin = String::from_utf8_lossy(&hs.auth_plugin_name).into_owned();
+        let scramble = hs.scramble().to_vec();
+        let auth_response = scramble_for(&plugin, password.as_bytes(), &scramble);
+        let resp = HandshakeResponse41 {
+            capabilities: BACKEND_CAPS & (hs.capabilities | CLIENT_LONG_PASSWORD),
+            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+            charset: BACKEND_COLLATION,
+            mariadb_capabilities: 0,
+            username: Bytes::copy_from_slice(user.as_bytes()),
+            auth_response: Bytes::from(auth_response),
+            database: None,
+            auth_plugin_name: Some(Bytes::from(if plugin.is_empty() {
+                "mysql_native_password".to_string()
+            } else {
+                plugin
+            })),
+            connect_attrs: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        resp.encode(&mut out);
+        conn.queue(p.last_seq.wrapping_add(1), &out);
+        conn.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            let r = conn.read_packet().await.map_err(|e| e.to_string())?;
+            let seq = r.next_seq();
+            match r.payload.first() {
+                Some(0x00) => break,
+                Some(0xFF) => {
+                    let e =
+                        codec::mysql::ErrPacket::decode(r.payload).map_err(|e| e.to_string())?;
+                    return Err(format!(
+                        "login refused: {} ({})",
+                        String::from_utf8_lossy(&e.message),
+                        e.code
+                    ));
+                }
+                Some(0xFE) => {
+                    let sw = AuthSwitchRequest::decode(r.payload).map_err(|e| e.to_string())?;
+                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
+                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
+                    conn.queue(seq, &data);
+                    conn.flush().await.map_err(|e| e.to_string())?;
+                }
+                Some(0x01) => match r.payload.get(1) {
+                    Some(&auth::FAST_AUTH_SUCCESS) => {}
+                    _ => {
+                        return Err(
+                            "caching_sha2_password full authentication is not supported for \
+                                    backends; use mysql_native_password for the backend account"
+                                .into(),
+                        );
+                    }
+                },
+                _ => return Err("unexpected packet during backend login".into()),
+            }
+        }
+        Ok(BackendConn {
+            conn,
+            server,
+            address,
+            thread_id: hs.connection_id,
+            schema: None,
+            schema_unknown: false,
+            scramble,
+            vars: None,
+            stmts: HashMap::new(),
+            stmt_clock: 0,
+            last_used: Instant::now(),
+            broken: false,
+            home: std::rc::Weak::new(),
+        })
+    }
+
+    /// Logs in again with COM_CHANGE_USER (no schema): a fresh session on the same socket, the only
+    /// way to unselect the current database. Session state and prepared statements are gone after.
+    pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), String> {
+        let mut p = Vec::with_capacity(64);
+        p.push(codec::mysql::consts::com::CHANGE_USER);
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let auth = auth::native_password_scramble(password.as_bytes(), &self.scramble);
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.push(0);
+        p.extend_from_slice(&u16::from(BACKEND_COLLATION).to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        self.queue_command(&p);
+        self.conn.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            let r = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+            match r.payload.first() {
+                Some(0x00) => break,
+                Some(0xFF) => {
+                    self.broken = true;
+                    return Err("backend refused COM_CHANGE_USER".into());
+                }
+                Some(0xFE) => {
+                    let sw =
+                        AuthSwitchRequest::decode(r.payload.clone()).map_err(|e| e.to_string())?;
+                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
+                    self.scramble = sw.scramble().to_vec();
+                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
+                    self.conn.queue(r.next_seq(), &data);
+                    self.conn.flush().await.map_err(|e| e.to_string())?;
+                }
+                Some(0x01) if r.payload.get(1) == Some(&auth::FAST_AUTH_SUCCESS) => {}
+                _ => {
+                    self.broken = true;
+                    return Err("unexpected packet after COM_CHANGE_USER".into());
+                }
+            }
+        }
+        self.vars = None;
+        self.schema = None;
+        self.schema_unknown = false;
+        self.stmts.clear();
+        Ok(())
+    }
+
+    /// Sends a command payload (sequence id 0).
+    pub fn queue_command(&mut self, payload: &[u8]) {
+        self.conn.queue(0, payload);
+    }
+
+    /// Sends a command and reads its response without forwarding it.
+    pub async fn command(&mut self, payload: &[u8], kind: RespKind) -> Result<Outcome, FwdError> {
+        self.queue_command(payload);
+        self.conn.flush().await.map_err(FwdError::Backend)?;
+        self.forward(kind, None, None, u64::MAX).await
+    }
+
+    /// Runs a text query and returns its column names and rows (for health checks).
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(codec::mysql::consts::com::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.queue_command(&payload);
+        self.conn.flush().await.map_err(|e| e.to_string())?;
+        let first = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+        match first.payload.first() {
+            Some(0x00) => return Ok((Vec::new(), Vec::new())),
+            Some(0xFF) => {
+                let e =
+                    codec::mysql::ErrPacket::decode(first.payload).map_err(|e| e.to_string())?;
+                return Err(String::from_utf8_lossy(&e.message).into_owned());
+            }
+            _ => {}
+        }
+        let n = codec::mysql::resultset::decode_column_count(first.payload)
+            .map_err(|e| e.to_string())? as usize;
+        let mut cols = Vec::with_capacity(n);
+        for _ in 0..n {
+            let p = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+            let c = codec::mysql::ColumnDefinition::decode(p.payload).map_err(|e| e.to_string())?;
+            cols.push(String::from_utf8_lossy(&c.name).into_owned());
+        }
+        let _eof = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        loop {
+            let p = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+            match p.payload.first() {
+                Some(0xFE) if p.payload.len() < 9 => {
+                    if u16_at(&p.payload, 3) & status::SERVER_MORE_RESULTS_EXISTS != 0 {
+                        return Err("unexpected multi-result".into());
+                    }
+                    break;
+                }
+                Some(0xFF) => return Err("error in result".into()),
+                _ => {}
+            }
+            let row = codec::mysql::TextRow::decode(p.payload, n).map_err(|e| e.to_string())?;
+            rows.push(
+                row.cells
+                    .into_iter()
+                    .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    .collect(),
+            );
+        }
+        Ok((cols, rows))
+    }
+
+    /// Reads one response, copying it to `client` when given (rewriting a prepare-OK's statement id to
+    /// `client_stmt_id`). Stops with [`FwdError::TooLarge`] past `max_bytes` (the backend connection is
+    /// then in an unknown state and must be dropped).
+    pub async fn forward(
+        &mut self,
+        kind: RespKind,
+        mut client: Option<&mut Conn>,
+        client_stmt_id: Option<u32>,
+        max_bytes: u64,
+    ) -> Result<Outcome, FwdError> {
+        let mut out = Outcome::default();
+        let mut st = match kind {
+            RespKind::ResultSet | RespKind::Single => St::First,
+            RespKind::Prepare => St::First,
+            RespKind::FieldList => St::FieldList,
+            RespKind::Fetch => St::Rows,
+        };
+        loop {
+            let total = self.conn.peek_raw().await.map_err(FwdError::Backend)?;
+            let raw = &self.conn.rbuf[..total];
+            let p = &raw[4..];
+            let h = p.first().copied().unwrap_or(0);
+            let is_eof = h == 0xFE && p.len() < 9;
+            let seq = raw[3];
+            let mut rewrite = false;
+            st = match (st, kind) {
+                (St::First, RespKind::Single) => {
+                    if h == 0xFF {
+                        out.err = Some(u16_at(p, 1));
+                        out.err_payload = Some(Bytes::copy_from_slice(p));
+                    } else if h == 0x00 {
+                        let (a, id, s) = parse_ok(p);
+                        out.affected = a;
+                        out.last_insert_id = id;
+                        out.status = s;
+                    }
+                    St::Done
+                }
+                (St::First, RespKind::Prepare) => {
+                    if h == 0xFF {
+                        out.err = Some(u16_at(p, 1));
+                        out.err_payload = Some(Bytes::copy_from_slice(p));
+                        St::Done
+                    } else {
+                        let id = u32::from_le_bytes([
+                            p.get(1).copied().unwrap_or(0),
+                            p.get(2).copied().unwrap_or(0),
+                            p.get(3).copied().unwrap_or(0),
+                            p.get(4).copied().unwrap_or(0),
+                        ]);
+                        let cols = u16_at(p, 5);
+                        let params = u16_at(p, 7);
+                        out.prepared = Some((id, cols, params));
+                        rewrite = client_stmt_id.is_some();
+                        if params > 0 {
+                            St::PrepParams(params, cols)
+                        } else if cols > 0 {
+                            St::PrepCols(cols)
+                        } else {
+                            St::Done
+                        }
+                    }
+                }
+                (St::First, _) => match h {
+                    0x00 => {
+                        let (a, id, s) = parse_ok(p);
+                        out.affected = a;
+                        if id != 0 {
+                            out.last_insert_id = id;
+                        }
+                        out.status = s;
+                        if s & status::SERVER_MORE_RESULTS_EXISTS != 0 {
+                            St::First
+                        } else {
+                            St::Done
+                        }
+                    }
+                    0xFF => {
+                        out.err = Some(u16_at(p, 1));
+                        out.err_payload = Some(Bytes::copy_from_slice(p));
+                        St::Done
+                    }
+                    0xFB => {
+                        return Err(FwdError::Backend(ConnError::Protocol(
+                            codec::mysql::MysqlError::Malformed(
+                                "backend asked for a LOCAL INFILE".into(),
+                            ),
+                        )));
+                    }
+                    _ => {
+                        let mut pos = 0;
+                        St::Cols(lenenc(p, &mut pos))
+                    }
+                },
+                (St::Cols(n), _) => {
+                    if n <= 1 {
+                        St::ColsEof
+                    } else {
+                        St::Cols(n - 1)
+                    }
+                }
+                (St::ColsEof, _) => {
+                    let s = u16_at(p, 3);
+                    out.status = s;
+                    if s & status::SERVER_STATUS_CURSOR_EXISTS != 0 {
+                        St::Done
+                    } else {
+                        St::Rows
+                    }
+                }
+                (St::Rows, _) => {
+                    if is_eof {
+                        let s = u16_at(p, 3);
+                        out.status = s;
+                        if s & status::SERVER_MORE_RESULTS_EXISTS != 0 {
+                            St::First
+                        } else {
+                            St::Done
+                        }
+                    } else if h == 0xFF {
+                        out.err = Some(u16_at(p, 1));
+                        out.err_payload = Some(Bytes::copy_from_slice(p));
+                        St::Done
+                    } else {
+                        out.rows += 1;
+                        St::Rows
+                    }
+                }
+                (St::PrepParams(n, c), _) => {
+                    if n <= 1 {
+                        St::PrepParamsEof(c)
+                    } else {
+                        St::PrepParams(n - 1, c)
+                    }
+                }
+                (St::PrepParamsEof(c), _) => {
+                    if c > 0 {
+                        St::PrepCols(c)
+                    } else {
+                        St::Done
+                    }
+                }
+                (St::PrepCols(n), _) => {
+                    if n <= 1 {
+                        St::PrepColsEof
+                    } else {
+                        St::PrepCols(n - 1)
+                    }
+                }
+                (St::PrepColsEof, _) => St::Done,
+                (St::FieldList, _) => {
+                    if is_eof || h == 0xFF {
+                        if h == 0xFF {
+                            out.err = Some(u16_at(p, 1));
+                        }
+                        St::Done
+                    } else {
+                        St::FieldList
+                    }
+                }
+                (St::Done, _) => St::Done,
+            };
+            out.bytes += total as u64;
+            out.last_seq = seq;
+            if let Some(c) = client.as_deref_mut() {
+                let start = c.wbuf.len();
+                c.wbuf.extend_from_slice(&self.conn.rbuf[..total]);
+                if rewrite
+                    && total >= 13
+                    && let Some(id) = client_stmt_id
+                {
+                    c.wbuf[start + 5..start + 9].copy_from_slice(&id.to_le_bytes());
+                }
+            }
+            self.conn.consume(total);
+            if matches!(st, St::Done) {
+                return Ok(out);
+            }
+            if out.bytes > max_bytes {
+                self.broken = true;
+                return Err(FwdError::TooLarge {
+                    limit: max_bytes,
+                    next_seq: seq.wrapping_add(1),
+                });
+            }
+            if let Some(c) = client.as_deref_mut()
+                && c.wbuf.len() >= 256 * 1024
+            {
+                c.flush().await.map_err(FwdError::Client)?;
+            }
+        }
+    }
+
+    /// Records a prepared statement in the cache; returns a statement id to close (an evicted one).
+    pub fn cache_stmt(
+        &mut self,
+        key: (Option<Rc<str>>, Rc<str>),
+        id: u32,
+        params: u16,
+        columns: u16,
+    ) -> Option<u32> {
+        self.stmt_clock += 1;
+        self.stmts.insert(
+            key,
+            CachedStmt {
+                id,
+                params,
+                columns,
+                last_use: self.stmt_clock,
+            },
+        );
+        if self.stmts.len() <= STMT_CACHE_MAX {
+            return None;
+        }
+        let victim = self
+            .stmts
+            .iter()
+            .min_by_key(|(_, s)| s.last_use)
+            .map(|(k, s)| (k.clone(), s.id))?;
+        self.stmts.remove(&victim.0);
+        Some(victim.1)
+    }
+
+    /// Looks a cached statement up (and marks it used).
+    pub fn lookup_stmt(&mut self, key: &(Option<Rc<str>>, Rc<str>)) -> Option<CachedStmt> {
+        self.stmt_clock += 1;
+        let clock = self.stmt_clock;
+        let s = self.stmts.get_mut(key)?;
+        s.last_use = clock;
+        Some(*s)
+    }
+
+    /// Queues COM_STMT_CLOSE for a backend statement id (no response).
+    pub fn queue_stmt_close(&mut self, id: u32) {
+        let mut p = [0u8; 5];
+        p[0] = codec::mysql::consts::com::STMT_CLOSE;
+        p[1..5].copy_from_slice(&id.to_le_bytes());
+        self.queue_command(&p);
+    }
+}
+
+/// The auth response for `plugin` (native password by default).
+pub fn scramble_for(plugin: &str, password: &[u8], scramble: &[u8]) -> Vec<u8> {
+    match plugin {
+        "caching_sha2_password" => auth::caching_sha2_scramble(password, scramble),
+        "mysql_clear_password" => auth::cleartext_password_payload(password),
+        _ => auth::native_password_scramble(password, scramble),
+    }
+}
+
+/// Bringing a pooled connection into a session's replayable state. One implementation for the
+/// read/write-split session and the sharding executor, so both reset, replay and select schemas
+/// the same way.
+impl BackendConn {
+    fn lost(&self, e: &dyn std::fmt::Display) -> crate::error::ProxyError {
+        crate::error::ProxyError::BackendLost {
+            server: self.server.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Makes the connection's replayed `SET`s equal to `want`: nothing when they already are, only
+    /// the missing tail when the connection's are a prefix, else COM_RESET_CONNECTION and a full
+    /// replay. A refused step marks the connection broken.
+    pub(crate) async fn sync_vars(
+        &mut self,
+        want: Option<&Rc<crate::session::VarState>>,
+    ) -> Result<(), crate::error::ProxyError> {
+        use crate::error::{ProxyError, errs};
+        use codec::mysql::consts::com;
+        let same = match (&self.vars, want) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b) || **a == **b,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let prefix = match (&self.vars, want) {
+            (None, _) => true,
+            (Some(a), Some(b)) => b.sets.starts_with(&a.sets),
+            (Some(_), None) => false,
+        };
+        if !prefix {
+            let o = self
+                .command(&[com::RESET_CONNECTION], RespKind::Single)
+                .await
+                .map_err(|e| self.lost(&e))?;
+            if o.err.is_some() {
+                self.broken = true;
+                return Err(ProxyError::Refused(errs::internal(
+                    "backend refused COM_RESET_CONNECTION",
+                )));
+            }
+            self.vars = None;
+            self.schema = None;
+            self.schema_unknown = true;
+            self.stmts.clear();
+        }
+        let from = self.vars.as_ref().map_or(0, |v| v.sets.len());
+        if let Some(want) = want {
+            for s in want.sets.iter().skip(from) {
+                let mut p = Vec::with_capacity(s.len() + 1);
+                p.push(com::QUERY);
+                p.extend_from_slice(s.as_bytes());
+                let o = self
+                    .command(&p, RespKind::ResultSet)
+                    .await
+                    .map_err(|e| self.lost(&e))?;
+                if let Some(payload) = o.err_payload {
+                    self.broken = true;
+                    return Err(ProxyError::Refused(
+                        codec::mysql::ErrPacket::decode(payload)
+                            .unwrap_or_else(|_| errs::internal("replaying session state failed")),
+                    ));
+                }
+            }
+        }
+        self.vars = want.cloned();
+        Ok(())
+    }
+
+    /// Selects `schema` as the default database unless it already is (COM_INIT_DB).
+    pub(crate) async fn use_schema(
+        &mut self,
+        schema: &Rc<str>,
+    ) -> Result<(), crate::error::ProxyError> {
+        use crate::error::{ProxyError, errs};
+        if self.schema.as_deref() == Some(&**schema) && !self.schema_unknown {
+            return Ok(());
+        }
+        let mut p = Vec::with_capacity(schema.len() + 1);
+        p.push(codec::mysql::consts::com::INIT_DB);
+        p.extend_from_slice(schema.as_bytes());
+        let o = self
+            .command(&p, RespKind::Single)
+            .await
+            .map_err(|e| self.lost(&e))?;
+        if let Some(payload) = o.err_payload {
+            return Err(ProxyError::Refused(
+                codec::mysql::ErrPacket::decode(payload)
+                    .unwrap_or_else(|_| errs::internal("COM_INIT_DB failed")),
+            ));
+        }
+        self.schema = Some(schema.clone());
+        self.schema_unknown = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! GTID positions for read-your-writes by GTID: what each replica has applied (measured by the health
+//! monitor from `@@gtid_slave_pos`) and whether that covers a session's last write (`@@last_gtid`).
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+/// A GTID set as (domain, sequence number) pairs; the server id does not order GTIDs.
+pub type Gtids = Vec<(u32, u64)>;
+
+/// Parses `0-1-5,1-2-9` (MariaDB GTID list); malformed entries are skipped.
+pub fn parse(s: &str) -> Gtids {
+    s.split(',')
+        .filter_map(|g| {
+            let mut it = g.trim().split('-');
+            let domain = it.next()?.parse().ok()?;
+            let _server: u32 = it.next()?.parse().ok()?;
+            let seq = it.next()?.parse().ok()?;
+            Some((domain, seq))
+        })
+        .collect()
+}
+
+/// Whether position `pos` includes every GTID of `want`.
+pub fn covers(pos: &[(u32, u64)], want: &[(u32, u64)]) -> bool {
+    want.iter()
+        .all(|(d, s)| pos.iter().any(|(pd, ps)| pd == d && ps >= s))
+}
+
+fn positions() -> &'static RwLock<HashMap<String, Gtids>> {
+    static P: OnceLock<RwLock<HashMap<String, Gtids>>> = OnceLock::new();
+    P.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Records what replica `server` of `group` has applied.
+pub fn set_position(group: &str, server: &str, pos: Gtids) {
+    let mut m = positions().write().unwrap_or_else(|e| e.into_inner());
+    m.insert(format!("{group}/{server}"), pos);
+}
+
+/// Whether replica `server` of `group` is known to have applied `want`.
+pub fn replica_has(group: &str, server: &str, want: &[(u32, u64)]) -> bool {
+    let m = positions().read().unwrap_or_else(|e| e.into_inner());
+    m.get(&format!("{group}/{server}"))
+        .is_some_and(|pos| covers(pos, want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_cover() {
+        assert_eq!(parse("0-1-5,1-2-9"), vec![(0, 5), (1, 9)]);
+        assert_eq!(parse(""), vec![]);
+        assert_eq!(parse("x-1-2, 0-3-4"), vec![(0, 4)]);
+        assert!(covers(&parse("0-1-5,1-2-9"), &parse("0-2-5")));
+        assert!(!covers(&parse("0-1-4"), &parse("0-1-5")));
+        assert!(!covers(&parse("1-1-9"), &parse("0-1-1")));
+        assert!(covers(&parse("0-1-1"), &[]));
+        set_position("g", "r", parse("0-1-10"));
+        assert!(replica_has("g", "r", &parse("0-1-10")));
+        assert!(!replica_has("g", "r", &parse("0-1-11")));
+        assert!(!replica_has("g", "other", &parse("0-1-1")));
+    }
+}

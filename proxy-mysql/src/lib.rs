@@ -1,0 +1,140 @@
+//! Furrow's MySQL proxy: server to clients, client to backends; pooling, session state, read/write split.
+//!
+//! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
+//! [`pool`] per-core connection pools; [`health`] health checks and replica lag; [`route`] the
+//! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
+//! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
+
+pub mod backend;
+pub mod conn;
+pub mod error;
+pub mod gtid;
+pub mod health;
+pub mod ops;
+pub mod pool;
+pub mod route;
+pub mod session;
+pub mod shard;
+pub mod stats;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use runtime::{ListenerCtx, ListenerStats};
+
+pub use error::ProxyError;
+pub use ops::audit_stats;
+pub use pool::PoolStats;
+pub use stats::{
+    DigestStats, SlowEntry, digests, pool_stats, reset_digests, set_slow_threshold, slow_log,
+};
+
+/// Process-wide open-client counters per listener (for `max_clients`).
+fn client_counter(listener: &str) -> Arc<AtomicU64> {
+    static M: OnceLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = OnceLock::new();
+    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
+    m.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(listener.to_string())
+        .or_default()
+        .clone()
+}
+
+fn next_session_id() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Relaxed)
+}
+
+/// Accept loop for one mysql listener on one executor: serves clients until `ctx.shared.shutdown`
+/// flips, then stops accepting and lets sessions finish (up to the config's `shutdown_grace`).
+pub async fn serve(ctx: ListenerCtx) {
+    let ListenerCtx {
+        name,
+        core: _,
+        listener,
+        stats,
+        shared,
+    } = ctx;
+    let mut shutdown = shared.shutdown.clone();
+    let snap = shared.snapshots.current();
+    let Some(l) = snap.config.listener(&name).cloned() else {
+        tracing::error!(listener = %name, "mysql listener missing from the config");
+        return;
+    };
+    health::ensure_monitor(&l.group, &shared);
+    let info = Rc::new(session::ListenerInfo {
+        name: name.clone(),
+        group: l.group.clone(),
+        max_frame: usize::try_from(l.limits.max_frame).unwrap_or(usize::MAX),
+        idle_timeout: l.limits.idle_timeout,
+    });
+    let max_clients = u64::from(l.limits.max_clients);
+    let clients = client_counter(&name);
+    let open = Rc::new(Cell::new(0usize));
+    let done = Rc::new(tokio::sync::Notify::new());
+    // Publish this core's pool gauges for the admin port.
+    let publisher = tokio::task::spawn_local(async {
+        loop {
+            stats::publish_pools(pool::local_stats());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = listener.accept() => {
+                let (sock, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                ListenerStats::add(&stats.accepted, 1);
+                if clients.load(Relaxed) >= max_clients {
+                    ListenerStats::add(&stats.rejected, 1);
+                    tokio::task::spawn_local(refuse_too_many(sock));
+                    continue;
+                }
+                clients.fetch_add(1, Relaxed);
+                ListenerStats::add(&stats.connections, 1);
+                open.set(open.get() + 1);
+                let s = session::Session::new(next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
+                let (open, done, clients, stats) = (open.clone(), done.clone(), clients.clone(), stats.clone());
+                tokio::task::spawn_local(async move {
+                    s.run().await;
+                    clients.fetch_sub(1, Relaxed);
+                    ListenerStats::sub(&stats.connections, 1);
+                    open.set(open.get().saturating_sub(1));
+                    done.notify_waiters();
+                });
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+    drop(listener);
+    let grace = shared.snapshots.current().config.proxy.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    while open.get() > 0 {
+        if tokio::time::timeout_at(deadline, done.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    publisher.abort();
+}
+
+async fn refuse_too_many(sock: tokio::net::TcpStream) {
+    let mut c = conn::Conn::new(sock, 1024);
+    c.queue_err(0, &error::errs::too_many_connections());
+    let _ = c.flush().await;
+}

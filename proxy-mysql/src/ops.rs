@@ -1,0 +1,533 @@
+//! Operations features on the data path: SQL deny/allow rules, rate and concurrency limits (per rule,
+//! user or fingerprint) and the audit log.
+//!
+//! Rules are compiled once per config generation and group on each core. Limit budgets are shared by
+//! all cores (a process-wide map of small mutex-protected token buckets, touched only by statements
+//! that match a `limit` rule). The audit log goes through a bounded queue to a writer thread: when the
+//! queue is full the record is dropped and counted, so the data path never waits on the disk.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use codec::mysql::ErrPacket;
+use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
+use router::sql::Digest;
+
+/// A compiled rule.
+struct Compiled {
+    rule: MysqlRule,
+    /// Upper-cased glob pieces between `*`s (None for `digest:` rules).
+    parts: Option<Vec<String>>,
+    anchored_start: bool,
+    anchored_end: bool,
+    digest: Option<u64>,
+}
+
+impl Compiled {
+    fn new(rule: &MysqlRule) -> Self {
+        let digest = rule
+            .pattern
+            .strip_prefix("digest:")
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        let up = rule.pattern.to_ascii_uppercase();
+        let parts = digest
+            .is_none()
+            .then(|| up.split('*').map(str::to_string).collect());
+        Compiled {
+            rule: rule.clone(),
+            parts,
+            anchored_start: !up.starts_with('*'),
+            anchored_end: !up.ends_with('*'),
+            digest,
+        }
+    }
+
+    fn matches(&self, user: &str, d: &Digest) -> bool {
+        if !self.rule.users.is_empty() && !self.rule.users.iter().any(|u| u == user) {
+            return false;
+        }
+        if let Some(h) = self.digest {
+            return h == d.hash;
+        }
+        match &self.parts {
+            Some(p) => glob(p, self.anchored_start, self.anchored_end, &d.text),
+            None => false,
+        }
+    }
+}
+
+/// `*`-glob match of upper-cased `parts` (split at `*`) against `text`.
+fn glob(parts: &[String], anchored_start: bool, anchored_end: bool, text: &str) -> bool {
+    let text = text.to_ascii_uppercase();
+    if parts.len() == 1 {
+        return text == parts[0];
+    }
+    let mut pos = 0;
+    let last = parts.len() - 1;
+    for (i, p) in parts.iter().enumerate() {
+        if p.is_empty() {
+            continue;
+        }
+        if i == 0 && anchored_start {
+            if !text.starts_with(p.as_str()) {
+                return false;
+            }
+            pos = p.len();
+        } else if i == last && anchored_end {
+            return text.len() >= pos + p.len() && text.ends_with(p.as_str());
+        } else {
+            match text[pos..].find(p.as_str()) {
+                Some(at) => pos += at + p.len(),
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Rules of one group for one generation.
+pub struct Rules {
+    mode: RulesMode,
+    rules: Vec<Compiled>,
+    group: String,
+    generation: u64,
+}
+
+thread_local! {
+    static RULES: RefCell<HashMap<String, Rc<Rules>>> = RefCell::new(HashMap::new());
+}
+
+/// The compiled rules of `g` for `generation` (cached per core); None when the group has none.
+pub fn rules_for(g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
+    if g.rules.is_empty() && g.rules_mode == RulesMode::Denylist {
+        return None;
+    }
+    RULES.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(r) = m.get(&g.name)
+            && r.generation == generation
+        {
+            return Some(r.clone());
+        }
+        let r = Rc::new(Rules {
+            mode: g.rules_mode,
+            rules: g.rules.iter().map(Compiled::new).collect(),
+            group: g.name.clone(),
+            generation,
+        });
+        m.insert(g.name.clone(), r.clone());
+        Some(r)
+    })
+}
+
+/// A token bucket and an in-flight gauge shared by every core.
+struct Budget {
+    state: Mutex<(f64, Instant)>,
+    inflight: AtomicU64,
+}
+
+fn budget(key: String, qps: Option<u32>) -> Arc<Budget> {
+    static M: OnceLock<Mutex<HashMap<String, Arc<Budget>>>> = OnceLock::new();
+    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() > 100_000 {
+        // Bounded: per-fingerprint budgets of a hostile workload cannot grow without limit.
+        m.retain(|_, b| b.inflight.load(Relaxed) > 0);
+    }
+    m.entry(key)
+        .or_insert_with(|| {
+            Arc::new(Budget {
+                state: Mutex::new((f64::from(qps.unwrap_or(0)), Instant::now())),
+                inflight: AtomicU64::new(0),
+            })
+        })
+        .clone()
+}
+
+/// Statements of a rule in flight; released on drop.
+pub struct Permit {
+    held: Vec<Arc<Budget>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for b in &self.held {
+            let _ = b
+                .inflight
+                .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+        }
+    }
+}
+
+/// ERR 1142 for a refused statement.
+fn denied(user: &str, why: &str, message: Option<&str>) -> ErrPacket {
+    let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
+    ErrPacket::new(
+        1142,
+        "42000",
+        format!("furrow: statement refused for user '{user}' ({why}){extra}"),
+    )
+}
+
+/// ERR 1226 for an exceeded limit.
+fn limited(user: &str, resource: &str, value: u64, message: Option<&str>) -> ErrPacket {
+    let extra = message.map(|m| format!(" ({m})")).unwrap_or_default();
+    ErrPacket::new(
+        1226,
+        "42000",
+        format!(
+            "User '{user}' has exceeded the '{resource}' resource (current value: {value}){extra}"
+        ),
+    )
+}
+
+impl Rules {
+    /// Applies the rules to a statement: Err with the ERR packet to send, or a permit to hold while
+    /// the statement runs.
+    pub fn check(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
+        let mut decided = false;
+        for (i, c) in self.rules.iter().enumerate() {
+            match c.rule.action {
+                RuleAction::Deny | RuleAction::Allow if decided => {}
+                RuleAction::Deny if c.matches(user, d) => {
+                    return Err(denied(
+                        user,
+                        &format!("deny rule {i}"),
+                        c.rule.message.as_deref(),
+                    ));
+                }
+                RuleAction::Allow if c.matches(user, d) => decided = true,
+                _ => {}
+            }
+        }
+        if self.mode == RulesMode::Allowlist && !decided {
+            return Err(denied(user, "not in the allowlist", None));
+        }
+        let mut permit = Permit { held: Vec::new() };
+        for (i, c) in self.rules.iter().enumerate() {
+            if c.rule.action != RuleAction::Limit || !c.matches(user, d) {
+                continue;
+            }
+            let key = match c.rule.per {
+                RulePer::Rule => format!("{}/{i}", self.group),
+                RulePer::User => format!("{}/{i}/u/{user}", self.group),
+                RulePer::Fingerprint => format!("{}/{i}/f/{:016x}", self.group, d.hash),
+            };
+            let b = budget(key, c.rule.qps);
+            if let Some(qps) = c.rule.qps {
+                let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let cap = f64::from(qps);
+                st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * cap).min(cap);
+                st.1 = now;
+                if st.0 < 1.0 {
+                    return Err(limited(
+                        user,
+                        "max_queries_per_second",
+                        u64::from(qps),
+                        c.rule.message.as_deref(),
+                    ));
+                }
+                st.0 -= 1.0;
+            }
+            if let Some(max) = c.rule.concurrency {
+                let n = b.inflight.fetch_add(1, Relaxed) + 1;
+                if n > u64::from(max) {
+                    b.inflight.fetch_sub(1, Relaxed);
+                    return Err(limited(
+                        user,
+                        "max_concurrent_statements",
+                        u64::from(max),
+                        c.rule.message.as_deref(),
+                    ));
+                }
+                permit.held.push(b);
+            }
+        }
+        Ok(permit)
+    }
+}
+
+// ------------------------------------------------------------------------------------------ audit
+
+/// Records waiting for the audit writer, per file.
+pub const AUDIT_QUEUE: usize = 16 * 1024;
+
+struct AuditSink {
+    tx: SyncSender<String>,
+    dropped: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+fn sinks() -> &'static Mutex<HashMap<String, Arc<AuditSink>>> {
+    static S: OnceLock<Mutex<HashMap<String, Arc<AuditSink>>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+thread_local! {
+    static LOCAL_SINKS: RefCell<HashMap<String, Arc<AuditSink>>> = RefCell::new(HashMap::new());
+}
+
+fn sink(path: &str) -> Option<Arc<AuditSink>> {
+    if let Some(s) = LOCAL_SINKS.with(|m| m.borrow().get(path).cloned()) {
+        return Some(s);
+    }
+    let mut m = sinks().lock().unwrap_or_else(|e| e.into_inner());
+    let s = match m.get(path) {
+        Some(s) => s.clone(),
+        None => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| tracing::error!(path, error = %e, "cannot open the audit log"))
+                .ok()?;
+            let (tx, rx) = sync_channel::<String>(AUDIT_QUEUE);
+            let written = Arc::new(AtomicU64::new(0));
+            let w = written.clone();
+            std::thread::Builder::new()
+                .name("furrow-audit".into())
+                .spawn(move || {
+                    let mut out = std::io::BufWriter::new(file);
+                    while let Ok(line) = rx.recv() {
+                        let _ = out.write_all(line.as_bytes());
+                        w.fetch_add(1, Relaxed);
+                        while let Ok(line) = rx.try_recv() {
+                            let _ = out.write_all(line.as_bytes());
+                            w.fetch_add(1, Relaxed);
+                        }
+                        let _ = out.flush();
+                    }
+                })
+                .ok()?;
+            let s = Arc::new(AuditSink {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+                written,
+            });
+            m.insert(path.to_string(), s.clone());
+            s
+        }
+    };
+    LOCAL_SINKS.with(|l| l.borrow_mut().insert(path.to_string(), s.clone()));
+    Some(s)
+}
+
+/// One audited statement.
+pub struct AuditRecord<'a> {
+    /// Proxy user.
+    pub user: &'a str,
+    /// Client address.
+    pub client: std::net::IpAddr,
+    /// Current schema.
+    pub schema: Option<&'a str>,
+    /// Server that ran it (empty when refused by the proxy).
+    pub backend: &'a str,
+    /// Statement text.
+    pub sql: &'a str,
+    /// Fingerprint hash.
+    pub digest: u64,
+    /// Latency.
+    pub took: Duration,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// Error code, if it failed.
+    pub error: Option<u16>,
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Queues an audit line for `path` (never blocks: a full queue drops and counts the record).
+pub fn audit(path: &str, r: &AuditRecord<'_>) {
+    let Some(s) = sink(path) else { return };
+    let ts = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut sql = r.sql;
+    if sql.len() > 4096 {
+        let mut end = 4096;
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        sql = &sql[..end];
+    }
+    let mut line = String::with_capacity(160 + sql.len());
+    line.push_str(&format!("{{\"ts_ms\":{ts},\"user\":"));
+    json_str(&mut line, r.user);
+    line.push_str(&format!(",\"client\":\"{}\",\"schema\":", r.client));
+    match r.schema {
+        Some(s) => json_str(&mut line, s),
+        None => line.push_str("null"),
+    }
+    line.push_str(",\"backend\":");
+    json_str(&mut line, r.backend);
+    line.push_str(&format!(
+        ",\"digest\":\"{:016x}\",\"us\":{},\"rows\":{},\"error\":{},\"sql\":",
+        r.digest,
+        r.took.as_micros(),
+        r.rows,
+        r.error.map_or("null".to_string(), |e| e.to_string())
+    ));
+    json_str(&mut line, sql);
+    line.push_str("}\n");
+    match s.tx.try_send(line) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            s.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Audit log counters per file: (path, records written, records dropped because the queue was full).
+pub fn audit_stats() -> Vec<(String, u64, u64)> {
+    let m = sinks().lock().unwrap_or_else(|e| e.into_inner());
+    m.iter()
+        .map(|(p, s)| (p.clone(), s.written.load(Relaxed), s.dropped.load(Relaxed)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(p: &str) -> (Vec<String>, bool, bool) {
+        let up = p.to_ascii_uppercase();
+        (
+            up.split('*').map(str::to_string).collect(),
+            !up.starts_with('*'),
+            !up.ends_with('*'),
+        )
+    }
+
+    fn m(p: &str, t: &str) -> bool {
+        let (a, s, e) = parts(p);
+        glob(&a, s, e, t)
+    }
+
+    #[test]
+    fn globs() {
+        assert!(m("DELETE FROM * WHERE ?", "DELETE FROM T WHERE ?"));
+        assert!(m("delete from *", "DELETE FROM T WHERE ID = ?"));
+        assert!(!m("DELETE FROM *", "SELECT 1"));
+        assert!(m("*SLEEP*", "SELECT SLEEP (?)"));
+        assert!(m("*", "anything"));
+        assert!(m("SELECT ?", "SELECT ?"));
+        assert!(!m("SELECT ?", "SELECT ? FROM T"));
+        assert!(!m("A*B*C", "AC"));
+        assert!(m("A*B*C", "AXBXC"));
+    }
+
+    fn rule(pattern: &str, action: RuleAction) -> MysqlRule {
+        MysqlRule {
+            pattern: pattern.into(),
+            action,
+            users: Vec::new(),
+            qps: None,
+            concurrency: None,
+            per: RulePer::Rule,
+            message: None,
+        }
+    }
+
+    fn rules(mode: RulesMode, list: Vec<MysqlRule>, group: &str) -> Rules {
+        Rules {
+            mode,
+            rules: list.iter().map(Compiled::new).collect(),
+            group: group.into(),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn deny_allow_and_limits() {
+        let d = router::sql::digest("DELETE FROM t WHERE id = 1");
+        let s = router::sql::digest("SELECT 1");
+        let r = rules(
+            RulesMode::Denylist,
+            vec![rule("DELETE *", RuleAction::Deny)],
+            "g1",
+        );
+        assert_eq!(r.check("u", &d).err().map(|e| e.code), Some(1142));
+        assert!(r.check("u", &s).is_ok());
+        let r = rules(
+            RulesMode::Allowlist,
+            vec![rule("SELECT *", RuleAction::Allow)],
+            "g2",
+        );
+        assert!(r.check("u", &s).is_ok());
+        assert_eq!(r.check("u", &d).err().map(|e| e.code), Some(1142));
+        let mut c = rule("*", RuleAction::Limit);
+        c.concurrency = Some(1);
+        let r = rules(RulesMode::Denylist, vec![c], "g3");
+        let p = r.check("u", &s).expect("first");
+        assert_eq!(r.check("u", &s).err().map(|e| e.code), Some(1226));
+        drop(p);
+        assert!(r.check("u", &s).is_ok());
+        let mut q = rule("*", RuleAction::Limit);
+        q.qps = Some(2);
+        q.per = RulePer::User;
+        let r = rules(RulesMode::Denylist, vec![q], "g4");
+        assert!(r.check("a", &s).is_ok());
+        assert!(r.check("a", &s).is_ok());
+        assert_eq!(r.check("a", &s).err().map(|e| e.code), Some(1226));
+        assert!(r.check("b", &s).is_ok(), "budgets are per user");
+        let dig = rule(&format!("digest:{:016x}", s.hash), RuleAction::Deny);
+        let r = rules(RulesMode::Denylist, vec![dig], "g5");
+        assert!(r.check("u", &s).is_err());
+        assert!(r.check("u", &d).is_ok());
+    }
+
+    #[test]
+    fn audit_lines_are_json_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("furrow-audit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("a.log");
+        let path = path.to_string_lossy().into_owned();
+        audit(
+            &path,
+            &AuditRecord {
+                user: "u\"x",
+                client: std::net::IpAddr::from([127, 0, 0, 1]),
+                schema: None,
+                backend: "primary",
+                sql: "SELECT 'a\nb'",
+                digest: 7,
+                took: Duration::from_micros(12),
+                rows: 1,
+                error: None,
+            },
+        );
+        let start = Instant::now();
+        let text = loop {
+            let t = std::fs::read_to_string(&path).unwrap_or_default();
+            if !t.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break t;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(text.contains("\"user\":\"u\\\"x\""), "{text}");
+        assert!(text.contains("\"sql\":\"SELECT 'a\\nb'\""), "{text}");
+        assert!(text.ends_with("}\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,255 @@
+//! Per-core backend connection pools, one per (server address, backend user): a bounded number of
+//! logged-in connections, idle ones reused (preferring one already in the session's state) and
+//! reaped after the idle timeout. Pools live in a thread-local map: each executor owns its own.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use router::config::MysqlGroup;
+use runtime::BackendState;
+use tokio::sync::Notify;
+
+use crate::backend::BackendConn;
+use crate::error::{ProxyError, errs};
+use crate::session::VarState;
+
+/// A server chosen for a statement.
+#[derive(Clone)]
+pub struct Target {
+    /// Server name.
+    pub name: Rc<str>,
+    /// `host:port`.
+    pub address: Rc<str>,
+    /// Shared health state.
+    pub state: Arc<BackendState>,
+}
+
+/// One server's pool on this core.
+pub struct ServerPool {
+    name: Rc<str>,
+    address: Rc<str>,
+    user: String,
+    idle: RefCell<Vec<BackendConn>>,
+    open: Cell<u32>,
+    max: Cell<u32>,
+    idle_timeout: Cell<Duration>,
+    waiters: Notify,
+    created: Cell<u64>,
+}
+
+/// Counters of one pool on one core (for the admin port).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Server name.
+    pub server: String,
+    /// Address.
+    pub address: String,
+    /// Open connections (idle + in use).
+    pub open: u32,
+    /// Idle connections.
+    pub idle: u32,
+    /// Limit.
+    pub max: u32,
+    /// Connections created since start.
+    pub created: u64,
+}
+
+thread_local! {
+    /// Pools by FNV-1a of `address \0 user` (entries are verified against both, so a collision only
+    /// costs a second pool list scan).
+    static POOLS: RefCell<HashMap<u64, Vec<Rc<ServerPool>>>> = RefCell::new(HashMap::new());
+}
+
+fn pool_key(address: &str, user: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in address
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(user.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn pool_for(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+    let key = pool_key(&t.address, &g.user);
+    POOLS.with(|m| {
+        let mut m = m.borrow_mut();
+        let list = m.entry(key).or_default();
+        if let Some(p) = list
+            .iter()
+            .find(|p| *p.address == *t.address && p.user == g.user)
+        {
+            if p.max.get() != g.pool_max {
+                p.max.set(g.pool_max);
+            }
+            p.idle_timeout.set(g.pool_idle_timeout);
+            return p.clone();
+        }
+        let p = Rc::new(ServerPool {
+            name: t.name.clone(),
+            address: t.address.clone(),
+            user: g.user.clone(),
+            idle: RefCell::new(Vec::new()),
+            open: Cell::new(0),
+            max: Cell::new(g.pool_max),
+            idle_timeout: Cell::new(g.pool_idle_timeout),
+            waiters: Notify::new(),
+            created: Cell::new(0),
+        });
+        spawn_reaper(Rc::downgrade(&p));
+        list.push(p.clone());
+        p
+    })
+}
+
+fn spawn_reaper(pool: Weak<ServerPool>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        loop {
+            let period = match pool.upgrade() {
+                Some(p) => (p.idle_timeout.get() / 2).max(Duration::from_millis(500)),
+                None => return,
+            };
+            tokio::time::sleep(period).await;
+            let Some(p) = pool.upgrade() else { return };
+            let timeout = p.idle_timeout.get();
+            let mut idle = p.idle.borrow_mut();
+            let before = idle.len();
+            idle.retain(|c| c.last_used.elapsed() < timeout);
+            let reaped = (before - idle.len()) as u32;
+            p.open.set(p.open.get().saturating_sub(reaped));
+        }
+    });
+}
+
+/// Idle connections unused for this long are checked for a close by the server before reuse (one
+/// non-blocking read; busy connections skip it).
+const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether an idle connection is still open: nothing may be readable on it (a readable idle socket
+/// means EOF, an error, or unsolicited bytes — all make it unusable).
+fn is_alive(c: &BackendConn) -> bool {
+    let mut b = [0u8; 1];
+    matches!(c.conn.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Takes a connection to `t` (reusing an idle one, preferring one in `want` state and schema), or
+/// opens one if the pool has room, or waits up to the group's connect timeout for one to be returned.
+pub async fn checkout(
+    t: &Target,
+    g: &MysqlGroup,
+    want: Option<&Rc<VarState>>,
+    schema: Option<&Rc<str>>,
+) -> Result<BackendConn, ProxyError> {
+    let pool = pool_for(t, g);
+    let deadline = Instant::now() + g.connect_timeout;
+    loop {
+        {
+            let mut idle = pool.idle.borrow_mut();
+            if !idle.is_empty() {
+                let same = |c: &BackendConn| {
+                    let vars_ok = match (&c.vars, want) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => Rc::ptr_eq(a, b) || **a == **b,
+                        _ => false,
+                    };
+                    vars_ok && c.schema.as_deref() == schema.map(|s| &**s)
+                };
+                let i = idle
+                    .iter()
+                    .rposition(same)
+                    .or_else(|| idle.iter().rposition(|c| c.vars.is_none()))
+                    .unwrap_or(idle.len() - 1);
+                let c = idle.swap_remove(i);
+                if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&c) {
+                    return Ok(c);
+                }
+                // Closed by the server while idle (restart, wait_timeout): forget it, try again.
+                pool.open.set(pool.open.get().saturating_sub(1));
+                continue;
+            }
+        }
+        if pool.open.get() < pool.max.get() {
+            pool.open.set(pool.open.get() + 1);
+            let r = BackendConn::connect(
+                pool.name.clone(),
+                pool.address.clone(),
+                &g.user,
+                &g.password,
+                g.connect_timeout,
+            )
+            .await;
+            return match r {
+                Ok(mut c) => {
+                    pool.created.set(pool.created.get() + 1);
+                    c.home = Rc::downgrade(&pool);
+                    Ok(c)
+                }
+                Err(reason) => {
+                    pool.open.set(pool.open.get().saturating_sub(1));
+                    t.state
+                        .record_failure(g.circuit_break_after, g.circuit_open);
+                    Err(ProxyError::BackendConnect {
+                        server: t.name.to_string(),
+                        address: t.address.to_string(),
+                        reason,
+                    })
+                }
+            };
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || tokio::time::timeout(left, pool.waiters.notified())
+                .await
+                .is_err()
+        {
+            return Err(ProxyError::Refused(errs::pool_exhausted(&t.name)));
+        }
+    }
+}
+
+/// Returns a connection to its pool (or drops it when broken).
+pub fn checkin(mut c: BackendConn, _g: &MysqlGroup) {
+    let Some(pool) = c.home.upgrade() else { return };
+    if c.broken || !c.conn.rbuf.is_empty() {
+        pool.open.set(pool.open.get().saturating_sub(1));
+        pool.waiters.notify_one();
+        return;
+    }
+    c.last_used = Instant::now();
+    pool.idle.borrow_mut().push(c);
+    pool.waiters.notify_one();
+}
+
+/// Forgets a connection that was dropped outside the pool (its slot becomes free).
+pub fn discard(c: BackendConn, g: &MysqlGroup) {
+    let mut c = c;
+    c.broken = true;
+    checkin(c, g);
+}
+
+/// This core's pools.
+pub fn local_stats() -> Vec<PoolStats> {
+    POOLS.with(|m| {
+        m.borrow()
+            .values()
+            .flatten()
+            .map(|p| PoolStats {
+                server: p.name.to_string(),
+                address: p.address.to_string(),
+                open: p.open.get(),
+                idle: p.idle.borrow().len() as u32,
+                max: p.max.get(),
+                created: p.created.get(),
+            })
+            .collect()
+    })
+}

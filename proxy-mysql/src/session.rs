@@ -1,0 +1,1538 @@
+//! One client session: handshake and authentication, the command loop, session-state tracking,
+//! read/write routing, prepared statements and backend connection pinning.
+//!
+//! State model: a session's reproducible state is its schema and an ordered list of replayable
+//! `SET` statements ([`VarState`], which also carries the client's charset). A backend connection
+//! remembers which state it is in; on checkout the proxy replays what is missing, or resets the
+//! connection (`COM_RESET_CONNECTION`) first when it carries another session's settings. State that
+//! cannot be replayed (transactions, temporary tables, named and table locks, user variables,
+//! SQL-level prepared statements, cursors) pins the session to its primary connection, which is reset
+//! before it goes back to the pool.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::consts::{com, status};
+use codec::mysql::{
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, ColumnDefinition, Command,
+    ErrPacket, HandshakeV10, auth,
+};
+use router::config::{MysqlGroup, ReadPolicy, User};
+use router::sql::{Classified, Hint, StmtKind, classify, digest};
+use runtime::{ListenerStats, LocalSnapshot, Shared};
+
+use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
+use crate::conn::{Conn, ConnError};
+use crate::error::{ProxyError, errs};
+use crate::pool::{self, Target};
+use crate::route::{GroupTargets, targets_for};
+use crate::stats;
+
+/// Capabilities the proxy offers clients.
+pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// Version string shown to clients.
+pub const SERVER_VERSION: &str = "5.7.99-furrow";
+
+/// The replayable part of a session's state: `SET` statements in execution order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VarState {
+    /// Statements to replay, oldest first.
+    pub sets: Vec<Rc<str>>,
+}
+
+/// Most replayable `SET`s remembered; beyond that the session pins its connection.
+const MAX_SETS: usize = 64;
+
+/// A statement the client prepared.
+struct ClientStmt {
+    sql: Rc<str>,
+    digest: Rc<router::sql::Digest>,
+    class: Classified,
+    params: u16,
+    /// Parameter types from the last execution that sent them (2 bytes each).
+    types: Option<Bytes>,
+    /// Pending COM_STMT_SEND_LONG_DATA payloads (sent before the next execution).
+    long_data: Vec<Bytes>,
+}
+
+/// Where a statement goes.
+enum Dest {
+    Pinned,
+    Server(Target, bool),
+}
+
+/// Per-listener facts a session needs.
+pub struct ListenerInfo {
+    /// Listener name.
+    pub name: String,
+    /// Backend group name.
+    pub group: String,
+    /// Largest client packet.
+    pub max_frame: usize,
+    /// Idle timeout for clients.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A client session.
+pub struct Session {
+    id: u64,
+    client: Conn,
+    peer: SocketAddr,
+    info: Rc<ListenerInfo>,
+    snap: LocalSnapshot,
+    shared: Shared,
+    stats: Arc<ListenerStats>,
+    user: String,
+    read_policy: ReadPolicy,
+    caps: u32,
+    scramble: [u8; 20],
+    schema: Option<Rc<str>>,
+    vars: Option<Rc<VarState>>,
+    autocommit: bool,
+    pinned: Option<BackendConn>,
+    sticky: bool,
+    in_txn: bool,
+    last_write: Option<Instant>,
+    last_insert_id: u64,
+    /// GTID of the session's last write (read-your-writes by GTID).
+    last_gtid: Option<crate::gtid::Gtids>,
+    stmts: HashMap<u32, ClientStmt>,
+    next_stmt: u32,
+    multi_statements: bool,
+    targets: Option<(u64, Rc<GroupTargets>)>,
+    rng: u64,
+    shard: crate::shard::ShardSession,
+}
+
+/// `SET NAMES` for a client collation id, when it differs from the backends' login collation.
+fn names_for(collation: u8) -> Option<&'static str> {
+    Some(match collation {
+        c if c == BACKEND_COLLATION => return None,
+        8 => "SET NAMES latin1",
+        33 => "SET NAMES utf8",
+        83 => "SET NAMES utf8 COLLATE utf8_bin",
+        28 => "SET NAMES gbk",
+        63 => "SET NAMES binary",
+        46 => "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+        224 => "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci",
+        // MySQL 8 clients default to utf8mb4_0900_ai_ci, which MariaDB 10.x lacks.
+        255 => return None,
+        _ => return None,
+    })
+}
+
+fn random_u64(seed: &mut u64) -> u64 {
+    // xorshift64*
+    let mut x = *seed;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *seed = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let v = N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ t;
+    v | 1
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session {
+    /// Creates the session for an accepted socket.
+    pub fn new(
+        id: u64,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        info: Rc<ListenerInfo>,
+        shared: Shared,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
+        let mut rng = seed();
+        let mut scramble = [0u8; 20];
+        for b in &mut scramble {
+            *b = (random_u64(&mut rng) % 94) as u8 + 33;
+        }
+        Session {
+            id,
+            client: Conn::new(stream, info.max_frame),
+            peer,
+            snap: LocalSnapshot::new(&shared.snapshots),
+            info,
+            shared,
+            stats,
+            user: String::new(),
+            read_policy: ReadPolicy::Split,
+            caps: 0,
+            scramble,
+            schema: None,
+            vars: None,
+            autocommit: true,
+            pinned: None,
+            sticky: false,
+            in_txn: false,
+            last_write: None,
+            last_insert_id: 0,
+            last_gtid: None,
+            stmts: HashMap::new(),
+            next_stmt: 1,
+            multi_statements: false,
+            targets: None,
+            rng,
+            shard: Default::default(),
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        match self.handshake().await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = self.client.flush().await;
+                self.finish();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "handshake failed");
+                self.finish();
+                return;
+            }
+        }
+        loop {
+            let read = self.client.read_packet();
+            let packet = match self.info.idle_timeout {
+                Some(t) => match tokio::time::timeout(t, read).await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                None => read.await,
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(ConnError::Protocol(e)) => {
+                    let err = ProxyError::ClientProtocol(e).to_err_packet();
+                    self.client.queue_err(1, &err);
+                    let _ = self.client.flush().await;
+                    break;
+                }
+                Err(ConnError::Io(_)) => break,
+            };
+            ListenerStats::add(&self.stats.requests, 1);
+            ListenerStats::add(&self.stats.bytes_in, packet.payload.len() as u64 + 4);
+            if packet.seq != 0 {
+                let err = ErrPacket::new(
+                    1835,
+                    "08S01",
+                    "Malformed communication packet: bad sequence id",
+                );
+                self.client.queue_err(packet.seq.wrapping_add(1), &err);
+                let _ = self.client.flush().await;
+                break;
+            }
+            let before = self.client.wbuf.len();
+            let flow = self.dispatch(packet.payload).await;
+            let out = self.client.wbuf.len().saturating_sub(before);
+            ListenerStats::add(&self.stats.bytes_out, out as u64);
+            if self.client.flush().await.is_err() {
+                break;
+            }
+            if matches!(flow, Flow::Close) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(c) = self.pinned.take() {
+            // Not reset here: a pinned connection carries unknown state; drop it.
+            let snap = self.snap.get().clone();
+            if let Some(g) = snap.config.mysql_group(&self.info.group) {
+                pool::discard(c, g);
+            }
+        }
+    }
+
+    fn status_flags(&self) -> u16 {
+        let mut s = 0;
+        if self.autocommit {
+            s |= status::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.in_txn {
+            s |= status::SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    fn refuse(&mut self, seq: u8, err: &ErrPacket) {
+        ListenerStats::add(&self.stats.errors, 1);
+        self.client.queue_err(seq, err);
+    }
+
+    // ---------------------------------------------------------------- handshake
+
+    /// Returns Ok(false) when the client was refused (an ERR is queued).
+    async fn handshake(&mut self) -> Result<bool, ConnError> {
+        let hs = HandshakeV10::new(
+            SERVER_VERSION,
+            self.id as u32,
+            self.scramble,
+            SERVER_CAPS,
+            BACKEND_COLLATION,
+            status::SERVER_STATUS_AUTOCOMMIT,
+            "mysql_native_password",
+        );
+        let mut out = BytesMut::with_capacity(128);
+        hs.encode(&mut out);
+        self.client.queue(0, &out);
+        self.client.flush().await?;
+        let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
+            .await
+            .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let mut seq = p.next_seq();
+        let resp = match ClientHandshake::decode(p.payload) {
+            Ok(ClientHandshake::Response(r)) => r,
+            Ok(ClientHandshake::Ssl(_)) => {
+                self.refuse(
+                    seq,
+                    &ErrPacket::new(
+                        1105,
+                        "HY000",
+                        "furrow: TLS is not supported on this listener",
+                    ),
+                );
+                return Ok(false);
+            }
+            Err(e) => {
+                self.refuse(seq, &ProxyError::ClientProtocol(e).to_err_packet());
+                return Ok(false);
+            }
+        };
+        self.caps = resp.capabilities & SERVER_CAPS;
+        self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;
+        let name = String::from_utf8_lossy(&resp.username).into_owned();
+        let host = self.peer.ip().to_string();
+        let snap = self.snap.get().clone();
+        let user = snap
+            .config
+            .users_for(&self.info.name)
+            .find(|u| u.name == name)
+            .cloned();
+        let Some(user) = user else {
+            self.refuse(
+                seq,
+                &errs::access_denied(&name, &host, !resp.auth_response.is_empty()),
+            );
+            return Ok(false);
+        };
+        if !host_allowed(&user, self.peer.ip()) {
+            self.refuse(seq, &errs::host_not_allowed(&host));
+            return Ok(false);
+        }
+        let plugin = resp
+            .auth_plugin_name
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_else(|| "mysql_native_password".into());
+        let mut response = resp.auth_response.clone();
+        let mut plugin_used = plugin.clone();
+        let can_check = match plugin.as_str() {
+            "mysql_native_password" => user.native_hash.is_some(),
+            "caching_sha2_password" => user.sha256_hash.is_some(),
+            _ => false,
+        };
+        if !can_check {
+            // Ask the client to answer with a plugin we can verify from the stored hashes.
+            let target = if user.native_hash.is_some() {
+                "mysql_native_password"
+            } else {
+                "caching_sha2_password"
+            };
+            let mut data = BytesMut::with_capacity(21);
+            data.extend_from_slice(&self.scramble);
+            data.extend_from_slice(&[0]);
+            let sw = AuthSwitchRequest {
+                plugin_name: Bytes::from_static(target.as_bytes()),
+                plugin_data: data.freeze(),
+            };
+            let mut out = BytesMut::new();
+            sw.encode(&mut out);
+            self.client.queue(seq, &out);
+            self.client.flush().await?;
+            let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
+                .await
+                .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
+            seq = p.next_seq();
+            response = p.payload;
+            plugin_used = target.to_string();
+        }
+        if !verify(&user, &plugin_used, &response, &self.scramble) {
+            self.refuse(
+                seq,
+                &errs::access_denied(&name, &host, !response.is_empty()),
+            );
+            return Ok(false);
+        }
+        if plugin_used == "caching_sha2_password" {
+            let mut out = BytesMut::new();
+            AuthMoreData {
+                data: Bytes::from_static(&[auth::FAST_AUTH_SUCCESS]),
+            }
+            .encode(&mut out);
+            seq = self.client.queue(seq, &out);
+        }
+        self.user = user.name.clone();
+        self.read_policy = user.read_policy;
+        self.vars = names_for(resp.charset).map(|s| {
+            Rc::new(VarState {
+                sets: vec![Rc::from(s)],
+            })
+        });
+        if let Some(db) = resp.database.filter(|d| !d.is_empty()) {
+            let db = String::from_utf8_lossy(&db).into_owned();
+            if !schema_allowed(&user, &db) {
+                self.refuse(seq, &errs::db_access_denied(&name, &host, &db));
+                return Ok(false);
+            }
+            self.schema = Some(Rc::from(db.as_str()));
+            // Validate the schema now, as a server would at connect time. A sharded listener serves
+            // one logical database whose shard schemas come from the rules: any name selects it, as
+            // COM_INIT_DB does there.
+            let sharded =
+                crate::shard::rules_for(&self.snap.get().clone(), &self.info.name).is_some();
+            if !sharded && let Err(e) = self.check_schema().await {
+                self.refuse(seq, &e.to_err_packet());
+                return Ok(false);
+            }
+        }
+        self.client.queue_ok(seq, 0, 0, self.status_flags());
+        self.client.flush().await?;
+        Ok(true)
+    }
+
+    async fn check_schema(&mut self) -> Result<(), ProxyError> {
+        let snap = self.snap.get().clone();
+        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+            return Err(ProxyError::Refused(errs::no_backend(
+                &self.info.group,
+                "group",
+            )));
+        };
+        let targets = self.group_targets(&snap)?;
+        // Any server that is up can tell whether the schema exists: the primary first, a replica
+        // when the primary is down or cannot be reached.
+        let r = random_u64(&mut self.rng);
+        let mut candidates = Vec::with_capacity(2);
+        if targets.primary.state.usable() {
+            candidates.push(targets.primary.clone());
+        }
+        if let Some(x) = targets.any_usable_replica(r) {
+            candidates.push(x.clone());
+        }
+        if candidates.is_empty() {
+            candidates.push(targets.primary.clone());
+        }
+        let last = candidates.len() - 1;
+        for (i, t) in candidates.into_iter().enumerate() {
+            match self.acquire(Dest::Server(t, true), g).await {
+                Ok(c) => {
+                    self.release(c, g);
+                    return Ok(());
+                }
+                Err(ProxyError::BackendConnect { .. } | ProxyError::BackendLost { .. })
+                    if i < last =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    async fn dispatch(&mut self, payload: Bytes) -> Flow {
+        let code = payload.first().copied().unwrap_or(0);
+        // Sharded listeners: queries and prepared statements go to the sharding executor.
+        if crate::shard::handles(code) {
+            let snap = self.snap.get().clone();
+            if let Some(rules) = crate::shard::rules_for(&snap, &self.info.name) {
+                let cx = crate::shard::Ctx {
+                    client: &mut self.client,
+                    snap: &snap,
+                    shared: &self.shared,
+                    vars: &mut self.vars,
+                };
+                self.shard.command(cx, &rules, payload).await;
+                return Flow::Continue;
+            }
+        }
+        match code {
+            com::QUERY => {
+                let sql_bytes = payload.slice(1..);
+                let sql = String::from_utf8_lossy(&sql_bytes).into_owned();
+                self.query(payload, &sql).await
+            }
+            com::QUIT => Flow::Close,
+            com::PING => {
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+                Flow::Continue
+            }
+            com::INIT_DB => {
+                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                self.init_db(&db).await
+            }
+            com::FIELD_LIST => {
+                let snap = self.snap.get().clone();
+                let c = classify("SHOW COLUMNS");
+                self.execute_plain(payload, &c, RespKind::FieldList, &snap, "FIELD_LIST")
+                    .await
+            }
+            com::STATISTICS => {
+                let msg = format!(
+                    "Uptime: 1  Threads: 1  Questions: {}  Slow queries: 0  Opens: 0  Open tables: 0  \
+                     Queries per second avg: 0.000",
+                    self.stats
+                        .requests
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                );
+                self.client.queue(1, msg.as_bytes());
+                Flow::Continue
+            }
+            com::RESET_CONNECTION => {
+                self.reset_session(None).await;
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+                Flow::Continue
+            }
+            com::CHANGE_USER => self.change_user(payload).await,
+            com::SET_OPTION => {
+                let opt = u16::from_le_bytes([
+                    payload.get(1).copied().unwrap_or(0),
+                    payload.get(2).copied().unwrap_or(0),
+                ]);
+                match opt {
+                    0 => self.multi_statements = true,
+                    1 => self.multi_statements = false,
+                    _ => {
+                        self.refuse(1, &ErrPacket::new(1047, "08S01", "Unknown command"));
+                        return Flow::Continue;
+                    }
+                }
+                // MySQL answers COM_SET_OPTION with an EOF packet.
+                let s = self.status_flags().to_le_bytes();
+                self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
+                Flow::Continue
+            }
+            com::STMT_PREPARE => {
+                let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+                self.prepare(&sql).await
+            }
+            com::STMT_EXECUTE => self.stmt_execute(payload).await,
+            com::STMT_SEND_LONG_DATA => {
+                if payload.len() >= 7 {
+                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    if let Some(s) = self.stmts.get_mut(&id) {
+                        s.long_data.push(payload);
+                    }
+                }
+                Flow::Continue
+            }
+            com::STMT_CLOSE => {
+                if payload.len() >= 5 {
+                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    self.stmts.remove(&id);
+                }
+                Flow::Continue
+            }
+            com::STMT_RESET => {
+                if payload.len() < 5 {
+                    return self.malformed();
+                }
+                let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                match self.stmts.get_mut(&id) {
+                    Some(s) => {
+                        s.long_data.clear();
+                        self.client.queue_ok(1, 0, 0, self.status_flags());
+                    }
+                    None => self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_reset")),
+                }
+                Flow::Continue
+            }
+            com::STMT_FETCH => self.stmt_fetch(payload).await,
+            _ => {
+                self.refuse(1, &errs::unknown_command(code));
+                Flow::Continue
+            }
+        }
+    }
+
+    fn malformed(&mut self) -> Flow {
+        let err = ErrPacket::new(1835, "08S01", "Malformed communication packet");
+        self.refuse(1, &err);
+        Flow::Close
+    }
+
+    async fn init_db(&mut self, db: &str) -> Flow {
+        let snap = self.snap.get().clone();
+        let Some(user) = snap.config.users.iter().find(|u| u.name == self.user) else {
+            self.refuse(
+                1,
+                &errs::access_denied(&self.user, &self.peer.ip().to_string(), true),
+            );
+            return Flow::Close;
+        };
+        if !schema_allowed(user, db) {
+            let e = errs::db_access_denied(&self.user, &self.peer.ip().to_string(), db);
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
+        let old = self.schema.replace(Rc::from(db));
+        match self.check_schema().await {
+            Ok(()) => {
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+            }
+            Err(e) => {
+                self.schema = old;
+                self.refuse(1, &e.to_err_packet());
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn reset_session(&mut self, charset: Option<u8>) {
+        if let Some(mut c) = self.pinned.take() {
+            let snap = self.snap.get().clone();
+            if let Some(g) = snap.config.mysql_group(&self.info.group) {
+                match c.command(&[com::RESET_CONNECTION], RespKind::Single).await {
+                    Ok(o) if o.err.is_none() => {
+                        c.vars = None;
+                        c.schema = None;
+                        c.schema_unknown = true;
+                        c.stmts.clear();
+                        pool::checkin(c, g);
+                    }
+                    _ => pool::discard(c, g),
+                }
+            }
+        }
+        self.sticky = false;
+        self.in_txn = false;
+        self.autocommit = true;
+        self.last_insert_id = 0;
+        self.stmts.clear();
+        if let Some(cs) = charset {
+            self.vars = names_for(cs).map(|s| {
+                Rc::new(VarState {
+                    sets: vec![Rc::from(s)],
+                })
+            });
+        } else {
+            // Keep only the charset part of the state.
+            self.vars = self.vars.as_ref().and_then(|v| {
+                let sets: Vec<Rc<str>> = v
+                    .sets
+                    .iter()
+                    .filter(|s| s.starts_with("SET NAMES"))
+                    .take(1)
+                    .cloned()
+                    .collect();
+                (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
+            });
+        }
+    }
+
+    async fn change_user(&mut self, payload: Bytes) -> Flow {
+        let cu = match Command::decode(payload) {
+            Ok(Command::ChangeUser(cu)) => cu,
+            _ => return self.malformed(),
+        };
+        let ChangeUser {
+            username,
+            auth_response,
+            database,
+            charset,
+            auth_plugin_name,
+            ..
+        } = cu;
+        let name = String::from_utf8_lossy(&username).into_owned();
+        let host = self.peer.ip().to_string();
+        let snap = self.snap.get().clone();
+        let user = snap
+            .config
+            .users_for(&self.info.name)
+            .find(|u| u.name == name)
+            .cloned();
+        let plugin = auth_plugin_name
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .unwrap_or_else(|| "mysql_native_password".into());
+        let ok = user.as_ref().is_some_and(|u| {
+            host_allowed(u, self.peer.ip()) && verify(u, &plugin, &auth_response, &self.scramble)
+        });
+        let Some(user) = user.filter(|_| ok) else {
+            self.refuse(
+                1,
+                &errs::access_denied(&name, &host, !auth_response.is_empty()),
+            );
+            return Flow::Close;
+        };
+        let db = String::from_utf8_lossy(&database).into_owned();
+        if !db.is_empty() && !schema_allowed(&user, &db) {
+            self.refuse(1, &errs::db_access_denied(&name, &host, &db));
+            return Flow::Close;
+        }
+        self.reset_session(Some(charset.map_or(BACKEND_COLLATION, |c| c as u8)))
+            .await;
+        self.user = user.name.clone();
+        self.read_policy = user.read_policy;
+        self.schema = (!db.is_empty()).then(|| Rc::from(db.as_str()));
+        if self.schema.is_some()
+            && let Err(e) = self.check_schema().await
+        {
+            self.refuse(1, &e.to_err_packet());
+            return Flow::Continue;
+        }
+        self.client.queue_ok(1, 0, 0, self.status_flags());
+        Flow::Continue
+    }
+
+    // ---------------------------------------------------------------- routing
+
+    fn group_targets(
+        &mut self,
+        snap: &Arc<runtime::Snapshot>,
+    ) -> Result<Rc<GroupTargets>, ProxyError> {
+        if let Some((gen_, t)) = &self.targets
+            && *gen_ == snap.generation
+        {
+            return Ok(t.clone());
+        }
+        let t = targets_for(snap, &self.info.group, &self.shared)
+            .ok_or_else(|| ProxyError::Refused(errs::no_backend(&self.info.group, "group")))?;
+        self.targets = Some((snap.generation, t.clone()));
+        Ok(t)
+    }
+
+    fn choose(
+        &mut self,
+        snap: &Arc<runtime::Snapshot>,
+        g: &MysqlGroup,
+        c: &Classified,
+    ) -> Result<Dest, ProxyError> {
+        if self.pinned.is_some() {
+            return Ok(Dest::Pinned);
+        }
+        let t = self.group_targets(snap)?;
+        // Session-only statements (replayable SET, USE) run anywhere: their effect is replayed on
+        // whichever connection the session uses next.
+        let is_read = c.is_read()
+            || (is_session_only(c)
+                && !matches!(
+                    c.kind,
+                    StmtKind::Begin | StmtKind::Commit | StmtKind::Rollback
+                )
+                && (c.kind != StmtKind::Set || c.is_replayable_set()));
+        if let Some(Hint::Backend(name)) = &c.hint {
+            if let Some(x) = t.by_name(name) {
+                let primary = Rc::ptr_eq(&x.name, &t.primary.name);
+                return Ok(Dest::Server(x.clone(), primary));
+            }
+            return Err(ProxyError::Refused(errs::unknown_backend(name)));
+        }
+        if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
+            return Err(ProxyError::Refused(errs::read_only(&self.user)));
+        }
+        let ryw = !g.read_your_writes.is_zero()
+            && self
+                .last_write
+                .is_some_and(|w| w.elapsed() < g.read_your_writes);
+        let want_primary = !is_read
+            || c.pins_session()
+            || matches!(c.hint, Some(Hint::Primary))
+            || (self.read_policy == ReadPolicy::Primary && !matches!(c.hint, Some(Hint::Replica)))
+            || !self.autocommit
+            || (ryw && !matches!(c.hint, Some(Hint::Replica)));
+        if !want_primary || self.read_policy == ReadPolicy::ReplicaOnly {
+            let r = random_u64(&mut self.rng);
+            let pick = match &self.last_gtid {
+                Some(want) if g.read_your_writes_gtid && !matches!(c.hint, Some(Hint::Replica)) => {
+                    t.pick_replica_where(g.max_replica_lag, r, |x| {
+                        crate::gtid::replica_has(&g.name, &x.name, want)
+                    })
+                }
+                _ => t.pick_replica(g.max_replica_lag, r),
+            };
+            if let Some(x) = pick {
+                return Ok(Dest::Server(x.clone(), false));
+            }
+            if !t.primary.state.usable()
+                && let Some(x) = t.any_usable_replica(r)
+            {
+                return Ok(Dest::Server(x.clone(), false));
+            }
+            if self.read_policy == ReadPolicy::ReplicaOnly {
+                return Err(ProxyError::Refused(errs::no_backend(&g.name, "replica")));
+            }
+        }
+        if !t.primary.state.usable() {
+            return Err(ProxyError::Refused(errs::circuit_open(
+                &t.primary.name,
+                t.primary.state.state_word(),
+            )));
+        }
+        Ok(Dest::Server(t.primary.clone(), true))
+    }
+
+    async fn acquire(&mut self, dest: Dest, g: &MysqlGroup) -> Result<BackendConn, ProxyError> {
+        let t = match dest {
+            Dest::Pinned => {
+                return self.pinned.take().ok_or_else(|| {
+                    ProxyError::Refused(errs::internal("pinned connection missing"))
+                });
+            }
+            Dest::Server(t, _) => t,
+        };
+        let mut c = pool::checkout(&t, g, self.vars.as_ref(), self.schema.as_ref()).await?;
+        if let Err(e) = self.sync_conn(&mut c, g).await {
+            pool::discard(c, g);
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    /// Brings a pooled connection into this session's state (reset, replay, schema).
+    async fn sync_conn(&mut self, c: &mut BackendConn, g: &MysqlGroup) -> Result<(), ProxyError> {
+        if self.schema.is_none() && (c.schema.is_some() || c.schema_unknown) {
+            // A session without a schema must not inherit one: only a fresh login unselects it.
+            c.change_user(&g.user, &g.password)
+                .await
+                .map_err(|reason| ProxyError::BackendLost {
+                    server: c.server.to_string(),
+                    reason,
+                })?;
+        }
+        c.sync_vars(self.vars.as_ref()).await?;
+        if let Some(s) = &self.schema {
+            c.use_schema(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns the connection to the pool, or keeps it pinned while the session needs it.
+    fn release(&mut self, c: BackendConn, g: &MysqlGroup) {
+        if c.broken {
+            pool::discard(c, g);
+            return;
+        }
+        if self.sticky || self.in_txn {
+            self.pinned = Some(c);
+        } else {
+            pool::checkin(c, g);
+        }
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
+        let c = classify(sql);
+        if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
+            self.refuse(1, &errs::local_infile());
+            return Flow::Continue;
+        }
+        if c.flags & router::sql::classify::flags::MULTI != 0 && !self.multi_statements {
+            self.refuse(
+                1,
+                &ErrPacket::new(
+                    1064,
+                    "42000",
+                    "You have an error in your SQL syntax; multi-statements are not enabled for this \
+                     connection (CLIENT_MULTI_STATEMENTS)",
+                ),
+            );
+            return Flow::Continue;
+        }
+        if c.kind == StmtKind::Select
+            && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
+            && self.pinned.is_none()
+            && is_plain_last_insert_id(sql)
+        {
+            self.local_last_insert_id(sql);
+            return Flow::Continue;
+        }
+        if c.kind == StmtKind::Use
+            && let Some(db) = &c.schema
+        {
+            let snap = self.snap.get().clone();
+            if let Some(u) = snap.config.users.iter().find(|u| u.name == self.user)
+                && !schema_allowed(u, db)
+            {
+                let e = errs::db_access_denied(&self.user, &self.peer.ip().to_string(), db);
+                self.refuse(1, &e);
+                return Flow::Continue;
+            }
+        }
+        let snap = self.snap.get().clone();
+        self.execute_plain(payload, &c, RespKind::ResultSet, &snap, sql)
+            .await
+    }
+
+    fn local_last_insert_id(&mut self, sql: &str) {
+        let name = sql.trim().trim_end_matches(';').trim();
+        let name = name.get(6..).map_or("LAST_INSERT_ID()", str::trim);
+        let mut seq = 1;
+        let mut p = BytesMut::new();
+        p.extend_from_slice(&[1]);
+        seq = self.client.queue(seq, &p);
+        let col = ColumnDefinition::new(
+            name,
+            codec::mysql::consts::column_type::LONGLONG,
+            63,
+            21,
+            0x80 | 0x20,
+            0,
+        );
+        p.clear();
+        col.encode(&mut p);
+        seq = self.client.queue(seq, &p);
+        let s = self.status_flags().to_le_bytes();
+        seq = self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+        p.clear();
+        codec::mysql::wire::put_lenenc_bytes(&mut p, self.last_insert_id.to_string().as_bytes());
+        seq = self.client.queue(seq, &p);
+        self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+    }
+
+    /// Routes and runs a command whose payload is forwarded unchanged; updates session state.
+    async fn execute_plain(
+        &mut self,
+        payload: Bytes,
+        c: &Classified,
+        kind: RespKind,
+        snap: &Arc<runtime::Snapshot>,
+        sql: &str,
+    ) -> Flow {
+        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+            self.refuse(1, &errs::no_backend(&self.info.group, "group"));
+            return Flow::Continue;
+        };
+        let started = Instant::now();
+        let d = digest(sql);
+        let _permit = match crate::ops::rules_for(g, snap.generation) {
+            Some(r) => match r.check(&self.user, &d) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.refuse(1, &e);
+                    self.audit(g, sql, &d, "", started, 0, Some(e.code));
+                    return Flow::Continue;
+                }
+            },
+            None => None,
+        };
+        let mut attempt = 0;
+        let (outcome, server) = loop {
+            attempt += 1;
+            let dest = match self.choose(snap, g, c) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
+                }
+            };
+            let (retry_ok, dest_state) = match &dest {
+                Dest::Server(t, primary) => (!primary && c.is_read(), Some(t.state.clone())),
+                Dest::Pinned => (false, None),
+            };
+            let was_pinned = matches!(dest, Dest::Pinned);
+            if c.pins_session() {
+                self.sticky = true;
+            }
+            let mut conn = match self.acquire(dest, g).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if retry_ok && attempt < 3 && matches!(e, ProxyError::BackendConnect { .. }) {
+                        continue;
+                    }
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
+                }
+            };
+            let mark = self.client.wbuf.len();
+            conn.queue_command(&payload);
+            let r = self.forward(&mut conn, kind, None, g).await;
+            let server = conn.server.clone();
+            match r {
+                Ok(o) => {
+                    if let Some(st) = &dest_state {
+                        st.record_ok(started.elapsed());
+                    }
+                    self.after_statement(c, &o, &mut conn, sql);
+                    self.track_gtid(g, c, &o, &mut conn).await;
+                    self.release(conn, g);
+                    break (o, server);
+                }
+                Err(e) => {
+                    conn.broken = true;
+                    pool::discard(conn, g);
+                    let flushed = self.client.wbuf.len() < mark;
+                    if let Some(st) = &dest_state
+                        && !matches!(e, ProxyError::Timeout | ProxyError::Refused(_))
+                    {
+                        st.record_failure(g.circuit_break_after, g.circuit_open);
+                    }
+                    if retry_ok
+                        && !flushed
+                        && attempt < 3
+                        && matches!(e, ProxyError::BackendLost { .. })
+                    {
+                        self.client.wbuf.truncate(mark);
+                        continue;
+                    }
+                    if let ProxyError::ResultTooLarge { next_seq, .. } = e {
+                        // Rows already went out: end the result with an ERR in sequence.
+                        self.refuse(next_seq, &e.to_err_packet());
+                    } else {
+                        if !flushed {
+                            self.client.wbuf.truncate(mark);
+                        }
+                        self.refuse(1, &e.to_err_packet());
+                    }
+                    let code = e.to_err_packet().code;
+                    stats::record(&d, started.elapsed(), 0, true);
+                    self.audit(g, sql, &d, &server, started, 0, Some(code));
+                    if was_pinned || self.in_txn || self.sticky {
+                        // The session's connection state is gone; the client must reconnect.
+                        return Flow::Close;
+                    }
+                    return Flow::Continue;
+                }
+            }
+        };
+        let took = started.elapsed();
+        if outcome.err.is_some() {
+            ListenerStats::add(&self.stats.errors, 1);
+        }
+        stats::record(
+            &digest(sql),
+            took,
+            outcome.rows.max(outcome.affected),
+            outcome.err.is_some(),
+        );
+        stats::maybe_slow(&self.user, &server, sql, took, g.slow_query);
+        self.audit(
+            g,
+            sql,
+            &d,
+            &server,
+            started,
+            outcome.rows.max(outcome.affected),
+            outcome.err,
+        );
+        Flow::Continue
+    }
+
+    /// Sends what is queued on `conn` and forwards the response to the client, with the statement
+    /// timeout.
+    async fn forward(
+        &mut self,
+        conn: &mut BackendConn,
+        kind: RespKind,
+        client_stmt: Option<u32>,
+        g: &MysqlGroup,
+    ) -> Result<Outcome, ProxyError> {
+        let lost = |server: &str, e: &dyn std::fmt::Display| ProxyError::BackendLost {
+            server: server.to_string(),
+            reason: e.to_string(),
+        };
+        if let Err(e) = conn.conn.flush().await {
+            return Err(lost(&conn.server, &e));
+        }
+        let max = g.max_result_bytes.unwrap_or(u64::MAX);
+        let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
+        let r = match g.query_timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    conn.broken = true;
+                    kill_query(conn, g);
+                    return Err(ProxyError::Timeout);
+                }
+            },
+            None => fut.await,
+        };
+        match r {
+            Ok(o) => Ok(o),
+            Err(FwdError::Backend(e)) => Err(lost(&conn.server, &e)),
+            Err(FwdError::Client(e)) => Err(ProxyError::ClientIo(match e {
+                ConnError::Io(e) => e,
+                ConnError::Protocol(p) => std::io::Error::other(p.to_string()),
+            })),
+            Err(FwdError::TooLarge { limit, next_seq }) => {
+                Err(ProxyError::ResultTooLarge { limit, next_seq })
+            }
+        }
+    }
+
+    /// With read-your-writes by GTID: after a successful write outside a transaction (or its
+    /// COMMIT), remembers the session's `@@last_gtid`.
+    async fn track_gtid(
+        &mut self,
+        g: &MysqlGroup,
+        c: &Classified,
+        o: &Outcome,
+        conn: &mut BackendConn,
+    ) {
+        if !g.read_your_writes_gtid
+            || o.err.is_some()
+            || self.in_txn
+            || c.is_read()
+            || matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty)
+        {
+            return;
+        }
+        match conn.query_rows("SELECT @@last_gtid").await {
+            Ok((_, rows)) => {
+                let text = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .unwrap_or_default();
+                let g = crate::gtid::parse(&text);
+                if !g.is_empty() {
+                    self.last_gtid = Some(g);
+                }
+            }
+            Err(_) => conn.broken = true,
+        }
+    }
+
+    /// Queues an audit record when the group has an audit log.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        g: &MysqlGroup,
+        sql: &str,
+        d: &router::sql::Digest,
+        backend: &str,
+        started: Instant,
+        rows: u64,
+        error: Option<u16>,
+    ) {
+        if let Some(path) = &g.audit_log {
+            crate::ops::audit(
+                path,
+                &crate::ops::AuditRecord {
+                    user: &self.user,
+                    client: self.peer.ip(),
+                    schema: self.schema.as_deref(),
+                    backend,
+                    sql,
+                    digest: d.hash,
+                    took: started.elapsed(),
+                    rows,
+                    error,
+                },
+            );
+        }
+    }
+
+    fn after_statement(&mut self, c: &Classified, o: &Outcome, conn: &mut BackendConn, sql: &str) {
+        if o.err.is_none() {
+            self.in_txn = o.status & status::SERVER_STATUS_IN_TRANS != 0;
+            match c.kind {
+                StmtKind::Use => {
+                    if let Some(db) = &c.schema {
+                        let db: Rc<str> = Rc::from(db.as_str());
+                        self.schema = Some(db.clone());
+                        conn.schema = Some(db);
+                        conn.schema_unknown = false;
+                    }
+                }
+                StmtKind::Set if c.is_replayable_set() => {
+                    if let Some(ac) = c.autocommit {
+                        self.autocommit = ac;
+                    }
+                    let mut v = self.vars.as_deref().cloned().unwrap_or_default();
+                    if v.sets.len() >= MAX_SETS {
+                        self.sticky = true;
+                    } else {
+                        v.sets.push(Rc::from(sql.trim()));
+                        let v = Rc::new(v);
+                        self.vars = Some(v.clone());
+                        conn.vars = Some(v);
+                    }
+                }
+                _ => {}
+            }
+            if o.last_insert_id != 0 {
+                self.last_insert_id = o.last_insert_id;
+            }
+        } else if !self.autocommit && self.pinned.is_none() {
+            self.in_txn = true;
+        }
+        if !c.is_read() && !matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty) {
+            self.last_write = Some(Instant::now());
+        }
+    }
+
+    // ---------------------------------------------------------------- prepared statements
+
+    async fn prepare(&mut self, sql: &str) -> Flow {
+        let c = classify(sql);
+        let snap = self.snap.get().clone();
+        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+            self.refuse(1, &errs::no_backend(&self.info.group, "group"));
+            return Flow::Continue;
+        };
+        let dest = match self.choose(&snap, g, &c) {
+            Ok(d) => d,
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                return Flow::Continue;
+            }
+        };
+        let mut conn = match self.acquire(dest, g).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                return Flow::Continue;
+            }
+        };
+        let id = self.next_stmt;
+        let sql_rc: Rc<str> = Rc::from(sql);
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(com::STMT_PREPARE);
+        p.extend_from_slice(sql.as_bytes());
+        conn.queue_command(&p);
+        match self
+            .forward(&mut conn, RespKind::Prepare, Some(id), g)
+            .await
+        {
+            Ok(o) => {
+                if let Some((bid, cols, params)) = o.prepared {
+                    self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+                    let key = (conn.schema.clone(), sql_rc.clone());
+                    if let Some(old) = conn.cache_stmt(key, bid, params, cols) {
+                        conn.queue_stmt_close(old);
+                    }
+                    self.stmts.insert(
+                        id,
+                        ClientStmt {
+                            digest: Rc::new(digest(&sql_rc)),
+                            sql: sql_rc,
+                            class: c,
+                            params,
+                            types: None,
+                            long_data: Vec::new(),
+                        },
+                    );
+                } else {
+                    ListenerStats::add(&self.stats.errors, 1);
+                }
+                if conn.conn.flush().await.is_err() {
+                    conn.broken = true;
+                }
+                self.release(conn, g);
+                Flow::Continue
+            }
+            Err(e) => {
+                pool::discard(conn, g);
+                self.refuse(1, &e.to_err_packet());
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Makes sure `stmt` is prepared on `conn`; returns the backend statement id.
+    async fn ensure_prepared(
+        conn: &mut BackendConn,
+        sql: &Rc<str>,
+    ) -> Result<Result<u32, ErrPacket>, FwdError> {
+        let key = (conn.schema.clone(), sql.clone());
+        if let Some(s) = conn.lookup_stmt(&key) {
+            return Ok(Ok(s.id));
+        }
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(com::STMT_PREPARE);
+        p.extend_from_slice(sql.as_bytes());
+        let o = conn.command(&p, RespKind::Prepare).await?;
+        if let Some(err) = o.err_payload {
+            return Ok(Err(
+                ErrPacket::decode(err).unwrap_or_else(|_| errs::internal("re-prepare failed"))
+            ));
+        }
+        let Some((bid, cols, params)) = o.prepared else {
+            return Ok(Err(errs::internal("re-prepare returned no statement")));
+        };
+        if let Some(old) = conn.cache_stmt(key, bid, params, cols) {
+            conn.queue_stmt_close(old);
+        }
+        Ok(Ok(bid))
+    }
+
+    async fn stmt_execute(&mut self, payload: Bytes) -> Flow {
+        if payload.len() < 10 {
+            return self.malformed();
+        }
+        let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+        let cursor = payload[5] != 0;
+        let Some(st) = self.stmts.get_mut(&id) else {
+            self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_execute"));
+            return Flow::Continue;
+        };
+        // Rebuild the parameter block so that types are always sent (the backend connection may not
+        // have seen the previous execution).
+        let n = usize::from(st.params);
+        let mut body = BytesMut::with_capacity(payload.len() + 2 * n);
+        body.extend_from_slice(&payload[..10]);
+        if n > 0 {
+            let bitmap = n.div_ceil(8);
+            let Some(rest) = payload.get(10..) else {
+                return self.malformed();
+            };
+            if rest.len() < bitmap + 1 {
+                return self.malformed();
+            }
+            body.extend_from_slice(&rest[..bitmap]);
+            let bound = rest[bitmap];
+            let after = &rest[bitmap + 1..];
+            if bound == 1 {
+                if after.len() < 2 * n {
+                    return self.malformed();
+                }
+                st.types = Some(Bytes::copy_from_slice(&after[..2 * n]));
+                body.extend_from_slice(&[1]);
+                body.extend_from_slice(after);
+            } else if let Some(t) = &st.types {
+                body.extend_from_slice(&[1]);
+                body.extend_from_slice(t);
+                body.extend_from_slice(after);
+            } else {
+                body.extend_from_slice(&rest[bitmap..]);
+            }
+        } else if let Some(rest) = payload.get(10..) {
+            body.extend_from_slice(rest);
+        }
+        let sql = st.sql.clone();
+        let d = st.digest.clone();
+        let mut class = st.class.clone();
+        let long_data = std::mem::take(&mut st.long_data);
+        if cursor {
+            // A cursor lives in its connection: keep the session there.
+            class.flags |= router::sql::classify::flags::MULTI;
+        }
+        let snap = self.snap.get().clone();
+        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+            self.refuse(1, &errs::no_backend(&self.info.group, "group"));
+            return Flow::Continue;
+        };
+        let started = Instant::now();
+        let _permit = match crate::ops::rules_for(g, snap.generation) {
+            Some(r) => match r.check(&self.user, &d) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.refuse(1, &e);
+                    self.audit(g, &sql, &d, "", started, 0, Some(e.code));
+                    return Flow::Continue;
+                }
+            },
+            None => None,
+        };
+        let dest = match self.choose(&snap, g, &class) {
+            Ok(d) => d,
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                return Flow::Continue;
+            }
+        };
+        if class.pins_session() {
+            self.sticky = true;
+        }
+        let mut conn = match self.acquire(dest, g).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                return Flow::Continue;
+            }
+        };
+        let bid = match Self::ensure_prepared(&mut conn, &sql).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(err)) => {
+                self.release(conn, g);
+                self.refuse(1, &err);
+                return Flow::Continue;
+            }
+            Err(e) => {
+                pool::discard(conn, g);
+                let e = ProxyError::BackendLost {
+                    server: String::new(),
+                    reason: e.to_string(),
+                };
+                self.refuse(1, &e.to_err_packet());
+                return Flow::Continue;
+            }
+        };
+        for mut ld in long_data {
+            let mut v = ld.split_to(ld.len()).to_vec();
+            v[1..5].copy_from_slice(&bid.to_le_bytes());
+            conn.queue_command(&v);
+        }
+        body[1..5].copy_from_slice(&bid.to_le_bytes());
+        conn.queue_command(&body);
+        match self.forward(&mut conn, RespKind::ResultSet, None, g).await {
+            Ok(o) => {
+                self.after_statement(&class, &o, &mut conn, &sql);
+                self.track_gtid(g, &class, &o, &mut conn).await;
+                if cursor {
+                    self.sticky = true;
+                }
+                let server = conn.server.clone();
+                self.release(conn, g);
+                stats::record(
+                    &d,
+                    started.elapsed(),
+                    o.rows.max(o.affected),
+                    o.err.is_some(),
+                );
+                stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
+                let rows = o.rows.max(o.affected);
+                self.audit(g, &sql, &d, &server, started, rows, o.err);
+                Flow::Continue
+            }
+            Err(e) => {
+                pool::discard(conn, g);
+                self.refuse(1, &e.to_err_packet());
+                if self.sticky || self.in_txn {
+                    return Flow::Close;
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn stmt_fetch(&mut self, payload: Bytes) -> Flow {
+        if payload.len() < 9 {
+            return self.malformed();
+        }
+        let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+        let Some(st) = self.stmts.get(&id) else {
+            self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_fetch"));
+            return Flow::Continue;
+        };
+        let sql = st.sql.clone();
+        let snap = self.snap.get().clone();
+        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+            return Flow::Continue;
+        };
+        let Some(mut conn) = self.pinned.take() else {
+            self.refuse(
+                1,
+                &ErrPacket::new(1421, "HY000", "The statement has no open cursor"),
+            );
+            return Flow::Continue;
+        };
+        let key = (conn.schema.clone(), sql);
+        let Some(bid) = conn.lookup_stmt(&key).map(|s| s.id) else {
+            self.pinned = Some(conn);
+            self.refuse(
+                1,
+                &ErrPacket::new(1421, "HY000", "The statement has no open cursor"),
+            );
+            return Flow::Continue;
+        };
+        let mut body = payload.to_vec();
+        body[1..5].copy_from_slice(&bid.to_le_bytes());
+        conn.queue_command(&body);
+        match self.forward(&mut conn, RespKind::Fetch, None, g).await {
+            Ok(_) => {
+                self.release(conn, g);
+                Flow::Continue
+            }
+            Err(e) => {
+                pool::discard(conn, g);
+                self.refuse(1, &e.to_err_packet());
+                Flow::Close
+            }
+        }
+    }
+}
+
+/// `SET` / `USE` and friends are allowed for replica_only users (they only touch the session).
+fn is_session_only(c: &Classified) -> bool {
+    matches!(
+        c.kind,
+        StmtKind::Set
+            | StmtKind::Use
+            | StmtKind::Empty
+            | StmtKind::Begin
+            | StmtKind::Commit
+            | StmtKind::Rollback
+    ) && c.flags & router::sql::classify::flags::GLOBAL_SET == 0
+}
+
+fn is_plain_last_insert_id(sql: &str) -> bool {
+    digest(sql).text == "SELECT LAST_INSERT_ID ()"
+}
+
+fn host_allowed(u: &User, ip: IpAddr) -> bool {
+    u.hosts.is_empty() || u.hosts.iter().any(|n| n.contains(ip))
+}
+
+fn schema_allowed(u: &User, db: &str) -> bool {
+    u.schemas.is_empty()
+        || u.schemas.iter().any(|s| s == db || s == "*")
+        || db.eq_ignore_ascii_case("information_schema")
+}
+
+fn verify(u: &User, plugin: &str, response: &[u8], scramble: &[u8; 20]) -> bool {
+    match plugin {
+        "caching_sha2_password" => match &u.sha256_hash {
+            Some(h) => {
+                auth::verify_caching_sha2(response, scramble, h)
+                    || (response.is_empty() && *h == auth::caching_sha2_hash(b""))
+            }
+            None => false,
+        },
+        _ => match &u.native_hash {
+            Some(h) => {
+                auth::verify_native_password(response, scramble, h)
+                    || (response.is_empty() && *h == auth::native_password_hash(b""))
+            }
+            None => false,
+        },
+    }
+}
+
+/// Spawns `KILL QUERY` for a backend connection whose statement timed out.
+fn kill_query(conn: &BackendConn, g: &MysqlGroup) {
+    let (server, address, id) = (conn.server.clone(), conn.address.clone(), conn.thread_id);
+    let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
+    tokio::task::spawn_local(async move {
+        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct).await {
+            let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
+        }
+    });
+}

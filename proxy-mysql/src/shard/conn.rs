@@ -1,0 +1,225 @@
+//! Shard connections: a pooled connection to a shard's group primary brought into the session's
+//! replayable state and the shard's schema, and running one unit of SQL on it with its result
+//! buffered as typed rows (within a row budget shared by all units of a plan).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use codec::mysql::consts::{com, status};
+use codec::mysql::{ColumnDefinition, ErrPacket, TextRow};
+use router::config::MysqlGroup;
+use router::sql::plan::{ShardResult, VecRows};
+use router::sql::shard::Shard;
+use runtime::{Shared, Snapshot};
+
+use crate::backend::{BackendConn, RespKind, parse_ok};
+use crate::error::{ProxyError, errs};
+use crate::pool;
+use crate::route::targets_for;
+use crate::session::VarState;
+
+/// A connection held for one shard, with the group it came from (to give it back).
+pub struct ShardConn {
+    /// The logged-in backend connection.
+    pub conn: BackendConn,
+    /// The group the connection belongs to.
+    pub group: MysqlGroup,
+}
+
+impl ShardConn {
+    /// Returns the connection to its pool (dropped when broken).
+    pub fn release(self) {
+        pool::checkin(self.conn, &self.group);
+    }
+
+    /// Drops the connection (its state is unknown), freeing its pool slot.
+    pub fn discard(self) {
+        pool::discard(self.conn, &self.group);
+    }
+}
+
+/// What one unit produced: a result for the merge, or the backend's ERR packet.
+pub enum UnitOutcome {
+    /// Rows or an OK.
+    Done(ShardResult),
+    /// The backend refused the statement (its ERR, passed on to the client).
+    Refused(ErrPacket),
+}
+
+/// Why running a unit failed below the SQL level.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The plan's row budget was exceeded.
+    Budget(u64),
+    /// The connection failed (it is broken now).
+    Lost(String),
+}
+
+fn lost(e: impl std::fmt::Display) -> FetchError {
+    FetchError::Lost(e.to_string())
+}
+
+/// Checks out a connection for `shard` and syncs it to `vars` and the shard's schema.
+pub async fn checkout(
+    snap: &Arc<Snapshot>,
+    shared: &Shared,
+    shard: &Shard,
+    vars: Option<&Rc<VarState>>,
+) -> Result<ShardConn, ProxyError> {
+    let g = snap
+        .config
+        .mysql_group(&shard.group)
+        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
+    let t = targets_for(snap, &shard.group, shared)
+        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
+    let schema: Rc<str> = Rc::from(shard.schema.as_str());
+    let conn = pool::checkout(&t.primary, g, vars, Some(&schema)).await?;
+    let mut sc = ShardConn {
+        conn,
+        group: g.clone(),
+    };
+    match sync(&mut sc.conn, vars, &schema).await {
+        Ok(()) => Ok(sc),
+        Err(e) => {
+            sc.discard();
+            Err(e)
+        }
+    }
+}
+
+/// Brings `c` into the replayable state `vars` and default schema `schema`.
+pub(crate) async fn sync(
+    c: &mut BackendConn,
+    vars: Option<&Rc<VarState>>,
+    schema: &Rc<str>,
+) -> Result<(), ProxyError> {
+    c.sync_vars(vars).await?;
+    c.use_schema(schema).await?;
+    Ok(())
+}
+
+/// Runs `sql` on `c` and buffers its result. Every row taken counts against `budget`
+/// (`used` is shared by all units of one plan); past it the rest of the result is drained and
+/// [`FetchError::Budget`] returned.
+pub async fn fetch(
+    c: &mut BackendConn,
+    sql: &str,
+    used: &Cell<u64>,
+    budget: u64,
+) -> Result<UnitOutcome, FetchError> {
+    let mut payload = Vec::with_capacity(sql.len() + 1);
+    payload.push(com::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    c.queue_command(&payload);
+    if let Err(e) = c.conn.flush().await {
+        c.broken = true;
+        return Err(lost(e));
+    }
+    let r = read_result(c, used, budget).await;
+    if matches!(r, Err(FetchError::Lost(_))) {
+        c.broken = true;
+    }
+    r
+}
+
+async fn read_result(
+    c: &mut BackendConn,
+    used: &Cell<u64>,
+    budget: u64,
+) -> Result<UnitOutcome, FetchError> {
+    let first = c.conn.read_packet().await.map_err(lost)?;
+    match first.payload.first() {
+        Some(0x00) => {
+            let (rows, last_insert_id, st) = parse_ok(&first.payload);
+            if st & status::SERVER_MORE_RESULTS_EXISTS != 0 {
+                return Err(FetchError::Lost(
+                    "unexpected multi-result from a shard".into(),
+                ));
+            }
+            return Ok(UnitOutcome::Done(ShardResult::Affected {
+                rows,
+                last_insert_id,
+            }));
+        }
+        Some(0xFF) => {
+            let e = ErrPacket::decode(first.payload).map_err(lost)?;
+            return Ok(UnitOutcome::Refused(e));
+        }
+        Some(0xFB) => return Err(FetchError::Lost("a shard asked for LOCAL INFILE".into())),
+        _ => {}
+    }
+    let n = codec::mysql::resultset::decode_column_count(first.payload).map_err(lost)?;
+    let n = usize::try_from(n).map_err(lost)?;
+    let mut cols = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let p = c.conn.read_packet().await.map_err(lost)?;
+        cols.push(ColumnDefinition::decode(p.payload).map_err(lost)?);
+    }
+    let _eof = c.conn.read_packet().await.map_err(lost)?;
+    let mut rows = Vec::new();
+    let mut over = false;
+    let mut cells = Vec::with_capacity(n);
+    loop {
+        let p = c.conn.read_packet().await.map_err(lost)?;
+        match p.payload.first() {
+            Some(0xFE) if p.payload.len() < 9 => {
+                if u16::from_le_bytes([
+                    p.payload.get(3).copied().unwrap_or(0),
+                    p.payload.get(4).copied().unwrap_or(0),
+                ]) & status::SERVER_MORE_RESULTS_EXISTS
+                    != 0
+                {
+                    return Err(FetchError::Lost(
+                        "unexpected multi-result from a shard".into(),
+                    ));
+                }
+                break;
+            }
+            Some(0xFF) => {
+                let e = ErrPacket::decode(p.payload).map_err(lost)?;
+                return Ok(UnitOutcome::Refused(e));
+            }
+            _ => {}
+        }
+        if over {
+            continue; // drain the rest so the connection stays usable
+        }
+        used.set(used.get() + 1);
+        if used.get() > budget {
+            over = true;
+            rows.clear();
+            continue;
+        }
+        TextRow::decode_into(p.payload, n, &mut cells).map_err(lost)?;
+        let row = cells
+            .iter()
+            .zip(&cols)
+            .map(|(cell, col)| codec::mysql::value::decode_text(cell.as_ref(), col))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(lost)?;
+        rows.push(row);
+    }
+    if over {
+        return Err(FetchError::Budget(budget));
+    }
+    Ok(UnitOutcome::Done(ShardResult::Rows(Box::new(
+        VecRows::new(cols, rows),
+    ))))
+}
+
+/// Runs a statement whose result is an OK or ERR (transaction control) on `c`.
+pub async fn simple(c: &mut BackendConn, sql: &str) -> Result<Option<ErrPacket>, String> {
+    let mut payload = Vec::with_capacity(sql.len() + 1);
+    payload.push(com::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    match c.command(&payload, RespKind::ResultSet).await {
+        Ok(o) => Ok(o.err_payload.map(|p| {
+            ErrPacket::decode(p).unwrap_or_else(|_| errs::internal("malformed ERR from a shard"))
+        })),
+        Err(e) => {
+            c.broken = true;
+            Err(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Sharding execution: a listener with a `[sharding.NAME]` section serves one logical database over
+//! many shards. A statement is planned by `router::sql::plan`, its units run on the shards'
+//! primaries (concurrently, one connection per shard, results buffered within the plan's row
+//! budget), merged by `router::sql::plan::execute`, and re-encoded for the client.
+//!
+//! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
+//! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
+//! the client; [`stream`] plain scatter reads copied through without buffering; [`stmt`] prepared
+//! statements (binary protocol); [`txn`] transactions across shards.
+//!
+//! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
+//! transaction there. `COMMIT` commits the shards one after another in shard order. This is not
+//! atomic: when one commit fails, the shards before it stay committed, the ones after it are rolled
+//! back, and the client gets error 1180 naming each shard's fate (XA would close this gap).
+
+pub mod conn;
+pub mod encode;
+pub mod run;
+pub mod stmt;
+pub mod stream;
+pub mod txn;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use codec::mysql::ErrPacket;
+use router::sql::plan::{self, Plan, PlanContext};
+use router::sql::shard::{IdGenerator, ShardingRules};
+use router::sql::{StmtKind, classify, digest};
+use runtime::{Shared, Snapshot};
+
+use crate::conn::Conn;
+use crate::session::VarState;
+
+pub use txn::ShardSession;
+
+/// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
+pub type RulesFor = Result<Rc<ShardingRules>, String>;
+
+thread_local! {
+    static RULES: RefCell<HashMap<String, (u64, Option<RulesFor>)>> = RefCell::new(HashMap::new());
+}
+
+/// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
+/// Compiled once per config generation and core.
+pub fn rules_for(snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
+    RULES.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some((generation, r)) = m.get(listener)
+            && *generation == snap.generation
+        {
+            return r.clone();
+        }
+        let r = snap
+            .config
+            .sharding()
+            .into_iter()
+            .find(|s| s.listener == listener)
+            .map(|s| {
+                ShardingRules::compile(&s)
+                    .map(Rc::new)
+                    .map_err(|e| format!("furrow: sharding rules `{}`: {e}", s.name))
+            });
+        m.insert(listener.to_string(), (snap.generation, r.clone()));
+        r
+    })
+}
+
+/// A new global id for `worker` (one generator per worker id in the process, shared by all cores,
+/// so ids stay unique and increasing across cores).
+pub fn next_global_id(worker: u16) -> u64 {
+    static GENS: OnceLock<Mutex<HashMap<u16, IdGenerator>>> = OnceLock::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let m = GENS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(worker)
+        .or_insert_with(|| IdGenerator::new(worker))
+        .next(now)
+}
+
+/// What a sharded statement needs from its session.
+pub struct Ctx<'a> {
+    /// The client connection (replies are queued here).
+    pub client: &'a mut Conn,
+    /// The config snapshot the statement runs on.
+    pub snap: &'a Arc<Snapshot>,
+    /// Backend states.
+    pub shared: &'a Shared,
+    /// The session's replayable `SET`s (replayed on every shard connection; `SET`s append here).
+    pub vars: &'a mut Option<Rc<VarState>>,
+}
+
+/// Whether a command goes to the sharding executor on a sharded listener (queries, prepared
+/// statements, COM_INIT_DB, COM_RESET_CONNECTION; everything else is handled by the session as on
+/// any listener).
+pub fn handles(code: u8) -> bool {
+    use codec::mysql::consts::com;
+    matches!(
+        code,
+        com::QUERY
+            | com::INIT_DB
+            | com::RESET_CONNECTION
+            | com::STMT_PREPARE
+            | com::STMT_EXECUTE
+            | com::STMT_CLOSE
+            | com::STMT_RESET
+            | com::STMT_SEND_LONG_DATA
+            | com::STMT_FETCH
+    )
+}
+
+/// Error for statements that sharded listeners refuse.
+pub fn unsupported(what: &str) -> ErrPacket {
+    ErrPacket::new(
+        1235,
+        "42000",
+        format!("furrow: not supported on sharded tables: {what}"),
+    )
+}
+
+/// Most replayable `SET`s a sharded session keeps.
+const MAX_SETS: usize = 64;
+
+impl ShardSession {
+    /// Runs one command (see [`handles`]) and queues its reply on `cx.client`.
+    pub async fn command(&mut self, cx: Ctx<'_>, rules: &RulesFor, payload: bytes::Bytes) {
+        use codec::mysql::consts::com;
+        match payload.first().copied() {
+            Some(com::QUERY) => {
+                let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+                let started = std::time::Instant::now();
+                let Ctx {
+                    client,
+                    snap,
+                    shared,
+                    vars,
+                } = cx;
+                let mark = client.wbuf.len();
+                let cx = Ctx {
+                    client: &mut *client,
+                    snap,
+                    shared,
+                    vars,
+                };
+                self.query(cx, rules, &sql).await;
+                // The digest table of the admin port (an ERR reply counts as an error).
+                let failed = client.wbuf.get(mark + 4) == Some(&0xFF);
+                crate::stats::record(&digest(&sql), started.elapsed(), 0, failed);
+                return;
+            }
+            Some(com::RESET_CONNECTION) => {
+                // Back to a fresh session: transaction rolled back, statements and SETs forgotten
+                // (the client's charset is kept).
+                let names = rules.as_ref().map(|r| run::names(r)).unwrap_or_default();
+                let _ = self.finish(false, &names).await;
+                self.stmts = stmt::Stmts::default();
+                self.last_insert_id = 0;
+                *cx.vars = cx.vars.as_ref().and_then(|v| {
+                    let sets: Vec<Rc<str>> = v
+                        .sets
+                        .iter()
+                        .filter(|s| s.starts_with("SET NAMES"))
+                        .take(1)
+                        .cloned()
+                        .collect();
+                    (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
+                });
+                let st = self.status();
+                cx.client.queue_ok(1, 0, 0, st);
+                return;
+            }
+            Some(com::INIT_DB) => {
+                // One logical database: any name selects it (shard schemas come from the rules).
+                let st = self.status();
+                cx.client.queue_ok(1, 0, 0, st);
+                return;
+            }
+            _ => {}
+        }
+        self.stmt_command(cx, rules, payload).await;
+    }
+
+    /// Runs one COM_QUERY on a sharded listener and queues the reply on `cx.client`.
+    pub async fn query(&mut self, cx: Ctx<'_>, rules: &RulesFor, sql: &str) {
+        let rules = match rules {
+            Ok(r) => r.clone(),
+            Err(msg) => {
+                encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
+                return;
+            }
+        };
+        let c = classify(sql);
+        if c.flags & router::sql::classify::flags::MULTI != 0 {
+            return encode::err(
+                cx.client,
+                &unsupported("several statements in one query (send one at a time)"),
+            );
+        }
+        match c.kind {
+            StmtKind::Begin => return self.begin(cx, &rules).await,
+            StmtKind::Commit => return self.commit(cx, &rules).await,
+            StmtKind::Rollback if !digest(sql).text.contains("SAVEPOINT") => {
+                return self.rollback(cx, &rules).await;
+            }
+            StmtKind::Rollback | StmtKind::Savepoint => {
+                return encode::err(cx.client, &unsupported("savepoints"));
+            }
+            StmtKind::Use => {
+                // One logical database: its shards' schemas are fixed by the rules.
+                let st = self.status();
+                cx.client.queue_ok(1, 0, 0, st);
+                return;
+            }
+            StmtKind::Set => return self.set(cx, &rules, &c, sql).await,
+            StmtKind::LockTables
+            | StmtKind::UnlockTables
+            | StmtKind::SqlPrepare
+            | StmtKind::LoadData
+            | StmtKind::Call => {
+                return encode::err(cx.client, &unsupported(&format!("{:?}", c.kind)));
+            }
+            _ => {}
+        }
+        if c.kind == StmtKind::Select
+            && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
+            && digest(sql).text == "SELECT LAST_INSERT_ID ()"
+        {
+            let st = self.status();
+            encode::last_insert_id(cx.client, self.last_insert_id, st);
+            return;
+        }
+        let worker = rules.worker_id;
+        let mut first_id = None;
+        let mut next_id = || {
+            let id = next_global_id(worker);
+            first_id.get_or_insert(id);
+            id
+        };
+        let planned = plan::plan(
+            sql,
+            &mut PlanContext {
+                rules: &rules,
+                params: &[],
+                next_id: &mut next_id,
+            },
+        );
+        let p = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let (code, state) = e.mysql_code();
+                let err = ErrPacket::new(code, state, format!("furrow: {e}"));
+                return encode::err(cx.client, &err);
+            }
+        };
+        // An INSERT whose ids the proxy made reports the first one (as AUTO_INCREMENT would), so it
+        // takes the buffered path even for one unit.
+        self.generated = first_id;
+        match &p {
+            Plan::Route(r) if first_id.is_none() => {
+                return self.route(cx, &rules, &r.unit).await;
+            }
+            Plan::Scatter(s) if s.write.is_none() => {
+                return self.stream_scatter(cx, &rules, &s.units).await;
+            }
+            _ => {}
+        }
+        self.run_plan(cx, &rules, &p, false).await;
+    }
+
+    async fn set(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &ShardingRules,
+        c: &router::sql::Classified,
+        sql: &str,
+    ) {
+        if !c.is_replayable_set() {
+            return encode::err(
+                cx.client,
+                &unsupported("user variables, global or transaction SET (use BEGIN)"),
+            );
+        }
+        if c.autocommit == Some(false) {
+            return encode::err(
+                cx.client,
+                &unsupported("autocommit = 0 (use BEGIN ... COMMIT)"),
+            );
+        }
+        if c.autocommit.is_none() {
+            let mut v = cx.vars.as_deref().cloned().unwrap_or_default();
+            if v.sets.len() >= MAX_SETS {
+                return encode::err(
+                    cx.client,
+                    &unsupported("more than 64 session SET statements"),
+                );
+            }
+            v.sets.push(Rc::from(sql.trim()));
+            let old = cx.vars.replace(Rc::new(v));
+            // Validate it now on the default shard (it is replayed on every shard later).
+            match self.acquire(&cx, rules, rules.default_shard).await {
+                Ok(conn) => self.put_back(rules.default_shard, conn),
+                Err(e) => {
+                    *cx.vars = old;
+                    return encode::err(cx.client, &e);
+                }
+            }
+        }
+        let st = self.status();
+        cx.client.queue_ok(1, 0, 0, st);
+    }
+}

@@ -1,0 +1,151 @@
+//! Transactions across shards: per-shard backend transactions opened lazily (on the first statement
+//! that touches a shard after `BEGIN`) and finished together at `COMMIT`/`ROLLBACK`.
+//!
+//! Commit is a loop over the shards in shard order, not two-phase: if shard k fails to commit,
+//! shards before k are committed, shard k's outcome is unknown or rolled back by the server, and the
+//! shards after k are rolled back; the client gets ERR 1180 listing what happened on each shard.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use codec::mysql::ErrPacket;
+use codec::mysql::consts::status;
+
+use router::sql::shard::ShardingRules;
+
+use super::conn::{ShardConn, simple};
+use super::run::names;
+use super::{Ctx, encode};
+
+/// A client's sharded state: its open transaction and the last insert id it saw.
+#[derive(Default)]
+pub struct ShardSession {
+    /// Inside `BEGIN ... COMMIT`: the shards touched so far, with their connections.
+    pub(crate) txn: Option<BTreeMap<usize, ShardConn>>,
+    /// `LAST_INSERT_ID()` as the client sees it (the largest id of its last INSERT).
+    pub(crate) last_insert_id: u64,
+    /// Prepared statements.
+    pub(crate) stmts: super::stmt::Stmts,
+    /// The first global id the current statement's plan generated (its INSERT's insert id).
+    pub(crate) generated: Option<u64>,
+}
+
+impl Drop for ShardSession {
+    fn drop(&mut self) {
+        // Connections in a transaction carry uncommitted work: never reuse them.
+        if let Some(t) = self.txn.take() {
+            for (_, c) in t {
+                c.discard();
+            }
+        }
+    }
+}
+
+impl ShardSession {
+    /// Status flags for OK/EOF packets.
+    pub fn status(&self) -> u16 {
+        let mut s = status::SERVER_STATUS_AUTOCOMMIT;
+        if self.txn.is_some() {
+            s |= status::SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_txn(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    pub(crate) async fn begin(&mut self, cx: Ctx<'_>, rules: &ShardingRules) {
+        // As in MySQL, BEGIN inside a transaction commits it first.
+        if self.txn.is_some()
+            && let Err(e) = self.finish(true, &names(rules)).await
+        {
+            return encode::err(cx.client, &e);
+        }
+        self.txn = Some(BTreeMap::new());
+        let st = self.status();
+        cx.client.queue_ok(1, 0, 0, st);
+    }
+
+    pub(crate) async fn commit(&mut self, cx: Ctx<'_>, rules: &ShardingRules) {
+        let r = self.finish(true, &names(rules)).await;
+        match r {
+            Ok(()) => {
+                let st = self.status();
+                cx.client.queue_ok(1, 0, 0, st);
+            }
+            Err(e) => encode::err(cx.client, &e),
+        }
+    }
+
+    pub(crate) async fn rollback(&mut self, cx: Ctx<'_>, rules: &ShardingRules) {
+        let r = self.finish(false, &names(rules)).await;
+        match r {
+            Ok(()) => {
+                let st = self.status();
+                cx.client.queue_ok(1, 0, 0, st);
+            }
+            Err(e) => encode::err(cx.client, &e),
+        }
+    }
+
+    /// Ends the transaction on every shard it touched (no-op outside one).
+    pub(crate) async fn finish(&mut self, commit: bool, names: &[String]) -> Result<(), ErrPacket> {
+        let Some(conns) = self.txn.take() else {
+            return Ok(());
+        };
+        let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+        let mut failed: Option<(usize, String)> = None;
+        let mut report = String::new();
+        for (i, mut c) in conns {
+            let verb = if commit && failed.is_none() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            match simple(&mut c.conn, verb).await {
+                Ok(None) => {
+                    let _ = write!(
+                        report,
+                        " {}={};",
+                        name(i),
+                        if verb == "COMMIT" {
+                            "committed"
+                        } else {
+                            "rolled back"
+                        }
+                    );
+                    c.release();
+                }
+                Ok(Some(e)) => {
+                    let msg = String::from_utf8_lossy(&e.message).into_owned();
+                    let _ = write!(report, " {}={verb} failed ({msg});", name(i));
+                    if failed.is_none() && verb == "COMMIT" {
+                        failed = Some((i, msg));
+                    }
+                    c.discard();
+                }
+                Err(e) => {
+                    let _ = write!(report, " {}={verb} lost ({e});", name(i));
+                    if failed.is_none() && verb == "COMMIT" {
+                        failed = Some((i, e));
+                    }
+                    c.discard();
+                }
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some((i, _)) => Err(ErrPacket::new(
+                1180,
+                "HY000",
+                format!(
+                    "furrow: commit failed on shard {}; the transaction is only partly \
+                     committed:{report}",
+                    name(i)
+                ),
+            )),
+        }
+    }
+}

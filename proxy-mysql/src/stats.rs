@@ -1,0 +1,286 @@
+//! Process-wide, per-core, bounded statistics for the admin port: query digests (fingerprint → count,
+//! errors, rows, latency histogram), the slow-query log and backend pool gauges.
+//!
+//! Each executor writes only its own [`CoreStats`] (an uncontended mutex: the admin port locks it
+//! briefly to read). Everything is bounded: at most [`MAX_DIGESTS`] fingerprints per core (further
+//! ones are counted in `overflow`), at most [`SLOW_LOG_MAX`] slow entries per core (oldest dropped
+//! and counted).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use crate::pool::PoolStats;
+
+/// Most distinct fingerprints kept per core.
+pub const MAX_DIGESTS: usize = 4096;
+/// Most slow-log entries kept per core.
+pub const SLOW_LOG_MAX: usize = 512;
+/// Latency histogram buckets: bucket i counts latencies below 2^(i+4) µs (the last one: the rest).
+pub const HIST_BUCKETS: usize = 20;
+
+/// Statistics of one fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestStats {
+    /// Fingerprint hash.
+    pub hash: u64,
+    /// Normalised text.
+    pub text: String,
+    /// Executions.
+    pub count: u64,
+    /// Executions that ended in an error.
+    pub errors: u64,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// Total latency in µs.
+    pub total_us: u64,
+    /// Largest latency in µs.
+    pub max_us: u64,
+    /// Latency histogram (see [`HIST_BUCKETS`]).
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+/// One slow-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowEntry {
+    /// When the statement finished.
+    pub at: SystemTime,
+    /// Proxy user.
+    pub user: String,
+    /// Server that ran it.
+    pub backend: String,
+    /// Latency in µs.
+    pub took_us: u64,
+    /// Statement text (truncated to 1 KiB).
+    pub sql: String,
+}
+
+/// One core's statistics.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    digests: HashMap<u64, DigestStats>,
+    overflow: u64,
+    slow: VecDeque<SlowEntry>,
+    slow_dropped: u64,
+    pools: Vec<PoolStats>,
+}
+
+struct Registry {
+    cores: Mutex<Vec<Arc<Mutex<CoreStats>>>>,
+    slow_threshold_us: AtomicU64,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        cores: Mutex::new(Vec::new()),
+        slow_threshold_us: AtomicU64::new(u64::MAX),
+    })
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<Mutex<CoreStats>>>> = const { RefCell::new(None) };
+}
+
+fn with_local<R>(f: impl FnOnce(&mut CoreStats) -> R) -> R {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let cs = l.get_or_insert_with(|| {
+            let cs = Arc::new(Mutex::new(CoreStats::default()));
+            registry()
+                .cores
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(cs.clone());
+            cs
+        });
+        let mut g = cs.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    })
+}
+
+fn bucket(us: u64) -> usize {
+    let b = (64 - us.leading_zeros()) as usize;
+    b.saturating_sub(4).min(HIST_BUCKETS - 1)
+}
+
+/// Records one executed statement on this core.
+pub fn record(d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
+    let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+    with_local(|cs| {
+        let len = cs.digests.len();
+        let e = match cs.digests.get_mut(&d.hash) {
+            Some(e) => e,
+            None if len < MAX_DIGESTS => cs.digests.entry(d.hash).or_insert_with(|| DigestStats {
+                hash: d.hash,
+                text: d.text.clone(),
+                ..Default::default()
+            }),
+            None => {
+                cs.overflow += 1;
+                return;
+            }
+        };
+        e.count += 1;
+        e.errors += u64::from(error);
+        e.rows += rows;
+        e.total_us += us;
+        e.max_us = e.max_us.max(us);
+        e.hist[bucket(us)] += 1;
+    });
+}
+
+/// Records a slow statement if `took` is at least `threshold` (the group's `slow_query_ms`) or the
+/// process-wide override set by [`set_slow_threshold`], whichever is lower.
+pub fn maybe_slow(user: &str, backend: &str, sql: &str, took: Duration, threshold: Duration) {
+    let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+    let limit = (threshold.as_micros().min(u128::from(u64::MAX)) as u64)
+        .min(registry().slow_threshold_us.load(Relaxed));
+    if us < limit {
+        return;
+    }
+    let mut end = sql.len().min(1024);
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    let entry = SlowEntry {
+        at: SystemTime::now(),
+        user: user.to_string(),
+        backend: backend.to_string(),
+        took_us: us,
+        sql: sql[..end].to_string(),
+    };
+    with_local(|cs| {
+        if cs.slow.len() >= SLOW_LOG_MAX {
+            cs.slow.pop_front();
+            cs.slow_dropped += 1;
+        }
+        cs.slow.push_back(entry);
+    });
+}
+
+/// Publishes this core's pool gauges.
+pub fn publish_pools(p: Vec<PoolStats>) {
+    with_local(|cs| cs.pools = p);
+}
+
+/// Lowers the slow-log threshold of every group to `t` (an admin override; default: none).
+pub fn set_slow_threshold(t: Duration) {
+    registry()
+        .slow_threshold_us
+        .store(t.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+}
+
+fn cores() -> Vec<Arc<Mutex<CoreStats>>> {
+    registry()
+        .cores
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Query digests merged over cores, most executed first; also the count of executions not tracked
+/// because a core's digest table was full.
+pub fn digests() -> (Vec<DigestStats>, u64) {
+    let mut merged: HashMap<u64, DigestStats> = HashMap::new();
+    let mut overflow = 0;
+    for c in cores() {
+        let c = c.lock().unwrap_or_else(|e| e.into_inner());
+        overflow += c.overflow;
+        for (h, d) in &c.digests {
+            let m = merged.entry(*h).or_insert_with(|| DigestStats {
+                hash: *h,
+                text: d.text.clone(),
+                ..Default::default()
+            });
+            m.count += d.count;
+            m.errors += d.errors;
+            m.rows += d.rows;
+            m.total_us += d.total_us;
+            m.max_us = m.max_us.max(d.max_us);
+            for (a, b) in m.hist.iter_mut().zip(d.hist.iter()) {
+                *a += b;
+            }
+        }
+    }
+    let mut v: Vec<_> = merged.into_values().collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.hash.cmp(&b.hash)));
+    (v, overflow)
+}
+
+/// Clears the digest tables of every core.
+pub fn reset_digests() {
+    for c in cores() {
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        c.digests.clear();
+        c.overflow = 0;
+    }
+}
+
+/// The newest `limit` slow-log entries over all cores (newest first) and the number dropped.
+pub fn slow_log(limit: usize) -> (Vec<SlowEntry>, u64) {
+    let mut all = Vec::new();
+    let mut dropped = 0;
+    for c in cores() {
+        let c = c.lock().unwrap_or_else(|e| e.into_inner());
+        dropped += c.slow_dropped;
+        all.extend(c.slow.iter().cloned());
+    }
+    all.sort_by_key(|e| std::cmp::Reverse(e.at));
+    all.truncate(limit);
+    (all, dropped)
+}
+
+/// Backend pool gauges of every core (one row per core and server; published about once a second).
+pub fn pool_stats() -> Vec<PoolStats> {
+    let mut out = Vec::new();
+    for c in cores() {
+        out.extend(
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pools
+                .iter()
+                .cloned(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_log2() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(15), 0);
+        assert_eq!(bucket(16), 1);
+        assert_eq!(bucket(1000), 6);
+        assert_eq!(bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn digests_merge_and_bound() {
+        let d = router::sql::digest("SELECT 1 FROM stats_test_table");
+        record(&d, Duration::from_micros(100), 1, false);
+        record(&d, Duration::from_micros(300), 2, true);
+        let (all, _) = digests();
+        let e = all
+            .iter()
+            .find(|e| e.hash == d.hash)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!((e.count, e.errors, e.rows, e.max_us), (2, 1, 3, 300));
+        set_slow_threshold(Duration::from_micros(50));
+        maybe_slow(
+            "u",
+            "b",
+            "SELECT slow",
+            Duration::from_micros(60),
+            Duration::from_secs(1),
+        );
+        assert!(slow_log(10).0.iter().any(|s| s.sql == "SELECT slow"));
+    }
+}

@@ -1,0 +1,584 @@
+//! Multiplexed, pipelined backend connections.
+//!
+//! The clients of a core share a few connections per backend server. A client appends its command
+//! bytes to a connection's output buffer and its reply address to the in-flight queue, then wakes
+//! the connection's task; the task runs after the other ready tasks of the loop turn, so the
+//! commands of many clients leave in one `write`. Replies come back in FIFO order: the task reads
+//! all that is available, finds each reply's end with the [`ReplyScanner`] and copies it to the
+//! client that awaits it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use codec::resp::{Command, Limits, ReplyScanner};
+use runtime::BackendState;
+use tokio::net::TcpStream;
+
+use crate::cluster::{ClusterState, MAX_REDIRECTS};
+use crate::metrics::CoreMetrics;
+use crate::net::{self, ReadOutcome};
+use crate::notify::LocalNotify;
+use crate::reply::Client;
+
+/// Most bytes queued for one backend connection before new commands are refused.
+const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
+/// Most replies awaited on one backend connection before new commands are refused.
+const MAX_INFLIGHT: usize = 1 << 20;
+
+/// A backend server as this core sees it.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// Index in the group's server list.
+    pub index: usize,
+    /// Server name.
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    /// Shared health and admin state.
+    pub state: Arc<BackendState>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Reply timeout.
+    pub request_timeout: Duration,
+    /// Failures before ejection.
+    pub eject_after: u32,
+    /// Ejection time.
+    pub retry_after: Duration,
+    /// Backend AUTH user.
+    pub username: Option<String>,
+    /// Backend AUTH password.
+    pub password: Option<String>,
+}
+
+impl ServerInfo {
+    /// The error a client gets for a command this server cannot serve.
+    pub fn unavailable(&self, why: &str) -> Vec<u8> {
+        format!(
+            "-ERR backend {} ({}) unavailable: {}\r\n",
+            self.name,
+            self.address,
+            why.replace(['\r', '\n'], " ")
+        )
+        .into_bytes()
+    }
+
+    /// Why requests may not be sent now, if so.
+    pub fn refusal(&self) -> Option<&'static str> {
+        if self.state.admin_offline.load(Relaxed) {
+            Some("marked offline by the admin")
+        } else if self.state.ejected() {
+            Some("ejected after repeated failures")
+        } else {
+            None
+        }
+    }
+}
+
+/// Where a reply goes.
+pub enum Dest {
+    /// The whole reply of a client's command.
+    Whole(Rc<Client>, u64),
+    /// One part of a merged command.
+    Part(Rc<Client>, u64, u32),
+    /// Dropped (replies of commands the proxy sends for its own purpose).
+    Discard,
+    /// A reply to the connection's handshake; an error fails the connection.
+    Init,
+}
+
+struct Inflight {
+    dest: Dest,
+    start: Instant,
+    cmd: &'static str,
+    /// The command, kept in cluster mode to follow MOVED/ASK (boxed: entries stay small).
+    raw: Option<Box<Bytes>>,
+    /// Redirections followed so far.
+    redirects: u8,
+}
+
+/// What a connection does with the frames it reads.
+pub enum Mode {
+    /// Request/reply in FIFO order.
+    Pipeline,
+    /// Every frame goes to the sink (pub/sub): the session interprets them.
+    Push(Rc<PushSink>),
+}
+
+/// Frames of a push-mode connection, for the session that owns it.
+pub struct PushSink {
+    /// Frames received, with the index of the server they came from.
+    pub frames: RefCell<VecDeque<(usize, bytes::Bytes)>>,
+    /// Set when a connection failed, with the message.
+    pub failed: RefCell<Option<String>>,
+    /// Woken on arrival (the owning session's wake-up).
+    pub wake: Rc<LocalNotify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Idle,
+    Running,
+}
+
+struct Inner {
+    out: BytesMut,
+    inflight: VecDeque<Inflight>,
+    status: Status,
+    retired: bool,
+    aborted: bool,
+}
+
+/// One backend connection (re-established on demand after a failure).
+pub struct BackendConn {
+    /// The server.
+    pub server: Rc<ServerInfo>,
+    /// Database selected on connect.
+    pub db: u32,
+    /// Whether the connection speaks RESP3 (`HELLO 3` on connect).
+    pub resp3: bool,
+    mode: Mode,
+    inner: RefCell<Inner>,
+    wake: LocalNotify,
+    metrics: Rc<CoreMetrics>,
+    /// Set when the task saw the socket close or fail (for push-mode owners).
+    broken: Cell<bool>,
+    /// Whether replies are subject to the request timeout (not for blocking commands).
+    timeouts: bool,
+    /// The cluster this connection belongs to (cluster mode: follows redirections).
+    cluster: std::cell::OnceCell<Weak<ClusterState>>,
+}
+
+impl BackendConn {
+    /// A connection to `server` (not connected until the first command).
+    pub fn new(
+        server: Rc<ServerInfo>,
+        db: u32,
+        resp3: bool,
+        mode: Mode,
+        metrics: Rc<CoreMetrics>,
+        timeouts: bool,
+    ) -> Rc<Self> {
+        Rc::new(Self {
+            cluster: std::cell::OnceCell::new(),
+            timeouts,
+            server,
+            db,
+            resp3,
+            mode,
+            inner: RefCell::new(Inner {
+                out: BytesMut::with_capacity(16 * 1024),
+                inflight: VecDeque::new(),
+                status: Status::Idle,
+                retired: false,
+                aborted: false,
+            }),
+            wake: LocalNotify::default(),
+            metrics,
+            broken: Cell::new(false),
+        })
+    }
+
+    /// Queues `raw` (one or more complete commands) whose replies go to `dests` in order; wakes
+    /// the connection's task. Fails (with the error reply to give) when the server may not be
+    /// used or the connection is overloaded.
+    #[inline]
+    pub fn send(
+        self: &Rc<Self>,
+        raw: &Bytes,
+        dests: impl IntoIterator<Item = Dest>,
+        start: Instant,
+        cmd: &'static str,
+    ) -> Result<(), Vec<u8>> {
+        if let Some(why) = self.server.refusal() {
+            return Err(self.server.unavailable(why));
+        }
+        let mut inner = self.inner.borrow_mut();
+        if inner.out.len() > MAX_QUEUED_BYTES || inner.inflight.len() > MAX_INFLIGHT {
+            return Err(self.server.unavailable("too many queued requests"));
+        }
+        inner.out.extend_from_slice(raw);
+        let keep = self.cluster.get().is_some();
+        for dest in dests {
+            inner.inflight.push_back(Inflight {
+                dest,
+                start,
+                cmd,
+                raw: keep.then(|| Box::new(raw.clone())),
+                redirects: 0,
+            });
+        }
+        drop(inner);
+        self.kick();
+        Ok(())
+    }
+
+    /// Joins this connection to a cluster (it then follows MOVED/ASK redirections).
+    pub fn with_cluster(self: Rc<Self>, cluster: Weak<ClusterState>) -> Rc<Self> {
+        let _ = self.cluster.set(cluster);
+        self
+    }
+
+    /// Re-sends a redirected command: `block` goes out (with `ASKING` first when `asking`), its
+    /// reply goes to `dest`. On refusal, gives the destination back with the error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_redirected(
+        self: &Rc<Self>,
+        block: &Bytes,
+        raw: Bytes,
+        dest: Dest,
+        asking: bool,
+        start: Instant,
+        cmd: &'static str,
+        redirects: u8,
+    ) -> Result<(), (Dest, Vec<u8>)> {
+        if let Some(why) = self.server.refusal() {
+            return Err((dest, self.server.unavailable(why)));
+        }
+        let mut inner = self.inner.borrow_mut();
+        inner.out.extend_from_slice(block);
+        if asking {
+            inner.inflight.push_back(Inflight {
+                dest: Dest::Discard,
+                start,
+                cmd: "asking",
+                raw: None,
+                redirects: MAX_REDIRECTS,
+            });
+        }
+        inner.inflight.push_back(Inflight {
+            dest,
+            start,
+            cmd,
+            raw: Some(Box::new(raw)),
+            redirects,
+        });
+        drop(inner);
+        self.kick();
+        Ok(())
+    }
+
+    /// Starts the connection's task if it is not running, else wakes it.
+    fn kick(self: &Rc<Self>) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.status == Status::Idle {
+            inner.status = Status::Running;
+            drop(inner);
+            let me = self.clone();
+            tokio::task::spawn_local(async move { me.run().await });
+        } else {
+            drop(inner);
+            self.wake.notify();
+        }
+    }
+
+    /// Marks the connection as no longer used by its pool: its task ends once nothing is in flight.
+    pub fn retire(&self) {
+        self.inner.borrow_mut().retired = true;
+        self.wake.notify();
+    }
+
+    /// Closes the connection now, dropping what is in flight (its session is gone; closing the
+    /// socket also releases a blocked command on the server). Not counted as a backend failure.
+    pub fn abort(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.aborted = true;
+        inner.retired = true;
+        drop(inner);
+        self.wake.notify();
+    }
+
+    /// Whether the connection failed since it was created (push-mode owners replace it).
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// Replies awaited.
+    pub fn inflight(&self) -> usize {
+        self.inner.borrow().inflight.len()
+    }
+
+    fn handshake(&self) -> BytesMut {
+        let mut b = BytesMut::new();
+        let mut n = 0;
+        let pw = self.server.password.as_deref();
+        let user = self.server.username.as_deref();
+        if self.resp3 {
+            let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+            if let Some(pw) = pw {
+                args.extend([
+                    b"AUTH".as_slice(),
+                    user.unwrap_or("default").as_bytes(),
+                    pw.as_bytes(),
+                ]);
+            }
+            b.extend_from_slice(Command::from_args(args).raw());
+            n += 1;
+        } else if let Some(pw) = pw {
+            let cmd = match user {
+                Some(u) => Command::from_args([&b"AUTH"[..], u.as_bytes(), pw.as_bytes()]),
+                None => Command::from_args([&b"AUTH"[..], pw.as_bytes()]),
+            };
+            b.extend_from_slice(cmd.raw());
+            n += 1;
+        }
+        if self.db != 0 {
+            b.extend_from_slice(
+                Command::from_args([b"SELECT".to_vec(), self.db.to_string().into_bytes()]).raw(),
+            );
+            n += 1;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let now = Instant::now();
+        for _ in 0..n {
+            inner.inflight.push_front(Inflight {
+                dest: Dest::Init,
+                start: now,
+                cmd: "(handshake)",
+                raw: None,
+                redirects: 0,
+            });
+        }
+        b
+    }
+
+    async fn run(self: Rc<Self>) {
+        let stream = match net::connect(&self.server.address, self.server.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(&format!("connect failed: {e}"));
+                return;
+            }
+        };
+        let init = self.handshake();
+        if !init.is_empty() {
+            let mut inner = self.inner.borrow_mut();
+            let rest = inner.out.split();
+            inner.out.extend_from_slice(&init);
+            inner.out.extend_from_slice(&rest);
+        }
+        if let Err(msg) = self.serve(&stream).await {
+            self.fail(&msg);
+        } else {
+            self.inner.borrow_mut().status = Status::Idle;
+        }
+    }
+
+    /// The connection's loop; returns Err(message) when it failed, Ok when retired and idle.
+    async fn serve(&self, stream: &TcpStream) -> Result<(), String> {
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        let mut scanner = ReplyScanner::new(Limits::default());
+        let period = (self.server.request_timeout / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut tick = pin!(tokio::time::sleep(period));
+        loop {
+            let (want_write, has_inflight) = {
+                let mut inner = self.inner.borrow_mut();
+                if inner.aborted {
+                    inner.inflight.clear();
+                    inner.out.clear();
+                    return Ok(());
+                }
+                let done = if inner.out.is_empty() {
+                    true
+                } else {
+                    net::write_some(stream, &mut inner.out)
+                        .map_err(|e| format!("write failed: {e}"))?
+                };
+                if inner.retired && inner.inflight.is_empty() && inner.out.is_empty() {
+                    return Ok(());
+                }
+                (!done, !inner.inflight.is_empty())
+            };
+            tokio::select! {
+                biased;
+                r = stream.readable() => {
+                    r.map_err(|e| format!("read failed: {e}"))?;
+                    match net::read_available(stream, &mut rbuf).map_err(|e| format!("read failed: {e}"))? {
+                        ReadOutcome::Data(_) => self.replies(&mut rbuf, &mut scanner)?,
+                        ReadOutcome::WouldBlock => {}
+                        ReadOutcome::Closed => return Err("connection closed by the server".into()),
+                    }
+                }
+                _ = self.wake.notified() => {}
+                r = stream.writable(), if want_write => {
+                    r.map_err(|e| format!("write failed: {e}"))?;
+                }
+                _ = &mut tick, if has_inflight && self.timeouts => {
+                    tick.as_mut().reset(tokio::time::Instant::now() + period);
+                    let inner = self.inner.borrow();
+                    if let Some(first) = inner.inflight.front()
+                        && first.start.elapsed() > self.server.request_timeout
+                    {
+                        return Err(format!(
+                            "request timed out after {} ms",
+                            self.server.request_timeout.as_millis()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands every complete reply in `rbuf` to its destination.
+    fn replies(&self, rbuf: &mut BytesMut, scanner: &mut ReplyScanner) -> Result<(), String> {
+        let now = Instant::now();
+        let mut count = 0u64;
+        let mut last_start = now;
+        loop {
+            let n = match scanner.scan(rbuf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad reply from the server: {e}")),
+            };
+            let frame = rbuf.get(..n).unwrap_or_default();
+            if let Mode::Push(sink) = &self.mode {
+                let mut inner = self.inner.borrow_mut();
+                if let Some(Inflight {
+                    dest: Dest::Init, ..
+                }) = inner.inflight.front()
+                {
+                    inner.inflight.pop_front();
+                    if frame.first() == Some(&b'-') {
+                        return Err(format!(
+                            "handshake failed: {}",
+                            String::from_utf8_lossy(frame).trim()
+                        ));
+                    }
+                } else {
+                    inner.inflight.pop_front();
+                    sink.frames
+                        .borrow_mut()
+                        .push_back((self.server.index, bytes::Bytes::copy_from_slice(frame)));
+                    sink.wake.notify();
+                }
+                rbuf.advance(n);
+                continue;
+            }
+            let Some(entry) = self.inner.borrow_mut().inflight.pop_front() else {
+                return Err("unexpected reply from the server".into());
+            };
+            count += 1;
+            last_start = entry.start;
+            let is_err = frame.first() == Some(&b'-');
+            let entry = match entry {
+                Inflight {
+                    dest,
+                    start,
+                    cmd,
+                    raw: Some(raw),
+                    redirects,
+                } if is_err
+                    && redirects < MAX_REDIRECTS
+                    && (frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK ")) =>
+                {
+                    match self.cluster.get().and_then(Weak::upgrade) {
+                        Some(cluster) => {
+                            match cluster
+                                .redirect(frame, *raw, dest, start, cmd, redirects, self.resp3)
+                            {
+                                Ok(()) => {
+                                    rbuf.advance(n);
+                                    continue;
+                                }
+                                Err(dest) => Inflight {
+                                    dest,
+                                    start,
+                                    cmd,
+                                    raw: None,
+                                    redirects,
+                                },
+                            }
+                        }
+                        None => Inflight {
+                            dest,
+                            start,
+                            cmd,
+                            raw: None,
+                            redirects,
+                        },
+                    }
+                }
+                other => other,
+            };
+            self.metrics.reply(
+                entry.cmd,
+                now.saturating_duration_since(entry.start),
+                n,
+                is_err,
+            );
+            match entry.dest {
+                Dest::Whole(c, seq) => {
+                    c.q.borrow_mut().deliver(seq, frame);
+                    c.wake.notify();
+                }
+                Dest::Part(c, seq, part) => {
+                    c.q.borrow_mut().deliver_part(seq, part, frame);
+                    c.wake.notify();
+                }
+                Dest::Discard => {}
+                Dest::Init => {
+                    if is_err {
+                        return Err(format!(
+                            "handshake failed: {}",
+                            String::from_utf8_lossy(
+                                frame.get(1..n.saturating_sub(2)).unwrap_or_default()
+                            )
+                        ));
+                    }
+                }
+            }
+            rbuf.advance(n);
+        }
+        if count > 0 {
+            let st = &self.server.state;
+            st.record_ok(now.saturating_duration_since(last_start));
+            if count > 1 {
+                st.requests.fetch_add(count - 1, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails every request in flight with an error reply, records the failure and makes the
+    /// connection reconnect on the next command.
+    fn fail(&self, why: &str) {
+        self.broken.set(true);
+        let msg = self.server.unavailable(why);
+        let entries: Vec<Inflight> = {
+            let mut inner = self.inner.borrow_mut();
+            inner.out.clear();
+            inner.status = Status::Idle;
+            inner.inflight.drain(..).collect()
+        };
+        self.server
+            .state
+            .record_failure(self.server.eject_after, self.server.retry_after);
+        if let Some(cluster) = self.cluster.get().and_then(Weak::upgrade) {
+            cluster.refresh();
+        }
+        tracing::warn!(server = %self.server.name, address = %self.server.address, "backend connection failed: {why}");
+        if let Mode::Push(sink) = &self.mode {
+            *sink.failed.borrow_mut() = Some(String::from_utf8_lossy(&msg).trim().to_string());
+            sink.wake.notify();
+        }
+        for e in entries {
+            match e.dest {
+                Dest::Whole(c, seq) => {
+                    c.q.borrow_mut().deliver(seq, &msg);
+                    c.wake.notify();
+                }
+                Dest::Part(c, seq, part) => {
+                    c.q.borrow_mut().deliver_part(seq, part, &msg);
+                    c.wake.notify();
+                }
+                Dest::Discard | Dest::Init => {}
+            }
+        }
+    }
+}

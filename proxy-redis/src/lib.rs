@@ -1,0 +1,194 @@
+//! Furrow's Redis proxy: per-core sessions, multiplexed pipelined backends, fan-out, admin.
+//!
+//! Layout: [`net`] holds every socket call; [`backend`] the multiplexed pipelined backend
+//! connections; [`pool`] a core's connections to a group; [`session`] one client connection
+//! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue; [`merge`] the
+//! merging of split and fan-out replies; [`acl`] proxy users; [`metrics`] per-command metrics and
+//! hot/big key sampling for the admin port; [`sentinel`] follows primaries through Redis
+//! Sentinel.
+//!
+//! The binary calls [`serve`] on each executor for each Redis listener.
+
+#![warn(missing_docs)]
+
+pub mod acl;
+pub mod backend;
+pub mod cluster;
+pub mod merge;
+pub mod metrics;
+pub mod net;
+pub mod notify;
+pub mod pool;
+pub mod reply;
+pub mod route;
+pub mod sentinel;
+pub mod session;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use runtime::{ListenerCtx, ListenerStats, LocalSnapshot};
+
+pub use metrics::{CommandStats, KeySample, ListenerMetrics, snapshot as admin_metrics};
+pub use session::ClientEntry;
+
+use crate::metrics::CoreMetrics;
+use crate::pool::Pool;
+use crate::session::{CoreCtx, Session};
+
+/// Process-wide open-client counters per listener (for `max_clients`), per proxy instance (`owner`
+/// is the address of its shared stats registry, so that several proxies in one process, as in
+/// tests, do not share a count).
+fn open_clients(listener: &str, owner: usize) -> Arc<AtomicU64> {
+    type Counters = HashMap<(String, usize), Arc<AtomicU64>>;
+    static MAP: OnceLock<Mutex<Counters>> = OnceLock::new();
+    let mut m = MAP
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    m.entry((listener.to_string(), owner)).or_default().clone()
+}
+
+/// Runs one executor's accept loop for a Redis listener until shutdown, then lets the sessions
+/// finish (at most the config's shutdown grace) and returns.
+pub async fn serve(ctx: ListenerCtx) {
+    let ListenerCtx {
+        name,
+        core,
+        listener,
+        stats,
+        shared,
+    } = ctx;
+    let mut snapshot = LocalSnapshot::new(&shared.snapshots);
+    let snap = snapshot.get().clone();
+    let config = &snap.config;
+    let Some(l) = config.listener(&name) else {
+        tracing::error!(listener = %name, "listener not in the config; not serving");
+        return;
+    };
+    let Some(group) = config.redis_group(&l.group) else {
+        tracing::error!(listener = %name, group = %l.group, "redis group not in the config; not serving");
+        return;
+    };
+    let metrics = Rc::new(CoreMetrics::register(&name).with_listener_stats(stats.clone()));
+    let pool = match Pool::new(group, snap.generation, &shared.backends, metrics.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(listener = %name, "cannot build backend pool: {e}");
+            return;
+        }
+    };
+    if let Err(e) = &pool.dist {
+        tracing::error!(listener = %name, "redis group cannot route keys: {e}");
+    }
+    let grace = config.proxy.shutdown_grace;
+    let ctx = Rc::new(CoreCtx {
+        listener: name.clone(),
+        core,
+        snapshot: RefCell::new(snapshot),
+        pool: RefCell::new(Rc::new(pool)),
+        stats: stats.clone(),
+        metrics: metrics.clone(),
+        backends: shared.backends.clone(),
+        limits: RefCell::new(l.limits.clone()),
+        users: RefCell::new(Rc::new(config.users_for(&name).cloned().collect())),
+        open_clients: open_clients(&name, Arc::as_ptr(&shared.stats) as usize),
+        clients: RefCell::new(BTreeMap::new()),
+        wakers: RefCell::default(),
+        closing: Cell::new(false),
+        next_id: Cell::new(1),
+        group: RefCell::new(l.group.clone()),
+    });
+    // Publish metrics periodically.
+    let m2 = metrics.clone();
+    let publisher = tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(metrics::PUBLISH_EVERY).await;
+            m2.publish();
+        }
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let live = Rc::new(Cell::new(0usize));
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = listener.accept() => {
+                let (stream, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(listener = %name, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = net::prepare_client(&stream);
+                ListenerStats::add(&stats.accepted, 1);
+                let max = u64::from(ctx.current_pool_limits().max_clients);
+                let open = ctx.open_clients.fetch_add(1, Relaxed) + 1;
+                if open > max {
+                    ctx.open_clients.fetch_sub(1, Relaxed);
+                    ListenerStats::add(&stats.rejected, 1);
+                    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                    continue;
+                }
+                ListenerStats::add(&stats.connections, 1);
+                let id = ctx.next_id.get();
+                ctx.next_id.set(id + 1);
+                let client_id = (id << 8) | (core as u64 & 0xff);
+                let session = Session::new(ctx.clone(), client_id, peer);
+                let ctx2 = ctx.clone();
+                let live2 = live.clone();
+                live.set(live.get() + 1);
+                tokio::task::spawn_local(async move {
+                    // Released on drop, so that a session that panics still gives its slot back.
+                    let _slot = SessionSlot { ctx: ctx2, live: live2 };
+                    session.run(stream).await;
+                });
+            }
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    ctx.closing.set(true);
+    for w in ctx.wakers.borrow().values() {
+        w.notify();
+    }
+    let deadline = Instant::now() + grace;
+    while live.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    metrics.publish();
+    publisher.abort();
+}
+
+/// Accounting of one open client session, undone when the session task ends (even by a panic).
+struct SessionSlot {
+    ctx: Rc<CoreCtx>,
+    live: Rc<Cell<usize>>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.ctx.open_clients.fetch_sub(1, Relaxed);
+        ListenerStats::sub(&self.ctx.stats.connections, 1);
+        self.live.set(self.live.get().saturating_sub(1));
+    }
+}
+
+impl CoreCtx {
+    /// The listener limits of the current snapshot.
+    pub fn current_pool_limits(&self) -> router::config::ListenerLimits {
+        let _ = self.current_pool();
+        self.limits.borrow().clone()
+    }
+}

@@ -1,0 +1,349 @@
+//! Per-command metrics and hot-key / big-key sampling.
+//!
+//! Each core counts in plain cells (no atomics on the request path) and publishes a copy every
+//! [`PUBLISH_EVERY`] into a process-wide registry that the admin port reads with [`snapshot`].
+//! Samplers are bounded: at most [`TOP_K`] keys each.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often a core publishes its counters.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+/// Keys kept by each sampler.
+pub const TOP_K: usize = 32;
+/// One keyed command in this many is sampled for hot keys.
+pub const HOT_SAMPLE_EVERY: u32 = 16;
+/// Requests or replies at least this large count as big keys.
+pub const BIG_KEY_BYTES: usize = 16 * 1024;
+/// Latency histogram buckets: bucket `i` counts latencies below `2^i` µs (the last: the rest).
+pub const BUCKETS: usize = 24;
+
+/// Counters of one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandStats {
+    /// Command name (`config|get` for subcommands).
+    pub name: String,
+    /// Calls answered.
+    pub calls: u64,
+    /// Error replies.
+    pub errors: u64,
+    /// Reply bytes.
+    pub reply_bytes: u64,
+    /// Latency histogram (µs, powers of two; see [`BUCKETS`]).
+    pub latency_us: Vec<u64>,
+}
+
+/// A sampled key and its weight (hits for hot keys, bytes for big keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySample {
+    /// The key (lossy UTF-8).
+    pub key: String,
+    /// Sample count or size in bytes.
+    pub value: u64,
+}
+
+/// What the admin port shows for one listener (summed over cores).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerMetrics {
+    /// Listener name.
+    pub listener: String,
+    /// Per-command counters, most called first.
+    pub commands: Vec<CommandStats>,
+    /// Most frequently sampled keys, hottest first.
+    pub hot_keys: Vec<KeySample>,
+    /// Largest keys seen (request or reply size), biggest first.
+    pub big_keys: Vec<KeySample>,
+}
+
+/// Hashes a `&'static str` key by its address (command names are unique statics): one multiply
+/// instead of SipHash over the text on every reply.
+#[derive(Default, Clone, Copy)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Key of the per-command map: the name's address (and length).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey(&'static str);
+
+impl std::hash::Hash for NameKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.as_ptr() as usize);
+    }
+}
+
+type StatMap = HashMap<NameKey, Stat, std::hash::BuildHasherDefault<PtrHasher>>;
+
+#[derive(Default, Clone)]
+struct Stat {
+    calls: u64,
+    errors: u64,
+    bytes: u64,
+    hist: [u64; BUCKETS],
+}
+
+/// Bounded top-K by the space-saving algorithm (`bump`) or by maximum (`max`).
+#[derive(Default, Clone)]
+struct TopK {
+    items: Vec<(Vec<u8>, u64)>,
+}
+
+impl TopK {
+    fn bump(&mut self, key: &[u8]) {
+        if let Some(e) = self.items.iter_mut().find(|e| e.0 == key) {
+            e.1 += 1;
+            return;
+        }
+        if self.items.len() < TOP_K {
+            self.items.push((key.to_vec(), 1));
+        } else if let Some(min) = self.items.iter_mut().min_by_key(|e| e.1) {
+            *min = (key.to_vec(), min.1 + 1);
+        }
+    }
+
+    fn max(&mut self, key: &[u8], v: u64) {
+        if let Some(e) = self.items.iter_mut().find(|e| e.0 == key) {
+            e.1 = e.1.max(v);
+            return;
+        }
+        if self.items.len() < TOP_K {
+            self.items.push((key.to_vec(), v));
+        } else if let Some(min) = self.items.iter_mut().min_by_key(|e| e.1)
+            && min.1 < v
+        {
+            *min = (key.to_vec(), v);
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Published {
+    stats: StatMap,
+    hot: TopK,
+    big: TopK,
+}
+
+/// Per-listener sums: command stats, hot-key hits, big-key sizes.
+type Acc = (
+    HashMap<&'static str, Stat>,
+    HashMap<Vec<u8>, u64>,
+    HashMap<Vec<u8>, u64>,
+);
+
+struct Entry {
+    listener: String,
+    data: Arc<Mutex<Published>>,
+}
+
+fn registry() -> &'static Mutex<Vec<Entry>> {
+    static R: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
+    R.get_or_init(Mutex::default)
+}
+
+/// One core's metrics for one listener.
+pub struct CoreMetrics {
+    stats: RefCell<StatMap>,
+    hot: RefCell<TopK>,
+    big: RefCell<TopK>,
+    tick: Cell<u32>,
+    shared: Arc<Mutex<Published>>,
+    /// The listener's counters of this core (error replies are counted there too).
+    listener: Option<Arc<runtime::ListenerStats>>,
+}
+
+impl CoreMetrics {
+    /// Registers a core's metrics for `listener`.
+    pub fn register(listener: &str) -> Self {
+        let shared = Arc::new(Mutex::new(Published::default()));
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Entry {
+                listener: listener.to_string(),
+                data: shared.clone(),
+            });
+        Self {
+            stats: RefCell::default(),
+            hot: RefCell::default(),
+            big: RefCell::default(),
+            tick: Cell::new(0x9e37_79b9),
+            shared,
+            listener: None,
+        }
+    }
+
+    /// Also counts error replies in the listener's counters.
+    pub fn with_listener_stats(mut self, stats: Arc<runtime::ListenerStats>) -> Self {
+        self.listener = Some(stats);
+        self
+    }
+
+    /// Counts one reply of `cmd`.
+    #[inline]
+    pub fn reply(&self, cmd: &'static str, latency: Duration, bytes: usize, is_err: bool) {
+        let mut stats = self.stats.borrow_mut();
+        let s = stats.entry(NameKey(cmd)).or_default();
+        s.calls += 1;
+        s.errors += u64::from(is_err);
+        if is_err && let Some(l) = &self.listener {
+            runtime::ListenerStats::add(&l.errors, 1);
+        }
+        s.bytes += bytes as u64;
+        let us = latency.as_micros() as u64;
+        let b = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        if let Some(h) = s.hist.get_mut(b) {
+            *h += 1;
+        }
+    }
+
+    /// Samples a key of a request of `size` bytes.
+    #[inline]
+    pub fn key(&self, key: &[u8], size: usize) {
+        // xorshift: a random 1-in-N sample, so that periodic traffic cannot alias with the sampler.
+        let mut x = self.tick.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.tick.set(x);
+        if x.is_multiple_of(HOT_SAMPLE_EVERY) {
+            self.hot.borrow_mut().bump(key);
+        }
+        if size >= BIG_KEY_BYTES {
+            self.big.borrow_mut().max(key, size as u64);
+        }
+    }
+
+    /// Records a big reply for `key`.
+    pub fn big_reply(&self, key: &[u8], size: usize) {
+        if size >= BIG_KEY_BYTES {
+            self.big.borrow_mut().max(key, size as u64);
+        }
+    }
+
+    /// Copies the counters to the registry.
+    pub fn publish(&self) {
+        let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        p.stats.clone_from(&self.stats.borrow());
+        p.hot.clone_from(&self.hot.borrow());
+        p.big.clone_from(&self.big.borrow());
+    }
+}
+
+/// Every listener's metrics, summed over cores (what the admin port shows).
+pub fn snapshot() -> Vec<ListenerMetrics> {
+    let entries = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<ListenerMetrics> = Vec::new();
+    let mut by_listener: HashMap<String, Acc> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for e in entries.iter() {
+        let p = e.data.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let acc = by_listener.entry(e.listener.clone()).or_insert_with(|| {
+            order.push(e.listener.clone());
+            Default::default()
+        });
+        for (name, s) in p.stats {
+            let t = acc.0.entry(name.0).or_default();
+            t.calls += s.calls;
+            t.errors += s.errors;
+            t.bytes += s.bytes;
+            for (a, b) in t.hist.iter_mut().zip(s.hist) {
+                *a += b;
+            }
+        }
+        for (k, v) in p.hot.items {
+            *acc.1.entry(k).or_default() += v;
+        }
+        for (k, v) in p.big.items {
+            let e = acc.2.entry(k).or_default();
+            *e = (*e).max(v);
+        }
+    }
+    for name in order {
+        let Some((stats, hot, big)) = by_listener.remove(&name) else {
+            continue;
+        };
+        let mut commands: Vec<CommandStats> = stats
+            .into_iter()
+            .map(|(n, s)| CommandStats {
+                name: n.to_string(),
+                calls: s.calls,
+                errors: s.errors,
+                reply_bytes: s.bytes,
+                latency_us: s.hist.to_vec(),
+            })
+            .collect();
+        commands.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.name.cmp(&b.name)));
+        let top = |m: HashMap<Vec<u8>, u64>| {
+            let mut v: Vec<KeySample> = m
+                .into_iter()
+                .map(|(k, value)| KeySample {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    value,
+                })
+                .collect();
+            v.sort_by(|a, b| b.value.cmp(&a.value).then(a.key.cmp(&b.key)));
+            v.truncate(TOP_K);
+            v
+        };
+        out.push(ListenerMetrics {
+            listener: name,
+            commands,
+            hot_keys: top(hot),
+            big_keys: top(big),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_is_bounded_and_keeps_heavy_hitters() {
+        let mut t = TopK::default();
+        for i in 0..1000u32 {
+            t.bump(format!("k{}", i % 100).as_bytes());
+            t.bump(b"hot");
+        }
+        assert!(t.items.len() <= TOP_K);
+        let hot = t.items.iter().find(|e| e.0 == b"hot").map(|e| e.1);
+        assert!(hot.is_some_and(|h| h >= 1000));
+    }
+
+    #[test]
+    fn published_metrics_are_summed() {
+        let m = CoreMetrics::register("metrics-test");
+        m.reply("get", Duration::from_micros(3), 10, false);
+        m.reply("get", Duration::from_micros(100), 10, true);
+        m.big_reply(b"big", BIG_KEY_BYTES + 1);
+        m.publish();
+        let all = snapshot();
+        let l = all
+            .iter()
+            .find(|l| l.listener == "metrics-test")
+            .expect("registered");
+        let get = l
+            .commands
+            .iter()
+            .find(|c| c.name == "get")
+            .expect("get counted");
+        assert_eq!((get.calls, get.errors, get.reply_bytes), (2, 1, 20));
+        assert_eq!(get.latency_us.iter().sum::<u64>(), 2);
+        assert_eq!(l.big_keys.first().map(|k| k.key.as_str()), Some("big"));
+    }
+}

@@ -1,0 +1,179 @@
+//! A client's replies in the order of its commands.
+//!
+//! Every command of a client gets a sequence number. Backends deliver replies (from any backend
+//! connection, in any order across shards) against that number; replies that complete the head of
+//! the queue are copied straight into the client's output buffer, the others wait in their slot.
+//! Split and fan-out commands hold a [`Merge`] slot that collects the parts.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use codec::resp::RespVersion;
+
+use crate::merge::{Merge, MergeKind};
+use crate::notify::LocalNotify;
+
+/// The state a client session shares with the backend connections that answer it.
+pub struct Client {
+    /// The reply queue.
+    pub q: RefCell<ReplyQueue>,
+    /// Woken when bytes were added to the output (or other session events).
+    pub wake: std::rc::Rc<LocalNotify>,
+}
+
+impl Client {
+    /// A client speaking `version`.
+    pub fn new(version: RespVersion) -> Self {
+        Self {
+            q: RefCell::new(ReplyQueue::new(version)),
+            wake: std::rc::Rc::default(),
+        }
+    }
+}
+
+/// One awaited reply.
+enum Slot {
+    /// Not answered yet.
+    Pending,
+    /// Answered out of order; waits for the slots before it.
+    Ready(Bytes),
+    /// Collects the parts of a split or fan-out command.
+    Merge(Box<Merge>),
+}
+
+/// Replies not yet written to the client, in command order.
+pub struct ReplyQueue {
+    /// Bytes ready to be written, in order.
+    pub out: BytesMut,
+    /// Sequence number of `slots[0]`.
+    head: u64,
+    slots: VecDeque<Slot>,
+    /// The client's protocol (merged replies are encoded in it).
+    pub version: RespVersion,
+    /// Set when the session ended: deliveries are dropped.
+    pub closed: bool,
+}
+
+impl ReplyQueue {
+    fn new(version: RespVersion) -> Self {
+        Self {
+            out: BytesMut::with_capacity(16 * 1024),
+            head: 0,
+            slots: VecDeque::new(),
+            version,
+            closed: false,
+        }
+    }
+
+    /// Replies awaited (the pipeline depth).
+    pub fn pending(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Reserves the slot of the next command and returns its sequence number.
+    #[inline]
+    pub fn push_pending(&mut self) -> u64 {
+        self.slots.push_back(Slot::Pending);
+        self.head + self.slots.len() as u64 - 1
+    }
+
+    /// Reserves a merge slot for a command split into `kind`'s parts.
+    pub fn push_merge(&mut self, kind: MergeKind, parts: usize) -> u64 {
+        self.slots
+            .push_back(Slot::Merge(Box::new(Merge::new(kind, parts))));
+        self.head + self.slots.len() as u64 - 1
+    }
+
+    /// Adds a reply produced by the proxy itself, after every reply awaited before it.
+    #[inline]
+    pub fn push_local(&mut self, data: &[u8]) {
+        if self.slots.is_empty() {
+            self.out.extend_from_slice(data);
+        } else {
+            self.slots
+                .push_back(Slot::Ready(Bytes::copy_from_slice(data)));
+        }
+    }
+
+    /// Delivers the whole reply of command `seq`.
+    #[inline]
+    pub fn deliver(&mut self, seq: u64, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let Some(idx) = seq.checked_sub(self.head) else {
+            return;
+        };
+        if idx == 0 {
+            if matches!(self.slots.front(), Some(Slot::Pending)) {
+                self.out.extend_from_slice(data);
+                self.slots.pop_front();
+                self.head += 1;
+                self.drain();
+            }
+        } else if let Some(slot) = self.slots.get_mut(idx as usize) {
+            *slot = Slot::Ready(Bytes::copy_from_slice(data));
+        }
+    }
+
+    /// Delivers part `part` of a merged command `seq`.
+    pub fn deliver_part(&mut self, seq: u64, part: u32, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let Some(idx) = seq.checked_sub(self.head) else {
+            return;
+        };
+        let version = self.version;
+        let Some(Slot::Merge(m)) = self.slots.get_mut(idx as usize) else {
+            return;
+        };
+        if let Some(done) = m.add(part, data, version) {
+            self.slots[idx as usize] = Slot::Ready(done); // ok: idx was checked by get_mut above
+            if idx == 0 {
+                self.drain();
+            }
+        }
+    }
+
+    /// Moves completed head slots into the output.
+    fn drain(&mut self) {
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            if let Some(Slot::Ready(b)) = self.slots.pop_front() {
+                self.out.extend_from_slice(&b);
+            }
+            self.head += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_in_command_order() {
+        let mut q = ReplyQueue::new(RespVersion::Resp2);
+        let a = q.push_pending();
+        let b = q.push_pending();
+        q.push_local(b"+PONG\r\n");
+        let c = q.push_pending();
+        q.deliver(c, b":3\r\n");
+        q.deliver(b, b":2\r\n");
+        assert!(q.out.is_empty());
+        q.deliver(a, b":1\r\n");
+        assert_eq!(&q.out[..], b":1\r\n:2\r\n+PONG\r\n:3\r\n");
+        assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
+    fn merge_slot_waits_for_all_parts() {
+        let mut q = ReplyQueue::new(RespVersion::Resp2);
+        let s = q.push_merge(MergeKind::Sum, 2);
+        q.deliver_part(s, 1, b":2\r\n");
+        assert!(q.out.is_empty());
+        q.deliver_part(s, 0, b":5\r\n");
+        assert_eq!(&q.out[..], b":7\r\n");
+    }
+}

@@ -1,0 +1,1444 @@
+//! One client connection: reads pipelined commands, routes each, and writes replies back in order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespVersion};
+use router::config::{ListenerLimits, User};
+use router::redis::command::flags;
+use router::redis::{CommandInfo, FanOutMerge, MultiKeyMerge, Policy, Resolved};
+use runtime::{BackendRegistry, ListenerStats, LocalSnapshot};
+use tokio::net::TcpStream;
+
+use crate::acl;
+use crate::backend::{BackendConn, Dest, Mode, PushSink};
+use crate::merge::MergeKind;
+use crate::metrics::CoreMetrics;
+use crate::net::{self, ReadOutcome};
+use crate::pool::Pool;
+use crate::reply::Client;
+
+/// Stop reading a client whose unwritten replies exceed this (it resumes once they drain).
+const OUT_SOFT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What a session shows in `CLIENT LIST`.
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    /// Client id.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: Option<SocketAddr>,
+    /// `CLIENT SETNAME` name.
+    pub name: String,
+    /// When it connected.
+    pub since: Instant,
+    /// Selected db.
+    pub db: u32,
+    /// Protocol version.
+    pub resp: u8,
+    /// Authenticated user.
+    pub user: String,
+}
+
+/// One core's state for one listener, shared by its sessions.
+pub struct CoreCtx {
+    /// Listener name.
+    pub listener: String,
+    /// The core index.
+    pub core: usize,
+    /// Config snapshot of this core.
+    pub snapshot: RefCell<LocalSnapshot>,
+    /// Current backend pool.
+    pub pool: RefCell<Rc<Pool>>,
+    /// Listener counters of this core.
+    pub stats: Arc<ListenerStats>,
+    /// Command metrics of this core.
+    pub metrics: Rc<CoreMetrics>,
+    /// Backend states.
+    pub backends: Arc<BackendRegistry>,
+    /// Listener limits (from the current snapshot).
+    pub limits: RefCell<ListenerLimits>,
+    /// Proxy users of this listener (from the current snapshot).
+    pub users: RefCell<Rc<Vec<User>>>,
+    /// Process-wide open client count of the listener.
+    pub open_clients: Arc<AtomicU64>,
+    /// Clients of this core.
+    pub clients: RefCell<BTreeMap<u64, ClientEntry>>,
+    /// Wake-ups of the sessions (for shutdown).
+    pub wakers: RefCell<HashMap<u64, Rc<crate::notify::LocalNotify>>>,
+    /// Set at shutdown: sessions close once their replies are written.
+    pub closing: Cell<bool>,
+    /// Next client id (per core; the core index is in the low bits).
+    pub next_id: Cell<u64>,
+    /// Group name of the listener at start.
+    pub group: RefCell<String>,
+}
+
+impl CoreCtx {
+    /// The pool for the current snapshot, rebuilt if the listener's group changed.
+    pub fn current_pool(&self) -> Rc<Pool> {
+        let mut snap = self.snapshot.borrow_mut();
+        let s = snap.get();
+        let pool = self.pool.borrow().clone();
+        let stale = pool.stale();
+        if s.generation == pool.generation.get() && !stale {
+            return pool;
+        }
+        let config = &s.config;
+        if let Some(l) = config.listener(&self.listener) {
+            *self.limits.borrow_mut() = l.limits.clone();
+            *self.group.borrow_mut() = l.group.clone();
+        }
+        *self.users.borrow_mut() = Rc::new(config.users_for(&self.listener).cloned().collect());
+        let group_name = self.group.borrow().clone();
+        let Some(group) = config.redis_group(&group_name) else {
+            return pool;
+        };
+        if !stale && crate::pool::fingerprint(group) == pool.fingerprint {
+            // Same group: keep the connections, remember the generation.
+            pool.generation.set(s.generation);
+            return pool;
+        }
+        match Pool::new(group, s.generation, &self.backends, self.metrics.clone()) {
+            Ok(p) => {
+                tracing::info!(listener = %self.listener, core = self.core, generation = s.generation, "redis group changed: new backend connections");
+                let p = Rc::new(p);
+                *self.pool.borrow_mut() = p.clone();
+                p
+            }
+            Err(e) => {
+                tracing::warn!(listener = %self.listener, "cannot rebuild backend pool: {e}");
+                pool
+            }
+        }
+    }
+}
+
+/// A MULTI in progress.
+struct Multi {
+    queued: Vec<Command>,
+    shard: Option<usize>,
+    aborted: bool,
+}
+
+/// Pub/sub state of a subscribed session.
+struct PubSub {
+    sink: Rc<PushSink>,
+    conns: HashMap<usize, Rc<BackendConn>>,
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    shard_channels: BTreeSet<Bytes>,
+}
+
+impl PubSub {
+    fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+}
+
+/// A client session.
+pub struct Session {
+    id: u64,
+    core: Rc<CoreCtx>,
+    client: Rc<Client>,
+    peer: SocketAddr,
+    db: u32,
+    resp3: bool,
+    user: Option<User>,
+    authed: bool,
+    quit: bool,
+    multi: Option<Multi>,
+    watch: Option<(usize, Rc<BackendConn>)>,
+    pubsub: Option<PubSub>,
+    blocking: HashMap<usize, Rc<BackendConn>>,
+    /// Commands held back until every earlier reply arrived (ordering across connections).
+    deferred: VecDeque<Command>,
+    /// Hold back the next commands until every reply arrived.
+    barrier: bool,
+    now: Instant,
+    protocol_error: bool,
+    /// The client sent EOF: answer what it sent, then close.
+    eof: bool,
+}
+
+fn error_line(msg: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(msg.len() + 3);
+    v.push(b'-');
+    v.extend(
+        msg.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+fn unknown_command(cmd: &Command) -> Vec<u8> {
+    let mut s = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(cmd.name())
+    );
+    for a in cmd.args().skip(1).take(16) {
+        s.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(&a[..a.len().min(128)])
+        ));
+    }
+    error_line(&s)
+}
+
+fn simple(s: &str) -> Vec<u8> {
+    format!("+{s}\r\n").into_bytes()
+}
+
+fn bulk(b: &[u8]) -> Vec<u8> {
+    let mut v = format!("${}\r\n", b.len()).into_bytes();
+    v.extend_from_slice(b);
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+impl Session {
+    /// A new session for an accepted connection.
+    pub fn new(core: Rc<CoreCtx>, id: u64, peer: SocketAddr) -> Self {
+        let authed = core.users.borrow().is_empty();
+        Self {
+            id,
+            core,
+            client: Rc::new(Client::new(RespVersion::Resp2)),
+            peer,
+            db: 0,
+            resp3: false,
+            user: None,
+            authed,
+            quit: false,
+            multi: None,
+            watch: None,
+            pubsub: None,
+            blocking: HashMap::new(),
+            deferred: VecDeque::new(),
+            barrier: false,
+            now: Instant::now(),
+            protocol_error: false,
+            eof: false,
+        }
+    }
+
+    /// Serves the connection until the client leaves, misbehaves, or the listener shuts down.
+    pub async fn run(mut self, stream: TcpStream) {
+        self.core
+            .wakers
+            .borrow_mut()
+            .insert(self.id, self.client.wake.clone());
+        let laddr = stream.local_addr().ok();
+        self.core.clients.borrow_mut().insert(
+            self.id,
+            ClientEntry {
+                id: self.id,
+                addr: self.peer,
+                laddr,
+                name: String::new(),
+                since: Instant::now(),
+                db: 0,
+                resp: 2,
+                user: "default".into(),
+            },
+        );
+        if let Err(e) = self.serve(&stream).await {
+            tracing::debug!(client = self.id, "client connection ended: {e}");
+        }
+        self.client.q.borrow_mut().closed = true;
+        // Dedicated connections belong to this session only: close them now (a blocked BLPOP or a
+        // subscription ends with them).
+        if let Some(ps) = self.pubsub.take() {
+            for c in ps.conns.values() {
+                c.abort();
+            }
+        }
+        for c in self.blocking.values() {
+            c.abort();
+        }
+        if let Some((_, c)) = self.watch.take() {
+            c.abort();
+        }
+        self.core.wakers.borrow_mut().remove(&self.id);
+        self.core.clients.borrow_mut().remove(&self.id);
+    }
+
+    async fn serve(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+        let limits = self.core.limits.borrow().clone();
+        let mut decoder = CommandDecoder::new(Limits {
+            max_bulk_len: usize::try_from(limits.max_frame).unwrap_or(usize::MAX),
+            ..Limits::default()
+        });
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let idle = limits.idle_timeout;
+        let mut last_active = Instant::now();
+        let mut idle_timer = pin!(tokio::time::sleep(
+            idle.unwrap_or(std::time::Duration::from_secs(3600))
+        ));
+        let stats = self.core.stats.clone();
+        loop {
+            self.pump_pubsub();
+            // Write what is ready.
+            let (out_left, pending) = {
+                let mut q = self.client.q.borrow_mut();
+                if !q.out.is_empty() {
+                    let before = q.out.len();
+                    let res = net::write_some(stream, &mut q.out);
+                    ListenerStats::add(&stats.bytes_out, (before - q.out.len()) as u64);
+                    res?;
+                    if q.out.len() as u64 > limits.max_client_buffer {
+                        return Err(std::io::Error::other("client reply buffer limit exceeded"));
+                    }
+                }
+                (q.out.len(), q.pending())
+            };
+            if pending == 0 && out_left == 0 {
+                if self.quit || self.protocol_error || (self.eof && self.deferred.is_empty()) {
+                    return Ok(());
+                }
+                if self.core.closing.get() {
+                    return Ok(());
+                }
+            }
+            if pending == 0 && !self.deferred.is_empty() {
+                self.barrier = false;
+                let pool = self.core.current_pool();
+                while let Some(cmd) = self.deferred.pop_front() {
+                    self.dispatch(cmd, &pool);
+                    if self.barrier {
+                        break;
+                    }
+                }
+                continue;
+            }
+            let can_read = !self.quit
+                && !self.eof
+                && !self.protocol_error
+                && self.deferred.is_empty()
+                && pending < limits.max_pipeline as usize
+                && out_left < OUT_SOFT_LIMIT;
+            tokio::select! {
+                biased;
+                _ = self.client.wake.notified() => {}
+                r = stream.readable(), if can_read => {
+                    r?;
+                    match net::read_available(stream, &mut rbuf)? {
+                        ReadOutcome::Data(n) => {
+                            ListenerStats::add(&stats.bytes_in, n as u64);
+                            self.now = Instant::now();
+                            last_active = self.now;
+                            self.process(&mut decoder, &mut rbuf);
+                        }
+                        ReadOutcome::WouldBlock => {}
+                        ReadOutcome::Closed => {
+                            // The client finished sending (maybe only half-closed, as
+                            // `printf ... | nc` does): answer what it sent, then close.
+                            // As in Redis, a blocked or subscribed client is dropped at once.
+                            let idle = pending == 0
+                                && self.deferred.is_empty()
+                                && self.client.q.borrow().out.is_empty();
+                            let blocked = self.pubsub.is_some()
+                                || self.blocking.values().any(|c| c.inflight() > 0);
+                            if idle || blocked {
+                                return Ok(());
+                            }
+                            self.eof = true;
+                        }
+                    }
+                }
+                r = stream.writable(), if out_left > 0 => { r?; }
+                _ = &mut idle_timer, if idle.is_some() => {
+                    let Some(t) = idle else { continue };
+                    if last_active.elapsed() >= t && pending == 0 && self.pubsub.is_none() && self.blocking.is_empty() {
+                        return Ok(());
+                    }
+                    idle_timer.as_mut().reset(tokio::time::Instant::from_std((last_active + t).max(Instant::now() + std::time::Duration::from_millis(10))));
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, decoder: &mut CommandDecoder, rbuf: &mut BytesMut) {
+        let pool = self.core.current_pool();
+        let mut count = 0u64;
+        loop {
+            match decoder.decode(rbuf) {
+                Ok(Some(cmd)) => {
+                    count += 1;
+                    if self.barrier || !self.deferred.is_empty() {
+                        self.deferred.push_back(cmd);
+                    } else {
+                        self.dispatch(cmd, &pool);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = error_line(&format!("ERR {e}"));
+                    self.local(&msg);
+                    self.protocol_error = true;
+                    rbuf.clear();
+                    break;
+                }
+            }
+        }
+        ListenerStats::add(&self.core.stats.requests, count);
+    }
+
+    #[inline]
+    fn local(&mut self, data: &[u8]) {
+        if data.first() == Some(&b'-') {
+            ListenerStats::add(&self.core.stats.errors, 1);
+        }
+        self.client.q.borrow_mut().push_local(data);
+    }
+
+    /// Sends a whole command to one server's shared connection.
+    #[inline]
+    fn send_one(&mut self, pool: &Pool, server: usize, raw: &Bytes, name: &'static str) {
+        self.send_to(pool, server, raw, name, false);
+    }
+
+    /// Sends a whole command to one server's shared connection, or one of its replicas' for a
+    /// read-only command when the group reads from replicas.
+    #[inline]
+    fn send_to(
+        &mut self,
+        pool: &Pool,
+        server: usize,
+        raw: &Bytes,
+        name: &'static str,
+        readonly: bool,
+    ) {
+        let Some(conn) = pool.conn_for(server, self.db, self.resp3, self.id, readonly) else {
+            self.local(&error_line("ERR no backend server for this key"));
+            return;
+        };
+        let seq = self.client.q.borrow_mut().push_pending();
+        if let Err(e) = conn.send(raw, [Dest::Whole(self.client.clone(), seq)], self.now, name) {
+            self.client.q.borrow_mut().deliver(seq, &e);
+        }
+    }
+
+    fn dispatch(&mut self, cmd: Command, pool: &Rc<Pool>) {
+        let argc = cmd.len();
+        let info = match router::redis::lookup(cmd.name()) {
+            Some(i) if i.subcommands.is_empty() => i,
+            Some(parent) => {
+                let args: Vec<&[u8]> = cmd.args().take(2).collect();
+                match router::redis::resolve(&args) {
+                    Resolved::Command(i) => i,
+                    Resolved::UnknownSubcommand(_) => {
+                        let msg = format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            String::from_utf8_lossy(cmd.arg(1).unwrap_or_default()),
+                            parent.name.to_ascii_uppercase()
+                        );
+                        self.local(&error_line(&msg));
+                        return;
+                    }
+                    Resolved::UnknownCommand => {
+                        self.local(&unknown_command(&cmd));
+                        return;
+                    }
+                }
+            }
+            None => {
+                let msg = unknown_command(&cmd);
+                self.local(&msg);
+                return;
+            }
+        };
+        if !info.arity_ok(argc) {
+            let msg = format!("ERR wrong number of arguments for '{}' command", info.name);
+            self.local(&error_line(&msg));
+            return;
+        }
+        if !self.authed && !matches!(info.name, "auth" | "hello" | "quit" | "reset") {
+            self.local(b"-NOAUTH Authentication required.\r\n");
+            return;
+        }
+        if let Some(u) = &self.user
+            && !matches!(info.name, "auth" | "hello" | "quit" | "reset")
+            && !acl::command_allowed(u, info)
+        {
+            let msg = format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                info.name
+            );
+            self.local(&error_line(&msg));
+            return;
+        }
+        if self.pubsub.is_some() && !self.resp3 {
+            match info.name {
+                "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+                | "sunsubscribe" | "ping" | "quit" | "reset" => {}
+                _ => {
+                    let msg = format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                        info.name
+                    );
+                    self.local(&error_line(&msg));
+                    return;
+                }
+            }
+        }
+        if self.multi.is_some()
+            && !matches!(
+                info.name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            self.queue_in_multi(cmd, info, pool);
+            return;
+        }
+        match info.policy {
+            Policy::SingleKey => {
+                // Fast path: most single-key commands have their key at index 1.
+                let key_idx = if info.first_key > 0 && !info.movable_keys() {
+                    Some(info.first_key as usize)
+                } else {
+                    router::redis::keys(info, argc, |i| cmd.arg(i).unwrap_or_default())
+                        .ok()
+                        .and_then(|mut k| k.next())
+                };
+                let key = key_idx.and_then(|i| cmd.arg(i)).unwrap_or_default();
+                if let Some(u) = &self.user
+                    && !acl::key_allowed(u, key)
+                {
+                    self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                    return;
+                }
+                self.core.metrics.key(key, cmd.raw().len());
+                let shard = pool.shard(key);
+                let readonly = info.flags.has(flags::READONLY);
+                self.send_to(pool, shard, cmd.raw(), info.name, readonly);
+            }
+            Policy::SameShard => {
+                let Some(shard) = self.same_shard(&cmd, info, pool) else {
+                    return;
+                };
+                self.send_one(pool, shard, cmd.raw(), info.name);
+            }
+            Policy::MultiKey { merge } => self.split(&cmd, info, merge, pool),
+            Policy::FanOut { merge } => self.fan_out(&cmd, info, merge, pool),
+            Policy::AnyShard => self.send_one(pool, 0, cmd.raw(), info.name),
+            Policy::Session => self.session_command(&cmd, info),
+            Policy::Blocking => self.blocking_command(&cmd, info, pool),
+            Policy::PubSub => self.pubsub_command(&cmd, info, pool),
+            Policy::Transaction => self.transaction(&cmd, info, pool),
+            Policy::Unsupported { reason } => {
+                let msg = format!(
+                    "ERR unknown command '{}' for the proxy: {}",
+                    String::from_utf8_lossy(cmd.name()),
+                    reason
+                );
+                self.local(&error_line(&msg));
+            }
+        }
+    }
+
+    /// The one shard of every key of `cmd` (any shard when it has none), or `None` after replying
+    /// with an error.
+    fn same_shard(&mut self, cmd: &Command, info: &CommandInfo, pool: &Pool) -> Option<usize> {
+        let keys = match router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()) {
+            Ok(k) => k,
+            Err(e) => {
+                self.local(&error_line(&format!("ERR {e}")));
+                return None;
+            }
+        };
+        let mut shard: Option<usize> = None;
+        for i in keys {
+            let key = cmd.arg(i).unwrap_or_default();
+            if let Some(u) = &self.user
+                && !acl::key_allowed(u, key)
+            {
+                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                return None;
+            }
+            let s = pool.shard(key);
+            if shard.is_some_and(|x| x != s) {
+                self.local(&error_line(CROSSSLOT));
+                return None;
+            }
+            shard = Some(s);
+        }
+        if let Some(k) = cmd.arg(1) {
+            self.core.metrics.key(k, cmd.raw().len());
+        }
+        Some(shard.unwrap_or(0))
+    }
+
+    fn split(
+        &mut self,
+        cmd: &Command,
+        info: &'static CommandInfo,
+        merge: MultiKeyMerge,
+        pool: &Pool,
+    ) {
+        let step = if merge == MultiKeyMerge::AllOk { 2 } else { 1 };
+        let argc = cmd.len();
+        if step == 2 && !(argc - 1).is_multiple_of(2) {
+            let msg = format!("ERR wrong number of arguments for '{}' command", info.name);
+            self.local(&error_line(&msg));
+            return;
+        }
+        // Group keys per shard, remembering their positions.
+        let mut per: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        let mut shard_of: HashMap<usize, usize> = HashMap::new();
+        let nkeys = (argc - 1) / step;
+        for k in 0..nkeys {
+            let key = cmd.arg(1 + k * step).unwrap_or_default();
+            if let Some(u) = &self.user
+                && !acl::key_allowed(u, key)
+            {
+                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                return;
+            }
+            self.core.metrics.key(key, 0);
+            // Grouped by shard; by slot in cluster mode (a node refuses keys of several slots).
+            let (group, shard) = pool.split_group(key);
+            per.entry(group).or_default().push(k as u32);
+            shard_of.insert(group, shard);
+        }
+        let readonly = info.flags.has(flags::READONLY);
+        if per.len() == 1 {
+            let shard = shard_of.values().next().copied().unwrap_or(0);
+            self.send_to(pool, shard, cmd.raw(), info.name, readonly);
+            return;
+        }
+        let kind = match merge {
+            MultiKeyMerge::ConcatInKeyOrder => MergeKind::Gather {
+                positions: per.values().cloned().collect(),
+                total: nkeys,
+            },
+            MultiKeyMerge::SumIntegers => MergeKind::Sum,
+            MultiKeyMerge::AllOk => MergeKind::AllOk,
+        };
+        let seq = self.client.q.borrow_mut().push_merge(kind, per.len());
+        for (part, (group, positions)) in per.into_iter().enumerate() {
+            let shard = shard_of.get(&group).copied().unwrap_or(0);
+            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + positions.len() * step);
+            args.push(cmd.name());
+            for p in positions {
+                for j in 0..step {
+                    args.push(cmd.arg(1 + p as usize * step + j).unwrap_or_default());
+                }
+            }
+            let sub = Command::from_args(args);
+            let raw = sub.raw();
+            self.send_part_to(pool, shard, raw, (seq, part as u32), info.name, readonly);
+        }
+    }
+
+    fn send_part(
+        &mut self,
+        pool: &Pool,
+        shard: usize,
+        raw: &Bytes,
+        seq: u64,
+        part: u32,
+        name: &'static str,
+    ) {
+        self.send_part_to(pool, shard, raw, (seq, part), name, false);
+    }
+
+    /// Sends one part of a merged command (`at` = sequence, part), to a replica when `readonly`
+    /// and the group reads from replicas.
+    fn send_part_to(
+        &mut self,
+        pool: &Pool,
+        shard: usize,
+        raw: &Bytes,
+        at: (u64, u32),
+        name: &'static str,
+        readonly: bool,
+    ) {
+        let (seq, part) = at;
+        let res = match pool.conn_for(shard, self.db, self.resp3, self.id, readonly) {
+            Some(conn) => conn.send(
+                raw,
+                [Dest::Part(self.client.clone(), seq, part)],
+                self.now,
+                name,
+            ),
+            None => Err(error_line("ERR no backend server")),
+        };
+        if let Err(e) = res {
+            self.client.q.borrow_mut().deliver_part(seq, part, &e);
+        }
+    }
+
+    fn fan_out(
+        &mut self,
+        cmd: &Command,
+        info: &'static CommandInfo,
+        merge: FanOutMerge,
+        pool: &Pool,
+    ) {
+        let targets = pool.targets();
+        let n = targets.len().max(1);
+        if info.name == "ping" {
+            let reply = match cmd.arg(1) {
+                // A RESP2 subscriber gets Redis's subscribed-mode form: ["pong", message].
+                _ if self.pubsub.is_some() && !self.resp3 => {
+                    let mut v = b"*2\r\n$4\r\npong\r\n".to_vec();
+                    v.extend(bulk(cmd.arg(1).unwrap_or_default()));
+                    v
+                }
+                Some(m) => bulk(m),
+                None => simple("PONG"),
+            };
+            self.local(&reply);
+            return;
+        }
+        if merge == FanOutMerge::Scan {
+            let cursor: u64 = match std::str::from_utf8(cmd.arg(1).unwrap_or_default())
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                Some(c) => c,
+                None => {
+                    self.local(b"-ERR invalid cursor\r\n");
+                    return;
+                }
+            };
+            let shard_pos = (cursor % n as u64) as usize;
+            let shard = targets.get(shard_pos).copied().unwrap_or(0);
+            let inner = cursor / n as u64;
+            let mut args: Vec<Vec<u8>> = cmd.args().map(<[u8]>::to_vec).collect();
+            if let Some(a) = args.get_mut(1) {
+                *a = inner.to_string().into_bytes();
+            }
+            let sub = Command::from_args(args);
+            let seq = self.client.q.borrow_mut().push_merge(
+                MergeKind::Scan {
+                    shard: shard_pos as u64,
+                    shards: n as u64,
+                },
+                1,
+            );
+            self.send_part(pool, shard, sub.raw(), seq, 0, info.name);
+            return;
+        }
+        let kind = match merge {
+            FanOutMerge::AllOk | FanOutMerge::AllEqual => MergeKind::AllOk,
+            FanOutMerge::SumIntegers => MergeKind::Sum,
+            FanOutMerge::ConcatArrays => MergeKind::Concat,
+            FanOutMerge::ElementwiseAnd => MergeKind::And,
+            FanOutMerge::MinInteger => MergeKind::Min,
+            FanOutMerge::AnyNonNil => MergeKind::FirstNonNull,
+            FanOutMerge::AnySuccess => MergeKind::AnySuccess,
+            FanOutMerge::Info => MergeKind::Info {
+                names: targets
+                    .iter()
+                    .filter_map(|&i| pool.server(i))
+                    .map(|s| format!("{} ({})", s.name, s.address))
+                    .collect(),
+                head: format!(
+                    "# Proxy\r\nproxy:furrow\r\nproxy_version:{}\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nlistener:{}\r\nshards:{}\r\n\r\n",
+                    env!("CARGO_PKG_VERSION"),
+                    self.core.listener,
+                    n
+                ),
+            },
+            FanOutMerge::Scan => MergeKind::AllOk,
+        };
+        let seq = self.client.q.borrow_mut().push_merge(kind, targets.len());
+        for (part, &shard) in targets.iter().enumerate() {
+            self.send_part(pool, shard, cmd.raw(), seq, part as u32, info.name);
+        }
+    }
+
+    fn session_command(&mut self, cmd: &Command, info: &CommandInfo) {
+        match info.name {
+            "echo" => {
+                let m = bulk(cmd.arg(1).unwrap_or_default());
+                self.local(&m);
+            }
+            "quit" => {
+                self.local(b"+OK\r\n");
+                self.quit = true;
+            }
+            "select" => {
+                match std::str::from_utf8(cmd.arg(1).unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
+                    Some(db) if db < 16 => {
+                        self.db = db;
+                        if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
+                            e.db = db;
+                        }
+                        self.local(b"+OK\r\n");
+                    }
+                    Some(_) => self.local(b"-ERR DB index is out of range\r\n"),
+                    None => self.local(b"-ERR value is not an integer or out of range\r\n"),
+                }
+            }
+            "auth" => {
+                let (user, pass) = match cmd.len() {
+                    2 => (None, cmd.arg(1).unwrap_or_default()),
+                    3 => (cmd.arg(1), cmd.arg(2).unwrap_or_default()),
+                    _ => {
+                        self.local(b"-ERR syntax error\r\n");
+                        return;
+                    }
+                };
+                let r = self.authenticate(user, pass);
+                self.local(&r);
+            }
+            "hello" => self.hello(cmd),
+            "reset" => {
+                self.reset_state();
+                self.local(b"+RESET\r\n");
+            }
+            "readonly" | "readwrite" => self.local(b"+OK\r\n"),
+            "client|setname" => {
+                let name = cmd.arg(2).unwrap_or_default();
+                if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                    self.local(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n");
+                    return;
+                }
+                if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
+                    e.name = String::from_utf8_lossy(name).into_owned();
+                }
+                self.local(b"+OK\r\n");
+            }
+            "client|getname" => {
+                let name = self
+                    .core
+                    .clients
+                    .borrow()
+                    .get(&self.id)
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default();
+                if name.is_empty() {
+                    let null: &[u8] = if self.resp3 { b"_\r\n" } else { b"$-1\r\n" };
+                    self.local(null);
+                } else {
+                    self.local(&bulk(name.as_bytes()));
+                }
+            }
+            "client|id" => {
+                let r = format!(":{}\r\n", self.id);
+                self.local(r.as_bytes());
+            }
+            "client|info" => {
+                let line = self
+                    .core
+                    .clients
+                    .borrow()
+                    .get(&self.id)
+                    .map(client_line)
+                    .unwrap_or_default();
+                self.local(&bulk(line.as_bytes()));
+            }
+            "client|list" => {
+                let all: String = self
+                    .core
+                    .clients
+                    .borrow()
+                    .values()
+                    .map(client_line)
+                    .collect();
+                self.local(&bulk(all.as_bytes()));
+            }
+            "client|reply" => {
+                self.local(b"-ERR unknown command 'CLIENT REPLY' for the proxy: replies cannot be turned off through the proxy\r\n");
+            }
+            other => {
+                let msg = format!("ERR unknown command '{other}' for the proxy");
+                self.local(&error_line(&msg));
+            }
+        }
+    }
+
+    fn authenticate(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Vec<u8> {
+        let users = self.core.users.borrow().clone();
+        if users.is_empty() {
+            return b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n".to_vec();
+        }
+        let found = match user {
+            Some(name) => users.iter().find(|u| u.name.as_bytes() == name),
+            None => users
+                .iter()
+                .find(|u| u.name == "default")
+                .or_else(|| users.iter().find(|u| acl::password_ok(u, pass))),
+        };
+        match found {
+            Some(u)
+                if acl::password_ok(u, pass)
+                    && (u.hosts.is_empty()
+                        || u.hosts.iter().any(|h| h.contains(self.peer.ip()))) =>
+            {
+                self.authed = true;
+                if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
+                    e.user = u.name.clone();
+                }
+                self.user = Some(u.clone());
+                b"+OK\r\n".to_vec()
+            }
+            _ => b"-WRONGPASS invalid username-password pair or user is disabled.\r\n".to_vec(),
+        }
+    }
+
+    fn hello(&mut self, cmd: &Command) {
+        let mut version = if self.resp3 { 3 } else { 2 };
+        let mut i = 1;
+        if let Some(v) = cmd.arg(1) {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                Some(v @ (2 | 3)) => version = v,
+                Some(_) => {
+                    self.local(b"-NOPROTO unsupported protocol version\r\n");
+                    return;
+                }
+                None => {
+                    self.local(b"-ERR Protocol version is not an integer or out of range\r\n");
+                    return;
+                }
+            }
+            i = 2;
+        }
+        let mut setname = None;
+        while i < cmd.len() {
+            let opt = cmd.arg(i).unwrap_or_default().to_ascii_uppercase();
+            if opt == b"AUTH" && i + 2 < cmd.len() {
+                let r = self.authenticate(cmd.arg(i + 1), cmd.arg(i + 2).unwrap_or_default());
+                if r.first() == Some(&b'-') {
+                    self.local(&r);
+                    return;
+                }
+                i += 3;
+            } else if opt == b"SETNAME" && i + 1 < cmd.len() {
+                setname = cmd
+                    .arg(i + 1)
+                    .map(|n| String::from_utf8_lossy(n).into_owned());
+                i += 2;
+            } else {
+                let msg = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&opt)
+                );
+                self.local(&error_line(&msg));
+                return;
+            }
+        }
+        if !self.authed {
+            self.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
+            return;
+        }
+        self.resp3 = version == 3;
+        self.client.q.borrow_mut().version = if self.resp3 {
+            RespVersion::Resp3
+        } else {
+            RespVersion::Resp2
+        };
+        if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
+            e.resp = version as u8;
+            if let Some(n) = setname {
+                e.name = n;
+            }
+        }
+        let v = if self.resp3 {
+            RespVersion::Resp3
+        } else {
+            RespVersion::Resp2
+        };
+        let mut out = BytesMut::new();
+        codec::resp::write_map_header(&mut out, 7, v);
+        let pairs: [(&str, Frame); 7] = [
+            ("server", Frame::bulk("redis")),
+            ("version", Frame::bulk("7.0.15")),
+            ("proto", Frame::Integer(i64::from(version))),
+            ("id", Frame::Integer(self.id as i64)),
+            ("mode", Frame::bulk("standalone")),
+            ("role", Frame::bulk("master")),
+            ("modules", Frame::Array(Vec::new())),
+        ];
+        for (k, val) in pairs {
+            Frame::bulk(k).encode(&mut out);
+            val.encode(&mut out);
+        }
+        self.local(&out);
+    }
+
+    fn reset_state(&mut self) {
+        self.db = 0;
+        self.resp3 = false;
+        self.client.q.borrow_mut().version = RespVersion::Resp2;
+        self.multi = None;
+        if let Some((_, c)) = self.watch.take() {
+            c.retire();
+        }
+        if let Some(ps) = self.pubsub.take() {
+            for c in ps.conns.values() {
+                c.retire();
+            }
+        }
+        self.authed = self.core.users.borrow().is_empty();
+        self.user = None;
+        if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
+            e.db = 0;
+            e.resp = 2;
+            e.name.clear();
+        }
+    }
+
+    /// Holds this command and the next ones until every earlier reply arrived.
+    fn needs_barrier(&mut self, cmd: &Command) -> bool {
+        if self.client.q.borrow().pending() > 0 {
+            self.deferred.push_front(cmd.clone());
+            self.barrier = true;
+            return true;
+        }
+        false
+    }
+
+    fn blocking_command(&mut self, cmd: &Command, info: &'static CommandInfo, pool: &Pool) {
+        if self.needs_barrier(cmd) {
+            return;
+        }
+        let Some(shard) = self.same_shard(cmd, info, pool) else {
+            return;
+        };
+        if let Some(why) = pool
+            .servers
+            .get(shard)
+            .and_then(|s| s.refusal().map(|w| s.unavailable(w)))
+        {
+            self.local(&why);
+            return;
+        }
+        let conn = match self.blocking.get(&shard) {
+            Some(c) if !c.is_broken() => c.clone(),
+            _ => {
+                let Some(c) = pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, false)
+                else {
+                    self.local(b"-ERR no backend server\r\n");
+                    return;
+                };
+                if let Some(old) = self.blocking.insert(shard, c.clone()) {
+                    old.retire();
+                }
+                c
+            }
+        };
+        let seq = self.client.q.borrow_mut().push_pending();
+        if let Err(e) = conn.send(
+            cmd.raw(),
+            [Dest::Whole(self.client.clone(), seq)],
+            self.now,
+            info.name,
+        ) {
+            self.client.q.borrow_mut().deliver(seq, &e);
+        }
+        // Later commands wait for this reply, as they would on one Redis connection.
+        self.barrier = true;
+    }
+
+    fn queue_in_multi(&mut self, cmd: Command, info: &'static CommandInfo, pool: &Pool) {
+        let allowed = matches!(
+            info.policy,
+            Policy::SingleKey
+                | Policy::SameShard
+                | Policy::MultiKey { .. }
+                | Policy::AnyShard
+                | Policy::Blocking
+        ) || (info.policy == Policy::PubSub
+            && matches!(info.name, "publish" | "spublish"));
+        let Some(m) = self.multi.as_mut() else { return };
+        if !allowed {
+            m.aborted = true;
+            let msg = format!(
+                "ERR '{}' cannot be used inside MULTI through the proxy",
+                info.name
+            );
+            self.local(&error_line(&msg));
+            return;
+        }
+        let keys: Vec<usize> = if matches!(info.name, "publish" | "spublish") {
+            vec![1]
+        } else {
+            match router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()) {
+                Ok(k) => k.collect(),
+                Err(e) => {
+                    m.aborted = true;
+                    self.local(&error_line(&format!("ERR {e}")));
+                    return;
+                }
+            }
+        };
+        for i in keys {
+            let s = pool.shard(cmd.arg(i).unwrap_or_default());
+            if m.shard.is_some_and(|x| x != s) {
+                m.aborted = true;
+                self.local(&error_line(CROSSSLOT));
+                return;
+            }
+            m.shard = Some(s);
+        }
+        m.queued.push(cmd);
+        self.local(b"+QUEUED\r\n");
+    }
+
+    fn transaction(&mut self, cmd: &Command, info: &'static CommandInfo, pool: &Pool) {
+        match info.name {
+            "multi" => {
+                if self.multi.is_some() {
+                    self.local(b"-ERR MULTI calls can not be nested\r\n");
+                    return;
+                }
+                self.multi = Some(Multi {
+                    queued: Vec::new(),
+                    shard: self.watch.as_ref().map(|w| w.0),
+                    aborted: false,
+                });
+                self.local(b"+OK\r\n");
+            }
+            "discard" => {
+                if self.multi.take().is_none() {
+                    self.local(b"-ERR DISCARD without MULTI\r\n");
+                    return;
+                }
+                if let Some((_, c)) = self.watch.take() {
+                    c.retire();
+                }
+                self.local(b"+OK\r\n");
+            }
+            "watch" => {
+                if self.multi.is_some() {
+                    self.local(b"-ERR WATCH inside MULTI is not allowed\r\n");
+                    return;
+                }
+                if self.needs_barrier(cmd) {
+                    return;
+                }
+                let Some(shard) = self.same_shard(cmd, info, pool) else {
+                    return;
+                };
+                let conn = match &self.watch {
+                    Some((s, _)) if *s != shard => {
+                        self.local(&error_line(CROSSSLOT));
+                        return;
+                    }
+                    Some((_, c)) => c.clone(),
+                    None => {
+                        let Some(c) =
+                            pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, true)
+                        else {
+                            self.local(b"-ERR no backend server\r\n");
+                            return;
+                        };
+                        self.watch = Some((shard, c.clone()));
+                        c
+                    }
+                };
+                let seq = self.client.q.borrow_mut().push_pending();
+                if let Err(e) = conn.send(
+                    cmd.raw(),
+                    [Dest::Whole(self.client.clone(), seq)],
+                    self.now,
+                    info.name,
+                ) {
+                    self.client.q.borrow_mut().deliver(seq, &e);
+                }
+            }
+            "unwatch" => {
+                if let Some((_, c)) = self.watch.take() {
+                    c.retire();
+                }
+                self.local(b"+OK\r\n");
+            }
+            "exec" => {
+                let Some(m) = self.multi.take() else {
+                    self.local(b"-ERR EXEC without MULTI\r\n");
+                    return;
+                };
+                let watch = self.watch.take();
+                if m.aborted {
+                    if let Some((_, c)) = watch {
+                        c.retire();
+                    }
+                    self.local(b"-EXECABORT Transaction discarded because of previous errors.\r\n");
+                    return;
+                }
+                let shard = m.shard.unwrap_or(0);
+                let mut block = BytesMut::new();
+                block.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+                for c in &m.queued {
+                    block.extend_from_slice(c.raw());
+                }
+                block.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+                let block = block.freeze();
+                let seq = self.client.q.borrow_mut().push_pending();
+                let mut dests: Vec<Dest> = (0..=m.queued.len()).map(|_| Dest::Discard).collect();
+                dests.push(Dest::Whole(self.client.clone(), seq));
+                let res = match &watch {
+                    Some((_, c)) => c.send(&block, dests, self.now, info.name),
+                    None => match pool.conn(shard, self.db, self.resp3, self.id) {
+                        Some(c) => c.send(&block, dests, self.now, info.name),
+                        None => Err(error_line("ERR no backend server")),
+                    },
+                };
+                if let Err(e) = res {
+                    self.client.q.borrow_mut().deliver(seq, &e);
+                }
+                if let Some((_, c)) = watch {
+                    c.retire();
+                }
+            }
+            _ => self.local(&unknown_command(cmd)),
+        }
+    }
+
+    fn pubsub_command(&mut self, cmd: &Command, info: &'static CommandInfo, pool: &Pool) {
+        match info.name {
+            "publish" | "spublish" => {
+                let channel = cmd.arg(1).unwrap_or_default();
+                let shard = pool.shard(channel);
+                self.send_one(pool, shard, cmd.raw(), info.name);
+            }
+            "pubsub|channels" | "pubsub|shardchannels" => {
+                let targets = pool.targets();
+                let seq = self
+                    .client
+                    .q
+                    .borrow_mut()
+                    .push_merge(MergeKind::Concat, targets.len());
+                for (part, &s) in targets.iter().enumerate() {
+                    self.send_part(pool, s, cmd.raw(), seq, part as u32, info.name);
+                }
+            }
+            "pubsub|numpat" => self.send_one(pool, 0, cmd.raw(), info.name),
+            "pubsub|numsub" | "pubsub|shardnumsub" => {
+                let n = cmd.len();
+                if n <= 2 {
+                    self.local(b"*0\r\n");
+                    return;
+                }
+                let first = pool.shard(cmd.arg(2).unwrap_or_default());
+                if (3..n).any(|i| pool.shard(cmd.arg(i).unwrap_or_default()) != first) {
+                    self.local(&error_line(CROSSSLOT));
+                    return;
+                }
+                self.send_one(pool, first, cmd.raw(), info.name);
+            }
+            "subscribe" | "ssubscribe" | "psubscribe" | "unsubscribe" | "sunsubscribe"
+            | "punsubscribe" => {
+                if self.needs_barrier(cmd) {
+                    return;
+                }
+                self.subscribe(cmd, info.name, pool);
+            }
+            _ => self.local(&unknown_command(cmd)),
+        }
+    }
+
+    fn subscribe(&mut self, cmd: &Command, name: &'static str, pool: &Pool) {
+        let args: Vec<Bytes> = (1..cmd.len()).filter_map(|i| cmd.arg_bytes(i)).collect();
+        let unsub = name.contains("unsub");
+        if unsub && self.pubsub.is_none() {
+            // Not subscribed: Redis answers one confirmation with a null channel.
+            let kind = name.as_bytes();
+            self.local(&confirm(kind, None, 0, self.resp3));
+            return;
+        }
+        if self.pubsub.is_none() {
+            self.pubsub = Some(PubSub {
+                sink: Rc::new(PushSink {
+                    frames: RefCell::default(),
+                    failed: RefCell::default(),
+                    wake: self.client.wake.clone(),
+                }),
+                conns: HashMap::new(),
+                channels: BTreeSet::new(),
+                patterns: BTreeSet::new(),
+                shard_channels: BTreeSet::new(),
+            });
+        }
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        let targets: Vec<Bytes> = if unsub && args.is_empty() {
+            match name {
+                "unsubscribe" => ps.channels.iter().cloned().collect(),
+                "punsubscribe" => ps.patterns.iter().cloned().collect(),
+                _ => ps.shard_channels.iter().cloned().collect(),
+            }
+        } else {
+            args
+        };
+        if targets.is_empty() {
+            let n = ps.count();
+            let c = confirm(name.as_bytes(), None, n, self.resp3);
+            self.local(&c);
+            self.leave_pubsub_if_empty();
+            return;
+        }
+        // Per shard: patterns go everywhere; channels to their key's shard.
+        let mut per: BTreeMap<usize, Vec<Bytes>> = BTreeMap::new();
+        let pattern = name.starts_with('p');
+        for t in &targets {
+            if pattern {
+                for s in pool.targets() {
+                    per.entry(s).or_default().push(t.clone());
+                }
+            } else {
+                per.entry(pool.shard(t)).or_default().push(t.clone());
+            }
+        }
+        let verb = name.to_ascii_uppercase();
+        let mut failed = Vec::new();
+        for (shard, chans) in per {
+            let conn = match ps.conns.get(&shard) {
+                Some(c) if !c.is_broken() => c.clone(),
+                _ => match pool.dedicated(
+                    shard,
+                    self.db,
+                    self.resp3,
+                    Mode::Push(ps.sink.clone()),
+                    false,
+                ) {
+                    Some(c) => {
+                        ps.conns.insert(shard, c.clone());
+                        c
+                    }
+                    None => continue,
+                },
+            };
+            let mut a: Vec<&[u8]> = vec![verb.as_bytes()];
+            a.extend(chans.iter().map(|c| &c[..]));
+            if let Err(e) = conn.send(Command::from_args(a).raw(), [], self.now, "subscribe") {
+                failed.push(e);
+            }
+        }
+        // The session answers the confirmations itself (counts are per session, not per shard).
+        let mut out = Vec::new();
+        for t in &targets {
+            let set = match name {
+                "subscribe" | "unsubscribe" => &mut ps.channels,
+                "psubscribe" | "punsubscribe" => &mut ps.patterns,
+                _ => &mut ps.shard_channels,
+            };
+            if unsub {
+                set.remove(t);
+            } else {
+                set.insert(t.clone());
+            }
+            let n = if name.starts_with("ss") || name.starts_with("sun") {
+                ps.shard_channels.len()
+            } else {
+                ps.count()
+            };
+            out.extend(confirm(name.as_bytes(), Some(t), n, self.resp3));
+        }
+        for e in failed {
+            self.local(&e);
+        }
+        self.local(&out);
+        self.leave_pubsub_if_empty();
+    }
+
+    fn leave_pubsub_if_empty(&mut self) {
+        if let Some(ps) = &self.pubsub
+            && ps.count() == 0
+            && ps.shard_channels.is_empty()
+        {
+            for c in ps.conns.values() {
+                c.retire();
+            }
+            self.pubsub = None;
+        }
+    }
+
+    /// Forwards messages from the subscriber connections; drops their own confirmations (the
+    /// session already answered them).
+    fn pump_pubsub(&mut self) {
+        let Some(ps) = &self.pubsub else { return };
+        let frames: Vec<(usize, Bytes)> = ps.sink.frames.borrow_mut().drain(..).collect();
+        let failed = ps.sink.failed.borrow_mut().take();
+        let mut out = BytesMut::new();
+        for (_, f) in frames {
+            let mut b = BytesMut::from(&f[..]);
+            let parsed = FrameDecoder::new(Limits::default()).decode(&mut b);
+            let kind = match &parsed {
+                Ok(Some(Frame::Array(items) | Frame::Push(items))) => items
+                    .first()
+                    .and_then(Frame::as_bytes)
+                    .map(|k| k.to_ascii_lowercase()),
+                _ => None,
+            };
+            match kind.as_deref() {
+                Some(b"message" | b"pmessage" | b"smessage") => out.extend_from_slice(&f),
+                Some(b"pong") => {}
+                Some(k) if k.ends_with(b"subscribe") => {}
+                _ => out.extend_from_slice(&f),
+            }
+        }
+        if !out.is_empty() {
+            self.client.q.borrow_mut().push_local(&out);
+        }
+        if let Some(msg) = failed {
+            // A subscriber connection broke: tell the client and drop the subscriptions there.
+            let e = error_line(&msg);
+            self.client.q.borrow_mut().push_local(&e);
+            if let Some(ps) = self.pubsub.take() {
+                for c in ps.conns.values() {
+                    c.retire();
+                }
+            }
+            self.protocol_error = true;
+        }
+    }
+}
+
+/// A (un)subscribe confirmation: `[kind, channel|null, count]`.
+fn confirm(kind: &[u8], channel: Option<&Bytes>, count: usize, resp3: bool) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let items = vec![
+        Frame::bulk(kind),
+        match channel {
+            Some(c) => Frame::Bulk(c.clone()),
+            None if resp3 => Frame::Null,
+            None => Frame::NullBulk,
+        },
+        Frame::Integer(count as i64),
+    ];
+    if resp3 {
+        Frame::Push(items)
+    } else {
+        Frame::Array(items)
+    }
+    .encode(&mut out);
+    out.to_vec()
+}
+
+fn client_line(e: &ClientEntry) -> String {
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user={} redir=-1 resp={}\n",
+        e.id,
+        e.addr,
+        e.laddr.map(|a| a.to_string()).unwrap_or_default(),
+        e.name,
+        e.since.elapsed().as_secs(),
+        e.db,
+        e.user,
+        e.resp
+    )
+}

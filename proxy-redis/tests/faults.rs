@@ -1,0 +1,187 @@
+//! Faults: a shard down, malformed input, limits, admin offline.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{Proxy, config, redis_servers};
+
+fn dist(toml: &str) -> router::redis::Distribution {
+    let cfg = router::config::parse("t", toml).expect("config");
+    proxy_redis::route::distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+}
+
+/// One key per shard: `keys[s]` maps to shard `s`.
+fn key_per_shard(d: &router::redis::Distribution, n: usize) -> Vec<String> {
+    let mut keys = vec![String::new(); n];
+    for i in 0..10_000 {
+        let k = format!("k{i}");
+        let s = d.server_for_key(k.as_bytes());
+        if keys[s].is_empty() {
+            keys[s] = k;
+        }
+        if keys.iter().all(|k| !k.is_empty()) {
+            break;
+        }
+    }
+    keys
+}
+
+#[test]
+fn a_down_shard_fails_only_its_keys_and_comes_back() {
+    let mut servers = redis_servers(3);
+    let toml = config(
+        &servers,
+        "ketama",
+        "eject_after = 2\nretry_after_ms = 300\nrequest_timeout_ms = 1000",
+    );
+    let d = dist(&toml);
+    let keys = key_per_shard(&d, 3);
+    let proxy = Proxy::start(&toml, 1);
+    let mut c = proxy.connect();
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), "+OK");
+    }
+    servers[1].kill();
+    let t0 = Instant::now();
+    let r = c.cmd(&["GET", &keys[1]]);
+    assert!(
+        r.starts_with("-ERR backend r2 (") && r.contains("unavailable"),
+        "{r}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "errors come quickly");
+    assert_eq!(c.cmd(&["GET", &keys[0]]), "v");
+    assert_eq!(c.cmd(&["GET", &keys[2]]), "v");
+    // Fail again to get it ejected; then errors are immediate and name the ejection.
+    let _ = c.cmd(&["GET", &keys[1]]);
+    let r = c.cmd(&["GET", &keys[1]]);
+    assert!(r.contains("unavailable"), "{r}");
+    // A multi-key command touching the down shard reports its error; healthy keys are unaffected.
+    let r = c.cmd(&["MGET", &keys[0], &keys[1]]);
+    assert!(r.starts_with("-ERR backend r2"), "{r}");
+    assert_eq!(c.cmd(&["MGET", &keys[0], &keys[2]]), "[v, v]");
+    servers[1].restart().expect("restart");
+    // After retry_after the shard is tried again and serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmd(&["SET", &keys[1], "back"]);
+        if r == "+OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shard did not come back: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.cmd(&["GET", &keys[1]]), "back");
+}
+
+#[test]
+fn admin_offline_is_respected() {
+    let servers = redis_servers(2);
+    let toml = config(&servers, "ketama", "");
+    let d = dist(&toml);
+    let keys = key_per_shard(&d, 2);
+    let proxy = Proxy::start(&toml, 1);
+    let mut c = proxy.connect();
+    let state = proxy.shared.backends.get("cache", "r1").expect("state");
+    state.admin_offline.store(true, Ordering::Relaxed);
+    let r = c.cmd(&["GET", &keys[0]]);
+    assert!(r.contains("offline"), "{r}");
+    assert_eq!(c.cmd(&["SET", &keys[1], "ok"]), "+OK");
+    state.admin_offline.store(false, Ordering::Relaxed);
+    assert_eq!(c.cmd(&["SET", &keys[0], "ok"]), "+OK");
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    let servers = redis_servers(2);
+    let proxy = Proxy::start(&config(&servers, "ketama", ""), 1);
+    let mut good = proxy.connect();
+    let mut bad = proxy.connect();
+    assert_eq!(good.cmd(&["SET", "a", "1"]), "+OK");
+    bad.send_raw(b"*2\r\n$3\r\nGET\r\n$abc\r\n");
+    let r = bad.read();
+    assert!(r.starts_with("-ERR Protocol error"), "{r}");
+    assert_eq!(bad.read(), "<closed>");
+    let mut bad2 = proxy.connect();
+    bad2.send_raw(b"*1\r\n$99999999999\r\n");
+    assert!(bad2.read().starts_with("-ERR Protocol error"));
+    assert_eq!(good.cmd(&["GET", "a"]), "1");
+    // Inline commands work like in Redis.
+    good.send_raw(b"PING\r\n");
+    assert_eq!(good.read(), "+PONG");
+}
+
+#[test]
+fn max_clients_and_idle_timeout() {
+    let servers = redis_servers(1);
+    let toml = config(&servers, "ketama", "").replace(
+        "group = \"cache\"\n\n[redis_groups",
+        "group = \"cache\"\nmax_clients = 2\nidle_timeout_ms = 300\n\n[redis_groups",
+    );
+    let proxy = Proxy::start(&toml, 1);
+    let mut a = proxy.connect();
+    let mut b = proxy.connect();
+    assert_eq!(a.cmd(&["PING"]), "+PONG");
+    assert_eq!(b.cmd(&["PING"]), "+PONG");
+    let mut c = proxy.connect();
+    assert_eq!(c.read(), "-ERR max number of clients reached");
+    // Idle clients are closed, which frees slots.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(a.read(), "<closed>");
+    let mut d = proxy.connect();
+    assert_eq!(d.cmd(&["PING"]), "+PONG");
+}
+
+#[test]
+fn request_timeout_answers_an_error() {
+    let mut servers = redis_servers(1);
+    let proxy = Proxy::start(&config(&servers, "ketama", "request_timeout_ms = 300"), 1);
+    let mut c = proxy.connect();
+    assert_eq!(c.cmd(&["SET", "a", "1"]), "+OK");
+    servers[0].pause().expect("pause");
+    let t0 = Instant::now();
+    let r = c.cmd(&["GET", "a"]);
+    assert!(r.contains("timed out"), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    servers[0].resume().expect("resume");
+}
+
+#[test]
+fn config_reload_rebuilds_backends_without_dropping_clients() {
+    let servers = redis_servers(2);
+    let toml_one = config(&servers[..1], "ketama", "");
+    let proxy = Proxy::start(&toml_one, 1);
+    let mut c = proxy.connect();
+    assert_eq!(c.cmd(&["SET", "r", "one"]), "+OK");
+    assert_eq!(servers[0].cmd(&["GET", "r"]), "one");
+    // Point the group at the second server only.
+    let toml_two = toml_one.replace(
+        &servers[0].addr().to_string(),
+        &servers[1].addr().to_string(),
+    );
+    let cfg = router::config::parse("t", &toml_two).expect("config");
+    proxy.shared.backends.sync(&cfg);
+    proxy.hub.publish(cfg, "reload");
+    assert_eq!(c.cmd(&["SET", "r", "two"]), "+OK");
+    assert_eq!(servers[1].cmd(&["GET", "r"]), "two");
+    assert_eq!(servers[0].cmd(&["GET", "r"]), "one");
+}
+
+#[test]
+fn a_half_closed_client_still_gets_its_replies() {
+    let servers = redis_servers(2);
+    let proxy = Proxy::start(&config(&servers, "ketama", ""), 1);
+    let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    use std::io::{Read, Write};
+    s.write_all(b"SET half 1\r\nLPOP nolist\r\nMGET half x y\r\nGET half\r\n")
+        .expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half close");
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .expect("read until the proxy closes");
+    assert_eq!(
+        out,
+        "+OK\r\n$-1\r\n*3\r\n$1\r\n1\r\n$-1\r\n$-1\r\n$1\r\n1\r\n"
+    );
+}

@@ -1,0 +1,271 @@
+//! A small MySQL tokenizer for the fast path: keywords, identifiers, literals, operators, comments
+//! (with Furrow hints) and MySQL executable comments (`/*!NNNNN ... */`, whose text is code).
+
+/// One token of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// A bare word: keyword or unquoted identifier (original case).
+    Word(&'a str),
+    /// A back-quoted identifier, without the quotes.
+    QuotedIdent(&'a str),
+    /// A string literal (quotes included, escapes untouched).
+    Str(&'a str),
+    /// A numeric literal (also `0x..`, `x'..'` and `b'..'` literals).
+    Number(&'a str),
+    /// `@name` (user variable) or `@@name` (system variable), sigils included.
+    Variable(&'a str),
+    /// `?` placeholder.
+    Placeholder,
+    /// Any other single punctuation or operator character.
+    Punct(char),
+}
+
+impl Token<'_> {
+    /// Whether the token is the keyword `kw` (ASCII case-insensitive).
+    pub fn is_kw(&self, kw: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(kw))
+    }
+}
+
+/// A Furrow routing hint found in a comment: `/* furrow:primary */`, `/* furrow:replica */`,
+/// `/* furrow:backend=NAME */`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// Send the statement to the primary.
+    Primary,
+    /// Send the statement to a replica (if one is usable).
+    Replica,
+    /// Send the statement to the named server of the group.
+    Backend(String),
+}
+
+/// Splits `sql` into tokens, collecting hints from comments. Unterminated strings or comments end
+/// the token stream (the server will report the syntax error).
+pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>>) {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => i += 1,
+            b'#' => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                if b.get(i + 2) == Some(&b'!') {
+                    // Executable comment: skip `/*!` and the optional version number; the body is code.
+                    i += 3;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    continue;
+                }
+                let start = i + 2;
+                let end = find(b, start, b"*/").unwrap_or(b.len());
+                parse_hint(&sql[start..end], hints);
+                i = (end + 2).min(b.len());
+            }
+            b'*' if b.get(i + 1) == Some(&b'/') => i += 2, // end of an executable comment
+            b'\'' | b'"' => {
+                let end = skip_quoted(b, i, c);
+                out.push(Token::Str(&sql[i..end]));
+                i = end;
+            }
+            b'`' => {
+                let end = skip_quoted(b, i, b'`');
+                let inner_end = if end > i + 1 && b[end - 1] == b'`' {
+                    end - 1
+                } else {
+                    end
+                };
+                out.push(Token::QuotedIdent(&sql[i + 1..inner_end.max(i + 1)]));
+                i = end;
+            }
+            b'@' => {
+                let start = i;
+                i += 1;
+                if b.get(i) == Some(&b'@') {
+                    i += 1;
+                }
+                if matches!(b.get(i), Some(b'\'' | b'"' | b'`')) {
+                    i = skip_quoted(b, i, b[i]);
+                } else {
+                    while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+                        i += 1;
+                    }
+                }
+                out.push(Token::Variable(&sql[start..i]));
+            }
+            b'?' => {
+                out.push(Token::Placeholder);
+                i += 1;
+            }
+            b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'.'
+                        || ((b[i] == b'+' || b[i] == b'-') && matches!(b[i - 1], b'e' | b'E')))
+                {
+                    i += 1;
+                }
+                out.push(Token::Number(&sql[start..i]));
+            }
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && !matches!(out.last(), Some(Token::Word(_) | Token::QuotedIdent(_))) =>
+            {
+                let start = i;
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                out.push(Token::Number(&sql[start..i]));
+            }
+            _ if is_word_byte(c) => {
+                // x'..' / b'..' / n'..' / _charset'..' literals.
+                let start = i;
+                while i < b.len() && is_word_byte(b[i]) {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                if b.get(i) == Some(&b'\'') {
+                    let lower = word.to_ascii_lowercase();
+                    if lower == "x" || lower == "b" {
+                        i = skip_quoted(b, i, b'\'');
+                        out.push(Token::Number(&sql[start..i]));
+                        continue;
+                    }
+                    if lower == "n" || lower.starts_with('_') {
+                        i = skip_quoted(b, i, b'\'');
+                        out.push(Token::Str(&sql[start..i]));
+                        continue;
+                    }
+                }
+                out.push(Token::Word(word));
+            }
+            _ => {
+                let ch = sql[i..].chars().next().unwrap_or('\u{fffd}');
+                out.push(Token::Punct(ch));
+                i += ch.len_utf8().max(1);
+            }
+        }
+    }
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+fn skip_line(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|p| p + from)
+}
+
+/// Index just past the closing quote (or the end of input).
+fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == b'\\' && q != b'`' {
+            i += 2;
+            continue;
+        }
+        if b[i] == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn parse_hint(comment: &str, hints: &mut Vec<Hint>) {
+    for part in comment.split(|c: char| c.is_whitespace() || c == ',') {
+        let Some(rest) = part.strip_prefix("furrow:") else {
+            continue;
+        };
+        if rest.eq_ignore_ascii_case("primary") || rest.eq_ignore_ascii_case("master") {
+            hints.push(Hint::Primary);
+        } else if rest.eq_ignore_ascii_case("replica") || rest.eq_ignore_ascii_case("slave") {
+            hints.push(Hint::Replica);
+        } else if let Some(name) = rest.strip_prefix("backend=")
+            && !name.is_empty()
+        {
+            hints.push(Hint::Backend(name.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(sql: &str) -> (Vec<Token<'_>>, Vec<Hint>) {
+        let mut h = Vec::new();
+        let mut t = Vec::new();
+        tokenize(sql, &mut h, &mut t);
+        (t, h)
+    }
+
+    #[test]
+    fn strings_comments_and_hints() {
+        let (t, h) =
+            toks("/* furrow:replica */ SELECT 'a''b\\'c', \"x\" -- tail\n FROM `t``x` # c");
+        assert_eq!(h, vec![Hint::Replica]);
+        assert_eq!(
+            t,
+            vec![
+                Token::Word("SELECT"),
+                Token::Str("'a''b\\'c'"),
+                Token::Punct(','),
+                Token::Str("\"x\""),
+                Token::Word("FROM"),
+                Token::QuotedIdent("t``x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn executable_comments_are_code_and_backend_hint() {
+        let (t, h) =
+            toks("/*!40101 SET NAMES utf8 */; /* furrow:backend=r2 */ SELECT @a, @@x, ?, 1.5e-3");
+        assert_eq!(h, vec![Hint::Backend("r2".into())]);
+        assert_eq!(t[0], Token::Word("SET"));
+        assert_eq!(t[3], Token::Punct(';'));
+        assert!(t.contains(&Token::Variable("@a")));
+        assert!(t.contains(&Token::Variable("@@x")));
+        assert!(t.contains(&Token::Placeholder));
+        assert_eq!(t.last(), Some(&Token::Number("1.5e-3")));
+    }
+
+    #[test]
+    fn unterminated_input_does_not_panic() {
+        for s in [
+            "'abc",
+            "/* x",
+            "`a",
+            "@'x",
+            "x'",
+            "--",
+            "/*!",
+            "\u{e9}\u{e9}",
+        ] {
+            let _ = toks(s);
+        }
+    }
+}

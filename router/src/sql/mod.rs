@@ -1,0 +1,13 @@
+//! SQL analysis: statement classification for read/write splitting, query digests, and (later)
+//! sharding plans.
+
+pub mod classify;
+pub mod digest;
+pub mod guard;
+pub mod lexer;
+pub mod plan;
+pub mod shard;
+
+pub use classify::{Classified, StmtKind, classify};
+pub use digest::{Digest, digest};
+pub use lexer::Hint;

@@ -1,0 +1,457 @@
+//! `Aggregate`: merges per-shard partial aggregates per group (COUNT and SUM add, MIN/MAX compare as
+//! MariaDB orders values, COUNT/SUM(DISTINCT) merge value sets). Groups are hashed in memory up to the
+//! budget and come out sorted by their keys (as MariaDB returns GROUP BY results), or, when the
+//! shards return rows sorted by the group columns, aggregated group by group as they arrive.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use codec::mysql::consts::{charset, column_flag, column_type};
+use codec::mysql::{ColumnDefinition, Value, compare_values};
+
+use super::eval::{Op, arith};
+use super::exec::{ExecLimits, Row, RowSource, VecRows};
+use super::merge_sort::{SortKey, compare_rows, keys_text};
+use super::{Plan, ShardError};
+
+/// How one column of the partial rows merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    /// Partial counts: add.
+    Count,
+    /// Partial sums: add (NULL when every partial is NULL).
+    Sum,
+    /// Smallest.
+    Min,
+    /// Largest.
+    Max,
+    /// The column holds raw values (shards grouped by it): count the distinct non-NULL ones.
+    CountDistinct,
+    /// The column holds raw values: sum the distinct non-NULL ones.
+    SumDistinct,
+}
+
+impl AggKind {
+    fn text(self) -> &'static str {
+        match self {
+            AggKind::Count => "count",
+            AggKind::Sum => "sum",
+            AggKind::Min => "min",
+            AggKind::Max => "max",
+            AggKind::CountDistinct => "count_distinct",
+            AggKind::SumDistinct => "sum_distinct",
+        }
+    }
+}
+
+/// One aggregate column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggSpec {
+    /// Merge kind.
+    pub kind: AggKind,
+    /// Column of the partial rows.
+    pub col: usize,
+}
+
+/// Merge partial aggregates by group. Columns that are neither group keys nor aggregates keep the
+/// first value seen (MySQL's "any value" for non-grouped columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Group-key columns (empty: one group over everything).
+    pub group: Vec<usize>,
+    /// Aggregate columns.
+    pub aggs: Vec<AggSpec>,
+    /// Empty: hash the groups. Otherwise the order the input arrives in (the group columns, each
+    /// once, with directions: a `MergeSort` over shards that ran this `ORDER BY`): aggregate
+    /// group by group as rows arrive.
+    pub sorted: Vec<SortKey>,
+    /// Input (partial rows from the shards).
+    pub input: Box<Plan>,
+}
+
+/// A byte key equal for values MySQL considers equal in GROUP BY/DISTINCT (case-insensitive for
+/// non-binary text, numerically for numbers).
+pub fn group_key(row: &[Value], cols: &[usize], defs: &[ColumnDefinition]) -> Vec<u8> {
+    let mut k = Vec::new();
+    for &c in cols {
+        let v = row.get(c).unwrap_or(&Value::Null);
+        match v {
+            Value::Null => k.push(0),
+            Value::Bytes(b) => {
+                let binary = defs.get(c).is_none_or(|d| d.charset == charset::BINARY);
+                k.push(1);
+                if binary {
+                    k.extend_from_slice(b);
+                } else {
+                    let s = String::from_utf8_lossy(b);
+                    k.extend_from_slice(s.trim_end_matches(' ').to_lowercase().as_bytes());
+                }
+            }
+            Value::Int(_) | Value::UInt(_) | Value::Decimal(_) => {
+                k.push(2);
+                let t = match v {
+                    Value::Int(i) => i.to_string(),
+                    Value::UInt(u) => u.to_string(),
+                    Value::Decimal(d) => normalise_decimal(&String::from_utf8_lossy(d)),
+                    _ => String::new(),
+                };
+                k.extend_from_slice(t.as_bytes());
+            }
+            Value::Float(f) => {
+                k.push(3);
+                k.extend_from_slice(&f64::from(*f).to_bits().to_le_bytes());
+            }
+            Value::Double(f) => {
+                k.push(3);
+                k.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+            other => {
+                k.push(4);
+                k.extend_from_slice(format!("{other:?}").as_bytes());
+            }
+        }
+        k.push(0xff);
+    }
+    k
+}
+
+fn normalise_decimal(s: &str) -> String {
+    let s = s.trim();
+    let t = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    };
+    if t == "-0" { "0".into() } else { t.to_string() }
+}
+
+struct Group {
+    row: Row,
+    sets: Vec<(HashSet<Vec<u8>>, Vec<Value>)>,
+}
+
+/// Folds partial rows into groups; shared by the hashed and the sorted merge.
+#[derive(Debug, Clone)]
+struct Folder {
+    aggs: Vec<AggSpec>,
+    distinct: Vec<AggSpec>,
+}
+
+impl Folder {
+    fn new(aggs: &[AggSpec]) -> Self {
+        Self {
+            aggs: aggs.to_vec(),
+            distinct: aggs
+                .iter()
+                .filter(|a| matches!(a.kind, AggKind::CountDistinct | AggKind::SumDistinct))
+                .copied()
+                .collect(),
+        }
+    }
+
+    fn empty_sets(&self) -> Vec<(HashSet<Vec<u8>>, Vec<Value>)> {
+        self.distinct
+            .iter()
+            .map(|_| (HashSet::new(), Vec::new()))
+            .collect()
+    }
+
+    /// A new group from its first partial row; `held` grows by the distinct values kept.
+    fn open(&self, row: &Row, columns: &[ColumnDefinition], held: &mut u64) -> Group {
+        let mut g = Group {
+            row: row.clone(),
+            sets: self.empty_sets(),
+        };
+        for a in &self.distinct {
+            if let Some(v) = g.row.get_mut(a.col) {
+                *v = Value::Null;
+            }
+        }
+        for (si, a) in self.distinct.iter().enumerate() {
+            if let Some(set) = g.sets.get_mut(si) {
+                *held += add_distinct(set, row, a.col, columns);
+            }
+        }
+        g
+    }
+
+    /// Adds one more partial row of the same group.
+    fn fold(&self, g: &mut Group, row: &Row, columns: &[ColumnDefinition], held: &mut u64) {
+        for a in &self.aggs {
+            let (Some(cur), Some(new)) = (g.row.get(a.col), row.get(a.col)) else {
+                continue;
+            };
+            let merged = match a.kind {
+                AggKind::Count | AggKind::Sum => match (cur, new) {
+                    (Value::Null, v) | (v, Value::Null) => v.clone(),
+                    (x, y) => arith(Op::Add, x, y),
+                },
+                // NULL partials (a shard group with only NULLs) never win; any value beats them.
+                AggKind::Min | AggKind::Max => match (cur, new, columns.get(a.col)) {
+                    (_, Value::Null, _) => cur.clone(),
+                    (Value::Null, _, _) => new.clone(),
+                    (x, y, Some(c)) => {
+                        let o = compare_values(x, y, c);
+                        let take_new = if a.kind == AggKind::Min {
+                            o == Ordering::Greater
+                        } else {
+                            o == Ordering::Less
+                        };
+                        if take_new { new.clone() } else { cur.clone() }
+                    }
+                    _ => cur.clone(),
+                },
+                AggKind::CountDistinct | AggKind::SumDistinct => continue,
+            };
+            if let Some(slot) = g.row.get_mut(a.col) {
+                *slot = merged;
+            }
+        }
+        for (si, a) in self.distinct.iter().enumerate() {
+            if let Some(set) = g.sets.get_mut(si) {
+                *held += add_distinct(set, row, a.col, columns);
+            }
+        }
+    }
+
+    /// The finished output row of a group.
+    fn close(&self, mut g: Group) -> Row {
+        for (si, a) in self.distinct.iter().enumerate() {
+            let (set, values) = g.sets.get_mut(si).map(std::mem::take).unwrap_or_default();
+            let v = match a.kind {
+                AggKind::CountDistinct => Value::Int(set.len() as i64),
+                _ => values.iter().fold(Value::Null, |acc, v| match acc {
+                    Value::Null => v.clone(),
+                    acc => arith(Op::Add, &acc, v),
+                }),
+            };
+            if let Some(slot) = g.row.get_mut(a.col) {
+                *slot = v;
+            }
+        }
+        g.row
+    }
+
+    /// Output column definitions: distinct-merged columns become BIGINT/DECIMAL.
+    fn out_columns(&self, input: &[ColumnDefinition]) -> Vec<ColumnDefinition> {
+        let mut columns = input.to_vec();
+        for a in &self.distinct {
+            if let Some(c) = columns.get_mut(a.col) {
+                let name = c.name.clone();
+                *c = if a.kind == AggKind::CountDistinct {
+                    ColumnDefinition::new(
+                        "",
+                        column_type::LONGLONG,
+                        charset::BINARY,
+                        21,
+                        column_flag::BINARY,
+                        0,
+                    )
+                } else {
+                    ColumnDefinition::new(
+                        "",
+                        column_type::NEWDECIMAL,
+                        charset::BINARY,
+                        66,
+                        column_flag::BINARY,
+                        c.decimals.min(30),
+                    )
+                };
+                c.name = name;
+            }
+        }
+        columns
+    }
+}
+
+impl Aggregate {
+    pub(crate) fn describe(&self) -> String {
+        let g: Vec<String> = self.group.iter().map(|c| format!("#{c}")).collect();
+        let a: Vec<String> = self
+            .aggs
+            .iter()
+            .map(|a| format!("{}(#{})", a.kind.text(), a.col))
+            .collect();
+        let how = if self.sorted.is_empty() {
+            "hashed".to_string()
+        } else {
+            format!("sorted={}", keys_text(&self.sorted))
+        };
+        format!("{how} group=[{}] aggs=[{}]", g.join(", "), a.join(", "))
+    }
+
+    /// Merges the partial rows: group by group as they arrive when `sorted` (and there is a group
+    /// key), otherwise hashed in memory.
+    pub fn rows(
+        &self,
+        input: Box<dyn RowSource>,
+        limits: ExecLimits,
+    ) -> Result<Box<dyn RowSource>, ShardError> {
+        if !self.sorted.is_empty() && !self.group.is_empty() {
+            Ok(Box::new(self.stream(input, limits)))
+        } else {
+            Ok(Box::new(self.merge(input, limits)?))
+        }
+    }
+
+    /// Aggregates input sorted by the group columns (a [`super::MergeSort`] over shards that ran
+    /// `ORDER BY` the group columns) one group at a time; rows come out in input order. Holds one
+    /// group; its COUNT/SUM(DISTINCT) value sets count against `limits.max_rows`. A row that
+    /// sorts before the group being built (a shard ordered differently from
+    /// `codec::mysql::compare_values`) fails the merge rather than splitting a group.
+    pub fn stream(&self, input: Box<dyn RowSource>, limits: ExecLimits) -> SortedAggRows {
+        let folder = Folder::new(&self.aggs);
+        let in_columns = input.columns().to_vec();
+        let columns = folder.out_columns(&in_columns);
+        let keys = self.sorted.clone();
+        SortedAggRows {
+            input,
+            in_columns,
+            columns,
+            keys,
+            folder,
+            cur: None,
+            held: 0,
+            max: limits.max_rows,
+            done: false,
+        }
+    }
+
+    /// Reads every partial row and returns the merged groups (hashed; sorted by group key).
+    pub fn merge(
+        &self,
+        mut input: Box<dyn RowSource>,
+        limits: ExecLimits,
+    ) -> Result<VecRows, ShardError> {
+        let folder = Folder::new(&self.aggs);
+        let columns = input.columns().to_vec();
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut held: u64 = 0;
+        while let Some(row) = input.next_row()? {
+            let key = group_key(&row, &self.group, &columns);
+            match index.get(&key).and_then(|&i| groups.get_mut(i)) {
+                Some(g) => folder.fold(g, &row, &columns, &mut held),
+                None => {
+                    held += 1;
+                    if held > limits.max_rows {
+                        return Err(ShardError::MemoryBudget(limits.max_rows));
+                    }
+                    index.insert(key, groups.len());
+                    groups.push(folder.open(&row, &columns, &mut held));
+                }
+            }
+            if held > limits.max_rows {
+                return Err(ShardError::MemoryBudget(limits.max_rows));
+            }
+        }
+        if groups.is_empty() && self.group.is_empty() {
+            // An aggregate without GROUP BY yields one row even over no rows.
+            let width = self
+                .aggs
+                .iter()
+                .map(|a| a.col + 1)
+                .fold(columns.len(), usize::max);
+            let row = (0..width)
+                .map(
+                    |c| match self.aggs.iter().find(|a| a.col == c).map(|a| a.kind) {
+                        Some(AggKind::Count | AggKind::CountDistinct) => Value::Int(0),
+                        _ => Value::Null,
+                    },
+                )
+                .collect();
+            groups.push(Group {
+                row,
+                sets: folder.empty_sets(),
+            });
+        }
+        let mut rows: Vec<Row> = groups.into_iter().map(|g| folder.close(g)).collect();
+        let columns = folder.out_columns(&columns);
+        let keys: Vec<SortKey> = self
+            .group
+            .iter()
+            .map(|&col| SortKey::new(col, false))
+            .collect();
+        rows.sort_by(|a, b| compare_rows(a, b, &keys, &columns));
+        Ok(VecRows::new(columns, rows))
+    }
+}
+
+/// The running sorted (streaming) aggregate: see [`Aggregate::stream`].
+pub struct SortedAggRows {
+    input: Box<dyn RowSource>,
+    in_columns: Vec<ColumnDefinition>,
+    columns: Vec<ColumnDefinition>,
+    /// The input order (equality marks a group's end).
+    keys: Vec<SortKey>,
+    folder: Folder,
+    cur: Option<Group>,
+    held: u64,
+    max: u64,
+    done: bool,
+}
+
+impl RowSource for SortedAggRows {
+    fn columns(&self) -> &[ColumnDefinition] {
+        &self.columns
+    }
+
+    fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let Some(row) = self.input.next_row()? else {
+                self.done = true;
+                return Ok(self.cur.take().map(|g| self.folder.close(g)));
+            };
+            let order = self
+                .cur
+                .as_ref()
+                .map(|g| compare_rows(&g.row, &row, &self.keys, &self.in_columns));
+            if order == Some(Ordering::Greater) {
+                return Err(ShardError::Unsupported(
+                    "GROUP BY over values whose collation order the proxy cannot follow \
+                     (a shard returned groups out of order)"
+                        .into(),
+                ));
+            }
+            if let Some(g) = self.cur.as_mut()
+                && order == Some(Ordering::Equal)
+            {
+                self.folder.fold(g, &row, &self.in_columns, &mut self.held);
+                if self.held > self.max {
+                    return Err(ShardError::MemoryBudget(self.max));
+                }
+                continue;
+            }
+            self.held = 1;
+            let g = self.folder.open(&row, &self.in_columns, &mut self.held);
+            if self.held > self.max {
+                return Err(ShardError::MemoryBudget(self.max));
+            }
+            if let Some(done) = self.cur.replace(g) {
+                return Ok(Some(self.folder.close(done)));
+            }
+        }
+    }
+}
+
+fn add_distinct(
+    set: &mut (HashSet<Vec<u8>>, Vec<Value>),
+    row: &Row,
+    col: usize,
+    defs: &[ColumnDefinition],
+) -> u64 {
+    let Some(v) = row.get(col) else { return 0 };
+    if matches!(v, Value::Null) {
+        return 0;
+    }
+    let key = group_key(row, &[col], defs);
+    if set.0.insert(key) {
+        set.1.push(v.clone());
+        1
+    } else {
+        0
+    }
+}

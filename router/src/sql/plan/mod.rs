@@ -1,0 +1,226 @@
+//! Sharding plans: SQL in, a tree of primitives out (Vitess vtgate style), plus the pure merge code
+//! that executes a plan over per-shard row streams. See `docs/sharding.md`.
+//!
+//! Leaves send SQL to shards ([`Route`], [`Scatter`]); inner nodes merge rows ([`MergeSort`],
+//! [`Aggregate`], [`Filter`], [`Project`], [`Sort`], [`Limit`], [`Distinct`], [`Trim`]). Each unit of
+//! shard SQL runs on a connection whose default schema is the shard's schema, so rewritten SQL names
+//! physical tables without a schema.
+
+pub mod aggregate;
+pub mod ddl;
+pub mod distinct;
+pub mod eval;
+pub mod exec;
+pub mod insert_split;
+pub mod limit;
+pub mod merge_sort;
+pub mod project;
+pub mod route;
+pub mod scatter;
+mod select;
+mod sqltext;
+
+use std::fmt::Write as _;
+
+use codec::mysql::Value;
+use sqlparser::ast::Statement;
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows};
+pub use distinct::Distinct;
+pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
+pub use limit::Limit;
+pub use merge_sort::{MergeSort, SortKey};
+pub use project::{Filter, Project, Sort, Trim};
+pub use route::Route;
+pub use scatter::{Scatter, WriteMerge};
+
+use super::shard::{RuleError, ShardingRules};
+
+/// Nesting depth sqlparser may reach before giving up (hostile input).
+pub const RECURSION_LIMIT: usize = 64;
+
+/// Why a statement cannot be planned or executed over shards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// The SQL does not parse.
+    #[error("SQL syntax: {0}")]
+    Syntax(String),
+    /// The statement is valid SQL that Furrow cannot run over shards (names what is unsupported).
+    #[error("not supported on sharded tables: {0}")]
+    Unsupported(String),
+    /// A cross-shard LIMIT would fetch more than the cap from every shard.
+    #[error(
+        "LIMIT {offset}, {count} needs {need} rows from every shard; the cap is max_limit_rows = {cap}"
+    )]
+    LimitCap {
+        /// The offset asked for.
+        offset: u64,
+        /// The row count asked for.
+        count: u64,
+        /// offset + count.
+        need: u64,
+        /// The configured cap.
+        cap: u64,
+    },
+    /// A merge needed to hold more rows than the budget.
+    #[error("the merge needs more than max_scatter_rows = {0} rows in memory; narrow the query")]
+    MemoryBudget(u64),
+    /// A routing rule rejected a value.
+    #[error("{0}")]
+    Rule(#[from] RuleError),
+    /// A shard failed (its message).
+    #[error("shard {shard}: {message}")]
+    Backend {
+        /// Shard name.
+        shard: String,
+        /// Backend error text.
+        message: String,
+    },
+}
+
+impl ShardError {
+    /// The MySQL error code and SQLSTATE to send to the client.
+    pub fn mysql_code(&self) -> (u16, &'static str) {
+        match self {
+            ShardError::Syntax(_) => (1064, "42000"),
+            ShardError::Unsupported(_) => (1235, "42000"),
+            ShardError::LimitCap { .. } => (1235, "42000"),
+            ShardError::MemoryBudget(_) => (1038, "HY001"),
+            ShardError::Rule(_) => (1526, "HY000"),
+            ShardError::Backend { .. } => (1105, "HY000"),
+        }
+    }
+}
+
+/// One statement for one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Shard index in [`ShardingRules::shards`].
+    pub shard: usize,
+    /// The SQL to run there (on a connection whose default schema is the shard's).
+    pub sql: String,
+}
+
+/// A plan: a tree of primitives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// One unit; its result is the client's result.
+    Route(Route),
+    /// Many units; rows concatenated, or write counts merged.
+    Scatter(Scatter),
+    /// k-way merge of sorted shard streams.
+    MergeSort(MergeSort),
+    /// Merge partial aggregates per group.
+    Aggregate(Aggregate),
+    /// Keep rows matching a predicate (HAVING).
+    Filter(Filter),
+    /// Compute output columns.
+    Project(Project),
+    /// In-memory sort (bounded).
+    Sort(Sort),
+    /// OFFSET/LIMIT.
+    Limit(Limit),
+    /// Remove duplicate rows (bounded).
+    Distinct(Distinct),
+    /// Drop trailing helper columns.
+    Trim(Trim),
+    /// `SELECT furrow_next_id()`: a global id made by the proxy.
+    NextId,
+}
+
+impl Plan {
+    /// A stable text rendering (golden tests, `EXPLAIN`).
+    pub fn render(&self, rules: &ShardingRules) -> String {
+        let mut out = String::new();
+        self.render_into(rules, 0, &mut out);
+        out
+    }
+
+    fn render_into(&self, rules: &ShardingRules, depth: usize, out: &mut String) {
+        let pad = "  ".repeat(depth);
+        let line = match self {
+            Plan::Route(_) => "Route".to_string(),
+            Plan::Scatter(s) => format!("Scatter {}", s.describe()),
+            Plan::MergeSort(m) => format!("MergeSort {}", m.describe()),
+            Plan::Aggregate(a) => format!("Aggregate {}", a.describe()),
+            Plan::Filter(f) => format!("Filter {}", f.predicate),
+            Plan::Project(p) => format!("Project {}", p.describe()),
+            Plan::Sort(s) => format!("Sort {}", merge_sort::keys_text(&s.keys)),
+            Plan::Limit(l) => format!("Limit offset={} count={}", l.offset, l.count),
+            Plan::Distinct(_) => "Distinct".to_string(),
+            Plan::Trim(t) => format!("Trim drop={}", t.drop),
+            Plan::NextId => "NextId".to_string(),
+        };
+        let _ = writeln!(out, "{pad}{line}");
+        let units: &[Unit] = match self {
+            Plan::Route(r) => std::slice::from_ref(&r.unit),
+            Plan::Scatter(s) => &s.units,
+            Plan::MergeSort(m) => &m.input.units,
+            _ => &[],
+        };
+        for u in units {
+            let shard = rules.shards.get(u.shard).map_or("?", |s| s.name.as_str());
+            let _ = writeln!(out, "{pad}  {shard}: {}", u.sql);
+        }
+        if let Some(child) = self.child() {
+            child.render_into(rules, depth + 1, out);
+        }
+    }
+
+    /// The input of an inner node.
+    pub fn child(&self) -> Option<&Plan> {
+        match self {
+            Plan::Aggregate(a) => Some(&a.input),
+            Plan::Filter(f) => Some(&f.input),
+            Plan::Project(p) => Some(&p.input),
+            Plan::Sort(s) => Some(&s.input),
+            Plan::Limit(l) => Some(&l.input),
+            Plan::Distinct(d) => Some(&d.input),
+            Plan::Trim(t) => Some(&t.input),
+            Plan::Route(_) | Plan::Scatter(_) | Plan::MergeSort(_) | Plan::NextId => None,
+        }
+    }
+}
+
+/// What the planner needs besides the SQL.
+pub struct PlanContext<'a> {
+    /// The sharding rules.
+    pub rules: &'a ShardingRules,
+    /// Bound parameters of a prepared statement (`?` in order); empty for text queries.
+    pub params: &'a [Value],
+    /// Makes global ids (for INSERTs that omit an `auto_id` column).
+    pub next_id: &'a mut dyn FnMut() -> u64,
+}
+
+/// Plans one statement.
+pub fn plan(sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+    let text;
+    let sql = if cx.params.is_empty() {
+        sql
+    } else {
+        text = sqltext::bind_params(sql, cx.params)?;
+        text.as_str()
+    };
+    crate::sql::guard::check(sql).map_err(|e| ShardError::Unsupported(e.to_string()))?;
+    let mut stmts = Parser::new(&MySqlDialect {})
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| ShardError::Syntax(e.to_string()))?;
+    if stmts.len() != 1 {
+        return Err(ShardError::Unsupported(format!(
+            "{} statements in one query (send one at a time)",
+            stmts.len()
+        )));
+    }
+    let stmt = stmts.remove(0); // ok: exactly one statement
+    match stmt {
+        Statement::Query(q) => select::plan_query(*q, cx),
+        Statement::Insert(i) => insert_split::plan_insert(i, cx),
+        Statement::Update(u) => route::plan_update(u, cx),
+        Statement::Delete(d) => route::plan_delete(d, cx),
+        other => ddl::plan_other(other, sql, cx),
+    }
+}

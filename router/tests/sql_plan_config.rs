@@ -1,0 +1,98 @@
+//! `[sharding.NAME]` config: keys are read, references and rule errors are reported with paths.
+
+fn base(extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "db"
+kind = "mysql"
+address = "127.0.0.1:6033"
+group = "a"
+
+[mysql_groups.a]
+user = "u"
+primary = {{ address = "127.0.0.1:3307" }}
+
+[sharding.app]
+listener = "db"
+shards = [ {{ name = "s0", group = "a", schema = "app_0" }}, {{ name = "s1", group = "a", schema = "app_1" }} ]
+{extra}
+"#
+    )
+}
+
+fn errors(extra: &str) -> String {
+    match router::config::parse("t.toml", &base(extra)) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_key_is_read() {
+    let cfg = router::config::parse(
+        "t.toml",
+        &base(
+            r#"default_shard = "s1"
+max_scatter_rows = 500
+max_limit_rows = 50
+worker_id = 9
+broadcast = ["countries"]
+[[sharding.app.tables]]
+name = "orders"
+key = "user_id"
+algorithm = "range"
+physical = "orders_{0..2}"
+boundaries = ["10", "20"]
+auto_id = "id"
+"#,
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = cfg.sharding();
+    let rules = router::sql::shard::ShardingRules::compile(&s[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rules.default_shard, 1);
+    assert_eq!(
+        (
+            rules.max_scatter_rows,
+            rules.max_limit_rows,
+            rules.worker_id
+        ),
+        (500, 50, 9)
+    );
+    assert_eq!(rules.broadcast, vec!["countries".to_string()]);
+    assert_eq!(rules.tables[0].physical.len(), 3);
+    assert_eq!(rules.tables[0].auto_id.as_deref(), Some("id"));
+}
+
+#[test]
+fn problems_are_reported() {
+    assert!(errors("default_shard = \"s9\"").contains("`s9` is not one of the shards"));
+    let e = errors(
+        "[[sharding.app.tables]]\nname = \"t\"\nkey = \"k\"\nalgorithm = \"range\"\nboundaries = [\"1\", \"2\"]",
+    );
+    assert!(e.contains("2 boundaries make 3 partitions"), "{e}");
+    let e = errors("[[sharding.app.tables]]\nname = \"t\"\nkey = \"k\"\nalgorithm = \"modulo\"");
+    assert!(e.contains("algorithm"), "{e}");
+    let e = errors(
+        "[[sharding.app.tables]]\nname = \"t\"\nkey = \"k\"\nalgorithm = \"hash\"\nphysical = \"t_{9..1}\"",
+    );
+    assert!(e.contains("invalid physical pattern"), "{e}");
+    let e = errors(
+        "broadcast = [\"t\"]\n[[sharding.app.tables]]\nname = \"t\"\nkey = \"k\"\nalgorithm = \"hash\"",
+    );
+    assert!(e.contains("both sharded and broadcast"), "{e}");
+    assert!(errors("worker_id = 5000").contains("worker_id"));
+    assert!(errors("colour = 1").contains("unknown key `colour`"));
+    let e = router::config::parse(
+        "t.toml",
+        &base("").replace(
+            "group = \"a\", schema = \"app_1\"",
+            "group = \"zz\", schema = \"app_1\"",
+        ),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("unknown mysql group `zz`"), "{e}");
+}

@@ -1,0 +1,374 @@
+//! Executes plans over in-memory shards: the merge primitives must give what one server would.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use codec::mysql::consts::{charset, column_flag, column_type};
+use codec::mysql::{ColumnDefinition, Value};
+use router::sql::plan::exec::collect;
+use router::sql::plan::{
+    ExecLimits, Output, PlanContext, ShardError, ShardResult, ShardRunner, Unit, VecRows, execute,
+    plan,
+};
+use router::sql::shard::ShardingRules;
+
+mod golden {
+    use router::sql::shard::ShardingRules;
+
+    /// The rules of the golden-test config.
+    pub fn rules() -> ShardingRules {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sql/sharding.toml");
+        let cfg = router::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        ShardingRules::compile(&cfg.sharding()[0]).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Answers each exact SQL text with canned rows.
+struct Canned {
+    answers: HashMap<String, (Vec<ColumnDefinition>, Vec<Vec<Value>>)>,
+}
+
+impl ShardRunner for Canned {
+    fn run(&mut self, unit: &Unit) -> Result<ShardResult, ShardError> {
+        match self.answers.get(&unit.sql) {
+            Some((c, r)) => Ok(ShardResult::Rows(Box::new(VecRows::new(
+                c.clone(),
+                r.clone(),
+            )))),
+            None => Ok(ShardResult::Rows(Box::new(VecRows::new(
+                Vec::new(),
+                Vec::new(),
+            )))),
+        }
+    }
+    fn next_id(&mut self) -> u64 {
+        7
+    }
+}
+
+fn int_col(name: &str) -> ColumnDefinition {
+    ColumnDefinition::new(
+        name,
+        column_type::LONGLONG,
+        charset::BINARY,
+        20,
+        column_flag::BINARY,
+        0,
+    )
+}
+
+fn dec_col(name: &str) -> ColumnDefinition {
+    ColumnDefinition::new(
+        name,
+        column_type::NEWDECIMAL,
+        charset::BINARY,
+        20,
+        column_flag::BINARY,
+        0,
+    )
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn run(
+    rules: &ShardingRules,
+    sql: &str,
+    canned: &mut Canned,
+) -> Result<Vec<Vec<Value>>, ShardError> {
+    let mut next = || 1;
+    let mut cx = PlanContext {
+        rules,
+        params: &[],
+        next_id: &mut next,
+    };
+    let p = plan(sql, &mut cx)?;
+    match execute(&p, canned, ExecLimits { max_rows: 100 })? {
+        Output::Rows(r) => Ok(collect(r)?.1),
+        Output::Affected { .. } => Ok(Vec::new()),
+    }
+}
+
+fn units_of(rules: &ShardingRules, sql: &str) -> Vec<String> {
+    let mut next = || 1;
+    let mut cx = PlanContext {
+        rules,
+        params: &[],
+        next_id: &mut next,
+    };
+    let text = plan(sql, &mut cx)
+        .map(|p| p.render(rules))
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().split_once(": ").map(|(_, s)| s.to_string()))
+        .collect()
+}
+
+#[test]
+fn order_by_limit_merges_sorted_shard_streams() {
+    let rules = golden::rules();
+    let sql = "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 1, 3";
+    let units = units_of(&rules, sql);
+    assert_eq!(units.len(), 8);
+    let mut answers = HashMap::new();
+    let cols = vec![int_col("id"), int_col("amount")];
+    // Each physical table returns its rows sorted by amount DESC, id.
+    for (i, u) in units.iter().enumerate() {
+        let i = i as i64;
+        answers.insert(
+            u.clone(),
+            (
+                cols.clone(),
+                vec![
+                    vec![Value::Int(i), Value::Int(100 - i * 10)],
+                    vec![Value::Int(i + 100), Value::Int(5)],
+                ],
+            ),
+        );
+    }
+    let mut c = Canned { answers };
+    let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<Value> = rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids, vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
+}
+
+#[test]
+fn avg_is_sum_over_count_and_groups_merge() {
+    let rules = golden::rules();
+    let sql = "SELECT status, AVG(amount), COUNT(*) AS n FROM orders GROUP BY status HAVING n > 1 ORDER BY status";
+    let units = units_of(&rules, sql);
+    let cols = vec![
+        ColumnDefinition::new(
+            "status",
+            column_type::VAR_STRING,
+            charset::UTF8MB4_GENERAL_CI,
+            40,
+            0,
+            0,
+        ),
+        dec_col("SUM(amount)"),
+        int_col("COUNT(amount)"),
+        int_col("COUNT(*)"),
+    ];
+    let s = |t: &'static str| Value::Bytes(Bytes::from_static(t.as_bytes()));
+    let mut answers = HashMap::new();
+    answers.insert(
+        units[0].clone(),
+        (
+            cols.clone(),
+            vec![
+                vec![s("new"), dec("10"), Value::Int(2), Value::Int(2)],
+                vec![s("paid"), dec("7"), Value::Int(1), Value::Int(1)],
+            ],
+        ),
+    );
+    answers.insert(
+        units[1].clone(),
+        (
+            cols.clone(),
+            vec![vec![s("NEW"), dec("5"), Value::Int(1), Value::Int(1)]],
+        ),
+    );
+    let mut c = Canned { answers };
+    let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
+    // 'new' and 'NEW' are one group under a case-insensitive collation; 'paid' has n = 1.
+    assert_eq!(rows, vec![vec![s("new"), dec("5.0000"), Value::Int(3)]]);
+}
+
+#[test]
+fn aggregates_over_no_rows_give_one_row() {
+    let rules = golden::rules();
+    let mut c = Canned {
+        answers: HashMap::new(),
+    };
+    let rows = run(&rules, "SELECT COUNT(*), SUM(amount) FROM orders", &mut c)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows, vec![vec![Value::Int(0), Value::Null]]);
+}
+
+/// Every unit answers 20 distinct user ids (sorted ascending), 160 groups in all.
+fn many_groups(units: &[String], cols: Vec<ColumnDefinition>) -> Canned {
+    let mut answers = HashMap::new();
+    for (i, u) in units.iter().enumerate() {
+        let rows = (0..20)
+            .map(|k| {
+                let mut r = vec![Value::Int(i as i64 * 1000 + k)];
+                r.extend((1..cols.len()).map(|_| Value::Int(1)));
+                r
+            })
+            .collect();
+        answers.insert(u.clone(), (cols.clone(), rows));
+    }
+    Canned { answers }
+}
+
+#[test]
+fn hashed_group_by_respects_the_memory_budget() {
+    let rules = golden::rules();
+    // ORDER BY an aggregate: the groups are hashed, all 160 held at once (budget 100).
+    let sql = "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n";
+    let units = units_of(&rules, sql);
+    let mut c = many_groups(&units, vec![int_col("user_id"), int_col("COUNT(*)")]);
+    assert!(matches!(
+        run(&rules, sql, &mut c),
+        Err(ShardError::MemoryBudget(100))
+    ));
+}
+
+#[test]
+fn sorted_group_by_streams_past_the_group_budget() {
+    let rules = golden::rules();
+    // No ORDER BY: shards sort their groups, the proxy holds one group at a time.
+    for sql in [
+        "SELECT DISTINCT user_id FROM orders",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id",
+    ] {
+        let units = units_of(&rules, sql);
+        assert!(units.iter().all(|u| u.ends_with("ORDER BY 1")), "{units:?}");
+        let width = if sql.contains("COUNT") { 2 } else { 1 };
+        let cols = (0..width).map(|i| int_col(&format!("c{i}"))).collect();
+        let mut c = many_groups(&units, cols);
+        let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let ids: Vec<Value> = rows.iter().map(|r| r[0].clone()).collect();
+        let mut want: Vec<i64> = (0..8)
+            .flat_map(|i| (0..20).map(move |k| i * 1000 + k))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(
+            ids,
+            want.into_iter().map(Value::Int).collect::<Vec<_>>(),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn sorted_group_by_merges_groups_across_shards_in_the_asked_order() {
+    let rules = golden::rules();
+    let sql = "SELECT status, user_id, COUNT(*), MAX(amount) FROM orders \
+               GROUP BY status, user_id ORDER BY user_id DESC";
+    let units = units_of(&rules, sql);
+    assert!(
+        units.iter().all(|u| u.ends_with("ORDER BY 2 DESC, 1")),
+        "{units:?}"
+    );
+    let cols = vec![
+        ColumnDefinition::new(
+            "status",
+            column_type::VAR_STRING,
+            charset::UTF8MB4_GENERAL_CI,
+            40,
+            0,
+            0,
+        ),
+        int_col("user_id"),
+        int_col("COUNT(*)"),
+        int_col("MAX(amount)"),
+    ];
+    let s = |t: &'static str| Value::Bytes(Bytes::from_static(t.as_bytes()));
+    let row = |st, u, n, m| vec![s(st), Value::Int(u), Value::Int(n), Value::Int(m)];
+    let mut answers = HashMap::new();
+    // Each stream sorted by user_id DESC, then status (case-insensitively).
+    answers.insert(
+        units[0].clone(),
+        (
+            cols.clone(),
+            vec![
+                row("new", 9, 1, 5),
+                row("paid", 9, 2, 7),
+                row("new", 3, 1, 1),
+            ],
+        ),
+    );
+    answers.insert(
+        units[3].clone(),
+        (
+            cols.clone(),
+            vec![
+                row("NEW", 9, 4, 8),
+                row("new", 3, 2, 0),
+                row("paid", 3, 1, 2),
+            ],
+        ),
+    );
+    answers.insert(units[5].clone(), (cols.clone(), vec![row("paid", 9, 1, 9)]));
+    let mut c = Canned { answers };
+    let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows,
+        vec![
+            row("new", 9, 5, 8),
+            row("paid", 9, 3, 9),
+            row("new", 3, 3, 1),
+            row("paid", 3, 1, 2),
+        ]
+    );
+}
+
+#[test]
+fn sorted_group_by_refuses_a_stream_out_of_order() {
+    let rules = golden::rules();
+    let sql = "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id";
+    let units = units_of(&rules, sql);
+    let cols = vec![int_col("user_id"), int_col("COUNT(*)")];
+    let mut answers = HashMap::new();
+    // A shard that did not sort as asked: the groups would split, so the merge fails instead.
+    answers.insert(
+        units[0].clone(),
+        (
+            cols.clone(),
+            vec![
+                vec![Value::Int(5), Value::Int(1)],
+                vec![Value::Int(2), Value::Int(1)],
+            ],
+        ),
+    );
+    let mut c = Canned { answers };
+    assert!(matches!(
+        run(&rules, sql, &mut c),
+        Err(ShardError::Unsupported(m)) if m.contains("out of order")
+    ));
+}
+
+#[test]
+fn min_and_max_skip_null_partials_in_either_order() {
+    let rules = golden::rules();
+    let sql = "SELECT user_id, MIN(amount), MAX(amount) FROM orders GROUP BY user_id";
+    let units = units_of(&rules, sql);
+    let cols = vec![
+        int_col("user_id"),
+        int_col("MIN(amount)"),
+        int_col("MAX(amount)"),
+    ];
+    let mut answers = HashMap::new();
+    // Group 1: NULL partial first; group 2: NULL partial last; group 3: only NULLs.
+    let parts = [
+        vec![
+            vec![Value::Int(1), Value::Null, Value::Null],
+            vec![Value::Int(2), Value::Int(4), Value::Int(9)],
+            vec![Value::Int(3), Value::Null, Value::Null],
+        ],
+        vec![
+            vec![Value::Int(1), Value::Int(5), Value::Int(6)],
+            vec![Value::Int(2), Value::Null, Value::Null],
+            vec![Value::Int(3), Value::Null, Value::Null],
+        ],
+        vec![vec![Value::Int(1), Value::Int(3), Value::Int(4)]],
+    ];
+    for (u, rows) in units.iter().zip(parts) {
+        answers.insert(u.clone(), (cols.clone(), rows));
+    }
+    let mut c = Canned { answers };
+    let mut rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
+    rows.sort_by_key(|r| format!("{:?}", r[0]));
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(1), Value::Int(3), Value::Int(6)],
+            vec![Value::Int(2), Value::Int(4), Value::Int(9)],
+            vec![Value::Int(3), Value::Null, Value::Null],
+        ]
+    );
+}

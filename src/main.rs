@@ -1,0 +1,150 @@
+//! The `furrow` executable: one binary whose subcommands are the roles.
+//!
+//! - `furrow proxy --config FILE`: every listener the file defines, on thread-per-core executors, plus the
+//!   admin port and `/metrics`.
+//! - `furrow check-config FILE...`: validate, print every problem with file:line:column, exit 1 on error.
+//! - `furrow sandbox`: real local backends (Redis, MariaDB primary + replicas, shard servers) and the
+//!   proxies in front of them, for trying Furrow out.
+//! - `furrow hash-password`: the password hashes that `[users.*]` entries store.
+//! - `furrow control`: the configuration center (HTTP API on its own multi-threaded runtime).
+//! - `furrow ctl config ...`: a command-line client for every configuration-center operation.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod admin;
+mod logging;
+mod metrics;
+mod proxy;
+mod sandbox;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Furrow: thread-per-core MySQL and Redis proxies with control services.
+#[derive(Parser)]
+#[command(name = "furrow", version, about, propagate_version = true)]
+struct Cli {
+    /// Log level or filter (e.g. `info`, `debug`, `proxy_redis=trace`); also read from FURROW_LOG.
+    #[arg(long, global = true, env = "FURROW_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxies defined in a config file.
+    Proxy(proxy::ProxyArgs),
+    /// Validate config files; prints every problem with its position, exits 1 if any file is invalid.
+    CheckConfig {
+        /// Config files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Start local Redis and MariaDB servers and Furrow in front of them, for trying it out.
+    Sandbox(sandbox::SandboxArgs),
+    /// Run the configuration center (HTTP/JSON API, SQLite or MariaDB store, long-poll push).
+    Control(control::cli::ControlArgs),
+    /// Configuration-center client: every API operation from the command line.
+    Ctl(control::cli::CtlArgs),
+    /// Print the hashes to store in a `[users.NAME]` entry for a password (read from stdin if omitted).
+    HashPassword {
+        /// The password (prefer stdin: command lines end up in shell history).
+        password: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log, cli.log_json);
+    match cli.command {
+        Command::Proxy(args) => proxy::run(args),
+        Command::CheckConfig { files } => check_config(&files),
+        Command::Sandbox(args) => sandbox::run(args),
+        Command::HashPassword { password } => hash_password(password),
+        Command::Control(args) => control::cli::run_control(args),
+        Command::Ctl(args) => control::cli::run_ctl(args),
+    }
+}
+
+fn check_config(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match router::config::load(f) {
+            Ok(c) => println!(
+                "{}: ok ({} listeners, {} redis groups, {} mysql groups, {} users)",
+                f.display(),
+                c.listeners.len(),
+                c.redis_groups.len(),
+                c.mysql_groups.len(),
+                c.users.len()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                let n = e.problems.len();
+                eprintln!(
+                    "{}: {n} problem{}",
+                    f.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn hash_password(password: Option<String>) -> ExitCode {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("cannot read the password from stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let (native, sha256) = password_hashes(&password);
+    println!("password_native = \"{native}\"");
+    println!("password_sha256 = \"{sha256}\"");
+    ExitCode::SUCCESS
+}
+
+/// The two stored forms of a password: `*HEX(SHA1(SHA1(pw)))` and `hex(SHA256(SHA256(pw)))`.
+fn password_hashes(password: &str) -> (String, String) {
+    use sha1::Digest as _;
+    let s1 = sha1::Sha1::digest(sha1::Sha1::digest(password.as_bytes()));
+    let s2 = sha2::Sha256::digest(sha2::Sha256::digest(password.as_bytes()));
+    let native = format!("*{}", hex(&s1).to_ascii_uppercase());
+    (native, hex(&s2))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn password_hashes_match_mysql_and_the_example() {
+        // MySQL's PASSWORD('app-secret'), as in examples/furrow.toml.
+        let (native, sha) = super::password_hashes("app-secret");
+        assert_eq!(native, "*6C7A370C07660BC788681B3238D93E08BD74303C");
+        assert_eq!(
+            sha,
+            "07a99d33e023ea491bc3f7b999efcfb76c32ff9abe1cf29ff3c5ee8b85ea015d"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Prometheus text-format metrics over HTTP (`GET /metrics`), served on the admin thread.
+//!
+//! A deliberately tiny HTTP/1.x responder: one request per connection, bounded request size. It keeps
+//! an HTTP stack out of the proxy binary's data-path dependencies.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::proxy::Control;
+
+/// Serves `/metrics` until the process ends.
+pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
+    let Some(listener) = crate::proxy::into_tokio(listener, "metrics port") else {
+        return;
+    };
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(read, Ok(true)) {
+                return;
+            }
+            let line = req.split(|b| *b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, body) =
+                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    ("200 OK", render(&control))
+                } else {
+                    ("404 Not Found", "not found: try GET /metrics\n".to_string())
+                };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+/// A per-listener series: name, Prometheus type, help text, and how to read it from the totals.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&runtime::stats::ListenerTotals) -> u64,
+);
+
+/// The metrics page.
+pub fn render(control: &Control) -> String {
+    let mut s = String::new();
+    let snap = control.shared.snapshots.current();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_up 1 while the process runs.\n# TYPE furrow_up gauge\nfurrow_up 1"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP furrow_uptime_seconds Seconds since start.\n# TYPE furrow_uptime_seconds gauge\nfurrow_uptime_seconds {}",
+        control.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP furrow_config_generation Config generation (1 at start, +1 per reload).\n# TYPE furrow_config_generation gauge\nfurrow_config_generation {}",
+        snap.generation
+    );
+    let totals = control.shared.stats.totals();
+    let series: [Series; 7] = [
+        (
+            "furrow_client_connections",
+            "gauge",
+            "Open client connections.",
+            |t| t.connections,
+        ),
+        (
+            "furrow_client_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            |t| t.accepted,
+        ),
+        (
+            "furrow_client_rejected_total",
+            "counter",
+            "Client connections refused by limits or ACLs.",
+            |t| t.rejected,
+        ),
+        (
+            "furrow_requests_total",
+            "counter",
+            "Requests received.",
+            |t| t.requests,
+        ),
+        (
+            "furrow_request_errors_total",
+            "counter",
+            "Requests answered with an error.",
+            |t| t.errors,
+        ),
+        (
+            "furrow_client_bytes_in_total",
+            "counter",
+            "Bytes read from clients.",
+            |t| t.bytes_in,
+        ),
+        (
+            "furrow_client_bytes_out_total",
+            "counter",
+            "Bytes written to clients.",
+            |t| t.bytes_out,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for t in &totals {
+            let _ = writeln!(
+                s,
+                "{name}{{listener=\"{}\",kind=\"{}\"}} {}",
+                t.name,
+                t.kind,
+                get(t)
+            );
+        }
+    }
+    let backends = crate::admin::BackendRow::all(control);
+    type BackendSeries = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&crate::admin::BackendRow) -> Option<u64>,
+    );
+    let series: [BackendSeries; 5] = [
+        (
+            "furrow_backend_up",
+            "gauge",
+            "1 if the backend takes requests (not offline, not ejected).",
+            |b| Some(u64::from(b.usable)),
+        ),
+        (
+            "furrow_backend_requests_total",
+            "counter",
+            "Requests answered by the backend.",
+            |b| Some(b.requests),
+        ),
+        (
+            "furrow_backend_errors_total",
+            "counter",
+            "Backend failures (connect, timeout, broken connection).",
+            |b| Some(b.errors),
+        ),
+        (
+            "furrow_backend_latency_microseconds",
+            "gauge",
+            "Smoothed backend latency.",
+            |b| Some(b.latency_us),
+        ),
+        (
+            "furrow_backend_replication_lag_milliseconds",
+            "gauge",
+            "Replication lag of a replica, as last measured.",
+            |b| b.lag_ms,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for b in &backends {
+            if let Some(v) = get(b) {
+                let _ = writeln!(
+                    s,
+                    "{name}{{group=\"{}\",backend=\"{}\",role=\"{}\"}} {v}",
+                    b.group, b.name, b.role
+                );
+            }
+        }
+    }
+    let redis = proxy_redis::admin_metrics();
+    type CommandSeries = (
+        &'static str,
+        &'static str,
+        fn(&proxy_redis::CommandStats) -> u64,
+    );
+    let command_series: [CommandSeries; 3] = [
+        (
+            "furrow_redis_command_calls_total",
+            "Redis commands answered, by command.",
+            |c| c.calls,
+        ),
+        (
+            "furrow_redis_command_errors_total",
+            "Redis error replies, by command.",
+            |c| c.errors,
+        ),
+        (
+            "furrow_redis_command_reply_bytes_total",
+            "Reply bytes, by command.",
+            |c| c.reply_bytes,
+        ),
+    ];
+    for (name, help, get) in command_series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for l in &redis {
+            for c in &l.commands {
+                let _ = writeln!(
+                    s,
+                    "{name}{{listener=\"{}\",command=\"{}\"}} {}",
+                    l.listener,
+                    c.name,
+                    get(c)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_redis_command_latency_microseconds Redis command latency (power-of-two buckets).\n# TYPE furrow_redis_command_latency_microseconds histogram"
+    );
+    for l in &redis {
+        for c in &l.commands {
+            let mut cumulative = 0;
+            for (i, n) in c.latency_us.iter().enumerate() {
+                cumulative += n;
+                let le = 1u64 << i.min(63);
+                let _ = writeln!(
+                    s,
+                    "furrow_redis_command_latency_microseconds_bucket{{listener=\"{}\",command=\"{}\",le=\"{le}\"}} {cumulative}",
+                    l.listener, c.name
+                );
+            }
+            let _ = writeln!(
+                s,
+                "furrow_redis_command_latency_microseconds_bucket{{listener=\"{}\",command=\"{}\",le=\"+Inf\"}} {cumulative}",
+                l.listener, c.name
+            );
+            let _ = writeln!(
+                s,
+                "furrow_redis_command_latency_microseconds_count{{listener=\"{}\",command=\"{}\"}} {cumulative}",
+                l.listener, c.name
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_redis_hot_key_samples Sampled requests of the hottest keys (1 in 16 sampled, top 32).\n# TYPE furrow_redis_hot_key_samples gauge"
+    );
+    for l in &redis {
+        for k in &l.hot_keys {
+            let _ = writeln!(
+                s,
+                "furrow_redis_hot_key_samples{{listener=\"{}\",key=\"{}\"}} {}",
+                l.listener,
+                escape_label(&k.key),
+                k.value
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_redis_big_key_bytes Largest requests seen, by key.\n# TYPE furrow_redis_big_key_bytes gauge"
+    );
+    for l in &redis {
+        for k in &l.big_keys {
+            let _ = writeln!(
+                s,
+                "furrow_redis_big_key_bytes{{listener=\"{}\",key=\"{}\"}} {}",
+                l.listener,
+                escape_label(&k.key),
+                k.value
+            );
+        }
+    }
+    let pools = proxy_mysql::pool_stats();
+    type PoolSeries = (
+        &'static str,
+        &'static str,
+        fn(&proxy_mysql::PoolStats) -> u64,
+    );
+    let pool_series: [PoolSeries; 3] = [
+        (
+            "furrow_mysql_pool_open_connections",
+            "Open backend connections (per executor pools summed).",
+            |p| u64::from(p.open),
+        ),
+        (
+            "furrow_mysql_pool_idle_connections",
+            "Idle backend connections.",
+            |p| u64::from(p.idle),
+        ),
+        (
+            "furrow_mysql_pool_created_total",
+            "Backend connections created since start.",
+            |p| p.created,
+        ),
+    ];
+    for (name, help, get) in pool_series {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &pools {
+            let _ = writeln!(
+                s,
+                "{name}{{server=\"{}\",address=\"{}\"}} {}",
+                escape_label(&p.server),
+                p.address,
+                get(p)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_mysql_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE furrow_mysql_audit_dropped_total counter"
+    );
+    for (path, _, dropped) in proxy_mysql::audit_stats() {
+        let _ = writeln!(
+            s,
+            "furrow_mysql_audit_dropped_total{{file=\"{}\"}} {dropped}",
+            escape_label(&path)
+        );
+    }
+    s
+}
+
+/// A label value as the Prometheus text format wants it (backslash, quote and newline escaped).
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,507 @@
+//! `furrow proxy`: binds every listener on every executor, starts the executors, the admin port and
+//! `/metrics`, handles signals and reloads.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use router::config::{Config, ListenerKind};
+use runtime::{BackendRegistry, Executors, ListenerCtx, Shared, SnapshotHub, StatsRegistry};
+use tokio::sync::watch;
+
+/// `furrow proxy` options.
+#[derive(clap::Args, Debug)]
+pub struct ProxyArgs {
+    /// The TOML config file (see examples/ and docs/config.md).
+    #[arg(
+        long,
+        short,
+        required_unless_present = "config_source",
+        conflicts_with = "config_source"
+    )]
+    pub config: Option<PathBuf>,
+    /// Take the config from the configuration center instead of a file:
+    /// `http://HOST:PORT/APP/ENV/CLUSTER/NAMESPACE[?key=ITEM&snapshot=PATH&instance=ID&labels=k:v]`.
+    /// The item (default `config`) is a TOML document; every publish is validated exactly like a file
+    /// and hot-reloaded; an invalid one is rejected and not reported as applied; with `snapshot=PATH`
+    /// the proxy starts from the last good config when the center is down.
+    #[arg(long)]
+    pub config_source: Option<String>,
+    /// Number of data-path executors (overrides `[proxy] executors`).
+    #[arg(long)]
+    pub executors: Option<usize>,
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(args: ProxyArgs) -> ExitCode {
+    let started = match (&args.config, &args.config_source) {
+        (Some(path), _) => match router::config::load(path) {
+            Ok(c) => start(c, ConfigSource::File(path.clone()), args.executors),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, Some(url)) => start_from_center(url, args.executors),
+        (None, None) => Err(io::Error::other(
+            "give --config FILE or --config-source URL",
+        )),
+    };
+    match started {
+        Ok(r) => r.wait(),
+        Err(e) => {
+            eprintln!("furrow proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts with the config published in a configuration-center namespace and follows its releases.
+fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running> {
+    let source =
+        control::client::ConfigSource::parse(url).map_err(|e| io::Error::other(e.to_string()))?;
+    let key = source.key.clone();
+    let control_slot: Arc<Mutex<Option<Arc<Control>>>> = Arc::default();
+    let initial: Arc<Mutex<Option<(Config, String)>>> = Arc::default();
+    let (slot, first) = (control_slot.clone(), initial.clone());
+    let listener: control::client::Listener = Box::new(move |snap| {
+        let (config, origin) = config_from_center(snap, &key)?;
+        let control = slot.lock().map_err(|_| "poisoned".to_string())?.clone();
+        match control {
+            Some(c) => c.apply(config, origin).map(|_| ()),
+            None => {
+                *first.lock().map_err(|_| "poisoned".to_string())? = Some((config, origin));
+                Ok(())
+            }
+        }
+    });
+    let client = control::client::ConfigClient::start(source.options, Some(listener))
+        .map_err(|e| io::Error::other(format!("config source {url}: {e}")))?;
+    let (config, origin) = initial
+        .lock()
+        .ok()
+        .and_then(|mut g| g.take())
+        .ok_or_else(|| io::Error::other("the configuration center gave no config"))?;
+    tracing::info!(%origin, "config from the configuration center");
+    let running = start(
+        config,
+        ConfigSource::Center {
+            client: Arc::new(client),
+            key: source.key,
+            origin,
+        },
+        executors,
+    )?;
+    if let Ok(mut g) = control_slot.lock() {
+        *g = Some(running.control.clone());
+    }
+    Ok(running)
+}
+
+/// Validates the TOML document item `key` of a namespace snapshot exactly as a file would be.
+fn config_from_center(
+    snap: &control::client::ConfigSnapshot,
+    key: &str,
+) -> Result<(Config, String), String> {
+    let origin = format!(
+        "config-center {}/{}/{}/{} version {} releases {:?}{}",
+        snap.app,
+        snap.env,
+        snap.cluster,
+        snap.namespace,
+        snap.version,
+        snap.releases,
+        if snap.from_snapshot_file {
+            " (from the local snapshot)"
+        } else {
+            ""
+        }
+    );
+    let text = match snap.get(key) {
+        None => {
+            return Err(format!(
+                "{origin}: no item `{key}` (a TOML document with the proxy config)"
+            ));
+        }
+        Some(_) => match snap.document(key) {
+            Some((control::document::DocFormat::Toml, text)) => text,
+            _ => return Err(format!("{origin}: item `{key}` must be a TOML document")),
+        },
+    };
+    let name = format!(
+        "{}/{}/{}/{}#{key}",
+        snap.app, snap.env, snap.cluster, snap.namespace
+    );
+    let config = router::config::parse(&name, text).map_err(|e| e.to_string())?;
+    Ok((config, origin))
+}
+
+/// Where the running config came from, so that a reload knows what to re-read.
+#[derive(Clone)]
+pub enum ConfigSource {
+    /// A file, re-read on reload.
+    File(PathBuf),
+    /// A configuration-center namespace, followed by its client; reload re-applies the client's latest.
+    Center {
+        /// The running client (it pushes every release through `Control::apply`).
+        client: Arc<control::client::ConfigClient>,
+        /// The document item holding the TOML.
+        key: String,
+        /// Where the first config came from.
+        origin: String,
+    },
+}
+
+impl ConfigSource {
+    fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Center { origin, .. } => origin.clone(),
+        }
+    }
+}
+
+/// The identity of the listener set: a reload may change everything else, but adding, removing or
+/// moving listeners needs a restart (sockets are bound once, before the executors start).
+fn listener_layout(c: &Config, executors: usize) -> Vec<(String, ListenerKind, SocketAddr, usize)> {
+    c.listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.kind,
+                l.address,
+                l.executors.unwrap_or(executors).min(executors),
+            )
+        })
+        .collect()
+}
+
+/// Process-level state used by the admin port and signal handlers.
+pub struct Control {
+    /// What executors share.
+    pub shared: Shared,
+    /// Where the config comes from.
+    pub source: ConfigSource,
+    /// Process start.
+    pub started: Instant,
+    /// Executor count.
+    pub executors: usize,
+    /// Actually bound listener addresses (ports resolved when the config said port 0).
+    pub bound: Vec<(String, SocketAddr)>,
+    layout: Vec<(String, ListenerKind, SocketAddr, usize)>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Control {
+    /// Re-reads and validates the config and publishes it. On any problem the running config stays.
+    pub fn reload(&self) -> Result<u64, String> {
+        let (config, origin) = match &self.source {
+            ConfigSource::File(path) => (
+                router::config::load(path).map_err(|e| e.to_string())?,
+                path.display().to_string(),
+            ),
+            ConfigSource::Center { client, key, .. } => config_from_center(&client.current(), key)?,
+        };
+        self.apply(config, origin)
+    }
+
+    /// Publishes an already validated config (e.g. from the config center) if its listeners match.
+    pub fn apply(&self, config: Config, origin: String) -> Result<u64, String> {
+        let layout = listener_layout(&config, self.executors);
+        if layout != self.layout {
+            return Err(
+                "listener changes (added, removed, renamed, kind, address or executors) need a restart; \
+                 the running config is unchanged"
+                    .to_string(),
+            );
+        }
+        self.shared.backends.sync(&config);
+        let generation = self.shared.snapshots.publish(config, origin);
+        tracing::info!(generation, "config reloaded");
+        Ok(generation)
+    }
+
+    /// Asks every executor to stop accepting and finish.
+    pub fn shutdown(&self) {
+        self.shutdown_tx.send_replace(true);
+    }
+
+    /// Whether shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown_tx.borrow()
+    }
+}
+
+/// A started proxy process.
+pub struct Running {
+    /// Shared control state.
+    pub control: Arc<Control>,
+    /// The admin port's address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The metrics address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    executors: Executors,
+    side: std::thread::JoinHandle<()>,
+}
+
+type CoreListeners = Vec<(String, ListenerKind, std::net::TcpListener)>;
+/// One listener's socket and counters for one executor.
+type CoreWork = (
+    String,
+    ListenerKind,
+    std::net::TcpListener,
+    Arc<runtime::ListenerStats>,
+);
+
+/// Binds everything and starts the executors and the admin thread.
+pub fn start(
+    config: Config,
+    source: ConfigSource,
+    executors: Option<usize>,
+) -> io::Result<Running> {
+    let cores = executors
+        .or(config.proxy.executors)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let layout = listener_layout(&config, cores);
+
+    // Bind every socket before any executor starts, so that a taken port fails the start-up loudly.
+    let mut per_core: Vec<CoreListeners> = (0..cores).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for (name, kind, addr, n) in &layout {
+        runtime::listener::probe_exclusive(*addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {name}: cannot bind {addr}: {e}"),
+            )
+        })?;
+        let mut addr = *addr;
+        for core_listeners in per_core.iter_mut().take(*n) {
+            let l = runtime::bind_reuseport(addr, 1024).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("listener {name}: cannot bind {addr}: {e}"),
+                )
+            })?;
+            addr = l.local_addr()?; // port 0 in the config: every core shares the port the first got
+            core_listeners.push((name.clone(), *kind, l));
+        }
+        bound.push((name.clone(), addr));
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Shared {
+        backends: Arc::new(BackendRegistry::new(&config)),
+        snapshots: SnapshotHub::new(config, source.describe()),
+        stats: Arc::new(StatsRegistry::default()),
+        shutdown: shutdown_rx,
+    };
+    let current = shared.snapshots.current();
+    let admin_addr = current.config.proxy.admin;
+    let metrics_addr = current.config.proxy.metrics;
+
+    // Register the counters now, so INFO lists every listener from the first moment.
+    let mut work: Vec<Vec<CoreWork>> = Vec::new();
+    for core_listeners in per_core {
+        let mut v = Vec::new();
+        for (name, kind, l) in core_listeners {
+            let addr = l.local_addr()?.to_string();
+            let stats = shared.stats.register(&name, kind.as_str(), &addr);
+            v.push((name, kind, l, stats));
+        }
+        work.push(v);
+    }
+    let work = Arc::new(Mutex::new(work.into_iter().map(Some).collect::<Vec<_>>()));
+
+    let control = Arc::new(Control {
+        shared: shared.clone(),
+        source,
+        started: Instant::now(),
+        executors: cores,
+        bound,
+        layout,
+        shutdown_tx,
+    });
+
+    // The admin port and metrics are bound here too, so that a taken port fails start-up.
+    let admin_listener =
+        match admin_addr {
+            Some(a) => Some(std::net::TcpListener::bind(a).map_err(|e| {
+                io::Error::new(e.kind(), format!("admin port: cannot bind {a}: {e}"))
+            })?),
+            None => None,
+        };
+    let metrics_listener = match metrics_addr {
+        Some(a) => Some(
+            std::net::TcpListener::bind(a)
+                .map_err(|e| io::Error::new(e.kind(), format!("metrics: cannot bind {a}: {e}")))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let exec_shared = shared.clone();
+    let executors = Executors::start(cores, "furrow", move |core| {
+        let mine = work
+            .lock()
+            .map(|mut w| w.get_mut(core).and_then(Option::take))
+            .unwrap_or_default()
+            .unwrap_or_default();
+        let shared = exec_shared.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for (name, kind, std_listener, stats) in mine {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(listener = %name, core, error = %e, "cannot register listener");
+                        continue;
+                    }
+                };
+                let ctx = ListenerCtx {
+                    name,
+                    core,
+                    listener,
+                    stats,
+                    shared: shared.clone(),
+                };
+                tasks.push(match kind {
+                    ListenerKind::Redis => tokio::task::spawn_local(proxy_redis::serve(ctx)),
+                    ListenerKind::Mysql => tokio::task::spawn_local(proxy_mysql::serve(ctx)),
+                });
+            }
+            for t in tasks {
+                if let Err(e) = t.await {
+                    tracing::error!(core, error = %e, "listener task failed");
+                }
+            }
+        }
+    })?;
+
+    let side_control = control.clone();
+    let side = std::thread::Builder::new()
+        .name("furrow-admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the admin runtime");
+                    side_control.shutdown();
+                    return;
+                }
+            };
+            rt.block_on(side_tasks(side_control, admin_listener, metrics_listener));
+        })?;
+
+    for (name, addr) in &control.bound {
+        tracing::info!(listener = %name, %addr, "listening");
+    }
+    if let Some(a) = admin_addr {
+        tracing::info!(%a, "admin port");
+    }
+    Ok(Running {
+        control,
+        admin_addr,
+        metrics_addr,
+        executors,
+        side,
+    })
+}
+
+/// Registers a bound std listener with the current tokio runtime (admin thread), logging why not.
+pub fn into_tokio(listener: std::net::TcpListener, what: &str) -> Option<tokio::net::TcpListener> {
+    match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(error = %e, "{what} unusable");
+            None
+        }
+    }
+}
+
+async fn side_tasks(
+    control: Arc<Control>,
+    admin: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+) {
+    // Signal handlers first: once the admin port answers, SIGHUP and SIGTERM are handled.
+    let signals = Signals::install();
+    if let Some(l) = admin {
+        tokio::spawn(crate::admin::serve(l, control.clone()));
+    }
+    if let Some(l) = metrics {
+        tokio::spawn(crate::metrics::serve(l, control.clone()));
+    }
+    match signals {
+        Ok(s) => s.run(control).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop the process with the admin SHUTDOWN command");
+            let mut shutdown = control.shared.shutdown.clone();
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn run(mut self, control: Arc<Control>) {
+        let mut shutdown = control.shared.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => match control.reload() {
+                    Ok(g) => tracing::info!(generation = g, "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: reload rejected, the running config stays:\n{e}"),
+                },
+                _ = self.int.recv() => { tracing::info!("SIGINT: shutting down"); control.shutdown(); }
+                _ = self.term.recv() => { tracing::info!("SIGTERM: shutting down"); control.shutdown(); }
+                _ = shutdown.changed() => {}
+            }
+            if control.shutting_down() {
+                return;
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Waits until the executors end (after a shutdown request).
+    pub fn wait(self) -> ExitCode {
+        let panicked = self.executors.join();
+        let _ = self.side.join();
+        if panicked == 0 {
+            ExitCode::SUCCESS
+        } else {
+            tracing::error!(panicked, "executors ended by panic");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `furrow proxy --config-source`: the proxy takes its TOML from a configuration-center namespace
+//! (`furrow control` as a real process), validates every release exactly like a file, hot-reloads it,
+//! rejects an invalid one, keeps serving when the center goes away, and starts from its local snapshot
+//! when the center is down at start-up.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{redis_cli, wait_until};
+
+const TOKEN: &str = "test-admin-token";
+
+struct Center {
+    child: Child,
+    port: u16,
+}
+
+impl Center {
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        let child = Command::new(common::furrow_bin())
+            .args([
+                "control",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-token",
+                TOKEN,
+            ])
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.join("control.db").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn furrow control");
+        let c = Center { child, port };
+        wait_until(Duration::from_secs(15), || {
+            http(port, "GET", "/healthz", None).0 == 200
+        });
+        c
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (status, text) = http(self.port, method, path, body.map(|b| b.to_string()));
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request with the admin token; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn proxy_config(admin: u16, grace_ms: u32) -> String {
+    format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\nshutdown_grace_ms = {grace_ms}\n"
+    )
+}
+
+fn start_proxy(url: &str, dir: &std::path::Path, name: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    Command::new(common::furrow_bin())
+        .args(["proxy", "--config-source", url])
+        .env("FURROW_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn furrow proxy")
+}
+
+fn generation(admin: u16) -> Option<u64> {
+    let info = redis_cli(admin, &["INFO"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("config_generation:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn proxy_follows_the_configuration_center() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cport, admin) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let mut center = Center::start(dir.path(), cport.port());
+
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    center.call(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
+    );
+    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let doc = |text: String, version: Option<u64>| {
+        let mut v = serde_json::json!({"value": {"type": "document", "value": {"format": "toml", "text": text}}});
+        if let Some(n) = version {
+            v["version"] = n.into();
+        }
+        v
+    };
+    let v = center.call(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(doc(proxy_config(admin.port(), 100), None)),
+    );
+    let mut version = v["version"].as_u64().expect("version");
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({"message": "first"})),
+    );
+
+    let snapshot = dir.path().join("proxy-snapshot.json");
+    let url = format!(
+        "http://127.0.0.1:{}/edge/DEV/default/proxy?instance=proxy-1&snapshot={}",
+        cport.port(),
+        snapshot.display()
+    );
+    let mut proxy = start_proxy(&url, dir.path(), "proxy1");
+    wait_until(Duration::from_secs(15), || {
+        generation(admin.port()) == Some(1)
+    });
+    assert!(
+        redis_cli(admin.port(), &["INFO"])
+            .contains("config_origin:config-center edge/DEV/default/proxy")
+    );
+
+    // A publish reaches the proxy and is applied as a new snapshot.
+    let v = center.call(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(doc(proxy_config(admin.port(), 250), Some(version))),
+    );
+    version = v["version"].as_u64().expect("version");
+    let published = Instant::now();
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({"message": "grace 250"})),
+    );
+    wait_until(Duration::from_secs(10), || {
+        generation(admin.port()) == Some(2)
+    });
+    eprintln!(
+        "publish → proxy applied in {:?} (admin polling included)",
+        published.elapsed()
+    );
+    assert!(redis_cli(admin.port(), &["SHOW", "CONFIG"]).contains("shutdown_grace_ms = 250"));
+
+    // A release that is valid TOML but an invalid proxy config is rejected; the running config stays.
+    let bad = format!("{}colour = \"blue\"\n", proxy_config(admin.port(), 300));
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(doc(bad, Some(version))),
+    );
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({"message": "broken"})),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(generation(admin.port()), Some(2));
+    assert!(redis_cli(admin.port(), &["SHOW", "CONFIG"]).contains("shutdown_grace_ms = 250"));
+
+    // The center goes away: the proxy keeps serving its last good config.
+    let _ = center.child.kill();
+    let _ = center.child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(redis_cli(admin.port(), &["PING"]), "PONG");
+    assert_eq!(generation(admin.port()), Some(2));
+
+    // A new proxy while the center is down starts from the local snapshot (the last good release).
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let mut proxy2 = start_proxy(&url, dir.path(), "proxy2");
+    wait_until(Duration::from_secs(15), || {
+        generation(admin.port()) == Some(1)
+    });
+    let info = redis_cli(admin.port(), &["INFO"]);
+    assert!(info.contains("from the local snapshot"), "{info}");
+    assert!(redis_cli(admin.port(), &["SHOW", "CONFIG"]).contains("shutdown_grace_ms = 250"));
+    let _ = proxy2.kill();
+    let _ = proxy2.wait();
+}

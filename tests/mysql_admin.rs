@@ -1,0 +1,96 @@
+//! The admin port's MySQL views through the real binary, with the real `mariadb` client in front of a
+//! real MariaDB: query digests, the slow log, pools and the audit log.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{FurrowProcess, redis_cli, wait_until};
+
+fn mariadb(port: u16, q: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "app",
+            "-papp-secret",
+        ])
+        .args(["--batch", "--skip-column-names", "-e", q])
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn digests_slow_log_pools_and_audit_on_the_admin_port() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.log");
+    let (admin, metrics, listen) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
+         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\
+         slow_query_ms = 60000\naudit_log = \"{}\"\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+        admin.port(),
+        metrics.port(),
+        listen.port(),
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db.addr(),
+        audit.display()
+    );
+    let _p = FurrowProcess::start(&cfg, admin.port());
+    for i in 0..5 {
+        assert_eq!(
+            mariadb(listen.port(), &format!("SELECT {i} + 1")),
+            (i + 1).to_string()
+        );
+    }
+    wait_until(Duration::from_secs(5), || {
+        redis_cli(admin.port(), &["SHOW", "DIGESTS"])
+            .lines()
+            .any(|l| l.contains("SELECT ? + ?") && l.split_whitespace().nth(1) == Some("5"))
+    });
+    // Nothing is slow at 60 s; at 0 ms everything is.
+    assert!(!redis_cli(admin.port(), &["SHOW", "SLOWLOG"]).contains("SELECT 7"));
+    assert_eq!(
+        redis_cli(admin.port(), &["SLOWLOG", "THRESHOLD", "0"]),
+        "OK"
+    );
+    mariadb(listen.port(), "SELECT 7");
+    wait_until(Duration::from_secs(5), || {
+        redis_cli(admin.port(), &["SHOW", "SLOWLOG"]).contains("SELECT 7")
+    });
+    // Pool gauges are published by each executor once a second.
+    wait_until(Duration::from_secs(5), || {
+        redis_cli(admin.port(), &["SHOW", "POOLS"]).contains(&db.addr().to_string())
+    });
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&audit).is_ok_and(|a| a.contains("SELECT 7"))
+    });
+    assert!(redis_cli(admin.port(), &["SHOW", "AUDIT"]).contains("audit.log"));
+    assert_eq!(redis_cli(admin.port(), &["DIGESTS", "RESET"]), "OK");
+    wait_until(Duration::from_secs(5), || {
+        !redis_cli(admin.port(), &["SHOW", "DIGESTS"]).contains("SELECT ? + ?")
+    });
+    let page = common::http_get(metrics.port(), "/metrics");
+    assert!(
+        page.contains("furrow_mysql_pool_open_connections{server=\"primary\""),
+        "{page}"
+    );
+}
