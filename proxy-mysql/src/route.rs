@@ -30,12 +30,13 @@ impl GroupTargets {
             .find(|t| &*t.name == name)
     }
 
-    /// Any usable replica, ignoring lag (when the primary is down, stale reads beat errors).
-    pub fn any_usable_replica(&self, r: u64) -> Option<&Target> {
+    /// Any usable replica not in `avoid`, ignoring lag (when the primary is down, stale reads beat
+    /// errors).
+    pub fn any_usable_replica(&self, r: u64, avoid: &[Rc<str>]) -> Option<&Target> {
         let up: Vec<&Target> = self
             .replicas
             .iter()
-            .filter(|(t, w)| *w > 0 && t.state.usable())
+            .filter(|(t, w)| *w > 0 && t.state.usable() && !avoid.contains(&t.name))
             .map(|(t, _)| t)
             .collect();
         (!up.is_empty()).then(|| up[(r % up.len() as u64) as usize])

@@ -59,6 +59,8 @@ pub struct VarState {
 
 /// Most replayable `SET`s remembered; beyond that the session pins its connection.
 const MAX_SETS: usize = 64;
+/// How many times a read that failed before any byte reached the client is retried elsewhere.
+const MAX_READ_RETRIES: u32 = 3;
 
 /// A statement the client prepared.
 struct ClientStmt {
@@ -451,7 +453,7 @@ impl Session {
         if targets.primary.state.usable() {
             candidates.push(targets.primary.clone());
         }
-        if let Some(x) = targets.any_usable_replica(r) {
+        if let Some(x) = targets.any_usable_replica(r, &[]) {
             candidates.push(x.clone());
         }
         if candidates.is_empty() {
@@ -738,11 +740,14 @@ impl Session {
         Ok(t)
     }
 
+    /// Picks where `c` runs. `avoid` names replicas that already failed for this statement (a
+    /// retried read goes elsewhere even before enough failures have ejected them).
     fn choose(
         &mut self,
         snap: &Arc<runtime::Snapshot>,
         g: &MysqlGroup,
         c: &Classified,
+        avoid: &[Rc<str>],
     ) -> Result<Dest, ProxyError> {
         if self.pinned.is_some() {
             return Ok(Dest::Pinned);
@@ -782,16 +787,16 @@ impl Session {
             let pick = match &self.last_gtid {
                 Some(want) if g.read_your_writes_gtid && !matches!(c.hint, Some(Hint::Replica)) => {
                     t.pick_replica_where(g.max_replica_lag, r, |x| {
-                        crate::gtid::replica_has(&g.name, &x.name, want)
+                        !avoid.contains(&x.name) && crate::gtid::replica_has(&g.name, &x.name, want)
                     })
                 }
-                _ => t.pick_replica(g.max_replica_lag, r),
+                _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
             if let Some(x) = pick {
                 return Ok(Dest::Server(x.clone(), false));
             }
             if !t.primary.state.usable()
-                && let Some(x) = t.any_usable_replica(r)
+                && let Some(x) = t.any_usable_replica(r, avoid)
             {
                 return Ok(Dest::Server(x.clone(), false));
             }
@@ -954,18 +959,24 @@ impl Session {
             None => None,
         };
         let mut attempt = 0;
+        // Replicas that failed this statement: a retried read goes to another server.
+        let mut avoid: Vec<Rc<str>> = Vec::new();
         let (outcome, server) = loop {
             attempt += 1;
-            let dest = match self.choose(snap, g, c) {
+            let dest = match self.choose(snap, g, c, &avoid) {
                 Ok(d) => d,
                 Err(e) => {
                     self.refuse(1, &e.to_err_packet());
                     return Flow::Continue;
                 }
             };
-            let (retry_ok, dest_state) = match &dest {
-                Dest::Server(t, primary) => (!primary && c.is_read(), Some(t.state.clone())),
-                Dest::Pinned => (false, None),
+            let (retry_ok, dest_state, dest_name) = match &dest {
+                Dest::Server(t, primary) => (
+                    !primary && c.is_read(),
+                    Some(t.state.clone()),
+                    Some(t.name.clone()),
+                ),
+                Dest::Pinned => (false, None, None),
             };
             let was_pinned = matches!(dest, Dest::Pinned);
             if c.pins_session() {
@@ -974,7 +985,11 @@ impl Session {
             let mut conn = match self.acquire(dest, g).await {
                 Ok(x) => x,
                 Err(e) => {
-                    if retry_ok && attempt < 3 && matches!(e, ProxyError::BackendConnect { .. }) {
+                    if retry_ok
+                        && attempt <= MAX_READ_RETRIES
+                        && matches!(e, ProxyError::BackendConnect { .. })
+                    {
+                        avoid.extend(dest_name);
                         continue;
                     }
                     self.refuse(1, &e.to_err_packet());
@@ -1006,10 +1021,11 @@ impl Session {
                     }
                     if retry_ok
                         && !flushed
-                        && attempt < 3
+                        && attempt <= MAX_READ_RETRIES
                         && matches!(e, ProxyError::BackendLost { .. })
                     {
                         self.client.wbuf.truncate(mark);
+                        avoid.extend(dest_name);
                         continue;
                     }
                     if let ProxyError::ResultTooLarge { next_seq, .. } = e {
@@ -1207,7 +1223,7 @@ impl Session {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
-        let dest = match self.choose(&snap, g, &c) {
+        let dest = match self.choose(&snap, g, &c, &[]) {
             Ok(d) => d,
             Err(e) => {
                 self.refuse(1, &e.to_err_packet());
@@ -1361,7 +1377,7 @@ impl Session {
             },
             None => None,
         };
-        let dest = match self.choose(&snap, g, &class) {
+        let dest = match self.choose(&snap, g, &class, &[]) {
             Ok(d) => d,
             Err(e) => {
                 self.refuse(1, &e.to_err_packet());
