@@ -363,35 +363,8 @@ impl Session {
             .unwrap_or_else(|| "mysql_native_password".into());
         let mut response = resp.auth_response.clone();
         let mut plugin_used = plugin.clone();
-        let can_check = match plugin.as_str() {
-            "mysql_native_password" => user.native_hash.is_some(),
-            "caching_sha2_password" => user.sha256_hash.is_some(),
-            _ => false,
-        };
-        if !can_check {
-            // Ask the client to answer with a plugin we can verify from the stored hashes.
-            let target = if user.native_hash.is_some() {
-                "mysql_native_password"
-            } else {
-                "caching_sha2_password"
-            };
-            let mut data = BytesMut::with_capacity(21);
-            data.extend_from_slice(&self.scramble);
-            data.extend_from_slice(&[0]);
-            let sw = AuthSwitchRequest {
-                plugin_name: Bytes::from_static(target.as_bytes()),
-                plugin_data: data.freeze(),
-            };
-            let mut out = BytesMut::new();
-            sw.encode(&mut out);
-            self.client.queue(seq, &out);
-            self.client.flush().await?;
-            let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
-                .await
-                .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
-            seq = p.next_seq();
-            response = p.payload;
-            plugin_used = target.to_string();
+        if !can_check(&user, &plugin) {
+            (plugin_used, response, seq) = self.auth_switch(&user, seq).await?;
         }
         if !verify(&user, &plugin_used, &response, &self.scramble) {
             self.refuse(
@@ -400,14 +373,7 @@ impl Session {
             );
             return Ok(false);
         }
-        if plugin_used == "caching_sha2_password" {
-            let mut out = BytesMut::new();
-            AuthMoreData {
-                data: Bytes::from_static(&[auth::FAST_AUTH_SUCCESS]),
-            }
-            .encode(&mut out);
-            seq = self.client.queue(seq, &out);
-        }
+        seq = self.queue_fast_auth(&plugin_used, seq);
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
         self.vars = names_for(resp.charset).map(|s| {
@@ -435,6 +401,51 @@ impl Session {
         self.client.queue_ok(seq, 0, 0, self.status_flags());
         self.client.flush().await?;
         Ok(true)
+    }
+
+    /// Asks the client (`AuthSwitchRequest` with packet number `seq`) to answer again with a
+    /// plugin that `user`'s stored hashes can verify; returns that plugin, the client's answer
+    /// and the next packet number.
+    async fn auth_switch(
+        &mut self,
+        user: &User,
+        seq: u8,
+    ) -> Result<(String, Bytes, u8), ConnError> {
+        let target = if user.native_hash.is_some() {
+            "mysql_native_password"
+        } else {
+            "caching_sha2_password"
+        };
+        let mut data = BytesMut::with_capacity(21);
+        data.extend_from_slice(&self.scramble);
+        data.extend_from_slice(&[0]);
+        let sw = AuthSwitchRequest {
+            plugin_name: Bytes::from_static(target.as_bytes()),
+            plugin_data: data.freeze(),
+        };
+        let mut out = BytesMut::new();
+        sw.encode(&mut out);
+        self.client.queue(seq, &out);
+        self.client.flush().await?;
+        let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
+            .await
+            .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let next = p.next_seq();
+        Ok((target.to_string(), p.payload, next))
+    }
+
+    /// After a successful `caching_sha2_password` check, queues the "fast auth success" packet
+    /// that precedes the OK (as a MySQL 8 server does); returns the next packet number.
+    fn queue_fast_auth(&mut self, plugin_used: &str, seq: u8) -> u8 {
+        if plugin_used != "caching_sha2_password" {
+            return seq;
+        }
+        let mut out = BytesMut::new();
+        AuthMoreData {
+            data: Bytes::from_static(&[auth::FAST_AUTH_SUCCESS]),
+        }
+        .encode(&mut out);
+        self.client.queue(seq, &out)
     }
 
     async fn check_schema(&mut self) -> Result<(), ProxyError> {
@@ -690,22 +701,38 @@ impl Session {
             .users_for(&self.info.name)
             .find(|u| u.name == name)
             .cloned();
-        let plugin = auth_plugin_name
+        let mut plugin = auth_plugin_name
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .unwrap_or_else(|| "mysql_native_password".into());
+        let mut response = auth_response;
+        let mut seq = 1;
+        // As at login (and as a server does for COM_CHANGE_USER): when the client answered with a
+        // plugin the user's stored hashes cannot check (a caching_sha2-only user and a client that
+        // logged in with mysql_native_password), switch it to one they can instead of refusing a
+        // correct password.
+        if let Some(u) = &user
+            && host_allowed(u, self.peer.ip())
+            && !can_check(u, &plugin)
+        {
+            match self.auth_switch(u, seq).await {
+                Ok(switched) => (plugin, response, seq) = switched,
+                Err(_) => return Flow::Close,
+            }
+        }
         let ok = user.as_ref().is_some_and(|u| {
-            host_allowed(u, self.peer.ip()) && verify(u, &plugin, &auth_response, &self.scramble)
+            host_allowed(u, self.peer.ip()) && verify(u, &plugin, &response, &self.scramble)
         });
         let Some(user) = user.filter(|_| ok) else {
             self.refuse(
-                1,
-                &errs::access_denied(&name, &host, !auth_response.is_empty()),
+                seq,
+                &errs::access_denied(&name, &host, !response.is_empty()),
             );
             return Flow::Close;
         };
+        let seq = self.queue_fast_auth(&plugin, seq);
         let db = String::from_utf8_lossy(&database).into_owned();
         if !db.is_empty() && !schema_allowed(&user, &db) {
-            self.refuse(1, &errs::db_access_denied(&name, &host, &db));
+            self.refuse(seq, &errs::db_access_denied(&name, &host, &db));
             return Flow::Close;
         }
         self.reset_session(Some(charset.map_or(BACKEND_COLLATION, |c| c as u8)))
@@ -716,10 +743,10 @@ impl Session {
         if self.schema.is_some()
             && let Err(e) = self.check_schema().await
         {
-            self.refuse(1, &e.to_err_packet());
+            self.refuse(seq, &e.to_err_packet());
             return Flow::Continue;
         }
-        self.client.queue_ok(1, 0, 0, self.status_flags());
+        self.client.queue_ok(seq, 0, 0, self.status_flags());
         Flow::Continue
     }
 
@@ -1521,6 +1548,15 @@ fn schema_allowed(u: &User, db: &str) -> bool {
     u.schemas.is_empty()
         || u.schemas.iter().any(|s| s == db || s == "*")
         || db.eq_ignore_ascii_case("information_schema")
+}
+
+/// Whether `u`'s stored hashes can check an answer made with `plugin`.
+fn can_check(u: &User, plugin: &str) -> bool {
+    match plugin {
+        "mysql_native_password" => u.native_hash.is_some(),
+        "caching_sha2_password" => u.sha256_hash.is_some(),
+        _ => false,
+    }
 }
 
 fn verify(u: &User, plugin: &str, response: &[u8], scramble: &[u8; 20]) -> bool {
