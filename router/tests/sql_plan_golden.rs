@@ -100,3 +100,74 @@ fn hostile_nesting_is_a_syntax_error_not_a_crash() {
         Err(router::sql::plan::ShardError::Syntax(_))
     ));
 }
+
+/// Every digit run that stands alone (not part of a name) plus 7: the same statement shapes with
+/// other values.
+fn bump_numbers(sql: &str) -> String {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut i = 0;
+    let mut in_str = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' {
+            in_str = !in_str;
+        }
+        let word_before = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+        if !in_str && c.is_ascii_digit() && !word_before {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let word_after = i < b.len() && (b[i].is_ascii_alphabetic() || b[i] == b'_');
+            match sql[start..i].parse::<u64>() {
+                Ok(n) if !word_after => out.push_str(&(n + 7).to_string()),
+                _ => out.push_str(&sql[start..i]),
+            }
+            continue;
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn the_parse_cache_gives_the_plans_of_parsing() {
+    let rules = rules();
+    let cases = std::fs::read_to_string(fixtures().join("plan/cases.sql")).unwrap_or_default();
+    let mut cache = router::sql::plan::ParseCache::new();
+    let render = |sql: &str, cache: Option<&mut router::sql::plan::ParseCache>| {
+        let mut next_id = || 77;
+        let mut cx = PlanContext {
+            rules: &rules,
+            params: &[],
+            next_id: &mut next_id,
+        };
+        let r = match cache {
+            Some(c) => router::sql::plan::plan_cached(sql, &mut cx, c),
+            None => plan(sql, &mut cx),
+        };
+        match r {
+            Ok(p) => p.render(&rules),
+            Err(e) => format!("ERROR {e}"),
+        }
+    };
+    let mut n = 0;
+    for sql in cases
+        .lines()
+        .filter(|l| l.is_ascii() && !l.trim().is_empty() && !l.starts_with("--"))
+    {
+        // Twice as written (a miss, then a hit), then with other values (a hit on the same shape).
+        for s in [sql.to_string(), sql.to_string(), bump_numbers(sql)] {
+            assert_eq!(render(&s, Some(&mut cache)), render(&s, None), "{s}");
+            n += 1;
+        }
+    }
+    let (hits, misses) = cache.stats();
+    assert_eq!(hits + misses, n);
+    assert!(
+        hits * 2 > n,
+        "the golden statements should mostly hit: {hits} of {n}"
+    );
+}

@@ -41,6 +41,16 @@ pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
 thread_local! {
     static RULES: RefCell<HashMap<String, (u64, Option<RulesFor>)>> = RefCell::new(HashMap::new());
+    /// Parsed statement shapes of this core (syntax only: valid across config generations).
+    static PARSED: RefCell<plan::ParseCache> = RefCell::new(plan::ParseCache::new());
+}
+
+/// Plans `sql` with this core's parse cache (a statement of a known shape is not parsed again).
+pub(crate) fn plan_here(
+    sql: &str,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, router::sql::plan::ShardError> {
+    PARSED.with(|c| plan::plan_cached(sql, cx, &mut c.borrow_mut()))
 }
 
 /// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
@@ -240,7 +250,7 @@ impl ShardSession {
             first_id.get_or_insert(id);
             id
         };
-        let planned = plan::plan(
+        let planned = plan_here(
             sql,
             &mut PlanContext {
                 rules: &rules,

@@ -12,7 +12,7 @@ use codec::mysql::command::ParamType;
 use codec::mysql::consts::{charset, column_type, com};
 use codec::mysql::{ColumnDefinition, Command, ErrPacket, StmtPrepareOk};
 use router::sql::lexer::{Token, tokenize};
-use router::sql::plan::{self, PlanContext};
+use router::sql::plan::PlanContext;
 use router::sql::shard::ShardingRules;
 
 use super::{Ctx, RulesFor, ShardSession, encode, next_global_id, run::shard_error_packet};
@@ -217,7 +217,7 @@ impl ShardSession {
             first_id.get_or_insert(id);
             id
         };
-        let planned = plan::plan(
+        let planned = super::plan_here(
             &sql,
             &mut PlanContext {
                 rules,

@@ -7,6 +7,7 @@
 //! physical tables without a schema.
 
 pub mod aggregate;
+pub mod cache;
 pub mod ddl;
 pub mod distinct;
 pub mod eval;
@@ -28,6 +29,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows};
+pub use cache::ParseCache;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use limit::Limit;
@@ -196,6 +198,24 @@ pub struct PlanContext<'a> {
 
 /// Plans one statement.
 pub fn plan(sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+    plan_with(sql, cx, None)
+}
+
+/// Plans one statement, taking its syntax tree from `cache` when a statement of the same shape was
+/// parsed before (see [`cache`]); the plan is the same as [`plan`]'s.
+pub fn plan_cached(
+    sql: &str,
+    cx: &mut PlanContext<'_>,
+    cache: &mut ParseCache,
+) -> Result<Plan, ShardError> {
+    plan_with(sql, cx, Some(cache))
+}
+
+fn plan_with(
+    sql: &str,
+    cx: &mut PlanContext<'_>,
+    cache: Option<&mut ParseCache>,
+) -> Result<Plan, ShardError> {
     let text;
     let sql = if cx.params.is_empty() {
         sql
@@ -203,6 +223,21 @@ pub fn plan(sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
         text = sqltext::bind_params(sql, cx.params)?;
         text.as_str()
     };
+    let stmt = match cache {
+        Some(c) => c.parse(sql)?,
+        None => parse_one(sql)?,
+    };
+    match stmt {
+        Statement::Query(q) => select::plan_query(*q, cx),
+        Statement::Insert(i) => insert_split::plan_insert(i, cx),
+        Statement::Update(u) => route::plan_update(u, cx),
+        Statement::Delete(d) => route::plan_delete(d, cx),
+        other => ddl::plan_other(other, sql, cx),
+    }
+}
+
+/// Parses `sql`, which must hold exactly one statement (after the nesting guard).
+fn parse_one(sql: &str) -> Result<Statement, ShardError> {
     crate::sql::guard::check(sql).map_err(|e| ShardError::Unsupported(e.to_string()))?;
     let mut stmts = Parser::new(&MySqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
@@ -215,12 +250,5 @@ pub fn plan(sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
             stmts.len()
         )));
     }
-    let stmt = stmts.remove(0); // ok: exactly one statement
-    match stmt {
-        Statement::Query(q) => select::plan_query(*q, cx),
-        Statement::Insert(i) => insert_split::plan_insert(i, cx),
-        Statement::Update(u) => route::plan_update(u, cx),
-        Statement::Delete(d) => route::plan_delete(d, cx),
-        other => ddl::plan_other(other, sql, cx),
-    }
+    Ok(stmts.remove(0)) // ok: exactly one statement
 }
