@@ -136,8 +136,8 @@ fn bump_numbers(sql: &str) -> String {
 fn the_parse_cache_gives_the_plans_of_parsing() {
     let rules = rules();
     let cases = std::fs::read_to_string(fixtures().join("plan/cases.sql")).unwrap_or_default();
-    let mut cache = router::sql::plan::ParseCache::new();
-    let render = |sql: &str, cache: Option<&mut router::sql::plan::ParseCache>| {
+    let mut cache = router::sql::plan::PlanCache::new();
+    let render = |sql: &str, cache: Option<&mut router::sql::plan::PlanCache>| {
         let mut next_id = || 77;
         let mut cx = PlanContext {
             rules: &rules,
@@ -164,10 +164,77 @@ fn the_parse_cache_gives_the_plans_of_parsing() {
             n += 1;
         }
     }
-    let (hits, misses) = cache.stats();
-    assert_eq!(hits + misses, n);
+    let (hits, misses, routed) = cache.stats();
+    assert_eq!(hits + misses + routed, n);
     assert!(
         hits * 2 > n,
         "the golden statements should mostly hit: {hits} of {n}"
+    );
+}
+
+/// Point statements answered from route templates give the planner's plans and errors for any key:
+/// hash, range, date and list rules, string and number keys, aliases, qualified keys, extra
+/// literals, and shapes that must not be templated (two key conditions, OR, IN).
+#[test]
+fn route_templates_give_the_planners_plans_for_any_key() {
+    let rules = rules();
+    let mut cache = router::sql::plan::PlanCache::new();
+    let render = |sql: &str, cache: Option<&mut router::sql::plan::PlanCache>| {
+        let mut next_id = || 5;
+        let mut cx = PlanContext {
+            rules: &rules,
+            params: &[],
+            next_id: &mut next_id,
+        };
+        let r = match cache {
+            Some(c) => router::sql::plan::plan_cached(sql, &mut cx, c),
+            None => plan(sql, &mut cx),
+        };
+        match r {
+            Ok(p) => p.render(&rules),
+            Err(e) => format!("ERROR {e}"),
+        }
+    };
+    let shapes: [&dyn Fn(u64) -> String; 12] = [
+        &|k| format!("SELECT id, total FROM orders WHERE user_id = {k}"),
+        &|k| format!("SELECT * FROM orders o WHERE o.user_id = {k} AND o.status = 'paid' LIMIT 3"),
+        &|k| format!("SELECT * FROM orders WHERE {k} = user_id ORDER BY id DESC LIMIT 10, 5"),
+        &|k| format!("SELECT * FROM orders WHERE order_no = '{k}' AND total > 1.5"),
+        &|k| format!("SELECT name FROM users WHERE id = {}", k * 37 % 5000),
+        &|k| format!("SELECT name FROM users WHERE id = '{}'", k * 37 % 5000),
+        &|k| {
+            format!(
+                "SELECT * FROM logs WHERE created_at = '2024-{:02}-0{} 10:00:00'",
+                k % 14 + 1,
+                k % 9 + 1
+            )
+        },
+        &|k| {
+            let r = ["cn", "hk", "us", "ca", "de", "fr", "jp", "xx"];
+            format!(
+                "SELECT * FROM accounts WHERE region = '{}'",
+                r[(k % 8) as usize]
+            )
+        },
+        &|k| {
+            format!(
+                "SELECT * FROM orders WHERE user_id = {k} AND user_id = {}",
+                k + 1
+            )
+        },
+        &|k| format!("SELECT * FROM orders WHERE user_id = {k} OR user_id = 3"),
+        &|k| format!("SELECT * FROM orders WHERE user_id IN ({k}, 4)"),
+        &|k| format!("SELECT COUNT(*) FROM orders WHERE user_id = {k} AND total = {k}"),
+    ];
+    for k in 0..200u64 {
+        for s in &shapes {
+            let sql = s(k);
+            assert_eq!(render(&sql, Some(&mut cache)), render(&sql, None), "{sql}");
+        }
+    }
+    let (_, _, routed) = cache.stats();
+    assert!(
+        routed > 1000,
+        "point statements should come from templates: {routed}"
     );
 }

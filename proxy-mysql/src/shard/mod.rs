@@ -41,16 +41,31 @@ pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
 thread_local! {
     static RULES: RefCell<HashMap<String, (u64, Option<RulesFor>)>> = RefCell::new(HashMap::new());
-    /// Parsed statement shapes of this core (syntax only: valid across config generations).
-    static PARSED: RefCell<plan::ParseCache> = RefCell::new(plan::ParseCache::new());
+    /// This core's plan caches, one per compiled rules (templates name physical tables). Holding
+    /// the `Rc` keeps a rules value alive, so its address is never reused while it is a key.
+    static PLANS: RefCell<Vec<(Rc<ShardingRules>, plan::PlanCache)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Plans `sql` with this core's parse cache (a statement of a known shape is not parsed again).
+/// Plans `sql` with this core's plan cache for `rules` (a statement of a known shape is not parsed
+/// again; a point select of a known shape is not planned again). The plan is `plan::plan`'s.
 pub(crate) fn plan_here(
+    rules: &Rc<ShardingRules>,
     sql: &str,
     cx: &mut PlanContext<'_>,
 ) -> Result<Plan, router::sql::plan::ShardError> {
-    PARSED.with(|c| plan::plan_cached(sql, cx, &mut c.borrow_mut()))
+    PLANS.with(|all| {
+        let mut all = all.borrow_mut();
+        let i = match all.iter().position(|(r, _)| Rc::ptr_eq(r, rules)) {
+            Some(i) => i,
+            None => {
+                // Rules of past config generations that no session holds any more go.
+                all.retain(|(r, _)| Rc::strong_count(r) > 1);
+                all.push((rules.clone(), plan::PlanCache::new()));
+                all.len() - 1
+            }
+        };
+        plan::plan_cached(sql, cx, &mut all[i].1)
+    })
 }
 
 /// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
@@ -251,6 +266,7 @@ impl ShardSession {
             id
         };
         let planned = plan_here(
+            &rules,
             sql,
             &mut PlanContext {
                 rules: &rules,

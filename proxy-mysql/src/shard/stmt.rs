@@ -218,6 +218,7 @@ impl ShardSession {
             id
         };
         let planned = super::plan_here(
+            rules,
             &sql,
             &mut PlanContext {
                 rules,

@@ -17,7 +17,20 @@
 //! fail the check (a literal where the grammar wants a bare number, as in `DECIMAL(10, 2)`, or a
 //! literal inside an executable comment) are remembered as not cacheable and always parsed.
 //!
-//! Memory is bounded: at most [`ParseCache::CAPACITY`] shapes of at most [`MAX_SHAPE_LEN`] bytes
+//! Routed point statements go one step further. When a shape is a `SELECT` from one sharded table
+//! whose `WHERE` is a conjunction in which exactly one condition names the shard key, as
+//! `key = <literal>`, its partition depends on that literal alone. Once such a statement has been
+//! planned to a single-shard [`Route`], its per-shard SQL is kept as a template per partition
+//! (pieces of text and literal slots, checked by re-lexing the rendered SQL: every literal of the
+//! statement appears in it exactly once, and nothing else that looks like one). The next statement
+//! of that shape whose key falls in a known partition is answered by computing the partition from
+//! the key literal with the rule's algorithm (the same function, with the same errors, as the
+//! planner) and filling the template: no tree, no planning, no rendering.
+//!
+//! A `PlanCache` belongs to one set of [`ShardingRules`] (templates name physical tables): make a
+//! new one when the rules change.
+//!
+//! Memory is bounded: at most [`PlanCache::CAPACITY`] shapes of at most [`MAX_SHAPE_LEN`] bytes
 //! each; a full cache is emptied and refilled (statement shapes of a workload are few; a workload
 //! with unbounded shapes, such as generated IN lists of every length, only loses the cache).
 
@@ -25,20 +38,53 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Statement, Value, ValueWithSpan, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    BinaryOperator, Expr, Ident, SetExpr, Statement, TableFactor, Value, ValueWithSpan, Visit,
+    VisitMut, Visitor, VisitorMut,
+};
 
-use super::{ShardError, parse_one};
+use super::route::{Route, base_name, one};
+use super::{Plan, PlanContext, ShardError, Unit, parse_one, plan_statement};
 use crate::sql::lexer::{Token, tokenize};
+use crate::sql::shard::{KeyValue, ShardingRules, TableKind};
 
 /// Longest statement (in bytes) whose shape is cached; longer ones are always parsed.
 pub const MAX_SHAPE_LEN: usize = 4096;
 
-/// Parsed statement shapes of one core (see the module documentation).
+/// Parsed statement shapes and route templates of one core and one set of sharding rules (see the
+/// module documentation).
 #[derive(Default)]
-pub struct ParseCache {
-    shapes: HashMap<Box<str>, Option<Statement>>,
+pub struct PlanCache {
+    shapes: HashMap<Box<str>, Known>,
     hits: u64,
     misses: u64,
+    routed: u64,
+}
+
+/// What is known of one shape.
+struct Known {
+    /// The shape's tree with placeholders, when substitution was verified.
+    tree: Option<Statement>,
+    /// Route templates, when the shape is a point statement on a sharded table.
+    route: Option<RouteShape>,
+}
+
+/// A point `SELECT` shape: its partition comes from one literal.
+struct RouteShape {
+    /// The sharded table (logical name).
+    table: String,
+    /// Index of the key literal in the shape's literals.
+    key: usize,
+    /// Per-shard SQL per partition, learnt from planned statements.
+    units: HashMap<usize, Vec<Piece>>,
+}
+
+/// A part of a per-shard SQL template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    /// The statement's literal with this index, as written.
+    Lit(usize),
 }
 
 /// A literal taken out of a statement.
@@ -50,6 +96,27 @@ enum Lit<'a> {
     Str(&'a str),
 }
 
+impl Lit<'_> {
+    /// The literal as a shard-key value (as the planner reads it).
+    fn key(&self) -> KeyValue {
+        match self {
+            Lit::Number(s) | Lit::Str(s) => KeyValue::from_text(s),
+        }
+    }
+
+    /// Appends the literal as written in SQL.
+    fn write_to(&self, out: &mut String) {
+        match self {
+            Lit::Number(s) => out.push_str(s),
+            Lit::Str(s) => {
+                out.push('\'');
+                out.push_str(s);
+                out.push('\'');
+            }
+        }
+    }
+}
+
 /// A statement's shape text and its literals in order (`?1` is `lits[0]`).
 #[derive(Debug)]
 struct Shape<'a> {
@@ -57,7 +124,7 @@ struct Shape<'a> {
     lits: Vec<Lit<'a>>,
 }
 
-impl ParseCache {
+impl PlanCache {
     /// Most shapes kept at once.
     pub const CAPACITY: usize = 1024;
 
@@ -66,9 +133,10 @@ impl ParseCache {
         Self::default()
     }
 
-    /// Statements answered from the cache and statements parsed, since the cache was made.
-    pub fn stats(&self) -> (u64, u64) {
-        (self.hits, self.misses)
+    /// Statements whose tree came from the cache, statements parsed, and statements answered
+    /// from a route template (no planning at all), since the cache was made.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        (self.hits, self.misses, self.routed)
     }
 
     /// Shapes known (cacheable or not).
@@ -88,8 +156,45 @@ impl ParseCache {
             self.misses += 1;
             return parse_one(sql);
         };
+        self.parse_shape(sql, &shape, None)
+    }
+
+    /// Plans `sql` (parameters already bound) as [`super::plan`] would.
+    pub(super) fn plan(&mut self, sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+        let Some(shape) = shape(sql) else {
+            self.misses += 1;
+            return plan_statement(parse_one(sql)?, sql, cx);
+        };
+        if let Some(Known { route: Some(r), .. }) = self.shapes.get(shape.text.as_str())
+            && let Some(plan) = r.fill(&shape.lits, cx.rules)?
+        {
+            self.routed += 1;
+            return Ok(plan);
+        }
+        let stmt = self.parse_shape(sql, &shape, Some(cx.rules))?;
+        let plan = plan_statement(stmt, sql, cx)?;
+        if let Plan::Route(r) = &plan
+            && let Some(Known {
+                route: route @ Some(_),
+                ..
+            }) = self.shapes.get_mut(shape.text.as_str())
+            && !learn(route, &r.unit, &shape.lits, cx.rules)
+        {
+            *route = None;
+        }
+        Ok(plan)
+    }
+
+    /// The tree of `sql` (shape `shape`) from the cache, or parsed (and the shape learnt). With
+    /// `rules`, a new shape is also checked for being a point statement (route templates).
+    fn parse_shape(
+        &mut self,
+        sql: &str,
+        shape: &Shape<'_>,
+        rules: Option<&ShardingRules>,
+    ) -> Result<Statement, ShardError> {
         if let Some(known) = self.shapes.get(shape.text.as_str()) {
-            if let Some(tree) = known {
+            if let Some(tree) = &known.tree {
                 let mut stmt = tree.clone();
                 if substitute(&mut stmt, &shape.lits) {
                     self.hits += 1;
@@ -101,19 +206,260 @@ impl ParseCache {
         }
         self.misses += 1;
         let stmt = parse_one(sql)?;
-        let admitted = cacheable(&stmt)
+        let tree = cacheable(&stmt)
             .then(|| parse_one(&shape.text).ok())
             .flatten()
             .filter(|tree| {
                 let mut check = tree.clone();
                 substitute(&mut check, &shape.lits) && check == stmt
             });
+        let route = match (&tree, rules) {
+            (Some(t), Some(rules)) => point_key(t, rules).map(|(table, key)| RouteShape {
+                table,
+                key,
+                units: HashMap::new(),
+            }),
+            _ => None,
+        };
         if self.shapes.len() >= Self::CAPACITY {
             self.shapes.clear();
         }
-        self.shapes.insert(shape.text.into_boxed_str(), admitted);
+        self.shapes
+            .insert(shape.text.clone().into_boxed_str(), Known { tree, route });
         Ok(stmt)
     }
+}
+
+impl RouteShape {
+    /// The plan of a statement with literals `lits` from a learnt template; `Ok(None)` when its
+    /// partition has no template yet. Rule errors are the planner's.
+    fn fill(&self, lits: &[Lit<'_>], rules: &ShardingRules) -> Result<Option<Plan>, ShardError> {
+        if self.units.is_empty() {
+            // No statement of this shape planned to a Route yet: the planner decides (and its
+            // errors, which may come before routing, are the ones to give).
+            return Ok(None);
+        }
+        let TableKind::Sharded(rule) = rules.table(&self.table) else {
+            return Ok(None);
+        };
+        let Some(lit) = lits.get(self.key) else {
+            return Ok(None);
+        };
+        let Some(p) = one(rule, &lit.key())?.first().copied() else {
+            return Ok(None);
+        };
+        let Some(pieces) = self.units.get(&p) else {
+            return Ok(None);
+        };
+        let mut sql = String::with_capacity(128);
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => sql.push_str(t),
+                Piece::Lit(i) => match lits.get(*i) {
+                    Some(l) => l.write_to(&mut sql),
+                    None => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(Plan::Route(Route {
+            unit: Unit {
+                shard: rule.shard_of(p),
+                sql,
+            },
+        })))
+    }
+}
+
+/// Learns the template of `unit` (planned from a statement with literals `lits`) for its
+/// partition. False when the shape cannot be templated (the route is then forgotten); true when
+/// learnt or when this statement could not tell (equal literals) and a later one may.
+fn learn(
+    route: &mut Option<RouteShape>,
+    unit: &Unit,
+    lits: &[Lit<'_>],
+    rules: &ShardingRules,
+) -> bool {
+    let Some(r) = route else { return false };
+    let TableKind::Sharded(rule) = rules.table(&r.table) else {
+        return false;
+    };
+    let Some(key) = lits.get(r.key) else {
+        return false;
+    };
+    let Ok(parts) = one(rule, &key.key()) else {
+        return false;
+    };
+    let Some(p) = parts.first().copied() else {
+        return false;
+    };
+    if r.units.contains_key(&p) || rule.shard_of(p) != unit.shard {
+        return r.units.contains_key(&p);
+    }
+    // Each literal must be told apart by its value to find its slot in the rendered SQL.
+    for (i, a) in lits.iter().enumerate() {
+        if lits[..i].contains(a) {
+            return true;
+        }
+    }
+    let mut hints = Vec::new();
+    let mut toks = Vec::new();
+    tokenize(&unit.sql, &mut hints, &mut toks);
+    let base = unit.sql.as_ptr() as usize;
+    let mut pieces = Vec::with_capacity(2 * lits.len() + 1);
+    let mut used = vec![false; lits.len()];
+    let mut last = 0;
+    for t in toks {
+        let (s, lit) = match t {
+            Token::Number(s) if simple_number(s) => (s, Lit::Number(s)),
+            Token::Str(s) => match simple_string(s) {
+                Some(inner) => (s, Lit::Str(inner)),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let Some(i) = lits.iter().position(|l| *l == lit) else {
+            return false;
+        };
+        if std::mem::replace(&mut used[i], true) {
+            return false;
+        }
+        let start = s.as_ptr() as usize - base;
+        let Some(text) = unit.sql.get(last..start) else {
+            return false;
+        };
+        pieces.push(Piece::Text(text.to_string()));
+        pieces.push(Piece::Lit(i));
+        last = start + s.len();
+    }
+    if used.iter().any(|u| !u) {
+        return false;
+    }
+    let Some(rest) = unit.sql.get(last..) else {
+        return false;
+    };
+    pieces.push(Piece::Text(rest.to_string()));
+    r.units.insert(p, pieces);
+    true
+}
+
+/// For a `SELECT` from one sharded table whose `WHERE` is a conjunction in which exactly one
+/// condition names a key column of that table, as `key = ?k` (either side): the table and the
+/// index of the key literal. The partition of such a statement is the planner's `one(rule, ?k)`.
+fn point_key(tree: &Statement, rules: &ShardingRules) -> Option<(String, usize)> {
+    let Statement::Query(q) = tree else {
+        return None;
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    if q.with.is_some() || sel.from.len() != 1 || !sel.from[0].joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &sel.from[0].relation
+    else {
+        return None;
+    };
+    let table = base_name(name).to_ascii_lowercase();
+    let TableKind::Sharded(rule) = rules.table(&table) else {
+        return None;
+    };
+    let alias = alias.as_ref().map(|a| a.name.value.to_ascii_lowercase());
+    let key_col = |e: &Expr| -> bool {
+        match e {
+            Expr::Identifier(i) => rule.is_key(&i.value.to_ascii_lowercase()),
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let col = parts[parts.len() - 1].value.to_ascii_lowercase();
+                let q = parts[parts.len() - 2].value.to_ascii_lowercase();
+                let names_table = match &alias {
+                    Some(a) => *a == q,
+                    None => table == q,
+                };
+                names_table && rule.is_key(&col)
+            }
+            _ => false,
+        }
+    };
+    let mut conjuncts = Vec::new();
+    flatten_and(sel.selection.as_ref()?, &mut conjuncts);
+    let mut found = None;
+    for c in conjuncts {
+        if !mentions(c, &|i: &Ident| rule.is_key(&i.value.to_ascii_lowercase())) {
+            continue;
+        }
+        if found.is_some() {
+            return None;
+        }
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            return None;
+        };
+        let lit = if key_col(left) {
+            placeholder(right)?
+        } else if key_col(right) {
+            placeholder(left)?
+        } else {
+            return None;
+        };
+        found = Some(lit);
+    }
+    Some((table, found?))
+}
+
+/// The conjuncts of an AND chain (through parentheses).
+fn flatten_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Nested(inner) => flatten_and(inner, out),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            flatten_and(left, out);
+            flatten_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Whether `e` names a column (last part of an identifier) for which `is_key` holds.
+fn mentions(e: &Expr, is_key: &dyn Fn(&Ident) -> bool) -> bool {
+    struct Find<'f> {
+        is_key: &'f dyn Fn(&Ident) -> bool,
+    }
+    impl Visitor for Find<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let hit = match e {
+                Expr::Identifier(i) => (self.is_key)(i),
+                Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| (self.is_key)(i)),
+                _ => false,
+            };
+            if hit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    e.visit(&mut Find { is_key }).is_break()
+}
+
+/// The literal index of a `?k` placeholder expression.
+fn placeholder(e: &Expr) -> Option<usize> {
+    let Expr::Value(v) = e else { return None };
+    let Value::Placeholder(p) = &v.value else {
+        return None;
+    };
+    p.strip_prefix('?')?.parse::<usize>().ok()?.checked_sub(1)
 }
 
 /// Statement kinds whose shapes are cached (the data statements applications repeat).
@@ -249,7 +595,7 @@ mod tests {
 
     #[test]
     fn a_cached_shape_gives_the_tree_of_the_statement() {
-        let mut c = ParseCache::new();
+        let mut c = PlanCache::new();
         let sqls = [
             "SELECT name FROM users WHERE id = 1",
             "SELECT name FROM users WHERE id = 2",
@@ -272,7 +618,7 @@ mod tests {
                 assert_eq!(got, want, "round {round}: {sql}");
             }
         }
-        let (hits, misses) = c.stats();
+        let (hits, misses, _) = c.stats();
         assert!(hits >= 12, "hits {hits} misses {misses}");
         // The DECIMAL(p, s) shape cannot take placeholders: parsed every time, still right.
         assert_eq!(
@@ -286,11 +632,11 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded() {
-        let mut c = ParseCache::new();
-        for i in 0..(ParseCache::CAPACITY + 10) {
+        let mut c = PlanCache::new();
+        for i in 0..(PlanCache::CAPACITY + 10) {
             let sql = format!("SELECT c{i} FROM t WHERE id = 1");
             assert!(c.parse(&sql).is_ok());
-            assert!(c.len() <= ParseCache::CAPACITY);
+            assert!(c.len() <= PlanCache::CAPACITY);
         }
         assert!(!c.is_empty());
     }

@@ -29,7 +29,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows};
-pub use cache::ParseCache;
+pub use cache::PlanCache;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use limit::Limit;
@@ -201,12 +201,13 @@ pub fn plan(sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
     plan_with(sql, cx, None)
 }
 
-/// Plans one statement, taking its syntax tree from `cache` when a statement of the same shape was
-/// parsed before (see [`cache`]); the plan is the same as [`plan`]'s.
+/// Plans one statement with `cache` (see [`cache`]): a statement of a known shape is not parsed
+/// again, and a point statement of a known shape is not even planned. The plan is the same as
+/// [`plan`]'s. `cache` must belong to `cx.rules`.
 pub fn plan_cached(
     sql: &str,
     cx: &mut PlanContext<'_>,
-    cache: &mut ParseCache,
+    cache: &mut PlanCache,
 ) -> Result<Plan, ShardError> {
     plan_with(sql, cx, Some(cache))
 }
@@ -214,7 +215,7 @@ pub fn plan_cached(
 fn plan_with(
     sql: &str,
     cx: &mut PlanContext<'_>,
-    cache: Option<&mut ParseCache>,
+    cache: Option<&mut PlanCache>,
 ) -> Result<Plan, ShardError> {
     let text;
     let sql = if cx.params.is_empty() {
@@ -223,10 +224,18 @@ fn plan_with(
         text = sqltext::bind_params(sql, cx.params)?;
         text.as_str()
     };
-    let stmt = match cache {
-        Some(c) => c.parse(sql)?,
-        None => parse_one(sql)?,
-    };
+    match cache {
+        Some(c) => c.plan(sql, cx),
+        None => plan_statement(parse_one(sql)?, sql, cx),
+    }
+}
+
+/// Plans a parsed statement (`sql` is its text).
+fn plan_statement(
+    stmt: Statement,
+    sql: &str,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, ShardError> {
     match stmt {
         Statement::Query(q) => select::plan_query(*q, cx),
         Statement::Insert(i) => insert_split::plan_insert(i, cx),

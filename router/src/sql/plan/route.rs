@@ -137,7 +137,8 @@ fn key_column(e: &Expr, tables: &[TableRef<'_>]) -> bool {
     }
 }
 
-fn one(rule: &TableRule, v: &KeyValue) -> Result<BTreeSet<usize>, ShardError> {
+/// The partition of `rule` holding key `v` (as a one-element set).
+pub(crate) fn one(rule: &TableRule, v: &KeyValue) -> Result<BTreeSet<usize>, ShardError> {
     if *v == KeyValue::Null {
         // `key = NULL` matches nothing: any single partition answers correctly (empty).
         return Ok(BTreeSet::from([0]));
