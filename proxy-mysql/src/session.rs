@@ -638,6 +638,10 @@ impl Session {
         Flow::Continue
     }
 
+    /// Back to a fresh session (COM_RESET_CONNECTION, COM_CHANGE_USER). Read-your-writes state
+    /// (`last_write`, `last_gtid`) is kept on purpose: application pools reset a connection between
+    /// borrowings by the same application, which may read in the next borrowing what it wrote in
+    /// the last one; keeping reads on the primary for the window costs only replica offload.
     async fn reset_session(&mut self, charset: Option<u8>) {
         if let Some(mut c) = self.pinned.take() {
             let snap = self.snap.get().clone();

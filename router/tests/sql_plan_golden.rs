@@ -132,27 +132,33 @@ fn bump_numbers(sql: &str) -> String {
     out
 }
 
+/// The rendered plan (or error) of `sql`, through `cache` when given.
+fn render_plan(
+    rules: &ShardingRules,
+    sql: &str,
+    cache: Option<&mut router::sql::plan::PlanCache>,
+) -> String {
+    let mut next_id = || 77;
+    let mut cx = PlanContext {
+        rules,
+        params: &[],
+        next_id: &mut next_id,
+    };
+    let r = match cache {
+        Some(c) => router::sql::plan::plan_cached(sql, &mut cx, c),
+        None => plan(sql, &mut cx),
+    };
+    match r {
+        Ok(p) => p.render(rules),
+        Err(e) => format!("ERROR {e}"),
+    }
+}
+
 #[test]
 fn the_parse_cache_gives_the_plans_of_parsing() {
     let rules = rules();
     let cases = std::fs::read_to_string(fixtures().join("plan/cases.sql")).unwrap_or_default();
     let mut cache = router::sql::plan::PlanCache::new();
-    let render = |sql: &str, cache: Option<&mut router::sql::plan::PlanCache>| {
-        let mut next_id = || 77;
-        let mut cx = PlanContext {
-            rules: &rules,
-            params: &[],
-            next_id: &mut next_id,
-        };
-        let r = match cache {
-            Some(c) => router::sql::plan::plan_cached(sql, &mut cx, c),
-            None => plan(sql, &mut cx),
-        };
-        match r {
-            Ok(p) => p.render(&rules),
-            Err(e) => format!("ERROR {e}"),
-        }
-    };
     let mut n = 0;
     for sql in cases
         .lines()
@@ -160,7 +166,11 @@ fn the_parse_cache_gives_the_plans_of_parsing() {
     {
         // Twice as written (a miss, then a hit), then with other values (a hit on the same shape).
         for s in [sql.to_string(), sql.to_string(), bump_numbers(sql)] {
-            assert_eq!(render(&s, Some(&mut cache)), render(&s, None), "{s}");
+            assert_eq!(
+                render_plan(&rules, &s, Some(&mut cache)),
+                render_plan(&rules, &s, None),
+                "{s}"
+            );
             n += 1;
         }
     }
@@ -179,22 +189,6 @@ fn the_parse_cache_gives_the_plans_of_parsing() {
 fn route_templates_give_the_planners_plans_for_any_key() {
     let rules = rules();
     let mut cache = router::sql::plan::PlanCache::new();
-    let render = |sql: &str, cache: Option<&mut router::sql::plan::PlanCache>| {
-        let mut next_id = || 5;
-        let mut cx = PlanContext {
-            rules: &rules,
-            params: &[],
-            next_id: &mut next_id,
-        };
-        let r = match cache {
-            Some(c) => router::sql::plan::plan_cached(sql, &mut cx, c),
-            None => plan(sql, &mut cx),
-        };
-        match r {
-            Ok(p) => p.render(&rules),
-            Err(e) => format!("ERROR {e}"),
-        }
-    };
     let shapes: [&dyn Fn(u64) -> String; 12] = [
         &|k| format!("SELECT id, total FROM orders WHERE user_id = {k}"),
         &|k| format!("SELECT * FROM orders o WHERE o.user_id = {k} AND o.status = 'paid' LIMIT 3"),
@@ -229,7 +223,11 @@ fn route_templates_give_the_planners_plans_for_any_key() {
     for k in 0..200u64 {
         for s in &shapes {
             let sql = s(k);
-            assert_eq!(render(&sql, Some(&mut cache)), render(&sql, None), "{sql}");
+            assert_eq!(
+                render_plan(&rules, &sql, Some(&mut cache)),
+                render_plan(&rules, &sql, None),
+                "{sql}"
+            );
         }
     }
     let (_, _, routed) = cache.stats();

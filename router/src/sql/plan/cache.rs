@@ -301,35 +301,22 @@ fn learn(
             return true;
         }
     }
-    let mut hints = Vec::new();
-    let mut toks = Vec::new();
-    tokenize(&unit.sql, &mut hints, &mut toks);
-    let base = unit.sql.as_ptr() as usize;
     let mut pieces = Vec::with_capacity(2 * lits.len() + 1);
     let mut used = vec![false; lits.len()];
     let mut last = 0;
-    for t in toks {
-        let (s, lit) = match t {
-            Token::Number(s) if simple_number(s) => (s, Lit::Number(s)),
-            Token::Str(s) => match simple_string(s) {
-                Some(inner) => (s, Lit::Str(inner)),
-                None => continue,
-            },
-            _ => continue,
-        };
+    for (start, len, lit) in literals(&unit.sql) {
         let Some(i) = lits.iter().position(|l| *l == lit) else {
             return false;
         };
         if std::mem::replace(&mut used[i], true) {
             return false;
         }
-        let start = s.as_ptr() as usize - base;
         let Some(text) = unit.sql.get(last..start) else {
             return false;
         };
         pieces.push(Piece::Text(text.to_string()));
         pieces.push(Piece::Lit(i));
-        last = start + s.len();
+        last = start + len;
     }
     if used.iter().any(|u| !u) {
         return false;
@@ -475,30 +462,35 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
     if sql.len() > MAX_SHAPE_LEN {
         return None;
     }
+    let mut text = String::with_capacity(sql.len() + 8);
+    let mut lits = Vec::new();
+    let mut last = 0;
+    for (start, len, lit) in literals(sql) {
+        text.push_str(sql.get(last..start)?);
+        lits.push(lit);
+        let _ = write!(text, "?{}", lits.len());
+        last = start + len;
+    }
+    text.push_str(sql.get(last..)?);
+    Some(Shape { text, lits })
+}
+
+/// The simple literals of `sql` in order: (byte offset, length as written, literal).
+fn literals(sql: &str) -> Vec<(usize, usize, Lit<'_>)> {
     let mut hints = Vec::new();
     let mut toks = Vec::with_capacity(32);
     tokenize(sql, &mut hints, &mut toks);
     let base = sql.as_ptr() as usize;
-    let mut text = String::with_capacity(sql.len() + 8);
-    let mut lits = Vec::new();
-    let mut last = 0;
-    for t in toks {
-        let (s, lit) = match t {
-            Token::Number(s) if simple_number(s) => (s, Lit::Number(s)),
-            Token::Str(s) => match simple_string(s) {
-                Some(inner) => (s, Lit::Str(inner)),
-                None => continue,
-            },
-            _ => continue,
-        };
-        let start = s.as_ptr() as usize - base;
-        text.push_str(sql.get(last..start)?);
-        lits.push(lit);
-        let _ = write!(text, "?{}", lits.len());
-        last = start + s.len();
-    }
-    text.push_str(sql.get(last..)?);
-    Some(Shape { text, lits })
+    toks.into_iter()
+        .filter_map(|t| {
+            let (s, lit) = match t {
+                Token::Number(s) if simple_number(s) => (s, Lit::Number(s)),
+                Token::Str(s) => (s, Lit::Str(simple_string(s)?)),
+                _ => return None,
+            };
+            Some((s.as_ptr() as usize - base, s.len(), lit))
+        })
+        .collect()
 }
 
 /// `[0-9]+(\.[0-9]+)?`: a number whose token class and parse do not depend on its digits.
