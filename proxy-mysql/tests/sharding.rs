@@ -163,6 +163,27 @@ fn ddl_inserts_ids_transactions_and_refusals_on_four_shards() {
     dedup.dedup();
     assert_eq!(dedup.len(), 16, "ids unique");
 
+    // A shard hint runs the statement as written on that shard (physical names, no rewriting).
+    for p in 0..8usize {
+        let want = s.count_on(p / 2, &format!("orders_{p}"), "");
+        let got = s.sql(&format!(
+            "/* furrow:shard=s{} */ SELECT COUNT(*) FROM orders_{p}",
+            p / 2
+        ));
+        assert_eq!(
+            got[0][0].as_deref(),
+            Some(want.to_string().as_str()),
+            "orders_{p}"
+        );
+    }
+    let e = s.sql_err("/* furrow:shard=s0 */ SELECT COUNT(*) FROM orders_2");
+    assert!(e.contains("orders_2") && e.contains("doesn't exist"), "{e}");
+    let e = s.sql_err("/* furrow:shard=nope */ SELECT 1");
+    assert!(
+        e.contains("unknown shard `nope`") && e.contains("s0, s1, s2, s3"),
+        "{e}"
+    );
+
     // furrow_next_id(): increasing global ids.
     let a: u64 = s
         .proxy

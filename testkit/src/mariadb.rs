@@ -582,7 +582,9 @@ fn run_mariadb(
         .arg(format!("--password={password}"))
         .arg("--connect-timeout=10")
         .arg("--batch")
-        .arg("--xml");
+        .arg("--xml")
+        // The CLI strips comments by default; Furrow's routing hints live in comments.
+        .arg("--comments");
     if let Some(db) = database {
         command.arg(format!("--database={db}"));
     }

@@ -250,6 +250,29 @@ impl ShardSession {
             }
             _ => {}
         }
+        if let Some(router::sql::Hint::Shard(name)) = &c.hint {
+            // Runs as written on the named shard: maintenance and per-shard queries that name
+            // physical tables. No planning, no rewriting; the reply passes through.
+            let Some(shard) = rules.shards.iter().position(|s| s.name == *name) else {
+                let known: Vec<&str> = rules.shards.iter().map(|s| s.name.as_str()).collect();
+                return encode::err(
+                    cx.client,
+                    &ErrPacket::new(
+                        1105,
+                        "HY000",
+                        format!(
+                            "furrow: unknown shard `{name}` in hint (shards: {})",
+                            known.join(", ")
+                        ),
+                    ),
+                );
+            };
+            let unit = plan::Unit {
+                shard,
+                sql: sql.to_string(),
+            };
+            return self.route(cx, &rules, &unit).await;
+        }
         if c.kind == StmtKind::Select
             && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
             && digest(sql).text == "SELECT LAST_INSERT_ID ()"

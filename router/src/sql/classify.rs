@@ -692,6 +692,10 @@ mod tests {
             classify("SELECT /* furrow:backend=r1 */ 1").hint,
             Some(Hint::Backend("r1".into()))
         );
+        assert_eq!(
+            classify("/* furrow:shard=s2 */ SELECT * FROM orders_3").hint,
+            Some(Hint::Shard("s2".into()))
+        );
         assert!(classify("SET sql_mode='ANSI'").is_replayable_set());
         assert!(!classify("SET @a=1").is_replayable_set());
         assert!(!classify("SET GLOBAL a=1").is_replayable_set());

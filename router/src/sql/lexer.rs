@@ -28,7 +28,7 @@ impl Token<'_> {
 }
 
 /// A Furrow routing hint found in a comment: `/* furrow:primary */`, `/* furrow:replica */`,
-/// `/* furrow:backend=NAME */`.
+/// `/* furrow:backend=NAME */`, `/* furrow:shard=NAME */`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hint {
     /// Send the statement to the primary.
@@ -37,6 +37,9 @@ pub enum Hint {
     Replica,
     /// Send the statement to the named server of the group.
     Backend(String),
+    /// On a sharded listener: run the statement as written on the named shard (no planning, no
+    /// rewriting). Ignored by read/write splitting.
+    Shard(String),
 }
 
 /// Splits `sql` into tokens, collecting hints from comments. Unterminated strings or comments end
@@ -207,6 +210,10 @@ fn parse_hint(comment: &str, hints: &mut Vec<Hint>) {
             && !name.is_empty()
         {
             hints.push(Hint::Backend(name.to_string()));
+        } else if let Some(name) = rest.strip_prefix("shard=")
+            && !name.is_empty()
+        {
+            hints.push(Hint::Shard(name.to_string()));
         }
     }
 }
