@@ -844,3 +844,281 @@ fn differential_against_one_plain_mariadb() {
         assert_eq!(s.sql(&q), want, "seed {seed}: final {table}");
     }
 }
+
+// ---------------------------------------------------------------- streamed sorted reads
+
+/// Runs the statements of `STATEMENTS` (a JSON list) in order on ONE proxy connection and on the
+/// reference schema (null without `REF_PORT`); prints `[proxy, reference]` per statement (rows as
+/// strings or null, or `{"error": code, "message": text}`).
+const PAIRS: &str = r#"
+import json, os, pymysql
+def conn(port, user, pw, db):
+    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db, autocommit=True)
+proxy = conn(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
+ref = conn(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref") if "REF_PORT" in os.environ else None
+def text(v):
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode()
+    return str(v)
+def run(c, sql):
+    if c is None:
+        return None
+    cur = c.cursor()
+    try:
+        cur.execute(sql)
+    except pymysql.MySQLError as e:
+        return {"error": e.args[0], "message": str(e.args[1]) if len(e.args) > 1 else ""}
+    return [[text(v) for v in row] for row in cur.fetchall()]
+for sql in json.loads(os.environ["STATEMENTS"]):
+    print(json.dumps([run(proxy, sql), run(ref, sql)]), flush=True)
+"#;
+
+/// The `[proxy, reference]` results of `stmts` (see [`PAIRS`]).
+fn pairs(s: &Setup, stmts: &[String]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PAIRS)
+        .env("PORT", s.proxy.addr.port().to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("REF_PORT", s.servers[0].port().to_string())
+        .env("REF_USER", APP_USER)
+        .env("REF_PASSWORD", APP_PASSWORD)
+        .env("STATEMENTS", serde_json::json!(stmts).to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<(serde_json::Value, serde_json::Value)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (v[0].clone(), v[1].clone())
+        })
+        .collect();
+    assert_eq!(lines.len(), stmts.len(), "one result per statement");
+    lines
+}
+
+fn error_of(v: &serde_json::Value) -> Option<(u64, String)> {
+    Some((
+        v.get("error")?.as_u64()?,
+        v.get("message")?.as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn sorted_reads_stream_from_one_connection_per_unit() {
+    // A small merge budget: sorted reads no longer buffer, so it must not matter to them.
+    let s = Setup::start("max_scatter_rows = 50");
+    s.sql(DDL);
+    s.servers[0]
+        .sql(&format!("USE ref; {DDL}"))
+        .expect("reference schema");
+    let mut rng = Rng(0x5eed_1234_5678_9abd);
+    // Names that tie under the case-insensitive collation (and trailing spaces under PAD SPACE),
+    // scores with many ties and NULLs.
+    let names = [
+        "ann", "Ann", "ANN", "bob", "Bob", "b0b", "zed", "Zed", "amy", "ann ",
+    ];
+    let users: Vec<String> = (0..100)
+        .map(|id| {
+            let score = match rng.below(8) {
+                0 => "NULL".to_string(),
+                _ => rng.below(20).to_string(),
+            };
+            format!("({id}, '{}', 'fr', {score})", rng.pick(&names))
+        })
+        .collect();
+    let orders: Vec<String> = (1..=500)
+        .map(|id| {
+            let created = match rng.below(6) {
+                0 => "NULL".to_string(),
+                _ => format!("'2024-{:02}-{:02}'", rng.below(12) + 1, rng.below(28) + 1),
+            };
+            format!(
+                "({id}, {}, {}.{:02}, '{}', {created})",
+                rng.below(100),
+                rng.below(50),
+                rng.below(4) * 25,
+                rng.pick(STATUSES)
+            )
+        })
+        .collect();
+    let load = [
+        format!(
+            "INSERT INTO users (id, name, country, score) VALUES {}",
+            users.join(",")
+        ),
+        format!(
+            "INSERT INTO orders (id, user_id, amount, status, created) VALUES {}",
+            orders.join(",")
+        ),
+    ];
+    for q in &load {
+        s.sql(q);
+        s.servers[0]
+            .sql(&format!("USE ref; {q}"))
+            .expect("reference data");
+    }
+
+    let mut stmts: Vec<String> = [
+        // 100 and 500 rows: more than max_scatter_rows, streamed in order.
+        "SELECT id, name, score FROM users ORDER BY score DESC, id",
+        "SELECT id, user_id, amount FROM orders ORDER BY amount DESC, id",
+        "SELECT id, score FROM users ORDER BY score, id LIMIT 10",
+        "SELECT id, score FROM users ORDER BY score DESC, id LIMIT 5 OFFSET 20",
+        // Helper sort columns cut from the rows (named, and behind `*`).
+        "SELECT id FROM users ORDER BY name, id",
+        "SELECT * FROM users ORDER BY name DESC, id LIMIT 15",
+        "SELECT name, id FROM users ORDER BY name, id LIMIT 30 OFFSET 7",
+        "SELECT id, score, name FROM users ORDER BY name DESC, score, id DESC",
+        "SELECT id, amount, status FROM orders ORDER BY status, amount, id LIMIT 100, 20",
+        "SELECT id, created FROM orders ORDER BY created, id LIMIT 3 OFFSET 2",
+        "SELECT id, created FROM orders ORDER BY created DESC, id DESC LIMIT 40",
+        "SELECT id, amount FROM orders WHERE user_id < 0 ORDER BY id",
+        "SELECT id FROM orders ORDER BY id LIMIT 0",
+        "SELECT id FROM orders ORDER BY id LIMIT 490, 50",
+    ]
+    .iter()
+    .map(|q| q.to_string())
+    .collect();
+    let checked = stmts.len();
+    // Early stops, many in a row on the same connection: every connection goes back clean (a
+    // leaked one would exhaust the pool of 16 within a few statements; a dirty one would answer
+    // the next statement with stale rows).
+    for i in 0..30 {
+        stmts.push(format!(
+            "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT {}",
+            i % 4 + 1
+        ));
+        stmts.push("SELECT COUNT(*) FROM orders".into());
+    }
+    // A column that exists on no shard: every unit fails; the session goes on.
+    stmts.push("SELECT id, nope FROM orders ORDER BY id LIMIT 5".into());
+    stmts.push("SELECT id, nope FROM orders ORDER BY id".into());
+    stmts.push("SELECT id, name, score FROM users ORDER BY score DESC, id".into());
+    // The buffered path keeps its budget.
+    stmts.push("SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id".into());
+    let results = pairs(&s, &stmts);
+    for (i, (got, want)) in results.iter().enumerate() {
+        let q = &stmts[i];
+        match (error_of(got), error_of(want)) {
+            (Some((code, msg)), Some((want_code, _))) => {
+                assert_eq!(code, want_code, "{q}: {msg}");
+                assert_eq!(code, 1054, "{q}: {msg}");
+                assert!(msg.starts_with("shard s0: "), "{q}: {msg}");
+            }
+            (Some((code, msg)), None) if q.contains("GROUP BY") => {
+                assert_eq!(code, 1038, "{q}: {msg}");
+                assert!(msg.contains("max_scatter_rows = 50"), "{q}: {msg}");
+            }
+            _ => assert_eq!(got, want, "#{i} {q}"),
+        }
+        if i < checked {
+            assert!(want.is_array(), "{q}: {want}");
+        }
+    }
+    let big = results[1].0.as_array().map_or(0, Vec::len);
+    assert_eq!(big, 500, "all rows of the big sorted read");
+    // No statement so far closed a connection (the early stops drained theirs, the statements
+    // that failed on every shard left each connection clean): each pool made just the 4 that a
+    // sorted read over `orders` (8 partitions, 2 per shard) takes at once per group.
+    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
+    let pools = proxy_mysql::pool_stats();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    for p in &pools {
+        assert_eq!(p.created, 4, "{p:?}");
+    }
+
+    // One physical table gone on one shard: a clear ERR naming the shard, with and without a
+    // LIMIT (drained or closed connections), and the session and the pools keep working.
+    s.servers[1]
+        .sql("DROP TABLE app_3.users_3")
+        .expect("drop users_3");
+    let after: Vec<String> = [
+        "SELECT id, score FROM users ORDER BY score, id LIMIT 5",
+        "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
+        "SELECT id, name FROM users ORDER BY name, id",
+        "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
+    ]
+    .iter()
+    .map(|q| q.to_string())
+    .collect();
+    let mut after: Vec<String> = after
+        .iter()
+        .cycle()
+        .take(after.len() * 6)
+        .cloned()
+        .collect();
+    after.push("SELECT COUNT(*) FROM orders".into());
+    let results = pairs(&s, &after);
+    for (i, (got, want)) in results.iter().enumerate() {
+        let q = &after[i];
+        if q.contains("FROM users") {
+            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
+            assert_eq!(code, 1146, "{q}: {msg}");
+            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
+            assert!(msg.contains("users_3"), "{q}: {msg}");
+        } else {
+            assert_eq!(got, want, "#{i} {q}");
+        }
+    }
+
+    // A shard connection lost in the middle of a sorted read (killed on server b while its unit
+    // sleeps between rows): the client gets an ERR, not a hang, and the session goes on.
+    let stmts = serde_json::json!([
+        "SELECT id, SLEEP(1) FROM orders WHERE id <= 40 ORDER BY id",
+        "SELECT id FROM orders ORDER BY id LIMIT 3",
+        "SELECT COUNT(*) FROM orders",
+    ]);
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PAIRS)
+        .env("PORT", s.proxy.addr.port().to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("STATEMENTS", stmts.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let sleeping = "SELECT id FROM information_schema.processlist \
+                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
+    let mut killed = 0;
+    common::wait_until(
+        "a sleeping unit on server b",
+        Duration::from_secs(30),
+        || {
+            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
+                if let Some(Some(id)) = row.first()
+                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            killed > 0
+        },
+    );
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
+    assert!(
+        msg.contains("s2") || msg.contains("s3"),
+        "names a shard of server b: {code} {msg}"
+    );
+    assert_eq!(lines[1], serde_json::json!([["1"], ["2"], ["3"]]));
+    assert_eq!(lines[2], serde_json::json!([["500"]]));
+}

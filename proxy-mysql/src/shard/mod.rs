@@ -1,11 +1,13 @@
 //! Sharding execution: a listener with a `[sharding.NAME]` section serves one logical database over
 //! many shards. A statement is planned by `router::sql::plan`, its units run on the shards'
 //! primaries (concurrently, one connection per shard, results buffered within the plan's row
-//! budget), merged by `router::sql::plan::execute`, and re-encoded for the client.
+//! budget), merged by `router::sql::plan::execute`, and re-encoded for the client. Single-unit
+//! routes, plain scatter reads and sorted reads (`[Trim] → [Limit] → MergeSort`) stream instead.
 //!
 //! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
 //! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
-//! the client; [`stream`] plain scatter reads copied through without buffering; [`stmt`] prepared
+//! the client; [`stream`] plain scatter reads copied through without buffering; [`merge`] sorted
+//! reads (ORDER BY [LIMIT]) merged from one socket per unit without buffering; [`stmt`] prepared
 //! statements (binary protocol); [`txn`] transactions across shards.
 //!
 //! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
@@ -15,6 +17,7 @@
 
 pub mod conn;
 pub mod encode;
+pub mod merge;
 pub mod run;
 pub mod stmt;
 pub mod stream;
@@ -308,6 +311,14 @@ impl ShardSession {
         // An INSERT whose ids the proxy made reports the first one (as AUTO_INCREMENT would), so it
         // takes the buffered path even for one unit.
         self.generated = first_id;
+        // A sorted read streams from one connection per unit (outside transactions: a
+        // transaction holds one connection per shard).
+        if self.txn.is_none()
+            && let Some(sr) = merge::sorted_read(&p)
+            && merge::fits_pools(&cx, &rules, &sr.merge.input.units)
+        {
+            return self.stream_merge(cx, &rules, &sr).await;
+        }
         match &p {
             Plan::Route(r) if first_id.is_none() => {
                 return self.route(cx, &rules, &r.unit).await;

@@ -138,7 +138,7 @@ async fn run_shard(
 
 /// Makes `held` (a transaction's connection) or a new pooled connection ready for `shard`: session
 /// SETs replayed, default schema set, and a backend transaction begun when `in_txn` and new.
-async fn open(
+pub(super) async fn open(
     cx: &Ctx<'_>,
     rules: &ShardingRules,
     shard: usize,
@@ -180,7 +180,8 @@ async fn open(
     Ok(c)
 }
 
-fn shard_err(rules: &ShardingRules, shard: usize, e: &ErrPacket) -> ErrPacket {
+/// A shard's ERR for the client: its code and SQLSTATE, the message prefixed `shard NAME:`.
+pub(super) fn shard_err(rules: &ShardingRules, shard: usize, e: &ErrPacket) -> ErrPacket {
     let name = rules.shards.get(shard).map_or("?", |s| s.name.as_str());
     ErrPacket {
         code: e.code,
@@ -452,7 +453,7 @@ pub fn shard_error_packet(e: &ShardError) -> ErrPacket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use codec::mysql::{ColumnDefinition, Value};
     use router::sql::plan::{PlanContext, VecRows};
@@ -479,12 +480,12 @@ algorithm = "hash"
 physical = "orders_{0..3}"
 "#;
 
-    fn rules() -> ShardingRules {
+    pub(crate) fn rules() -> ShardingRules {
         let cfg = router::config::parse("t.toml", TOML).unwrap();
         ShardingRules::compile(&cfg.sharding()[0]).unwrap()
     }
 
-    fn plan_of(rules: &ShardingRules, sql: &str) -> Plan {
+    pub(crate) fn plan_of(rules: &ShardingRules, sql: &str) -> Plan {
         let mut next = || 1;
         plan::plan(
             sql,

@@ -21,7 +21,7 @@ use crate::conn::ConnError;
 use crate::error::ProxyError;
 
 /// Flush to the client when this much is queued.
-const FLUSH_AT: usize = 256 * 1024;
+pub(super) const FLUSH_AT: usize = 256 * 1024;
 
 enum Stop {
     /// The shard answered ERR (the connection is fine).
