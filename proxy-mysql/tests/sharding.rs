@@ -744,15 +744,7 @@ fn differential_against_one_plain_mariadb() {
     }
     std::fs::write(&file, text).expect("write statements");
     let started = Instant::now();
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(RUNNER)
-        .env("PORT", s.proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("REF_PORT", s.servers[0].port().to_string())
-        .env("REF_USER", APP_USER)
-        .env("REF_PASSWORD", APP_PASSWORD)
-        .env("STATEMENTS", &file)
+    let out = python_against_both(&s, RUNNER, file.as_os_str())
         .output()
         .expect("python3");
     let _ = std::fs::remove_dir_all(&dir);
@@ -875,17 +867,28 @@ for sql in json.loads(os.environ["STATEMENTS"]):
     print(json.dumps([run(proxy, sql), run(ref, sql)]), flush=True)
 "#;
 
-/// The `[proxy, reference]` results of `stmts` (see [`PAIRS`]).
-fn pairs(s: &Setup, stmts: &[String]) -> Vec<(serde_json::Value, serde_json::Value)> {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(PAIRS)
+/// `python3 -c SCRIPT` with the proxy's and the reference server's addresses and credentials in
+/// its environment, and `STATEMENTS` set to `statements`.
+fn python_against_both(
+    s: &Setup,
+    script: &str,
+    statements: &std::ffi::OsStr,
+) -> std::process::Command {
+    let mut c = std::process::Command::new("python3");
+    c.arg("-c")
+        .arg(script)
         .env("PORT", s.proxy.addr.port().to_string())
         .env("PASSWORD", APP_SECRET)
         .env("REF_PORT", s.servers[0].port().to_string())
         .env("REF_USER", APP_USER)
         .env("REF_PASSWORD", APP_PASSWORD)
-        .env("STATEMENTS", serde_json::json!(stmts).to_string())
+        .env("STATEMENTS", statements);
+    c
+}
+
+/// The `[proxy, reference]` results of `stmts` (see [`PAIRS`]).
+fn pairs(s: &Setup, stmts: &[String]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let out = python_against_both(s, PAIRS, serde_json::json!(stmts).to_string().as_ref())
         .output()
         .expect("python3");
     assert!(
