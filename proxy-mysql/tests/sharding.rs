@@ -652,24 +652,30 @@ fn statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool) {
     }
 }
 
-/// Runs each statement on the reference schema and through the proxy with PyMySQL (text
-/// protocol); SELECTs also through the proxy as server-side prepared statements with
-/// mysql-connector-python (binary protocol). Prints one JSON line per statement:
-/// `[proxy, reference, prepared or null]`, a result being rows (strings or null),
-/// `{"affected": n}`, or `{"error": code}`.
-const RUNNER: &str = r#"
-import json, os, sys, pymysql, mysql.connector
+/// What the Python runners share (put before each script by [`python_against_both`]): PyMySQL
+/// connections and rendering values as strings.
+const PY_PRELUDE: &str = r#"
+import json, os, sys, pymysql
 def conn(port, user, pw, db):
     return pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db, autocommit=True)
-proxy = conn(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
-ref = conn(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref")
-prep = mysql.connector.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], use_pure=True, autocommit=True)
 def text(v):
     if v is None:
         return None
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode()
     return str(v)
+"#;
+
+/// Runs each statement on the reference schema and through the proxy with PyMySQL (text
+/// protocol); SELECTs also through the proxy as server-side prepared statements with
+/// mysql-connector-python (binary protocol). Prints one JSON line per statement:
+/// `[proxy, reference, prepared or null]`, a result being rows (strings or null),
+/// `{"affected": n}`, or `{"error": code}`.
+const RUNNER: &str = r#"
+import mysql.connector
+proxy = conn(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
+ref = conn(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref")
+prep = mysql.connector.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], use_pure=True, autocommit=True)
 def run(c, sql):
     cur = c.cursor()
     try:
@@ -843,17 +849,8 @@ fn differential_against_one_plain_mariadb() {
 /// reference schema (null without `REF_PORT`); prints `[proxy, reference]` per statement (rows as
 /// strings or null, or `{"error": code, "message": text}`).
 const PAIRS: &str = r#"
-import json, os, pymysql
-def conn(port, user, pw, db):
-    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db, autocommit=True)
 proxy = conn(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
 ref = conn(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref") if "REF_PORT" in os.environ else None
-def text(v):
-    if v is None:
-        return None
-    if isinstance(v, (bytes, bytearray)):
-        return bytes(v).decode()
-    return str(v)
 def run(c, sql):
     if c is None:
         return None
@@ -876,7 +873,7 @@ fn python_against_both(
 ) -> std::process::Command {
     let mut c = std::process::Command::new("python3");
     c.arg("-c")
-        .arg(script)
+        .arg(format!("{PY_PRELUDE}{script}"))
         .env("PORT", s.proxy.addr.port().to_string())
         .env("PASSWORD", APP_SECRET)
         .env("REF_PORT", s.servers[0].port().to_string())
@@ -1081,7 +1078,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     ]);
     let child = std::process::Command::new("python3")
         .arg("-c")
-        .arg(PAIRS)
+        .arg(format!("{PY_PRELUDE}{PAIRS}"))
         .env("PORT", s.proxy.addr.port().to_string())
         .env("PASSWORD", APP_SECRET)
         .env("STATEMENTS", stmts.to_string())
