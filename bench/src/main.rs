@@ -2,6 +2,7 @@
 //! drives every target with the same load in the same run, and writes the report
 //! (`docs/benchmarks.md`, `docs/benchmarks.svg`, `bench/results/latest.json`).
 
+mod callgrind;
 mod control;
 mod loads;
 mod micro;
@@ -101,6 +102,12 @@ pub struct Opts {
     /// Record a perf profile of Furrow during each of its loads (docs/profiles/*.txt).
     #[arg(long)]
     pub perf: bool,
+    /// Run Furrow under valgrind's callgrind and count its user-space instructions per request
+    /// during each of its loads (bench/src/callgrind.rs); writes docs/profiles/instructions.md
+    /// and not the report (timings under valgrind are meaningless). Bound the loads with
+    /// --max-requests.
+    #[arg(long)]
+    pub callgrind: bool,
     /// Print the report only; write no files.
     #[arg(long)]
     pub no_write: bool,
@@ -180,6 +187,20 @@ fn main() -> ExitCode {
         for b in &m.benches {
             println!("{:60} {:>12}", b.id, report::fmt_ns(b.mean_ns));
         }
+    }
+    if opts.callgrind {
+        let counts = callgrind::take();
+        let md = callgrind::markdown(&counts, &Opts::command_line(), &report::now());
+        println!("{md}");
+        if !opts.no_write {
+            let path = root.join("docs/profiles/instructions.md");
+            let _ = std::fs::create_dir_all(root.join("docs/profiles"));
+            match std::fs::write(&path, md) {
+                Ok(()) => eprintln!("bench: wrote {}", path.display()),
+                Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
+            }
+        }
+        return ExitCode::SUCCESS;
     }
     if !opts.no_write {
         let write = |path: PathBuf, text: String| {

@@ -93,6 +93,10 @@ fn measure(
     let perf = (opts.perf && target.role == Role::Furrow)
         .then(|| start_perf(target.pid, load))
         .flatten();
+    let counting = opts.callgrind && target.role == Role::Furrow;
+    if counting && let Err(e) = crate::callgrind::start(target.pid) {
+        return Measurement::failed(load, &target.name, target.role, e);
+    }
     let t0 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b0 = procfs::cpu_ticks_sum(backend_pids);
     let c0 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
@@ -100,6 +104,7 @@ fn measure(
     let t1 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b1 = procfs::cpu_ticks_sum(backend_pids);
     let c1 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
+    let instructions = counting.then(|| crate::callgrind::stop(target.pid));
     if let Some(p) = perf {
         let title = format!("{load} ({})", target.name);
         let header = vec![
@@ -137,6 +142,23 @@ fn measure(
         }
     };
     let per = |secs: f64| (r.requests > 0).then(|| secs * 1e6 / r.requests as f64);
+    match instructions {
+        Some(Ok((n, top))) => {
+            eprintln!(
+                "bench:   callgrind: {n} instructions, {:.0} per request",
+                n as f64 / r.requests.max(1) as f64
+            );
+            crate::callgrind::record(crate::callgrind::Count {
+                load: load.into(),
+                target: target.name.clone(),
+                requests: r.requests,
+                instructions: n,
+                top,
+            });
+        }
+        Some(Err(e)) => eprintln!("bench:   callgrind: {e}"),
+        None => {}
+    }
     let m = Measurement {
         load: load.into(),
         target: target.name.clone(),
@@ -348,7 +370,15 @@ fn redis_targets(
         let r = furrow_binary(opts).and_then(|bin| {
             let port = targets::furrow_port()?;
             let conf = targets::furrow_redis_config(port.addr(), &named);
-            targets::start_furrow(&bin, dir, &conf, opts.executors, port, &Probe::Redis)
+            targets::start_furrow(
+                &bin,
+                dir,
+                &conf,
+                opts.executors,
+                port,
+                &Probe::Redis,
+                opts.callgrind,
+            )
         });
         ts.extend(start_or_fail("furrow", Role::Furrow, r, &mut failed));
     }
@@ -539,7 +569,15 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             let port = targets::furrow_port()?;
             let conf =
                 targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
-            targets::start_furrow(&bin, &dir.0, &conf, opts.executors, port, &probe)
+            targets::start_furrow(
+                &bin,
+                &dir.0,
+                &conf,
+                opts.executors,
+                port,
+                &probe,
+                opts.callgrind,
+            )
         });
         ts.extend(start_or_fail("furrow", Role::Furrow, r, &mut failed));
     }
@@ -786,7 +824,15 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     user: user.clone(),
                     password: password.clone(),
                 };
-                let t = targets::start_furrow(&bin, &dir.0, &conf, opts.executors, port, &probe)?;
+                let t = targets::start_furrow(
+                    &bin,
+                    &dir.0,
+                    &conf,
+                    opts.executors,
+                    port,
+                    &probe,
+                    opts.callgrind,
+                )?;
                 targets::wait_ready(plain.addr(), &probe, None, Duration::from_secs(10))?;
                 let mut p = Target::direct(plain.addr(), t.pid);
                 p.name = "furrow unsharded".into();

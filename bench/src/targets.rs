@@ -270,6 +270,7 @@ pub fn start_furrow(
     executors: usize,
     port: testkit::PortLease,
     probe: &Probe,
+    callgrind: bool,
 ) -> Result<Target, String> {
     let conf = dir.join("furrow.toml");
     std::fs::write(&conf, config).map_err(|e| e.to_string())?;
@@ -282,8 +283,17 @@ pub fn start_furrow(
         "--executors".into(),
         executors.to_string(),
     ];
-    let mut proc = Proc::spawn(bin, &args, dir.join("furrow.log"))?;
-    wait_ready(port.addr(), probe, Some(&mut proc), Duration::from_secs(15))?;
+    // Under callgrind (`--callgrind`) Furrow runs simulated: slower to start.
+    let (bin, ready_in) = if callgrind {
+        (
+            crate::callgrind::wrapper(bin, dir)?,
+            Duration::from_secs(120),
+        )
+    } else {
+        (bin.to_path_buf(), Duration::from_secs(15))
+    };
+    let mut proc = Proc::spawn(&bin, &args, dir.join("furrow.log"))?;
+    wait_ready(port.addr(), probe, Some(&mut proc), ready_in)?;
     Ok(Target {
         name: "furrow".into(),
         role: Role::Furrow,

@@ -93,6 +93,24 @@ impl Conn {
         encode_packet(seq, payload, &mut self.wbuf)
     }
 
+    /// Queues a COM_QUERY for `sql` (sequence 0) without building its payload first.
+    pub fn queue_query(&mut self, sql: &str) {
+        let len = sql.len() + 1;
+        if len >= 0xFF_FFFF {
+            // Split into 16 MiB packets by the general path.
+            let mut p = Vec::with_capacity(len);
+            p.push(codec::mysql::consts::com::QUERY);
+            p.extend_from_slice(sql.as_bytes());
+            self.queue(0, &p);
+            return;
+        }
+        let l = (len as u32).to_le_bytes();
+        self.wbuf.reserve(4 + len);
+        self.wbuf
+            .extend_from_slice(&[l[0], l[1], l[2], 0, codec::mysql::consts::com::QUERY]);
+        self.wbuf.extend_from_slice(sql.as_bytes());
+    }
+
     /// Queues an ERR packet.
     pub fn queue_err(&mut self, seq: u8, err: &ErrPacket) -> u8 {
         let mut p = BytesMut::with_capacity(64 + err.message.len());

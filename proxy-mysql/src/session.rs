@@ -1084,7 +1084,7 @@ impl Session {
             ListenerStats::add(&self.stats.errors, 1);
         }
         stats::record(
-            &digest(sql),
+            &d,
             took,
             outcome.rows.max(outcome.affected),
             outcome.err.is_some(),

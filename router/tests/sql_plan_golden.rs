@@ -236,3 +236,78 @@ fn route_templates_give_the_planners_plans_for_any_key() {
         "point statements should come from templates: {routed}"
     );
 }
+
+/// The fast path of a sharded listener (`PlanCache::point`, asked before anything else is done
+/// to a statement) must give the planner's unit and the statement's own digest, or step aside.
+#[test]
+fn point_answers_are_the_planners_units_with_the_statements_digest() {
+    use router::sql::plan::{Plan, Shape, plan_cached_shaped};
+    let rules = rules();
+    let mut cache = router::sql::plan::PlanCache::new();
+    let shapes: [&dyn Fn(u64) -> String; 7] = [
+        &|k| format!("SELECT id, total FROM orders WHERE user_id = {k}"),
+        &|k| format!("select * from orders o where o.user_id={k} and o.status = 'paid' limit 3"),
+        &|k| {
+            format!(
+                "SELECT name FROM users WHERE id = '{}' /* c */",
+                k * 37 % 5000
+            )
+        },
+        &|k| {
+            format!(
+                "SELECT * FROM logs WHERE created_at = '2024-{:02}-01'",
+                k % 14 + 1
+            )
+        },
+        // Not point shapes: never answered by `point`.
+        &|k| format!("SELECT * FROM orders WHERE user_id IN ({k}, 4)"),
+        &|k| format!("UPDATE orders SET total = 1 WHERE user_id = {k}"),
+        &|k| format!("/* furrow:shard=s0 */ SELECT * FROM orders WHERE user_id = {k}"),
+    ];
+    let mut answered = 0;
+    for k in 0..300u64 {
+        for (i, s) in shapes.iter().enumerate() {
+            let sql = s(k);
+            let shape = Shape::of(&sql).unwrap_or_else(|| panic!("no shape: {sql}"));
+            let mut ids = 0u64;
+            let mut next_id = || {
+                ids += 1;
+                ids
+            };
+            let mut cx = PlanContext {
+                rules: &rules,
+                params: &[],
+                next_id: &mut next_id,
+            };
+            let want = plan(&sql, &mut cx);
+            match cache.point(&shape, &rules) {
+                Ok(Some(p)) => {
+                    assert!(i < 4, "not a point shape, answered: {sql}");
+                    match &want {
+                        Ok(Plan::Route(r)) => assert_eq!(p.unit, r.unit, "{sql}"),
+                        other => panic!("point answered {p:?}, the planner {other:?}: {sql}"),
+                    }
+                    assert_eq!(*p.digest, router::sql::digest(&sql), "{sql}");
+                    answered += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let want = want.err().map(|e| e.to_string());
+                    assert_eq!(Some(e.to_string()), want, "{sql}");
+                    continue;
+                }
+            }
+            // Not answered: plan it (the cache learns from it), as the listener does.
+            let got = plan_cached_shaped(&sql, Some(&shape), &mut cx, &mut cache)
+                .map(|p| p.render(&rules))
+                .map_err(|e| e.to_string());
+            assert_eq!(
+                got,
+                want.map(|p| p.render(&rules)).map_err(|e| e.to_string()),
+                "{sql}"
+            );
+        }
+    }
+    assert!(answered > 1000, "point shapes answered: {answered}");
+}

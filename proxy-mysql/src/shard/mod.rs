@@ -49,13 +49,9 @@ thread_local! {
     static PLANS: RefCell<Vec<(Rc<ShardingRules>, plan::PlanCache)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Plans `sql` with this core's plan cache for `rules` (a statement of a known shape is not parsed
-/// again; a point select of a known shape is not planned again). The plan is `plan::plan`'s.
-pub(crate) fn plan_here(
-    rules: &Rc<ShardingRules>,
-    sql: &str,
-    cx: &mut PlanContext<'_>,
-) -> Result<Plan, router::sql::plan::ShardError> {
+/// Runs `f` on this core's plan cache for `rules` (one per compiled rules: templates name
+/// physical tables).
+fn with_cache<T>(rules: &Rc<ShardingRules>, f: impl FnOnce(&mut plan::PlanCache) -> T) -> T {
     PLANS.with(|all| {
         let mut all = all.borrow_mut();
         let i = match all.iter().position(|(r, _)| Rc::ptr_eq(r, rules)) {
@@ -67,8 +63,18 @@ pub(crate) fn plan_here(
                 all.len() - 1
             }
         };
-        plan::plan_cached(sql, cx, &mut all[i].1)
+        f(&mut all[i].1)
     })
+}
+
+/// Plans `sql` with this core's plan cache for `rules` (a statement of a known shape is not parsed
+/// again; a point select of a known shape is not planned again). The plan is `plan::plan`'s.
+pub(crate) fn plan_here(
+    rules: &Rc<ShardingRules>,
+    sql: &str,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, router::sql::plan::ShardError> {
+    with_cache(rules, |c| plan::plan_cached(sql, cx, c))
 }
 
 /// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
@@ -159,7 +165,9 @@ impl ShardSession {
         use codec::mysql::consts::com;
         match payload.first().copied() {
             Some(com::QUERY) => {
-                let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+                // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
+                // it anyway with a syntax error naming the bytes).
+                let sql = String::from_utf8_lossy(&payload[1..]);
                 let started = std::time::Instant::now();
                 let Ctx {
                     client,
@@ -174,10 +182,14 @@ impl ShardSession {
                     shared,
                     vars,
                 };
-                self.query(cx, rules, &sql).await;
+                let known = self.query(cx, rules, &sql).await;
                 // The digest table of the admin port (an ERR reply counts as an error).
                 let failed = client.wbuf.get(mark + 4) == Some(&0xFF);
-                crate::stats::record(&digest(&sql), started.elapsed(), 0, failed);
+                let took = started.elapsed();
+                match known {
+                    Some(d) => crate::stats::record(&d, took, 0, failed),
+                    None => crate::stats::record(&digest(&sql), took, 0, failed),
+                }
                 return;
             }
             Some(com::RESET_CONNECTION) => {
@@ -212,15 +224,55 @@ impl ShardSession {
         self.stmt_command(cx, rules, payload).await;
     }
 
-    /// Runs one COM_QUERY on a sharded listener and queues the reply on `cx.client`.
-    pub async fn query(&mut self, cx: Ctx<'_>, rules: &RulesFor, sql: &str) {
+    /// Runs one COM_QUERY on a sharded listener and queues the reply on `cx.client`. Returns the
+    /// statement's digest when it was known without computing it (a point select of a known
+    /// shape).
+    pub async fn query(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &RulesFor,
+        sql: &str,
+    ) -> Option<Rc<router::sql::Digest>> {
         let rules = match rules {
             Ok(r) => r.clone(),
             Err(msg) => {
                 encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
-                return;
+                return None;
             }
         };
+        // The fast path: a point select of a known shape is routed from its template with one
+        // lexer pass in all (the shape): no classification, no parse, no plan, no digest pass
+        // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
+        let shape = plan::Shape::of(sql);
+        if let Some(s) = &shape {
+            match with_cache(&rules, |c| c.point(s, &rules)) {
+                Ok(Some(point)) => {
+                    self.generated = None;
+                    self.route(cx, &rules, &point.unit).await;
+                    return Some(point.digest);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let (code, state) = e.mysql_code();
+                    let err = ErrPacket::new(code, state, format!("furrow: {e}"));
+                    encode::err(cx.client, &err);
+                    return None;
+                }
+            }
+        }
+        self.query_planned(cx, &rules, sql, shape.as_ref()).await;
+        None
+    }
+
+    /// [`Self::query`] for a statement that the fast path did not answer.
+    async fn query_planned(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &Rc<ShardingRules>,
+        sql: &str,
+        shape: Option<&plan::Shape<'_>>,
+    ) {
+        let rules = rules.clone();
         let c = classify(sql);
         if c.flags & router::sql::classify::flags::MULTI != 0 {
             return encode::err(
@@ -291,15 +343,18 @@ impl ShardSession {
             first_id.get_or_insert(id);
             id
         };
-        let planned = plan_here(
-            &rules,
-            sql,
-            &mut PlanContext {
-                rules: &rules,
-                params: &[],
-                next_id: &mut next_id,
-            },
-        );
+        let planned = with_cache(&rules, |cache| {
+            plan::plan_cached_shaped(
+                sql,
+                shape,
+                &mut PlanContext {
+                    rules: &rules,
+                    params: &[],
+                    next_id: &mut next_id,
+                },
+                cache,
+            )
+        });
         let p = match planned {
             Ok(p) => p,
             Err(e) => {

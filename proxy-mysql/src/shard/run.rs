@@ -280,12 +280,7 @@ impl ShardSession {
                 return encode::err(cx.client, &e);
             }
         };
-        c.conn.queue_command(&{
-            let mut p = Vec::with_capacity(unit.sql.len() + 1);
-            p.push(codec::mysql::consts::com::QUERY);
-            p.extend_from_slice(unit.sql.as_bytes());
-            p
-        });
+        c.conn.conn.queue_query(&unit.sql);
         let mark = cx.client.wbuf.len();
         let r = match c.conn.conn.flush().await {
             Err(e) => Err(FwdError::Backend(e)),

@@ -44,18 +44,27 @@ pub fn digest(sql: &str) -> Digest {
             {
                 j = e + 1;
             }
-            emit(&mut out, &mut hash, "(...)", false, &mut prev_word);
+            emit(&mut out, &mut hash, Text::Plain("(...)"), &mut prev_word);
             i = j;
             continue;
         }
-        let (text, word): (std::borrow::Cow<'_, str>, bool) = match toks[i] {
-            Token::Word(w) => (w.to_ascii_uppercase().into(), true),
-            Token::QuotedIdent(w) => (format!("`{w}`").into(), true),
-            Token::Str(_) | Token::Number(_) | Token::Placeholder => ("?".into(), true),
-            Token::Variable(v) => (v.into(), true),
-            Token::Punct(c) => (c.to_string().into(), false),
-        };
-        emit(&mut out, &mut hash, &text, word, &mut prev_word);
+        // No allocation per token: words are upper-cased in place in `out`, punctuation goes
+        // through a stack buffer.
+        let mut buf = [0u8; 4];
+        match toks[i] {
+            Token::Word(w) => emit(&mut out, &mut hash, Text::Upper(w), &mut prev_word),
+            Token::QuotedIdent(w) => emit(&mut out, &mut hash, Text::Quoted(w), &mut prev_word),
+            Token::Str(_) | Token::Number(_) | Token::Placeholder => {
+                emit(&mut out, &mut hash, Text::Plain("?"), &mut prev_word)
+            }
+            Token::Variable(v) => emit(&mut out, &mut hash, Text::Plain(v), &mut prev_word),
+            Token::Punct(c) => emit(
+                &mut out,
+                &mut hash,
+                Text::Plain(c.encode_utf8(&mut buf)),
+                &mut prev_word,
+            ),
+        }
         i += 1;
     }
     Digest {
@@ -80,20 +89,61 @@ fn literal_list_end(toks: &[Token<'_>], open: usize) -> Option<usize> {
     }
 }
 
-fn emit(out: &mut String, hash: &mut Fnv, text: &str, _word: bool, prev: &mut bool) {
+/// One token's text in the fingerprint.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    /// As is.
+    Plain(&'a str),
+    /// ASCII letters upper-cased (keywords and names).
+    Upper(&'a str),
+    /// A quoted identifier: written between backticks.
+    Quoted(&'a str),
+}
+
+fn emit(out: &mut String, hash: &mut Fnv, text: Text<'_>, prev: &mut bool) {
     // One space between tokens, except before `,` `)` `.` and after `(` `.`.
-    let no_space_before = matches!(text, "," | ")" | ".");
+    let plain = match text {
+        Text::Plain(t) => Some(t),
+        _ => None,
+    };
+    let no_space_before = matches!(plain, Some("," | ")" | "."));
     if !out.is_empty() && *prev && !no_space_before {
         hash.write(b" ");
         if out.len() < MAX_FINGERPRINT {
             out.push(' ');
         }
     }
-    hash.write(text.as_bytes());
-    if out.len() + text.len() <= MAX_FINGERPRINT {
-        out.push_str(text);
+    match text {
+        Text::Plain(t) => {
+            hash.write(t.as_bytes());
+            if out.len() + t.len() <= MAX_FINGERPRINT {
+                out.push_str(t);
+            }
+        }
+        Text::Upper(t) => {
+            for &b in t.as_bytes() {
+                hash.write(&[b.to_ascii_uppercase()]);
+            }
+            if out.len() + t.len() <= MAX_FINGERPRINT {
+                let at = out.len();
+                out.push_str(t);
+                if let Some(tail) = out.get_mut(at..) {
+                    tail.make_ascii_uppercase();
+                }
+            }
+        }
+        Text::Quoted(t) => {
+            hash.write(b"`");
+            hash.write(t.as_bytes());
+            hash.write(b"`");
+            if out.len() + t.len() + 2 <= MAX_FINGERPRINT {
+                out.push('`');
+                out.push_str(t);
+                out.push('`');
+            }
+        }
     }
-    *prev = !matches!(text, "(" | ".");
+    *prev = !matches!(plain, Some("(" | "."));
 }
 
 struct Fnv(u64);

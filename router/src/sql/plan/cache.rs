@@ -37,14 +37,16 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
+use std::rc::Rc;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, Ident, SetExpr, Statement, TableFactor, Value, ValueWithSpan, Visit,
     VisitMut, Visitor, VisitorMut,
 };
 
-use super::route::{Route, base_name, one};
+use super::route::{Route, base_name, partition_of};
 use super::{Plan, PlanContext, ShardError, Unit, parse_one, plan_statement};
+use crate::sql::digest::{Digest, digest};
 use crate::sql::lexer::{Token, tokenize};
 use crate::sql::shard::{KeyValue, ShardingRules, TableKind};
 
@@ -67,6 +69,18 @@ struct Known {
     tree: Option<Statement>,
     /// Route templates, when the shape is a point statement on a sharded table.
     route: Option<RouteShape>,
+    /// The digest shared by every statement of the shape (kept for point shapes, whose
+    /// statements are answered by [`PlanCache::point`] without another lexer pass).
+    digest: Option<Rc<Digest>>,
+}
+
+/// A point statement answered from a route template by [`PlanCache::point`].
+#[derive(Debug)]
+pub struct Point {
+    /// Where it runs and the SQL to send there.
+    pub unit: Unit,
+    /// Its digest (the same for every statement of its shape).
+    pub digest: Rc<Digest>,
 }
 
 /// A point `SELECT` shape: its partition comes from one literal.
@@ -117,11 +131,29 @@ impl Lit<'_> {
     }
 }
 
-/// A statement's shape text and its literals in order (`?1` is `lits[0]`).
+/// A statement's shape: its text with simple literals numbered `?1..?n`, and those literals in
+/// order (`?1` is `lits[0]`). Computed once per statement ([`Shape::of`]) and handed to
+/// [`PlanCache::point`] and then, when that does not answer, to [`super::plan_cached_shaped`].
 #[derive(Debug)]
-struct Shape<'a> {
+pub struct Shape<'a> {
     text: String,
     lits: Vec<Lit<'a>>,
+    /// The statement carries a Furrow hint comment (`/* furrow:... */`): its shape never gets
+    /// route templates, whichever path planned it, so [`PlanCache::point`] never answers a
+    /// statement that a hint should send elsewhere.
+    hinted: bool,
+}
+
+impl<'a> Shape<'a> {
+    /// The shape of `sql` (one pass of the lexer), or `None` when it is too long to cache.
+    pub fn of(sql: &'a str) -> Option<Shape<'a>> {
+        shape(sql)
+    }
+
+    /// The shape text (`?N` for the N-th literal).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 impl PlanCache {
@@ -159,19 +191,58 @@ impl PlanCache {
         self.parse_shape(sql, &shape, None)
     }
 
+    /// The route of a statement of a known point shape, from its template, with the shape's
+    /// digest: no classification, no parse, no plan. `Ok(None)`: not a known point shape (or its
+    /// partition has no template yet); plan it. Errors are the planner's (e.g. a key that the
+    /// rule cannot place). The statement this answers is a single `SELECT` (the shape parsed as
+    /// one), so a caller that checks statement kinds, hints and multi-statements before planning
+    /// may skip those checks for it: a shape's comments are part of its text, and a shape that
+    /// carried a hint was never planned.
+    pub fn point(
+        &mut self,
+        shape: &Shape<'_>,
+        rules: &ShardingRules,
+    ) -> Result<Option<Point>, ShardError> {
+        let Some(Known {
+            route: Some(r),
+            digest: Some(d),
+            ..
+        }) = self.shapes.get(shape.text.as_str())
+        else {
+            return Ok(None);
+        };
+        let Some(unit) = r.fill(&shape.lits, rules)? else {
+            return Ok(None);
+        };
+        let digest = d.clone();
+        self.routed += 1;
+        Ok(Some(Point { unit, digest }))
+    }
+
     /// Plans `sql` (parameters already bound) as [`super::plan`] would.
     pub(super) fn plan(&mut self, sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
-        let Some(shape) = shape(sql) else {
+        let shape = shape(sql);
+        self.plan_shaped(sql, shape.as_ref(), cx)
+    }
+
+    /// [`Self::plan`] with the shape of `sql` already computed (`None`: too long to cache).
+    pub(super) fn plan_shaped(
+        &mut self,
+        sql: &str,
+        shape: Option<&Shape<'_>>,
+        cx: &mut PlanContext<'_>,
+    ) -> Result<Plan, ShardError> {
+        let Some(shape) = shape else {
             self.misses += 1;
             return plan_statement(parse_one(sql)?, sql, cx);
         };
         if let Some(Known { route: Some(r), .. }) = self.shapes.get(shape.text.as_str())
-            && let Some(plan) = r.fill(&shape.lits, cx.rules)?
+            && let Some(unit) = r.fill(&shape.lits, cx.rules)?
         {
             self.routed += 1;
-            return Ok(plan);
+            return Ok(Plan::Route(Route { unit }));
         }
-        let stmt = self.parse_shape(sql, &shape, Some(cx.rules))?;
+        let stmt = self.parse_shape(sql, shape, Some(cx.rules))?;
         let plan = plan_statement(stmt, sql, cx)?;
         if let Plan::Route(r) = &plan
             && let Some(Known {
@@ -214,26 +285,35 @@ impl PlanCache {
                 substitute(&mut check, &shape.lits) && check == stmt
             });
         let route = match (&tree, rules) {
-            (Some(t), Some(rules)) => point_key(t, rules).map(|(table, key)| RouteShape {
-                table,
-                key,
-                units: HashMap::new(),
-            }),
+            (Some(t), Some(rules)) if !shape.hinted => {
+                point_key(t, rules).map(|(table, key)| RouteShape {
+                    table,
+                    key,
+                    units: HashMap::new(),
+                })
+            }
             _ => None,
         };
         if self.shapes.len() >= Self::CAPACITY {
             self.shapes.clear();
         }
-        self.shapes
-            .insert(shape.text.clone().into_boxed_str(), Known { tree, route });
+        let digest = route.is_some().then(|| Rc::new(digest(sql)));
+        self.shapes.insert(
+            shape.text.clone().into_boxed_str(),
+            Known {
+                tree,
+                route,
+                digest,
+            },
+        );
         Ok(stmt)
     }
 }
 
 impl RouteShape {
-    /// The plan of a statement with literals `lits` from a learnt template; `Ok(None)` when its
+    /// The unit of a statement with literals `lits` from a learnt template; `Ok(None)` when its
     /// partition has no template yet. Rule errors are the planner's.
-    fn fill(&self, lits: &[Lit<'_>], rules: &ShardingRules) -> Result<Option<Plan>, ShardError> {
+    fn fill(&self, lits: &[Lit<'_>], rules: &ShardingRules) -> Result<Option<Unit>, ShardError> {
         if self.units.is_empty() {
             // No statement of this shape planned to a Route yet: the planner decides (and its
             // errors, which may come before routing, are the ones to give).
@@ -245,13 +325,11 @@ impl RouteShape {
         let Some(lit) = lits.get(self.key) else {
             return Ok(None);
         };
-        let Some(p) = one(rule, &lit.key())?.first().copied() else {
-            return Ok(None);
-        };
+        let p = partition_of(rule, &lit.key())?;
         let Some(pieces) = self.units.get(&p) else {
             return Ok(None);
         };
-        let mut sql = String::with_capacity(128);
+        let mut sql = String::with_capacity(pieces.iter().map(Piece::len).sum::<usize>() + 16);
         for piece in pieces {
             match piece {
                 Piece::Text(t) => sql.push_str(t),
@@ -261,12 +339,20 @@ impl RouteShape {
                 },
             }
         }
-        Ok(Some(Plan::Route(Route {
-            unit: Unit {
-                shard: rule.shard_of(p),
-                sql,
-            },
-        })))
+        Ok(Some(Unit {
+            shard: rule.shard_of(p),
+            sql,
+        }))
+    }
+}
+
+impl Piece {
+    /// Bytes of the text piece (literals are not counted).
+    fn len(&self) -> usize {
+        match self {
+            Piece::Text(t) => t.len(),
+            Piece::Lit(_) => 0,
+        }
     }
 }
 
@@ -286,10 +372,7 @@ fn learn(
     let Some(key) = lits.get(r.key) else {
         return false;
     };
-    let Ok(parts) = one(rule, &key.key()) else {
-        return false;
-    };
-    let Some(p) = parts.first().copied() else {
+    let Ok(p) = partition_of(rule, &key.key()) else {
         return false;
     };
     if r.units.contains_key(&p) || rule.shard_of(p) != unit.shard {
@@ -304,7 +387,7 @@ fn learn(
     let mut pieces = Vec::with_capacity(2 * lits.len() + 1);
     let mut used = vec![false; lits.len()];
     let mut last = 0;
-    for (start, len, lit) in literals(&unit.sql) {
+    for (start, len, lit) in literals(&unit.sql).0 {
         let Some(i) = lits.iter().position(|l| *l == lit) else {
             return false;
         };
@@ -465,23 +548,26 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
     let mut text = String::with_capacity(sql.len() + 8);
     let mut lits = Vec::new();
     let mut last = 0;
-    for (start, len, lit) in literals(sql) {
+    let (found, hinted) = literals(sql);
+    for (start, len, lit) in found {
         text.push_str(sql.get(last..start)?);
         lits.push(lit);
         let _ = write!(text, "?{}", lits.len());
         last = start + len;
     }
     text.push_str(sql.get(last..)?);
-    Some(Shape { text, lits })
+    Some(Shape { text, lits, hinted })
 }
 
-/// The simple literals of `sql` in order: (byte offset, length as written, literal).
-fn literals(sql: &str) -> Vec<(usize, usize, Lit<'_>)> {
+/// The simple literals of `sql` in order: (byte offset, length as written, literal); and whether
+/// `sql` carries a Furrow hint.
+fn literals(sql: &str) -> (Vec<(usize, usize, Lit<'_>)>, bool) {
     let mut hints = Vec::new();
     let mut toks = Vec::with_capacity(32);
     tokenize(sql, &mut hints, &mut toks);
     let base = sql.as_ptr() as usize;
-    toks.into_iter()
+    let found = toks
+        .into_iter()
         .filter_map(|t| {
             let (s, lit) = match t {
                 Token::Number(s) if simple_number(s) => (s, Lit::Number(s)),
@@ -490,7 +576,8 @@ fn literals(sql: &str) -> Vec<(usize, usize, Lit<'_>)> {
             };
             Some((s.as_ptr() as usize - base, s.len(), lit))
         })
-        .collect()
+        .collect();
+    (found, !hints.is_empty())
 }
 
 /// `[0-9]+(\.[0-9]+)?`: a number whose token class and parse do not depend on its digits.
@@ -559,8 +646,11 @@ mod tests {
                 Shape {
                     text: String::new(),
                     lits: vec![],
+                    hinted: true,
                 }
             });
+        assert!(!s.hinted);
+        assert!(shape("/* furrow:primary */ SELECT 1").is_some_and(|s| s.hinted));
         assert_eq!(
             s.text,
             "SELECT a FROM t WHERE id = ?1 AND b = ?2 AND c = ?3"

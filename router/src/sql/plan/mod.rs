@@ -29,7 +29,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows};
-pub use cache::PlanCache;
+pub use cache::{PlanCache, Point, Shape};
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use limit::Limit;
@@ -210,6 +210,20 @@ pub fn plan_cached(
     cache: &mut PlanCache,
 ) -> Result<Plan, ShardError> {
     plan_with(sql, cx, Some(cache))
+}
+
+/// [`plan_cached`] for a statement without parameters whose shape the caller already computed
+/// (to ask [`PlanCache::point`] first): the same plan, without lexing the statement again.
+pub fn plan_cached_shaped(
+    sql: &str,
+    shape: Option<&Shape<'_>>,
+    cx: &mut PlanContext<'_>,
+    cache: &mut PlanCache,
+) -> Result<Plan, ShardError> {
+    if !cx.params.is_empty() {
+        return plan_with(sql, cx, Some(cache));
+    }
+    cache.plan_shaped(sql, shape, cx)
 }
 
 fn plan_with(

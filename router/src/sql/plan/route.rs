@@ -139,13 +139,16 @@ fn key_column(e: &Expr, tables: &[TableRef<'_>]) -> bool {
 
 /// The partition of `rule` holding key `v` (as a one-element set).
 pub(crate) fn one(rule: &TableRule, v: &KeyValue) -> Result<BTreeSet<usize>, ShardError> {
+    Ok(BTreeSet::from([partition_of(rule, v)?]))
+}
+
+/// The partition of `rule` that `key = v` reads (no allocation: the plan cache's point path).
+pub(crate) fn partition_of(rule: &TableRule, v: &KeyValue) -> Result<usize, ShardError> {
     if *v == KeyValue::Null {
         // `key = NULL` matches nothing: any single partition answers correctly (empty).
-        return Ok(BTreeSet::from([0]));
+        return Ok(0);
     }
-    Ok(BTreeSet::from([rule
-        .algorithm
-        .partition(v, rule.partitions())?]))
+    Ok(rule.algorithm.partition(v, rule.partitions())?)
 }
 
 fn span(rule: &TableRule, lo: Bound<&KeyValue>, hi: Bound<&KeyValue>) -> Option<BTreeSet<usize>> {
