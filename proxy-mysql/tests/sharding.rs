@@ -432,8 +432,14 @@ print("after", c.fetchall()[0][0])
     s.proxy
         .reload(&config(s.proxy.addr.port(), a, b, "max_scatter_rows = 10"));
     std::thread::sleep(Duration::from_millis(200));
-    let e = s.sql_err("SELECT user_id, COUNT(*) FROM orders GROUP BY user_id");
+    let e = s.sql_err("SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n");
     assert!(e.contains("max_scatter_rows = 10"), "{e}");
+    // A GROUP BY whose groups come sorted streams group by group (no budget on the groups).
+    assert_eq!(
+        s.sql("SELECT user_id, COUNT(*) FROM orders GROUP BY user_id")
+            .len(),
+        17
+    );
     // A plain scatter read streams (no budget).
     assert_eq!(s.sql("SELECT * FROM orders").len(), 17);
     assert_eq!(
@@ -911,15 +917,10 @@ fn error_of(v: &serde_json::Value) -> Option<(u64, String)> {
     ))
 }
 
-#[test]
-fn sorted_reads_stream_from_one_connection_per_unit() {
-    // A small merge budget: sorted reads no longer buffer, so it must not matter to them.
-    let s = Setup::start("max_scatter_rows = 50");
-    s.sql(DDL);
-    s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
-        .expect("reference schema");
-    let mut rng = Rng(0x5eed_1234_5678_9abd);
+/// Loads the same sample into the shards and the reference schema: 100 users (names that tie under
+/// the case-insensitive collation, scores with ties and NULLs) and 500 orders of those users.
+fn load_sample(s: &Setup, seed: u64) {
+    let mut rng = Rng(seed);
     // Names that tie under the case-insensitive collation (and trailing spaces under PAD SPACE),
     // scores with many ties and NULLs.
     let names = [
@@ -965,6 +966,17 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
             .sql(&format!("USE ref; {q}"))
             .expect("reference data");
     }
+}
+
+#[test]
+fn sorted_reads_stream_from_one_connection_per_unit() {
+    // A small merge budget: sorted reads no longer buffer, so it must not matter to them.
+    let s = Setup::start("max_scatter_rows = 50");
+    s.sql(DDL);
+    s.servers[0]
+        .sql(&format!("USE ref; {DDL}"))
+        .expect("reference schema");
+    load_sample(&s, 0x5eed_1234_5678_9abd);
 
     let mut stmts: Vec<String> = [
         // 100 and 500 rows: more than max_scatter_rows, streamed in order.
@@ -1002,8 +1014,10 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     stmts.push("SELECT id, nope FROM orders ORDER BY id LIMIT 5".into());
     stmts.push("SELECT id, nope FROM orders ORDER BY id".into());
     stmts.push("SELECT id, name, score FROM users ORDER BY score DESC, id".into());
-    // The buffered path keeps its budget.
-    stmts.push("SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id".into());
+    // The buffered path keeps its budget (groups ordered by an aggregate are hashed).
+    stmts.push(
+        "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n, user_id".into(),
+    );
     let results = pairs(&s, &stmts);
     for (i, (got, want)) in results.iter().enumerate() {
         let q = &stmts[i];
@@ -1120,5 +1134,252 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
         "names a shard of server b: {code} {msg}"
     );
     assert_eq!(lines[1], serde_json::json!([["1"], ["2"], ["3"]]));
+    assert_eq!(lines[2], serde_json::json!([["500"]]));
+}
+
+// ---------------------------------------------------------------- streamed GROUP BY
+
+/// `v` with every string lowercased and trailing spaces cut: results of statements whose groups
+/// tie under the case-insensitive collation ('ann', 'Ann', 'ann '), where which spelling stands for
+/// the group is up to the server (and to the merge order through the proxy).
+fn folded(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(t) => serde_json::Value::String(t.trim_end().to_lowercase()),
+        serde_json::Value::Array(xs) => serde_json::Value::Array(xs.iter().map(folded).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn grouped_reads_stream_group_by_group() {
+    // A small merge budget: ~100 groups of `orders` by user_id do not fit it, so they only come
+    // through because the groups stream (one open group at a time).
+    let s = Setup::start("max_scatter_rows = 50");
+    s.sql(DDL);
+    s.servers[0]
+        .sql(&format!("USE ref; {DDL}"))
+        .expect("reference schema");
+    load_sample(&s, 0x0bad_cafe_f00d_0001);
+
+    let mut stmts: Vec<String> = [
+        // More groups than max_scatter_rows.
+        "SELECT user_id, COUNT(*), SUM(amount), AVG(amount), MIN(amount), MAX(amount) \
+         FROM orders GROUP BY user_id",
+        "SELECT user_id, SUM(amount) FROM orders GROUP BY user_id ORDER BY user_id DESC",
+        "SELECT user_id, COUNT(*) AS n, MAX(created) FROM orders GROUP BY user_id HAVING n > 5",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 10",
+        "SELECT user_id, AVG(amount) FROM orders GROUP BY user_id ORDER BY user_id DESC \
+         LIMIT 5 OFFSET 20",
+        "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id HAVING n >= 5 \
+         ORDER BY user_id DESC LIMIT 3, 4",
+        "SELECT status, COUNT(*), SUM(amount), AVG(amount), MIN(created), MAX(created) \
+         FROM orders GROUP BY status ORDER BY status DESC",
+        // Helper columns: grouped and ordered by columns that are not selected.
+        "SELECT COUNT(*), MAX(amount) FROM orders GROUP BY status, user_id \
+         ORDER BY status, user_id LIMIT 20, 10",
+        "SELECT user_id, status, COUNT(*) FROM orders GROUP BY user_id, status \
+         ORDER BY status DESC, user_id",
+        // NULL group keys (first ascending, last descending), NULL aggregates.
+        "SELECT score, COUNT(*), MIN(id), MAX(id) FROM users GROUP BY score",
+        "SELECT score, COUNT(*), SUM(score) FROM users GROUP BY score ORDER BY score DESC",
+        "SELECT created, COUNT(*) FROM orders GROUP BY created ORDER BY created LIMIT 5",
+        // COUNT/SUM(DISTINCT) merge value sets per group.
+        "SELECT user_id, COUNT(DISTINCT status), SUM(DISTINCT amount) FROM orders \
+         GROUP BY user_id",
+        "SELECT DISTINCT status FROM orders ORDER BY status",
+        // Empty and zero-row results.
+        "SELECT user_id, COUNT(*) FROM orders WHERE user_id < 0 GROUP BY user_id",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id LIMIT 0",
+    ]
+    .iter()
+    .map(|q| q.to_string())
+    .collect();
+    // Collation ties: 'ann', 'Ann', 'ANN' and 'ann ' are one group (compared folded).
+    let ties: Vec<String> = [
+        "SELECT name, COUNT(*), MIN(id), MAX(id), COUNT(DISTINCT score) FROM users GROUP BY name",
+        "SELECT name, COUNT(*) FROM users GROUP BY name ORDER BY name DESC LIMIT 2",
+        "SELECT score, COUNT(DISTINCT name), MIN(name) FROM users GROUP BY score \
+         HAVING COUNT(DISTINCT name) > 2",
+    ]
+    .iter()
+    .map(|q| q.to_string())
+    .collect();
+    stmts.extend(ties.iter().cloned());
+    let checked = stmts.len();
+    // Early stops, many in a row on the same connection: every connection goes back clean.
+    for i in 0..30 {
+        stmts.push(format!(
+            "SELECT user_id, COUNT(*), SUM(amount) FROM orders GROUP BY user_id \
+             ORDER BY user_id{} LIMIT {}",
+            if i % 2 == 0 { "" } else { " DESC" },
+            i % 4 + 1
+        ));
+        stmts.push("SELECT COUNT(*) FROM orders".into());
+    }
+    // The open group's distinct values still count against the budget (~125 ids per status):
+    // a plain ERR, as on the buffered path.
+    let over_budget = stmts.len();
+    stmts.push("SELECT status, COUNT(DISTINCT id) FROM orders GROUP BY status".into());
+    // Groups ordered by an aggregate are hashed on the buffered path, within the budget.
+    stmts.push(
+        "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n, user_id".into(),
+    );
+    // A column that exists on no shard: every unit fails; the session goes on.
+    stmts.push("SELECT nope, COUNT(*) FROM orders GROUP BY nope".into());
+    stmts
+        .push("SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id DESC".into());
+    let results = pairs(&s, &stmts);
+    for (i, (got, want)) in results.iter().enumerate() {
+        let q = &stmts[i];
+        match (error_of(got), error_of(want)) {
+            (Some((code, msg)), Some((want_code, _))) => {
+                assert_eq!(code, want_code, "{q}: {msg}");
+                assert_eq!(code, 1054, "{q}: {msg}");
+                assert!(msg.starts_with("shard s0: "), "{q}: {msg}");
+            }
+            (Some((code, msg)), None) if i >= over_budget => {
+                assert_eq!(code, 1038, "{q}: {msg}");
+                assert!(msg.contains("max_scatter_rows = 50"), "{q}: {msg}");
+            }
+            _ if ties.contains(q) => assert_eq!(folded(got), folded(want), "#{i} {q}"),
+            _ => assert_eq!(got, want, "#{i} {q}"),
+        }
+        if i < checked {
+            assert!(want.is_array(), "{q}: {want}");
+        }
+    }
+    assert!(
+        error_of(&results[over_budget].0).is_some()
+            && error_of(&results[over_budget + 1].0).is_some(),
+        "over the budget: {:?}",
+        &results[over_budget..over_budget + 2]
+    );
+    let groups = results[0].0.as_array().map_or(0, Vec::len);
+    assert!(groups > 50, "more groups ({groups}) than max_scatter_rows");
+    let tied = results[checked - 3].1.as_array().map_or(0, Vec::len);
+    assert!(tied >= 4, "a weak tie case: {}", results[checked - 3].1);
+    // No statement closed a connection (early stops drained theirs, failed statements left each
+    // connection clean): each pool made just the 4 that a grouped read over `orders` takes at once.
+    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
+    let pools = proxy_mysql::pool_stats();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    for p in &pools {
+        assert_eq!(p.created, 4, "{p:?}");
+    }
+
+    // The same GROUP BY on the buffered path (a transaction holds one connection per shard, so
+    // nothing streams there) fails with the budget: the streaming is what makes it work.
+    let q = "SELECT user_id, COUNT(*), SUM(amount) FROM orders GROUP BY user_id";
+    let stmts: Vec<String> = ["BEGIN", q, "COMMIT", q]
+        .iter()
+        .map(|q| q.to_string())
+        .collect();
+    let results = pairs(&s, &stmts);
+    let (code, msg) = error_of(&results[1].0).unwrap_or_else(|| panic!("{:?}", results[1]));
+    assert_eq!(code, 1038, "{msg}");
+    assert!(msg.contains("max_scatter_rows = 50"), "{msg}");
+    assert!(results[1].1.as_array().is_some_and(|r| r.len() > 50));
+    assert_eq!(results[3].0, results[3].1);
+
+    // One physical table gone on one shard: a clear ERR naming the shard, with and without a
+    // LIMIT, and the session and the pools keep working.
+    s.servers[1]
+        .sql("DROP TABLE app_3.users_3")
+        .expect("drop users_3");
+    let after: Vec<String> = [
+        "SELECT score, COUNT(*) FROM users GROUP BY score",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 3",
+        "SELECT name, COUNT(*) FROM users GROUP BY name ORDER BY name DESC LIMIT 1",
+        "SELECT status, SUM(amount) FROM orders GROUP BY status",
+    ]
+    .iter()
+    .map(|q| q.to_string())
+    .collect();
+    let mut after: Vec<String> = after
+        .iter()
+        .cycle()
+        .take(after.len() * 5)
+        .cloned()
+        .collect();
+    after.push("SELECT COUNT(*) FROM orders".into());
+    let results = pairs(&s, &after);
+    for (i, (got, want)) in results.iter().enumerate() {
+        let q = &after[i];
+        if q.contains("FROM users") {
+            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
+            assert_eq!(code, 1146, "{q}: {msg}");
+            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
+            assert!(msg.contains("users_3"), "{q}: {msg}");
+        } else {
+            assert_eq!(got, want, "#{i} {q}");
+        }
+    }
+
+    // A shard connection lost while its unit runs (killed on server b while it sleeps): the client
+    // gets an ERR naming the shard, not a hang, and the session goes on.
+    let stmts = serde_json::json!([
+        "SELECT user_id, COUNT(*), MAX(SLEEP(0.5)) FROM orders WHERE id <= 40 GROUP BY user_id",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 2",
+        "SELECT COUNT(*) FROM orders",
+    ]);
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{PY_PRELUDE}{PAIRS}"))
+        .env("PORT", s.proxy.addr.port().to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("STATEMENTS", stmts.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let sleeping = "SELECT id FROM information_schema.processlist \
+                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
+    let mut killed = 0;
+    common::wait_until(
+        "a sleeping unit on server b",
+        Duration::from_secs(30),
+        || {
+            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
+                if let Some(Some(id)) = row.first()
+                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            killed > 0
+        },
+    );
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
+    assert!(
+        msg.contains("s2") || msg.contains("s3"),
+        "names a shard of server b: {code} {msg}"
+    );
+    let want = s.servers[0]
+        .sql("SELECT user_id, COUNT(*) FROM ref.orders GROUP BY user_id ORDER BY user_id LIMIT 2")
+        .expect("reference");
+    let got: Vec<Vec<Option<String>>> = lines[1]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|cells| cells.iter().map(|c| c.as_str().map(String::from)).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(got, want);
     assert_eq!(lines[2], serde_json::json!([["500"]]));
 }

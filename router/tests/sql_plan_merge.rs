@@ -372,3 +372,112 @@ fn min_and_max_skip_null_partials_in_either_order() {
         ]
     );
 }
+
+/// Canned partial rows for a grouped plan over `orders`: unit `i` answers groups `k` of `0..12`
+/// with `(k + i) % 3 != 0`, sorted as its ORDER BY asks, the other columns small integers.
+fn grouped_answers(units: &[String]) -> Canned {
+    let mut answers = HashMap::new();
+    for (i, u) in units.iter().enumerate() {
+        let list = u
+            .strip_prefix("SELECT ")
+            .and_then(|s| s.split_once(" FROM "))
+            .map_or("", |(l, _)| l);
+        let width = list.split(", ").count();
+        let cols: Vec<ColumnDefinition> = (0..width).map(|c| int_col(&format!("c{c}"))).collect();
+        let mut keys: Vec<i64> = (0..12).filter(|k| (k + i as i64) % 3 != 0).collect();
+        if u.contains("ORDER BY 1 DESC") {
+            keys.reverse();
+        }
+        let rows = keys
+            .into_iter()
+            .map(|k| {
+                let mut r = vec![Value::Int(k)];
+                r.extend((1..width).map(|c| Value::Int((k * 7 + i as i64 * 3 + c as i64) % 5)));
+                r
+            })
+            .collect();
+        answers.insert(u.clone(), (cols, rows));
+    }
+    Canned { answers }
+}
+
+#[test]
+fn group_stream_pushes_out_what_the_pull_pipeline_gives() {
+    use router::sql::plan::grouped_read;
+    let rules = golden::rules();
+    let limits = ExecLimits { max_rows: 100 };
+    for sql in [
+        "SELECT user_id, COUNT(*), SUM(amount), AVG(amount), MIN(amount), MAX(amount) \
+         FROM orders GROUP BY user_id",
+        "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id HAVING n > 3 \
+         ORDER BY user_id DESC",
+        "SELECT user_id, SUM(amount) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 2, 4",
+        "SELECT COUNT(*), MAX(amount) FROM orders GROUP BY user_id ORDER BY user_id DESC LIMIT 3",
+        "SELECT user_id, COUNT(DISTINCT amount) FROM orders GROUP BY user_id \
+         HAVING COUNT(DISTINCT amount) > 1 LIMIT 5",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id LIMIT 0",
+        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id LIMIT 7, 100",
+    ] {
+        let mut next = || 1;
+        let p = plan(
+            sql,
+            &mut PlanContext {
+                rules: &rules,
+                params: &[],
+                next_id: &mut next,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let units = units_of(&rules, sql);
+        let Ok(Output::Rows(pulled)) = execute(&p, &mut grouped_answers(&units), limits) else {
+            panic!("{sql}: rows expected");
+        };
+        let (want_cols, want) = collect(pulled).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let gr = grouped_read(&p).unwrap_or_else(|| panic!("{sql}:\n{}", p.render(&rules)));
+        // The partial rows merged as the proxy merges them from the sockets, pushed one by one.
+        let Ok(Output::Rows(mut merged)) = execute(
+            &router::sql::plan::Plan::MergeSort(gr.merge.clone()),
+            &mut grouped_answers(&units),
+            limits,
+        ) else {
+            panic!("{sql}: merged rows expected");
+        };
+        let mut groups = gr.start(merged.columns().to_vec(), limits);
+        let mut got = Vec::new();
+        while !groups.is_done() {
+            match merged.next_row().unwrap_or_else(|e| panic!("{sql}: {e}")) {
+                Some(row) => got.extend(groups.push(row).unwrap_or_else(|e| panic!("{e}"))),
+                None => {
+                    got.extend(groups.finish());
+                    break;
+                }
+            }
+        }
+        assert_eq!(groups.columns(), &want_cols[..], "{sql}");
+        assert_eq!(got, want, "{sql}");
+        assert!(
+            !want.is_empty() || sql.contains("LIMIT 0"),
+            "{sql}: a weak case"
+        );
+    }
+    // Output not in group order, or holding more than a group: the buffered path.
+    for sql in [
+        "SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n DESC LIMIT 3",
+        "SELECT DISTINCT COUNT(*) FROM orders GROUP BY user_id",
+        "SELECT COUNT(*) FROM orders",
+        "SELECT id FROM orders ORDER BY id LIMIT 3",
+        "SELECT * FROM orders WHERE user_id = 3",
+    ] {
+        let mut next = || 1;
+        let p = plan(
+            sql,
+            &mut PlanContext {
+                rules: &rules,
+                params: &[],
+                next_id: &mut next,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(grouped_read(&p).is_none(), "{sql}:\n{}", p.render(&rules));
+    }
+}

@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use codec::mysql::consts::{charset, column_flag, column_type};
-use codec::mysql::{BinaryRow, ColumnDefinition, ErrPacket, TextRow};
+use codec::mysql::{BinaryRow, ColumnDefinition, ErrPacket, TextRow, Value};
 use router::sql::plan::{RowSource, ShardError};
 
 use crate::conn::Conn;
@@ -41,31 +41,51 @@ fn write_rows(
     binary: bool,
 ) -> Result<(), ShardError> {
     let cols: Vec<ColumnDefinition> = src.columns().to_vec();
+    let mut seq = columns(client, 1, &cols, status);
     let mut p = BytesMut::with_capacity(256);
-    codec::mysql::resultset::encode_column_count(cols.len() as u64, &mut p);
-    let mut seq = client.queue(1, &p);
-    for c in &cols {
-        p.clear();
-        c.encode(&mut p);
-        seq = client.queue(seq, &p);
-    }
-    seq = eof(client, seq, status);
     while let Some(row) = src.next_row()? {
         p.clear();
-        let r = if binary {
+        if binary {
             let row = BinaryRow { values: row };
-            row.encode(&cols, &mut p)
+            row.encode(&cols, &mut p).map_err(encoding)?;
         } else {
-            TextRow::encode_values(&row, &cols, &mut p)
-        };
-        r.map_err(|e| ShardError::Backend {
-            shard: "merge".into(),
-            message: format!("encoding a merged row: {e}"),
-        })?;
+            text_row(&row, &cols, &mut p)?;
+        }
         seq = client.queue(seq, &p);
     }
     eof(client, seq, status);
     Ok(())
+}
+
+/// Queues the head of a result set from sequence id `seq`: the column count, `cols` and the EOF.
+/// Returns the next sequence id. Shared by the buffered path and the streamed GROUP BY, so both
+/// send the same column definitions.
+pub(crate) fn columns(client: &mut Conn, seq: u8, cols: &[ColumnDefinition], status: u16) -> u8 {
+    let mut p = BytesMut::with_capacity(256);
+    codec::mysql::resultset::encode_column_count(cols.len() as u64, &mut p);
+    let mut seq = client.queue(seq, &p);
+    for c in cols {
+        p.clear();
+        c.encode(&mut p);
+        seq = client.queue(seq, &p);
+    }
+    eof(client, seq, status)
+}
+
+/// Encodes one merged row in the text protocol into `p` (values re-rendered for `cols`).
+pub(crate) fn text_row(
+    row: &[Value],
+    cols: &[ColumnDefinition],
+    p: &mut BytesMut,
+) -> Result<(), ShardError> {
+    TextRow::encode_values(row, cols, p).map_err(encoding)
+}
+
+fn encoding(e: codec::mysql::MysqlError) -> ShardError {
+    ShardError::Backend {
+        shard: "merge".into(),
+        message: format!("encoding a merged row: {e}"),
+    }
 }
 
 /// Answers `SELECT LAST_INSERT_ID()` from the session's own value.

@@ -1,25 +1,40 @@
-//! Streaming a sorted cross-shard read: plans of the shape `[Trim] → [Limit] → MergeSort(units)`
-//! in the text protocol outside transactions. Each unit runs on a connection of its own (a shard
-//! with several partitions lends several from its pool), so every unit's sorted rows can be read
-//! from its own socket while the others wait in theirs. A k-way merge holds one head row per unit
-//! (its key columns decoded to compare them as MariaDB orders them, ties to the lower unit), sends
-//! the smallest to the client and reads the next row of that unit only. The merged rows are never
-//! collected, so the row budget (`max_scatter_rows`) does not apply; memory is one head row per
-//! unit, the sockets' buffers and the client's write buffer (flushed every [`FLUSH_AT`] bytes).
+//! Streaming cross-shard reads merged from one socket per unit, in the text protocol outside
+//! transactions. Two shapes stream:
 //!
-//! Rows are copied byte for byte (re-sequenced); with `Trim` the helper columns at the end are cut
-//! from the row's cells (no value is re-rendered). The client gets the first unit's column
-//! definitions (all units return the same columns).
+//! - sorted reads, `[Trim] → [Limit] → MergeSort(units)` ([`sorted_read`]): merged rows are copied
+//!   to the client byte for byte (re-sequenced); with `Trim` the helper columns at the end are cut
+//!   from the row's cells (no value is re-rendered). The client gets the first unit's column
+//!   definitions (all units return the same columns).
+//! - grouped reads, `[Trim] → [Limit] → Project → [Filter] → Aggregate(sorted) → MergeSort(units)`
+//!   (`router::sql::plan::grouped_read`: GROUP BY whose ORDER BY names only group columns, or
+//!   none, so the output order is the group order): the merged partial rows are pushed one by one
+//!   into a `router::sql::plan::GroupStream`, and each finished group that passes HAVING and the
+//!   OFFSET is re-rendered (column definitions and values encoded by [`encode`], as the buffered
+//!   path does) and queued as soon as the next group starts. GROUP BY ordered by an aggregate
+//!   (a `Sort` over the groups) and `DISTINCT` over aggregates keep the buffered path.
+//!
+//! Each unit runs on a connection of its own (a shard with several partitions lends several from
+//! its pool), so every unit's sorted rows can be read from its own socket while the others wait in
+//! theirs. A k-way merge ([`Merger`]) holds one head row per unit (its key columns decoded to compare
+//! them as MariaDB orders them, ties to the lower unit; a grouped read decodes the whole row), takes
+//! the smallest and reads the next row of that unit only. The merged rows are never collected, so
+//! the row budget (`max_scatter_rows`) does not bound them; memory is one head row per unit, the
+//! open group of a grouped read (its COUNT/SUM(DISTINCT) value sets, which do count against
+//! `max_scatter_rows`), the sockets' buffers and the client's write buffer (flushed every
+//! [`FLUSH_AT`] bytes).
 //!
 //! Ending early (the LIMIT is reached, a unit fails, the client goes): a unit whose reply is
-//! bounded (a LIMIT plan asks every unit for at most `offset + count ≤ max_limit_rows` rows) is
-//! drained so its connection goes back to the pool clean; without a LIMIT the rest could be the
-//! whole table, so such a connection is closed instead (the server stops at its next write). An
-//! error before any byte of the result reached the client replaces the result with a plain ERR
-//! (a shard's ERR keeps its code, prefixed `shard sN:`); after that it ends the result set, as a
-//! server does for an error while sending rows. Every read is bounded by the group's
-//! `query_timeout_ms` (from the start of the statement) and a closed socket fails the read, so a
-//! lost shard never leaves the client waiting longer than that.
+//! bounded (a sorted read with a LIMIT asks every unit for at most `offset + count ≤
+//! max_limit_rows` rows) is drained so its connection goes back to the pool clean; a sorted read
+//! without a LIMIT could have the whole table left, so such a connection is closed instead (the
+//! server stops at its next write). The units of a grouped read carry no LIMIT (a shard cannot
+//! know which of its groups survive HAVING), so they are drained up to `max_limit_rows` more rows
+//! each and closed if the reply goes on. An error before any byte of the result reached the client
+//! replaces the result with a plain ERR (a shard's ERR keeps its code, prefixed `shard sN:`; a
+//! merge error such as the budget of a group's distinct values is the buffered path's ERR); after
+//! that it ends the result set, as a server does for an error while sending rows. Every read is
+//! bounded by the group's `query_timeout_ms` (from the start of the statement) and a closed socket
+//! fails the read, so a lost shard never leaves the client waiting longer than that.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -28,12 +43,12 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::{com, status};
 use codec::mysql::{ColumnDefinition, ErrPacket, Packet, TextRow, Value};
 use router::sql::plan::merge_sort::compare_rows;
-use router::sql::plan::{MergeSort, Plan, SortKey, Unit};
+use router::sql::plan::{ExecLimits, GroupedRead, MergeSort, Plan, ShardError, SortKey, Unit};
 use router::sql::shard::ShardingRules;
 use tokio::time::Instant;
 
 use super::conn::ShardConn;
-use super::run::{join_all, open, shard_err};
+use super::run::{join_all, open, shard_err, shard_error_packet};
 use super::stream::FLUSH_AT;
 use super::{Ctx, ShardSession, encode};
 use crate::backend::RespKind;
@@ -115,7 +130,8 @@ struct Lane {
     phase: Phase,
 }
 
-/// The row at the front of a lane: its packet and its key columns (other cells NULL).
+/// The row at the front of a lane: its packet and its decoded cells (the key columns; every column
+/// for a grouped read; the other cells NULL).
 struct Head {
     payload: Bytes,
     keys: Vec<Value>,
@@ -129,6 +145,20 @@ enum Stop {
     Lost(usize, String),
     /// The client connection failed.
     Client(String),
+    /// The merge itself failed (a grouped read: the distinct-value budget, groups out of order,
+    /// a value that does not encode).
+    Merge(ShardError),
+}
+
+/// What happens to a unit's reply that was not read to its end.
+#[derive(Clone, Copy)]
+enum Drain {
+    /// Read to the end (the reply is bounded).
+    All,
+    /// Close the connection (the rest could be the whole table).
+    Close,
+    /// Read at most this many more packets, then close.
+    UpTo(u64),
 }
 
 impl Lane {
@@ -210,8 +240,9 @@ impl Lane {
         }
     }
 
-    /// Reads the rest of the reply so the connection can be reused.
-    async fn drain(&mut self) {
+    /// Reads the rest of the reply so the connection can be reused; with `most`, gives up (and
+    /// closes the connection) after that many packets.
+    async fn drain(&mut self, most: Option<u64>) {
         match self.phase {
             Phase::Done => {}
             Phase::Unread => {
@@ -229,7 +260,15 @@ impl Lane {
                 self.phase = Phase::Done;
             }
             Phase::Rows => {
+                let mut left = most;
                 while self.phase == Phase::Rows {
+                    if left == Some(0) {
+                        // Too much left: the server stops at its next write.
+                        self.conn.conn.broken = true;
+                        self.phase = Phase::Done;
+                        break;
+                    }
+                    left = left.map(|n| n - 1);
                     match self.read().await {
                         Ok(p) => match p.payload.first() {
                             Some(0xFE) if p.payload.len() < 9 => self.phase = Phase::Done,
@@ -244,25 +283,34 @@ impl Lane {
     }
 }
 
-/// The merge's view of the rows: the column definitions and keys.
+/// The k-way merge: the column definitions, the keys and one head row per lane.
 struct Merger {
     cols: Vec<ColumnDefinition>,
     keys: Vec<SortKey>,
-    /// Key column indexes.
+    /// Indexes of the columns decoded from each row.
     key_idx: Vec<usize>,
+    /// Each lane's next row (`None`: the lane is at its end, or not read yet).
+    heads: Vec<Option<Head>>,
 }
 
 impl Merger {
-    fn new(cols: Vec<ColumnDefinition>, keys: Vec<SortKey>) -> Self {
-        let key_idx = keys.iter().map(|k| k.index(cols.len())).collect();
+    /// A merge by `keys`; `whole_rows` decodes every column (the rows are aggregated), otherwise
+    /// only the key columns (the rows are copied).
+    fn new(cols: Vec<ColumnDefinition>, keys: Vec<SortKey>, whole_rows: bool) -> Self {
+        let key_idx = if whole_rows {
+            (0..cols.len()).collect()
+        } else {
+            keys.iter().map(|k| k.index(cols.len())).collect()
+        };
         Self {
             cols,
             keys,
             key_idx,
+            heads: Vec::new(),
         }
     }
 
-    /// A row of the width of the columns holding the decoded key columns (the rest NULL).
+    /// A row of the width of the columns holding the decoded columns (the rest NULL).
     fn keys_of(&self, payload: &Bytes) -> Result<Vec<Value>, codec::mysql::MysqlError> {
         let n = self.cols.len();
         let mut cells = Vec::with_capacity(n);
@@ -278,10 +326,21 @@ impl Merger {
         Ok(row)
     }
 
-    /// The lane whose head comes first (ties: the lower lane).
-    fn best(&self, heads: &[Option<Head>]) -> Option<usize> {
+    /// Reads every lane's first row.
+    async fn fill(&mut self, lanes: &mut [Lane]) -> Result<(), Stop> {
+        self.heads.clear();
+        for l in lanes.iter_mut() {
+            let h = l.next_row(self).await?;
+            self.heads.push(h);
+        }
+        Ok(())
+    }
+
+    /// Takes the head that comes first (ties: the lower lane) and its lane; `None` when every lane
+    /// is at its end. The lane has no head until [`Merger::refill`].
+    fn pop(&mut self) -> Option<(usize, Head)> {
         let mut best: Option<(usize, &Head)> = None;
-        for (i, h) in heads.iter().enumerate() {
+        for (i, h) in self.heads.iter().enumerate() {
             let Some(h) = h else { continue };
             match best {
                 Some((_, b))
@@ -290,7 +349,20 @@ impl Merger {
                 _ => best = Some((i, h)),
             }
         }
-        best.map(|(i, _)| i)
+        let b = best.map(|(i, _)| i)?;
+        let head = self.heads.get_mut(b).and_then(Option::take)?;
+        Some((b, head))
+    }
+
+    /// Reads the next row of lane `b` (after its head was taken).
+    async fn refill(&mut self, lanes: &mut [Lane], b: usize) -> Result<(), Stop> {
+        if let Some(l) = lanes.get_mut(b) {
+            let next = l.next_row(self).await?;
+            if let Some(slot) = self.heads.get_mut(b) {
+                *slot = next;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -302,9 +374,26 @@ struct Reply {
     seq: u8,
     /// Part of the reply was written to the socket.
     flushed: bool,
+    /// Server status flags of the EOF packets.
+    status: u16,
 }
 
 impl Reply {
+    fn new(client: &Conn, status: u16) -> Self {
+        Self {
+            mark: client.wbuf.len(),
+            seq: 1,
+            flushed: false,
+            status,
+        }
+    }
+
+    /// Queues an EOF packet (after the column definitions, or ending the rows).
+    fn eof(&mut self, client: &mut Conn) {
+        let s = self.status.to_le_bytes();
+        self.seq = client.queue(self.seq, &[0xFE, 0, 0, s[0], s[1]]);
+    }
+
     /// Queues a row (cut to `keep` of its `n` cells when given), flushing past [`FLUSH_AT`].
     async fn send_row(
         &mut self,
@@ -327,6 +416,24 @@ impl Reply {
                 self.seq = client.queue(self.seq, buf);
             }
         }
+        self.flush_past(client).await
+    }
+
+    /// Queues a row of re-rendered values of `cols`, flushing past [`FLUSH_AT`].
+    async fn send_values(
+        &mut self,
+        client: &mut Conn,
+        row: &[Value],
+        cols: &[ColumnDefinition],
+        buf: &mut BytesMut,
+    ) -> Result<(), Stop> {
+        buf.clear();
+        encode::text_row(row, cols, buf).map_err(Stop::Merge)?;
+        self.seq = client.queue(self.seq, buf);
+        self.flush_past(client).await
+    }
+
+    async fn flush_past(&mut self, client: &mut Conn) -> Result<(), Stop> {
         if client.wbuf.len() >= FLUSH_AT {
             self.flushed = true;
             client
@@ -347,10 +454,52 @@ impl ShardSession {
         sr: &SortedRead<'_>,
     ) {
         let units = &sr.merge.input.units;
+        let mut lanes = match self.open_lanes(&cx, rules, units).await {
+            Ok(l) => l,
+            Err(e) => return encode::err(cx.client, &e),
+        };
+        let mut reply = Reply::new(cx.client, self.status());
+        let r = merge(&mut lanes, units, sr, cx.client, &mut reply).await;
+        let drain = if sr.count.is_some() {
+            Drain::All
+        } else {
+            Drain::Close
+        };
+        self.end_stream(cx, rules, lanes, r, reply, drain).await;
+    }
+
+    /// Streams a grouped read (see the module docs) to the client.
+    pub(crate) async fn stream_groups(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &ShardingRules,
+        gr: &GroupedRead<'_>,
+    ) {
+        let units = &gr.merge.input.units;
+        let mut lanes = match self.open_lanes(&cx, rules, units).await {
+            Ok(l) => l,
+            Err(e) => return encode::err(cx.client, &e),
+        };
+        let mut reply = Reply::new(cx.client, self.status());
+        let limits = ExecLimits {
+            max_rows: rules.max_scatter_rows,
+        };
+        let r = merge_groups(&mut lanes, units, gr, limits, cx.client, &mut reply).await;
+        let drain = Drain::UpTo(rules.max_limit_rows);
+        self.end_stream(cx, rules, lanes, r, reply, drain).await;
+    }
+
+    /// One connection per unit, opened concurrently; on a failure the others go back.
+    async fn open_lanes(
+        &mut self,
+        cx: &Ctx<'_>,
+        rules: &ShardingRules,
+        units: &[Unit],
+    ) -> Result<Vec<Lane>, ErrPacket> {
         let opened = join_all(
             units
                 .iter()
-                .map(|u| open(&cx, rules, u.shard, None, false))
+                .map(|u| open(cx, rules, u.shard, None, false))
                 .collect(),
         )
         .await;
@@ -377,22 +526,28 @@ impl ShardSession {
             for l in lanes {
                 self.put_back(l.shard, l.conn);
             }
-            return encode::err(cx.client, &e);
+            return Err(e);
         }
-        let st = self.status();
-        let mut reply = Reply {
-            mark: cx.client.wbuf.len(),
-            seq: 1,
-            flushed: false,
-        };
-        let r = merge(&mut lanes, units, sr, cx.client, &mut reply, st).await;
-        // Clean up before answering: bounded replies are drained, unbounded ones closed.
+        Ok(lanes)
+    }
+
+    /// Cleans up the lanes (drained or closed as `drain` says) before answering, then ends the
+    /// reply: its final EOF, or an ERR (alone when nothing was flushed yet, else after the rows).
+    async fn end_stream(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &ShardingRules,
+        mut lanes: Vec<Lane>,
+        r: Result<(), Stop>,
+        mut reply: Reply,
+        drain: Drain,
+    ) {
         for l in &mut lanes {
             if l.phase != Phase::Done && !l.conn.conn.broken {
-                if sr.count.is_some() {
-                    l.drain().await;
-                } else {
-                    l.conn.conn.broken = true;
+                match drain {
+                    Drain::All => l.drain(None).await,
+                    Drain::UpTo(n) => l.drain(Some(n)).await,
+                    Drain::Close => l.conn.conn.broken = true,
                 }
             }
         }
@@ -400,11 +555,7 @@ impl ShardSession {
             self.put_back(l.shard, l.conn);
         }
         let err = match r {
-            Ok(()) => {
-                let s = st.to_le_bytes();
-                cx.client.queue(reply.seq, &[0xFE, 0, 0, s[0], s[1]]);
-                return;
-            }
+            Ok(()) => return reply.eof(cx.client),
             Err(Stop::Refused(shard, e)) => shard_err(rules, shard, &e),
             Err(Stop::Lost(shard, reason)) => ProxyError::BackendLost {
                 server: rules
@@ -415,6 +566,7 @@ impl ShardSession {
             }
             .to_err_packet(),
             Err(Stop::Client(reason)) => crate::error::errs::internal(&reason),
+            Err(Stop::Merge(e)) => shard_error_packet(&e),
         };
         if reply.flushed {
             cx.client.queue_err(reply.seq, &err);
@@ -425,15 +577,16 @@ impl ShardSession {
     }
 }
 
-/// Sends every unit, reads their column definitions, queues the client's, then merges the rows.
-async fn merge(
-    lanes: &mut [Lane],
-    units: &[Unit],
-    sr: &SortedRead<'_>,
-    client: &mut Conn,
-    reply: &mut Reply,
-    st: u16,
-) -> Result<(), Stop> {
+/// The units' column definitions: the first unit's raw column-count and definition packets, and
+/// the definitions decoded.
+struct Header {
+    count: Bytes,
+    defs: Vec<Bytes>,
+    cols: Vec<ColumnDefinition>,
+}
+
+/// Sends every unit and reads every lane's column definitions (`None`: no lanes).
+async fn start(lanes: &mut [Lane], units: &[Unit]) -> Result<Option<Header>, Stop> {
     // Send everything first so the shards work in parallel. A lane whose send failed is broken;
     // the ones after it are never sent (nothing queued on them either).
     for (l, u) in lanes.iter_mut().zip(units) {
@@ -469,51 +622,57 @@ async fn merge(
         return Err(e);
     }
     let Some((count, defs)) = first else {
-        return Ok(());
+        return Ok(None);
     };
-    let n = defs.len();
     let cols = defs
         .iter()
         .map(|d| ColumnDefinition::decode(d.clone()))
         .collect::<Result<Vec<_>, _>>();
-    let cols = match cols {
-        Ok(c) => c,
+    match cols {
+        Ok(cols) => Ok(Some(Header { count, defs, cols })),
         Err(e) => {
             let reason = format!("a column definition from a shard: {e}");
-            return Err(match lanes.first_mut() {
+            Err(match lanes.first_mut() {
                 Some(l) => l.lost(reason),
                 None => Stop::Lost(0, reason),
-            });
+            })
         }
+    }
+}
+
+/// A sorted read: starts the units, queues the client's column definitions, then merges the rows.
+async fn merge(
+    lanes: &mut [Lane],
+    units: &[Unit],
+    sr: &SortedRead<'_>,
+    client: &mut Conn,
+    reply: &mut Reply,
+) -> Result<(), Stop> {
+    let Some(h) = start(lanes, units).await? else {
+        return Ok(());
     };
+    let n = h.defs.len();
     let keep = (sr.drop > 0).then(|| n.saturating_sub(sr.drop));
     // The client's column definitions.
     match keep {
-        None => reply.seq = client.queue(reply.seq, &count),
+        None => reply.seq = client.queue(reply.seq, &h.count),
         Some(k) => {
             let mut p = BytesMut::with_capacity(9);
             codec::mysql::resultset::encode_column_count(k as u64, &mut p);
             reply.seq = client.queue(reply.seq, &p);
         }
     }
-    for d in defs.iter().take(keep.unwrap_or(n)) {
+    for d in h.defs.iter().take(keep.unwrap_or(n)) {
         reply.seq = client.queue(reply.seq, d);
     }
-    let s = st.to_le_bytes();
-    reply.seq = client.queue(reply.seq, &[0xFE, 0, 0, s[0], s[1]]);
-    let m = Merger::new(cols, sr.merge.keys.clone());
-    let mut heads = Vec::with_capacity(lanes.len());
-    for l in lanes.iter_mut() {
-        heads.push(l.next_row(&m).await?);
-    }
+    reply.eof(client);
+    let mut m = Merger::new(h.cols, sr.merge.keys.clone(), false);
+    m.fill(lanes).await?;
     let mut skip = sr.offset;
     let mut left = sr.count;
     let mut buf = BytesMut::new();
     while left != Some(0) {
-        let Some(b) = m.best(&heads) else { break };
-        let Some(head) = heads.get_mut(b).and_then(Option::take) else {
-            break;
-        };
+        let Some((b, head)) = m.pop() else { break };
         if skip > 0 {
             skip -= 1;
         } else {
@@ -531,12 +690,47 @@ async fn merge(
                 break;
             }
         }
-        if let Some(l) = lanes.get_mut(b) {
-            let next = l.next_row(&m).await?;
-            if let Some(slot) = heads.get_mut(b) {
-                *slot = next;
+        m.refill(lanes, b).await?;
+    }
+    Ok(())
+}
+
+/// A grouped read: starts the units, queues the output column definitions, then folds the merged
+/// partial rows group by group, queueing each output row as soon as its group is complete.
+async fn merge_groups(
+    lanes: &mut [Lane],
+    units: &[Unit],
+    gr: &GroupedRead<'_>,
+    limits: ExecLimits,
+    client: &mut Conn,
+    reply: &mut Reply,
+) -> Result<(), Stop> {
+    let Some(h) = start(lanes, units).await? else {
+        return Ok(());
+    };
+    let mut groups = gr.start(h.cols.clone(), limits);
+    reply.seq = encode::columns(client, reply.seq, groups.columns(), reply.status);
+    let mut m = Merger::new(h.cols, gr.merge.keys.clone(), true);
+    m.fill(lanes).await?;
+    let mut buf = BytesMut::new();
+    while !groups.is_done() {
+        let Some((b, head)) = m.pop() else {
+            if let Some(row) = groups.finish() {
+                reply
+                    .send_values(client, &row, groups.columns(), &mut buf)
+                    .await?;
+            }
+            break;
+        };
+        if let Some(row) = groups.push(head.keys).map_err(Stop::Merge)? {
+            reply
+                .send_values(client, &row, groups.columns(), &mut buf)
+                .await?;
+            if groups.is_done() {
+                break;
             }
         }
+        m.refill(lanes, b).await?;
     }
     Ok(())
 }
@@ -569,6 +763,35 @@ mod tests {
         ] {
             let p = plan_of(&r, sql);
             assert!(sorted_read(&p).is_none(), "{sql}:\n{}", p.render(&r));
+        }
+    }
+
+    #[test]
+    fn grouped_reads_are_recognised_when_the_output_keeps_the_group_order() {
+        let r = rules();
+        for sql in [
+            "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+            "SELECT status, SUM(amount) AS s FROM orders GROUP BY status HAVING s > 3 LIMIT 2",
+            "SELECT COUNT(*) FROM orders GROUP BY status ORDER BY status DESC LIMIT 1, 2",
+            "SELECT DISTINCT status FROM orders ORDER BY status",
+        ] {
+            let p = plan_of(&r, sql);
+            let gr = router::sql::plan::grouped_read(&p)
+                .unwrap_or_else(|| panic!("{sql}:\n{}", p.render(&r)));
+            assert_eq!(gr.merge.input.units.len(), 4, "{sql}");
+            assert_eq!(gr.merge.keys, gr.agg.sorted, "{sql}");
+        }
+        for sql in [
+            "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY n",
+            "SELECT COUNT(*) FROM orders",
+            "SELECT id FROM orders ORDER BY id",
+        ] {
+            let p = plan_of(&r, sql);
+            assert!(
+                router::sql::plan::grouped_read(&p).is_none(),
+                "{sql}:\n{}",
+                p.render(&r)
+            );
         }
     }
 }

@@ -2,12 +2,15 @@
 //! many shards. A statement is planned by `router::sql::plan`, its units run on the shards'
 //! primaries (concurrently, one connection per shard, results buffered within the plan's row
 //! budget), merged by `router::sql::plan::execute`, and re-encoded for the client. Single-unit
-//! routes, plain scatter reads and sorted reads (`[Trim] → [Limit] → MergeSort`) stream instead.
+//! routes, plain scatter reads, sorted reads (`[Trim] → [Limit] → MergeSort`) and GROUP BY over
+//! sorted groups whose output keeps the group order (`[Trim] → [Limit] → Project → [Filter] →
+//! Aggregate(sorted) → MergeSort`) stream instead (text protocol, outside transactions).
 //!
 //! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
 //! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
 //! the client; [`stream`] plain scatter reads copied through without buffering; [`merge`] sorted
-//! reads (ORDER BY [LIMIT]) merged from one socket per unit without buffering; [`stmt`] prepared
+//! reads (ORDER BY [LIMIT]) and sorted GROUP BY merged from one socket per unit without buffering
+//! (groups aggregated one at a time by `router::sql::plan::GroupStream`); [`stmt`] prepared
 //! statements (binary protocol); [`txn`] transactions across shards.
 //!
 //! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
@@ -373,6 +376,13 @@ impl ShardSession {
             && merge::fits_pools(&cx, &rules, &sr.merge.input.units)
         {
             return self.stream_merge(cx, &rules, &sr).await;
+        }
+        // So does a GROUP BY whose groups come sorted and leave in their order.
+        if self.txn.is_none()
+            && let Some(gr) = plan::grouped_read(&p)
+            && merge::fits_pools(&cx, &rules, &gr.merge.input.units)
+        {
+            return self.stream_groups(cx, &rules, &gr).await;
         }
         match &p {
             Plan::Route(r) if first_id.is_none() => {

@@ -300,20 +300,28 @@ impl Aggregate {
     /// sorts before the group being built (a shard ordered differently from
     /// `codec::mysql::compare_values`) fails the merge rather than splitting a group.
     pub fn stream(&self, input: Box<dyn RowSource>, limits: ExecLimits) -> SortedAggRows {
-        let folder = Folder::new(&self.aggs);
-        let in_columns = input.columns().to_vec();
-        let columns = folder.out_columns(&in_columns);
-        let keys = self.sorted.clone();
+        let fold = self.fold_sorted(input.columns().to_vec(), limits);
         SortedAggRows {
             input,
+            fold,
+            done: false,
+        }
+    }
+
+    /// The push-based core of [`Aggregate::stream`] for partial rows of `in_columns` that arrive
+    /// sorted by `self.sorted`: the caller pushes rows as it gets them (from sockets, say) and
+    /// gets each group as soon as the next one starts. See [`SortedFold`].
+    pub fn fold_sorted(&self, in_columns: Vec<ColumnDefinition>, limits: ExecLimits) -> SortedFold {
+        let folder = Folder::new(&self.aggs);
+        let columns = folder.out_columns(&in_columns);
+        SortedFold {
             in_columns,
             columns,
-            keys,
+            keys: self.sorted.clone(),
             folder,
             cur: None,
             held: 0,
             max: limits.max_rows,
-            done: false,
         }
     }
 
@@ -377,23 +385,17 @@ impl Aggregate {
     }
 }
 
-/// The running sorted (streaming) aggregate: see [`Aggregate::stream`].
+/// The running sorted (streaming) aggregate: see [`Aggregate::stream`]. Pulls partial rows from
+/// its input and pushes them into a [`SortedFold`].
 pub struct SortedAggRows {
     input: Box<dyn RowSource>,
-    in_columns: Vec<ColumnDefinition>,
-    columns: Vec<ColumnDefinition>,
-    /// The input order (equality marks a group's end).
-    keys: Vec<SortKey>,
-    folder: Folder,
-    cur: Option<Group>,
-    held: u64,
-    max: u64,
+    fold: SortedFold,
     done: bool,
 }
 
 impl RowSource for SortedAggRows {
     fn columns(&self) -> &[ColumnDefinition] {
-        &self.columns
+        self.fold.columns()
     }
 
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
@@ -403,37 +405,71 @@ impl RowSource for SortedAggRows {
         loop {
             let Some(row) = self.input.next_row()? else {
                 self.done = true;
-                return Ok(self.cur.take().map(|g| self.folder.close(g)));
+                return Ok(self.fold.finish());
             };
-            let order = self
-                .cur
-                .as_ref()
-                .map(|g| compare_rows(&g.row, &row, &self.keys, &self.in_columns));
-            if order == Some(Ordering::Greater) {
-                return Err(ShardError::Unsupported(
-                    "GROUP BY over values whose collation order the proxy cannot follow \
-                     (a shard returned groups out of order)"
-                        .into(),
-                ));
+            if let Some(g) = self.fold.push(row)? {
+                return Ok(Some(g));
             }
-            if let Some(g) = self.cur.as_mut()
-                && order == Some(Ordering::Equal)
-            {
-                self.folder.fold(g, &row, &self.in_columns, &mut self.held);
-                if self.held > self.max {
-                    return Err(ShardError::MemoryBudget(self.max));
-                }
-                continue;
-            }
-            self.held = 1;
-            let g = self.folder.open(&row, &self.in_columns, &mut self.held);
+        }
+    }
+}
+
+/// Group-by-group aggregation of partial rows sorted by the group columns, fed one row at a time
+/// ([`SortedFold::push`]) and closed with [`SortedFold::finish`]. Holds the open group only (and
+/// its COUNT/SUM(DISTINCT) value sets, at most `max_rows` values), so the proxy can aggregate rows
+/// merged straight from the shard sockets without collecting them.
+pub struct SortedFold {
+    in_columns: Vec<ColumnDefinition>,
+    columns: Vec<ColumnDefinition>,
+    /// The input order (equality marks a group's end).
+    keys: Vec<SortKey>,
+    folder: Folder,
+    cur: Option<Group>,
+    held: u64,
+    max: u64,
+}
+
+impl SortedFold {
+    /// The columns of the finished groups (distinct-merged columns become BIGINT/DECIMAL).
+    pub fn columns(&self) -> &[ColumnDefinition] {
+        &self.columns
+    }
+
+    /// Adds the next partial row. Returns the group it closes, if it starts a new one. Fails when
+    /// the row sorts before the open group (the input is not in the order the plan asked for) or
+    /// the open group's distinct values exceed the budget.
+    pub fn push(&mut self, row: Row) -> Result<Option<Row>, ShardError> {
+        let order = self
+            .cur
+            .as_ref()
+            .map(|g| compare_rows(&g.row, &row, &self.keys, &self.in_columns));
+        if order == Some(Ordering::Greater) {
+            return Err(ShardError::Unsupported(
+                "GROUP BY over values whose collation order the proxy cannot follow \
+                 (a shard returned groups out of order)"
+                    .into(),
+            ));
+        }
+        if let Some(g) = self.cur.as_mut()
+            && order == Some(Ordering::Equal)
+        {
+            self.folder.fold(g, &row, &self.in_columns, &mut self.held);
             if self.held > self.max {
                 return Err(ShardError::MemoryBudget(self.max));
             }
-            if let Some(done) = self.cur.replace(g) {
-                return Ok(Some(self.folder.close(done)));
-            }
+            return Ok(None);
         }
+        self.held = 1;
+        let g = self.folder.open(&row, &self.in_columns, &mut self.held);
+        if self.held > self.max {
+            return Err(ShardError::MemoryBudget(self.max));
+        }
+        Ok(self.cur.replace(g).map(|done| self.folder.close(done)))
+    }
+
+    /// Ends the input: the last group, if any.
+    pub fn finish(&mut self) -> Option<Row> {
+        self.cur.take().map(|g| self.folder.close(g))
     }
 }
 
