@@ -14,6 +14,7 @@
 //! process runs ~50× slower), so a `--callgrind` run writes only `docs/profiles/instructions.md`,
 //! never the report. Use it with a bounded load, e.g.
 //! `bench -- sharding --callgrind --targets furrow --max-requests 20000 --duration 60`.
+//! `FURROW_CALLGRIND_KEEP=DIR` keeps each load's dump in DIR (for `callgrind_annotate --tree=caller`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -128,7 +129,17 @@ fn top_functions(dir: &Path) -> Option<String> {
         .take_while(|l| !l.trim().is_empty())
         .take(25)
         .collect();
-    let _ = std::fs::remove_file(&newest);
+    // FURROW_CALLGRIND_KEEP=DIR keeps every dump there (for `callgrind_annotate --tree=caller`).
+    match std::env::var_os("FURROW_CALLGRIND_KEEP") {
+        Some(keep) => {
+            let _ = std::fs::create_dir_all(&keep);
+            let name = newest.file_name().unwrap_or_default();
+            let _ = std::fs::rename(&newest, Path::new(&keep).join(name));
+        }
+        None => {
+            let _ = std::fs::remove_file(&newest);
+        }
+    }
     (!rows.is_empty()).then(|| rows.join("\n"))
 }
 

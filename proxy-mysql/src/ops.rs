@@ -100,7 +100,7 @@ pub struct Rules {
 }
 
 thread_local! {
-    static RULES: RefCell<HashMap<String, Rc<Rules>>> = RefCell::new(HashMap::new());
+    static RULES: RefCell<router::FastMap<String, Rc<Rules>>> = RefCell::new(router::FastMap::default());
 }
 
 /// The compiled rules of `g` for `generation` (cached per core); None when the group has none.

@@ -3,7 +3,6 @@
 //! reaped after the idle timeout. Pools live in a thread-local map: each executor owns its own.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +59,7 @@ pub struct PoolStats {
 thread_local! {
     /// Pools by FNV-1a of `address \0 user` (entries are verified against both, so a collision only
     /// costs a second pool list scan).
-    static POOLS: RefCell<HashMap<u64, Vec<Rc<ServerPool>>>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<router::FastMap<u64, Vec<Rc<ServerPool>>>> = RefCell::new(router::FastMap::default());
 }
 
 fn pool_key(address: &str, user: &str) -> u64 {
@@ -217,7 +216,7 @@ pub async fn checkout(
 }
 
 /// Returns a connection to its pool (or drops it when broken).
-pub fn checkin(mut c: BackendConn, _g: &MysqlGroup) {
+pub fn checkin(mut c: BackendConn) {
     let Some(pool) = c.home.upgrade() else { return };
     if c.broken || !c.conn.rbuf.is_empty() {
         pool.open.set(pool.open.get().saturating_sub(1));
@@ -230,10 +229,10 @@ pub fn checkin(mut c: BackendConn, _g: &MysqlGroup) {
 }
 
 /// Forgets a connection that was dropped outside the pool (its slot becomes free).
-pub fn discard(c: BackendConn, g: &MysqlGroup) {
+pub fn discard(c: BackendConn) {
     let mut c = c;
     c.broken = true;
-    checkin(c, g);
+    checkin(c);
 }
 
 /// This core's pools.

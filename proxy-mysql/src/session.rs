@@ -23,7 +23,7 @@ use codec::mysql::{
     ErrPacket, HandshakeV10, auth,
 };
 use router::config::{MysqlGroup, ReadPolicy, User};
-use router::sql::{Classified, Hint, StmtKind, classify, digest};
+use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
@@ -273,10 +273,7 @@ impl Session {
     fn finish(&mut self) {
         if let Some(c) = self.pinned.take() {
             // Not reset here: a pinned connection carries unknown state; drop it.
-            let snap = self.snap.get().clone();
-            if let Some(g) = snap.config.mysql_group(&self.info.group) {
-                pool::discard(c, g);
-            }
+            pool::discard(c);
         }
     }
 
@@ -474,7 +471,7 @@ impl Session {
         for (i, t) in candidates.into_iter().enumerate() {
             match self.acquire(Dest::Server(t, true), g).await {
                 Ok(c) => {
-                    self.release(c, g);
+                    self.release(c);
                     return Ok(());
                 }
                 Err(ProxyError::BackendConnect { .. } | ProxyError::BackendLost { .. })
@@ -523,8 +520,8 @@ impl Session {
             }
             com::FIELD_LIST => {
                 let snap = self.snap.get().clone();
-                let c = classify("SHOW COLUMNS");
-                self.execute_plain(payload, &c, RespKind::FieldList, &snap, "FIELD_LIST")
+                let (c, d) = classify_with_digest("SHOW COLUMNS");
+                self.execute_plain(payload, &c, d, RespKind::FieldList, &snap, "FIELD_LIST")
                     .await
             }
             com::STATISTICS => {
@@ -644,18 +641,15 @@ impl Session {
     /// the last one; keeping reads on the primary for the window costs only replica offload.
     async fn reset_session(&mut self, charset: Option<u8>) {
         if let Some(mut c) = self.pinned.take() {
-            let snap = self.snap.get().clone();
-            if let Some(g) = snap.config.mysql_group(&self.info.group) {
-                match c.command(&[com::RESET_CONNECTION], RespKind::Single).await {
-                    Ok(o) if o.err.is_none() => {
-                        c.vars = None;
-                        c.schema = None;
-                        c.schema_unknown = true;
-                        c.stmts.clear();
-                        pool::checkin(c, g);
-                    }
-                    _ => pool::discard(c, g),
+            match c.command(&[com::RESET_CONNECTION], RespKind::Single).await {
+                Ok(o) if o.err.is_none() => {
+                    c.vars = None;
+                    c.schema = None;
+                    c.schema_unknown = true;
+                    c.stmts.clear();
+                    pool::checkin(c);
                 }
+                _ => pool::discard(c),
             }
         }
         self.sticky = false;
@@ -855,7 +849,7 @@ impl Session {
         };
         let mut c = pool::checkout(&t, g, self.vars.as_ref(), self.schema.as_ref()).await?;
         if let Err(e) = self.sync_conn(&mut c, g).await {
-            pool::discard(c, g);
+            pool::discard(c);
             return Err(e);
         }
         Ok(c)
@@ -880,22 +874,23 @@ impl Session {
     }
 
     /// Returns the connection to the pool, or keeps it pinned while the session needs it.
-    fn release(&mut self, c: BackendConn, g: &MysqlGroup) {
+    fn release(&mut self, c: BackendConn) {
         if c.broken {
-            pool::discard(c, g);
+            pool::discard(c);
             return;
         }
         if self.sticky || self.in_txn {
             self.pinned = Some(c);
         } else {
-            pool::checkin(c, g);
+            pool::checkin(c);
         }
     }
 
     // ---------------------------------------------------------------- queries
 
     async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
-        let c = classify(sql);
+        // One lexer pass gives both the routing class and the digest (rules, stats, audit).
+        let (c, d) = classify_with_digest(sql);
         if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
             self.refuse(1, &errs::local_infile());
             return Flow::Continue;
@@ -933,7 +928,7 @@ impl Session {
             }
         }
         let snap = self.snap.get().clone();
-        self.execute_plain(payload, &c, RespKind::ResultSet, &snap, sql)
+        self.execute_plain(payload, &c, d, RespKind::ResultSet, &snap, sql)
             .await
     }
 
@@ -968,6 +963,7 @@ impl Session {
         &mut self,
         payload: Bytes,
         c: &Classified,
+        d: Digest,
         kind: RespKind,
         snap: &Arc<runtime::Snapshot>,
         sql: &str,
@@ -977,7 +973,6 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let d = digest(sql);
         let _permit = match crate::ops::rules_for(g, snap.generation) {
             Some(r) => match r.check(&self.user, &d) {
                 Ok(p) => Some(p),
@@ -1038,12 +1033,12 @@ impl Session {
                     }
                     self.after_statement(c, &o, &mut conn, sql);
                     self.track_gtid(g, c, &o, &mut conn).await;
-                    self.release(conn, g);
+                    self.release(conn);
                     break (o, server);
                 }
                 Err(e) => {
                     conn.broken = true;
-                    pool::discard(conn, g);
+                    pool::discard(conn);
                     let flushed = self.client.wbuf.len() < mark;
                     if let Some(st) = &dest_state
                         && !matches!(e, ProxyError::Timeout | ProxyError::Refused(_))
@@ -1302,11 +1297,11 @@ impl Session {
                 if conn.conn.flush().await.is_err() {
                     conn.broken = true;
                 }
-                self.release(conn, g);
+                self.release(conn);
                 Flow::Continue
             }
             Err(e) => {
-                pool::discard(conn, g);
+                pool::discard(conn);
                 self.refuse(1, &e.to_err_packet());
                 Flow::Continue
             }
@@ -1428,12 +1423,12 @@ impl Session {
         let bid = match Self::ensure_prepared(&mut conn, &sql).await {
             Ok(Ok(b)) => b,
             Ok(Err(err)) => {
-                self.release(conn, g);
+                self.release(conn);
                 self.refuse(1, &err);
                 return Flow::Continue;
             }
             Err(e) => {
-                pool::discard(conn, g);
+                pool::discard(conn);
                 let e = ProxyError::BackendLost {
                     server: String::new(),
                     reason: e.to_string(),
@@ -1457,7 +1452,7 @@ impl Session {
                     self.sticky = true;
                 }
                 let server = conn.server.clone();
-                self.release(conn, g);
+                self.release(conn);
                 stats::record(
                     &d,
                     started.elapsed(),
@@ -1470,7 +1465,7 @@ impl Session {
                 Flow::Continue
             }
             Err(e) => {
-                pool::discard(conn, g);
+                pool::discard(conn);
                 self.refuse(1, &e.to_err_packet());
                 if self.sticky || self.in_txn {
                     return Flow::Close;
@@ -1515,11 +1510,11 @@ impl Session {
         conn.queue_command(&body);
         match self.forward(&mut conn, RespKind::Fetch, None, g).await {
             Ok(_) => {
-                self.release(conn, g);
+                self.release(conn);
                 Flow::Continue
             }
             Err(e) => {
-                pool::discard(conn, g);
+                pool::discard(conn);
                 self.refuse(1, &e.to_err_packet());
                 Flow::Close
             }

@@ -60,7 +60,7 @@ pub struct SlowEntry {
 /// One core's statistics.
 #[derive(Debug, Default)]
 pub struct CoreStats {
-    digests: HashMap<u64, DigestStats>,
+    digests: router::FastMap<u64, DigestStats>,
     overflow: u64,
     slow: VecDeque<SlowEntry>,
     slow_dropped: u64,

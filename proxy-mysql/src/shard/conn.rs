@@ -2,13 +2,14 @@
 //! replayable state and the shard's schema, and running one unit of SQL on it with its result
 //! buffered as typed rows (within a row budget shared by all units of a plan).
 
-use std::cell::Cell;
+use router::FastMap;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use codec::mysql::consts::{com, status};
 use codec::mysql::{ColumnDefinition, ErrPacket, TextRow};
-use router::config::MysqlGroup;
 use router::sql::plan::{ShardResult, VecRows};
 use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
@@ -16,27 +17,68 @@ use runtime::{Shared, Snapshot};
 use crate::backend::{BackendConn, RespKind, parse_ok};
 use crate::error::{ProxyError, errs};
 use crate::pool;
-use crate::route::targets_for;
+use crate::route::{GroupTargets, targets_for};
 use crate::session::VarState;
 
-/// A connection held for one shard, with the group it came from (to give it back).
+/// A connection held for one shard (it knows its pool).
 pub struct ShardConn {
     /// The logged-in backend connection.
     pub conn: BackendConn,
-    /// The group the connection belongs to.
-    pub group: MysqlGroup,
+    /// The statement timeout of the shard's group (`query_timeout_ms`).
+    pub query_timeout: Option<Duration>,
 }
 
 impl ShardConn {
     /// Returns the connection to its pool (dropped when broken).
     pub fn release(self) {
-        pool::checkin(self.conn, &self.group);
+        pool::checkin(self.conn);
     }
 
     /// Drops the connection (its state is unknown), freeing its pool slot.
     pub fn discard(self) {
-        pool::discard(self.conn, &self.group);
+        pool::discard(self.conn);
     }
+}
+
+thread_local! {
+    /// This core's targets per group for the config generation they were made for, and the
+    /// shards' schema names: made once, not per checkout.
+    static TARGETS: RefCell<FastMap<String, (u64, Rc<GroupTargets>)>> = RefCell::new(FastMap::default());
+    static SCHEMAS: RefCell<FastMap<String, Rc<str>>> = RefCell::new(FastMap::default());
+}
+
+/// The targets of `group` in `snap` (cached per core and config generation).
+fn group_targets(snap: &Arc<Snapshot>, group: &str, shared: &Shared) -> Option<Rc<GroupTargets>> {
+    TARGETS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some((generation, t)) = m.get(group)
+            && *generation == snap.generation
+        {
+            return Some(t.clone());
+        }
+        let t = targets_for(snap, group, shared)?;
+        if m.len() > 1024 {
+            m.clear();
+        }
+        m.insert(group.to_string(), (snap.generation, t.clone()));
+        Some(t)
+    })
+}
+
+/// `name` as a shared string (one allocation per schema name and core).
+fn schema_name(name: &str) -> Rc<str> {
+    SCHEMAS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(s) = m.get(name) {
+            return s.clone();
+        }
+        if m.len() > 4096 {
+            m.clear();
+        }
+        let s: Rc<str> = Rc::from(name);
+        m.insert(name.to_string(), s.clone());
+        s
+    })
 }
 
 /// What one unit produced: a result for the merge, or the backend's ERR packet.
@@ -71,13 +113,13 @@ pub async fn checkout(
         .config
         .mysql_group(&shard.group)
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
-    let t = targets_for(snap, &shard.group, shared)
+    let t = group_targets(snap, &shard.group, shared)
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
-    let schema: Rc<str> = Rc::from(shard.schema.as_str());
+    let schema = schema_name(&shard.schema);
     let conn = pool::checkout(&t.primary, g, vars, Some(&schema)).await?;
     let mut sc = ShardConn {
         conn,
-        group: g.clone(),
+        query_timeout: g.query_timeout,
     };
     match sync(&mut sc.conn, vars, &schema).await {
         Ok(()) => Ok(sc),

@@ -509,7 +509,7 @@ impl ShardSession {
         for (u, r) in units.iter().zip(opened) {
             match r {
                 Ok(conn) => {
-                    let deadline = conn.group.query_timeout.map(|t| started + t);
+                    let deadline = conn.query_timeout.map(|t| started + t);
                     lanes.push(Lane {
                         shard: u.shard,
                         conn,

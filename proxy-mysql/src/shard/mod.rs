@@ -46,7 +46,7 @@ pub use txn::ShardSession;
 pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
 thread_local! {
-    static RULES: RefCell<HashMap<String, (u64, Option<RulesFor>)>> = RefCell::new(HashMap::new());
+    static RULES: RefCell<router::FastMap<String, (u64, Option<RulesFor>)>> = RefCell::new(router::FastMap::default());
     /// This core's plan caches, one per compiled rules (templates name physical tables). Holding
     /// the `Rc` keeps a rules value alive, so its address is never reused while it is a key.
     static PLANS: RefCell<Vec<(Rc<ShardingRules>, plan::PlanCache)>> = const { RefCell::new(Vec::new()) };

@@ -288,7 +288,7 @@ impl ShardSession {
                 let f = c
                     .conn
                     .forward(RespKind::ResultSet, Some(cx.client), None, u64::MAX);
-                match c.group.query_timeout {
+                match c.query_timeout {
                     Some(t) => match tokio::time::timeout(t, f).await {
                         Ok(r) => r,
                         Err(_) => Err(FwdError::Backend(crate::conn::ConnError::Io(
@@ -379,7 +379,7 @@ impl ShardSession {
                 .iter_mut()
                 .map(|(shard, c)| {
                     let idx = by_shard.get(shard).map_or(&[][..], |v| v.as_slice());
-                    let timeout = c.group.query_timeout;
+                    let timeout = c.query_timeout;
                     run_shard(c, &units, idx, &used, budget, timeout)
                 })
                 .collect();

@@ -78,7 +78,7 @@ impl ShardSession {
             let Some(c) = conns.get_mut(&u.shard) else {
                 continue;
             };
-            let timeout = c.group.query_timeout;
+            let timeout = c.query_timeout;
             let f = copy_result(c, cx.client, &mut seq, &mut started, st);
             let r = match timeout {
                 Some(t) => tokio::time::timeout(t, f)

@@ -158,9 +158,23 @@ pub fn classify(sql: &str) -> Classified {
     let mut hints = Vec::new();
     let mut toks = Vec::with_capacity(32);
     tokenize(sql, &mut hints, &mut toks);
-    let mut c = classify_tokens(&toks);
+    classified(sql, &toks, hints)
+}
+
+/// [`classify`] and [`super::digest`] of one query text from one pass of the lexer (the proxy
+/// needs both for every statement).
+pub fn classify_with_digest(sql: &str) -> (Classified, super::Digest) {
+    let mut hints = Vec::new();
+    let mut toks = Vec::with_capacity(32);
+    tokenize(sql, &mut hints, &mut toks);
+    let d = super::digest::digest_tokens(&toks, sql.len());
+    (classified(sql, &toks, hints), d)
+}
+
+fn classified(sql: &str, toks: &[Token<'_>], hints: Vec<Hint>) -> Classified {
+    let mut c = classify_tokens(toks);
     c.hint = hints.into_iter().next();
-    if c.kind == StmtKind::Other && needs_slow_path(&toks) {
+    if c.kind == StmtKind::Other && needs_slow_path(toks) {
         c.kind = slow_path(sql);
         c.flags |= flags::SLOW_PATH;
     }

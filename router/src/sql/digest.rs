@@ -21,12 +21,21 @@ pub fn digest(sql: &str) -> Digest {
     let mut hints = Vec::new();
     let mut toks = Vec::with_capacity(32);
     tokenize(sql, &mut hints, &mut toks);
-    let mut out = String::with_capacity(sql.len().min(MAX_FINGERPRINT));
+    digest_tokens(&toks, sql.len())
+}
+
+/// The digest of a statement already tokenized (`len`: its length in bytes, a capacity hint).
+pub fn digest_tokens(toks: &[Token<'_>], len: usize) -> Digest {
+    let mut out = String::with_capacity((len + 8).min(2 * MAX_FINGERPRINT + 64));
     let mut hash = Fnv::new();
+    // Bytes of `out` already hashed. Past 2 x MAX_FINGERPRINT the text is hashed so far and cut
+    // back to its kept prefix, so a huge statement never holds a second copy of itself.
+    let mut hashed = 0;
     let mut i = 0;
     let mut prev_word = false;
-    while toks.last() == Some(&Token::Punct(';')) {
-        toks.pop();
+    let mut toks = toks;
+    while let Some((Token::Punct(';'), rest)) = toks.split_last() {
+        toks = rest;
     }
     while i < toks.len() {
         // Collapse `IN (?, ?, ...)` lists and repeated `VALUES (...), (...)` tuples of literals.
@@ -35,38 +44,41 @@ pub fn digest(sql: &str) -> Digest {
             && (toks[i - 1].is_kw("IN")
                 || toks[i - 1].is_kw("VALUES")
                 || toks[i - 1].is_kw("VALUE"))
-            && let Some(end) = literal_list_end(&toks, i)
+            && let Some(end) = literal_list_end(toks, i)
         {
             let mut j = end + 1;
             while toks.get(j) == Some(&Token::Punct(','))
                 && toks.get(j + 1) == Some(&Token::Punct('('))
-                && let Some(e) = literal_list_end(&toks, j + 1)
+                && let Some(e) = literal_list_end(toks, j + 1)
             {
                 j = e + 1;
             }
-            emit(&mut out, &mut hash, Text::Plain("(...)"), &mut prev_word);
+            emit(&mut out, Text::Plain("(...)"), &mut prev_word);
             i = j;
+            spill(&mut out, &mut hash, &mut hashed);
             continue;
         }
         // No allocation per token: words are upper-cased in place in `out`, punctuation goes
         // through a stack buffer.
         let mut buf = [0u8; 4];
         match toks[i] {
-            Token::Word(w) => emit(&mut out, &mut hash, Text::Upper(w), &mut prev_word),
-            Token::QuotedIdent(w) => emit(&mut out, &mut hash, Text::Quoted(w), &mut prev_word),
+            Token::Word(w) => emit(&mut out, Text::Upper(w), &mut prev_word),
+            Token::QuotedIdent(w) => emit(&mut out, Text::Quoted(w), &mut prev_word),
             Token::Str(_) | Token::Number(_) | Token::Placeholder => {
-                emit(&mut out, &mut hash, Text::Plain("?"), &mut prev_word)
+                emit(&mut out, Text::Plain("?"), &mut prev_word)
             }
-            Token::Variable(v) => emit(&mut out, &mut hash, Text::Plain(v), &mut prev_word),
+            Token::Variable(v) => emit(&mut out, Text::Plain(v), &mut prev_word),
             Token::Punct(c) => emit(
                 &mut out,
-                &mut hash,
                 Text::Plain(c.encode_utf8(&mut buf)),
                 &mut prev_word,
             ),
         }
         i += 1;
+        spill(&mut out, &mut hash, &mut hashed);
     }
+    hash.write(out.as_bytes().get(hashed..).unwrap_or_default());
+    truncate_at_char(&mut out, MAX_FINGERPRINT);
     Digest {
         hash: hash.0,
         text: out,
@@ -100,7 +112,10 @@ enum Text<'a> {
     Quoted(&'a str),
 }
 
-fn emit(out: &mut String, hash: &mut Fnv, text: Text<'_>, prev: &mut bool) {
+/// Appends one token to the normalised text. The text is built whole (the hash covers all of
+/// it) and hashed and cut to [`MAX_FINGERPRINT`] at the end: one pass of FNV over the bytes
+/// instead of a call per token piece.
+fn emit(out: &mut String, text: Text<'_>, prev: &mut bool) {
     // One space between tokens, except before `,` `)` `.` and after `(` `.`.
     let plain = match text {
         Text::Plain(t) => Some(t),
@@ -108,42 +123,45 @@ fn emit(out: &mut String, hash: &mut Fnv, text: Text<'_>, prev: &mut bool) {
     };
     let no_space_before = matches!(plain, Some("," | ")" | "."));
     if !out.is_empty() && *prev && !no_space_before {
-        hash.write(b" ");
-        if out.len() < MAX_FINGERPRINT {
-            out.push(' ');
-        }
+        out.push(' ');
     }
     match text {
-        Text::Plain(t) => {
-            hash.write(t.as_bytes());
-            if out.len() + t.len() <= MAX_FINGERPRINT {
-                out.push_str(t);
-            }
-        }
+        Text::Plain(t) => out.push_str(t),
         Text::Upper(t) => {
-            for &b in t.as_bytes() {
-                hash.write(&[b.to_ascii_uppercase()]);
-            }
-            if out.len() + t.len() <= MAX_FINGERPRINT {
-                let at = out.len();
-                out.push_str(t);
-                if let Some(tail) = out.get_mut(at..) {
-                    tail.make_ascii_uppercase();
-                }
+            let at = out.len();
+            out.push_str(t);
+            if let Some(tail) = out.get_mut(at..) {
+                tail.make_ascii_uppercase();
             }
         }
         Text::Quoted(t) => {
-            hash.write(b"`");
-            hash.write(t.as_bytes());
-            hash.write(b"`");
-            if out.len() + t.len() + 2 <= MAX_FINGERPRINT {
-                out.push('`');
-                out.push_str(t);
-                out.push('`');
-            }
+            out.push('`');
+            out.push_str(t);
+            out.push('`');
         }
     }
     *prev = !matches!(plain, Some("(" | "."));
+}
+
+/// Past 2 x [`MAX_FINGERPRINT`] bytes: hashes what is not hashed yet and cuts the text back to
+/// the prefix that is kept.
+fn spill(out: &mut String, hash: &mut Fnv, hashed: &mut usize) {
+    if out.len() > 2 * MAX_FINGERPRINT {
+        hash.write(out.as_bytes().get(*hashed..).unwrap_or_default());
+        truncate_at_char(out, MAX_FINGERPRINT);
+        *hashed = out.len();
+    }
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 struct Fnv(u64);
@@ -209,5 +227,25 @@ mod tests {
         let d = digest(&sql);
         assert!(d.text.len() <= MAX_FINGERPRINT);
         assert_ne!(d.hash, digest("SELECT c0 FROM t").hash);
+        // The hash covers the whole normalised text, also past the kept prefix and across the
+        // points where the text is hashed and cut back: FNV of the full text, computed here.
+        let full = format!(
+            "SELECT {} FROM T",
+            (0..2000)
+                .map(|i| format!("C{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut h = Fnv::new();
+        h.write(full.as_bytes());
+        assert_eq!(d.hash, h.0);
+        assert!(full.starts_with(&d.text));
+        // Literals and spacing still normalise away at any length; a change at the end counts.
+        let spaced = sql
+            .replace(',', " ,  ")
+            .replace("FROM t", "FROM t WHERE a = 7");
+        let other = sql.replace("FROM t", "FROM t WHERE a = 'x'");
+        assert_eq!(digest(&spaced), digest(&other));
+        assert_ne!(digest(&other).hash, d.hash);
     }
 }

@@ -8,6 +8,6 @@ pub mod lexer;
 pub mod plan;
 pub mod shard;
 
-pub use classify::{Classified, StmtKind, classify};
+pub use classify::{Classified, StmtKind, classify, classify_with_digest};
 pub use digest::{Digest, digest};
 pub use lexer::Hint;

@@ -35,7 +35,6 @@
 //! with unbounded shapes, such as generated IN lists of every length, only loses the cache).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
@@ -57,7 +56,7 @@ pub const MAX_SHAPE_LEN: usize = 4096;
 /// module documentation).
 #[derive(Default)]
 pub struct PlanCache {
-    shapes: HashMap<Box<str>, Known>,
+    shapes: crate::FastMap<Box<str>, Known>,
     hits: u64,
     misses: u64,
     routed: u64,
@@ -552,11 +551,31 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
     for (start, len, lit) in found {
         text.push_str(sql.get(last..start)?);
         lits.push(lit);
-        let _ = write!(text, "?{}", lits.len());
+        text.push('?');
+        push_decimal(&mut text, lits.len());
         last = start + len;
     }
     text.push_str(sql.get(last..)?);
     Some(Shape { text, lits, hinted })
+}
+
+/// Appends `n` in decimal (no formatting machinery: this runs for every literal of every
+/// statement).
+fn push_decimal(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// The simple literals of `sql` in order: (byte offset, length as written, literal); and whether

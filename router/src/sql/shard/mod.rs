@@ -112,10 +112,14 @@ pub struct ShardingRules {
 impl ShardingRules {
     /// What `table` is (names compare case-insensitively).
     pub fn table(&self, table: &str) -> TableKind<'_> {
-        let t = table.to_ascii_lowercase();
-        if let Some(r) = self.tables.iter().find(|r| r.name == t) {
+        // Names are stored lower-cased; compare without allocating (every routed statement asks).
+        if let Some(r) = self
+            .tables
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(table))
+        {
             TableKind::Sharded(r)
-        } else if self.broadcast.contains(&t) {
+        } else if self.broadcast.iter().any(|b| b.eq_ignore_ascii_case(table)) {
             TableKind::Broadcast
         } else {
             TableKind::Unsharded
