@@ -162,18 +162,26 @@ pub async fn checkout(
                     };
                     vars_ok && c.schema.as_deref() == schema.map(|s| &**s)
                 };
-                let i = idle
-                    .iter()
-                    .rposition(same)
-                    .or_else(|| idle.iter().rposition(|c| c.vars.is_none()))
-                    .unwrap_or(idle.len() - 1);
-                let c = idle.swap_remove(i);
-                if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&c) {
-                    return Ok(c);
+                // A connection in the wanted state, else (only when the pool is full: a new
+                // connection costs one handshake, a converted one a round trip on *every* such
+                // checkout while the mix of states lasts, as with shards that share a server in
+                // different schemas) one without session variables, else any.
+                let pick = idle.iter().rposition(same).or_else(|| {
+                    (pool.open.get() >= pool.max.get()).then(|| {
+                        idle.iter()
+                            .rposition(|c| c.vars.is_none())
+                            .unwrap_or(idle.len() - 1)
+                    })
+                });
+                if let Some(i) = pick {
+                    let c = idle.swap_remove(i);
+                    if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&c) {
+                        return Ok(c);
+                    }
+                    // Closed by the server while idle (restart, wait_timeout): forget it, retry.
+                    pool.open.set(pool.open.get().saturating_sub(1));
+                    continue;
                 }
-                // Closed by the server while idle (restart, wait_timeout): forget it, try again.
-                pool.open.set(pool.open.get().saturating_sub(1));
-                continue;
             }
         }
         if pool.open.get() < pool.max.get() {
