@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use codec::mysql::consts::{com, status};
-use codec::mysql::{ColumnDefinition, ErrPacket, TextRow};
+use codec::mysql::{ColumnDefinition, ErrPacket};
 use router::config::MysqlGroup;
 use router::sql::plan::{ShardResult, VecRows};
 use router::sql::shard::Shard;
@@ -191,13 +191,7 @@ async fn read_result(
             rows.clear();
             continue;
         }
-        TextRow::decode_into(p.payload, n, &mut cells).map_err(lost)?;
-        let row = cells
-            .iter()
-            .zip(&cols)
-            .map(|(cell, col)| codec::mysql::value::decode_text(cell.as_ref(), col))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(lost)?;
+        let row = super::encode::decode_row(p.payload, &cols, &mut cells).map_err(lost)?;
         rows.push(row);
     }
     if over {
