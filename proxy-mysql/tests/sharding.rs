@@ -1383,3 +1383,340 @@ fn grouped_reads_stream_group_by_group() {
     assert_eq!(got, want);
     assert_eq!(lines[2], serde_json::json!([["500"]]));
 }
+
+// ---------------------------------------------------------------- prepared statements stream
+
+/// Runs each `[sql, params, buffered]` of `STATEMENTS` (a JSON list) as a server-side prepared
+/// statement (mysql-connector-python, binary protocol) through the proxy and on the reference
+/// schema (null without `REF_PORT`), and with `buffered` once more through the proxy inside a
+/// transaction (where prepared statements take the buffered path). Prints `[proxy, reference,
+/// buffered or null]` per statement, a result being `{"rows": [...], "desc": [...]}` (values as
+/// strings or null; the column descriptions the driver read) or `{"error": code, "message": text}`.
+const PREP_PAIRS: &str = r#"
+import mysql.connector
+def connect(port, user, pw, db):
+    return mysql.connector.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db, use_pure=True, autocommit=True)
+proxy = connect(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
+ref = connect(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref") if "REF_PORT" in os.environ else None
+def prepared(c, sql, params):
+    if c is None:
+        return None
+    cur = c.cursor(prepared=True)
+    try:
+        cur.execute(sql, tuple(params))
+        rows = cur.fetchall()
+        desc = [[str(x) for x in d] for d in cur.description]
+    except mysql.connector.Error as e:
+        return {"error": e.errno, "message": e.msg}
+    finally:
+        cur.close()
+    return {"rows": [[text(v) for v in row] for row in rows], "desc": desc}
+def buffered(sql, params):
+    t = proxy.cursor()
+    t.execute("BEGIN")
+    r = prepared(proxy, sql, params)
+    t.execute("COMMIT")
+    t.close()
+    return r
+for sql, params, buf in json.loads(os.environ["STATEMENTS"]):
+    print(json.dumps([prepared(proxy, sql, params), prepared(ref, sql, params), buffered(sql, params) if buf else None]), flush=True)
+"#;
+
+/// A prepared statement for [`prep_pairs`]: SQL with `%s` placeholders, its parameters, and
+/// whether to run it on the buffered path too.
+type Prep = (&'static str, serde_json::Value, bool);
+
+/// The `[proxy, reference, buffered]` results of `stmts` (see [`PREP_PAIRS`]).
+fn prep_pairs(s: &Setup, stmts: &[Prep], with_ref: bool) -> Vec<[serde_json::Value; 3]> {
+    let list: Vec<serde_json::Value> = stmts
+        .iter()
+        .map(|(q, p, b)| serde_json::json!([q, p, b]))
+        .collect();
+    let mut c = python_against_both(s, PREP_PAIRS, serde_json::json!(list).to_string().as_ref());
+    if !with_ref {
+        c.env_remove("REF_PORT");
+    }
+    let out = c.output().expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<[serde_json::Value; 3]> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            [v[0].clone(), v[1].clone(), v[2].clone()]
+        })
+        .collect();
+    assert_eq!(lines.len(), stmts.len(), "one result per statement");
+    lines
+}
+
+#[test]
+fn prepared_statements_stream_like_text_queries() {
+    // A small merge budget: prepared reads of more rows only come through because they stream.
+    let s = Setup::start("max_scatter_rows = 50");
+    s.sql(DDL);
+    s.servers[0]
+        .sql(&format!("USE ref; {DDL}"))
+        .expect("reference schema");
+    load_sample(&s, 0x0bad_5eed_0000_0007);
+    // Typed columns: BIGINT, INT, DECIMAL, DOUBLE, DATETIME, DATETIME(3), DATE, VARCHAR, NULLs.
+    macro_rules! typed {
+        ($tail:literal) => {
+            concat!(
+                "SELECT id, user_id, amount, amount * 1.5e0 AS f, \
+                 TIMESTAMP(created, SEC_TO_TIME(id * 37)) AS ts, \
+                 TIMESTAMP(created, SEC_TO_TIME(id * 37.125)) AS ts3, created, status, \
+                 IF(id % 3 = 0, NULL, amount) AS maybe FROM orders ",
+                $tail
+            )
+        };
+    }
+    let stmts: Vec<Prep> = vec![
+        // 0-2: single-unit routes (a point select by the shard key, a range shard, an IN list on
+        // one partition).
+        (
+            typed!("WHERE user_id = %s ORDER BY id"),
+            serde_json::json!([7]),
+            true,
+        ),
+        (
+            "SELECT id, name, score FROM users WHERE id = %s",
+            serde_json::json!([42]),
+            true,
+        ),
+        (
+            "SELECT id, name, score FROM users WHERE id BETWEEN %s AND %s ORDER BY id",
+            serde_json::json!([76, 80]),
+            true,
+        ),
+        // 3-4: plain scatter reads (unordered; the second returns all 500 rows, past the budget).
+        (typed!("WHERE id <= %s"), serde_json::json!([40]), true),
+        (typed!("WHERE id > %s"), serde_json::json!([0]), false),
+        // 5-8: sorted reads, with and without LIMIT and helper columns.
+        (
+            typed!("WHERE id <= %s ORDER BY amount DESC, id LIMIT 7"),
+            serde_json::json!([40]),
+            true,
+        ),
+        (
+            typed!("WHERE id > %s ORDER BY created DESC, id LIMIT 30, 40"),
+            serde_json::json!([5]),
+            false,
+        ),
+        (
+            "SELECT id, name, score FROM users WHERE id >= %s ORDER BY score DESC, id",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT id FROM users WHERE id < %s ORDER BY name, id LIMIT 20",
+            serde_json::json!([90]),
+            false,
+        ),
+        // 9-13: grouped reads (many groups past the budget, LIMIT pushed, HAVING, NULL keys).
+        (
+            "SELECT user_id, COUNT(*), SUM(amount), AVG(amount), MIN(created), MAX(created) \
+             FROM orders WHERE amount >= %s GROUP BY user_id",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT status, COUNT(*), SUM(amount), MAX(TIMESTAMP(created, SEC_TO_TIME(id))) \
+             FROM orders WHERE id <= %s GROUP BY status ORDER BY status DESC LIMIT 1, 2",
+            serde_json::json!([40]),
+            true,
+        ),
+        (
+            "SELECT user_id, COUNT(*) AS n, SUM(amount) FROM orders WHERE id > %s \
+             GROUP BY user_id HAVING n > 5 ORDER BY user_id DESC LIMIT 3",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT score, COUNT(*), MIN(id) FROM users WHERE id >= %s GROUP BY score",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT user_id, COUNT(DISTINCT status), SUM(amount) FROM orders WHERE id <= %s \
+             GROUP BY user_id ORDER BY user_id LIMIT 4",
+            serde_json::json!([40]),
+            true,
+        ),
+    ];
+    let unordered = [3usize, 4];
+    let results = prep_pairs(&s, &stmts, true);
+    for (i, [got, want, buffered]) in results.iter().enumerate() {
+        let q = stmts[i].0;
+        let rows = |v: &serde_json::Value| {
+            let r = v
+                .get("rows")
+                .unwrap_or_else(|| panic!("#{i} {q}: {v}"))
+                .clone();
+            if unordered.contains(&i) {
+                sorted(&r)
+            } else {
+                r
+            }
+        };
+        assert_eq!(rows(got), rows(want), "#{i} {q}");
+        assert!(
+            rows(want).as_array().is_some_and(|r| !r.is_empty()),
+            "#{i} {q}: a weak case"
+        );
+        if stmts[i].2 {
+            // A client cannot tell the streamed result from the buffered one.
+            assert!(buffered.get("desc").is_some(), "#{i} {q}: {buffered}");
+            assert_eq!(got["desc"], buffered["desc"], "#{i} {q}");
+            assert_eq!(rows(got), rows(buffered), "#{i} {q}");
+        }
+    }
+    let all = results[4][0]["rows"].as_array().map_or(0, Vec::len);
+    assert_eq!(all, 500, "a prepared scatter past max_scatter_rows");
+    let groups = results[9][0]["rows"].as_array().map_or(0, Vec::len);
+    assert!(groups > 50, "more groups ({groups}) than max_scatter_rows");
+    // NULLs and fractional seconds really are in the sample.
+    let typed_rows = results[4][1].to_string();
+    assert!(
+        typed_rows.contains("null") && typed_rows.contains(".125"),
+        "{typed_rows}"
+    );
+
+    // Early stops, many in a row on one connection: every connection goes back clean (a leaked
+    // one would exhaust the pools, a dirty one answer with stale rows).
+    let mut early: Vec<Prep> = Vec::new();
+    for i in 0..12u64 {
+        early.push((
+            "SELECT id, amount FROM orders WHERE id > %s ORDER BY amount DESC, id LIMIT 2",
+            serde_json::json!([i]),
+            false,
+        ));
+        early.push((
+            "SELECT user_id, COUNT(*) FROM orders WHERE id > %s GROUP BY user_id LIMIT 3",
+            serde_json::json!([i]),
+            false,
+        ));
+        early.push((
+            "SELECT COUNT(*) FROM orders WHERE id > %s",
+            serde_json::json!([i]),
+            false,
+        ));
+    }
+    for (i, [got, want, _]) in prep_pairs(&s, &early, true).iter().enumerate() {
+        assert_eq!(got["rows"], want["rows"], "#{i} {}", early[i].0);
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
+    let pools = proxy_mysql::pool_stats();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    for p in &pools {
+        assert_eq!(p.created, 4, "no connection was closed or leaked: {p:?}");
+    }
+
+    // One physical table gone on one shard: each streamed shape answers a clear ERR naming the
+    // shard, and the session goes on.
+    s.servers[1]
+        .sql("DROP TABLE app_3.users_3")
+        .expect("drop users_3");
+    let gone: Vec<Prep> = vec![
+        (
+            "SELECT id, name FROM users WHERE id = %s",
+            serde_json::json!([80]),
+            false,
+        ),
+        (
+            "SELECT id, name FROM users WHERE id >= %s",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT id, name FROM users WHERE id >= %s ORDER BY name, id LIMIT 5",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT score, COUNT(*) FROM users WHERE id >= %s GROUP BY score",
+            serde_json::json!([0]),
+            false,
+        ),
+        (
+            "SELECT COUNT(*) FROM orders WHERE id > %s",
+            serde_json::json!([0]),
+            false,
+        ),
+    ];
+    let results = prep_pairs(&s, &gone, false);
+    for (i, [got, _, _]) in results.iter().enumerate() {
+        let q = gone[i].0;
+        if q.contains("FROM users") {
+            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
+            assert_eq!(code, 1146, "{q}: {msg}");
+            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
+        } else {
+            assert_eq!(got["rows"], serde_json::json!([["500"]]), "{q}");
+        }
+    }
+
+    // A shard connection lost in the middle of a prepared scatter read (killed on server b while
+    // its unit sleeps between rows): the client gets an ERR, not a hang, and the session goes on.
+    let stmts = serde_json::json!([
+        [
+            "SELECT id, SLEEP(1) FROM orders WHERE id <= %s",
+            [40],
+            false
+        ],
+        [
+            "SELECT id FROM orders WHERE id <= %s ORDER BY id",
+            [3],
+            false
+        ],
+        ["SELECT COUNT(*) FROM orders WHERE id > %s", [0], false],
+    ]);
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{PY_PRELUDE}{PREP_PAIRS}"))
+        .env("PORT", s.proxy.addr.port().to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("STATEMENTS", stmts.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let sleeping = "SELECT id FROM information_schema.processlist \
+                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
+    let mut killed = 0;
+    common::wait_until(
+        "a sleeping unit on server b",
+        Duration::from_secs(30),
+        || {
+            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
+                if let Some(Some(id)) = row.first()
+                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            killed > 0
+        },
+    );
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
+    assert!(
+        msg.contains("s2") || msg.contains("s3"),
+        "names a shard of server b: {code} {msg}"
+    );
+    assert_eq!(lines[1]["rows"], serde_json::json!([["1"], ["2"], ["3"]]));
+    assert_eq!(lines[2]["rows"], serde_json::json!([["500"]]));
+}

@@ -481,3 +481,95 @@ fn group_stream_pushes_out_what_the_pull_pipeline_gives() {
         assert!(grouped_read(&p).is_none(), "{sql}:\n{}", p.render(&rules));
     }
 }
+
+/// A sorted GROUP BY with a LIMIT and no HAVING asks every shard for its first `offset + count`
+/// groups only; shards that honour that LIMIT (here: canned shards holding more groups, cut as a
+/// server would) still give every partial of the groups the LIMIT keeps.
+#[test]
+fn sorted_group_by_limit_pushed_to_the_shards_keeps_the_first_groups_whole() {
+    let rules = golden::rules();
+    let cols = vec![int_col("day"), int_col("COUNT(*)"), int_col("MAX(amount)")];
+    // Each unit's groups (day, count, max): spread so that most days sit on several units, with
+    // gaps, and the first groups of one unit are not the first groups of the others.
+    let groups_of = |u: i64| -> Vec<(i64, i64, i64)> {
+        (0..20)
+            .filter(|d| (d * 7 + u * 3) % 5 < 2 || (d + u) % 6 == 0)
+            .map(|d| (d, d + u + 1, (d * u) % 13))
+            .collect()
+    };
+    for (sql, desc, offset, count) in [
+        (
+            "SELECT day, COUNT(*), MAX(amount) FROM orders GROUP BY day ORDER BY day LIMIT 2, 3",
+            false,
+            2u64,
+            3u64,
+        ),
+        (
+            "SELECT day, COUNT(*), MAX(amount) FROM orders GROUP BY day ORDER BY day DESC LIMIT 4",
+            true,
+            0,
+            4,
+        ),
+        (
+            "SELECT day, COUNT(*), MAX(amount) FROM orders GROUP BY day LIMIT 5, 2",
+            false,
+            5,
+            2,
+        ),
+    ] {
+        let units = units_of(&rules, sql);
+        let need = offset + count;
+        assert_eq!(units.len(), 8, "{sql}");
+        assert!(
+            units.iter().all(|u| u.ends_with(&format!(" LIMIT {need}"))),
+            "{sql}: {units:?}"
+        );
+        let mut answers = HashMap::new();
+        let mut all: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+        for (i, unit) in units.iter().enumerate() {
+            let mut g = groups_of(i as i64);
+            for &(d, n, m) in &g {
+                let e = all.entry(d).or_insert((0, i64::MIN));
+                e.0 += n;
+                e.1 = e.1.max(m);
+            }
+            if desc {
+                g.reverse();
+            }
+            g.truncate(need as usize);
+            let rows = g
+                .into_iter()
+                .map(|(d, n, m)| vec![Value::Int(d), Value::Int(n), Value::Int(m)])
+                .collect();
+            answers.insert(unit.clone(), (cols.clone(), rows));
+        }
+        let mut want: Vec<Vec<Value>> = all
+            .into_iter()
+            .map(|(d, (n, m))| vec![Value::Int(d), Value::Int(n), Value::Int(m)])
+            .collect();
+        if desc {
+            want.reverse();
+        }
+        let want: Vec<Vec<Value>> = want
+            .into_iter()
+            .skip(offset as usize)
+            .take(count as usize)
+            .collect();
+        assert_eq!(want.len(), count as usize, "{sql}: a weak case");
+        let mut c = Canned { answers };
+        let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(rows, want, "{sql}");
+    }
+    // HAVING decides which groups count, COUNT(DISTINCT) groups the shards by its argument too:
+    // no LIMIT reaches the shards.
+    for sql in [
+        "SELECT day, COUNT(*) AS n FROM orders GROUP BY day HAVING n > 2 ORDER BY day LIMIT 3",
+        "SELECT day, COUNT(DISTINCT user_id) FROM orders GROUP BY day ORDER BY day LIMIT 3",
+    ] {
+        let units = units_of(&rules, sql);
+        assert!(
+            !units.is_empty() && units.iter().all(|u| !u.contains("LIMIT")),
+            "{sql}: {units:?}"
+        );
+    }
+}

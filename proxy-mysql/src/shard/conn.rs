@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codec::mysql::consts::{com, status};
-use codec::mysql::{ColumnDefinition, ErrPacket, TextRow};
+use codec::mysql::{ColumnDefinition, ErrPacket};
 use router::sql::plan::{ShardResult, VecRows};
 use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
@@ -233,13 +233,7 @@ async fn read_result(
             rows.clear();
             continue;
         }
-        TextRow::decode_into(p.payload, n, &mut cells).map_err(lost)?;
-        let row = cells
-            .iter()
-            .zip(&cols)
-            .map(|(cell, col)| codec::mysql::value::decode_text(cell.as_ref(), col))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(lost)?;
+        let row = super::encode::decode_row(p.payload, &cols, &mut cells).map_err(lost)?;
         rows.push(row);
     }
     if over {

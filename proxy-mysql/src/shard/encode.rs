@@ -1,7 +1,9 @@
 //! Replies for sharded statements: merged rows as a text- or binary-protocol result set (column
 //! count, definitions, EOF, rows, EOF; clients are not offered DEPRECATE_EOF), and ERR packets.
+//! The streamed paths encode with the same functions (`columns`, `text_row`, `binary_row`,
+//! `decode_row`), so a client cannot tell a streamed result from a buffered one.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::{charset, column_flag, column_type};
 use codec::mysql::{BinaryRow, ColumnDefinition, ErrPacket, TextRow, Value};
 use router::sql::plan::{RowSource, ShardError};
@@ -46,8 +48,7 @@ fn write_rows(
     while let Some(row) = src.next_row()? {
         p.clear();
         if binary {
-            let row = BinaryRow { values: row };
-            row.encode(&cols, &mut p).map_err(encoding)?;
+            binary_row(row, &cols, &mut p)?;
         } else {
             text_row(&row, &cols, &mut p)?;
         }
@@ -79,6 +80,30 @@ pub(crate) fn text_row(
     p: &mut BytesMut,
 ) -> Result<(), ShardError> {
     TextRow::encode_values(row, cols, p).map_err(encoding)
+}
+
+/// Encodes one merged row in the binary protocol into `p` (values encoded for `cols`).
+pub(crate) fn binary_row(
+    row: Vec<Value>,
+    cols: &[ColumnDefinition],
+    p: &mut BytesMut,
+) -> Result<(), ShardError> {
+    BinaryRow { values: row }.encode(cols, p).map_err(encoding)
+}
+
+/// Decodes a shard's text-protocol row into typed values, each cell by its column `cols` (as the
+/// buffered path reads every row). `cells` is scratch space.
+pub(crate) fn decode_row(
+    payload: Bytes,
+    cols: &[ColumnDefinition],
+    cells: &mut Vec<Option<Bytes>>,
+) -> Result<Vec<Value>, codec::mysql::MysqlError> {
+    TextRow::decode_into(payload, cols.len(), cells)?;
+    cells
+        .iter()
+        .zip(cols)
+        .map(|(cell, col)| codec::mysql::value::decode_text(cell.as_ref(), col))
+        .collect()
 }
 
 fn encoding(e: codec::mysql::MysqlError) -> ShardError {

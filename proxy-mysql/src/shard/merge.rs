@@ -1,5 +1,7 @@
-//! Streaming cross-shard reads merged from one socket per unit, in the text protocol outside
-//! transactions. Two shapes stream:
+//! Streaming cross-shard reads merged from one socket per unit, outside transactions, in the text
+//! protocol (COM_QUERY) or the binary protocol (prepared statements: every output row is decoded
+//! and re-encoded as a binary row by [`encode`], with the column definitions the buffered path
+//! would send). Two shapes stream:
 //!
 //! - sorted reads, `[Trim] → [Limit] → MergeSort(units)` ([`sorted_read`]): merged rows are copied
 //!   to the client byte for byte (re-sequenced); with `Trim` the helper columns at the end are cut
@@ -27,9 +29,10 @@
 //! bounded (a sorted read with a LIMIT asks every unit for at most `offset + count ≤
 //! max_limit_rows` rows) is drained so its connection goes back to the pool clean; a sorted read
 //! without a LIMIT could have the whole table left, so such a connection is closed instead (the
-//! server stops at its next write). The units of a grouped read carry no LIMIT (a shard cannot
-//! know which of its groups survive HAVING), so they are drained up to `max_limit_rows` more rows
-//! each and closed if the reply goes on. An error before any byte of the result reached the client
+//! server stops at its next write). The units of a grouped read carry a LIMIT only when the planner
+//! could push `offset + count` down (no HAVING, no COUNT/SUM(DISTINCT): otherwise a shard cannot
+//! know which of its groups count), so they are drained up to `max_limit_rows` more rows each and
+//! closed if the reply goes on. An error before any byte of the result reached the client
 //! replaces the result with a plain ERR (a shard's ERR keeps its code, prefixed `shard sN:`; a
 //! merge error such as the budget of a group's distinct values is the buffered path's ERR); after
 //! that it ends the result set, as a server does for an error while sending rows. Every read is
@@ -376,15 +379,18 @@ struct Reply {
     flushed: bool,
     /// Server status flags of the EOF packets.
     status: u16,
+    /// Rows in the binary protocol (a prepared statement).
+    binary: bool,
 }
 
 impl Reply {
-    fn new(client: &Conn, status: u16) -> Self {
+    fn new(client: &Conn, status: u16, binary: bool) -> Self {
         Self {
             mark: client.wbuf.len(),
             seq: 1,
             flushed: false,
             status,
+            binary,
         }
     }
 
@@ -419,16 +425,21 @@ impl Reply {
         self.flush_past(client).await
     }
 
-    /// Queues a row of re-rendered values of `cols`, flushing past [`FLUSH_AT`].
+    /// Queues a row of values re-rendered for `cols` (text or binary protocol), flushing past
+    /// [`FLUSH_AT`].
     async fn send_values(
         &mut self,
         client: &mut Conn,
-        row: &[Value],
+        row: Vec<Value>,
         cols: &[ColumnDefinition],
         buf: &mut BytesMut,
     ) -> Result<(), Stop> {
         buf.clear();
-        encode::text_row(row, cols, buf).map_err(Stop::Merge)?;
+        if self.binary {
+            encode::binary_row(row, cols, buf).map_err(Stop::Merge)?;
+        } else {
+            encode::text_row(&row, cols, buf).map_err(Stop::Merge)?;
+        }
         self.seq = client.queue(self.seq, buf);
         self.flush_past(client).await
     }
@@ -446,19 +457,21 @@ impl Reply {
 }
 
 impl ShardSession {
-    /// Streams a sorted read (see the module docs) to the client.
+    /// Streams a sorted read (see the module docs) to the client, in the binary protocol when
+    /// `binary`.
     pub(crate) async fn stream_merge(
         &mut self,
         cx: Ctx<'_>,
         rules: &ShardingRules,
         sr: &SortedRead<'_>,
+        binary: bool,
     ) {
         let units = &sr.merge.input.units;
         let mut lanes = match self.open_lanes(&cx, rules, units).await {
             Ok(l) => l,
             Err(e) => return encode::err(cx.client, &e),
         };
-        let mut reply = Reply::new(cx.client, self.status());
+        let mut reply = Reply::new(cx.client, self.status(), binary);
         let r = merge(&mut lanes, units, sr, cx.client, &mut reply).await;
         let drain = if sr.count.is_some() {
             Drain::All
@@ -468,19 +481,21 @@ impl ShardSession {
         self.end_stream(cx, rules, lanes, r, reply, drain).await;
     }
 
-    /// Streams a grouped read (see the module docs) to the client.
+    /// Streams a grouped read (see the module docs) to the client, in the binary protocol when
+    /// `binary`.
     pub(crate) async fn stream_groups(
         &mut self,
         cx: Ctx<'_>,
         rules: &ShardingRules,
         gr: &GroupedRead<'_>,
+        binary: bool,
     ) {
         let units = &gr.merge.input.units;
         let mut lanes = match self.open_lanes(&cx, rules, units).await {
             Ok(l) => l,
             Err(e) => return encode::err(cx.client, &e),
         };
-        let mut reply = Reply::new(cx.client, self.status());
+        let mut reply = Reply::new(cx.client, self.status(), binary);
         let limits = ExecLimits {
             max_rows: rules.max_scatter_rows,
         };
@@ -653,20 +668,28 @@ async fn merge(
     };
     let n = h.defs.len();
     let keep = (sr.drop > 0).then(|| n.saturating_sub(sr.drop));
-    // The client's column definitions.
-    match keep {
-        None => reply.seq = client.queue(reply.seq, &h.count),
-        Some(k) => {
-            let mut p = BytesMut::with_capacity(9);
-            codec::mysql::resultset::encode_column_count(k as u64, &mut p);
-            reply.seq = client.queue(reply.seq, &p);
+    // The client's column definitions: copied (text), or re-encoded as the buffered path does
+    // (binary: the rows are re-encoded for them).
+    let mut out_cols = Vec::new();
+    if reply.binary {
+        out_cols = h.cols.iter().take(keep.unwrap_or(n)).cloned().collect();
+        reply.seq = encode::columns(client, reply.seq, &out_cols, reply.status);
+    } else {
+        match keep {
+            None => reply.seq = client.queue(reply.seq, &h.count),
+            Some(k) => {
+                let mut p = BytesMut::with_capacity(9);
+                codec::mysql::resultset::encode_column_count(k as u64, &mut p);
+                reply.seq = client.queue(reply.seq, &p);
+            }
         }
+        for d in h.defs.iter().take(keep.unwrap_or(n)) {
+            reply.seq = client.queue(reply.seq, d);
+        }
+        reply.eof(client);
     }
-    for d in h.defs.iter().take(keep.unwrap_or(n)) {
-        reply.seq = client.queue(reply.seq, d);
-    }
-    reply.eof(client);
-    let mut m = Merger::new(h.cols, sr.merge.keys.clone(), false);
+    // Binary rows are re-encoded from values: every column is decoded.
+    let mut m = Merger::new(h.cols, sr.merge.keys.clone(), reply.binary);
     m.fill(lanes).await?;
     let mut skip = sr.offset;
     let mut left = sr.count;
@@ -675,6 +698,14 @@ async fn merge(
         let Some((b, head)) = m.pop() else { break };
         if skip > 0 {
             skip -= 1;
+        } else if reply.binary {
+            let mut row = head.keys;
+            row.truncate(keep.unwrap_or(n));
+            reply.send_values(client, row, &out_cols, &mut buf).await?;
+            left = left.map(|c| c - 1);
+            if left == Some(0) {
+                break;
+            }
         } else {
             reply
                 .send_row(
@@ -717,14 +748,14 @@ async fn merge_groups(
         let Some((b, head)) = m.pop() else {
             if let Some(row) = groups.finish() {
                 reply
-                    .send_values(client, &row, groups.columns(), &mut buf)
+                    .send_values(client, row, groups.columns(), &mut buf)
                     .await?;
             }
             break;
         };
         if let Some(row) = groups.push(head.keys).map_err(Stop::Merge)? {
             reply
-                .send_values(client, &row, groups.columns(), &mut buf)
+                .send_values(client, row, groups.columns(), &mut buf)
                 .await?;
             if groups.is_done() {
                 break;

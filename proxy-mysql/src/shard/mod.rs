@@ -4,7 +4,12 @@
 //! budget), merged by `router::sql::plan::execute`, and re-encoded for the client. Single-unit
 //! routes, plain scatter reads, sorted reads (`[Trim] → [Limit] → MergeSort`) and GROUP BY over
 //! sorted groups whose output keeps the group order (`[Trim] → [Limit] → Project → [Filter] →
-//! Aggregate(sorted) → MergeSort`) stream instead (text protocol, outside transactions).
+//! Aggregate(sorted) → MergeSort`) stream instead, outside transactions, for text queries and
+//! prepared statements alike (one dispatch: `ShardSession::run_streaming_or_buffered`). A
+//! prepared statement's rows are decoded and re-encoded in the binary protocol as they stream,
+//! with the column definitions and encoding of the buffered path ([`encode`]); a prepared
+//! single-unit read goes through [`stream`] for that, where a text one is forwarded unchanged.
+//! Prepared writes and prepared statements inside a transaction stay buffered.
 //!
 //! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
 //! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
@@ -369,31 +374,64 @@ impl ShardSession {
         // An INSERT whose ids the proxy made reports the first one (as AUTO_INCREMENT would), so it
         // takes the buffered path even for one unit.
         self.generated = first_id;
-        // A sorted read streams from one connection per unit (outside transactions: a
-        // transaction holds one connection per shard).
+        self.run_streaming_or_buffered(cx, &rules, &p, false).await;
+    }
+
+    /// Runs a planned statement and queues its reply: on a streaming path when its shape has one,
+    /// else buffered ([`ShardSession::run_plan`]). Shared by COM_QUERY (`binary` false) and
+    /// COM_STMT_EXECUTE (`binary`: rows in the binary protocol, re-encoded as they stream with the
+    /// column definitions the buffered path would send). `self.generated` must be set: an INSERT
+    /// whose ids the proxy made is buffered (its OK reports the first id).
+    ///
+    /// Streamed outside transactions (a transaction holds one connection per shard): sorted reads
+    /// and grouped reads ([`merge`], one connection per unit when that fits the pools), plain
+    /// scatter reads ([`stream`]) and, for prepared statements, a single-unit `Route` read (through
+    /// [`stream`] as a one-unit scatter, so its rows can be re-encoded). A text `Route` is forwarded
+    /// as the shard sends it, inside transactions too; a plain text scatter read streams inside
+    /// transactions as well (over the transaction's connections). Prepared statements inside a
+    /// transaction, and writes, keep the buffered path.
+    pub(crate) async fn run_streaming_or_buffered(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &Rc<ShardingRules>,
+        p: &Plan,
+        binary: bool,
+    ) {
+        // A sorted read streams from one connection per unit.
         if self.txn.is_none()
-            && let Some(sr) = merge::sorted_read(&p)
-            && merge::fits_pools(&cx, &rules, &sr.merge.input.units)
+            && let Some(sr) = merge::sorted_read(p)
+            && merge::fits_pools(&cx, rules, &sr.merge.input.units)
         {
-            return self.stream_merge(cx, &rules, &sr).await;
+            return self.stream_merge(cx, rules, &sr, binary).await;
         }
         // So does a GROUP BY whose groups come sorted and leave in their order.
         if self.txn.is_none()
-            && let Some(gr) = plan::grouped_read(&p)
-            && merge::fits_pools(&cx, &rules, &gr.merge.input.units)
+            && let Some(gr) = plan::grouped_read(p)
+            && merge::fits_pools(&cx, rules, &gr.merge.input.units)
         {
-            return self.stream_groups(cx, &rules, &gr).await;
+            return self.stream_groups(cx, rules, &gr, binary).await;
         }
-        match &p {
-            Plan::Route(r) if first_id.is_none() => {
-                return self.route(cx, &rules, &r.unit).await;
+        match p {
+            Plan::Route(r) if self.generated.is_none() && !binary => {
+                return self.route(cx, rules, &r.unit).await;
             }
-            Plan::Scatter(s) if s.write.is_none() => {
-                return self.stream_scatter(cx, &rules, &s.units).await;
+            // A read (its reply is rows: a SELECT) re-encoded row by row; a write's OK is made by
+            // the buffered path as before.
+            Plan::Route(r)
+                if self.generated.is_none()
+                    && self.txn.is_none()
+                    && classify(&r.unit.sql).kind == StmtKind::Select =>
+            {
+                return self
+                    .stream_scatter(cx, rules, std::slice::from_ref(&r.unit), true)
+                    .await;
+            }
+            Plan::Scatter(s) if s.write.is_none() && (!binary || self.txn.is_none()) => {
+                return self.stream_scatter(cx, rules, &s.units, binary).await;
             }
             _ => {}
         }
-        self.run_plan(cx, &rules, &p, false).await;
+        self.run_plan(cx, rules, p, binary).await;
     }
 
     async fn set(

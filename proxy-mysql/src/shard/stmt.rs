@@ -1,8 +1,11 @@
 //! Prepared statements on sharded listeners. The proxy keeps the statement itself: PREPARE answers
 //! with the parameter count and no result metadata (the shards only see bound SQL, and the result
-//! columns depend on the plan); EXECUTE binds the parameters as literals, plans, runs the plan like
-//! a text query and encodes the merged rows in the binary protocol (with their column definitions,
-//! which clients read from the execute response).
+//! columns depend on the plan); EXECUTE binds the parameters as literals, plans, and runs the plan
+//! through the same dispatch as a text query (`ShardSession::run_streaming_or_buffered`): outside
+//! transactions a single-unit read, a plain scatter read, a sorted read and a grouped read stream,
+//! every text row from the shards re-encoded as a binary row as it passes; the rest is buffered and
+//! merged. Either way the rows are encoded in the binary protocol with the same column definitions
+//! (which clients read from the execute response), so the two paths look alike to a client.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -228,7 +231,7 @@ impl ShardSession {
         );
         self.generated = first_id;
         match planned {
-            Ok(p) => self.run_plan(cx, rules, &p, true).await,
+            Ok(p) => self.run_streaming_or_buffered(cx, rules, &p, true).await,
             Err(e) => encode::err(cx.client, &shard_error_packet(&e)),
         }
     }

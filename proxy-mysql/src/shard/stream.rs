@@ -1,16 +1,21 @@
-//! Streaming a plain scatter read (`Scatter` without a merge above it, text protocol): every unit
-//! is sent at once (shards work in parallel, one connection each, a shard's units pipelined), then
-//! the results are copied to the client unit after unit: the first unit's column definitions, then
-//! every unit's row packets re-sequenced, then one EOF. Nothing is buffered beyond the sockets, so
-//! the row budget does not apply. A shard error after rows were sent ends the result set with that
-//! ERR (as a server does for an error while sending rows); the other pending replies are drained so
-//! the connections stay usable. Later shards wait in their socket buffers while earlier ones are
+//! Streaming a plain scatter read (`Scatter` without a merge above it): every unit is sent at once
+//! (shards work in parallel, one connection each, a shard's units pipelined), then the results are
+//! copied to the client unit after unit: the first unit's column definitions, then every unit's
+//! row packets re-sequenced, then one EOF. For a prepared statement (binary protocol, outside
+//! transactions; also a single-unit `Route` read) the definitions are decoded and re-encoded and
+//! every text row is decoded and re-encoded as a binary row by [`encode`], exactly as the buffered
+//! path would send them. Nothing is buffered beyond the sockets, so the row budget does not apply.
+//! A shard error before any byte reached the client replaces the result with a plain ERR (as on
+//! the buffered path); after that it ends the result set with that ERR (as a server does for an
+//! error while sending rows); the other pending replies are drained so the connections stay
+//! usable. Later shards wait in their socket buffers while earlier ones are
 //! copied: a client slower than the servers' `net_write_timeout` on a huge result fails the read.
 
 use std::collections::BTreeMap;
 
-use codec::mysql::ErrPacket;
+use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::{com, status};
+use codec::mysql::{ColumnDefinition, ErrPacket};
 use router::sql::plan::Unit;
 use router::sql::shard::ShardingRules;
 
@@ -31,12 +36,14 @@ enum Stop {
 }
 
 impl ShardSession {
-    /// Streams the rows of `units` (a read scatter) to the client.
+    /// Streams the rows of `units` (a read scatter) to the client, in the binary protocol when
+    /// `binary` (a prepared statement).
     pub(crate) async fn stream_scatter(
         &mut self,
         cx: Ctx<'_>,
         rules: &ShardingRules,
         units: &[Unit],
+        binary: bool,
     ) {
         let shards: Vec<usize> = {
             let mut v: Vec<usize> = units.iter().map(|u| u.shard).collect();
@@ -66,9 +73,11 @@ impl ShardSession {
         }
         let st = self.status();
         let mut seq = 1u8;
-        let mut started = false;
+        let mark = cx.client.wbuf.len();
+        let mut sent = Sent::default();
         let mut stop: Option<(usize, Stop)> = None;
         let mut next = 0;
+        let mut recode = binary.then(Binary::default);
         if !sent_ok {
             stop = Some((0, Stop::Lost("sending to a shard failed".into())));
         }
@@ -79,7 +88,7 @@ impl ShardSession {
                 continue;
             };
             let timeout = c.query_timeout;
-            let f = copy_result(c, cx.client, &mut seq, &mut started, st);
+            let f = copy_result(c, cx.client, &mut seq, &mut sent, st, recode.as_mut());
             let r = match timeout {
                 Some(t) => tokio::time::timeout(t, f)
                     .await
@@ -112,7 +121,7 @@ impl ShardSession {
         match stop {
             None => {
                 let s = st.to_le_bytes();
-                if !started {
+                if !sent.started {
                     // No unit at all (cannot happen for a planned scatter): an empty OK.
                     cx.client.queue_ok(1, 0, 0, st);
                 } else {
@@ -139,19 +148,47 @@ impl ShardSession {
                 } else {
                     err
                 };
-                cx.client.queue_err(if started { seq } else { 1 }, &err);
+                if sent.flushed {
+                    // Part of the result reached the client: the ERR ends it, as a server ends
+                    // a result set on an error while sending rows.
+                    cx.client.queue_err(seq, &err);
+                } else {
+                    // Nothing left yet: the ERR is the whole reply, as on the buffered path.
+                    cx.client.wbuf.truncate(mark);
+                    encode::err(cx.client, &err);
+                }
             }
         }
     }
 }
 
-/// Copies one unit's result set to the client (definitions only for the first one).
+/// How far the client's reply has come.
+#[derive(Default)]
+struct Sent {
+    /// The column definitions are queued.
+    started: bool,
+    /// Part of the reply was written to the socket.
+    flushed: bool,
+}
+
+/// Re-encoding a streamed result in the binary protocol (prepared statements).
+#[derive(Default)]
+struct Binary {
+    /// The client's columns: the first unit's (as the buffered path sends them).
+    cols: Vec<ColumnDefinition>,
+    cells: Vec<Option<Bytes>>,
+    buf: BytesMut,
+}
+
+/// Copies one unit's result set to the client (definitions only for the first one); with
+/// `binary`, definitions and rows are re-encoded for the binary protocol.
 async fn copy_result(
     c: &mut ShardConn,
     client: &mut crate::conn::Conn,
     seq: &mut u8,
-    started: &mut bool,
+    sent: &mut Sent,
     st: u16,
+    mut binary: Option<&mut Binary>,
 ) -> Result<(), Stop> {
     let lost = |e: ConnError| Stop::Lost(e.to_string());
     let b = &mut c.conn;
@@ -181,15 +218,22 @@ async fn copy_result(
         b.broken = true;
         Stop::Lost(e.to_string())
     })?;
-    if !*started {
+    if !sent.started && binary.is_none() {
         *seq = client.queue(*seq, &first.payload);
     }
+    // This unit's columns, decoded to read its rows (binary only).
+    let mut cols = Vec::new();
     for _ in 0..n {
         let p = b.conn.read_packet().await.map_err(|e| {
             b.broken = true;
             lost(e)
         })?;
-        if !*started {
+        if binary.is_some() {
+            cols.push(ColumnDefinition::decode(p.payload).map_err(|e| {
+                b.broken = true;
+                Stop::Lost(format!("a column definition from a shard: {e}"))
+            })?);
+        } else if !sent.started {
             *seq = client.queue(*seq, &p.payload);
         }
     }
@@ -197,10 +241,18 @@ async fn copy_result(
         b.broken = true;
         lost(e)
     })?;
-    if !*started {
-        let s = st.to_le_bytes();
-        *seq = client.queue(*seq, &[0xFE, 0, 0, s[0], s[1]]);
-        *started = true;
+    if !sent.started {
+        match binary.as_deref_mut() {
+            Some(bin) => {
+                bin.cols = cols.clone();
+                *seq = encode::columns(client, *seq, &bin.cols, st);
+            }
+            None => {
+                let s = st.to_le_bytes();
+                *seq = client.queue(*seq, &[0xFE, 0, 0, s[0], s[1]]);
+            }
+        }
+        sent.started = true;
     }
     loop {
         let p = b.conn.read_packet().await.map_err(|e| {
@@ -229,12 +281,29 @@ async fn copy_result(
                 };
             }
             _ => {
-                *seq = client.queue(*seq, &p.payload);
-                if client.wbuf.len() >= FLUSH_AT
-                    && let Err(e) = client.flush().await
-                {
-                    b.broken = true; // the rest of this result is unread
-                    return Err(Stop::Lost(format!("client: {e}")));
+                match binary.as_deref_mut() {
+                    None => *seq = client.queue(*seq, &p.payload),
+                    Some(bin) => {
+                        let row = encode::decode_row(p.payload, &cols, &mut bin.cells)
+                            .map_err(|e| e.to_string())
+                            .and_then(|row| {
+                                bin.buf.clear();
+                                encode::binary_row(row, &bin.cols, &mut bin.buf)
+                                    .map_err(|e| e.to_string())
+                            });
+                        if let Err(e) = row {
+                            b.broken = true; // the rest of this result is unread
+                            return Err(Stop::Lost(format!("a row from a shard: {e}")));
+                        }
+                        *seq = client.queue(*seq, &bin.buf);
+                    }
+                }
+                if client.wbuf.len() >= FLUSH_AT {
+                    sent.flushed = true;
+                    if let Err(e) = client.flush().await {
+                        b.broken = true; // the rest of this result is unread
+                        return Err(Stop::Lost(format!("client: {e}")));
+                    }
                 }
             }
         }

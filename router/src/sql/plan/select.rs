@@ -280,7 +280,17 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
     if !aggregated && !distinct {
         return plan_stream(sel, &q, order, limit, rules, mk_units);
     }
-    plan_aggregate(sel, &q, order, limit, group, distinct, aggregated, mk_units)
+    plan_aggregate(
+        sel,
+        &q,
+        order,
+        limit,
+        group,
+        distinct,
+        aggregated,
+        rules.max_limit_rows,
+        mk_units,
+    )
 }
 
 fn has_nested_select(sel: &Select) -> bool {
@@ -617,6 +627,7 @@ fn plan_aggregate(
     group: Vec<Expr>,
     distinct: bool,
     aggregated: bool,
+    max_limit_rows: u64,
     mk_units: impl Fn(&Select, &Query) -> Vec<Unit>,
 ) -> Result<Plan, ShardError> {
     if sel.projection.iter().any(|i| item_expr(i).is_none()) {
@@ -736,6 +747,18 @@ fn plan_aggregate(
             interpolate: None,
         });
     }
+    if let Some(need) = group_limit(limit, &sorted, having.is_some(), &p, distinct && aggregated)
+        && need <= max_limit_rows
+    {
+        qq.limit_clause = Some(LimitClause::LimitOffset {
+            limit: Some(Expr::value(sqlparser::ast::Value::Number(
+                need.to_string(),
+                false,
+            ))),
+            offset: None,
+            limit_by: Vec::new(),
+        });
+    }
     let units = mk_units(&s, &qq);
     let scatter = Scatter { units, write: None };
     let input = if sorted.is_empty() {
@@ -792,6 +815,31 @@ fn plan_aggregate(
         });
     }
     Ok(plan)
+}
+
+/// The LIMIT (`offset + count`) each shard may apply to its sorted groups, if any. Correct when
+/// every shard row is one whole group's partial (no COUNT/SUM(DISTINCT): those group the shards by
+/// the distinct argument too) and every merged group counts toward the LIMIT (no HAVING, no
+/// DISTINCT over the output rows): a merged group among the first N of the merged order is
+/// preceded on each shard only by groups that also precede it in the merged order (the shards sort
+/// by the same keys), so it is among that shard's first N groups; each shard's first N groups thus
+/// hold every partial of the first N merged groups. Groups past N may come incomplete, but the
+/// LIMIT stops before them.
+fn group_limit(
+    limit: Option<(u64, u64)>,
+    sorted: &[SortKey],
+    having: bool,
+    p: &Pushed,
+    distinct_output: bool,
+) -> Option<u64> {
+    let (offset, count) = limit?;
+    if sorted.is_empty() || having || distinct_output || !p.distinct_args.is_empty() {
+        return None;
+    }
+    if count == u64::MAX {
+        return None;
+    }
+    Some(offset.saturating_add(count))
 }
 
 /// The order (over the partial rows) in which shards should return their groups so the proxy can
