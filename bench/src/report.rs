@@ -444,13 +444,25 @@ fn find<'a>(report: &'a Report, suite: &str, load: &str, target: &str) -> Option
 pub fn extra_goals(report: &Report) -> Vec<String> {
     let mut rows = Vec::new();
     let point = "mysql point by shard key";
-    let sharded = find(report, "sharding", point, "furrow").and_then(|m| m.target_cpu_us);
-    let plain = find(report, "sharding", point, "furrow unsharded").and_then(|m| m.target_cpu_us);
+    // The verdict compares the two paths in front of the same server process (`furrow 1-server
+    // shards` vs `furrow unsharded`); the 2-server figure is shown beside it (its kernel share
+    // depends on how busy each backend process is, see the suite notes).
+    let cpu = |target: &str| find(report, "sharding", point, target).and_then(|m| m.target_cpu_us);
+    let sharded = cpu("furrow 1-server shards");
+    let plain = cpu("furrow unsharded");
+    let two = cpu("furrow")
+        .map(|t| format!("; 2 servers × 2 schemas: {t:.1} µs"))
+        .unwrap_or_default();
     let (v, verdict) = match (sharded, plain) {
         (Some(s), Some(p)) => (
-            format!("{s:.1} µs vs {p:.1} µs unsharded ({:.2}×)", s / p),
-            if s <= p * 1.05 {
-                "met (within 5 %)".to_string()
+            format!(
+                "{s:.1} µs vs {p:.1} µs unsharded, same server ({:.2}×){two}",
+                s / p
+            ),
+            if s <= p {
+                "met".to_string()
+            } else if s <= p * 1.05 {
+                "met within run-to-run noise (≤ +5 %)".to_string()
             } else {
                 format!("NOT met: +{:.0} %", (s / p - 1.0) * 100.0)
             },

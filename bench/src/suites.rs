@@ -655,6 +655,7 @@ const SQL_SHARDS: usize = 4;
 fn furrow_sharding_config(
     listen: SocketAddr,
     plain: SocketAddr,
+    one: SocketAddr,
     single: SocketAddr,
     servers: &[SocketAddr],
     user: &str,
@@ -664,6 +665,7 @@ fn furrow_sharding_config(
     let mut s = format!(
         "[[listeners]]\nname = \"bench\"\nkind = \"mysql\"\naddress = \"{listen}\"\ngroup = \"g0\"\n\n\
          [[listeners]]\nname = \"plain\"\nkind = \"mysql\"\naddress = \"{plain}\"\ngroup = \"single\"\n\n\
+         [[listeners]]\nname = \"one\"\nkind = \"mysql\"\naddress = \"{one}\"\ngroup = \"single\"\n\n\
          [mysql_groups.single]\nuser = \"{user}\"\npassword = \"{password}\"\n\
          primary = {{ name = \"single\", address = \"{single}\" }}\n\n"
     );
@@ -680,9 +682,15 @@ fn furrow_sharding_config(
             )
         })
         .collect();
+    let one_defs: Vec<String> = (0..SQL_SHARDS)
+        .map(|i| format!("  {{ name = \"o{i}\", group = \"single\", schema = \"one_{i}\" }},\n"))
+        .collect();
     s.push_str(&format!(
-        "[sharding.bench]\nlistener = \"bench\"\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n[users.{user}]\n{hashes}\n",
-        defs.concat()
+        "[sharding.bench]\nlistener = \"bench\"\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+         [sharding.one]\nlistener = \"one\"\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+         [users.{user}]\n{hashes}\n",
+        defs.concat(),
+        one_defs.concat()
     ));
     s
 }
@@ -705,6 +713,8 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 "MySQL load ({} client threads, {} rows in `items(id, grp, score, name)`, 4 shards = 2 MariaDB servers x \
                  2 schemas, `hash` rule on id: row id on shard id % 4): `direct` = one MariaDB holding every row; \
                  `furrow unsharded` = the same Furrow process forwarding to that server (plain listener, no sharding); \
+                 `furrow 1-server shards` = a second sharded listener of that process over 4 schemas (`one_0`..`one_3`) \
+                 of that same server, the CPU comparison with `furrow unsharded` that has the same backend process; \
                  `furrow` = its `[sharding.bench]` listener over the 4 shards; \
                  `client-shards` = the load generator \
                  itself sends the scatter query to all 4 shards and merges (score DESC, id; first 10) and the point \
@@ -786,20 +796,36 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 .sql(&format!("CREATE DATABASE IF NOT EXISTS {schema}"))
                 .map_err(|e| e.to_string())?;
         }
+        // The same 4 shards as schemas of the single server (`one_0`..`one_3`): Furrow's sharded
+        // path against the very server process the unsharded listener uses, so the CPU comparison
+        // of the two paths is not confounded by the backends' topology (on loopback a send costs
+        // the sender the receiver's wake-up, which depends on how busy each backend process is).
+        let one_shards: Vec<(SocketAddr, String)> = (0..SQL_SHARDS)
+            .map(|i| (single.addr(), format!("one_{i}")))
+            .collect();
+        for (_, schema) in &one_shards {
+            single
+                .sql(&format!("CREATE DATABASE IF NOT EXISTS {schema}"))
+                .map_err(|e| e.to_string())?;
+        }
         let server_addrs: Vec<SocketAddr> = servers.iter().map(|d| d.addr()).collect();
         let shard_pids: Vec<u32> = servers.iter().filter_map(|d| d.pid()).collect();
         let mut failed: Vec<(String, Role, String)> = Vec::new();
         let mut furrow = None;
         let mut furrow_plain = None;
+        let mut furrow_one = None;
         let mut _plain_lease = None;
+        let mut _one_lease = None;
         if opts.wants("furrow") {
             let r = furrow_binary(opts).and_then(|bin| {
                 let hashes = furrow_hashes(&bin, &password)?;
                 let port = targets::furrow_port()?;
                 let plain = targets::furrow_port()?;
+                let one = targets::furrow_port()?;
                 let conf = furrow_sharding_config(
                     port.addr(),
                     plain.addr(),
+                    one.addr(),
                     single.addr(),
                     &server_addrs,
                     &user,
@@ -837,13 +863,18 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 let mut p = Target::direct(plain.addr(), t.pid);
                 p.name = "furrow unsharded".into();
                 p.role = Role::Furrow;
-                Ok((t, p, plain))
+                let mut o = Target::direct(one.addr(), t.pid);
+                o.name = "furrow 1-server shards".into();
+                o.role = Role::Furrow;
+                Ok((t, p, plain, o, one))
             });
             match r {
-                Ok((t, p, lease)) => {
+                Ok((t, p, lease, o, one_lease)) => {
                     furrow = Some(t);
                     furrow_plain = Some(p);
+                    furrow_one = Some(o);
                     _plain_lease = Some(lease);
+                    _one_lease = Some(one_lease);
                 }
                 Err(e) => {
                     eprintln!("bench: furrow did not start: {e}");
@@ -876,6 +907,10 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     .to_string()
             }
         };
+        if let Some(o) = &furrow_one {
+            load_through_furrow(o.addr, &user, &password, opts.shard_rows, &one_shards)
+                .map_err(|e| format!("loading through Furrow's 1-server shards: {e}"))?;
+        }
         let counts: Vec<String> = shards
             .iter()
             .map(|(a, schema)| {
@@ -897,6 +932,9 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
         }
         if let Some(t) = &furrow_plain {
             endpoints.push(("furrow unsharded", gen_mysql::Endpoint::Single(t.addr)));
+        }
+        if let Some(t) = &furrow_one {
+            endpoints.push(("furrow 1-server shards", gen_mysql::Endpoint::NoDb(t.addr)));
         }
         endpoints.push((
             "client-shards",
@@ -944,6 +982,17 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
             if let Some(t) = furrow_plain.as_mut() {
                 let p = params(gen_mysql::Endpoint::Single(t.addr));
+                suite.measurements.push(measure(
+                    opts,
+                    &load,
+                    t,
+                    &single_pids,
+                    &mut report.profiles,
+                    |_| gen_mysql::run(&p),
+                ));
+            }
+            if let Some(t) = furrow_one.as_mut() {
+                let p = params(gen_mysql::Endpoint::NoDb(t.addr));
                 suite.measurements.push(measure(
                     opts,
                     &load,

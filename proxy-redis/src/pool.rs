@@ -2,7 +2,6 @@
 //! snapshot changes the group.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -16,10 +15,10 @@ use crate::metrics::CoreMetrics;
 use crate::sentinel::Watch;
 
 /// Pipelined replica connections by (server, replica, db, resp3).
-type ReplicaConnMap = HashMap<(usize, usize, u32, bool), Vec<Rc<BackendConn>>>;
+type ReplicaConnMap = router::FastMap<(usize, usize, u32, bool), Vec<Rc<BackendConn>>>;
 
 /// Pipelined connections by (server, db, resp3).
-type ConnMap = HashMap<(usize, u32, bool), Vec<Rc<BackendConn>>>;
+type ConnMap = router::FastMap<(usize, u32, bool), Vec<Rc<BackendConn>>>;
 
 /// Backend connections of a group on one core.
 pub struct Pool {

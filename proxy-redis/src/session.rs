@@ -597,7 +597,7 @@ impl Session {
         }
         // Group keys per shard, remembering their positions.
         let mut per: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-        let mut shard_of: HashMap<usize, usize> = HashMap::new();
+        let mut shard_of: router::FastMap<usize, usize> = router::FastMap::default();
         let nkeys = (argc - 1) / step;
         for k in 0..nkeys {
             let key = cmd.arg(1 + k * step).unwrap_or_default();
