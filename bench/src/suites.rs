@@ -652,16 +652,32 @@ const SQL_SHARDS: usize = 4;
 /// server `i / 2`), `items` split by `id` with the `hash` rule (one partition per shard, so row `id`
 /// lives on shard `id % 4`); listener `plain` forwards unsharded to the server holding every row
 /// (the same queries through the same process without sharding, for the CPU comparison).
-fn furrow_sharding_config(
-    listen: SocketAddr,
+/// How a load reaches a target's address (with or without a default database).
+type MakeEndpoint = fn(SocketAddr) -> gen_mysql::Endpoint;
+
+/// The listeners of the `sharding` suite's Furrow config.
+struct ShardingListeners {
+    /// `[sharding.bench]` over the 2-server shards.
+    sharded: SocketAddr,
+    /// Plain forwarding to the single server.
     plain: SocketAddr,
+    /// `[sharding.one]` over 4 schemas of the single server.
     one: SocketAddr,
+}
+
+fn furrow_sharding_config(
+    l: &ShardingListeners,
     single: SocketAddr,
     servers: &[SocketAddr],
     user: &str,
     password: &str,
     hashes: &str,
 ) -> String {
+    let ShardingListeners {
+        sharded: listen,
+        plain,
+        one,
+    } = l;
     let mut s = format!(
         "[[listeners]]\nname = \"bench\"\nkind = \"mysql\"\naddress = \"{listen}\"\ngroup = \"g0\"\n\n\
          [[listeners]]\nname = \"plain\"\nkind = \"mysql\"\naddress = \"{plain}\"\ngroup = \"single\"\n\n\
@@ -823,9 +839,11 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 let plain = targets::furrow_port()?;
                 let one = targets::furrow_port()?;
                 let conf = furrow_sharding_config(
-                    port.addr(),
-                    plain.addr(),
-                    one.addr(),
+                    &ShardingListeners {
+                        sharded: port.addr(),
+                        plain: plain.addr(),
+                        one: one.addr(),
+                    },
                     single.addr(),
                     &server_addrs,
                     &user,
@@ -980,19 +998,14 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     |_| gen_mysql::run(&p),
                 ));
             }
-            if let Some(t) = furrow_plain.as_mut() {
-                let p = params(gen_mysql::Endpoint::Single(t.addr));
-                suite.measurements.push(measure(
-                    opts,
-                    &load,
-                    t,
-                    &single_pids,
-                    &mut report.profiles,
-                    |_| gen_mysql::run(&p),
-                ));
-            }
-            if let Some(t) = furrow_one.as_mut() {
-                let p = params(gen_mysql::Endpoint::NoDb(t.addr));
+            // The two listeners in front of the single server: plain, and sharded over its schemas.
+            let front: [(Option<&mut Target>, MakeEndpoint); 2] = [
+                (furrow_plain.as_mut(), gen_mysql::Endpoint::Single),
+                (furrow_one.as_mut(), gen_mysql::Endpoint::NoDb),
+            ];
+            for (t, endpoint) in front {
+                let Some(t) = t else { continue };
+                let p = params(endpoint(t.addr));
                 suite.measurements.push(measure(
                     opts,
                     &load,

@@ -919,6 +919,78 @@ fn error_of(v: &serde_json::Value) -> Option<(u64, String)> {
 
 /// Loads the same sample into the shards and the reference schema: 100 users (names that tie under
 /// the case-insensitive collation, scores with ties and NULLs) and 500 orders of those users.
+/// Runs `stmts` (three statements; the first sleeps in its shard units) with the Python runner
+/// `runner` through the proxy while killing the sleeping backend connections on server b. The
+/// first statement must end in an ERR naming a shard of server b (not a hang); returns the
+/// runner's three results for the caller to check that the session went on.
+fn killed_mid_statement(
+    s: &Setup,
+    runner: &str,
+    stmts: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{PY_PRELUDE}{runner}"))
+        .env("PORT", s.proxy.addr.port().to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("STATEMENTS", stmts.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let sleeping = "SELECT id FROM information_schema.processlist \
+                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
+    let mut killed = 0;
+    common::wait_until(
+        "a sleeping unit on server b",
+        Duration::from_secs(30),
+        || {
+            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
+                if let Some(Some(id)) = row.first()
+                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            killed > 0
+        },
+    );
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
+    assert!(
+        msg.contains("s2") || msg.contains("s3"),
+        "names a shard of server b: {code} {msg}"
+    );
+    lines
+}
+
+/// After `app_3.users_3` was dropped: runs `after` through the proxy and on the reference;
+/// statements on `users` fail with 1146 naming shard s3 and the table, the others match.
+fn users_3_is_gone(s: &Setup, after: &[String]) {
+    let results = pairs(s, after);
+    for (i, (got, want)) in results.iter().enumerate() {
+        let q = &after[i];
+        if q.contains("FROM users") {
+            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
+            assert_eq!(code, 1146, "{q}: {msg}");
+            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
+            assert!(msg.contains("users_3"), "{q}: {msg}");
+        } else {
+            assert_eq!(got, want, "#{i} {q}");
+        }
+    }
+}
+
 fn load_sample(s: &Setup, seed: u64) {
     let mut rng = Rng(seed);
     // Names that tie under the case-insensitive collation (and trailing spaces under PAD SPACE),
@@ -1075,18 +1147,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
         .cloned()
         .collect();
     after.push("SELECT COUNT(*) FROM orders".into());
-    let results = pairs(&s, &after);
-    for (i, (got, want)) in results.iter().enumerate() {
-        let q = &after[i];
-        if q.contains("FROM users") {
-            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
-            assert_eq!(code, 1146, "{q}: {msg}");
-            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
-            assert!(msg.contains("users_3"), "{q}: {msg}");
-        } else {
-            assert_eq!(got, want, "#{i} {q}");
-        }
-    }
+    users_3_is_gone(&s, &after);
 
     // A shard connection lost in the middle of a sorted read (killed on server b while its unit
     // sleeps between rows): the client gets an ERR, not a hang, and the session goes on.
@@ -1095,49 +1156,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
         "SELECT id FROM orders ORDER BY id LIMIT 3",
         "SELECT COUNT(*) FROM orders",
     ]);
-    let child = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(format!("{PY_PRELUDE}{PAIRS}"))
-        .env("PORT", s.proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("STATEMENTS", stmts.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let sleeping = "SELECT id FROM information_schema.processlist \
-                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
-    let mut killed = 0;
-    common::wait_until(
-        "a sleeping unit on server b",
-        Duration::from_secs(30),
-        || {
-            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
-                if let Some(Some(id)) = row.first()
-                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
-                {
-                    killed += 1;
-                }
-            }
-            killed > 0
-        },
-    );
-    let out = child.wait_with_output().expect("python3");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
-        .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
-    assert!(
-        msg.contains("s2") || msg.contains("s3"),
-        "names a shard of server b: {code} {msg}"
-    );
+    let lines = killed_mid_statement(&s, PAIRS, &stmts);
     assert_eq!(lines[1], serde_json::json!([["1"], ["2"], ["3"]]));
     assert_eq!(lines[2], serde_json::json!([["500"]]));
 }
@@ -1311,18 +1330,7 @@ fn grouped_reads_stream_group_by_group() {
         .cloned()
         .collect();
     after.push("SELECT COUNT(*) FROM orders".into());
-    let results = pairs(&s, &after);
-    for (i, (got, want)) in results.iter().enumerate() {
-        let q = &after[i];
-        if q.contains("FROM users") {
-            let (code, msg) = error_of(got).unwrap_or_else(|| panic!("{q}: {got}"));
-            assert_eq!(code, 1146, "{q}: {msg}");
-            assert!(msg.starts_with("shard s3: "), "{q}: {msg}");
-            assert!(msg.contains("users_3"), "{q}: {msg}");
-        } else {
-            assert_eq!(got, want, "#{i} {q}");
-        }
-    }
+    users_3_is_gone(&s, &after);
 
     // A shard connection lost while its unit runs (killed on server b while it sleeps): the client
     // gets an ERR naming the shard, not a hang, and the session goes on.
@@ -1331,49 +1339,7 @@ fn grouped_reads_stream_group_by_group() {
         "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 2",
         "SELECT COUNT(*) FROM orders",
     ]);
-    let child = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(format!("{PY_PRELUDE}{PAIRS}"))
-        .env("PORT", s.proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("STATEMENTS", stmts.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let sleeping = "SELECT id FROM information_schema.processlist \
-                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
-    let mut killed = 0;
-    common::wait_until(
-        "a sleeping unit on server b",
-        Duration::from_secs(30),
-        || {
-            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
-                if let Some(Some(id)) = row.first()
-                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
-                {
-                    killed += 1;
-                }
-            }
-            killed > 0
-        },
-    );
-    let out = child.wait_with_output().expect("python3");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
-        .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
-    assert!(
-        msg.contains("s2") || msg.contains("s3"),
-        "names a shard of server b: {code} {msg}"
-    );
+    let lines = killed_mid_statement(&s, PAIRS, &stmts);
     let want = s.servers[0]
         .sql("SELECT user_id, COUNT(*) FROM ref.orders GROUP BY user_id ORDER BY user_id LIMIT 2")
         .expect("reference");
@@ -1686,49 +1652,7 @@ fn prepared_statements_stream_like_text_queries() {
         ],
         ["SELECT COUNT(*) FROM orders WHERE id > %s", [0], false],
     ]);
-    let child = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(format!("{PY_PRELUDE}{PREP_PAIRS}"))
-        .env("PORT", s.proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("STATEMENTS", stmts.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let sleeping = "SELECT id FROM information_schema.processlist \
-                    WHERE info LIKE 'SELECT%SLEEP%' AND id <> CONNECTION_ID()";
-    let mut killed = 0;
-    common::wait_until(
-        "a sleeping unit on server b",
-        Duration::from_secs(30),
-        || {
-            for row in s.servers[1].sql(sleeping).unwrap_or_default() {
-                if let Some(Some(id)) = row.first()
-                    && s.servers[1].sql(&format!("KILL CONNECTION {id}")).is_ok()
-                {
-                    killed += 1;
-                }
-            }
-            killed > 0
-        },
-    );
-    let out = child.wait_with_output().expect("python3");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")[0].clone())
-        .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    let (code, msg) = error_of(&lines[0]).unwrap_or_else(|| panic!("an error: {}", lines[0]));
-    assert!(
-        msg.contains("s2") || msg.contains("s3"),
-        "names a shard of server b: {code} {msg}"
-    );
+    let lines = killed_mid_statement(&s, PREP_PAIRS, &stmts);
     assert_eq!(lines[1]["rows"], serde_json::json!([["1"], ["2"], ["3"]]));
     assert_eq!(lines[2]["rows"], serde_json::json!([["500"]]));
 }
