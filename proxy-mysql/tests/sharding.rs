@@ -974,9 +974,18 @@ fn killed_mid_statement(
     lines
 }
 
-/// After `app_3.users_3` was dropped: runs `after` through the proxy and on the reference;
-/// statements on `users` fail with 1146 naming shard s3 and the table, the others match.
-fn users_3_is_gone(s: &Setup, after: &[String]) {
+/// After `app_3.users_3` was dropped: runs `queries` `times` over (then a COUNT on `orders`)
+/// through the proxy and on the reference; statements on `users` fail with 1146 naming shard s3
+/// and the table, the others match.
+fn users_3_is_gone(s: &Setup, queries: &[&str], times: usize) {
+    let mut after: Vec<String> = queries
+        .iter()
+        .cycle()
+        .take(queries.len() * times)
+        .map(|q| q.to_string())
+        .collect();
+    after.push("SELECT COUNT(*) FROM orders".into());
+    let after = &after;
     let results = pairs(s, after);
     for (i, (got, want)) in results.iter().enumerate() {
         let q = &after[i];
@@ -1131,23 +1140,16 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     s.servers[1]
         .sql("DROP TABLE app_3.users_3")
         .expect("drop users_3");
-    let after: Vec<String> = [
-        "SELECT id, score FROM users ORDER BY score, id LIMIT 5",
-        "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
-        "SELECT id, name FROM users ORDER BY name, id",
-        "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
-    ]
-    .iter()
-    .map(|q| q.to_string())
-    .collect();
-    let mut after: Vec<String> = after
-        .iter()
-        .cycle()
-        .take(after.len() * 6)
-        .cloned()
-        .collect();
-    after.push("SELECT COUNT(*) FROM orders".into());
-    users_3_is_gone(&s, &after);
+    users_3_is_gone(
+        &s,
+        &[
+            "SELECT id, score FROM users ORDER BY score, id LIMIT 5",
+            "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
+            "SELECT id, name FROM users ORDER BY name, id",
+            "SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3",
+        ],
+        6,
+    );
 
     // A shard connection lost in the middle of a sorted read (killed on server b while its unit
     // sleeps between rows): the client gets an ERR, not a hang, and the session goes on.
@@ -1314,23 +1316,16 @@ fn grouped_reads_stream_group_by_group() {
     s.servers[1]
         .sql("DROP TABLE app_3.users_3")
         .expect("drop users_3");
-    let after: Vec<String> = [
-        "SELECT score, COUNT(*) FROM users GROUP BY score",
-        "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 3",
-        "SELECT name, COUNT(*) FROM users GROUP BY name ORDER BY name DESC LIMIT 1",
-        "SELECT status, SUM(amount) FROM orders GROUP BY status",
-    ]
-    .iter()
-    .map(|q| q.to_string())
-    .collect();
-    let mut after: Vec<String> = after
-        .iter()
-        .cycle()
-        .take(after.len() * 5)
-        .cloned()
-        .collect();
-    after.push("SELECT COUNT(*) FROM orders".into());
-    users_3_is_gone(&s, &after);
+    users_3_is_gone(
+        &s,
+        &[
+            "SELECT score, COUNT(*) FROM users GROUP BY score",
+            "SELECT user_id, COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 3",
+            "SELECT name, COUNT(*) FROM users GROUP BY name ORDER BY name DESC LIMIT 1",
+            "SELECT status, SUM(amount) FROM orders GROUP BY status",
+        ],
+        5,
+    );
 
     // A shard connection lost while its unit runs (killed on server b while it sleeps): the client
     // gets an ERR naming the shard, not a hang, and the session goes on.

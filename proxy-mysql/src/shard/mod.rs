@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use codec::mysql::ErrPacket;
 use router::sql::plan::{self, Plan, PlanContext};
 use router::sql::shard::{IdGenerator, ShardingRules};
-use router::sql::{StmtKind, classify, digest};
+use router::sql::{StmtKind, classify, classify_with_digest, digest};
 use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
@@ -233,8 +233,8 @@ impl ShardSession {
     }
 
     /// Runs one COM_QUERY on a sharded listener and queues the reply on `cx.client`. Returns the
-    /// statement's digest when it was known without computing it (a point select of a known
-    /// shape).
+    /// statement's digest when it was computed on the way (`None`: the rules did not compile, or
+    /// the fast path refused the statement before classifying it).
     pub async fn query(
         &mut self,
         cx: Ctx<'_>,
@@ -268,8 +268,11 @@ impl ShardSession {
                 }
             }
         }
-        self.query_planned(cx, &rules, sql, shape.as_ref()).await;
-        None
+        // One lexer pass for the class and the digest (stats, SAVEPOINT and LAST_INSERT_ID checks).
+        let (c, d) = classify_with_digest(sql);
+        self.query_planned(cx, &rules, sql, &c, &d, shape.as_ref())
+            .await;
+        Some(Rc::new(d))
     }
 
     /// [`Self::query`] for a statement that the fast path did not answer.
@@ -278,10 +281,11 @@ impl ShardSession {
         cx: Ctx<'_>,
         rules: &Rc<ShardingRules>,
         sql: &str,
+        c: &router::sql::Classified,
+        d: &router::sql::Digest,
         shape: Option<&plan::Shape<'_>>,
     ) {
         let rules = rules.clone();
-        let c = classify(sql);
         if c.flags & router::sql::classify::flags::MULTI != 0 {
             return encode::err(
                 cx.client,
@@ -291,7 +295,7 @@ impl ShardSession {
         match c.kind {
             StmtKind::Begin => return self.begin(cx, &rules).await,
             StmtKind::Commit => return self.commit(cx, &rules).await,
-            StmtKind::Rollback if !digest(sql).text.contains("SAVEPOINT") => {
+            StmtKind::Rollback if !d.text.contains("SAVEPOINT") => {
                 return self.rollback(cx, &rules).await;
             }
             StmtKind::Rollback | StmtKind::Savepoint => {
@@ -303,7 +307,7 @@ impl ShardSession {
                 cx.client.queue_ok(1, 0, 0, st);
                 return;
             }
-            StmtKind::Set => return self.set(cx, &rules, &c, sql).await,
+            StmtKind::Set => return self.set(cx, &rules, c, sql).await,
             StmtKind::LockTables
             | StmtKind::UnlockTables
             | StmtKind::SqlPrepare
@@ -338,7 +342,7 @@ impl ShardSession {
         }
         if c.kind == StmtKind::Select
             && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
-            && digest(sql).text == "SELECT LAST_INSERT_ID ()"
+            && d.text == "SELECT LAST_INSERT_ID ()"
         {
             let st = self.status();
             encode::last_insert_id(cx.client, self.last_insert_id, st);
