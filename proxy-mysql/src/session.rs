@@ -23,7 +23,9 @@ use codec::mysql::{
     ErrPacket, HandshakeV10, auth,
 };
 use router::config::{MysqlGroup, ReadPolicy, User};
-use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
+use router::sql::{
+    Classified, Digest, Hint, StmtCache, StmtKind, classify, classify_with_digest, digest,
+};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
@@ -32,6 +34,11 @@ use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
 use crate::route::{GroupTargets, targets_for};
 use crate::stats;
+
+thread_local! {
+    /// This core's classifications and digests of recent statement shapes (plain listeners).
+    static STMTS: std::cell::RefCell<StmtCache> = std::cell::RefCell::new(StmtCache::new());
+}
 
 /// Capabilities the proxy offers clients.
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
@@ -506,7 +513,11 @@ impl Session {
         match code {
             com::QUERY => {
                 let sql_bytes = payload.slice(1..);
-                let sql = String::from_utf8_lossy(&sql_bytes).into_owned();
+                // Borrowed when the text is valid UTF-8 (the usual case): no copy per statement.
+                let sql = match std::str::from_utf8(&sql_bytes) {
+                    Ok(s) => std::borrow::Cow::Borrowed(s),
+                    Err(_) => String::from_utf8_lossy(&sql_bytes),
+                };
                 self.query(payload, &sql).await
             }
             com::QUIT => Flow::Close,
@@ -521,7 +532,7 @@ impl Session {
             com::FIELD_LIST => {
                 let snap = self.snap.get().clone();
                 let (c, d) = classify_with_digest("SHOW COLUMNS");
-                self.execute_plain(payload, &c, d, RespKind::FieldList, &snap, "FIELD_LIST")
+                self.execute_plain(payload, &c, &d, RespKind::FieldList, &snap, "FIELD_LIST")
                     .await
             }
             com::STATISTICS => {
@@ -889,8 +900,10 @@ impl Session {
     // ---------------------------------------------------------------- queries
 
     async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
-        // One lexer pass gives both the routing class and the digest (rules, stats, audit).
-        let (c, d) = classify_with_digest(sql);
+        // The routing class and the digest (rules, stats, audit): from this core's cache of
+        // statement shapes, else from one lexer pass.
+        let analysed = STMTS.with_borrow_mut(|cache| cache.analyse(sql));
+        let (c, d) = (&analysed.class, &analysed.digest);
         if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
             self.refuse(1, &errs::local_infile());
             return Flow::Continue;
@@ -928,7 +941,7 @@ impl Session {
             }
         }
         let snap = self.snap.get().clone();
-        self.execute_plain(payload, &c, d, RespKind::ResultSet, &snap, sql)
+        self.execute_plain(payload, c, d, RespKind::ResultSet, &snap, sql)
             .await
     }
 
@@ -963,7 +976,7 @@ impl Session {
         &mut self,
         payload: Bytes,
         c: &Classified,
-        d: Digest,
+        d: &Digest,
         kind: RespKind,
         snap: &Arc<runtime::Snapshot>,
         sql: &str,

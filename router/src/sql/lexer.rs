@@ -89,17 +89,7 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
             }
             b'@' => {
                 let start = i;
-                i += 1;
-                if b.get(i) == Some(&b'@') {
-                    i += 1;
-                }
-                if matches!(b.get(i), Some(b'\'' | b'"' | b'`')) {
-                    i = skip_quoted(b, i, b[i]);
-                } else {
-                    while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
-                        i += 1;
-                    }
-                }
+                i = variable_end(b, i);
                 out.push(Token::Variable(&sql[start..i]));
             }
             b'?' => {
@@ -108,14 +98,7 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
             }
             b'0'..=b'9' => {
                 let start = i;
-                i += 1;
-                while i < b.len()
-                    && (b[i].is_ascii_alphanumeric()
-                        || b[i] == b'.'
-                        || ((b[i] == b'+' || b[i] == b'-') && matches!(b[i - 1], b'e' | b'E')))
-                {
-                    i += 1;
-                }
+                i = number_end(b, i);
                 out.push(Token::Number(&sql[start..i]));
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
@@ -131,9 +114,7 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
             _ if is_word_byte(c) => {
                 // x'..' / b'..' / n'..' / _charset'..' literals.
                 let start = i;
-                while i < b.len() && is_word_byte(b[i]) {
-                    i += 1;
-                }
+                i = word_end(b, i);
                 let word = &sql[start..i];
                 if b.get(i) == Some(&b'\'') {
                     let lower = word.to_ascii_lowercase();
@@ -157,6 +138,138 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
             }
         }
     }
+}
+
+/// Marks a number literal's place in a [`skeleton`].
+const SKELETON_NUMBER: u8 = 0x01;
+/// Marks a quoted string literal's place in a [`skeleton`].
+const SKELETON_STRING: u8 = 0x02;
+
+/// Writes the *skeleton* of `sql` to `out`: its bytes with every number and quoted-string literal
+/// replaced by a one-byte marker, so that statements which differ only in their literal values
+/// have equal skeletons. Returns `false` (and the skeleton must not be used) for anything whose
+/// tokens could depend on more than the skeleton shows: comments (hints live there), executable
+/// comments, `x'..'`/`_charset'..'` literals, a number starting with `.`, quoted user variables,
+/// control bytes (which could be confused with the markers), and skeletons longer than `max`.
+///
+/// It follows [`tokenize`]'s rules for numbers, strings, words and variables with the same
+/// helpers, so two statements with equal skeletons tokenize to equal token streams except for the
+/// values of their `Number` and `Str` tokens: what classification and digests read of them is the
+/// same (see [`crate::sql::StmtCache`]).
+pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
+    out.clear();
+    let b = sql.as_bytes();
+    // Bytes copied as they are accumulate in a run `b[run..i]`, copied in one go when a literal
+    // or the end interrupts it: the common statement is a few words and a number or two.
+    let mut run = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match SKELETON_CLASS[usize::from(c)] {
+            VERBATIM => i += 1,
+            DIGIT if i > 0 && is_word_byte(b[i - 1]) => i += 1, // inside a word
+            DIGIT => {
+                out.extend_from_slice(&b[run..i]);
+                i = number_end(b, i);
+                out.push(SKELETON_NUMBER);
+                run = i;
+            }
+            _ => match c {
+                b'-' if b.get(i + 1) != Some(&b'-') => i += 1,
+                b'/' | b'*' if !matches!(b.get(i + 1), Some(b'*' | b'/')) => i += 1,
+                b'.' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => i += 1,
+                b'\'' | b'"' => {
+                    if c == b'\'' && i > 0 && is_word_byte(b[i - 1]) {
+                        return false; // x'..', b'..', n'..', _charset'..'
+                    }
+                    out.extend_from_slice(&b[run..i]);
+                    i = skip_quoted(b, i, c);
+                    out.push(SKELETON_STRING);
+                    run = i;
+                }
+                b'`' => i = skip_quoted(b, i, b'`'),
+                b'@' => {
+                    let end = variable_end(b, i);
+                    if b[i..end].iter().any(|&c| matches!(c, b'\'' | b'"' | b'`')) {
+                        return false;
+                    }
+                    i = end;
+                }
+                // Comments (`#`, `--`, `/* */`, executable comments), a number starting with `.`,
+                // control bytes.
+                _ => return false,
+            },
+        }
+        if out.len() > max {
+            return false;
+        }
+    }
+    out.extend_from_slice(&b[run..]);
+    out.len() <= max
+}
+
+const VERBATIM: u8 = 0;
+const DIGIT: u8 = 1;
+const SPECIAL: u8 = 2;
+
+/// How [`skeleton`] treats each byte.
+static SKELETON_CLASS: [u8; 256] = {
+    let mut t = [VERBATIM; 256];
+    let mut c = 0;
+    while c < 0x09 {
+        t[c] = SPECIAL;
+        c += 1;
+    }
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = DIGIT;
+        d += 1;
+    }
+    let special = b"#-/*'\"`@.";
+    let mut k = 0;
+    while k < special.len() {
+        t[special[k] as usize] = SPECIAL;
+        k += 1;
+    }
+    t
+};
+
+/// End of the number literal starting at `i` (a digit): alphanumerics and dots, and a sign after
+/// an exponent letter.
+fn number_end(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len()
+        && (b[i].is_ascii_alphanumeric()
+            || b[i] == b'.'
+            || ((b[i] == b'+' || b[i] == b'-') && matches!(b[i - 1], b'e' | b'E')))
+    {
+        i += 1;
+    }
+    i
+}
+
+/// End of the `@name` / `@@name` / `@'quoted'` variable starting at `i` (the `@`).
+fn variable_end(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    if b.get(i) == Some(&b'@') {
+        i += 1;
+    }
+    if matches!(b.get(i), Some(b'\'' | b'"' | b'`')) {
+        skip_quoted(b, i, b[i])
+    } else {
+        while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+            i += 1;
+        }
+        i
+    }
+}
+
+/// End of the bare word starting at `i`.
+fn word_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_word_byte(b[i]) {
+        i += 1;
+    }
+    i
 }
 
 fn is_word_byte(c: u8) -> bool {
@@ -227,6 +340,34 @@ mod tests {
         let mut t = Vec::new();
         tokenize(sql, &mut h, &mut t);
         (t, h)
+    }
+
+    #[test]
+    fn skeletons_mask_literals_and_refuse_what_they_cannot_follow() {
+        let mut k = Vec::new();
+        assert!(skeleton(
+            "SELECT c1, `t 2`.x FROM t1 WHERE id=5 AND s='x''y' AND f > 1.5e-3 - @v",
+            &mut k,
+            1024
+        ));
+        assert_eq!(
+            k,
+            b"SELECT c1, `t 2`.x FROM t1 WHERE id=\x01 AND s=\x02 AND f > \x01 - @v".to_vec()
+        );
+        for refused in [
+            "SELECT 1 # c",
+            "SELECT 1 -- c",
+            "SELECT /* furrow:primary */ 1",
+            "/*!40101 SET NAMES utf8 */",
+            "SELECT x'41'",
+            "SELECT _utf8'a'",
+            "SELECT .5",
+            "SELECT @'v'",
+            "SELECT \x01",
+        ] {
+            assert!(!skeleton(refused, &mut k, 1024), "{refused}");
+        }
+        assert!(!skeleton("SELECT a FROM t", &mut k, 8));
     }
 
     #[test]

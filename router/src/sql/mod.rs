@@ -7,7 +7,9 @@ pub mod guard;
 pub mod lexer;
 pub mod plan;
 pub mod shard;
+pub mod stmt_cache;
 
 pub use classify::{Classified, StmtKind, classify, classify_with_digest};
 pub use digest::{Digest, digest};
 pub use lexer::Hint;
+pub use stmt_cache::{Analysed, StmtCache};
