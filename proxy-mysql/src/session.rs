@@ -987,11 +987,11 @@ impl Session {
         };
         let started = Instant::now();
         let _permit = match crate::ops::rules_for(g, snap.generation) {
-            Some(r) => match r.check(&self.user, &d) {
+            Some(r) => match r.check(&self.user, d) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.refuse(1, &e);
-                    self.audit(g, sql, &d, "", started, 0, Some(e.code));
+                    self.audit(g, sql, d, "", started, 0, Some(e.code));
                     return Flow::Continue;
                 }
             },
@@ -1077,8 +1077,8 @@ impl Session {
                         self.refuse(1, &e.to_err_packet());
                     }
                     let code = e.to_err_packet().code;
-                    stats::record(&d, started.elapsed(), 0, true);
-                    self.audit(g, sql, &d, &server, started, 0, Some(code));
+                    stats::record(d, started.elapsed(), 0, true);
+                    self.audit(g, sql, d, &server, started, 0, Some(code));
                     if was_pinned || self.in_txn || self.sticky {
                         // The session's connection state is gone; the client must reconnect.
                         return Flow::Close;
@@ -1092,7 +1092,7 @@ impl Session {
             ListenerStats::add(&self.stats.errors, 1);
         }
         stats::record(
-            &d,
+            d,
             took,
             outcome.rows.max(outcome.affected),
             outcome.err.is_some(),
@@ -1101,7 +1101,7 @@ impl Session {
         self.audit(
             g,
             sql,
-            &d,
+            d,
             &server,
             started,
             outcome.rows.max(outcome.affected),
