@@ -24,6 +24,9 @@ pub struct Target {
     pub address: Rc<str>,
     /// Shared health state.
     pub state: Arc<BackendState>,
+    /// This core's pool for the target, found on the first checkout (targets are per core and
+    /// per config generation; clones share it).
+    pub pool: Rc<std::cell::OnceCell<Rc<ServerPool>>>,
 }
 
 /// One server's pool on this core.
@@ -31,7 +34,10 @@ pub struct ServerPool {
     name: Rc<str>,
     address: Rc<str>,
     user: String,
-    idle: RefCell<Vec<BackendConn>>,
+    /// Boxed: a connection moves between the pool, sessions and futures on every statement, and
+    /// a pointer moves for free where the struct (≈ 270 bytes) is a copy.
+    #[allow(clippy::vec_box)] // on purpose: see above
+    idle: RefCell<Vec<Box<BackendConn>>>,
     open: Cell<u32>,
     max: Cell<u32>,
     idle_timeout: Cell<Duration>,
@@ -76,6 +82,18 @@ fn pool_key(address: &str, user: &str) -> u64 {
 }
 
 fn pool_for(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+    if let Some(p) = t.pool.get()
+        && p.user == g.user
+    {
+        return p.clone();
+    }
+    let p = pool_lookup(t, g);
+    // A target serves one group (one user); should another user ever come, it takes the map.
+    let _ = t.pool.set(p.clone());
+    p
+}
+
+fn pool_lookup(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
     let key = pool_key(&t.address, &g.user);
     POOLS.with(|m| {
         let mut m = m.borrow_mut();
@@ -147,9 +165,10 @@ pub async fn checkout(
     g: &MysqlGroup,
     want: Option<&Rc<VarState>>,
     schema: Option<&Rc<str>>,
-) -> Result<BackendConn, ProxyError> {
+) -> Result<Box<BackendConn>, ProxyError> {
     let pool = pool_for(t, g);
-    let deadline = Instant::now() + g.connect_timeout;
+    // Read the clock only when the pool is full and the checkout has to wait.
+    let mut deadline = None;
     loop {
         {
             let mut idle = pool.idle.borrow_mut();
@@ -166,7 +185,7 @@ pub async fn checkout(
                 // connection costs one handshake, a converted one a round trip on *every* such
                 // checkout while the mix of states lasts, as with shards that share a server in
                 // different schemas) one without session variables, else any.
-                let pick = idle.iter().rposition(same).or_else(|| {
+                let pick = idle.iter().rposition(|c| same(c)).or_else(|| {
                     (pool.open.get() >= pool.max.get()).then(|| {
                         idle.iter()
                             .rposition(|c| c.vars.is_none())
@@ -198,7 +217,7 @@ pub async fn checkout(
                 Ok(mut c) => {
                     pool.created.set(pool.created.get() + 1);
                     c.home = Rc::downgrade(&pool);
-                    Ok(c)
+                    Ok(Box::new(c))
                 }
                 Err(reason) => {
                     pool.open.set(pool.open.get().saturating_sub(1));
@@ -212,6 +231,7 @@ pub async fn checkout(
                 }
             };
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + g.connect_timeout);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
             || tokio::time::timeout(left, pool.waiters.notified())
@@ -224,7 +244,7 @@ pub async fn checkout(
 }
 
 /// Returns a connection to its pool (or drops it when broken).
-pub fn checkin(mut c: BackendConn) {
+pub fn checkin(mut c: Box<BackendConn>) {
     let Some(pool) = c.home.upgrade() else { return };
     if c.broken || !c.conn.rbuf.is_empty() {
         pool.open.set(pool.open.get().saturating_sub(1));
@@ -237,7 +257,7 @@ pub fn checkin(mut c: BackendConn) {
 }
 
 /// Forgets a connection that was dropped outside the pool (its slot becomes free).
-pub fn discard(c: BackendConn) {
+pub fn discard(c: Box<BackendConn>) {
     let mut c = c;
     c.broken = true;
     checkin(c);

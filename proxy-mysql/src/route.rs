@@ -86,6 +86,7 @@ pub fn targets_for(snap: &Arc<Snapshot>, group: &str, shared: &Shared) -> Option
             name: Rc::from(s.name.as_str()),
             address: Rc::from(s.address.as_str()),
             state: shared.backends.get(group, &s.name)?,
+            pool: Rc::default(),
         })
     };
     let primary = mk(&g.primary)?;

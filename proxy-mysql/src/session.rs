@@ -115,7 +115,7 @@ pub struct Session {
     schema: Option<Rc<str>>,
     vars: Option<Rc<VarState>>,
     autocommit: bool,
-    pinned: Option<BackendConn>,
+    pinned: Option<Box<BackendConn>>,
     sticky: bool,
     in_txn: bool,
     last_write: Option<Instant>,
@@ -849,7 +849,11 @@ impl Session {
         Ok(Dest::Server(t.primary.clone(), true))
     }
 
-    async fn acquire(&mut self, dest: Dest, g: &MysqlGroup) -> Result<BackendConn, ProxyError> {
+    async fn acquire(
+        &mut self,
+        dest: Dest,
+        g: &MysqlGroup,
+    ) -> Result<Box<BackendConn>, ProxyError> {
         let t = match dest {
             Dest::Pinned => {
                 return self.pinned.take().ok_or_else(|| {
@@ -885,7 +889,7 @@ impl Session {
     }
 
     /// Returns the connection to the pool, or keeps it pinned while the session needs it.
-    fn release(&mut self, c: BackendConn) {
+    fn release(&mut self, c: Box<BackendConn>) {
         if c.broken {
             pool::discard(c);
             return;
@@ -1000,7 +1004,7 @@ impl Session {
         let mut attempt = 0;
         // Replicas that failed this statement: a retried read goes to another server.
         let mut avoid: Vec<Rc<str>> = Vec::new();
-        let (outcome, server) = loop {
+        let (outcome, server, took) = loop {
             attempt += 1;
             let dest = match self.choose(snap, g, c, &avoid) {
                 Ok(d) => d,
@@ -1041,13 +1045,14 @@ impl Session {
             let server = conn.server.clone();
             match r {
                 Ok(o) => {
+                    let took = started.elapsed();
                     if let Some(st) = &dest_state {
-                        st.record_ok(started.elapsed());
+                        st.record_ok(took);
                     }
                     self.after_statement(c, &o, &mut conn, sql);
                     self.track_gtid(g, c, &o, &mut conn).await;
                     self.release(conn);
-                    break (o, server);
+                    break (o, server, took);
                 }
                 Err(e) => {
                     conn.broken = true;
@@ -1087,7 +1092,6 @@ impl Session {
                 }
             }
         };
-        let took = started.elapsed();
         if outcome.err.is_some() {
             ListenerStats::add(&self.stats.errors, 1);
         }

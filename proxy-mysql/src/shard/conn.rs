@@ -23,7 +23,7 @@ use crate::session::VarState;
 /// A connection held for one shard (it knows its pool).
 pub struct ShardConn {
     /// The logged-in backend connection.
-    pub conn: BackendConn,
+    pub conn: Box<BackendConn>,
     /// The statement timeout of the shard's group (`query_timeout_ms`).
     pub query_timeout: Option<Duration>,
 }

@@ -164,6 +164,13 @@ pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
     let mut run = 0;
     let mut i = 0;
     while i < b.len() {
+        while SKELETON_CLASS[usize::from(b[i])] == VERBATIM {
+            i += 1;
+            if i == b.len() {
+                out.extend_from_slice(&b[run..]);
+                return out.len() <= max;
+            }
+        }
         let c = b[i];
         match SKELETON_CLASS[usize::from(c)] {
             VERBATIM => i += 1,
