@@ -28,6 +28,11 @@ impl CpuTicks {
     pub fn seconds_since(self, earlier: CpuTicks) -> f64 {
         self.total().saturating_sub(earlier.total()) as f64 / clock_ticks()
     }
+
+    /// Seconds of CPU spent in the kernel on the process's behalf between `earlier` and `self`.
+    pub fn sys_seconds_since(self, earlier: CpuTicks) -> f64 {
+        self.stime.saturating_sub(earlier.stime) as f64 / clock_ticks()
+    }
 }
 
 /// Parses the content of `/proc/PID/stat`: fields 14 and 15 (utime, stime), counted after the

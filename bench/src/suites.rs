@@ -172,6 +172,7 @@ fn measure(
         p999_ms: r.p999_ms,
         errors: r.errors,
         target_cpu_us: per(t1.seconds_since(t0)),
+        target_sys_us: per(t1.sys_seconds_since(t0)),
         backend_cpu_us: per(b1.seconds_since(b0)),
         client_cpu_us: per((c1 - c0).max(0.0)),
         peak_rss_kib: rss,
