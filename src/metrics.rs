@@ -327,6 +327,16 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
+    let (hits, misses) = proxy_mysql::stmt_cache_stats();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_mysql_statement_cache_hits_total Statements whose classification and digest came from the per-core cache of statement shapes.\n\
+         # TYPE furrow_mysql_statement_cache_hits_total counter\n\
+         furrow_mysql_statement_cache_hits_total {hits}\n\
+         # HELP furrow_mysql_statement_cache_misses_total Statements classified from their text (new shape, or not cacheable).\n\
+         # TYPE furrow_mysql_statement_cache_misses_total counter\n\
+         furrow_mysql_statement_cache_misses_total {misses}"
+    );
     let _ = writeln!(
         s,
         "# HELP furrow_mysql_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE furrow_mysql_audit_dropped_total counter"

@@ -93,4 +93,16 @@ fn digests_slow_log_pools_and_audit_on_the_admin_port() {
         page.contains("furrow_mysql_pool_open_connections{server=\"primary\""),
         "{page}"
     );
+    // The five `SELECT {i} + 1` share one shape: at least four came from the statement cache
+    // (counters are published once a second).
+    let counter = |page: &str, name: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(5), || {
+        let page = common::http_get(metrics.port(), "/metrics");
+        counter(&page, "furrow_mysql_statement_cache_hits_total ") >= 4
+            && counter(&page, "furrow_mysql_statement_cache_misses_total ") >= 1
+    });
 }

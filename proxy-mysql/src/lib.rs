@@ -31,6 +31,7 @@ pub use ops::audit_stats;
 pub use pool::PoolStats;
 pub use stats::{
     DigestStats, SlowEntry, digests, pool_stats, reset_digests, set_slow_threshold, slow_log,
+    stmt_cache_stats,
 };
 
 /// Process-wide open-client counters per listener (for `max_clients`).
@@ -80,6 +81,7 @@ pub async fn serve(ctx: ListenerCtx) {
     let publisher = tokio::task::spawn_local(async {
         loop {
             stats::publish_pools(pool::local_stats());
+            stats::publish_stmt_cache(session::local_stmt_cache_stats());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

@@ -40,6 +40,11 @@ thread_local! {
     static STMTS: std::cell::RefCell<StmtCache> = std::cell::RefCell::new(StmtCache::new());
 }
 
+/// This core's statement-cache hits and misses.
+pub fn local_stmt_cache_stats() -> (u64, u64) {
+    STMTS.with_borrow(StmtCache::stats)
+}
+
 /// Capabilities the proxy offers clients.
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG

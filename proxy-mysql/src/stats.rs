@@ -65,6 +65,8 @@ pub struct CoreStats {
     slow: VecDeque<SlowEntry>,
     slow_dropped: u64,
     pools: Vec<PoolStats>,
+    /// Statement cache hits and misses (plain listeners), as last published.
+    stmt_cache: (u64, u64),
 }
 
 struct Registry {
@@ -164,6 +166,19 @@ pub fn maybe_slow(user: &str, backend: &str, sql: &str, took: Duration, threshol
 /// Publishes this core's pool gauges.
 pub fn publish_pools(p: Vec<PoolStats>) {
     with_local(|cs| cs.pools = p);
+}
+
+/// Publishes this core's statement-cache counters (hits, misses) for the admin port.
+pub fn publish_stmt_cache(hits_misses: (u64, u64)) {
+    with_local(|cs| cs.stmt_cache = hits_misses);
+}
+
+/// Statement-cache hits and misses summed over cores (as last published, once a second).
+pub fn stmt_cache_stats() -> (u64, u64) {
+    cores().iter().fold((0, 0), |(h, m), c| {
+        let c = c.lock().unwrap_or_else(|e| e.into_inner());
+        (h + c.stmt_cache.0, m + c.stmt_cache.1)
+    })
 }
 
 /// Lowers the slow-log threshold of every group to `t` (an admin override; default: none).
