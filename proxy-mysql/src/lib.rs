@@ -34,6 +34,15 @@ pub use stats::{
     stmt_cache_stats,
 };
 
+/// A statement's text: borrowed when it is valid UTF-8 (the usual case; `str::from_utf8` validates
+/// faster than the lossy conversion), else with U+FFFD for the invalid bytes.
+pub(crate) fn sql_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 /// Process-wide open-client counters per listener (for `max_clients`).
 fn client_counter(listener: &str) -> Arc<AtomicU64> {
     static M: OnceLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = OnceLock::new();

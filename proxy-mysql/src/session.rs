@@ -518,11 +518,7 @@ impl Session {
         match code {
             com::QUERY => {
                 let sql_bytes = payload.slice(1..);
-                // Borrowed when the text is valid UTF-8 (the usual case): no copy per statement.
-                let sql = match std::str::from_utf8(&sql_bytes) {
-                    Ok(s) => std::borrow::Cow::Borrowed(s),
-                    Err(_) => String::from_utf8_lossy(&sql_bytes),
-                };
+                let sql = crate::sql_text(&sql_bytes);
                 self.query(payload, &sql).await
             }
             com::QUIT => Flow::Close,

@@ -175,7 +175,7 @@ impl ShardSession {
             Some(com::QUERY) => {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
                 // it anyway with a syntax error naming the bytes).
-                let sql = String::from_utf8_lossy(&payload[1..]);
+                let sql = crate::sql_text(&payload[1..]);
                 let started = std::time::Instant::now();
                 let Ctx {
                     client,

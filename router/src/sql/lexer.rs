@@ -140,35 +140,32 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
     }
 }
 
-/// Marks a number literal's place in a [`skeleton`].
-const SKELETON_NUMBER: u8 = 0x01;
-/// Marks a quoted string literal's place in a [`skeleton`].
-const SKELETON_STRING: u8 = 0x02;
+/// The two kinds of literal [`scan_literals`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LitKind {
+    /// A number token (what [`tokenize`] gives as [`Token::Number`]).
+    Number,
+    /// A quoted string token, quotes included ([`Token::Str`]).
+    Str,
+}
 
-/// Writes the *skeleton* of `sql` to `out`: its bytes with every number and quoted-string literal
-/// replaced by a one-byte marker, so that statements which differ only in their literal values
-/// have equal skeletons. Returns `false` (and the skeleton must not be used) for anything whose
-/// tokens could depend on more than the skeleton shows: comments (hints live there), executable
-/// comments, `x'..'`/`_charset'..'` literals, a number starting with `.`, quoted user variables,
-/// control bytes (which could be confused with the markers), and skeletons longer than `max`.
+/// Reports every number and quoted-string literal of `sql` in order, as `(start, end, kind)` byte
+/// ranges — exactly the spans of the [`Token::Number`] and [`Token::Str`] tokens that [`tokenize`]
+/// gives — without building tokens. Returns `false` as soon as the text holds something whose tokens
+/// it does not follow (the caller must tokenize instead): comments (hints live there) and
+/// executable comments, `x'..'`/`b'..'`/`n'..'`/`_charset'..'` literals, a number starting with
+/// `.`, quoted user variables, control bytes. `on_lit` returns `false` to stop the scan (which then
+/// returns `false`).
 ///
-/// It follows [`tokenize`]'s rules for numbers, strings, words and variables with the same
-/// helpers, so two statements with equal skeletons tokenize to equal token streams except for the
-/// values of their `Number` and `Str` tokens: what classification and digests read of them is the
-/// same (see [`crate::sql::StmtCache`]).
-pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
-    out.clear();
+/// It shares [`tokenize`]'s helpers for numbers, strings, words and variables, so the two agree.
+pub fn scan_literals(sql: &str, mut on_lit: impl FnMut(usize, usize, LitKind) -> bool) -> bool {
     let b = sql.as_bytes();
-    // Bytes copied as they are accumulate in a run `b[run..i]`, copied in one go when a literal
-    // or the end interrupts it: the common statement is a few words and a number or two.
-    let mut run = 0;
     let mut i = 0;
     while i < b.len() {
         while SKELETON_CLASS[usize::from(b[i])] == VERBATIM {
             i += 1;
             if i == b.len() {
-                out.extend_from_slice(&b[run..]);
-                return out.len() <= max;
+                return true;
             }
         }
         let c = b[i];
@@ -176,10 +173,11 @@ pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
             VERBATIM => i += 1,
             DIGIT if i > 0 && is_word_byte(b[i - 1]) => i += 1, // inside a word
             DIGIT => {
-                out.extend_from_slice(&b[run..i]);
-                i = number_end(b, i);
-                out.push(SKELETON_NUMBER);
-                run = i;
+                let end = number_end(b, i);
+                if !on_lit(i, end, LitKind::Number) {
+                    return false;
+                }
+                i = end;
             }
             _ => match c {
                 b'-' if b.get(i + 1) != Some(&b'-') => i += 1,
@@ -189,10 +187,11 @@ pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
                     if c == b'\'' && i > 0 && is_word_byte(b[i - 1]) {
                         return false; // x'..', b'..', n'..', _charset'..'
                     }
-                    out.extend_from_slice(&b[run..i]);
-                    i = skip_quoted(b, i, c);
-                    out.push(SKELETON_STRING);
-                    run = i;
+                    let end = skip_quoted(b, i, c);
+                    if !on_lit(i, end, LitKind::Str) {
+                        return false;
+                    }
+                    i = end;
                 }
                 b'`' => i = skip_quoted(b, i, b'`'),
                 b'@' => {
@@ -207,11 +206,41 @@ pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
                 _ => return false,
             },
         }
-        if out.len() > max {
-            return false;
-        }
     }
-    out.extend_from_slice(&b[run..]);
+    true
+}
+
+/// Marks a number literal's place in a [`skeleton`].
+const SKELETON_NUMBER: u8 = 0x01;
+/// Marks a quoted string literal's place in a [`skeleton`].
+const SKELETON_STRING: u8 = 0x02;
+
+/// Writes the *skeleton* of `sql` to `out`: its bytes with every number and quoted-string literal
+/// replaced by a one-byte marker, so that statements which differ only in their literal values
+/// have equal skeletons. Returns `false` (and the skeleton must not be used) where
+/// [`scan_literals`] does (comments, unusual literals, control bytes, which could be confused with
+/// the markers) and for skeletons longer than `max`.
+///
+/// Two statements with equal skeletons tokenize to equal token streams except for the values of
+/// their `Number` and `Str` tokens: what classification and digests read of them is the same (see
+/// [`crate::sql::StmtCache`]).
+pub fn skeleton(sql: &str, out: &mut Vec<u8>, max: usize) -> bool {
+    out.clear();
+    let b = sql.as_bytes();
+    let mut last = 0;
+    let scanned = scan_literals(sql, |start, end, kind| {
+        out.extend_from_slice(&b[last..start]);
+        out.push(match kind {
+            LitKind::Number => SKELETON_NUMBER,
+            LitKind::Str => SKELETON_STRING,
+        });
+        last = end;
+        out.len() <= max
+    });
+    if !scanned {
+        return false;
+    }
+    out.extend_from_slice(&b[last..]);
     out.len() <= max
 }
 
@@ -421,6 +450,45 @@ mod tests {
             "\u{e9}\u{e9}",
         ] {
             let _ = toks(s);
+        }
+    }
+
+    /// The spans `scan_literals` reports, from tokenizing (number and string tokens).
+    fn token_spans(sql: &str) -> (Vec<(usize, usize, LitKind)>, bool) {
+        let (t, h) = toks(sql);
+        let base = sql.as_ptr() as usize;
+        let spans = t
+            .iter()
+            .filter_map(|t| match t {
+                Token::Number(s) => Some((s, LitKind::Number)),
+                Token::Str(s) => Some((s, LitKind::Str)),
+                _ => None,
+            })
+            .map(|(s, k)| {
+                let start = s.as_ptr() as usize - base;
+                (start, start + s.len(), k)
+            })
+            .collect();
+        (spans, !h.is_empty())
+    }
+
+    proptest::proptest! {
+        /// Where the scan accepts a text, its literals are exactly the tokenizer's number and
+        /// string tokens, and the text has no hint.
+        #[test]
+        fn scanned_literals_are_the_tokenizers(
+            sql in "([a-zA-Z_]{1,6}|[0-9]{1,4}|[0-9]\\.[0-9]e-?[0-9]|'[a-z\\\\' ]{0,5}'|\"[a-z\"]{0,4}\"|`[a-z` ]{0,4}`|@@?[a-z.]{1,4}|[ ,;()=<>+*/.#?-]|--|/\\*|\\*/|\u{e9}|\u{1}){0,24}"
+        ) {
+            let mut spans = Vec::new();
+            let scanned = scan_literals(&sql, |s, e, k| {
+                spans.push((s, e, k));
+                true
+            });
+            if scanned {
+                let (want, hinted) = token_spans(&sql);
+                proptest::prop_assert_eq!(spans, want);
+                proptest::prop_assert!(!hinted);
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ use sqlparser::ast::{
 use super::route::{Route, base_name, partition_of};
 use super::{Plan, PlanContext, ShardError, Unit, parse_one, plan_statement};
 use crate::sql::digest::{Digest, digest};
-use crate::sql::lexer::{Token, tokenize};
+use crate::sql::lexer::{LitKind, Token, scan_literals, tokenize};
 use crate::sql::shard::{KeyValue, ShardingRules, TableKind};
 
 /// Longest statement (in bytes) whose shape is cached; longer ones are always parsed.
@@ -581,6 +581,28 @@ fn push_decimal(out: &mut String, n: usize) {
 /// The simple literals of `sql` in order: (byte offset, length as written, literal); and whether
 /// `sql` carries a Furrow hint.
 fn literals(sql: &str) -> (Vec<(usize, usize, Lit<'_>)>, bool) {
+    // Usually one byte scan finds them (no tokens built, and no comment, so no hint); the scan
+    // gives up on what it does not follow and the tokenizer decides.
+    let mut found = Vec::new();
+    let scanned = scan_literals(sql, |start, end, kind| {
+        let s = &sql[start..end];
+        let lit = match kind {
+            LitKind::Number => simple_number(s).then_some(Lit::Number(s)),
+            LitKind::Str => simple_string(s).map(Lit::Str),
+        };
+        if let Some(lit) = lit {
+            found.push((start, s.len(), lit));
+        }
+        true
+    });
+    if scanned {
+        return (found, false);
+    }
+    literals_tokenized(sql)
+}
+
+/// [`literals`] by tokenizing (comments, hints and unusual literals).
+fn literals_tokenized(sql: &str) -> (Vec<(usize, usize, Lit<'_>)>, bool) {
     let mut hints = Vec::new();
     let mut toks = Vec::with_capacity(32);
     tokenize(sql, &mut hints, &mut toks);
@@ -656,6 +678,19 @@ fn substitute(stmt: &mut Statement, lits: &[Lit<'_>]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_literal_scan_finds_what_tokenizing_finds() {
+        for sql in [
+            "SELECT name FROM users WHERE id = 42 AND city = 'x''y' AND s = 'plain'",
+            "SELECT 1.5, 2e3, 0x1f, 'a\\'b', \"dq\", `q``i`, @v, @@sql_mode FROM t1 WHERE c2 = -7",
+            "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')",
+            "UPDATE t SET a = a + 10 WHERE id IN (1, 2, 3)",
+            "SELECT x'41', .5, n'z' /* furrow:primary */ -- c",
+        ] {
+            assert_eq!(literals(sql), literals_tokenized(sql), "{sql}");
+        }
+    }
+
     use super::*;
 
     #[test]
