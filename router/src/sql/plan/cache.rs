@@ -547,7 +547,29 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
     let mut text = String::with_capacity(sql.len() + 8);
     let mut lits = Vec::new();
     let mut last = 0;
-    let (found, hinted) = literals(sql);
+    // Usually built straight from one byte scan (no tokens, no comment and so no hint).
+    let scanned = scan_literals(sql, |start, end, kind| {
+        if let Some(lit) = simple_literal(&sql[start..end], kind) {
+            text.push_str(&sql[last..start]);
+            lits.push(lit);
+            text.push('?');
+            push_decimal(&mut text, lits.len());
+            last = end;
+        }
+        true
+    });
+    if scanned {
+        text.push_str(&sql[last..]);
+        return Some(Shape {
+            text,
+            lits,
+            hinted: false,
+        });
+    }
+    text.clear();
+    lits.clear();
+    last = 0;
+    let (found, hinted) = literals_tokenized(sql);
     for (start, len, lit) in found {
         text.push_str(sql.get(last..start)?);
         lits.push(lit);
@@ -585,13 +607,8 @@ fn literals(sql: &str) -> (Vec<(usize, usize, Lit<'_>)>, bool) {
     // gives up on what it does not follow and the tokenizer decides.
     let mut found = Vec::new();
     let scanned = scan_literals(sql, |start, end, kind| {
-        let s = &sql[start..end];
-        let lit = match kind {
-            LitKind::Number => simple_number(s).then_some(Lit::Number(s)),
-            LitKind::Str => simple_string(s).map(Lit::Str),
-        };
-        if let Some(lit) = lit {
-            found.push((start, s.len(), lit));
+        if let Some(lit) = simple_literal(&sql[start..end], kind) {
+            found.push((start, end - start, lit));
         }
         true
     });
@@ -599,6 +616,14 @@ fn literals(sql: &str) -> (Vec<(usize, usize, Lit<'_>)>, bool) {
         return (found, false);
     }
     literals_tokenized(sql)
+}
+
+/// The literal `s` (a token of kind `kind`) if it is one a shape replaces.
+fn simple_literal(s: &str, kind: LitKind) -> Option<Lit<'_>> {
+    match kind {
+        LitKind::Number => simple_number(s).then_some(Lit::Number(s)),
+        LitKind::Str => simple_string(s).map(Lit::Str),
+    }
 }
 
 /// [`literals`] by tokenizing (comments, hints and unusual literals).
