@@ -1052,6 +1052,13 @@ impl Session {
                     }
                     self.after_statement(c, &o, &mut conn, sql);
                     self.track_gtid(g, c, &o, &mut conn).await;
+                    // The statement's latency includes the GTID read that may follow a write (as
+                    // before); without GTID tracking nothing ran since `took`.
+                    let took = if g.read_your_writes_gtid {
+                        started.elapsed()
+                    } else {
+                        took
+                    };
                     self.release(conn);
                     break (o, server, took);
                 }

@@ -544,41 +544,68 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
     if sql.len() > MAX_SHAPE_LEN {
         return None;
     }
-    let mut text = String::with_capacity(sql.len() + 8);
-    let mut lits = Vec::new();
-    let mut last = 0;
-    // Usually built straight from one byte scan (no tokens, no comment and so no hint).
-    let scanned = scan_literals(sql, |start, end, kind| {
+    // Usually built straight from one byte scan (no tokens, no comment and so no hint); what the
+    // scan does not follow is tokenized.
+    let mut b = ShapeBuilder::new(sql);
+    if scan_literals(sql, |start, end, kind| {
         if let Some(lit) = simple_literal(&sql[start..end], kind) {
-            text.push_str(&sql[last..start]);
-            lits.push(lit);
-            text.push('?');
-            push_decimal(&mut text, lits.len());
-            last = end;
+            b.literal(start, end, lit);
         }
         true
-    });
-    if scanned {
-        text.push_str(&sql[last..]);
-        return Some(Shape {
-            text,
-            lits,
-            hinted: false,
-        });
+    }) {
+        return b.finish(false);
     }
-    text.clear();
-    lits.clear();
-    last = 0;
     let (found, hinted) = literals_tokenized(sql);
+    let mut b = ShapeBuilder::new(sql);
     for (start, len, lit) in found {
-        text.push_str(sql.get(last..start)?);
-        lits.push(lit);
-        text.push('?');
-        push_decimal(&mut text, lits.len());
-        last = start + len;
+        b.literal(start, start + len, lit);
     }
-    text.push_str(sql.get(last..)?);
-    Some(Shape { text, lits, hinted })
+    b.finish(hinted)
+}
+
+/// Builds a shape's text and literal list from the literals of `sql`, in order.
+struct ShapeBuilder<'a> {
+    sql: &'a str,
+    text: String,
+    lits: Vec<Lit<'a>>,
+    /// End of the last literal replaced.
+    last: usize,
+    /// A span was not on character boundaries (a bug upstream): no shape.
+    bad: bool,
+}
+
+impl<'a> ShapeBuilder<'a> {
+    fn new(sql: &'a str) -> Self {
+        ShapeBuilder {
+            sql,
+            text: String::with_capacity(sql.len() + 8),
+            lits: Vec::new(),
+            last: 0,
+            bad: false,
+        }
+    }
+
+    /// Replaces `sql[start..end]` (literal `lit`) with the next `?N`.
+    fn literal(&mut self, start: usize, end: usize, lit: Lit<'a>) {
+        let Some(before) = self.sql.get(self.last..start) else {
+            self.bad = true;
+            return;
+        };
+        self.text.push_str(before);
+        self.lits.push(lit);
+        self.text.push('?');
+        push_decimal(&mut self.text, self.lits.len());
+        self.last = end;
+    }
+
+    fn finish(mut self, hinted: bool) -> Option<Shape<'a>> {
+        self.text.push_str(self.sql.get(self.last..)?);
+        (!self.bad).then_some(Shape {
+            text: self.text,
+            lits: self.lits,
+            hinted,
+        })
+    }
 }
 
 /// Appends `n` in decimal (no formatting machinery: this runs for every literal of every
@@ -703,6 +730,8 @@ fn substitute(stmt: &mut Statement, lits: &[Lit<'_>]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_literal_scan_finds_what_tokenizing_finds() {
         for sql in [
@@ -715,8 +744,6 @@ mod tests {
             assert_eq!(literals(sql), literals_tokenized(sql), "{sql}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn shapes_replace_only_simple_literals() {
