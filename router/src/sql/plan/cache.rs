@@ -44,6 +44,7 @@ use sqlparser::ast::{
 };
 
 use super::route::{Route, base_name, partition_of};
+use super::splice::{Slot, Source};
 use super::{Plan, PlanContext, ShardError, Unit, parse_one, plan_statement};
 use crate::sql::digest::{Digest, digest};
 use crate::sql::lexer::{LitKind, Token, scan_literals, tokenize};
@@ -137,6 +138,8 @@ impl Lit<'_> {
 pub struct Shape<'a> {
     text: String,
     lits: Vec<Lit<'a>>,
+    /// Where each `?N` stands in `text` and its literal in the statement (same order as `lits`).
+    slots: Vec<Slot>,
     /// The statement carries a Furrow hint comment (`/* furrow:... */`): its shape never gets
     /// route templates, whichever path planned it, so [`PlanCache::point`] never answers a
     /// statement that a hint should send elsewhere.
@@ -187,7 +190,7 @@ impl PlanCache {
             self.misses += 1;
             return parse_one(sql);
         };
-        self.parse_shape(sql, &shape, None)
+        self.parse_shape(sql, &shape, None).map(|(stmt, _)| stmt)
     }
 
     /// The route of a statement of a known point shape, from its template, with the shape's
@@ -233,7 +236,7 @@ impl PlanCache {
     ) -> Result<Plan, ShardError> {
         let Some(shape) = shape else {
             self.misses += 1;
-            return plan_statement(parse_one(sql)?, sql, cx);
+            return plan_statement(parse_one(sql)?, &Source::new(sql), cx);
         };
         if let Some(Known { route: Some(r), .. }) = self.shapes.get(shape.text.as_str())
             && let Some(unit) = r.fill(&shape.lits, cx.rules)?
@@ -241,8 +244,14 @@ impl PlanCache {
             self.routed += 1;
             return Ok(Plan::Route(Route { unit }));
         }
-        let stmt = self.parse_shape(sql, shape, Some(cx.rules))?;
-        let plan = plan_statement(stmt, sql, cx)?;
+        let (stmt, cached) = self.parse_shape(sql, shape, Some(cx.rules))?;
+        // A cached tree was parsed from the shape: its positions are the shape's.
+        let src = if cached {
+            Source::with_slots(&shape.text, sql, &shape.slots)
+        } else {
+            Source::new(sql)
+        };
+        let plan = plan_statement(stmt, &src, cx)?;
         if let Plan::Route(r) = &plan
             && let Some(Known {
                 route: route @ Some(_),
@@ -255,24 +264,25 @@ impl PlanCache {
         Ok(plan)
     }
 
-    /// The tree of `sql` (shape `shape`) from the cache, or parsed (and the shape learnt). With
-    /// `rules`, a new shape is also checked for being a point statement (route templates).
+    /// The tree of `sql` (shape `shape`) from the cache, or parsed (and the shape learnt), and
+    /// whether it came from the cache (its positions are then the shape text's). With `rules`, a
+    /// new shape is also checked for being a point statement (route templates).
     fn parse_shape(
         &mut self,
         sql: &str,
         shape: &Shape<'_>,
         rules: Option<&ShardingRules>,
-    ) -> Result<Statement, ShardError> {
+    ) -> Result<(Statement, bool), ShardError> {
         if let Some(known) = self.shapes.get(shape.text.as_str()) {
             if let Some(tree) = &known.tree {
                 let mut stmt = tree.clone();
                 if substitute(&mut stmt, &shape.lits) {
                     self.hits += 1;
-                    return Ok(stmt);
+                    return Ok((stmt, true));
                 }
             }
             self.misses += 1;
-            return parse_one(sql);
+            return parse_one(sql).map(|s| (s, false));
         }
         self.misses += 1;
         let stmt = parse_one(sql)?;
@@ -305,7 +315,7 @@ impl PlanCache {
                 digest,
             },
         );
-        Ok(stmt)
+        Ok((stmt, false))
     }
 }
 
@@ -568,6 +578,7 @@ struct ShapeBuilder<'a> {
     sql: &'a str,
     text: String,
     lits: Vec<Lit<'a>>,
+    slots: Vec<Slot>,
     /// End of the last literal replaced.
     last: usize,
     /// A span was not on character boundaries (a bug upstream): no shape.
@@ -580,6 +591,7 @@ impl<'a> ShapeBuilder<'a> {
             sql,
             text: String::with_capacity(sql.len() + 8),
             lits: Vec::new(),
+            slots: Vec::new(),
             last: 0,
             bad: false,
         }
@@ -593,8 +605,13 @@ impl<'a> ShapeBuilder<'a> {
         };
         self.text.push_str(before);
         self.lits.push(lit);
+        let at = self.text.len();
         self.text.push('?');
         push_decimal(&mut self.text, self.lits.len());
+        self.slots.push(Slot {
+            parsed: at..self.text.len(),
+            sql: start..end,
+        });
         self.last = end;
     }
 
@@ -603,6 +620,7 @@ impl<'a> ShapeBuilder<'a> {
         (!self.bad).then_some(Shape {
             text: self.text,
             lits: self.lits,
+            slots: self.slots,
             hinted,
         })
     }
@@ -752,6 +770,7 @@ mod tests {
                 Shape {
                     text: String::new(),
                     lits: vec![],
+                    slots: vec![],
                     hinted: true,
                 }
             });

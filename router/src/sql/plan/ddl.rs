@@ -1,38 +1,41 @@
 //! DDL and other statements: DDL on a sharded table runs once per physical table (renamed), on a
 //! broadcast table on every shard; anything else on an unsharded table goes to the default shard.
 
-use sqlparser::ast::{ObjectType, Statement};
+use sqlparser::ast::{ObjectName, ObjectType, Statement};
 
 use super::route::{base_name, default_route, everywhere, leaf};
 use super::scatter::WriteMerge;
+use super::splice::{Edits, Source, quote_ident};
 use super::{Plan, PlanContext, ShardError, Unit};
 use crate::sql::shard::{TableKind, TableRule};
 
-fn per_physical(rule: &TableRule, build: impl Fn(&str) -> String) -> Plan {
+fn per_physical(
+    rule: &TableRule,
+    mut build: impl FnMut(&str) -> Result<String, ShardError>,
+) -> Result<Plan, ShardError> {
     let units = (0..rule.partitions())
-        .map(|p| Unit {
-            shard: rule.shard_of(p),
-            sql: build(rule.physical.get(p).map_or("", |s| s.as_str())),
+        .map(|p| {
+            Ok(Unit {
+                shard: rule.shard_of(p),
+                sql: build(rule.physical.get(p).map_or("", |s| s.as_str()))?,
+            })
         })
-        .collect();
-    leaf(units, Some(WriteMerge::First))
+        .collect::<Result<Vec<_>, ShardError>>()?;
+    Ok(leaf(units, Some(WriteMerge::First)))
 }
 
-fn quoted(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// Plans DDL and the statements that are neither queries nor DML.
+/// Plans DDL and the statements that are neither queries nor DML. A sharded table's DDL is the
+/// client's text with the table's name replaced by each physical name.
 pub(crate) fn plan_other(
     stmt: Statement,
-    sql: &str,
+    src: &Source<'_>,
     cx: &mut PlanContext<'_>,
 ) -> Result<Plan, ShardError> {
     let rules = cx.rules;
-    let table = match &stmt {
-        Statement::CreateTable(c) => Some(base_name(&c.name)),
-        Statement::AlterTable(a) => Some(base_name(&a.name)),
-        Statement::CreateIndex(c) => Some(base_name(&c.table_name)),
+    let name: Option<&ObjectName> = match &stmt {
+        Statement::CreateTable(c) => Some(&c.name),
+        Statement::AlterTable(a) => Some(&a.name),
+        Statement::CreateIndex(c) => Some(&c.table_name),
         Statement::Drop {
             object_type: ObjectType::Table,
             names,
@@ -43,7 +46,7 @@ pub(crate) fn plan_other(
                     "DROP TABLE of several tables at once".into(),
                 ));
             }
-            names.first().map(base_name)
+            names.first()
         }
         Statement::Truncate(t) => {
             if t.table_names.len() != 1 {
@@ -51,47 +54,23 @@ pub(crate) fn plan_other(
                     "TRUNCATE of several tables at once".into(),
                 ));
             }
-            t.table_names.first().map(|n| base_name(&n.name))
+            t.table_names.first().map(|n| &n.name)
         }
         _ => None,
     };
-    let Some(table) = table else {
-        return Ok(default_route(rules, sql.to_string()));
+    let Some(name) = name else {
+        return Ok(default_route(rules, src.sql().to_string()));
     };
-    match rules.table(&table) {
-        TableKind::Unsharded => Ok(default_route(rules, stmt.to_string())),
-        TableKind::Broadcast => Ok(everywhere(rules, &stmt.to_string())),
-        TableKind::Sharded(rule) => Ok(match stmt {
-            Statement::CreateTable(c) => per_physical(rule, |ph| {
-                let mut c = c.clone();
-                c.name = sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::with_quote(
-                    '`', ph,
-                )]);
-                c.to_string()
-            }),
-            Statement::AlterTable(a) => per_physical(rule, |ph| {
-                let mut a = a.clone();
-                a.name = sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::with_quote(
-                    '`', ph,
-                )]);
-                a.to_string()
-            }),
-            Statement::CreateIndex(c) => per_physical(rule, |ph| {
-                let mut c = c.clone();
-                c.table_name =
-                    sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::with_quote(
-                        '`', ph,
-                    )]);
-                c.to_string()
-            }),
-            Statement::Drop { if_exists, .. } => per_physical(rule, |ph| {
-                format!(
-                    "DROP TABLE {}{}",
-                    if if_exists { "IF EXISTS " } else { "" },
-                    quoted(ph)
-                )
-            }),
-            _ => per_physical(rule, |ph| format!("TRUNCATE TABLE {}", quoted(ph))),
-        }),
+    match rules.table(&base_name(name)) {
+        TableKind::Unsharded => Ok(default_route(rules, src.sql().to_string())),
+        TableKind::Broadcast => Ok(everywhere(rules, src.sql())),
+        TableKind::Sharded(rule) => {
+            let range = src.name_range(name)?;
+            per_physical(rule, |ph| {
+                let mut e = Edits::default();
+                e.replace(range.clone(), quote_ident(ph));
+                e.apply(src)
+            })
+        }
     }
 }

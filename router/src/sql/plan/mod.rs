@@ -20,6 +20,7 @@ pub mod project;
 pub mod route;
 pub mod scatter;
 mod select;
+pub mod splice;
 mod sqltext;
 
 use std::fmt::Write as _;
@@ -242,22 +243,30 @@ fn plan_with(
     };
     match cache {
         Some(c) => c.plan(sql, cx),
-        None => plan_statement(parse_one(sql)?, sql, cx),
+        None => plan_statement(parse_one(sql)?, &splice::Source::new(sql), cx),
     }
 }
 
-/// Plans a parsed statement (`sql` is its text).
+/// Plans a parsed statement; `src` is the text it was parsed from (see [`splice`]): every unit's
+/// SQL is that text with edits spliced in.
 fn plan_statement(
     stmt: Statement,
-    sql: &str,
+    src: &splice::Source<'_>,
     cx: &mut PlanContext<'_>,
 ) -> Result<Plan, ShardError> {
+    if src.has_exec_comment() && select::mentions_special(src.sql(), cx.rules) {
+        // The server runs the body of `/*! ... */` and `/*M! ... */`; the parser skips it, so the
+        // plan would be made for another statement than the one that runs.
+        return Err(ShardError::Unsupported(
+            "executable comments (/*! ... */) in statements on sharded or broadcast tables".into(),
+        ));
+    }
     match stmt {
-        Statement::Query(q) => select::plan_query(*q, cx),
-        Statement::Insert(i) => insert_split::plan_insert(i, cx),
-        Statement::Update(u) => route::plan_update(u, cx),
-        Statement::Delete(d) => route::plan_delete(d, cx),
-        other => ddl::plan_other(other, sql, cx),
+        Statement::Query(q) => select::plan_query(*q, src, cx),
+        Statement::Insert(i) => insert_split::plan_insert(i, src, cx),
+        Statement::Update(u) => route::plan_update(u, src, cx),
+        Statement::Delete(d) => route::plan_delete(d, src, cx),
+        other => ddl::plan_other(other, src, cx),
     }
 }
 

@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use sqlparser::ast::{
-    BinaryOperator, Delete, Expr, FromTable, Ident, InTarget, ObjectName, ObjectNamePart,
-    TableAlias, TableFactor, Update,
+    BinaryOperator, Delete, Expr, FromTable, InTarget, ObjectName, ObjectNamePart, TableFactor,
+    Update,
 };
 
 use super::scatter::{Scatter, WriteMerge};
+use super::splice::{Edits, Source, quote_ident};
 use super::sqltext::key_of_literal;
 use super::{Plan, PlanContext, ShardError, Unit};
 use crate::sql::shard::{KeyValue, ShardingRules, TableKind, TableRule};
@@ -79,33 +80,42 @@ pub(crate) fn table_ref<'r>(
     }
 }
 
-/// Renames a factor for partition `p`: sharded tables become their physical table (keeping the
-/// logical name as alias so qualified columns still resolve); schema qualifiers are dropped.
-pub(crate) fn rename(f: &mut TableFactor, p: usize, rules: &ShardingRules, keep_alias: bool) {
-    if let TableFactor::Table { name, alias, .. } = f {
-        let written = match name.0.last() {
-            Some(ObjectNamePart::Identifier(i)) => i.clone(),
-            _ => return,
-        };
-        let physical = match rules.table(&written.value) {
-            TableKind::Sharded(r) => r.physical.get(p).cloned(),
-            _ => None,
-        };
-        match physical {
-            Some(ph) => {
-                if keep_alias && alias.is_none() {
-                    *alias = Some(TableAlias {
-                        explicit: true,
-                        name: written.clone(),
-                        columns: Vec::new(),
-                        at: None,
-                    });
-                }
-                *name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote('`', ph))]);
+/// Renames a factor for partition `p` by an edit of the text: a sharded table becomes its physical
+/// table (keeping the logical name, as written, as alias so qualified columns still resolve);
+/// schema qualifiers are dropped (each unit runs in its shard's schema).
+pub(crate) fn rename(
+    f: &TableFactor,
+    p: usize,
+    rules: &ShardingRules,
+    keep_alias: bool,
+    src: &Source<'_>,
+    edits: &mut Edits,
+) -> Result<(), ShardError> {
+    let TableFactor::Table { name, alias, .. } = f else {
+        return Ok(());
+    };
+    let Some(ObjectNamePart::Identifier(written)) = name.0.last() else {
+        return Ok(());
+    };
+    let physical = match rules.table(&written.value) {
+        TableKind::Sharded(r) => r.physical.get(p),
+        _ => None,
+    };
+    let range = src.name_range(name)?;
+    let last = src.ident_tok(written)?;
+    match physical {
+        Some(ph) => {
+            let mut text = quote_ident(ph);
+            if keep_alias && alias.is_none() {
+                text.push_str(" AS ");
+                text.push_str(src.tok_text(last, last)?);
             }
-            None => *name = ObjectName(vec![ObjectNamePart::Identifier(written)]),
+            edits.replace(range, text);
         }
+        None if name.0.len() > 1 => edits.replace(range, src.tok_text(last, last)?),
+        None => {}
     }
+    Ok(())
 }
 
 /// Partitions of `rule` allowed by `expr` (None: all). Conditions on the key of any co-located
@@ -264,13 +274,15 @@ pub(crate) fn has_subquery(e: &Expr) -> bool {
 pub(crate) fn units(
     parts: &BTreeSet<usize>,
     rule: &TableRule,
-    mut sql_for: impl FnMut(usize) -> String,
-) -> Vec<Unit> {
+    mut sql_for: impl FnMut(usize) -> Result<String, ShardError>,
+) -> Result<Vec<Unit>, ShardError> {
     parts
         .iter()
-        .map(|&p| Unit {
-            shard: rule.shard_of(p),
-            sql: sql_for(p),
+        .map(|&p| {
+            Ok(Unit {
+                shard: rule.shard_of(p),
+                sql: sql_for(p)?,
+            })
         })
         .collect()
 }
@@ -328,7 +340,11 @@ fn check_key_not_assigned(u: &Update, rule: &TableRule) -> Result<(), ShardError
 }
 
 /// Plans UPDATE: routed by the key in WHERE, else on every partition.
-pub(crate) fn plan_update(u: Update, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+pub(crate) fn plan_update(
+    u: Update,
+    src: &Source<'_>,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, ShardError> {
     let rules = cx.rules;
     if !u.table.joins.is_empty() || u.from.is_some() {
         return Err(ShardError::Unsupported("multi-table UPDATE".into()));
@@ -338,8 +354,8 @@ pub(crate) fn plan_update(u: Update, cx: &mut PlanContext<'_>) -> Result<Plan, S
     }
     let t = table_ref(&u.table.relation, rules)?;
     match t.kind {
-        TableKind::Unsharded => Ok(default_route(rules, u.to_string())),
-        TableKind::Broadcast => Ok(everywhere(rules, &u.to_string())),
+        TableKind::Unsharded => Ok(default_route(rules, src.sql().to_string())),
+        TableKind::Broadcast => Ok(everywhere(rules, src.sql())),
         TableKind::Sharded(rule) => {
             check_key_not_assigned(&u, rule)?;
             let tables = [t.clone()];
@@ -351,17 +367,21 @@ pub(crate) fn plan_update(u: Update, cx: &mut PlanContext<'_>) -> Result<Plan, S
                 ));
             }
             let us = units(&parts, rule, |p| {
-                let mut v = u.clone();
-                rename(&mut v.table.relation, p, rules, true);
-                v.to_string()
-            });
+                let mut e = Edits::default();
+                rename(&u.table.relation, p, rules, true, src, &mut e)?;
+                e.apply(src)
+            })?;
             Ok(leaf(us, Some(WriteMerge::Sum)))
         }
     }
 }
 
 /// Plans DELETE: routed by the key in WHERE, else on every partition.
-pub(crate) fn plan_delete(d: Delete, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+pub(crate) fn plan_delete(
+    d: Delete,
+    src: &Source<'_>,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, ShardError> {
     let rules = cx.rules;
     let from = match &d.from {
         FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
@@ -378,8 +398,8 @@ pub(crate) fn plan_delete(d: Delete, cx: &mut PlanContext<'_>) -> Result<Plan, S
     }
     let t = table_ref(&from[0].relation, rules)?;
     match t.kind {
-        TableKind::Unsharded => Ok(default_route(rules, d.to_string())),
-        TableKind::Broadcast => Ok(everywhere(rules, &d.to_string())),
+        TableKind::Unsharded => Ok(default_route(rules, src.sql().to_string())),
+        TableKind::Broadcast => Ok(everywhere(rules, src.sql())),
         TableKind::Sharded(rule) => {
             let tables = [t.clone()];
             let parts =
@@ -390,16 +410,10 @@ pub(crate) fn plan_delete(d: Delete, cx: &mut PlanContext<'_>) -> Result<Plan, S
                 ));
             }
             let us = units(&parts, rule, |p| {
-                let mut v = d.clone();
-                match &mut v.from {
-                    FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => {
-                        if let Some(t) = f.first_mut() {
-                            rename(&mut t.relation, p, rules, false);
-                        }
-                    }
-                }
-                v.to_string()
-            });
+                let mut e = Edits::default();
+                rename(&from[0].relation, p, rules, false, src, &mut e)?;
+                e.apply(src)
+            })?;
             Ok(leaf(us, Some(WriteMerge::Sum)))
         }
     }

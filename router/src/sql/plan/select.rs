@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{
     BinaryOperator, Distinct as SqlDistinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, JoinOperator, LimitClause, OrderBy, OrderByExpr,
-    OrderByKind, OrderByOptions, OrderBySort, Query, Select, SelectItem, SetExpr, UnaryOperator,
+    GroupByExpr, Ident, JoinConstraint, JoinOperator, LimitClause, OrderByKind, OrderBySort, Query,
+    Select, SelectItem, SetExpr, UnaryOperator,
 };
 
 use super::aggregate::{AggKind, AggSpec, Aggregate};
@@ -20,12 +20,13 @@ use super::route::{
     TableRef, all, default_route, has_subquery, leaf, partitions_of, rename, table_ref, units,
 };
 use super::scatter::Scatter;
+use super::splice::{Edits, SelectText, Source, limit_clause, parse_expr};
 use super::sqltext::value_of_literal;
 use super::{Plan, PlanContext, ShardError, Unit};
 use crate::sql::shard::{ShardingRules, TableKind, TableRule};
 
 /// Whether `text` names a sharded or broadcast table as a word.
-fn mentions_special(text: &str, rules: &ShardingRules) -> bool {
+pub(crate) fn mentions_special(text: &str, rules: &ShardingRules) -> bool {
     let lower = text.to_ascii_lowercase();
     let words: BTreeSet<&str> = lower
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
@@ -125,16 +126,20 @@ fn item_expr(i: &SelectItem) -> Option<(&Expr, Option<&Ident>)> {
 }
 
 /// Plans a query.
-pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
+pub(crate) fn plan_query(
+    q: Query,
+    src: &Source<'_>,
+    cx: &mut PlanContext<'_>,
+) -> Result<Plan, ShardError> {
     let rules = cx.rules;
-    let special = mentions_special(&q.to_string(), rules);
+    let special = mentions_special(src.sql(), rules);
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return if special {
             Err(ShardError::Unsupported(
                 "UNION and other set operations over sharded tables".into(),
             ))
         } else {
-            Ok(default_route(rules, q.to_string()))
+            Ok(default_route(rules, src.sql().to_string()))
         };
     };
     if sel.from.is_empty() {
@@ -143,7 +148,7 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
         {
             return Ok(Plan::NextId);
         }
-        return Ok(default_route(rules, q.to_string()));
+        return Ok(default_route(rules, src.sql().to_string()));
     }
     if q.with.is_some() {
         return if special {
@@ -151,7 +156,7 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
                 "WITH (common table expressions) over sharded tables".into(),
             ))
         } else {
-            Ok(default_route(rules, q.to_string()))
+            Ok(default_route(rules, src.sql().to_string()))
         };
     }
     let mut refs: Vec<TableRef<'_>> = Vec::new();
@@ -198,7 +203,7 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
                 "subqueries mixing sharded tables".into(),
             ));
         }
-        return Ok(default_route(rules, q.to_string()));
+        return Ok(default_route(rules, src.sql().to_string()));
     };
     if let Some(t) = refs.iter().find(|t| matches!(t.kind, TableKind::Unsharded)) {
         return Err(ShardError::Unsupported(format!(
@@ -225,22 +230,30 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
             "subqueries on sharded tables".into(),
         ));
     }
+    if sel.into.is_some() {
+        return Err(ShardError::Unsupported(
+            "SELECT ... INTO on sharded tables".into(),
+        ));
+    }
     let parts = partitions_of(sel.selection.as_ref(), &refs, rule)?.unwrap_or_else(|| all(rule));
-    let shard_sql = |s: &Select, qq: &Query, p: usize| -> String {
-        let mut s = s.clone();
-        for twj in s.from.iter_mut() {
-            rename(&mut twj.relation, p, rules, true);
-            for j in twj.joins.iter_mut() {
-                rename(&mut j.relation, p, rules, true);
+    // Each unit is the client's text with `base` edits and its partition's table names.
+    let mk_units = |base: &Edits| -> Result<Vec<Unit>, ShardError> {
+        units(&parts, rule, |p| {
+            let mut e = base.clone();
+            for twj in &sel.from {
+                rename(&twj.relation, p, rules, true, src, &mut e)?;
+                for j in &twj.joins {
+                    rename(&j.relation, p, rules, true, src, &mut e)?;
+                }
             }
-        }
-        let mut out = qq.clone();
-        *out.body = SetExpr::Select(Box::new(s));
-        out.to_string()
+            e.apply(src)
+        })
     };
     if parts.len() == 1 {
-        return Ok(leaf(units(&parts, rule, |p| shard_sql(sel, &q, p)), None));
+        return Ok(leaf(mk_units(&Edits::default())?, None));
     }
+    let st = SelectText::of(src)?;
+    check_text(&st, sel, &q)?;
     let limit = limit_of(&q)?;
     let order: Vec<(Expr, bool)> = match &q.order_by {
         None => Vec::new(),
@@ -275,14 +288,13 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
             .projection
             .iter()
             .any(|i| item_expr(i).is_some_and(|(e, _)| has_agg(e)));
-    let mk_units =
-        |s: &Select, qq: &Query| -> Vec<Unit> { units(&parts, rule, |p| shard_sql(s, qq, p)) };
     if !aggregated && !distinct {
-        return plan_stream(sel, &q, order, limit, rules, mk_units);
+        return plan_stream(sel, &st, src, order, limit, rules, mk_units);
     }
     plan_aggregate(
         sel,
-        &q,
+        &st,
+        src,
         order,
         limit,
         group,
@@ -291,6 +303,51 @@ pub(crate) fn plan_query(q: Query, cx: &mut PlanContext<'_>) -> Result<Plan, Sha
         rules.max_limit_rows,
         mk_units,
     )
+}
+
+/// Checks that the clauses found in the text are the tree's (else the text holds something the
+/// parser did not see, and no edit of it can be trusted).
+fn check_text(st: &SelectText, sel: &Select, q: &Query) -> Result<(), ShardError> {
+    let disagree = |what: &str| {
+        Err(ShardError::Unsupported(format!(
+            "{what} (the proxy could not rewrite the statement text safely)"
+        )))
+    };
+    if st.from.is_none() {
+        return disagree("a SELECT whose FROM it could not find");
+    }
+    if st.window.is_some() {
+        return Err(ShardError::Unsupported(
+            "WINDOW clauses across shards".into(),
+        ));
+    }
+    let order_n = match &q.order_by {
+        Some(ob) => match &ob.kind {
+            OrderByKind::Expressions(v) => v.len(),
+            OrderByKind::All(_) => 1,
+        },
+        None => 0,
+    };
+    if st.order.as_ref().map_or(0, |(_, v)| v.len()) != order_n {
+        return disagree("ORDER BY");
+    }
+    let group_n = match &sel.group_by {
+        GroupByExpr::Expressions(v, _) => v.len(),
+        GroupByExpr::All(_) => 1,
+    };
+    if st.group.as_ref().map_or(0, |(_, v)| v.len()) != group_n {
+        return disagree("GROUP BY");
+    }
+    if st.having.is_some() != sel.having.is_some() {
+        return disagree("HAVING");
+    }
+    if st.limit.is_some() != q.limit_clause.is_some() {
+        return disagree("LIMIT");
+    }
+    if st.item_ranges.len() != sel.projection.len() {
+        return disagree("the select list");
+    }
+    Ok(())
 }
 
 fn has_nested_select(sel: &Select) -> bool {
@@ -376,22 +433,35 @@ fn find_item(e: &Expr, proj: &[SelectItem]) -> Option<usize> {
 
 fn plan_stream(
     sel: &Select,
-    q: &Query,
+    st: &SelectText,
+    src: &Source<'_>,
     order: Vec<(Expr, bool)>,
     limit: Option<(u64, u64)>,
     rules: &ShardingRules,
-    mk_units: impl Fn(&Select, &Query) -> Vec<Unit>,
+    mk_units: impl Fn(&Edits) -> Result<Vec<Unit>, ShardError>,
 ) -> Result<Plan, ShardError> {
-    let mut s = sel.clone();
-    let wildcard = s.projection.iter().any(|i| item_expr(i).is_none());
+    let mut edits = Edits::default();
+    let wildcard = sel.projection.iter().any(|i| item_expr(i).is_none());
     let mut hidden = 0usize;
     let mut keys = Vec::new();
     let mut hidden_keys = Vec::new();
-    for (e, desc) in &order {
+    let order_texts = st.order.as_ref().map(|(_, v)| v.as_slice()).unwrap_or(&[]);
+    for (n, (e, desc)) in order.iter().enumerate() {
         match find_item(e, &sel.projection) {
             Some(i) => keys.push(SortKey::new(i, *desc)),
             None => {
-                s.projection.push(SelectItem::UnnamedExpr(e.clone()));
+                // The sort expression as the client wrote it, appended to the select list.
+                let text = order_texts
+                    .get(n)
+                    .map(|r| src.text(r.clone()))
+                    .transpose()?
+                    .filter(|t| parse_expr(t).is_some_and(|x| x == *e))
+                    .ok_or_else(|| {
+                        ShardError::Unsupported(format!(
+                            "ORDER BY `{e}` (the proxy could not rewrite the statement text safely)"
+                        ))
+                    })?;
+                edits.insert(st.items.end, format!(", {text}"));
                 hidden_keys.push((hidden, *desc));
                 keys.push(SortKey::new(usize::MAX, *desc));
                 hidden += 1;
@@ -412,7 +482,6 @@ fn plan_stream(
             k.col = sel.projection.len() + h;
         }
     }
-    let mut qq = q.clone();
     if let Some((off, count)) = limit {
         let need = off.saturating_add(count);
         if need > rules.max_limit_rows && count != u64::MAX {
@@ -423,20 +492,15 @@ fn plan_stream(
                 cap: rules.max_limit_rows,
             });
         }
-        if count == u64::MAX {
-            qq.limit_clause = None;
-        } else {
-            qq.limit_clause = Some(LimitClause::LimitOffset {
-                limit: Some(Expr::value(sqlparser::ast::Value::Number(
-                    need.to_string(),
-                    false,
-                ))),
-                offset: None,
-                limit_by: Vec::new(),
-            });
+        if let Some(r) = &st.limit {
+            if count == u64::MAX {
+                edits.replace(r.clone(), "");
+            } else {
+                edits.replace(r.clone(), limit_clause(need));
+            }
         }
     }
-    let units = mk_units(&s, &qq);
+    let units = mk_units(&edits)?;
     let mut plan = if keys.is_empty() {
         Plan::Scatter(Scatter { units, write: None })
     } else {
@@ -462,30 +526,43 @@ fn plan_stream(
 }
 
 /// Partial columns pushed to the shards for an aggregate query.
-struct Pushed {
-    items: Vec<(String, Expr)>,
+/// Partial columns pushed to the shards for an aggregate query: each with its dedup key and its
+/// SQL text (the client's text of the expression, or a partial aggregate over it).
+struct Pushed<'s, 'a> {
+    src: &'s Source<'a>,
+    items: Vec<(String, String)>,
     group: Vec<usize>,
     aggs: Vec<AggSpec>,
-    distinct_args: Vec<Expr>,
+    /// Texts of COUNT/SUM(DISTINCT) arguments (the shards group by them too).
+    distinct_args: Vec<String>,
 }
 
-impl Pushed {
-    fn push(&mut self, key: String, e: Expr) -> usize {
+impl Pushed<'_, '_> {
+    fn push(&mut self, key: String, text: String) -> usize {
         if let Some(i) = self.items.iter().position(|(k, _)| *k == key) {
             return i;
         }
-        self.items.push((key, e));
+        self.items.push((key, text));
         self.items.len() - 1
     }
 
-    fn agg(&mut self, kind: AggKind, e: Expr) -> usize {
-        let key = format!("{kind:?}:{e}");
+    /// Pushes the client's text of `e`.
+    fn push_expr(&mut self, key: String, e: &Expr) -> Result<usize, ShardError> {
+        if let Some(i) = self.items.iter().position(|(k, _)| *k == key) {
+            return Ok(i);
+        }
+        let text = self.src.expr_text(e)?;
+        Ok(self.push(key, text))
+    }
+
+    fn agg(&mut self, kind: AggKind, key_expr: &str, text: String) -> usize {
+        let key = format!("{kind:?}:{key_expr}");
         let fresh = !self.items.iter().any(|(k, _)| *k == key);
-        let i = self.push(key, e.clone());
+        let i = self.push(key, text.clone());
         if fresh {
             self.aggs.push(AggSpec { kind, col: i });
             if matches!(kind, AggKind::CountDistinct | AggKind::SumDistinct) {
-                self.distinct_args.push(e);
+                self.distinct_args.push(text);
             }
         }
         i
@@ -574,32 +651,51 @@ impl Pushed {
                 if arg.as_ref().is_some_and(has_agg) {
                     return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
                 }
-                let call = |n: &str| -> Expr {
-                    let a = arg.as_ref().map_or("*".to_string(), |a| a.to_string());
-                    sqlparser::parser::Parser::new(&sqlparser::dialect::MySqlDialect {})
-                        .try_with_sql(&format!("{n}({a})"))
-                        .and_then(|mut p| p.parse_expr())
-                        .unwrap_or_else(|_| e.clone())
+                // The argument as the client wrote it; partial calls wrap it (`SUM(<arg>)`).
+                let arg_text = match &arg {
+                    Some(a) => self.src.expr_text(a)?,
+                    None => "*".to_string(),
+                };
+                let arg_key = arg.as_ref().map_or("*".to_string(), |a| a.to_string());
+                let call = |n: &str| -> (String, String) {
+                    (format!("{n}({arg_key})"), format!("{n}({arg_text})"))
+                };
+                let whole = |p: &Self| -> Result<(String, String), ShardError> {
+                    Ok((e.to_string(), p.src.expr_text(e)?))
                 };
                 match (name.as_str(), distinct, &arg) {
-                    ("count", false, _) => OutExpr::Col(self.agg(AggKind::Count, e.clone())),
-                    ("sum", false, _) => OutExpr::Col(self.agg(AggKind::Sum, e.clone())),
-                    ("min", _, _) => OutExpr::Col(self.agg(AggKind::Min, call("MIN"))),
-                    ("max", _, _) => OutExpr::Col(self.agg(AggKind::Max, call("MAX"))),
+                    ("count", false, _) => {
+                        let (k, t) = whole(self)?;
+                        OutExpr::Col(self.agg(AggKind::Count, &k, t))
+                    }
+                    ("sum", false, _) => {
+                        let (k, t) = whole(self)?;
+                        OutExpr::Col(self.agg(AggKind::Sum, &k, t))
+                    }
+                    ("min", _, _) => {
+                        let (k, t) = call("MIN");
+                        OutExpr::Col(self.agg(AggKind::Min, &k, t))
+                    }
+                    ("max", _, _) => {
+                        let (k, t) = call("MAX");
+                        OutExpr::Col(self.agg(AggKind::Max, &k, t))
+                    }
                     ("avg", false, Some(_)) => {
-                        let s = self.agg(AggKind::Sum, call("SUM"));
-                        let c = self.agg(AggKind::Count, call("COUNT"));
+                        let (k, t) = call("SUM");
+                        let s = self.agg(AggKind::Sum, &k, t);
+                        let (k, t) = call("COUNT");
+                        let c = self.agg(AggKind::Count, &k, t);
                         OutExpr::Bin(
                             Op::Div,
                             Box::new(OutExpr::Col(s)),
                             Box::new(OutExpr::Col(c)),
                         )
                     }
-                    ("count", true, Some(a)) => {
-                        OutExpr::Col(self.agg(AggKind::CountDistinct, a.clone()))
+                    ("count", true, Some(_)) => {
+                        OutExpr::Col(self.agg(AggKind::CountDistinct, &arg_key, arg_text))
                     }
-                    ("sum", true, Some(a)) => {
-                        OutExpr::Col(self.agg(AggKind::SumDistinct, a.clone()))
+                    ("sum", true, Some(_)) => {
+                        OutExpr::Col(self.agg(AggKind::SumDistinct, &arg_key, arg_text))
                     }
                     _ => {
                         return Err(ShardError::Unsupported(format!(
@@ -613,7 +709,7 @@ impl Pushed {
                     "expression `{other}` over aggregates"
                 )));
             }
-            other => OutExpr::Col(self.push(format!("K:{other}"), other.clone())),
+            other => OutExpr::Col(self.push_expr(format!("K:{other}"), other)?),
         })
     }
 }
@@ -621,14 +717,15 @@ impl Pushed {
 #[allow(clippy::too_many_arguments)]
 fn plan_aggregate(
     sel: &Select,
-    q: &Query,
+    st: &SelectText,
+    src: &Source<'_>,
     order: Vec<(Expr, bool)>,
     limit: Option<(u64, u64)>,
     group: Vec<Expr>,
     distinct: bool,
     aggregated: bool,
     max_limit_rows: u64,
-    mk_units: impl Fn(&Select, &Query) -> Vec<Unit>,
+    mk_units: impl Fn(&Edits) -> Result<Vec<Unit>, ShardError>,
 ) -> Result<Plan, ShardError> {
     if sel.projection.iter().any(|i| item_expr(i).is_none()) {
         return Err(ShardError::Unsupported(
@@ -636,6 +733,7 @@ fn plan_aggregate(
         ));
     }
     let mut p = Pushed {
+        src,
         items: Vec::new(),
         group: Vec::new(),
         aggs: Vec::new(),
@@ -663,18 +761,30 @@ fn plan_aggregate(
                 "GROUP BY an aggregate `{g}`"
             )));
         }
-        let i = p.push(format!("K:{g}"), g);
+        let i = p.push_expr(format!("K:{g}"), &g)?;
         p.group.push(i);
     }
     let mut outputs = Vec::new();
     let mut names = Vec::new();
     let mut aliases: Vec<(String, OutExpr)> = Vec::new();
-    for item in &sel.projection {
+    for (n, item) in sel.projection.iter().enumerate() {
         let Some((e, alias)) = item_expr(item) else {
             continue;
         };
         let x = p.convert(e, &[])?;
-        let name = alias.map_or_else(|| e.to_string(), |a| a.value.clone());
+        // The column name the server would give: the alias, a column's own name, or the item's
+        // text as written.
+        let name = match (alias, e) {
+            (Some(a), _) => a.value.clone(),
+            (None, Expr::Identifier(id)) => id.value.clone(),
+            (None, Expr::CompoundIdentifier(parts)) => {
+                parts.last().map_or_else(String::new, |id| id.value.clone())
+            }
+            (None, _) => match st.item_ranges.get(n) {
+                Some(r) => src.text(r.clone())?.trim().to_string(),
+                None => e.to_string(),
+            },
+        };
         if let Some(a) = alias {
             aliases.push((a.value.clone(), x.clone()));
         }
@@ -705,61 +815,58 @@ fn plan_aggregate(
             "DISTINCT with aggregates ordered by an unselected expression".into(),
         ));
     }
-    let mut s = sel.clone();
-    s.projection = p
-        .items
-        .iter()
-        .map(|(_, e)| SelectItem::UnnamedExpr(e.clone()))
-        .collect();
-    s.having = None;
-    s.distinct = None;
-    let mut shard_group: Vec<Expr> = p
+    // Shard SQL: the select list becomes the partials; everything after FROM ... WHERE up to a
+    // locking clause becomes the shard GROUP BY (+ ORDER BY, LIMIT) made here; FROM ... WHERE is
+    // the client's text.
+    let mut edits = Edits::default();
+    if let Some(d) = &st.distinct {
+        // The shards group instead (their partial rows are distinct by their group columns).
+        edits.replace(d.clone(), "");
+    }
+    let list: Vec<&str> = p.items.iter().map(|(_, t)| t.as_str()).collect();
+    edits.replace(st.items.clone(), list.join(", "));
+    let mut tail = String::new();
+    let shard_group: Vec<String> = p
         .group
         .iter()
-        .filter_map(|&g| p.items.get(g).map(|(_, e)| e.clone()))
+        .filter_map(|&g| p.items.get(g).map(|(_, t)| t.clone()))
+        .chain(p.distinct_args.iter().cloned())
         .collect();
-    shard_group.extend(p.distinct_args.iter().cloned());
-    s.group_by = GroupByExpr::Expressions(shard_group, Vec::new());
-    let mut qq = q.clone();
-    qq.order_by = None;
-    qq.limit_clause = None;
+    if !shard_group.is_empty() {
+        tail.push_str(" GROUP BY ");
+        tail.push_str(&shard_group.join(", "));
+    }
     // Streaming GROUP BY: when the ORDER BY only names group columns (or is absent), every shard
     // sorts its groups that way, the proxy merges the sorted streams and aggregates group by group.
     let sorted = stream_order(&keys, &outputs, &p.group);
     if !sorted.is_empty() {
-        qq.order_by = Some(OrderBy {
-            kind: OrderByKind::Expressions(
-                sorted
-                    .iter()
-                    .map(|k| OrderByExpr {
-                        expr: Expr::value(sqlparser::ast::Value::Number(
-                            (k.col + 1).to_string(),
-                            false,
-                        )),
-                        options: OrderByOptions {
-                            sort: k.desc.then_some(OrderBySort::Desc),
-                            nulls_first: None,
-                        },
-                        with_fill: None,
-                    })
-                    .collect(),
-            ),
-            interpolate: None,
-        });
+        tail.push_str(" ORDER BY ");
+        for (n, k) in sorted.iter().enumerate() {
+            if n > 0 {
+                tail.push_str(", ");
+            }
+            tail.push_str(&(k.col + 1).to_string());
+            if k.desc {
+                tail.push_str(" DESC");
+            }
+        }
     }
     if let Some(need) = group_limit(limit, &sorted, having.is_some(), &p, distinct && aggregated)
         && need <= max_limit_rows
     {
-        qq.limit_clause = Some(LimitClause::LimitOffset {
-            limit: Some(Expr::value(sqlparser::ast::Value::Number(
-                need.to_string(),
-                false,
-            ))),
-            offset: None,
-            limit_by: Vec::new(),
-        });
+        tail.push(' ');
+        tail.push_str(&limit_clause(need));
     }
-    let units = mk_units(&s, &qq);
+    if st.body_end > st.tail {
+        return Err(ShardError::Unsupported(
+            "clauses after FROM (the proxy could not rewrite the statement text safely)".into(),
+        ));
+    }
+    if st.tail < src.toks().last().map_or(0, |t| t.end) {
+        tail.push(' ');
+    }
+    edits.replace(st.body_end..st.tail, tail);
+    let units = mk_units(&edits)?;
     let scatter = Scatter { units, write: None };
     let input = if sorted.is_empty() {
         Plan::Scatter(scatter)

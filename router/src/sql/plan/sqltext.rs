@@ -1,9 +1,9 @@
 //! Text helpers: binding prepared-statement parameters as literals, literals as shard keys.
 
+use std::fmt::Write as _;
+
 use codec::mysql::Value;
 use sqlparser::ast::{Expr, UnaryOperator, Value as SqlValue};
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::ShardError;
 use crate::sql::shard::KeyValue;
@@ -17,7 +17,19 @@ pub fn literal(v: &Value) -> String {
         Value::Float(f) => format!("{f:?}"),
         Value::Double(f) => format!("{f:?}"),
         Value::Decimal(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Bytes(b) => quote(&String::from_utf8_lossy(b)),
+        // Text as a quoted string; bytes that are not UTF-8 as a hex literal (never altered).
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => quote(s),
+            Err(_) => {
+                let mut out = String::with_capacity(b.len() * 2 + 3);
+                out.push_str("X'");
+                for byte in b.iter() {
+                    let _ = write!(out, "{byte:02X}");
+                }
+                out.push('\'');
+                out
+            }
+        },
         Value::Date(d) => format!("'{:04}-{:02}-{:02}'", d.year, d.month, d.day),
         Value::DateTime(t) => format!(
             "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}'",
@@ -54,25 +66,26 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// Replaces each `?` placeholder with the literal of the matching parameter.
+/// Replaces each `?` placeholder with the literal of the matching parameter. Everything else is
+/// the statement's own text, byte for byte.
 pub fn bind_params(sql: &str, params: &[Value]) -> Result<String, ShardError> {
-    let dialect = MySqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
-        .map_err(|e| ShardError::Syntax(e.to_string()))?;
+    let src = super::splice::Source::new(sql);
     let mut out = String::with_capacity(sql.len() + params.len() * 8);
     let mut next = params.iter();
-    for t in tokens {
-        match t {
-            Token::Placeholder(p) if p == "?" => {
-                let v = next.next().ok_or_else(|| {
-                    ShardError::Syntax("more placeholders than bound parameters".into())
-                })?;
-                out.push_str(&literal(v));
-            }
-            other => out.push_str(&other.to_string()),
-        }
+    let mut at = 0;
+    for t in src
+        .toks()
+        .iter()
+        .filter(|t| t.kind == super::splice::Kind::Punct(b'?'))
+    {
+        let v = next
+            .next()
+            .ok_or_else(|| ShardError::Syntax("more placeholders than bound parameters".into()))?;
+        out.push_str(sql.get(at..t.start).unwrap_or_default());
+        out.push_str(&literal(v));
+        at = t.end;
     }
+    out.push_str(sql.get(at..).unwrap_or_default());
     if next.next().is_some() {
         return Err(ShardError::Syntax(
             "more bound parameters than placeholders".into(),
