@@ -870,14 +870,14 @@ for sql in json.loads(os.environ["STATEMENTS"]):
     print(json.dumps([run(proxy, sql), run(ref, sql)]), flush=True)
 "#;
 
-/// `python3 -c SCRIPT` with the proxy's and the reference server's addresses and credentials in
-/// its environment, and `STATEMENTS` set to `statements`.
+/// The test kit's `python3 -c SCRIPT` with the proxy's and the reference server's addresses and
+/// credentials in its environment, and `STATEMENTS` set to `statements`.
 fn python_against_both(
     s: &Setup,
     script: &str,
     statements: &std::ffi::OsStr,
 ) -> std::process::Command {
-    let mut c = std::process::Command::new("python3");
+    let mut c = std::process::Command::new(common::python_interpreter());
     c.arg("-c")
         .arg(format!("{PY_PRELUDE}{script}"))
         .env("PORT", s.proxy.addr.port().to_string())
@@ -928,7 +928,7 @@ fn killed_mid_statement(
     runner: &str,
     stmts: &serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    let child = std::process::Command::new("python3")
+    let child = std::process::Command::new(common::python_interpreter())
         .arg("-c")
         .arg(format!("{PY_PRELUDE}{runner}"))
         .env("PORT", s.proxy.addr.port().to_string())

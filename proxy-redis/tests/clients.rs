@@ -116,7 +116,7 @@ print("ok")
 "#,
         port = proxy.port()
     );
-    let out = Command::new("python3")
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
         .arg("-c")
         .arg(script)
         .output()

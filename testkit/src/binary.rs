@@ -14,6 +14,7 @@ fn install_hint(binary: &str) -> &'static str {
         "redis-cli" => "apt-get install -y redis-tools",
         "mariadbd" | "mariadb-install-db" => "apt-get install -y mariadb-server mariadb-client",
         "mariadb" => "apt-get install -y mariadb-client",
+        "python3" => "apt-get install -y python3 python3-venv",
         _ => "apt-get install -y <package providing it>",
     }
 }

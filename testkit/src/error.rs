@@ -18,6 +18,16 @@ pub enum Error {
         /// The command that installs it.
         install: String,
     },
+    /// A needed system package (not a single binary) is not installed.
+    #[error("{what} is not available; install it with `{install}`\n{output}")]
+    MissingPackage {
+        /// What is missing.
+        what: String,
+        /// The command that installs it.
+        install: String,
+        /// What the failing command printed, if anything.
+        output: String,
+    },
     /// A filesystem or process operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -25,6 +25,13 @@
 //! Every server has `stop` (SIGTERM, clean), `kill` (SIGKILL), `pause`/`resume` (SIGSTOP/SIGCONT)
 //! and `restart` (same port, same data directory).
 //!
+//! # Python clients
+//! [`python()`] returns an interpreter that imports the pinned clients of `.ci/requirements.txt`
+//! (`redis`, `PyMySQL`, `mysql-connector-python`): a venv under [`shared_dir`] keyed by a hash of
+//! that file, created with `python3 -m venv` and `pip install -r` by the first test that needs it
+//! (under an `flock`, so parallel test processes build it once) and reused afterwards. Tests run
+//! their Python scripts with it instead of the system `python3`.
+//!
 //! # Isolation and teardown
 //! - Ports come from [`reserve_port`]: an `flock`ed lock file per port in a directory shared by all
 //!   processes ([`shared_dir`], `$FURROW_TESTKIT_DIR` or `/tmp/furrow-testkit`), held as long as the
@@ -36,8 +43,9 @@
 //! - Every wait is bounded and fails with an [`Error`] naming the server and the tail of its log.
 //!
 //! # Needed packages (Debian/Ubuntu)
-//! `apt-get install -y redis-server redis-tools mariadb-server mariadb-client`; a missing binary
-//! fails with [`Error::MissingBinary`] giving the exact command.
+//! `apt-get install -y redis-server redis-tools mariadb-server mariadb-client python3 python3-venv`;
+//! a missing binary fails with [`Error::MissingBinary`] (a missing `venv` module with
+//! [`Error::MissingPackage`]) giving the exact command.
 //!
 //! ```no_run
 //! let set = testkit::MariaDbReplicaSet::start(2)?;
@@ -54,6 +62,7 @@ mod error;
 mod mariadb;
 mod port;
 mod process;
+mod python;
 mod redis;
 mod replication;
 mod resp;
@@ -65,5 +74,6 @@ pub use mariadb::{
     APP_PASSWORD, APP_USER, MariaDb, MariaDbConfig, ROOT_PASSWORD, Rows, sql_at, template_datadir,
 };
 pub use port::{PortLease, reserve_port, shared_dir};
+pub use python::python;
 pub use redis::{RedisConfig, RedisServer};
 pub use replication::MariaDbReplicaSet;

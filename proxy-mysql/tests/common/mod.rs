@@ -209,9 +209,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The test kit's Python (a venv with the clients of `.ci/requirements.txt`, built on first use);
+/// panics with the kit's message (e.g. which apt package to install) when it cannot be set up.
+pub fn python_interpreter() -> std::path::PathBuf {
+    testkit::python().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs a Python script with `PORT` and `PASSWORD` in its environment; returns stdout.
 pub fn python(script: &str, port: u16) -> Result<String, String> {
-    let out = Command::new("python3")
+    let out = Command::new(python_interpreter())
         .arg("-c")
         .arg(script)
         .env("PORT", port.to_string())
