@@ -65,45 +65,75 @@ fn limit_of(q: &Query) -> Result<Option<(u64, u64)>, ShardError> {
     })
 }
 
+/// MariaDB's and MySQL's aggregate functions (lower case).
+const AGGREGATES: [&str; 22] = [
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group_concat",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "json_arrayagg",
+    "json_objectagg",
+    "any_value",
+    "grouping",
+    "median",
+    "percentile_cont",
+];
+
 fn is_agg_name(n: &str) -> bool {
-    matches!(
-        n,
-        "count"
-            | "sum"
-            | "min"
-            | "max"
-            | "avg"
-            | "group_concat"
-            | "std"
-            | "stddev"
-            | "variance"
-            | "bit_and"
-            | "bit_or"
-            | "bit_xor"
-            | "json_arrayagg"
-            | "json_objectagg"
-    )
+    AGGREGATES.contains(&n)
 }
 
-/// Whether an expression calls an aggregate function anywhere (by its text).
+/// The lower-case last part of a function's name.
+fn function_name(f: &sqlparser::ast::Function) -> String {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map_or_else(String::new, |i| i.value.to_ascii_lowercase())
+}
+
+/// What calls an expression makes: (an aggregate, a window function).
+fn calls(e: &Expr) -> (bool, bool) {
+    struct Find {
+        agg: bool,
+        window: bool,
+    }
+    impl sqlparser::ast::Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                if f.over.is_some() {
+                    self.window = true;
+                } else if is_agg_name(&function_name(f)) {
+                    self.agg = true;
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find {
+        agg: false,
+        window: false,
+    };
+    let _ = sqlparser::ast::Visit::visit(e, &mut f);
+    (f.agg, f.window)
+}
+
+/// Whether an expression calls an aggregate function anywhere.
 fn has_agg(e: &Expr) -> bool {
-    let t = e.to_string().to_ascii_lowercase();
-    [
-        "count(",
-        "sum(",
-        "min(",
-        "max(",
-        "avg(",
-        "group_concat(",
-        "std(",
-        "stddev(",
-        "variance(",
-        "bit_and(",
-        "bit_or(",
-        "bit_xor(",
-    ]
-    .iter()
-    .any(|f| t.contains(f))
+    calls(e).0
 }
 
 /// Whether `e` names one of the select-list aliases (HAVING/ORDER BY may use them).
@@ -282,6 +312,17 @@ pub(crate) fn plan_query(
         Some(SqlDistinct::Distinct) => true,
         Some(other) => return Err(ShardError::Unsupported(format!("{other}"))),
     };
+    let windowed = sel
+        .projection
+        .iter()
+        .filter_map(|i| item_expr(i).map(|(e, _)| e))
+        .chain(order.iter().map(|(e, _)| e))
+        .any(|e| calls(e).1);
+    if windowed {
+        return Err(ShardError::Unsupported(
+            "window functions (OVER) across shards".into(),
+        ));
+    }
     let aggregated = !group.is_empty()
         || sel.having.is_some()
         || sel
@@ -630,8 +671,8 @@ impl Pushed<'_, '_> {
                     Box::new(self.convert(right, aliases)?),
                 )
             }
-            Expr::Function(f) if is_agg_name(&f.name.to_string().to_ascii_lowercase()) => {
-                let name = f.name.to_string().to_ascii_lowercase();
+            Expr::Function(f) if is_agg_name(&function_name(f)) => {
+                let name = function_name(f);
                 let FunctionArguments::List(list) = &f.args else {
                     return Err(ShardError::Unsupported(format!("`{e}`")));
                 };
