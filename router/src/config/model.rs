@@ -104,6 +104,10 @@ pub struct Listener {
     pub executors: Option<usize>,
     /// Per-listener limits.
     pub limits: ListenerLimits,
+    /// Redis listener without users: whether clients may run admin and dangerous commands
+    /// (CONFIG SET, FLUSHALL, DEBUG, SHUTDOWN, ...; see [`crate::redis::command::refused_when_open`]).
+    /// Off by default; on a listener with users, each user's `commands` rules decide instead.
+    pub allow_admin_commands: bool,
     pub(crate) span: Span,
     pub(crate) group_span: Span,
 }
@@ -618,6 +622,9 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
         .opt_u64(d, "executors", 1, 1024)
         .map(|v| *v.get_ref() as usize);
     let limits = read_limits(&mut t, d);
+    let allow_admin_commands = t
+        .opt_bool(d, "allow_admin_commands")
+        .is_some_and(|b| *b.get_ref());
     let span = t.span();
     t.finish(d);
     let kind = kind?;
@@ -635,6 +642,7 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
         group: group.into_inner(),
         executors,
         limits,
+        allow_admin_commands,
         span,
     })
 }

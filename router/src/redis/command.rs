@@ -294,6 +294,19 @@ impl CommandInfo {
         }
     }
 
+    /// Whether a Redis listener without users refuses it unless its config sets
+    /// `allow_admin_commands`: Redis's `@admin` commands (CONFIG SET, DEBUG, SHUTDOWN, SAVE, CLIENT
+    /// KILL, ...) and its keyless `@dangerous` writes (FLUSHALL, FLUSHDB, SWAPDB). The other
+    /// `@dangerous` commands (INFO, KEYS, SORT, RESTORE) only read, or write the keys they
+    /// name and stay open; a user's `-@dangerous` rule refuses them too.
+    pub fn refused_when_open(&self) -> bool {
+        self.acl.has(category::ADMIN)
+            || (self.acl.has(category::DANGEROUS)
+                && self.acl.has(category::WRITE)
+                && self.first_key == 0
+                && !self.movable_keys())
+    }
+
     /// Whether the key positions depend on the arguments.
     #[inline]
     pub fn movable_keys(&self) -> bool {
@@ -717,6 +730,59 @@ mod tests {
         COMMANDS
             .iter()
             .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
+    }
+
+    #[test]
+    fn open_listeners_refuse_admin_and_dangerous_writes() {
+        let refused: Vec<&str> = all()
+            .filter(|c| c.refused_when_open())
+            .map(|c| c.name)
+            .filter(|n| !n.starts_with("cluster|") && !n.starts_with("acl|"))
+            .collect();
+        for name in [
+            "config|set",
+            "config|get",
+            "config|rewrite",
+            "config|resetstat",
+            "flushall",
+            "flushdb",
+            "swapdb",
+            "debug",
+            "shutdown",
+            "save",
+            "bgsave",
+            "bgrewriteaof",
+            "client|kill",
+            "client|pause",
+            "replicaof",
+            "slaveof",
+            "module|load",
+            "monitor",
+            "slowlog|reset",
+            "latency|reset",
+        ] {
+            assert!(
+                refused.contains(&name),
+                "{name} must be refused: {refused:?}"
+            );
+        }
+        for name in [
+            "get",
+            "set",
+            "del",
+            "keys",
+            "info",
+            "sort",
+            "restore",
+            "ping",
+            "scan",
+            "dbsize",
+            "client|id",
+            "publish",
+            "eval",
+        ] {
+            assert!(!refused.contains(&name), "{name} must stay open");
+        }
     }
 
     #[test]
