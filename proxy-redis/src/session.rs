@@ -1542,3 +1542,49 @@ fn client_line(e: &ClientEntry) -> String {
         e.resp
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(limits: Limits, bytes: &[u8]) -> Result<Option<Command>, RespError> {
+        let mut buf = BytesMut::from(bytes);
+        CommandDecoder::new(limits).decode(&mut buf)
+    }
+
+    fn echo(len: usize) -> Vec<u8> {
+        let mut b = format!("*2\r\n$4\r\nECHO\r\n${len}\r\n").into_bytes();
+        b.extend(std::iter::repeat_n(b'x', len));
+        b.extend_from_slice(b"\r\n");
+        b
+    }
+
+    #[test]
+    fn pre_auth_caps_are_redis_caps() {
+        let pre = decoder_limits(512 * 1024 * 1024, false);
+        let full = decoder_limits(512 * 1024 * 1024, true);
+        assert!(matches!(decode(pre.clone(), &echo(16384)), Ok(Some(_))));
+        let e = decode(pre.clone(), &echo(16385)).expect_err("over the pre-auth cap");
+        assert_eq!(
+            protocol_error_reply(&e, true),
+            b"-ERR Protocol error: unauthenticated bulk length\r\n"
+        );
+        assert!(matches!(decode(full.clone(), &echo(16385)), Ok(Some(_))));
+        let e = decode(pre, b"*11\r\n").expect_err("too many arguments");
+        assert_eq!(
+            protocol_error_reply(&e, true),
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+        );
+        assert!(matches!(decode(full.clone(), b"*11\r\n"), Ok(None)));
+        // After AUTH, the listener's max_frame applies, with Redis's message.
+        let small = decoder_limits(1024, true);
+        let e = decode(small, &echo(2000)).expect_err("over max_frame");
+        assert_eq!(
+            protocol_error_reply(&e, false),
+            b"-ERR Protocol error: invalid bulk length\r\n"
+        );
+        // The pre-auth cap never exceeds a smaller max_frame.
+        assert_eq!(decoder_limits(1024, false).max_bulk_len, 1024);
+        assert_eq!(full.max_bulk_len, 512 * 1024 * 1024);
+    }
+}

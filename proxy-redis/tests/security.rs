@@ -128,8 +128,7 @@ fn item8_unknown_category_is_a_config_error_with_position() {
         "[users.ops]\npassword_sha256 = \"{APP_SHA256}\"\ncommands = [\"+@all\", \"-@dangerus\"]\n"
     );
     let err = router::config::parse("t.toml", &toml)
-        .err()
-        .expect("unknown category must be refused")
+        .expect_err("unknown category must be refused")
         .to_string();
     assert!(
         err.starts_with(
@@ -295,7 +294,10 @@ fn item11_auth_without_user_name_means_the_default_user() {
         ]),
         "+OK"
     );
-    assert_eq!(admin.cmd(&["ACL", "SETUSER", "default", "off", "resetpass"]), "+OK");
+    assert_eq!(
+        admin.cmd(&["ACL", "SETUSER", "default", "off", "resetpass"]),
+        "+OK"
+    );
     let mut p = proxy.connect();
     let mut d = Raw::connect(direct.addr());
     let r = same_replies(

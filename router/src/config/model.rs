@@ -105,7 +105,7 @@ pub struct Listener {
     /// Per-listener limits.
     pub limits: ListenerLimits,
     /// Redis listener without users: whether clients may run admin and dangerous commands
-    /// (CONFIG SET, FLUSHALL, DEBUG, SHUTDOWN, ...; see [`crate::redis::command::refused_when_open`]).
+    /// (CONFIG SET, FLUSHALL, DEBUG, SHUTDOWN, ...; see [`crate::redis::CommandInfo::refused_when_open`]).
     /// Off by default; on a listener with users, each user's `commands` rules decide instead.
     pub allow_admin_commands: bool,
     pub(crate) span: Span,
