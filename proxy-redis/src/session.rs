@@ -1563,19 +1563,19 @@ mod tests {
     fn pre_auth_caps_are_redis_caps() {
         let pre = decoder_limits(512 * 1024 * 1024, false);
         let full = decoder_limits(512 * 1024 * 1024, true);
-        assert!(matches!(decode(pre.clone(), &echo(16384)), Ok(Some(_))));
-        let e = decode(pre.clone(), &echo(16385)).expect_err("over the pre-auth cap");
+        assert!(matches!(decode(pre, &echo(16384)), Ok(Some(_))));
+        let e = decode(pre, &echo(16385)).expect_err("over the pre-auth cap");
         assert_eq!(
             protocol_error_reply(&e, true),
             b"-ERR Protocol error: unauthenticated bulk length\r\n"
         );
-        assert!(matches!(decode(full.clone(), &echo(16385)), Ok(Some(_))));
+        assert!(matches!(decode(full, &echo(16385)), Ok(Some(_))));
         let e = decode(pre, b"*11\r\n").expect_err("too many arguments");
         assert_eq!(
             protocol_error_reply(&e, true),
             b"-ERR Protocol error: unauthenticated multibulk length\r\n"
         );
-        assert!(matches!(decode(full.clone(), b"*11\r\n"), Ok(None)));
+        assert!(matches!(decode(full, b"*11\r\n"), Ok(None)));
         // After AUTH, the listener's max_frame applies, with Redis's message.
         let small = decoder_limits(1024, true);
         let e = decode(small, &echo(2000)).expect_err("over max_frame");
