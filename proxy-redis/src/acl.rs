@@ -2,6 +2,7 @@
 
 use router::config::User;
 use router::redis::CommandInfo;
+use router::redis::command::category;
 use sha2::{Digest, Sha256};
 
 /// Whether `password` matches the user's stored SHA256(SHA256(password)).
@@ -19,24 +20,32 @@ pub fn password_ok(user: &User, password: &[u8]) -> bool {
         == 0
 }
 
-/// Whether `user` may run `info` (rules applied in order; no rules: everything).
+/// Whether `user` may run `info`: the rules apply in order, as Redis's ACL rules do, starting from
+/// nothing allowed (no rules: everything). `+@CAT` / `-@CAT` match Redis's own ACL categories of the
+/// command (or subcommand) as the generated table has them; `+NAME` matches a command and all its
+/// subcommands, `+parent|sub` one subcommand.
 pub fn command_allowed(user: &User, info: &CommandInfo) -> bool {
     if user.commands.is_empty() {
         return true;
     }
-    let category = crate::route::category(info);
+    rules_allow(&user.commands, info)
+}
+
+/// [`command_allowed`] over a list of rules (validated by the config reader).
+fn rules_allow(rules: &[String], info: &CommandInfo) -> bool {
     let parent = info.name.split('|').next().unwrap_or(info.name);
     let mut allowed = false;
-    for rule in &user.commands {
+    for rule in rules {
         let (allow, what) = match rule.split_at_checked(1) {
             Some(("+", w)) => (true, w),
             Some(("-", w)) => (false, w),
             _ => continue,
         };
         let hit = match what.strip_prefix('@') {
-            Some("all") => true,
-            Some(cat) => cat == category || cat == info.group,
-            None => what == info.name || what == parent,
+            Some(cat) if cat.eq_ignore_ascii_case("all") => true,
+            // An unknown category is a config error; were one to get here, it matches nothing.
+            Some(cat) => category::from_name(cat).is_some_and(|bit| info.acl.has(bit)),
+            None => what.eq_ignore_ascii_case(info.name) || what.eq_ignore_ascii_case(parent),
         };
         if hit {
             allowed = allow;
@@ -176,5 +185,60 @@ keys = ["app:*"]
         assert!(!command_allowed(u, flushall));
         assert!(key_allowed(u, b"app:1"));
         assert!(!key_allowed(u, b"other"));
+    }
+
+    fn info(args: &[&str]) -> &'static CommandInfo {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        match router::redis::resolve(&args) {
+            router::redis::Resolved::Command(i) => i,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn rules(r: &[&str]) -> Vec<String> {
+        r.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn redis_categories_decide() {
+        let no_dangerous = rules(&["+@all", "-@dangerous"]);
+        for denied in [
+            &["flushdb"][..],
+            &["flushall"],
+            &["keys", "*"],
+            &["config", "set", "maxmemory", "1"],
+            &["config", "get", "x"],
+            &["debug", "sleep", "0"],
+            &["shutdown"],
+            &["info"],
+            &["sort", "k"],
+        ] {
+            assert!(!rules_allow(&no_dangerous, info(denied)), "{denied:?}");
+        }
+        for allowed in [
+            &["get", "k"][..],
+            &["set", "k", "v"],
+            &["ping"],
+            &["scan", "0"],
+        ] {
+            assert!(rules_allow(&no_dangerous, info(allowed)), "{allowed:?}");
+        }
+        // Subcommands carry their own categories: CLIENT LIST is @dangerous, CLIENT ID is not.
+        assert!(!rules_allow(&no_dangerous, info(&["client", "list"])));
+        assert!(rules_allow(&no_dangerous, info(&["client", "id"])));
+        // Order matters, the last matching rule wins; names match a whole container or one sub.
+        let r = rules(&["-@all", "+@read", "+@string", "-set", "+config|get"]);
+        assert!(rules_allow(&r, info(&["get", "k"])));
+        assert!(rules_allow(&r, info(&["append", "k", "v"])));
+        assert!(!rules_allow(&r, info(&["set", "k", "v"])));
+        assert!(!rules_allow(&r, info(&["hset", "h", "f", "v"])));
+        assert!(rules_allow(&r, info(&["config", "get", "x"])));
+        assert!(!rules_allow(&r, info(&["config", "set", "x", "y"])));
+        let r = rules(&["+@all", "-config"]);
+        assert!(!rules_allow(&r, info(&["config", "get", "x"])));
+        let r = rules(&["-@all", "+@pubsub", "+@connection"]);
+        assert!(rules_allow(&r, info(&["publish", "c", "m"])));
+        assert!(rules_allow(&r, info(&["ping"])));
+        assert!(!rules_allow(&r, info(&["get", "k"])));
     }
 }

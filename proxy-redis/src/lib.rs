@@ -95,6 +95,7 @@ pub async fn serve(ctx: ListenerCtx) {
         metrics: metrics.clone(),
         backends: shared.backends.clone(),
         limits: RefCell::new(l.limits.clone()),
+        allow_admin: Cell::new(l.allow_admin_commands),
         users: RefCell::new(Rc::new(config.users_for(&name).cloned().collect())),
         open_clients: open_clients(&name, Arc::as_ptr(&shared.stats) as usize),
         clients: RefCell::new(BTreeMap::new()),

@@ -1,8 +1,7 @@
-//! Glue to `router::redis`: the distribution of a group, and ACL categories of commands.
+//! Glue to `router::redis`: the distribution of a group.
 
 use router::config::{RedisDistribution, RedisGroup};
-use router::redis::command::flags;
-use router::redis::{CommandInfo, Distribution, HashFunction, KetamaServer, KeyHasher, SlotTable};
+use router::redis::{Distribution, HashFunction, KetamaServer, KeyHasher, SlotTable};
 
 /// Builds the key → server mapping of `group` (every server live; ejection answers errors instead
 /// of re-hashing, so keys never silently move).
@@ -39,19 +38,6 @@ pub fn distribution(group: &RedisGroup) -> Result<Distribution, String> {
         }
     };
     d.map_err(|e| e.to_string())
-}
-
-/// ACL category of a command, for `+@read` / `+@write` / `+@admin` user rules.
-pub fn category(info: &CommandInfo) -> &'static str {
-    if info.flags.has(flags::ADMIN) {
-        "admin"
-    } else if info.flags.has(flags::WRITE) {
-        "write"
-    } else if info.flags.has(flags::READONLY) {
-        "read"
-    } else {
-        "other"
-    }
 }
 
 #[cfg(test)]

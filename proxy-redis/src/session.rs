@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespVersion};
+use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespError, RespVersion};
 use router::config::{ListenerLimits, User};
 use router::redis::command::flags;
 use router::redis::{CommandInfo, FanOutMerge, MultiKeyMerge, Policy, Resolved};
@@ -27,6 +27,45 @@ use crate::reply::Client;
 
 /// Stop reading a client whose unwritten replies exceed this (it resumes once they drain).
 const OUT_SOFT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Largest bulk string accepted from a client that still has to authenticate: Redis's own cap
+/// (16 KiB, `authRequired` in `processMultibulkBuffer`), so that a stranger cannot make the proxy
+/// buffer a 500 MB argument before AUTH.
+const PREAUTH_MAX_BULK: usize = 16 * 1024;
+
+/// Most arguments in one command from a client that still has to authenticate (Redis: 10).
+const PREAUTH_MAX_ARGS: usize = 10;
+
+/// The decoder caps of a session: the listener's, or Redis's pre-authentication ones.
+fn decoder_limits(max_frame: u64, authed: bool) -> Limits {
+    let max_bulk_len = usize::try_from(max_frame).unwrap_or(usize::MAX);
+    if authed {
+        Limits {
+            max_bulk_len,
+            ..Limits::default()
+        }
+    } else {
+        Limits {
+            max_bulk_len: max_bulk_len.min(PREAUTH_MAX_BULK),
+            max_array_len: PREAUTH_MAX_ARGS,
+            ..Limits::default()
+        }
+    }
+}
+
+/// The reply to a malformed or oversized request; before authentication, a cap that only applies
+/// then is named as Redis names it.
+fn protocol_error_reply(e: &RespError, preauth: bool) -> Vec<u8> {
+    match e {
+        RespError::InvalidBulkLength if preauth => {
+            b"-ERR Protocol error: unauthenticated bulk length\r\n".to_vec()
+        }
+        RespError::InvalidMultibulkLength if preauth => {
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n".to_vec()
+        }
+        e => error_line(&format!("ERR {e}")),
+    }
+}
 
 /// What a session shows in `CLIENT LIST`.
 #[derive(Debug, Clone)]
@@ -67,6 +106,9 @@ pub struct CoreCtx {
     pub backends: Arc<BackendRegistry>,
     /// Listener limits (from the current snapshot).
     pub limits: RefCell<ListenerLimits>,
+    /// Whether clients without a user may run admin and dangerous commands (the listener's
+    /// `allow_admin_commands`, from the current snapshot).
+    pub allow_admin: Cell<bool>,
     /// Proxy users of this listener (from the current snapshot).
     pub users: RefCell<Rc<Vec<User>>>,
     /// Process-wide open client count of the listener.
@@ -96,6 +138,7 @@ impl CoreCtx {
         let config = &s.config;
         if let Some(l) = config.listener(&self.listener) {
             *self.limits.borrow_mut() = l.limits.clone();
+            self.allow_admin.set(l.allow_admin_commands);
             *self.group.borrow_mut() = l.group.clone();
         }
         *self.users.borrow_mut() = Rc::new(config.users_for(&self.listener).cloned().collect());
@@ -168,6 +211,10 @@ pub struct Session {
     protocol_error: bool,
     /// The client sent EOF: answer what it sent, then close.
     eof: bool,
+    /// The listener's `max_frame` when the session started.
+    max_frame: u64,
+    /// Whether the decoder applies the pre-authentication caps (kept equal to `!authed`).
+    decoder_preauth: bool,
 }
 
 fn error_line(msg: &str) -> Vec<u8> {
@@ -231,6 +278,8 @@ impl Session {
             now: Instant::now(),
             protocol_error: false,
             eof: false,
+            max_frame: 0,
+            decoder_preauth: !authed,
         }
     }
 
@@ -277,10 +326,9 @@ impl Session {
 
     async fn serve(&mut self, stream: &TcpStream) -> std::io::Result<()> {
         let limits = self.core.limits.borrow().clone();
-        let mut decoder = CommandDecoder::new(Limits {
-            max_bulk_len: usize::try_from(limits.max_frame).unwrap_or(usize::MAX),
-            ..Limits::default()
-        });
+        self.max_frame = limits.max_frame;
+        self.decoder_preauth = !self.authed;
+        let mut decoder = CommandDecoder::new(decoder_limits(self.max_frame, self.authed));
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let idle = limits.idle_timeout;
         let mut last_active = Instant::now();
@@ -374,6 +422,12 @@ impl Session {
         let pool = self.core.current_pool();
         let mut count = 0u64;
         loop {
+            if self.decoder_preauth == self.authed {
+                // AUTH succeeded (or RESET logged out): switch caps. The decoder consumes nothing
+                // before a command is complete, so a fresh one resumes at the same byte.
+                self.decoder_preauth = !self.authed;
+                *decoder = CommandDecoder::new(decoder_limits(self.max_frame, self.authed));
+            }
             match decoder.decode(rbuf) {
                 Ok(Some(cmd)) => {
                     count += 1;
@@ -385,7 +439,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = error_line(&format!("ERR {e}"));
+                    let msg = protocol_error_reply(&e, self.decoder_preauth);
                     self.local(&msg);
                     self.protocol_error = true;
                     rbuf.clear();
@@ -394,6 +448,15 @@ impl Session {
             }
         }
         ListenerStats::add(&self.core.stats.requests, count);
+    }
+
+    /// Refuses a command before it runs or is queued: inside MULTI, as in Redis, the refusal also
+    /// dooms the transaction (EXEC then answers EXECABORT).
+    fn reject(&mut self, data: &[u8]) {
+        if let Some(m) = self.multi.as_mut() {
+            m.aborted = true;
+        }
+        self.local(data);
     }
 
     #[inline]
@@ -445,28 +508,28 @@ impl Session {
                             String::from_utf8_lossy(cmd.arg(1).unwrap_or_default()),
                             parent.name.to_ascii_uppercase()
                         );
-                        self.local(&error_line(&msg));
+                        self.reject(&error_line(&msg));
                         return;
                     }
                     Resolved::UnknownCommand => {
-                        self.local(&unknown_command(&cmd));
+                        self.reject(&unknown_command(&cmd));
                         return;
                     }
                 }
             }
             None => {
                 let msg = unknown_command(&cmd);
-                self.local(&msg);
+                self.reject(&msg);
                 return;
             }
         };
         if !info.arity_ok(argc) {
             let msg = format!("ERR wrong number of arguments for '{}' command", info.name);
-            self.local(&error_line(&msg));
+            self.reject(&error_line(&msg));
             return;
         }
         if !self.authed && !matches!(info.name, "auth" | "hello" | "quit" | "reset") {
-            self.local(b"-NOAUTH Authentication required.\r\n");
+            self.reject(b"-NOAUTH Authentication required.\r\n");
             return;
         }
         if let Some(u) = &self.user
@@ -477,7 +540,23 @@ impl Session {
                 "NOPERM this user has no permissions to run the '{}' command",
                 info.name
             );
-            self.local(&error_line(&msg));
+            self.reject(&error_line(&msg));
+            return;
+        }
+        if self.user.is_none()
+            && !self.core.allow_admin.get()
+            && info.refused_when_open()
+            && !matches!(info.policy, Policy::Unsupported { .. })
+        {
+            // No user, so no rules: an open listener must not let anyone reconfigure, wipe or stop
+            // every shard.
+            let msg = format!(
+                "NOPERM this user has no permissions to run the '{}' command: admin and dangerous \
+                 commands are refused on listener '{}', which has no users (set \
+                 allow_admin_commands = true on the listener to allow them)",
+                info.name, self.core.listener
+            );
+            self.reject(&error_line(&msg));
             return;
         }
         if self.pubsub.is_some() && !self.resp3 {
@@ -489,7 +568,7 @@ impl Session {
                         "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                         info.name
                     );
-                    self.local(&error_line(&msg));
+                    self.reject(&error_line(&msg));
                     return;
                 }
             }
@@ -871,13 +950,10 @@ impl Session {
         if users.is_empty() {
             return b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n".to_vec();
         }
-        let found = match user {
-            Some(name) => users.iter().find(|u| u.name.as_bytes() == name),
-            None => users
-                .iter()
-                .find(|u| u.name == "default")
-                .or_else(|| users.iter().find(|u| acl::password_ok(u, pass))),
-        };
+        // As in Redis, `AUTH <password>` is `AUTH default <password>`: it never logs in as another
+        // user whose password happens to match.
+        let name = user.unwrap_or(b"default");
+        let found = users.iter().find(|u| u.name.as_bytes() == name);
         match found {
             Some(u)
                 if acl::password_ok(u, pass)
@@ -1053,6 +1129,12 @@ impl Session {
     }
 
     fn queue_in_multi(&mut self, cmd: Command, info: &'static CommandInfo, pool: &Pool) {
+        if info.flags.has(flags::NO_MULTI) {
+            self.reject(b"-ERR Command not allowed inside a transaction\r\n");
+            return;
+        }
+        // Keyless commands that mean the same on any shard run on the transaction's shard, as
+        // Redis queues them (PING, ECHO, UNWATCH: the watch itself is already checked at EXEC).
         let allowed = matches!(
             info.policy,
             Policy::SingleKey
@@ -1061,18 +1143,26 @@ impl Session {
                 | Policy::AnyShard
                 | Policy::Blocking
         ) || (info.policy == Policy::PubSub
-            && matches!(info.name, "publish" | "spublish"));
-        let Some(m) = self.multi.as_mut() else { return };
+            && matches!(info.name, "publish" | "spublish"))
+            || matches!(info.name, "ping" | "echo" | "unwatch");
         if !allowed {
-            m.aborted = true;
-            let msg = format!(
-                "ERR '{}' cannot be used inside MULTI through the proxy",
-                info.name
-            );
-            self.local(&error_line(&msg));
+            let msg = match info.policy {
+                Policy::Unsupported { reason } => format!(
+                    "ERR unknown command '{}' for the proxy: {}",
+                    String::from_utf8_lossy(cmd.name()),
+                    reason
+                ),
+                _ => format!(
+                    "ERR '{}' cannot be used inside MULTI through the proxy",
+                    info.name
+                ),
+            };
+            self.reject(&error_line(&msg));
             return;
         }
-        let keys: Vec<usize> = if matches!(info.name, "publish" | "spublish") {
+        let Some(m) = self.multi.as_mut() else { return };
+        let publish = matches!(info.name, "publish" | "spublish");
+        let keys: Vec<usize> = if publish {
             vec![1]
         } else {
             match router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()) {
@@ -1084,6 +1174,16 @@ impl Session {
                 }
             }
         };
+        // Key permissions hold inside MULTI too (a channel is not a key).
+        for &i in keys.iter().filter(|_| !publish) {
+            if let Some(u) = &self.user
+                && !acl::key_allowed(u, cmd.arg(i).unwrap_or_default())
+            {
+                m.aborted = true;
+                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                return;
+            }
+        }
         for i in keys {
             let s = pool.shard(cmd.arg(i).unwrap_or_default());
             if m.shard.is_some_and(|x| x != s) {
@@ -1441,4 +1541,50 @@ fn client_line(e: &ClientEntry) -> String {
         e.user,
         e.resp
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(limits: Limits, bytes: &[u8]) -> Result<Option<Command>, RespError> {
+        let mut buf = BytesMut::from(bytes);
+        CommandDecoder::new(limits).decode(&mut buf)
+    }
+
+    fn echo(len: usize) -> Vec<u8> {
+        let mut b = format!("*2\r\n$4\r\nECHO\r\n${len}\r\n").into_bytes();
+        b.extend(std::iter::repeat_n(b'x', len));
+        b.extend_from_slice(b"\r\n");
+        b
+    }
+
+    #[test]
+    fn pre_auth_caps_are_redis_caps() {
+        let pre = decoder_limits(512 * 1024 * 1024, false);
+        let full = decoder_limits(512 * 1024 * 1024, true);
+        assert!(matches!(decode(pre, &echo(16384)), Ok(Some(_))));
+        let e = decode(pre, &echo(16385)).expect_err("over the pre-auth cap");
+        assert_eq!(
+            protocol_error_reply(&e, true),
+            b"-ERR Protocol error: unauthenticated bulk length\r\n"
+        );
+        assert!(matches!(decode(full, &echo(16385)), Ok(Some(_))));
+        let e = decode(pre, b"*11\r\n").expect_err("too many arguments");
+        assert_eq!(
+            protocol_error_reply(&e, true),
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+        );
+        assert!(matches!(decode(full, b"*11\r\n"), Ok(None)));
+        // After AUTH, the listener's max_frame applies, with Redis's message.
+        let small = decoder_limits(1024, true);
+        let e = decode(small, &echo(2000)).expect_err("over max_frame");
+        assert_eq!(
+            protocol_error_reply(&e, false),
+            b"-ERR Protocol error: invalid bulk length\r\n"
+        );
+        // The pre-auth cap never exceeds a smaller max_frame.
+        assert_eq!(decoder_limits(1024, false).max_bulk_len, 1024);
+        assert_eq!(full.max_bulk_len, 512 * 1024 * 1024);
+    }
 }

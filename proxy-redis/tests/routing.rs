@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Proxy, config, redis_servers};
+use common::{Proxy, allow_admin, config, redis_servers};
 
 fn dist(toml: &str) -> router::redis::Distribution {
     let cfg = router::config::parse("t", toml).expect("config");
@@ -94,7 +94,8 @@ fn find_pair(d: &router::redis::Distribution) -> (String, String) {
 #[test]
 fn fan_out_commands_aggregate_every_shard() {
     let servers = redis_servers(3);
-    let toml = config(&servers, "modula", "");
+    // CONFIG SET and FLUSHALL below: an open listener refuses them unless allowed.
+    let toml = allow_admin(&config(&servers, "modula", ""));
     let proxy = Proxy::start(&toml, 1);
     let mut c = proxy.connect();
     for i in 0..30 {

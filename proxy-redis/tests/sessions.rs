@@ -83,7 +83,8 @@ fn resp3_clients_get_resp3_replies() {
 #[test]
 fn client_commands_quit_and_reset() {
     let servers = redis_servers(1);
-    let proxy = Proxy::start(&config(&servers, "ketama", ""), 1);
+    // CLIENT LIST is @admin: an open listener refuses it unless allowed.
+    let proxy = Proxy::start(&common::allow_admin(&config(&servers, "ketama", "")), 1);
     let mut c = proxy.connect();
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), "nil");
     assert_eq!(c.cmd(&["CLIENT", "SETNAME", "worker-1"]), "+OK");

@@ -132,6 +132,32 @@ fn plain_text_user_passwords_are_refused() {
 }
 
 #[test]
+fn unknown_acl_categories_and_commands_are_refused() {
+    let src = r#"[users.a]
+password_sha256 = "07a99d33e023ea491bc3f7b999efcfb76c32ff9abe1cf29ff3c5ee8b85ea015d"
+commands = ["+@all", "-@dangerous", "-@danger", "+@read",
+  "-flushal", "-config|sett", "+config|get", "-@ADMIN", "+get"]
+"#;
+    let e = errors(src);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:3:37: error: users.a.commands: unknown ACL category `@danger` in rule `-@danger`; \
+             Redis's categories are @all, @keyspace, @read, @write,"
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e[1],
+        "t.toml:4:3: error: users.a.commands: unknown Redis command `flushal` in rule `-flushal`"
+    );
+    assert_eq!(
+        e[2],
+        "t.toml:4:15: error: users.a.commands: unknown subcommand `sett` of `config` in rule `-config|sett`"
+    );
+}
+
+#[test]
 fn slot_tables_must_cover_every_slot_once() {
     let src = r#"
 [redis_groups.s]

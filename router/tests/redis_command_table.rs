@@ -1,12 +1,11 @@
-//! The generated command table agrees with a real redis-server's `COMMAND` (started here on a free
-//! loopback port in a temp dir). Needs `redis-server` in PATH: fails, never skips, when it is missing.
+//! The generated command table (flags, ACL categories, key positions) agrees with a real
+//! redis-server's `COMMAND` and `ACL CAT` (a real server started by the testkit on a free loopback port
+//! in a temp dir). Needs `redis-server` in PATH: fails, never skips, when it is missing.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
 
-use router::redis::command::{CommandInfo, lookup, subcommand};
+use router::redis::command::{CommandInfo, category, lookup, subcommand};
 use router::redis::command_table::COMMANDS;
 
 /// A reply, enough of RESP2 for `COMMAND`.
@@ -66,53 +65,9 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
     }
 }
 
-/// A redis-server owned by the test, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install -y redis-server)");
-    let server = Server {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
+fn start_redis() -> testkit::RedisServer {
+    testkit::RedisServer::start()
+        .expect("redis-server must be installed (apt-get install -y redis-server)")
 }
 
 fn check(info: &CommandInfo, reply: &[Reply]) {
@@ -124,6 +79,15 @@ fn check(info: &CommandInfo, reply: &[Reply]) {
     want.sort_unstable();
     got.sort_unstable();
     assert_eq!(got, want, "{name}: flags");
+    let mut want: Vec<String> = reply[6]
+        .arr()
+        .iter()
+        .map(|c| c.str().trim_start_matches('@').to_owned())
+        .collect();
+    let mut got: Vec<String> = info.acl.names().map(str::to_owned).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "{name}: ACL categories");
     assert_eq!(
         i64::from(info.first_key),
         reply[3].int(),
@@ -136,7 +100,7 @@ fn check(info: &CommandInfo, reply: &[Reply]) {
 #[test]
 fn generated_table_matches_a_real_server() {
     let server = start_redis();
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     stream.write_all(b"*1\r\n$7\r\nCOMMAND\r\n").unwrap();
     let mut reader = BufReader::new(stream);
     let reply = read_reply(&mut reader);
@@ -166,4 +130,17 @@ fn generated_table_matches_a_real_server() {
         }
     }
     assert!(subs > 100, "only {subs} subcommands checked");
+
+    // Every category the server knows is one the table (and the config check) knows, and back.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    stream
+        .write_all(b"*2\r\n$3\r\nACL\r\n$3\r\nCAT\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let reply = read_reply(&mut reader);
+    let mut server_cats: Vec<&str> = reply.arr().iter().map(Reply::str).collect();
+    let mut ours: Vec<&str> = category::NAMES.iter().map(|(n, _)| *n).collect();
+    server_cats.sort_unstable();
+    ours.sort_unstable();
+    assert_eq!(ours, server_cats, "ACL CAT");
 }

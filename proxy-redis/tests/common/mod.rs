@@ -128,6 +128,15 @@ servers = [{}]
     )
 }
 
+/// `toml` (from [`config`]) with `allow_admin_commands = true` on its listener.
+pub fn allow_admin(toml: &str) -> String {
+    toml.replacen(
+        "group = \"cache\"\n",
+        "group = \"cache\"\nallow_admin_commands = true\n",
+        1,
+    )
+}
+
 /// A minimal blocking RESP client over raw bytes (exact replies).
 pub struct Raw {
     r: BufReader<TcpStream>,

@@ -104,6 +104,10 @@ pub struct Listener {
     pub executors: Option<usize>,
     /// Per-listener limits.
     pub limits: ListenerLimits,
+    /// Redis listener without users: whether clients may run admin and dangerous commands
+    /// (CONFIG SET, FLUSHALL, DEBUG, SHUTDOWN, ...; see [`crate::redis::CommandInfo::refused_when_open`]).
+    /// Off by default; on a listener with users, each user's `commands` rules decide instead.
+    pub allow_admin_commands: bool,
     pub(crate) span: Span,
     pub(crate) group_span: Span,
 }
@@ -618,6 +622,9 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
         .opt_u64(d, "executors", 1, 1024)
         .map(|v| *v.get_ref() as usize);
     let limits = read_limits(&mut t, d);
+    let allow_admin_commands = t
+        .opt_bool(d, "allow_admin_commands")
+        .is_some_and(|b| *b.get_ref());
     let span = t.span();
     t.finish(d);
     let kind = kind?;
@@ -635,6 +642,7 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
         group: group.into_inner(),
         executors,
         limits,
+        allow_admin_commands,
         span,
     })
 }
@@ -1057,6 +1065,10 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
                     ),
                 );
             }
+            if ok && let Err(msg) = check_command_rule(s.get_ref()) {
+                d.error(s.span(), &format!("{path}.commands"), msg);
+                return None;
+            }
             ok.then(|| s.into_inner().to_ascii_lowercase())
         })
         .collect();
@@ -1112,6 +1124,42 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
         read_policy,
         span,
     })
+}
+
+/// Checks one `+NAME` / `-@CATEGORY` rule against the Redis command table and Redis's own ACL
+/// categories, so that a rule that would never match is refused instead of silently ignored.
+fn check_command_rule(rule: &str) -> Result<(), String> {
+    let what = rule.get(1..).unwrap_or_default();
+    if let Some(cat) = what.strip_prefix('@') {
+        if cat.eq_ignore_ascii_case("all")
+            || crate::redis::command::category::from_name(cat).is_some()
+        {
+            return Ok(());
+        }
+        let known: Vec<String> = crate::redis::command::category::NAMES
+            .iter()
+            .map(|(n, _)| format!("@{n}"))
+            .collect();
+        return Err(format!(
+            "unknown ACL category `@{cat}` in rule `{rule}`; Redis's categories are @all, {}",
+            known.join(", ")
+        ));
+    }
+    let (parent, sub) = match what.split_once('|') {
+        Some((p, s)) => (p, Some(s)),
+        None => (what, None),
+    };
+    let Some(info) = crate::redis::lookup(parent.as_bytes()) else {
+        return Err(format!("unknown Redis command `{parent}` in rule `{rule}`"));
+    };
+    if let Some(sub) = sub
+        && crate::redis::subcommand(info, sub.as_bytes()).is_none()
+    {
+        return Err(format!(
+            "unknown subcommand `{sub}` of `{parent}` in rule `{rule}`"
+        ));
+    }
+    Ok(())
 }
 
 /// `[sharding.NAME]`: one logical database split over shards (see `docs/sharding.md`).

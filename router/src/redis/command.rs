@@ -106,6 +106,106 @@ impl CommandFlags {
     }
 }
 
+/// ACL category bits, one per category Redis 7.0's `ACL CAT` lists (`@read`, `@dangerous`, ...).
+pub mod category {
+    /// `@keyspace`: Touches keys or databases generically, whatever their type.
+    pub const KEYSPACE: u32 = 1 << 0;
+    /// `@read`: Reads data (keys' values or metadata).
+    pub const READ: u32 = 1 << 1;
+    /// `@write`: Writes data.
+    pub const WRITE: u32 = 1 << 2;
+    /// `@set`: Operates on sets.
+    pub const SET: u32 = 1 << 3;
+    /// `@sortedset`: Operates on sorted sets.
+    pub const SORTEDSET: u32 = 1 << 4;
+    /// `@list`: Operates on lists.
+    pub const LIST: u32 = 1 << 5;
+    /// `@hash`: Operates on hashes.
+    pub const HASH: u32 = 1 << 6;
+    /// `@string`: Operates on strings.
+    pub const STRING: u32 = 1 << 7;
+    /// `@bitmap`: Operates on bitmaps.
+    pub const BITMAP: u32 = 1 << 8;
+    /// `@hyperloglog`: Operates on HyperLogLogs.
+    pub const HYPERLOGLOG: u32 = 1 << 9;
+    /// `@geo`: Operates on geospatial indexes.
+    pub const GEO: u32 = 1 << 10;
+    /// `@stream`: Operates on streams.
+    pub const STREAM: u32 = 1 << 11;
+    /// `@pubsub`: Pub/Sub.
+    pub const PUBSUB: u32 = 1 << 12;
+    /// `@admin`: Administrative (replication, config, debugging, ...).
+    pub const ADMIN: u32 = 1 << 13;
+    /// `@fast`: O(1) or O(log N).
+    pub const FAST: u32 = 1 << 14;
+    /// `@slow`: Every command that is not `fast`.
+    pub const SLOW: u32 = 1 << 15;
+    /// `@blocking`: May block the connection.
+    pub const BLOCKING: u32 = 1 << 16;
+    /// `@dangerous`: Potentially dangerous (risky, slow or administrative).
+    pub const DANGEROUS: u32 = 1 << 17;
+    /// `@connection`: Affects the connection or other connections.
+    pub const CONNECTION: u32 = 1 << 18;
+    /// `@transaction`: MULTI/EXEC/WATCH.
+    pub const TRANSACTION: u32 = 1 << 19;
+    /// `@scripting`: Scripts and functions.
+    pub const SCRIPTING: u32 = 1 << 20;
+
+    /// Every category with its name in configs and `ACL CAT` (without the `@`).
+    pub const NAMES: [(&str, u32); 21] = [
+        ("keyspace", KEYSPACE),
+        ("read", READ),
+        ("write", WRITE),
+        ("set", SET),
+        ("sortedset", SORTEDSET),
+        ("list", LIST),
+        ("hash", HASH),
+        ("string", STRING),
+        ("bitmap", BITMAP),
+        ("hyperloglog", HYPERLOGLOG),
+        ("geo", GEO),
+        ("stream", STREAM),
+        ("pubsub", PUBSUB),
+        ("admin", ADMIN),
+        ("fast", FAST),
+        ("slow", SLOW),
+        ("blocking", BLOCKING),
+        ("dangerous", DANGEROUS),
+        ("connection", CONNECTION),
+        ("transaction", TRANSACTION),
+        ("scripting", SCRIPTING),
+    ];
+
+    /// The bit of a category name (without `@`, ASCII case-insensitive); `None` if Redis has no such
+    /// category.
+    pub fn from_name(name: &str) -> Option<u32> {
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, bit)| *bit)
+    }
+}
+
+/// A set of ACL [`category`] bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AclCategories(pub u32);
+
+impl AclCategories {
+    /// Whether every bit of `cat` is set.
+    #[inline]
+    pub const fn has(self, cat: u32) -> bool {
+        self.0 & cat == cat
+    }
+
+    /// The category names, in [`category::NAMES`] order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        category::NAMES
+            .iter()
+            .filter(move |(_, bit)| self.has(*bit))
+            .map(|(name, _)| *name)
+    }
+}
+
 /// One command or subcommand: what Redis says about it plus how Furrow executes it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CommandInfo {
@@ -115,6 +215,8 @@ pub struct CommandInfo {
     pub arity: i16,
     /// Redis flags.
     pub flags: CommandFlags,
+    /// ACL categories, as `COMMAND INFO` reports them.
+    pub acl: AclCategories,
     /// Legacy position of the first key (0: no keys).
     pub first_key: i16,
     /// Legacy position of the last key (negative: from the end, -1 the last argument).
@@ -142,6 +244,7 @@ impl CommandInfo {
         name: &'static str,
         arity: i16,
         flags: CommandFlags,
+        acl: AclCategories,
         first_key: i16,
         last_key: i16,
         step: i16,
@@ -162,6 +265,7 @@ impl CommandInfo {
             name,
             arity,
             flags,
+            acl,
             first_key,
             last_key,
             step,
@@ -188,6 +292,19 @@ impl CommandInfo {
             Some((_, sub)) => sub,
             None => self.name,
         }
+    }
+
+    /// Whether a Redis listener without users refuses it unless its config sets
+    /// `allow_admin_commands`: Redis's `@admin` commands (CONFIG SET, DEBUG, SHUTDOWN, SAVE, CLIENT
+    /// KILL, ...) and its keyless `@dangerous` writes (FLUSHALL, FLUSHDB, SWAPDB). The other
+    /// `@dangerous` commands (INFO, KEYS, SORT, RESTORE) only read, or write the keys they
+    /// name and stay open; a user's `-@dangerous` rule refuses them too.
+    pub fn refused_when_open(&self) -> bool {
+        self.acl.has(category::ADMIN)
+            || (self.acl.has(category::DANGEROUS)
+                && self.acl.has(category::WRITE)
+                && self.first_key == 0
+                && !self.movable_keys())
     }
 
     /// Whether the key positions depend on the arguments.
@@ -613,6 +730,59 @@ mod tests {
         COMMANDS
             .iter()
             .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
+    }
+
+    #[test]
+    fn open_listeners_refuse_admin_and_dangerous_writes() {
+        let refused: Vec<&str> = all()
+            .filter(|c| c.refused_when_open())
+            .map(|c| c.name)
+            .filter(|n| !n.starts_with("cluster|") && !n.starts_with("acl|"))
+            .collect();
+        for name in [
+            "config|set",
+            "config|get",
+            "config|rewrite",
+            "config|resetstat",
+            "flushall",
+            "flushdb",
+            "swapdb",
+            "debug",
+            "shutdown",
+            "save",
+            "bgsave",
+            "bgrewriteaof",
+            "client|kill",
+            "client|pause",
+            "replicaof",
+            "slaveof",
+            "module|load",
+            "monitor",
+            "slowlog|reset",
+            "latency|reset",
+        ] {
+            assert!(
+                refused.contains(&name),
+                "{name} must be refused: {refused:?}"
+            );
+        }
+        for name in [
+            "get",
+            "set",
+            "del",
+            "keys",
+            "info",
+            "sort",
+            "restore",
+            "ping",
+            "scan",
+            "dbsize",
+            "client|id",
+            "publish",
+            "eval",
+        ] {
+            assert!(!refused.contains(&name), "{name} must stay open");
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub mod policy;
 pub mod slots;
 
 pub use command::{
-    CommandFlags, CommandInfo, KeyPositions, KeyRun, Resolved, keys, keys_of, lookup, resolve,
-    subcommand,
+    AclCategories, CommandFlags, CommandInfo, KeyPositions, KeyRun, Resolved, keys, keys_of,
+    lookup, resolve, subcommand,
 };
 pub use distribution::{Distribution, KeyHasher, Modula};
 pub use error::RedisRouteError;
