@@ -68,7 +68,9 @@ fn config_text(b: &Backends, base: Option<u16>) -> String {
     );
     let _ = writeln!(
         s,
-        "[[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{}\"\ngroup = \"cache\"\n",
+        "[[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{}\"\ngroup = \"cache\"\n\
+         # A sandbox is for trying things: admin commands (FLUSHALL, CONFIG SET) are allowed here.\n\
+         allow_admin_commands = true\n",
         port(0)
     );
     let _ = writeln!(

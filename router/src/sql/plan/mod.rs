@@ -17,6 +17,7 @@ pub mod insert_split;
 pub mod limit;
 pub mod merge_sort;
 pub mod project;
+mod pushdown;
 pub mod route;
 pub mod scatter;
 mod select;

@@ -163,14 +163,13 @@ pub(crate) fn plan_query(
 ) -> Result<Plan, ShardError> {
     let rules = cx.rules;
     let special = mentions_special(src.sql(), rules);
+    if special && needs_whole(&q) {
+        // Subqueries, derived tables, UNION, WITH: the whole statement on one shard when every
+        // sharded table is pinned to one partition; refused otherwise.
+        return super::pushdown::plan_query(&q, src, rules);
+    }
     let SetExpr::Select(sel) = q.body.as_ref() else {
-        return if special {
-            Err(ShardError::Unsupported(
-                "UNION and other set operations over sharded tables".into(),
-            ))
-        } else {
-            Ok(default_route(rules, src.sql().to_string()))
-        };
+        return Ok(default_route(rules, src.sql().to_string()));
     };
     if sel.from.is_empty() {
         if let [SelectItem::UnnamedExpr(Expr::Function(f))] = sel.projection.as_slice()
@@ -181,16 +180,11 @@ pub(crate) fn plan_query(
         return Ok(default_route(rules, src.sql().to_string()));
     }
     if q.with.is_some() {
-        return if special {
-            Err(ShardError::Unsupported(
-                "WITH (common table expressions) over sharded tables".into(),
-            ))
-        } else {
-            Ok(default_route(rules, src.sql().to_string()))
-        };
+        return Ok(default_route(rules, src.sql().to_string()));
     }
     let mut refs: Vec<TableRef<'_>> = Vec::new();
     let mut on: Vec<&Expr> = Vec::new();
+    let mut using: Vec<usize> = Vec::new();
     for twj in &sel.from {
         refs.push(table_ref(&twj.relation, rules)?);
         for j in &twj.joins {
@@ -202,11 +196,13 @@ pub(crate) fn plan_query(
                 | JoinOperator::LeftOuter(c)
                 | JoinOperator::Right(c)
                 | JoinOperator::RightOuter(c)
-                | JoinOperator::CrossJoin(c) => {
-                    if let JoinConstraint::On(e) = c {
-                        on.push(e);
+                | JoinOperator::CrossJoin(c) => match c {
+                    JoinConstraint::On(e) => on.push(e),
+                    JoinConstraint::Using(cols) if using_key(&refs, cols) => {
+                        using.push(refs.len() - 1)
                     }
-                }
+                    _ => {}
+                },
                 other => return Err(ShardError::Unsupported(format!("join kind `{other:?}`"))),
             }
         }
@@ -248,7 +244,7 @@ pub(crate) fn plan_query(
                 rule.name, other.name
             )));
         }
-        if !joined_on_keys(&refs, i, &on, sel.selection.as_ref()) {
+        if !using.contains(&i) && !joined_on_keys(&refs, i, &on, sel.selection.as_ref()) {
             return Err(ShardError::Unsupported(format!(
                 "cross-shard join: `{}` is not joined to `{}` on their shard keys",
                 other.name, rule.name
@@ -391,6 +387,36 @@ fn check_text(st: &SelectText, sel: &Select, q: &Query) -> Result<(), ShardError
     Ok(())
 }
 
+/// Whether a query needs more than the single-SELECT planner: a set operation, WITH, a derived
+/// table or nested join, or a subquery.
+fn needs_whole(q: &Query) -> bool {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return true;
+    };
+    q.with.is_some()
+        || sel.from.iter().any(|twj| {
+            std::iter::once(&twj.relation)
+                .chain(twj.joins.iter().map(|j| &j.relation))
+                .any(|f| !matches!(f, sqlparser::ast::TableFactor::Table { .. }))
+        })
+        || has_nested_select(sel)
+}
+
+/// Whether `JOIN t USING (cols)` names the shard key of the joined table (the last of `refs`)
+/// and of an earlier sharded table.
+pub(super) fn using_key(refs: &[TableRef<'_>], cols: &[sqlparser::ast::ObjectName]) -> bool {
+    let names: Vec<String> = cols
+        .iter()
+        .filter_map(|c| c.0.last().and_then(|p| p.as_ident()))
+        .map(|i| i.value.to_ascii_lowercase())
+        .collect();
+    let key_in = |t: &TableRef<'_>| matches!(t.kind, TableKind::Sharded(r) if names.iter().any(|n| r.is_key(n)));
+    match refs.split_last() {
+        Some((last, earlier)) => key_in(last) && earlier.iter().any(key_in),
+        None => false,
+    }
+}
+
 fn has_nested_select(sel: &Select) -> bool {
     sel.selection.as_ref().is_some_and(has_subquery)
         || sel.having.as_ref().is_some_and(has_subquery)
@@ -401,7 +427,12 @@ fn has_nested_select(sel: &Select) -> bool {
 }
 
 /// Whether table `i` is equated on its key with another sharded table's key (ON or WHERE).
-fn joined_on_keys(refs: &[TableRef<'_>], i: usize, on: &[&Expr], wher: Option<&Expr>) -> bool {
+pub(super) fn joined_on_keys(
+    refs: &[TableRef<'_>],
+    i: usize,
+    on: &[&Expr],
+    wher: Option<&Expr>,
+) -> bool {
     let key_of = |e: &Expr| -> Option<usize> {
         let Expr::CompoundIdentifier(parts) = e else {
             return None;
