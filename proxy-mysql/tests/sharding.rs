@@ -658,6 +658,422 @@ fn statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool) {
     }
 }
 
+/// The differential's further tables: `notes` (hash on user_id, co-located with orders; text
+/// with backslashes, both quotes, NUL bytes, emoji, accent and case variants that collate equal,
+/// trailing spaces, NULLs, long values), `events` (date rule, one table per month of 2024),
+/// `accounts` (list rule on region) and `settings` (unsharded: the default shard).
+const DIFF_TABLES: &str = "\n[[sharding.app.tables]]\nname = \"notes\"\nkey = \"user_id\"\n\
+     algorithm = \"hash\"\nphysical = \"notes_{0..7}\"\n\n\
+     [[sharding.app.tables]]\nname = \"events\"\nkey = \"day\"\nalgorithm = \"date\"\n\
+     unit = \"month\"\nstart = \"2024-01-01\"\nphysical = \"events_{202401..202412}\"\n\n\
+     [[sharding.app.tables]]\nname = \"accounts\"\nkey = \"region\"\nalgorithm = \"list\"\n\
+     lists = [\"cn,hk\", \"us,ca\", \"de,fr\", \"jp\"]\nphysical = \"accounts_{0..3}\"\n";
+
+const DIFF_DDL: &str = "CREATE TABLE notes (id BIGINT PRIMARY KEY, user_id INT NOT NULL, \
+     body VARCHAR(300) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL, \
+     tag VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL, \
+     raw VARBINARY(64) NULL, n INT NULL); \
+     CREATE TABLE events (id BIGINT PRIMARY KEY, day DATE NOT NULL, kind VARCHAR(10) NOT NULL, \
+     user_id INT NOT NULL, value DECIMAL(12,3) NULL); \
+     CREATE TABLE accounts (id INT PRIMARY KEY, region CHAR(2) NOT NULL, \
+     owner VARCHAR(40) NOT NULL, balance BIGINT NOT NULL); \
+     CREATE TABLE settings (k VARCHAR(40) PRIMARY KEY, v TEXT NULL)";
+
+/// Hostile text (as SQL literals, written the ways clients write them).
+const TEXTS: &[&str] = &[
+    r"'a\\b'",
+    r"'x\\y\\z'",
+    r"'it\'s'",
+    r"'it''s'",
+    r#""dq \" quote""#,
+    r"'nul\0byte'",
+    "'emoji 😀 here'",
+    "'café'",
+    "'cafe'",
+    "'CAFE'",
+    "'Café '",
+    "'über'",
+    "'uber'",
+    "'ångström'",
+    "'angstrom'",
+    "'tab\\there'",
+    "'100%'",
+    r"'50\\%'",
+    "'_under_'",
+    "''",
+    "' '",
+    "NULL",
+    "'same'",
+    "'same'",
+    "REPEAT('long-', 50)",
+];
+const TAGS: &[&str] = &["red", "Red", "RED ", "blue", "blüe", "green"];
+const KINDS: &[&str] = &["click", "view", "buy"];
+const REGIONS: &[&str] = &["cn", "hk", "us", "ca", "de", "fr", "jp"];
+
+/// The further tables' initial data (same text for both sides).
+fn diff_data(rng: &mut Rng) -> Vec<String> {
+    let mut out = Vec::new();
+    let notes: Vec<String> = (1..=120)
+        .map(|id| {
+            format!(
+                "({id}, {}, {}, '{}', {}, {})",
+                rng.below(100),
+                rng.pick(TEXTS),
+                rng.pick(TAGS),
+                if rng.below(3) == 0 {
+                    "NULL".to_string()
+                } else {
+                    format!("x'{:04x}5c00'", rng.below(65536))
+                },
+                if rng.below(5) == 0 {
+                    "NULL".to_string()
+                } else {
+                    rng.below(10).to_string()
+                }
+            )
+        })
+        .collect();
+    out.push(format!(
+        "INSERT INTO notes (id, user_id, body, tag, raw, n) VALUES {}",
+        notes.join(", ")
+    ));
+    let events: Vec<String> = (1..=200)
+        .map(|id| {
+            format!(
+                "({id}, '2024-{:02}-{:02}', '{}', {}, {})",
+                rng.below(12) + 1,
+                rng.below(28) + 1,
+                rng.pick(KINDS),
+                rng.below(100),
+                if rng.below(6) == 0 {
+                    "NULL".to_string()
+                } else {
+                    format!("{}.{:03}", rng.below(1000), rng.below(1000))
+                }
+            )
+        })
+        .collect();
+    out.push(format!(
+        "INSERT INTO events (id, day, kind, user_id, value) VALUES {}",
+        events.join(", ")
+    ));
+    let accounts: Vec<String> = (1..=60)
+        .map(|id| {
+            format!(
+                "({id}, '{}', 'owner {}', {})",
+                rng.pick(REGIONS),
+                rng.below(20),
+                rng.below(100_000) as i64 - 50_000
+            )
+        })
+        .collect();
+    out.push(format!(
+        "INSERT INTO accounts (id, region, owner, balance) VALUES {}",
+        accounts.join(", ")
+    ));
+    out.push(
+        r"INSERT INTO settings (k, v) VALUES ('path', 'C:\\temp\\x'), ('quote', 'it''s'), ('nul', 'a\0b'), ('none', NULL)"
+            .to_string(),
+    );
+    out
+}
+
+/// One statement over the further tables, whether its result order is defined, and whether
+/// equal-collating spellings may stand for one another in its answer (groups, MIN/MAX of text).
+fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
+    let u = rng.below(100);
+    let t = rng.pick(TEXTS);
+    let tag = rng.pick(TAGS);
+    let m = rng.below(12) + 1;
+    let m2 = (m + rng.below(3)).min(12);
+    let r = rng.pick(REGIONS);
+    let n = rng.below(15) + 1;
+    match rng.below(40) {
+        0 => (
+            format!(
+                "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
+            ),
+            true,
+            false,
+        ),
+        1 => (
+            format!("SELECT id, HEX(body) FROM notes WHERE body = {t} ORDER BY id"),
+            true,
+            false,
+        ),
+        2 => (
+            "SELECT id FROM notes WHERE body LIKE '%\\\\%' ORDER BY id".into(),
+            true,
+            false,
+        ),
+        3 => (
+            "SELECT id FROM notes WHERE body LIKE '%\\%%' ORDER BY id".into(),
+            true,
+            false,
+        ),
+        4 => (
+            "SELECT id FROM notes WHERE body LIKE '%|%%' ESCAPE '|' ORDER BY id".into(),
+            true,
+            false,
+        ),
+        5 => (
+            format!("SELECT id FROM notes WHERE BINARY body = {t} ORDER BY id"),
+            true,
+            false,
+        ),
+        6 => (
+            format!(
+                "SELECT COUNT(*), COUNT(body), COUNT(DISTINCT tag), MIN(id), MAX(id) FROM notes WHERE n > {}",
+                rng.below(8)
+            ),
+            true,
+            true,
+        ),
+        7 => (
+            "SELECT tag, COUNT(*), SUM(n), MIN(id) FROM notes GROUP BY tag ORDER BY tag".into(),
+            true,
+            true,
+        ),
+        8 => (
+            "SELECT DISTINCT tag FROM notes ORDER BY tag".into(),
+            true,
+            true,
+        ),
+        9 => (
+            format!("SELECT id, body FROM notes ORDER BY body, id LIMIT {n}"),
+            true,
+            false,
+        ),
+        10 => (
+            format!(
+                "SELECT id, tag, n FROM notes WHERE user_id IN ({u}, {}, {}) ORDER BY n DESC, id",
+                rng.below(100),
+                rng.below(100)
+            ),
+            true,
+            false,
+        ),
+        11 => (
+            format!(
+                "SELECT n.id, o.id FROM notes n JOIN orders o ON o.user_id = n.user_id WHERE n.user_id = {u} ORDER BY n.id, o.id"
+            ),
+            true,
+            false,
+        ),
+        12 => (
+            format!(
+                "SELECT id FROM notes WHERE user_id = {u} AND id IN (SELECT id FROM notes WHERE user_id = {u} AND tag = '{tag}') ORDER BY id"
+            ),
+            true,
+            false,
+        ),
+        13 => (
+            format!(
+                "SELECT id, tag FROM notes WHERE user_id = {u} UNION SELECT id, status FROM orders WHERE user_id = {u} ORDER BY 1, 2"
+            ),
+            true,
+            false,
+        ),
+        14 => (
+            format!(
+                "WITH mine AS (SELECT id, n FROM notes WHERE user_id = {u}) SELECT COUNT(*), SUM(n) FROM mine"
+            ),
+            true,
+            false,
+        ),
+        15 => (
+            format!("SELECT d.c FROM (SELECT COUNT(*) AS c FROM notes WHERE user_id = {u}) AS d"),
+            true,
+            false,
+        ),
+        16 => (
+            format!(
+                "SELECT o.id FROM orders o WHERE o.user_id = {u} AND EXISTS (SELECT 1 FROM notes x WHERE x.user_id = o.user_id AND x.n > {}) ORDER BY o.id",
+                rng.below(9)
+            ),
+            true,
+            false,
+        ),
+        17 => {
+            *next_id += 1;
+            (
+                format!(
+                    "INSERT INTO notes (id, user_id, body, tag, raw, n) VALUES ({}, {u}, {t}, '{tag}', x'5c27', {}), ({}, {}, {}, '{tag}', NULL, NULL)",
+                    *next_id,
+                    rng.below(10),
+                    *next_id + 500_000,
+                    rng.below(100),
+                    rng.pick(TEXTS)
+                ),
+                true,
+                false,
+            )
+        }
+        18 => (
+            format!("UPDATE notes SET body = {t}, n = n + 1 WHERE user_id = {u}"),
+            true,
+            false,
+        ),
+        19 => (
+            format!("UPDATE notes SET tag = '{tag}' WHERE body = {t}"),
+            true,
+            false,
+        ),
+        20 => (
+            format!(
+                "DELETE FROM notes WHERE user_id = {u} AND n < {}",
+                rng.below(4)
+            ),
+            true,
+            false,
+        ),
+        21 => (
+            format!(
+                "SELECT id, day, kind, value FROM events WHERE day = '2024-{m:02}-{:02}' ORDER BY id",
+                rng.below(28) + 1
+            ),
+            true,
+            false,
+        ),
+        22 => (
+            format!(
+                "SELECT COUNT(*), SUM(value), MIN(day), MAX(day) FROM events WHERE day >= '2024-{m:02}-01' AND day < '2024-{m2:02}-28'"
+            ),
+            true,
+            false,
+        ),
+        23 => (
+            format!(
+                "SELECT kind, COUNT(*), AVG(value) FROM events WHERE day BETWEEN '2024-{m:02}-01' AND '2024-{m2:02}-28' GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        24 => (
+            format!("SELECT id, day FROM events ORDER BY day DESC, id LIMIT {n}"),
+            true,
+            false,
+        ),
+        25 => {
+            *next_id += 1;
+            (
+                format!(
+                    "INSERT INTO events (id, day, kind, user_id, value) VALUES ({}, '2024-{m:02}-{:02}', '{}', {u}, NULL)",
+                    *next_id,
+                    rng.below(28) + 1,
+                    rng.pick(KINDS)
+                ),
+                true,
+                false,
+            )
+        }
+        26 => (
+            format!(
+                "UPDATE events SET value = value * 2 WHERE day >= '2024-{m:02}-01' AND day < '2024-{m2:02}-15' AND kind = '{}'",
+                rng.pick(KINDS)
+            ),
+            true,
+            false,
+        ),
+        27 => (
+            format!("SELECT id, owner, balance FROM accounts WHERE region = '{r}' ORDER BY id"),
+            true,
+            false,
+        ),
+        28 => (
+            format!(
+                "SELECT region, COUNT(*), SUM(balance), MAX(owner) FROM accounts WHERE balance > {} GROUP BY region ORDER BY region",
+                rng.below(50_000) as i64 - 25_000
+            ),
+            true,
+            true,
+        ),
+        29 => (
+            format!(
+                "SELECT id, region FROM accounts WHERE region IN ('{r}', '{}') ORDER BY balance, id LIMIT {n}",
+                rng.pick(REGIONS)
+            ),
+            true,
+            false,
+        ),
+        30 => {
+            *next_id += 1;
+            (
+                format!(
+                    "INSERT INTO accounts (id, region, owner, balance) VALUES ({}, '{r}', {t}, {})",
+                    1000 + *next_id % 100_000,
+                    rng.below(1000)
+                ),
+                true,
+                false,
+            )
+        }
+        31 => (
+            format!(
+                "UPDATE accounts SET balance = balance - {} WHERE region = '{r}' AND balance > 0",
+                rng.below(100)
+            ),
+            true,
+            false,
+        ),
+        32 => (
+            "SELECT k, v, HEX(v) FROM settings ORDER BY k".into(),
+            true,
+            false,
+        ),
+        33 => (
+            format!("UPDATE settings SET v = {t} WHERE k = 'none'"),
+            true,
+            false,
+        ),
+        34 => (
+            format!(
+                "SELECT n.id, c.name FROM notes n JOIN countries c ON c.code = LEFT(n.tag, 2) WHERE n.user_id = {u} ORDER BY n.id"
+            ),
+            true,
+            false,
+        ),
+        35 => (
+            format!(
+                "SELECT user_id, COUNT(*) AS c, GROUP_CONCAT(id ORDER BY id) FROM notes WHERE user_id = {u} GROUP BY user_id"
+            ),
+            true,
+            false,
+        ),
+        36 => (
+            format!(
+                "SELECT id, CONCAT(body, '\\\\', tag) FROM notes WHERE user_id = {u} ORDER BY id"
+            ),
+            true,
+            false,
+        ),
+        37 => (
+            format!("SELECT MIN(BINARY tag), MAX(tag), COUNT(*) FROM notes WHERE user_id < {u}"),
+            true,
+            true,
+        ),
+        38 => (
+            format!(
+                "SELECT user_id, SUM(n) FROM notes WHERE user_id BETWEEN {} AND {} GROUP BY user_id ORDER BY user_id LIMIT {n}",
+                u / 2,
+                u
+            ),
+            true,
+            false,
+        ),
+        _ => (
+            format!(
+                "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",
+                rng.below(28) + 1,
+                rng.pick(KINDS)
+            ),
+            true,
+            false,
+        ),
+    }
+}
+
 /// What the Python runners share (put before each script by [`python_against_both`]): PyMySQL
 /// connections and rendering values as strings.
 const PY_PRELUDE: &str = r#"
@@ -730,22 +1146,34 @@ fn differential_against_one_plain_mariadb() {
     let count: usize = std::env::var("FURROW_STATEMENTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(700);
     eprintln!("differential seed {seed} ({count} statements); rerun with FURROW_SEED={seed}");
-    let s = Setup::start("");
+    let s = Setup::start(DIFF_TABLES);
     s.sql(DDL);
+    s.sql(DIFF_DDL);
     s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
+        .sql(&format!("USE ref; {DDL}; {DIFF_DDL}"))
         .expect("reference schema");
     let mut rng = Rng(seed);
     let mut stmts = data(&mut rng);
+    stmts.extend(diff_data(&mut rng));
     let loaded = stmts.len();
     let mut next_id = 100_000;
     let mut ordered = vec![true; loaded];
-    for _ in 0..count {
-        let (sql, o) = statement(&mut rng, &mut next_id);
+    // Statements whose answer may spell a group by any of its members that collate equal.
+    let mut fold = vec![false; loaded];
+    for k in 0..count {
+        // Every third statement reads or writes the five tables with hostile text and the date,
+        // list and unsharded rules; the others the order/user workload.
+        let (sql, o, f) = if k % 3 == 2 {
+            diff_statement(&mut rng, &mut next_id)
+        } else {
+            let (sql, o) = statement(&mut rng, &mut next_id);
+            (sql, o, false)
+        };
         stmts.push(sql);
         ordered.push(o);
+        fold.push(f);
     }
     let dir = std::env::temp_dir().join(format!("furrow-shard-diff-{}-{seed}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
@@ -776,6 +1204,7 @@ fn differential_against_one_plain_mariadb() {
     let mut rows_compared = 0usize;
     let mut errors = 0usize;
     let mut prepared = 0usize;
+    let mut refused = 0usize;
     for (i, line) in lines.iter().enumerate() {
         let v = serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}: {line}"));
@@ -789,16 +1218,24 @@ fn differential_against_one_plain_mariadb() {
             {
                 true
             }
+            _ if fold[i] && ordered[i] => folded(got) == folded(want),
+            _ if fold[i] => sorted(&folded(got)) == sorted(&folded(want)),
             _ if ordered[i] => got == want,
             _ => sorted(got) == sorted(want),
         };
+        // Furrow may refuse what it cannot answer exactly (ERR 1235 naming the construct); it
+        // may never answer differently.
+        let refusal =
+            |got: &serde_json::Value| got.get("error").and_then(|e| e.as_u64()) == Some(1235);
         let mut bad = Vec::new();
-        if !same(&pair[0]) {
+        if refusal(&pair[0]) {
+            refused += 1;
+        } else if !same(&pair[0]) {
             bad.push(("furrow (text)", &pair[0]));
         }
         if !pair[2].is_null() {
             prepared += 1;
-            if !same(&pair[2]) {
+            if !refusal(&pair[2]) && !same(&pair[2]) {
                 bad.push(("furrow (prepared)", &pair[2]));
             }
         }
@@ -818,10 +1255,14 @@ fn differential_against_one_plain_mariadb() {
         }
     }
     eprintln!(
-        "differential: {} statements ({prepared} also prepared, {errors} errors on both sides), \
-         {rows_compared} rows compared in {:?}",
+        "differential: {} statements ({prepared} also prepared, {errors} errors on both sides, \
+         {refused} refused with 1235), {rows_compared} rows compared in {:?}",
         stmts.len(),
         started.elapsed()
+    );
+    assert!(
+        refused * 10 < stmts.len(),
+        "seed {seed}: {refused} statements refused; the corpus is meant to be answered"
     );
     assert!(
         failures.is_empty(),
@@ -840,7 +1281,15 @@ fn differential_against_one_plain_mariadb() {
         "seed {seed}: {errors} statements failed on the reference; the workload is too weak"
     );
     // The same final state on both sides.
-    for table in ["orders", "order_items", "users"] {
+    for table in [
+        "orders",
+        "order_items",
+        "users",
+        "notes",
+        "events",
+        "accounts",
+        "settings",
+    ] {
         let q = format!("SELECT COUNT(*), SUM(id) FROM {table}");
         let want = s.servers[0]
             .sql(&format!("USE ref; {q}"))
@@ -1169,8 +1618,18 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
 /// tie under the case-insensitive collation ('ann', 'Ann', 'ann '), where which spelling stands for
 /// the group is up to the server (and to the merge order through the proxy).
 fn folded(v: &serde_json::Value) -> serde_json::Value {
+    // The accented letters of the test data fold to their base letter (as utf8mb4_general_ci
+    // weighs them).
+    let base = |c: char| match c {
+        'é' | 'É' | 'è' => 'e',
+        'ü' | 'Ü' => 'u',
+        'å' | 'Å' | 'á' => 'a',
+        other => other,
+    };
     match v {
-        serde_json::Value::String(t) => serde_json::Value::String(t.trim_end().to_lowercase()),
+        serde_json::Value::String(t) => {
+            serde_json::Value::String(t.trim_end().to_lowercase().chars().map(base).collect())
+        }
         serde_json::Value::Array(xs) => serde_json::Value::Array(xs.iter().map(folded).collect()),
         other => other.clone(),
     }
