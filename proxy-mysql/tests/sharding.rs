@@ -789,7 +789,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(40) {
+    match rng.below(43) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1058,6 +1058,29 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
                 "SELECT user_id, SUM(n) FROM notes WHERE user_id BETWEEN {} AND {} GROUP BY user_id ORDER BY user_id LIMIT {n}",
                 u / 2,
                 u
+            ),
+            true,
+            false,
+        ),
+        39 => (
+            format!(
+                "SELECT kind, AVG(value), SUM(value) / COUNT(*) FROM events GROUP BY kind HAVING AVG(value) > {}.{} ORDER BY kind",
+                rng.below(600),
+                rng.below(1000)
+            ),
+            true,
+            false,
+        ),
+        40 => (
+            "SELECT kind, AVG(value) * 3 FROM events GROUP BY kind ORDER BY kind".into(),
+            true,
+            false,
+        ),
+        41 => (
+            format!(
+                "SELECT region, COUNT(*) FROM accounts GROUP BY region HAVING COUNT(*) BETWEEN {} AND {} ORDER BY region",
+                rng.below(5),
+                rng.below(15) + 5
             ),
             true,
             false,

@@ -136,6 +136,16 @@ fn has_agg(e: &Expr) -> bool {
     calls(e).0
 }
 
+/// Whether an output expression divides (a `/` or an AVG) anywhere.
+fn divides(e: &OutExpr) -> bool {
+    match e {
+        OutExpr::Bin(Op::Div, ..) => true,
+        OutExpr::Bin(_, a, b) => divides(a) || divides(b),
+        OutExpr::Not(x) | OutExpr::IsNull(x, _) => divides(x),
+        OutExpr::Col(_) | OutExpr::Lit(_) => false,
+    }
+}
+
 /// Whether `e` names one of the select-list aliases (HAVING/ORDER BY may use them).
 fn mentions_alias(e: &Expr, aliases: &[(String, OutExpr)]) -> bool {
     let t = e.to_string().to_ascii_lowercase();
@@ -696,11 +706,19 @@ impl Pushed<'_, '_> {
                         )));
                     }
                 };
-                OutExpr::Bin(
-                    op,
-                    Box::new(self.convert(left, aliases)?),
-                    Box::new(self.convert(right, aliases)?),
-                )
+                let (a, b) = (self.convert(left, aliases)?, self.convert(right, aliases)?);
+                if matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div)
+                    && (divides(&a) || divides(&b))
+                {
+                    // MariaDB carries a quotient (`/`, AVG) to a multiple of 9 digits inside an
+                    // expression and only rounds it to its shown scale at the end (1/3*3 is
+                    // 1.0000); the proxy holds the shown value. Comparisons use the shown value
+                    // on both sides, so only arithmetic is refused.
+                    return Err(ShardError::Unsupported(format!(
+                        "arithmetic on a division or AVG result across shards (`{e}`)"
+                    )));
+                }
+                OutExpr::Bin(op, Box::new(a), Box::new(b))
             }
             Expr::Function(f) if is_agg_name(&function_name(f)) => {
                 let name = function_name(f);
