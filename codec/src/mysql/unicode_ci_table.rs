@@ -33,7 +33,7 @@ pub(crate) const UCA_ASCII: [u16; 128] = [
 /// `(first code point, kind, a, b)`, sorted: a range ends where the next begins, the last
 /// at U+FFFF. The surrogates (not characters) are an ignorable range.
 #[rustfmt::skip]
-pub(crate) const UCA_RANGES: [(u16, u8, u16, u8); 4447] = [
+pub(crate) static UCA_RANGES: [(u16, u8, u16, u8); 4447] = [
     (0x0000, SAME, 0x0000, 0), (0x0009, LINEAR, 0x0201, 0), (0x000E, SAME, 0x0000, 0), (0x0020, LINEAR, 0x0209, 0), (0x0021, LINEAR, 0x0251, 0),
     (0x0022, LINEAR, 0x027E, 0), (0x0023, LINEAR, 0x02D2, 0), (0x0024, LINEAR, 0x0E0F, 0), (0x0025, LINEAR, 0x02D3, 0), (0x0026, LINEAR, 0x02CF, 0),
     (0x0027, LINEAR, 0x0277, 0), (0x0028, LINEAR, 0x0288, 0), (0x002A, LINEAR, 0x02C8, 0), (0x002B, LINEAR, 0x0428, 0), (0x002C, LINEAR, 0x022F, 0),
@@ -928,7 +928,7 @@ pub(crate) const UCA_RANGES: [(u16, u8, u16, u8); 4447] = [
 
 /// Weight lists of the `SAME` ranges.
 #[rustfmt::skip]
-pub(crate) const UCA_POOL: [u16; 3896] = [
+pub(crate) static UCA_POOL: [u16; 3896] = [
     0x0E2A, 0x02CD, 0x0E2D, 0x0E2A, 0x02CD, 0x0E2B, 0x0E2C, 0x02CD, 0x0E2D, 0x0E33, 0x0E8B, 0x0EFB,
     0x0F82, 0x101F, 0x0FEA, 0x0FEA, 0x0E60, 0x0E6D, 0x0E72, 0x0EC1, 0x0EE1, 0x0EED, 0x0EFB, 0x0F10,
     0x0F10, 0x0F21, 0x0F2E, 0x0F2E, 0x0267, 0x0F36, 0x0F64, 0x10B1, 0x0F64, 0x0F7E, 0x0F82, 0x0E8B,
