@@ -630,6 +630,46 @@ fn collations_match_mariadb_order_by_and_group_by() {
     }
 }
 
+/// What the collation id of a column definition means: under a result character set (a normal
+/// login) the server reports *the result charset's collation* for every text column, whatever
+/// the column's own collation; only with `character_set_results = NULL` does it report (and send
+/// the bytes in) the column's own. A merge that classifies by the definition's id alone therefore
+/// sees utf8mb4_general_ci (the login collation) for a utf8mb4_unicode_ci or latin1 column; the
+/// `BINARY` flag still tells a `_bin` column.
+#[test]
+fn column_definitions_carry_the_result_collation() {
+    let db = MariaDb::start().unwrap();
+    let (mut conn, reply) = login(&db, APP_USER, APP_PASSWORD);
+    assert!(response::is_ok(&reply));
+    query(&mut conn, "CREATE DATABASE meta");
+    query(
+        &mut conn,
+        "CREATE TABLE meta.t (u VARCHAR(9) COLLATE utf8mb4_unicode_ci, \
+         l VARCHAR(9) CHARACTER SET latin1, b VARCHAR(9) COLLATE utf8mb4_bin, v VARBINARY(9))",
+    );
+    let ids = |conn: &mut Conn| {
+        let (cols, _) = query(conn, "SELECT * FROM meta.t");
+        cols.iter()
+            .map(|c| {
+                (
+                    c.charset,
+                    c.flags & codec::mysql::consts::column_flag::BINARY != 0,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Logged in with utf8mb4_general_ci (45).
+    assert_eq!(
+        ids(&mut conn),
+        [(45, false), (45, false), (45, true), (63, true)]
+    );
+    query(&mut conn, "SET character_set_results = NULL");
+    assert_eq!(
+        ids(&mut conn),
+        [(224, false), (8, false), (46, true), (63, true)]
+    );
+}
+
 /// Our equality keys are the server's `WEIGHT_STRING()` (less trailing space weights; weight
 /// 0xFFFF escaped) for every
 /// BMP character under general_ci and unicode_ci, and every byte under latin1_swedish_ci.

@@ -70,6 +70,23 @@ impl Collation {
         })
     }
 
+    /// The collation named `name` (as `COLLATION(expr)` or `information_schema.COLUMNS` give it;
+    /// MariaDB's `utf8mb3_` and the older `utf8_` spellings both), if Furrow knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.to_ascii_lowercase();
+        let name = name
+            .strip_prefix("utf8_")
+            .map_or(name.clone(), |rest| format!("utf8mb3_{rest}"));
+        Some(match name.as_str() {
+            "binary" => Collation::Binary,
+            "utf8mb4_bin" | "utf8mb3_bin" | "latin1_bin" => Collation::BinPadSpace,
+            "utf8mb4_general_ci" | "utf8mb3_general_ci" => Collation::GeneralCi,
+            "utf8mb4_unicode_ci" | "utf8mb3_unicode_ci" => Collation::UnicodeCi,
+            "latin1_swedish_ci" => Collation::Latin1SwedishCi,
+            _ => return None,
+        })
+    }
+
     /// How values of `col` compare: its collation for string types; numbers, temporals and other
     /// non-string types compare as values, never by collation, and are `Binary` here.
     pub fn of_column(col: &ColumnDefinition) -> Result<Self, UnknownCollation> {
@@ -429,6 +446,15 @@ mod tests {
         assert_eq!(Collation::from_id(63), Some(Collation::Binary));
         assert_eq!(Collation::from_id(charset::UTF8MB4_0900_AI_CI), None);
         assert_eq!(Collation::from_id(246), None);
+        assert_eq!(
+            Collation::from_name("utf8_unicode_ci"),
+            Some(Collation::UnicodeCi)
+        );
+        assert_eq!(
+            Collation::from_name("UTF8MB4_BIN"),
+            Some(Collation::BinPadSpace)
+        );
+        assert_eq!(Collation::from_name("utf8mb4_0900_ai_ci"), None);
         let mut col = ColumnDefinition {
             column_type: ty::VAR_STRING,
             charset: 255,
