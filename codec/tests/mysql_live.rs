@@ -334,3 +334,406 @@ fn compare_values_matches_mariadb_order_by() {
         }
     }
 }
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Strings that stress a collation: case and accent variants, ß/ss, expansions, ignorables,
+/// trailing spaces and tabs, emoji, CJK, and random BMP characters from a fixed seed.
+fn collation_strings(seed: u64, random: usize) -> Vec<String> {
+    let fixed = [
+        "",
+        " ",
+        "  ",
+        "\t",
+        "a",
+        "A",
+        "a ",
+        "a  ",
+        "a\t",
+        "a\u{0}",
+        "ab",
+        "aB",
+        "Ab",
+        "a b",
+        "b",
+        "café",
+        "cafe",
+        "CAFE",
+        "Café ",
+        "cafè",
+        "über",
+        "uber",
+        "Über",
+        "UBER",
+        "ångström",
+        "angstrom",
+        "Ångström",
+        "ß",
+        "ss",
+        "SS",
+        "s",
+        "ẞ",
+        "æ",
+        "ae",
+        "Æ",
+        "ø",
+        "o",
+        "ö",
+        "ä",
+        "å",
+        "z",
+        "Z",
+        "ÿ",
+        "y",
+        "ñ",
+        "n",
+        "ð",
+        "þ",
+        "ł",
+        "œ",
+        "oe",
+        "ǆ",
+        "Ǆ",
+        "dž",
+        "ё",
+        "е",
+        "Σ",
+        "σ",
+        "ς",
+        "ı",
+        "i",
+        "I",
+        "İ",
+        "😀",
+        "😁",
+        "a😀",
+        "中",
+        "文",
+        "\u{AD}",
+        "a\u{AD}b",
+        "ab",
+        "a\u{301}",
+        "á",
+        "\u{A0}",
+        "a\u{A0}",
+        "a\u{200B}",
+        "\u{FFFD}",
+        "\u{FFFF}",
+        "_",
+        "-",
+        "0",
+        "9",
+        "10",
+        "~",
+        "ﬁ",
+        "fi",
+        "Ⅻ",
+        "xii",
+        "①",
+        "1",
+        "ｶ",
+        "カ",
+        "か",
+    ];
+    let pool: Vec<char> =
+        "aAbBeEsSzZ éèêÉÈáàâÁÅåäÄöÖøØüÜßẞæÆœ\t\u{0}\u{AD}\u{A0}\u{301}\u{200B}ıİiIσςΣёЁ中文😀😁ﬁⅫ①"
+            .chars()
+            .collect();
+    let mut rng = Rng(seed);
+    let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+    for _ in 0..random {
+        let len = rng.below(6);
+        let mut s = String::new();
+        for _ in 0..len {
+            let c = if rng.below(4) == 0 {
+                // Any BMP character but the surrogates.
+                loop {
+                    if let Some(c) = char::from_u32(rng.below(0x1_0000) as u32) {
+                        break c;
+                    }
+                }
+            } else {
+                pool[rng.below(pool.len())]
+            };
+            s.push(c);
+        }
+        if rng.below(5) == 0 {
+            s.push_str(&" ".repeat(1 + rng.below(2)));
+        }
+        out.push(s);
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|c| format!("{c:02X}")).collect()
+}
+
+/// For each collation Furrow knows, generated strings stored in a column of that collation: our
+/// ordering agrees with the server's `ORDER BY` (DENSE_RANK over every pair) and our equality key
+/// with its `GROUP BY` (the same groups). `character_set_results = NULL` makes the server send
+/// each column's own collation id (and its bytes unconverted), which is what we classify.
+#[test]
+fn collations_match_mariadb_order_by_and_group_by() {
+    use codec::mysql::Collation;
+    let db = MariaDb::start().unwrap();
+    let (mut conn, reply) = login(&db, APP_USER, APP_PASSWORD);
+    assert!(response::is_ok(&reply));
+    query(&mut conn, "CREATE DATABASE coll");
+    query(&mut conn, "SET character_set_results = NULL");
+    let cases: [(&str, u16, Collation); 9] = [
+        (
+            "utf8mb4 COLLATE utf8mb4_general_ci",
+            45,
+            Collation::GeneralCi,
+        ),
+        (
+            "utf8mb3 COLLATE utf8mb3_general_ci",
+            33,
+            Collation::GeneralCi,
+        ),
+        (
+            "utf8mb4 COLLATE utf8mb4_unicode_ci",
+            224,
+            Collation::UnicodeCi,
+        ),
+        (
+            "utf8mb3 COLLATE utf8mb3_unicode_ci",
+            192,
+            Collation::UnicodeCi,
+        ),
+        ("utf8mb4 COLLATE utf8mb4_bin", 46, Collation::BinPadSpace),
+        ("utf8mb3 COLLATE utf8mb3_bin", 83, Collation::BinPadSpace),
+        (
+            "latin1 COLLATE latin1_swedish_ci",
+            8,
+            Collation::Latin1SwedishCi,
+        ),
+        ("latin1 COLLATE latin1_bin", 47, Collation::BinPadSpace),
+        ("binary", 63, Collation::Binary),
+    ];
+    for (i, (charset, id, want)) in cases.iter().enumerate() {
+        let strings = collation_strings(0x5EED + i as u64, 250);
+        // The column's bytes: UTF-8, or latin1 for latin1 columns (characters it cannot hold
+        // dropped); utf8mb3 holds no character outside the BMP.
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for s in &strings {
+            let bytes: Vec<u8> = if charset.starts_with("latin1") {
+                s.chars()
+                    .filter(|&c| (c as u32) < 0x100 && !(0x80..0xA0).contains(&(c as u32)))
+                    .map(|c| c as u8)
+                    .collect()
+            } else if charset.starts_with("utf8mb3") {
+                s.chars()
+                    .filter(|&c| (c as u32) <= 0xFFFF)
+                    .collect::<String>()
+                    .into_bytes()
+            } else {
+                s.clone().into_bytes()
+            };
+            values.push(bytes);
+        }
+        let column = if *charset == "binary" {
+            "VARBINARY(64)".to_string()
+        } else {
+            format!("VARCHAR(64) CHARACTER SET {charset}")
+        };
+        query(
+            &mut conn,
+            &format!("CREATE TABLE coll.t{i} (id INT AUTO_INCREMENT PRIMARY KEY, v {column})"),
+        );
+        let tuples: Vec<String> = values.iter().map(|v| format!("(X'{}')", hex(v))).collect();
+        query(
+            &mut conn,
+            &format!("INSERT INTO coll.t{i} (v) VALUES {}", tuples.join(", ")),
+        );
+        let (cols, rows) = query(
+            &mut conn,
+            &format!("SELECT v, DENSE_RANK() OVER (ORDER BY v) FROM coll.t{i} ORDER BY id"),
+        );
+        assert_eq!(cols[0].charset, *id, "{charset}: column definition's id");
+        assert_eq!(Collation::from_id(cols[0].charset), Some(*want));
+        let coll = Collation::of_column(&cols[0]).unwrap();
+        let bytes = |v: &Value| match v {
+            Value::Bytes(b) => b.clone(),
+            other => panic!("{charset}: not a string: {other:?}"),
+        };
+        let rank = |r: &Value| match r {
+            Value::Int(x) => i128::from(*x),
+            Value::UInt(x) => i128::from(*x),
+            _ => panic!("rank {r:?}"),
+        };
+        let mut wrong = Vec::new();
+        for a in &rows {
+            for b in &rows {
+                let (x, y) = (bytes(&a[0]), bytes(&b[0]));
+                let ours = coll.compare(&x, &y);
+                let theirs = rank(&a[1]).cmp(&rank(&b[1]));
+                if ours != theirs && wrong.len() < 10 {
+                    wrong.push(format!(
+                        "{:?} vs {:?}: ours {ours:?}, server {theirs:?}",
+                        String::from_utf8_lossy(&x),
+                        String::from_utf8_lossy(&y)
+                    ));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{charset} ORDER BY:\n{}",
+            wrong.join("\n")
+        );
+
+        // GROUP BY: the server's groups (as sets of ids) equal the groups of our keys.
+        let (_, rows) = query(
+            &mut conn,
+            &format!(
+                "SELECT GROUP_CONCAT(id ORDER BY id) FROM coll.t{i} GROUP BY v ORDER BY MIN(id)"
+            ),
+        );
+        let theirs: Vec<String> = rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(&bytes(&r[0])).into_owned())
+            .collect();
+        let (_, rows) = query(
+            &mut conn,
+            &format!("SELECT id, v FROM coll.t{i} ORDER BY id"),
+        );
+        let mut groups: Vec<(Vec<u8>, Vec<String>)> = Vec::new();
+        for r in &rows {
+            let id = match &r[0] {
+                Value::Int(x) => x.to_string(),
+                other => panic!("id {other:?}"),
+            };
+            let mut key = Vec::new();
+            coll.key(&bytes(&r[1]), &mut key);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(id),
+                None => groups.push((key, vec![id])),
+            }
+        }
+        let ours: Vec<String> = groups.into_iter().map(|(_, ids)| ids.join(",")).collect();
+        assert_eq!(ours, theirs, "{charset} GROUP BY groups");
+    }
+}
+
+/// What the collation id of a column definition means: under a result character set (a normal
+/// login) the server reports *the result charset's collation* for every text column, whatever
+/// the column's own collation; only with `character_set_results = NULL` does it report (and send
+/// the bytes in) the column's own. A merge that classifies by the definition's id alone therefore
+/// sees utf8mb4_general_ci (the login collation) for a utf8mb4_unicode_ci or latin1 column; the
+/// `BINARY` flag still tells a `_bin` column.
+#[test]
+fn column_definitions_carry_the_result_collation() {
+    let db = MariaDb::start().unwrap();
+    let (mut conn, reply) = login(&db, APP_USER, APP_PASSWORD);
+    assert!(response::is_ok(&reply));
+    query(&mut conn, "CREATE DATABASE meta");
+    query(
+        &mut conn,
+        "CREATE TABLE meta.t (u VARCHAR(9) COLLATE utf8mb4_unicode_ci, \
+         l VARCHAR(9) CHARACTER SET latin1, b VARCHAR(9) COLLATE utf8mb4_bin, v VARBINARY(9))",
+    );
+    let ids = |conn: &mut Conn| {
+        let (cols, _) = query(conn, "SELECT * FROM meta.t");
+        cols.iter()
+            .map(|c| {
+                (
+                    c.charset,
+                    c.flags & codec::mysql::consts::column_flag::BINARY != 0,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Logged in with utf8mb4_general_ci (45).
+    assert_eq!(
+        ids(&mut conn),
+        [(45, false), (45, false), (45, true), (63, true)]
+    );
+    query(&mut conn, "SET character_set_results = NULL");
+    assert_eq!(
+        ids(&mut conn),
+        [(224, false), (8, false), (46, true), (63, true)]
+    );
+}
+
+/// Our equality keys are the server's `WEIGHT_STRING()` (less trailing space weights; weight
+/// 0xFFFF escaped) for every
+/// BMP character under general_ci and unicode_ci, and every byte under latin1_swedish_ci.
+#[test]
+fn collation_keys_match_weight_string() {
+    use codec::mysql::Collation;
+    let db = MariaDb::start().unwrap();
+    let (mut conn, reply) = login(&db, APP_USER, APP_PASSWORD);
+    assert!(response::is_ok(&reply));
+    for (name, coll, space) in [
+        ("utf8mb4_general_ci", Collation::GeneralCi, "0020"),
+        ("utf8mb4_unicode_ci", Collation::UnicodeCi, "0209"),
+    ] {
+        let (_, rows) = query(
+            &mut conn,
+            &format!(
+                "SELECT seq, HEX(WEIGHT_STRING(CONVERT(CHAR(seq USING utf16) USING utf8mb4) \
+                 COLLATE {name})) FROM mysql.seq_0_to_65535 WHERE seq < 55296 OR seq > 57343"
+            ),
+        );
+        assert_eq!(rows.len(), 0x1_0000 - 0x800);
+        let mut wrong = Vec::new();
+        for r in &rows {
+            let cp = match &r[0] {
+                Value::UInt(x) => *x as u32,
+                Value::Int(x) => *x as u32,
+                other => panic!("{other:?}"),
+            };
+            let Value::Bytes(h) = &r[1] else {
+                panic!("{:?}", r[1])
+            };
+            let mut theirs = String::from_utf8_lossy(h).into_owned();
+            while theirs.len() >= 4 && theirs.ends_with(space) {
+                theirs.truncate(theirs.len() - 4);
+            }
+            let c = char::from_u32(cp).unwrap();
+            let mut key = Vec::new();
+            coll.key(c.to_string().as_bytes(), &mut key);
+            // Our keys escape the weight 0xFFFF as FFFF0000 (to stay apart from invalid bytes).
+            let ours = hex(&key).replace("FFFF0000", "FFFF");
+            if ours != theirs && wrong.len() < 10 {
+                wrong.push(format!("U+{cp:04X}: ours {}, server {theirs}", hex(&key)));
+            }
+        }
+        assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
+    }
+    let (_, rows) = query(
+        &mut conn,
+        "SELECT seq, HEX(WEIGHT_STRING(CONVERT(CHAR(seq) USING latin1) COLLATE latin1_swedish_ci)) \
+         FROM mysql.seq_0_to_255",
+    );
+    for r in &rows {
+        let b = match &r[0] {
+            Value::UInt(x) => *x as u8,
+            Value::Int(x) => *x as u8,
+            other => panic!("{other:?}"),
+        };
+        let Value::Bytes(h) = &r[1] else {
+            panic!("{:?}", r[1])
+        };
+        let mut key = Vec::new();
+        Collation::Latin1SwedishCi.key(&[b], &mut key);
+        let theirs = String::from_utf8_lossy(h);
+        let theirs = if b == b' ' { "" } else { theirs.as_ref() };
+        assert_eq!(hex(&key), theirs, "latin1 byte {b:#04x}");
+    }
+}

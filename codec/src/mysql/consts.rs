@@ -266,6 +266,14 @@ pub mod charset {
     pub const UTF8MB4_BIN: u16 = 46;
     /// `latin1_swedish_ci`.
     pub const LATIN1_SWEDISH_CI: u16 = 8;
+    /// `latin1_bin`.
+    pub const LATIN1_BIN: u16 = 47;
+    /// `utf8mb3_bin`.
+    pub const UTF8_BIN: u16 = 83;
+    /// `utf8mb3_unicode_ci`.
+    pub const UTF8_UNICODE_CI: u16 = 192;
+    /// `utf8mb4_unicode_ci`.
+    pub const UTF8MB4_UNICODE_CI: u16 = 224;
     /// `utf8mb4_0900_ai_ci` (MySQL 8 default).
     pub const UTF8MB4_0900_AI_CI: u16 = 255;
 }

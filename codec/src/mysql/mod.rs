@@ -5,21 +5,25 @@
 //! protocol constants; [`handshake`] and [`auth`] the connection phase; [`command`] the `COM_*`
 //! requests; [`response`] OK/ERR/EOF; [`reply`] finds where a reply ends; [`resultset`] column
 //! definitions, prepare-OK and rows;
-//! [`value`] typed values and the ORDER BY comparison.
+//! [`value`] typed values and the ORDER BY comparison; [`collation`] how strings compare and group.
 
 pub mod auth;
+pub mod collation;
 pub mod command;
 pub mod consts;
 pub mod fuzzing;
 mod general_ci_table;
 pub mod handshake;
+mod latin1_table;
 pub mod packet;
 pub mod reply;
 pub mod response;
 pub mod resultset;
+mod unicode_ci_table;
 pub mod value;
 pub mod wire;
 
+pub use collation::{Collation, UnknownCollation};
 pub use command::{ChangeUser, Command, ExecuteParams, StmtExecute};
 pub use handshake::{
     AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41, HandshakeV10, SslRequest,

@@ -1,12 +1,13 @@
 //! Typed column/parameter values: text and binary protocol encodings, and the ORDER BY
-//! comparison the sharding merge uses.
+//! comparison the sharding merge uses (strings by [`super::collation`]).
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::consts::{charset, column_flag, column_type as ty};
+use super::collation::Collation;
+use super::consts::{column_flag, column_type as ty};
 use super::resultset::ColumnDefinition;
 use super::wire::{Reader, put_lenenc_bytes};
 use super::{MysqlError, Result};
@@ -562,8 +563,9 @@ fn write_frac(micro: u32, decimals: u8, s: &mut String) {
 
 /// Orders two values of a column as MySQL/MariaDB `ORDER BY col ASC` does: NULL first; integers,
 /// floats and decimals numerically (exactly for integers and decimals); temporals
-/// chronologically; binary strings (charset 63) bytewise; other strings with an approximation of
-/// `utf8mb4_general_ci` (see [`general_ci_cmp`]).
+/// chronologically; strings by the column's collation ([`Collation::of_column`]). A string column
+/// whose collation Furrow does not know compares bytewise here, which is deterministic but not
+/// the server's order: callers that merge rows check [`Collation::of_column`] first and refuse.
 pub fn compare_values(a: &Value, b: &Value, col: &ColumnDefinition) -> Ordering {
     use Value::*;
     match (a, b) {
@@ -589,25 +591,16 @@ pub fn compare_values(a: &Value, b: &Value, col: &ColumnDefinition) -> Ordering 
             ..Default::default()
         }),
         (Time(x), Time(y)) => x.as_micros().cmp(&y.as_micros()),
-        (Bytes(x), Bytes(y)) => {
-            if col.charset == charset::BINARY
-                || col.flags & column_flag::BINARY != 0 && is_bin_collation(col.charset)
-            {
-                x.as_ref().cmp(y.as_ref())
-            } else {
-                general_ci_cmp(x, y)
-            }
-        }
+        (Bytes(x), Bytes(y)) => match Collation::of_column(col) {
+            Ok(c) => c.compare(x, y),
+            Err(_) => x.as_ref().cmp(y.as_ref()),
+        },
         _ => match (as_f64(a), as_f64(b)) {
             (Some(x), Some(y)) => x.total_cmp(&y),
             // Mixed kinds that cannot be compared numerically: fall back to a fixed kind order.
             _ => kind_rank(a).cmp(&kind_rank(b)),
         },
     }
-}
-
-fn is_bin_collation(cs: u16) -> bool {
-    matches!(cs, charset::BINARY | charset::UTF8MB4_BIN | 83)
 }
 
 fn int_text(v: &Value) -> String {
@@ -677,84 +670,10 @@ pub fn decimal_cmp(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
-/// Compares like `utf8mb4_general_ci` (MariaDB's utf8mb4 default): trailing spaces ignored (PAD
-/// SPACE), then character by character on one weight each, taken from MariaDB's own table for the
-/// BMP ([`super::general_ci_table`], generated with `WEIGHT_STRING()`); characters outside the BMP
-/// all weigh U+FFFD, as in general_ci. Exact for valid UTF-8; bytes that are not valid UTF-8
-/// (which MariaDB would not have stored in a utf8mb4 column) sort after all characters by value.
-/// Other text collations (`_unicode_ci`, `_0900_ai_ci`, latin1) are approximated with the same
-/// weights.
-pub fn general_ci_cmp(a: &[u8], b: &[u8]) -> Ordering {
-    let a = trim_trailing_spaces(a);
-    let b = trim_trailing_spaces(b);
-    let mut ia = Utf8Weights { rest: a };
-    let mut ib = Utf8Weights { rest: b };
-    loop {
-        match (ia.next(), ib.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => match x.cmp(&y) {
-                Ordering::Equal => {}
-                o => return o,
-            },
-        }
-    }
-}
-
-fn trim_trailing_spaces(s: &[u8]) -> &[u8] {
-    let end = s.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
-    &s[..end]
-}
-
-struct Utf8Weights<'a> {
-    rest: &'a [u8],
-}
-
-impl Iterator for Utf8Weights<'_> {
-    type Item = u32;
-
-    fn next(&mut self) -> Option<u32> {
-        let first = *self.rest.first()?;
-        if first < 0x80 {
-            // ASCII: general_ci's weight is the upper-case letter.
-            self.rest = &self.rest[1..];
-            return Some(u32::from(first.to_ascii_uppercase()));
-        }
-        let n = match first {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => 1,
-        };
-        let take = n.min(self.rest.len());
-        let ch = std::str::from_utf8(&self.rest[..take])
-            .ok()
-            .and_then(|s| s.chars().next());
-        self.rest = &self.rest[take..];
-        Some(match ch {
-            Some(c) => char_weight(c),
-            None => 0x11_0000 + u32::from(first),
-        })
-    }
-}
-
-fn char_weight(c: char) -> u32 {
-    let cp = c as u32;
-    if cp > 0xFFFF {
-        return 0xFFFD;
-    }
-    match super::general_ci_table::GENERAL_CI_WEIGHTS
-        .binary_search_by_key(&(cp as u16), |&(c, _)| c)
-    {
-        Ok(i) => u32::from(super::general_ci_table::GENERAL_CI_WEIGHTS[i].1),
-        Err(_) => cp,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mysql::consts::charset;
 
     fn col(t: u8, flags: u16, charset: u16, decimals: u8) -> ColumnDefinition {
         ColumnDefinition {

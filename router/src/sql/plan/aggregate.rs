@@ -2,6 +2,10 @@
 //! MariaDB orders values, COUNT/SUM(DISTINCT) merge value sets). Groups are hashed in memory up to the
 //! budget and come out sorted by their keys (as MariaDB returns GROUP BY results), or, when the
 //! shards return rows sorted by the group columns, aggregated group by group as they arrive.
+//!
+//! Strings group and compare by their column's collation ([`codec::mysql::Collation`]): `café`
+//! and `CAFE` are one group under `utf8mb4_general_ci`, two under `utf8mb4_bin`. A group column,
+//! MIN/MAX or DISTINCT column whose collation the proxy does not know is refused, never guessed.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -11,7 +15,7 @@ use codec::mysql::{ColumnDefinition, Value, compare_values};
 
 use super::eval::{Op, arith};
 use super::exec::{ExecLimits, Row, RowSource, VecRows};
-use super::merge_sort::{SortKey, compare_rows, keys_text};
+use super::merge_sort::{SortKey, check_key_collations, compare_rows, key_collation, keys_text};
 use super::{Plan, ShardError};
 
 /// How one column of the partial rows merges.
@@ -69,23 +73,26 @@ pub struct Aggregate {
     pub input: Box<Plan>,
 }
 
-/// A byte key equal for values MySQL considers equal in GROUP BY/DISTINCT (case-insensitive for
-/// non-binary text, numerically for numbers).
-pub fn group_key(row: &[Value], cols: &[usize], defs: &[ColumnDefinition]) -> Vec<u8> {
+/// A byte key equal exactly for rows MySQL puts in one group (GROUP BY, DISTINCT) on `cols`:
+/// strings by their column's collation (`café` = `CAFE` under `utf8mb4_general_ci`, trailing
+/// spaces ignored under PAD SPACE), numbers numerically. Refuses a string column whose collation
+/// the proxy does not know. Each column's part is length-prefixed, so keys of different rows
+/// cannot run into each other.
+pub fn group_key(
+    row: &[Value],
+    cols: &[usize],
+    defs: &[ColumnDefinition],
+) -> Result<Vec<u8>, ShardError> {
     let mut k = Vec::new();
     for &c in cols {
         let v = row.get(c).unwrap_or(&Value::Null);
+        let start = k.len();
+        k.extend_from_slice(&[0; 4]);
         match v {
             Value::Null => k.push(0),
             Value::Bytes(b) => {
-                let binary = defs.get(c).is_none_or(|d| d.charset == charset::BINARY);
                 k.push(1);
-                if binary {
-                    k.extend_from_slice(b);
-                } else {
-                    let s = String::from_utf8_lossy(b);
-                    k.extend_from_slice(s.trim_end_matches(' ').to_lowercase().as_bytes());
-                }
+                key_collation(defs, c, "GROUP BY or DISTINCT")?.key(b, &mut k);
             }
             Value::Int(_) | Value::UInt(_) | Value::Decimal(_) => {
                 k.push(2);
@@ -99,20 +106,47 @@ pub fn group_key(row: &[Value], cols: &[usize], defs: &[ColumnDefinition]) -> Ve
             }
             Value::Float(f) => {
                 k.push(3);
-                k.extend_from_slice(&f64::from(*f).to_bits().to_le_bytes());
+                k.extend_from_slice(&(f64::from(*f) + 0.0).to_bits().to_le_bytes());
             }
             Value::Double(f) => {
                 k.push(3);
-                k.extend_from_slice(&f.to_bits().to_le_bytes());
+                // + 0.0: -0 and 0 are one group.
+                k.extend_from_slice(&(f + 0.0).to_bits().to_le_bytes());
             }
             other => {
                 k.push(4);
                 k.extend_from_slice(format!("{other:?}").as_bytes());
             }
         }
-        k.push(0xff);
+        let len = u32::try_from(k.len() - start - 4).unwrap_or(u32::MAX);
+        if let Some(head) = k.get_mut(start..start + 4) {
+            head.copy_from_slice(&len.to_le_bytes());
+        }
     }
-    k
+    Ok(k)
+}
+
+/// Refuses merging `aggs` and grouping on `group` over columns of `defs` whose collation the
+/// proxy does not know (MIN/MAX order strings, COUNT/SUM(DISTINCT) and GROUP BY compare them).
+fn check_collations(
+    group: &[usize],
+    aggs: &[AggSpec],
+    defs: &[ColumnDefinition],
+) -> Result<(), ShardError> {
+    for &c in group {
+        key_collation(defs, c, "GROUP BY")?;
+    }
+    for a in aggs {
+        let what = match a.kind {
+            AggKind::Min => "MIN",
+            AggKind::Max => "MAX",
+            AggKind::CountDistinct => "COUNT(DISTINCT)",
+            AggKind::SumDistinct => "SUM(DISTINCT)",
+            AggKind::Count | AggKind::Sum => continue,
+        };
+        key_collation(defs, a.col, what)?;
+    }
+    Ok(())
 }
 
 fn normalise_decimal(s: &str) -> String {
@@ -157,7 +191,12 @@ impl Folder {
     }
 
     /// A new group from its first partial row; `held` grows by the distinct values kept.
-    fn open(&self, row: &Row, columns: &[ColumnDefinition], held: &mut u64) -> Group {
+    fn open(
+        &self,
+        row: &Row,
+        columns: &[ColumnDefinition],
+        held: &mut u64,
+    ) -> Result<Group, ShardError> {
         let mut g = Group {
             row: row.clone(),
             sets: self.empty_sets(),
@@ -169,14 +208,20 @@ impl Folder {
         }
         for (si, a) in self.distinct.iter().enumerate() {
             if let Some(set) = g.sets.get_mut(si) {
-                *held += add_distinct(set, row, a.col, columns);
+                *held += add_distinct(set, row, a.col, columns)?;
             }
         }
-        g
+        Ok(g)
     }
 
     /// Adds one more partial row of the same group.
-    fn fold(&self, g: &mut Group, row: &Row, columns: &[ColumnDefinition], held: &mut u64) {
+    fn fold(
+        &self,
+        g: &mut Group,
+        row: &Row,
+        columns: &[ColumnDefinition],
+        held: &mut u64,
+    ) -> Result<(), ShardError> {
         for a in &self.aggs {
             let (Some(cur), Some(new)) = (g.row.get(a.col), row.get(a.col)) else {
                 continue;
@@ -191,6 +236,9 @@ impl Folder {
                     (_, Value::Null, _) => cur.clone(),
                     (Value::Null, _, _) => new.clone(),
                     (x, y, Some(c)) => {
+                        if matches!(x, Value::Bytes(_)) {
+                            key_collation(columns, a.col, "MIN/MAX")?;
+                        }
                         let o = compare_values(x, y, c);
                         let take_new = if a.kind == AggKind::Min {
                             o == Ordering::Greater
@@ -209,9 +257,10 @@ impl Folder {
         }
         for (si, a) in self.distinct.iter().enumerate() {
             if let Some(set) = g.sets.get_mut(si) {
-                *held += add_distinct(set, row, a.col, columns);
+                *held += add_distinct(set, row, a.col, columns)?;
             }
         }
+        Ok(())
     }
 
     /// The finished output row of a group.
@@ -314,7 +363,11 @@ impl Aggregate {
     pub fn fold_sorted(&self, in_columns: Vec<ColumnDefinition>, limits: ExecLimits) -> SortedFold {
         let folder = Folder::new(&self.aggs);
         let columns = folder.out_columns(&in_columns);
+        let refused = check_collations(&self.group, &self.aggs, &in_columns)
+            .and_then(|()| check_key_collations(&self.sorted, &in_columns, "GROUP BY"))
+            .err();
         SortedFold {
+            refused,
             in_columns,
             columns,
             keys: self.sorted.clone(),
@@ -333,20 +386,21 @@ impl Aggregate {
     ) -> Result<VecRows, ShardError> {
         let folder = Folder::new(&self.aggs);
         let columns = input.columns().to_vec();
+        check_collations(&self.group, &self.aggs, &columns)?;
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         let mut held: u64 = 0;
         while let Some(row) = input.next_row()? {
-            let key = group_key(&row, &self.group, &columns);
+            let key = group_key(&row, &self.group, &columns)?;
             match index.get(&key).and_then(|&i| groups.get_mut(i)) {
-                Some(g) => folder.fold(g, &row, &columns, &mut held),
+                Some(g) => folder.fold(g, &row, &columns, &mut held)?,
                 None => {
                     held += 1;
                     if held > limits.max_rows {
                         return Err(ShardError::MemoryBudget(limits.max_rows));
                     }
                     index.insert(key, groups.len());
-                    groups.push(folder.open(&row, &columns, &mut held));
+                    groups.push(folder.open(&row, &columns, &mut held)?);
                 }
             }
             if held > limits.max_rows {
@@ -419,6 +473,9 @@ impl RowSource for SortedAggRows {
 /// its COUNT/SUM(DISTINCT) value sets, at most `max_rows` values), so the proxy can aggregate rows
 /// merged straight from the shard sockets without collecting them.
 pub struct SortedFold {
+    /// Why the merge is refused (a key or MIN/MAX column of an unknown collation), told at the
+    /// first row.
+    refused: Option<ShardError>,
     in_columns: Vec<ColumnDefinition>,
     columns: Vec<ColumnDefinition>,
     /// The input order (equality marks a group's end).
@@ -436,9 +493,13 @@ impl SortedFold {
     }
 
     /// Adds the next partial row. Returns the group it closes, if it starts a new one. Fails when
-    /// the row sorts before the open group (the input is not in the order the plan asked for) or
-    /// the open group's distinct values exceed the budget.
+    /// the row sorts before the open group (the input is not in the order the plan asked for),
+    /// the open group's distinct values exceed the budget, or a group, MIN/MAX or DISTINCT column
+    /// has a collation the proxy does not know.
     pub fn push(&mut self, row: Row) -> Result<Option<Row>, ShardError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
         let order = self
             .cur
             .as_ref()
@@ -453,14 +514,15 @@ impl SortedFold {
         if let Some(g) = self.cur.as_mut()
             && order == Some(Ordering::Equal)
         {
-            self.folder.fold(g, &row, &self.in_columns, &mut self.held);
+            self.folder
+                .fold(g, &row, &self.in_columns, &mut self.held)?;
             if self.held > self.max {
                 return Err(ShardError::MemoryBudget(self.max));
             }
             return Ok(None);
         }
         self.held = 1;
-        let g = self.folder.open(&row, &self.in_columns, &mut self.held);
+        let g = self.folder.open(&row, &self.in_columns, &mut self.held)?;
         if self.held > self.max {
             return Err(ShardError::MemoryBudget(self.max));
         }
@@ -478,16 +540,72 @@ fn add_distinct(
     row: &Row,
     col: usize,
     defs: &[ColumnDefinition],
-) -> u64 {
-    let Some(v) = row.get(col) else { return 0 };
+) -> Result<u64, ShardError> {
+    let Some(v) = row.get(col) else { return Ok(0) };
     if matches!(v, Value::Null) {
-        return 0;
+        return Ok(0);
     }
-    let key = group_key(row, &[col], defs);
-    if set.0.insert(key) {
+    let key = group_key(row, &[col], defs)?;
+    Ok(if set.0.insert(key) {
         set.1.push(v.clone());
         1
     } else {
         0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use codec::mysql::consts::charset;
+
+    use super::*;
+
+    fn text(collation: u16) -> ColumnDefinition {
+        ColumnDefinition::new("t", column_type::VAR_STRING, collation, 80, 0, 0)
+    }
+
+    fn b(s: &str) -> Value {
+        Value::Bytes(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn group_keys_follow_the_collation_and_keep_columns_apart() {
+        let ci = [
+            text(charset::UTF8MB4_GENERAL_CI),
+            text(charset::UTF8MB4_GENERAL_CI),
+        ];
+        let key = |row: &[Value], defs: &[ColumnDefinition]| group_key(row, &[0, 1], defs);
+        assert_eq!(
+            key(&[b("café"), b("Über ")], &ci),
+            key(&[b("CAFE"), b("uber")], &ci)
+        );
+        assert_ne!(key(&[b("ß"), b("")], &ci), key(&[b("ss"), b("")], &ci));
+        let bin = [text(charset::BINARY), text(charset::BINARY)];
+        // A byte of one column never passes for the boundary of the next.
+        assert_ne!(
+            key(&[b("a\u{ff}"), b("b")], &bin),
+            key(&[b("a"), b("\u{ff}b")], &bin)
+        );
+        assert_ne!(
+            key(&[b("a"), Value::Null], &bin),
+            key(&[b("a"), b("")], &bin)
+        );
+        let d = [int_def(), int_def()];
+        assert_eq!(
+            key(&[Value::Double(-0.0), Value::Int(1)], &d),
+            key(&[Value::Double(0.0), Value::UInt(1)], &d)
+        );
+        let unknown = [text(charset::UTF8MB4_0900_AI_CI), text(charset::BINARY)];
+        assert!(matches!(
+            key(&[b("a"), b("b")], &unknown),
+            Err(ShardError::Unsupported(m)) if m.contains("collation id 255")
+        ));
+        // NULL needs no collation.
+        assert!(key(&[Value::Null, b("b")], &unknown).is_ok());
+    }
+
+    fn int_def() -> ColumnDefinition {
+        ColumnDefinition::new("i", column_type::LONGLONG, charset::BINARY, 20, 0, 0)
     }
 }

@@ -1,5 +1,6 @@
-//! `Distinct`: drops rows equal to an earlier one (as MySQL compares them: case-insensitive text for
-//! non-binary collations), remembering at most the budget of distinct rows.
+//! `Distinct`: drops rows equal to an earlier one (as MySQL compares them: strings by their column's
+//! collation, refused when the proxy does not know it), remembering at most the budget of distinct
+//! rows.
 
 use std::collections::HashSet;
 
@@ -41,7 +42,7 @@ impl RowSource for DistinctRows {
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
         while let Some(r) = self.input.next_row()? {
             let idx: Vec<usize> = (0..r.len()).collect();
-            let key = group_key(&r, &idx, self.input.columns());
+            let key = group_key(&r, &idx, self.input.columns())?;
             if self.seen.contains(&key) {
                 continue;
             }

@@ -1,9 +1,10 @@
 //! `MergeSort`: a k-way streaming merge of shard results that are each sorted by the same keys
-//! (the shards ran the ORDER BY). Holds one row per shard; values compare as MariaDB orders them.
+//! (the shards ran the ORDER BY). Holds one row per shard; values compare as MariaDB orders them,
+//! strings by their column's collation: a key over a collation the proxy does not know is refused.
 
 use std::cmp::Ordering;
 
-use codec::mysql::{ColumnDefinition, compare_values};
+use codec::mysql::{Collation, ColumnDefinition, compare_values};
 
 use super::ShardError;
 use super::exec::{Row, RowSource, ShardRunner};
@@ -56,7 +57,38 @@ pub fn keys_text(keys: &[SortKey]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Orders two rows by `keys`.
+/// How column `i` of `cols` compares, for `what` (named in the refusal): string columns by their
+/// collation, refused with [`ShardError::Unsupported`] when the proxy does not know it (a wrong
+/// order or a split group would be a wrong answer). A column that is not there compares bytewise.
+pub fn key_collation(
+    cols: &[ColumnDefinition],
+    i: usize,
+    what: &str,
+) -> Result<Collation, ShardError> {
+    let Some(c) = cols.get(i) else {
+        return Ok(Collation::Binary);
+    };
+    Collation::of_column(c).map_err(|e| {
+        ShardError::Unsupported(format!(
+            "{what} over column `{}` with {e}: the proxy does not know how that collation compares",
+            String::from_utf8_lossy(&c.name)
+        ))
+    })
+}
+
+/// Refuses `keys` when one of them is a string column of an unknown collation.
+pub fn check_key_collations(
+    keys: &[SortKey],
+    cols: &[ColumnDefinition],
+    what: &str,
+) -> Result<(), ShardError> {
+    for k in keys {
+        key_collation(cols, k.index(cols.len()), what)?;
+    }
+    Ok(())
+}
+
+/// Orders two rows by `keys` (check them with [`check_key_collations`] first).
 pub fn compare_rows(a: &Row, b: &Row, keys: &[SortKey], cols: &[ColumnDefinition]) -> Ordering {
     for k in keys {
         let i = k.index(cols.len());
@@ -110,6 +142,7 @@ impl MergeRows {
             .first()
             .map(|s| s.columns().to_vec())
             .unwrap_or_default();
+        check_key_collations(&keys, &columns, "ORDER BY")?;
         let heads = sources
             .iter_mut()
             .map(|s| s.next_row())

@@ -121,6 +121,7 @@ impl Sort {
         limits: ExecLimits,
     ) -> Result<VecRows, ShardError> {
         let columns = input.columns().to_vec();
+        super::merge_sort::check_key_collations(&self.keys, &columns, "ORDER BY")?;
         let mut rows = Vec::new();
         while let Some(r) = input.next_row()? {
             if rows.len() as u64 >= limits.max_rows {
