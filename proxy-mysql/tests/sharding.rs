@@ -789,7 +789,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(43) {
+    match rng.below(46) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1085,6 +1085,29 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
             true,
             false,
         ),
+        42 => (
+            format!(
+                "SELECT id, tag FROM notes WHERE user_id = {u} UNION ALL SELECT id, kind FROM events WHERE day >= '2024-{m:02}-01' AND day < '2024-{m2:02}-10'"
+            ),
+            false,
+            false,
+        ),
+        43 => (
+            format!(
+                "SELECT user_id FROM notes WHERE n > {} UNION SELECT user_id FROM orders WHERE amount > {} ORDER BY 1 DESC LIMIT {n}",
+                rng.below(9),
+                rng.below(400)
+            ),
+            true,
+            false,
+        ),
+        44 => (
+            format!(
+                "(SELECT id AS k, body FROM notes ORDER BY id LIMIT {n}) UNION ALL (SELECT id, owner FROM accounts WHERE region = '{r}') ORDER BY k"
+            ),
+            false,
+            false,
+        ),
         _ => (
             format!(
                 "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",
@@ -1313,7 +1336,12 @@ fn differential_against_one_plain_mariadb() {
         "accounts",
         "settings",
     ] {
-        let q = format!("SELECT COUNT(*), SUM(id) FROM {table}");
+        let sum = if table == "settings" {
+            "SUM(LENGTH(v))"
+        } else {
+            "SUM(id)"
+        };
+        let q = format!("SELECT COUNT(*), {sum} FROM {table}");
         let want = s.servers[0]
             .sql(&format!("USE ref; {q}"))
             .expect("reference");

@@ -145,18 +145,7 @@ fn without_scatter_edits(stmt: &mut Statement, keep_items: usize) {
 }
 
 fn units(p: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut node = Some(p);
-    while let Some(n) = node {
-        match n {
-            Plan::Route(r) => out.push(r.unit.sql.clone()),
-            Plan::Scatter(s) => out.extend(s.units.iter().map(|u| u.sql.clone())),
-            Plan::MergeSort(m) => out.extend(m.input.units.iter().map(|u| u.sql.clone())),
-            _ => {}
-        }
-        node = n.child();
-    }
-    out
+    p.units().into_iter().map(|u| u.sql.clone()).collect()
 }
 
 proptest! {

@@ -25,18 +25,7 @@ use crate::error::ProxyError;
 
 /// Every unit a plan will run, in the order the merge asks for them.
 pub fn units_of(plan: &Plan) -> Vec<Unit> {
-    let mut out = Vec::new();
-    let mut node = Some(plan);
-    while let Some(p) = node {
-        match p {
-            Plan::Route(r) => out.push(r.unit.clone()),
-            Plan::Scatter(s) => out.extend(s.units.iter().cloned()),
-            Plan::MergeSort(m) => out.extend(m.input.units.iter().cloned()),
-            _ => {}
-        }
-        node = p.child();
-    }
-    out
+    plan.units().into_iter().cloned().collect()
 }
 
 /// A [`ShardRunner`] over results fetched beforehand.

@@ -129,6 +129,16 @@ pub fn execute(
                 vec![vec![Value::UInt(runner.next_id())]],
             )))
         }
+        Plan::Union(u) => {
+            let mut inputs = Vec::with_capacity(u.inputs.len());
+            for p in &u.inputs {
+                let Output::Rows(rows) = execute(p, runner, limits)? else {
+                    return Err(ShardError::Unsupported("a UNION over a write".into()));
+                };
+                inputs.push(rows);
+            }
+            Output::Rows(Box::new(super::UnionRows::new(inputs)?))
+        }
         inner => {
             let child = inner
                 .child()

@@ -23,6 +23,7 @@ pub mod scatter;
 mod select;
 pub mod splice;
 mod sqltext;
+pub mod union;
 
 use std::fmt::Write as _;
 
@@ -41,6 +42,7 @@ pub use merge_sort::{MergeSort, SortKey};
 pub use project::{Filter, Project, Sort, Trim};
 pub use route::Route;
 pub use scatter::{Scatter, WriteMerge};
+pub use union::{Union, UnionRows};
 
 use super::shard::{RuleError, ShardingRules};
 
@@ -134,6 +136,8 @@ pub enum Plan {
     Trim(Trim),
     /// `SELECT furrow_next_id()`: a global id made by the proxy.
     NextId,
+    /// The rows of several plans in turn (`UNION ALL` across shards).
+    Union(Union),
 }
 
 impl Plan {
@@ -158,6 +162,7 @@ impl Plan {
             Plan::Distinct(_) => "Distinct".to_string(),
             Plan::Trim(t) => format!("Trim drop={}", t.drop),
             Plan::NextId => "NextId".to_string(),
+            Plan::Union(u) => format!("Union inputs={}", u.inputs.len()),
         };
         let _ = writeln!(out, "{pad}{line}");
         let units: &[Unit] = match self {
@@ -170,8 +175,35 @@ impl Plan {
             let shard = rules.shards.get(u.shard).map_or("?", |s| s.name.as_str());
             let _ = writeln!(out, "{pad}  {shard}: {}", u.sql);
         }
-        if let Some(child) = self.child() {
+        for child in self.children() {
             child.render_into(rules, depth + 1, out);
+        }
+    }
+
+    /// The inputs of a node: one for the merge primitives, several for a [`Union`].
+    pub fn children(&self) -> &[Plan] {
+        match self {
+            Plan::Union(u) => &u.inputs,
+            other => other.child().map_or(&[], std::slice::from_ref),
+        }
+    }
+
+    /// Every unit the plan runs, in plan order.
+    pub fn units(&self) -> Vec<&Unit> {
+        let mut out = Vec::new();
+        self.units_into(&mut out);
+        out
+    }
+
+    fn units_into<'p>(&'p self, out: &mut Vec<&'p Unit>) {
+        match self {
+            Plan::Route(r) => out.push(&r.unit),
+            Plan::Scatter(s) => out.extend(s.units.iter()),
+            Plan::MergeSort(m) => out.extend(m.input.units.iter()),
+            _ => {}
+        }
+        for c in self.children() {
+            c.units_into(out);
         }
     }
 
@@ -185,7 +217,11 @@ impl Plan {
             Plan::Limit(l) => Some(&l.input),
             Plan::Distinct(d) => Some(&d.input),
             Plan::Trim(t) => Some(&t.input),
-            Plan::Route(_) | Plan::Scatter(_) | Plan::MergeSort(_) | Plan::NextId => None,
+            Plan::Route(_)
+            | Plan::Scatter(_)
+            | Plan::MergeSort(_)
+            | Plan::NextId
+            | Plan::Union(_) => None,
         }
     }
 }

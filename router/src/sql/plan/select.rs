@@ -44,7 +44,7 @@ fn literal_u64(e: &Expr) -> Result<u64, ShardError> {
     }
 }
 
-fn limit_of(q: &Query) -> Result<Option<(u64, u64)>, ShardError> {
+pub(super) fn limit_of(q: &Query) -> Result<Option<(u64, u64)>, ShardError> {
     Ok(match &q.limit_clause {
         None => None,
         Some(LimitClause::LimitOffset { limit, offset, .. }) => {
@@ -176,7 +176,11 @@ pub(crate) fn plan_query(
     if special && needs_whole(&q) {
         // Subqueries, derived tables, UNION, WITH: the whole statement on one shard when every
         // sharded table is pinned to one partition; refused otherwise.
-        return super::pushdown::plan_query(&q, src, rules);
+        return match super::pushdown::plan_query(&q, src, rules) {
+            Ok(p) => Ok(p),
+            // A UNION whose branches run on different shards: each branch planned alone.
+            Err(e) => super::union::plan_union(&q, src, cx)?.ok_or(e),
+        };
     }
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Ok(default_route(rules, src.sql().to_string()));
