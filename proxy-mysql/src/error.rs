@@ -164,6 +164,31 @@ pub mod errs {
         )
     }
 
+    /// 1227: a `furrow:backend=NAME` hint names the primary for a `replica_only` user.
+    pub fn hint_primary_denied(user: &str, server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1227,
+            "42000",
+            format!(
+                "Access denied; furrow: user '{user}' has read_policy = replica_only and may not \
+                 use the primary '{server}' named in the hint"
+            ),
+        )
+    }
+
+    /// 1290: a `furrow:backend=NAME` hint names a replica for a statement that may write.
+    pub fn hint_write_to_replica(server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1290,
+            "HY000",
+            format!(
+                "The MariaDB server is running with the --read-only option so it cannot execute this \
+                 statement (furrow: '{server}' named in the hint is a replica; statements that may \
+                 write run on the primary only)"
+            ),
+        )
+    }
+
     /// 1243: unknown prepared statement handler.
     pub fn unknown_stmt(id: u32, what: &str) -> ErrPacket {
         ErrPacket::new(

@@ -1,7 +1,7 @@
 //! Furrow's MySQL proxy: server to clients, client to backends; pooling, session state, read/write split.
 //!
 //! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
-//! [`pool`] per-core connection pools; [`health`] health checks and replica lag; [`route`] the
+//! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
 //! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
 
@@ -10,6 +10,7 @@ pub mod conn;
 pub mod error;
 pub mod gtid;
 pub mod health;
+pub mod nonce;
 pub mod ops;
 pub mod pool;
 pub mod route;

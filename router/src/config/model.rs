@@ -435,6 +435,10 @@ pub struct User {
     pub hosts: Vec<IpNet>,
     /// Read routing policy (MySQL).
     pub read_policy: ReadPolicy,
+    /// Whether `/* furrow:... */` routing hints in this user's statements are followed (MySQL).
+    /// Hints only ever narrow what the user may do: they never override `read_policy`, and a
+    /// write never goes to a replica.
+    pub allow_hints: bool,
     pub(crate) span: Span,
     pub(crate) listener_spans: Vec<Span>,
 }
@@ -1090,6 +1094,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
             "replica_only" => ReadPolicy::ReplicaOnly,
             _ => ReadPolicy::Split,
         });
+    let allow_hints = t.opt_bool(d, "allow_hints").is_none_or(|b| *b.get_ref());
     let span = t.span();
     t.finish(d);
     if !any_password {
@@ -1110,6 +1115,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
         keys,
         hosts,
         read_policy,
+        allow_hints,
         span,
     })
 }

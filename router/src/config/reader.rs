@@ -171,6 +171,18 @@ impl<'a, 'i> TableReader<'a, 'i> {
         self.opt_choice(d, key, choices)
     }
 
+    /// An optional boolean.
+    pub fn opt_bool(&mut self, d: &mut Diags, key: &'static str) -> Option<Spanned<bool>> {
+        let v = self.raw(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Spanned::new(v.span(), *b)),
+            _ => {
+                self.wrong_type(d, key, v, "a boolean");
+                None
+            }
+        }
+    }
+
     /// An optional unsigned integer within `min..=max`.
     pub fn opt_u64(
         &mut self,

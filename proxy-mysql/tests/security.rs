@@ -1,0 +1,492 @@
+//! Data-path trust (issue 15, MySQL): statements and packets that tried to get past a user's
+//! restrictions or the proxy's memory bounds, each against real servers and, where the item is
+//! about clients, real clients.
+//!
+//! - executable comments (`/*M!`, `/*!`) are code for routing and rules;
+//! - hints only narrow what a user may do (`allow_hints`, `replica_only`, writes never on replicas);
+//! - packets before login are capped;
+//! - login nonces from the OS CSPRNG, sequence ids checked, libmariadb's caching_sha2 start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use codec::mysql::consts::capability::*;
+use codec::mysql::{ErrPacket, HandshakeResponse41, HandshakeV10};
+use common::*;
+
+/// Rows of `query` on a server, as one string per row (cells joined by tabs).
+fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
+    server
+        .sql(query)
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| c.unwrap_or_else(|| "NULL".into()))
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect()
+}
+
+/// Whether the replica's replication threads are both running.
+fn replicating(replica: &testkit::MariaDb) -> bool {
+    let (cols, rows) = replica
+        .sql_with_columns("SHOW SLAVE STATUS")
+        .expect("slave status");
+    let col = |name: &str| cols.iter().position(|c| c == name);
+    let (Some(io), Some(sql)) = (col("Slave_IO_Running"), col("Slave_SQL_Running")) else {
+        return false;
+    };
+    rows.first()
+        .is_some_and(|r| r[io].as_deref() == Some("Yes") && r[sql].as_deref() == Some("Yes"))
+}
+
+/// A raw connection that has read the proxy's initial handshake.
+fn greet(addr: std::net::SocketAddr) -> (TcpStream, HandshakeV10) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let p = read_packet(&mut s).expect("handshake");
+    (s, HandshakeV10::decode(p.1).expect("handshake v10"))
+}
+
+/// One packet `(seq, payload)`, or `None` at EOF / reset.
+fn read_packet(s: &mut TcpStream) -> Option<(u8, bytes::Bytes)> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).ok()?;
+    let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((h[3], bytes::Bytes::from(body)))
+}
+
+fn send(s: &mut TcpStream, seq: u8, payload: &[u8]) {
+    let mut out = bytes::BytesMut::new();
+    codec::mysql::encode_packet(seq, payload, &mut out);
+    s.write_all(&out).expect("write");
+}
+
+/// A handshake response for `app` answering `scramble` with `plugin` (`auth` computed by the
+/// caller; empty for "no answer").
+fn response(user: &str, plugin: &'static str, auth: Vec<u8>) -> Vec<u8> {
+    let r = HandshakeResponse41 {
+        capabilities: CLIENT_PROTOCOL_41
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_PLUGIN_AUTH
+            | CLIENT_LONG_PASSWORD
+            | CLIENT_TRANSACTIONS
+            | CLIENT_MULTI_RESULTS,
+        max_packet_size: 1 << 24,
+        charset: 45,
+        mariadb_capabilities: 0,
+        username: bytes::Bytes::copy_from_slice(user.as_bytes()),
+        auth_response: bytes::Bytes::from(auth),
+        database: None,
+        auth_plugin_name: Some(bytes::Bytes::from_static(plugin.as_bytes())),
+        connect_attrs: Vec::new(),
+    };
+    let mut out = bytes::BytesMut::new();
+    r.encode(&mut out);
+    out.to_vec()
+}
+
+/// Whether the peer has closed (EOF or reset) within the read timeout.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- item 1
+
+#[test]
+fn executable_comments_are_code_for_routing_and_rules() {
+    let rs = replica_set(1);
+    rs.primary()
+        .sql("CREATE TABLE app.victim (id INT PRIMARY KEY)")
+        .expect("victim");
+    rs.wait_caught_up(Duration::from_secs(30))
+        .expect("caught up");
+    let proxy = proxy_for(
+        &rs,
+        "[[mysql_groups.main.rules]]\nmatch = \"DROP TABLE *\"\naction = \"deny\"\n",
+    );
+    let out = python(
+        r#"
+import os, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], autocommit=True)
+cur = c.cursor()
+for sql in ["/*M!100000 DROP TABLE app.victim */", "/*M! DROP TABLE app.victim */",
+            "/*!50000 DROP TABLE app.victim */", "/*!DROP TABLE app.victim*/"]:
+    try:
+        cur.execute(sql)
+        print("ran", sql)
+    except pymysql.MySQLError as e:
+        print("refused", e.args[0])
+cur.execute("/*M!100000 INSERT INTO app.t (v) VALUES ('m-comment') */")
+cur.execute("/*M! INSERT INTO app.t (v) VALUES ('m-comment-2') */")
+print("inserted")
+"#,
+        proxy.addr.port(),
+    )
+    .expect("pymysql");
+    assert_eq!(out.matches("refused 1142").count(), 4, "{out}");
+    assert!(!out.contains("ran"), "{out}");
+    assert!(out.contains("inserted"), "{out}");
+    // The table is still there, on both servers.
+    for s in [rs.primary(), &rs.replicas()[0]] {
+        assert_eq!(
+            rows(
+                s,
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'app' AND table_name = 'victim'"
+            ),
+            ["1"]
+        );
+    }
+    // The inserts ran on the primary (not on the replica) and replicated; replication is intact.
+    assert_eq!(
+        rows(
+            rs.primary(),
+            "SELECT COUNT(*) FROM app.t WHERE v LIKE 'm-comment%'"
+        ),
+        ["2"]
+    );
+    rs.wait_caught_up(Duration::from_secs(30))
+        .expect("caught up");
+    assert_eq!(
+        rows(
+            &rs.replicas()[0],
+            "SELECT COUNT(*) FROM app.t WHERE v LIKE 'm-comment%'"
+        ),
+        ["2"]
+    );
+    assert!(replicating(&rs.replicas()[0]));
+}
+
+// ---------------------------------------------------------------- item 2
+
+#[test]
+fn hints_only_narrow_what_a_user_may_do() {
+    let rs = replica_set(1);
+    let primary = rs.primary().addr();
+    let replicas = [rs.replicas()[0].addr()];
+    let proxy = Proxy::start(move |port| {
+        let mut s = config_toml(port, primary, &replicas, "");
+        s.push_str(&user_block("nohints", APP_SECRET, "allow_hints = false"));
+        s
+    });
+    let port = proxy.addr.port();
+    let primary_id = rs.primary().server_id().to_string();
+    let replica_id = rs.replicas()[0].server_id().to_string();
+    let run = |user: &str, sql: &str| cli(port, user, sql);
+    let err = |user: &str, sql: &str| match run(user, sql) {
+        Ok(rows) => panic!("{user}: {sql}: expected an error, got {rows:?}"),
+        Err(e) => e,
+    };
+    let ok =
+        |user: &str, sql: &str| run(user, sql).unwrap_or_else(|e| panic!("{user}: {sql}: {e}"));
+
+    // A replica_only user: a hint naming the primary neither writes nor reads there.
+    let e = err(
+        "reporter",
+        "/* furrow:backend=primary */ INSERT INTO app.t (v) VALUES ('hint-r1')",
+    );
+    assert!(e.contains("ERROR 1290"), "{e}");
+    let e = err(
+        "reporter",
+        "/* furrow:backend=primary */ SELECT @@server_id",
+    );
+    assert!(
+        e.contains("ERROR 1227") && e.contains("replica_only"),
+        "{e}"
+    );
+    // `furrow:primary` is a preference that the policy overrules.
+    assert_eq!(
+        ok("reporter", "/* furrow:primary */ SELECT @@server_id"),
+        [replica_id.clone()]
+    );
+
+    // Writes never go to a replica: a named replica is refused, `furrow:replica` is overruled.
+    for sql in [
+        "/* furrow:backend=replica1 */ INSERT INTO app.t (v) VALUES ('hint-w1')",
+        "/* furrow:backend=replica1 */ DELETE FROM app.t WHERE v = 'nothing'",
+        "/* furrow:backend=replica1 */ CREATE TABLE app.hinted (id INT)",
+        "/* furrow:backend=replica1 */ BEGIN",
+    ] {
+        let e = err("app", sql);
+        assert!(
+            e.contains("ERROR 1290") && e.contains("replica"),
+            "{sql}: {e}"
+        );
+    }
+    ok(
+        "app",
+        "/* furrow:replica */ INSERT INTO app.t (v) VALUES ('hint-w2')",
+    );
+    assert_eq!(
+        rows(
+            rs.primary(),
+            "SELECT v FROM app.t WHERE v LIKE 'hint-%' ORDER BY v"
+        ),
+        ["hint-w2"]
+    );
+    rs.wait_caught_up(Duration::from_secs(30))
+        .expect("caught up");
+    assert_eq!(
+        rows(
+            &rs.replicas()[0],
+            "SELECT v FROM app.t WHERE v LIKE 'hint-%' ORDER BY v"
+        ),
+        ["hint-w2"]
+    );
+    assert_eq!(
+        rows(
+            &rs.replicas()[0],
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'hinted'"
+        ),
+        ["0"]
+    );
+    assert!(replicating(&rs.replicas()[0]));
+    // Reads (and a read-only transaction) may still be sent to a named replica or the primary.
+    assert_eq!(
+        ok("app", "/* furrow:backend=replica1 */ SELECT @@server_id"),
+        [replica_id.clone()]
+    );
+    assert_eq!(
+        ok("app", "/* furrow:backend=primary */ SELECT @@server_id"),
+        [primary_id.clone()]
+    );
+    assert_eq!(
+        ok(
+            "app",
+            "/* furrow:backend=replica1 */ START TRANSACTION READ ONLY; SELECT @@server_id; COMMIT"
+        ),
+        [replica_id.clone()]
+    );
+
+    // allow_hints = false: every hint is ignored (reads go where the policy sends them).
+    for sql in [
+        "/* furrow:backend=primary */ SELECT @@server_id",
+        "/* furrow:primary */ SELECT @@server_id",
+    ] {
+        assert_eq!(ok("nohints", sql), [replica_id.clone()], "{sql}");
+    }
+    assert_eq!(
+        ok("nohints", "/* furrow:backend=nosuch */ SELECT 1"),
+        ["1"],
+        "an ignored hint is not even resolved"
+    );
+}
+
+// ---------------------------------------------------------------- item 5
+
+#[test]
+fn packets_before_login_are_capped() {
+    let rs = replica_set(1);
+    let proxy = proxy_for(&rs, "");
+    let before = rss_kib();
+
+    // A "415 MB" handshake response: refused when its header arrives, never buffered.
+    let (mut s, _) = greet(proxy.addr);
+    let mut writer = s.try_clone().expect("clone");
+    let pusher = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        out.extend_from_slice(&[0xFF, 0xFF, 0xFF, 1]); // a full 16 MiB fragment, continued
+        let chunk = vec![b'x'; 1 << 20];
+        let _ = writer.write_all(&out);
+        let mut sent = 0usize;
+        while sent < 415 << 20 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let (seq, payload) = read_packet(&mut s).expect("an ERR before the close");
+    let e = ErrPacket::decode(payload).expect("err packet");
+    assert_eq!((seq, e.code, e.sql_state), (2, 1153, Some(*b"08S01")));
+    assert!(closed(&mut s));
+    let sent = pusher.join().expect("pusher");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} KiB while the client pushed {sent} bytes"
+    );
+
+    // Just over the cap (many connection attributes): refused as well.
+    let (mut s, hs) = greet(proxy.addr);
+    let auth = codec::mysql::auth::native_password_scramble(APP_SECRET.as_bytes(), hs.scramble());
+    let mut big = response("app", "mysql_native_password", auth);
+    big.resize(20 * 1024, b'a');
+    send(&mut s, 1, &big);
+    let (_, payload) = read_packet(&mut s).expect("err");
+    assert_eq!(ErrPacket::decode(payload).expect("err").code, 1153);
+    assert!(closed(&mut s));
+
+    // After login, packets up to max_allowed_packet are fine again.
+    let mut c = RawClient::login(proxy.addr, "app", None);
+    let long = "y".repeat(200 * 1024);
+    c.send(0, format!("\x03SELECT LENGTH('{long}')").as_bytes());
+    let mut replies = Vec::new();
+    while replies.len() < 5 {
+        replies.push(c.read().payload);
+    }
+    assert!(
+        replies.iter().any(|p| p.as_ref() == b"\x06204800"),
+        "{:?}",
+        replies.iter().map(|p| p.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(proxy.value("SELECT 1"), "1");
+}
+
+// ---------------------------------------------------------------- item 6
+
+#[test]
+fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
+    let rs = replica_set(1);
+    let primary = rs.primary().addr();
+    let replicas = [rs.replicas()[0].addr()];
+    let proxy = Proxy::start(move |port| {
+        let mut s = config_toml(port, primary, &replicas, "");
+        // A user with only the caching_sha2_password hash.
+        let sha = codec::mysql::auth::caching_sha2_hash(APP_SECRET.as_bytes());
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        s.push_str(&format!("[users.shaonly]\npassword_sha256 = \"{hex}\"\n"));
+        s
+    });
+
+    // Nonces: printable, no NUL, never repeated.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let (_, hs) = greet(proxy.addr);
+        let nonce = hs.scramble().to_vec();
+        assert_eq!(nonce.len(), 20);
+        assert!(nonce.iter().all(|b| (33..=126).contains(b)), "{nonce:?}");
+        assert!(seen.insert(nonce), "a nonce repeated");
+    }
+
+    // A handshake response with a wrong sequence id: ERR 1156, then the close.
+    for bad in [0u8, 2, 7] {
+        let (mut s, hs) = greet(proxy.addr);
+        let auth =
+            codec::mysql::auth::native_password_scramble(APP_SECRET.as_bytes(), hs.scramble());
+        send(&mut s, bad, &response("app", "mysql_native_password", auth));
+        let (_, payload) = read_packet(&mut s).expect("err");
+        let e = ErrPacket::decode(payload).expect("err packet");
+        assert_eq!((e.code, e.sql_state), (1156, Some(*b"08S01")), "seq {bad}");
+        assert!(closed(&mut s), "seq {bad}");
+    }
+
+    // caching_sha2_password with an empty first answer (what libmariadb sends when the announced
+    // plugin is another): switched, then logged in with the switched plugin's answer. The
+    // answer to the switch must carry the next sequence id.
+    for (good, expect_ok) in [(true, true), (false, false)] {
+        let (mut s, _) = greet(proxy.addr);
+        send(
+            &mut s,
+            1,
+            &response("app", "caching_sha2_password", Vec::new()),
+        );
+        let (seq, payload) = read_packet(&mut s).expect("auth switch");
+        assert_eq!(payload.first(), Some(&0xFE), "{payload:?}");
+        let sw = codec::mysql::AuthSwitchRequest::decode(payload).expect("switch");
+        assert_eq!(sw.plugin_name.as_ref(), b"mysql_native_password");
+        let auth =
+            codec::mysql::auth::native_password_scramble(APP_SECRET.as_bytes(), sw.scramble());
+        send(&mut s, if good { seq + 1 } else { seq + 3 }, &auth);
+        let (_, payload) = read_packet(&mut s).expect("reply");
+        if expect_ok {
+            assert_eq!(payload.first(), Some(&0), "{payload:?}");
+        } else {
+            assert_eq!(ErrPacket::decode(payload).expect("err").code, 1156);
+            assert!(closed(&mut s));
+        }
+    }
+
+    // The real mariadb CLI, with caching_sha2_password as its default plugin and with its usual
+    // default, for an account with both hashes and one with only the SHA-256 hash.
+    for user in ["app", "shaonly"] {
+        for plugin in [
+            None,
+            Some("caching_sha2_password"),
+            Some("mysql_native_password"),
+        ] {
+            let mut cmd = Command::new("mariadb");
+            cmd.args([
+                "--no-defaults",
+                "--protocol=TCP",
+                "--host=127.0.0.1",
+                "--batch",
+            ])
+            .arg("--skip-column-names")
+            .arg(format!("--port={}", proxy.addr.port()))
+            .arg(format!("--user={user}"))
+            .arg(format!("--password={APP_SECRET}"));
+            if let Some(p) = plugin {
+                cmd.arg(format!("--default-auth={p}"));
+            }
+            let out = cmd.args(["-e", "SELECT 42"]).output().expect("mariadb");
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "42",
+                "{user} with {plugin:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // A wrong password is still refused.
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "--protocol=TCP", "--host=127.0.0.1"])
+            .arg(format!("--port={}", proxy.addr.port()))
+            .arg(format!("--user={user}"))
+            .args([
+                "--password=wrong",
+                "--default-auth=caching_sha2_password",
+                "-e",
+                "SELECT 1",
+            ])
+            .output()
+            .expect("mariadb");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("1045"),
+            "{user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Python drivers log in as before (PyMySQL: mysql_native_password; mysql-connector:
+    // caching_sha2_password computed on the first scramble, and after a switch).
+    let out = python(
+        r#"
+import os, pymysql, mysql.connector
+port = int(os.environ["PORT"]); pw = os.environ["PASSWORD"]
+for user in ["app", "shaonly"]:
+    c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw)
+    cur = c.cursor(); cur.execute("SELECT 1"); print("pymysql", user, cur.fetchone()[0])
+    for plugin in ["caching_sha2_password", "mysql_native_password"]:
+        c = mysql.connector.connect(host="127.0.0.1", port=port, user=user, password=pw, auth_plugin=plugin, use_pure=True)
+        cur = c.cursor(); cur.execute("SELECT 1"); print("connector", user, plugin, cur.fetchone()[0])
+"#,
+        proxy.addr.port(),
+    )
+    .expect("python drivers");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" 1")).count(),
+        6,
+        "{out}"
+    );
+}
