@@ -916,11 +916,10 @@ impl Session {
         if !want_primary || self.read_policy == ReadPolicy::ReplicaOnly {
             let r = random_u64(&mut self.rng);
             let pick = match &self.last_gtid {
-                Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => {
-                    t.pick_replica_where(g.max_replica_lag, r, |x| {
+                Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
+                    .pick_replica_where(g.max_replica_lag, r, |x| {
                         !avoid.contains(&x.name) && crate::gtid::replica_has(&g.name, &x.name, want)
-                    })
-                }
+                    }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
             if let Some(x) = pick {
@@ -1648,8 +1647,7 @@ impl Session {
 fn replica_may_run(c: &Classified, is_read: bool) -> bool {
     is_read
         || matches!(c.kind, StmtKind::Commit | StmtKind::Rollback)
-        || (c.kind == StmtKind::Begin
-            && c.flags & router::sql::classify::flags::READ_ONLY_TXN != 0)
+        || (c.kind == StmtKind::Begin && c.flags & router::sql::classify::flags::READ_ONLY_TXN != 0)
 }
 
 /// `SET` / `USE` and friends are allowed for replica_only users (they only touch the session).

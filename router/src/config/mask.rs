@@ -105,7 +105,10 @@ users.other.password_sha256 = "g7"
         assert_eq!(m.matches(MASK).count(), 8, "{m}");
         assert!(m.contains("user = \"u\""), "{m}");
         assert!(m.contains("# the password of app is not here"), "{m}");
-        assert!(m.contains("primary = { address = \"x\", password = \"***\" }"), "{m}");
+        assert!(
+            m.contains("primary = { address = \"x\", password = \"***\" }"),
+            "{m}"
+        );
     }
 
     #[test]
