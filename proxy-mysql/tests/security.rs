@@ -218,7 +218,7 @@ fn hints_only_narrow_what_a_user_may_do() {
     // `furrow:primary` is a preference that the policy overrules.
     assert_eq!(
         ok("reporter", "/* furrow:primary */ SELECT @@server_id"),
-        [replica_id.clone()]
+        [replica_id.as_str()]
     );
 
     // Writes never go to a replica: a named replica is refused, `furrow:replica` is overruled.
@@ -265,18 +265,18 @@ fn hints_only_narrow_what_a_user_may_do() {
     // Reads (and a read-only transaction) may still be sent to a named replica or the primary.
     assert_eq!(
         ok("app", "/* furrow:backend=replica1 */ SELECT @@server_id"),
-        [replica_id.clone()]
+        [replica_id.as_str()]
     );
     assert_eq!(
         ok("app", "/* furrow:backend=primary */ SELECT @@server_id"),
-        [primary_id.clone()]
+        [primary_id.as_str()]
     );
     assert_eq!(
         ok(
             "app",
             "/* furrow:backend=replica1 */ START TRANSACTION READ ONLY; SELECT @@server_id; COMMIT"
         ),
-        [replica_id.clone()]
+        [replica_id.as_str()]
     );
 
     // allow_hints = false: every hint is ignored (reads go where the policy sends them).
@@ -284,7 +284,7 @@ fn hints_only_narrow_what_a_user_may_do() {
         "/* furrow:backend=primary */ SELECT @@server_id",
         "/* furrow:primary */ SELECT @@server_id",
     ] {
-        assert_eq!(ok("nohints", sql), [replica_id.clone()], "{sql}");
+        assert_eq!(ok("nohints", sql), [replica_id.as_str()], "{sql}");
     }
     assert_eq!(
         ok("nohints", "/* furrow:backend=nosuch */ SELECT 1"),
