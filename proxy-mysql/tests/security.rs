@@ -490,3 +490,70 @@ for user in ["app", "shaonly"]:
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------- items 1 and 2, sharded listener
+
+#[test]
+fn sharded_listener_refuses_mariadb_executable_comments_and_obeys_allow_hints() {
+    let server = testkit::MariaDb::start().expect("server");
+    server
+        .sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
+        .expect("schemas");
+    let a = server.addr();
+    let proxy = Proxy::start(move |port| {
+        let mut s = format!(
+            "[proxy]\nexecutors = 1\nshutdown_grace_ms = 2000\n\n\
+             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{port}\"\ngroup = \"g\"\n\n\
+             [mysql_groups.g]\nuser = \"{u}\"\npassword = \"{p}\"\n\
+             primary = {{ name = \"a\", address = \"{a}\" }}\n\n\
+             [sharding.app]\nlistener = \"db\"\n\
+             shards = [{{ name = \"s0\", group = \"g\", schema = \"app_0\" }}, \
+             {{ name = \"s1\", group = \"g\", schema = \"app_1\" }}]\n\n\
+             [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+             physical = \"orders_{{0..1}}\"\n\n",
+            u = testkit::APP_USER,
+            p = testkit::APP_PASSWORD,
+        );
+        s.push_str(&user_block("app", APP_SECRET, ""));
+        s.push_str(&user_block("nohints", APP_SECRET, "allow_hints = false"));
+        s
+    });
+    let port = proxy.addr.port();
+    cli(
+        port,
+        "app",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT NOT NULL)",
+    )
+    .expect("ddl");
+    cli(
+        port,
+        "app",
+        "INSERT INTO orders (id, user_id) VALUES (1, 1), (2, 2)",
+    )
+    .expect("insert");
+    // The planner would read `/*M! ... */` as a comment while the shards run it: refused.
+    let e = cli(
+        port,
+        "app",
+        "SELECT COUNT(*) FROM orders /*M!100000 WHERE user_id = 1 */",
+    )
+    .expect_err("refused");
+    assert!(e.contains("ERROR 1235") && e.contains("/*M!"), "{e}");
+    // In a string it is only text.
+    assert_eq!(
+        cli(
+            port,
+            "app",
+            "SELECT COUNT(*) FROM orders WHERE '/*M!' <> ''"
+        )
+        .expect("count"),
+        ["2"]
+    );
+    // A shard hint is followed for `app` and ignored for a user with allow_hints = false.
+    let e = cli(port, "app", "/* furrow:shard=nope */ SELECT 1").expect_err("unknown shard");
+    assert!(e.contains("unknown shard `nope`"), "{e}");
+    assert_eq!(
+        cli(port, "nohints", "/* furrow:shard=nope */ SELECT 1").expect("ignored"),
+        ["1"]
+    );
+}

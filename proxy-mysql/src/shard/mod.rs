@@ -173,6 +173,16 @@ impl ShardSession {
     /// Runs one command (see [`handles`]) and queues its reply on `cx.client`.
     pub async fn command(&mut self, cx: Ctx<'_>, rules: &RulesFor, payload: bytes::Bytes) {
         use codec::mysql::consts::com;
+        // The planner's parser reads MariaDB's `/*M! ... */` as a comment while the shards run it:
+        // the plan would not be the statement's. Refused rather than planned wrong.
+        if matches!(payload.first(), Some(&(com::QUERY | com::STMT_PREPARE)))
+            && router::sql::lexer::has_mariadb_executable_comment(&crate::sql_text(&payload[1..]))
+        {
+            return encode::err(
+                cx.client,
+                &unsupported("MariaDB executable comments (`/*M! ... */`); use `/*! ... */`"),
+            );
+        }
         match payload.first().copied() {
             Some(com::QUERY) => {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject

@@ -286,6 +286,32 @@ pub fn executable_comment_body(b: &[u8], i: usize) -> Option<usize> {
     Some(j)
 }
 
+/// Whether `sql` holds a MariaDB executable comment (`/*M!`) outside string literals, quoted names
+/// and ordinary comments (for code that must not hand such text to `sqlparser`, which reads it as
+/// a comment).
+pub fn has_mariadb_executable_comment(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => i = skip_quoted(b, i, q),
+            b'#' => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => match b.get(i + 2) {
+                Some(b'M') if b.get(i + 3) == Some(&b'!') => return true,
+                Some(b'!') => i += 3, // MySQL's executable comment: its body is code
+                _ => i = find(b, i + 2, b"*/").map_or(b.len(), |e| e + 2),
+            },
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 /// End of the number literal starting at `i` (a digit): alphanumerics and dots, and a sign after
 /// an exponent letter.
 fn number_end(b: &[u8], mut i: usize) -> usize {
@@ -479,6 +505,20 @@ mod tests {
             toks("/*m! DROP TABLE t */ SELECT 1").0[0],
             Token::Word("SELECT")
         );
+        assert!(has_mariadb_executable_comment("SELECT 1 /*M!100000 , 2 */"));
+        assert!(has_mariadb_executable_comment(
+            "SELECT /*!50000 /*M! 1 */ */"
+        ));
+        for plain in [
+            "SELECT '/*M!' FROM t",
+            "SELECT `/*M!` FROM t",
+            "SELECT 1 /* a /*M! b */",
+            "SELECT 1 -- /*M!",
+            "SELECT 1 # /*M!",
+            "SELECT 1 /*!50000 , 2 */",
+        ] {
+            assert!(!has_mariadb_executable_comment(plain), "{plain}");
+        }
         assert_eq!(executable_comment_body(b"/*M!", 0), Some(4));
         assert_eq!(executable_comment_body(b"/*M", 0), None);
         assert_eq!(executable_comment_body(b"x /*!1", 2), Some(6));
