@@ -189,6 +189,18 @@ pub mod errs {
         )
     }
 
+    /// 1041: the listener's budget for buffered client packets is in use.
+    pub fn out_of_memory(limit: usize) -> ErrPacket {
+        ErrPacket::new(
+            1041,
+            "HY000",
+            format!(
+                "Out of memory; furrow: the clients of this listener already hold the \
+                 client_buffer_budget ({limit} bytes) in packets being received; retry later"
+            ),
+        )
+    }
+
     /// 1243: unknown prepared statement handler.
     pub fn unknown_stmt(id: u32, what: &str) -> ErrPacket {
         ErrPacket::new(

@@ -100,6 +100,8 @@ pub struct ListenerInfo {
     pub group: String,
     /// Largest client packet.
     pub max_frame: usize,
+    /// Bytes all clients of the listener may hold in packets being received.
+    pub budget: Arc<crate::conn::ClientBudget>,
     /// Idle timeout for clients.
     pub idle_timeout: Option<Duration>,
 }
@@ -196,7 +198,8 @@ impl Session {
         Session {
             id,
             // Until login: small packets only (see `PRE_AUTH_MAX_PAYLOAD`).
-            client: Conn::new(stream, PRE_AUTH_MAX_PAYLOAD.min(info.max_frame)),
+            client: Conn::new(stream, PRE_AUTH_MAX_PAYLOAD.min(info.max_frame))
+                .with_budget(info.budget.clone()),
             peer,
             snap: LocalSnapshot::new(&shared.snapshots),
             info,
@@ -257,7 +260,21 @@ impl Session {
                 Err(ConnError::Protocol(e)) => {
                     let err = ProxyError::ClientProtocol(e).to_err_packet();
                     self.client.queue_err(1, &err);
-                    let _ = self.client.flush().await;
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
+                    break;
+                }
+                Err(ConnError::BudgetExhausted { limit }) => {
+                    // The packet stays unread: answer in its sequence, drop what was buffered
+                    // of it, and close.
+                    let seq = self.client.rbuf.get(3).map_or(1, |s| s.wrapping_add(1));
+                    self.client.queue_err(seq, &errs::out_of_memory(limit));
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
                     break;
                 }
                 Err(ConnError::Io(_)) => break,
@@ -1250,6 +1267,7 @@ impl Session {
             Err(FwdError::Client(e)) => Err(ProxyError::ClientIo(match e {
                 ConnError::Io(e) => e,
                 ConnError::Protocol(p) => std::io::Error::other(p.to_string()),
+                e @ ConnError::BudgetExhausted { .. } => std::io::Error::other(e.to_string()),
             })),
             Err(FwdError::TooLarge { limit, next_seq }) => {
                 Err(ProxyError::ResultTooLarge { limit, next_seq })

@@ -557,3 +557,77 @@ fn sharded_listener_refuses_mariadb_executable_comments_and_obeys_allow_hints() 
         ["1"]
     );
 }
+
+// ---------------------------------------------------------------- item 5, the shared budget
+
+/// A raw connection logged in as `app` (mysql_native_password).
+fn login_raw(addr: std::net::SocketAddr) -> TcpStream {
+    let (mut s, hs) = greet(addr);
+    let auth = codec::mysql::auth::native_password_scramble(APP_SECRET.as_bytes(), hs.scramble());
+    send(&mut s, 1, &response("app", "mysql_native_password", auth));
+    let (_, ok) = read_packet(&mut s).expect("login reply");
+    assert_eq!(ok.first(), Some(&0), "login: {ok:?}");
+    s
+}
+
+/// A COM_QUERY `SELECT LENGTH('yyy...')` of about `len` bytes, as one packet on the wire.
+fn big_query(len: usize) -> (Vec<u8>, usize) {
+    let n = len - 20;
+    let payload = format!("\x03SELECT LENGTH('{}')", "y".repeat(n)).into_bytes();
+    let mut wire = bytes::BytesMut::new();
+    codec::mysql::encode_packet(0, &payload, &mut wire);
+    (wire.to_vec(), n)
+}
+
+/// Reads a text result's single row of a single column.
+fn single_value(s: &mut TcpStream) -> Result<String, ErrPacket> {
+    let (_, first) = read_packet(s).expect("reply");
+    if first.first() == Some(&0xFF) {
+        return Err(ErrPacket::decode(first).expect("err"));
+    }
+    let _def = read_packet(s).expect("column");
+    let _eof = read_packet(s).expect("eof");
+    let (_, row) = read_packet(s).expect("row");
+    let _eof = read_packet(s).expect("eof");
+    Ok(String::from_utf8_lossy(&row[1..]).into_owned())
+}
+
+#[test]
+fn a_listener_wide_budget_bounds_packets_being_received() {
+    let rs = replica_set(1);
+    let primary = rs.primary().addr();
+    let replicas = [rs.replicas()[0].addr()];
+    let proxy = Proxy::start(move |port| {
+        config_toml(port, primary, &replicas, "").replacen(
+            "group = \"main\"\n",
+            "group = \"main\"\nclient_buffer_budget = 1048576\n",
+            1,
+        )
+    });
+    let (query, n) = big_query(900 * 1024);
+    // A holds most of the budget with a packet it has not finished sending.
+    let mut a = login_raw(proxy.addr);
+    a.write_all(&query[..700 * 1024]).expect("a: first part");
+    std::thread::sleep(Duration::from_millis(500));
+    // B's packet does not fit beside it: ERR 1041, then the close.
+    let mut b = login_raw(proxy.addr);
+    let mut bw = b.try_clone().expect("clone");
+    let part = query[..700 * 1024].to_vec();
+    let pusher = std::thread::spawn(move || {
+        let _ = bw.write_all(&part);
+    });
+    let e = single_value(&mut b).expect_err("b refused");
+    assert_eq!((e.code, e.sql_state), (1041, Some(*b"HY000")), "{e:?}");
+    assert!(closed(&mut b));
+    pusher.join().expect("pusher");
+    // A finishes and gets its answer.
+    a.write_all(&query[700 * 1024..]).expect("a: rest");
+    assert_eq!(single_value(&mut a).expect("a's result"), n.to_string());
+    // Its share is free again once it is answered: C's packet of the same size fits.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = login_raw(proxy.addr);
+    c.write_all(&query).expect("c");
+    assert_eq!(single_value(&mut c).expect("c's result"), n.to_string());
+    // Ordinary statements are not charged at all.
+    assert_eq!(proxy.value("SELECT 1"), "1");
+}

@@ -120,6 +120,9 @@ pub struct ListenerLimits {
     pub max_client_buffer: u64,
     /// Largest single frame (RESP bulk or MySQL packet payload) accepted from a client.
     pub max_frame: u64,
+    /// MySQL: bytes that all clients of the listener together (every executor) may hold in
+    /// packets being received, beyond the first 64 KiB of each; past it a client gets ERR 1041.
+    pub client_buffer_budget: u64,
     /// Close client connections idle this long (None: never).
     pub idle_timeout: Option<Duration>,
 }
@@ -131,6 +134,7 @@ impl Default for ListenerLimits {
             max_pipeline: 4096,
             max_client_buffer: 64 * 1024 * 1024,
             max_frame: 512 * 1024 * 1024,
+            client_buffer_budget: 1024 * 1024 * 1024,
             idle_timeout: None,
         }
     }
@@ -606,6 +610,9 @@ fn read_limits(t: &mut TableReader<'_, '_>, d: &mut Diags) -> ListenerLimits {
         max_frame: t
             .opt_u64(d, "max_frame", 1024, 1 << 32)
             .map_or(def.max_frame, |v| *v.get_ref()),
+        client_buffer_budget: t
+            .opt_u64(d, "client_buffer_budget", 1024 * 1024, 1 << 44)
+            .map_or(def.client_buffer_budget, |v| *v.get_ref()),
         idle_timeout: t
             .opt_ms(d, "idle_timeout_ms", 0, 30 * 24 * 3_600_000)
             .filter(|d| !d.is_zero()),
