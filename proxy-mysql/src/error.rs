@@ -201,6 +201,19 @@ pub mod errs {
         )
     }
 
+    /// 1290: a statement that may write, in a session whose transaction a hint put on a replica.
+    pub fn write_on_pinned_replica(server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1290,
+            "HY000",
+            format!(
+                "The MariaDB server is running with the --read-only option so it cannot execute this \
+                 statement (furrow: this session's transaction is on the replica '{server}'; \
+                 statements that may write run on the primary only: end the transaction first)"
+            ),
+        )
+    }
+
     /// 1243: unknown prepared statement handler.
     pub fn unknown_stmt(id: u32, what: &str) -> ErrPacket {
         ErrPacket::new(

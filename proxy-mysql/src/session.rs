@@ -881,10 +881,6 @@ impl Session {
         c: &Classified,
         avoid: &[Rc<str>],
     ) -> Result<Dest, ProxyError> {
-        if self.pinned.is_some() {
-            return Ok(Dest::Pinned);
-        }
-        let t = self.group_targets(snap)?;
         // Session-only statements (replayable SET, USE) run anywhere: their effect is replayed on
         // whichever connection the session uses next.
         let is_read = c.is_read()
@@ -894,6 +890,24 @@ impl Session {
                     StmtKind::Begin | StmtKind::Commit | StmtKind::Rollback
                 )
                 && (c.kind != StmtKind::Set || c.is_replayable_set()));
+        // The policy comes before everything else, the pinned connection included (a
+        // replica_only user's `BEGIN` pins a replica: its writes must not follow).
+        if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
+            return Err(ProxyError::Refused(errs::read_only(&self.user)));
+        }
+        if let Some(p) = &self.pinned {
+            // Only a hint can pin a replica (a read in a transaction it opened): what may write
+            // never runs there.
+            if !replica_may_run(c, is_read) {
+                let server = p.server.clone();
+                let t = self.group_targets(snap)?;
+                if *server != *t.primary.name {
+                    return Err(ProxyError::Refused(errs::write_on_pinned_replica(&server)));
+                }
+            }
+            return Ok(Dest::Pinned);
+        }
+        let t = self.group_targets(snap)?;
         // Hints only narrow what the user may already do: the policy checks come first, and a
         // hint that would take a statement past them is refused (a named server) or overruled
         // (`furrow:primary` / `furrow:replica`, which are preferences).
@@ -902,9 +916,6 @@ impl Session {
         } else {
             None
         };
-        if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
-            return Err(ProxyError::Refused(errs::read_only(&self.user)));
-        }
         if let Some(Hint::Backend(name)) = hint {
             let Some(x) = t.by_name(name) else {
                 return Err(ProxyError::Refused(errs::unknown_backend(name)));

@@ -278,6 +278,26 @@ fn hints_only_narrow_what_a_user_may_do() {
         ),
         [replica_id.as_str()]
     );
+    // A transaction on a replica never carries a write there: neither a replica_only user's
+    // (its BEGIN runs on a replica) nor one a hinted read opened with autocommit off.
+    let e = err(
+        "reporter",
+        "BEGIN; INSERT INTO app.t (v) VALUES ('txn-r'); COMMIT",
+    );
+    assert!(e.contains("ERROR 1290"), "{e}");
+    let e = err(
+        "app",
+        "SET autocommit = 0; /* furrow:backend=replica1 */ SELECT COUNT(*) FROM app.t; \
+         INSERT INTO app.t (v) VALUES ('txn-w'); COMMIT",
+    );
+    assert!(e.contains("ERROR 1290") && e.contains("replica1"), "{e}");
+    for s in [rs.primary(), &rs.replicas()[0]] {
+        assert_eq!(
+            rows(s, "SELECT COUNT(*) FROM app.t WHERE v LIKE 'txn-%'"),
+            ["0"]
+        );
+    }
+    assert!(replicating(&rs.replicas()[0]));
 
     // allow_hints = false: every hint is ignored (reads go where the policy sends them).
     for sql in [
