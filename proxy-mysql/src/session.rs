@@ -807,16 +807,18 @@ impl Session {
             .cloned();
         let mut plugin = auth_plugin_name
             .map(|p| String::from_utf8_lossy(&p).into_owned())
-            .unwrap_or_else(|| "mysql_native_password".into());
+            .unwrap_or_else(|| ANNOUNCED_PLUGIN.into());
         let mut response = auth_response;
         let mut seq = 1;
         // As at login (and as a server does for COM_CHANGE_USER): when the client answered with a
         // plugin the user's stored hashes cannot check (a caching_sha2-only user and a client that
         // logged in with mysql_native_password), switch it to one they can instead of refusing a
         // correct password.
+        // And as at login, an empty answer for another plugin asks for a switch.
+        let wants_switch = response.is_empty() && plugin != ANNOUNCED_PLUGIN;
         if let Some(u) = &user
             && host_allowed(u, self.peer.ip())
-            && !can_check(u, &plugin)
+            && (wants_switch || !can_check(u, &plugin))
         {
             match self.auth_switch(u, seq).await {
                 Ok(Some(switched)) => (plugin, response, seq) = switched,

@@ -439,6 +439,24 @@ fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
         }
     }
 
+    // The same start in COM_CHANGE_USER: switched, then changed.
+    let (mut s, hs) = greet(proxy.addr);
+    let auth = codec::mysql::auth::native_password_scramble(APP_SECRET.as_bytes(), hs.scramble());
+    send(&mut s, 1, &response("app", "mysql_native_password", auth));
+    assert_eq!(read_packet(&mut s).expect("ok").1.first(), Some(&0));
+    let mut cu = b"\x11shaonly\x00\x00\x00".to_vec();
+    cu.extend_from_slice(&45u16.to_le_bytes());
+    cu.extend_from_slice(b"caching_sha2_password\x00");
+    send(&mut s, 0, &cu);
+    let (seq, payload) = read_packet(&mut s).expect("auth switch");
+    let sw = codec::mysql::AuthSwitchRequest::decode(payload).expect("switch");
+    assert_eq!(sw.plugin_name.as_ref(), b"caching_sha2_password");
+    let auth = codec::mysql::auth::caching_sha2_scramble(APP_SECRET.as_bytes(), sw.scramble());
+    send(&mut s, seq + 1, &auth);
+    let (_, fast) = read_packet(&mut s).expect("fast auth");
+    assert_eq!(fast.as_ref(), [0x01, 0x03]);
+    assert_eq!(read_packet(&mut s).expect("ok").1.first(), Some(&0));
+
     // The real mariadb CLI, with caching_sha2_password as its default plugin and with its usual
     // default, for an account with both hashes and one with only the SHA-256 hash.
     for user in ["app", "shaonly"] {
