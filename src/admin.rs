@@ -159,7 +159,8 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
         ("INFO", _) => write_bulk(out, info(control).as_bytes()),
         ("SHOW", "CONFIG") => write_bulk(
             out,
-            mask_secrets(&control.shared.snapshots.current().config.source).as_bytes(),
+            router::config::mask_secrets(&control.shared.snapshots.current().config.source)
+                .as_bytes(),
         ),
         ("SHOW", "BACKENDS") => write_bulk(out, backends_table(control).as_bytes()),
         ("SHOW", "LISTENERS") => write_bulk(out, listeners_table(control).as_bytes()),
@@ -253,39 +254,6 @@ fn command_text(cmd: &Command) -> String {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The config text with every secret value replaced by `***`.
-pub fn mask_secrets(source: &str) -> String {
-    let mut out = String::with_capacity(source.len());
-    for line in source.lines() {
-        let trimmed = line.trim_start();
-        let key = trimmed.split(['=', ' ']).next().unwrap_or("");
-        if matches!(key, "password" | "admin_password") && trimmed.contains('=') {
-            let indent = &line[..line.len() - trimmed.len()];
-            let _ = writeln!(out, "{indent}{key} = \"***\"");
-        } else {
-            // inline tables may carry a password too: `{ ..., password = "x" }`
-            let _ = writeln!(out, "{}", mask_inline(line));
-        }
-    }
-    out
-}
-
-fn mask_inline(line: &str) -> String {
-    let mut s = line.to_string();
-    for key in ["password = \"", "password=\""] {
-        let mut from = 0;
-        while let Some(i) = s[from..].find(key) {
-            let start = from + i + key.len();
-            let Some(len) = s[start..].find('"') else {
-                break;
-            };
-            s.replace_range(start..start + len, "***");
-            from = start + 3;
-        }
-    }
-    s
 }
 
 fn info(control: &Control) -> String {
@@ -596,14 +564,13 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_every_form() {
-        let src = "admin_password = \"a\"\n[g]\npassword = \"b\"\nprimary = { address = \"x\", password = \"c\" }\nuser = \"u\"\n";
-        let m = mask_secrets(src);
-        assert!(
-            !m.contains("\"a\"") && !m.contains("\"b\"") && !m.contains("\"c\""),
-            "{m}"
-        );
+        let src = "admin_password = \"a\"\n[g]\npassword = \"b\"\nprimary = { address = \"x\", password = \"c\" }\nuser = \"u\"\n[users.app]\npassword_native = \"*D\"\npassword_sha256 = \"e\"\n";
+        let m = router::config::mask_secrets(src);
+        for secret in ["\"a\"", "\"b\"", "\"c\"", "\"*D\"", "\"e\""] {
+            assert!(!m.contains(secret), "{m}");
+        }
         assert!(m.contains("user = \"u\""));
-        assert_eq!(m.matches("***").count(), 3);
+        assert_eq!(m.matches("***").count(), 5);
     }
 
     #[test]

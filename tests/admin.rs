@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FurrowProcess, furrow_bin, redis_cli};
+use common::{FurrowProcess, furrow_bin, redis_cli, redis_cli_with};
 
 #[test]
 fn check_config_accepts_the_examples() {
@@ -114,6 +114,38 @@ fn admin_port_answers_redis_cli_and_nc() {
     let missing = common::http_get(metrics.port(), "/nope");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     drop(p);
+}
+
+#[test]
+fn show_config_masks_every_secret() {
+    let admin = testkit::reserve_port().expect("port");
+    let metrics = testkit::reserve_port().expect("port");
+    let extra = "admin_password = \"adm-1\"\n\n\
+         [mysql_groups.main]\nuser = \"backend\"\npassword = 'grp-2'\n\
+         primary = { name = \"p\", address = \"127.0.0.1:1\" }\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n\
+         password_sha256 = \"07a99d33e023ea491bc3f7b999efcfb76c32ff9abe1cf29ff3c5ee8b85ea015d\"\n\n\
+         [users.other]\n\"password_sha256\"   =   \"24dad5785a77373f33eeb44289cdef2e252394ca4cfac4e71169b071d805f24f\"\n";
+    let cfg = admin_only_config(admin.port(), metrics.port(), extra);
+    let _p = FurrowProcess::start(&cfg, admin.port());
+    assert_eq!(redis_cli(admin.port(), &["AUTH", "adm-1"]), "OK");
+    let shown = redis_cli_with(
+        admin.port(),
+        &["-a", "adm-1", "--no-auth-warning"],
+        &["SHOW", "CONFIG"],
+    );
+    assert!(shown.contains("[users.app]"), "{shown}");
+    assert!(shown.contains("user = \"backend\""), "{shown}");
+    for secret in [
+        "adm-1",
+        "grp-2",
+        "6C7A370C07660BC788681B3238D93E08BD74303C",
+        "07a99d33e023ea491bc3f7b999efcfb76c32ff9abe1cf29ff3c5ee8b85ea015d",
+        "24dad5785a77373f33eeb44289cdef2e252394ca4cfac4e71169b071d805f24f",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert_eq!(shown.matches("\"***\"").count(), 5, "{shown}");
 }
 
 #[test]

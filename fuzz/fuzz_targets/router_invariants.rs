@@ -195,9 +195,10 @@ pub fn ends_open(sql: &str) -> bool {
             _ => i += 1,
         }
     }
-    // `/*!` executable comments, a trailing `/`, `*`, `-`, `@`, backslash or `x`/`b` prefix can
+    // `/*!` / `/*M!` executable comments, a trailing `/`, `*`, `-`, `@`, backslash or `x`/`b` prefix can
     // combine with an appended comment or space differently than with nothing.
     sql.contains("/*!")
+        || sql.contains("/*M!")
         || sql.contains("*/")
         || matches!(
             b.last(),

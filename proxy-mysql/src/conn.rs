@@ -1,6 +1,9 @@
 //! A framed MySQL connection: a socket with a read buffer (packets are parsed in place) and a write
 //! buffer flushed once per response.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use bytes::{Buf, BytesMut};
 use codec::mysql::{ErrPacket, Packet, PacketDecoder, encode_packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +18,59 @@ pub enum ConnError {
     /// Invalid framing or an over-cap packet.
     #[error("{0}")]
     Protocol(#[from] codec::mysql::MysqlError),
+    /// The packet being received would take the listener's [`ClientBudget`] past its limit.
+    #[error("client buffer budget of {limit} bytes exhausted")]
+    BudgetExhausted {
+        /// The budget's limit in bytes.
+        limit: usize,
+    },
+}
+
+/// Bytes of each client's read buffer that are never charged to a [`ClientBudget`]: ordinary
+/// statements never touch the shared counter.
+pub const FREE_PER_CLIENT: usize = 64 * 1024;
+
+/// A budget for the bytes that the clients of one listener (on every executor) hold in packets
+/// being received, beyond [`FREE_PER_CLIENT`] each: a few clients sending huge packets at once
+/// cannot take the process's memory. A client's charge lasts until it asks for its next packet
+/// (the previous one has been handled by then) or closes.
+#[derive(Debug)]
+pub struct ClientBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ClientBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        ClientBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let prev = self.used.fetch_add(n, Relaxed);
+        if prev.saturating_add(n) > self.limit {
+            self.used.fetch_sub(n, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Relaxed);
+    }
 }
 
 /// A socket with MySQL packet framing.
@@ -27,6 +83,14 @@ pub struct Conn {
     pub wbuf: BytesMut,
     /// Framing with the payload cap.
     pub decoder: PacketDecoder,
+    /// For client connections: the listener's budget and what this connection holds of it.
+    budget: Option<(Arc<ClientBudget>, usize)>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.uncharge();
+    }
 }
 
 impl Conn {
@@ -38,6 +102,47 @@ impl Conn {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             decoder: PacketDecoder::new(max_payload),
+            budget: None,
+        }
+    }
+
+    /// Charges what this (client) connection buffers beyond [`FREE_PER_CLIENT`] to `budget`.
+    pub fn with_budget(mut self, budget: Arc<ClientBudget>) -> Self {
+        self.budget = Some((budget, 0));
+        self
+    }
+
+    /// Makes the charge cover a read buffer of `holding` bytes.
+    fn charge(&mut self, holding: usize) -> Result<(), ConnError> {
+        let Some((budget, charged)) = &mut self.budget else {
+            return Ok(());
+        };
+        let want = holding.saturating_sub(FREE_PER_CLIENT);
+        if want <= *charged {
+            return Ok(());
+        }
+        if !budget.try_take(want - *charged) {
+            return Err(ConnError::BudgetExhausted {
+                limit: budget.limit(),
+            });
+        }
+        *charged = want;
+        Ok(())
+    }
+
+    /// Drops everything buffered for reading (a connection about to close after a refused
+    /// packet) and what it held of its budget.
+    pub fn release_read_buffer(&mut self) {
+        self.rbuf = BytesMut::new();
+        self.uncharge();
+    }
+
+    fn uncharge(&mut self) {
+        if let Some((budget, charged)) = &mut self.budget
+            && *charged > 0
+        {
+            budget.give_back(*charged);
+            *charged = 0;
         }
     }
 
@@ -64,10 +169,15 @@ impl Conn {
 
     /// The next logical packet (joined if split).
     pub async fn read_packet(&mut self) -> Result<Packet, ConnError> {
+        // The previous packet has been handled: what was held for it is free again.
+        self.uncharge();
         loop {
             if let Some(p) = self.decoder.decode(&mut self.rbuf)? {
                 return Ok(p);
             }
+            // What the buffer may hold after the next read (`fill` reads at most 16 KiB more
+            // than it has room for).
+            self.charge(self.rbuf.len() + 16 * 1024)?;
             self.fill().await?;
         }
     }

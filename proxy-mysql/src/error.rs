@@ -164,6 +164,56 @@ pub mod errs {
         )
     }
 
+    /// 1227: a `furrow:backend=NAME` hint names the primary for a `replica_only` user.
+    pub fn hint_primary_denied(user: &str, server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1227,
+            "42000",
+            format!(
+                "Access denied; furrow: user '{user}' has read_policy = replica_only and may not \
+                 use the primary '{server}' named in the hint"
+            ),
+        )
+    }
+
+    /// 1290: a `furrow:backend=NAME` hint names a replica for a statement that may write.
+    pub fn hint_write_to_replica(server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1290,
+            "HY000",
+            format!(
+                "The MariaDB server is running with the --read-only option so it cannot execute this \
+                 statement (furrow: '{server}' named in the hint is a replica; statements that may \
+                 write run on the primary only)"
+            ),
+        )
+    }
+
+    /// 1041: the listener's budget for buffered client packets is in use.
+    pub fn out_of_memory(limit: usize) -> ErrPacket {
+        ErrPacket::new(
+            1041,
+            "HY000",
+            format!(
+                "Out of memory; furrow: the clients of this listener already hold the \
+                 client_buffer_budget ({limit} bytes) in packets being received; retry later"
+            ),
+        )
+    }
+
+    /// 1290: a statement that may write, in a session whose transaction a hint put on a replica.
+    pub fn write_on_pinned_replica(server: &str) -> ErrPacket {
+        ErrPacket::new(
+            1290,
+            "HY000",
+            format!(
+                "The MariaDB server is running with the --read-only option so it cannot execute this \
+                 statement (furrow: this session's transaction is on the replica '{server}'; \
+                 statements that may write run on the primary only: end the transaction first)"
+            ),
+        )
+    }
+
     /// 1243: unknown prepared statement handler.
     pub fn unknown_stmt(id: u32, what: &str) -> ErrPacket {
         ErrPacket::new(

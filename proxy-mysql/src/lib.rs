@@ -1,7 +1,7 @@
 //! Furrow's MySQL proxy: server to clients, client to backends; pooling, session state, read/write split.
 //!
 //! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
-//! [`pool`] per-core connection pools; [`health`] health checks and replica lag; [`route`] the
+//! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
 //! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
 
@@ -10,6 +10,7 @@ pub mod conn;
 pub mod error;
 pub mod gtid;
 pub mod health;
+pub mod nonce;
 pub mod ops;
 pub mod pool;
 pub mod route;
@@ -54,6 +55,18 @@ fn client_counter(listener: &str) -> Arc<AtomicU64> {
         .clone()
 }
 
+/// The process-wide [`conn::ClientBudget`] of a listener, shared by its executors (the first
+/// executor to start sets its limit).
+fn client_budget(listener: &str, limit: usize) -> Arc<conn::ClientBudget> {
+    static M: OnceLock<Mutex<HashMap<String, Arc<conn::ClientBudget>>>> = OnceLock::new();
+    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
+    m.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(listener.to_string())
+        .or_insert_with(|| Arc::new(conn::ClientBudget::new(limit)))
+        .clone()
+}
+
 fn next_session_id() -> u64 {
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Relaxed)
@@ -80,6 +93,10 @@ pub async fn serve(ctx: ListenerCtx) {
         name: name.clone(),
         group: l.group.clone(),
         max_frame: usize::try_from(l.limits.max_frame).unwrap_or(usize::MAX),
+        budget: client_budget(
+            &name,
+            usize::try_from(l.limits.client_buffer_budget).unwrap_or(usize::MAX),
+        ),
         idle_timeout: l.limits.idle_timeout,
     });
     let max_clients = u64::from(l.limits.max_clients);

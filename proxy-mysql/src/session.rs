@@ -20,7 +20,7 @@ use codec::mysql::consts::capability::*;
 use codec::mysql::consts::{com, status};
 use codec::mysql::{
     AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, ColumnDefinition, Command,
-    ErrPacket, HandshakeV10, auth,
+    ErrPacket, HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::{MysqlGroup, ReadPolicy, User};
 use router::sql::{
@@ -100,6 +100,8 @@ pub struct ListenerInfo {
     pub group: String,
     /// Largest client packet.
     pub max_frame: usize,
+    /// Bytes all clients of the listener may hold in packets being received.
+    pub budget: Arc<crate::conn::ClientBudget>,
     /// Idle timeout for clients.
     pub idle_timeout: Option<Duration>,
 }
@@ -115,6 +117,8 @@ pub struct Session {
     stats: Arc<ListenerStats>,
     user: String,
     read_policy: ReadPolicy,
+    /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
+    allow_hints: bool,
     caps: u32,
     scramble: [u8; 20],
     schema: Option<Rc<str>>,
@@ -162,15 +166,18 @@ fn random_u64(seed: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-fn seed() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let v = N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ t;
-    v | 1
-}
+/// Largest packet a client may send before it has logged in. A handshake response is a few
+/// hundred bytes (a few KiB with many connection attributes); anything larger is refused before it
+/// is buffered, so that an unauthenticated peer cannot make the proxy hold `max_frame` bytes.
+pub const PRE_AUTH_MAX_PAYLOAD: usize = 16 * 1024;
+
+/// How long a refused client's input is still read (and dropped) before the socket closes, so
+/// that its unread bytes do not turn the close into a reset that could discard the ERR.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The plugin named in our initial handshake (its scramble is what the client's first answer
+/// uses).
+const ANNOUNCED_PLUGIN: &str = "mysql_native_password";
 
 enum Flow {
     Continue,
@@ -187,14 +194,12 @@ impl Session {
         shared: Shared,
         stats: Arc<ListenerStats>,
     ) -> Self {
-        let mut rng = seed();
-        let mut scramble = [0u8; 20];
-        for b in &mut scramble {
-            *b = (random_u64(&mut rng) % 94) as u8 + 33;
-        }
+        let rng = crate::nonce::seed();
         Session {
             id,
-            client: Conn::new(stream, info.max_frame),
+            // Until login: small packets only (see `PRE_AUTH_MAX_PAYLOAD`).
+            client: Conn::new(stream, PRE_AUTH_MAX_PAYLOAD.min(info.max_frame))
+                .with_budget(info.budget.clone()),
             peer,
             snap: LocalSnapshot::new(&shared.snapshots),
             info,
@@ -202,8 +207,10 @@ impl Session {
             stats,
             user: String::new(),
             read_policy: ReadPolicy::Split,
+            allow_hints: true,
             caps: 0,
-            scramble,
+            // Drawn from the OS CSPRNG when the handshake starts.
+            scramble: [0; 20],
             schema: None,
             vars: None,
             autocommit: true,
@@ -227,7 +234,9 @@ impl Session {
         match self.handshake().await {
             Ok(true) => {}
             Ok(false) => {
-                let _ = self.client.flush().await;
+                if self.client.flush().await.is_ok() {
+                    self.linger().await;
+                }
                 self.finish();
                 return;
             }
@@ -251,7 +260,21 @@ impl Session {
                 Err(ConnError::Protocol(e)) => {
                     let err = ProxyError::ClientProtocol(e).to_err_packet();
                     self.client.queue_err(1, &err);
-                    let _ = self.client.flush().await;
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
+                    break;
+                }
+                Err(ConnError::BudgetExhausted { limit }) => {
+                    // The packet stays unread: answer in its sequence, drop what was buffered
+                    // of it, and close.
+                    let seq = self.client.rbuf.get(3).map_or(1, |s| s.wrapping_add(1));
+                    self.client.queue_err(seq, &errs::out_of_memory(limit));
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
                     break;
                 }
                 Err(ConnError::Io(_)) => break,
@@ -307,8 +330,67 @@ impl Session {
 
     // ---------------------------------------------------------------- handshake
 
+    /// After a refused login: stops writing, then reads and drops what the client still sends
+    /// (for at most [`LINGER`]), so that the close is a FIN after our ERR rather than a reset that
+    /// may discard it at the client. Nothing read is kept.
+    async fn linger(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.client.stream).await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(n) = self.client.stream.read(&mut sink).await
+                && n > 0
+            {}
+        })
+        .await;
+    }
+
+    /// Reads the client's next packet of the login exchange, which must carry sequence id
+    /// `expected`. An over-cap packet, bad framing or a wrong sequence id queue an ERR and give
+    /// `Ok(None)` (the caller refuses the login and closes).
+    async fn read_login_packet(&mut self, expected: u8) -> Result<Option<Packet>, ConnError> {
+        let read = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet()).await;
+        let p = match read {
+            Err(_) => return Err(ConnError::Io(std::io::ErrorKind::TimedOut.into())),
+            Ok(Err(ConnError::Protocol(e))) => {
+                // The client numbers its answer after the packet it sent.
+                let sent = self.client.rbuf.get(3).copied().unwrap_or(expected);
+                self.refuse(
+                    sent.wrapping_add(1),
+                    &ProxyError::ClientProtocol(e).to_err_packet(),
+                );
+                return Ok(None);
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(p)) => p,
+        };
+        if p.seq != expected {
+            self.refuse(
+                p.last_seq.wrapping_add(1),
+                &ErrPacket::new(1156, "08S01", "Got packets out of order"),
+            );
+            return Ok(None);
+        }
+        Ok(Some(p))
+    }
+
     /// Returns Ok(false) when the client was refused (an ERR is queued).
     async fn handshake(&mut self) -> Result<bool, ConnError> {
+        self.scramble = match crate::nonce::scramble() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the OS random generator for a login nonce");
+                self.refuse(
+                    0,
+                    &ErrPacket::new(
+                        1105,
+                        "HY000",
+                        "furrow: cannot draw a login nonce (OS random generator unavailable)",
+                    ),
+                );
+                return Ok(false);
+            }
+        };
         let hs = HandshakeV10::new(
             SERVER_VERSION,
             self.id as u32,
@@ -316,15 +398,15 @@ impl Session {
             SERVER_CAPS,
             BACKEND_COLLATION,
             status::SERVER_STATUS_AUTOCOMMIT,
-            "mysql_native_password",
+            ANNOUNCED_PLUGIN,
         );
         let mut out = BytesMut::with_capacity(128);
         hs.encode(&mut out);
         self.client.queue(0, &out);
         self.client.flush().await?;
-        let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
-            .await
-            .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let Some(p) = self.read_login_packet(1).await? else {
+            return Ok(false);
+        };
         let mut seq = p.next_seq();
         let resp = match ClientHandshake::decode(p.payload) {
             Ok(ClientHandshake::Response(r)) => r,
@@ -369,11 +451,19 @@ impl Session {
             .auth_plugin_name
             .as_ref()
             .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_else(|| "mysql_native_password".into());
+            .unwrap_or_else(|| ANNOUNCED_PLUGIN.into());
         let mut response = resp.auth_response.clone();
         let mut plugin_used = plugin.clone();
-        if !can_check(&user, &plugin) {
-            (plugin_used, response, seq) = self.auth_switch(&user, seq).await?;
+        // A client whose default plugin is not the announced one answers with nothing and waits
+        // for an auth switch (libmariadb and libmysqlclient do so: they computed no answer for
+        // another plugin's data); the servers switch it to the account's plugin. So do we, as for
+        // a plugin whose hash the user lacks.
+        let wants_switch = response.is_empty() && plugin != ANNOUNCED_PLUGIN;
+        if wants_switch || !can_check(&user, &plugin) {
+            match self.auth_switch(&user, seq).await? {
+                Some(switched) => (plugin_used, response, seq) = switched,
+                None => return Ok(false),
+            }
         }
         if !verify(&user, &plugin_used, &response, &self.scramble) {
             self.refuse(
@@ -385,6 +475,7 @@ impl Session {
         seq = self.queue_fast_auth(&plugin_used, seq);
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
+        self.allow_hints = user.allow_hints;
         self.vars = names_for(resp.charset).map(|s| {
             Rc::new(VarState {
                 sets: vec![Rc::from(s)],
@@ -409,17 +500,19 @@ impl Session {
         }
         self.client.queue_ok(seq, 0, 0, self.status_flags());
         self.client.flush().await?;
+        // Logged in: packets up to the listener's cap from now on.
+        self.client.decoder = PacketDecoder::new(self.info.max_frame);
         Ok(true)
     }
 
     /// Asks the client (`AuthSwitchRequest` with packet number `seq`) to answer again with a
     /// plugin that `user`'s stored hashes can verify; returns that plugin, the client's answer
-    /// and the next packet number.
+    /// and the next packet number; `None` when the answer was refused (an ERR is queued).
     async fn auth_switch(
         &mut self,
         user: &User,
         seq: u8,
-    ) -> Result<(String, Bytes, u8), ConnError> {
+    ) -> Result<Option<(String, Bytes, u8)>, ConnError> {
         let target = if user.native_hash.is_some() {
             "mysql_native_password"
         } else {
@@ -434,13 +527,13 @@ impl Session {
         };
         let mut out = BytesMut::new();
         sw.encode(&mut out);
-        self.client.queue(seq, &out);
+        let expected = self.client.queue(seq, &out);
         self.client.flush().await?;
-        let p = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet())
-            .await
-            .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let Some(p) = self.read_login_packet(expected).await? else {
+            return Ok(None);
+        };
         let next = p.next_seq();
-        Ok((target.to_string(), p.payload, next))
+        Ok(Some((target.to_string(), p.payload, next)))
     }
 
     /// After a successful `caching_sha2_password` check, queues the "fast auth success" packet
@@ -510,6 +603,7 @@ impl Session {
                     snap: &snap,
                     shared: &self.shared,
                     vars: &mut self.vars,
+                    allow_hints: self.allow_hints,
                 };
                 self.shard.command(cx, &rules, payload).await;
                 return Flow::Continue;
@@ -713,20 +807,22 @@ impl Session {
             .cloned();
         let mut plugin = auth_plugin_name
             .map(|p| String::from_utf8_lossy(&p).into_owned())
-            .unwrap_or_else(|| "mysql_native_password".into());
+            .unwrap_or_else(|| ANNOUNCED_PLUGIN.into());
         let mut response = auth_response;
         let mut seq = 1;
         // As at login (and as a server does for COM_CHANGE_USER): when the client answered with a
         // plugin the user's stored hashes cannot check (a caching_sha2-only user and a client that
         // logged in with mysql_native_password), switch it to one they can instead of refusing a
         // correct password.
+        // And as at login, an empty answer for another plugin asks for a switch.
+        let wants_switch = response.is_empty() && plugin != ANNOUNCED_PLUGIN;
         if let Some(u) = &user
             && host_allowed(u, self.peer.ip())
-            && !can_check(u, &plugin)
+            && (wants_switch || !can_check(u, &plugin))
         {
             match self.auth_switch(u, seq).await {
-                Ok(switched) => (plugin, response, seq) = switched,
-                Err(_) => return Flow::Close,
+                Ok(Some(switched)) => (plugin, response, seq) = switched,
+                Ok(None) | Err(_) => return Flow::Close,
             }
         }
         let ok = user.as_ref().is_some_and(|u| {
@@ -749,6 +845,7 @@ impl Session {
             .await;
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
+        self.allow_hints = user.allow_hints;
         self.schema = (!db.is_empty()).then(|| Rc::from(db.as_str()));
         if self.schema.is_some()
             && let Err(e) = self.check_schema().await
@@ -786,10 +883,6 @@ impl Session {
         c: &Classified,
         avoid: &[Rc<str>],
     ) -> Result<Dest, ProxyError> {
-        if self.pinned.is_some() {
-            return Ok(Dest::Pinned);
-        }
-        let t = self.group_targets(snap)?;
         // Session-only statements (replayable SET, USE) run anywhere: their effect is replayed on
         // whichever connection the session uses next.
         let is_read = c.is_read()
@@ -799,15 +892,46 @@ impl Session {
                     StmtKind::Begin | StmtKind::Commit | StmtKind::Rollback
                 )
                 && (c.kind != StmtKind::Set || c.is_replayable_set()));
-        if let Some(Hint::Backend(name)) = &c.hint {
-            if let Some(x) = t.by_name(name) {
-                let primary = Rc::ptr_eq(&x.name, &t.primary.name);
-                return Ok(Dest::Server(x.clone(), primary));
-            }
-            return Err(ProxyError::Refused(errs::unknown_backend(name)));
-        }
+        // The policy comes before everything else, the pinned connection included (a
+        // replica_only user's `BEGIN` pins a replica: its writes must not follow).
         if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
             return Err(ProxyError::Refused(errs::read_only(&self.user)));
+        }
+        if let Some(p) = &self.pinned {
+            // Only a hint can pin a replica (a read in a transaction it opened): what may write
+            // never runs there.
+            if !replica_may_run(c, is_read) {
+                let server = p.server.clone();
+                let t = self.group_targets(snap)?;
+                if *server != *t.primary.name {
+                    return Err(ProxyError::Refused(errs::write_on_pinned_replica(&server)));
+                }
+            }
+            return Ok(Dest::Pinned);
+        }
+        let t = self.group_targets(snap)?;
+        // Hints only narrow what the user may already do: the policy checks come first, and a
+        // hint that would take a statement past them is refused (a named server) or overruled
+        // (`furrow:primary` / `furrow:replica`, which are preferences).
+        let hint = if self.allow_hints {
+            c.hint.as_ref()
+        } else {
+            None
+        };
+        if let Some(Hint::Backend(name)) = hint {
+            let Some(x) = t.by_name(name) else {
+                return Err(ProxyError::Refused(errs::unknown_backend(name)));
+            };
+            let primary = Rc::ptr_eq(&x.name, &t.primary.name);
+            if primary && self.read_policy == ReadPolicy::ReplicaOnly {
+                return Err(ProxyError::Refused(errs::hint_primary_denied(
+                    &self.user, name,
+                )));
+            }
+            if !primary && !replica_may_run(c, is_read) {
+                return Err(ProxyError::Refused(errs::hint_write_to_replica(name)));
+            }
+            return Ok(Dest::Server(x.clone(), primary));
         }
         let ryw = !g.read_your_writes.is_zero()
             && self
@@ -815,18 +939,17 @@ impl Session {
                 .is_some_and(|w| w.elapsed() < g.read_your_writes);
         let want_primary = !is_read
             || c.pins_session()
-            || matches!(c.hint, Some(Hint::Primary))
-            || (self.read_policy == ReadPolicy::Primary && !matches!(c.hint, Some(Hint::Replica)))
+            || matches!(hint, Some(Hint::Primary))
+            || (self.read_policy == ReadPolicy::Primary && !matches!(hint, Some(Hint::Replica)))
             || !self.autocommit
-            || (ryw && !matches!(c.hint, Some(Hint::Replica)));
+            || (ryw && !matches!(hint, Some(Hint::Replica)));
         if !want_primary || self.read_policy == ReadPolicy::ReplicaOnly {
             let r = random_u64(&mut self.rng);
             let pick = match &self.last_gtid {
-                Some(want) if g.read_your_writes_gtid && !matches!(c.hint, Some(Hint::Replica)) => {
-                    t.pick_replica_where(g.max_replica_lag, r, |x| {
+                Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
+                    .pick_replica_where(g.max_replica_lag, r, |x| {
                         !avoid.contains(&x.name) && crate::gtid::replica_has(&g.name, &x.name, want)
-                    })
-                }
+                    }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
             if let Some(x) = pick {
@@ -1157,6 +1280,7 @@ impl Session {
             Err(FwdError::Client(e)) => Err(ProxyError::ClientIo(match e {
                 ConnError::Io(e) => e,
                 ConnError::Protocol(p) => std::io::Error::other(p.to_string()),
+                e @ ConnError::BudgetExhausted { .. } => std::io::Error::other(e.to_string()),
             })),
             Err(FwdError::TooLarge { limit, next_seq }) => {
                 Err(ProxyError::ResultTooLarge { limit, next_seq })
@@ -1545,6 +1669,16 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether a statement may be sent to the replica a `furrow:backend=NAME` hint names: reads (and
+/// replayable session statements, `is_read`), a read-only transaction, and ending a transaction.
+/// Anything that may write would change a replica behind replication's back (or pin the session
+/// there, so that its next writes would follow).
+fn replica_may_run(c: &Classified, is_read: bool) -> bool {
+    is_read
+        || matches!(c.kind, StmtKind::Commit | StmtKind::Rollback)
+        || (c.kind == StmtKind::Begin && c.flags & router::sql::classify::flags::READ_ONLY_TXN != 0)
 }
 
 /// `SET` / `USE` and friends are allowed for replica_only users (they only touch the session).

@@ -134,6 +134,8 @@ pub struct Ctx<'a> {
     pub shared: &'a Shared,
     /// The session's replayable `SET`s (replayed on every shard connection; `SET`s append here).
     pub vars: &'a mut Option<Rc<VarState>>,
+    /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
+    pub allow_hints: bool,
 }
 
 /// Whether a command goes to the sharding executor on a sharded listener (queries, prepared
@@ -171,6 +173,16 @@ impl ShardSession {
     /// Runs one command (see [`handles`]) and queues its reply on `cx.client`.
     pub async fn command(&mut self, cx: Ctx<'_>, rules: &RulesFor, payload: bytes::Bytes) {
         use codec::mysql::consts::com;
+        // The planner's parser reads MariaDB's `/*M! ... */` as a comment while the shards run it:
+        // the plan would not be the statement's. Refused rather than planned wrong.
+        if matches!(payload.first(), Some(&(com::QUERY | com::STMT_PREPARE)))
+            && router::sql::lexer::has_mariadb_executable_comment(&crate::sql_text(&payload[1..]))
+        {
+            return encode::err(
+                cx.client,
+                &unsupported("MariaDB executable comments (`/*M! ... */`); use `/*! ... */`"),
+            );
+        }
         match payload.first().copied() {
             Some(com::QUERY) => {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
@@ -182,6 +194,7 @@ impl ShardSession {
                     snap,
                     shared,
                     vars,
+                    allow_hints,
                 } = cx;
                 let mark = client.wbuf.len();
                 let cx = Ctx {
@@ -189,6 +202,7 @@ impl ShardSession {
                     snap,
                     shared,
                     vars,
+                    allow_hints,
                 };
                 let known = self.query(cx, rules, &sql).await;
                 // The digest table of the admin port (an ERR reply counts as an error).
@@ -317,7 +331,7 @@ impl ShardSession {
             }
             _ => {}
         }
-        if let Some(router::sql::Hint::Shard(name)) = &c.hint {
+        if let Some(router::sql::Hint::Shard(name)) = c.hint.as_ref().filter(|_| cx.allow_hints) {
             // Runs as written on the named shard: maintenance and per-shard queries that name
             // physical tables. No planning, no rewriting; the reply passes through.
             let Some(shard) = rules.shards.iter().position(|s| s.name == *name) else {

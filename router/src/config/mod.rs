@@ -8,11 +8,13 @@
 //! The reference for every key is `docs/config.md`; `examples/` holds commented files.
 
 mod error;
+mod mask;
 mod model;
 mod reader;
 mod validate;
 
 pub use error::{ConfigError, Problem, line_col};
+pub use mask::{is_secret_key, mask_secrets};
 pub use model::*;
 
 use reader::{Diags, TableReader};

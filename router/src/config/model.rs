@@ -124,6 +124,9 @@ pub struct ListenerLimits {
     pub max_client_buffer: u64,
     /// Largest single frame (RESP bulk or MySQL packet payload) accepted from a client.
     pub max_frame: u64,
+    /// MySQL: bytes that all clients of the listener together (every executor) may hold in
+    /// packets being received, beyond the first 64 KiB of each; past it a client gets ERR 1041.
+    pub client_buffer_budget: u64,
     /// Close client connections idle this long (None: never).
     pub idle_timeout: Option<Duration>,
 }
@@ -135,6 +138,7 @@ impl Default for ListenerLimits {
             max_pipeline: 4096,
             max_client_buffer: 64 * 1024 * 1024,
             max_frame: 512 * 1024 * 1024,
+            client_buffer_budget: 1024 * 1024 * 1024,
             idle_timeout: None,
         }
     }
@@ -439,6 +443,10 @@ pub struct User {
     pub hosts: Vec<IpNet>,
     /// Read routing policy (MySQL).
     pub read_policy: ReadPolicy,
+    /// Whether `/* furrow:... */` routing hints in this user's statements are followed (MySQL).
+    /// Hints only ever narrow what the user may do: they never override `read_policy`, and a
+    /// write never goes to a replica.
+    pub allow_hints: bool,
     pub(crate) span: Span,
     pub(crate) listener_spans: Vec<Span>,
 }
@@ -606,6 +614,9 @@ fn read_limits(t: &mut TableReader<'_, '_>, d: &mut Diags) -> ListenerLimits {
         max_frame: t
             .opt_u64(d, "max_frame", 1024, 1 << 32)
             .map_or(def.max_frame, |v| *v.get_ref()),
+        client_buffer_budget: t
+            .opt_u64(d, "client_buffer_budget", 1024 * 1024, 1 << 44)
+            .map_or(def.client_buffer_budget, |v| *v.get_ref()),
         idle_timeout: t
             .opt_ms(d, "idle_timeout_ms", 0, 30 * 24 * 3_600_000)
             .filter(|d| !d.is_zero()),
@@ -1102,6 +1113,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
             "replica_only" => ReadPolicy::ReplicaOnly,
             _ => ReadPolicy::Split,
         });
+    let allow_hints = t.opt_bool(d, "allow_hints").is_none_or(|b| *b.get_ref());
     let span = t.span();
     t.finish(d);
     if !any_password {
@@ -1122,6 +1134,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
         keys,
         hosts,
         read_policy,
+        allow_hints,
         span,
     })
 }

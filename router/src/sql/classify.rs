@@ -191,9 +191,16 @@ fn slow_path(sql: &str) -> StmtKind {
     if super::guard::check(sql).is_err() {
         return StmtKind::Other; // too long a chain for the parser: the primary decides
     }
+    // sqlparser reads MySQL's `/*!` comments as code but MariaDB's `/*M!` as a comment: give it the
+    // MySQL spelling, so that it sees what a MariaDB server runs.
+    let sql: std::borrow::Cow<'_, str> = if sql.contains("/*M!") {
+        sql.replace("/*M!", "/*!").into()
+    } else {
+        sql.into()
+    };
     let Ok(stmts) = Parser::new(&MySqlDialect {})
         .with_recursion_limit(64)
-        .try_with_sql(sql)
+        .try_with_sql(&sql)
         .and_then(|mut p| p.parse_statements())
     else {
         return StmtKind::Other;
@@ -679,6 +686,38 @@ mod tests {
                 SLOW_PATH,
             ),
             ("GRANT ALL ON *.* TO x", StmtKind::Other, false, true, 0),
+            // Executable comments are code, MariaDB's `/*M!` like MySQL's `/*!`.
+            ("/*M!100000 DROP TABLE t */", StmtKind::Ddl, false, false, 0),
+            ("/*M! DROP TABLE t */", StmtKind::Ddl, false, false, 0),
+            ("/*!DROP TABLE t */", StmtKind::Ddl, false, false, 0),
+            (
+                "SELECT 1 /*M!100000 ; DELETE FROM t */",
+                StmtKind::Delete,
+                false,
+                true,
+                MULTI,
+            ),
+            (
+                "SELECT * FROM t /*M! FOR UPDATE */",
+                StmtKind::Select,
+                false,
+                false,
+                LOCKING_READ,
+            ),
+            (
+                "/*M!100000 INSERT INTO t VALUES (1) */",
+                StmtKind::Insert,
+                false,
+                false,
+                0,
+            ),
+            (
+                "WITH a AS (SELECT 1) /*M!100000 UPDATE t SET x = 1 */",
+                StmtKind::Update,
+                false,
+                false,
+                SLOW_PATH,
+            ),
             ("  -- only a comment\n", StmtKind::Empty, false, false, 0),
             ("DO SLEEP(1)", StmtKind::Do, true, false, 0),
         ];

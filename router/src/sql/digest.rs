@@ -206,6 +206,19 @@ mod tests {
     }
 
     #[test]
+    fn executable_comments_are_part_of_the_digest() {
+        let plain = digest("DROP TABLE t");
+        for sql in [
+            "/*M!100000 DROP TABLE t */",
+            "/*M! DROP TABLE t*/",
+            "/*!50000 DROP TABLE t */",
+        ] {
+            assert_eq!(digest(sql), plain, "{sql}");
+        }
+        assert_eq!(digest("/* DROP TABLE t */ SELECT 1"), digest("SELECT 1"));
+    }
+
+    #[test]
     fn only_in_and_values_lists_collapse() {
         assert_eq!(digest("SELECT SLEEP(1)").text, "SELECT SLEEP (?)");
         assert_ne!(digest("SELECT f(1)").hash, digest("SELECT f(1, 2)").hash);

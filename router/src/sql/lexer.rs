@@ -1,5 +1,6 @@
 //! A small MySQL tokenizer for the fast path: keywords, identifiers, literals, operators, comments
-//! (with Furrow hints) and MySQL executable comments (`/*!NNNNN ... */`, whose text is code).
+//! (with Furrow hints) and executable comments (MySQL's `/*!NNNNN ... */`, MariaDB's
+//! `/*M!NNNNNN ... */`), whose text is code.
 
 /// One token of a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +59,10 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
                 i = skip_line(b, i)
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                if b.get(i + 2) == Some(&b'!') {
-                    // Executable comment: skip `/*!` and the optional version number; the body is code.
-                    i += 3;
-                    while i < b.len() && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
+                if let Some(body) = executable_comment_body(b, i) {
+                    // Executable comment: skip `/*!` / `/*M!` and the optional version number; the
+                    // body is code.
+                    i = body;
                     continue;
                 }
                 let start = i + 2;
@@ -270,6 +269,49 @@ static SKELETON_CLASS: [u8; 256] = {
     t
 };
 
+/// Where the body of the executable comment opening at `i` starts, if the `/*` at `i` opens one:
+/// MySQL's `/*!` and `/*!NNNNN`, and MariaDB's `/*M!` and `/*M!NNNNNN` (MariaDB executes both; a
+/// MySQL server ignores `/*M!`, but treating it as code is the safe reading for routing and rules).
+/// A version number newer than the server's makes the server skip the body; it is code here all
+/// the same, so that a statement is never judged milder than what some server may run.
+pub fn executable_comment_body(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = match b.get(i + 2..i + 4) {
+        Some([b'!', ..]) => i + 3,
+        Some(b"M!") => i + 4,
+        _ => return None,
+    };
+    while j < b.len() && b[j].is_ascii_digit() {
+        j += 1;
+    }
+    Some(j)
+}
+
+/// Whether `sql` holds a MariaDB executable comment (`/*M!`) outside string literals, quoted names
+/// and ordinary comments (for code that must not hand such text to `sqlparser`, which reads it as
+/// a comment).
+pub fn has_mariadb_executable_comment(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => i = skip_quoted(b, i, q),
+            b'#' => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => match b.get(i + 2) {
+                Some(b'M') if b.get(i + 3) == Some(&b'!') => return true,
+                Some(b'!') => i += 3, // MySQL's executable comment: its body is code
+                _ => i = find(b, i + 2, b"*/").map_or(b.len(), |e| e + 2),
+            },
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 /// End of the number literal starting at `i` (a digit): alphanumerics and dots, and a sign after
 /// an exponent letter.
 fn number_end(b: &[u8], mut i: usize) -> usize {
@@ -438,6 +480,51 @@ mod tests {
     }
 
     #[test]
+    fn mariadb_executable_comments_are_code() {
+        let drop = [Token::Word("DROP"), Token::Word("TABLE"), Token::Word("t")];
+        for sql in [
+            "/*M!100000 DROP TABLE t */",
+            "/*M! DROP TABLE t*/",
+            "/*M!DROP TABLE t */",
+            "/*!DROP TABLE t*/",
+            "/*!50000 DROP TABLE t */",
+            "/*!999999 DROP TABLE t */",
+        ] {
+            let (t, h) = toks(sql);
+            assert_eq!(t, drop, "{sql}");
+            assert!(h.is_empty(), "{sql}");
+            assert!(!skeleton(sql, &mut Vec::new(), 1024), "{sql}");
+        }
+        // A comment that merely starts with `M` (or a lower-case `m!`, which servers ignore) is a
+        // comment.
+        assert_eq!(
+            toks("/*Mx DROP TABLE t */ SELECT 1").0[0],
+            Token::Word("SELECT")
+        );
+        assert_eq!(
+            toks("/*m! DROP TABLE t */ SELECT 1").0[0],
+            Token::Word("SELECT")
+        );
+        assert!(has_mariadb_executable_comment("SELECT 1 /*M!100000 , 2 */"));
+        assert!(has_mariadb_executable_comment(
+            "SELECT /*!50000 /*M! 1 */ */"
+        ));
+        for plain in [
+            "SELECT '/*M!' FROM t",
+            "SELECT `/*M!` FROM t",
+            "SELECT 1 /* a /*M! b */",
+            "SELECT 1 -- /*M!",
+            "SELECT 1 # /*M!",
+            "SELECT 1 /*!50000 , 2 */",
+        ] {
+            assert!(!has_mariadb_executable_comment(plain), "{plain}");
+        }
+        assert_eq!(executable_comment_body(b"/*M!", 0), Some(4));
+        assert_eq!(executable_comment_body(b"/*M", 0), None);
+        assert_eq!(executable_comment_body(b"x /*!1", 2), Some(6));
+    }
+
+    #[test]
     fn unterminated_input_does_not_panic() {
         for s in [
             "'abc",
@@ -447,6 +534,9 @@ mod tests {
             "x'",
             "--",
             "/*!",
+            "/*M!",
+            "/*M",
+            "/*M!1",
             "\u{e9}\u{e9}",
         ] {
             let _ = toks(s);
