@@ -510,6 +510,11 @@ impl Session {
                     snap: &snap,
                     shared: &self.shared,
                     vars: &mut self.vars,
+                    group: &self.info.group,
+                    user: &self.user,
+                    peer: self.peer.ip(),
+                    schema: self.schema.as_deref(),
+                    multi_statements: self.multi_statements,
                 };
                 self.shard.command(cx, &rules, payload).await;
                 return Flow::Continue;
