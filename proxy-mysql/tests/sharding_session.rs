@@ -444,3 +444,31 @@ fn ops_features_apply_on_the_sharded_listener() {
     s.sql("SELECT * FROM orders WHERE user_id = 2");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_connect_reports_a_missing_shard_schema() {
+    let servers = MariaDb::start_many(2, MariaDbConfig::new()).expect("two servers");
+    servers[0]
+        .sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
+        .expect("schemas on a");
+    servers[1]
+        .sql("CREATE DATABASE app_2")
+        .expect("schemas on b");
+    let toml = config(1, servers[0].addr(), servers[1].addr(), "");
+    let cfg = router::config::parse("t.toml", &toml).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let problems = rt.block_on(proxy_mysql::shard::check_shard_schemas(&cfg));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("shard `s3`") && problems[0].contains("schema `app_3` does not exist"),
+        "{problems:?}"
+    );
+    servers[1].sql("CREATE DATABASE app_3").expect("app_3");
+    assert_eq!(
+        rt.block_on(proxy_mysql::shard::check_shard_schemas(&cfg)),
+        Vec::<String>::new()
+    );
+}

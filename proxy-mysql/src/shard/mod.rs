@@ -16,13 +16,15 @@
 //! the client; [`stream`] plain scatter reads copied through without buffering; [`merge`] sorted
 //! reads (ORDER BY [LIMIT]) and sorted GROUP BY merged from one socket per unit without buffering
 //! (groups aggregated one at a time by `router::sql::plan::GroupStream`); [`stmt`] prepared
-//! statements (binary protocol); [`txn`] transactions across shards.
+//! statements (binary protocol); [`txn`] transactions across shards; [`check`] the shards' schemas
+//! checked on their servers (`furrow check-config --connect`).
 //!
 //! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
 //! transaction there. `COMMIT` commits the shards one after another in shard order. This is not
 //! atomic: when one commit fails, the shards before it stay committed, the ones after it are rolled
 //! back, and the client gets error 1180 naming each shard's fate (XA would close this gap).
 
+pub mod check;
 pub mod conn;
 pub mod encode;
 pub mod merge;
@@ -45,6 +47,7 @@ use runtime::{Shared, Snapshot};
 use crate::conn::Conn;
 use crate::session::VarState;
 
+pub use check::check_shard_schemas;
 pub use txn::ShardSession;
 
 /// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
