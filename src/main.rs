@@ -46,6 +46,9 @@ enum Command {
         /// Config files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also connect to the servers: every shard's schema must exist on its group's primary.
+        #[arg(long)]
+        connect: bool,
     },
     /// Start local Redis and MariaDB servers and Furrow in front of them, for trying it out.
     Sandbox(sandbox::SandboxArgs),
@@ -65,7 +68,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log, cli.log_json);
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
-        Command::CheckConfig { files } => check_config(&files),
+        Command::CheckConfig { files, connect } => check_config(&files, connect),
         Command::Sandbox(args) => sandbox::run(args),
         Command::HashPassword { password } => hash_password(password),
         Command::Control(args) => control::cli::run_control(args),
@@ -73,18 +76,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(files: &[PathBuf]) -> ExitCode {
+fn check_config(files: &[PathBuf], connect: bool) -> ExitCode {
     let mut ok = true;
     for f in files {
         match router::config::load(f) {
-            Ok(c) => println!(
-                "{}: ok ({} listeners, {} redis groups, {} mysql groups, {} users)",
-                f.display(),
-                c.listeners.len(),
-                c.redis_groups.len(),
-                c.mysql_groups.len(),
-                c.users.len()
-            ),
+            Ok(c) => {
+                if connect {
+                    let problems = shard_schema_problems(&c);
+                    if !problems.is_empty() {
+                        for p in &problems {
+                            eprintln!("{}: {p}", f.display());
+                        }
+                        ok = false;
+                        continue;
+                    }
+                }
+                println!(
+                    "{}: ok ({} listeners, {} redis groups, {} mysql groups, {} users)",
+                    f.display(),
+                    c.listeners.len(),
+                    c.redis_groups.len(),
+                    c.mysql_groups.len(),
+                    c.users.len()
+                )
+            }
             Err(e) => {
                 eprintln!("{e}");
                 let n = e.problems.len();
@@ -101,6 +116,18 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `check-config --connect`: the shards whose schema is missing on their server (or whose server
+/// cannot be asked).
+fn shard_schema_problems(c: &router::config::Config) -> Vec<String> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(proxy_mysql::shard::check_shard_schemas(c)),
+        Err(e) => vec![format!("cannot start a runtime to connect: {e}")],
     }
 }
 

@@ -85,12 +85,28 @@ pub struct Conn {
     pub decoder: PacketDecoder,
     /// For client connections: the listener's budget and what this connection holds of it.
     budget: Option<(Arc<ClientBudget>, usize)>,
+    /// While the replies of a multi-statement are queued: their packets renumbered (see
+    /// [`SeqRewrite`]).
+    pub seq_rewrite: Option<SeqRewrite>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         self.uncharge();
     }
+}
+
+/// Renumbering of queued packets for the replies of a multi-statement: each statement's reply is
+/// written with sequence ids from 1 as usual, and the packets are renumbered here to continue the
+/// previous replies' ids (one command, one sequence).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeqRewrite {
+    /// The sequence id of the next packet.
+    pub next: u8,
+    /// Where in `wbuf` the packets not yet renumbered start.
+    pub from: usize,
+    /// Where in `wbuf` the last renumbered packet starts (`None`: it was flushed already).
+    pub last: Option<usize>,
 }
 
 impl Conn {
@@ -103,6 +119,7 @@ impl Conn {
             wbuf: BytesMut::with_capacity(16 * 1024),
             decoder: PacketDecoder::new(max_payload),
             budget: None,
+            seq_rewrite: None,
         }
     }
 
@@ -241,10 +258,34 @@ impl Conn {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
+        self.renumber();
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }
+        if let Some(r) = &mut self.seq_rewrite {
+            r.from = 0;
+            r.last = None;
+        }
         Ok(())
+    }
+
+    /// Applies [`Self::seq_rewrite`] to the packets queued since the last call (whole packets:
+    /// writers queue whole packets). Returns where the last packet queued starts, when it is still
+    /// in `wbuf`.
+    pub fn renumber(&mut self) -> Option<usize> {
+        let r = self.seq_rewrite.as_mut()?;
+        let mut at = r.from;
+        while at + 4 <= self.wbuf.len() {
+            let len = usize::from(self.wbuf[at])
+                | usize::from(self.wbuf[at + 1]) << 8
+                | usize::from(self.wbuf[at + 2]) << 16;
+            self.wbuf[at + 3] = r.next;
+            r.next = r.next.wrapping_add(1);
+            r.last = Some(at);
+            at += 4 + len;
+        }
+        r.from = at.min(self.wbuf.len());
+        r.last
     }
 }

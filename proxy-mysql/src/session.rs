@@ -604,6 +604,11 @@ impl Session {
                     shared: &self.shared,
                     vars: &mut self.vars,
                     allow_hints: self.allow_hints,
+                    group: &self.info.group,
+                    user: &self.user,
+                    peer: self.peer.ip(),
+                    schema: self.schema.as_deref(),
+                    multi_statements: self.multi_statements,
                 };
                 self.shard.command(cx, &rules, payload).await;
                 return Flow::Continue;

@@ -115,6 +115,14 @@ pub async fn checkout(
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
     let t = group_targets(snap, &shard.group, shared)
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
+    // Circuit breaking as on a read/write-split listener: an ejected or offline primary is not
+    // tried (failures are recorded by the pool on connect, and by the session on a lost reply).
+    if !t.primary.state.usable() {
+        return Err(ProxyError::Refused(errs::circuit_open(
+            &t.primary.name,
+            t.primary.state.state_word(),
+        )));
+    }
     let schema = schema_name(&shard.schema);
     let conn = pool::checkout(&t.primary, g, vars, Some(&schema)).await?;
     let mut sc = ShardConn {
@@ -126,6 +134,31 @@ pub async fn checkout(
         Err(e) => {
             sc.discard();
             Err(e)
+        }
+    }
+}
+
+/// Records a failed statement (its connection was lost or timed out) against the primary of
+/// `shard`, which is ejected after the group's `circuit_break_after` failures in a row, or a
+/// success, which resets the count.
+pub(crate) fn record_outcome(
+    snap: &Arc<Snapshot>,
+    shared: &Shared,
+    shard: &Shard,
+    ok: Option<Duration>,
+) {
+    let Some(g) = snap.config.mysql_group(&shard.group) else {
+        return;
+    };
+    let Some(t) = group_targets(snap, &shard.group, shared) else {
+        return;
+    };
+    match ok {
+        Some(took) => t.primary.state.record_ok(took),
+        None => {
+            t.primary
+                .state
+                .record_failure(g.circuit_break_after, g.circuit_open);
         }
     }
 }

@@ -16,13 +16,15 @@
 //! the client; [`stream`] plain scatter reads copied through without buffering; [`merge`] sorted
 //! reads (ORDER BY [LIMIT]) and sorted GROUP BY merged from one socket per unit without buffering
 //! (groups aggregated one at a time by `router::sql::plan::GroupStream`); [`stmt`] prepared
-//! statements (binary protocol); [`txn`] transactions across shards.
+//! statements (binary protocol); [`txn`] transactions across shards; [`check`] the shards' schemas
+//! checked on their servers (`furrow check-config --connect`).
 //!
 //! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
 //! transaction there. `COMMIT` commits the shards one after another in shard order. This is not
 //! atomic: when one commit fails, the shards before it stay committed, the ones after it are rolled
 //! back, and the client gets error 1180 naming each shard's fate (XA would close this gap).
 
+pub mod check;
 pub mod conn;
 pub mod encode;
 pub mod merge;
@@ -45,6 +47,7 @@ use runtime::{Shared, Snapshot};
 use crate::conn::Conn;
 use crate::session::VarState;
 
+pub use check::check_shard_schemas;
 pub use txn::ShardSession;
 
 /// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
@@ -136,6 +139,143 @@ pub struct Ctx<'a> {
     pub vars: &'a mut Option<Rc<VarState>>,
     /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
     pub allow_hints: bool,
+    /// The listener's group: its ops settings (rules and limits, audit and slow logs) apply to
+    /// the listener's statements, as on a read/write-split listener.
+    pub group: &'a str,
+    /// The proxy user.
+    pub user: &'a str,
+    /// The client's address.
+    pub peer: std::net::IpAddr,
+    /// The schema the client selected at login (for the audit log).
+    pub schema: Option<&'a str>,
+    /// Whether the client enabled CLIENT_MULTI_STATEMENTS.
+    pub multi_statements: bool,
+}
+
+impl Ctx<'_> {
+    /// The same context for a nested call.
+    pub fn reborrow(&mut self) -> Ctx<'_> {
+        Ctx {
+            client: &mut *self.client,
+            snap: self.snap,
+            shared: self.shared,
+            vars: &mut *self.vars,
+            allow_hints: self.allow_hints,
+            group: self.group,
+            user: self.user,
+            peer: self.peer,
+            schema: self.schema,
+            multi_statements: self.multi_statements,
+        }
+    }
+}
+
+/// What the ops features learned before a statement ran: its digest when the rules needed it, and
+/// the permit of its limits (held while it runs).
+pub(crate) struct OpsGate {
+    started: std::time::Instant,
+    digest: Option<Rc<router::sql::Digest>>,
+    _permit: Option<crate::ops::Permit>,
+}
+
+/// Applies the listener group's deny/allow rules and rate and concurrency limits to `sql` with
+/// the read/write-split session's code (`crate::ops`): `Err(())` when it was refused (the ERR is
+/// queued and audited).
+pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
+    let started = std::time::Instant::now();
+    let snap = cx.snap;
+    let Some(g) = snap.config.mysql_group(cx.group) else {
+        return Ok(OpsGate {
+            started,
+            digest: None,
+            _permit: None,
+        });
+    };
+    let Some(r) = crate::ops::rules_for(g, snap.generation) else {
+        return Ok(OpsGate {
+            started,
+            digest: None,
+            _permit: None,
+        });
+    };
+    let d = Rc::new(digest(sql));
+    match r.check(cx.user, &d) {
+        Ok(p) => Ok(OpsGate {
+            started,
+            digest: Some(d),
+            _permit: Some(p),
+        }),
+        Err(e) => {
+            encode::err(cx.client, &e);
+            audit(cx, g, sql, &d, "", started, 0, Some(e.code));
+            Err(())
+        }
+    }
+}
+
+/// Records a statement that ran (its reply starts at `mark` in the client's buffer, unless it was
+/// flushed on the way): the digest table, the slow log and the audit log of the listener's group.
+pub(crate) fn ops_done(
+    cx: &Ctx<'_>,
+    sql: &str,
+    gate: OpsGate,
+    digest_known: Option<Rc<router::sql::Digest>>,
+    mark: usize,
+) {
+    let took = gate.started.elapsed();
+    let reply = cx.client.wbuf.get(mark + 4..).unwrap_or(&[]);
+    let (error, rows) = match reply.first() {
+        Some(0xFF) => (
+            Some(u16::from_le_bytes([
+                reply.get(1).copied().unwrap_or(0),
+                reply.get(2).copied().unwrap_or(0),
+            ])),
+            0,
+        ),
+        Some(0x00) => (None, crate::backend::parse_ok(reply).0),
+        _ => (None, 0),
+    };
+    let d = digest_known
+        .or(gate.digest)
+        .unwrap_or_else(|| Rc::new(digest(sql)));
+    crate::stats::record(&d, took, rows, error.is_some());
+    if let Some(g) = cx.snap.config.mysql_group(cx.group) {
+        crate::stats::maybe_slow(cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
+        audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
+    }
+}
+
+/// The backend named in slow-log and audit records of sharded statements.
+const SHARDS_BACKEND: &str = "shards";
+
+/// Queues an audit record when the group has an audit log (`crate::ops::audit`).
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    cx: &Ctx<'_>,
+    g: &router::config::MysqlGroup,
+    sql: &str,
+    d: &router::sql::Digest,
+    backend: &str,
+    started: std::time::Instant,
+    rows: u64,
+    error: Option<u16>,
+) {
+    if let Some(path) = &g.audit_log {
+        crate::ops::audit(
+            path,
+            &crate::ops::AuditRecord {
+                user: cx.user,
+                client: cx.peer,
+                schema: cx.schema,
+                backend,
+                sql,
+                digest: d.hash,
+                took: started.elapsed(),
+                rows,
+                error,
+            },
+        );
+    }
 }
 
 /// Whether a command goes to the sharding executor on a sharded listener (queries, prepared
@@ -166,6 +306,91 @@ pub fn unsupported(what: &str) -> ErrPacket {
     )
 }
 
+/// Number of assignments of a `SET` statement (top-level commas plus one).
+fn assignments(sql: &str) -> usize {
+    use router::sql::lexer::{Token, tokenize};
+    let mut hints = Vec::new();
+    let mut toks = Vec::new();
+    tokenize(sql, &mut hints, &mut toks);
+    let mut depth = 0i32;
+    let mut n = 1;
+    for t in &toks {
+        match t {
+            Token::Punct('(') => depth += 1,
+            Token::Punct(')') => depth -= 1,
+            Token::Punct(',') if depth == 0 => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// The first few words of `sql` (for recognising a statement's kind).
+fn head_words(sql: &str) -> Vec<String> {
+    use router::sql::lexer::{Token, tokenize};
+    let mut hints = Vec::new();
+    let mut toks = Vec::new();
+    tokenize(sql, &mut hints, &mut toks);
+    toks.iter()
+        .take(6)
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w.to_ascii_uppercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `CREATE/ALTER/DROP DATABASE|SCHEMA`.
+fn is_database_ddl(sql: &str) -> bool {
+    let w = head_words(sql);
+    matches!(
+        w.first().map(String::as_str),
+        Some("CREATE" | "ALTER" | "DROP")
+    ) && w.iter().take(4).any(|x| x == "DATABASE" || x == "SCHEMA")
+}
+
+/// A compound statement (a stored program's body holds `;`s): not split into a multi-statement.
+fn is_compound(sql: &str) -> bool {
+    let w = head_words(sql);
+    w.first().is_some_and(|x| x == "CREATE")
+        && w.iter()
+            .any(|x| matches!(x.as_str(), "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"))
+}
+
+/// Sets `SERVER_MORE_RESULTS_EXISTS` in the final packet (OK or EOF) of a reply at `at` in `wbuf`.
+fn more_results(wbuf: &mut [u8], at: usize) {
+    let Some(p) = wbuf.get(at + 4..) else {
+        return;
+    };
+    let len =
+        usize::from(wbuf[at]) | usize::from(wbuf[at + 1]) << 8 | usize::from(wbuf[at + 2]) << 16;
+    let status_at = match p.first() {
+        Some(0xFE) if len == 5 => Some(3),
+        Some(0x00) => {
+            let mut pos = 1;
+            let skip = |pos: &mut usize| {
+                let n = match p.get(*pos) {
+                    Some(0xFC) => 3,
+                    Some(0xFD) => 4,
+                    Some(0xFE) => 9,
+                    _ => 1,
+                };
+                *pos += n;
+            };
+            skip(&mut pos);
+            skip(&mut pos);
+            Some(pos)
+        }
+        _ => None,
+    };
+    if let Some(off) = status_at
+        && off + 2 <= len
+        && let Some(b) = wbuf.get_mut(at + 4 + off)
+    {
+        *b |= codec::mysql::consts::status::SERVER_MORE_RESULTS_EXISTS as u8;
+    }
+}
+
 /// Most replayable `SET`s a sharded session keeps.
 const MAX_SETS: usize = 64;
 
@@ -188,31 +413,13 @@ impl ShardSession {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
                 // it anyway with a syntax error naming the bytes).
                 let sql = crate::sql_text(&payload[1..]);
-                let started = std::time::Instant::now();
-                let Ctx {
-                    client,
-                    snap,
-                    shared,
-                    vars,
-                    allow_hints,
-                } = cx;
-                let mark = client.wbuf.len();
-                let cx = Ctx {
-                    client: &mut *client,
-                    snap,
-                    shared,
-                    vars,
-                    allow_hints,
-                };
-                let known = self.query(cx, rules, &sql).await;
-                // The digest table of the admin port (an ERR reply counts as an error).
-                let failed = client.wbuf.get(mark + 4) == Some(&0xFF);
-                let took = started.elapsed();
-                match known {
-                    Some(d) => crate::stats::record(&d, took, 0, failed),
-                    None => crate::stats::record(&digest(&sql), took, 0, failed),
+                if sql.contains(';') {
+                    let pieces = router::sql::lexer::split_statements(&sql);
+                    if pieces.len() > 1 {
+                        return self.multi(cx, rules, &pieces).await;
+                    }
                 }
-                return;
+                return self.statement(cx, rules, &sql).await;
             }
             Some(com::RESET_CONNECTION) => {
                 // Back to a fresh session: transaction rolled back, statements and SETs forgotten
@@ -221,6 +428,7 @@ impl ShardSession {
                 let _ = self.finish(false, &names).await;
                 self.stmts = stmt::Stmts::default();
                 self.last_insert_id = 0;
+                self.manual_commit = false;
                 *cx.vars = cx.vars.as_ref().and_then(|v| {
                     let sets: Vec<Rc<str>> = v
                         .sets
@@ -236,14 +444,92 @@ impl ShardSession {
                 return;
             }
             Some(com::INIT_DB) => {
-                // One logical database: any name selects it (shard schemas come from the rules).
-                let st = self.status();
-                cx.client.queue_ok(1, 0, 0, st);
-                return;
+                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                return self.use_db(cx, rules, &db);
             }
             _ => {}
         }
         self.stmt_command(cx, rules, payload).await;
+    }
+
+    /// One statement of a COM_QUERY with the ops features around it, as the read/write-split
+    /// session applies them: rules and limits before it runs; the digest table, slow log and audit
+    /// log after.
+    async fn statement(&mut self, mut cx: Ctx<'_>, rules: &RulesFor, sql: &str) {
+        let Ok(gate) = ops_check(&mut cx, sql) else {
+            return;
+        };
+        let mark = cx.client.wbuf.len();
+        let known = self.query(cx.reborrow(), rules, sql).await;
+        ops_done(&cx, sql, gate, known, mark);
+    }
+
+    /// A multi-statement (CLIENT_MULTI_STATEMENTS): its statements run one after another, each
+    /// planned on its own, their replies in order, each but the last flagged
+    /// `SERVER_MORE_RESULTS_EXISTS`; an error ends the reply (the rest does not run), as on the
+    /// server.
+    async fn multi(&mut self, mut cx: Ctx<'_>, rules: &RulesFor, pieces: &[&str]) {
+        if !cx.multi_statements {
+            return encode::err(
+                cx.client,
+                &ErrPacket::new(
+                    1064,
+                    "42000",
+                    "You have an error in your SQL syntax; multi-statements are not enabled for \
+                     this connection (CLIENT_MULTI_STATEMENTS)",
+                ),
+            );
+        }
+        if let Some(p) = pieces.iter().find(|p| is_compound(p)) {
+            let what = p.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            return encode::err(
+                cx.client,
+                &unsupported(&format!(
+                    "`{what} ...` in a multi-statement (send it on its own)"
+                )),
+            );
+        }
+        let from = cx.client.wbuf.len();
+        cx.client.seq_rewrite = Some(crate::conn::SeqRewrite {
+            next: 1,
+            from,
+            last: None,
+        });
+        for (i, piece) in pieces.iter().enumerate() {
+            cx.client.renumber();
+            self.statement(cx.reborrow(), rules, piece).await;
+            let Some(at) = cx.client.renumber() else {
+                // The reply's last packet went out already (cannot happen: replies end in the
+                // buffer); stop rather than send more results the client does not expect.
+                tracing::warn!("multi-statement reply flushed before its end; the rest is skipped");
+                break;
+            };
+            if cx.client.wbuf.get(at + 4) == Some(&0xFF) || i + 1 == pieces.len() {
+                break;
+            }
+            more_results(&mut cx.client.wbuf, at);
+        }
+        cx.client.renumber();
+        cx.client.seq_rewrite = None;
+    }
+
+    /// `USE db` / COM_INIT_DB: the listener serves one logical database, named by its
+    /// `[sharding.NAME]` section; any other name gets the server's ERR 1049.
+    fn use_db(&mut self, cx: Ctx<'_>, rules: &RulesFor, db: &str) {
+        let rules = match rules {
+            Ok(r) => r,
+            Err(msg) => {
+                return encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
+            }
+        };
+        if db != rules.name {
+            return encode::err(
+                cx.client,
+                &ErrPacket::new(1049, "42000", format!("Unknown database '{db}'")),
+            );
+        }
+        let st = self.status();
+        cx.client.queue_ok(1, 0, 0, st);
     }
 
     /// Runs one COM_QUERY on a sharded listener and queues the reply on `cx.client`. Returns the
@@ -262,6 +548,8 @@ impl ShardSession {
                 return None;
             }
         };
+        // With autocommit = 0 every statement runs in a transaction.
+        self.implicit_begin();
         // The fast path: a point select of a known shape is routed from its template with one
         // lexer pass in all (the shape): no classification, no parse, no plan, no digest pass
         // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
@@ -301,10 +589,25 @@ impl ShardSession {
     ) {
         let rules = rules.clone();
         if c.flags & router::sql::classify::flags::MULTI != 0 {
+            // `SET STATEMENT ... FOR` (multi-statements are split before they get here).
+            return encode::err(cx.client, &unsupported("SET STATEMENT ... FOR"));
+        }
+        if c.kind == StmtKind::Ddl && is_database_ddl(sql) {
             return encode::err(
                 cx.client,
-                &unsupported("several statements in one query (send one at a time)"),
+                &unsupported(
+                    "CREATE, ALTER or DROP DATABASE (a sharded listener serves one logical \
+                     database; create the shards' schemas on their servers)",
+                ),
             );
+        }
+        if c.kind == StmtKind::Ddl && self.txn.is_some() {
+            // DDL commits the open transaction on the server: commit it on every shard first, and
+            // run the DDL outside a transaction (with autocommit = 0 the next statement opens the
+            // next one).
+            if let Err(e) = self.finish(true, &run::names(&rules)).await {
+                return encode::err(cx.client, &e);
+            }
         }
         match c.kind {
             StmtKind::Begin => return self.begin(cx, &rules).await,
@@ -316,10 +619,13 @@ impl ShardSession {
                 return encode::err(cx.client, &unsupported("savepoints"));
             }
             StmtKind::Use => {
-                // One logical database: its shards' schemas are fixed by the rules.
-                let st = self.status();
-                cx.client.queue_ok(1, 0, 0, st);
-                return;
+                let Some(db) = &c.schema else {
+                    return encode::err(
+                        cx.client,
+                        &ErrPacket::new(1046, "3D000", "No database selected"),
+                    );
+                };
+                return self.use_db(cx, &Ok(rules.clone()), db);
             }
             StmtKind::Set => return self.set(cx, &rules, c, sql).await,
             StmtKind::LockTables
@@ -465,13 +771,20 @@ impl ShardSession {
                 &unsupported("user variables, global or transaction SET (use BEGIN)"),
             );
         }
-        if c.autocommit == Some(false) {
-            return encode::err(
-                cx.client,
-                &unsupported("autocommit = 0 (use BEGIN ... COMMIT)"),
-            );
-        }
-        if c.autocommit.is_none() {
+        if c.flags & router::sql::classify::flags::SET_AUTOCOMMIT != 0 {
+            let Some(on) = c.autocommit.filter(|_| assignments(sql) == 1) else {
+                return encode::err(
+                    cx.client,
+                    &unsupported(
+                        "SET autocommit to an expression or together with other variables \
+                         (SET autocommit = 0 or 1 on its own)",
+                    ),
+                );
+            };
+            if let Err(e) = self.set_autocommit(on, rules).await {
+                return encode::err(cx.client, &e);
+            }
+        } else {
             let mut v = cx.vars.as_deref().cloned().unwrap_or_default();
             if v.sets.len() >= MAX_SETS {
                 return encode::err(

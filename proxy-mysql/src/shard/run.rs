@@ -18,7 +18,9 @@ use router::sql::plan::{
 };
 use router::sql::shard::ShardingRules;
 
-use super::conn::{FetchError, ShardConn, UnitOutcome, checkout, fetch, simple, sync};
+use super::conn::{
+    FetchError, ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync,
+};
 use super::{Ctx, ShardSession, encode, next_global_id};
 use crate::backend::{FwdError, RespKind};
 use crate::error::ProxyError;
@@ -188,6 +190,7 @@ impl ShardSession {
         shard: usize,
     ) -> Result<ShardConn, ErrPacket> {
         let held = self.txn.as_mut().and_then(|t| t.remove(&shard));
+        self.txn_touched |= self.txn.is_some();
         open(cx, rules, shard, held, self.txn.is_some()).await
     }
 
@@ -200,6 +203,7 @@ impl ShardSession {
         shards: &[usize],
     ) -> Result<Vec<(usize, ShardConn)>, ErrPacket> {
         let in_txn = self.txn.is_some();
+        self.txn_touched |= in_txn;
         let held: Vec<(usize, Option<ShardConn>)> = shards
             .iter()
             .map(|&shard| (shard, self.txn.as_mut().and_then(|t| t.remove(&shard))))
@@ -271,6 +275,7 @@ impl ShardSession {
         };
         c.conn.conn.queue_query(&unit.sql);
         let mark = cx.client.wbuf.len();
+        let started = std::time::Instant::now();
         let r = match c.conn.conn.flush().await {
             Err(e) => Err(FwdError::Backend(e)),
             Ok(()) => {
@@ -293,9 +298,17 @@ impl ShardSession {
                 if o.err.is_none() && o.last_insert_id != 0 {
                     self.last_insert_id = o.last_insert_id;
                 }
+                if let Some(s) = rules.shards.get(unit.shard) {
+                    record_outcome(cx.snap, cx.shared, s, Some(started.elapsed()));
+                }
                 self.put_back(unit.shard, c);
             }
             Err(e) => {
+                if let Some(s) = rules.shards.get(unit.shard)
+                    && !matches!(e, FwdError::Client(_))
+                {
+                    record_outcome(cx.snap, cx.shared, s, None);
+                }
                 let name = rules
                     .shards
                     .get(unit.shard)
@@ -399,6 +412,9 @@ impl ShardSession {
                 }
                 Some(Err(FetchError::Lost(reason))) => {
                     lost = true;
+                    if let Some(s) = rules.shards.get(u.shard) {
+                        record_outcome(cx.snap, cx.shared, s, None);
+                    }
                     ProxyError::BackendLost {
                         server: rules
                             .shards

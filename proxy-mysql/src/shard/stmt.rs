@@ -62,7 +62,7 @@ fn stmt_id(payload: &[u8]) -> Option<u32> {
 
 impl ShardSession {
     /// Handles a prepared-statement command (`COM_STMT_*`) on a sharded listener.
-    pub async fn stmt_command(&mut self, cx: Ctx<'_>, rules: &RulesFor, payload: Bytes) {
+    pub async fn stmt_command(&mut self, mut cx: Ctx<'_>, rules: &RulesFor, payload: Bytes) {
         let code = payload.first().copied().unwrap_or(0);
         match code {
             com::STMT_PREPARE => {
@@ -76,7 +76,23 @@ impl ShardSession {
                         return encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
                     }
                 };
-                self.execute(cx, &rules, payload).await;
+                // The ops features apply to the statement's text, as for COM_STMT_EXECUTE on a
+                // read/write-split listener.
+                let sql = stmt_id(&payload)
+                    .and_then(|id| self.stmts.map.get(&id))
+                    .map(|s| s.sql.clone());
+                let gate = match &sql {
+                    Some(sql) => match super::ops_check(&mut cx, sql) {
+                        Ok(g) => Some(g),
+                        Err(()) => return,
+                    },
+                    None => None,
+                };
+                let mark = cx.client.wbuf.len();
+                self.execute(cx.reborrow(), &rules, payload).await;
+                if let (Some(sql), Some(gate)) = (sql, gate) {
+                    super::ops_done(&cx, &sql, gate, None, mark);
+                }
             }
             com::STMT_CLOSE => {
                 if let Some(id) = stmt_id(&payload) {
@@ -213,6 +229,8 @@ impl ShardSession {
             st.types = Some(params.types.clone());
         }
         let sql = st.sql.clone();
+        // With autocommit = 0 every statement runs in a transaction.
+        self.implicit_begin();
         let worker = rules.worker_id;
         let mut first_id = None;
         let mut next_id = || {

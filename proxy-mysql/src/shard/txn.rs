@@ -1,6 +1,15 @@
 //! Transactions across shards: per-shard backend transactions opened lazily (on the first statement
 //! that touches a shard after `BEGIN`) and finished together at `COMMIT`/`ROLLBACK`.
 //!
+//! `autocommit = 0` makes every statement part of a transaction, as on the server: the session
+//! opens an implicit transaction before each statement when none is open (the same machinery as
+//! `BEGIN`: shards join on first touch), `COMMIT`/`ROLLBACK` end it and the next statement opens the
+//! next one; `SET autocommit = 1` commits the open one; a statement that commits implicitly on the
+//! server (DDL) commits the open transaction first and runs outside one. The shard connections
+//! themselves stay in autocommit mode: their transactions are opened with `BEGIN`. Status flags
+//! follow the server's: `SERVER_STATUS_AUTOCOMMIT` while autocommit is on, `SERVER_STATUS_IN_TRANS`
+//! after `BEGIN`, and in an implicit transaction once a statement touched a shard.
+//!
 //! Commit is a loop over the shards in shard order, not two-phase: if shard k fails to commit,
 //! shards before k are committed, shard k's outcome is unknown or rolled back by the server, and the
 //! shards after k are rolled back; the client gets ERR 1180 listing what happened on each shard.
@@ -28,6 +37,12 @@ pub struct ShardSession {
     pub(crate) stmts: super::stmt::Stmts,
     /// The first global id the current statement's plan generated (its INSERT's insert id).
     pub(crate) generated: Option<u64>,
+    /// `SET autocommit = 0` is in effect: statements run in implicit transactions.
+    pub(crate) manual_commit: bool,
+    /// The open transaction was opened by `BEGIN` / `START TRANSACTION`.
+    pub(crate) txn_explicit: bool,
+    /// A shard joined the open transaction (a statement ran in it).
+    pub(crate) txn_touched: bool,
 }
 
 impl Drop for ShardSession {
@@ -44,11 +59,43 @@ impl Drop for ShardSession {
 impl ShardSession {
     /// Status flags for OK/EOF packets.
     pub fn status(&self) -> u16 {
-        let mut s = status::SERVER_STATUS_AUTOCOMMIT;
-        if self.txn.is_some() {
+        let mut s = 0;
+        if !self.manual_commit {
+            s |= status::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.txn.is_some() && (self.txn_explicit || self.txn_touched) {
             s |= status::SERVER_STATUS_IN_TRANS;
         }
         s
+    }
+
+    /// With `autocommit = 0`: opens the implicit transaction the next statement runs in, unless
+    /// one is open (shards join it when the statement touches them).
+    pub(crate) fn implicit_begin(&mut self) {
+        if self.manual_commit && self.txn.is_none() {
+            self.txn = Some(BTreeMap::new());
+            self.txn_explicit = false;
+            self.txn_touched = false;
+        }
+    }
+
+    /// `SET autocommit = on`: switching it on commits the open transaction (as the server does);
+    /// switching it off opens none until the next statement.
+    pub(crate) async fn set_autocommit(
+        &mut self,
+        on: bool,
+        rules: &ShardingRules,
+    ) -> Result<(), ErrPacket> {
+        if on && self.manual_commit {
+            self.manual_commit = false;
+            return self.finish(true, &names(rules)).await;
+        }
+        if on && self.txn.is_some() && !self.txn_explicit {
+            // The implicit transaction opened for this very statement: nothing ran in it.
+            self.finish(true, &names(rules)).await?;
+        }
+        self.manual_commit = !on;
+        Ok(())
     }
 
     /// Whether a transaction is open.
@@ -64,6 +111,8 @@ impl ShardSession {
             return encode::err(cx.client, &e);
         }
         self.txn = Some(BTreeMap::new());
+        self.txn_explicit = true;
+        self.txn_touched = false;
         let st = self.status();
         cx.client.queue_ok(1, 0, 0, st);
     }
@@ -92,6 +141,8 @@ impl ShardSession {
 
     /// Ends the transaction on every shard it touched (no-op outside one).
     pub(crate) async fn finish(&mut self, commit: bool, names: &[String]) -> Result<(), ErrPacket> {
+        self.txn_explicit = false;
+        self.txn_touched = false;
         let Some(conns) = self.txn.take() else {
             return Ok(());
         };

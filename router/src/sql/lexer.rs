@@ -139,6 +139,50 @@ pub fn tokenize<'a>(sql: &'a str, hints: &mut Vec<Hint>, out: &mut Vec<Token<'a>
     }
 }
 
+/// Splits a multi-statement text (CLIENT_MULTI_STATEMENTS) into its statements at the `;`s that
+/// are outside string literals, quoted identifiers and comments (executable comments included: a
+/// `;` inside `/*! ... */` does not split). Each statement is a slice of `sql` (the client's bytes)
+/// without its `;` and without surrounding whitespace; pieces with no tokens (empty, or only
+/// comments, as after a trailing `;`) are left out. An unterminated string or comment runs to the
+/// end of the text (the server reports the syntax error). One statement gives a single piece.
+pub fn split_statements<'a>(sql: &'a str) -> Vec<&'a str> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let push = |from: usize, to: usize, out: &mut Vec<&'a str>| {
+        let piece = sql.get(from..to).unwrap_or("").trim();
+        let mut hints = Vec::new();
+        let mut toks = Vec::new();
+        tokenize(piece, &mut hints, &mut toks);
+        if !toks.is_empty() {
+            out.push(piece);
+        }
+    };
+    while i < b.len() {
+        match b[i] {
+            b'#' => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = find(b, i + 2, b"*/").map_or(b.len(), |e| e + 2);
+            }
+            c @ (b'\'' | b'"' | b'`') => i = skip_quoted(b, i, c),
+            b';' => {
+                push(start, i, &mut out);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    push(start, b.len(), &mut out);
+    out
+}
+
 /// The two kinds of literal [`scan_literals`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LitKind {
@@ -560,6 +604,74 @@ mod tests {
             })
             .collect();
         (spans, !h.is_empty())
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_only() {
+        assert_eq!(
+            split_statements("SELECT 1; SELECT 2"),
+            vec!["SELECT 1", "SELECT 2"]
+        );
+        assert_eq!(split_statements("SELECT 1;"), vec!["SELECT 1"]);
+        assert_eq!(
+            split_statements("  SELECT 1 ;; ; -- done\n"),
+            vec!["SELECT 1"]
+        );
+        assert_eq!(split_statements(""), Vec::<&str>::new());
+        assert_eq!(
+            split_statements("SELECT 'a;b', \"c;\\\";d\"; SELECT `x;y` FROM t"),
+            vec!["SELECT 'a;b', \"c;\\\";d\"", "SELECT `x;y` FROM t"]
+        );
+        assert_eq!(
+            split_statements("SELECT 1 /* a; b */ + 1; # c; d\nSELECT 2 -- e; f\n; SELECT 3"),
+            vec![
+                "SELECT 1 /* a; b */ + 1",
+                "# c; d\nSELECT 2 -- e; f",
+                "SELECT 3"
+            ]
+        );
+        // `--` without a space is an operator pair, not a comment.
+        assert_eq!(
+            split_statements("SELECT 1--1; SELECT 2"),
+            vec!["SELECT 1--1", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("SELECT /*!50000 1; */ 2; SELECT 3"),
+            vec!["SELECT /*!50000 1; */ 2", "SELECT 3"]
+        );
+        assert_eq!(
+            split_statements("SELECT 'it''s;'; SELECT 'a\\';'"),
+            vec!["SELECT 'it''s;'", "SELECT 'a\\';'"]
+        );
+        // Unterminated: the rest is one statement for the server to refuse.
+        assert_eq!(
+            split_statements("SELECT 'a; SELECT 2"),
+            vec!["SELECT 'a; SELECT 2"]
+        );
+    }
+
+    proptest::proptest! {
+        /// Split pieces are the statements that were joined: strings, quoted identifiers and
+        /// comments holding `;` never split, and each piece is the client's text.
+        #[test]
+        fn split_gives_back_the_joined_statements(
+            stmts in proptest::collection::vec(
+                r#"SELECT ([a-z0-9 ]{1,4}|'([a-z; ]|''|\\[a-z;'\\]){0,4}'|"([a-z;]|""){0,4}"|`([a-z; ]|``){0,4}`|/\*[a-z; ]{0,5}\*/|-- [a-z;]{0,4}\n|#[a-z;]{0,4}\n|[,()=+]){1,8}"#,
+                1..5,
+            ),
+            sep in "[ \n]{0,2};[ \n]{0,2}",
+        ) {
+            let sql = stmts.join(&sep);
+            let pieces = split_statements(&sql);
+            let want: Vec<&str> = stmts.iter().map(|s| s.trim()).collect();
+            proptest::prop_assert_eq!(&pieces, &want, "{}", sql);
+            // The tokenizer's view agrees: its top-level `;`s are where the split is.
+            let mut hints = Vec::new();
+            let mut toks = Vec::new();
+            tokenize(&sql, &mut hints, &mut toks);
+            let parts = toks.split(|t| *t == Token::Punct(';')).filter(|p| !p.is_empty()).count();
+            proptest::prop_assert_eq!(parts, pieces.len());
+        }
     }
 
     proptest::proptest! {
