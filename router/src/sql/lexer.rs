@@ -363,7 +363,11 @@ fn number_end(b: &[u8], mut i: usize) -> usize {
     while i < b.len()
         && (b[i].is_ascii_alphanumeric()
             || b[i] == b'.'
-            || ((b[i] == b'+' || b[i] == b'-') && matches!(b[i - 1], b'e' | b'E')))
+            // An exponent's sign only when a digit follows (`1e-5`); `0e-- x` is `0e` and a
+            // comment, as the server reads it.
+            || ((b[i] == b'+' || b[i] == b'-')
+                && matches!(b[i - 1], b'e' | b'E')
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit)))
     {
         i += 1;
     }
