@@ -392,16 +392,28 @@ fn analyse_set(t: &[Token<'_>], c: &mut Classified) {
                         Some(Token::Punct('=')) | Some(Token::Punct(':'))
                     ) =>
             {
-                let v = t.get(j + 2).or_else(|| t.get(j + 3));
+                // `=` or `:=`, then the value.
+                let v = t[j + 1..]
+                    .iter()
+                    .find(|x| !matches!(x, Token::Punct('=' | ':')));
                 c.flags |= SET_AUTOCOMMIT;
+                let word = |w: &str| -> Option<bool> {
+                    // DEFAULT is the server's default, autocommit on.
+                    if ["ON", "TRUE", "DEFAULT", "1"]
+                        .iter()
+                        .any(|k| w.eq_ignore_ascii_case(k))
+                    {
+                        Some(true)
+                    } else if ["OFF", "FALSE", "0"].iter().any(|k| w.eq_ignore_ascii_case(k)) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                };
                 c.autocommit = match v {
-                    Some(Token::Number(n)) => Some(*n != "0"),
-                    Some(Token::Word(w)) => {
-                        Some(w.eq_ignore_ascii_case("ON") || w.eq_ignore_ascii_case("TRUE"))
-                    }
-                    Some(Token::Str(s)) => {
-                        Some(s.to_ascii_uppercase().contains("ON") || s.contains('1'))
-                    }
+                    Some(Token::Number(n)) => n.parse::<f64>().ok().map(|x| x != 0.0),
+                    Some(Token::Word(w)) => word(w),
+                    Some(Token::Str(s)) => word(s.trim_matches(|q| q == '\'' || q == '"')),
                     _ => None,
                 };
             }
@@ -737,6 +749,10 @@ mod tests {
         assert_eq!(classify("SET autocommit=0").autocommit, Some(false));
         assert_eq!(classify("set autocommit = 1").autocommit, Some(true));
         assert_eq!(classify("SET @@autocommit=OFF").autocommit, Some(false));
+        assert_eq!(classify("SET autocommit = DEFAULT").autocommit, Some(true));
+        assert_eq!(classify("SET autocommit := 0").autocommit, Some(false));
+        assert_eq!(classify("SET autocommit = 'OFF'").autocommit, Some(false));
+        assert_eq!(classify("SET autocommit = @v").autocommit, None);
         assert_eq!(
             classify("/* furrow:primary */ SELECT 1").hint,
             Some(Hint::Primary)
