@@ -404,7 +404,10 @@ fn analyse_set(t: &[Token<'_>], c: &mut Classified) {
                         .any(|k| w.eq_ignore_ascii_case(k))
                     {
                         Some(true)
-                    } else if ["OFF", "FALSE", "0"].iter().any(|k| w.eq_ignore_ascii_case(k)) {
+                    } else if ["OFF", "FALSE", "0"]
+                        .iter()
+                        .any(|k| w.eq_ignore_ascii_case(k))
+                    {
                         Some(false)
                     } else {
                         None

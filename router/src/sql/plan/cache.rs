@@ -464,7 +464,7 @@ fn point_key(tree: &Statement, rules: &ShardingRules) -> Option<(String, usize)>
         }
     };
     let mut conjuncts = Vec::new();
-    flatten_and(sel.selection.as_ref()?, &mut conjuncts);
+    super::route::conjuncts(sel.selection.as_ref()?, &mut conjuncts);
     let mut found = None;
     for c in conjuncts {
         if !mentions(c, &|i: &Ident| rule.is_key(&i.value.to_ascii_lowercase())) {
@@ -491,22 +491,6 @@ fn point_key(tree: &Statement, rules: &ShardingRules) -> Option<(String, usize)>
         found = Some(lit);
     }
     Some((table, found?))
-}
-
-/// The conjuncts of an AND chain (through parentheses).
-fn flatten_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::Nested(inner) => flatten_and(inner, out),
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            flatten_and(left, out);
-            flatten_and(right, out);
-        }
-        other => out.push(other),
-    }
 }
 
 /// Whether `e` names a column (last part of an identifier) for which `is_key` holds.

@@ -19,7 +19,7 @@ use sqlparser::ast::{
     TableFactor, TableWithJoins, Visit, Visitor,
 };
 
-use super::route::{TableRef, leaf, partitions_of, rename, table_ref};
+use super::route::{TableRef, conjuncts, leaf, partitions_of, qualified_key, rename, table_ref};
 use super::splice::{Edits, Source};
 use super::{Plan, ShardError, Unit};
 use crate::sql::shard::{ShardingRules, TableKind, TableRule};
@@ -366,40 +366,11 @@ fn correlated(
     refs: &[TableRef<'_>],
     outer: &[Visible<'_>],
 ) -> Option<usize> {
-    fn conj<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                conj(left, out);
-                conj(right, out);
-            }
-            Expr::Nested(x) => conj(x, out),
-            other => out.push(other),
-        }
-    }
     let mut eqs = Vec::new();
     for e in selection.into_iter().chain(on.iter().copied()) {
-        conj(e, &mut eqs);
+        conjuncts(e, &mut eqs);
     }
-    // A qualified key column of one of `tables`: the table's index.
-    let key_of = |e: &Expr, tables: &[&TableRef<'_>]| -> Option<usize> {
-        let Expr::CompoundIdentifier(parts) = e else {
-            return None;
-        };
-        let [.., q, c] = parts.as_slice() else {
-            return None;
-        };
-        let (q, c) = (q.value.to_ascii_lowercase(), c.value.to_ascii_lowercase());
-        tables.iter().position(|t| {
-            t.alias.as_deref().unwrap_or(&t.name) == q
-                && matches!(t.kind, TableKind::Sharded(r) if r.is_key(&c))
-        })
-    };
-    let inner: Vec<&TableRef<'_>> = refs.iter().collect();
-    let outer_tables: Vec<&TableRef<'_>> = outer.iter().map(|v| &v.table).collect();
+    let outer_tables = || outer.iter().map(|v| &v.table);
     for e in eqs {
         let Expr::BinaryOp {
             left,
@@ -410,10 +381,10 @@ fn correlated(
             continue;
         };
         for (a, b) in [(left, right), (right, left)] {
-            if key_of(a, &inner).is_some()
-                && let Some(o) = key_of(b, &outer_tables)
+            if qualified_key(a, refs).is_some()
+                && let Some(o) = qualified_key(b, outer_tables())
                 // A name of the inner scope shadows the outer one.
-                && key_of(b, &inner).is_none()
+                && qualified_key(b, refs).is_none()
                 && let Some(p) = outer.get(o).and_then(|v| v.part)
             {
                 return Some(p);

@@ -118,6 +118,41 @@ pub(crate) fn rename(
     Ok(())
 }
 
+/// The conjuncts of an AND chain (through parentheses), appended to `out`.
+pub(crate) fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(x) => conjuncts(x, out),
+        other => out.push(other),
+    }
+}
+
+/// The index among `tables` of the sharded table whose key column `e` names, qualified
+/// (`alias.key`).
+pub(crate) fn qualified_key<'t, 'r: 't>(
+    e: &Expr,
+    tables: impl IntoIterator<Item = &'t TableRef<'r>>,
+) -> Option<usize> {
+    let Expr::CompoundIdentifier(parts) = e else {
+        return None;
+    };
+    let [.., q, c] = parts.as_slice() else {
+        return None;
+    };
+    let (q, c) = (q.value.to_ascii_lowercase(), c.value.to_ascii_lowercase());
+    tables.into_iter().position(|t| {
+        t.alias.as_deref().unwrap_or(&t.name) == q
+            && matches!(t.kind, TableKind::Sharded(r) if r.is_key(&c))
+    })
+}
+
 /// Partitions of `rule` allowed by `expr` (None: all). Conditions on the key of any co-located
 /// sharded table of the statement count (they share the partitioning).
 pub(crate) fn partitions_of(

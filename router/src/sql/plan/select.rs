@@ -17,7 +17,8 @@ use super::limit::Limit;
 use super::merge_sort::{MergeSort, SortKey};
 use super::project::{Filter, Project, Sort, Trim};
 use super::route::{
-    TableRef, all, default_route, has_subquery, leaf, partitions_of, rename, table_ref, units,
+    TableRef, all, conjuncts, default_route, has_subquery, leaf, partitions_of, qualified_key,
+    rename, table_ref, units,
 };
 use super::scatter::Scatter;
 use super::splice::{Edits, SelectText, Source, limit_clause, parse_expr};
@@ -447,43 +448,16 @@ pub(super) fn joined_on_keys(
     on: &[&Expr],
     wher: Option<&Expr>,
 ) -> bool {
-    let key_of = |e: &Expr| -> Option<usize> {
-        let Expr::CompoundIdentifier(parts) = e else {
-            return None;
-        };
-        let [.., q, c] = parts.as_slice() else {
-            return None;
-        };
-        let (q, c) = (q.value.to_ascii_lowercase(), c.value.to_ascii_lowercase());
-        refs.iter().position(|t| {
-            t.alias.as_deref().unwrap_or(&t.name) == q
-                && matches!(t.kind, TableKind::Sharded(r) if r.is_key(&c))
-        })
-    };
-    fn conj<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                conj(left, out);
-                conj(right, out);
-            }
-            Expr::Nested(x) => conj(x, out),
-            other => out.push(other),
-        }
-    }
     let mut eqs = Vec::new();
     for e in on.iter().copied().chain(wher) {
-        conj(e, &mut eqs);
+        conjuncts(e, &mut eqs);
     }
     eqs.iter().any(|e| match e {
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
-        } => match (key_of(left), key_of(right)) {
+        } => match (qualified_key(left, refs), qualified_key(right, refs)) {
             (Some(a), Some(b)) => a != b && (a == i || b == i),
             _ => false,
         },
