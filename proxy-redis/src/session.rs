@@ -693,10 +693,9 @@ impl Session {
     fn same_shard(&mut self, cmd: &Command, info: &CommandInfo, pool: &Pool) -> Option<usize> {
         let keys = match router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()) {
             Ok(k) => k,
-            Err(e) => {
-                self.local(&error_line(&format!("ERR {e}")));
-                return None;
-            }
+            // Malformed key arguments (numkeys out of range, unbalanced STREAMS, ...): no key is
+            // touched, and a server answers with Redis's own error for this command.
+            Err(_) => return Some(pool.targets().first().copied().unwrap_or(0)),
         };
         let mut shard: Option<usize> = None;
         for i in keys {

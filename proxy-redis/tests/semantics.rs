@@ -126,3 +126,296 @@ fn item12_subscribe_is_confirmed_once_active() {
         );
     }
 }
+
+#[test]
+fn item16_info_is_one_merged_info() {
+    let servers = redis_servers(3);
+    let toml = allow_admin(&config(&servers, "ketama", ""));
+    let proxy = Proxy::start(&toml, 1);
+    let direct = RedisServer::start().expect("redis-server");
+    let mut p = proxy.connect();
+    let mut d = Raw::connect(direct.addr());
+    for i in 0..40 {
+        let k = format!("k{i}");
+        assert_eq!(p.cmd(&["SET", &k, "v"]), "+OK");
+        assert_eq!(d.cmd(&["SET", &k, "v"]), "+OK");
+    }
+    for i in 0..5 {
+        let k = format!("k{i}");
+        assert_eq!(p.cmd(&["EXPIRE", &k, "1000"]), ":1");
+        assert_eq!(d.cmd(&["EXPIRE", &k, "1000"]), ":1");
+    }
+    assert_eq!(p.cmd(&["SELECT", "2"]), "+OK");
+    assert_eq!(d.cmd(&["SELECT", "2"]), "+OK");
+    assert_eq!(p.cmd(&["SET", "x", "1"]), "+OK");
+    assert_eq!(d.cmd(&["SET", "x", "1"]), "+OK");
+    // The keyspace section is one section, with the totals a single server with these keys has
+    // (avg_ttl differs by the milliseconds in between).
+    let strip_ttl = |s: String| -> String {
+        s.lines()
+            .map(|l| l.split(",avg_ttl").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let got = p.cmd(&["INFO", "keyspace"]);
+    assert_eq!(
+        strip_ttl(got.clone()),
+        strip_ttl(d.cmd(&["INFO", "keyspace"]))
+    );
+    assert!(
+        got.starts_with("# Keyspace\r\ndb0:keys=40,expires=5,avg_ttl="),
+        "{got:?}"
+    );
+
+    // The default INFO: one of each section, counters summed, per-shard detail at the end.
+    let mut blocked = proxy.connect();
+    blocked.send(&["BLPOP", "nothing-here", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let info = loop {
+        let info = p.cmd(&["INFO"]);
+        if info.contains("\r\nblocked_clients:1\r\n") || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(info.contains("\r\nblocked_clients:1\r\n"), "{info}");
+    for section in [
+        "# Proxy",
+        "# Server",
+        "# Clients",
+        "# Stats",
+        "# Keyspace",
+        "# Shards",
+    ] {
+        assert_eq!(
+            info.matches(&format!("{section}\r\n")).count(),
+            1,
+            "{section} in {info}"
+        );
+    }
+    let field = |name: &str| -> i64 {
+        info.split("\r\n")
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    let per_shard: i64 = servers
+        .iter()
+        .map(|s| {
+            s.cmd(&["INFO", "clients"])
+                .lines()
+                .find_map(|l| l.strip_prefix("connected_clients:"))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0)
+                - 1 // the probe itself
+        })
+        .sum();
+    assert_eq!(field("connected_clients"), per_shard, "{info}");
+    assert!(info.contains("\r\ndb0:keys=40,expires=5,"), "{info}");
+    assert!(
+        info.contains("\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n"),
+        "{info}"
+    );
+    for (i, s) in servers.iter().enumerate() {
+        assert!(
+            info.contains(&format!(
+                "\r\nshard_r{}:address={},role=master,",
+                i + 1,
+                s.addr()
+            )),
+            "{info}"
+        );
+    }
+    assert!(field("total_commands_processed") > 40, "{info}");
+    drop(blocked);
+}
+
+#[test]
+fn item16_randomkey_picks_a_random_shard_with_keys() {
+    let servers = redis_servers(3);
+    let toml = config(&servers, "ketama", "");
+    let keys = key_per_shard(&dist(&toml), 3, "rk");
+    let proxy = Proxy::start(&toml, 1);
+    let mut p = proxy.connect();
+    assert_eq!(p.cmd(&["RANDOMKEY"]), "nil");
+    // Only the last shard has a key: it is found every time.
+    assert_eq!(p.cmd(&["SET", &keys[2], "v"]), "+OK");
+    for _ in 0..20 {
+        assert_eq!(p.cmd(&["RANDOMKEY"]), keys[2]);
+    }
+    for k in &keys {
+        assert_eq!(p.cmd(&["SET", k, "v"]), "+OK");
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(p.cmd(&["RANDOMKEY"]));
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        keys.iter().cloned().collect(),
+        "every shard is picked"
+    );
+}
+
+#[test]
+fn item16_client_reply_and_unblock_as_redis() {
+    let servers = redis_servers(2);
+    let proxy = Proxy::start(&allow_admin(&config(&servers, "ketama", "")), 1);
+    let direct = RedisServer::start().expect("redis-server");
+    // CLIENT REPLY: the same transcript from both (replies that are off never come).
+    let script: &[&[&str]] = &[
+        &["SET", "a", "1"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "a", "2"],
+        &["GET", "a"],
+        &["MGET", "a", "b", "c"],
+        &["NOPE"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "a"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["GET", "a"],
+        &["DEL", "a", "b", "c"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["ECHO", "off"],
+        &["CLIENT", "REPLY", "ON"],
+        &["CLIENT", "REPLY", "MAYBE"],
+        &["EXISTS", "a"],
+    ];
+    let mut transcripts = Vec::new();
+    for addr in [direct.addr(), proxy.addr] {
+        let mut c = Raw::connect(addr);
+        for cmd in script {
+            c.send(cmd);
+        }
+        c.send(&["ECHO", "end"]);
+        let mut t = Vec::new();
+        loop {
+            let r = c.read();
+            if r == "end" || r == "<closed>" {
+                break;
+            }
+            t.push(r);
+        }
+        transcripts.push(t);
+    }
+    assert_eq!(transcripts[1], transcripts[0]);
+    assert_eq!(
+        transcripts[0],
+        ["+OK", "+OK", "2", ":1", "+OK", "-ERR syntax error", ":0"]
+    );
+
+    // CLIENT UNBLOCK: TIMEOUT gives the blocked client nil, ERROR Redis's error; an id that is not
+    // blocked answers 0.
+    for addr in [direct.addr(), proxy.addr] {
+        for (how, want) in [
+            ("TIMEOUT", "nil"),
+            ("ERROR", "-UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+        ] {
+            let mut a = Raw::connect(addr);
+            let mut b = Raw::connect(addr);
+            let id = a.cmd(&["CLIENT", "ID"]);
+            let id = id.trim_start_matches(':').to_string();
+            assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id, how]), ":0");
+            a.send(&["BLPOP", "unblock-me", "0"]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let r = b.cmd(&["CLIENT", "UNBLOCK", &id, how]);
+                if r == ":1" {
+                    break;
+                }
+                assert_eq!(r, ":0");
+                assert!(Instant::now() < deadline, "never blocked");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(a.read(), want, "{addr} {how}");
+            assert_eq!(a.cmd(&["PING"]), "+PONG");
+            assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id, how]), ":0");
+            assert_eq!(
+                b.cmd(&["CLIENT", "UNBLOCK", &id, "SOON"]),
+                "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"
+            );
+            assert_eq!(
+                b.cmd(&["CLIENT", "UNBLOCK", "x"]),
+                "-ERR value is not an integer or out of range"
+            );
+        }
+    }
+}
+
+#[test]
+fn item16_argument_errors_are_redis_errors() {
+    let servers = redis_servers(3);
+    let proxy = Proxy::start(&allow_admin(&config(&servers, "ketama", "")), 1);
+    let direct = RedisServer::start().expect("redis-server");
+    let mut p = proxy.connect();
+    let mut d = Raw::connect(direct.addr());
+    let cases: &[&[&str]] = &[
+        &["MSETNX", "a", "1", "b"],
+        &["MSETNX", "a"],
+        &["MSET", "a", "1", "b"],
+        &["LMPOP", "0", "a", "LEFT"],
+        &["LMPOP", "-1", "a", "LEFT"],
+        &["LMPOP", "x", "a", "LEFT"],
+        &["LMPOP", "3", "a", "LEFT"],
+        &["LMPOP", "2", "a", "b"],
+        &["LMPOP", "1", "a", "UP"],
+        &["BLMPOP", "0", "0", "a", "LEFT"],
+        &["BLMPOP", "0", "5", "a", "LEFT"],
+        &["SINTERCARD", "0", "a"],
+        &["SINTERCARD", "2", "a"],
+        &["SINTERCARD", "x", "a"],
+        &["SINTERCARD", "1", "a", "LIMIT", "-1"],
+        &["ZMPOP", "0", "a", "MIN"],
+        &["ZMPOP", "1", "a", "UP"],
+        &["BZMPOP", "0", "0", "a", "MIN"],
+        &["ZUNION", "0", "a"],
+        &["ZUNION", "3", "a", "b"],
+        &["ZUNION", "x", "a"],
+        &["ZINTER", "0", "a"],
+        &["ZINTER", "2", "a"],
+        &["ZDIFF", "0", "a"],
+        &["ZDIFF", "2", "a"],
+        &["ZUNIONSTORE", "d", "0", "a"],
+        &["ZUNIONSTORE", "d", "2", "a"],
+        &["ZINTERSTORE", "d", "x", "a"],
+        &["ZDIFFSTORE", "d", "3", "a"],
+        &["ZINTERCARD", "0", "a"],
+        &["ZINTERCARD", "2", "a"],
+        &["EVAL", "return 1", "2", "a"],
+        &["EVAL", "return 1", "-1"],
+        &["EVAL", "return 1", "x"],
+        &[
+            "EVALSHA",
+            "0000000000000000000000000000000000000000",
+            "3",
+            "a",
+        ],
+        &["EVAL_RO", "return 1", "2", "a"],
+        &["FCALL", "f", "2", "a"],
+        &["FCALL", "f", "x"],
+        &["FCALL_RO", "f", "-1"],
+        &["XREAD", "STREAMS", "a"],
+        &["XREAD", "STREAMS", "a", "b", "0"],
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a"],
+        &["GEORADIUS", "a", "0", "0", "1", "km", "STORE"],
+        &["SORT", "a", "STORE"],
+        &["OBJECT", "FREQ"],
+        &["BITOP", "AND", "d"],
+        &["BITOP", "NOPE", "d", "a"],
+        &["GET"],
+        &["SET", "a"],
+    ];
+    let mut differ = Vec::new();
+    for c in cases {
+        let want = d.cmd(c);
+        let got = p.cmd(c);
+        if got != want {
+            differ.push(format!("{c:?}: proxy {got:?} redis {want:?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
