@@ -1,14 +1,13 @@
 //! Blocking commands (BLPOP, BRPOPLPUSH, BLMOVE, BZPOPMIN, ...): arrival order and CLIENT UNBLOCK.
 //!
 //! Each blocked client has its own backend connection, so two clients that block on one key reach
-//! the server on two sockets, and the server may read the later one first. A [`Gate`] per server
-//! and core keeps the order: the next blocking command to that server leaves only once the server
+//! the server on two sockets (from any core), and the server may read the later one first. A
+//! process-wide [`Gate`] per server keeps the order: the next blocking command to that server leaves only once the server
 //! shows the previous one blocked (`CLIENT LIST ID <id>` has flag `b`) or answered it.
 //!
 //! The server-side client id of every blocking connection is registered process-wide under the
 //! proxy's client id, so that CLIENT UNBLOCK from any core reaches the right connection.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::AtomicI64;
@@ -17,59 +16,88 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use codec::resp::{Command, RespVersion};
+use tokio::sync::Notify;
 
 use crate::backend::{BackendConn, Dest};
-use crate::notify::LocalNotify;
 use crate::reply::Client;
 
 /// Longest wait for the server to show a blocking command blocked before the next may go.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
-/// Serializes the blocking commands of one core to one server (see the module doc).
+/// A session, process-wide: (listener owner, client id).
+pub type SessionKey = (usize, u64);
+
+/// Serializes the blocking commands of the whole process to one server (see the module doc): the
+/// clients of one key may be served by different cores.
 #[derive(Default)]
 pub struct Gate {
-    holder: Cell<Option<u64>>,
-    waiters: RefCell<VecDeque<(u64, Rc<LocalNotify>)>>,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    holder: Option<SessionKey>,
+    waiters: VecDeque<(SessionKey, Arc<Notify>)>,
+}
+
+/// The gate of the server at `address`.
+pub fn gate(address: &str) -> Arc<Gate> {
+    static MAP: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
+    let mut m = MAP
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(g) = m.get(address) {
+        return g.clone();
+    }
+    let g = Arc::new(Gate::default());
+    m.insert(address.to_string(), g.clone());
+    g
 }
 
 impl Gate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes the gate for session `id`, or queues it (woken through `wake` when its turn comes).
-    pub fn try_acquire(&self, id: u64, wake: &Rc<LocalNotify>) -> bool {
-        if self.is_free_for(id) {
-            let mut w = self.waiters.borrow_mut();
-            if w.front().is_some_and(|(f, _)| *f == id) {
-                w.pop_front();
+    pub fn try_acquire(&self, id: SessionKey, wake: &Arc<Notify>) -> bool {
+        let mut st = self.state();
+        if st.holder.is_none() && st.waiters.front().is_none_or(|(f, _)| *f == id) {
+            if st.waiters.front().is_some_and(|(f, _)| *f == id) {
+                st.waiters.pop_front();
             }
-            self.holder.set(Some(id));
+            st.holder = Some(id);
             return true;
         }
-        let mut w = self.waiters.borrow_mut();
-        if !w.iter().any(|(x, _)| *x == id) {
-            w.push_back((id, wake.clone()));
+        if !st.waiters.iter().any(|(x, _)| *x == id) {
+            st.waiters.push_back((id, wake.clone()));
         }
         false
     }
 
     /// Whether session `id` would get the gate now.
-    pub fn is_free_for(&self, id: u64) -> bool {
-        self.holder.get().is_none() && self.waiters.borrow().front().is_none_or(|(f, _)| *f == id)
+    pub fn is_free_for(&self, id: SessionKey) -> bool {
+        let st = self.state();
+        st.holder.is_none() && st.waiters.front().is_none_or(|(f, _)| *f == id)
     }
 
     /// Gives the gate back (if `id` holds it) and wakes the next session in line.
-    pub fn release(&self, id: u64) {
-        if self.holder.get() == Some(id) {
-            self.holder.set(None);
+    pub fn release(&self, id: SessionKey) {
+        let mut st = self.state();
+        if st.holder == Some(id) {
+            st.holder = None;
         }
-        if self.holder.get().is_none()
-            && let Some((_, w)) = self.waiters.borrow().front()
+        if st.holder.is_none()
+            && let Some((_, w)) = st.waiters.front()
         {
-            w.notify();
+            w.notify_one();
         }
     }
 
     /// Session `id` is gone: out of the line (and the gate, if it held it).
-    pub fn leave(&self, id: u64) {
-        self.waiters.borrow_mut().retain(|(x, _)| *x != id);
+    pub fn leave(&self, id: SessionKey) {
+        self.state().waiters.retain(|(x, _)| *x != id);
         self.release(id);
     }
 }
@@ -77,8 +105,8 @@ impl Gate {
 /// Releases `gate` for `holder` once `conn`'s blocking command is blocked on the server or
 /// answered, asking the server through `probe` (a shared connection to the same server).
 pub async fn confirm_blocked(
-    gate: Rc<Gate>,
-    holder: u64,
+    gate: Arc<Gate>,
+    holder: SessionKey,
     conn: Rc<BackendConn>,
     probe: Option<Rc<BackendConn>>,
     server_id: Arc<AtomicI64>,

@@ -10,7 +10,6 @@ use router::redis::Distribution;
 use runtime::{BackendRegistry, BackendState};
 
 use crate::backend::{BackendConn, Mode, ServerInfo};
-use crate::blocking::Gate;
 use crate::cluster::ClusterState;
 use crate::metrics::CoreMetrics;
 use crate::sentinel::Watch;
@@ -49,8 +48,6 @@ pub struct Pool {
     replica_conns: RefCell<ReplicaConnMap>,
     /// The Sentinel watch and its epoch when this pool took its addresses.
     sentinel: Option<(Arc<Watch>, u64)>,
-    /// Order of blocking commands per server (see [`crate::blocking`]).
-    gates: RefCell<router::FastMap<usize, Rc<Gate>>>,
 }
 
 /// What identifies a group's backend setup: a change of any of these rebuilds the connections.
@@ -192,7 +189,6 @@ impl Pool {
             replicas,
             replica_conns: RefCell::default(),
             sentinel,
-            gates: RefCell::default(),
         })
     }
 
@@ -351,11 +347,6 @@ impl Pool {
                 (s, s)
             }
         }
-    }
-
-    /// The gate that orders blocking commands to `server` on this core.
-    pub fn gate(&self, server: usize) -> Rc<Gate> {
-        self.gates.borrow_mut().entry(server).or_default().clone()
     }
 
     /// Server `i`.

@@ -219,7 +219,9 @@ pub struct Session {
     /// Dedicated connections of blocking commands by server, with their server-side client id.
     blocking: HashMap<usize, (Rc<BackendConn>, Arc<AtomicI64>)>,
     /// The gate this session waits for before its next blocking command may leave.
-    gate_wait: Option<Rc<Gate>>,
+    gate_wait: Option<Arc<Gate>>,
+    /// Woken when this session's turn at a gate comes (from any core).
+    gate_notify: Arc<tokio::sync::Notify>,
     /// CLIENT REPLY state.
     reply_mode: ReplyMode,
     /// Set by CLIENT REPLY while it runs (its own SKIP is not the skipped command).
@@ -295,6 +297,7 @@ impl Session {
             pubsub: None,
             blocking: HashMap::new(),
             gate_wait: None,
+            gate_notify: Arc::default(),
             reply_mode: ReplyMode::On,
             reply_mode_set: false,
             deferred: VecDeque::new(),
@@ -345,7 +348,7 @@ impl Session {
             blocking::unregister(self.owner(), self.id);
         }
         if let Some(g) = self.gate_wait.take() {
-            g.leave(self.id);
+            g.leave(self.key());
         }
         if let Some((_, c)) = self.watch.take() {
             c.abort();
@@ -366,6 +369,7 @@ impl Session {
             idle.unwrap_or(std::time::Duration::from_secs(3600))
         ));
         let stats = self.core.stats.clone();
+        let gate_notify = self.gate_notify.clone();
         loop {
             self.pump_pubsub();
             // Write what is ready.
@@ -395,7 +399,7 @@ impl Session {
                 && self
                     .gate_wait
                     .as_ref()
-                    .is_none_or(|g| g.is_free_for(self.id))
+                    .is_none_or(|g| g.is_free_for(self.key()))
             {
                 self.barrier = false;
                 let pool = self.core.current_pool();
@@ -416,6 +420,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.client.wake.notified() => {}
+                _ = gate_notify.notified(), if self.gate_wait.is_some() => {}
                 r = stream.readable(), if can_read => {
                     r?;
                     match net::read_available(stream, &mut rbuf)? {
@@ -551,6 +556,11 @@ impl Session {
     /// The key of this session's listener in the process-wide CLIENT UNBLOCK registry.
     fn owner(&self) -> usize {
         Arc::as_ptr(&self.core.open_clients) as usize
+    }
+
+    /// This session, process-wide.
+    fn key(&self) -> blocking::SessionKey {
+        (self.owner(), self.id)
     }
 
     fn dispatch_command(&mut self, cmd: Command, pool: &Rc<Pool>) {
@@ -1188,8 +1198,13 @@ impl Session {
         }
         // Clients blocked on one server are served in the order they arrived: wait until the
         // previous blocking command to this server is blocked there (or answered).
-        let gate = pool.gate(shard);
-        if !gate.try_acquire(self.id, &self.client.wake) {
+        let Some(server) = pool.server(shard) else {
+            self.local(b"-ERR no backend server\r\n");
+            return;
+        };
+        let gate = blocking::gate(&server.address);
+        let me = self.key();
+        if !gate.try_acquire(me, &self.gate_notify) {
             self.deferred.push_front(cmd.clone());
             self.barrier = true;
             self.gate_wait = Some(gate);
@@ -1201,7 +1216,7 @@ impl Session {
             _ => {
                 let Some(c) = pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, false)
                 else {
-                    gate.release(self.id);
+                    gate.release(me);
                     self.local(b"-ERR no backend server\r\n");
                     return;
                 };
@@ -1235,12 +1250,10 @@ impl Session {
             info.name,
         ) {
             self.fail_seq(seq, &e, info.name);
-            gate.release(self.id);
+            gate.release(me);
         } else {
             let probe = pool.conn(shard, 0, false, self.id);
-            tokio::task::spawn_local(blocking::confirm_blocked(
-                gate, self.id, conn, probe, server_id,
-            ));
+            tokio::task::spawn_local(blocking::confirm_blocked(gate, me, conn, probe, server_id));
         }
         // Later commands wait for this reply, as they would on one Redis connection.
         self.barrier = true;

@@ -419,3 +419,68 @@ fn item16_argument_errors_are_redis_errors() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+#[test]
+fn item14_blocked_clients_are_served_in_arrival_order() {
+    let servers = redis_servers(2);
+    // Several cores: the clients of one key may be served by different cores.
+    let proxy = Proxy::start(&config(&servers, "ketama", ""), 4);
+    let mut pusher = proxy.connect();
+    let t0 = Instant::now();
+    // (blocking command, push of item i, reply of the client that gets item i)
+    type Case = (
+        &'static [&'static str],
+        fn(&str) -> Vec<String>,
+        fn(&str) -> String,
+    );
+    let cases: [Case; 5] = [
+        (
+            &["BRPOPLPUSH", "{q}src", "{q}dst", "0"],
+            |i| vec!["LPUSH".into(), "{q}src".into(), i.into()],
+            |i| i.to_string(),
+        ),
+        (
+            &["BLPOP", "{q}src", "0"],
+            |i| vec!["RPUSH".into(), "{q}src".into(), i.into()],
+            |i| format!("[{{q}}src, {i}]"),
+        ),
+        (
+            &["BRPOP", "{q}src", "{q}other", "0"],
+            |i| vec!["RPUSH".into(), "{q}src".into(), i.into()],
+            |i| format!("[{{q}}src, {i}]"),
+        ),
+        (
+            &["BLMOVE", "{q}src", "{q}dst", "LEFT", "RIGHT", "0"],
+            |i| vec!["RPUSH".into(), "{q}src".into(), i.into()],
+            |i| i.to_string(),
+        ),
+        (
+            &["BZPOPMIN", "{q}z", "0"],
+            |i| vec!["ZADD".into(), "{q}z".into(), "1".into(), i.into()],
+            |i| format!("[{{q}}z, {i}, 1]"),
+        ),
+    ];
+    for (blocking, push, reply) in cases {
+        for round in 0..8 {
+            let mut clients: Vec<Raw> = (0..3).map(|_| proxy.connect()).collect();
+            for c in clients.iter_mut() {
+                c.send(blocking);
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            for (n, c) in clients.iter_mut().enumerate() {
+                let item = format!("item{n}");
+                let args = push(&item);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                // The push may come before the last client blocked; it is then served at once.
+                assert!(pusher.cmd(&args).starts_with(':'));
+                assert_eq!(
+                    c.read(),
+                    reply(&item),
+                    "{blocking:?} round {round}: client {n}"
+                );
+                assert_eq!(c.cmd(&["PING"]), "+PONG");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "took too long");
+        }
+    }
+}
