@@ -881,6 +881,10 @@ impl Session {
             self.send_part(pool, shard, sub.raw(), seq, 0, info.name);
             return;
         }
+        if matches!(info.name, "script|kill" | "function|kill") {
+            self.kill_busy(cmd, info, &targets, pool);
+            return;
+        }
         let kind = match merge {
             FanOutMerge::AllOk | FanOutMerge::AllEqual => MergeKind::AllOk,
             FanOutMerge::SumIntegers => MergeKind::Sum,
@@ -918,6 +922,45 @@ impl Session {
         let seq = self.client.q.borrow_mut().push_merge(kind, targets.len());
         for (part, &shard) in targets.iter().enumerate() {
             self.send_part(pool, shard, cmd.raw(), seq, part as u32, info.name);
+        }
+    }
+
+    /// SCRIPT KILL / FUNCTION KILL: a busy server answers nothing on the shared connections
+    /// (the script's own command is ahead of anything sent there), so the kill goes to every
+    /// server on a connection of its own; the busy one answers OK, the others NOTBUSY.
+    fn kill_busy(
+        &mut self,
+        cmd: &Command,
+        info: &'static CommandInfo,
+        targets: &[usize],
+        pool: &Pool,
+    ) {
+        let seq = self
+            .client
+            .q
+            .borrow_mut()
+            .push_merge(MergeKind::AnySuccess, targets.len());
+        for (part, &shard) in targets.iter().enumerate() {
+            let res = match pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, true) {
+                Some(c) => {
+                    let r = c.send(
+                        cmd.raw(),
+                        [Dest::Part(self.client.clone(), seq, part as u32)],
+                        self.now,
+                        info.name,
+                    );
+                    // Closed once it answered.
+                    c.retire();
+                    r
+                }
+                None => Err(error_line("ERR no backend server")),
+            };
+            if let Err(e) = res {
+                self.client
+                    .q
+                    .borrow_mut()
+                    .deliver_part(seq, part as u32, &e);
+            }
         }
     }
 

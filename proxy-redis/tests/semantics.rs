@@ -484,3 +484,60 @@ fn item14_blocked_clients_are_served_in_arrival_order() {
         }
     }
 }
+
+#[test]
+fn item15_script_and_function_kill_reach_a_busy_shard() {
+    let servers = redis_servers(2);
+    let direct = RedisServer::start().expect("redis-server");
+    for s in servers.iter().chain([&direct]) {
+        // Redis serves other clients (SCRIPT KILL among them) once a script ran this long.
+        assert_eq!(
+            s.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+            "OK"
+        );
+    }
+    let toml = config(&servers, "ketama", "request_timeout_ms = 5000");
+    let proxy = Proxy::start(&toml, 1);
+    let lib =
+        "#!lua name=spinlib\nredis.register_function('spin', function() while true do end end)";
+    let mut transcripts = Vec::new();
+    for addr in [direct.addr(), proxy.addr] {
+        let mut a = Raw::connect(addr);
+        let mut b = Raw::connect(addr);
+        let mut t = Vec::new();
+        t.push(b.cmd(&["SCRIPT", "KILL"]));
+        t.push(b.cmd(&["FUNCTION", "KILL"]));
+        t.push(b.cmd(&["FUNCTION", "LOAD", lib]));
+        for (busy, kill) in [
+            (
+                &["EVAL", "while true do end", "0"][..],
+                &["SCRIPT", "KILL"][..],
+            ),
+            (&["FCALL", "spin", "0"], &["FUNCTION", "KILL"]),
+        ] {
+            a.send(busy);
+            std::thread::sleep(Duration::from_millis(300));
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs(5);
+            let killed = loop {
+                let r = b.cmd(kill);
+                // NOTBUSY only while the script has not started yet.
+                if r != "-NOTBUSY No scripts in execution right now." || Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            t.push(killed);
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "{addr}: kill was slow"
+            );
+            t.push(a.read());
+            t.push(a.cmd(&["PING"]));
+        }
+        transcripts.push(t);
+    }
+    assert_eq!(transcripts[1], transcripts[0]);
+    assert_eq!(transcripts[0][3], "+OK");
+    assert_eq!(transcripts[0][6], "+OK");
+}
