@@ -57,6 +57,10 @@ pub struct ReplyQueue {
     pub closed: bool,
     /// While set, the replies of the commands queued are dropped (CLIENT REPLY OFF / SKIP).
     pub muted: bool,
+    /// Bytes of replies that arrived out of order and wait in their slots.
+    held: usize,
+    /// A decaying maximum of this client's reply sizes (what one more command may add).
+    largest: usize,
 }
 
 impl ReplyQueue {
@@ -68,7 +72,24 @@ impl ReplyQueue {
             version,
             closed: false,
             muted: false,
+            held: 0,
+            largest: 0,
         }
+    }
+
+    /// Reply bytes this client has not read yet: written to neither the socket nor the output,
+    /// and in the output.
+    pub fn unread(&self) -> usize {
+        self.out.len() + self.held
+    }
+
+    /// A recent large reply size of this client (decays as smaller replies come).
+    pub fn largest_reply(&self) -> usize {
+        self.largest
+    }
+
+    fn note_size(&mut self, n: usize) {
+        self.largest = n.max(self.largest - self.largest / 8);
     }
 
     /// Replies awaited (the pipeline depth).
@@ -103,6 +124,7 @@ impl ReplyQueue {
         if self.slots.is_empty() {
             self.out.extend_from_slice(data);
         } else {
+            self.held += data.len();
             self.slots
                 .push_back(Slot::Ready(Bytes::copy_from_slice(data)));
         }
@@ -117,6 +139,7 @@ impl ReplyQueue {
         let Some(idx) = seq.checked_sub(self.head) else {
             return;
         };
+        self.note_size(data.len());
         if idx == 0 {
             match self.slots.front() {
                 Some(Slot::Pending) => self.out.extend_from_slice(data),
@@ -128,7 +151,10 @@ impl ReplyQueue {
             self.drain();
         } else if let Some(slot) = self.slots.get_mut(idx as usize) {
             match slot {
-                Slot::Pending => *slot = Slot::Ready(Bytes::copy_from_slice(data)),
+                Slot::Pending => {
+                    *slot = Slot::Ready(Bytes::copy_from_slice(data));
+                    self.held += data.len();
+                }
                 Slot::Muted => *slot = Slot::Ready(Bytes::new()),
                 _ => {}
             }
@@ -150,6 +176,8 @@ impl ReplyQueue {
         let muted = *muted;
         if let Some(done) = m.add(part, data, version) {
             let done = if muted { Bytes::new() } else { done };
+            self.held += done.len();
+            self.note_size(done.len());
             self.slots[idx as usize] = Slot::Ready(done); // ok: idx was checked by get_mut above
             if idx == 0 {
                 self.drain();
@@ -161,6 +189,7 @@ impl ReplyQueue {
     fn drain(&mut self) {
         while let Some(Slot::Ready(_)) = self.slots.front() {
             if let Some(Slot::Ready(b)) = self.slots.pop_front() {
+                self.held = self.held.saturating_sub(b.len());
                 self.out.extend_from_slice(&b);
             }
             self.head += 1;

@@ -396,6 +396,7 @@ impl Session {
             }
             if pending == 0
                 && !self.deferred.is_empty()
+                && self.may_forward()
                 && self
                     .gate_wait
                     .as_ref()
@@ -405,7 +406,7 @@ impl Session {
                 let pool = self.core.current_pool();
                 while let Some(cmd) = self.deferred.pop_front() {
                     self.dispatch(cmd, &pool);
-                    if self.barrier {
+                    if self.barrier || !self.may_forward() {
                         break;
                     }
                 }
@@ -472,7 +473,7 @@ impl Session {
             match decoder.decode(rbuf) {
                 Ok(Some(cmd)) => {
                     count += 1;
-                    if self.barrier || !self.deferred.is_empty() {
+                    if self.barrier || !self.deferred.is_empty() || !self.may_forward() {
                         self.deferred.push_back(cmd);
                     } else {
                         self.dispatch(cmd, &pool);
@@ -489,6 +490,29 @@ impl Session {
             }
         }
         ListenerStats::add(&self.core.stats.requests, count);
+    }
+
+    /// Whether the next command may go to a backend now: not while the client's unread replies
+    /// fill its budget, and with large replies, not while one is already coming (a slow reader
+    /// then has at most one large reply in flight; the shared backend connections never wait
+    /// for it). Held commands wait in `deferred`, and the client is not read meanwhile.
+    fn may_forward(&self) -> bool {
+        let q = self.client.q.borrow();
+        let budget = self.reply_budget();
+        let unread = q.unread();
+        if unread >= budget {
+            return false;
+        }
+        let pending = q.pending();
+        pending == 0
+            || unread.saturating_add(q.largest_reply().saturating_mul(pending + 1)) <= budget
+    }
+
+    /// Reply bytes a client may have unread before its commands are held back.
+    fn reply_budget(&self) -> usize {
+        let max =
+            usize::try_from(self.core.limits.borrow().max_client_buffer).unwrap_or(usize::MAX);
+        OUT_SOFT_LIMIT.min(max / 2)
     }
 
     /// Refuses a command before it runs or is queued: inside MULTI, as in Redis, the refusal also

@@ -541,3 +541,61 @@ fn item15_script_and_function_kill_reach_a_busy_shard() {
     assert_eq!(transcripts[0][3], "+OK");
     assert_eq!(transcripts[0][6], "+OK");
 }
+
+/// The peak resident memory of this process (the proxy runs in it), in MiB.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[test]
+fn item18_a_slow_reader_does_not_stall_its_shard() {
+    let servers = redis_servers(1);
+    // One shared connection per server: the slow reader's replies and the others' share it.
+    let toml = config(&servers, "ketama", "connections = 1");
+    let proxy = Proxy::start(&toml, 1);
+    let mut writer = proxy.connect();
+    let big = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(writer.cmd(&["SET", "big", &big]), "+OK");
+    let before = peak_rss_mib();
+    // The slow reader asks for 60 large replies (120 MiB, twice its 64 MiB buffer limit) and
+    // reads nothing for a while.
+    let mut slow = proxy.connect();
+    slow.send(&["GET", "big"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut pipeline = Vec::new();
+    for _ in 1..60 {
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+    }
+    slow.send_raw(&pipeline);
+    std::thread::sleep(Duration::from_millis(200));
+    // Other clients of the shard are served at once meanwhile.
+    let mut other = proxy.connect();
+    let t0 = Instant::now();
+    for i in 0..200 {
+        let k = format!("o{i}");
+        assert_eq!(other.cmd(&["SET", &k, "v"]), "+OK");
+        assert_eq!(other.cmd(&["GET", &k]), "v");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "others waited: {:?}",
+        t0.elapsed()
+    );
+    let grown = peak_rss_mib().saturating_sub(before);
+    assert!(
+        grown < 80,
+        "the proxy buffered {grown} MiB for the slow reader"
+    );
+    // The slow reader is not dropped: it gets every reply once it reads.
+    for n in 0..60 {
+        assert_eq!(slow.read().len(), big.len(), "reply {n}");
+    }
+    assert_eq!(slow.cmd(&["PING"]), "+PONG");
+}
