@@ -581,6 +581,10 @@ impl BackendConn {
             sink.wake.notify();
         }
         for e in entries {
+            if matches!(e.dest, Dest::Whole(..) | Dest::Part(..)) {
+                self.metrics
+                    .reply(e.cmd, e.start.elapsed(), msg.len(), true);
+            }
             match e.dest {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, &msg);

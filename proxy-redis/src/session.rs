@@ -550,12 +550,14 @@ impl Session {
         readonly: bool,
     ) {
         let Some(conn) = pool.conn_for(server, self.db, self.resp3, self.id, readonly) else {
-            self.local(&error_line("ERR no backend server for this key"));
+            let e = error_line("ERR no backend server for this key");
+            self.core.metrics.proxy_error(name, e.len());
+            self.client.q.borrow_mut().push_local(&e);
             return;
         };
         let seq = self.client.q.borrow_mut().push_pending();
         if let Err(e) = conn.send(raw, [Dest::Whole(self.client.clone(), seq)], self.now, name) {
-            self.client.q.borrow_mut().deliver(seq, &e);
+            self.fail_seq(seq, &e, name);
         }
     }
 
@@ -849,6 +851,7 @@ impl Session {
             None => Err(error_line("ERR no backend server")),
         };
         if let Err(e) = res {
+            self.core.metrics.proxy_error(name, e.len());
             self.client.q.borrow_mut().deliver_part(seq, part, &e);
         }
     }
@@ -980,6 +983,7 @@ impl Session {
                 None => Err(error_line("ERR no backend server")),
             };
             if let Err(e) = res {
+                self.core.metrics.proxy_error(info.name, e.len());
                 self.client
                     .q
                     .borrow_mut()
@@ -1260,7 +1264,8 @@ impl Session {
             .get(shard)
             .and_then(|s| s.refusal().map(|w| s.unavailable(w)))
         {
-            self.local(&why);
+            self.core.metrics.proxy_error(info.name, why.len());
+            self.client.q.borrow_mut().push_local(&why);
             return;
         }
         // Clients blocked on one server are served in the order they arrived: wait until the
@@ -1381,9 +1386,7 @@ impl Session {
 
     /// Answers command `seq` with an error the proxy made (counted as an error reply of `name`).
     fn fail_seq(&mut self, seq: u64, e: &[u8], name: &'static str) {
-        self.core
-            .metrics
-            .reply(name, std::time::Duration::ZERO, e.len(), true);
+        self.core.metrics.proxy_error(name, e.len());
         self.client.q.borrow_mut().deliver(seq, e);
     }
 
@@ -1515,7 +1518,7 @@ impl Session {
                     self.now,
                     info.name,
                 ) {
-                    self.client.q.borrow_mut().deliver(seq, &e);
+                    self.fail_seq(seq, &e, info.name);
                 }
             }
             "unwatch" => {
@@ -1556,7 +1559,7 @@ impl Session {
                     },
                 };
                 if let Err(e) = res {
-                    self.client.q.borrow_mut().deliver(seq, &e);
+                    self.fail_seq(seq, &e, info.name);
                 }
                 if let Some((_, c)) = watch {
                     c.retire();

@@ -599,3 +599,53 @@ fn item18_a_slow_reader_does_not_stall_its_shard() {
     }
     assert_eq!(slow.cmd(&["PING"]), "+PONG");
 }
+
+#[test]
+fn item17_a_hung_shard_is_ejected_and_its_errors_are_counted() {
+    let mut servers = redis_servers(2);
+    let toml = config(
+        &servers,
+        "ketama",
+        "eject_after = 2\nretry_after_ms = 60000\nrequest_timeout_ms = 200",
+    );
+    let keys = key_per_shard(&dist(&toml), 2, "h");
+    let proxy = Proxy::start(&toml, 1);
+    let mut c = proxy.connect();
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), "+OK");
+    }
+    servers[1].pause().expect("SIGSTOP");
+    // Each request to the stopped shard times out; after eject_after of them in a row the shard
+    // is ejected and its errors are immediate.
+    let mut replies = Vec::new();
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let t0 = Instant::now();
+        replies.push(c.cmd(&["GET", &keys[1]]));
+        took.push(t0.elapsed());
+        // The healthy shard is unaffected.
+        assert_eq!(c.cmd(&["GET", &keys[0]]), "v");
+    }
+    servers[1].resume().expect("SIGCONT");
+    for r in &replies[..2] {
+        assert!(r.contains("request timed out after 200 ms"), "{replies:?}");
+    }
+    for (r, t) in replies[2..].iter().zip(&took[2..]) {
+        assert!(
+            r.ends_with("unavailable: ejected after repeated failures"),
+            "{replies:?}"
+        );
+        assert!(*t < Duration::from_millis(100), "{took:?}");
+    }
+    assert!(took[0] < Duration::from_secs(2), "{took:?}");
+    // Every error the proxy made counts as an error of its command.
+    std::thread::sleep(proxy_redis::metrics::PUBLISH_EVERY * 3);
+    let get = proxy_redis::admin_metrics()
+        .into_iter()
+        .filter(|l| l.listener == "cache")
+        .flat_map(|l| l.commands)
+        .find(|c| c.name == "get")
+        .expect("get stats");
+    assert_eq!(get.errors, 4, "{get:?}");
+    assert_eq!(get.calls, 8, "{get:?}");
+}
