@@ -12,19 +12,6 @@ use std::time::{Duration, Instant};
 use common::{Proxy, Raw, allow_admin, config, redis_servers};
 use testkit::RedisServer;
 
-/// Sends every command on both connections and asserts the same reply from each.
-fn same_replies(proxy: &mut Raw, direct: &mut Raw, commands: &[&[&str]]) -> Vec<String> {
-    commands
-        .iter()
-        .map(|c| {
-            let want = direct.cmd(c);
-            let got = proxy.cmd(c);
-            assert_eq!(got, want, "{c:?}: proxy vs redis-server");
-            got
-        })
-        .collect()
-}
-
 /// Reads `n` replies.
 fn read_n(c: &mut Raw, n: usize) -> Vec<String> {
     (0..n).map(|_| c.read()).collect()
