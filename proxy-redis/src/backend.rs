@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::pin::pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,9 @@ pub enum Dest {
     Discard,
     /// A reply to the connection's handshake; an error fails the connection.
     Init,
+    /// An integer reply stored for the proxy (the server's `CLIENT ID` of a dedicated
+    /// connection, which CLIENT UNBLOCK and the blocking order need).
+    Id(Arc<AtomicI64>),
 }
 
 struct Inflight {
@@ -522,6 +526,15 @@ impl BackendConn {
                     c.wake.notify();
                 }
                 Dest::Discard => {}
+                Dest::Id(cell) => {
+                    let id = frame
+                        .strip_prefix(b":")
+                        .and_then(|f| std::str::from_utf8(f).ok())
+                        .and_then(|f| f.trim_end().parse::<i64>().ok());
+                    if let Some(id) = id {
+                        cell.store(id, Relaxed);
+                    }
+                }
                 Dest::Init => {
                     if is_err {
                         return Err(format!(
@@ -568,6 +581,10 @@ impl BackendConn {
             sink.wake.notify();
         }
         for e in entries {
+            if matches!(e.dest, Dest::Whole(..) | Dest::Part(..)) {
+                self.metrics
+                    .reply(e.cmd, e.start.elapsed(), msg.len(), true);
+            }
             match e.dest {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, &msg);
@@ -577,7 +594,7 @@ impl BackendConn {
                     c.q.borrow_mut().deliver_part(seq, part, &msg);
                     c.wake.notify();
                 }
-                Dest::Discard | Dest::Init => {}
+                Dest::Discard | Dest::Init | Dest::Id(_) => {}
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Layout: [`net`] holds every socket call; [`backend`] the multiplexed pipelined backend
 //! connections; [`pool`] a core's connections to a group; [`session`] one client connection
 //! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue; [`merge`] the
-//! merging of split and fan-out replies; [`acl`] proxy users; [`metrics`] per-command metrics and
+//! merging of split and fan-out replies ([`info`] for INFO); [`acl`] proxy users; [`metrics`] per-command metrics and
 //! hot/big key sampling for the admin port; [`sentinel`] follows primaries through Redis
 //! Sentinel.
 //!
@@ -13,7 +13,9 @@
 
 pub mod acl;
 pub mod backend;
+pub mod blocking;
 pub mod cluster;
+pub mod info;
 pub mod merge;
 pub mod metrics;
 pub mod net;

@@ -24,15 +24,16 @@ pub enum MergeKind {
     And,
     /// WAIT: the smallest integer.
     Min,
-    /// RANDOMKEY: the first non-null reply.
+    /// RANDOMKEY: a non-null reply picked at random (a random shard that has keys).
     FirstNonNull,
     /// SCRIPT KILL: the first success; an error only when every part failed.
     AnySuccess,
-    /// INFO: each shard's text under a `# Shard <name>` heading.
+    /// INFO: one INFO merged from every shard's (counters summed), with a `# Shards` section of
+    /// per-shard detail when the default sections were asked for.
     Info {
-        /// Shard names, by part.
-        names: Vec<String>,
-        /// Text the proxy puts first.
+        /// Shard (name, address), by part.
+        names: Vec<(String, String)>,
+        /// Text the proxy puts first (empty when only named sections were asked for).
         head: String,
     },
     /// SCAN on one shard: the returned cursor is re-encoded with the shard index.
@@ -214,33 +215,31 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             .encode(&mut out);
         }
         MergeKind::FirstNonNull => {
-            return parts
-                .iter()
-                .find(|p| !parse(p).is_null())
-                .or(parts.first())
-                .cloned()
+            let with_keys: Vec<&Bytes> = parts.iter().filter(|p| !parse(p).is_null()).collect();
+            if with_keys.is_empty() {
+                return parts
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| err("ERR no shard"));
+            }
+            let pick = random_below(with_keys.len());
+            return with_keys
+                .get(pick)
+                .map(|b| (*b).clone())
                 .unwrap_or_else(|| err("ERR no shard"));
         }
         MergeKind::Info { names, head } => {
-            let mut text = String::from(head);
-            for (p, name) in parts.iter().zip(names) {
-                text.push_str(&format!("# Shard {name}\r\n"));
-                match parse(p) {
-                    f @ (Frame::Bulk(_) | Frame::Verbatim { .. } | Frame::Simple(_)) => {
-                        if let Some(b) = f.as_bytes() {
-                            text.push_str(&String::from_utf8_lossy(b));
-                        }
-                    }
-                    Frame::Error(e) => {
-                        text.push_str(&format!("error:{}\r\n", String::from_utf8_lossy(&e)))
-                    }
-                    _ => {}
-                }
-                if !text.ends_with("\r\n") {
-                    text.push_str("\r\n");
-                }
-                text.push_str("\r\n");
-            }
+            let texts: Vec<Result<String, String>> = parts
+                .iter()
+                .map(|p| match parse(p) {
+                    Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+                    f => Ok(f
+                        .as_bytes()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()),
+                })
+                .collect();
+            let text = crate::info::merge(head, names, &texts);
             match version {
                 RespVersion::Resp2 => codec::resp::write_bulk(&mut out, text.as_bytes()),
                 RespVersion::Resp3 => Frame::Verbatim {
@@ -276,6 +275,18 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
         }
     }
     out.freeze()
+}
+
+/// A number in `0..n` (not for cryptography: spreads RANDOMKEY over the shards).
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    if n <= 1 {
+        return 0;
+    }
+    // RandomState is seeded per instance from the OS and a per-thread counter.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() % n as u64) as usize
 }
 
 #[cfg(test)]

@@ -210,6 +210,13 @@ impl CoreMetrics {
         }
     }
 
+    /// Counts an error reply the proxy made for `cmd` (server ejected, offline, unavailable, timed
+    /// out, overloaded): a request error like the server's own.
+    #[inline]
+    pub fn proxy_error(&self, cmd: &'static str, bytes: usize) {
+        self.reply(cmd, Duration::ZERO, bytes, true);
+    }
+
     /// Samples a key of a request of `size` bytes.
     #[inline]
     pub fn key(&self, key: &[u8], size: usize) {

@@ -36,10 +36,12 @@ impl Client {
 enum Slot {
     /// Not answered yet.
     Pending,
+    /// Not answered yet; the reply is dropped (CLIENT REPLY OFF / SKIP).
+    Muted,
     /// Answered out of order; waits for the slots before it.
     Ready(Bytes),
-    /// Collects the parts of a split or fan-out command.
-    Merge(Box<Merge>),
+    /// Collects the parts of a split or fan-out command (dropped when muted).
+    Merge(Box<Merge>, bool),
 }
 
 /// Replies not yet written to the client, in command order.
@@ -53,6 +55,12 @@ pub struct ReplyQueue {
     pub version: RespVersion,
     /// Set when the session ended: deliveries are dropped.
     pub closed: bool,
+    /// While set, the replies of the commands queued are dropped (CLIENT REPLY OFF / SKIP).
+    pub muted: bool,
+    /// Bytes of replies that arrived out of order and wait in their slots.
+    held: usize,
+    /// A decaying maximum of this client's reply sizes (what one more command may add).
+    largest: usize,
 }
 
 impl ReplyQueue {
@@ -63,7 +71,25 @@ impl ReplyQueue {
             slots: VecDeque::new(),
             version,
             closed: false,
+            muted: false,
+            held: 0,
+            largest: 0,
         }
+    }
+
+    /// Reply bytes this client has not read yet: written to neither the socket nor the output,
+    /// and in the output.
+    pub fn unread(&self) -> usize {
+        self.out.len() + self.held
+    }
+
+    /// A recent large reply size of this client (decays as smaller replies come).
+    pub fn largest_reply(&self) -> usize {
+        self.largest
+    }
+
+    fn note_size(&mut self, n: usize) {
+        self.largest = n.max(self.largest - self.largest / 8);
     }
 
     /// Replies awaited (the pipeline depth).
@@ -74,23 +100,31 @@ impl ReplyQueue {
     /// Reserves the slot of the next command and returns its sequence number.
     #[inline]
     pub fn push_pending(&mut self) -> u64 {
-        self.slots.push_back(Slot::Pending);
+        self.slots.push_back(if self.muted {
+            Slot::Muted
+        } else {
+            Slot::Pending
+        });
         self.head + self.slots.len() as u64 - 1
     }
 
     /// Reserves a merge slot for a command split into `kind`'s parts.
     pub fn push_merge(&mut self, kind: MergeKind, parts: usize) -> u64 {
         self.slots
-            .push_back(Slot::Merge(Box::new(Merge::new(kind, parts))));
+            .push_back(Slot::Merge(Box::new(Merge::new(kind, parts)), self.muted));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// Adds a reply produced by the proxy itself, after every reply awaited before it.
     #[inline]
     pub fn push_local(&mut self, data: &[u8]) {
+        if self.muted {
+            return;
+        }
         if self.slots.is_empty() {
             self.out.extend_from_slice(data);
         } else {
+            self.held += data.len();
             self.slots
                 .push_back(Slot::Ready(Bytes::copy_from_slice(data)));
         }
@@ -105,15 +139,25 @@ impl ReplyQueue {
         let Some(idx) = seq.checked_sub(self.head) else {
             return;
         };
+        self.note_size(data.len());
         if idx == 0 {
-            if matches!(self.slots.front(), Some(Slot::Pending)) {
-                self.out.extend_from_slice(data);
-                self.slots.pop_front();
-                self.head += 1;
-                self.drain();
+            match self.slots.front() {
+                Some(Slot::Pending) => self.out.extend_from_slice(data),
+                Some(Slot::Muted) => {}
+                _ => return,
             }
+            self.slots.pop_front();
+            self.head += 1;
+            self.drain();
         } else if let Some(slot) = self.slots.get_mut(idx as usize) {
-            *slot = Slot::Ready(Bytes::copy_from_slice(data));
+            match slot {
+                Slot::Pending => {
+                    *slot = Slot::Ready(Bytes::copy_from_slice(data));
+                    self.held += data.len();
+                }
+                Slot::Muted => *slot = Slot::Ready(Bytes::new()),
+                _ => {}
+            }
         }
     }
 
@@ -126,10 +170,14 @@ impl ReplyQueue {
             return;
         };
         let version = self.version;
-        let Some(Slot::Merge(m)) = self.slots.get_mut(idx as usize) else {
+        let Some(Slot::Merge(m, muted)) = self.slots.get_mut(idx as usize) else {
             return;
         };
+        let muted = *muted;
         if let Some(done) = m.add(part, data, version) {
+            let done = if muted { Bytes::new() } else { done };
+            self.held += done.len();
+            self.note_size(done.len());
             self.slots[idx as usize] = Slot::Ready(done); // ok: idx was checked by get_mut above
             if idx == 0 {
                 self.drain();
@@ -141,6 +189,7 @@ impl ReplyQueue {
     fn drain(&mut self) {
         while let Some(Slot::Ready(_)) = self.slots.front() {
             if let Some(Slot::Ready(b)) = self.slots.pop_front() {
+                self.held = self.held.saturating_sub(b.len());
                 self.out.extend_from_slice(&b);
             }
             self.head += 1;
@@ -175,5 +224,24 @@ mod tests {
         assert!(q.out.is_empty());
         q.deliver_part(s, 0, b":5\r\n");
         assert_eq!(&q.out[..], b":7\r\n");
+    }
+
+    #[test]
+    fn muted_replies_are_dropped_in_order() {
+        let mut q = ReplyQueue::new(RespVersion::Resp2);
+        let a = q.push_pending();
+        q.muted = true;
+        let b = q.push_pending();
+        q.push_local(b"+OK\r\n");
+        let m = q.push_merge(MergeKind::Sum, 1);
+        q.muted = false;
+        let c = q.push_pending();
+        q.deliver(c, b":3\r\n");
+        q.deliver_part(m, 0, b":9\r\n");
+        q.deliver(b, b":2\r\n");
+        assert!(q.out.is_empty());
+        q.deliver(a, b":1\r\n");
+        assert_eq!(&q.out[..], b":1\r\n:3\r\n");
+        assert_eq!(q.pending(), 0);
     }
 }

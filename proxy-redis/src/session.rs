@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::acl;
 use crate::backend::{BackendConn, Dest, Mode, PushSink};
+use crate::blocking::{self, Blocker, Gate};
 use crate::merge::MergeKind;
 use crate::metrics::CoreMetrics;
 use crate::net::{self, ReadOutcome};
@@ -166,6 +167,15 @@ impl CoreCtx {
     }
 }
 
+/// CLIENT REPLY: whether the replies of the next commands reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// Drop the reply of the next command only.
+    Skip,
+}
+
 /// A MULTI in progress.
 struct Multi {
     queued: Vec<Command>,
@@ -180,6 +190,10 @@ struct PubSub {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
     shard_channels: BTreeSet<Bytes>,
+    /// The (un)subscribe whose confirmations wait for the backends: its reply slot, the
+    /// confirmations still expected from the backends, and the reply the session then gives (Redis
+    /// confirms only once the subscription is active; so does the proxy).
+    awaiting: Option<(u64, usize, Vec<u8>)>,
 }
 
 impl PubSub {
@@ -202,7 +216,16 @@ pub struct Session {
     multi: Option<Multi>,
     watch: Option<(usize, Rc<BackendConn>)>,
     pubsub: Option<PubSub>,
-    blocking: HashMap<usize, Rc<BackendConn>>,
+    /// Dedicated connections of blocking commands by server, with their server-side client id.
+    blocking: HashMap<usize, (Rc<BackendConn>, Arc<AtomicI64>)>,
+    /// The gate this session waits for before its next blocking command may leave.
+    gate_wait: Option<Arc<Gate>>,
+    /// Woken when this session's turn at a gate comes (from any core).
+    gate_notify: Arc<tokio::sync::Notify>,
+    /// CLIENT REPLY state.
+    reply_mode: ReplyMode,
+    /// Set by CLIENT REPLY while it runs (its own SKIP is not the skipped command).
+    reply_mode_set: bool,
     /// Commands held back until every earlier reply arrived (ordering across connections).
     deferred: VecDeque<Command>,
     /// Hold back the next commands until every reply arrived.
@@ -273,6 +296,10 @@ impl Session {
             watch: None,
             pubsub: None,
             blocking: HashMap::new(),
+            gate_wait: None,
+            gate_notify: Arc::default(),
+            reply_mode: ReplyMode::On,
+            reply_mode_set: false,
             deferred: VecDeque::new(),
             barrier: false,
             now: Instant::now(),
@@ -314,8 +341,14 @@ impl Session {
                 c.abort();
             }
         }
-        for c in self.blocking.values() {
+        for (c, _) in self.blocking.values() {
             c.abort();
+        }
+        if !self.blocking.is_empty() {
+            blocking::unregister(self.owner(), self.id);
+        }
+        if let Some(g) = self.gate_wait.take() {
+            g.leave(self.key());
         }
         if let Some((_, c)) = self.watch.take() {
             c.abort();
@@ -336,6 +369,7 @@ impl Session {
             idle.unwrap_or(std::time::Duration::from_secs(3600))
         ));
         let stats = self.core.stats.clone();
+        let gate_notify = self.gate_notify.clone();
         loop {
             self.pump_pubsub();
             // Write what is ready.
@@ -360,12 +394,19 @@ impl Session {
                     return Ok(());
                 }
             }
-            if pending == 0 && !self.deferred.is_empty() {
+            if pending == 0
+                && !self.deferred.is_empty()
+                && self.may_forward()
+                && self
+                    .gate_wait
+                    .as_ref()
+                    .is_none_or(|g| g.is_free_for(self.key()))
+            {
                 self.barrier = false;
                 let pool = self.core.current_pool();
                 while let Some(cmd) = self.deferred.pop_front() {
                     self.dispatch(cmd, &pool);
-                    if self.barrier {
+                    if self.barrier || !self.may_forward() {
                         break;
                     }
                 }
@@ -380,6 +421,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.client.wake.notified() => {}
+                _ = gate_notify.notified(), if self.gate_wait.is_some() => {}
                 r = stream.readable(), if can_read => {
                     r?;
                     match net::read_available(stream, &mut rbuf)? {
@@ -398,7 +440,7 @@ impl Session {
                                 && self.deferred.is_empty()
                                 && self.client.q.borrow().out.is_empty();
                             let blocked = self.pubsub.is_some()
-                                || self.blocking.values().any(|c| c.inflight() > 0);
+                                || self.blocking.values().any(|(c, _)| c.inflight() > 0);
                             if idle || blocked {
                                 return Ok(());
                             }
@@ -431,7 +473,7 @@ impl Session {
             match decoder.decode(rbuf) {
                 Ok(Some(cmd)) => {
                     count += 1;
-                    if self.barrier || !self.deferred.is_empty() {
+                    if self.barrier || !self.deferred.is_empty() || !self.may_forward() {
                         self.deferred.push_back(cmd);
                     } else {
                         self.dispatch(cmd, &pool);
@@ -448,6 +490,29 @@ impl Session {
             }
         }
         ListenerStats::add(&self.core.stats.requests, count);
+    }
+
+    /// Whether the next command may go to a backend now: not while the client's unread replies
+    /// fill its budget, and with large replies, not while one is already coming (a slow reader
+    /// then has at most one large reply in flight; the shared backend connections never wait
+    /// for it). Held commands wait in `deferred`, and the client is not read meanwhile.
+    fn may_forward(&self) -> bool {
+        let q = self.client.q.borrow();
+        let budget = self.reply_budget();
+        let unread = q.unread();
+        if unread >= budget {
+            return false;
+        }
+        let pending = q.pending();
+        pending == 0
+            || unread.saturating_add(q.largest_reply().saturating_mul(pending + 1)) <= budget
+    }
+
+    /// Reply bytes a client may have unread before its commands are held back.
+    fn reply_budget(&self) -> usize {
+        let max =
+            usize::try_from(self.core.limits.borrow().max_client_buffer).unwrap_or(usize::MAX);
+        OUT_SOFT_LIMIT.min(max / 2)
     }
 
     /// Refuses a command before it runs or is queued: inside MULTI, as in Redis, the refusal also
@@ -485,16 +550,46 @@ impl Session {
         readonly: bool,
     ) {
         let Some(conn) = pool.conn_for(server, self.db, self.resp3, self.id, readonly) else {
-            self.local(&error_line("ERR no backend server for this key"));
+            let e = error_line("ERR no backend server for this key");
+            self.core.metrics.proxy_error(name, e.len());
+            self.client.q.borrow_mut().push_local(&e);
             return;
         };
         let seq = self.client.q.borrow_mut().push_pending();
         if let Err(e) = conn.send(raw, [Dest::Whole(self.client.clone(), seq)], self.now, name) {
-            self.client.q.borrow_mut().deliver(seq, &e);
+            self.fail_seq(seq, &e, name);
         }
     }
 
+    /// Runs one command; while CLIENT REPLY is OFF (or SKIP, for one command) its replies are
+    /// dropped.
     fn dispatch(&mut self, cmd: Command, pool: &Rc<Pool>) {
+        let mode = self.reply_mode;
+        if mode == ReplyMode::On {
+            return self.dispatch_command(cmd, pool);
+        }
+        let held = self.deferred.len();
+        self.reply_mode_set = false;
+        self.client.q.borrow_mut().muted = true;
+        self.dispatch_command(cmd, pool);
+        self.client.q.borrow_mut().muted = false;
+        let deferred = self.deferred.len() > held;
+        if mode == ReplyMode::Skip && !deferred && !self.reply_mode_set {
+            self.reply_mode = ReplyMode::On;
+        }
+    }
+
+    /// The key of this session's listener in the process-wide CLIENT UNBLOCK registry.
+    fn owner(&self) -> usize {
+        Arc::as_ptr(&self.core.open_clients) as usize
+    }
+
+    /// This session, process-wide.
+    fn key(&self) -> blocking::SessionKey {
+        (self.owner(), self.id)
+    }
+
+    fn dispatch_command(&mut self, cmd: Command, pool: &Rc<Pool>) {
         let argc = cmd.len();
         let info = match router::redis::lookup(cmd.name()) {
             Some(i) if i.subcommands.is_empty() => i,
@@ -613,6 +708,7 @@ impl Session {
             Policy::MultiKey { merge } => self.split(&cmd, info, merge, pool),
             Policy::FanOut { merge } => self.fan_out(&cmd, info, merge, pool),
             Policy::AnyShard => self.send_one(pool, 0, cmd.raw(), info.name),
+            Policy::Session if info.name == "client|unblock" => self.client_unblock(&cmd, pool),
             Policy::Session => self.session_command(&cmd, info),
             Policy::Blocking => self.blocking_command(&cmd, info, pool),
             Policy::PubSub => self.pubsub_command(&cmd, info, pool),
@@ -633,10 +729,9 @@ impl Session {
     fn same_shard(&mut self, cmd: &Command, info: &CommandInfo, pool: &Pool) -> Option<usize> {
         let keys = match router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()) {
             Ok(k) => k,
-            Err(e) => {
-                self.local(&error_line(&format!("ERR {e}")));
-                return None;
-            }
+            // Malformed key arguments (numkeys out of range, unbalanced STREAMS, ...): no key is
+            // touched, and a server answers with Redis's own error for this command.
+            Err(_) => return Some(pool.targets().first().copied().unwrap_or(0)),
         };
         let mut shard: Option<usize> = None;
         for i in keys {
@@ -756,6 +851,7 @@ impl Session {
             None => Err(error_line("ERR no backend server")),
         };
         if let Err(e) = res {
+            self.core.metrics.proxy_error(name, e.len());
             self.client.q.borrow_mut().deliver_part(seq, part, &e);
         }
     }
@@ -812,6 +908,10 @@ impl Session {
             self.send_part(pool, shard, sub.raw(), seq, 0, info.name);
             return;
         }
+        if matches!(info.name, "script|kill" | "function|kill") {
+            self.kill_busy(cmd, info, &targets, pool);
+            return;
+        }
         let kind = match merge {
             FanOutMerge::AllOk | FanOutMerge::AllEqual => MergeKind::AllOk,
             FanOutMerge::SumIntegers => MergeKind::Sum,
@@ -824,20 +924,71 @@ impl Session {
                 names: targets
                     .iter()
                     .filter_map(|&i| pool.server(i))
-                    .map(|s| format!("{} ({})", s.name, s.address))
+                    .map(|s| (s.name.clone(), s.address.clone()))
                     .collect(),
-                head: format!(
-                    "# Proxy\r\nproxy:furrow\r\nproxy_version:{}\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nlistener:{}\r\nshards:{}\r\n\r\n",
-                    env!("CARGO_PKG_VERSION"),
-                    self.core.listener,
-                    n
-                ),
+                // The proxy's own sections come with the default ones only (INFO, INFO default,
+                // INFO all, INFO everything), as Redis's optional sections do.
+                head: if cmd.len() == 1
+                    || cmd.args().skip(1).any(|a| {
+                        a.eq_ignore_ascii_case(b"default")
+                            || a.eq_ignore_ascii_case(b"all")
+                            || a.eq_ignore_ascii_case(b"everything")
+                    }) {
+                    format!(
+                        "# Proxy\r\nproxy:furrow\r\nproxy_version:{}\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nlistener:{}\r\nshards:{}\r\n",
+                        env!("CARGO_PKG_VERSION"),
+                        self.core.listener,
+                        n
+                    )
+                } else {
+                    String::new()
+                },
             },
             FanOutMerge::Scan => MergeKind::AllOk,
         };
         let seq = self.client.q.borrow_mut().push_merge(kind, targets.len());
         for (part, &shard) in targets.iter().enumerate() {
             self.send_part(pool, shard, cmd.raw(), seq, part as u32, info.name);
+        }
+    }
+
+    /// SCRIPT KILL / FUNCTION KILL: a busy server answers nothing on the shared connections
+    /// (the script's own command is ahead of anything sent there), so the kill goes to every
+    /// server on a connection of its own; the busy one answers OK, the others NOTBUSY.
+    fn kill_busy(
+        &mut self,
+        cmd: &Command,
+        info: &'static CommandInfo,
+        targets: &[usize],
+        pool: &Pool,
+    ) {
+        let seq = self
+            .client
+            .q
+            .borrow_mut()
+            .push_merge(MergeKind::AnySuccess, targets.len());
+        for (part, &shard) in targets.iter().enumerate() {
+            let res = match pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, true) {
+                Some(c) => {
+                    let r = c.send(
+                        cmd.raw(),
+                        [Dest::Part(self.client.clone(), seq, part as u32)],
+                        self.now,
+                        info.name,
+                    );
+                    // Closed once it answered.
+                    c.retire();
+                    r
+                }
+                None => Err(error_line("ERR no backend server")),
+            };
+            if let Err(e) = res {
+                self.core.metrics.proxy_error(info.name, e.len());
+                self.client
+                    .q
+                    .borrow_mut()
+                    .deliver_part(seq, part as u32, &e);
+            }
         }
     }
 
@@ -936,7 +1087,22 @@ impl Session {
                 self.local(&bulk(all.as_bytes()));
             }
             "client|reply" => {
-                self.local(b"-ERR unknown command 'CLIENT REPLY' for the proxy: replies cannot be turned off through the proxy\r\n");
+                let arg = cmd.arg(2).unwrap_or_default();
+                self.reply_mode_set = true;
+                if arg.eq_ignore_ascii_case(b"on") {
+                    self.reply_mode = ReplyMode::On;
+                    self.client.q.borrow_mut().muted = false;
+                    self.local(b"+OK\r\n");
+                } else if arg.eq_ignore_ascii_case(b"off") {
+                    self.reply_mode = ReplyMode::Off;
+                } else if arg.eq_ignore_ascii_case(b"skip") {
+                    // As in Redis, SKIP while OFF leaves replies off.
+                    if self.reply_mode != ReplyMode::Off {
+                        self.reply_mode = ReplyMode::Skip;
+                    }
+                } else {
+                    self.local(b"-ERR syntax error\r\n");
+                }
             }
             other => {
                 let msg = format!("ERR unknown command '{other}' for the proxy");
@@ -1098,21 +1264,54 @@ impl Session {
             .get(shard)
             .and_then(|s| s.refusal().map(|w| s.unavailable(w)))
         {
-            self.local(&why);
+            self.core.metrics.proxy_error(info.name, why.len());
+            self.client.q.borrow_mut().push_local(&why);
             return;
         }
-        let conn = match self.blocking.get(&shard) {
-            Some(c) if !c.is_broken() => c.clone(),
+        // Clients blocked on one server are served in the order they arrived: wait until the
+        // previous blocking command to this server is blocked there (or answered).
+        let Some(server) = pool.server(shard) else {
+            self.local(b"-ERR no backend server\r\n");
+            return;
+        };
+        let gate = blocking::gate(&server.address);
+        let me = self.key();
+        if !gate.try_acquire(me, &self.gate_notify) {
+            self.deferred.push_front(cmd.clone());
+            self.barrier = true;
+            self.gate_wait = Some(gate);
+            return;
+        }
+        self.gate_wait = None;
+        let (conn, server_id) = match self.blocking.get(&shard) {
+            Some((c, id)) if !c.is_broken() => (c.clone(), id.clone()),
             _ => {
                 let Some(c) = pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, false)
                 else {
+                    gate.release(me);
                     self.local(b"-ERR no backend server\r\n");
                     return;
                 };
-                if let Some(old) = self.blocking.insert(shard, c.clone()) {
+                let id = Arc::new(AtomicI64::new(-1));
+                // The connection's id on the server: CLIENT UNBLOCK and the order check use it.
+                let ask = Command::from_args([&b"CLIENT"[..], b"ID"]);
+                if c.send(ask.raw(), [Dest::Id(id.clone())], self.now, "client|id")
+                    .is_ok()
+                {
+                    blocking::register(
+                        self.owner(),
+                        self.id,
+                        Blocker {
+                            shard,
+                            address: c.server.address.clone(),
+                            server_id: id.clone(),
+                        },
+                    );
+                }
+                if let Some((old, _)) = self.blocking.insert(shard, (c.clone(), id.clone())) {
                     old.retire();
                 }
-                c
+                (c, id)
             }
         };
         let seq = self.client.q.borrow_mut().push_pending();
@@ -1122,10 +1321,73 @@ impl Session {
             self.now,
             info.name,
         ) {
-            self.client.q.borrow_mut().deliver(seq, &e);
+            self.fail_seq(seq, &e, info.name);
+            gate.release(me);
+        } else {
+            let probe = pool.conn(shard, 0, false, self.id);
+            tokio::task::spawn_local(blocking::confirm_blocked(gate, me, conn, probe, server_id));
         }
         // Later commands wait for this reply, as they would on one Redis connection.
         self.barrier = true;
+    }
+
+    /// CLIENT UNBLOCK: sent to the servers where the named client has a blocking connection,
+    /// under that connection's id there.
+    fn client_unblock(&mut self, cmd: &Command, pool: &Pool) {
+        let Some(id) = std::str::from_utf8(cmd.arg(2).unwrap_or_default())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            self.local(b"-ERR value is not an integer or out of range\r\n");
+            return;
+        };
+        let how = cmd.arg(3);
+        if cmd.len() > 4
+            || how.is_some_and(|h| {
+                !h.eq_ignore_ascii_case(b"timeout") && !h.eq_ignore_ascii_case(b"error")
+            })
+        {
+            self.local(b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n");
+            return;
+        }
+        let targets: Vec<(usize, i64)> = blocking::lookup(self.owner(), id)
+            .into_iter()
+            .filter(|b| pool.server(b.shard).is_some_and(|s| s.address == b.address))
+            .map(|b| {
+                (
+                    b.shard,
+                    b.server_id.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, sid)| *sid >= 0)
+            .collect();
+        if targets.is_empty() {
+            self.local(b":0\r\n");
+            return;
+        }
+        let seq = self
+            .client
+            .q
+            .borrow_mut()
+            .push_merge(MergeKind::Sum, targets.len());
+        for (part, (shard, sid)) in targets.into_iter().enumerate() {
+            let mut args: Vec<Vec<u8>> = vec![
+                b"CLIENT".to_vec(),
+                b"UNBLOCK".to_vec(),
+                sid.to_string().into_bytes(),
+            ];
+            if let Some(h) = how {
+                args.push(h.to_vec());
+            }
+            let sub = Command::from_args(args);
+            self.send_part(pool, shard, sub.raw(), seq, part as u32, "client|unblock");
+        }
+    }
+
+    /// Answers command `seq` with an error the proxy made (counted as an error reply of `name`).
+    fn fail_seq(&mut self, seq: u64, e: &[u8], name: &'static str) {
+        self.core.metrics.proxy_error(name, e.len());
+        self.client.q.borrow_mut().deliver(seq, e);
     }
 
     fn queue_in_multi(&mut self, cmd: Command, info: &'static CommandInfo, pool: &Pool) {
@@ -1256,7 +1518,7 @@ impl Session {
                     self.now,
                     info.name,
                 ) {
-                    self.client.q.borrow_mut().deliver(seq, &e);
+                    self.fail_seq(seq, &e, info.name);
                 }
             }
             "unwatch" => {
@@ -1297,7 +1559,7 @@ impl Session {
                     },
                 };
                 if let Err(e) = res {
-                    self.client.q.borrow_mut().deliver(seq, &e);
+                    self.fail_seq(seq, &e, info.name);
                 }
                 if let Some((_, c)) = watch {
                     c.retire();
@@ -1354,9 +1616,17 @@ impl Session {
         let args: Vec<Bytes> = (1..cmd.len()).filter_map(|i| cmd.arg_bytes(i)).collect();
         let unsub = name.contains("unsub");
         if unsub && self.pubsub.is_none() {
-            // Not subscribed: Redis answers one confirmation with a null channel.
+            // Not subscribed: Redis answers one confirmation per channel named (count 0), or one
+            // with a null channel when none is named.
             let kind = name.as_bytes();
-            self.local(&confirm(kind, None, 0, self.resp3));
+            let mut out = Vec::new();
+            if args.is_empty() {
+                out = confirm(kind, None, 0, self.resp3);
+            }
+            for a in &args {
+                out.extend(confirm(kind, Some(a), 0, self.resp3));
+            }
+            self.local(&out);
             return;
         }
         if self.pubsub.is_none() {
@@ -1370,6 +1640,7 @@ impl Session {
                 channels: BTreeSet::new(),
                 patterns: BTreeSet::new(),
                 shard_channels: BTreeSet::new(),
+                awaiting: None,
             });
         }
         let Some(ps) = self.pubsub.as_mut() else {
@@ -1405,9 +1676,12 @@ impl Session {
         }
         let verb = name.to_ascii_uppercase();
         let mut failed = Vec::new();
+        let mut expected = 0usize;
         for (shard, chans) in per {
             let conn = match ps.conns.get(&shard) {
                 Some(c) if !c.is_broken() => c.clone(),
+                // Nothing to unsubscribe from on a shard without a subscriber connection.
+                _ if unsub => continue,
                 _ => match pool.dedicated(
                     shard,
                     self.db,
@@ -1424,8 +1698,10 @@ impl Session {
             };
             let mut a: Vec<&[u8]> = vec![verb.as_bytes()];
             a.extend(chans.iter().map(|c| &c[..]));
-            if let Err(e) = conn.send(Command::from_args(a).raw(), [], self.now, "subscribe") {
-                failed.push(e);
+            match conn.send(Command::from_args(a).raw(), [], self.now, "subscribe") {
+                // The backend confirms each channel (or pattern) once.
+                Ok(()) => expected += chans.len(),
+                Err(e) => failed.push(e),
             }
         }
         // The session answers the confirmations itself (counts are per session, not per shard).
@@ -1448,11 +1724,31 @@ impl Session {
             };
             out.extend(confirm(name.as_bytes(), Some(t), n, self.resp3));
         }
-        for e in failed {
+        if let Some(e) = failed.into_iter().next() {
+            // As in Redis, a subscription either is confirmed or the command fails.
+            if !unsub {
+                let set = match name {
+                    "subscribe" => &mut ps.channels,
+                    "psubscribe" => &mut ps.patterns,
+                    _ => &mut ps.shard_channels,
+                };
+                for t in &targets {
+                    set.remove(t);
+                }
+            }
             self.local(&e);
+            self.leave_pubsub_if_empty();
+            return;
         }
-        self.local(&out);
-        self.leave_pubsub_if_empty();
+        if expected == 0 {
+            self.local(&out);
+            self.leave_pubsub_if_empty();
+            return;
+        }
+        let seq = self.client.q.borrow_mut().push_pending();
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.awaiting = Some((seq, expected, out));
+        }
     }
 
     fn leave_pubsub_if_empty(&mut self) {
@@ -1470,10 +1766,13 @@ impl Session {
     /// Forwards messages from the subscriber connections; drops their own confirmations (the
     /// session already answered them).
     fn pump_pubsub(&mut self) {
-        let Some(ps) = &self.pubsub else { return };
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
         let frames: Vec<(usize, Bytes)> = ps.sink.frames.borrow_mut().drain(..).collect();
         let failed = ps.sink.failed.borrow_mut().take();
         let mut out = BytesMut::new();
+        let mut confirmed = None;
         for (_, f) in frames {
             let mut b = BytesMut::from(&f[..]);
             let parsed = FrameDecoder::new(Limits::default()).decode(&mut b);
@@ -1487,9 +1786,23 @@ impl Session {
             match kind.as_deref() {
                 Some(b"message" | b"pmessage" | b"smessage") => out.extend_from_slice(&f),
                 Some(b"pong") => {}
-                Some(k) if k.ends_with(b"subscribe") => {}
+                Some(k) if k.ends_with(b"subscribe") => {
+                    // A backend confirmed one channel: the session's confirmations leave once
+                    // every backend confirmed (messages that arrive first wait behind them).
+                    if let Some((seq, left, reply)) = ps.awaiting.as_mut() {
+                        *left = left.saturating_sub(1);
+                        if *left == 0 {
+                            confirmed = Some((*seq, std::mem::take(reply)));
+                            ps.awaiting = None;
+                        }
+                    }
+                }
                 _ => out.extend_from_slice(&f),
             }
+        }
+        if let Some((seq, reply)) = confirmed {
+            self.client.q.borrow_mut().deliver(seq, &reply);
+            self.leave_pubsub_if_empty();
         }
         if !out.is_empty() {
             self.client.q.borrow_mut().push_local(&out);
@@ -1497,6 +1810,9 @@ impl Session {
         if let Some(msg) = failed {
             // A subscriber connection broke: tell the client and drop the subscriptions there.
             let e = error_line(&msg);
+            if let Some((seq, _, _)) = self.pubsub.as_mut().and_then(|p| p.awaiting.take()) {
+                self.client.q.borrow_mut().deliver(seq, &e);
+            }
             self.client.q.borrow_mut().push_local(&e);
             if let Some(ps) = self.pubsub.take() {
                 for c in ps.conns.values() {

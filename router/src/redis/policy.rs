@@ -117,7 +117,7 @@ pub const fn classify(
 
         b"select" | b"auth" | b"hello" | b"quit" | b"reset" | b"echo" | b"readonly"
         | b"readwrite" | b"client|setname" | b"client|getname" | b"client|id" | b"client|list"
-        | b"client|info" | b"client|reply" => return Policy::Session,
+        | b"client|info" | b"client|reply" | b"client|unblock" => return Policy::Session,
 
         b"ping" => return Policy::FanOut { merge: F::AllEqual },
         b"dbsize" | b"slowlog|len" | b"latency|reset" => {
@@ -195,7 +195,7 @@ pub const fn classify(
         }
         b"shutdown" | b"debug" | b"pfdebug" | b"pfselftest" | b"module|load" | b"module|loadex"
         | b"module|unload" | b"module|list" | b"client|kill" | b"client|pause"
-        | b"client|unpause" | b"client|unblock" | b"client|no-evict" | b"script|debug" => {
+        | b"client|unpause" | b"client|no-evict" | b"script|debug" => {
             return Policy::Unsupported { reason: ADMIN };
         }
         b"migrate" => {
