@@ -790,7 +790,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(46) {
+    match rng.below(48) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1107,6 +1107,20 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
                 "(SELECT id AS k, body FROM notes ORDER BY id LIMIT {n}) UNION ALL (SELECT id, owner FROM accounts WHERE region = '{r}') ORDER BY k"
             ),
             false,
+            false,
+        ),
+        45 => (
+            format!(
+                "SELECT kind, BIT_OR(user_id), BIT_AND(user_id), BIT_XOR(user_id), AVG(DISTINCT value), COUNT(DISTINCT user_id) FROM events WHERE day < '2024-{m2:02}-20' GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        46 => (
+            format!(
+                "SELECT BIT_XOR(n), BIT_AND(n), AVG(DISTINCT n) FROM notes WHERE user_id > {u}"
+            ),
+            true,
             false,
         ),
         _ => (

@@ -33,6 +33,12 @@ pub enum AggKind {
     CountDistinct,
     /// The column holds raw values: sum the distinct non-NULL ones.
     SumDistinct,
+    /// Partial BIT_AND: and (over no rows, all ones).
+    BitAnd,
+    /// Partial BIT_OR: or (over no rows, 0).
+    BitOr,
+    /// Partial BIT_XOR: xor (over no rows, 0).
+    BitXor,
 }
 
 impl AggKind {
@@ -44,6 +50,9 @@ impl AggKind {
             AggKind::Max => "max",
             AggKind::CountDistinct => "count_distinct",
             AggKind::SumDistinct => "sum_distinct",
+            AggKind::BitAnd => "bit_and",
+            AggKind::BitOr => "bit_or",
+            AggKind::BitXor => "bit_xor",
         }
     }
 }
@@ -142,11 +151,25 @@ fn check_collations(
             AggKind::Max => "MAX",
             AggKind::CountDistinct => "COUNT(DISTINCT)",
             AggKind::SumDistinct => "SUM(DISTINCT)",
-            AggKind::Count | AggKind::Sum => continue,
+            AggKind::Count
+            | AggKind::Sum
+            | AggKind::BitAnd
+            | AggKind::BitOr
+            | AggKind::BitXor => continue,
         };
         key_collation(defs, a.col, what)?;
     }
     Ok(())
+}
+
+/// A BIT_* partial as its 64 bits (the server answers BIGINT UNSIGNED).
+fn bits(v: &Value) -> Option<u64> {
+    match v {
+        Value::UInt(u) => Some(*u),
+        Value::Int(i) => Some(*i as u64),
+        Value::Bytes(b) | Value::Decimal(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 fn normalise_decimal(s: &str) -> String {
@@ -249,6 +272,16 @@ impl Folder {
                     }
                     _ => cur.clone(),
                 },
+                AggKind::BitAnd | AggKind::BitOr | AggKind::BitXor => {
+                    match (bits(cur), bits(new)) {
+                        (Some(x), Some(y)) => Value::UInt(match a.kind {
+                            AggKind::BitAnd => x & y,
+                            AggKind::BitOr => x | y,
+                            _ => x ^ y,
+                        }),
+                        _ => cur.clone(),
+                    }
+                }
                 AggKind::CountDistinct | AggKind::SumDistinct => continue,
             };
             if let Some(slot) = g.row.get_mut(a.col) {
@@ -418,6 +451,8 @@ impl Aggregate {
                 .map(
                     |c| match self.aggs.iter().find(|a| a.col == c).map(|a| a.kind) {
                         Some(AggKind::Count | AggKind::CountDistinct) => Value::Int(0),
+                        Some(AggKind::BitAnd) => Value::UInt(u64::MAX),
+                        Some(AggKind::BitOr | AggKind::BitXor) => Value::UInt(0),
                         _ => Value::Null,
                     },
                 )

@@ -621,7 +621,9 @@ impl Pushed<'_, '_> {
         let i = self.push(key, text.clone());
         if fresh {
             self.aggs.push(AggSpec { kind, col: i });
-            if matches!(kind, AggKind::CountDistinct | AggKind::SumDistinct) {
+            if matches!(kind, AggKind::CountDistinct | AggKind::SumDistinct)
+                && !self.distinct_args.contains(&text)
+            {
                 self.distinct_args.push(text);
             }
         }
@@ -764,6 +766,26 @@ impl Pushed<'_, '_> {
                     }
                     ("sum", true, Some(_)) => {
                         OutExpr::Col(self.agg(AggKind::SumDistinct, &arg_key, arg_text))
+                    }
+                    // AVG(DISTINCT x) = SUM(DISTINCT x) / COUNT(DISTINCT x), both over the same
+                    // value set (the shards group by x once).
+                    ("avg", true, Some(_)) => {
+                        let s = self.agg(AggKind::SumDistinct, &arg_key, arg_text.clone());
+                        let c = self.agg(AggKind::CountDistinct, &arg_key, arg_text);
+                        OutExpr::Bin(
+                            Op::Div,
+                            Box::new(OutExpr::Col(s)),
+                            Box::new(OutExpr::Col(c)),
+                        )
+                    }
+                    (kind @ ("bit_and" | "bit_or" | "bit_xor"), false, Some(_)) => {
+                        let (k, t) = whole(self)?;
+                        let kind = match kind {
+                            "bit_and" => AggKind::BitAnd,
+                            "bit_or" => AggKind::BitOr,
+                            _ => AggKind::BitXor,
+                        };
+                        OutExpr::Col(self.agg(kind, &k, t))
                     }
                     _ => {
                         return Err(ShardError::Unsupported(format!(
