@@ -41,6 +41,31 @@ pub enum Collation {
     Latin1SwedishCiOverUtf8,
     /// `latin1_bin` over values sent in UTF-8: converted back to latin1, then bytewise PAD SPACE.
     Latin1BinOverUtf8,
+    /// A utf8 collation over values sent in latin1 (a utf8 column read through a latin1
+    /// connection): each value converted to UTF-8, then compared by it. Exact for the values
+    /// latin1 holds; a character it lacks was sent as `?` and compares as `?`.
+    Utf8OverLatin1(Utf8Kind),
+}
+
+/// The utf8 collations [`Collation::Utf8OverLatin1`] compares by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Utf8Kind {
+    /// [`Collation::BinPadSpace`].
+    Bin,
+    /// [`Collation::GeneralCi`].
+    GeneralCi,
+    /// [`Collation::UnicodeCi`].
+    UnicodeCi,
+}
+
+impl Utf8Kind {
+    fn collation(self) -> Collation {
+        match self {
+            Utf8Kind::Bin => Collation::BinPadSpace,
+            Utf8Kind::GeneralCi => Collation::GeneralCi,
+            Utf8Kind::UnicodeCi => Collation::UnicodeCi,
+        }
+    }
 }
 
 /// How the values of a collation's character set are encoded (for telling whether values sent in
@@ -165,6 +190,11 @@ impl Collation {
                 Collation::Latin1SwedishCi => Collation::Latin1SwedishCiOverUtf8,
                 _ => Collation::Latin1BinOverUtf8,
             },
+            (Encoding::Latin1, Encoding::Utf8) => Collation::Utf8OverLatin1(match c {
+                Collation::GeneralCi => Utf8Kind::GeneralCi,
+                Collation::UnicodeCi => Utf8Kind::UnicodeCi,
+                _ => Utf8Kind::Bin,
+            }),
             _ => return None,
         })
     }
@@ -178,6 +208,7 @@ impl Collation {
             Collation::UnicodeCi => "unicode_ci",
             Collation::Latin1SwedishCi | Collation::Latin1SwedishCiOverUtf8 => "latin1_swedish_ci",
             Collation::Latin1BinOverUtf8 => "latin1_bin",
+            Collation::Utf8OverLatin1(k) => k.collation().name(),
         }
     }
 
@@ -207,6 +238,9 @@ impl Collation {
                 Collation::Latin1SwedishCi.compare(&utf8_to_latin1(a), &utf8_to_latin1(b))
             }
             Collation::Latin1BinOverUtf8 => bin_pad_cmp(&utf8_to_latin1(a), &utf8_to_latin1(b)),
+            Collation::Utf8OverLatin1(k) => k
+                .collation()
+                .compare(&latin1_to_utf8(a), &latin1_to_utf8(b)),
         }
     }
 
@@ -257,6 +291,7 @@ impl Collation {
                 Collation::Latin1SwedishCi.key(&utf8_to_latin1(s), out)
             }
             Collation::Latin1BinOverUtf8 => out.extend_from_slice(trim_spaces(&utf8_to_latin1(s))),
+            Collation::Utf8OverLatin1(k) => k.collation().key(&latin1_to_utf8(s), out),
         }
     }
 
@@ -342,6 +377,19 @@ fn utf8_to_latin1(s: &[u8]) -> Vec<u8> {
         rest = rest.get(len..).unwrap_or(&[]);
     }
     out
+}
+
+/// latin1 text converted to UTF-8.
+fn latin1_to_utf8(s: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(s.len() * 2);
+    for &b in s {
+        let cp = match b {
+            0x80..=0x9F => u32::from(LATIN1_C1[usize::from(b - 0x80)]),
+            _ => u32::from(b),
+        };
+        out.push(char::from_u32(cp).unwrap_or('?'));
+    }
+    out.into_bytes()
 }
 
 fn trim_spaces(s: &[u8]) -> &[u8] {
@@ -647,7 +695,17 @@ mod tests {
         assert_eq!(over(8, 63), Some(Collation::Latin1SwedishCi));
         assert_eq!(over(8, 45), Some(Collation::Latin1SwedishCiOverUtf8));
         assert_eq!(over(47, 33), Some(Collation::Latin1BinOverUtf8));
-        assert_eq!(over(45, 8), None); // latin1 cannot carry every utf8 character
+        assert_eq!(
+            over(224, 8),
+            Some(Collation::Utf8OverLatin1(Utf8Kind::UnicodeCi))
+        );
+        let u = Collation::Utf8OverLatin1(Utf8Kind::UnicodeCi);
+        assert_eq!(u.compare(&[0xDF], b"ss"), Ordering::Equal); // ß = ss
+        assert_eq!(
+            u.compare(&[0x80], b"EUR"),
+            Collation::UnicodeCi.compare("€".as_bytes(), b"EUR")
+        );
+        assert_eq!(over(45, 28), None); // gbk: not converted
         assert_eq!(over(255, 45), None);
         let l = Collation::Latin1SwedishCiOverUtf8;
         check(l, "ä", "Æ", Ordering::Equal);

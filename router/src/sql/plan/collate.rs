@@ -113,8 +113,8 @@ pub fn resolve(
         if Collation::over(id, def.charset).is_none() {
             return Err(ShardError::Unsupported(format!(
                 "ORDER BY, GROUP BY, DISTINCT or MIN/MAX across shards over `{col_name}` with \
-                 collation {name}, read through a connection with collation id {} (the values \
-                 cannot be converted back exactly; use a character set that holds them)",
+                 collation {name}, read through a connection with collation id {} (the proxy \
+                 does not convert between those character sets)",
                 def.charset
             )));
         }
@@ -225,11 +225,11 @@ mod tests {
             [s("x"), s("utf8mb4_general_ci")],
         );
         assert!(resolve(&probes, &cols, &[&bin, &ci]).is_err());
-        let latin1_wire = vec![
-            ColumnDefinition::new("a", column_type::VAR_STRING, 8, 80, 0, 0),
+        let gbk_wire = vec![
+            ColumnDefinition::new("a", column_type::VAR_STRING, 28, 80, 0, 0),
             text("c"),
         ];
-        assert!(resolve(&probes, &latin1_wire, &[&ci]).is_err());
+        assert!(resolve(&probes, &gbk_wire, &[&ci]).is_err());
     }
 
     #[test]
