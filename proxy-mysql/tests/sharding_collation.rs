@@ -83,7 +83,7 @@ fn inserts() -> String {
     let mut rows = Vec::new();
     for id in 1..=120u32 {
         let pick = |k: u32, c: u32| -> String {
-            if (id + c) % 17 == 0 {
+            if (id + c).is_multiple_of(17) {
                 "NULL".into()
             } else {
                 quote(WORDS[((id * k + c) % WORDS.len() as u32) as usize])
