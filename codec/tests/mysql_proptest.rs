@@ -258,7 +258,7 @@ proptest! {
                                     column_type in any::<u8>(), flags in any::<u16>(), decimals in any::<u8>(), defaults in proptest::option::of(bytes(20).prop_filter("non-empty", |b| !b.is_empty()))) {
         let c = ColumnDefinition {
             catalog: names[0].clone(), schema: names[1].clone(), table: names[2].clone(), org_table: names[3].clone(),
-            name: names[4].clone(), org_name: names[5].clone(), charset, column_length, column_type, flags, decimals, default_values: defaults,
+            name: names[4].clone(), org_name: names[5].clone(), charset, column_length, column_type, flags, decimals, default_values: defaults, compare_collation: None,
         };
         let mut out = BytesMut::new();
         c.encode(&mut out);

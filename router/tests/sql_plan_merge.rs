@@ -7,8 +7,8 @@ use codec::mysql::consts::{charset, column_flag, column_type};
 use codec::mysql::{ColumnDefinition, Value};
 use router::sql::plan::exec::collect;
 use router::sql::plan::{
-    ExecLimits, Output, PlanContext, ShardError, ShardResult, ShardRunner, Unit, VecRows, execute,
-    plan,
+    CollationOf, ExecLimits, Output, Plan, PlanContext, ShardError, ShardResult, ShardRunner, Unit,
+    VecRows, execute, plan,
 };
 use router::sql::shard::ShardingRules;
 
@@ -24,18 +24,91 @@ mod golden {
     }
 }
 
-/// Answers each exact SQL text with canned rows.
+/// Answers each exact SQL text with canned rows. Like a server whose result collation is each
+/// column's own, it answers the `COLLATION(...)` helpers the plan asks for ([`Canned::learn`])
+/// with the collation in the described column's definition.
 struct Canned {
     answers: HashMap<String, (Vec<ColumnDefinition>, Vec<Vec<Value>>)>,
+    probes: HashMap<String, Vec<CollationOf>>,
+    /// The collation named for every string column instead of its definition's (a server
+    /// whose result collation is not the column's).
+    report: Option<&'static str>,
+}
+
+impl Canned {
+    fn new(answers: HashMap<String, (Vec<ColumnDefinition>, Vec<Vec<Value>>)>) -> Self {
+        Canned {
+            answers,
+            probes: HashMap::new(),
+            report: None,
+        }
+    }
+
+    /// Takes the helper columns each unit of `p` asks for.
+    fn learn(&mut self, p: &Plan) {
+        let scatter = match p {
+            Plan::Scatter(s) => Some(s),
+            Plan::MergeSort(m) => Some(&m.input),
+            _ => None,
+        };
+        if let Some(s) = scatter {
+            for u in &s.units {
+                self.probes.insert(u.sql.clone(), s.collations.clone());
+            }
+        }
+        for c in p.children() {
+            self.learn(c);
+        }
+    }
+}
+
+fn collation_name(id: u16) -> &'static str {
+    match id {
+        33 => "utf8mb3_general_ci",
+        45 => "utf8mb4_general_ci",
+        46 => "utf8mb4_bin",
+        8 => "latin1_swedish_ci",
+        47 => "latin1_bin",
+        224 => "utf8mb4_unicode_ci",
+        255 => "utf8mb4_0900_ai_ci",
+        _ => "binary",
+    }
 }
 
 impl ShardRunner for Canned {
     fn run(&mut self, unit: &Unit) -> Result<ShardResult, ShardError> {
+        let probes = self.probes.get(&unit.sql).cloned().unwrap_or_default();
         match self.answers.get(&unit.sql) {
-            Some((c, r)) => Ok(ShardResult::Rows(Box::new(VecRows::new(
-                c.clone(),
-                r.clone(),
-            )))),
+            Some((c, r)) => {
+                let mut cols = c.clone();
+                let width = cols.len() + probes.len();
+                let names: Vec<Value> = probes
+                    .iter()
+                    .map(|p| {
+                        let id = c.get(p.index(width)).map_or(63, |d| d.charset);
+                        let name = match self.report {
+                            Some(r) if id != 63 => r,
+                            _ => collation_name(id),
+                        };
+                        Value::Bytes(Bytes::from_static(name.as_bytes()))
+                    })
+                    .collect();
+                for _ in &probes {
+                    cols.push(ColumnDefinition::new(
+                        "COLLATION(x)",
+                        column_type::VAR_STRING,
+                        45,
+                        64,
+                        0,
+                        0,
+                    ));
+                }
+                let rows = r
+                    .iter()
+                    .map(|row| row.iter().chain(&names).cloned().collect())
+                    .collect();
+                Ok(ShardResult::Rows(Box::new(VecRows::new(cols, rows))))
+            }
             None => Ok(ShardResult::Rows(Box::new(VecRows::new(
                 Vec::new(),
                 Vec::new(),
@@ -85,6 +158,7 @@ fn run(
         next_id: &mut next,
     };
     let p = plan(sql, &mut cx)?;
+    canned.learn(&p);
     match execute(&p, canned, ExecLimits { max_rows: 100 })? {
         Output::Rows(r) => Ok(collect(r)?.1),
         Output::Affected { .. } => Ok(Vec::new()),
@@ -128,7 +202,7 @@ fn order_by_limit_merges_sorted_shard_streams() {
             ),
         );
     }
-    let mut c = Canned { answers };
+    let mut c = Canned::new(answers);
     let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
     let ids: Vec<Value> = rows.iter().map(|r| r[0].clone()).collect();
     assert_eq!(ids, vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
@@ -171,7 +245,7 @@ fn avg_is_sum_over_count_and_groups_merge() {
             vec![vec![s("NEW"), dec("5"), Value::Int(1), Value::Int(1)]],
         ),
     );
-    let mut c = Canned { answers };
+    let mut c = Canned::new(answers);
     let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
     // 'new' and 'NEW' are one group under a case-insensitive collation; 'paid' has n = 1.
     assert_eq!(rows, vec![vec![s("new"), dec("5.0000"), Value::Int(3)]]);
@@ -180,9 +254,7 @@ fn avg_is_sum_over_count_and_groups_merge() {
 #[test]
 fn aggregates_over_no_rows_give_one_row() {
     let rules = golden::rules();
-    let mut c = Canned {
-        answers: HashMap::new(),
-    };
+    let mut c = Canned::new(HashMap::new());
     let rows = run(&rules, "SELECT COUNT(*), SUM(amount) FROM orders", &mut c)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows, vec![vec![Value::Int(0), Value::Null]]);
@@ -201,7 +273,7 @@ fn many_groups(units: &[String], cols: Vec<ColumnDefinition>) -> Canned {
             .collect();
         answers.insert(u.clone(), (cols.clone(), rows));
     }
-    Canned { answers }
+    Canned::new(answers)
 }
 
 #[test]
@@ -294,7 +366,7 @@ fn sorted_group_by_merges_groups_across_shards_in_the_asked_order() {
         ),
     );
     answers.insert(units[5].clone(), (cols.clone(), vec![row("paid", 9, 1, 9)]));
-    let mut c = Canned { answers };
+    let mut c = Canned::new(answers);
     let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         rows,
@@ -325,7 +397,7 @@ fn sorted_group_by_refuses_a_stream_out_of_order() {
             ],
         ),
     );
-    let mut c = Canned { answers };
+    let mut c = Canned::new(answers);
     assert!(matches!(
         run(&rules, sql, &mut c),
         Err(ShardError::Unsupported(m)) if m.contains("out of order")
@@ -360,7 +432,7 @@ fn min_and_max_skip_null_partials_in_either_order() {
     for (u, rows) in units.iter().zip(parts) {
         answers.insert(u.clone(), (cols.clone(), rows));
     }
-    let mut c = Canned { answers };
+    let mut c = Canned::new(answers);
     let mut rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
     rows.sort_by_key(|r| format!("{:?}", r[0]));
     assert_eq!(
@@ -398,7 +470,7 @@ fn grouped_answers(units: &[String]) -> Canned {
             .collect();
         answers.insert(u.clone(), (cols, rows));
     }
-    Canned { answers }
+    Canned::new(answers)
 }
 
 #[test]
@@ -429,7 +501,12 @@ fn group_stream_pushes_out_what_the_pull_pipeline_gives() {
         )
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let units = units_of(&rules, sql);
-        let Ok(Output::Rows(pulled)) = execute(&p, &mut grouped_answers(&units), limits) else {
+        let answers = || {
+            let mut a = grouped_answers(&units);
+            a.learn(&p);
+            a
+        };
+        let Ok(Output::Rows(pulled)) = execute(&p, &mut answers(), limits) else {
             panic!("{sql}: rows expected");
         };
         let (want_cols, want) = collect(pulled).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -437,7 +514,7 @@ fn group_stream_pushes_out_what_the_pull_pipeline_gives() {
         // The partial rows merged as the proxy merges them from the sockets, pushed one by one.
         let Ok(Output::Rows(mut merged)) = execute(
             &router::sql::plan::Plan::MergeSort(gr.merge.clone()),
-            &mut grouped_answers(&units),
+            &mut answers(),
             limits,
         ) else {
             panic!("{sql}: merged rows expected");
@@ -556,7 +633,7 @@ fn sorted_group_by_limit_pushed_to_the_shards_keeps_the_first_groups_whole() {
             .take(count as usize)
             .collect();
         assert_eq!(want.len(), count as usize, "{sql}: a weak case");
-        let mut c = Canned { answers };
+        let mut c = Canned::new(answers);
         let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert_eq!(rows, want, "{sql}");
     }
@@ -597,7 +674,7 @@ fn spellings(units: &[String], collation: u16) -> Canned {
         let rows = words.iter().map(|w| vec![s(w)]).collect();
         answers.insert(u.clone(), (cols.clone(), rows));
     }
-    Canned { answers }
+    Canned::new(answers)
 }
 
 #[test]
@@ -664,6 +741,56 @@ fn count_distinct_merges_values_by_the_column_collation() {
 }
 
 #[test]
+fn merges_follow_the_collation_the_shards_report_not_the_result_collation() {
+    let rules = golden::rules();
+    let s = |t: &str| Value::Bytes(Bytes::copy_from_slice(t.as_bytes()));
+    // The definitions say utf8mb4_general_ci (the connection's result collation); the helper
+    // columns say what the column compares by.
+    let sql = "SELECT COUNT(DISTINCT status) FROM orders";
+    let units = units_of(&rules, sql);
+    for (report, want) in [("utf8mb4_bin", 10), ("utf8mb4_unicode_ci", 4)] {
+        let mut c = spellings(&units, charset::UTF8MB4_GENERAL_CI);
+        c.report = Some(report);
+        let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{report}: {e}"));
+        assert_eq!(rows, vec![vec![Value::Int(want)]], "{report}");
+    }
+    let sql = "SELECT status FROM orders ORDER BY status";
+    let units = units_of(&rules, sql);
+    let cols = vec![text_col("status", charset::UTF8MB4_GENERAL_CI)];
+    let mut answers = HashMap::new();
+    answers.insert(units[0].clone(), (cols.clone(), vec![vec![s("Zebra")]]));
+    answers.insert(units[1].clone(), (cols.clone(), vec![vec![s("apple")]]));
+    let mut c = Canned::new(answers.clone());
+    c.report = Some("utf8mb4_bin");
+    let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows, vec![vec![s("Zebra")], vec![s("apple")]]);
+    // The client still sees the result collation.
+    let mut c = Canned::new(answers.clone());
+    c.report = Some("utf8mb4_bin");
+    let mut cx = PlanContext {
+        rules: &rules,
+        params: &[],
+        next_id: &mut || 1,
+    };
+    let p = plan(sql, &mut cx).unwrap_or_else(|e| panic!("{e}"));
+    c.learn(&p);
+    let Ok(Output::Rows(r)) = execute(&p, &mut c, ExecLimits { max_rows: 100 }) else {
+        panic!("rows expected");
+    };
+    assert_eq!(r.columns().len(), 1);
+    assert_eq!(r.columns()[0].charset, charset::UTF8MB4_GENERAL_CI);
+    let mut c = Canned::new(answers);
+    c.report = Some("utf8mb4_uca1400_ai_ci");
+    match run(&rules, sql, &mut c) {
+        Err(e @ ShardError::Unsupported(_)) => {
+            assert!(e.to_string().contains("utf8mb4_uca1400_ai_ci"), "{e}");
+            assert_eq!(e.mysql_code().0, 1235);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn min_max_and_order_by_follow_the_column_collation() {
     let rules = golden::rules();
     let s = |t: &str| Value::Bytes(Bytes::copy_from_slice(t.as_bytes()));
@@ -693,7 +820,7 @@ fn min_max_and_order_by_follow_the_column_collation() {
             units[2].clone(),
             (cols.clone(), vec![vec![s("Zebra"), s("apple")]]),
         );
-        let mut c = Canned { answers };
+        let mut c = Canned::new(answers);
         let rows = run(&rules, sql, &mut c).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows, vec![vec![s(min), s(max)]], "collation {collation}");
     }
@@ -740,10 +867,10 @@ fn merges_over_an_unknown_collation_are_refused() {
         let mut answers = HashMap::new();
         answers.insert(units[0].clone(), (cols.clone(), vec![row("cafe")]));
         answers.insert(units[1].clone(), (cols.clone(), vec![row("café")]));
-        let mut c = Canned { answers };
+        let mut c = Canned::new(answers);
         match run(&rules, sql, &mut c) {
             Err(ShardError::Unsupported(m)) => {
-                assert!(m.contains("collation id 255"), "{sql}: {m}")
+                assert!(m.contains("utf8mb4_0900_ai_ci"), "{sql}: {m}")
             }
             other => panic!("{sql}: {other:?}"),
         }

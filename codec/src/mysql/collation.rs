@@ -36,6 +36,62 @@ pub enum Collation {
     UnicodeCi,
     /// `latin1_swedish_ci` (8): one weight per byte.
     Latin1SwedishCi,
+    /// `latin1_swedish_ci` over values sent in UTF-8 (a latin1 column read through a utf8
+    /// connection): each value converted back to latin1, then [`Collation::Latin1SwedishCi`].
+    Latin1SwedishCiOverUtf8,
+    /// `latin1_bin` over values sent in UTF-8: converted back to latin1, then bytewise PAD SPACE.
+    Latin1BinOverUtf8,
+    /// A utf8 collation over values sent in latin1 (a utf8 column read through a latin1
+    /// connection): each value converted to UTF-8, then compared by it. Exact for the values
+    /// latin1 holds; a character it lacks was sent as `?` and compares as `?`.
+    Utf8OverLatin1(Utf8Kind),
+}
+
+/// The utf8 collations [`Collation::Utf8OverLatin1`] compares by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Utf8Kind {
+    /// [`Collation::BinPadSpace`].
+    Bin,
+    /// [`Collation::GeneralCi`].
+    GeneralCi,
+    /// [`Collation::UnicodeCi`].
+    UnicodeCi,
+}
+
+impl Utf8Kind {
+    fn collation(self) -> Collation {
+        match self {
+            Utf8Kind::Bin => Collation::BinPadSpace,
+            Utf8Kind::GeneralCi => Collation::GeneralCi,
+            Utf8Kind::UnicodeCi => Collation::UnicodeCi,
+        }
+    }
+}
+
+/// How the values of a collation's character set are encoded (for telling whether values sent in
+/// one character set compare by a collation of another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `binary`: the bytes as stored, no conversion.
+    Binary,
+    /// `latin1` (MariaDB's cp1252).
+    Latin1,
+    /// `utf8mb3` or `utf8mb4` (one encoding; utf8mb3 lacks the 4-byte characters).
+    Utf8,
+}
+
+impl Encoding {
+    /// The encoding of collation id `id`, for the ids of the character sets Furrow converts
+    /// between (binary, latin1, utf8mb3, utf8mb4).
+    pub fn of_id(id: u16) -> Option<Self> {
+        Some(match id {
+            charset::BINARY => Encoding::Binary,
+            5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => Encoding::Latin1,
+            33 | 76 | 83 | 192..=215 | 223 => Encoding::Utf8,
+            45 | 46 | 224..=247 | 255..=309 => Encoding::Utf8,
+            _ => return None,
+        })
+    }
 }
 
 /// A collation id Furrow does not compare by (carried for the error message).
@@ -87,13 +143,60 @@ impl Collation {
         })
     }
 
+    /// The id of the collation named `name` (as `COLLATION(expr)` gives it), for the collations
+    /// [`Collation::from_id`] knows; `None` for any other name.
+    pub fn id_of_name(name: &str) -> Option<u16> {
+        let name = name.to_ascii_lowercase();
+        let name = name
+            .strip_prefix("utf8_")
+            .map_or(name.clone(), |rest| format!("utf8mb3_{rest}"));
+        Some(match name.as_str() {
+            "binary" => charset::BINARY,
+            "utf8mb4_bin" => charset::UTF8MB4_BIN,
+            "utf8mb3_bin" => charset::UTF8_BIN,
+            "latin1_bin" => charset::LATIN1_BIN,
+            "utf8mb4_general_ci" => charset::UTF8MB4_GENERAL_CI,
+            "utf8mb3_general_ci" => charset::UTF8_GENERAL_CI,
+            "utf8mb4_unicode_ci" => charset::UTF8MB4_UNICODE_CI,
+            "utf8mb3_unicode_ci" => charset::UTF8_UNICODE_CI,
+            "latin1_swedish_ci" => charset::LATIN1_SWEDISH_CI,
+            _ => return None,
+        })
+    }
+
     /// How values of `col` compare: its collation for string types; numbers, temporals and other
-    /// non-string types compare as values, never by collation, and are `Binary` here.
+    /// non-string types compare as values, never by collation, and are `Binary` here. The
+    /// collation is `compare_collation` when set (the values then are in `charset`'s encoding and
+    /// compare as the server compares them converted to the collation's own), else `charset`.
     pub fn of_column(col: &ColumnDefinition) -> Result<Self, UnknownCollation> {
         if !is_string_type(col.column_type) {
             return Ok(Collation::Binary);
         }
-        Self::from_id(col.charset).ok_or(UnknownCollation(col.charset))
+        let Some(real) = col.compare_collation else {
+            return Self::from_id(col.charset).ok_or(UnknownCollation(col.charset));
+        };
+        Self::over(real, col.charset).ok_or(UnknownCollation(real))
+    }
+
+    /// The collation `real` for values sent encoded as collation id `wire` says: `None` when
+    /// Furrow does not know `real`, or cannot convert the values exactly to its character set
+    /// (latin1 values of a utf8 column lost the characters latin1 lacks).
+    pub fn over(real: u16, wire: u16) -> Option<Self> {
+        let c = Self::from_id(real)?;
+        Some(match (Encoding::of_id(wire)?, Encoding::of_id(real)?) {
+            (Encoding::Binary, _) => c,
+            (w, r) if w == r => c,
+            (Encoding::Utf8, Encoding::Latin1) => match c {
+                Collation::Latin1SwedishCi => Collation::Latin1SwedishCiOverUtf8,
+                _ => Collation::Latin1BinOverUtf8,
+            },
+            (Encoding::Latin1, Encoding::Utf8) => Collation::Utf8OverLatin1(match c {
+                Collation::GeneralCi => Utf8Kind::GeneralCi,
+                Collation::UnicodeCi => Utf8Kind::UnicodeCi,
+                _ => Utf8Kind::Bin,
+            }),
+            _ => return None,
+        })
     }
 
     /// A short name for messages and plans.
@@ -103,7 +206,9 @@ impl Collation {
             Collation::BinPadSpace => "bin",
             Collation::GeneralCi => "general_ci",
             Collation::UnicodeCi => "unicode_ci",
-            Collation::Latin1SwedishCi => "latin1_swedish_ci",
+            Collation::Latin1SwedishCi | Collation::Latin1SwedishCiOverUtf8 => "latin1_swedish_ci",
+            Collation::Latin1BinOverUtf8 => "latin1_bin",
+            Collation::Utf8OverLatin1(k) => k.collation().name(),
         }
     }
 
@@ -129,6 +234,13 @@ impl Collation {
                     .map(|&c| u32::from(LATIN1_SWEDISH_CI[usize::from(c)])),
                 u32::from(LATIN1_SWEDISH_CI[usize::from(b' ')]),
             ),
+            Collation::Latin1SwedishCiOverUtf8 => {
+                Collation::Latin1SwedishCi.compare(&utf8_to_latin1(a), &utf8_to_latin1(b))
+            }
+            Collation::Latin1BinOverUtf8 => bin_pad_cmp(&utf8_to_latin1(a), &utf8_to_latin1(b)),
+            Collation::Utf8OverLatin1(k) => k
+                .collation()
+                .compare(&latin1_to_utf8(a), &latin1_to_utf8(b)),
         }
     }
 
@@ -175,6 +287,11 @@ impl Collation {
                     .map_or(start, |i| start + i + 1);
                 out.truncate(end);
             }
+            Collation::Latin1SwedishCiOverUtf8 => {
+                Collation::Latin1SwedishCi.key(&utf8_to_latin1(s), out)
+            }
+            Collation::Latin1BinOverUtf8 => out.extend_from_slice(trim_spaces(&utf8_to_latin1(s))),
+            Collation::Utf8OverLatin1(k) => k.collation().key(&latin1_to_utf8(s), out),
         }
     }
 
@@ -227,6 +344,52 @@ fn is_string_type(t: u8) -> bool {
             | ty::BLOB
             | ty::JSON
     )
+}
+
+/// The code points of MariaDB's latin1 bytes 0x80..=0x9F (cp1252; its five holes map to the C1
+/// controls of the same number).
+const LATIN1_C1: [u16; 32] = [
+    0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+    0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+    0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+];
+
+/// UTF-8 text converted to latin1 as the server converts it (a character latin1 lacks, or an
+/// invalid byte, becomes `?`).
+fn utf8_to_latin1(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(d) = decode_utf8(rest) {
+        let (byte, len) = match d {
+            Ok((cp, len)) => {
+                let b = match cp {
+                    0..=0x7F | 0xA0..=0xFF => cp as u8, // ok: in range
+                    _ => LATIN1_C1
+                        .iter()
+                        .position(|&c| u32::from(c) == cp)
+                        .map_or(b'?', |i| 0x80 + i as u8), // ok: i < 32
+                };
+                (b, len)
+            }
+            Err(_) => (b'?', 1),
+        };
+        out.push(byte);
+        rest = rest.get(len..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// latin1 text converted to UTF-8.
+fn latin1_to_utf8(s: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(s.len() * 2);
+    for &b in s {
+        let cp = match b {
+            0x80..=0x9F => u32::from(LATIN1_C1[usize::from(b - 0x80)]),
+            _ => u32::from(b),
+        };
+        out.push(char::from_u32(cp).unwrap_or('?'));
+    }
+    out.into_bytes()
 }
 
 fn trim_spaces(s: &[u8]) -> &[u8] {
@@ -517,6 +680,50 @@ mod tests {
         assert_eq!(l.compare(&a_ring, &a_uml), Ordering::Less); // å < ä
         assert_eq!(l.compare(b"z", &a_ring), Ordering::Less);
         assert_eq!(l.compare(b"A ", b"a"), Ordering::Equal);
+    }
+
+    #[test]
+    fn latin1_columns_read_through_utf8() {
+        assert_eq!(
+            Collation::id_of_name("latin1_swedish_ci"),
+            Some(charset::LATIN1_SWEDISH_CI)
+        );
+        assert_eq!(Collation::id_of_name("utf8_bin"), Some(charset::UTF8_BIN));
+        assert_eq!(Collation::id_of_name("utf8mb4_uca1400_ai_ci"), None);
+        let over = |real, wire| Collation::over(real, wire);
+        assert_eq!(over(224, 45), Some(Collation::UnicodeCi));
+        assert_eq!(over(8, 63), Some(Collation::Latin1SwedishCi));
+        assert_eq!(over(8, 45), Some(Collation::Latin1SwedishCiOverUtf8));
+        assert_eq!(over(47, 33), Some(Collation::Latin1BinOverUtf8));
+        assert_eq!(
+            over(224, 8),
+            Some(Collation::Utf8OverLatin1(Utf8Kind::UnicodeCi))
+        );
+        let u = Collation::Utf8OverLatin1(Utf8Kind::UnicodeCi);
+        assert_eq!(u.compare(&[0xDF], b"ss"), Ordering::Equal); // ß = ss
+        assert_eq!(
+            u.compare(&[0x80], b"EUR"),
+            Collation::UnicodeCi.compare("€".as_bytes(), b"EUR")
+        );
+        assert_eq!(over(45, 28), None); // gbk: not converted
+        assert_eq!(over(255, 45), None);
+        let l = Collation::Latin1SwedishCiOverUtf8;
+        check(l, "ä", "Æ", Ordering::Equal);
+        check(l, "å", "ä", Ordering::Less);
+        check(l, "z", "å", Ordering::Less);
+        check(l, "ß", "ss", Ordering::Greater); // a letter of its own here
+        assert_eq!(key(l, "ä "), key(l, "Æ"));
+        let b = Collation::Latin1BinOverUtf8;
+        check(b, "€", "a", Ordering::Greater);
+        check(b, "€", "é", Ordering::Less); // 0x80 < 0xE9, though U+20AC > U+00E9
+        assert_eq!(utf8_to_latin1("€x中".as_bytes()), vec![0x80, b'x', b'?']);
+        let col = ColumnDefinition {
+            column_type: ty::VAR_STRING,
+            charset: 45,
+            compare_collation: Some(8),
+            ..ColumnDefinition::default()
+        };
+        assert_eq!(Collation::of_column(&col), Ok(l));
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod unicode_ci_table;
 pub mod value;
 pub mod wire;
 
-pub use collation::{Collation, UnknownCollation};
+pub use collation::{Collation, UnknownCollation, Utf8Kind};
 pub use command::{ChangeUser, Command, ExecuteParams, StmtExecute};
 pub use handshake::{
     AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41, HandshakeV10, SslRequest,

@@ -47,6 +47,11 @@ pub struct ColumnDefinition {
     pub decimals: u8,
     /// Default values (COM_FIELD_LIST replies only).
     pub default_values: Option<Bytes>,
+    /// The collation id the values compare by, when the proxy learned it apart from `charset`
+    /// (under a normal login a server puts the connection's result collation in `charset`, which
+    /// tells how the values are encoded on the wire, not how the column compares): set from
+    /// `COLLATION(expr)` by the sharding merges. Never encoded: clients see `charset`.
+    pub compare_collation: Option<u16>,
 }
 
 impl ColumnDefinition {
@@ -112,6 +117,7 @@ impl ColumnDefinition {
             flags,
             decimals,
             default_values,
+            compare_collation: None,
         })
     }
 

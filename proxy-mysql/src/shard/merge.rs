@@ -45,7 +45,8 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::{com, status};
 use codec::mysql::{ColumnDefinition, ErrPacket, Packet, TextRow, Value};
-use router::sql::plan::merge_sort::compare_rows;
+use router::sql::plan::collate;
+use router::sql::plan::merge_sort::{check_key_collations, compare_rows};
 use router::sql::plan::{ExecLimits, GroupedRead, MergeSort, Plan, ShardError, SortKey, Unit};
 use router::sql::shard::ShardingRules;
 use tokio::time::Instant;
@@ -298,12 +299,21 @@ struct Merger {
 
 impl Merger {
     /// A merge by `keys`; `whole_rows` decodes every column (the rows are aggregated), otherwise
-    /// only the key columns (the rows are copied).
-    fn new(cols: Vec<ColumnDefinition>, keys: Vec<SortKey>, whole_rows: bool) -> Self {
+    /// only the key columns and the `helpers` last columns (the rows are copied).
+    fn new(
+        cols: Vec<ColumnDefinition>,
+        keys: Vec<SortKey>,
+        whole_rows: bool,
+        helpers: usize,
+    ) -> Self {
         let key_idx = if whole_rows {
             (0..cols.len()).collect()
         } else {
-            keys.iter().map(|k| k.index(cols.len())).collect()
+            let n = cols.len();
+            keys.iter()
+                .map(|k| k.index(n))
+                .chain(n.saturating_sub(helpers)..n)
+                .collect()
         };
         Self {
             cols,
@@ -329,14 +339,24 @@ impl Merger {
         Ok(row)
     }
 
-    /// Reads every lane's first row.
-    async fn fill(&mut self, lanes: &mut [Lane]) -> Result<(), Stop> {
+    /// Reads every lane's first row, then learns the keys' collations from them (the
+    /// `COLLATION(...)` helper columns of `merge`'s units, resolved by router's
+    /// [`collate::resolve`], as the buffered path does).
+    async fn fill(&mut self, lanes: &mut [Lane], merge: &MergeSort) -> Result<(), Stop> {
         self.heads.clear();
         for l in lanes.iter_mut() {
             let h = l.next_row(self).await?;
             self.heads.push(h);
         }
-        Ok(())
+        let firsts: Vec<&[Value]> = self
+            .heads
+            .iter()
+            .flatten()
+            .map(|h| h.keys.as_slice())
+            .collect();
+        self.cols =
+            collate::resolve(&merge.input.collations, &self.cols, &firsts).map_err(Stop::Merge)?;
+        check_key_collations(&self.keys, &self.cols, "ORDER BY").map_err(Stop::Merge)
     }
 
     /// Takes the head that comes first (ties: the lower lane) and its lane; `None` when every lane
@@ -689,8 +709,9 @@ async fn merge(
         reply.eof(client);
     }
     // Binary rows are re-encoded from values: every column is decoded.
-    let mut m = Merger::new(h.cols, sr.merge.keys.clone(), reply.binary);
-    m.fill(lanes).await?;
+    let helpers = sr.merge.input.collations.len();
+    let mut m = Merger::new(h.cols, sr.merge.keys.clone(), reply.binary, helpers);
+    m.fill(lanes, sr.merge).await?;
     let mut skip = sr.offset;
     let mut left = sr.count;
     let mut buf = BytesMut::new();
@@ -739,10 +760,12 @@ async fn merge_groups(
     let Some(h) = start(lanes, units).await? else {
         return Ok(());
     };
-    let mut groups = gr.start(h.cols.clone(), limits);
+    let mut m = Merger::new(h.cols, gr.merge.keys.clone(), true, 0);
+    m.fill(lanes, gr.merge).await?;
+    // The groups compare by the collations just learned; the client sees the definitions'
+    // charsets.
+    let mut groups = gr.start(m.cols.clone(), limits);
     reply.seq = encode::columns(client, reply.seq, groups.columns(), reply.status);
-    let mut m = Merger::new(h.cols, gr.merge.keys.clone(), true);
-    m.fill(lanes).await?;
     let mut buf = BytesMut::new();
     while !groups.is_done() {
         let Some((b, head)) = m.pop() else {
@@ -779,12 +802,14 @@ mod tests {
             "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 3, 10",
         );
         let sr = sorted_read(&p).unwrap_or_else(|| panic!("{}", p.render(&r)));
-        assert_eq!((sr.offset, sr.count, sr.drop), (3, Some(10), 0));
+        // One helper column: COLLATION(amount).
+        assert_eq!((sr.offset, sr.count, sr.drop), (3, Some(10), 1));
         assert_eq!(sr.merge.input.units.len(), 4);
         assert_eq!(sr.merge.keys, vec![SortKey::new(1, true)]);
         let p = plan_of(&r, "SELECT id FROM orders ORDER BY amount, id");
         let sr = sorted_read(&p).unwrap_or_else(|| panic!("{}", p.render(&r)));
-        assert_eq!((sr.offset, sr.count, sr.drop), (0, None, 1));
+        // amount, then COLLATION(amount) and COLLATION(id).
+        assert_eq!((sr.offset, sr.count, sr.drop), (0, None, 3));
         for sql in [
             "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
             "SELECT DISTINCT status FROM orders ORDER BY status",

@@ -750,7 +750,12 @@ impl ShardSession {
                     .stream_scatter(cx, rules, std::slice::from_ref(&r.unit), true)
                     .await;
             }
-            Plan::Scatter(s) if s.write.is_none() && (!binary || self.txn.is_none()) => {
+            // (A scatter merged by key carries collation helpers; only a plain one streams.)
+            Plan::Scatter(s)
+                if s.write.is_none()
+                    && s.collations.is_empty()
+                    && (!binary || self.txn.is_none()) =>
+            {
                 return self.stream_scatter(cx, rules, &s.units, binary).await;
             }
             _ => {}

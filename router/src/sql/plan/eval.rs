@@ -312,9 +312,10 @@ pub fn arith(op: Op, a: &Value, b: &Value) -> Value {
     r.map_or(Value::Null, num_value)
 }
 
-/// Compares two values for `=`/`<` in expressions: numbers numerically, other values as
-/// case-insensitive text. `None` when either is NULL.
-pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+/// Compares two values for `=`/`<` in expressions: numbers numerically, text by the collation
+/// of `col` (the operand column's definition), or `utf8mb4_general_ci` (the connection's) when
+/// neither operand is a column. `None` when either is NULL.
+pub fn compare(a: &Value, b: &Value, col: Option<&ColumnDefinition>) -> Option<Ordering> {
     if matches!(a, Value::Null) || matches!(b, Value::Null) {
         return None;
     }
@@ -326,6 +327,12 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
             (Some(p), Some(q)) => p.cmp(q),
             _ => as_f64(x).total_cmp(&as_f64(y)),
         });
+    }
+    if let Some(c) = col.filter(|c| c.column_type != column_type::NULL) {
+        // Strings by the column's collation (a binary column's bytewise).
+        let mut text = c.clone();
+        text.column_type = column_type::VAR_STRING;
+        return Some(codec::mysql::compare_values(a, b, &text));
     }
     let col = ColumnDefinition::new(
         "",
@@ -350,17 +357,23 @@ fn bool_value(b: Option<bool>) -> Value {
 }
 
 impl OutExpr {
-    /// Evaluates over `row`.
-    pub fn eval(&self, row: &[Value]) -> Value {
+    /// Evaluates over `row`, whose columns are `cols` (text compares by their collations).
+    pub fn eval(&self, row: &[Value], cols: &[ColumnDefinition]) -> Value {
         match self {
             OutExpr::Col(i) => row.get(*i).cloned().unwrap_or(Value::Null),
             OutExpr::Lit(v) => v.clone(),
-            OutExpr::Not(e) => bool_value(truth(&e.eval(row)).map(|b| !b)),
+            OutExpr::Not(e) => bool_value(truth(&e.eval(row, cols)).map(|b| !b)),
             OutExpr::IsNull(e, want) => {
-                bool_value(Some(matches!(e.eval(row), Value::Null) == *want))
+                bool_value(Some(matches!(e.eval(row, cols), Value::Null) == *want))
             }
             OutExpr::Bin(op, a, b) => {
-                let (x, y) = (a.eval(row), b.eval(row));
+                let (x, y) = (a.eval(row, cols), b.eval(row, cols));
+                // A column operand's collation decides (it outranks a literal's, as in the
+                // server's collation derivation).
+                let def = match (&**a, &**b) {
+                    (OutExpr::Col(i), _) | (_, OutExpr::Col(i)) => cols.get(*i),
+                    _ => None,
+                };
                 match op {
                     Op::And => bool_value(match (truth(&x), truth(&y)) {
                         (Some(false), _) | (_, Some(false)) => Some(false),
@@ -373,7 +386,7 @@ impl OutExpr {
                         _ => None,
                     }),
                     op if op.is_arith() => arith(*op, &x, &y),
-                    op => bool_value(compare(&x, &y).map(|o| match op {
+                    op => bool_value(compare(&x, &y, def).map(|o| match op {
                         Op::Eq => o == Ordering::Equal,
                         Op::Ne => o != Ordering::Equal,
                         Op::Lt => o == Ordering::Less,
@@ -386,9 +399,10 @@ impl OutExpr {
         }
     }
 
-    /// Whether the expression holds for `row` (NULL is false), as WHERE/HAVING treat it.
-    pub fn holds(&self, row: &[Value]) -> bool {
-        truth(&self.eval(row)) == Some(true)
+    /// Whether the expression holds for `row` of `cols` (NULL is false), as WHERE/HAVING treat
+    /// it.
+    pub fn holds(&self, row: &[Value], cols: &[ColumnDefinition]) -> bool {
+        truth(&self.eval(row, cols)) == Some(true)
     }
 
     /// The column definition of this expression's results, named `name`.
@@ -510,12 +524,34 @@ mod tests {
     fn predicates() {
         let row = vec![Value::Int(3), dec("2.50"), Value::Null];
         let gt = OutExpr::Bin(Op::Gt, Box::new(OutExpr::Col(0)), Box::new(OutExpr::Col(1)));
-        assert!(gt.holds(&row));
+        assert!(gt.holds(&row, &[]));
         let null_cmp = OutExpr::Bin(Op::Eq, Box::new(OutExpr::Col(2)), Box::new(OutExpr::Col(0)));
-        assert!(!null_cmp.holds(&row));
-        assert!(!OutExpr::Not(Box::new(null_cmp.clone())).holds(&row));
+        assert!(!null_cmp.holds(&row, &[]));
+        assert!(!OutExpr::Not(Box::new(null_cmp.clone())).holds(&row, &[]));
         let or = OutExpr::Bin(Op::Or, Box::new(null_cmp), Box::new(gt));
-        assert!(or.holds(&row));
-        assert!(OutExpr::IsNull(Box::new(OutExpr::Col(2)), true).holds(&row));
+        assert!(or.holds(&row, &[]));
+        assert!(OutExpr::IsNull(Box::new(OutExpr::Col(2)), true).holds(&row, &[]));
+    }
+
+    #[test]
+    fn text_compares_by_the_column_operands_collation() {
+        let s = |v: &str| Value::Bytes(Bytes::copy_from_slice(v.as_bytes()));
+        let row = vec![s("café")];
+        let eq = OutExpr::Bin(
+            Op::Eq,
+            Box::new(OutExpr::Col(0)),
+            Box::new(OutExpr::Lit(s("CAFE"))),
+        );
+        let mut col = ColumnDefinition::new("c", column_type::VAR_STRING, 45, 80, 0, 0);
+        assert!(eq.holds(&row, std::slice::from_ref(&col)));
+        col.compare_collation = Some(charset::UTF8MB4_BIN);
+        assert!(!eq.holds(&row, std::slice::from_ref(&col)));
+        // Literals alone: the connection's collation.
+        let lits = OutExpr::Bin(
+            Op::Eq,
+            Box::new(OutExpr::Lit(s("a"))),
+            Box::new(OutExpr::Lit(s("A"))),
+        );
+        assert!(lits.holds(&[], &[]));
     }
 }

@@ -70,15 +70,16 @@ impl GroupedRead<'_> {
         let mut steps = Vec::with_capacity(self.above.len());
         for node in &self.above {
             let step = match node {
-                Plan::Filter(f) => Step::Filter(f.predicate.clone()),
+                Plan::Filter(f) => Step::Filter(f.predicate.clone(), columns.clone()),
                 Plan::Project(p) => {
+                    let input = columns.clone();
                     columns = p
                         .exprs
                         .iter()
                         .zip(&p.names)
                         .map(|(e, n)| e.column(&columns, n))
                         .collect();
-                    Step::Project(p.exprs.clone())
+                    Step::Project(p.exprs.clone(), input)
                 }
                 Plan::Limit(l) => Step::Limit {
                     skip: l.offset,
@@ -104,10 +105,10 @@ impl GroupedRead<'_> {
 /// One row-by-row node above the aggregate.
 #[derive(Debug, Clone)]
 enum Step {
-    /// HAVING: keep rows where it holds.
-    Filter(OutExpr),
-    /// Output columns.
-    Project(Vec<OutExpr>),
+    /// HAVING: keep rows (of these columns) where it holds.
+    Filter(OutExpr, Vec<ColumnDefinition>),
+    /// Output columns (from input rows of these columns).
+    Project(Vec<OutExpr>, Vec<ColumnDefinition>),
     /// OFFSET/LIMIT: rows still to skip, rows still to pass.
     Limit { skip: u64, left: u64 },
     /// Keep the first columns (helper columns dropped).
@@ -152,12 +153,14 @@ impl GroupStream {
     fn apply(&mut self, mut row: Row) -> Option<Row> {
         for s in &mut self.steps {
             match s {
-                Step::Filter(p) => {
-                    if !p.holds(&row) {
+                Step::Filter(p, cols) => {
+                    if !p.holds(&row, cols) {
                         return None;
                     }
                 }
-                Step::Project(exprs) => row = exprs.iter().map(|e| e.eval(&row)).collect(),
+                Step::Project(exprs, cols) => {
+                    row = exprs.iter().map(|e| e.eval(&row, cols)).collect()
+                }
                 Step::Limit { skip, left } => {
                     if *skip > 0 {
                         *skip -= 1;

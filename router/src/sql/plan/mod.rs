@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod cache;
+pub mod collate;
 pub mod ddl;
 pub mod distinct;
 pub mod eval;
@@ -34,6 +35,7 @@ use sqlparser::parser::Parser;
 
 pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows, SortedFold};
 pub use cache::{PlanCache, Point, Shape};
+pub use collate::CollationOf;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use group_stream::{GroupStream, GroupedRead, grouped_read};

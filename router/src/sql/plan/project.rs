@@ -39,7 +39,7 @@ impl RowSource for FilterRows {
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
         while let Some(r) = self.input.next_row()? {
-            if self.predicate.holds(&r) {
+            if self.predicate.holds(&r, self.input.columns()) {
                 return Ok(Some(r));
             }
         }
@@ -97,10 +97,10 @@ impl RowSource for ProjectRows {
         &self.columns
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
-        Ok(self
-            .input
-            .next_row()?
-            .map(|r| self.exprs.iter().map(|e| e.eval(&r)).collect()))
+        Ok(self.input.next_row()?.map(|r| {
+            let cols = self.input.columns();
+            self.exprs.iter().map(|e| e.eval(&r, cols)).collect()
+        }))
     }
 }
 

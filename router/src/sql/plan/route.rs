@@ -334,7 +334,11 @@ pub(crate) fn leaf(mut units: Vec<Unit>, write: Option<WriteMerge>) -> Plan {
     {
         return Plan::Route(Route { unit });
     }
-    Plan::Scatter(Scatter { units, write })
+    Plan::Scatter(Scatter {
+        units,
+        write,
+        collations: Vec::new(),
+    })
 }
 
 /// The same statement on every shard (broadcast writes, DDL on unsharded copies).

@@ -3,6 +3,7 @@
 
 use codec::mysql::ColumnDefinition;
 
+use super::collate::{self, CollationOf};
 use super::exec::{Output, Row, RowSource, ShardResult, ShardRunner};
 use super::{ShardError, Unit};
 
@@ -22,23 +23,42 @@ pub struct Scatter {
     pub units: Vec<Unit>,
     /// For writes: how results combine. `None` for reads.
     pub write: Option<WriteMerge>,
+    /// Reads merged by key: the columns whose collation the helper columns at the end of the
+    /// rows name (see [`super::collate`]).
+    pub collations: Vec<CollationOf>,
 }
 
 impl Scatter {
-    pub(crate) fn describe(&self) -> String {
-        match self.write {
-            None => format!("units={}", self.units.len()),
-            Some(WriteMerge::Sum) => format!("units={} write=sum", self.units.len()),
-            Some(WriteMerge::First) => format!("units={} write=first", self.units.len()),
+    /// A read of `units` whose rows are not merged by key.
+    pub fn read(units: Vec<Unit>) -> Self {
+        Self {
+            units,
+            write: None,
+            collations: Vec::new(),
         }
     }
 
-    /// Runs every unit and returns each one's rows.
+    pub(crate) fn describe(&self) -> String {
+        let mut d = match self.write {
+            None => format!("units={}", self.units.len()),
+            Some(WriteMerge::Sum) => format!("units={} write=sum", self.units.len()),
+            Some(WriteMerge::First) => format!("units={} write=first", self.units.len()),
+        };
+        if !self.collations.is_empty() {
+            d.push(' ');
+            d.push_str(&collate::describe(&self.collations));
+        }
+        d
+    }
+
+    /// Runs every unit and returns each one's rows (with the collations of the merge keys
+    /// resolved, see [`super::collate`]).
     pub fn sources(
         &self,
         runner: &mut dyn ShardRunner,
     ) -> Result<Vec<Box<dyn RowSource>>, ShardError> {
-        self.units
+        let sources = self
+            .units
             .iter()
             .map(|u| match runner.run(u)? {
                 ShardResult::Rows(r) => Ok(r),
@@ -47,7 +67,8 @@ impl Scatter {
                     message: "expected rows, got an OK packet".into(),
                 }),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        collate::with_collations(sources, &self.collations)
     }
 
     /// Executes the scatter.

@@ -11,6 +11,7 @@ use sqlparser::ast::{
 };
 
 use super::aggregate::{AggKind, AggSpec, Aggregate};
+use super::collate::CollationOf;
 use super::distinct::Distinct;
 use super::eval::{Op, OutExpr};
 use super::limit::Limit;
@@ -505,10 +506,20 @@ fn plan_stream(
     let mut hidden = 0usize;
     let mut keys = Vec::new();
     let mut hidden_keys = Vec::new();
+    // Each key's text as the client wrote it (for its `COLLATION(...)` helper).
+    let mut key_texts: Vec<String> = Vec::new();
     let order_texts = st.order.as_ref().map(|(_, v)| v.as_slice()).unwrap_or(&[]);
     for (n, (e, desc)) in order.iter().enumerate() {
         match find_item(e, &sel.projection) {
-            Some(i) => keys.push(SortKey::new(i, *desc)),
+            Some(i) => {
+                let item = sel.projection.get(i).and_then(item_expr);
+                let text = match item {
+                    Some((x, _)) => src.expr_text(x)?,
+                    None => src.expr_text(e)?,
+                };
+                key_texts.push(text);
+                keys.push(SortKey::new(i, *desc));
+            }
             None => {
                 // The sort expression as the client wrote it, appended to the select list.
                 let text = order_texts
@@ -522,24 +533,50 @@ fn plan_stream(
                         ))
                     })?;
                 edits.insert(st.items.end, format!(", {text}"));
+                key_texts.push(text.to_string());
                 hidden_keys.push((hidden, *desc));
                 keys.push(SortKey::new(usize::MAX, *desc));
                 hidden += 1;
             }
         }
     }
-    // Hidden columns sit at the end; with `*` their absolute position is unknown at plan time.
+    // One `COLLATION(<key>)` helper per distinct key, after the hidden sort columns.
+    // (Hidden keys are distinct columns; keys naming a selected item are probed once.)
+    let mut probed: Vec<usize> = Vec::new();
+    let mut probes_n = 0usize;
+    for (k, text) in keys.iter().zip(&key_texts) {
+        if k.col != usize::MAX {
+            if probed.contains(&k.col) {
+                continue;
+            }
+            probed.push(k.col);
+        }
+        edits.insert(st.items.end, format!(", COLLATION({text})"));
+        probes_n += 1;
+    }
+    // Hidden columns sit at the end, before the helpers; with `*` their absolute position is
+    // unknown at plan time.
     let mut hk = hidden_keys.into_iter();
     for k in keys.iter_mut().filter(|k| k.col == usize::MAX) {
         let Some((h, _)) = hk.next() else { break };
         if wildcard {
             *k = SortKey {
-                col: hidden - 1 - h,
+                col: hidden - 1 - h + probes_n,
                 desc: k.desc,
                 from_end: true,
             };
         } else {
             k.col = sel.projection.len() + h;
+        }
+    }
+    let mut collations: Vec<CollationOf> = Vec::new();
+    for k in &keys {
+        let c = CollationOf {
+            col: k.col,
+            from_end: k.from_end,
+        };
+        if !collations.contains(&c) {
+            collations.push(c);
         }
     }
     if let Some((off, count)) = limit {
@@ -562,10 +599,14 @@ fn plan_stream(
     }
     let units = mk_units(&edits)?;
     let mut plan = if keys.is_empty() {
-        Plan::Scatter(Scatter { units, write: None })
+        Plan::Scatter(Scatter::read(units))
     } else {
         Plan::MergeSort(MergeSort {
-            input: Scatter { units, write: None },
+            input: Scatter {
+                units,
+                write: None,
+                collations,
+            },
             keys,
         })
     };
@@ -576,9 +617,9 @@ fn plan_stream(
             input: Box::new(plan),
         });
     }
-    if hidden > 0 {
+    if hidden + probes_n > 0 {
         plan = Plan::Trim(Trim {
-            drop: hidden,
+            drop: hidden + probes_n,
             input: Box::new(plan),
         });
     }
@@ -905,6 +946,28 @@ fn plan_aggregate(
             "DISTINCT with aggregates ordered by an unselected expression".into(),
         ));
     }
+    // Every pushed column a merge compares (group keys and other selected expressions, which
+    // DISTINCT, Sort and HAVING compare; MIN/MAX and COUNT(DISTINCT) arguments) gets a helper
+    // `COLLATION(<its text>)` at the end of the partial rows (see `collate`); the Project drops
+    // them.
+    let compared: Vec<usize> = (0..p.items.len())
+        .filter(|&i| {
+            p.items.get(i).is_some_and(|(k, _)| k.starts_with("K:"))
+                || p.aggs.iter().any(|a| {
+                    a.col == i
+                        && matches!(a.kind, AggKind::Min | AggKind::Max | AggKind::CountDistinct)
+                })
+        })
+        .collect();
+    let mut collations = Vec::new();
+    for i in compared {
+        let Some((_, text)) = p.items.get(i) else {
+            continue;
+        };
+        let text = format!("COLLATION({text})");
+        p.push(format!("C:{i}"), text);
+        collations.push(CollationOf::new(i));
+    }
     // Shard SQL: the select list becomes the partials; everything after FROM ... WHERE up to a
     // locking clause becomes the shard GROUP BY (+ ORDER BY, LIMIT) made here; FROM ... WHERE is
     // the client's text.
@@ -957,7 +1020,11 @@ fn plan_aggregate(
     }
     edits.replace(st.body_end..st.tail, tail);
     let units = mk_units(&edits)?;
-    let scatter = Scatter { units, write: None };
+    let scatter = Scatter {
+        units,
+        write: None,
+        collations,
+    };
     let input = if sorted.is_empty() {
         Plan::Scatter(scatter)
     } else {
