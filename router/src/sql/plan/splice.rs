@@ -250,7 +250,10 @@ impl<'a> Source<'a> {
                 if tried > 96 {
                     break;
                 }
-                let text = self.tok_text(first, last)?;
+                // A candidate that ends inside a literal slot is no candidate.
+                let Ok(text) = self.tok_text(first, last) else {
+                    continue;
+                };
                 if parse_expr(text).is_some_and(|x| x == *e) {
                     return Ok(text.to_string());
                 }
@@ -362,6 +365,20 @@ fn scan(s: &str) -> (Vec<Tok>, bool) {
                 i = quoted_end(b, i, c, false);
                 out.push(Tok {
                     kind: Kind::Quoted,
+                    start,
+                    end: i,
+                    depth,
+                });
+            }
+            // `?N`: a literal slot of a cached shape, one token (the client's own `?` placeholders
+            // are alone).
+            b'?' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                out.push(Tok {
+                    kind: Kind::Word,
                     start,
                     end: i,
                     depth,
