@@ -1566,8 +1566,9 @@ fn load_sample(s: &Setup, seed: u64) {
 
 #[test]
 fn sorted_reads_stream_from_one_connection_per_unit() {
-    // A small merge budget: sorted reads no longer buffer, so it must not matter to them.
-    let s = Setup::start("max_scatter_rows = 50");
+    // A small merge budget: sorted reads no longer buffer, so it must not matter to them. A small
+    // LIMIT cap: `LIMIT 100, 20` and `LIMIT 490, 50` below are deep offsets that stream and skip.
+    let s = Setup::start("max_scatter_rows = 50\nmax_limit_rows = 100");
     s.sql(DDL);
     s.servers[0]
         .sql(&format!("USE ref; {DDL}"))

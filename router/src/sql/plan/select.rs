@@ -581,7 +581,12 @@ fn plan_stream(
     }
     if let Some((off, count)) = limit {
         let need = off.saturating_add(count);
-        if need > rules.max_limit_rows && count != u64::MAX {
+        // A deep OFFSET over a sorted merge streams: the shards send their rows in order without
+        // a LIMIT and the merge skips `off` of them (one head row per unit in memory; the
+        // buffered path, inside a transaction, is still bounded by max_scatter_rows). Unsorted,
+        // the shards would each send `off + count` rows to be held: the cap stands.
+        let deep = need > rules.max_limit_rows && count != u64::MAX;
+        if deep && keys.is_empty() {
             return Err(ShardError::LimitCap {
                 offset: off,
                 count,
@@ -590,7 +595,7 @@ fn plan_stream(
             });
         }
         if let Some(r) = &st.limit {
-            if count == u64::MAX {
+            if count == u64::MAX || deep {
                 edits.replace(r.clone(), "");
             } else {
                 edits.replace(r.clone(), limit_clause(need));
