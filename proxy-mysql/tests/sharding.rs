@@ -790,7 +790,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(48) {
+    match rng.below(49) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1123,6 +1123,18 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
             true,
             false,
         ),
+        47 => {
+            *next_id += 1;
+            (
+                format!(
+                    "INSERT INTO notes (id, user_id, body, tag, raw, n) SELECT id + {}, user_id, status, 'copy', NULL, 1 FROM orders WHERE user_id = {u} AND amount > {}",
+                    *next_id * 1_000_000,
+                    rng.below(400)
+                ),
+                true,
+                false,
+            )
+        }
         _ => (
             format!(
                 "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",

@@ -151,11 +151,9 @@ fn check_collations(
             AggKind::Max => "MAX",
             AggKind::CountDistinct => "COUNT(DISTINCT)",
             AggKind::SumDistinct => "SUM(DISTINCT)",
-            AggKind::Count
-            | AggKind::Sum
-            | AggKind::BitAnd
-            | AggKind::BitOr
-            | AggKind::BitXor => continue,
+            AggKind::Count | AggKind::Sum | AggKind::BitAnd | AggKind::BitOr | AggKind::BitXor => {
+                continue;
+            }
         };
         key_collation(defs, a.col, what)?;
     }

@@ -30,8 +30,22 @@ pub(crate) fn plan_insert(
     };
     let table = base_name(name);
     let rule = match rules.table(&table) {
-        TableKind::Unsharded => return Ok(default_route(rules, src.sql().to_string())),
-        TableKind::Broadcast => return Ok(everywhere(rules, src.sql())),
+        kind @ (TableKind::Unsharded | TableKind::Broadcast) => {
+            // Rows read from sharded tables would be another set on every shard (broadcast) or
+            // only the default shard's (unsharded).
+            if let Some(q) = ins.source.as_ref()
+                && !matches!(super::pushdown::pin(q, rules), Ok(None))
+            {
+                return Err(unsupported(format!(
+                    "INSERT into unsharded or broadcast `{table}` ... SELECT from sharded tables"
+                )));
+            }
+            return Ok(if matches!(kind, TableKind::Unsharded) {
+                default_route(rules, src.sql().to_string())
+            } else {
+                everywhere(rules, src.sql())
+            });
+        }
         TableKind::Sharded(r) => r,
     };
     if ins.columns.is_empty() {
@@ -50,7 +64,7 @@ pub(crate) fn plan_insert(
         ));
     };
     let SetExpr::Values(values) = source.body.as_ref() else {
-        return Err(unsupported("INSERT ... SELECT into a sharded table"));
+        return insert_select(name, source, rule, &table, &cols, src, rules);
     };
     if values.explicit_row {
         return Err(unsupported(
@@ -127,6 +141,75 @@ pub(crate) fn plan_insert(
         });
     }
     Ok(leaf(units, Some(WriteMerge::Sum)))
+}
+
+/// `INSERT INTO t (cols) SELECT ...` on one shard: the SELECT must be pinned to one partition of a
+/// rule co-located with `t`'s, and each shard-key column of `t` must be filled from a shard-key
+/// column of the SELECT's tables (or a literal of that partition), so every inserted row belongs
+/// to the partition it is inserted in.
+fn insert_select(
+    name: &sqlparser::ast::ObjectName,
+    source: &sqlparser::ast::Query,
+    rule: &TableRule,
+    table: &str,
+    cols: &[String],
+    src: &Source<'_>,
+    rules: &crate::sql::shard::ShardingRules,
+) -> Result<Plan, ShardError> {
+    use sqlparser::ast::{Expr, SelectItem};
+    let why = |w: &str| unsupported(format!("INSERT into sharded `{table}` ... SELECT {w}"));
+    if rule.auto_id.as_ref().is_some_and(|c| !cols.contains(c)) {
+        return Err(why("without its auto_id column"));
+    }
+    let pinned = super::pushdown::pin(source, rules)?
+        .ok_or_else(|| why("from no sharded table (its rows' partitions are unknown)"))?;
+    if !pinned.rule.colocated_with(rule) {
+        return Err(why("from tables sharded another way"));
+    }
+    let SetExpr::Select(sel) = source.body.as_ref() else {
+        return Err(why("with UNION (its key columns cannot be followed)"));
+    };
+    let mut refs = Vec::new();
+    for twj in &sel.from {
+        refs.push(super::route::table_ref(&twj.relation, rules)?);
+        for j in &twj.joins {
+            refs.push(super::route::table_ref(&j.relation, rules)?);
+        }
+    }
+    for (k, c) in cols.iter().enumerate().filter(|(_, c)| rule.is_key(c)) {
+        let e = match sel.projection.get(k) {
+            Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => e,
+            _ => return Err(why(&format!("whose `{c}` is not one select item"))),
+        };
+        let from_key = match e {
+            Expr::Identifier(id) => {
+                let n = id.value.to_ascii_lowercase();
+                refs.iter()
+                    .any(|t| matches!(t.kind, TableKind::Sharded(r) if r.is_key(&n)))
+            }
+            Expr::CompoundIdentifier(_) => super::route::qualified_key(e, &refs).is_some(),
+            other => match key_of_literal(other) {
+                Some(v) => rule.algorithm.partition(&v, rule.partitions())? == pinned.part,
+                None => false,
+            },
+        };
+        if !from_key {
+            return Err(why(&format!(
+                "whose `{c}` is not a shard-key column of the selected rows"
+            )));
+        }
+    }
+    let mut e = Edits::default();
+    let phys = rule.physical.get(pinned.part).map_or("", String::as_str);
+    e.replace(src.name_range(name)?, quote_ident(phys));
+    pinned.rename(source, src, &mut e)?;
+    Ok(leaf(
+        vec![Unit {
+            shard: rule.shard_of(pinned.part),
+            sql: e.apply(src)?,
+        }],
+        Some(WriteMerge::Sum),
+    ))
 }
 
 /// The partition of one row: every shard-key column (the key and its gene keys) must be a literal,

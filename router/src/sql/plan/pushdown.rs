@@ -55,6 +55,37 @@ pub(crate) fn plan_query(
     src: &Source<'_>,
     rules: &ShardingRules,
 ) -> Result<Plan, ShardError> {
+    let Some(pinned) = pin(q, rules)? else {
+        // No sharded table: broadcast and unsharded tables all live on the default shard.
+        return Ok(super::route::default_route(rules, src.sql().to_string()));
+    };
+    let mut edits = Edits::default();
+    pinned.rename(q, src, &mut edits)?;
+    let sql = edits.apply(src)?;
+    Ok(leaf(
+        vec![Unit {
+            shard: pinned.rule.shard_of(pinned.part),
+            sql,
+        }],
+        None,
+    ))
+}
+
+/// A query whose sharded tables are all pinned to one partition of co-located rules.
+pub(crate) struct Pinned<'r> {
+    /// The rule of its first sharded table (the others are co-located with it).
+    pub rule: &'r TableRule,
+    /// The partition.
+    pub part: usize,
+    pin: Pin<'r>,
+}
+
+/// Walks `q`: `Ok(None)` when it names no sharded table, the partition when every SELECT is
+/// pinned to one, an error saying why not otherwise.
+pub(crate) fn pin<'r>(
+    q: &Query,
+    rules: &'r ShardingRules,
+) -> Result<Option<Pinned<'r>>, ShardError> {
     let mut pin = Pin {
         rules,
         rule: None,
@@ -63,9 +94,8 @@ pub(crate) fn plan_query(
         unsharded: None,
     };
     pin.query(q, &[])?;
-    let (Some(rule), Some(p)) = (pin.rule, pin.part) else {
-        // No sharded table: broadcast and unsharded tables all live on the default shard.
-        return Ok(super::route::default_route(rules, src.sql().to_string()));
+    let (Some(rule), Some(part)) = (pin.rule, pin.part) else {
+        return Ok(None);
     };
     if let Some(t) = &pin.unsharded {
         return Err(no(format!(
@@ -80,46 +110,47 @@ pub(crate) fn plan_query(
             )));
         }
     }
-    // Rename every table of the statement for partition p.
-    struct Tables<'a, 'b> {
-        pin: &'a Pin<'b>,
-        p: usize,
-        src: &'a Source<'a>,
-        edits: Edits,
-        err: Option<ShardError>,
-    }
-    impl Visitor for Tables<'_, '_> {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
-            if let TableFactor::Table { name, .. } = f
-                && !self.pin.is_cte(name)
-                && let Err(e) = rename(f, self.p, self.pin.rules, true, self.src, &mut self.edits)
-            {
-                self.err = Some(e);
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
+    Ok(Some(Pinned { rule, part, pin }))
+}
+
+impl Pinned<'_> {
+    /// Edits renaming every table of `q` (CTE names aside) for the pinned partition.
+    pub(crate) fn rename(
+        &self,
+        q: &Query,
+        src: &Source<'_>,
+        edits: &mut Edits,
+    ) -> Result<(), ShardError> {
+        struct Tables<'a, 'b> {
+            pin: &'a Pin<'b>,
+            p: usize,
+            src: &'a Source<'a>,
+            edits: &'a mut Edits,
+            err: Option<ShardError>,
         }
+        impl Visitor for Tables<'_, '_> {
+            type Break = ();
+            fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
+                if let TableFactor::Table { name, .. } = f
+                    && !self.pin.is_cte(name)
+                    && let Err(e) = rename(f, self.p, self.pin.rules, true, self.src, self.edits)
+                {
+                    self.err = Some(e);
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut t = Tables {
+            pin: &self.pin,
+            p: self.part,
+            src,
+            edits,
+            err: None,
+        };
+        let _ = q.visit(&mut t);
+        t.err.map_or(Ok(()), Err)
     }
-    let mut t = Tables {
-        pin: &pin,
-        p,
-        src,
-        edits: Edits::default(),
-        err: None,
-    };
-    let _ = q.visit(&mut t);
-    if let Some(e) = t.err {
-        return Err(e);
-    }
-    let sql = t.edits.apply(src)?;
-    Ok(leaf(
-        vec![Unit {
-            shard: rule.shard_of(p),
-            sql,
-        }],
-        None,
-    ))
 }
 
 impl<'r> Pin<'r> {
