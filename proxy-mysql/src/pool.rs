@@ -210,6 +210,7 @@ pub async fn checkout(
                 &g.user,
                 &g.password,
                 g.connect_timeout,
+                g.tls.as_ref(),
             )
             .await;
             return match r {

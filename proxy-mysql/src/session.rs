@@ -1787,8 +1787,10 @@ fn verify(u: &User, plugin: &str, response: &[u8], scramble: &[u8; 20]) -> bool 
 fn kill_query(conn: &BackendConn, g: &MysqlGroup) {
     let (server, address, id) = (conn.server.clone(), conn.address.clone(), conn.thread_id);
     let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
+    let tls = g.tls.clone();
     tokio::task::spawn_local(async move {
-        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct).await {
+        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct, tls.as_ref()).await
+        {
             let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
         }
     });

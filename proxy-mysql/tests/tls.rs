@@ -73,8 +73,8 @@ fn mysql_clients_over_tls() {
     let c = certs();
 
     // The CLI verifies the certificate and host name; `status` shows the cipher in use.
-    let out = mariadb(port, "app", &verify_args(&c.ca), "SELECT 40 + 2; \\s")
-        .expect("mariadb over TLS");
+    let out =
+        mariadb(port, "app", &verify_args(&c.ca), "SELECT 40 + 2; \\s").expect("mariadb over TLS");
     assert!(out.starts_with("42\n"), "{out}");
     assert!(
         out.lines()
@@ -143,4 +143,75 @@ except pymysql.err.OperationalError as e:
     assert!(out.contains("pymysql 1 TLSv1.3"), "{out}");
     assert!(out.contains("connector 42"), "{out}");
     assert!(out.contains("wrong-ca refused"), "{out}");
+}
+
+/// A MariaDB that serves TLS with the test certificates and refuses clients without it.
+fn tls_mariadb() -> testkit::MariaDb {
+    let c = certs();
+    testkit::MariaDb::start_with(
+        testkit::MariaDbConfig::new()
+            .arg(format!("--ssl-cert={}", c.cert.display()))
+            .arg(format!("--ssl-key={}", c.key.display()))
+            .arg(format!("--ssl-ca={}", c.ca.display()))
+            .arg("--require-secure-transport=ON"),
+    )
+    .expect("mariadb with TLS")
+}
+
+#[test]
+fn backends_over_tls_with_verification() {
+    let c = certs();
+    let db = tls_mariadb();
+    let primary = db.addr();
+    // Verified for the address's IP (an IP SAN), then for an explicit server name.
+    for group_tls in [
+        format!("tls = {{ ca = {:?} }}", c.ca.display().to_string()),
+        format!(
+            "tls = {{ ca = {:?}, server_name = \"localhost\" }}",
+            c.ca.display().to_string()
+        ),
+    ] {
+        let proxy = Proxy::start(move |port| config_toml(port, primary, &[], &group_tls));
+        let port = proxy.addr.port();
+        let out = mariadb(
+            port,
+            "app",
+            &[],
+            "SHOW SESSION STATUS LIKE 'Ssl_version'; \
+             CREATE DATABASE IF NOT EXISTS app; CREATE TABLE IF NOT EXISTS app.tt (id INT); \
+             INSERT INTO app.tt VALUES (1); SELECT COUNT(*) > 0 FROM app.tt",
+        )
+        .expect("queries over a TLS backend");
+        assert!(out.starts_with("Ssl_version\tTLSv1.3\n"), "{out}");
+        assert!(out.ends_with("1\n"), "{out}");
+    }
+    // A CA that did not sign the server's certificate: no connection, a clear error.
+    let other = c.other_ca.display().to_string();
+    let proxy = Proxy::start(move |port| {
+        config_toml(port, primary, &[], &format!("tls = {{ ca = {other:?} }}"))
+    });
+    let err = mariadb(proxy.addr.port(), "app", &[], "SELECT 1").expect_err("wrong CA");
+    assert!(
+        err.contains("ERROR 1105") && err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    // The name verified must be in the certificate.
+    let ca = c.ca.display().to_string();
+    let proxy = Proxy::start(move |port| {
+        config_toml(
+            port,
+            primary,
+            &[],
+            &format!("tls = {{ ca = {ca:?}, server_name = \"db.example\" }}"),
+        )
+    });
+    let err = mariadb(proxy.addr.port(), "app", &[], "SELECT 1").expect_err("wrong name");
+    assert!(
+        err.contains("certificate not valid for name \"db.example\""),
+        "{err}"
+    );
+    // Without `tls` the proxy cannot log in to this server (it requires secure transport).
+    let proxy = Proxy::start(move |port| config_toml(port, primary, &[], ""));
+    let err = mariadb(proxy.addr.port(), "app", &[], "SELECT 1").expect_err("plain refused");
+    assert!(err.contains("ERROR"), "{err}");
 }
