@@ -143,7 +143,6 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     outs.into_iter().flatten().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 /// How a probe logs in to a server (the group's credentials and TLS).
 struct Login<'a> {
     user: &'a str,
