@@ -75,7 +75,9 @@ pub struct Opts {
     /// Furrow executors (data-path threads).
     #[arg(long, default_value_t = 1)]
     pub executors: usize,
-    /// Targets to run: direct, furrow, twemproxy, haproxy, client-shards.
+    /// Targets to run: direct, furrow, twemproxy, haproxy, client-shards; and furrow-tls (redis
+    /// and mysql suites: a second Furrow with TLS on its listener, the clients using TLS), which
+    /// is not run unless named.
     #[arg(
         long,
         value_delimiter = ',',

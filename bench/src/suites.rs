@@ -292,9 +292,23 @@ fn hard_limit(opts: &Opts) -> Duration {
 }
 
 fn run_tool(program: &str, args: &[String], limit: Duration) -> Result<String, String> {
+    run_tool_in(program, args, limit, None)
+}
+
+/// [`run_tool`] in the folder `cwd`.
+fn run_tool_in(
+    program: &str,
+    args: &[String],
+    limit: Duration,
+    cwd: Option<&Path>,
+) -> Result<String, String> {
     let bin = tools::find(program).ok_or_else(|| format!("{program} not found"))?;
-    let out = loads::run_with_limit(Command::new(bin).args(args), limit)
-        .map_err(|e| format!("{program}: {e}"))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let out = loads::run_with_limit(&mut cmd, limit).map_err(|e| format!("{program}: {e}"))?;
     if out.timed_out {
         return Err(format!(
             "{program} did not finish within {limit:?} (killed)"
@@ -383,6 +397,14 @@ fn redis_targets(
         });
         ts.extend(start_or_fail("furrow", Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_TLS) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let port = targets::furrow_port()?;
+            let conf = targets::furrow_redis_config(port.addr(), &named);
+            start_furrow_tls(opts, &bin, dir, &conf, port, &Probe::Connect)
+        });
+        ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
@@ -392,6 +414,59 @@ fn redis_targets(
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
     }
     (ts, failed)
+}
+
+/// The target name of Furrow with TLS on its listener (the same config as `furrow` otherwise; not
+/// in the default target list: name it with `--targets`).
+const FURROW_TLS: &str = "furrow-tls";
+
+/// Starts a second Furrow whose listener speaks TLS (test kit certificates), in its own folder.
+fn start_furrow_tls(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    conf: &str,
+    port: testkit::PortLease,
+    probe: &Probe,
+) -> Result<Target, String> {
+    let (conf, _ca) = targets::with_listener_tls(conf)?;
+    let sub = dir.join(FURROW_TLS);
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let mut t = targets::start_furrow(
+        bin,
+        &sub,
+        &conf,
+        opts.executors,
+        port,
+        probe,
+        opts.callgrind,
+    )?;
+    t.name = FURROW_TLS.into();
+    Ok(t)
+}
+
+/// A folder to run `sysbench --mysql-ssl=on` in: sysbench 1.0 loads `cacert.pem`,
+/// `client-cert.pem` and `client-key.pem` from its working folder (the proxy asks for no client
+/// certificate, so the pair is only loaded, never sent).
+fn sysbench_ssl_dir(dir: &Path) -> Result<PathBuf, String> {
+    let c = testkit::TestCerts::get().map_err(|e| e.to_string())?;
+    let d = dir.join("sysbench-ssl");
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    for (name, from) in [
+        ("cacert.pem", &c.ca),
+        ("client-cert.pem", &c.cert),
+        ("client-key.pem", &c.key),
+    ] {
+        std::fs::copy(from, d.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(d)
+}
+
+/// The CA that clients of the `furrow-tls` target verify with (None for every other target).
+fn tls_ca_for(t: &Target) -> Option<PathBuf> {
+    (t.name == FURROW_TLS)
+        .then(|| testkit::TestCerts::get().ok().map(|c| c.ca.clone()))
+        .flatten()
 }
 
 /// Keys of the `redis` suite (`redis-benchmark -r`), preloaded on every shard.
@@ -453,6 +528,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 value_size: 16,
                 keyspace: KEYSPACE,
                 test: test.clone(),
+                tls_ca: None,
             };
             // Calibrate on the first target (direct when selected).
             let requests = match ts.first() {
@@ -474,6 +550,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             for t in ts.iter_mut() {
                 let p = rb::RbParams {
                     port: t.addr.port(),
+                    tls_ca: tls_ca_for(t),
                     ..params.clone()
                 };
                 let m = measure(opts, &load, t, &backend_pids, &mut report.profiles, |_| {
@@ -544,6 +621,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         threads: opts.threads,
         seconds: opts.duration,
         prepared: false,
+        ssl: false,
     };
     eprintln!(
         "bench: sysbench prepare ({} tables x {} rows)",
@@ -581,6 +659,16 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             )
         });
         ts.extend(start_or_fail("furrow", Role::Furrow, r, &mut failed));
+    }
+    if opts.wants(FURROW_TLS) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let hashes = furrow_hashes(&bin, &password)?;
+            let port = targets::furrow_port()?;
+            let conf =
+                targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
+            start_furrow_tls(opts, &bin, &dir.0, &conf, port, &probe)
+        });
+        ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
     }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
@@ -624,10 +712,21 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             for t in ts.iter_mut() {
                 let p = sb::SbParams {
                     port: t.addr.port(),
+                    ssl: t.name == FURROW_TLS,
                     ..params.clone()
                 };
                 let m = measure(opts, &load, t, &backend_pids, &mut report.profiles, |_| {
-                    let text = run_tool("sysbench", &sb::args(&p, "run"), hard_limit(opts))?;
+                    let cwd = if p.ssl {
+                        Some(sysbench_ssl_dir(&dir.0)?)
+                    } else {
+                        None
+                    };
+                    let text = run_tool_in(
+                        "sysbench",
+                        &sb::args(&p, "run"),
+                        hard_limit(opts),
+                        cwd.as_deref(),
+                    )?;
                     sb::parse(&text).ok_or_else(|| {
                         format!("unparsable sysbench output: {}", loads::tail(&text, 3))
                     })

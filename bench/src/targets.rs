@@ -107,6 +107,8 @@ impl Target {
 pub enum Probe {
     /// `PING` must answer `+PONG`.
     Redis,
+    /// The port accepts connections (a TLS listener, whose protocol the probe does not speak).
+    Connect,
     /// Log in and run `SELECT 1`.
     Mysql {
         /// User.
@@ -134,6 +136,9 @@ fn probe_once(addr: SocketAddr, probe: &Probe) -> Result<(), String> {
                 Err(format!("PING answered {reply:?}"))
             }
         }
+        Probe::Connect => TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Probe::Mysql { user, password } => {
             let mut c = MyConn::connect(addr, user, password, None).map_err(|e| e.to_string())?;
             c.query("SELECT 1").map(|_| ()).map_err(|e| e.to_string())
@@ -302,6 +307,23 @@ pub fn start_furrow(
         proc: Some(proc),
         _lease: Some(port),
     })
+}
+
+/// `config` (one listener, from [`furrow_redis_config`] or [`furrow_mysql_config`]) with TLS on
+/// its listener, using the test kit's certificates; returns it with the CA clients verify with.
+pub fn with_listener_tls(config: &str) -> Result<(String, PathBuf), String> {
+    let c = testkit::TestCerts::get().map_err(|e| e.to_string())?;
+    let at = config
+        .find("\n\n")
+        .ok_or("listener block not found in the Furrow config")?;
+    let tls = format!(
+        "\ntls = {{ cert = {:?}, key = {:?} }}",
+        c.cert.display().to_string(),
+        c.key.display().to_string()
+    );
+    let mut s = config.to_string();
+    s.insert_str(at, &tls);
+    Ok((s, c.ca.clone()))
 }
 
 /// Reserves the port a Furrow config will listen on.

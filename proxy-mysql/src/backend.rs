@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::consts::status;
-use codec::mysql::{AuthSwitchRequest, HandshakeResponse41, HandshakeV10, auth};
+use codec::mysql::{AuthSwitchRequest, HandshakeResponse41, HandshakeV10, SslRequest, auth};
+use router::config::BackendTls;
 use tokio::net::TcpStream;
 
 use crate::conn::{Conn, ConnError};
@@ -189,14 +190,17 @@ pub fn parse_ok(p: &[u8]) -> (u64, u64, u16) {
 impl BackendConn {
     /// Connects and logs in with `user`/`password` (mysql_native_password, or caching_sha2's fast
     /// path if the server asks for it).
+    /// With `tls` (the group's), the connection switches to TLS after the server's handshake and
+    /// the server's certificate is verified; a server that does not offer TLS is an error.
     pub async fn connect(
         server: Rc<str>,
         address: Rc<str>,
         user: &str,
         password: &str,
         timeout: Duration,
+        tls: Option<&BackendTls>,
     ) -> Result<BackendConn, String> {
-        let fut = Self::connect_inner(server, address, user, password);
+        let fut = Self::connect_inner(server, address, user, password, tls);
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(format!(
@@ -211,6 +215,7 @@ impl BackendConn {
         address: Rc<str>,
         user: &str,
         password: &str,
+        tls: Option<&BackendTls>,
     ) -> Result<BackendConn, String> {
         let stream = TcpStream::connect(&*address)
             .await
@@ -225,8 +230,34 @@ impl BackendConn {
         let plugin = String::from_utf8_lossy(&hs.auth_plugin_name).into_owned();
         let scramble = hs.scramble().to_vec();
         let auth_response = scramble_for(&plugin, password.as_bytes(), &scramble);
+        let mut capabilities = BACKEND_CAPS & (hs.capabilities | CLIENT_LONG_PASSWORD);
+        let mut seq = p.last_seq.wrapping_add(1);
+        if let Some(tls) = tls {
+            if hs.capabilities & CLIENT_SSL == 0 {
+                return Err(format!(
+                    "{address} does not offer TLS, and the group's `tls` requires it"
+                ));
+            }
+            capabilities |= CLIENT_SSL;
+            let mut out = BytesMut::new();
+            SslRequest {
+                capabilities,
+                max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+                charset: BACKEND_COLLATION,
+                mariadb_capabilities: 0,
+            }
+            .encode(&mut out);
+            seq = conn.queue(seq, &out);
+            conn.flush().await.map_err(|e| e.to_string())?;
+            let name = tls
+                .name_for(&address)
+                .ok_or_else(|| format!("no name to verify {address}'s certificate for"))?;
+            conn.connect_tls(tls.config.clone(), name)
+                .await
+                .map_err(|e| format!("TLS to {address}: {e}"))?;
+        }
         let resp = HandshakeResponse41 {
-            capabilities: BACKEND_CAPS & (hs.capabilities | CLIENT_LONG_PASSWORD),
+            capabilities,
             max_packet_size: BACKEND_MAX_PAYLOAD as u32,
             charset: BACKEND_COLLATION,
             mariadb_capabilities: 0,
@@ -242,7 +273,7 @@ impl BackendConn {
         };
         let mut out = BytesMut::new();
         resp.encode(&mut out);
-        conn.queue(p.last_seq.wrapping_add(1), &out);
+        conn.queue(seq, &out);
         conn.flush().await.map_err(|e| e.to_string())?;
         loop {
             let r = conn.read_packet().await.map_err(|e| e.to_string())?;
@@ -267,6 +298,12 @@ impl BackendConn {
                 }
                 Some(0x01) => match r.payload.get(1) {
                     Some(&auth::FAST_AUTH_SUCCESS) => {}
+                    // Over TLS the password may travel as it is (as every client does).
+                    Some(&auth::PERFORM_FULL_AUTHENTICATION) if conn.stream.is_tls() => {
+                        let data = auth::cleartext_password_payload(password.as_bytes());
+                        conn.queue(seq, &data);
+                        conn.flush().await.map_err(|e| e.to_string())?;
+                    }
                     _ => {
                         return Err(
                             "caching_sha2_password full authentication is not supported for \

@@ -1,13 +1,162 @@
 //! A framed MySQL connection: a socket with a read buffer (packets are parsed in place) and a write
-//! buffer flushed once per response.
+//! buffer flushed once per response. The socket is plain TCP or TLS ([`Stream`]); TLS starts in the
+//! middle of the connection phase (after the SSL request), so a connection is upgraded in place.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use codec::mysql::{ErrPacket, Packet, PacketDecoder, encode_packet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// A connection's socket: plain TCP, or TLS over it. An enum rather than a trait object or a
+/// generic: the plain path costs one predictable branch per read and write, and a session keeps
+/// one type whichever way its client connected.
+pub enum Stream {
+    /// Plain TCP (the hot path).
+    Plain(TcpStream),
+    /// TLS, server side (a client that sent the SSL request) or client side (a backend).
+    Tls(Box<tokio_rustls::TlsStream<Prefixed>>),
+    /// Between the SSL request and the end of the TLS handshake, or after a failed one.
+    Closed,
+}
+
+/// A TCP socket with bytes already read from it put back in front: a client sends its TLS hello
+/// right after the SSL request, so the read that took the request may have taken the start of the
+/// hello too.
+pub struct Prefixed {
+    prefix: BytesMut,
+    io: TcpStream,
+}
+
+impl Prefixed {
+    /// `io`, whose next bytes are `prefix`.
+    pub fn new(prefix: BytesMut, io: TcpStream) -> Self {
+        Prefixed { prefix, io }
+    }
+
+    /// The socket.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed after a failed TLS handshake",
+    )
+}
+
+impl Stream {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(t.get_ref().0.tcp()),
+            Stream::Closed => None,
+        }
+    }
+
+    /// Whether an idle connection is still usable: nothing is readable on it (a readable idle
+    /// connection means EOF, an error, or unsolicited bytes; all make it unusable). Never waits.
+    /// Over TLS the check reads through TLS, so that records without application data (TLS 1.3
+    /// session tickets) do not count as unsolicited bytes.
+    pub fn is_idle_alive(&mut self) -> bool {
+        match self {
+            Stream::Plain(s) => {
+                let mut b = [0u8; 1];
+                matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(t) => {
+                let mut b = [0u8; 1];
+                let mut rb = ReadBuf::new(&mut b);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                matches!(
+                    Pin::new(&mut **t).poll_read(&mut cx, &mut rb),
+                    Poll::Pending
+                )
+            }
+            Stream::Closed => false,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_write(cx, b),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
 
 /// Framing failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +225,7 @@ impl ClientBudget {
 /// A socket with MySQL packet framing.
 pub struct Conn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read and not yet consumed.
     pub rbuf: BytesMut,
     /// Bytes to write at the next flush.
@@ -114,7 +263,7 @@ impl Conn {
     pub fn new(stream: TcpStream, max_payload: usize) -> Self {
         let _ = stream.set_nodelay(true);
         Conn {
-            stream,
+            stream: Stream::Plain(stream),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             decoder: PacketDecoder::new(max_payload),
@@ -173,14 +322,49 @@ impl Conn {
         if n == 0 {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        if n < spare {
+        if n < spare
+            && let Stream::Plain(s) = &self.stream
+        {
             // A short read drained the socket: forget the readiness now, so that the next read
             // waits for the poller instead of paying a syscall that would only say EAGAIN. Safe on
-            // a current-thread runtime: new data after our read raises a new edge event.
-            let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
+            // a current-thread runtime: new data after our read raises a new edge event. (Not over
+            // TLS: a short read there says nothing about the socket.)
+            let _ = s.try_io(tokio::io::Interest::READABLE, || {
                 Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
             });
         }
+        Ok(())
+    }
+
+    /// Server side: runs the TLS handshake with a client that sent the SSL request. Bytes already
+    /// read past that request (the start of the client's hello) are handed to TLS first.
+    pub async fn accept_tls(&mut self, config: Arc<rustls::ServerConfig>) -> Result<(), ConnError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(ConnError::Io(closed()));
+        };
+        let early = self.rbuf.split();
+        let tls = tokio_rustls::TlsAcceptor::from(config)
+            .accept(Prefixed::new(early, tcp))
+            .await?;
+        self.stream = Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls)));
+        Ok(())
+    }
+
+    /// Client side: runs the TLS handshake with a backend after sending it the SSL request,
+    /// verifying its certificate for `name`.
+    pub async fn connect_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<(), ConnError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(ConnError::Io(closed()));
+        };
+        let early = self.rbuf.split();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, Prefixed::new(early, tcp))
+            .await?;
+        self.stream = Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)));
         Ok(())
     }
 
@@ -261,6 +445,10 @@ impl Conn {
         self.renumber();
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            if self.stream.is_tls() {
+                // TLS may hold records back when the socket is full: push them out.
+                self.stream.flush().await?;
+            }
             self.wbuf.clear();
         }
         if let Some(r) = &mut self.seq_rewrite {

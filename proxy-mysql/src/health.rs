@@ -64,11 +64,18 @@ async fn monitor(group: String, shared: Shared) {
             let conn = conns.remove(&key);
             let state = shared.backends.get(&group, &srv.name);
             let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
+            let tls = g.tls.clone();
             async move {
                 let started = Instant::now();
+                let login = Login {
+                    user: &user,
+                    password: &pw,
+                    connect_timeout: ct,
+                    tls: tls.as_ref(),
+                };
                 let r = tokio::time::timeout(
                     probe_timeout,
-                    probe(conn, &srv.name, &srv.address, &user, &pw, ct, replica, gtid),
+                    probe(conn, &srv.name, &srv.address, login, replica, gtid),
                 )
                 .await
                 .unwrap_or_else(|_| Err("health check timed out".into()));
@@ -136,14 +143,19 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     outs.into_iter().flatten().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How a probe logs in to a server (the group's credentials and TLS).
+struct Login<'a> {
+    user: &'a str,
+    password: &'a str,
+    connect_timeout: Duration,
+    tls: Option<&'a router::config::BackendTls>,
+}
+
 async fn probe(
     conn: Option<BackendConn>,
     name: &str,
     address: &str,
-    user: &str,
-    password: &str,
-    connect_timeout: Duration,
+    login: Login<'_>,
     replica: bool,
     gtid: bool,
 ) -> Result<(BackendConn, Option<u64>, Option<crate::gtid::Gtids>), String> {
@@ -153,9 +165,10 @@ async fn probe(
             BackendConn::connect(
                 Rc::from(name),
                 Rc::from(address),
-                user,
-                password,
-                connect_timeout,
+                login.user,
+                login.password,
+                login.connect_timeout,
+                login.tls,
             )
             .await?
         }

@@ -153,9 +153,8 @@ const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether an idle connection is still open: nothing may be readable on it (a readable idle socket
 /// means EOF, an error, or unsolicited bytes — all make it unusable).
-fn is_alive(c: &BackendConn) -> bool {
-    let mut b = [0u8; 1];
-    matches!(c.conn.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+fn is_alive(c: &mut BackendConn) -> bool {
+    c.conn.stream.is_idle_alive()
 }
 
 /// Takes a connection to `t` (reusing an idle one, preferring one in `want` state and schema), or
@@ -193,8 +192,8 @@ pub async fn checkout(
                     })
                 });
                 if let Some(i) = pick {
-                    let c = idle.swap_remove(i);
-                    if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&c) {
+                    let mut c = idle.swap_remove(i);
+                    if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&mut c) {
                         return Ok(c);
                     }
                     // Closed by the server while idle (restart, wait_timeout): forget it, retry.
@@ -211,6 +210,7 @@ pub async fn checkout(
                 &g.user,
                 &g.password,
                 g.connect_timeout,
+                g.tls.as_ref(),
             )
             .await;
             return match r {

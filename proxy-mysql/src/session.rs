@@ -391,11 +391,24 @@ impl Session {
                 return Ok(false);
             }
         };
+        // TLS as the current config has it for this listener (certificates follow reloads).
+        let tls = self
+            .snap
+            .get()
+            .config
+            .listener(&self.info.name)
+            .and_then(|l| l.tls.as_ref())
+            .map(|t| t.config.clone());
+        let offered = if tls.is_some() {
+            SERVER_CAPS | CLIENT_SSL
+        } else {
+            SERVER_CAPS
+        };
         let hs = HandshakeV10::new(
             SERVER_VERSION,
             self.id as u32,
             self.scramble,
-            SERVER_CAPS,
+            offered,
             BACKEND_COLLATION,
             status::SERVER_STATUS_AUTOCOMMIT,
             ANNOUNCED_PLUGIN,
@@ -408,9 +421,9 @@ impl Session {
             return Ok(false);
         };
         let mut seq = p.next_seq();
-        let resp = match ClientHandshake::decode(p.payload) {
-            Ok(ClientHandshake::Response(r)) => r,
-            Ok(ClientHandshake::Ssl(_)) => {
+        let mut decoded = ClientHandshake::decode(p.payload);
+        if let Ok(ClientHandshake::Ssl(_)) = decoded {
+            let Some(config) = tls else {
                 self.refuse(
                     seq,
                     &ErrPacket::new(
@@ -420,13 +433,36 @@ impl Session {
                     ),
                 );
                 return Ok(false);
+            };
+            // The TLS handshake, then the real response over TLS; sequence ids continue.
+            match tokio::time::timeout(Duration::from_secs(10), self.client.accept_tls(config))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ConnError::Io(std::io::ErrorKind::TimedOut.into())),
+            }
+            let Some(p) = self.read_login_packet(seq).await? else {
+                return Ok(false);
+            };
+            seq = p.next_seq();
+            decoded = ClientHandshake::decode(p.payload);
+        }
+        let resp = match decoded {
+            Ok(ClientHandshake::Response(r)) => r,
+            Ok(ClientHandshake::Ssl(_)) => {
+                self.refuse(
+                    seq,
+                    &ErrPacket::new(1043, "08S01", "Bad handshake: a second SSL request"),
+                );
+                return Ok(false);
             }
             Err(e) => {
                 self.refuse(seq, &ProxyError::ClientProtocol(e).to_err_packet());
                 return Ok(false);
             }
         };
-        self.caps = resp.capabilities & SERVER_CAPS;
+        self.caps = resp.capabilities & offered;
         self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;
         let name = String::from_utf8_lossy(&resp.username).into_owned();
         let host = self.peer.ip().to_string();
@@ -465,7 +501,11 @@ impl Session {
                 None => return Ok(false),
             }
         }
-        if !verify(&user, &plugin_used, &response, &self.scramble) {
+        // A `require_tls` user without TLS is refused as a server refuses a `REQUIRE SSL` account:
+        // "Access denied", whatever the password.
+        if !verify(&user, &plugin_used, &response, &self.scramble)
+            || (user.require_tls && !self.client.stream.is_tls())
+        {
             self.refuse(
                 seq,
                 &errs::access_denied(&name, &host, !response.is_empty()),
@@ -831,7 +871,9 @@ impl Session {
             }
         }
         let ok = user.as_ref().is_some_and(|u| {
-            host_allowed(u, self.peer.ip()) && verify(u, &plugin, &response, &self.scramble)
+            host_allowed(u, self.peer.ip())
+                && verify(u, &plugin, &response, &self.scramble)
+                && (!u.require_tls || self.client.stream.is_tls())
         });
         let Some(user) = user.filter(|_| ok) else {
             self.refuse(
@@ -1745,8 +1787,10 @@ fn verify(u: &User, plugin: &str, response: &[u8], scramble: &[u8; 20]) -> bool 
 fn kill_query(conn: &BackendConn, g: &MysqlGroup) {
     let (server, address, id) = (conn.server.clone(), conn.address.clone(), conn.thread_id);
     let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
+    let tls = g.tls.clone();
     tokio::task::spawn_local(async move {
-        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct).await {
+        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct, tls.as_ref()).await
+        {
             let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
         }
     });

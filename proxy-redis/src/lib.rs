@@ -88,6 +88,8 @@ pub async fn serve(ctx: ListenerCtx) {
         tracing::error!(listener = %name, "redis group cannot route keys: {e}");
     }
     let grace = config.proxy.shutdown_grace;
+    // TLS on or off is decided at start-up; certificates follow reloads.
+    let start_tls = l.tls.as_ref().map(|t| t.config.clone());
     let ctx = Rc::new(CoreCtx {
         listener: name.clone(),
         core,
@@ -137,14 +139,40 @@ pub async fn serve(ctx: ListenerCtx) {
                 if open > max {
                     ctx.open_clients.fetch_sub(1, Relaxed);
                     ListenerStats::add(&stats.rejected, 1);
-                    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                    if start_tls.is_none() {
+                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                    }
                     continue;
                 }
+                let tls = match &start_tls {
+                    None => None,
+                    Some(first) => {
+                        let current = ctx
+                            .snapshot
+                            .borrow_mut()
+                            .get()
+                            .config
+                            .listener(&name)
+                            .and_then(|l| l.tls.as_ref())
+                            .map_or_else(|| first.clone(), |t| t.config.clone());
+                        match net::TlsIo::new(current) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                tracing::warn!(listener = %name, "cannot start TLS: {e}");
+                                ctx.open_clients.fetch_sub(1, Relaxed);
+                                continue;
+                            }
+                        }
+                    }
+                };
                 ListenerStats::add(&stats.connections, 1);
                 let id = ctx.next_id.get();
                 ctx.next_id.set(id + 1);
                 let client_id = (id << 8) | (core as u64 & 0xff);
-                let session = Session::new(ctx.clone(), client_id, peer);
+                let mut session = Session::new(ctx.clone(), client_id, peer);
+                if let Some(t) = tls {
+                    session = session.with_tls(t);
+                }
                 let ctx2 = ctx.clone();
                 let live2 = live.clone();
                 live.set(live.get() + 1);

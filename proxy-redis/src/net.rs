@@ -112,3 +112,114 @@ pub async fn connect(address: &str, timeout: Duration) -> io::Result<TcpStream> 
 pub fn prepare_client(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
 }
+
+/// Plaintext moved into TLS per step: the encrypted bytes waiting for the socket stay near this,
+/// so unsent replies stay in the session's reply buffer (where `max_client_buffer` counts them).
+const TLS_CHUNK: usize = 64 * 1024;
+
+/// A client's TLS state over the same readiness-driven socket calls as plain TCP: rustls's
+/// connection is driven sans-IO, encrypted bytes go through [`read_available`] and
+/// [`write_some`], so the plain path is the same code it was.
+pub struct TlsIo {
+    conn: rustls::ServerConnection,
+    raw_in: BytesMut,
+    raw_out: BytesMut,
+}
+
+impl TlsIo {
+    /// A server-side TLS session for a newly accepted client.
+    pub fn new(config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        Ok(TlsIo {
+            conn: rustls::ServerConnection::new(config).map_err(io::Error::other)?,
+            raw_in: BytesMut::new(),
+            raw_out: BytesMut::new(),
+        })
+    }
+
+    /// Encrypted bytes waiting for the socket.
+    pub fn pending_out(&self) -> usize {
+        self.raw_out.len()
+    }
+
+    fn queue_tls(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut w = bytes::BufMut::writer(&mut self.raw_out);
+            self.conn.write_tls(&mut w)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has now, decrypts it and appends the plaintext to `buf` (handshake
+    /// records only produce bytes to send). Never waits. A TLS error is `InvalidData` (the alert
+    /// for the client is queued and sent best-effort).
+    pub fn read_available(
+        &mut self,
+        stream: &TcpStream,
+        buf: &mut BytesMut,
+    ) -> io::Result<ReadOutcome> {
+        let eof = match read_available(stream, &mut self.raw_in)? {
+            ReadOutcome::WouldBlock => return Ok(ReadOutcome::WouldBlock),
+            ReadOutcome::Closed => true,
+            ReadOutcome::Data(_) => false,
+        };
+        let before = buf.len();
+        let mut closed = eof;
+        while !self.raw_in.is_empty() {
+            let mut rd = &self.raw_in[..];
+            let n = self.conn.read_tls(&mut rd)?;
+            bytes::Buf::advance(&mut self.raw_in, n);
+            if let Err(e) = self.conn.process_new_packets() {
+                let _ = self.queue_tls();
+                let _ = write_some(stream, &mut self.raw_out);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            let mut w = bytes::BufMut::writer(&mut *buf);
+            match io::copy(&mut self.conn.reader(), &mut w) {
+                // The client sent close_notify.
+                Ok(_) => closed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => closed = true,
+                Err(e) => return Err(e),
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        self.queue_tls()?;
+        let got = buf.len() - before;
+        Ok(if got > 0 {
+            // Answer what came with the close first; the next read says Closed.
+            ReadOutcome::Data(got)
+        } else if closed {
+            ReadOutcome::Closed
+        } else {
+            ReadOutcome::Data(0)
+        })
+    }
+
+    /// Encrypts replies from the front of `buf` and writes them as far as the socket takes now;
+    /// returns whether everything (replies and TLS records) went out.
+    pub fn write_some(&mut self, stream: &TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
+        loop {
+            if !self.raw_out.is_empty() && !write_some(stream, &mut self.raw_out)? {
+                return Ok(false);
+            }
+            if buf.is_empty() && !self.conn.wants_write() {
+                return Ok(true);
+            }
+            let n = if buf.is_empty() {
+                0
+            } else {
+                let take = buf.len().min(TLS_CHUNK);
+                let n = io::Write::write(&mut self.conn.writer(), &buf[..take])?;
+                bytes::Buf::advance(buf, n);
+                n
+            };
+            self.queue_tls()?;
+            if n == 0 && self.raw_out.is_empty() {
+                // Nothing moved (the handshake is not finished): wait for the client.
+                return Ok(buf.is_empty());
+            }
+        }
+    }
+}

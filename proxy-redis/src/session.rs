@@ -204,6 +204,8 @@ impl PubSub {
 
 /// A client session.
 pub struct Session {
+    /// TLS over the client socket (a listener with `tls`); None: plain TCP.
+    tls: Option<Box<net::TlsIo>>,
     id: u64,
     core: Rc<CoreCtx>,
     client: Rc<Client>,
@@ -283,6 +285,7 @@ impl Session {
     pub fn new(core: Rc<CoreCtx>, id: u64, peer: SocketAddr) -> Self {
         let authed = core.users.borrow().is_empty();
         Self {
+            tls: None,
             id,
             core,
             client: Rc::new(Client::new(RespVersion::Resp2)),
@@ -308,6 +311,12 @@ impl Session {
             max_frame: 0,
             decoder_preauth: !authed,
         }
+    }
+
+    /// Speaks TLS with the client (from its first byte, as Redis's `tls-port`).
+    pub fn with_tls(mut self, tls: net::TlsIo) -> Self {
+        self.tls = Some(Box::new(tls));
+        self
     }
 
     /// Serves the connection until the client leaves, misbehaves, or the listener shuts down.
@@ -375,9 +384,12 @@ impl Session {
             // Write what is ready.
             let (out_left, pending) = {
                 let mut q = self.client.q.borrow_mut();
-                if !q.out.is_empty() {
+                if !q.out.is_empty() || self.tls.is_some() {
                     let before = q.out.len();
-                    let res = net::write_some(stream, &mut q.out);
+                    let res = match &mut self.tls {
+                        None => net::write_some(stream, &mut q.out),
+                        Some(t) => t.write_some(stream, &mut q.out),
+                    };
                     ListenerStats::add(&stats.bytes_out, (before - q.out.len()) as u64);
                     res?;
                     if q.out.len() as u64 > limits.max_client_buffer {
@@ -385,6 +397,11 @@ impl Session {
                     }
                 }
                 (q.out.len(), q.pending())
+            };
+            // Over TLS, what waits for the socket is the encrypted bytes.
+            let (out_left, wait_writable) = match &self.tls {
+                None => (out_left, out_left > 0),
+                Some(t) => (out_left + t.pending_out(), t.pending_out() > 0),
             };
             if pending == 0 && out_left == 0 {
                 if self.quit || self.protocol_error || (self.eof && self.deferred.is_empty()) {
@@ -424,7 +441,11 @@ impl Session {
                 _ = gate_notify.notified(), if self.gate_wait.is_some() => {}
                 r = stream.readable(), if can_read => {
                     r?;
-                    match net::read_available(stream, &mut rbuf)? {
+                    let got = match &mut self.tls {
+                        None => net::read_available(stream, &mut rbuf),
+                        Some(t) => t.read_available(stream, &mut rbuf),
+                    };
+                    match got? {
                         ReadOutcome::Data(n) => {
                             ListenerStats::add(&stats.bytes_in, n as u64);
                             self.now = Instant::now();
@@ -448,7 +469,7 @@ impl Session {
                         }
                     }
                 }
-                r = stream.writable(), if out_left > 0 => { r?; }
+                r = stream.writable(), if wait_writable => { r?; }
                 _ = &mut idle_timer, if idle.is_some() => {
                     let Some(t) = idle else { continue };
                     if last_active.elapsed() >= t && pending == 0 && self.pubsub.is_none() && self.blocking.is_empty() {

@@ -25,6 +25,10 @@
 //! Every server has `stop` (SIGTERM, clean), `kill` (SIGKILL), `pause`/`resume` (SIGSTOP/SIGCONT)
 //! and `restart` (same port, same data directory).
 //!
+//! # TLS
+//! [`TestCerts::get`] makes a CA and a server certificate for localhost/127.0.0.1/::1 once per
+//! process with the `openssl` CLI (Debian: `apt-get install -y openssl`) in a kit instance dir.
+//!
 //! # Python clients
 //! [`python()`] returns an interpreter that imports the pinned clients of `.ci/requirements.txt`
 //! (`redis`, `PyMySQL`, `mysql-connector-python`): a venv under [`shared_dir`] keyed by a hash of
@@ -66,6 +70,7 @@ mod python;
 mod redis;
 mod replication;
 mod resp;
+mod tls;
 
 pub use binary::find_binary;
 pub use cluster::RedisCluster;
@@ -77,3 +82,4 @@ pub use port::{PortLease, reserve_port, shared_dir};
 pub use python::python;
 pub use redis::{RedisConfig, RedisServer};
 pub use replication::MariaDbReplicaSet;
+pub use tls::TestCerts;

@@ -56,6 +56,8 @@ pub struct RbParams {
     pub value_size: usize,
     /// Key space (`-r`).
     pub keyspace: u64,
+    /// TLS with this CA (`--tls --cacert`), for a TLS listener.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// The test.
     pub test: RbTest,
 }
@@ -78,6 +80,9 @@ pub fn args(p: &RbParams) -> Vec<String> {
         "-r".into(),
         p.keyspace.to_string(),
     ];
+    if let Some(ca) = &p.tls_ca {
+        a.extend(["--tls".into(), "--cacert".into(), ca.display().to_string()]);
+    }
     match &p.test {
         RbTest::Get => a.extend(["-t".into(), "get".into()]),
         RbTest::Set => a.extend(["-t".into(), "set".into()]),
@@ -244,6 +249,7 @@ Summary:\n\
             value_size: 16,
             keyspace: 100_000,
             test: RbTest::Mget(3),
+            tls_ca: None,
         };
         let a = args(&p);
         assert_eq!(

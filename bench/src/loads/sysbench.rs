@@ -26,6 +26,8 @@ pub struct SbParams {
     pub seconds: u64,
     /// Server-side prepared statements (`--db-ps-mode=auto`) or text protocol (`disable`).
     pub prepared: bool,
+    /// TLS (`--mysql-ssl=on`), for a TLS listener.
+    pub ssl: bool,
 }
 
 /// Arguments (without the program) for `sysbench TEST ... COMMAND` (`prepare`, `run`, `cleanup`).
@@ -38,7 +40,7 @@ pub fn args(p: &SbParams, command: &str) -> Vec<String> {
         format!("--mysql-user={}", p.user),
         format!("--mysql-password={}", p.password),
         format!("--mysql-db={}", p.db),
-        "--mysql-ssl=off".into(),
+        format!("--mysql-ssl={}", if p.ssl { "on" } else { "off" }),
         format!("--tables={}", p.tables),
         format!("--table-size={}", p.table_size),
         format!("--threads={}", p.threads),
@@ -170,6 +172,7 @@ General statistics:\n\
             threads: 8,
             seconds: 5,
             prepared: false,
+            ssl: false,
         };
         assert!(args(&p, "run").contains(&"--db-ps-mode=disable".to_string()));
         p.prepared = true;

@@ -539,6 +539,28 @@ mod tests {
             ClientHandshake::decode(ssl.freeze()).unwrap(),
             ClientHandshake::Ssl(_)
         ));
+        // Exact bytes of an SSL request (as libmariadb sends it: 32 bytes, CLIENT_SSL set), then a
+        // 32-byte payload without CLIENT_SSL, which is neither a request nor a valid response.
+        let mut wire = vec![0u8; 32];
+        wire[..4]
+            .copy_from_slice(&(CLIENT_SSL | CLIENT_PROTOCOL_41 | CLIENT_PLUGIN_AUTH).to_le_bytes());
+        wire[4..8].copy_from_slice(&(1u32 << 24).to_le_bytes());
+        wire[8] = 45;
+        wire[28..].copy_from_slice(&7u32.to_le_bytes());
+        let Ok(ClientHandshake::Ssl(req)) = ClientHandshake::decode(Bytes::from(wire.clone()))
+        else {
+            panic!("expected an SSL request")
+        };
+        assert_eq!(req.capabilities & CLIENT_SSL, CLIENT_SSL);
+        assert_eq!(
+            (req.max_packet_size, req.charset, req.mariadb_capabilities),
+            (1 << 24, 45, 7)
+        );
+        let mut again = BytesMut::new();
+        req.encode(&mut again);
+        assert_eq!(&again[..], &wire[..]);
+        wire[1] &= !((CLIENT_SSL >> 8) as u8);
+        assert!(ClientHandshake::decode(Bytes::from(wire)).is_err());
         // Truncated responses are errors, not panics.
         for cut in 0..out.len() {
             let _ = HandshakeResponse41::decode(out.clone().freeze().slice(..cut));

@@ -25,6 +25,7 @@ pub async fn check_shard_schemas(config: &Config) -> Vec<String> {
                 &g.user,
                 &g.password,
                 g.connect_timeout,
+                g.tls.as_ref(),
             )
             .await
             {

@@ -11,6 +11,7 @@ mod error;
 mod mask;
 mod model;
 mod reader;
+mod tls;
 mod validate;
 
 pub use error::{ConfigError, Problem, line_col};
@@ -19,7 +20,8 @@ pub use model::*;
 
 use reader::{Diags, TableReader};
 
-/// Parses and validates a config held in memory. `file` names the source in error messages.
+/// Parses and validates a config held in memory. `file` names the source in error messages;
+/// relative paths in it (TLS certificates and keys) are taken from `file`'s folder.
 pub fn parse(file: &str, source: &str) -> Result<Config, ConfigError> {
     let (doc, syntax) = toml::de::DeTable::parse_recoverable(source);
     let mut d = Diags::default();
@@ -32,7 +34,10 @@ pub fn parse(file: &str, source: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError::new(file, source, d.list));
     }
     let root = TableReader::new(doc.get_ref(), doc.span(), "");
-    let config = model::read_config(root, &mut d, source);
+    let base = std::path::Path::new(file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let config = model::read_config(root, &mut d, source, base);
     validate::validate(&config, &mut d);
     if d.list.is_empty() {
         Ok(config)

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::reader::{Diags, Span, TableReader};
+pub use super::tls::{BackendTls, ServerTls};
 
 /// The whole, validated configuration of one `furrow proxy` process.
 #[derive(Debug, Clone)]
@@ -45,6 +48,13 @@ impl Config {
         let mut d = Diags::default();
         let mut root = TableReader::new(doc.get_ref(), doc.span(), "");
         read_shardings(&mut root, &mut d)
+    }
+
+    /// The listeners `user` may use.
+    pub fn listeners_of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Listener> + 'a {
+        self.listeners
+            .iter()
+            .filter(move |l| user.listeners.is_empty() || user.listeners.contains(&l.name))
     }
 
     /// Users allowed on `listener` (a user with an empty `listeners` list may use every listener).
@@ -108,6 +118,9 @@ pub struct Listener {
     /// (CONFIG SET, FLUSHALL, DEBUG, SHUTDOWN, ...; see [`crate::redis::CommandInfo::refused_when_open`]).
     /// Off by default; on a listener with users, each user's `commands` rules decide instead.
     pub allow_admin_commands: bool,
+    /// TLS for clients (`tls = { cert, key }`): MySQL clients upgrade with an SSL request, Redis
+    /// clients speak TLS from the first byte. None: plain TCP.
+    pub tls: Option<ServerTls>,
     pub(crate) span: Span,
     pub(crate) group_span: Span,
 }
@@ -358,6 +371,9 @@ pub struct MysqlGroup {
     pub rules_mode: RulesMode,
     /// SQL rules, first match wins for deny/allow; every matching `limit` rule applies.
     pub rules: Vec<MysqlRule>,
+    /// TLS to the servers (`tls = { ca, server_name }`): an SSL request after the server's
+    /// handshake, the server's certificate verified against the CA. None: plain TCP.
+    pub tls: Option<BackendTls>,
 }
 
 /// How `[[mysql_groups.NAME.rules]]` deny/allow rules combine.
@@ -447,6 +463,9 @@ pub struct User {
     /// Hints only ever narrow what the user may do: they never override `read_policy`, and a
     /// write never goes to a replica.
     pub allow_hints: bool,
+    /// MySQL: the user may log in only over TLS (refused with ERR 1045 otherwise, as the server
+    /// refuses a `REQUIRE SSL` account).
+    pub require_tls: bool,
     pub(crate) span: Span,
     pub(crate) listener_spans: Vec<Span>,
 }
@@ -529,7 +548,12 @@ fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-pub(crate) fn read_config(mut root: TableReader<'_, '_>, d: &mut Diags, source: &str) -> Config {
+pub(crate) fn read_config(
+    mut root: TableReader<'_, '_>,
+    d: &mut Diags,
+    source: &str,
+    base: &Path,
+) -> Config {
     let proxy = match root.opt_table(d, "proxy") {
         Some(t) => read_proxy(t, d),
         None => ProxySettings {
@@ -543,7 +567,7 @@ pub(crate) fn read_config(mut root: TableReader<'_, '_>, d: &mut Diags, source: 
     let listeners = root
         .opt_table_list(d, "listeners")
         .into_iter()
-        .filter_map(|t| read_listener(t, d))
+        .filter_map(|t| read_listener(t, d, base))
         .collect();
     let redis_groups = root
         .opt_named_tables(d, "redis_groups")
@@ -553,7 +577,7 @@ pub(crate) fn read_config(mut root: TableReader<'_, '_>, d: &mut Diags, source: 
     let mysql_groups = root
         .opt_named_tables(d, "mysql_groups")
         .into_iter()
-        .filter_map(|(name, t)| read_mysql_group(name.into_inner(), t, d))
+        .filter_map(|(name, t)| read_mysql_group(name.into_inner(), t, d, base))
         .collect();
     let users = root
         .opt_named_tables(d, "users")
@@ -623,7 +647,7 @@ fn read_limits(t: &mut TableReader<'_, '_>, d: &mut Diags) -> ListenerLimits {
     }
 }
 
-fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> {
+fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags, base: &Path) -> Option<Listener> {
     let path = t.path().to_string();
     let name = t.req_str(d, "name");
     let kind = t.req_choice(d, "kind", &["redis", "mysql"]);
@@ -636,6 +660,9 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
     let allow_admin_commands = t
         .opt_bool(d, "allow_admin_commands")
         .is_some_and(|b| *b.get_ref());
+    let tls = t
+        .opt_table(d, "tls")
+        .and_then(|tt| super::tls::read_server_tls(tt, d, base));
     let span = t.span();
     t.finish(d);
     let kind = kind?;
@@ -654,6 +681,7 @@ fn read_listener(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<Listener> 
         executors,
         limits,
         allow_admin_commands,
+        tls,
         span,
     })
 }
@@ -862,7 +890,12 @@ fn parse_slot_range(s: &str) -> Option<(u16, u16)> {
     (a <= b && b < 16384).then_some((a, b))
 }
 
-fn read_mysql_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlGroup> {
+fn read_mysql_group(
+    name: String,
+    mut t: TableReader<'_, '_>,
+    d: &mut Diags,
+    base: &Path,
+) -> Option<MysqlGroup> {
     let user = t.req_str(d, "user");
     let password = t
         .opt_str(d, "password")
@@ -933,6 +966,9 @@ fn read_mysql_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> 
         .into_iter()
         .filter_map(|r| read_mysql_rule(r, d))
         .collect();
+    let tls = t
+        .opt_table(d, "tls")
+        .and_then(|tt| super::tls::read_backend_tls(tt, d, base));
     t.finish(d);
     Some(MysqlGroup {
         name,
@@ -955,6 +991,7 @@ fn read_mysql_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> 
         circuit_open,
         rules_mode,
         rules,
+        tls,
     })
 }
 
@@ -1114,6 +1151,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
             _ => ReadPolicy::Split,
         });
     let allow_hints = t.opt_bool(d, "allow_hints").is_none_or(|b| *b.get_ref());
+    let require_tls = t.opt_bool(d, "require_tls").is_some_and(|b| *b.get_ref());
     let span = t.span();
     t.finish(d);
     if !any_password {
@@ -1135,6 +1173,7 @@ fn read_user(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<
         hosts,
         read_policy,
         allow_hints,
+        require_tls,
         span,
     })
 }

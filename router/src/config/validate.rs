@@ -175,7 +175,18 @@ pub(crate) fn validate(c: &Config, d: &mut Diags) {
                 );
             }
         }
-        let _ = &u.span;
+        let mut mysql = c
+            .listeners_of(u)
+            .filter(|l| l.kind == super::model::ListenerKind::Mysql)
+            .peekable();
+        if u.require_tls && mysql.peek().is_some() && mysql.all(|l| l.tls.is_none()) {
+            d.error(
+                u.span.clone(),
+                &format!("users.{}.require_tls", u.name),
+                "`require_tls = true`, but no MySQL listener this user may use has `tls`: \
+                 the user could never log in",
+            );
+        }
     }
 }
 

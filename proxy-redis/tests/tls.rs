@@ -1,0 +1,134 @@
+//! The TLS listener: `redis-cli --tls` (single commands, `--pipe` pipelining, a large value),
+//! redis-py with certificate and host-name verification and a pipeline, and refusals (wrong CA,
+//! a plain client).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Proxy, config, redis_servers};
+use testkit::TestCerts;
+
+fn certs() -> &'static TestCerts {
+    TestCerts::get().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tls_cli(port: u16, ca: &std::path::Path, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
+    let mut child = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    if let Some(mut i) = child.stdin.take()
+        && let Some(data) = stdin
+    {
+        i.write_all(data).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("redis-cli");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text.trim_end().to_string())
+}
+
+#[test]
+fn redis_clients_over_tls() {
+    let c = certs();
+    let servers = redis_servers(2);
+    let toml = config(&servers, "ketama", "").replacen(
+        "group = \"cache\"\n",
+        &format!(
+            "group = \"cache\"\ntls = {{ cert = {:?}, key = {:?} }}\n",
+            c.cert.display().to_string(),
+            c.key.display().to_string()
+        ),
+        1,
+    );
+    let proxy = Proxy::start(&toml, 2);
+    let p = proxy.port();
+
+    assert_eq!(tls_cli(p, &c.ca, &["SET", "tls:a", "1"], None).1, "OK");
+    assert_eq!(
+        tls_cli(p, &c.ca, &["MSET", "tls:b", "2", "tls:c", "3"], None).1,
+        "OK"
+    );
+    assert_eq!(
+        tls_cli(p, &c.ca, &["MGET", "tls:a", "tls:b", "tls:c", "none"], None).1,
+        "1\n2\n3"
+    );
+
+    // Pipelining: 20,000 commands in one stream.
+    let mut pipe = Vec::new();
+    for i in 0..20_000 {
+        let (k, v) = (format!("tls:p:{i}"), format!("v{i}"));
+        pipe.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let (ok, out) = tls_cli(p, &c.ca, &["--pipe"], Some(&pipe));
+    assert!(ok && out.contains("errors: 0, replies: 20000"), "{out}");
+    assert_eq!(tls_cli(p, &c.ca, &["GET", "tls:p:19999"], None).1, "v19999");
+
+    // A value larger than TLS records and the proxy's write chunks, both ways.
+    let big = "x".repeat(3 * 1024 * 1024 + 17);
+    let (ok, out) = tls_cli(p, &c.ca, &["-x", "SET", "tls:big"], Some(big.as_bytes()));
+    assert!(ok && out == "OK", "{out}");
+    let (ok, out) = tls_cli(p, &c.ca, &["STRLEN", "tls:big"], None);
+    assert!(ok && out == (big.len()).to_string(), "{out}");
+    let (_, out) = tls_cli(p, &c.ca, &["GET", "tls:big"], None);
+    assert_eq!(out.len(), big.len());
+
+    // redis-py verifying the certificate and host name, with a pipeline.
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(host="127.0.0.1", port={p}, ssl=True, ssl_ca_certs={ca:?}, ssl_check_hostname=True)
+pl = r.pipeline(transaction=False)
+for i in range(1000):
+    pl.set(f"tls:py:{{i}}", i)
+    pl.get(f"tls:py:{{i}}")
+res = pl.execute()
+assert res[1::2] == [str(i).encode() for i in range(1000)], res[:6]
+print("py", r.get("tls:a").decode(), r.connection_pool.get_connection("ping")._sock.version())
+"#,
+        ca = c.ca.display().to_string()
+    );
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("py 1 TLSv1.3"), "{text}");
+
+    // A client trusting another CA, and a plain client, get nothing.
+    let (ok, out) = tls_cli(p, &c.other_ca, &["PING"], None);
+    assert!(!ok || !out.contains("PONG"), "{out}");
+    let mut plain = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    plain.write_all(b"PING\r\n").expect("write");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut plain, &mut buf).unwrap_or(0);
+    assert!(
+        !buf[..n].starts_with(b"+PONG"),
+        "a plain client was answered"
+    );
+    // The proxy still serves TLS clients after those failures.
+    assert_eq!(tls_cli(p, &c.ca, &["GET", "tls:a"], None).1, "1");
+}
