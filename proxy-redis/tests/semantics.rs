@@ -447,12 +447,36 @@ fn item14_blocked_clients_are_served_in_arrival_order() {
             |i| format!("[{{q}}z, {i}, 1]"),
         ),
     ];
+    // Blocked clients over both servers (the key lives on one of them).
+    let blocked = || -> usize {
+        servers
+            .iter()
+            .map(|s| {
+                s.cmd(&["INFO", "clients"])
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("blocked_clients:"))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
     for (blocking, push, reply) in cases {
         for round in 0..8 {
             let mut clients: Vec<Raw> = (0..3).map(|_| proxy.connect()).collect();
-            for c in clients.iter_mut() {
+            for (n, c) in clients.iter_mut().enumerate() {
                 c.send(blocking);
-                std::thread::sleep(Duration::from_micros(300));
+                // Arrival order is the order in which the server blocked them: wait until this
+                // client is blocked there before the next one sends (on a loaded machine, sends
+                // a few hundred microseconds apart can reach the proxy's cores in either order).
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while blocked() < n + 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                assert_eq!(
+                    blocked(),
+                    n + 1,
+                    "{blocking:?} round {round}: client {n} blocked"
+                );
             }
             for (n, c) in clients.iter_mut().enumerate() {
                 let item = format!("item{n}");
@@ -468,6 +492,30 @@ fn item14_blocked_clients_are_served_in_arrival_order() {
                 assert_eq!(c.cmd(&["PING"]), "+PONG");
             }
             assert!(t0.elapsed() < Duration::from_secs(60), "took too long");
+        }
+        // Sent back to back: whatever order the cores see them in, every client is served once
+        // and nobody hangs.
+        for round in 0..4 {
+            let mut clients: Vec<Raw> = (0..3).map(|_| proxy.connect()).collect();
+            for c in clients.iter_mut() {
+                c.send(blocking);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while blocked() < 3 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let mut want = Vec::new();
+            for n in 0..3 {
+                let item = format!("item{n}");
+                let args = push(&item);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                assert!(pusher.cmd(&args).starts_with(':'));
+                want.push(reply(&item));
+            }
+            let mut got: Vec<String> = clients.iter_mut().map(|c| c.read()).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{blocking:?} back-to-back round {round}");
         }
     }
 }
