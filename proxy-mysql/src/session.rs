@@ -1061,21 +1061,39 @@ impl Session {
             self.local_last_insert_id(sql);
             return Flow::Continue;
         }
-        if c.kind == StmtKind::Use
-            && let Some(db) = &c.schema
-        {
-            let snap = self.snap.get().clone();
-            if let Some(u) = snap.config.users.iter().find(|u| u.name == self.user)
-                && !schema_allowed(u, db)
-            {
-                let e = errs::db_access_denied(&self.user, &self.peer.ip().to_string(), db);
-                self.refuse(1, &e);
-                return Flow::Continue;
-            }
-        }
         let snap = self.snap.get().clone();
+        if let Some(e) = self.outside_schemas(&snap, sql) {
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
         self.execute_plain(payload, c, d, RespKind::ResultSet, &snap, sql)
             .await
+    }
+
+    /// For a user limited to some `schemas`: the ERR for a statement that names another schema
+    /// (every table reference, `USE` in a multi-statement, dynamic SQL), or that cannot be
+    /// analysed well enough to tell. None: it may run.
+    fn outside_schemas(&self, snap: &Arc<runtime::Snapshot>, sql: &str) -> Option<ErrPacket> {
+        let u = snap.config.users.iter().find(|u| u.name == self.user)?;
+        if u.schemas.is_empty() || u.schemas.iter().any(|s| s == "*") {
+            return None;
+        }
+        let allowed = |db: &str| schema_allowed(u, db);
+        match router::sql::policy::schemas_outside(sql, &allowed) {
+            Ok(out) => out
+                .into_iter()
+                .next()
+                .map(|db| errs::db_access_denied(&self.user, &self.peer.ip().to_string(), &db)),
+            Err(why) => Some(ErrPacket::new(
+                1142,
+                "42000",
+                format!(
+                    "furrow: statement refused for user '{}': the schemas it uses cannot be \
+                     checked ({why}); qualify names or simplify the statement",
+                    self.user
+                ),
+            )),
+        }
     }
 
     fn local_last_insert_id(&mut self, sql: &str) {
@@ -1120,7 +1138,7 @@ impl Session {
         };
         let started = Instant::now();
         let _permit = match crate::ops::rules_for(g, snap.generation) {
-            Some(r) => match r.check(&self.user, d) {
+            Some(r) => match r.check_text(&self.user, sql, d) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.refuse(1, &e);
@@ -1399,6 +1417,10 @@ impl Session {
     async fn prepare(&mut self, sql: &str) -> Flow {
         let c = classify(sql);
         let snap = self.snap.get().clone();
+        if let Some(e) = self.outside_schemas(&snap, sql) {
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
         let Some(g) = snap.config.mysql_group(&self.info.group) else {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
@@ -1547,7 +1569,7 @@ impl Session {
         };
         let started = Instant::now();
         let _permit = match crate::ops::rules_for(g, snap.generation) {
-            Some(r) => match r.check(&self.user, &d) {
+            Some(r) => match r.check_text(&self.user, &sql, &d) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.refuse(1, &e);
@@ -1707,10 +1729,10 @@ fn host_allowed(u: &User, ip: IpAddr) -> bool {
     u.hosts.is_empty() || u.hosts.iter().any(|n| n.contains(ip))
 }
 
+/// Whether `u` may use schema `db`. The system schemas (information_schema, mysql,
+/// performance_schema, sys) need an explicit grant like any other: they describe every schema.
 fn schema_allowed(u: &User, db: &str) -> bool {
-    u.schemas.is_empty()
-        || u.schemas.iter().any(|s| s == db || s == "*")
-        || db.eq_ignore_ascii_case("information_schema")
+    u.schemas.is_empty() || u.schemas.iter().any(|s| s == db || s == "*")
 }
 
 /// Whether `u`'s stored hashes can check an answer made with `plugin`.
