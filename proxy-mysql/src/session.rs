@@ -938,7 +938,11 @@ impl Session {
             }
             return Ok(Dest::Server(x.clone(), primary));
         }
+        // Read-your-writes: a known GTID of the session's last write picks the replicas that
+        // applied it (below); without one (time mode, or a write whose GTID could not be read),
+        // reads within the window after a write go to the primary.
         let ryw = !g.read_your_writes.is_zero()
+            && !(g.read_your_writes_gtid && self.last_gtid.is_some())
             && self
                 .last_write
                 .is_some_and(|w| w.elapsed() < g.read_your_writes);
@@ -953,7 +957,8 @@ impl Session {
             let pick = match &self.last_gtid {
                 Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
                     .pick_replica_where(g.max_replica_lag, r, |x| {
-                        !avoid.contains(&x.name) && crate::gtid::replica_has(&g.name, &x.name, want)
+                        !avoid.contains(&x.name)
+                            && crate::gtid::replica_has(&g.name, &x.name, &x.address, want)
                     }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
@@ -1188,7 +1193,7 @@ impl Session {
             };
             let mark = self.client.wbuf.len();
             conn.queue_command(&payload);
-            let r = self.forward(&mut conn, kind, None, g).await;
+            let r = self.forward(&mut conn, kind, None, g, c.is_read()).await;
             let server = conn.server.clone();
             match r {
                 Ok(o) => {
@@ -1217,11 +1222,17 @@ impl Session {
                     {
                         st.record_failure(g.circuit_break_after, g.circuit_open);
                     }
+                    // A read that failed or timed out on a replica before anything reached
+                    // the client runs again elsewhere (a stalled replica must not hang its
+                    // clients); writes never do.
                     if retry_ok
                         && !flushed
                         && attempt <= MAX_READ_RETRIES
-                        && matches!(e, ProxyError::BackendLost { .. })
+                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
                     {
+                        if matches!(e, ProxyError::Timeout) {
+                            tracing::warn!(server = %server, "read timed out on a replica; retried elsewhere");
+                        }
                         self.client.wbuf.truncate(mark);
                         avoid.extend(dest_name);
                         continue;
@@ -1269,13 +1280,14 @@ impl Session {
     }
 
     /// Sends what is queued on `conn` and forwards the response to the client, with the statement
-    /// timeout.
+    /// timeout (for a `read`, the read timeout when no statement timeout is set).
     async fn forward(
         &mut self,
         conn: &mut BackendConn,
         kind: RespKind,
         client_stmt: Option<u32>,
         g: &MysqlGroup,
+        read: bool,
     ) -> Result<Outcome, ProxyError> {
         let lost = |server: &str, e: &dyn std::fmt::Display| ProxyError::BackendLost {
             server: server.to_string(),
@@ -1286,7 +1298,8 @@ impl Session {
         }
         let max = g.max_result_bytes.unwrap_or(u64::MAX);
         let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
-        let r = match g.query_timeout {
+        let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
+        let r = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -1328,8 +1341,15 @@ impl Session {
         {
             return;
         }
-        match conn.query_rows("SELECT @@last_gtid").await {
-            Ok((_, rows)) => {
+        if !crate::gtid::supported(&g.name) {
+            return; // servers without `@@last_gtid`: the window decides
+        }
+        let wait = g
+            .query_timeout
+            .or(g.read_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        match tokio::time::timeout(wait, conn.query_rows("SELECT @@last_gtid")).await {
+            Ok(Ok((_, rows))) => {
                 let text = rows
                     .first()
                     .and_then(|r| r.first().cloned().flatten())
@@ -1339,7 +1359,10 @@ impl Session {
                     self.last_gtid = Some(g);
                 }
             }
-            Err(_) => conn.broken = true,
+            Ok(Err(e)) if e.contains("Unknown system variable") => {
+                crate::gtid::set_unsupported(&g.name);
+            }
+            Ok(Err(_)) | Err(_) => conn.broken = true,
         }
     }
 
@@ -1409,6 +1432,8 @@ impl Session {
         }
         if !c.is_read() && !matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty) {
             self.last_write = Some(Instant::now());
+            // Until this write's GTID is read (`track_gtid`), the window decides.
+            self.last_gtid = None;
         }
     }
 
@@ -1446,7 +1471,7 @@ impl Session {
         p.extend_from_slice(sql.as_bytes());
         conn.queue_command(&p);
         match self
-            .forward(&mut conn, RespKind::Prepare, Some(id), g)
+            .forward(&mut conn, RespKind::Prepare, Some(id), g, true)
             .await
         {
             Ok(o) => {
@@ -1620,7 +1645,10 @@ impl Session {
         }
         body[1..5].copy_from_slice(&bid.to_le_bytes());
         conn.queue_command(&body);
-        match self.forward(&mut conn, RespKind::ResultSet, None, g).await {
+        match self
+            .forward(&mut conn, RespKind::ResultSet, None, g, class.is_read())
+            .await
+        {
             Ok(o) => {
                 self.after_statement(&class, &o, &mut conn, &sql);
                 self.track_gtid(g, &class, &o, &mut conn).await;
@@ -1684,7 +1712,10 @@ impl Session {
         let mut body = payload.to_vec();
         body[1..5].copy_from_slice(&bid.to_le_bytes());
         conn.queue_command(&body);
-        match self.forward(&mut conn, RespKind::Fetch, None, g).await {
+        match self
+            .forward(&mut conn, RespKind::Fetch, None, g, true)
+            .await
+        {
             Ok(_) => {
                 self.release(conn);
                 Flow::Continue
@@ -1768,8 +1799,12 @@ fn kill_query(conn: &BackendConn, g: &MysqlGroup) {
     let (server, address, id) = (conn.server.clone(), conn.address.clone(), conn.thread_id);
     let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
     tokio::task::spawn_local(async move {
-        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct).await {
-            let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
-        }
+        // Bounded: a stalled server must not keep this task (and its socket) forever.
+        let _ = tokio::time::timeout(ct * 2, async move {
+            if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct).await {
+                let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
+            }
+        })
+        .await;
     });
 }

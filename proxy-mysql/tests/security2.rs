@@ -196,3 +196,172 @@ for sql in ["SELECT v FROM t WHERE v = 'visible'",
         assert!(e.to_string().contains("1044"), "{q}: {e}");
     }
 }
+
+// ---------------------------------------------------------------- item 0
+
+/// Inserts then reads back through the proxy, `n` times on one connection, with ordinary
+/// drivers; prints `missed K` (reads that did not see the write just made) and `replica-behind`
+/// when a replica-hinted read shows the replica really lagged.
+const WRITE_THEN_READ: &str = r#"
+import os, pymysql
+n = int(os.environ["N"])
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"],
+                    database="app", autocommit=True)
+cur = c.cursor()
+missed = 0
+behind = 0
+for i in range(n):
+    cur.execute("INSERT INTO t (v) VALUES (%s)", ("ryw-%d" % i,))
+    lid = cur.lastrowid
+    cur.execute("SELECT v FROM t WHERE id = %s", (lid,))
+    row = cur.fetchone()
+    if row is None or row[0] != "ryw-%d" % i:
+        missed += 1
+    cur.execute("UPDATE t SET v = %s WHERE id = %s", ("upd-%d" % i, lid))
+    cur.execute("SELECT v FROM t WHERE id = %s", (lid,))
+    row = cur.fetchone()
+    if row is None or row[0] != "upd-%d" % i:
+        missed += 1
+    if i % 10 == 0:
+        cur.execute("/* furrow:replica */ SELECT COUNT(*) FROM t WHERE id = %s", (lid,))
+        if cur.fetchone()[0] == 0:
+            behind += 1
+print("missed", missed)
+print("behind", behind)
+"#;
+
+fn write_then_read(port: u16, n: usize) -> (usize, usize) {
+    let out = std::process::Command::new(python_interpreter())
+        .arg("-c")
+        .arg(WRITE_THEN_READ)
+        .env("PORT", port.to_string())
+        .env("PASSWORD", APP_SECRET)
+        .env("N", n.to_string())
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let num = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+    };
+    (num("missed "), num("behind "))
+}
+
+#[test]
+fn a_session_sees_its_own_writes_by_default() {
+    let rs = replica_set(1);
+    // The replica applies everything a second late; it stays within the lag limit, so it keeps
+    // receiving reads.
+    rs.set_replica_delay(0, 1).expect("delay");
+    let proxy = proxy_for(&rs, "max_replica_lag_ms = 60000");
+    let (missed, behind) = write_then_read(proxy.addr.port(), 150);
+    assert_eq!(missed, 0, "read-your-writes is the default");
+    assert!(behind > 0, "the replica really was behind");
+    // The mariadb CLI: two statements of one connection.
+    let out = cli(
+        proxy.addr.port(),
+        "app",
+        "INSERT INTO app.t (v) VALUES ('cli-ryw'); SELECT COUNT(*) FROM app.t WHERE v = 'cli-ryw'",
+    )
+    .expect("cli");
+    assert_eq!(out, ["1"]);
+    // Time mode (servers without GTIDs) keeps it too; the window is max_replica_lag_ms.
+    let time = proxy_for(
+        &rs,
+        "max_replica_lag_ms = 60000\nread_your_writes_mode = \"time\"\nread_your_writes_ms = 3000",
+    );
+    let (missed, _) = write_then_read(time.addr.port(), 40);
+    assert_eq!(missed, 0, "time mode");
+    // The explicit opt-out: reads go to the late replica and miss (which shows the test bites).
+    let off = proxy_for(
+        &rs,
+        "max_replica_lag_ms = 60000\nread_your_writes_mode = \"off\"",
+    );
+    let (missed, _) = write_then_read(off.addr.port(), 20);
+    assert!(
+        missed > 0,
+        "with read_your_writes_mode = off reads may miss"
+    );
+    rs.set_replica_delay(0, 0).expect("undelay");
+}
+
+// ---------------------------------------------------------------- item 17
+
+#[test]
+fn a_stalled_replica_does_not_hang_its_clients() {
+    let mut rs = replica_set(2);
+    let proxy = proxy_for(&rs, "read_timeout_ms = 1500");
+    let port = proxy.addr.port();
+    let reader = std::thread::spawn(move || {
+        python(
+            r#"
+import os, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"],
+                    autocommit=True, read_timeout=30)
+cur = c.cursor()
+worst = 0.0
+errors = []
+n = 0
+end = time.time() + 9
+while time.time() < end:
+    t0 = time.time()
+    try:
+        cur.execute("SELECT 42, @@server_id")
+        row = cur.fetchone()
+        assert row[0] == 42
+    except Exception as e:
+        errors.append(repr(e))
+    worst = max(worst, time.time() - t0)
+    n += 1
+    time.sleep(0.01)
+print("reads", n)
+print("worst %.3f" % worst)
+print("errors", len(errors), errors[:3])
+"#,
+            port,
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    rs.replica_mut(0).pause().expect("SIGSTOP");
+    std::thread::sleep(Duration::from_secs(5));
+    rs.replica_mut(0).resume().expect("SIGCONT");
+    let out = reader.join().expect("reader").expect("python");
+    eprintln!("{out}");
+    let worst: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("worst "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(99.0);
+    assert!(out.contains("errors 0 "), "{out}");
+    assert!(
+        worst < 3.5,
+        "every read answered within the read timeout and a retry: {out}"
+    );
+    assert!(
+        worst > 1.2,
+        "some read was stuck on the stalled replica until the timeout: {out}"
+    );
+    // Back to normal after SIGCONT: the replica serves reads again.
+    let replica = rs.replicas()[0].server_id().to_string();
+    wait_until(
+        "the resumed replica serves reads",
+        Duration::from_secs(20),
+        || {
+            (0..20).any(|_| {
+                cli(
+                    port,
+                    "app",
+                    "/* furrow:backend=replica1 */ SELECT @@server_id",
+                )
+                .is_ok_and(|r| r == [replica.clone()])
+            })
+        },
+    );
+}
