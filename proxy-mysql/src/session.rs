@@ -941,8 +941,9 @@ impl Session {
         // Read-your-writes: a known GTID of the session's last write picks the replicas that
         // applied it (below); without one (time mode, or a write whose GTID could not be read),
         // reads within the window after a write go to the primary.
+        let gtid_known = g.read_your_writes_gtid && self.last_gtid.is_some();
         let ryw = !g.read_your_writes.is_zero()
-            && !(g.read_your_writes_gtid && self.last_gtid.is_some())
+            && !gtid_known
             && self
                 .last_write
                 .is_some_and(|w| w.elapsed() < g.read_your_writes);
