@@ -1334,11 +1334,14 @@ impl Session {
         o: &Outcome,
         conn: &mut BackendConn,
     ) {
+        // A COMMIT makes the transaction's writes visible: its GTID is the one to wait for.
         if !g.read_your_writes_gtid
             || o.err.is_some()
             || self.in_txn
-            || c.is_read()
-            || matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty)
+            || !(is_write(c)
+                || c.kind == StmtKind::Commit
+                    && self.last_gtid.is_none()
+                    && self.last_write.is_some())
         {
             return;
         }
@@ -1431,7 +1434,7 @@ impl Session {
         } else if !self.autocommit && self.pinned.is_none() {
             self.in_txn = true;
         }
-        if !c.is_read() && !matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty) {
+        if is_write(c) {
             self.last_write = Some(Instant::now());
             // Until this write's GTID is read (`track_gtid`), the window decides.
             self.last_gtid = None;
@@ -1751,6 +1754,22 @@ fn is_session_only(c: &Classified) -> bool {
             | StmtKind::Commit
             | StmtKind::Rollback
     ) && c.flags & router::sql::classify::flags::GLOBAL_SET == 0
+}
+
+/// Whether a statement may change data (for read-your-writes): not a plain read, not one that
+/// only touches the session, not a transaction boundary (the writes inside count themselves).
+fn is_write(c: &Classified) -> bool {
+    !c.is_read()
+        && !matches!(
+            c.kind,
+            StmtKind::Set
+                | StmtKind::Use
+                | StmtKind::Empty
+                | StmtKind::Begin
+                | StmtKind::Commit
+                | StmtKind::Rollback
+                | StmtKind::Savepoint
+        )
 }
 
 fn is_plain_last_insert_id(sql: &str) -> bool {

@@ -25,12 +25,14 @@ fn python_drivers_and_prepared_statements() {
 import os, pymysql
 c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], database="app", autocommit=True)
 cur = c.cursor()
+# Before any write (after one, read-your-writes keeps the session's reads on the primary until the
+# replicas have applied it).
+cur.execute("SELECT @@server_id")
+print("sid", cur.fetchone()[0])
 cur.execute("INSERT INTO t (v) VALUES (%s)", ("py'mysql",))
 lid = cur.lastrowid
 cur.execute("/* furrow:primary */ SELECT v FROM t WHERE id = %s", (lid,))
 print("row", cur.fetchone()[0])
-cur.execute("SELECT @@server_id")
-print("sid", cur.fetchone()[0])
 c.begin()
 cur.execute("SELECT @@server_id")
 print("txn", cur.fetchone()[0])
