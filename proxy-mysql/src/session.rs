@@ -936,6 +936,14 @@ impl Session {
             if !primary && !replica_may_run(c, is_read) {
                 return Err(ProxyError::Refused(errs::hint_write_to_replica(name)));
             }
+            // An ejected (or offline) server is not tried: a hung one would hold the client until
+            // timeouts, once per retry.
+            if !x.state.usable() {
+                return Err(ProxyError::Refused(errs::circuit_open(
+                    &x.name,
+                    x.state.state_word(),
+                )));
+            }
             return Ok(Dest::Server(x.clone(), primary));
         }
         // Read-your-writes: a known GTID of the session's last write picks the replicas that

@@ -330,7 +330,28 @@ print("errors", len(errors), errors[:3])
     });
     std::thread::sleep(Duration::from_secs(2));
     rs.replica_mut(0).pause().expect("SIGSTOP");
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+    // Ejected by the health checks by now: a read hinted to it is refused at once (not sent to
+    // hang), and the proxy's own error counts as a request error.
+    let errors = || {
+        proxy
+            .listener_stats
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = errors();
+    wait_until(
+        "reads hinted to the hung replica are refused at once",
+        Duration::from_secs(10),
+        || {
+            let started = std::time::Instant::now();
+            let r = cli(port, "app", "/* furrow:backend=replica1 */ SELECT 1");
+            matches!(&r, Err(e) if e.contains("1105") && e.contains("circuit open"))
+                && started.elapsed() < Duration::from_secs(1)
+        },
+    );
+    assert!(errors() > before, "proxy errors are counted");
+    std::thread::sleep(Duration::from_secs(2));
     rs.replica_mut(0).resume().expect("SIGCONT");
     let out = reader.join().expect("reader").expect("python");
     eprintln!("{out}");
