@@ -1616,77 +1616,133 @@ impl Session {
             },
             None => None,
         };
-        let dest = match self.choose(&snap, g, &class, &[]) {
-            Ok(d) => d,
-            Err(e) => {
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        if class.pins_session() {
-            self.sticky = true;
-        }
-        let mut conn = match self.acquire(dest, g).await {
-            Ok(x) => x,
-            Err(e) => {
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        let bid = match Self::ensure_prepared(&mut conn, &sql).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(err)) => {
-                self.release(conn);
-                self.refuse(1, &err);
-                return Flow::Continue;
-            }
-            Err(e) => {
-                pool::discard(conn);
-                let e = ProxyError::BackendLost {
-                    server: String::new(),
-                    reason: e.to_string(),
-                };
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        for mut ld in long_data {
-            let mut v = ld.split_to(ld.len()).to_vec();
-            v[1..5].copy_from_slice(&bid.to_le_bytes());
-            conn.queue_command(&v);
-        }
-        body[1..5].copy_from_slice(&bid.to_le_bytes());
-        conn.queue_command(&body);
-        match self
-            .forward(&mut conn, RespKind::ResultSet, None, g, class.is_read())
-            .await
-        {
-            Ok(o) => {
-                self.after_statement(&class, &o, &mut conn, &sql);
-                self.track_gtid(g, &class, &o, &mut conn).await;
-                if cursor {
-                    self.sticky = true;
+        // Replicas that failed this execution: a retried read goes elsewhere.
+        let mut avoid: Vec<Rc<str>> = Vec::new();
+        let mut attempt = 0;
+        let wait = g
+            .query_timeout
+            .or(g.read_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        loop {
+            attempt += 1;
+            let dest = match self.choose(&snap, g, &class, &avoid) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
                 }
-                let server = conn.server.clone();
-                self.release(conn);
-                stats::record(
-                    &d,
-                    started.elapsed(),
-                    o.rows.max(o.affected),
-                    o.err.is_some(),
-                );
-                stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
-                let rows = o.rows.max(o.affected);
-                self.audit(g, &sql, &d, &server, started, rows, o.err);
-                Flow::Continue
+            };
+            // A read on a replica may run again elsewhere; writes and cursors never do.
+            let (retry_ok, dest_name) = match &dest {
+                Dest::Server(t, primary) => (
+                    !primary && class.is_read() && attempt <= MAX_READ_RETRIES,
+                    Some(t.name.clone()),
+                ),
+                Dest::Pinned => (false, None),
+            };
+            if class.pins_session() {
+                self.sticky = true;
             }
-            Err(e) => {
-                pool::discard(conn);
-                self.refuse(1, &e.to_err_packet());
-                if self.sticky || self.in_txn {
-                    return Flow::Close;
+            let mut conn = match self.acquire(dest, g).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if retry_ok && matches!(e, ProxyError::BackendConnect { .. }) {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
                 }
-                Flow::Continue
+            };
+            // Bounded: a hung server must not hold the client at the (re-)prepare either.
+            let bid = match tokio::time::timeout(wait, Self::ensure_prepared(&mut conn, &sql)).await
+            {
+                Ok(Ok(Ok(b))) => b,
+                Ok(Ok(Err(err))) => {
+                    self.release(conn);
+                    self.refuse(1, &err);
+                    return Flow::Continue;
+                }
+                Ok(Err(e)) => {
+                    let server = conn.server.to_string();
+                    pool::discard(conn);
+                    if retry_ok {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    let e = ProxyError::BackendLost {
+                        server,
+                        reason: e.to_string(),
+                    };
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
+                }
+                Err(_) => {
+                    pool::discard(conn);
+                    if retry_ok {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    self.refuse(1, &ProxyError::Timeout.to_err_packet());
+                    return if self.sticky || self.in_txn {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    };
+                }
+            };
+            for ld in &long_data {
+                let mut v = ld.to_vec();
+                v[1..5].copy_from_slice(&bid.to_le_bytes());
+                conn.queue_command(&v);
+            }
+            body[1..5].copy_from_slice(&bid.to_le_bytes());
+            conn.queue_command(&body);
+            let mark = self.client.wbuf.len();
+            match self
+                .forward(&mut conn, RespKind::ResultSet, None, g, class.is_read())
+                .await
+            {
+                Ok(o) => {
+                    self.after_statement(&class, &o, &mut conn, &sql);
+                    self.track_gtid(g, &class, &o, &mut conn).await;
+                    if cursor {
+                        self.sticky = true;
+                    }
+                    let server = conn.server.clone();
+                    self.release(conn);
+                    stats::record(
+                        &d,
+                        started.elapsed(),
+                        o.rows.max(o.affected),
+                        o.err.is_some(),
+                    );
+                    stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
+                    let rows = o.rows.max(o.affected);
+                    self.audit(g, &sql, &d, &server, started, rows, o.err);
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    pool::discard(conn);
+                    let flushed = self.client.wbuf.len() < mark;
+                    if retry_ok
+                        && !flushed
+                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
+                    {
+                        self.client.wbuf.truncate(mark);
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    if !flushed {
+                        self.client.wbuf.truncate(mark);
+                    }
+                    stats::record(&d, started.elapsed(), 0, true);
+                    self.refuse(1, &e.to_err_packet());
+                    if self.sticky || self.in_txn {
+                        return Flow::Close;
+                    }
+                    return Flow::Continue;
+                }
             }
         }
     }

@@ -302,10 +302,15 @@ fn a_stalled_replica_does_not_hang_its_clients() {
     let reader = std::thread::spawn(move || {
         python(
             r#"
-import os, time, pymysql
+import os, time, pymysql, mysql.connector
 c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"],
                     autocommit=True, read_timeout=30)
 cur = c.cursor()
+# Server-side prepared statements (COM_STMT_EXECUTE) too.
+p = mysql.connector.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"],
+                            use_pure=True, connection_timeout=30)
+p.autocommit = True
+pcur = p.cursor(prepared=True)
 worst = 0.0
 errors = []
 n = 0
@@ -313,9 +318,13 @@ end = time.time() + 9
 while time.time() < end:
     t0 = time.time()
     try:
-        cur.execute("SELECT 42, @@server_id")
-        row = cur.fetchone()
-        assert row[0] == 42
+        if n % 2 == 0:
+            cur.execute("SELECT 42, @@server_id")
+            row = cur.fetchone()
+        else:
+            pcur.execute("SELECT 40 + %s, @@server_id", (2,))
+            row = pcur.fetchall()[0]
+        assert int(row[0]) == 42, row
     except Exception as e:
         errors.append(repr(e))
     worst = max(worst, time.time() - t0)
