@@ -31,17 +31,39 @@ fn positions() -> &'static RwLock<HashMap<String, Gtids>> {
     P.get_or_init(|| RwLock::new(HashMap::new()))
 }
 
-/// Records what replica `server` of `group` has applied.
-pub fn set_position(group: &str, server: &str, pos: Gtids) {
+/// Records what replica `server` (at `address`) of `group` has applied.
+pub fn set_position(group: &str, server: &str, address: &str, pos: Gtids) {
     let mut m = positions().write().unwrap_or_else(|e| e.into_inner());
-    m.insert(format!("{group}/{server}"), pos);
+    m.insert(format!("{group}/{server}/{address}"), pos);
 }
 
-/// Whether replica `server` of `group` is known to have applied `want`.
-pub fn replica_has(group: &str, server: &str, want: &[(u32, u64)]) -> bool {
+/// Whether replica `server` (at `address`) of `group` is known to have applied `want`.
+pub fn replica_has(group: &str, server: &str, address: &str, want: &[(u32, u64)]) -> bool {
     let m = positions().read().unwrap_or_else(|e| e.into_inner());
-    m.get(&format!("{group}/{server}"))
+    m.get(&format!("{group}/{server}/{address}"))
         .is_some_and(|pos| covers(pos, want))
+}
+
+fn unsupported() -> &'static RwLock<std::collections::HashSet<String>> {
+    static U: OnceLock<RwLock<std::collections::HashSet<String>>> = OnceLock::new();
+    U.get_or_init(|| RwLock::new(std::collections::HashSet::new()))
+}
+
+/// Whether the primary of `group` is known to answer `@@last_gtid` (true until it has refused).
+pub fn supported(group: &str) -> bool {
+    !unsupported()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(group)
+}
+
+/// Records that the servers of `group` have no `@@last_gtid` (MySQL): read-your-writes falls back
+/// to the time window there.
+pub fn set_unsupported(group: &str) {
+    let mut u = unsupported().write().unwrap_or_else(|e| e.into_inner());
+    if u.len() < 10_000 {
+        u.insert(group.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -57,9 +79,10 @@ mod tests {
         assert!(!covers(&parse("0-1-4"), &parse("0-1-5")));
         assert!(!covers(&parse("1-1-9"), &parse("0-1-1")));
         assert!(covers(&parse("0-1-1"), &[]));
-        set_position("g", "r", parse("0-1-10"));
-        assert!(replica_has("g", "r", &parse("0-1-10")));
-        assert!(!replica_has("g", "r", &parse("0-1-11")));
-        assert!(!replica_has("g", "other", &parse("0-1-1")));
+        set_position("g", "r", "h:1", parse("0-1-10"));
+        assert!(replica_has("g", "r", "h:1", &parse("0-1-10")));
+        assert!(!replica_has("g", "r", "h:1", &parse("0-1-11")));
+        assert!(!replica_has("g", "other", "h:1", &parse("0-1-1")));
+        assert!(!replica_has("g", "r", "h:2", &parse("0-1-1")));
     }
 }

@@ -18,22 +18,24 @@ fn started() -> &'static Mutex<HashSet<String>> {
     S.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// Starts the monitor of `group` on this executor unless one runs already in the process.
+/// Starts the monitor of `group` on this executor unless one runs already for the same backend
+/// registry (one per proxy: several proxies in one process, as in tests, each measure their own).
 pub fn ensure_monitor(group: &str, shared: &Shared) {
+    let key = format!("{group}@{:p}", Arc::as_ptr(&shared.backends));
     {
         let mut s = started().lock().unwrap_or_else(|e| e.into_inner());
-        if !s.insert(group.to_string()) {
+        if !s.insert(key.clone()) {
             return;
         }
     }
     let group = group.to_string();
     let shared = shared.clone();
     tokio::task::spawn_local(async move {
-        monitor(group.clone(), shared).await;
+        monitor(group, shared).await;
         started()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&group);
+            .remove(&key);
     });
 }
 
@@ -79,15 +81,15 @@ async fn monitor(group: String, shared: Shared) {
                 )
                 .await
                 .unwrap_or_else(|_| Err("health check timed out".into()));
-                (key, state, srv.name, r, started.elapsed())
+                (key, state, srv.name, srv.address, r, started.elapsed())
             }
         });
         let results = futures_join(probes.collect()).await;
-        for (key, state, name, r, took) in results {
+        for (key, state, name, address, r, took) in results {
             match r {
                 Ok((c, lag, pos)) => {
                     if let Some(pos) = pos {
-                        crate::gtid::set_position(&group, &name, pos);
+                        crate::gtid::set_position(&group, &name, &address, pos);
                     }
                     if let Some(st) = &state {
                         st.record_ok(took);
@@ -185,13 +187,20 @@ async fn probe(
     }
     let (cols, rows) = c.query_rows("SHOW SLAVE STATUS").await?;
     let lag = lag_from_status(&cols, &rows);
+    // A server without MariaDB GTIDs refuses the query: then no position is known (sessions read
+    // from the primary within the read-your-writes window), and the replica stays healthy.
     let pos = if gtid {
-        let (_, rows) = c.query_rows("SELECT @@gtid_slave_pos").await?;
-        let text = rows
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .unwrap_or_default();
-        Some(crate::gtid::parse(&text))
+        match c.query_rows("SELECT @@gtid_slave_pos").await {
+            Ok((_, rows)) => {
+                let text = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .unwrap_or_default();
+                Some(crate::gtid::parse(&text))
+            }
+            Err(e) if e.contains("Unknown system variable") => None,
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

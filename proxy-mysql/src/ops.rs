@@ -188,13 +188,21 @@ fn limited(user: &str, resource: &str, value: u64, message: Option<&str>) -> Err
 }
 
 impl Rules {
-    /// Applies the rules to a statement: Err with the ERR packet to send, or a permit to hold while
-    /// the statement runs.
-    pub fn check(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
-        let mut decided = false;
+    /// Whether the rules decide what may run (deny/allow rules, or allowlist mode), as opposed to
+    /// only limiting it: then every statement of a text is checked, and what cannot be checked is
+    /// refused.
+    fn has_policy(&self) -> bool {
+        self.mode == RulesMode::Allowlist
+            || self
+                .rules
+                .iter()
+                .any(|c| matches!(c.rule.action, RuleAction::Deny | RuleAction::Allow))
+    }
+
+    /// The first matching deny/allow rule: Err for deny, Ok(true) for allow, Ok(false) for none.
+    fn decide(&self, user: &str, d: &Digest) -> Result<bool, ErrPacket> {
         for (i, c) in self.rules.iter().enumerate() {
             match c.rule.action {
-                RuleAction::Deny | RuleAction::Allow if decided => {}
                 RuleAction::Deny if c.matches(user, d) => {
                     return Err(denied(
                         user,
@@ -202,13 +210,58 @@ impl Rules {
                         c.rule.message.as_deref(),
                     ));
                 }
-                RuleAction::Allow if c.matches(user, d) => decided = true,
+                RuleAction::Allow if c.matches(user, d) => return Ok(true),
                 _ => {}
             }
         }
+        Ok(false)
+    }
+
+    /// Applies the rules to a query text whose digest is `d`: deny/allow to each statement of a
+    /// multi-statement text and to the literal text of `PREPARE ... FROM` / `EXECUTE IMMEDIATE`;
+    /// a statement whose effect is only known when it runs (`CALL`, dynamic SQL from an
+    /// expression) is refused unless an `allow` rule names it. Limits apply to the text as a whole.
+    pub fn check_text(&self, user: &str, sql: &str, d: &Digest) -> Result<Permit, ErrPacket> {
+        if !self.has_policy() {
+            return self.limits(user, d);
+        }
+        let units = router::sql::policy::rule_units(sql);
+        if let [one] = units.as_slice()
+            && one.opaque.is_none()
+        {
+            return self.check(user, d);
+        }
+        for u in &units {
+            let allowed = self.decide(user, &u.digest)?;
+            if allowed {
+                continue;
+            }
+            if let Some(why) = u.opaque {
+                return Err(denied(
+                    user,
+                    &format!("{why}: what it runs cannot be checked against the rules"),
+                    None,
+                ));
+            }
+            if self.mode == RulesMode::Allowlist {
+                return Err(denied(user, "not in the allowlist", None));
+            }
+        }
+        self.limits(user, d)
+    }
+
+    /// Applies the rules to one statement: Err with the ERR packet to send, or a permit to hold
+    /// while the statement runs.
+    pub fn check(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
+        let decided = self.decide(user, d)?;
         if self.mode == RulesMode::Allowlist && !decided {
             return Err(denied(user, "not in the allowlist", None));
         }
+        self.limits(user, d)
+    }
+
+    /// The `limit` rules matching `d`.
+    fn limits(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
         let mut permit = Permit { held: Vec::new() };
         for (i, c) in self.rules.iter().enumerate() {
             if c.rule.action != RuleAction::Limit || !c.matches(user, d) {
@@ -495,6 +548,60 @@ mod tests {
         let r = rules(RulesMode::Denylist, vec![dig], "g5");
         assert!(r.check("u", &s).is_err());
         assert!(r.check("u", &d).is_ok());
+    }
+
+    #[test]
+    fn every_statement_and_dynamic_sql_meet_the_rules() {
+        let r = rules(
+            RulesMode::Denylist,
+            vec![rule("DROP TABLE *", RuleAction::Deny)],
+            "g6",
+        );
+        let check = |sql: &str| {
+            r.check_text("u", sql, &router::sql::digest(sql))
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(check("SELECT 1"), None);
+        assert_eq!(check("SELECT 1; DROP TABLE t"), Some(1142));
+        assert_eq!(check("SELECT 1 /*!; DROP TABLE t */"), Some(1142));
+        assert_eq!(check("PREPARE s FROM 'DROP TABLE t'"), Some(1142));
+        assert_eq!(check("EXECUTE IMMEDIATE 'DROP TABLE t'"), Some(1142));
+        assert_eq!(check("PREPARE s FROM 'SELECT 1'"), None);
+        assert_eq!(check("PREPARE s FROM @q"), Some(1142));
+        assert_eq!(
+            check("EXECUTE IMMEDIATE CONCAT('DROP ', 'TABLE t')"),
+            Some(1142)
+        );
+        assert_eq!(check("CALL p()"), Some(1142));
+        assert_eq!(check("EXECUTE s"), None);
+        let r = rules(
+            RulesMode::Denylist,
+            vec![
+                rule("CALL SAFE_*", RuleAction::Allow),
+                rule("DROP TABLE *", RuleAction::Deny),
+            ],
+            "g7",
+        );
+        let sql = "CALL safe_report(1)";
+        assert!(r.check_text("u", sql, &router::sql::digest(sql)).is_ok());
+        let sql = "CALL other(1)";
+        assert!(r.check_text("u", sql, &router::sql::digest(sql)).is_err());
+        // Only limits: nothing to classify, everything runs.
+        let mut c = rule("*", RuleAction::Limit);
+        c.qps = Some(1000);
+        let r = rules(RulesMode::Denylist, vec![c], "g8");
+        let sql = "CALL p(); PREPARE s FROM @q";
+        assert!(r.check_text("u", sql, &router::sql::digest(sql)).is_ok());
+        let r = rules(
+            RulesMode::Allowlist,
+            vec![rule("SELECT *", RuleAction::Allow)],
+            "g9",
+        );
+        let sql = "SELECT 1; DELETE FROM t";
+        assert!(r.check_text("u", sql, &router::sql::digest(sql)).is_err());
+        let sql = "SELECT 1; SELECT 2";
+        assert!(r.check_text("u", sql, &router::sql::digest(sql)).is_ok());
     }
 
     #[test]

@@ -978,9 +978,22 @@ impl Session {
             if !primary && !replica_may_run(c, is_read) {
                 return Err(ProxyError::Refused(errs::hint_write_to_replica(name)));
             }
+            // An ejected (or offline) server is not tried: a hung one would hold the client until
+            // timeouts, once per retry.
+            if !x.state.usable() {
+                return Err(ProxyError::Refused(errs::circuit_open(
+                    &x.name,
+                    x.state.state_word(),
+                )));
+            }
             return Ok(Dest::Server(x.clone(), primary));
         }
+        // Read-your-writes: a known GTID of the session's last write picks the replicas that
+        // applied it (below); without one (time mode, or a write whose GTID could not be read),
+        // reads within the window after a write go to the primary.
+        let gtid_known = g.read_your_writes_gtid && self.last_gtid.is_some();
         let ryw = !g.read_your_writes.is_zero()
+            && !gtid_known
             && self
                 .last_write
                 .is_some_and(|w| w.elapsed() < g.read_your_writes);
@@ -995,7 +1008,8 @@ impl Session {
             let pick = match &self.last_gtid {
                 Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
                     .pick_replica_where(g.max_replica_lag, r, |x| {
-                        !avoid.contains(&x.name) && crate::gtid::replica_has(&g.name, &x.name, want)
+                        !avoid.contains(&x.name)
+                            && crate::gtid::replica_has(&g.name, &x.name, &x.address, want)
                     }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
@@ -1103,21 +1117,39 @@ impl Session {
             self.local_last_insert_id(sql);
             return Flow::Continue;
         }
-        if c.kind == StmtKind::Use
-            && let Some(db) = &c.schema
-        {
-            let snap = self.snap.get().clone();
-            if let Some(u) = snap.config.users.iter().find(|u| u.name == self.user)
-                && !schema_allowed(u, db)
-            {
-                let e = errs::db_access_denied(&self.user, &self.peer.ip().to_string(), db);
-                self.refuse(1, &e);
-                return Flow::Continue;
-            }
-        }
         let snap = self.snap.get().clone();
+        if let Some(e) = self.outside_schemas(&snap, sql) {
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
         self.execute_plain(payload, c, d, RespKind::ResultSet, &snap, sql)
             .await
+    }
+
+    /// For a user limited to some `schemas`: the ERR for a statement that names another schema
+    /// (every table reference, `USE` in a multi-statement, dynamic SQL), or that cannot be
+    /// analysed well enough to tell. None: it may run.
+    fn outside_schemas(&self, snap: &Arc<runtime::Snapshot>, sql: &str) -> Option<ErrPacket> {
+        let u = snap.config.users.iter().find(|u| u.name == self.user)?;
+        if u.schemas.is_empty() || u.schemas.iter().any(|s| s == "*") {
+            return None;
+        }
+        let allowed = |db: &str| schema_allowed(u, db);
+        match router::sql::policy::schemas_outside(sql, &allowed) {
+            Ok(out) => out
+                .into_iter()
+                .next()
+                .map(|db| errs::db_access_denied(&self.user, &self.peer.ip().to_string(), &db)),
+            Err(why) => Some(ErrPacket::new(
+                1142,
+                "42000",
+                format!(
+                    "furrow: statement refused for user '{}': the schemas it uses cannot be \
+                     checked ({why}); qualify names or simplify the statement",
+                    self.user
+                ),
+            )),
+        }
     }
 
     fn local_last_insert_id(&mut self, sql: &str) {
@@ -1162,7 +1194,7 @@ impl Session {
         };
         let started = Instant::now();
         let _permit = match crate::ops::rules_for(g, snap.generation) {
-            Some(r) => match r.check(&self.user, d) {
+            Some(r) => match r.check_text(&self.user, sql, d) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.refuse(1, &e);
@@ -1212,7 +1244,7 @@ impl Session {
             };
             let mark = self.client.wbuf.len();
             conn.queue_command(&payload);
-            let r = self.forward(&mut conn, kind, None, g).await;
+            let r = self.forward(&mut conn, kind, None, g, c.is_read()).await;
             let server = conn.server.clone();
             match r {
                 Ok(o) => {
@@ -1241,11 +1273,17 @@ impl Session {
                     {
                         st.record_failure(g.circuit_break_after, g.circuit_open);
                     }
+                    // A read that failed or timed out on a replica before anything reached
+                    // the client runs again elsewhere (a stalled replica must not hang its
+                    // clients); writes never do.
                     if retry_ok
                         && !flushed
                         && attempt <= MAX_READ_RETRIES
-                        && matches!(e, ProxyError::BackendLost { .. })
+                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
                     {
+                        if matches!(e, ProxyError::Timeout) {
+                            tracing::warn!(server = %server, "read timed out on a replica; retried elsewhere");
+                        }
                         self.client.wbuf.truncate(mark);
                         avoid.extend(dest_name);
                         continue;
@@ -1293,13 +1331,14 @@ impl Session {
     }
 
     /// Sends what is queued on `conn` and forwards the response to the client, with the statement
-    /// timeout.
+    /// timeout (for a `read`, the read timeout when no statement timeout is set).
     async fn forward(
         &mut self,
         conn: &mut BackendConn,
         kind: RespKind,
         client_stmt: Option<u32>,
         g: &MysqlGroup,
+        read: bool,
     ) -> Result<Outcome, ProxyError> {
         let lost = |server: &str, e: &dyn std::fmt::Display| ProxyError::BackendLost {
             server: server.to_string(),
@@ -1310,7 +1349,8 @@ impl Session {
         }
         let max = g.max_result_bytes.unwrap_or(u64::MAX);
         let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
-        let r = match g.query_timeout {
+        let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
+        let r = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -1344,16 +1384,26 @@ impl Session {
         o: &Outcome,
         conn: &mut BackendConn,
     ) {
+        // A COMMIT makes the transaction's writes visible: its GTID is the one to wait for.
         if !g.read_your_writes_gtid
             || o.err.is_some()
             || self.in_txn
-            || c.is_read()
-            || matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty)
+            || !(is_write(c)
+                || c.kind == StmtKind::Commit
+                    && self.last_gtid.is_none()
+                    && self.last_write.is_some())
         {
             return;
         }
-        match conn.query_rows("SELECT @@last_gtid").await {
-            Ok((_, rows)) => {
+        if !crate::gtid::supported(&g.name) {
+            return; // servers without `@@last_gtid`: the window decides
+        }
+        let wait = g
+            .query_timeout
+            .or(g.read_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        match tokio::time::timeout(wait, conn.query_rows("SELECT @@last_gtid")).await {
+            Ok(Ok((_, rows))) => {
                 let text = rows
                     .first()
                     .and_then(|r| r.first().cloned().flatten())
@@ -1363,7 +1413,10 @@ impl Session {
                     self.last_gtid = Some(g);
                 }
             }
-            Err(_) => conn.broken = true,
+            Ok(Err(e)) if e.contains("Unknown system variable") => {
+                crate::gtid::set_unsupported(&g.name);
+            }
+            Ok(Err(_)) | Err(_) => conn.broken = true,
         }
     }
 
@@ -1431,8 +1484,10 @@ impl Session {
         } else if !self.autocommit && self.pinned.is_none() {
             self.in_txn = true;
         }
-        if !c.is_read() && !matches!(c.kind, StmtKind::Set | StmtKind::Use | StmtKind::Empty) {
+        if is_write(c) {
             self.last_write = Some(Instant::now());
+            // Until this write's GTID is read (`track_gtid`), the window decides.
+            self.last_gtid = None;
         }
     }
 
@@ -1441,6 +1496,10 @@ impl Session {
     async fn prepare(&mut self, sql: &str) -> Flow {
         let c = classify(sql);
         let snap = self.snap.get().clone();
+        if let Some(e) = self.outside_schemas(&snap, sql) {
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
         let Some(g) = snap.config.mysql_group(&self.info.group) else {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
@@ -1466,7 +1525,7 @@ impl Session {
         p.extend_from_slice(sql.as_bytes());
         conn.queue_command(&p);
         match self
-            .forward(&mut conn, RespKind::Prepare, Some(id), g)
+            .forward(&mut conn, RespKind::Prepare, Some(id), g, true)
             .await
         {
             Ok(o) => {
@@ -1589,7 +1648,7 @@ impl Session {
         };
         let started = Instant::now();
         let _permit = match crate::ops::rules_for(g, snap.generation) {
-            Some(r) => match r.check(&self.user, &d) {
+            Some(r) => match r.check_text(&self.user, &sql, &d) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.refuse(1, &e);
@@ -1599,74 +1658,133 @@ impl Session {
             },
             None => None,
         };
-        let dest = match self.choose(&snap, g, &class, &[]) {
-            Ok(d) => d,
-            Err(e) => {
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        if class.pins_session() {
-            self.sticky = true;
-        }
-        let mut conn = match self.acquire(dest, g).await {
-            Ok(x) => x,
-            Err(e) => {
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        let bid = match Self::ensure_prepared(&mut conn, &sql).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(err)) => {
-                self.release(conn);
-                self.refuse(1, &err);
-                return Flow::Continue;
-            }
-            Err(e) => {
-                pool::discard(conn);
-                let e = ProxyError::BackendLost {
-                    server: String::new(),
-                    reason: e.to_string(),
-                };
-                self.refuse(1, &e.to_err_packet());
-                return Flow::Continue;
-            }
-        };
-        for mut ld in long_data {
-            let mut v = ld.split_to(ld.len()).to_vec();
-            v[1..5].copy_from_slice(&bid.to_le_bytes());
-            conn.queue_command(&v);
-        }
-        body[1..5].copy_from_slice(&bid.to_le_bytes());
-        conn.queue_command(&body);
-        match self.forward(&mut conn, RespKind::ResultSet, None, g).await {
-            Ok(o) => {
-                self.after_statement(&class, &o, &mut conn, &sql);
-                self.track_gtid(g, &class, &o, &mut conn).await;
-                if cursor {
-                    self.sticky = true;
+        // Replicas that failed this execution: a retried read goes elsewhere.
+        let mut avoid: Vec<Rc<str>> = Vec::new();
+        let mut attempt = 0;
+        let wait = g
+            .query_timeout
+            .or(g.read_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        loop {
+            attempt += 1;
+            let dest = match self.choose(&snap, g, &class, &avoid) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
                 }
-                let server = conn.server.clone();
-                self.release(conn);
-                stats::record(
-                    &d,
-                    started.elapsed(),
-                    o.rows.max(o.affected),
-                    o.err.is_some(),
-                );
-                stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
-                let rows = o.rows.max(o.affected);
-                self.audit(g, &sql, &d, &server, started, rows, o.err);
-                Flow::Continue
+            };
+            // A read on a replica may run again elsewhere; writes and cursors never do.
+            let (retry_ok, dest_name) = match &dest {
+                Dest::Server(t, primary) => (
+                    !primary && class.is_read() && attempt <= MAX_READ_RETRIES,
+                    Some(t.name.clone()),
+                ),
+                Dest::Pinned => (false, None),
+            };
+            if class.pins_session() {
+                self.sticky = true;
             }
-            Err(e) => {
-                pool::discard(conn);
-                self.refuse(1, &e.to_err_packet());
-                if self.sticky || self.in_txn {
-                    return Flow::Close;
+            let mut conn = match self.acquire(dest, g).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if retry_ok && matches!(e, ProxyError::BackendConnect { .. }) {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
                 }
-                Flow::Continue
+            };
+            // Bounded: a hung server must not hold the client at the (re-)prepare either.
+            let bid = match tokio::time::timeout(wait, Self::ensure_prepared(&mut conn, &sql)).await
+            {
+                Ok(Ok(Ok(b))) => b,
+                Ok(Ok(Err(err))) => {
+                    self.release(conn);
+                    self.refuse(1, &err);
+                    return Flow::Continue;
+                }
+                Ok(Err(e)) => {
+                    let server = conn.server.to_string();
+                    pool::discard(conn);
+                    if retry_ok {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    let e = ProxyError::BackendLost {
+                        server,
+                        reason: e.to_string(),
+                    };
+                    self.refuse(1, &e.to_err_packet());
+                    return Flow::Continue;
+                }
+                Err(_) => {
+                    pool::discard(conn);
+                    if retry_ok {
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    self.refuse(1, &ProxyError::Timeout.to_err_packet());
+                    return if self.sticky || self.in_txn {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    };
+                }
+            };
+            for ld in &long_data {
+                let mut v = ld.to_vec();
+                v[1..5].copy_from_slice(&bid.to_le_bytes());
+                conn.queue_command(&v);
+            }
+            body[1..5].copy_from_slice(&bid.to_le_bytes());
+            conn.queue_command(&body);
+            let mark = self.client.wbuf.len();
+            match self
+                .forward(&mut conn, RespKind::ResultSet, None, g, class.is_read())
+                .await
+            {
+                Ok(o) => {
+                    self.after_statement(&class, &o, &mut conn, &sql);
+                    self.track_gtid(g, &class, &o, &mut conn).await;
+                    if cursor {
+                        self.sticky = true;
+                    }
+                    let server = conn.server.clone();
+                    self.release(conn);
+                    stats::record(
+                        &d,
+                        started.elapsed(),
+                        o.rows.max(o.affected),
+                        o.err.is_some(),
+                    );
+                    stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
+                    let rows = o.rows.max(o.affected);
+                    self.audit(g, &sql, &d, &server, started, rows, o.err);
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    pool::discard(conn);
+                    let flushed = self.client.wbuf.len() < mark;
+                    if retry_ok
+                        && !flushed
+                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
+                    {
+                        self.client.wbuf.truncate(mark);
+                        avoid.extend(dest_name);
+                        continue;
+                    }
+                    if !flushed {
+                        self.client.wbuf.truncate(mark);
+                    }
+                    stats::record(&d, started.elapsed(), 0, true);
+                    self.refuse(1, &e.to_err_packet());
+                    if self.sticky || self.in_txn {
+                        return Flow::Close;
+                    }
+                    return Flow::Continue;
+                }
             }
         }
     }
@@ -1704,7 +1822,10 @@ impl Session {
         let mut body = payload.to_vec();
         body[1..5].copy_from_slice(&bid.to_le_bytes());
         conn.queue_command(&body);
-        match self.forward(&mut conn, RespKind::Fetch, None, g).await {
+        match self
+            .forward(&mut conn, RespKind::Fetch, None, g, true)
+            .await
+        {
             Ok(_) => {
                 self.release(conn);
                 Flow::Continue
@@ -1741,6 +1862,22 @@ fn is_session_only(c: &Classified) -> bool {
     ) && c.flags & router::sql::classify::flags::GLOBAL_SET == 0
 }
 
+/// Whether a statement may change data (for read-your-writes): not a plain read, not one that
+/// only touches the session, not a transaction boundary (the writes inside count themselves).
+fn is_write(c: &Classified) -> bool {
+    !c.is_read()
+        && !matches!(
+            c.kind,
+            StmtKind::Set
+                | StmtKind::Use
+                | StmtKind::Empty
+                | StmtKind::Begin
+                | StmtKind::Commit
+                | StmtKind::Rollback
+                | StmtKind::Savepoint
+        )
+}
+
 fn is_plain_last_insert_id(sql: &str) -> bool {
     digest(sql).text == "SELECT LAST_INSERT_ID ()"
 }
@@ -1749,10 +1886,10 @@ fn host_allowed(u: &User, ip: IpAddr) -> bool {
     u.hosts.is_empty() || u.hosts.iter().any(|n| n.contains(ip))
 }
 
+/// Whether `u` may use schema `db`. The system schemas (information_schema, mysql,
+/// performance_schema, sys) need an explicit grant like any other: they describe every schema.
 fn schema_allowed(u: &User, db: &str) -> bool {
-    u.schemas.is_empty()
-        || u.schemas.iter().any(|s| s == db || s == "*")
-        || db.eq_ignore_ascii_case("information_schema")
+    u.schemas.is_empty() || u.schemas.iter().any(|s| s == db || s == "*")
 }
 
 /// Whether `u`'s stored hashes can check an answer made with `plugin`.
@@ -1789,9 +1926,14 @@ fn kill_query(conn: &BackendConn, g: &MysqlGroup) {
     let (user, pw, ct) = (g.user.clone(), g.password.clone(), g.connect_timeout);
     let tls = g.tls.clone();
     tokio::task::spawn_local(async move {
-        if let Ok(mut c) = BackendConn::connect(server, address, &user, &pw, ct, tls.as_ref()).await
-        {
-            let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
-        }
+        // Bounded: a stalled server must not keep this task (and its socket) forever.
+        let _ = tokio::time::timeout(ct * 2, async move {
+            if let Ok(mut c) =
+                BackendConn::connect(server, address, &user, &pw, ct, tls.as_ref()).await
+            {
+                let _ = c.query_rows(&format!("KILL QUERY {id}")).await;
+            }
+        })
+        .await;
     });
 }

@@ -25,12 +25,14 @@ fn python_drivers_and_prepared_statements() {
 import os, pymysql
 c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], database="app", autocommit=True)
 cur = c.cursor()
+# Before any write (after one, read-your-writes keeps the session's reads on the primary until the
+# replicas have applied it).
+cur.execute("SELECT @@server_id")
+print("sid", cur.fetchone()[0])
 cur.execute("INSERT INTO t (v) VALUES (%s)", ("py'mysql",))
 lid = cur.lastrowid
 cur.execute("/* furrow:primary */ SELECT v FROM t WHERE id = %s", (lid,))
 print("row", cur.fetchone()[0])
-cur.execute("SELECT @@server_id")
-print("sid", cur.fetchone()[0])
 c.begin()
 cur.execute("SELECT @@server_id")
 print("txn", cur.fetchone()[0])
@@ -65,17 +67,19 @@ import os, mysql.connector
 c = mysql.connector.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app", password=os.environ["PASSWORD"], database="app", auth_plugin="{plugin}", use_pure=True)
 c.autocommit = True
 cur = c.cursor(prepared=True)
+# Reads before the session writes (after a write, read-your-writes keeps them on the primary
+# until the replicas have applied it).
+seen = set()
+for i in range(30):
+    cur.execute("SELECT @@server_id + %s", (0,))
+    seen.add(int(cur.fetchall()[0][0]))
+print("seen", sorted(seen))
 cur.execute("INSERT INTO t (v) VALUES (%s)", ("prep-{plugin}",))
 lid = cur.lastrowid
 for i in range(20):
     cur.execute("SELECT /* furrow:primary */ v, id FROM t WHERE id = %s", (lid,))
     r = cur.fetchall()
     assert r[0][0] in ("prep-{plugin}", b"prep-{plugin}"), r
-seen = set()
-for i in range(30):
-    cur.execute("SELECT @@server_id + %s", (0,))
-    seen.add(int(cur.fetchall()[0][0]))
-print("seen", sorted(seen))
 # A file-like parameter is sent with COM_STMT_SEND_LONG_DATA before the execution.
 import io
 cur.execute("INSERT INTO t (v) VALUES (%s)", (io.BytesIO(b"long-data-{plugin}"),))

@@ -116,8 +116,18 @@ fn rules() {
 
 #[test]
 fn read_your_writes_mode() {
-    assert!(!group("").read_your_writes_gtid);
+    // On by default (issue 15 item 0): by GTID, with a window of max_replica_lag as the fallback.
+    let g = group("");
+    assert!(g.read_your_writes_gtid);
+    assert_eq!(g.read_your_writes, g.max_replica_lag);
     assert!(!group("read_your_writes_mode = \"time\"").read_your_writes_gtid);
     assert!(group("read_your_writes_mode = \"gtid\"").read_your_writes_gtid);
-    assert!(error("read_your_writes_mode = \"both\"").contains("time, gtid"));
+    let off = group("read_your_writes_mode = \"off\"\nread_your_writes_ms = 500");
+    assert!(!off.read_your_writes_gtid);
+    assert!(off.read_your_writes.is_zero());
+    assert_eq!(
+        group("read_your_writes_ms = 250").read_your_writes,
+        std::time::Duration::from_millis(250)
+    );
+    assert!(error("read_your_writes_mode = \"both\"").contains("gtid, time, off"));
 }

@@ -199,7 +199,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
         });
     };
     let d = Rc::new(digest(sql));
-    match r.check(cx.user, &d) {
+    match r.check_text(cx.user, sql, &d) {
         Ok(p) => Ok(OpsGate {
             started,
             digest: Some(d),

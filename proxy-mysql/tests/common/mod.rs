@@ -89,6 +89,8 @@ pub struct Proxy {
     pub hub: SnapshotHub,
     /// Backend states.
     pub backends: Arc<BackendRegistry>,
+    /// The listener's counters (requests, errors ...).
+    pub listener_stats: Arc<runtime::ListenerStats>,
     shutdown: tokio::sync::watch::Sender<bool>,
     executors: Option<Executors>,
     _lease: PortLease,
@@ -114,6 +116,7 @@ impl Proxy {
         let listener_stats = stats.register("db", "mysql", &addr.to_string());
         let std_listener = runtime::bind_reuseport(addr, 128).expect("bind");
         let slot = std::sync::Mutex::new(Some(std_listener));
+        let counters = listener_stats.clone();
         let executors = Executors::start(1, "test-mysql", move |core| {
             let l = slot.lock().expect("lock").take();
             let shared = shared.clone();
@@ -136,6 +139,7 @@ impl Proxy {
             addr,
             hub,
             backends,
+            listener_stats: counters,
             shutdown: tx,
             executors: Some(executors),
             _lease: lease,

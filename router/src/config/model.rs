@@ -340,10 +340,12 @@ pub struct MysqlGroup {
     pub replicas: Vec<Server>,
     /// A replica lagging more than this receives no reads.
     pub max_replica_lag: Duration,
-    /// After a write, the session reads from the primary for this long (read-your-writes). Zero: off.
+    /// After a write, the session reads from the primary for this long (read-your-writes by time;
+    /// with GTIDs, for writes whose GTID is not known). Zero: off. Default: `max_replica_lag`.
     pub read_your_writes: Duration,
-    /// Read-your-writes by GTID: after a write, a session reads only from replicas that have applied
-    /// its last GTID (`@@last_gtid` vs the replica's `@@gtid_slave_pos`), else from the primary.
+    /// Read-your-writes by GTID (the default): after a write, a session reads only from replicas
+    /// that have applied its last GTID (`@@last_gtid` vs the replica's `@@gtid_slave_pos`), else
+    /// from the primary. `read_your_writes_mode = "off"` turns read-your-writes off.
     pub read_your_writes_gtid: bool,
     /// Backend connections per server per executor, at most.
     pub pool_max: u32,
@@ -353,6 +355,10 @@ pub struct MysqlGroup {
     pub connect_timeout: Duration,
     /// Statement timeout (None: none).
     pub query_timeout: Option<Duration>,
+    /// Statement timeout for reads when `query_timeout` is not set (None: none). A read that
+    /// times out on a replica is retried on another server, so a stalled replica does not hang
+    /// its clients; writes are never retried.
+    pub read_timeout: Option<Duration>,
     /// Health check and lag measurement period.
     pub health_interval: Duration,
     /// Largest result (bytes on the wire) forwarded for one statement; a bigger one ends with an
@@ -917,12 +923,20 @@ fn read_mysql_group(
     let max_replica_lag = t
         .opt_ms(d, "max_replica_lag_ms", 0, 86_400_000)
         .unwrap_or(Duration::from_secs(5));
-    let read_your_writes = t
+    // Read-your-writes is on unless opted out: by GTID (with the window as the fallback when a
+    // write's GTID is not known, e.g. on servers without `@@last_gtid`), or by the window alone.
+    let ryw_mode = t
+        .opt_choice(d, "read_your_writes_mode", &["gtid", "time", "off"])
+        .map_or("gtid", |c| *c.get_ref());
+    let window = t
         .opt_ms(d, "read_your_writes_ms", 0, 3_600_000)
-        .unwrap_or(Duration::ZERO);
-    let read_your_writes_gtid = t
-        .opt_choice(d, "read_your_writes_mode", &["time", "gtid"])
-        .is_some_and(|c| *c.get_ref() == "gtid");
+        .unwrap_or(max_replica_lag);
+    let read_your_writes = if ryw_mode == "off" {
+        Duration::ZERO
+    } else {
+        window
+    };
+    let read_your_writes_gtid = ryw_mode == "gtid";
     let pool_max = t
         .opt_u64(d, "pool_max", 1, 100_000)
         .map_or(64, |v| *v.get_ref() as u32);
@@ -935,6 +949,11 @@ fn read_mysql_group(
     let query_timeout = t
         .opt_ms(d, "query_timeout_ms", 0, 86_400_000)
         .filter(|d| !d.is_zero());
+    let read_timeout = t
+        .opt_ms(d, "read_timeout_ms", 0, 86_400_000)
+        .map_or(Some(Duration::from_secs(30)), |d| {
+            (!d.is_zero()).then_some(d)
+        });
     let health_interval = t
         .opt_ms(d, "health_interval_ms", 50, 3_600_000)
         .unwrap_or(Duration::from_millis(1000));
@@ -983,6 +1002,7 @@ fn read_mysql_group(
         pool_idle_timeout,
         connect_timeout,
         query_timeout,
+        read_timeout,
         health_interval,
         max_result_bytes,
         slow_query,

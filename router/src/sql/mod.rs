@@ -6,6 +6,7 @@ pub mod digest;
 pub mod guard;
 pub mod lexer;
 pub mod plan;
+pub mod policy;
 pub mod shard;
 pub mod stmt_cache;
 
