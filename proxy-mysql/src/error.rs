@@ -250,14 +250,20 @@ pub mod errs {
         )
     }
 
-    /// 1105: a server's circuit is open (ejected after errors, or taken offline by an admin).
-    pub fn circuit_open(server: &str, state: &str) -> ErrPacket {
+    /// 1105: a server's circuit is open (ejected after errors, or taken offline by an admin),
+    /// with the reason of its last failure when known.
+    pub fn circuit_open(server: &str, st: &runtime::BackendState) -> ErrPacket {
+        let state = st.state_word();
+        let why = match st.last_error() {
+            Some(e) if state == "ejected" => format!("; last error: {e}"),
+            _ => String::new(),
+        };
         ErrPacket::new(
             1105,
             "HY000",
             format!(
-                "furrow: backend '{server}' is {state} (circuit open after errors or admin offline); \
-                 the statement was not sent"
+                "furrow: backend '{server}' is {state} (circuit open after errors or admin \
+                 offline{why}); the statement was not sent"
             ),
         )
     }

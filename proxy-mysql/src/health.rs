@@ -101,6 +101,7 @@ async fn monitor(group: String, shared: Shared) {
                 }
                 Err(e) => {
                     if let Some(st) = &state {
+                        st.note_error(&e.to_string());
                         if st.record_failure(2, interval * 2) {
                             tracing::warn!(group = %group, server = %st.name, error = %e, "backend ejected");
                         }

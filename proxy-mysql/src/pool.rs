@@ -221,6 +221,7 @@ pub async fn checkout(
                 }
                 Err(reason) => {
                     pool.open.set(pool.open.get().saturating_sub(1));
+                    t.state.note_error(&reason);
                     t.state
                         .record_failure(g.circuit_break_after, g.circuit_open);
                     Err(ProxyError::BackendConnect {

@@ -981,10 +981,7 @@ impl Session {
             // An ejected (or offline) server is not tried: a hung one would hold the client until
             // timeouts, once per retry.
             if !x.state.usable() {
-                return Err(ProxyError::Refused(errs::circuit_open(
-                    &x.name,
-                    x.state.state_word(),
-                )));
+                return Err(ProxyError::Refused(errs::circuit_open(&x.name, &x.state)));
             }
             return Ok(Dest::Server(x.clone(), primary));
         }
@@ -1028,7 +1025,7 @@ impl Session {
         if !t.primary.state.usable() {
             return Err(ProxyError::Refused(errs::circuit_open(
                 &t.primary.name,
-                t.primary.state.state_word(),
+                &t.primary.state,
             )));
         }
         Ok(Dest::Server(t.primary.clone(), true))
@@ -1271,6 +1268,7 @@ impl Session {
                     if let Some(st) = &dest_state
                         && !matches!(e, ProxyError::Timeout | ProxyError::Refused(_))
                     {
+                        st.note_error(&e.to_string());
                         st.record_failure(g.circuit_break_after, g.circuit_open);
                     }
                     // A read that failed or timed out on a replica before anything reached

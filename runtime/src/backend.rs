@@ -60,6 +60,9 @@ pub struct BackendState {
     pub latency_us: AtomicU64,
     /// Replication lag in ms as last measured (MySQL replicas; u64::MAX: unknown).
     pub lag_ms: AtomicU64,
+    /// Why the last failure failed (a connect error, a certificate refused ...), for the errors
+    /// that tell clients a server is ejected. Written on failures only.
+    last_error: std::sync::Mutex<Option<Box<str>>>,
     epoch: Instant,
 }
 
@@ -85,8 +88,24 @@ impl BackendState {
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
+            last_error: std::sync::Mutex::new(None),
             epoch,
         }
+    }
+
+    /// Remembers why the last failure failed.
+    pub fn note_error(&self, why: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why.into());
+        }
+    }
+
+    /// Why the last failure failed, if known.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_deref().map(str::to_string))
     }
 
     fn now_ms(&self) -> u64 {

@@ -120,7 +120,7 @@ pub async fn checkout(
     if !t.primary.state.usable() {
         return Err(ProxyError::Refused(errs::circuit_open(
             &t.primary.name,
-            t.primary.state.state_word(),
+            &t.primary.state,
         )));
     }
     let schema = schema_name(&shard.schema);
