@@ -295,6 +295,7 @@ pub fn start(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
+        logins: Default::default(),
         backends: Arc::new(BackendRegistry::new(&config)),
         snapshots: SnapshotHub::new(config, source.describe()),
         stats: Arc::new(StatsRegistry::default()),

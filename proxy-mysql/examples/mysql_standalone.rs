@@ -30,6 +30,7 @@ fn main() {
     let stats = Arc::new(StatsRegistry::default());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let shared = Shared {
+        logins: Default::default(),
         snapshots: hub,
         stats: stats.clone(),
         backends: Arc::new(BackendRegistry::new(&config)),

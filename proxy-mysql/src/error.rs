@@ -268,6 +268,18 @@ pub mod errs {
         )
     }
 
+    /// 1129: too many failed logins from this address (`max_login_failures`).
+    pub fn host_blocked(host: &str, left: std::time::Duration) -> ErrPacket {
+        ErrPacket::new(
+            1129,
+            "HY000",
+            format!(
+                "Host '{host}' is blocked because of many failed logins; it is unblocked in {} s",
+                left.as_secs().max(1)
+            ),
+        )
+    }
+
     /// 1105: an internal inconsistency, reported instead of panicking.
     pub fn internal(what: &str) -> ErrPacket {
         ErrPacket::new(1105, "HY000", format!("furrow internal error: {what}"))

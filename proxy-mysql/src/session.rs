@@ -375,7 +375,24 @@ impl Session {
     }
 
     /// Returns Ok(false) when the client was refused (an ERR is queued).
+    /// Counts a failed login of this client's address (login throttling).
+    fn login_failed(&mut self) {
+        let window = self.snap.get().config.proxy.login_block;
+        self.shared.logins.failed(self.peer.ip(), window);
+    }
+
     async fn handshake(&mut self) -> Result<bool, ConnError> {
+        // An address with too many failed logins is refused before the greeting, as a server
+        // refuses a blocked host.
+        let proxy = self.snap.get().config.proxy.clone();
+        if let Some(left) =
+            self.shared
+                .logins
+                .blocked(self.peer.ip(), proxy.max_login_failures, proxy.login_block)
+        {
+            self.refuse(0, &errs::host_blocked(&self.peer.ip().to_string(), left));
+            return Ok(false);
+        }
         self.scramble = match crate::nonce::scramble() {
             Ok(s) => s,
             Err(e) => {
@@ -473,6 +490,7 @@ impl Session {
             .find(|u| u.name == name)
             .cloned();
         let Some(user) = user else {
+            self.login_failed();
             self.refuse(
                 seq,
                 &errs::access_denied(&name, &host, !resp.auth_response.is_empty()),
@@ -506,12 +524,14 @@ impl Session {
         if !verify(&user, &plugin_used, &response, &self.scramble)
             || (user.require_tls && !self.client.stream.is_tls())
         {
+            self.login_failed();
             self.refuse(
                 seq,
                 &errs::access_denied(&name, &host, !response.is_empty()),
             );
             return Ok(false);
         }
+        self.shared.logins.succeeded(self.peer.ip());
         seq = self.queue_fast_auth(&plugin_used, seq);
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
@@ -876,6 +896,7 @@ impl Session {
                 && (!u.require_tls || self.client.stream.is_tls())
         });
         let Some(user) = user.filter(|_| ok) else {
+            self.login_failed();
             self.refuse(
                 seq,
                 &errs::access_denied(&name, &host, !response.is_empty()),

@@ -31,6 +31,7 @@ fn main() {
     let hub = SnapshotHub::new(config, path);
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let shared = Shared {
+        logins: Default::default(),
         snapshots: hub,
         stats: Arc::new(StatsRegistry::default()),
         backends,

@@ -282,13 +282,7 @@ fn own_state(group: &RedisGroup, name: &str, address: &str) -> Option<Arc<Backen
     server.address = address.to_string();
     g.servers = vec![server];
     let cfg = router::config::Config {
-        proxy: router::config::ProxySettings {
-            executors: None,
-            admin: None,
-            admin_password: None,
-            metrics: None,
-            shutdown_grace: std::time::Duration::ZERO,
-        },
+        proxy: router::config::ProxySettings::default(),
         listeners: Vec::new(),
         redis_groups: vec![g],
         mysql_groups: Vec::new(),

@@ -100,13 +100,7 @@ impl Pool {
         // Servers missing from the shared registry (an embedding that did not sync it) get a
         // private state so that the pool still works.
         let own = BackendRegistry::new(&router::config::Config {
-            proxy: router::config::ProxySettings {
-                executors: None,
-                admin: None,
-                admin_password: None,
-                metrics: None,
-                shutdown_grace: std::time::Duration::ZERO,
-            },
+            proxy: router::config::ProxySettings::default(),
             listeners: Vec::new(),
             redis_groups: vec![group.clone()],
             mysql_groups: Vec::new(),

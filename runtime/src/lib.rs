@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod executor;
 pub mod listener;
+pub mod logins;
 pub mod snapshot;
 pub mod stats;
 
@@ -34,6 +35,8 @@ pub struct Shared {
     pub backends: Arc<BackendRegistry>,
     /// Flips to `true` once when the process starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Failed logins by client address (login throttling), across executors.
+    pub logins: Arc<logins::LoginThrottle>,
 }
 
 /// Everything one executor's accept loop for one listener needs.

@@ -108,6 +108,7 @@ impl Proxy {
         let stats = Arc::new(StatsRegistry::default());
         let (tx, rx) = tokio::sync::watch::channel(false);
         let shared = Shared {
+            logins: Default::default(),
             snapshots: hub.clone(),
             stats: stats.clone(),
             backends: backends.clone(),

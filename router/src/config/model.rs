@@ -78,6 +78,26 @@ pub struct ProxySettings {
     pub metrics: Option<SocketAddr>,
     /// How long shutdown waits for client connections to finish.
     pub shutdown_grace: Duration,
+    /// Failed MySQL logins from one address within `login_block` after which the address is
+    /// refused at connect until that window ends (0: no throttling). Default 10.
+    pub max_login_failures: u32,
+    /// The window of `max_login_failures` (`login_block_ms`). Default 60 s.
+    pub login_block: Duration,
+}
+
+impl Default for ProxySettings {
+    /// The settings of a config without a `[proxy]` table.
+    fn default() -> Self {
+        ProxySettings {
+            executors: None,
+            admin: None,
+            admin_password: None,
+            metrics: None,
+            shutdown_grace: Duration::from_secs(5),
+            max_login_failures: 10,
+            login_block: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What protocol a listener speaks.
@@ -562,13 +582,7 @@ pub(crate) fn read_config(
 ) -> Config {
     let proxy = match root.opt_table(d, "proxy") {
         Some(t) => read_proxy(t, d),
-        None => ProxySettings {
-            executors: None,
-            admin: None,
-            admin_password: None,
-            metrics: None,
-            shutdown_grace: Duration::from_secs(5),
-        },
+        None => ProxySettings::default(),
     };
     let listeners = root
         .opt_table_list(d, "listeners")
@@ -619,6 +633,12 @@ fn read_proxy(mut t: TableReader<'_, '_>, d: &mut Diags) -> ProxySettings {
     let shutdown_grace = t
         .opt_ms(d, "shutdown_grace_ms", 0, 3_600_000)
         .unwrap_or(Duration::from_secs(5));
+    let max_login_failures = t
+        .opt_u64(d, "max_login_failures", 0, 1_000_000)
+        .map_or(10, |v| *v.get_ref() as u32);
+    let login_block = t
+        .opt_ms(d, "login_block_ms", 1, 86_400_000)
+        .unwrap_or(Duration::from_secs(60));
     t.finish(d);
     ProxySettings {
         executors,
@@ -626,6 +646,8 @@ fn read_proxy(mut t: TableReader<'_, '_>, d: &mut Diags) -> ProxySettings {
         admin_password,
         metrics,
         shutdown_grace,
+        max_login_failures,
+        login_block,
     }
 }
 
