@@ -2,8 +2,8 @@
 //!
 //! Layout: [`net`] holds every socket call; [`backend`] the multiplexed pipelined backend
 //! connections; [`pool`] a core's connections to a group; [`session`] one client connection
-//! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue; [`merge`] the
-//! merging of split and fan-out replies ([`info`] for INFO); [`acl`] proxy users; [`metrics`] per-command metrics and
+//! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue (split and
+//! fan-out replies are merged by `router::redis::merge`); [`acl`] proxy users; [`metrics`] per-command metrics and
 //! hot/big key sampling for the admin port; [`sentinel`] follows primaries through Redis
 //! Sentinel.
 //!
@@ -15,14 +15,11 @@ pub mod acl;
 pub mod backend;
 pub mod blocking;
 pub mod cluster;
-pub mod info;
-pub mod merge;
 pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod pool;
 pub mod reply;
-pub mod route;
 pub mod sentinel;
 pub mod session;
 

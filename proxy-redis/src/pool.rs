@@ -31,7 +31,7 @@ pub struct Pool {
     /// Servers, in config order.
     pub servers: Vec<Rc<ServerInfo>>,
     /// Key → server index; `Err` holds why the group cannot route.
-    pub dist: Result<Distribution, String>,
+    pub dist: Result<Distribution, router::redis::RedisRouteError>,
     connections: usize,
     /// Pipelined connections by (server, db, resp3).
     conns: RefCell<ConnMap>,
@@ -178,7 +178,7 @@ impl Pool {
             generation: std::cell::Cell::new(generation),
             fingerprint: fingerprint(group),
             group: group.name.clone(),
-            dist: crate::route::distribution(group),
+            dist: router::redis::group_distribution(group),
             servers,
             connections,
             conns: RefCell::default(),

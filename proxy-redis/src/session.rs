@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespError, RespVersion};
 use router::config::{ListenerLimits, User};
 use router::redis::command::flags;
+use router::redis::merge::MergeKind;
 use router::redis::{CommandInfo, FanOutMerge, MultiKeyMerge, Policy, Resolved};
 use runtime::{BackendRegistry, ListenerStats, LocalSnapshot};
 use tokio::net::TcpStream;
@@ -20,7 +21,6 @@ use tokio::net::TcpStream;
 use crate::acl;
 use crate::backend::{BackendConn, Dest, Mode, PushSink};
 use crate::blocking::{self, Blocker, Gate};
-use crate::merge::MergeKind;
 use crate::metrics::CoreMetrics;
 use crate::net::{self, ReadOutcome};
 use crate::pool::Pool;
@@ -240,6 +240,15 @@ pub struct Session {
     max_frame: u64,
     /// Whether the decoder applies the pre-authentication caps (kept equal to `!authed`).
     decoder_preauth: bool,
+}
+
+/// A random number (not for cryptography: spreads RANDOMKEY over the shards).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per instance from the OS and a per-thread counter.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
 fn error_line(msg: &str) -> Vec<u8> {
@@ -939,7 +948,7 @@ impl Session {
             FanOutMerge::ConcatArrays => MergeKind::Concat,
             FanOutMerge::ElementwiseAnd => MergeKind::And,
             FanOutMerge::MinInteger => MergeKind::Min,
-            FanOutMerge::AnyNonNil => MergeKind::FirstNonNull,
+            FanOutMerge::AnyNonNil => MergeKind::FirstNonNull { pick: random_u64() },
             FanOutMerge::AnySuccess => MergeKind::AnySuccess,
             FanOutMerge::Info => MergeKind::Info {
                 names: targets
