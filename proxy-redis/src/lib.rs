@@ -1,6 +1,6 @@
 //! Furrow's Redis proxy: per-core sessions, multiplexed pipelined backends, fan-out, admin.
 //!
-//! Layout: [`net`] holds every socket call; [`backend`] the multiplexed pipelined backend
+//! Layout: [`net`] holds every socket call; [`error`] the proxy's errors and their RESP replies; [`backend`] the multiplexed pipelined backend
 //! connections; [`pool`] a core's connections to a group; [`session`] one client connection
 //! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue (split and
 //! fan-out replies are merged by `router::redis::merge`); [`acl`] proxy users; [`metrics`] per-command metrics and
@@ -15,6 +15,7 @@ pub mod acl;
 pub mod backend;
 pub mod blocking;
 pub mod cluster;
+pub mod error;
 pub mod metrics;
 pub mod net;
 pub mod notify;
@@ -137,7 +138,7 @@ pub async fn serve(ctx: ListenerCtx) {
                     ctx.open_clients.fetch_sub(1, Relaxed);
                     ListenerStats::add(&stats.rejected, 1);
                     if start_tls.is_none() {
-                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        let _ = stream.try_write(&error::Error::MaxClients.reply());
                     }
                     continue;
                 }

@@ -178,11 +178,7 @@ impl ReplyQueue {
             let done = match done {
                 _ if muted => Bytes::new(),
                 Ok(reply) => reply,
-                Err(e) => {
-                    let mut b = BytesMut::new();
-                    codec::resp::write_error(&mut b, format!("ERR {e}").as_bytes());
-                    b.freeze()
-                }
+                Err(e) => Bytes::from(crate::error::Error::Merge(e).reply()),
             };
             self.held += done.len();
             self.note_size(done.len());
