@@ -228,6 +228,9 @@ pub enum Error {
         /// Why.
         why: BackendFailure,
     },
+    /// A configured server has no health state in the registry (a pool cannot be built).
+    #[error("no backend state for server {0}")]
+    NoBackendState(String),
     /// The parts of a split or fan-out command cannot be merged.
     #[error("{0}")]
     Merge(#[source] MergeError),
@@ -242,7 +245,7 @@ impl Error {
             }
             Self::Merge(MergeError::NoShard) => Side::Internal,
             Self::Merge(_) => Side::Backend,
-            Self::MaxClients => Side::Internal,
+            Self::MaxClients | Self::NoBackendState(_) => Side::Internal,
             _ => Side::Client,
         }
     }
