@@ -22,6 +22,7 @@ use runtime::BackendState;
 use tokio::net::TcpStream;
 
 use crate::cluster::{ClusterState, MAX_REDIRECTS};
+use crate::error::{BackendFailure, Error};
 use crate::metrics::CoreMetrics;
 use crate::net::{self, ReadOutcome};
 use crate::notify::LocalNotify;
@@ -59,22 +60,20 @@ pub struct ServerInfo {
 
 impl ServerInfo {
     /// The error a client gets for a command this server cannot serve.
-    pub fn unavailable(&self, why: &str) -> Vec<u8> {
-        format!(
-            "-ERR backend {} ({}) unavailable: {}\r\n",
-            self.name,
-            self.address,
-            why.replace(['\r', '\n'], " ")
-        )
-        .into_bytes()
+    pub fn unavailable(&self, why: BackendFailure) -> Error {
+        Error::BackendUnavailable {
+            server: self.name.clone(),
+            address: self.address.clone(),
+            why,
+        }
     }
 
     /// Why requests may not be sent now, if so.
-    pub fn refusal(&self) -> Option<&'static str> {
+    pub fn refusal(&self) -> Option<BackendFailure> {
         if self.state.admin_offline.load(Relaxed) {
-            Some("marked offline by the admin")
+            Some(BackendFailure::Offline)
         } else if self.state.ejected() {
-            Some("ejected after repeated failures")
+            Some(BackendFailure::Ejected)
         } else {
             None
         }
@@ -118,8 +117,8 @@ pub enum Mode {
 pub struct PushSink {
     /// Frames received, with the index of the server they came from.
     pub frames: RefCell<VecDeque<(usize, bytes::Bytes)>>,
-    /// Set when a connection failed, with the message.
-    pub failed: RefCell<Option<String>>,
+    /// Set when a connection failed, with the error reply.
+    pub failed: RefCell<Option<Vec<u8>>>,
     /// Woken on arrival (the owning session's wake-up).
     pub wake: Rc<LocalNotify>,
 }
@@ -198,13 +197,13 @@ impl BackendConn {
         dests: impl IntoIterator<Item = Dest>,
         start: Instant,
         cmd: &'static str,
-    ) -> Result<(), Vec<u8>> {
+    ) -> Result<(), Error> {
         if let Some(why) = self.server.refusal() {
             return Err(self.server.unavailable(why));
         }
         let mut inner = self.inner.borrow_mut();
         if inner.out.len() > MAX_QUEUED_BYTES || inner.inflight.len() > MAX_INFLIGHT {
-            return Err(self.server.unavailable("too many queued requests"));
+            return Err(self.server.unavailable(BackendFailure::Overloaded));
         }
         inner.out.extend_from_slice(raw);
         let keep = self.cluster.get().is_some();
@@ -240,7 +239,7 @@ impl BackendConn {
         start: Instant,
         cmd: &'static str,
         redirects: u8,
-    ) -> Result<(), (Dest, Vec<u8>)> {
+    ) -> Result<(), (Dest, Error)> {
         if let Some(why) = self.server.refusal() {
             return Err((dest, self.server.unavailable(why)));
         }
@@ -355,7 +354,7 @@ impl BackendConn {
         let stream = match net::connect(&self.server.address, self.server.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
-                self.fail(&format!("connect failed: {e}"));
+                self.fail(BackendFailure::Connect(e));
                 return;
             }
         };
@@ -366,15 +365,15 @@ impl BackendConn {
             inner.out.extend_from_slice(&init);
             inner.out.extend_from_slice(&rest);
         }
-        if let Err(msg) = self.serve(&stream).await {
-            self.fail(&msg);
+        if let Err(why) = self.serve(&stream).await {
+            self.fail(why);
         } else {
             self.inner.borrow_mut().status = Status::Idle;
         }
     }
 
-    /// The connection's loop; returns Err(message) when it failed, Ok when retired and idle.
-    async fn serve(&self, stream: &TcpStream) -> Result<(), String> {
+    /// The connection's loop; returns why it failed, or Ok when retired and idle.
+    async fn serve(&self, stream: &TcpStream) -> Result<(), BackendFailure> {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::new(Limits::default());
         let period = (self.server.request_timeout / 4)
@@ -391,8 +390,7 @@ impl BackendConn {
                 let done = if inner.out.is_empty() {
                     true
                 } else {
-                    net::write_some(stream, &mut inner.out)
-                        .map_err(|e| format!("write failed: {e}"))?
+                    net::write_some(stream, &mut inner.out).map_err(BackendFailure::Write)?
                 };
                 if inner.retired && inner.inflight.is_empty() && inner.out.is_empty() {
                     return Ok(());
@@ -402,16 +400,16 @@ impl BackendConn {
             tokio::select! {
                 biased;
                 r = stream.readable() => {
-                    r.map_err(|e| format!("read failed: {e}"))?;
-                    match net::read_available(stream, &mut rbuf).map_err(|e| format!("read failed: {e}"))? {
+                    r.map_err(BackendFailure::Read)?;
+                    match net::read_available(stream, &mut rbuf).map_err(BackendFailure::Read)? {
                         ReadOutcome::Data(_) => self.replies(&mut rbuf, &mut scanner)?,
                         ReadOutcome::WouldBlock => {}
-                        ReadOutcome::Closed => return Err("connection closed by the server".into()),
+                        ReadOutcome::Closed => return Err(BackendFailure::Closed),
                     }
                 }
                 _ = self.wake.notified() => {}
                 r = stream.writable(), if want_write => {
-                    r.map_err(|e| format!("write failed: {e}"))?;
+                    r.map_err(BackendFailure::Write)?;
                 }
                 _ = &mut tick, if has_inflight && self.timeouts => {
                     tick.as_mut().reset(tokio::time::Instant::now() + period);
@@ -419,9 +417,8 @@ impl BackendConn {
                     if let Some(first) = inner.inflight.front()
                         && first.start.elapsed() > self.server.request_timeout
                     {
-                        return Err(format!(
-                            "request timed out after {} ms",
-                            self.server.request_timeout.as_millis()
+                        return Err(BackendFailure::Timeout(
+                            self.server.request_timeout.as_millis(),
                         ));
                     }
                 }
@@ -430,7 +427,11 @@ impl BackendConn {
     }
 
     /// Hands every complete reply in `rbuf` to its destination.
-    fn replies(&self, rbuf: &mut BytesMut, scanner: &mut ReplyScanner) -> Result<(), String> {
+    fn replies(
+        &self,
+        rbuf: &mut BytesMut,
+        scanner: &mut ReplyScanner,
+    ) -> Result<(), BackendFailure> {
         let now = Instant::now();
         let mut count = 0u64;
         let mut last_start = now;
@@ -438,7 +439,7 @@ impl BackendConn {
             let n = match scanner.scan(rbuf) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
-                Err(e) => return Err(format!("bad reply from the server: {e}")),
+                Err(e) => return Err(BackendFailure::BadReply(e)),
             };
             let frame = rbuf.get(..n).unwrap_or_default();
             if let Mode::Push(sink) = &self.mode {
@@ -449,9 +450,8 @@ impl BackendConn {
                 {
                     inner.inflight.pop_front();
                     if frame.first() == Some(&b'-') {
-                        return Err(format!(
-                            "handshake failed: {}",
-                            String::from_utf8_lossy(frame).trim()
+                        return Err(BackendFailure::Handshake(
+                            String::from_utf8_lossy(frame).trim().to_string(),
                         ));
                     }
                 } else {
@@ -465,7 +465,7 @@ impl BackendConn {
                 continue;
             }
             let Some(entry) = self.inner.borrow_mut().inflight.pop_front() else {
-                return Err("unexpected reply from the server".into());
+                return Err(BackendFailure::UnexpectedReply);
             };
             count += 1;
             last_start = entry.start;
@@ -537,11 +537,11 @@ impl BackendConn {
                 }
                 Dest::Init => {
                     if is_err {
-                        return Err(format!(
-                            "handshake failed: {}",
+                        return Err(BackendFailure::Handshake(
                             String::from_utf8_lossy(
-                                frame.get(1..n.saturating_sub(2)).unwrap_or_default()
+                                frame.get(1..n.saturating_sub(2)).unwrap_or_default(),
                             )
+                            .into_owned(),
                         ));
                     }
                 }
@@ -560,24 +560,29 @@ impl BackendConn {
 
     /// Fails every request in flight with an error reply, records the failure and makes the
     /// connection reconnect on the next command.
-    fn fail(&self, why: &str) {
+    fn fail(&self, why: BackendFailure) {
         self.broken.set(true);
-        let msg = self.server.unavailable(why);
+        tracing::warn!(server = %self.server.name, address = %self.server.address, "backend connection failed: {why}");
+        let retryable = why.retryable();
+        let error = self.server.unavailable(why);
+        let msg = error.reply();
         let entries: Vec<Inflight> = {
             let mut inner = self.inner.borrow_mut();
             inner.out.clear();
             inner.status = Status::Idle;
             inner.inflight.drain(..).collect()
         };
-        self.server
-            .state
-            .record_failure(self.server.eject_after, self.server.retry_after);
+        // A failure the server may recover from counts towards its ejection.
+        if retryable {
+            self.server
+                .state
+                .record_failure(self.server.eject_after, self.server.retry_after);
+        }
         if let Some(cluster) = self.cluster.get().and_then(Weak::upgrade) {
             cluster.refresh();
         }
-        tracing::warn!(server = %self.server.name, address = %self.server.address, "backend connection failed: {why}");
         if let Mode::Push(sink) = &self.mode {
-            *sink.failed.borrow_mut() = Some(String::from_utf8_lossy(&msg).trim().to_string());
+            *sink.failed.borrow_mut() = Some(msg.clone());
             sink.wake.notify();
         }
         for e in entries {

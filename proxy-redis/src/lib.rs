@@ -1,9 +1,9 @@
 //! Furrow's Redis proxy: per-core sessions, multiplexed pipelined backends, fan-out, admin.
 //!
-//! Layout: [`net`] holds every socket call; [`backend`] the multiplexed pipelined backend
+//! Layout: [`net`] holds every socket call; [`error`] the proxy's errors and their RESP replies; [`backend`] the multiplexed pipelined backend
 //! connections; [`pool`] a core's connections to a group; [`session`] one client connection
-//! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue; [`merge`] the
-//! merging of split and fan-out replies ([`info`] for INFO); [`acl`] proxy users; [`metrics`] per-command metrics and
+//! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue (split and
+//! fan-out replies are merged by `router::redis::merge`); [`acl`] proxy users; [`metrics`] per-command metrics and
 //! hot/big key sampling for the admin port; [`sentinel`] follows primaries through Redis
 //! Sentinel.
 //!
@@ -15,14 +15,12 @@ pub mod acl;
 pub mod backend;
 pub mod blocking;
 pub mod cluster;
-pub mod info;
-pub mod merge;
+pub mod error;
 pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod pool;
 pub mod reply;
-pub mod route;
 pub mod sentinel;
 pub mod session;
 
@@ -140,7 +138,7 @@ pub async fn serve(ctx: ListenerCtx) {
                     ctx.open_clients.fetch_sub(1, Relaxed);
                     ListenerStats::add(&stats.rejected, 1);
                     if start_tls.is_none() {
-                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        let _ = stream.try_write(&error::Error::MaxClients.reply());
                     }
                     continue;
                 }

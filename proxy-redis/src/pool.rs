@@ -11,6 +11,7 @@ use runtime::{BackendRegistry, BackendState};
 
 use crate::backend::{BackendConn, Mode, ServerInfo};
 use crate::cluster::ClusterState;
+use crate::error::Error;
 use crate::metrics::CoreMetrics;
 use crate::sentinel::Watch;
 
@@ -31,7 +32,7 @@ pub struct Pool {
     /// Servers, in config order.
     pub servers: Vec<Rc<ServerInfo>>,
     /// Key → server index; `Err` holds why the group cannot route.
-    pub dist: Result<Distribution, String>,
+    pub dist: Result<Distribution, router::redis::RedisRouteError>,
     connections: usize,
     /// Pipelined connections by (server, db, resp3).
     conns: RefCell<ConnMap>,
@@ -94,7 +95,7 @@ impl Pool {
         generation: u64,
         registry: &Arc<BackendRegistry>,
         metrics: Rc<CoreMetrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let cluster = (group.distribution == router::config::RedisDistribution::Cluster)
             .then(|| ClusterState::new(group, registry.clone(), metrics.clone()));
         // Servers missing from the shared registry (an embedding that did not sync it) get a
@@ -118,11 +119,11 @@ impl Pool {
             let epoch = w.epoch();
             (w, epoch)
         });
-        let state_of = |name: &str| -> Result<Arc<BackendState>, String> {
+        let state_of = |name: &str| -> Result<Arc<BackendState>, Error> {
             registry
                 .get(&group.name, name)
                 .or_else(|| own.get(&group.name, name))
-                .ok_or_else(|| format!("no backend state for server {name}"))
+                .ok_or_else(|| Error::NoBackendState(name.to_string()))
         };
         let info = |index: usize, name: String, address: String, state: Arc<BackendState>| {
             Rc::new(ServerInfo {
@@ -172,7 +173,7 @@ impl Pool {
             generation: std::cell::Cell::new(generation),
             fingerprint: fingerprint(group),
             group: group.name.clone(),
-            dist: crate::route::distribution(group),
+            dist: router::redis::group_distribution(group),
             servers,
             connections,
             conns: RefCell::default(),

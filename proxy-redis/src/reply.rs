@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use codec::resp::RespVersion;
 
-use crate::merge::{Merge, MergeKind};
 use crate::notify::LocalNotify;
+use router::redis::merge::{Merge, MergeKind};
 
 /// The state a client session shares with the backend connections that answer it.
 pub struct Client {
@@ -175,7 +175,11 @@ impl ReplyQueue {
         };
         let muted = *muted;
         if let Some(done) = m.add(part, data, version) {
-            let done = if muted { Bytes::new() } else { done };
+            let done = match done {
+                _ if muted => Bytes::new(),
+                Ok(reply) => reply,
+                Err(e) => Bytes::from(crate::error::Error::Merge(e).reply()),
+            };
             self.held += done.len();
             self.note_size(done.len());
             self.slots[idx as usize] = Slot::Ready(done); // ok: idx was checked by get_mut above

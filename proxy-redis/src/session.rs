@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespError, RespVersion};
+use codec::resp::{Command, CommandDecoder, Frame, FrameDecoder, Limits, RespVersion};
 use router::config::{ListenerLimits, User};
 use router::redis::command::flags;
+use router::redis::merge::MergeKind;
 use router::redis::{CommandInfo, FanOutMerge, MultiKeyMerge, Policy, Resolved};
 use runtime::{BackendRegistry, ListenerStats, LocalSnapshot};
 use tokio::net::TcpStream;
@@ -20,7 +21,7 @@ use tokio::net::TcpStream;
 use crate::acl;
 use crate::backend::{BackendConn, Dest, Mode, PushSink};
 use crate::blocking::{self, Blocker, Gate};
-use crate::merge::MergeKind;
+use crate::error::Error;
 use crate::metrics::CoreMetrics;
 use crate::net::{self, ReadOutcome};
 use crate::pool::Pool;
@@ -51,20 +52,6 @@ fn decoder_limits(max_frame: u64, authed: bool) -> Limits {
             max_array_len: PREAUTH_MAX_ARGS,
             ..Limits::default()
         }
-    }
-}
-
-/// The reply to a malformed or oversized request; before authentication, a cap that only applies
-/// then is named as Redis names it.
-fn protocol_error_reply(e: &RespError, preauth: bool) -> Vec<u8> {
-    match e {
-        RespError::InvalidBulkLength if preauth => {
-            b"-ERR Protocol error: unauthenticated bulk length\r\n".to_vec()
-        }
-        RespError::InvalidMultibulkLength if preauth => {
-            b"-ERR Protocol error: unauthenticated multibulk length\r\n".to_vec()
-        }
-        e => error_line(&format!("ERR {e}")),
     }
 }
 
@@ -242,29 +229,18 @@ pub struct Session {
     decoder_preauth: bool,
 }
 
-fn error_line(msg: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(msg.len() + 3);
-    v.push(b'-');
-    v.extend(
-        msg.bytes()
-            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
-    v.extend_from_slice(b"\r\n");
-    v
+/// A random number (not for cryptography: spreads RANDOMKEY over the shards).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per instance from the OS and a per-thread counter.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
-fn unknown_command(cmd: &Command) -> Vec<u8> {
-    let mut s = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        String::from_utf8_lossy(cmd.name())
-    );
-    for a in cmd.args().skip(1).take(16) {
-        s.push_str(&format!(
-            "'{}' ",
-            String::from_utf8_lossy(&a[..a.len().min(128)])
-        ));
-    }
-    error_line(&s)
+/// `cmd` is not a command Redis knows.
+fn unknown_command(cmd: &Command) -> Error {
+    Error::unknown_command(cmd.name(), cmd.args().skip(1))
 }
 
 fn simple(s: &str) -> Vec<u8> {
@@ -277,8 +253,6 @@ fn bulk(b: &[u8]) -> Vec<u8> {
     v.extend_from_slice(b"\r\n");
     v
 }
-
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 impl Session {
     /// A new session for an accepted connection.
@@ -502,8 +476,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = protocol_error_reply(&e, self.decoder_preauth);
-                    self.local(&msg);
+                    self.fail(Error::protocol(e, self.decoder_preauth));
                     self.protocol_error = true;
                     rbuf.clear();
                     break;
@@ -545,6 +518,16 @@ impl Session {
         self.local(data);
     }
 
+    /// Answers the current command with `e` (see [`Session::reject`] for refusals).
+    fn fail(&mut self, e: Error) {
+        self.local(&e.reply());
+    }
+
+    /// Refuses the current command with `e`; inside MULTI, dooms the transaction.
+    fn refuse(&mut self, e: Error) {
+        self.reject(&e.reply());
+    }
+
     #[inline]
     fn local(&mut self, data: &[u8]) {
         if data.first() == Some(&b'-') {
@@ -571,7 +554,7 @@ impl Session {
         readonly: bool,
     ) {
         let Some(conn) = pool.conn_for(server, self.db, self.resp3, self.id, readonly) else {
-            let e = error_line("ERR no backend server for this key");
+            let e = Error::NoServerForKey.reply();
             self.core.metrics.proxy_error(name, e.len());
             self.client.q.borrow_mut().push_local(&e);
             return;
@@ -619,44 +602,37 @@ impl Session {
                 match router::redis::resolve(&args) {
                     Resolved::Command(i) => i,
                     Resolved::UnknownSubcommand(_) => {
-                        let msg = format!(
-                            "ERR unknown subcommand '{}'. Try {} HELP.",
-                            String::from_utf8_lossy(cmd.arg(1).unwrap_or_default()),
-                            parent.name.to_ascii_uppercase()
-                        );
-                        self.reject(&error_line(&msg));
+                        self.refuse(Error::UnknownSubcommand {
+                            sub: String::from_utf8_lossy(cmd.arg(1).unwrap_or_default())
+                                .into_owned(),
+                            parent: parent.name.to_ascii_uppercase(),
+                        });
                         return;
                     }
                     Resolved::UnknownCommand => {
-                        self.reject(&unknown_command(&cmd));
+                        self.refuse(unknown_command(&cmd));
                         return;
                     }
                 }
             }
             None => {
-                let msg = unknown_command(&cmd);
-                self.reject(&msg);
+                self.refuse(unknown_command(&cmd));
                 return;
             }
         };
         if !info.arity_ok(argc) {
-            let msg = format!("ERR wrong number of arguments for '{}' command", info.name);
-            self.reject(&error_line(&msg));
+            self.refuse(Error::WrongArity(info.name));
             return;
         }
         if !self.authed && !matches!(info.name, "auth" | "hello" | "quit" | "reset") {
-            self.reject(b"-NOAUTH Authentication required.\r\n");
+            self.refuse(Error::NoAuth);
             return;
         }
         if let Some(u) = &self.user
             && !matches!(info.name, "auth" | "hello" | "quit" | "reset")
             && !acl::command_allowed(u, info)
         {
-            let msg = format!(
-                "NOPERM this user has no permissions to run the '{}' command",
-                info.name
-            );
-            self.reject(&error_line(&msg));
+            self.refuse(Error::CommandDenied(info.name));
             return;
         }
         if self.user.is_none()
@@ -666,13 +642,10 @@ impl Session {
         {
             // No user, so no rules: an open listener must not let anyone reconfigure, wipe or stop
             // every shard.
-            let msg = format!(
-                "NOPERM this user has no permissions to run the '{}' command: admin and dangerous \
-                 commands are refused on listener '{}', which has no users (set \
-                 allow_admin_commands = true on the listener to allow them)",
-                info.name, self.core.listener
-            );
-            self.reject(&error_line(&msg));
+            self.refuse(Error::AdminRefused {
+                command: info.name,
+                listener: self.core.listener.clone(),
+            });
             return;
         }
         if self.pubsub.is_some() && !self.resp3 {
@@ -680,11 +653,7 @@ impl Session {
                 "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
                 | "sunsubscribe" | "ping" | "quit" | "reset" => {}
                 _ => {
-                    let msg = format!(
-                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-                        info.name
-                    );
-                    self.reject(&error_line(&msg));
+                    self.refuse(Error::SubscribedContext(info.name));
                     return;
                 }
             }
@@ -712,7 +681,7 @@ impl Session {
                 if let Some(u) = &self.user
                     && !acl::key_allowed(u, key)
                 {
-                    self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                    self.fail(Error::KeyDenied);
                     return;
                 }
                 self.core.metrics.key(key, cmd.raw().len());
@@ -735,12 +704,10 @@ impl Session {
             Policy::PubSub => self.pubsub_command(&cmd, info, pool),
             Policy::Transaction => self.transaction(&cmd, info, pool),
             Policy::Unsupported { reason } => {
-                let msg = format!(
-                    "ERR unknown command '{}' for the proxy: {}",
-                    String::from_utf8_lossy(cmd.name()),
-                    reason
-                );
-                self.local(&error_line(&msg));
+                self.fail(Error::Unsupported {
+                    name: String::from_utf8_lossy(cmd.name()).into_owned(),
+                    reason,
+                });
             }
         }
     }
@@ -760,12 +727,12 @@ impl Session {
             if let Some(u) = &self.user
                 && !acl::key_allowed(u, key)
             {
-                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                self.fail(Error::KeyDenied);
                 return None;
             }
             let s = pool.shard(key);
             if shard.is_some_and(|x| x != s) {
-                self.local(&error_line(CROSSSLOT));
+                self.fail(Error::CrossSlot);
                 return None;
             }
             shard = Some(s);
@@ -786,8 +753,7 @@ impl Session {
         let step = if merge == MultiKeyMerge::AllOk { 2 } else { 1 };
         let argc = cmd.len();
         if step == 2 && !(argc - 1).is_multiple_of(2) {
-            let msg = format!("ERR wrong number of arguments for '{}' command", info.name);
-            self.local(&error_line(&msg));
+            self.fail(Error::WrongArity(info.name));
             return;
         }
         // Group keys per shard, remembering their positions.
@@ -799,7 +765,7 @@ impl Session {
             if let Some(u) = &self.user
                 && !acl::key_allowed(u, key)
             {
-                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                self.fail(Error::KeyDenied);
                 return;
             }
             self.core.metrics.key(key, 0);
@@ -869,9 +835,10 @@ impl Session {
                 self.now,
                 name,
             ),
-            None => Err(error_line("ERR no backend server")),
+            None => Err(Error::NoServer),
         };
         if let Err(e) = res {
+            let e = e.reply();
             self.core.metrics.proxy_error(name, e.len());
             self.client.q.borrow_mut().deliver_part(seq, part, &e);
         }
@@ -907,7 +874,7 @@ impl Session {
             {
                 Some(c) => c,
                 None => {
-                    self.local(b"-ERR invalid cursor\r\n");
+                    self.fail(Error::InvalidCursor);
                     return;
                 }
             };
@@ -939,7 +906,7 @@ impl Session {
             FanOutMerge::ConcatArrays => MergeKind::Concat,
             FanOutMerge::ElementwiseAnd => MergeKind::And,
             FanOutMerge::MinInteger => MergeKind::Min,
-            FanOutMerge::AnyNonNil => MergeKind::FirstNonNull,
+            FanOutMerge::AnyNonNil => MergeKind::FirstNonNull { pick: random_u64() },
             FanOutMerge::AnySuccess => MergeKind::AnySuccess,
             FanOutMerge::Info => MergeKind::Info {
                 names: targets
@@ -1001,9 +968,10 @@ impl Session {
                     c.retire();
                     r
                 }
-                None => Err(error_line("ERR no backend server")),
+                None => Err(Error::NoServer),
             };
             if let Err(e) = res {
+                let e = e.reply();
                 self.core.metrics.proxy_error(info.name, e.len());
                 self.client
                     .q
@@ -1035,8 +1003,8 @@ impl Session {
                         }
                         self.local(b"+OK\r\n");
                     }
-                    Some(_) => self.local(b"-ERR DB index is out of range\r\n"),
-                    None => self.local(b"-ERR value is not an integer or out of range\r\n"),
+                    Some(_) => self.fail(Error::DbIndexOutOfRange),
+                    None => self.fail(Error::NotAnInteger),
                 }
             }
             "auth" => {
@@ -1044,7 +1012,7 @@ impl Session {
                     2 => (None, cmd.arg(1).unwrap_or_default()),
                     3 => (cmd.arg(1), cmd.arg(2).unwrap_or_default()),
                     _ => {
-                        self.local(b"-ERR syntax error\r\n");
+                        self.fail(Error::Syntax);
                         return;
                     }
                 };
@@ -1060,7 +1028,7 @@ impl Session {
             "client|setname" => {
                 let name = cmd.arg(2).unwrap_or_default();
                 if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                    self.local(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n");
+                    self.fail(Error::BadClientName);
                     return;
                 }
                 if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
@@ -1122,12 +1090,11 @@ impl Session {
                         self.reply_mode = ReplyMode::Skip;
                     }
                 } else {
-                    self.local(b"-ERR syntax error\r\n");
+                    self.fail(Error::Syntax);
                 }
             }
             other => {
-                let msg = format!("ERR unknown command '{other}' for the proxy");
-                self.local(&error_line(&msg));
+                self.fail(Error::NotImplemented(other));
             }
         }
     }
@@ -1135,7 +1102,7 @@ impl Session {
     fn authenticate(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Vec<u8> {
         let users = self.core.users.borrow().clone();
         if users.is_empty() {
-            return b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n".to_vec();
+            return Error::AuthNotConfigured.reply();
         }
         // As in Redis, `AUTH <password>` is `AUTH default <password>`: it never logs in as another
         // user whose password happens to match.
@@ -1154,7 +1121,7 @@ impl Session {
                 self.user = Some(u.clone());
                 b"+OK\r\n".to_vec()
             }
-            _ => b"-WRONGPASS invalid username-password pair or user is disabled.\r\n".to_vec(),
+            _ => Error::WrongPass.reply(),
         }
     }
 
@@ -1168,11 +1135,11 @@ impl Session {
             {
                 Some(v @ (2 | 3)) => version = v,
                 Some(_) => {
-                    self.local(b"-NOPROTO unsupported protocol version\r\n");
+                    self.fail(Error::UnsupportedProtocol);
                     return;
                 }
                 None => {
-                    self.local(b"-ERR Protocol version is not an integer or out of range\r\n");
+                    self.fail(Error::BadProtocolVersion);
                     return;
                 }
             }
@@ -1194,16 +1161,14 @@ impl Session {
                     .map(|n| String::from_utf8_lossy(n).into_owned());
                 i += 2;
             } else {
-                let msg = format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(&opt)
-                );
-                self.local(&error_line(&msg));
+                self.fail(Error::HelloSyntax(
+                    String::from_utf8_lossy(&opt).into_owned(),
+                ));
                 return;
             }
         }
         if !self.authed {
-            self.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
+            self.fail(Error::HelloNoAuth);
             return;
         }
         self.resp3 = version == 3;
@@ -1285,6 +1250,7 @@ impl Session {
             .get(shard)
             .and_then(|s| s.refusal().map(|w| s.unavailable(w)))
         {
+            let why = why.reply();
             self.core.metrics.proxy_error(info.name, why.len());
             self.client.q.borrow_mut().push_local(&why);
             return;
@@ -1292,7 +1258,7 @@ impl Session {
         // Clients blocked on one server are served in the order they arrived: wait until the
         // previous blocking command to this server is blocked there (or answered).
         let Some(server) = pool.server(shard) else {
-            self.local(b"-ERR no backend server\r\n");
+            self.fail(Error::NoServer);
             return;
         };
         let gate = blocking::gate(&server.address);
@@ -1310,7 +1276,7 @@ impl Session {
                 let Some(c) = pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, false)
                 else {
                     gate.release(me);
-                    self.local(b"-ERR no backend server\r\n");
+                    self.fail(Error::NoServer);
                     return;
                 };
                 let id = Arc::new(AtomicI64::new(-1));
@@ -1359,7 +1325,7 @@ impl Session {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         else {
-            self.local(b"-ERR value is not an integer or out of range\r\n");
+            self.fail(Error::NotAnInteger);
             return;
         };
         let how = cmd.arg(3);
@@ -1368,7 +1334,7 @@ impl Session {
                 !h.eq_ignore_ascii_case(b"timeout") && !h.eq_ignore_ascii_case(b"error")
             })
         {
-            self.local(b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n");
+            self.fail(Error::BadUnblockReason);
             return;
         }
         let targets: Vec<(usize, i64)> = blocking::lookup(self.owner(), id)
@@ -1406,14 +1372,15 @@ impl Session {
     }
 
     /// Answers command `seq` with an error the proxy made (counted as an error reply of `name`).
-    fn fail_seq(&mut self, seq: u64, e: &[u8], name: &'static str) {
+    fn fail_seq(&mut self, seq: u64, e: &Error, name: &'static str) {
+        let e = e.reply();
         self.core.metrics.proxy_error(name, e.len());
-        self.client.q.borrow_mut().deliver(seq, e);
+        self.client.q.borrow_mut().deliver(seq, &e);
     }
 
     fn queue_in_multi(&mut self, cmd: Command, info: &'static CommandInfo, pool: &Pool) {
         if info.flags.has(flags::NO_MULTI) {
-            self.reject(b"-ERR Command not allowed inside a transaction\r\n");
+            self.refuse(Error::NotInTransaction);
             return;
         }
         // Keyless commands that mean the same on any shard run on the transaction's shard, as
@@ -1429,18 +1396,13 @@ impl Session {
             && matches!(info.name, "publish" | "spublish"))
             || matches!(info.name, "ping" | "echo" | "unwatch");
         if !allowed {
-            let msg = match info.policy {
-                Policy::Unsupported { reason } => format!(
-                    "ERR unknown command '{}' for the proxy: {}",
-                    String::from_utf8_lossy(cmd.name()),
-                    reason
-                ),
-                _ => format!(
-                    "ERR '{}' cannot be used inside MULTI through the proxy",
-                    info.name
-                ),
-            };
-            self.reject(&error_line(&msg));
+            self.refuse(match info.policy {
+                Policy::Unsupported { reason } => Error::Unsupported {
+                    name: String::from_utf8_lossy(cmd.name()).into_owned(),
+                    reason,
+                },
+                _ => Error::NotThroughProxyInMulti(info.name),
+            });
             return;
         }
         let Some(m) = self.multi.as_mut() else { return };
@@ -1452,7 +1414,7 @@ impl Session {
                 Ok(k) => k.collect(),
                 Err(e) => {
                     m.aborted = true;
-                    self.local(&error_line(&format!("ERR {e}")));
+                    self.fail(Error::KeyArguments(e));
                     return;
                 }
             }
@@ -1463,7 +1425,7 @@ impl Session {
                 && !acl::key_allowed(u, cmd.arg(i).unwrap_or_default())
             {
                 m.aborted = true;
-                self.local(b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n");
+                self.fail(Error::KeyDenied);
                 return;
             }
         }
@@ -1471,7 +1433,7 @@ impl Session {
             let s = pool.shard(cmd.arg(i).unwrap_or_default());
             if m.shard.is_some_and(|x| x != s) {
                 m.aborted = true;
-                self.local(&error_line(CROSSSLOT));
+                self.fail(Error::CrossSlot);
                 return;
             }
             m.shard = Some(s);
@@ -1484,7 +1446,7 @@ impl Session {
         match info.name {
             "multi" => {
                 if self.multi.is_some() {
-                    self.local(b"-ERR MULTI calls can not be nested\r\n");
+                    self.fail(Error::NestedMulti);
                     return;
                 }
                 self.multi = Some(Multi {
@@ -1496,7 +1458,7 @@ impl Session {
             }
             "discard" => {
                 if self.multi.take().is_none() {
-                    self.local(b"-ERR DISCARD without MULTI\r\n");
+                    self.fail(Error::DiscardWithoutMulti);
                     return;
                 }
                 if let Some((_, c)) = self.watch.take() {
@@ -1506,7 +1468,7 @@ impl Session {
             }
             "watch" => {
                 if self.multi.is_some() {
-                    self.local(b"-ERR WATCH inside MULTI is not allowed\r\n");
+                    self.fail(Error::WatchInMulti);
                     return;
                 }
                 if self.needs_barrier(cmd) {
@@ -1517,7 +1479,7 @@ impl Session {
                 };
                 let conn = match &self.watch {
                     Some((s, _)) if *s != shard => {
-                        self.local(&error_line(CROSSSLOT));
+                        self.fail(Error::CrossSlot);
                         return;
                     }
                     Some((_, c)) => c.clone(),
@@ -1525,7 +1487,7 @@ impl Session {
                         let Some(c) =
                             pool.dedicated(shard, self.db, self.resp3, Mode::Pipeline, true)
                         else {
-                            self.local(b"-ERR no backend server\r\n");
+                            self.fail(Error::NoServer);
                             return;
                         };
                         self.watch = Some((shard, c.clone()));
@@ -1550,7 +1512,7 @@ impl Session {
             }
             "exec" => {
                 let Some(m) = self.multi.take() else {
-                    self.local(b"-ERR EXEC without MULTI\r\n");
+                    self.fail(Error::ExecWithoutMulti);
                     return;
                 };
                 let watch = self.watch.take();
@@ -1558,7 +1520,7 @@ impl Session {
                     if let Some((_, c)) = watch {
                         c.retire();
                     }
-                    self.local(b"-EXECABORT Transaction discarded because of previous errors.\r\n");
+                    self.fail(Error::ExecAbort);
                     return;
                 }
                 let shard = m.shard.unwrap_or(0);
@@ -1576,7 +1538,7 @@ impl Session {
                     Some((_, c)) => c.send(&block, dests, self.now, info.name),
                     None => match pool.conn(shard, self.db, self.resp3, self.id) {
                         Some(c) => c.send(&block, dests, self.now, info.name),
-                        None => Err(error_line("ERR no backend server")),
+                        None => Err(Error::NoServer),
                     },
                 };
                 if let Err(e) = res {
@@ -1586,7 +1548,7 @@ impl Session {
                     c.retire();
                 }
             }
-            _ => self.local(&unknown_command(cmd)),
+            _ => self.fail(unknown_command(cmd)),
         }
     }
 
@@ -1617,7 +1579,7 @@ impl Session {
                 }
                 let first = pool.shard(cmd.arg(2).unwrap_or_default());
                 if (3..n).any(|i| pool.shard(cmd.arg(i).unwrap_or_default()) != first) {
-                    self.local(&error_line(CROSSSLOT));
+                    self.fail(Error::CrossSlot);
                     return;
                 }
                 self.send_one(pool, first, cmd.raw(), info.name);
@@ -1629,7 +1591,7 @@ impl Session {
                 }
                 self.subscribe(cmd, info.name, pool);
             }
-            _ => self.local(&unknown_command(cmd)),
+            _ => self.fail(unknown_command(cmd)),
         }
     }
 
@@ -1757,7 +1719,7 @@ impl Session {
                     set.remove(t);
                 }
             }
-            self.local(&e);
+            self.fail(e);
             self.leave_pubsub_if_empty();
             return;
         }
@@ -1828,9 +1790,8 @@ impl Session {
         if !out.is_empty() {
             self.client.q.borrow_mut().push_local(&out);
         }
-        if let Some(msg) = failed {
+        if let Some(e) = failed {
             // A subscriber connection broke: tell the client and drop the subscriptions there.
-            let e = error_line(&msg);
             if let Some((seq, _, _)) = self.pubsub.as_mut().and_then(|p| p.awaiting.take()) {
                 self.client.q.borrow_mut().deliver(seq, &e);
             }
@@ -1883,6 +1844,7 @@ fn client_line(e: &ClientEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codec::resp::RespError;
 
     fn decode(limits: Limits, bytes: &[u8]) -> Result<Option<Command>, RespError> {
         let mut buf = BytesMut::from(bytes);
@@ -1903,13 +1865,13 @@ mod tests {
         assert!(matches!(decode(pre, &echo(16384)), Ok(Some(_))));
         let e = decode(pre, &echo(16385)).expect_err("over the pre-auth cap");
         assert_eq!(
-            protocol_error_reply(&e, true),
+            Error::protocol(e.clone(), true).reply(),
             b"-ERR Protocol error: unauthenticated bulk length\r\n"
         );
         assert!(matches!(decode(full, &echo(16385)), Ok(Some(_))));
         let e = decode(pre, b"*11\r\n").expect_err("too many arguments");
         assert_eq!(
-            protocol_error_reply(&e, true),
+            Error::protocol(e.clone(), true).reply(),
             b"-ERR Protocol error: unauthenticated multibulk length\r\n"
         );
         assert!(matches!(decode(full, b"*11\r\n"), Ok(None)));
@@ -1917,7 +1879,7 @@ mod tests {
         let small = decoder_limits(1024, true);
         let e = decode(small, &echo(2000)).expect_err("over max_frame");
         assert_eq!(
-            protocol_error_reply(&e, false),
+            Error::protocol(e.clone(), false).reply(),
             b"-ERR Protocol error: invalid bulk length\r\n"
         );
         // The pre-auth cap never exceeds a smaller max_frame.

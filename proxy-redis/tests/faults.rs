@@ -9,7 +9,7 @@ use common::{Proxy, config, redis_servers};
 
 fn dist(toml: &str) -> router::redis::Distribution {
     let cfg = router::config::parse("t", toml).expect("config");
-    proxy_redis::route::distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
 }
 
 /// One key per shard: `keys[s]` maps to shard `s`.

@@ -6,7 +6,7 @@ use common::{Proxy, allow_admin, config, redis_servers};
 
 fn dist(toml: &str) -> router::redis::Distribution {
     let cfg = router::config::parse("t", toml).expect("config");
-    proxy_redis::route::distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
 }
 
 #[test]

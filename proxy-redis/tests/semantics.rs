@@ -19,7 +19,7 @@ fn read_n(c: &mut Raw, n: usize) -> Vec<String> {
 
 fn dist(toml: &str) -> router::redis::Distribution {
     let cfg = router::config::parse("t", toml).expect("config");
-    proxy_redis::route::distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
 }
 
 /// A key of `prefix` on each shard: `keys[s]` maps to shard `s`.

@@ -22,7 +22,7 @@ fn check_placement(distribution: &str) {
     let proxy = Proxy::start(&toml, 1);
     let cfg = router::config::parse("t", &toml).expect("config");
     let dist =
-        proxy_redis::route::distribution(cfg.redis_group("cache").expect("group")).expect("dist");
+        router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist");
     let mut c = proxy.connect();
     let mut per_shard = [0usize; 3];
     for i in 0..60 {

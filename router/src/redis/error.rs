@@ -75,6 +75,9 @@ pub enum RedisRouteError {
         /// Number of servers.
         servers: usize,
     },
+    /// A slot range names a server the group does not have.
+    #[error("slot range names unknown server {0}")]
+    SlotServerUnknown(String),
     /// The request has the wrong number of arguments for its command.
     #[error("wrong number of arguments")]
     WrongArity,

@@ -14,6 +14,9 @@
 //!   - `modula` is twemproxy's `hash % total_weight`; `random` picks any live server;
 //!   - `slots` is Redis Cluster (CRC16-XMODEM of the key or its `{tag}`, mod 16384, through a
 //!     validated [`SlotTable`]).
+//! - [`group_distribution`] builds a configured group's [`Distribution`] ([`group`]).
+//! - [`merge`]: the replies of split and fan-out commands merged into the one reply the client
+//!   expects ([`merge::info`] for INFO over shards).
 //! - [`hash`]: nutcracker's key hash functions, bit-for-bit (its `fnv1a_64` is 32-bit, chars are signed).
 //!
 //! Compatibility with nutcracker is checked against golden mappings recorded from a real nutcracker
@@ -25,8 +28,10 @@ pub mod command;
 pub mod command_table;
 pub mod distribution;
 pub mod error;
+pub mod group;
 pub mod hash;
 pub mod ketama;
+pub mod merge;
 pub mod policy;
 pub mod slots;
 
@@ -36,7 +41,9 @@ pub use command::{
 };
 pub use distribution::{Distribution, KeyHasher, Modula};
 pub use error::RedisRouteError;
+pub use group::group_distribution;
 pub use hash::HashFunction;
 pub use ketama::{Ketama, KetamaServer};
+pub use merge::{Merge, MergeError, MergeKind};
 pub use policy::{FanOutMerge, MultiKeyMerge, Policy};
 pub use slots::{SLOT_COUNT, SlotTable, key_slot};

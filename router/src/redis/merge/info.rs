@@ -92,7 +92,11 @@ fn field<'a>(sections: &'a [Section], section: &str, field: &str) -> Option<&'a 
 /// Merges the shards' INFO texts (`Err` for a shard that answered an error). `head` (the proxy's
 /// own section) is put first; the `# Shards` section is added when `head` is (the default
 /// sections were asked for).
-pub fn merge(head: &str, names: &[(String, String)], texts: &[Result<String, String>]) -> String {
+pub fn merge_info(
+    head: &str,
+    names: &[(String, String)],
+    texts: &[Result<String, String>],
+) -> String {
     let parsed: Vec<Option<Vec<Section>>> = texts
         .iter()
         .map(|t| t.as_ref().ok().map(|t| parse(t)))
@@ -215,12 +219,12 @@ mod tests {
         let a = "# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:2\r\nblocked_clients:1\r\nmaxclients:10000\r\n\r\n# Stats\r\nkeyspace_hits:3\r\n\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=100\r\n".to_string();
         let b = "# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:3\r\nblocked_clients:0\r\nmaxclients:10000\r\n\r\n# Stats\r\nkeyspace_hits:4\r\n\r\n# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=300\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n".to_string();
         let names = vec![("r1".into(), "a:1".into()), ("r2".into(), "b:2".into())];
-        let got = merge("", &names, &[Ok(a.clone()), Ok(b.clone())]);
+        let got = merge_info("", &names, &[Ok(a.clone()), Ok(b.clone())]);
         assert_eq!(
             got,
             "# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\nconnected_clients:5\r\nblocked_clients:1\r\nmaxclients:10000\r\n\r\n# Stats\r\nkeyspace_hits:7\r\n\r\n# Keyspace\r\ndb0:keys=7,expires=2,avg_ttl=200\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n"
         );
-        let got = merge(
+        let got = merge_info(
             "# Proxy\r\nproxy:furrow\r\n",
             &names,
             &[Ok(a), Err("ERR down".into())],

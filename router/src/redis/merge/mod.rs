@@ -1,8 +1,36 @@
 //! Merging the replies of commands split over shards (MGET, DEL, ...) and of fan-out commands
 //! (DBSIZE, KEYS, INFO, ...) into the one reply the client expects.
+//!
+//! Pure: the parts are RESP bytes as the backends sent them, the result is the RESP bytes the
+//! client gets, or a [`MergeError`] when the parts cannot be merged (the proxy encodes it). A part
+//! that is an error reply answers the whole command, except where a [`MergeKind`] says otherwise.
+
+pub mod info;
 
 use bytes::{Bytes, BytesMut};
 use codec::resp::{Frame, FrameDecoder, Limits, RespVersion};
+use thiserror::Error;
+
+/// Why the parts of a command could not be merged (the shards answered something else than the
+/// command's reply type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum MergeError {
+    /// No part to merge (a fan-out over no shard).
+    #[error("no shard")]
+    NoShard,
+    /// A part that should be an integer is not.
+    #[error("proxy expected integer replies from the shards")]
+    ExpectedIntegers,
+    /// A part that should be an array is not.
+    #[error("proxy expected array replies from the shards")]
+    ExpectedArrays,
+    /// The reply to SCAN is not an array.
+    #[error("proxy expected an array reply to SCAN")]
+    ScanNotArray,
+    /// The reply to SCAN is an array, but not of the cursor and the keys.
+    #[error("proxy expected a two-element reply to SCAN")]
+    ScanNotPair,
+}
 
 /// How the parts of one command become its reply.
 #[derive(Debug, Clone)]
@@ -24,8 +52,12 @@ pub enum MergeKind {
     And,
     /// WAIT: the smallest integer.
     Min,
-    /// RANDOMKEY: a non-null reply picked at random (a random shard that has keys).
-    FirstNonNull,
+    /// RANDOMKEY: a non-null reply picked at random (a random shard that has keys): the one at
+    /// `pick` modulo their number, `pick` drawn at random by the caller.
+    FirstNonNull {
+        /// A random number choosing among the shards that answered a non-null reply.
+        pick: u64,
+    },
     /// SCRIPT KILL: the first success; an error only when every part failed.
     AnySuccess,
     /// INFO: one INFO merged from every shard's (counters summed), with a `# Shards` section of
@@ -64,7 +96,12 @@ impl Merge {
     }
 
     /// Records a part; returns the merged reply once every part arrived.
-    pub fn add(&mut self, part: u32, data: &[u8], version: RespVersion) -> Option<Bytes> {
+    pub fn add(
+        &mut self,
+        part: u32,
+        data: &[u8],
+        version: RespVersion,
+    ) -> Option<Result<Bytes, MergeError>> {
         let slot = self.parts.get_mut(part as usize)?;
         if slot.is_none() {
             *slot = Some(Bytes::copy_from_slice(data));
@@ -88,12 +125,6 @@ fn parse(b: &Bytes) -> Frame {
     }
 }
 
-fn err(msg: &str) -> Bytes {
-    let mut b = BytesMut::new();
-    codec::resp::write_error(&mut b, msg.as_bytes());
-    b.freeze()
-}
-
 fn elements(f: Frame) -> Option<Vec<Frame>> {
     match f {
         Frame::Array(v) | Frame::Set(v) => Some(v),
@@ -103,7 +134,11 @@ fn elements(f: Frame) -> Option<Vec<Frame>> {
 }
 
 /// Builds the merged reply from every part (in part order).
-pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Bytes {
+pub fn finish(
+    kind: &MergeKind,
+    parts: Vec<Bytes>,
+    version: RespVersion,
+) -> Result<Bytes, MergeError> {
     // A part that is an error (e.g. its shard is down) answers the whole command, except for
     // kinds that document another rule.
     if let MergeKind::AnySuccess = kind {
@@ -112,29 +147,26 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             .find(|p| !matches!(p.first(), Some(b'-' | b'!')))
             .or(parts.first())
             .cloned()
-            .unwrap_or_else(|| err("ERR no shard"));
+            .ok_or(MergeError::NoShard);
     }
     if !matches!(kind, MergeKind::Info { .. })
         && let Some(e) = parts
             .iter()
             .find(|p| matches!(p.first(), Some(b'-' | b'!')))
     {
-        return e.clone();
+        return Ok(e.clone());
     }
     let mut out = BytesMut::new();
     match kind {
         MergeKind::AnySuccess | MergeKind::AllOk => {
-            return parts
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| err("ERR no shard"));
+            return parts.into_iter().next().ok_or(MergeError::NoShard);
         }
         MergeKind::Sum => {
             let mut sum = 0i64;
             for p in &parts {
                 match parse(p) {
                     Frame::Integer(n) => sum = sum.saturating_add(n),
-                    _ => return err("ERR proxy expected integer replies from the shards"),
+                    _ => return Err(MergeError::ExpectedIntegers),
                 }
             }
             codec::resp::write_integer(&mut out, sum);
@@ -144,7 +176,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             for p in &parts {
                 match parse(p) {
                     Frame::Integer(n) => min = Some(min.map_or(n, |m| m.min(n))),
-                    _ => return err("ERR proxy expected integer replies from the shards"),
+                    _ => return Err(MergeError::ExpectedIntegers),
                 }
             }
             codec::resp::write_integer(&mut out, min.unwrap_or(0));
@@ -153,7 +185,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             let mut all: Vec<Frame> = vec![Frame::NullBulk; *total];
             for (p, data) in parts.iter().enumerate() {
                 let Some(items) = elements(parse(data)) else {
-                    return err("ERR proxy expected array replies from the shards");
+                    return Err(MergeError::ExpectedArrays);
                 };
                 let Some(pos) = positions.get(p) else {
                     continue;
@@ -174,7 +206,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
                 set |= matches!(f, Frame::Set(_));
                 match elements(f) {
                     Some(items) => all.extend(items),
-                    None => return err("ERR proxy expected array replies from the shards"),
+                    None => return Err(MergeError::ExpectedArrays),
                 }
             }
             if set {
@@ -188,7 +220,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             let mut acc: Option<Vec<i64>> = None;
             for p in &parts {
                 let Some(items) = elements(parse(p)) else {
-                    return err("ERR proxy expected array replies from the shards");
+                    return Err(MergeError::ExpectedArrays);
                 };
                 let v: Vec<i64> = items
                     .iter()
@@ -214,19 +246,16 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             )
             .encode(&mut out);
         }
-        MergeKind::FirstNonNull => {
+        MergeKind::FirstNonNull { pick } => {
             let with_keys: Vec<&Bytes> = parts.iter().filter(|p| !parse(p).is_null()).collect();
             if with_keys.is_empty() {
-                return parts
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| err("ERR no shard"));
+                return parts.into_iter().next().ok_or(MergeError::NoShard);
             }
-            let pick = random_below(with_keys.len());
+            let at = (*pick % with_keys.len() as u64) as usize;
             return with_keys
-                .get(pick)
+                .get(at)
                 .map(|b| (*b).clone())
-                .unwrap_or_else(|| err("ERR no shard"));
+                .ok_or(MergeError::NoShard);
         }
         MergeKind::Info { names, head } => {
             let texts: Vec<Result<String, String>> = parts
@@ -239,7 +268,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
                         .unwrap_or_default()),
                 })
                 .collect();
-            let text = crate::info::merge(head, names, &texts);
+            let text = info::merge_info(head, names, &texts);
             match version {
                 RespVersion::Resp2 => codec::resp::write_bulk(&mut out, text.as_bytes()),
                 RespVersion::Resp3 => Frame::Verbatim {
@@ -251,13 +280,13 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
         }
         MergeKind::Scan { shard, shards } => {
             let Some(p) = parts.first() else {
-                return err("ERR no shard");
+                return Err(MergeError::NoShard);
             };
             let Some(mut items) = elements(parse(p)) else {
-                return err("ERR proxy expected an array reply to SCAN");
+                return Err(MergeError::ScanNotArray);
             };
             if items.len() != 2 {
-                return err("ERR proxy expected a two-element reply to SCAN");
+                return Err(MergeError::ScanNotPair);
             }
             let cursor = items
                 .first()
@@ -274,19 +303,7 @@ pub fn finish(kind: &MergeKind, parts: Vec<Bytes>, version: RespVersion) -> Byte
             Frame::Array(items).encode(&mut out);
         }
     }
-    out.freeze()
-}
-
-/// A number in `0..n` (not for cryptography: spreads RANDOMKEY over the shards).
-fn random_below(n: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    if n <= 1 {
-        return 0;
-    }
-    // RandomState is seeded per instance from the OS and a per-thread counter.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    (h.finish() % n as u64) as usize
+    Ok(out.freeze())
 }
 
 #[cfg(test)]
@@ -307,7 +324,8 @@ mod tests {
             &kind,
             vec![b(b"*2\r\n$1\r\na\r\n$-1\r\n"), b(b"*1\r\n$1\r\nb\r\n")],
             RespVersion::Resp2,
-        );
+        )
+        .expect("merged");
         assert_eq!(&got[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
     }
 
@@ -317,13 +335,15 @@ mod tests {
             &MergeKind::Sum,
             vec![b(b":2\r\n"), b(b":3\r\n")],
             RespVersion::Resp2,
-        );
+        )
+        .expect("merged");
         assert_eq!(&got[..], b":5\r\n");
         let got = finish(
             &MergeKind::Sum,
             vec![b(b":2\r\n"), b(b"-ERR down\r\n")],
             RespVersion::Resp2,
-        );
+        )
+        .expect("merged");
         assert_eq!(&got[..], b"-ERR down\r\n");
     }
 
@@ -337,7 +357,8 @@ mod tests {
             &kind,
             vec![b(b"*2\r\n$1\r\n0\r\n*0\r\n")],
             RespVersion::Resp2,
-        );
+        )
+        .expect("merged");
         assert_eq!(&got[..], b"*2\r\n$1\r\n1\r\n*0\r\n");
         let kind = MergeKind::Scan {
             shard: 1,
@@ -347,7 +368,107 @@ mod tests {
             &kind,
             vec![b(b"*2\r\n$2\r\n10\r\n*0\r\n")],
             RespVersion::Resp2,
-        );
+        )
+        .expect("merged");
         assert_eq!(&got[..], b"*2\r\n$2\r\n31\r\n*0\r\n");
+    }
+
+    #[test]
+    fn min_and_elementwise_and() {
+        let got = finish(
+            &MergeKind::Min,
+            vec![b(b":2\r\n"), b(b":1\r\n"), b(b":3\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got.as_deref(), Ok(&b":1\r\n"[..]));
+        let got = finish(
+            &MergeKind::And,
+            vec![b(b"*2\r\n:1\r\n:1\r\n"), b(b"*2\r\n:0\r\n:1\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got.as_deref(), Ok(&b"*2\r\n:0\r\n:1\r\n"[..]));
+    }
+
+    #[test]
+    fn concat_keeps_a_resp3_set() {
+        let got = finish(
+            &MergeKind::Concat,
+            vec![b(b"~1\r\n$1\r\na\r\n"), b(b"*1\r\n$1\r\nb\r\n")],
+            RespVersion::Resp3,
+        );
+        assert_eq!(got.as_deref(), Ok(&b"~2\r\n$1\r\na\r\n$1\r\nb\r\n"[..]));
+    }
+
+    #[test]
+    fn wrong_reply_types_are_merge_errors() {
+        let got = finish(
+            &MergeKind::Sum,
+            vec![b(b":2\r\n"), b(b"+OK\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got, Err(MergeError::ExpectedIntegers));
+        let got = finish(&MergeKind::Concat, vec![b(b":1\r\n")], RespVersion::Resp2);
+        assert_eq!(got, Err(MergeError::ExpectedArrays));
+        let scan = MergeKind::Scan {
+            shard: 0,
+            shards: 2,
+        };
+        let got = finish(&scan, vec![b(b"*1\r\n:1\r\n")], RespVersion::Resp2);
+        assert_eq!(got, Err(MergeError::ScanNotPair));
+        let got = finish(&scan, vec![b(b":1\r\n")], RespVersion::Resp2);
+        assert_eq!(got, Err(MergeError::ScanNotArray));
+        assert_eq!(
+            finish(&MergeKind::AllOk, Vec::new(), RespVersion::Resp2),
+            Err(MergeError::NoShard)
+        );
+    }
+
+    #[test]
+    fn any_success_answers_an_error_only_when_every_part_failed() {
+        let got = finish(
+            &MergeKind::AnySuccess,
+            vec![b(b"-ERR a\r\n"), b(b"+OK\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got.as_deref(), Ok(&b"+OK\r\n"[..]));
+        let got = finish(
+            &MergeKind::AnySuccess,
+            vec![b(b"-ERR a\r\n"), b(b"-ERR b\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got.as_deref(), Ok(&b"-ERR a\r\n"[..]));
+    }
+
+    #[test]
+    fn first_non_null_picks_among_the_shards_with_keys() {
+        let parts = || vec![b(b"$-1\r\n"), b(b"$1\r\na\r\n"), b(b"$1\r\nb\r\n")];
+        for (pick, want) in [
+            (0, &b"$1\r\na\r\n"[..]),
+            (1, b"$1\r\nb\r\n"),
+            (2, b"$1\r\na\r\n"),
+        ] {
+            let got = finish(
+                &MergeKind::FirstNonNull { pick },
+                parts(),
+                RespVersion::Resp2,
+            );
+            assert_eq!(got.as_deref(), Ok(want), "pick {pick}");
+        }
+        let got = finish(
+            &MergeKind::FirstNonNull { pick: 7 },
+            vec![b(b"$-1\r\n"), b(b"$-1\r\n")],
+            RespVersion::Resp2,
+        );
+        assert_eq!(got.as_deref(), Ok(&b"$-1\r\n"[..]));
+    }
+
+    #[test]
+    fn merge_waits_for_every_part_once() {
+        let mut m = Merge::new(MergeKind::Sum, 2);
+        assert_eq!(m.add(1, b":2\r\n", RespVersion::Resp2), None);
+        assert_eq!(m.add(1, b":9\r\n", RespVersion::Resp2), None);
+        assert_eq!(m.add(5, b":9\r\n", RespVersion::Resp2), None);
+        let got = m.add(0, b":3\r\n", RespVersion::Resp2);
+        assert_eq!(got, Some(Ok(Bytes::from_static(b":5\r\n"))));
     }
 }
