@@ -75,7 +75,7 @@ servers = [ { address = "127.0.0.1:7001" }, { address = "127.0.0.1:7001" } ]
     let e = errors(src);
     let expected = [
         "t.toml:3:13: error: proxy.executors: value out of range; expected an integer from 1 to 1024",
-        "t.toml:4:1: error: proxy.adress: unknown key `adress`; expected one of: admin, admin_password, executors, metrics, shutdown_grace_ms",
+        "t.toml:4:1: error: proxy.adress: unknown key `adress`; expected one of: admin, admin_password, executors, login_block_ms, max_login_failures, metrics, shutdown_grace_ms",
         "t.toml:8:8: error: listeners[0].kind: unknown value `memcached`; expected one of: redis, mysql",
         "t.toml:15:11: error: listeners[1].address: invalid address `localhost`; expected IP:PORT such as 127.0.0.1:6400 or [::1]:6400",
         "t.toml:20:45: error: redis_groups.g.servers.name: duplicate server name `127.0.0.1:7001`",
