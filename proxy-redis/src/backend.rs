@@ -55,6 +55,8 @@ pub struct ServerInfo {
     pub username: Option<String>,
     /// Backend AUTH password.
     pub password: Option<String>,
+    /// TLS to the server (the group's `tls`), None: plain TCP.
+    pub tls: Option<router::config::BackendTls>,
 }
 
 impl ServerInfo {
@@ -352,7 +354,12 @@ impl BackendConn {
     }
 
     async fn run(self: Rc<Self>) {
-        let stream = match net::connect(&self.server.address, self.server.connect_timeout).await {
+        let stream = net::connect_backend(
+            &self.server.address,
+            self.server.connect_timeout,
+            self.server.tls.as_ref(),
+        );
+        let mut stream = match stream.await {
             Ok(s) => s,
             Err(e) => {
                 self.fail(&format!("connect failed: {e}"));
@@ -366,7 +373,7 @@ impl BackendConn {
             inner.out.extend_from_slice(&init);
             inner.out.extend_from_slice(&rest);
         }
-        if let Err(msg) = self.serve(&stream).await {
+        if let Err(msg) = self.serve(&stream.tcp, &mut stream.tls).await {
             self.fail(&msg);
         } else {
             self.inner.borrow_mut().status = Status::Idle;
@@ -374,7 +381,11 @@ impl BackendConn {
     }
 
     /// The connection's loop; returns Err(message) when it failed, Ok when retired and idle.
-    async fn serve(&self, stream: &TcpStream) -> Result<(), String> {
+    async fn serve(
+        &self,
+        stream: &TcpStream,
+        tls: &mut Option<Box<net::TlsIo>>,
+    ) -> Result<(), String> {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::new(Limits::default());
         let period = (self.server.request_timeout / 4)
@@ -388,22 +399,22 @@ impl BackendConn {
                     inner.out.clear();
                     return Ok(());
                 }
-                let done = if inner.out.is_empty() {
-                    true
+                let want_write = if inner.out.is_empty() && tls.is_none() {
+                    false
                 } else {
-                    net::write_some(stream, &mut inner.out)
+                    net::write_on(stream, tls, &mut inner.out)
                         .map_err(|e| format!("write failed: {e}"))?
                 };
                 if inner.retired && inner.inflight.is_empty() && inner.out.is_empty() {
                     return Ok(());
                 }
-                (!done, !inner.inflight.is_empty())
+                (want_write, !inner.inflight.is_empty())
             };
             tokio::select! {
                 biased;
                 r = stream.readable() => {
                     r.map_err(|e| format!("read failed: {e}"))?;
-                    match net::read_available(stream, &mut rbuf).map_err(|e| format!("read failed: {e}"))? {
+                    match net::read_on(stream, tls, &mut rbuf).map_err(|e| format!("read failed: {e}"))? {
                         ReadOutcome::Data(_) => self.replies(&mut rbuf, &mut scanner)?,
                         ReadOutcome::WouldBlock => {}
                         ReadOutcome::Closed => return Err("connection closed by the server".into()),

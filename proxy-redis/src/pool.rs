@@ -142,6 +142,7 @@ impl Pool {
                 retry_after: group.retry_after,
                 username: group.username.clone(),
                 password: group.password.clone(),
+                tls: group.tls.clone(),
             })
         };
         let mut servers: Vec<Rc<ServerInfo>> = Vec::with_capacity(group.servers.len());
