@@ -419,6 +419,7 @@ mod tests {
     fn set_bumps_epoch_only_on_change_and_clears_failures() {
         let w = Watch {
             sentinels: vec![],
+            tls: None,
             masters: vec!["m".into()],
             addrs: Mutex::default(),
             epoch: AtomicU64::new(0),
