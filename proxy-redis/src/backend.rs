@@ -405,8 +405,13 @@ impl BackendConn {
                     net::write_on(stream, tls, &mut inner.out)
                         .map_err(|e| format!("write failed: {e}"))?
                 };
-                if inner.retired && inner.inflight.is_empty() && inner.out.is_empty() {
-                    return Ok(());
+                if inner.inflight.is_empty() && inner.out.is_empty() {
+                    if inner.retired {
+                        return Ok(());
+                    }
+                    // Idle: a burst's buffers go back.
+                    net::shrink_idle(&mut inner.out, 16 * 1024);
+                    net::shrink_idle(&mut rbuf, 64 * 1024);
                 }
                 (want_write, !inner.inflight.is_empty())
             };

@@ -16,6 +16,20 @@ use tokio::net::TcpStream;
 /// Smallest free space offered to one read.
 const MIN_READ: usize = 16 * 1024;
 
+/// A buffer that a burst grew past this is given back once it is empty again.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Replaces `buf` by a new one of `keep` bytes when it is empty and a burst grew it past
+/// [`SHRINK_ABOVE`], so that a long-lived connection does not keep the peak of its busiest moment
+/// (the freed memory then goes back to the OS with the executor's next collect, see
+/// `runtime::memory`). Callers do it when the connection is idle, not per request.
+#[inline]
+pub fn shrink_idle(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(keep);
+    }
+}
+
 /// What one read attempt gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod executor;
 pub mod listener;
+pub mod memory;
 pub mod snapshot;
 pub mod stats;
 
