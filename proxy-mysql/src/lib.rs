@@ -111,6 +111,8 @@ pub async fn serve(ctx: ListenerCtx) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+    // Gives memory back after a sharp drop in connections (once per executor).
+    tokio::task::spawn_local(runtime::memory::reclaimer());
     loop {
         if *shutdown.borrow() {
             break;
@@ -134,6 +136,7 @@ pub async fn serve(ctx: ListenerCtx) {
                 clients.fetch_add(1, Relaxed);
                 ListenerStats::add(&stats.connections, 1);
                 open.set(open.get() + 1);
+                runtime::memory::opened();
                 let s = session::Session::new(next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
                 let (open, done, clients, stats) = (open.clone(), done.clone(), clients.clone(), stats.clone());
                 tokio::task::spawn_local(async move {
@@ -141,6 +144,7 @@ pub async fn serve(ctx: ListenerCtx) {
                     clients.fetch_sub(1, Relaxed);
                     ListenerStats::sub(&stats.connections, 1);
                     open.set(open.get().saturating_sub(1));
+                    runtime::memory::closed();
                     done.notify_waiters();
                 });
             }

@@ -56,6 +56,8 @@ pub struct ServerInfo {
     pub username: Option<String>,
     /// Backend AUTH password.
     pub password: Option<String>,
+    /// TLS to the server (the group's `tls`), None: plain TCP.
+    pub tls: Option<router::config::BackendTls>,
 }
 
 impl ServerInfo {
@@ -351,7 +353,12 @@ impl BackendConn {
     }
 
     async fn run(self: Rc<Self>) {
-        let stream = match net::connect(&self.server.address, self.server.connect_timeout).await {
+        let stream = net::connect_backend(
+            &self.server.address,
+            self.server.connect_timeout,
+            self.server.tls.as_ref(),
+        );
+        let mut stream = match stream.await {
             Ok(s) => s,
             Err(e) => {
                 self.fail(BackendFailure::Connect(e));
@@ -365,7 +372,7 @@ impl BackendConn {
             inner.out.extend_from_slice(&init);
             inner.out.extend_from_slice(&rest);
         }
-        if let Err(why) = self.serve(&stream).await {
+        if let Err(why) = self.serve(&stream.tcp, &mut stream.tls).await {
             self.fail(why);
         } else {
             self.inner.borrow_mut().status = Status::Idle;
@@ -373,7 +380,11 @@ impl BackendConn {
     }
 
     /// The connection's loop; returns why it failed, or Ok when retired and idle.
-    async fn serve(&self, stream: &TcpStream) -> Result<(), BackendFailure> {
+    async fn serve(
+        &self,
+        stream: &TcpStream,
+        tls: &mut Option<Box<net::TlsIo>>,
+    ) -> Result<(), BackendFailure> {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::new(Limits::default());
         let period = (self.server.request_timeout / 4)
@@ -387,21 +398,26 @@ impl BackendConn {
                     inner.out.clear();
                     return Ok(());
                 }
-                let done = if inner.out.is_empty() {
-                    true
+                let want_write = if inner.out.is_empty() && tls.is_none() {
+                    false
                 } else {
-                    net::write_some(stream, &mut inner.out).map_err(BackendFailure::Write)?
+                    net::write_on(stream, tls, &mut inner.out).map_err(BackendFailure::Write)?
                 };
-                if inner.retired && inner.inflight.is_empty() && inner.out.is_empty() {
-                    return Ok(());
+                if inner.inflight.is_empty() && inner.out.is_empty() {
+                    if inner.retired {
+                        return Ok(());
+                    }
+                    // Idle: a burst's buffers go back.
+                    net::shrink_idle(&mut inner.out, 16 * 1024);
+                    net::shrink_idle(&mut rbuf, 64 * 1024);
                 }
-                (!done, !inner.inflight.is_empty())
+                (want_write, !inner.inflight.is_empty())
             };
             tokio::select! {
                 biased;
                 r = stream.readable() => {
                     r.map_err(BackendFailure::Read)?;
-                    match net::read_available(stream, &mut rbuf).map_err(BackendFailure::Read)? {
+                    match net::read_on(stream, tls, &mut rbuf).map_err(BackendFailure::Read)? {
                         ReadOutcome::Data(_) => self.replies(&mut rbuf, &mut scanner)?,
                         ReadOutcome::WouldBlock => {}
                         ReadOutcome::Closed => return Err(BackendFailure::Closed),

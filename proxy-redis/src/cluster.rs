@@ -104,6 +104,7 @@ impl ClusterState {
                 retry_after: self.group.retry_after,
                 username: self.group.username.clone(),
                 password: self.group.password.clone(),
+                tls: self.group.tls.clone(),
             }),
             conns: HashMap::new(),
         });
@@ -296,9 +297,10 @@ fn own_state(group: &RedisGroup, name: &str, address: &str) -> Option<Arc<Backen
 async fn fetch_slots(group: &RedisGroup, addr: &str) -> Result<Vec<(u16, u16, String)>, String> {
     let deadline = group.connect_timeout + group.request_timeout;
     let work = async {
-        let stream = net::connect(addr, group.connect_timeout)
+        let mut stream = net::connect_backend(addr, group.connect_timeout, group.tls.as_ref())
             .await
             .map_err(|e| e.to_string())?;
+        let (tcp, tls) = (&stream.tcp, &mut stream.tls);
         let mut out = BytesMut::new();
         let mut expect = 1;
         if let Some(pw) = &group.password {
@@ -310,9 +312,8 @@ async fn fetch_slots(group: &RedisGroup, addr: &str) -> Result<Vec<(u16, u16, St
             expect += 1;
         }
         out.extend_from_slice(Command::from_args([&b"CLUSTER"[..], b"SLOTS"]).raw());
-        while !out.is_empty() {
-            stream.writable().await.map_err(|e| e.to_string())?;
-            net::write_some(&stream, &mut out).map_err(|e| e.to_string())?;
+        while net::write_on(tcp, tls, &mut out).map_err(|e| e.to_string())? {
+            tcp.writable().await.map_err(|e| e.to_string())?;
         }
         let mut rbuf = BytesMut::new();
         let mut dec = FrameDecoder::new(Limits::default());
@@ -322,8 +323,8 @@ async fn fetch_slots(group: &RedisGroup, addr: &str) -> Result<Vec<(u16, u16, St
                 frames.push(f);
                 continue;
             }
-            stream.readable().await.map_err(|e| e.to_string())?;
-            let got = net::read_available(&stream, &mut rbuf).map_err(|e| e.to_string())?;
+            tcp.readable().await.map_err(|e| e.to_string())?;
+            let got = net::read_on(tcp, tls, &mut rbuf).map_err(|e| e.to_string())?;
             if got == net::ReadOutcome::Closed {
                 return Err("connection closed".to_string());
             }

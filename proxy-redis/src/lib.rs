@@ -114,6 +114,8 @@ pub async fn serve(ctx: ListenerCtx) {
             m2.publish();
         }
     });
+    // Gives memory back after a sharp drop in connections (once per executor).
+    tokio::task::spawn_local(runtime::memory::reclaimer());
     let mut shutdown = shared.shutdown.clone();
     let live = Rc::new(Cell::new(0usize));
     loop {
@@ -174,6 +176,7 @@ pub async fn serve(ctx: ListenerCtx) {
                 let ctx2 = ctx.clone();
                 let live2 = live.clone();
                 live.set(live.get() + 1);
+                runtime::memory::opened();
                 tokio::task::spawn_local(async move {
                     // Released on drop, so that a session that panics still gives its slot back.
                     let _slot = SessionSlot { ctx: ctx2, live: live2 };
@@ -211,6 +214,7 @@ impl Drop for SessionSlot {
         self.ctx.open_clients.fetch_sub(1, Relaxed);
         ListenerStats::sub(&self.ctx.stats.connections, 1);
         self.live.set(self.live.get().saturating_sub(1));
+        runtime::memory::closed();
     }
 }
 

@@ -16,6 +16,20 @@ use tokio::net::TcpStream;
 /// Smallest free space offered to one read.
 const MIN_READ: usize = 16 * 1024;
 
+/// A buffer that a burst grew past this is given back once it is empty again.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Replaces `buf` by a new one of `keep` bytes when it is empty and a burst grew it past
+/// [`SHRINK_ABOVE`], so that a long-lived connection does not keep the peak of its busiest moment
+/// (the freed memory then goes back to the OS with the executor's next collect, see
+/// `runtime::memory`). Callers do it when the connection is idle, not per request.
+#[inline]
+pub fn shrink_idle(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(keep);
+    }
+}
+
 /// What one read attempt gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
@@ -117,11 +131,11 @@ pub fn prepare_client(stream: &TcpStream) -> io::Result<()> {
 /// so unsent replies stay in the session's reply buffer (where `max_client_buffer` counts them).
 const TLS_CHUNK: usize = 64 * 1024;
 
-/// A client's TLS state over the same readiness-driven socket calls as plain TCP: rustls's
-/// connection is driven sans-IO, encrypted bytes go through [`read_available`] and
-/// [`write_some`], so the plain path is the same code it was.
+/// TLS over the same readiness-driven socket calls as plain TCP, on either side (a client's
+/// session, or a backend connection): rustls's connection is driven sans-IO, encrypted bytes go
+/// through [`read_available`] and [`write_some`], so the plain path is the same code it was.
 pub struct TlsIo {
-    conn: rustls::ServerConnection,
+    conn: rustls::Connection,
     raw_in: BytesMut,
     raw_out: BytesMut,
 }
@@ -129,11 +143,34 @@ pub struct TlsIo {
 impl TlsIo {
     /// A server-side TLS session for a newly accepted client.
     pub fn new(config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<Self> {
-        Ok(TlsIo {
-            conn: rustls::ServerConnection::new(config).map_err(io::Error::other)?,
+        let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Self::over(conn.into()))
+    }
+
+    /// A client-side TLS session to a backend server whose certificate must be valid for `name`
+    /// (verified against the group's CA). The ClientHello is queued at once: the owner's first
+    /// [`Self::write_some`] sends it.
+    pub fn client(
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut me = Self::over(conn.into());
+        me.queue_tls()?;
+        Ok(me)
+    }
+
+    fn over(conn: rustls::Connection) -> Self {
+        TlsIo {
+            conn,
             raw_in: BytesMut::new(),
             raw_out: BytesMut::new(),
-        })
+        }
+    }
+
+    /// Whether the handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
     }
 
     /// Encrypted bytes waiting for the socket.
@@ -169,9 +206,15 @@ impl TlsIo {
             let n = self.conn.read_tls(&mut rd)?;
             bytes::Buf::advance(&mut self.raw_in, n);
             if let Err(e) = self.conn.process_new_packets() {
+                let handshaking = self.conn.is_handshaking();
                 let _ = self.queue_tls();
                 let _ = write_some(stream, &mut self.raw_out);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                let msg = if handshaking {
+                    format!("TLS handshake failed: {e}")
+                } else {
+                    format!("TLS error: {e}")
+                };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
             }
             let mut w = bytes::BufMut::writer(&mut *buf);
             match io::copy(&mut self.conn.reader(), &mut w) {
@@ -222,4 +265,102 @@ impl TlsIo {
             }
         }
     }
+}
+
+/// A backend connection's socket: plain TCP, or TLS over it (a group with `tls`), with the
+/// handshake done.
+pub struct BackendStream {
+    /// The socket (readiness waits go to it).
+    pub tcp: TcpStream,
+    /// The TLS session over it, if any.
+    pub tls: Option<Box<TlsIo>>,
+}
+
+/// Reads what is available now, through TLS when `tls` is set (see [`read_available`]).
+pub fn read_on(
+    tcp: &TcpStream,
+    tls: &mut Option<Box<TlsIo>>,
+    buf: &mut BytesMut,
+) -> io::Result<ReadOutcome> {
+    match tls {
+        None => read_available(tcp, buf),
+        Some(t) => t.read_available(tcp, buf),
+    }
+}
+
+/// Writes from the front of `buf`, through TLS when `tls` is set; returns whether the socket
+/// must be waited for (bytes, plain or encrypted, are left for it).
+pub fn write_on(
+    tcp: &TcpStream,
+    tls: &mut Option<Box<TlsIo>>,
+    buf: &mut BytesMut,
+) -> io::Result<bool> {
+    match tls {
+        None => Ok(!buf.is_empty() && !write_some(tcp, buf)?),
+        Some(t) => {
+            t.write_some(tcp, buf)?;
+            Ok(t.pending_out() > 0)
+        }
+    }
+}
+
+/// Connects to a backend server at `address` and, with `tls`, completes the TLS handshake and
+/// the verification of the server's certificate (against the group's CA, for the configured
+/// `server_name` or else the address's host), all within `timeout`.
+pub async fn connect_backend(
+    address: &str,
+    timeout: Duration,
+    tls: Option<&router::config::BackendTls>,
+) -> io::Result<BackendStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tcp = connect(address, timeout).await?;
+    let Some(cfg) = tls else {
+        return Ok(BackendStream { tcp, tls: None });
+    };
+    let name = cfg.name_for(address).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{address}` has no host usable as a TLS server name; set tls.server_name"),
+        )
+    })?;
+    let mut t = Box::new(TlsIo::client(cfg.config.clone(), name)?);
+    let handshake = async {
+        let mut none = BytesMut::new();
+        let mut early = BytesMut::new();
+        loop {
+            t.write_some(&tcp, &mut none)?;
+            if t.pending_out() > 0 {
+                tcp.writable().await?;
+                continue;
+            }
+            if !t.is_handshaking() {
+                break;
+            }
+            tcp.readable().await?;
+            if t.read_available(&tcp, &mut early)? == ReadOutcome::Closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the TLS handshake \
+                     (is its port a TLS port?)",
+                ));
+            }
+        }
+        if !early.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server sent data before any request",
+            ));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out (is the server's port a TLS port?)",
+            ));
+        }
+    }
+    Ok(BackendStream { tcp, tls: Some(t) })
 }

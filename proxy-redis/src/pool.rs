@@ -114,7 +114,7 @@ impl Pool {
                 .iter()
                 .filter_map(|s| group.sentinel_master(s).map(str::to_string))
                 .collect();
-            let w = crate::sentinel::watch(&group.sentinels, &masters);
+            let w = crate::sentinel::watch(&group.sentinels, &masters, group.tls.as_ref());
             // The epoch is read before the addresses: a change in between rebuilds the pool.
             let epoch = w.epoch();
             (w, epoch)
@@ -137,6 +137,7 @@ impl Pool {
                 retry_after: group.retry_after,
                 username: group.username.clone(),
                 password: group.password.clone(),
+                tls: group.tls.clone(),
             })
         };
         let mut servers: Vec<Rc<ServerInfo>> = Vec::with_capacity(group.servers.len());

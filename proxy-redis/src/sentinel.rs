@@ -8,15 +8,17 @@
 //! watcher ends when no pool holds its [`Watch`] any more.
 //!
 //! The thread uses blocking sockets with short timeouts: it is off the data path and its I/O is
-//! a few small commands a second.
+//! a few small commands a second. A group with `tls` reaches its sentinels over TLS too (their
+//! `tls-port`), verified against the group's CA for its `server_name` or each sentinel's host.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use router::config::BackendTls;
 use runtime::BackendState;
 
 /// How often the sentinels are asked again (also the wait for a `+switch-master` message).
@@ -29,6 +31,7 @@ const MAX_ELEMENT: usize = 64 * 1024;
 /// The primaries a set of sentinels reports, shared by the pools that use them.
 pub struct Watch {
     sentinels: Vec<String>,
+    tls: Option<BackendTls>,
     masters: Vec<String>,
     /// Master name → `host:port` as last reported.
     addrs: Mutex<HashMap<String, String>>,
@@ -93,10 +96,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The watch for `masters` through `sentinels`, shared with other pools of the process that use
 /// the same ones; a new one asks the sentinels once before returning (so the first connections
 /// go to the right primary) and starts its watcher thread.
-pub fn watch(sentinels: &[String], masters: &[String]) -> Arc<Watch> {
-    type Watches = HashMap<(Vec<String>, Vec<String>), Weak<Watch>>;
+pub fn watch(sentinels: &[String], masters: &[String], tls: Option<&BackendTls>) -> Arc<Watch> {
+    type TlsKey = Option<(String, Option<String>)>;
+    type Watches = HashMap<(Vec<String>, Vec<String>, TlsKey), Weak<Watch>>;
     static WATCHES: OnceLock<Mutex<Watches>> = OnceLock::new();
-    let key = (sentinels.to_vec(), masters.to_vec());
+    let key = (
+        sentinels.to_vec(),
+        masters.to_vec(),
+        tls.map(|t| (t.ca.clone(), t.server_name.clone())),
+    );
     let mut all = lock(WATCHES.get_or_init(Mutex::default));
     all.retain(|_, w| w.strong_count() > 0);
     if let Some(w) = all.get(&key).and_then(Weak::upgrade) {
@@ -104,17 +112,16 @@ pub fn watch(sentinels: &[String], masters: &[String]) -> Arc<Watch> {
     }
     let w = Arc::new(Watch {
         sentinels: sentinels.to_vec(),
+        tls: tls.cloned(),
         masters: masters.to_vec(),
         addrs: Mutex::default(),
         epoch: AtomicU64::new(0),
         states: Mutex::default(),
     });
     for s in sentinels {
-        if Conn::open(s)
-            .and_then(|mut c| query_all(&w, &mut c))
-            .is_ok()
-        {
-            break;
+        match Conn::open(s, w.tls.as_ref()).and_then(|mut c| query_all(&w, &mut c)) {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(sentinel = %s, "sentinel connection failed: {e}"),
         }
     }
     all.insert(key, Arc::downgrade(&w));
@@ -136,8 +143,9 @@ fn watcher(weak: Weak<Watch>) {
         let Some(addr) = w.sentinels.get(next % w.sentinels.len().max(1)).cloned() else {
             return;
         };
+        let tls = w.tls.clone();
         drop(w);
-        if let Err(e) = follow(&weak, &addr) {
+        if let Err(e) = follow(&weak, &addr, tls.as_ref()) {
             tracing::warn!(sentinel = %addr, "sentinel connection failed: {e}");
             next += 1;
             std::thread::sleep(POLL_EVERY);
@@ -146,12 +154,15 @@ fn watcher(weak: Weak<Watch>) {
 }
 
 /// Follows one sentinel until it fails (Err) or the watch is dropped (Ok).
-fn follow(weak: &Weak<Watch>, addr: &str) -> io::Result<()> {
-    let mut query = Conn::open(addr)?;
-    let mut sub = Conn::open(addr)?;
+fn follow(weak: &Weak<Watch>, addr: &str, tls: Option<&BackendTls>) -> io::Result<()> {
+    let mut query = Conn::open(addr, tls)?;
+    let mut sub = Conn::open(addr, tls)?;
     sub.send(&["SUBSCRIBE", "+switch-master"])?;
     sub.read()?;
-    sub.stream.get_mut().set_read_timeout(Some(POLL_EVERY))?;
+    sub.stream
+        .get_ref()
+        .tcp()
+        .set_read_timeout(Some(POLL_EVERY))?;
     loop {
         let Some(w) = weak.upgrade() else {
             return Ok(());
@@ -215,15 +226,55 @@ enum Value {
     Array(Vec<Value>),
 }
 
+/// A blocking socket to a sentinel: plain, or TLS over it.
+enum Sock {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Sock {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Sock::Plain(s) => s,
+            Sock::Tls(t) => t.get_ref(),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.read(buf),
+            Sock::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.write(buf),
+            Sock::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sock::Plain(s) => s.flush(),
+            Sock::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// A blocking connection to a sentinel.
 struct Conn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Sock>,
     /// Set while a frame is being read (a timeout then left part of it unread).
     partial: bool,
 }
 
 impl Conn {
-    fn open(addr: &str) -> io::Result<Self> {
+    fn open(addr: &str, tls: Option<&BackendTls>) -> io::Result<Self> {
         let sa = addr
             .to_socket_addrs()?
             .next()
@@ -232,8 +283,28 @@ impl Conn {
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
         s.set_nodelay(true)?;
+        let sock = match tls {
+            None => Sock::Plain(s),
+            Some(cfg) => {
+                let name = cfg.name_for(addr).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "`{addr}` has no host usable as a TLS server name; set tls.server_name"
+                    ))
+                })?;
+                let conn = rustls::ClientConnection::new(cfg.config.clone(), name)
+                    .map_err(io::Error::other)?;
+                let mut t = rustls::StreamOwned::new(conn, s);
+                // Handshake now, so that a certificate that does not verify is reported as such.
+                while t.conn.is_handshaking() {
+                    t.conn
+                        .complete_io(&mut t.sock)
+                        .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
+                }
+                Sock::Tls(Box::new(t))
+            }
+        };
         Ok(Self {
-            stream: BufReader::new(s),
+            stream: BufReader::new(sock),
             partial: false,
         })
     }
@@ -243,7 +314,9 @@ impl Conn {
         for a in args {
             b.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        self.stream.get_mut().write_all(b.as_bytes())
+        let s = self.stream.get_mut();
+        s.write_all(b.as_bytes())?;
+        s.flush()
     }
 
     fn read(&mut self) -> io::Result<Value> {
@@ -346,6 +419,7 @@ mod tests {
     fn set_bumps_epoch_only_on_change_and_clears_failures() {
         let w = Watch {
             sentinels: vec![],
+            tls: None,
             masters: vec!["m".into()],
             addrs: Mutex::default(),
             epoch: AtomicU64::new(0),

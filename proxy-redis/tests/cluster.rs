@@ -114,3 +114,44 @@ fn cluster_mode_routes_by_slot_and_follows_moved() {
     }
     assert_eq!(c.cmd(&["INCR", key]), ":51");
 }
+
+/// A cluster whose nodes speak TLS to clients and on the bus (`tls-cluster yes`: over a TLS
+/// connection, CLUSTER SLOTS and MOVED name the nodes' TLS ports): the slot map is fetched and
+/// redirections are followed over TLS, verified against the kit's CA.
+#[test]
+fn cluster_mode_over_tls() {
+    let certs = testkit::TestCerts::get().expect("certs");
+    let cluster = RedisCluster::start_with(
+        3,
+        0,
+        testkit::RedisConfig::new()
+            .tls(true)
+            .config_line("tls-cluster yes"),
+    )
+    .expect("cluster");
+    let seed = cluster.nodes()[0].tls_addr().expect("tls port").to_string();
+    let toml = format!(
+        "{}tls = {{ ca = {:?} }}\n",
+        cluster_config(&seed),
+        certs.ca.display().to_string()
+    );
+    let proxy = Proxy::start(&toml, 1);
+    let mut c = proxy.connect();
+    for i in 0..100 {
+        assert_eq!(
+            c.cmd(&["SET", &format!("tk:{i}"), &i.to_string()]),
+            "+OK",
+            "key tk:{i}"
+        );
+    }
+    // Once the map is loaded, every key's node is asked directly.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..100 {
+        assert_eq!(c.cmd(&["GET", &format!("tk:{i}")]), i.to_string());
+    }
+    assert_eq!(
+        c.cmd(&["MGET", "tk:1", "tk:2", "nokey", "tk:3"]),
+        "[1, 2, nil, 3]"
+    );
+    assert_eq!(c.cmd(&["DBSIZE"]), ":100");
+}

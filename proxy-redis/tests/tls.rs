@@ -132,3 +132,233 @@ print("py", r.get("tls:a").decode(), r.connection_pool.get_connection("ping")._s
     // The proxy still serves TLS clients after those failures.
     assert_eq!(tls_cli(p, &c.ca, &["GET", "tls:a"], None).1, "1");
 }
+
+/// `toml` (from [`config`]) with `tls = { ca, server_name }` in the group.
+fn with_group_tls(toml: &str, ca: &std::path::Path, server_name: Option<&str>) -> String {
+    let name = server_name.map_or(String::new(), |n| format!(", server_name = {n:?}"));
+    format!(
+        "{toml}tls = {{ ca = {:?}{name} }}\n",
+        ca.display().to_string()
+    )
+}
+
+/// A config over the TLS ports of `servers`.
+fn tls_backend_config(servers: &[testkit::RedisServer]) -> String {
+    let mut toml = config(servers, "ketama", "");
+    for s in servers {
+        let tls = s.tls_addr().expect("tls port");
+        toml = toml.replacen(&s.addr().to_string(), &tls.to_string(), 1);
+    }
+    toml
+}
+
+#[test]
+fn tls_to_redis_backends() {
+    let c = certs();
+    let servers: Vec<_> = (0..2)
+        .map(|_| {
+            testkit::RedisServer::start_with(testkit::RedisConfig::new().tls(true))
+                .expect("redis-server with TLS")
+        })
+        .collect();
+    let base = tls_backend_config(&servers);
+
+    // Verified against the CA, for the address's host (127.0.0.1, an IP SAN of the certificate).
+    let proxy = Proxy::start(&with_group_tls(&base, &c.ca, None), 2);
+    let mut cl = proxy.connect();
+    assert_eq!(cl.cmd(&["SET", "btls:a", "1"]), "+OK");
+    assert_eq!(cl.cmd(&["MSET", "btls:b", "2", "btls:c", "3"]), "+OK");
+    assert_eq!(
+        cl.cmd(&["MGET", "btls:a", "btls:b", "btls:c", "none"]),
+        "[1, 2, 3, nil]"
+    );
+    // The keys went to both servers over their TLS ports.
+    let spread: Vec<i64> = servers
+        .iter()
+        .map(|s| s.cmd(&["DBSIZE"]).parse().expect("dbsize"))
+        .collect();
+    assert_eq!(spread.iter().sum::<i64>(), 3, "{spread:?}");
+
+    // A pipeline of 10,000 commands in one write.
+    let mut pipe = Vec::new();
+    for i in 0..10_000 {
+        let (k, v) = (format!("btls:p:{i}"), format!("v{i}"));
+        pipe.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    cl.send_raw(&pipe);
+    for _ in 0..10_000 {
+        assert_eq!(cl.read(), "+OK");
+    }
+    assert_eq!(cl.cmd(&["GET", "btls:p:9999"]), "v9999");
+
+    // A 6 MB value both ways.
+    let big: String = (0..6 * 1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    assert_eq!(cl.cmd(&["SET", "btls:big", &big]), "+OK");
+    assert_eq!(cl.cmd(&["STRLEN", "btls:big"]), ":6291456");
+    let got = cl.cmd(&["GET", "btls:big"]);
+    assert!(got == big, "{}", &got[..got.len().min(80)]);
+    assert_eq!(servers[0].cmd(&["PING"]), "PONG");
+    drop(cl);
+    drop(proxy);
+
+    // An explicit server name in the certificate.
+    let proxy = Proxy::start(&with_group_tls(&base, &c.ca, Some("localhost")), 1);
+    assert_eq!(proxy.connect().cmd(&["GET", "btls:a"]), "1");
+    drop(proxy);
+
+    // A CA that did not sign the servers' certificate: refused, with the reason.
+    let proxy = Proxy::start(&with_group_tls(&base, &c.other_ca, None), 1);
+    let e = proxy.connect().cmd(&["GET", "btls:a"]);
+    assert!(
+        e.starts_with("-ERR backend")
+            && e.contains("TLS handshake failed: invalid peer certificate"),
+        "{e}"
+    );
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    eprintln!("wrong CA: {e}");
+    drop(proxy);
+
+    // A name the certificate is not valid for: refused, with the reason.
+    let proxy = Proxy::start(&with_group_tls(&base, &c.ca, Some("wrong.example")), 1);
+    let e = proxy.connect().cmd(&["GET", "btls:a"]);
+    assert!(
+        e.starts_with("-ERR backend")
+            && e.contains("TLS handshake failed: invalid peer certificate"),
+        "{e}"
+    );
+    assert!(
+        e.contains("wrong.example") || e.contains("NotValidForName"),
+        "{e}"
+    );
+    eprintln!("wrong name: {e}");
+    drop(proxy);
+
+    // TLS towards a plain port: a failed connection, never clear text.
+    let plain = config(&servers, "ketama", "");
+    let proxy = Proxy::start(&with_group_tls(&plain, &c.ca, None), 1);
+    let e = proxy.connect().cmd(&["GET", "btls:a"]);
+    assert!(e.starts_with("-ERR backend") && e.contains("TLS"), "{e}");
+    eprintln!("plain port: {e}");
+    drop(proxy);
+
+    // The plain path is unaffected: the same servers over their plain ports.
+    let proxy = Proxy::start(&plain, 1);
+    assert_eq!(proxy.connect().cmd(&["GET", "btls:p:42"]), "v42");
+}
+
+/// A Redis Sentinel that speaks TLS only (`port 0`, `tls-port`) and reaches the primary it
+/// monitors over TLS too (`tls-replication yes`).
+struct TlsSentinel {
+    lease: testkit::PortLease,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl TlsSentinel {
+    fn start(name: &str, primary_tls: std::net::SocketAddr) -> TlsSentinel {
+        let c = certs();
+        let lease = testkit::reserve_port().expect("port");
+        let dir = std::env::temp_dir().join(format!(
+            "furrow-tls-sentinel-{}-{}",
+            std::process::id(),
+            lease.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
+                 tls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor {name} 127.0.0.1 {pport} 1\n",
+                port = lease.port(),
+                dir = dir.display(),
+                cert = c.cert.display(),
+                key = c.key.display(),
+                ca = c.ca.display(),
+                pport = primary_tls.port(),
+            ),
+        )
+        .expect("sentinel.conf");
+        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
+        let child = Command::new(testkit::find_binary("redis-server").expect("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start sentinel");
+        let s = TlsSentinel { lease, child, dir };
+        let t0 = std::time::Instant::now();
+        while !tls_cli(s.lease.port(), &c.ca, &["PING"], None)
+            .1
+            .contains("PONG")
+        {
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "the TLS sentinel did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        s
+    }
+}
+
+impl Drop for TlsSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn sentinels_over_tls() {
+    let c = certs();
+    let primary = testkit::RedisServer::start_with(testkit::RedisConfig::new().tls(true))
+        .expect("redis-server with TLS");
+    let sentinel = TlsSentinel::start("tlsmaster", primary.tls_addr().expect("tls port"));
+    // The configured address is wrong on purpose: only the sentinel's answer (asked over TLS)
+    // leads to the primary's TLS port.
+    let toml = |ca: &std::path::Path| {
+        format!(
+            r#"
+[[listeners]]
+name = "cache"
+kind = "redis"
+address = "127.0.0.1:6400"
+group = "cache"
+
+[redis_groups.cache]
+sentinels = ["{}"]
+request_timeout_ms = 1000
+servers = [{{ name = "shard1", sentinel_master = "tlsmaster", address = "127.0.0.1:1" }}]
+tls = {{ ca = {:?} }}
+"#,
+            sentinel.lease.addr(),
+            ca.display().to_string()
+        )
+    };
+    let proxy = Proxy::start(&toml(&c.ca), 1);
+    let mut cl = proxy.connect();
+    assert_eq!(cl.cmd(&["SET", "stls:a", "1"]), "+OK");
+    assert_eq!(primary.cmd(&["GET", "stls:a"]), "1");
+    drop(cl);
+    drop(proxy);
+
+    // With a CA that does not verify the sentinel, nothing is learnt from it: the configured
+    // (wrong) address is all there is.
+    let proxy = Proxy::start(&toml(&c.other_ca), 1);
+    let e = proxy.connect().cmd(&["GET", "stls:a"]);
+    assert!(e.starts_with("-ERR backend shard1 (127.0.0.1:1)"), "{e}");
+}

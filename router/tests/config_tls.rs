@@ -154,3 +154,73 @@ fn require_tls_needs_a_tls_listener() {
         "{e:?}"
     );
 }
+
+fn redis_config(group_tls: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "r"
+kind = "redis"
+address = "127.0.0.1:6400"
+group = "cache"
+
+[redis_groups.cache]
+servers = [{{ name = "r1", address = "127.0.0.1:6380" }}]
+{group_tls}
+"#
+    )
+}
+
+#[test]
+fn redis_group_tls() {
+    let c = certs();
+    let ca = c.ca.display().to_string();
+    let cfg = config::parse(
+        "t.toml",
+        &redis_config(&format!(
+            "tls = {{ ca = {ca:?}, server_name = \"redis.internal\" }}"
+        )),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = cfg.redis_group("cache").expect("group");
+    let bt = g.tls.as_ref().expect("group tls");
+    assert_eq!(bt.ca, ca);
+    assert_eq!(bt.server_name.as_deref(), Some("redis.internal"));
+    let cfg = config::parse("t.toml", &redis_config("")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.redis_group("cache").expect("group").tls.is_none());
+    // Relative to the config's folder.
+    let file = c.dir.join("furrow.toml").display().to_string();
+    let cfg = config::parse(&file, &redis_config("tls = { ca = \"ca.pem\" }"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.redis_group("cache").expect("group").tls.is_some());
+
+    let e = errors(&redis_config("tls = { ca = \"/nonexistent/ca.pem\" }"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("redis_groups.cache.tls.ca: cannot read")),
+        "{e:?}"
+    );
+    let e = errors(&redis_config(&format!(
+        "tls = {{ ca = {:?} }}",
+        c.key.display().to_string()
+    )));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("redis_groups.cache.tls.ca") && l.contains("no PEM certificate")),
+        "{e:?}"
+    );
+    let e = errors(&redis_config(&format!(
+        "tls = {{ ca = {ca:?}, server_name = \"not a name\", verify = false }}"
+    )));
+    assert!(e.iter().any(|l| l.contains("redis_groups.cache.tls.server_name: `not a name` is neither a DNS name nor an IP address")), "{e:?}");
+    assert!(
+        e.iter().any(|l| l.contains("unknown key `verify`")),
+        "{e:?}"
+    );
+    let e = errors(&redis_config("tls = { server_name = \"x\" }"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("redis_groups.cache.tls.ca: missing required key `ca`")),
+        "{e:?}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod executor;
 pub mod listener;
 pub mod logins;
+pub mod memory;
 pub mod snapshot;
 pub mod stats;
 

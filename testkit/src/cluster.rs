@@ -26,6 +26,8 @@ impl RedisCluster {
     }
 
     /// Like [`Self::start`], with extra node options (password, config lines); cluster mode is forced on.
+    /// With [`RedisConfig::tls`] the cluster is created over the nodes' TLS ports (add the config
+    /// line `tls-cluster yes` so that the bus and the nodes' announced ports are TLS too).
     pub fn start_with(
         masters: usize,
         replicas_per_master: usize,
@@ -48,9 +50,18 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes, masters };
 
         let mut command = Command::new(&cli);
+        // Nodes with TLS (`tls-cluster yes` in their config) meet over their TLS ports.
+        let tls = cluster.nodes.iter().all(|n| n.tls_addr().is_some());
+        if tls {
+            command
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(&crate::TestCerts::get()?.ca);
+        }
         command.arg("--cluster").arg("create");
         for node in &cluster.nodes {
-            command.arg(node.addr().to_string());
+            let addr = if tls { node.tls_addr() } else { None };
+            command.arg(addr.unwrap_or_else(|| node.addr()).to_string());
         }
         command
             .arg("--cluster-replicas")

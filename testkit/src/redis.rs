@@ -21,6 +21,7 @@ pub struct RedisConfig {
     replica_of: Option<SocketAddr>,
     extra: Vec<String>,
     startup_timeout: Duration,
+    tls: bool,
 }
 
 impl Default for RedisConfig {
@@ -31,6 +32,7 @@ impl Default for RedisConfig {
             replica_of: None,
             extra: Vec::new(),
             startup_timeout: Duration::from_secs(20),
+            tls: false,
         }
     }
 }
@@ -65,6 +67,15 @@ impl RedisConfig {
         self
     }
 
+    /// Also serves TLS on a port of its own ([`RedisServer::tls_addr`]) with the kit's
+    /// [`crate::TestCerts`] (server certificate for localhost/127.0.0.1/::1, clients not asked for
+    /// certificates: `tls-auth-clients no`). The plain port stays open for the kit's own commands
+    /// ([`RedisServer::cmd`], the readiness probe).
+    pub fn tls(mut self, enabled: bool) -> Self {
+        self.tls = enabled;
+        self
+    }
+
     /// How long to wait for the server to answer `PING`.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
@@ -79,6 +90,7 @@ pub struct RedisServer {
     config: RedisConfig,
     port: PortLease,
     cluster_port: Option<PortLease>,
+    tls_port: Option<PortLease>,
     conf_path: PathBuf,
     // Last: dropped after the process is killed.
     dir: tempfile::TempDir,
@@ -120,6 +132,11 @@ impl RedisServer {
         } else {
             None
         };
+        let tls_port = if config.tls {
+            Some(reserve_port()?)
+        } else {
+            None
+        };
         let dir = instance_dir("redis")?;
         let conf_path = dir.path().join("redis.conf");
         let mut conf = vec![
@@ -144,6 +161,14 @@ impl RedisServer {
             conf.push("cluster-config-file nodes.conf".into());
             conf.push("cluster-node-timeout 3000".into());
         }
+        if let Some(tls_port) = &tls_port {
+            let certs = crate::TestCerts::get()?;
+            conf.push(format!("tls-port {}", tls_port.port()));
+            conf.push(format!("tls-cert-file {}", certs.cert.display()));
+            conf.push(format!("tls-key-file {}", certs.key.display()));
+            conf.push(format!("tls-ca-cert-file {}", certs.ca.display()));
+            conf.push("tls-auth-clients no".into());
+        }
         if let Some(primary) = config.replica_of {
             conf.push(format!("replicaof {} {}", primary.ip(), primary.port()));
         }
@@ -161,6 +186,7 @@ impl RedisServer {
             config,
             port,
             cluster_port,
+            tls_port,
             conf_path,
             dir,
         };
@@ -196,6 +222,13 @@ impl RedisServer {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port.port()))
+    }
+
+    /// `127.0.0.1:<tls-port>` of a server started with [`RedisConfig::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port
+            .as_ref()
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p.port())))
     }
 
     /// The client port.

@@ -2,7 +2,8 @@
 //! process with the `openssl` CLI (Debian: `apt-get install -y openssl`, present by default) in
 //! an instance directory of the kit (swept like the servers' when the process is gone).
 //!
-//! The server certificate is valid for `localhost`, `127.0.0.1` and `::1`, so clients that verify
+//! The server certificate is valid for `localhost`, `127.0.0.1` and `::1` (and usable as a client
+//! certificate too, as a Redis Cluster bus over TLS needs), so clients that verify
 //! the host name (`mariadb --ssl-verify-server-cert`, PyMySQL with `check_hostname`,
 //! mysql-connector with `ssl_verify_identity`, `redis-cli --tls`) accept it when given
 //! [`TestCerts::ca`]. A second, unrelated CA ([`TestCerts::other_ca`]) makes "wrong CA" tests.
@@ -121,7 +122,7 @@ fn make(dir: &Path) -> Result<TestCerts> {
         "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n\
          basicConstraints=critical,CA:FALSE\n\
          keyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n",
+         extendedKeyUsage=serverAuth,clientAuth\n",
     )
     .map_err(|e| Error::io(format!("writing {}", ext.display()), e))?;
     openssl(

@@ -332,6 +332,10 @@ pub struct RedisGroup {
     /// Redis Sentinel addresses (`host:port`); when set, each server's primary address is asked
     /// from them and followed across failovers.
     pub sentinels: Vec<String>,
+    /// TLS to the servers (`tls = { ca, server_name }`): connections speak TLS from the first
+    /// byte (Redis's `tls-port`) and the servers' certificates are verified against `ca`. None:
+    /// plain TCP.
+    pub tls: Option<BackendTls>,
     pub(crate) span: Span,
 }
 
@@ -592,7 +596,7 @@ pub(crate) fn read_config(
     let redis_groups = root
         .opt_named_tables(d, "redis_groups")
         .into_iter()
-        .filter_map(|(name, t)| read_redis_group(name.into_inner(), t, d))
+        .filter_map(|(name, t)| read_redis_group(name.into_inner(), t, d, base))
         .collect();
     let mysql_groups = root
         .opt_named_tables(d, "mysql_groups")
@@ -793,7 +797,12 @@ fn read_servers(
         .collect()
 }
 
-fn read_redis_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<RedisGroup> {
+fn read_redis_group(
+    name: String,
+    mut t: TableReader<'_, '_>,
+    d: &mut Diags,
+    base: &Path,
+) -> Option<RedisGroup> {
     let path = t.path().to_string();
     let distribution = t
         .opt_choice(d, "distribution", RedisDistribution::NAMES)
@@ -885,6 +894,9 @@ fn read_redis_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> 
             );
         }
     }
+    let tls = t
+        .opt_table(d, "tls")
+        .and_then(|tt| super::tls::read_backend_tls(tt, d, base));
     let span = t.span();
     t.finish(d);
     Some(RedisGroup {
@@ -903,6 +915,7 @@ fn read_redis_group(name: String, mut t: TableReader<'_, '_>, d: &mut Diags) -> 
         retry_after,
         read_from,
         sentinels,
+        tls,
         span,
     })
 }
