@@ -790,7 +790,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(49) {
+    match rng.below(50) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1135,6 +1135,14 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
                 false,
             )
         }
+        48 => (
+            // Text compared across shards by a union: refused (collation unknown) or equal.
+            format!(
+                "SELECT tag FROM notes WHERE user_id < {u} UNION SELECT kind FROM events ORDER BY 1"
+            ),
+            true,
+            true,
+        ),
         _ => (
             format!(
                 "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",

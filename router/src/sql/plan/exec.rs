@@ -137,7 +137,7 @@ pub fn execute(
                 };
                 inputs.push(rows);
             }
-            Output::Rows(Box::new(super::UnionRows::new(inputs)?))
+            Output::Rows(Box::new(super::UnionRows::new(inputs, &u.compared)?))
         }
         inner => {
             let child = inner

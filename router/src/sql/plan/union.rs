@@ -15,6 +15,22 @@ use super::{Plan, ShardError};
 pub struct Union {
     /// The branches, in statement order.
     pub inputs: Vec<Plan>,
+    /// Columns the nodes above compare (the union's DISTINCT: all; its ORDER BY: the keys). They
+    /// must not be text: a column definition carries the connection's collation, not the
+    /// column's, and a union's branches have no collation probe (`collate`), so text would be
+    /// compared by a guess.
+    pub compared: Compared,
+}
+
+/// Which columns of a [`Union`] are compared above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compared {
+    /// None (UNION ALL without ORDER BY).
+    None,
+    /// These columns (ORDER BY keys).
+    Columns(Vec<usize>),
+    /// Every column (UNION DISTINCT).
+    All,
 }
 
 /// The running concatenation.
@@ -25,8 +41,9 @@ pub struct UnionRows {
 }
 
 impl UnionRows {
-    /// Concatenates `inputs`; their column types must agree (names are the first input's).
-    pub fn new(inputs: Vec<Box<dyn RowSource>>) -> Result<Self, ShardError> {
+    /// Concatenates `inputs`; their column types must agree (names are the first input's), and
+    /// no `compared` column may be text.
+    pub fn new(inputs: Vec<Box<dyn RowSource>>, compared: &Compared) -> Result<Self, ShardError> {
         let mut columns = inputs
             .first()
             .map(|i| i.columns().to_vec())
@@ -54,6 +71,20 @@ impl UnionRows {
                 if o.flags & column_flag::NOT_NULL == 0 {
                     c.flags &= !column_flag::NOT_NULL;
                 }
+            }
+        }
+        for (i, c) in columns.iter().enumerate() {
+            let is_compared = match compared {
+                Compared::None => false,
+                Compared::Columns(v) => v.contains(&i),
+                Compared::All => true,
+            };
+            if is_compared && c.charset != codec::mysql::consts::charset::BINARY {
+                return Err(ShardError::Unsupported(format!(
+                    "UNION across shards comparing the text column `{}` (DISTINCT or ORDER BY): \
+                     its collation is not known to the proxy; use UNION ALL, or order by a number",
+                    String::from_utf8_lossy(&c.name)
+                )));
             }
         }
         Ok(Self {
@@ -138,7 +169,11 @@ pub(crate) fn plan_union(
             cx,
         )?);
     }
-    let mut plan = Plan::Union(Union { inputs });
+    let mut compared = if all { Compared::None } else { Compared::All };
+    let mut plan = Plan::Union(Union {
+        inputs,
+        compared: Compared::None,
+    });
     if !all {
         plan = Plan::Distinct(super::Distinct {
             input: Box::new(plan),
@@ -175,11 +210,15 @@ pub(crate) fn plan_union(
             let desc = matches!(o.options.sort, Some(sqlparser::ast::OrderBySort::Desc));
             keys.push(super::SortKey::new(col, desc));
         }
+        if compared == Compared::None {
+            compared = Compared::Columns(keys.iter().map(|k| k.col).collect());
+        }
         plan = Plan::Sort(super::Sort {
             keys,
             input: Box::new(plan),
         });
     }
+    set_compared(&mut plan, compared);
     if let Some((offset, count)) = super::select::limit_of(q)? {
         plan = Plan::Limit(super::Limit {
             offset,
@@ -188,6 +227,16 @@ pub(crate) fn plan_union(
         });
     }
     Ok(Some(plan))
+}
+
+/// Records on the union under `plan` which columns are compared above it.
+fn set_compared(plan: &mut Plan, compared: Compared) {
+    match plan {
+        Plan::Union(u) => u.compared = compared,
+        Plan::Sort(s) => set_compared(&mut s.input, compared),
+        Plan::Distinct(d) => set_compared(&mut d.input, compared),
+        _ => {}
+    }
 }
 
 /// The output column names of a SELECT branch (alias, or a column's own name), if every item has
