@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, JoinConstraint, JoinOperator, ObjectNamePart, Query, Select, SetExpr,
-    TableFactor, TableWithJoins, Visit, Visitor,
+    BinaryOperator, Expr, JoinConstraint, ObjectNamePart, Query, Select, SetExpr, TableFactor,
+    TableWithJoins, Visit, Visitor,
 };
 
 use super::route::{TableRef, conjuncts, leaf, partitions_of, qualified_key, rename, table_ref};
@@ -213,18 +213,7 @@ impl<'r> Pin<'r> {
         self.factor(&twj.relation, outer, refs, on, using)?;
         for j in &twj.joins {
             self.factor(&j.relation, outer, refs, on, using)?;
-            let c = match &j.join_operator {
-                JoinOperator::Join(c)
-                | JoinOperator::Inner(c)
-                | JoinOperator::Left(c)
-                | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::CrossJoin(c)
-                | JoinOperator::StraightJoin(c) => c,
-                other => return Err(no(format!("join kind `{other:?}`"))),
-            };
-            match c {
+            match super::route::join_constraint(&j.join_operator)? {
                 JoinConstraint::On(e) => on.push(e),
                 JoinConstraint::Using(cols) if super::select::using_key(refs, cols) => {
                     using.push(refs.len() - 1);

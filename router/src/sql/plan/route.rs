@@ -118,6 +118,18 @@ pub(crate) fn rename(
     Ok(())
 }
 
+/// The constraint of a join the planners understand (inner, outer, cross and STRAIGHT_JOIN).
+pub(crate) fn join_constraint(
+    op: &sqlparser::ast::JoinOperator,
+) -> Result<&sqlparser::ast::JoinConstraint, ShardError> {
+    use sqlparser::ast::JoinOperator::*;
+    match op {
+        Join(c) | Inner(c) | Left(c) | LeftOuter(c) | Right(c) | RightOuter(c) | CrossJoin(c)
+        | StraightJoin(c) => Ok(c),
+        other => Err(ShardError::Unsupported(format!("join kind `{other:?}`"))),
+    }
+}
+
 /// The conjuncts of an AND chain (through parentheses), appended to `out`.
 pub(crate) fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {

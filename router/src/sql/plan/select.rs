@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{
     BinaryOperator, Distinct as SqlDistinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, JoinOperator, LimitClause, OrderByKind, OrderBySort, Query,
-    Select, SelectItem, SetExpr, UnaryOperator,
+    GroupByExpr, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select,
+    SelectItem, SetExpr, UnaryOperator,
 };
 
 use super::aggregate::{AggKind, AggSpec, Aggregate};
@@ -18,8 +18,8 @@ use super::limit::Limit;
 use super::merge_sort::{MergeSort, SortKey};
 use super::project::{Filter, Project, Sort, Trim};
 use super::route::{
-    TableRef, all, conjuncts, default_route, has_subquery, leaf, partitions_of, qualified_key,
-    rename, table_ref, units,
+    TableRef, all, conjuncts, default_route, has_subquery, join_constraint, leaf, partitions_of,
+    qualified_key, rename, table_ref, units,
 };
 use super::scatter::Scatter;
 use super::splice::{Edits, SelectText, Source, limit_clause, parse_expr};
@@ -205,21 +205,10 @@ pub(crate) fn plan_query(
         refs.push(table_ref(&twj.relation, rules)?);
         for j in &twj.joins {
             refs.push(table_ref(&j.relation, rules)?);
-            match &j.join_operator {
-                JoinOperator::Join(c)
-                | JoinOperator::Inner(c)
-                | JoinOperator::Left(c)
-                | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::CrossJoin(c) => match c {
-                    JoinConstraint::On(e) => on.push(e),
-                    JoinConstraint::Using(cols) if using_key(&refs, cols) => {
-                        using.push(refs.len() - 1)
-                    }
-                    _ => {}
-                },
-                other => return Err(ShardError::Unsupported(format!("join kind `{other:?}`"))),
+            match join_constraint(&j.join_operator)? {
+                JoinConstraint::On(e) => on.push(e),
+                JoinConstraint::Using(cols) if using_key(&refs, cols) => using.push(refs.len() - 1),
+                _ => {}
             }
         }
     }

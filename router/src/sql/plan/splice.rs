@@ -354,21 +354,11 @@ fn scan(s: &str) -> (Vec<Tok>, bool) {
             }
             b'\'' | b'"' => {
                 i = quoted_end(b, i, c, true);
-                out.push(Tok {
-                    kind: Kind::Str,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(tok(Kind::Str, start, i, depth));
             }
             b'`' => {
                 i = quoted_end(b, i, c, false);
-                out.push(Tok {
-                    kind: Kind::Quoted,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(tok(Kind::Quoted, start, i, depth));
             }
             // `?N`: a literal slot of a cached shape, one token (the client's own `?` placeholders
             // are alone).
@@ -377,31 +367,16 @@ fn scan(s: &str) -> (Vec<Tok>, bool) {
                 while i < b.len() && b[i].is_ascii_digit() {
                     i += 1;
                 }
-                out.push(Tok {
-                    kind: Kind::Word,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(tok(Kind::Word, start, i, depth));
             }
             b'(' => {
-                out.push(Tok {
-                    kind: Kind::Punct(c),
-                    start,
-                    end: i + 1,
-                    depth,
-                });
+                out.push(tok(Kind::Punct(c), start, i + 1, depth));
                 depth += 1;
                 i += 1;
             }
             b')' => {
                 depth = depth.saturating_sub(1);
-                out.push(Tok {
-                    kind: Kind::Punct(c),
-                    start,
-                    end: i + 1,
-                    depth,
-                });
+                out.push(tok(Kind::Punct(c), start, i + 1, depth));
                 i += 1;
             }
             _ if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
@@ -413,26 +388,25 @@ fn scan(s: &str) -> (Vec<Tok>, bool) {
                 {
                     i += 1;
                 }
-                out.push(Tok {
-                    kind: Kind::Word,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(tok(Kind::Word, start, i, depth));
             }
             _ => {
                 // One punctuation character (whole UTF-8 sequence never starts here: >= 0x80 is a word).
                 i += 1;
-                out.push(Tok {
-                    kind: Kind::Punct(c),
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(tok(Kind::Punct(c), start, i, depth));
             }
         }
     }
     (out, exec)
+}
+
+fn tok(kind: Kind, start: usize, end: usize, depth: u32) -> Tok {
+    Tok {
+        kind,
+        start,
+        end,
+        depth,
+    }
 }
 
 fn line_end(b: &[u8], i: usize) -> usize {
