@@ -101,17 +101,6 @@ fn closed(s: &mut TcpStream) -> bool {
     matches!(s.read(&mut b), Ok(0) | Err(_))
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------- item 1
 
 #[test]
@@ -319,7 +308,7 @@ fn hints_only_narrow_what_a_user_may_do() {
 fn packets_before_login_are_capped() {
     let rs = replica_set(1);
     let proxy = proxy_for(&rs, "");
-    let before = rss_kib();
+    let before = testkit::rss::status_kib("VmRSS").unwrap_or(0);
 
     // A "415 MB" handshake response: refused when its header arrives, never buffered.
     let (mut s, _) = greet(proxy.addr);
@@ -343,7 +332,9 @@ fn packets_before_login_are_capped() {
     assert_eq!((seq, e.code, e.sql_state), (2, 1153, Some(*b"08S01")));
     assert!(closed(&mut s));
     let sent = pusher.join().expect("pusher");
-    let grown = rss_kib().saturating_sub(before);
+    let grown = testkit::rss::status_kib("VmRSS")
+        .unwrap_or(0)
+        .saturating_sub(before);
     assert!(
         grown < 64 * 1024,
         "RSS grew by {grown} KiB while the client pushed {sent} bytes"

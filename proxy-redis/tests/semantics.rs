@@ -579,14 +579,7 @@ fn item15_script_and_function_kill_reach_a_busy_shard() {
 
 /// The peak resident memory of this process (the proxy runs in it), in MiB.
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    testkit::rss::status_kib("VmHWM").map_or(0, |kb| kb / 1024)
 }
 
 #[test]
