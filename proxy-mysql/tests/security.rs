@@ -11,27 +11,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use codec::mysql::consts::capability::*;
 use codec::mysql::{ErrPacket, HandshakeResponse41, HandshakeV10};
 use common::*;
-
-/// Rows of `query` on a server, as one string per row (cells joined by tabs).
-fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
-    server
-        .sql(query)
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|c| c.unwrap_or_else(|| "NULL".into()))
-                .collect::<Vec<_>>()
-                .join("\t")
-        })
-        .collect()
-}
 
 /// Whether the replica's replication threads are both running.
 fn replicating(replica: &testkit::MariaDb) -> bool {
@@ -456,17 +440,7 @@ fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
             Some("caching_sha2_password"),
             Some("mysql_native_password"),
         ] {
-            let mut cmd = Command::new("mariadb");
-            cmd.args([
-                "--no-defaults",
-                "--protocol=TCP",
-                "--host=127.0.0.1",
-                "--batch",
-            ])
-            .arg("--skip-column-names")
-            .arg(format!("--port={}", proxy.addr.port()))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={APP_SECRET}"));
+            let mut cmd = mariadb_cli(proxy.addr.port(), user, APP_SECRET);
             if let Some(p) = plugin {
                 cmd.arg(format!("--default-auth={p}"));
             }
@@ -478,16 +452,8 @@ fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
             );
         }
         // A wrong password is still refused.
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "--protocol=TCP", "--host=127.0.0.1"])
-            .arg(format!("--port={}", proxy.addr.port()))
-            .arg(format!("--user={user}"))
-            .args([
-                "--password=wrong",
-                "--default-auth=caching_sha2_password",
-                "-e",
-                "SELECT 1",
-            ])
+        let out = mariadb_cli(proxy.addr.port(), user, "wrong")
+            .args(["--default-auth=caching_sha2_password", "-e", "SELECT 1"])
             .output()
             .expect("mariadb");
         assert!(
@@ -663,26 +629,11 @@ fn a_listener_wide_budget_bounds_packets_being_received() {
 
 /// `mariadb` CLI login with `password`: Ok(stdout) or Err(stderr).
 fn cli_login(port: u16, password: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--host=127.0.0.1",
-            "--batch",
-            "--skip-column-names",
-            "--connect-timeout=10",
-            "--user=app",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--password={password}"))
-        .args(["--execute", "SELECT 1"])
+    let out = mariadb_cli(port, "app", password)
+        .args(["--connect-timeout=10", "--execute", "SELECT 1"])
         .output()
         .expect("mariadb CLI");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stdout_or_stderr(&out)
 }
 
 /// Issue 15 item 6: failed logins are throttled per address — after `max_login_failures` wrong
