@@ -2,12 +2,7 @@
 
 mod common;
 
-use common::{Proxy, allow_admin, config, redis_servers};
-
-fn dist(toml: &str) -> router::redis::Distribution {
-    let cfg = router::config::parse("t", toml).expect("config");
-    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
-}
+use common::{Proxy, allow_admin, config, dist, redis_servers};
 
 #[test]
 fn mget_mset_del_exists_split_over_shards() {

@@ -129,6 +129,29 @@ servers = [{}]
     )
 }
 
+/// The key distribution of group `cache` in `toml` (from [`config`]).
+pub fn dist(toml: &str) -> router::redis::Distribution {
+    let cfg = router::config::parse("t", toml).expect("config");
+    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+}
+
+/// A key of `prefix` on each of `n` shards: `keys[s]` maps to shard `s` (the first of
+/// `{prefix}0`, `{prefix}1`, ... that does).
+pub fn key_per_shard(d: &router::redis::Distribution, n: usize, prefix: &str) -> Vec<String> {
+    let mut keys = vec![String::new(); n];
+    for i in 0..100_000 {
+        let k = format!("{prefix}{i}");
+        let s = d.server_for_key(k.as_bytes());
+        if keys[s].is_empty() {
+            keys[s] = k;
+        }
+        if keys.iter().all(|k| !k.is_empty()) {
+            break;
+        }
+    }
+    keys
+}
+
 /// `toml` (from [`config`]) with `allow_admin_commands = true` on its listener.
 pub fn allow_admin(toml: &str) -> String {
     toml.replacen(
