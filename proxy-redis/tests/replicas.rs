@@ -2,12 +2,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Proxy;
-use testkit::{PortLease, RedisConfig, RedisServer};
+use common::{Proxy, Sentinel};
+use testkit::{RedisConfig, RedisServer};
 
 /// A primary and one replica of it, with the link up.
 fn primary_and_replica() -> (RedisServer, RedisServer) {
@@ -148,47 +147,20 @@ fn a_dead_replica_falls_back_to_the_primary() {
     assert_eq!(r.state_word(), "ejected");
 }
 
-/// A Redis Sentinel process on a reserved loopback port.
-struct Sentinel {
-    lease: PortLease,
-    child: Child,
-    dir: PathBuf,
-}
-
 impl Sentinel {
     /// Starts a sentinel monitoring `primary` as `name` (quorum 1, down after 1000 ms).
     fn start(name: &str, primary: &RedisServer) -> Sentinel {
-        let lease = testkit::reserve_port().expect("port");
-        let dir = std::env::temp_dir().join(format!(
-            "furrow-sentinel-{}-{}",
-            std::process::id(),
-            lease.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
+        let s = Sentinel::spawn("sentinel", |port, dir| {
             format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {name} 127.0.0.1 {pport} 1\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 10000\n\
                  sentinel parallel-syncs {name} 1\n",
-                port = lease.port(),
                 dir = dir.display(),
                 pport = primary.port(),
-            ),
-        )
-        .expect("sentinel.conf");
-        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
-        let child = Command::new(testkit::find_binary("redis-server").expect("redis-server"))
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start sentinel");
-        let s = Sentinel { lease, child, dir };
+            )
+        });
         wait_for(Duration::from_secs(10), "sentinel up", || {
             s.cli(&["PING"]).contains("PONG")
         });
@@ -206,14 +178,6 @@ impl Sentinel {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

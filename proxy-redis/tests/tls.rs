@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Proxy, config, redis_servers};
+use common::{Proxy, Sentinel, config, redis_servers};
 use testkit::TestCerts;
 
 fn certs() -> &'static TestCerts {
@@ -255,50 +255,24 @@ fn tls_to_redis_backends() {
     assert_eq!(proxy.connect().cmd(&["GET", "btls:p:42"]), "v42");
 }
 
-/// A Redis Sentinel that speaks TLS only (`port 0`, `tls-port`) and reaches the primary it
-/// monitors over TLS too (`tls-replication yes`).
-struct TlsSentinel {
-    lease: testkit::PortLease,
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl TlsSentinel {
-    fn start(name: &str, primary_tls: std::net::SocketAddr) -> TlsSentinel {
+impl Sentinel {
+    /// A Redis Sentinel that speaks TLS only (`port 0`, `tls-port`) and reaches the primary it
+    /// monitors as `name` over TLS too (`tls-replication yes`).
+    fn start_tls(name: &str, primary_tls: std::net::SocketAddr) -> Sentinel {
         let c = certs();
-        let lease = testkit::reserve_port().expect("port");
-        let dir = std::env::temp_dir().join(format!(
-            "furrow-tls-sentinel-{}-{}",
-            std::process::id(),
-            lease.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
+        let s = Sentinel::spawn("tls-sentinel", |port, dir| {
             format!(
                 "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
                  tls-auth-clients no\ntls-replication yes\n\
                  sentinel monitor {name} 127.0.0.1 {pport} 1\n",
-                port = lease.port(),
                 dir = dir.display(),
                 cert = c.cert.display(),
                 key = c.key.display(),
                 ca = c.ca.display(),
                 pport = primary_tls.port(),
-            ),
-        )
-        .expect("sentinel.conf");
-        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
-        let child = Command::new(testkit::find_binary("redis-server").expect("redis-server"))
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start sentinel");
-        let s = TlsSentinel { lease, child, dir };
+            )
+        });
         let t0 = std::time::Instant::now();
         while !tls_cli(s.lease.port(), &c.ca, &["PING"], None)
             .1
@@ -314,20 +288,12 @@ impl TlsSentinel {
     }
 }
 
-impl Drop for TlsSentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn sentinels_over_tls() {
     let c = certs();
     let primary = testkit::RedisServer::start_with(testkit::RedisConfig::new().tls(true))
         .expect("redis-server with TLS");
-    let sentinel = TlsSentinel::start("tlsmaster", primary.tls_addr().expect("tls port"));
+    let sentinel = Sentinel::start_tls("tlsmaster", primary.tls_addr().expect("tls port"));
     // The configured address is wrong on purpose: only the sentinel's answer (asked over TLS)
     // leads to the primary's TLS port.
     let toml = |ca: &std::path::Path| {

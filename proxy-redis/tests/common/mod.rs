@@ -248,3 +248,46 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
+
+/// A Redis Sentinel process (`redis-server --sentinel`) on a reserved loopback port, its config and
+/// log in a directory of its own; killed and its directory removed on drop.
+pub struct Sentinel {
+    /// The sentinel's port.
+    pub lease: testkit::PortLease,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    /// Starts `redis-server --sentinel` with the config `conf(port, dir)` (its reserved port and
+    /// its directory, named `furrow-{kind}-PID-PORT`); does not wait for it to answer.
+    pub fn spawn(kind: &str, conf: impl FnOnce(u16, &std::path::Path) -> String) -> Sentinel {
+        let lease = testkit::reserve_port().expect("port");
+        let dir = std::env::temp_dir().join(format!(
+            "furrow-{kind}-{}-{}",
+            std::process::id(),
+            lease.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf(lease.port(), &dir)).expect("sentinel.conf");
+        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
+        let child =
+            std::process::Command::new(testkit::find_binary("redis-server").expect("redis-server"))
+                .arg(&path)
+                .arg("--sentinel")
+                .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+                .stderr(std::process::Stdio::from(log))
+                .spawn()
+                .expect("start sentinel");
+        Sentinel { lease, child, dir }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
