@@ -1513,16 +1513,41 @@ fn load_sample(s: &Setup, seed: u64) {
     }
 }
 
-#[test]
-fn sorted_reads_stream_from_one_connection_per_unit() {
-    // A small merge budget: sorted reads no longer buffer, so it must not matter to them. A small
-    // LIMIT cap: `LIMIT 100, 20` and `LIMIT 490, 50` below are deep offsets that stream and skip.
-    let s = Setup::start("max_scatter_rows = 50\nmax_limit_rows = 100");
+/// The setup with `extra` in `[sharding.app]`, [`DDL`] through the proxy and on the reference
+/// schema, and the sample of `seed` in both ([`load_sample`]).
+fn sample_setup(extra: &str, seed: u64) -> Setup {
+    let s = Setup::start(extra);
     s.sql(DDL);
     s.servers[0]
         .sql(&format!("USE ref; {DDL}"))
         .expect("reference schema");
-    load_sample(&s, 0x5eed_1234_5678_9abd);
+    load_sample(&s, seed);
+    s
+}
+
+/// Waits for the pool gauges (published every second), then checks that each of the 2 pools still
+/// holds every connection it made (at least 4), all back in the pool: none closed or leaked.
+fn assert_pools_intact() {
+    std::thread::sleep(Duration::from_millis(1500));
+    let pools = proxy_mysql::pool_stats();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    for p in &pools {
+        // Nothing was closed (open would fall below created) and all are back (idle).
+        assert!(
+            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
+            "no connection was closed or leaked: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn sorted_reads_stream_from_one_connection_per_unit() {
+    // A small merge budget: sorted reads no longer buffer, so it must not matter to them. A small
+    // LIMIT cap: `LIMIT 100, 20` and `LIMIT 490, 50` below are deep offsets that stream and skip.
+    let s = sample_setup(
+        "max_scatter_rows = 50\nmax_limit_rows = 100",
+        0x5eed_1234_5678_9abd,
+    );
 
     let mut stmts: Vec<String> = [
         // 100 and 500 rows: more than max_scatter_rows, streamed in order.
@@ -1589,16 +1614,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     // that failed on every shard left each connection clean): every connection a pool made (at
     // least the 4 that a sorted read over `orders`, 8 partitions, takes at once per group) is
     // still open and back in the pool.
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        // Nothing was closed (open would fall below created) and all are back (idle).
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "{p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // One physical table gone on one shard: a clear ERR naming the shard, with and without a
     // LIMIT (drained or closed connections), and the session and the pools keep working.
@@ -1655,12 +1671,7 @@ fn folded(v: &serde_json::Value) -> serde_json::Value {
 fn grouped_reads_stream_group_by_group() {
     // A small merge budget: ~100 groups of `orders` by user_id do not fit it, so they only come
     // through because the groups stream (one open group at a time).
-    let s = Setup::start("max_scatter_rows = 50");
-    s.sql(DDL);
-    s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
-        .expect("reference schema");
-    load_sample(&s, 0x0bad_cafe_f00d_0001);
+    let s = sample_setup("max_scatter_rows = 50", 0x0bad_cafe_f00d_0001);
 
     let mut stmts: Vec<String> = [
         // More groups than max_scatter_rows.
@@ -1761,16 +1772,7 @@ fn grouped_reads_stream_group_by_group() {
     assert!(tied >= 4, "a weak tie case: {}", results[checked - 3].1);
     // No statement closed a connection (early stops drained theirs, failed statements left each
     // connection clean): every connection a pool made is still open and back in the pool.
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        // Nothing was closed (open would fall below created) and all are back (idle).
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "{p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // The same GROUP BY on the buffered path (a transaction holds one connection per shard, so
     // nothing streams there) fails with the budget: the streaming is what makes it work.
@@ -1901,12 +1903,7 @@ fn prep_pairs(s: &Setup, stmts: &[Prep], with_ref: bool) -> Vec<[serde_json::Val
 #[test]
 fn prepared_statements_stream_like_text_queries() {
     // A small merge budget: prepared reads of more rows only come through because they stream.
-    let s = Setup::start("max_scatter_rows = 50");
-    s.sql(DDL);
-    s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
-        .expect("reference schema");
-    load_sample(&s, 0x0bad_5eed_0000_0007);
+    let s = sample_setup("max_scatter_rows = 50", 0x0bad_5eed_0000_0007);
     // Typed columns: BIGINT, INT, DECIMAL, DOUBLE, DATETIME, DATETIME(3), DATE, VARCHAR, NULLs.
     macro_rules! typed {
         ($tail:literal) => {
@@ -2053,15 +2050,7 @@ fn prepared_statements_stream_like_text_queries() {
     for (i, [got, want, _]) in prep_pairs(&s, &early, true).iter().enumerate() {
         assert_eq!(got["rows"], want["rows"], "#{i} {}", early[i].0);
     }
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "no connection was closed or leaked: {p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // One physical table gone on one shard: each streamed shape answers a clear ERR naming the
     // shard, and the session goes on.
