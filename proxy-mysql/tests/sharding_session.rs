@@ -10,7 +10,7 @@ mod shard;
 
 use std::time::Duration;
 
-use common::{RawClient, python, wait_until};
+use common::{RawClient, audit_log_with, line_with, python, wait_until};
 use shard::{Layout, Setup, config};
 use testkit::{MariaDb, MariaDbConfig};
 
@@ -371,23 +371,13 @@ fn ops_features_apply_on_the_sharded_listener() {
     );
     // Audit log: refused and run statements.
     s.sql("INSERT INTO orders (id, user_id, amount, status) VALUES (1, 1, 1.00, 'a')");
-    wait_until("audit lines", Duration::from_secs(5), || {
-        std::fs::read_to_string(&audit)
-            .is_ok_and(|t| t.contains("DELETE FROM orders") && t.contains("VALUES (1, 1, 1.00"))
-    });
-    let text = std::fs::read_to_string(&audit).unwrap_or_default();
-    let line = text
-        .lines()
-        .find(|l| l.contains("DELETE FROM"))
-        .unwrap_or("");
+    let text = audit_log_with(&audit, &["DELETE FROM orders", "VALUES (1, 1, 1.00"]);
+    let line = line_with(&text, "DELETE FROM");
     assert!(
         line.contains("\"error\":1142") && line.contains("\"user\":\"app\""),
         "{line}"
     );
-    let line = text
-        .lines()
-        .find(|l| l.contains("INSERT INTO"))
-        .unwrap_or("");
+    let line = line_with(&text, "INSERT INTO");
     assert!(line.contains("\"rows\":1"), "{line}");
 
     // Circuit breaking: with server b down, its shards fail, then are refused without trying.

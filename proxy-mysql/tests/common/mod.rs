@@ -278,6 +278,19 @@ pub fn cli(port: u16, user: &str, query: &str) -> Result<Vec<String>, String> {
     stdout_or_stderr(&out).map(|text| text.lines().map(str::to_string).collect())
 }
 
+/// The audit log at `path` once it holds every one of `needles` (waited for up to 5 s).
+pub fn audit_log_with(path: &str, needles: &[&str]) -> String {
+    wait_until("audit lines", Duration::from_secs(5), || {
+        std::fs::read_to_string(path).is_ok_and(|t| needles.iter().all(|n| t.contains(n)))
+    });
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The first line of `text` that contains `needle` (empty if none does).
+pub fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines().find(|l| l.contains(needle)).unwrap_or("")
+}
+
 /// Rows of `query` on a server, as one string per row (cells joined by tabs).
 pub fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
     server
