@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, Sentinel};
+use common::{PROXY_KEYS, Proxy, Sentinel, cache_config};
 use testkit::{RedisConfig, RedisServer};
 
 /// A primary and one replica of it, with the link up.
@@ -40,24 +40,12 @@ fn calls(server: &RedisServer, name: &str) -> u64 {
 }
 
 fn group(primary: &RedisServer, replica: &RedisServer, extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-shutdown_grace_ms = 500
-
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-servers = [{{ name = "r1", address = "{}", replicas = ["{}"] }}]
-{extra}
-"#,
+    let group = format!(
+        "servers = [{{ name = \"r1\", address = \"{}\", replicas = [\"{}\"] }}]\n{extra}",
         primary.addr(),
         replica.addr()
-    )
+    );
+    format!("{PROXY_KEYS}{}", cache_config(&group))
 }
 
 #[test]
@@ -192,23 +180,14 @@ fn sentinel_failover_is_followed_without_restart() {
             .contains(&replica.port().to_string())
     });
     // The configured address is wrong on purpose: the sentinel's answer wins.
-    let toml = format!(
-        r#"
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-sentinels = ["{}"]
+    let toml = cache_config(&format!(
+        r#"sentinels = ["{}"]
 eject_after = 1
 retry_after_ms = 60000
 request_timeout_ms = 1000
-servers = [{{ name = "shard1", sentinel_master = "mymaster", address = "127.0.0.1:1" }}]
-"#,
+servers = [{{ name = "shard1", sentinel_master = "mymaster", address = "127.0.0.1:1" }}]"#,
         sentinel.addr()
-    );
+    ));
     let proxy = Proxy::start(&toml, 2);
     let mut c = proxy.connect();
     assert_eq!(c.cmd(&["SET", "a", "1"]), "+OK");

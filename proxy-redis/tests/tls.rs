@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Proxy, Sentinel, config, redis_servers};
+use common::{Proxy, Sentinel, cache_config, config, redis_servers};
 use testkit::TestCerts;
 
 fn certs() -> &'static TestCerts {
@@ -297,23 +297,14 @@ fn sentinels_over_tls() {
     // The configured address is wrong on purpose: only the sentinel's answer (asked over TLS)
     // leads to the primary's TLS port.
     let toml = |ca: &std::path::Path| {
-        format!(
-            r#"
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-sentinels = ["{}"]
+        cache_config(&format!(
+            r#"sentinels = ["{}"]
 request_timeout_ms = 1000
 servers = [{{ name = "shard1", sentinel_master = "tlsmaster", address = "127.0.0.1:1" }}]
-tls = {{ ca = {:?} }}
-"#,
+tls = {{ ca = {:?} }}"#,
             sentinel.lease.addr(),
             ca.display().to_string()
-        )
+        ))
     };
     let proxy = Proxy::start(&toml(&c.ca), 1);
     let mut cl = proxy.connect();

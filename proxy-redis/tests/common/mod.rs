@@ -101,18 +101,11 @@ pub fn redis_servers(n: usize) -> Vec<RedisServer> {
         .collect()
 }
 
-/// A group config over `servers` with `distribution` and extra group lines.
-pub fn config(servers: &[RedisServer], distribution: &str, extra: &str) -> String {
-    let list: Vec<String> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{{ name = \"r{}\", address = \"{}\" }}", i + 1, s.addr()))
-        .collect();
+/// A config with listener `cache` (redis, group `cache`) and group `cache` made of `group` (its
+/// keys: servers, distribution, ...).
+pub fn cache_config(group: &str) -> String {
     format!(
         r#"
-[proxy]
-shutdown_grace_ms = 500
-
 [[listeners]]
 name = "cache"
 kind = "redis"
@@ -120,13 +113,26 @@ address = "127.0.0.1:6400"
 group = "cache"
 
 [redis_groups.cache]
-distribution = "{distribution}"
-hash_tag = "{{}}"
-servers = [{}]
-{extra}
-"#,
-        list.join(", ")
+{group}
+"#
     )
+}
+
+/// `[proxy]` keys for the tests: a short shutdown grace.
+pub const PROXY_KEYS: &str = "\n[proxy]\nshutdown_grace_ms = 500\n";
+
+/// A group config over `servers` with `distribution` and extra group lines.
+pub fn config(servers: &[RedisServer], distribution: &str, extra: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{{ name = \"r{}\", address = \"{}\" }}", i + 1, s.addr()))
+        .collect();
+    let group = format!(
+        "distribution = \"{distribution}\"\nhash_tag = \"{{}}\"\nservers = [{}]\n{extra}",
+        list.join(", ")
+    );
+    format!("{PROXY_KEYS}{}", cache_config(&group))
 }
 
 /// The key distribution of group `cache` in `toml` (from [`config`]).
