@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Proxy, Sentinel, cache_config, config, redis_servers};
+use common::{Proxy, Sentinel, cache_config, config, redis_servers, set_pipeline};
 use testkit::TestCerts;
 
 fn certs() -> &'static TestCerts {
@@ -63,18 +63,7 @@ fn redis_clients_over_tls() {
     );
 
     // Pipelining: 20,000 commands in one stream.
-    let mut pipe = Vec::new();
-    for i in 0..20_000 {
-        let (k, v) = (format!("tls:p:{i}"), format!("v{i}"));
-        pipe.extend_from_slice(
-            format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
-                k.len(),
-                v.len()
-            )
-            .as_bytes(),
-        );
-    }
+    let pipe = set_pipeline("tls:p:", 20_000);
     let (ok, out) = tls_cli(p, &c.ca, &["--pipe"], Some(&pipe));
     assert!(ok && out.contains("errors: 0, replies: 20000"), "{out}");
     assert_eq!(tls_cli(p, &c.ca, &["GET", "tls:p:19999"], None).1, "v19999");
@@ -180,18 +169,7 @@ fn tls_to_redis_backends() {
     assert_eq!(spread.iter().sum::<i64>(), 3, "{spread:?}");
 
     // A pipeline of 10,000 commands in one write.
-    let mut pipe = Vec::new();
-    for i in 0..10_000 {
-        let (k, v) = (format!("btls:p:{i}"), format!("v{i}"));
-        pipe.extend_from_slice(
-            format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
-                k.len(),
-                v.len()
-            )
-            .as_bytes(),
-        );
-    }
+    let pipe = set_pipeline("btls:p:", 10_000);
     cl.send_raw(&pipe);
     for _ in 0..10_000 {
         assert_eq!(cl.read(), "+OK");

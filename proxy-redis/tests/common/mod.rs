@@ -135,6 +135,36 @@ pub fn config(servers: &[RedisServer], distribution: &str, extra: &str) -> Strin
     format!("{PROXY_KEYS}{}", cache_config(&group))
 }
 
+/// The keys stored on `servers` altogether (`DBSIZE` of each, read directly).
+pub fn total_keys(servers: &[RedisServer]) -> usize {
+    servers
+        .iter()
+        .map(|s| {
+            s.cmd(&["DBSIZE"])
+                .trim_start_matches(':')
+                .parse::<usize>()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `n` RESP-encoded `SET {prefix}{i} v{i}` commands in one buffer (a pipeline).
+pub fn set_pipeline(prefix: &str, n: usize) -> Vec<u8> {
+    let mut pipe = Vec::new();
+    for i in 0..n {
+        let (k, v) = (format!("{prefix}{i}"), format!("v{i}"));
+        pipe.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    pipe
+}
+
 /// The key distribution of group `cache` in `toml` (from [`config`]).
 pub fn dist(toml: &str) -> router::redis::Distribution {
     let cfg = router::config::parse("t", toml).expect("config");
