@@ -86,15 +86,8 @@ fn rules_limits_timeouts_and_logs() {
         .expect("digest");
     assert!(sleep.count >= 2 && sleep.errors >= 1, "{sleep:?}");
 
-    wait_until("audit lines", Duration::from_secs(5), || {
-        std::fs::read_to_string(&audit)
-            .is_ok_and(|t| t.contains("DELETE FROM app.t") && t.contains("SLEEP(1.2)"))
-    });
-    let text = std::fs::read_to_string(&audit).unwrap_or_default();
-    let line = text
-        .lines()
-        .find(|l| l.contains("DELETE FROM"))
-        .unwrap_or("");
+    let text = audit_log_with(&audit, &["DELETE FROM app.t", "SLEEP(1.2)"]);
+    let line = line_with(&text, "DELETE FROM");
     assert!(
         line.contains("\"error\":1142") && line.contains("\"user\":\"app\""),
         "{line}"

@@ -11,27 +11,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use codec::mysql::consts::capability::*;
 use codec::mysql::{ErrPacket, HandshakeResponse41, HandshakeV10};
 use common::*;
-
-/// Rows of `query` on a server, as one string per row (cells joined by tabs).
-fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
-    server
-        .sql(query)
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|c| c.unwrap_or_else(|| "NULL".into()))
-                .collect::<Vec<_>>()
-                .join("\t")
-        })
-        .collect()
-}
 
 /// Whether the replica's replication threads are both running.
 fn replicating(replica: &testkit::MariaDb) -> bool {
@@ -99,17 +83,6 @@ fn response(user: &str, plugin: &'static str, auth: Vec<u8>) -> Vec<u8> {
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
     matches!(s.read(&mut b), Ok(0) | Err(_))
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- item 1
@@ -319,7 +292,7 @@ fn hints_only_narrow_what_a_user_may_do() {
 fn packets_before_login_are_capped() {
     let rs = replica_set(1);
     let proxy = proxy_for(&rs, "");
-    let before = rss_kib();
+    let before = testkit::rss::status_kib("VmRSS").unwrap_or(0);
 
     // A "415 MB" handshake response: refused when its header arrives, never buffered.
     let (mut s, _) = greet(proxy.addr);
@@ -343,7 +316,9 @@ fn packets_before_login_are_capped() {
     assert_eq!((seq, e.code, e.sql_state), (2, 1153, Some(*b"08S01")));
     assert!(closed(&mut s));
     let sent = pusher.join().expect("pusher");
-    let grown = rss_kib().saturating_sub(before);
+    let grown = testkit::rss::status_kib("VmRSS")
+        .unwrap_or(0)
+        .saturating_sub(before);
     assert!(
         grown < 64 * 1024,
         "RSS grew by {grown} KiB while the client pushed {sent} bytes"
@@ -465,17 +440,7 @@ fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
             Some("caching_sha2_password"),
             Some("mysql_native_password"),
         ] {
-            let mut cmd = Command::new("mariadb");
-            cmd.args([
-                "--no-defaults",
-                "--protocol=TCP",
-                "--host=127.0.0.1",
-                "--batch",
-            ])
-            .arg("--skip-column-names")
-            .arg(format!("--port={}", proxy.addr.port()))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={APP_SECRET}"));
+            let mut cmd = mariadb_cli(proxy.addr.port(), user, APP_SECRET);
             if let Some(p) = plugin {
                 cmd.arg(format!("--default-auth={p}"));
             }
@@ -487,16 +452,8 @@ fn login_nonces_sequence_ids_and_the_caching_sha2_start() {
             );
         }
         // A wrong password is still refused.
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "--protocol=TCP", "--host=127.0.0.1"])
-            .arg(format!("--port={}", proxy.addr.port()))
-            .arg(format!("--user={user}"))
-            .args([
-                "--password=wrong",
-                "--default-auth=caching_sha2_password",
-                "-e",
-                "SELECT 1",
-            ])
+        let out = mariadb_cli(proxy.addr.port(), user, "wrong")
+            .args(["--default-auth=caching_sha2_password", "-e", "SELECT 1"])
             .output()
             .expect("mariadb");
         assert!(
@@ -672,26 +629,11 @@ fn a_listener_wide_budget_bounds_packets_being_received() {
 
 /// `mariadb` CLI login with `password`: Ok(stdout) or Err(stderr).
 fn cli_login(port: u16, password: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--host=127.0.0.1",
-            "--batch",
-            "--skip-column-names",
-            "--connect-timeout=10",
-            "--user=app",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--password={password}"))
-        .args(["--execute", "SELECT 1"])
+    let out = mariadb_cli(port, "app", password)
+        .args(["--connect-timeout=10", "--execute", "SELECT 1"])
         .output()
         .expect("mariadb CLI");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stdout_or_stderr(&out)
 }
 
 /// Issue 15 item 6: failed logins are throttled per address — after `max_login_failures` wrong

@@ -13,21 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Rows of `query` on a server, as one string per row (cells joined by tabs).
-fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
-    server
-        .sql(query)
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|c| c.unwrap_or_else(|| "NULL".into()))
-                .collect::<Vec<_>>()
-                .join("\t")
-        })
-        .collect()
-}
-
 fn victim_exists(server: &testkit::MariaDb) -> bool {
     rows(
         server,

@@ -4,86 +4,39 @@
 //! differential test (the same seeded workload on one plain MariaDB schema and through Furrow).
 
 mod common;
+#[path = "common/shard.rs"]
+mod shard;
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{APP_SECRET, Proxy, user_block};
-use testkit::{APP_PASSWORD, APP_USER, MariaDb, MariaDbConfig};
+use common::APP_SECRET;
+use shard::{Layout, Setup, config};
+use testkit::{APP_USER, MariaDb};
 
-/// The proxy config: listener `db`, groups `shard_a`/`shard_b`, 4 shards, rules for `orders`,
-/// `order_items` (hash on user_id, 8 partitions), `users` (range on id) and `countries` (broadcast).
-fn config(port: u16, a: SocketAddr, b: SocketAddr, extra: &str) -> String {
-    let mut s = format!(
-        "[proxy]\nexecutors = 1\nshutdown_grace_ms = 2000\n\n\
-         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{port}\"\ngroup = \"shard_a\"\n\n\
-         [mysql_groups.shard_a]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"a\", address = \"{a}\" }}\npool_max = 16\nconnect_timeout_ms = 2000\n\n\
-         [mysql_groups.shard_b]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"b\", address = \"{b}\" }}\npool_max = 16\nconnect_timeout_ms = 2000\n\n\
-         [sharding.app]\nlistener = \"db\"\n\
-         shards = [\n  {{ name = \"s0\", group = \"shard_a\", schema = \"app_0\" }},\n  \
-         {{ name = \"s1\", group = \"shard_a\", schema = \"app_1\" }},\n  \
-         {{ name = \"s2\", group = \"shard_b\", schema = \"app_2\" }},\n  \
-         {{ name = \"s3\", group = \"shard_b\", schema = \"app_3\" }},\n]\n\
-         broadcast = [\"countries\"]\n{extra}\n\n\
-         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
-         physical = \"orders_{{0..7}}\"\nauto_id = \"id\"\n\n\
-         [[sharding.app.tables]]\nname = \"order_items\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
-         physical = \"order_items_{{0..7}}\"\n\n\
-         [[sharding.app.tables]]\nname = \"users\"\nkey = \"id\"\nalgorithm = \"range\"\n\
-         physical = \"users_{{0..3}}\"\nboundaries = [\"25\", \"50\", \"75\"]\n\n"
-    );
-    s.push_str(&user_block("app", APP_SECRET, ""));
-    s
-}
-
-struct Setup {
-    servers: Vec<MariaDb>,
-    proxy: Proxy,
+/// The sharded layout: 4 shards, rules for `orders`, `order_items` (hash on user_id, 8
+/// partitions), `users` (range on id) and `countries` (broadcast); `extra` goes into
+/// `[sharding.app]`. Server a also holds the reference schema `ref`.
+fn layout(extra: &str) -> Layout {
+    Layout {
+        group_a: String::new(),
+        b_connect_timeout_ms: 2000,
+        group_b: String::new(),
+        sharding: format!("broadcast = [\"countries\"]\n{extra}"),
+        tables: "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+                 physical = \"orders_{0..7}\"\nauto_id = \"id\"\n\n\
+                 [[sharding.app.tables]]\nname = \"order_items\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+                 physical = \"order_items_{0..7}\"\n\n\
+                 [[sharding.app.tables]]\nname = \"users\"\nkey = \"id\"\nalgorithm = \"range\"\n\
+                 physical = \"users_{0..3}\"\nboundaries = [\"25\", \"50\", \"75\"]\n\n"
+            .into(),
+        reference: true,
+    }
 }
 
 impl Setup {
     fn start(extra: &str) -> Setup {
-        let servers = MariaDb::start_many(2, MariaDbConfig::new()).expect("two servers");
-        servers[0]
-            .sql("CREATE DATABASE app_0; CREATE DATABASE app_1; CREATE DATABASE ref")
-            .expect("schemas on a");
-        servers[1]
-            .sql("CREATE DATABASE app_2; CREATE DATABASE app_3")
-            .expect("schemas on b");
-        let (a, b) = (servers[0].addr(), servers[1].addr());
-        let extra = extra.to_string();
-        let proxy = Proxy::start(move |port| config(port, a, b, &extra));
-        Setup { servers, proxy }
-    }
-
-    /// The server and schema of shard `s`.
-    fn shard(&self, s: usize) -> (&MariaDb, String) {
-        (&self.servers[s / 2], format!("app_{s}"))
-    }
-
-    fn sql(&self, q: &str) -> Vec<Vec<Option<String>>> {
-        self.proxy
-            .sql("app", q)
-            .unwrap_or_else(|e| panic!("{q}: {e}"))
-    }
-
-    fn sql_err(&self, q: &str) -> String {
-        match self.proxy.sql("app", q) {
-            Ok(rows) => panic!("{q}: expected an error, got {rows:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    fn count_on(&self, shard: usize, table: &str, filter: &str) -> u64 {
-        let (server, schema) = self.shard(shard);
-        server
-            .sql_value(&format!("SELECT COUNT(*) FROM {schema}.{table} {filter}"))
-            .expect("count")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
+        Setup::with(layout(extra))
     }
 }
 
@@ -430,8 +383,12 @@ print("after", c.fetchall()[0][0])
 
     // The merge budget: a reload lowers max_scatter_rows; a big scatter read fails cleanly.
     let (a, b) = (s.servers[0].addr(), s.servers[1].addr());
-    s.proxy
-        .reload(&config(s.proxy.addr.port(), a, b, "max_scatter_rows = 10"));
+    s.proxy.reload(&config(
+        s.proxy.addr.port(),
+        a,
+        b,
+        &layout("max_scatter_rows = 10"),
+    ));
     std::thread::sleep(Duration::from_millis(200));
     let e = s.sql_err("SELECT user_id, COUNT(*) AS n FROM orders GROUP BY user_id ORDER BY n");
     assert!(e.contains("max_scatter_rows = 10"), "{e}");
@@ -1412,15 +1369,8 @@ fn python_against_both(
     script: &str,
     statements: &std::ffi::OsStr,
 ) -> std::process::Command {
-    let mut c = std::process::Command::new(common::python_interpreter());
-    c.arg("-c")
-        .arg(format!("{PY_PRELUDE}{script}"))
-        .env("PORT", s.proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("REF_PORT", s.servers[0].port().to_string())
-        .env("REF_USER", APP_USER)
-        .env("REF_PASSWORD", APP_PASSWORD)
-        .env("STATEMENTS", statements);
+    let mut c = s.python_against_reference(&format!("{PY_PRELUDE}{script}"));
+    c.env("STATEMENTS", statements);
     c
 }
 
@@ -1429,20 +1379,7 @@ fn pairs(s: &Setup, stmts: &[String]) -> Vec<(serde_json::Value, serde_json::Val
     let out = python_against_both(s, PAIRS, serde_json::json!(stmts).to_string().as_ref())
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<(serde_json::Value, serde_json::Value)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
-            (v[0].clone(), v[1].clone())
-        })
-        .collect();
-    assert_eq!(lines.len(), stmts.len(), "one result per statement");
-    lines
+    shard::result_pairs(&out, stmts.len())
 }
 
 fn error_of(v: &serde_json::Value) -> Option<(u64, String)> {
@@ -1584,16 +1521,41 @@ fn load_sample(s: &Setup, seed: u64) {
     }
 }
 
-#[test]
-fn sorted_reads_stream_from_one_connection_per_unit() {
-    // A small merge budget: sorted reads no longer buffer, so it must not matter to them. A small
-    // LIMIT cap: `LIMIT 100, 20` and `LIMIT 490, 50` below are deep offsets that stream and skip.
-    let s = Setup::start("max_scatter_rows = 50\nmax_limit_rows = 100");
+/// The setup with `extra` in `[sharding.app]`, [`DDL`] through the proxy and on the reference
+/// schema, and the sample of `seed` in both ([`load_sample`]).
+fn sample_setup(extra: &str, seed: u64) -> Setup {
+    let s = Setup::start(extra);
     s.sql(DDL);
     s.servers[0]
         .sql(&format!("USE ref; {DDL}"))
         .expect("reference schema");
-    load_sample(&s, 0x5eed_1234_5678_9abd);
+    load_sample(&s, seed);
+    s
+}
+
+/// Waits for the pool gauges (published every second), then checks that each of the 2 pools still
+/// holds every connection it made (at least 4), all back in the pool: none closed or leaked.
+fn assert_pools_intact() {
+    std::thread::sleep(Duration::from_millis(1500));
+    let pools = proxy_mysql::pool_stats();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    for p in &pools {
+        // Nothing was closed (open would fall below created) and all are back (idle).
+        assert!(
+            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
+            "no connection was closed or leaked: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn sorted_reads_stream_from_one_connection_per_unit() {
+    // A small merge budget: sorted reads no longer buffer, so it must not matter to them. A small
+    // LIMIT cap: `LIMIT 100, 20` and `LIMIT 490, 50` below are deep offsets that stream and skip.
+    let s = sample_setup(
+        "max_scatter_rows = 50\nmax_limit_rows = 100",
+        0x5eed_1234_5678_9abd,
+    );
 
     let mut stmts: Vec<String> = [
         // 100 and 500 rows: more than max_scatter_rows, streamed in order.
@@ -1660,16 +1622,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     // that failed on every shard left each connection clean): every connection a pool made (at
     // least the 4 that a sorted read over `orders`, 8 partitions, takes at once per group) is
     // still open and back in the pool.
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        // Nothing was closed (open would fall below created) and all are back (idle).
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "{p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // One physical table gone on one shard: a clear ERR naming the shard, with and without a
     // LIMIT (drained or closed connections), and the session and the pools keep working.
@@ -1726,12 +1679,7 @@ fn folded(v: &serde_json::Value) -> serde_json::Value {
 fn grouped_reads_stream_group_by_group() {
     // A small merge budget: ~100 groups of `orders` by user_id do not fit it, so they only come
     // through because the groups stream (one open group at a time).
-    let s = Setup::start("max_scatter_rows = 50");
-    s.sql(DDL);
-    s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
-        .expect("reference schema");
-    load_sample(&s, 0x0bad_cafe_f00d_0001);
+    let s = sample_setup("max_scatter_rows = 50", 0x0bad_cafe_f00d_0001);
 
     let mut stmts: Vec<String> = [
         // More groups than max_scatter_rows.
@@ -1832,16 +1780,7 @@ fn grouped_reads_stream_group_by_group() {
     assert!(tied >= 4, "a weak tie case: {}", results[checked - 3].1);
     // No statement closed a connection (early stops drained theirs, failed statements left each
     // connection clean): every connection a pool made is still open and back in the pool.
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        // Nothing was closed (open would fall below created) and all are back (idle).
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "{p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // The same GROUP BY on the buffered path (a transaction holds one connection per shard, so
     // nothing streams there) fails with the budget: the streaming is what makes it work.
@@ -1972,12 +1911,7 @@ fn prep_pairs(s: &Setup, stmts: &[Prep], with_ref: bool) -> Vec<[serde_json::Val
 #[test]
 fn prepared_statements_stream_like_text_queries() {
     // A small merge budget: prepared reads of more rows only come through because they stream.
-    let s = Setup::start("max_scatter_rows = 50");
-    s.sql(DDL);
-    s.servers[0]
-        .sql(&format!("USE ref; {DDL}"))
-        .expect("reference schema");
-    load_sample(&s, 0x0bad_5eed_0000_0007);
+    let s = sample_setup("max_scatter_rows = 50", 0x0bad_5eed_0000_0007);
     // Typed columns: BIGINT, INT, DECIMAL, DOUBLE, DATETIME, DATETIME(3), DATE, VARCHAR, NULLs.
     macro_rules! typed {
         ($tail:literal) => {
@@ -2124,15 +2058,7 @@ fn prepared_statements_stream_like_text_queries() {
     for (i, [got, want, _]) in prep_pairs(&s, &early, true).iter().enumerate() {
         assert_eq!(got["rows"], want["rows"], "#{i} {}", early[i].0);
     }
-    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
-    assert_eq!(pools.len(), 2, "{pools:?}");
-    for p in &pools {
-        assert!(
-            p.created >= 4 && u64::from(p.open) == p.created && p.idle == p.open,
-            "no connection was closed or leaked: {p:?}"
-        );
-    }
+    assert_pools_intact();
 
     // One physical table gone on one shard: each streamed shape answers a clear ERR naming the
     // shard, and the session goes on.

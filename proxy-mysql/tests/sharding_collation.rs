@@ -7,31 +7,25 @@
 //! equal spellings) is up to the server, so those cells are compared by their collation key.
 
 mod common;
-
-use std::net::SocketAddr;
+#[path = "common/shard.rs"]
+mod shard;
 
 use codec::mysql::Collation;
-use common::{APP_SECRET, Proxy, user_block};
-use testkit::{APP_PASSWORD, APP_USER, MariaDb, MariaDbConfig};
+use shard::{Layout, Setup};
 
-fn config(port: u16, a: SocketAddr, b: SocketAddr) -> String {
-    let mut s = format!(
-        "[proxy]\nexecutors = 1\nshutdown_grace_ms = 2000\n\n\
-         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{port}\"\ngroup = \"shard_a\"\n\n\
-         [mysql_groups.shard_a]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"a\", address = \"{a}\" }}\npool_max = 16\nconnect_timeout_ms = 2000\n\n\
-         [mysql_groups.shard_b]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"b\", address = \"{b}\" }}\npool_max = 16\nconnect_timeout_ms = 2000\n\n\
-         [sharding.app]\nlistener = \"db\"\n\
-         shards = [\n  {{ name = \"s0\", group = \"shard_a\", schema = \"app_0\" }},\n  \
-         {{ name = \"s1\", group = \"shard_a\", schema = \"app_1\" }},\n  \
-         {{ name = \"s2\", group = \"shard_b\", schema = \"app_2\" }},\n  \
-         {{ name = \"s3\", group = \"shard_b\", schema = \"app_3\" }},\n]\n\n\
-         [[sharding.app.tables]]\nname = \"words\"\nkey = \"id\"\nalgorithm = \"hash\"\n\
-         physical = \"words_{{0..7}}\"\n\n"
-    );
-    s.push_str(&user_block("app", APP_SECRET, ""));
-    s
+/// The sharded layout: 4 shards, `words` hashed on id into 8 tables; server a also holds the
+/// reference schema `ref`.
+fn layout() -> Layout {
+    Layout {
+        group_a: String::new(),
+        b_connect_timeout_ms: 2000,
+        group_b: String::new(),
+        sharding: String::new(),
+        tables: "[[sharding.app.tables]]\nname = \"words\"\nkey = \"id\"\nalgorithm = \"hash\"\n\
+                 physical = \"words_{0..7}\"\n\n"
+            .into(),
+        reference: true,
+    }
 }
 
 const DDL: &str = "CREATE TABLE words (id INT PRIMARY KEY, \
@@ -247,50 +241,23 @@ fn fold(v: &serde_json::Value, folded: &[(usize, u16)]) -> serde_json::Value {
 }
 
 fn run_pairs(
-    proxy: &Proxy,
-    reference: &MariaDb,
+    s: &Setup,
     charset: &str,
     stmts: &[String],
 ) -> Vec<(serde_json::Value, serde_json::Value)> {
-    let out = std::process::Command::new(common::python_interpreter())
-        .arg("-c")
-        .arg(PAIRS)
-        .env("PORT", proxy.addr.port().to_string())
-        .env("PASSWORD", APP_SECRET)
-        .env("REF_PORT", reference.port().to_string())
-        .env("REF_USER", APP_USER)
-        .env("REF_PASSWORD", APP_PASSWORD)
+    let out = s
+        .python_against_reference(PAIRS)
         .env("CHARSET", charset)
         .env("STATEMENTS", serde_json::json!(stmts).to_string())
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<(serde_json::Value, serde_json::Value)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
-            (v[0].clone(), v[1].clone())
-        })
-        .collect();
-    assert_eq!(lines.len(), stmts.len(), "one result per statement");
-    lines
+    shard::result_pairs(&out, stmts.len())
 }
 
 #[test]
 fn merges_agree_with_one_server_under_every_column_collation() {
-    let servers = MariaDb::start_many(2, MariaDbConfig::new()).expect("two servers");
-    servers[0]
-        .sql("CREATE DATABASE app_0; CREATE DATABASE app_1; CREATE DATABASE ref")
-        .expect("schemas on a");
-    servers[1]
-        .sql("CREATE DATABASE app_2; CREATE DATABASE app_3")
-        .expect("schemas on b");
-    let (a, b) = (servers[0].addr(), servers[1].addr());
-    let proxy = Proxy::start(move |port| config(port, a, b));
+    let s = Setup::with(layout());
+    let (servers, proxy) = (&s.servers, &s.proxy);
     let load = format!("{DDL}; {}", inserts());
     // Through the proxy (DDL fans out, rows go to their partitions), and on the reference.
     for stmt in load.split("; ") {
@@ -322,7 +289,7 @@ fn merges_agree_with_one_server_under_every_column_collation() {
             .flat_map(|&(col, id)| cases(col, id))
             .collect();
         let stmts: Vec<String> = cases.iter().map(|c| c.sql.clone()).collect();
-        let results = run_pairs(&proxy, &servers[0], charset, &stmts);
+        let results = run_pairs(&s, charset, &stmts);
         for (case, (got, want)) in cases.iter().zip(results) {
             assert!(
                 want.is_array(),

@@ -5,59 +5,40 @@
 //! circuit breaking) on a sharded listener.
 
 mod common;
+#[path = "common/shard.rs"]
+mod shard;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{APP_SECRET, Proxy, RawClient, python, user_block, wait_until};
-use testkit::{APP_PASSWORD, APP_USER, MariaDb, MariaDbConfig};
+use common::{RawClient, audit_log_with, line_with, python, wait_until};
+use shard::{Layout, Setup, config};
+use testkit::{MariaDb, MariaDbConfig};
 
 const AUTOCOMMIT: u16 = 0x0002;
 const IN_TRANS: u16 = 0x0001;
 const MORE_RESULTS: u16 = 0x0008;
 
-/// Listener `db` over groups `shard_a`/`shard_b` (`group_extra` goes into `shard_a`, the
-/// listener's group), 4 shards; `orders` hashed on user_id into 8 tables, `countries` broadcast.
-fn config(port: u16, a: SocketAddr, b: SocketAddr, group_extra: &str) -> String {
-    let mut s = format!(
-        "[proxy]\nexecutors = 1\nshutdown_grace_ms = 2000\n\n\
-         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{port}\"\ngroup = \"shard_a\"\n\n\
-         [mysql_groups.shard_a]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"a\", address = \"{a}\" }}\npool_max = 16\nconnect_timeout_ms = 2000\n{group_extra}\n\n\
-         [mysql_groups.shard_b]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
-         primary = {{ name = \"b\", address = \"{b}\" }}\npool_max = 16\nconnect_timeout_ms = 1000\n\
-         circuit_break_after = 2\ncircuit_open_ms = 60000\n\n\
-         [sharding.app]\nlistener = \"db\"\n\
-         shards = [\n  {{ name = \"s0\", group = \"shard_a\", schema = \"app_0\" }},\n  \
-         {{ name = \"s1\", group = \"shard_a\", schema = \"app_1\" }},\n  \
-         {{ name = \"s2\", group = \"shard_b\", schema = \"app_2\" }},\n  \
-         {{ name = \"s3\", group = \"shard_b\", schema = \"app_3\" }},\n]\n\
-         broadcast = [\"countries\"]\n\n\
-         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
-         physical = \"orders_{{0..7}}\"\n\n"
-    );
-    s.push_str(&user_block("app", APP_SECRET, ""));
-    s
-}
-
-struct Setup {
-    servers: Vec<MariaDb>,
-    proxy: Proxy,
+/// The sharded layout: 4 shards (`group_extra` goes into `shard_a`, the listener's group; server
+/// b's group breaks its circuit after 2 failures); `orders` hashed on user_id into 8 tables,
+/// `countries` broadcast.
+fn layout(group_extra: &str) -> Layout {
+    Layout {
+        group_a: group_extra.into(),
+        b_connect_timeout_ms: 1000,
+        group_b: "circuit_break_after = 2\ncircuit_open_ms = 60000".into(),
+        sharding: "broadcast = [\"countries\"]".into(),
+        tables:
+            "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+                 physical = \"orders_{0..7}\"\n\n"
+                .into(),
+        reference: false,
+    }
 }
 
 impl Setup {
+    /// The setup with table `orders` created through the proxy.
     fn start(group_extra: &str) -> Setup {
-        let servers = MariaDb::start_many(2, MariaDbConfig::new()).expect("two servers");
-        servers[0]
-            .sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
-            .expect("schemas on a");
-        servers[1]
-            .sql("CREATE DATABASE app_2; CREATE DATABASE app_3")
-            .expect("schemas on b");
-        let (a, b) = (servers[0].addr(), servers[1].addr());
-        let extra = group_extra.to_string();
-        let proxy = Proxy::start(move |port| config(port, a, b, &extra));
-        let s = Setup { servers, proxy };
+        let s = Setup::with(layout(group_extra));
         s.sql(
             "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT NOT NULL, \
              amount DECIMAL(10,2) NOT NULL, status VARCHAR(10) NOT NULL)",
@@ -65,30 +46,10 @@ impl Setup {
         s
     }
 
-    fn sql(&self, q: &str) -> Vec<Vec<Option<String>>> {
-        self.proxy
-            .sql("app", q)
-            .unwrap_or_else(|e| panic!("{q}: {e}"))
-    }
-
-    fn sql_err(&self, q: &str) -> String {
-        match self.proxy.sql("app", q) {
-            Ok(rows) => panic!("{q}: expected an error, got {rows:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
     /// Rows of `orders` stored on the shards (read on the servers directly).
     fn stored_orders(&self) -> u64 {
         (0..8)
-            .map(|p| {
-                let shard = p / 2;
-                self.servers[shard / 2]
-                    .sql_value(&format!("SELECT COUNT(*) FROM app_{shard}.orders_{p}"))
-                    .expect("count")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX)
-            })
+            .map(|p| self.count_on(p / 2, &format!("orders_{p}"), ""))
             .sum()
     }
 
@@ -410,23 +371,13 @@ fn ops_features_apply_on_the_sharded_listener() {
     );
     // Audit log: refused and run statements.
     s.sql("INSERT INTO orders (id, user_id, amount, status) VALUES (1, 1, 1.00, 'a')");
-    wait_until("audit lines", Duration::from_secs(5), || {
-        std::fs::read_to_string(&audit)
-            .is_ok_and(|t| t.contains("DELETE FROM orders") && t.contains("VALUES (1, 1, 1.00"))
-    });
-    let text = std::fs::read_to_string(&audit).unwrap_or_default();
-    let line = text
-        .lines()
-        .find(|l| l.contains("DELETE FROM"))
-        .unwrap_or("");
+    let text = audit_log_with(&audit, &["DELETE FROM orders", "VALUES (1, 1, 1.00"]);
+    let line = line_with(&text, "DELETE FROM");
     assert!(
         line.contains("\"error\":1142") && line.contains("\"user\":\"app\""),
         "{line}"
     );
-    let line = text
-        .lines()
-        .find(|l| l.contains("INSERT INTO"))
-        .unwrap_or("");
+    let line = line_with(&text, "INSERT INTO");
     assert!(line.contains("\"rows\":1"), "{line}");
 
     // Circuit breaking: with server b down, its shards fail, then are refused without trying.
@@ -454,7 +405,7 @@ fn check_config_connect_reports_a_missing_shard_schema() {
     servers[1]
         .sql("CREATE DATABASE app_2")
         .expect("schemas on b");
-    let toml = config(1, servers[0].addr(), servers[1].addr(), "");
+    let toml = config(1, servers[0].addr(), servers[1].addr(), &layout(""));
     let cfg = router::config::parse("t.toml", &toml).expect("config");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

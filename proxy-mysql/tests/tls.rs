@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use testkit::TestCerts;
 
@@ -33,28 +31,14 @@ fn tls_proxy(rs: &testkit::MariaDbReplicaSet) -> Proxy {
 
 /// Runs the mariadb CLI with `tls_args`; returns stdout or stderr.
 fn mariadb(port: u16, user: &str, tls_args: &[String], query: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--host=127.0.0.1",
-            "--batch",
-            "--skip-column-names",
-            "--connect-timeout=10",
-        ])
+    let out = mariadb_cli(port, user, APP_SECRET)
+        .arg("--connect-timeout=10")
         .args(tls_args)
-        .arg(format!("--port={port}"))
-        .arg(format!("--user={user}"))
-        .arg(format!("--password={APP_SECRET}"))
         .arg("--execute")
         .arg(query)
         .output()
         .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stdout_or_stderr(&out)
 }
 
 fn verify_args(ca: &std::path::Path) -> Vec<String> {

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Proxy, config, redis_cli, redis_servers};
+use common::{Proxy, config, redis_cli, redis_servers, total_keys};
 
 #[test]
 fn redis_cli_works_through_the_proxy() {
@@ -168,14 +168,6 @@ fn redis_benchmark_runs_clean() {
         assert!(!stderr.contains("ERR"), "{stderr}");
     }
     // The data is really there.
-    let total: usize = servers
-        .iter()
-        .map(|s| {
-            s.cmd(&["DBSIZE"])
-                .trim_start_matches(':')
-                .parse::<usize>()
-                .unwrap_or(0)
-        })
-        .sum();
+    let total = total_keys(&servers);
     assert!(total > 0);
 }

@@ -4,23 +4,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Proxy;
+use common::{Proxy, cache_config};
 use testkit::RedisCluster;
 
 fn cluster_config(seed: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-distribution = "cluster"
-servers = [{{ name = "seed", address = "{seed}" }}]
-"#
-    )
+    cache_config(&format!(
+        "distribution = \"cluster\"\nservers = [{{ name = \"seed\", address = \"{seed}\" }}]"
+    ))
 }
 
 #[test]

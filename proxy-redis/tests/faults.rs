@@ -5,28 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, config, redis_servers};
-
-fn dist(toml: &str) -> router::redis::Distribution {
-    let cfg = router::config::parse("t", toml).expect("config");
-    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
-}
-
-/// One key per shard: `keys[s]` maps to shard `s`.
-fn key_per_shard(d: &router::redis::Distribution, n: usize) -> Vec<String> {
-    let mut keys = vec![String::new(); n];
-    for i in 0..10_000 {
-        let k = format!("k{i}");
-        let s = d.server_for_key(k.as_bytes());
-        if keys[s].is_empty() {
-            keys[s] = k;
-        }
-        if keys.iter().all(|k| !k.is_empty()) {
-            break;
-        }
-    }
-    keys
-}
+use common::{Proxy, config, dist, key_per_shard, redis_servers};
 
 #[test]
 fn a_down_shard_fails_only_its_keys_and_comes_back() {
@@ -37,7 +16,7 @@ fn a_down_shard_fails_only_its_keys_and_comes_back() {
         "eject_after = 2\nretry_after_ms = 300\nrequest_timeout_ms = 1000",
     );
     let d = dist(&toml);
-    let keys = key_per_shard(&d, 3);
+    let keys = key_per_shard(&d, 3, "k");
     let proxy = Proxy::start(&toml, 1);
     let mut c = proxy.connect();
     for k in &keys {
@@ -80,7 +59,7 @@ fn admin_offline_is_respected() {
     let servers = redis_servers(2);
     let toml = config(&servers, "ketama", "");
     let d = dist(&toml);
-    let keys = key_per_shard(&d, 2);
+    let keys = key_per_shard(&d, 2, "k");
     let proxy = Proxy::start(&toml, 1);
     let mut c = proxy.connect();
     let state = proxy.shared.backends.get("cache", "r1").expect("state");

@@ -2,12 +2,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Proxy;
-use testkit::{PortLease, RedisConfig, RedisServer};
+use common::{PROXY_KEYS, Proxy, Sentinel, cache_config};
+use testkit::{RedisConfig, RedisServer};
 
 /// A primary and one replica of it, with the link up.
 fn primary_and_replica() -> (RedisServer, RedisServer) {
@@ -41,24 +40,12 @@ fn calls(server: &RedisServer, name: &str) -> u64 {
 }
 
 fn group(primary: &RedisServer, replica: &RedisServer, extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-shutdown_grace_ms = 500
-
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-servers = [{{ name = "r1", address = "{}", replicas = ["{}"] }}]
-{extra}
-"#,
+    let group = format!(
+        "servers = [{{ name = \"r1\", address = \"{}\", replicas = [\"{}\"] }}]\n{extra}",
         primary.addr(),
         replica.addr()
-    )
+    );
+    format!("{PROXY_KEYS}{}", cache_config(&group))
 }
 
 #[test]
@@ -148,47 +135,20 @@ fn a_dead_replica_falls_back_to_the_primary() {
     assert_eq!(r.state_word(), "ejected");
 }
 
-/// A Redis Sentinel process on a reserved loopback port.
-struct Sentinel {
-    lease: PortLease,
-    child: Child,
-    dir: PathBuf,
-}
-
 impl Sentinel {
     /// Starts a sentinel monitoring `primary` as `name` (quorum 1, down after 1000 ms).
     fn start(name: &str, primary: &RedisServer) -> Sentinel {
-        let lease = testkit::reserve_port().expect("port");
-        let dir = std::env::temp_dir().join(format!(
-            "furrow-sentinel-{}-{}",
-            std::process::id(),
-            lease.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
+        let s = Sentinel::spawn("sentinel", |port, dir| {
             format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {name} 127.0.0.1 {pport} 1\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 10000\n\
                  sentinel parallel-syncs {name} 1\n",
-                port = lease.port(),
                 dir = dir.display(),
                 pport = primary.port(),
-            ),
-        )
-        .expect("sentinel.conf");
-        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
-        let child = Command::new(testkit::find_binary("redis-server").expect("redis-server"))
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start sentinel");
-        let s = Sentinel { lease, child, dir };
+            )
+        });
         wait_for(Duration::from_secs(10), "sentinel up", || {
             s.cli(&["PING"]).contains("PONG")
         });
@@ -209,14 +169,6 @@ impl Sentinel {
     }
 }
 
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn sentinel_failover_is_followed_without_restart() {
     let (mut primary, replica) = primary_and_replica();
@@ -228,23 +180,14 @@ fn sentinel_failover_is_followed_without_restart() {
             .contains(&replica.port().to_string())
     });
     // The configured address is wrong on purpose: the sentinel's answer wins.
-    let toml = format!(
-        r#"
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-sentinels = ["{}"]
+    let toml = cache_config(&format!(
+        r#"sentinels = ["{}"]
 eject_after = 1
 retry_after_ms = 60000
 request_timeout_ms = 1000
-servers = [{{ name = "shard1", sentinel_master = "mymaster", address = "127.0.0.1:1" }}]
-"#,
+servers = [{{ name = "shard1", sentinel_master = "mymaster", address = "127.0.0.1:1" }}]"#,
         sentinel.addr()
-    );
+    ));
     let proxy = Proxy::start(&toml, 2);
     let mut c = proxy.connect();
     assert_eq!(c.cmd(&["SET", "a", "1"]), "+OK");

@@ -2,12 +2,7 @@
 
 mod common;
 
-use common::{Proxy, allow_admin, config, redis_servers};
-
-fn dist(toml: &str) -> router::redis::Distribution {
-    let cfg = router::config::parse("t", toml).expect("config");
-    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
-}
+use common::{Proxy, allow_admin, config, dist, redis_servers, total_keys};
 
 #[test]
 fn mget_mset_del_exists_split_over_shards() {
@@ -101,15 +96,7 @@ fn fan_out_commands_aggregate_every_shard() {
     for i in 0..30 {
         assert_eq!(c.cmd(&["SET", &format!("f{i}"), "v"]), "+OK");
     }
-    let direct: usize = servers
-        .iter()
-        .map(|s| {
-            s.cmd(&["DBSIZE"])
-                .trim_start_matches(':')
-                .parse::<usize>()
-                .unwrap_or(0)
-        })
-        .sum();
+    let direct = total_keys(&servers);
     assert_eq!(direct, 30);
     assert_eq!(c.cmd(&["DBSIZE"]), ":30");
     let keys = c.cmd(&["KEYS", "f*"]);

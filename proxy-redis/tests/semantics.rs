@@ -9,33 +9,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, Raw, allow_admin, config, redis_servers};
+use common::{Proxy, Raw, allow_admin, config, dist, key_per_shard, redis_servers};
 use testkit::RedisServer;
 
 /// Reads `n` replies.
 fn read_n(c: &mut Raw, n: usize) -> Vec<String> {
     (0..n).map(|_| c.read()).collect()
-}
-
-fn dist(toml: &str) -> router::redis::Distribution {
-    let cfg = router::config::parse("t", toml).expect("config");
-    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
-}
-
-/// A key of `prefix` on each shard: `keys[s]` maps to shard `s`.
-fn key_per_shard(d: &router::redis::Distribution, n: usize, prefix: &str) -> Vec<String> {
-    let mut keys = vec![String::new(); n];
-    for i in 0..100_000 {
-        let k = format!("{prefix}{i}");
-        let s = d.server_for_key(k.as_bytes());
-        if keys[s].is_empty() {
-            keys[s] = k;
-        }
-        if keys.iter().all(|k| !k.is_empty()) {
-            break;
-        }
-    }
-    keys
 }
 
 #[test]
@@ -579,14 +558,7 @@ fn item15_script_and_function_kill_reach_a_busy_shard() {
 
 /// The peak resident memory of this process (the proxy runs in it), in MiB.
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    testkit::rss::status_kib("VmHWM").map_or(0, |kb| kb / 1024)
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Proxy, config, redis_servers};
+use common::{Proxy, Sentinel, cache_config, config, redis_servers, set_pipeline};
 use testkit::TestCerts;
 
 fn certs() -> &'static TestCerts {
@@ -63,18 +63,7 @@ fn redis_clients_over_tls() {
     );
 
     // Pipelining: 20,000 commands in one stream.
-    let mut pipe = Vec::new();
-    for i in 0..20_000 {
-        let (k, v) = (format!("tls:p:{i}"), format!("v{i}"));
-        pipe.extend_from_slice(
-            format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
-                k.len(),
-                v.len()
-            )
-            .as_bytes(),
-        );
-    }
+    let pipe = set_pipeline("tls:p:", 20_000);
     let (ok, out) = tls_cli(p, &c.ca, &["--pipe"], Some(&pipe));
     assert!(ok && out.contains("errors: 0, replies: 20000"), "{out}");
     assert_eq!(tls_cli(p, &c.ca, &["GET", "tls:p:19999"], None).1, "v19999");
@@ -180,18 +169,7 @@ fn tls_to_redis_backends() {
     assert_eq!(spread.iter().sum::<i64>(), 3, "{spread:?}");
 
     // A pipeline of 10,000 commands in one write.
-    let mut pipe = Vec::new();
-    for i in 0..10_000 {
-        let (k, v) = (format!("btls:p:{i}"), format!("v{i}"));
-        pipe.extend_from_slice(
-            format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
-                k.len(),
-                v.len()
-            )
-            .as_bytes(),
-        );
-    }
+    let pipe = set_pipeline("btls:p:", 10_000);
     cl.send_raw(&pipe);
     for _ in 0..10_000 {
         assert_eq!(cl.read(), "+OK");
@@ -255,50 +233,24 @@ fn tls_to_redis_backends() {
     assert_eq!(proxy.connect().cmd(&["GET", "btls:p:42"]), "v42");
 }
 
-/// A Redis Sentinel that speaks TLS only (`port 0`, `tls-port`) and reaches the primary it
-/// monitors over TLS too (`tls-replication yes`).
-struct TlsSentinel {
-    lease: testkit::PortLease,
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl TlsSentinel {
-    fn start(name: &str, primary_tls: std::net::SocketAddr) -> TlsSentinel {
+impl Sentinel {
+    /// A Redis Sentinel that speaks TLS only (`port 0`, `tls-port`) and reaches the primary it
+    /// monitors as `name` over TLS too (`tls-replication yes`).
+    fn start_tls(name: &str, primary_tls: std::net::SocketAddr) -> Sentinel {
         let c = certs();
-        let lease = testkit::reserve_port().expect("port");
-        let dir = std::env::temp_dir().join(format!(
-            "furrow-tls-sentinel-{}-{}",
-            std::process::id(),
-            lease.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
+        let s = Sentinel::spawn("tls-sentinel", |port, dir| {
             format!(
                 "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
                  tls-auth-clients no\ntls-replication yes\n\
                  sentinel monitor {name} 127.0.0.1 {pport} 1\n",
-                port = lease.port(),
                 dir = dir.display(),
                 cert = c.cert.display(),
                 key = c.key.display(),
                 ca = c.ca.display(),
                 pport = primary_tls.port(),
-            ),
-        )
-        .expect("sentinel.conf");
-        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
-        let child = Command::new(testkit::find_binary("redis-server").expect("redis-server"))
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start sentinel");
-        let s = TlsSentinel { lease, child, dir };
+            )
+        });
         let t0 = std::time::Instant::now();
         while !tls_cli(s.lease.port(), &c.ca, &["PING"], None)
             .1
@@ -314,40 +266,23 @@ impl TlsSentinel {
     }
 }
 
-impl Drop for TlsSentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn sentinels_over_tls() {
     let c = certs();
     let primary = testkit::RedisServer::start_with(testkit::RedisConfig::new().tls(true))
         .expect("redis-server with TLS");
-    let sentinel = TlsSentinel::start("tlsmaster", primary.tls_addr().expect("tls port"));
+    let sentinel = Sentinel::start_tls("tlsmaster", primary.tls_addr().expect("tls port"));
     // The configured address is wrong on purpose: only the sentinel's answer (asked over TLS)
     // leads to the primary's TLS port.
     let toml = |ca: &std::path::Path| {
-        format!(
-            r#"
-[[listeners]]
-name = "cache"
-kind = "redis"
-address = "127.0.0.1:6400"
-group = "cache"
-
-[redis_groups.cache]
-sentinels = ["{}"]
+        cache_config(&format!(
+            r#"sentinels = ["{}"]
 request_timeout_ms = 1000
 servers = [{{ name = "shard1", sentinel_master = "tlsmaster", address = "127.0.0.1:1" }}]
-tls = {{ ca = {:?} }}
-"#,
+tls = {{ ca = {:?} }}"#,
             sentinel.lease.addr(),
             ca.display().to_string()
-        )
+        ))
     };
     let proxy = Proxy::start(&toml(&c.ca), 1);
     let mut cl = proxy.connect();

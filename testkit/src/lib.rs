@@ -36,6 +36,10 @@
 //! (under an `flock`, so parallel test processes build it once) and reused afterwards. Tests run
 //! their Python scripts with it instead of the system `python3`.
 //!
+//! # Memory
+//! [`rss`]: this process's resident set (`/proc/self/status`), raising the open-files limit, and
+//! [`rss::expect_given_back`], the check that what idle connections took goes back to the OS.
+//!
 //! # Isolation and teardown
 //! - Ports come from [`reserve_port`]: an `flock`ed lock file per port in a directory shared by all
 //!   processes ([`shared_dir`], `$FURROW_TESTKIT_DIR` or `/tmp/furrow-testkit`), held as long as the
@@ -70,6 +74,7 @@ mod python;
 mod redis;
 mod replication;
 mod resp;
+pub mod rss;
 mod tls;
 
 pub use binary::find_binary;

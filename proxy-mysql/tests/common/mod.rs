@@ -240,33 +240,70 @@ pub fn python(script: &str, port: u16) -> Result<String, String> {
     }
 }
 
+/// The `mariadb` CLI (no option files, batch mode, no column names) for the server or proxy at
+/// `port`, logging in as `user` with `password`; the caller adds its options and `--execute`.
+pub fn mariadb_cli(port: u16, user: &str, password: &str) -> Command {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "--no-defaults",
+        "--protocol=TCP",
+        "--host=127.0.0.1",
+        "--batch",
+        "--skip-column-names",
+    ])
+    .arg(format!("--port={port}"))
+    .arg(format!("--user={user}"))
+    .arg(format!("--password={password}"));
+    c
+}
+
+/// A finished client's stdout, or its stderr where it failed.
+pub fn stdout_or_stderr(out: &std::process::Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Runs `query` with the `mariadb` CLI keeping comments (`--comments`, so hints reach the proxy);
 /// returns the rows as tab-separated lines, or the client's error output.
 pub fn cli(port: u16, user: &str, query: &str) -> Result<Vec<String>, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--host=127.0.0.1",
-            "--batch",
-            "--skip-column-names",
-            "--comments",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--user={user}"))
-        .arg(format!("--password={APP_SECRET}"))
+    let out = mariadb_cli(port, user, APP_SECRET)
+        .arg("--comments")
         .arg("--execute")
         .arg(query)
         .output()
         .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stdout_or_stderr(&out).map(|text| text.lines().map(str::to_string).collect())
+}
+
+/// The audit log at `path` once it holds every one of `needles` (waited for up to 5 s).
+pub fn audit_log_with(path: &str, needles: &[&str]) -> String {
+    wait_until("audit lines", Duration::from_secs(5), || {
+        std::fs::read_to_string(path).is_ok_and(|t| needles.iter().all(|n| t.contains(n)))
+    });
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The first line of `text` that contains `needle` (empty if none does).
+pub fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines().find(|l| l.contains(needle)).unwrap_or("")
+}
+
+/// Rows of `query` on a server, as one string per row (cells joined by tabs).
+pub fn rows(server: &testkit::MariaDb, query: &str) -> Vec<String> {
+    server
+        .sql(query)
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| c.unwrap_or_else(|| "NULL".into()))
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect()
 }
 
 /// A minimal blocking MySQL client for protocol-level tests (native password login).

@@ -101,18 +101,11 @@ pub fn redis_servers(n: usize) -> Vec<RedisServer> {
         .collect()
 }
 
-/// A group config over `servers` with `distribution` and extra group lines.
-pub fn config(servers: &[RedisServer], distribution: &str, extra: &str) -> String {
-    let list: Vec<String> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{{ name = \"r{}\", address = \"{}\" }}", i + 1, s.addr()))
-        .collect();
+/// A config with listener `cache` (redis, group `cache`) and group `cache` made of `group` (its
+/// keys: servers, distribution, ...).
+pub fn cache_config(group: &str) -> String {
     format!(
         r#"
-[proxy]
-shutdown_grace_ms = 500
-
 [[listeners]]
 name = "cache"
 kind = "redis"
@@ -120,13 +113,79 @@ address = "127.0.0.1:6400"
 group = "cache"
 
 [redis_groups.cache]
-distribution = "{distribution}"
-hash_tag = "{{}}"
-servers = [{}]
-{extra}
-"#,
-        list.join(", ")
+{group}
+"#
     )
+}
+
+/// `[proxy]` keys for the tests: a short shutdown grace.
+pub const PROXY_KEYS: &str = "\n[proxy]\nshutdown_grace_ms = 500\n";
+
+/// A group config over `servers` with `distribution` and extra group lines.
+pub fn config(servers: &[RedisServer], distribution: &str, extra: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{{ name = \"r{}\", address = \"{}\" }}", i + 1, s.addr()))
+        .collect();
+    let group = format!(
+        "distribution = \"{distribution}\"\nhash_tag = \"{{}}\"\nservers = [{}]\n{extra}",
+        list.join(", ")
+    );
+    format!("{PROXY_KEYS}{}", cache_config(&group))
+}
+
+/// The keys stored on `servers` altogether (`DBSIZE` of each, read directly).
+pub fn total_keys(servers: &[RedisServer]) -> usize {
+    servers
+        .iter()
+        .map(|s| {
+            s.cmd(&["DBSIZE"])
+                .trim_start_matches(':')
+                .parse::<usize>()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `n` RESP-encoded `SET {prefix}{i} v{i}` commands in one buffer (a pipeline).
+pub fn set_pipeline(prefix: &str, n: usize) -> Vec<u8> {
+    let mut pipe = Vec::new();
+    for i in 0..n {
+        let (k, v) = (format!("{prefix}{i}"), format!("v{i}"));
+        pipe.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    pipe
+}
+
+/// The key distribution of group `cache` in `toml` (from [`config`]).
+pub fn dist(toml: &str) -> router::redis::Distribution {
+    let cfg = router::config::parse("t", toml).expect("config");
+    router::redis::group_distribution(cfg.redis_group("cache").expect("group")).expect("dist")
+}
+
+/// A key of `prefix` on each of `n` shards: `keys[s]` maps to shard `s` (the first of
+/// `{prefix}0`, `{prefix}1`, ... that does).
+pub fn key_per_shard(d: &router::redis::Distribution, n: usize, prefix: &str) -> Vec<String> {
+    let mut keys = vec![String::new(); n];
+    for i in 0..100_000 {
+        let k = format!("{prefix}{i}");
+        let s = d.server_for_key(k.as_bytes());
+        if keys[s].is_empty() {
+            keys[s] = k;
+        }
+        if keys.iter().all(|k| !k.is_empty()) {
+            break;
+        }
+    }
+    keys
 }
 
 /// `toml` (from [`config`]) with `allow_admin_commands = true` on its listener.
@@ -224,4 +283,47 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// A Redis Sentinel process (`redis-server --sentinel`) on a reserved loopback port, its config and
+/// log in a directory of its own; killed and its directory removed on drop.
+pub struct Sentinel {
+    /// The sentinel's port.
+    pub lease: testkit::PortLease,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    /// Starts `redis-server --sentinel` with the config `conf(port, dir)` (its reserved port and
+    /// its directory, named `furrow-{kind}-PID-PORT`); does not wait for it to answer.
+    pub fn spawn(kind: &str, conf: impl FnOnce(u16, &std::path::Path) -> String) -> Sentinel {
+        let lease = testkit::reserve_port().expect("port");
+        let dir = std::env::temp_dir().join(format!(
+            "furrow-{kind}-{}-{}",
+            std::process::id(),
+            lease.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf(lease.port(), &dir)).expect("sentinel.conf");
+        let log = std::fs::File::create(dir.join("sentinel.log")).expect("log");
+        let child =
+            std::process::Command::new(testkit::find_binary("redis-server").expect("redis-server"))
+                .arg(&path)
+                .arg("--sentinel")
+                .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+                .stderr(std::process::Stdio::from(log))
+                .spawn()
+                .expect("start sentinel");
+        Sentinel { lease, child, dir }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -6,48 +6,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use testkit::rss;
 
 use crate::common::{Proxy, config, redis_servers};
-
-/// Resident set of this process, in bytes (`VmRSS` of /proc/self/status).
-pub fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
-/// Raises the soft limit on open files to `want` (or the hard limit).
-fn raise_nofile(want: u64) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct given, nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        }
-    }
-    lim.rlim_cur
-}
-
-const MB: u64 = 1024 * 1024;
 
 /// Opens idle connections that each sent one 32 KiB SET (so their read buffers grew), closes
 /// them, and expects RSS back near where it started.
 pub fn idle_connections_give_memory_back() {
     // Each connection takes two descriptors here (the client's and the proxy's end).
-    let limit = raise_nofile(16_384);
+    let limit = rss::raise_nofile(16_384);
     let n = 3000usize.min((limit as usize).saturating_sub(200) / 2);
     assert!(n >= 1000, "too few file descriptors ({limit}) for the test");
     let servers = redis_servers(1);
@@ -80,46 +49,7 @@ pub fn idle_connections_give_memory_back() {
     // Warm up (pools, backend connections, metrics), then the baseline.
     drop(open(100));
     std::thread::sleep(Duration::from_millis(1500));
-    let base = rss();
-
-    let conns = open(n);
-    std::thread::sleep(Duration::from_millis(300));
-    let peak = rss();
-    let grown = peak.saturating_sub(base);
-    eprintln!(
-        "{n} idle connections: RSS {} MB -> {} MB (+{} MB)",
-        base / MB,
-        peak / MB,
-        grown / MB
-    );
-    assert!(
-        grown > 40 * MB,
-        "the connections should take memory (+{} MB)",
-        grown / MB
-    );
-
-    drop(conns);
-    // Back within a quarter of what they took (or 16 MB), within 5 s of the close.
-    let bound = base + (grown / 4).max(16 * MB);
-    let t0 = Instant::now();
-    let mut now = rss();
-    while now > bound && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(100));
-        now = rss();
-    }
-    eprintln!(
-        "after close: RSS {} MB after {} ms (bound {} MB)",
-        now / MB,
-        t0.elapsed().as_millis(),
-        bound / MB
-    );
-    assert!(
-        now <= bound,
-        "RSS stayed at {} MB after the connections closed (baseline {} MB, peak {} MB)",
-        now / MB,
-        base / MB,
-        peak / MB
-    );
+    rss::expect_given_back(&format!("{n} idle connections"), 40, || open(n));
     // The proxy still serves.
     let mut c = proxy.connect();
     assert_eq!(c.cmd(&["GET", "mem:1"]).len(), 32 * 1024);
