@@ -747,7 +747,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(50) {
+    match rng.below(51) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1099,6 +1099,13 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
             ),
             true,
             true,
+        ),
+        49 => (
+            format!(
+                "SELECT kind, COUNT(DISTINCT user_id, value), COUNT(DISTINCT user_id) FROM events WHERE day < '2024-{m2:02}-15' GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
         ),
         _ => (
             format!(

@@ -62,8 +62,27 @@ impl AggKind {
 pub struct AggSpec {
     /// Merge kind.
     pub kind: AggKind,
-    /// Column of the partial rows.
+    /// Column of the partial rows (the first of `width`).
     pub col: usize,
+    /// Columns it spans: 1, or the arguments of `COUNT(DISTINCT a, b, ...)` (consecutive
+    /// columns, the result in the first).
+    pub width: usize,
+}
+
+impl AggSpec {
+    /// An aggregate over one column.
+    pub fn new(kind: AggKind, col: usize) -> Self {
+        Self {
+            kind,
+            col,
+            width: 1,
+        }
+    }
+
+    /// The columns it reads.
+    pub fn cols(&self) -> std::ops::Range<usize> {
+        self.col..self.col + self.width.max(1)
+    }
 }
 
 /// Merge partial aggregates by group. Columns that are neither group keys nor aggregates keep the
@@ -155,7 +174,9 @@ fn check_collations(
                 continue;
             }
         };
-        key_collation(defs, a.col, what)?;
+        for c in a.cols() {
+            key_collation(defs, c, what)?;
+        }
     }
     Ok(())
 }
@@ -229,7 +250,7 @@ impl Folder {
         }
         for (si, a) in self.distinct.iter().enumerate() {
             if let Some(set) = g.sets.get_mut(si) {
-                *held += add_distinct(set, row, a.col, columns)?;
+                *held += add_distinct(set, row, a.cols(), columns)?;
             }
         }
         Ok(g)
@@ -288,7 +309,7 @@ impl Folder {
         }
         for (si, a) in self.distinct.iter().enumerate() {
             if let Some(set) = g.sets.get_mut(si) {
-                *held += add_distinct(set, row, a.col, columns)?;
+                *held += add_distinct(set, row, a.cols(), columns)?;
             }
         }
         Ok(())
@@ -350,7 +371,10 @@ impl Aggregate {
         let a: Vec<String> = self
             .aggs
             .iter()
-            .map(|a| format!("{}(#{})", a.kind.text(), a.col))
+            .map(|a| {
+                let cols: Vec<String> = a.cols().map(|c| format!("#{c}")).collect();
+                format!("{}({})", a.kind.text(), cols.join(", "))
+            })
             .collect();
         let how = if self.sorted.is_empty() {
             "hashed".to_string()
@@ -571,14 +595,22 @@ impl SortedFold {
 fn add_distinct(
     set: &mut (HashSet<Vec<u8>>, Vec<Value>),
     row: &Row,
-    col: usize,
+    cols: std::ops::Range<usize>,
     defs: &[ColumnDefinition],
 ) -> Result<u64, ShardError> {
-    let Some(v) = row.get(col) else { return Ok(0) };
-    if matches!(v, Value::Null) {
+    let first = cols.start;
+    let Some(v) = row.get(first) else {
+        return Ok(0);
+    };
+    // A tuple with a NULL is not counted (COUNT(DISTINCT a, b) counts rows where none is NULL).
+    if cols
+        .clone()
+        .any(|c| row.get(c).is_none_or(|x| matches!(x, Value::Null)))
+    {
         return Ok(0);
     }
-    let key = group_key(row, &[col], defs)?;
+    let cols: Vec<usize> = cols.collect();
+    let key = group_key(row, &cols, defs)?;
     Ok(if set.0.insert(key) {
         set.1.push(v.clone());
         1

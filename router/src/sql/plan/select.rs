@@ -655,7 +655,7 @@ impl Pushed<'_, '_> {
         let fresh = !self.items.iter().any(|(k, _)| *k == key);
         let i = self.push(key, text.clone());
         if fresh {
-            self.aggs.push(AggSpec { kind, col: i });
+            self.aggs.push(AggSpec::new(kind, i));
             if matches!(kind, AggKind::CountDistinct | AggKind::SumDistinct)
                 && !self.distinct_args.contains(&text)
             {
@@ -744,6 +744,42 @@ impl Pushed<'_, '_> {
                     list.duplicate_treatment,
                     Some(sqlparser::ast::DuplicateTreatment::Distinct)
                 );
+                // COUNT(DISTINCT a, b, ...): the shards group by every argument; the merge counts
+                // distinct tuples without a NULL.
+                if name == "count" && distinct && list.args.len() > 1 {
+                    let mut texts = Vec::with_capacity(list.args.len());
+                    for a in &list.args {
+                        let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                            return Err(ShardError::Unsupported(format!("`{e}`")));
+                        };
+                        if has_agg(x) {
+                            return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
+                        }
+                        texts.push(self.src.expr_text(x)?);
+                    }
+                    let key = e.to_string();
+                    if let Some(a) = self.aggs.iter().find(|a| {
+                        self.items
+                            .get(a.col)
+                            .is_some_and(|(k, _)| *k == format!("CD0:{key}"))
+                    }) {
+                        return Ok(OutExpr::Col(a.col));
+                    }
+                    let first = self.items.len();
+                    for (n, t) in texts.iter().enumerate() {
+                        // Fresh keys: the arguments must be consecutive columns.
+                        self.items.push((format!("CD{n}:{key}"), t.clone()));
+                        if !self.distinct_args.contains(t) {
+                            self.distinct_args.push(t.clone());
+                        }
+                    }
+                    self.aggs.push(AggSpec {
+                        kind: AggKind::CountDistinct,
+                        col: first,
+                        width: texts.len(),
+                    });
+                    return Ok(OutExpr::Col(first));
+                }
                 let arg = match list.args.as_slice() {
                     [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a.clone()),
                     [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
@@ -948,7 +984,7 @@ fn plan_aggregate(
         .filter(|&i| {
             p.items.get(i).is_some_and(|(k, _)| k.starts_with("K:"))
                 || p.aggs.iter().any(|a| {
-                    a.col == i
+                    a.cols().contains(&i)
                         && matches!(a.kind, AggKind::Min | AggKind::Max | AggKind::CountDistinct)
                 })
         })
