@@ -164,3 +164,149 @@ fn a_half_closed_client_still_gets_its_replies() {
         "+OK\r\n$-1\r\n*3\r\n$1\r\n1\r\n$-1\r\n$-1\r\n$1\r\n1\r\n"
     );
 }
+
+/// Issue 15's fault suite for Redis, under load: four writers and a writer that only touches the
+/// healthy shard keep writing while one shard is stopped (SIGSTOP) and later another is killed and
+/// restarted (AOF with `appendfsync always`, so what it acknowledged is on disk). Asserted: every
+/// write the proxy acknowledged reads back (no acknowledged write lost); every request is answered
+/// within the request timeout plus slack (a stalled shard's clients are not hung); the healthy
+/// shard's writer sees no error and no stall; the restarted shard serves again within 2 s (plus
+/// `retry_after_ms`) of its restart.
+#[test]
+fn faults_under_load_lose_no_acknowledged_write() {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    let mut servers = testkit::RedisServer::start_many(
+        3,
+        testkit::RedisConfig::new()
+            .config_line("appendonly yes")
+            .config_line("appendfsync always"),
+    )
+    .expect("redis-servers");
+    let toml = config(
+        &servers,
+        "ketama",
+        "eject_after = 2\nretry_after_ms = 300\nrequest_timeout_ms = 1000",
+    );
+    let d = dist(&toml);
+    let proxy = Proxy::start(&toml, 2);
+    let port = proxy.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (key, value) acknowledged with +OK; the slowest answer; errors on the healthy shard.
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let healthy_errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let healthy_slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let mut writers = Vec::new();
+    for w in 0..5 {
+        let (stop, acked, slowest) = (stop.clone(), acked.clone(), slowest.clone());
+        let (healthy_errors, healthy_slowest) = (healthy_errors.clone(), healthy_slowest.clone());
+        let d = dist(&toml);
+        writers.push(std::thread::spawn(move || {
+            let mut c = common::Raw::connect(([127, 0, 0, 1], port).into());
+            let mut i = 0u64;
+            // Writer 4 only writes keys of shard 0, which no fault touches.
+            while !stop.load(Ordering::Relaxed) && i < 200_000 {
+                i += 1;
+                let key = format!("w{w}:k{i}");
+                let shard = d.server_for_key(key.as_bytes());
+                if w == 4 && shard != 0 {
+                    continue;
+                }
+                let value = format!("v{i}");
+                let t = Instant::now();
+                let r = c.cmd(&["SET", &key, &value]);
+                let took = t.elapsed();
+                if let Ok(mut s) = slowest.lock() {
+                    *s = (*s).max(took);
+                }
+                if w == 4 {
+                    if let Ok(mut s) = healthy_slowest.lock() {
+                        *s = (*s).max(took);
+                    }
+                    if r != "+OK" {
+                        healthy_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if r == "+OK"
+                    && let Ok(mut a) = acked.lock()
+                {
+                    a.insert(key, value);
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // A stalled shard.
+    servers[1].pause().expect("SIGSTOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    servers[1].resume().expect("SIGCONT");
+    std::thread::sleep(Duration::from_millis(500));
+    // A killed and restarted shard.
+    servers[2].restart().expect("restart");
+    let restarted = Instant::now();
+    let key2 = common::key_per_shard(&d, 3, "probe")[2].clone();
+    let mut c = proxy.connect();
+    let recovered = loop {
+        if c.cmd(&["SET", &key2, "back"]) == "+OK" {
+            break restarted.elapsed();
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "the restarted shard never served again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert!(
+        recovered < Duration::from_millis(2300),
+        "served again {recovered:?} after its restart"
+    );
+    let slowest = *slowest.lock().expect("lock");
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "a request waited {slowest:?} (request_timeout_ms = 1000)"
+    );
+    assert_eq!(
+        healthy_errors.load(Ordering::Relaxed),
+        0,
+        "the healthy shard saw errors"
+    );
+    let healthy_slowest = *healthy_slowest.lock().expect("lock");
+    assert!(
+        healthy_slowest < Duration::from_millis(500),
+        "the healthy shard's writer waited {healthy_slowest:?}"
+    );
+    // Every acknowledged write is there.
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!(
+        "faults under load: {} acknowledged writes, slowest answer {slowest:?}, healthy shard's \
+         slowest {healthy_slowest:?}, restarted shard served again after {recovered:?}",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 1000,
+        "too little load: {} acked writes",
+        acked.len()
+    );
+    let mut lost = Vec::new();
+    for (k, v) in &acked {
+        let got = c.cmd(&["GET", k]);
+        if &got != v {
+            lost.push(format!("{k}: {got}"));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
