@@ -380,3 +380,123 @@ print("errors", len(errors), errors[:3])
         },
     );
 }
+
+// ---------------------------------------------------------------- faults under load
+
+/// Issue 15's fault suite for MySQL, under load: a writer inserts rows (autocommit, reconnecting
+/// after an error) while the primary is killed and restarted and, later, the replica is stopped
+/// (SIGSTOP) and resumed. Asserted: every insert the proxy acknowledged is on the primary after
+/// the restart (no acknowledged write lost); no statement hangs (each answered within the connect
+/// and read timeouts); writes are served again within 2 s of the primary's restart.
+#[test]
+fn faults_under_load_keep_every_acknowledged_write() {
+    let mut rs = replica_set(1);
+    rs.primary()
+        .sql("CREATE TABLE app.f (id INT PRIMARY KEY, v VARCHAR(10))")
+        .expect("table");
+    rs.wait_caught_up(Duration::from_secs(30))
+        .expect("caught up");
+    let proxy = proxy_for(&rs, "read_timeout_ms = 1500");
+    let port = proxy.addr.port();
+    let writer = std::thread::spawn(move || {
+        python(
+            r#"
+import os, time, pymysql
+def connect():
+    return pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="app",
+                           password=os.environ["PASSWORD"], autocommit=True, connect_timeout=10,
+                           read_timeout=30, write_timeout=30)
+c = None
+acked = []
+errors = 0
+worst = 0.0
+n = 0
+end = time.time() + 8
+while time.time() < end:
+    n += 1
+    t0 = time.time()
+    try:
+        if c is None:
+            c = connect()
+        c.cursor().execute("INSERT INTO app.f (id, v) VALUES (%s, 'x')", (n,))
+        acked.append(n)
+    except Exception:
+        errors += 1
+        try:
+            c.close()
+        except Exception:
+            pass
+        c = None
+        time.sleep(0.02)
+    worst = max(worst, time.time() - t0)
+print("acked", " ".join(map(str, acked)))
+print("errors", errors)
+print("worst %.3f" % worst)
+"#,
+            port,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    rs.primary_mut().restart().expect("primary restart");
+    let restarted = std::time::Instant::now();
+    let mut probe = 1_000_000;
+    let recovered = loop {
+        probe += 1;
+        if cli(
+            port,
+            "app",
+            &format!("INSERT INTO app.f (id, v) VALUES ({probe}, 'p')"),
+        )
+        .is_ok()
+        {
+            break restarted.elapsed();
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "writes never served again after the primary's restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    rs.replica_mut(0).pause().expect("SIGSTOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    rs.replica_mut(0).resume().expect("SIGCONT");
+    let out = writer.join().expect("writer").expect("python");
+    let acked: Vec<String> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("acked "))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let worst: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("worst "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(99.0);
+    let errors = out.lines().find(|l| l.starts_with("errors")).unwrap_or("");
+    eprintln!(
+        "mysql faults under load: {} acknowledged inserts, {errors}, slowest {worst:.3} s, writes \
+         served again {recovered:?} after the primary's restart",
+        acked.len()
+    );
+    assert!(acked.len() > 50, "too little load: {out}");
+    assert!(worst < 12.0, "a statement hung: {out}");
+    assert!(
+        recovered < Duration::from_millis(2300),
+        "writes served again only {recovered:?} after the restart"
+    );
+    let stored: std::collections::HashSet<String> = rs
+        .primary()
+        .sql("SELECT id FROM app.f")
+        .expect("rows")
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged inserts lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
