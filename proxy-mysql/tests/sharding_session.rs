@@ -423,3 +423,35 @@ fn check_config_connect_reports_a_missing_shard_schema() {
         Vec::<String>::new()
     );
 }
+
+/// Issue 15 item 3 on the sharded listener: a user limited to the logical database names no other
+/// schema in any table reference (system schemas included); its own statements run.
+#[test]
+fn schemas_are_checked_on_every_statement_of_the_sharded_listener() {
+    let s = Setup::start("");
+    let port = s.proxy.addr.port();
+    s.sql("INSERT INTO orders (id, user_id, amount, status) VALUES (1, 3, 1.5, 'new')");
+    assert_eq!(
+        common::cli(port, "narrow", "SELECT COUNT(*) FROM orders").as_deref(),
+        Ok(&["1".to_string()][..])
+    );
+    assert_eq!(
+        common::cli(
+            port,
+            "narrow",
+            "SELECT COUNT(*) FROM app.orders WHERE user_id = 3"
+        )
+        .as_deref(),
+        Ok(&["1".to_string()][..])
+    );
+    for q in [
+        "SELECT user, password FROM mysql.user",
+        "SELECT * FROM app_0.orders_0",
+        "SELECT COUNT(*) FROM orders WHERE id IN (SELECT id FROM secret.t)",
+        "SELECT table_name FROM information_schema.tables",
+        "SELECT 1; SELECT * FROM mysql.user",
+    ] {
+        let e = common::cli(port, "narrow", q).expect_err(q);
+        assert!(e.contains("ERROR 1044"), "{q}: {e}");
+    }
+}

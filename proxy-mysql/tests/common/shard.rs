@@ -56,6 +56,7 @@ pub fn config(port: u16, a: SocketAddr, b: SocketAddr, layout: &Layout) -> Strin
          {sharding}\n\n{tables}"
     );
     s.push_str(&user_block("app", APP_SECRET, ""));
+    s.push_str(&user_block("narrow", APP_SECRET, "schemas = [\"app\"]"));
     s
 }
 
