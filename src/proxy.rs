@@ -356,6 +356,8 @@ pub fn start(
         let shared = exec_shared.clone();
         async move {
             let mut tasks = Vec::new();
+            // One MySQL context per executor: its listeners share pools and caches.
+            let mysql_core = proxy_mysql::CoreCtx::new();
             for (name, kind, std_listener, stats) in mine {
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
@@ -373,7 +375,9 @@ pub fn start(
                 };
                 tasks.push(match kind {
                     ListenerKind::Redis => tokio::task::spawn_local(proxy_redis::serve(ctx)),
-                    ListenerKind::Mysql => tokio::task::spawn_local(proxy_mysql::serve(ctx)),
+                    ListenerKind::Mysql => {
+                        tokio::task::spawn_local(proxy_mysql::serve_on(ctx, mysql_core.clone()))
+                    }
                 });
             }
             for t in tasks {

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod conn;
+pub mod core;
 pub mod error;
 pub mod gtid;
 pub mod health;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use runtime::{ListenerCtx, ListenerStats};
 
+pub use crate::core::CoreCtx;
 pub use error::ProxyError;
 pub use ops::audit_stats;
 pub use pool::PoolStats;
@@ -75,6 +77,12 @@ fn next_session_id() -> u64 {
 /// Accept loop for one mysql listener on one executor: serves clients until `ctx.shared.shutdown`
 /// flips, then stops accepting and lets sessions finish (up to the config's `shutdown_grace`).
 pub async fn serve(ctx: ListenerCtx) {
+    serve_on(ctx, CoreCtx::new()).await;
+}
+
+/// [`serve`] with the executor's [`CoreCtx`], shared by every MySQL listener of the executor (so
+/// that they share its pools and caches).
+pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     let ListenerCtx {
         name,
         core: _,
@@ -98,15 +106,16 @@ pub async fn serve(ctx: ListenerCtx) {
             usize::try_from(l.limits.client_buffer_budget).unwrap_or(usize::MAX),
         ),
         idle_timeout: l.limits.idle_timeout,
+        core: core.clone(),
     });
     let max_clients = u64::from(l.limits.max_clients);
     let clients = client_counter(&name);
     let open = Rc::new(Cell::new(0usize));
     let done = Rc::new(tokio::sync::Notify::new());
     // Publish this core's pool gauges for the admin port.
-    let publisher = tokio::task::spawn_local(async {
+    let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(pool::local_stats());
+            stats::publish_pools(pool::local_stats(&core));
             stats::publish_stmt_cache(session::local_stmt_cache_stats());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -104,6 +104,8 @@ pub struct ListenerInfo {
     pub budget: Arc<crate::conn::ClientBudget>,
     /// Idle timeout for clients.
     pub idle_timeout: Option<Duration>,
+    /// This executor's pools and caches.
+    pub core: Rc<crate::core::CoreCtx>,
 }
 
 /// A client session.
@@ -662,6 +664,7 @@ impl Session {
                     client: &mut self.client,
                     snap: &snap,
                     shared: &self.shared,
+                    core: &self.info.core,
                     vars: &mut self.vars,
                     allow_hints: self.allow_hints,
                     group: &self.info.group,
@@ -1065,7 +1068,14 @@ impl Session {
             }
             Dest::Server(t, _) => t,
         };
-        let mut c = pool::checkout(&t, g, self.vars.as_ref(), self.schema.as_ref()).await?;
+        let mut c = pool::checkout(
+            &self.info.core,
+            &t,
+            g,
+            self.vars.as_ref(),
+            self.schema.as_ref(),
+        )
+        .await?;
         if let Err(e) = self.sync_conn(&mut c, g).await {
             pool::discard(c);
             return Err(e);

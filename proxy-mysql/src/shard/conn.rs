@@ -15,6 +15,7 @@ use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
 
 use crate::backend::{BackendConn, RespKind, parse_ok};
+use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::pool;
 use crate::route::{GroupTargets, targets_for};
@@ -104,6 +105,7 @@ fn lost(e: impl std::fmt::Display) -> FetchError {
 
 /// Checks out a connection for `shard` and syncs it to `vars` and the shard's schema.
 pub async fn checkout(
+    core: &CoreCtx,
     snap: &Arc<Snapshot>,
     shared: &Shared,
     shard: &Shard,
@@ -124,7 +126,7 @@ pub async fn checkout(
         )));
     }
     let schema = schema_name(&shard.schema);
-    let conn = pool::checkout(&t.primary, g, vars, Some(&schema)).await?;
+    let conn = pool::checkout(core, &t.primary, g, vars, Some(&schema)).await?;
     let mut sc = ShardConn {
         conn,
         query_timeout: g.query_timeout,

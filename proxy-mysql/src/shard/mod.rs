@@ -45,6 +45,7 @@ use router::sql::{StmtKind, classify, classify_with_digest, digest};
 use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
+use crate::core::CoreCtx;
 use crate::session::VarState;
 
 pub use check::check_shard_schemas;
@@ -135,6 +136,8 @@ pub struct Ctx<'a> {
     pub snap: &'a Arc<Snapshot>,
     /// Backend states.
     pub shared: &'a Shared,
+    /// This executor's pools and caches.
+    pub core: &'a CoreCtx,
     /// The session's replayable `SET`s (replayed on every shard connection; `SET`s append here).
     pub vars: &'a mut Option<Rc<VarState>>,
     /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
@@ -159,6 +162,7 @@ impl Ctx<'_> {
             client: &mut *self.client,
             snap: self.snap,
             shared: self.shared,
+            core: self.core,
             vars: &mut *self.vars,
             allow_hints: self.allow_hints,
             group: self.group,

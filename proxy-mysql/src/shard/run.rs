@@ -148,7 +148,7 @@ pub(super) async fn open(
     let Some(s) = rules.shards.get(shard) else {
         return Err(crate::error::errs::internal("unit for an unknown shard"));
     };
-    let mut c = checkout(cx.snap, cx.shared, s, cx.vars.as_ref())
+    let mut c = checkout(cx.core, cx.snap, cx.shared, s, cx.vars.as_ref())
         .await
         .map_err(|e| e.to_err_packet())?;
     if in_txn {
