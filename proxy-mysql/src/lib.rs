@@ -116,7 +116,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     let publisher = tokio::task::spawn_local(async move {
         loop {
             stats::publish_pools(pool::local_stats(&core));
-            stats::publish_stmt_cache(session::local_stmt_cache_stats());
+            stats::publish_stmt_cache(session::local_stmt_cache_stats(&core));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

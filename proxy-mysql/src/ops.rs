@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use codec::mysql::ErrPacket;
+
 use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
 use router::sql::Digest;
+
+use crate::core::CoreCtx;
 
 /// A compiled rule.
 struct Compiled {
@@ -99,17 +102,13 @@ pub struct Rules {
     generation: u64,
 }
 
-thread_local! {
-    static RULES: RefCell<router::FastMap<String, Rc<Rules>>> = RefCell::new(router::FastMap::default());
-}
-
 /// The compiled rules of `g` for `generation` (cached per core); None when the group has none.
-pub fn rules_for(g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
+pub fn rules_for(core: &CoreCtx, g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
     if g.rules.is_empty() && g.rules_mode == RulesMode::Denylist {
         return None;
     }
-    RULES.with(|m| {
-        let mut m = m.borrow_mut();
+    {
+        let mut m = core.ops_rules.borrow_mut();
         if let Some(r) = m.get(&g.name)
             && r.generation == generation
         {
@@ -123,7 +122,7 @@ pub fn rules_for(g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
         });
         m.insert(g.name.clone(), r.clone());
         Some(r)
-    })
+    }
 }
 
 /// A token bucket and an in-flight gauge shared by every core.

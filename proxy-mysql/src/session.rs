@@ -23,9 +23,7 @@ use codec::mysql::{
     ErrPacket, HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::{MysqlGroup, ReadPolicy, User};
-use router::sql::{
-    Classified, Digest, Hint, StmtCache, StmtKind, classify, classify_with_digest, digest,
-};
+use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
@@ -35,14 +33,9 @@ use crate::pool::{self, Target};
 use crate::route::{GroupTargets, targets_for};
 use crate::stats;
 
-thread_local! {
-    /// This core's classifications and digests of recent statement shapes (plain listeners).
-    static STMTS: std::cell::RefCell<StmtCache> = std::cell::RefCell::new(StmtCache::new());
-}
-
 /// This core's statement-cache hits and misses.
-pub fn local_stmt_cache_stats() -> (u64, u64) {
-    STMTS.with_borrow(StmtCache::stats)
+pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
+    core.stmts.borrow().stats()
 }
 
 /// Capabilities the proxy offers clients.
@@ -554,7 +547,8 @@ impl Session {
             // one logical database whose shard schemas come from the rules: any name selects it, as
             // COM_INIT_DB does there.
             let sharded =
-                crate::shard::rules_for(&self.snap.get().clone(), &self.info.name).is_some();
+                crate::shard::rules_for(&self.info.core, &self.snap.get().clone(), &self.info.name)
+                    .is_some();
             if !sharded && let Err(e) = self.check_schema().await {
                 self.refuse(seq, &e.to_err_packet());
                 return Ok(false);
@@ -659,7 +653,7 @@ impl Session {
         // Sharded listeners: queries and prepared statements go to the sharding executor.
         if crate::shard::handles(code) {
             let snap = self.snap.get().clone();
-            if let Some(rules) = crate::shard::rules_for(&snap, &self.info.name) {
+            if let Some(rules) = crate::shard::rules_for(&self.info.core, &snap, &self.info.name) {
                 let cx = crate::shard::Ctx {
                     client: &mut self.client,
                     snap: &snap,
@@ -1119,7 +1113,7 @@ impl Session {
     async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
         // The routing class and the digest (rules, stats, audit): from this core's cache of
         // statement shapes, else from one lexer pass.
-        let analysed = STMTS.with_borrow_mut(|cache| cache.analyse(sql));
+        let analysed = self.info.core.stmts.borrow_mut().analyse(sql);
         let (c, d) = (&analysed.class, &analysed.digest);
         if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
             self.refuse(1, &errs::local_infile());
@@ -1221,7 +1215,7 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(g, snap.generation) {
+        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
             Some(r) => match r.check_text(&self.user, sql, d) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1676,7 +1670,7 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(g, snap.generation) {
+        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
             Some(r) => match r.check_text(&self.user, &sql, &d) {
                 Ok(p) => Some(p),
                 Err(e) => {

@@ -33,7 +33,6 @@ pub mod stmt;
 pub mod stream;
 pub mod txn;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,18 +53,15 @@ pub use txn::ShardSession;
 /// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
 pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
-thread_local! {
-    static RULES: RefCell<router::FastMap<String, (u64, Option<RulesFor>)>> = RefCell::new(router::FastMap::default());
-    /// This core's plan caches, one per compiled rules (templates name physical tables). Holding
-    /// the `Rc` keeps a rules value alive, so its address is never reused while it is a key.
-    static PLANS: RefCell<Vec<(Rc<ShardingRules>, plan::PlanCache)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Runs `f` on this core's plan cache for `rules` (one per compiled rules: templates name
 /// physical tables).
-fn with_cache<T>(rules: &Rc<ShardingRules>, f: impl FnOnce(&mut plan::PlanCache) -> T) -> T {
-    PLANS.with(|all| {
-        let mut all = all.borrow_mut();
+fn with_cache<T>(
+    core: &CoreCtx,
+    rules: &Rc<ShardingRules>,
+    f: impl FnOnce(&mut plan::PlanCache) -> T,
+) -> T {
+    {
+        let mut all = core.plans.borrow_mut();
         let i = match all.iter().position(|(r, _)| Rc::ptr_eq(r, rules)) {
             Some(i) => i,
             None => {
@@ -76,24 +72,25 @@ fn with_cache<T>(rules: &Rc<ShardingRules>, f: impl FnOnce(&mut plan::PlanCache)
             }
         };
         f(&mut all[i].1)
-    })
+    }
 }
 
 /// Plans `sql` with this core's plan cache for `rules` (a statement of a known shape is not parsed
 /// again; a point select of a known shape is not planned again). The plan is `plan::plan`'s.
 pub(crate) fn plan_here(
+    core: &CoreCtx,
     rules: &Rc<ShardingRules>,
     sql: &str,
     cx: &mut PlanContext<'_>,
 ) -> Result<Plan, router::sql::plan::ShardError> {
-    with_cache(rules, |c| plan::plan_cached(sql, cx, c))
+    with_cache(core, rules, |c| plan::plan_cached(sql, cx, c))
 }
 
 /// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
 /// Compiled once per config generation and core.
-pub fn rules_for(snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
-    RULES.with(|m| {
-        let mut m = m.borrow_mut();
+pub fn rules_for(core: &CoreCtx, snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
+    {
+        let mut m = core.shard_rules.borrow_mut();
         if let Some((generation, r)) = m.get(listener)
             && *generation == snap.generation
         {
@@ -111,7 +108,7 @@ pub fn rules_for(snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
             });
         m.insert(listener.to_string(), (snap.generation, r.clone()));
         r
-    })
+    }
 }
 
 /// A new global id for `worker` (one generator per worker id in the process, shared by all cores,
@@ -195,7 +192,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
             _permit: None,
         });
     };
-    let Some(r) = crate::ops::rules_for(g, snap.generation) else {
+    let Some(r) = crate::ops::rules_for(cx.core, g, snap.generation) else {
         return Ok(OpsGate {
             started,
             digest: None,
@@ -559,7 +556,7 @@ impl ShardSession {
         // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
         let shape = plan::Shape::of(sql);
         if let Some(s) = &shape {
-            match with_cache(&rules, |c| c.point(s, &rules)) {
+            match with_cache(cx.core, &rules, |c| c.point(s, &rules)) {
                 Ok(Some(point)) => {
                     self.generated = None;
                     self.route(cx, &rules, &point.unit).await;
@@ -679,7 +676,7 @@ impl ShardSession {
             first_id.get_or_insert(id);
             id
         };
-        let planned = with_cache(&rules, |cache| {
+        let planned = with_cache(cx.core, &rules, |cache| {
             plan::plan_cached_shaped(
                 sql,
                 shape,

@@ -299,7 +299,7 @@ impl ShardSession {
                     self.last_insert_id = o.last_insert_id;
                 }
                 if let Some(s) = rules.shards.get(unit.shard) {
-                    record_outcome(cx.snap, cx.shared, s, Some(started.elapsed()));
+                    record_outcome(cx.core, cx.snap, cx.shared, s, Some(started.elapsed()));
                 }
                 self.put_back(unit.shard, c);
             }
@@ -307,7 +307,7 @@ impl ShardSession {
                 if let Some(s) = rules.shards.get(unit.shard)
                     && !matches!(e, FwdError::Client(_))
                 {
-                    record_outcome(cx.snap, cx.shared, s, None);
+                    record_outcome(cx.core, cx.snap, cx.shared, s, None);
                 }
                 let name = rules
                     .shards
@@ -413,7 +413,7 @@ impl ShardSession {
                 Some(Err(FetchError::Lost(reason))) => {
                     lost = true;
                     if let Some(s) = rules.shards.get(u.shard) {
-                        record_outcome(cx.snap, cx.shared, s, None);
+                        record_outcome(cx.core, cx.snap, cx.shared, s, None);
                     }
                     ProxyError::BackendLost {
                         server: rules

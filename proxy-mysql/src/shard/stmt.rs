@@ -239,6 +239,7 @@ impl ShardSession {
             id
         };
         let planned = super::plan_here(
+            cx.core,
             rules,
             &sql,
             &mut PlanContext {
