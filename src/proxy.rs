@@ -296,6 +296,7 @@ pub fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
         logins: Default::default(),
+        registries: Default::default(),
         backends: Arc::new(BackendRegistry::new(&config)),
         snapshots: SnapshotHub::new(config, source.describe()),
         stats: Arc::new(StatsRegistry::default()),
@@ -357,7 +358,7 @@ pub fn start(
         async move {
             let mut tasks = Vec::new();
             // One MySQL context per executor: its listeners share pools and caches.
-            let mysql_core = proxy_mysql::CoreCtx::new();
+            let mysql_core = proxy_mysql::CoreCtx::new(&shared);
             for (name, kind, std_listener, stats) in mine {
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,

@@ -1,8 +1,13 @@
-//! One executor's state, passed down explicitly: the backend pools and the caches that its sessions
-//! share. Per-core and single-threaded (`Rc`/`RefCell`): nothing here is locked on the request path.
+//! The state that proxy-mysql's code is handed instead of reaching for statics: [`CoreCtx`], one
+//! executor's pools and caches (per core, single-threaded: `Rc`/`RefCell`, nothing locked on the
+//! request path), and [`MysqlShared`], the process-wide registries that the executors share and the
+//! admin port reads (kept in `runtime::Shared`'s registries).
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use runtime::Shared;
 
 use router::sql::StmtCache;
 use router::sql::plan::PlanCache;
@@ -10,10 +15,29 @@ use router::sql::shard::ShardingRules;
 
 use crate::pool::ServerPool;
 use crate::route::GroupTargets;
+use crate::stats::CoreStats;
+
+/// proxy-mysql's process-wide registries, shared by every executor (see [`MysqlShared::of`]).
+#[derive(Default)]
+pub struct MysqlShared {
+    /// Digests, slow logs and pool gauges of every core.
+    pub(crate) stats: crate::stats::Registry,
+}
+
+impl MysqlShared {
+    /// The registries of the process that `shared` belongs to.
+    pub fn of(shared: &Shared) -> Arc<MysqlShared> {
+        shared.registries.get::<MysqlShared>()
+    }
+}
 
 /// One executor's state, shared by the sessions of every MySQL listener on the executor.
-#[derive(Default)]
 pub struct CoreCtx {
+    /// The process-wide registries.
+    pub(crate) shared: Arc<MysqlShared>,
+    /// This core's statistics (written by this core only; the admin port locks them briefly to
+    /// read).
+    pub(crate) stats: Arc<Mutex<CoreStats>>,
     /// Backend pools by FNV-1a of `address \0 user` (entries are verified against both, so a
     /// collision only costs a second pool list scan).
     pub(crate) pools: RefCell<router::FastMap<u64, Vec<Rc<ServerPool>>>>,
@@ -36,7 +60,22 @@ pub struct CoreCtx {
 impl CoreCtx {
     /// A fresh context for one executor (create it once per executor and hand it to every MySQL
     /// listener there, see [`crate::serve_on`]).
-    pub fn new() -> Rc<CoreCtx> {
-        Rc::new(CoreCtx::default())
+    pub fn new(shared: &Shared) -> Rc<CoreCtx> {
+        Rc::new(CoreCtx::with_registry(MysqlShared::of(shared)))
+    }
+
+    /// A context whose statistics are registered in `shared`.
+    pub(crate) fn with_registry(shared: Arc<MysqlShared>) -> CoreCtx {
+        CoreCtx {
+            stats: shared.stats.add_core(),
+            shared,
+            pools: RefCell::default(),
+            stmts: RefCell::new(StmtCache::new()),
+            shard_rules: RefCell::default(),
+            plans: RefCell::default(),
+            targets: RefCell::default(),
+            schemas: RefCell::default(),
+            ops_rules: RefCell::default(),
+        }
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use runtime::{ListenerCtx, ListenerStats};
 
-pub use crate::core::CoreCtx;
+pub use crate::core::{CoreCtx, MysqlShared};
 pub use error::ProxyError;
 pub use ops::audit_stats;
 pub use pool::PoolStats;
@@ -77,7 +77,8 @@ fn next_session_id() -> u64 {
 /// Accept loop for one mysql listener on one executor: serves clients until `ctx.shared.shutdown`
 /// flips, then stops accepting and lets sessions finish (up to the config's `shutdown_grace`).
 pub async fn serve(ctx: ListenerCtx) {
-    serve_on(ctx, CoreCtx::new()).await;
+    let core = CoreCtx::new(&ctx.shared);
+    serve_on(ctx, core).await;
 }
 
 /// [`serve`] with the executor's [`CoreCtx`], shared by every MySQL listener of the executor (so
@@ -115,8 +116,8 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     // Publish this core's pool gauges for the admin port.
     let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(pool::local_stats(&core));
-            stats::publish_stmt_cache(session::local_stmt_cache_stats(&core));
+            stats::publish_pools(&core, pool::local_stats(&core));
+            stats::publish_stmt_cache(&core, session::local_stmt_cache_stats(&core));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

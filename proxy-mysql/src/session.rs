@@ -1321,7 +1321,7 @@ impl Session {
                         self.refuse(1, &e.to_err_packet());
                     }
                     let code = e.to_err_packet().code;
-                    stats::record(d, started.elapsed(), 0, true);
+                    stats::record(&self.info.core, d, started.elapsed(), 0, true);
                     self.audit(g, sql, d, &server, started, 0, Some(code));
                     if was_pinned || self.in_txn || self.sticky {
                         // The session's connection state is gone; the client must reconnect.
@@ -1335,12 +1335,20 @@ impl Session {
             ListenerStats::add(&self.stats.errors, 1);
         }
         stats::record(
+            &self.info.core,
             d,
             took,
             outcome.rows.max(outcome.affected),
             outcome.err.is_some(),
         );
-        stats::maybe_slow(&self.user, &server, sql, took, g.slow_query);
+        stats::maybe_slow(
+            &self.info.core,
+            &self.user,
+            &server,
+            sql,
+            took,
+            g.slow_query,
+        );
         self.audit(
             g,
             sql,
@@ -1777,12 +1785,20 @@ impl Session {
                     let server = conn.server.clone();
                     self.release(conn);
                     stats::record(
+                        &self.info.core,
                         &d,
                         started.elapsed(),
                         o.rows.max(o.affected),
                         o.err.is_some(),
                     );
-                    stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
+                    stats::maybe_slow(
+                        &self.info.core,
+                        &self.user,
+                        &server,
+                        &sql,
+                        started.elapsed(),
+                        g.slow_query,
+                    );
                     let rows = o.rows.max(o.affected);
                     self.audit(g, &sql, &d, &server, started, rows, o.err);
                     return Flow::Continue;
@@ -1801,7 +1817,7 @@ impl Session {
                     if !flushed {
                         self.client.wbuf.truncate(mark);
                     }
-                    stats::record(&d, started.elapsed(), 0, true);
+                    stats::record(&self.info.core, &d, started.elapsed(), 0, true);
                     self.refuse(1, &e.to_err_packet());
                     if self.sticky || self.in_txn {
                         return Flow::Close;

@@ -1653,7 +1653,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     // least the 4 that a sorted read over `orders`, 8 partitions, takes at once per group) is
     // still open and back in the pool.
     std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
+    let pools = proxy_mysql::pool_stats(&s.proxy.shared);
     assert_eq!(pools.len(), 2, "{pools:?}");
     for p in &pools {
         // Nothing was closed (open would fall below created) and all are back (idle).
@@ -1825,7 +1825,7 @@ fn grouped_reads_stream_group_by_group() {
     // No statement closed a connection (early stops drained theirs, failed statements left each
     // connection clean): every connection a pool made is still open and back in the pool.
     std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
+    let pools = proxy_mysql::pool_stats(&s.proxy.shared);
     assert_eq!(pools.len(), 2, "{pools:?}");
     for p in &pools {
         // Nothing was closed (open would fall below created) and all are back (idle).
@@ -2117,7 +2117,7 @@ fn prepared_statements_stream_like_text_queries() {
         assert_eq!(got["rows"], want["rows"], "#{i} {}", early[i].0);
     }
     std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
-    let pools = proxy_mysql::pool_stats();
+    let pools = proxy_mysql::pool_stats(&s.proxy.shared);
     assert_eq!(pools.len(), 2, "{pools:?}");
     for p in &pools {
         assert!(

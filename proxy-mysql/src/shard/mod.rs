@@ -239,9 +239,9 @@ pub(crate) fn ops_done(
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
-    crate::stats::record(&d, took, rows, error.is_some());
+    crate::stats::record(cx.core, &d, took, rows, error.is_some());
     if let Some(g) = cx.snap.config.mysql_group(cx.group) {
-        crate::stats::maybe_slow(cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
+        crate::stats::maybe_slow(cx.core, cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
     }
 }
