@@ -192,7 +192,7 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
         ("SHOW", "POOLS") => write_bulk(out, pools_table(control).as_bytes()),
         ("SHOW", "AUDIT") => {
             let mut t = format!("{:<48} {:>12} {:>10}\n", "FILE", "WRITTEN", "DROPPED");
-            for (path, written, dropped) in proxy_mysql::audit_stats() {
+            for (path, written, dropped) in proxy_mysql::audit_stats(&control.shared) {
                 let _ = writeln!(t, "{path:<48} {written:>12} {dropped:>10}");
             }
             write_bulk(out, t.as_bytes());

@@ -341,7 +341,7 @@ pub fn render(control: &Control) -> String {
         s,
         "# HELP furrow_mysql_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE furrow_mysql_audit_dropped_total counter"
     );
-    for (path, _, dropped) in proxy_mysql::audit_stats() {
+    for (path, _, dropped) in proxy_mysql::audit_stats(&control.shared) {
         let _ = writeln!(
             s,
             "furrow_mysql_audit_dropped_total{{file=\"{}\"}} {dropped}",

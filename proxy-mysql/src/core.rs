@@ -22,6 +22,10 @@ use crate::stats::CoreStats;
 pub struct MysqlShared {
     /// Digests, slow logs and pool gauges of every core.
     pub(crate) stats: crate::stats::Registry,
+    /// The budgets of the groups' `limit` rules.
+    pub(crate) budgets: Arc<crate::ops::Budgets>,
+    /// The audit writer and the counters of its files.
+    pub(crate) audit: crate::ops::AuditLog,
 }
 
 impl MysqlShared {
@@ -55,6 +59,10 @@ pub struct CoreCtx {
     pub(crate) schemas: RefCell<router::FastMap<String, Rc<str>>>,
     /// Deny/allow rules by group, compiled for the config generation they were made for.
     pub(crate) ops_rules: RefCell<router::FastMap<String, Rc<crate::ops::Rules>>>,
+    /// The queue to the process's audit writer (`None`: it could not be started).
+    pub(crate) audit_tx: Option<std::sync::mpsc::SyncSender<crate::ops::AuditLine>>,
+    /// The counters of the audit files this core wrote to.
+    pub(crate) audit_sinks: RefCell<std::collections::HashMap<String, Arc<crate::ops::AuditSink>>>,
 }
 
 impl CoreCtx {
@@ -68,6 +76,8 @@ impl CoreCtx {
     pub(crate) fn with_registry(shared: Arc<MysqlShared>) -> CoreCtx {
         CoreCtx {
             stats: shared.stats.add_core(),
+            audit_tx: shared.audit.start(),
+            audit_sinks: RefCell::default(),
             shared,
             pools: RefCell::default(),
             stmts: RefCell::new(StmtCache::new()),

@@ -1465,6 +1465,7 @@ impl Session {
     ) {
         if let Some(path) = &g.audit_log {
             crate::ops::audit(
+                &self.info.core,
                 path,
                 &crate::ops::AuditRecord {
                     user: &self.user,

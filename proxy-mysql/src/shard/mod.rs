@@ -263,6 +263,7 @@ fn audit(
 ) {
     if let Some(path) = &g.audit_log {
         crate::ops::audit(
+            cx.core,
             path,
             &crate::ops::AuditRecord {
                 user: cx.user,
