@@ -26,6 +26,10 @@ pub struct MysqlShared {
     pub(crate) budgets: Arc<crate::ops::Budgets>,
     /// The audit writer and the counters of its files.
     pub(crate) audit: crate::ops::AuditLog,
+    /// Replica GTID positions (read-your-writes by GTID).
+    pub(crate) gtid: crate::gtid::GtidState,
+    /// The groups whose health monitor runs.
+    pub(crate) monitors: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MysqlShared {

@@ -1024,7 +1024,12 @@ impl Session {
                 Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
                     .pick_replica_where(g.max_replica_lag, r, |x| {
                         !avoid.contains(&x.name)
-                            && crate::gtid::replica_has(&g.name, &x.name, &x.address, want)
+                            && self
+                                .info
+                                .core
+                                .shared
+                                .gtid
+                                .replica_has(&g.name, &x.name, &x.address, want)
                     }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
@@ -1426,7 +1431,7 @@ impl Session {
         {
             return;
         }
-        if !crate::gtid::supported(&g.name) {
+        if !self.info.core.shared.gtid.supported(&g.name) {
             return; // servers without `@@last_gtid`: the window decides
         }
         let wait = g
@@ -1445,7 +1450,7 @@ impl Session {
                 }
             }
             Ok(Err(e)) if e.contains("Unknown system variable") => {
-                crate::gtid::set_unsupported(&g.name);
+                self.info.core.shared.gtid.set_unsupported(&g.name);
             }
             Ok(Err(_)) | Err(_) => conn.broken = true,
         }
