@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use runtime::Shared;
@@ -30,12 +31,52 @@ pub struct MysqlShared {
     pub(crate) gtid: crate::gtid::GtidState,
     /// The groups whose health monitor runs.
     pub(crate) monitors: Mutex<std::collections::HashSet<String>>,
+    /// The global id generators of sharded listeners.
+    pub(crate) ids: crate::shard::IdGenerators,
+    /// Open clients per listener (for `max_clients`).
+    pub(crate) clients: Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
+    /// The [`crate::conn::ClientBudget`] of each listener, shared by its executors (the first
+    /// executor to start sets its limit).
+    pub(crate) budgets_of_clients:
+        Mutex<std::collections::HashMap<String, Arc<crate::conn::ClientBudget>>>,
+    /// The last session id handed out.
+    pub(crate) session_ids: AtomicU64,
 }
 
 impl MysqlShared {
     /// The registries of the process that `shared` belongs to.
     pub fn of(shared: &Shared) -> Arc<MysqlShared> {
         shared.registries.get::<MysqlShared>()
+    }
+
+    /// The open-client counter of `listener` (for `max_clients`), shared by its executors.
+    pub(crate) fn client_counter(&self, listener: &str) -> Arc<AtomicU64> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(listener.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The [`crate::conn::ClientBudget`] of `listener`, shared by its executors (the first
+    /// executor to start sets its limit).
+    pub(crate) fn client_budget(
+        &self,
+        listener: &str,
+        limit: usize,
+    ) -> Arc<crate::conn::ClientBudget> {
+        self.budgets_of_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(listener.to_string())
+            .or_insert_with(|| Arc::new(crate::conn::ClientBudget::new(limit)))
+            .clone()
+    }
+
+    /// A new session id (unique in the process, from 1).
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Relaxed) + 1
     }
 }
 

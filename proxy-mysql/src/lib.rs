@@ -20,10 +20,8 @@ pub mod shard;
 pub mod stats;
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use runtime::{ListenerCtx, ListenerStats};
@@ -44,34 +42,6 @@ pub(crate) fn sql_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
     }
-}
-
-/// Process-wide open-client counters per listener (for `max_clients`).
-fn client_counter(listener: &str) -> Arc<AtomicU64> {
-    static M: OnceLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = OnceLock::new();
-    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
-    m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(listener.to_string())
-        .or_default()
-        .clone()
-}
-
-/// The process-wide [`conn::ClientBudget`] of a listener, shared by its executors (the first
-/// executor to start sets its limit).
-fn client_budget(listener: &str, limit: usize) -> Arc<conn::ClientBudget> {
-    static M: OnceLock<Mutex<HashMap<String, Arc<conn::ClientBudget>>>> = OnceLock::new();
-    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
-    m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(listener.to_string())
-        .or_insert_with(|| Arc::new(conn::ClientBudget::new(limit)))
-        .clone()
-}
-
-fn next_session_id() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Relaxed)
 }
 
 /// Accept loop for one mysql listener on one executor: serves clients until `ctx.shared.shutdown`
@@ -102,7 +72,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         name: name.clone(),
         group: l.group.clone(),
         max_frame: usize::try_from(l.limits.max_frame).unwrap_or(usize::MAX),
-        budget: client_budget(
+        budget: core.shared.client_budget(
             &name,
             usize::try_from(l.limits.client_buffer_budget).unwrap_or(usize::MAX),
         ),
@@ -110,14 +80,15 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         core: core.clone(),
     });
     let max_clients = u64::from(l.limits.max_clients);
-    let clients = client_counter(&name);
+    let clients = core.shared.client_counter(&name);
     let open = Rc::new(Cell::new(0usize));
     let done = Rc::new(tokio::sync::Notify::new());
     // Publish this core's pool gauges for the admin port.
+    let here = core.clone();
     let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(&core, pool::local_stats(&core));
-            stats::publish_stmt_cache(&core, session::local_stmt_cache_stats(&core));
+            stats::publish_pools(&here, pool::local_stats(&here));
+            stats::publish_stmt_cache(&here, session::local_stmt_cache_stats(&here));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -147,7 +118,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
                 ListenerStats::add(&stats.connections, 1);
                 open.set(open.get() + 1);
                 runtime::memory::opened();
-                let s = session::Session::new(next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
+                let s = session::Session::new(core.shared.next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
                 let (open, done, clients, stats) = (open.clone(), done.clone(), clients.clone(), stats.clone());
                 tokio::task::spawn_local(async move {
                     s.run().await;

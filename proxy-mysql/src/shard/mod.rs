@@ -35,7 +35,7 @@ pub mod txn;
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use codec::mysql::ErrPacket;
 use router::sql::plan::{self, Plan, PlanContext};
@@ -111,18 +111,22 @@ pub fn rules_for(core: &CoreCtx, snap: &Arc<Snapshot>, listener: &str) -> Option
     }
 }
 
-/// A new global id for `worker` (one generator per worker id in the process, shared by all cores,
-/// so ids stay unique and increasing across cores).
-pub fn next_global_id(worker: u16) -> u64 {
-    static GENS: OnceLock<Mutex<HashMap<u16, IdGenerator>>> = OnceLock::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let m = GENS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-    m.entry(worker)
-        .or_insert_with(|| IdGenerator::new(worker))
-        .next(now)
+/// The global id generators of the process: one per worker id, shared by all cores (in
+/// [`crate::MysqlShared`]), so ids stay unique and increasing across cores.
+#[derive(Default)]
+pub struct IdGenerators(Mutex<HashMap<u16, IdGenerator>>);
+
+impl IdGenerators {
+    /// A new global id for `worker`.
+    pub fn next(&self, worker: u16) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(worker)
+            .or_insert_with(|| IdGenerator::new(worker))
+            .next(now)
+    }
 }
 
 /// What a sharded statement needs from its session.
@@ -671,9 +675,10 @@ impl ShardSession {
             return;
         }
         let worker = rules.worker_id;
+        let ids = &cx.core.shared.ids;
         let mut first_id = None;
         let mut next_id = || {
-            let id = next_global_id(worker);
+            let id = ids.next(worker);
             first_id.get_or_insert(id);
             id
         };
