@@ -1,5 +1,10 @@
 //! Furrow's MySQL proxy: server to clients, client to backends; pooling, session state, read/write split.
 //!
+//! State is passed down, never kept in statics: [`core::CoreCtx`] is one executor's pools and
+//! caches (created once per executor, see [`serve_on`]), [`core::MysqlShared`] the process-wide
+//! registries (statistics, audit writer, GTID positions, health monitors), reached from
+//! `runtime::Shared`.
+//!
 //! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
