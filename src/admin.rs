@@ -164,26 +164,35 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
         ),
         ("SHOW", "BACKENDS") => write_bulk(out, backends_table(control).as_bytes()),
         ("SHOW", "LISTENERS") => write_bulk(out, listeners_table(control).as_bytes()),
-        ("SHOW", "DIGESTS") => write_bulk(out, digests_table(count_arg(cmd, 2, 20)).as_bytes()),
+        ("SHOW", "DIGESTS") => write_bulk(
+            out,
+            digests_table(control, count_arg(cmd, 2, 20)).as_bytes(),
+        ),
         ("DIGESTS", "RESET") => {
-            proxy_mysql::reset_digests();
+            proxy_mysql::reset_digests(&control.shared);
             write_simple(out, b"OK");
         }
-        ("SHOW", "SLOWLOG") => write_bulk(out, slowlog_table(count_arg(cmd, 2, 20)).as_bytes()),
+        ("SHOW", "SLOWLOG") => write_bulk(
+            out,
+            slowlog_table(control, count_arg(cmd, 2, 20)).as_bytes(),
+        ),
         ("SLOWLOG", "THRESHOLD") => match cmd
             .arg(2)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok())
         {
             Some(ms) => {
-                proxy_mysql::set_slow_threshold(std::time::Duration::from_millis(ms));
+                proxy_mysql::set_slow_threshold(
+                    &control.shared,
+                    std::time::Duration::from_millis(ms),
+                );
                 write_simple(out, b"OK");
             }
             None => write_error(out, b"ERR usage: SLOWLOG THRESHOLD <milliseconds>"),
         },
-        ("SHOW", "POOLS") => write_bulk(out, pools_table().as_bytes()),
+        ("SHOW", "POOLS") => write_bulk(out, pools_table(control).as_bytes()),
         ("SHOW", "AUDIT") => {
             let mut t = format!("{:<48} {:>12} {:>10}\n", "FILE", "WRITTEN", "DROPPED");
-            for (path, written, dropped) in proxy_mysql::audit_stats() {
+            for (path, written, dropped) in proxy_mysql::audit_stats(&control.shared) {
                 let _ = writeln!(t, "{path:<48} {written:>12} {dropped:>10}");
             }
             write_bulk(out, t.as_bytes());
@@ -373,8 +382,8 @@ fn count_arg(cmd: &Command, i: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn digests_table(n: usize) -> String {
-    let (mut digests, overflow) = proxy_mysql::digests();
+fn digests_table(control: &Control, n: usize) -> String {
+    let (mut digests, overflow) = proxy_mysql::digests(&control.shared);
     digests.sort_by_key(|d| std::cmp::Reverse(d.total_us));
     let mut s = format!(
         "{:<18} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  DIGEST\n",
@@ -403,8 +412,8 @@ fn digests_table(n: usize) -> String {
     s
 }
 
-fn slowlog_table(n: usize) -> String {
-    let (entries, dropped) = proxy_mysql::slow_log(n);
+fn slowlog_table(control: &Control, n: usize) -> String {
+    let (entries, dropped) = proxy_mysql::slow_log(&control.shared, n);
     let mut s = format!(
         "{:<15} {:<12} {:<16} {:>10}  STATEMENT\n",
         "AT_UNIX_MS", "USER", "BACKEND", "TOOK_US"
@@ -425,12 +434,12 @@ fn slowlog_table(n: usize) -> String {
     s
 }
 
-fn pools_table() -> String {
+fn pools_table(control: &Control) -> String {
     let mut s = format!(
         "{:<16} {:<22} {:>6} {:>6} {:>6} {:>10}\n",
         "SERVER", "ADDRESS", "OPEN", "IDLE", "MAX", "CREATED"
     );
-    for p in proxy_mysql::pool_stats() {
+    for p in proxy_mysql::pool_stats(&control.shared) {
         let _ = writeln!(
             s,
             "{:<16} {:<22} {:>6} {:>6} {:>6} {:>10}",

@@ -287,7 +287,7 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
-    let pools = proxy_mysql::pool_stats();
+    let pools = proxy_mysql::pool_stats(&control.shared);
     type PoolSeries = (
         &'static str,
         &'static str,
@@ -327,7 +327,7 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
-    let (hits, misses) = proxy_mysql::stmt_cache_stats();
+    let (hits, misses) = proxy_mysql::stmt_cache_stats(&control.shared);
     let _ = writeln!(
         s,
         "# HELP furrow_mysql_statement_cache_hits_total Statements whose classification and digest came from the per-core cache of statement shapes.\n\
@@ -341,7 +341,7 @@ pub fn render(control: &Control) -> String {
         s,
         "# HELP furrow_mysql_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE furrow_mysql_audit_dropped_total counter"
     );
-    for (path, _, dropped) in proxy_mysql::audit_stats() {
+    for (path, _, dropped) in proxy_mysql::audit_stats(&control.shared) {
         let _ = writeln!(
             s,
             "furrow_mysql_audit_dropped_total{{file=\"{}\"}} {dropped}",

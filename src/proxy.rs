@@ -296,6 +296,7 @@ pub fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
         logins: Default::default(),
+        registries: Default::default(),
         backends: Arc::new(BackendRegistry::new(&config)),
         snapshots: SnapshotHub::new(config, source.describe()),
         stats: Arc::new(StatsRegistry::default()),
@@ -356,6 +357,8 @@ pub fn start(
         let shared = exec_shared.clone();
         async move {
             let mut tasks = Vec::new();
+            // One MySQL context per executor: its listeners share pools and caches.
+            let mysql_core = proxy_mysql::CoreCtx::new(&shared);
             for (name, kind, std_listener, stats) in mine {
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
@@ -373,7 +376,9 @@ pub fn start(
                 };
                 tasks.push(match kind {
                     ListenerKind::Redis => tokio::task::spawn_local(proxy_redis::serve(ctx)),
-                    ListenerKind::Mysql => tokio::task::spawn_local(proxy_mysql::serve(ctx)),
+                    ListenerKind::Mysql => {
+                        tokio::task::spawn_local(proxy_mysql::serve_on(ctx, mysql_core.clone()))
+                    }
                 });
             }
             for t in tasks {

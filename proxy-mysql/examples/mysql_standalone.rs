@@ -31,6 +31,7 @@ fn main() {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let shared = Shared {
         logins: Default::default(),
+        registries: Default::default(),
         snapshots: hub,
         stats: stats.clone(),
         backends: Arc::new(BackendRegistry::new(&config)),

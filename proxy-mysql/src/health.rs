@@ -5,44 +5,41 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use runtime::{LocalSnapshot, Shared};
 
 use crate::backend::{BackendConn, RespKind};
+use crate::core::MysqlShared;
 
-fn started() -> &'static Mutex<HashSet<String>> {
-    static S: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    S.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-/// Starts the monitor of `group` on this executor unless one runs already for the same backend
-/// registry (one per proxy: several proxies in one process, as in tests, each measure their own).
+/// Starts the monitor of `group` on this executor unless one runs already for the proxy (the
+/// registry of running monitors is in `shared`'s [`MysqlShared`]: several proxies in one process,
+/// as in tests, each measure their own).
 pub fn ensure_monitor(group: &str, shared: &Shared) {
-    let key = format!("{group}@{:p}", Arc::as_ptr(&shared.backends));
+    let reg = MysqlShared::of(shared);
     {
-        let mut s = started().lock().unwrap_or_else(|e| e.into_inner());
-        if !s.insert(key.clone()) {
+        let mut s = reg.monitors.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.insert(group.to_string()) {
             return;
         }
     }
     let group = group.to_string();
     let shared = shared.clone();
     tokio::task::spawn_local(async move {
-        monitor(group, shared).await;
-        started()
+        monitor(group.clone(), shared, reg.clone()).await;
+        reg.monitors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+            .remove(&group);
     });
 }
 
 /// Lag recorded for a replica whose replication is stopped or broken.
 pub const LAG_UNKNOWN: u64 = u64::MAX;
 
-async fn monitor(group: String, shared: Shared) {
+async fn monitor(group: String, shared: Shared, reg: Arc<MysqlShared>) {
     let mut snap = LocalSnapshot::new(&shared.snapshots);
     let mut shutdown = shared.shutdown.clone();
     let mut conns: HashMap<String, BackendConn> = HashMap::new();
@@ -89,7 +86,7 @@ async fn monitor(group: String, shared: Shared) {
             match r {
                 Ok((c, lag, pos)) => {
                     if let Some(pos) = pos {
-                        crate::gtid::set_position(&group, &name, &address, pos);
+                        reg.gtid.set_position(&group, &name, &address, pos);
                     }
                     if let Some(st) = &state {
                         st.record_ok(took);

@@ -1,5 +1,10 @@
 //! Furrow's MySQL proxy: server to clients, client to backends; pooling, session state, read/write split.
 //!
+//! State is passed down, never kept in statics: [`core::CoreCtx`] is one executor's pools and
+//! caches (created once per executor, see [`serve_on`]), [`core::MysqlShared`] the process-wide
+//! registries (statistics, audit writer, GTID positions, health monitors), reached from
+//! `runtime::Shared`.
+//!
 //! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
@@ -7,6 +12,7 @@
 
 pub mod backend;
 pub mod conn;
+pub mod core;
 pub mod error;
 pub mod gtid;
 pub mod health;
@@ -19,14 +25,13 @@ pub mod shard;
 pub mod stats;
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use runtime::{ListenerCtx, ListenerStats};
 
+pub use crate::core::{CoreCtx, MysqlShared};
 pub use error::ProxyError;
 pub use ops::audit_stats;
 pub use pool::PoolStats;
@@ -44,37 +49,16 @@ pub(crate) fn sql_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Process-wide open-client counters per listener (for `max_clients`).
-fn client_counter(listener: &str) -> Arc<AtomicU64> {
-    static M: OnceLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = OnceLock::new();
-    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
-    m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(listener.to_string())
-        .or_default()
-        .clone()
-}
-
-/// The process-wide [`conn::ClientBudget`] of a listener, shared by its executors (the first
-/// executor to start sets its limit).
-fn client_budget(listener: &str, limit: usize) -> Arc<conn::ClientBudget> {
-    static M: OnceLock<Mutex<HashMap<String, Arc<conn::ClientBudget>>>> = OnceLock::new();
-    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
-    m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(listener.to_string())
-        .or_insert_with(|| Arc::new(conn::ClientBudget::new(limit)))
-        .clone()
-}
-
-fn next_session_id() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Relaxed)
-}
-
 /// Accept loop for one mysql listener on one executor: serves clients until `ctx.shared.shutdown`
 /// flips, then stops accepting and lets sessions finish (up to the config's `shutdown_grace`).
 pub async fn serve(ctx: ListenerCtx) {
+    let core = CoreCtx::new(&ctx.shared);
+    serve_on(ctx, core).await;
+}
+
+/// [`serve`] with the executor's [`CoreCtx`], shared by every MySQL listener of the executor (so
+/// that they share its pools and caches).
+pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     let ListenerCtx {
         name,
         core: _,
@@ -93,21 +77,23 @@ pub async fn serve(ctx: ListenerCtx) {
         name: name.clone(),
         group: l.group.clone(),
         max_frame: usize::try_from(l.limits.max_frame).unwrap_or(usize::MAX),
-        budget: client_budget(
+        budget: core.shared.client_budget(
             &name,
             usize::try_from(l.limits.client_buffer_budget).unwrap_or(usize::MAX),
         ),
         idle_timeout: l.limits.idle_timeout,
+        core: core.clone(),
     });
     let max_clients = u64::from(l.limits.max_clients);
-    let clients = client_counter(&name);
+    let clients = core.shared.client_counter(&name);
     let open = Rc::new(Cell::new(0usize));
     let done = Rc::new(tokio::sync::Notify::new());
     // Publish this core's pool gauges for the admin port.
-    let publisher = tokio::task::spawn_local(async {
+    let here = core.clone();
+    let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(pool::local_stats());
-            stats::publish_stmt_cache(session::local_stmt_cache_stats());
+            stats::publish_pools(&here, pool::local_stats(&here));
+            stats::publish_stmt_cache(&here, session::local_stmt_cache_stats(&here));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -137,7 +123,7 @@ pub async fn serve(ctx: ListenerCtx) {
                 ListenerStats::add(&stats.connections, 1);
                 open.set(open.get() + 1);
                 runtime::memory::opened();
-                let s = session::Session::new(next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
+                let s = session::Session::new(core.shared.next_session_id(), sock, peer, info.clone(), shared.clone(), stats.clone());
                 let (open, done, clients, stats) = (open.clone(), done.clone(), clients.clone(), stats.clone());
                 tokio::task::spawn_local(async move {
                     s.run().await;

@@ -6,18 +6,20 @@
 //! that match a `limit` rule). The audit log goes through a bounded queue to a writer thread: when the
 //! queue is full the record is dropped and counted, so the data path never waits on the disk.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use codec::mysql::ErrPacket;
+
 use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
 use router::sql::Digest;
+
+use crate::core::CoreCtx;
 
 /// A compiled rule.
 struct Compiled {
@@ -97,19 +99,17 @@ pub struct Rules {
     rules: Vec<Compiled>,
     group: String,
     generation: u64,
-}
-
-thread_local! {
-    static RULES: RefCell<router::FastMap<String, Rc<Rules>>> = RefCell::new(router::FastMap::default());
+    /// The process's budgets of `limit` rules.
+    budgets: Arc<Budgets>,
 }
 
 /// The compiled rules of `g` for `generation` (cached per core); None when the group has none.
-pub fn rules_for(g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
+pub fn rules_for(core: &CoreCtx, g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
     if g.rules.is_empty() && g.rules_mode == RulesMode::Denylist {
         return None;
     }
-    RULES.with(|m| {
-        let mut m = m.borrow_mut();
+    {
+        let mut m = core.ops_rules.borrow_mut();
         if let Some(r) = m.get(&g.name)
             && r.generation == generation
         {
@@ -120,10 +120,11 @@ pub fn rules_for(g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
             rules: g.rules.iter().map(Compiled::new).collect(),
             group: g.name.clone(),
             generation,
+            budgets: core.shared.budgets.clone(),
         });
         m.insert(g.name.clone(), r.clone());
         Some(r)
-    })
+    }
 }
 
 /// A token bucket and an in-flight gauge shared by every core.
@@ -132,10 +133,12 @@ struct Budget {
     inflight: AtomicU64,
 }
 
-fn budget(key: String, qps: Option<u32>) -> Arc<Budget> {
-    static M: OnceLock<Mutex<HashMap<String, Arc<Budget>>>> = OnceLock::new();
-    let m = M.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+/// The budgets of the `limit` rules by key, shared by every core (in [`crate::MysqlShared`]).
+#[derive(Default)]
+pub struct Budgets(Mutex<HashMap<String, Arc<Budget>>>);
+
+fn budget(budgets: &Budgets, key: String, qps: Option<u32>) -> Arc<Budget> {
+    let mut m = budgets.0.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() > 100_000 {
         // Bounded: per-fingerprint budgets of a hostile workload cannot grow without limit.
         m.retain(|_, b| b.inflight.load(Relaxed) > 0);
@@ -272,7 +275,7 @@ impl Rules {
                 RulePer::User => format!("{}/{i}/u/{user}", self.group),
                 RulePer::Fingerprint => format!("{}/{i}/f/{:016x}", self.group, d.hash),
             };
-            let b = budget(key, c.rule.qps);
+            let b = budget(&self.budgets, key, c.rule.qps);
             if let Some(qps) = c.rule.qps {
                 let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
@@ -309,67 +312,103 @@ impl Rules {
 
 // ------------------------------------------------------------------------------------------ audit
 
-/// Records waiting for the audit writer, per file.
+/// Records waiting for the audit writer (all files together).
 pub const AUDIT_QUEUE: usize = 16 * 1024;
 
-struct AuditSink {
-    tx: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+/// The counters of one audit file.
+pub(crate) struct AuditSink {
+    path: Arc<str>,
+    dropped: AtomicU64,
+    written: AtomicU64,
 }
 
-fn sinks() -> &'static Mutex<HashMap<String, Arc<AuditSink>>> {
-    static S: OnceLock<Mutex<HashMap<String, Arc<AuditSink>>>> = OnceLock::new();
-    S.get_or_init(|| Mutex::new(HashMap::new()))
+/// A record on its way to the audit writer.
+pub(crate) struct AuditLine {
+    sink: Arc<AuditSink>,
+    line: String,
 }
 
-thread_local! {
-    static LOCAL_SINKS: RefCell<HashMap<String, Arc<AuditSink>>> = RefCell::new(HashMap::new());
+/// The process's audit log: one writer thread, started once per process (when the first executor
+/// starts), that owns the audit files; executors hand it records over one bounded queue.
+#[derive(Default)]
+pub struct AuditLog {
+    tx: Mutex<Option<SyncSender<AuditLine>>>,
+    sinks: Mutex<HashMap<String, Arc<AuditSink>>>,
 }
 
-fn sink(path: &str) -> Option<Arc<AuditSink>> {
-    if let Some(s) = LOCAL_SINKS.with(|m| m.borrow().get(path).cloned()) {
-        return Some(s);
-    }
-    let mut m = sinks().lock().unwrap_or_else(|e| e.into_inner());
-    let s = match m.get(path) {
-        Some(s) => s.clone(),
-        None => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| tracing::error!(path, error = %e, "cannot open the audit log"))
-                .ok()?;
-            let (tx, rx) = sync_channel::<String>(AUDIT_QUEUE);
-            let written = Arc::new(AtomicU64::new(0));
-            let w = written.clone();
-            std::thread::Builder::new()
-                .name("furrow-audit".into())
-                .spawn(move || {
-                    let mut out = std::io::BufWriter::new(file);
-                    while let Ok(line) = rx.recv() {
-                        let _ = out.write_all(line.as_bytes());
-                        w.fetch_add(1, Relaxed);
-                        while let Ok(line) = rx.try_recv() {
-                            let _ = out.write_all(line.as_bytes());
-                            w.fetch_add(1, Relaxed);
-                        }
-                        let _ = out.flush();
-                    }
-                })
-                .ok()?;
-            let s = Arc::new(AuditSink {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-                written,
-            });
-            m.insert(path.to_string(), s.clone());
-            s
+impl AuditLog {
+    /// The queue to the writer, starting the writer on the first call.
+    pub(crate) fn start(&self) -> Option<SyncSender<AuditLine>> {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = &*tx {
+            return Some(t.clone());
         }
-    };
-    LOCAL_SINKS.with(|l| l.borrow_mut().insert(path.to_string(), s.clone()));
-    Some(s)
+        let (t, rx) = sync_channel::<AuditLine>(AUDIT_QUEUE);
+        std::thread::Builder::new()
+            .name("furrow-audit".into())
+            .spawn(move || write_audit(&rx))
+            .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
+            .ok()?;
+        *tx = Some(t.clone());
+        Some(t)
+    }
+
+    /// The counters of `path` (registered on first use).
+    fn sink(&self, path: &str) -> Arc<AuditSink> {
+        let mut m = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(path.to_string())
+            .or_insert_with(|| {
+                Arc::new(AuditSink {
+                    path: Arc::from(path),
+                    dropped: AtomicU64::new(0),
+                    written: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+}
+
+/// The audit writer: appends each record to its file (opened on its first record), flushing when
+/// the queue is empty.
+fn write_audit(rx: &std::sync::mpsc::Receiver<AuditLine>) {
+    let mut files: HashMap<Arc<str>, std::io::BufWriter<std::fs::File>> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(l) = next {
+            let out = match files.entry(l.sink.path.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+                std::collections::hash_map::Entry::Vacant(v) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&*l.sink.path)
+                    .map_err(|e| {
+                        tracing::error!(path = &*l.sink.path, error = %e, "cannot open the audit log");
+                    })
+                    .ok()
+                    .map(|f| v.insert(std::io::BufWriter::new(f))),
+            };
+            if let Some(out) = out {
+                let _ = out.write_all(l.line.as_bytes());
+                l.sink.written.fetch_add(1, Relaxed);
+            }
+            next = rx.try_recv().ok();
+        }
+        for out in files.values_mut() {
+            let _ = out.flush();
+        }
+    }
+}
+
+/// This core's counters of `path`.
+fn sink(core: &CoreCtx, path: &str) -> Arc<AuditSink> {
+    if let Some(s) = core.audit_sinks.borrow().get(path) {
+        return s.clone();
+    }
+    let s = core.shared.audit.sink(path);
+    core.audit_sinks
+        .borrow_mut()
+        .insert(path.to_string(), s.clone());
+    s
 }
 
 /// One audited statement.
@@ -411,8 +450,12 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// Queues an audit line for `path` (never blocks: a full queue drops and counts the record).
-pub fn audit(path: &str, r: &AuditRecord<'_>) {
-    let Some(s) = sink(path) else { return };
+pub fn audit(core: &CoreCtx, path: &str, r: &AuditRecord<'_>) {
+    let s = sink(core, path);
+    let Some(tx) = &core.audit_tx else {
+        s.dropped.fetch_add(1, Relaxed);
+        return;
+    };
     let ts = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -443,7 +486,10 @@ pub fn audit(path: &str, r: &AuditRecord<'_>) {
     ));
     json_str(&mut line, sql);
     line.push_str("}\n");
-    match s.tx.try_send(line) {
+    match tx.try_send(AuditLine {
+        sink: s.clone(),
+        line,
+    }) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
             s.dropped.fetch_add(1, Relaxed);
@@ -452,8 +498,9 @@ pub fn audit(path: &str, r: &AuditRecord<'_>) {
 }
 
 /// Audit log counters per file: (path, records written, records dropped because the queue was full).
-pub fn audit_stats() -> Vec<(String, u64, u64)> {
-    let m = sinks().lock().unwrap_or_else(|e| e.into_inner());
+pub fn audit_stats(shared: &runtime::Shared) -> Vec<(String, u64, u64)> {
+    let reg = crate::core::MysqlShared::of(shared);
+    let m = reg.audit.sinks.lock().unwrap_or_else(|e| e.into_inner());
     m.iter()
         .map(|(p, s)| (p.clone(), s.written.load(Relaxed), s.dropped.load(Relaxed)))
         .collect()
@@ -508,6 +555,7 @@ mod tests {
             rules: list.iter().map(Compiled::new).collect(),
             group: group.into(),
             generation: 1,
+            budgets: Arc::default(),
         }
     }
 
@@ -610,7 +658,9 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("a.log");
         let path = path.to_string_lossy().into_owned();
+        let core = CoreCtx::with_registry(Arc::default());
         audit(
+            &core,
             &path,
             &AuditRecord {
                 user: "u\"x",

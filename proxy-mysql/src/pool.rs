@@ -12,6 +12,7 @@ use runtime::BackendState;
 use tokio::sync::Notify;
 
 use crate::backend::BackendConn;
+use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::session::VarState;
 
@@ -62,12 +63,6 @@ pub struct PoolStats {
     pub created: u64,
 }
 
-thread_local! {
-    /// Pools by FNV-1a of `address \0 user` (entries are verified against both, so a collision only
-    /// costs a second pool list scan).
-    static POOLS: RefCell<router::FastMap<u64, Vec<Rc<ServerPool>>>> = RefCell::new(router::FastMap::default());
-}
-
 fn pool_key(address: &str, user: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in address
@@ -81,22 +76,22 @@ fn pool_key(address: &str, user: &str) -> u64 {
     h
 }
 
-fn pool_for(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+fn pool_for(core: &CoreCtx, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
     if let Some(p) = t.pool.get()
         && p.user == g.user
     {
         return p.clone();
     }
-    let p = pool_lookup(t, g);
+    let p = pool_lookup(core, t, g);
     // A target serves one group (one user); should another user ever come, it takes the map.
     let _ = t.pool.set(p.clone());
     p
 }
 
-fn pool_lookup(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+fn pool_lookup(core: &CoreCtx, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
     let key = pool_key(&t.address, &g.user);
-    POOLS.with(|m| {
-        let mut m = m.borrow_mut();
+    {
+        let mut m = core.pools.borrow_mut();
         let list = m.entry(key).or_default();
         if let Some(p) = list
             .iter()
@@ -122,7 +117,7 @@ fn pool_lookup(t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
         spawn_reaper(Rc::downgrade(&p));
         list.push(p.clone());
         p
-    })
+    }
 }
 
 fn spawn_reaper(pool: Weak<ServerPool>) {
@@ -160,12 +155,13 @@ fn is_alive(c: &mut BackendConn) -> bool {
 /// Takes a connection to `t` (reusing an idle one, preferring one in `want` state and schema), or
 /// opens one if the pool has room, or waits up to the group's connect timeout for one to be returned.
 pub async fn checkout(
+    core: &CoreCtx,
     t: &Target,
     g: &MysqlGroup,
     want: Option<&Rc<VarState>>,
     schema: Option<&Rc<str>>,
 ) -> Result<Box<BackendConn>, ProxyError> {
-    let pool = pool_for(t, g);
+    let pool = pool_for(core, t, g);
     // Read the clock only when the pool is full and the checkout has to wait.
     let mut deadline = None;
     loop {
@@ -265,9 +261,10 @@ pub fn discard(c: Box<BackendConn>) {
 }
 
 /// This core's pools.
-pub fn local_stats() -> Vec<PoolStats> {
-    POOLS.with(|m| {
-        m.borrow()
+pub fn local_stats(core: &CoreCtx) -> Vec<PoolStats> {
+    {
+        core.pools
+            .borrow()
             .values()
             .flatten()
             .map(|p| PoolStats {
@@ -279,5 +276,5 @@ pub fn local_stats() -> Vec<PoolStats> {
                 created: p.created.get(),
             })
             .collect()
-    })
+    }
 }

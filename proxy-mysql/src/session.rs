@@ -23,9 +23,7 @@ use codec::mysql::{
     ErrPacket, HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::{MysqlGroup, ReadPolicy, User};
-use router::sql::{
-    Classified, Digest, Hint, StmtCache, StmtKind, classify, classify_with_digest, digest,
-};
+use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
@@ -35,14 +33,9 @@ use crate::pool::{self, Target};
 use crate::route::{GroupTargets, targets_for};
 use crate::stats;
 
-thread_local! {
-    /// This core's classifications and digests of recent statement shapes (plain listeners).
-    static STMTS: std::cell::RefCell<StmtCache> = std::cell::RefCell::new(StmtCache::new());
-}
-
 /// This core's statement-cache hits and misses.
-pub fn local_stmt_cache_stats() -> (u64, u64) {
-    STMTS.with_borrow(StmtCache::stats)
+pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
+    core.stmts.borrow().stats()
 }
 
 /// Capabilities the proxy offers clients.
@@ -104,6 +97,8 @@ pub struct ListenerInfo {
     pub budget: Arc<crate::conn::ClientBudget>,
     /// Idle timeout for clients.
     pub idle_timeout: Option<Duration>,
+    /// This executor's pools and caches.
+    pub core: Rc<crate::core::CoreCtx>,
 }
 
 /// A client session.
@@ -552,7 +547,8 @@ impl Session {
             // one logical database whose shard schemas come from the rules: any name selects it, as
             // COM_INIT_DB does there.
             let sharded =
-                crate::shard::rules_for(&self.snap.get().clone(), &self.info.name).is_some();
+                crate::shard::rules_for(&self.info.core, &self.snap.get().clone(), &self.info.name)
+                    .is_some();
             if !sharded && let Err(e) = self.check_schema().await {
                 self.refuse(seq, &e.to_err_packet());
                 return Ok(false);
@@ -657,11 +653,12 @@ impl Session {
         // Sharded listeners: queries and prepared statements go to the sharding executor.
         if crate::shard::handles(code) {
             let snap = self.snap.get().clone();
-            if let Some(rules) = crate::shard::rules_for(&snap, &self.info.name) {
+            if let Some(rules) = crate::shard::rules_for(&self.info.core, &snap, &self.info.name) {
                 let cx = crate::shard::Ctx {
                     client: &mut self.client,
                     snap: &snap,
                     shared: &self.shared,
+                    core: &self.info.core,
                     vars: &mut self.vars,
                     allow_hints: self.allow_hints,
                     group: &self.info.group,
@@ -1027,7 +1024,12 @@ impl Session {
                 Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
                     .pick_replica_where(g.max_replica_lag, r, |x| {
                         !avoid.contains(&x.name)
-                            && crate::gtid::replica_has(&g.name, &x.name, &x.address, want)
+                            && self
+                                .info
+                                .core
+                                .shared
+                                .gtid
+                                .replica_has(&g.name, &x.name, &x.address, want)
                     }),
                 _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
             };
@@ -1065,7 +1067,14 @@ impl Session {
             }
             Dest::Server(t, _) => t,
         };
-        let mut c = pool::checkout(&t, g, self.vars.as_ref(), self.schema.as_ref()).await?;
+        let mut c = pool::checkout(
+            &self.info.core,
+            &t,
+            g,
+            self.vars.as_ref(),
+            self.schema.as_ref(),
+        )
+        .await?;
         if let Err(e) = self.sync_conn(&mut c, g).await {
             pool::discard(c);
             return Err(e);
@@ -1109,7 +1118,7 @@ impl Session {
     async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
         // The routing class and the digest (rules, stats, audit): from this core's cache of
         // statement shapes, else from one lexer pass.
-        let analysed = STMTS.with_borrow_mut(|cache| cache.analyse(sql));
+        let analysed = self.info.core.stmts.borrow_mut().analyse(sql);
         let (c, d) = (&analysed.class, &analysed.digest);
         if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
             self.refuse(1, &errs::local_infile());
@@ -1190,7 +1199,7 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(g, snap.generation) {
+        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
             Some(r) => match r.check_text(&self.user, sql, d) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1296,7 +1305,7 @@ impl Session {
                         self.refuse(1, &e.to_err_packet());
                     }
                     let code = e.to_err_packet().code;
-                    stats::record(d, started.elapsed(), 0, true);
+                    stats::record(&self.info.core, d, started.elapsed(), 0, true);
                     self.audit(g, sql, d, &server, started, 0, Some(code));
                     if was_pinned || self.in_txn || self.sticky {
                         // The session's connection state is gone; the client must reconnect.
@@ -1310,12 +1319,20 @@ impl Session {
             ListenerStats::add(&self.stats.errors, 1);
         }
         stats::record(
+            &self.info.core,
             d,
             took,
             outcome.rows.max(outcome.affected),
             outcome.err.is_some(),
         );
-        stats::maybe_slow(&self.user, &server, sql, took, g.slow_query);
+        stats::maybe_slow(
+            &self.info.core,
+            &self.user,
+            &server,
+            sql,
+            took,
+            g.slow_query,
+        );
         self.audit(
             g,
             sql,
@@ -1393,7 +1410,7 @@ impl Session {
         {
             return;
         }
-        if !crate::gtid::supported(&g.name) {
+        if !self.info.core.shared.gtid.supported(&g.name) {
             return; // servers without `@@last_gtid`: the window decides
         }
         let wait = g
@@ -1412,7 +1429,7 @@ impl Session {
                 }
             }
             Ok(Err(e)) if e.contains("Unknown system variable") => {
-                crate::gtid::set_unsupported(&g.name);
+                self.info.core.shared.gtid.set_unsupported(&g.name);
             }
             Ok(Err(_)) | Err(_) => conn.broken = true,
         }
@@ -1432,6 +1449,7 @@ impl Session {
     ) {
         if let Some(path) = &g.audit_log {
             crate::ops::audit(
+                &self.info.core,
                 path,
                 &crate::ops::AuditRecord {
                     user: &self.user,
@@ -1645,7 +1663,7 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(g, snap.generation) {
+        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
             Some(r) => match r.check_text(&self.user, &sql, &d) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1752,12 +1770,20 @@ impl Session {
                     let server = conn.server.clone();
                     self.release(conn);
                     stats::record(
+                        &self.info.core,
                         &d,
                         started.elapsed(),
                         o.rows.max(o.affected),
                         o.err.is_some(),
                     );
-                    stats::maybe_slow(&self.user, &server, &sql, started.elapsed(), g.slow_query);
+                    stats::maybe_slow(
+                        &self.info.core,
+                        &self.user,
+                        &server,
+                        &sql,
+                        started.elapsed(),
+                        g.slow_query,
+                    );
                     let rows = o.rows.max(o.affected);
                     self.audit(g, &sql, &d, &server, started, rows, o.err);
                     return Flow::Continue;
@@ -1776,7 +1802,7 @@ impl Session {
                     if !flushed {
                         self.client.wbuf.truncate(mark);
                     }
-                    stats::record(&d, started.elapsed(), 0, true);
+                    stats::record(&self.info.core, &d, started.elapsed(), 0, true);
                     self.refuse(1, &e.to_err_packet());
                     if self.sticky || self.in_txn {
                         return Flow::Close;

@@ -6,12 +6,14 @@
 //! ones are counted in `overflow`), at most [`SLOW_LOG_MAX`] slow entries per core (oldest dropped
 //! and counted).
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use runtime::Shared;
+
+use crate::core::{CoreCtx, MysqlShared};
 use crate::pool::PoolStats;
 
 /// Most distinct fingerprints kept per core.
@@ -69,38 +71,44 @@ pub struct CoreStats {
     stmt_cache: (u64, u64),
 }
 
-struct Registry {
+/// The statistics of every core of the process (in [`MysqlShared`]).
+pub struct Registry {
     cores: Mutex<Vec<Arc<Mutex<CoreStats>>>>,
     slow_threshold_us: AtomicU64,
 }
 
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| Registry {
-        cores: Mutex::new(Vec::new()),
-        slow_threshold_us: AtomicU64::new(u64::MAX),
-    })
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            cores: Mutex::new(Vec::new()),
+            slow_threshold_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
-thread_local! {
-    static LOCAL: RefCell<Option<Arc<Mutex<CoreStats>>>> = const { RefCell::new(None) };
+impl Registry {
+    /// A new core's statistics, registered for the admin port.
+    pub(crate) fn add_core(&self) -> Arc<Mutex<CoreStats>> {
+        let cs = Arc::new(Mutex::new(CoreStats::default()));
+        self.cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cs.clone());
+        cs
+    }
+
+    fn cores(&self) -> Vec<Arc<Mutex<CoreStats>>> {
+        self.cores.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
-fn with_local<R>(f: impl FnOnce(&mut CoreStats) -> R) -> R {
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        let cs = l.get_or_insert_with(|| {
-            let cs = Arc::new(Mutex::new(CoreStats::default()));
-            registry()
-                .cores
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(cs.clone());
-            cs
-        });
-        let mut g = cs.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g)
-    })
+fn with_local<R>(core: &CoreCtx, f: impl FnOnce(&mut CoreStats) -> R) -> R {
+    let mut g = core.stats.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut g)
+}
+
+fn registry(shared: &Shared) -> Arc<MysqlShared> {
+    MysqlShared::of(shared)
 }
 
 fn bucket(us: u64) -> usize {
@@ -109,9 +117,9 @@ fn bucket(us: u64) -> usize {
 }
 
 /// Records one executed statement on this core.
-pub fn record(d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
+pub fn record(core: &CoreCtx, d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
     let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
-    with_local(|cs| {
+    with_local(core, |cs| {
         let len = cs.digests.len();
         let e = match cs.digests.get_mut(&d.hash) {
             Some(e) => e,
@@ -136,10 +144,17 @@ pub fn record(d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
 
 /// Records a slow statement if `took` is at least `threshold` (the group's `slow_query_ms`) or the
 /// process-wide override set by [`set_slow_threshold`], whichever is lower.
-pub fn maybe_slow(user: &str, backend: &str, sql: &str, took: Duration, threshold: Duration) {
+pub fn maybe_slow(
+    core: &CoreCtx,
+    user: &str,
+    backend: &str,
+    sql: &str,
+    took: Duration,
+    threshold: Duration,
+) {
     let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
     let limit = (threshold.as_micros().min(u128::from(u64::MAX)) as u64)
-        .min(registry().slow_threshold_us.load(Relaxed));
+        .min(core.shared.stats.slow_threshold_us.load(Relaxed));
     if us < limit {
         return;
     }
@@ -154,7 +169,7 @@ pub fn maybe_slow(user: &str, backend: &str, sql: &str, took: Duration, threshol
         took_us: us,
         sql: sql[..end].to_string(),
     };
-    with_local(|cs| {
+    with_local(core, |cs| {
         if cs.slow.len() >= SLOW_LOG_MAX {
             cs.slow.pop_front();
             cs.slow_dropped += 1;
@@ -164,70 +179,73 @@ pub fn maybe_slow(user: &str, backend: &str, sql: &str, took: Duration, threshol
 }
 
 /// Publishes this core's pool gauges.
-pub fn publish_pools(p: Vec<PoolStats>) {
-    with_local(|cs| cs.pools = p);
+pub fn publish_pools(core: &CoreCtx, p: Vec<PoolStats>) {
+    with_local(core, |cs| cs.pools = p);
 }
 
 /// Publishes this core's statement-cache counters (hits, misses) for the admin port.
-pub fn publish_stmt_cache(hits_misses: (u64, u64)) {
-    with_local(|cs| cs.stmt_cache = hits_misses);
+pub fn publish_stmt_cache(core: &CoreCtx, hits_misses: (u64, u64)) {
+    with_local(core, |cs| cs.stmt_cache = hits_misses);
 }
 
 /// Statement-cache hits and misses summed over cores (as last published, once a second).
-pub fn stmt_cache_stats() -> (u64, u64) {
-    cores().iter().fold((0, 0), |(h, m), c| {
-        let c = c.lock().unwrap_or_else(|e| e.into_inner());
-        (h + c.stmt_cache.0, m + c.stmt_cache.1)
-    })
+pub fn stmt_cache_stats(shared: &Shared) -> (u64, u64) {
+    registry(shared)
+        .stats
+        .cores()
+        .iter()
+        .fold((0, 0), |(h, m), c| {
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            (h + c.stmt_cache.0, m + c.stmt_cache.1)
+        })
 }
 
 /// Lowers the slow-log threshold of every group to `t` (an admin override; default: none).
-pub fn set_slow_threshold(t: Duration) {
-    registry()
+pub fn set_slow_threshold(shared: &Shared, t: Duration) {
+    registry(shared)
+        .stats
         .slow_threshold_us
         .store(t.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
 }
 
-fn cores() -> Vec<Arc<Mutex<CoreStats>>> {
-    registry()
-        .cores
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
 /// Query digests merged over cores, most executed first; also the count of executions not tracked
 /// because a core's digest table was full.
-pub fn digests() -> (Vec<DigestStats>, u64) {
-    let mut merged: HashMap<u64, DigestStats> = HashMap::new();
-    let mut overflow = 0;
-    for c in cores() {
-        let c = c.lock().unwrap_or_else(|e| e.into_inner());
-        overflow += c.overflow;
-        for (h, d) in &c.digests {
-            let m = merged.entry(*h).or_insert_with(|| DigestStats {
-                hash: *h,
-                text: d.text.clone(),
-                ..Default::default()
-            });
-            m.count += d.count;
-            m.errors += d.errors;
-            m.rows += d.rows;
-            m.total_us += d.total_us;
-            m.max_us = m.max_us.max(d.max_us);
-            for (a, b) in m.hist.iter_mut().zip(d.hist.iter()) {
-                *a += b;
+pub fn digests(shared: &Shared) -> (Vec<DigestStats>, u64) {
+    registry(shared).stats.digests()
+}
+
+impl Registry {
+    fn digests(&self) -> (Vec<DigestStats>, u64) {
+        let mut merged: HashMap<u64, DigestStats> = HashMap::new();
+        let mut overflow = 0;
+        for c in self.cores() {
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            overflow += c.overflow;
+            for (h, d) in &c.digests {
+                let m = merged.entry(*h).or_insert_with(|| DigestStats {
+                    hash: *h,
+                    text: d.text.clone(),
+                    ..Default::default()
+                });
+                m.count += d.count;
+                m.errors += d.errors;
+                m.rows += d.rows;
+                m.total_us += d.total_us;
+                m.max_us = m.max_us.max(d.max_us);
+                for (a, b) in m.hist.iter_mut().zip(d.hist.iter()) {
+                    *a += b;
+                }
             }
         }
+        let mut v: Vec<_> = merged.into_values().collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.hash.cmp(&b.hash)));
+        (v, overflow)
     }
-    let mut v: Vec<_> = merged.into_values().collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.hash.cmp(&b.hash)));
-    (v, overflow)
 }
 
 /// Clears the digest tables of every core.
-pub fn reset_digests() {
-    for c in cores() {
+pub fn reset_digests(shared: &Shared) {
+    for c in registry(shared).stats.cores() {
         let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
         c.digests.clear();
         c.overflow = 0;
@@ -235,23 +253,29 @@ pub fn reset_digests() {
 }
 
 /// The newest `limit` slow-log entries over all cores (newest first) and the number dropped.
-pub fn slow_log(limit: usize) -> (Vec<SlowEntry>, u64) {
-    let mut all = Vec::new();
-    let mut dropped = 0;
-    for c in cores() {
-        let c = c.lock().unwrap_or_else(|e| e.into_inner());
-        dropped += c.slow_dropped;
-        all.extend(c.slow.iter().cloned());
+pub fn slow_log(shared: &Shared, limit: usize) -> (Vec<SlowEntry>, u64) {
+    registry(shared).stats.slow_log(limit)
+}
+
+impl Registry {
+    fn slow_log(&self, limit: usize) -> (Vec<SlowEntry>, u64) {
+        let mut all = Vec::new();
+        let mut dropped = 0;
+        for c in self.cores() {
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            dropped += c.slow_dropped;
+            all.extend(c.slow.iter().cloned());
+        }
+        all.sort_by_key(|e| std::cmp::Reverse(e.at));
+        all.truncate(limit);
+        (all, dropped)
     }
-    all.sort_by_key(|e| std::cmp::Reverse(e.at));
-    all.truncate(limit);
-    (all, dropped)
 }
 
 /// Backend pool gauges of every core (one row per core and server; published about once a second).
-pub fn pool_stats() -> Vec<PoolStats> {
+pub fn pool_stats(shared: &Shared) -> Vec<PoolStats> {
     let mut out = Vec::new();
-    for c in cores() {
+    for c in registry(shared).stats.cores() {
         out.extend(
             c.lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -278,24 +302,34 @@ mod tests {
 
     #[test]
     fn digests_merge_and_bound() {
+        let shared = Arc::new(MysqlShared::default());
+        let core = CoreCtx::with_registry(shared.clone());
         let d = router::sql::digest("SELECT 1 FROM stats_test_table");
-        record(&d, Duration::from_micros(100), 1, false);
-        record(&d, Duration::from_micros(300), 2, true);
-        let (all, _) = digests();
+        record(&core, &d, Duration::from_micros(100), 1, false);
+        record(&core, &d, Duration::from_micros(300), 2, true);
+        let (all, _) = shared.stats.digests();
         let e = all
             .iter()
             .find(|e| e.hash == d.hash)
             .cloned()
             .unwrap_or_default();
         assert_eq!((e.count, e.errors, e.rows, e.max_us), (2, 1, 3, 300));
-        set_slow_threshold(Duration::from_micros(50));
+        shared.stats.slow_threshold_us.store(50, Relaxed);
         maybe_slow(
+            &core,
             "u",
             "b",
             "SELECT slow",
             Duration::from_micros(60),
             Duration::from_secs(1),
         );
-        assert!(slow_log(10).0.iter().any(|s| s.sql == "SELECT slow"));
+        assert!(
+            shared
+                .stats
+                .slow_log(10)
+                .0
+                .iter()
+                .any(|s| s.sql == "SELECT slow")
+        );
     }
 }

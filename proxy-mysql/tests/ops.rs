@@ -74,12 +74,12 @@ fn rules_limits_timeouts_and_logs() {
         n.ok().flatten().as_deref() == Some("0")
     });
 
-    let (slow_log, _) = proxy_mysql::slow_log(100);
+    let (slow_log, _) = proxy_mysql::slow_log(&proxy.shared, 100);
     assert!(
         slow_log.iter().any(|s| s.sql.contains("SLEEP(1.2)")),
         "{slow_log:?}"
     );
-    let (digests, _) = proxy_mysql::digests();
+    let (digests, _) = proxy_mysql::digests(&proxy.shared);
     let sleep = digests
         .iter()
         .find(|d| d.text == "SELECT SLEEP (?)")

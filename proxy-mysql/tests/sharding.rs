@@ -1542,9 +1542,9 @@ fn sample_setup(extra: &str, seed: u64) -> Setup {
 
 /// Waits for the pool gauges (published every second), then checks that each of the 2 pools still
 /// holds every connection it made (at least 4), all back in the pool: none closed or leaked.
-fn assert_pools_intact() {
-    std::thread::sleep(Duration::from_millis(1500));
-    let pools = proxy_mysql::pool_stats();
+fn assert_pools_intact(s: &Setup) {
+    std::thread::sleep(Duration::from_millis(1500)); // the gauges are published every second
+    let pools = proxy_mysql::pool_stats(&s.proxy.shared);
     assert_eq!(pools.len(), 2, "{pools:?}");
     for p in &pools {
         // Nothing was closed (open would fall below created) and all are back (idle).
@@ -1629,7 +1629,7 @@ fn sorted_reads_stream_from_one_connection_per_unit() {
     // that failed on every shard left each connection clean): every connection a pool made (at
     // least the 4 that a sorted read over `orders`, 8 partitions, takes at once per group) is
     // still open and back in the pool.
-    assert_pools_intact();
+    assert_pools_intact(&s);
 
     // One physical table gone on one shard: a clear ERR naming the shard, with and without a
     // LIMIT (drained or closed connections), and the session and the pools keep working.
@@ -1787,7 +1787,7 @@ fn grouped_reads_stream_group_by_group() {
     assert!(tied >= 4, "a weak tie case: {}", results[checked - 3].1);
     // No statement closed a connection (early stops drained theirs, failed statements left each
     // connection clean): every connection a pool made is still open and back in the pool.
-    assert_pools_intact();
+    assert_pools_intact(&s);
 
     // The same GROUP BY on the buffered path (a transaction holds one connection per shard, so
     // nothing streams there) fails with the budget: the streaming is what makes it work.
@@ -2065,7 +2065,7 @@ fn prepared_statements_stream_like_text_queries() {
     for (i, [got, want, _]) in prep_pairs(&s, &early, true).iter().enumerate() {
         assert_eq!(got["rows"], want["rows"], "#{i} {}", early[i].0);
     }
-    assert_pools_intact();
+    assert_pools_intact(&s);
 
     // One physical table gone on one shard: each streamed shape answers a clear ERR naming the
     // shard, and the session goes on.

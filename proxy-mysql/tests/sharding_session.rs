@@ -364,7 +364,7 @@ fn ops_features_apply_on_the_sharded_listener() {
     assert!(e.contains("1226"), "{e}");
     slow.join().expect("join").expect("the first sleep runs");
     // Slow log.
-    let (slow_log, _) = proxy_mysql::slow_log(100);
+    let (slow_log, _) = proxy_mysql::slow_log(&s.proxy.shared, 100);
     assert!(
         slow_log.iter().any(|e| e.sql.contains("SLEEP(1.2)")),
         "{slow_log:?}"

@@ -32,6 +32,7 @@ fn main() {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let shared = Shared {
         logins: Default::default(),
+        registries: Default::default(),
         snapshots: hub,
         stats: Arc::new(StatsRegistry::default()),
         backends,

@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runtime::{ListenerCtx, ListenerStats, LocalSnapshot};
@@ -40,17 +40,16 @@ use crate::metrics::CoreMetrics;
 use crate::pool::Pool;
 use crate::session::{CoreCtx, Session};
 
-/// Process-wide open-client counters per listener (for `max_clients`), per proxy instance (`owner`
-/// is the address of its shared stats registry, so that several proxies in one process, as in
-/// tests, do not share a count).
-fn open_clients(listener: &str, owner: usize) -> Arc<AtomicU64> {
-    type Counters = HashMap<(String, usize), Arc<AtomicU64>>;
-    static MAP: OnceLock<Mutex<Counters>> = OnceLock::new();
-    let mut m = MAP
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    m.entry((listener.to_string(), owner)).or_default().clone()
+/// Open-client counters per listener (for `max_clients`), shared by the executors of one proxy
+/// (kept in `runtime::Shared`'s registries, so that several proxies in one process, as in tests,
+/// do not share a count).
+#[derive(Default)]
+struct OpenClients(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+fn open_clients(shared: &runtime::Shared, listener: &str) -> Arc<AtomicU64> {
+    let all = shared.registries.get::<OpenClients>();
+    let mut m = all.0.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(listener.to_string()).or_default().clone()
 }
 
 /// Runs one executor's accept loop for a Redis listener until shutdown, then lets the sessions
@@ -99,7 +98,7 @@ pub async fn serve(ctx: ListenerCtx) {
         limits: RefCell::new(l.limits.clone()),
         allow_admin: Cell::new(l.allow_admin_commands),
         users: RefCell::new(Rc::new(config.users_for(&name).cloned().collect())),
-        open_clients: open_clients(&name, Arc::as_ptr(&shared.stats) as usize),
+        open_clients: open_clients(&shared, &name),
         clients: RefCell::new(BTreeMap::new()),
         wakers: RefCell::default(),
         closing: Cell::new(false),

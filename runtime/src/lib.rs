@@ -13,19 +13,22 @@ pub mod executor;
 pub mod listener;
 pub mod logins;
 pub mod memory;
+pub mod registries;
 pub mod snapshot;
 pub mod stats;
 
 pub use backend::{BackendRegistry, BackendState};
 pub use executor::{CoreId, Executors};
 pub use listener::bind_reuseport;
+pub use registries::Registries;
 pub use snapshot::{LocalSnapshot, Snapshot, SnapshotHub};
 pub use stats::{ListenerStats, StatsRegistry};
 
 use std::sync::Arc;
 
 /// What every executor shares with the rest of the process: the config snapshot, the counters, the
-/// backend states and the shutdown signal. Cheap to clone (all `Arc`).
+/// backend states, the proxies' process-wide registries and the shutdown signal. Cheap to clone
+/// (all `Arc`).
 #[derive(Clone)]
 pub struct Shared {
     /// The current config snapshot.
@@ -38,6 +41,8 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Failed logins by client address (login throttling), across executors.
     pub logins: Arc<logins::LoginThrottle>,
+    /// The proxies' cross-core registries (statistics, audit writers, health monitors ...).
+    pub registries: Arc<Registries>,
 }
 
 /// Everything one executor's accept loop for one listener needs.

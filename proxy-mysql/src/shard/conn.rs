@@ -2,8 +2,7 @@
 //! replayable state and the shard's schema, and running one unit of SQL on it with its result
 //! buffered as typed rows (within a row budget shared by all units of a plan).
 
-use router::FastMap;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
 
 use crate::backend::{BackendConn, RespKind, parse_ok};
+use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::pool;
 use crate::route::{GroupTargets, targets_for};
@@ -40,17 +40,15 @@ impl ShardConn {
     }
 }
 
-thread_local! {
-    /// This core's targets per group for the config generation they were made for, and the
-    /// shards' schema names: made once, not per checkout.
-    static TARGETS: RefCell<FastMap<String, (u64, Rc<GroupTargets>)>> = RefCell::new(FastMap::default());
-    static SCHEMAS: RefCell<FastMap<String, Rc<str>>> = RefCell::new(FastMap::default());
-}
-
 /// The targets of `group` in `snap` (cached per core and config generation).
-fn group_targets(snap: &Arc<Snapshot>, group: &str, shared: &Shared) -> Option<Rc<GroupTargets>> {
-    TARGETS.with(|m| {
-        let mut m = m.borrow_mut();
+fn group_targets(
+    core: &CoreCtx,
+    snap: &Arc<Snapshot>,
+    group: &str,
+    shared: &Shared,
+) -> Option<Rc<GroupTargets>> {
+    {
+        let mut m = core.targets.borrow_mut();
         if let Some((generation, t)) = m.get(group)
             && *generation == snap.generation
         {
@@ -62,13 +60,13 @@ fn group_targets(snap: &Arc<Snapshot>, group: &str, shared: &Shared) -> Option<R
         }
         m.insert(group.to_string(), (snap.generation, t.clone()));
         Some(t)
-    })
+    }
 }
 
 /// `name` as a shared string (one allocation per schema name and core).
-fn schema_name(name: &str) -> Rc<str> {
-    SCHEMAS.with(|m| {
-        let mut m = m.borrow_mut();
+fn schema_name(core: &CoreCtx, name: &str) -> Rc<str> {
+    {
+        let mut m = core.schemas.borrow_mut();
         if let Some(s) = m.get(name) {
             return s.clone();
         }
@@ -78,7 +76,7 @@ fn schema_name(name: &str) -> Rc<str> {
         let s: Rc<str> = Rc::from(name);
         m.insert(name.to_string(), s.clone());
         s
-    })
+    }
 }
 
 /// What one unit produced: a result for the merge, or the backend's ERR packet.
@@ -104,6 +102,7 @@ fn lost(e: impl std::fmt::Display) -> FetchError {
 
 /// Checks out a connection for `shard` and syncs it to `vars` and the shard's schema.
 pub async fn checkout(
+    core: &CoreCtx,
     snap: &Arc<Snapshot>,
     shared: &Shared,
     shard: &Shard,
@@ -113,7 +112,7 @@ pub async fn checkout(
         .config
         .mysql_group(&shard.group)
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
-    let t = group_targets(snap, &shard.group, shared)
+    let t = group_targets(core, snap, &shard.group, shared)
         .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
     // Circuit breaking as on a read/write-split listener: an ejected or offline primary is not
     // tried (failures are recorded by the pool on connect, and by the session on a lost reply).
@@ -123,8 +122,8 @@ pub async fn checkout(
             &t.primary.state,
         )));
     }
-    let schema = schema_name(&shard.schema);
-    let conn = pool::checkout(&t.primary, g, vars, Some(&schema)).await?;
+    let schema = schema_name(core, &shard.schema);
+    let conn = pool::checkout(core, &t.primary, g, vars, Some(&schema)).await?;
     let mut sc = ShardConn {
         conn,
         query_timeout: g.query_timeout,
@@ -142,6 +141,7 @@ pub async fn checkout(
 /// `shard`, which is ejected after the group's `circuit_break_after` failures in a row, or a
 /// success, which resets the count.
 pub(crate) fn record_outcome(
+    core: &CoreCtx,
     snap: &Arc<Snapshot>,
     shared: &Shared,
     shard: &Shard,
@@ -150,7 +150,7 @@ pub(crate) fn record_outcome(
     let Some(g) = snap.config.mysql_group(&shard.group) else {
         return;
     };
-    let Some(t) = group_targets(snap, &shard.group, shared) else {
+    let Some(t) = group_targets(core, snap, &shard.group, shared) else {
         return;
     };
     match ok {

@@ -33,10 +33,9 @@ pub mod stmt;
 pub mod stream;
 pub mod txn;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use codec::mysql::ErrPacket;
 use router::sql::plan::{self, Plan, PlanContext};
@@ -45,6 +44,7 @@ use router::sql::{StmtKind, classify, classify_with_digest, digest};
 use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
+use crate::core::CoreCtx;
 use crate::session::VarState;
 
 pub use check::check_shard_schemas;
@@ -53,18 +53,15 @@ pub use txn::ShardSession;
 /// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
 pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
-thread_local! {
-    static RULES: RefCell<router::FastMap<String, (u64, Option<RulesFor>)>> = RefCell::new(router::FastMap::default());
-    /// This core's plan caches, one per compiled rules (templates name physical tables). Holding
-    /// the `Rc` keeps a rules value alive, so its address is never reused while it is a key.
-    static PLANS: RefCell<Vec<(Rc<ShardingRules>, plan::PlanCache)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Runs `f` on this core's plan cache for `rules` (one per compiled rules: templates name
 /// physical tables).
-fn with_cache<T>(rules: &Rc<ShardingRules>, f: impl FnOnce(&mut plan::PlanCache) -> T) -> T {
-    PLANS.with(|all| {
-        let mut all = all.borrow_mut();
+fn with_cache<T>(
+    core: &CoreCtx,
+    rules: &Rc<ShardingRules>,
+    f: impl FnOnce(&mut plan::PlanCache) -> T,
+) -> T {
+    {
+        let mut all = core.plans.borrow_mut();
         let i = match all.iter().position(|(r, _)| Rc::ptr_eq(r, rules)) {
             Some(i) => i,
             None => {
@@ -75,24 +72,25 @@ fn with_cache<T>(rules: &Rc<ShardingRules>, f: impl FnOnce(&mut plan::PlanCache)
             }
         };
         f(&mut all[i].1)
-    })
+    }
 }
 
 /// Plans `sql` with this core's plan cache for `rules` (a statement of a known shape is not parsed
 /// again; a point select of a known shape is not planned again). The plan is `plan::plan`'s.
 pub(crate) fn plan_here(
+    core: &CoreCtx,
     rules: &Rc<ShardingRules>,
     sql: &str,
     cx: &mut PlanContext<'_>,
 ) -> Result<Plan, router::sql::plan::ShardError> {
-    with_cache(rules, |c| plan::plan_cached(sql, cx, c))
+    with_cache(core, rules, |c| plan::plan_cached(sql, cx, c))
 }
 
 /// The sharding rules of `listener` in `snap`, or `None` when the listener is not sharded.
 /// Compiled once per config generation and core.
-pub fn rules_for(snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
-    RULES.with(|m| {
-        let mut m = m.borrow_mut();
+pub fn rules_for(core: &CoreCtx, snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
+    {
+        let mut m = core.shard_rules.borrow_mut();
         if let Some((generation, r)) = m.get(listener)
             && *generation == snap.generation
         {
@@ -110,21 +108,25 @@ pub fn rules_for(snap: &Arc<Snapshot>, listener: &str) -> Option<RulesFor> {
             });
         m.insert(listener.to_string(), (snap.generation, r.clone()));
         r
-    })
+    }
 }
 
-/// A new global id for `worker` (one generator per worker id in the process, shared by all cores,
-/// so ids stay unique and increasing across cores).
-pub fn next_global_id(worker: u16) -> u64 {
-    static GENS: OnceLock<Mutex<HashMap<u16, IdGenerator>>> = OnceLock::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let m = GENS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-    m.entry(worker)
-        .or_insert_with(|| IdGenerator::new(worker))
-        .next(now)
+/// The global id generators of the process: one per worker id, shared by all cores (in
+/// [`crate::MysqlShared`]), so ids stay unique and increasing across cores.
+#[derive(Default)]
+pub struct IdGenerators(Mutex<HashMap<u16, IdGenerator>>);
+
+impl IdGenerators {
+    /// A new global id for `worker`.
+    pub fn next(&self, worker: u16) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(worker)
+            .or_insert_with(|| IdGenerator::new(worker))
+            .next(now)
+    }
 }
 
 /// What a sharded statement needs from its session.
@@ -135,6 +137,8 @@ pub struct Ctx<'a> {
     pub snap: &'a Arc<Snapshot>,
     /// Backend states.
     pub shared: &'a Shared,
+    /// This executor's pools and caches.
+    pub core: &'a CoreCtx,
     /// The session's replayable `SET`s (replayed on every shard connection; `SET`s append here).
     pub vars: &'a mut Option<Rc<VarState>>,
     /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
@@ -159,6 +163,7 @@ impl Ctx<'_> {
             client: &mut *self.client,
             snap: self.snap,
             shared: self.shared,
+            core: self.core,
             vars: &mut *self.vars,
             allow_hints: self.allow_hints,
             group: self.group,
@@ -197,7 +202,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
             _permit: None,
         });
     };
-    let Some(r) = crate::ops::rules_for(g, snap.generation) else {
+    let Some(r) = crate::ops::rules_for(cx.core, g, snap.generation) else {
         return Ok(OpsGate {
             started,
             digest: None,
@@ -244,9 +249,9 @@ pub(crate) fn ops_done(
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
-    crate::stats::record(&d, took, rows, error.is_some());
+    crate::stats::record(cx.core, &d, took, rows, error.is_some());
     if let Some(g) = cx.snap.config.mysql_group(cx.group) {
-        crate::stats::maybe_slow(cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
+        crate::stats::maybe_slow(cx.core, cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
     }
 }
@@ -268,6 +273,7 @@ fn audit(
 ) {
     if let Some(path) = &g.audit_log {
         crate::ops::audit(
+            cx.core,
             path,
             &crate::ops::AuditRecord {
                 user: cx.user,
@@ -561,7 +567,7 @@ impl ShardSession {
         // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
         let shape = plan::Shape::of(sql);
         if let Some(s) = &shape {
-            match with_cache(&rules, |c| c.point(s, &rules)) {
+            match with_cache(cx.core, &rules, |c| c.point(s, &rules)) {
                 Ok(Some(point)) => {
                     self.generated = None;
                     self.route(cx, &rules, &point.unit).await;
@@ -675,13 +681,14 @@ impl ShardSession {
             return;
         }
         let worker = rules.worker_id;
+        let ids = &cx.core.shared.ids;
         let mut first_id = None;
         let mut next_id = || {
-            let id = next_global_id(worker);
+            let id = ids.next(worker);
             first_id.get_or_insert(id);
             id
         };
-        let planned = with_cache(&rules, |cache| {
+        let planned = with_cache(cx.core, &rules, |cache| {
             plan::plan_cached_shaped(
                 sql,
                 shape,

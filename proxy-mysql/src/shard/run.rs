@@ -21,7 +21,7 @@ use router::sql::shard::ShardingRules;
 use super::conn::{
     FetchError, ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync,
 };
-use super::{Ctx, ShardSession, encode, next_global_id};
+use super::{Ctx, IdGenerators, ShardSession, encode};
 use crate::backend::{FwdError, RespKind};
 use crate::error::ProxyError;
 
@@ -31,24 +31,32 @@ pub fn units_of(plan: &Plan) -> Vec<Unit> {
 }
 
 /// A [`ShardRunner`] over results fetched beforehand.
-pub struct Buffered {
+pub struct Buffered<'a> {
     results: Vec<(Unit, Option<ShardResult>)>,
     worker: u16,
+    ids: &'a IdGenerators,
     names: Vec<String>,
 }
 
-impl Buffered {
-    /// Results by unit; `worker` makes global ids; `names` are shard names for messages.
-    pub fn new(results: Vec<(Unit, ShardResult)>, worker: u16, names: Vec<String>) -> Self {
+impl<'a> Buffered<'a> {
+    /// Results by unit; `worker` makes global ids with `ids`; `names` are shard names for
+    /// messages.
+    pub fn new(
+        results: Vec<(Unit, ShardResult)>,
+        worker: u16,
+        ids: &'a IdGenerators,
+        names: Vec<String>,
+    ) -> Self {
         Self {
             results: results.into_iter().map(|(u, r)| (u, Some(r))).collect(),
             worker,
+            ids,
             names,
         }
     }
 }
 
-impl ShardRunner for Buffered {
+impl ShardRunner for Buffered<'_> {
     fn run(&mut self, unit: &Unit) -> Result<ShardResult, ShardError> {
         self.results
             .iter_mut()
@@ -65,7 +73,7 @@ impl ShardRunner for Buffered {
     }
 
     fn next_id(&mut self) -> u64 {
-        next_global_id(self.worker)
+        self.ids.next(self.worker)
     }
 }
 
@@ -148,7 +156,7 @@ pub(super) async fn open(
     let Some(s) = rules.shards.get(shard) else {
         return Err(crate::error::errs::internal("unit for an unknown shard"));
     };
-    let mut c = checkout(cx.snap, cx.shared, s, cx.vars.as_ref())
+    let mut c = checkout(cx.core, cx.snap, cx.shared, s, cx.vars.as_ref())
         .await
         .map_err(|e| e.to_err_packet())?;
     if in_txn {
@@ -299,7 +307,7 @@ impl ShardSession {
                     self.last_insert_id = o.last_insert_id;
                 }
                 if let Some(s) = rules.shards.get(unit.shard) {
-                    record_outcome(cx.snap, cx.shared, s, Some(started.elapsed()));
+                    record_outcome(cx.core, cx.snap, cx.shared, s, Some(started.elapsed()));
                 }
                 self.put_back(unit.shard, c);
             }
@@ -307,7 +315,7 @@ impl ShardSession {
                 if let Some(s) = rules.shards.get(unit.shard)
                     && !matches!(e, FwdError::Client(_))
                 {
-                    record_outcome(cx.snap, cx.shared, s, None);
+                    record_outcome(cx.core, cx.snap, cx.shared, s, None);
                 }
                 let name = rules
                     .shards
@@ -413,7 +421,7 @@ impl ShardSession {
                 Some(Err(FetchError::Lost(reason))) => {
                     lost = true;
                     if let Some(s) = rules.shards.get(u.shard) {
-                        record_outcome(cx.snap, cx.shared, s, None);
+                        record_outcome(cx.core, cx.snap, cx.shared, s, None);
                     }
                     ProxyError::BackendLost {
                         server: rules
@@ -435,7 +443,7 @@ impl ShardSession {
                 e
             });
         }
-        let mut runner = Buffered::new(fetched, rules.worker_id, names(rules));
+        let mut runner = Buffered::new(fetched, rules.worker_id, &cx.core.shared.ids, names(rules));
         plan::execute(p, &mut runner, ExecLimits { max_rows: budget })
             .map_err(|e| shard_error_packet(&e))
     }
@@ -533,7 +541,8 @@ physical = "orders_{0..3}"
                 )
             })
             .collect();
-        let mut b = Buffered::new(fetched, 3, names(&r));
+        let ids = IdGenerators::default();
+        let mut b = Buffered::new(fetched, 3, &ids, names(&r));
         let Ok(Output::Rows(src)) = plan::execute(&p, &mut b, ExecLimits { max_rows: 10 }) else {
             panic!("rows expected");
         };

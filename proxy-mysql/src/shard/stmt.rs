@@ -18,7 +18,7 @@ use router::sql::lexer::{Token, tokenize};
 use router::sql::plan::PlanContext;
 use router::sql::shard::ShardingRules;
 
-use super::{Ctx, RulesFor, ShardSession, encode, next_global_id, run::shard_error_packet};
+use super::{Ctx, RulesFor, ShardSession, encode, run::shard_error_packet};
 use crate::error::errs;
 
 /// A statement prepared by a client of a sharded listener.
@@ -232,13 +232,15 @@ impl ShardSession {
         // With autocommit = 0 every statement runs in a transaction.
         self.implicit_begin();
         let worker = rules.worker_id;
+        let ids = &cx.core.shared.ids;
         let mut first_id = None;
         let mut next_id = || {
-            let id = next_global_id(worker);
+            let id = ids.next(worker);
             first_id.get_or_insert(id);
             id
         };
         let planned = super::plan_here(
+            cx.core,
             rules,
             &sql,
             &mut PlanContext {

@@ -91,6 +91,8 @@ pub struct Proxy {
     pub backends: Arc<BackendRegistry>,
     /// The listener's counters (requests, errors ...).
     pub listener_stats: Arc<runtime::ListenerStats>,
+    /// What the executors share (the MySQL statistics are read through it).
+    pub shared: Shared,
     shutdown: tokio::sync::watch::Sender<bool>,
     executors: Option<Executors>,
     _lease: PortLease,
@@ -109,6 +111,7 @@ impl Proxy {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let shared = Shared {
             logins: Default::default(),
+            registries: Default::default(),
             snapshots: hub.clone(),
             stats: stats.clone(),
             backends: backends.clone(),
@@ -118,6 +121,7 @@ impl Proxy {
         let std_listener = runtime::bind_reuseport(addr, 128).expect("bind");
         let slot = std::sync::Mutex::new(Some(std_listener));
         let counters = listener_stats.clone();
+        let kept_shared = shared.clone();
         let executors = Executors::start(1, "test-mysql", move |core| {
             let l = slot.lock().expect("lock").take();
             let shared = shared.clone();
@@ -141,6 +145,7 @@ impl Proxy {
             hub,
             backends,
             listener_stats: counters,
+            shared: kept_shared,
             shutdown: tx,
             executors: Some(executors),
             _lease: lease,

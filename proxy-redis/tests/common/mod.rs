@@ -33,6 +33,7 @@ impl Proxy {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let shared = Shared {
             logins: Default::default(),
+            registries: Default::default(),
             snapshots: hub.clone(),
             stats: stats.clone(),
             backends,
