@@ -5,7 +5,7 @@
 //! (routing, sessions, transactions, pub/sub); [`reply`] the in-order reply queue (split and
 //! fan-out replies are merged by `router::redis::merge`); [`acl`] proxy users; [`metrics`] per-command metrics and
 //! hot/big key sampling for the admin port; [`sentinel`] follows primaries through Redis
-//! Sentinel.
+//! Sentinel; [`shared`] the registries that the executors share across cores.
 //!
 //! The binary calls [`serve`] on each executor for each Redis listener.
 
@@ -23,6 +23,7 @@ pub mod pool;
 pub mod reply;
 pub mod sentinel;
 pub mod session;
+pub mod shared;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ use runtime::{ListenerCtx, ListenerStats, LocalSnapshot};
 
 pub use metrics::{CommandStats, KeySample, ListenerMetrics, snapshot as admin_metrics};
 pub use session::ClientEntry;
+pub use shared::RedisShared;
 
 use crate::metrics::CoreMetrics;
 use crate::pool::Pool;
@@ -74,7 +76,14 @@ pub async fn serve(ctx: ListenerCtx) {
         return;
     };
     let metrics = Rc::new(CoreMetrics::register(&name).with_listener_stats(stats.clone()));
-    let pool = match Pool::new(group, snap.generation, &shared.backends, metrics.clone()) {
+    let redis_shared = RedisShared::of(&shared);
+    let pool = match Pool::new(
+        group,
+        snap.generation,
+        &shared.backends,
+        &redis_shared.watches,
+        metrics.clone(),
+    ) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(listener = %name, "cannot build backend pool: {e}");
@@ -95,6 +104,7 @@ pub async fn serve(ctx: ListenerCtx) {
         stats: stats.clone(),
         metrics: metrics.clone(),
         backends: shared.backends.clone(),
+        shared: redis_shared,
         limits: RefCell::new(l.limits.clone()),
         allow_admin: Cell::new(l.allow_admin_commands),
         users: RefCell::new(Rc::new(config.users_for(&name).cloned().collect())),

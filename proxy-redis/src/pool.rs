@@ -94,6 +94,7 @@ impl Pool {
         group: &RedisGroup,
         generation: u64,
         registry: &Arc<BackendRegistry>,
+        watches: &crate::sentinel::Watches,
         metrics: Rc<CoreMetrics>,
     ) -> Result<Self, Error> {
         let cluster = (group.distribution == router::config::RedisDistribution::Cluster)
@@ -114,7 +115,7 @@ impl Pool {
                 .iter()
                 .filter_map(|s| group.sentinel_master(s).map(str::to_string))
                 .collect();
-            let w = crate::sentinel::watch(&group.sentinels, &masters, group.tls.as_ref());
+            let w = watches.watch(&group.sentinels, &masters, group.tls.as_ref());
             // The epoch is read before the addresses: a change in between rebuilds the pool.
             let epoch = w.epoch();
             (w, epoch)

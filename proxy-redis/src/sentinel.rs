@@ -1,6 +1,7 @@
 //! Redis Sentinel discovery: the current primary address of each server of a group.
 //!
-//! One watcher thread per (sentinels, masters) set, shared by every core's pool of the process. It
+//! One watcher thread per (sentinels, masters) set, shared by every core's pool of the process
+//! (through [`Watches`] in [`crate::RedisShared`]). It
 //! asks a sentinel `SENTINEL get-master-addr-by-name` for every master at start and every
 //! [`POLL_EVERY`], and stays subscribed to `+switch-master` on the same sentinel, so a failover
 //! is seen as soon as the sentinel announces it. Each change bumps [`Watch::epoch`]; pools compare
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use router::config::BackendTls;
@@ -93,46 +94,57 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The watch for `masters` through `sentinels`, shared with other pools of the process that use
-/// the same ones; a new one asks the sentinels once before returning (so the first connections
-/// go to the right primary) and starts its watcher thread.
-pub fn watch(sentinels: &[String], masters: &[String], tls: Option<&BackendTls>) -> Arc<Watch> {
-    type TlsKey = Option<(String, Option<String>)>;
-    type Watches = HashMap<(Vec<String>, Vec<String>, TlsKey), Weak<Watch>>;
-    static WATCHES: OnceLock<Mutex<Watches>> = OnceLock::new();
-    let key = (
-        sentinels.to_vec(),
-        masters.to_vec(),
-        tls.map(|t| (t.ca.clone(), t.server_name.clone())),
-    );
-    let mut all = lock(WATCHES.get_or_init(Mutex::default));
-    all.retain(|_, w| w.strong_count() > 0);
-    if let Some(w) = all.get(&key).and_then(Weak::upgrade) {
-        return w;
-    }
-    let w = Arc::new(Watch {
-        sentinels: sentinels.to_vec(),
-        tls: tls.cloned(),
-        masters: masters.to_vec(),
-        addrs: Mutex::default(),
-        epoch: AtomicU64::new(0),
-        states: Mutex::default(),
-    });
-    for s in sentinels {
-        match Conn::open(s, w.tls.as_ref()).and_then(|mut c| query_all(&w, &mut c)) {
-            Ok(()) => break,
-            Err(e) => tracing::warn!(sentinel = %s, "sentinel connection failed: {e}"),
+/// Key of a watch: the sentinels, the masters and the TLS settings (CA, server name).
+type WatchKey = (Vec<String>, Vec<String>, Option<(String, Option<String>)>);
+
+/// The watches of one process, shared by every core's pools (kept in [`crate::RedisShared`]).
+#[derive(Default)]
+pub struct Watches(Mutex<HashMap<WatchKey, Weak<Watch>>>);
+
+impl Watches {
+    /// The watch for `masters` through `sentinels`, shared with other pools of the process that
+    /// use the same ones; a new one asks the sentinels once before returning (so the first
+    /// connections go to the right primary) and starts its watcher thread.
+    pub fn watch(
+        &self,
+        sentinels: &[String],
+        masters: &[String],
+        tls: Option<&BackendTls>,
+    ) -> Arc<Watch> {
+        let key = (
+            sentinels.to_vec(),
+            masters.to_vec(),
+            tls.map(|t| (t.ca.clone(), t.server_name.clone())),
+        );
+        let mut all = lock(&self.0);
+        all.retain(|_, w| w.strong_count() > 0);
+        if let Some(w) = all.get(&key).and_then(Weak::upgrade) {
+            return w;
         }
+        let w = Arc::new(Watch {
+            sentinels: sentinels.to_vec(),
+            tls: tls.cloned(),
+            masters: masters.to_vec(),
+            addrs: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            states: Mutex::default(),
+        });
+        for s in sentinels {
+            match Conn::open(s, w.tls.as_ref()).and_then(|mut c| query_all(&w, &mut c)) {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(sentinel = %s, "sentinel connection failed: {e}"),
+            }
+        }
+        all.insert(key, Arc::downgrade(&w));
+        let weak = Arc::downgrade(&w);
+        let spawned = std::thread::Builder::new()
+            .name("furrow-sentinel".into())
+            .spawn(move || watcher(weak));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the sentinel watcher thread: {e}");
+        }
+        w
     }
-    all.insert(key, Arc::downgrade(&w));
-    let weak = Arc::downgrade(&w);
-    let spawned = std::thread::Builder::new()
-        .name("furrow-sentinel".into())
-        .spawn(move || watcher(weak));
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the sentinel watcher thread: {e}");
-    }
-    w
 }
 
 /// The watcher thread: one sentinel at a time, the next one when it fails.

@@ -92,6 +92,8 @@ pub struct CoreCtx {
     pub metrics: Rc<CoreMetrics>,
     /// Backend states.
     pub backends: Arc<BackendRegistry>,
+    /// The process-wide registries (Sentinel watches ...).
+    pub shared: Arc<crate::RedisShared>,
     /// Listener limits (from the current snapshot).
     pub limits: RefCell<ListenerLimits>,
     /// Whether clients without a user may run admin and dangerous commands (the listener's
@@ -139,7 +141,13 @@ impl CoreCtx {
             pool.generation.set(s.generation);
             return pool;
         }
-        match Pool::new(group, s.generation, &self.backends, self.metrics.clone()) {
+        match Pool::new(
+            group,
+            s.generation,
+            &self.backends,
+            &self.shared.watches,
+            self.metrics.clone(),
+        ) {
             Ok(p) => {
                 tracing::info!(listener = %self.listener, core = self.core, generation = s.generation, "redis group changed: new backend connections");
                 let p = Rc::new(p);
