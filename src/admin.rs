@@ -199,7 +199,10 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
         }
         ("HOTKEYS" | "BIGKEYS" | "COMMANDSTATS", _) => {
             let only = cmd.arg(1).map(|a| String::from_utf8_lossy(a).to_string());
-            write_bulk(out, redis_stats(&name, only.as_deref()).as_bytes());
+            write_bulk(
+                out,
+                redis_stats(&control.shared, &name, only.as_deref()).as_bytes(),
+            );
         }
         ("CONFIG", "RELOAD") => match control.reload() {
             Ok(g) => write_simple(out, format!("OK generation {g}").as_bytes()),
@@ -450,9 +453,9 @@ fn pools_table(control: &Control) -> String {
 }
 
 /// HOTKEYS, BIGKEYS or COMMANDSTATS over the Redis listeners (all, or the one named).
-fn redis_stats(what: &str, only: Option<&str>) -> String {
+fn redis_stats(shared: &runtime::Shared, what: &str, only: Option<&str>) -> String {
     let mut s = String::new();
-    for l in proxy_redis::admin_metrics() {
+    for l in proxy_redis::admin_metrics(shared) {
         if only.is_some_and(|o| o != l.listener) {
             continue;
         }

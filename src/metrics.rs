@@ -192,7 +192,7 @@ pub fn render(control: &Control) -> String {
             }
         }
     }
-    let redis = proxy_redis::admin_metrics();
+    let redis = proxy_redis::admin_metrics(&control.shared);
     type CommandSeries = (
         &'static str,
         &'static str,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use runtime::{ListenerCtx, ListenerStats, LocalSnapshot};
 
-pub use metrics::{CommandStats, KeySample, ListenerMetrics, snapshot as admin_metrics};
+pub use metrics::{CommandStats, KeySample, ListenerMetrics};
 pub use session::ClientEntry;
 pub use shared::RedisShared;
 
@@ -52,6 +52,12 @@ fn open_clients(shared: &runtime::Shared, listener: &str) -> Arc<AtomicU64> {
     let all = shared.registries.get::<OpenClients>();
     let mut m = all.0.lock().unwrap_or_else(|e| e.into_inner());
     m.entry(listener.to_string()).or_default().clone()
+}
+
+/// Every Redis listener's metrics of the process that `shared` belongs to, summed over cores
+/// (what the admin port and `/metrics` show).
+pub fn admin_metrics(shared: &runtime::Shared) -> Vec<ListenerMetrics> {
+    metrics::snapshot(&RedisShared::of(shared).metrics)
 }
 
 /// Runs one executor's accept loop for a Redis listener until shutdown, then lets the sessions
@@ -75,8 +81,10 @@ pub async fn serve(ctx: ListenerCtx) {
         tracing::error!(listener = %name, group = %l.group, "redis group not in the config; not serving");
         return;
     };
-    let metrics = Rc::new(CoreMetrics::register(&name).with_listener_stats(stats.clone()));
     let redis_shared = RedisShared::of(&shared);
+    let metrics = Rc::new(
+        CoreMetrics::register(&redis_shared.metrics, &name).with_listener_stats(stats.clone()),
+    );
     let pool = match Pool::new(
         group,
         snap.generation,

@@ -1,12 +1,13 @@
 //! Per-command metrics and hot-key / big-key sampling.
 //!
 //! Each core counts in plain cells (no atomics on the request path) and publishes a copy every
-//! [`PUBLISH_EVERY`] into a process-wide registry that the admin port reads with [`snapshot`].
+//! [`PUBLISH_EVERY`] into the process-wide [`Registry`] (kept in [`crate::RedisShared`]) that the
+//! admin port reads with [`snapshot`].
 //! Samplers are bounded: at most [`TOP_K`] keys each.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often a core publishes its counters.
@@ -149,10 +150,9 @@ struct Entry {
     data: Arc<Mutex<Published>>,
 }
 
-fn registry() -> &'static Mutex<Vec<Entry>> {
-    static R: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
-    R.get_or_init(Mutex::default)
-}
+/// The metrics every core publishes, by listener (one per process, in [`crate::RedisShared`]).
+#[derive(Default)]
+pub struct Registry(Mutex<Vec<Entry>>);
 
 /// One core's metrics for one listener.
 pub struct CoreMetrics {
@@ -166,10 +166,11 @@ pub struct CoreMetrics {
 }
 
 impl CoreMetrics {
-    /// Registers a core's metrics for `listener`.
-    pub fn register(listener: &str) -> Self {
+    /// Registers a core's metrics for `listener` in `registry`.
+    pub fn register(registry: &Registry, listener: &str) -> Self {
         let shared = Arc::new(Mutex::new(Published::default()));
-        registry()
+        registry
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Entry {
@@ -250,9 +251,9 @@ impl CoreMetrics {
     }
 }
 
-/// Every listener's metrics, summed over cores (what the admin port shows).
-pub fn snapshot() -> Vec<ListenerMetrics> {
-    let entries = registry().lock().unwrap_or_else(|e| e.into_inner());
+/// Every listener's metrics in `registry`, summed over cores (what the admin port shows).
+pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
+    let entries = registry.0.lock().unwrap_or_else(|e| e.into_inner());
     let mut out: Vec<ListenerMetrics> = Vec::new();
     let mut by_listener: HashMap<String, Acc> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -334,12 +335,13 @@ mod tests {
 
     #[test]
     fn published_metrics_are_summed() {
-        let m = CoreMetrics::register("metrics-test");
+        let registry = Registry::default();
+        let m = CoreMetrics::register(&registry, "metrics-test");
         m.reply("get", Duration::from_micros(3), 10, false);
         m.reply("get", Duration::from_micros(100), 10, true);
         m.big_reply(b"big", BIG_KEY_BYTES + 1);
         m.publish();
-        let all = snapshot();
+        let all = snapshot(&registry);
         let l = all
             .iter()
             .find(|l| l.listener == "metrics-test")

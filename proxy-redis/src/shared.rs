@@ -12,6 +12,8 @@ use runtime::Shared;
 pub struct RedisShared {
     /// The Sentinel watches, shared by the pools of every core.
     pub(crate) watches: crate::sentinel::Watches,
+    /// The per-command metrics and key samples every core publishes (read by the admin port).
+    pub(crate) metrics: crate::metrics::Registry,
 }
 
 impl RedisShared {

@@ -22,7 +22,7 @@ fn metrics_hot_keys_and_big_keys_are_published() {
     assert_eq!(c.cmd(&["SET", "the-big-key", &big]), "+OK");
     assert!(c.cmd(&["NOSUCH"]).starts_with("-ERR unknown command"));
     std::thread::sleep(proxy_redis::metrics::PUBLISH_EVERY * 3);
-    let all = proxy_redis::admin_metrics();
+    let all = proxy_redis::admin_metrics(&proxy.shared);
     let m = all
         .iter()
         .find(|l| l.listener == "metrics-listener")

@@ -647,7 +647,7 @@ fn item17_a_hung_shard_is_ejected_and_its_errors_are_counted() {
     assert!(took[0] < Duration::from_secs(2), "{took:?}");
     // Every error the proxy made counts as an error of its command.
     std::thread::sleep(proxy_redis::metrics::PUBLISH_EVERY * 3);
-    let get = proxy_redis::admin_metrics()
+    let get = proxy_redis::admin_metrics(&proxy.shared)
         .into_iter()
         .filter(|l| l.listener == "cache")
         .flat_map(|l| l.commands)
