@@ -7,12 +7,14 @@
 //!
 //! The server-side client id of every blocking connection is registered process-wide under the
 //! proxy's client id, so that CLIENT UNBLOCK from any core reaches the right connection.
+//!
+//! Both registries are a [`Blocking`], kept in [`crate::RedisShared`].
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use codec::resp::{Command, RespVersion};
@@ -40,19 +42,53 @@ struct GateState {
     waiters: VecDeque<(SessionKey, Arc<Notify>)>,
 }
 
-/// The gate of the server at `address`.
-pub fn gate(address: &str) -> Arc<Gate> {
-    static MAP: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
-    let mut m = MAP
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(g) = m.get(address) {
-        return g.clone();
+/// The process-wide registries of blocking commands: the [`Gate`] of each server and the blocking
+/// connections of each client (kept in [`crate::RedisShared`]).
+#[derive(Default)]
+pub struct Blocking {
+    /// The gate of each server, by address.
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// The blocking connections of each client, by session.
+    blockers: Mutex<Registry>,
+}
+
+impl Blocking {
+    /// The gate of the server at `address`.
+    pub fn gate(&self, address: &str) -> Arc<Gate> {
+        let mut m = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = m.get(address) {
+            return g.clone();
+        }
+        let g = Arc::new(Gate::default());
+        m.insert(address.to_string(), g.clone());
+        g
     }
-    let g = Arc::new(Gate::default());
-    m.insert(address.to_string(), g.clone());
-    g
+
+    fn blockers(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.blockers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a blocking connection of client `id` of listener `owner` (an address unique to
+    /// the listener of one proxy instance).
+    pub fn register(&self, owner: usize, id: u64, b: Blocker) {
+        let mut r = self.blockers();
+        let v = r.entry((owner, id)).or_default();
+        v.retain(|x| x.shard != b.shard);
+        v.push(b);
+    }
+
+    /// The blocking connections of client `id`.
+    pub fn lookup(&self, owner: usize, id: u64) -> Vec<Blocker> {
+        self.blockers()
+            .get(&(owner, id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Client `id` is gone.
+    pub fn unregister(&self, owner: usize, id: u64) {
+        self.blockers().remove(&(owner, id));
+    }
 }
 
 impl Gate {
@@ -171,29 +207,3 @@ pub struct Blocker {
 }
 
 type Registry = HashMap<(usize, u64), Vec<Blocker>>;
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    static MAP: OnceLock<Mutex<Registry>> = OnceLock::new();
-    MAP.get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// Registers a blocking connection of client `id` of listener `owner` (an address unique to the
-/// listener of one proxy instance).
-pub fn register(owner: usize, id: u64, b: Blocker) {
-    let mut r = registry();
-    let v = r.entry((owner, id)).or_default();
-    v.retain(|x| x.shard != b.shard);
-    v.push(b);
-}
-
-/// The blocking connections of client `id`.
-pub fn lookup(owner: usize, id: u64) -> Vec<Blocker> {
-    registry().get(&(owner, id)).cloned().unwrap_or_default()
-}
-
-/// Client `id` is gone.
-pub fn unregister(owner: usize, id: u64) {
-    registry().remove(&(owner, id));
-}

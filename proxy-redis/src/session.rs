@@ -92,7 +92,7 @@ pub struct CoreCtx {
     pub metrics: Rc<CoreMetrics>,
     /// Backend states.
     pub backends: Arc<BackendRegistry>,
-    /// The process-wide registries (Sentinel watches ...).
+    /// The process-wide registries (Sentinel watches, published metrics, blocking gates).
     pub shared: Arc<crate::RedisShared>,
     /// Listener limits (from the current snapshot).
     pub limits: RefCell<ListenerLimits>,
@@ -336,7 +336,7 @@ impl Session {
             c.abort();
         }
         if !self.blocking.is_empty() {
-            blocking::unregister(self.owner(), self.id);
+            self.core.shared.blocking.unregister(self.owner(), self.id);
         }
         if let Some(g) = self.gate_wait.take() {
             g.leave(self.key());
@@ -1269,7 +1269,7 @@ impl Session {
             self.fail(Error::NoServer);
             return;
         };
-        let gate = blocking::gate(&server.address);
+        let gate = self.core.shared.blocking.gate(&server.address);
         let me = self.key();
         if !gate.try_acquire(me, &self.gate_notify) {
             self.deferred.push_front(cmd.clone());
@@ -1293,7 +1293,7 @@ impl Session {
                 if c.send(ask.raw(), [Dest::Id(id.clone())], self.now, "client|id")
                     .is_ok()
                 {
-                    blocking::register(
+                    self.core.shared.blocking.register(
                         self.owner(),
                         self.id,
                         Blocker {
@@ -1345,7 +1345,11 @@ impl Session {
             self.fail(Error::BadUnblockReason);
             return;
         }
-        let targets: Vec<(usize, i64)> = blocking::lookup(self.owner(), id)
+        let targets: Vec<(usize, i64)> = self
+            .core
+            .shared
+            .blocking
+            .lookup(self.owner(), id)
             .into_iter()
             .filter(|b| pool.server(b.shard).is_some_and(|s| s.address == b.address))
             .map(|b| {

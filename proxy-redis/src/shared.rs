@@ -14,6 +14,9 @@ pub struct RedisShared {
     pub(crate) watches: crate::sentinel::Watches,
     /// The per-command metrics and key samples every core publishes (read by the admin port).
     pub(crate) metrics: crate::metrics::Registry,
+    /// The blocking commands' gates (one per server, across cores) and the blocking connections
+    /// that CLIENT UNBLOCK finds from any core.
+    pub(crate) blocking: crate::blocking::Blocking,
 }
 
 impl RedisShared {
