@@ -37,11 +37,7 @@ impl CollationOf {
 
     /// The described column's index in a row of `width` columns.
     pub fn index(&self, width: usize) -> usize {
-        if self.from_end {
-            width.saturating_sub(self.col + 1)
-        } else {
-            self.col
-        }
+        super::merge_sort::column_index(self.col, self.from_end, width)
     }
 }
 

@@ -33,11 +33,17 @@ impl SortKey {
 
     /// The column index in a row of `width` columns.
     pub fn index(&self, width: usize) -> usize {
-        if self.from_end {
-            width.saturating_sub(self.col + 1)
-        } else {
-            self.col
-        }
+        column_index(self.col, self.from_end, width)
+    }
+}
+
+/// Column `col` of a row of `width` columns, counted from the start or (`from_end`, for the
+/// helper columns after a `*`) from the end.
+pub(crate) fn column_index(col: usize, from_end: bool, width: usize) -> usize {
+    if from_end {
+        width.saturating_sub(col + 1)
+    } else {
+        col
     }
 }
 
