@@ -7,7 +7,8 @@
 //!
 //! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
-//! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
+//! read/write targets of a group; [`rwsplit`] the read/write split policy (pure: where a statement
+//! runs); [`session`] one client (auth, commands, state, routing,
 //! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod nonce;
 pub mod ops;
 pub mod pool;
 pub mod route;
+pub mod rwsplit;
 pub mod session;
 pub mod shard;
 pub mod stats;

@@ -31,6 +31,9 @@ use crate::conn::{Conn, ConnError};
 use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
 use crate::route::{GroupTargets, targets_for};
+use crate::rwsplit::{
+    self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
+};
 use crate::stats;
 
 /// This core's statement-cache hits and misses.
@@ -131,6 +134,8 @@ pub struct Session {
     multi_statements: bool,
     targets: Option<(u64, Rc<GroupTargets>)>,
     rng: u64,
+    /// Reused buffer of the replicas' states for [`rwsplit::choose`].
+    servers: Vec<rwsplit::Server>,
     shard: crate::shard::ShardSession,
 }
 
@@ -220,6 +225,7 @@ impl Session {
             multi_statements: false,
             targets: None,
             rng,
+            servers: Vec::new(),
             shard: Default::default(),
         }
     }
@@ -939,8 +945,9 @@ impl Session {
         Ok(t)
     }
 
-    /// Picks where `c` runs. `avoid` names replicas that already failed for this statement (a
-    /// retried read goes elsewhere even before enough failures have ejected them).
+    /// Picks where `c` runs: gathers the inputs of [`rwsplit::choose`] and maps its decision.
+    /// `avoid` names replicas that already failed for this statement (a retried read goes
+    /// elsewhere even before enough failures have ejected them).
     fn choose(
         &mut self,
         snap: &Arc<runtime::Snapshot>,
@@ -950,108 +957,123 @@ impl Session {
     ) -> Result<Dest, ProxyError> {
         // Session-only statements (replayable SET, USE) run anywhere: their effect is replayed on
         // whichever connection the session uses next.
+        let session_only = is_session_only(c);
         let is_read = c.is_read()
-            || (is_session_only(c)
+            || (session_only
                 && !matches!(
                     c.kind,
                     StmtKind::Begin | StmtKind::Commit | StmtKind::Rollback
                 )
                 && (c.kind != StmtKind::Set || c.is_replayable_set()));
-        // The policy comes before everything else, the pinned connection included (a
-        // replica_only user's `BEGIN` pins a replica: its writes must not follow).
-        if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
-            return Err(ProxyError::Refused(errs::read_only(&self.user)));
-        }
-        if let Some(p) = &self.pinned {
-            // Only a hint can pin a replica (a read in a transaction it opened): what may write
-            // never runs there.
-            if !replica_may_run(c, is_read) {
-                let server = p.server.clone();
-                let t = self.group_targets(snap)?;
-                if *server != *t.primary.name {
-                    return Err(ProxyError::Refused(errs::write_on_pinned_replica(&server)));
-                }
-            }
-            return Ok(Dest::Pinned);
-        }
-        let t = self.group_targets(snap)?;
-        // Hints only narrow what the user may already do: the policy checks come first, and a
-        // hint that would take a statement past them is refused (a named server) or overruled
-        // (`furrow:primary` / `furrow:replica`, which are preferences).
-        let hint = if self.allow_hints {
-            c.hint.as_ref()
-        } else {
-            None
+        // A pinned session needs no server list (and no targets: those may fail to build).
+        let targets = match &self.pinned {
+            Some(_) => None,
+            None => Some(self.group_targets(snap)?),
         };
-        if let Some(Hint::Backend(name)) = hint {
-            let Some(x) = t.by_name(name) else {
-                return Err(ProxyError::Refused(errs::unknown_backend(name)));
-            };
-            let primary = Rc::ptr_eq(&x.name, &t.primary.name);
-            if primary && self.read_policy == ReadPolicy::ReplicaOnly {
-                return Err(ProxyError::Refused(errs::hint_primary_denied(
-                    &self.user, name,
-                )));
-            }
-            if !primary && !replica_may_run(c, is_read) {
-                return Err(ProxyError::Refused(errs::hint_write_to_replica(name)));
-            }
-            // An ejected (or offline) server is not tried: a hung one would hold the client until
-            // timeouts, once per retry.
-            if !x.state.usable() {
-                return Err(ProxyError::Refused(errs::circuit_open(&x.name, &x.state)));
-            }
-            return Ok(Dest::Server(x.clone(), primary));
+        let hint = match (&c.hint, &targets) {
+            (Some(Hint::Primary), _) => StmtHint::Primary,
+            (Some(Hint::Replica), _) => StmtHint::Replica,
+            (Some(Hint::Backend(name)), Some(t)) => StmtHint::Server(which_named(t, name)),
+            _ => StmtHint::None,
+        };
+        let stmt = Stmt {
+            is_read,
+            session_only,
+            replica_may_run: replica_may_run(c, is_read),
+            pins_session: c.pins_session(),
+            hint,
+        };
+        let user = UserPolicy {
+            read_policy: self.read_policy,
+            allow_hints: self.allow_hints,
+        };
+        let state = SessionState {
+            autocommit: self.autocommit,
+            pinned: self.pinned.as_ref().map(|p| *p.server == *g.primary.name),
+            since_write: self.last_write.map(|w| w.elapsed()),
+            has_write_gtid: self.last_gtid.is_some(),
+        };
+        let group = GroupPolicy {
+            max_replica_lag: g.max_replica_lag,
+            read_your_writes: g.read_your_writes,
+            read_your_writes_gtid: g.read_your_writes_gtid,
+        };
+        // The server list reuses the session's buffer: no allocation per statement.
+        let mut replicas = std::mem::take(&mut self.servers);
+        replicas.clear();
+        let mut primary = rwsplit::Server::default();
+        if let Some(t) = &targets {
+            primary.usable = t.primary.state.usable();
+            replicas.extend(t.replicas.iter().map(|(x, w)| rwsplit::Server {
+                usable: x.state.usable(),
+                weight: *w,
+                lag_ms: x.state.lag_ms.load(std::sync::atomic::Ordering::Relaxed),
+                avoid: avoid.contains(&x.name),
+            }));
         }
-        // Read-your-writes: a known GTID of the session's last write picks the replicas that
-        // applied it (below); without one (time mode, or a write whose GTID could not be read),
-        // reads within the window after a write go to the primary.
-        let gtid_known = g.read_your_writes_gtid && self.last_gtid.is_some();
-        let ryw = !g.read_your_writes.is_zero()
-            && !gtid_known
-            && self
-                .last_write
-                .is_some_and(|w| w.elapsed() < g.read_your_writes);
-        let want_primary = !is_read
-            || c.pins_session()
-            || matches!(hint, Some(Hint::Primary))
-            || (self.read_policy == ReadPolicy::Primary && !matches!(hint, Some(Hint::Replica)))
-            || !self.autocommit
-            || (ryw && !matches!(hint, Some(Hint::Replica)));
-        if !want_primary || self.read_policy == ReadPolicy::ReplicaOnly {
-            let r = random_u64(&mut self.rng);
-            let pick = match &self.last_gtid {
-                Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
-                    .pick_replica_where(g.max_replica_lag, r, |x| {
-                        !avoid.contains(&x.name)
-                            && self
-                                .info
-                                .core
-                                .shared
-                                .gtid
-                                .replica_has(&g.name, &x.name, &x.address, want)
-                    }),
-                _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
-            };
-            if let Some(x) = pick {
-                return Ok(Dest::Server(x.clone(), false));
+        let r = random_u64(&mut self.rng);
+        let decision = rwsplit::choose(
+            &stmt,
+            &user,
+            &state,
+            &group,
+            &rwsplit::Servers {
+                primary,
+                replicas: &replicas,
+            },
+            r,
+            |i| match (&self.last_gtid, &targets) {
+                (Some(want), Some(t)) => t.replicas.get(i).is_some_and(|(x, _)| {
+                    self.info
+                        .core
+                        .shared
+                        .gtid
+                        .replica_has(&g.name, &x.name, &x.address, want)
+                }),
+                _ => false,
+            },
+        );
+        self.servers = replicas;
+        let target = |w: Which| -> Result<(&Target, bool), ProxyError> {
+            let t = targets.as_deref().ok_or_else(|| {
+                ProxyError::Refused(errs::internal("no targets for a server decision"))
+            })?;
+            match w {
+                Which::Primary => Ok((&t.primary, true)),
+                Which::Replica(i) => t
+                    .replicas
+                    .get(i)
+                    .map(|(x, _)| (x, false))
+                    .ok_or_else(|| ProxyError::Refused(errs::internal("replica index"))),
             }
-            if !t.primary.state.usable()
-                && let Some(x) = t.any_usable_replica(r, avoid)
-            {
-                return Ok(Dest::Server(x.clone(), false));
+        };
+        let named = || match &c.hint {
+            Some(Hint::Backend(name)) => name.as_str(),
+            _ => "",
+        };
+        let refused = match decision {
+            Decision::Pinned => return Ok(Dest::Pinned),
+            Decision::Server(w) => {
+                let (x, primary) = target(w)?;
+                return Ok(Dest::Server(x.clone(), primary));
             }
-            if self.read_policy == ReadPolicy::ReplicaOnly {
-                return Err(ProxyError::Refused(errs::no_backend(&g.name, "replica")));
-            }
-        }
-        if !t.primary.state.usable() {
-            return Err(ProxyError::Refused(errs::circuit_open(
-                &t.primary.name,
-                &t.primary.state,
-            )));
-        }
-        Ok(Dest::Server(t.primary.clone(), true))
+            Decision::Refuse(why) => match why {
+                Refusal::ReadOnlyUser => errs::read_only(&self.user),
+                Refusal::WriteOnPinnedReplica => {
+                    let server = self.pinned.as_ref().map_or("", |p| &*p.server);
+                    errs::write_on_pinned_replica(server)
+                }
+                Refusal::UnknownBackend => errs::unknown_backend(named()),
+                Refusal::HintPrimaryDenied => errs::hint_primary_denied(&self.user, named()),
+                Refusal::HintWriteToReplica => errs::hint_write_to_replica(named()),
+                Refusal::Down(w) => {
+                    let (x, _) = target(w)?;
+                    errs::circuit_open(&x.name, &x.state)
+                }
+                Refusal::NoReplica => errs::no_backend(&g.name, "replica"),
+            },
+        };
+        Err(ProxyError::Refused(refused))
     }
 
     async fn acquire(
@@ -1861,6 +1883,17 @@ impl Session {
             }
         }
     }
+}
+
+/// The server of `t` called `name` (the primary first).
+fn which_named(t: &GroupTargets, name: &str) -> Option<Which> {
+    if *t.primary.name == *name {
+        return Some(Which::Primary);
+    }
+    t.replicas
+        .iter()
+        .position(|(x, _)| *x.name == *name)
+        .map(Which::Replica)
 }
 
 /// Whether a statement may be sent to the replica a `furrow:backend=NAME` hint names: reads (and
