@@ -9,7 +9,8 @@
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`rwsplit`] the read/write split policy (pure: where a statement
 //! runs); [`session`] one client (auth, commands, state, routing,
-//! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
+//! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port; [`vars`] a
+//! session's replayable variable state.
 
 pub mod backend;
 pub mod conn;
@@ -25,6 +26,7 @@ pub mod rwsplit;
 pub mod session;
 pub mod shard;
 pub mod stats;
+pub mod vars;
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -2,7 +2,7 @@
 //! read/write routing, prepared statements and backend connection pinning.
 //!
 //! State model: a session's reproducible state is its schema and an ordered list of replayable
-//! `SET` statements ([`VarState`], which also carries the client's charset). A backend connection
+//! `SET` statements ([`VarState`](crate::vars::VarState), which also carries the client's charset). A backend connection
 //! remembers which state it is in; on checkout the proxy replays what is missing, or resets the
 //! connection (`COM_RESET_CONNECTION`) first when it carries another session's settings. State that
 //! cannot be replayed (transactions, temporary tables, named and table locks, user variables,
@@ -35,6 +35,7 @@ use crate::rwsplit::{
     self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
 };
 use crate::stats;
+use crate::vars::VarState;
 
 /// This core's statement-cache hits and misses.
 pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
@@ -58,15 +59,6 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
 /// Version string shown to clients.
 pub const SERVER_VERSION: &str = "5.7.99-furrow";
 
-/// The replayable part of a session's state: `SET` statements in execution order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VarState {
-    /// Statements to replay, oldest first.
-    pub sets: Vec<Rc<str>>,
-}
-
-/// Most replayable `SET`s remembered; beyond that the session pins its connection.
-const MAX_SETS: usize = 64;
 /// How many times a read that failed before any byte reached the client is retried elsewhere.
 const MAX_READ_RETRIES: u32 = 3;
 
@@ -137,23 +129,6 @@ pub struct Session {
     /// Reused buffer of the replicas' states for [`rwsplit::choose`].
     servers: Vec<rwsplit::Server>,
     shard: crate::shard::ShardSession,
-}
-
-/// `SET NAMES` for a client collation id, when it differs from the backends' login collation.
-fn names_for(collation: u8) -> Option<&'static str> {
-    Some(match collation {
-        c if c == BACKEND_COLLATION => return None,
-        8 => "SET NAMES latin1",
-        33 => "SET NAMES utf8",
-        83 => "SET NAMES utf8 COLLATE utf8_bin",
-        28 => "SET NAMES gbk",
-        63 => "SET NAMES binary",
-        46 => "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
-        224 => "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci",
-        // MySQL 8 clients default to utf8mb4_0900_ai_ci, which MariaDB 10.x lacks.
-        255 => return None,
-        _ => return None,
-    })
 }
 
 fn random_u64(seed: &mut u64) -> u64 {
@@ -537,11 +512,7 @@ impl Session {
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
         self.allow_hints = user.allow_hints;
-        self.vars = names_for(resp.charset).map(|s| {
-            Rc::new(VarState {
-                sets: vec![Rc::from(s)],
-            })
-        });
+        self.vars = VarState::for_collation(resp.charset);
         if let Some(db) = resp.database.filter(|d| !d.is_empty()) {
             let db = String::from_utf8_lossy(&db).into_owned();
             if !schema_allowed(&user, &db) {
@@ -832,23 +803,10 @@ impl Session {
         self.last_insert_id = 0;
         self.stmts.clear();
         if let Some(cs) = charset {
-            self.vars = names_for(cs).map(|s| {
-                Rc::new(VarState {
-                    sets: vec![Rc::from(s)],
-                })
-            });
+            self.vars = VarState::for_collation(cs);
         } else {
             // Keep only the charset part of the state.
-            self.vars = self.vars.as_ref().and_then(|v| {
-                let sets: Vec<Rc<str>> = v
-                    .sets
-                    .iter()
-                    .filter(|s| s.starts_with("SET NAMES"))
-                    .take(1)
-                    .cloned()
-                    .collect();
-                (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
-            });
+            self.vars = VarState::charset_only(self.vars.as_ref());
         }
     }
 
@@ -1504,14 +1462,12 @@ impl Session {
                     if let Some(ac) = c.autocommit {
                         self.autocommit = ac;
                     }
-                    let mut v = self.vars.as_deref().cloned().unwrap_or_default();
-                    if v.sets.len() >= MAX_SETS {
-                        self.sticky = true;
-                    } else {
-                        v.sets.push(Rc::from(sql.trim()));
-                        let v = Rc::new(v);
-                        self.vars = Some(v.clone());
-                        conn.vars = Some(v);
+                    match VarState::with_set(self.vars.as_deref(), sql.trim()) {
+                        Some(v) => {
+                            self.vars = Some(v.clone());
+                            conn.vars = Some(v);
+                        }
+                        None => self.sticky = true,
                     }
                 }
                 _ => {}

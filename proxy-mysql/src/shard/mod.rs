@@ -45,7 +45,7 @@ use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
 use crate::core::CoreCtx;
-use crate::session::VarState;
+use crate::vars::VarState;
 
 pub use check::check_shard_schemas;
 pub use txn::ShardSession;
@@ -441,16 +441,7 @@ impl ShardSession {
                 self.stmts = stmt::Stmts::default();
                 self.last_insert_id = 0;
                 self.manual_commit = false;
-                *cx.vars = cx.vars.as_ref().and_then(|v| {
-                    let sets: Vec<Rc<str>> = v
-                        .sets
-                        .iter()
-                        .filter(|s| s.starts_with("SET NAMES"))
-                        .take(1)
-                        .cloned()
-                        .collect();
-                    (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
-                });
+                *cx.vars = VarState::charset_only(cx.vars.as_ref());
                 let st = self.status();
                 cx.client.queue_ok(1, 0, 0, st);
                 return;
