@@ -26,6 +26,7 @@ use router::config::{MysqlGroup, ReadPolicy, User};
 use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
+use crate::access::{outside_schemas, schema_allowed};
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
 use crate::conn::{Conn, ConnError};
 use crate::error::{ProxyError, errs};
@@ -1897,42 +1898,6 @@ fn is_plain_last_insert_id(sql: &str) -> bool {
 
 fn host_allowed(u: &User, ip: IpAddr) -> bool {
     u.hosts.is_empty() || u.hosts.iter().any(|n| n.contains(ip))
-}
-
-/// Whether `u` may use schema `db`. The system schemas (information_schema, mysql,
-/// performance_schema, sys) need an explicit grant like any other: they describe every schema.
-/// For a user limited to some `schemas`: the ERR for a statement that names another schema (every
-/// table reference, `USE` in a multi-statement, dynamic SQL), or that cannot be analysed well
-/// enough to tell. None: it may run. Shared by the read/write-split and the sharded listeners.
-pub(crate) fn outside_schemas(
-    snap: &runtime::Snapshot,
-    user: &str,
-    peer: std::net::IpAddr,
-    sql: &str,
-) -> Option<ErrPacket> {
-    let u = snap.config.users.iter().find(|u| u.name == user)?;
-    if u.schemas.is_empty() || u.schemas.iter().any(|s| s == "*") {
-        return None;
-    }
-    let allowed = |db: &str| schema_allowed(u, db);
-    match router::sql::policy::schemas_outside(sql, &allowed) {
-        Ok(out) => out
-            .into_iter()
-            .next()
-            .map(|db| errs::db_access_denied(user, &peer.to_string(), &db)),
-        Err(why) => Some(ErrPacket::new(
-            1142,
-            "42000",
-            format!(
-                "furrow: statement refused for user '{user}': the schemas it uses cannot be \
-                 checked ({why}); qualify names or simplify the statement"
-            ),
-        )),
-    }
-}
-
-fn schema_allowed(u: &User, db: &str) -> bool {
-    u.schemas.is_empty() || u.schemas.iter().any(|s| s == db || s == "*")
 }
 
 /// Whether `u`'s stored hashes can check an answer made with `plugin`.

@@ -191,7 +191,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
     let snap = cx.snap;
     // A user limited to some `schemas` names no other one, on this listener as on a read/write
     // split one (every table reference is checked).
-    if let Some(e) = crate::session::outside_schemas(snap, cx.user, cx.peer, sql) {
+    if let Some(e) = crate::access::outside_schemas(snap, cx.user, cx.peer, sql) {
         encode::err(cx.client, &e);
         return Err(());
     }
