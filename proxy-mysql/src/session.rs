@@ -949,7 +949,11 @@ impl Session {
         let state = SessionState {
             autocommit: self.autocommit,
             pinned: self.pinned.as_ref().map(|p| *p.server == *g.primary.name),
-            since_write: self.last_write.map(|w| w.elapsed()),
+            // No clock read when the group has no time window.
+            since_write: self
+                .last_write
+                .filter(|_| !g.read_your_writes.is_zero())
+                .map(|w| w.elapsed()),
             has_write_gtid: self.last_gtid.is_some(),
         };
         let group = GroupPolicy {
