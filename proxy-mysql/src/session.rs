@@ -1,13 +1,14 @@
 //! One client session: handshake and authentication, the command loop, session-state tracking,
-//! read/write routing, prepared statements and backend connection pinning.
+//! read/write routing (the policy is [`crate::rwsplit`]'s; the session gathers its inputs and acts
+//! on its decision), prepared statements and backend connection pinning.
 //!
 //! State model: a session's reproducible state is its schema and an ordered list of replayable
-//! `SET` statements ([`VarState`](crate::vars::VarState), which also carries the client's charset). A backend connection
-//! remembers which state it is in; on checkout the proxy replays what is missing, or resets the
-//! connection (`COM_RESET_CONNECTION`) first when it carries another session's settings. State that
-//! cannot be replayed (transactions, temporary tables, named and table locks, user variables,
-//! SQL-level prepared statements, cursors) pins the session to its primary connection, which is reset
-//! before it goes back to the pool.
+//! `SET` statements ([`VarState`], in [`crate::vars`], which also carries the client's charset). A
+//! backend connection remembers which state it is in; on checkout the proxy replays what is
+//! missing, or resets the connection (`COM_RESET_CONNECTION`) first when it carries another
+//! session's settings. State that cannot be replayed (transactions, temporary tables, named and
+//! table locks, user variables, SQL-level prepared statements, cursors) pins the session to its
+//! primary connection, which is reset before it goes back to the pool.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
