@@ -28,8 +28,7 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
 
-/// Collation backends are logged in with (utf8mb4_general_ci).
-pub const BACKEND_COLLATION: u8 = 45;
+pub use crate::vars::BACKEND_COLLATION;
 
 /// Largest payload accepted from a backend (a row may be big; MariaDB's max_allowed_packet max).
 pub const BACKEND_MAX_PAYLOAD: usize = 1 << 30;
@@ -67,7 +66,7 @@ pub struct BackendConn {
     /// The login scramble (COM_CHANGE_USER answers with it).
     pub scramble: Vec<u8>,
     /// Replayed session-variable state (None: the backend defaults).
-    pub vars: Option<Rc<crate::session::VarState>>,
+    pub vars: Option<Rc<crate::vars::VarState>>,
     /// Statements prepared here, by (schema, SQL text).
     pub stmts: HashMap<(Option<Rc<str>>, Rc<str>), CachedStmt>,
     /// Use counter for the statement cache.
@@ -709,7 +708,7 @@ impl BackendConn {
     /// replay. A refused step marks the connection broken.
     pub(crate) async fn sync_vars(
         &mut self,
-        want: Option<&Rc<crate::session::VarState>>,
+        want: Option<&Rc<crate::vars::VarState>>,
     ) -> Result<(), crate::error::ProxyError> {
         use crate::error::{ProxyError, errs};
         use codec::mysql::consts::com;

@@ -228,11 +228,6 @@ pub fn lag_from_status(cols: &[String], rows: &[Vec<Option<String>>]) -> Option<
     }
 }
 
-/// Whether a replica may receive reads: usable and within `max_lag`.
-pub fn replica_readable(st: &Arc<runtime::BackendState>, max_lag: Duration) -> bool {
-    st.usable() && st.lag_ms.load(Relaxed) <= max_lag.as_millis() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,14 @@
 //! registries (statistics, audit writer, GTID positions, health monitors), reached from
 //! `runtime::Shared`.
 //!
-//! Layout: [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
+//! Layout: [`access`] a user's schema limits; [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
-//! read/write targets of a group; [`session`] one client (auth, commands, state, routing,
-//! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port.
+//! read/write targets of a group; [`rwsplit`] the read/write split policy (pure: where a statement
+//! runs); [`session`] one client (auth, commands, state, routing,
+//! prepared statements); [`stats`] digests, slow log and pool gauges for the admin port; [`vars`] a
+//! session's replayable variable state.
 
+pub mod access;
 pub mod backend;
 pub mod conn;
 pub mod core;
@@ -20,9 +23,11 @@ pub mod nonce;
 pub mod ops;
 pub mod pool;
 pub mod route;
+pub mod rwsplit;
 pub mod session;
 pub mod shard;
 pub mod stats;
+pub mod vars;
 
 use std::cell::Cell;
 use std::rc::Rc;

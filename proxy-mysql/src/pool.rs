@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::backend::BackendConn;
 use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
-use crate::session::VarState;
+use crate::vars::VarState;
 
 /// A server chosen for a statement.
 #[derive(Clone)]

@@ -1,13 +1,11 @@
 //! Read/write targets of a group for one config generation: the primary and the replicas with their
-//! weights and shared health state, and the weighted choice of a readable replica.
+//! weights and shared health state (the choice among them is [`crate::rwsplit`]'s).
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use runtime::{Shared, Snapshot};
 
-use crate::health::replica_readable;
 use crate::pool::Target;
 
 /// A group's servers as the data path sees them.
@@ -19,17 +17,6 @@ pub struct GroupTargets {
 }
 
 impl GroupTargets {
-    /// The server called `name` (primary or replica).
-    pub fn by_name(&self, name: &str) -> Option<&Target> {
-        if &*self.primary.name == name {
-            return Some(&self.primary);
-        }
-        self.replicas
-            .iter()
-            .map(|(t, _)| t)
-            .find(|t| &*t.name == name)
-    }
-
     /// Any usable replica not in `avoid`, ignoring lag (when the primary is down, stale reads beat
     /// errors).
     pub fn any_usable_replica(&self, r: u64, avoid: &[Rc<str>]) -> Option<&Target> {
@@ -40,41 +27,6 @@ impl GroupTargets {
             .map(|(t, _)| t)
             .collect();
         (!up.is_empty()).then(|| up[(r % up.len() as u64) as usize])
-    }
-
-    /// A replica that may take reads now (usable, within `max_lag`), chosen by weight using the
-    /// random number `r`; None when there is none.
-    pub fn pick_replica(&self, max_lag: Duration, r: u64) -> Option<&Target> {
-        self.pick_replica_where(max_lag, r, |_| true)
-    }
-
-    /// Like [`GroupTargets::pick_replica`], among replicas for which `ok` holds.
-    pub fn pick_replica_where(
-        &self,
-        max_lag: Duration,
-        r: u64,
-        ok: impl Fn(&Target) -> bool,
-    ) -> Option<&Target> {
-        let mut total = 0u64;
-        for (t, w) in &self.replicas {
-            if *w > 0 && replica_readable(&t.state, max_lag) && ok(t) {
-                total += u64::from(*w);
-            }
-        }
-        if total == 0 {
-            return None;
-        }
-        let mut x = r % total;
-        for (t, w) in &self.replicas {
-            if *w > 0 && replica_readable(&t.state, max_lag) && ok(t) {
-                let w = u64::from(*w);
-                if x < w {
-                    return Some(t);
-                }
-                x -= w;
-            }
-        }
-        None
     }
 }
 

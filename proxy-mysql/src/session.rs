@@ -1,13 +1,14 @@
 //! One client session: handshake and authentication, the command loop, session-state tracking,
-//! read/write routing, prepared statements and backend connection pinning.
+//! read/write routing (the policy is [`crate::rwsplit`]'s; the session gathers its inputs and acts
+//! on its decision), prepared statements and backend connection pinning.
 //!
 //! State model: a session's reproducible state is its schema and an ordered list of replayable
-//! `SET` statements ([`VarState`], which also carries the client's charset). A backend connection
-//! remembers which state it is in; on checkout the proxy replays what is missing, or resets the
-//! connection (`COM_RESET_CONNECTION`) first when it carries another session's settings. State that
-//! cannot be replayed (transactions, temporary tables, named and table locks, user variables,
-//! SQL-level prepared statements, cursors) pins the session to its primary connection, which is reset
-//! before it goes back to the pool.
+//! `SET` statements ([`VarState`], in [`crate::vars`], which also carries the client's charset). A
+//! backend connection remembers which state it is in; on checkout the proxy replays what is
+//! missing, or resets the connection (`COM_RESET_CONNECTION`) first when it carries another
+//! session's settings. State that cannot be replayed (transactions, temporary tables, named and
+//! table locks, user variables, SQL-level prepared statements, cursors) pins the session to its
+//! primary connection, which is reset before it goes back to the pool.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,12 +27,17 @@ use router::config::{MysqlGroup, ReadPolicy, User};
 use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
+use crate::access::{outside_schemas, schema_allowed};
 use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
 use crate::conn::{Conn, ConnError};
 use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
 use crate::route::{GroupTargets, targets_for};
+use crate::rwsplit::{
+    self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
+};
 use crate::stats;
+use crate::vars::VarState;
 
 /// This core's statement-cache hits and misses.
 pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
@@ -55,15 +61,6 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
 /// Version string shown to clients.
 pub const SERVER_VERSION: &str = "5.7.99-furrow";
 
-/// The replayable part of a session's state: `SET` statements in execution order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VarState {
-    /// Statements to replay, oldest first.
-    pub sets: Vec<Rc<str>>,
-}
-
-/// Most replayable `SET`s remembered; beyond that the session pins its connection.
-const MAX_SETS: usize = 64;
 /// How many times a read that failed before any byte reached the client is retried elsewhere.
 const MAX_READ_RETRIES: u32 = 3;
 
@@ -131,24 +128,9 @@ pub struct Session {
     multi_statements: bool,
     targets: Option<(u64, Rc<GroupTargets>)>,
     rng: u64,
+    /// Reused buffer of the replicas' states for [`rwsplit::choose`].
+    servers: Vec<rwsplit::Server>,
     shard: crate::shard::ShardSession,
-}
-
-/// `SET NAMES` for a client collation id, when it differs from the backends' login collation.
-fn names_for(collation: u8) -> Option<&'static str> {
-    Some(match collation {
-        c if c == BACKEND_COLLATION => return None,
-        8 => "SET NAMES latin1",
-        33 => "SET NAMES utf8",
-        83 => "SET NAMES utf8 COLLATE utf8_bin",
-        28 => "SET NAMES gbk",
-        63 => "SET NAMES binary",
-        46 => "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
-        224 => "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci",
-        // MySQL 8 clients default to utf8mb4_0900_ai_ci, which MariaDB 10.x lacks.
-        255 => return None,
-        _ => return None,
-    })
 }
 
 fn random_u64(seed: &mut u64) -> u64 {
@@ -220,6 +202,7 @@ impl Session {
             multi_statements: false,
             targets: None,
             rng,
+            servers: Vec::new(),
             shard: Default::default(),
         }
     }
@@ -531,11 +514,7 @@ impl Session {
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
         self.allow_hints = user.allow_hints;
-        self.vars = names_for(resp.charset).map(|s| {
-            Rc::new(VarState {
-                sets: vec![Rc::from(s)],
-            })
-        });
+        self.vars = VarState::for_collation(resp.charset);
         if let Some(db) = resp.database.filter(|d| !d.is_empty()) {
             let db = String::from_utf8_lossy(&db).into_owned();
             if !schema_allowed(&user, &db) {
@@ -826,23 +805,10 @@ impl Session {
         self.last_insert_id = 0;
         self.stmts.clear();
         if let Some(cs) = charset {
-            self.vars = names_for(cs).map(|s| {
-                Rc::new(VarState {
-                    sets: vec![Rc::from(s)],
-                })
-            });
+            self.vars = VarState::for_collation(cs);
         } else {
             // Keep only the charset part of the state.
-            self.vars = self.vars.as_ref().and_then(|v| {
-                let sets: Vec<Rc<str>> = v
-                    .sets
-                    .iter()
-                    .filter(|s| s.starts_with("SET NAMES"))
-                    .take(1)
-                    .cloned()
-                    .collect();
-                (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
-            });
+            self.vars = VarState::charset_only(self.vars.as_ref());
         }
     }
 
@@ -939,8 +905,9 @@ impl Session {
         Ok(t)
     }
 
-    /// Picks where `c` runs. `avoid` names replicas that already failed for this statement (a
-    /// retried read goes elsewhere even before enough failures have ejected them).
+    /// Picks where `c` runs: gathers the inputs of [`rwsplit::choose`] and maps its decision.
+    /// `avoid` names replicas that already failed for this statement (a retried read goes
+    /// elsewhere even before enough failures have ejected them).
     fn choose(
         &mut self,
         snap: &Arc<runtime::Snapshot>,
@@ -950,108 +917,127 @@ impl Session {
     ) -> Result<Dest, ProxyError> {
         // Session-only statements (replayable SET, USE) run anywhere: their effect is replayed on
         // whichever connection the session uses next.
+        let session_only = is_session_only(c);
         let is_read = c.is_read()
-            || (is_session_only(c)
+            || (session_only
                 && !matches!(
                     c.kind,
                     StmtKind::Begin | StmtKind::Commit | StmtKind::Rollback
                 )
                 && (c.kind != StmtKind::Set || c.is_replayable_set()));
-        // The policy comes before everything else, the pinned connection included (a
-        // replica_only user's `BEGIN` pins a replica: its writes must not follow).
-        if !is_read && self.read_policy == ReadPolicy::ReplicaOnly && !is_session_only(c) {
-            return Err(ProxyError::Refused(errs::read_only(&self.user)));
-        }
-        if let Some(p) = &self.pinned {
-            // Only a hint can pin a replica (a read in a transaction it opened): what may write
-            // never runs there.
-            if !replica_may_run(c, is_read) {
-                let server = p.server.clone();
-                let t = self.group_targets(snap)?;
-                if *server != *t.primary.name {
-                    return Err(ProxyError::Refused(errs::write_on_pinned_replica(&server)));
-                }
-            }
-            return Ok(Dest::Pinned);
-        }
-        let t = self.group_targets(snap)?;
-        // Hints only narrow what the user may already do: the policy checks come first, and a
-        // hint that would take a statement past them is refused (a named server) or overruled
-        // (`furrow:primary` / `furrow:replica`, which are preferences).
-        let hint = if self.allow_hints {
-            c.hint.as_ref()
-        } else {
-            None
+        // A pinned session needs no server list (and no targets: those may fail to build).
+        let targets = match &self.pinned {
+            Some(_) => None,
+            None => Some(self.group_targets(snap)?),
         };
-        if let Some(Hint::Backend(name)) = hint {
-            let Some(x) = t.by_name(name) else {
-                return Err(ProxyError::Refused(errs::unknown_backend(name)));
-            };
-            let primary = Rc::ptr_eq(&x.name, &t.primary.name);
-            if primary && self.read_policy == ReadPolicy::ReplicaOnly {
-                return Err(ProxyError::Refused(errs::hint_primary_denied(
-                    &self.user, name,
-                )));
-            }
-            if !primary && !replica_may_run(c, is_read) {
-                return Err(ProxyError::Refused(errs::hint_write_to_replica(name)));
-            }
-            // An ejected (or offline) server is not tried: a hung one would hold the client until
-            // timeouts, once per retry.
-            if !x.state.usable() {
-                return Err(ProxyError::Refused(errs::circuit_open(&x.name, &x.state)));
-            }
-            return Ok(Dest::Server(x.clone(), primary));
-        }
-        // Read-your-writes: a known GTID of the session's last write picks the replicas that
-        // applied it (below); without one (time mode, or a write whose GTID could not be read),
-        // reads within the window after a write go to the primary.
-        let gtid_known = g.read_your_writes_gtid && self.last_gtid.is_some();
-        let ryw = !g.read_your_writes.is_zero()
-            && !gtid_known
-            && self
+        let hint = match (&c.hint, &targets) {
+            (Some(Hint::Primary), _) => StmtHint::Primary,
+            (Some(Hint::Replica), _) => StmtHint::Replica,
+            (Some(Hint::Backend(name)), Some(t)) => StmtHint::Server(which_named(t, name)),
+            _ => StmtHint::None,
+        };
+        let stmt = Stmt {
+            is_read,
+            session_only,
+            replica_may_run: replica_may_run(c, is_read),
+            pins_session: c.pins_session(),
+            hint,
+        };
+        let user = UserPolicy {
+            read_policy: self.read_policy,
+            allow_hints: self.allow_hints,
+        };
+        let state = SessionState {
+            autocommit: self.autocommit,
+            pinned: self.pinned.as_ref().map(|p| *p.server == *g.primary.name),
+            // No clock read when the group has no time window.
+            since_write: self
                 .last_write
-                .is_some_and(|w| w.elapsed() < g.read_your_writes);
-        let want_primary = !is_read
-            || c.pins_session()
-            || matches!(hint, Some(Hint::Primary))
-            || (self.read_policy == ReadPolicy::Primary && !matches!(hint, Some(Hint::Replica)))
-            || !self.autocommit
-            || (ryw && !matches!(hint, Some(Hint::Replica)));
-        if !want_primary || self.read_policy == ReadPolicy::ReplicaOnly {
-            let r = random_u64(&mut self.rng);
-            let pick = match &self.last_gtid {
-                Some(want) if g.read_your_writes_gtid && !matches!(hint, Some(Hint::Replica)) => t
-                    .pick_replica_where(g.max_replica_lag, r, |x| {
-                        !avoid.contains(&x.name)
-                            && self
-                                .info
-                                .core
-                                .shared
-                                .gtid
-                                .replica_has(&g.name, &x.name, &x.address, want)
-                    }),
-                _ => t.pick_replica_where(g.max_replica_lag, r, |x| !avoid.contains(&x.name)),
-            };
-            if let Some(x) = pick {
-                return Ok(Dest::Server(x.clone(), false));
-            }
-            if !t.primary.state.usable()
-                && let Some(x) = t.any_usable_replica(r, avoid)
-            {
-                return Ok(Dest::Server(x.clone(), false));
-            }
-            if self.read_policy == ReadPolicy::ReplicaOnly {
-                return Err(ProxyError::Refused(errs::no_backend(&g.name, "replica")));
-            }
+                .filter(|_| !g.read_your_writes.is_zero())
+                .map(|w| w.elapsed()),
+            has_write_gtid: self.last_gtid.is_some(),
+        };
+        let group = GroupPolicy {
+            max_replica_lag: g.max_replica_lag,
+            read_your_writes: g.read_your_writes,
+            read_your_writes_gtid: g.read_your_writes_gtid,
+        };
+        // The server list reuses the session's buffer: no allocation per statement.
+        let mut replicas = std::mem::take(&mut self.servers);
+        replicas.clear();
+        let mut primary = rwsplit::Server::default();
+        if let Some(t) = &targets {
+            primary.usable = t.primary.state.usable();
+            replicas.extend(t.replicas.iter().map(|(x, w)| rwsplit::Server {
+                usable: x.state.usable(),
+                weight: *w,
+                lag_ms: x.state.lag_ms.load(std::sync::atomic::Ordering::Relaxed),
+                avoid: avoid.contains(&x.name),
+            }));
         }
-        if !t.primary.state.usable() {
-            return Err(ProxyError::Refused(errs::circuit_open(
-                &t.primary.name,
-                &t.primary.state,
-            )));
-        }
-        Ok(Dest::Server(t.primary.clone(), true))
+        let r = random_u64(&mut self.rng);
+        let decision = rwsplit::choose(
+            &stmt,
+            &user,
+            &state,
+            &group,
+            &rwsplit::Servers {
+                primary,
+                replicas: &replicas,
+            },
+            r,
+            |i| match (&self.last_gtid, &targets) {
+                (Some(want), Some(t)) => t.replicas.get(i).is_some_and(|(x, _)| {
+                    self.info
+                        .core
+                        .shared
+                        .gtid
+                        .replica_has(&g.name, &x.name, &x.address, want)
+                }),
+                _ => false,
+            },
+        );
+        self.servers = replicas;
+        let target = |w: Which| -> Result<(&Target, bool), ProxyError> {
+            let t = targets.as_deref().ok_or_else(|| {
+                ProxyError::Refused(errs::internal("no targets for a server decision"))
+            })?;
+            match w {
+                Which::Primary => Ok((&t.primary, true)),
+                Which::Replica(i) => t
+                    .replicas
+                    .get(i)
+                    .map(|(x, _)| (x, false))
+                    .ok_or_else(|| ProxyError::Refused(errs::internal("replica index"))),
+            }
+        };
+        let named = || match &c.hint {
+            Some(Hint::Backend(name)) => name.as_str(),
+            _ => "",
+        };
+        let refused = match decision {
+            Decision::Pinned => return Ok(Dest::Pinned),
+            Decision::Server(w) => {
+                let (x, primary) = target(w)?;
+                return Ok(Dest::Server(x.clone(), primary));
+            }
+            Decision::Refuse(why) => match why {
+                Refusal::ReadOnlyUser => errs::read_only(&self.user),
+                Refusal::WriteOnPinnedReplica => {
+                    let server = self.pinned.as_ref().map_or("", |p| &*p.server);
+                    errs::write_on_pinned_replica(server)
+                }
+                Refusal::UnknownBackend => errs::unknown_backend(named()),
+                Refusal::HintPrimaryDenied => errs::hint_primary_denied(&self.user, named()),
+                Refusal::HintWriteToReplica => errs::hint_write_to_replica(named()),
+                Refusal::Down(w) => {
+                    let (x, _) = target(w)?;
+                    errs::circuit_open(&x.name, &x.state)
+                }
+                Refusal::NoReplica => errs::no_backend(&g.name, "replica"),
+            },
+        };
+        Err(ProxyError::Refused(refused))
     }
 
     async fn acquire(
@@ -1482,14 +1468,12 @@ impl Session {
                     if let Some(ac) = c.autocommit {
                         self.autocommit = ac;
                     }
-                    let mut v = self.vars.as_deref().cloned().unwrap_or_default();
-                    if v.sets.len() >= MAX_SETS {
-                        self.sticky = true;
-                    } else {
-                        v.sets.push(Rc::from(sql.trim()));
-                        let v = Rc::new(v);
-                        self.vars = Some(v.clone());
-                        conn.vars = Some(v);
+                    match VarState::with_set(self.vars.as_deref(), sql.trim()) {
+                        Some(v) => {
+                            self.vars = Some(v.clone());
+                            conn.vars = Some(v);
+                        }
+                        None => self.sticky = true,
                     }
                 }
                 _ => {}
@@ -1863,6 +1847,17 @@ impl Session {
     }
 }
 
+/// The server of `t` called `name` (the primary first).
+fn which_named(t: &GroupTargets, name: &str) -> Option<Which> {
+    if *t.primary.name == *name {
+        return Some(Which::Primary);
+    }
+    t.replicas
+        .iter()
+        .position(|(x, _)| *x.name == *name)
+        .map(Which::Replica)
+}
+
 /// Whether a statement may be sent to the replica a `furrow:backend=NAME` hint names: reads (and
 /// replayable session statements, `is_read`), a read-only transaction, and ending a transaction.
 /// Anything that may write would change a replica behind replication's back (or pin the session
@@ -1908,42 +1903,6 @@ fn is_plain_last_insert_id(sql: &str) -> bool {
 
 fn host_allowed(u: &User, ip: IpAddr) -> bool {
     u.hosts.is_empty() || u.hosts.iter().any(|n| n.contains(ip))
-}
-
-/// Whether `u` may use schema `db`. The system schemas (information_schema, mysql,
-/// performance_schema, sys) need an explicit grant like any other: they describe every schema.
-/// For a user limited to some `schemas`: the ERR for a statement that names another schema (every
-/// table reference, `USE` in a multi-statement, dynamic SQL), or that cannot be analysed well
-/// enough to tell. None: it may run. Shared by the read/write-split and the sharded listeners.
-pub(crate) fn outside_schemas(
-    snap: &runtime::Snapshot,
-    user: &str,
-    peer: std::net::IpAddr,
-    sql: &str,
-) -> Option<ErrPacket> {
-    let u = snap.config.users.iter().find(|u| u.name == user)?;
-    if u.schemas.is_empty() || u.schemas.iter().any(|s| s == "*") {
-        return None;
-    }
-    let allowed = |db: &str| schema_allowed(u, db);
-    match router::sql::policy::schemas_outside(sql, &allowed) {
-        Ok(out) => out
-            .into_iter()
-            .next()
-            .map(|db| errs::db_access_denied(user, &peer.to_string(), &db)),
-        Err(why) => Some(ErrPacket::new(
-            1142,
-            "42000",
-            format!(
-                "furrow: statement refused for user '{user}': the schemas it uses cannot be \
-                 checked ({why}); qualify names or simplify the statement"
-            ),
-        )),
-    }
-}
-
-fn schema_allowed(u: &User, db: &str) -> bool {
-    u.schemas.is_empty() || u.schemas.iter().any(|s| s == db || s == "*")
 }
 
 /// Whether `u`'s stored hashes can check an answer made with `plugin`.

@@ -18,7 +18,7 @@ use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::pool;
 use crate::route::{GroupTargets, targets_for};
-use crate::session::VarState;
+use crate::vars::VarState;
 
 /// A connection held for one shard (it knows its pool).
 pub struct ShardConn {

@@ -45,7 +45,7 @@ use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
 use crate::core::CoreCtx;
-use crate::session::VarState;
+use crate::vars::VarState;
 
 pub use check::check_shard_schemas;
 pub use txn::ShardSession;
@@ -191,7 +191,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
     let snap = cx.snap;
     // A user limited to some `schemas` names no other one, on this listener as on a read/write
     // split one (every table reference is checked).
-    if let Some(e) = crate::session::outside_schemas(snap, cx.user, cx.peer, sql) {
+    if let Some(e) = crate::access::outside_schemas(snap, cx.user, cx.peer, sql) {
         encode::err(cx.client, &e);
         return Err(());
     }
@@ -441,16 +441,7 @@ impl ShardSession {
                 self.stmts = stmt::Stmts::default();
                 self.last_insert_id = 0;
                 self.manual_commit = false;
-                *cx.vars = cx.vars.as_ref().and_then(|v| {
-                    let sets: Vec<Rc<str>> = v
-                        .sets
-                        .iter()
-                        .filter(|s| s.starts_with("SET NAMES"))
-                        .take(1)
-                        .cloned()
-                        .collect();
-                    (!sets.is_empty()).then(|| Rc::new(VarState { sets }))
-                });
+                *cx.vars = VarState::charset_only(cx.vars.as_ref());
                 let st = self.status();
                 cx.client.queue_ok(1, 0, 0, st);
                 return;
