@@ -67,6 +67,7 @@
 mod binary;
 mod cluster;
 mod error;
+mod lock;
 mod mariadb;
 mod port;
 mod process;

@@ -9,7 +9,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -161,25 +160,12 @@ pub fn template_datadir() -> Result<PathBuf> {
     let marker = dir.join(".furrow-template-complete");
     if !marker.exists() {
         let lock_path = root.join(format!("mariadb-template-{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
-        let start = Instant::now();
-        // SAFETY: flock on a valid, owned descriptor; released when `lock` is dropped.
-        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            if start.elapsed() > TEMPLATE_LOCK_TIMEOUT {
-                return Err(Error::Timeout {
-                    what: format!("the template build lock {}", lock_path.display()),
-                    waited: TEMPLATE_LOCK_TIMEOUT,
-                    log: root.join(format!("mariadb-template-{key}.log")),
-                    tail: String::new(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let lock = crate::lock::build_lock(
+            &lock_path,
+            TEMPLATE_LOCK_TIMEOUT,
+            "the template build lock",
+            root.join(format!("mariadb-template-{key}.log")),
+        )?;
         if !marker.exists() {
             build_template(&mariadbd, &install_db, &root, &key, &dir)?;
             std::fs::write(&marker, b"ok\n")

@@ -7,12 +7,10 @@
 //! test processes nextest runs in parallel; a marker file written last says it is complete, so an
 //! environment left half-built by a killed process is removed and built again.
 
-use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::binary::find_binary;
 use crate::error::{Error, Result};
@@ -48,25 +46,12 @@ pub fn python() -> Result<PathBuf> {
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
         let lock_path = root.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
-        let start = Instant::now();
-        // SAFETY: flock on a valid, owned descriptor; released when `lock` is dropped.
-        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            if start.elapsed() > LOCK_TIMEOUT {
-                return Err(Error::Timeout {
-                    what: format!("the Python venv build lock {}", lock_path.display()),
-                    waited: LOCK_TIMEOUT,
-                    log: dir.clone(),
-                    tail: String::new(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let lock = crate::lock::build_lock(
+            &lock_path,
+            LOCK_TIMEOUT,
+            "the Python venv build lock",
+            dir.clone(),
+        )?;
         if !is_complete(&dir, &interpreter) {
             build(&dir)?;
         }
