@@ -1,0 +1,266 @@
+//! The command loop's dispatch on the first byte of a packet, the commands answered without a
+//! statement (COM_PING, COM_INIT_DB, COM_RESET_CONNECTION, ...) and the checks before a COM_QUERY runs.
+
+use super::*;
+
+impl Session {
+    pub(super) async fn dispatch(&mut self, payload: Bytes) -> Flow {
+        let code = payload.first().copied().unwrap_or(0);
+        // Sharded listeners: queries and prepared statements go to the sharding executor.
+        if crate::shard::handles(code) {
+            let snap = self.snap.get().clone();
+            if let Some(rules) = crate::shard::rules_for(&self.info.core, &snap, &self.info.name) {
+                let cx = crate::shard::Ctx {
+                    client: &mut self.client,
+                    snap: &snap,
+                    shared: &self.shared,
+                    core: &self.info.core,
+                    vars: &mut self.vars,
+                    allow_hints: self.allow_hints,
+                    group: &self.info.group,
+                    user: &self.user,
+                    peer: self.peer.ip(),
+                    schema: self.schema.as_deref(),
+                    multi_statements: self.multi_statements,
+                };
+                self.shard.command(cx, &rules, payload).await;
+                return Flow::Continue;
+            }
+        }
+        match code {
+            com::QUERY => {
+                let sql_bytes = payload.slice(1..);
+                let sql = crate::sql_text(&sql_bytes);
+                self.query(payload, &sql).await
+            }
+            com::QUIT => Flow::Close,
+            com::PING => {
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+                Flow::Continue
+            }
+            com::INIT_DB => {
+                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                self.init_db(&db).await
+            }
+            com::FIELD_LIST => {
+                let snap = self.snap.get().clone();
+                let (c, d) = classify_with_digest("SHOW COLUMNS");
+                self.execute_plain(payload, &c, &d, RespKind::FieldList, &snap, "FIELD_LIST")
+                    .await
+            }
+            com::STATISTICS => {
+                let msg = format!(
+                    "Uptime: 1  Threads: 1  Questions: {}  Slow queries: 0  Opens: 0  Open tables: 0  \
+                     Queries per second avg: 0.000",
+                    self.stats
+                        .requests
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                );
+                self.client.queue(1, msg.as_bytes());
+                Flow::Continue
+            }
+            com::RESET_CONNECTION => {
+                self.reset_session(None).await;
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+                Flow::Continue
+            }
+            com::CHANGE_USER => self.change_user(payload).await,
+            com::SET_OPTION => {
+                let opt = u16::from_le_bytes([
+                    payload.get(1).copied().unwrap_or(0),
+                    payload.get(2).copied().unwrap_or(0),
+                ]);
+                match opt {
+                    0 => self.multi_statements = true,
+                    1 => self.multi_statements = false,
+                    _ => {
+                        self.refuse(1, &ErrPacket::new(1047, "08S01", "Unknown command"));
+                        return Flow::Continue;
+                    }
+                }
+                // MySQL answers COM_SET_OPTION with an EOF packet.
+                let s = self.status_flags().to_le_bytes();
+                self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
+                Flow::Continue
+            }
+            com::STMT_PREPARE => {
+                let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+                self.prepare(&sql).await
+            }
+            com::STMT_EXECUTE => self.stmt_execute(payload).await,
+            com::STMT_SEND_LONG_DATA => {
+                if payload.len() >= 7 {
+                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    if let Some(s) = self.stmts.get_mut(&id) {
+                        s.long_data.push(payload);
+                    }
+                }
+                Flow::Continue
+            }
+            com::STMT_CLOSE => {
+                if payload.len() >= 5 {
+                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    self.stmts.remove(&id);
+                }
+                Flow::Continue
+            }
+            com::STMT_RESET => {
+                if payload.len() < 5 {
+                    return self.malformed();
+                }
+                let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                match self.stmts.get_mut(&id) {
+                    Some(s) => {
+                        s.long_data.clear();
+                        self.client.queue_ok(1, 0, 0, self.status_flags());
+                    }
+                    None => self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_reset")),
+                }
+                Flow::Continue
+            }
+            com::STMT_FETCH => self.stmt_fetch(payload).await,
+            _ => {
+                self.refuse(1, &errs::unknown_command(code));
+                Flow::Continue
+            }
+        }
+    }
+
+    pub(super) fn malformed(&mut self) -> Flow {
+        let err = ErrPacket::new(1835, "08S01", "Malformed communication packet");
+        self.refuse(1, &err);
+        Flow::Close
+    }
+
+    pub(super) async fn init_db(&mut self, db: &str) -> Flow {
+        let snap = self.snap.get().clone();
+        let Some(user) = snap.config.users.iter().find(|u| u.name == self.user) else {
+            self.refuse(
+                1,
+                &errs::access_denied(&self.user, &self.peer.ip().to_string(), true),
+            );
+            return Flow::Close;
+        };
+        if !schema_allowed(user, db) {
+            let e = errs::db_access_denied(&self.user, &self.peer.ip().to_string(), db);
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
+        let old = self.schema.replace(Rc::from(db));
+        match self.check_schema().await {
+            Ok(()) => {
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+            }
+            Err(e) => {
+                self.schema = old;
+                self.refuse(1, &e.to_err_packet());
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Back to a fresh session (COM_RESET_CONNECTION, COM_CHANGE_USER). Read-your-writes state
+    /// (`last_write`, `last_gtid`) is kept on purpose: application pools reset a connection between
+    /// borrowings by the same application, which may read in the next borrowing what it wrote in
+    /// the last one; keeping reads on the primary for the window costs only replica offload.
+    pub(super) async fn reset_session(&mut self, charset: Option<u8>) {
+        if let Some(mut c) = self.pinned.take() {
+            match c.command(&[com::RESET_CONNECTION], RespKind::Single).await {
+                Ok(o) if o.err.is_none() => {
+                    c.vars = None;
+                    c.schema = None;
+                    c.schema_unknown = true;
+                    c.stmts.clear();
+                    pool::checkin(c);
+                }
+                _ => pool::discard(c),
+            }
+        }
+        self.sticky = false;
+        self.in_txn = false;
+        self.autocommit = true;
+        self.last_insert_id = 0;
+        self.stmts.clear();
+        if let Some(cs) = charset {
+            self.vars = VarState::for_collation(cs);
+        } else {
+            // Keep only the charset part of the state.
+            self.vars = VarState::charset_only(self.vars.as_ref());
+        }
+    }
+
+
+    pub(super) async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
+        // The routing class and the digest (rules, stats, audit): from this core's cache of
+        // statement shapes, else from one lexer pass.
+        let analysed = self.info.core.stmts.borrow_mut().analyse(sql);
+        let (c, d) = (&analysed.class, &analysed.digest);
+        if c.flags & router::sql::classify::flags::LOCAL_INFILE != 0 {
+            self.refuse(1, &errs::local_infile());
+            return Flow::Continue;
+        }
+        if c.flags & router::sql::classify::flags::MULTI != 0 && !self.multi_statements {
+            self.refuse(
+                1,
+                &ErrPacket::new(
+                    1064,
+                    "42000",
+                    "You have an error in your SQL syntax; multi-statements are not enabled for this \
+                     connection (CLIENT_MULTI_STATEMENTS)",
+                ),
+            );
+            return Flow::Continue;
+        }
+        if c.kind == StmtKind::Select
+            && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
+            && self.pinned.is_none()
+            && is_plain_last_insert_id(sql)
+        {
+            self.local_last_insert_id(sql);
+            return Flow::Continue;
+        }
+        let snap = self.snap.get().clone();
+        if let Some(e) = self.outside_schemas(&snap, sql) {
+            self.refuse(1, &e);
+            return Flow::Continue;
+        }
+        self.execute_plain(payload, c, d, RespKind::ResultSet, &snap, sql)
+            .await
+    }
+
+    /// [`outside_schemas`] for this session's user.
+    pub(super) fn outside_schemas(&self, snap: &Arc<runtime::Snapshot>, sql: &str) -> Option<ErrPacket> {
+        outside_schemas(snap, &self.user, self.peer.ip(), sql)
+    }
+
+    pub(super) fn local_last_insert_id(&mut self, sql: &str) {
+        let name = sql.trim().trim_end_matches(';').trim();
+        let name = name.get(6..).map_or("LAST_INSERT_ID()", str::trim);
+        let mut seq = 1;
+        let mut p = BytesMut::new();
+        p.extend_from_slice(&[1]);
+        seq = self.client.queue(seq, &p);
+        let col = ColumnDefinition::new(
+            name,
+            codec::mysql::consts::column_type::LONGLONG,
+            63,
+            21,
+            0x80 | 0x20,
+            0,
+        );
+        p.clear();
+        col.encode(&mut p);
+        seq = self.client.queue(seq, &p);
+        let s = self.status_flags().to_le_bytes();
+        seq = self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+        p.clear();
+        codec::mysql::wire::put_lenenc_bytes(&mut p, self.last_insert_id.to_string().as_bytes());
+        seq = self.client.queue(seq, &p);
+        self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+    }
+
+}
+
+fn is_plain_last_insert_id(sql: &str) -> bool {
+    digest(sql).text == "SELECT LAST_INSERT_ID ()"
+}

@@ -1,0 +1,314 @@
+//! One client session: handshake and authentication, the command loop, session-state tracking,
+//! read/write routing (the policy is [`crate::rwsplit`]'s; the session gathers its inputs and acts
+//! on its decision), prepared statements and backend connection pinning.
+//!
+//! State model: a session's reproducible state is its schema and an ordered list of replayable
+//! `SET` statements ([`VarState`], in [`crate::vars`], which also carries the client's charset). A
+//! backend connection remembers which state it is in; on checkout the proxy replays what is
+//! missing, or resets the connection (`COM_RESET_CONNECTION`) first when it carries another
+//! session's settings. State that cannot be replayed (transactions, temporary tables, named and
+//! table locks, user variables, SQL-level prepared statements, cursors) pins the session to its
+//! primary connection, which is reset before it goes back to the pool.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::consts::{com, status};
+use codec::mysql::{
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, ColumnDefinition, Command,
+    ErrPacket, HandshakeV10, Packet, PacketDecoder, auth,
+};
+use router::config::{MysqlGroup, ReadPolicy, User};
+use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
+use runtime::{ListenerStats, LocalSnapshot, Shared};
+
+use crate::access::{outside_schemas, schema_allowed};
+use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
+use crate::conn::{Conn, ConnError};
+use crate::error::{ProxyError, errs};
+use crate::pool::{self, Target};
+use crate::route::{GroupTargets, targets_for};
+use crate::rwsplit::{
+    self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
+};
+use crate::stats;
+use crate::vars::VarState;
+
+mod choose;
+mod dispatch;
+mod execute;
+mod handshake;
+mod prepared;
+
+/// This core's statement-cache hits and misses.
+pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
+    core.stmts.borrow().stats()
+}
+
+/// Capabilities the proxy offers clients.
+pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// Version string shown to clients.
+pub const SERVER_VERSION: &str = "5.7.99-furrow";
+
+/// How many times a read that failed before any byte reached the client is retried elsewhere.
+const MAX_READ_RETRIES: u32 = 3;
+
+/// A statement the client prepared.
+struct ClientStmt {
+    sql: Rc<str>,
+    digest: Rc<router::sql::Digest>,
+    class: Classified,
+    params: u16,
+    /// Parameter types from the last execution that sent them (2 bytes each).
+    types: Option<Bytes>,
+    /// Pending COM_STMT_SEND_LONG_DATA payloads (sent before the next execution).
+    long_data: Vec<Bytes>,
+}
+
+/// Where a statement goes.
+enum Dest {
+    Pinned,
+    Server(Target, bool),
+}
+
+/// Per-listener facts a session needs.
+pub struct ListenerInfo {
+    /// Listener name.
+    pub name: String,
+    /// Backend group name.
+    pub group: String,
+    /// Largest client packet.
+    pub max_frame: usize,
+    /// Bytes all clients of the listener may hold in packets being received.
+    pub budget: Arc<crate::conn::ClientBudget>,
+    /// Idle timeout for clients.
+    pub idle_timeout: Option<Duration>,
+    /// This executor's pools and caches.
+    pub core: Rc<crate::core::CoreCtx>,
+}
+
+/// A client session.
+pub struct Session {
+    id: u64,
+    client: Conn,
+    peer: SocketAddr,
+    info: Rc<ListenerInfo>,
+    snap: LocalSnapshot,
+    shared: Shared,
+    stats: Arc<ListenerStats>,
+    user: String,
+    read_policy: ReadPolicy,
+    /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
+    allow_hints: bool,
+    caps: u32,
+    scramble: [u8; 20],
+    schema: Option<Rc<str>>,
+    vars: Option<Rc<VarState>>,
+    autocommit: bool,
+    pinned: Option<Box<BackendConn>>,
+    sticky: bool,
+    in_txn: bool,
+    last_write: Option<Instant>,
+    last_insert_id: u64,
+    /// GTID of the session's last write (read-your-writes by GTID).
+    last_gtid: Option<crate::gtid::Gtids>,
+    stmts: HashMap<u32, ClientStmt>,
+    next_stmt: u32,
+    multi_statements: bool,
+    targets: Option<(u64, Rc<GroupTargets>)>,
+    rng: u64,
+    /// Reused buffer of the replicas' states for [`rwsplit::choose`].
+    servers: Vec<rwsplit::Server>,
+    shard: crate::shard::ShardSession,
+}
+
+fn random_u64(seed: &mut u64) -> u64 {
+    // xorshift64*
+    let mut x = *seed;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *seed = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Largest packet a client may send before it has logged in. A handshake response is a few
+/// hundred bytes (a few KiB with many connection attributes); anything larger is refused before it
+/// is buffered, so that an unauthenticated peer cannot make the proxy hold `max_frame` bytes.
+pub const PRE_AUTH_MAX_PAYLOAD: usize = 16 * 1024;
+
+/// How long a refused client's input is still read (and dropped) before the socket closes, so
+/// that its unread bytes do not turn the close into a reset that could discard the ERR.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The plugin named in our initial handshake (its scramble is what the client's first answer
+/// uses).
+const ANNOUNCED_PLUGIN: &str = "mysql_native_password";
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session {
+    /// Creates the session for an accepted socket.
+    pub fn new(
+        id: u64,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        info: Rc<ListenerInfo>,
+        shared: Shared,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
+        let rng = crate::nonce::seed();
+        Session {
+            id,
+            // Until login: small packets only (see `PRE_AUTH_MAX_PAYLOAD`).
+            client: Conn::new(stream, PRE_AUTH_MAX_PAYLOAD.min(info.max_frame))
+                .with_budget(info.budget.clone()),
+            peer,
+            snap: LocalSnapshot::new(&shared.snapshots),
+            info,
+            shared,
+            stats,
+            user: String::new(),
+            read_policy: ReadPolicy::Split,
+            allow_hints: true,
+            caps: 0,
+            // Drawn from the OS CSPRNG when the handshake starts.
+            scramble: [0; 20],
+            schema: None,
+            vars: None,
+            autocommit: true,
+            pinned: None,
+            sticky: false,
+            in_txn: false,
+            last_write: None,
+            last_insert_id: 0,
+            last_gtid: None,
+            stmts: HashMap::new(),
+            next_stmt: 1,
+            multi_statements: false,
+            targets: None,
+            rng,
+            servers: Vec::new(),
+            shard: Default::default(),
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        match self.handshake().await {
+            Ok(true) => {}
+            Ok(false) => {
+                if self.client.flush().await.is_ok() {
+                    self.linger().await;
+                }
+                self.finish();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "handshake failed");
+                self.finish();
+                return;
+            }
+        }
+        loop {
+            let read = self.client.read_packet();
+            let packet = match self.info.idle_timeout {
+                Some(t) => match tokio::time::timeout(t, read).await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                None => read.await,
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(ConnError::Protocol(e)) => {
+                    let err = ProxyError::ClientProtocol(e).to_err_packet();
+                    self.client.queue_err(1, &err);
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
+                    break;
+                }
+                Err(ConnError::BudgetExhausted { limit }) => {
+                    // The packet stays unread: answer in its sequence, drop what was buffered
+                    // of it, and close.
+                    let seq = self.client.rbuf.get(3).map_or(1, |s| s.wrapping_add(1));
+                    self.client.queue_err(seq, &errs::out_of_memory(limit));
+                    self.client.release_read_buffer();
+                    if self.client.flush().await.is_ok() {
+                        self.linger().await;
+                    }
+                    break;
+                }
+                Err(ConnError::Io(_)) => break,
+            };
+            ListenerStats::add(&self.stats.requests, 1);
+            ListenerStats::add(&self.stats.bytes_in, packet.payload.len() as u64 + 4);
+            if packet.seq != 0 {
+                let err = ErrPacket::new(
+                    1835,
+                    "08S01",
+                    "Malformed communication packet: bad sequence id",
+                );
+                self.client.queue_err(packet.seq.wrapping_add(1), &err);
+                let _ = self.client.flush().await;
+                break;
+            }
+            let before = self.client.wbuf.len();
+            let flow = self.dispatch(packet.payload).await;
+            let out = self.client.wbuf.len().saturating_sub(before);
+            ListenerStats::add(&self.stats.bytes_out, out as u64);
+            if self.client.flush().await.is_err() {
+                break;
+            }
+            if matches!(flow, Flow::Close) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(c) = self.pinned.take() {
+            // Not reset here: a pinned connection carries unknown state; drop it.
+            pool::discard(c);
+        }
+    }
+
+    fn status_flags(&self) -> u16 {
+        let mut s = 0;
+        if self.autocommit {
+            s |= status::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.in_txn {
+            s |= status::SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    fn refuse(&mut self, seq: u8, err: &ErrPacket) {
+        ListenerStats::add(&self.stats.errors, 1);
+        self.client.queue_err(seq, err);
+    }
+}
