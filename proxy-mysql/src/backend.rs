@@ -14,6 +14,7 @@ use router::config::BackendTls;
 use tokio::net::TcpStream;
 
 use crate::conn::{Conn, ConnError};
+use crate::error::ProxyError;
 
 /// Capabilities Furrow asks of backends (no DEPRECATE_EOF, no CONNECT_WITH_DB, no LOCAL_FILES: the
 /// proxy forwards result sets verbatim to clients it offered the same set to).
@@ -115,25 +116,6 @@ pub enum RespKind {
     Fetch,
     /// Exactly one packet (OK/ERR or COM_STATISTICS' string).
     Single,
-}
-
-/// Forwarding failures, by side.
-#[derive(Debug, thiserror::Error)]
-pub enum FwdError {
-    /// The backend failed.
-    #[error("backend: {0}")]
-    Backend(ConnError),
-    /// Writing to the client failed.
-    #[error("client: {0}")]
-    Client(ConnError),
-    /// The response exceeded the result size limit; `next_seq` is the sequence id for an ERR.
-    #[error("result larger than {limit} bytes")]
-    TooLarge {
-        /// The configured limit.
-        limit: u64,
-        /// Sequence id to use for the ERR packet sent to the client.
-        next_seq: u8,
-    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -383,9 +365,11 @@ impl BackendConn {
     }
 
     /// Sends a command and reads its response without forwarding it.
-    pub async fn command(&mut self, payload: &[u8], kind: RespKind) -> Result<Outcome, FwdError> {
+    pub async fn command(&mut self, payload: &[u8], kind: RespKind) -> Result<Outcome, ProxyError> {
         self.queue_command(payload);
-        self.conn.flush().await.map_err(FwdError::Backend)?;
+        if let Err(e) = self.conn.flush().await {
+            return Err(ProxyError::lost(&self.server, e));
+        }
         self.forward(kind, None, None, u64::MAX).await
     }
 
@@ -443,7 +427,7 @@ impl BackendConn {
     }
 
     /// Reads one response, copying it to `client` when given (rewriting a prepare-OK's statement id to
-    /// `client_stmt_id`). Stops with [`FwdError::TooLarge`] past `max_bytes` (the backend connection is
+    /// `client_stmt_id`). Stops with [`ProxyError::ResultTooLarge`] past `max_bytes` (the backend connection is
     /// then in an unknown state and must be dropped).
     pub async fn forward(
         &mut self,
@@ -451,7 +435,7 @@ impl BackendConn {
         mut client: Option<&mut Conn>,
         client_stmt_id: Option<u32>,
         max_bytes: u64,
-    ) -> Result<Outcome, FwdError> {
+    ) -> Result<Outcome, ProxyError> {
         let mut out = Outcome::default();
         let mut st = match kind {
             RespKind::ResultSet | RespKind::Single => St::First,
@@ -460,7 +444,10 @@ impl BackendConn {
             RespKind::Fetch => St::Rows,
         };
         loop {
-            let total = self.conn.peek_raw().await.map_err(FwdError::Backend)?;
+            let total = match self.conn.peek_raw().await {
+                Ok(n) => n,
+                Err(e) => return Err(ProxyError::lost(&self.server, e)),
+            };
             let raw = &self.conn.rbuf[..total];
             let p = &raw[4..];
             let h = p.first().copied().unwrap_or(0);
@@ -525,11 +512,12 @@ impl BackendConn {
                         St::Done
                     }
                     0xFB => {
-                        return Err(FwdError::Backend(ConnError::Protocol(
-                            codec::mysql::MysqlError::Malformed(
+                        return Err(ProxyError::lost(
+                            &self.server,
+                            ConnError::Protocol(codec::mysql::MysqlError::Malformed(
                                 "backend asked for a LOCAL INFILE".into(),
-                            ),
-                        )));
+                            )),
+                        ));
                     }
                     _ => {
                         let mut pos = 0;
@@ -622,7 +610,7 @@ impl BackendConn {
             }
             if out.bytes > max_bytes {
                 self.broken = true;
-                return Err(FwdError::TooLarge {
+                return Err(ProxyError::ResultTooLarge {
                     limit: max_bytes,
                     next_seq: seq.wrapping_add(1),
                 });
@@ -630,7 +618,7 @@ impl BackendConn {
             if let Some(c) = client.as_deref_mut()
                 && c.wbuf.len() >= 256 * 1024
             {
-                c.flush().await.map_err(FwdError::Client)?;
+                c.flush().await.map_err(ProxyError::client)?;
             }
         }
     }
@@ -696,21 +684,14 @@ pub fn scramble_for(plugin: &str, password: &[u8], scramble: &[u8]) -> Vec<u8> {
 /// read/write-split session and the sharding executor, so both reset, replay and select schemas
 /// the same way.
 impl BackendConn {
-    fn lost(&self, e: &dyn std::fmt::Display) -> crate::error::ProxyError {
-        crate::error::ProxyError::BackendLost {
-            server: self.server.to_string(),
-            reason: e.to_string(),
-        }
-    }
-
     /// Makes the connection's replayed `SET`s equal to `want`: nothing when they already are, only
     /// the missing tail when the connection's are a prefix, else COM_RESET_CONNECTION and a full
     /// replay. A refused step marks the connection broken.
     pub(crate) async fn sync_vars(
         &mut self,
         want: Option<&Rc<crate::vars::VarState>>,
-    ) -> Result<(), crate::error::ProxyError> {
-        use crate::error::{ProxyError, errs};
+    ) -> Result<(), ProxyError> {
+        use crate::error::errs;
         use codec::mysql::consts::com;
         let same = match (&self.vars, want) {
             (None, None) => true,
@@ -728,8 +709,7 @@ impl BackendConn {
         if !prefix {
             let o = self
                 .command(&[com::RESET_CONNECTION], RespKind::Single)
-                .await
-                .map_err(|e| self.lost(&e))?;
+                .await?;
             if o.err.is_some() {
                 self.broken = true;
                 return Err(ProxyError::Refused(errs::internal(
@@ -747,10 +727,7 @@ impl BackendConn {
                 let mut p = Vec::with_capacity(s.len() + 1);
                 p.push(com::QUERY);
                 p.extend_from_slice(s.as_bytes());
-                let o = self
-                    .command(&p, RespKind::ResultSet)
-                    .await
-                    .map_err(|e| self.lost(&e))?;
+                let o = self.command(&p, RespKind::ResultSet).await?;
                 if let Some(payload) = o.err_payload {
                     self.broken = true;
                     return Err(ProxyError::Refused(
@@ -765,21 +742,15 @@ impl BackendConn {
     }
 
     /// Selects `schema` as the default database unless it already is (COM_INIT_DB).
-    pub(crate) async fn use_schema(
-        &mut self,
-        schema: &Rc<str>,
-    ) -> Result<(), crate::error::ProxyError> {
-        use crate::error::{ProxyError, errs};
+    pub(crate) async fn use_schema(&mut self, schema: &Rc<str>) -> Result<(), ProxyError> {
+        use crate::error::errs;
         if self.schema.as_deref() == Some(&**schema) && !self.schema_unknown {
             return Ok(());
         }
         let mut p = Vec::with_capacity(schema.len() + 1);
         p.push(codec::mysql::consts::com::INIT_DB);
         p.extend_from_slice(schema.as_bytes());
-        let o = self
-            .command(&p, RespKind::Single)
-            .await
-            .map_err(|e| self.lost(&e))?;
+        let o = self.command(&p, RespKind::Single).await?;
         if let Some(payload) = o.err_payload {
             return Err(ProxyError::Refused(
                 codec::mysql::ErrPacket::decode(payload)

@@ -2,7 +2,27 @@
 
 use codec::mysql::{ErrPacket, MysqlError};
 
-/// Everything that can go wrong in a session, classified by side.
+use crate::conn::ConnError;
+
+/// Which side of the proxy an error comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: its packets, its socket, or a request it is not allowed to make.
+    Client,
+    /// A backend server could not be used or failed while serving the request.
+    Backend,
+    /// The proxy itself (its limits, configuration or state) cannot serve the request.
+    Internal,
+}
+
+/// An error the proxy answers a client with (or closes the session on); the variant is its kind.
+/// [`ProxyError::side`] says who failed, [`ProxyError::retryable`] whether the request may succeed
+/// if sent again (the read retry loops read nothing else), and [`ProxyError::to_err_packet`] is the
+/// one place that maps an error to the client's ERR packet.
+///
+/// Transport failures ([`ConnError`], the framing layer's) become one of these as they leave the
+/// connection, classified by the side of the socket: [`ProxyError::client`],
+/// [`ProxyError::lost`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The client sent something that is not valid MySQL protocol; the connection is closed.
@@ -37,15 +57,74 @@ pub enum ProxyError {
         /// Sequence id for the ERR packet.
         next_seq: u8,
     },
+    /// The rows a sharded plan buffers exceeded its memory budget (bytes).
+    #[error("shard results larger than the memory budget of {0} bytes")]
+    RowBudget(u64),
     /// The statement ran longer than the configured statement timeout.
     #[error("statement timeout")]
     Timeout,
-    /// A refusal with a ready ERR packet (ACL, limits, rules, unsupported features).
+    /// A refusal with a ready ERR packet (ACL, limits, rules, unsupported features, a server
+    /// that is down or a pool that is full): nothing was sent, and sending it again now would be
+    /// refused again.
     #[error("{}", String::from_utf8_lossy(&.0.message))]
     Refused(ErrPacket),
 }
 
 impl ProxyError {
+    /// A failure of the client's socket or framing (while reading its request or writing it a
+    /// reply).
+    pub fn client(e: ConnError) -> Self {
+        match e {
+            ConnError::Io(e) => ProxyError::ClientIo(e),
+            e @ (ConnError::Protocol(_) | ConnError::BudgetExhausted { .. }) => {
+                ProxyError::ClientIo(std::io::Error::other(e.to_string()))
+            }
+        }
+    }
+
+    /// The connection to backend `server` failed while a statement was in flight.
+    pub fn lost(server: &str, e: impl std::fmt::Display) -> Self {
+        ProxyError::BackendLost {
+            server: server.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::ClientProtocol(_) | ProxyError::ClientIo(_) => Side::Client,
+            ProxyError::BackendConnect { .. }
+            | ProxyError::BackendLost { .. }
+            | ProxyError::Timeout => Side::Backend,
+            ProxyError::ResultTooLarge { .. } | ProxyError::RowBudget(_) => Side::Internal,
+            // The packet's code says more; refusals are the proxy's decisions about a request.
+            ProxyError::Refused(_) => Side::Client,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again, elsewhere or later: a backend that
+    /// could not be reached, whose connection broke, or that did not answer in time. The read
+    /// retry loops run a read again on another replica only for these (and only while nothing of
+    /// its reply reached the client); refusals and limits never pass.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BackendConnect { .. }
+                | ProxyError::BackendLost { .. }
+                | ProxyError::Timeout
+        )
+    }
+
+    /// Whether the error counts towards the server's ejection (circuit breaker): its connection
+    /// failed. A timeout is the statement's (the server is alive), a refusal the proxy's own.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BackendConnect { .. } | ProxyError::BackendLost { .. }
+        )
+    }
+
     /// The ERR packet a client sees for this error.
     pub fn to_err_packet(&self) -> ErrPacket {
         match self {
@@ -88,6 +167,9 @@ impl ProxyError {
                     "furrow: result larger than max_result_bytes ({limit} bytes); the statement was aborted"
                 ),
             ),
+            ProxyError::RowBudget(b) => {
+                errs::plan(&router::sql::plan::ShardError::MemoryBudget(*b))
+            }
             ProxyError::Timeout => ErrPacket::new(
                 1969,
                 "70100",
@@ -280,8 +362,56 @@ pub mod errs {
         )
     }
 
+    /// A sharded statement the planner refuses or a merge that fails: the planner's code and
+    /// SQLSTATE, its message after `furrow: `.
+    pub fn plan(e: &router::sql::plan::ShardError) -> ErrPacket {
+        let (code, state) = e.mysql_code();
+        ErrPacket::new(code, state, format!("furrow: {e}"))
+    }
+
     /// 1105: an internal inconsistency, reported instead of panicking.
     pub fn internal(what: &str) -> ErrPacket {
         ErrPacket::new(1105, "HY000", format!("furrow internal error: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_decisions_read_the_classification() {
+        let lost = ProxyError::lost("r1", "broken pipe");
+        assert_eq!(lost.side(), Side::Backend);
+        assert!(lost.retryable() && lost.is_server_failure());
+        assert!(ProxyError::Timeout.retryable());
+        assert!(!ProxyError::Timeout.is_server_failure());
+        let refused = ProxyError::Refused(errs::pool_exhausted("r1"));
+        assert!(!refused.retryable() && !refused.is_server_failure());
+        let client = ProxyError::client(ConnError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        assert_eq!(client.side(), Side::Client);
+        assert!(!client.retryable() && !client.is_server_failure());
+        let big = ProxyError::ResultTooLarge {
+            limit: 10,
+            next_seq: 7,
+        };
+        assert_eq!(big.side(), Side::Internal);
+        assert!(!big.retryable());
+    }
+
+    #[test]
+    fn wire_errors_keep_the_server_codes() {
+        let p = ProxyError::lost("r1", "broken pipe").to_err_packet();
+        assert_eq!((p.code, p.sql_state), (1158, Some(*b"08S01")));
+        assert!(String::from_utf8_lossy(&p.message).contains("'r1'"));
+        let p = ProxyError::Timeout.to_err_packet();
+        assert_eq!(p.code, 1969);
+        let p = ProxyError::RowBudget(5).to_err_packet();
+        assert_eq!(
+            p.code,
+            router::sql::plan::ShardError::MemoryBudget(5)
+                .mysql_code()
+                .0
+        );
     }
 }

@@ -183,7 +183,11 @@ impl Session {
     }
 
     /// Brings a pooled connection into this session's state (reset, replay, schema).
-    pub(super) async fn sync_conn(&mut self, c: &mut BackendConn, g: &MysqlGroup) -> Result<(), ProxyError> {
+    pub(super) async fn sync_conn(
+        &mut self,
+        c: &mut BackendConn,
+        g: &MysqlGroup,
+    ) -> Result<(), ProxyError> {
         if self.schema.is_none() && (c.schema.is_some() || c.schema_unknown) {
             // A session without a schema must not inherit one: only a fresh login unselects it.
             c.change_user(&g.user, &g.password)

@@ -189,7 +189,6 @@ impl Session {
         }
     }
 
-
     pub(super) async fn query(&mut self, payload: Bytes, sql: &str) -> Flow {
         // The routing class and the digest (rules, stats, audit): from this core's cache of
         // statement shapes, else from one lexer pass.
@@ -229,7 +228,11 @@ impl Session {
     }
 
     /// [`outside_schemas`] for this session's user.
-    pub(super) fn outside_schemas(&self, snap: &Arc<runtime::Snapshot>, sql: &str) -> Option<ErrPacket> {
+    pub(super) fn outside_schemas(
+        &self,
+        snap: &Arc<runtime::Snapshot>,
+        sql: &str,
+    ) -> Option<ErrPacket> {
         outside_schemas(snap, &self.user, self.peer.ip(), sql)
     }
 
@@ -258,7 +261,6 @@ impl Session {
         seq = self.client.queue(seq, &p);
         self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
     }
-
 }
 
 fn is_plain_last_insert_id(sql: &str) -> bool {

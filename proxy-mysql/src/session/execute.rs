@@ -4,6 +4,7 @@
 use super::*;
 
 impl Session {
+    /// Routes and runs a command whose payload is forwarded unchanged; updates session state.
     pub(super) async fn execute_plain(
         &mut self,
         payload: Bytes,
@@ -18,150 +19,245 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
-            Some(r) => match r.check_text(&self.user, sql, d) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    self.refuse(1, &e);
-                    self.audit(g, sql, d, "", started, 0, Some(e.code));
-                    return Flow::Continue;
-                }
-            },
-            None => None,
+        let Ok(_permit) = self.admit(g, snap.generation, sql, d, started) else {
+            return Flow::Continue;
         };
-        let mut attempt = 0;
         // Replicas that failed this statement: a retried read goes to another server.
         let mut avoid: Vec<Rc<str>> = Vec::new();
-        let (outcome, server, took) = loop {
-            attempt += 1;
-            let dest = match self.choose(snap, g, c, &avoid) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.refuse(1, &e.to_err_packet());
-                    return Flow::Continue;
-                }
-            };
-            let (retry_ok, dest_state, dest_name) = match &dest {
-                Dest::Server(t, primary) => (
-                    !primary && c.is_read(),
-                    Some(t.state.clone()),
-                    Some(t.name.clone()),
-                ),
-                Dest::Pinned => (false, None, None),
-            };
-            let was_pinned = matches!(dest, Dest::Pinned);
-            if c.pins_session() {
-                self.sticky = true;
-            }
-            let mut conn = match self.acquire(dest, g).await {
-                Ok(x) => x,
-                Err(e) => {
-                    if retry_ok
-                        && attempt <= MAX_READ_RETRIES
-                        && matches!(e, ProxyError::BackendConnect { .. })
-                    {
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    self.refuse(1, &e.to_err_packet());
-                    return Flow::Continue;
-                }
+        for attempt in 1.. {
+            let mut leg = match self.open_leg(snap, g, c, &mut avoid, attempt).await {
+                Next::Go(l) => l,
+                Next::Retry => continue,
+                Next::Stop(flow) => return flow,
             };
             let mark = self.client.wbuf.len();
-            conn.queue_command(&payload);
-            let r = self.forward(&mut conn, kind, None, g, c.is_read()).await;
-            let server = conn.server.clone();
-            match r {
+            leg.conn.queue_command(&payload);
+            let r = self
+                .forward(&mut leg.conn, kind, None, g, c.is_read())
+                .await;
+            return match r {
                 Ok(o) => {
-                    let took = started.elapsed();
-                    if let Some(st) = &dest_state {
-                        st.record_ok(took);
-                    }
-                    self.after_statement(c, &o, &mut conn, sql);
-                    self.track_gtid(g, c, &o, &mut conn).await;
-                    // The statement's latency includes the GTID read that may follow a write (as
-                    // before); without GTID tracking nothing ran since `took`.
-                    let took = if g.read_your_writes_gtid {
-                        started.elapsed()
-                    } else {
-                        took
-                    };
-                    self.release(conn);
-                    break (o, server, took);
+                    let ran = self.succeeded(leg, g, c, &o, sql, started, false).await;
+                    self.account(g, sql, d, started, &ran, Ok(&o));
+                    Flow::Continue
                 }
-                Err(e) => {
-                    conn.broken = true;
-                    pool::discard(conn);
-                    let flushed = self.client.wbuf.len() < mark;
-                    if let Some(st) = &dest_state
-                        && !matches!(e, ProxyError::Timeout | ProxyError::Refused(_))
-                    {
-                        st.note_error(&e.to_string());
-                        st.record_failure(g.circuit_break_after, g.circuit_open);
-                    }
-                    // A read that failed or timed out on a replica before anything reached
-                    // the client runs again elsewhere (a stalled replica must not hang its
-                    // clients); writes never do.
-                    if retry_ok
-                        && !flushed
-                        && attempt <= MAX_READ_RETRIES
-                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
-                    {
-                        if matches!(e, ProxyError::Timeout) {
-                            tracing::warn!(server = %server, "read timed out on a replica; retried elsewhere");
-                        }
-                        self.client.wbuf.truncate(mark);
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    if let ProxyError::ResultTooLarge { next_seq, .. } = e {
-                        // Rows already went out: end the result with an ERR in sequence.
-                        self.refuse(next_seq, &e.to_err_packet());
-                    } else {
-                        if !flushed {
-                            self.client.wbuf.truncate(mark);
-                        }
-                        self.refuse(1, &e.to_err_packet());
-                    }
-                    let code = e.to_err_packet().code;
-                    stats::record(&self.info.core, d, started.elapsed(), 0, true);
-                    self.audit(g, sql, d, &server, started, 0, Some(code));
-                    if was_pinned || self.in_txn || self.sticky {
-                        // The session's connection state is gone; the client must reconnect.
-                        return Flow::Close;
-                    }
-                    return Flow::Continue;
-                }
+                Err(e) => match self.failed(e, leg, mark, &mut avoid, g, d, sql, started) {
+                    Next::Retry => continue,
+                    Next::Go(()) => Flow::Continue,
+                    Next::Stop(flow) => flow,
+                },
+            };
+        }
+        Flow::Continue
+    }
+
+    /// The group's deny/allow rules and limits for `sql`: the permit to hold while it runs, or
+    /// `Err` when it is refused (the ERR is queued and the refusal audited).
+    pub(super) fn admit(
+        &mut self,
+        g: &MysqlGroup,
+        generation: u64,
+        sql: &str,
+        d: &Digest,
+        started: Instant,
+    ) -> Result<Option<crate::ops::Permit>, ()> {
+        let Some(r) = crate::ops::rules_for(&self.info.core, g, generation) else {
+            return Ok(None);
+        };
+        match r.check_text(&self.user, sql, d) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                self.refuse(1, &e);
+                self.audit(g, sql, d, "", started, 0, Some(e.code));
+                Err(())
+            }
+        }
+    }
+
+    /// One attempt's server and connection: [`Session::choose`], then [`Session::acquire`]. A
+    /// read on a replica whose connection cannot be had is retried elsewhere (`Next::Retry`, the
+    /// replica added to `avoid`) while attempts last; any other refusal is queued
+    /// (`Next::Stop`).
+    pub(super) async fn open_leg(
+        &mut self,
+        snap: &Arc<runtime::Snapshot>,
+        g: &MysqlGroup,
+        c: &Classified,
+        avoid: &mut Vec<Rc<str>>,
+        attempt: u32,
+    ) -> Next<Leg> {
+        let dest = match self.choose(snap, g, c, avoid) {
+            Ok(d) => d,
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                return Next::Stop(Flow::Continue);
             }
         };
-        if outcome.err.is_some() {
+        // A read on a replica may run again elsewhere; writes (and pinned sessions) never do.
+        let (retry_ok, state, name) = match &dest {
+            Dest::Server(t, primary) => (
+                !primary && c.is_read() && attempt <= MAX_READ_RETRIES,
+                Some(t.state.clone()),
+                Some(t.name.clone()),
+            ),
+            Dest::Pinned => (false, None, None),
+        };
+        let was_pinned = matches!(dest, Dest::Pinned);
+        if c.pins_session() {
+            self.sticky = true;
+        }
+        match self.acquire(dest, g).await {
+            Ok(conn) => Next::Go(Leg {
+                conn,
+                retry_ok,
+                state,
+                name,
+                was_pinned,
+            }),
+            Err(e) if retry_ok && e.retryable() => {
+                avoid.extend(name);
+                Next::Retry
+            }
+            Err(e) => {
+                self.refuse(1, &e.to_err_packet());
+                Next::Stop(Flow::Continue)
+            }
+        }
+    }
+
+    /// After a statement's reply was forwarded: the server's health, the session state it left
+    /// (`pin`: keep the connection, for a cursor), its GTID, and the connection given back.
+    /// Returns the server and the latency to account.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn succeeded(
+        &mut self,
+        mut leg: Leg,
+        g: &MysqlGroup,
+        c: &Classified,
+        o: &Outcome,
+        sql: &str,
+        started: Instant,
+        pin: bool,
+    ) -> Ran {
+        let took = started.elapsed();
+        if let Some(st) = &leg.state {
+            st.record_ok(took);
+        }
+        self.after_statement(c, o, &mut leg.conn, sql);
+        self.track_gtid(g, c, o, &mut leg.conn).await;
+        // The statement's latency includes the GTID read that may follow a write; without GTID
+        // tracking nothing ran since `took`.
+        let took = if g.read_your_writes_gtid {
+            started.elapsed()
+        } else {
+            took
+        };
+        if pin {
+            self.sticky = true;
+        }
+        let server = leg.conn.server.clone();
+        self.release(leg.conn);
+        Ran { server, took }
+    }
+
+    /// A statement whose attempt failed: the connection is dropped, a connection failure counts
+    /// towards the server's ejection, and a read that failed or timed out on a replica before
+    /// anything reached the client runs again elsewhere (`Next::Retry`: a stalled replica must
+    /// not hang its clients; writes never do). Otherwise the client gets the ERR (in sequence
+    /// after rows already sent when the result was too large), the failure is accounted, and a
+    /// session whose connection state is gone is closed (`Next::Stop`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn failed(
+        &mut self,
+        e: ProxyError,
+        leg: Leg,
+        mark: usize,
+        avoid: &mut Vec<Rc<str>>,
+        g: &MysqlGroup,
+        d: &Digest,
+        sql: &str,
+        started: Instant,
+    ) -> Next<()> {
+        let Leg {
+            mut conn,
+            retry_ok,
+            state,
+            name,
+            was_pinned,
+        } = leg;
+        conn.broken = true;
+        let server = conn.server.clone();
+        pool::discard(conn);
+        let flushed = self.client.wbuf.len() < mark;
+        if let Some(st) = &state
+            && e.is_server_failure()
+        {
+            st.note_error(&e.to_string());
+            st.record_failure(g.circuit_break_after, g.circuit_open);
+        }
+        if retry_ok && !flushed && e.retryable() {
+            if matches!(e, ProxyError::Timeout) {
+                tracing::warn!(server = %server, "read timed out on a replica; retried elsewhere");
+            }
+            self.client.wbuf.truncate(mark);
+            avoid.extend(name);
+            return Next::Retry;
+        }
+        let err = e.to_err_packet();
+        if let ProxyError::ResultTooLarge { next_seq, .. } = e {
+            // Rows already went out: end the result with an ERR in sequence.
+            self.refuse(next_seq, &err);
+        } else {
+            if !flushed {
+                self.client.wbuf.truncate(mark);
+            }
+            self.refuse(1, &err);
+        }
+        let ran = Ran {
+            server,
+            took: started.elapsed(),
+        };
+        self.account(g, sql, d, started, &ran, Err(err.code));
+        if was_pinned || self.in_txn || self.sticky {
+            // The session's connection state is gone; the client must reconnect.
+            return Next::Stop(Flow::Close);
+        }
+        Next::Go(())
+    }
+
+    /// Accounts one statement that ran (or failed on a server): the digest table, the listener's
+    /// error count for a server's ERR, the slow log and the audit log. One place for every path
+    /// that ran a statement, so that they count alike.
+    pub(super) fn account(
+        &mut self,
+        g: &MysqlGroup,
+        sql: &str,
+        d: &Digest,
+        started: Instant,
+        ran: &Ran,
+        end: Result<&Outcome, u16>,
+    ) {
+        let (rows, error) = match end {
+            Ok(o) => (o.rows.max(o.affected), o.err),
+            Err(code) => (0, Some(code)),
+        };
+        if let Ok(o) = end
+            && o.err.is_some()
+        {
             ListenerStats::add(&self.stats.errors, 1);
         }
-        stats::record(
-            &self.info.core,
-            d,
-            took,
-            outcome.rows.max(outcome.affected),
-            outcome.err.is_some(),
-        );
-        stats::maybe_slow(
-            &self.info.core,
-            &self.user,
-            &server,
-            sql,
-            took,
-            g.slow_query,
-        );
-        self.audit(
-            g,
-            sql,
-            d,
-            &server,
-            started,
-            outcome.rows.max(outcome.affected),
-            outcome.err,
-        );
-        Flow::Continue
+        stats::record(&self.info.core, d, ran.took, rows, error.is_some());
+        if end.is_ok() {
+            stats::maybe_slow(
+                &self.info.core,
+                &self.user,
+                &ran.server,
+                sql,
+                ran.took,
+                g.slow_query,
+            );
+        }
+        self.audit(g, sql, d, &ran.server, started, rows, error);
     }
 
     /// Sends what is queued on `conn` and forwards the response to the client, with the statement
@@ -174,38 +270,22 @@ impl Session {
         g: &MysqlGroup,
         read: bool,
     ) -> Result<Outcome, ProxyError> {
-        let lost = |server: &str, e: &dyn std::fmt::Display| ProxyError::BackendLost {
-            server: server.to_string(),
-            reason: e.to_string(),
-        };
         if let Err(e) = conn.conn.flush().await {
-            return Err(lost(&conn.server, &e));
+            return Err(ProxyError::lost(&conn.server, e));
         }
         let max = g.max_result_bytes.unwrap_or(u64::MAX);
         let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
         let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
-        let r = match timeout {
+        match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
                 Err(_) => {
                     conn.broken = true;
                     kill_query(conn, g);
-                    return Err(ProxyError::Timeout);
+                    Err(ProxyError::Timeout)
                 }
             },
             None => fut.await,
-        };
-        match r {
-            Ok(o) => Ok(o),
-            Err(FwdError::Backend(e)) => Err(lost(&conn.server, &e)),
-            Err(FwdError::Client(e)) => Err(ProxyError::ClientIo(match e {
-                ConnError::Io(e) => e,
-                ConnError::Protocol(p) => std::io::Error::other(p.to_string()),
-                e @ ConnError::BudgetExhausted { .. } => std::io::Error::other(e.to_string()),
-            })),
-            Err(FwdError::TooLarge { limit, next_seq }) => {
-                Err(ProxyError::ResultTooLarge { limit, next_seq })
-            }
         }
     }
 
@@ -285,7 +365,13 @@ impl Session {
         }
     }
 
-    pub(super) fn after_statement(&mut self, c: &Classified, o: &Outcome, conn: &mut BackendConn, sql: &str) {
+    pub(super) fn after_statement(
+        &mut self,
+        c: &Classified,
+        o: &Outcome,
+        conn: &mut BackendConn,
+        sql: &str,
+    ) {
         if o.err.is_none() {
             self.in_txn = o.status & status::SERVER_STATUS_IN_TRANS != 0;
             match c.kind {

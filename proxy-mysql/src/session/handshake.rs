@@ -22,7 +22,10 @@ impl Session {
     /// Reads the client's next packet of the login exchange, which must carry sequence id
     /// `expected`. An over-cap packet, bad framing or a wrong sequence id queue an ERR and give
     /// `Ok(None)` (the caller refuses the login and closes).
-    pub(super) async fn read_login_packet(&mut self, expected: u8) -> Result<Option<Packet>, ConnError> {
+    pub(super) async fn read_login_packet(
+        &mut self,
+        expected: u8,
+    ) -> Result<Option<Packet>, ConnError> {
         let read = tokio::time::timeout(Duration::from_secs(10), self.client.read_packet()).await;
         let p = match read {
             Err(_) => return Err(ConnError::Io(std::io::ErrorKind::TimedOut.into())),
@@ -310,11 +313,7 @@ impl Session {
                     self.release(c);
                     return Ok(());
                 }
-                Err(ProxyError::BackendConnect { .. } | ProxyError::BackendLost { .. })
-                    if i < last =>
-                {
-                    continue;
-                }
+                Err(e) if e.retryable() && i < last => continue,
                 Err(e) => return Err(e),
             }
         }

@@ -28,7 +28,7 @@ use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_di
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
 use crate::access::{outside_schemas, schema_allowed};
-use crate::backend::{BACKEND_COLLATION, BackendConn, FwdError, Outcome, RespKind};
+use crate::backend::{BACKEND_COLLATION, BackendConn, Outcome, RespKind};
 use crate::conn::{Conn, ConnError};
 use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
@@ -165,6 +165,36 @@ const ANNOUNCED_PLUGIN: &str = "mysql_native_password";
 enum Flow {
     Continue,
     Close,
+}
+
+/// What a step of running a statement leads to.
+enum Next<T> {
+    /// Go on with this.
+    Go(T),
+    /// Try the statement again (on another server).
+    Retry,
+    /// The statement is over (its ERR is queued): return this.
+    Stop(Flow),
+}
+
+/// One attempt at a statement: the connection it runs on and what a failure may do.
+struct Leg {
+    conn: Box<BackendConn>,
+    /// A read on a replica, with attempts left: a failure before anything reached the client
+    /// runs it again elsewhere.
+    retry_ok: bool,
+    /// The server's health state (none for the session's pinned connection).
+    state: Option<Arc<runtime::BackendState>>,
+    /// The server's name, avoided by a retry.
+    name: Option<Rc<str>>,
+    /// The session's pinned connection (its state is lost with it).
+    was_pinned: bool,
+}
+
+/// Where and how long a statement ran, for the statistics, slow log and audit log.
+struct Ran {
+    server: Rc<str>,
+    took: Duration,
 }
 
 impl Session {

@@ -78,7 +78,7 @@ impl Session {
     pub(super) async fn ensure_prepared(
         conn: &mut BackendConn,
         sql: &Rc<str>,
-    ) -> Result<Result<u32, ErrPacket>, FwdError> {
+    ) -> Result<Result<u32, ErrPacket>, ProxyError> {
         let key = (conn.schema.clone(), sql.clone());
         if let Some(s) = conn.lookup_stmt(&key) {
             return Ok(Ok(s.id));
@@ -101,6 +101,8 @@ impl Session {
         Ok(Ok(bid))
     }
 
+    /// COM_STMT_EXECUTE: routed like a query of the statement's text; the statement is
+    /// (re-)prepared on the connection that runs it and the execution's ids rewritten to its id.
     pub(super) async fn stmt_execute(&mut self, payload: Bytes) -> Flow {
         if payload.len() < 10 {
             return self.malformed();
@@ -111,39 +113,9 @@ impl Session {
             self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_execute"));
             return Flow::Continue;
         };
-        // Rebuild the parameter block so that types are always sent (the backend connection may not
-        // have seen the previous execution).
-        let n = usize::from(st.params);
-        let mut body = BytesMut::with_capacity(payload.len() + 2 * n);
-        body.extend_from_slice(&payload[..10]);
-        if n > 0 {
-            let bitmap = n.div_ceil(8);
-            let Some(rest) = payload.get(10..) else {
-                return self.malformed();
-            };
-            if rest.len() < bitmap + 1 {
-                return self.malformed();
-            }
-            body.extend_from_slice(&rest[..bitmap]);
-            let bound = rest[bitmap];
-            let after = &rest[bitmap + 1..];
-            if bound == 1 {
-                if after.len() < 2 * n {
-                    return self.malformed();
-                }
-                st.types = Some(Bytes::copy_from_slice(&after[..2 * n]));
-                body.extend_from_slice(&[1]);
-                body.extend_from_slice(after);
-            } else if let Some(t) = &st.types {
-                body.extend_from_slice(&[1]);
-                body.extend_from_slice(t);
-                body.extend_from_slice(after);
-            } else {
-                body.extend_from_slice(&rest[bitmap..]);
-            }
-        } else if let Some(rest) = payload.get(10..) {
-            body.extend_from_slice(rest);
-        }
+        let Some(mut body) = execute_body(st, &payload) else {
+            return self.malformed();
+        };
         let sql = st.sql.clone();
         let d = st.digest.clone();
         let mut class = st.class.clone();
@@ -158,154 +130,84 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let _permit = match crate::ops::rules_for(&self.info.core, g, snap.generation) {
-            Some(r) => match r.check_text(&self.user, &sql, &d) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    self.refuse(1, &e);
-                    self.audit(g, &sql, &d, "", started, 0, Some(e.code));
-                    return Flow::Continue;
-                }
-            },
-            None => None,
+        let Ok(_permit) = self.admit(g, snap.generation, &sql, &d, started) else {
+            return Flow::Continue;
         };
         // Replicas that failed this execution: a retried read goes elsewhere.
         let mut avoid: Vec<Rc<str>> = Vec::new();
-        let mut attempt = 0;
-        let wait = g
-            .query_timeout
-            .or(g.read_timeout)
-            .unwrap_or(Duration::from_secs(30));
-        loop {
-            attempt += 1;
-            let dest = match self.choose(&snap, g, &class, &avoid) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.refuse(1, &e.to_err_packet());
-                    return Flow::Continue;
-                }
+        for attempt in 1.. {
+            let leg = match self.open_leg(&snap, g, &class, &mut avoid, attempt).await {
+                Next::Go(l) => l,
+                Next::Retry => continue,
+                Next::Stop(flow) => return flow,
             };
-            // A read on a replica may run again elsewhere; writes and cursors never do.
-            let (retry_ok, dest_name) = match &dest {
-                Dest::Server(t, primary) => (
-                    !primary && class.is_read() && attempt <= MAX_READ_RETRIES,
-                    Some(t.name.clone()),
-                ),
-                Dest::Pinned => (false, None),
-            };
-            if class.pins_session() {
-                self.sticky = true;
-            }
-            let mut conn = match self.acquire(dest, g).await {
-                Ok(x) => x,
-                Err(e) => {
-                    if retry_ok && matches!(e, ProxyError::BackendConnect { .. }) {
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    self.refuse(1, &e.to_err_packet());
-                    return Flow::Continue;
-                }
-            };
-            // Bounded: a hung server must not hold the client at the (re-)prepare either.
-            let bid = match tokio::time::timeout(wait, Self::ensure_prepared(&mut conn, &sql)).await
-            {
-                Ok(Ok(Ok(b))) => b,
-                Ok(Ok(Err(err))) => {
-                    self.release(conn);
-                    self.refuse(1, &err);
-                    return Flow::Continue;
-                }
-                Ok(Err(e)) => {
-                    let server = conn.server.to_string();
-                    pool::discard(conn);
-                    if retry_ok {
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    let e = ProxyError::BackendLost {
-                        server,
-                        reason: e.to_string(),
-                    };
-                    self.refuse(1, &e.to_err_packet());
-                    return Flow::Continue;
-                }
-                Err(_) => {
-                    pool::discard(conn);
-                    if retry_ok {
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    self.refuse(1, &ProxyError::Timeout.to_err_packet());
-                    return if self.sticky || self.in_txn {
-                        Flow::Close
-                    } else {
-                        Flow::Continue
-                    };
-                }
+            let (mut leg, bid) = match self.prepared_on(leg, g, &sql, &mut avoid).await {
+                Next::Go(x) => x,
+                Next::Retry => continue,
+                Next::Stop(flow) => return flow,
             };
             for ld in &long_data {
                 let mut v = ld.to_vec();
                 v[1..5].copy_from_slice(&bid.to_le_bytes());
-                conn.queue_command(&v);
+                leg.conn.queue_command(&v);
             }
             body[1..5].copy_from_slice(&bid.to_le_bytes());
-            conn.queue_command(&body);
+            leg.conn.queue_command(&body);
             let mark = self.client.wbuf.len();
-            match self
-                .forward(&mut conn, RespKind::ResultSet, None, g, class.is_read())
-                .await
-            {
+            let r = self
+                .forward(&mut leg.conn, RespKind::ResultSet, None, g, class.is_read())
+                .await;
+            return match r {
                 Ok(o) => {
-                    self.after_statement(&class, &o, &mut conn, &sql);
-                    self.track_gtid(g, &class, &o, &mut conn).await;
-                    if cursor {
-                        self.sticky = true;
-                    }
-                    let server = conn.server.clone();
-                    self.release(conn);
-                    stats::record(
-                        &self.info.core,
-                        &d,
-                        started.elapsed(),
-                        o.rows.max(o.affected),
-                        o.err.is_some(),
-                    );
-                    stats::maybe_slow(
-                        &self.info.core,
-                        &self.user,
-                        &server,
-                        &sql,
-                        started.elapsed(),
-                        g.slow_query,
-                    );
-                    let rows = o.rows.max(o.affected);
-                    self.audit(g, &sql, &d, &server, started, rows, o.err);
-                    return Flow::Continue;
+                    let ran = self
+                        .succeeded(leg, g, &class, &o, &sql, started, cursor)
+                        .await;
+                    self.account(g, &sql, &d, started, &ran, Ok(&o));
+                    Flow::Continue
                 }
-                Err(e) => {
-                    pool::discard(conn);
-                    let flushed = self.client.wbuf.len() < mark;
-                    if retry_ok
-                        && !flushed
-                        && matches!(e, ProxyError::BackendLost { .. } | ProxyError::Timeout)
-                    {
-                        self.client.wbuf.truncate(mark);
-                        avoid.extend(dest_name);
-                        continue;
-                    }
-                    if !flushed {
-                        self.client.wbuf.truncate(mark);
-                    }
-                    stats::record(&self.info.core, &d, started.elapsed(), 0, true);
-                    self.refuse(1, &e.to_err_packet());
-                    if self.sticky || self.in_txn {
-                        return Flow::Close;
-                    }
-                    return Flow::Continue;
-                }
-            }
+                Err(e) => match self.failed(e, leg, mark, &mut avoid, g, &d, &sql, started) {
+                    Next::Retry => continue,
+                    Next::Go(()) => Flow::Continue,
+                    Next::Stop(flow) => flow,
+                },
+            };
         }
+        Flow::Continue
+    }
+
+    /// The backend statement id of `sql` on the attempt's connection, prepared there if it is not
+    /// yet (bounded by the statement timeout: a hung server must not hold the client here
+    /// either). A failure of the connection retries a read elsewhere; the server's refusal is
+    /// the client's answer.
+    async fn prepared_on(
+        &mut self,
+        mut leg: Leg,
+        g: &MysqlGroup,
+        sql: &Rc<str>,
+        avoid: &mut Vec<Rc<str>>,
+    ) -> Next<(Leg, u32)> {
+        let wait = g
+            .query_timeout
+            .or(g.read_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        let e = match tokio::time::timeout(wait, Self::ensure_prepared(&mut leg.conn, sql)).await {
+            Ok(Ok(Ok(bid))) => return Next::Go((leg, bid)),
+            Ok(Ok(Err(refused))) => {
+                self.release(leg.conn);
+                self.refuse(1, &refused);
+                return Next::Stop(Flow::Continue);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => ProxyError::Timeout,
+        };
+        pool::discard(leg.conn);
+        if leg.retry_ok && e.retryable() {
+            avoid.extend(leg.name);
+            return Next::Retry;
+        }
+        self.refuse(1, &e.to_err_packet());
+        let closes = matches!(e, ProxyError::Timeout) && (self.sticky || self.in_txn);
+        Next::Stop(if closes { Flow::Close } else { Flow::Continue })
     }
 
     pub(super) async fn stmt_fetch(&mut self, payload: Bytes) -> Flow {
@@ -356,4 +258,42 @@ impl Session {
             }
         }
     }
+}
+
+/// The COM_STMT_EXECUTE payload to send: the client's, with the parameter types always
+/// included (the backend connection that runs it may not have seen the execution that sent
+/// them); they are remembered in `st` when the client sends them. `None`: a malformed payload.
+fn execute_body(st: &mut ClientStmt, payload: &[u8]) -> Option<BytesMut> {
+    let n = usize::from(st.params);
+    let mut body = BytesMut::with_capacity(payload.len() + 2 * n);
+    body.extend_from_slice(payload.get(..10)?);
+    if n == 0 {
+        if let Some(rest) = payload.get(10..) {
+            body.extend_from_slice(rest);
+        }
+        return Some(body);
+    }
+    let bitmap = n.div_ceil(8);
+    let rest = payload.get(10..)?;
+    if rest.len() < bitmap + 1 {
+        return None;
+    }
+    body.extend_from_slice(&rest[..bitmap]);
+    let bound = rest[bitmap];
+    let after = &rest[bitmap + 1..];
+    if bound == 1 {
+        if after.len() < 2 * n {
+            return None;
+        }
+        st.types = Some(Bytes::copy_from_slice(&after[..2 * n]));
+        body.extend_from_slice(&[1]);
+        body.extend_from_slice(after);
+    } else if let Some(t) = &st.types {
+        body.extend_from_slice(&[1]);
+        body.extend_from_slice(t);
+        body.extend_from_slice(after);
+    } else {
+        body.extend_from_slice(&rest[bitmap..]);
+    }
+    Some(body)
 }

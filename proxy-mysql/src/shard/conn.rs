@@ -87,19 +87,6 @@ pub enum UnitOutcome {
     Refused(ErrPacket),
 }
 
-/// Why running a unit failed below the SQL level.
-#[derive(Debug)]
-pub enum FetchError {
-    /// The plan's row budget was exceeded.
-    Budget(u64),
-    /// The connection failed (it is broken now).
-    Lost(String),
-}
-
-fn lost(e: impl std::fmt::Display) -> FetchError {
-    FetchError::Lost(e.to_string())
-}
-
 /// Checks out a connection for `shard` and syncs it to `vars` and the shard's schema.
 pub async fn checkout(
     core: &CoreCtx,
@@ -176,23 +163,23 @@ pub(crate) async fn sync(
 
 /// Runs `sql` on `c` and buffers its result. Every row taken counts against `budget`
 /// (`used` is shared by all units of one plan); past it the rest of the result is drained and
-/// [`FetchError::Budget`] returned.
+/// [`ProxyError::RowBudget`] returned.
 pub async fn fetch(
     c: &mut BackendConn,
     sql: &str,
     used: &Cell<u64>,
     budget: u64,
-) -> Result<UnitOutcome, FetchError> {
+) -> Result<UnitOutcome, ProxyError> {
     let mut payload = Vec::with_capacity(sql.len() + 1);
     payload.push(com::QUERY);
     payload.extend_from_slice(sql.as_bytes());
     c.queue_command(&payload);
     if let Err(e) = c.conn.flush().await {
         c.broken = true;
-        return Err(lost(e));
+        return Err(ProxyError::lost(&c.server, e));
     }
     let r = read_result(c, used, budget).await;
-    if matches!(r, Err(FetchError::Lost(_))) {
+    if matches!(r, Err(ProxyError::BackendLost { .. })) {
         c.broken = true;
     }
     r
@@ -202,15 +189,15 @@ async fn read_result(
     c: &mut BackendConn,
     used: &Cell<u64>,
     budget: u64,
-) -> Result<UnitOutcome, FetchError> {
-    let first = c.conn.read_packet().await.map_err(lost)?;
+) -> Result<UnitOutcome, ProxyError> {
+    let server = c.server.clone();
+    let lost = |e: &dyn std::fmt::Display| ProxyError::lost(&server, e);
+    let first = c.conn.read_packet().await.map_err(|e| lost(&e))?;
     match first.payload.first() {
         Some(0x00) => {
             let (rows, last_insert_id, st) = parse_ok(&first.payload);
             if st & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                return Err(FetchError::Lost(
-                    "unexpected multi-result from a shard".into(),
-                ));
+                return Err(lost(&"unexpected multi-result from a shard"));
             }
             return Ok(UnitOutcome::Done(ShardResult::Affected {
                 rows,
@@ -218,25 +205,25 @@ async fn read_result(
             }));
         }
         Some(0xFF) => {
-            let e = ErrPacket::decode(first.payload).map_err(lost)?;
+            let e = ErrPacket::decode(first.payload).map_err(|e| lost(&e))?;
             return Ok(UnitOutcome::Refused(e));
         }
-        Some(0xFB) => return Err(FetchError::Lost("a shard asked for LOCAL INFILE".into())),
+        Some(0xFB) => return Err(lost(&"a shard asked for LOCAL INFILE")),
         _ => {}
     }
-    let n = codec::mysql::resultset::decode_column_count(first.payload).map_err(lost)?;
-    let n = usize::try_from(n).map_err(lost)?;
+    let n = codec::mysql::resultset::decode_column_count(first.payload).map_err(|e| lost(&e))?;
+    let n = usize::try_from(n).map_err(|e| lost(&e))?;
     let mut cols = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
-        let p = c.conn.read_packet().await.map_err(lost)?;
-        cols.push(ColumnDefinition::decode(p.payload).map_err(lost)?);
+        let p = c.conn.read_packet().await.map_err(|e| lost(&e))?;
+        cols.push(ColumnDefinition::decode(p.payload).map_err(|e| lost(&e))?);
     }
-    let _eof = c.conn.read_packet().await.map_err(lost)?;
+    let _eof = c.conn.read_packet().await.map_err(|e| lost(&e))?;
     let mut rows = Vec::new();
     let mut over = false;
     let mut cells = Vec::with_capacity(n);
     loop {
-        let p = c.conn.read_packet().await.map_err(lost)?;
+        let p = c.conn.read_packet().await.map_err(|e| lost(&e))?;
         match p.payload.first() {
             Some(0xFE) if p.payload.len() < 9 => {
                 if u16::from_le_bytes([
@@ -245,14 +232,12 @@ async fn read_result(
                 ]) & status::SERVER_MORE_RESULTS_EXISTS
                     != 0
                 {
-                    return Err(FetchError::Lost(
-                        "unexpected multi-result from a shard".into(),
-                    ));
+                    return Err(lost(&"unexpected multi-result from a shard"));
                 }
                 break;
             }
             Some(0xFF) => {
-                let e = ErrPacket::decode(p.payload).map_err(lost)?;
+                let e = ErrPacket::decode(p.payload).map_err(|e| lost(&e))?;
                 return Ok(UnitOutcome::Refused(e));
             }
             _ => {}
@@ -266,11 +251,11 @@ async fn read_result(
             rows.clear();
             continue;
         }
-        let row = super::encode::decode_row(p.payload, &cols, &mut cells).map_err(lost)?;
+        let row = super::encode::decode_row(p.payload, &cols, &mut cells).map_err(|e| lost(&e))?;
         rows.push(row);
     }
     if over {
-        return Err(FetchError::Budget(budget));
+        return Err(ProxyError::RowBudget(budget));
     }
     Ok(UnitOutcome::Done(ShardResult::Rows(Box::new(
         VecRows::new(cols, rows),

@@ -18,12 +18,10 @@ use router::sql::plan::{
 };
 use router::sql::shard::ShardingRules;
 
-use super::conn::{
-    FetchError, ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync,
-};
+use super::conn::{ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync};
 use super::{Ctx, IdGenerators, ShardSession, encode};
-use crate::backend::{FwdError, RespKind};
-use crate::error::ProxyError;
+use crate::backend::RespKind;
+use crate::error::{ProxyError, Side};
 
 /// Every unit a plan will run, in the order the merge asks for them.
 pub fn units_of(plan: &Plan) -> Vec<Unit> {
@@ -101,7 +99,7 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter().flatten().collect()
 }
 
-type UnitResult = (usize, Result<UnitOutcome, FetchError>);
+type UnitResult = (usize, Result<UnitOutcome, ProxyError>);
 
 /// Runs the units `idx` (indexes into `units`) on `c` in order; stops at the first failure.
 async fn run_shard(
@@ -121,7 +119,7 @@ async fn run_shard(
                 Ok(r) => r,
                 Err(_) => {
                     c.conn.broken = true;
-                    Err(FetchError::Lost("statement timeout".into()))
+                    Err(ProxyError::lost(&c.conn.server, "statement timeout"))
                 }
             },
             None => f.await,
@@ -285,7 +283,7 @@ impl ShardSession {
         let mark = cx.client.wbuf.len();
         let started = std::time::Instant::now();
         let r = match c.conn.conn.flush().await {
-            Err(e) => Err(FwdError::Backend(e)),
+            Err(e) => Err(ProxyError::lost(&c.conn.server, e)),
             Ok(()) => {
                 let f = c
                     .conn
@@ -293,9 +291,10 @@ impl ShardSession {
                 match c.query_timeout {
                     Some(t) => match tokio::time::timeout(t, f).await {
                         Ok(r) => r,
-                        Err(_) => Err(FwdError::Backend(crate::conn::ConnError::Io(
-                            std::io::ErrorKind::TimedOut.into(),
-                        ))),
+                        Err(_) => Err(ProxyError::lost(
+                            &c.conn.server,
+                            std::io::Error::from(std::io::ErrorKind::TimedOut),
+                        )),
                     },
                     None => f.await,
                 }
@@ -313,7 +312,7 @@ impl ShardSession {
             }
             Err(e) => {
                 if let Some(s) = rules.shards.get(unit.shard)
-                    && !matches!(e, FwdError::Client(_))
+                    && e.side() != Side::Client
                 {
                     record_outcome(cx.core, cx.snap, cx.shared, s, None);
                 }
@@ -326,9 +325,13 @@ impl ShardSession {
                 if cx.client.wbuf.len() >= mark {
                     cx.client.wbuf.truncate(mark);
                 }
-                let err = ProxyError::BackendLost {
-                    server: name,
-                    reason: e.to_string(),
+                // Named after the shard, not the server: the client knows the shards.
+                let err = match e {
+                    ProxyError::BackendLost { reason, .. } => ProxyError::BackendLost {
+                        server: name,
+                        reason,
+                    },
+                    e => e,
                 }
                 .to_err_packet();
                 let err = self.abort_txn(rules, err).await;
@@ -398,7 +401,7 @@ impl ShardSession {
         for (s, c) in conns {
             self.put_back(s, c);
         }
-        let mut slots: Vec<Option<Result<UnitOutcome, FetchError>>> =
+        let mut slots: Vec<Option<Result<UnitOutcome, ProxyError>>> =
             units.iter().map(|_| None).collect();
         for (i, r) in results.into_iter().flatten() {
             if let Some(s) = slots.get_mut(i) {
@@ -415,10 +418,7 @@ impl ShardSession {
                     continue;
                 }
                 Some(Ok(UnitOutcome::Refused(e))) => shard_err(rules, u.shard, &e),
-                Some(Err(FetchError::Budget(b))) => {
-                    shard_error_packet(&ShardError::MemoryBudget(b))
-                }
-                Some(Err(FetchError::Lost(reason))) => {
+                Some(Err(ProxyError::BackendLost { reason, .. })) => {
                     lost = true;
                     if let Some(s) = rules.shards.get(u.shard) {
                         record_outcome(cx.core, cx.snap, cx.shared, s, None);
@@ -432,6 +432,8 @@ impl ShardSession {
                     }
                     .to_err_packet()
                 }
+                // The row budget (and any other refusal): the error's own packet.
+                Some(Err(e)) => e.to_err_packet(),
                 None => continue, // not run: an earlier unit on its shard failed
             };
             first_err.get_or_insert(e);
@@ -456,8 +458,7 @@ pub fn names(rules: &ShardingRules) -> Vec<String> {
 
 /// The client's ERR packet for a planning or merge error.
 pub fn shard_error_packet(e: &ShardError) -> ErrPacket {
-    let (code, state) = e.mysql_code();
-    ErrPacket::new(code, state, format!("furrow: {e}"))
+    crate::error::errs::plan(e)
 }
 
 #[cfg(test)]
