@@ -77,7 +77,20 @@ pub struct BackendConn {
     /// Set when the connection must not be reused (I/O error, timeout, unknown state).
     pub broken: bool,
     /// The pool it belongs to (checked in there); empty for connections outside pools.
-    pub home: std::rc::Weak<crate::pool::ServerPool>,
+    pub home: std::rc::Weak<PoolHome>,
+}
+
+/// The part of a pool a connection goes back to (see `pool::checkin`): kept here, below the
+/// pool, so that a connection can name its pool without this module importing the pool's.
+pub struct PoolHome {
+    /// Idle connections. Boxed: a connection moves between the pool, sessions and futures on
+    /// every statement, and a pointer moves for free where the struct (≈ 270 bytes) is a copy.
+    #[allow(clippy::vec_box)] // on purpose: see above
+    pub idle: std::cell::RefCell<Vec<Box<BackendConn>>>,
+    /// Open connections (idle and in use).
+    pub open: std::cell::Cell<u32>,
+    /// Checkouts waiting for a connection to come back.
+    pub waiters: tokio::sync::Notify,
 }
 
 /// What a forwarded (or swallowed) response said.

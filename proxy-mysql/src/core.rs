@@ -14,7 +14,7 @@ use router::sql::StmtCache;
 use router::sql::plan::PlanCache;
 use router::sql::shard::ShardingRules;
 
-use crate::pool::ServerPool;
+use crate::pool::Pools;
 use crate::route::GroupTargets;
 use crate::stats::CoreStats;
 
@@ -32,7 +32,7 @@ pub struct MysqlShared {
     /// The groups whose health monitor runs.
     pub(crate) monitors: Mutex<std::collections::HashSet<String>>,
     /// The global id generators of sharded listeners.
-    pub(crate) ids: crate::shard::IdGenerators,
+    pub(crate) ids: crate::shard::state::IdGenerators,
     /// Open clients per listener (for `max_clients`).
     pub(crate) clients: Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
     /// The [`crate::conn::ClientBudget`] of each listener, shared by its executors (the first
@@ -89,11 +89,11 @@ pub struct CoreCtx {
     pub(crate) stats: Arc<Mutex<CoreStats>>,
     /// Backend pools by FNV-1a of `address \0 user` (entries are verified against both, so a
     /// collision only costs a second pool list scan).
-    pub(crate) pools: RefCell<router::FastMap<u64, Vec<Rc<ServerPool>>>>,
+    pub(crate) pools: Pools,
     /// Classifications and digests of recent statement shapes (plain listeners).
     pub(crate) stmts: RefCell<StmtCache>,
     /// Sharding rules by listener, compiled for the config generation they were made for.
-    pub(crate) shard_rules: RefCell<router::FastMap<String, (u64, Option<crate::shard::RulesFor>)>>,
+    pub(crate) shard_rules: RefCell<router::FastMap<String, (u64, Option<crate::shard::state::RulesFor>)>>,
     /// Plan caches, one per compiled rules (templates name physical tables). Holding the `Rc`
     /// keeps a rules value alive, so its address is never reused while it is a key.
     pub(crate) plans: RefCell<Vec<(Rc<ShardingRules>, PlanCache)>>,

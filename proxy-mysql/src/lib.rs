@@ -97,7 +97,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     let here = core.clone();
     let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(&here, pool::local_stats(&here));
+            stats::publish_pools(&here, pool::local_stats(&here.pools));
             stats::publish_stmt_cache(&here, session::local_stmt_cache_stats(&here));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

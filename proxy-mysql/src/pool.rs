@@ -11,8 +11,7 @@ use router::config::MysqlGroup;
 use runtime::BackendState;
 use tokio::sync::Notify;
 
-use crate::backend::BackendConn;
-use crate::core::CoreCtx;
+use crate::backend::{BackendConn, PoolHome};
 use crate::error::{ProxyError, errs};
 use crate::vars::VarState;
 
@@ -35,16 +34,16 @@ pub struct ServerPool {
     name: Rc<str>,
     address: Rc<str>,
     user: String,
-    /// Boxed: a connection moves between the pool, sessions and futures on every statement, and
-    /// a pointer moves for free where the struct (≈ 270 bytes) is a copy.
-    #[allow(clippy::vec_box)] // on purpose: see above
-    idle: RefCell<Vec<Box<BackendConn>>>,
-    open: Cell<u32>,
+    /// The idle connections, the open count and the waiters: what a connection returns to.
+    home: Rc<PoolHome>,
     max: Cell<u32>,
     idle_timeout: Cell<Duration>,
-    waiters: Notify,
     created: Cell<u64>,
 }
+
+/// One core's pools by FNV-1a of `address \0 user` (entries are verified against both, so a
+/// collision only costs a second scan of the list); in [`crate::core::CoreCtx`].
+pub type Pools = RefCell<router::FastMap<u64, Vec<Rc<ServerPool>>>>;
 
 /// Counters of one pool on one core (for the admin port).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,22 +75,22 @@ fn pool_key(address: &str, user: &str) -> u64 {
     h
 }
 
-fn pool_for(core: &CoreCtx, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+fn pool_for(pools: &Pools, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
     if let Some(p) = t.pool.get()
         && p.user == g.user
     {
         return p.clone();
     }
-    let p = pool_lookup(core, t, g);
+    let p = pool_lookup(pools, t, g);
     // A target serves one group (one user); should another user ever come, it takes the map.
     let _ = t.pool.set(p.clone());
     p
 }
 
-fn pool_lookup(core: &CoreCtx, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
+fn pool_lookup(pools: &Pools, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
     let key = pool_key(&t.address, &g.user);
     {
-        let mut m = core.pools.borrow_mut();
+        let mut m = pools.borrow_mut();
         let list = m.entry(key).or_default();
         if let Some(p) = list
             .iter()
@@ -107,11 +106,13 @@ fn pool_lookup(core: &CoreCtx, t: &Target, g: &MysqlGroup) -> Rc<ServerPool> {
             name: t.name.clone(),
             address: t.address.clone(),
             user: g.user.clone(),
-            idle: RefCell::new(Vec::new()),
-            open: Cell::new(0),
+            home: Rc::new(PoolHome {
+                idle: RefCell::new(Vec::new()),
+                open: Cell::new(0),
+                waiters: Notify::new(),
+            }),
             max: Cell::new(g.pool_max),
             idle_timeout: Cell::new(g.pool_idle_timeout),
-            waiters: Notify::new(),
             created: Cell::new(0),
         });
         spawn_reaper(Rc::downgrade(&p));
@@ -133,11 +134,11 @@ fn spawn_reaper(pool: Weak<ServerPool>) {
             tokio::time::sleep(period).await;
             let Some(p) = pool.upgrade() else { return };
             let timeout = p.idle_timeout.get();
-            let mut idle = p.idle.borrow_mut();
+            let mut idle = p.home.idle.borrow_mut();
             let before = idle.len();
             idle.retain(|c| c.last_used.elapsed() < timeout);
             let reaped = (before - idle.len()) as u32;
-            p.open.set(p.open.get().saturating_sub(reaped));
+            p.home.open.set(p.home.open.get().saturating_sub(reaped));
         }
     });
 }
@@ -155,18 +156,18 @@ fn is_alive(c: &mut BackendConn) -> bool {
 /// Takes a connection to `t` (reusing an idle one, preferring one in `want` state and schema), or
 /// opens one if the pool has room, or waits up to the group's connect timeout for one to be returned.
 pub async fn checkout(
-    core: &CoreCtx,
+    pools: &Pools,
     t: &Target,
     g: &MysqlGroup,
     want: Option<&Rc<VarState>>,
     schema: Option<&Rc<str>>,
 ) -> Result<Box<BackendConn>, ProxyError> {
-    let pool = pool_for(core, t, g);
+    let pool = pool_for(pools, t, g);
     // Read the clock only when the pool is full and the checkout has to wait.
     let mut deadline = None;
     loop {
         {
-            let mut idle = pool.idle.borrow_mut();
+            let mut idle = pool.home.idle.borrow_mut();
             if !idle.is_empty() {
                 let same = |c: &BackendConn| {
                     let vars_ok = match (&c.vars, want) {
@@ -181,7 +182,7 @@ pub async fn checkout(
                 // checkout while the mix of states lasts, as with shards that share a server in
                 // different schemas) one without session variables, else any.
                 let pick = idle.iter().rposition(|c| same(c)).or_else(|| {
-                    (pool.open.get() >= pool.max.get()).then(|| {
+                    (pool.home.open.get() >= pool.max.get()).then(|| {
                         idle.iter()
                             .rposition(|c| c.vars.is_none())
                             .unwrap_or(idle.len() - 1)
@@ -193,13 +194,13 @@ pub async fn checkout(
                         return Ok(c);
                     }
                     // Closed by the server while idle (restart, wait_timeout): forget it, retry.
-                    pool.open.set(pool.open.get().saturating_sub(1));
+                    pool.home.open.set(pool.home.open.get().saturating_sub(1));
                     continue;
                 }
             }
         }
-        if pool.open.get() < pool.max.get() {
-            pool.open.set(pool.open.get() + 1);
+        if pool.home.open.get() < pool.max.get() {
+            pool.home.open.set(pool.home.open.get() + 1);
             let r = BackendConn::connect(
                 pool.name.clone(),
                 pool.address.clone(),
@@ -212,11 +213,11 @@ pub async fn checkout(
             return match r {
                 Ok(mut c) => {
                     pool.created.set(pool.created.get() + 1);
-                    c.home = Rc::downgrade(&pool);
+                    c.home = Rc::downgrade(&pool.home);
                     Ok(Box::new(c))
                 }
                 Err(reason) => {
-                    pool.open.set(pool.open.get().saturating_sub(1));
+                    pool.home.open.set(pool.home.open.get().saturating_sub(1));
                     t.state.note_error(&reason);
                     t.state
                         .record_failure(g.circuit_break_after, g.circuit_open);
@@ -231,7 +232,7 @@ pub async fn checkout(
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + g.connect_timeout);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
-            || tokio::time::timeout(left, pool.waiters.notified())
+            || tokio::time::timeout(left, pool.home.waiters.notified())
                 .await
                 .is_err()
         {
@@ -261,17 +262,17 @@ pub fn discard(c: Box<BackendConn>) {
 }
 
 /// This core's pools.
-pub fn local_stats(core: &CoreCtx) -> Vec<PoolStats> {
+pub fn local_stats(pools: &Pools) -> Vec<PoolStats> {
     {
-        core.pools
+        pools
             .borrow()
             .values()
             .flatten()
             .map(|p| PoolStats {
                 server: p.name.to_string(),
                 address: p.address.to_string(),
-                open: p.open.get(),
-                idle: p.idle.borrow().len() as u32,
+                open: p.home.open.get(),
+                idle: p.home.idle.borrow().len() as u32,
                 max: p.max.get(),
                 created: p.created.get(),
             })

@@ -168,7 +168,7 @@ impl Session {
             Dest::Server(t, _) => t,
         };
         let mut c = pool::checkout(
-            &self.info.core,
+            &self.info.core.pools,
             &t,
             g,
             self.vars.as_ref(),

@@ -110,7 +110,7 @@ pub async fn checkout(
         )));
     }
     let schema = schema_name(core, &shard.schema);
-    let conn = pool::checkout(core, &t.primary, g, vars, Some(&schema)).await?;
+    let conn = pool::checkout(&core.pools, &t.primary, g, vars, Some(&schema)).await?;
     let mut sc = ShardConn {
         conn,
         query_timeout: g.query_timeout,

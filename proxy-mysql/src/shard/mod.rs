@@ -29,17 +29,17 @@ pub mod conn;
 pub mod encode;
 pub mod merge;
 pub mod run;
+pub mod state;
 pub mod stmt;
 pub mod stream;
 pub mod txn;
 
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use codec::mysql::ErrPacket;
 use router::sql::plan::{self, Plan, PlanContext};
-use router::sql::shard::{IdGenerator, ShardingRules};
+use router::sql::shard::ShardingRules;
 use router::sql::{StmtKind, classify, classify_with_digest, digest};
 use runtime::{Shared, Snapshot};
 
@@ -48,10 +48,9 @@ use crate::core::CoreCtx;
 use crate::vars::VarState;
 
 pub use check::check_shard_schemas;
+pub use state::{IdGenerators, RulesFor};
 pub use txn::ShardSession;
 
-/// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
-pub type RulesFor = Result<Rc<ShardingRules>, String>;
 
 /// Runs `f` on this core's plan cache for `rules` (one per compiled rules: templates name
 /// physical tables).
@@ -108,24 +107,6 @@ pub fn rules_for(core: &CoreCtx, snap: &Arc<Snapshot>, listener: &str) -> Option
             });
         m.insert(listener.to_string(), (snap.generation, r.clone()));
         r
-    }
-}
-
-/// The global id generators of the process: one per worker id, shared by all cores (in
-/// [`crate::MysqlShared`]), so ids stay unique and increasing across cores.
-#[derive(Default)]
-pub struct IdGenerators(Mutex<HashMap<u16, IdGenerator>>);
-
-impl IdGenerators {
-    /// A new global id for `worker`.
-    pub fn next(&self, worker: u16) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(worker)
-            .or_insert_with(|| IdGenerator::new(worker))
-            .next(now)
     }
 }
 
