@@ -14,9 +14,10 @@ use router::sql::StmtCache;
 use router::sql::plan::PlanCache;
 use router::sql::shard::ShardingRules;
 
+use crate::ops::OpsCore;
 use crate::pool::Pools;
 use crate::route::GroupTargets;
-use crate::stats::CoreStats;
+use crate::stats::Local;
 
 /// proxy-mysql's process-wide registries, shared by every executor (see [`MysqlShared::of`]).
 #[derive(Default)]
@@ -26,7 +27,7 @@ pub struct MysqlShared {
     /// The budgets of the groups' `limit` rules.
     pub(crate) budgets: Arc<crate::ops::Budgets>,
     /// The audit writer and the counters of its files.
-    pub(crate) audit: crate::ops::AuditLog,
+    pub(crate) audit: Arc<crate::ops::AuditLog>,
     /// Replica GTID positions (read-your-writes by GTID).
     pub(crate) gtid: crate::gtid::GtidState,
     /// The groups whose health monitor runs.
@@ -86,14 +87,15 @@ pub struct CoreCtx {
     pub(crate) shared: Arc<MysqlShared>,
     /// This core's statistics (written by this core only; the admin port locks them briefly to
     /// read).
-    pub(crate) stats: Arc<Mutex<CoreStats>>,
+    pub(crate) stats: Local,
     /// Backend pools by FNV-1a of `address \0 user` (entries are verified against both, so a
     /// collision only costs a second pool list scan).
     pub(crate) pools: Pools,
     /// Classifications and digests of recent statement shapes (plain listeners).
     pub(crate) stmts: RefCell<StmtCache>,
     /// Sharding rules by listener, compiled for the config generation they were made for.
-    pub(crate) shard_rules: RefCell<router::FastMap<String, (u64, Option<crate::shard::state::RulesFor>)>>,
+    pub(crate) shard_rules:
+        RefCell<router::FastMap<String, (u64, Option<crate::shard::state::RulesFor>)>>,
     /// Plan caches, one per compiled rules (templates name physical tables). Holding the `Rc`
     /// keeps a rules value alive, so its address is never reused while it is a key.
     pub(crate) plans: RefCell<Vec<(Rc<ShardingRules>, PlanCache)>>,
@@ -102,12 +104,8 @@ pub struct CoreCtx {
     pub(crate) targets: RefCell<router::FastMap<String, (u64, Rc<GroupTargets>)>>,
     /// The shards' schema names (one allocation per name).
     pub(crate) schemas: RefCell<router::FastMap<String, Rc<str>>>,
-    /// Deny/allow rules by group, compiled for the config generation they were made for.
-    pub(crate) ops_rules: RefCell<router::FastMap<String, Rc<crate::ops::Rules>>>,
-    /// The queue to the process's audit writer (`None`: it could not be started).
-    pub(crate) audit_tx: Option<std::sync::mpsc::SyncSender<crate::ops::AuditLine>>,
-    /// The counters of the audit files this core wrote to.
-    pub(crate) audit_sinks: RefCell<std::collections::HashMap<String, Arc<crate::ops::AuditSink>>>,
+    /// Deny/allow rules, limits and the audit log's queue.
+    pub(crate) ops: OpsCore,
 }
 
 impl CoreCtx {
@@ -121,8 +119,7 @@ impl CoreCtx {
     pub(crate) fn with_registry(shared: Arc<MysqlShared>) -> CoreCtx {
         CoreCtx {
             stats: shared.stats.add_core(),
-            audit_tx: shared.audit.start(),
-            audit_sinks: RefCell::default(),
+            ops: OpsCore::new(shared.budgets.clone(), shared.audit.clone()),
             shared,
             pools: RefCell::default(),
             stmts: RefCell::new(StmtCache::new()),
@@ -130,7 +127,6 @@ impl CoreCtx {
             plans: RefCell::default(),
             targets: RefCell::default(),
             schemas: RefCell::default(),
-            ops_rules: RefCell::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod core;
 pub mod error;
 pub mod gtid;
 pub mod health;
+pub mod metrics;
 pub mod nonce;
 pub mod ops;
 pub mod pool;
@@ -38,12 +39,11 @@ use runtime::{ListenerCtx, ListenerStats};
 
 pub use crate::core::{CoreCtx, MysqlShared};
 pub use error::ProxyError;
-pub use ops::audit_stats;
-pub use pool::PoolStats;
-pub use stats::{
-    DigestStats, SlowEntry, digests, pool_stats, reset_digests, set_slow_threshold, slow_log,
-    stmt_cache_stats,
+pub use metrics::{
+    audit_stats, digests, pool_stats, reset_digests, set_slow_threshold, slow_log, stmt_cache_stats,
 };
+pub use pool::PoolStats;
+pub use stats::{DigestStats, SlowEntry};
 
 /// A statement's text: borrowed when it is valid UTF-8 (the usual case; `str::from_utf8` validates
 /// faster than the lossy conversion), else with U+FFFD for the invalid bytes.
@@ -97,8 +97,8 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
     let here = core.clone();
     let publisher = tokio::task::spawn_local(async move {
         loop {
-            stats::publish_pools(&here, pool::local_stats(&here.pools));
-            stats::publish_stmt_cache(&here, session::local_stmt_cache_stats(&here));
+            stats::publish_pools(&here.stats, pool::local_stats(&here.pools));
+            stats::publish_stmt_cache(&here.stats, session::local_stmt_cache_stats(&here));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

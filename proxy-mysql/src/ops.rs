@@ -19,7 +19,34 @@ use codec::mysql::ErrPacket;
 use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
 use router::sql::Digest;
 
-use crate::core::CoreCtx;
+/// One core's part of the ops features (in [`crate::core::CoreCtx`]): the rules compiled for its
+/// groups, the queue to the process's audit writer and its counters of the audit files.
+pub struct OpsCore {
+    /// Deny/allow rules by group, compiled for the config generation they were made for.
+    rules: std::cell::RefCell<router::FastMap<String, Rc<Rules>>>,
+    /// The process's budgets of `limit` rules.
+    budgets: Arc<Budgets>,
+    /// The process's audit writer and file counters.
+    log: Arc<AuditLog>,
+    /// The queue to the audit writer (`None`: it could not be started).
+    tx: Option<SyncSender<AuditLine>>,
+    /// The counters of the audit files this core wrote to.
+    sinks: std::cell::RefCell<HashMap<String, Arc<AuditSink>>>,
+}
+
+impl OpsCore {
+    /// A core's part, sharing the process's budgets and audit writer (started here if it is
+    /// not yet).
+    pub(crate) fn new(budgets: Arc<Budgets>, log: Arc<AuditLog>) -> Self {
+        OpsCore {
+            rules: Default::default(),
+            budgets,
+            tx: log.start(),
+            log,
+            sinks: Default::default(),
+        }
+    }
+}
 
 /// A compiled rule.
 struct Compiled {
@@ -104,12 +131,12 @@ pub struct Rules {
 }
 
 /// The compiled rules of `g` for `generation` (cached per core); None when the group has none.
-pub fn rules_for(core: &CoreCtx, g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
+pub fn rules_for(core: &OpsCore, g: &MysqlGroup, generation: u64) -> Option<Rc<Rules>> {
     if g.rules.is_empty() && g.rules_mode == RulesMode::Denylist {
         return None;
     }
     {
-        let mut m = core.ops_rules.borrow_mut();
+        let mut m = core.rules.borrow_mut();
         if let Some(r) = m.get(&g.name)
             && r.generation == generation
         {
@@ -120,7 +147,7 @@ pub fn rules_for(core: &CoreCtx, g: &MysqlGroup, generation: u64) -> Option<Rc<R
             rules: g.rules.iter().map(Compiled::new).collect(),
             group: g.name.clone(),
             generation,
-            budgets: core.shared.budgets.clone(),
+            budgets: core.budgets.clone(),
         });
         m.insert(g.name.clone(), r.clone());
         Some(r)
@@ -400,14 +427,12 @@ fn write_audit(rx: &std::sync::mpsc::Receiver<AuditLine>) {
 }
 
 /// This core's counters of `path`.
-fn sink(core: &CoreCtx, path: &str) -> Arc<AuditSink> {
-    if let Some(s) = core.audit_sinks.borrow().get(path) {
+fn sink(core: &OpsCore, path: &str) -> Arc<AuditSink> {
+    if let Some(s) = core.sinks.borrow().get(path) {
         return s.clone();
     }
-    let s = core.shared.audit.sink(path);
-    core.audit_sinks
-        .borrow_mut()
-        .insert(path.to_string(), s.clone());
+    let s = core.log.sink(path);
+    core.sinks.borrow_mut().insert(path.to_string(), s.clone());
     s
 }
 
@@ -450,9 +475,9 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// Queues an audit line for `path` (never blocks: a full queue drops and counts the record).
-pub fn audit(core: &CoreCtx, path: &str, r: &AuditRecord<'_>) {
+pub fn audit(core: &OpsCore, path: &str, r: &AuditRecord<'_>) {
     let s = sink(core, path);
-    let Some(tx) = &core.audit_tx else {
+    let Some(tx) = &core.tx else {
         s.dropped.fetch_add(1, Relaxed);
         return;
     };
@@ -497,13 +522,14 @@ pub fn audit(core: &CoreCtx, path: &str, r: &AuditRecord<'_>) {
     }
 }
 
-/// Audit log counters per file: (path, records written, records dropped because the queue was full).
-pub fn audit_stats(shared: &runtime::Shared) -> Vec<(String, u64, u64)> {
-    let reg = crate::core::MysqlShared::of(shared);
-    let m = reg.audit.sinks.lock().unwrap_or_else(|e| e.into_inner());
-    m.iter()
-        .map(|(p, s)| (p.clone(), s.written.load(Relaxed), s.dropped.load(Relaxed)))
-        .collect()
+impl AuditLog {
+    /// Counters per file: (path, records written, records dropped because the queue was full).
+    pub(crate) fn stats(&self) -> Vec<(String, u64, u64)> {
+        let m = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|(p, s)| (p.clone(), s.written.load(Relaxed), s.dropped.load(Relaxed)))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -658,7 +684,7 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("a.log");
         let path = path.to_string_lossy().into_owned();
-        let core = CoreCtx::with_registry(Arc::default());
+        let core = OpsCore::new(Arc::default(), Arc::default());
         audit(
             &core,
             &path,

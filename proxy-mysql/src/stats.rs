@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use runtime::Shared;
-
-use crate::core::{CoreCtx, MysqlShared};
 use crate::pool::PoolStats;
 
 /// Most distinct fingerprints kept per core.
@@ -71,30 +68,41 @@ pub struct CoreStats {
     stmt_cache: (u64, u64),
 }
 
-/// The statistics of every core of the process (in [`MysqlShared`]).
+/// The statistics of every core of the process (in [`crate::core::MysqlShared`]; read by
+/// [`crate::metrics`]).
 pub struct Registry {
     cores: Mutex<Vec<Arc<Mutex<CoreStats>>>>,
-    slow_threshold_us: AtomicU64,
+    slow_threshold_us: Arc<AtomicU64>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             cores: Mutex::new(Vec::new()),
-            slow_threshold_us: AtomicU64::new(u64::MAX),
+            slow_threshold_us: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 }
 
+/// One core's statistics as its code writes them (in [`crate::core::CoreCtx`]): its own
+/// [`CoreStats`] and the process-wide slow-log override.
+pub struct Local {
+    own: Arc<Mutex<CoreStats>>,
+    slow_threshold_us: Arc<AtomicU64>,
+}
+
 impl Registry {
     /// A new core's statistics, registered for the admin port.
-    pub(crate) fn add_core(&self) -> Arc<Mutex<CoreStats>> {
+    pub(crate) fn add_core(&self) -> Local {
         let cs = Arc::new(Mutex::new(CoreStats::default()));
         self.cores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(cs.clone());
-        cs
+        Local {
+            own: cs,
+            slow_threshold_us: self.slow_threshold_us.clone(),
+        }
     }
 
     fn cores(&self) -> Vec<Arc<Mutex<CoreStats>>> {
@@ -102,13 +110,9 @@ impl Registry {
     }
 }
 
-fn with_local<R>(core: &CoreCtx, f: impl FnOnce(&mut CoreStats) -> R) -> R {
-    let mut g = core.stats.lock().unwrap_or_else(|e| e.into_inner());
+fn with_local<R>(core: &Local, f: impl FnOnce(&mut CoreStats) -> R) -> R {
+    let mut g = core.own.lock().unwrap_or_else(|e| e.into_inner());
     f(&mut g)
-}
-
-fn registry(shared: &Shared) -> Arc<MysqlShared> {
-    MysqlShared::of(shared)
 }
 
 fn bucket(us: u64) -> usize {
@@ -117,7 +121,7 @@ fn bucket(us: u64) -> usize {
 }
 
 /// Records one executed statement on this core.
-pub fn record(core: &CoreCtx, d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
+pub fn record(core: &Local, d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
     let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
     with_local(core, |cs| {
         let len = cs.digests.len();
@@ -145,7 +149,7 @@ pub fn record(core: &CoreCtx, d: &router::sql::Digest, took: Duration, rows: u64
 /// Records a slow statement if `took` is at least `threshold` (the group's `slow_query_ms`) or the
 /// process-wide override set by [`set_slow_threshold`], whichever is lower.
 pub fn maybe_slow(
-    core: &CoreCtx,
+    core: &Local,
     user: &str,
     backend: &str,
     sql: &str,
@@ -154,7 +158,7 @@ pub fn maybe_slow(
 ) {
     let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
     let limit = (threshold.as_micros().min(u128::from(u64::MAX)) as u64)
-        .min(core.shared.stats.slow_threshold_us.load(Relaxed));
+        .min(core.slow_threshold_us.load(Relaxed));
     if us < limit {
         return;
     }
@@ -179,43 +183,33 @@ pub fn maybe_slow(
 }
 
 /// Publishes this core's pool gauges.
-pub fn publish_pools(core: &CoreCtx, p: Vec<PoolStats>) {
+pub fn publish_pools(core: &Local, p: Vec<PoolStats>) {
     with_local(core, |cs| cs.pools = p);
 }
 
 /// Publishes this core's statement-cache counters (hits, misses) for the admin port.
-pub fn publish_stmt_cache(core: &CoreCtx, hits_misses: (u64, u64)) {
+pub fn publish_stmt_cache(core: &Local, hits_misses: (u64, u64)) {
     with_local(core, |cs| cs.stmt_cache = hits_misses);
 }
 
-/// Statement-cache hits and misses summed over cores (as last published, once a second).
-pub fn stmt_cache_stats(shared: &Shared) -> (u64, u64) {
-    registry(shared)
-        .stats
-        .cores()
-        .iter()
-        .fold((0, 0), |(h, m), c| {
+/// The admin port's reads (through [`crate::metrics`]): sums over the cores.
+impl Registry {
+    /// Statement-cache hits and misses summed over cores (as last published, once a second).
+    pub(crate) fn stmt_cache(&self) -> (u64, u64) {
+        self.cores().iter().fold((0, 0), |(h, m), c| {
             let c = c.lock().unwrap_or_else(|e| e.into_inner());
             (h + c.stmt_cache.0, m + c.stmt_cache.1)
         })
-}
+    }
 
-/// Lowers the slow-log threshold of every group to `t` (an admin override; default: none).
-pub fn set_slow_threshold(shared: &Shared, t: Duration) {
-    registry(shared)
-        .stats
-        .slow_threshold_us
-        .store(t.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
-}
+    /// Lowers the slow-log threshold of every group to `t`.
+    pub(crate) fn set_slow_threshold(&self, t: Duration) {
+        self.slow_threshold_us
+            .store(t.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
 
-/// Query digests merged over cores, most executed first; also the count of executions not tracked
-/// because a core's digest table was full.
-pub fn digests(shared: &Shared) -> (Vec<DigestStats>, u64) {
-    registry(shared).stats.digests()
-}
-
-impl Registry {
-    fn digests(&self) -> (Vec<DigestStats>, u64) {
+    /// Query digests merged over cores, most executed first, and the executions not tracked.
+    pub(crate) fn digests(&self) -> (Vec<DigestStats>, u64) {
         let mut merged: HashMap<u64, DigestStats> = HashMap::new();
         let mut overflow = 0;
         for c in self.cores() {
@@ -241,24 +235,18 @@ impl Registry {
         v.sort_by(|a, b| b.count.cmp(&a.count).then(a.hash.cmp(&b.hash)));
         (v, overflow)
     }
-}
 
-/// Clears the digest tables of every core.
-pub fn reset_digests(shared: &Shared) {
-    for c in registry(shared).stats.cores() {
-        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-        c.digests.clear();
-        c.overflow = 0;
+    /// Clears the digest tables of every core.
+    pub(crate) fn reset_digests(&self) {
+        for c in self.cores() {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            c.digests.clear();
+            c.overflow = 0;
+        }
     }
-}
 
-/// The newest `limit` slow-log entries over all cores (newest first) and the number dropped.
-pub fn slow_log(shared: &Shared, limit: usize) -> (Vec<SlowEntry>, u64) {
-    registry(shared).stats.slow_log(limit)
-}
-
-impl Registry {
-    fn slow_log(&self, limit: usize) -> (Vec<SlowEntry>, u64) {
+    /// The newest `limit` slow-log entries over all cores (newest first) and the number dropped.
+    pub(crate) fn slow_log(&self, limit: usize) -> (Vec<SlowEntry>, u64) {
         let mut all = Vec::new();
         let mut dropped = 0;
         for c in self.cores() {
@@ -270,26 +258,27 @@ impl Registry {
         all.truncate(limit);
         (all, dropped)
     }
-}
 
-/// Backend pool gauges of every core (one row per core and server; published about once a second).
-pub fn pool_stats(shared: &Shared) -> Vec<PoolStats> {
-    let mut out = Vec::new();
-    for c in registry(shared).stats.cores() {
-        out.extend(
-            c.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pools
-                .iter()
-                .cloned(),
-        );
+    /// Backend pool gauges of every core (one row per core and server).
+    pub(crate) fn pool_stats(&self) -> Vec<PoolStats> {
+        let mut out = Vec::new();
+        for c in self.cores() {
+            out.extend(
+                c.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pools
+                    .iter()
+                    .cloned(),
+            );
+        }
+        out
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{CoreCtx, MysqlShared};
 
     #[test]
     fn buckets_are_log2() {
@@ -305,8 +294,8 @@ mod tests {
         let shared = Arc::new(MysqlShared::default());
         let core = CoreCtx::with_registry(shared.clone());
         let d = router::sql::digest("SELECT 1 FROM stats_test_table");
-        record(&core, &d, Duration::from_micros(100), 1, false);
-        record(&core, &d, Duration::from_micros(300), 2, true);
+        record(&core.stats, &d, Duration::from_micros(100), 1, false);
+        record(&core.stats, &d, Duration::from_micros(300), 2, true);
         let (all, _) = shared.stats.digests();
         let e = all
             .iter()
@@ -314,9 +303,9 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!((e.count, e.errors, e.rows, e.max_us), (2, 1, 3, 300));
-        shared.stats.slow_threshold_us.store(50, Relaxed);
+        shared.stats.set_slow_threshold(Duration::from_micros(50));
         maybe_slow(
-            &core,
+            &core.stats,
             "u",
             "b",
             "SELECT slow",

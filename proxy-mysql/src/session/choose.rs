@@ -1,7 +1,21 @@
 //! Where a statement runs: the inputs of [`crate::rwsplit::choose`] gathered and its decision
 //! mapped to a server, and the backend connection checked out in the session's state and given back.
 
-use super::*;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use router::config::MysqlGroup;
+use router::sql::{Classified, Hint, StmtKind};
+
+use crate::backend::BackendConn;
+use crate::error::{ProxyError, errs};
+use crate::pool::{self, Target};
+use crate::route::{GroupTargets, targets_for};
+use crate::rwsplit::{
+    self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
+};
+
+use super::{Dest, Session, random_u64};
 
 impl Session {
     pub(super) fn group_targets(

@@ -1,7 +1,21 @@
 //! The command loop's dispatch on the first byte of a packet, the commands answered without a
 //! statement (COM_PING, COM_INIT_DB, COM_RESET_CONNECTION, ...) and the checks before a COM_QUERY runs.
 
-use super::*;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::com;
+use codec::mysql::{ColumnDefinition, ErrPacket};
+use router::sql::{StmtKind, classify_with_digest, digest};
+
+use crate::access::{outside_schemas, schema_allowed};
+use crate::backend::RespKind;
+use crate::error::errs;
+use crate::pool;
+use crate::vars::VarState;
+
+use super::{Flow, Session};
 
 impl Session {
     pub(super) async fn dispatch(&mut self, payload: Bytes) -> Flow {

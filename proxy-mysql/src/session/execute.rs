@@ -1,7 +1,23 @@
 //! Running a routed statement: the retry loop for reads, forwarding the reply, the session state a
 //! statement leaves behind, GTID tracking and the statistics, slow log and audit record.
 
-use super::*;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codec::mysql::consts::status;
+use router::config::MysqlGroup;
+use router::sql::{Classified, Digest, StmtKind};
+use runtime::ListenerStats;
+
+use crate::backend::{BackendConn, Outcome, RespKind};
+use crate::error::{ProxyError, errs};
+use crate::pool;
+use crate::stats;
+use crate::vars::VarState;
+
+use super::{Dest, Flow, Leg, MAX_READ_RETRIES, Next, Ran, Session};
 
 impl Session {
     /// Routes and runs a command whose payload is forwarded unchanged; updates session state.
@@ -61,7 +77,7 @@ impl Session {
         d: &Digest,
         started: Instant,
     ) -> Result<Option<crate::ops::Permit>, ()> {
-        let Some(r) = crate::ops::rules_for(&self.info.core, g, generation) else {
+        let Some(r) = crate::ops::rules_for(&self.info.core.ops, g, generation) else {
             return Ok(None);
         };
         match r.check_text(&self.user, sql, d) {
@@ -246,10 +262,10 @@ impl Session {
         {
             ListenerStats::add(&self.stats.errors, 1);
         }
-        stats::record(&self.info.core, d, ran.took, rows, error.is_some());
+        stats::record(&self.info.core.stats, d, ran.took, rows, error.is_some());
         if end.is_ok() {
             stats::maybe_slow(
-                &self.info.core,
+                &self.info.core.stats,
                 &self.user,
                 &ran.server,
                 sql,
@@ -348,7 +364,7 @@ impl Session {
     ) {
         if let Some(path) = &g.audit_log {
             crate::ops::audit(
-                &self.info.core,
+                &self.info.core.ops,
                 path,
                 &crate::ops::AuditRecord {
                     user: &self.user,

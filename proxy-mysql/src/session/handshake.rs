@@ -1,7 +1,28 @@
 //! Login: the greeting, TLS upgrade, authentication (with auth switch), COM_CHANGE_USER and the
 //! schema check a login with a database makes.
 
-use super::*;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::consts::capability::*;
+use codec::mysql::consts::status;
+use codec::mysql::{
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, ErrPacket, HandshakeV10,
+    Packet, PacketDecoder, auth,
+};
+use router::config::User;
+
+use crate::access::schema_allowed;
+use crate::backend::BACKEND_COLLATION;
+use crate::conn::ConnError;
+use crate::error::{ProxyError, errs};
+use crate::vars::VarState;
+
+use super::{
+    ANNOUNCED_PLUGIN, Dest, Flow, LINGER, SERVER_CAPS, SERVER_VERSION, Session, random_u64,
+};
 
 impl Session {
     /// After a refused login: stops writing, then reads and drops what the client still sends

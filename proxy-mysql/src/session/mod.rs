@@ -11,32 +11,25 @@
 //! primary connection, which is reset before it goes back to the pool.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use codec::mysql::ErrPacket;
 use codec::mysql::consts::capability::*;
-use codec::mysql::consts::{com, status};
-use codec::mysql::{
-    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, ColumnDefinition, Command,
-    ErrPacket, HandshakeV10, Packet, PacketDecoder, auth,
-};
-use router::config::{MysqlGroup, ReadPolicy, User};
-use router::sql::{Classified, Digest, Hint, StmtKind, classify, classify_with_digest, digest};
+use codec::mysql::consts::status;
+use router::config::ReadPolicy;
+use router::sql::Classified;
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
-use crate::access::{outside_schemas, schema_allowed};
-use crate::backend::{BACKEND_COLLATION, BackendConn, Outcome, RespKind};
+use crate::backend::BackendConn;
 use crate::conn::{Conn, ConnError};
 use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
-use crate::route::{GroupTargets, targets_for};
-use crate::rwsplit::{
-    self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
-};
-use crate::stats;
+use crate::route::GroupTargets;
+use crate::rwsplit;
 use crate::vars::VarState;
 
 mod choose;

@@ -1,7 +1,21 @@
 //! Prepared statements: COM_STMT_PREPARE, COM_STMT_EXECUTE (re-prepared on whichever connection
 //! runs it) and COM_STMT_FETCH for cursors.
 
-use super::*;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codec::mysql::ErrPacket;
+use codec::mysql::consts::com;
+use router::config::MysqlGroup;
+use router::sql::{classify, digest};
+use runtime::ListenerStats;
+
+use crate::backend::{BackendConn, RespKind};
+use crate::error::{ProxyError, errs};
+use crate::pool;
+
+use super::{ClientStmt, Flow, Leg, Next, Session};
 
 impl Session {
     pub(super) async fn prepare(&mut self, sql: &str) -> Flow {

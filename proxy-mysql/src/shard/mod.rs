@@ -51,7 +51,6 @@ pub use check::check_shard_schemas;
 pub use state::{IdGenerators, RulesFor};
 pub use txn::ShardSession;
 
-
 /// Runs `f` on this core's plan cache for `rules` (one per compiled rules: templates name
 /// physical tables).
 fn with_cache<T>(
@@ -183,7 +182,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
             _permit: None,
         });
     };
-    let Some(r) = crate::ops::rules_for(cx.core, g, snap.generation) else {
+    let Some(r) = crate::ops::rules_for(&cx.core.ops, g, snap.generation) else {
         return Ok(OpsGate {
             started,
             digest: None,
@@ -230,9 +229,16 @@ pub(crate) fn ops_done(
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
-    crate::stats::record(cx.core, &d, took, rows, error.is_some());
+    crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some());
     if let Some(g) = cx.snap.config.mysql_group(cx.group) {
-        crate::stats::maybe_slow(cx.core, cx.user, SHARDS_BACKEND, sql, took, g.slow_query);
+        crate::stats::maybe_slow(
+            &cx.core.stats,
+            cx.user,
+            SHARDS_BACKEND,
+            sql,
+            took,
+            g.slow_query,
+        );
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
     }
 }
@@ -254,7 +260,7 @@ fn audit(
 ) {
     if let Some(path) = &g.audit_log {
         crate::ops::audit(
-            cx.core,
+            &cx.core.ops,
             path,
             &crate::ops::AuditRecord {
                 user: cx.user,

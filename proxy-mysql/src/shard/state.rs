@@ -28,4 +28,3 @@ impl IdGenerators {
             .next(now)
     }
 }
-
