@@ -16,7 +16,7 @@ use router::sql::shard::ShardingRules;
 
 use crate::ops::OpsCore;
 use crate::pool::Pools;
-use crate::route::GroupTargets;
+use crate::route::TargetCache;
 use crate::stats::Local;
 
 /// proxy-mysql's process-wide registries, shared by every executor (see [`MysqlShared::of`]).
@@ -101,7 +101,7 @@ pub struct CoreCtx {
     pub(crate) plans: RefCell<Vec<(Rc<ShardingRules>, PlanCache)>>,
     /// Targets per group for the config generation they were made for (made once, not per
     /// checkout).
-    pub(crate) targets: RefCell<router::FastMap<String, (u64, Rc<GroupTargets>)>>,
+    pub(crate) targets: TargetCache,
     /// The shards' schema names (one allocation per name).
     pub(crate) schemas: RefCell<router::FastMap<String, Rc<str>>>,
     /// Deny/allow rules, limits and the audit log's queue.

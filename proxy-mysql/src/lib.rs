@@ -19,6 +19,7 @@ pub mod core;
 pub mod error;
 pub mod gtid;
 pub mod health;
+pub mod local;
 pub mod metrics;
 pub mod nonce;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! Read/write targets of a group for one config generation: the primary and the replicas with their
 //! weights and shared health state (the choice among them is [`crate::rwsplit`]'s).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -48,4 +49,31 @@ pub fn targets_for(snap: &Arc<Snapshot>, group: &str, shared: &Shared) -> Option
         .filter_map(|r| Some((mk(r)?, r.weight)))
         .collect();
     Some(Rc::new(GroupTargets { primary, replicas }))
+}
+
+/// One core's targets by group, for the config generation they were made for (in
+/// [`crate::core::CoreCtx`]): made once per group and generation, not per checkout, and shared by
+/// the read/write-split and sharded sessions of the core (so they share each target's pool too).
+pub type TargetCache = RefCell<router::FastMap<String, (u64, Rc<GroupTargets>)>>;
+
+/// The targets of `group` in `snap`, from `cache` or made and kept there.
+pub fn cached_targets(
+    cache: &TargetCache,
+    snap: &Arc<Snapshot>,
+    group: &str,
+    shared: &Shared,
+) -> Option<Rc<GroupTargets>> {
+    let mut m = cache.borrow_mut();
+    if let Some((generation, t)) = m.get(group)
+        && *generation == snap.generation
+    {
+        return Some(t.clone());
+    }
+    let t = targets_for(snap, group, shared)?;
+    // Bounded: groups come from the config, but a long-lived core sees many configs.
+    if m.len() > 1024 {
+        m.clear();
+    }
+    m.insert(group.to_string(), (snap.generation, t.clone()));
+    Some(t)
 }

@@ -10,7 +10,7 @@ use router::sql::{Classified, Hint, StmtKind};
 use crate::backend::BackendConn;
 use crate::error::{ProxyError, errs};
 use crate::pool::{self, Target};
-use crate::route::{GroupTargets, targets_for};
+use crate::route::{GroupTargets, cached_targets};
 use crate::rwsplit::{
     self, Decision, GroupPolicy, Refusal, SessionState, Stmt, StmtHint, UserPolicy, Which,
 };
@@ -18,6 +18,9 @@ use crate::rwsplit::{
 use super::{Dest, Session, random_u64};
 
 impl Session {
+    /// The group's targets: the session's own copy while the config generation holds (no map
+    /// lookup per statement), else the core's ([`crate::route::cached_targets`], shared with the
+    /// sharding executor).
     pub(super) fn group_targets(
         &mut self,
         snap: &Arc<runtime::Snapshot>,
@@ -27,8 +30,13 @@ impl Session {
         {
             return Ok(t.clone());
         }
-        let t = targets_for(snap, &self.info.group, &self.shared)
-            .ok_or_else(|| ProxyError::Refused(errs::no_backend(&self.info.group, "group")))?;
+        let t = cached_targets(
+            &self.info.core.targets,
+            snap,
+            &self.info.group,
+            &self.shared,
+        )
+        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&self.info.group, "group")))?;
         self.targets = Some((snap.generation, t.clone()));
         Ok(t)
     }

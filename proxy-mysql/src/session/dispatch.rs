@@ -4,10 +4,10 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use codec::mysql::ErrPacket;
 use codec::mysql::consts::com;
-use codec::mysql::{ColumnDefinition, ErrPacket};
-use router::sql::{StmtKind, classify_with_digest, digest};
+use router::sql::classify_with_digest;
 
 use crate::access::{outside_schemas, schema_allowed};
 use crate::backend::RespKind;
@@ -178,6 +178,10 @@ impl Session {
     /// borrowings by the same application, which may read in the next borrowing what it wrote in
     /// the last one; keeping reads on the primary for the window costs only replica offload.
     pub(super) async fn reset_session(&mut self, charset: Option<u8>) {
+        // The sharded state too (one reset for both kinds of listener).
+        let snap = self.snap.get().clone();
+        let rules = crate::shard::rules_for(&self.info.core, &snap, &self.info.name);
+        self.shard.reset(rules.as_ref()).await;
         if let Some(mut c) = self.pinned.take() {
             match c.command(&[com::RESET_CONNECTION], RespKind::Single).await {
                 Ok(o) if o.err.is_none() => {
@@ -224,12 +228,9 @@ impl Session {
             );
             return Flow::Continue;
         }
-        if c.kind == StmtKind::Select
-            && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
-            && self.pinned.is_none()
-            && is_plain_last_insert_id(sql)
-        {
-            self.local_last_insert_id(sql);
+        if self.pinned.is_none() && crate::local::is_last_insert_id_query(c, &d.text) {
+            let st = self.status_flags();
+            crate::local::queue_last_insert_id(&mut self.client, sql, self.last_insert_id, st);
             return Flow::Continue;
         }
         let snap = self.snap.get().clone();
@@ -249,34 +250,4 @@ impl Session {
     ) -> Option<ErrPacket> {
         outside_schemas(snap, &self.user, self.peer.ip(), sql)
     }
-
-    pub(super) fn local_last_insert_id(&mut self, sql: &str) {
-        let name = sql.trim().trim_end_matches(';').trim();
-        let name = name.get(6..).map_or("LAST_INSERT_ID()", str::trim);
-        let mut seq = 1;
-        let mut p = BytesMut::new();
-        p.extend_from_slice(&[1]);
-        seq = self.client.queue(seq, &p);
-        let col = ColumnDefinition::new(
-            name,
-            codec::mysql::consts::column_type::LONGLONG,
-            63,
-            21,
-            0x80 | 0x20,
-            0,
-        );
-        p.clear();
-        col.encode(&mut p);
-        seq = self.client.queue(seq, &p);
-        let s = self.status_flags().to_le_bytes();
-        seq = self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
-        p.clear();
-        codec::mysql::wire::put_lenenc_bytes(&mut p, self.last_insert_id.to_string().as_bytes());
-        seq = self.client.queue(seq, &p);
-        self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
-    }
-}
-
-fn is_plain_last_insert_id(sql: &str) -> bool {
-    digest(sql).text == "SELECT LAST_INSERT_ID ()"
 }

@@ -17,7 +17,7 @@ use crate::backend::{BackendConn, RespKind, parse_ok};
 use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::pool;
-use crate::route::{GroupTargets, targets_for};
+use crate::route::{GroupTargets, cached_targets};
 use crate::vars::VarState;
 
 /// A connection held for one shard (it knows its pool).
@@ -40,27 +40,15 @@ impl ShardConn {
     }
 }
 
-/// The targets of `group` in `snap` (cached per core and config generation).
+/// The targets of `group` in `snap`, from the core's cache (shared with the read/write-split
+/// sessions).
 fn group_targets(
     core: &CoreCtx,
     snap: &Arc<Snapshot>,
     group: &str,
     shared: &Shared,
 ) -> Option<Rc<GroupTargets>> {
-    {
-        let mut m = core.targets.borrow_mut();
-        if let Some((generation, t)) = m.get(group)
-            && *generation == snap.generation
-        {
-            return Some(t.clone());
-        }
-        let t = targets_for(snap, group, shared)?;
-        if m.len() > 1024 {
-            m.clear();
-        }
-        m.insert(group.to_string(), (snap.generation, t.clone()));
-        Some(t)
-    }
+    cached_targets(&core.targets, snap, group, shared)
 }
 
 /// `name` as a shared string (one allocation per schema name and core).

@@ -4,7 +4,6 @@
 //! `decode_row`), so a client cannot tell a streamed result from a buffered one.
 
 use bytes::{Bytes, BytesMut};
-use codec::mysql::consts::{charset, column_flag, column_type};
 use codec::mysql::{BinaryRow, ColumnDefinition, ErrPacket, TextRow, Value};
 use router::sql::plan::{RowSource, ShardError};
 
@@ -111,18 +110,4 @@ fn encoding(e: codec::mysql::MysqlError) -> ShardError {
         shard: "merge".into(),
         message: format!("encoding a merged row: {e}"),
     }
-}
-
-/// Answers `SELECT LAST_INSERT_ID()` from the session's own value.
-pub fn last_insert_id(client: &mut Conn, id: u64, status: u16) {
-    let col = ColumnDefinition::new(
-        "LAST_INSERT_ID()",
-        column_type::LONGLONG,
-        charset::BINARY,
-        21,
-        column_flag::BINARY | column_flag::UNSIGNED | column_flag::NOT_NULL,
-        0,
-    );
-    let src = router::sql::plan::VecRows::new(vec![col], vec![vec![codec::mysql::Value::UInt(id)]]);
-    let _ = rows(client, Box::new(src), status, false); // ok: one integer always encodes
 }

@@ -278,15 +278,15 @@ fn audit(
 }
 
 /// Whether a command goes to the sharding executor on a sharded listener (queries, prepared
-/// statements, COM_INIT_DB, COM_RESET_CONNECTION; everything else is handled by the session as on
-/// any listener).
+/// statements, COM_INIT_DB; everything else is handled by the session as on any listener, the
+/// resets included: `Session::reset_session` resets the sharded state with
+/// [`ShardSession::reset`]).
 pub fn handles(code: u8) -> bool {
     use codec::mysql::consts::com;
     matches!(
         code,
         com::QUERY
             | com::INIT_DB
-            | com::RESET_CONNECTION
             | com::STMT_PREPARE
             | com::STMT_EXECUTE
             | com::STMT_CLOSE
@@ -419,19 +419,6 @@ impl ShardSession {
                     }
                 }
                 return self.statement(cx, rules, &sql).await;
-            }
-            Some(com::RESET_CONNECTION) => {
-                // Back to a fresh session: transaction rolled back, statements and SETs forgotten
-                // (the client's charset is kept).
-                let names = rules.as_ref().map(|r| run::names(r)).unwrap_or_default();
-                let _ = self.finish(false, &names).await;
-                self.stmts = stmt::Stmts::default();
-                self.last_insert_id = 0;
-                self.manual_commit = false;
-                *cx.vars = VarState::charset_only(cx.vars.as_ref());
-                let st = self.status();
-                cx.client.queue_ok(1, 0, 0, st);
-                return;
             }
             Some(com::INIT_DB) => {
                 let db = String::from_utf8_lossy(&payload[1..]).into_owned();
@@ -650,12 +637,9 @@ impl ShardSession {
             };
             return self.route(cx, &rules, &unit).await;
         }
-        if c.kind == StmtKind::Select
-            && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
-            && d.text == "SELECT LAST_INSERT_ID ()"
-        {
+        if crate::local::is_last_insert_id_query(c, &d.text) {
             let st = self.status();
-            encode::last_insert_id(cx.client, self.last_insert_id, st);
+            crate::local::queue_last_insert_id(cx.client, sql, self.last_insert_id, st);
             return;
         }
         let worker = rules.worker_id;

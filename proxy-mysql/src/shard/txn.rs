@@ -57,6 +57,21 @@ impl Drop for ShardSession {
 }
 
 impl ShardSession {
+    /// Back to a fresh session (COM_RESET_CONNECTION, COM_CHANGE_USER; called by the session's
+    /// own reset, which also keeps only the charset of its `SET`s): the open transaction rolled
+    /// back on its shards, prepared statements and the insert id forgotten, autocommit on.
+    /// `rules`: the listener's, when it is sharded.
+    pub async fn reset(&mut self, rules: Option<&super::RulesFor>) {
+        let names = match rules {
+            Some(Ok(r)) => names(r),
+            _ => Vec::new(),
+        };
+        let _ = self.finish(false, &names).await;
+        self.stmts = super::stmt::Stmts::default();
+        self.last_insert_id = 0;
+        self.manual_commit = false;
+    }
+
     /// Status flags for OK/EOF packets.
     pub fn status(&self) -> u16 {
         let mut s = 0;

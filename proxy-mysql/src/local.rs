@@ -1,0 +1,45 @@
+//! What a session answers or resets by itself, without a backend, the same way on plain and
+//! sharded listeners (one implementation for [`crate::session`] and [`crate::shard`]).
+
+use bytes::BytesMut;
+use codec::mysql::ColumnDefinition;
+use codec::mysql::consts::{charset, column_flag, column_type};
+use router::sql::{Classified, StmtKind};
+
+use crate::conn::Conn;
+
+/// Whether `c` (whose digest text is `digest`) is exactly `SELECT LAST_INSERT_ID()`: answered from
+/// the session's own value, since the connection that ran its last INSERT may serve another
+/// client by now.
+pub fn is_last_insert_id_query(c: &Classified, digest: &str) -> bool {
+    c.kind == StmtKind::Select
+        && c.flags & router::sql::classify::flags::LAST_INSERT_ID != 0
+        && digest == "SELECT LAST_INSERT_ID ()"
+}
+
+/// Queues the result a server gives `sql` (a [`is_last_insert_id_query`]): one BIGINT UNSIGNED
+/// NOT NULL column named as the client wrote the expression, one row with `id`.
+pub fn queue_last_insert_id(client: &mut Conn, sql: &str, id: u64, status: u16) {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let name = text.get(6..).map_or("LAST_INSERT_ID()", str::trim);
+    let mut p = BytesMut::with_capacity(64);
+    p.extend_from_slice(&[1]);
+    let mut seq = client.queue(1, &p);
+    let col = ColumnDefinition::new(
+        name,
+        column_type::LONGLONG,
+        charset::BINARY,
+        21,
+        column_flag::BINARY | column_flag::UNSIGNED | column_flag::NOT_NULL,
+        0,
+    );
+    p.clear();
+    col.encode(&mut p);
+    seq = client.queue(seq, &p);
+    let s = status.to_le_bytes();
+    seq = client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+    p.clear();
+    codec::mysql::wire::put_lenenc_bytes(&mut p, id.to_string().as_bytes());
+    seq = client.queue(seq, &p);
+    client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+}
