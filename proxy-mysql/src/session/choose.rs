@@ -134,8 +134,19 @@ impl Session {
             },
         );
         self.servers = replicas;
+        self.decided(decision, c, g, targets.as_deref())
+    }
+
+    /// [`rwsplit::choose`]'s decision as a destination, or the refusal's ERR.
+    fn decided(
+        &self,
+        decision: Decision,
+        c: &Classified,
+        g: &MysqlGroup,
+        targets: Option<&GroupTargets>,
+    ) -> Result<Dest, ProxyError> {
         let target = |w: Which| -> Result<(&Target, bool), ProxyError> {
-            let t = targets.as_deref().ok_or_else(|| {
+            let t = targets.ok_or_else(|| {
                 ProxyError::Refused(errs::internal("no targets for a server decision"))
             })?;
             match w {

@@ -79,65 +79,40 @@ impl Session {
                 Flow::Continue
             }
             com::CHANGE_USER => self.change_user(payload).await,
-            com::SET_OPTION => {
-                let opt = u16::from_le_bytes([
-                    payload.get(1).copied().unwrap_or(0),
-                    payload.get(2).copied().unwrap_or(0),
-                ]);
-                match opt {
-                    0 => self.multi_statements = true,
-                    1 => self.multi_statements = false,
-                    _ => {
-                        self.refuse(1, &ErrPacket::new(1047, "08S01", "Unknown command"));
-                        return Flow::Continue;
-                    }
-                }
-                // MySQL answers COM_SET_OPTION with an EOF packet.
-                let s = self.status_flags().to_le_bytes();
-                self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
-                Flow::Continue
-            }
+            com::SET_OPTION => self.set_option(&payload),
             com::STMT_PREPARE => {
                 let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
                 self.prepare(&sql).await
             }
             com::STMT_EXECUTE => self.stmt_execute(payload).await,
-            com::STMT_SEND_LONG_DATA => {
-                if payload.len() >= 7 {
-                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                    if let Some(s) = self.stmts.get_mut(&id) {
-                        s.long_data.push(payload);
-                    }
-                }
-                Flow::Continue
-            }
-            com::STMT_CLOSE => {
-                if payload.len() >= 5 {
-                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                    self.stmts.remove(&id);
-                }
-                Flow::Continue
-            }
-            com::STMT_RESET => {
-                if payload.len() < 5 {
-                    return self.malformed();
-                }
-                let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                match self.stmts.get_mut(&id) {
-                    Some(s) => {
-                        s.long_data.clear();
-                        self.client.queue_ok(1, 0, 0, self.status_flags());
-                    }
-                    None => self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_reset")),
-                }
-                Flow::Continue
-            }
+            com::STMT_SEND_LONG_DATA => self.stmt_long_data(payload),
+            com::STMT_CLOSE => self.stmt_close(&payload),
+            com::STMT_RESET => self.stmt_reset(&payload),
             com::STMT_FETCH => self.stmt_fetch(payload).await,
             _ => {
                 self.refuse(1, &errs::unknown_command(code));
                 Flow::Continue
             }
         }
+    }
+
+    /// COM_SET_OPTION: multi-statements on or off, answered with an EOF packet as MySQL does.
+    fn set_option(&mut self, payload: &[u8]) -> Flow {
+        let opt = u16::from_le_bytes([
+            payload.get(1).copied().unwrap_or(0),
+            payload.get(2).copied().unwrap_or(0),
+        ]);
+        match opt {
+            0 => self.multi_statements = true,
+            1 => self.multi_statements = false,
+            _ => {
+                self.refuse(1, &ErrPacket::new(1047, "08S01", "Unknown command"));
+                return Flow::Continue;
+            }
+        }
+        let s = self.status_flags().to_le_bytes();
+        self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
+        Flow::Continue
     }
 
     pub(super) fn malformed(&mut self) -> Flow {

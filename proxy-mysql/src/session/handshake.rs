@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::consts::status;
 use codec::mysql::{
-    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, ErrPacket, HandshakeV10,
-    Packet, PacketDecoder, auth,
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, ErrPacket,
+    HandshakeResponse41, HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::User;
 
@@ -72,14 +72,16 @@ impl Session {
         Ok(Some(p))
     }
 
-    /// Returns Ok(false) when the client was refused (an ERR is queued).
     /// Counts a failed login of this client's address (login throttling).
     pub(super) fn login_failed(&mut self) {
         let window = self.snap.get().config.proxy.login_block;
         self.shared.logins.failed(self.peer.ip(), window);
     }
 
-    pub(super) async fn handshake(&mut self) -> Result<bool, ConnError> {
+    /// The greeting and the client's answer to it, over TLS when it asks for it (an address
+    /// with too many failed logins is refused first). Returns the answer, the next packet number
+    /// and the capabilities offered; `None` when the client was refused (an ERR is queued).
+    async fn greet(&mut self) -> Result<Option<(HandshakeResponse41, u8, u32)>, ConnError> {
         // An address with too many failed logins is refused before the greeting, as a server
         // refuses a blocked host.
         let proxy = self.snap.get().config.proxy.clone();
@@ -89,7 +91,7 @@ impl Session {
                 .blocked(self.peer.ip(), proxy.max_login_failures, proxy.login_block)
         {
             self.refuse(0, &errs::host_blocked(&self.peer.ip().to_string(), left));
-            return Ok(false);
+            return Ok(None);
         }
         self.scramble = match crate::nonce::scramble() {
             Ok(s) => s,
@@ -103,7 +105,7 @@ impl Session {
                         "furrow: cannot draw a login nonce (OS random generator unavailable)",
                     ),
                 );
-                return Ok(false);
+                return Ok(None);
             }
         };
         // TLS as the current config has it for this listener (certificates follow reloads).
@@ -133,7 +135,7 @@ impl Session {
         self.client.queue(0, &out);
         self.client.flush().await?;
         let Some(p) = self.read_login_packet(1).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut seq = p.next_seq();
         let mut decoded = ClientHandshake::decode(p.payload);
@@ -147,7 +149,7 @@ impl Session {
                         "furrow: TLS is not supported on this listener",
                     ),
                 );
-                return Ok(false);
+                return Ok(None);
             };
             // The TLS handshake, then the real response over TLS; sequence ids continue.
             match tokio::time::timeout(Duration::from_secs(10), self.client.accept_tls(config))
@@ -158,7 +160,7 @@ impl Session {
                 Err(_) => return Err(ConnError::Io(std::io::ErrorKind::TimedOut.into())),
             }
             let Some(p) = self.read_login_packet(seq).await? else {
-                return Ok(false);
+                return Ok(None);
             };
             seq = p.next_seq();
             decoded = ClientHandshake::decode(p.payload);
@@ -170,12 +172,21 @@ impl Session {
                     seq,
                     &ErrPacket::new(1043, "08S01", "Bad handshake: a second SSL request"),
                 );
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => {
                 self.refuse(seq, &ProxyError::ClientProtocol(e).to_err_packet());
-                return Ok(false);
+                return Ok(None);
             }
+        };
+        Ok(Some((resp, seq, offered)))
+    }
+
+    /// The login: greeting, authentication, the schema asked for. Returns `Ok(false)` when the
+    /// client was refused (an ERR is queued).
+    pub(super) async fn handshake(&mut self) -> Result<bool, ConnError> {
+        let Some((resp, mut seq, offered)) = self.greet().await? else {
+            return Ok(false);
         };
         self.caps = resp.capabilities & offered;
         self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;

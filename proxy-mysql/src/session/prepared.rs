@@ -115,6 +115,43 @@ impl Session {
         Ok(Ok(bid))
     }
 
+    /// COM_STMT_SEND_LONG_DATA: kept until the statement's next execution (no reply).
+    pub(super) fn stmt_long_data(&mut self, payload: Bytes) -> Flow {
+        if payload.len() >= 7 {
+            let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+            if let Some(s) = self.stmts.get_mut(&id) {
+                s.long_data.push(payload);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// COM_STMT_CLOSE: forgotten here (no reply); the backends' statements stay cached on their
+    /// connections.
+    pub(super) fn stmt_close(&mut self, payload: &[u8]) -> Flow {
+        if payload.len() >= 5 {
+            let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+            self.stmts.remove(&id);
+        }
+        Flow::Continue
+    }
+
+    /// COM_STMT_RESET: the long data sent for the statement is dropped.
+    pub(super) fn stmt_reset(&mut self, payload: &[u8]) -> Flow {
+        if payload.len() < 5 {
+            return self.malformed();
+        }
+        let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+        match self.stmts.get_mut(&id) {
+            Some(s) => {
+                s.long_data.clear();
+                self.client.queue_ok(1, 0, 0, self.status_flags());
+            }
+            None => self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_reset")),
+        }
+        Flow::Continue
+    }
+
     /// COM_STMT_EXECUTE: routed like a query of the statement's text; the statement is
     /// (re-)prepared on the connection that runs it and the execution's ids rewritten to its id.
     pub(super) async fn stmt_execute(&mut self, payload: Bytes) -> Flow {
