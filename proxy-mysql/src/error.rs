@@ -369,6 +369,65 @@ pub mod errs {
         ErrPacket::new(code, state, format!("furrow: {e}"))
     }
 
+    /// 1835: a packet that does not parse as the command it says it is (`what`: the detail,
+    /// or empty).
+    pub fn malformed(what: &str) -> ErrPacket {
+        let msg = if what.is_empty() {
+            "Malformed communication packet".to_string()
+        } else {
+            format!("Malformed communication packet: {what}")
+        };
+        ErrPacket::new(1835, "08S01", msg)
+    }
+
+    /// 1156: a login packet with the wrong sequence id.
+    pub fn out_of_order() -> ErrPacket {
+        ErrPacket::new(1156, "08S01", "Got packets out of order")
+    }
+
+    /// 1043: a second SSL request in one login.
+    pub fn second_ssl_request() -> ErrPacket {
+        ErrPacket::new(1043, "08S01", "Bad handshake: a second SSL request")
+    }
+
+    /// 1105: an SSL request on a listener without TLS.
+    pub fn tls_not_supported() -> ErrPacket {
+        ErrPacket::new(
+            1105,
+            "HY000",
+            "furrow: TLS is not supported on this listener",
+        )
+    }
+
+    /// 1105: the OS random generator failed, so there is no login nonce.
+    pub fn no_nonce() -> ErrPacket {
+        ErrPacket::new(
+            1105,
+            "HY000",
+            "furrow: cannot draw a login nonce (OS random generator unavailable)",
+        )
+    }
+
+    /// 1064: a multi-statement from a client that did not enable them.
+    pub fn multi_statements_off() -> ErrPacket {
+        ErrPacket::new(
+            1064,
+            "42000",
+            "You have an error in your SQL syntax; multi-statements are not enabled for this \
+             connection (CLIENT_MULTI_STATEMENTS)",
+        )
+    }
+
+    /// 1047: COM_SET_OPTION with an option MySQL does not have.
+    pub fn unknown_option() -> ErrPacket {
+        ErrPacket::new(1047, "08S01", "Unknown command")
+    }
+
+    /// 1421: COM_STMT_FETCH without an open cursor.
+    pub fn no_open_cursor() -> ErrPacket {
+        ErrPacket::new(1421, "HY000", "The statement has no open cursor")
+    }
+
     /// 1105: an internal inconsistency, reported instead of panicking.
     pub fn internal(what: &str) -> ErrPacket {
         ErrPacket::new(1105, "HY000", format!("furrow internal error: {what}"))

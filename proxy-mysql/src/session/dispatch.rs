@@ -106,7 +106,7 @@ impl Session {
             0 => self.multi_statements = true,
             1 => self.multi_statements = false,
             _ => {
-                self.refuse(1, &ErrPacket::new(1047, "08S01", "Unknown command"));
+                self.refuse(1, &errs::unknown_option());
                 return Flow::Continue;
             }
         }
@@ -116,8 +116,7 @@ impl Session {
     }
 
     pub(super) fn malformed(&mut self) -> Flow {
-        let err = ErrPacket::new(1835, "08S01", "Malformed communication packet");
-        self.refuse(1, &err);
+        self.refuse(1, &errs::malformed(""));
         Flow::Close
     }
 
@@ -192,15 +191,7 @@ impl Session {
             return Flow::Continue;
         }
         if c.flags & router::sql::classify::flags::MULTI != 0 && !self.multi_statements {
-            self.refuse(
-                1,
-                &ErrPacket::new(
-                    1064,
-                    "42000",
-                    "You have an error in your SQL syntax; multi-statements are not enabled for this \
-                     connection (CLIENT_MULTI_STATEMENTS)",
-                ),
-            );
+            self.refuse(1, &errs::multi_statements_off());
             return Flow::Continue;
         }
         if self.pinned.is_none() && crate::local::is_last_insert_id_query(c, &d.text) {

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::consts::status;
 use codec::mysql::{
-    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, ErrPacket,
-    HandshakeResponse41, HandshakeV10, Packet, PacketDecoder, auth,
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, HandshakeResponse41,
+    HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::User;
 
@@ -63,10 +63,7 @@ impl Session {
             Ok(Ok(p)) => p,
         };
         if p.seq != expected {
-            self.refuse(
-                p.last_seq.wrapping_add(1),
-                &ErrPacket::new(1156, "08S01", "Got packets out of order"),
-            );
+            self.refuse(p.last_seq.wrapping_add(1), &errs::out_of_order());
             return Ok(None);
         }
         Ok(Some(p))
@@ -97,14 +94,7 @@ impl Session {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the OS random generator for a login nonce");
-                self.refuse(
-                    0,
-                    &ErrPacket::new(
-                        1105,
-                        "HY000",
-                        "furrow: cannot draw a login nonce (OS random generator unavailable)",
-                    ),
-                );
+                self.refuse(0, &errs::no_nonce());
                 return Ok(None);
             }
         };
@@ -141,14 +131,7 @@ impl Session {
         let mut decoded = ClientHandshake::decode(p.payload);
         if let Ok(ClientHandshake::Ssl(_)) = decoded {
             let Some(config) = tls else {
-                self.refuse(
-                    seq,
-                    &ErrPacket::new(
-                        1105,
-                        "HY000",
-                        "furrow: TLS is not supported on this listener",
-                    ),
-                );
+                self.refuse(seq, &errs::tls_not_supported());
                 return Ok(None);
             };
             // The TLS handshake, then the real response over TLS; sequence ids continue.
@@ -168,10 +151,7 @@ impl Session {
         let resp = match decoded {
             Ok(ClientHandshake::Response(r)) => r,
             Ok(ClientHandshake::Ssl(_)) => {
-                self.refuse(
-                    seq,
-                    &ErrPacket::new(1043, "08S01", "Bad handshake: a second SSL request"),
-                );
+                self.refuse(seq, &errs::second_ssl_request());
                 return Ok(None);
             }
             Err(e) => {

@@ -289,11 +289,7 @@ impl Session {
             ListenerStats::add(&self.stats.requests, 1);
             ListenerStats::add(&self.stats.bytes_in, packet.payload.len() as u64 + 4);
             if packet.seq != 0 {
-                let err = ErrPacket::new(
-                    1835,
-                    "08S01",
-                    "Malformed communication packet: bad sequence id",
-                );
+                let err = errs::malformed("bad sequence id");
                 self.client.queue_err(packet.seq.wrapping_add(1), &err);
                 let _ = self.client.flush().await;
                 break;

@@ -276,19 +276,13 @@ impl Session {
             return Flow::Continue;
         };
         let Some(mut conn) = self.pinned.take() else {
-            self.refuse(
-                1,
-                &ErrPacket::new(1421, "HY000", "The statement has no open cursor"),
-            );
+            self.refuse(1, &errs::no_open_cursor());
             return Flow::Continue;
         };
         let key = (conn.schema.clone(), sql);
         let Some(bid) = conn.lookup_stmt(&key).map(|s| s.id) else {
             self.pinned = Some(conn);
-            self.refuse(
-                1,
-                &ErrPacket::new(1421, "HY000", "The statement has no open cursor"),
-            );
+            self.refuse(1, &errs::no_open_cursor());
             return Flow::Continue;
         };
         let mut body = payload.to_vec();
