@@ -9,6 +9,20 @@
 //! session's settings. State that cannot be replayed (transactions, temporary tables, named and
 //! table locks, user variables, SQL-level prepared statements, cursors) pins the session to its
 //! primary connection, which is reset before it goes back to the pool.
+//!
+//! One file per phase, each an `impl Session` block over the types here:
+//! - `handshake.rs`: greeting, TLS upgrade, authentication and auth switch, COM_CHANGE_USER;
+//! - `dispatch.rs`: the command byte → handler, commands answered without a backend, the checks
+//!   before a COM_QUERY runs, the session reset (plain and sharded state alike);
+//! - `choose.rs`: where a statement runs ([`crate::rwsplit`]'s decision) and the backend connection
+//!   checked out, synced and given back;
+//! - `execute.rs`: one statement's attempts (read retries on replicas read
+//!   [`ProxyError::retryable`]), forwarding, the state it leaves, GTID tracking, and `account`:
+//!   statistics, slow log and audit for every statement that ran;
+//! - `prepared.rs`: COM_STMT_*.
+//!
+//! The children import this module, never one another and never the other way round (see
+//! `tests/import_circles.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
