@@ -90,6 +90,17 @@ impl ProxyError {
         }
     }
 
+    /// Why, without the server's name: a backend failure's reason, else the error's text (for
+    /// reports that name the server or shard themselves).
+    pub fn into_reason(self) -> String {
+        match self {
+            ProxyError::BackendLost { reason, .. } | ProxyError::BackendConnect { reason, .. } => {
+                reason
+            }
+            e => e.to_string(),
+        }
+    }
+
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {

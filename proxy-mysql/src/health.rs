@@ -177,7 +177,7 @@ async fn probe(
         let o = c
             .command(&[codec::mysql::consts::com::PING], RespKind::Single)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(crate::error::ProxyError::into_reason)?;
         if o.err.is_some() {
             return Err("ping failed".into());
         }

@@ -251,7 +251,8 @@ async fn read_result(
 }
 
 /// Runs a statement whose result is an OK or ERR (transaction control) on `c`.
-pub async fn simple(c: &mut BackendConn, sql: &str) -> Result<Option<ErrPacket>, String> {
+/// `Err`: the connection failed (it is marked broken); the error's reason says how.
+pub async fn simple(c: &mut BackendConn, sql: &str) -> Result<Option<ErrPacket>, ProxyError> {
     let mut payload = Vec::with_capacity(sql.len() + 1);
     payload.push(com::QUERY);
     payload.extend_from_slice(sql.as_bytes());
@@ -261,7 +262,7 @@ pub async fn simple(c: &mut BackendConn, sql: &str) -> Result<Option<ErrPacket>,
         })),
         Err(e) => {
             c.broken = true;
-            Err(e.to_string())
+            Err(e)
         }
     }
 }

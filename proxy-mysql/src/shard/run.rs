@@ -166,11 +166,15 @@ pub(super) async fn open(
             }
             Err(e) => {
                 c.discard();
-                return Err(ProxyError::BackendLost {
-                    server: s.name.clone(),
-                    reason: e,
-                }
-                .to_err_packet());
+                // Named after the shard, not the server: the client knows the shards.
+                let e = match e {
+                    ProxyError::BackendLost { reason, .. } => ProxyError::BackendLost {
+                        server: s.name.clone(),
+                        reason,
+                    },
+                    e => e,
+                };
+                return Err(e.to_err_packet());
             }
         }
     }

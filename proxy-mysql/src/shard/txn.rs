@@ -193,6 +193,7 @@ impl ShardSession {
                     c.discard();
                 }
                 Err(e) => {
+                    let e = e.into_reason();
                     let _ = write!(report, " {}={verb} lost ({e});", name(i));
                     if failed.is_none() && verb == "COMMIT" {
                         failed = Some((i, e));
