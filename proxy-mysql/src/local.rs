@@ -43,3 +43,23 @@ pub fn queue_last_insert_id(client: &mut Conn, sql: &str, id: u64, status: u16) 
     seq = client.queue(seq, &p);
     client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_lid(sql: &str) -> bool {
+        is_last_insert_id_query(&router::sql::classify(sql), &router::sql::digest(sql).text)
+    }
+
+    #[test]
+    fn only_the_plain_query_is_answered_locally() {
+        assert!(is_lid("SELECT LAST_INSERT_ID()"));
+        assert!(is_lid("select last_insert_id() ;"));
+        // Anything more runs on a server.
+        assert!(!is_lid("SELECT LAST_INSERT_ID(), 1"));
+        assert!(!is_lid("SELECT LAST_INSERT_ID(5)"));
+        assert!(!is_lid("SELECT 1"));
+        assert!(!is_lid("INSERT INTO t VALUES (LAST_INSERT_ID())"));
+    }
+}

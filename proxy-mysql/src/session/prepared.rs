@@ -342,3 +342,60 @@ fn execute_body(st: &mut ClientStmt, payload: &[u8]) -> Option<BytesMut> {
     }
     Some(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(params: u16) -> ClientStmt {
+        let sql: Rc<str> = Rc::from("SELECT ?, ?");
+        ClientStmt {
+            digest: Rc::new(router::sql::digest(&sql)),
+            class: router::sql::classify(&sql),
+            sql,
+            params,
+            types: None,
+            long_data: Vec::new(),
+        }
+    }
+
+    /// COM_STMT_EXECUTE: id 7, no cursor, iteration count 1, then `rest`.
+    fn execute(rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0];
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn parameter_types_are_always_sent_and_remembered() {
+        let mut st = stmt(2);
+        // Null bitmap, new-params-bound = 1, two LONGLONG types, two values.
+        let first = execute(&[
+            0, 1, 8, 0, 8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        let body = execute_body(&mut st, &first).expect("well formed");
+        assert_eq!(&body[..], &first[..]);
+        assert_eq!(st.types.as_deref(), Some(&[8, 0, 8, 0][..]));
+        // The next execution leaves the types out (bound = 0): they are put back.
+        let second = execute(&[0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let body = execute_body(&mut st, &second).expect("well formed");
+        assert_eq!(
+            &body[..],
+            &execute(&[
+                0, 1, 8, 0, 8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0
+            ])[..]
+        );
+    }
+
+    #[test]
+    fn short_parameter_blocks_are_malformed() {
+        let mut st = stmt(2);
+        assert!(execute_body(&mut st, &execute(&[])).is_none());
+        assert!(execute_body(&mut st, &execute(&[0, 1, 8, 0])).is_none());
+        assert!(execute_body(&mut st, &[0x17, 7, 0]).is_none());
+        // Without parameters the payload goes as it is.
+        let mut none = stmt(0);
+        let p = execute(&[]);
+        assert_eq!(&execute_body(&mut none, &p).expect("no params")[..], &p[..]);
+    }
+}
