@@ -25,14 +25,7 @@ pub fn outside_schemas(
             .into_iter()
             .next()
             .map(|db| errs::db_access_denied(user, &peer.to_string(), &db)),
-        Err(why) => Some(ErrPacket::new(
-            1142,
-            "42000",
-            format!(
-                "furrow: statement refused for user '{user}': the schemas it uses cannot be \
-                 checked ({why}); qualify names or simplify the statement"
-            ),
-        )),
+        Err(why) => Some(errs::schemas_unchecked(user, &why.to_string())),
     }
 }
 

@@ -439,6 +439,117 @@ pub mod errs {
         ErrPacket::new(1421, "HY000", "The statement has no open cursor")
     }
 
+    /// 1142: a statement the group's rules refuse to `user` (`why`: which rule; `message`: the
+    /// rule's own text).
+    pub fn denied(user: &str, why: &str, message: Option<&str>) -> ErrPacket {
+        let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
+        ErrPacket::new(
+            1142,
+            "42000",
+            format!("furrow: statement refused for user '{user}' ({why}){extra}"),
+        )
+    }
+
+    /// 1226: a `limit` rule's budget is spent (MariaDB's wording for a user resource limit).
+    pub fn limited(user: &str, resource: &str, value: u64, message: Option<&str>) -> ErrPacket {
+        let extra = message.map(|m| format!(" ({m})")).unwrap_or_default();
+        ErrPacket::new(
+            1226,
+            "42000",
+            format!(
+                "User '{user}' has exceeded the '{resource}' resource (current value: {value}){extra}"
+            ),
+        )
+    }
+
+    /// 1142: the schemas a statement uses cannot be told (so `outside_schemas` cannot be checked).
+    pub fn schemas_unchecked(user: &str, why: &str) -> ErrPacket {
+        ErrPacket::new(
+            1142,
+            "42000",
+            format!(
+                "furrow: statement refused for user '{user}': the schemas it uses cannot be \
+                 checked ({why}); qualify names or simplify the statement"
+            ),
+        )
+    }
+
+    /// 1235: a statement sharded listeners refuse.
+    pub fn unsupported_sharded(what: &str) -> ErrPacket {
+        ErrPacket::new(
+            1235,
+            "42000",
+            format!("furrow: not supported on sharded tables: {what}"),
+        )
+    }
+
+    /// 1105: the listener's sharding rules do not compile (the compiler's message).
+    pub fn rules_broken(msg: &str) -> ErrPacket {
+        ErrPacket::new(1105, "HY000", msg.to_string())
+    }
+
+    /// 1049: a database a sharded listener does not serve.
+    pub fn unknown_database(db: &str) -> ErrPacket {
+        ErrPacket::new(1049, "42000", format!("Unknown database '{db}'"))
+    }
+
+    /// 1046: no database selected.
+    pub fn no_database() -> ErrPacket {
+        ErrPacket::new(1046, "3D000", "No database selected")
+    }
+
+    /// 1105: a `furrow:shard=NAME` hint naming no shard of the rules.
+    pub fn unknown_shard(name: &str, known: &[&str]) -> ErrPacket {
+        ErrPacket::new(
+            1105,
+            "HY000",
+            format!(
+                "furrow: unknown shard `{name}` in hint (shards: {})",
+                known.join(", ")
+            ),
+        )
+    }
+
+    /// 1390: more placeholders than a prepared statement may have.
+    pub fn too_many_placeholders() -> ErrPacket {
+        ErrPacket::new(
+            1390,
+            "HY000",
+            "Prepared statement contains too many placeholders",
+        )
+    }
+
+    /// 1461: the session's prepared statements are at their limit.
+    pub fn too_many_statements() -> ErrPacket {
+        ErrPacket::new(
+            1461,
+            "42000",
+            "Can't create more than max_prepared_stmt_count statements",
+        )
+    }
+
+    /// 1210: a COM_STMT_EXECUTE whose parameters do not decode.
+    pub fn bad_execute_arguments(e: &dyn std::fmt::Display) -> ErrPacket {
+        ErrPacket::new(
+            1210,
+            "HY000",
+            format!("Incorrect arguments to mysqld_stmt_execute: {e}"),
+        )
+    }
+
+    /// 1180: a cross-shard COMMIT that failed on `shard` after others committed (`report`: each
+    /// shard's outcome).
+    pub fn partial_commit(shard: &str, report: &str) -> ErrPacket {
+        ErrPacket::new(
+            1180,
+            "HY000",
+            format!(
+                "furrow: commit failed on shard {shard}; the transaction is only partly \
+                 committed:{report}"
+            ),
+        )
+    }
+
     /// 1105: an internal inconsistency, reported instead of panicking.
     pub fn internal(what: &str) -> ErrPacket {
         ErrPacket::new(1105, "HY000", format!("furrow internal error: {what}"))

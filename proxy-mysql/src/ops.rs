@@ -19,6 +19,8 @@ use codec::mysql::ErrPacket;
 use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
 use router::sql::Digest;
 
+use crate::error::errs;
+
 /// One core's part of the ops features (in [`crate::core::CoreCtx`]): the rules compiled for its
 /// groups, the queue to the process's audit writer and its counters of the audit files.
 pub struct OpsCore {
@@ -195,28 +197,6 @@ impl Drop for Permit {
     }
 }
 
-/// ERR 1142 for a refused statement.
-fn denied(user: &str, why: &str, message: Option<&str>) -> ErrPacket {
-    let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
-    ErrPacket::new(
-        1142,
-        "42000",
-        format!("furrow: statement refused for user '{user}' ({why}){extra}"),
-    )
-}
-
-/// ERR 1226 for an exceeded limit.
-fn limited(user: &str, resource: &str, value: u64, message: Option<&str>) -> ErrPacket {
-    let extra = message.map(|m| format!(" ({m})")).unwrap_or_default();
-    ErrPacket::new(
-        1226,
-        "42000",
-        format!(
-            "User '{user}' has exceeded the '{resource}' resource (current value: {value}){extra}"
-        ),
-    )
-}
-
 impl Rules {
     /// Whether the rules decide what may run (deny/allow rules, or allowlist mode), as opposed to
     /// only limiting it: then every statement of a text is checked, and what cannot be checked is
@@ -234,7 +214,7 @@ impl Rules {
         for (i, c) in self.rules.iter().enumerate() {
             match c.rule.action {
                 RuleAction::Deny if c.matches(user, d) => {
-                    return Err(denied(
+                    return Err(errs::denied(
                         user,
                         &format!("deny rule {i}"),
                         c.rule.message.as_deref(),
@@ -267,14 +247,14 @@ impl Rules {
                 continue;
             }
             if let Some(why) = u.opaque {
-                return Err(denied(
+                return Err(errs::denied(
                     user,
                     &format!("{why}: what it runs cannot be checked against the rules"),
                     None,
                 ));
             }
             if self.mode == RulesMode::Allowlist {
-                return Err(denied(user, "not in the allowlist", None));
+                return Err(errs::denied(user, "not in the allowlist", None));
             }
         }
         self.limits(user, d)
@@ -285,7 +265,7 @@ impl Rules {
     pub fn check(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
         let decided = self.decide(user, d)?;
         if self.mode == RulesMode::Allowlist && !decided {
-            return Err(denied(user, "not in the allowlist", None));
+            return Err(errs::denied(user, "not in the allowlist", None));
         }
         self.limits(user, d)
     }
@@ -310,7 +290,7 @@ impl Rules {
                 st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * cap).min(cap);
                 st.1 = now;
                 if st.0 < 1.0 {
-                    return Err(limited(
+                    return Err(errs::limited(
                         user,
                         "max_queries_per_second",
                         u64::from(qps),
@@ -323,7 +303,7 @@ impl Rules {
                 let n = b.inflight.fetch_add(1, Relaxed) + 1;
                 if n > u64::from(max) {
                     b.inflight.fetch_sub(1, Relaxed);
-                    return Err(limited(
+                    return Err(errs::limited(
                         user,
                         "max_concurrent_statements",
                         u64::from(max),

@@ -45,6 +45,7 @@ use runtime::{Shared, Snapshot};
 
 use crate::conn::Conn;
 use crate::core::CoreCtx;
+use crate::error::errs;
 use crate::vars::VarState;
 
 pub use check::check_shard_schemas;
@@ -298,11 +299,7 @@ pub fn handles(code: u8) -> bool {
 
 /// Error for statements that sharded listeners refuse.
 pub fn unsupported(what: &str) -> ErrPacket {
-    ErrPacket::new(
-        1235,
-        "42000",
-        format!("furrow: not supported on sharded tables: {what}"),
-    )
+    errs::unsupported_sharded(what)
 }
 
 /// Number of assignments of a `SET` statement (top-level commas plus one).
@@ -447,15 +444,7 @@ impl ShardSession {
     /// server.
     async fn multi(&mut self, mut cx: Ctx<'_>, rules: &RulesFor, pieces: &[&str]) {
         if !cx.multi_statements {
-            return encode::err(
-                cx.client,
-                &ErrPacket::new(
-                    1064,
-                    "42000",
-                    "You have an error in your SQL syntax; multi-statements are not enabled for \
-                     this connection (CLIENT_MULTI_STATEMENTS)",
-                ),
-            );
+            return encode::err(cx.client, &errs::multi_statements_off());
         }
         if let Some(p) = pieces.iter().find(|p| is_compound(p)) {
             let what = p.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
@@ -496,14 +485,11 @@ impl ShardSession {
         let rules = match rules {
             Ok(r) => r,
             Err(msg) => {
-                return encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
+                return encode::err(cx.client, &errs::rules_broken(msg));
             }
         };
         if db != rules.name {
-            return encode::err(
-                cx.client,
-                &ErrPacket::new(1049, "42000", format!("Unknown database '{db}'")),
-            );
+            return encode::err(cx.client, &errs::unknown_database(db));
         }
         let st = self.status();
         cx.client.queue_ok(1, 0, 0, st);
@@ -521,7 +507,7 @@ impl ShardSession {
         let rules = match rules {
             Ok(r) => r.clone(),
             Err(msg) => {
-                encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
+                encode::err(cx.client, &errs::rules_broken(msg));
                 return None;
             }
         };
@@ -540,8 +526,7 @@ impl ShardSession {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let (code, state) = e.mysql_code();
-                    let err = ErrPacket::new(code, state, format!("furrow: {e}"));
+                    let err = errs::plan(&e);
                     encode::err(cx.client, &err);
                     return None;
                 }
@@ -597,10 +582,7 @@ impl ShardSession {
             }
             StmtKind::Use => {
                 let Some(db) = &c.schema else {
-                    return encode::err(
-                        cx.client,
-                        &ErrPacket::new(1046, "3D000", "No database selected"),
-                    );
+                    return encode::err(cx.client, &errs::no_database());
                 };
                 return self.use_db(cx, &Ok(rules.clone()), db);
             }
@@ -619,17 +601,7 @@ impl ShardSession {
             // physical tables. No planning, no rewriting; the reply passes through.
             let Some(shard) = rules.shards.iter().position(|s| s.name == *name) else {
                 let known: Vec<&str> = rules.shards.iter().map(|s| s.name.as_str()).collect();
-                return encode::err(
-                    cx.client,
-                    &ErrPacket::new(
-                        1105,
-                        "HY000",
-                        format!(
-                            "furrow: unknown shard `{name}` in hint (shards: {})",
-                            known.join(", ")
-                        ),
-                    ),
-                );
+                return encode::err(cx.client, &errs::unknown_shard(name, &known));
             };
             let unit = plan::Unit {
                 shard,
@@ -665,8 +637,7 @@ impl ShardSession {
         let p = match planned {
             Ok(p) => p,
             Err(e) => {
-                let (code, state) = e.mysql_code();
-                let err = ErrPacket::new(code, state, format!("furrow: {e}"));
+                let err = errs::plan(&e);
                 return encode::err(cx.client, &err);
             }
         };

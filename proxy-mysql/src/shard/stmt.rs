@@ -13,7 +13,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use codec::mysql::command::ParamType;
 use codec::mysql::consts::{charset, column_type, com};
-use codec::mysql::{ColumnDefinition, Command, ErrPacket, StmtPrepareOk};
+use codec::mysql::{ColumnDefinition, Command, StmtPrepareOk};
 use router::sql::lexer::{Token, tokenize};
 use router::sql::plan::PlanContext;
 use router::sql::shard::ShardingRules;
@@ -73,7 +73,7 @@ impl ShardSession {
                 let rules = match rules {
                     Ok(r) => r.clone(),
                     Err(msg) => {
-                        return encode::err(cx.client, &ErrPacket::new(1105, "HY000", msg.clone()));
+                        return encode::err(cx.client, &errs::rules_broken(msg));
                     }
                 };
                 // The ops features apply to the statement's text, as for COM_STMT_EXECUTE on a
@@ -105,10 +105,7 @@ impl ShardSession {
                     cx.client.queue_ok(1, 0, 0, st);
                 }
                 Some(id) => encode::err(cx.client, &errs::unknown_stmt(id, "mysqld_stmt_reset")),
-                None => encode::err(
-                    cx.client,
-                    &ErrPacket::new(1835, "08S01", "Malformed communication packet"),
-                ),
+                None => encode::err(cx.client, &errs::malformed("")),
             },
             com::STMT_SEND_LONG_DATA => {
                 // No reply is sent for long data; the next EXECUTE of this statement fails.
@@ -139,24 +136,10 @@ impl ShardSession {
         }
         let n = placeholders(sql);
         let Ok(params) = u16::try_from(n) else {
-            return encode::err(
-                cx.client,
-                &ErrPacket::new(
-                    1390,
-                    "HY000",
-                    "Prepared statement contains too many placeholders",
-                ),
-            );
+            return encode::err(cx.client, &errs::too_many_placeholders());
         };
         if self.stmts.map.len() >= MAX_STMTS {
-            return encode::err(
-                cx.client,
-                &ErrPacket::new(
-                    1461,
-                    "42000",
-                    "Can't create more than max_prepared_stmt_count statements",
-                ),
-            );
+            return encode::err(cx.client, &errs::too_many_statements());
         }
         self.stmts.next = self.stmts.next.wrapping_add(1).max(1);
         let id = self.stmts.next;
@@ -193,10 +176,7 @@ impl ShardSession {
         let exec = match Command::decode(payload) {
             Ok(Command::StmtExecute(e)) => e,
             _ => {
-                return encode::err(
-                    cx.client,
-                    &ErrPacket::new(1835, "08S01", "Malformed communication packet"),
-                );
+                return encode::err(cx.client, &errs::malformed(""));
             }
         };
         let id = exec.statement_id;
@@ -215,14 +195,7 @@ impl ShardSession {
         let params = match exec.params(usize::from(st.params), st.types.as_deref()) {
             Ok(p) => p,
             Err(e) => {
-                return encode::err(
-                    cx.client,
-                    &ErrPacket::new(
-                        1210,
-                        "HY000",
-                        format!("Incorrect arguments to mysqld_stmt_execute: {e}"),
-                    ),
-                );
+                return encode::err(cx.client, &errs::bad_execute_arguments(&e));
             }
         };
         if params.new_params_bound {

@@ -25,6 +25,7 @@ use router::sql::shard::ShardingRules;
 use super::conn::{ShardConn, simple};
 use super::run::names;
 use super::{Ctx, encode};
+use crate::error::errs;
 
 /// A client's sharded state: its open transaction and the last insert id it saw.
 #[derive(Default)]
@@ -204,15 +205,7 @@ impl ShardSession {
         }
         match failed {
             None => Ok(()),
-            Some((i, _)) => Err(ErrPacket::new(
-                1180,
-                "HY000",
-                format!(
-                    "furrow: commit failed on shard {}; the transaction is only partly \
-                     committed:{report}",
-                    name(i)
-                ),
-            )),
+            Some((i, _)) => Err(errs::partial_commit(&name(i), &report)),
         }
     }
 }
