@@ -725,7 +725,7 @@ impl BackendConn {
                 .await?;
             if o.err.is_some() {
                 self.broken = true;
-                return Err(ProxyError::Refused(errs::internal(
+                return Err(ProxyError::Internal(errs::internal(
                     "backend refused COM_RESET_CONNECTION",
                 )));
             }

@@ -63,11 +63,19 @@ pub enum ProxyError {
     /// The statement ran longer than the configured statement timeout.
     #[error("statement timeout")]
     Timeout,
-    /// A refusal with a ready ERR packet (ACL, limits, rules, unsupported features, a server
-    /// that is down or a pool that is full): nothing was sent, and sending it again now would be
-    /// refused again.
+    /// The request is not allowed or cannot be served as asked (ACL, hints, rules, a schema or
+    /// state the server refuses): nothing was sent, and sending it again would be refused again.
     #[error("{}", String::from_utf8_lossy(&.0.message))]
     Refused(ErrPacket),
+    /// No server can take the request now (its circuit is open, its pool is full, the group has
+    /// no usable server of the kind needed): nothing was sent. Not retried within the request:
+    /// the condition lasts longer than a client waits.
+    #[error("{}", String::from_utf8_lossy(&.0.message))]
+    Unavailable(ErrPacket),
+    /// The proxy's own state or configuration cannot serve the request (an inconsistency
+    /// reported instead of a panic, a group the config lacks).
+    #[error("{}", String::from_utf8_lossy(&.0.message))]
+    Internal(ErrPacket),
 }
 
 impl ProxyError {
@@ -108,8 +116,10 @@ impl ProxyError {
             ProxyError::BackendConnect { .. }
             | ProxyError::BackendLost { .. }
             | ProxyError::Timeout => Side::Backend,
-            ProxyError::ResultTooLarge { .. } | ProxyError::RowBudget(_) => Side::Internal,
-            // The packet's code says more; refusals are the proxy's decisions about a request.
+            ProxyError::Unavailable(_) => Side::Backend,
+            ProxyError::ResultTooLarge { .. }
+            | ProxyError::RowBudget(_)
+            | ProxyError::Internal(_) => Side::Internal,
             ProxyError::Refused(_) => Side::Client,
         }
     }
@@ -186,7 +196,9 @@ impl ProxyError {
                 "70100",
                 "Query execution was interrupted (max_statement_time exceeded)",
             ),
-            ProxyError::Refused(p) => p.clone(),
+            ProxyError::Refused(p) | ProxyError::Unavailable(p) | ProxyError::Internal(p) => {
+                p.clone()
+            }
         }
     }
 }
@@ -567,8 +579,12 @@ mod tests {
         assert!(lost.retryable() && lost.is_server_failure());
         assert!(ProxyError::Timeout.retryable());
         assert!(!ProxyError::Timeout.is_server_failure());
-        let refused = ProxyError::Refused(errs::pool_exhausted("r1"));
-        assert!(!refused.retryable() && !refused.is_server_failure());
+        let full = ProxyError::Unavailable(errs::pool_exhausted("r1"));
+        assert_eq!(full.side(), Side::Backend);
+        assert!(!full.retryable() && !full.is_server_failure());
+        let refused = ProxyError::Refused(errs::read_only("u"));
+        assert_eq!(refused.side(), Side::Client);
+        assert!(!refused.retryable());
         let client = ProxyError::client(ConnError::Io(std::io::ErrorKind::BrokenPipe.into()));
         assert_eq!(client.side(), Side::Client);
         assert!(!client.retryable() && !client.is_server_failure());

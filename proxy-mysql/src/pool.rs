@@ -236,7 +236,7 @@ pub async fn checkout(
                 .await
                 .is_err()
         {
-            return Err(ProxyError::Refused(errs::pool_exhausted(&t.name)));
+            return Err(ProxyError::Unavailable(errs::pool_exhausted(&t.name)));
         }
     }
 }

@@ -36,7 +36,7 @@ impl Session {
             &self.info.group,
             &self.shared,
         )
-        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&self.info.group, "group")))?;
+        .ok_or_else(|| ProxyError::Internal(errs::no_backend(&self.info.group, "group")))?;
         self.targets = Some((snap.generation, t.clone()));
         Ok(t)
     }
@@ -147,7 +147,7 @@ impl Session {
     ) -> Result<Dest, ProxyError> {
         let target = |w: Which| -> Result<(&Target, bool), ProxyError> {
             let t = targets.ok_or_else(|| {
-                ProxyError::Refused(errs::internal("no targets for a server decision"))
+                ProxyError::Internal(errs::internal("no targets for a server decision"))
             })?;
             match w {
                 Which::Primary => Ok((&t.primary, true)),
@@ -155,36 +155,40 @@ impl Session {
                     .replicas
                     .get(i)
                     .map(|(x, _)| (x, false))
-                    .ok_or_else(|| ProxyError::Refused(errs::internal("replica index"))),
+                    .ok_or_else(|| ProxyError::Internal(errs::internal("replica index"))),
             }
         };
         let named = || match &c.hint {
             Some(Hint::Backend(name)) => name.as_str(),
             _ => "",
         };
-        let refused = match decision {
+        let why = match decision {
             Decision::Pinned => return Ok(Dest::Pinned),
             Decision::Server(w) => {
                 let (x, primary) = target(w)?;
                 return Ok(Dest::Server(x.clone(), primary));
             }
-            Decision::Refuse(why) => match why {
-                Refusal::ReadOnlyUser => errs::read_only(&self.user),
-                Refusal::WriteOnPinnedReplica => {
-                    let server = self.pinned.as_ref().map_or("", |p| &*p.server);
-                    errs::write_on_pinned_replica(server)
-                }
-                Refusal::UnknownBackend => errs::unknown_backend(named()),
-                Refusal::HintPrimaryDenied => errs::hint_primary_denied(&self.user, named()),
-                Refusal::HintWriteToReplica => errs::hint_write_to_replica(named()),
-                Refusal::Down(w) => {
-                    let (x, _) = target(w)?;
-                    errs::circuit_open(&x.name, &x.state)
-                }
-                Refusal::NoReplica => errs::no_backend(&g.name, "replica"),
-            },
+            Decision::Refuse(why) => why,
         };
-        Err(ProxyError::Refused(refused))
+        Err(match why {
+            Refusal::ReadOnlyUser => ProxyError::Refused(errs::read_only(&self.user)),
+            Refusal::WriteOnPinnedReplica => {
+                let server = self.pinned.as_ref().map_or("", |p| &*p.server);
+                ProxyError::Refused(errs::write_on_pinned_replica(server))
+            }
+            Refusal::UnknownBackend => ProxyError::Refused(errs::unknown_backend(named())),
+            Refusal::HintPrimaryDenied => {
+                ProxyError::Refused(errs::hint_primary_denied(&self.user, named()))
+            }
+            Refusal::HintWriteToReplica => {
+                ProxyError::Refused(errs::hint_write_to_replica(named()))
+            }
+            Refusal::Down(w) => {
+                let (x, _) = target(w)?;
+                ProxyError::Unavailable(errs::circuit_open(&x.name, &x.state))
+            }
+            Refusal::NoReplica => ProxyError::Unavailable(errs::no_backend(&g.name, "replica")),
+        })
     }
 
     pub(super) async fn acquire(
@@ -195,7 +199,7 @@ impl Session {
         let t = match dest {
             Dest::Pinned => {
                 return self.pinned.take().ok_or_else(|| {
-                    ProxyError::Refused(errs::internal("pinned connection missing"))
+                    ProxyError::Internal(errs::internal("pinned connection missing"))
                 });
             }
             Dest::Server(t, _) => t,

@@ -299,7 +299,7 @@ impl Session {
     pub(super) async fn check_schema(&mut self) -> Result<(), ProxyError> {
         let snap = self.snap.get().clone();
         let Some(g) = snap.config.mysql_group(&self.info.group) else {
-            return Err(ProxyError::Refused(errs::no_backend(
+            return Err(ProxyError::Internal(errs::no_backend(
                 &self.info.group,
                 "group",
             )));

@@ -86,13 +86,13 @@ pub async fn checkout(
     let g = snap
         .config
         .mysql_group(&shard.group)
-        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
+        .ok_or_else(|| ProxyError::Internal(errs::no_backend(&shard.group, "group")))?;
     let t = group_targets(core, snap, &shard.group, shared)
-        .ok_or_else(|| ProxyError::Refused(errs::no_backend(&shard.group, "group")))?;
+        .ok_or_else(|| ProxyError::Internal(errs::no_backend(&shard.group, "group")))?;
     // Circuit breaking as on a read/write-split listener: an ejected or offline primary is not
     // tried (failures are recorded by the pool on connect, and by the session on a lost reply).
     if !t.primary.state.usable() {
-        return Err(ProxyError::Refused(errs::circuit_open(
+        return Err(ProxyError::Unavailable(errs::circuit_open(
             &t.primary.name,
             &t.primary.state,
         )));
