@@ -58,9 +58,8 @@ impl Session {
                     Flow::Continue
                 }
                 Err(e) => match self.failed(e, leg, mark, &mut avoid, g, d, sql, started) {
-                    Next::Retry => continue,
-                    Next::Go(()) => Flow::Continue,
-                    Next::Stop(flow) => flow,
+                    Some(flow) => flow,
+                    None => continue,
                 },
             };
         }
@@ -178,10 +177,10 @@ impl Session {
 
     /// A statement whose attempt failed: the connection is dropped, a connection failure counts
     /// towards the server's ejection, and a read that failed or timed out on a replica before
-    /// anything reached the client runs again elsewhere (`Next::Retry`: a stalled replica must
-    /// not hang its clients; writes never do). Otherwise the client gets the ERR (in sequence
-    /// after rows already sent when the result was too large), the failure is accounted, and a
-    /// session whose connection state is gone is closed (`Next::Stop`).
+    /// anything reached the client runs again elsewhere (`None`: a stalled replica must not hang
+    /// its clients; writes never do). Otherwise the client gets the ERR (in sequence after rows
+    /// already sent when the result was too large), the failure is accounted, and the flow is
+    /// returned: a session whose connection state is gone is closed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn failed(
         &mut self,
@@ -193,7 +192,7 @@ impl Session {
         d: &Digest,
         sql: &str,
         started: Instant,
-    ) -> Next<()> {
+    ) -> Option<Flow> {
         let Leg {
             mut conn,
             retry_ok,
@@ -217,7 +216,7 @@ impl Session {
             }
             self.client.wbuf.truncate(mark);
             avoid.extend(name);
-            return Next::Retry;
+            return None;
         }
         let err = e.to_err_packet();
         if let ProxyError::ResultTooLarge { next_seq, .. } = e {
@@ -236,9 +235,9 @@ impl Session {
         self.account(g, sql, d, started, &ran, Err(err.code));
         if was_pinned || self.in_txn || self.sticky {
             // The session's connection state is gone; the client must reconnect.
-            return Next::Stop(Flow::Close);
+            return Some(Flow::Close);
         }
-        Next::Go(())
+        Some(Flow::Continue)
     }
 
     /// Accounts one statement that ran (or failed on a server): the digest table, the listener's

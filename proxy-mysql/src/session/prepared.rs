@@ -217,9 +217,8 @@ impl Session {
                     Flow::Continue
                 }
                 Err(e) => match self.failed(e, leg, mark, &mut avoid, g, &d, &sql, started) {
-                    Next::Retry => continue,
-                    Next::Go(()) => Flow::Continue,
-                    Next::Stop(flow) => flow,
+                    Some(flow) => flow,
+                    None => continue,
                 },
             };
         }
