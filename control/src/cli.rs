@@ -32,6 +32,18 @@ pub struct ControlArgs {
     /// Worker threads of the service's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Releases kept per namespace instance (0: all; the current and active gray releases are always kept).
+    #[arg(long, default_value_t = 100)]
+    pub keep_releases: usize,
+    /// Seconds an instance report lives without news (a new report or a watch) from that instance.
+    #[arg(long, default_value_t = 600)]
+    pub report_ttl_s: u64,
+    /// The most instance reports kept in memory.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_reports: usize,
+    /// Milliseconds a write waits for the store before answering 503.
+    #[arg(long, default_value_t = 5_000)]
+    pub write_wait_ms: u64,
 }
 
 /// `furrow ctl`: client commands.
@@ -428,11 +440,10 @@ fn labels_query(labels: &[String]) -> String {
         .join(",")
 }
 
+/// A list element from the command line: any JSON value as itself (the service rejects arrays and objects
+/// with a precise error instead of storing their text), anything else as a string.
 fn scalar(text: &str) -> Json {
-    serde_json::from_str::<Json>(text)
-        .ok()
-        .filter(|v| !v.is_array() && !v.is_object())
-        .unwrap_or_else(|| Json::String(text.into()))
+    serde_json::from_str::<Json>(text).unwrap_or_else(|_| Json::String(text.into()))
 }
 
 fn usage(msg: impl Into<String>) -> ClientError {
@@ -560,8 +571,11 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                     serde_json::from_str::<Json>(&s).map_err(|e| usage(format!("--schema: {e}")))
                 })
                 .transpose()?;
-            let body =
-                json!({"value": typed_value(kind, &text)?, "schema": schema, "version": version});
+            // No --schema: the field is left out so the item keeps its schema (null would remove it).
+            let mut body = json!({"value": typed_value(kind, &text)?, "version": version});
+            if let Some(schema) = schema {
+                body["schema"] = schema;
+            }
             api.call("PUT", &path, Some(&body)).await
         }
         Delete { ns, key, version } => {
@@ -832,14 +846,18 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         );
         token = Some(t);
     }
-    let center =
-        crate::center::Center::open(store, args.envs.clone(), &args.admin_user, token.as_deref())
-            .map_err(|e| e.to_string())?;
+    let mut opts =
+        crate::center::CenterOptions::new(args.envs.clone(), &args.admin_user, token.as_deref());
+    opts.keep_releases = args.keep_releases;
+    opts.report_ttl = Duration::from_secs(args.report_ttl_s);
+    opts.max_reports = args.max_reports;
+    opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, store = %args.store, "furrow control listening");
+        tracing::info!(%addr, store = %crate::store::redact_url(&args.store), "furrow control listening");
         eprintln!("furrow control listening on http://{addr}");
         let stop = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -11,10 +11,12 @@ use crate::rules::RuleTable;
 /// The cluster every application has in every environment; named clusters inherit from it.
 pub const DEFAULT_CLUSTER: &str = "default";
 
-/// Checks a name (application, environment, cluster, namespace, key, user): 1–128 of `[A-Za-z0-9._-]`.
+/// Checks a name (application, environment, cluster, namespace, key, user): 1–128 of `[A-Za-z0-9._-]`, not
+/// made of dots only (`.`, `..`, `...` are path segments an HTTP client normalizes away: unreachable).
 pub fn check_name(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
+        && !name.bytes().all(|b| b == b'.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -120,6 +122,10 @@ pub struct Item {
     /// A free comment.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// A secret value: encrypted at rest, shown masked in listings and the audit log, delivered in clear only
+    /// to callers with `read` on the namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
     /// The optimistic version: 1 on creation, +1 on every change.
     pub version: u64,
     /// Who changed it last.
@@ -393,7 +399,8 @@ impl Grant {
 }
 
 /// A user (a person or a machine) with roles.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct User {
     /// The user name.
     pub name: String,
@@ -403,10 +410,14 @@ pub struct User {
     /// Administrators may do everything.
     #[serde(default)]
     pub admin: bool,
+    /// The hash of the token this request authenticated with (set by `Center::authenticate`, never stored):
+    /// tokens minted with it record it as their parent, so revoking it revokes them too.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// An API token (stored as its SHA-256).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Token {
     /// Hex SHA-256 of the token.
     pub hash: String,
@@ -415,6 +426,31 @@ pub struct Token {
     /// A description.
     #[serde(default)]
     pub description: String,
+    /// When it was created (ms since the epoch; 0 for tokens stored before this field existed).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When it stops working (ms since the epoch); None: never.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+    /// The hash of the token that minted it (revoking that one revokes this one).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The bootstrap administrator's token (`--admin-token`): replaced, with everything minted under it, when
+    /// the service starts with another one.
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+impl Token {
+    /// The public id of a token: the first 16 hex digits of its hash (enough to name it, useless to log in).
+    pub fn id(&self) -> &str {
+        &self.hash[..self.hash.len().min(16)]
+    }
+
+    /// Whether it has expired at `now` (ms).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_ms.is_some_and(|e| e <= now)
+    }
 }
 
 /// A scheduled publish, applied by the service when its time comes.
@@ -506,6 +542,7 @@ mod tests {
             version: 1,
             modified_by: "u".into(),
             masked: false,
+            secret: false,
         }
     }
 
@@ -517,6 +554,11 @@ mod tests {
             Some("app")
         );
         assert!(check_name("app", "").is_err());
+        // Issue 17, item 7: dot-only names cannot be reached over HTTP.
+        for n in [".", "..", "..."] {
+            assert!(check_name("key", n).is_err(), "{n}");
+        }
+        assert!(check_name("key", "a..b").is_ok());
     }
 
     #[test]

@@ -50,20 +50,39 @@ pub struct PublishOutcome {
     pub scheduled: Option<u64>,
 }
 
-/// A new or updated item, as sent by clients.
+/// A new or updated item, as sent by clients. Unknown fields are refused (a misspelt `"shcema"` must not be
+/// silently ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ItemInput {
     /// The value.
     pub value: Value,
-    /// An optional JSON Schema.
-    #[serde(default)]
-    pub schema: Option<serde_json::Value>,
+    /// The JSON Schema: absent keeps the item's schema, `null` removes it, a schema sets it. Changing the
+    /// schema of an existing item needs `publish` (an `edit` user cannot loosen what an admin enforced).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schema: Option<Option<serde_json::Value>>,
+    /// Whether the item is secret: absent keeps the flag; changing it on an existing item needs `publish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<bool>,
     /// A comment.
     #[serde(default)]
     pub comment: String,
     /// The version the caller read: absent to create (fails if it exists), else must be the current one.
     #[serde(default)]
     pub version: Option<u64>,
+}
+
+/// Deserializes a field that may be absent (`None`, through `default`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A change being prepared by one actor.
@@ -76,9 +95,20 @@ pub struct Tx<'a> {
     pub changes: Vec<Change>,
     /// The sequence counter after this change.
     pub seq: u64,
-    /// Whether watchers must be woken after commit.
-    pub push: bool,
+    /// The namespace instances whose watchers must be woken after commit.
+    pub pushed: Vec<NsKey>,
+    /// What the last permission check was about (the target of a "denied" audit record).
+    pub target: String,
     now: u64,
+}
+
+/// An item's value as recorded in the audit log: `"******"` for secret items.
+fn audit_value(item: &Item, secret: bool) -> serde_json::Value {
+    if secret {
+        serde_json::Value::String("******".into())
+    } else {
+        serde_json::to_value(&item.value).unwrap_or_default()
+    }
 }
 
 fn conflict(msg: impl Into<String>) -> ControlError {
@@ -93,17 +123,36 @@ impl<'a> Tx<'a> {
             actor,
             changes: Vec::new(),
             seq: st.seq,
-            push: false,
+            pushed: Vec::new(),
+            target: String::new(),
             now: now_ms(),
         }
     }
 
-    /// Finishes: the changes including the new sequence value.
-    pub fn finish(mut self) -> (Vec<Change>, bool, u64) {
+    /// Finishes: the changes including the new sequence value, the namespace instances to wake, the sequence.
+    pub fn finish(mut self) -> (Vec<Change>, Vec<NsKey>, u64) {
         if self.seq != self.st.seq {
             self.changes.push(Change::Put(Rec::Seq { value: self.seq }));
         }
-        (self.changes, self.push, self.seq)
+        (self.changes, self.pushed, self.seq)
+    }
+
+    /// Requires `level` on a namespace instance, remembering it as the target of a possible denial.
+    fn need(&mut self, ns: &NsKey, level: Level) -> Result<Level> {
+        self.target = ns.path();
+        self.st.require(self.actor, ns, level)
+    }
+
+    /// An audit record of a refused attempt (committed on its own by the caller).
+    pub fn denied(&mut self, err: &ControlError) {
+        let target = if self.target.is_empty() { "-".to_string() } else { self.target.clone() };
+        self.changes.clear();
+        self.seq = self.st.seq;
+        self.audit(
+            "denied",
+            &target,
+            serde_json::json!({"code": err.code, "message": err.message}),
+        );
     }
 
     fn next_id(&mut self) -> u64 {
@@ -128,7 +177,8 @@ impl<'a> Tx<'a> {
         self.put(Rec::Audit(rec));
     }
 
-    fn require_admin(&self) -> Result<()> {
+    fn require_admin(&mut self) -> Result<()> {
+        self.target = "admin".into();
         if self.actor.admin {
             Ok(())
         } else {
@@ -243,23 +293,26 @@ impl<'a> Tx<'a> {
 
     fn write_item(&mut self, ns: &NsKey, item: Item, action: &str) -> Result<Item> {
         item.validate()?;
+        let old = self.st.drafts.get(ns).and_then(|d| d.get(&item.key));
+        let secret = item.secret || old.is_some_and(|o| o.secret);
+        let detail = serde_json::json!({
+            "version": item.version,
+            "old": old.map(|o| audit_value(o, secret)),
+            "new": audit_value(&item, secret),
+        });
         self.put(Rec::Item {
             ns: ns.clone(),
             item: item.clone(),
         });
         self.edited(ns);
-        self.audit(
-            action,
-            &format!("{}/{}", ns.path(), item.key),
-            serde_json::json!({"version": item.version}),
-        );
+        self.audit(action, &format!("{}/{}", ns.path(), item.key), detail);
         Ok(item)
     }
 
     /// Creates or updates a draft item with optimistic versioning.
     pub fn put_item(&mut self, ns: &NsKey, key: &str, input: ItemInput) -> Result<Item> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Edit)?;
+        self.need(ns, Level::Edit)?;
         check_name("key", key)?;
         let existing = self.st.drafts.get(ns).and_then(|d| d.get(key));
         let version = match (existing, input.version) {
@@ -284,11 +337,24 @@ impl<'a> Tx<'a> {
             }
             (Some(cur), Some(_)) => cur.version + 1,
         };
+        let old_schema = existing.and_then(|i| i.schema.clone());
+        let old_secret = existing.is_some_and(|i| i.secret);
+        let schema = match input.schema {
+            None => old_schema.clone(),
+            Some(s) => s,
+        };
+        let secret = input.secret.unwrap_or(old_secret);
+        if existing.is_some() && (schema != old_schema || secret != old_secret) {
+            let field = if schema != old_schema { "schema" } else { "secret" };
+            self.need(ns, Level::Publish)
+                .map_err(|e| e.with_field(field))?;
+        }
         let item = Item {
             key: key.into(),
             value: input.value,
-            schema: input.schema,
+            schema,
             comment: input.comment,
+            secret,
             version,
             modified_by: self.actor.name.clone(),
             masked: false,
@@ -296,9 +362,9 @@ impl<'a> Tx<'a> {
         self.write_item(ns, item, "item.put")
     }
 
-    fn existing_item(&self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<Item> {
+    fn existing_item(&mut self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<Item> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Edit)?;
+        self.need(ns, Level::Edit)?;
         let cur = self
             .st
             .drafts
@@ -320,7 +386,7 @@ impl<'a> Tx<'a> {
 
     /// Deletes a draft item (with `version`, only if unchanged).
     pub fn delete_item(&mut self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<()> {
-        self.existing_item(ns, key, version)?;
+        let old = self.existing_item(ns, key, version)?;
         self.changes.push(Change::Delete {
             kind: "item",
             key: format!("{}/{key}", ns.path()),
@@ -329,7 +395,7 @@ impl<'a> Tx<'a> {
         self.audit(
             "item.delete",
             &format!("{}/{key}", ns.path()),
-            serde_json::json!({}),
+            serde_json::json!({"old": audit_value(&old, old.secret)}),
         );
         Ok(())
     }
@@ -374,6 +440,45 @@ impl<'a> Tx<'a> {
         self.write_item(ns, item, "item.list")
     }
 
+    /// Deletes the oldest releases of `ns` beyond the retention (`State::keep_releases`), never the current
+    /// one (`keep`), active gray releases or releases created in this change.
+    fn prune_releases(&mut self, ns: &NsKey, state: &NsState) {
+        let keep = self.st.keep_releases;
+        if keep == 0 {
+            return;
+        }
+        let created = self
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Put(Rec::Release(r)) if &r.ns == ns))
+            .count();
+        let mine: Vec<u64> = self
+            .st
+            .releases
+            .values()
+            .filter(|r| &r.ns == ns)
+            .map(|r| r.id)
+            .collect();
+        let total = mine.len() + created;
+        if total <= keep {
+            return;
+        }
+        let mut excess = total - keep;
+        for id in mine {
+            if excess == 0 {
+                break;
+            }
+            if state.current == Some(id) || state.grays.iter().any(|g| g.release == id) {
+                continue;
+            }
+            self.changes.push(Change::Delete {
+                kind: "release",
+                key: format!("{id:020}"),
+            });
+            excess -= 1;
+        }
+    }
+
     fn new_release(
         &mut self,
         ns: &NsKey,
@@ -396,11 +501,12 @@ impl<'a> Tx<'a> {
     }
 
     fn set_state(&mut self, ns: &NsKey, mut state: NsState, push: bool) {
+        self.prune_releases(ns, &state);
         let rev = self.next_id();
         state.revision = rev;
         if push {
             state.pushed = rev;
-            self.push = true;
+            self.pushed.push(ns.clone());
         }
         self.put(Rec::NsState {
             ns: ns.clone(),
@@ -408,7 +514,8 @@ impl<'a> Tx<'a> {
         });
     }
 
-    fn check_review(&self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
+    fn check_review(&mut self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
+        self.target = ns.path();
         let editors = self.st.ns_states.get(ns).map(|s| &s.editors);
         if def.review && editors.is_some_and(|e| e.contains(&self.actor.name)) {
             return Err(ControlError::new(
@@ -425,11 +532,27 @@ impl<'a> Tx<'a> {
     /// Publishes the draft of a namespace instance.
     pub fn publish(&mut self, ns: &NsKey, req: &PublishRequest) -> Result<PublishOutcome> {
         let def = self.st.check_ns(ns)?.clone();
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         self.check_review(ns, &def)?;
         let items = self.st.draft(ns);
         let mut state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
         let target = ns.path();
+        if let PublishMode::Gray { rule } = &req.mode
+            && rule.is_empty()
+        {
+            return Err(ControlError::bad(
+                "rule",
+                "a gray release needs labels, ips or instances",
+            ));
+        }
+        if let Some(cur) = state.current
+            && diff(&self.st.current_items(ns), &items) == Diff::default()
+        {
+            return Err(ControlError::bad(
+                "draft",
+                format!("nothing to publish: the draft equals the current release {cur}"),
+            ));
+        }
         match &req.mode {
             PublishMode::Immediate | PublishMode::Natural => {
                 let rel = self.new_release(ns, items, &req.message, ReleaseKind::Normal);
@@ -469,12 +592,6 @@ impl<'a> Tx<'a> {
                 })
             }
             PublishMode::Gray { rule } => {
-                if rule.is_empty() {
-                    return Err(ControlError::bad(
-                        "rule",
-                        "a gray release needs labels, ips or instances",
-                    ));
-                }
                 let rel = self.new_release(
                     ns,
                     items,
@@ -548,7 +665,7 @@ impl<'a> Tx<'a> {
     /// Promotes a gray release to everyone (a new main release with its items).
     pub fn promote(&mut self, ns: &NsKey, gray: u64, message: &str) -> Result<u64> {
         let def = self.st.check_ns(ns)?.clone();
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         self.check_review(ns, &def)?;
         let (mut state, idx) = self.gray_index(ns, gray)?;
         state.grays.remove(idx);
@@ -572,7 +689,7 @@ impl<'a> Tx<'a> {
     /// Abandons a gray release: its instances go back to the main release.
     pub fn abandon(&mut self, ns: &NsKey, gray: u64) -> Result<()> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         let (mut state, idx) = self.gray_index(ns, gray)?;
         state.grays.remove(idx);
         self.set_state(ns, state, true);
@@ -588,7 +705,7 @@ impl<'a> Tx<'a> {
     /// draft reset to them so the next publish does not bring the bad values back.
     pub fn rollback(&mut self, ns: &NsKey, to: u64, message: &str) -> Result<u64> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         let target = self
             .st
             .releases
@@ -649,8 +766,38 @@ impl<'a> Tx<'a> {
         Ok(user)
     }
 
-    /// Registers a token (by its hash) for a user (administrators).
-    pub fn add_token(&mut self, token: &str, user: &str, description: &str) -> Result<()> {
+    /// Cancels a pending scheduled publish of a namespace instance (publish level).
+    pub fn cancel_scheduled(&mut self, ns: &NsKey, id: u64) -> Result<()> {
+        self.st.check_ns(ns)?;
+        self.need(ns, Level::Publish)?;
+        if !self.st.scheduled.get(&id).is_some_and(|s| &s.ns == ns) {
+            return Err(ControlError::not_found(format!(
+                "no scheduled publish {id} in {}",
+                ns.path()
+            ))
+            .with_field("scheduled"));
+        }
+        self.changes.push(Change::Delete {
+            kind: "scheduled",
+            key: format!("{id:020}"),
+        });
+        self.audit(
+            "publish.cancel",
+            &ns.path(),
+            serde_json::json!({"scheduled": id}),
+        );
+        Ok(())
+    }
+
+    /// Registers a token (by its hash) for a user (administrators), valid for `ttl_ms` when given; it records
+    /// the token it was minted with, so revoking that one revokes this one.
+    pub fn add_token(
+        &mut self,
+        token: &str,
+        user: &str,
+        description: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<Token> {
         self.require_admin()?;
         if !self.st.users.contains_key(user) {
             return Err(
@@ -661,14 +808,77 @@ impl<'a> Tx<'a> {
             hash: crate::auth::hash_token(token),
             user: user.into(),
             description: description.into(),
+            created_ms: self.now,
+            expires_ms: ttl_ms.map(|t| self.now.saturating_add(t)),
+            parent: self.actor.token.clone(),
+            bootstrap: false,
         };
-        self.put(Rec::Token(t));
+        self.put(Rec::Token(t.clone()));
         self.audit(
             "token.create",
             user,
-            serde_json::json!({"description": description}),
+            serde_json::json!({"id": t.id(), "description": description, "expires_ms": t.expires_ms}),
         );
+        Ok(t)
+    }
+
+    /// Makes `token` the bootstrap administrator's token: the previous bootstrap tokens of `user`, and every
+    /// token minted under them, are revoked.
+    pub fn replace_bootstrap_token(&mut self, token: &str, user: &str) -> Result<()> {
+        let old: Vec<String> = self
+            .st
+            .tokens
+            .values()
+            .filter(|t| t.bootstrap && t.user == user)
+            .map(|t| t.hash.clone())
+            .collect();
+        for h in old {
+            self.revoke_tree(&h, "bootstrap token replaced");
+        }
+        let mut t = self.add_token(token, user, "bootstrap", None)?;
+        t.bootstrap = true;
+        self.put(Rec::Token(t));
         Ok(())
+    }
+
+    fn revoke_tree(&mut self, root: &str, why: &str) -> usize {
+        let mut todo = vec![root.to_string()];
+        let mut n = 0;
+        while let Some(h) = todo.pop() {
+            if let Some(t) = self.st.tokens.get(&h) {
+                self.changes.push(Change::Delete {
+                    kind: "token",
+                    key: h.clone(),
+                });
+                self.audit(
+                    "token.revoke",
+                    &t.user,
+                    serde_json::json!({"id": t.id(), "reason": why}),
+                );
+                n += 1;
+            }
+            todo.extend(
+                self.st
+                    .tokens
+                    .values()
+                    .filter(|c| c.parent.as_deref() == Some(h.as_str()))
+                    .map(|c| c.hash.clone()),
+            );
+        }
+        n
+    }
+
+    /// Revokes a token by its id (administrators), with every token minted under it; returns how many.
+    pub fn revoke_token(&mut self, id: &str) -> Result<usize> {
+        self.require_admin()?;
+        let hash = self
+            .st
+            .tokens
+            .values()
+            .find(|t| t.id() == id)
+            .map(|t| t.hash.clone())
+            .ok_or_else(|| ControlError::not_found(format!("unknown token {id:?}")).with_field("id"))?;
+        Ok(self.revoke_tree(&hash, "revoked"))
     }
 
     /// Grants a level (administrators); level `none` without export removes the grant.
@@ -713,6 +923,7 @@ mod tests {
             name: "admin".into(),
             roles: vec![],
             admin: true,
+            token: None,
         }
     }
 
@@ -759,6 +970,7 @@ mod tests {
                 ItemInput {
                     value: v,
                     schema: None,
+                    secret: None,
                     comment: String::new(),
                     version,
                 },
@@ -859,6 +1071,7 @@ mod tests {
         let input = |v: Option<u64>| ItemInput {
             value: Value::Integer(1),
             schema: None,
+            secret: None,
             comment: String::new(),
             version: v,
         };
@@ -888,7 +1101,8 @@ mod tests {
                 format: crate::document::DocFormat::Json,
                 text: "{\"port\": 0}".into(),
             },
-            schema: Some(serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}})),
+            schema: Some(Some(serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}}))),
+            secret: None,
             comment: String::new(),
             version: None,
         };
@@ -1004,6 +1218,7 @@ mod tests {
                     name: name.into(),
                     roles: vec![],
                     admin: false,
+                    token: None,
                 })
             })
             .unwrap();
@@ -1022,6 +1237,7 @@ mod tests {
         let input = ItemInput {
             value: Value::Boolean(true),
             schema: None,
+            secret: None,
             comment: String::new(),
             version: None,
         };

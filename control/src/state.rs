@@ -138,6 +138,9 @@ pub struct State {
     pub audit: Vec<AuditRecord>,
     /// The sequence counter.
     pub seq: u64,
+    /// How many releases to keep per namespace instance (0: all); the current and active gray releases are
+    /// always kept. Not persisted: given at start.
+    pub keep_releases: usize,
 }
 
 impl State {
@@ -220,6 +223,11 @@ impl State {
             }
             "token" => {
                 self.tokens.remove(key);
+            }
+            "release" => {
+                if let Ok(id) = key.parse::<u64>() {
+                    self.releases.remove(&id);
+                }
             }
             _ => {}
         }
@@ -343,6 +351,7 @@ mod tests {
             version: 1,
             modified_by: "u".into(),
             masked: false,
+            secret: false,
         };
         let rec = Rec::Item {
             ns: ns.clone(),
@@ -369,6 +378,7 @@ mod tests {
             name: "alice".into(),
             roles: vec!["ops".into()],
             admin: false,
+            token: None,
         };
         assert_eq!(st.level(&alice, "a", "n"), Level::None);
         st.apply(Change::Put(Rec::Grant(Grant {
