@@ -15,6 +15,35 @@ pub fn start(store_url: &str) -> Server {
     start_on(store_url, "127.0.0.1:0")
 }
 
+/// A server whose center options `tune` adjusts.
+pub fn start_with(store_url: &str, tune: impl FnOnce(&mut control::center::CenterOptions)) -> Server {
+    let store = control::store::open(store_url).unwrap();
+    let envs = ["DEV", "FAT", "UAT", "PRO"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut opts = control::center::CenterOptions::new(envs, "admin", Some(ADMIN_TOKEN));
+    tune(&mut opts);
+    let center = Center::open_with(store, opts).unwrap();
+    Server::start(center, "127.0.0.1:0", 2).unwrap()
+}
+
+/// Creates user `name` with a token and a grant of `level` on app `shop`, namespace `*`; returns the token.
+pub fn user_with(api: &Api, name: &str, level: &str) -> String {
+    api.ok("POST", "/v1/users", Some(json!({"name": name})));
+    if level != "none" {
+        api.ok(
+            "PUT",
+            "/v1/permissions",
+            Some(json!({"subject": format!("user:{name}"), "app": "shop", "namespace": "*", "level": level})),
+        );
+    }
+    api.ok("POST", "/v1/tokens", Some(json!({"user": name})))["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn start_on(store_url: &str, addr: &str) -> Server {
     let store = control::store::open(store_url).unwrap();
     let envs = ["DEV", "FAT", "UAT", "PRO"]
