@@ -719,7 +719,9 @@ async fn report(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let raw: Json = body(&b)?;
     only_fields(&raw, crate::center::REPORT_FIELDS)?;
     let r: Report = serde_json::from_value(raw).map_err(|e| body_error(&e.to_string()))?;
-    crate::model::check_name("id", &r.instance.id)?;
+    if r.instance.id.len() > 256 || r.reason.len() > 4096 {
+        return Err(ControlError::bad("id", "instance id (256) or reason (4096) too long").into());
+    }
     // Only a client of that namespace may say which release it uses (or refuses).
     let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
     readable(&c, &u, &key)?;

@@ -415,6 +415,11 @@ impl Shared {
             && let Err(e) = l(&snap)
         {
             tracing::warn!(version = snap.version, error = %e, "configuration rejected; keeping the previous one");
+            if !snap.from_snapshot_file {
+                // The center shows this instance as rejected, with the reason.
+                self.send_report(snap.version, snap.releases.clone(), Some(&e))
+                    .await;
+            }
             return false;
         }
         if let Some(path) = &self.opts.snapshot
@@ -432,12 +437,20 @@ impl Shared {
     }
 
     async fn report(&self, version: u64, releases: Vec<u64>) {
+        self.send_report(version, releases, None).await
+    }
+
+    async fn send_report(&self, version: u64, releases: Vec<u64>, rejected: Option<&str>) {
         let o = &self.opts;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "app": o.app, "env": o.env, "cluster": o.cluster, "namespace": o.namespace,
             "id": o.instance.id, "ip": o.instance.ip, "labels": o.instance.labels,
             "releases": releases, "version": version,
         });
+        if let Some(reason) = rejected {
+            body["status"] = "rejected".into();
+            body["reason"] = reason.chars().take(1000).collect::<String>().into();
+        }
         if let Err(e) = self
             .api
             .call_status("POST", "/v1/reports", Some(&body), o.request_timeout)

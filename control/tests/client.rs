@@ -93,6 +93,17 @@ fn client_follows_publishes_and_reports_what_it_applied() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(client.current().get_i64("k"), Some(2));
+    // The center shows the instance as rejected, with the listener's reason (issue 17, instance status).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = api.ok("GET", &format!("{p}/instances"), None);
+        if list[0]["status"] == "rejected" {
+            assert_eq!(list[0]["reason"], "negative k -1");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rejection shown: {list}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     client.stop();
 }
 
