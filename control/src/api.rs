@@ -44,6 +44,23 @@ impl IntoResponse for ApiError {
 
 type Res = std::result::Result<Response, ApiError>;
 
+/// One item as echoed by a write: secret values are not sent back.
+fn shown(item: Item) -> Item {
+    if item.secret { item.masked() } else { item }
+}
+
+/// A diff with secret values masked.
+fn shown_diff(mut d: crate::model::Diff) -> crate::model::Diff {
+    for i in d.added.values_mut().chain(d.removed.values_mut()) {
+        *i = shown(i.clone());
+    }
+    for (a, b) in d.changed.values_mut() {
+        *a = shown(a.clone());
+        *b = shown(b.clone());
+    }
+    d
+}
+
 fn ok(v: impl serde::Serialize) -> Res {
     Ok(axum::Json(v).into_response())
 }
@@ -130,11 +147,13 @@ fn instance(q: &HashMap<String, String>) -> Result<Instance> {
     })
 }
 
+/// Items as shown by the management API: masked for `masked_read` callers, and secret items masked for
+/// everyone (their clear value reaches only resolved configs read with `read`).
 fn masked_if(level: Level, items: impl IntoIterator<Item = Item>) -> Vec<Item> {
     items
         .into_iter()
         .map(|i| {
-            if level == Level::MaskedRead {
+            if level == Level::MaskedRead || i.secret {
                 i.masked()
             } else {
                 i
@@ -188,6 +207,7 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
         .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/secrets/reseal", post(reseal))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route(&format!("{ns}/scheduled"), get(list_scheduled))
         .route(
@@ -428,7 +448,7 @@ async fn put_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -> R
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let input: ItemInput = body(&b)?;
-    ok(c.write(u, move |tx| tx.put_item(&key, &p.4, input.clone())).await?)
+    ok(shown(c.write(u, move |tx| tx.put_item(&key, &p.4, input.clone())).await?))
 }
 
 async fn delete_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, Query(q): Q) -> Res {
@@ -451,9 +471,10 @@ async fn list_append(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
-    ok(c.write(u, move |tx| {
-        tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version)
-    }).await?)
+    let item = c
+        .write(u, move |tx| tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version))
+        .await?;
+    ok(shown(item))
 }
 
 type ListPath = Path<(String, String, String, String, String, usize)>;
@@ -462,16 +483,17 @@ async fn list_set(AxState(c): C, h: HeaderMap, Path(p): ListPath, b: Bytes) -> R
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
-    ok(c.write(u, move |tx| {
-        tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version)
-    }).await?)
+    let item = c
+        .write(u, move |tx| tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version))
+        .await?;
+    ok(shown(item))
 }
 
 async fn list_remove(AxState(c): C, h: HeaderMap, Path(p): ListPath, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let version = qnum(&q, "version")?;
-    ok(c.write(u, move |tx| tx.edit_list(&key, &p.4, Some(p.5), None, version)).await?)
+    ok(shown(c.write(u, move |tx| tx.edit_list(&key, &p.4, Some(p.5), None, version)).await?))
 }
 
 async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
@@ -481,7 +503,7 @@ async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
     if level < Level::Read {
         return Err(ControlError::forbidden("diff needs read permission").into());
     }
-    ok(c.read(|st| diff(&st.current_items(&key), &st.draft(&key)))?)
+    ok(shown_diff(c.read(|st| diff(&st.current_items(&key), &st.draft(&key)))?))
 }
 
 async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res {
@@ -619,7 +641,7 @@ async fn release_diff(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     if la < Level::Read || lb < Level::Read {
         return Err(ControlError::forbidden("diff needs read permission").into());
     }
-    ok(diff(&a.items, &b.items))
+    ok(shown_diff(diff(&a.items, &b.items)))
 }
 
 /// The body of a resolved config for `inst` (from the cache when the same releases were served before) and
@@ -727,6 +749,12 @@ async fn report(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     readable(&c, &u, &key)?;
     c.report(r)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn reseal(AxState(c): C, h: HeaderMap) -> Res {
+    let u = user(&c, &h)?;
+    let n = c.write(u, |tx| tx.reseal()).await?;
+    ok(json!({"records": n}))
 }
 
 async fn list_scheduled(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
@@ -878,7 +906,9 @@ async fn export(AxState(c): C, h: HeaderMap, Path((app, env)): Path<(String, Str
             .filter(|(k, _)| k.app == app && k.env == env)
         {
             let rel = state.current.and_then(|id| st.releases.get(&id));
-            let items = rel.map(|r| r.items.clone()).unwrap_or_default();
+            let items: BTreeMap<String, Item> = rel
+                .map(|r| r.items.iter().map(|(k, i)| (k.clone(), shown(i.clone()))).collect())
+                .unwrap_or_default();
             let kind = rel.map(|r| r.kind.clone()).unwrap_or(ReleaseKind::Normal);
             out.insert(
                 format!("{}/{}", key.cluster, key.namespace),

@@ -101,6 +101,8 @@ pub struct CenterOptions {
     pub max_reports: usize,
     /// How long a write waits for the store (and for the writer before it) before answering 503.
     pub write_wait: Duration,
+    /// The keys secret items are sealed with at rest (None: secret items are refused).
+    pub secret_keys: Option<Arc<crate::secret::Keyring>>,
 }
 
 impl CenterOptions {
@@ -115,6 +117,7 @@ impl CenterOptions {
             report_ttl: Duration::from_secs(600),
             max_reports: 10_000,
             write_wait: Duration::from_secs(5),
+            secret_keys: None,
         }
     }
 }
@@ -174,8 +177,13 @@ impl Center {
         for e in &opts.envs {
             crate::model::check_name("env", e)?;
         }
+        let store: Box<dyn Store> = Box::new(crate::secret::SealingStore::new(
+            store,
+            opts.secret_keys.clone(),
+        ));
         let mut st = State::new(opts.envs.clone());
         st.keep_releases = opts.keep_releases;
+        st.secrets = opts.secret_keys.is_some();
         let (rev, recs) = store.load()?;
         for rec in recs {
             st.apply(Change::Put(rec));

@@ -44,6 +44,10 @@ pub struct ControlArgs {
     /// Milliseconds a write waits for the store before answering 503.
     #[arg(long, default_value_t = 5_000)]
     pub write_wait_ms: u64,
+    /// Key file for secret items (`ID:HEX` lines, 32-byte keys; the first one encrypts). Without it secret
+    /// items are refused. See docs/control.md for rotation.
+    #[arg(long)]
+    pub secret_key_file: Option<std::path::PathBuf>,
 }
 
 /// `furrow ctl`: client commands.
@@ -852,6 +856,10 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
     opts.report_ttl = Duration::from_secs(args.report_ttl_s);
     opts.max_reports = args.max_reports;
     opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    if let Some(path) = &args.secret_key_file {
+        let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
+        opts.secret_keys = Some(std::sync::Arc::new(keys));
+    }
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {

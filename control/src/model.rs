@@ -126,6 +126,9 @@ pub struct Item {
     /// to callers with `read` on the namespace.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
+    /// At rest only: the sealed value of a secret item (`value` is then a placeholder); see `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
     /// The optimistic version: 1 on creation, +1 on every change.
     pub version: u64,
     /// Who changed it last.
@@ -543,6 +546,7 @@ mod tests {
             modified_by: "u".into(),
             masked: false,
             secret: false,
+            sealed: None,
         }
     }
 

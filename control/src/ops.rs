@@ -344,6 +344,12 @@ impl<'a> Tx<'a> {
             Some(s) => s,
         };
         let secret = input.secret.unwrap_or(old_secret);
+        if secret && !self.st.secrets {
+            return Err(ControlError::bad(
+                "secret",
+                "secret items need a key to be encrypted with: start the center with --secret-key-file",
+            ));
+        }
         if existing.is_some() && (schema != old_schema || secret != old_secret) {
             let field = if schema != old_schema { "schema" } else { "secret" };
             self.need(ns, Level::Publish)
@@ -355,6 +361,7 @@ impl<'a> Tx<'a> {
             schema,
             comment: input.comment,
             secret,
+            sealed: None,
             version,
             modified_by: self.actor.name.clone(),
             masked: false,
@@ -764,6 +771,36 @@ impl<'a> Tx<'a> {
             serde_json::json!({"roles": user.roles, "admin": user.admin}),
         );
         Ok(user)
+    }
+
+    /// Rewrites every record holding a secret item so the store re-seals it under the current key (after a
+    /// key rotation; administrators). Returns how many records were rewritten.
+    pub fn reseal(&mut self) -> Result<usize> {
+        self.require_admin()?;
+        let mut n = 0;
+        for (ns, items) in &self.st.drafts {
+            for item in items.values().filter(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Item {
+                    ns: ns.clone(),
+                    item: item.clone(),
+                }));
+                n += 1;
+            }
+        }
+        for r in self.st.releases.values() {
+            if r.items.values().any(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Release((**r).clone())));
+                n += 1;
+            }
+        }
+        for s in self.st.scheduled.values() {
+            if s.items.values().any(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Scheduled(s.clone())));
+                n += 1;
+            }
+        }
+        self.audit("secrets.reseal", "secrets", serde_json::json!({"records": n}));
+        Ok(n)
     }
 
     /// Cancels a pending scheduled publish of a namespace instance (publish level).

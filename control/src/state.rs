@@ -141,6 +141,8 @@ pub struct State {
     /// How many releases to keep per namespace instance (0: all); the current and active gray releases are
     /// always kept. Not persisted: given at start.
     pub keep_releases: usize,
+    /// Whether the center holds a key to seal secret items with (not persisted).
+    pub secrets: bool,
 }
 
 impl State {
@@ -352,6 +354,7 @@ mod tests {
             modified_by: "u".into(),
             masked: false,
             secret: false,
+            sealed: None,
         };
         let rec = Rec::Item {
             ns: ns.clone(),

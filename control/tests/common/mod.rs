@@ -11,6 +11,13 @@ use serde_json::{Value as Json, json};
 
 pub const ADMIN_TOKEN: &str = "root-token";
 
+/// The secret-item key of test servers.
+pub const TEST_KEY: &str = "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+pub fn test_keys() -> Option<std::sync::Arc<control::secret::Keyring>> {
+    Some(std::sync::Arc::new(control::secret::Keyring::parse(TEST_KEY).unwrap()))
+}
+
 pub fn start(store_url: &str) -> Server {
     start_on(store_url, "127.0.0.1:0")
 }
@@ -23,6 +30,7 @@ pub fn start_with(store_url: &str, tune: impl FnOnce(&mut control::center::Cente
         .map(|s| s.to_string())
         .collect();
     let mut opts = control::center::CenterOptions::new(envs, "admin", Some(ADMIN_TOKEN));
+    opts.secret_keys = test_keys();
     tune(&mut opts);
     let center = Center::open_with(store, opts).unwrap();
     Server::start(center, "127.0.0.1:0", 2).unwrap()
@@ -50,7 +58,9 @@ pub fn start_on(store_url: &str, addr: &str) -> Server {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let center = Center::open(store, envs, "admin", Some(ADMIN_TOKEN)).unwrap();
+    let mut opts = control::center::CenterOptions::new(envs, "admin", Some(ADMIN_TOKEN));
+    opts.secret_keys = test_keys();
+    let center = Center::open_with(store, opts).unwrap();
     Server::start(center, addr, 2).unwrap()
 }
 
