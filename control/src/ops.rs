@@ -807,7 +807,7 @@ impl<'a> Tx<'a> {
     pub fn cancel_scheduled(&mut self, ns: &NsKey, id: u64) -> Result<()> {
         self.st.check_ns(ns)?;
         self.need(ns, Level::Publish)?;
-        if !self.st.scheduled.get(&id).is_some_and(|s| &s.ns == ns) {
+        if self.st.scheduled.get(&id).is_none_or(|s| &s.ns != ns) {
             return Err(ControlError::not_found(format!(
                 "no scheduled publish {id} in {}",
                 ns.path()
