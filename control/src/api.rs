@@ -203,6 +203,7 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/diff", get(release_diff))
         .route("/v1/configs/{app}/{env}/{cluster}/{ns}", get(config))
         .route("/v1/watch", get(watch))
+        .route("/v1/evaluate", post(evaluate))
         .route("/v1/reports", post(report))
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
@@ -749,6 +750,61 @@ async fn report(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     readable(&c, &u, &key)?;
     c.report(r)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateReq {
+    app: String,
+    env: String,
+    #[serde(default = "default_cluster")]
+    cluster: String,
+    namespace: String,
+    /// The keys to evaluate (absent: every key).
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+    /// The caller context rule conditions look at.
+    #[serde(default)]
+    context: BTreeMap<String, String>,
+    /// The instance asking (selects gray releases), as in `/v1/configs`.
+    #[serde(default)]
+    instance: Instance,
+}
+
+fn default_cluster() -> String {
+    crate::model::DEFAULT_CLUSTER.to_string()
+}
+
+/// Evaluates dynamic values for a context exactly as the client library does: the resolved config of the
+/// namespace instance (layers and gray releases included), each rule table evaluated (first matching rule,
+/// else the default), other values returned as JSON. Needs `read` (it returns values).
+async fn evaluate(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: EvaluateReq = body(&b)?;
+    let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
+    if readable(&c, &u, &key)? < Level::Read {
+        return Err(ControlError::forbidden("evaluating values needs read permission").into());
+    }
+    let resolved = c.read(|st| crate::resolve::resolve(st, &key, &r.instance))??;
+    let keys: Vec<String> = match r.keys {
+        Some(k) => k,
+        None => resolved.items.keys().cloned().collect(),
+    };
+    let mut values = serde_json::Map::new();
+    for k in keys {
+        let item = resolved.items.get(&k).ok_or_else(|| {
+            ControlError::not_found(format!("unknown key {k:?}")).with_field("keys")
+        })?;
+        let v = match &item.value {
+            crate::model::Value::Rules(t) => {
+                let (rule, v) = t.explain(&r.context);
+                json!({"value": v, "rule": rule, "dynamic": true})
+            }
+            other => json!({"value": other.to_json()?, "dynamic": false}),
+        };
+        values.insert(k, v);
+    }
+    ok(json!({"version": resolved.version, "releases": resolved.releases, "values": values}))
 }
 
 async fn reseal(AxState(c): C, h: HeaderMap) -> Res {

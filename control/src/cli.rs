@@ -369,6 +369,21 @@ pub enum ConfigCmd {
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// Evaluate values (rule tables with a context) as the client library would.
+    Evaluate {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// A key to evaluate (repeat; default: every key).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Context attributes `k=v` (repeat).
+        #[arg(long = "ctx")]
+        context: Vec<String>,
+        /// The instance id (selects gray releases).
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Long-poll for a change newer than `--since`.
     Watch {
         /// The namespace instance.
@@ -719,6 +734,27 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                 encode(&labels_query(&labels))
             );
             api.call("GET", &path, None).await
+        }
+        Evaluate {
+            ns,
+            keys,
+            context,
+            instance,
+        } => {
+            let mut ctx = serde_json::Map::new();
+            for kv in &context {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--ctx {kv:?}: use k=v")))?;
+                ctx.insert(k.to_string(), v.into());
+            }
+            let mut body = json!({"app": ns.app, "env": ns.env, "cluster": ns.cluster,
+                                  "namespace": ns.namespace, "context": ctx,
+                                  "instance": {"id": instance.unwrap_or_default()}});
+            if !keys.is_empty() {
+                body["keys"] = json!(keys);
+            }
+            api.call("POST", "/v1/evaluate", Some(&body)).await
         }
         Watch { ns, since, timeout } => {
             let path = format!(
