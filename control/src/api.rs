@@ -211,6 +211,8 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/secrets/reseal", post(reseal))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route(&format!("{ns}/scheduled"), get(list_scheduled))
+        .route(&format!("{ns}/rollouts"), get(list_rollouts))
+        .route(&format!("{ns}/rollouts/{{id}}/{{action}}"), post(rollout_action))
         .route(
             &format!("{ns}/scheduled/{{id}}"),
             axum::routing::delete(cancel_scheduled),
@@ -511,7 +513,7 @@ async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res 
     let u = user(&c, &h)?;
     let key = nskey(p);
     let mut raw: Json = body(&b)?;
-    only_fields(&raw, &["message", "mode", "at_ms", "rule"])?;
+    only_fields(&raw, &["message", "mode", "at_ms", "rule", "batch", "interval_ms"])?;
     if let Some(obj) = raw.as_object_mut() {
         obj.entry("mode")
             .or_insert_with(|| Json::String("immediate".into()));
@@ -805,6 +807,31 @@ async fn evaluate(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
         values.insert(k, v);
     }
     ok(json!({"version": resolved.version, "releases": resolved.releases, "values": values}))
+}
+
+async fn list_rollouts(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey(p);
+    readable(&c, &u, &key)?;
+    ok(c.read(|st| {
+        st.rollouts
+            .values()
+            .rev()
+            .filter(|r| r.ns == key)
+            .cloned()
+            .collect::<Vec<_>>()
+    })?)
+}
+
+async fn rollout_action(
+    AxState(c): C,
+    h: HeaderMap,
+    Path(p): Path<(String, String, String, String, u64, String)>,
+) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey((p.0, p.1, p.2, p.3));
+    let action = crate::ops::RolloutAction::parse(&p.5)?;
+    ok(c.write(u, move |tx| tx.rollout_action(&key, p.4, action)).await?)
 }
 
 async fn reseal(AxState(c): C, h: HeaderMap) -> Res {

@@ -132,7 +132,10 @@ pub struct Center {
     /// wakes only the watchers of the namespaces it changed. Channels nobody listens to are pruned.
     watchers: Mutex<HashMap<(String, String), tokio::sync::watch::Sender<u64>>>,
     prune_watchers_at: AtomicU64,
-    reports: Mutex<HashMap<(String, String), Report>>,
+    /// Reports by (instance id, namespace path), with a sequence number of the last news (eviction order:
+    /// several reports arrive within one millisecond).
+    reports: Mutex<HashMap<(String, String), (u64, Report)>>,
+    report_seq: AtomicU64,
     /// Serialized config responses by (namespace path, version, release ids, masked); cleared on every commit.
     cache: RwLock<HashMap<CacheKey, axum::body::Bytes>>,
     opts: CenterOptions,
@@ -195,6 +198,7 @@ impl Center {
             watchers: Mutex::new(HashMap::new()),
             prune_watchers_at: AtomicU64::new(1024),
             reports: Mutex::new(HashMap::new()),
+            report_seq: AtomicU64::new(0),
             cache: RwLock::new(HashMap::new()),
             opts,
             metrics: Metrics::default(),
@@ -453,6 +457,49 @@ impl Center {
         Ok(due.len())
     }
 
+    /// Advances the running rolling gray publishes (a batch when due, a stop on a rejection at once); returns
+    /// how many were looked at.
+    ///
+    /// The population of a rollout is the instances with a live report on its namespace instance (for a
+    /// `default`-cluster layer: on that namespace of that application in any cluster, since every cluster
+    /// inherits it); an instance reporting the gray release as rejected stops the rollout.
+    pub fn run_rollouts(&self) -> Result<usize> {
+        let due: Vec<(u64, crate::model::NsKey)> = self.read(|st| {
+            st.rollouts
+                .values()
+                .filter(|r| r.status == crate::model::RolloutStatus::Running)
+                .map(|r| (r.release, r.ns.clone()))
+                .collect()
+        })?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let reports = self.instances(None, None)?;
+        let sys = system_user();
+        for (id, ns) in &due {
+            let mine: Vec<&Report> = reports
+                .iter()
+                .filter(|r| {
+                    r.app == ns.app
+                        && r.env == ns.env
+                        && r.namespace == ns.namespace
+                        && (r.cluster == ns.cluster || ns.cluster == crate::model::DEFAULT_CLUSTER)
+                        && !r.instance.id.is_empty()
+                })
+                .collect();
+            let mut population: Vec<String> = mine.iter().map(|r| r.instance.id.clone()).collect();
+            population.sort();
+            population.dedup();
+            let rejected: Vec<(String, String)> = mine
+                .iter()
+                .filter(|r| r.status == ReportStatus::Rejected && r.releases.contains(id))
+                .map(|r| (r.instance.id.clone(), r.reason.clone()))
+                .collect();
+            self.mutate(&sys, |tx| tx.rollout_step(*id, &population, &rejected))?;
+        }
+        Ok(due.len())
+    }
+
     /// Records what an instance applied or rejected. The caller must hold at least `masked_read` on that
     /// namespace (checked by the API); reports expire after `report_ttl` without news from the instance, and
     /// at most `max_reports` are held (the oldest is dropped).
@@ -466,17 +513,18 @@ impl Center {
         let ttl = self.opts.report_ttl.as_millis() as u64;
         let mut reports = self.reports.lock().map_err(poisoned)?;
         if !reports.contains_key(&key) && reports.len() >= self.opts.max_reports {
-            reports.retain(|_, r| now.saturating_sub(r.at_ms) < ttl);
+            reports.retain(|_, (_, r)| now.saturating_sub(r.at_ms) < ttl);
             if reports.len() >= self.opts.max_reports
                 && let Some(oldest) = reports
                     .iter()
-                    .min_by_key(|(_, r)| r.at_ms)
+                    .min_by_key(|(_, (seq, _))| *seq)
                     .map(|(k, _)| k.clone())
             {
                 reports.remove(&oldest);
             }
         }
-        reports.insert(key, r);
+        let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
+        reports.insert(key, (seq, r));
         Ok(())
     }
 
@@ -486,9 +534,10 @@ impl Center {
             return;
         }
         if let Ok(mut reports) = self.reports.lock()
-            && let Some(r) = reports.get_mut(&(instance.to_string(), ns_path.to_string()))
+            && let Some((seq, r)) = reports.get_mut(&(instance.to_string(), ns_path.to_string()))
         {
             r.at_ms = now_ms();
+            *seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -500,12 +549,12 @@ impl Center {
         let reports = self.reports.lock().map_err(poisoned)?;
         let mut out: Vec<Report> = reports
             .iter()
-            .filter(|((_, p), r)| {
+            .filter(|((_, p), (_, r))| {
                 now.saturating_sub(r.at_ms) < ttl
                     && release.is_none_or(|id| r.releases.contains(&id))
                     && ns_path.is_none_or(|n| n == p)
             })
-            .map(|(_, r)| r.clone())
+            .map(|(_, (_, r))| r.clone())
             .collect();
         out.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
         Ok(out)

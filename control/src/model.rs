@@ -473,6 +473,90 @@ pub struct Scheduled {
     pub message: String,
 }
 
+/// How many instances each batch of a rolling gray publish adds: a count or a percentage of the instances
+/// known for the namespace instance (exactly one of the two).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Instances per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Percent (1–100) of the known instances per batch, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+}
+
+impl BatchSpec {
+    /// Checks that exactly one of count (>= 1) and percent (1–100) is given.
+    pub fn validate(&self) -> Result<()> {
+        match (self.count, self.percent) {
+            (Some(c), None) if c >= 1 => Ok(()),
+            (None, Some(p)) if (1..=100).contains(&p) => Ok(()),
+            _ => Err(ControlError::bad(
+                "batch",
+                "give {\"count\": N >= 1} or {\"percent\": 1..100}",
+            )),
+        }
+    }
+
+    /// The batch size for a population of `n` instances (at least 1).
+    pub fn size(&self, n: usize) -> usize {
+        match (self.count, self.percent) {
+            (Some(c), _) => c.max(1),
+            (None, Some(p)) => (n * p as usize).div_ceil(100).max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// Where a rolling gray publish stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Adding a batch every interval; promotes when every known instance has it.
+    Running,
+    /// Paused by a user.
+    Paused,
+    /// Stopped by itself (an instance rejected the release); resume, abort or roll back.
+    Stopped,
+    /// Promoted to everyone.
+    Done,
+    /// Abandoned: every instance is back on the main release.
+    Aborted,
+    /// Rolled back after (or instead of) promotion: the main release is the one before the rollout.
+    RolledBack,
+}
+
+/// A rolling gray publish: a gray release whose instance list grows batch by batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The gray release (also the rollout's id).
+    pub release: u64,
+    /// The namespace instance.
+    pub ns: NsKey,
+    /// Batch size.
+    pub batch: BatchSpec,
+    /// Time between batches, ms.
+    pub interval_ms: u64,
+    /// Where it stands.
+    pub status: RolloutStatus,
+    /// Why it stopped, was aborted or rolled back.
+    #[serde(default)]
+    pub reason: String,
+    /// The instances that have the gray release, in the order they got it.
+    #[serde(default)]
+    pub selected: Vec<String>,
+    /// When the next batch is due (ms since the epoch).
+    pub next_ms: u64,
+    /// The main release when the rollout started (what a rollback returns to).
+    pub base: Option<u64>,
+    /// The main release the promotion created.
+    #[serde(default)]
+    pub promoted: Option<u64>,
+    /// Who started it.
+    pub author: String,
+}
+
 /// One audit record: who did what to what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {

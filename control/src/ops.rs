@@ -28,6 +28,45 @@ pub enum PublishMode {
         /// The selection.
         rule: GrayRule,
     },
+    /// A gray release rolled out by the service: a batch of the instances known for the namespace instance
+    /// every `interval_ms`, then promoted; stops by itself when an instance rejects it.
+    Rolling {
+        /// Batch size.
+        batch: BatchSpec,
+        /// Time between batches, ms.
+        interval_ms: u64,
+    },
+}
+
+/// A user's command to a rolling gray publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// Stop adding batches.
+    Pause,
+    /// Continue (the next batch is due now).
+    Resume,
+    /// Abandon the gray release: every instance back on the main release.
+    Abort,
+    /// Abort, or after the promotion return the main release to the one before the rollout.
+    Rollback,
+}
+
+impl RolloutAction {
+    /// Parses `pause`, `resume`, `abort`, `rollback`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pause" => RolloutAction::Pause,
+            "resume" => RolloutAction::Resume,
+            "abort" => RolloutAction::Abort,
+            "rollback" => RolloutAction::Rollback,
+            _ => {
+                return Err(ControlError::not_found(format!(
+                    "unknown rollout action {s:?}: use pause, resume, abort or rollback"
+                ))
+                .with_field("action"));
+            }
+        })
+    }
 }
 
 /// A publish request.
@@ -552,6 +591,21 @@ impl<'a> Tx<'a> {
                 "a gray release needs labels, ips or instances",
             ));
         }
+        if let PublishMode::Rolling { batch, .. } = &req.mode {
+            batch.validate()?;
+            if self
+                .st
+                .rollouts
+                .values()
+                .any(|r| &r.ns == ns && matches!(r.status, RolloutStatus::Running | RolloutStatus::Paused | RolloutStatus::Stopped))
+            {
+                return Err(ControlError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{} already has a rollout in progress", ns.path()),
+                )
+                .with_field("mode"));
+            }
+        }
         if let Some(cur) = state.current
             && diff(&self.st.current_items(ns), &items) == Diff::default()
         {
@@ -620,7 +674,179 @@ impl<'a> Tx<'a> {
                     scheduled: None,
                 })
             }
+            PublishMode::Rolling { batch, interval_ms } => {
+                let rule = GrayRule::default();
+                let rel = self.new_release(
+                    ns,
+                    items,
+                    &req.message,
+                    ReleaseKind::Gray { rule: rule.clone() },
+                );
+                let base = state.current;
+                state.grays.push(Gray {
+                    release: rel.id,
+                    rule,
+                });
+                state.editors.clear();
+                // No instance is selected yet: nobody needs waking until the first batch.
+                self.set_state(ns, state, false);
+                let r = Rollout {
+                    release: rel.id,
+                    ns: ns.clone(),
+                    batch: batch.clone(),
+                    interval_ms: *interval_ms,
+                    status: RolloutStatus::Running,
+                    reason: String::new(),
+                    selected: Vec::new(),
+                    next_ms: self.now,
+                    base,
+                    promoted: None,
+                    author: self.actor.name.clone(),
+                };
+                self.put(Rec::Rollout(r));
+                self.audit(
+                    "rollout.start",
+                    &target,
+                    serde_json::json!({"release": rel.id, "batch": batch, "interval_ms": interval_ms}),
+                );
+                Ok(PublishOutcome {
+                    release: Some(rel.id),
+                    scheduled: None,
+                })
+            }
         }
+    }
+
+    fn rollout(&self, id: u64) -> Result<Rollout> {
+        self.st.rollouts.get(&id).cloned().ok_or_else(|| {
+            ControlError::not_found(format!("no rollout {id}")).with_field("rollout")
+        })
+    }
+
+    /// One step of a running rollout (the service, as the system user, on every poll): `population` are the
+    /// instances known for the namespace instance, `rejected` (instance, reason) those that reported the gray
+    /// release as rejected. Stops at once on a rejection; otherwise, when the next batch is due, adds a batch,
+    /// or promotes once every known instance has had the release for one interval.
+    pub fn rollout_step(
+        &mut self,
+        id: u64,
+        population: &[String],
+        rejected: &[(String, String)],
+    ) -> Result<RolloutStatus> {
+        let mut r = self.rollout(id)?;
+        if r.status != RolloutStatus::Running {
+            return Ok(r.status);
+        }
+        let ns = r.ns.clone();
+        let target = ns.path();
+        let mut state = self.st.ns_states.get(&ns).cloned().unwrap_or_default();
+        let Some(gi) = state.grays.iter().position(|g| g.release == id) else {
+            // Promoted or abandoned by hand meanwhile.
+            r.status = if state.current.is_some_and(|c| {
+                self.st.releases.get(&c).is_some_and(|rel| rel.kind == ReleaseKind::Promote { gray: id })
+            }) {
+                RolloutStatus::Done
+            } else {
+                RolloutStatus::Aborted
+            };
+            r.reason = "the gray release was promoted or abandoned by hand".into();
+            self.put(Rec::Rollout(r.clone()));
+            return Ok(r.status);
+        };
+        if let Some((inst, why)) = rejected.iter().find(|(i, _)| r.selected.contains(i)) {
+            r.status = RolloutStatus::Stopped;
+            r.reason = format!("instance {inst:?} rejected release {id}: {why}");
+            self.put(Rec::Rollout(r.clone()));
+            self.audit("rollout.stop", &target, serde_json::json!({"release": id, "reason": r.reason}));
+            return Ok(r.status);
+        }
+        if r.next_ms > self.now {
+            return Ok(r.status);
+        }
+        let mut remaining: Vec<&String> = population.iter().filter(|i| !r.selected.contains(i)).collect();
+        remaining.sort();
+        if remaining.is_empty() {
+            if !r.selected.is_empty() {
+                let promoted = self.promote(&ns, id, &format!("rollout of {id} complete"))?;
+                r.promoted = Some(promoted);
+                r.status = RolloutStatus::Done;
+                self.put(Rec::Rollout(r.clone()));
+                self.audit("rollout.done", &target, serde_json::json!({"release": id, "promoted": promoted}));
+                return Ok(r.status);
+            }
+            // No instance known yet: look again next interval.
+            r.next_ms = self.now + r.interval_ms;
+            self.put(Rec::Rollout(r.clone()));
+            return Ok(r.status);
+        }
+        let n = r.batch.size(population.len());
+        let batch: Vec<String> = remaining.into_iter().take(n).cloned().collect();
+        r.selected.extend(batch.iter().cloned());
+        state.grays[gi].rule.instances = r.selected.clone();
+        self.set_state(&ns, state, true);
+        r.next_ms = self.now + r.interval_ms;
+        self.put(Rec::Rollout(r.clone()));
+        self.audit(
+            "rollout.batch",
+            &target,
+            serde_json::json!({"release": id, "added": batch, "selected": r.selected.len()}),
+        );
+        Ok(r.status)
+    }
+
+    /// Pauses, resumes, aborts or rolls back a rollout (publish level).
+    pub fn rollout_action(&mut self, ns: &NsKey, id: u64, action: RolloutAction) -> Result<Rollout> {
+        let def = self.st.check_ns(ns)?.clone();
+        self.need(ns, Level::Publish)?;
+        let mut r = self.rollout(id)?;
+        if &r.ns != ns {
+            return Err(ControlError::not_found(format!("no rollout {id} in {}", ns.path())).with_field("rollout"));
+        }
+        use RolloutStatus as S;
+        let invalid = |r: &Rollout| {
+            ControlError::new(
+                ErrorCode::VersionConflict,
+                format!("rollout {id} is {:?}: cannot {action:?}", r.status),
+            )
+            .with_field("status")
+        };
+        let gray_active = self
+            .st
+            .ns_states
+            .get(ns)
+            .is_some_and(|s| s.grays.iter().any(|g| g.release == id));
+        match (action, r.status) {
+            (RolloutAction::Pause, S::Running) => r.status = S::Paused,
+            (RolloutAction::Resume, S::Paused | S::Stopped) => {
+                self.check_review(ns, &def)?;
+                r.status = S::Running;
+                r.reason.clear();
+                r.next_ms = self.now;
+            }
+            (RolloutAction::Abort | RolloutAction::Rollback, S::Running | S::Paused | S::Stopped) => {
+                if gray_active {
+                    self.abandon(ns, id)?;
+                }
+                r.status = if action == RolloutAction::Abort { S::Aborted } else { S::RolledBack };
+                r.reason = format!("{action:?} by {}", self.actor.name).to_lowercase();
+            }
+            (RolloutAction::Rollback, S::Done) => {
+                let base = r.base.ok_or_else(|| {
+                    ControlError::bad("rollout", "nothing to roll back to: the namespace had no release before")
+                })?;
+                self.rollback(ns, base, &format!("roll back rollout {id}"))?;
+                r.status = S::RolledBack;
+                r.reason = format!("rolled back by {}", self.actor.name);
+            }
+            _ => return Err(invalid(&r)),
+        }
+        self.put(Rec::Rollout(r.clone()));
+        self.audit(
+            &format!("rollout.{}", format!("{action:?}").to_lowercase()),
+            &ns.path(),
+            serde_json::json!({"release": id, "status": r.status}),
+        );
+        Ok(r)
     }
 
     /// Applies a due scheduled publish (called by the service as the system user).

@@ -33,7 +33,8 @@ pub async fn serve(
             let s = sched.clone();
             let r = tokio::task::spawn_blocking(move || {
                 s.catch_up()?;
-                s.run_due()
+                s.run_due()?;
+                s.run_rollouts()
             })
             .await;
             let err = match r {

@@ -39,6 +39,8 @@ pub enum Rec {
     Release(Release),
     /// A pending scheduled publish.
     Scheduled(Scheduled),
+    /// A rolling gray publish.
+    Rollout(Rollout),
     /// A user.
     User(User),
     /// An API token.
@@ -65,6 +67,7 @@ impl Rec {
             Rec::NsState { .. } => "ns_state",
             Rec::Release(_) => "release",
             Rec::Scheduled(_) => "scheduled",
+            Rec::Rollout(_) => "rollout",
             Rec::User(_) => "user",
             Rec::Token(_) => "token",
             Rec::Grant(_) => "grant",
@@ -83,6 +86,7 @@ impl Rec {
             Rec::NsState { ns, .. } => ns.path(),
             Rec::Release(r) => format!("{:020}", r.id),
             Rec::Scheduled(s) => format!("{:020}", s.id),
+            Rec::Rollout(r) => format!("{:020}", r.release),
             Rec::User(u) => u.name.clone(),
             Rec::Token(t) => t.hash.clone(),
             Rec::Grant(g) => g.key(),
@@ -128,6 +132,8 @@ pub struct State {
     pub releases: BTreeMap<u64, Arc<Release>>,
     /// Pending scheduled publishes by id.
     pub scheduled: BTreeMap<u64, Scheduled>,
+    /// Rolling gray publishes by gray release id.
+    pub rollouts: BTreeMap<u64, Rollout>,
     /// Users by name.
     pub users: BTreeMap<String, User>,
     /// Tokens by hash.
@@ -190,6 +196,9 @@ impl State {
             }
             Rec::Scheduled(s) => {
                 self.scheduled.insert(s.id, s);
+            }
+            Rec::Rollout(r) => {
+                self.rollouts.insert(r.release, r);
             }
             Rec::User(u) => {
                 self.users.insert(u.name.clone(), u);

@@ -36,6 +36,7 @@ pub fn static_kind(kind: &str) -> Option<&'static str> {
         "ns_state",
         "release",
         "scheduled",
+        "rollout",
         "user",
         "token",
         "grant",
