@@ -205,6 +205,9 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/watch", get(watch))
         .route("/v1/evaluate", post(evaluate))
         .route("/v1/reports", post(report))
+        .route("/v1/usage", post(post_usage))
+        .route(&format!("{ns}/usage"), get(ns_usage))
+        .route(&format!("{ns}/usage/{{key}}"), get(key_usage))
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
         .route("/v1/tokens", get(list_tokens).post(create_token))
@@ -838,6 +841,74 @@ async fn reseal(AxState(c): C, h: HeaderMap) -> Res {
     let u = user(&c, &h)?;
     let n = c.write(u, |tx| tx.reseal()).await?;
     ok(json!({"records": n}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageReport {
+    app: String,
+    env: String,
+    #[serde(default = "default_cluster")]
+    cluster: String,
+    namespace: String,
+    id: String,
+    reads: BTreeMap<String, u64>,
+}
+
+async fn post_usage(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: UsageReport = body(&b)?;
+    if r.id.is_empty() || r.id.len() > 256 || r.reads.len() > 10_000 {
+        return Err(ControlError::bad("id", "a usage report needs an instance id (<= 256) and <= 10000 keys").into());
+    }
+    let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
+    readable(&c, &u, &key)?;
+    c.record_usage(&key.path(), &r.id, &r.reads)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Key usage of a namespace instance: per key the reads, the last read and how many instances read it, and
+/// the keys of its resolved configuration nobody read within `unused_for_ms` (default 7 days).
+async fn ns_usage(AxState(c): C, h: HeaderMap, Path(p): NsPath, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey(p);
+    readable(&c, &u, &key)?;
+    let period = qnum(&q, "unused_for_ms")?.unwrap_or(7 * 24 * 3600 * 1000);
+    let since = crate::model::now_ms().saturating_sub(period);
+    let usage = c.usage_of(&key.path())?;
+    let resolved = c.read(|st| crate::resolve::resolve(st, &key, &Instance::default()))??;
+    let mut keys = serde_json::Map::new();
+    let mut unused = Vec::new();
+    for k in resolved.items.keys() {
+        let insts = usage.get(k);
+        let last = insts.and_then(|m| m.values().map(|e| e.0).max());
+        let reads: u64 = insts.map(|m| m.values().map(|e| e.1).sum()).unwrap_or(0);
+        if last.is_none_or(|l| l < since) {
+            unused.push(k.clone());
+        }
+        keys.insert(
+            k.clone(),
+            json!({"reads": reads, "last_read_ms": last, "instances": insts.map_or(0, |m| m.len())}),
+        );
+    }
+    ok(json!({"tracking_since_ms": c.started_ms, "unused_for_ms": period, "unused": unused, "keys": keys}))
+}
+
+/// The instances that read a key of a namespace instance, most recent first.
+async fn key_usage(AxState(c): C, h: HeaderMap, Path(p): ItemPath) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey((p.0, p.1, p.2, p.3));
+    readable(&c, &u, &key)?;
+    let usage = c.usage_of(&key.path())?;
+    let mut list: Vec<(String, u64, u64)> = usage
+        .get(&p.4)
+        .map(|m| m.iter().map(|(i, (last, n))| (i.clone(), *last, *n)).collect())
+        .unwrap_or_default();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ok(list
+        .into_iter()
+        .map(|(id, last, reads)| json!({"id": id, "last_read_ms": last, "reads": reads}))
+        .collect::<Vec<_>>())
 }
 
 async fn list_scheduled(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {

@@ -1,7 +1,7 @@
 //! The configuration center service core: the in-memory state behind a lock, the store, push notification,
 //! scheduled publishes, instance reports and counters. Thread-safe; the HTTP layer is in `api`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -136,6 +136,11 @@ pub struct Center {
     /// several reports arrive within one millisecond).
     reports: Mutex<HashMap<(String, String), (u64, Report)>>,
     report_seq: AtomicU64,
+    /// Key usage: namespace instance path → key → instance → (last read ms, reads).
+    usage: Mutex<HashMap<String, HashMap<String, HashMap<String, (u64, u64)>>>>,
+    usage_entries: AtomicU64,
+    /// When this node started tracking usage (it is kept in memory only).
+    pub started_ms: u64,
     /// Serialized config responses by (namespace path, version, release ids, masked); cleared on every commit.
     cache: RwLock<HashMap<CacheKey, axum::body::Bytes>>,
     opts: CenterOptions,
@@ -199,6 +204,9 @@ impl Center {
             prune_watchers_at: AtomicU64::new(1024),
             reports: Mutex::new(HashMap::new()),
             report_seq: AtomicU64::new(0),
+            usage: Mutex::new(HashMap::new()),
+            usage_entries: AtomicU64::new(0),
+            started_ms: now_ms(),
             cache: RwLock::new(HashMap::new()),
             opts,
             metrics: Metrics::default(),
@@ -558,6 +566,41 @@ impl Center {
             .collect();
         out.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
         Ok(out)
+    }
+
+    /// Adds an instance's key reads (aggregated by its client since its last usage report). Bounded: beyond
+    /// 100 entries per report allowed in memory (`max_reports` × 100) new (key, instance) pairs are dropped.
+    pub fn record_usage(&self, ns_path: &str, instance: &str, reads: &BTreeMap<String, u64>) -> Result<()> {
+        let now = now_ms();
+        let cap = (self.opts.max_reports as u64).saturating_mul(100);
+        let mut usage = self.usage.lock().map_err(poisoned)?;
+        let keys = usage.entry(ns_path.to_string()).or_default();
+        for (k, n) in reads {
+            let insts = keys.entry(k.clone()).or_default();
+            match insts.get_mut(instance) {
+                Some(e) => {
+                    e.0 = now;
+                    e.1 = e.1.saturating_add(*n);
+                }
+                None if self.usage_entries.load(Ordering::Relaxed) < cap => {
+                    insts.insert(instance.to_string(), (now, *n));
+                    self.usage_entries.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Key usage of a namespace instance path: key → instance → (last read ms, reads).
+    pub fn usage_of(&self, ns_path: &str) -> Result<HashMap<String, HashMap<String, (u64, u64)>>> {
+        Ok(self
+            .usage
+            .lock()
+            .map_err(poisoned)?
+            .get(ns_path)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// The number of instance reports held.
