@@ -103,7 +103,10 @@ fn only_fields(raw: &Json, allowed: &[&str]) -> Result<()> {
     {
         return Err(ControlError::bad(
             k,
-            format!("unknown field {k:?}, expected one of {}", allowed.join(", ")),
+            format!(
+                "unknown field {k:?}, expected one of {}",
+                allowed.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -215,7 +218,10 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route(&format!("{ns}/scheduled"), get(list_scheduled))
         .route(&format!("{ns}/rollouts"), get(list_rollouts))
-        .route(&format!("{ns}/rollouts/{{id}}/{{action}}"), post(rollout_action))
+        .route(
+            &format!("{ns}/rollouts/{{id}}/{{action}}"),
+            post(rollout_action),
+        )
         .route(
             &format!("{ns}/scheduled/{{id}}"),
             axum::routing::delete(cancel_scheduled),
@@ -330,7 +336,9 @@ struct NewApp {
 async fn create_app(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let req: NewApp = body(&b)?;
-    let app = c.write(u, move |tx| tx.create_app(&req.name, &req.description)).await?;
+    let app = c
+        .write(u, move |tx| tx.create_app(&req.name, &req.description))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(app)).into_response())
 }
 
@@ -367,7 +375,9 @@ async fn create_namespace(AxState(c): C, h: HeaderMap, Path(app): Path<String>, 
         review: r.review,
         description: r.description,
     };
-    let def = c.write(u, move |tx| tx.create_namespace(def.clone())).await?;
+    let def = c
+        .write(u, move |tx| tx.create_namespace(def.clone()))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }
 
@@ -403,7 +413,9 @@ async fn create_cluster(
 ) -> Res {
     let u = user(&c, &h)?;
     let r: NewCluster = body(&b)?;
-    let cl = c.write(u, move |tx| tx.create_cluster(&app, &env, &r.name)).await?;
+    let cl = c
+        .write(u, move |tx| tx.create_cluster(&app, &env, &r.name))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(cl)).into_response())
 }
 
@@ -454,14 +466,18 @@ async fn put_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -> R
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let input: ItemInput = body(&b)?;
-    ok(shown(c.write(u, move |tx| tx.put_item(&key, &p.4, input.clone())).await?))
+    ok(shown(
+        c.write(u, move |tx| tx.put_item(&key, &p.4, input.clone()))
+            .await?,
+    ))
 }
 
 async fn delete_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let version = qnum(&q, "version")?;
-    c.write(u, move |tx| tx.delete_item(&key, &p.4, version)).await?;
+    c.write(u, move |tx| tx.delete_item(&key, &p.4, version))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -478,7 +494,9 @@ async fn list_append(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
     let item = c
-        .write(u, move |tx| tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version))
+        .write(u, move |tx| {
+            tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version)
+        })
         .await?;
     ok(shown(item))
 }
@@ -490,7 +508,9 @@ async fn list_set(AxState(c): C, h: HeaderMap, Path(p): ListPath, b: Bytes) -> R
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
     let item = c
-        .write(u, move |tx| tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version))
+        .write(u, move |tx| {
+            tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version)
+        })
         .await?;
     ok(shown(item))
 }
@@ -499,7 +519,12 @@ async fn list_remove(AxState(c): C, h: HeaderMap, Path(p): ListPath, Query(q): Q
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let version = qnum(&q, "version")?;
-    ok(shown(c.write(u, move |tx| tx.edit_list(&key, &p.4, Some(p.5), None, version)).await?))
+    ok(shown(
+        c.write(u, move |tx| {
+            tx.edit_list(&key, &p.4, Some(p.5), None, version)
+        })
+        .await?,
+    ))
 }
 
 async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
@@ -509,14 +534,19 @@ async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
     if level < Level::Read {
         return Err(ControlError::forbidden("diff needs read permission").into());
     }
-    ok(shown_diff(c.read(|st| diff(&st.current_items(&key), &st.draft(&key)))?))
+    ok(shown_diff(c.read(|st| {
+        diff(&st.current_items(&key), &st.draft(&key))
+    })?))
 }
 
 async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let key = nskey(p);
     let mut raw: Json = body(&b)?;
-    only_fields(&raw, &["message", "mode", "at_ms", "rule", "batch", "interval_ms"])?;
+    only_fields(
+        &raw,
+        &["message", "mode", "at_ms", "rule", "batch", "interval_ms"],
+    )?;
     if let Some(obj) = raw.as_object_mut() {
         obj.entry("mode")
             .or_insert_with(|| Json::String("immediate".into()));
@@ -561,7 +591,9 @@ async fn rollback(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res
     let u = user(&c, &h)?;
     let key = nskey(p);
     let r: RollbackReq = body(&b)?;
-    let id = c.write(u, move |tx| tx.rollback(&key, r.release, &r.message)).await?;
+    let id = c
+        .write(u, move |tx| tx.rollback(&key, r.release, &r.message))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"release": id}))).into_response())
 }
 
@@ -593,7 +625,9 @@ async fn promote(
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let m: MessageReq = body(&b)?;
-    let id = c.write(u, move |tx| tx.promote(&key, p.4, &m.message)).await?;
+    let id = c
+        .write(u, move |tx| tx.promote(&key, p.4, &m.message))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"release": id}))).into_response())
 }
 
@@ -834,7 +868,8 @@ async fn rollout_action(
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let action = crate::ops::RolloutAction::parse(&p.5)?;
-    ok(c.write(u, move |tx| tx.rollout_action(&key, p.4, action)).await?)
+    ok(c.write(u, move |tx| tx.rollout_action(&key, p.4, action))
+        .await?)
 }
 
 async fn reseal(AxState(c): C, h: HeaderMap) -> Res {
@@ -859,7 +894,11 @@ async fn post_usage(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let r: UsageReport = body(&b)?;
     if r.id.is_empty() || r.id.len() > 256 || r.reads.len() > 10_000 {
-        return Err(ControlError::bad("id", "a usage report needs an instance id (<= 256) and <= 10000 keys").into());
+        return Err(ControlError::bad(
+            "id",
+            "a usage report needs an instance id (<= 256) and <= 10000 keys",
+        )
+        .into());
     }
     let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
     readable(&c, &u, &key)?;
@@ -891,7 +930,9 @@ async fn ns_usage(AxState(c): C, h: HeaderMap, Path(p): NsPath, Query(q): Q) -> 
             json!({"reads": reads, "last_read_ms": last, "instances": insts.map_or(0, |m| m.len())}),
         );
     }
-    ok(json!({"tracking_since_ms": c.started_ms, "unused_for_ms": period, "unused": unused, "keys": keys}))
+    ok(
+        json!({"tracking_since_ms": c.started_ms, "unused_for_ms": period, "unused": unused, "keys": keys}),
+    )
 }
 
 /// The instances that read a key of a namespace instance, most recent first.
@@ -902,7 +943,11 @@ async fn key_usage(AxState(c): C, h: HeaderMap, Path(p): ItemPath) -> Res {
     let usage = c.usage_of(&key.path())?;
     let mut list: Vec<(String, u64, u64)> = usage
         .get(&p.4)
-        .map(|m| m.iter().map(|(i, (last, n))| (i.clone(), *last, *n)).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(i, (last, n))| (i.clone(), *last, *n))
+                .collect()
+        })
         .unwrap_or_default();
     list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     ok(list
@@ -998,7 +1043,12 @@ async fn list_tokens(AxState(c): C, h: HeaderMap) -> Res {
                        "parent": t.parent.as_deref().map(|p| &p[..p.len().min(16)])})
             })
             .collect();
-        v.sort_by(|a, b| a["user"].as_str().cmp(&b["user"].as_str()).then(a["id"].as_str().cmp(&b["id"].as_str())));
+        v.sort_by(|a, b| {
+            a["user"]
+                .as_str()
+                .cmp(&b["user"].as_str())
+                .then(a["id"].as_str().cmp(&b["id"].as_str()))
+        });
         v
     })?)
 }
@@ -1017,11 +1067,15 @@ async fn create_token(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let ttl_ms = r.ttl_s.map(|s| s.saturating_mul(1000));
     let tok = token.clone();
     let t = c
-        .write(u, move |tx| tx.add_token(&tok, &r.user, &r.description, ttl_ms))
+        .write(u, move |tx| {
+            tx.add_token(&tok, &r.user, &r.description, ttl_ms)
+        })
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"token": token, "id": t.id(), "user": t.user, "expires_ms": t.expires_ms})),
+        axum::Json(
+            json!({"token": token, "id": t.id(), "user": t.user, "expires_ms": t.expires_ms}),
+        ),
     )
         .into_response())
 }
@@ -1061,7 +1115,12 @@ async fn export(AxState(c): C, h: HeaderMap, Path((app, env)): Path<(String, Str
         {
             let rel = state.current.and_then(|id| st.releases.get(&id));
             let items: BTreeMap<String, Item> = rel
-                .map(|r| r.items.iter().map(|(k, i)| (k.clone(), shown(i.clone()))).collect())
+                .map(|r| {
+                    r.items
+                        .iter()
+                        .map(|(k, i)| (k.clone(), shown(i.clone())))
+                        .collect()
+                })
                 .unwrap_or_default();
             let kind = rel.map(|r| r.kind.clone()).unwrap_or(ReleaseKind::Normal);
             out.insert(

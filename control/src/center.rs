@@ -17,6 +17,9 @@ use crate::store::Store;
 
 type CacheKey = (String, u64, Vec<u64>, bool);
 
+/// The usage of one namespace instance: key → instance id → (last read ms, reads).
+pub type KeyUsage = HashMap<String, HashMap<String, (u64, u64)>>;
+
 /// Whether an instance applied a release or refused it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,7 +63,17 @@ pub struct Report {
 
 /// The fields a report body may carry (the instance is flattened, so serde cannot refuse unknown ones).
 pub const REPORT_FIELDS: &[&str] = &[
-    "app", "env", "cluster", "namespace", "id", "ip", "labels", "releases", "version", "status", "reason",
+    "app",
+    "env",
+    "cluster",
+    "namespace",
+    "id",
+    "ip",
+    "labels",
+    "releases",
+    "version",
+    "status",
+    "reason",
     "at_ms",
 ];
 
@@ -137,7 +150,7 @@ pub struct Center {
     reports: Mutex<HashMap<(String, String), (u64, Report)>>,
     report_seq: AtomicU64,
     /// Key usage: namespace instance path → key → instance → (last read ms, reads).
-    usage: Mutex<HashMap<String, HashMap<String, HashMap<String, (u64, u64)>>>>,
+    usage: Mutex<HashMap<String, KeyUsage>>,
     usage_entries: AtomicU64,
     /// When this node started tracking usage (it is kept in memory only).
     pub started_ms: u64,
@@ -165,7 +178,10 @@ fn poisoned<T>(_: T) -> ControlError {
 fn busy(wait: Duration) -> ControlError {
     ControlError::new(
         ErrorCode::StoreUnavailable,
-        format!("the store did not answer within {} ms; nothing was applied", wait.as_millis()),
+        format!(
+            "the store did not answer within {} ms; nothing was applied",
+            wait.as_millis()
+        ),
     )
 }
 
@@ -301,7 +317,9 @@ impl Center {
                         let (changes, pushed, seq) = tx.finish();
                         Ok((out, changes, pushed, seq))
                     }
-                    Err(e) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::ReviewRequired) => {
+                    Err(e)
+                        if matches!(e.code, ErrorCode::Forbidden | ErrorCode::ReviewRequired) =>
+                    {
                         tx.denied(&e);
                         let (changes, _, _) = tx.finish();
                         Err((e, changes))
@@ -335,7 +353,12 @@ impl Center {
             }
             self.apply(changes)?;
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-            self.wake(pushed.iter().map(|k| (k.env.as_str(), k.namespace.as_str())), seq);
+            self.wake(
+                pushed
+                    .iter()
+                    .map(|k| (k.env.as_str(), k.namespace.as_str())),
+                seq,
+            );
             return Ok(out);
         }
     }
@@ -570,7 +593,12 @@ impl Center {
 
     /// Adds an instance's key reads (aggregated by its client since its last usage report). Bounded: beyond
     /// 100 entries per report allowed in memory (`max_reports` × 100) new (key, instance) pairs are dropped.
-    pub fn record_usage(&self, ns_path: &str, instance: &str, reads: &BTreeMap<String, u64>) -> Result<()> {
+    pub fn record_usage(
+        &self,
+        ns_path: &str,
+        instance: &str,
+        reads: &BTreeMap<String, u64>,
+    ) -> Result<()> {
         let now = now_ms();
         let cap = (self.opts.max_reports as u64).saturating_mul(100);
         let mut usage = self.usage.lock().map_err(poisoned)?;
@@ -593,7 +621,7 @@ impl Center {
     }
 
     /// Key usage of a namespace instance path: key → instance → (last read ms, reads).
-    pub fn usage_of(&self, ns_path: &str) -> Result<HashMap<String, HashMap<String, (u64, u64)>>> {
+    pub fn usage_of(&self, ns_path: &str) -> Result<KeyUsage> {
         Ok(self
             .usage
             .lock()

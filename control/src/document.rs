@@ -82,9 +82,10 @@ impl DocFormat {
     /// Parses `text`; returns it as JSON (XML: the text itself as a JSON string) or a precise `invalid_document`.
     pub fn validate(self, text: &str) -> Result<Json> {
         match self {
-            DocFormat::Json => {
-                bounded("json", serde_json::from_str(text).map_err(|e| invalid("json", e))?)
-            }
+            DocFormat::Json => bounded(
+                "json",
+                serde_json::from_str(text).map_err(|e| invalid("json", e))?,
+            ),
             DocFormat::Toml => {
                 let v: toml::Value =
                     toml::from_str(text).map_err(|e| invalid("toml", e.to_string().trim_end()))?;
@@ -367,11 +368,26 @@ mod tests {
         let n = 20_000;
         let cases = [
             (DocFormat::Yaml, format!("{}x", "- ".repeat(n))),
-            (DocFormat::Yaml, format!("{}x{}", "[".repeat(n), "]".repeat(n))),
-            (DocFormat::Json, format!("{}1{}", "[".repeat(n), "]".repeat(n))),
-            (DocFormat::Toml, format!("a = {}1{}", "[".repeat(n), "]".repeat(n))),
-            (DocFormat::Toml, format!("a = {}{}", "{b = ".repeat(n), "}".repeat(n))),
-            (DocFormat::Xml, format!("{}{}", "<a>".repeat(n), "</a>".repeat(n))),
+            (
+                DocFormat::Yaml,
+                format!("{}x{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Json,
+                format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Toml,
+                format!("a = {}1{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Toml,
+                format!("a = {}{}", "{b = ".repeat(n), "}".repeat(n)),
+            ),
+            (
+                DocFormat::Xml,
+                format!("{}{}", "<a>".repeat(n), "</a>".repeat(n)),
+            ),
         ];
         for (f, text) in cases {
             let e = f.validate(&text).unwrap_err();
@@ -379,11 +395,23 @@ mod tests {
         }
         // Just below the bound everything still parses.
         let ok = MAX_DEPTH;
-        assert!(DocFormat::Json.validate(&format!("{}1{}", "[".repeat(ok), "]".repeat(ok))).is_ok());
-        let y = DocFormat::Yaml.validate(&format!("{}x", "- ".repeat(ok))).unwrap();
+        assert!(
+            DocFormat::Json
+                .validate(&format!("{}1{}", "[".repeat(ok), "]".repeat(ok)))
+                .is_ok()
+        );
+        let y = DocFormat::Yaml
+            .validate(&format!("{}x", "- ".repeat(ok)))
+            .unwrap();
         assert_eq!(json_depth(&y), ok);
-        assert!(DocFormat::Xml.validate(&format!("{}{}", "<a>".repeat(ok), "</a>".repeat(ok))).is_ok());
-        let e = DocFormat::Yaml.validate(&format!("{}x", "- ".repeat(ok + 1))).unwrap_err();
+        assert!(
+            DocFormat::Xml
+                .validate(&format!("{}{}", "<a>".repeat(ok), "</a>".repeat(ok)))
+                .is_ok()
+        );
+        let e = DocFormat::Yaml
+            .validate(&format!("{}x", "- ".repeat(ok + 1)))
+            .unwrap_err();
         assert!(e.message.contains("nesting"), "{}", e.message);
     }
 

@@ -184,7 +184,11 @@ impl<'a> Tx<'a> {
 
     /// An audit record of a refused attempt (committed on its own by the caller).
     pub fn denied(&mut self, err: &ControlError) {
-        let target = if self.target.is_empty() { "-".to_string() } else { self.target.clone() };
+        let target = if self.target.is_empty() {
+            "-".to_string()
+        } else {
+            self.target.clone()
+        };
         self.changes.clear();
         self.seq = self.st.seq;
         self.audit(
@@ -390,7 +394,11 @@ impl<'a> Tx<'a> {
             ));
         }
         if existing.is_some() && (schema != old_schema || secret != old_secret) {
-            let field = if schema != old_schema { "schema" } else { "secret" };
+            let field = if schema != old_schema {
+                "schema"
+            } else {
+                "secret"
+            };
             self.need(ns, Level::Publish)
                 .map_err(|e| e.with_field(field))?;
         }
@@ -593,12 +601,13 @@ impl<'a> Tx<'a> {
         }
         if let PublishMode::Rolling { batch, .. } = &req.mode {
             batch.validate()?;
-            if self
-                .st
-                .rollouts
-                .values()
-                .any(|r| &r.ns == ns && matches!(r.status, RolloutStatus::Running | RolloutStatus::Paused | RolloutStatus::Stopped))
-            {
+            if self.st.rollouts.values().any(|r| {
+                &r.ns == ns
+                    && matches!(
+                        r.status,
+                        RolloutStatus::Running | RolloutStatus::Paused | RolloutStatus::Stopped
+                    )
+            }) {
                 return Err(ControlError::new(
                     ErrorCode::AlreadyExists,
                     format!("{} already has a rollout in progress", ns.path()),
@@ -743,7 +752,10 @@ impl<'a> Tx<'a> {
         let Some(gi) = state.grays.iter().position(|g| g.release == id) else {
             // Promoted or abandoned by hand meanwhile.
             r.status = if state.current.is_some_and(|c| {
-                self.st.releases.get(&c).is_some_and(|rel| rel.kind == ReleaseKind::Promote { gray: id })
+                self.st
+                    .releases
+                    .get(&c)
+                    .is_some_and(|rel| rel.kind == ReleaseKind::Promote { gray: id })
             }) {
                 RolloutStatus::Done
             } else {
@@ -757,13 +769,20 @@ impl<'a> Tx<'a> {
             r.status = RolloutStatus::Stopped;
             r.reason = format!("instance {inst:?} rejected release {id}: {why}");
             self.put(Rec::Rollout(r.clone()));
-            self.audit("rollout.stop", &target, serde_json::json!({"release": id, "reason": r.reason}));
+            self.audit(
+                "rollout.stop",
+                &target,
+                serde_json::json!({"release": id, "reason": r.reason}),
+            );
             return Ok(r.status);
         }
         if r.next_ms > self.now {
             return Ok(r.status);
         }
-        let mut remaining: Vec<&String> = population.iter().filter(|i| !r.selected.contains(i)).collect();
+        let mut remaining: Vec<&String> = population
+            .iter()
+            .filter(|i| !r.selected.contains(i))
+            .collect();
         remaining.sort();
         if remaining.is_empty() {
             if !r.selected.is_empty() {
@@ -771,7 +790,11 @@ impl<'a> Tx<'a> {
                 r.promoted = Some(promoted);
                 r.status = RolloutStatus::Done;
                 self.put(Rec::Rollout(r.clone()));
-                self.audit("rollout.done", &target, serde_json::json!({"release": id, "promoted": promoted}));
+                self.audit(
+                    "rollout.done",
+                    &target,
+                    serde_json::json!({"release": id, "promoted": promoted}),
+                );
                 return Ok(r.status);
             }
             // No instance known yet: look again next interval.
@@ -795,12 +818,20 @@ impl<'a> Tx<'a> {
     }
 
     /// Pauses, resumes, aborts or rolls back a rollout (publish level).
-    pub fn rollout_action(&mut self, ns: &NsKey, id: u64, action: RolloutAction) -> Result<Rollout> {
+    pub fn rollout_action(
+        &mut self,
+        ns: &NsKey,
+        id: u64,
+        action: RolloutAction,
+    ) -> Result<Rollout> {
         let def = self.st.check_ns(ns)?.clone();
         self.need(ns, Level::Publish)?;
         let mut r = self.rollout(id)?;
         if &r.ns != ns {
-            return Err(ControlError::not_found(format!("no rollout {id} in {}", ns.path())).with_field("rollout"));
+            return Err(
+                ControlError::not_found(format!("no rollout {id} in {}", ns.path()))
+                    .with_field("rollout"),
+            );
         }
         use RolloutStatus as S;
         let invalid = |r: &Rollout| {
@@ -823,16 +854,26 @@ impl<'a> Tx<'a> {
                 r.reason.clear();
                 r.next_ms = self.now;
             }
-            (RolloutAction::Abort | RolloutAction::Rollback, S::Running | S::Paused | S::Stopped) => {
+            (
+                RolloutAction::Abort | RolloutAction::Rollback,
+                S::Running | S::Paused | S::Stopped,
+            ) => {
                 if gray_active {
                     self.abandon(ns, id)?;
                 }
-                r.status = if action == RolloutAction::Abort { S::Aborted } else { S::RolledBack };
+                r.status = if action == RolloutAction::Abort {
+                    S::Aborted
+                } else {
+                    S::RolledBack
+                };
                 r.reason = format!("{action:?} by {}", self.actor.name).to_lowercase();
             }
             (RolloutAction::Rollback, S::Done) => {
                 let base = r.base.ok_or_else(|| {
-                    ControlError::bad("rollout", "nothing to roll back to: the namespace had no release before")
+                    ControlError::bad(
+                        "rollout",
+                        "nothing to roll back to: the namespace had no release before",
+                    )
                 })?;
                 self.rollback(ns, base, &format!("roll back rollout {id}"))?;
                 r.status = S::RolledBack;
@@ -1025,7 +1066,11 @@ impl<'a> Tx<'a> {
                 n += 1;
             }
         }
-        self.audit("secrets.reseal", "secrets", serde_json::json!({"records": n}));
+        self.audit(
+            "secrets.reseal",
+            "secrets",
+            serde_json::json!({"records": n}),
+        );
         Ok(n)
     }
 
@@ -1140,7 +1185,9 @@ impl<'a> Tx<'a> {
             .values()
             .find(|t| t.id() == id)
             .map(|t| t.hash.clone())
-            .ok_or_else(|| ControlError::not_found(format!("unknown token {id:?}")).with_field("id"))?;
+            .ok_or_else(|| {
+                ControlError::not_found(format!("unknown token {id:?}")).with_field("id")
+            })?;
         Ok(self.revoke_tree(&hash, "revoked"))
     }
 
@@ -1364,7 +1411,9 @@ mod tests {
                 format: crate::document::DocFormat::Json,
                 text: "{\"port\": 0}".into(),
             },
-            schema: Some(Some(serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}}))),
+            schema: Some(Some(
+                serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}}),
+            )),
             secret: None,
             comment: String::new(),
             version: None,

@@ -63,9 +63,9 @@ impl Keyring {
                 .split_once(':')
                 .ok_or_else(|| bad_key(format!("line {}: expected ID:HEX", no + 1)))?;
             crate::model::check_name("secret_key", id)?;
-            let raw = unhex(h.trim())
-                .filter(|k| k.len() == 32)
-                .ok_or_else(|| bad_key(format!("line {}: the key must be 64 hex digits", no + 1)))?;
+            let raw = unhex(h.trim()).filter(|k| k.len() == 32).ok_or_else(|| {
+                bad_key(format!("line {}: the key must be 64 hex digits", no + 1))
+            })?;
             let key = UnboundKey::new(&AES_256_GCM, &raw)
                 .map_err(|_| bad_key(format!("line {}: unusable key", no + 1)))?;
             if keys.iter().any(|(k, _)| k == id) {
@@ -113,7 +113,12 @@ impl Keyring {
 
     /// Opens what [`Keyring::seal`] produced with the same `aad`.
     pub fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>> {
-        let corrupt = || ControlError::new(ErrorCode::Internal, format!("secret of {aad:?}: not a sealed value"));
+        let corrupt = || {
+            ControlError::new(
+                ErrorCode::Internal,
+                format!("secret of {aad:?}: not a sealed value"),
+            )
+        };
         let mut parts = sealed.splitn(4, ':');
         let (Some("fw1"), Some(id), Some(nonce), Some(ct)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -123,7 +128,9 @@ impl Keyring {
         let (_, key) = self.keys.iter().find(|(k, _)| k == id).ok_or_else(|| {
             ControlError::new(
                 ErrorCode::Internal,
-                format!("secret of {aad:?} is sealed with key {id:?}, which the key file does not hold"),
+                format!(
+                    "secret of {aad:?} is sealed with key {id:?}, which the key file does not hold"
+                ),
             )
         })?;
         let nonce: [u8; NONCE_LEN] = unhex(nonce)
@@ -139,7 +146,9 @@ impl Keyring {
             .map_err(|_| {
                 ControlError::new(
                     ErrorCode::Internal,
-                    format!("secret of {aad:?} does not open with key {id:?} (wrong key or tampered)"),
+                    format!(
+                        "secret of {aad:?} does not open with key {id:?} (wrong key or tampered)"
+                    ),
                 )
             })?;
         Ok(plain.to_vec())
@@ -161,8 +170,12 @@ impl Keyring {
             return Ok(());
         };
         let plain = self.open(&item.key, &sealed)?;
-        item.value = serde_json::from_slice(&plain)
-            .map_err(|e| ControlError::new(ErrorCode::Internal, format!("secret of {:?}: {e}", item.key)))?;
+        item.value = serde_json::from_slice(&plain).map_err(|e| {
+            ControlError::new(
+                ErrorCode::Internal,
+                format!("secret of {:?}: {e}", item.key),
+            )
+        })?;
         Ok(())
     }
 
@@ -285,21 +298,34 @@ mod tests {
         let s = one.seal("db.password", b"hunter2").unwrap();
         assert!(s.starts_with("fw1:k1:") && !s.contains("hunter2"));
         assert_eq!(one.open("db.password", &s).unwrap(), b"hunter2");
-        assert_ne!(s, one.seal("db.password", b"hunter2").unwrap(), "fresh nonce per seal");
+        assert_ne!(
+            s,
+            one.seal("db.password", b"hunter2").unwrap(),
+            "fresh nonce per seal"
+        );
         // Bound to the item key.
         assert!(one.open("other", &s).is_err());
         // Tampered ciphertext.
         let mut t = s.clone().into_bytes();
         let last = t.len() - 1;
         t[last] = if t[last] == b'0' { b'1' } else { b'0' };
-        assert!(one.open("db.password", &String::from_utf8(t).unwrap()).is_err());
+        assert!(
+            one.open("db.password", &String::from_utf8(t).unwrap())
+                .is_err()
+        );
         // Rotation: the new key seals, the old one still opens.
         let both = Keyring::parse(&format!("# rotated\n{K2}\n{K1}\n")).unwrap();
         assert_eq!(both.current(), "k2");
         assert_eq!(both.open("db.password", &s).unwrap(), b"hunter2");
         assert!(both.seal("x", b"y").unwrap().starts_with("fw1:k2:"));
         let only_new = Keyring::parse(K2).unwrap();
-        assert!(only_new.open("db.password", &s).unwrap_err().message.contains("k1"));
+        assert!(
+            only_new
+                .open("db.password", &s)
+                .unwrap_err()
+                .message
+                .contains("k1")
+        );
         // Bad files.
         assert!(Keyring::parse("").is_err());
         assert!(Keyring::parse("k:00").is_err());

@@ -101,7 +101,10 @@ fn client_follows_publishes_and_reports_what_it_applied() {
             assert_eq!(list[0]["reason"], "negative k -1");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no rejection shown: {list}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection shown: {list}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     client.stop();
@@ -289,7 +292,10 @@ fn key_reads_are_tracked_per_instance() {
         if u["keys"]["used"]["reads"] == 3 {
             break u;
         }
-        assert!(std::time::Instant::now() < deadline, "reads never arrived: {u}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads never arrived: {u}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(u["unused"], json!(["idle"]));
@@ -301,6 +307,7 @@ fn key_reads_are_tracked_per_instance() {
     client.stop();
     // Usage reports need a credential for the namespace.
     let nobody = Api::new(&srv, &user_with(&api, "nobody", "none"));
-    let body = json!({"app": "shop", "env": "DEV", "namespace": "app", "id": "x", "reads": {"idle": 1}});
+    let body =
+        json!({"app": "shop", "env": "DEV", "namespace": "app", "id": "x", "reads": {"idle": 1}});
     assert_eq!(nobody.err("POST", "/v1/usage", Some(body)).0, 403);
 }

@@ -115,16 +115,17 @@ fn a_stalled_store_does_not_freeze_the_node() {
     let mut db = testkit::MariaDb::start().expect("start MariaDB");
     let url = format!("{}/furrow_control", db.url());
     let store = control::store::open(&url).unwrap();
-    let mut opts = control::center::CenterOptions::new(
-        vec!["DEV".to_string()],
-        "admin",
-        Some(ADMIN_TOKEN),
-    );
+    let mut opts =
+        control::center::CenterOptions::new(vec!["DEV".to_string()], "admin", Some(ADMIN_TOKEN));
     opts.write_wait = Duration::from_millis(500);
     let srv = Server::start(Center::open_with(store, opts).unwrap(), "127.0.0.1:0", 2).unwrap();
     let api = Api::new(&srv, ADMIN_TOKEN);
     api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
-    api.ok("POST", "/v1/apps/shop/namespaces", Some(json!({"name": "app"})));
+    api.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "app"})),
+    );
     let p = ns("shop", "DEV", "default", "app");
     set(&api, &p, "k", int(1));
     publish(&api, &p, json!({}));
@@ -137,14 +138,24 @@ fn a_stalled_store_does_not_freeze_the_node() {
             let path = format!("{p}/items/w{i}");
             std::thread::spawn(move || {
                 let c = control::client::ApiClient::new(&server, Some(ADMIN_TOKEN));
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(c.call_status("PUT", &path, Some(&json!({"value": int(i)})), Duration::from_secs(60)))
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(c.call_status(
+                    "PUT",
+                    &path,
+                    Some(&json!({"value": int(i)})),
+                    Duration::from_secs(60),
+                ))
             })
         })
         .collect();
     let short = Duration::from_secs(5);
     for _ in 0..20 {
-        let (s, _) = api.status("GET", "/healthz", None, short).expect("health check answered");
+        let (s, _) = api
+            .status("GET", "/healthz", None, short)
+            .expect("health check answered");
         assert_eq!(s, 200);
         let (s, c) = api
             .status("GET", "/v1/configs/shop/DEV/default/app", None, short)
@@ -164,15 +175,26 @@ fn a_stalled_store_does_not_freeze_the_node() {
     // Writes work again once the store answers (the stalled writer's connection is replaced first).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match api.status("PUT", &format!("{p}/items/after"), Some(json!({"value": int(2)})), Duration::from_secs(30)) {
+        match api.status(
+            "PUT",
+            &format!("{p}/items/after"),
+            Some(json!({"value": int(2)})),
+            Duration::from_secs(30),
+        ) {
             Ok((200, _)) => break,
             // An earlier try was committed after its answer timed out: also recovered.
             Err(control::client::ClientError::Api { status: 409, .. }) => break,
             other => {
-                assert!(Instant::now() < deadline, "writes never recovered: {other:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes never recovered: {other:?}"
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
-    assert_eq!(api.ok("GET", &format!("{p}/items/after"), None)["value"]["value"], 2);
+    assert_eq!(
+        api.ok("GET", &format!("{p}/items/after"), None)["value"]["value"],
+        2
+    );
 }

@@ -28,12 +28,20 @@ fn deeply_nested_documents_are_refused_not_fatal() {
     ];
     for (f, text) in docs {
         assert_eq!(
-            api.err("PUT", &format!("{p}/items/d"), Some(json!({"value": doc(f, &text)}))),
+            api.err(
+                "PUT",
+                &format!("{p}/items/d"),
+                Some(json!({"value": doc(f, &text)}))
+            ),
             (400, "invalid_document".into(), Some("value".into())),
             "{f}"
         );
     }
-    api.ok("PUT", &format!("{p}/items/d"), Some(json!({"value": doc("yaml", "- - x")})));
+    api.ok(
+        "PUT",
+        &format!("{p}/items/d"),
+        Some(json!({"value": doc("yaml", "- - x")})),
+    );
 }
 
 /// Item 2: an update without `schema` keeps it; only `publish` may change or drop it; unknown fields are refused.
@@ -46,41 +54,81 @@ fn schema_survives_updates_and_unknown_fields_are_refused() {
     let p = ns("shop", "DEV", "default", "app");
     let item = format!("{p}/items/port");
     let schema = json!({"type": "integer", "minimum": 1});
-    api.ok("PUT", &item, Some(json!({"value": int(80), "schema": schema})));
+    api.ok(
+        "PUT",
+        &item,
+        Some(json!({"value": int(80), "schema": schema})),
+    );
     // The editor changes the value: the schema stays and still applies.
     let it = ed.ok("PUT", &item, Some(json!({"value": int(81), "version": 1})));
     assert_eq!(it["schema"], schema);
     assert_eq!(
-        ed.err("PUT", &item, Some(json!({"value": int(0), "version": 2}))).1,
+        ed.err("PUT", &item, Some(json!({"value": int(0), "version": 2})))
+            .1,
         "schema_violation"
     );
     // The editor may neither drop nor replace it.
     assert_eq!(
-        ed.err("PUT", &item, Some(json!({"value": int(0), "version": 2, "schema": null}))),
+        ed.err(
+            "PUT",
+            &item,
+            Some(json!({"value": int(0), "version": 2, "schema": null}))
+        ),
         (403, "forbidden".into(), Some("schema".into()))
     );
     assert_eq!(
-        ed.err("PUT", &item, Some(json!({"value": int(5), "version": 2, "schema": {"type": "integer"}}))).2,
+        ed.err(
+            "PUT",
+            &item,
+            Some(json!({"value": int(5), "version": 2, "schema": {"type": "integer"}}))
+        )
+        .2,
         Some("schema".into())
     );
     // A misspelt field is refused, not ignored.
     assert_eq!(
-        api.err("PUT", &item, Some(json!({"value": int(5), "version": 2, "shcema": {}}))),
+        api.err(
+            "PUT",
+            &item,
+            Some(json!({"value": int(5), "version": 2, "shcema": {}}))
+        ),
         (400, "bad_request".into(), Some("shcema".into()))
     );
     assert_eq!(
-        api.err("POST", &format!("{p}/publish"), Some(json!({"mesage": "typo"}))).2,
+        api.err(
+            "POST",
+            &format!("{p}/publish"),
+            Some(json!({"mesage": "typo"}))
+        )
+        .2,
         Some("mesage".into())
     );
-    assert_eq!(api.err("POST", "/v1/apps", Some(json!({"name": "x", "descr": ""}))).2, Some("descr".into()));
+    assert_eq!(
+        api.err("POST", "/v1/apps", Some(json!({"name": "x", "descr": ""})))
+            .2,
+        Some("descr".into())
+    );
     // The administrator may drop it.
-    let it = api.ok("PUT", &item, Some(json!({"value": int(0), "version": 2, "schema": null})));
+    let it = api.ok(
+        "PUT",
+        &item,
+        Some(json!({"value": int(0), "version": 2, "schema": null})),
+    );
     assert!(it.get("schema").is_none(), "{it}");
     // The refused attempts are in the audit log, with their target.
     let audit = api.ok("GET", "/v1/audit?limit=50", None);
-    let denied: Vec<_> = audit.as_array().unwrap().iter().filter(|a| a["action"] == "denied").collect();
+    let denied: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "denied")
+        .collect();
     assert_eq!(denied.len(), 2, "{audit}");
-    assert!(denied.iter().all(|a| a["actor"] == "ed" && a["target"] == "shop/DEV/default/app"));
+    assert!(
+        denied
+            .iter()
+            .all(|a| a["actor"] == "ed" && a["target"] == "shop/DEV/default/app")
+    );
 }
 
 /// Item 4: reports need a credential for that namespace, expire, and are bounded; item "instance status":
@@ -99,14 +147,20 @@ fn instance_reports_need_a_credential_expire_and_are_bounded() {
         json!({"app": "shop", "env": "DEV", "cluster": "default", "namespace": "app", "id": id, "ip": "10.0.0.1",
                "labels": {}, "releases": [], "version": 0})
     };
-    assert_eq!(nobody.err("POST", "/v1/reports", Some(report("fake"))).0, 403);
+    assert_eq!(
+        nobody.err("POST", "/v1/reports", Some(report("fake"))).0,
+        403
+    );
     let mut other_app = report("x");
     other_app["app"] = json!("pay");
     other_app["namespace"] = json!("nope");
     assert_eq!(reader.err("POST", "/v1/reports", Some(other_app)).0, 404);
     let mut extra = report("x");
     extra["bogus"] = json!(1);
-    assert_eq!(reader.err("POST", "/v1/reports", Some(extra)).2, Some("bogus".into()));
+    assert_eq!(
+        reader.err("POST", "/v1/reports", Some(extra)).2,
+        Some("bogus".into())
+    );
     let mut rejected = report("p0");
     rejected["status"] = json!("rejected");
     rejected["reason"] = json!("invalid backend address");
@@ -119,11 +173,25 @@ fn instance_reports_need_a_credential_expire_and_are_bounded() {
         reader.ok("POST", "/v1/reports", Some(report(&format!("p{i}"))));
     }
     let list = api.ok("GET", &format!("{p}/instances"), None);
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["p3", "p4", "p5"], "the oldest are dropped beyond the bound");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["p3", "p4", "p5"],
+        "the oldest are dropped beyond the bound"
+    );
     // Without news from the instances, their reports expire.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !api.ok("GET", &format!("{p}/instances"), None).as_array().unwrap().is_empty() {
+    while !api
+        .ok("GET", &format!("{p}/instances"), None)
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "reports never expired");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -139,17 +207,34 @@ fn tokens_list_expire_revoke_and_follow_the_bootstrap_token() {
     let (minted, child) = {
         let srv = start(&url);
         let api = Api::new(&srv, ADMIN_TOKEN);
-        api.ok("POST", "/v1/users", Some(json!({"name": "ops", "admin": true})));
-        let minted = api.ok("POST", "/v1/tokens", Some(json!({"user": "ops", "description": "ci"})));
+        api.ok(
+            "POST",
+            "/v1/users",
+            Some(json!({"name": "ops", "admin": true})),
+        );
+        let minted = api.ok(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"user": "ops", "description": "ci"})),
+        );
         let ops = Api::new(&srv, minted["token"].as_str().unwrap());
         let child = ops.ok("POST", "/v1/tokens", Some(json!({"user": "ops"})))["token"]
             .as_str()
             .unwrap()
             .to_string();
-        let short = api.ok("POST", "/v1/tokens", Some(json!({"user": "ops", "ttl_s": 1})));
+        let short = api.ok(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"user": "ops", "ttl_s": 1})),
+        );
         let list = api.ok("GET", "/v1/tokens", None);
         assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
-        assert!(list.to_string().find(minted["token"].as_str().unwrap()).is_none(), "no secrets listed");
+        assert!(
+            list.to_string()
+                .find(minted["token"].as_str().unwrap())
+                .is_none(),
+            "no secrets listed"
+        );
         // Expiry.
         let s = Api::new(&srv, short["token"].as_str().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -162,12 +247,18 @@ fn tokens_list_expire_revoke_and_follow_the_bootstrap_token() {
         let c = Api::new(&srv, &child);
         c.ok("GET", "/v1/whoami", None);
         let id = minted["id"].as_str().unwrap();
-        assert_eq!(api.ok("DELETE", &format!("/v1/tokens/{id}"), None)["revoked"], 2);
+        assert_eq!(
+            api.ok("DELETE", &format!("/v1/tokens/{id}"), None)["revoked"],
+            2
+        );
         assert_eq!(ops.err("GET", "/v1/whoami", None).0, 401);
         assert_eq!(c.err("GET", "/v1/whoami", None).0, 401);
         assert_eq!(api.err("DELETE", "/v1/tokens/ffff", None).0, 404);
         // A token minted with the bootstrap token, for the restart below.
-        let m = api.ok("POST", "/v1/tokens", Some(json!({"user": "ops"})))["token"].as_str().unwrap().to_string();
+        let m = api.ok("POST", "/v1/tokens", Some(json!({"user": "ops"})))["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
         (m, child)
     };
     // Restart with the same bootstrap token: everything still valid.
@@ -182,9 +273,18 @@ fn tokens_list_expire_revoke_and_follow_the_bootstrap_token() {
     let envs = vec!["DEV".to_string()];
     let center = control::center::Center::open(store, envs, "admin", Some("new-root")).unwrap();
     let srv = control::server::Server::start(center, "127.0.0.1:0", 1).unwrap();
-    assert_eq!(Api::new(&srv, ADMIN_TOKEN).err("GET", "/v1/whoami", None).0, 401);
-    assert_eq!(Api::new(&srv, &minted).err("GET", "/v1/whoami", None).0, 401);
-    assert_eq!(Api::new(&srv, "new-root").ok("GET", "/v1/whoami", None)["name"], "admin");
+    assert_eq!(
+        Api::new(&srv, ADMIN_TOKEN).err("GET", "/v1/whoami", None).0,
+        401
+    );
+    assert_eq!(
+        Api::new(&srv, &minted).err("GET", "/v1/whoami", None).0,
+        401
+    );
+    assert_eq!(
+        Api::new(&srv, "new-root").ok("GET", "/v1/whoami", None)["name"],
+        "admin"
+    );
 }
 
 /// Item 7: every error is JSON; dot-only names are refused.
@@ -195,17 +295,33 @@ fn every_error_is_json_and_dot_names_are_refused() {
     seed(&api);
     assert_eq!(api.err("GET", "/v1/releases/abc", None).1, "bad_request");
     assert_eq!(api.err("GET", "/v1/nothing-here", None).1, "not_found");
-    assert_eq!(api.err("DELETE", "/v1/apps", None), (405, "method_not_allowed".into(), None));
+    assert_eq!(
+        api.err("DELETE", "/v1/apps", None),
+        (405, "method_not_allowed".into(), None)
+    );
     let big = "x".repeat(3 << 20);
     let p = ns("shop", "DEV", "default", "app");
     assert_eq!(
-        api.err("PUT", &format!("{p}/items/big"), Some(json!({"value": string(&big)}))).1,
+        api.err(
+            "PUT",
+            &format!("{p}/items/big"),
+            Some(json!({"value": string(&big)}))
+        )
+        .1,
         "payload_too_large"
     );
     for name in ["..", "..."] {
-        assert_eq!(api.err("POST", "/v1/apps", Some(json!({"name": name}))).2, Some("app".into()));
         assert_eq!(
-            api.err("POST", "/v1/apps/shop/namespaces", Some(json!({"name": name}))).0,
+            api.err("POST", "/v1/apps", Some(json!({"name": name}))).2,
+            Some("app".into())
+        );
+        assert_eq!(
+            api.err(
+                "POST",
+                "/v1/apps/shop/namespaces",
+                Some(json!({"name": name}))
+            )
+            .0,
             400
         );
     }
@@ -217,7 +333,11 @@ fn wake_ups_are_per_namespace_empty_publishes_refused_and_releases_retained() {
     let srv = start_with("sqlite::memory:", |o| o.keep_releases = 3);
     let api = Api::new(&srv, ADMIN_TOKEN);
     seed(&api);
-    api.ok("POST", "/v1/apps/shop/namespaces", Some(json!({"name": "other"})));
+    api.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "other"})),
+    );
     let p = ns("shop", "DEV", "default", "app");
     let mut rx_app = srv.center.subscribe("DEV", "app");
     let mut rx_other = srv.center.subscribe("DEV", "other");
@@ -228,8 +348,14 @@ fn wake_ups_are_per_namespace_empty_publishes_refused_and_releases_retained() {
     set(&api, &p, "k", int(1));
     let first = publish(&api, &p, json!({}))["release"].as_u64().unwrap();
     assert!(rx_app.has_changed().unwrap());
-    assert!(!rx_other.has_changed().unwrap(), "another namespace's watchers were woken");
-    assert!(!rx_pro.has_changed().unwrap(), "another environment's watchers were woken");
+    assert!(
+        !rx_other.has_changed().unwrap(),
+        "another namespace's watchers were woken"
+    );
+    assert!(
+        !rx_pro.has_changed().unwrap(),
+        "another environment's watchers were woken"
+    );
     // Publishing an unchanged draft makes no release.
     assert_eq!(
         api.err("POST", &format!("{p}/publish"), Some(json!({}))),
@@ -243,11 +369,22 @@ fn wake_ups_are_per_namespace_empty_publishes_refused_and_releases_retained() {
         publish(&api, &p, json!({}));
     }
     let r = releases(&api);
-    let ids: Vec<u64> = r["releases"].as_array().unwrap().iter().map(|x| x["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = r["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3, "{r}");
     assert_eq!(Some(ids[0]), r["current"].as_u64());
-    assert_eq!(api.err("GET", &format!("/v1/releases/{first}"), None).0, 404);
-    assert_eq!(config(&api, "shop", "DEV", "default", "app", "")["items"]["k"]["value"]["value"], 6);
+    assert_eq!(
+        api.err("GET", &format!("/v1/releases/{first}"), None).0,
+        404
+    );
+    assert_eq!(
+        config(&api, "shop", "DEV", "default", "app", "")["items"]["k"]["value"]["value"],
+        6
+    );
 }
 
 /// Item 10: scheduled publishes are listed and cancelled; the audit log has old and new values, masked for
@@ -260,7 +397,9 @@ fn scheduled_publishes_cancel_and_audit_values() {
     let p = ns("shop", "DEV", "default", "app");
     set(&api, &p, "k", int(1));
     let far = control::model::now_ms() + 3_600_000;
-    let s = publish(&api, &p, json!({"mode": "scheduled", "at_ms": far}))["scheduled"].as_u64().unwrap();
+    let s = publish(&api, &p, json!({"mode": "scheduled", "at_ms": far}))["scheduled"]
+        .as_u64()
+        .unwrap();
     let list = api.ok("GET", &format!("{p}/scheduled"), None);
     assert_eq!(list[0]["id"], s);
     assert_eq!(list[0]["at_ms"], far);
@@ -268,18 +407,40 @@ fn scheduled_publishes_cancel_and_audit_values() {
     assert_eq!(ed.err("DELETE", &format!("{p}/scheduled/{s}"), None).0, 403);
     api.ok("DELETE", &format!("{p}/scheduled/{s}"), None);
     assert_eq!(api.ok("GET", &format!("{p}/scheduled"), None), json!([]));
-    assert_eq!(api.err("DELETE", &format!("{p}/scheduled/{s}"), None).0, 404);
+    assert_eq!(
+        api.err("DELETE", &format!("{p}/scheduled/{s}"), None).0,
+        404
+    );
     // Audit: old and new values; secrets masked.
     set(&api, &p, "k", int(2));
-    api.ok("PUT", &format!("{p}/items/pw"), Some(json!({"value": string("hunter2"), "secret": true})));
-    api.ok("PUT", &format!("{p}/items/pw"), Some(json!({"value": string("hunter3"), "version": 1})));
+    api.ok(
+        "PUT",
+        &format!("{p}/items/pw"),
+        Some(json!({"value": string("hunter2"), "secret": true})),
+    );
+    api.ok(
+        "PUT",
+        &format!("{p}/items/pw"),
+        Some(json!({"value": string("hunter3"), "version": 1})),
+    );
     let audit = api.ok("GET", "/v1/audit?target=shop/DEV/default/app/", None);
-    let puts: Vec<_> = audit.as_array().unwrap().iter().filter(|a| a["action"] == "item.put").collect();
-    let k = puts.iter().find(|a| a["target"].as_str().unwrap().ends_with("/k") && a["detail"]["version"] == 2).unwrap();
+    let puts: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "item.put")
+        .collect();
+    let k = puts
+        .iter()
+        .find(|a| a["target"].as_str().unwrap().ends_with("/k") && a["detail"]["version"] == 2)
+        .unwrap();
     assert_eq!(k["detail"]["old"], int(1));
     assert_eq!(k["detail"]["new"], int(2));
     assert!(!audit.to_string().contains("hunter"), "{audit}");
-    let pw = puts.iter().find(|a| a["target"].as_str().unwrap().ends_with("/pw") && a["detail"]["version"] == 2).unwrap();
+    let pw = puts
+        .iter()
+        .find(|a| a["target"].as_str().unwrap().ends_with("/pw") && a["detail"]["version"] == 2)
+        .unwrap();
     assert_eq!(pw["detail"]["old"], "******");
     assert_eq!(pw["detail"]["new"], "******");
 }
@@ -306,7 +467,10 @@ fn rule_values_are_evaluated_over_http() {
     let mut b = base.clone();
     b["context"] = json!({"region": "eu"});
     let r = eval(&api, b);
-    assert_eq!(r["values"]["db"], json!({"value": "eu-db", "rule": 0, "dynamic": true}));
+    assert_eq!(
+        r["values"]["db"],
+        json!({"value": "eu-db", "rule": 0, "dynamic": true})
+    );
     assert_eq!(r["values"]["port"], json!({"value": 80, "dynamic": false}));
     // The answer matches the client library's evaluation for every user.
     let snap: control::client::ConfigSnapshot =
@@ -315,14 +479,24 @@ fn rule_values_are_evaluated_over_http() {
         let mut b = base.clone();
         b["keys"] = json!(["db"]);
         b["context"] = json!({"user": user});
-        let ctx = [("user".to_string(), user.to_string())].into_iter().collect();
-        assert_eq!(eval(&api, b)["values"]["db"]["value"], snap.evaluate("db", &ctx).unwrap(), "{user}");
+        let ctx = [("user".to_string(), user.to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            eval(&api, b)["values"]["db"]["value"],
+            snap.evaluate("db", &ctx).unwrap(),
+            "{user}"
+        );
     }
     // A gray release is evaluated for the instances it selects.
     let mut gray = table.clone();
     gray["value"]["default"] = json!("gray-db");
     set(&api, &p, "db", gray);
-    publish(&api, &p, json!({"mode": "gray", "rule": {"instances": ["i1"]}}));
+    publish(
+        &api,
+        &p,
+        json!({"mode": "gray", "rule": {"instances": ["i1"]}}),
+    );
     let mut b = base.clone();
     b["instance"] = json!({"id": "i1"});
     b["keys"] = json!(["db"]);
@@ -331,10 +505,16 @@ fn rule_values_are_evaluated_over_http() {
     assert_eq!(eval(&api, b.clone())["values"]["db"]["value"], "main-db");
     // Unknown key, unknown field, too little permission.
     b["keys"] = json!(["nope"]);
-    assert_eq!(api.err("POST", "/v1/evaluate", Some(b.clone())), (404, "not_found".into(), Some("keys".into())));
+    assert_eq!(
+        api.err("POST", "/v1/evaluate", Some(b.clone())),
+        (404, "not_found".into(), Some("keys".into()))
+    );
     let mut bad = base.clone();
     bad["ctx"] = json!({});
-    assert_eq!(api.err("POST", "/v1/evaluate", Some(bad)).2, Some("ctx".into()));
+    assert_eq!(
+        api.err("POST", "/v1/evaluate", Some(bad)).2,
+        Some("ctx".into())
+    );
     let viewer = Api::new(&srv, &user_with(&api, "viewer", "masked_read"));
     assert_eq!(viewer.err("POST", "/v1/evaluate", Some(base)).0, 403);
 }

@@ -15,7 +15,9 @@ pub const ADMIN_TOKEN: &str = "root-token";
 pub const TEST_KEY: &str = "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 pub fn test_keys() -> Option<std::sync::Arc<control::secret::Keyring>> {
-    Some(std::sync::Arc::new(control::secret::Keyring::parse(TEST_KEY).unwrap()))
+    Some(std::sync::Arc::new(
+        control::secret::Keyring::parse(TEST_KEY).unwrap(),
+    ))
 }
 
 pub fn start(store_url: &str) -> Server {
@@ -23,7 +25,10 @@ pub fn start(store_url: &str) -> Server {
 }
 
 /// A server whose center options `tune` adjusts.
-pub fn start_with(store_url: &str, tune: impl FnOnce(&mut control::center::CenterOptions)) -> Server {
+pub fn start_with(
+    store_url: &str,
+    tune: impl FnOnce(&mut control::center::CenterOptions),
+) -> Server {
     let store = control::store::open(store_url).unwrap();
     let envs = ["DEV", "FAT", "UAT", "PRO"]
         .iter()
