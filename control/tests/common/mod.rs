@@ -218,6 +218,7 @@ pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
         .enable_all()
         .build()
         .unwrap();
+    let rss0 = testkit::rss::rss();
     let tasks: Vec<_> = (0..watchers)
         .map(|i| {
             let c = ApiClient::new(&server, Some(ADMIN_TOKEN));
@@ -248,6 +249,13 @@ pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
         assert!(Instant::now() < deadline, "only {active} watchers parked");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Client and server share this process: an upper bound of what one idle long-poll costs the service.
+    let grown = testkit::rss::rss().saturating_sub(rss0);
+    println!(
+        "{watchers} idle long-polls: +{} KiB resident, <= {} bytes per watcher (client side included)",
+        grown / 1024,
+        grown / watchers as u64
+    );
     set(&api, &p, "k", int(2));
     let after = around_publish();
     let t0 = Instant::now();
