@@ -380,6 +380,7 @@ pub enum Level {
 
 /// A grant of a level (and optionally export) to a user or role on an application's namespace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// `user:NAME` or `role:NAME`.
     pub subject: String,

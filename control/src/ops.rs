@@ -495,7 +495,8 @@ impl<'a> Tx<'a> {
     }
 
     /// Deletes the oldest releases of `ns` beyond the retention (`State::keep_releases`), never the current
-    /// one (`keep`), active gray releases or releases created in this change.
+    /// one, active gray releases, the release a rollout would roll back to, or releases created in this
+    /// change.
     fn prune_releases(&mut self, ns: &NsKey, state: &NsState) {
         let keep = self.st.keep_releases;
         if keep == 0 {
@@ -522,7 +523,14 @@ impl<'a> Tx<'a> {
             if excess == 0 {
                 break;
             }
-            if state.current == Some(id) || state.grays.iter().any(|g| g.release == id) {
+            let rollout_base =
+                self.st.rollouts.values().any(|r| {
+                    &r.ns == ns && r.base == Some(id) && r.status != RolloutStatus::Aborted
+                });
+            if state.current == Some(id)
+                || state.grays.iter().any(|g| g.release == id)
+                || rollout_base
+            {
                 continue;
             }
             self.changes.push(Change::Delete {
@@ -1137,7 +1145,15 @@ impl<'a> Tx<'a> {
             .st
             .tokens
             .values()
-            .filter(|t| t.bootstrap && t.user == user)
+            // Stores written before the flag existed: the bootstrap token is the admin's parentless
+            // "bootstrap" token without a creation time.
+            .filter(|t| {
+                t.user == user
+                    && (t.bootstrap
+                        || (t.description == "bootstrap"
+                            && t.created_ms == 0
+                            && t.parent.is_none()))
+            })
             .map(|t| t.hash.clone())
             .collect();
         for h in old {
