@@ -153,6 +153,8 @@ pub enum ModeArg {
     Scheduled,
     /// To the selected instances only.
     Gray,
+    /// To the known instances batch by batch (`--batch`, `--interval-ms`), then promoted.
+    Rolling,
 }
 
 /// `furrow ctl config ...` operations.
@@ -300,6 +302,46 @@ pub enum ConfigCmd {
         /// The gray selection (gray mode).
         #[command(flatten)]
         gray: InstanceOpts,
+        /// Rolling mode: instances per batch (`N`) or a percentage (`N%`).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Rolling mode: time between batches.
+        #[arg(long, default_value_t = 60_000)]
+        interval_ms: u64,
+    },
+    /// List pending scheduled publishes.
+    Scheduled(NsOpts),
+    /// Cancel a scheduled publish.
+    CancelScheduled {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// Its id.
+        id: u64,
+    },
+    /// List auto-rolling gray publishes.
+    Rollouts(NsOpts),
+    /// Steer an auto-rolling gray publish.
+    Rollout {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// Its id (the gray release).
+        id: u64,
+        /// pause, resume, abort or rollback.
+        action: String,
+    },
+    /// Key usage of a namespace instance (keys nobody read within `--unused-for-ms`), or who read `--key`.
+    Usage {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// The period, ms (default 7 days).
+        #[arg(long)]
+        unused_for_ms: Option<u64>,
+        /// One key: the instances that read it.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// List releases of a namespace instance.
     Releases(NsOpts),
@@ -425,6 +467,16 @@ pub enum ConfigCmd {
         /// A description.
         #[arg(long, default_value = "")]
         description: String,
+        /// Lifetime in seconds (default: none).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+    },
+    /// List tokens (ids, owners, expiry; never the tokens).
+    Tokens,
+    /// Revoke a token by id, with every token minted under it.
+    RevokeToken {
+        /// The token id (`tokens` lists them).
+        id: String,
     },
     /// List permission grants.
     Grants,
@@ -639,6 +691,8 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             mode,
             at,
             gray,
+            batch,
+            interval_ms,
         } => {
             let mut body = json!({"message": message});
             match mode {
@@ -670,6 +724,21 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                     body["mode"] = "gray".into();
                     body["rule"] =
                         json!({"labels": labels, "ips": gray.ips, "instances": gray.instances});
+                }
+                ModeArg::Rolling => {
+                    let b =
+                        batch.ok_or_else(|| usage("--batch N or N% is required for rolling"))?;
+                    let spec = match b.strip_suffix('%') {
+                        Some(p) => {
+                            json!({"percent": p.parse::<u8>().map_err(|_| usage("--batch N%"))?})
+                        }
+                        None => {
+                            json!({"count": b.parse::<usize>().map_err(|_| usage("--batch N"))?})
+                        }
+                    };
+                    body["mode"] = "rolling".into();
+                    body["batch"] = spec;
+                    body["interval_ms"] = interval_ms.into();
                 }
             }
             api.call("POST", &format!("{}/publish", ns.path()), Some(&body))
@@ -790,13 +859,46 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             )
             .await
         }
-        CreateToken { user, description } => {
-            api.call(
-                "POST",
-                "/v1/tokens",
-                Some(&json!({"user": user, "description": description})),
-            )
-            .await
+        CreateToken {
+            user,
+            description,
+            ttl_s,
+        } => {
+            let body = json!({"user": user, "description": description, "ttl_s": ttl_s});
+            api.call("POST", "/v1/tokens", Some(&body)).await
+        }
+        Tokens => api.call("GET", "/v1/tokens", None).await,
+        RevokeToken { id } => {
+            api.call("DELETE", &format!("/v1/tokens/{}", encode(&id)), None)
+                .await
+        }
+        Scheduled(ns) => {
+            api.call("GET", &format!("{}/scheduled", ns.path()), None)
+                .await
+        }
+        CancelScheduled { ns, id } => {
+            api.call("DELETE", &format!("{}/scheduled/{id}", ns.path()), None)
+                .await
+        }
+        Rollouts(ns) => {
+            api.call("GET", &format!("{}/rollouts", ns.path()), None)
+                .await
+        }
+        Rollout { ns, id, action } => {
+            let path = format!("{}/rollouts/{id}/{}", ns.path(), encode(&action));
+            api.call("POST", &path, None).await
+        }
+        Usage {
+            ns,
+            unused_for_ms,
+            key,
+        } => {
+            let path = match (key, unused_for_ms) {
+                (Some(k), _) => format!("{}/usage/{}", ns.path(), encode(&k)),
+                (None, Some(ms)) => format!("{}/usage?unused_for_ms={ms}", ns.path()),
+                (None, None) => format!("{}/usage", ns.path()),
+            };
+            api.call("GET", &path, None).await
         }
         Grants => api.call("GET", "/v1/permissions", None).await,
         Grant {

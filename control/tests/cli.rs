@@ -94,6 +94,46 @@ fn ctl_covers_the_edit_publish_rollback_cycle() {
     );
     assert_ne!(run(&with(&["evaluate", "--ctx", "region"])), ok);
     assert_ne!(run(&with(&["evaluate", "--key", "nope"])), ok);
+    // Issue 17: scheduled publishes, tokens, rollouts and usage from the CLI.
+    assert_eq!(run(&with(&["set", "port", "2", "--type", "integer"])), ok);
+    assert_eq!(
+        run(&with(&["publish", "--mode", "scheduled", "--at", "+3600"])),
+        ok
+    );
+    assert_eq!(run(&with(&["scheduled"])), ok);
+    let sched = api.ok("GET", &format!("{}/scheduled", ns_path()), None)[0]["id"].to_string();
+    assert_eq!(run(&cmd(&ns, &["cancel-scheduled", &sched])), ok);
+    assert_ne!(run(&cmd(&ns, &["cancel-scheduled", &sched])), ok);
+    assert_eq!(
+        run(&["config", "create-token", "admin", "--ttl-s", "60"]),
+        ok
+    );
+    assert_eq!(run(&["config", "tokens"]), ok);
+    assert_ne!(run(&["config", "revoke-token", "0000"]), ok);
+    assert_eq!(run(&with(&["set", "port", "3", "--type", "integer"])), ok);
+    assert_eq!(
+        run(&with(&[
+            "publish",
+            "--mode",
+            "rolling",
+            "--batch",
+            "50%",
+            "--interval-ms",
+            "3600000"
+        ])),
+        ok
+    );
+    assert_ne!(
+        run(&with(&["publish", "--mode", "rolling"])),
+        ok,
+        "--batch is required"
+    );
+    assert_eq!(run(&with(&["rollouts"])), ok);
+    let roll = api.ok("GET", &format!("{}/rollouts", ns_path()), None)[0]["release"].to_string();
+    assert_eq!(run(&cmd(&ns, &["rollout", &roll, "abort"])), ok);
+    assert_ne!(run(&cmd(&ns, &["rollout", &roll, "explode"])), ok);
+    assert_eq!(run(&with(&["usage", "--unused-for-ms", "1000"])), ok);
+    assert_eq!(run(&with(&["usage", "--key", "port"])), ok);
     // Errors exit non-zero: unknown namespace, bad token, unreachable service.
     assert_ne!(
         run(&[
