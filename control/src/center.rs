@@ -665,6 +665,52 @@ mod tests {
         }
     }
 
+    /// A store written before tokens had a `bootstrap` flag: changing the admin token still retires the old
+    /// bootstrap token and what it minted (issue 17, item 5).
+    #[test]
+    fn a_new_admin_token_retires_a_legacy_bootstrap_token() {
+        use crate::model::Token;
+        let store = crate::store::SqliteStore::memory().unwrap();
+        let legacy = |tok: &str, parent: Option<&str>, desc: &str| {
+            Change::Put(Rec::Token(Token {
+                hash: hash_token(tok),
+                user: "admin".into(),
+                description: desc.into(),
+                parent: parent.map(hash_token),
+                ..Default::default()
+            }))
+        };
+        let admin = Change::Put(Rec::User(User {
+            name: "admin".into(),
+            admin: true,
+            ..Default::default()
+        }));
+        store
+            .commit(
+                0,
+                &[
+                    admin,
+                    legacy("old", None, "bootstrap"),
+                    legacy("child", Some("old"), "ci"),
+                    legacy("other", None, "ops"),
+                ],
+            )
+            .unwrap();
+        let c = Center::open(Box::new(store), vec!["DEV".into()], "admin", Some("new")).unwrap();
+        for gone in ["old", "child"] {
+            assert_eq!(
+                c.authenticate(Some(gone)).unwrap_err().code,
+                ErrorCode::Unauthorized,
+                "{gone}"
+            );
+        }
+        assert!(
+            c.authenticate(Some("other")).is_ok(),
+            "unrelated tokens stay"
+        );
+        assert!(c.authenticate(Some("new")).is_ok());
+    }
+
     #[test]
     fn a_failed_commit_applies_nothing() {
         let fail = Arc::new(AtomicBool::new(false));
