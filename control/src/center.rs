@@ -526,7 +526,14 @@ impl Center {
                 .filter(|r| r.status == ReportStatus::Rejected && r.releases.contains(id))
                 .map(|r| (r.instance.id.clone(), r.reason.clone()))
                 .collect();
-            self.mutate(&sys, |tx| tx.rollout_step(*id, &population, &rejected))?;
+            let applied: Vec<String> = mine
+                .iter()
+                .filter(|r| r.status == ReportStatus::Applied && r.releases.contains(id))
+                .map(|r| r.instance.id.clone())
+                .collect();
+            self.mutate(&sys, |tx| {
+                tx.rollout_step(*id, &population, &applied, &rejected)
+            })?;
         }
         Ok(due.len())
     }

@@ -556,6 +556,10 @@ pub struct Rollout {
     pub promoted: Option<u64>,
     /// Who started it.
     pub author: String,
+    /// Selected instances (still reporting) that have not reported the gray release as applied yet: the
+    /// rollout holds until they have (an instance that stops reporting drops out when its report expires).
+    #[serde(default)]
+    pub waiting: Vec<String>,
 }
 
 /// One audit record: who did what to what.

@@ -719,6 +719,7 @@ impl<'a> Tx<'a> {
                     base,
                     promoted: None,
                     author: self.actor.name.clone(),
+                    waiting: Vec::new(),
                 };
                 self.put(Rec::Rollout(r));
                 self.audit(
@@ -741,13 +742,16 @@ impl<'a> Tx<'a> {
     }
 
     /// One step of a running rollout (the service, as the system user, on every poll): `population` are the
-    /// instances known for the namespace instance, `rejected` (instance, reason) those that reported the gray
-    /// release as rejected. Stops at once on a rejection; otherwise, when the next batch is due, adds a batch,
-    /// or promotes once every known instance has had the release for one interval.
+    /// instances known for the namespace instance, `applied` those that reported the gray release as applied,
+    /// `rejected` (instance, reason) those that reported it as rejected. Stops at once on a rejection;
+    /// otherwise, when the next batch is due and every selected instance has applied the release (else it
+    /// holds, listing them in `waiting`), adds a batch, or promotes once every known instance has had it for
+    /// one interval.
     pub fn rollout_step(
         &mut self,
         id: u64,
         population: &[String],
+        applied: &[String],
         rejected: &[(String, String)],
     ) -> Result<RolloutStatus> {
         let mut r = self.rollout(id)?;
@@ -785,6 +789,20 @@ impl<'a> Tx<'a> {
             return Ok(r.status);
         }
         if r.next_ms > self.now {
+            return Ok(r.status);
+        }
+        // Health gate: every selected instance still reporting must have applied the release.
+        let waiting: Vec<String> = r
+            .selected
+            .iter()
+            .filter(|i| population.contains(i) && !applied.contains(i))
+            .cloned()
+            .collect();
+        if waiting != r.waiting {
+            r.waiting = waiting;
+            self.put(Rec::Rollout(r.clone()));
+        }
+        if !r.waiting.is_empty() {
             return Ok(r.status);
         }
         let mut remaining: Vec<&String> = population

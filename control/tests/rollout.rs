@@ -30,13 +30,20 @@ fn rollout(api: &Api, id: u64) -> Json {
         .unwrap()
 }
 
-/// Polls until `f` holds on the rollout.
-fn wait(api: &Api, id: u64, what: &str, f: impl Fn(&Json) -> bool) -> Json {
+/// Polls until `f` holds on the rollout, acting as the selected instances' clients meanwhile (each reports
+/// the gray release as applied, except those in `silent`).
+fn wait(api: &Api, id: u64, what: &str, silent: &[&str], f: impl Fn(&Json) -> bool) -> Json {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = rollout(api, id);
         if f(&r) {
             return r;
+        }
+        for inst in r["selected"].as_array().unwrap() {
+            let inst = inst.as_str().unwrap();
+            if !silent.contains(&inst) {
+                report(api, inst, &[id], None);
+            }
         }
         assert!(Instant::now() < deadline, "{what}: {r}");
         std::thread::sleep(Duration::from_millis(20));
@@ -87,7 +94,7 @@ fn a_rollout_goes_batch_by_batch_and_promotes() {
         .0,
         409
     );
-    let r = wait(&api, id, "first batch", |r| {
+    let r = wait(&api, id, "first batch", &[], |r| {
         r["selected"].as_array().unwrap().len() >= 2
     });
     let first: Vec<String> = r["selected"]
@@ -101,7 +108,7 @@ fn a_rollout_goes_batch_by_batch_and_promotes() {
         2,
         "a selected instance sees the gray release"
     );
-    let done = wait(&api, id, "promotion", |r| r["status"] == "done");
+    let done = wait(&api, id, "promotion", &[], |r| r["status"] == "done");
     assert_eq!(done["selected"].as_array().unwrap().len(), 5);
     let current = api.ok("GET", &format!("{P}/releases"), None)["current"]
         .as_u64()
@@ -140,10 +147,17 @@ fn a_rejection_stops_the_rollout_and_abort_brings_everyone_back() {
         .as_u64()
         .unwrap();
     // 40% of 5 is 2 per batch; the next batch is an hour away.
-    let r = wait(&api, id, "first batch", |r| {
+    let r = wait(&api, id, "first batch", &[], |r| {
         r["selected"].as_array().unwrap().len() == 2
     });
-    // Pause and resume: resuming makes the next batch due now.
+    let first: Vec<&str> = r["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Pause and resume: resuming makes the next batch due now, but it holds while the first batch has not
+    // applied the release (the health gate).
     assert_eq!(
         api.ok("POST", &format!("{P}/rollouts/{id}/pause"), None)["status"],
         "paused"
@@ -156,14 +170,20 @@ fn a_rejection_stops_the_rollout_and_abort_brings_everyone_back() {
         api.ok("POST", &format!("{P}/rollouts/{id}/resume"), None)["status"],
         "running"
     );
-    wait(&api, id, "second batch", |r| {
+    let held = wait(&api, id, "health gate", &first, |r| {
+        r["waiting"].as_array().unwrap().len() == 2
+    });
+    assert_eq!(held["selected"].as_array().unwrap().len(), 2);
+    wait(&api, id, "second batch", &[], |r| {
         r["selected"].as_array().unwrap().len() == 4
     });
     // An instance of a batch rejects the release: the rollout stops by itself at once (the next batch is
     // still an hour away).
     let victim = r["selected"][0].as_str().unwrap().to_string();
     report(&api, &victim, &[id], Some("invalid backend address"));
-    let stopped = wait(&api, id, "automatic stop", |r| r["status"] == "stopped");
+    let stopped = wait(&api, id, "automatic stop", &[&victim], |r| {
+        r["status"] == "stopped"
+    });
     assert!(
         stopped["reason"]
             .as_str()
