@@ -175,6 +175,16 @@ fn poisoned<T>(_: T) -> ControlError {
     ControlError::new(ErrorCode::Internal, "state lock poisoned")
 }
 
+/// Background work: a store failure is returned (the poll backs off), anything else is logged so that one
+/// bad scheduled publish or rollout does not stall the others or the catch-up.
+fn store_error_or_log(e: ControlError, what: &str) -> Result<()> {
+    if matches!(e.code, ErrorCode::StoreUnavailable | ErrorCode::Stale) {
+        return Err(e);
+    }
+    tracing::warn!(error = %e, "{what} failed");
+    Ok(())
+}
+
 fn busy(wait: Duration) -> ControlError {
     ControlError::new(
         ErrorCode::StoreUnavailable,
@@ -483,7 +493,9 @@ impl Center {
         })?;
         let sys = system_user();
         for id in &due {
-            self.mutate(&sys, |tx| tx.run_scheduled(*id))?;
+            if let Err(e) = self.mutate(&sys, |tx| tx.run_scheduled(*id)) {
+                store_error_or_log(e, "scheduled publish")?;
+            }
         }
         Ok(due.len())
     }
@@ -531,9 +543,11 @@ impl Center {
                 .filter(|r| r.status == ReportStatus::Applied && r.releases.contains(id))
                 .map(|r| r.instance.id.clone())
                 .collect();
-            self.mutate(&sys, |tx| {
+            if let Err(e) = self.mutate(&sys, |tx| {
                 tx.rollout_step(*id, &population, &applied, &rejected)
-            })?;
+            }) {
+                store_error_or_log(e, "rollout step")?;
+            }
         }
         Ok(due.len())
     }
