@@ -44,6 +44,23 @@ impl IntoResponse for ApiError {
 
 type Res = std::result::Result<Response, ApiError>;
 
+/// One item as echoed by a write: secret values are not sent back.
+fn shown(item: Item) -> Item {
+    if item.secret { item.masked() } else { item }
+}
+
+/// A diff with secret values masked.
+fn shown_diff(mut d: crate::model::Diff) -> crate::model::Diff {
+    for i in d.added.values_mut().chain(d.removed.values_mut()) {
+        *i = shown(i.clone());
+    }
+    for (a, b) in d.changed.values_mut() {
+        *a = shown(a.clone());
+        *b = shown(b.clone());
+    }
+    d
+}
+
 fn ok(v: impl serde::Serialize) -> Res {
     Ok(axum::Json(v).into_response())
 }
@@ -77,6 +94,22 @@ fn body_error(msg: &str) -> ControlError {
         }
         _ => err,
     }
+}
+
+/// Refuses a body with fields other than `allowed` (for bodies serde cannot check: flattened or raw).
+fn only_fields(raw: &Json, allowed: &[&str]) -> Result<()> {
+    if let Some(obj) = raw.as_object()
+        && let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(ControlError::bad(
+            k,
+            format!(
+                "unknown field {k:?}, expected one of {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn user(c: &Center, h: &HeaderMap) -> Result<User> {
@@ -117,11 +150,13 @@ fn instance(q: &HashMap<String, String>) -> Result<Instance> {
     })
 }
 
+/// Items as shown by the management API: masked for `masked_read` callers, and secret items masked for
+/// everyone (their clear value reaches only resolved configs read with `read`).
 fn masked_if(level: Level, items: impl IntoIterator<Item = Item>) -> Vec<Item> {
     items
         .into_iter()
         .map(|i| {
-            if level == Level::MaskedRead {
+            if level == Level::MaskedRead || i.secret {
                 i.masked()
             } else {
                 i
@@ -171,12 +206,29 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/diff", get(release_diff))
         .route("/v1/configs/{app}/{env}/{cluster}/{ns}", get(config))
         .route("/v1/watch", get(watch))
+        .route("/v1/evaluate", post(evaluate))
         .route("/v1/reports", post(report))
+        .route("/v1/usage", post(post_usage))
+        .route(&format!("{ns}/usage"), get(ns_usage))
+        .route(&format!("{ns}/usage/{{key}}"), get(key_usage))
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/secrets/reseal", post(reseal))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route(&format!("{ns}/scheduled"), get(list_scheduled))
+        .route(&format!("{ns}/rollouts"), get(list_rollouts))
+        .route(
+            &format!("{ns}/rollouts/{{id}}/{{action}}"),
+            post(rollout_action),
+        )
+        .route(
+            &format!("{ns}/scheduled/{{id}}"),
+            axum::routing::delete(cancel_scheduled),
+        )
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))
         .with_state(center)
 }
@@ -195,6 +247,40 @@ async fn count(
         c.metrics.errors_5xx.fetch_add(1, Ordering::Relaxed);
     }
     resp
+}
+
+/// Every error answers JSON: axum's own rejections (a path parameter that does not parse, a body over the
+/// limit, a wrong method) are plain text, so they are rewritten here with a code matching their status.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        503 => ErrorCode::StoreUnavailable,
+        s if s >= 500 => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    };
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let msg = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    (status, axum::Json(ControlError::new(code, msg).to_body())).into_response()
 }
 
 async fn metrics(AxState(c): C) -> Res {
@@ -240,6 +326,7 @@ async fn list_apps(AxState(c): C, h: HeaderMap) -> Res {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewApp {
     name: String,
     #[serde(default)]
@@ -249,7 +336,9 @@ struct NewApp {
 async fn create_app(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let req: NewApp = body(&b)?;
-    let app = c.mutate(&u, |tx| tx.create_app(&req.name, &req.description))?;
+    let app = c
+        .write(u, move |tx| tx.create_app(&req.name, &req.description))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(app)).into_response())
 }
 
@@ -265,6 +354,7 @@ async fn list_namespaces(AxState(c): C, h: HeaderMap, Path(app): Path<String>) -
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewNamespace {
     name: String,
     #[serde(default)]
@@ -285,7 +375,9 @@ async fn create_namespace(AxState(c): C, h: HeaderMap, Path(app): Path<String>, 
         review: r.review,
         description: r.description,
     };
-    let def = c.mutate(&u, |tx| tx.create_namespace(def.clone()))?;
+    let def = c
+        .write(u, move |tx| tx.create_namespace(def.clone()))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }
 
@@ -308,6 +400,7 @@ async fn list_clusters(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewCluster {
     name: String,
 }
@@ -320,7 +413,9 @@ async fn create_cluster(
 ) -> Res {
     let u = user(&c, &h)?;
     let r: NewCluster = body(&b)?;
-    let cl = c.mutate(&u, |tx| tx.create_cluster(&app, &env, &r.name))?;
+    let cl = c
+        .write(u, move |tx| tx.create_cluster(&app, &env, &r.name))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(cl)).into_response())
 }
 
@@ -371,18 +466,23 @@ async fn put_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -> R
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let input: ItemInput = body(&b)?;
-    ok(c.mutate(&u, |tx| tx.put_item(&key, &p.4, input.clone()))?)
+    ok(shown(
+        c.write(u, move |tx| tx.put_item(&key, &p.4, input.clone()))
+            .await?,
+    ))
 }
 
 async fn delete_item(AxState(c): C, h: HeaderMap, Path(p): ItemPath, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let version = qnum(&q, "version")?;
-    c.mutate(&u, |tx| tx.delete_item(&key, &p.4, version))?;
+    c.write(u, move |tx| tx.delete_item(&key, &p.4, version))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListEdit {
     value: Json,
     #[serde(default)]
@@ -393,9 +493,12 @@ async fn list_append(AxState(c): C, h: HeaderMap, Path(p): ItemPath, b: Bytes) -
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
-    ok(c.mutate(&u, |tx| {
-        tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version)
-    })?)
+    let item = c
+        .write(u, move |tx| {
+            tx.edit_list(&key, &p.4, None, Some(e.value.clone()), e.version)
+        })
+        .await?;
+    ok(shown(item))
 }
 
 type ListPath = Path<(String, String, String, String, String, usize)>;
@@ -404,16 +507,24 @@ async fn list_set(AxState(c): C, h: HeaderMap, Path(p): ListPath, b: Bytes) -> R
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let e: ListEdit = body(&b)?;
-    ok(c.mutate(&u, |tx| {
-        tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version)
-    })?)
+    let item = c
+        .write(u, move |tx| {
+            tx.edit_list(&key, &p.4, Some(p.5), Some(e.value.clone()), e.version)
+        })
+        .await?;
+    ok(shown(item))
 }
 
 async fn list_remove(AxState(c): C, h: HeaderMap, Path(p): ListPath, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let version = qnum(&q, "version")?;
-    ok(c.mutate(&u, |tx| tx.edit_list(&key, &p.4, Some(p.5), None, version))?)
+    ok(shown(
+        c.write(u, move |tx| {
+            tx.edit_list(&key, &p.4, Some(p.5), None, version)
+        })
+        .await?,
+    ))
 }
 
 async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
@@ -423,20 +534,26 @@ async fn draft_diff(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
     if level < Level::Read {
         return Err(ControlError::forbidden("diff needs read permission").into());
     }
-    ok(c.read(|st| diff(&st.current_items(&key), &st.draft(&key)))?)
+    ok(shown_diff(c.read(|st| {
+        diff(&st.current_items(&key), &st.draft(&key))
+    })?))
 }
 
 async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let key = nskey(p);
     let mut raw: Json = body(&b)?;
+    only_fields(
+        &raw,
+        &["message", "mode", "at_ms", "rule", "batch", "interval_ms"],
+    )?;
     if let Some(obj) = raw.as_object_mut() {
         obj.entry("mode")
             .or_insert_with(|| Json::String("immediate".into()));
     }
     let req: PublishRequest = serde_json::from_value(raw)
         .map_err(|e| ControlError::bad("mode", format!("invalid publish request: {e}")))?;
-    let out = c.mutate(&u, |tx| tx.publish(&key, &req))?;
+    let out = c.write(u, move |tx| tx.publish(&key, &req)).await?;
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
@@ -463,6 +580,7 @@ async fn list_releases(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RollbackReq {
     release: u64,
     #[serde(default)]
@@ -473,7 +591,9 @@ async fn rollback(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res
     let u = user(&c, &h)?;
     let key = nskey(p);
     let r: RollbackReq = body(&b)?;
-    let id = c.mutate(&u, |tx| tx.rollback(&key, r.release, &r.message))?;
+    let id = c
+        .write(u, move |tx| tx.rollback(&key, r.release, &r.message))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"release": id}))).into_response())
 }
 
@@ -490,6 +610,7 @@ async fn list_grays(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MessageReq {
     #[serde(default)]
     message: String,
@@ -504,7 +625,9 @@ async fn promote(
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
     let m: MessageReq = body(&b)?;
-    let id = c.mutate(&u, |tx| tx.promote(&key, p.4, &m.message))?;
+    let id = c
+        .write(u, move |tx| tx.promote(&key, p.4, &m.message))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"release": id}))).into_response())
 }
 
@@ -515,7 +638,7 @@ async fn abandon(
 ) -> Res {
     let u = user(&c, &h)?;
     let key = nskey((p.0, p.1, p.2, p.3));
-    c.mutate(&u, |tx| tx.abandon(&key, p.4))?;
+    c.write(u, move |tx| tx.abandon(&key, p.4)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -558,7 +681,7 @@ async fn release_diff(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     if la < Level::Read || lb < Level::Read {
         return Err(ControlError::forbidden("diff needs read permission").into());
     }
-    ok(diff(&a.items, &b.items))
+    ok(shown_diff(diff(&a.items, &b.items)))
 }
 
 /// The body of a resolved config for `inst` (from the cache when the same releases were served before) and
@@ -626,7 +749,8 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let since = qnum(&q, "since")?.unwrap_or(0);
     let timeout = Duration::from_millis(qnum(&q, "timeout")?.unwrap_or(30_000).min(300_000));
     let level = readable(&c, &u, &key)?;
-    let mut rx = c.subscribe();
+    c.touch(&inst.id, &key.path());
+    let mut rx = c.subscribe(&key.env, &key.namespace);
     let deadline = tokio::time::Instant::now() + timeout;
     c.metrics.watches_active.fetch_add(1, Ordering::Relaxed);
     let result = async {
@@ -653,9 +777,209 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
 }
 
 async fn report(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
-    user(&c, &h)?;
-    let r: Report = body(&b)?;
+    let u = user(&c, &h)?;
+    let raw: Json = body(&b)?;
+    only_fields(&raw, crate::center::REPORT_FIELDS)?;
+    let r: Report = serde_json::from_value(raw).map_err(|e| body_error(&e.to_string()))?;
+    if r.instance.id.len() > 256 || r.reason.len() > 4096 {
+        return Err(ControlError::bad("id", "instance id (256) or reason (4096) too long").into());
+    }
+    // Only a client of that namespace may say which release it uses (or refuses).
+    let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
+    readable(&c, &u, &key)?;
     c.report(r)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateReq {
+    app: String,
+    env: String,
+    #[serde(default = "default_cluster")]
+    cluster: String,
+    namespace: String,
+    /// The keys to evaluate (absent: every key).
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+    /// The caller context rule conditions look at.
+    #[serde(default)]
+    context: BTreeMap<String, String>,
+    /// The instance asking (selects gray releases), as in `/v1/configs`.
+    #[serde(default)]
+    instance: Instance,
+}
+
+fn default_cluster() -> String {
+    crate::model::DEFAULT_CLUSTER.to_string()
+}
+
+/// Evaluates dynamic values for a context exactly as the client library does: the resolved config of the
+/// namespace instance (layers and gray releases included), each rule table evaluated (first matching rule,
+/// else the default), other values returned as JSON. Needs `read` (it returns values).
+async fn evaluate(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: EvaluateReq = body(&b)?;
+    let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
+    if readable(&c, &u, &key)? < Level::Read {
+        return Err(ControlError::forbidden("evaluating values needs read permission").into());
+    }
+    let resolved = c.read(|st| crate::resolve::resolve(st, &key, &r.instance))??;
+    let keys: Vec<String> = match r.keys {
+        Some(k) => k,
+        None => resolved.items.keys().cloned().collect(),
+    };
+    let mut values = serde_json::Map::new();
+    for k in keys {
+        let item = resolved.items.get(&k).ok_or_else(|| {
+            ControlError::not_found(format!("unknown key {k:?}")).with_field("keys")
+        })?;
+        let v = match &item.value {
+            crate::model::Value::Rules(t) => {
+                let (rule, v) = t.explain(&r.context);
+                json!({"value": v, "rule": rule, "dynamic": true})
+            }
+            other => json!({"value": other.to_json()?, "dynamic": false}),
+        };
+        values.insert(k, v);
+    }
+    ok(json!({"version": resolved.version, "releases": resolved.releases, "values": values}))
+}
+
+async fn list_rollouts(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey(p);
+    readable(&c, &u, &key)?;
+    ok(c.read(|st| {
+        st.rollouts
+            .values()
+            .rev()
+            .filter(|r| r.ns == key)
+            .cloned()
+            .collect::<Vec<_>>()
+    })?)
+}
+
+async fn rollout_action(
+    AxState(c): C,
+    h: HeaderMap,
+    Path(p): Path<(String, String, String, String, u64, String)>,
+) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey((p.0, p.1, p.2, p.3));
+    let action = crate::ops::RolloutAction::parse(&p.5)?;
+    ok(c.write(u, move |tx| tx.rollout_action(&key, p.4, action))
+        .await?)
+}
+
+async fn reseal(AxState(c): C, h: HeaderMap) -> Res {
+    let u = user(&c, &h)?;
+    let n = c.write(u, |tx| tx.reseal()).await?;
+    ok(json!({"records": n}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageReport {
+    app: String,
+    env: String,
+    #[serde(default = "default_cluster")]
+    cluster: String,
+    namespace: String,
+    id: String,
+    reads: BTreeMap<String, u64>,
+}
+
+async fn post_usage(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: UsageReport = body(&b)?;
+    if r.id.is_empty() || r.id.len() > 256 || r.reads.len() > 10_000 {
+        return Err(ControlError::bad(
+            "id",
+            "a usage report needs an instance id (<= 256) and <= 10000 keys",
+        )
+        .into());
+    }
+    let key = NsKey::new(&r.app, &r.env, &r.cluster, &r.namespace);
+    readable(&c, &u, &key)?;
+    c.record_usage(&key.path(), &r.id, &r.reads)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Key usage of a namespace instance: per key the reads, the last read and how many instances read it, and
+/// the keys of its resolved configuration nobody read within `unused_for_ms` (default 7 days).
+async fn ns_usage(AxState(c): C, h: HeaderMap, Path(p): NsPath, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey(p);
+    readable(&c, &u, &key)?;
+    let period = qnum(&q, "unused_for_ms")?.unwrap_or(7 * 24 * 3600 * 1000);
+    let since = crate::model::now_ms().saturating_sub(period);
+    let usage = c.usage_of(&key.path())?;
+    let resolved = c.read(|st| crate::resolve::resolve(st, &key, &Instance::default()))??;
+    let mut keys = serde_json::Map::new();
+    let mut unused = Vec::new();
+    for k in resolved.items.keys() {
+        let insts = usage.get(k);
+        let last = insts.and_then(|m| m.values().map(|e| e.0).max());
+        let reads: u64 = insts.map(|m| m.values().map(|e| e.1).sum()).unwrap_or(0);
+        if last.is_none_or(|l| l < since) {
+            unused.push(k.clone());
+        }
+        keys.insert(
+            k.clone(),
+            json!({"reads": reads, "last_read_ms": last, "instances": insts.map_or(0, |m| m.len())}),
+        );
+    }
+    ok(
+        json!({"tracking_since_ms": c.started_ms, "unused_for_ms": period, "unused": unused, "keys": keys}),
+    )
+}
+
+/// The instances that read a key of a namespace instance, most recent first.
+async fn key_usage(AxState(c): C, h: HeaderMap, Path(p): ItemPath) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey((p.0, p.1, p.2, p.3));
+    readable(&c, &u, &key)?;
+    let usage = c.usage_of(&key.path())?;
+    let mut list: Vec<(String, u64, u64)> = usage
+        .get(&p.4)
+        .map(|m| {
+            m.iter()
+                .map(|(i, (last, n))| (i.clone(), *last, *n))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ok(list
+        .into_iter()
+        .map(|(id, last, reads)| json!({"id": id, "last_read_ms": last, "reads": reads}))
+        .collect::<Vec<_>>())
+}
+
+async fn list_scheduled(AxState(c): C, h: HeaderMap, Path(p): NsPath) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey(p);
+    readable(&c, &u, &key)?;
+    ok(c.read(|st| {
+        st.scheduled
+            .values()
+            .filter(|s| s.ns == key)
+            .map(|s| {
+                json!({"id": s.id, "at_ms": s.at_ms, "author": s.author, "message": s.message,
+                       "keys": s.items.len()})
+            })
+            .collect::<Vec<_>>()
+    })?)
+}
+
+async fn cancel_scheduled(
+    AxState(c): C,
+    h: HeaderMap,
+    Path(p): Path<(String, String, String, String, u64)>,
+) -> Res {
+    let u = user(&c, &h)?;
+    let key = nskey((p.0, p.1, p.2, p.3));
+    c.write(u, move |tx| tx.cancel_scheduled(&key, p.4)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -691,14 +1015,48 @@ async fn list_users(AxState(c): C, h: HeaderMap) -> Res {
 async fn put_user(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let nu: User = body(&b)?;
-    ok(c.mutate(&u, |tx| tx.put_user(nu.clone()))?)
+    ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?)
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewToken {
     user: String,
     #[serde(default)]
     description: String,
+    /// Lifetime in seconds (absent: no expiry).
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+async fn list_tokens(AxState(c): C, h: HeaderMap) -> Res {
+    admin_only(&user(&c, &h)?)?;
+    let now = crate::model::now_ms();
+    ok(c.read(|st| {
+        let mut v: Vec<Json> = st
+            .tokens
+            .values()
+            .map(|t| {
+                json!({"id": t.id(), "user": t.user, "description": t.description,
+                       "created_ms": t.created_ms, "expires_ms": t.expires_ms,
+                       "expired": t.expired(now), "bootstrap": t.bootstrap,
+                       "parent": t.parent.as_deref().map(|p| &p[..p.len().min(16)])})
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            a["user"]
+                .as_str()
+                .cmp(&b["user"].as_str())
+                .then(a["id"].as_str().cmp(&b["id"].as_str()))
+        });
+        v
+    })?)
+}
+
+async fn revoke_token(AxState(c): C, h: HeaderMap, Path(id): Path<String>) -> Res {
+    let u = user(&c, &h)?;
+    let n = c.write(u, move |tx| tx.revoke_token(&id)).await?;
+    ok(json!({"revoked": n}))
 }
 
 async fn create_token(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
@@ -706,10 +1064,18 @@ async fn create_token(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let r: NewToken = body(&b)?;
     let token = crate::auth::new_token()
         .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?;
-    c.mutate(&u, |tx| tx.add_token(&token, &r.user, &r.description))?;
+    let ttl_ms = r.ttl_s.map(|s| s.saturating_mul(1000));
+    let tok = token.clone();
+    let t = c
+        .write(u, move |tx| {
+            tx.add_token(&tok, &r.user, &r.description, ttl_ms)
+        })
+        .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"token": token, "user": r.user})),
+        axum::Json(
+            json!({"token": token, "id": t.id(), "user": t.user, "expires_ms": t.expires_ms}),
+        ),
     )
         .into_response())
 }
@@ -722,7 +1088,8 @@ async fn list_grants(AxState(c): C, h: HeaderMap) -> Res {
 async fn put_grant(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let g: Grant = body(&b)?;
-    c.mutate(&u, |tx| tx.put_grant(g.clone()))?;
+    let g2 = g.clone();
+    c.write(u, move |tx| tx.put_grant(g2.clone())).await?;
     ok(g)
 }
 
@@ -747,7 +1114,14 @@ async fn export(AxState(c): C, h: HeaderMap, Path((app, env)): Path<(String, Str
             .filter(|(k, _)| k.app == app && k.env == env)
         {
             let rel = state.current.and_then(|id| st.releases.get(&id));
-            let items = rel.map(|r| r.items.clone()).unwrap_or_default();
+            let items: BTreeMap<String, Item> = rel
+                .map(|r| {
+                    r.items
+                        .iter()
+                        .map(|(k, i)| (k.clone(), shown(i.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
             let kind = rel.map(|r| r.kind.clone()).unwrap_or(ReleaseKind::Normal);
             out.insert(
                 format!("{}/{}", key.cluster, key.namespace),

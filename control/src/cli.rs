@@ -32,6 +32,22 @@ pub struct ControlArgs {
     /// Worker threads of the service's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Releases kept per namespace instance (0: all; the current and active gray releases are always kept).
+    #[arg(long, default_value_t = 100)]
+    pub keep_releases: usize,
+    /// Seconds an instance report lives without news (a new report or a watch) from that instance.
+    #[arg(long, default_value_t = 600)]
+    pub report_ttl_s: u64,
+    /// The most instance reports kept in memory.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_reports: usize,
+    /// Milliseconds a write waits for the store before answering 503.
+    #[arg(long, default_value_t = 5_000)]
+    pub write_wait_ms: u64,
+    /// Key file for secret items (`ID:HEX` lines, 32-byte keys; the first one encrypts). Without it secret
+    /// items are refused. See docs/control.md for rotation.
+    #[arg(long)]
+    pub secret_key_file: Option<std::path::PathBuf>,
 }
 
 /// `furrow ctl`: client commands.
@@ -137,6 +153,8 @@ pub enum ModeArg {
     Scheduled,
     /// To the selected instances only.
     Gray,
+    /// To the known instances batch by batch (`--batch`, `--interval-ms`), then promoted.
+    Rolling,
 }
 
 /// `furrow ctl config ...` operations.
@@ -284,6 +302,46 @@ pub enum ConfigCmd {
         /// The gray selection (gray mode).
         #[command(flatten)]
         gray: InstanceOpts,
+        /// Rolling mode: instances per batch (`N`) or a percentage (`N%`).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Rolling mode: time between batches.
+        #[arg(long, default_value_t = 60_000)]
+        interval_ms: u64,
+    },
+    /// List pending scheduled publishes.
+    Scheduled(NsOpts),
+    /// Cancel a scheduled publish.
+    CancelScheduled {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// Its id.
+        id: u64,
+    },
+    /// List auto-rolling gray publishes.
+    Rollouts(NsOpts),
+    /// Steer an auto-rolling gray publish.
+    Rollout {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// Its id (the gray release).
+        id: u64,
+        /// pause, resume, abort or rollback.
+        action: String,
+    },
+    /// Key usage of a namespace instance (keys nobody read within `--unused-for-ms`), or who read `--key`.
+    Usage {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// The period, ms (default 7 days).
+        #[arg(long)]
+        unused_for_ms: Option<u64>,
+        /// One key: the instances that read it.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// List releases of a namespace instance.
     Releases(NsOpts),
@@ -353,6 +411,21 @@ pub enum ConfigCmd {
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// Evaluate values (rule tables with a context) as the client library would.
+    Evaluate {
+        /// The namespace instance.
+        #[command(flatten)]
+        ns: NsOpts,
+        /// A key to evaluate (repeat; default: every key).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Context attributes `k=v` (repeat).
+        #[arg(long = "ctx")]
+        context: Vec<String>,
+        /// The instance id (selects gray releases).
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Long-poll for a change newer than `--since`.
     Watch {
         /// The namespace instance.
@@ -394,6 +467,16 @@ pub enum ConfigCmd {
         /// A description.
         #[arg(long, default_value = "")]
         description: String,
+        /// Lifetime in seconds (default: none).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+    },
+    /// List tokens (ids, owners, expiry; never the tokens).
+    Tokens,
+    /// Revoke a token by id, with every token minted under it.
+    RevokeToken {
+        /// The token id (`tokens` lists them).
+        id: String,
     },
     /// List permission grants.
     Grants,
@@ -428,11 +511,10 @@ fn labels_query(labels: &[String]) -> String {
         .join(",")
 }
 
+/// A list element from the command line: any JSON value as itself (the service rejects arrays and objects
+/// with a precise error instead of storing their text), anything else as a string.
 fn scalar(text: &str) -> Json {
-    serde_json::from_str::<Json>(text)
-        .ok()
-        .filter(|v| !v.is_array() && !v.is_object())
-        .unwrap_or_else(|| Json::String(text.into()))
+    serde_json::from_str::<Json>(text).unwrap_or_else(|_| Json::String(text.into()))
 }
 
 fn usage(msg: impl Into<String>) -> ClientError {
@@ -560,8 +642,11 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                     serde_json::from_str::<Json>(&s).map_err(|e| usage(format!("--schema: {e}")))
                 })
                 .transpose()?;
-            let body =
-                json!({"value": typed_value(kind, &text)?, "schema": schema, "version": version});
+            // No --schema: the field is left out so the item keeps its schema (null would remove it).
+            let mut body = json!({"value": typed_value(kind, &text)?, "version": version});
+            if let Some(schema) = schema {
+                body["schema"] = schema;
+            }
             api.call("PUT", &path, Some(&body)).await
         }
         Delete { ns, key, version } => {
@@ -606,6 +691,8 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             mode,
             at,
             gray,
+            batch,
+            interval_ms,
         } => {
             let mut body = json!({"message": message});
             match mode {
@@ -637,6 +724,21 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                     body["mode"] = "gray".into();
                     body["rule"] =
                         json!({"labels": labels, "ips": gray.ips, "instances": gray.instances});
+                }
+                ModeArg::Rolling => {
+                    let b =
+                        batch.ok_or_else(|| usage("--batch N or N% is required for rolling"))?;
+                    let spec = match b.strip_suffix('%') {
+                        Some(p) => {
+                            json!({"percent": p.parse::<u8>().map_err(|_| usage("--batch N%"))?})
+                        }
+                        None => {
+                            json!({"count": b.parse::<usize>().map_err(|_| usage("--batch N"))?})
+                        }
+                    };
+                    body["mode"] = "rolling".into();
+                    body["batch"] = spec;
+                    body["interval_ms"] = interval_ms.into();
                 }
             }
             api.call("POST", &format!("{}/publish", ns.path()), Some(&body))
@@ -702,6 +804,27 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             );
             api.call("GET", &path, None).await
         }
+        Evaluate {
+            ns,
+            keys,
+            context,
+            instance,
+        } => {
+            let mut ctx = serde_json::Map::new();
+            for kv in &context {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--ctx {kv:?}: use k=v")))?;
+                ctx.insert(k.to_string(), v.into());
+            }
+            let mut body = json!({"app": ns.app, "env": ns.env, "cluster": ns.cluster,
+                                  "namespace": ns.namespace, "context": ctx,
+                                  "instance": {"id": instance.unwrap_or_default()}});
+            if !keys.is_empty() {
+                body["keys"] = json!(keys);
+            }
+            api.call("POST", "/v1/evaluate", Some(&body)).await
+        }
         Watch { ns, since, timeout } => {
             let path = format!(
                 "/v1/watch?app={}&env={}&cluster={}&namespace={}&since={since}&timeout={timeout}",
@@ -736,13 +859,46 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             )
             .await
         }
-        CreateToken { user, description } => {
-            api.call(
-                "POST",
-                "/v1/tokens",
-                Some(&json!({"user": user, "description": description})),
-            )
-            .await
+        CreateToken {
+            user,
+            description,
+            ttl_s,
+        } => {
+            let body = json!({"user": user, "description": description, "ttl_s": ttl_s});
+            api.call("POST", "/v1/tokens", Some(&body)).await
+        }
+        Tokens => api.call("GET", "/v1/tokens", None).await,
+        RevokeToken { id } => {
+            api.call("DELETE", &format!("/v1/tokens/{}", encode(&id)), None)
+                .await
+        }
+        Scheduled(ns) => {
+            api.call("GET", &format!("{}/scheduled", ns.path()), None)
+                .await
+        }
+        CancelScheduled { ns, id } => {
+            api.call("DELETE", &format!("{}/scheduled/{id}", ns.path()), None)
+                .await
+        }
+        Rollouts(ns) => {
+            api.call("GET", &format!("{}/rollouts", ns.path()), None)
+                .await
+        }
+        Rollout { ns, id, action } => {
+            let path = format!("{}/rollouts/{id}/{}", ns.path(), encode(&action));
+            api.call("POST", &path, None).await
+        }
+        Usage {
+            ns,
+            unused_for_ms,
+            key,
+        } => {
+            let path = match (key, unused_for_ms) {
+                (Some(k), _) => format!("{}/usage/{}", ns.path(), encode(&k)),
+                (None, Some(ms)) => format!("{}/usage?unused_for_ms={ms}", ns.path()),
+                (None, None) => format!("{}/usage", ns.path()),
+            };
+            api.call("GET", &path, None).await
         }
         Grants => api.call("GET", "/v1/permissions", None).await,
         Grant {
@@ -832,14 +988,22 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         );
         token = Some(t);
     }
-    let center =
-        crate::center::Center::open(store, args.envs.clone(), &args.admin_user, token.as_deref())
-            .map_err(|e| e.to_string())?;
+    let mut opts =
+        crate::center::CenterOptions::new(args.envs.clone(), &args.admin_user, token.as_deref());
+    opts.keep_releases = args.keep_releases;
+    opts.report_ttl = Duration::from_secs(args.report_ttl_s);
+    opts.max_reports = args.max_reports;
+    opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    if let Some(path) = &args.secret_key_file {
+        let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
+        opts.secret_keys = Some(std::sync::Arc::new(keys));
+    }
+    let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, store = %args.store, "furrow control listening");
+        tracing::info!(%addr, store = %crate::store::redact_url(&args.store), "furrow control listening");
         eprintln!("furrow control listening on http://{addr}");
         let stop = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

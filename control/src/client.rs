@@ -2,9 +2,10 @@
 //! on a thread of its own, keep a local snapshot file, fall back to it when the service is unreachable, report
 //! the applied release, and evaluate dynamic values locally.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -162,12 +163,55 @@ pub struct ConfigSnapshot {
     /// True when loaded from the local snapshot file rather than the service.
     #[serde(skip)]
     pub from_snapshot_file: bool,
+    /// Read counters of this snapshot's keys (usage tracking), set by the client.
+    #[serde(skip)]
+    pub usage: UsageCounters,
+}
+
+/// Per-key read counters of one snapshot: one relaxed atomic add per read, no lock, no allocation (cheaper
+/// than sampling, and a key read once is never missed). The client sums and resets them every
+/// `usage_interval` and sends the totals to the center (`POST /v1/usage`).
+#[derive(Clone, Debug, Default)]
+pub struct UsageCounters(Option<Arc<HashMap<String, AtomicU64>>>);
+
+impl PartialEq for UsageCounters {
+    fn eq(&self, _: &Self) -> bool {
+        true // counters are not part of a configuration's identity
+    }
+}
+
+impl UsageCounters {
+    fn for_keys<'a>(keys: impl Iterator<Item = &'a String>) -> Self {
+        UsageCounters(Some(Arc::new(
+            keys.map(|k| (k.clone(), AtomicU64::new(0))).collect(),
+        )))
+    }
+
+    fn hit(&self, key: &str) {
+        if let Some(c) = self.0.as_ref().and_then(|m| m.get(key)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the counts into `into` (and resets them).
+    fn drain(&self, into: &mut BTreeMap<String, u64>) {
+        for (k, c) in self.0.iter().flat_map(|m| m.iter()) {
+            let n = c.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                *into.entry(k.clone()).or_default() += n;
+            }
+        }
+    }
 }
 
 impl ConfigSnapshot {
-    /// The value of `key`.
+    /// The value of `key` (counted for usage tracking).
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.items.get(key).map(|i| &i.value)
+        let v = self.items.get(key).map(|i| &i.value);
+        if v.is_some() {
+            self.usage.hit(key);
+        }
+        v
     }
 
     /// A string value.
@@ -242,6 +286,8 @@ pub struct ClientOptions {
     pub poll_timeout: Duration,
     /// Timeout of the initial fetch and of reports.
     pub request_timeout: Duration,
+    /// How often the keys read are sent to the center (None: no usage tracking).
+    pub usage_interval: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -258,6 +304,7 @@ impl ClientOptions {
             snapshot: None,
             poll_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(3),
+            usage_interval: Some(Duration::from_secs(60)),
         }
     }
 
@@ -368,9 +415,45 @@ struct Shared {
     api: ApiClient,
     listener: Option<Listener>,
     tx: tokio::sync::watch::Sender<Arc<ConfigSnapshot>>,
+    /// Counters of the snapshots handed out since the last usage flush (the current one stays).
+    usage: std::sync::Mutex<Vec<UsageCounters>>,
 }
 
 impl Shared {
+    /// Sums and resets the read counters; keeps only the current snapshot's.
+    fn take_usage(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let Ok(mut list) = self.usage.lock() else {
+            return out;
+        };
+        for c in list.iter() {
+            c.drain(&mut out);
+        }
+        let keep = list.pop();
+        list.clear();
+        list.extend(keep);
+        out
+    }
+
+    async fn flush_usage(&self) {
+        let reads = self.take_usage();
+        if reads.is_empty() {
+            return;
+        }
+        let o = &self.opts;
+        let body = serde_json::json!({
+            "app": o.app, "env": o.env, "cluster": o.cluster, "namespace": o.namespace,
+            "id": o.instance.id, "reads": reads,
+        });
+        if let Err(e) = self
+            .api
+            .call_status("POST", "/v1/usage", Some(&body), o.request_timeout)
+            .await
+        {
+            tracing::debug!(error = %e, "usage report failed");
+        }
+    }
+
     fn config_path(&self) -> String {
         let o = &self.opts;
         format!(
@@ -415,6 +498,11 @@ impl Shared {
             && let Err(e) = l(&snap)
         {
             tracing::warn!(version = snap.version, error = %e, "configuration rejected; keeping the previous one");
+            if !snap.from_snapshot_file {
+                // The center shows this instance as rejected, with the reason.
+                self.send_report(snap.version, snap.releases.clone(), Some(&e))
+                    .await;
+            }
             return false;
         }
         if let Some(path) = &self.opts.snapshot
@@ -424,6 +512,13 @@ impl Shared {
         }
         let from_file = snap.from_snapshot_file;
         let (version, releases) = (snap.version, snap.releases.clone());
+        let mut snap = snap;
+        if self.opts.usage_interval.is_some() {
+            snap.usage = UsageCounters::for_keys(snap.items.keys());
+            if let Ok(mut list) = self.usage.lock() {
+                list.push(snap.usage.clone());
+            }
+        }
         self.tx.send_replace(Arc::new(snap));
         if !from_file {
             self.report(version, releases).await;
@@ -432,12 +527,20 @@ impl Shared {
     }
 
     async fn report(&self, version: u64, releases: Vec<u64>) {
+        self.send_report(version, releases, None).await
+    }
+
+    async fn send_report(&self, version: u64, releases: Vec<u64>, rejected: Option<&str>) {
         let o = &self.opts;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "app": o.app, "env": o.env, "cluster": o.cluster, "namespace": o.namespace,
             "id": o.instance.id, "ip": o.instance.ip, "labels": o.instance.labels,
             "releases": releases, "version": version,
         });
+        if let Some(reason) = rejected {
+            body["status"] = "rejected".into();
+            body["reason"] = reason.chars().take(1000).collect::<String>().into();
+        }
         if let Err(e) = self
             .api
             .call_status("POST", "/v1/reports", Some(&body), o.request_timeout)
@@ -448,6 +551,17 @@ impl Shared {
     }
 
     async fn run(self: Arc<Self>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        if let Some(every) = self.opts.usage_interval {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    me.flush_usage().await;
+                }
+            });
+        }
         let mut since = self.tx.borrow().version;
         let mut need_fetch = self.tx.borrow().from_snapshot_file;
         let mut backoff = Duration::from_millis(100);
@@ -535,6 +649,7 @@ impl ConfigClient {
             releases: vec![],
             items: BTreeMap::new(),
             from_snapshot_file: false,
+            usage: UsageCounters::default(),
         };
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
         let shared = Arc::new(Shared {
@@ -542,6 +657,7 @@ impl ConfigClient {
             api,
             listener,
             tx,
+            usage: std::sync::Mutex::new(Vec::new()),
         });
         let first = rt.block_on(shared.fetch());
         let initial = match first {
@@ -667,6 +783,7 @@ mod tests {
             releases: vec![3],
             items: BTreeMap::new(),
             from_snapshot_file: false,
+            usage: UsageCounters::default(),
         };
         write_snapshot(&path, &snap).unwrap();
         let back = read_snapshot(&path).unwrap();

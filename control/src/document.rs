@@ -21,6 +21,55 @@ pub enum DocFormat {
     Properties,
 }
 
+/// The deepest nesting of arrays, objects, mappings, sequences or elements any document may have.
+///
+/// Every later step (schema checks, JSON serialization, dropping the value) recurses over the parsed tree, so a
+/// hostile document of a few kilobytes (`"- " * 20000`) would otherwise overflow the stack and abort the whole
+/// service. serde_json stops at 128 on its own; YAML is converted by our own loop (bounded here), TOML by the
+/// `toml` parser (bounded by its own recursion check), XML by roxmltree (checked after parsing, iteratively).
+pub const MAX_DEPTH: usize = 100;
+
+fn too_deep(format: &str) -> ControlError {
+    invalid(format, format!("nesting deeper than {MAX_DEPTH} levels"))
+}
+
+/// The nesting depth of a JSON value (a scalar is 0), computed without recursion.
+pub fn json_depth(v: &Json) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Json::Array(a) => {
+                max = max.max(d + 1);
+                stack.extend(a.iter().map(|x| (x, d + 1)));
+            }
+            Json::Object(o) => {
+                max = max.max(d + 1);
+                stack.extend(o.values().map(|x| (x, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+fn bounded(format: &str, v: Json) -> Result<Json> {
+    if json_depth(&v) > MAX_DEPTH {
+        return Err(too_deep(format));
+    }
+    Ok(v)
+}
+
+fn xml_depth(doc: &roxmltree::Document) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(doc.root(), 0usize)];
+    while let Some((n, d)) = stack.pop() {
+        max = max.max(d);
+        stack.extend(n.children().filter(|c| c.is_element()).map(|c| (c, d + 1)));
+    }
+    max
+}
+
 fn invalid(format: &str, message: impl std::fmt::Display) -> ControlError {
     ControlError::new(
         ErrorCode::InvalidDocument,
@@ -33,15 +82,22 @@ impl DocFormat {
     /// Parses `text`; returns it as JSON (XML: the text itself as a JSON string) or a precise `invalid_document`.
     pub fn validate(self, text: &str) -> Result<Json> {
         match self {
-            DocFormat::Json => serde_json::from_str(text).map_err(|e| invalid("json", e)),
+            DocFormat::Json => bounded(
+                "json",
+                serde_json::from_str(text).map_err(|e| invalid("json", e))?,
+            ),
             DocFormat::Toml => {
                 let v: toml::Value =
                     toml::from_str(text).map_err(|e| invalid("toml", e.to_string().trim_end()))?;
-                serde_json::to_value(v).map_err(|e| invalid("toml", e))
+                let v = serde_json::to_value(v).map_err(|e| invalid("toml", e))?;
+                bounded("toml", v)
             }
             DocFormat::Yaml => yaml_to_json(text),
             DocFormat::Xml => {
-                roxmltree::Document::parse(text).map_err(|e| invalid("xml", e))?;
+                let doc = roxmltree::Document::parse(text).map_err(|e| invalid("xml", e))?;
+                if xml_depth(&doc) > MAX_DEPTH {
+                    return Err(too_deep("xml"));
+                }
                 Ok(Json::String(text.to_string()))
             }
             DocFormat::Properties => parse_properties(text).map(|pairs| {
@@ -238,6 +294,9 @@ fn yaml_to_json(text: &str) -> Result<Json> {
                     .ok_or_else(|| invalid("yaml", format!("line {line}: unknown alias")))?;
                 done(v, 0, &mut stack, &mut anchors, &mut root)?
             }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(too_deep("yaml"));
+            }
             Event::SequenceStart(anchor, _) => stack.push(Frame::Seq(Vec::new(), anchor)),
             Event::MappingStart(anchor, _) => stack.push(Frame::Map(Map::new(), None, anchor)),
             Event::SequenceEnd | Event::MappingEnd => {
@@ -301,6 +360,59 @@ mod tests {
             DocFormat::Xml.validate("<a><b></a>").unwrap_err().code,
             ErrorCode::InvalidDocument
         );
+    }
+
+    /// Issue 17, item 1: a deeply nested document of any format is a 400, never a stack overflow.
+    #[test]
+    fn nesting_depth_is_bounded_for_every_format() {
+        let n = 20_000;
+        let cases = [
+            (DocFormat::Yaml, format!("{}x", "- ".repeat(n))),
+            (
+                DocFormat::Yaml,
+                format!("{}x{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Json,
+                format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Toml,
+                format!("a = {}1{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                DocFormat::Toml,
+                format!("a = {}{}", "{b = ".repeat(n), "}".repeat(n)),
+            ),
+            (
+                DocFormat::Xml,
+                format!("{}{}", "<a>".repeat(n), "</a>".repeat(n)),
+            ),
+        ];
+        for (f, text) in cases {
+            let e = f.validate(&text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidDocument, "{f:?}: {}", e.message);
+        }
+        // Just below the bound everything still parses.
+        let ok = MAX_DEPTH;
+        assert!(
+            DocFormat::Json
+                .validate(&format!("{}1{}", "[".repeat(ok), "]".repeat(ok)))
+                .is_ok()
+        );
+        let y = DocFormat::Yaml
+            .validate(&format!("{}x", "- ".repeat(ok)))
+            .unwrap();
+        assert_eq!(json_depth(&y), ok);
+        assert!(
+            DocFormat::Xml
+                .validate(&format!("{}{}", "<a>".repeat(ok), "</a>".repeat(ok)))
+                .is_ok()
+        );
+        let e = DocFormat::Yaml
+            .validate(&format!("{}x", "- ".repeat(ok + 1)))
+            .unwrap_err();
+        assert!(e.message.contains("nesting"), "{}", e.message);
     }
 
     #[test]

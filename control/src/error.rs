@@ -28,7 +28,11 @@ pub enum ErrorCode {
     VersionConflict,
     /// Another control node changed the shared store first; nothing was applied (retry).
     Stale,
-    /// The store failed; nothing was applied.
+    /// The request body is larger than the service accepts.
+    PayloadTooLarge,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// The store failed or did not answer in time; nothing was applied.
     StoreUnavailable,
     /// A bug or an unexpected condition.
     Internal,
@@ -45,6 +49,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden | ErrorCode::ReviewRequired => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::AlreadyExists | ErrorCode::VersionConflict | ErrorCode::Stale => 409,
             ErrorCode::StoreUnavailable => 503,
             ErrorCode::Internal => 500,

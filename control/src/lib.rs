@@ -5,6 +5,7 @@ pub mod error;
 pub mod model;
 pub mod rules;
 pub mod schema;
+pub mod secret;
 
 pub use error::{ControlError, ErrorCode};
 pub mod api;

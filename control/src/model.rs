@@ -11,10 +11,12 @@ use crate::rules::RuleTable;
 /// The cluster every application has in every environment; named clusters inherit from it.
 pub const DEFAULT_CLUSTER: &str = "default";
 
-/// Checks a name (application, environment, cluster, namespace, key, user): 1–128 of `[A-Za-z0-9._-]`.
+/// Checks a name (application, environment, cluster, namespace, key, user): 1–128 of `[A-Za-z0-9._-]`, not
+/// made of dots only (`.`, `..`, `...` are path segments an HTTP client normalizes away: unreachable).
 pub fn check_name(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
+        && !name.bytes().all(|b| b == b'.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -120,6 +122,13 @@ pub struct Item {
     /// A free comment.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// A secret value: encrypted at rest, shown masked in listings and the audit log, delivered in clear only
+    /// to callers with `read` on the namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    /// At rest only: the sealed value of a secret item (`value` is then a placeholder); see `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
     /// The optimistic version: 1 on creation, +1 on every change.
     pub version: u64,
     /// Who changed it last.
@@ -371,6 +380,7 @@ pub enum Level {
 
 /// A grant of a level (and optionally export) to a user or role on an application's namespace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// `user:NAME` or `role:NAME`.
     pub subject: String,
@@ -393,7 +403,8 @@ impl Grant {
 }
 
 /// A user (a person or a machine) with roles.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct User {
     /// The user name.
     pub name: String,
@@ -403,10 +414,14 @@ pub struct User {
     /// Administrators may do everything.
     #[serde(default)]
     pub admin: bool,
+    /// The hash of the token this request authenticated with (set by `Center::authenticate`, never stored):
+    /// tokens minted with it record it as their parent, so revoking it revokes them too.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// An API token (stored as its SHA-256).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Token {
     /// Hex SHA-256 of the token.
     pub hash: String,
@@ -415,6 +430,31 @@ pub struct Token {
     /// A description.
     #[serde(default)]
     pub description: String,
+    /// When it was created (ms since the epoch; 0 for tokens stored before this field existed).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When it stops working (ms since the epoch); None: never.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+    /// The hash of the token that minted it (revoking that one revokes this one).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The bootstrap administrator's token (`--admin-token`): replaced, with everything minted under it, when
+    /// the service starts with another one.
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+impl Token {
+    /// The public id of a token: the first 16 hex digits of its hash (enough to name it, useless to log in).
+    pub fn id(&self) -> &str {
+        &self.hash[..self.hash.len().min(16)]
+    }
+
+    /// Whether it has expired at `now` (ms).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_ms.is_some_and(|e| e <= now)
+    }
 }
 
 /// A scheduled publish, applied by the service when its time comes.
@@ -432,6 +472,94 @@ pub struct Scheduled {
     pub author: String,
     /// The message.
     pub message: String,
+}
+
+/// How many instances each batch of a rolling gray publish adds: a count or a percentage of the instances
+/// known for the namespace instance (exactly one of the two).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Instances per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Percent (1–100) of the known instances per batch, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+}
+
+impl BatchSpec {
+    /// Checks that exactly one of count (>= 1) and percent (1–100) is given.
+    pub fn validate(&self) -> Result<()> {
+        match (self.count, self.percent) {
+            (Some(c), None) if c >= 1 => Ok(()),
+            (None, Some(p)) if (1..=100).contains(&p) => Ok(()),
+            _ => Err(ControlError::bad(
+                "batch",
+                "give {\"count\": N >= 1} or {\"percent\": 1..100}",
+            )),
+        }
+    }
+
+    /// The batch size for a population of `n` instances (at least 1).
+    pub fn size(&self, n: usize) -> usize {
+        match (self.count, self.percent) {
+            (Some(c), _) => c.max(1),
+            (None, Some(p)) => (n * p as usize).div_ceil(100).max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// Where a rolling gray publish stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Adding a batch every interval; promotes when every known instance has it.
+    Running,
+    /// Paused by a user.
+    Paused,
+    /// Stopped by itself (an instance rejected the release); resume, abort or roll back.
+    Stopped,
+    /// Promoted to everyone.
+    Done,
+    /// Abandoned: every instance is back on the main release.
+    Aborted,
+    /// Rolled back after (or instead of) promotion: the main release is the one before the rollout.
+    RolledBack,
+}
+
+/// A rolling gray publish: a gray release whose instance list grows batch by batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The gray release (also the rollout's id).
+    pub release: u64,
+    /// The namespace instance.
+    pub ns: NsKey,
+    /// Batch size.
+    pub batch: BatchSpec,
+    /// Time between batches, ms.
+    pub interval_ms: u64,
+    /// Where it stands.
+    pub status: RolloutStatus,
+    /// Why it stopped, was aborted or rolled back.
+    #[serde(default)]
+    pub reason: String,
+    /// The instances that have the gray release, in the order they got it.
+    #[serde(default)]
+    pub selected: Vec<String>,
+    /// When the next batch is due (ms since the epoch).
+    pub next_ms: u64,
+    /// The main release when the rollout started (what a rollback returns to).
+    pub base: Option<u64>,
+    /// The main release the promotion created.
+    #[serde(default)]
+    pub promoted: Option<u64>,
+    /// Who started it.
+    pub author: String,
+    /// Selected instances (still reporting) that have not reported the gray release as applied yet: the
+    /// rollout holds until they have (an instance that stops reporting drops out when its report expires).
+    #[serde(default)]
+    pub waiting: Vec<String>,
 }
 
 /// One audit record: who did what to what.
@@ -506,6 +634,8 @@ mod tests {
             version: 1,
             modified_by: "u".into(),
             masked: false,
+            secret: false,
+            sealed: None,
         }
     }
 
@@ -517,6 +647,11 @@ mod tests {
             Some("app")
         );
         assert!(check_name("app", "").is_err());
+        // Issue 17, item 7: dot-only names cannot be reached over HTTP.
+        for n in [".", "..", "..."] {
+            assert!(check_name("key", n).is_err(), "{n}");
+        }
+        assert!(check_name("key", "a..b").is_ok());
     }
 
     #[test]

@@ -93,8 +93,8 @@ impl Conn {
             .map_err(|e| proto(format!("address {:?}: {e}", url.addr)))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         let mut c = Conn {
             stream,
             buf: BytesMut::with_capacity(16384),

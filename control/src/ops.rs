@@ -28,6 +28,45 @@ pub enum PublishMode {
         /// The selection.
         rule: GrayRule,
     },
+    /// A gray release rolled out by the service: a batch of the instances known for the namespace instance
+    /// every `interval_ms`, then promoted; stops by itself when an instance rejects it.
+    Rolling {
+        /// Batch size.
+        batch: BatchSpec,
+        /// Time between batches, ms.
+        interval_ms: u64,
+    },
+}
+
+/// A user's command to a rolling gray publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// Stop adding batches.
+    Pause,
+    /// Continue (the next batch is due now).
+    Resume,
+    /// Abandon the gray release: every instance back on the main release.
+    Abort,
+    /// Abort, or after the promotion return the main release to the one before the rollout.
+    Rollback,
+}
+
+impl RolloutAction {
+    /// Parses `pause`, `resume`, `abort`, `rollback`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pause" => RolloutAction::Pause,
+            "resume" => RolloutAction::Resume,
+            "abort" => RolloutAction::Abort,
+            "rollback" => RolloutAction::Rollback,
+            _ => {
+                return Err(ControlError::not_found(format!(
+                    "unknown rollout action {s:?}: use pause, resume, abort or rollback"
+                ))
+                .with_field("action"));
+            }
+        })
+    }
 }
 
 /// A publish request.
@@ -50,20 +89,39 @@ pub struct PublishOutcome {
     pub scheduled: Option<u64>,
 }
 
-/// A new or updated item, as sent by clients.
+/// A new or updated item, as sent by clients. Unknown fields are refused (a misspelt `"shcema"` must not be
+/// silently ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ItemInput {
     /// The value.
     pub value: Value,
-    /// An optional JSON Schema.
-    #[serde(default)]
-    pub schema: Option<serde_json::Value>,
+    /// The JSON Schema: absent keeps the item's schema, `null` removes it, a schema sets it. Changing the
+    /// schema of an existing item needs `publish` (an `edit` user cannot loosen what an admin enforced).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schema: Option<Option<serde_json::Value>>,
+    /// Whether the item is secret: absent keeps the flag; changing it on an existing item needs `publish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<bool>,
     /// A comment.
     #[serde(default)]
     pub comment: String,
     /// The version the caller read: absent to create (fails if it exists), else must be the current one.
     #[serde(default)]
     pub version: Option<u64>,
+}
+
+/// Deserializes a field that may be absent (`None`, through `default`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A change being prepared by one actor.
@@ -76,9 +134,20 @@ pub struct Tx<'a> {
     pub changes: Vec<Change>,
     /// The sequence counter after this change.
     pub seq: u64,
-    /// Whether watchers must be woken after commit.
-    pub push: bool,
+    /// The namespace instances whose watchers must be woken after commit.
+    pub pushed: Vec<NsKey>,
+    /// What the last permission check was about (the target of a "denied" audit record).
+    pub target: String,
     now: u64,
+}
+
+/// An item's value as recorded in the audit log: `"******"` for secret items.
+fn audit_value(item: &Item, secret: bool) -> serde_json::Value {
+    if secret {
+        serde_json::Value::String("******".into())
+    } else {
+        serde_json::to_value(&item.value).unwrap_or_default()
+    }
 }
 
 fn conflict(msg: impl Into<String>) -> ControlError {
@@ -93,17 +162,40 @@ impl<'a> Tx<'a> {
             actor,
             changes: Vec::new(),
             seq: st.seq,
-            push: false,
+            pushed: Vec::new(),
+            target: String::new(),
             now: now_ms(),
         }
     }
 
-    /// Finishes: the changes including the new sequence value.
-    pub fn finish(mut self) -> (Vec<Change>, bool, u64) {
+    /// Finishes: the changes including the new sequence value, the namespace instances to wake, the sequence.
+    pub fn finish(mut self) -> (Vec<Change>, Vec<NsKey>, u64) {
         if self.seq != self.st.seq {
             self.changes.push(Change::Put(Rec::Seq { value: self.seq }));
         }
-        (self.changes, self.push, self.seq)
+        (self.changes, self.pushed, self.seq)
+    }
+
+    /// Requires `level` on a namespace instance, remembering it as the target of a possible denial.
+    fn need(&mut self, ns: &NsKey, level: Level) -> Result<Level> {
+        self.target = ns.path();
+        self.st.require(self.actor, ns, level)
+    }
+
+    /// An audit record of a refused attempt (committed on its own by the caller).
+    pub fn denied(&mut self, err: &ControlError) {
+        let target = if self.target.is_empty() {
+            "-".to_string()
+        } else {
+            self.target.clone()
+        };
+        self.changes.clear();
+        self.seq = self.st.seq;
+        self.audit(
+            "denied",
+            &target,
+            serde_json::json!({"code": err.code, "message": err.message}),
+        );
     }
 
     fn next_id(&mut self) -> u64 {
@@ -128,7 +220,8 @@ impl<'a> Tx<'a> {
         self.put(Rec::Audit(rec));
     }
 
-    fn require_admin(&self) -> Result<()> {
+    fn require_admin(&mut self) -> Result<()> {
+        self.target = "admin".into();
         if self.actor.admin {
             Ok(())
         } else {
@@ -243,23 +336,26 @@ impl<'a> Tx<'a> {
 
     fn write_item(&mut self, ns: &NsKey, item: Item, action: &str) -> Result<Item> {
         item.validate()?;
+        let old = self.st.drafts.get(ns).and_then(|d| d.get(&item.key));
+        let secret = item.secret || old.is_some_and(|o| o.secret);
+        let detail = serde_json::json!({
+            "version": item.version,
+            "old": old.map(|o| audit_value(o, secret)),
+            "new": audit_value(&item, secret),
+        });
         self.put(Rec::Item {
             ns: ns.clone(),
             item: item.clone(),
         });
         self.edited(ns);
-        self.audit(
-            action,
-            &format!("{}/{}", ns.path(), item.key),
-            serde_json::json!({"version": item.version}),
-        );
+        self.audit(action, &format!("{}/{}", ns.path(), item.key), detail);
         Ok(item)
     }
 
     /// Creates or updates a draft item with optimistic versioning.
     pub fn put_item(&mut self, ns: &NsKey, key: &str, input: ItemInput) -> Result<Item> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Edit)?;
+        self.need(ns, Level::Edit)?;
         check_name("key", key)?;
         let existing = self.st.drafts.get(ns).and_then(|d| d.get(key));
         let version = match (existing, input.version) {
@@ -284,11 +380,35 @@ impl<'a> Tx<'a> {
             }
             (Some(cur), Some(_)) => cur.version + 1,
         };
+        let old_schema = existing.and_then(|i| i.schema.clone());
+        let old_secret = existing.is_some_and(|i| i.secret);
+        let schema = match input.schema {
+            None => old_schema.clone(),
+            Some(s) => s,
+        };
+        let secret = input.secret.unwrap_or(old_secret);
+        if secret && !self.st.secrets {
+            return Err(ControlError::bad(
+                "secret",
+                "secret items need a key to be encrypted with: start the center with --secret-key-file",
+            ));
+        }
+        if existing.is_some() && (schema != old_schema || secret != old_secret) {
+            let field = if schema != old_schema {
+                "schema"
+            } else {
+                "secret"
+            };
+            self.need(ns, Level::Publish)
+                .map_err(|e| e.with_field(field))?;
+        }
         let item = Item {
             key: key.into(),
             value: input.value,
-            schema: input.schema,
+            schema,
             comment: input.comment,
+            secret,
+            sealed: None,
             version,
             modified_by: self.actor.name.clone(),
             masked: false,
@@ -296,9 +416,9 @@ impl<'a> Tx<'a> {
         self.write_item(ns, item, "item.put")
     }
 
-    fn existing_item(&self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<Item> {
+    fn existing_item(&mut self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<Item> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Edit)?;
+        self.need(ns, Level::Edit)?;
         let cur = self
             .st
             .drafts
@@ -320,7 +440,7 @@ impl<'a> Tx<'a> {
 
     /// Deletes a draft item (with `version`, only if unchanged).
     pub fn delete_item(&mut self, ns: &NsKey, key: &str, version: Option<u64>) -> Result<()> {
-        self.existing_item(ns, key, version)?;
+        let old = self.existing_item(ns, key, version)?;
         self.changes.push(Change::Delete {
             kind: "item",
             key: format!("{}/{key}", ns.path()),
@@ -329,7 +449,7 @@ impl<'a> Tx<'a> {
         self.audit(
             "item.delete",
             &format!("{}/{key}", ns.path()),
-            serde_json::json!({}),
+            serde_json::json!({"old": audit_value(&old, old.secret)}),
         );
         Ok(())
     }
@@ -374,6 +494,53 @@ impl<'a> Tx<'a> {
         self.write_item(ns, item, "item.list")
     }
 
+    /// Deletes the oldest releases of `ns` beyond the retention (`State::keep_releases`), never the current
+    /// one, active gray releases, the release a rollout would roll back to, or releases created in this
+    /// change.
+    fn prune_releases(&mut self, ns: &NsKey, state: &NsState) {
+        let keep = self.st.keep_releases;
+        if keep == 0 {
+            return;
+        }
+        let created = self
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Put(Rec::Release(r)) if &r.ns == ns))
+            .count();
+        let mine: Vec<u64> = self
+            .st
+            .releases
+            .values()
+            .filter(|r| &r.ns == ns)
+            .map(|r| r.id)
+            .collect();
+        let total = mine.len() + created;
+        if total <= keep {
+            return;
+        }
+        let mut excess = total - keep;
+        for id in mine {
+            if excess == 0 {
+                break;
+            }
+            let rollout_base =
+                self.st.rollouts.values().any(|r| {
+                    &r.ns == ns && r.base == Some(id) && r.status != RolloutStatus::Aborted
+                });
+            if state.current == Some(id)
+                || state.grays.iter().any(|g| g.release == id)
+                || rollout_base
+            {
+                continue;
+            }
+            self.changes.push(Change::Delete {
+                kind: "release",
+                key: format!("{id:020}"),
+            });
+            excess -= 1;
+        }
+    }
+
     fn new_release(
         &mut self,
         ns: &NsKey,
@@ -396,11 +563,12 @@ impl<'a> Tx<'a> {
     }
 
     fn set_state(&mut self, ns: &NsKey, mut state: NsState, push: bool) {
+        self.prune_releases(ns, &state);
         let rev = self.next_id();
         state.revision = rev;
         if push {
             state.pushed = rev;
-            self.push = true;
+            self.pushed.push(ns.clone());
         }
         self.put(Rec::NsState {
             ns: ns.clone(),
@@ -408,7 +576,8 @@ impl<'a> Tx<'a> {
         });
     }
 
-    fn check_review(&self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
+    fn check_review(&mut self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
+        self.target = ns.path();
         let editors = self.st.ns_states.get(ns).map(|s| &s.editors);
         if def.review && editors.is_some_and(|e| e.contains(&self.actor.name)) {
             return Err(ControlError::new(
@@ -425,11 +594,43 @@ impl<'a> Tx<'a> {
     /// Publishes the draft of a namespace instance.
     pub fn publish(&mut self, ns: &NsKey, req: &PublishRequest) -> Result<PublishOutcome> {
         let def = self.st.check_ns(ns)?.clone();
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         self.check_review(ns, &def)?;
         let items = self.st.draft(ns);
         let mut state = self.st.ns_states.get(ns).cloned().unwrap_or_default();
         let target = ns.path();
+        if let PublishMode::Gray { rule } = &req.mode
+            && rule.is_empty()
+        {
+            return Err(ControlError::bad(
+                "rule",
+                "a gray release needs labels, ips or instances",
+            ));
+        }
+        if let PublishMode::Rolling { batch, .. } = &req.mode {
+            batch.validate()?;
+            if self.st.rollouts.values().any(|r| {
+                &r.ns == ns
+                    && matches!(
+                        r.status,
+                        RolloutStatus::Running | RolloutStatus::Paused | RolloutStatus::Stopped
+                    )
+            }) {
+                return Err(ControlError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{} already has a rollout in progress", ns.path()),
+                )
+                .with_field("mode"));
+            }
+        }
+        if let Some(cur) = state.current
+            && diff(&self.st.current_items(ns), &items) == Diff::default()
+        {
+            return Err(ControlError::bad(
+                "draft",
+                format!("nothing to publish: the draft equals the current release {cur}"),
+            ));
+        }
         match &req.mode {
             PublishMode::Immediate | PublishMode::Natural => {
                 let rel = self.new_release(ns, items, &req.message, ReleaseKind::Normal);
@@ -469,12 +670,6 @@ impl<'a> Tx<'a> {
                 })
             }
             PublishMode::Gray { rule } => {
-                if rule.is_empty() {
-                    return Err(ControlError::bad(
-                        "rule",
-                        "a gray release needs labels, ips or instances",
-                    ));
-                }
                 let rel = self.new_release(
                     ns,
                     items,
@@ -496,7 +691,229 @@ impl<'a> Tx<'a> {
                     scheduled: None,
                 })
             }
+            PublishMode::Rolling { batch, interval_ms } => {
+                let rule = GrayRule::default();
+                let rel = self.new_release(
+                    ns,
+                    items,
+                    &req.message,
+                    ReleaseKind::Gray { rule: rule.clone() },
+                );
+                let base = state.current;
+                state.grays.push(Gray {
+                    release: rel.id,
+                    rule,
+                });
+                state.editors.clear();
+                // No instance is selected yet: nobody needs waking until the first batch.
+                self.set_state(ns, state, false);
+                let r = Rollout {
+                    release: rel.id,
+                    ns: ns.clone(),
+                    batch: batch.clone(),
+                    interval_ms: *interval_ms,
+                    status: RolloutStatus::Running,
+                    reason: String::new(),
+                    selected: Vec::new(),
+                    next_ms: self.now,
+                    base,
+                    promoted: None,
+                    author: self.actor.name.clone(),
+                    waiting: Vec::new(),
+                };
+                self.put(Rec::Rollout(r));
+                self.audit(
+                    "rollout.start",
+                    &target,
+                    serde_json::json!({"release": rel.id, "batch": batch, "interval_ms": interval_ms}),
+                );
+                Ok(PublishOutcome {
+                    release: Some(rel.id),
+                    scheduled: None,
+                })
+            }
         }
+    }
+
+    fn rollout(&self, id: u64) -> Result<Rollout> {
+        self.st.rollouts.get(&id).cloned().ok_or_else(|| {
+            ControlError::not_found(format!("no rollout {id}")).with_field("rollout")
+        })
+    }
+
+    /// One step of a running rollout (the service, as the system user, on every poll): `population` are the
+    /// instances known for the namespace instance, `applied` those that reported the gray release as applied,
+    /// `rejected` (instance, reason) those that reported it as rejected. Stops at once on a rejection;
+    /// otherwise, when the next batch is due and every selected instance has applied the release (else it
+    /// holds, listing them in `waiting`), adds a batch, or promotes once every known instance has had it for
+    /// one interval.
+    pub fn rollout_step(
+        &mut self,
+        id: u64,
+        population: &[String],
+        applied: &[String],
+        rejected: &[(String, String)],
+    ) -> Result<RolloutStatus> {
+        let mut r = self.rollout(id)?;
+        if r.status != RolloutStatus::Running {
+            return Ok(r.status);
+        }
+        let ns = r.ns.clone();
+        let target = ns.path();
+        let mut state = self.st.ns_states.get(&ns).cloned().unwrap_or_default();
+        let Some(gi) = state.grays.iter().position(|g| g.release == id) else {
+            // Promoted or abandoned by hand meanwhile.
+            r.status = if state.current.is_some_and(|c| {
+                self.st
+                    .releases
+                    .get(&c)
+                    .is_some_and(|rel| rel.kind == ReleaseKind::Promote { gray: id })
+            }) {
+                RolloutStatus::Done
+            } else {
+                RolloutStatus::Aborted
+            };
+            r.reason = "the gray release was promoted or abandoned by hand".into();
+            self.put(Rec::Rollout(r.clone()));
+            return Ok(r.status);
+        };
+        if let Some((inst, why)) = rejected.iter().find(|(i, _)| r.selected.contains(i)) {
+            r.status = RolloutStatus::Stopped;
+            r.reason = format!("instance {inst:?} rejected release {id}: {why}");
+            self.put(Rec::Rollout(r.clone()));
+            self.audit(
+                "rollout.stop",
+                &target,
+                serde_json::json!({"release": id, "reason": r.reason}),
+            );
+            return Ok(r.status);
+        }
+        if r.next_ms > self.now {
+            return Ok(r.status);
+        }
+        // Health gate: every selected instance still reporting must have applied the release.
+        let waiting: Vec<String> = r
+            .selected
+            .iter()
+            .filter(|i| population.contains(i) && !applied.contains(i))
+            .cloned()
+            .collect();
+        if waiting != r.waiting {
+            r.waiting = waiting;
+            self.put(Rec::Rollout(r.clone()));
+        }
+        if !r.waiting.is_empty() {
+            return Ok(r.status);
+        }
+        let mut remaining: Vec<&String> = population
+            .iter()
+            .filter(|i| !r.selected.contains(i))
+            .collect();
+        remaining.sort();
+        if remaining.is_empty() {
+            if !r.selected.is_empty() {
+                let promoted = self.promote(&ns, id, &format!("rollout of {id} complete"))?;
+                r.promoted = Some(promoted);
+                r.status = RolloutStatus::Done;
+                self.put(Rec::Rollout(r.clone()));
+                self.audit(
+                    "rollout.done",
+                    &target,
+                    serde_json::json!({"release": id, "promoted": promoted}),
+                );
+                return Ok(r.status);
+            }
+            // No instance known yet: look again next interval.
+            r.next_ms = self.now + r.interval_ms;
+            self.put(Rec::Rollout(r.clone()));
+            return Ok(r.status);
+        }
+        let n = r.batch.size(population.len());
+        let batch: Vec<String> = remaining.into_iter().take(n).cloned().collect();
+        r.selected.extend(batch.iter().cloned());
+        state.grays[gi].rule.instances = r.selected.clone();
+        self.set_state(&ns, state, true);
+        r.next_ms = self.now + r.interval_ms;
+        self.put(Rec::Rollout(r.clone()));
+        self.audit(
+            "rollout.batch",
+            &target,
+            serde_json::json!({"release": id, "added": batch, "selected": r.selected.len()}),
+        );
+        Ok(r.status)
+    }
+
+    /// Pauses, resumes, aborts or rolls back a rollout (publish level).
+    pub fn rollout_action(
+        &mut self,
+        ns: &NsKey,
+        id: u64,
+        action: RolloutAction,
+    ) -> Result<Rollout> {
+        let def = self.st.check_ns(ns)?.clone();
+        self.need(ns, Level::Publish)?;
+        let mut r = self.rollout(id)?;
+        if &r.ns != ns {
+            return Err(
+                ControlError::not_found(format!("no rollout {id} in {}", ns.path()))
+                    .with_field("rollout"),
+            );
+        }
+        use RolloutStatus as S;
+        let invalid = |r: &Rollout| {
+            ControlError::new(
+                ErrorCode::VersionConflict,
+                format!("rollout {id} is {:?}: cannot {action:?}", r.status),
+            )
+            .with_field("status")
+        };
+        let gray_active = self
+            .st
+            .ns_states
+            .get(ns)
+            .is_some_and(|s| s.grays.iter().any(|g| g.release == id));
+        match (action, r.status) {
+            (RolloutAction::Pause, S::Running) => r.status = S::Paused,
+            (RolloutAction::Resume, S::Paused | S::Stopped) => {
+                self.check_review(ns, &def)?;
+                r.status = S::Running;
+                r.reason.clear();
+                r.next_ms = self.now;
+            }
+            (
+                RolloutAction::Abort | RolloutAction::Rollback,
+                S::Running | S::Paused | S::Stopped,
+            ) => {
+                if gray_active {
+                    self.abandon(ns, id)?;
+                }
+                r.status = if action == RolloutAction::Abort {
+                    S::Aborted
+                } else {
+                    S::RolledBack
+                };
+                r.reason = format!("{action:?} by {}", self.actor.name).to_lowercase();
+            }
+            (RolloutAction::Rollback, S::Done) => {
+                let base = r.base.ok_or_else(|| {
+                    ControlError::bad(
+                        "rollout",
+                        "nothing to roll back to: the namespace had no release before",
+                    )
+                })?;
+                self.rollback(ns, base, &format!("roll back rollout {id}"))?;
+                r.status = S::RolledBack;
+                r.reason = format!("rolled back by {}", self.actor.name);
+            }
+            _ => return Err(invalid(&r)),
+        }
+        self.put(Rec::Rollout(r.clone()));
+        self.audit(
+            &format!("rollout.{}", format!("{action:?}").to_lowercase()),
+            &ns.path(),
+            serde_json::json!({"release": id, "status": r.status}),
+        );
+        Ok(r)
     }
 
     /// Applies a due scheduled publish (called by the service as the system user).
@@ -548,7 +965,7 @@ impl<'a> Tx<'a> {
     /// Promotes a gray release to everyone (a new main release with its items).
     pub fn promote(&mut self, ns: &NsKey, gray: u64, message: &str) -> Result<u64> {
         let def = self.st.check_ns(ns)?.clone();
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         self.check_review(ns, &def)?;
         let (mut state, idx) = self.gray_index(ns, gray)?;
         state.grays.remove(idx);
@@ -572,7 +989,7 @@ impl<'a> Tx<'a> {
     /// Abandons a gray release: its instances go back to the main release.
     pub fn abandon(&mut self, ns: &NsKey, gray: u64) -> Result<()> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         let (mut state, idx) = self.gray_index(ns, gray)?;
         state.grays.remove(idx);
         self.set_state(ns, state, true);
@@ -588,7 +1005,7 @@ impl<'a> Tx<'a> {
     /// draft reset to them so the next publish does not bring the bad values back.
     pub fn rollback(&mut self, ns: &NsKey, to: u64, message: &str) -> Result<u64> {
         self.st.check_ns(ns)?;
-        self.st.require(self.actor, ns, Level::Publish)?;
+        self.need(ns, Level::Publish)?;
         let target = self
             .st
             .releases
@@ -649,8 +1066,72 @@ impl<'a> Tx<'a> {
         Ok(user)
     }
 
-    /// Registers a token (by its hash) for a user (administrators).
-    pub fn add_token(&mut self, token: &str, user: &str, description: &str) -> Result<()> {
+    /// Rewrites every record holding a secret item so the store re-seals it under the current key (after a
+    /// key rotation; administrators). Returns how many records were rewritten.
+    pub fn reseal(&mut self) -> Result<usize> {
+        self.require_admin()?;
+        let mut n = 0;
+        for (ns, items) in &self.st.drafts {
+            for item in items.values().filter(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Item {
+                    ns: ns.clone(),
+                    item: item.clone(),
+                }));
+                n += 1;
+            }
+        }
+        for r in self.st.releases.values() {
+            if r.items.values().any(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Release((**r).clone())));
+                n += 1;
+            }
+        }
+        for s in self.st.scheduled.values() {
+            if s.items.values().any(|i| i.secret) {
+                self.changes.push(Change::Put(Rec::Scheduled(s.clone())));
+                n += 1;
+            }
+        }
+        self.audit(
+            "secrets.reseal",
+            "secrets",
+            serde_json::json!({"records": n}),
+        );
+        Ok(n)
+    }
+
+    /// Cancels a pending scheduled publish of a namespace instance (publish level).
+    pub fn cancel_scheduled(&mut self, ns: &NsKey, id: u64) -> Result<()> {
+        self.st.check_ns(ns)?;
+        self.need(ns, Level::Publish)?;
+        if self.st.scheduled.get(&id).is_none_or(|s| &s.ns != ns) {
+            return Err(ControlError::not_found(format!(
+                "no scheduled publish {id} in {}",
+                ns.path()
+            ))
+            .with_field("scheduled"));
+        }
+        self.changes.push(Change::Delete {
+            kind: "scheduled",
+            key: format!("{id:020}"),
+        });
+        self.audit(
+            "publish.cancel",
+            &ns.path(),
+            serde_json::json!({"scheduled": id}),
+        );
+        Ok(())
+    }
+
+    /// Registers a token (by its hash) for a user (administrators), valid for `ttl_ms` when given; it records
+    /// the token it was minted with, so revoking that one revokes this one.
+    pub fn add_token(
+        &mut self,
+        token: &str,
+        user: &str,
+        description: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<Token> {
         self.require_admin()?;
         if !self.st.users.contains_key(user) {
             return Err(
@@ -661,14 +1142,87 @@ impl<'a> Tx<'a> {
             hash: crate::auth::hash_token(token),
             user: user.into(),
             description: description.into(),
+            created_ms: self.now,
+            expires_ms: ttl_ms.map(|t| self.now.saturating_add(t)),
+            parent: self.actor.token.clone(),
+            bootstrap: false,
         };
-        self.put(Rec::Token(t));
+        self.put(Rec::Token(t.clone()));
         self.audit(
             "token.create",
             user,
-            serde_json::json!({"description": description}),
+            serde_json::json!({"id": t.id(), "description": description, "expires_ms": t.expires_ms}),
         );
+        Ok(t)
+    }
+
+    /// Makes `token` the bootstrap administrator's token: the previous bootstrap tokens of `user`, and every
+    /// token minted under them, are revoked.
+    pub fn replace_bootstrap_token(&mut self, token: &str, user: &str) -> Result<()> {
+        let old: Vec<String> = self
+            .st
+            .tokens
+            .values()
+            // Stores written before the flag existed: the bootstrap token is the admin's parentless
+            // "bootstrap" token without a creation time.
+            .filter(|t| {
+                t.user == user
+                    && (t.bootstrap
+                        || (t.description == "bootstrap"
+                            && t.created_ms == 0
+                            && t.parent.is_none()))
+            })
+            .map(|t| t.hash.clone())
+            .collect();
+        for h in old {
+            self.revoke_tree(&h, "bootstrap token replaced");
+        }
+        let mut t = self.add_token(token, user, "bootstrap", None)?;
+        t.bootstrap = true;
+        self.put(Rec::Token(t));
         Ok(())
+    }
+
+    fn revoke_tree(&mut self, root: &str, why: &str) -> usize {
+        let mut todo = vec![root.to_string()];
+        let mut n = 0;
+        while let Some(h) = todo.pop() {
+            if let Some(t) = self.st.tokens.get(&h) {
+                self.changes.push(Change::Delete {
+                    kind: "token",
+                    key: h.clone(),
+                });
+                self.audit(
+                    "token.revoke",
+                    &t.user,
+                    serde_json::json!({"id": t.id(), "reason": why}),
+                );
+                n += 1;
+            }
+            todo.extend(
+                self.st
+                    .tokens
+                    .values()
+                    .filter(|c| c.parent.as_deref() == Some(h.as_str()))
+                    .map(|c| c.hash.clone()),
+            );
+        }
+        n
+    }
+
+    /// Revokes a token by its id (administrators), with every token minted under it; returns how many.
+    pub fn revoke_token(&mut self, id: &str) -> Result<usize> {
+        self.require_admin()?;
+        let hash = self
+            .st
+            .tokens
+            .values()
+            .find(|t| t.id() == id)
+            .map(|t| t.hash.clone())
+            .ok_or_else(|| {
+                ControlError::not_found(format!("unknown token {id:?}")).with_field("id")
+            })?;
+        Ok(self.revoke_tree(&hash, "revoked"))
     }
 
     /// Grants a level (administrators); level `none` without export removes the grant.
@@ -713,6 +1267,7 @@ mod tests {
             name: "admin".into(),
             roles: vec![],
             admin: true,
+            token: None,
         }
     }
 
@@ -759,6 +1314,7 @@ mod tests {
                 ItemInput {
                     value: v,
                     schema: None,
+                    secret: None,
                     comment: String::new(),
                     version,
                 },
@@ -859,6 +1415,7 @@ mod tests {
         let input = |v: Option<u64>| ItemInput {
             value: Value::Integer(1),
             schema: None,
+            secret: None,
             comment: String::new(),
             version: v,
         };
@@ -888,7 +1445,10 @@ mod tests {
                 format: crate::document::DocFormat::Json,
                 text: "{\"port\": 0}".into(),
             },
-            schema: Some(serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}})),
+            schema: Some(Some(
+                serde_json::json!({"type":"object","properties":{"port":{"minimum":1}}}),
+            )),
+            secret: None,
             comment: String::new(),
             version: None,
         };
@@ -1004,6 +1564,7 @@ mod tests {
                     name: name.into(),
                     roles: vec![],
                     admin: false,
+                    token: None,
                 })
             })
             .unwrap();
@@ -1022,6 +1583,7 @@ mod tests {
         let input = ItemInput {
             value: Value::Boolean(true),
             schema: None,
+            secret: None,
             comment: String::new(),
             version: None,
         };

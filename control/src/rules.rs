@@ -151,11 +151,16 @@ impl RuleTable {
 
     /// Evaluates the table with the caller's context.
     pub fn evaluate(&self, ctx: &BTreeMap<String, String>) -> &Json {
+        self.explain(ctx).1
+    }
+
+    /// Evaluates the table and says which rule matched (None: the default).
+    pub fn explain(&self, ctx: &BTreeMap<String, String>) -> (Option<usize>, &Json) {
         self.rules
             .iter()
-            .find(|r| r.when.iter().all(|c| c.holds(ctx)))
-            .map(|r| &r.value)
-            .unwrap_or(&self.default)
+            .position(|r| r.when.iter().all(|c| c.holds(ctx)))
+            .map(|i| (Some(i), &self.rules[i].value))
+            .unwrap_or((None, &self.default))
     }
 }
 

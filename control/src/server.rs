@@ -26,21 +26,38 @@ pub async fn serve(
     let sched = center.clone();
     let ticker = tokio::spawn(async move {
         // Every 50 ms: take in what other nodes committed to a shared store, and run due scheduled publishes.
-        let mut every = tokio::time::interval(Duration::from_millis(50));
+        // While that fails (store down), retry and warn less and less often.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
-            every.tick().await;
+            tokio::time::sleep(backoff.delay()).await;
             let s = sched.clone();
             let r = tokio::task::spawn_blocking(move || {
                 s.catch_up()?;
-                s.run_due()
+                s.run_due()?;
+                s.run_rollouts()
             })
             .await;
-            match r {
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "store catch-up or scheduled publish failed")
+            let err = match r {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            match err {
+                None => {
+                    if let Some(failures) = backoff.success() {
+                        tracing::info!(failures, "store reachable again");
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "store catch-up task failed"),
-                Ok(Ok(_)) => {}
+                Some(e) => {
+                    if backoff.failure() {
+                        tracing::warn!(
+                            error = %e,
+                            failures = backoff.failures(),
+                            retry_ms = backoff.delay().as_millis() as u64,
+                            "store catch-up or scheduled publish failed"
+                        );
+                    }
+                }
             }
         }
     });
@@ -59,6 +76,52 @@ pub async fn serve(
     };
     ticker.abort();
     r
+}
+
+/// Retry pacing for the store poll: the delay doubles on each failure up to `max` and resets on success; a
+/// warning is due on the 1st, 2nd, 4th, 8th... consecutive failure, so a store that stays down costs a few log
+/// lines, not one every 50 ms.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    delay: Duration,
+    failures: u64,
+}
+
+impl Backoff {
+    /// Starts at `base`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            delay: base,
+            failures: 0,
+        }
+    }
+
+    /// The wait before the next try.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Records a failure; returns whether to log it.
+    pub fn failure(&mut self) -> bool {
+        self.failures += 1;
+        self.delay = (self.delay * 2).min(self.max);
+        self.failures.is_power_of_two()
+    }
+
+    /// Records a success; returns the number of failures it ends, if any.
+    pub fn success(&mut self) -> Option<u64> {
+        self.delay = self.base;
+        Some(std::mem::take(&mut self.failures)).filter(|n| *n > 0)
+    }
 }
 
 impl Server {
@@ -126,5 +189,31 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    /// Issue 17, item 8: a store down for a minute (polled every 50 ms before) gives a handful of warnings.
+    #[test]
+    fn store_down_warnings_back_off() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let (mut waited, mut warnings, mut tries) = (Duration::ZERO, 0, 0);
+        while waited < Duration::from_secs(60) {
+            waited += b.delay();
+            tries += 1;
+            if b.failure() {
+                warnings += 1;
+            }
+        }
+        assert!(warnings <= 6, "{warnings} warnings in a minute");
+        assert!(tries < 30, "{tries} tries in a minute");
+        assert_eq!(b.delay(), Duration::from_secs(5));
+        assert_eq!(b.success(), Some(tries));
+        assert_eq!(b.delay(), Duration::from_millis(50));
+        assert_eq!(b.success(), None);
     }
 }

@@ -39,6 +39,8 @@ pub enum Rec {
     Release(Release),
     /// A pending scheduled publish.
     Scheduled(Scheduled),
+    /// A rolling gray publish.
+    Rollout(Rollout),
     /// A user.
     User(User),
     /// An API token.
@@ -65,6 +67,7 @@ impl Rec {
             Rec::NsState { .. } => "ns_state",
             Rec::Release(_) => "release",
             Rec::Scheduled(_) => "scheduled",
+            Rec::Rollout(_) => "rollout",
             Rec::User(_) => "user",
             Rec::Token(_) => "token",
             Rec::Grant(_) => "grant",
@@ -83,6 +86,7 @@ impl Rec {
             Rec::NsState { ns, .. } => ns.path(),
             Rec::Release(r) => format!("{:020}", r.id),
             Rec::Scheduled(s) => format!("{:020}", s.id),
+            Rec::Rollout(r) => format!("{:020}", r.release),
             Rec::User(u) => u.name.clone(),
             Rec::Token(t) => t.hash.clone(),
             Rec::Grant(g) => g.key(),
@@ -128,6 +132,8 @@ pub struct State {
     pub releases: BTreeMap<u64, Arc<Release>>,
     /// Pending scheduled publishes by id.
     pub scheduled: BTreeMap<u64, Scheduled>,
+    /// Rolling gray publishes by gray release id.
+    pub rollouts: BTreeMap<u64, Rollout>,
     /// Users by name.
     pub users: BTreeMap<String, User>,
     /// Tokens by hash.
@@ -138,6 +144,11 @@ pub struct State {
     pub audit: Vec<AuditRecord>,
     /// The sequence counter.
     pub seq: u64,
+    /// How many releases to keep per namespace instance (0: all); the current and active gray releases are
+    /// always kept. Not persisted: given at start.
+    pub keep_releases: usize,
+    /// Whether the center holds a key to seal secret items with (not persisted).
+    pub secrets: bool,
 }
 
 impl State {
@@ -186,6 +197,9 @@ impl State {
             Rec::Scheduled(s) => {
                 self.scheduled.insert(s.id, s);
             }
+            Rec::Rollout(r) => {
+                self.rollouts.insert(r.release, r);
+            }
             Rec::User(u) => {
                 self.users.insert(u.name.clone(), u);
             }
@@ -220,6 +234,11 @@ impl State {
             }
             "token" => {
                 self.tokens.remove(key);
+            }
+            "release" => {
+                if let Ok(id) = key.parse::<u64>() {
+                    self.releases.remove(&id);
+                }
             }
             _ => {}
         }
@@ -343,6 +362,8 @@ mod tests {
             version: 1,
             modified_by: "u".into(),
             masked: false,
+            secret: false,
+            sealed: None,
         };
         let rec = Rec::Item {
             ns: ns.clone(),
@@ -369,6 +390,7 @@ mod tests {
             name: "alice".into(),
             roles: vec!["ops".into()],
             admin: false,
+            token: None,
         };
         assert_eq!(st.level(&alice, "a", "n"), Level::None);
         st.apply(Change::Put(Rec::Grant(Grant {

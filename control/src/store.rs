@@ -36,6 +36,7 @@ pub fn static_kind(kind: &str) -> Option<&'static str> {
         "ns_state",
         "release",
         "scheduled",
+        "rollout",
         "user",
         "token",
         "grant",
@@ -49,6 +50,20 @@ fn store_err(e: impl std::fmt::Display) -> ControlError {
     ControlError::new(ErrorCode::StoreUnavailable, format!("store: {e}"))
 }
 
+/// The store URL with its password replaced by `******`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:******@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// Opens the store named by a URL: `sqlite:PATH` or `sqlite::memory:`.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     match url.strip_prefix("sqlite:") {
@@ -60,7 +75,8 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
         _ => Err(ControlError::bad(
             "store",
             format!(
-                "unsupported store URL {url:?}: use sqlite:PATH, sqlite::memory: or mysql://USER:PASSWORD@HOST:PORT/DB"
+                "unsupported store URL {:?}: use sqlite:PATH, sqlite::memory: or mysql://USER:PASSWORD@HOST:PORT/DB",
+                redact_url(url)
             ),
         )),
     }
@@ -203,5 +219,16 @@ mod tests {
         })));
         assert!(recs.contains(&Rec::Seq { value: 9 }));
         assert!(open("mysql://x").is_err());
+    }
+
+    /// Issue 17, item 6: the password never reaches a log line.
+    #[test]
+    fn store_urls_are_redacted() {
+        assert_eq!(
+            redact_url("mysql://furrow:s3cr@t@db:3306/cfg"),
+            "mysql://furrow:******@db:3306/cfg"
+        );
+        assert_eq!(redact_url("mysql://root@db/cfg"), "mysql://root@db/cfg");
+        assert_eq!(redact_url("sqlite:/var/x.db"), "sqlite:/var/x.db");
     }
 }

@@ -387,6 +387,12 @@ fn bad_input_gets_precise_errors_and_changes_nothing() {
         api.err("PUT", &format!("{p}/items/x"), Some(json!({"valu": 1})))
             .2
             .as_deref(),
+        Some("valu") // unknown fields are refused (issue 17, item 2) before the missing one is noticed
+    );
+    assert_eq!(
+        api.err("PUT", &format!("{p}/items/x"), Some(json!({})))
+            .2
+            .as_deref(),
         Some("value")
     );
     assert_eq!(

@@ -20,6 +20,10 @@ fn ctl(server: &str, token: &str, args: &[&str]) -> ExitCode {
     run_ctl(Top::try_parse_from(argv).unwrap().ctl)
 }
 
+fn ns_path() -> String {
+    ns("shop", "DEV", "default", "app")
+}
+
 #[test]
 fn ctl_covers_the_edit_publish_rollback_cycle() {
     let srv = start("sqlite::memory:");
@@ -54,6 +58,15 @@ fn ctl_covers_the_edit_publish_rollback_cycle() {
         ok
     );
     assert_eq!(run(&with(&["list-add", "hosts", "b"])), ok);
+    // Issue 17, item 7: a JSON object is sent as JSON (and refused: list elements are scalars), not stored
+    // as its text.
+    assert_ne!(run(&with(&["list-add", "hosts", "{\"nested\":1}"])), ok);
+    assert_eq!(run(&with(&["list-add", "hosts", "3"])), ok);
+    assert_eq!(
+        api.ok("GET", &format!("{}/items/hosts", ns_path()), None)["value"]["value"],
+        serde_json::json!(["a", "b", 3])
+    );
+    assert_eq!(run(&with(&["list-remove", "hosts", "2"])), ok);
     assert_eq!(run(&with(&["publish", "-m", "first"])), ok);
     let c = config(&api, "shop", "DEV", "default", "app", "");
     assert_eq!(c["items"]["port"]["value"]["value"], 9090);
@@ -74,6 +87,53 @@ fn ctl_covers_the_edit_publish_rollback_cycle() {
     assert_eq!(run(&cmd(&ns, &["rollback", &first])), ok);
     assert_eq!(run(&["config", "audit", "--limit", "5"]), ok);
     assert_eq!(run(&with(&["releases"])), ok);
+    // Dynamic values evaluated for a context (issue 17).
+    assert_eq!(
+        run(&with(&["evaluate", "--key", "port", "--ctx", "region=eu"])),
+        ok
+    );
+    assert_ne!(run(&with(&["evaluate", "--ctx", "region"])), ok);
+    assert_ne!(run(&with(&["evaluate", "--key", "nope"])), ok);
+    // Issue 17: scheduled publishes, tokens, rollouts and usage from the CLI.
+    assert_eq!(run(&with(&["set", "port", "2", "--type", "integer"])), ok);
+    assert_eq!(
+        run(&with(&["publish", "--mode", "scheduled", "--at", "+3600"])),
+        ok
+    );
+    assert_eq!(run(&with(&["scheduled"])), ok);
+    let sched = api.ok("GET", &format!("{}/scheduled", ns_path()), None)[0]["id"].to_string();
+    assert_eq!(run(&cmd(&ns, &["cancel-scheduled", &sched])), ok);
+    assert_ne!(run(&cmd(&ns, &["cancel-scheduled", &sched])), ok);
+    assert_eq!(
+        run(&["config", "create-token", "admin", "--ttl-s", "60"]),
+        ok
+    );
+    assert_eq!(run(&["config", "tokens"]), ok);
+    assert_ne!(run(&["config", "revoke-token", "0000"]), ok);
+    assert_eq!(run(&with(&["set", "port", "3", "--type", "integer"])), ok);
+    assert_eq!(
+        run(&with(&[
+            "publish",
+            "--mode",
+            "rolling",
+            "--batch",
+            "50%",
+            "--interval-ms",
+            "3600000"
+        ])),
+        ok
+    );
+    assert_ne!(
+        run(&with(&["publish", "--mode", "rolling"])),
+        ok,
+        "--batch is required"
+    );
+    assert_eq!(run(&with(&["rollouts"])), ok);
+    let roll = api.ok("GET", &format!("{}/rollouts", ns_path()), None)[0]["release"].to_string();
+    assert_eq!(run(&cmd(&ns, &["rollout", &roll, "abort"])), ok);
+    assert_ne!(run(&cmd(&ns, &["rollout", &roll, "explode"])), ok);
+    assert_eq!(run(&with(&["usage", "--unused-for-ms", "1000"])), ok);
+    assert_eq!(run(&with(&["usage", "--key", "port"])), ok);
     // Errors exit non-zero: unknown namespace, bad token, unreachable service.
     assert_ne!(
         run(&[

@@ -93,6 +93,20 @@ fn client_follows_publishes_and_reports_what_it_applied() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(client.current().get_i64("k"), Some(2));
+    // The center shows the instance as rejected, with the listener's reason (issue 17, instance status).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = api.ok("GET", &format!("{p}/instances"), None);
+        if list[0]["status"] == "rejected" {
+            assert_eq!(list[0]["reason"], "negative k -1");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection shown: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     client.stop();
 }
 
@@ -252,4 +266,48 @@ fn restart_on_the_same_sqlite_file_keeps_everything() {
     set(&api, &p, "k", int(3));
     let r = publish(&api, &p, json!({}))["release"].as_u64().unwrap();
     assert!(r > before["releases"][0].as_u64().unwrap());
+}
+
+/// Usage tracking (issue 17): the client counts the keys it reads and sends the totals; the center lists the
+/// keys nobody read and which instances read a key. A reader with no grant on the namespace cannot report.
+#[test]
+fn key_reads_are_tracked_per_instance() {
+    let srv = start("sqlite::memory:");
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    seed(&api);
+    let p = ns("shop", "DEV", "default", "app");
+    set(&api, &p, "used", int(1));
+    set(&api, &p, "idle", int(2));
+    publish(&api, &p, json!({}));
+    let mut o = options(&format!("http://{}", srv.addr), None);
+    o.usage_interval = Some(Duration::from_millis(50));
+    let client = ConfigClient::start(o, None).unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.current().get_i64("used"), Some(1));
+    }
+    assert_eq!(client.current().get_i64("missing"), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let u = loop {
+        let u = api.ok("GET", &format!("{p}/usage?unused_for_ms=3600000"), None);
+        if u["keys"]["used"]["reads"] == 3 {
+            break u;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads never arrived: {u}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(u["unused"], json!(["idle"]));
+    assert_eq!(u["keys"]["used"]["instances"], 1);
+    assert_eq!(u["keys"]["idle"]["reads"], 0);
+    let who = api.ok("GET", &format!("{p}/usage/used"), None);
+    assert_eq!(who[0]["id"], "proxy-1");
+    assert_eq!(who[0]["reads"], 3);
+    client.stop();
+    // Usage reports need a credential for the namespace.
+    let nobody = Api::new(&srv, &user_with(&api, "nobody", "none"));
+    let body =
+        json!({"app": "shop", "env": "DEV", "namespace": "app", "id": "x", "reads": {"idle": 1}});
+    assert_eq!(nobody.err("POST", "/v1/usage", Some(body)).0, 403);
 }

@@ -11,8 +11,50 @@ use serde_json::{Value as Json, json};
 
 pub const ADMIN_TOKEN: &str = "root-token";
 
+/// The secret-item key of test servers.
+pub const TEST_KEY: &str = "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+pub fn test_keys() -> Option<std::sync::Arc<control::secret::Keyring>> {
+    Some(std::sync::Arc::new(
+        control::secret::Keyring::parse(TEST_KEY).unwrap(),
+    ))
+}
+
 pub fn start(store_url: &str) -> Server {
     start_on(store_url, "127.0.0.1:0")
+}
+
+/// A server whose center options `tune` adjusts.
+pub fn start_with(
+    store_url: &str,
+    tune: impl FnOnce(&mut control::center::CenterOptions),
+) -> Server {
+    let store = control::store::open(store_url).unwrap();
+    let envs = ["DEV", "FAT", "UAT", "PRO"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut opts = control::center::CenterOptions::new(envs, "admin", Some(ADMIN_TOKEN));
+    opts.secret_keys = test_keys();
+    tune(&mut opts);
+    let center = Center::open_with(store, opts).unwrap();
+    Server::start(center, "127.0.0.1:0", 2).unwrap()
+}
+
+/// Creates user `name` with a token and a grant of `level` on app `shop`, namespace `*`; returns the token.
+pub fn user_with(api: &Api, name: &str, level: &str) -> String {
+    api.ok("POST", "/v1/users", Some(json!({"name": name})));
+    if level != "none" {
+        api.ok(
+            "PUT",
+            "/v1/permissions",
+            Some(json!({"subject": format!("user:{name}"), "app": "shop", "namespace": "*", "level": level})),
+        );
+    }
+    api.ok("POST", "/v1/tokens", Some(json!({"user": name})))["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub fn start_on(store_url: &str, addr: &str) -> Server {
@@ -21,7 +63,9 @@ pub fn start_on(store_url: &str, addr: &str) -> Server {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let center = Center::open(store, envs, "admin", Some(ADMIN_TOKEN)).unwrap();
+    let mut opts = control::center::CenterOptions::new(envs, "admin", Some(ADMIN_TOKEN));
+    opts.secret_keys = test_keys();
+    let center = Center::open_with(store, opts).unwrap();
     Server::start(center, addr, 2).unwrap()
 }
 
@@ -174,6 +218,7 @@ pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
         .enable_all()
         .build()
         .unwrap();
+    let rss0 = testkit::rss::rss();
     let tasks: Vec<_> = (0..watchers)
         .map(|i| {
             let c = ApiClient::new(&server, Some(ADMIN_TOKEN));
@@ -204,6 +249,13 @@ pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
         assert!(Instant::now() < deadline, "only {active} watchers parked");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Client and server share this process: an upper bound of what one idle long-poll costs the service.
+    let grown = testkit::rss::rss().saturating_sub(rss0);
+    println!(
+        "{watchers} idle long-polls: +{} KiB resident, <= {} bytes per watcher (client side included)",
+        grown / 1024,
+        grown / watchers as u64
+    );
     set(&api, &p, "k", int(2));
     let after = around_publish();
     let t0 = Instant::now();

@@ -1,0 +1,239 @@
+//! Gray auto-rolling publish (issue 17): batches of the known instances at an interval, pause/resume,
+//! automatic stop on a rejection, abort and rollback, promotion at the end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value as Json, json};
+
+const P: &str = "/v1/apps/shop/envs/DEV/clusters/default/namespaces/app";
+
+fn report(api: &Api, id: &str, releases: &[u64], rejected: Option<&str>) {
+    let mut b = json!({"app": "shop", "env": "DEV", "cluster": "default", "namespace": "app", "id": id,
+                       "ip": "", "labels": {}, "releases": releases, "version": 0});
+    if let Some(why) = rejected {
+        b["status"] = json!("rejected");
+        b["reason"] = json!(why);
+    }
+    api.ok("POST", "/v1/reports", Some(b));
+}
+
+fn rollout(api: &Api, id: u64) -> Json {
+    api.ok("GET", &format!("{P}/rollouts"), None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == id)
+        .cloned()
+        .unwrap()
+}
+
+/// Polls until `f` holds on the rollout, acting as the selected instances' clients meanwhile (each reports
+/// the gray release as applied, except those in `silent`).
+fn wait(api: &Api, id: u64, what: &str, silent: &[&str], f: impl Fn(&Json) -> bool) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = rollout(api, id);
+        if f(&r) {
+            return r;
+        }
+        for inst in r["selected"].as_array().unwrap() {
+            let inst = inst.as_str().unwrap();
+            if !silent.contains(&inst) {
+                report(api, inst, &[id], None);
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn value_for(api: &Api, inst: &str) -> Json {
+    config(
+        api,
+        "shop",
+        "DEV",
+        "default",
+        "app",
+        &format!("instance={inst}"),
+    )["items"]["k"]["value"]["value"]
+        .clone()
+}
+
+fn setup() -> (control::server::Server, Api, u64) {
+    let srv = start("sqlite::memory:");
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    seed(&api);
+    set(&api, P, "k", int(1));
+    let base = publish(&api, P, json!({}))["release"].as_u64().unwrap();
+    for i in 0..5 {
+        report(&api, &format!("i{i}"), &[base], None);
+    }
+    set(&api, P, "k", int(2));
+    (srv, api, base)
+}
+
+#[test]
+fn a_rollout_goes_batch_by_batch_and_promotes() {
+    let (_srv, api, base) = setup();
+    let started = publish(
+        &api,
+        P,
+        json!({"mode": "rolling", "batch": {"count": 2}, "interval_ms": 100}),
+    );
+    let id = started["release"].as_u64().unwrap();
+    // Another rollout of the same namespace instance is refused while this one runs.
+    assert_eq!(
+        api.err(
+            "POST",
+            &format!("{P}/publish"),
+            Some(json!({"mode": "rolling", "batch": {"count": 1}, "interval_ms": 1}))
+        )
+        .0,
+        409
+    );
+    let r = wait(&api, id, "first batch", &[], |r| {
+        r["selected"].as_array().unwrap().len() >= 2
+    });
+    let first: Vec<String> = r["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().into())
+        .collect();
+    assert_eq!(
+        value_for(&api, &first[0]),
+        2,
+        "a selected instance sees the gray release"
+    );
+    let done = wait(&api, id, "promotion", &[], |r| r["status"] == "done");
+    assert_eq!(done["selected"].as_array().unwrap().len(), 5);
+    let current = api.ok("GET", &format!("{P}/releases"), None)["current"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(done["promoted"], current);
+    assert_eq!(value_for(&api, "someone-new"), 2, "promoted to everyone");
+    assert_eq!(api.ok("GET", &format!("{P}/grays"), None), json!([]));
+    // Rollback after the promotion returns to the release before the rollout.
+    let rb = api.ok("POST", &format!("{P}/rollouts/{id}/rollback"), None);
+    assert_eq!(rb["status"], "rolled_back");
+    assert_eq!(value_for(&api, "i0"), 1);
+    let releases = api.ok("GET", &format!("{P}/releases"), None);
+    let cur = releases["current"].as_u64().unwrap();
+    let rel = api.ok("GET", &format!("/v1/releases/{cur}"), None);
+    assert_eq!(rel["kind"], json!({"kind": "rollback", "to": base}));
+    // Audit trail of the rollout.
+    let audit = api.ok("GET", "/v1/audit?limit=100", None).to_string();
+    for a in [
+        "rollout.start",
+        "rollout.batch",
+        "rollout.done",
+        "rollout.rollback",
+    ] {
+        assert!(audit.contains(a), "{a} missing");
+    }
+}
+
+#[test]
+fn a_rejection_stops_the_rollout_and_abort_brings_everyone_back() {
+    let (_srv, api, _) = setup();
+    let id = publish(
+        &api,
+        P,
+        json!({"mode": "rolling", "batch": {"percent": 40}, "interval_ms": 3_600_000}),
+    )["release"]
+        .as_u64()
+        .unwrap();
+    // 40% of 5 is 2 per batch; the next batch is an hour away.
+    let r = wait(&api, id, "first batch", &[], |r| {
+        r["selected"].as_array().unwrap().len() == 2
+    });
+    let first: Vec<&str> = r["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Pause and resume: resuming makes the next batch due now, but it holds while the first batch has not
+    // applied the release (the health gate).
+    assert_eq!(
+        api.ok("POST", &format!("{P}/rollouts/{id}/pause"), None)["status"],
+        "paused"
+    );
+    assert_eq!(
+        api.err("POST", &format!("{P}/rollouts/{id}/pause"), None).0,
+        409
+    );
+    assert_eq!(
+        api.ok("POST", &format!("{P}/rollouts/{id}/resume"), None)["status"],
+        "running"
+    );
+    let held = wait(&api, id, "health gate", &first, |r| {
+        r["waiting"].as_array().unwrap().len() == 2
+    });
+    assert_eq!(held["selected"].as_array().unwrap().len(), 2);
+    wait(&api, id, "second batch", &[], |r| {
+        r["selected"].as_array().unwrap().len() == 4
+    });
+    // An instance of a batch rejects the release: the rollout stops by itself at once (the next batch is
+    // still an hour away).
+    let victim = r["selected"][0].as_str().unwrap().to_string();
+    report(&api, &victim, &[id], Some("invalid backend address"));
+    let stopped = wait(&api, id, "automatic stop", &[&victim], |r| {
+        r["status"] == "stopped"
+    });
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid backend address"),
+        "{stopped}"
+    );
+    assert_eq!(
+        stopped["selected"].as_array().unwrap().len(),
+        4,
+        "no batch after the rejection"
+    );
+    // Abort: the gray release is abandoned, everyone is back on the main release.
+    assert_eq!(
+        api.ok("POST", &format!("{P}/rollouts/{id}/abort"), None)["status"],
+        "aborted"
+    );
+    assert_eq!(api.ok("GET", &format!("{P}/grays"), None), json!([]));
+    assert_eq!(value_for(&api, &victim), 1);
+    assert_eq!(
+        api.err("POST", &format!("{P}/rollouts/{id}/resume"), None)
+            .0,
+        409
+    );
+    assert_eq!(
+        api.err("POST", &format!("{P}/rollouts/{id}/explode"), None)
+            .0,
+        404
+    );
+    // Bad batch specs.
+    for batch in [
+        json!({}),
+        json!({"count": 0}),
+        json!({"percent": 101}),
+        json!({"count": 1, "percent": 5}),
+    ] {
+        assert_eq!(
+            api.err(
+                "POST",
+                &format!("{P}/publish"),
+                Some(json!({"mode": "rolling", "batch": batch, "interval_ms": 1}))
+            )
+            .2,
+            Some("batch".into())
+        );
+    }
+    // Permissions: an editor may not steer a rollout.
+    let ed = Api::new(&_srv, &user_with(&api, "ed", "edit"));
+    assert_eq!(
+        ed.err("POST", &format!("{P}/rollouts/{id}/pause"), None).0,
+        403
+    );
+}
