@@ -271,7 +271,7 @@ impl Folder {
             let merged = match a.kind {
                 AggKind::Count | AggKind::Sum => match (cur, new) {
                     (Value::Null, v) | (v, Value::Null) => v.clone(),
-                    (x, y) => arith(Op::Add, x, y),
+                    (x, y) => arith(Op::Add, x, y)?,
                 },
                 // NULL partials (a shard group with only NULLs) never win; any value beats them.
                 AggKind::Min | AggKind::Max => match (cur, new, columns.get(a.col)) {
@@ -316,21 +316,27 @@ impl Folder {
     }
 
     /// The finished output row of a group.
-    fn close(&self, mut g: Group) -> Row {
+    fn close(&self, mut g: Group) -> Result<Row, ShardError> {
         for (si, a) in self.distinct.iter().enumerate() {
             let (set, values) = g.sets.get_mut(si).map(std::mem::take).unwrap_or_default();
             let v = match a.kind {
                 AggKind::CountDistinct => Value::Int(set.len() as i64),
-                _ => values.iter().fold(Value::Null, |acc, v| match acc {
-                    Value::Null => v.clone(),
-                    acc => arith(Op::Add, &acc, v),
-                }),
+                _ => {
+                    let mut acc = Value::Null;
+                    for v in &values {
+                        acc = match acc {
+                            Value::Null => v.clone(),
+                            acc => arith(Op::Add, &acc, v)?,
+                        };
+                    }
+                    acc
+                }
             };
             if let Some(slot) = g.row.get_mut(a.col) {
                 *slot = v;
             }
         }
-        g.row
+        Ok(g.row)
     }
 
     /// Output column definitions: distinct-merged columns become BIGINT/DECIMAL.
@@ -484,7 +490,10 @@ impl Aggregate {
                 sets: folder.empty_sets(),
             });
         }
-        let mut rows: Vec<Row> = groups.into_iter().map(|g| folder.close(g)).collect();
+        let mut rows = groups
+            .into_iter()
+            .map(|g| folder.close(g))
+            .collect::<Result<Vec<Row>, ShardError>>()?;
         let columns = folder.out_columns(&columns);
         let keys: Vec<SortKey> = self
             .group
@@ -516,7 +525,7 @@ impl RowSource for SortedAggRows {
         loop {
             let Some(row) = self.input.next_row()? else {
                 self.done = true;
-                return Ok(self.fold.finish());
+                return self.fold.finish();
             };
             if let Some(g) = self.fold.push(row)? {
                 return Ok(Some(g));
@@ -583,12 +592,15 @@ impl SortedFold {
         if self.held > self.max {
             return Err(ShardError::MemoryBudget(self.max));
         }
-        Ok(self.cur.replace(g).map(|done| self.folder.close(done)))
+        self.cur
+            .replace(g)
+            .map(|done| self.folder.close(done))
+            .transpose()
     }
 
     /// Ends the input: the last group, if any.
-    pub fn finish(&mut self) -> Option<Row> {
-        self.cur.take().map(|g| self.folder.close(g))
+    pub fn finish(&mut self) -> Result<Option<Row>, ShardError> {
+        self.cur.take().map(|g| self.folder.close(g)).transpose()
     }
 }
 

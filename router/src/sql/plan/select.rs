@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    BinaryOperator, Distinct as SqlDistinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    BinaryOperator, CastKind, DataType, Distinct as SqlDistinct, ExactNumberInfo, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select,
     SelectItem, SetExpr, UnaryOperator,
 };
@@ -13,7 +13,7 @@ use sqlparser::ast::{
 use super::aggregate::{AggKind, AggSpec, Aggregate};
 use super::collate::CollationOf;
 use super::distinct::Distinct;
-use super::eval::{Op, OutExpr};
+use super::eval::{Func, Op, OutExpr};
 use super::limit::Limit;
 use super::merge_sort::{MergeSort, SortKey};
 use super::project::{Filter, Project, Sort, Trim};
@@ -136,16 +136,6 @@ fn calls(e: &Expr) -> (bool, bool) {
 /// Whether an expression calls an aggregate function anywhere.
 fn has_agg(e: &Expr) -> bool {
     calls(e).0
-}
-
-/// Whether an output expression divides (a `/` or an AVG) anywhere.
-fn divides(e: &OutExpr) -> bool {
-    match e {
-        OutExpr::Bin(Op::Div, ..) => true,
-        OutExpr::Bin(_, a, b) => divides(a) || divides(b),
-        OutExpr::Not(x) | OutExpr::IsNull(x, _) => divides(x),
-        OutExpr::Col(_) | OutExpr::Lit(_) => false,
-    }
 }
 
 /// Whether `e` names one of the select-list aliases (HAVING/ORDER BY may use them).
@@ -722,18 +712,37 @@ impl Pushed<'_, '_> {
                     }
                 };
                 let (a, b) = (self.convert(left, aliases)?, self.convert(right, aliases)?);
-                if matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div)
-                    && (divides(&a) || divides(&b))
-                {
-                    // MariaDB carries a quotient (`/`, AVG) to a multiple of 9 digits inside an
-                    // expression and only rounds it to its shown scale at the end (1/3*3 is
-                    // 1.0000); the proxy holds the shown value. Comparisons use the shown value
-                    // on both sides, so only arithmetic is refused.
-                    return Err(ShardError::Unsupported(format!(
-                        "arithmetic on a division or AVG result across shards (`{e}`)"
-                    )));
-                }
+                // A quotient keeps MariaDB's extra digits inside the expression (see `eval`).
                 OutExpr::Bin(op, Box::new(a), Box::new(b))
+            }
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } if has_agg(e) || mentions_alias(e, aliases) => OutExpr::Call(
+                Func::Between(*negated),
+                vec![
+                    self.convert(expr, aliases)?,
+                    self.convert(low, aliases)?,
+                    self.convert(high, aliases)?,
+                ],
+            ),
+            Expr::Cast {
+                kind: CastKind::Cast,
+                expr,
+                data_type,
+                format: None,
+            } if has_agg(e) || mentions_alias(e, aliases) => {
+                let func = cast_func(data_type).ok_or_else(|| {
+                    ShardError::Unsupported(format!("`{e}` over aggregates across shards"))
+                })?;
+                OutExpr::Call(func, vec![self.convert(expr, aliases)?])
+            }
+            Expr::Function(f)
+                if !is_agg_name(&function_name(f)) && (has_agg(e) || mentions_alias(e, aliases)) =>
+            {
+                self.scalar_call(e, f, aliases)?
             }
             Expr::Function(f) if is_agg_name(&function_name(f)) => {
                 let name = function_name(f);
@@ -872,6 +881,85 @@ impl Pushed<'_, '_> {
             }
             other => OutExpr::Col(self.push_expr(format!("K:{other}"), other)?),
         })
+    }
+}
+
+/// The function a `CAST(... AS type)` over aggregates becomes, if the proxy evaluates it.
+fn cast_func(t: &DataType) -> Option<Func> {
+    Some(match t {
+        DataType::Signed | DataType::SignedInteger => Func::CastSigned,
+        DataType::Unsigned | DataType::UnsignedInteger => Func::CastUnsigned,
+        DataType::Char(None) => Func::CastChar,
+        DataType::Decimal(info) | DataType::Dec(info) | DataType::Numeric(info) => {
+            let (m, d) = match info {
+                ExactNumberInfo::None => (10, 0),
+                ExactNumberInfo::Precision(m) => (*m, 0),
+                ExactNumberInfo::PrecisionAndScale(m, d) => (*m, u64::try_from(*d).ok()?),
+            };
+            // MariaDB's limits: DECIMAL(65, 38) at most, scale within precision; the proxy's
+            // exact decimals hold 38 digits.
+            if m == 0 || m > 38 || d > m || d > 38 {
+                return None;
+            }
+            Func::CastDecimal(u32::try_from(m).ok()?, u32::try_from(d).ok()?)
+        }
+        _ => return None,
+    })
+}
+
+impl Pushed<'_, '_> {
+    /// A scalar function over aggregates: ROUND/TRUNCATE with a literal digit count,
+    /// GREATEST/LEAST, IFNULL/COALESCE. Anything else is refused, naming the call.
+    fn scalar_call(
+        &mut self,
+        e: &Expr,
+        f: &sqlparser::ast::Function,
+        aliases: &[(String, OutExpr)],
+    ) -> Result<OutExpr, ShardError> {
+        let refuse = || ShardError::Unsupported(format!("`{e}` over aggregates across shards"));
+        let FunctionArguments::List(list) = &f.args else {
+            return Err(refuse());
+        };
+        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || f.filter.is_some() {
+            return Err(refuse());
+        }
+        let mut args = Vec::with_capacity(list.args.len());
+        for a in &list.args {
+            let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                return Err(refuse());
+            };
+            args.push(x);
+        }
+        let name = function_name(f);
+        let digits = |x: Option<&&Expr>| -> Result<i32, ShardError> {
+            match x {
+                None => Ok(0),
+                Some(x) => match value_of_literal(x) {
+                    Some(codec::mysql::Value::Int(n)) if (-60..=38).contains(&n) => {
+                        Ok(i32::try_from(n).unwrap_or(0))
+                    }
+                    _ => Err(refuse()),
+                },
+            }
+        };
+        let func = match (name.as_str(), args.len()) {
+            ("round", 1 | 2) => Func::Round(digits(args.get(1))?),
+            ("truncate", 2) => Func::Truncate(digits(args.get(1))?),
+            ("greatest", n) if n >= 2 => Func::Greatest,
+            ("least", n) if n >= 2 => Func::Least,
+            ("ifnull", 2) => Func::Coalesce,
+            ("coalesce", n) if n >= 1 => Func::Coalesce,
+            _ => return Err(refuse()),
+        };
+        let take = match func {
+            Func::Round(_) | Func::Truncate(_) => 1,
+            _ => args.len(),
+        };
+        let mut out = Vec::with_capacity(take);
+        for x in args.iter().take(take) {
+            out.push(self.convert(x, aliases)?);
+        }
+        Ok(OutExpr::Call(func, out))
     }
 }
 
