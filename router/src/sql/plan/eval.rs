@@ -105,6 +105,14 @@ pub enum Func {
     CastChar,
     /// `x BETWEEN lo AND hi` (`true`: `NOT BETWEEN`); arguments `[x, lo, hi]`.
     Between(bool),
+    /// VARIANCE/STDDEV family from the merged `[COUNT(x), SUM(x), SUM(x*x)]`: the sample
+    /// (`samp`, n - 1) or population variance, its square root when `sqrt`.
+    Variance {
+        /// Divide by n - 1 (VAR_SAMP, STDDEV_SAMP).
+        samp: bool,
+        /// The standard deviation.
+        sqrt: bool,
+    },
 }
 
 impl fmt::Display for Func {
@@ -121,6 +129,12 @@ impl fmt::Display for Func {
             Func::CastChar => write!(f, "CAST_CHAR"),
             Func::Between(false) => write!(f, "BETWEEN"),
             Func::Between(true) => write!(f, "NOT_BETWEEN"),
+            Func::Variance { samp, sqrt } => write!(
+                f,
+                "{}_{}",
+                if *sqrt { "STDDEV" } else { "VAR" },
+                if *samp { "SAMP" } else { "POP" }
+            ),
         }
     }
 }
@@ -705,6 +719,32 @@ impl OutExpr {
                     _ => return Err(unsupported("CAST AS CHAR of this type")),
                 }
             }
+            Func::Variance { samp, sqrt } => {
+                let d: Vec<Option<Dec>> = vals.iter().map(dec_of).collect();
+                let (Some(Some(n)), Some(sum), Some(sq)) = (d.first(), d.get(1), d.get(2)) else {
+                    return Ok(Value::Null);
+                };
+                let n = n.mantissa;
+                if n == 0 || (samp && n == 1) {
+                    return Ok(Value::Null);
+                }
+                let (Some(sum), Some(sq)) = (sum, sq) else {
+                    return Ok(Value::Null);
+                };
+                // Exact n*SUM(x*x) - SUM(x)^2 over n*n (or n*(n-1)), then one division in
+                // DOUBLE. MariaDB runs a Welford recurrence in DOUBLE over its rows, so its own
+                // last bits depend on the row order; the shown decimals almost never see that.
+                let num = Dec {
+                    mantissa: n,
+                    scale: 0,
+                }
+                .mul(*sq)
+                .and_then(|a| sum.mul(*sum).and_then(|b| a.add(b.neg())))
+                .ok_or_else(too_big)?;
+                let den = n.checked_mul(if samp { n - 1 } else { n }).ok_or_else(too_big)?;
+                let v = (num.to_f64() / den as f64).max(0.0);
+                Value::Double(if sqrt { v.sqrt() } else { v })
+            }
             Func::Between(negated) => {
                 let d: Vec<Option<Dec>> = vals.iter().map(dec_of).collect();
                 let (Some(x), Some(lo), Some(hi)) = (d.first(), d.get(1), d.get(2)) else {
@@ -801,6 +841,9 @@ impl OutExpr {
                     Func::Between(_) => classes
                         .iter()
                         .all(|&c| matches!(c, Class::Int(_, false) | Class::Dec(_) | Class::Null)),
+                    Func::Variance { .. } => classes
+                        .iter()
+                        .all(|&c| matches!(c, Class::Int(..) | Class::Dec(_))),
                 };
                 if ok {
                     Ok(())
@@ -913,6 +956,19 @@ impl OutExpr {
                         0,
                     ),
                     Func::Between(_) => num_def("", column_type::LONG, 1, 0, 0),
+                    // DOUBLE shown with the argument's decimals + 4 (the SUM partial has the
+                    // argument's decimals).
+                    Func::Variance { .. } => {
+                        let d = args.get(1).map_or(0, |a| {
+                            let c = a.def(cols);
+                            if matches!(class(&c), Class::Dec(_)) {
+                                c.decimals
+                            } else {
+                                0
+                            }
+                        });
+                        num_def("", column_type::DOUBLE, 23, 0, (d + 4).min(31))
+                    }
                 }
             }
             _ => num_def("", column_type::LONGLONG, 1, 0, 0),

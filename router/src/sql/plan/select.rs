@@ -858,6 +858,30 @@ impl Pushed<'_, '_> {
                             Box::new(OutExpr::Col(c)),
                         )
                     }
+                    // VARIANCE/STDDEV family: exact per-shard COUNT, SUM and SUM of squares.
+                    (
+                        kind @ ("std" | "stddev" | "stddev_pop" | "stddev_samp" | "variance"
+                        | "var_pop" | "var_samp"),
+                        false,
+                        Some(_),
+                    ) => {
+                        let (k, t) = call("COUNT");
+                        let c = self.agg(AggKind::Count, &k, t);
+                        let (k, t) = call("SUM");
+                        let s = self.agg(AggKind::Sum, &k, t);
+                        let q = self.agg(
+                            AggKind::Sum,
+                            &format!("SUMSQ({arg_key})"),
+                            format!("SUM(({arg_text}) * ({arg_text}))"),
+                        );
+                        OutExpr::Call(
+                            Func::Variance {
+                                samp: kind.ends_with("_samp"),
+                                sqrt: kind.starts_with("std"),
+                            },
+                            vec![OutExpr::Col(c), OutExpr::Col(s), OutExpr::Col(q)],
+                        )
+                    }
                     (kind @ ("bit_and" | "bit_or" | "bit_xor"), false, Some(_)) => {
                         let (k, t) = whole(self)?;
                         let kind = match kind {
