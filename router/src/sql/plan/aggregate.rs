@@ -97,6 +97,10 @@ pub struct Aggregate {
     /// once, with directions: a `MergeSort` over shards that ran this `ORDER BY`): aggregate
     /// group by group as rows arrive.
     pub sorted: Vec<SortKey>,
+    /// `WITH ROLLUP`: after the groups of each prefix of the group columns, a super-aggregate row
+    /// over them (the rest of the group columns NULL), and a grand total last. Needs mergeable
+    /// aggregates only (no COUNT/SUM(DISTINCT)); always the hashed merge.
+    pub rollup: bool,
     /// Input (partial rows from the shards).
     pub input: Box<Plan>,
 }
@@ -382,12 +386,17 @@ impl Aggregate {
                 format!("{}({})", a.kind.text(), cols.join(", "))
             })
             .collect();
-        let how = if self.sorted.is_empty() {
+        let how = if self.sorted.is_empty() || self.rollup {
             "hashed".to_string()
         } else {
             format!("sorted={}", keys_text(&self.sorted))
         };
-        format!("{how} group=[{}] aggs=[{}]", g.join(", "), a.join(", "))
+        let rollup = if self.rollup { " rollup" } else { "" };
+        format!(
+            "{how} group=[{}] aggs=[{}]{rollup}",
+            g.join(", "),
+            a.join(", ")
+        )
     }
 
     /// Merges the partial rows: group by group as they arrive when `sorted` (and there is a group
@@ -397,11 +406,76 @@ impl Aggregate {
         input: Box<dyn RowSource>,
         limits: ExecLimits,
     ) -> Result<Box<dyn RowSource>, ShardError> {
-        if !self.sorted.is_empty() && !self.group.is_empty() {
+        if self.rollup {
+            let groups = self.merge(input, limits)?;
+            Ok(Box::new(self.roll_up(groups, limits)?))
+        } else if !self.sorted.is_empty() && !self.group.is_empty() {
             Ok(Box::new(self.stream(input, limits)))
         } else {
             Ok(Box::new(self.merge(input, limits)?))
         }
+    }
+
+    /// Adds the `WITH ROLLUP` super-aggregate rows to `groups` (merged, sorted by the group
+    /// columns): a merged group row folds like a partial row (counts and sums add, MIN/MAX and
+    /// BIT_* combine), so each prefix level keeps one folded row, emitted (with the group columns
+    /// from that level on as NULL) when its prefix changes, deepest level first, as MariaDB does.
+    pub fn roll_up(&self, mut groups: VecRows, limits: ExecLimits) -> Result<VecRows, ShardError> {
+        let folder = Folder::new(&self.aggs);
+        if !folder.distinct.is_empty() {
+            return Err(ShardError::Unsupported(
+                "WITH ROLLUP over COUNT/SUM(DISTINCT) across shards".into(),
+            ));
+        }
+        let columns = groups.columns().to_vec();
+        let depth = self.group.len();
+        let mut levels: Vec<Option<Group>> = (0..depth).map(|_| None).collect();
+        let mut out: Vec<Row> = Vec::new();
+        let mut prev: Option<Vec<Vec<u8>>> = None;
+        let mut held = 0u64;
+        let emit = |g: Group, level: usize, out: &mut Vec<Row>| -> Result<(), ShardError> {
+            let mut row = folder.close(g)?;
+            for &c in self.group.iter().skip(level) {
+                if let Some(v) = row.get_mut(c) {
+                    *v = Value::Null;
+                }
+            }
+            out.push(row);
+            Ok(())
+        };
+        while let Some(row) = groups.next_row()? {
+            let keys = self
+                .group
+                .iter()
+                .map(|&c| group_key(&row, &[c], &columns))
+                .collect::<Result<Vec<_>, _>>()?;
+            // The first group column whose value changed closes every deeper level.
+            let changed = prev.as_ref().map_or(depth, |p| {
+                p.iter().zip(&keys).take_while(|(a, b)| a == b).count()
+            });
+            for level in (changed + 1..depth).rev() {
+                if let Some(g) = levels.get_mut(level).and_then(Option::take) {
+                    emit(g, level, &mut out)?;
+                }
+            }
+            out.push(row.clone());
+            for slot in &mut levels {
+                match slot {
+                    Some(g) => folder.fold(g, &row, &columns, &mut held)?,
+                    None => *slot = Some(folder.open(&row, &columns, &mut held)?),
+                }
+            }
+            if out.len() as u64 > limits.max_rows {
+                return Err(ShardError::MemoryBudget(limits.max_rows));
+            }
+            prev = Some(keys);
+        }
+        for level in (0..depth).rev() {
+            if let Some(g) = levels.get_mut(level).and_then(Option::take) {
+                emit(g, level, &mut out)?;
+            }
+        }
+        Ok(VecRows::new(columns, out))
     }
 
     /// Aggregates input sorted by the group columns (a [`super::MergeSort`] over shards that ran

@@ -381,7 +381,11 @@ fn num_value(n: Num) -> Result<Value, ShardError> {
             Ok(i) => Value::Int(i),
             Err(_) => match u64::try_from(i) {
                 Ok(u) => Value::UInt(u),
-                Err(_) => return Err(ShardError::Unsupported("a BIGINT result out of range".into())),
+                Err(_) => {
+                    return Err(ShardError::Unsupported(
+                        "a BIGINT result out of range".into(),
+                    ));
+                }
             },
         },
         Num::Dec(d) => Value::Decimal(Bytes::from(d.text())),
@@ -687,7 +691,9 @@ impl OutExpr {
                 };
                 let i = d.rescale(0).ok_or_else(too_big)?.mantissa;
                 if func == Func::CastSigned {
-                    Value::Int(i64::try_from(i).map_err(|_| unsupported("CAST AS SIGNED out of range"))?)
+                    Value::Int(
+                        i64::try_from(i).map_err(|_| unsupported("CAST AS SIGNED out of range"))?,
+                    )
                 } else {
                     Value::UInt(u64::try_from(i).map_err(|_| {
                         unsupported("CAST AS UNSIGNED of a negative or too large value")
@@ -701,7 +707,9 @@ impl OutExpr {
                 let r = x.rescale(d).ok_or_else(too_big)?;
                 let limit = 10i128.checked_pow(m).ok_or_else(too_big)?;
                 if r.mantissa.abs() >= limit {
-                    return Err(unsupported(format!("CAST AS DECIMAL({m},{d}) out of range")));
+                    return Err(unsupported(format!(
+                        "CAST AS DECIMAL({m},{d}) out of range"
+                    )));
                 }
                 Value::Decimal(Bytes::from(r.text()))
             }
@@ -741,7 +749,9 @@ impl OutExpr {
                 .mul(*sq)
                 .and_then(|a| sum.mul(*sum).and_then(|b| a.add(b.neg())))
                 .ok_or_else(too_big)?;
-                let den = n.checked_mul(if samp { n - 1 } else { n }).ok_or_else(too_big)?;
+                let den = n
+                    .checked_mul(if samp { n - 1 } else { n })
+                    .ok_or_else(too_big)?;
                 let v = (num.to_f64() / den as f64).max(0.0);
                 Value::Double(if sqrt { v.sqrt() } else { v })
             }
@@ -819,7 +829,9 @@ impl OutExpr {
                         .iter()
                         .any(|x| matches!(class(&x.def(cols)), Class::Int(_, true)))
                 {
-                    return Err(unsupported(format!("arithmetic on an unsigned integer (`{self}`)")));
+                    return Err(unsupported(format!(
+                        "arithmetic on an unsigned integer (`{self}`)"
+                    )));
                 }
                 Ok(())
             }
@@ -931,7 +943,8 @@ impl OutExpr {
                         _ => dec_def((*n).max(0).unsigned_abs()),
                     },
                     Func::Greatest | Func::Least | Func::Coalesce => {
-                        let classes: Vec<Class> = args.iter().map(|a| class(&a.def(cols))).collect();
+                        let classes: Vec<Class> =
+                            args.iter().map(|a| class(&a.def(cols))).collect();
                         match common_class(&classes) {
                             Some(Class::Int(rank, _)) => {
                                 let t = INT_TYPES[usize::from(rank).min(4)];
@@ -986,11 +999,26 @@ mod tests {
 
     #[test]
     fn decimal_arithmetic_is_exact_and_mysql_scaled() {
-        assert_eq!(arith(Op::Add, &dec("1.10"), &dec("2.205")).unwrap(), dec("3.305"));
-        assert_eq!(arith(Op::Div, &dec("10"), &Value::Int(4)).unwrap(), dec("2.500000000"));
-        assert_eq!(arith(Op::Div, &dec("2"), &Value::Int(3)).unwrap(), dec("0.666666666"));
-        assert_eq!(arith(Op::Div, &dec("-2"), &Value::Int(3)).unwrap(), dec("-0.666666666"));
-        assert_eq!(arith(Op::Div, &Value::Int(1), &Value::Int(0)).unwrap(), Value::Null);
+        assert_eq!(
+            arith(Op::Add, &dec("1.10"), &dec("2.205")).unwrap(),
+            dec("3.305")
+        );
+        assert_eq!(
+            arith(Op::Div, &dec("10"), &Value::Int(4)).unwrap(),
+            dec("2.500000000")
+        );
+        assert_eq!(
+            arith(Op::Div, &dec("2"), &Value::Int(3)).unwrap(),
+            dec("0.666666666")
+        );
+        assert_eq!(
+            arith(Op::Div, &dec("-2"), &Value::Int(3)).unwrap(),
+            dec("-0.666666666")
+        );
+        assert_eq!(
+            arith(Op::Div, &Value::Int(1), &Value::Int(0)).unwrap(),
+            Value::Null
+        );
         assert_eq!(
             arith(Op::Mul, &Value::Int(6), &Value::Int(7)).unwrap(),
             Value::Int(42)
@@ -999,7 +1027,10 @@ mod tests {
             arith(Op::Add, &Value::Double(0.5), &Value::Int(1)).unwrap(),
             Value::Double(1.5)
         );
-        assert_eq!(arith(Op::Sub, &dec("0.05"), &dec("0.1")).unwrap(), dec("-0.05"));
+        assert_eq!(
+            arith(Op::Sub, &dec("0.05"), &dec("0.1")).unwrap(),
+            dec("-0.05")
+        );
     }
 
     #[test]
@@ -1009,10 +1040,18 @@ mod tests {
         assert!(gt.holds(&row, &[]).unwrap());
         let null_cmp = OutExpr::Bin(Op::Eq, Box::new(OutExpr::Col(2)), Box::new(OutExpr::Col(0)));
         assert!(!null_cmp.holds(&row, &[]).unwrap());
-        assert!(!OutExpr::Not(Box::new(null_cmp.clone())).holds(&row, &[]).unwrap());
+        assert!(
+            !OutExpr::Not(Box::new(null_cmp.clone()))
+                .holds(&row, &[])
+                .unwrap()
+        );
         let or = OutExpr::Bin(Op::Or, Box::new(null_cmp), Box::new(gt));
         assert!(or.holds(&row, &[]).unwrap());
-        assert!(OutExpr::IsNull(Box::new(OutExpr::Col(2)), true).holds(&row, &[]).unwrap());
+        assert!(
+            OutExpr::IsNull(Box::new(OutExpr::Col(2)), true)
+                .holds(&row, &[])
+                .unwrap()
+        );
     }
 
     #[test]
@@ -1052,10 +1091,17 @@ mod tests {
     #[test]
     fn quotients_carry_mariadbs_nine_digit_words() {
         // 1/3 is 0.333333333 inside (one 9-digit word), so 1/3*3 shows 1.0000.
-        assert_eq!(arith(Op::Div, &Value::Int(1), &Value::Int(3)).unwrap(), dec("0.333333333"));
+        assert_eq!(
+            arith(Op::Div, &Value::Int(1), &Value::Int(3)).unwrap(),
+            dec("0.333333333")
+        );
         let e = bin(
             Op::Mul,
-            bin(Op::Div, OutExpr::Lit(Value::Int(1)), OutExpr::Lit(Value::Int(3))),
+            bin(
+                Op::Div,
+                OutExpr::Lit(Value::Int(1)),
+                OutExpr::Lit(Value::Int(3)),
+            ),
             OutExpr::Lit(Value::Int(3)),
         );
         assert_eq!(e.output(&[], &[]).unwrap(), dec("1.0000"));
@@ -1070,14 +1116,23 @@ mod tests {
             dec("0.666666666")
         );
         // Truncated, not rounded; a zero dividend is a plain 0.
-        assert_eq!(arith(Op::Div, &dec("-2"), &Value::Int(3)).unwrap(), dec("-0.666666666"));
-        assert_eq!(arith(Op::Div, &Value::Int(0), &Value::Int(7)).unwrap(), dec("0"));
+        assert_eq!(
+            arith(Op::Div, &dec("-2"), &Value::Int(3)).unwrap(),
+            dec("-0.666666666")
+        );
+        assert_eq!(
+            arith(Op::Div, &Value::Int(0), &Value::Int(7)).unwrap(),
+            dec("0")
+        );
     }
 
     #[test]
     fn round_truncate_cast_see_the_carried_value() {
         // AVG = SUM / COUNT over 1, 2, 2: 1.666666666 inside, shown 1.6667.
-        let cols = [col(column_type::NEWDECIMAL, 0), col(column_type::LONGLONG, 0)];
+        let cols = [
+            col(column_type::NEWDECIMAL, 0),
+            col(column_type::LONGLONG, 0),
+        ];
         let row = [dec("5"), Value::Int(3)];
         let avg = || bin(Op::Div, OutExpr::Col(0), OutExpr::Col(1));
         assert_eq!(avg().output(&row, &cols).unwrap(), dec("1.6667"));
@@ -1094,7 +1149,10 @@ mod tests {
         let ri = call(Func::Round(2), vec![OutExpr::Col(1)]);
         assert_eq!(ri.output(&row, &cols).unwrap(), Value::Int(3));
         assert_eq!(ri.column(&cols, "x").column_type, column_type::LONGLONG);
-        let cs = call(Func::CastSigned, vec![bin(Op::Mul, avg(), OutExpr::Lit(Value::Int(3)))]);
+        let cs = call(
+            Func::CastSigned,
+            vec![bin(Op::Mul, avg(), OutExpr::Lit(Value::Int(3)))],
+        );
         assert_eq!(cs.output(&row, &cols).unwrap(), Value::Int(5));
         let cd = call(Func::CastDecimal(20, 12), vec![avg()]);
         assert_eq!(cd.output(&row, &cols).unwrap(), dec("1.666666666000"));
@@ -1113,12 +1171,23 @@ mod tests {
 
     #[test]
     fn comparisons_round_each_side_between_does_not() {
-        let cols = [col(column_type::NEWDECIMAL, 0), col(column_type::LONGLONG, 0)];
+        let cols = [
+            col(column_type::NEWDECIMAL, 0),
+            col(column_type::LONGLONG, 0),
+        ];
         let row = [dec("5"), Value::Int(3)];
         let avg = || bin(Op::Div, OutExpr::Col(0), OutExpr::Col(1));
         let lit = |s: &str| OutExpr::Lit(dec(s));
-        assert!(bin(Op::Eq, avg(), lit("1.6667")).holds(&row, &cols).unwrap());
-        assert!(!bin(Op::Lt, avg(), lit("1.66667")).holds(&row, &cols).unwrap());
+        assert!(
+            bin(Op::Eq, avg(), lit("1.6667"))
+                .holds(&row, &cols)
+                .unwrap()
+        );
+        assert!(
+            !bin(Op::Lt, avg(), lit("1.66667"))
+                .holds(&row, &cols)
+                .unwrap()
+        );
         let btw = |lo: &str, hi: &str| call(Func::Between(false), vec![avg(), lit(lo), lit(hi)]);
         assert!(btw("1.6666", "1.666666666").holds(&row, &cols).unwrap());
         assert!(!btw("1.66667", "1.67").holds(&row, &cols).unwrap());
@@ -1136,7 +1205,10 @@ mod tests {
             OutExpr::Lit(Value::Int(3)),
         );
         assert_eq!(g3.output(&row, &cols).unwrap(), dec("5.0000"));
-        let c = call(Func::Coalesce, vec![OutExpr::Lit(Value::Null), OutExpr::Col(1)]);
+        let c = call(
+            Func::Coalesce,
+            vec![OutExpr::Lit(Value::Null), OutExpr::Col(1)],
+        );
         assert_eq!(c.output(&row, &cols).unwrap(), Value::Int(3));
     }
 }

@@ -43,7 +43,7 @@ pub fn grouped_read(p: &Plan) -> Option<GroupedRead<'_>> {
                 above.push(node);
                 node = node.child()?;
             }
-            Plan::Aggregate(a) if !a.sorted.is_empty() && !a.group.is_empty() => {
+            Plan::Aggregate(a) if !a.sorted.is_empty() && !a.group.is_empty() && !a.rollup => {
                 let Plan::MergeSort(m) = &*a.input else {
                     return None;
                 };

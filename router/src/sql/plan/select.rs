@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Distinct as SqlDistinct, ExactNumberInfo, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select,
-    SelectItem, SetExpr, UnaryOperator,
+    BinaryOperator, CastKind, DataType, Distinct as SqlDistinct, ExactNumberInfo, Expr,
+    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, GroupByWithModifier, Ident,
+    JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
+    UnaryOperator,
 };
 
 use super::aggregate::{AggKind, AggSpec, Aggregate};
@@ -291,10 +292,17 @@ pub(crate) fn plan_query(
             OrderByKind::All(_) => return Err(ShardError::Unsupported("ORDER BY ALL".into())),
         },
     };
-    let group: Vec<Expr> = match &sel.group_by {
-        GroupByExpr::Expressions(v, m) if m.is_empty() => v.clone(),
+    let (group, rollup): (Vec<Expr>, bool) = match &sel.group_by {
+        GroupByExpr::Expressions(v, m) if m.is_empty() => (v.clone(), false),
+        GroupByExpr::Expressions(v, m)
+            if matches!(m.as_slice(), [GroupByWithModifier::Rollup]) && !v.is_empty() =>
+        {
+            (v.clone(), true)
+        }
         GroupByExpr::Expressions(..) => {
-            return Err(ShardError::Unsupported("GROUP BY ... WITH ROLLUP".into()));
+            return Err(ShardError::Unsupported(
+                "GROUP BY ... WITH CUBE/TOTALS/GROUPING SETS".into(),
+            ));
         }
         GroupByExpr::All(_) => return Err(ShardError::Unsupported("GROUP BY ALL".into())),
     };
@@ -329,7 +337,7 @@ pub(crate) fn plan_query(
         src,
         order,
         limit,
-        group,
+        (group, rollup),
         distinct,
         aggregated,
         rules.max_limit_rows,
@@ -740,7 +748,8 @@ impl Pushed<'_, '_> {
                 OutExpr::Call(func, vec![self.convert(expr, aliases)?])
             }
             Expr::Function(f)
-                if !is_agg_name(&function_name(f)) && (has_agg(e) || mentions_alias(e, aliases)) =>
+                if !is_agg_name(&function_name(f))
+                    && (has_agg(e) || mentions_alias(e, aliases)) =>
             {
                 self.scalar_call(e, f, aliases)?
             }
@@ -994,12 +1003,18 @@ fn plan_aggregate(
     src: &Source<'_>,
     order: Vec<(Expr, bool)>,
     limit: Option<(u64, u64)>,
-    group: Vec<Expr>,
+    (group, rollup): (Vec<Expr>, bool),
     distinct: bool,
     aggregated: bool,
     max_limit_rows: u64,
     mk_units: impl Fn(&Edits) -> Result<Vec<Unit>, ShardError>,
 ) -> Result<Plan, ShardError> {
+    if rollup && !order.is_empty() {
+        // MariaDB answers ERROR 1221 (CUBE/ROLLUP and ORDER BY).
+        return Err(ShardError::Unsupported(
+            "GROUP BY ... WITH ROLLUP with ORDER BY".into(),
+        ));
+    }
     if sel.projection.iter().any(|i| item_expr(i).is_none()) {
         return Err(ShardError::Unsupported(
             "`*` with GROUP BY, DISTINCT or aggregates across shards".into(),
@@ -1083,6 +1098,21 @@ fn plan_aggregate(
         };
         keys.push(SortKey::new(i, *desc));
     }
+    if rollup {
+        // Super-aggregate rows fold merged groups: every output must be a group column, a
+        // mergeable aggregate or an expression over those.
+        let loose = p
+            .items
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| k.starts_with("K:") && !p.group.contains(&i));
+        if loose || !p.distinct_args.is_empty() || distinct {
+            return Err(ShardError::Unsupported(
+                "GROUP BY ... WITH ROLLUP over DISTINCT aggregates or ungrouped columns across shards"
+                    .into(),
+            ));
+        }
+    }
     if distinct && aggregated && outputs.len() > visible {
         return Err(ShardError::Unsupported(
             "DISTINCT with aggregates ordered by an unselected expression".into(),
@@ -1148,6 +1178,7 @@ fn plan_aggregate(
     }
     if let Some(need) = group_limit(limit, &sorted, having.is_some(), &p, distinct && aggregated)
         && need <= max_limit_rows
+        && !rollup
     {
         tail.push(' ');
         tail.push_str(&limit_clause(need));
@@ -1180,6 +1211,7 @@ fn plan_aggregate(
         group: p.group.clone(),
         aggs: p.aggs.clone(),
         sorted,
+        rollup,
         input: Box::new(input),
     });
     if let Some(h) = having {

@@ -122,7 +122,9 @@ pub fn value_of_literal(e: &Expr) -> Option<Value> {
     match e {
         Expr::Value(v) => match &v.value {
             // `1e3` is a DOUBLE literal in MySQL, `1.5` a DECIMAL, `15` an integer.
-            SqlValue::Number(n, _) if n.contains(['e', 'E']) => Some(Value::Double(n.parse().ok()?)),
+            SqlValue::Number(n, _) if n.contains(['e', 'E']) => {
+                Some(Value::Double(n.parse().ok()?))
+            }
             SqlValue::Number(n, _) => Some(match n.parse::<i64>() {
                 Ok(i) => Value::Int(i),
                 Err(_) => Value::Decimal(bytes::Bytes::from(n.clone())),
