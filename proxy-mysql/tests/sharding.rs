@@ -2330,8 +2330,11 @@ const AGG_EXPRS: &[&str] = &[
 const AGG_REFUSED: &[&str] = &[
     "SELECT status, ROUND(STDDEV(amount), 2) FROM orders GROUP BY status",
     "SELECT status, COUNT(DISTINCT user_id) FROM orders GROUP BY status WITH ROLLUP",
+    "SELECT GROUP_CONCAT(status ORDER BY user_id) FROM orders",
+    "SELECT status, GROUP_CONCAT(DISTINCT status ORDER BY status) FROM orders GROUP BY status",
+    "SELECT GROUP_CONCAT(id, status ORDER BY id) FROM orders WHERE user_id < 10",
+    "SELECT status, GROUP_CONCAT(id ORDER BY id) FROM orders GROUP BY status WITH ROLLUP",
     "SELECT status, JSON_OBJECTAGG(id, amount) FROM orders WHERE user_id < 10 GROUP BY status",
-    "SELECT status, GROUP_CONCAT(id ORDER BY id SEPARATOR ';') FROM orders GROUP BY status",
     "SELECT JSON_ARRAYAGG(id) FROM orders WHERE user_id = 3 OR user_id = 4",
     "SELECT status, CONCAT(MAX(amount), '!') FROM orders GROUP BY status",
     "SELECT CAST(SUM(amount) AS DOUBLE) FROM orders",
@@ -2441,6 +2444,15 @@ fn expressions_over_aggregates_match_values_and_types() {
             "SELECT status, user_id, ROUND(AVG(amount), 2), STDDEV(amount) FROM orders WHERE user_id < 10 GROUP BY status, user_id WITH ROLLUP LIMIT 7",
             "SELECT status, BIT_OR(user_id), BIT_AND(user_id), VARIANCE(user_id) FROM orders GROUP BY status WITH ROLLUP",
             "SELECT user_id, status, COUNT(*) FROM orders WHERE user_id < 0 GROUP BY user_id, status WITH ROLLUP",
+            // GROUP_CONCAT with ORDER BY (without, the element order is unspecified).
+            "SELECT status, GROUP_CONCAT(id ORDER BY id) FROM orders WHERE user_id < 30 GROUP BY status ORDER BY status",
+            "SELECT status, GROUP_CONCAT(amount ORDER BY id DESC SEPARATOR ' | '), COUNT(*) FROM orders WHERE user_id < 20 GROUP BY status ORDER BY status",
+            "SELECT user_id, GROUP_CONCAT(DISTINCT amount ORDER BY amount DESC) FROM orders GROUP BY user_id ORDER BY user_id",
+            "SELECT GROUP_CONCAT(status ORDER BY id SEPARATOR '') FROM orders WHERE user_id < 10",
+            "SELECT user_id, GROUP_CONCAT(status ORDER BY status, id), SUM(amount) FROM orders WHERE user_id < 25 GROUP BY user_id ORDER BY user_id",
+            "SELECT status, GROUP_CONCAT(user_id ORDER BY user_id) FROM orders GROUP BY status ORDER BY status",
+            "SELECT GROUP_CONCAT(id ORDER BY id) FROM orders WHERE user_id < 0",
+            "SELECT status, GROUP_CONCAT(created ORDER BY id) FROM orders WHERE user_id < 0 GROUP BY status",
         ]
         .iter()
         .map(|q| q.to_string()),

@@ -85,6 +85,34 @@ impl AggSpec {
     }
 }
 
+/// `GROUP_CONCAT(value [ORDER BY keys] [SEPARATOR s])` across shards: the shards group by the
+/// value and the ORDER BY keys too and count each tuple (`COUNT(*)`), so the proxy sees every
+/// element with its multiplicity and builds the string itself, in the ORDER BY's order
+/// (collation-aware), bounded by `max_rows` elements per merge.
+///
+/// Exact or refused: an element that is not text or an exact number (its text form is the
+/// server's own), ORDER BY keys that tie between different values (the server's order among
+/// them is its row order), DISTINCT over text (which of the collation-equal spellings survives
+/// is the server's row order), a result longer than the shards' `@@group_concat_max_len` (the
+/// server truncates with a warning the proxy cannot send) or a limit of 512 bytes or less (the
+/// server's result type would be VARCHAR, not BLOB). Without ORDER BY the element order is
+/// unspecified, as on the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConcat {
+    /// Column of the partial rows with the element (the result goes there).
+    pub value: usize,
+    /// ORDER BY columns of the partial rows, with directions.
+    pub keys: Vec<SortKey>,
+    /// Column with each partial row's multiplicity (`COUNT(*)` of the shard's tuple).
+    pub count: usize,
+    /// Column with the shard's `@@group_concat_max_len`.
+    pub max_len: usize,
+    /// The separator's bytes.
+    pub separator: Vec<u8>,
+    /// `GROUP_CONCAT(DISTINCT ...)`.
+    pub distinct: bool,
+}
+
 /// Merge partial aggregates by group. Columns that are neither group keys nor aggregates keep the
 /// first value seen (MySQL's "any value" for non-grouped columns).
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +129,8 @@ pub struct Aggregate {
     /// over them (the rest of the group columns NULL), and a grand total last. Needs mergeable
     /// aggregates only (no COUNT/SUM(DISTINCT)); always the hashed merge.
     pub rollup: bool,
+    /// GROUP_CONCAT columns (their value columns are none of `aggs`).
+    pub concats: Vec<GroupConcat>,
     /// Input (partial rows from the shards).
     pub input: Box<Plan>,
 }
@@ -205,9 +235,14 @@ fn normalise_decimal(s: &str) -> String {
     if t == "-0" { "0".into() } else { t.to_string() }
 }
 
+/// One GROUP_CONCAT element: its ORDER BY key values, its value, its multiplicity.
+type Element = (Vec<Value>, Value, u64);
+
 struct Group {
     row: Row,
     sets: Vec<(HashSet<Vec<u8>>, Vec<Value>)>,
+    /// Per GROUP_CONCAT, its elements.
+    lists: Vec<Vec<Element>>,
 }
 
 /// Folds partial rows into groups; shared by the hashed and the sorted merge.
@@ -215,11 +250,13 @@ struct Group {
 struct Folder {
     aggs: Vec<AggSpec>,
     distinct: Vec<AggSpec>,
+    concats: Vec<GroupConcat>,
 }
 
 impl Folder {
-    fn new(aggs: &[AggSpec]) -> Self {
+    fn new(aggs: &[AggSpec], concats: &[GroupConcat]) -> Self {
         Self {
+            concats: concats.to_vec(),
             aggs: aggs.to_vec(),
             distinct: aggs
                 .iter()
@@ -246,7 +283,9 @@ impl Folder {
         let mut g = Group {
             row: row.clone(),
             sets: self.empty_sets(),
+            lists: self.concats.iter().map(|_| Vec::new()).collect(),
         };
+        self.add_elements(&mut g, row, held);
         for a in &self.distinct {
             if let Some(v) = g.row.get_mut(a.col) {
                 *v = Value::Null;
@@ -316,11 +355,115 @@ impl Folder {
                 *held += add_distinct(set, row, a.cols(), columns)?;
             }
         }
+        self.add_elements(g, row, held);
         Ok(())
     }
 
+    /// Adds a partial row's GROUP_CONCAT elements (a NULL value is no element).
+    fn add_elements(&self, g: &mut Group, row: &Row, held: &mut u64) {
+        for (c, list) in self.concats.iter().zip(&mut g.lists) {
+            let Some(v) = row.get(c.value).filter(|v| !matches!(v, Value::Null)) else {
+                continue;
+            };
+            let n = row.get(c.count).and_then(bits).unwrap_or(1);
+            let keys = c
+                .keys
+                .iter()
+                .map(|k| row.get(k.col).cloned().unwrap_or(Value::Null))
+                .collect();
+            list.push((keys, v.clone(), n));
+            *held += 1;
+        }
+    }
+
+    /// The GROUP_CONCAT string of `list` (see [`GroupConcat`]); `max` is the partial row's
+    /// `@@group_concat_max_len`.
+    fn concat(
+        &self,
+        c: &GroupConcat,
+        mut list: Vec<Element>,
+        max: Option<u64>,
+        columns: &[ColumnDefinition],
+    ) -> Result<Value, ShardError> {
+        let refuse =
+            |why: &str| ShardError::Unsupported(format!("GROUP_CONCAT {why} across shards"));
+        if list.is_empty() {
+            return Ok(Value::Null);
+        }
+        let max = max.ok_or_else(|| refuse("without the shards' group_concat_max_len"))?;
+        if max <= 512 {
+            return Err(refuse("with group_concat_max_len of 512 or less"));
+        }
+        let key_cols: Vec<SortKey> = (0..c.keys.len())
+            .map(|i| SortKey::new(i, c.keys[i].desc))
+            .collect();
+        let key_defs: Vec<ColumnDefinition> = c
+            .keys
+            .iter()
+            .map(|k| {
+                columns.get(k.col).cloned().unwrap_or_else(|| {
+                    ColumnDefinition::new("", column_type::NULL, charset::BINARY, 0, 0, 0)
+                })
+            })
+            .collect();
+        if !c.keys.is_empty() {
+            check_key_collations(&key_cols, &key_defs, "GROUP_CONCAT ORDER BY")?;
+            list.sort_by(|a, b| compare_rows(&a.0, &b.0, &key_cols, &key_defs));
+            for w in list.windows(2) {
+                if let [a, b] = w
+                    && compare_rows(&a.0, &b.0, &key_cols, &key_defs) == Ordering::Equal
+                    && a.1 != b.1
+                {
+                    return Err(refuse("whose ORDER BY ties between different values"));
+                }
+            }
+        }
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut first = true;
+        for (_, v, n) in list {
+            let text: Vec<u8> = match &v {
+                Value::Bytes(_) if c.distinct => return Err(refuse("(DISTINCT) over text")),
+                Value::Bytes(b) | Value::Decimal(b) => b.to_vec(),
+                Value::Int(i) => i.to_string().into_bytes(),
+                Value::UInt(u) => u.to_string().into_bytes(),
+                _ => return Err(refuse("over values other than text and exact numbers")),
+            };
+            let times = if c.distinct {
+                let key = group_key(std::slice::from_ref(&v), &[0], &[])?;
+                if !seen.insert(key) {
+                    continue;
+                }
+                1
+            } else {
+                n
+            };
+            for _ in 0..times {
+                if !first {
+                    out.extend_from_slice(&c.separator);
+                }
+                first = false;
+                out.extend_from_slice(&text);
+                if out.len() as u64 > max {
+                    return Err(refuse(
+                        "longer than group_concat_max_len (the server truncates)",
+                    ));
+                }
+            }
+        }
+        Ok(Value::Bytes(bytes::Bytes::from(out)))
+    }
+
     /// The finished output row of a group.
-    fn close(&self, mut g: Group) -> Result<Row, ShardError> {
+    fn close(&self, mut g: Group, columns: &[ColumnDefinition]) -> Result<Row, ShardError> {
+        let lists = std::mem::take(&mut g.lists);
+        for (c, list) in self.concats.iter().zip(lists) {
+            let max = g.row.get(c.max_len).and_then(bits);
+            let v = self.concat(c, list, max, columns)?;
+            if let Some(slot) = g.row.get_mut(c.value) {
+                *slot = v;
+            }
+        }
         for (si, a) in self.distinct.iter().enumerate() {
             let (set, values) = g.sets.get_mut(si).map(std::mem::take).unwrap_or_default();
             let v = match a.kind {
@@ -346,6 +489,23 @@ impl Folder {
     /// Output column definitions: distinct-merged columns become BIGINT/DECIMAL.
     fn out_columns(&self, input: &[ColumnDefinition]) -> Vec<ColumnDefinition> {
         let mut columns = input.to_vec();
+        for c in &self.concats {
+            if let Some(def) = columns.get_mut(c.value) {
+                // The server's GROUP_CONCAT over a limit above 512 is a BLOB of the value's
+                // character set (a number's: the connection's).
+                let cs = if matches!(
+                    def.column_type,
+                    column_type::VAR_STRING | column_type::STRING | column_type::VARCHAR
+                ) {
+                    def.charset
+                } else {
+                    charset::UTF8MB4_GENERAL_CI
+                };
+                let name = def.name.clone();
+                *def = ColumnDefinition::new("", column_type::BLOB, cs, 4_294_967_295, 0, 0);
+                def.name = name;
+            }
+        }
         for a in &self.distinct {
             if let Some(c) = columns.get_mut(a.col) {
                 let name = c.name.clone();
@@ -392,8 +552,23 @@ impl Aggregate {
             format!("sorted={}", keys_text(&self.sorted))
         };
         let rollup = if self.rollup { " rollup" } else { "" };
+        let concats: String = self
+            .concats
+            .iter()
+            .map(|c| {
+                format!(
+                    " group_concat(#{} n=#{} max=#{} order={} sep={:?}{})",
+                    c.value,
+                    c.count,
+                    c.max_len,
+                    keys_text(&c.keys),
+                    String::from_utf8_lossy(&c.separator),
+                    if c.distinct { " distinct" } else { "" }
+                )
+            })
+            .collect();
         format!(
-            "{how} group=[{}] aggs=[{}]{rollup}",
+            "{how} group=[{}] aggs=[{}]{concats}{rollup}",
             g.join(", "),
             a.join(", ")
         )
@@ -421,10 +596,10 @@ impl Aggregate {
     /// BIT_* combine), so each prefix level keeps one folded row, emitted (with the group columns
     /// from that level on as NULL) when its prefix changes, deepest level first, as MariaDB does.
     pub fn roll_up(&self, mut groups: VecRows, limits: ExecLimits) -> Result<VecRows, ShardError> {
-        let folder = Folder::new(&self.aggs);
-        if !folder.distinct.is_empty() {
+        let folder = Folder::new(&self.aggs, &self.concats);
+        if !folder.distinct.is_empty() || !folder.concats.is_empty() {
             return Err(ShardError::Unsupported(
-                "WITH ROLLUP over COUNT/SUM(DISTINCT) across shards".into(),
+                "WITH ROLLUP over COUNT/SUM(DISTINCT) or GROUP_CONCAT across shards".into(),
             ));
         }
         let columns = groups.columns().to_vec();
@@ -434,7 +609,7 @@ impl Aggregate {
         let mut prev: Option<Vec<Vec<u8>>> = None;
         let mut held = 0u64;
         let emit = |g: Group, level: usize, out: &mut Vec<Row>| -> Result<(), ShardError> {
-            let mut row = folder.close(g)?;
+            let mut row = folder.close(g, &columns)?;
             for &c in self.group.iter().skip(level) {
                 if let Some(v) = row.get_mut(c) {
                     *v = Value::Null;
@@ -496,7 +671,7 @@ impl Aggregate {
     /// sorted by `self.sorted`: the caller pushes rows as it gets them (from sockets, say) and
     /// gets each group as soon as the next one starts. See [`SortedFold`].
     pub fn fold_sorted(&self, in_columns: Vec<ColumnDefinition>, limits: ExecLimits) -> SortedFold {
-        let folder = Folder::new(&self.aggs);
+        let folder = Folder::new(&self.aggs, &self.concats);
         let columns = folder.out_columns(&in_columns);
         let refused = check_collations(&self.group, &self.aggs, &in_columns)
             .and_then(|()| check_key_collations(&self.sorted, &in_columns, "GROUP BY"))
@@ -519,7 +694,7 @@ impl Aggregate {
         mut input: Box<dyn RowSource>,
         limits: ExecLimits,
     ) -> Result<VecRows, ShardError> {
-        let folder = Folder::new(&self.aggs);
+        let folder = Folder::new(&self.aggs, &self.concats);
         let columns = input.columns().to_vec();
         check_collations(&self.group, &self.aggs, &columns)?;
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -562,11 +737,12 @@ impl Aggregate {
             groups.push(Group {
                 row,
                 sets: folder.empty_sets(),
+                lists: folder.concats.iter().map(|_| Vec::new()).collect(),
             });
         }
         let mut rows = groups
             .into_iter()
-            .map(|g| folder.close(g))
+            .map(|g| folder.close(g, &columns))
             .collect::<Result<Vec<Row>, ShardError>>()?;
         let columns = folder.out_columns(&columns);
         let keys: Vec<SortKey> = self
@@ -668,13 +844,16 @@ impl SortedFold {
         }
         self.cur
             .replace(g)
-            .map(|done| self.folder.close(done))
+            .map(|done| self.folder.close(done, &self.in_columns))
             .transpose()
     }
 
     /// Ends the input: the last group, if any.
     pub fn finish(&mut self) -> Result<Option<Row>, ShardError> {
-        self.cur.take().map(|g| self.folder.close(g)).transpose()
+        self.cur
+            .take()
+            .map(|g| self.folder.close(g, &self.in_columns))
+            .transpose()
     }
 }
 

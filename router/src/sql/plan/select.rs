@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Distinct as SqlDistinct, ExactNumberInfo, Expr,
-    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, GroupByWithModifier, Ident,
-    JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
-    UnaryOperator,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr,
+    GroupByWithModifier, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query,
+    Select, SelectItem, SetExpr, UnaryOperator,
 };
 
-use super::aggregate::{AggKind, AggSpec, Aggregate};
+use super::aggregate::{AggKind, AggSpec, Aggregate, GroupConcat};
 use super::collate::CollationOf;
 use super::distinct::Distinct;
 use super::eval::{Func, Op, OutExpr};
@@ -626,8 +626,11 @@ struct Pushed<'s, 'a> {
     items: Vec<(String, String)>,
     group: Vec<usize>,
     aggs: Vec<AggSpec>,
-    /// Texts of COUNT/SUM(DISTINCT) arguments (the shards group by them too).
+    /// Texts of COUNT/SUM(DISTINCT) arguments and GROUP_CONCAT values and ORDER BY keys (the
+    /// shards group by them too).
     distinct_args: Vec<String>,
+    /// GROUP_CONCAT columns.
+    concats: Vec<GroupConcat>,
 }
 
 impl Pushed<'_, '_> {
@@ -762,6 +765,9 @@ impl Pushed<'_, '_> {
                     list.duplicate_treatment,
                     Some(sqlparser::ast::DuplicateTreatment::Distinct)
                 );
+                if name == "group_concat" {
+                    return self.group_concat(e, list, distinct);
+                }
                 // COUNT(DISTINCT a, b, ...): the shards group by every argument; the merge counts
                 // distinct tuples without a NULL.
                 if name == "count" && distinct && list.args.len() > 1 {
@@ -941,6 +947,72 @@ fn cast_func(t: &DataType) -> Option<Func> {
 }
 
 impl Pushed<'_, '_> {
+    /// `GROUP_CONCAT([DISTINCT] x [ORDER BY k [ASC|DESC], ...] [SEPARATOR 's'])`: the shards
+    /// group by `x` and the keys too and count each tuple; the merge builds the string (see
+    /// [`GroupConcat`]). One argument; DISTINCT only ordered by the value itself.
+    fn group_concat(
+        &mut self,
+        e: &Expr,
+        list: &sqlparser::ast::FunctionArgumentList,
+        distinct: bool,
+    ) -> Result<OutExpr, ShardError> {
+        let refuse = || ShardError::Unsupported(format!("aggregate `{e}` across shards"));
+        let [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] = list.args.as_slice() else {
+            return Err(refuse());
+        };
+        if has_agg(x) {
+            return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
+        }
+        let mut order: &[sqlparser::ast::OrderByExpr] = &[];
+        let mut separator = b",".to_vec();
+        for c in &list.clauses {
+            match c {
+                FunctionArgumentClause::OrderBy(o) => order = o,
+                FunctionArgumentClause::Separator(v) => match &v.value {
+                    sqlparser::ast::Value::SingleQuotedString(t) => {
+                        separator = t.clone().into_bytes()
+                    }
+                    _ => return Err(refuse()),
+                },
+                _ => return Err(refuse()),
+            }
+        }
+        let n = self.concats.len();
+        let value_text = self.src.expr_text(x)?;
+        // A column of its own (the merged string replaces it), even if the text is selected too.
+        let value = self.push(format!("GCV{n}:{x}"), value_text.clone());
+        self.distinct_args.push(value_text);
+        let mut keys = Vec::with_capacity(order.len());
+        for (i, o) in order.iter().enumerate() {
+            if o.options.nulls_first.is_some() || o.with_fill.is_some() || has_agg(&o.expr) {
+                return Err(refuse());
+            }
+            if value_of_literal(&o.expr).is_some()
+                || (distinct && o.expr.to_string() != x.to_string())
+            {
+                return Err(refuse());
+            }
+            let text = self.src.expr_text(&o.expr)?;
+            let col = self.push(format!("GCK{n}_{i}:{}", o.expr), text.clone());
+            self.distinct_args.push(text);
+            keys.push(SortKey::new(
+                col,
+                matches!(o.options.sort, Some(OrderBySort::Desc)),
+            ));
+        }
+        let count = self.agg(AggKind::Count, "COUNT(*)", "COUNT(*)".into());
+        let max_len = self.push("GCLEN".into(), "@@group_concat_max_len".into());
+        self.concats.push(GroupConcat {
+            value,
+            keys,
+            count,
+            max_len,
+            separator,
+            distinct,
+        });
+        Ok(OutExpr::Col(value))
+    }
+
     /// A scalar function over aggregates: ROUND/TRUNCATE with a literal digit count,
     /// GREATEST/LEAST, IFNULL/COALESCE. Anything else is refused, naming the call.
     fn scalar_call(
@@ -1026,6 +1098,7 @@ fn plan_aggregate(
         group: Vec::new(),
         aggs: Vec::new(),
         distinct_args: Vec::new(),
+        concats: Vec::new(),
     };
     // SELECT DISTINCT without aggregates is a GROUP BY over every selected expression.
     let group: Vec<Expr> = if distinct && !aggregated {
@@ -1106,7 +1179,7 @@ fn plan_aggregate(
             .iter()
             .enumerate()
             .any(|(i, (k, _))| k.starts_with("K:") && !p.group.contains(&i));
-        if loose || !p.distinct_args.is_empty() || distinct {
+        if loose || !p.distinct_args.is_empty() || !p.concats.is_empty() || distinct {
             return Err(ShardError::Unsupported(
                 "GROUP BY ... WITH ROLLUP over DISTINCT aggregates or ungrouped columns across shards"
                     .into(),
@@ -1129,6 +1202,7 @@ fn plan_aggregate(
                     a.cols().contains(&i)
                         && matches!(a.kind, AggKind::Min | AggKind::Max | AggKind::CountDistinct)
                 })
+                || p.concats.iter().any(|c| c.keys.iter().any(|k| k.col == i))
         })
         .collect();
     let mut collations = Vec::new();
@@ -1212,6 +1286,7 @@ fn plan_aggregate(
         aggs: p.aggs.clone(),
         sorted,
         rollup,
+        concats: p.concats.clone(),
         input: Box::new(input),
     });
     if let Some(h) = having {
