@@ -2335,7 +2335,7 @@ const AGG_REFUSED: &[&str] = &[
     "SELECT GROUP_CONCAT(id, status ORDER BY id) FROM orders WHERE user_id < 10",
     "SELECT status, GROUP_CONCAT(id ORDER BY id) FROM orders GROUP BY status WITH ROLLUP",
     "SELECT status, JSON_OBJECTAGG(id, amount) FROM orders WHERE user_id < 10 GROUP BY status",
-    "SELECT JSON_ARRAYAGG(id) FROM orders WHERE user_id = 3 OR user_id = 4",
+    "SELECT JSON_ARRAYAGG(created ORDER BY id) FROM orders",
     "SELECT status, CONCAT(MAX(amount), '!') FROM orders GROUP BY status",
     "SELECT CAST(SUM(amount) AS DOUBLE) FROM orders",
     "SELECT status, IFNULL(MAX(status), 'x') FROM orders GROUP BY status",
@@ -2453,6 +2453,13 @@ fn expressions_over_aggregates_match_values_and_types() {
             "SELECT status, GROUP_CONCAT(user_id ORDER BY user_id) FROM orders GROUP BY status ORDER BY status",
             "SELECT GROUP_CONCAT(id ORDER BY id) FROM orders WHERE user_id < 0",
             "SELECT status, GROUP_CONCAT(created ORDER BY id) FROM orders WHERE user_id < 0 GROUP BY status",
+            // JSON_ARRAYAGG: NULL elements as null, text quoted and escaped.
+            "SELECT status, JSON_ARRAYAGG(id ORDER BY id) FROM orders WHERE user_id < 20 GROUP BY status ORDER BY status",
+            "SELECT JSON_ARRAYAGG(amount ORDER BY id DESC) FROM orders WHERE user_id < 8",
+            "SELECT user_id, JSON_ARRAYAGG(status ORDER BY id), COUNT(*) FROM orders WHERE user_id < 15 GROUP BY user_id ORDER BY user_id",
+            "SELECT JSON_ARRAYAGG(DISTINCT user_id ORDER BY user_id) FROM orders",
+            "SELECT country, JSON_ARRAYAGG(score ORDER BY id), JSON_ARRAYAGG(name ORDER BY id) FROM users GROUP BY country ORDER BY country",
+            "SELECT JSON_ARRAYAGG(score ORDER BY score DESC) FROM users WHERE id BETWEEN 20 AND 60",
         ]
         .iter()
         .map(|q| q.to_string()),

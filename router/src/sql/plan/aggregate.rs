@@ -111,6 +111,9 @@ pub struct GroupConcat {
     pub separator: Vec<u8>,
     /// `GROUP_CONCAT(DISTINCT ...)`.
     pub distinct: bool,
+    /// `JSON_ARRAYAGG`: elements as JSON (NULL is `null`, strings quoted and escaped), joined by
+    /// `,` inside `[...]`.
+    pub json: bool,
 }
 
 /// Merge partial aggregates by group. Columns that are neither group keys nor aggregates keep the
@@ -362,7 +365,10 @@ impl Folder {
     /// Adds a partial row's GROUP_CONCAT elements (a NULL value is no element).
     fn add_elements(&self, g: &mut Group, row: &Row, held: &mut u64) {
         for (c, list) in self.concats.iter().zip(&mut g.lists) {
-            let Some(v) = row.get(c.value).filter(|v| !matches!(v, Value::Null)) else {
+            let Some(v) = row
+                .get(c.value)
+                .filter(|v| c.json || !matches!(v, Value::Null))
+            else {
                 continue;
             };
             let n = row.get(c.count).and_then(bits).unwrap_or(1);
@@ -421,9 +427,24 @@ impl Folder {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut out: Vec<u8> = Vec::new();
         let mut first = true;
+        let binary = columns
+            .get(c.value)
+            .is_some_and(|d| d.charset == charset::BINARY);
+        if c.json {
+            out.push(b'[');
+        }
         for (_, v, n) in list {
             let text: Vec<u8> = match &v {
                 Value::Bytes(_) if c.distinct => return Err(refuse("(DISTINCT) over text")),
+                Value::Bytes(b) if c.json => {
+                    if binary {
+                        return Err(refuse("(JSON_ARRAYAGG) over binary strings"));
+                    }
+                    json_string(b).ok_or_else(|| {
+                        refuse("(JSON_ARRAYAGG) over text with control characters")
+                    })?
+                }
+                Value::Null => b"null".to_vec(),
                 Value::Bytes(b) | Value::Decimal(b) => b.to_vec(),
                 Value::Int(i) => i.to_string().into_bytes(),
                 Value::UInt(u) => u.to_string().into_bytes(),
@@ -444,12 +465,16 @@ impl Folder {
                 }
                 first = false;
                 out.extend_from_slice(&text);
-                if out.len() as u64 > max {
+                // The brackets count too (conservatively): refuse near the limit.
+                if out.len() as u64 + 2 > max {
                     return Err(refuse(
                         "longer than group_concat_max_len (the server truncates)",
                     ));
                 }
             }
+        }
+        if c.json {
+            out.push(b']');
         }
         Ok(Value::Bytes(bytes::Bytes::from(out)))
     }
@@ -493,7 +518,10 @@ impl Folder {
             if let Some(def) = columns.get_mut(c.value) {
                 // The server's GROUP_CONCAT over a limit above 512 is a BLOB of the value's
                 // character set (a number's: the connection's).
-                let cs = if matches!(
+                let cs = if c.json {
+                    // MariaDB's JSON_ARRAYAGG result: utf8mb3_general_ci.
+                    33
+                } else if matches!(
                     def.column_type,
                     column_type::VAR_STRING | column_type::STRING | column_type::VARCHAR
                 ) {
@@ -855,6 +883,25 @@ impl SortedFold {
             .map(|g| self.folder.close(g, &self.in_columns))
             .transpose()
     }
+}
+
+/// `b` as a JSON string the way MariaDB writes it in JSON_ARRAYAGG: quoted, `"`, `\` and tab
+/// escaped, other bytes (UTF-8 included) as they are. `None` for other control characters
+/// (their escapes are not modelled).
+fn json_string(b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(b.len() + 2);
+    out.push(b'"');
+    for &c in b {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 || c == 0x7f => return None,
+            c => out.push(c),
+        }
+    }
+    out.push(b'"');
+    Some(out)
 }
 
 fn add_distinct(

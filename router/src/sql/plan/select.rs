@@ -765,8 +765,8 @@ impl Pushed<'_, '_> {
                     list.duplicate_treatment,
                     Some(sqlparser::ast::DuplicateTreatment::Distinct)
                 );
-                if name == "group_concat" {
-                    return self.group_concat(e, list, distinct);
+                if name == "group_concat" || name == "json_arrayagg" {
+                    return self.group_concat(e, list, distinct, name == "json_arrayagg");
                 }
                 // COUNT(DISTINCT a, b, ...): the shards group by every argument; the merge counts
                 // distinct tuples without a NULL.
@@ -947,7 +947,8 @@ fn cast_func(t: &DataType) -> Option<Func> {
 }
 
 impl Pushed<'_, '_> {
-    /// `GROUP_CONCAT([DISTINCT] x [ORDER BY k [ASC|DESC], ...] [SEPARATOR 's'])`: the shards
+    /// `GROUP_CONCAT([DISTINCT] x [ORDER BY k [ASC|DESC], ...] [SEPARATOR 's'])` and
+    /// `JSON_ARRAYAGG([DISTINCT] x [ORDER BY ...])` (`json`): the shards
     /// group by `x` and the keys too and count each tuple; the merge builds the string (see
     /// [`GroupConcat`]). One argument; DISTINCT only ordered by the value itself.
     fn group_concat(
@@ -955,6 +956,7 @@ impl Pushed<'_, '_> {
         e: &Expr,
         list: &sqlparser::ast::FunctionArgumentList,
         distinct: bool,
+        json: bool,
     ) -> Result<OutExpr, ShardError> {
         let refuse = || ShardError::Unsupported(format!("aggregate `{e}` across shards"));
         let [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] = list.args.as_slice() else {
@@ -968,7 +970,7 @@ impl Pushed<'_, '_> {
         for c in &list.clauses {
             match c {
                 FunctionArgumentClause::OrderBy(o) => order = o,
-                FunctionArgumentClause::Separator(v) => match &v.value {
+                FunctionArgumentClause::Separator(v) if !json => match &v.value {
                     sqlparser::ast::Value::SingleQuotedString(t) => {
                         separator = t.clone().into_bytes()
                     }
@@ -1009,6 +1011,7 @@ impl Pushed<'_, '_> {
             max_len,
             separator,
             distinct,
+            json,
         });
         Ok(OutExpr::Col(value))
     }
