@@ -2524,4 +2524,55 @@ fn expressions_over_aggregates_match_values_and_types() {
             Some("3250.0000".to_string()),
         ]]
     );
+
+    // Why DOUBLE VARIANCE/STDDEV digits are compared within 1e-13: the plain server's own answer
+    // changes in the last digits with the order it reads the same rows in (a Welford recurrence
+    // in DOUBLE). The same 500 values, stored in opposite orders:
+    s.servers[0]
+        .sql(
+            "USE ref; CREATE TABLE w1 (id INT PRIMARY KEY, v DECIMAL(10,2)); CREATE TABLE w2 LIKE w1; \
+             INSERT INTO w1 SELECT seq, (seq * 37 % 1000) / 100 + 0.01 FROM seq_1_to_500; \
+             INSERT INTO w2 SELECT 501 - id, v FROM w1",
+        )
+        .expect("order tables");
+    let var = |table: &str| -> f64 {
+        s.servers[0]
+            .sql_value(&format!("USE ref; SELECT VARIANCE(v) + 0e0 FROM {table}"))
+            .expect("variance")
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    let (forward, backward) = (var("w1"), var("w2"));
+    assert_ne!(
+        forward.to_bits(),
+        backward.to_bits(),
+        "the server's last bits follow its row order"
+    );
+    // The proxy over the same values on 4 shards: one exact sum of squares, one division.
+    let rows: Vec<String> = (1..=500u64)
+        .map(|i| {
+            let cents = i * 37 % 1000 + 1;
+            format!(
+                "({}, {}, {}.{:02}, 'var', NULL)",
+                20_000 + i,
+                i % 100,
+                cents / 100,
+                cents % 100
+            )
+        })
+        .collect();
+    s.sql(&format!(
+        "INSERT INTO orders (id, user_id, amount, status, created) VALUES {}",
+        rows.join(",")
+    ));
+    let got: f64 = s.sql("SELECT VARIANCE(amount) + 0e0 FROM orders WHERE status = 'var'")[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    for server in [forward, backward] {
+        assert!(
+            (got - server).abs() <= 1e-13 * server.abs(),
+            "furrow {got} vs the server's {server}"
+        );
+    }
 }
