@@ -985,4 +985,133 @@ mod tests {
     fn int_def() -> ColumnDefinition {
         ColumnDefinition::new("i", column_type::LONGLONG, charset::BINARY, 20, 0, 0)
     }
+
+    fn agg(group: Vec<usize>, aggs: Vec<AggSpec>, concats: Vec<GroupConcat>) -> Aggregate {
+        Aggregate {
+            group,
+            aggs,
+            sorted: Vec::new(),
+            rollup: false,
+            concats,
+            input: Box::new(Plan::NextId),
+        }
+    }
+
+    fn rows_of(src: VecRows) -> Vec<Row> {
+        let mut src: Box<dyn RowSource> = Box::new(src);
+        let mut out = Vec::new();
+        while let Some(r) = src.next_row().expect("row") {
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn rollup_adds_super_rows_deepest_first_and_a_grand_total() {
+        // Merged groups (a, b, COUNT, MAX), sorted by a, b.
+        let a = agg(
+            vec![0, 1],
+            vec![
+                AggSpec::new(AggKind::Count, 2),
+                AggSpec::new(AggKind::Max, 3),
+            ],
+            Vec::new(),
+        );
+        let i = Value::Int;
+        let groups = VecRows::new(
+            vec![int_def(), int_def(), int_def(), int_def()],
+            vec![
+                vec![i(1), i(1), i(2), i(5)],
+                vec![i(1), i(2), i(1), i(9)],
+                vec![i(2), i(1), i(4), i(3)],
+            ],
+        );
+        let limits = ExecLimits { max_rows: 100 };
+        let out = rows_of(a.roll_up(groups, limits).expect("rollup"));
+        let n = Value::Null;
+        assert_eq!(
+            out,
+            vec![
+                vec![i(1), i(1), i(2), i(5)],
+                vec![i(1), i(2), i(1), i(9)],
+                vec![i(1), n.clone(), i(3), i(9)],
+                vec![i(2), i(1), i(4), i(3)],
+                vec![i(2), n.clone(), i(4), i(3)],
+                vec![n.clone(), n, i(7), i(9)],
+            ]
+        );
+    }
+
+    #[test]
+    fn group_concat_orders_repeats_and_refuses_ties_between_different_values() {
+        // Partial rows: (group, value, key, count, max_len).
+        let c = GroupConcat {
+            value: 1,
+            keys: vec![SortKey::new(2, true)],
+            count: 3,
+            max_len: 4,
+            separator: b";".to_vec(),
+            distinct: false,
+            json: false,
+        };
+        let a = agg(
+            vec![0],
+            vec![AggSpec::new(AggKind::Count, 3)],
+            vec![c.clone()],
+        );
+        let defs = vec![
+            int_def(),
+            text(charset::UTF8MB4_GENERAL_CI),
+            int_def(),
+            int_def(),
+            int_def(),
+        ];
+        let i = Value::Int;
+        let limits = ExecLimits { max_rows: 100 };
+        let input =
+            |rows: Vec<Row>| -> Box<dyn RowSource> { Box::new(VecRows::new(defs.clone(), rows)) };
+        let out = rows_of(
+            a.merge(
+                input(vec![
+                    vec![i(1), b("x"), i(1), i(2), i(1024)],
+                    vec![i(1), b("y"), i(3), i(1), i(1024)],
+                    vec![i(1), Value::Null, i(2), i(1), i(1024)],
+                ]),
+                limits,
+            )
+            .expect("merge"),
+        );
+        assert_eq!(out[0][1], b("y;x;x"));
+        assert_eq!(out[0][3], i(4), "COUNT(*) still merges");
+        // The same key for different values: the server's row order would decide.
+        let tie = a.merge(
+            input(vec![
+                vec![i(1), b("x"), i(1), i(1), i(1024)],
+                vec![i(1), b("y"), i(1), i(1), i(1024)],
+            ]),
+            limits,
+        );
+        assert!(matches!(tie, Err(ShardError::Unsupported(m)) if m.contains("ties")));
+        // JSON: null elements, quoted and escaped text.
+        let j = agg(
+            vec![0],
+            Vec::new(),
+            vec![GroupConcat {
+                json: true,
+                separator: b",".to_vec(),
+                ..c
+            }],
+        );
+        let out = rows_of(
+            j.merge(
+                input(vec![
+                    vec![i(1), b("q\"\\"), i(2), i(1), i(1024)],
+                    vec![i(1), Value::Null, i(1), i(1), i(1024)],
+                ]),
+                limits,
+            )
+            .expect("merge"),
+        );
+        assert_eq!(out[0][1], b(r#"["q\"\\",null]"#));
+    }
 }
