@@ -747,7 +747,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(51) {
+    match rng.below(57) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1107,6 +1107,54 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
             true,
             false,
         ),
+        // Expressions over aggregates, VARIANCE/STDDEV, ROLLUP, GROUP_CONCAT/JSON_ARRAYAGG (the
+        // fixed statements of `expressions_over_aggregates_match_values_and_types` check the
+        // column types; these run them on the hostile data).
+        51 => (
+            format!(
+                "SELECT kind, ROUND(AVG(value), 2), TRUNCATE(SUM(value) / COUNT(*), 4), CAST(AVG(value) AS DECIMAL(14,5)), AVG(value) * 3 FROM events WHERE day < '2024-{m2:02}-20' GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        52 => (
+            format!(
+                "SELECT kind, STDDEV(value), VAR_SAMP(value), STDDEV_POP(user_id), COUNT(value) FROM events WHERE user_id > {u} GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        53 => (
+            format!(
+                "SELECT kind, user_id % 3, COUNT(*), SUM(value), MAX(value), AVG(value) FROM events WHERE day >= '2024-{m:02}-01' GROUP BY kind, user_id % 3 WITH ROLLUP"
+            ),
+            true,
+            false,
+        ),
+        54 => (
+            format!(
+                "SELECT user_id, GROUP_CONCAT(id ORDER BY id DESC SEPARATOR '/'), JSON_ARRAYAGG(value ORDER BY id) FROM events WHERE user_id < {u} GROUP BY user_id ORDER BY user_id"
+            ),
+            true,
+            false,
+        ),
+        55 => (
+            format!(
+                "SELECT user_id, GROUP_CONCAT(body ORDER BY id), COUNT(*), SUM(n) FROM notes WHERE user_id < {u} GROUP BY user_id ORDER BY user_id"
+            ),
+            true,
+            false,
+        ),
+        56 => (
+            format!(
+                "SELECT region, GREATEST(MAX(balance), 0), LEAST(MIN(balance), {}), IFNULL(SUM(balance), 0), COALESCE(AVG(balance), 0) * 2 FROM accounts GROUP BY region HAVING SUM(balance) BETWEEN -{} AND {} ORDER BY region",
+                rng.below(1000),
+                rng.below(200_000),
+                rng.below(200_000)
+            ),
+            true,
+            false,
+        ),
         _ => (
             format!(
                 "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",
@@ -1168,6 +1216,37 @@ for i, line in enumerate(open(os.environ["STATEMENTS"])):
     third = run_prepared(sql) if sql.startswith("SELECT") and i % 5 == 0 else None
     print(json.dumps([run(proxy, sql), run(ref, sql), third]), flush=True)
 "#;
+
+/// Whether prepared-statement rows `got` equal the text-protocol rows `want` once each DOUBLE
+/// is shown with the decimals the text shows: the binary protocol sends a DOUBLE's 8 bytes
+/// (mysql-connector prints every digit), the text protocol rounds it to the column's decimals
+/// (STDDEV(x) over a DECIMAL(12,3) shows 7).
+fn binary_doubles_same(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    let (Some(g), Some(w)) = (got.as_array(), want.as_array()) else {
+        return false;
+    };
+    let cell = |a: &serde_json::Value, b: &serde_json::Value| {
+        if a == b {
+            return true;
+        }
+        let (Some(a), Some(b)) = (a.as_str(), b.as_str()) else {
+            return false;
+        };
+        let (Some((_, frac)), Ok(x)) = (b.split_once('.'), a.parse::<f64>()) else {
+            return false;
+        };
+        format!("{x:.*}", frac.len()) == b
+    };
+    g.len() == w.len()
+        && g.iter()
+            .zip(w)
+            .all(|(a, b)| match (a.as_array(), b.as_array()) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| cell(x, y))
+                }
+                _ => a == b,
+            })
+}
 
 fn sorted(v: &serde_json::Value) -> serde_json::Value {
     let mut v = v.clone();
@@ -1280,7 +1359,10 @@ fn differential_against_one_plain_mariadb() {
         }
         if !pair[2].is_null() {
             prepared += 1;
-            if !refusal(&pair[2]) && !same(&pair[2]) {
+            if !refusal(&pair[2])
+                && !same(&pair[2])
+                && !(ordered[i] && !fold[i] && binary_doubles_same(&pair[2], want))
+            {
                 bad.push(("furrow (prepared)", &pair[2]));
             }
         }
