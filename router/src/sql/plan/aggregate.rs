@@ -114,6 +114,10 @@ pub struct GroupConcat {
     /// `JSON_ARRAYAGG`: elements as JSON (NULL is `null`, strings quoted and escaped), joined by
     /// `,` inside `[...]`.
     pub json: bool,
+    /// `JSON_OBJECTAGG(member, value)` (with `json`): the column of the member names; the
+    /// members `"name":value` are joined by `, ` inside `{...}`, in no defined order (the
+    /// server's is its row order). A NULL name is refused (the server's is an error).
+    pub member: Option<usize>,
 }
 
 /// Merge partial aggregates by group. Columns that are neither group keys nor aggregates keep the
@@ -372,10 +376,13 @@ impl Folder {
                 continue;
             };
             let n = row.get(c.count).and_then(bits).unwrap_or(1);
+            // A JSON_OBJECTAGG member name travels after the ORDER BY keys (it has none).
             let keys = c
                 .keys
                 .iter()
-                .map(|k| row.get(k.col).cloned().unwrap_or(Value::Null))
+                .map(|k| k.col)
+                .chain(c.member)
+                .map(|col| row.get(col).cloned().unwrap_or(Value::Null))
                 .collect();
             list.push((keys, v.clone(), n));
             *held += 1;
@@ -430,10 +437,15 @@ impl Folder {
         let binary = columns
             .get(c.value)
             .is_some_and(|d| d.charset == charset::BINARY);
+        let (open, close) = if c.member.is_some() {
+            (b'{', b'}')
+        } else {
+            (b'[', b']')
+        };
         if c.json {
-            out.push(b'[');
+            out.push(open);
         }
-        for (_, v, n) in list {
+        for (keys, v, n) in list {
             let text: Vec<u8> = match &v {
                 Value::Bytes(_) if c.distinct => return Err(refuse("(DISTINCT) over text")),
                 Value::Bytes(b) if c.json => {
@@ -449,6 +461,34 @@ impl Folder {
                 Value::Int(i) => i.to_string().into_bytes(),
                 Value::UInt(u) => u.to_string().into_bytes(),
                 _ => return Err(refuse("over values other than text and exact numbers")),
+            };
+            let text = match (c.member, keys.last()) {
+                (Some(_), Some(Value::Bytes(b))) if !binary_member(c, columns) => {
+                    let mut m = json_string(b).ok_or_else(|| {
+                        refuse("(JSON_OBJECTAGG) over names with control characters")
+                    })?;
+                    m.push(b':');
+                    m.extend_from_slice(&text);
+                    m
+                }
+                (Some(_), Some(Value::Int(_) | Value::UInt(_) | Value::Decimal(_))) => {
+                    let name = match keys.last() {
+                        Some(Value::Int(i)) => i.to_string().into_bytes(),
+                        Some(Value::UInt(u)) => u.to_string().into_bytes(),
+                        Some(Value::Decimal(d)) => d.to_vec(),
+                        _ => Vec::new(),
+                    };
+                    let mut m = json_string(&name).unwrap_or_default();
+                    m.push(b':');
+                    m.extend_from_slice(&text);
+                    m
+                }
+                (Some(_), _) => {
+                    return Err(refuse(
+                        "(JSON_OBJECTAGG) with NULL, binary or non-text, non-number names",
+                    ));
+                }
+                (None, _) => text,
             };
             let times = if c.distinct {
                 let key = group_key(std::slice::from_ref(&v), &[0], &[])?;
@@ -474,7 +514,7 @@ impl Folder {
             }
         }
         if c.json {
-            out.push(b']');
+            out.push(close);
         }
         Ok(Value::Bytes(bytes::Bytes::from(out)))
     }
@@ -592,7 +632,10 @@ impl Aggregate {
                     keys_text(&c.keys),
                     String::from_utf8_lossy(&c.separator),
                     if c.distinct { " distinct" } else { "" }
-                )
+                ) + &c
+                    .member
+                    .map_or_else(String::new, |m| format!(" member=#{m}"))
+                    + if c.json { " json" } else { "" }
             })
             .collect();
         format!(
@@ -885,6 +928,13 @@ impl SortedFold {
     }
 }
 
+/// Whether a JSON_OBJECTAGG's member names come from a binary string column.
+fn binary_member(c: &GroupConcat, columns: &[ColumnDefinition]) -> bool {
+    c.member
+        .and_then(|m| columns.get(m))
+        .is_some_and(|d| d.charset == charset::BINARY)
+}
+
 /// `b` as a JSON string the way MariaDB writes it in JSON_ARRAYAGG: quoted, `"`, `\` and tab
 /// escaped, other bytes (UTF-8 included) as they are. `None` for other control characters
 /// (their escapes are not modelled).
@@ -1053,6 +1103,7 @@ mod tests {
             separator: b";".to_vec(),
             distinct: false,
             json: false,
+            member: None,
         };
         let a = agg(
             vec![0],

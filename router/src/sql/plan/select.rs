@@ -765,8 +765,8 @@ impl Pushed<'_, '_> {
                     list.duplicate_treatment,
                     Some(sqlparser::ast::DuplicateTreatment::Distinct)
                 );
-                if name == "group_concat" || name == "json_arrayagg" {
-                    return self.group_concat(e, list, distinct, name == "json_arrayagg");
+                if name == "group_concat" || name == "json_arrayagg" || name == "json_objectagg" {
+                    return self.group_concat(e, list, distinct, name.as_str());
                 }
                 // COUNT(DISTINCT a, b, ...): the shards group by every argument; the merge counts
                 // distinct tuples without a NULL.
@@ -956,17 +956,32 @@ impl Pushed<'_, '_> {
         e: &Expr,
         list: &sqlparser::ast::FunctionArgumentList,
         distinct: bool,
-        json: bool,
+        name: &str,
     ) -> Result<OutExpr, ShardError> {
         let refuse = || ShardError::Unsupported(format!("aggregate `{e}` across shards"));
-        let [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] = list.args.as_slice() else {
-            return Err(refuse());
-        };
-        if has_agg(x) {
-            return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
+        let json = name != "group_concat";
+        let object = name == "json_objectagg";
+        let mut args = Vec::with_capacity(2);
+        for a in &list.args {
+            let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                return Err(refuse());
+            };
+            if has_agg(x) {
+                return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
+            }
+            args.push(x);
         }
+        let (member, x) = match (object, args.as_slice()) {
+            (false, [x]) => (None, *x),
+            (true, [k, x]) if !distinct => (Some(*k), *x),
+            _ => return Err(refuse()),
+        };
         let mut order: &[sqlparser::ast::OrderByExpr] = &[];
-        let mut separator = b",".to_vec();
+        let mut separator = if object {
+            b", ".to_vec()
+        } else {
+            b",".to_vec()
+        };
         for c in &list.clauses {
             match c {
                 FunctionArgumentClause::OrderBy(o) => order = o,
@@ -1002,6 +1017,18 @@ impl Pushed<'_, '_> {
                 matches!(o.options.sort, Some(OrderBySort::Desc)),
             ));
         }
+        if object && !order.is_empty() {
+            return Err(refuse());
+        }
+        let member = match member {
+            Some(k) => {
+                let text = self.src.expr_text(k)?;
+                let col = self.push(format!("GCM{n}:{k}"), text.clone());
+                self.distinct_args.push(text);
+                Some(col)
+            }
+            None => None,
+        };
         let count = self.agg(AggKind::Count, "COUNT(*)", "COUNT(*)".into());
         let max_len = self.push("GCLEN".into(), "@@group_concat_max_len".into());
         self.concats.push(GroupConcat {
@@ -1012,6 +1039,7 @@ impl Pushed<'_, '_> {
             separator,
             distinct,
             json,
+            member,
         });
         Ok(OutExpr::Col(value))
     }
