@@ -764,6 +764,23 @@ mod tests {
     }
 
     #[test]
+    fn doubles_with_fixed_decimals_show_exactly_those() {
+        // STDDEV over an INT column is DOUBLE with 4 decimals: the server prints 2.3452.
+        let fixed = col(ty::DOUBLE, column_flag::BINARY, charset::BINARY, 4);
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(2.345_207_879_911_715), &fixed, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"2.3452");
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(0.0), &fixed, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"0.0000");
+        // A plain DOUBLE (31 = NOT_FIXED_DEC) keeps the shortest round-trip text.
+        let plain = col(ty::DOUBLE, column_flag::BINARY, charset::BINARY, 31);
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(0.5), &plain, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"0.5");
+    }
+
+    #[test]
     fn integer_text_parsing() {
         assert_eq!(parse_i64(b"-9223372036854775808", "x"), Ok(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775807", "x"), Ok(i64::MAX));
