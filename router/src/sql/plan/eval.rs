@@ -369,6 +369,28 @@ fn num_of(v: &Value) -> Option<Num> {
     })
 }
 
+/// A non-NULL operand as a number; `None` for NULL. A value the proxy cannot read exactly (a
+/// number beyond 38 digits, text that is not a number, a date) is refused: the server would
+/// convert it by rules the proxy does not model, so NULL or 0 here would be a wrong answer.
+fn operand(v: &Value) -> Result<Option<Num>, ShardError> {
+    match v {
+        Value::Null => Ok(None),
+        v => num_of(v).map(Some).ok_or_else(|| {
+            unsupported("arithmetic or a function over a value the proxy cannot read as a number")
+        }),
+    }
+}
+
+/// A non-NULL operand as an exact decimal (see [`operand`]); a DOUBLE is refused too.
+fn exact(v: &Value) -> Result<Option<Dec>, ShardError> {
+    match operand(v)? {
+        None => Ok(None),
+        Some(n) => as_dec(n)
+            .map(Some)
+            .ok_or_else(|| unsupported("a function over a DOUBLE value")),
+    }
+}
+
 fn too_big() -> ShardError {
     ShardError::Unsupported(
         "a number beyond the 38 digits the proxy evaluates exactly (after the merge)".into(),
@@ -415,7 +437,10 @@ fn as_f64(n: Num) -> f64 {
 /// `a op b` for arithmetic operators: NULL on NULL input or division by zero; a quotient carries
 /// MariaDB's internal digits (see the module doc). Fails on a result the proxy cannot hold.
 pub fn arith(op: Op, a: &Value, b: &Value) -> Result<Value, ShardError> {
-    let (Some(x), Some(y)) = (num_of(a), num_of(b)) else {
+    if matches!(a, Value::Null) || matches!(b, Value::Null) {
+        return Ok(Value::Null);
+    }
+    let (Some(x), Some(y)) = (operand(a)?, operand(b)?) else {
         return Ok(Value::Null);
     };
     let r = match (op, x, y) {
@@ -645,11 +670,11 @@ impl OutExpr {
         vals: Vec<Value>,
         cols: &[ColumnDefinition],
     ) -> Result<Value, ShardError> {
-        let dec_of = |v: &Value| num_of(v).and_then(as_dec);
+        let dec_of = exact;
         Ok(match func {
             Func::Round(n) | Func::Truncate(n) => {
                 let first = vals.into_iter().next().unwrap_or(Value::Null);
-                let Some(d) = dec_of(&first) else {
+                let Some(d) = dec_of(&first)? else {
                     return Ok(Value::Null);
                 };
                 if matches!(first, Value::Int(_) | Value::UInt(_)) && n >= 0 {
@@ -664,7 +689,7 @@ impl OutExpr {
             Func::Greatest | Func::Least => {
                 let mut best: Option<(Dec, &Value)> = None;
                 for v in &vals {
-                    let Some(d) = dec_of(v) else {
+                    let Some(d) = dec_of(v)? else {
                         return Ok(Value::Null);
                     };
                     let better = best.as_ref().is_none_or(|(b, _)| {
@@ -686,7 +711,7 @@ impl OutExpr {
                 .find(|v| !matches!(v, Value::Null))
                 .unwrap_or(Value::Null),
             Func::CastSigned | Func::CastUnsigned => {
-                let Some(d) = vals.first().and_then(dec_of) else {
+                let Some(d) = vals.first().map(dec_of).transpose()?.flatten() else {
                     return Ok(Value::Null);
                 };
                 let i = d.rescale(0).ok_or_else(too_big)?.mantissa;
@@ -701,7 +726,7 @@ impl OutExpr {
                 }
             }
             Func::CastDecimal(m, d) => {
-                let Some(x) = vals.first().and_then(dec_of) else {
+                let Some(x) = vals.first().map(dec_of).transpose()?.flatten() else {
                     return Ok(Value::Null);
                 };
                 let r = x.rescale(d).ok_or_else(too_big)?;
@@ -728,7 +753,10 @@ impl OutExpr {
                 }
             }
             Func::Variance { samp, sqrt } => {
-                let d: Vec<Option<Dec>> = vals.iter().map(dec_of).collect();
+                let d = vals
+                    .iter()
+                    .map(dec_of)
+                    .collect::<Result<Vec<Option<Dec>>, ShardError>>()?;
                 let (Some(Some(n)), Some(sum), Some(sq)) = (d.first(), d.get(1), d.get(2)) else {
                     return Ok(Value::Null);
                 };
@@ -756,7 +784,10 @@ impl OutExpr {
                 Value::Double(if sqrt { v.sqrt() } else { v })
             }
             Func::Between(negated) => {
-                let d: Vec<Option<Dec>> = vals.iter().map(dec_of).collect();
+                let d = vals
+                    .iter()
+                    .map(dec_of)
+                    .collect::<Result<Vec<Option<Dec>>, ShardError>>()?;
                 let (Some(x), Some(lo), Some(hi)) = (d.first(), d.get(1), d.get(2)) else {
                     return Ok(Value::Null);
                 };
@@ -1167,6 +1198,23 @@ mod tests {
         let d = call(Func::Round(2), vec![OutExpr::Col(0)]);
         assert!(d.check(&[col(column_type::DOUBLE, 31)]).is_err());
         assert!(d.check(&cols).is_ok());
+    }
+
+    #[test]
+    fn values_the_proxy_cannot_read_exactly_are_refused_not_nulled() {
+        let text = Value::Bytes(Bytes::from_static(b"abc"));
+        assert!(arith(Op::Add, &Value::Int(1), &text).is_err());
+        let huge = dec("1234567890123456789012345678901234567890.5");
+        assert!(arith(Op::Add, &huge, &Value::Int(1)).is_err());
+        assert!(
+            call(Func::Round(1), vec![OutExpr::Lit(huge)])
+                .output(&[], &[])
+                .is_err()
+        );
+        // NULL stays NULL.
+        assert_eq!(arith(Op::Add, &Value::Null, &text).unwrap(), Value::Null);
+        // Beyond i64 an integer result is an error on the server too (BIGINT out of range).
+        assert!(arith(Op::Mul, &Value::Int(i64::MAX), &Value::Int(-2)).is_err());
     }
 
     #[test]
