@@ -509,11 +509,10 @@ pub fn compare(a: &Value, b: &Value, col: Option<&ColumnDefinition>) -> Option<O
     Some(codec::mysql::compare_values(a, b, &col))
 }
 
-fn truth(v: &Value) -> Option<bool> {
-    match v {
-        Value::Null => None,
-        other => num_of(other).map(|n| as_f64(n) != 0.0).or(Some(false)),
-    }
+/// A value as a condition: NULL is unknown, a number is true when not 0. Text that is not a
+/// number is refused (the server reads a numeric prefix, `'1abc'` is true).
+fn truth(v: &Value) -> Result<Option<bool>, ShardError> {
+    Ok(operand(v)?.map(|n| as_f64(n) != 0.0))
 }
 
 fn bool_value(b: Option<bool>) -> Value {
@@ -614,19 +613,19 @@ impl OutExpr {
         Ok(match self {
             OutExpr::Col(i) => row.get(*i).cloned().unwrap_or(Value::Null),
             OutExpr::Lit(v) => v.clone(),
-            OutExpr::Not(e) => bool_value(truth(&e.eval(row, cols)?).map(|b| !b)),
+            OutExpr::Not(e) => bool_value(truth(&e.eval(row, cols)?)?.map(|b| !b)),
             OutExpr::IsNull(e, want) => {
                 bool_value(Some(matches!(e.eval(row, cols)?, Value::Null) == *want))
             }
             OutExpr::Bin(op, a, b) => {
                 let (x, y) = (a.eval(row, cols)?, b.eval(row, cols)?);
                 match op {
-                    Op::And => bool_value(match (truth(&x), truth(&y)) {
+                    Op::And => bool_value(match (truth(&x)?, truth(&y)?) {
                         (Some(false), _) | (_, Some(false)) => Some(false),
                         (Some(true), Some(true)) => Some(true),
                         _ => None,
                     }),
-                    Op::Or => bool_value(match (truth(&x), truth(&y)) {
+                    Op::Or => bool_value(match (truth(&x)?, truth(&y)?) {
                         (Some(true), _) | (_, Some(true)) => Some(true),
                         (Some(false), Some(false)) => Some(false),
                         _ => None,
@@ -842,7 +841,7 @@ impl OutExpr {
     /// Whether the expression holds for `row` of `cols` (NULL is false), as WHERE/HAVING treat
     /// it.
     pub fn holds(&self, row: &[Value], cols: &[ColumnDefinition]) -> Result<bool, ShardError> {
-        Ok(truth(&self.eval(row, cols)?) == Some(true))
+        Ok(truth(&self.eval(row, cols)?)? == Some(true))
     }
 
     /// Refuses, from the input columns' types, what the proxy cannot evaluate exactly: functions
