@@ -190,9 +190,15 @@ fn typed_value() -> impl Strategy<Value = (u8, u16, Value)> {
 }
 
 fn column(column_type: u8, flags: u16) -> ColumnDefinition {
-    // DECIMAL texts carry their own scale; temporals keep all 6 fractional digits.
+    // DECIMAL texts carry their own scale; temporals keep all 6 fractional digits; FLOAT/DOUBLE
+    // are plain columns (31 = NOT_FIXED_DEC: every digit; fixed decimals would round the text).
     let length = if column_type == ty::YEAR { 4 } else { 20 };
-    ColumnDefinition::new("c", column_type, 45, length, flags, 6)
+    let decimals = if matches!(column_type, ty::FLOAT | ty::DOUBLE) {
+        31
+    } else {
+        6
+    };
+    ColumnDefinition::new("c", column_type, 45, length, flags, decimals)
 }
 
 proptest! {

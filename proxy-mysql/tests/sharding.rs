@@ -747,7 +747,7 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
     let m2 = (m + rng.below(3)).min(12);
     let r = rng.pick(REGIONS);
     let n = rng.below(15) + 1;
-    match rng.below(51) {
+    match rng.below(57) {
         0 => (
             format!(
                 "SELECT id, body, HEX(body), tag, HEX(raw) FROM notes WHERE user_id = {u} ORDER BY id"
@@ -1107,6 +1107,54 @@ fn diff_statement(rng: &mut Rng, next_id: &mut u64) -> (String, bool, bool) {
             true,
             false,
         ),
+        // Expressions over aggregates, VARIANCE/STDDEV, ROLLUP, GROUP_CONCAT/JSON_ARRAYAGG (the
+        // fixed statements of `expressions_over_aggregates_match_values_and_types` check the
+        // column types; these run them on the hostile data).
+        51 => (
+            format!(
+                "SELECT kind, ROUND(AVG(value), 2), TRUNCATE(SUM(value) / COUNT(*), 4), CAST(AVG(value) AS DECIMAL(14,5)), AVG(value) * 3 FROM events WHERE day < '2024-{m2:02}-20' GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        52 => (
+            format!(
+                "SELECT kind, STDDEV(value), VAR_SAMP(value), STDDEV_POP(user_id), COUNT(value) FROM events WHERE user_id > {u} GROUP BY kind ORDER BY kind"
+            ),
+            true,
+            false,
+        ),
+        53 => (
+            format!(
+                "SELECT kind, user_id % 3, COUNT(*), SUM(value), MAX(value), AVG(value) FROM events WHERE day >= '2024-{m:02}-01' GROUP BY kind, user_id % 3 WITH ROLLUP"
+            ),
+            true,
+            false,
+        ),
+        54 => (
+            format!(
+                "SELECT user_id, GROUP_CONCAT(id ORDER BY id DESC SEPARATOR '/'), JSON_ARRAYAGG(value ORDER BY id) FROM events WHERE user_id < {u} GROUP BY user_id ORDER BY user_id"
+            ),
+            true,
+            false,
+        ),
+        55 => (
+            format!(
+                "SELECT user_id, GROUP_CONCAT(body ORDER BY id), COUNT(*), SUM(n) FROM notes WHERE user_id < {u} GROUP BY user_id ORDER BY user_id"
+            ),
+            true,
+            false,
+        ),
+        56 => (
+            format!(
+                "SELECT region, GREATEST(MAX(balance), 0), LEAST(MIN(balance), {}), IFNULL(SUM(balance), 0), COALESCE(AVG(balance), 0) * 2 FROM accounts GROUP BY region HAVING SUM(balance) BETWEEN -{} AND {} ORDER BY region",
+                rng.below(1000),
+                rng.below(200_000),
+                rng.below(200_000)
+            ),
+            true,
+            false,
+        ),
         _ => (
             format!(
                 "DELETE FROM events WHERE day = '2024-{m:02}-{:02}' AND kind = '{}'",
@@ -1169,6 +1217,57 @@ for i, line in enumerate(open(os.environ["STATEMENTS"])):
     print(json.dumps([run(proxy, sql), run(ref, sql), third]), flush=True)
 "#;
 
+/// Whether prepared-statement rows `got` equal the text-protocol rows `want` once each DOUBLE
+/// is shown with the decimals the text shows: the binary protocol sends a DOUBLE's 8 bytes
+/// (mysql-connector prints every digit), the text protocol rounds it to the column's decimals
+/// (STDDEV(x) over a DECIMAL(12,3) shows 7).
+fn binary_doubles_same(got: &serde_json::Value, want: &serde_json::Value, close: bool) -> bool {
+    let (Some(g), Some(w)) = (got.as_array(), want.as_array()) else {
+        return false;
+    };
+    let cell = |a: &serde_json::Value, b: &serde_json::Value| {
+        if a == b {
+            return true;
+        }
+        let (Some(a), Some(b)) = (a.as_str(), b.as_str()) else {
+            return false;
+        };
+        let (Some((_, frac)), Ok(x)) = (b.split_once('.'), a.parse::<f64>()) else {
+            return false;
+        };
+        let shown = format!("{x:.*}", frac.len());
+        shown == b || close && doubles_close(&shown.into(), &b.into())
+    };
+    g.len() == w.len()
+        && g.iter()
+            .zip(w)
+            .all(|(a, b)| match (a.as_array(), b.as_array()) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| cell(x, y))
+                }
+                _ => a == b,
+            })
+}
+
+/// Rows equal, except that numbers may differ by a relative 1e-12: for the VARIANCE/STDDEV
+/// family, whose DOUBLE the server computes with a Welford recurrence whose last bits follow its
+/// row order (see `expressions_over_aggregates_match_values_and_types`). Shown with fixed
+/// decimals (7 for a DECIMAL(12,3) argument), a value near 4e5 has 13 significant digits, so a
+/// tie in the exact value can print either way on the server.
+fn doubles_close(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    let num = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    match (got, want) {
+        (serde_json::Value::Array(g), serde_json::Value::Array(w)) => {
+            g.len() == w.len() && g.iter().zip(w).all(|(a, b)| doubles_close(a, b))
+        }
+        (a, b) if a == b => true,
+        (a, b) => match (num(a), num(b)) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * y.abs(),
+            _ => false,
+        },
+    }
+}
+
 fn sorted(v: &serde_json::Value) -> serde_json::Value {
     let mut v = v.clone();
     if let serde_json::Value::Array(rows) = &mut v {
@@ -1207,6 +1306,8 @@ fn differential_against_one_plain_mariadb() {
     let mut ordered = vec![true; loaded];
     // Statements whose answer may spell a group by any of its members that collate equal.
     let mut fold = vec![false; loaded];
+    // Statements with VARIANCE/STDDEV results (compared within 1e-12, see `doubles_close`).
+    let mut doubles = vec![false; loaded];
     for k in 0..count {
         // Every third statement reads or writes the five tables with hostile text and the date,
         // list and unsharded rules; the others the order/user workload.
@@ -1216,6 +1317,11 @@ fn differential_against_one_plain_mariadb() {
             let (sql, o) = statement(&mut rng, &mut next_id);
             (sql, o, false)
         };
+        doubles.push(
+            ["STDDEV", "STD(", "VARIANCE", "VAR_"]
+                .iter()
+                .any(|f| sql.contains(f)),
+        );
         stmts.push(sql);
         ordered.push(o);
         fold.push(f);
@@ -1265,6 +1371,7 @@ fn differential_against_one_plain_mariadb() {
             }
             _ if fold[i] && ordered[i] => folded(got) == folded(want),
             _ if fold[i] => sorted(&folded(got)) == sorted(&folded(want)),
+            _ if ordered[i] && doubles[i] => doubles_close(got, want),
             _ if ordered[i] => got == want,
             _ => sorted(got) == sorted(want),
         };
@@ -1280,7 +1387,8 @@ fn differential_against_one_plain_mariadb() {
         }
         if !pair[2].is_null() {
             prepared += 1;
-            if !refusal(&pair[2]) && !same(&pair[2]) {
+            let doubles = ordered[i] && !fold[i] && binary_doubles_same(&pair[2], want, doubles[i]);
+            if !(refusal(&pair[2]) || same(&pair[2]) || doubles) {
                 bad.push(("furrow (prepared)", &pair[2]));
             }
         }
@@ -2268,4 +2376,344 @@ fn text_and_parameters_reach_the_shards_byte_for_byte() {
         bad.len(),
         bad.join("\n")
     );
+}
+
+// ---------------------------------------------------------------- expressions over aggregates
+
+/// Runs each statement of `STATEMENTS` through the proxy and on the reference schema; prints
+/// `[proxy, reference]` per statement, a result being `{"rows": [...], "cols": [[name, type code,
+/// scale], ...]}` or `{"error": code, "message": text}`.
+const TYPED_PAIRS: &str = r#"
+proxy = conn(int(os.environ["PORT"]), "app", os.environ["PASSWORD"], None)
+ref = conn(int(os.environ["REF_PORT"]), os.environ["REF_USER"], os.environ["REF_PASSWORD"], "ref")
+def run(c, sql):
+    cur = c.cursor()
+    try:
+        cur.execute(sql)
+    except pymysql.MySQLError as e:
+        return {"error": e.args[0], "message": str(e.args[1]) if len(e.args) > 1 else ""}
+    cols = [[d[0], d[1], d[5]] for d in cur.description]
+    return {"rows": [[text(v) for v in row] for row in cur.fetchall()], "cols": cols}
+for sql in json.loads(os.environ["STATEMENTS"]):
+    print(json.dumps([run(proxy, sql), run(ref, sql)]), flush=True)
+"#;
+
+/// The expressions over aggregates the proxy evaluates after the merge (see `router`'s
+/// `plan/eval.rs`), each over every status group and over a filtered whole table.
+const AGG_EXPRS: &[&str] = &[
+    "ROUND(AVG(amount), 2)",
+    "ROUND(AVG(amount), 3)",
+    "ROUND(AVG(amount))",
+    "ROUND(AVG(amount), -1)",
+    "ROUND(SUM(amount), 1)",
+    "TRUNCATE(AVG(amount), 3)",
+    "TRUNCATE(AVG(amount), 5)",
+    "AVG(amount) * 3",
+    "SUM(amount) / COUNT(*) / 2",
+    "AVG(amount) / 7 * 7",
+    "AVG(amount) - MIN(amount)",
+    "-AVG(amount)",
+    "CAST(SUM(amount) AS SIGNED)",
+    "CAST(AVG(amount) AS SIGNED)",
+    "CAST(AVG(amount) AS DECIMAL(12,6))",
+    "CAST(AVG(amount) AS CHAR)",
+    "CAST(COUNT(*) AS UNSIGNED)",
+    "CAST(AVG(user_id) AS DECIMAL(20,12))",
+    "GREATEST(MIN(amount), 10)",
+    "LEAST(MAX(amount), 25.5)",
+    "GREATEST(AVG(amount), 1.0049)",
+    "GREATEST(MIN(user_id), 3)",
+    "LEAST(COUNT(*), 50)",
+    "IFNULL(MAX(amount), 0)",
+    "COALESCE(SUM(amount), AVG(user_id))",
+    "ROUND(AVG(user_id), 2)",
+    "ROUND(AVG(user_id), 3)",
+    "TRUNCATE(AVG(user_id), 5)",
+    "AVG(user_id) * 3",
+    "ROUND(AVG(user_id) / 3, 6)",
+    "COALESCE(SUM(amount), 0)",
+];
+
+/// Statements the proxy must refuse with ERR 1235 (the reference answers them).
+const AGG_REFUSED: &[&str] = &[
+    "SELECT status, ROUND(STDDEV(amount), 2) FROM orders GROUP BY status",
+    "SELECT status, COUNT(DISTINCT user_id) FROM orders GROUP BY status WITH ROLLUP",
+    "SELECT GROUP_CONCAT(status ORDER BY user_id) FROM orders",
+    "SELECT status, GROUP_CONCAT(DISTINCT status ORDER BY status) FROM orders GROUP BY status",
+    "SELECT GROUP_CONCAT(id, status ORDER BY id) FROM orders WHERE user_id < 10",
+    "SELECT status, GROUP_CONCAT(id ORDER BY id) FROM orders GROUP BY status WITH ROLLUP",
+    "SELECT JSON_OBJECTAGG(status, created) FROM orders WHERE user_id < 10",
+    "SELECT JSON_ARRAYAGG(created ORDER BY id) FROM orders",
+    "SELECT status, CONCAT(MAX(amount), '!') FROM orders GROUP BY status",
+    "SELECT CAST(SUM(amount) AS DOUBLE) FROM orders",
+    "SELECT status, IFNULL(MAX(status), 'x') FROM orders GROUP BY status",
+];
+
+/// A typed result with each JSON object's members (`{"k":v, "k2":v2}`, names and values without
+/// `, `) sorted: JSON_OBJECTAGG has no defined member order.
+fn members_sorted(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(rows) = v.get_mut("rows").and_then(|r| r.as_array_mut()) {
+        for cell in rows.iter_mut().filter_map(|r| r.as_array_mut()).flatten() {
+            if let Some(t) = cell.as_str()
+                && let Some(body) = t.strip_prefix('{').and_then(|b| b.strip_suffix('}'))
+            {
+                let mut members: Vec<&str> = body.split(", ").collect();
+                members.sort_unstable();
+                *cell = serde_json::Value::String(format!("{{{}}}", members.join(", ")));
+            }
+        }
+    }
+    v
+}
+
+/// Rows equal cell by cell; a DOUBLE cell shown with every digit (scale 31) within a relative
+/// 1e-13 (with fixed decimals, 1e-12: see `doubles_close`): the server computes VARIANCE/STDDEV with a Welford recurrence in DOUBLE whose last bits
+/// depend on the order it reads rows in, the proxy from exact sums with one final division.
+fn typed_same(got: &serde_json::Value, want: &serde_json::Value, cols: &serde_json::Value) -> bool {
+    let (Some(g), Some(w)) = (got.as_array(), want.as_array()) else {
+        return got == want;
+    };
+    // Per column: the relative tolerance of a DOUBLE (every digit: 1e-13; fixed decimals, whose
+    // last shown digit may flip on a tie: 1e-12, see `doubles_close`), 0 for the others.
+    let loose: Vec<f64> = cols
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|d| match (d[1].as_u64(), d[2].as_u64()) {
+                    (Some(5), Some(31)) => 1e-13,
+                    (Some(5), _) => 1e-12,
+                    _ => 0.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    g.len() == w.len()
+        && g.iter().zip(w).all(|(gr, wr)| {
+            let (Some(gr), Some(wr)) = (gr.as_array(), wr.as_array()) else {
+                return gr == wr;
+            };
+            gr.len() == wr.len()
+                && gr.iter().zip(wr).enumerate().all(|(i, (a, b))| {
+                    if a == b {
+                        return true;
+                    }
+                    let num =
+                        |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+                    match (loose.get(i), num(a), num(b)) {
+                        (Some(&tol), Some(x), Some(y)) => (x - y).abs() <= tol * y.abs(),
+                        _ => false,
+                    }
+                })
+        })
+}
+
+#[test]
+fn expressions_over_aggregates_match_values_and_types() {
+    let s = sample_setup("", 11);
+    // A group whose average sits on a rounding boundary: 81 orders of users 0..=79 and 90:
+    // AVG(user_id) = 3250 / 81 = 40.123456790 inside, shown 40.1235; ROUND(AVG, 3) is 40.123
+    // (from the shown value it would be 40.124).
+    let edge: Vec<String> = (0..81)
+        .map(|i| {
+            format!(
+                "({}, {}, {}, 'edge', NULL)",
+                10_000 + i,
+                if i == 80 { 90 } else { i },
+                if i == 0 { "1.50" } else { "1.00" }
+            )
+        })
+        .collect();
+    let q = format!(
+        "INSERT INTO orders (id, user_id, amount, status, created) VALUES {}",
+        edge.join(",")
+    );
+    s.sql(&q);
+    s.servers[0]
+        .sql(&format!("USE ref; {q}"))
+        .expect("reference edge rows");
+
+    let mut stmts: Vec<String> = Vec::new();
+    for e in AGG_EXPRS {
+        stmts.push(format!(
+            "SELECT status, {e} FROM orders GROUP BY status ORDER BY status"
+        ));
+        stmts.push(format!("SELECT {e} FROM orders WHERE user_id < 40"));
+    }
+    stmts.extend(
+        [
+            "SELECT ROUND(AVG(amount), 2), COALESCE(SUM(amount), 0), AVG(amount) * 3 FROM orders WHERE user_id < 0",
+            "SELECT status FROM orders GROUP BY status HAVING AVG(user_id) = 40.1235 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING AVG(user_id) BETWEEN 40.12345 AND 40.1234568 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING AVG(user_id) < 40.12346 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING ROUND(AVG(user_id), 3) = 40.123 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING AVG(user_id) * 81 = 3250 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING SUM(amount) BETWEEN 100 AND 2000 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING SUM(amount) NOT BETWEEN 100 AND 2000 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING AVG(amount) * 3 > 3.0148 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING ROUND(AVG(amount), 2) = 1.00 ORDER BY status",
+            "SELECT status, COUNT(*) FROM orders GROUP BY status HAVING COUNT(*) BETWEEN 90 AND 200 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING GREATEST(MIN(amount), 5) > 5 ORDER BY status",
+            "SELECT status FROM orders GROUP BY status HAVING CAST(AVG(amount) AS SIGNED) >= 25 ORDER BY status",
+            "SELECT status, ROUND(AVG(amount), 2) r FROM orders GROUP BY status ORDER BY r DESC, status",
+            "SELECT status, AVG(amount) a FROM orders GROUP BY status HAVING a > 1.0049 ORDER BY a, status",
+            "SELECT user_id, ROUND(AVG(amount), 1), TRUNCATE(AVG(amount), 1) FROM orders GROUP BY user_id HAVING COUNT(*) > 6 ORDER BY user_id",
+            "SELECT user_id, SUM(amount) / COUNT(*) * COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id LIMIT 20",
+            // The VARIANCE/STDDEV family: DOUBLE shown with the argument's decimals + 4; `+ 0e0`
+            // shows every digit (compared within 1e-13, see `typed_same`).
+            "SELECT status, STDDEV(amount), VARIANCE(amount), STDDEV_SAMP(amount), VAR_SAMP(amount) FROM orders GROUP BY status ORDER BY status",
+            "SELECT STD(user_id), STDDEV_POP(user_id), VAR_POP(user_id), VAR_SAMP(user_id) FROM orders WHERE user_id < 40",
+            "SELECT user_id, STDDEV(amount), VAR_SAMP(amount), COUNT(*) FROM orders GROUP BY user_id ORDER BY user_id",
+            "SELECT STDDEV(amount), VAR_SAMP(user_id) FROM orders WHERE user_id < 0",
+            "SELECT status FROM orders GROUP BY status HAVING VARIANCE(amount) > 100 ORDER BY status",
+            "SELECT status, VARIANCE(amount) + 0e0, STDDEV_SAMP(user_id) * 1e0 FROM orders GROUP BY status ORDER BY status",
+            "SELECT VAR_SAMP(amount) + 0e0, STDDEV(user_id) + 0e0 FROM orders",
+            "SELECT status, VARIANCE(amount) FROM orders GROUP BY status ORDER BY VARIANCE(amount) DESC",
+            // WITH ROLLUP: super-aggregate rows in MariaDB's order (compared in order).
+            "SELECT status, COUNT(*), SUM(amount), AVG(amount), MIN(amount), MAX(user_id) FROM orders GROUP BY status WITH ROLLUP",
+            "SELECT status, user_id, COUNT(*), SUM(amount) FROM orders WHERE user_id < 20 GROUP BY status, user_id WITH ROLLUP",
+            "SELECT status, COUNT(*) c FROM orders GROUP BY status WITH ROLLUP HAVING c > 100",
+            "SELECT status, user_id, ROUND(AVG(amount), 2), STDDEV(amount) FROM orders WHERE user_id < 10 GROUP BY status, user_id WITH ROLLUP LIMIT 7",
+            "SELECT status, BIT_OR(user_id), BIT_AND(user_id), VARIANCE(user_id) FROM orders GROUP BY status WITH ROLLUP",
+            "SELECT user_id, status, COUNT(*) FROM orders WHERE user_id < 0 GROUP BY user_id, status WITH ROLLUP",
+            // GROUP_CONCAT with ORDER BY (without, the element order is unspecified).
+            "SELECT status, GROUP_CONCAT(id ORDER BY id) FROM orders WHERE user_id < 30 GROUP BY status ORDER BY status",
+            "SELECT status, GROUP_CONCAT(amount ORDER BY id DESC SEPARATOR ' | '), COUNT(*) FROM orders WHERE user_id < 20 GROUP BY status ORDER BY status",
+            "SELECT user_id, GROUP_CONCAT(DISTINCT amount ORDER BY amount DESC) FROM orders GROUP BY user_id ORDER BY user_id",
+            "SELECT GROUP_CONCAT(status ORDER BY id SEPARATOR '') FROM orders WHERE user_id < 10",
+            "SELECT user_id, GROUP_CONCAT(status ORDER BY status, id), SUM(amount) FROM orders WHERE user_id < 25 GROUP BY user_id ORDER BY user_id",
+            "SELECT status, GROUP_CONCAT(user_id ORDER BY user_id) FROM orders GROUP BY status ORDER BY status",
+            "SELECT GROUP_CONCAT(id ORDER BY id) FROM orders WHERE user_id < 0",
+            "SELECT status, GROUP_CONCAT(created ORDER BY id) FROM orders WHERE user_id < 0 GROUP BY status",
+            // JSON_ARRAYAGG: NULL elements as null, text quoted and escaped.
+            "SELECT status, JSON_ARRAYAGG(id ORDER BY id) FROM orders WHERE user_id < 20 GROUP BY status ORDER BY status",
+            "SELECT JSON_ARRAYAGG(amount ORDER BY id DESC) FROM orders WHERE user_id < 8",
+            "SELECT user_id, JSON_ARRAYAGG(status ORDER BY id), COUNT(*) FROM orders WHERE user_id < 15 GROUP BY user_id ORDER BY user_id",
+            "SELECT JSON_ARRAYAGG(DISTINCT user_id ORDER BY user_id) FROM orders",
+            "SELECT country, JSON_ARRAYAGG(score ORDER BY id), JSON_ARRAYAGG(name ORDER BY id) FROM users GROUP BY country ORDER BY country",
+            "SELECT JSON_ARRAYAGG(score ORDER BY score DESC) FROM users WHERE id BETWEEN 20 AND 60",
+            // JSON_OBJECTAGG: members in no defined order (compared sorted, see `members_sorted`).
+            "SELECT id, JSON_OBJECTAGG(status, amount) FROM orders WHERE user_id < 30 GROUP BY id ORDER BY id",
+            "SELECT user_id, JSON_OBJECTAGG(id, amount), COUNT(*) FROM orders WHERE user_id < 12 GROUP BY user_id ORDER BY user_id",
+            "SELECT country, JSON_OBJECTAGG(id, name) FROM users WHERE id < 40 GROUP BY country ORDER BY country",
+        ]
+        .iter()
+        .map(|q| q.to_string()),
+    );
+    let answered = stmts.len();
+    stmts.extend(AGG_REFUSED.iter().map(|q| q.to_string()));
+    let out = python_against_both(
+        &s,
+        TYPED_PAIRS,
+        serde_json::json!(stmts).to_string().as_ref(),
+    )
+    .output()
+    .expect("python3");
+    let results = shard::result_pairs(&out, stmts.len());
+    let mut failures = Vec::new();
+    let mut rows = 0;
+    for (i, (got, want)) in results.iter().enumerate() {
+        let sql = &stmts[i];
+        assert!(
+            want.get("rows").is_some(),
+            "the reference answers `{sql}`: {want}"
+        );
+        if i >= answered {
+            if got.get("error").and_then(|e| e.as_u64()) != Some(1235) {
+                failures.push(format!("{sql}\n  furrow: {got}\n  (1235 expected)"));
+            }
+            continue;
+        }
+        rows += want["rows"].as_array().map_or(0, Vec::len);
+        let (got, want) = &if sql.contains("JSON_OBJECTAGG") {
+            (members_sorted(got), members_sorted(want))
+        } else {
+            (got.clone(), want.clone())
+        };
+        let same = got["cols"] == want["cols"]
+            && if sql.contains("ORDER BY") || sql.contains("ROLLUP") {
+                typed_same(&got["rows"], &want["rows"], &want["cols"])
+            } else {
+                typed_same(&sorted(&got["rows"]), &sorted(&want["rows"]), &want["cols"])
+            };
+        if !same {
+            failures.push(format!("{sql}\n  furrow:    {got}\n  reference: {want}"));
+        }
+    }
+    eprintln!(
+        "expressions over aggregates: {} statements ({} answered, {rows} rows compared with their column types; {} refused)",
+        stmts.len(),
+        answered,
+        stmts.len() - answered
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} statements differ:\n{}",
+        failures.len(),
+        stmts.len(),
+        failures.join("\n")
+    );
+    // The boundary group: the carried digits decide.
+    let edge = s.sql(
+        "SELECT AVG(user_id), ROUND(AVG(user_id), 3), AVG(user_id) * 81 FROM orders WHERE status = 'edge'",
+    );
+    assert_eq!(
+        edge,
+        vec![vec![
+            Some("40.1235".to_string()),
+            Some("40.123".to_string()),
+            Some("3250.0000".to_string()),
+        ]]
+    );
+
+    // Why DOUBLE VARIANCE/STDDEV digits are compared within 1e-13: the plain server's own answer
+    // changes in the last digits with the order it reads the same rows in (a Welford recurrence
+    // in DOUBLE). The same 500 values, stored in opposite orders:
+    s.servers[0]
+        .sql(
+            "USE ref; CREATE TABLE w1 (id INT PRIMARY KEY, v DECIMAL(10,2)); CREATE TABLE w2 LIKE w1; \
+             INSERT INTO w1 SELECT seq, (seq * 37 % 1000) / 100 + 0.01 FROM seq_1_to_500; \
+             INSERT INTO w2 SELECT 501 - id, v FROM w1",
+        )
+        .expect("order tables");
+    let var = |table: &str| -> f64 {
+        s.servers[0]
+            .sql_value(&format!("USE ref; SELECT VARIANCE(v) + 0e0 FROM {table}"))
+            .expect("variance")
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    let (forward, backward) = (var("w1"), var("w2"));
+    assert_ne!(
+        forward.to_bits(),
+        backward.to_bits(),
+        "the server's last bits follow its row order"
+    );
+    // The proxy over the same values on 4 shards: one exact sum of squares, one division.
+    let rows: Vec<String> = (1..=500u64)
+        .map(|i| {
+            let cents = i * 37 % 1000 + 1;
+            format!(
+                "({}, {}, {}.{:02}, 'var', NULL)",
+                20_000 + i,
+                i % 100,
+                cents / 100,
+                cents % 100
+            )
+        })
+        .collect();
+    s.sql(&format!(
+        "INSERT INTO orders (id, user_id, amount, status, created) VALUES {}",
+        rows.join(",")
+    ));
+    let got: f64 = s.sql("SELECT VARIANCE(amount) + 0e0 FROM orders WHERE status = 'var'")[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    for server in [forward, backward] {
+        assert!(
+            (got - server).abs() <= 1e-13 * server.abs(),
+            "furrow {got} vs the server's {server}"
+        );
+    }
 }

@@ -525,7 +525,7 @@ fn group_stream_pushes_out_what_the_pull_pipeline_gives() {
             match merged.next_row().unwrap_or_else(|e| panic!("{sql}: {e}")) {
                 Some(row) => got.extend(groups.push(row).unwrap_or_else(|e| panic!("{e}"))),
                 None => {
-                    got.extend(groups.finish());
+                    got.extend(groups.finish().unwrap_or_else(|e| panic!("{e}")));
                     break;
                 }
             }

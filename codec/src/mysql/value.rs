@@ -515,6 +515,14 @@ pub fn encode_text(v: &Value, col: &ColumnDefinition, out: &mut BytesMut) -> Res
         Value::UInt(u) => {
             let _ = write!(s, "{u}");
         }
+        // A FLOAT/DOUBLE column with fixed decimals (below NOT_FIXED_DEC = 31: `DOUBLE(10,2)`,
+        // STDDEV(int) with 4) is shown with exactly those decimals, as the server's my_fcvt.
+        Value::Float(f) if fixed_decimals(col) => {
+            let _ = write!(s, "{:.*}", usize::from(col.decimals), f64::from(*f));
+        }
+        Value::Double(f) if fixed_decimals(col) => {
+            let _ = write!(s, "{:.*}", usize::from(col.decimals), f);
+        }
         Value::Float(f) => format_float(f64::from(*f), true, &mut s),
         Value::Double(f) => format_float(*f, false, &mut s),
         Value::Date(d) => write_date(d, &mut s),
@@ -541,6 +549,11 @@ pub fn encode_text(v: &Value, col: &ColumnDefinition, out: &mut BytesMut) -> Res
     }
     put_lenenc_bytes(out, s.as_bytes());
     Ok(())
+}
+
+/// Whether `col` is a FLOAT/DOUBLE column shown with fixed decimals (fewer than 31).
+fn fixed_decimals(col: &ColumnDefinition) -> bool {
+    matches!(col.column_type, ty::FLOAT | ty::DOUBLE) && col.decimals < 31
 }
 
 fn write_date(d: &Date, s: &mut String) {
@@ -748,6 +761,23 @@ mod tests {
         let mut out = BytesMut::new();
         encode_text(&Value::UInt(42), &zf, &mut out).unwrap();
         assert_eq!(&out[1..], b"00042");
+    }
+
+    #[test]
+    fn doubles_with_fixed_decimals_show_exactly_those() {
+        // STDDEV over an INT column is DOUBLE with 4 decimals: the server prints 2.3452.
+        let fixed = col(ty::DOUBLE, column_flag::BINARY, charset::BINARY, 4);
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(2.345_207_879_911_715), &fixed, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"2.3452");
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(0.0), &fixed, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"0.0000");
+        // A plain DOUBLE (31 = NOT_FIXED_DEC) keeps the shortest round-trip text.
+        let plain = col(ty::DOUBLE, column_flag::BINARY, charset::BINARY, 31);
+        let mut out = BytesMut::new();
+        encode_text(&Value::Double(0.5), &plain, &mut out).expect("encode");
+        assert_eq!(&out[1..], b"0.5");
     }
 
     #[test]

@@ -769,7 +769,7 @@ async fn merge_groups(
     let mut buf = BytesMut::new();
     while !groups.is_done() {
         let Some((b, head)) = m.pop() else {
-            if let Some(row) = groups.finish() {
+            if let Some(row) = groups.finish().map_err(Stop::Merge)? {
                 reply
                     .send_values(client, row, groups.columns(), &mut buf)
                     .await?;

@@ -43,7 +43,7 @@ pub fn grouped_read(p: &Plan) -> Option<GroupedRead<'_>> {
                 above.push(node);
                 node = node.child()?;
             }
-            Plan::Aggregate(a) if !a.sorted.is_empty() && !a.group.is_empty() => {
+            Plan::Aggregate(a) if !a.sorted.is_empty() && !a.group.is_empty() && !a.rollup => {
                 let Plan::MergeSort(m) = &*a.input else {
                     return None;
                 };
@@ -131,16 +131,18 @@ impl GroupStream {
     /// Adds the next partial row (rows must come in the merge's order). Returns an output row when
     /// the row closes a group that passes the nodes above.
     pub fn push(&mut self, row: Row) -> Result<Option<Row>, ShardError> {
-        Ok(match self.fold.push(row)? {
+        match self.fold.push(row)? {
             Some(g) => self.apply(g),
-            None => None,
-        })
+            None => Ok(None),
+        }
     }
 
     /// Ends the input: the last output row, if the last group passes.
-    pub fn finish(&mut self) -> Option<Row> {
-        let g = self.fold.finish()?;
-        self.apply(g)
+    pub fn finish(&mut self) -> Result<Option<Row>, ShardError> {
+        match self.fold.finish()? {
+            Some(g) => self.apply(g),
+            None => Ok(None),
+        }
     }
 
     /// Whether no further row can come out (a LIMIT is used up): the caller may stop reading.
@@ -150,30 +152,34 @@ impl GroupStream {
             .any(|s| matches!(s, Step::Limit { left: 0, .. }))
     }
 
-    fn apply(&mut self, mut row: Row) -> Option<Row> {
+    fn apply(&mut self, mut row: Row) -> Result<Option<Row>, ShardError> {
         for s in &mut self.steps {
             match s {
                 Step::Filter(p, cols) => {
-                    if !p.holds(&row, cols) {
-                        return None;
+                    p.check(cols)?;
+                    if !p.holds(&row, cols)? {
+                        return Ok(None);
                     }
                 }
                 Step::Project(exprs, cols) => {
-                    row = exprs.iter().map(|e| e.eval(&row, cols)).collect()
+                    row = exprs
+                        .iter()
+                        .map(|e| e.check(cols).and_then(|()| e.output(&row, cols)))
+                        .collect::<Result<Row, ShardError>>()?;
                 }
                 Step::Limit { skip, left } => {
                     if *skip > 0 {
                         *skip -= 1;
-                        return None;
+                        return Ok(None);
                     }
                     if *left == 0 {
-                        return None;
+                        return Ok(None);
                     }
                     *left -= 1;
                 }
                 Step::Trim(keep) => row.truncate(*keep),
             }
         }
-        Some(row)
+        Ok(Some(row))
     }
 }

@@ -20,9 +20,11 @@ pub struct Filter {
 impl Filter {
     /// Filters `input`.
     pub fn stream(&self, input: Box<dyn RowSource>) -> FilterRows {
+        let refused = self.predicate.check(input.columns()).err();
         FilterRows {
             input,
             predicate: self.predicate.clone(),
+            refused,
         }
     }
 }
@@ -31,6 +33,8 @@ impl Filter {
 pub struct FilterRows {
     input: Box<dyn RowSource>,
     predicate: OutExpr,
+    /// Why the predicate cannot be evaluated exactly over these columns (told at the first row).
+    refused: Option<ShardError>,
 }
 
 impl RowSource for FilterRows {
@@ -38,8 +42,11 @@ impl RowSource for FilterRows {
         self.input.columns()
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
         while let Some(r) = self.input.next_row()? {
-            if self.predicate.holds(&r, self.input.columns()) {
+            if self.predicate.holds(&r, self.input.columns())? {
                 return Ok(Some(r));
             }
         }
@@ -77,10 +84,15 @@ impl Project {
             .zip(&self.names)
             .map(|(e, n)| e.column(input.columns(), n))
             .collect();
+        let refused = self
+            .exprs
+            .iter()
+            .find_map(|e| e.check(input.columns()).err());
         ProjectRows {
             input,
             exprs: self.exprs.clone(),
             columns,
+            refused,
         }
     }
 }
@@ -90,6 +102,8 @@ pub struct ProjectRows {
     input: Box<dyn RowSource>,
     exprs: Vec<OutExpr>,
     columns: Vec<ColumnDefinition>,
+    /// Why an expression cannot be evaluated exactly over these columns (told at the first row).
+    refused: Option<ShardError>,
 }
 
 impl RowSource for ProjectRows {
@@ -97,10 +111,19 @@ impl RowSource for ProjectRows {
         &self.columns
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
-        Ok(self.input.next_row()?.map(|r| {
-            let cols = self.input.columns();
-            self.exprs.iter().map(|e| e.eval(&r, cols)).collect()
-        }))
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
+        let Some(r) = self.input.next_row()? else {
+            return Ok(None);
+        };
+        let cols = self.input.columns();
+        let out = self
+            .exprs
+            .iter()
+            .map(|e| e.output(&r, cols))
+            .collect::<Result<Row, ShardError>>()?;
+        Ok(Some(out))
     }
 }
 

@@ -5,15 +5,16 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    BinaryOperator, Distinct as SqlDistinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query, Select,
-    SelectItem, SetExpr, UnaryOperator,
+    BinaryOperator, CastKind, DataType, Distinct as SqlDistinct, ExactNumberInfo, Expr,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr,
+    GroupByWithModifier, Ident, JoinConstraint, LimitClause, OrderByKind, OrderBySort, Query,
+    Select, SelectItem, SetExpr, UnaryOperator,
 };
 
-use super::aggregate::{AggKind, AggSpec, Aggregate};
+use super::aggregate::{AggKind, AggSpec, Aggregate, GroupConcat};
 use super::collate::CollationOf;
 use super::distinct::Distinct;
-use super::eval::{Op, OutExpr};
+use super::eval::{Func, Op, OutExpr};
 use super::limit::Limit;
 use super::merge_sort::{MergeSort, SortKey};
 use super::project::{Filter, Project, Sort, Trim};
@@ -136,16 +137,6 @@ fn calls(e: &Expr) -> (bool, bool) {
 /// Whether an expression calls an aggregate function anywhere.
 fn has_agg(e: &Expr) -> bool {
     calls(e).0
-}
-
-/// Whether an output expression divides (a `/` or an AVG) anywhere.
-fn divides(e: &OutExpr) -> bool {
-    match e {
-        OutExpr::Bin(Op::Div, ..) => true,
-        OutExpr::Bin(_, a, b) => divides(a) || divides(b),
-        OutExpr::Not(x) | OutExpr::IsNull(x, _) => divides(x),
-        OutExpr::Col(_) | OutExpr::Lit(_) => false,
-    }
 }
 
 /// Whether `e` names one of the select-list aliases (HAVING/ORDER BY may use them).
@@ -301,10 +292,17 @@ pub(crate) fn plan_query(
             OrderByKind::All(_) => return Err(ShardError::Unsupported("ORDER BY ALL".into())),
         },
     };
-    let group: Vec<Expr> = match &sel.group_by {
-        GroupByExpr::Expressions(v, m) if m.is_empty() => v.clone(),
+    let (group, rollup): (Vec<Expr>, bool) = match &sel.group_by {
+        GroupByExpr::Expressions(v, m) if m.is_empty() => (v.clone(), false),
+        GroupByExpr::Expressions(v, m)
+            if matches!(m.as_slice(), [GroupByWithModifier::Rollup]) && !v.is_empty() =>
+        {
+            (v.clone(), true)
+        }
         GroupByExpr::Expressions(..) => {
-            return Err(ShardError::Unsupported("GROUP BY ... WITH ROLLUP".into()));
+            return Err(ShardError::Unsupported(
+                "GROUP BY ... WITH CUBE/TOTALS/GROUPING SETS".into(),
+            ));
         }
         GroupByExpr::All(_) => return Err(ShardError::Unsupported("GROUP BY ALL".into())),
     };
@@ -339,7 +337,7 @@ pub(crate) fn plan_query(
         src,
         order,
         limit,
-        group,
+        (group, rollup),
         distinct,
         aggregated,
         rules.max_limit_rows,
@@ -628,8 +626,11 @@ struct Pushed<'s, 'a> {
     items: Vec<(String, String)>,
     group: Vec<usize>,
     aggs: Vec<AggSpec>,
-    /// Texts of COUNT/SUM(DISTINCT) arguments (the shards group by them too).
+    /// Texts of COUNT/SUM(DISTINCT) arguments and GROUP_CONCAT values and ORDER BY keys (the
+    /// shards group by them too).
     distinct_args: Vec<String>,
+    /// GROUP_CONCAT columns.
+    concats: Vec<GroupConcat>,
 }
 
 impl Pushed<'_, '_> {
@@ -722,18 +723,38 @@ impl Pushed<'_, '_> {
                     }
                 };
                 let (a, b) = (self.convert(left, aliases)?, self.convert(right, aliases)?);
-                if matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div)
-                    && (divides(&a) || divides(&b))
-                {
-                    // MariaDB carries a quotient (`/`, AVG) to a multiple of 9 digits inside an
-                    // expression and only rounds it to its shown scale at the end (1/3*3 is
-                    // 1.0000); the proxy holds the shown value. Comparisons use the shown value
-                    // on both sides, so only arithmetic is refused.
-                    return Err(ShardError::Unsupported(format!(
-                        "arithmetic on a division or AVG result across shards (`{e}`)"
-                    )));
-                }
+                // A quotient keeps MariaDB's extra digits inside the expression (see `eval`).
                 OutExpr::Bin(op, Box::new(a), Box::new(b))
+            }
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } if has_agg(e) || mentions_alias(e, aliases) => OutExpr::Call(
+                Func::Between(*negated),
+                vec![
+                    self.convert(expr, aliases)?,
+                    self.convert(low, aliases)?,
+                    self.convert(high, aliases)?,
+                ],
+            ),
+            Expr::Cast {
+                kind: CastKind::Cast,
+                expr,
+                data_type,
+                format: None,
+            } if has_agg(e) || mentions_alias(e, aliases) => {
+                let func = cast_func(data_type).ok_or_else(|| {
+                    ShardError::Unsupported(format!("`{e}` over aggregates across shards"))
+                })?;
+                OutExpr::Call(func, vec![self.convert(expr, aliases)?])
+            }
+            Expr::Function(f)
+                if !is_agg_name(&function_name(f))
+                    && (has_agg(e) || mentions_alias(e, aliases)) =>
+            {
+                self.scalar_call(e, f, aliases)?
             }
             Expr::Function(f) if is_agg_name(&function_name(f)) => {
                 let name = function_name(f);
@@ -744,6 +765,9 @@ impl Pushed<'_, '_> {
                     list.duplicate_treatment,
                     Some(sqlparser::ast::DuplicateTreatment::Distinct)
                 );
+                if name == "group_concat" || name == "json_arrayagg" || name == "json_objectagg" {
+                    return self.group_concat(e, list, distinct, name.as_str());
+                }
                 // COUNT(DISTINCT a, b, ...): the shards group by every argument; the merge counts
                 // distinct tuples without a NULL.
                 if name == "count" && distinct && list.args.len() > 1 {
@@ -849,6 +873,30 @@ impl Pushed<'_, '_> {
                             Box::new(OutExpr::Col(c)),
                         )
                     }
+                    // VARIANCE/STDDEV family: exact per-shard COUNT, SUM and SUM of squares.
+                    (
+                        kind @ ("std" | "stddev" | "stddev_pop" | "stddev_samp" | "variance"
+                        | "var_pop" | "var_samp"),
+                        false,
+                        Some(_),
+                    ) => {
+                        let (k, t) = call("COUNT");
+                        let c = self.agg(AggKind::Count, &k, t);
+                        let (k, t) = call("SUM");
+                        let s = self.agg(AggKind::Sum, &k, t);
+                        let q = self.agg(
+                            AggKind::Sum,
+                            &format!("SUMSQ({arg_key})"),
+                            format!("SUM(({arg_text}) * ({arg_text}))"),
+                        );
+                        OutExpr::Call(
+                            Func::Variance {
+                                samp: kind.ends_with("_samp"),
+                                sqrt: kind.starts_with("std"),
+                            },
+                            vec![OutExpr::Col(c), OutExpr::Col(s), OutExpr::Col(q)],
+                        )
+                    }
                     (kind @ ("bit_and" | "bit_or" | "bit_xor"), false, Some(_)) => {
                         let (k, t) = whole(self)?;
                         let kind = match kind {
@@ -875,6 +923,182 @@ impl Pushed<'_, '_> {
     }
 }
 
+/// The function a `CAST(... AS type)` over aggregates becomes, if the proxy evaluates it.
+fn cast_func(t: &DataType) -> Option<Func> {
+    Some(match t {
+        DataType::Signed | DataType::SignedInteger => Func::CastSigned,
+        DataType::Unsigned | DataType::UnsignedInteger => Func::CastUnsigned,
+        DataType::Char(None) => Func::CastChar,
+        DataType::Decimal(info) | DataType::Dec(info) | DataType::Numeric(info) => {
+            let (m, d) = match info {
+                ExactNumberInfo::None => (10, 0),
+                ExactNumberInfo::Precision(m) => (*m, 0),
+                ExactNumberInfo::PrecisionAndScale(m, d) => (*m, u64::try_from(*d).ok()?),
+            };
+            // MariaDB's limits: DECIMAL(65, 38) at most, scale within precision; the proxy's
+            // exact decimals hold 38 digits.
+            if m == 0 || m > 38 || d > m || d > 38 {
+                return None;
+            }
+            Func::CastDecimal(u32::try_from(m).ok()?, u32::try_from(d).ok()?)
+        }
+        _ => return None,
+    })
+}
+
+impl Pushed<'_, '_> {
+    /// `GROUP_CONCAT([DISTINCT] x [ORDER BY k [ASC|DESC], ...] [SEPARATOR 's'])` and
+    /// `JSON_ARRAYAGG([DISTINCT] x [ORDER BY ...])` (`json`): the shards
+    /// group by `x` and the keys too and count each tuple; the merge builds the string (see
+    /// [`GroupConcat`]). One argument; DISTINCT only ordered by the value itself.
+    fn group_concat(
+        &mut self,
+        e: &Expr,
+        list: &sqlparser::ast::FunctionArgumentList,
+        distinct: bool,
+        name: &str,
+    ) -> Result<OutExpr, ShardError> {
+        let refuse = || ShardError::Unsupported(format!("aggregate `{e}` across shards"));
+        let json = name != "group_concat";
+        let object = name == "json_objectagg";
+        let mut args = Vec::with_capacity(2);
+        for a in &list.args {
+            let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                return Err(refuse());
+            };
+            if has_agg(x) {
+                return Err(ShardError::Unsupported(format!("nested aggregate `{e}`")));
+            }
+            args.push(x);
+        }
+        let (member, x) = match (object, args.as_slice()) {
+            (false, [x]) => (None, *x),
+            (true, [k, x]) if !distinct => (Some(*k), *x),
+            _ => return Err(refuse()),
+        };
+        let mut order: &[sqlparser::ast::OrderByExpr] = &[];
+        let mut separator = if object {
+            b", ".to_vec()
+        } else {
+            b",".to_vec()
+        };
+        for c in &list.clauses {
+            match c {
+                FunctionArgumentClause::OrderBy(o) => order = o,
+                FunctionArgumentClause::Separator(v) if !json => match &v.value {
+                    sqlparser::ast::Value::SingleQuotedString(t) => {
+                        separator = t.clone().into_bytes()
+                    }
+                    _ => return Err(refuse()),
+                },
+                _ => return Err(refuse()),
+            }
+        }
+        let n = self.concats.len();
+        let value_text = self.src.expr_text(x)?;
+        // A column of its own (the merged string replaces it), even if the text is selected too.
+        let value = self.push(format!("GCV{n}:{x}"), value_text.clone());
+        self.distinct_args.push(value_text);
+        let mut keys = Vec::with_capacity(order.len());
+        for (i, o) in order.iter().enumerate() {
+            if o.options.nulls_first.is_some() || o.with_fill.is_some() || has_agg(&o.expr) {
+                return Err(refuse());
+            }
+            if value_of_literal(&o.expr).is_some()
+                || (distinct && o.expr.to_string() != x.to_string())
+            {
+                return Err(refuse());
+            }
+            let text = self.src.expr_text(&o.expr)?;
+            let col = self.push(format!("GCK{n}_{i}:{}", o.expr), text.clone());
+            self.distinct_args.push(text);
+            keys.push(SortKey::new(
+                col,
+                matches!(o.options.sort, Some(OrderBySort::Desc)),
+            ));
+        }
+        if object && !order.is_empty() {
+            return Err(refuse());
+        }
+        let member = match member {
+            Some(k) => {
+                let text = self.src.expr_text(k)?;
+                let col = self.push(format!("GCM{n}:{k}"), text.clone());
+                self.distinct_args.push(text);
+                Some(col)
+            }
+            None => None,
+        };
+        let count = self.agg(AggKind::Count, "COUNT(*)", "COUNT(*)".into());
+        let max_len = self.push("GCLEN".into(), "@@group_concat_max_len".into());
+        self.concats.push(GroupConcat {
+            value,
+            keys,
+            count,
+            max_len,
+            separator,
+            distinct,
+            json,
+            member,
+        });
+        Ok(OutExpr::Col(value))
+    }
+
+    /// A scalar function over aggregates: ROUND/TRUNCATE with a literal digit count,
+    /// GREATEST/LEAST, IFNULL/COALESCE. Anything else is refused, naming the call.
+    fn scalar_call(
+        &mut self,
+        e: &Expr,
+        f: &sqlparser::ast::Function,
+        aliases: &[(String, OutExpr)],
+    ) -> Result<OutExpr, ShardError> {
+        let refuse = || ShardError::Unsupported(format!("`{e}` over aggregates across shards"));
+        let FunctionArguments::List(list) = &f.args else {
+            return Err(refuse());
+        };
+        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || f.filter.is_some() {
+            return Err(refuse());
+        }
+        let mut args = Vec::with_capacity(list.args.len());
+        for a in &list.args {
+            let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                return Err(refuse());
+            };
+            args.push(x);
+        }
+        let name = function_name(f);
+        let digits = |x: Option<&&Expr>| -> Result<i32, ShardError> {
+            match x {
+                None => Ok(0),
+                Some(x) => match value_of_literal(x) {
+                    Some(codec::mysql::Value::Int(n)) if (-60..=38).contains(&n) => {
+                        Ok(i32::try_from(n).unwrap_or(0))
+                    }
+                    _ => Err(refuse()),
+                },
+            }
+        };
+        let func = match (name.as_str(), args.len()) {
+            ("round", 1 | 2) => Func::Round(digits(args.get(1))?),
+            ("truncate", 2) => Func::Truncate(digits(args.get(1))?),
+            ("greatest", n) if n >= 2 => Func::Greatest,
+            ("least", n) if n >= 2 => Func::Least,
+            ("ifnull", 2) => Func::Coalesce,
+            ("coalesce", n) if n >= 1 => Func::Coalesce,
+            _ => return Err(refuse()),
+        };
+        let take = match func {
+            Func::Round(_) | Func::Truncate(_) => 1,
+            _ => args.len(),
+        };
+        let mut out = Vec::with_capacity(take);
+        for x in args.iter().take(take) {
+            out.push(self.convert(x, aliases)?);
+        }
+        Ok(OutExpr::Call(func, out))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_aggregate(
     sel: &Select,
@@ -882,12 +1106,18 @@ fn plan_aggregate(
     src: &Source<'_>,
     order: Vec<(Expr, bool)>,
     limit: Option<(u64, u64)>,
-    group: Vec<Expr>,
+    (group, rollup): (Vec<Expr>, bool),
     distinct: bool,
     aggregated: bool,
     max_limit_rows: u64,
     mk_units: impl Fn(&Edits) -> Result<Vec<Unit>, ShardError>,
 ) -> Result<Plan, ShardError> {
+    if rollup && !order.is_empty() {
+        // MariaDB answers ERROR 1221 (CUBE/ROLLUP and ORDER BY).
+        return Err(ShardError::Unsupported(
+            "GROUP BY ... WITH ROLLUP with ORDER BY".into(),
+        ));
+    }
     if sel.projection.iter().any(|i| item_expr(i).is_none()) {
         return Err(ShardError::Unsupported(
             "`*` with GROUP BY, DISTINCT or aggregates across shards".into(),
@@ -899,6 +1129,7 @@ fn plan_aggregate(
         group: Vec::new(),
         aggs: Vec::new(),
         distinct_args: Vec::new(),
+        concats: Vec::new(),
     };
     // SELECT DISTINCT without aggregates is a GROUP BY over every selected expression.
     let group: Vec<Expr> = if distinct && !aggregated {
@@ -971,6 +1202,21 @@ fn plan_aggregate(
         };
         keys.push(SortKey::new(i, *desc));
     }
+    if rollup {
+        // Super-aggregate rows fold merged groups: every output must be a group column, a
+        // mergeable aggregate or an expression over those.
+        let loose = p
+            .items
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| k.starts_with("K:") && !p.group.contains(&i));
+        if loose || !p.distinct_args.is_empty() || !p.concats.is_empty() || distinct {
+            return Err(ShardError::Unsupported(
+                "GROUP BY ... WITH ROLLUP over DISTINCT aggregates or ungrouped columns across shards"
+                    .into(),
+            ));
+        }
+    }
     if distinct && aggregated && outputs.len() > visible {
         return Err(ShardError::Unsupported(
             "DISTINCT with aggregates ordered by an unselected expression".into(),
@@ -987,6 +1233,7 @@ fn plan_aggregate(
                     a.cols().contains(&i)
                         && matches!(a.kind, AggKind::Min | AggKind::Max | AggKind::CountDistinct)
                 })
+                || p.concats.iter().any(|c| c.keys.iter().any(|k| k.col == i))
         })
         .collect();
     let mut collations = Vec::new();
@@ -1036,6 +1283,7 @@ fn plan_aggregate(
     }
     if let Some(need) = group_limit(limit, &sorted, having.is_some(), &p, distinct && aggregated)
         && need <= max_limit_rows
+        && !rollup
     {
         tail.push(' ');
         tail.push_str(&limit_clause(need));
@@ -1068,6 +1316,8 @@ fn plan_aggregate(
         group: p.group.clone(),
         aggs: p.aggs.clone(),
         sorted,
+        rollup,
+        concats: p.concats.clone(),
         input: Box::new(input),
     });
     if let Some(h) = having {

@@ -121,6 +121,10 @@ pub fn key_of_literal(e: &Expr) -> Option<KeyValue> {
 pub fn value_of_literal(e: &Expr) -> Option<Value> {
     match e {
         Expr::Value(v) => match &v.value {
+            // `1e3` is a DOUBLE literal in MySQL, `1.5` a DECIMAL, `15` an integer.
+            SqlValue::Number(n, _) if n.contains(['e', 'E']) => {
+                Some(Value::Double(n.parse().ok()?))
+            }
             SqlValue::Number(n, _) => Some(match n.parse::<i64>() {
                 Ok(i) => Value::Int(i),
                 Err(_) => Value::Decimal(bytes::Bytes::from(n.clone())),
@@ -140,6 +144,7 @@ pub fn value_of_literal(e: &Expr) -> Option<Value> {
                 "-{}",
                 String::from_utf8_lossy(&d)
             )))),
+            Value::Double(d) => Some(Value::Double(-d)),
             _ => None,
         },
         _ => None,
