@@ -23,6 +23,7 @@ pub mod route;
 pub mod scatter;
 mod select;
 pub mod splice;
+pub mod stream;
 mod sqltext;
 pub mod union;
 
@@ -44,6 +45,9 @@ pub use merge_sort::{MergeSort, SortKey};
 pub use project::{Filter, Project, Sort, Trim};
 pub use route::Route;
 pub use scatter::{Scatter, WriteMerge};
+pub use stream::{
+    Drain, StreamError, StreamExec, StreamOptions, Streamed, SortedRead, Want, sorted_read,
+};
 pub use union::{Union, UnionRows};
 
 use super::shard::{RuleError, ShardingRules};
