@@ -5,8 +5,9 @@
 //! names group columns (or is absent), and then the output order is the group order.
 //!
 //! The pull pipeline of [`super::execute`] reads its input through the sync [`super::RowSource`],
-//! which cannot wait on sockets. Here the caller (the proxy, reading one socket per unit) merges the
-//! partial rows itself and pushes each one into a [`GroupStream`], which folds it into the open
+//! which cannot wait on sockets. Here the streaming executor ([`super::stream::StreamExec`], fed
+//! from one socket per unit) merges the partial rows and pushes each one into a [`GroupStream`],
+//! which folds it into the open
 //! group ([`SortedFold`]) and, when a group closes, runs it through the nodes above (HAVING, the
 //! projection, OFFSET/LIMIT, helper-column trim) exactly as the pull pipeline would. Memory: the
 //! open group (its distinct value sets bounded by `max_rows`) and whatever the caller holds.

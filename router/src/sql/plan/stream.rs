@@ -125,7 +125,8 @@ pub struct StreamOptions {
     pub binary: bool,
     /// Server status flags of the client's EOF (or OK) packets.
     pub status: u16,
-    /// Capabilities of the shard connections (their replies are tracked with them).
+    /// Capabilities of the shard connections (their replies are tracked with them). Without
+    /// `CLIENT_DEPRECATE_EOF`: the executor expects the EOF packets Furrow's backends send.
     pub backend_caps: u32,
     /// The merge's memory limits (a grouped read's distinct-value sets).
     pub limits: ExecLimits,
@@ -667,8 +668,9 @@ impl<'a> StreamExec<'a> {
             self.stage = Stage::Headers(i + 1);
             return Ok(None);
         }
-        if let Some(e) = self.error.take() {
-            return Err(e);
+        if self.error.is_some() {
+            self.stage = Stage::Done;
+            return Ok(Some(Want::Done));
         }
         let (count, defs) = match self.units.first_mut() {
             Some(u) => (u.count.take(), std::mem::take(&mut u.defs)),
