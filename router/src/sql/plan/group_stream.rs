@@ -21,6 +21,7 @@ use codec::mysql::ColumnDefinition;
 use super::aggregate::SortedFold;
 use super::eval::OutExpr;
 use super::exec::{ExecLimits, Row};
+use super::limit::{Admit, LimitCounter};
 use super::{Aggregate, MergeSort, Plan, ShardError};
 
 /// A plan that streams group by group (see the module docs).
@@ -82,10 +83,7 @@ impl GroupedRead<'_> {
                         .collect();
                     Step::Project(p.exprs.clone(), input)
                 }
-                Plan::Limit(l) => Step::Limit {
-                    skip: l.offset,
-                    left: l.count,
-                },
+                Plan::Limit(l) => Step::Limit(LimitCounter::new(l.offset, l.count)),
                 Plan::Trim(t) => {
                     let keep = columns.len().saturating_sub(t.drop);
                     columns.truncate(keep);
@@ -111,7 +109,7 @@ enum Step {
     /// Output columns (from input rows of these columns).
     Project(Vec<OutExpr>, Vec<ColumnDefinition>),
     /// OFFSET/LIMIT: rows still to skip, rows still to pass.
-    Limit { skip: u64, left: u64 },
+    Limit(LimitCounter),
     /// Keep the first columns (helper columns dropped).
     Trim(usize),
 }
@@ -148,7 +146,7 @@ impl GroupStream {
     pub fn is_done(&self) -> bool {
         self.steps
             .iter()
-            .any(|s| matches!(s, Step::Limit { left: 0, .. }))
+            .any(|s| matches!(s, Step::Limit(c) if c.is_done()))
     }
 
     fn apply(&mut self, mut row: Row) -> Option<Row> {
@@ -162,15 +160,10 @@ impl GroupStream {
                 Step::Project(exprs, cols) => {
                     row = exprs.iter().map(|e| e.eval(&row, cols)).collect()
                 }
-                Step::Limit { skip, left } => {
-                    if *skip > 0 {
-                        *skip -= 1;
+                Step::Limit(c) => {
+                    if c.admit() != Admit::Pass {
                         return None;
                     }
-                    if *left == 0 {
-                        return None;
-                    }
-                    *left -= 1;
                 }
                 Step::Trim(keep) => row.truncate(*keep),
             }

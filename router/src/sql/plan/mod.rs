@@ -40,7 +40,7 @@ pub use collate::CollationOf;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use group_stream::{GroupStream, GroupedRead, grouped_read};
-pub use limit::Limit;
+pub use limit::{Admit, Limit, LimitCounter};
 pub use merge_sort::{MergeSort, SortKey};
 pub use project::{Filter, Project, Sort, Trim};
 pub use route::Route;

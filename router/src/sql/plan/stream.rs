@@ -46,6 +46,7 @@ use codec::mysql::{
 use super::collate;
 use super::exec::{ExecLimits, Row};
 use super::group_stream::{GroupStream, GroupedRead, grouped_read};
+use super::limit::{Admit, LimitCounter};
 use super::merge_sort::{SortKey, check_key_collations, first_head};
 use super::{MergeSort, Plan, ShardError, Unit};
 
@@ -256,8 +257,7 @@ enum Mode<'a> {
     Sorted {
         read: SortedRead<'a>,
         merger: Merger,
-        skip: u64,
-        left: Option<u64>,
+        limit: LimitCounter,
         /// Cells kept of each row (`None`: the whole row, no trim).
         keep: Option<usize>,
         /// The client's columns (binary).
@@ -371,8 +371,7 @@ impl<'a> StreamExec<'a> {
                 Mode::Sorted {
                     read,
                     merger: Merger::new(read.merge.keys.clone()),
-                    skip: read.offset,
-                    left: read.count,
+                    limit: LimitCounter::new(read.offset, read.count.unwrap_or(u64::MAX)),
                     keep: None,
                     out_cols: Vec::new(),
                 },
@@ -543,13 +542,7 @@ impl<'a> StreamExec<'a> {
                 u.phase = Phase::Broken;
                 true
             }
-            Ok(ReplyStep::More) => {
-                if u.phase != Phase::Rows {
-                    // Past the header as far as draining cares.
-                    u.phase = Phase::Defs(u64::MAX);
-                }
-                false
-            }
+            Ok(ReplyStep::More) => false,
             Err(_) => {
                 u.phase = Phase::Broken;
                 true
@@ -806,21 +799,18 @@ impl<'a> StreamExec<'a> {
         match &mut self.mode {
             Mode::Sorted {
                 merger,
-                skip,
-                left,
+                limit,
                 keep,
                 out_cols,
                 ..
             } => {
-                if *left == Some(0) {
+                if limit.is_done() {
                     return Ok(self.end(out));
                 }
                 let Some((b, head)) = merger.pop() else {
                     return Ok(self.end(out));
                 };
-                if *skip > 0 {
-                    *skip -= 1;
-                } else {
+                if limit.admit() == Admit::Pass {
                     if w.binary {
                         let mut row = head.row;
                         row.truncate(keep.unwrap_or(usize::MAX));
@@ -840,8 +830,7 @@ impl<'a> StreamExec<'a> {
                     } else {
                         w.packet(out, &head.payload);
                     }
-                    *left = left.map(|c| c - 1);
-                    if *left == Some(0) {
+                    if limit.is_done() {
                         return Ok(self.end(out));
                     }
                 }
