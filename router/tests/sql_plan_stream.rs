@@ -7,12 +7,15 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::{capability, charset, column_flag, column_type};
-use codec::mysql::{ColumnDefinition, EofPacket, ErrPacket, OkPacket, PacketDecoder, TextRow, Value};
+use codec::mysql::{
+    ColumnDefinition, EofPacket, ErrPacket, OkPacket, PacketDecoder, TextRow, Value,
+};
 use router::sql::plan::exec::collect;
 use router::sql::plan::stream::{encode_binary_row, encode_text_row};
 use router::sql::plan::{
-    CollationOf, Drain, ExecLimits, Output, Plan, PlanContext, ShardError, ShardResult, ShardRunner,
-    StreamError, StreamExec, StreamOptions, Streamed, Unit, VecRows, Want, execute, plan,
+    CollationOf, Drain, ExecLimits, Output, Plan, PlanContext, ShardError, ShardResult,
+    ShardRunner, StreamError, StreamExec, StreamOptions, Streamed, Unit, VecRows, Want, execute,
+    plan,
 };
 use router::sql::shard::ShardingRules;
 
@@ -67,7 +70,7 @@ fn scatter_of(p: &Plan) -> Option<&router::sql::plan::Scatter> {
     match p {
         Plan::Scatter(s) => Some(s),
         Plan::MergeSort(m) => Some(&m.input),
-        _ => p.children().into_iter().find_map(scatter_of),
+        _ => p.children().iter().find_map(|c| scatter_of(c)),
     }
 }
 
@@ -79,7 +82,9 @@ struct Data {
 
 impl Data {
     fn new(p: &Plan, cols: &[ColumnDefinition], rows: Vec<Vec<Vec<Value>>>) -> Self {
-        let probes: Vec<CollationOf> = scatter_of(p).map(|s| s.collations.clone()).unwrap_or_default();
+        let probes: Vec<CollationOf> = scatter_of(p)
+            .map(|s| s.collations.clone())
+            .unwrap_or_default();
         let width = cols.len() + probes.len();
         let mut full = cols.to_vec();
         let names: Vec<Value> = probes
@@ -261,7 +266,12 @@ fn text_rows(packets: &[Bytes]) -> Vec<Vec<Value>> {
     assert_eq!(packets.last(), Some(&eof(STATUS)));
     packets[n + 2..packets.len() - 1]
         .iter()
-        .map(|r| TextRow::decode(r.clone(), n).unwrap().values(&cols).unwrap())
+        .map(|r| {
+            TextRow::decode(r.clone(), n)
+                .unwrap()
+                .values(&cols)
+                .unwrap()
+        })
         .collect()
 }
 
@@ -282,10 +292,19 @@ fn ints(rows: &[Vec<Value>], col: usize) -> Vec<i64> {
 /// Sorted rows spread over the 8 units of `orders` (id, amount), with ties across units.
 fn sorted_data(p: &Plan) -> Data {
     let mut per_unit = vec![Vec::new(); 8];
-    per_unit[0] = vec![vec![Value::Int(1), Value::Int(50)], vec![Value::Int(2), Value::Int(30)]];
-    per_unit[1] = vec![vec![Value::Int(3), Value::Int(50)], vec![Value::Int(4), Value::Int(40)]];
+    per_unit[0] = vec![
+        vec![Value::Int(1), Value::Int(50)],
+        vec![Value::Int(2), Value::Int(30)],
+    ];
+    per_unit[1] = vec![
+        vec![Value::Int(3), Value::Int(50)],
+        vec![Value::Int(4), Value::Int(40)],
+    ];
     per_unit[2] = vec![vec![Value::Int(5), Value::Int(30)]];
-    per_unit[5] = vec![vec![Value::Int(6), Value::Int(60)], vec![Value::Int(7), Value::Int(10)]];
+    per_unit[5] = vec![
+        vec![Value::Int(6), Value::Int(60)],
+        vec![Value::Int(7), Value::Int(10)],
+    ];
     Data::new(p, &[int_col("id"), int_col("amount")], per_unit)
 }
 
@@ -311,7 +330,11 @@ fn sorted_read_merges_with_ties_to_the_lower_unit_and_applies_offset_and_limit()
     assert_eq!(run.packets, buffered(&p, &units, &data, false));
     // Stopped at the LIMIT: units left inside their rows are drained (bounded by the LIMIT).
     assert!(run.drains.contains(&Drain::All), "{:?}", run.drains);
-    assert!(run.drains.iter().all(|d| matches!(d, Drain::All | Drain::Clean)));
+    assert!(
+        run.drains
+            .iter()
+            .all(|d| matches!(d, Drain::All | Drain::Clean))
+    );
     // Every header first, in unit order (count, id, amount, COLLATION(amount), EOF), then every
     // unit's first row.
     let headers: Vec<usize> = (0..8).flat_map(|u| [u; 5]).collect();
@@ -340,7 +363,11 @@ fn sorted_read_without_limit_reads_everything_and_matches_the_buffered_path() {
             }
             let run = stream(shape, binary, replies(&data));
             assert_eq!(run.error, None, "{sql}");
-            assert_eq!(run.packets, buffered(&p, &units, &data, binary), "{sql} binary={binary}");
+            assert_eq!(
+                run.packets,
+                buffered(&p, &units, &data, binary),
+                "{sql} binary={binary}"
+            );
             if !binary {
                 let rows = text_rows(&run.packets);
                 let want: &[i64] = match sql {
@@ -378,7 +405,10 @@ fn sorted_read_without_limit_closes_units_left_behind_on_an_error() {
 #[test]
 fn an_error_in_a_header_still_reads_every_header_and_reports_the_first() {
     let r = rules();
-    let p = plan_of(&r, "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 5");
+    let p = plan_of(
+        &r,
+        "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 5",
+    );
     let data = sorted_data(&p);
     let mut rs = replies(&data);
     rs[2] = VecDeque::from([err_packet(1146, "Table 'orders_2' doesn't exist")]);
@@ -388,11 +418,18 @@ fn an_error_in_a_header_still_reads_every_header_and_reports_the_first() {
         Some(StreamError::Refused { unit: 2, err }) => assert_eq!(err.code, 1146),
         e => panic!("{e:?}"),
     }
-    assert!(run.packets.is_empty(), "nothing written before the headers are in");
+    assert!(
+        run.packets.is_empty(),
+        "nothing written before the headers are in"
+    );
     // Every unit's header was read; the others are at their rows and bounded (LIMIT): drained.
     for u in 0..8 {
         assert!(run.reads.contains(&u));
-        let want = if u == 2 || u == 6 { Drain::Clean } else { Drain::All };
+        let want = if u == 2 || u == 6 {
+            Drain::Clean
+        } else {
+            Drain::All
+        };
         assert_eq!(run.drains[u], want, "unit {u}");
     }
 }
@@ -400,7 +437,10 @@ fn an_error_in_a_header_still_reads_every_header_and_reports_the_first() {
 #[test]
 fn shard_replies_that_are_not_one_result_set_are_refused() {
     let r = rules();
-    let p = plan_of(&r, "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 5");
+    let p = plan_of(
+        &r,
+        "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 5",
+    );
     let data = sorted_data(&p);
     // An OK where rows were expected.
     let mut rs = replies(&data);
@@ -429,7 +469,11 @@ fn shard_replies_that_are_not_one_result_set_are_refused() {
     let mut rs = replies(&data);
     rs[5].truncate(6);
     let run = stream(Streamed::of(&p2).unwrap(), false, rs);
-    assert!(matches!(&run.error, Some(StreamError::Lost { unit: 5, .. })), "{:?}", run.error);
+    assert!(
+        matches!(&run.error, Some(StreamError::Lost { unit: 5, .. })),
+        "{:?}",
+        run.error
+    );
     assert_eq!(run.drains[5], Drain::Close);
 }
 
@@ -454,7 +498,11 @@ fn grouped_read_folds_groups_across_units_by_collation() {
             let data = Data::new(&p, &[str_col("status", ci), int_col("COUNT(*)")], per_unit);
             let run = stream(shape, binary, replies(&data));
             assert_eq!(run.error, None, "{sql}");
-            assert_eq!(run.packets, buffered(&p, &units, &data, binary), "{sql} binary={binary}");
+            assert_eq!(
+                run.packets,
+                buffered(&p, &units, &data, binary),
+                "{sql} binary={binary}"
+            );
             if !binary {
                 let rows = text_rows(&run.packets);
                 let want: &[i64] = match sql {
@@ -494,7 +542,11 @@ fn plain_scatter_copies_units_in_order_and_matches_the_buffered_path() {
     for binary in [false, true] {
         let run = stream(Streamed::Concat(&sc.units), binary, replies(&data));
         assert_eq!(run.error, None);
-        assert_eq!(run.packets, buffered(&p, &sc.units, &data, binary), "binary={binary}");
+        assert_eq!(
+            run.packets,
+            buffered(&p, &sc.units, &data, binary),
+            "binary={binary}"
+        );
         if !binary {
             assert_eq!(ints(&text_rows(&run.packets), 0), [1, 2, 3, 4, 5, 6, 7]);
         }
@@ -507,7 +559,10 @@ fn plain_scatter_copies_units_in_order_and_matches_the_buffered_path() {
     let mut rs = replies(&data);
     rs[3] = VecDeque::from([err_packet(1146, "no table")]);
     let run = stream(Streamed::Concat(&sc.units), false, rs);
-    assert!(matches!(&run.error, Some(StreamError::Refused { unit: 3, .. })));
+    assert!(matches!(
+        &run.error,
+        Some(StreamError::Refused { unit: 3, .. })
+    ));
     assert_eq!(&run.drains[..4], &[Drain::Clean; 4]);
     assert_eq!(&run.drains[4..], &[Drain::All; 4]);
 }
@@ -515,7 +570,10 @@ fn plain_scatter_copies_units_in_order_and_matches_the_buffered_path() {
 #[test]
 fn draining_tracks_each_reply_to_its_end() {
     let r = rules();
-    let p = plan_of(&r, "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 1");
+    let p = plan_of(
+        &r,
+        "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 1",
+    );
     let data = sorted_data(&p);
     let mut rs = replies(&data);
     let mut exec = StreamExec::new(Streamed::of(&p).unwrap(), opts(false));
@@ -526,13 +584,16 @@ fn draining_tracks_each_reply_to_its_end() {
     }
     assert_eq!(exec.error(), None);
     assert_eq!(ints(&text_rows(&unframe(out)), 0), [6]);
-    for u in 0..8 {
+    for (u, reply) in rs.iter_mut().enumerate() {
         if exec.drain(u) == Drain::All {
             let mut n = 0;
-            while !exec.discard(u, &rs[u].pop_front().unwrap()) {
+            while !exec.discard(u, &reply.pop_front().unwrap()) {
                 n += 1;
             }
-            assert!(rs[u].is_empty(), "unit {u}: read to the end of its reply ({n} rows)");
+            assert!(
+                reply.is_empty(),
+                "unit {u}: read to the end of its reply ({n} rows)"
+            );
         }
         assert_eq!(exec.drain(u), Drain::Clean, "unit {u}");
     }

@@ -187,8 +187,11 @@ impl RowSource for MergeRows {
         &self.columns
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
-        let Some(b) = first_head(self.heads.iter().map(Option::as_ref), &self.keys, &self.columns)
-        else {
+        let Some(b) = first_head(
+            self.heads.iter().map(Option::as_ref),
+            &self.keys,
+            &self.columns,
+        ) else {
             return Ok(None);
         };
         let next = match self.sources.get_mut(b) {

@@ -23,8 +23,8 @@ pub mod route;
 pub mod scatter;
 mod select;
 pub mod splice;
-pub mod stream;
 mod sqltext;
+pub mod stream;
 pub mod union;
 
 use std::fmt::Write as _;
@@ -46,7 +46,7 @@ pub use project::{Filter, Project, Sort, Trim};
 pub use route::Route;
 pub use scatter::{Scatter, WriteMerge};
 pub use stream::{
-    Drain, StreamError, StreamExec, StreamOptions, Streamed, SortedRead, Want, sorted_read,
+    Drain, SortedRead, StreamError, StreamExec, StreamOptions, Streamed, Want, sorted_read,
 };
 pub use union::{Union, UnionRows};
 

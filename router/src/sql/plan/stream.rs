@@ -34,7 +34,6 @@
 //! sets within `max_rows`), one unit's column definitions (the first unit's, kept for the output).
 //! Merged rows are never collected, so the row budget does not apply to them.
 
-
 use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::com;
 use codec::mysql::reply::{ReplyEnd, ReplyTracker, Step as ReplyStep};
@@ -266,7 +265,8 @@ enum Mode<'a> {
     Grouped {
         read: GroupedRead<'a>,
         merger: Merger,
-        groups: Option<GroupStream>,
+        /// Boxed: the largest state, and one per statement.
+        groups: Option<Box<GroupStream>>,
     },
 }
 
@@ -761,8 +761,7 @@ impl<'a> StreamExec<'a> {
         let cols = collate::resolve(&merge.input.collations, &merger.cols, &firsts)
             .map_err(StreamError::Merge)?;
         merger.cols = cols;
-        check_key_collations(&merger.keys, &merger.cols, "ORDER BY")
-            .map_err(StreamError::Merge)?;
+        check_key_collations(&merger.keys, &merger.cols, "ORDER BY").map_err(StreamError::Merge)?;
         if let Mode::Grouped {
             read,
             merger,
@@ -772,7 +771,7 @@ impl<'a> StreamExec<'a> {
             // The groups compare by the collations just learnt.
             let g = read.start(merger.cols.clone(), self.limits);
             self.w.columns(out, g.columns());
-            *groups = Some(g);
+            *groups = Some(Box::new(g));
         }
         self.stage = Stage::Merge(None);
         Ok(None)
