@@ -454,6 +454,21 @@ fn shard_replies_that_are_not_one_result_set_are_refused() {
         run.error
     );
     assert_eq!(run.drains[0], Drain::Close);
+    // An OK that announces more results.
+    let mut rs = replies(&data);
+    let mut ok = BytesMut::new();
+    OkPacket {
+        status: 0x08,
+        ..Default::default()
+    }
+    .encode(capability::DEFAULT_CLIENT, &mut ok);
+    rs[4] = VecDeque::from([ok.freeze()]);
+    let run = stream(Streamed::of(&p).unwrap(), false, rs);
+    assert!(
+        matches!(&run.error, Some(StreamError::Lost { unit: 4, reason }) if reason.contains("OK packet")),
+        "{:?}",
+        run.error
+    );
     // A second result set after the rows.
     let mut rs = replies(&data);
     let last = rs[1].len() - 1;

@@ -440,6 +440,10 @@ impl<'a> StreamExec<'a> {
                     Err(e) => self.lose(unit, e.to_string()),
                 }
             }
+            // An OK (with more results following): not a result set.
+            (Phase::Unread, ReplyStep::More) if payload.first() == Some(&0x00) => {
+                self.lose(unit, "expected rows from a shard, got an OK packet");
+            }
             (Phase::Unread, ReplyStep::More) => {
                 match codec::mysql::resultset::decode_column_count(payload.clone()) {
                     Ok(n) => {
