@@ -223,7 +223,7 @@ impl UnitReply {
     }
 }
 
-/// One head of a k-way merge: the row packet, its decoded cells, the unit it came from.
+/// One head of a k-way merge: the row packet and its decoded cells.
 struct Head {
     payload: Bytes,
     row: Row,
