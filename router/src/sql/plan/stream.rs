@@ -200,20 +200,25 @@ enum Phase {
 struct UnitReply {
     tracker: ReplyTracker,
     phase: Phase,
-    /// The raw column-count packet and definitions (until the output header is written).
+    /// The raw column-count packet (until the unit's header is handled) and the column count.
     count: Option<Bytes>,
+    ncols: u64,
+    /// The raw definitions, kept only where they are used (a merge uses the first unit's).
     defs: Vec<Bytes>,
+    keep_defs: bool,
     /// The row fed and not taken yet; `Some(None)`: the end of the rows.
     next: Option<Option<Bytes>>,
 }
 
 impl UnitReply {
-    fn new(caps: u32) -> Self {
+    fn new(caps: u32, keep_defs: bool) -> Self {
         Self {
             tracker: ReplyTracker::new(com::QUERY, caps),
             phase: Phase::Unread,
             count: None,
+            ncols: 0,
             defs: Vec::new(),
+            keep_defs,
             next: None,
         }
     }
@@ -222,6 +227,10 @@ impl UnitReply {
         !matches!(self.phase, Phase::Unread | Phase::Defs(_) | Phase::DefsEof)
     }
 }
+
+/// What one move of the executor gives: the packet it needs next (or `Done`), nothing yet (move
+/// again), or why it failed (boxed: the moves return often, errors rarely).
+type Moved = Result<Option<Want>, Box<StreamError>>;
 
 /// One head of a k-way merge: the row packet and its decoded cells.
 struct Head {
@@ -343,6 +352,8 @@ pub struct StreamExec<'a> {
     limits: ExecLimits,
     stage: Stage,
     error: Option<StreamError>,
+    /// The unit fed last is still inside its column definitions (see [`StreamExec::step`]).
+    again: Option<usize>,
     w: Writer,
 }
 
@@ -358,6 +369,7 @@ impl<'a> StreamExec<'a> {
     /// [`StreamExec::step`]).
     pub fn new(shape: Streamed<'a>, opts: StreamOptions) -> Self {
         let n = shape.units().len();
+        let concat = matches!(shape, Streamed::Concat(_));
         let (mode, stage) = match shape {
             Streamed::Concat(_) => (
                 Mode::Concat {
@@ -388,11 +400,16 @@ impl<'a> StreamExec<'a> {
         };
         Self {
             mode,
-            units: (0..n).map(|_| UnitReply::new(opts.backend_caps)).collect(),
+            // A plain scatter decodes every unit's definitions (binary: each unit's rows by its
+            // own); a merge sends and decodes the first unit's only.
+            units: (0..n)
+                .map(|i| UnitReply::new(opts.backend_caps, concat || i == 0))
+                .collect(),
             drain_rows: opts.drain_rows,
             limits: opts.limits,
             stage,
             error: None,
+            again: None,
             w: Writer {
                 seq: 1,
                 status: opts.status,
@@ -425,6 +442,7 @@ impl<'a> StreamExec<'a> {
 
     /// Hands over the next packet of `unit`'s reply (the one [`Want::Read`] asked for).
     pub fn feed(&mut self, unit: usize, payload: Bytes) {
+        self.again = None;
         let Some(u) = self.units.get_mut(unit) else {
             return;
         };
@@ -448,7 +466,9 @@ impl<'a> StreamExec<'a> {
                 match codec::mysql::resultset::decode_column_count(payload.clone()) {
                     Ok(n) => {
                         u.phase = Phase::Defs(n);
+                        u.ncols = n;
                         u.count = Some(payload);
+                        self.again = Some(unit);
                     }
                     Err(e) => self.lose(unit, e.to_string()),
                 }
@@ -457,12 +477,15 @@ impl<'a> StreamExec<'a> {
                 self.lose(unit, "expected rows from a shard, got an OK packet");
             }
             (Phase::Defs(left), ReplyStep::More) => {
-                u.defs.push(payload);
+                if u.keep_defs {
+                    u.defs.push(payload);
+                }
                 u.phase = if left > 1 {
                     Phase::Defs(left - 1)
                 } else {
                     Phase::DefsEof
                 };
+                self.again = Some(unit);
             }
             (Phase::DefsEof, ReplyStep::More) => u.phase = Phase::Rows,
             (Phase::Rows, ReplyStep::More) if is_end_of_rows(&payload, false) => {
@@ -483,7 +506,17 @@ impl<'a> StreamExec<'a> {
     }
 
     /// Runs as far as the packets fed allow, framing the client's packets into `out`.
+    #[inline]
     pub fn step(&mut self, out: &mut BytesMut) -> Want {
+        // Inside a unit's column definitions nothing can move but that unit's reply: ask for its
+        // next packet at once (the common case while the headers arrive).
+        if let Some(u) = self.again.take() {
+            return Want::Read(u);
+        }
+        self.run(out)
+    }
+
+    fn run(&mut self, out: &mut BytesMut) -> Want {
         loop {
             // An error ends the reply at once, except while the merges read every unit's header.
             if self.error.is_some() && !matches!(self.stage, Stage::Headers(_)) {
@@ -499,8 +532,10 @@ impl<'a> StreamExec<'a> {
             match r {
                 Ok(Some(w)) => return w,
                 Ok(None) => {}
-                Err(StreamError::Lost { unit, reason }) => self.lose(unit, reason),
-                Err(e) => self.fail(e),
+                Err(e) => match *e {
+                    StreamError::Lost { unit, reason } => self.lose(unit, reason),
+                    e => self.fail(e),
+                },
             }
         }
     }
@@ -562,6 +597,7 @@ impl<'a> StreamExec<'a> {
     }
 
     fn lose(&mut self, unit: usize, reason: impl Into<String>) {
+        self.again = None;
         if let Some(u) = self.units.get_mut(unit) {
             u.phase = Phase::Broken;
             u.next = None;
@@ -575,7 +611,7 @@ impl<'a> StreamExec<'a> {
     }
 
     /// Plain scatter: unit `i`'s header, then its rows; the next unit; the final EOF.
-    fn copy(&mut self, out: &mut BytesMut, i: usize) -> Result<Option<Want>, StreamError> {
+    fn copy(&mut self, out: &mut BytesMut, i: usize) -> Moved {
         let Mode::Concat {
             out_cols,
             unit_cols,
@@ -653,13 +689,13 @@ impl<'a> StreamExec<'a> {
 
     /// Merges: every unit's header (all of them, even after an error, so that a statement that
     /// fails on every shard leaves every connection clean), then the client's header.
-    fn headers(&mut self, out: &mut BytesMut, i: usize) -> Result<Option<Want>, StreamError> {
+    fn headers(&mut self, out: &mut BytesMut, i: usize) -> Moved {
         if let Some(u) = self.units.get(i) {
             if !u.header_read() {
                 return Ok(Some(Want::Read(i)));
             }
-            let first = self.units.first().map_or(0, |f| f.defs.len());
-            if self.error.is_none() && u.phase != Phase::Broken && first != u.defs.len() {
+            let first = self.units.first().map_or(0, |f| f.ncols);
+            if self.error.is_none() && u.phase != Phase::Broken && first != u.ncols {
                 self.lose(i, "the units returned different column counts");
             }
             self.stage = Stage::Headers(i + 1);
@@ -675,10 +711,13 @@ impl<'a> StreamExec<'a> {
         };
         for u in &mut self.units {
             u.count = None;
-            u.defs = Vec::new();
         }
         let cols = decode_columns(&defs).map_err(|reason| lost(0, reason))?;
         let n = cols.len();
+        let units = self.units.len();
+        if let Mode::Sorted { merger, .. } | Mode::Grouped { merger, .. } = &mut self.mode {
+            merger.heads.reserve_exact(units);
+        }
         let w = &mut self.w;
         match &mut self.mode {
             Mode::Sorted {
@@ -738,7 +777,7 @@ impl<'a> StreamExec<'a> {
     }
 
     /// Merges: every unit's first row, then the keys' collations from them.
-    fn fill(&mut self, out: &mut BytesMut, i: usize) -> Result<Option<Want>, StreamError> {
+    fn fill(&mut self, out: &mut BytesMut, i: usize) -> Moved {
         if i < self.units.len() {
             let Some(h) = self.take_head(i)? else {
                 return Ok(Some(Want::Read(i)));
@@ -782,11 +821,7 @@ impl<'a> StreamExec<'a> {
     }
 
     /// Merges: refills the unit whose head was taken, then sends the next row.
-    fn merge(
-        &mut self,
-        out: &mut BytesMut,
-        waiting: Option<usize>,
-    ) -> Result<Option<Want>, StreamError> {
+    fn merge(&mut self, out: &mut BytesMut, waiting: Option<usize>) -> Moved {
         if let Some(b) = waiting {
             let Some(h) = self.take_head(b)? else {
                 return Ok(Some(Want::Read(b)));
