@@ -706,3 +706,45 @@ mod random {
         }
     }
 }
+
+#[test]
+fn a_unit_failing_inside_its_column_definitions_fails_the_statement() {
+    let r = rules();
+    let p = plan_of(
+        &r,
+        "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 5",
+    );
+    let data = sorted_data(&p);
+    // An ERR after the column count and one definition.
+    let mut rs = replies(&data);
+    rs[3].truncate(2);
+    rs[3].push_back(err_packet(1317, "Query execution was interrupted"));
+    // A connection lost after two definitions.
+    rs[6].truncate(3);
+    let run = stream(Streamed::of(&p).unwrap(), false, rs);
+    match &run.error {
+        Some(StreamError::Refused { unit: 3, err }) => assert_eq!(err.code, 1317),
+        e => panic!("{e:?}"),
+    }
+    assert!(run.packets.is_empty());
+    assert_eq!(run.drains[3], Drain::Clean);
+    assert_eq!(run.drains[6], Drain::Close);
+    // Every unit's header was read to its end or its failure.
+    for u in [0, 1, 2, 4, 5, 7] {
+        assert_eq!(run.drains[u], Drain::All, "unit {u}");
+    }
+    // A plain scatter stops at the first failing unit.
+    let Plan::Scatter(sc) = plan_of(&r, "SELECT id, amount FROM orders") else {
+        panic!("a scatter")
+    };
+    let mut rs = replies(&data);
+    rs[1].truncate(2);
+    let run = stream(Streamed::Concat(&sc.units), true, rs);
+    assert!(
+        matches!(&run.error, Some(StreamError::Lost { unit: 1, .. })),
+        "{:?}",
+        run.error
+    );
+    assert_eq!(run.drains[1], Drain::Close);
+    assert_eq!(&run.drains[2..], &[Drain::All; 6]);
+}
