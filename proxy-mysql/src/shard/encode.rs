@@ -1,10 +1,10 @@
 //! Replies for sharded statements: merged rows as a text- or binary-protocol result set (column
 //! count, definitions, EOF, rows, EOF; clients are not offered DEPRECATE_EOF), and ERR packets.
-//! The streamed paths encode with the same functions (`columns`, `text_row`, `binary_row`,
-//! `decode_row`), so a client cannot tell a streamed result from a buffered one.
+//! Rows are encoded by router's streaming executor's functions (`router::sql::plan::stream`), so a
+//! client cannot tell a streamed result from a buffered one.
 
 use bytes::{Bytes, BytesMut};
-use codec::mysql::{BinaryRow, ColumnDefinition, ErrPacket, TextRow, Value};
+use codec::mysql::{ColumnDefinition, ErrPacket, Value};
 use router::sql::plan::{RowSource, ShardError};
 
 use crate::conn::Conn;
@@ -78,7 +78,7 @@ pub(crate) fn text_row(
     cols: &[ColumnDefinition],
     p: &mut BytesMut,
 ) -> Result<(), ShardError> {
-    TextRow::encode_values(row, cols, p).map_err(encoding)
+    router::sql::plan::stream::encode_text_row(row, cols, p)
 }
 
 /// Encodes one merged row in the binary protocol into `p` (values encoded for `cols`).
@@ -87,7 +87,7 @@ pub(crate) fn binary_row(
     cols: &[ColumnDefinition],
     p: &mut BytesMut,
 ) -> Result<(), ShardError> {
-    BinaryRow { values: row }.encode(cols, p).map_err(encoding)
+    router::sql::plan::stream::encode_binary_row(row, cols, p)
 }
 
 /// Decodes a shard's text-protocol row into typed values, each cell by its column `cols` (as the
@@ -97,17 +97,5 @@ pub(crate) fn decode_row(
     cols: &[ColumnDefinition],
     cells: &mut Vec<Option<Bytes>>,
 ) -> Result<Vec<Value>, codec::mysql::MysqlError> {
-    TextRow::decode_into(payload, cols.len(), cells)?;
-    cells
-        .iter()
-        .zip(cols)
-        .map(|(cell, col)| codec::mysql::value::decode_text(cell.as_ref(), col))
-        .collect()
-}
-
-fn encoding(e: codec::mysql::MysqlError) -> ShardError {
-    ShardError::Backend {
-        shard: "merge".into(),
-        message: format!("encoding a merged row: {e}"),
-    }
+    router::sql::plan::stream::decode_row(payload, cols, cells)
 }

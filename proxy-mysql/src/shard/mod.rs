@@ -13,9 +13,9 @@
 //!
 //! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
 //! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
-//! the client; [`stream`] plain scatter reads copied through without buffering; [`merge`] sorted
-//! reads (ORDER BY [LIMIT]) and sorted GROUP BY merged from one socket per unit without buffering
-//! (groups aggregated one at a time by `router::sql::plan::GroupStream`); [`stmt`] prepared
+//! the client; [`stream`] the streamed reads (plain scatter, sorted, grouped): sockets feeding
+//! router's sans-IO streaming executor (`router::sql::plan::stream`), which does the merging,
+//! grouping, trimming and re-encoding; [`stmt`] prepared
 //! statements (binary protocol); [`txn`] transactions across shards; [`check`] the shards' schemas
 //! checked on their servers (`furrow check-config --connect`).
 //!
@@ -27,7 +27,6 @@
 pub mod check;
 pub mod conn;
 pub mod encode;
-pub mod merge;
 pub mod run;
 pub mod state;
 pub mod stmt;
@@ -654,8 +653,8 @@ impl ShardSession {
     /// whose ids the proxy made is buffered (its OK reports the first id).
     ///
     /// Streamed outside transactions (a transaction holds one connection per shard): sorted reads
-    /// and grouped reads ([`merge`], one connection per unit when that fits the pools), plain
-    /// scatter reads ([`stream`]) and, for prepared statements, a single-unit `Route` read (through
+    /// and grouped reads (one connection per unit when that fits the pools), plain scatter reads
+    /// (all through [`stream`]) and, for prepared statements, a single-unit `Route` read (through
     /// [`stream`] as a one-unit scatter, so its rows can be re-encoded). A text `Route` is forwarded
     /// as the shard sends it, inside transactions too; a plain text scatter read streams inside
     /// transactions as well (over the transaction's connections). Prepared statements inside a
@@ -667,19 +666,13 @@ impl ShardSession {
         p: &Plan,
         binary: bool,
     ) {
-        // A sorted read streams from one connection per unit.
+        // Sorted reads, and GROUP BYs whose groups come sorted and leave in their order, stream
+        // from one connection per unit.
         if self.txn.is_none()
-            && let Some(sr) = merge::sorted_read(p)
-            && merge::fits_pools(&cx, rules, &sr.merge.input.units)
+            && let Some(shape) = plan::Streamed::of(p)
+            && stream::fits_pools(&cx, rules, shape.units())
         {
-            return self.stream_merge(cx, rules, &sr, binary).await;
-        }
-        // So does a GROUP BY whose groups come sorted and leave in their order.
-        if self.txn.is_none()
-            && let Some(gr) = plan::grouped_read(p)
-            && merge::fits_pools(&cx, rules, &gr.merge.input.units)
-        {
-            return self.stream_groups(cx, rules, &gr, binary).await;
+            return self.stream(cx, rules, shape, binary).await;
         }
         match p {
             Plan::Route(r) if self.generated.is_none() && !binary => {
@@ -692,9 +685,8 @@ impl ShardSession {
                     && self.txn.is_none()
                     && classify(&r.unit.sql).kind == StmtKind::Select =>
             {
-                return self
-                    .stream_scatter(cx, rules, std::slice::from_ref(&r.unit), true)
-                    .await;
+                let shape = plan::Streamed::Concat(std::slice::from_ref(&r.unit));
+                return self.stream(cx, rules, shape, true).await;
             }
             // (A scatter merged by key carries collation helpers; only a plain one streams.)
             Plan::Scatter(s)
@@ -702,7 +694,9 @@ impl ShardSession {
                     && s.collations.is_empty()
                     && (!binary || self.txn.is_none()) =>
             {
-                return self.stream_scatter(cx, rules, &s.units, binary).await;
+                return self
+                    .stream(cx, rules, plan::Streamed::Concat(&s.units), binary)
+                    .await;
             }
             _ => {}
         }

@@ -1,311 +1,381 @@
-//! Streaming a plain scatter read (`Scatter` without a merge above it): every unit is sent at once
-//! (shards work in parallel, one connection each, a shard's units pipelined), then the results are
-//! copied to the client unit after unit: the first unit's column definitions, then every unit's
-//! row packets re-sequenced, then one EOF. For a prepared statement (binary protocol, outside
-//! transactions; also a single-unit `Route` read) the definitions are decoded and re-encoded and
-//! every text row is decoded and re-encoded as a binary row by [`encode`], exactly as the buffered
-//! path would send them. Nothing is buffered beyond the sockets, so the row budget does not apply.
-//! A shard error before any byte reached the client replaces the result with a plain ERR (as on
-//! the buffered path); after that it ends the result set with that ERR (as a server does for an
-//! error while sending rows); the other pending replies are drained so the connections stay
-//! usable. Later shards wait in their socket buffers while earlier ones are
-//! copied: a client slower than the servers' `net_write_timeout` on a huge result fails the read.
+//! Streamed sharded reads: the socket side of router's sans-IO streaming executor
+//! ([`router::sql::plan::stream`], which decides everything about the reply). This file opens the
+//! connections, sends every unit's SQL at once (the shards work in parallel), then feeds the
+//! executor one packet at a time from the socket of the unit it asks for and writes what it
+//! produces to the client, flushing every [`FLUSH_AT`] bytes. Shapes (chosen in
+//! `ShardSession::run_streaming_or_buffered`):
+//!
+//! - plain scatter reads (`Scatter` without a merge, also inside a transaction for COM_QUERY; a
+//!   prepared single-unit `Route` read as a one-unit scatter): one connection per shard, a shard's
+//!   units pipelined on it and copied in unit order;
+//! - sorted reads (`[Trim] → [Limit] → MergeSort`) and grouped reads (`GroupStream` over a
+//!   `MergeSort`), outside transactions: one connection per unit (a shard with several partitions
+//!   lends several from its pool, at most half of a group's `pool_max`: [`fits_pools`]), so that
+//!   every unit's sorted rows can be read from its own socket while the others wait in theirs.
+//!
+//! For a prepared statement (`binary`) the shards still get text SQL; the executor re-encodes the
+//! column definitions and every row for the binary protocol as the buffered path would send them.
+//!
+//! Ending: when the executor is done (complete, LIMIT reached, a shard error, a lost connection)
+//! or the client is gone, each unit's connection is cleaned up as the executor says
+//! ([`Drain`]): given back, read to the end of its reply (bounded replies: a LIMIT), read up to
+//! `max_limit_rows` more packets then closed (grouped reads without a pushed LIMIT), or closed
+//! (unbounded: a sorted read without a LIMIT, a broken connection). An error before any byte of
+//! the reply was flushed replaces the reply with a plain ERR (a shard's ERR keeps its code,
+//! prefixed `shard sN:`; a merge error is the buffered path's ERR); after that it ends the result
+//! set, as a server does for an error while sending rows. Every read of a merge is bounded by the
+//! group's `query_timeout_ms` from the statement's start (for a plain scatter: from the start of
+//! each unit's reply) and a closed socket fails the read, so a lost shard never leaves the client
+//! waiting longer than that. Later units of a plain scatter wait in their socket buffers while
+//! earlier ones are copied: a client slower than the servers' `net_write_timeout` on a huge result
+//! fails the read.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
-use codec::mysql::consts::{com, status};
-use codec::mysql::{ColumnDefinition, ErrPacket};
-use router::sql::plan::Unit;
+use codec::mysql::ErrPacket;
+use router::sql::plan::{
+    Drain, ExecLimits, StreamError, StreamExec, StreamOptions, Streamed, Unit, Want,
+};
 use router::sql::shard::ShardingRules;
+use tokio::time::Instant;
 
 use super::conn::ShardConn;
+use super::run::{join_all, open, shard_err, shard_error_packet};
 use super::{Ctx, ShardSession, encode};
-use crate::backend::RespKind;
-use crate::conn::ConnError;
+use crate::backend::BACKEND_CAPS;
 use crate::error::ProxyError;
 
 /// Flush to the client when this much is queued.
 pub(super) const FLUSH_AT: usize = 256 * 1024;
 
-enum Stop {
-    /// The shard answered ERR (the connection is fine).
-    Refused(ErrPacket),
-    /// The shard or the client connection failed.
-    Lost(String),
+/// Whether one connection per unit fits the pools: a statement takes at most half of a group's
+/// `pool_max` (per executor), so concurrent sorted reads cannot starve each other of connections.
+/// Otherwise the plan takes the buffered path (one connection per shard).
+pub(crate) fn fits_pools(cx: &Ctx<'_>, rules: &ShardingRules, units: &[Unit]) -> bool {
+    let mut per_group: HashMap<&str, u32> = HashMap::new();
+    for u in units {
+        let Some(s) = rules.shards.get(u.shard) else {
+            return false;
+        };
+        *per_group.entry(s.group.as_str()).or_default() += 1;
+    }
+    per_group.into_iter().all(|(g, n)| {
+        cx.snap
+            .config
+            .mysql_group(g)
+            .is_some_and(|g| n <= (g.pool_max / 2).max(1))
+    })
+}
+
+/// A shard connection feeding units' replies.
+struct Feed {
+    shard: usize,
+    conn: ShardConn,
+    /// When reads give up (`query_timeout_ms`).
+    deadline: Option<Instant>,
+}
+
+impl Feed {
+    async fn read(&mut self) -> Result<bytes::Bytes, String> {
+        let read = self.conn.conn.conn.read_packet();
+        let r = match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d, read).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("statement timeout".to_string()),
+            },
+            None => read.await.map_err(|e| e.to_string()),
+        };
+        if r.is_err() {
+            self.conn.conn.broken = true;
+        }
+        r.map(|p| p.payload)
+    }
+
+    /// Restarts the statement timeout (a plain scatter's next unit).
+    fn restart(&mut self) {
+        self.deadline = self.conn.query_timeout.map(|t| Instant::now() + t);
+    }
 }
 
 impl ShardSession {
-    /// Streams the rows of `units` (a read scatter) to the client, in the binary protocol when
-    /// `binary` (a prepared statement).
-    pub(crate) async fn stream_scatter(
+    /// Streams `shape` (see the module docs) to the client, in the binary protocol when `binary`.
+    pub(crate) async fn stream(
         &mut self,
         cx: Ctx<'_>,
         rules: &ShardingRules,
-        units: &[Unit],
+        shape: Streamed<'_>,
         binary: bool,
     ) {
-        let shards: Vec<usize> = {
-            let mut v: Vec<usize> = units.iter().map(|u| u.shard).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
+        let units = shape.units();
+        let concat = matches!(shape, Streamed::Concat(_));
+        let opened = if concat {
+            self.open_per_shard(&cx, rules, units).await
+        } else {
+            self.open_per_unit(&cx, rules, units).await
         };
-        let mut conns: BTreeMap<usize, ShardConn> = match self.open_all(&cx, rules, &shards).await {
-            Ok(c) => c.into_iter().collect(),
+        let (mut feeds, feed_of) = match opened {
+            Ok(f) => f,
             Err(e) => return encode::err(cx.client, &e),
         };
+        let mut exec = StreamExec::new(
+            shape,
+            StreamOptions {
+                binary,
+                status: self.status(),
+                backend_caps: BACKEND_CAPS,
+                limits: ExecLimits {
+                    max_rows: rules.max_scatter_rows,
+                },
+                drain_rows: rules.max_limit_rows,
+            },
+        );
         // Send everything first so the shards work in parallel.
-        let mut sent_ok = true;
-        for u in units {
-            if let Some(c) = conns.get_mut(&u.shard) {
-                let mut p = Vec::with_capacity(u.sql.len() + 1);
-                p.push(com::QUERY);
-                p.extend_from_slice(u.sql.as_bytes());
-                c.conn.queue_command(&p);
+        for (u, f) in units.iter().zip(&feed_of) {
+            if let Some(feed) = feeds.get_mut(*f) {
+                feed.conn.conn.conn.queue_query(&u.sql);
             }
         }
-        for c in conns.values_mut() {
-            if c.conn.conn.flush().await.is_err() {
-                c.conn.broken = true;
-                sent_ok = false;
+        for (i, feed) in feeds.iter_mut().enumerate() {
+            if let Err(e) = feed.conn.conn.conn.flush().await {
+                feed.conn.conn.broken = true;
+                if let Some(u) = feed_of.iter().position(|f| *f == i) {
+                    exec.lost(u, format!("sending: {e}"));
+                }
             }
         }
-        let st = self.status();
-        let mut seq = 1u8;
         let mark = cx.client.wbuf.len();
-        let mut sent = Sent::default();
-        let mut stop: Option<(usize, Stop)> = None;
-        let mut next = 0;
-        let mut recode = binary.then(Binary::default);
-        if !sent_ok {
-            stop = Some((0, Stop::Lost("sending to a shard failed".into())));
-        }
-        while stop.is_none() && next < units.len() {
-            let u = &units[next];
-            next += 1;
-            let Some(c) = conns.get_mut(&u.shard) else {
+        let mut flushed = false;
+        let mut client_gone = None;
+        let mut current = None;
+        loop {
+            let u = match exec.step(&mut cx.client.wbuf) {
+                Want::Done => break,
+                Want::Read(u) => u,
+            };
+            let Some(feed) = feed_of.get(u).and_then(|f| feeds.get_mut(*f)) else {
+                exec.lost(u, "no connection");
                 continue;
             };
-            let timeout = c.query_timeout;
-            let f = copy_result(c, cx.client, &mut seq, &mut sent, st, recode.as_mut());
-            let r = match timeout {
-                Some(t) => tokio::time::timeout(t, f)
-                    .await
-                    .unwrap_or_else(|_| Err(Stop::Lost("statement timeout".into()))),
-                None => f.await,
+            if concat && current != Some(u) {
+                current = Some(u);
+                feed.restart();
+            }
+            match feed.read().await {
+                Ok(p) => exec.feed(u, p),
+                Err(reason) => exec.lost(u, reason),
+            }
+            if cx.client.wbuf.len() >= FLUSH_AT {
+                flushed = true;
+                if let Err(e) = cx.client.flush().await {
+                    client_gone = Some(format!("client: {e}"));
+                    break;
+                }
+            }
+        }
+        // Clean the connections up before answering (in unit order: a shard's units are
+        // pipelined on its connection).
+        for (u, f) in feed_of.iter().enumerate() {
+            let Some(feed) = feeds.get_mut(*f) else {
+                continue;
             };
-            if let Err(s) = r {
-                if matches!(s, Stop::Lost(_)) {
-                    c.conn.broken = true;
+            if feed.conn.conn.broken {
+                continue;
+            }
+            let most = match exec.drain(u) {
+                Drain::Clean => continue,
+                Drain::Close => {
+                    feed.conn.conn.broken = true;
+                    continue;
                 }
-                stop = Some((u.shard, s));
+                Drain::All => None,
+                Drain::UpTo(n) => Some(n),
+            };
+            if concat {
+                feed.restart();
             }
-        }
-        // Drain replies not read yet (after a stop) so the connections can be reused.
-        for u in units.iter().skip(next) {
-            if let Some(c) = conns.get_mut(&u.shard)
-                && !c.conn.broken
-                && c.conn
-                    .forward(RespKind::ResultSet, None, None, u64::MAX)
-                    .await
-                    .is_err()
-            {
-                c.conn.broken = true;
-            }
-        }
-        let lost = conns.values().any(|c| c.conn.broken);
-        for (s, c) in conns {
-            self.put_back(s, c);
-        }
-        match stop {
-            None => {
-                let s = st.to_le_bytes();
-                if !sent.started {
-                    // No unit at all (cannot happen for a planned scatter): an empty OK.
-                    cx.client.queue_ok(1, 0, 0, st);
-                } else {
-                    cx.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+            let mut left = most;
+            loop {
+                if left == Some(0) {
+                    // Too much left: the server stops at its next write.
+                    feed.conn.conn.broken = true;
+                    break;
+                }
+                left = left.map(|n| n - 1);
+                match feed.read().await {
+                    Ok(p) if exec.discard(u, &p) => break,
+                    Ok(_) => {}
+                    Err(_) => break, // broken now
                 }
             }
-            Some((shard, why)) => {
-                let name = rules.shards.get(shard).map_or("?", |s| s.name.as_str());
-                let err = match why {
-                    Stop::Refused(e) => ErrPacket {
-                        code: e.code,
-                        sql_state: e.sql_state,
-                        message: format!("shard {name}: {}", String::from_utf8_lossy(&e.message))
-                            .into(),
-                    },
-                    Stop::Lost(reason) => ProxyError::BackendLost {
-                        server: name.to_string(),
-                        reason,
-                    }
-                    .to_err_packet(),
-                };
-                let err = if lost {
-                    self.abort_txn(rules, err).await
-                } else {
-                    err
-                };
-                if sent.flushed {
-                    // Part of the result reached the client: the ERR ends it, as a server ends
-                    // a result set on an error while sending rows.
-                    cx.client.queue_err(seq, &err);
-                } else {
-                    // Nothing left yet: the ERR is the whole reply, as on the buffered path.
-                    cx.client.wbuf.truncate(mark);
-                    encode::err(cx.client, &err);
-                }
+            if matches!(exec.drain(u), Drain::Close) {
+                feed.conn.conn.broken = true;
             }
+        }
+        let lost = feeds.iter().any(|f| f.conn.conn.broken);
+        for f in feeds {
+            self.put_back(f.shard, f.conn);
+        }
+        let shard_name = |unit: usize| {
+            units
+                .get(unit)
+                .and_then(|u| rules.shards.get(u.shard))
+                .map_or("?".to_string(), |s| s.name.clone())
+        };
+        let err = match (client_gone, exec.take_error()) {
+            (Some(reason), _) => crate::error::errs::internal(&reason),
+            (None, None) => return, // the executor wrote the whole reply
+            (None, Some(StreamError::Refused { unit, err })) => {
+                let shard = units.get(unit).map_or(usize::MAX, |u| u.shard);
+                shard_err(rules, shard, &err)
+            }
+            (None, Some(StreamError::Lost { unit, reason })) => ProxyError::BackendLost {
+                server: shard_name(unit),
+                reason,
+            }
+            .to_err_packet(),
+            (None, Some(StreamError::Merge(e))) => shard_error_packet(&e),
+        };
+        let err = if lost {
+            self.abort_txn(rules, err).await
+        } else {
+            err
+        };
+        if flushed {
+            // Part of the result reached the client: the ERR ends it.
+            cx.client.queue_err(exec.seq(), &err);
+        } else {
+            // Nothing left yet: the ERR is the whole reply, as on the buffered path.
+            cx.client.wbuf.truncate(mark);
+            encode::err(cx.client, &err);
         }
     }
-}
 
-/// How far the client's reply has come.
-#[derive(Default)]
-struct Sent {
-    /// The column definitions are queued.
-    started: bool,
-    /// Part of the reply was written to the socket.
-    flushed: bool,
-}
+    /// One connection per shard of `units` (the transaction's inside one); each unit's feed.
+    async fn open_per_shard(
+        &mut self,
+        cx: &Ctx<'_>,
+        rules: &ShardingRules,
+        units: &[Unit],
+    ) -> Result<(Vec<Feed>, Vec<usize>), ErrPacket> {
+        let mut shards: Vec<usize> = units.iter().map(|u| u.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let conns = self.open_all(cx, rules, &shards).await?;
+        let feeds: Vec<Feed> = conns
+            .into_iter()
+            .map(|(shard, conn)| Feed {
+                shard,
+                deadline: None,
+                conn,
+            })
+            .collect();
+        let feed_of = units
+            .iter()
+            .map(|u| {
+                feeds
+                    .iter()
+                    .position(|f| f.shard == u.shard)
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        Ok((feeds, feed_of))
+    }
 
-/// Re-encoding a streamed result in the binary protocol (prepared statements).
-#[derive(Default)]
-struct Binary {
-    /// The client's columns: the first unit's (as the buffered path sends them).
-    cols: Vec<ColumnDefinition>,
-    cells: Vec<Option<Bytes>>,
-    buf: BytesMut,
-}
-
-/// Copies one unit's result set to the client (definitions only for the first one); with
-/// `binary`, definitions and rows are re-encoded for the binary protocol.
-async fn copy_result(
-    c: &mut ShardConn,
-    client: &mut crate::conn::Conn,
-    seq: &mut u8,
-    sent: &mut Sent,
-    st: u16,
-    mut binary: Option<&mut Binary>,
-) -> Result<(), Stop> {
-    let lost = |e: ConnError| Stop::Lost(e.to_string());
-    let b = &mut c.conn;
-    let first = b.conn.read_packet().await.map_err(|e| {
-        b.broken = true;
-        lost(e)
-    })?;
-    match first.payload.first() {
-        Some(0xFF) => {
-            return match ErrPacket::decode(first.payload) {
-                Ok(e) => Err(Stop::Refused(e)),
+    /// One connection per unit, opened concurrently (on a failure the others go back); reads
+    /// time out `query_timeout_ms` after now.
+    async fn open_per_unit(
+        &mut self,
+        cx: &Ctx<'_>,
+        rules: &ShardingRules,
+        units: &[Unit],
+    ) -> Result<(Vec<Feed>, Vec<usize>), ErrPacket> {
+        let opened = join_all(
+            units
+                .iter()
+                .map(|u| open(cx, rules, u.shard, None, false))
+                .collect(),
+        )
+        .await;
+        let started = Instant::now();
+        let mut feeds = Vec::with_capacity(units.len());
+        let mut failed = None;
+        for (u, r) in units.iter().zip(opened) {
+            match r {
+                Ok(conn) => feeds.push(Feed {
+                    shard: u.shard,
+                    deadline: conn.query_timeout.map(|t| started + t),
+                    conn,
+                }),
                 Err(e) => {
-                    b.broken = true;
-                    Err(Stop::Lost(e.to_string()))
-                }
-            };
-        }
-        Some(0x00) | Some(0xFB) => {
-            b.broken = true;
-            return Err(Stop::Lost(
-                "expected rows from a shard, got an OK packet".into(),
-            ));
-        }
-        _ => {}
-    }
-    let n = codec::mysql::resultset::decode_column_count(first.payload.clone()).map_err(|e| {
-        b.broken = true;
-        Stop::Lost(e.to_string())
-    })?;
-    if !sent.started && binary.is_none() {
-        *seq = client.queue(*seq, &first.payload);
-    }
-    // This unit's columns, decoded to read its rows (binary only).
-    let mut cols = Vec::new();
-    for _ in 0..n {
-        let p = b.conn.read_packet().await.map_err(|e| {
-            b.broken = true;
-            lost(e)
-        })?;
-        if binary.is_some() {
-            cols.push(ColumnDefinition::decode(p.payload).map_err(|e| {
-                b.broken = true;
-                Stop::Lost(format!("a column definition from a shard: {e}"))
-            })?);
-        } else if !sent.started {
-            *seq = client.queue(*seq, &p.payload);
-        }
-    }
-    let _eof = b.conn.read_packet().await.map_err(|e| {
-        b.broken = true;
-        lost(e)
-    })?;
-    if !sent.started {
-        match binary.as_deref_mut() {
-            Some(bin) => {
-                bin.cols = cols.clone();
-                *seq = encode::columns(client, *seq, &bin.cols, st);
-            }
-            None => {
-                let s = st.to_le_bytes();
-                *seq = client.queue(*seq, &[0xFE, 0, 0, s[0], s[1]]);
-            }
-        }
-        sent.started = true;
-    }
-    loop {
-        let p = b.conn.read_packet().await.map_err(|e| {
-            b.broken = true;
-            lost(e)
-        })?;
-        match p.payload.first() {
-            Some(0xFE) if p.payload.len() < 9 => {
-                let flags = u16::from_le_bytes([
-                    p.payload.get(3).copied().unwrap_or(0),
-                    p.payload.get(4).copied().unwrap_or(0),
-                ]);
-                if flags & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                    b.broken = true;
-                    return Err(Stop::Lost("unexpected multi-result from a shard".into()));
-                }
-                return Ok(());
-            }
-            Some(0xFF) => {
-                return match ErrPacket::decode(p.payload) {
-                    Ok(e) => Err(Stop::Refused(e)),
-                    Err(e) => {
-                        b.broken = true;
-                        Err(Stop::Lost(e.to_string()))
-                    }
-                };
-            }
-            _ => {
-                match binary.as_deref_mut() {
-                    None => *seq = client.queue(*seq, &p.payload),
-                    Some(bin) => {
-                        let row = encode::decode_row(p.payload, &cols, &mut bin.cells)
-                            .map_err(|e| e.to_string())
-                            .and_then(|row| {
-                                bin.buf.clear();
-                                encode::binary_row(row, &bin.cols, &mut bin.buf)
-                                    .map_err(|e| e.to_string())
-                            });
-                        if let Err(e) = row {
-                            b.broken = true; // the rest of this result is unread
-                            return Err(Stop::Lost(format!("a row from a shard: {e}")));
-                        }
-                        *seq = client.queue(*seq, &bin.buf);
-                    }
-                }
-                if client.wbuf.len() >= FLUSH_AT {
-                    sent.flushed = true;
-                    if let Err(e) = client.flush().await {
-                        b.broken = true; // the rest of this result is unread
-                        return Err(Stop::Lost(format!("client: {e}")));
-                    }
+                    failed.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = failed {
+            for f in feeds {
+                self.put_back(f.shard, f.conn);
+            }
+            return Err(e);
+        }
+        Ok((feeds, (0..units.len()).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use router::sql::plan::{SortKey, grouped_read, sorted_read};
+
+    use crate::shard::run::tests::{plan_of, rules};
+
+    #[test]
+    fn sorted_reads_are_recognised_with_their_limit_and_helper_columns() {
+        let r = rules();
+        let p = plan_of(
+            &r,
+            "SELECT id, amount FROM orders ORDER BY amount DESC LIMIT 3, 10",
+        );
+        let sr = sorted_read(&p).unwrap_or_else(|| panic!("{}", p.render(&r)));
+        // One helper column: COLLATION(amount).
+        assert_eq!((sr.offset, sr.count, sr.drop), (3, Some(10), 1));
+        assert_eq!(sr.merge.input.units.len(), 4);
+        assert_eq!(sr.merge.keys, vec![SortKey::new(1, true)]);
+        let p = plan_of(&r, "SELECT id FROM orders ORDER BY amount, id");
+        let sr = sorted_read(&p).unwrap_or_else(|| panic!("{}", p.render(&r)));
+        // amount, then COLLATION(amount) and COLLATION(id).
+        assert_eq!((sr.offset, sr.count, sr.drop), (0, None, 3));
+        for sql in [
+            "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+            "SELECT DISTINCT status FROM orders ORDER BY status",
+            "SELECT id FROM orders",
+            "SELECT id FROM orders LIMIT 5",
+            "SELECT id FROM orders WHERE user_id = 7 ORDER BY id",
+        ] {
+            let p = plan_of(&r, sql);
+            assert!(sorted_read(&p).is_none(), "{sql}:\n{}", p.render(&r));
+        }
+    }
+
+    #[test]
+    fn grouped_reads_are_recognised_when_the_output_keeps_the_group_order() {
+        let r = rules();
+        for sql in [
+            "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+            "SELECT status, SUM(amount) AS s FROM orders GROUP BY status HAVING s > 3 LIMIT 2",
+            "SELECT COUNT(*) FROM orders GROUP BY status ORDER BY status DESC LIMIT 1, 2",
+            "SELECT DISTINCT status FROM orders ORDER BY status",
+        ] {
+            let p = plan_of(&r, sql);
+            let gr = grouped_read(&p).unwrap_or_else(|| panic!("{sql}:\n{}", p.render(&r)));
+            assert_eq!(gr.merge.input.units.len(), 4, "{sql}");
+            assert_eq!(gr.merge.keys, gr.agg.sorted, "{sql}");
+        }
+        for sql in [
+            "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY n",
+            "SELECT COUNT(*) FROM orders",
+            "SELECT id FROM orders ORDER BY id",
+        ] {
+            let p = plan_of(&r, sql);
+            assert!(grouped_read(&p).is_none(), "{sql}:\n{}", p.render(&r));
         }
     }
 }

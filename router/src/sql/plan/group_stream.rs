@@ -5,8 +5,9 @@
 //! names group columns (or is absent), and then the output order is the group order.
 //!
 //! The pull pipeline of [`super::execute`] reads its input through the sync [`super::RowSource`],
-//! which cannot wait on sockets. Here the caller (the proxy, reading one socket per unit) merges the
-//! partial rows itself and pushes each one into a [`GroupStream`], which folds it into the open
+//! which cannot wait on sockets. Here the streaming executor ([`super::stream::StreamExec`], fed
+//! from one socket per unit) merges the partial rows and pushes each one into a [`GroupStream`],
+//! which folds it into the open
 //! group ([`SortedFold`]) and, when a group closes, runs it through the nodes above (HAVING, the
 //! projection, OFFSET/LIMIT, helper-column trim) exactly as the pull pipeline would. Memory: the
 //! open group (its distinct value sets bounded by `max_rows`) and whatever the caller holds.
@@ -20,6 +21,7 @@ use codec::mysql::ColumnDefinition;
 use super::aggregate::SortedFold;
 use super::eval::OutExpr;
 use super::exec::{ExecLimits, Row};
+use super::limit::{Admit, LimitCounter};
 use super::{Aggregate, MergeSort, Plan, ShardError};
 
 /// A plan that streams group by group (see the module docs).
@@ -81,10 +83,7 @@ impl GroupedRead<'_> {
                         .collect();
                     Step::Project(p.exprs.clone(), input)
                 }
-                Plan::Limit(l) => Step::Limit {
-                    skip: l.offset,
-                    left: l.count,
-                },
+                Plan::Limit(l) => Step::Limit(LimitCounter::new(l.offset, l.count)),
                 Plan::Trim(t) => {
                     let keep = columns.len().saturating_sub(t.drop);
                     columns.truncate(keep);
@@ -110,7 +109,7 @@ enum Step {
     /// Output columns (from input rows of these columns).
     Project(Vec<OutExpr>, Vec<ColumnDefinition>),
     /// OFFSET/LIMIT: rows still to skip, rows still to pass.
-    Limit { skip: u64, left: u64 },
+    Limit(LimitCounter),
     /// Keep the first columns (helper columns dropped).
     Trim(usize),
 }
@@ -149,7 +148,7 @@ impl GroupStream {
     pub fn is_done(&self) -> bool {
         self.steps
             .iter()
-            .any(|s| matches!(s, Step::Limit { left: 0, .. }))
+            .any(|s| matches!(s, Step::Limit(c) if c.is_done()))
     }
 
     fn apply(&mut self, mut row: Row) -> Result<Option<Row>, ShardError> {
@@ -167,15 +166,10 @@ impl GroupStream {
                         .map(|e| e.check(cols).and_then(|()| e.output(&row, cols)))
                         .collect::<Result<Row, ShardError>>()?;
                 }
-                Step::Limit { skip, left } => {
-                    if *skip > 0 {
-                        *skip -= 1;
+                Step::Limit(c) => {
+                    if c.admit() != Admit::Pass {
                         return Ok(None);
                     }
-                    if *left == 0 {
-                        return Ok(None);
-                    }
-                    *left -= 1;
                 }
                 Step::Trim(keep) => row.truncate(*keep),
             }

@@ -110,6 +110,26 @@ pub fn compare_rows(a: &Row, b: &Row, keys: &[SortKey], cols: &[ColumnDefinition
     Ordering::Equal
 }
 
+/// The index of the head row that comes first by `keys` (ties: the lowest index), skipping
+/// exhausted inputs (`None`); `None` when every input is exhausted. The one choice of a k-way merge,
+/// shared by the pull form ([`MergeRows`]) and the streaming executor (`super::stream`). A linear
+/// scan: unit counts are small, and it keeps ties in unit order.
+pub fn first_head<'r>(
+    heads: impl IntoIterator<Item = Option<&'r Row>>,
+    keys: &[SortKey],
+    cols: &[ColumnDefinition],
+) -> Option<usize> {
+    let mut best: Option<(usize, &Row)> = None;
+    for (i, h) in heads.into_iter().enumerate() {
+        let Some(row) = h else { continue };
+        match best {
+            Some((_, b)) if compare_rows(row, b, keys, cols) != Ordering::Less => {}
+            _ => best = Some((i, row)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// Merge the sorted results of a scatter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeSort {
@@ -167,23 +187,13 @@ impl RowSource for MergeRows {
         &self.columns
     }
     fn next_row(&mut self) -> Result<Option<Row>, ShardError> {
-        // Linear scan of the heads: shard counts are small and this keeps ties in shard order.
-        let mut best: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            let Some(row) = h else { continue };
-            best = match best {
-                Some(b) => match &self.heads[b] {
-                    Some(cur)
-                        if compare_rows(row, cur, &self.keys, &self.columns) == Ordering::Less =>
-                    {
-                        Some(i)
-                    }
-                    _ => Some(b),
-                },
-                None => Some(i),
-            };
-        }
-        let Some(b) = best else { return Ok(None) };
+        let Some(b) = first_head(
+            self.heads.iter().map(Option::as_ref),
+            &self.keys,
+            &self.columns,
+        ) else {
+            return Ok(None);
+        };
         let next = match self.sources.get_mut(b) {
             Some(s) => s.next_row()?,
             None => None,

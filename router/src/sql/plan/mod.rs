@@ -24,6 +24,7 @@ pub mod scatter;
 mod select;
 pub mod splice;
 mod sqltext;
+pub mod stream;
 pub mod union;
 
 use std::fmt::Write as _;
@@ -39,11 +40,14 @@ pub use collate::CollationOf;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};
 pub use group_stream::{GroupStream, GroupedRead, grouped_read};
-pub use limit::Limit;
+pub use limit::{Admit, Limit, LimitCounter};
 pub use merge_sort::{MergeSort, SortKey};
 pub use project::{Filter, Project, Sort, Trim};
 pub use route::Route;
 pub use scatter::{Scatter, WriteMerge};
+pub use stream::{
+    Drain, SortedRead, StreamError, StreamExec, StreamOptions, Streamed, Want, sorted_read,
+};
 pub use union::{Union, UnionRows};
 
 use super::shard::{RuleError, ShardingRules};
