@@ -42,7 +42,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Res = std::result::Result<Response, ApiError>;
+pub(crate) type Res = std::result::Result<Response, ApiError>;
 
 /// One item as echoed by a write: secret values are not sent back.
 fn shown(item: Item) -> Item {
@@ -61,11 +61,11 @@ fn shown_diff(mut d: crate::model::Diff) -> crate::model::Diff {
     d
 }
 
-fn ok(v: impl serde::Serialize) -> Res {
+pub(crate) fn ok(v: impl serde::Serialize) -> Res {
     Ok(axum::Json(v).into_response())
 }
 
-fn body<T: DeserializeOwned>(b: &Bytes) -> Result<T> {
+pub(crate) fn body<T: DeserializeOwned>(b: &Bytes) -> Result<T> {
     let b: &[u8] = if b.is_empty() { b"{}" } else { b };
     serde_json::from_slice(b).map_err(|e| body_error(&e.to_string()))
 }
@@ -112,7 +112,7 @@ fn only_fields(raw: &Json, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn user(c: &Center, h: &HeaderMap) -> Result<User> {
+pub(crate) fn user(c: &Center, h: &HeaderMap) -> Result<User> {
     let tok = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -120,7 +120,7 @@ fn user(c: &Center, h: &HeaderMap) -> Result<User> {
     c.authenticate(tok)
 }
 
-fn qnum(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
+pub(crate) fn qnum(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
     q.get(name)
         .map(|v| {
             v.parse::<u64>()
@@ -227,6 +227,7 @@ pub fn router(center: Arc<Center>) -> Router {
             axum::routing::delete(cancel_scheduled),
         )
         .route("/v1/permissions", get(list_grants).put(put_grant))
+        .merge(crate::registry::api::routes())
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))

@@ -159,6 +159,8 @@ pub struct Center {
     opts: CenterOptions,
     /// Counters.
     pub metrics: Metrics,
+    /// The service registry's heartbeat leases held by this node.
+    pub registry: crate::registry::lease::Leases,
 }
 
 /// The user scheduled publishes run as.
@@ -236,6 +238,7 @@ impl Center {
             cache: RwLock::new(HashMap::new()),
             opts,
             metrics: Metrics::default(),
+            registry: crate::registry::lease::Leases::new(),
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();
@@ -413,6 +416,7 @@ impl Center {
                 Change::Put(crate::state::Rec::NsState { ns, .. }) => {
                     Some((ns.env.clone(), ns.namespace.clone()))
                 }
+                Change::Put(crate::state::Rec::Registry(r)) => Some(r.wake_key()),
                 _ => None,
             })
             .collect();

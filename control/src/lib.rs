@@ -16,6 +16,7 @@ pub mod client;
 pub mod http;
 pub mod mysql;
 pub mod mysql_store;
+pub mod registry;
 pub mod ops;
 pub mod resolve;
 pub mod server;

@@ -198,16 +198,16 @@ impl<'a> Tx<'a> {
         );
     }
 
-    fn next_id(&mut self) -> u64 {
+    pub(crate) fn next_id(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 
-    fn put(&mut self, r: Rec) {
+    pub(crate) fn put(&mut self, r: Rec) {
         self.changes.push(Change::Put(r));
     }
 
-    fn audit(&mut self, action: &str, target: &str, detail: serde_json::Value) {
+    pub(crate) fn audit(&mut self, action: &str, target: &str, detail: serde_json::Value) {
         let id = self.next_id();
         let rec = AuditRecord {
             id,

@@ -49,6 +49,8 @@ pub enum Rec {
     Grant(Grant),
     /// An audit record.
     Audit(AuditRecord),
+    /// A service registry record (services, instances, governance rules: `crate::registry`).
+    Registry(crate::registry::RegRec),
     /// The sequence counter (release ids, revisions, audit ids).
     Seq {
         /// Its value.
@@ -72,6 +74,7 @@ impl Rec {
             Rec::Token(_) => "token",
             Rec::Grant(_) => "grant",
             Rec::Audit(_) => "audit",
+            Rec::Registry(_) => "registry",
             Rec::Seq { .. } => "seq",
         }
     }
@@ -91,6 +94,7 @@ impl Rec {
             Rec::Token(t) => t.hash.clone(),
             Rec::Grant(g) => g.key(),
             Rec::Audit(a) => format!("{:020}", a.id),
+            Rec::Registry(r) => r.key(),
             Rec::Seq { .. } => "seq".into(),
         }
     }
@@ -149,6 +153,8 @@ pub struct State {
     pub keep_releases: usize,
     /// Whether the center holds a key to seal secret items with (not persisted).
     pub secrets: bool,
+    /// The service registry: services, instances, governance rules.
+    pub registry: crate::registry::RegistryState,
 }
 
 impl State {
@@ -210,6 +216,7 @@ impl State {
                 self.grants.insert(g.key(), g);
             }
             Rec::Audit(a) => self.audit.push(a),
+            Rec::Registry(r) => self.registry.put(r),
             Rec::Seq { value } => self.seq = self.seq.max(value),
         }
     }
@@ -240,6 +247,7 @@ impl State {
                     self.releases.remove(&id);
                 }
             }
+            "registry" => self.registry.delete(key),
             _ => {}
         }
     }

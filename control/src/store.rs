@@ -41,6 +41,7 @@ pub fn static_kind(kind: &str) -> Option<&'static str> {
         "token",
         "grant",
         "audit",
+        "registry",
         "seq",
     ];
     KINDS.iter().find(|k| **k == kind).copied()

@@ -1,0 +1,315 @@
+//! The registry's HTTP routes, merged into the configuration center's router (same auth, error bodies,
+//! body limit, metrics middleware). `SVC` = `/v1/registry/{env}/services/{service}`; see `docs/registry.md`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::model::{Discovery, select};
+use super::ops::{InstanceInput, ServiceInput};
+use super::rules::Rule;
+use crate::api::{Res, body, ok, qnum, user};
+use crate::center::Center;
+use crate::error::{ControlError, Result};
+use crate::model::{Level, User};
+use crate::state::State;
+
+type C = AxState<Arc<Center>>;
+type SvcPath = Path<(String, String)>;
+type InstPath = Path<(String, String, String)>;
+
+/// The registry routes (state: the center).
+pub fn routes() -> Router<Arc<Center>> {
+    let svc = "/v1/registry/{env}/services/{service}";
+    Router::new()
+        .route("/v1/registry/{env}/services", get(list_services))
+        .route(svc, get(get_service).put(put_service))
+        .route(&format!("{svc}/live"), post(set_live))
+        .route(&format!("{svc}/instances"), post(register))
+        .route(
+            &format!("{svc}/instances/{{id}}"),
+            axum::routing::delete(deregister),
+        )
+        .route(&format!("{svc}/instances/{{id}}/beat"), put(beat).post(beat))
+        .route(&format!("{svc}/instances/{{id}}/online"), post(online))
+        .route(&format!("{svc}/instances/{{id}}/offline"), post(offline))
+        .route(&format!("{svc}/instances/{{id}}/weight"), put(weight))
+        .route(&format!("{svc}/discover"), get(discover))
+        .route(&format!("{svc}/rules"), get(get_rules).put(put_rules))
+        .route("/v1/registry/watch", get(watch))
+        .route("/v1/registry/stats", get(stats))
+}
+
+/// Requires `level` on a service for a read (no store write; a read refusal is not audited).
+fn readable(st: &State, u: &User, env: &str, name: &str, level: Level) -> Result<()> {
+    let svc = st.registry.service(env, name).ok_or_else(|| {
+        ControlError::not_found(format!("unknown service {name:?} in {env}")).with_field("service")
+    })?;
+    let have = st.level(u, &svc.app, name);
+    if have < level {
+        return Err(ControlError::forbidden(format!(
+            "user {:?} has {have:?} on service {name:?}, needs {level:?}",
+            u.name
+        )));
+    }
+    Ok(())
+}
+
+/// What discovery answers; a service that is not live answers 404 to discovery (the publishing gate).
+fn discovery(st: &State, env: &str, name: &str) -> Result<Discovery> {
+    let svc = st.registry.service(env, name).ok_or_else(|| {
+        ControlError::not_found(format!("unknown service {name:?} in {env}")).with_field("service")
+    })?;
+    if !svc.live {
+        return Err(ControlError::not_found(format!(
+            "service {name:?} in {env} is not live (it needs an owner and docs, then POST .../live)"
+        ))
+        .with_field("live"));
+    }
+    let all: Vec<_> = st.registry.instances_of(env, name).collect();
+    let (protected, instances) = select(svc, &all);
+    Ok(Discovery {
+        env: env.into(),
+        service: name.into(),
+        rev: svc.rev,
+        protected,
+        instances,
+        rules: st
+            .registry
+            .rules
+            .get(&(env.to_string(), name.to_string()))
+            .cloned(),
+    })
+}
+
+async fn list_services(AxState(c): C, h: HeaderMap, Path(env): Path<String>) -> Res {
+    let u = user(&c, &h)?;
+    let list = c.read(|st| {
+        st.registry
+            .services
+            .values()
+            .filter(|s| s.env == env && st.level(&u, &s.app, &s.name) >= Level::MaskedRead)
+            .map(|s| {
+                let insts: Vec<_> = st.registry.instances_of(&s.env, &s.name).collect();
+                json!({
+                    "service": s,
+                    "instances": insts.len(),
+                    "healthy": insts.iter().filter(|i| i.healthy).count(),
+                })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    ok(list)
+}
+
+async fn get_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let v = c.read(|st| {
+        readable(st, &u, &env, &name, Level::MaskedRead)?;
+        let svc = st.registry.service(&env, &name).cloned();
+        let insts: Vec<_> = st.registry.instances_of(&env, &name).cloned().collect();
+        Ok::<_, ControlError>(json!({"service": svc, "instances": insts}))
+    })??;
+    ok(v)
+}
+
+async fn put_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let input: ServiceInput = body(&b)?;
+    let svc = c
+        .write(u, move |tx| tx.put_service(&env, &name, input.clone()))
+        .await?;
+    ok(svc)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveBody {
+    live: bool,
+}
+
+async fn set_live(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let LiveBody { live } = body(&b)?;
+    let svc = c
+        .write(u, move |tx| tx.set_live(&env, &name, live))
+        .await?;
+    ok(svc)
+}
+
+async fn register(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let input: InstanceInput = body(&b)?;
+    let node = c.registry.node().to_string();
+    let (e, n) = (env.clone(), name.clone());
+    let inst = c
+        .write(u, move |tx| tx.register(&e, &n, input.clone(), &node))
+        .await?;
+    let ttl = c.read(|st| st.registry.service(&env, &name).map_or(15_000, |s| s.ttl_ms))?;
+    c.registry.extend((env, name, inst.id.clone()), ttl);
+    ok(inst)
+}
+
+async fn deregister(AxState(c): C, h: HeaderMap, Path((env, name, id)): InstPath) -> Res {
+    let u = user(&c, &h)?;
+    let (e, n, i) = (env.clone(), name.clone(), id.clone());
+    c.write(u, move |tx| tx.deregister(&e, &n, &i)).await?;
+    c.registry.forget(&(env, name, id));
+    ok(json!({"deregistered": true}))
+}
+
+async fn beat(AxState(c): C, h: HeaderMap, Path((env, name, id)): InstPath) -> Res {
+    let u = user(&c, &h)?;
+    super::lease::beat(&c, u, &env, &name, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn operate(
+    c: Arc<Center>,
+    u: User,
+    (env, name, id): (String, String, String),
+    enabled: Option<bool>,
+    weight: Option<u32>,
+) -> Res {
+    let inst = c
+        .write(u, move |tx| tx.operate(&env, &name, &id, enabled, weight))
+        .await?;
+    ok(inst)
+}
+
+async fn online(AxState(c): C, h: HeaderMap, Path(p): InstPath) -> Res {
+    let u = user(&c, &h)?;
+    operate(c, u, p, Some(true), None).await
+}
+
+async fn offline(AxState(c): C, h: HeaderMap, Path(p): InstPath) -> Res {
+    let u = user(&c, &h)?;
+    operate(c, u, p, Some(false), None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: u32,
+}
+
+async fn weight(AxState(c): C, h: HeaderMap, Path(p): InstPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let WeightBody { weight } = body(&b)?;
+    operate(c, u, p, None, Some(weight)).await
+}
+
+async fn discover(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let d = c.read(|st| {
+        readable(st, &u, &env, &name, Level::Read)?;
+        discovery(st, &env, &name)
+    })??;
+    ok(d)
+}
+
+async fn get_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let r = c.read(|st| {
+        readable(st, &u, &env, &name, Level::MaskedRead)?;
+        Ok::<_, ControlError>(
+            st.registry
+                .rules
+                .get(&(env.clone(), name.clone()))
+                .cloned(),
+        )
+    })??;
+    ok(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesBody {
+    rules: Vec<Rule>,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+async fn put_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: RulesBody = body(&b)?;
+    let set = c
+        .write(u, move |tx| {
+            tx.publish_rules(&env, &name, r.rules.clone(), &r.message, r.version)
+        })
+        .await?;
+    ok(set)
+}
+
+/// Long-poll: answers the discovery as soon as the service's revision exceeds `since` (pushed through the
+/// center's wake-up channel for `(env, "@registry/SERVICE")`, no polling), else 304 at `timeout` (default
+/// 30 s, max 300 s).
+async fn watch(AxState(c): C, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Res {
+    let u = user(&c, &h)?;
+    let field = |n: &str| {
+        q.get(n)
+            .cloned()
+            .ok_or_else(|| ControlError::bad(n, format!("{n} is required")))
+    };
+    let (env, name) = (field("env")?, field("service")?);
+    let since = qnum(&q, "since")?.unwrap_or(0);
+    let timeout = Duration::from_millis(qnum(&q, "timeout")?.unwrap_or(30_000).min(300_000));
+    c.read(|st| readable(st, &u, &env, &name, Level::Read))??;
+    let mut rx = c.subscribe(&env, &super::channel(&name));
+    let deadline = tokio::time::Instant::now() + timeout;
+    c.metrics.watches_active.fetch_add(1, Ordering::Relaxed);
+    let result = async {
+        loop {
+            let d = c.read(|st| discovery(st, &env, &name))??;
+            if d.rev > since {
+                return Ok::<_, ControlError>(Some(d));
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return Ok(None) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
+    }
+    .await;
+    c.metrics.watches_active.fetch_sub(1, Ordering::Relaxed);
+    match result? {
+        Some(d) => {
+            c.metrics.watch_changes.fetch_add(1, Ordering::Relaxed);
+            ok(d)
+        }
+        None => Ok(StatusCode::NOT_MODIFIED.into_response()),
+    }
+}
+
+/// Registry counters of this node (administrators need not be involved: any authenticated caller).
+async fn stats(AxState(c): C, h: HeaderMap) -> Res {
+    user(&c, &h)?;
+    let l = &c.registry;
+    let (services, instances, healthy) = c.read(|st| {
+        let all = st.registry.instances.values().flat_map(|m| m.values());
+        let (n, h) = all.fold((0, 0), |(n, h), i| (n + 1, h + i.healthy as usize));
+        (st.registry.services.len(), n, h)
+    })?;
+    ok(json!({
+        "node": l.node(),
+        "leases": l.len(),
+        "beats_in_memory": l.beats.load(Ordering::Relaxed),
+        "beats_written": l.beat_writes.load(Ordering::Relaxed),
+        "leases_expired": l.expired.load(Ordering::Relaxed),
+        "services": services,
+        "instances": instances,
+        "healthy": healthy,
+    }))
+}

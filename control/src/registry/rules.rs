@@ -1,0 +1,506 @@
+//! Governance rules (after Sentinel's rule model and Polaris' routing): one versioned set per service,
+//! published as a whole, audited with its old and new value, pushed to the service's watchers.
+//!
+//! Evaluation that needs no state lives here as pure functions shared by the service and the client
+//! library: [`RuleSet::admits`] (black/white lists), [`RuleSet::route`] (version routing), and
+//! [`TokenBucket`] (a QPS limit with warm-up). Circuit breakers keep per-backend windows in their user
+//! (the client library or a proxy); their parameters are validated here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ControlError, Result};
+
+/// The most rules in one set.
+pub const MAX_RULES: usize = 256;
+
+/// The rules of one service, as published.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSet {
+    /// The environment.
+    pub env: String,
+    /// The service.
+    pub service: String,
+    /// 1 for the first publish, +1 for each one after (optimistic versioning on publish).
+    pub version: u64,
+    /// Who published it.
+    pub author: String,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The rules.
+    pub rules: Vec<Rule>,
+}
+
+/// Whom a rate limit counts separately.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// One budget for the whole service.
+    #[default]
+    Service,
+    /// One budget per calling application.
+    Caller,
+    /// One budget per user (e.g. a MySQL user at a proxy).
+    User,
+}
+
+/// What happens to a call over a rate limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitMode {
+    /// Refused at once.
+    #[default]
+    Reject,
+    /// The allowed rate climbs from a third of `qps` to `qps` over `warm_up_s` after a quiet period.
+    WarmUp {
+        /// Seconds to reach the full rate.
+        warm_up_s: u64,
+    },
+    /// Leaky bucket: calls are spaced evenly and wait up to `max_wait_ms` for their turn.
+    Queue {
+        /// The longest wait, ms.
+        max_wait_ms: u64,
+    },
+}
+
+/// What a circuit breaker measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerStrategy {
+    /// Share of failed calls (threshold 0–1).
+    ErrorRatio,
+    /// Share of calls slower than `slow_ms` (threshold 0–1).
+    SlowRatio,
+    /// Failed calls (threshold: a count).
+    ErrorCount,
+}
+
+/// One governance rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rule {
+    /// A rate limit: calls per second and/or calls in flight.
+    RateLimit {
+        /// Calls per second (absent: no QPS limit).
+        #[serde(default)]
+        qps: Option<f64>,
+        /// Calls in flight (absent: no concurrency limit).
+        #[serde(default)]
+        concurrency: Option<u32>,
+        /// Who counts separately.
+        #[serde(default)]
+        scope: LimitScope,
+        /// Only these callers or users (empty: everyone).
+        #[serde(default)]
+        only: Vec<String>,
+        /// Over the limit.
+        #[serde(default)]
+        control: LimitMode,
+        /// Whether the budget is cluster-wide (clients ask the center for tokens; they fall back to a local
+        /// share when it is unreachable).
+        #[serde(default)]
+        cluster: bool,
+    },
+    /// A circuit breaker per backend instance over a sliding window; after `open_ms` one probe call is let
+    /// through (half-open) and its outcome closes or reopens the breaker.
+    CircuitBreaker {
+        /// What is measured.
+        strategy: BreakerStrategy,
+        /// The ratio (0–1) or count that opens the breaker.
+        threshold: f64,
+        /// The window, ms.
+        window_ms: u64,
+        /// Calls needed in the window before it may open.
+        #[serde(default = "default_min_calls")]
+        min_calls: u32,
+        /// A call slower than this is slow (slow_ratio only).
+        #[serde(default)]
+        slow_ms: Option<u64>,
+        /// How long it stays open before a probe.
+        open_ms: u64,
+    },
+    /// A black or white list by caller application and by source address.
+    Access {
+        /// `true`: only the listed callers/sources are admitted; `false`: the listed ones are refused.
+        allow: bool,
+        /// Caller applications.
+        #[serde(default)]
+        callers: Vec<String>,
+        /// Source addresses: an IPv4/IPv6 address or a CIDR block.
+        #[serde(default)]
+        sources: Vec<String>,
+    },
+    /// Version routing: `percent` of the calls from `callers` (empty: everyone) go to instances whose
+    /// version matches `version` (`2.*`: prefix), the rest to the others.
+    Route {
+        /// Caller applications (empty: all).
+        #[serde(default)]
+        callers: Vec<String>,
+        /// A version, or a prefix ending in `*`.
+        version: String,
+        /// 0–100.
+        percent: u8,
+    },
+}
+
+fn default_min_calls() -> u32 {
+    5
+}
+
+fn bad(i: usize, field: &str, msg: impl Into<String>) -> ControlError {
+    ControlError::bad(&format!("rules/{i}/{field}"), msg)
+}
+
+/// A parsed source address or CIDR block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR` or `ADDR/BITS`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { addr, bits })
+    }
+
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let mask = |bits: u8, width: u32| -> u128 {
+            if bits == 0 {
+                0
+            } else {
+                (!0u128) << (width - bits as u32)
+            }
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                let m = mask(self.bits, 32) as u32;
+                u32::from(a) & m == u32::from(b) & m
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+                let m = mask(self.bits, 128);
+                u128::from(a) & m == u128::from(b) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `version` matches a pattern: equal, or `PREFIX*`.
+pub fn version_matches(pattern: &str, version: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => version.starts_with(prefix),
+        None => pattern == version,
+    }
+}
+
+/// Checks a rule list; errors name the field (`rules/3/threshold`).
+pub fn validate(rules: &[Rule]) -> Result<()> {
+    if rules.len() > MAX_RULES {
+        return Err(ControlError::bad(
+            "rules",
+            format!("at most {MAX_RULES} rules per service"),
+        ));
+    }
+    for (i, r) in rules.iter().enumerate() {
+        match r {
+            Rule::RateLimit {
+                qps,
+                concurrency,
+                control,
+                ..
+            } => {
+                if qps.is_none() && concurrency.is_none() {
+                    return Err(bad(i, "qps", "a rate limit needs qps, concurrency or both"));
+                }
+                if let Some(q) = qps
+                    && !(q.is_finite() && *q > 0.0)
+                {
+                    return Err(bad(i, "qps", "qps must be a positive number"));
+                }
+                if *concurrency == Some(0) {
+                    return Err(bad(i, "concurrency", "concurrency must be at least 1"));
+                }
+                if !matches!(control, LimitMode::Reject) && qps.is_none() {
+                    return Err(bad(i, "control", "warm_up and queue need qps"));
+                }
+                if let LimitMode::WarmUp { warm_up_s: 0 } = control {
+                    return Err(bad(i, "control/warm_up_s", "warm_up_s must be at least 1"));
+                }
+            }
+            Rule::CircuitBreaker {
+                strategy,
+                threshold,
+                window_ms,
+                slow_ms,
+                open_ms,
+                ..
+            } => {
+                let ratio = matches!(
+                    strategy,
+                    BreakerStrategy::ErrorRatio | BreakerStrategy::SlowRatio
+                );
+                if !threshold.is_finite()
+                    || *threshold <= 0.0
+                    || (ratio && *threshold > 1.0)
+                    || (!ratio && threshold.fract() != 0.0)
+                {
+                    return Err(bad(
+                        i,
+                        "threshold",
+                        "threshold is a ratio in (0, 1] or, for error_count, a whole count above 0",
+                    ));
+                }
+                if *window_ms == 0 || *open_ms == 0 {
+                    return Err(bad(i, "window_ms", "window_ms and open_ms must be above 0"));
+                }
+                if (*strategy == BreakerStrategy::SlowRatio) != slow_ms.is_some() {
+                    return Err(bad(i, "slow_ms", "slow_ms is required by slow_ratio, and only by it"));
+                }
+            }
+            Rule::Access {
+                callers, sources, ..
+            } => {
+                if callers.is_empty() && sources.is_empty() {
+                    return Err(bad(i, "callers", "an access rule needs callers or sources"));
+                }
+                for (j, s) in sources.iter().enumerate() {
+                    if Cidr::parse(s).is_none() {
+                        return Err(bad(
+                            i,
+                            &format!("sources/{j}"),
+                            format!("{s:?} is not an IP address or CIDR block"),
+                        ));
+                    }
+                }
+            }
+            Rule::Route {
+                version, percent, ..
+            } => {
+                if version.is_empty() || version[..version.len() - 1].contains('*') {
+                    return Err(bad(i, "version", "a version, or a prefix ending in *"));
+                }
+                if *percent > 100 {
+                    return Err(bad(i, "percent", "percent is 0-100"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a 64 (the bucket function the configuration center's `percent` condition uses too).
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl RuleSet {
+    /// Whether the access rules admit a call from `caller` (application, may be empty) at `source`.
+    ///
+    /// A deny rule refuses a listed caller or source. An allow rule admits only its listed callers or
+    /// sources. Every rule must admit the call.
+    pub fn admits(&self, caller: &str, source: Option<std::net::IpAddr>) -> bool {
+        self.rules.iter().all(|r| match r {
+            Rule::Access {
+                allow,
+                callers,
+                sources,
+            } => {
+                let listed = (!caller.is_empty() && callers.iter().any(|c| c == caller))
+                    || source.is_some_and(|ip| {
+                        sources
+                            .iter()
+                            .filter_map(|s| Cidr::parse(s))
+                            .any(|c| c.contains(ip))
+                    });
+                listed == *allow
+            }
+            _ => true,
+        })
+    }
+
+    /// The version pattern a call from `caller` with routing key `key` (e.g. a request id) must go to, and
+    /// whether it must match it (`true`) or avoid it (`false`); `None` when no route rule applies.
+    ///
+    /// The first route rule whose callers include `caller` decides: the call lands in bucket
+    /// `fnv1a(key) % 100`, below `percent` → the version, else → the others. Every client computes the same
+    /// bucket for the same key.
+    pub fn route(&self, caller: &str, key: &str) -> Option<(&str, bool)> {
+        self.rules.iter().find_map(|r| match r {
+            Rule::Route {
+                callers,
+                version,
+                percent,
+            } if callers.is_empty() || callers.iter().any(|c| c == caller) => {
+                Some((version.as_str(), fnv1a(key) % 100 < *percent as u64))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// A QPS limiter (token bucket refilled continuously), with Sentinel-style warm-up: after an idle period
+/// the rate starts at a third of `qps` and climbs linearly to `qps` over the warm-up time.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    qps: f64,
+    warm_up_ms: u64,
+    tokens: f64,
+    last_ms: u64,
+    /// When the current warm-up started (a quiet period restarts it).
+    warm_from_ms: u64,
+}
+
+impl TokenBucket {
+    /// A bucket of `qps`, full at `now_ms`; `warm_up_s` 0 for none.
+    pub fn new(qps: f64, warm_up_s: u64, now_ms: u64) -> Self {
+        TokenBucket {
+            qps,
+            warm_up_ms: warm_up_s * 1000,
+            tokens: if warm_up_s > 0 { 0.0 } else { qps.max(1.0) },
+            last_ms: now_ms,
+            warm_from_ms: now_ms,
+        }
+    }
+
+    /// The rate in force at `now_ms`.
+    pub fn rate(&self, now_ms: u64) -> f64 {
+        if self.warm_up_ms == 0 {
+            return self.qps;
+        }
+        let t = now_ms.saturating_sub(self.warm_from_ms) as f64 / self.warm_up_ms as f64;
+        self.qps * (1.0 + 2.0 * t.min(1.0)) / 3.0
+    }
+
+    /// Takes one token at `now_ms`; false when over the limit.
+    pub fn try_acquire(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        if self.warm_up_ms > 0 && elapsed >= self.warm_up_ms {
+            // A quiet period: warm up again rather than letting a cold backend take the full rate.
+            self.warm_from_ms = now_ms;
+            self.tokens = 0.0;
+        }
+        let cap = self.rate(now_ms).max(1.0);
+        self.tokens = (self.tokens + elapsed as f64 * self.rate(now_ms) / 1000.0).min(cap);
+        self.last_ms = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(rules: Vec<Rule>) -> RuleSet {
+        RuleSet {
+            rules,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let parse = |j: serde_json::Value| -> Result<Vec<Rule>> {
+            let r: Vec<Rule> = serde_json::from_value(j)
+                .map_err(|e| ControlError::bad("rules", e.to_string()))?;
+            validate(&r)?;
+            Ok(r)
+        };
+        let e = parse(serde_json::json!([{"kind": "rate_limit", "scope": "user"}])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("rules/0/qps"));
+        let e = parse(serde_json::json!([
+            {"kind": "access", "allow": false, "callers": ["x"]},
+            {"kind": "access", "allow": true, "sources": ["10.0.0.0/33"]}
+        ]))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("rules/1/sources/0"));
+        let e = parse(serde_json::json!([{"kind": "circuit_breaker", "strategy": "error_ratio",
+            "threshold": 1.5, "window_ms": 1000, "open_ms": 1000}]))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("rules/0/threshold"));
+        assert!(
+            parse(serde_json::json!([{"kind": "rate_limit", "qps": 10, "burst": 3}])).is_err(),
+            "unknown fields are refused"
+        );
+        parse(serde_json::json!([
+            {"kind": "rate_limit", "qps": 100, "scope": "user", "control": {"mode": "warm_up", "warm_up_s": 10}},
+            {"kind": "circuit_breaker", "strategy": "slow_ratio", "threshold": 0.5, "window_ms": 1000,
+             "slow_ms": 200, "open_ms": 5000},
+            {"kind": "route", "callers": ["web"], "version": "2.*", "percent": 10}
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn access_lists() {
+        let ip = |s: &str| Some(s.parse().unwrap());
+        let deny = set(vec![Rule::Access {
+            allow: false,
+            callers: vec!["bad".into()],
+            sources: vec!["10.1.0.0/16".into()],
+        }]);
+        assert!(deny.admits("web", ip("10.2.0.1")));
+        assert!(!deny.admits("bad", ip("10.2.0.1")));
+        assert!(!deny.admits("web", ip("10.1.200.3")));
+        let allow = set(vec![Rule::Access {
+            allow: true,
+            callers: vec![],
+            sources: vec!["127.0.0.1".into(), "::1".into()],
+        }]);
+        assert!(allow.admits("", ip("127.0.0.1")));
+        assert!(allow.admits("", ip("::1")));
+        assert!(!allow.admits("", ip("127.0.0.2")));
+        assert!(!allow.admits("", None));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn routing_shares_follow_percent() {
+        let rs = set(vec![Rule::Route {
+            callers: vec!["web".into()],
+            version: "2.*".into(),
+            percent: 10,
+        }]);
+        assert_eq!(rs.route("batch", "k"), None);
+        let hits = (0..10_000)
+            .filter(|i| rs.route("web", &format!("req-{i}")) == Some(("2.*", true)))
+            .count();
+        assert!((800..1200).contains(&hits), "{hits} of 10000");
+        assert!(version_matches("2.*", "2.3.1") && !version_matches("2.*", "1.9"));
+        assert!(version_matches("1.0", "1.0") && !version_matches("1.0", "1.0.1"));
+    }
+
+    #[test]
+    fn token_bucket_limits_and_warms_up() {
+        let mut b = TokenBucket::new(10.0, 0, 0);
+        let taken = (0..100).filter(|_| b.try_acquire(0)).count();
+        assert_eq!(taken, 10, "a full bucket holds one second");
+        let taken = (0..100).filter(|_| b.try_acquire(500)).count();
+        assert_eq!(taken, 5, "half a second refills half");
+        let mut w = TokenBucket::new(300.0, 10, 0);
+        assert!((w.rate(0) - 100.0).abs() < 1e-9);
+        assert!((w.rate(10_000) - 300.0).abs() < 1e-9);
+        let first_second = (0..1000).filter(|i| w.try_acquire(*i)).count();
+        assert!(first_second < 150, "cold: {first_second}");
+    }
+}
