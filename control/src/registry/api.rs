@@ -40,7 +40,10 @@ pub fn routes() -> Router<Arc<Center>> {
             &format!("{svc}/instances/{{id}}"),
             axum::routing::delete(deregister),
         )
-        .route(&format!("{svc}/instances/{{id}}/beat"), put(beat).post(beat))
+        .route(
+            &format!("{svc}/instances/{{id}}/beat"),
+            put(beat).post(beat),
+        )
         .route(&format!("{svc}/instances/{{id}}/online"), post(online))
         .route(&format!("{svc}/instances/{{id}}/offline"), post(offline))
         .route(&format!("{svc}/instances/{{id}}/weight"), put(weight))
@@ -141,9 +144,7 @@ struct LiveBody {
 async fn set_live(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let LiveBody { live } = body(&b)?;
-    let svc = c
-        .write(u, move |tx| tx.set_live(&env, &name, live))
-        .await?;
+    let svc = c.write(u, move |tx| tx.set_live(&env, &name, live)).await?;
     ok(svc)
 }
 
@@ -155,7 +156,11 @@ async fn register(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: By
     let inst = c
         .write(u, move |tx| tx.register(&e, &n, input.clone(), &node))
         .await?;
-    let ttl = c.read(|st| st.registry.service(&env, &name).map_or(15_000, |s| s.ttl_ms))?;
+    let ttl = c.read(|st| {
+        st.registry
+            .service(&env, &name)
+            .map_or(15_000, |s| s.ttl_ms)
+    })?;
     c.registry.extend((env, name, inst.id.clone()), ttl);
     ok(inst)
 }
@@ -222,12 +227,7 @@ async fn get_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> R
     let u = user(&c, &h)?;
     let r = c.read(|st| {
         readable(st, &u, &env, &name, Level::MaskedRead)?;
-        Ok::<_, ControlError>(
-            st.registry
-                .rules
-                .get(&(env.clone(), name.clone()))
-                .cloned(),
-        )
+        Ok::<_, ControlError>(st.registry.rules.get(&(env.clone(), name.clone())).cloned())
     })??;
     ok(r)
 }

@@ -119,10 +119,9 @@ pub async fn beat(
     let leases = &center.registry;
     let node = leases.node().to_string();
     let (ttl, in_memory) = center.read(|st| {
-        let svc = st
-            .registry
-            .service(env, service)
-            .ok_or_else(|| ControlError::not_found(format!("unknown service {service:?} in {env}")))?;
+        let svc = st.registry.service(env, service).ok_or_else(|| {
+            ControlError::not_found(format!("unknown service {service:?} in {env}"))
+        })?;
         let have = st.level(&actor, &svc.app, &svc.name);
         if have < Level::Edit {
             return Err(ControlError::forbidden(format!(

@@ -115,7 +115,9 @@ impl Tx<'_> {
         check_name("service", name)?;
         check_name("app", &input.app)?;
         if !self.st.envs.iter().any(|e| e == env) {
-            return Err(ControlError::not_found(format!("unknown environment {env:?}")).with_field("env"));
+            return Err(
+                ControlError::not_found(format!("unknown environment {env:?}")).with_field("env"),
+            );
         }
         if !self.st.apps.contains_key(&input.app) {
             return Err(
@@ -140,10 +142,16 @@ impl Tx<'_> {
             return Err(ControlError::bad("ttl_ms", "ttl_ms is 1000-3600000"));
         }
         if !(0.0..=1.0).contains(&input.protect_threshold) {
-            return Err(ControlError::bad("protect_threshold", "protect_threshold is 0-1"));
+            return Err(ControlError::bad(
+                "protect_threshold",
+                "protect_threshold is 0-1",
+            ));
         }
         if input.dependencies.len() > 256 {
-            return Err(ControlError::bad("dependencies", "at most 256 dependencies"));
+            return Err(ControlError::bad(
+                "dependencies",
+                "at most 256 dependencies",
+            ));
         }
         for d in &input.dependencies {
             check_name("dependencies", d)?;
@@ -151,7 +159,11 @@ impl Tx<'_> {
         let live = old.as_ref().is_some_and(|o| o.live);
         if live && (input.owner.is_empty() || input.docs.is_empty()) {
             return Err(ControlError::bad(
-                if input.owner.is_empty() { "owner" } else { "docs" },
+                if input.owner.is_empty() {
+                    "owner"
+                } else {
+                    "docs"
+                },
                 "a live service needs an owner and docs",
             ));
         }
@@ -187,18 +199,31 @@ impl Tx<'_> {
     pub fn set_live(&mut self, env: &str, name: &str, live: bool) -> Result<Service> {
         let svc = self.need_service(env, name, Level::Publish)?;
         if live && svc.owner.is_empty() {
-            return Err(ControlError::bad("owner", "a service needs an owner before it can go live"));
+            return Err(ControlError::bad(
+                "owner",
+                "a service needs an owner before it can go live",
+            ));
         }
         if live && svc.docs.is_empty() {
-            return Err(ControlError::bad("docs", "a service needs a docs link before it can go live"));
+            return Err(ControlError::bad(
+                "docs",
+                "a service needs a docs link before it can go live",
+            ));
         }
         let target = self.target.clone();
         self.audit(
-            if live { "registry.service.live" } else { "registry.service.draft" },
+            if live {
+                "registry.service.live"
+            } else {
+                "registry.service.draft"
+            },
             &target,
             serde_json::Value::Null,
         );
-        let rev = self.touch_service(Service { live, ..svc.clone() });
+        let rev = self.touch_service(Service {
+            live,
+            ..svc.clone()
+        });
         Ok(Service { live, rev, ..svc })
     }
 
@@ -231,7 +256,10 @@ impl Tx<'_> {
             .map(|(k, v)| k.len() + v.len())
             .sum();
         if meta > MAX_INSTANCE_META {
-            return Err(ControlError::bad("metadata", "tags and metadata are limited to 16 KiB"));
+            return Err(ControlError::bad(
+                "metadata",
+                "tags and metadata are limited to 16 KiB",
+            ));
         }
         let existing = self
             .st
@@ -344,7 +372,11 @@ impl Tx<'_> {
 
     /// The lease keeper's verdict: instances turning healthy or unhealthy, and the node holding their lease.
     /// Instances gone meanwhile are skipped. Not audited. Runs as the system user.
-    pub fn set_health(&mut self, updates: &[(String, String, String, bool)], node: &str) -> Result<usize> {
+    pub fn set_health(
+        &mut self,
+        updates: &[(String, String, String, bool)],
+        node: &str,
+    ) -> Result<usize> {
         let mut by_service: BTreeMap<(String, String), Vec<RegInstance>> = BTreeMap::new();
         for (env, name, id, healthy) in updates {
             let Some(old) = self

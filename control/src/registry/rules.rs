@@ -265,7 +265,11 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
                     return Err(bad(i, "window_ms", "window_ms and open_ms must be above 0"));
                 }
                 if (*strategy == BreakerStrategy::SlowRatio) != slow_ms.is_some() {
-                    return Err(bad(i, "slow_ms", "slow_ms is required by slow_ratio, and only by it"));
+                    return Err(bad(
+                        i,
+                        "slow_ms",
+                        "slow_ms is required by slow_ratio, and only by it",
+                    ));
                 }
             }
             Rule::Access {
@@ -421,8 +425,8 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let parse = |j: serde_json::Value| -> Result<Vec<Rule>> {
-            let r: Vec<Rule> = serde_json::from_value(j)
-                .map_err(|e| ControlError::bad("rules", e.to_string()))?;
+            let r: Vec<Rule> =
+                serde_json::from_value(j).map_err(|e| ControlError::bad("rules", e.to_string()))?;
             validate(&r)?;
             Ok(r)
         };
@@ -434,8 +438,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("rules/1/sources/0"));
-        let e = parse(serde_json::json!([{"kind": "circuit_breaker", "strategy": "error_ratio",
-            "threshold": 1.5, "window_ms": 1000, "open_ms": 1000}]))
+        let e = parse(
+            serde_json::json!([{"kind": "circuit_breaker", "strategy": "error_ratio",
+            "threshold": 1.5, "window_ms": 1000, "open_ms": 1000}]),
+        )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("rules/0/threshold"));
         assert!(
@@ -471,7 +477,11 @@ mod tests {
         assert!(allow.admits("", ip("::1")));
         assert!(!allow.admits("", ip("127.0.0.2")));
         assert!(!allow.admits("", None));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

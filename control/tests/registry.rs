@@ -1,0 +1,467 @@
+//! The service registry over HTTP on a real server (embedded store): the publishing gate, registration,
+//! heartbeats held in memory, lease expiry, discovery with the protection threshold, push to watchers,
+//! operator online/offline and weights, governance rules, permissions and audit rows.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value as Json, json};
+
+const SVC: &str = "/v1/registry/DEV/services/orders";
+
+fn metric(api: &Api, name: &str) -> u64 {
+    let text = api.ok("GET", "/metrics", None);
+    let text = text.as_str().unwrap().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn ids(d: &Json) -> Vec<String> {
+    let mut v: Vec<String> = d["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (bounded) until discovery shows exactly `want`; returns it.
+fn until_ids(api: &Api, want: &[&str], what: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = api.ok("GET", &format!("{SVC}/discover"), None);
+        if ids(&d) == want {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {:?}", ids(&d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn audit_actions(admin: &Api) -> Vec<(String, String, Json)> {
+    admin
+        .ok("GET", "/v1/audit?limit=200", None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["target"].as_str().unwrap().to_string(),
+                a["detail"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn register_beat_expire_discover_and_operate() {
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let editor_token = user_with(&admin, "svc-bot", "edit");
+    let reader_token = user_with(&admin, "caller", "read");
+    let editor = Api::new(&server, &editor_token);
+    let reader = Api::new(&server, &reader_token);
+
+    // Creating a service needs publish on (app, service); an edit grant is refused and audited.
+    let body = json!({"app": "shop", "ttl_ms": 1000, "protect_threshold": 0.0});
+    assert_eq!(
+        editor.err("PUT", SVC, Some(body.clone())).0,
+        403,
+        "edit may not create services"
+    );
+    admin.ok("PUT", SVC, Some(body));
+    assert_eq!(
+        admin.err("PUT", SVC, Some(json!({"app": "shop", "ttl_ms": 5}))),
+        (400, "bad_request".into(), Some("ttl_ms".into()))
+    );
+    assert_eq!(
+        admin.err("PUT", SVC, Some(json!({"app": "nope"}))),
+        (404, "not_found".into(), Some("app".into()))
+    );
+
+    // The publishing gate: no owner, no docs → not live; discovery of a draft service is refused.
+    assert_eq!(
+        admin.err("POST", &format!("{SVC}/live"), Some(json!({"live": true}))),
+        (400, "bad_request".into(), Some("owner".into()))
+    );
+    assert_eq!(reader.err("GET", &format!("{SVC}/discover"), None).0, 404);
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "team-orders", "docs": "https://wiki/orders", "ttl_ms": 1000})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    assert_eq!(
+        admin
+            .err("PUT", SVC, Some(json!({"app": "shop", "ttl_ms": 1000})))
+            .2,
+        Some("owner".into()),
+        "a live service keeps its owner"
+    );
+
+    // Registration (edit level); readers may not register.
+    assert_eq!(
+        reader
+            .err(
+                "POST",
+                &format!("{SVC}/instances"),
+                Some(json!({"ip": "10.0.0.9", "port": 80}))
+            )
+            .0,
+        403
+    );
+    assert_eq!(
+        editor.err(
+            "POST",
+            &format!("{SVC}/instances"),
+            Some(json!({"ip": "10.0.0.1", "port": 80, "colour": "red"}))
+        ),
+        (400, "bad_request".into(), Some("colour".into()))
+    );
+    for (id, version) in [("a", "1.0"), ("b", "1.0"), ("c", "2.1")] {
+        let i = editor.ok(
+            "POST",
+            &format!("{SVC}/instances"),
+            Some(json!({"id": id, "ip": "127.0.0.1", "port": 9000, "version": version, "tags": {"zone": "z1"}})),
+        );
+        assert_eq!(
+            (i["healthy"].as_bool(), i["weight"].as_u64()),
+            (Some(true), Some(100))
+        );
+    }
+    let d = reader.ok("GET", &format!("{SVC}/discover"), None);
+    assert_eq!(ids(&d), ["a", "b", "c"]);
+    assert_eq!(d["protected"], false);
+
+    // Heartbeats of a healthy instance owned by this node write nothing to the store.
+    let commits = metric(&admin, "furrow_control_commits_total");
+    for _ in 0..5 {
+        for id in ["a", "c"] {
+            let (status, _) = editor
+                .status(
+                    "PUT",
+                    &format!("{SVC}/instances/{id}/beat"),
+                    None,
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            assert_eq!(status, 204);
+        }
+    }
+    assert_eq!(
+        metric(&admin, "furrow_control_commits_total"),
+        commits,
+        "beats must not commit"
+    );
+    assert_eq!(
+        editor
+            .err("PUT", &format!("{SVC}/instances/zz/beat"), None)
+            .0,
+        404
+    );
+
+    // b stops beating: it leaves discovery within its TTL (a and c keep beating meanwhile).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let stop = stop.clone();
+        let addr = format!("http://{}", server.addr);
+        let token = editor_token.clone();
+        std::thread::spawn(move || {
+            let c = control::client::ApiClient::new(&addr, Some(&token));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for id in ["a", "c"] {
+                    rt.block_on(c.call("PUT", &format!("{SVC}/instances/{id}/beat"), None))
+                        .unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    until_ids(&reader, &["a", "c"], "b expires");
+    let all = admin.ok("GET", SVC, None);
+    let b = all["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["healthy"], false, "b stays registered, unhealthy");
+    // A beat brings it back (one store write).
+    editor.ok("PUT", &format!("{SVC}/instances/b/beat"), None);
+    until_ids(&reader, &["a", "b", "c"], "b healthy again");
+
+    // A watcher parked on the current revision is woken by an operator's offline; the reply lacks c.
+    let rev = reader.ok("GET", &format!("{SVC}/discover"), None)["rev"]
+        .as_u64()
+        .unwrap();
+    let watcher = {
+        let addr = format!("http://{}", server.addr);
+        let token = reader_token.clone();
+        std::thread::spawn(move || {
+            let c = control::client::ApiClient::new(&addr, Some(&token));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (status, body) = rt
+                .block_on(c.call_status(
+                    "GET",
+                    &format!("/v1/registry/watch?env=DEV&service=orders&since={rev}&timeout=20000"),
+                    None,
+                    Duration::from_secs(30),
+                ))
+                .unwrap();
+            (status, body, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        editor
+            .err("POST", &format!("{SVC}/instances/c/offline"), None)
+            .0,
+        403,
+        "offline needs publish"
+    );
+    let sent = Instant::now();
+    admin.ok("POST", &format!("{SVC}/instances/c/offline"), None);
+    let (status, body, at) = watcher.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(ids(&body), ["a", "b"]);
+    assert!(body["rev"].as_u64().unwrap() > rev);
+    println!(
+        "offline → watcher: {:?}",
+        at.saturating_duration_since(sent)
+    );
+    // Weight 0 takes a out too; weight back brings it in.
+    admin.ok(
+        "PUT",
+        &format!("{SVC}/instances/a/weight"),
+        Some(json!({"weight": 0})),
+    );
+    assert_eq!(
+        ids(&reader.ok("GET", &format!("{SVC}/discover"), None)),
+        ["b"]
+    );
+    admin.ok(
+        "PUT",
+        &format!("{SVC}/instances/a/weight"),
+        Some(json!({"weight": 50})),
+    );
+    // A re-registration keeps the operator's offline.
+    editor.ok(
+        "POST",
+        &format!("{SVC}/instances"),
+        Some(json!({"id": "c", "ip": "127.0.0.1", "port": 9000, "version": "2.1"})),
+    );
+    assert_eq!(
+        ids(&reader.ok("GET", &format!("{SVC}/discover"), None)),
+        ["a", "b"]
+    );
+    admin.ok("POST", &format!("{SVC}/instances/c/online"), None);
+
+    // Deregistration.
+    editor.ok("DELETE", &format!("{SVC}/instances/b"), None);
+    assert_eq!(
+        ids(&reader.ok("GET", &format!("{SVC}/discover"), None)),
+        ["a", "c"]
+    );
+    assert_eq!(
+        editor.err("DELETE", &format!("{SVC}/instances/b"), None).0,
+        404
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    beater.join().unwrap();
+
+    // Audit rows: operator actions with old and new values, and the refusals.
+    let audit = audit_actions(&admin);
+    let op = audit
+        .iter()
+        .find(|(a, t, d)| {
+            a == "registry.operate" && t == "registry/DEV/orders/c" && d["new"]["enabled"] == false
+        })
+        .expect("offline audited");
+    assert_eq!(op.2["old"]["enabled"], true);
+    assert_eq!(op.2["new"]["enabled"], false);
+    assert!(
+        audit
+            .iter()
+            .any(|(a, t, _)| a == "denied" && t == "registry/DEV/orders")
+    );
+    assert!(audit.iter().any(|(a, _, _)| a == "registry.deregister"));
+    assert!(audit.iter().any(|(a, _, _)| a == "registry.service.live"));
+    let stats = admin.ok("GET", "/v1/registry/stats", None);
+    assert!(stats["beats_in_memory"].as_u64().unwrap() >= 10, "{stats}");
+    assert!(stats["leases_expired"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn protection_threshold_keeps_unhealthy_instances_in_discovery() {
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "ttl_ms": 1000, "protect_threshold": 0.6})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    for id in ["a", "b", "c"] {
+        admin.ok(
+            "POST",
+            &format!("{SVC}/instances"),
+            Some(json!({"id": id, "ip": "127.0.0.1", "port": 1})),
+        );
+    }
+    // Only a beats: b and c expire, 1 of 3 healthy is below 0.6, so all three stay in discovery.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        admin.ok("PUT", &format!("{SVC}/instances/a/beat"), None);
+        let all = admin.ok("GET", SVC, None);
+        let healthy = all["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["healthy"] == true)
+            .count();
+        if healthy == 1 {
+            break admin.ok("GET", &format!("{SVC}/discover"), None);
+        }
+        assert!(Instant::now() < deadline, "b and c never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(d["protected"], true);
+    assert_eq!(ids(&d), ["a", "b", "c"]);
+    // Below the threshold no more: c offline → 1 of 2 healthy = 0.5 < 0.6 still protected; threshold down
+    // to 0.4 → only the healthy one.
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "ttl_ms": 1000, "protect_threshold": 0.3})),
+    );
+    admin.ok("PUT", &format!("{SVC}/instances/a/beat"), None);
+    let d = admin.ok("GET", &format!("{SVC}/discover"), None);
+    assert_eq!(
+        (d["protected"].clone(), ids(&d)),
+        (json!(false), vec!["a".to_string()])
+    );
+}
+
+#[test]
+fn governance_rules_are_validated_versioned_pushed_and_audited() {
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d"})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    let editor = Api::new(&server, &user_with(&admin, "dev", "edit"));
+    let rules = json!([
+        {"kind": "rate_limit", "qps": 100, "scope": "user", "control": {"mode": "queue", "max_wait_ms": 50}},
+        {"kind": "circuit_breaker", "strategy": "error_ratio", "threshold": 0.5, "window_ms": 10000, "open_ms": 5000},
+        {"kind": "access", "allow": false, "callers": ["crawler"], "sources": ["10.9.0.0/16"]},
+        {"kind": "route", "callers": ["web"], "version": "2.*", "percent": 10}
+    ]);
+    assert_eq!(
+        editor
+            .err(
+                "PUT",
+                &format!("{SVC}/rules"),
+                Some(json!({"rules": rules}))
+            )
+            .0,
+        403
+    );
+    assert_eq!(
+        admin.err(
+            "PUT",
+            &format!("{SVC}/rules"),
+            Some(json!({"rules": [{"kind": "route", "version": "2.*", "percent": 101}]}))
+        ),
+        (400, "bad_request".into(), Some("rules/0/percent".into()))
+    );
+    assert_eq!(
+        admin
+            .err(
+                "PUT",
+                &format!("{SVC}/rules"),
+                Some(json!({"rules": [{"kind": "teleport"}]}))
+            )
+            .0,
+        400
+    );
+    let rev = admin.ok("GET", &format!("{SVC}/discover"), None)["rev"]
+        .as_u64()
+        .unwrap();
+    let set = admin.ok(
+        "PUT",
+        &format!("{SVC}/rules"),
+        Some(json!({"rules": rules, "message": "first", "version": 0})),
+    );
+    assert_eq!(set["version"], 1);
+    // A watcher that last saw `rev` gets the rules at once.
+    let (status, d) = admin
+        .status(
+            "GET",
+            &format!("/v1/registry/watch?env=DEV&service=orders&since={rev}&timeout=5000"),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(d["rules"]["version"], 1);
+    assert_eq!(d["rules"]["rules"].as_array().unwrap().len(), 4);
+    // A watcher at the latest revision times out with 304.
+    let (status, _) = admin
+        .status(
+            "GET",
+            &format!(
+                "/v1/registry/watch?env=DEV&service=orders&since={}&timeout=200",
+                d["rev"]
+            ),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(status, 304);
+    // Optimistic versioning.
+    assert_eq!(
+        admin.err(
+            "PUT",
+            &format!("{SVC}/rules"),
+            Some(json!({"rules": [], "version": 0}))
+        ),
+        (409, "version_conflict".into(), Some("version".into()))
+    );
+    admin.ok(
+        "PUT",
+        &format!("{SVC}/rules"),
+        Some(json!({"rules": [], "version": 1, "message": "clear"})),
+    );
+    let audit = audit_actions(&admin);
+    let publishes: Vec<&(String, String, Json)> = audit
+        .iter()
+        .filter(|(a, _, _)| a == "registry.rules.publish")
+        .collect();
+    assert_eq!(publishes.len(), 2);
+    // Newest first: the clearing publish records the four old rules.
+    assert_eq!(publishes[0].2["old"].as_array().unwrap().len(), 4);
+    assert_eq!(publishes[0].2["new"], json!([]));
+}
