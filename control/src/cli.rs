@@ -70,6 +70,12 @@ pub enum CtlCommand {
     /// The configuration center.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The service registry.
+    #[command(subcommand)]
+    Registry(crate::registry::cli::RegistryCmd),
+    /// Governance rules of registry services.
+    #[command(subcommand)]
+    Rules(crate::registry::cli::RulesCmd),
 }
 
 /// Selects a namespace instance.
@@ -940,8 +946,14 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let CtlCommand::Config(cmd) = args.command;
-    match rt.block_on(run_config(&api, cmd)) {
+    let result = rt.block_on(async {
+        match args.command {
+            CtlCommand::Config(cmd) => run_config(&api, cmd).await,
+            CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
+            CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
+        }
+    });
+    match result {
         Ok(Json::Null) => ExitCode::SUCCESS,
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

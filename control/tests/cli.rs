@@ -147,3 +147,147 @@ fn ctl_covers_the_edit_publish_rollback_cycle() {
         ok
     );
 }
+
+/// `furrow ctl registry ...` and `furrow ctl rules ...` end to end (issue 18).
+#[test]
+fn ctl_drives_the_registry_and_rules() {
+    let srv = start("sqlite::memory:");
+    let server = format!("http://{}", srv.addr);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    let ok = ExitCode::SUCCESS;
+    let run = |args: &[&str]| ctl(&server, ADMIN_TOKEN, args);
+    assert_eq!(
+        ctl(&server, ADMIN_TOKEN, &["config", "create-app", "shop"]),
+        ok
+    );
+    let svc = ["--env", "DEV", "orders"];
+    fn join<'a>(svc: &[&'a str], cmd: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v: Vec<&str> = cmd.to_vec();
+        v.extend_from_slice(svc);
+        v.extend_from_slice(extra);
+        v
+    }
+    let with = |cmd: &[&'static str], extra: &[&str]| -> Vec<String> {
+        join(&svc, cmd, extra)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    };
+    assert_eq!(
+        run(&with(&["registry", "put-service"], &["--app", "shop"])),
+        ok
+    );
+    assert_ne!(
+        run(&with(&["registry", "live"], &[])),
+        ok,
+        "the publishing gate refuses a service without owner"
+    );
+    assert_eq!(
+        run(&with(
+            &["registry", "put-service"],
+            &[
+                "--app",
+                "shop",
+                "--owner",
+                "team",
+                "--docs",
+                "https://d",
+                "--dep",
+                "users"
+            ]
+        )),
+        ok
+    );
+    assert_eq!(run(&with(&["registry", "live"], &[])), ok);
+    assert_eq!(
+        run(&with(
+            &["registry", "register"],
+            &[
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                "9000",
+                "--id",
+                "i1",
+                "--tag",
+                "zone=a",
+                "--instance-version",
+                "2.0"
+            ]
+        )),
+        ok
+    );
+    assert_ne!(
+        run(&with(
+            &["registry", "register"],
+            &["--ip", "127.0.0.1", "--port", "9001", "--tag", "zone"]
+        )),
+        ok,
+        "a tag without = is refused"
+    );
+    assert_eq!(run(&with(&["registry", "beat"], &["i1"])), ok);
+    assert_eq!(run(&with(&["registry", "offline"], &["i1"])), ok);
+    let d = api.ok("GET", "/v1/registry/DEV/services/orders/discover", None);
+    assert_eq!(d["instances"], serde_json::json!([]));
+    assert_eq!(run(&with(&["registry", "online"], &["i1"])), ok);
+    assert_eq!(run(&with(&["registry", "weight"], &["i1", "7"])), ok);
+    let d = api.ok("GET", "/v1/registry/DEV/services/orders/discover", None);
+    assert_eq!(d["instances"][0]["weight"], 7);
+    assert_eq!(d["instances"][0]["tags"]["zone"], "a");
+    let rev = d["rev"].as_u64().unwrap().to_string();
+    assert_eq!(
+        run(&with(
+            &["registry", "watch"],
+            &["--since", &rev, "--timeout-ms", "100"]
+        )),
+        ok,
+        "a watch that times out prints nothing and succeeds"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.json");
+    std::fs::write(
+        &file,
+        r#"[{"kind": "access", "allow": false, "callers": ["crawler"]},
+            {"kind": "route", "version": "2.*", "percent": 100}]"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    assert_eq!(
+        run(&with(
+            &["rules", "publish"],
+            &["--file", &file, "--version", "0"]
+        )),
+        ok
+    );
+    assert_ne!(
+        run(&with(
+            &["rules", "publish"],
+            &["--file", &file, "--version", "0"]
+        )),
+        ok,
+        "a stale version is refused"
+    );
+    let set = api.ok("GET", "/v1/registry/DEV/services/orders/rules", None);
+    assert_eq!(set["version"], 1);
+    assert_eq!(
+        run(&with(&["rules", "check"], &["--caller", "crawler"])),
+        ok
+    );
+    assert_eq!(run(&with(&["registry", "deregister"], &["i1"])), ok);
+    assert_ne!(run(&with(&["registry", "deregister"], &["i1"])), ok);
+    assert_eq!(run(&with(&["registry", "show"], &[])), ok);
+    assert_eq!(
+        ctl(
+            &server,
+            ADMIN_TOKEN,
+            &["registry", "services", "--env", "DEV"]
+        ),
+        ok
+    );
+    assert_eq!(ctl(&server, ADMIN_TOKEN, &["registry", "stats"]), ok);
+}

@@ -17,6 +17,7 @@
 //! [`Rec`]: crate::state::Rec
 
 pub mod api;
+pub mod cli;
 pub mod lease;
 pub mod model;
 pub mod ops;
