@@ -392,8 +392,11 @@ pub fn read_snapshot(path: &std::path::Path) -> Result<ConfigSnapshot, ClientErr
     Ok(s)
 }
 
-/// Writes a snapshot file atomically (temporary file, fsync, rename).
-pub fn write_snapshot(path: &std::path::Path, snap: &ConfigSnapshot) -> Result<(), ClientError> {
+/// Writes a snapshot file atomically (temporary file, fsync, rename); the registry client uses it too.
+pub fn write_snapshot(
+    path: &std::path::Path,
+    snap: &impl serde::Serialize,
+) -> Result<(), ClientError> {
     use std::io::Write;
     let err = |m: String| ClientError::Snapshot {
         path: path.display().to_string(),

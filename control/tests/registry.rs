@@ -465,3 +465,91 @@ fn governance_rules_are_validated_versioned_pushed_and_audited() {
     assert_eq!(publishes[0].2["old"].as_array().unwrap().len(), 4);
     assert_eq!(publishes[0].2["new"], json!([]));
 }
+
+/// The Rust client library: a registration kept alive by its own heartbeats, a discoverer that follows
+/// pushed changes and keeps a snapshot file, and starts from that file when the registry is down.
+#[test]
+fn rust_client_registers_beats_and_discovers_with_a_snapshot() {
+    use control::client::ApiClient;
+    use control::registry::client::{DiscoverOptions, Discoverer, Registration};
+    use control::registry::ops::InstanceInput;
+
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "ttl_ms": 1000})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    let addr = format!("http://{}", server.addr);
+    let api = ApiClient::new(&addr, Some(ADMIN_TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = DiscoverOptions::new("DEV", "orders");
+    opts.snapshot = Some(dir.path().join("orders.json"));
+    let disc = Discoverer::start(api.clone(), opts.clone()).unwrap();
+    assert!(disc.current().instances.is_empty());
+    let mut rx = disc.subscribe();
+
+    let input = |id: &str, version: &str| InstanceInput {
+        id: id.into(),
+        ip: "127.0.0.1".into(),
+        port: 7000,
+        version: version.into(),
+        ..Default::default()
+    };
+    let r1 = Registration::start(api.clone(), "DEV", "orders", input("r1", "1.0"), None).unwrap();
+    let r2 = Registration::start(api.clone(), "DEV", "orders", input("r2", "2.0"), None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut wait_for = |want: &[&str], what: &str| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    let mut got: Vec<String> =
+                        rx.borrow().instances.iter().map(|i| i.id.clone()).collect();
+                    got.sort();
+                    if got == want {
+                        return;
+                    }
+                    rx.changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{what}: {:?}", disc.current().instances))
+        })
+    };
+    wait_for(&["r1", "r2"], "both registered");
+    // Three TTLs: the registrations' own heartbeats keep both healthy.
+    std::thread::sleep(Duration::from_millis(3000));
+    let ids_now: Vec<String> = disc
+        .current()
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(ids_now.len(), 2, "{ids_now:?}");
+    // r2 stops beating (a crash): it drops out; r1 deregisters (graceful): gone at once.
+    r2.stop();
+    wait_for(&["r1"], "r2 expired");
+    r1.deregister().unwrap();
+    wait_for(&[], "r1 deregistered");
+    let r3 = Registration::start(api.clone(), "DEV", "orders", input("r3", "3.0"), None).unwrap();
+    wait_for(&["r3"], "r3 registered");
+    drop(disc);
+    r3.stop();
+
+    // The registry goes away: a new discoverer starts from the snapshot file.
+    drop(server);
+    let offline = Discoverer::start(api, opts).unwrap();
+    let ids: Vec<String> = offline
+        .current()
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(ids, ["r3"]);
+}
