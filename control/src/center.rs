@@ -416,7 +416,7 @@ impl Center {
                 Change::Put(crate::state::Rec::NsState { ns, .. }) => {
                     Some((ns.env.clone(), ns.namespace.clone()))
                 }
-                Change::Put(crate::state::Rec::Registry(r)) => Some(r.wake_key()),
+                Change::Put(crate::state::Rec::Registry(r)) => r.wake_key(),
                 _ => None,
             })
             .collect();

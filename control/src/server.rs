@@ -34,7 +34,7 @@ pub async fn serve(
             let r = tokio::task::spawn_blocking(move || {
                 s.catch_up()?;
                 s.run_due()?;
-                crate::registry::lease::expire(&s)?;
+                crate::registry::lease::tick(&s)?;
                 s.run_rollouts()
             })
             .await;

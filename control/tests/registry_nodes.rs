@@ -23,10 +23,10 @@ fn node(url: &str) -> Server {
     Server::start(center, "127.0.0.1:0", 2).unwrap()
 }
 
+/// Instance `id` as a node sees it (None until that node knows the service and the instance).
 fn instance(api: &Api, id: &str) -> Option<Json> {
-    api.ok("GET", SVC, None)["instances"]
-        .as_array()
-        .unwrap()
+    api.call("GET", SVC, None).ok()?["instances"]
+        .as_array()?
         .iter()
         .find(|i| i["id"] == id)
         .cloned()
@@ -184,4 +184,75 @@ fn two_nodes_agree_on_health_over_one_mariadb() {
     }
     let stats_a = api_a.ok("GET", "/v1/registry/stats", None);
     assert_eq!(stats_a["leases"], 0, "A dropped its stale lease: {stats_a}");
+}
+
+/// A control node that dies leaves no instance healthy for ever: once it has been silent for
+/// `NODE_DEAD_MS`, another node takes over its leases; instances that beat there stay healthy, the others
+/// expire after their TTL.
+#[test]
+fn a_dead_nodes_leases_are_taken_over() {
+    let db = testkit::MariaDb::start().expect("start MariaDB");
+    let url = format!("{}/furrow_registry_takeover", db.url());
+    let a = node(&url);
+    let b = node(&url);
+    let api_a = Api::new(&a, ADMIN_TOKEN);
+    let api_b = Api::new(&b, ADMIN_TOKEN);
+    api_a.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api_a.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "ttl_ms": 1000})),
+    );
+    api_a.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    for id in ["silent", "alive"] {
+        api_a.ok(
+            "POST",
+            &format!("{SVC}/instances"),
+            Some(json!({"id": id, "ip": "127.0.0.1", "port": 1})),
+        );
+    }
+    let node_a = api_a.ok("GET", "/v1/registry/stats", None)["node"].clone();
+    until(&api_b, "silent", "B sees the registration", |i| {
+        i["owner_node"] == node_a
+    });
+    // Node A dies; "alive" moves its beats to B at once, "silent" never beats again.
+    a.stop();
+    let died = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let stop = stop.clone();
+        let addr = format!("http://{}", b.addr);
+        std::thread::spawn(move || {
+            let c = control::client::ApiClient::new(&addr, Some(ADMIN_TOKEN));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                rt.block_on(c.call("PUT", &format!("{SVC}/instances/alive/beat"), None))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let gone = until(
+        &api_b,
+        "silent",
+        "B expires the dead node's instance",
+        |i| i["healthy"] == false,
+    );
+    println!(
+        "node died → its silent instance unhealthy on B: {:?}",
+        gone - died
+    );
+    let alive = instance(&api_b, "alive").unwrap();
+    let node_b = api_b.ok("GET", "/v1/registry/stats", None)["node"].clone();
+    assert_eq!(
+        (alive["healthy"].clone(), alive["owner_node"].clone()),
+        (json!(true), node_b)
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    beater.join().unwrap();
+    let stats = api_b.ok("GET", "/v1/registry/stats", None);
+    assert!(stats["leases_taken_over"].as_u64().unwrap() >= 1, "{stats}");
 }

@@ -308,6 +308,7 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "beats_in_memory": l.beats.load(Ordering::Relaxed),
         "beats_written": l.beat_writes.load(Ordering::Relaxed),
         "leases_expired": l.expired.load(Ordering::Relaxed),
+        "leases_taken_over": l.taken_over.load(Ordering::Relaxed),
         "services": services,
         "instances": instances,
         "healthy": healthy,

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::model::{NODE_BEAT_MS, NODE_DEAD_MS};
 use crate::center::{Center, system_user};
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::{Level, now_ms};
@@ -37,6 +38,10 @@ pub struct Leases {
     pub beat_writes: AtomicU64,
     /// Leases that ran out (instances turned unhealthy by this node).
     pub expired: AtomicU64,
+    /// Leases taken over from dead nodes.
+    pub taken_over: AtomicU64,
+    last_node_beat: AtomicU64,
+    last_scan: AtomicU64,
 }
 
 impl Default for Leases {
@@ -57,6 +62,9 @@ impl Leases {
             beats: AtomicU64::new(0),
             beat_writes: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            taken_over: AtomicU64::new(0),
+            last_node_beat: AtomicU64::new(0),
+            last_scan: AtomicU64::new(0),
         }
     }
 
@@ -153,8 +161,81 @@ pub async fn beat(
         .map(|_| ())
 }
 
+/// The lease keeper's round, run by the store poll (every 50 ms; blocking, it may commit): expires this
+/// node's leases that ran out; while it holds leases, says it is alive every `NODE_BEAT_MS`; once a second,
+/// takes over the instances whose owner node has been silent for `NODE_DEAD_MS` (that node died: without
+/// this its instances would stay healthy for ever).
+pub fn tick(center: &Center) -> Result<()> {
+    expire(center)?;
+    let leases = &center.registry;
+    let node = leases.node().to_string();
+    let now = now_ms();
+    if !leases.is_empty()
+        && now.saturating_sub(leases.last_node_beat.load(Ordering::Relaxed)) >= NODE_BEAT_MS
+    {
+        center.mutate(&system_user(), |tx| {
+            tx.node_alive(&node);
+            Ok(())
+        })?;
+        leases.last_node_beat.store(now, Ordering::Relaxed);
+    }
+    if now.saturating_sub(leases.last_scan.load(Ordering::Relaxed)) < 1_000 {
+        return Ok(());
+    }
+    leases.last_scan.store(now, Ordering::Relaxed);
+    let dead: Vec<(String, String, String, String)> = center.read(|st| {
+        let r = &st.registry;
+        r.instances
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|i| {
+                i.healthy
+                    && i.owner_node != node
+                    && r.nodes
+                        .get(&i.owner_node)
+                        .is_none_or(|at| now.saturating_sub(*at) > NODE_DEAD_MS)
+            })
+            .map(|i| {
+                (
+                    i.env.clone(),
+                    i.service.clone(),
+                    i.id.clone(),
+                    i.owner_node.clone(),
+                )
+            })
+            .collect()
+    })?;
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let n = center.mutate(&system_user(), |tx| tx.take_over(&dead, &node))?;
+    if n > 0 {
+        tracing::info!(
+            instances = n,
+            "took over the leases of a silent control node"
+        );
+        leases.taken_over.fetch_add(n as u64, Ordering::Relaxed);
+        let ttls: Vec<(LeaseKey, u64)> = center.read(|st| {
+            dead.iter()
+                .filter(|(env, svc, id, _)| {
+                    st.registry
+                        .instances_of(env, svc)
+                        .any(|i| &i.id == id && i.owner_node == node)
+                })
+                .map(|(env, svc, id, _)| {
+                    let ttl = st.registry.service(env, svc).map_or(15_000, |s| s.ttl_ms);
+                    ((env.clone(), svc.clone(), id.clone()), ttl)
+                })
+                .collect()
+        })?;
+        for (k, ttl) in ttls {
+            leases.extend(k, ttl);
+        }
+    }
+    Ok(())
+}
+
 /// Turns the instances whose lease ran out on this node unhealthy (in one commit); returns how many.
-/// Blocking (it may commit): runs in the store poll.
 pub fn expire(center: &Center) -> Result<usize> {
     let leases = &center.registry;
     let expired = leases.take_expired(now_ms());

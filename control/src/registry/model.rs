@@ -84,6 +84,23 @@ pub enum RegRec {
     Instance(RegInstance),
     /// The governance rules of a service (one versioned set).
     Rules(RuleSet),
+    /// A control node holding leases is alive (written every [`NODE_BEAT_MS`] while it holds any).
+    Node(NodeBeat),
+}
+
+/// How often a node holding leases says it is alive.
+pub const NODE_BEAT_MS: u64 = 2_000;
+
+/// A node silent for this long is dead: the other nodes take over its instances' leases.
+pub const NODE_DEAD_MS: u64 = 4 * NODE_BEAT_MS;
+
+/// A control node's sign of life.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeBeat {
+    /// The node id.
+    pub id: String,
+    /// When, ms since the epoch (by the node's clock: nodes' clocks must agree within a few seconds).
+    pub at_ms: u64,
 }
 
 impl RegRec {
@@ -93,15 +110,17 @@ impl RegRec {
             RegRec::Service(s) => format!("svc/{}/{}", s.env, s.name),
             RegRec::Instance(i) => format!("inst/{}/{}/{}", i.env, i.service, i.id),
             RegRec::Rules(r) => format!("rules/{}/{}", r.env, r.service),
+            RegRec::Node(n) => format!("node/{}", n.id),
         }
     }
 
-    /// The `(env, channel)` whose watchers a change to this record wakes.
-    pub fn wake_key(&self) -> (String, String) {
+    /// The `(env, channel)` whose watchers a change to this record wakes (none for node records).
+    pub fn wake_key(&self) -> Option<(String, String)> {
         match self {
-            RegRec::Service(s) => (s.env.clone(), super::channel(&s.name)),
-            RegRec::Instance(i) => (i.env.clone(), super::channel(&i.service)),
-            RegRec::Rules(r) => (r.env.clone(), super::channel(&r.service)),
+            RegRec::Service(s) => Some((s.env.clone(), super::channel(&s.name))),
+            RegRec::Instance(i) => Some((i.env.clone(), super::channel(&i.service))),
+            RegRec::Rules(r) => Some((r.env.clone(), super::channel(&r.service))),
+            RegRec::Node(_) => None,
         }
     }
 }
@@ -118,6 +137,8 @@ pub struct RegistryState {
     pub instances: HashMap<SvcKey, BTreeMap<String, RegInstance>>,
     /// Rule sets by (env, service).
     pub rules: HashMap<SvcKey, RuleSet>,
+    /// The last sign of life of each control node holding leases: id → ms.
+    pub nodes: HashMap<String, u64>,
 }
 
 impl RegistryState {
@@ -135,6 +156,9 @@ impl RegistryState {
             }
             RegRec::Rules(r) => {
                 self.rules.insert((r.env.clone(), r.service.clone()), r);
+            }
+            RegRec::Node(n) => {
+                self.nodes.insert(n.id, n.at_ms);
             }
         }
     }

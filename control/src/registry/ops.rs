@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{MAX_INSTANCES, RegInstance, RegRec, Service};
+use super::model::{MAX_INSTANCES, NODE_BEAT_MS, NodeBeat, RegInstance, RegRec, Service};
 use super::rules::{Rule, RuleSet, validate};
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::{Level, NsKey, check_name, now_ms};
@@ -106,6 +106,50 @@ impl Tx<'_> {
         });
         self.put(Rec::Registry(RegRec::Service(svc)));
         rev
+    }
+
+    /// Records that `node` is alive when its last record is older than half a node beat (a node that takes a
+    /// lease always has a fresh record, so no other node mistakes it for dead).
+    pub fn node_alive(&mut self, node: &str) {
+        let now = now_ms();
+        let last = self.st.registry.nodes.get(node).copied().unwrap_or(0);
+        if now.saturating_sub(last) >= NODE_BEAT_MS / 2 {
+            self.put(Rec::Registry(RegRec::Node(NodeBeat {
+                id: node.into(),
+                at_ms: now,
+            })));
+        }
+    }
+
+    /// Takes over the leases of instances whose owner node is dead (silent for `NODE_DEAD_MS`): `node` becomes
+    /// their owner and starts a fresh lease, so they stay healthy if they beat here and expire otherwise.
+    /// Instances another node took over meanwhile are skipped. Not audited; runs as the system user.
+    pub fn take_over(
+        &mut self,
+        dead: &[(String, String, String, String)],
+        node: &str,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for (env, name, id, old_owner) in dead {
+            let Some(inst) = self
+                .st
+                .registry
+                .instances_of(env, name)
+                .find(|i| &i.id == id && &i.owner_node == old_owner)
+            else {
+                continue;
+            };
+            let inst = RegInstance {
+                owner_node: node.into(),
+                ..inst.clone()
+            };
+            self.put(Rec::Registry(RegRec::Instance(inst)));
+            n += 1;
+        }
+        if n > 0 {
+            self.node_alive(node);
+        }
+        Ok(n)
     }
 
     /// Creates or updates a service (publish on `(app, name)`; for an existing service also on its current
@@ -304,6 +348,7 @@ impl Tx<'_> {
         let rev = self.touch_service(svc);
         let inst = RegInstance { rev, ..inst };
         self.put(Rec::Registry(RegRec::Instance(inst.clone())));
+        self.node_alive(node);
         Ok(inst)
     }
 
@@ -402,6 +447,9 @@ impl Tx<'_> {
                     owner_node: node.into(),
                     ..old.clone()
                 });
+        }
+        if updates.iter().any(|u| u.3) {
+            self.node_alive(node);
         }
         let mut n = 0;
         for ((env, name), insts) in by_service {
