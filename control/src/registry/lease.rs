@@ -137,14 +137,10 @@ pub async fn beat(
                 actor.name
             )));
         }
-        let inst = st
-            .registry
-            .instances_of(env, service)
-            .find(|i| i.id == id)
-            .ok_or_else(|| {
-                ControlError::not_found(format!("unknown instance {id:?} of service {service:?}"))
-                    .with_field("instance")
-            })?;
+        let inst = st.registry.instance(env, service, id).ok_or_else(|| {
+            ControlError::not_found(format!("unknown instance {id:?} of service {service:?}"))
+                .with_field("instance")
+        })?;
         Ok((svc.ttl_ms, inst.healthy && inst.owner_node == node))
     })??;
     let key = (env.to_string(), service.to_string(), id.to_string());
@@ -219,8 +215,8 @@ pub fn tick(center: &Center) -> Result<()> {
             dead.iter()
                 .filter(|(env, svc, id, _)| {
                     st.registry
-                        .instances_of(env, svc)
-                        .any(|i| &i.id == id && i.owner_node == node)
+                        .instance(env, svc, id)
+                        .is_some_and(|i| i.owner_node == node)
                 })
                 .map(|(env, svc, id, _)| {
                     let ttl = st.registry.service(env, svc).map_or(15_000, |s| s.ttl_ms);
@@ -248,8 +244,8 @@ pub fn expire(center: &Center) -> Result<usize> {
             .into_iter()
             .filter(|(env, svc, id)| {
                 st.registry
-                    .instances_of(env, svc)
-                    .any(|i| &i.id == id && i.healthy && i.owner_node == node)
+                    .instance(env, svc, id)
+                    .is_some_and(|i| i.healthy && i.owner_node == node)
             })
             .map(|(env, svc, id)| (env, svc, id, false))
             .collect()

@@ -191,6 +191,13 @@ impl RegistryState {
         self.services.get(&(env.to_string(), name.to_string()))
     }
 
+    /// One instance (a map lookup: heartbeats call it for every beat).
+    pub fn instance(&self, env: &str, name: &str, id: &str) -> Option<&RegInstance> {
+        self.instances
+            .get(&(env.to_string(), name.to_string()))
+            .and_then(|m| m.get(id))
+    }
+
     /// The instances of a service, by id.
     pub fn instances_of(&self, env: &str, name: &str) -> impl Iterator<Item = &RegInstance> {
         self.instances

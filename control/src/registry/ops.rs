@@ -134,8 +134,8 @@ impl Tx<'_> {
             let Some(inst) = self
                 .st
                 .registry
-                .instances_of(env, name)
-                .find(|i| &i.id == id && &i.owner_node == old_owner)
+                .instance(env, name, id)
+                .filter(|i| &i.owner_node == old_owner)
             else {
                 continue;
             };
@@ -358,8 +358,7 @@ impl Tx<'_> {
         let inst = self
             .st
             .registry
-            .instances_of(env, name)
-            .find(|i| i.id == id)
+            .instance(env, name, id)
             .cloned()
             .ok_or_else(|| unknown_instance(name, id))?;
         let target = format!("{}/{id}", self.target);
@@ -387,8 +386,7 @@ impl Tx<'_> {
         let old = self
             .st
             .registry
-            .instances_of(env, name)
-            .find(|i| i.id == id)
+            .instance(env, name, id)
             .cloned()
             .ok_or_else(|| unknown_instance(name, id))?;
         if weight.is_some_and(|w| w > 10_000) {
@@ -424,12 +422,7 @@ impl Tx<'_> {
     ) -> Result<usize> {
         let mut by_service: BTreeMap<(String, String), Vec<RegInstance>> = BTreeMap::new();
         for (env, name, id, healthy) in updates {
-            let Some(old) = self
-                .st
-                .registry
-                .instances_of(env, name)
-                .find(|i| &i.id == id)
-            else {
+            let Some(old) = self.st.registry.instance(env, name, id) else {
                 continue;
             };
             if old.healthy == *healthy && old.owner_node == node {
