@@ -12,6 +12,9 @@
 //!   an instance turns healthy or unhealthy, or changes owner.
 //! - [`rules`]: the governance rule model (rate limits, circuit breakers, access lists, version routing), its
 //!   validation and its evaluation (shared by the service and the client library).
+//! - [`govern`]: enforcing rules in a caller (rate limits, concurrency, circuit breakers).
+//! - [`client`]: registration with heartbeats, discovery with push and a snapshot file.
+//! - [`cli`]: `furrow ctl registry` and `furrow ctl rules`.
 //! - [`api`]: the HTTP routes under `/v1/registry`.
 //!
 //! [`Rec`]: crate::state::Rec
@@ -19,6 +22,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod govern;
 pub mod lease;
 pub mod model;
 pub mod ops;
