@@ -288,7 +288,7 @@ async fn metrics(AxState(c): C) -> Res {
     let m = &c.metrics;
     let (releases, audit, scheduled) =
         c.read(|st| (st.releases.len(), st.audit.len(), st.scheduled.len()))?;
-    let text = format!(
+    let mut text = format!(
         "# TYPE furrow_control_http_requests_total counter\nfurrow_control_http_requests_total {}\n\
          # TYPE furrow_control_http_errors_total counter\nfurrow_control_http_errors_total{{class=\"4xx\"}} {}\n\
          furrow_control_http_errors_total{{class=\"5xx\"}} {}\n\
@@ -309,6 +309,7 @@ async fn metrics(AxState(c): C) -> Res {
         m.commits.load(Ordering::Relaxed),
         c.report_count(),
     );
+    text.push_str(&crate::registry::api::metrics_text(&c)?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -304,6 +304,8 @@ fn register_beat_expire_discover_and_operate() {
     );
     assert!(audit.iter().any(|(a, _, _)| a == "registry.deregister"));
     assert!(audit.iter().any(|(a, _, _)| a == "registry.service.live"));
+    assert!(metric(&admin, "furrow_registry_services") >= 1);
+    assert!(metric(&admin, "furrow_registry_leases_expired_total") >= 1);
     let stats = admin.ok("GET", "/v1/registry/stats", None);
     assert!(stats["beats_in_memory"].as_u64().unwrap() >= 10, "{stats}");
     assert!(stats["leases_expired"].as_u64().unwrap() >= 1, "{stats}");

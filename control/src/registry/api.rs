@@ -293,6 +293,32 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Query<HashMap<String, Stri
     }
 }
 
+/// The registry's lines of `/metrics` (Prometheus text).
+pub fn metrics_text(c: &Center) -> Result<String> {
+    let l = &c.registry;
+    let (services, instances, healthy) = c.read(|st| {
+        let all = st.registry.instances.values().flat_map(|m| m.values());
+        let (n, h) = all.fold((0, 0), |(n, h), i| (n + 1, h + i.healthy as usize));
+        (st.registry.services.len(), n, h)
+    })?;
+    Ok(format!(
+        "# TYPE furrow_registry_services gauge\nfurrow_registry_services {services}\n\
+         # TYPE furrow_registry_instances gauge\nfurrow_registry_instances{{state=\"healthy\"}} {healthy}\n\
+         furrow_registry_instances{{state=\"unhealthy\"}} {}\n\
+         # TYPE furrow_registry_leases gauge\nfurrow_registry_leases {}\n\
+         # TYPE furrow_registry_beats_total counter\nfurrow_registry_beats_total{{stored=\"no\"}} {}\n\
+         furrow_registry_beats_total{{stored=\"yes\"}} {}\n\
+         # TYPE furrow_registry_leases_expired_total counter\nfurrow_registry_leases_expired_total {}\n\
+         # TYPE furrow_registry_leases_taken_over_total counter\nfurrow_registry_leases_taken_over_total {}\n",
+        instances - healthy,
+        l.len(),
+        l.beats.load(Ordering::Relaxed),
+        l.beat_writes.load(Ordering::Relaxed),
+        l.expired.load(Ordering::Relaxed),
+        l.taken_over.load(Ordering::Relaxed),
+    ))
+}
+
 /// Registry counters of this node (administrators need not be involved: any authenticated caller).
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {
     user(&c, &h)?;
