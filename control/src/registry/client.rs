@@ -290,20 +290,21 @@ impl Discovery {
         {
             return None;
         }
-        let mut candidates: Vec<&RegInstance> = self.instances.iter().collect();
-        if let Some((pattern, matches)) = self.rules.as_ref().and_then(|r| r.route(caller, key)) {
-            let narrowed: Vec<&RegInstance> = candidates
-                .iter()
-                .copied()
-                .filter(|i| version_matches(pattern, &i.version) == matches)
-                .collect();
-            if !narrowed.is_empty() {
-                candidates = narrowed;
-            }
-        }
-        let total: u64 = candidates.iter().map(|i| i.weight as u64).sum();
+        // No allocation: the route narrows by a filter, the weighted choice walks the list twice.
+        let route = self.rules.as_ref().and_then(|r| r.route(caller, key));
+        let routed = |i: &&RegInstance| {
+            route.is_none_or(|(pattern, matches)| version_matches(pattern, &i.version) == matches)
+        };
+        let narrowed = route.is_some() && self.instances.iter().any(|i| routed(&i));
+        let keep = |i: &&RegInstance| !narrowed || routed(i);
+        let total: u64 = self
+            .instances
+            .iter()
+            .filter(keep)
+            .map(|i| i.weight as u64)
+            .sum();
         if total == 0 {
-            return candidates.first().copied();
+            return self.instances.iter().find(keep);
         }
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.bytes().chain(*b"#pick") {
@@ -311,13 +312,15 @@ impl Discovery {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         let mut at = h % total;
-        for i in &candidates {
+        let mut last = None;
+        for i in self.instances.iter().filter(keep) {
             if at < i.weight as u64 {
                 return Some(i);
             }
             at -= i.weight as u64;
+            last = Some(i);
         }
-        candidates.last().copied()
+        last
     }
 }
 
