@@ -59,6 +59,9 @@ pub struct Report {
     /// When reported or last seen watching (ms since the epoch; set by the service).
     #[serde(default)]
     pub at_ms: u64,
+    /// Requests and errors over the instance's last report window (the rollouts' error-rate gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::model::HealthWindow>,
 }
 
 /// The fields a report body may carry (the instance is flattened, so serde cannot refuse unknown ones).
@@ -75,6 +78,7 @@ pub const REPORT_FIELDS: &[&str] = &[
     "status",
     "reason",
     "at_ms",
+    "health",
 ];
 
 /// Service counters for `/metrics`.
@@ -543,8 +547,13 @@ impl Center {
                 .filter(|r| r.status == ReportStatus::Applied && r.releases.contains(id))
                 .map(|r| r.instance.id.clone())
                 .collect();
+            let health: Vec<(String, crate::model::HealthWindow)> = mine
+                .iter()
+                .filter(|r| r.status == ReportStatus::Applied && r.releases.contains(id))
+                .filter_map(|r| r.health.map(|h| (r.instance.id.clone(), h)))
+                .collect();
             if let Err(e) = self.mutate(&sys, |tx| {
-                tx.rollout_step(*id, &population, &applied, &rejected)
+                tx.rollout_step(*id, &population, &applied, &rejected, &health)
             }) {
                 store_error_or_log(e, "rollout step")?;
             }
