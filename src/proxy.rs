@@ -146,8 +146,8 @@ fn config_from_center(
         &control::settings::host_name(),
         env!("CARGO_PKG_VERSION"),
     );
-    let (text, applied) =
-        control::settings::effective_document(snap, key, &ctx).map_err(|e| format!("{origin}: {e}"))?;
+    let (text, applied) = control::settings::effective_document(snap, key, &ctx)
+        .map_err(|e| format!("{origin}: {e}"))?;
     if !applied.is_empty() {
         origin.push_str(&format!(" settings [{}]", applied.join(", ")));
     }

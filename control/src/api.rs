@@ -545,7 +545,15 @@ async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res 
     let mut raw: Json = body(&b)?;
     only_fields(
         &raw,
-        &["message", "mode", "at_ms", "rule", "batch", "interval_ms", "health"],
+        &[
+            "message",
+            "mode",
+            "at_ms",
+            "rule",
+            "batch",
+            "interval_ms",
+            "health",
+        ],
     )?;
     if let Some(obj) = raw.as_object_mut() {
         obj.entry("mode")

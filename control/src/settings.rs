@@ -85,9 +85,7 @@ pub fn effective_document(
     for (item, path) in settings {
         let json = match snap.get(item) {
             Some(Value::Rules(t)) => t.evaluate(ctx).clone(),
-            Some(other) => other
-                .to_json()
-                .map_err(|e| format!("item `{item}`: {e}"))?,
+            Some(other) => other.to_json().map_err(|e| format!("item `{item}`: {e}"))?,
             None => continue,
         };
         let value = to_toml(&json).map_err(|e| format!("item `{item}`: {e}"))?;
@@ -132,7 +130,12 @@ fn set_path(doc: &mut toml::Table, path: &str, value: toml::Value) -> Result<(),
     done
 }
 
-fn set_in(cur: &mut toml::Value, parts: &[&str], at: usize, value: toml::Value) -> Result<(), String> {
+fn set_in(
+    cur: &mut toml::Value,
+    parts: &[&str],
+    at: usize,
+    value: toml::Value,
+) -> Result<(), String> {
     let name = || parts[..at].join(".");
     let Some(part) = parts.get(at) else {
         *cur = value;
@@ -203,8 +206,12 @@ mod tests {
         assert_eq!(t["proxy"]["executors"].as_integer(), Some(1));
         assert_eq!(t["listeners"][0]["port"].as_integer(), Some(7));
         assert_eq!(applied.len(), 2);
-        let west = Instance { id: "p2".into(), ..Default::default() };
-        let (text, _) = effective_document(&s, "config", &instance_context(&s, &west, "h", "1.0")).unwrap();
+        let west = Instance {
+            id: "p2".into(),
+            ..Default::default()
+        };
+        let (text, _) =
+            effective_document(&s, "config", &instance_context(&s, &west, "h", "1.0")).unwrap();
         let t: toml::Table = text.parse().unwrap();
         assert_eq!(t["proxy"]["shutdown_grace_ms"].as_integer(), Some(1000));
     }
@@ -223,10 +230,26 @@ mod tests {
     #[test]
     fn bad_settings_name_the_item() {
         for (path, value, why) in [
-            ("config.proxy.executors.x", json!({"type": "integer", "value": 1}), "not a table"),
-            ("config.listeners.x", json!({"type": "integer", "value": 1}), "give an index"),
-            ("config.listeners.3.port", json!({"type": "integer", "value": 1}), "no index 3"),
-            ("config.proxy.x", json!({"type": "rules", "value": {"rules": []}}), "null"),
+            (
+                "config.proxy.executors.x",
+                json!({"type": "integer", "value": 1}),
+                "not a table",
+            ),
+            (
+                "config.listeners.x",
+                json!({"type": "integer", "value": 1}),
+                "give an index",
+            ),
+            (
+                "config.listeners.3.port",
+                json!({"type": "integer", "value": 1}),
+                "no index 3",
+            ),
+            (
+                "config.proxy.x",
+                json!({"type": "rules", "value": {"rules": []}}),
+                "null",
+            ),
         ] {
             let s = snap(json!({
                 "config": doc_item("[proxy]\nexecutors = 1\n[[listeners]]\nname = \"a\"\n"),

@@ -256,13 +256,21 @@ fn a_rollout_stops_when_a_selected_instance_reports_too_many_errors() {
     for id in ["c1", "c2"] {
         let c: Arc<(AtomicU64, AtomicU64)> = Arc::default();
         let probe = c.clone();
-        let mut o = control::client::ClientOptions::new(&format!("http://{}", srv.addr), "shop", "DEV", "app");
+        let mut o = control::client::ClientOptions::new(
+            &format!("http://{}", srv.addr),
+            "shop",
+            "DEV",
+            "app",
+        );
         o.token = Some(ADMIN_TOKEN.into());
         o.instance.id = id.into();
         o.poll_timeout = Duration::from_secs(2);
         o.health_interval = Duration::from_millis(100);
         o.health = Some(control::client::HealthProbe(Arc::new(move || {
-            (probe.0.load(Ordering::SeqCst), probe.1.load(Ordering::SeqCst))
+            (
+                probe.0.load(Ordering::SeqCst),
+                probe.1.load(Ordering::SeqCst),
+            )
         })));
         clients.push(control::client::ConfigClient::start(o, None).unwrap());
         counters.push(c);
