@@ -586,7 +586,8 @@ impl Shared {
     }
 
     /// Every `health_interval`: reads the probe and sends the differences since the last reading with the
-    /// last report (nothing before the first report; a counter that went backwards restarts the window).
+    /// last report (nothing before the first report; a window without traffic is extended rather than
+    /// sent; a counter that went backwards restarts the window).
     async fn send_health(self: Arc<Self>, probe: HealthProbe) {
         let mut tick = tokio::time::interval(self.opts.health_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -596,9 +597,16 @@ impl Shared {
             tick.tick().await;
             let now = ((probe.0)(), tokio::time::Instant::now());
             let ((req, err), (preq, perr)) = (now.0, prev.0);
+            let (requests, errors) = (
+                req.checked_sub(preq).unwrap_or(req),
+                err.checked_sub(perr).unwrap_or(err),
+            );
+            if requests == 0 && errors == 0 {
+                continue; // no traffic says nothing; the window goes on
+            }
             let window = serde_json::json!({
-                "requests": req.checked_sub(preq).unwrap_or(req),
-                "errors": err.checked_sub(perr).unwrap_or(err),
+                "requests": requests,
+                "errors": errors,
                 "window_ms": now.1.duration_since(prev.1).as_millis() as u64,
             });
             prev = now;

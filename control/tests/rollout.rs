@@ -243,8 +243,7 @@ fn a_rejection_stops_the_rollout_and_abort_brings_everyone_back() {
 /// change nothing, a selected instance whose error rate passes the rollout's threshold stops it.
 #[test]
 fn a_rollout_stops_when_a_selected_instance_reports_too_many_errors() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
 
     let srv = start("sqlite::memory:");
     let api = Api::new(&srv, ADMIN_TOKEN);
@@ -254,7 +253,8 @@ fn a_rollout_stops_when_a_selected_instance_reports_too_many_errors() {
     let mut clients = Vec::new();
     let mut counters = Vec::new();
     for id in ["c1", "c2"] {
-        let c: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+        // One lock for both counters: a window must not see requests without their errors.
+        let c: Arc<Mutex<(u64, u64)>> = Arc::default();
         let probe = c.clone();
         let mut o = control::client::ClientOptions::new(
             &format!("http://{}", srv.addr),
@@ -267,19 +267,29 @@ fn a_rollout_stops_when_a_selected_instance_reports_too_many_errors() {
         o.poll_timeout = Duration::from_secs(2);
         o.health_interval = Duration::from_millis(100);
         o.health = Some(control::client::HealthProbe(Arc::new(move || {
-            (
-                probe.0.load(Ordering::SeqCst),
-                probe.1.load(Ordering::SeqCst),
-            )
+            *probe.lock().unwrap()
         })));
         clients.push(control::client::ConfigClient::start(o, None).unwrap());
         counters.push(c);
     }
     let add = |i: usize, requests: u64, errors: u64| {
-        counters[i].0.fetch_add(requests, Ordering::SeqCst);
-        counters[i].1.fetch_add(errors, Ordering::SeqCst);
+        let mut c = counters[i].lock().unwrap();
+        c.0 += requests;
+        c.1 += errors;
     };
     set(&api, P, "k", int(2));
+    let (status, _, field) = api.err(
+        "POST",
+        &format!("{P}/publish"),
+        Some(
+            json!({"mode": "rolling", "batch": {"count": 1}, "interval_ms": 1000,
+                    "health": {"max_error_rate": 1.5}}),
+        ),
+    );
+    assert_eq!(
+        (status, field.as_deref()),
+        (400, Some("health/max_error_rate"))
+    );
     let id = publish(
         &api,
         P,
