@@ -64,6 +64,9 @@ pub struct Report {
     pub health: Option<crate::model::HealthWindow>,
 }
 
+/// The releases an instance reported and the sum of its health windows since the rollouts last looked.
+type PendingHealth = (Vec<u64>, crate::model::HealthWindow);
+
 /// The fields a report body may carry (the instance is flattened, so serde cannot refuse unknown ones).
 pub const REPORT_FIELDS: &[&str] = &[
     "app",
@@ -156,7 +159,7 @@ pub struct Center {
     /// Health windows received since the rollouts last looked, summed per (instance, namespace path) while
     /// the reported releases stay the same: a window is never missed, however short the instances'
     /// interval and however late the poll.
-    pending_health: Mutex<HashMap<(String, String), (Vec<u64>, crate::model::HealthWindow)>>,
+    pending_health: Mutex<HashMap<(String, String), PendingHealth>>,
     /// Key usage: namespace instance path → key → instance → (last read ms, reads).
     usage: Mutex<HashMap<String, KeyUsage>>,
     usage_entries: AtomicU64,
