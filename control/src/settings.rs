@@ -55,7 +55,8 @@ pub fn host_name() -> String {
 }
 
 /// The TOML document of item `key` with every `KEY.PATH` setting item applied (rule tables evaluated with
-/// `ctx`), as text, and the settings applied (`PATH = VALUE`, for logs). Err names the item at fault.
+/// `ctx`), as text, and the settings applied (`PATH = VALUE`, for logs; secret items' values masked). Err
+/// names the item at fault.
 pub fn effective_document(
     snap: &ConfigSnapshot,
     key: &str,
@@ -89,7 +90,12 @@ pub fn effective_document(
             None => continue,
         };
         let value = to_toml(&json).map_err(|e| format!("item `{item}`: {e}"))?;
-        applied.push(format!("{path} = {value}"));
+        // The list ends up in logs and the admin INFO: a secret item's value is not shown.
+        if snap.items.get(item).is_some_and(|i| i.secret) {
+            applied.push(format!("{path} = ******"));
+        } else {
+            applied.push(format!("{path} = {value}"));
+        }
         set_path(&mut doc, path, value).map_err(|e| format!("item `{item}`: {e}"))?;
     }
     let text = toml::to_string(&doc).map_err(|e| format!("item `{key}`: {e}"))?;
@@ -191,6 +197,7 @@ mod tests {
                 "rules": [{"when": [{"op": "eq", "attr": "zone", "value": "east"}], "value": 250}],
                 "default": 1000}}},
             "config.listeners.0.port": {"value": {"type": "integer", "value": 7}},
+            "config.listeners.0.password": {"value": {"type": "string", "value": "hush"}, "secret": true},
             "other": {"value": {"type": "integer", "value": 1}},
         }));
         let east = Instance {
@@ -205,7 +212,12 @@ mod tests {
         assert_eq!(t["proxy"]["shutdown_grace_ms"].as_integer(), Some(250));
         assert_eq!(t["proxy"]["executors"].as_integer(), Some(1));
         assert_eq!(t["listeners"][0]["port"].as_integer(), Some(7));
-        assert_eq!(applied.len(), 2);
+        assert_eq!(t["listeners"][0]["password"].as_str(), Some("hush"));
+        assert_eq!(applied.len(), 3);
+        assert!(
+            applied.contains(&"listeners.0.password = ******".to_string()),
+            "{applied:?}"
+        );
         let west = Instance {
             id: "p2".into(),
             ..Default::default()
