@@ -19,5 +19,6 @@ pub mod mysql_store;
 pub mod ops;
 pub mod resolve;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod store;
