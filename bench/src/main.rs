@@ -10,6 +10,7 @@ mod procfs;
 mod profile;
 mod report;
 mod suites;
+mod syscalls;
 mod targets;
 mod tools;
 
@@ -110,6 +111,11 @@ pub struct Opts {
     /// --max-requests.
     #[arg(long)]
     pub callgrind: bool,
+    /// Do not count syscalls per request (by default `perf stat -e raw_syscalls:sys_enter -p PID`
+    /// runs around each load where perf can count; the counting tracepoint costs each syscall a
+    /// little, the same for every target).
+    #[arg(long)]
+    pub no_syscalls: bool,
     /// Print the report only; write no files.
     #[arg(long)]
     pub no_write: bool,

@@ -56,6 +56,13 @@ pub struct Measurement {
     pub client_cpu_us: Option<f64>,
     /// Peak RSS of the target process during the load, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// Syscalls per request of the target process (`perf stat -e raw_syscalls:sys_enter`; none
+    /// where perf cannot count).
+    #[serde(default)]
+    pub syscalls_per_req: Option<f64>,
+    /// Furrow's requests per backend `write` (its admin `INFO` counters; Redis listeners only).
+    #[serde(default)]
+    pub requests_per_backend_write: Option<f64>,
 }
 
 impl Measurement {
@@ -78,6 +85,8 @@ impl Measurement {
             backend_cpu_us: None,
             client_cpu_us: None,
             peak_rss_kib: None,
+            syscalls_per_req: None,
+            requests_per_backend_write: None,
         }
     }
 
@@ -298,8 +307,8 @@ fn loads_of(ms: &[Measurement]) -> Vec<String> {
 pub fn suite_table(s: &SuiteReport) -> String {
     let mut out = String::new();
     out.push_str(
-        "| load | target | req/s | p50 ms | p99 ms | p99.9 ms | target CPU µs/req | of which kernel | backend CPU µs/req | peak RSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| load | target | req/s | p50 ms | p99 ms | p99.9 ms | target CPU µs/req | of which kernel | backend CPU µs/req | peak RSS MiB | syscalls/req | req/backend write |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for load in loads_of(&s.measurements) {
         let rows: Vec<&Measurement> = s.measurements.iter().filter(|m| m.load == load).collect();
@@ -314,7 +323,7 @@ pub fn suite_table(s: &SuiteReport) -> String {
             if let Some(e) = &m.error {
                 let _ = writeln!(
                     out,
-                    "| {load} | {} | not measured: {} | | | | | | | |",
+                    "| {load} | {} | not measured: {} | | | | | | | | | |",
                     m.target,
                     one_line(e)
                 );
@@ -323,7 +332,7 @@ pub fn suite_table(s: &SuiteReport) -> String {
             let show = m.role != Role::Direct;
             let _ = writeln!(
                 out,
-                "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 m.target,
                 cell(thr(m), b_thr.0, b_thr.1, show),
                 cell(m.p50_ms, b_p50.0, b_p50.1, show),
@@ -333,6 +342,8 @@ pub fn suite_table(s: &SuiteReport) -> String {
                 cell(m.target_sys_us, None, None, false),
                 cell(m.backend_cpu_us, None, None, false),
                 cell(rss(m), b_rss.0, b_rss.1, show),
+                cell(m.syscalls_per_req, None, None, false),
+                cell(m.requests_per_backend_write, None, None, false),
             );
         }
     }
@@ -905,6 +916,8 @@ mod tests {
         // CPU 0.4 µs: 0.40 of direct (1.0), 0.20 of the best peer (2.0).
         assert!(md.contains("0.400 (0.40/0.20)"), "{md}");
         assert!(md.contains("| GET P1 | furrow | not measured: connection refused |"));
+        // Syscall and coalescing columns: empty where not measured.
+        assert!(md.contains("| 2.00 | – | – |\n| GET P16 | twemproxy"), "{md}");
         assert!(
             md.contains("| redis | GET P16 | ≥ 0.70× direct at ≤ 0.5 µs | 0.80× | 0.40 µs | met |"),
             "{md}"

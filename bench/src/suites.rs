@@ -97,6 +97,16 @@ fn measure(
     if counting && let Err(e) = crate::callgrind::start(target.pid) {
         return Measurement::failed(load, &target.name, target.role, e);
     }
+    // Furrow's backend write counters (Redis listener `bench`), read around the load.
+    let writes = |t: &Target| {
+        t.admin
+            .and_then(|a| crate::syscalls::admin_info(a).ok())
+            .and_then(|info| crate::syscalls::parse_backend_writes(&info, "bench"))
+    };
+    let w0 = writes(target);
+    let syscalls = (!opts.no_syscalls && !counting)
+        .then(|| crate::syscalls::start(target.pid))
+        .flatten();
     let t0 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b0 = procfs::cpu_ticks_sum(backend_pids);
     let c0 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
@@ -104,6 +114,12 @@ fn measure(
     let t1 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b1 = procfs::cpu_ticks_sum(backend_pids);
     let c1 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
+    let syscalls = syscalls.and_then(crate::syscalls::Counter::stop);
+    // Furrow publishes its counters every 200 ms: wait for the last ones.
+    let w1 = w0.and_then(|_| {
+        std::thread::sleep(Duration::from_millis(450));
+        writes(target)
+    });
     let instructions = counting.then(|| crate::callgrind::stop(target.pid));
     if let Some(p) = perf {
         let title = format!("{load} ({})", target.name);
@@ -176,6 +192,10 @@ fn measure(
         backend_cpu_us: per(b1.seconds_since(b0)),
         client_cpu_us: per((c1 - c0).max(0.0)),
         peak_rss_kib: rss,
+        syscalls_per_req: syscalls
+            .filter(|_| r.requests > 0)
+            .map(|n| n as f64 / r.requests as f64),
+        requests_per_backend_write: w0.zip(w1).and_then(|(a, b)| crate::syscalls::per_write(a, b)),
     };
     eprintln!(
         "bench:   {:.0} req/s, p50 {:?} ms, p99 {:?} ms, target CPU {:.2} µs/req, errors {}",
