@@ -4,6 +4,7 @@
 
 mod callgrind;
 mod control;
+mod idle;
 mod loads;
 mod micro;
 mod procfs;
@@ -111,6 +112,13 @@ pub struct Opts {
     /// --max-requests.
     #[arg(long)]
     pub callgrind: bool,
+    /// Idle Redis client connections opened together at the end of the `redis` suite to measure
+    /// memory per connection of each proxy (0: skip).
+    #[arg(long, default_value_t = 5000)]
+    pub idle_redis: usize,
+    /// Logged-in MySQL client connections opened together at the end of the `mysql` suite (0: skip).
+    #[arg(long, default_value_t = 2000)]
+    pub idle_mysql: usize,
     /// Do not count syscalls per request (by default `perf stat -e raw_syscalls:sys_enter -p PID`
     /// runs around each load where perf can count; the counting tracepoint costs each syscall a
     /// little, the same for every target).

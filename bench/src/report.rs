@@ -157,6 +157,66 @@ pub struct SuiteReport {
     pub notes: Vec<String>,
     /// Figures.
     pub measurements: Vec<Measurement>,
+    /// Memory per idle client connection, per target.
+    #[serde(default)]
+    pub idle: Vec<IdleMemory>,
+}
+
+/// Memory of a target holding many idle client connections (`bench/src/idle.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdleMemory {
+    /// The target.
+    pub target: String,
+    /// Its role.
+    pub role: Role,
+    /// `redis idle` or `mysql logged-in`.
+    pub kind: String,
+    /// Connections that were open together.
+    pub clients: usize,
+    /// `VmRSS` before the first connection, KiB.
+    pub base_kib: Option<u64>,
+    /// `VmRSS` with all of them open, KiB.
+    pub open_kib: Option<u64>,
+    /// `VmRSS` after they closed (and the target had time to give memory back), KiB.
+    pub closed_kib: Option<u64>,
+    /// Why fewer connections than asked were opened.
+    pub error: Option<String>,
+}
+
+impl IdleMemory {
+    /// RSS growth per open connection, KiB.
+    pub fn per_client_kib(&self) -> Option<f64> {
+        let (b, o) = (self.base_kib?, self.open_kib?);
+        (self.clients > 0).then(|| o.saturating_sub(b) as f64 / self.clients as f64)
+    }
+
+    /// RSS above the baseline once they closed, KiB.
+    pub fn kept_kib(&self) -> Option<u64> {
+        Some(self.closed_kib?.saturating_sub(self.base_kib?))
+    }
+
+    /// The verdict on issue #23's goal 3: at most 16 KiB per idle Redis client, 64 KiB per
+    /// logged-in MySQL client, and the memory returned after they close (what stays is at most a
+    /// tenth of what the connections took, or 1 MiB).
+    pub fn verdict(&self) -> String {
+        let goal = if self.kind.starts_with("mysql") { 64.0 } else { 16.0 };
+        let (Some(per), Some(kept), Some(b), Some(o)) = (
+            self.per_client_kib(),
+            self.kept_kib(),
+            self.base_kib,
+            self.open_kib,
+        ) else {
+            return "not measured".into();
+        };
+        let took = o.saturating_sub(b);
+        if per > goal {
+            format!("NOT met: {per:.1} KiB per client (goal ≤ {goal:.0})")
+        } else if kept > (took / 10).max(1024) {
+            format!("NOT met: {:.1} MiB kept after close", kept as f64 / 1024.0)
+        } else {
+            "met".into()
+        }
+    }
 }
 
 /// One criterion benchmark's figures.
@@ -611,6 +671,13 @@ pub fn markdown(report: &Report, regenerate: &str) -> String {
         }
         out.push('\n');
         out.push_str(&suite_table(s));
+        if !s.idle.is_empty() {
+            out.push_str(
+                "\nMemory per idle client connection (`VmRSS` of the target before, with all connections open, and \
+                 1.5 s after they closed; each connection answered one request first):\n\n",
+            );
+            out.push_str(&crate::idle::table(&s.idle));
+        }
         out.push_str("\n<details><summary>Exact commands</summary>\n\n```sh\n");
         for c in &s.commands {
             let _ = writeln!(out, "{c}");
@@ -879,6 +946,7 @@ mod tests {
                 commands: vec!["redis-benchmark -t get".into()],
                 notes: vec!["direct is shard 0".into()],
                 measurements,
+                idle: Vec::new(),
             },
         );
         r

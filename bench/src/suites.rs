@@ -362,6 +362,7 @@ fn suite_report(name: &str, notes: Vec<String>) -> SuiteReport {
         commands: vec![Opts::command_line()],
         notes,
         measurements: Vec::new(),
+        idle: Vec::new(),
     }
 }
 
@@ -591,6 +592,16 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
         }
     }
+    if opts.idle_redis > 0 {
+        for t in ts.iter().filter(|t| t.role != Role::Direct && t.name != FURROW_TLS) {
+            suite.idle.push(crate::idle::measure(
+                t,
+                opts.idle_redis,
+                "redis idle",
+                crate::idle::redis_client,
+            ));
+        }
+    }
     report.suites.insert("redis".into(), suite);
     Ok(())
 }
@@ -623,7 +634,11 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         return Err("sysbench is missing and could not be installed".into());
     }
     let dir = WorkDir::new("mysql")?;
-    let db = testkit::MariaDb::start().map_err(|e| format!("starting mariadbd: {e}"))?;
+    // Room for the idle-connection phase through haproxy (one server connection per client).
+    let db = testkit::MariaDb::start_with(
+        testkit::MariaDbConfig::new().arg(format!("--max-connections={}", opts.idle_mysql + 200)),
+    )
+    .map_err(|e| format!("starting mariadbd: {e}"))?;
     db.sql("CREATE DATABASE IF NOT EXISTS sbtest")
         .map_err(|e| e.to_string())?;
     let (user, password) = (
@@ -758,6 +773,17 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
+        }
+    }
+    if opts.idle_mysql > 0 {
+        for t in ts.iter().filter(|t| t.role != Role::Direct && t.name != FURROW_TLS) {
+            let (u, pw) = (user.clone(), password.clone());
+            suite.idle.push(crate::idle::measure(
+                t,
+                opts.idle_mysql,
+                "mysql logged-in",
+                move |a| MyConn::connect(a, &u, &pw, None).map_err(|e| e.to_string()),
+            ));
         }
     }
     report.suites.insert("mysql".into(), suite);

@@ -245,7 +245,7 @@ pub fn start_twemproxy(dir: &Path, servers: &[(String, SocketAddr)]) -> Result<T
 /// haproxy configuration: one thread, TCP mode, round-robin over `servers` per connection.
 pub fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr]) -> String {
     let mut s = format!(
-        "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+        "global\n  nbthread 1\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
          timeout client 120s\n  timeout server 120s\n\nfrontend fe\n  bind {listen}\n  default_backend be\n\n\
          backend be\n  balance roundrobin\n"
     );
