@@ -77,13 +77,14 @@ pub struct Opts {
     /// Furrow executors (data-path threads).
     #[arg(long, default_value_t = 1)]
     pub executors: usize,
-    /// Targets to run: direct, furrow, twemproxy, haproxy, client-shards; and furrow-tls (redis
-    /// and mysql suites: a second Furrow with TLS on its listener, the clients using TLS), which
-    /// is not run unless named.
+    /// Targets to run: direct, furrow, furrow-2exec (redis and mysql suites: a second Furrow with
+    /// two executors, for Redis P16 and the MySQL point select only), twemproxy, haproxy,
+    /// client-shards; and furrow-tls (redis and mysql suites: a second Furrow with TLS on its
+    /// listener, the clients using TLS), which is not run unless named.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,furrow,twemproxy,haproxy,client-shards"
+        default_value = "direct,furrow,furrow-2exec,twemproxy,haproxy,client-shards"
     )]
     pub targets: Vec<String>,
     /// Upper bound on requests per load per target (redis-benchmark -n is sized from a

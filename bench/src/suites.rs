@@ -426,6 +426,14 @@ fn redis_targets(
         });
         ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_2X) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let port = targets::furrow_port()?;
+            let conf = targets::furrow_redis_config(port.addr(), &named);
+            start_furrow_2x(opts, &bin, dir, &conf, port, &Probe::Redis)
+        });
+        ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
@@ -435,6 +443,37 @@ fn redis_targets(
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
     }
     (ts, failed)
+}
+
+/// The target name of Furrow with two executors (goal 4 of issue #23: scaling with cores), run
+/// only for the loads [`runs_load`] names.
+const FURROW_2X: &str = "furrow-2exec";
+
+/// Whether target `target` takes load `load`: `furrow-2exec` only Redis pipeline 16 and the MySQL
+/// point select (the loads the core-scaling goal names), every other target all of them.
+fn runs_load(target: &str, load: &str) -> bool {
+    target != FURROW_2X || load.ends_with(" P16") || load.starts_with("oltp_point_select ")
+}
+
+/// Whether target `t` is measured holding idle connections (the proxies, once each).
+fn idles(t: &Target) -> bool {
+    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X
+}
+
+/// Starts Furrow with two executors (in its own folder) under the name [`FURROW_2X`].
+fn start_furrow_2x(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    conf: &str,
+    port: testkit::PortLease,
+    probe: &Probe,
+) -> Result<Target, String> {
+    let sub = dir.join(FURROW_2X);
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let mut t = targets::start_furrow(bin, &sub, conf, 2, port, probe, opts.callgrind)?;
+    t.name = FURROW_2X.into();
+    Ok(t)
 }
 
 /// The target name of Furrow with TLS on its listener (the same config as `furrow` otherwise; not
@@ -568,7 +607,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 "# {load}: {}",
                 shell_line("redis-benchmark", &rb::args(&shown)).replace("-p 0", "-p PORT")
             ));
-            for t in ts.iter_mut() {
+            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
                 let p = rb::RbParams {
                     port: t.addr.port(),
                     tls_ca: tls_ca_for(t),
@@ -585,7 +624,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 });
                 suite.measurements.push(m);
             }
-            for (name, role, e) in &failed {
+            for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
@@ -593,7 +632,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
         }
     }
     if opts.idle_redis > 0 {
-        for t in ts.iter().filter(|t| t.role != Role::Direct && t.name != FURROW_TLS) {
+        for t in ts.iter().filter(|t| idles(t)) {
             suite.idle.push(crate::idle::measure(
                 t,
                 opts.idle_redis,
@@ -705,6 +744,16 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         });
         ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_2X) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let hashes = furrow_hashes(&bin, &password)?;
+            let port = targets::furrow_port()?;
+            let conf =
+                targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
+            start_furrow_2x(opts, &bin, &dir.0, &conf, port, &probe)
+        });
+        ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
@@ -744,7 +793,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 shell_line("sysbench", &sb::args(&shown, "run"))
                     .replace("--mysql-port=0", "--mysql-port=PORT")
             ));
-            for t in ts.iter_mut() {
+            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
                 let p = sb::SbParams {
                     port: t.addr.port(),
                     ssl: t.name == FURROW_TLS,
@@ -768,7 +817,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 });
                 suite.measurements.push(m);
             }
-            for (name, role, e) in &failed {
+            for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
@@ -776,7 +825,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         }
     }
     if opts.idle_mysql > 0 {
-        for t in ts.iter().filter(|t| t.role != Role::Direct && t.name != FURROW_TLS) {
+        for t in ts.iter().filter(|t| idles(t)) {
             let (u, pw) = (user.clone(), password.clone());
             suite.idle.push(crate::idle::measure(
                 t,
@@ -1278,5 +1327,19 @@ fn check_answers(
             names.join(", "),
             problems.join("; ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_executor_furrow_runs_only_the_scaling_loads() {
+        assert!(runs_load(FURROW_2X, "GET P16"));
+        assert!(runs_load(FURROW_2X, "oltp_point_select prepared"));
+        assert!(!runs_load(FURROW_2X, "GET P1"));
+        assert!(!runs_load(FURROW_2X, "oltp_read_only text"));
+        assert!(runs_load("furrow", "GET P1"));
     }
 }
