@@ -631,6 +631,35 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
         }
     }
+    // Open loop at half of each target's own closed-loop maximum for GET P1 (same clients).
+    let open_load = "GET open-loop 50 %";
+    if tests.iter().any(|t| t.name() == "GET") && opts.pipeline.contains(&1) {
+        suite.commands.push(format!(
+            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
+             GET of random preloaded keys, rate = 0.5 × the target's GET P1 req/s above, {} s",
+            opts.clients, opts.duration
+        ));
+        // Plain TCP only: furrow-tls is left out.
+        for t in ts.iter_mut().filter(|t| t.name != FURROW_TLS) {
+            let max = suite
+                .measurements
+                .iter()
+                .find(|m| m.load == "GET P1" && m.target == t.name && m.error.is_none())
+                .map(|m| m.throughput);
+            let Some(max) = max else { continue };
+            let p = loads::open_loop::OpenParams {
+                addr: t.addr,
+                connections: opts.clients,
+                rate: max * 0.5,
+                duration: Duration::from_secs(opts.duration),
+                keyspace: KEYSPACE,
+            };
+            let m = measure(opts, open_load, t, &backend_pids, &mut report.profiles, |_| {
+                loads::open_loop::run(&p)
+            });
+            suite.measurements.push(m);
+        }
+    }
     if opts.idle_redis > 0 {
         for t in ts.iter().filter(|t| idles(t)) {
             suite.idle.push(crate::idle::measure(
