@@ -257,8 +257,12 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
-    type BackendSeries = (&'static str, &'static str, fn(&proxy_redis::BackendWrites) -> u64);
-    let backend_series: [BackendSeries; 2] = [
+    type RedisWriteSeries = (
+        &'static str,
+        &'static str,
+        fn(&proxy_redis::BackendWrites) -> u64,
+    );
+    let backend_series: [RedisWriteSeries; 2] = [
         (
             "furrow_redis_backend_writes_total",
             "Write calls on Redis backend connections.",
@@ -273,7 +277,12 @@ pub fn render(control: &Control) -> String {
     for (name, help, get) in backend_series {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
         for l in &redis {
-            let _ = writeln!(s, "{name}{{listener=\"{}\"}} {}", l.listener, get(&l.backend));
+            let _ = writeln!(
+                s,
+                "{name}{{listener=\"{}\"}} {}",
+                l.listener,
+                get(&l.backend)
+            );
         }
     }
     let _ = writeln!(

@@ -186,7 +186,7 @@ fn hot_keys_big_keys_and_command_stats_on_the_admin_port() {
     assert!(
         page.contains("furrow_redis_hot_key_samples{listener=\"cache\",key=\"hot:key\"}"),
         "{page}"
-    );    // One client waiting for each reply: every backend write carries exactly one request (a
+    ); // One client waiting for each reply: every backend write carries exactly one request (a
     // write the kernel took only in part would add one more write).
     assert!(
         page.contains("furrow_redis_backend_requests_total{listener=\"cache\"} 402"),

@@ -70,10 +70,7 @@ pub fn redis_client(addr: SocketAddr) -> Result<std::net::TcpStream, String> {
     let mut got = [0u8; 7];
     s.read_exact(&mut got).map_err(|e| e.to_string())?;
     if &got != b"+PONG\r\n" {
-        return Err(format!(
-            "PING answered {:?}",
-            String::from_utf8_lossy(&got)
-        ));
+        return Err(format!("PING answered {:?}", String::from_utf8_lossy(&got)));
     }
     Ok(s)
 }
@@ -159,10 +156,23 @@ mod tests {
         let kept = row("redis idle", Role::Furrow, 10_000, 60_000, 40_000, 5000);
         assert_eq!(kept.verdict(), "NOT met: 29.3 MiB kept after close");
         // MySQL: ≤ 64 KiB.
-        let my = row("mysql logged-in", Role::Furrow, 10_000, 110_000, 10_000, 2000);
+        let my = row(
+            "mysql logged-in",
+            Role::Furrow,
+            10_000,
+            110_000,
+            10_000,
+            2000,
+        );
         assert_eq!(my.verdict(), "met");
         let t = table(&[ok, my]);
-        assert!(t.contains("| redis idle | furrow | 5000 | 9.8 | 58.6 | 10.0 | 2.0 | met |"), "{t}");
-        assert!(t.contains("| mysql logged-in | furrow | 2000 | 9.8 | 107.4 | 50.0 | 0.0 | met |"), "{t}");
+        assert!(
+            t.contains("| redis idle | furrow | 5000 | 9.8 | 58.6 | 10.0 | 2.0 | met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| mysql logged-in | furrow | 2000 | 9.8 | 107.4 | 50.0 | 0.0 | met |"),
+            "{t}"
+        );
     }
 }

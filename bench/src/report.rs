@@ -199,7 +199,11 @@ impl IdleMemory {
     /// logged-in MySQL client, and the memory returned after they close (what stays is at most a
     /// tenth of what the connections took, or 1 MiB).
     pub fn verdict(&self) -> String {
-        let goal = if self.kind.starts_with("mysql") { 64.0 } else { 16.0 };
+        let goal = if self.kind.starts_with("mysql") {
+            64.0
+        } else {
+            16.0
+        };
         let (Some(per), Some(kept), Some(b), Some(o)) = (
             self.per_client_kib(),
             self.kept_kib(),
@@ -483,7 +487,12 @@ pub fn goal_text(g: &Goal) -> String {
 pub fn judge(goal: &Goal, report: &Report) -> [String; 4] {
     let dash = || "–".to_string();
     let Some(suite) = report.suites.get(goal.suite) else {
-        return [dash(), dash(), dash(), "not measured (suite not run)".into()];
+        return [
+            dash(),
+            dash(),
+            dash(),
+            "not measured (suite not run)".into(),
+        ];
     };
     let rows: Vec<&Measurement> = suite
         .measurements
@@ -494,10 +503,20 @@ pub fn judge(goal: &Goal, report: &Report) -> [String; 4] {
     let (direct, peer) = baselines(&rows, thr, Better::Higher);
     let (_, peer_cpu) = baselines(&rows, |m| m.target_cpu_us, Better::Lower);
     let Some(f) = furrow else {
-        return [dash(), dash(), dash(), "not measured (no Furrow run)".into()];
+        return [
+            dash(),
+            dash(),
+            dash(),
+            "not measured (no Furrow run)".into(),
+        ];
     };
     if let Some(e) = &f.error {
-        return [dash(), dash(), dash(), format!("not measured: {}", one_line(e))];
+        return [
+            dash(),
+            dash(),
+            dash(),
+            format!("not measured: {}", one_line(e)),
+        ];
     }
     let r = ratio(Some(f.throughput), direct);
     let rp = ratio(Some(f.throughput), peer);
@@ -527,7 +546,10 @@ pub fn judge(goal: &Goal, report: &Report) -> [String; 4] {
         && let (Some(sys), Some(pc)) = (f.target_sys_us, peer_cpu)
         && sys > pc * goal.max_cpu_peer_ratio
     {
-        let _ = write!(verdict, " (kernel time alone {sys:.2} µs, the peer's CPU {pc:.2} µs)");
+        let _ = write!(
+            verdict,
+            " (kernel time alone {sys:.2} µs, the peer's CPU {pc:.2} µs)"
+        );
     }
     let x = |v: Option<f64>| v.map_or_else(dash, |v| format!("{v:.2}×"));
     [x(r), x(rp), x(rc), verdict]
@@ -596,7 +618,10 @@ pub fn extra_goals(report: &Report) -> Vec<String> {
     ));
     for (suite, goal) in [
         ("redis", "≤ 16 KiB per idle client; memory back after close"),
-        ("mysql", "≤ 64 KiB per logged-in client; memory back after close"),
+        (
+            "mysql",
+            "≤ 64 KiB per logged-in client; memory back after close",
+        ),
     ] {
         let idle = report
             .suites
@@ -615,7 +640,9 @@ pub fn extra_goals(report: &Report) -> Vec<String> {
             ),
             None => ("idle clients".into(), "–".into(), "not measured".into()),
         };
-        rows.push(format!("| {suite} | {what} | {goal} | – | – | {v} | {verdict} |"));
+        rows.push(format!(
+            "| {suite} | {what} | {goal} | – | – | {v} | {verdict} |"
+        ));
     }
     let c = report.control.as_ref();
     let reads = c.and_then(|c| c.reads_per_s);
@@ -1032,7 +1059,10 @@ mod tests {
         assert!(md.contains("0.400 (0.40/0.20)"), "{md}");
         assert!(md.contains("| GET P1 | furrow | not measured: connection refused |"));
         // Syscall and coalescing columns: empty where not measured.
-        assert!(md.contains("| 2.00 | – | – |\n| GET P16 | twemproxy"), "{md}");
+        assert!(
+            md.contains("| 2.00 | – | – |\n| GET P16 | twemproxy"),
+            "{md}"
+        );
         assert!(
             md.contains("| redis | GET P16 | ≥ 0.70× direct, ≥ 1.00× the best peer; CPU ≤ 1.00× the best peer's | 0.80× | 1.33× | 0.20× | met |"),
             "{md}"

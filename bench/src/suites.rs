@@ -195,7 +195,9 @@ fn measure(
         syscalls_per_req: syscalls
             .filter(|_| r.requests > 0)
             .map(|n| n as f64 / r.requests as f64),
-        requests_per_backend_write: w0.zip(w1).and_then(|(a, b)| crate::syscalls::per_write(a, b)),
+        requests_per_backend_write: w0
+            .zip(w1)
+            .and_then(|(a, b)| crate::syscalls::per_write(a, b)),
     };
     eprintln!(
         "bench:   {:.0} req/s, p50 {:?} ms, p99 {:?} ms, target CPU {:.2} µs/req, errors {}",
@@ -654,9 +656,14 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 duration: Duration::from_secs(opts.duration),
                 keyspace: KEYSPACE,
             };
-            let m = measure(opts, open_load, t, &backend_pids, &mut report.profiles, |_| {
-                loads::open_loop::run(&p)
-            });
+            let m = measure(
+                opts,
+                open_load,
+                t,
+                &backend_pids,
+                &mut report.profiles,
+                |_| loads::open_loop::run(&p),
+            );
             suite.measurements.push(m);
         }
     }

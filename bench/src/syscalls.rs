@@ -69,7 +69,9 @@ pub fn parse_perf_csv(text: &str) -> Option<u64> {
 /// The backend write counters of Redis listener `listener` in an admin `INFO` text.
 pub fn parse_backend_writes(info: &str, listener: &str) -> Option<(u64, u64)> {
     let prefix = format!("redis_backend_{listener}:");
-    let line = info.lines().find_map(|l| l.trim_end().strip_prefix(&prefix))?;
+    let line = info
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(&prefix))?;
     let field = |name: &str| {
         line.split(',')
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
@@ -80,7 +82,8 @@ pub fn parse_backend_writes(info: &str, listener: &str) -> Option<(u64, u64)> {
 
 /// `INFO` from a Furrow admin port (no password), as text.
 pub fn admin_info(addr: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     s.write_all(b"*1\r\n$4\r\nINFO\r\n")
         .map_err(|e| e.to_string())?;
@@ -135,7 +138,10 @@ mod tests {
         assert_eq!(parse_backend_writes(info, "bench"), Some((40, 400)));
         assert_eq!(parse_backend_writes(info, "other"), Some((1, 2)));
         assert_eq!(parse_backend_writes(info, "none"), None);
-        assert_eq!(parse_backend_writes("redis_backend_bench:writes=x", "bench"), None);
+        assert_eq!(
+            parse_backend_writes("redis_backend_bench:writes=x", "bench"),
+            None
+        );
     }
 
     #[test]

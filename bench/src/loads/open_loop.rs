@@ -93,7 +93,11 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
             let mut hist = Histogram::default();
             let (mut n, mut errors) = (0u64, 0u64);
             loop {
-                let front = pending.lock().unwrap_or_else(|e| e.into_inner()).front().copied();
+                let front = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .front()
+                    .copied();
                 let Some(at) = front else {
                     if done.load(Ordering::Acquire)
                         && pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
@@ -104,7 +108,10 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
                     continue;
                 };
                 let err = read_reply(&mut r, &mut line).map_err(|e| e.to_string())?;
-                pending.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front();
                 let now = Instant::now();
                 hist.record_n(now.saturating_duration_since(at).as_nanos() as u64, 1);
                 n += 1;
