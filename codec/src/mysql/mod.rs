@@ -29,7 +29,8 @@ pub use handshake::{
     AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41, HandshakeV10, SslRequest,
 };
 pub use packet::{MAX_FRAGMENT, Packet, PacketDecoder, encode_packet};
-pub use response::{EofPacket, ErrPacket, OkPacket};
+pub use reply::{Fed, OkSummary, ReplyKind, ReplyTracker, Seen};
+pub use response::{EofPacket, ErrPacket, OkPacket, OkRef, end_of_rows, eof_payload};
 pub use resultset::{BinaryRow, ColumnDefinition, StmtPrepareOk, TextRow};
 pub use value::{Date, DateTime, Time, Value, compare_values};
 
