@@ -239,13 +239,9 @@ impl ReplyTracker {
                 0xFB => fed(Seen::LocalInfile, self.done(ReplyEnd::LocalInfile)),
                 _ => {
                     let mut pos = 0;
+                    // A byte may follow the count (MariaDB's metadata-follows flag with
+                    // MARIADB_CLIENT_CACHE_METADATA): only the count is read.
                     let n = lenenc_int_at(payload, &mut pos, "column count")?;
-                    if pos != payload.len() {
-                        return Err(MysqlError::TrailingBytes(
-                            payload.len() - pos,
-                            "column count",
-                        ));
-                    }
                     let n = u32::try_from(n)
                         .ok()
                         .filter(|&n| n != 0)
