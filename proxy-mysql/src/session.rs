@@ -44,19 +44,8 @@ pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
     core.stmts.borrow().stats()
 }
 
-/// Capabilities the proxy offers clients.
-pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
-    | CLIENT_LONG_FLAG
-    | CLIENT_CONNECT_WITH_DB
-    | CLIENT_PROTOCOL_41
-    | CLIENT_TRANSACTIONS
-    | CLIENT_SECURE_CONNECTION
-    | CLIENT_MULTI_STATEMENTS
-    | CLIENT_MULTI_RESULTS
-    | CLIENT_PS_MULTI_RESULTS
-    | CLIENT_PLUGIN_AUTH
-    | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+/// Capabilities the proxy offers clients (codec's `PROXY_SERVER`).
+pub const SERVER_CAPS: u32 = PROXY_SERVER;
 
 /// Version string shown to clients.
 pub const SERVER_VERSION: &str = "5.7.99-furrow";
@@ -702,8 +691,7 @@ impl Session {
                     }
                 }
                 // MySQL answers COM_SET_OPTION with an EOF packet.
-                let s = self.status_flags().to_le_bytes();
-                self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
+                self.client.queue_eof(1, self.status_flags());
                 Flow::Continue
             }
             com::STMT_PREPARE => {
@@ -1162,12 +1150,12 @@ impl Session {
         p.clear();
         col.encode(&mut p);
         seq = self.client.queue(seq, &p);
-        let s = self.status_flags().to_le_bytes();
-        seq = self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+        let status = self.status_flags();
+        seq = self.client.queue_eof(seq, status);
         p.clear();
         codec::mysql::wire::put_lenenc_bytes(&mut p, self.last_insert_id.to_string().as_bytes());
         seq = self.client.queue(seq, &p);
-        self.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+        self.client.queue_eof(seq, status);
     }
 
     /// Routes and runs a command whose payload is forwarded unchanged; updates session state.

@@ -243,7 +243,11 @@ pub(crate) fn ops_done(
             ])),
             0,
         ),
-        Some(0x00) => (None, crate::backend::parse_ok(reply).0),
+        // Capabilities 0: only the two counters are read, whatever follows them.
+        Some(0x00) => (
+            None,
+            codec::mysql::OkRef::parse(reply, 0).map_or(0, |ok| ok.affected_rows),
+        ),
         _ => (None, 0),
     };
     let d = digest_known
