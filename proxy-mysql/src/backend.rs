@@ -1,17 +1,16 @@
-//! Backend connections: login with the group's credentials, commands, and response forwarding with a
-//! small state machine that finds where a response ends (result sets, multi-results, prepare-OK) and
-//! what it says (status flags, affected rows, last insert id, errors).
+//! Backend connections: login with the group's credentials (codec's sans-IO `ClientLogin` driven
+//! over the socket), commands, and response forwarding: codec's `ReplyTracker` finds where a
+//! response ends (result sets, multi-results, prepare-OK) and what it says (status flags, affected
+//! rows, last insert id, errors) without copying or allocating; this file only moves the bytes.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use codec::mysql::consts::capability::*;
 use codec::mysql::reply::Step;
-use codec::mysql::{
-    AuthSwitchRequest, HandshakeResponse41, HandshakeV10, ReplyTracker, Seen, SslRequest, auth,
-};
+use codec::mysql::{ClientLogin, LoginConfig, LoginError, LoginStep, ReplyTracker, Seen};
 use router::config::BackendTls;
 use tokio::net::TcpStream;
 
@@ -165,8 +164,8 @@ pub enum FwdError {
 }
 
 impl BackendConn {
-    /// Connects and logs in with `user`/`password` (mysql_native_password, or caching_sha2's fast
-    /// path if the server asks for it).
+    /// Connects and logs in with `user`/`password` (mysql_native_password, caching_sha2's fast
+    /// path, and its full authentication over TLS; see `codec::mysql::login`).
     /// With `tls` (the group's), the connection switches to TLS after the server's handshake and
     /// the server's certificate is verified; a server that does not offer TLS is an error.
     pub async fn connect(
@@ -198,105 +197,48 @@ impl BackendConn {
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = Conn::new(stream, BACKEND_MAX_PAYLOAD);
-        let p = conn.read_packet().await.map_err(|e| e.to_string())?;
-        if p.payload.first() == Some(&0xFF) {
-            let e = codec::mysql::ErrPacket::decode(p.payload).map_err(|e| e.to_string())?;
-            return Err(String::from_utf8_lossy(&e.message).into_owned());
-        }
-        let hs = HandshakeV10::decode(p.payload).map_err(|e| e.to_string())?;
-        let plugin = String::from_utf8_lossy(&hs.auth_plugin_name).into_owned();
-        let scramble = hs.scramble().to_vec();
-        let auth_response = scramble_for(&plugin, password.as_bytes(), &scramble);
-        let mut capabilities = BACKEND_CAPS & (hs.capabilities | CLIENT_LONG_PASSWORD);
-        let mut seq = p.last_seq.wrapping_add(1);
-        if let Some(tls) = tls {
-            if hs.capabilities & CLIENT_SSL == 0 {
-                return Err(format!(
-                    "{address} does not offer TLS, and the group's `tls` requires it"
-                ));
-            }
-            capabilities |= CLIENT_SSL;
-            let mut out = BytesMut::new();
-            SslRequest {
-                capabilities,
-                max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-                charset: BACKEND_COLLATION,
-                mariadb_capabilities: 0,
-            }
-            .encode(&mut out);
-            seq = conn.queue(seq, &out);
-            conn.flush().await.map_err(|e| e.to_string())?;
-            let name = tls
-                .name_for(&address)
-                .ok_or_else(|| format!("no name to verify {address}'s certificate for"))?;
-            conn.connect_tls(tls.config.clone(), name)
-                .await
-                .map_err(|e| format!("TLS to {address}: {e}"))?;
-        }
-        let resp = HandshakeResponse41 {
-            capabilities,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            charset: BACKEND_COLLATION,
-            mariadb_capabilities: 0,
-            username: Bytes::copy_from_slice(user.as_bytes()),
-            auth_response: Bytes::from(auth_response),
+        let mut login = ClientLogin::new(LoginConfig {
+            user: user.to_string(),
+            password: password.as_bytes().to_vec(),
             database: None,
-            auth_plugin_name: Some(Bytes::from(if plugin.is_empty() {
-                "mysql_native_password".to_string()
-            } else {
-                plugin
-            })),
-            connect_attrs: Vec::new(),
-        };
-        let mut out = BytesMut::new();
-        resp.encode(&mut out);
-        conn.queue(seq, &out);
-        conn.flush().await.map_err(|e| e.to_string())?;
+            capabilities: BACKEND_CAPS,
+            charset: BACKEND_COLLATION,
+            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+            tls: tls.is_some(),
+        });
         loop {
-            let r = conn.read_packet().await.map_err(|e| e.to_string())?;
-            let seq = r.next_seq();
-            match r.payload.first() {
-                Some(0x00) => break,
-                Some(0xFF) => {
-                    let e =
-                        codec::mysql::ErrPacket::decode(r.payload).map_err(|e| e.to_string())?;
-                    return Err(format!(
-                        "login refused: {} ({})",
-                        String::from_utf8_lossy(&e.message),
-                        e.code
-                    ));
-                }
-                Some(0xFE) => {
-                    let sw = AuthSwitchRequest::decode(r.payload).map_err(|e| e.to_string())?;
-                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
-                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
-                    conn.queue(seq, &data);
+            let p = conn.read_packet().await.map_err(|e| e.to_string())?;
+            let mut step = login
+                .on_packet(p.last_seq, p.payload)
+                .map_err(|e| login_error(e, &address))?;
+            if let LoginStep::StartTls(o) = step {
+                let tls = tls.ok_or("TLS asked for without a configuration")?;
+                conn.queue(o.seq, &o.payload);
+                conn.flush().await.map_err(|e| e.to_string())?;
+                let name = tls
+                    .name_for(&address)
+                    .ok_or_else(|| format!("no name to verify {address}'s certificate for"))?;
+                conn.connect_tls(tls.config.clone(), name)
+                    .await
+                    .map_err(|e| format!("TLS to {address}: {e}"))?;
+                step = login.tls_started().map_err(|e| login_error(e, &address))?;
+            }
+            match step {
+                LoginStep::Send(o) | LoginStep::StartTls(o) => {
+                    conn.queue(o.seq, &o.payload);
                     conn.flush().await.map_err(|e| e.to_string())?;
                 }
-                Some(0x01) => match r.payload.get(1) {
-                    Some(&auth::FAST_AUTH_SUCCESS) => {}
-                    // Over TLS the password may travel as it is (as every client does).
-                    Some(&auth::PERFORM_FULL_AUTHENTICATION) if conn.stream.is_tls() => {
-                        let data = auth::cleartext_password_payload(password.as_bytes());
-                        conn.queue(seq, &data);
-                        conn.flush().await.map_err(|e| e.to_string())?;
-                    }
-                    _ => {
-                        return Err(
-                            "caching_sha2_password full authentication is not supported for \
-                                    backends; use mysql_native_password for the backend account"
-                                .into(),
-                        );
-                    }
-                },
-                _ => return Err("unexpected packet during backend login".into()),
+                LoginStep::Read => {}
+                LoginStep::Done => break,
             }
         }
+        let thread_id = login.greeting().map_or(0, |hs| hs.connection_id);
+        let scramble = login.nonce().to_vec();
         Ok(BackendConn {
             conn,
             server,
             address,
-            thread_id: hs.connection_id,
+            thread_id,
             schema: None,
             schema_unknown: false,
             scramble,
@@ -312,42 +254,39 @@ impl BackendConn {
     /// Logs in again with COM_CHANGE_USER (no schema): a fresh session on the same socket, the only
     /// way to unselect the current database. Session state and prepared statements are gone after.
     pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let mut p = Vec::with_capacity(64);
-        p.push(codec::mysql::consts::com::CHANGE_USER);
-        p.extend_from_slice(user.as_bytes());
-        p.push(0);
-        let auth = auth::native_password_scramble(password.as_bytes(), &self.scramble);
-        p.push(auth.len() as u8);
-        p.extend_from_slice(&auth);
-        p.push(0);
-        p.extend_from_slice(&u16::from(BACKEND_COLLATION).to_le_bytes());
-        p.extend_from_slice(b"mysql_native_password\0");
-        self.queue_command(&p);
+        let config = LoginConfig {
+            user: user.to_string(),
+            password: password.as_bytes().to_vec(),
+            database: None,
+            capabilities: BACKEND_CAPS,
+            charset: BACKEND_COLLATION,
+            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+            tls: self.conn.stream.is_tls(),
+        };
+        let (mut login, payload) = ClientLogin::change_user(
+            config,
+            BACKEND_CAPS,
+            &self.scramble,
+            self.conn.stream.is_tls(),
+        );
+        self.queue_command(&payload);
         self.conn.flush().await.map_err(|e| e.to_string())?;
         loop {
             let r = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-            match r.payload.first() {
-                Some(0x00) => break,
-                Some(0xFF) => {
-                    self.broken = true;
-                    return Err("backend refused COM_CHANGE_USER".into());
-                }
-                Some(0xFE) => {
-                    let sw =
-                        AuthSwitchRequest::decode(r.payload.clone()).map_err(|e| e.to_string())?;
-                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
-                    self.scramble = sw.scramble().to_vec();
-                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
-                    self.conn.queue(r.next_seq(), &data);
+            match login.on_packet(r.last_seq, r.payload) {
+                Ok(LoginStep::Done) => break,
+                Ok(LoginStep::Read) => {}
+                Ok(LoginStep::Send(o) | LoginStep::StartTls(o)) => {
+                    self.conn.queue(o.seq, &o.payload);
                     self.conn.flush().await.map_err(|e| e.to_string())?;
                 }
-                Some(0x01) if r.payload.get(1) == Some(&auth::FAST_AUTH_SUCCESS) => {}
-                _ => {
+                Err(e) => {
                     self.broken = true;
-                    return Err("unexpected packet after COM_CHANGE_USER".into());
+                    return Err(format!("COM_CHANGE_USER: {e}"));
                 }
             }
         }
+        self.scramble = login.nonce().to_vec();
         self.vars = None;
         self.schema = None;
         self.schema_unknown = false;
@@ -562,12 +501,18 @@ impl BackendConn {
     }
 }
 
-/// The auth response for `plugin` (native password by default).
-pub fn scramble_for(plugin: &str, password: &[u8], scramble: &[u8]) -> Vec<u8> {
-    match plugin {
-        "caching_sha2_password" => auth::caching_sha2_scramble(password, scramble),
-        "mysql_clear_password" => auth::cleartext_password_payload(password),
-        _ => auth::native_password_scramble(password, scramble),
+/// A backend login failure as the operator reads it (the group's TLS requirement and the
+/// backend account's plugin are named).
+fn login_error(e: LoginError, address: &str) -> String {
+    match e {
+        LoginError::NoTls => {
+            format!("{address} does not offer TLS, and the group's `tls` requires it")
+        }
+        LoginError::FullAuthNeedsTls => "caching_sha2_password full authentication is not \
+                                         supported for backends without TLS; use TLS or \
+                                         mysql_native_password for the backend account"
+            .into(),
+        other => other.to_string(),
     }
 }
 
