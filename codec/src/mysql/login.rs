@@ -157,7 +157,9 @@ impl ClientLogin {
             database: Bytes::copy_from_slice(config.database.as_deref().unwrap_or("").as_bytes()),
             charset: Some(u16::from(config.charset)),
             auth_plugin_name: Some(Bytes::from_static(plugin.name().as_bytes())),
-            connect_attrs: None,
+            // With CLIENT_CONNECT_ATTRS the server reads an attribute block (MariaDB answers
+            // "Unknown command" without one).
+            connect_attrs: (capabilities & CLIENT_CONNECT_ATTRS != 0).then(Vec::new),
         });
         let mut out = BytesMut::new();
         cmd.encode(&mut out);
