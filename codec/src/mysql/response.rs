@@ -32,6 +32,23 @@ pub fn is_end_of_rows(payload: &[u8], deprecate_eof: bool) -> bool {
         && (payload.len() < 9 || (deprecate_eof && payload.len() < 0xFF_FFFF))
 }
 
+/// Where the status flags sit in an OK or classic EOF payload (protocol 4.1), for a proxy that
+/// patches them in place (e.g. to set SERVER_MORE_RESULTS_EXISTS when it joins replies); `None`
+/// for other packets or when the payload is too short to hold them.
+pub fn status_offset(payload: &[u8]) -> Option<usize> {
+    let at = match *payload.first()? {
+        EOF_HEADER if payload.len() < 9 => 3,
+        OK_HEADER => {
+            let mut pos = 1;
+            super::wire::lenenc_int_at(payload, &mut pos, "affected rows").ok()?;
+            super::wire::lenenc_int_at(payload, &mut pos, "last insert id").ok()?;
+            pos
+        }
+        _ => return None,
+    };
+    (at + 2 <= payload.len()).then_some(at)
+}
+
 /// An OK packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OkPacket {
@@ -460,6 +477,15 @@ mod tests {
         let mut row = vec![0xFE];
         row.extend_from_slice(&[0; 8]);
         assert!(!is_end_of_rows(&row, false));
+    }
+
+    #[test]
+    fn status_offsets() {
+        assert_eq!(status_offset(&eof_payload(2)), Some(3));
+        assert_eq!(status_offset(&[0x00, 0xFC, 1, 0, 5, 2, 0, 0, 0]), Some(5));
+        assert_eq!(status_offset(&[0x00, 1, 2]), None);
+        assert_eq!(status_offset(&[0xFE, 0, 0]), None);
+        assert_eq!(status_offset(&[0xFF, 0x15, 0x04]), None);
     }
 
     #[test]
