@@ -27,6 +27,7 @@ pub fn is_ok(payload: &[u8]) -> bool {
 /// Whether `payload` is an end-of-rows marker: a classic EOF (0xFE, under 9 bytes) or, with
 /// CLIENT_DEPRECATE_EOF, an OK with a 0xFE header (a row starting with 0xFE is at least 9 bytes
 /// for an 8-byte length, and a row packet is never 0xFFFFFF bytes of OK).
+#[inline]
 pub fn is_end_of_rows(payload: &[u8], deprecate_eof: bool) -> bool {
     payload.first() == Some(&EOF_HEADER)
         && (payload.len() < 9 || (deprecate_eof && payload.len() < 0xFF_FFFF))
@@ -93,6 +94,7 @@ pub struct OkRef<'a> {
 
 impl<'a> OkRef<'a> {
     /// Parses an OK payload given the negotiated capabilities.
+    #[inline]
     pub fn parse(payload: &'a [u8], capabilities: u32) -> Result<Self> {
         use super::wire::{lenenc_int_at, lenenc_slice_at, u16_at};
         let header = *payload.first().ok_or(MysqlError::Truncated("OK header"))?;

@@ -188,6 +188,7 @@ impl Reader {
 /// A length-encoded integer read in place from `p` at `*pos` (advanced past it): the borrowed,
 /// allocation-free twin of [`Reader::lenenc_int`] for the hot path (reply tracking), with the
 /// same rules (`0xFB` and `0xFF` rejected, truncation an error).
+#[inline]
 pub fn lenenc_int_at(p: &[u8], pos: &mut usize, what: &'static str) -> Result<u64> {
     let at = *pos;
     let first = *p.get(at).ok_or(MysqlError::Truncated(what))?;
@@ -220,6 +221,7 @@ pub fn lenenc_int_at(p: &[u8], pos: &mut usize, what: &'static str) -> Result<u6
 }
 
 /// A little-endian u16 read in place from `p` at `*pos` (advanced past it).
+#[inline]
 pub fn u16_at(p: &[u8], pos: &mut usize, what: &'static str) -> Result<u16> {
     let b = p.get(*pos..*pos + 2).ok_or(MysqlError::Truncated(what))?;
     *pos += 2;
