@@ -316,6 +316,17 @@ fn info(control: &Control) -> String {
             b.lag()
         );
     }
+    let _ = writeln!(s, "\r\n# Redis backend writes\r");
+    for l in proxy_redis::admin_metrics(&control.shared) {
+        let _ = writeln!(
+            s,
+            "redis_backend_{}:writes={},requests={},requests_per_write={:.2}\r",
+            l.listener,
+            l.backend.writes,
+            l.backend.requests,
+            l.backend.requests_per_write()
+        );
+    }
     s
 }
 

@@ -257,6 +257,34 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
+    type RedisWriteSeries = (
+        &'static str,
+        &'static str,
+        fn(&proxy_redis::BackendWrites) -> u64,
+    );
+    let backend_series: [RedisWriteSeries; 2] = [
+        (
+            "furrow_redis_backend_writes_total",
+            "Write calls on Redis backend connections.",
+            |b| b.writes,
+        ),
+        (
+            "furrow_redis_backend_requests_total",
+            "Requests queued to Redis backend connections (requests / writes: coalescing).",
+            |b| b.requests,
+        ),
+    ];
+    for (name, help, get) in backend_series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for l in &redis {
+            let _ = writeln!(
+                s,
+                "{name}{{listener=\"{}\"}} {}",
+                l.listener,
+                get(&l.backend)
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "# HELP furrow_redis_hot_key_samples Sampled requests of the hottest keys (1 in 16 sampled, top 32).\n# TYPE furrow_redis_hot_key_samples gauge"

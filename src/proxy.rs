@@ -64,11 +64,13 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
     let source =
         control::client::ConfigSource::parse(url).map_err(|e| io::Error::other(e.to_string()))?;
     let key = source.key.clone();
+    let instance = source.options.instance.clone();
     let control_slot: Arc<Mutex<Option<Arc<Control>>>> = Arc::default();
     let initial: Arc<Mutex<Option<(Config, String)>>> = Arc::default();
     let (slot, first) = (control_slot.clone(), initial.clone());
+    let me = instance.clone();
     let listener: control::client::Listener = Box::new(move |snap| {
-        let (config, origin) = config_from_center(snap, &key)?;
+        let (config, origin) = config_from_center(snap, &key, &me)?;
         let control = slot.lock().map_err(|_| "poisoned".to_string())?.clone();
         match control {
             Some(c) => c.apply(config, origin).map(|_| ()),
@@ -78,7 +80,21 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
             }
         }
     });
-    let client = control::client::ConfigClient::start(source.options, Some(listener))
+    // The proxy's error metrics are the health signal of rolling publishes: the sums of every listener's
+    // request and error counters, read by the client every `health_interval`.
+    let mut options = source.options;
+    let stats_slot = control_slot.clone();
+    options.health = Some(control::client::HealthProbe(Arc::new(move || {
+        let control = stats_slot.lock().ok().and_then(|g| g.clone());
+        control.map_or((0, 0), |c| {
+            c.shared
+                .stats
+                .totals()
+                .iter()
+                .fold((0, 0), |(r, e), t| (r + t.requests, e + t.errors))
+        })
+    })));
+    let client = control::client::ConfigClient::start(options, Some(listener))
         .map_err(|e| io::Error::other(format!("config source {url}: {e}")))?;
     let (config, origin) = initial
         .lock()
@@ -91,6 +107,7 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
         ConfigSource::Center {
             client: Arc::new(client),
             key: source.key,
+            instance,
             origin,
         },
         executors,
@@ -101,12 +118,15 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
     Ok(running)
 }
 
-/// Validates the TOML document item `key` of a namespace snapshot exactly as a file would be.
+/// Validates the TOML document item `key` of a namespace snapshot exactly as a file would be, after
+/// applying its `KEY.PATH` setting items evaluated for this instance (`control::settings`: rule tables see
+/// the instance id, ip, host, furrow version and labels).
 fn config_from_center(
     snap: &control::client::ConfigSnapshot,
     key: &str,
+    instance: &control::model::Instance,
 ) -> Result<(Config, String), String> {
-    let origin = format!(
+    let mut origin = format!(
         "config-center {}/{}/{}/{} version {} releases {:?}{}",
         snap.app,
         snap.env,
@@ -120,22 +140,22 @@ fn config_from_center(
             ""
         }
     );
-    let text = match snap.get(key) {
-        None => {
-            return Err(format!(
-                "{origin}: no item `{key}` (a TOML document with the proxy config)"
-            ));
-        }
-        Some(_) => match snap.document(key) {
-            Some((control::document::DocFormat::Toml, text)) => text,
-            _ => return Err(format!("{origin}: item `{key}` must be a TOML document")),
-        },
-    };
+    let ctx = control::settings::instance_context(
+        snap,
+        instance,
+        &control::settings::host_name(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let (text, applied) = control::settings::effective_document(snap, key, &ctx)
+        .map_err(|e| format!("{origin}: {e}"))?;
+    if !applied.is_empty() {
+        origin.push_str(&format!(" settings [{}]", applied.join(", ")));
+    }
     let name = format!(
         "{}/{}/{}/{}#{key}",
         snap.app, snap.env, snap.cluster, snap.namespace
     );
-    let config = router::config::parse(&name, text).map_err(|e| e.to_string())?;
+    let config = router::config::parse(&name, &text).map_err(|e| e.to_string())?;
     Ok((config, origin))
 }
 
@@ -150,6 +170,8 @@ pub enum ConfigSource {
         client: Arc<control::client::ConfigClient>,
         /// The document item holding the TOML.
         key: String,
+        /// This instance (its context evaluates the rule settings).
+        instance: control::model::Instance,
         /// Where the first config came from.
         origin: String,
     },
@@ -204,7 +226,12 @@ impl Control {
                 router::config::load(path).map_err(|e| e.to_string())?,
                 path.display().to_string(),
             ),
-            ConfigSource::Center { client, key, .. } => config_from_center(&client.current(), key)?,
+            ConfigSource::Center {
+                client,
+                key,
+                instance,
+                ..
+            } => config_from_center(&client.current(), key, instance)?,
         };
         self.apply(config, origin)
     }

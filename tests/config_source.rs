@@ -219,3 +219,237 @@ fn proxy_follows_the_configuration_center() {
     let _ = proxy2.kill();
     let _ = proxy2.wait();
 }
+
+/// Proxy settings as rule items (`config.PATH`): two proxies on one release get different effective values
+/// from their own context (instance id, labels), and a changed rule is pushed and applied by both.
+#[test]
+fn proxies_evaluate_rule_settings_with_their_own_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = testkit::reserve_port().expect("port");
+    let (admin_a, admin_b) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    center.call(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
+    );
+    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    // The document has no admin port: each instance gets its own from a rule on its id.
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(
+            serde_json::json!({"value": {"type": "document", "value": {"format": "toml",
+            "text": "[proxy]\nexecutors = 1\nshutdown_grace_ms = 100\n"}}}),
+        ),
+    );
+    let rule = |when: serde_json::Value, then: serde_json::Value, default: serde_json::Value| {
+        serde_json::json!({"value": {"type": "rules", "value": {
+            "rules": [{"when": [when], "value": then}], "default": default}}})
+    };
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config.proxy.admin"),
+        Some(rule(
+            serde_json::json!({"op": "eq", "attr": "instance", "value": "proxy-a"}),
+            format!("127.0.0.1:{}", admin_a.port()).into(),
+            format!("127.0.0.1:{}", admin_b.port()).into(),
+        )),
+    );
+    let grace = center.call(
+        "PUT",
+        &format!("{ns}/items/config.proxy.shutdown_grace_ms"),
+        Some(rule(
+            serde_json::json!({"op": "eq", "attr": "zone", "value": "east"}),
+            250.into(),
+            400.into(),
+        )),
+    );
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({"message": "rules"})),
+    );
+
+    let base = format!("http://127.0.0.1:{}/edge/DEV/default/proxy", cport.port());
+    let mut a = start_proxy(
+        &format!("{base}?instance=proxy-a&labels=zone:east"),
+        dir.path(),
+        "proxy-a",
+    );
+    let mut b = start_proxy(
+        &format!("{base}?instance=proxy-b&labels=zone:west"),
+        dir.path(),
+        "proxy-b",
+    );
+    for port in [admin_a.port(), admin_b.port()] {
+        wait_until(Duration::from_secs(15), || generation(port) == Some(1));
+    }
+    let shown = |port: u16| redis_cli(port, &["SHOW", "CONFIG"]);
+    assert!(
+        shown(admin_a.port()).contains("shutdown_grace_ms = 250"),
+        "{}",
+        shown(admin_a.port())
+    );
+    assert!(
+        shown(admin_b.port()).contains("shutdown_grace_ms = 400"),
+        "{}",
+        shown(admin_b.port())
+    );
+    assert!(redis_cli(admin_a.port(), &["INFO"]).contains("shutdown_grace_ms = 250"));
+
+    // A changed rule is pushed and applied with each instance's context again.
+    let mut changed = rule(
+        serde_json::json!({"op": "in", "attr": "zone", "values": ["east", "west"]}),
+        650.into(),
+        400.into(),
+    );
+    changed["version"] = grace["version"].clone();
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config.proxy.shutdown_grace_ms"),
+        Some(changed),
+    );
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({"message": "grace 650 everywhere"})),
+    );
+    for port in [admin_a.port(), admin_b.port()] {
+        wait_until(Duration::from_secs(10), || generation(port) == Some(2));
+        assert!(
+            shown(port).contains("shutdown_grace_ms = 650"),
+            "{}",
+            shown(port)
+        );
+    }
+    for p in [&mut a, &mut b] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+/// One RESP command on an open connection; returns the first reply line.
+fn resp(
+    conn: &mut (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>),
+    args: &[&str],
+) -> String {
+    use std::io::BufRead;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.0.write_all(req.as_bytes()).expect("write");
+    let mut line = String::new();
+    conn.1.read_line(&mut line).expect("read");
+    line.trim_end().to_string()
+}
+
+/// The proxies' error metrics are the health signal of a rolling publish: a proxy that got the gray
+/// release and then answers most requests with errors stops the rollout by itself.
+#[test]
+fn proxy_error_metrics_stop_a_rolling_publish() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cport, admin, listen) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    center.call(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
+    );
+    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let text = format!(
+        "{}\n[[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{}\"\ngroup = \"cache\"\n\n\
+         [redis_groups.cache]\ndistribution = \"ketama\"\nservers = [{{ name = \"r0\", address = \"{}\" }}]\n",
+        proxy_config(admin.port(), 100),
+        listen.port(),
+        redis.addr()
+    );
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(serde_json::json!({"value": {"type": "document", "value": {"format": "toml", "text": text}}})),
+    );
+    center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(serde_json::json!({})),
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/edge/DEV/default/proxy?instance=p1&health_ms=200",
+        cport.port()
+    );
+    let mut proxy = start_proxy(&url, dir.path(), "p1");
+    wait_until(Duration::from_secs(15), || {
+        generation(admin.port()) == Some(1)
+    });
+
+    // A rolling publish with an error-rate gate; its first batch is p1, the next would be in ten minutes.
+    center.call(
+        "PUT",
+        &format!("{ns}/items/config.proxy.shutdown_grace_ms"),
+        Some(serde_json::json!({"value": {"type": "integer", "value": 300}})),
+    );
+    let id = center.call(
+        "POST",
+        &format!("{ns}/publish"),
+        Some(
+            serde_json::json!({"mode": "rolling", "batch": {"count": 1}, "interval_ms": 600_000,
+                                "health": {"max_error_rate": 0.5, "min_requests": 10}}),
+        ),
+    )["release"]
+        .as_u64()
+        .expect("release");
+    let rollout = || center.call("GET", &format!("{ns}/rollouts"), None)[0].clone();
+    wait_until(Duration::from_secs(15), || {
+        generation(admin.port()) == Some(2)
+    });
+    let r = rollout();
+    assert_eq!(
+        (r["release"].as_u64(), r["status"].as_str()),
+        (Some(id), Some("running")),
+        "{r}"
+    );
+
+    // Clients of p1 now mostly get errors (unknown commands are answered -ERR by the proxy).
+    let stream = std::net::TcpStream::connect(("127.0.0.1", listen.port())).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut conn = (
+        stream.try_clone().expect("clone"),
+        std::io::BufReader::new(stream),
+    );
+    for _ in 0..10 {
+        assert_eq!(resp(&mut conn, &["SET", "k", "v"]), "+OK");
+    }
+    for _ in 0..30 {
+        assert!(resp(&mut conn, &["NOSUCHCMD"]).starts_with("-ERR"));
+    }
+    wait_until(Duration::from_secs(15), || rollout()["status"] == "stopped");
+    let reason = rollout()["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("\"p1\"") && reason.contains("error rate"),
+        "{reason}"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

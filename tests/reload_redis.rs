@@ -186,5 +186,21 @@ fn hot_keys_big_keys_and_command_stats_on_the_admin_port() {
     assert!(
         page.contains("furrow_redis_hot_key_samples{listener=\"cache\",key=\"hot:key\"}"),
         "{page}"
+    ); // One client waiting for each reply: every backend write carries exactly one request (a
+    // write the kernel took only in part would add one more write).
+    assert!(
+        page.contains("furrow_redis_backend_requests_total{listener=\"cache\"} 402"),
+        "{page}"
+    );
+    let writes: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("furrow_redis_backend_writes_total{listener=\"cache\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!((402..=403).contains(&writes), "{page}");
+    let info = redis_cli(admin.port(), &["INFO"]);
+    assert!(
+        info.contains("redis_backend_cache:writes=") && info.contains(",requests=402,"),
+        "{info}"
     );
 }

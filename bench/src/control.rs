@@ -82,6 +82,7 @@ pub fn parse_into(text: &str, r: &mut ControlReport) {
     for raw in text.lines() {
         let line = from(raw, "config reads:")
             .or_else(|| from(raw, "server CPU for the publish"))
+            .or_else(|| from(raw, "idle watcher, service side"))
             .or_else(|| {
                 raw.contains(" watchers: p50 ")
                     .then(|| raw.trim().to_string())
@@ -105,7 +106,9 @@ pub fn parse_into(text: &str, r: &mut ControlReport) {
                 .split_once(" p99 ")
                 .and_then(|(_, v)| v.split_whitespace().next())
                 .and_then(duration_ms);
-        } else if line.starts_with("server CPU for the publish") {
+        } else if line.starts_with("server CPU for the publish")
+            || line.starts_with("idle watcher, service side")
+        {
             r.lines.push(line.to_string());
         }
     }
@@ -150,13 +153,15 @@ mod tests {
 test config_reads_per_second_on_one_core ... config reads: 412345 in 5.001s = 82451/s wall (server: 1 worker thread); server CPU 4.10 s = 100572 reads per CPU-second\n\
 ok\n\
 test a_publish_reaches_1000_watchers ... server CPU for the publish and 1000 responses: 85 ms\n\
-1000 watchers: p50 21.3ms p99 38.9ms max 40.2ms\n";
+1000 watchers: p50 21.3ms p99 38.9ms max 40.2ms\n\
+test memory_per_idle_watcher ... idle watcher, service side: 22312 bytes resident each (2000 parked long-polls, bare-socket clients)\n";
         let mut r = ControlReport::default();
         parse_into(text, &mut r);
         assert_eq!(r.reads_per_s, Some(82451.0));
         assert_eq!(r.reads_per_cpu_s, Some(100572.0));
         assert_eq!(r.watch_p99_ms, Some(38.9));
-        assert_eq!(r.lines.len(), 3);
+        assert_eq!(r.lines.len(), 4);
+        assert!(r.lines[3].starts_with("idle watcher, service side: 22312 bytes"));
         assert!(r.lines[0].starts_with("config reads: 412345"));
         assert!(r.lines[1].starts_with("server CPU for the publish"));
     }

@@ -4,12 +4,14 @@
 
 mod callgrind;
 mod control;
+mod idle;
 mod loads;
 mod micro;
 mod procfs;
 mod profile;
 mod report;
 mod suites;
+mod syscalls;
 mod targets;
 mod tools;
 
@@ -75,13 +77,14 @@ pub struct Opts {
     /// Furrow executors (data-path threads).
     #[arg(long, default_value_t = 1)]
     pub executors: usize,
-    /// Targets to run: direct, furrow, twemproxy, haproxy, client-shards; and furrow-tls (redis
-    /// and mysql suites: a second Furrow with TLS on its listener, the clients using TLS), which
-    /// is not run unless named.
+    /// Targets to run: direct, furrow, furrow-2exec (redis and mysql suites: a second Furrow with
+    /// two executors, for Redis P16 and the MySQL point select only), twemproxy, haproxy,
+    /// client-shards; and furrow-tls (redis and mysql suites: a second Furrow with TLS on its
+    /// listener, the clients using TLS), which is not run unless named.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,furrow,twemproxy,haproxy,client-shards"
+        default_value = "direct,furrow,furrow-2exec,twemproxy,haproxy,client-shards"
     )]
     pub targets: Vec<String>,
     /// Upper bound on requests per load per target (redis-benchmark -n is sized from a
@@ -110,6 +113,18 @@ pub struct Opts {
     /// --max-requests.
     #[arg(long)]
     pub callgrind: bool,
+    /// Idle Redis client connections opened together at the end of the `redis` suite to measure
+    /// memory per connection of each proxy (0: skip).
+    #[arg(long, default_value_t = 5000)]
+    pub idle_redis: usize,
+    /// Logged-in MySQL client connections opened together at the end of the `mysql` suite (0: skip).
+    #[arg(long, default_value_t = 2000)]
+    pub idle_mysql: usize,
+    /// Do not count syscalls per request (by default `perf stat -e raw_syscalls:sys_enter -p PID`
+    /// runs around each load where perf can count; the counting tracepoint costs each syscall a
+    /// little, the same for every target).
+    #[arg(long)]
+    pub no_syscalls: bool,
     /// Print the report only; write no files.
     #[arg(long)]
     pub no_write: bool,

@@ -55,6 +55,20 @@ pub fn parse_vm_hwm_kib(content: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Parses `VmRSS` (resident set size, KiB) from the content of `/proc/PID/status`.
+pub fn parse_vm_rss_kib(content: &str) -> Option<u64> {
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Reads the current RSS (KiB) of process `pid`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let content = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss_kib(&content)
+}
+
 /// Reads the CPU ticks of process `pid`, or `None` if it is gone.
 pub fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
     let content = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -162,6 +176,8 @@ mod tests {
             "Name:\tredis-server\nVmPeak:\t  100 kB\nVmHWM:\t    8812 kB\nVmRSS:\t 8000 kB\n";
         assert_eq!(parse_vm_hwm_kib(status), Some(8812));
         assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+        assert_eq!(parse_vm_rss_kib(status), Some(8000));
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(peak_rss_kib(std::process::id()).unwrap() > 0);
     }
 }

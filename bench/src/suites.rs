@@ -97,6 +97,16 @@ fn measure(
     if counting && let Err(e) = crate::callgrind::start(target.pid) {
         return Measurement::failed(load, &target.name, target.role, e);
     }
+    // Furrow's backend write counters (Redis listener `bench`), read around the load.
+    let writes = |t: &Target| {
+        t.admin
+            .and_then(|a| crate::syscalls::admin_info(a).ok())
+            .and_then(|info| crate::syscalls::parse_backend_writes(&info, "bench"))
+    };
+    let w0 = writes(target);
+    let syscalls = (!opts.no_syscalls && !counting)
+        .then(|| crate::syscalls::start(target.pid))
+        .flatten();
     let t0 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b0 = procfs::cpu_ticks_sum(backend_pids);
     let c0 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
@@ -104,6 +114,12 @@ fn measure(
     let t1 = procfs::cpu_ticks(target.pid).unwrap_or_default();
     let b1 = procfs::cpu_ticks_sum(backend_pids);
     let c1 = procfs::children_cpu_seconds() + procfs::self_cpu_seconds();
+    let syscalls = syscalls.and_then(crate::syscalls::Counter::stop);
+    // Furrow publishes its counters every 200 ms: wait for the last ones.
+    let w1 = w0.and_then(|_| {
+        std::thread::sleep(Duration::from_millis(450));
+        writes(target)
+    });
     let instructions = counting.then(|| crate::callgrind::stop(target.pid));
     if let Some(p) = perf {
         let title = format!("{load} ({})", target.name);
@@ -176,6 +192,12 @@ fn measure(
         backend_cpu_us: per(b1.seconds_since(b0)),
         client_cpu_us: per((c1 - c0).max(0.0)),
         peak_rss_kib: rss,
+        syscalls_per_req: syscalls
+            .filter(|_| r.requests > 0)
+            .map(|n| n as f64 / r.requests as f64),
+        requests_per_backend_write: w0
+            .zip(w1)
+            .and_then(|(a, b)| crate::syscalls::per_write(a, b)),
     };
     eprintln!(
         "bench:   {:.0} req/s, p50 {:?} ms, p99 {:?} ms, target CPU {:.2} µs/req, errors {}",
@@ -342,6 +364,7 @@ fn suite_report(name: &str, notes: Vec<String>) -> SuiteReport {
         commands: vec![Opts::command_line()],
         notes,
         measurements: Vec::new(),
+        idle: Vec::new(),
     }
 }
 
@@ -405,6 +428,14 @@ fn redis_targets(
         });
         ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_2X) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let port = targets::furrow_port()?;
+            let conf = targets::furrow_redis_config(port.addr(), &named);
+            start_furrow_2x(opts, &bin, dir, &conf, port, &Probe::Redis)
+        });
+        ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
@@ -414,6 +445,37 @@ fn redis_targets(
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
     }
     (ts, failed)
+}
+
+/// The target name of Furrow with two executors (goal 4 of issue #23: scaling with cores), run
+/// only for the loads [`runs_load`] names.
+const FURROW_2X: &str = "furrow-2exec";
+
+/// Whether target `target` takes load `load`: `furrow-2exec` only Redis pipeline 16 and the MySQL
+/// point select (the loads the core-scaling goal names), every other target all of them.
+fn runs_load(target: &str, load: &str) -> bool {
+    target != FURROW_2X || load.ends_with(" P16") || load.starts_with("oltp_point_select ")
+}
+
+/// Whether target `t` is measured holding idle connections (the proxies, once each).
+fn idles(t: &Target) -> bool {
+    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X
+}
+
+/// Starts Furrow with two executors (in its own folder) under the name [`FURROW_2X`].
+fn start_furrow_2x(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    conf: &str,
+    port: testkit::PortLease,
+    probe: &Probe,
+) -> Result<Target, String> {
+    let sub = dir.join(FURROW_2X);
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let mut t = targets::start_furrow(bin, &sub, conf, 2, port, probe, opts.callgrind)?;
+    t.name = FURROW_2X.into();
+    Ok(t)
 }
 
 /// The target name of Furrow with TLS on its listener (the same config as `furrow` otherwise; not
@@ -547,7 +609,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 "# {load}: {}",
                 shell_line("redis-benchmark", &rb::args(&shown)).replace("-p 0", "-p PORT")
             ));
-            for t in ts.iter_mut() {
+            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
                 let p = rb::RbParams {
                     port: t.addr.port(),
                     tls_ca: tls_ca_for(t),
@@ -564,11 +626,55 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 });
                 suite.measurements.push(m);
             }
-            for (name, role, e) in &failed {
+            for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
+        }
+    }
+    // Open loop at half of each target's own closed-loop maximum for GET P1 (same clients).
+    let open_load = "GET open-loop 50 %";
+    if tests.iter().any(|t| t.name() == "GET") && opts.pipeline.contains(&1) {
+        suite.commands.push(format!(
+            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
+             GET of random preloaded keys, rate = 0.5 × the target's GET P1 req/s above, {} s",
+            opts.clients, opts.duration
+        ));
+        // Plain TCP only: furrow-tls is left out.
+        for t in ts.iter_mut().filter(|t| t.name != FURROW_TLS) {
+            let max = suite
+                .measurements
+                .iter()
+                .find(|m| m.load == "GET P1" && m.target == t.name && m.error.is_none())
+                .map(|m| m.throughput);
+            let Some(max) = max else { continue };
+            let p = loads::open_loop::OpenParams {
+                addr: t.addr,
+                connections: opts.clients,
+                rate: max * 0.5,
+                duration: Duration::from_secs(opts.duration),
+                keyspace: KEYSPACE,
+            };
+            let m = measure(
+                opts,
+                open_load,
+                t,
+                &backend_pids,
+                &mut report.profiles,
+                |_| loads::open_loop::run(&p),
+            );
+            suite.measurements.push(m);
+        }
+    }
+    if opts.idle_redis > 0 {
+        for t in ts.iter().filter(|t| idles(t)) {
+            suite.idle.push(crate::idle::measure(
+                t,
+                opts.idle_redis,
+                "redis idle",
+                crate::idle::redis_client,
+            ));
         }
     }
     report.suites.insert("redis".into(), suite);
@@ -603,7 +709,11 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         return Err("sysbench is missing and could not be installed".into());
     }
     let dir = WorkDir::new("mysql")?;
-    let db = testkit::MariaDb::start().map_err(|e| format!("starting mariadbd: {e}"))?;
+    // Room for the idle-connection phase through haproxy (one server connection per client).
+    let db = testkit::MariaDb::start_with(
+        testkit::MariaDbConfig::new().arg(format!("--max-connections={}", opts.idle_mysql + 200)),
+    )
+    .map_err(|e| format!("starting mariadbd: {e}"))?;
     db.sql("CREATE DATABASE IF NOT EXISTS sbtest")
         .map_err(|e| e.to_string())?;
     let (user, password) = (
@@ -670,6 +780,16 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         });
         ts.extend(start_or_fail(FURROW_TLS, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_2X) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let hashes = furrow_hashes(&bin, &password)?;
+            let port = targets::furrow_port()?;
+            let conf =
+                targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
+            start_furrow_2x(opts, &bin, &dir.0, &conf, port, &probe)
+        });
+        ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
@@ -709,7 +829,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 shell_line("sysbench", &sb::args(&shown, "run"))
                     .replace("--mysql-port=0", "--mysql-port=PORT")
             ));
-            for t in ts.iter_mut() {
+            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
                 let p = sb::SbParams {
                     port: t.addr.port(),
                     ssl: t.name == FURROW_TLS,
@@ -733,11 +853,22 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 });
                 suite.measurements.push(m);
             }
-            for (name, role, e) in &failed {
+            for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
+        }
+    }
+    if opts.idle_mysql > 0 {
+        for t in ts.iter().filter(|t| idles(t)) {
+            let (u, pw) = (user.clone(), password.clone());
+            suite.idle.push(crate::idle::measure(
+                t,
+                opts.idle_mysql,
+                "mysql logged-in",
+                move |a| MyConn::connect(a, &u, &pw, None).map_err(|e| e.to_string()),
+            ));
         }
     }
     report.suites.insert("mysql".into(), suite);
@@ -1232,5 +1363,19 @@ fn check_answers(
             names.join(", "),
             problems.join("; ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_executor_furrow_runs_only_the_scaling_loads() {
+        assert!(runs_load(FURROW_2X, "GET P16"));
+        assert!(runs_load(FURROW_2X, "oltp_point_select prepared"));
+        assert!(!runs_load(FURROW_2X, "GET P1"));
+        assert!(!runs_load(FURROW_2X, "oltp_read_only text"));
+        assert!(runs_load("furrow", "GET P1"));
     }
 }

@@ -77,7 +77,10 @@ pub struct Target {
     pub pid: u32,
     /// The process, when the harness started it (None for direct: the backend is owned elsewhere).
     pub proc: Option<Proc>,
+    /// Furrow's admin port (its `INFO` has the backend write counters).
+    pub admin: Option<SocketAddr>,
     _lease: Option<testkit::PortLease>,
+    _admin_lease: Option<testkit::PortLease>,
 }
 
 impl Target {
@@ -89,7 +92,9 @@ impl Target {
             addr,
             pid,
             proc: None,
+            admin: None,
             _lease: None,
+            _admin_lease: None,
         }
     }
 
@@ -231,14 +236,16 @@ pub fn start_twemproxy(dir: &Path, servers: &[(String, SocketAddr)]) -> Result<T
         addr: port.addr(),
         pid: proc.pid(),
         proc: Some(proc),
+        admin: None,
         _lease: Some(port),
+        _admin_lease: None,
     })
 }
 
 /// haproxy configuration: one thread, TCP mode, round-robin over `servers` per connection.
 pub fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr]) -> String {
     let mut s = format!(
-        "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+        "global\n  nbthread 1\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
          timeout client 120s\n  timeout server 120s\n\nfrontend fe\n  bind {listen}\n  default_backend be\n\n\
          backend be\n  balance roundrobin\n"
     );
@@ -263,7 +270,9 @@ pub fn start_haproxy(dir: &Path, servers: &[SocketAddr], probe: &Probe) -> Resul
         addr: port.addr(),
         pid: proc.pid(),
         proc: Some(proc),
+        admin: None,
         _lease: Some(port),
+        _admin_lease: None,
     })
 }
 
@@ -278,7 +287,8 @@ pub fn start_furrow(
     callgrind: bool,
 ) -> Result<Target, String> {
     let conf = dir.join("furrow.toml");
-    std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+    let admin = lease()?;
+    std::fs::write(&conf, with_admin(config, admin.addr())).map_err(|e| e.to_string())?;
     let args: Vec<String> = vec![
         "--log".into(),
         "warn".into(),
@@ -305,8 +315,15 @@ pub fn start_furrow(
         addr: port.addr(),
         pid: proc.pid(),
         proc: Some(proc),
+        admin: Some(admin.addr()),
         _lease: Some(port),
+        _admin_lease: Some(admin),
     })
+}
+
+/// `config` with an admin port at `admin` (a `[proxy]` table first; the harness's configs have none).
+pub fn with_admin(config: &str, admin: SocketAddr) -> String {
+    format!("[proxy]\nadmin = \"{admin}\"\n\n{config}")
 }
 
 /// `config` (one listener, from [`furrow_redis_config`] or [`furrow_mysql_config`]) with TLS on
@@ -406,6 +423,8 @@ mod tests {
         );
         assert!(m.contains("[users.u]\npassword_native = \"*AB\""));
         assert!(m.contains("primary = { name = \"db\", address = \"127.0.0.1:3307\" }"));
+        let with = with_admin(&r, addr(9000));
+        assert!(with.starts_with("[proxy]\nadmin = \"127.0.0.1:9000\"\n\n[[listeners]]"));
     }
 
     #[test]

@@ -10,8 +10,9 @@ use codec::mysql::consts::{capability, column_type as ty};
 use codec::mysql::reply::{ReplyEnd, ReplyTracker, Step};
 use codec::mysql::resultset::decode_column_count;
 use codec::mysql::{
-    BinaryRow, ColumnDefinition, Command, ErrPacket, HandshakeResponse41, HandshakeV10, OkPacket,
-    Packet, PacketDecoder, StmtExecute, StmtPrepareOk, TextRow, Value, encode_packet, response,
+    BinaryRow, ClientLogin, ColumnDefinition, Command, ErrPacket, HandshakeResponse41,
+    HandshakeV10, LoginConfig, LoginError, LoginStep, OkPacket, Packet, PacketDecoder, ReplyKind,
+    Seen, StmtExecute, StmtPrepareOk, TextRow, Value, encode_packet, response,
 };
 use testkit::{APP_PASSWORD, APP_USER, MariaDb};
 
@@ -736,4 +737,111 @@ fn collation_keys_match_weight_string() {
         let theirs = if b == b' ' { "" } else { theirs.as_ref() };
         assert_eq!(hex(&key), theirs, "latin1 byte {b:#04x}");
     }
+}
+
+/// Drives codec's sans-IO `ClientLogin` over a socket: every step it asks for, until done.
+fn drive_login(conn: &mut Conn, login: &mut ClientLogin) -> Result<(), LoginError> {
+    loop {
+        let p = conn.read_packet();
+        match login.on_packet(p.seq, p.payload)? {
+            LoginStep::Done => return Ok(()),
+            LoginStep::Read => {}
+            LoginStep::Send(o) => conn.send(o.seq, &o.payload),
+            LoginStep::StartTls(_) => panic!("TLS was not asked for"),
+        }
+    }
+}
+
+fn login_config(user: &str, password: &str, database: Option<&str>) -> LoginConfig {
+    LoginConfig {
+        user: user.into(),
+        password: password.as_bytes().to_vec(),
+        database: database.map(String::from),
+        capabilities: capability::DEFAULT_CLIENT,
+        charset: 45,
+        max_packet_size: 1 << 24,
+        tls: false,
+    }
+}
+
+#[test]
+fn client_login_and_reply_tracker_against_mariadb() {
+    let db = MariaDb::start().unwrap();
+    let connect = || Conn {
+        sock: TcpStream::connect(db.addr()).unwrap(),
+        buf: BytesMut::new(),
+        caps: 0,
+    };
+
+    // A wrong password: the server's own refusal comes back.
+    let mut conn = connect();
+    let mut login = ClientLogin::new(login_config(APP_USER, "wrong", None));
+    match drive_login(&mut conn, &mut login) {
+        Err(LoginError::Refused(e)) => assert_eq!(e.code, 1045),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // The right one, with a schema selected at login.
+    let mut conn = connect();
+    let mut login = ClientLogin::new(login_config(APP_USER, APP_PASSWORD, Some("mysql")));
+    drive_login(&mut conn, &mut login).unwrap();
+    assert!(login.is_done());
+    conn.caps = login.capabilities();
+    let reply = conn.command(&Command::Query(Bytes::from_static(b"SELECT DATABASE()")));
+    assert_eq!(
+        TextRow::decode(reply[3].clone(), 1).unwrap().cells[0].as_deref(),
+        Some(&b"mysql"[..])
+    );
+
+    // What the tracker reports on real replies: OK numbers, rows, end status.
+    conn.command(&Command::Query(Bytes::from_static(
+        b"CREATE TEMPORARY TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )));
+    let mut payload = BytesMut::new();
+    Command::Query(Bytes::from_static(
+        b"INSERT INTO t (v) VALUES (1), (2), (3)",
+    ))
+    .encode(&mut payload);
+    conn.send(0, &payload);
+    let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, conn.caps);
+    let fed = t.advance(&conn.read_packet().payload).unwrap();
+    match fed.seen {
+        Seen::Ok(ok) => assert_eq!((ok.affected_rows, ok.last_insert_id), (3, 1)),
+        other => panic!("expected an OK, got {other:?}"),
+    }
+    assert!(matches!(fed.step, Step::Done(ReplyEnd::Ok { .. })));
+    let mut payload = BytesMut::new();
+    Command::Query(Bytes::from_static(b"SELECT v FROM t ORDER BY id")).encode(&mut payload);
+    conn.send(0, &payload);
+    let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, conn.caps);
+    let mut seen = Vec::new();
+    while !t.is_finished() {
+        seen.push(t.advance(&conn.read_packet().payload).unwrap().seen);
+    }
+    let rows = seen.iter().filter(|s| **s == Seen::Row).count();
+    assert_eq!(rows, 3);
+    assert_eq!(seen[0], Seen::ColumnCount(1));
+
+    // COM_CHANGE_USER through the same machine: a fresh session without the schema.
+    let (mut again, payload) = ClientLogin::change_user(
+        login_config(APP_USER, APP_PASSWORD, None),
+        conn.caps,
+        login.nonce(),
+        false,
+    );
+    conn.send(0, &payload);
+    drive_login(&mut conn, &mut again).unwrap();
+    let reply = conn.command(&Command::Query(Bytes::from_static(b"SELECT DATABASE()")));
+    assert_eq!(TextRow::decode(reply[3].clone(), 1).unwrap().cells[0], None);
+    let (mut bad, payload) = ClientLogin::change_user(
+        login_config(APP_USER, "wrong", None),
+        conn.caps,
+        again.nonce(),
+        false,
+    );
+    conn.send(0, &payload);
+    assert!(matches!(
+        drive_login(&mut conn, &mut bad),
+        Err(LoginError::Refused(_))
+    ));
 }

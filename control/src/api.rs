@@ -20,7 +20,7 @@ use crate::center::{Center, Report};
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::{Grant, Instance, Item, Level, NamespaceDef, NsKey, ReleaseKind, User, diff};
 use crate::ops::{ItemInput, PublishRequest};
-use crate::resolve::{resolve_ids, versions};
+use crate::resolve::resolve_ids;
 
 type C = AxState<Arc<Center>>;
 type Q = Query<HashMap<String, String>>;
@@ -547,7 +547,15 @@ async fn publish(AxState(c): C, h: HeaderMap, Path(p): NsPath, b: Bytes) -> Res 
     let mut raw: Json = body(&b)?;
     only_fields(
         &raw,
-        &["message", "mode", "at_ms", "rule", "batch", "interval_ms"],
+        &[
+            "message",
+            "mode",
+            "at_ms",
+            "rule",
+            "batch",
+            "interval_ms",
+            "health",
+        ],
     )?;
     if let Some(obj) = raw.as_object_mut() {
         obj.entry("mode")
@@ -755,22 +763,31 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let mut rx = c.subscribe(&key.env, &key.namespace);
     let deadline = tokio::time::Instant::now() + timeout;
     c.metrics.watches_active.fetch_add(1, Ordering::Relaxed);
+    // One state read per wake-up gives both the versions and the body (from the per-namespace body cache:
+    // serialised once per release set, shared by every watcher that resolves to it), rather than a read
+    // for the versions and a second one, resolving the layers again, for the body.
     let result = async {
         loop {
-            let (_, pushed) = c.read(|st| versions(st, &key))??;
+            let (version, pushed, body) = config_response(&c, &key, &inst, level)?;
             if pushed > since {
-                return Ok::<(), ControlError>(());
+                return Ok::<_, ControlError>(Some((version, body)));
             }
             tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return Ok(()) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                changed = rx.changed() => if changed.is_err() { return Ok(None) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
             }
         }
     }
     .await;
     c.metrics.watches_active.fetch_sub(1, Ordering::Relaxed);
-    result?;
-    let (version, _, body) = config_response(&c, &key, &inst, level)?;
+    let (version, body) = match result? {
+        Some(pushed) => pushed,
+        // The timeout (or a closed channel): a natural publish may have moved the version meanwhile.
+        None => {
+            let (version, _, body) = config_response(&c, &key, &inst, level)?;
+            (version, body)
+        }
+    };
     if version <= since {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }

@@ -59,7 +59,13 @@ pub struct Report {
     /// When reported or last seen watching (ms since the epoch; set by the service).
     #[serde(default)]
     pub at_ms: u64,
+    /// Requests and errors over the instance's last report window (the rollouts' error-rate gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::model::HealthWindow>,
 }
+
+/// The releases an instance reported and the sum of its health windows since the rollouts last looked.
+type PendingHealth = (Vec<u64>, crate::model::HealthWindow);
 
 /// The fields a report body may carry (the instance is flattened, so serde cannot refuse unknown ones).
 pub const REPORT_FIELDS: &[&str] = &[
@@ -75,6 +81,7 @@ pub const REPORT_FIELDS: &[&str] = &[
     "status",
     "reason",
     "at_ms",
+    "health",
 ];
 
 /// Service counters for `/metrics`.
@@ -149,6 +156,10 @@ pub struct Center {
     /// several reports arrive within one millisecond).
     reports: Mutex<HashMap<(String, String), (u64, Report)>>,
     report_seq: AtomicU64,
+    /// Health windows received since the rollouts last looked, summed per (instance, namespace path) while
+    /// the reported releases stay the same: a window is never missed, however short the instances'
+    /// interval and however late the poll.
+    pending_health: Mutex<HashMap<(String, String), PendingHealth>>,
     /// Key usage: namespace instance path → key → instance → (last read ms, reads).
     usage: Mutex<HashMap<String, KeyUsage>>,
     usage_entries: AtomicU64,
@@ -232,6 +243,7 @@ impl Center {
             prune_watchers_at: AtomicU64::new(1024),
             reports: Mutex::new(HashMap::new()),
             report_seq: AtomicU64::new(0),
+            pending_health: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
             usage_entries: AtomicU64::new(0),
             started_ms: now_ms(),
@@ -511,6 +523,7 @@ impl Center {
     /// `default`-cluster layer: on that namespace of that application in any cluster, since every cluster
     /// inherits it); an instance reporting the gray release as rejected stops the rollout.
     pub fn run_rollouts(&self) -> Result<usize> {
+        let windows = std::mem::take(&mut *self.pending_health.lock().map_err(poisoned)?);
         let due: Vec<(u64, crate::model::NsKey)> = self.read(|st| {
             st.rollouts
                 .values()
@@ -547,8 +560,21 @@ impl Center {
                 .filter(|r| r.status == ReportStatus::Applied && r.releases.contains(id))
                 .map(|r| r.instance.id.clone())
                 .collect();
+            // The windows summed since the last look, of instances that were running the gray release.
+            let health: Vec<(String, crate::model::HealthWindow)> = windows
+                .iter()
+                .filter(|((inst, path), (releases, _))| {
+                    releases.contains(id)
+                        && mine.iter().any(|r| {
+                            &r.instance.id == inst
+                                && *path
+                                    == format!("{}/{}/{}/{}", r.app, r.env, r.cluster, r.namespace)
+                        })
+                })
+                .map(|((inst, _), (_, w))| (inst.clone(), *w))
+                .collect();
             if let Err(e) = self.mutate(&sys, |tx| {
-                tx.rollout_step(*id, &population, &applied, &rejected)
+                tx.rollout_step(*id, &population, &applied, &rejected, &health)
             }) {
                 store_error_or_log(e, "rollout step")?;
             }
@@ -578,6 +604,20 @@ impl Center {
             {
                 reports.remove(&oldest);
             }
+        }
+        if let Some(w) = r.health
+            && r.status == ReportStatus::Applied
+        {
+            let mut pending = self.pending_health.lock().map_err(poisoned)?;
+            let e = pending
+                .entry(key.clone())
+                .or_insert_with(|| (r.releases.clone(), Default::default()));
+            if e.0 != r.releases {
+                *e = (r.releases.clone(), Default::default());
+            }
+            e.1.requests = e.1.requests.saturating_add(w.requests);
+            e.1.errors = e.1.errors.saturating_add(w.errors);
+            e.1.window_ms = e.1.window_ms.saturating_add(w.window_ms);
         }
         let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         reports.insert(key, (seq, r));

@@ -314,6 +314,12 @@ pub enum ConfigCmd {
         /// Rolling mode: time between batches.
         #[arg(long, default_value_t = 60_000)]
         interval_ms: u64,
+        /// Rolling mode: stop when an instance with the release reports a higher error rate (0.0-1.0).
+        #[arg(long)]
+        max_error_rate: Option<f64>,
+        /// Rolling mode: report windows with fewer requests are ignored by the error-rate gate.
+        #[arg(long, default_value_t = 20)]
+        min_requests: u64,
     },
     /// List pending scheduled publishes.
     Scheduled(NsOpts),
@@ -699,6 +705,8 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             gray,
             batch,
             interval_ms,
+            max_error_rate,
+            min_requests,
         } => {
             let mut body = json!({"message": message});
             match mode {
@@ -745,6 +753,10 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                     body["mode"] = "rolling".into();
                     body["batch"] = spec;
                     body["interval_ms"] = interval_ms.into();
+                    if let Some(rate) = max_error_rate {
+                        body["health"] =
+                            json!({"max_error_rate": rate, "min_requests": min_requests});
+                    }
                 }
             }
             api.call("POST", &format!("{}/publish", ns.path()), Some(&body))

@@ -263,6 +263,19 @@ impl ConfigSnapshot {
 /// and does not report it as applied).
 pub type Listener = Box<dyn Fn(&ConfigSnapshot) -> Result<(), String> + Send + Sync>;
 
+/// The consumer's own cumulative counters `(requests, errors)` (for a proxy: the sums of its listeners'
+/// counters). With one, the client sends the center a health window every `health_interval`: the
+/// differences since the previous reading, attached to its last report, so that a rolling publish with an
+/// error-rate gate stops by itself when the instances that got the release start failing.
+#[derive(Clone)]
+pub struct HealthProbe(pub Arc<dyn Fn() -> (u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HealthProbe")
+    }
+}
+
 /// How to reach and watch one namespace.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -288,6 +301,10 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// How often the keys read are sent to the center (None: no usage tracking).
     pub usage_interval: Option<Duration>,
+    /// The consumer's error counters (None: no health windows are sent).
+    pub health: Option<HealthProbe>,
+    /// How often a health window is sent (default 10 s).
+    pub health_interval: Duration,
 }
 
 impl ClientOptions {
@@ -305,6 +322,8 @@ impl ClientOptions {
             poll_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(3),
             usage_interval: Some(Duration::from_secs(60)),
+            health: None,
+            health_interval: Duration::from_secs(10),
         }
     }
 
@@ -325,7 +344,7 @@ impl ClientOptions {
 }
 
 /// A config source as given on a command line (e.g. `furrow proxy --config-source`):
-/// `http://HOST:PORT/APP/ENV/CLUSTER/NAMESPACE[?key=KEY&token=TOKEN&snapshot=PATH&instance=ID&labels=k:v,..]`.
+/// `http://HOST:PORT/APP/ENV/CLUSTER/NAMESPACE[?key=KEY&token=TOKEN&snapshot=PATH&instance=ID&labels=k:v,..&health_ms=N]`.
 /// `key` (default `config`) names the document item the consumer reads; the token may also come from
 /// `$FURROW_TOKEN`.
 #[derive(Clone, Debug)]
@@ -366,6 +385,12 @@ impl ConfigSource {
                 "snapshot" => options.snapshot = Some(v.into()),
                 "instance" => options.instance.id = v.into(),
                 "ip" => options.instance.ip = v.into(),
+                "health_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .map_err(|_| bad("health_ms is a number of milliseconds"))?;
+                    options.health_interval = Duration::from_millis(ms.max(100));
+                }
                 "labels" => {
                     for l in v.split(',').filter(|l| !l.is_empty()) {
                         let (lk, lv) =
@@ -420,6 +445,8 @@ struct Shared {
     tx: tokio::sync::watch::Sender<Arc<ConfigSnapshot>>,
     /// Counters of the snapshots handed out since the last usage flush (the current one stays).
     usage: std::sync::Mutex<Vec<UsageCounters>>,
+    /// The body of the last report sent (health windows are sent on it, so that a rejection stays one).
+    last_report: std::sync::Mutex<Option<Json>>,
 }
 
 impl Shared {
@@ -544,16 +571,60 @@ impl Shared {
             body["status"] = "rejected".into();
             body["reason"] = reason.chars().take(1000).collect::<String>().into();
         }
+        if let Ok(mut last) = self.last_report.lock() {
+            *last = Some(body.clone());
+        }
+        self.post_report(&body).await;
+    }
+
+    async fn post_report(&self, body: &Json) {
+        let o = &self.opts;
         if let Err(e) = self
             .api
-            .call_status("POST", "/v1/reports", Some(&body), o.request_timeout)
+            .call_status("POST", "/v1/reports", Some(body), o.request_timeout)
             .await
         {
             tracing::debug!(error = %e, "report failed");
         }
     }
 
+    /// Every `health_interval`: reads the probe and sends the differences since the last reading with the
+    /// last report (nothing before the first report; a window without traffic is extended rather than
+    /// sent; a counter that went backwards restarts the window).
+    async fn send_health(self: Arc<Self>, probe: HealthProbe) {
+        let mut tick = tokio::time::interval(self.opts.health_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut prev = ((probe.0)(), tokio::time::Instant::now());
+        loop {
+            tick.tick().await;
+            let now = ((probe.0)(), tokio::time::Instant::now());
+            let ((req, err), (preq, perr)) = (now.0, prev.0);
+            let (requests, errors) = (
+                req.checked_sub(preq).unwrap_or(req),
+                err.checked_sub(perr).unwrap_or(err),
+            );
+            if requests == 0 && errors == 0 {
+                continue; // no traffic says nothing; the window goes on
+            }
+            let window = serde_json::json!({
+                "requests": requests,
+                "errors": errors,
+                "window_ms": now.1.duration_since(prev.1).as_millis() as u64,
+            });
+            prev = now;
+            let last = self.last_report.lock().ok().and_then(|g| g.clone());
+            if let Some(mut body) = last {
+                body["health"] = window;
+                self.post_report(&body).await;
+            }
+        }
+    }
+
     async fn run(self: Arc<Self>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        if let Some(probe) = self.opts.health.clone() {
+            tokio::spawn(self.clone().send_health(probe));
+        }
         if let Some(every) = self.opts.usage_interval {
             let me = self.clone();
             tokio::spawn(async move {
@@ -661,6 +732,7 @@ impl ConfigClient {
             listener,
             tx,
             usage: std::sync::Mutex::new(Vec::new()),
+            last_report: std::sync::Mutex::new(None),
         });
         let first = rt.block_on(shared.fetch());
         let initial = match first {

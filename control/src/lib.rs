@@ -20,5 +20,6 @@ pub mod ops;
 pub mod registry;
 pub mod resolve;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod store;

@@ -475,6 +475,68 @@ pub struct Scheduled {
 }
 
 /// How many instances each batch of a rolling gray publish adds: a count or a percentage of the instances
+/// The error-rate gate of a rolling publish: the rollout stops by itself when an instance that has the gray
+/// release reports a health window (its own request and error counts, e.g. a proxy's listener counters, see
+/// `HealthWindow`) with at least `min_requests` requests and an error rate above `max_error_rate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateGate {
+    /// The highest error rate tolerated (0.0–1.0, errors / requests over one report window).
+    pub max_error_rate: f64,
+    /// Windows with fewer requests say too little and are ignored (default 20).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_min_requests() -> u64 {
+    20
+}
+
+impl ErrorRateGate {
+    /// Checks the rate is a fraction.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(ControlError::bad(
+                "health/max_error_rate",
+                "max_error_rate is a fraction between 0.0 and 1.0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why a window breaks the gate, if it does.
+    pub fn breach(&self, w: &HealthWindow) -> Option<String> {
+        if w.requests < self.min_requests.max(1) {
+            return None;
+        }
+        let rate = w.errors as f64 / w.requests as f64;
+        (rate > self.max_error_rate).then(|| {
+            format!(
+                "error rate {:.1}% ({} of {} requests over {} ms) above the rollout's {:.1}%",
+                rate * 100.0,
+                w.errors,
+                w.requests,
+                w.window_ms,
+                self.max_error_rate * 100.0
+            )
+        })
+    }
+}
+
+/// What an instance saw over its last report window: requests served and how many ended in an error (for a
+/// proxy: the sums of its listeners' `requests` and `errors` counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthWindow {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Requests answered with an error in the window.
+    pub errors: u64,
+    /// The window's length, ms.
+    #[serde(default)]
+    pub window_ms: u64,
+}
+
 /// known for the namespace instance (exactly one of the two).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -560,6 +622,9 @@ pub struct Rollout {
     /// rollout holds until they have (an instance that stops reporting drops out when its report expires).
     #[serde(default)]
     pub waiting: Vec<String>,
+    /// The error-rate gate (none: only rejections stop the rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ErrorRateGate>,
 }
 
 /// One audit record: who did what to what.

@@ -1,5 +1,6 @@
-//! A small blocking MySQL/MariaDB client over the project's `codec` (handshake with
-//! `mysql_native_password`, `COM_QUERY` with text result sets), enough for the shared store.
+//! A small blocking MySQL/MariaDB client over the project's `codec` (codec's `ClientLogin` for the
+//! handshake, `COM_QUERY` with text result sets read through codec's `ReplyTracker`), enough for
+//! the shared store.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,9 +8,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
+use codec::mysql::reply::Step;
 use codec::mysql::{
-    ColumnDefinition, Command, ErrPacket, HandshakeResponse41, HandshakeV10, PacketDecoder,
-    TextRow, auth, encode_packet,
+    ClientLogin, Command, ErrPacket, LoginConfig, LoginError, LoginStep, PacketDecoder, ReplyKind,
+    ReplyTracker, Seen, TextRow, encode_packet,
 };
 
 /// A failure talking to the server.
@@ -78,7 +80,8 @@ pub struct Conn {
     buf: BytesMut,
     decoder: PacketDecoder,
     seq: u8,
-    deprecate_eof: bool,
+    /// The negotiated capabilities (how replies are shaped).
+    caps: u32,
 }
 
 /// The result of a query: rows of nullable byte cells (empty for statements without a result set).
@@ -100,54 +103,46 @@ impl Conn {
             buf: BytesMut::with_capacity(16384),
             decoder: PacketDecoder::new(64 << 20),
             seq: 0,
-            deprecate_eof: false,
+            caps: 0,
         };
-        let hs = HandshakeV10::decode(c.read_packet()?).map_err(proto)?;
-        let caps = CLIENT_LONG_PASSWORD
-            | CLIENT_LONG_FLAG
-            | CLIENT_PROTOCOL_41
-            | CLIENT_TRANSACTIONS
-            | CLIENT_SECURE_CONNECTION
-            | CLIENT_MULTI_RESULTS
-            | CLIENT_PLUGIN_AUTH
-            | (hs.capabilities & CLIENT_DEPRECATE_EOF);
-        c.deprecate_eof = caps & CLIENT_DEPRECATE_EOF != 0;
-        let resp = HandshakeResponse41 {
-            capabilities: caps,
-            max_packet_size: 1 << 24,
-            charset: 45,
-            mariadb_capabilities: 0,
-            username: Bytes::copy_from_slice(url.user.as_bytes()),
-            auth_response: Bytes::from(auth::native_password_scramble(
-                url.password.as_bytes(),
-                hs.scramble(),
-            )),
+        let mut login = ClientLogin::new(LoginConfig {
+            user: url.user.clone(),
+            password: url.password.as_bytes().to_vec(),
             database: None,
-            auth_plugin_name: Some(Bytes::from_static(b"mysql_native_password")),
-            connect_attrs: vec![],
-        };
-        let mut out = BytesMut::new();
-        resp.encode(&mut out);
-        c.write_packet(&out)?;
+            capabilities: CLIENT_LONG_PASSWORD
+                | CLIENT_LONG_FLAG
+                | CLIENT_PROTOCOL_41
+                | CLIENT_TRANSACTIONS
+                | CLIENT_SECURE_CONNECTION
+                | CLIENT_MULTI_RESULTS
+                | CLIENT_PLUGIN_AUTH
+                | CLIENT_DEPRECATE_EOF,
+            charset: 45,
+            max_packet_size: 1 << 24,
+            tls: false,
+        });
         loop {
             let p = c.read_packet()?;
-            match p.first() {
-                Some(0x00) => return Ok(c),
-                Some(0xFF) => return Err(server_err(p)),
-                Some(0xFE) => {
-                    let sw = codec::mysql::AuthSwitchRequest::decode(p).map_err(proto)?;
-                    if &sw.plugin_name[..] != b"mysql_native_password" {
-                        return Err(proto(format!(
-                            "unsupported auth plugin {:?}",
-                            String::from_utf8_lossy(&sw.plugin_name)
-                        )));
-                    }
-                    let r = auth::native_password_scramble(url.password.as_bytes(), sw.scramble());
-                    c.write_packet(&r)?;
+            let step = login
+                .on_packet(c.seq.wrapping_sub(1), p)
+                .map_err(|e| match e {
+                    LoginError::Refused(err) => MysqlClientError::Server {
+                        code: err.code,
+                        message: String::from_utf8_lossy(&err.message).into_owned(),
+                    },
+                    other => proto(other),
+                })?;
+            match step {
+                LoginStep::Done => break,
+                LoginStep::Read => {}
+                LoginStep::Send(o) | LoginStep::StartTls(o) => {
+                    c.seq = o.seq;
+                    c.write_packet(&o.payload)?;
                 }
-                _ => return Err(proto("unexpected packet during authentication")),
             }
         }
+        c.caps = login.capabilities();
+        Ok(c)
     }
 
     fn read_packet(&mut self) -> Result<Bytes> {
@@ -180,30 +175,22 @@ impl Conn {
         Command::Query(Bytes::copy_from_slice(sql.as_bytes())).encode(&mut out);
         self.seq = 0;
         self.write_packet(&out)?;
-        let first = self.read_packet()?;
-        match first.first() {
-            Some(0x00) => return Ok(vec![]),
-            Some(0xFF) => return Err(server_err(first)),
-            _ => {}
-        }
-        let ncols = codec::mysql::resultset::decode_column_count(first).map_err(proto)? as usize;
-        let mut cols = Vec::with_capacity(ncols);
-        for _ in 0..ncols {
-            cols.push(ColumnDefinition::decode(self.read_packet()?).map_err(proto)?);
-        }
-        if !self.deprecate_eof {
-            self.read_packet()?;
-        }
+        let mut tracker = ReplyTracker::for_kind(ReplyKind::ResultSet, self.caps);
+        let mut ncols = 0;
         let mut rows = Vec::new();
         loop {
             let p = self.read_packet()?;
-            if p.first() == Some(&0xFF) {
-                return Err(server_err(p));
+            let fed = tracker.advance(&p).map_err(proto)?;
+            match fed.seen {
+                Seen::Err { .. } => return Err(server_err(p)),
+                Seen::ColumnCount(n) => ncols = n as usize,
+                Seen::Row => rows.push(TextRow::decode(p, ncols).map_err(proto)?.cells),
+                Seen::LocalInfile => return Err(proto("the server asked for a local file")),
+                _ => {}
             }
-            if codec::mysql::response::is_end_of_rows(&p, self.deprecate_eof) {
+            if fed.step != Step::More {
                 return Ok(rows);
             }
-            rows.push(TextRow::decode(p, ncols).map_err(proto)?.cells);
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum PublishMode {
         batch: BatchSpec,
         /// Time between batches, ms.
         interval_ms: u64,
+        /// Stop when an instance with the release reports too many errors.
+        #[serde(default)]
+        health: Option<ErrorRateGate>,
     },
 }
 
@@ -607,8 +610,11 @@ impl<'a> Tx<'a> {
                 "a gray release needs labels, ips or instances",
             ));
         }
-        if let PublishMode::Rolling { batch, .. } = &req.mode {
+        if let PublishMode::Rolling { batch, health, .. } = &req.mode {
             batch.validate()?;
+            if let Some(h) = health {
+                h.validate()?;
+            }
             if self.st.rollouts.values().any(|r| {
                 &r.ns == ns
                     && matches!(
@@ -691,7 +697,11 @@ impl<'a> Tx<'a> {
                     scheduled: None,
                 })
             }
-            PublishMode::Rolling { batch, interval_ms } => {
+            PublishMode::Rolling {
+                batch,
+                interval_ms,
+                health,
+            } => {
                 let rule = GrayRule::default();
                 let rel = self.new_release(
                     ns,
@@ -720,12 +730,13 @@ impl<'a> Tx<'a> {
                     promoted: None,
                     author: self.actor.name.clone(),
                     waiting: Vec::new(),
+                    health: health.clone(),
                 };
                 self.put(Rec::Rollout(r));
                 self.audit(
                     "rollout.start",
                     &target,
-                    serde_json::json!({"release": rel.id, "batch": batch, "interval_ms": interval_ms}),
+                    serde_json::json!({"release": rel.id, "batch": batch, "interval_ms": interval_ms, "health": health}),
                 );
                 Ok(PublishOutcome {
                     release: Some(rel.id),
@@ -753,6 +764,7 @@ impl<'a> Tx<'a> {
         population: &[String],
         applied: &[String],
         rejected: &[(String, String)],
+        health: &[(String, HealthWindow)],
     ) -> Result<RolloutStatus> {
         let mut r = self.rollout(id)?;
         if r.status != RolloutStatus::Running {
@@ -777,9 +789,22 @@ impl<'a> Tx<'a> {
             self.put(Rec::Rollout(r.clone()));
             return Ok(r.status);
         };
-        if let Some((inst, why)) = rejected.iter().find(|(i, _)| r.selected.contains(i)) {
+        let unhealthy = r.health.as_ref().and_then(|gate| {
+            health
+                .iter()
+                .filter(|(i, _)| r.selected.contains(i))
+                .find_map(|(i, w)| gate.breach(w).map(|why| (i, why)))
+        });
+        let stop = rejected
+            .iter()
+            .find(|(i, _)| r.selected.contains(i))
+            .map(|(inst, why)| format!("instance {inst:?} rejected release {id}: {why}"))
+            .or_else(|| {
+                unhealthy.map(|(inst, why)| format!("instance {inst:?} with release {id}: {why}"))
+            });
+        if let Some(reason) = stop {
             r.status = RolloutStatus::Stopped;
-            r.reason = format!("instance {inst:?} rejected release {id}: {why}");
+            r.reason = reason;
             self.put(Rec::Rollout(r.clone()));
             self.audit(
                 "rollout.stop",

@@ -62,7 +62,11 @@ pub async fn serve(
             }
         }
     });
-    let app = crate::api::router(center);
+    // `into_make_service` turns the routes into services once: serving a plain `Router` makes axum run
+    // `with_state` for every accepted connection, rebuilding (and later dropping) the whole route table —
+    // ~19 KB and the CPU of the rebuild per connection, which for long-polls is per watcher and per
+    // push (heaptrack of `perf::memory_per_idle_watcher`).
+    let app = crate::api::router(center).into_make_service();
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (~40 ms each).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         if let Err(e) = tcp.set_nodelay(true) {

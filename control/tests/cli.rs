@@ -119,9 +119,16 @@ fn ctl_covers_the_edit_publish_rollback_cycle() {
             "--batch",
             "50%",
             "--interval-ms",
-            "3600000"
+            "3600000",
+            "--max-error-rate",
+            "0.05"
         ])),
         ok
+    );
+    let gate = &api.ok("GET", &format!("{}/rollouts", ns_path()), None)[0]["health"];
+    assert_eq!(
+        gate,
+        &serde_json::json!({"max_error_rate": 0.05, "min_requests": 20})
     );
     assert_ne!(
         run(&with(&["publish", "--mode", "rolling"])),

@@ -154,3 +154,59 @@ fn a_publish_reaches_1000_watchers() {
     });
     assert_eq!(lat.len(), WATCHERS);
 }
+
+// Ignored by plan, like the others: a memory measurement on a shared machine, not a pass/fail test.
+#[test]
+#[ignore = "a measurement, not a test: run optimized by hand or from the bench harness (see the module doc)"]
+fn memory_per_idle_watcher() {
+    // The clients are bare sockets that sent their long-poll and never read (no task, no buffer in this
+    // process), so the growth is the service's side: the connection, hyper's buffers, the parked handler
+    // and its channel receiver (kernel socket buffers are not resident memory of the process).
+    const WATCHERS: usize = 2000;
+    testkit::rss::raise_nofile(2 * WATCHERS as u64 + 256);
+    let srv = start("sqlite::memory:");
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    seed(&api);
+    let p = ns("shop", "DEV", "default", "app");
+    set(&api, &p, "k", int(1));
+    publish(&api, &p, json!({}));
+    let since = config(&api, "shop", "DEV", "default", "app", "")["version"]
+        .as_u64()
+        .unwrap();
+    let active = || {
+        let (_, m) = api
+            .status("GET", "/metrics", None, Duration::from_secs(5))
+            .unwrap();
+        m.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("furrow_control_watches_active "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    // 200 watchers first warm up the allocator's arenas and the runtime; the next 2,000 are measured.
+    let mut socks = Vec::with_capacity(WATCHERS + 200);
+    let mut per_watcher = 0;
+    for (round, n) in [200, WATCHERS].into_iter().enumerate() {
+        let rss0 = testkit::rss::rss();
+        for i in 0..n {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+            write!(
+                s,
+                "GET /v1/watch?app=shop&env=DEV&namespace=app&since={since}&timeout=120000&instance=w{round}-{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+            )
+            .unwrap();
+            socks.push(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while active() < socks.len() {
+            assert!(Instant::now() < deadline, "only {} parked", active());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        per_watcher = testkit::rss::rss().saturating_sub(rss0) / n as u64;
+    }
+    println!(
+        "idle watcher, service side: {per_watcher} bytes resident each ({WATCHERS} parked long-polls, bare-socket clients)"
+    );
+}

@@ -237,3 +237,111 @@ fn a_rejection_stops_the_rollout_and_abort_brings_everyone_back() {
         403
     );
 }
+
+/// The error-rate gate: real clients send health windows from their consumer's counters (as `furrow proxy`
+/// does from its listeners' request and error counters); errors on an instance without the gray release
+/// change nothing, a selected instance whose error rate passes the rollout's threshold stops it.
+#[test]
+fn a_rollout_stops_when_a_selected_instance_reports_too_many_errors() {
+    use std::sync::{Arc, Mutex};
+
+    let srv = start("sqlite::memory:");
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    seed(&api);
+    set(&api, P, "k", int(1));
+    publish(&api, P, json!({}));
+    let mut clients = Vec::new();
+    let mut counters = Vec::new();
+    for id in ["c1", "c2"] {
+        // One lock for both counters: a window must not see requests without their errors.
+        let c: Arc<Mutex<(u64, u64)>> = Arc::default();
+        let probe = c.clone();
+        let mut o = control::client::ClientOptions::new(
+            &format!("http://{}", srv.addr),
+            "shop",
+            "DEV",
+            "app",
+        );
+        o.token = Some(ADMIN_TOKEN.into());
+        o.instance.id = id.into();
+        o.poll_timeout = Duration::from_secs(2);
+        o.health_interval = Duration::from_millis(100);
+        o.health = Some(control::client::HealthProbe(Arc::new(move || {
+            *probe.lock().unwrap()
+        })));
+        clients.push(control::client::ConfigClient::start(o, None).unwrap());
+        counters.push(c);
+    }
+    let add = |i: usize, requests: u64, errors: u64| {
+        let mut c = counters[i].lock().unwrap();
+        c.0 += requests;
+        c.1 += errors;
+    };
+    set(&api, P, "k", int(2));
+    let (status, _, field) = api.err(
+        "POST",
+        &format!("{P}/publish"),
+        Some(
+            json!({"mode": "rolling", "batch": {"count": 1}, "interval_ms": 1000,
+                    "health": {"max_error_rate": 1.5}}),
+        ),
+    );
+    assert_eq!(
+        (status, field.as_deref()),
+        (400, Some("health/max_error_rate"))
+    );
+    let id = publish(
+        &api,
+        P,
+        json!({"mode": "rolling", "batch": {"count": 1}, "interval_ms": 600_000,
+               "health": {"max_error_rate": 0.1, "min_requests": 10}}),
+    )["release"]
+        .as_u64()
+        .unwrap();
+    // The first batch (c1) is due at once; the next one only in ten minutes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients[0].current().get_i64("k") != Some(2) {
+        assert!(Instant::now() < deadline, "c1 never got the gray release");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rollout(&api, id)["selected"], json!(["c1"]));
+
+    // c2 fails a lot but runs the main release; c1 is healthy (5% errors): the center holds both windows
+    // and the rollout keeps running.
+    add(1, 100, 90);
+    add(0, 100, 5);
+    let seen = |inst: &str, f: &dyn Fn(&Json) -> bool| {
+        api.ok("GET", &format!("{P}/instances"), None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == inst && f(&r["health"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(seen("c1", &|h| h["errors"] == 5) && seen("c2", &|h| h["errors"] == 90)) {
+        assert!(Instant::now() < deadline, "health windows never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rollout(&api, id)["status"], "running");
+
+    // c1 now fails 40% of its requests: the rollout stops by itself and says why.
+    add(0, 50, 20);
+    // (`wait` would post reports of its own, without the clients' health windows.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = rollout(&api, id);
+        if r["status"] == "stopped" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never stopped: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("\"c1\"") && reason.contains("error rate 40.0%"),
+        "{reason}"
+    );
+    for c in clients {
+        c.stop();
+    }
+}

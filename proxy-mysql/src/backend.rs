@@ -1,33 +1,26 @@
-//! Backend connections: login with the group's credentials, commands, and response forwarding with a
-//! small state machine that finds where a response ends (result sets, multi-results, prepare-OK) and
-//! what it says (status flags, affected rows, last insert id, errors).
+//! Backend connections: login with the group's credentials (codec's sans-IO `ClientLogin` driven
+//! over the socket), commands, and response forwarding: codec's `ReplyTracker` finds where a
+//! response ends (result sets, multi-results, prepare-OK) and what it says (status flags, affected
+//! rows, last insert id, errors) without copying or allocating; this file only moves the bytes.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use codec::mysql::consts::capability::*;
-use codec::mysql::consts::status;
-use codec::mysql::{AuthSwitchRequest, HandshakeResponse41, HandshakeV10, SslRequest, auth};
+use codec::mysql::reply::Step;
+use codec::mysql::{ClientLogin, LoginConfig, LoginError, LoginStep, ReplyTracker, Seen};
 use router::config::BackendTls;
 use tokio::net::TcpStream;
 
 use crate::conn::{Conn, ConnError};
 use crate::error::ProxyError;
 
-/// Capabilities Furrow asks of backends (no DEPRECATE_EOF, no CONNECT_WITH_DB, no LOCAL_FILES: the
-/// proxy forwards result sets verbatim to clients it offered the same set to).
-pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
-    | CLIENT_LONG_FLAG
-    | CLIENT_PROTOCOL_41
-    | CLIENT_TRANSACTIONS
-    | CLIENT_SECURE_CONNECTION
-    | CLIENT_MULTI_STATEMENTS
-    | CLIENT_MULTI_RESULTS
-    | CLIENT_PS_MULTI_RESULTS
-    | CLIENT_PLUGIN_AUTH
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+/// Capabilities Furrow asks of backends (codec's [`PROXY_BACKEND`]: no DEPRECATE_EOF, no
+/// CONNECT_WITH_DB, no LOCAL_FILES; the proxy forwards result sets verbatim to clients it offered
+/// the matching set to).
+pub const BACKEND_CAPS: u32 = PROXY_BACKEND;
 
 pub use crate::vars::BACKEND_COLLATION;
 
@@ -116,74 +109,58 @@ pub struct Outcome {
     pub last_seq: u8,
 }
 
-/// What kind of response a command gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RespKind {
-    /// Text or binary result sets, OK or ERR (COM_QUERY, COM_STMT_EXECUTE).
-    ResultSet,
-    /// COM_STMT_PREPARE.
-    Prepare,
-    /// COM_FIELD_LIST: column definitions up to EOF.
-    FieldList,
-    /// COM_STMT_FETCH: rows up to EOF.
-    Fetch,
-    /// Exactly one packet (OK/ERR or COM_STATISTICS' string).
-    Single,
-}
+/// What kind of response a command gets (codec's, so the tracker and the proxy agree).
+pub use codec::mysql::ReplyKind as RespKind;
 
-#[derive(Debug, Clone, Copy)]
-enum St {
-    First,
-    Cols(u64),
-    ColsEof,
+/// A reply read by [`BackendConn::read_buffered`].
+#[derive(Debug)]
+pub(crate) enum Buffered {
+    /// An OK (no result set).
+    Ok(codec::mysql::OkSummary),
+    /// The server's ERR.
+    Err(codec::mysql::ErrPacket),
+    /// A result set, whose definitions and rows went to the callbacks.
     Rows,
-    PrepParams(u16, u16),
-    PrepParamsEof(u16),
-    PrepCols(u16),
-    PrepColsEof,
-    FieldList,
-    Done,
 }
 
-fn lenenc(p: &[u8], pos: &mut usize) -> u64 {
-    let Some(&b) = p.get(*pos) else {
-        return 0;
-    };
-    let (n, len) = match b {
-        0xFC => (2, 1),
-        0xFD => (3, 1),
-        0xFE => (8, 1),
-        _ => {
-            *pos += 1;
-            return u64::from(b);
-        }
-    };
-    let mut v = 0u64;
-    for i in 0..n {
-        v |= u64::from(p.get(*pos + len + i).copied().unwrap_or(0)) << (8 * i);
+/// Where [`BackendConn::read_buffered`] puts a result set's definitions and rows.
+pub(crate) trait ResultSink {
+    /// A column definition payload.
+    fn column(&mut self, payload: Bytes) -> Result<(), String>;
+    /// A row payload of a result with `columns` columns.
+    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), String>;
+}
+
+/// Column names and text rows as strings (health checks, admin queries).
+#[derive(Default)]
+struct TextRows {
+    names: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl ResultSink for TextRows {
+    fn column(&mut self, payload: Bytes) -> Result<(), String> {
+        let c = codec::mysql::ColumnDefinition::decode(payload).map_err(|e| e.to_string())?;
+        self.names
+            .push(String::from_utf8_lossy(&c.name).into_owned());
+        Ok(())
     }
-    *pos += len + n;
-    v
-}
 
-fn u16_at(p: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([
-        p.get(at).copied().unwrap_or(0),
-        p.get(at + 1).copied().unwrap_or(0),
-    ])
-}
-
-/// Parses an OK payload's (affected, last insert id, status).
-pub fn parse_ok(p: &[u8]) -> (u64, u64, u16) {
-    let mut pos = 1;
-    let affected = lenenc(p, &mut pos);
-    let id = lenenc(p, &mut pos);
-    (affected, id, u16_at(p, pos))
+    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), String> {
+        let row = codec::mysql::TextRow::decode(payload, columns).map_err(|e| e.to_string())?;
+        self.rows.push(
+            row.cells
+                .into_iter()
+                .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .collect(),
+        );
+        Ok(())
+    }
 }
 
 impl BackendConn {
-    /// Connects and logs in with `user`/`password` (mysql_native_password, or caching_sha2's fast
-    /// path if the server asks for it).
+    /// Connects and logs in with `user`/`password` (mysql_native_password, caching_sha2's fast
+    /// path, and its full authentication over TLS; see `codec::mysql::login`).
     /// With `tls` (the group's), the connection switches to TLS after the server's handshake and
     /// the server's certificate is verified; a server that does not offer TLS is an error.
     pub async fn connect(
@@ -215,105 +192,48 @@ impl BackendConn {
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = Conn::new(stream, BACKEND_MAX_PAYLOAD);
-        let p = conn.read_packet().await.map_err(|e| e.to_string())?;
-        if p.payload.first() == Some(&0xFF) {
-            let e = codec::mysql::ErrPacket::decode(p.payload).map_err(|e| e.to_string())?;
-            return Err(String::from_utf8_lossy(&e.message).into_owned());
-        }
-        let hs = HandshakeV10::decode(p.payload).map_err(|e| e.to_string())?;
-        let plugin = String::from_utf8_lossy(&hs.auth_plugin_name).into_owned();
-        let scramble = hs.scramble().to_vec();
-        let auth_response = scramble_for(&plugin, password.as_bytes(), &scramble);
-        let mut capabilities = BACKEND_CAPS & (hs.capabilities | CLIENT_LONG_PASSWORD);
-        let mut seq = p.last_seq.wrapping_add(1);
-        if let Some(tls) = tls {
-            if hs.capabilities & CLIENT_SSL == 0 {
-                return Err(format!(
-                    "{address} does not offer TLS, and the group's `tls` requires it"
-                ));
-            }
-            capabilities |= CLIENT_SSL;
-            let mut out = BytesMut::new();
-            SslRequest {
-                capabilities,
-                max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-                charset: BACKEND_COLLATION,
-                mariadb_capabilities: 0,
-            }
-            .encode(&mut out);
-            seq = conn.queue(seq, &out);
-            conn.flush().await.map_err(|e| e.to_string())?;
-            let name = tls
-                .name_for(&address)
-                .ok_or_else(|| format!("no name to verify {address}'s certificate for"))?;
-            conn.connect_tls(tls.config.clone(), name)
-                .await
-                .map_err(|e| format!("TLS to {address}: {e}"))?;
-        }
-        let resp = HandshakeResponse41 {
-            capabilities,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            charset: BACKEND_COLLATION,
-            mariadb_capabilities: 0,
-            username: Bytes::copy_from_slice(user.as_bytes()),
-            auth_response: Bytes::from(auth_response),
+        let mut login = ClientLogin::new(LoginConfig {
+            user: user.to_string(),
+            password: password.as_bytes().to_vec(),
             database: None,
-            auth_plugin_name: Some(Bytes::from(if plugin.is_empty() {
-                "mysql_native_password".to_string()
-            } else {
-                plugin
-            })),
-            connect_attrs: Vec::new(),
-        };
-        let mut out = BytesMut::new();
-        resp.encode(&mut out);
-        conn.queue(seq, &out);
-        conn.flush().await.map_err(|e| e.to_string())?;
+            capabilities: BACKEND_CAPS,
+            charset: BACKEND_COLLATION,
+            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+            tls: tls.is_some(),
+        });
         loop {
-            let r = conn.read_packet().await.map_err(|e| e.to_string())?;
-            let seq = r.next_seq();
-            match r.payload.first() {
-                Some(0x00) => break,
-                Some(0xFF) => {
-                    let e =
-                        codec::mysql::ErrPacket::decode(r.payload).map_err(|e| e.to_string())?;
-                    return Err(format!(
-                        "login refused: {} ({})",
-                        String::from_utf8_lossy(&e.message),
-                        e.code
-                    ));
-                }
-                Some(0xFE) => {
-                    let sw = AuthSwitchRequest::decode(r.payload).map_err(|e| e.to_string())?;
-                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
-                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
-                    conn.queue(seq, &data);
+            let p = conn.read_packet().await.map_err(|e| e.to_string())?;
+            let mut step = login
+                .on_packet(p.last_seq, p.payload)
+                .map_err(|e| login_error(e, &address))?;
+            if let LoginStep::StartTls(o) = step {
+                let tls = tls.ok_or("TLS asked for without a configuration")?;
+                conn.queue(o.seq, &o.payload);
+                conn.flush().await.map_err(|e| e.to_string())?;
+                let name = tls
+                    .name_for(&address)
+                    .ok_or_else(|| format!("no name to verify {address}'s certificate for"))?;
+                conn.connect_tls(tls.config.clone(), name)
+                    .await
+                    .map_err(|e| format!("TLS to {address}: {e}"))?;
+                step = login.tls_started().map_err(|e| login_error(e, &address))?;
+            }
+            match step {
+                LoginStep::Send(o) | LoginStep::StartTls(o) => {
+                    conn.queue(o.seq, &o.payload);
                     conn.flush().await.map_err(|e| e.to_string())?;
                 }
-                Some(0x01) => match r.payload.get(1) {
-                    Some(&auth::FAST_AUTH_SUCCESS) => {}
-                    // Over TLS the password may travel as it is (as every client does).
-                    Some(&auth::PERFORM_FULL_AUTHENTICATION) if conn.stream.is_tls() => {
-                        let data = auth::cleartext_password_payload(password.as_bytes());
-                        conn.queue(seq, &data);
-                        conn.flush().await.map_err(|e| e.to_string())?;
-                    }
-                    _ => {
-                        return Err(
-                            "caching_sha2_password full authentication is not supported for \
-                                    backends; use mysql_native_password for the backend account"
-                                .into(),
-                        );
-                    }
-                },
-                _ => return Err("unexpected packet during backend login".into()),
+                LoginStep::Read => {}
+                LoginStep::Done => break,
             }
         }
+        let thread_id = login.greeting().map_or(0, |hs| hs.connection_id);
+        let scramble = login.nonce().to_vec();
         Ok(BackendConn {
             conn,
             server,
             address,
-            thread_id: hs.connection_id,
+            thread_id,
             schema: None,
             schema_unknown: false,
             scramble,
@@ -329,42 +249,39 @@ impl BackendConn {
     /// Logs in again with COM_CHANGE_USER (no schema): a fresh session on the same socket, the only
     /// way to unselect the current database. Session state and prepared statements are gone after.
     pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let mut p = Vec::with_capacity(64);
-        p.push(codec::mysql::consts::com::CHANGE_USER);
-        p.extend_from_slice(user.as_bytes());
-        p.push(0);
-        let auth = auth::native_password_scramble(password.as_bytes(), &self.scramble);
-        p.push(auth.len() as u8);
-        p.extend_from_slice(&auth);
-        p.push(0);
-        p.extend_from_slice(&u16::from(BACKEND_COLLATION).to_le_bytes());
-        p.extend_from_slice(b"mysql_native_password\0");
-        self.queue_command(&p);
+        let config = LoginConfig {
+            user: user.to_string(),
+            password: password.as_bytes().to_vec(),
+            database: None,
+            capabilities: BACKEND_CAPS,
+            charset: BACKEND_COLLATION,
+            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+            tls: self.conn.stream.is_tls(),
+        };
+        let (mut login, payload) = ClientLogin::change_user(
+            config,
+            BACKEND_CAPS,
+            &self.scramble,
+            self.conn.stream.is_tls(),
+        );
+        self.queue_command(&payload);
         self.conn.flush().await.map_err(|e| e.to_string())?;
         loop {
             let r = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-            match r.payload.first() {
-                Some(0x00) => break,
-                Some(0xFF) => {
-                    self.broken = true;
-                    return Err("backend refused COM_CHANGE_USER".into());
-                }
-                Some(0xFE) => {
-                    let sw =
-                        AuthSwitchRequest::decode(r.payload.clone()).map_err(|e| e.to_string())?;
-                    let name = String::from_utf8_lossy(&sw.plugin_name).into_owned();
-                    self.scramble = sw.scramble().to_vec();
-                    let data = scramble_for(&name, password.as_bytes(), sw.scramble());
-                    self.conn.queue(r.next_seq(), &data);
+            match login.on_packet(r.last_seq, r.payload) {
+                Ok(LoginStep::Done) => break,
+                Ok(LoginStep::Read) => {}
+                Ok(LoginStep::Send(o) | LoginStep::StartTls(o)) => {
+                    self.conn.queue(o.seq, &o.payload);
                     self.conn.flush().await.map_err(|e| e.to_string())?;
                 }
-                Some(0x01) if r.payload.get(1) == Some(&auth::FAST_AUTH_SUCCESS) => {}
-                _ => {
+                Err(e) => {
                     self.broken = true;
-                    return Err("unexpected packet after COM_CHANGE_USER".into());
+                    return Err(format!("COM_CHANGE_USER: {e}"));
                 }
             }
         }
+        self.scramble = login.nonce().to_vec();
         self.vars = None;
         self.schema = None;
         self.schema_unknown = false;
@@ -396,47 +313,55 @@ impl BackendConn {
         payload.extend_from_slice(sql.as_bytes());
         self.queue_command(&payload);
         self.conn.flush().await.map_err(|e| e.to_string())?;
-        let first = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-        match first.payload.first() {
-            Some(0x00) => return Ok((Vec::new(), Vec::new())),
-            Some(0xFF) => {
-                let e =
-                    codec::mysql::ErrPacket::decode(first.payload).map_err(|e| e.to_string())?;
-                return Err(String::from_utf8_lossy(&e.message).into_owned());
-            }
-            _ => {}
+        let mut sink = TextRows::default();
+        let reply = self.read_buffered(&mut sink).await?;
+        match reply {
+            Buffered::Ok(_) | Buffered::Rows => Ok((sink.names, sink.rows)),
+            Buffered::Err(e) => Err(String::from_utf8_lossy(&e.message).into_owned()),
         }
-        let n = codec::mysql::resultset::decode_column_count(first.payload)
-            .map_err(|e| e.to_string())? as usize;
-        let mut cols = Vec::with_capacity(n);
-        for _ in 0..n {
-            let p = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-            let c = codec::mysql::ColumnDefinition::decode(p.payload).map_err(|e| e.to_string())?;
-            cols.push(String::from_utf8_lossy(&c.name).into_owned());
-        }
-        let _eof = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-        let mut rows = Vec::new();
+    }
+
+    /// Reads the reply to one COM_QUERY through the reply tracker, handing each column
+    /// definition and each row (with the column count) to `sink` as it arrives. Used where
+    /// a reply is consumed rather than forwarded (health checks, shard units). A second result
+    /// (multi-statement), a LOCAL INFILE request or a malformed packet is an error, and so is an
+    /// error of a callback; after any error the connection is in an unknown state.
+    pub(crate) async fn read_buffered(
+        &mut self,
+        sink: &mut dyn ResultSink,
+    ) -> Result<Buffered, String> {
+        let mut tracker = ReplyTracker::for_kind(RespKind::ResultSet, BACKEND_CAPS);
+        let mut columns = 0usize;
+        let mut eofs = 0u8;
         loop {
             let p = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-            match p.payload.first() {
-                Some(0xFE) if p.payload.len() < 9 => {
-                    if u16_at(&p.payload, 3) & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                        return Err("unexpected multi-result".into());
-                    }
-                    break;
+            let fed = tracker.advance(&p.payload).map_err(|e| e.to_string())?;
+            let more = fed.step == Step::More;
+            match fed.seen {
+                Seen::ColumnCount(n) if columns == 0 => columns = n as usize,
+                Seen::Definition => sink.column(p.payload)?,
+                Seen::Row => sink.row(p.payload, columns)?,
+                // The EOF after the definitions, then the one after the rows.
+                Seen::Eof { .. } if eofs == 0 => eofs = 1,
+                Seen::Eof { .. } | Seen::Ok(_) if more => {
+                    return Err("unexpected multi-result".into());
                 }
-                Some(0xFF) => return Err("error in result".into()),
-                _ => {}
+                Seen::Eof { .. } => return Ok(Buffered::Rows),
+                Seen::Ok(ok) => return Ok(Buffered::Ok(ok)),
+                Seen::Err { .. } => {
+                    return codec::mysql::ErrPacket::decode(p.payload)
+                        .map(Buffered::Err)
+                        .map_err(|e| e.to_string());
+                }
+                Seen::LocalInfile => return Err("asked for a LOCAL INFILE".into()),
+                Seen::ColumnCount(_) | Seen::PrepareOk { .. } | Seen::Other => {
+                    return Err("unexpected packet in a query reply".into());
+                }
             }
-            let row = codec::mysql::TextRow::decode(p.payload, n).map_err(|e| e.to_string())?;
-            rows.push(
-                row.cells
-                    .into_iter()
-                    .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                    .collect(),
-            );
+            if !more {
+                return Ok(Buffered::Rows);
+            }
         }
-        Ok((cols, rows))
     }
 
     /// Reads one response, copying it to `client` when given (rewriting a prepare-OK's statement id to
@@ -450,161 +375,54 @@ impl BackendConn {
         max_bytes: u64,
     ) -> Result<Outcome, ProxyError> {
         let mut out = Outcome::default();
-        let mut st = match kind {
-            RespKind::ResultSet | RespKind::Single => St::First,
-            RespKind::Prepare => St::First,
-            RespKind::FieldList => St::FieldList,
-            RespKind::Fetch => St::Rows,
-        };
+        let mut tracker = ReplyTracker::for_kind(kind, BACKEND_CAPS);
         loop {
             let total = match self.conn.peek_raw().await {
                 Ok(n) => n,
                 Err(e) => return Err(ProxyError::lost(&self.server, e)),
             };
             let raw = &self.conn.rbuf[..total];
-            let p = &raw[4..];
-            let h = p.first().copied().unwrap_or(0);
-            let is_eof = h == 0xFE && p.len() < 9;
             let seq = raw[3];
-            let mut rewrite = false;
-            st = match (st, kind) {
-                (St::First, RespKind::Single) => {
-                    if h == 0xFF {
-                        out.err = Some(u16_at(p, 1));
-                        out.err_payload = Some(Bytes::copy_from_slice(p));
-                    } else if h == 0x00 {
-                        let (a, id, s) = parse_ok(p);
-                        out.affected = a;
-                        out.last_insert_id = id;
-                        out.status = s;
-                    }
-                    St::Done
+            let fed = match tracker.advance(&raw[4..]) {
+                Ok(fed) => fed,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(ProxyError::lost(&self.server, ConnError::Protocol(e)));
                 }
-                (St::First, RespKind::Prepare) => {
-                    if h == 0xFF {
-                        out.err = Some(u16_at(p, 1));
-                        out.err_payload = Some(Bytes::copy_from_slice(p));
-                        St::Done
-                    } else {
-                        let id = u32::from_le_bytes([
-                            p.get(1).copied().unwrap_or(0),
-                            p.get(2).copied().unwrap_or(0),
-                            p.get(3).copied().unwrap_or(0),
-                            p.get(4).copied().unwrap_or(0),
-                        ]);
-                        let cols = u16_at(p, 5);
-                        let params = u16_at(p, 7);
-                        out.prepared = Some((id, cols, params));
-                        rewrite = client_stmt_id.is_some();
-                        if params > 0 {
-                            St::PrepParams(params, cols)
-                        } else if cols > 0 {
-                            St::PrepCols(cols)
-                        } else {
-                            St::Done
-                        }
-                    }
-                }
-                (St::First, _) => match h {
-                    0x00 => {
-                        let (a, id, s) = parse_ok(p);
-                        out.affected = a;
-                        if id != 0 {
-                            out.last_insert_id = id;
-                        }
-                        out.status = s;
-                        if s & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                            St::First
-                        } else {
-                            St::Done
-                        }
-                    }
-                    0xFF => {
-                        out.err = Some(u16_at(p, 1));
-                        out.err_payload = Some(Bytes::copy_from_slice(p));
-                        St::Done
-                    }
-                    0xFB => {
-                        return Err(ProxyError::lost(
-                            &self.server,
-                            ConnError::Protocol(codec::mysql::MysqlError::Malformed(
-                                "backend asked for a LOCAL INFILE".into(),
-                            )),
-                        ));
-                    }
-                    _ => {
-                        let mut pos = 0;
-                        St::Cols(lenenc(p, &mut pos))
-                    }
-                },
-                (St::Cols(n), _) => {
-                    if n <= 1 {
-                        St::ColsEof
-                    } else {
-                        St::Cols(n - 1)
-                    }
-                }
-                (St::ColsEof, _) => {
-                    let s = u16_at(p, 3);
-                    out.status = s;
-                    if s & status::SERVER_STATUS_CURSOR_EXISTS != 0 {
-                        St::Done
-                    } else {
-                        St::Rows
-                    }
-                }
-                (St::Rows, _) => {
-                    if is_eof {
-                        let s = u16_at(p, 3);
-                        out.status = s;
-                        if s & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                            St::First
-                        } else {
-                            St::Done
-                        }
-                    } else if h == 0xFF {
-                        out.err = Some(u16_at(p, 1));
-                        out.err_payload = Some(Bytes::copy_from_slice(p));
-                        St::Done
-                    } else {
-                        out.rows += 1;
-                        St::Rows
-                    }
-                }
-                (St::PrepParams(n, c), _) => {
-                    if n <= 1 {
-                        St::PrepParamsEof(c)
-                    } else {
-                        St::PrepParams(n - 1, c)
-                    }
-                }
-                (St::PrepParamsEof(c), _) => {
-                    if c > 0 {
-                        St::PrepCols(c)
-                    } else {
-                        St::Done
-                    }
-                }
-                (St::PrepCols(n), _) => {
-                    if n <= 1 {
-                        St::PrepColsEof
-                    } else {
-                        St::PrepCols(n - 1)
-                    }
-                }
-                (St::PrepColsEof, _) => St::Done,
-                (St::FieldList, _) => {
-                    if is_eof || h == 0xFF {
-                        if h == 0xFF {
-                            out.err = Some(u16_at(p, 1));
-                        }
-                        St::Done
-                    } else {
-                        St::FieldList
-                    }
-                }
-                (St::Done, _) => St::Done,
             };
+            let mut rewrite = false;
+            match fed.seen {
+                Seen::Row => out.rows += 1,
+                Seen::Ok(ok) => {
+                    out.affected = ok.affected_rows;
+                    if ok.last_insert_id != 0 {
+                        out.last_insert_id = ok.last_insert_id;
+                    }
+                    out.status = ok.status;
+                }
+                Seen::Eof { status } => out.status = status,
+                Seen::Err { code } => {
+                    out.err = Some(code);
+                    out.err_payload = Some(Bytes::copy_from_slice(&raw[4..]));
+                }
+                Seen::PrepareOk {
+                    statement_id,
+                    columns,
+                    params,
+                } => {
+                    out.prepared = Some((statement_id, columns, params));
+                    rewrite = client_stmt_id.is_some();
+                }
+                Seen::LocalInfile => {
+                    return Err(ProxyError::lost(
+                        &self.server,
+                        ConnError::Protocol(codec::mysql::MysqlError::Malformed(
+                            "backend asked for a LOCAL INFILE".into(),
+                        )),
+                    ));
+                }
+                Seen::ColumnCount(_) | Seen::Definition | Seen::Other => {}
+            }
             out.bytes += total as u64;
             out.last_seq = seq;
             if let Some(c) = client.as_deref_mut() {
@@ -618,7 +436,7 @@ impl BackendConn {
                 }
             }
             self.conn.consume(total);
-            if matches!(st, St::Done) {
+            if matches!(fed.step, Step::Done(_)) {
                 return Ok(out);
             }
             if out.bytes > max_bytes {
@@ -684,12 +502,18 @@ impl BackendConn {
     }
 }
 
-/// The auth response for `plugin` (native password by default).
-pub fn scramble_for(plugin: &str, password: &[u8], scramble: &[u8]) -> Vec<u8> {
-    match plugin {
-        "caching_sha2_password" => auth::caching_sha2_scramble(password, scramble),
-        "mysql_clear_password" => auth::cleartext_password_payload(password),
-        _ => auth::native_password_scramble(password, scramble),
+/// A backend login failure as the operator reads it (the group's TLS requirement and the
+/// backend account's plugin are named).
+fn login_error(e: LoginError, address: &str) -> String {
+    match e {
+        LoginError::NoTls => {
+            format!("{address} does not offer TLS, and the group's `tls` requires it")
+        }
+        LoginError::FullAuthNeedsTls => "caching_sha2_password full authentication is not \
+                                         supported for backends without TLS; use TLS or \
+                                         mysql_native_password for the backend account"
+            .into(),
+        other => other.to_string(),
     }
 }
 

@@ -429,15 +429,24 @@ impl Conn {
         self.queue(seq, &p)
     }
 
-    /// Queues an OK packet with the given status flags.
+    /// Queues an OK packet with the given status flags (for the capabilities the proxy offers
+    /// clients: no session tracking, so the packet ends after the warning count).
     pub fn queue_ok(&mut self, seq: u8, affected: u64, last_insert_id: u64, status: u16) -> u8 {
         let mut p = BytesMut::with_capacity(16);
-        p.extend_from_slice(&[0]);
-        codec::mysql::wire::put_lenenc_int(&mut p, affected);
-        codec::mysql::wire::put_lenenc_int(&mut p, last_insert_id);
-        p.extend_from_slice(&status.to_le_bytes());
-        p.extend_from_slice(&[0, 0]);
+        codec::mysql::OkPacket {
+            affected_rows: affected,
+            last_insert_id,
+            status,
+            ..Default::default()
+        }
+        .encode(codec::mysql::consts::capability::PROXY_SERVER, &mut p);
         self.queue(seq, &p)
+    }
+
+    /// Queues an EOF packet (no warnings) with the given status flags; clients are not offered
+    /// CLIENT_DEPRECATE_EOF, so this is always the classic 5-byte EOF.
+    pub fn queue_eof(&mut self, seq: u8, status: u16) -> u8 {
+        self.queue(seq, &codec::mysql::eof_payload(status))
     }
 
     /// Writes everything queued.

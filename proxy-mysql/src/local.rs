@@ -36,12 +36,11 @@ pub fn queue_last_insert_id(client: &mut Conn, sql: &str, id: u64, status: u16) 
     p.clear();
     col.encode(&mut p);
     seq = client.queue(seq, &p);
-    let s = status.to_le_bytes();
-    seq = client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+    seq = client.queue_eof(seq, status);
     p.clear();
     codec::mysql::wire::put_lenenc_bytes(&mut p, id.to_string().as_bytes());
     seq = client.queue(seq, &p);
-    client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+    client.queue_eof(seq, status);
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use runtime::{ListenerCtx, ListenerStats, LocalSnapshot};
 
-pub use metrics::{CommandStats, KeySample, ListenerMetrics};
+pub use metrics::{BackendWrites, CommandStats, KeySample, ListenerMetrics};
 pub use session::ClientEntry;
 pub use shared::RedisShared;
 

@@ -56,6 +56,30 @@ pub struct ListenerMetrics {
     pub hot_keys: Vec<KeySample>,
     /// Largest keys seen (request or reply size), biggest first.
     pub big_keys: Vec<KeySample>,
+    /// Backend traffic: how well writes coalesce.
+    pub backend: BackendWrites,
+}
+
+/// Write syscalls on backend connections and the requests they carried (summed over the
+/// listener's backend connections): `requests / writes` is the coalescing factor that pipeline-1
+/// throughput depends on (see `backend.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendWrites {
+    /// `write` calls that sent bytes to a backend (plain TCP; through TLS: flushes).
+    pub writes: u64,
+    /// Requests queued to backends (each expects one reply; the connection handshake included).
+    pub requests: u64,
+}
+
+impl BackendWrites {
+    /// Requests per backend write (0 when nothing was written).
+    pub fn requests_per_write(&self) -> f64 {
+        if self.writes == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.writes as f64
+        }
+    }
 }
 
 /// Hashes a `&'static str` key by its address (command names are unique statics): one multiply
@@ -136,6 +160,7 @@ struct Published {
     stats: StatMap,
     hot: TopK,
     big: TopK,
+    backend: BackendWrites,
 }
 
 /// Per-listener sums: command stats, hot-key hits, big-key sizes.
@@ -160,6 +185,7 @@ pub struct CoreMetrics {
     hot: RefCell<TopK>,
     big: RefCell<TopK>,
     tick: Cell<u32>,
+    backend: Cell<BackendWrites>,
     shared: Arc<Mutex<Published>>,
     /// The listener's counters of this core (error replies are counted there too).
     listener: Option<Arc<runtime::ListenerStats>>,
@@ -182,6 +208,7 @@ impl CoreMetrics {
             hot: RefCell::default(),
             big: RefCell::default(),
             tick: Cell::new(0x9e37_79b9),
+            backend: Cell::default(),
             shared,
             listener: None,
         }
@@ -209,6 +236,22 @@ impl CoreMetrics {
         if let Some(h) = s.hist.get_mut(b) {
             *h += 1;
         }
+    }
+
+    /// Counts `n` requests queued to a backend connection.
+    #[inline]
+    pub fn backend_requests(&self, n: u64) {
+        let mut b = self.backend.get();
+        b.requests += n;
+        self.backend.set(b);
+    }
+
+    /// Counts `n` write calls to a backend connection.
+    #[inline]
+    pub fn backend_writes(&self, n: u64) {
+        let mut b = self.backend.get();
+        b.writes += n;
+        self.backend.set(b);
     }
 
     /// Counts an error reply the proxy made for `cmd` (server ejected, offline, unavailable, timed
@@ -248,6 +291,7 @@ impl CoreMetrics {
         p.stats.clone_from(&self.stats.borrow());
         p.hot.clone_from(&self.hot.borrow());
         p.big.clone_from(&self.big.borrow());
+        p.backend = self.backend.get();
     }
 }
 
@@ -257,12 +301,16 @@ pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
     let mut out: Vec<ListenerMetrics> = Vec::new();
     let mut by_listener: HashMap<String, Acc> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
+    let mut backend: HashMap<String, BackendWrites> = HashMap::new();
     for e in entries.iter() {
         let p = e.data.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let acc = by_listener.entry(e.listener.clone()).or_insert_with(|| {
             order.push(e.listener.clone());
             Default::default()
         });
+        let b = backend.entry(e.listener.clone()).or_default();
+        b.writes += p.backend.writes;
+        b.requests += p.backend.requests;
         for (name, s) in p.stats {
             let t = acc.0.entry(name.0).or_default();
             t.calls += s.calls;
@@ -308,6 +356,7 @@ pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
             v
         };
         out.push(ListenerMetrics {
+            backend: backend.get(&name).copied().unwrap_or_default(),
             listener: name,
             commands,
             hot_keys: top(hot),
@@ -340,6 +389,10 @@ mod tests {
         m.reply("get", Duration::from_micros(3), 10, false);
         m.reply("get", Duration::from_micros(100), 10, true);
         m.big_reply(b"big", BIG_KEY_BYTES + 1);
+        m.backend_requests(3);
+        m.backend_writes(1);
+        m.backend_requests(1);
+        m.backend_writes(1);
         m.publish();
         let all = snapshot(&registry);
         let l = all
@@ -354,5 +407,14 @@ mod tests {
         assert_eq!((get.calls, get.errors, get.reply_bytes), (2, 1, 20));
         assert_eq!(get.latency_us.iter().sum::<u64>(), 2);
         assert_eq!(l.big_keys.first().map(|k| k.key.as_str()), Some("big"));
+        assert_eq!(
+            l.backend,
+            BackendWrites {
+                writes: 2,
+                requests: 4
+            }
+        );
+        assert_eq!(l.backend.requests_per_write(), 2.0);
+        assert_eq!(BackendWrites::default().requests_per_write(), 0.0);
     }
 }

@@ -308,6 +308,15 @@ impl ServerProcess {
         self.require_running()?;
         self.signal(libc::SIGSTOP);
         self.paused = true;
+        // SIGSTOP is delivered asynchronously: a thread may still finish the request in hand after
+        // kill() returns. Wait until every thread of the process shows as stopped, so a test that
+        // pauses a server and then expects nothing to be answered is not racing the signal.
+        if let Some(pid) = self.pid() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !all_threads_stopped(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         Ok(())
     }
 
@@ -442,4 +451,22 @@ pub(crate) fn start_parallel<T: Send>(
             .collect()
     });
     results.into_iter().collect()
+}
+
+/// Whether every thread of process `pid` is stopped (state `T`/`t` in `/proc/PID/task/*/stat`).
+/// True when the process is gone or `/proc` cannot be read (nothing left to wait for).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            return true; // the thread exited
+        };
+        // The state follows the command name in parentheses, which may itself hold spaces.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        matches!(state, Some('T' | 't') | None)
+    })
 }

@@ -4,6 +4,7 @@ pub mod gen_mysql;
 pub mod gen_redis;
 pub mod histogram;
 pub mod mysql_client;
+pub mod open_loop;
 pub mod redis_benchmark;
 pub mod sysbench;
 

@@ -1,13 +1,17 @@
-//! A minimal synchronous MySQL client for the harness's own loads: handshake (native and
-//! caching_sha2 fast path) and `COM_QUERY` with text result sets. Wire structs come from `codec`.
+//! A minimal synchronous MySQL client for the harness's own loads: handshake (codec's
+//! `ClientLogin`: native, caching_sha2 fast path) and `COM_QUERY` with text result sets (ends found
+//! by codec's `ReplyTracker`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use codec::mysql::consts::capability::*;
-use codec::mysql::{AuthSwitchRequest, ErrPacket, HandshakeResponse41, HandshakeV10, auth};
+use codec::mysql::reply::Step;
+use codec::mysql::{
+    ClientLogin, ErrPacket, LoginConfig, LoginError, LoginStep, ReplyKind, ReplyTracker, Seen,
+};
 
 /// A text value of a result row (`None` = SQL NULL).
 pub type Cell = Option<Vec<u8>>;
@@ -17,6 +21,8 @@ pub type Cell = Option<Vec<u8>>;
 pub struct MyConn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The negotiated capabilities (how replies are shaped).
+    caps: u32,
 }
 
 /// A query failed: connection or protocol problem, or an ERR packet from the server.
@@ -58,17 +64,6 @@ fn err_text(payload: &[u8]) -> MyError {
     }
 }
 
-fn scramble_for(plugin: &[u8], password: &str, nonce: &[u8]) -> Vec<u8> {
-    if password.is_empty() {
-        return Vec::new();
-    }
-    if plugin == b"caching_sha2_password" {
-        auth::caching_sha2_scramble(password.as_bytes(), nonce)
-    } else {
-        auth::native_password_scramble(password.as_bytes(), nonce)
-    }
-}
-
 impl MyConn {
     /// Connects and logs in as `user`, optionally selecting `db`.
     pub fn connect(
@@ -83,61 +78,42 @@ impl MyConn {
         let mut c = MyConn {
             stream,
             buf: Vec::with_capacity(4096),
+            caps: 0,
         };
-        let (_, greeting) = c.read_packet()?;
-        if greeting.first() == Some(&0xff) {
-            return Err(err_text(&greeting));
-        }
-        let hs = HandshakeV10::decode(Bytes::from(greeting))
-            .map_err(|e| MyError::Protocol(e.to_string()))?;
-        let mut plugin = hs.auth_plugin_name.to_vec();
-        if plugin.is_empty() {
-            plugin = b"mysql_native_password".to_vec();
-        }
-        let mut caps = CLIENT_LONG_PASSWORD
+        let caps = CLIENT_LONG_PASSWORD
             | CLIENT_PROTOCOL_41
             | CLIENT_SECURE_CONNECTION
             | CLIENT_PLUGIN_AUTH
             | CLIENT_TRANSACTIONS
             | CLIENT_MULTI_RESULTS;
-        if db.is_some() {
-            caps |= CLIENT_CONNECT_WITH_DB;
-        }
-        let resp = HandshakeResponse41 {
-            capabilities: caps & hs.capabilities | CLIENT_PROTOCOL_41,
-            max_packet_size: 16 * 1024 * 1024,
+        let mut login = ClientLogin::new(LoginConfig {
+            user: user.to_string(),
+            password: password.as_bytes().to_vec(),
+            database: db.map(String::from),
+            capabilities: caps,
             charset: 45,
-            mariadb_capabilities: 0,
-            username: Bytes::copy_from_slice(user.as_bytes()),
-            auth_response: Bytes::from(scramble_for(&plugin, password, hs.scramble())),
-            database: db.map(|d| Bytes::copy_from_slice(d.as_bytes())),
-            auth_plugin_name: Some(Bytes::from(plugin)),
-            connect_attrs: Vec::new(),
-        };
-        let mut out = BytesMut::new();
-        resp.encode(&mut out);
-        c.write_packet(1, &out)?;
+            max_packet_size: 16 * 1024 * 1024,
+            tls: false,
+        });
         loop {
             let (seq, p) = c.read_packet()?;
-            match p.first() {
-                Some(0x00) => return Ok(c),
-                Some(0xff) => return Err(err_text(&p)),
-                Some(0xfe) => {
-                    let sw = AuthSwitchRequest::decode(Bytes::from(p))
-                        .map_err(|e| MyError::Protocol(e.to_string()))?;
-                    let data = scramble_for(&sw.plugin_name, password, sw.scramble());
-                    c.write_packet(seq.wrapping_add(1), &data)?;
-                }
-                // caching_sha2 fast-auth success (0x01 0x03): the OK follows.
-                Some(0x01) if p.get(1) == Some(&0x03) => {}
-                Some(0x01) => {
-                    return Err(MyError::Protocol(
-                        "server asked for full caching_sha2 authentication (needs TLS)".into(),
-                    ));
-                }
-                _ => return Err(MyError::Protocol("unexpected packet during login".into())),
+            let step = login.on_packet(seq, Bytes::from(p)).map_err(|e| match e {
+                LoginError::Refused(err) => MyError::Server(format!(
+                    "{} ({}): {}",
+                    err.code,
+                    err.sql_state_str(),
+                    String::from_utf8_lossy(&err.message)
+                )),
+                other => MyError::Protocol(other.to_string()),
+            })?;
+            match step {
+                LoginStep::Done => break,
+                LoginStep::Read => {}
+                LoginStep::Send(o) | LoginStep::StartTls(o) => c.write_packet(o.seq, &o.payload)?,
             }
         }
+        c.caps = login.capabilities();
+        Ok(c)
     }
 
     fn read_packet(&mut self) -> Result<(u8, Vec<u8>), MyError> {
@@ -169,26 +145,27 @@ impl MyConn {
 
     /// Reads the answer to a sent query: its rows (empty for statements without a result set).
     pub fn read_result(&mut self) -> Result<Vec<Vec<Cell>>, MyError> {
-        let (_, first) = self.read_packet()?;
-        match first.first() {
-            Some(0x00) => return Ok(Vec::new()),
-            Some(0xff) => return Err(err_text(&first)),
-            _ => {}
-        }
-        let (columns, _) =
-            lenenc(&first, 0).ok_or_else(|| MyError::Protocol("bad column count".into()))?;
-        for _ in 0..columns {
-            self.read_packet()?;
-        }
-        // EOF after the column definitions (CLIENT_DEPRECATE_EOF is not requested).
-        self.read_packet()?;
+        let mut tracker = ReplyTracker::for_kind(ReplyKind::ResultSet, self.caps);
+        let mut columns = 0;
         let mut rows = Vec::new();
         loop {
             let (_, p) = self.read_packet()?;
-            match p.first() {
-                Some(0xfe) if p.len() < 9 => return Ok(rows),
-                Some(0xff) => return Err(err_text(&p)),
-                _ => rows.push(parse_text_row(&p, columns as usize)?),
+            let fed = tracker
+                .advance(&p)
+                .map_err(|e| MyError::Protocol(e.to_string()))?;
+            match fed.seen {
+                Seen::Err { .. } => return Err(err_text(&p)),
+                Seen::ColumnCount(n) => columns = n as usize,
+                Seen::Row => rows.push(parse_text_row(&p, columns)?),
+                Seen::LocalInfile => {
+                    return Err(MyError::Protocol(
+                        "the server asked for a local file".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if fed.step != Step::More {
+                return Ok(rows);
             }
         }
     }

@@ -88,6 +88,34 @@ pub mod capability {
         | CLIENT_CONNECT_ATTRS
         | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | CLIENT_SESSION_TRACK;
+
+    /// What the proxy offers its clients. No CLIENT_DEPRECATE_EOF, CLIENT_SESSION_TRACK or
+    /// CLIENT_LOCAL_FILES: replies are forwarded verbatim from backends, which are asked for
+    /// [`PROXY_BACKEND`], so clients must expect exactly what backends send under it.
+    pub const PROXY_SERVER: u32 = CLIENT_LONG_PASSWORD
+        | CLIENT_LONG_FLAG
+        | CLIENT_CONNECT_WITH_DB
+        | CLIENT_PROTOCOL_41
+        | CLIENT_TRANSACTIONS
+        | CLIENT_SECURE_CONNECTION
+        | CLIENT_MULTI_STATEMENTS
+        | CLIENT_MULTI_RESULTS
+        | CLIENT_PS_MULTI_RESULTS
+        | CLIENT_PLUGIN_AUTH
+        | CLIENT_CONNECT_ATTRS
+        | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+    /// What the proxy asks of its backends: what it offers clients less the login-only flags
+    /// (the schema is selected with COM_INIT_DB, no connection attributes are sent).
+    pub const PROXY_BACKEND: u32 = PROXY_SERVER & !(CLIENT_CONNECT_WITH_DB | CLIENT_CONNECT_ATTRS);
+
+    // Forwarding verbatim needs both sides to agree on the reply format.
+    const _: () = assert!(
+        PROXY_SERVER & (CLIENT_DEPRECATE_EOF | CLIENT_SESSION_TRACK | CLIENT_LOCAL_FILES) == 0
+    );
+    const _: () = assert!(
+        PROXY_BACKEND == PROXY_BACKEND & PROXY_SERVER && PROXY_BACKEND & CLIENT_PROTOCOL_41 != 0
+    );
 }
 
 /// Server status flags (`SERVER_*`), carried by OK and EOF packets.

@@ -6,7 +6,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::command::ParamType;
 use super::consts::capability::{CLIENT_DEPRECATE_EOF, DEFAULT_CLIENT};
-use super::reply::ReplyTracker;
+use super::login::{ClientLogin, LoginConfig, LoginStep};
+use super::reply::{ReplyTracker, Step};
+use super::response::OkRef;
 use super::{
     AuthMoreData, AuthSwitchRequest, BinaryRow, ClientHandshake, ColumnDefinition, Command,
     EofPacket, ErrPacket, HandshakeV10, OkPacket, PacketDecoder, StmtExecute, StmtPrepareOk,
@@ -92,6 +94,38 @@ pub fn handshake(data: &[u8]) -> Result<(), Violation> {
     }
     let _ = AuthSwitchRequest::decode(payload.clone());
     let _ = AuthMoreData::decode(payload);
+    // The client login fed the input as a series of server packets (7-byte chunks after the
+    // first, which is offered whole as the greeting): never a panic, and never "done" without
+    // an OK having been fed.
+    let tls = data.first().is_some_and(|b| b & 1 == 1);
+    let mut login = ClientLogin::new(LoginConfig {
+        user: "u".into(),
+        password: b"pw".to_vec(),
+        database: None,
+        capabilities: DEFAULT_CLIENT,
+        charset: 45,
+        max_packet_size: 1 << 24,
+        tls,
+    });
+    let mut seq = 0u8;
+    for p in std::iter::once(data).chain(data.chunks(7)) {
+        match login.on_packet(seq, Bytes::copy_from_slice(p)) {
+            Ok(LoginStep::StartTls(_)) => {
+                if login.tls_started().is_err() {
+                    return Err("tls_started refused right after StartTls".into());
+                }
+            }
+            Ok(LoginStep::Done) => {
+                if p.first() != Some(&0) {
+                    return Err("login done without an OK".into());
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        seq = seq.wrapping_add(2);
+    }
     Ok(())
 }
 
@@ -107,6 +141,37 @@ pub fn resultset(data: &[u8]) -> Result<(), Violation> {
     } else {
         DEFAULT_CLIENT | CLIENT_DEPRECATE_EOF
     };
+    // The borrowed and the owned OK parsers accept the same packets with the same fields.
+    match (
+        OkRef::parse(rest, caps),
+        OkPacket::decode(payload.clone(), caps),
+    ) {
+        (Ok(r), Ok(o)) => {
+            let same = (
+                r.affected_rows,
+                r.last_insert_id,
+                r.status,
+                r.warnings,
+                r.info,
+            ) == (
+                o.affected_rows,
+                o.last_insert_id,
+                o.status,
+                o.warnings,
+                &o.info[..],
+            );
+            if !same || r.session_state != o.session_state.as_deref() {
+                return Err(format!("OkRef {r:?} != OkPacket {o:?}"));
+            }
+            for e in r.session_entries() {
+                if e.is_err() {
+                    break;
+                }
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => return Err(format!("OK parsers disagree: {a:?} vs {b:?}")),
+    }
     if let Ok(ok) = OkPacket::decode(payload.clone(), caps) {
         let mut out = BytesMut::new();
         ok.encode(caps, &mut out);
@@ -166,8 +231,15 @@ pub fn resultset(data: &[u8]) -> Result<(), Violation> {
     }
     let mut tracker = ReplyTracker::new(selector & 0x1F, caps);
     for chunk in rest.chunks(7) {
-        if tracker.is_finished() || tracker.feed(chunk).is_err() {
+        if tracker.is_finished() {
             break;
+        }
+        match tracker.advance(chunk) {
+            Ok(fed) if matches!(fed.step, Step::Done(_)) != tracker.is_finished() => {
+                return Err("step and is_finished disagree".into());
+            }
+            Ok(_) => {}
+            Err(_) => break,
         }
     }
     Ok(())

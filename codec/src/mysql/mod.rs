@@ -2,7 +2,8 @@
 //!
 //! Layout: [`packet`] frames payloads (sequence ids, 16 MiB splitting, size cap); [`wire`] holds the
 //! bounds-checked reader and the length-encoded helpers every other module uses; [`consts`] the
-//! protocol constants; [`handshake`] and [`auth`] the connection phase; [`command`] the `COM_*`
+//! protocol constants; [`handshake`] and [`auth`] the connection phase's packets and scrambles,
+//! [`login`] the client side of it as one sans-IO state machine; [`command`] the `COM_*`
 //! requests; [`response`] OK/ERR/EOF; [`reply`] finds where a reply ends; [`resultset`] column
 //! definitions, prepare-OK and rows;
 //! [`value`] typed values and the ORDER BY comparison; [`collation`] how strings compare and group.
@@ -15,6 +16,7 @@ pub mod fuzzing;
 mod general_ci_table;
 pub mod handshake;
 mod latin1_table;
+pub mod login;
 pub mod packet;
 pub mod reply;
 pub mod response;
@@ -28,8 +30,10 @@ pub use command::{ChangeUser, Command, ExecuteParams, StmtExecute};
 pub use handshake::{
     AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41, HandshakeV10, SslRequest,
 };
+pub use login::{ClientLogin, LoginConfig, LoginError, LoginStep, Outgoing};
 pub use packet::{MAX_FRAGMENT, Packet, PacketDecoder, encode_packet};
-pub use response::{EofPacket, ErrPacket, OkPacket};
+pub use reply::{Fed, OkSummary, ReplyKind, ReplyTracker, Seen};
+pub use response::{EofPacket, ErrPacket, OkPacket, OkRef, end_of_rows, eof_payload};
 pub use resultset::{BinaryRow, ColumnDefinition, StmtPrepareOk, TextRow};
 pub use value::{Date, DateTime, Time, Value, compare_values};
 

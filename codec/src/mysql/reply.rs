@@ -4,14 +4,46 @@
 
 use super::consts::capability::CLIENT_DEPRECATE_EOF;
 use super::consts::{com, status};
+use super::response::OkRef;
 use super::response::{EOF_HEADER, ERR_HEADER, OK_HEADER, is_end_of_rows};
-use super::wire::Reader;
-use super::{MysqlError, OkPacket, Result};
+use super::wire::lenenc_int_at;
+use super::{MysqlError, Result};
 
 /// Whether the server answers command `code` at all (COM_QUIT, COM_STMT_CLOSE and
 /// COM_STMT_SEND_LONG_DATA get no reply).
 pub fn expects_reply(code: u8) -> bool {
     !matches!(code, com::QUIT | com::STMT_CLOSE | com::STMT_SEND_LONG_DATA)
+}
+
+/// What kind of reply a command gets: the shape the tracker starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// OK, ERR, LOCAL INFILE request, or result sets (several with SERVER_MORE_RESULTS_EXISTS):
+    /// COM_QUERY, COM_STMT_EXECUTE and most others.
+    ResultSet,
+    /// COM_STMT_PREPARE: PREPARE_OK, parameter and column definitions; or ERR.
+    Prepare,
+    /// COM_FIELD_LIST: column definitions up to EOF; or ERR.
+    FieldList,
+    /// COM_STMT_FETCH: rows up to EOF; or ERR.
+    Fetch,
+    /// Exactly one packet of any shape (COM_STATISTICS' text, or an OK/ERR whose status is not
+    /// followed: COM_PING, COM_INIT_DB, COM_RESET_CONNECTION).
+    Single,
+}
+
+impl ReplyKind {
+    /// The reply kind of command `code` (`None` for commands without a reply).
+    pub fn of(code: u8) -> Option<ReplyKind> {
+        Some(match code {
+            _ if !expects_reply(code) => return None,
+            com::STMT_PREPARE => ReplyKind::Prepare,
+            com::STATISTICS => ReplyKind::Single,
+            com::FIELD_LIST => ReplyKind::FieldList,
+            com::STMT_FETCH => ReplyKind::Fetch,
+            _ => ReplyKind::ResultSet,
+        })
+    }
 }
 
 /// What a fed packet meant.
@@ -38,6 +70,65 @@ pub enum ReplyEnd {
     LocalInfile,
 }
 
+/// The numbers of an OK packet (see [`OkRef`] for its strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OkSummary {
+    /// Affected (or found) rows.
+    pub affected_rows: u64,
+    /// Last insert id.
+    pub last_insert_id: u64,
+    /// Server status flags.
+    pub status: u16,
+    /// Warning count.
+    pub warnings: u16,
+}
+
+/// What one reply packet was, as far as the tracker read it (rows and definitions are not
+/// decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// An OK packet; also the 0xFE OK that ends rows under CLIENT_DEPRECATE_EOF.
+    Ok(OkSummary),
+    /// An ERR packet with its error code (0 when the packet is too short to carry one).
+    Err {
+        /// The error code.
+        code: u16,
+    },
+    /// A classic EOF after definitions or rows.
+    Eof {
+        /// Its status flags (0 for a pre-4.1 EOF without them).
+        status: u16,
+    },
+    /// The column count that opens a result set.
+    ColumnCount(u32),
+    /// A column or parameter definition.
+    Definition,
+    /// A text or binary row.
+    Row,
+    /// COM_STMT_PREPARE_OK.
+    PrepareOk {
+        /// The server's statement id.
+        statement_id: u32,
+        /// Result columns.
+        columns: u16,
+        /// Parameters.
+        params: u16,
+    },
+    /// A LOCAL INFILE request (header 0xFB).
+    LocalInfile,
+    /// Another single packet (COM_STATISTICS' text).
+    Other,
+}
+
+/// A fed packet: what it was and whether the reply goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// What the packet was.
+    pub seen: Seen,
+    /// Whether the reply is complete.
+    pub step: Step,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Expecting the first packet of a (next) reply to a generic command.
@@ -50,7 +141,7 @@ enum State {
     DefsEof { then: After },
     /// Reading rows until the end marker.
     Rows,
-    /// A single packet of any shape (COM_STATISTICS).
+    /// A single packet of any shape.
     AnyOne,
     /// Column definitions until EOF (COM_FIELD_LIST).
     FieldList,
@@ -68,7 +159,10 @@ enum After {
     Rows,
 }
 
-/// Tracks one reply to one command.
+/// Tracks one reply to one command: incremental (one payload at a time, any split across reads
+/// is the caller's framing) and zero-copy (payloads are borrowed, nothing is allocated). The one
+/// place that knows where a reply ends: the proxy's forwarding, the shard executor's buffered
+/// reads and the codec's own tests all feed it.
 #[derive(Debug, Clone)]
 pub struct ReplyTracker {
     state: State,
@@ -80,13 +174,25 @@ impl ReplyTracker {
     /// A tracker for the reply to command `code` on a connection with `capabilities`. Commands
     /// without a reply ([`expects_reply`] is false) start finished.
     pub fn new(code: u8, capabilities: u32) -> Self {
-        let state = match code {
-            _ if !expects_reply(code) => State::Finished,
-            com::STMT_PREPARE => State::PrepareStart,
-            com::STATISTICS => State::AnyOne,
-            com::FIELD_LIST => State::FieldList,
-            com::STMT_FETCH => State::Rows,
-            _ => State::Start,
+        match ReplyKind::of(code) {
+            Some(kind) => ReplyTracker::for_kind(kind, capabilities),
+            None => ReplyTracker {
+                state: State::Finished,
+                deprecate_eof: capabilities & CLIENT_DEPRECATE_EOF != 0,
+                capabilities,
+            },
+        }
+    }
+
+    /// A tracker for a reply of `kind` on a connection with `capabilities`.
+    #[inline]
+    pub fn for_kind(kind: ReplyKind, capabilities: u32) -> Self {
+        let state = match kind {
+            ReplyKind::ResultSet => State::Start,
+            ReplyKind::Prepare => State::PrepareStart,
+            ReplyKind::FieldList => State::FieldList,
+            ReplyKind::Fetch => State::Rows,
+            ReplyKind::Single => State::AnyOne,
         };
         ReplyTracker {
             state,
@@ -100,44 +206,75 @@ impl ReplyTracker {
         self.state == State::Finished
     }
 
-    /// Feeds the next reply payload.
+    /// Feeds the next reply payload; says whether the reply goes on.
+    #[inline]
     pub fn feed(&mut self, payload: &[u8]) -> Result<Step> {
+        self.advance(payload).map(|f| f.step)
+    }
+
+    /// Feeds the next reply payload; says what it was and whether the reply goes on.
+    /// Always inlined: it runs for every packet the proxy forwards, and inlined into the caller's
+    /// loop its result is consumed in registers. Measured with callgrind (bench `sharding
+    /// --callgrind`): as a call it cost ~350 instructions per point select (+3.5 %); a plain
+    /// `#[inline]` was not taken inside `BackendConn::forward`'s large async body.
+    #[inline(always)]
+    pub fn advance(&mut self, payload: &[u8]) -> Result<Fed> {
         let first = *payload
             .first()
             .ok_or(MysqlError::Truncated("reply packet"))?;
-        let step = match self.state {
+        let fed = match self.state {
             State::Finished => {
                 return Err(MysqlError::Malformed(
                     "packet after the end of a reply".into(),
                 ));
             }
-            State::AnyOne => self.done(ReplyEnd::Ok { status: 0 }),
-            State::Start => match first {
-                ERR_HEADER => self.done(ReplyEnd::Err),
+            State::AnyOne => match first {
+                ERR_HEADER => self.err(payload),
                 OK_HEADER => {
-                    let status = self.ok_status(payload)?;
-                    self.after_status(status)
+                    let ok = self.ok(payload)?;
+                    let step = self.done(ReplyEnd::Ok { status: ok.status });
+                    fed(Seen::Ok(ok), step)
                 }
-                0xFB => self.done(ReplyEnd::LocalInfile),
+                _ => fed(Seen::Other, self.done(ReplyEnd::Ok { status: 0 })),
+            },
+            State::Start => match first {
+                ERR_HEADER => self.err(payload),
+                OK_HEADER => {
+                    let ok = self.ok(payload)?;
+                    fed(Seen::Ok(ok), self.after_status(ok.status))
+                }
+                0xFB => fed(Seen::LocalInfile, self.done(ReplyEnd::LocalInfile)),
                 _ => {
-                    let mut r = Reader::new(bytes::Bytes::copy_from_slice(
-                        &payload[..payload.len().min(9)],
-                    ));
-                    let n = r.lenenc_int("column count")?;
-                    let n =
-                        u32::try_from(n).map_err(|_| MysqlError::InvalidValue("column count"))?;
-                    if n == 0 {
-                        return Err(MysqlError::InvalidValue("column count"));
-                    }
-                    self.start_block(n, After::Rows)
+                    let mut pos = 0;
+                    // A byte may follow the count (MariaDB's metadata-follows flag with
+                    // MARIADB_CLIENT_CACHE_METADATA): only the count is read.
+                    let n = lenenc_int_at(payload, &mut pos, "column count")?;
+                    let n = u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n != 0)
+                        .ok_or(MysqlError::InvalidValue("column count"))?;
+                    fed(Seen::ColumnCount(n), self.start_block(n, After::Rows))
                 }
             },
             State::PrepareStart => match first {
-                ERR_HEADER => self.done(ReplyEnd::Err),
+                ERR_HEADER => self.err(payload),
                 OK_HEADER if payload.len() >= 9 => {
-                    let columns = u32::from(u16::from_le_bytes([payload[5], payload[6]]));
-                    let params = u32::from(u16::from_le_bytes([payload[7], payload[8]]));
-                    self.start_block(params, After::PrepareColumns { columns })
+                    let statement_id =
+                        u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    let columns = u16::from_le_bytes([payload[5], payload[6]]);
+                    let params = u16::from_le_bytes([payload[7], payload[8]]);
+                    let step = self.start_block(
+                        u32::from(params),
+                        After::PrepareColumns {
+                            columns: u32::from(columns),
+                        },
+                    );
+                    let seen = Seen::PrepareOk {
+                        statement_id,
+                        columns,
+                        params,
+                    };
+                    fed(seen, step)
                 }
                 _ => {
                     return Err(MysqlError::UnexpectedHeader {
@@ -148,60 +285,75 @@ impl ReplyTracker {
             },
             State::Defs { left, then } => {
                 if first == ERR_HEADER {
-                    self.done(ReplyEnd::Err)
+                    self.err(payload)
                 } else if left > 1 {
                     self.state = State::Defs {
                         left: left - 1,
                         then,
                     };
-                    Step::More
+                    fed(Seen::Definition, Step::More)
                 } else if self.deprecate_eof {
-                    self.proceed(then, 0)
+                    fed(Seen::Definition, self.proceed(then, 0))
                 } else {
                     self.state = State::DefsEof { then };
-                    Step::More
+                    fed(Seen::Definition, Step::More)
                 }
             }
             State::DefsEof { then } => {
-                if first != EOF_HEADER {
+                if first != EOF_HEADER || payload.len() >= 9 {
                     return Err(MysqlError::UnexpectedHeader {
                         header: first,
                         what: "EOF after definitions",
                     });
                 }
-                self.proceed(then, eof_status(payload))
+                let status = eof_status(payload);
+                fed(Seen::Eof { status }, self.proceed(then, status))
             }
             State::Rows => {
                 if first == ERR_HEADER {
-                    self.done(ReplyEnd::Err)
+                    self.err(payload)
                 } else if is_end_of_rows(payload, self.deprecate_eof) {
-                    let status = if self.deprecate_eof {
-                        self.ok_status(payload)?
-                    } else {
-                        eof_status(payload)
-                    };
-                    self.after_status(status)
+                    let (seen, status) = self.end_marker(payload)?;
+                    fed(seen, self.after_status(status))
                 } else {
-                    Step::More
+                    fed(Seen::Row, Step::More)
                 }
             }
             State::FieldList => match first {
-                ERR_HEADER => self.done(ReplyEnd::Err),
+                ERR_HEADER => self.err(payload),
                 _ if is_end_of_rows(payload, self.deprecate_eof) => {
-                    let status = if self.deprecate_eof {
-                        self.ok_status(payload)?
-                    } else {
-                        eof_status(payload)
-                    };
-                    self.done(ReplyEnd::Ok { status })
+                    let (seen, status) = self.end_marker(payload)?;
+                    fed(seen, self.done(ReplyEnd::Ok { status }))
                 }
-                _ => Step::More,
+                _ => fed(Seen::Definition, Step::More),
             },
         };
-        Ok(step)
+        Ok(fed)
+    }
+
+    /// An EOF, or the OK replacing it under CLIENT_DEPRECATE_EOF, and its status flags.
+    #[inline]
+    fn end_marker(&self, payload: &[u8]) -> Result<(Seen, u16)> {
+        if self.deprecate_eof {
+            let ok = self.ok(payload)?;
+            Ok((Seen::Ok(ok), ok.status))
+        } else {
+            let status = eof_status(payload);
+            Ok((Seen::Eof { status }, status))
+        }
+    }
+
+    #[inline]
+    fn err(&mut self, payload: &[u8]) -> Fed {
+        let code = match payload {
+            [_, a, b, ..] => u16::from_le_bytes([*a, *b]),
+            _ => 0,
+        };
+        fed(Seen::Err { code }, self.done(ReplyEnd::Err))
     }
 
     /// Starts a block of `count` definitions followed by `then`.
+    #[inline]
     fn start_block(&mut self, count: u32, then: After) -> Step {
         if count == 0 {
             return self.proceed(then, 0);
@@ -211,6 +363,7 @@ impl ReplyTracker {
     }
 
     /// Continues after a definition block; `status` comes from its EOF (0 without one).
+    #[inline]
     fn proceed(&mut self, then: After, status: u16) -> Step {
         match then {
             // A cursor was opened: rows come later through COM_STMT_FETCH.
@@ -226,11 +379,13 @@ impl ReplyTracker {
         }
     }
 
+    #[inline]
     fn done(&mut self, end: ReplyEnd) -> Step {
         self.state = State::Finished;
         Step::Done(end)
     }
 
+    #[inline]
     fn after_status(&mut self, status: u16) -> Step {
         if status & status::SERVER_MORE_RESULTS_EXISTS != 0 {
             self.state = State::Start;
@@ -240,11 +395,24 @@ impl ReplyTracker {
         }
     }
 
-    fn ok_status(&self, payload: &[u8]) -> Result<u16> {
-        Ok(OkPacket::decode(bytes::Bytes::copy_from_slice(payload), self.capabilities)?.status)
+    #[inline]
+    fn ok(&self, payload: &[u8]) -> Result<OkSummary> {
+        let ok = OkRef::parse(payload, self.capabilities)?;
+        Ok(OkSummary {
+            affected_rows: ok.affected_rows,
+            last_insert_id: ok.last_insert_id,
+            status: ok.status,
+            warnings: ok.warnings,
+        })
     }
 }
 
+#[inline]
+fn fed(seen: Seen, step: Step) -> Fed {
+    Fed { seen, step }
+}
+
+#[inline]
 fn eof_status(payload: &[u8]) -> u16 {
     match payload {
         [_, _, _, a, b, ..] => u16::from_le_bytes([*a, *b]),
@@ -334,5 +502,96 @@ mod tests {
             &[&[1], b"c", &cursor_eof],
         );
         assert_eq!(steps[2], Step::Done(ReplyEnd::Ok { status: 0x42 }));
+    }
+
+    fn advance_all(kind: ReplyKind, caps: u32, packets: &[&[u8]]) -> Vec<Fed> {
+        let mut t = ReplyTracker::for_kind(kind, caps);
+        packets.iter().map(|p| t.advance(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn seen_reports_ok_numbers_rows_and_errors() {
+        // INSERT's OK: 2 rows, insert id 300, autocommit, 1 warning; then nothing more.
+        let ok = [0, 2, 0xFC, 0x2C, 0x01, 0x02, 0, 1, 0];
+        let f = advance_all(ReplyKind::ResultSet, DEFAULT_CLIENT, &[&ok]);
+        let want = OkSummary {
+            affected_rows: 2,
+            last_insert_id: 300,
+            status: 2,
+            warnings: 1,
+        };
+        assert_eq!(f[0].seen, Seen::Ok(want));
+        assert_eq!(f[0].step, Step::Done(ReplyEnd::Ok { status: 2 }));
+        // A point select: count, one definition, EOF, one row, EOF.
+        let f = advance_all(
+            ReplyKind::ResultSet,
+            DEFAULT_CLIENT,
+            &[&[1], b"\x03def", EOF_END, b"\x011", EOF_END],
+        );
+        let seen: Vec<Seen> = f.iter().map(|f| f.seen).collect();
+        assert_eq!(
+            seen,
+            [
+                Seen::ColumnCount(1),
+                Seen::Definition,
+                Seen::Eof { status: 2 },
+                Seen::Row,
+                Seen::Eof { status: 2 },
+            ]
+        );
+        // ERR code, in any state.
+        let f = advance_all(
+            ReplyKind::Fetch,
+            DEFAULT_CLIENT,
+            &[b"\x011", b"\xff\x15\x04#28000x"],
+        );
+        assert_eq!(f[1].seen, Seen::Err { code: 1045 });
+        // Under CLIENT_DEPRECATE_EOF rows end with an OK (0xFE header) that carries the numbers.
+        let caps = DEFAULT_CLIENT | CLIENT_DEPRECATE_EOF;
+        let f = advance_all(
+            ReplyKind::ResultSet,
+            caps,
+            &[&[1], b"\x03def", b"\x011", &[0xFE, 0, 0, 0x22, 0, 0, 0]],
+        );
+        assert!(matches!(
+            f[3].seen,
+            Seen::Ok(OkSummary { status: 0x22, .. })
+        ));
+        assert_eq!(f[3].step, Step::Done(ReplyEnd::Ok { status: 0x22 }));
+    }
+
+    #[test]
+    fn prepare_ok_single_and_kinds() {
+        let ok = [0, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let f = advance_all(ReplyKind::Prepare, DEFAULT_CLIENT, &[&ok, b"c", EOF_END]);
+        assert_eq!(
+            f[0].seen,
+            Seen::PrepareOk {
+                statement_id: 7,
+                columns: 1,
+                params: 0
+            }
+        );
+        assert_eq!(f[2].step, Step::Done(ReplyEnd::Ok { status: 2 }));
+        // Single: one packet whatever it is; an OK is read, an ERR reported.
+        let f = advance_all(ReplyKind::Single, DEFAULT_CLIENT, &[b"Uptime: 5"]);
+        assert_eq!(
+            f[0],
+            fed(Seen::Other, Step::Done(ReplyEnd::Ok { status: 0 }))
+        );
+        let f = advance_all(ReplyKind::Single, DEFAULT_CLIENT, &[&[0, 0, 0, 2, 0, 0, 0]]);
+        assert_eq!(f[0].step, Step::Done(ReplyEnd::Ok { status: 2 }));
+        let f = advance_all(ReplyKind::Single, DEFAULT_CLIENT, &[b"\xff\x01\x02"]);
+        assert_eq!(f[0].step, Step::Done(ReplyEnd::Err));
+        assert_eq!(ReplyKind::of(com::QUIT), None);
+        assert_eq!(ReplyKind::of(com::STMT_PREPARE), Some(ReplyKind::Prepare));
+        assert_eq!(ReplyKind::of(com::PING), Some(ReplyKind::ResultSet));
+        // Malformed input is an error, never a guess.
+        let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
+        assert!(t.advance(&[0xFC, 1]).is_err());
+        let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
+        assert!(t.advance(&[0, 0xFD, 1]).is_err());
+        let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
+        assert!(t.advance(&[0]).is_err());
     }
 }

@@ -185,6 +185,59 @@ impl Reader {
     }
 }
 
+/// A length-encoded integer read in place from `p` at `*pos` (advanced past it): the borrowed,
+/// allocation-free twin of [`Reader::lenenc_int`] for the hot path (reply tracking), with the
+/// same rules (`0xFB` and `0xFF` rejected, truncation an error).
+#[inline]
+pub fn lenenc_int_at(p: &[u8], pos: &mut usize, what: &'static str) -> Result<u64> {
+    let at = *pos;
+    let first = *p.get(at).ok_or(MysqlError::Truncated(what))?;
+    let width = match first {
+        0..=0xFA => {
+            *pos = at + 1;
+            return Ok(u64::from(first));
+        }
+        0xFC => 2,
+        0xFD => 3,
+        0xFE => 8,
+        NULL_MARKER => {
+            return Err(MysqlError::Malformed(format!(
+                "NULL where {what} was expected"
+            )));
+        }
+        0xFF => {
+            return Err(MysqlError::Malformed(format!(
+                "0xff is not a length-encoded integer ({what})"
+            )));
+        }
+    };
+    let bytes = p
+        .get(at + 1..at + 1 + width)
+        .ok_or(MysqlError::Truncated(what))?;
+    let mut v = [0u8; 8];
+    v[..width].copy_from_slice(bytes);
+    *pos = at + 1 + width;
+    Ok(u64::from_le_bytes(v))
+}
+
+/// A little-endian u16 read in place from `p` at `*pos` (advanced past it).
+#[inline]
+pub fn u16_at(p: &[u8], pos: &mut usize, what: &'static str) -> Result<u16> {
+    let b = p.get(*pos..*pos + 2).ok_or(MysqlError::Truncated(what))?;
+    *pos += 2;
+    Ok(u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// A length-encoded string read in place from `p` at `*pos` (advanced past it).
+pub fn lenenc_slice_at<'a>(p: &'a [u8], pos: &mut usize, what: &'static str) -> Result<&'a [u8]> {
+    let n = lenenc_int_at(p, pos, what)?;
+    let n = usize::try_from(n).map_err(|_| MysqlError::Truncated(what))?;
+    let end = pos.checked_add(n).ok_or(MysqlError::Truncated(what))?;
+    let s = p.get(*pos..end).ok_or(MysqlError::Truncated(what))?;
+    *pos = end;
+    Ok(s)
+}
+
 /// Number of bytes `v` takes as a length-encoded integer.
 pub fn lenenc_int_len(v: u64) -> usize {
     match v {

@@ -110,8 +110,8 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        let s = self.status_flags().to_le_bytes();
-        self.client.queue(1, &[0xFE, 0, 0, s[0], s[1]]);
+        // MySQL answers COM_SET_OPTION with an EOF packet.
+        self.client.queue_eof(1, self.status_flags());
         Flow::Continue
     }
 

@@ -57,19 +57,8 @@ pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
     core.stmts.borrow().stats()
 }
 
-/// Capabilities the proxy offers clients.
-pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
-    | CLIENT_LONG_FLAG
-    | CLIENT_CONNECT_WITH_DB
-    | CLIENT_PROTOCOL_41
-    | CLIENT_TRANSACTIONS
-    | CLIENT_SECURE_CONNECTION
-    | CLIENT_MULTI_STATEMENTS
-    | CLIENT_MULTI_RESULTS
-    | CLIENT_PS_MULTI_RESULTS
-    | CLIENT_PLUGIN_AUTH
-    | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+/// Capabilities the proxy offers clients (codec's `PROXY_SERVER`).
+pub const SERVER_CAPS: u32 = PROXY_SERVER;
 
 /// Version string shown to clients.
 pub const SERVER_VERSION: &str = "5.7.99-furrow";

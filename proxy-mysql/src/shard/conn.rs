@@ -7,13 +7,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codec::mysql::consts::{com, status};
+use codec::mysql::consts::com;
 use codec::mysql::{ColumnDefinition, ErrPacket};
 use router::sql::plan::{ShardResult, VecRows};
 use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
 
-use crate::backend::{BackendConn, RespKind, parse_ok};
+use crate::backend::{BackendConn, Buffered, RespKind, ResultSink};
 use crate::core::CoreCtx;
 use crate::error::{ProxyError, errs};
 use crate::pool;
@@ -173,81 +173,69 @@ pub async fn fetch(
     r
 }
 
+/// A shard unit's result being buffered: typed rows within the plan's row budget.
+struct UnitRows<'a> {
+    cols: Vec<ColumnDefinition>,
+    rows: Vec<Vec<codec::mysql::Value>>,
+    cells: Vec<Option<bytes::Bytes>>,
+    used: &'a Cell<u64>,
+    budget: u64,
+    over: bool,
+}
+
+impl ResultSink for UnitRows<'_> {
+    fn column(&mut self, payload: bytes::Bytes) -> Result<(), String> {
+        self.cols
+            .push(ColumnDefinition::decode(payload).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn row(&mut self, payload: bytes::Bytes, _columns: usize) -> Result<(), String> {
+        if self.over {
+            return Ok(()); // drain the rest so the connection stays usable
+        }
+        self.used.set(self.used.get() + 1);
+        if self.used.get() > self.budget {
+            self.over = true;
+            self.rows.clear();
+            return Ok(());
+        }
+        let row = super::encode::decode_row(payload, &self.cols, &mut self.cells)
+            .map_err(|e| e.to_string())?;
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
 async fn read_result(
     c: &mut BackendConn,
     used: &Cell<u64>,
     budget: u64,
 ) -> Result<UnitOutcome, ProxyError> {
+    let mut sink = UnitRows {
+        cols: Vec::new(),
+        rows: Vec::new(),
+        cells: Vec::new(),
+        used,
+        budget,
+        over: false,
+    };
     let server = c.server.clone();
-    let lost = |e: &dyn std::fmt::Display| ProxyError::lost(&server, e);
-    let first = c.conn.read_packet().await.map_err(|e| lost(&e))?;
-    match first.payload.first() {
-        Some(0x00) => {
-            let (rows, last_insert_id, st) = parse_ok(&first.payload);
-            if st & status::SERVER_MORE_RESULTS_EXISTS != 0 {
-                return Err(lost(&"unexpected multi-result from a shard"));
-            }
-            return Ok(UnitOutcome::Done(ShardResult::Affected {
-                rows,
-                last_insert_id,
-            }));
-        }
-        Some(0xFF) => {
-            let e = ErrPacket::decode(first.payload).map_err(|e| lost(&e))?;
-            return Ok(UnitOutcome::Refused(e));
-        }
-        Some(0xFB) => return Err(lost(&"a shard asked for LOCAL INFILE")),
-        _ => {}
+    let reply = c
+        .read_buffered(&mut sink)
+        .await
+        .map_err(|e| ProxyError::lost(&server, format!("shard reply: {e}")))?;
+    match reply {
+        Buffered::Ok(ok) => Ok(UnitOutcome::Done(ShardResult::Affected {
+            rows: ok.affected_rows,
+            last_insert_id: ok.last_insert_id,
+        })),
+        Buffered::Err(e) => Ok(UnitOutcome::Refused(e)),
+        Buffered::Rows if sink.over => Err(ProxyError::RowBudget(budget)),
+        Buffered::Rows => Ok(UnitOutcome::Done(ShardResult::Rows(Box::new(
+            VecRows::new(sink.cols, sink.rows),
+        )))),
     }
-    let n = codec::mysql::resultset::decode_column_count(first.payload).map_err(|e| lost(&e))?;
-    let n = usize::try_from(n).map_err(|e| lost(&e))?;
-    let mut cols = Vec::with_capacity(n.min(4096));
-    for _ in 0..n {
-        let p = c.conn.read_packet().await.map_err(|e| lost(&e))?;
-        cols.push(ColumnDefinition::decode(p.payload).map_err(|e| lost(&e))?);
-    }
-    let _eof = c.conn.read_packet().await.map_err(|e| lost(&e))?;
-    let mut rows = Vec::new();
-    let mut over = false;
-    let mut cells = Vec::with_capacity(n);
-    loop {
-        let p = c.conn.read_packet().await.map_err(|e| lost(&e))?;
-        match p.payload.first() {
-            Some(0xFE) if p.payload.len() < 9 => {
-                if u16::from_le_bytes([
-                    p.payload.get(3).copied().unwrap_or(0),
-                    p.payload.get(4).copied().unwrap_or(0),
-                ]) & status::SERVER_MORE_RESULTS_EXISTS
-                    != 0
-                {
-                    return Err(lost(&"unexpected multi-result from a shard"));
-                }
-                break;
-            }
-            Some(0xFF) => {
-                let e = ErrPacket::decode(p.payload).map_err(|e| lost(&e))?;
-                return Ok(UnitOutcome::Refused(e));
-            }
-            _ => {}
-        }
-        if over {
-            continue; // drain the rest so the connection stays usable
-        }
-        used.set(used.get() + 1);
-        if used.get() > budget {
-            over = true;
-            rows.clear();
-            continue;
-        }
-        let row = super::encode::decode_row(p.payload, &cols, &mut cells).map_err(|e| lost(&e))?;
-        rows.push(row);
-    }
-    if over {
-        return Err(ProxyError::RowBudget(budget));
-    }
-    Ok(UnitOutcome::Done(ShardResult::Rows(Box::new(
-        VecRows::new(cols, rows),
-    ))))
 }
 
 /// Runs a statement whose result is an OK or ERR (transaction control) on `c`.

@@ -15,8 +15,7 @@ pub fn err(client: &mut Conn, e: &ErrPacket) {
 }
 
 fn eof(client: &mut Conn, seq: u8, status: u16) -> u8 {
-    let s = status.to_le_bytes();
-    client.queue(seq, &[0xFE, 0, 0, s[0], s[1]])
+    client.queue_eof(seq, status)
 }
 
 /// Queues a result set with `src`'s columns and rows. On an error while reading rows nothing is

@@ -223,7 +223,11 @@ pub(crate) fn ops_done(
             ])),
             0,
         ),
-        Some(0x00) => (None, crate::backend::parse_ok(reply).0),
+        // Capabilities 0: only the two counters are read, whatever follows them.
+        Some(0x00) => (
+            None,
+            codec::mysql::OkRef::parse(reply, 0).map_or(0, |ok| ok.affected_rows),
+        ),
         _ => (None, 0),
     };
     let d = digest_known
@@ -354,35 +358,15 @@ fn is_compound(sql: &str) -> bool {
 
 /// Sets `SERVER_MORE_RESULTS_EXISTS` in the final packet (OK or EOF) of a reply at `at` in `wbuf`.
 fn more_results(wbuf: &mut [u8], at: usize) {
-    let Some(p) = wbuf.get(at + 4..) else {
+    let Some(head) = wbuf.get(at..at + 4) else {
         return;
     };
-    let len =
-        usize::from(wbuf[at]) | usize::from(wbuf[at + 1]) << 8 | usize::from(wbuf[at + 2]) << 16;
-    let status_at = match p.first() {
-        Some(0xFE) if len == 5 => Some(3),
-        Some(0x00) => {
-            let mut pos = 1;
-            let skip = |pos: &mut usize| {
-                let n = match p.get(*pos) {
-                    Some(0xFC) => 3,
-                    Some(0xFD) => 4,
-                    Some(0xFE) => 9,
-                    _ => 1,
-                };
-                *pos += n;
-            };
-            skip(&mut pos);
-            skip(&mut pos);
-            Some(pos)
-        }
-        _ => None,
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let Some(p) = wbuf.get(at + 4..at + 4 + len) else {
+        return;
     };
-    if let Some(off) = status_at
-        && off + 2 <= len
-        && let Some(b) = wbuf.get_mut(at + 4 + off)
-    {
-        *b |= codec::mysql::consts::status::SERVER_MORE_RESULTS_EXISTS as u8;
+    if let Some(off) = codec::mysql::response::status_offset(p) {
+        wbuf[at + 4 + off] |= codec::mysql::consts::status::SERVER_MORE_RESULTS_EXISTS as u8;
     }
 }
 

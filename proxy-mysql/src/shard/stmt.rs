@@ -167,8 +167,7 @@ impl ShardSession {
                 def.encode(&mut p);
                 seq = cx.client.queue(seq, &p);
             }
-            let s = self.status().to_le_bytes();
-            cx.client.queue(seq, &[0xFE, 0, 0, s[0], s[1]]);
+            cx.client.queue_eof(seq, self.status());
         }
     }
 

@@ -1,0 +1,200 @@
+//! Open-loop Redis load at a fixed rate (goal 5 of issue #23: tail latency at half the maximum).
+//!
+//! Closed-loop tools (redis-benchmark, sysbench) send the next request when the previous reply
+//! came, so a stall slows the sender and hides itself ("coordinated omission"). Here each
+//! connection sends `GET key:NNNNNNNNNNNN` on a fixed schedule whatever the replies do — request
+//! `i` of connection `c` is due at `start + (i + c / connections) × interval` — and its latency is
+//! measured from the time it was *due*, not from when it left, so a late send counts against
+//! the target. A writer thread and a reader thread per connection; the writer never waits for
+//! replies.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::gen_redis::{encode_command, read_reply};
+use super::histogram::Histogram;
+use super::{LoadRun, Rng};
+
+/// One open-loop run.
+#[derive(Debug, Clone)]
+pub struct OpenParams {
+    /// The target.
+    pub addr: SocketAddr,
+    /// Client connections, each with its own share of the rate.
+    pub connections: usize,
+    /// Requests per second offered, all connections together.
+    pub rate: f64,
+    /// How long requests are offered.
+    pub duration: Duration,
+    /// Keys `key:000000000000` .. (as preloaded by the `redis` suite).
+    pub keyspace: u64,
+}
+
+/// When request `i` of connection `c` (of `n`) is due, after the start, at `rate` requests per
+/// second over all connections: each connection sends every `n / rate` seconds, the connections
+/// staggered evenly inside that period.
+pub fn due(i: u64, c: usize, n: usize, rate: f64) -> Duration {
+    let n = n.max(1) as f64;
+    let interval = n / rate.max(1e-9);
+    Duration::from_secs_f64((i as f64 + c as f64 / n) * interval)
+}
+
+/// Offers `p.rate` requests per second for `p.duration` and measures each reply's latency from
+/// its due time.
+pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
+    let start = Instant::now() + Duration::from_millis(100);
+    let end = start + p.duration;
+    let mut handles = Vec::new();
+    for c in 0..p.connections.max(1) {
+        let stream = TcpStream::connect_timeout(&p.addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect {}: {e}", p.addr))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let reader = stream.try_clone().map_err(|e| e.to_string())?;
+        let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let (p2, pending_w, done_w) = (p.clone(), pending.clone(), done.clone());
+        let writer = std::thread::spawn(move || -> Result<(), String> {
+            let mut s = stream;
+            let mut rng = Rng::new(0x5eed + c as u64);
+            let mut buf = Vec::with_capacity(64);
+            let mut i = 0u64;
+            let result = loop {
+                let at = start + due(i, c, p2.connections, p2.rate);
+                if at >= end {
+                    break Ok(());
+                }
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                buf.clear();
+                let key = super::redis_benchmark::key(rng.below(p2.keyspace));
+                encode_command(&mut buf, &[b"GET", key.as_bytes()]);
+                pending_w
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(at);
+                if let Err(e) = s.write_all(&buf) {
+                    break Err(e.to_string());
+                }
+                i += 1;
+            };
+            done_w.store(true, Ordering::Release);
+            result
+        });
+        let reader = std::thread::spawn(move || -> Result<(Histogram, u64, u64), String> {
+            let mut r = BufReader::new(reader);
+            let mut line = Vec::new();
+            let mut hist = Histogram::default();
+            let (mut n, mut errors) = (0u64, 0u64);
+            loop {
+                let front = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .front()
+                    .copied();
+                let Some(at) = front else {
+                    if done.load(Ordering::Acquire)
+                        && pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                };
+                let err = read_reply(&mut r, &mut line).map_err(|e| e.to_string())?;
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front();
+                let now = Instant::now();
+                hist.record_n(now.saturating_duration_since(at).as_nanos() as u64, 1);
+                n += 1;
+                errors += u64::from(err);
+            }
+            Ok((hist, n, errors))
+        });
+        handles.push((writer, reader));
+    }
+    let mut hist = Histogram::default();
+    let (mut n, mut errors) = (0u64, 0u64);
+    let mut failure = None;
+    for (w, r) in handles {
+        if let Ok(Err(e)) = w.join() {
+            failure.get_or_insert(e);
+        }
+        match r.join() {
+            Ok(Ok((h, k, e))) => {
+                hist.merge(&h);
+                n += k;
+                errors += e;
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert("reader thread panicked".into());
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let seconds = Instant::now()
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    Ok(LoadRun {
+        requests: n,
+        seconds,
+        throughput: n as f64 / seconds,
+        p50_ms: hist.percentile_ms(50.0),
+        p99_ms: hist.percentile_ms(99.0),
+        p999_ms: hist.percentile_ms(99.9),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_evenly_spread() {
+        // 1000 req/s over 4 connections: each sends every 4 ms, staggered by 1 ms.
+        assert_eq!(due(0, 0, 4, 1000.0), Duration::ZERO);
+        assert_eq!(due(0, 1, 4, 1000.0), Duration::from_millis(1));
+        assert_eq!(due(1, 0, 4, 1000.0), Duration::from_millis(4));
+        assert_eq!(due(2, 3, 4, 1000.0), Duration::from_millis(11));
+        // All due times of one second, all connections: exactly the rate.
+        let mut count = 0;
+        for c in 0..4 {
+            count += (0..)
+                .take_while(|&i| due(i, c, 4, 1000.0) < Duration::from_secs(1))
+                .count();
+        }
+        assert_eq!(count, 1000);
+    }
+
+    #[test]
+    fn open_loop_against_a_real_server() {
+        let server = testkit::RedisServer::start().expect("redis-server");
+        let p = OpenParams {
+            addr: server.addr(),
+            connections: 2,
+            rate: 2000.0,
+            duration: Duration::from_millis(500),
+            keyspace: 10,
+        };
+        let r = run(&p).expect("run");
+        // Every due request is sent and answered (nil replies: the keys are not there).
+        assert_eq!(r.requests, 1000);
+        assert_eq!(r.errors, 0);
+        assert!(r.p50_ms.is_some() && r.p999_ms >= r.p99_ms);
+    }
+}
