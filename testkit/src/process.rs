@@ -464,7 +464,9 @@ fn all_threads_stopped(pid: u32) -> bool {
             return true; // the thread exited
         };
         // The state follows the command name in parentheses, which may itself hold spaces.
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
         matches!(state, Some('T' | 't') | None)
     })
 }
