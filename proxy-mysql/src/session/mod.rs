@@ -161,12 +161,12 @@ fn random_u64(seed: &mut u64) -> u64 {
 /// is buffered, so that an unauthenticated peer cannot make the proxy hold `max_frame` bytes.
 pub const PRE_AUTH_MAX_PAYLOAD: usize = 16 * 1024;
 
-/// How long a refused client's input is still read (and dropped) before the socket closes, so
-/// that its unread bytes do not turn the close into a reset that could discard the ERR.
 /// A client idle this long gives back the buffers a large packet or result grew (see
 /// [`Conn::shrink_idle`]).
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a refused client's input is still read (and dropped) before the socket closes, so
+/// that its unread bytes do not turn the close into a reset that could discard the ERR.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// The plugin named in our initial handshake (its scramble is what the client's first answer
@@ -254,7 +254,6 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end.
     /// The client's next packet; `None` when the listener's `idle_timeout` passed first. A
     /// client whose buffers grew large gives them back after [`SHRINK_AFTER`] without a packet
     /// (the timer is armed only then: clients with small buffers wait on the socket alone).
@@ -279,6 +278,7 @@ impl Session {
         }
     }
 
+    /// Runs the session to its end.
     pub async fn run(mut self) {
         match self.handshake().await {
             Ok(true) => {}
