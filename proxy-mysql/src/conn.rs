@@ -222,6 +222,19 @@ impl ClientBudget {
     }
 }
 
+/// Free space the first read of a connection offers; each read that fills all it was offered
+/// doubles the next one's, up to [`MAX_READ`] (and never shrinks while the client is busy). A
+/// client sending short statements keeps a buffer of about this size (issue #23: memory per idle
+/// client, budget in docs/mysql-proxy.md).
+const FIRST_READ: usize = 1024;
+
+/// Largest free space one read offers.
+const MAX_READ: usize = 16 * 1024;
+
+/// Buffers above this are given back by [`Conn::shrink_idle`] once the connection idles (up to
+/// here, what the proxy used to preallocate per client: not worth a timer per request).
+pub const SHRINK_ABOVE: usize = 16 * 1024;
+
 /// A socket with MySQL packet framing.
 pub struct Conn {
     /// The socket.
@@ -237,6 +250,8 @@ pub struct Conn {
     /// While the replies of a multi-statement are queued: their packets renumbered (see
     /// [`SeqRewrite`]).
     pub seq_rewrite: Option<SeqRewrite>,
+    /// Free space the next read offers (see [`FIRST_READ`]).
+    read_size: usize,
 }
 
 impl Drop for Conn {
@@ -264,11 +279,33 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         Conn {
             stream: Stream::Plain(stream),
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            // Both empty until used: an idle client holds what its own traffic needed, not
+            // 32 KiB preallocated (issue #23).
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             decoder: PacketDecoder::new(max_payload),
             budget: None,
             seq_rewrite: None,
+            read_size: FIRST_READ,
+        }
+    }
+
+    /// Whether a buffer grew past [`SHRINK_ABOVE`] (then the session gives it back when the
+    /// client idles, see [`Conn::shrink_idle`]).
+    pub fn holds_large_buffers(&self) -> bool {
+        self.rbuf.capacity() > SHRINK_ABOVE || self.wbuf.capacity() > SHRINK_ABOVE
+    }
+
+    /// Gives back the buffers that a large packet or result grew, when nothing is in them (the
+    /// session calls it once the client has been idle a while, never per request: a busy client
+    /// keeps its buffers). The next read starts small again.
+    pub fn shrink_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > SHRINK_ABOVE {
+            self.rbuf = BytesMut::new();
+            self.read_size = FIRST_READ;
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > SHRINK_ABOVE {
+            self.wbuf = BytesMut::new();
         }
     }
 
@@ -314,13 +351,17 @@ impl Conn {
 
     /// Reads more bytes; EOF is an error.
     async fn fill(&mut self) -> Result<(), ConnError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(16 * 1024);
+        let want = self.read_size;
+        if self.rbuf.capacity() - self.rbuf.len() < want.min(4096) {
+            self.rbuf.reserve(want);
         }
         let spare = self.rbuf.capacity() - self.rbuf.len();
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        if n >= spare && want < MAX_READ {
+            self.read_size = (want * 2).min(MAX_READ);
         }
         if n < spare
             && let Stream::Plain(s) = &self.stream

@@ -47,3 +47,57 @@ fn idle_connections_give_memory_back() {
     // The proxy still serves.
     drop(idle_client(proxy.addr, &filler));
 }
+
+/// Issue #23 goal 3: logged-in clients that each ran one short query take at most 64 KiB each of
+/// the proxy's RSS, and give it back once they close. (The first test covers clients whose
+/// buffers a 24 KiB statement grew; this one, the cost of an ordinary idle session.)
+#[test]
+fn idle_clients_within_budget() {
+    let limit = rss::raise_nofile(16_384);
+    let n = 2000usize.min((limit as usize).saturating_sub(300) / 2);
+    assert!(n >= 1000, "too few file descriptors ({limit}) for the test");
+    let rs = replica_set(0);
+    let proxy = proxy_for(&rs, "");
+    let open = |count: usize| -> Vec<RawClient> {
+        (0..count)
+            .map(|i| idle_client(proxy.addr, &i.to_string()))
+            .collect()
+    };
+    // Warm up (pools, statement caches, the allocator's arenas), then the baseline.
+    drop(open(200));
+    std::thread::sleep(Duration::from_millis(1500));
+    rss::expect_per_client("idle logged-in MySQL clients", n, 64.0, || open(n));
+    // The proxy still serves.
+    drop(idle_client(proxy.addr, "after"));
+}
+
+/// A client whose buffers a large statement grew gives them back after idling (see
+/// `Conn::shrink_idle`); what it sends afterwards, large or small, is served as before.
+#[test]
+fn served_after_idle_buffers_shrink() {
+    let rs = replica_set(0);
+    let proxy = proxy_for(&rs, "");
+    let filler = "y".repeat(40 * 1024);
+    let mut c = idle_client(proxy.addr, &filler);
+    // Longer than the proxy's SHRINK_AFTER (1 s): the buffers are given back meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    for text in [filler.as_str(), "short", &"z".repeat(70 * 1024)] {
+        let mut q = vec![0x03u8];
+        q.extend_from_slice(format!("SELECT '{text}' AS v").as_bytes());
+        c.send(0, &q);
+        let cols = c.read();
+        assert_eq!(cols.payload.first(), Some(&1), "one column");
+        c.read();
+        c.read();
+        let row = c.read();
+        // The row: the value as a length-encoded string.
+        assert!(
+            row.payload.ends_with(text.as_bytes()),
+            "row of {} bytes for a {}-byte value",
+            row.payload.len(),
+            text.len()
+        );
+        assert_eq!(c.read().payload.first(), Some(&0xfe), "EOF");
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}

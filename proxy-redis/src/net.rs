@@ -41,11 +41,42 @@ pub enum ReadOutcome {
     Closed,
 }
 
+/// Free space the first read of a client session is offered: enough for the commands of most
+/// clients (a `PING`, a `GET`, a short pipeline), so that an idle client holds a buffer of this
+/// size rather than [`MIN_READ`] (issue #23: memory per idle client).
+pub const FIRST_READ: usize = 1024;
+
 /// Reads what is available now into `buf` (one `read`); never waits.
 pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<ReadOutcome> {
-    if buf.capacity() - buf.len() < MIN_READ {
-        buf.reserve(MIN_READ);
+    read_offering(stream, buf, MIN_READ).map(|(outcome, _)| outcome)
+}
+
+/// As [`read_available`], offering at least `*size` bytes of free space; a read that fills all
+/// of it doubles `*size` (up to [`MIN_READ`]). A client session starts at [`FIRST_READ`]: its
+/// buffer grows only when the client sends more than that in one go, and then stays grown (the
+/// size never shrinks per request: a busy client pays no reallocation).
+pub fn read_growing(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    size: &mut usize,
+) -> io::Result<ReadOutcome> {
+    let (outcome, filled) = read_offering(stream, buf, *size)?;
+    if filled && *size < MIN_READ {
+        *size = (*size * 2).min(MIN_READ);
     }
+    Ok(outcome)
+}
+
+/// One read offering at least `min_free` bytes; also says whether it filled all it was offered.
+fn read_offering(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    min_free: usize,
+) -> io::Result<(ReadOutcome, bool)> {
+    if buf.capacity() - buf.len() < min_free {
+        buf.reserve(min_free);
+    }
+    let mut filled = false;
     let mut got = 0usize;
     let res = stream.try_io(Interest::READABLE, || {
         let spare = buf.spare_capacity_mut();
@@ -66,6 +97,7 @@ pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<Read
         got = n;
         // SAFETY: the kernel initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
+        filled = n == want;
         if n > 0 && n < want {
             // A short read drained the socket: clear readiness now (tokio re-arms it on the next
             // edge) instead of paying a read that returns EAGAIN later.
@@ -73,16 +105,19 @@ pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<Read
         }
         Ok(())
     });
-    match res {
-        Ok(()) if got == 0 => Ok(ReadOutcome::Closed),
-        Ok(()) => Ok(ReadOutcome::Data(got)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(if got > 0 {
-            ReadOutcome::Data(got)
-        } else {
-            ReadOutcome::WouldBlock
-        }),
-        Err(e) => Err(e),
-    }
+    let outcome = match res {
+        Ok(()) if got == 0 => ReadOutcome::Closed,
+        Ok(()) => ReadOutcome::Data(got),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if got > 0 {
+                ReadOutcome::Data(got)
+            } else {
+                ReadOutcome::WouldBlock
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((outcome, filled))
 }
 
 /// Writes as much of `buf` as the socket takes now (one `write`) and removes it from the front;

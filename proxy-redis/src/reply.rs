@@ -66,7 +66,9 @@ pub struct ReplyQueue {
 impl ReplyQueue {
     fn new(version: RespVersion) -> Self {
         Self {
-            out: BytesMut::with_capacity(16 * 1024),
+            // Grows with the first replies and keeps its size while the client is busy (an idle
+            // client that got one short reply holds a few bytes, not 16 KiB: issue #23).
+            out: BytesMut::new(),
             head: 0,
             slots: VecDeque::new(),
             version,

@@ -353,7 +353,10 @@ impl Session {
         self.max_frame = limits.max_frame;
         self.decoder_preauth = !self.authed;
         let mut decoder = CommandDecoder::new(decoder_limits(self.max_frame, self.authed));
-        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        // Empty until the first read, which offers `read_size` bytes (see `net::read_growing`):
+        // an idle client holds a small buffer (issue #23, the budget in docs/redis-proxy.md).
+        let mut rbuf = BytesMut::new();
+        let mut read_size = net::FIRST_READ;
         let idle = limits.idle_timeout;
         let mut last_active = Instant::now();
         let mut idle_timer = pin!(tokio::time::sleep(
@@ -424,7 +427,7 @@ impl Session {
                 r = stream.readable(), if can_read => {
                     r?;
                     let got = match &mut self.tls {
-                        None => net::read_available(stream, &mut rbuf),
+                        None => net::read_growing(stream, &mut rbuf, &mut read_size),
                         Some(t) => t.read_available(stream, &mut rbuf),
                     };
                     match got? {

@@ -7,3 +7,8 @@ mod reclaim;
 fn idle_connections_give_memory_back_system_allocator() {
     reclaim::idle_connections_give_memory_back();
 }
+
+#[test]
+fn idle_clients_within_budget_system_allocator() {
+    reclaim::idle_clients_within_budget();
+}

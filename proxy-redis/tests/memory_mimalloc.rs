@@ -10,3 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn idle_connections_give_memory_back_mimalloc() {
     reclaim::idle_connections_give_memory_back();
 }
+
+#[test]
+fn idle_clients_within_budget_mimalloc() {
+    reclaim::idle_clients_within_budget();
+}

@@ -92,3 +92,53 @@ pub fn expect_given_back<T>(what: &str, min_grown_mb: u64, hold: impl FnOnce() -
         peak / MB
     );
 }
+
+/// Takes this process's RSS as the baseline (the caller has warmed up), runs `hold` (which opens
+/// `n` idle clients and returns them: `what` names them in the log) and expects the RSS growth
+/// 300 ms later to be at most `max_kib_each` KiB per client (issue #23's goal); then drops them
+/// and expects RSS back within a quarter of the growth (or 4 MiB) of the baseline within 5 s.
+/// Returns the KiB per client measured.
+pub fn expect_per_client<T>(
+    what: &str,
+    n: usize,
+    max_kib_each: f64,
+    hold: impl FnOnce() -> T,
+) -> f64 {
+    let base = rss();
+    let held = hold();
+    std::thread::sleep(Duration::from_millis(300));
+    let peak = rss();
+    let grown = peak.saturating_sub(base);
+    let each = grown as f64 / 1024.0 / n as f64;
+    eprintln!(
+        "{n} {what}: RSS {} KiB -> {} KiB: {each:.1} KiB each (goal <= {max_kib_each} KiB)",
+        base / 1024,
+        peak / 1024
+    );
+    assert!(
+        each <= max_kib_each,
+        "{n} {what} took {each:.1} KiB each (goal <= {max_kib_each} KiB)"
+    );
+    drop(held);
+    let bound = base + (grown / 4).max(4 * MB);
+    let t0 = Instant::now();
+    let mut now = rss();
+    while now > bound && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        now = rss();
+    }
+    eprintln!(
+        "after close: RSS {} KiB after {} ms (bound {} KiB)",
+        now / 1024,
+        t0.elapsed().as_millis(),
+        bound / 1024
+    );
+    assert!(
+        now <= bound,
+        "RSS stayed at {} KiB after the clients closed (baseline {} KiB, open {} KiB)",
+        now / 1024,
+        base / 1024,
+        peak / 1024
+    );
+    each
+}

@@ -150,6 +150,10 @@ fn random_u64(seed: &mut u64) -> u64 {
 /// is buffered, so that an unauthenticated peer cannot make the proxy hold `max_frame` bytes.
 pub const PRE_AUTH_MAX_PAYLOAD: usize = 16 * 1024;
 
+/// A client idle this long gives back the buffers a large packet or result grew (see
+/// [`Conn::shrink_idle`]).
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a refused client's input is still read (and dropped) before the socket closes, so
 /// that its unread bytes do not turn the close into a reset that could discard the ERR.
 const LINGER: Duration = Duration::from_secs(2);
@@ -239,6 +243,30 @@ impl Session {
         }
     }
 
+    /// The client's next packet; `None` when the listener's `idle_timeout` passed first. A
+    /// client whose buffers grew large gives them back after [`SHRINK_AFTER`] without a packet
+    /// (the timer is armed only then: clients with small buffers wait on the socket alone).
+    /// `read_packet` is cancel-safe: bytes read stay in the buffer.
+    async fn next_packet(&mut self) -> Option<Result<codec::mysql::Packet, ConnError>> {
+        let now = tokio::time::Instant::now();
+        let deadline = self.info.idle_timeout.map(|t| now + t);
+        if self.client.holds_large_buffers() {
+            let shrink_at = now + SHRINK_AFTER;
+            if deadline.is_none_or(|d| shrink_at < d) {
+                match tokio::time::timeout_at(shrink_at, self.client.read_packet()).await {
+                    Ok(r) => return Some(r),
+                    Err(_) => self.client.shrink_idle(),
+                }
+            }
+        }
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.client.read_packet())
+                .await
+                .ok(),
+            None => Some(self.client.read_packet().await),
+        }
+    }
+
     /// Runs the session to its end.
     pub async fn run(mut self) {
         match self.handshake().await {
@@ -257,13 +285,8 @@ impl Session {
             }
         }
         loop {
-            let read = self.client.read_packet();
-            let packet = match self.info.idle_timeout {
-                Some(t) => match tokio::time::timeout(t, read).await {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-                None => read.await,
+            let Some(packet) = self.next_packet().await else {
+                break;
             };
             let packet = match packet {
                 Ok(p) => p,

@@ -54,3 +54,34 @@ pub fn idle_connections_give_memory_back() {
     let mut c = proxy.connect();
     assert_eq!(c.cmd(&["GET", "mem:1"]).len(), 32 * 1024);
 }
+
+/// Issue #23 goal 3: idle clients that each ran one `PING` (as the bench's idle mode) take at most
+/// 16 KiB each of the proxy's RSS, and give it back once they close.
+pub fn idle_clients_within_budget() {
+    let limit = rss::raise_nofile(16_384);
+    let n = 2000usize.min((limit as usize).saturating_sub(200) / 2);
+    assert!(n >= 1000, "too few file descriptors ({limit}) for the test");
+    let servers = redis_servers(1);
+    let proxy = Proxy::start(&config(&servers, "ketama", ""), 2);
+    let open = |count: usize| -> Vec<TcpStream> {
+        let mut conns = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut s = TcpStream::connect(proxy.addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            s.write_all(b"*1\r\n$4\r\nPING\r\n").expect("write");
+            let mut pong = [0u8; 7];
+            s.read_exact(&mut pong).expect("read");
+            assert_eq!(&pong, b"+PONG\r\n");
+            conns.push(s);
+        }
+        conns
+    };
+    // Warm up (the executors' first sessions, the allocator's arenas), then the baseline.
+    drop(open(200));
+    std::thread::sleep(Duration::from_millis(1500));
+    rss::expect_per_client("idle Redis clients", n, 16.0, || open(n));
+    // The proxy still serves.
+    let mut c = proxy.connect();
+    assert_eq!(c.cmd(&["PING"]), "+PONG");
+}
