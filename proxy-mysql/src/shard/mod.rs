@@ -379,19 +379,19 @@ impl ShardSession {
         use codec::mysql::consts::com;
         // The planner's parser reads MariaDB's `/*M! ... */` as a comment while the shards run it:
         // the plan would not be the statement's. Refused rather than planned wrong.
-        if matches!(payload.first(), Some(&(com::QUERY | com::STMT_PREPARE)))
-            && router::sql::lexer::has_mariadb_executable_comment(&crate::sql_text(&payload[1..]))
-        {
-            return encode::err(
-                cx.client,
-                &unsupported("MariaDB executable comments (`/*M! ... */`); use `/*! ... */`"),
-            );
-        }
+        let executable_comment = |sql: &str| {
+            router::sql::lexer::has_mariadb_executable_comment(sql).then(|| {
+                unsupported("MariaDB executable comments (`/*M! ... */`); use `/*! ... */`")
+            })
+        };
         match payload.first().copied() {
             Some(com::QUERY) => {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
-                // it anyway with a syntax error naming the bytes).
+                // it anyway with a syntax error naming the bytes). Decoded once per statement.
                 let sql = crate::sql_text(&payload[1..]);
+                if let Some(e) = executable_comment(&sql) {
+                    return encode::err(cx.client, &e);
+                }
                 if sql.contains(';') {
                     let pieces = router::sql::lexer::split_statements(&sql);
                     if pieces.len() > 1 {
@@ -399,6 +399,11 @@ impl ShardSession {
                     }
                 }
                 return self.statement(cx, rules, &sql).await;
+            }
+            Some(com::STMT_PREPARE) => {
+                if let Some(e) = executable_comment(&crate::sql_text(&payload[1..])) {
+                    return encode::err(cx.client, &e);
+                }
             }
             Some(com::INIT_DB) => {
                 let db = String::from_utf8_lossy(&payload[1..]).into_owned();
