@@ -227,12 +227,7 @@ impl Session {
     ) -> Result<(), ProxyError> {
         if self.schema.is_none() && (c.schema.is_some() || c.schema_unknown) {
             // A session without a schema must not inherit one: only a fresh login unselects it.
-            c.change_user(&g.user, &g.password)
-                .await
-                .map_err(|reason| ProxyError::BackendLost {
-                    server: c.server.to_string(),
-                    reason,
-                })?;
+            c.change_user(&g.user, &g.password).await?;
         }
         c.sync_vars(self.vars.as_ref()).await?;
         if let Some(s) = &self.schema {

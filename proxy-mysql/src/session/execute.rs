@@ -342,7 +342,7 @@ impl Session {
                     self.last_gtid = Some(g);
                 }
             }
-            Ok(Err(e)) if e.contains("Unknown system variable") => {
+            Ok(Err(e)) if e.is_backend_code(crate::error::ER_UNKNOWN_SYSTEM_VARIABLE) => {
                 self.info.core.shared.gtid.set_unsupported(&g.name);
             }
             Ok(Err(_)) | Err(_) => conn.broken = true,
