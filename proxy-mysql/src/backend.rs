@@ -201,15 +201,7 @@ impl BackendConn {
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = Conn::new(stream, BACKEND_MAX_PAYLOAD);
-        let mut login = ClientLogin::new(LoginConfig {
-            user: user.to_string(),
-            password: password.as_bytes().to_vec(),
-            database: None,
-            capabilities: BACKEND_CAPS,
-            charset: BACKEND_COLLATION,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            tls: tls.is_some(),
-        });
+        let mut login = ClientLogin::new(login_config(user, password, tls.is_some()));
         loop {
             let p = conn.read_packet().await.map_err(|e| e.to_string())?;
             let mut step = login
@@ -259,15 +251,7 @@ impl BackendConn {
     /// way to unselect the current database. Session state and prepared statements are gone after.
     /// Any failure leaves the connection in an unknown state: [`ProxyError::BackendLost`].
     pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), ProxyError> {
-        let config = LoginConfig {
-            user: user.to_string(),
-            password: password.as_bytes().to_vec(),
-            database: None,
-            capabilities: BACKEND_CAPS,
-            charset: BACKEND_COLLATION,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            tls: self.conn.stream.is_tls(),
-        };
+        let config = login_config(user, password, self.conn.stream.is_tls());
         let (mut login, payload) = ClientLogin::change_user(
             config,
             BACKEND_CAPS,
@@ -548,6 +532,20 @@ impl BackendConn {
         p[0] = codec::mysql::consts::com::STMT_CLOSE;
         p[1..5].copy_from_slice(&id.to_le_bytes());
         self.queue_command(&p);
+    }
+}
+
+/// The backend login as the proxy makes it (no schema: sessions select theirs), for a new
+/// connection and for COM_CHANGE_USER alike.
+fn login_config(user: &str, password: &str, tls: bool) -> LoginConfig {
+    LoginConfig {
+        user: user.to_string(),
+        password: password.as_bytes().to_vec(),
+        database: None,
+        capabilities: BACKEND_CAPS,
+        charset: BACKEND_COLLATION,
+        max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+        tls,
     }
 }
 

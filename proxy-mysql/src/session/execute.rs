@@ -429,17 +429,7 @@ impl Session {
 /// Whether a statement may change data (for read-your-writes): not a plain read, not one that
 /// only touches the session, not a transaction boundary (the writes inside count themselves).
 fn is_write(c: &Classified) -> bool {
-    !c.is_read()
-        && !matches!(
-            c.kind,
-            StmtKind::Set
-                | StmtKind::Use
-                | StmtKind::Empty
-                | StmtKind::Begin
-                | StmtKind::Commit
-                | StmtKind::Rollback
-                | StmtKind::Savepoint
-        )
+    !c.is_read() && !super::choose::is_session_kind(c.kind) && c.kind != StmtKind::Savepoint
 }
 
 /// Spawns `KILL QUERY` for a backend connection whose statement timed out.
