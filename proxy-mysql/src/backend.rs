@@ -189,7 +189,6 @@ impl BackendConn {
     }
 
     /// The login itself; `Err` is the reason only (see [`BackendConn::connect`]).
-
     async fn connect_inner(
         server: Rc<str>,
         address: Rc<str>,
