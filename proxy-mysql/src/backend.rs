@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use codec::mysql::consts::capability::*;
 use codec::mysql::reply::Step;
-use codec::mysql::{ClientLogin, LoginConfig, LoginError, LoginStep, ReplyTracker, Seen};
+use codec::mysql::{
+    ClientLogin, LoginConfig, LoginError, LoginStep, MysqlError, ReplyTracker, Seen,
+};
 use router::config::BackendTls;
 use tokio::net::TcpStream;
 
@@ -125,10 +127,10 @@ pub(crate) enum Buffered {
 
 /// Where [`BackendConn::read_buffered`] puts a result set's definitions and rows.
 pub(crate) trait ResultSink {
-    /// A column definition payload.
-    fn column(&mut self, payload: Bytes) -> Result<(), String>;
-    /// A row payload of a result with `columns` columns.
-    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), String>;
+    /// A column definition payload (`Err`: it does not decode; the reply is abandoned).
+    fn column(&mut self, payload: Bytes) -> Result<(), MysqlError>;
+    /// A row payload of a result with `columns` columns (`Err`: it does not decode).
+    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), MysqlError>;
 }
 
 /// Column names and text rows as strings (health checks, admin queries).
@@ -139,15 +141,15 @@ struct TextRows {
 }
 
 impl ResultSink for TextRows {
-    fn column(&mut self, payload: Bytes) -> Result<(), String> {
-        let c = codec::mysql::ColumnDefinition::decode(payload).map_err(|e| e.to_string())?;
+    fn column(&mut self, payload: Bytes) -> Result<(), MysqlError> {
+        let c = codec::mysql::ColumnDefinition::decode(payload)?;
         self.names
             .push(String::from_utf8_lossy(&c.name).into_owned());
         Ok(())
     }
 
-    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), String> {
-        let row = codec::mysql::TextRow::decode(payload, columns).map_err(|e| e.to_string())?;
+    fn row(&mut self, payload: Bytes, columns: usize) -> Result<(), MysqlError> {
+        let row = codec::mysql::TextRow::decode(payload, columns)?;
         self.rows.push(
             row.cells
                 .into_iter()
@@ -163,6 +165,8 @@ impl BackendConn {
     /// path, and its full authentication over TLS; see `codec::mysql::login`).
     /// With `tls` (the group's), the connection switches to TLS after the server's handshake and
     /// the server's certificate is verified; a server that does not offer TLS is an error.
+    /// Every failure is [`ProxyError::BackendConnect`] (nothing was sent: retryable), made here
+    /// from the operator-readable reason of the steps below.
     pub async fn connect(
         server: Rc<str>,
         address: Rc<str>,
@@ -170,17 +174,21 @@ impl BackendConn {
         password: &str,
         timeout: Duration,
         tls: Option<&BackendTls>,
-    ) -> Result<BackendConn, String> {
-        let fut = Self::connect_inner(server, address, user, password, tls);
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "connect timed out after {} ms",
-                timeout.as_millis()
-            )),
-        }
+    ) -> Result<BackendConn, ProxyError> {
+        let fut = Self::connect_inner(server.clone(), address.clone(), user, password, tls);
+        let reason = match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(reason)) => reason,
+            Err(_) => format!("connect timed out after {} ms", timeout.as_millis()),
+        };
+        Err(ProxyError::BackendConnect {
+            server: server.to_string(),
+            address: address.to_string(),
+            reason,
+        })
     }
 
+    /// The login itself; `Err` is the reason only (see [`BackendConn::connect`]).
     async fn connect_inner(
         server: Rc<str>,
         address: Rc<str>,
@@ -192,15 +200,7 @@ impl BackendConn {
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = Conn::new(stream, BACKEND_MAX_PAYLOAD);
-        let mut login = ClientLogin::new(LoginConfig {
-            user: user.to_string(),
-            password: password.as_bytes().to_vec(),
-            database: None,
-            capabilities: BACKEND_CAPS,
-            charset: BACKEND_COLLATION,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            tls: tls.is_some(),
-        });
+        let mut login = ClientLogin::new(login_config(user, password, tls.is_some()));
         loop {
             let p = conn.read_packet().await.map_err(|e| e.to_string())?;
             let mut step = login
@@ -248,16 +248,9 @@ impl BackendConn {
 
     /// Logs in again with COM_CHANGE_USER (no schema): a fresh session on the same socket, the only
     /// way to unselect the current database. Session state and prepared statements are gone after.
-    pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), String> {
-        let config = LoginConfig {
-            user: user.to_string(),
-            password: password.as_bytes().to_vec(),
-            database: None,
-            capabilities: BACKEND_CAPS,
-            charset: BACKEND_COLLATION,
-            max_packet_size: BACKEND_MAX_PAYLOAD as u32,
-            tls: self.conn.stream.is_tls(),
-        };
+    /// Any failure leaves the connection in an unknown state: [`ProxyError::BackendLost`].
+    pub async fn change_user(&mut self, user: &str, password: &str) -> Result<(), ProxyError> {
+        let config = login_config(user, password, self.conn.stream.is_tls());
         let (mut login, payload) = ClientLogin::change_user(
             config,
             BACKEND_CAPS,
@@ -265,19 +258,22 @@ impl BackendConn {
             self.conn.stream.is_tls(),
         );
         self.queue_command(&payload);
-        self.conn.flush().await.map_err(|e| e.to_string())?;
+        self.flush_or_lost().await?;
         loop {
-            let r = self.conn.read_packet().await.map_err(|e| e.to_string())?;
+            let r = self.read_or_lost().await?;
             match login.on_packet(r.last_seq, r.payload) {
                 Ok(LoginStep::Done) => break,
                 Ok(LoginStep::Read) => {}
                 Ok(LoginStep::Send(o) | LoginStep::StartTls(o)) => {
                     self.conn.queue(o.seq, &o.payload);
-                    self.conn.flush().await.map_err(|e| e.to_string())?;
+                    self.flush_or_lost().await?;
                 }
                 Err(e) => {
                     self.broken = true;
-                    return Err(format!("COM_CHANGE_USER: {e}"));
+                    return Err(ProxyError::lost(
+                        &self.server,
+                        format_args!("COM_CHANGE_USER: {e}"),
+                    ));
                 }
             }
         }
@@ -303,21 +299,43 @@ impl BackendConn {
         self.forward(kind, None, None, u64::MAX).await
     }
 
-    /// Runs a text query and returns its column names and rows (for health checks).
+    /// Runs a text query and returns its column names and rows (for health checks). The server's
+    /// ERR is [`ProxyError::BackendRefused`] (the connection stays usable); a failed connection
+    /// [`ProxyError::BackendLost`].
     pub async fn query_rows(
         &mut self,
         sql: &str,
-    ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+    ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), ProxyError> {
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(codec::mysql::consts::com::QUERY);
         payload.extend_from_slice(sql.as_bytes());
         self.queue_command(&payload);
-        self.conn.flush().await.map_err(|e| e.to_string())?;
+        self.flush_or_lost().await?;
         let mut sink = TextRows::default();
         let reply = self.read_buffered(&mut sink).await?;
         match reply {
             Buffered::Ok(_) | Buffered::Rows => Ok((sink.names, sink.rows)),
-            Buffered::Err(e) => Err(String::from_utf8_lossy(&e.message).into_owned()),
+            Buffered::Err(e) => Err(ProxyError::BackendRefused(e)),
+        }
+    }
+
+    /// Flushes the queued commands; a failure is [`ProxyError::BackendLost`] and marks the
+    /// connection broken.
+    async fn flush_or_lost(&mut self) -> Result<(), ProxyError> {
+        self.conn.flush().await.map_err(|e| {
+            self.broken = true;
+            ProxyError::lost(&self.server, e)
+        })
+    }
+
+    /// Reads one packet; a failure is [`ProxyError::BackendLost`] and marks the connection broken.
+    async fn read_or_lost(&mut self) -> Result<codec::mysql::Packet, ProxyError> {
+        match self.conn.read_packet().await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.broken = true;
+                Err(ProxyError::lost(&self.server, e))
+            }
         }
     }
 
@@ -325,17 +343,33 @@ impl BackendConn {
     /// definition and each row (with the column count) to `sink` as it arrives. Used where
     /// a reply is consumed rather than forwarded (health checks, shard units). A second result
     /// (multi-statement), a LOCAL INFILE request or a malformed packet is an error, and so is an
-    /// error of a callback; after any error the connection is in an unknown state.
+    /// error of a callback: [`ProxyError::BackendLost`], with the connection marked broken (its
+    /// state is unknown).
     pub(crate) async fn read_buffered(
         &mut self,
         sink: &mut dyn ResultSink,
-    ) -> Result<Buffered, String> {
+    ) -> Result<Buffered, ProxyError> {
+        match self.read_buffered_inner(sink).await {
+            Ok(b) => Ok(b),
+            Err(reason) => {
+                self.broken = true;
+                Err(ProxyError::lost(&self.server, reason))
+            }
+        }
+    }
+
+    /// [`BackendConn::read_buffered`]'s loop; `Err` is the reason only.
+    async fn read_buffered_inner(
+        &mut self,
+        sink: &mut dyn ResultSink,
+    ) -> Result<Buffered, BufferedError> {
+        use BufferedError::Unexpected;
         let mut tracker = ReplyTracker::for_kind(RespKind::ResultSet, BACKEND_CAPS);
         let mut columns = 0usize;
         let mut eofs = 0u8;
         loop {
-            let p = self.conn.read_packet().await.map_err(|e| e.to_string())?;
-            let fed = tracker.advance(&p.payload).map_err(|e| e.to_string())?;
+            let p = self.conn.read_packet().await?;
+            let fed = tracker.advance(&p.payload)?;
             let more = fed.step == Step::More;
             match fed.seen {
                 Seen::ColumnCount(n) if columns == 0 => columns = n as usize,
@@ -344,18 +378,16 @@ impl BackendConn {
                 // The EOF after the definitions, then the one after the rows.
                 Seen::Eof { .. } if eofs == 0 => eofs = 1,
                 Seen::Eof { .. } | Seen::Ok(_) if more => {
-                    return Err("unexpected multi-result".into());
+                    return Err(Unexpected("unexpected multi-result"));
                 }
                 Seen::Eof { .. } => return Ok(Buffered::Rows),
                 Seen::Ok(ok) => return Ok(Buffered::Ok(ok)),
                 Seen::Err { .. } => {
-                    return codec::mysql::ErrPacket::decode(p.payload)
-                        .map(Buffered::Err)
-                        .map_err(|e| e.to_string());
+                    return Ok(Buffered::Err(codec::mysql::ErrPacket::decode(p.payload)?));
                 }
-                Seen::LocalInfile => return Err("asked for a LOCAL INFILE".into()),
+                Seen::LocalInfile => return Err(Unexpected("asked for a LOCAL INFILE")),
                 Seen::ColumnCount(_) | Seen::PrepareOk { .. } | Seen::Other => {
-                    return Err("unexpected packet in a query reply".into());
+                    return Err(Unexpected("unexpected packet in a query reply"));
                 }
             }
             if !more {
@@ -500,6 +532,35 @@ impl BackendConn {
         p[1..5].copy_from_slice(&id.to_le_bytes());
         self.queue_command(&p);
     }
+}
+
+/// The backend login as the proxy makes it (no schema: sessions select theirs), for a new
+/// connection and for COM_CHANGE_USER alike.
+fn login_config(user: &str, password: &str, tls: bool) -> LoginConfig {
+    LoginConfig {
+        user: user.to_string(),
+        password: password.as_bytes().to_vec(),
+        database: None,
+        capabilities: BACKEND_CAPS,
+        charset: BACKEND_COLLATION,
+        max_packet_size: BACKEND_MAX_PAYLOAD as u32,
+        tls,
+    }
+}
+
+/// Why [`BackendConn::read_buffered`] gave up (it becomes [`ProxyError::BackendLost`] in one
+/// place).
+#[derive(Debug, thiserror::Error)]
+enum BufferedError {
+    /// The socket or its framing failed.
+    #[error("{0}")]
+    Conn(#[from] ConnError),
+    /// A packet does not decode.
+    #[error("{0}")]
+    Malformed(#[from] MysqlError),
+    /// A packet a single-result query reply cannot have.
+    #[error("{0}")]
+    Unexpected(&'static str),
 }
 
 /// A backend login failure as the operator reads it (the group's TLS requirement and the

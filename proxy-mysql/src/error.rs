@@ -4,6 +4,10 @@ use codec::mysql::{ErrPacket, MysqlError};
 
 use crate::conn::ConnError;
 
+/// The server's code for `Unknown system variable` (a server without MariaDB GTIDs answers
+/// `@@gtid_slave_pos` / `@@last_gtid` with it).
+pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+
 /// Which side of the proxy an error comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -49,6 +53,10 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// A backend answered a statement the proxy sent on its own behalf (a health check, a
+    /// `SELECT @@last_gtid`, a schema check) with this ERR; the connection is still usable.
+    #[error("{}", String::from_utf8_lossy(&.0.message))]
+    BackendRefused(ErrPacket),
     /// The result exceeded `max_result_bytes`; `next_seq` continues the partial result for the ERR.
     #[error("result larger than {limit} bytes")]
     ResultTooLarge {
@@ -98,6 +106,33 @@ impl ProxyError {
         }
     }
 
+    /// The error as a sharded session's client reads it: a lost connection is named after the
+    /// shard (the client knows the shards, not their servers); other errors are unchanged.
+    pub fn on_shard(self, shard: &str) -> Self {
+        match self {
+            ProxyError::BackendLost { reason, .. } => ProxyError::BackendLost {
+                server: shard.to_string(),
+                reason,
+            },
+            e => e,
+        }
+    }
+
+    /// Why, without the server's name (as [`ProxyError::into_reason`], borrowing).
+    pub fn reason(&self) -> String {
+        match self {
+            ProxyError::BackendLost { reason, .. } | ProxyError::BackendConnect { reason, .. } => {
+                reason.clone()
+            }
+            e => e.to_string(),
+        }
+    }
+
+    /// Whether this is the backend's ERR `code` (e.g. 1193, unknown system variable).
+    pub fn is_backend_code(&self, code: u16) -> bool {
+        matches!(self, ProxyError::BackendRefused(p) if p.code == code)
+    }
+
     /// Why, without the server's name: a backend failure's reason, else the error's text (for
     /// reports that name the server or shard themselves).
     pub fn into_reason(self) -> String {
@@ -116,7 +151,7 @@ impl ProxyError {
             ProxyError::BackendConnect { .. }
             | ProxyError::BackendLost { .. }
             | ProxyError::Timeout => Side::Backend,
-            ProxyError::Unavailable(_) => Side::Backend,
+            ProxyError::Unavailable(_) | ProxyError::BackendRefused(_) => Side::Backend,
             ProxyError::ResultTooLarge { .. }
             | ProxyError::RowBudget(_)
             | ProxyError::Internal(_) => Side::Internal,
@@ -196,9 +231,10 @@ impl ProxyError {
                 "70100",
                 "Query execution was interrupted (max_statement_time exceeded)",
             ),
-            ProxyError::Refused(p) | ProxyError::Unavailable(p) | ProxyError::Internal(p) => {
-                p.clone()
-            }
+            ProxyError::Refused(p)
+            | ProxyError::Unavailable(p)
+            | ProxyError::Internal(p)
+            | ProxyError::BackendRefused(p) => p.clone(),
         }
     }
 }
@@ -495,9 +531,13 @@ pub mod errs {
         )
     }
 
-    /// 1105: the listener's sharding rules do not compile (the compiler's message).
-    pub fn rules_broken(msg: &str) -> ErrPacket {
-        ErrPacket::new(1105, "HY000", msg.to_string())
+    /// 1105: the listener's sharding rules `name` do not compile (`e`: the compiler's message).
+    pub fn rules_broken(name: &str, e: &dyn std::fmt::Display) -> ErrPacket {
+        ErrPacket::new(
+            1105,
+            "HY000",
+            format!("furrow: sharding rules `{name}`: {e}"),
+        )
     }
 
     /// 1049: a database a sharded listener does not serve.
@@ -588,6 +628,10 @@ mod tests {
         let client = ProxyError::client(ConnError::Io(std::io::ErrorKind::BrokenPipe.into()));
         assert_eq!(client.side(), Side::Client);
         assert!(!client.retryable() && !client.is_server_failure());
+        let refused = ProxyError::BackendRefused(ErrPacket::new(1193, "HY000", "Unknown"));
+        assert_eq!(refused.side(), Side::Backend);
+        assert!(refused.is_backend_code(1193) && !refused.is_backend_code(1046));
+        assert!(!refused.retryable() && !refused.is_server_failure());
         let big = ProxyError::ResultTooLarge {
             limit: 10,
             next_seq: 7,

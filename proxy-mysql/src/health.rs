@@ -13,6 +13,7 @@ use runtime::{LocalSnapshot, Shared};
 
 use crate::backend::{BackendConn, RespKind};
 use crate::core::MysqlShared;
+use crate::error::{ER_UNKNOWN_SYSTEM_VARIABLE, ProxyError};
 
 /// Starts the monitor of `group` on this executor unless one runs already for the proxy (the
 /// registry of running monitors is in `shared`'s [`MysqlShared`]: several proxies in one process,
@@ -77,7 +78,7 @@ async fn monitor(group: String, shared: Shared, reg: Arc<MysqlShared>) {
                     probe(conn, &srv.name, &srv.address, login, replica, gtid),
                 )
                 .await
-                .unwrap_or_else(|_| Err("health check timed out".into()));
+                .unwrap_or_else(|_| Err(ProxyError::lost(&srv.name, "health check timed out")));
                 (key, state, srv.name, srv.address, r, started.elapsed())
             }
         });
@@ -98,9 +99,10 @@ async fn monitor(group: String, shared: Shared, reg: Arc<MysqlShared>) {
                 }
                 Err(e) => {
                     if let Some(st) = &state {
-                        st.note_error(&e.to_string());
+                        let reason = e.into_reason();
+                        st.note_error(&reason);
                         if st.record_failure(2, interval * 2) {
-                            tracing::warn!(group = %group, server = %st.name, error = %e, "backend ejected");
+                            tracing::warn!(group = %group, server = %st.name, error = %reason, "backend ejected");
                         }
                         st.lag_ms.store(LAG_UNKNOWN, Relaxed);
                     }
@@ -158,7 +160,7 @@ async fn probe(
     login: Login<'_>,
     replica: bool,
     gtid: bool,
-) -> Result<(BackendConn, Option<u64>, Option<crate::gtid::Gtids>), String> {
+) -> Result<(BackendConn, Option<u64>, Option<crate::gtid::Gtids>), ProxyError> {
     let mut c = match conn {
         Some(c) => c,
         None => {
@@ -176,10 +178,9 @@ async fn probe(
     if !replica {
         let o = c
             .command(&[codec::mysql::consts::com::PING], RespKind::Single)
-            .await
-            .map_err(crate::error::ProxyError::into_reason)?;
+            .await?;
         if o.err.is_some() {
-            return Err("ping failed".into());
+            return Err(ProxyError::lost(name, "ping failed"));
         }
         return Ok((c, Some(0), None));
     }
@@ -196,7 +197,7 @@ async fn probe(
                     .unwrap_or_default();
                 Some(crate::gtid::parse(&text))
             }
-            Err(e) if e.contains("Unknown system variable") => None,
+            Err(e) if e.is_backend_code(ER_UNKNOWN_SYSTEM_VARIABLE) => None,
             Err(e) => return Err(e),
         }
     } else {

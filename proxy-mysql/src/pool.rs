@@ -216,16 +216,14 @@ pub async fn checkout(
                     c.home = Rc::downgrade(&pool.home);
                     Ok(Box::new(c))
                 }
-                Err(reason) => {
+                Err(e) => {
                     pool.home.open.set(pool.home.open.get().saturating_sub(1));
-                    t.state.note_error(&reason);
-                    t.state
-                        .record_failure(g.circuit_break_after, g.circuit_open);
-                    Err(ProxyError::BackendConnect {
-                        server: t.name.to_string(),
-                        address: t.address.to_string(),
-                        reason,
-                    })
+                    t.state.note_error(&e.reason());
+                    if e.is_server_failure() {
+                        t.state
+                            .record_failure(g.circuit_break_after, g.circuit_open);
+                    }
+                    Err(e)
                 }
             };
         }

@@ -227,12 +227,7 @@ impl Session {
     ) -> Result<(), ProxyError> {
         if self.schema.is_none() && (c.schema.is_some() || c.schema_unknown) {
             // A session without a schema must not inherit one: only a fresh login unselects it.
-            c.change_user(&g.user, &g.password)
-                .await
-                .map_err(|reason| ProxyError::BackendLost {
-                    server: c.server.to_string(),
-                    reason,
-                })?;
+            c.change_user(&g.user, &g.password).await?;
         }
         c.sync_vars(self.vars.as_ref()).await?;
         if let Some(s) = &self.schema {
@@ -278,13 +273,19 @@ fn replica_may_run(c: &Classified, is_read: bool) -> bool {
 
 /// `SET` / `USE` and friends are allowed for replica_only users (they only touch the session).
 fn is_session_only(c: &Classified) -> bool {
+    is_session_kind(c.kind) && c.flags & router::sql::classify::flags::GLOBAL_SET == 0
+}
+
+/// Statements that touch only the session or bound a transaction, never data: `SET`, `USE`,
+/// empty, `BEGIN`, `COMMIT`, `ROLLBACK` (a global `SET` is the caller's to tell apart).
+pub(super) fn is_session_kind(kind: StmtKind) -> bool {
     matches!(
-        c.kind,
+        kind,
         StmtKind::Set
             | StmtKind::Use
             | StmtKind::Empty
             | StmtKind::Begin
             | StmtKind::Commit
             | StmtKind::Rollback
-    ) && c.flags & router::sql::classify::flags::GLOBAL_SET == 0
+    )
 }

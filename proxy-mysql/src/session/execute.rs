@@ -342,7 +342,7 @@ impl Session {
                     self.last_gtid = Some(g);
                 }
             }
-            Ok(Err(e)) if e.contains("Unknown system variable") => {
+            Ok(Err(e)) if e.is_backend_code(crate::error::ER_UNKNOWN_SYSTEM_VARIABLE) => {
                 self.info.core.shared.gtid.set_unsupported(&g.name);
             }
             Ok(Err(_)) | Err(_) => conn.broken = true,
@@ -429,17 +429,7 @@ impl Session {
 /// Whether a statement may change data (for read-your-writes): not a plain read, not one that
 /// only touches the session, not a transaction boundary (the writes inside count themselves).
 fn is_write(c: &Classified) -> bool {
-    !c.is_read()
-        && !matches!(
-            c.kind,
-            StmtKind::Set
-                | StmtKind::Use
-                | StmtKind::Empty
-                | StmtKind::Begin
-                | StmtKind::Commit
-                | StmtKind::Rollback
-                | StmtKind::Savepoint
-        )
+    !c.is_read() && !super::choose::is_session_kind(c.kind) && c.kind != StmtKind::Savepoint
 }
 
 /// Spawns `KILL QUERY` for a backend connection whose statement timed out.

@@ -162,6 +162,21 @@ impl Session {
         Ok(Some((resp, seq, offered)))
     }
 
+    /// The user name a login or COM_CHANGE_USER gives, the client's host (for the ERR messages),
+    /// and the listener's user of that name in the current snapshot.
+    fn lookup_user(&mut self, username: &[u8]) -> (String, String, Option<User>) {
+        let name = String::from_utf8_lossy(username).into_owned();
+        let host = self.peer.ip().to_string();
+        let user = self
+            .snap
+            .get()
+            .config
+            .users_for(&self.info.name)
+            .find(|u| u.name == name)
+            .cloned();
+        (name, host, user)
+    }
+
     /// The login: greeting, authentication, the schema asked for. Returns `Ok(false)` when the
     /// client was refused (an ERR is queued).
     pub(super) async fn handshake(&mut self) -> Result<bool, ConnError> {
@@ -170,14 +185,7 @@ impl Session {
         };
         self.caps = resp.capabilities & offered;
         self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;
-        let name = String::from_utf8_lossy(&resp.username).into_owned();
-        let host = self.peer.ip().to_string();
-        let snap = self.snap.get().clone();
-        let user = snap
-            .config
-            .users_for(&self.info.name)
-            .find(|u| u.name == name)
-            .cloned();
+        let (name, host, user) = self.lookup_user(&resp.username);
         let Some(user) = user else {
             self.login_failed();
             self.refuse(
@@ -345,14 +353,7 @@ impl Session {
             auth_plugin_name,
             ..
         } = cu;
-        let name = String::from_utf8_lossy(&username).into_owned();
-        let host = self.peer.ip().to_string();
-        let snap = self.snap.get().clone();
-        let user = snap
-            .config
-            .users_for(&self.info.name)
-            .find(|u| u.name == name)
-            .cloned();
+        let (name, host, user) = self.lookup_user(&username);
         let mut plugin = auth_plugin_name
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .unwrap_or_else(|| ANNOUNCED_PLUGIN.into());

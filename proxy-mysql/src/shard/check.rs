@@ -32,8 +32,12 @@ pub async fn check_shard_schemas(config: &Config) -> Vec<String> {
                 Ok(c) => c,
                 Err(e) => {
                     problems.push(format!(
-                        "sharding `{}`: shard `{}`: cannot connect to `{}` ({}): {e}",
-                        s.name, shard.name, p.name, p.address
+                        "sharding `{}`: shard `{}`: cannot connect to `{}` ({}): {}",
+                        s.name,
+                        shard.name,
+                        p.name,
+                        p.address,
+                        e.into_reason()
                     ));
                     continue;
                 }
@@ -50,8 +54,12 @@ pub async fn check_shard_schemas(config: &Config) -> Vec<String> {
                 )),
                 Ok(_) => {}
                 Err(e) => problems.push(format!(
-                    "sharding `{}`: shard `{}`: cannot check schema `{}` on `{}`: {e}",
-                    s.name, shard.name, shard.schema, p.name
+                    "sharding `{}`: shard `{}`: cannot check schema `{}` on `{}`: {}",
+                    s.name,
+                    shard.name,
+                    shard.schema,
+                    p.name,
+                    e.into_reason()
                 )),
             }
         }

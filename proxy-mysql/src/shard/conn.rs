@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codec::mysql::consts::com;
-use codec::mysql::{ColumnDefinition, ErrPacket};
+use codec::mysql::{ColumnDefinition, ErrPacket, MysqlError};
 use router::sql::plan::{ShardResult, VecRows};
 use router::sql::shard::Shard;
 use runtime::{Shared, Snapshot};
@@ -167,7 +167,7 @@ pub async fn fetch(
         return Err(ProxyError::lost(&c.server, e));
     }
     let r = read_result(c, used, budget).await;
-    if matches!(r, Err(ProxyError::BackendLost { .. })) {
+    if r.as_ref().is_err_and(ProxyError::is_server_failure) {
         c.broken = true;
     }
     r
@@ -184,13 +184,12 @@ struct UnitRows<'a> {
 }
 
 impl ResultSink for UnitRows<'_> {
-    fn column(&mut self, payload: bytes::Bytes) -> Result<(), String> {
-        self.cols
-            .push(ColumnDefinition::decode(payload).map_err(|e| e.to_string())?);
+    fn column(&mut self, payload: bytes::Bytes) -> Result<(), MysqlError> {
+        self.cols.push(ColumnDefinition::decode(payload)?);
         Ok(())
     }
 
-    fn row(&mut self, payload: bytes::Bytes, _columns: usize) -> Result<(), String> {
+    fn row(&mut self, payload: bytes::Bytes, _columns: usize) -> Result<(), MysqlError> {
         if self.over {
             return Ok(()); // drain the rest so the connection stays usable
         }
@@ -200,8 +199,7 @@ impl ResultSink for UnitRows<'_> {
             self.rows.clear();
             return Ok(());
         }
-        let row = super::encode::decode_row(payload, &self.cols, &mut self.cells)
-            .map_err(|e| e.to_string())?;
+        let row = super::encode::decode_row(payload, &self.cols, &mut self.cells)?;
         self.rows.push(row);
         Ok(())
     }
@@ -220,11 +218,7 @@ async fn read_result(
         budget,
         over: false,
     };
-    let server = c.server.clone();
-    let reply = c
-        .read_buffered(&mut sink)
-        .await
-        .map_err(|e| ProxyError::lost(&server, format!("shard reply: {e}")))?;
+    let reply = c.read_buffered(&mut sink).await?;
     match reply {
         Buffered::Ok(ok) => Ok(UnitOutcome::Done(ShardResult::Affected {
             rows: ok.affected_rows,

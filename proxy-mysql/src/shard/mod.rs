@@ -102,7 +102,7 @@ pub fn rules_for(core: &CoreCtx, snap: &Arc<Snapshot>, listener: &str) -> Option
             .map(|s| {
                 ShardingRules::compile(&s)
                     .map(Rc::new)
-                    .map_err(|e| format!("furrow: sharding rules `{}`: {e}", s.name))
+                    .map_err(|e| errs::rules_broken(&s.name, &e))
             });
         m.insert(listener.to_string(), (snap.generation, r.clone()));
         r
@@ -472,9 +472,7 @@ impl ShardSession {
     fn use_db(&mut self, cx: Ctx<'_>, rules: &RulesFor, db: &str) {
         let rules = match rules {
             Ok(r) => r,
-            Err(msg) => {
-                return encode::err(cx.client, &errs::rules_broken(msg));
-            }
+            Err(p) => return encode::err(cx.client, p),
         };
         if db != rules.name {
             return encode::err(cx.client, &errs::unknown_database(db));
@@ -494,8 +492,8 @@ impl ShardSession {
     ) -> Option<Rc<router::sql::Digest>> {
         let rules = match rules {
             Ok(r) => r.clone(),
-            Err(msg) => {
-                encode::err(cx.client, &errs::rules_broken(msg));
+            Err(p) => {
+                encode::err(cx.client, p);
                 return None;
             }
         };

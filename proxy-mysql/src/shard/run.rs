@@ -21,7 +21,7 @@ use router::sql::shard::ShardingRules;
 use super::conn::{ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync};
 use super::{Ctx, IdGenerators, ShardSession, encode};
 use crate::backend::RespKind;
-use crate::error::{ProxyError, Side};
+use crate::error::ProxyError;
 
 /// Every unit a plan will run, in the order the merge asks for them.
 pub fn units_of(plan: &Plan) -> Vec<Unit> {
@@ -166,15 +166,7 @@ pub(super) async fn open(
             }
             Err(e) => {
                 c.discard();
-                // Named after the shard, not the server: the client knows the shards.
-                let e = match e {
-                    ProxyError::BackendLost { reason, .. } => ProxyError::BackendLost {
-                        server: s.name.clone(),
-                        reason,
-                    },
-                    e => e,
-                };
-                return Err(e.to_err_packet());
+                return Err(e.on_shard(&s.name).to_err_packet());
             }
         }
     }
@@ -316,7 +308,7 @@ impl ShardSession {
             }
             Err(e) => {
                 if let Some(s) = rules.shards.get(unit.shard)
-                    && e.side() != Side::Client
+                    && e.is_server_failure()
                 {
                     record_outcome(cx.core, cx.snap, cx.shared, s, None);
                 }
@@ -329,15 +321,7 @@ impl ShardSession {
                 if cx.client.wbuf.len() >= mark {
                     cx.client.wbuf.truncate(mark);
                 }
-                // Named after the shard, not the server: the client knows the shards.
-                let err = match e {
-                    ProxyError::BackendLost { reason, .. } => ProxyError::BackendLost {
-                        server: name,
-                        reason,
-                    },
-                    e => e,
-                }
-                .to_err_packet();
+                let err = e.on_shard(&name).to_err_packet();
                 let err = self.abort_txn(rules, err).await;
                 encode::err(cx.client, &err);
             }
@@ -422,19 +406,14 @@ impl ShardSession {
                     continue;
                 }
                 Some(Ok(UnitOutcome::Refused(e))) => shard_err(rules, u.shard, &e),
-                Some(Err(ProxyError::BackendLost { reason, .. })) => {
+                Some(Err(e)) if e.is_server_failure() => {
                     lost = true;
-                    if let Some(s) = rules.shards.get(u.shard) {
+                    let s = rules.shards.get(u.shard);
+                    if let Some(s) = s {
                         record_outcome(cx.core, cx.snap, cx.shared, s, None);
                     }
-                    ProxyError::BackendLost {
-                        server: rules
-                            .shards
-                            .get(u.shard)
-                            .map_or("?".into(), |s| s.name.clone()),
-                        reason,
-                    }
-                    .to_err_packet()
+                    e.on_shard(s.map_or("?", |s| s.name.as_str()))
+                        .to_err_packet()
                 }
                 // The row budget (and any other refusal): the error's own packet.
                 Some(Err(e)) => e.to_err_packet(),

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Mutex;
 
+use codec::mysql::ErrPacket;
 use router::sql::shard::{IdGenerator, ShardingRules};
 
-/// The compiled rules of a listener for one config generation (`Err`: the rules do not compile).
-pub type RulesFor = Result<Rc<ShardingRules>, String>;
+/// The compiled rules of a listener for one config generation (`Err`: the rules do not compile;
+/// the ERR every statement of the listener gets, made once by `errs::rules_broken`).
+pub type RulesFor = Result<Rc<ShardingRules>, ErrPacket>;
 
 /// The global id generators of the process: one per worker id, shared by all cores (in
 /// [`crate::MysqlShared`]), so ids stay unique and increasing across cores.

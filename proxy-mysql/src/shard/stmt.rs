@@ -72,9 +72,7 @@ impl ShardSession {
             com::STMT_EXECUTE => {
                 let rules = match rules {
                     Ok(r) => r.clone(),
-                    Err(msg) => {
-                        return encode::err(cx.client, &errs::rules_broken(msg));
-                    }
+                    Err(p) => return encode::err(cx.client, p),
                 };
                 // The ops features apply to the statement's text, as for COM_STMT_EXECUTE on a
                 // read/write-split listener.

@@ -76,14 +76,18 @@ struct Feed {
 }
 
 impl Feed {
-    async fn read(&mut self) -> Result<bytes::Bytes, String> {
+    /// The next packet of the reply: [`ProxyError::Timeout`] past the deadline,
+    /// [`ProxyError::BackendLost`] when the socket fails (either way the connection is broken).
+    async fn read(&mut self) -> Result<bytes::Bytes, ProxyError> {
         let read = self.conn.conn.conn.read_packet();
         let r = match self.deadline {
             Some(d) => match tokio::time::timeout_at(d, read).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err("statement timeout".to_string()),
+                Ok(r) => r.map_err(|e| ProxyError::lost(&self.conn.conn.server, e)),
+                Err(_) => Err(ProxyError::Timeout),
             },
-            None => read.await.map_err(|e| e.to_string()),
+            None => read
+                .await
+                .map_err(|e| ProxyError::lost(&self.conn.conn.server, e)),
         };
         if r.is_err() {
             self.conn.conn.broken = true;
@@ -98,7 +102,9 @@ impl Feed {
 }
 
 impl ShardSession {
-    /// Streams `shape` (see the module docs) to the client, in the binary protocol when `binary`.
+    /// Streams `shape` (see the module docs) to the client, in the binary protocol when `binary`:
+    /// open the connections, send every unit, [`pump`] the executor, [`drain`] the connections,
+    /// then answer an error if the executor (or the client) stopped early.
     pub(crate) async fn stream(
         &mut self,
         cx: Ctx<'_>,
@@ -129,118 +135,28 @@ impl ShardSession {
                 drain_rows: rules.max_limit_rows,
             },
         );
-        // Send everything first so the shards work in parallel.
-        for (u, f) in units.iter().zip(&feed_of) {
-            if let Some(feed) = feeds.get_mut(*f) {
-                feed.conn.conn.conn.queue_query(&u.sql);
-            }
-        }
-        for (i, feed) in feeds.iter_mut().enumerate() {
-            if let Err(e) = feed.conn.conn.conn.flush().await {
-                feed.conn.conn.broken = true;
-                if let Some(u) = feed_of.iter().position(|f| *f == i) {
-                    exec.lost(u, format!("sending: {e}"));
-                }
-            }
-        }
+        send_all(&mut exec, &mut feeds, &feed_of, units).await;
         let mark = cx.client.wbuf.len();
-        let mut flushed = false;
-        let mut client_gone = None;
-        let mut current = None;
-        loop {
-            let u = match exec.step(&mut cx.client.wbuf) {
-                Want::Done => break,
-                Want::Read(u) => u,
-            };
-            let Some(feed) = feed_of.get(u).and_then(|f| feeds.get_mut(*f)) else {
-                exec.lost(u, "no connection");
-                continue;
-            };
-            if concat && current != Some(u) {
-                current = Some(u);
-                feed.restart();
-            }
-            match feed.read().await {
-                Ok(p) => exec.feed(u, p),
-                Err(reason) => exec.lost(u, reason),
-            }
-            if cx.client.wbuf.len() >= FLUSH_AT {
-                flushed = true;
-                if let Err(e) = cx.client.flush().await {
-                    client_gone = Some(format!("client: {e}"));
-                    break;
-                }
-            }
-        }
-        // Clean the connections up before answering (in unit order: a shard's units are
-        // pipelined on its connection).
-        for (u, f) in feed_of.iter().enumerate() {
-            let Some(feed) = feeds.get_mut(*f) else {
-                continue;
-            };
-            if feed.conn.conn.broken {
-                continue;
-            }
-            let most = match exec.drain(u) {
-                Drain::Clean => continue,
-                Drain::Close => {
-                    feed.conn.conn.broken = true;
-                    continue;
-                }
-                Drain::All => None,
-                Drain::UpTo(n) => Some(n),
-            };
-            if concat {
-                feed.restart();
-            }
-            let mut left = most;
-            loop {
-                if left == Some(0) {
-                    // Too much left: the server stops at its next write.
-                    feed.conn.conn.broken = true;
-                    break;
-                }
-                left = left.map(|n| n - 1);
-                match feed.read().await {
-                    Ok(p) if exec.discard(u, &p) => break,
-                    Ok(_) => {}
-                    Err(_) => break, // broken now
-                }
-            }
-            if matches!(exec.drain(u), Drain::Close) {
-                feed.conn.conn.broken = true;
-            }
-        }
+        let pumped = pump(&mut exec, &mut feeds, &feed_of, cx.client, concat).await;
+        // Clean the connections up before answering.
+        drain(&mut exec, &mut feeds, &feed_of, concat).await;
         let lost = feeds.iter().any(|f| f.conn.conn.broken);
         for f in feeds {
             self.put_back(f.shard, f.conn);
         }
-        let shard_name = |unit: usize| {
-            units
-                .get(unit)
-                .and_then(|u| rules.shards.get(u.shard))
-                .map_or("?".to_string(), |s| s.name.clone())
-        };
-        let err = match (client_gone, exec.take_error()) {
-            (Some(reason), _) => crate::error::errs::internal(&reason),
-            (None, None) => return, // the executor wrote the whole reply
-            (None, Some(StreamError::Refused { unit, err })) => {
-                let shard = units.get(unit).map_or(usize::MAX, |u| u.shard);
-                shard_err(rules, shard, &err)
-            }
-            (None, Some(StreamError::Lost { unit, reason })) => ProxyError::BackendLost {
-                server: shard_name(unit),
-                reason,
-            }
-            .to_err_packet(),
-            (None, Some(StreamError::Merge(e))) => shard_error_packet(&e),
+        let err = match pumped.client_gone {
+            Some(e) => e.to_err_packet(),
+            None => match exec.take_error() {
+                None => return, // the executor wrote the whole reply
+                Some(e) => stream_error_packet(rules, units, e),
+            },
         };
         let err = if lost {
             self.abort_txn(rules, err).await
         } else {
             err
         };
-        if flushed {
+        if pumped.flushed {
             // Part of the result reached the client: the ERR ends it.
             cx.client.queue_err(exec.seq(), &err);
         } else {
@@ -318,6 +234,144 @@ impl ShardSession {
             return Err(e);
         }
         Ok((feeds, (0..units.len()).collect()))
+    }
+}
+
+/// Queues every unit's SQL on its connection and flushes them all, so the shards work in
+/// parallel; a connection that cannot be written to loses its units.
+async fn send_all(
+    exec: &mut StreamExec<'_>,
+    feeds: &mut [Feed],
+    feed_of: &[usize],
+    units: &[Unit],
+) {
+    for (u, f) in units.iter().zip(feed_of) {
+        if let Some(feed) = feeds.get_mut(*f) {
+            feed.conn.conn.conn.queue_query(&u.sql);
+        }
+    }
+    for (i, feed) in feeds.iter_mut().enumerate() {
+        if let Err(e) = feed.conn.conn.conn.flush().await {
+            feed.conn.conn.broken = true;
+            if let Some(u) = feed_of.iter().position(|f| *f == i) {
+                exec.lost(u, format!("sending: {e}"));
+            }
+        }
+    }
+}
+
+/// How [`pump`] ended.
+struct Pumped {
+    /// Some of the reply was flushed to the client (an error must end it, not replace it).
+    flushed: bool,
+    /// The client's socket failed while flushing.
+    client_gone: Option<ProxyError>,
+}
+
+/// Runs the executor to its end: reads the packet of the unit it asks for, feeds it, and flushes
+/// the client every [`FLUSH_AT`] bytes. A plain scatter (`concat`) restarts a unit's read timeout
+/// when its reply begins.
+async fn pump(
+    exec: &mut StreamExec<'_>,
+    feeds: &mut [Feed],
+    feed_of: &[usize],
+    client: &mut crate::conn::Conn,
+    concat: bool,
+) -> Pumped {
+    let mut flushed = false;
+    let mut current = None;
+    loop {
+        let u = match exec.step(&mut client.wbuf) {
+            Want::Done => break,
+            Want::Read(u) => u,
+        };
+        let Some(feed) = feed_of.get(u).and_then(|f| feeds.get_mut(*f)) else {
+            exec.lost(u, "no connection");
+            continue;
+        };
+        if concat && current != Some(u) {
+            current = Some(u);
+            feed.restart();
+        }
+        match feed.read().await {
+            Ok(p) => exec.feed(u, p),
+            // The executor reports it as the unit's lost connection (ERR 1158 naming the
+            // shard), a timeout included, as the buffered path does.
+            Err(e) => exec.lost(u, e.into_reason()),
+        }
+        if client.wbuf.len() >= FLUSH_AT {
+            flushed = true;
+            if let Err(e) = client.flush().await {
+                return Pumped {
+                    flushed,
+                    client_gone: Some(ProxyError::client(e)),
+                };
+            }
+        }
+    }
+    Pumped {
+        flushed,
+        client_gone: None,
+    }
+}
+
+/// Cleans each unit's connection up as the executor says ([`Drain`]), in unit order (a shard's
+/// units are pipelined on its connection): nothing, read to the end of the reply, read at most
+/// `n` more packets, or mark it broken (closed when put back).
+async fn drain(exec: &mut StreamExec<'_>, feeds: &mut [Feed], feed_of: &[usize], concat: bool) {
+    for (u, f) in feed_of.iter().enumerate() {
+        let Some(feed) = feeds.get_mut(*f) else {
+            continue;
+        };
+        if feed.conn.conn.broken {
+            continue;
+        }
+        let most = match exec.drain(u) {
+            Drain::Clean => continue,
+            Drain::Close => {
+                feed.conn.conn.broken = true;
+                continue;
+            }
+            Drain::All => None,
+            Drain::UpTo(n) => Some(n),
+        };
+        if concat {
+            feed.restart();
+        }
+        let mut left = most;
+        loop {
+            if left == Some(0) {
+                // Too much left: the server stops at its next write.
+                feed.conn.conn.broken = true;
+                break;
+            }
+            left = left.map(|n| n - 1);
+            match feed.read().await {
+                Ok(p) if exec.discard(u, &p) => break,
+                Ok(_) => {}
+                Err(_) => break, // broken now
+            }
+        }
+        if matches!(exec.drain(u), Drain::Close) {
+            feed.conn.conn.broken = true;
+        }
+    }
+}
+
+/// The client's ERR for the executor's error: a shard's ERR with its code (prefixed with the
+/// shard), a lost connection named after the shard, a merge error as the buffered path has it.
+fn stream_error_packet(rules: &ShardingRules, units: &[Unit], e: StreamError) -> ErrPacket {
+    let shard_of = |unit: usize| units.get(unit).map_or(usize::MAX, |u| u.shard);
+    match e {
+        StreamError::Refused { unit, err } => shard_err(rules, shard_of(unit), &err),
+        StreamError::Lost { unit, reason } => {
+            let name = rules
+                .shards
+                .get(shard_of(unit))
+                .map_or("?", |s| s.name.as_str());
+            ProxyError::lost(name, reason).to_err_packet()
+        }
+        StreamError::Merge(e) => shard_error_packet(&e),
     }
 }
 
