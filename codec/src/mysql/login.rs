@@ -215,7 +215,7 @@ impl ClientLogin {
             return Err(MysqlError::Malformed("TLS started out of turn".into()).into());
         }
         self.tls_active = true;
-        Ok(LoginStep::Send(self.response()))
+        Ok(LoginStep::Send(self.response()?))
     }
 
     fn on_greeting(&mut self, payload: Bytes) -> Result<LoginStep, LoginError> {
@@ -257,16 +257,17 @@ impl ClientLogin {
             }));
         }
         self.capabilities = caps;
-        Ok(LoginStep::Send(self.response()))
+        Ok(LoginStep::Send(self.response()?))
     }
 
     /// The HandshakeResponse41, answering with the greeting's plugin when spoken (native
     /// password otherwise, and for clear password without TLS).
-    fn response(&mut self) -> Outgoing {
-        let hs = self
-            .greeting
-            .as_ref()
-            .expect("greeting fed before the response");
+    fn response(&mut self) -> Result<Outgoing, LoginError> {
+        let hs = self.greeting.as_ref().ok_or_else(|| {
+            LoginError::from(MysqlError::Malformed(
+                "handshake response asked for before the server's greeting".into(),
+            ))
+        })?;
         let plugin = match AuthPlugin::from_name(&hs.auth_plugin_name) {
             Some(AuthPlugin::ClearPassword) if !self.tls_active => AuthPlugin::NativePassword,
             Some(p) => p,
@@ -290,10 +291,10 @@ impl ClientLogin {
         let mut out = BytesMut::new();
         resp.encode(&mut out);
         self.state = State::Auth(plugin);
-        Outgoing {
+        Ok(Outgoing {
             seq: self.seq,
             payload: out.to_vec(),
-        }
+        })
     }
 
     fn on_auth(&mut self, plugin: AuthPlugin, payload: Bytes) -> Result<LoginStep, LoginError> {
