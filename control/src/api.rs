@@ -228,6 +228,7 @@ pub fn router(center: Arc<Center>) -> Router {
         )
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .merge(crate::registry::api::routes())
+        .merge(crate::jobs::api::routes())
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))

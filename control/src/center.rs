@@ -172,6 +172,8 @@ pub struct Center {
     pub metrics: Metrics,
     /// The service registry's heartbeat leases held by this node.
     pub registry: crate::registry::lease::Leases,
+    /// The jobs runtime, when attached (`crate::jobs::attach`).
+    pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
 }
 
 /// The user scheduled publishes run as.
@@ -251,6 +253,7 @@ impl Center {
             opts,
             metrics: Metrics::default(),
             registry: crate::registry::lease::Leases::new(),
+            jobs: std::sync::OnceLock::new(),
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();

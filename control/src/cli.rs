@@ -76,6 +76,9 @@ pub enum CtlCommand {
     /// Governance rules of registry services.
     #[command(subcommand)]
     Rules(crate::registry::cli::RulesCmd),
+    /// Distributed jobs.
+    #[command(subcommand)]
+    Job(crate::jobs::cli::JobCmd),
 }
 
 /// Selects a namespace instance.
@@ -963,6 +966,7 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Config(cmd) => run_config(&api, cmd).await,
             CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
+            CtlCommand::Job(cmd) => crate::jobs::cli::run_job(&api, cmd).await,
         }
     });
     match result {
@@ -1023,6 +1027,8 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         opts.secret_keys = Some(std::sync::Arc::new(keys));
     }
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
+    crate::jobs::attach(&center, &args.store, crate::jobs::JobsOptions::default())
+        .map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;

@@ -14,6 +14,7 @@ pub mod center;
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod jobs;
 pub mod mysql;
 pub mod mysql_store;
 pub mod ops;
