@@ -84,6 +84,9 @@ pub enum Kind {
         /// Its password (stored in clear in the job definition; masked in reads).
         #[serde(default)]
         password: String,
+        /// The (logical) database to `USE` first, if any.
+        #[serde(default)]
+        database: String,
         /// The shard names, one item each.
         shards: Vec<String>,
         /// The statement.
@@ -369,8 +372,12 @@ impl JobSpec {
                 user,
                 shards,
                 sql,
+                database,
                 ..
             } => {
+                if !database.is_empty() {
+                    check_name("kind/database", database)?;
+                }
                 if listener.parse::<std::net::SocketAddr>().is_err() {
                     return Err(ControlError::bad(
                         "kind/listener",

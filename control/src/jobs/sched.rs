@@ -489,7 +489,7 @@ impl Jobs {
                 let (times, next) = due_times(&job.spec, next_ms, now);
                 if !job.paused {
                     for t in &times {
-                        if let Some(d) = create_run(s, job, *t, "schedule", now, &workers)? {
+                        if let Some(d) = create_run(s, job, *t, "schedule", now, &workers, &self.node)? {
                             done.push(d);
                         }
                         fired.push((now - t).max(0) as u64);
@@ -537,7 +537,7 @@ impl Jobs {
                 if let Err(reason) = place(&job.spec, &workers) {
                     return Ok(Some(Err(reason)));
                 }
-                create_run(s, job, at, "manual", now, &workers)?;
+                create_run(s, job, at, "manual", now, &workers, &self.node)?;
                 Ok(Some(Ok(run_id(&job.env, &job.name, at))))
             })?;
             match r {
@@ -1059,13 +1059,13 @@ impl Jobs {
             }
             if failed.is_empty() {
                 let workers = live_workers(s, now)?;
-                return create_run(s, down, at, "dag", now, &workers).map(|d| d.map(Ok));
+                return create_run(s, down, at, "dag", now, &workers, &self.node).map(|d| d.map(Ok));
             }
             match down.spec.on_upstream_failure {
                 UpstreamPolicy::Block => Ok(None),
                 UpstreamPolicy::Skip => {
                     let detail = format!("skipped: upstream {}", failed.join(", "));
-                    insert_run(s, down, at, "dag", now, "skipped", Some(now), 0, &detail)?;
+                    insert_run(s, down, at, "dag", now, "skipped", Some(now), 0, &detail, &self.node)?;
                     Ok(Some(Err(RunDone {
                         run: run_id(&down.env, &down.name, at),
                         env: down.env.clone(),
@@ -1234,13 +1234,15 @@ fn insert_run(
     ended: Option<i64>,
     items: usize,
     detail: &str,
+    node: &str,
 ) -> std::result::Result<(), DbError> {
     let sql = format!(
         "INSERT INTO furrow_job_runs (id, env, job, scheduled_ms, fired_ms, node, cause, state, ended_ms, items, detail) \
-         VALUES ({}, {}, {}, {at}, {now}, '', {}, '{state}', {}, {items}, {})",
+         VALUES ({}, {}, {}, {at}, {now}, {}, {}, '{state}', {}, {items}, {})",
         s.lit(&run_id(&job.env, &job.name, at)),
         s.lit(&job.env),
         s.lit(&job.name),
+        s.lit(node),
         s.lit(cause),
         opt(ended),
         if detail.is_empty() {
@@ -1255,6 +1257,7 @@ fn insert_run(
 
 /// Creates a run with its pending items, or a failed run when no live worker could run it. Returns the
 /// ended run in that case.
+#[allow(clippy::too_many_arguments)]
 fn create_run(
     s: &mut Sess<'_>,
     job: &JobRec,
@@ -1262,9 +1265,21 @@ fn create_run(
     cause: &str,
     now: i64,
     workers: &[LiveWorker],
+    node: &str,
 ) -> std::result::Result<Option<RunDone>, DbError> {
     if let Err(reason) = place(&job.spec, workers) {
-        insert_run(s, job, at, cause, now, "failed", Some(now), 0, &reason)?;
+        insert_run(
+            s,
+            job,
+            at,
+            cause,
+            now,
+            "failed",
+            Some(now),
+            0,
+            &reason,
+            node,
+        )?;
         return Ok(Some(RunDone {
             run: run_id(&job.env, &job.name, at),
             env: job.env.clone(),
@@ -1275,7 +1290,18 @@ fn create_run(
         }));
     }
     let items = job.spec.expand();
-    insert_run(s, job, at, cause, now, "running", None, items.len(), "")?;
+    insert_run(
+        s,
+        job,
+        at,
+        cause,
+        now,
+        "running",
+        None,
+        items.len(),
+        "",
+        node,
+    )?;
     let run = s.lit(&run_id(&job.env, &job.name, at));
     let (env, name) = (s.lit(&job.env), s.lit(&job.name));
     for (chunk_no, chunk) in items.chunks(200).enumerate() {

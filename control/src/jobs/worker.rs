@@ -480,14 +480,22 @@ async fn execute(
             listener,
             user,
             password,
+            database,
             sql,
             ..
         } => {
-            let (listener, user, password) = (listener.clone(), user.clone(), password.clone());
+            let (listener, user, password, database) = (
+                listener.clone(),
+                user.clone(),
+                password.clone(),
+                database.clone(),
+            );
             let sql = subst(sql, &a.params);
             let shard = a.params["shard"].as_str().unwrap_or("").to_string();
             tokio::task::spawn_blocking(move || {
-                run_sql(&listener, &user, &password, &shard, &sql, timeout)
+                run_sql(
+                    &listener, &user, &password, &database, &shard, &sql, timeout,
+                )
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
@@ -690,6 +698,7 @@ fn run_sql(
     listener: &str,
     user: &str,
     password: &str,
+    database: &str,
     shard: &str,
     sql: &str,
     timeout: Duration,
@@ -702,6 +711,10 @@ fn run_sql(
     };
     let mut c = crate::mysql::Conn::connect(&url, timeout.min(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    if !database.is_empty() {
+        c.query(&format!("USE `{}`", database.replace('`', "``")))
+            .map_err(|e| e.to_string())?;
+    }
     let text = format!("/* furrow:shard={shard} */ {sql}");
     let rows = c.query(&text).map_err(|e| e.to_string())?;
     let rows: Vec<Vec<Json>> = rows
