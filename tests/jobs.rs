@@ -357,7 +357,7 @@ fn a_killed_worker_s_item_runs_again_elsewhere() {
     });
     w1.signal(libc::SIGKILL);
     w1.wait(Duration::from_secs(5));
-    let mut w2 = worker(dir.path(), &n.base, "w2", &[]);
+    let w2 = worker(dir.path(), &n.base, "w2", &[]);
     let r = wait_run_end(&api, "slow", &run, Duration::from_secs(30));
     assert_eq!(r["state"], "ok", "{r}");
     let item = &r["item_list"][0];
@@ -375,7 +375,7 @@ fn a_killed_worker_s_item_runs_again_elsewhere() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut w3 = worker(dir.path(), &n.base, "w3", &["--cpu-milli", "64000"]);
+    let w3 = worker(dir.path(), &n.base, "w3", &["--cpu-milli", "64000"]);
     // w2 or w3 takes it; kill whichever did.
     let holder = wait_for("the item to run", Duration::from_secs(10), || {
         let r = run_of(&api, "once", &run);

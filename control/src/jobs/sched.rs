@@ -226,22 +226,19 @@ fn live_workers(s: &mut Sess<'_>, now: i64) -> std::result::Result<Vec<LiveWorke
 
 fn runs_kind(w: &LiveWorker, spec: &JobSpec) -> bool {
     let cap = spec.kind.capability();
-    w.kinds.iter().any(|k| *k == cap) && spec.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+    w.kinds.contains(&cap) && spec.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
 }
 
 /// Whether some live worker could ever run an item of `spec`; else the reason.
-pub fn placement(
-    spec: &JobSpec,
-    workers: &[(String, u64, u64, Vec<String>, BTreeMap<String, String>)],
-) -> std::result::Result<(), String> {
+pub fn placement(spec: &JobSpec, workers: &[WorkerInfo]) -> std::result::Result<(), String> {
     let ws: Vec<LiveWorker> = workers
         .iter()
-        .map(|(id, cpu, mem, kinds, labels)| LiveWorker {
-            id: id.clone(),
-            cpu: *cpu,
-            mem: *mem,
-            kinds: kinds.clone(),
-            labels: labels.clone(),
+        .map(|w| LiveWorker {
+            id: w.id.clone(),
+            cpu: w.cpu_milli,
+            mem: w.mem_mb,
+            kinds: w.kinds.clone(),
+            labels: w.labels.clone(),
         })
         .collect();
     place(spec, &ws)
@@ -1467,14 +1464,12 @@ mod tests {
             cpu_milli: 4000,
             mem_mb: 512,
         };
-        let w = |id: &str, cpu, kinds: &[&str]| {
-            (
-                id.to_string(),
-                cpu,
-                1024u64,
-                kinds.iter().map(|k| k.to_string()).collect(),
-                BTreeMap::new(),
-            )
+        let w = |id: &str, cpu, kinds: &[&str]| WorkerInfo {
+            id: id.into(),
+            cpu_milli: cpu,
+            mem_mb: 1024,
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            labels: BTreeMap::new(),
         };
         let e = placement(&s, &[w("w1", 2000, &["shell"]), w("w2", 1000, &["shell"])]).unwrap_err();
         assert!(
