@@ -316,86 +316,54 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
             }
         })
     };
-    // Polling.
+    // Polling: the long-poll runs as a task of its own so that a shutdown never waits for it.
+    let items_ctx = ItemsCtx {
+        api: api.clone(),
+        w: w.clone(),
+        held: held.clone(),
+        base: base.clone(),
+        stop: stop.clone(),
+    };
+    let mut inflight: Option<tokio::task::JoinHandle<Result<(u16, Json), ClientError>>> = None;
     while !stop.load(Ordering::SeqCst) {
-        let busy = held.lock().map(|h| h.len()).unwrap_or(0);
-        let free = w.opts.slots.saturating_sub(busy);
-        if free == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let body = json!({"max": free, "wait_ms": 2000});
-        let r = api
-            .call_status(
-                "POST",
-                &format!("{base}/poll"),
-                Some(&body),
-                Duration::from_secs(10),
-            )
-            .await;
-        let items: Vec<Assignment> = match r {
-            Ok((_, v)) => serde_json::from_value(v["items"].clone()).unwrap_or_default(),
-            Err(ClientError::Api { status: 404, .. }) => {
-                let _ = register(&api, &w).await;
+        if inflight.is_none() {
+            let busy = held.lock().map(|h| h.len()).unwrap_or(0);
+            let free = w.opts.slots.saturating_sub(busy);
+            if free == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
-            Err(e) => {
+            let (api, path) = (api.clone(), format!("{base}/poll"));
+            let body = json!({"max": free, "wait_ms": 2000});
+            inflight = Some(tokio::spawn(async move {
+                api.call_status("POST", &path, Some(&body), Duration::from_secs(10))
+                    .await
+            }));
+        }
+        let Some(task) = inflight.as_mut() else {
+            continue;
+        };
+        let r = tokio::select! {
+            r = task => r,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        };
+        inflight = None;
+        match r {
+            Ok(Ok((_, v))) => {
+                let items: Vec<Assignment> =
+                    serde_json::from_value(v["items"].clone()).unwrap_or_default();
+                for a in items {
+                    items_ctx.start(a);
+                }
+            }
+            Ok(Err(ClientError::Api { status: 404, .. })) => {
+                let _ = register(&api, &w).await;
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "worker poll failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
             }
-        };
-        for a in items {
-            let x = Held {
-                cancel: Arc::new(AtomicBool::new(false)),
-                handback: Arc::new(AtomicBool::new(false)),
-                pid: Arc::new(Mutex::new(None)),
-                log: Arc::new(Mutex::new(LogTail::default())),
-            };
-            let (cancel, handback, pid, log) = (
-                x.cancel.clone(),
-                x.handback.clone(),
-                x.pid.clone(),
-                x.log.clone(),
-            );
-            if let Ok(mut h) = held.lock() {
-                h.insert((a.run.clone(), a.idx), x);
-            }
-            if stop.load(Ordering::SeqCst) {
-                handback.store(true, Ordering::SeqCst);
-                cancel.store(true, Ordering::SeqCst);
-            }
-            let (api, w, held, base) = (api.clone(), w.clone(), held.clone(), base.clone());
-            tokio::spawn(async move {
-                let mut rep = if cancel.load(Ordering::SeqCst) {
-                    ItemReport {
-                        run: a.run.clone(),
-                        idx: a.idx,
-                        status: "handback".into(),
-                        exit_code: None,
-                        result: String::new(),
-                        log: String::new(),
-                    }
-                } else {
-                    execute(&w, &a, cancel.clone(), pid, log.clone()).await
-                };
-                if handback.load(Ordering::SeqCst) {
-                    rep.status = "handback".into();
-                }
-                let body = serde_json::to_value(&rep).unwrap_or(Json::Null);
-                for attempt in 0..5 {
-                    match api.call("POST", &format!("{base}/done"), Some(&body)).await {
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, attempt, "item report failed");
-                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                        }
-                    }
-                }
-                if let Ok(mut h) = held.lock() {
-                    h.remove(&(a.run.clone(), a.idx));
-                }
-            });
+            Err(e) => tracing::warn!(error = %e, "worker poll task"),
         }
     }
     // Graceful shutdown: no new items; running ones get the grace period, then are killed and handed back.
@@ -415,6 +383,15 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
             }
         }
     }
+    // A poll still in flight may bring items: they are handed back at once (the stop flag is set).
+    if let Some(task) = inflight
+        && let Ok(Ok((_, v))) = task.await
+    {
+        let items: Vec<Assignment> = serde_json::from_value(v["items"].clone()).unwrap_or_default();
+        for a in items {
+            items_ctx.start(a);
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while held.lock().map(|h| !h.is_empty()).unwrap_or(false) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -422,6 +399,77 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
     beat.abort();
     let _ = api.call("DELETE", &base, None).await;
     tracing::info!(id = %w.opts.id, "worker stopped");
+}
+
+/// What starting an item needs.
+struct ItemsCtx {
+    api: ApiClient,
+    w: Arc<Worker>,
+    held: HeldMap,
+    base: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl ItemsCtx {
+    /// Runs an assigned item on a task of its own and reports it; during shutdown it is handed back
+    /// without running.
+    fn start(&self, a: Assignment) {
+        let x = Held {
+            cancel: Arc::new(AtomicBool::new(false)),
+            handback: Arc::new(AtomicBool::new(false)),
+            pid: Arc::new(Mutex::new(None)),
+            log: Arc::new(Mutex::new(LogTail::default())),
+        };
+        let (cancel, handback, pid, log) = (
+            x.cancel.clone(),
+            x.handback.clone(),
+            x.pid.clone(),
+            x.log.clone(),
+        );
+        if let Ok(mut h) = self.held.lock() {
+            h.insert((a.run.clone(), a.idx), x);
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            handback.store(true, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
+        }
+        let (api, w, held, base) = (
+            self.api.clone(),
+            self.w.clone(),
+            self.held.clone(),
+            self.base.clone(),
+        );
+        tokio::spawn(async move {
+            let mut rep = if cancel.load(Ordering::SeqCst) {
+                ItemReport {
+                    run: a.run.clone(),
+                    idx: a.idx,
+                    status: "handback".into(),
+                    exit_code: None,
+                    result: String::new(),
+                    log: String::new(),
+                }
+            } else {
+                execute(&w, &a, cancel.clone(), pid, log.clone()).await
+            };
+            if handback.load(Ordering::SeqCst) {
+                rep.status = "handback".into();
+            }
+            let body = serde_json::to_value(&rep).unwrap_or(Json::Null);
+            for attempt in 0..5 {
+                match api.call("POST", &format!("{base}/done"), Some(&body)).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "item report failed");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                }
+            }
+            if let Ok(mut h) = held.lock() {
+                h.remove(&(a.run.clone(), a.idx));
+            }
+        });
+    }
 }
 
 fn subst(s: &str, params: &Json) -> String {
