@@ -715,6 +715,15 @@ fn pause_stop_resume_fit_refusal_and_audit() {
         403
     );
 
+    let metrics = api.ok("GET", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("furrow_jobs_runs_total{env=\"DEV\",job=\"sleepy\",state=\"stopped\"} 1"),
+        "{metrics}"
+    );
+
     let audit = api.ok("GET", "/v1/audit?limit=200", None);
     let actions: Vec<(String, String)> = audit
         .as_array()
@@ -820,4 +829,97 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
         // Shard k holds k + 1 rows in t_k: the statement ran on that shard only.
         assert_eq!(res["rows"], json!([[(k + 1).to_string()]]), "{it}");
     }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The bench measurement (ignored: `cargo nextest run -p furrow --test jobs --run-ignored only`): two nodes
+/// over MariaDB, four in-process workers running a no-op function (so the scheduler, not process spawning,
+/// is measured), two jobs firing 100 items each every second plus a per-second cron; prints item dispatches
+/// per minute, firing lateness p50/p99 of both nodes, and the nodes' CPU per dispatch.
+#[test]
+#[ignore]
+fn bench_dispatch_throughput_and_lateness() {
+    let secs: u64 = std::env::var("FURROW_JOBS_BENCH_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let db = testkit::MariaDb::start().expect("start MariaDB");
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("{}/furrow_jobs_bench", db.url());
+    let a = node(dir.path(), "node-a", &store);
+    let b = node(dir.path(), "node-b", &store);
+    let api = Api::new(&a.base, TOKEN);
+    setup(&api);
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let base = if i % 2 == 0 { &a.base } else { &b.base };
+            let mut opts =
+                control::jobs::worker::WorkerOptions::new(base, Some(TOKEN), &format!("bench{i}"));
+            opts.kinds = vec![];
+            opts.slots = 64;
+            let mut w = control::jobs::worker::Worker::new(opts);
+            let c = counter.clone();
+            w.register("noop", move |_| {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(String::new())
+            });
+            w.start().unwrap()
+        })
+        .collect();
+    wait_for("4 workers", Duration::from_secs(20), || {
+        (live_workers(&api) == 4).then_some(())
+    });
+    let items: Vec<Json> = (0..100).map(|i| json!({"i": i})).collect();
+    for j in ["load1", "load2"] {
+        put_job(
+            &api,
+            j,
+            json!({"app": "shop", "schedule": {"type": "rate", "every_ms": 1000},
+            "kind": {"type": "fn", "name": "noop"}, "items": items}),
+        );
+    }
+    put_job(
+        &api,
+        "tick",
+        json!({"app": "shop", "schedule": {"type": "cron", "expr": "* * * * * *"},
+        "kind": {"type": "fn", "name": "noop"}}),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (n0, ca0, cb0) = (
+        counter.load(std::sync::atomic::Ordering::Relaxed),
+        cpu_s(a.proc_.child.id()),
+        cpu_s(b.proc_.child.id()),
+    );
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let el = t0.elapsed().as_secs_f64();
+    let n = counter.load(std::sync::atomic::Ordering::Relaxed) - n0;
+    let cpu = cpu_s(a.proc_.child.id()) - ca0 + cpu_s(b.proc_.child.id()) - cb0;
+    let sa = api.ok("GET", "/v1/jobs/stats", None);
+    let sb = Api::new(&b.base, TOKEN).ok("GET", "/v1/jobs/stats", None);
+    for j in ["load1", "load2", "tick"] {
+        api.ok("POST", &format!("/v1/jobs/DEV/{j}/pause"), None);
+    }
+    drop(workers);
+    let per_min = n as f64 / el * 60.0;
+    eprintln!(
+        "jobs bench ({secs} s, debug build, 2 nodes over one MariaDB, 4 in-process workers): \
+         {per_min:.0} item dispatches/min ({n} items); nodes' CPU {cpu:.2} s = {:.0} us/dispatch \
+         ({:.0}% of one core); lateness node A {} node B {}",
+        cpu / n.max(1) as f64 * 1e6,
+        cpu / el * 100.0,
+        sa["lateness_ms"],
+        sb["lateness_ms"]
+    );
+    assert!(n > 0);
 }

@@ -311,6 +311,9 @@ async fn metrics(AxState(c): C) -> Res {
         c.report_count(),
     );
     text.push_str(&crate::registry::api::metrics_text(&c)?);
+    if let Some(j) = c.jobs.get() {
+        text.push_str(&j.metrics_text());
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -72,6 +72,8 @@ pub struct JobStats {
     pub finished: AtomicU64,
     /// Lateness of the last scheduled firings, ms (at most 10,000 kept).
     pub lateness: Mutex<VecDeque<u64>>,
+    /// Runs that ended on this node, by (env, job, state).
+    pub runs: Mutex<BTreeMap<(String, String, String), u64>>,
 }
 
 /// The jobs runtime of one control node.
@@ -963,6 +965,10 @@ impl Jobs {
             if guard > 10_000 {
                 break;
             }
+            if let Ok(mut m) = self.stats.runs.lock() {
+                *m.entry((d.env.clone(), d.job.clone(), d.state.clone()))
+                    .or_default() += 1;
+            }
             let Ok(Some(job)) = c.read(|st| st.jobs.get(&d.env, &d.job).cloned()) else {
                 continue;
             };
@@ -1206,6 +1212,32 @@ impl Jobs {
     }
 }
 
+impl Jobs {
+    /// Prometheus text: this node's counters and its runs by job and state.
+    pub fn metrics_text(&self) -> String {
+        let st = &self.stats;
+        let mut out = format!(
+            "# TYPE furrow_jobs_fired_total counter\nfurrow_jobs_fired_total {}\n\
+             # TYPE furrow_jobs_dispatched_total counter\nfurrow_jobs_dispatched_total {}\n\
+             # TYPE furrow_jobs_items_finished_total counter\nfurrow_jobs_items_finished_total {}\n\
+             # TYPE furrow_jobs_items_reaped_total counter\nfurrow_jobs_items_reaped_total {}\n\
+             # TYPE furrow_jobs_runs_total counter\n",
+            st.fired.load(Ordering::Relaxed),
+            st.dispatched.load(Ordering::Relaxed),
+            st.finished.load(Ordering::Relaxed),
+            st.reaped.load(Ordering::Relaxed),
+        );
+        if let Ok(m) = st.runs.lock() {
+            for ((env, job, state), n) in m.iter() {
+                out.push_str(&format!(
+                    "furrow_jobs_runs_total{{env=\"{env}\",job=\"{job}\",state=\"{state}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
 fn run_json(r: &Row) -> Json {
     json!({
         "id": text(r, 0),
@@ -1264,6 +1296,15 @@ fn create_run(
     workers: &[LiveWorker],
     node: &str,
 ) -> std::result::Result<Option<RunDone>, DbError> {
+    // A firing time that already has its run (a one-off job resumed after it fired) is not fired again;
+    // a duplicate key would fail the whole claim transaction, for every trigger in it.
+    let id = s.lit(&run_id(&job.env, &job.name, at));
+    if !s
+        .q(&format!("SELECT id FROM furrow_job_runs WHERE id = {id}"))?
+        .is_empty()
+    {
+        return Ok(None);
+    }
     if let Err(reason) = place(&job.spec, workers) {
         insert_run(
             s,
