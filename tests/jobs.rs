@@ -843,8 +843,9 @@ fn cpu_s(pid: u32) -> f64 {
 
 /// The bench measurement (ignored: `cargo nextest run -p furrow --test jobs --run-ignored only`): two nodes
 /// over MariaDB, four in-process workers running a no-op function (so the scheduler, not process spawning,
-/// is measured), two jobs firing 100 items each every second plus a per-second cron; prints item dispatches
-/// per minute, firing lateness p50/p99 of both nodes, and the nodes' CPU per dispatch.
+/// is measured), two jobs firing 100 items each every second (`FURROW_JOBS_BENCH_ITEMS`) plus a per-second
+/// cron, for 30 s (`FURROW_JOBS_BENCH_S`); prints item dispatches per minute, firing lateness p50/p99 of both
+/// nodes, and the nodes' CPU per dispatch.
 #[test]
 #[ignore]
 fn bench_dispatch_throughput_and_lateness() {
@@ -879,7 +880,11 @@ fn bench_dispatch_throughput_and_lateness() {
     wait_for("4 workers", Duration::from_secs(20), || {
         (live_workers(&api) == 4).then_some(())
     });
-    let items: Vec<Json> = (0..100).map(|i| json!({"i": i})).collect();
+    let per_job: usize = std::env::var("FURROW_JOBS_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let items: Vec<Json> = (0..per_job).map(|i| json!({"i": i})).collect();
     for j in ["load1", "load2"] {
         put_job(
             &api,

@@ -151,7 +151,8 @@ impl JobDb {
         let db = JobDb {
             dialect: Dialect::Mysql,
             url: Some(parsed),
-            conns: (0..4).map(|_| Mutex::new(Backend::Mysql(None))).collect(),
+            // One connection for the scheduler loop, eight for the API.
+            conns: (0..9).map(|_| Mutex::new(Backend::Mysql(None))).collect(),
         };
         db.tx(|s| {
             for q in SCHEMA {
@@ -185,14 +186,36 @@ impl JobDb {
         Ok(c)
     }
 
-    /// Runs `f` in one transaction (committed when it returns Ok, rolled back otherwise).
+    /// Runs `f` in one transaction (committed when it returns Ok, rolled back otherwise) on one of the
+    /// connections of the API (worker polls, reports, queries).
     pub fn tx<T>(
         &self,
         f: impl FnOnce(&mut Sess<'_>) -> std::result::Result<T, DbError>,
     ) -> Result<T> {
+        let pool = if self.conns.len() > 1 {
+            &self.conns[1..]
+        } else {
+            &self.conns[..]
+        };
+        self.run(pool, f)
+    }
+
+    /// [`JobDb::tx`] on the scheduler's own connection: firing never queues behind worker traffic.
+    pub fn tx_sched<T>(
+        &self,
+        f: impl FnOnce(&mut Sess<'_>) -> std::result::Result<T, DbError>,
+    ) -> Result<T> {
+        self.run(&self.conns[..1], f)
+    }
+
+    fn run<T>(
+        &self,
+        pool: &[Mutex<Backend>],
+        f: impl FnOnce(&mut Sess<'_>) -> std::result::Result<T, DbError>,
+    ) -> Result<T> {
         // Any free connection, else wait for the first.
         let mut guard = None;
-        for c in &self.conns {
+        for c in pool {
             if let Ok(g) = c.try_lock() {
                 guard = Some(g);
                 break;

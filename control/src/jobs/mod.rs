@@ -41,13 +41,13 @@ pub fn attach(center: &Center, store_url: &str, opts: JobsOptions) -> Result<Arc
     Ok(center.jobs.get().cloned().unwrap_or(j))
 }
 
-/// Starts the scheduler loop of an attached runtime (every 50 ms, on the blocking pool); None when no
-/// runtime is attached.
+/// Starts the scheduler loop of an attached runtime (every 25 ms, on the blocking pool: firing lateness is
+/// about half of it on average); None when no runtime is attached.
 pub fn spawn(center: Arc<Center>) -> Option<tokio::task::JoinHandle<()>> {
     let jobs = center.jobs.get()?.clone();
     Some(tokio::spawn(async move {
         let mut backoff = crate::server::Backoff::new(
-            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(25),
             std::time::Duration::from_secs(5),
         );
         loop {

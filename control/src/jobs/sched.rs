@@ -420,7 +420,7 @@ impl Jobs {
         if changed.is_empty() && gone.is_empty() {
             return Ok(());
         }
-        self.db.tx(|s| {
+        self.db.tx_sched(|s| {
             for j in &changed {
                 let next = opt(first_time(&j.spec, now));
                 let (env, job) = (s.lit(&j.env), s.lit(&j.name));
@@ -466,7 +466,7 @@ impl Jobs {
         jobs: &BTreeMap<(String, String), JobRec>,
         now: i64,
     ) -> Result<(usize, Vec<RunDone>)> {
-        let (n, done, fired) = self.db.tx(|s| {
+        let (n, done, fired) = self.db.tx_sched(|s| {
             let rows = s.q(&format!(
                 "SELECT env, job, next_ms FROM furrow_job_triggers WHERE next_ms IS NOT NULL AND next_ms <= {now} \
                  ORDER BY next_ms LIMIT 50{}",
@@ -834,7 +834,7 @@ impl Jobs {
 
     /// Takes back items whose worker went silent (lease) or overran (deadline).
     fn reap(&self, jobs: &BTreeMap<(String, String), JobRec>, now: i64) -> Result<Vec<RunDone>> {
-        let runs = self.db.tx(|s| {
+        let runs = self.db.tx_sched(|s| {
             s.q(&format!(
                 "SELECT DISTINCT run FROM furrow_job_items WHERE state = 'running' AND (lease_ms < {now} OR deadline_ms < {now}) LIMIT 20"
             ))
@@ -842,7 +842,7 @@ impl Jobs {
         let mut done = Vec::new();
         for r in runs {
             let run = text(&r, 0);
-            let (n, d) = self.db.tx(|s| {
+            let (n, d) = self.db.tx_sched(|s| {
                 let rl = s.lit(&run);
                 if s.q(&format!("SELECT state FROM furrow_job_runs WHERE id = {rl}{}", s.skip_locked()))?.is_empty() {
                     // Another node is on it (or the run is gone).
@@ -943,7 +943,7 @@ impl Jobs {
     /// an hour.
     fn retention(&self, now: i64) -> Result<()> {
         let cutoff = now - self.opts.retention_ms;
-        self.db.tx(|s| {
+        self.db.tx_sched(|s| {
             s.q(&format!(
                 "DELETE FROM furrow_job_items WHERE run IN (SELECT id FROM furrow_job_runs WHERE ended_ms < {cutoff})"
             ))?;
