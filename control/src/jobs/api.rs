@@ -296,14 +296,39 @@ async fn poll(AxState(c): C, h: HeaderMap, Path(id): Path<String>, b: Bytes) -> 
     }
 }
 
+/// One report, or `{"reports": [...]}` (answered with one `accepted` flag per report).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DoneBody {
+    Many(Reports),
+    One(ItemReport),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reports {
+    reports: Vec<ItemReport>,
+}
+
 async fn done(AxState(c): C, h: HeaderMap, Path(id): Path<String>, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     worker_user(&u)?;
-    let rep: ItemReport = body(&b)?;
+    let db: DoneBody = body(&b)?;
     let rt = runtime(&c)?;
     let c2 = c.clone();
-    let accepted = blocking(move || rt.finish(&c2, &id, &rep)).await?;
-    ok(json!({"accepted": accepted}))
+    match db {
+        DoneBody::One(rep) => {
+            let accepted = blocking(move || rt.finish(&c2, &id, &rep)).await?;
+            ok(json!({"accepted": accepted}))
+        }
+        DoneBody::Many(r) => {
+            if r.reports.len() > 1024 {
+                return Err(ControlError::bad("reports", "at most 1024 per request").into());
+            }
+            let accepted = blocking(move || rt.finish_many(&c2, &id, &r.reports)).await?;
+            ok(json!({"accepted": accepted}))
+        }
+    }
 }
 
 async fn list_workers(AxState(c): C, h: HeaderMap) -> Res {

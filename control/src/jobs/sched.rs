@@ -165,10 +165,6 @@ pub struct RunDone {
     detail: String,
 }
 
-fn bad_db(e: impl std::fmt::Display) -> DbError {
-    DbError(e.to_string(), true)
-}
-
 /// The run id of a firing.
 pub fn run_id(env: &str, job: &str, scheduled_ms: i64) -> String {
     format!("{env}/{job}/{scheduled_ms:013}")
@@ -767,68 +763,71 @@ impl Jobs {
     /// A worker's result for an item. Stale reports (the item was taken back and given to another worker)
     /// are ignored and answered `false`.
     pub fn finish(&self, c: &Center, worker: &str, rep: &ItemReport) -> Result<bool> {
-        let now = now_ms() as i64;
-        let jobs = self.jobs_of(c)?;
-        let (accepted, done) = self.db.tx(|s| {
-            let run = s.lit(&rep.run);
-            let idx = rep.idx;
-            if s.q(&format!("SELECT state FROM furrow_job_runs WHERE id = {run}{}", s.for_update()))?.is_empty() {
-                return Ok((false, None));
-            }
-            let row = s.q(&format!(
-                "SELECT state, worker, attempts, env, job, stop FROM furrow_job_items WHERE run = {run} AND idx = {idx}{}",
-                s.for_update()
-            ))?;
-            let Some(r) = row.first() else {
-                return Ok((false, None));
-            };
-            if text(r, 0) != "running" || text(r, 1) != worker {
-                return Ok((false, None));
-            }
-            let attempts = num(r, 2);
-            let stop = num(r, 5) != 0;
-            let spec = jobs.get(&(text(r, 3), text(r, 4))).map(|j| j.spec.clone());
-            let (result, log) = (head(&rep.result, MAX_RESULT), tail(&rep.log, MAX_LOG));
-            let common = format!(
-                "exit_code = {}, result = {}, log = {}",
-                opt(rep.exit_code),
-                s.lit(&result),
-                s.lit(&log)
-            );
-            let sql = match rep.status.as_str() {
-                "handback" => format!(
-                    "UPDATE furrow_job_items SET state = 'pending', worker = NULL, lease_ms = NULL, \
-                     attempts = attempts - 1, not_before_ms = {now}, result = 'handed back by {}' \
-                     WHERE run = {run} AND idx = {idx}",
-                    worker.replace('\'', "")
-                ),
-                "failed" | "timeout"
-                    if !stop && spec.as_ref().is_some_and(|sp| attempts <= sp.retries as i64) =>
-                {
-                    let backoff = spec.as_ref().map(|sp| sp.backoff_ms as i64).unwrap_or(1000);
-                    let wait = (backoff << (attempts - 1).clamp(0, 20)).min(3_600_000);
+        Ok(self
+            .finish_many(c, worker, std::slice::from_ref(rep))?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// Several reports at once: one transaction per run (its row locked once, its end checked once), so a
+    /// worker finishing many small items costs a few transactions rather than one each.
+    pub fn finish_many(&self, c: &Center, worker: &str, reps: &[ItemReport]) -> Result<Vec<bool>> {
+        for (i, r) in reps.iter().enumerate() {
+            if !matches!(
+                r.status.as_str(),
+                "ok" | "failed" | "timeout" | "stopped" | "handback"
+            ) {
+                return Err(ControlError::bad(
+                    &format!("reports/{i}/status"),
                     format!(
-                        "UPDATE furrow_job_items SET state = 'pending', worker = NULL, lease_ms = NULL, \
-                         not_before_ms = {}, {common} WHERE run = {run} AND idx = {idx}",
-                        now + wait
-                    )
-                }
-                st @ ("ok" | "failed" | "timeout" | "stopped") => format!(
-                    "UPDATE furrow_job_items SET state = '{}', ended_ms = {now}, {common} WHERE run = {run} AND idx = {idx}",
-                    if st == "timeout" { "failed" } else { st }
-                ),
-                other => return Err(bad_db(format!("unknown status {other:?}"))),
-            };
-            s.q(&sql)?;
-            Ok((true, complete(s, &rep.run, now)?))
-        })?;
-        if accepted {
-            self.stats.finished.fetch_add(1, Ordering::Relaxed);
-            if rep.status == "handback" {
-                self.notify.notify_waiters();
+                        "unknown status {:?}: ok, failed, timeout, stopped or handback",
+                        r.status
+                    ),
+                ));
             }
         }
-        self.after_runs(c, done.into_iter().collect());
+        let now = now_ms() as i64;
+        let jobs = self.jobs_of(c)?;
+        let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, r) in reps.iter().enumerate() {
+            by_run.entry(r.run.as_str()).or_default().push(i);
+        }
+        let mut accepted = vec![false; reps.len()];
+        let mut done = Vec::new();
+        for (run, idxs) in by_run {
+            let (acc, d) = self.db.tx(|s| {
+                let rl = s.lit(run);
+                let locked = s.q(&format!(
+                    "SELECT state FROM furrow_job_runs WHERE id = {rl}{}",
+                    s.for_update()
+                ))?;
+                if locked.is_empty() {
+                    return Ok((vec![], None));
+                }
+                let mut acc = Vec::new();
+                for &i in &idxs {
+                    if finish_item(s, &jobs, worker, &reps[i], now)? {
+                        acc.push(i);
+                    }
+                }
+                Ok((acc, complete(s, run, now)?))
+            })?;
+            for i in acc {
+                accepted[i] = true;
+            }
+            done.extend(d);
+        }
+        let n = accepted.iter().filter(|a| **a).count();
+        self.stats.finished.fetch_add(n as u64, Ordering::Relaxed);
+        if reps
+            .iter()
+            .zip(&accepted)
+            .any(|(r, a)| *a && r.status == "handback")
+        {
+            self.notify.notify_waiters();
+        }
+        self.after_runs(c, done);
         Ok(accepted)
     }
 
@@ -1360,6 +1359,65 @@ fn create_run(
         ))?;
     }
     Ok(None)
+}
+
+/// Applies one worker report to its item (the run row must be locked by the caller); false when stale (the
+/// item is no longer running on that worker).
+fn finish_item(
+    s: &mut Sess<'_>,
+    jobs: &BTreeMap<(String, String), JobRec>,
+    worker: &str,
+    rep: &ItemReport,
+    now: i64,
+) -> std::result::Result<bool, DbError> {
+    let run = s.lit(&rep.run);
+    let idx = rep.idx;
+    let row = s.q(&format!(
+        "SELECT state, worker, attempts, env, job, stop FROM furrow_job_items WHERE run = {run} AND idx = {idx}{}",
+        s.for_update()
+    ))?;
+    let Some(r) = row.first() else {
+        return Ok(false);
+    };
+    if text(r, 0) != "running" || text(r, 1) != worker {
+        return Ok(false);
+    }
+    let attempts = num(r, 2);
+    let stop = num(r, 5) != 0;
+    let spec = jobs.get(&(text(r, 3), text(r, 4))).map(|j| &j.spec);
+    let (result, log) = (head(&rep.result, MAX_RESULT), tail(&rep.log, MAX_LOG));
+    let common = format!(
+        "exit_code = {}, result = {}, log = {}",
+        opt(rep.exit_code),
+        s.lit(&result),
+        s.lit(&log)
+    );
+    let sql = match rep.status.as_str() {
+        "handback" => format!(
+            "UPDATE furrow_job_items SET state = 'pending', worker = NULL, lease_ms = NULL, \
+             attempts = attempts - 1, not_before_ms = {now}, result = {} WHERE run = {run} AND idx = {idx}",
+            s.lit(&format!("handed back by {worker}"))
+        ),
+        "failed" | "timeout" if !stop && spec.is_some_and(|sp| attempts <= sp.retries as i64) => {
+            let backoff = spec.map(|sp| sp.backoff_ms as i64).unwrap_or(1000);
+            let wait = (backoff << (attempts - 1).clamp(0, 20)).min(3_600_000);
+            format!(
+                "UPDATE furrow_job_items SET state = 'pending', worker = NULL, lease_ms = NULL, \
+                 not_before_ms = {}, {common} WHERE run = {run} AND idx = {idx}",
+                now + wait
+            )
+        }
+        st => format!(
+            "UPDATE furrow_job_items SET state = '{}', ended_ms = {now}, {common} WHERE run = {run} AND idx = {idx}",
+            match st {
+                "ok" => "ok",
+                "stopped" => "stopped",
+                _ => "failed",
+            }
+        ),
+    };
+    s.q(&sql)?;
+    Ok(true)
 }
 
 /// Ends the run when none of its items is pending or running (the run row must be locked by the caller).

@@ -317,12 +317,43 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
         })
     };
     // Polling: the long-poll runs as a task of its own so that a shutdown never waits for it.
+    // Reports go through one task that sends whatever has piled up as one batch (one request, one
+    // transaction per run on the service).
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::channel::<ItemReport>(4096);
+    let reporter = {
+        let (api, held, path) = (api.clone(), held.clone(), format!("{base}/done"));
+        tokio::spawn(async move {
+            while let Some(first) = report_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match report_rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let body = json!({ "reports": batch });
+                for attempt in 0..5 {
+                    match api.call("POST", &path, Some(&body)).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, "item reports failed");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+                if let Ok(mut h) = held.lock() {
+                    for r in &batch {
+                        h.remove(&(r.run.clone(), r.idx));
+                    }
+                }
+            }
+        })
+    };
     let items_ctx = ItemsCtx {
-        api: api.clone(),
         w: w.clone(),
         held: held.clone(),
-        base: base.clone(),
         stop: stop.clone(),
+        reports: report_tx,
     };
     let mut inflight: Option<tokio::task::JoinHandle<Result<(u16, Json), ClientError>>> = None;
     while !stop.load(Ordering::SeqCst) {
@@ -397,17 +428,18 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     beat.abort();
+    drop(items_ctx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     let _ = api.call("DELETE", &base, None).await;
     tracing::info!(id = %w.opts.id, "worker stopped");
 }
 
 /// What starting an item needs.
 struct ItemsCtx {
-    api: ApiClient,
     w: Arc<Worker>,
     held: HeldMap,
-    base: String,
     stop: Arc<AtomicBool>,
+    reports: tokio::sync::mpsc::Sender<ItemReport>,
 }
 
 impl ItemsCtx {
@@ -433,12 +465,7 @@ impl ItemsCtx {
             handback.store(true, Ordering::SeqCst);
             cancel.store(true, Ordering::SeqCst);
         }
-        let (api, w, held, base) = (
-            self.api.clone(),
-            self.w.clone(),
-            self.held.clone(),
-            self.base.clone(),
-        );
+        let (w, reports) = (self.w.clone(), self.reports.clone());
         tokio::spawn(async move {
             let mut rep = if cancel.load(Ordering::SeqCst) {
                 ItemReport {
@@ -455,19 +482,8 @@ impl ItemsCtx {
             if handback.load(Ordering::SeqCst) {
                 rep.status = "handback".into();
             }
-            let body = serde_json::to_value(&rep).unwrap_or(Json::Null);
-            for attempt in 0..5 {
-                match api.call("POST", &format!("{base}/done"), Some(&body)).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, attempt, "item report failed");
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                    }
-                }
-            }
-            if let Ok(mut h) = held.lock() {
-                h.remove(&(a.run.clone(), a.idx));
-            }
+            // Bounded: at most one report per held item is ever queued.
+            let _ = reports.send(rep).await;
         });
     }
 }
