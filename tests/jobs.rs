@@ -554,11 +554,31 @@ fn a_dag_of_four_runs_in_order() {
             .contains("summing for")
     );
 
-    // A failing upstream: `block` keeps d from running, `skip` records a skipped run.
+    // A failing upstream: `block` keeps d from running, `skip` records a skipped run. c's failure is posted to
+    // its webhook.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let hook_thread = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = hook.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains('}') {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        String::from_utf8_lossy(&got).into_owned()
+    });
     put_job(
         &api,
         "c",
-        json!({"app": "shop", "after": ["a"], "kind": {"type": "shell", "command": "exit 3"}}),
+        json!({"app": "shop", "after": ["a"], "kind": {"type": "shell", "command": "exit 3"},
+        "alert": {"webhook": format!("http://{hook_addr}/hooks/jobs")}}),
     );
     put_job(
         &api,
@@ -577,6 +597,12 @@ fn a_dag_of_four_runs_in_order() {
     assert_eq!(c2["state"], "failed");
     let cr = run_of(&api, "c", c2["id"].as_str().unwrap());
     assert_eq!(cr["item_list"][0]["exit_code"], 3);
+    let alert = hook_thread.join().unwrap();
+    assert!(alert.starts_with("POST /hooks/jobs"), "{alert}");
+    assert!(
+        alert.contains("\"event\":\"job.failed\"") && alert.contains("\"job\":\"c\""),
+        "{alert}"
+    );
     inproc.shutdown();
 }
 
