@@ -326,16 +326,19 @@ fn sqlite_node(dir: &Path) -> Node {
     )
 }
 
-/// A worker killed (SIGKILL) in the middle of an item: the item runs again on another worker once its lease
-/// runs out (at-least-once); with at-most-once it is marked lost instead. A worker stopped with SIGTERM
-/// hands its item back and another worker runs it.
+/// A worker killed (SIGKILL) in the middle of an item: the item runs again on another worker (polling
+/// another node) once its lease runs out (at-least-once); with at-most-once it is marked lost instead.
 #[test]
 fn a_killed_worker_s_item_runs_again_elsewhere() {
+    // Two nodes over MariaDB: w1 polls node A, the others node B, so the item moves across nodes.
+    let db = testkit::MariaDb::start().expect("start MariaDB");
     let dir = tempfile::tempdir().unwrap();
-    let n = sqlite_node(dir.path());
+    let store = format!("{}/furrow_jobs_kill", db.url());
+    let a = node(dir.path(), "node-a", &store);
+    let n = node(dir.path(), "node-b", &store);
     let api = Api::new(&n.base, TOKEN);
     setup(&api);
-    let mut w1 = worker(dir.path(), &n.base, "w1", &[]);
+    let mut w1 = worker(dir.path(), &a.base, "w1", &[]);
     wait_for("w1", Duration::from_secs(20), || {
         (live_workers(&api) == 1).then_some(())
     });
@@ -953,4 +956,89 @@ fn bench_dispatch_throughput_and_lateness() {
         sb["lateness_ms"]
     );
     assert!(n > 0);
+}
+
+/// Redis on every shard and HTTP calls: a Redis job runs its command once on each of two real Redis servers
+/// (with `{index}` replaced); an HTTP job succeeds on 2xx and fails with the status as exit code otherwise.
+#[test]
+fn redis_and_http_jobs() {
+    let redis =
+        testkit::RedisServer::start_many(2, testkit::RedisConfig::new()).expect("two redis");
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let shards: Vec<String> = redis.iter().map(|r| r.addr().to_string()).collect();
+    put_job(
+        &api,
+        "bump",
+        json!({"app": "shop", "kind": {"type": "redis", "shards": shards,
+        "command": ["INCRBY", "jobs:{index}", "5"]}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/bump/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "bump", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "ok", "{r}");
+    for (k, server) in redis.iter().enumerate() {
+        assert_eq!(
+            common::redis_cli(server.port(), &["GET", &format!("jobs:{k}")]),
+            "5"
+        );
+        assert_eq!(
+            common::redis_cli(server.port(), &["EXISTS", &format!("jobs:{}", 1 - k)]),
+            "0"
+        );
+        let res: Json =
+            serde_json::from_str(r["item_list"][k]["result"].as_str().unwrap()).unwrap();
+        assert_eq!(res, json!({"shard": shards[k], "reply": 5}));
+    }
+    // An error reply fails the item.
+    put_job(
+        &api,
+        "wrong",
+        json!({"app": "shop", "kind": {"type": "redis", "shards": [shards[0]],
+        "command": ["NOSUCHCOMMAND"]}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/wrong/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "wrong", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "failed", "{r}");
+
+    put_job(
+        &api,
+        "ping",
+        json!({"app": "shop", "kind": {"type": "http", "method": "GET",
+        "url": format!("{}/healthz", n.base)}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/ping/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "ping", &run, Duration::from_secs(20));
+    assert_eq!(
+        (r["state"].as_str(), r["item_list"][0]["exit_code"].as_i64()),
+        (Some("ok"), Some(200)),
+        "{r}"
+    );
+    put_job(
+        &api,
+        "missing",
+        json!({"app": "shop", "kind": {"type": "http", "method": "GET",
+        "url": format!("{}/v1/no/such/route", n.base)}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/missing/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "missing", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "failed", "{r}");
+    assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
