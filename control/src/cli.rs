@@ -48,6 +48,12 @@ pub struct ControlArgs {
     /// items are refused. See docs/control.md for rotation.
     #[arg(long)]
     pub secret_key_file: Option<std::path::PathBuf>,
+    /// Jobs: worker and item lease, ms (a worker silent this long is dead; its items are taken back).
+    #[arg(long, default_value_t = 3_000)]
+    pub job_lease_ms: u64,
+    /// Jobs: runs (with items and logs) are deleted this many days after they ended.
+    #[arg(long, default_value_t = 7)]
+    pub job_history_days: u64,
 }
 
 /// `furrow ctl`: client commands.
@@ -1027,8 +1033,11 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         opts.secret_keys = Some(std::sync::Arc::new(keys));
     }
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
-    crate::jobs::attach(&center, &args.store, crate::jobs::JobsOptions::default())
-        .map_err(|e| e.to_string())?;
+    let jobs_opts = crate::jobs::JobsOptions {
+        lease_ms: args.job_lease_ms.clamp(500, 600_000) as i64,
+        retention_ms: args.job_history_days.clamp(1, 3650) as i64 * 86_400_000,
+    };
+    crate::jobs::attach(&center, &args.store, jobs_opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;

@@ -839,6 +839,7 @@ impl Jobs {
             ))
         })?;
         let mut done = Vec::new();
+        let mut reaped = 0;
         for r in runs {
             let run = text(&r, 0);
             let (n, d) = self.db.tx_sched(|s| {
@@ -897,9 +898,10 @@ impl Jobs {
                 Ok((items.len(), complete(s, &run, now)?))
             })?;
             self.stats.reaped.fetch_add(n as u64, Ordering::Relaxed);
+            reaped += n;
             done.extend(d);
         }
-        if !done.is_empty() || self.stats.reaped.load(Ordering::Relaxed) > 0 {
+        if reaped > 0 {
             self.notify.notify_waiters();
         }
         Ok(done)
