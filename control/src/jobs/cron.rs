@@ -5,9 +5,11 @@
 //! their three-letter English names (`JAN`, `MON`); weekday 0 and 7 are both Sunday. As in Vixie cron,
 //! when both day fields are restricted a day matches when either does.
 //!
-//! Time zones: `UTC` or a fixed offset `+HH:MM` / `-HH:MM`. Named zones with daylight saving
-//! (`Europe/Paris`) are not read yet (no TZif parser): a schedule that must follow DST is refused at save
-//! rather than silently firing an hour off.
+//! Time zones: `UTC`, a fixed offset `+HH:MM` / `-HH:MM`, or a named zone (`Europe/Paris`) read from the
+//! system's TZif files by our own reader (`super::tz`). The search runs on wall-clock time; each matching
+//! wall time is turned into an instant with the zone's transitions: a wall time skipped when the clocks go
+//! forward does not fire that day, one repeated when they go back fires once (its first occurrence), as
+//! Vixie cron does for jobs in those hours.
 //!
 //! The search for the next firing time jumps a whole month, day, hour or minute when that field cannot
 //! match, so it costs at most a few hundred steps; an expression that can never fire (`0 0 0 30 2 *`) is
@@ -37,18 +39,21 @@ fn err(field: &'static str, message: impl Into<String>) -> CronError {
     }
 }
 
-/// A time zone: a fixed offset from UTC, in seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Zone {
+/// A time zone: a fixed offset from UTC, or a named zone read from the system's TZif files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Zone {
     /// Seconds east of UTC.
-    pub offset_s: i64,
+    Fixed(i64),
+    /// A named zone with its transitions (daylight saving).
+    Named(std::sync::Arc<super::tz::TzData>),
 }
 
 impl Zone {
     /// UTC.
-    pub const UTC: Zone = Zone { offset_s: 0 };
+    pub const UTC: Zone = Zone::Fixed(0);
 
-    /// Parses `UTC`, `Z`, `+HH:MM`, `-HH:MM` (also `UTC+HH:MM`).
+    /// Parses `UTC`, `Z`, `+HH:MM`, `-HH:MM` (also `UTC+HH:MM`), or a zone name (`Europe/Paris`) read from
+    /// `/usr/share/zoneinfo`.
     pub fn parse(s: &str) -> Result<Zone, CronError> {
         let t = s.trim();
         let t = t.strip_prefix("UTC").unwrap_or(t);
@@ -59,14 +64,21 @@ impl Zone {
             err(
                 "tz",
                 format!(
-                    "unsupported time zone {s:?}: use UTC or a fixed offset like +05:30 \
-                     (named zones with daylight saving are not supported yet)"
+                    "unsupported time zone {s:?}: use UTC, a fixed offset like +05:30, or Area/City"
                 ),
             )
         };
         let (sign, rest) = match t.as_bytes()[0] {
             b'+' => (1, &t[1..]),
             b'-' => (-1, &t[1..]),
+            _ if t
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'+')) =>
+            {
+                return super::tz::load(t)
+                    .map(Zone::Named)
+                    .map_err(|e| err("tz", e));
+            }
             _ => return Err(bad()),
         };
         let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
@@ -75,9 +87,24 @@ impl Zone {
         if !(0..=14).contains(&h) || !(0..60).contains(&m) {
             return Err(bad());
         }
-        Ok(Zone {
-            offset_s: sign * (h * 3600 + m * 60),
-        })
+        Ok(Zone::Fixed(sign * (h * 3600 + m * 60)))
+    }
+
+    /// The offset (seconds east) in force at Unix second `t`.
+    pub fn offset_at(&self, t: i64) -> i64 {
+        match self {
+            Zone::Fixed(o) => *o,
+            Zone::Named(z) => z.offset_at(t),
+        }
+    }
+
+    /// The first instant (Unix seconds) with wall time `local`: None in a daylight-saving gap. A wall time
+    /// that occurs twice (the hour repeated when clocks go back) counts at its first occurrence only.
+    fn first_instant(&self, local: i64) -> Option<i64> {
+        match self {
+            Zone::Fixed(o) => Some(local - o),
+            Zone::Named(z) => z.instants(local).first().copied(),
+        }
     }
 }
 
@@ -195,7 +222,7 @@ impl Cron {
             dow_star,
         };
         // Refuse expressions that never fire (Feb 30th): look five years ahead of a fixed leap-aligned date.
-        if c.next_after(1_577_836_800_000, Zone::UTC).is_none() {
+        if c.next_after(1_577_836_800_000, &Zone::UTC).is_none() {
             return Err(err("expr", format!("{expr:?} never fires")));
         }
         Ok(c)
@@ -214,9 +241,13 @@ impl Cron {
 
     /// The first firing time strictly after `after_ms` (Unix ms), on whole seconds; None if there is none
     /// within about five years.
-    pub fn next_after(&self, after_ms: i64, zone: Zone) -> Option<i64> {
+    ///
+    /// In a zone with daylight saving, wall times skipped when clocks go forward do not fire, and wall times
+    /// repeated when they go back fire once, at their first occurrence.
+    pub fn next_after(&self, after_ms: i64, zone: &Zone) -> Option<i64> {
+        let after_s = after_ms.div_euclid(1000);
         // Local seconds of the next whole second.
-        let mut t = after_ms.div_euclid(1000) + 1 + zone.offset_s;
+        let mut t = after_s + 1 + zone.offset_at(after_s);
         for _ in 0..20_000 {
             let days = t.div_euclid(86_400);
             let secs = t.rem_euclid(86_400);
@@ -245,14 +276,21 @@ impl Cron {
                 t += 1;
                 continue;
             }
-            return Some((t - zone.offset_s) * 1000);
+            match zone.first_instant(t) {
+                Some(u) if u > after_s => return Some(u * 1000),
+                _ => t += 1,
+            }
         }
         None
     }
 
     /// Whether the whole second `at_ms` (Unix ms) matches, in `zone`.
-    pub fn matches(&self, at_ms: i64, zone: Zone) -> bool {
-        let t = at_ms.div_euclid(1000) + zone.offset_s;
+    pub fn matches(&self, at_ms: i64, zone: &Zone) -> bool {
+        let at_s = at_ms.div_euclid(1000);
+        let t = at_s + zone.offset_at(at_s);
+        if zone.first_instant(t) != Some(at_s) {
+            return false;
+        }
         let days = t.div_euclid(86_400);
         let secs = t.rem_euclid(86_400);
         let (_, m, d) = civil_from_days(days);
@@ -302,15 +340,15 @@ mod tests {
     #[test]
     fn every_second_and_steps() {
         let c = Cron::parse("* * * * * *").unwrap();
-        assert_eq!(c.next_after(1_500, Zone::UTC), Some(2_000));
-        assert_eq!(c.next_after(2_000, Zone::UTC), Some(3_000));
+        assert_eq!(c.next_after(1_500, &Zone::UTC), Some(2_000));
+        assert_eq!(c.next_after(2_000, &Zone::UTC), Some(3_000));
         let c = Cron::parse("*/15 * * * * *").unwrap();
         assert_eq!(
-            c.next_after(ms(2026, 1, 1, 0, 0, 1), Zone::UTC),
+            c.next_after(ms(2026, 1, 1, 0, 0, 1), &Zone::UTC),
             Some(ms(2026, 1, 1, 0, 0, 15))
         );
         assert_eq!(
-            c.next_after(ms(2026, 1, 1, 0, 0, 45), Zone::UTC),
+            c.next_after(ms(2026, 1, 1, 0, 0, 45), &Zone::UTC),
             Some(ms(2026, 1, 1, 0, 1, 0))
         );
     }
@@ -320,26 +358,54 @@ mod tests {
         // 09:30:00 on weekdays: Friday 2026-12-04 after 10:00 → Monday 2026-12-07.
         let c = Cron::parse("0 30 9 * * MON-FRI").unwrap();
         assert_eq!(
-            c.next_after(ms(2026, 12, 4, 10, 0, 0), Zone::UTC),
+            c.next_after(ms(2026, 12, 4, 10, 0, 0), &Zone::UTC),
             Some(ms(2026, 12, 7, 9, 30, 0))
         );
         // The same in +05:30: 09:30 local is 04:00 UTC.
         let z = Zone::parse("+05:30").unwrap();
         assert_eq!(
-            c.next_after(ms(2026, 12, 4, 10, 0, 0), z),
+            c.next_after(ms(2026, 12, 4, 10, 0, 0), &z),
             Some(ms(2026, 12, 7, 4, 0, 0))
         );
         // Leap day only.
         let c = Cron::parse("0 0 0 29 FEB ?").unwrap();
         assert_eq!(
-            c.next_after(ms(2026, 1, 1, 0, 0, 0), Zone::UTC),
+            c.next_after(ms(2026, 1, 1, 0, 0, 0), &Zone::UTC),
             Some(ms(2028, 2, 29, 0, 0, 0))
         );
         // Either day field (Vixie): the 1st or any Sunday.
         let c = Cron::parse("0 0 0 1 * 7").unwrap();
         assert_eq!(
-            c.next_after(ms(2026, 12, 2, 0, 0, 0), Zone::UTC),
+            c.next_after(ms(2026, 12, 2, 0, 0, 0), &Zone::UTC),
             Some(ms(2026, 12, 6, 0, 0, 0))
+        );
+    }
+
+    #[test]
+    fn named_zones_follow_daylight_saving() {
+        let paris = Zone::parse("Europe/Paris").unwrap();
+        // 09:30 local every day: 08:30 UTC in winter, 07:30 UTC in summer.
+        let c = Cron::parse("0 30 9 * * *").unwrap();
+        assert_eq!(
+            c.next_after(ms(2026, 3, 28, 12, 0, 0), &paris),
+            Some(ms(2026, 3, 29, 7, 30, 0))
+        );
+        assert_eq!(
+            c.next_after(ms(2026, 3, 27, 12, 0, 0), &paris),
+            Some(ms(2026, 3, 28, 8, 30, 0))
+        );
+        // 02:30 local does not exist on 2026-03-29: that day does not fire.
+        let c = Cron::parse("0 30 2 * * *").unwrap();
+        assert_eq!(
+            c.next_after(ms(2026, 3, 28, 12, 0, 0), &paris),
+            Some(ms(2026, 3, 30, 0, 30, 0))
+        );
+        // 02:30 local happens twice on 2026-10-25: it fires once, at the first (00:30 UTC).
+        let first = c.next_after(ms(2026, 10, 24, 12, 0, 0), &paris).unwrap();
+        assert_eq!(first, ms(2026, 10, 25, 0, 30, 0));
+        assert_eq!(
+            c.next_after(first, &paris),
+            Some(ms(2026, 10, 26, 1, 30, 0))
         );
     }
 
@@ -357,9 +423,10 @@ mod tests {
         ] {
             assert_eq!(Cron::parse(expr).unwrap_err().field, field, "{expr}");
         }
-        assert!(Zone::parse("Europe/Paris").is_err());
+        assert!(Zone::parse("Mars/Olympus").is_err());
+        assert!(Zone::parse("../../etc/passwd").is_err());
         assert!(Zone::parse("+15:00").is_err());
-        assert_eq!(Zone::parse("-08:00").unwrap().offset_s, -8 * 3600);
+        assert_eq!(Zone::parse("-08:00").unwrap(), Zone::Fixed(-8 * 3600));
         assert_eq!(Zone::parse("UTC").unwrap(), Zone::UTC);
     }
 
@@ -384,15 +451,41 @@ mod tests {
             off in -12i64..14,
         ) {
             let c = Cron::parse(&format!("{s} {m} {h} * * *")).unwrap();
-            let z = Zone { offset_s: off * 3600 };
-            let next = c.next_after(start, z).unwrap();
+            let z = Zone::Fixed(off * 3600);
+            let next = c.next_after(start, &z).unwrap();
             prop_assert!(next > start);
             prop_assert_eq!(next % 1000, 0);
-            prop_assert!(c.matches(next, z));
+            prop_assert!(c.matches(next, &z));
             let mut t = (start.div_euclid(1000) + 1) * 1000;
             let mut steps = 0;
             while t < next && steps < 30_000 {
-                prop_assert!(!c.matches(t, z), "{} matches before {}", t, next);
+                prop_assert!(!c.matches(t, &z), "{} matches before {}", t, next);
+                t += 1000;
+                steps += 1;
+            }
+        }
+
+        /// The same in zones with daylight saving, around their 2026 transitions: gaps never fire, a
+        /// repeated hour fires once.
+        #[test]
+        fn next_is_the_first_match_across_dst(
+            s in field_text(), m in field_text(),
+            h in prop_oneof![Just("*".to_string()), (0u32..24).prop_map(|v| v.to_string())],
+            zone in prop_oneof![Just("Europe/Paris"), Just("America/New_York"), Just("Australia/Lord_Howe")],
+            edge in prop_oneof![Just(1_774_742_400_000i64), Just(1_792_886_400_000i64),
+                Just(1_772_928_000_000i64), Just(1_793_491_200_000i64), Just(1_775_318_400_000i64)],
+            shift in -30_000i64..30_000,
+        ) {
+            let c = Cron::parse(&format!("{s} {m} {h} * * *")).unwrap();
+            let z = Zone::parse(zone).unwrap();
+            let start = edge + shift * 1000;
+            let next = c.next_after(start, &z).unwrap();
+            prop_assert!(next > start);
+            prop_assert!(c.matches(next, &z));
+            let mut t = (start.div_euclid(1000) + 1) * 1000;
+            let mut steps = 0;
+            while t < next && steps < 30_000 {
+                prop_assert!(!c.matches(t, &z), "{} matches before {}", t, next);
                 t += 1000;
                 steps += 1;
             }

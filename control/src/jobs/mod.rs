@@ -8,7 +8,8 @@
 //! workers — which lives in tables of its own next to the store and is written with row locks only
 //! ([`db`]): the store's single revision lock is the very bottleneck the issue asks to avoid.
 //!
-//! - [`cron`]: cron expressions with seconds, UTC and fixed-offset zones.
+//! - [`cron`]: cron expressions with seconds, in UTC, a fixed offset or a named zone.
+//! - [`tz`]: named time zones from the system's TZif files (our own reader).
 //! - [`model`]: job definitions (schedule, kind, items, resources, policies), validation, DAG cycles.
 //! - [`ops`]: definition changes and audited manual actions on a `Tx`.
 //! - [`db`]: the runtime tables (SQLite or MariaDB with `SKIP LOCKED`).
@@ -24,6 +25,7 @@ pub mod db;
 pub mod model;
 pub mod ops;
 pub mod sched;
+pub mod tz;
 pub mod worker;
 
 use std::sync::Arc;

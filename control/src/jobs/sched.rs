@@ -285,7 +285,7 @@ pub fn due_times(spec: &JobSpec, next_ms: i64, now: i64) -> (Vec<i64>, Option<i6
     let cron = spec.cron().ok().flatten();
     let step = |t: i64| -> Option<i64> {
         match &spec.schedule {
-            Schedule::Cron { .. } => cron.as_ref().and_then(|(c, z)| c.next_after(t, *z)),
+            Schedule::Cron { .. } => cron.as_ref().and_then(|(c, z)| c.next_after(t, z)),
             Schedule::Rate { every_ms } => Some(t + *every_ms as i64),
             _ => None,
         }
@@ -339,7 +339,7 @@ pub fn first_time(spec: &JobSpec, now: i64) -> Option<i64> {
             .cron()
             .ok()
             .flatten()
-            .and_then(|(c, z)| c.next_after(now, z)),
+            .and_then(|(c, z)| c.next_after(now, &z)),
         Schedule::Rate { every_ms } => Some(now + *every_ms as i64),
         Schedule::Delay { delay_ms } => Some(now + *delay_ms as i64),
         Schedule::Once { at_ms } => Some(*at_ms as i64),
