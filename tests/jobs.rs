@@ -417,15 +417,22 @@ fn sigterm_hands_items_back() {
     put_job(
         &api,
         "long",
-        json!({"app": "shop", "kind": {"type": "shell", "command": "sleep 2; echo finished"}}),
+        json!({"app": "shop", "kind": {"type": "shell", "command": "echo begun; sleep 2; echo finished"}}),
     );
     let run = api.ok("POST", "/v1/jobs/DEV/long/trigger", None)["run"]
         .as_str()
         .unwrap()
         .to_string();
-    wait_for("running on w1", Duration::from_secs(10), || {
-        (run_of(&api, "long", &run)["item_list"][0]["state"] == "running").then_some(())
-    });
+    // The output of a running item reaches the run's view with the worker's heartbeats.
+    wait_for(
+        "the live log of the running item",
+        Duration::from_secs(10),
+        || {
+            let it = &run_of(&api, "long", &run)["item_list"][0];
+            (it["state"] == "running" && it["log"].as_str().is_some_and(|l| l.contains("begun")))
+                .then_some(())
+        },
+    );
     w1.signal(libc::SIGTERM);
     assert!(
         w1.wait(Duration::from_secs(10)),

@@ -65,6 +65,9 @@ impl ItemCtx {
 struct LogTail {
     buf: Vec<u8>,
     dropped: u64,
+    /// Bytes written so far when the last heartbeat sent the tail (a tail that did not change is not
+    /// sent again).
+    sent_at: u64,
 }
 
 impl LogTail {
@@ -77,6 +80,16 @@ impl LogTail {
         }
     }
 
+    fn written(&self) -> u64 {
+        self.dropped + self.buf.len() as u64
+    }
+
+    /// The last `max` bytes, for a heartbeat.
+    fn tail_text(&self, max: usize) -> String {
+        let from = self.buf.len().saturating_sub(max);
+        String::from_utf8_lossy(&self.buf[from..]).into_owned()
+    }
+
     fn text(&self) -> String {
         let body = String::from_utf8_lossy(&self.buf);
         if self.dropped > 0 {
@@ -86,6 +99,9 @@ impl LogTail {
         }
     }
 }
+
+/// The most log bytes one heartbeat carries (all items together; at least 256 bytes per item).
+const BEAT_LOG_BUDGET: usize = 512 * 1024;
 
 /// Settings of a worker.
 #[derive(Clone, Debug)]
@@ -104,7 +120,7 @@ pub struct WorkerOptions {
     pub labels: BTreeMap<String, String>,
     /// Built-in kinds it runs (`shell`, `http`, `sql`, `redis`); registered functions are added.
     pub kinds: Vec<String>,
-    /// The most items at once.
+    /// The most items at once (1–1,024).
     pub slots: usize,
     /// On shutdown, how long running items may finish before they are killed and handed back.
     pub grace: Duration,
@@ -196,8 +212,9 @@ fn kill_group(pid: i32) {
 }
 
 impl Worker {
-    /// A worker with these options.
-    pub fn new(opts: WorkerOptions) -> Self {
+    /// A worker with these options (at most 1,024 slots).
+    pub fn new(mut opts: WorkerOptions) -> Self {
+        opts.slots = opts.slots.clamp(1, 1024);
         Worker {
             opts,
             fns: HashMap::new(),
@@ -277,13 +294,25 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(w.opts.beat).await;
+                // Log tails that changed since the last beat, within a budget that keeps the beat far below
+                // the service's 2 MiB body limit however many items run.
                 let running: Vec<Json> = held
                     .lock()
                     .map(|h| {
+                        let per_item = (BEAT_LOG_BUDGET / h.len().max(1)).clamp(256, MAX_LOG);
                         h.iter()
                             .map(|((run, idx), x)| {
-                                let log = x.log.lock().map(|l| l.text()).unwrap_or_default();
-                                json!({"run": run, "idx": idx, "log": log})
+                                let log = x.log.lock().ok().and_then(|mut l| {
+                                    let w = l.written();
+                                    (w != l.sent_at).then(|| {
+                                        l.sent_at = w;
+                                        l.tail_text(per_item)
+                                    })
+                                });
+                                match log {
+                                    Some(log) => json!({"run": run, "idx": idx, "log": log}),
+                                    None => json!({"run": run, "idx": idx}),
+                                }
                             })
                             .collect()
                     })
