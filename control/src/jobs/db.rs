@@ -10,8 +10,9 @@
 //!   each other, and a row locked by one node is simply skipped by the others. A node that dies mid-claim
 //!   loses its connection, MariaDB rolls the transaction back and the rows are free again at once; a node
 //!   that hangs inside a transaction is cut off by `idle_transaction_timeout` (5 s).
-//! - SQLite (the embedded store): one node, `BEGIN IMMEDIATE` transactions on a connection of its own (the
-//!   same file, WAL); `SKIP LOCKED` is left out.
+//! - SQLite (the embedded store): one node, `BEGIN IMMEDIATE` transactions on a file of its own next to the
+//!   store's (`PATH.jobs`, WAL: SQLite has one writer per file, and a configuration commit must never wait
+//!   for the scheduler); `SKIP LOCKED` is left out.
 //!
 //! SQL is built as text with quoted literals (`Sess::lit`): the MySQL client is the store's own text-protocol
 //! client, which has no prepared statements. Values are numbers we produce or strings escaped for the
@@ -116,10 +117,12 @@ impl JobDb {
     /// `mysql://...`), creating the tables when missing.
     pub fn open(url: &str) -> Result<JobDb> {
         if let Some(path) = url.strip_prefix("sqlite:") {
+            // A file of its own (`PATH.jobs`): SQLite has one writer per file, and the scheduler's frequent
+            // short transactions must never make a configuration commit wait or fail as busy.
             let conn = if path == ":memory:" {
                 rusqlite::Connection::open_in_memory()
             } else {
-                rusqlite::Connection::open(path)
+                rusqlite::Connection::open(format!("{path}.jobs"))
             }
             .map_err(unavailable)?;
             conn.busy_timeout(Duration::from_secs(5))
