@@ -1049,3 +1049,40 @@ fn redis_and_http_jobs() {
     assert_eq!(r["state"], "failed", "{r}");
     assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
+
+/// A shell item runs under its job's memory as the address-space limit: within it an allocation works,
+/// beyond it the process fails (here Python's `MemoryError`).
+#[test]
+fn shell_items_run_under_their_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    for (name, mb, want) in [("fits", 16, "ok"), ("overflows", 512, "failed")] {
+        put_job(
+            &api,
+            name,
+            json!({"app": "shop", "resources": {"mem_mb": 128},
+            "kind": {"type": "shell", "command": format!("python3 -c 'bytearray({mb} << 20)'")}}),
+        );
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = wait_run_end(&api, name, &run, Duration::from_secs(20));
+        assert_eq!(r["state"], want, "{r}");
+        if want == "failed" {
+            assert!(
+                r["item_list"][0]["log"]
+                    .as_str()
+                    .unwrap()
+                    .contains("MemoryError"),
+                "{r}"
+            );
+        }
+    }
+}
