@@ -1086,3 +1086,62 @@ fn shell_items_run_under_their_memory_limit() {
         }
     }
 }
+
+/// Timeouts kill the item; failures are retried with backoff up to `retries` times.
+#[test]
+fn timeouts_and_retries_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    put_job(
+        &api,
+        "slowpoke",
+        json!({"app": "shop", "timeout_ms": 300, "retries": 1, "backoff_ms": 200,
+        "kind": {"type": "shell", "command": "sleep 5"}}),
+    );
+    let t0 = Instant::now();
+    let run = api.ok("POST", "/v1/jobs/DEV/slowpoke/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "slowpoke", &run, Duration::from_secs(20));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "killed, not waited for"
+    );
+    assert_eq!(r["state"], "failed", "{r}");
+    let it = &r["item_list"][0];
+    assert_eq!(it["attempts"], 2, "one retry: {r}");
+    assert!(
+        it["result"]
+            .as_str()
+            .unwrap()
+            .contains("killed after 300 ms"),
+        "{r}"
+    );
+
+    let mark = dir.path().join("mark");
+    put_job(
+        &api,
+        "flaky",
+        json!({"app": "shop", "retries": 2, "backoff_ms": 300, "kind": {"type": "shell",
+        "command": format!("test -f {m} || {{ touch {m}; echo first; exit 1; }}", m = mark.display())}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/flaky/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "flaky", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "ok", "{r}");
+    let it = &r["item_list"][0];
+    assert_eq!(it["attempts"], 2, "{r}");
+    // The retry waited for the backoff after the first failure.
+    let started = it["started_ms"].as_i64().unwrap();
+    let fired = r["fired_ms"].as_i64().unwrap();
+    assert!(started - fired >= 300, "backoff of 300 ms: {r}");
+}
