@@ -1145,3 +1145,66 @@ fn timeouts_and_retries_with_backoff() {
     let fired = r["fired_ms"].as_i64().unwrap();
     assert!(started - fired >= 300, "backoff of 300 ms: {r}");
 }
+
+/// Misfire policies: with the only scheduler node down for ~3 s, a per-second cron job with `fire_all` gets
+/// one run per missed second, `fire_once` one run for the whole gap, `skip` none.
+#[test]
+fn misfire_policies_after_a_scheduler_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("control.db").display());
+    let mut first = node(dir.path(), "before", &store);
+    let api = Api::new(&first.base, TOKEN);
+    setup(&api);
+    // No worker: runs are recorded (failed: fits nowhere), which is all this test counts.
+    for policy in ["fire_all", "fire_once", "skip"] {
+        put_job(
+            &api,
+            policy,
+            json!({"app": "shop", "misfire": policy,
+            "schedule": {"type": "cron", "expr": "* * * * * *"}, "kind": {"type": "shell", "command": "true"}}),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    first.proc_.signal(libc::SIGKILL);
+    assert!(first.proc_.wait(Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_secs(3));
+    let second = node(dir.path(), "after", &store);
+    let api = Api::new(&second.base, TOKEN);
+    std::thread::sleep(Duration::from_millis(2500));
+    let times = |job: &str| -> Vec<(i64, i64)> {
+        let mut v: Vec<(i64, i64)> = runs(&api, job)
+            .iter()
+            .map(|r| {
+                (
+                    r["scheduled_ms"].as_i64().unwrap(),
+                    r["fired_ms"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let gaps = |v: &[(i64, i64)]| v.windows(2).filter(|w| w[1].0 - w[0].0 > 1000).count();
+    let all = times("fire_all");
+    assert!(all.len() >= 7, "{all:?}");
+    assert_eq!(gaps(&all), 0, "fire_all: every missed second ran: {all:?}");
+    assert!(
+        all.iter().any(|(s, f)| f - s > 2000),
+        "some ran late, after the restart: {all:?}"
+    );
+    let once = times("fire_once");
+    assert_eq!(gaps(&once), 1, "fire_once: one run for the gap: {once:?}");
+    let skip = times("skip");
+    assert_eq!(gaps(&skip), 1, "{skip:?}");
+    assert!(
+        skip.iter().all(|(s, f)| f - s <= 1500),
+        "skip: nothing fired late: {skip:?}"
+    );
+    assert!(
+        once.len() < all.len() && skip.len() <= once.len(),
+        "{} {} {}",
+        all.len(),
+        once.len(),
+        skip.len()
+    );
+}
