@@ -1017,20 +1017,17 @@ impl Jobs {
         }
         let created = self.db.tx(|s| {
             let (env, job) = (s.lit(&down.env), s.lit(&down.name));
-            let mut row = s.q(&format!(
+            // Successor checks of one job are serialized on its trigger row (every job has one once the
+            // sync saw it; a job created an instant ago gets it here, the insert holding the lock).
+            let locked = s.q(&format!(
                 "SELECT next_ms FROM furrow_job_triggers WHERE env = {env} AND job = {job}{}",
                 s.for_update()
             ))?;
-            if row.is_empty() {
+            if locked.is_empty() {
                 s.q(&format!(
                     "INSERT INTO furrow_job_triggers (env, job, rev, next_ms) VALUES ({env}, {job}, 0, NULL)"
                 ))?;
-                row = s.q(&format!(
-                    "SELECT next_ms FROM furrow_job_triggers WHERE env = {env} AND job = {job}{}",
-                    s.for_update()
-                ))?;
             }
-            let _ = row;
             let last = s.q(&format!(
                 "SELECT MAX(fired_ms) FROM furrow_job_runs WHERE env = {env} AND job = {job}"
             ))?;
