@@ -167,6 +167,7 @@ fn masked_if(level: Level, items: impl IntoIterator<Item = Item>) -> Vec<Item> {
 
 /// Builds the router.
 pub fn router(center: Arc<Center>) -> Router {
+    let console = crate::web::Console::new(center.clone());
     let ns = "/v1/apps/{app}/envs/{env}/clusters/{cluster}/namespaces/{ns}";
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -228,7 +229,13 @@ pub fn router(center: Arc<Center>) -> Router {
         )
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .merge(crate::registry::api::routes())
+        .merge(crate::web::routes(console.clone()))
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
+        // Console sessions: cookie → bearer token, CSRF checked (see web::session). Outside every route.
+        .layer(axum::middleware::from_fn_with_state(
+            console.sessions.clone(),
+            crate::web::session::authorize,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))
         .with_state(center)
