@@ -88,9 +88,19 @@ fn the_console_is_served_at_the_root_with_a_strict_policy() {
     assert!(r.body.contains("/console/assets/js/app.js"));
     let csp = r.header("content-security-policy").unwrap();
     assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
-    let js = http(server.addr, "GET", "/console/assets/js/pages/config.js", &[], "");
+    let js = http(
+        server.addr,
+        "GET",
+        "/console/assets/js/pages/config.js",
+        &[],
+        "",
+    );
     assert_eq!(js.status, 200);
-    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+    assert!(
+        js.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     let missing = http(server.addr, "GET", "/console/assets/js/nope.js", &[], "");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"]["code"], "not_found");
@@ -103,7 +113,13 @@ fn login_gives_an_httponly_cookie_and_writes_need_the_csrf_header() {
     let server = common::start("sqlite::memory:");
     let a = server.addr;
     // Login needs the custom header (a cross-site form cannot send it) and a valid token.
-    let no_header = http(a, "POST", "/console/login", &[], r#"{"token":"root-token"}"#);
+    let no_header = http(
+        a,
+        "POST",
+        "/console/login",
+        &[],
+        r#"{"token":"root-token"}"#,
+    );
     assert_eq!(no_header.status, 403);
     assert_eq!(no_header.json()["error"]["field"], "csrf");
     let bad = http(
@@ -265,7 +281,8 @@ fn the_inheritance_view_names_the_layer_of_every_value() {
     let nobody = user_with(&admin, "nobody", "none");
     let api = Api::new(&server, &nobody);
     assert_eq!(
-        api.err("GET", "/console/api/layers/shop/PRO/east/common", None).0,
+        api.err("GET", "/console/api/layers/shop/PRO/east/common", None)
+            .0,
         403
     );
 }
@@ -350,8 +367,10 @@ fn the_fleet_is_the_reporting_instances_with_a_proxy_config() {
     admin.ok(
         "POST",
         "/v1/reports",
-        Some(json!({"app": "shop", "env": "PRO", "cluster": "east", "namespace": "app", "id": "svc",
-                    "ip": "127.0.0.1", "labels": {}, "releases": [rel2], "version": rel2})),
+        Some(
+            json!({"app": "shop", "env": "PRO", "cluster": "east", "namespace": "app", "id": "svc",
+                    "ip": "127.0.0.1", "labels": {}, "releases": [rel2], "version": rel2}),
+        ),
     );
     let nobody = user_with(&admin, "nobody", "none");
     assert_eq!(

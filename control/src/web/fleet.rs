@@ -329,10 +329,14 @@ pub fn parse_info(text: &str) -> Json {
             cur = name.trim().to_string();
             continue;
         }
-        let Some((k, v)) = t.split_once(':') else {
+        let Some((k, v)) = info_key(t) else {
             continue;
         };
-        let value = if v.contains('=') {
+        let pairs = v.split(',').all(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, _)| !k.is_empty() && !k.contains(char::is_whitespace))
+        });
+        let value = if pairs {
             let mut obj = serde_json::Map::new();
             for pair in v.split(',') {
                 if let Some((pk, pv)) = pair.split_once('=') {
@@ -349,6 +353,19 @@ pub fn parse_info(text: &str) -> Json {
         }
     }
     Json::Object(sections)
+}
+
+/// Splits an `INFO` line into key and value. Keys may hold `:` themselves (a replica's backend is named
+/// `server@host:port`), so for a `k=v,...` value the key ends at the last `:` before the first `=`, unless
+/// that would put blanks in the key (`config_origin:... (settings: a = 1)`).
+fn info_key(line: &str) -> Option<(&str, &str)> {
+    if let Some(eq) = line.find('=')
+        && let Some(colon) = line[..eq].rfind(':')
+        && !line[..colon].contains(char::is_whitespace)
+    {
+        return Some((&line[..colon], &line[colon + 1..]));
+    }
+    line.split_once(':')
 }
 
 /// The admin command for a read view of the console, or None for an unknown view.
@@ -410,6 +427,18 @@ mod tests {
         assert_eq!(j["Listeners"]["listener_cache"]["requests"], "5");
         assert_eq!(j["Listeners"]["listener_cache"]["address"], "127.0.0.1:1");
         assert_eq!(parse_info("garbage\n:\n# X"), json!({"Server": {"": ""}}));
+        let j = parse_info(
+            "# Server\r\nconfig_origin:config-center a/B/c/d (settings: proxy.x = 1, proxy.y = 2)\r\n\
+             # Backends\r\nbackend_cache_r1@127.0.0.1:7001:address=127.0.0.1:7001,state=up\r\n",
+        );
+        assert_eq!(
+            j["Server"]["config_origin"],
+            "config-center a/B/c/d (settings: proxy.x = 1, proxy.y = 2)"
+        );
+        assert_eq!(
+            j["Backends"]["backend_cache_r1@127.0.0.1:7001"]["address"],
+            "127.0.0.1:7001"
+        );
     }
 
     #[test]

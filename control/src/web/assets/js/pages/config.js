@@ -285,8 +285,8 @@ async function instancesTab(panel, ns) {
   const list = await api.get(`${api.nsPath(ns)}/instances`);
   panel.append(table({
     id: 'instances-table', caption: 'Instances that reported on this namespace instance', rows: list, empty: 'No instance has reported.', columns: [
-      { key: 'id', label: 'Instance', value: (r) => r.instance.id }, { key: 'ip', label: 'IP', value: (r) => r.instance.ip },
-      { key: 'labels', label: 'Labels', value: (r) => Object.entries(r.instance.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ') },
+      { key: 'id', label: 'Instance', value: (r) => r.id }, { key: 'ip', label: 'IP', value: (r) => r.ip },
+      { key: 'labels', label: 'Labels', value: (r) => Object.entries(r.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ') },
       { key: 'releases', label: 'Releases', value: (r) => (r.releases || []).join(', ') }, { key: 'version', label: 'Version', num: true },
       { key: 'status', label: 'Status', render: (r) => h('span', {}, stateBadge(r.status || 'applied'), r.reason ? ` ${r.reason}` : '') },
       { key: 'at_ms', label: 'Last report', value: (r) => when(r.at_ms) },

@@ -17,9 +17,9 @@ export const page = {
       holder.replaceChildren(table({
         id: 'proxies-table', caption: 'Proxies', rows: list, empty: 'No proxy reports to this center.',
         columns: [
-          { key: 'id', label: 'Instance', value: (p) => p.report.instance.id, render: (p) => h('a', { href: link('proxy', { key: p.key }), class: 'proxy-link' }, p.report.instance.id) },
+          { key: 'id', label: 'Instance', value: (p) => p.report.id, render: (p) => h('a', { href: link('proxy', { key: p.key }), class: 'proxy-link' }, p.report.id) },
           { key: 'where', label: 'Config from', value: (p) => `${p.report.app}/${p.report.env}/${p.report.cluster}/${p.report.namespace}` },
-          { key: 'ip', label: 'IP', value: (p) => p.report.instance.ip },
+          { key: 'ip', label: 'IP', value: (p) => p.report.ip },
           { key: 'releases', label: 'Releases', value: (p) => p.report.releases.join(', ') },
           { key: 'version', label: 'Config version', num: true, value: (p) => p.report.version },
           { key: 'status', label: 'Status', value: (p) => p.report.status, render: (p) => h('span', {}, stateBadge(p.report.status || 'applied'), p.report.reason ? ` ${p.report.reason}` : '') },
