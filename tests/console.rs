@@ -4,7 +4,7 @@
 //! log in, edit a setting (the API's type and schema errors shown at the field), see the draft diff,
 //! publish and watch the proxy apply it, look at releases and instances, take a backend offline and see
 //! the reads move to the primary, find a slow query, the registry and the review queue, the phone-width
-//! layout, a read-only user refused, and logout. A PNG of each page goes to
+//! layout, logout, and a read-only user (logged in with a password) refused. A PNG of each page goes to
 //! `target/tmp/console-screenshots/` (printed at the start).
 
 mod common;
@@ -337,13 +337,13 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     let r1_replica = format!("r1@{}", replica.addr());
     assert_eq!(redis_cli(cache, &["SET", "hot", "v"]), "OK");
     let before = backend_requests(admin, &r1_replica);
-    for _ in 0..3 {
+    for _ in 0..6 {
         for _ in 0..10 {
             redis_cli(cache, &["GET", "hot"]);
         }
         std::thread::sleep(Duration::from_millis(1100));
     }
-    wait_until(long, || backend_requests(admin, &r1_replica) >= before + 30);
+    wait_until(long, || backend_requests(admin, &r1_replica) >= before + 60);
     b.wait_text("#tabpanel", long, |t| !t.contains("Collecting samples"));
     b.screenshot("09-proxy-overview");
 
@@ -448,17 +448,18 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         "/v1/permissions",
         Some(json!({"subject": "user:viewer", "app": "shop", "namespace": "*", "level": "read"})),
     );
-    let viewer = api(
+    api(
         cport,
         TOKEN,
-        "POST",
-        "/v1/tokens",
-        Some(json!({"user": "viewer"})),
-    )["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    b.fill("#login-token", &viewer);
+        "PUT",
+        "/v1/users/viewer/password",
+        Some(json!({"password": "viewer-password"})),
+    );
+    // This time with a user name and password.
+    b.click("#login-mode-password");
+    b.fill("#login-user", "viewer");
+    b.fill("#login-password", "viewer-password");
+    b.screenshot("15-login-password");
     b.click("#login-submit");
     b.wait_text("#who", long, |t| t.contains("viewer"));
     b.goto(&format!(

@@ -214,6 +214,7 @@ pub fn router(center: Arc<Center>) -> Router {
         .route(&format!("{ns}/usage/{{key}}"), get(key_usage))
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
+        .route("/v1/users/{name}/password", put(set_password))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/secrets/reseal", post(reseal))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
@@ -1035,13 +1036,61 @@ async fn audit(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
 
 async fn list_users(AxState(c): C, h: HeaderMap) -> Res {
     admin_only(&user(&c, &h)?)?;
-    ok(c.read(|st| st.users.values().cloned().collect::<Vec<_>>())?)
+    ok(c.read(|st| {
+        st.users
+            .values()
+            .cloned()
+            .map(User::shown)
+            .collect::<Vec<_>>()
+    })?)
 }
 
 async fn put_user(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let nu: User = body(&b)?;
-    ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?)
+    if nu.password.is_some() {
+        return Err(ControlError::bad(
+            "password",
+            "set a password with PUT /v1/users/{name}/password {\"password\"}",
+        )
+        .into());
+    }
+    ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?.shown())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    /// The new console password; null removes it (then only tokens log in).
+    password: Option<String>,
+}
+
+/// `PUT /v1/users/{name}/password {"password"}`: administrators, or the user themself.
+async fn set_password(AxState(c): C, h: HeaderMap, Path(name): Path<String>, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: NewPassword = body(&b)?;
+    let hash = match r.password {
+        Some(p) if p.chars().count() < crate::auth::MIN_PASSWORD_LEN => {
+            return Err(ControlError::bad(
+                "password",
+                format!(
+                    "a password has at least {} characters",
+                    crate::auth::MIN_PASSWORD_LEN
+                ),
+            )
+            .into());
+        }
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || crate::auth::hash_password(&p))
+                .await
+                .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?
+                .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?,
+        ),
+        None => None,
+    };
+    c.write(u, move |tx| tx.set_password(&name, hash.clone()))
+        .await?;
+    ok(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]

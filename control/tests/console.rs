@@ -386,3 +386,134 @@ fn the_fleet_is_the_reporting_instances_with_a_proxy_config() {
         1
     );
 }
+
+#[test]
+fn password_logins_get_a_session_token_revoked_at_logout() {
+    let server = common::start("sqlite::memory:");
+    let a = server.addr;
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    seed(&admin);
+    let viewer = user_with(&admin, "viewer", "read");
+    user_with(&admin, "other", "read");
+    // Passwords: at least 8 characters; a user sets their own, not someone else's; the hash never shows.
+    let (status, _, field) = admin.err(
+        "PUT",
+        "/v1/users/viewer/password",
+        Some(json!({"password": "short"})),
+    );
+    assert_eq!((status, field.as_deref()), (400, Some("password")));
+    let own = Api::new(&server, &viewer);
+    own.ok(
+        "PUT",
+        "/v1/users/viewer/password",
+        Some(json!({"password": "correct horse"})),
+    );
+    assert_eq!(
+        own.err(
+            "PUT",
+            "/v1/users/other/password",
+            Some(json!({"password": "correct horse"}))
+        )
+        .0,
+        403
+    );
+    let users = admin.ok("GET", "/v1/users", None).to_string();
+    assert!(!users.contains("pbkdf2"), "{users}");
+    assert!(
+        !own.ok("GET", "/v1/whoami", None)
+            .to_string()
+            .contains("pbkdf2")
+    );
+    let (status, _, field) = admin.err(
+        "POST",
+        "/v1/users",
+        Some(json!({"name": "viewer", "password": "pbkdf2-sha256$1$00$00"})),
+    );
+    assert_eq!((status, field.as_deref()), (400, Some("password")));
+    // Updating the user's roles keeps the password.
+    admin.ok(
+        "POST",
+        "/v1/users",
+        Some(json!({"name": "viewer", "roles": ["ops"]})),
+    );
+
+    let login = |body: Json| {
+        http(
+            a,
+            "POST",
+            "/console/login",
+            &[("X-Furrow-CSRF", "login")],
+            &body.to_string(),
+        )
+    };
+    let wrong = login(json!({"user": "viewer", "password": "wrong horse"}));
+    let unknown = login(json!({"user": "nobody", "password": "correct horse"}));
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert_eq!(
+        wrong.json()["error"]["message"],
+        unknown.json()["error"]["message"]
+    );
+    assert_eq!(
+        login(json!({"user": "viewer", "token": "x"})).json()["error"]["field"],
+        "token"
+    );
+    let r = login(json!({"user": "viewer", "password": "correct horse"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["user"]["name"], "viewer");
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    // The session acts with a token of its own, with the user's permissions.
+    let sessions = |admin: &Api| {
+        admin
+            .ok("GET", "/v1/tokens", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["user"] == "viewer" && t["description"] == "console session")
+            .count()
+    };
+    assert_eq!(sessions(&admin), 1);
+    let nsp = ns("shop", "PRO", "default", "app");
+    let items = http(
+        a,
+        "GET",
+        &format!("{nsp}/items"),
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(items.status, 200);
+    let write = http(
+        a,
+        "PUT",
+        &format!("{nsp}/items/k"),
+        &[("Cookie", &cookie), ("X-Furrow-CSRF", &csrf)],
+        &json!({"value": {"type": "string", "value": "x"}}).to_string(),
+    );
+    assert_eq!(write.status, 403);
+    // Logout revokes that token.
+    let out = http(
+        a,
+        "POST",
+        "/console/logout",
+        &[("Cookie", &cookie), ("X-Furrow-CSRF", &csrf)],
+        "",
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(sessions(&admin), 0);
+    // Removing the password ends password logins.
+    admin.ok(
+        "PUT",
+        "/v1/users/viewer/password",
+        Some(json!({"password": null})),
+    );
+    assert_eq!(
+        login(json!({"user": "viewer", "password": "correct horse"})).status,
+        401
+    );
+}

@@ -132,7 +132,59 @@ async fn asset_route(Path(path): Path<String>) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The description of the tokens minted for password logins.
+pub const SESSION_TOKEN: &str = "console session";
+
+/// A password login: checks the user's PBKDF2 hash (on the blocking pool) and mints a token for the session
+/// that expires with it (revoked at logout), so the session acts through the API exactly like a token login.
+/// Unknown users and wrong passwords get the same answer, after the same work.
+async fn password_login(c: &Arc<Center>, name: &str, password: String) -> Result<String> {
+    let stored = c.read(|st| st.users.get(name).and_then(|u| u.password.clone()))?;
+    let ok = tokio::task::spawn_blocking(move || {
+        // Equal work for an unknown user: verify against a fixed hash that matches nothing.
+        let against = stored.unwrap_or_else(|| {
+            "pbkdf2-sha256$200000$00000000000000000000000000000000$00".to_string()
+        });
+        crate::auth::verify_password(&password, &against)
+    })
+    .await
+    .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?;
+    if !ok {
+        return Err(ControlError::new(
+            ErrorCode::Unauthorized,
+            "unknown user or wrong password",
+        ));
+    }
+    let token = crate::auth::new_token()
+        .map_err(|e| ControlError::new(ErrorCode::Internal, format!("token: {e}")))?;
+    // Session tokens whose session ended without a logout are removed on the next password login.
+    let now = crate::model::now_ms();
+    let stale: Vec<String> = c.read(|st| {
+        st.tokens
+            .values()
+            .filter(|t| t.description == SESSION_TOKEN && t.expired(now))
+            .take(100)
+            .map(|t| t.id().to_string())
+            .collect()
+    })?;
+    let (tok, user) = (token.clone(), name.to_string());
+    let ttl = session::MAX_LIFETIME.as_millis() as u64;
+    c.write(crate::center::system_user(), move |tx| {
+        for id in &stale {
+            let _ = tx.revoke_token(id);
+        }
+        tx.add_token(&tok, &user, SESSION_TOKEN, Some(ttl))
+    })
+    .await?;
+    Ok(token)
 }
 
 fn cookie(value: &str, max_age: u64) -> Option<HeaderValue> {
@@ -154,10 +206,21 @@ async fn login(State(con): S, h: HeaderMap, b: Bytes) -> Res {
         );
     }
     let req: Login = body(&b)?;
-    let u = con.center.authenticate(Some(req.token.trim()))?;
+    let (token, minted) = match (req.token, req.user, req.password) {
+        (Some(t), None, None) => (t.trim().to_string(), false),
+        (None, Some(u), Some(p)) => (password_login(&con.center, u.trim(), p).await?, true),
+        _ => {
+            return Err(ControlError::bad(
+                "token",
+                "log in with {\"token\"} or with {\"user\", \"password\"}",
+            )
+            .into());
+        }
+    };
+    let u = con.center.authenticate(Some(&token))?;
     let (sid, csrf) = con
         .sessions
-        .open(req.token.trim())
+        .open(&token, minted)
         .map_err(|e| ControlError::new(ErrorCode::Internal, format!("session id: {e}")))?;
     let mut resp = axum::Json(json!({"user": u, "csrf": csrf})).into_response();
     if let Some(c) = cookie(&sid, session::MAX_LIFETIME.as_secs()) {
@@ -168,8 +231,18 @@ async fn login(State(con): S, h: HeaderMap, b: Bytes) -> Res {
 
 /// `POST /console/logout`: ends the session (the CSRF check ran in the middleware) and clears the cookie.
 async fn logout(State(con): S, h: HeaderMap) -> Res {
-    if let Some(sid) = session::session_id(&h) {
-        con.sessions.close(&sid);
+    if let Some(s) = session::session_id(&h).and_then(|sid| con.sessions.close(&sid))
+        && s.minted
+    {
+        // The token minted for a password login dies with its session.
+        let id = crate::auth::hash_token(&s.token)[..16].to_string();
+        let revoked = con
+            .center
+            .write(crate::center::system_user(), move |tx| tx.revoke_token(&id))
+            .await;
+        if let Err(e) = revoked {
+            tracing::warn!(error = %e, "console logout: revoking the session token");
+        }
     }
     let mut resp = axum::Json(json!({"ok": true})).into_response();
     if let Some(c) = cookie("", 0) {

@@ -43,6 +43,8 @@ pub struct Session {
     pub token: String,
     /// The value mutating calls must send in `X-Furrow-CSRF`.
     pub csrf: String,
+    /// Whether the token was minted for this session by a password login (revoked at logout).
+    pub minted: bool,
     created: Instant,
     used: Instant,
 }
@@ -70,11 +72,16 @@ impl Sessions {
     }
 
     /// Opens a session acting with `token`; returns (session id, CSRF token).
-    pub fn open(&self, token: &str) -> std::io::Result<(String, String)> {
-        self.open_at(token, Instant::now())
+    pub fn open(&self, token: &str, minted: bool) -> std::io::Result<(String, String)> {
+        self.open_at(token, minted, Instant::now())
     }
 
-    fn open_at(&self, token: &str, now: Instant) -> std::io::Result<(String, String)> {
+    fn open_at(
+        &self,
+        token: &str,
+        minted: bool,
+        now: Instant,
+    ) -> std::io::Result<(String, String)> {
         let id = crate::auth::new_token()?;
         let csrf = crate::auth::new_token()?;
         let mut map = lock(&self.map);
@@ -92,6 +99,7 @@ impl Sessions {
             Session {
                 token: token.to_string(),
                 csrf: csrf.clone(),
+                minted,
                 created: now,
                 used: now,
             },
@@ -119,9 +127,9 @@ impl Sessions {
         }
     }
 
-    /// Ends session `id`.
-    pub fn close(&self, id: &str) {
-        lock(&self.map).remove(id);
+    /// Ends session `id`; returns it.
+    pub fn close(&self, id: &str) -> Option<Session> {
+        lock(&self.map).remove(id)
     }
 
     /// Sessions held.
@@ -231,7 +239,7 @@ mod tests {
     fn sessions_expire_when_idle_or_old() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let (id, csrf) = s.open_at("tok", t0).unwrap();
+        let (id, csrf) = s.open_at("tok", false, t0).unwrap();
         assert_ne!(id, csrf);
         assert_eq!(s.get_at(&id, t0).unwrap().token, "tok");
         // Used regularly it lives until its lifetime ends.
@@ -242,7 +250,7 @@ mod tests {
         }
         assert!(s.get_at(&id, t0 + MAX_LIFETIME).is_none());
         assert!(s.is_empty(), "an expired session is dropped when seen");
-        let (id2, _) = s.open_at("tok", t0).unwrap();
+        let (id2, _) = s.open_at("tok", false, t0).unwrap();
         assert!(s.get_at(&id2, t0 + IDLE_TIMEOUT).is_none());
         assert!(s.get_at("nope", t0).is_none());
     }
@@ -250,13 +258,14 @@ mod tests {
     #[test]
     fn logout_closes_and_the_map_is_bounded() {
         let s = Sessions::with_cap(4);
-        let (id, _) = s.open("t").unwrap();
+        let (id, _) = s.open("t", false).unwrap();
         s.close(&id);
         assert!(s.get(&id).is_none());
         let t0 = Instant::now();
-        let (first, _) = s.open_at("t", t0).unwrap();
+        let (first, _) = s.open_at("t", false, t0).unwrap();
         for i in 1..=4 {
-            s.open_at("t", t0 + Duration::from_millis(i)).unwrap();
+            s.open_at("t", false, t0 + Duration::from_millis(i))
+                .unwrap();
         }
         assert_eq!(s.len(), 4);
         assert!(

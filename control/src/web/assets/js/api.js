@@ -56,8 +56,9 @@ export function nsPath(n) {
 }
 export const seg = enc;
 
-export async function login(token) {
-  const r = await call('POST', '/console/login', { token }, { 'X-Furrow-CSRF': 'login' });
+/** Logs in with `{token}` or `{user, password}`. */
+export async function login(credentials) {
+  const r = await call('POST', '/console/login', credentials, { 'X-Furrow-CSRF': 'login' });
   setCsrf(r.csrf);
   return r;
 }

@@ -55,15 +55,27 @@ async function start() {
   document.getElementById('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const box = clear(document.getElementById('login-error'));
-    const input = document.getElementById('login-token');
+    const byPassword = document.getElementById('login-mode-password').checked;
+    const token = document.getElementById('login-token');
+    const user = document.getElementById('login-user');
+    const password = document.getElementById('login-password');
     try {
-      const r = await api.login(input.value);
-      input.value = '';
+      const r = await api.login(byPassword ? { user: user.value, password: password.value } : { token: token.value });
+      token.value = '';
+      password.value = '';
       loggedIn(r.user);
     } catch (err) {
       box.append(errorBox(err));
     }
   });
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener('change', () => {
+      const byPassword = document.getElementById('login-mode-password').checked;
+      document.getElementById('login-token-fields').hidden = byPassword;
+      document.getElementById('login-password-fields').hidden = !byPassword;
+      document.getElementById(byPassword ? 'login-user' : 'login-token').focus();
+    });
+  }
   document.getElementById('logout').addEventListener('click', async () => {
     try { await api.logout(); } catch (_) { /* the session is gone either way */ }
     ctx.user = null;

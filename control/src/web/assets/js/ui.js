@@ -11,7 +11,7 @@ export function h(tag, attrs, ...children) {
     else if (k === 'text') el.textContent = v;
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -22,7 +22,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
-  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return el;
 }
 
@@ -162,9 +162,10 @@ function fmt(n) {
 export function lineChart({ title, series, unit }) {
   const W = 400, H = 180, L = 44, R = 8, T = 24, B = 20;
   const all = series.flatMap((x) => x.points);
-  const t0 = Math.min(...all.map((p) => p[0]), Date.now() - 60000);
+  const t0 = all.length ? Math.min(...all.map((p) => p[0])) : Date.now() - 60000;
   const t1 = Math.max(...all.map((p) => p[0]), t0 + 1000);
-  const vmax = Math.max(1e-9, ...all.map((p) => p[1]));
+  const peak = Math.max(0, ...all.map((p) => p[1]));
+  const vmax = peak > 0 ? peak : 1;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => H - B - (v / vmax) * (H - T - B);
   const desc = series.map((sr) => `${sr.name}: ${fmt(sr.points.length ? sr.points[sr.points.length - 1][1] : 0)} ${unit || ''}`).join('; ');
@@ -177,6 +178,7 @@ export function lineChart({ title, series, unit }) {
     s('text', { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
     s('text', { x: W - R - 60, y: H - 4 }, new Date(t1).toLocaleTimeString()),
     series.map((sr, i) => s('polyline', { class: `s${i % 6}`, points: sr.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ') })),
+    series.map((sr, i) => sr.points.map((p) => s('circle', { class: `s${i % 6}`, cx: x(p[0]).toFixed(1), cy: y(p[1]).toFixed(1), r: 2 }))),
     s('g', { class: 'legend' }, series.slice(0, 6).map((sr, i) => [
       s('rect', { class: `s${i}`, x: W - R - 120, y: T + i * 14, width: 8, height: 8 }),
       s('text', { x: W - R - 108, y: T + 8 + i * 14 }, sr.name.slice(0, 18)),
