@@ -65,6 +65,7 @@ function drawCharts(holder, key) {
     lineChart({ title: 'Requests per listener', unit: 'req/s', series: listeners.map((l) => ({ name: l.replace(/^listener_/, ''), points: rate(list, sec('Listeners', l, 'requests')) })) }),
     lineChart({ title: 'Errors per listener', unit: 'err/s', series: listeners.map((l) => ({ name: l.replace(/^listener_/, ''), points: rate(list, sec('Listeners', l, 'errors')) })) }),
     lineChart({ title: 'Requests per backend', unit: 'req/s', series: backends.map((b) => ({ name: b.replace(/^backend_/, ''), points: rate(list, sec('Backends', b, 'requests')) })) }),
+    lineChart({ title: 'Errors per backend', unit: 'err/s', series: backends.map((b) => ({ name: b.replace(/^backend_/, ''), points: rate(list, sec('Backends', b, 'errors')) })) }),
     lineChart({ title: 'Backend latency', unit: 'µs', series: backends.map((b) => ({ name: b.replace(/^backend_/, ''), points: list.map((x) => [x.t, Number(sec('Backends', b, 'latency_us')(x.info)) || 0]) })) }),
   ));
 }
