@@ -326,7 +326,13 @@ fn the_console_operates_the_suite_in_a_real_browser() {
 
     // The fleet, then the proxy with its new generation.
     b.goto(&format!("{base}#/proxies"));
+    // The fleet shows each proxy's own config generation, asked from its admin port.
     b.wait_text("#proxies-table", long, |t| t.contains("proxy-1"));
+    wait_until(long, || {
+        rows(&b, "#proxies-table")
+            .first()
+            .is_some_and(|r| r.get(5).map(String::as_str) == Some("2"))
+    });
     b.screenshot("08-proxies");
     b.click(".proxy-link");
     b.wait_text("#proxy-summary", long, |t| {

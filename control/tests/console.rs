@@ -506,11 +506,27 @@ fn password_logins_get_a_session_token_revoked_at_logout() {
     );
     assert_eq!(out.status, 200);
     assert_eq!(sessions(&admin), 0);
-    // Removing the password ends password logins.
-    admin.ok(
-        "PUT",
-        "/v1/users/viewer/password",
-        Some(json!({"password": null})),
+    // Removing the password (here with the CLI) ends password logins.
+    #[derive(clap::Parser)]
+    struct Top {
+        #[command(flatten)]
+        ctl: control::cli::CtlArgs,
+    }
+    let server_url = format!("http://{a}");
+    let argv = [
+        "ctl",
+        "--server",
+        &server_url,
+        "--token",
+        ADMIN_TOKEN,
+        "config",
+        "set-password",
+        "viewer",
+        "--remove",
+    ];
+    assert_eq!(
+        control::cli::run_ctl(<Top as clap::Parser>::try_parse_from(argv).unwrap().ctl),
+        std::process::ExitCode::SUCCESS
     );
     assert_eq!(
         login(json!({"user": "viewer", "password": "correct horse"})).status,

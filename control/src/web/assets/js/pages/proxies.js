@@ -3,6 +3,18 @@
 import * as api from '../api.js';
 import { h, table, stateBadge, when, link } from '../ui.js';
 
+/** The proxy's own config generation, asked from its admin port (only for the rows shown). */
+function generation(p) {
+  const cell = h('span', { class: 'muted' }, p.admin ? '…' : '-');
+  if (p.admin) {
+    const path = p.key.split('/').map(api.seg).join('/');
+    api.get(`/console/api/proxies/${path}/info`)
+      .then((r) => { cell.textContent = (r.info.Server || {}).config_generation || '?'; cell.className = ''; })
+      .catch((e) => { cell.textContent = e.code === 'bad_gateway' ? 'unreachable' : e.code; });
+  }
+  return cell;
+}
+
 export const page = {
   id: 'proxies',
   title: 'Proxies',
@@ -22,6 +34,7 @@ export const page = {
           { key: 'ip', label: 'IP', value: (p) => p.report.ip },
           { key: 'releases', label: 'Releases', value: (p) => p.report.releases.join(', ') },
           { key: 'version', label: 'Config version', num: true, value: (p) => p.report.version },
+          { key: 'generation', label: 'Generation', value: () => '', render: generation },
           { key: 'status', label: 'Status', value: (p) => p.report.status, render: (p) => h('span', {}, stateBadge(p.report.status || 'applied'), p.report.reason ? ` ${p.report.reason}` : '') },
           { key: 'admin', label: 'Admin', value: (p) => p.admin || p.admin_error || '' },
           { key: 'at', label: 'Last report', value: (p) => when(p.report.at_ms) },
