@@ -210,8 +210,16 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         "PUT",
         "/v1/registry/DEV/services/orders",
         Some(
-            json!({"app": "shop", "owner": "team-orders", "docs": "Order service", "ttl_ms": 3_600_000}),
+            json!({"app": "shop", "owner": "team-orders", "docs": "Order service",
+                    "ttl_ms": 3_600_000, "dependencies": ["payments", "inventory"]}),
         ),
+    );
+    api(
+        cport,
+        TOKEN,
+        "PUT",
+        "/v1/registry/DEV/services/payments",
+        Some(json!({"app": "shop", "owner": "team-pay", "docs": "Payments"})),
     );
     api(
         cport,
@@ -408,10 +416,21 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.screenshot("11-slowlog");
     b.click("#tab-digests");
     b.wait_text("#digests-table", long, |t| t.contains("SLEEP"));
+    b.click("#tab-commandstats");
+    b.wait_text("#commandstats-table-cache", long, |t| t.contains("get"));
+    b.screenshot("11b-commandstats");
 
     // Registry and review queue.
     b.goto(&format!("{base}#/registry?env=DEV&service=orders"));
     b.wait_text("#reg-instances-table", long, |t| t.contains("orders-1"));
+    let graph = b.script(
+        "return [...document.querySelectorAll('#deps-graph li')].map(li => li.textContent);",
+        vec![],
+    );
+    assert_eq!(
+        graph,
+        json!(["orders depends on payments", "orders depends on inventory"])
+    );
     b.screenshot("12-registry");
     b.goto(&format!("{base}#/review?env=DEV"));
     b.wait_text("#review-table", long, |t| t.contains("flags"));

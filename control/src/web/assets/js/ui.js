@@ -200,6 +200,46 @@ export function barChart({ title, items }) {
     ]));
 }
 
+/**
+ * A directed graph (dependencies, call graphs): nodes [{id, label, kind?}], edges [[from, to, label?]].
+ * Layered layout: a node sits one column right of the deepest node that points at it (cycles are cut),
+ * nodes of a column stacked in order. Also gives a text list of the edges for screen readers.
+ */
+export function graphView({ title, nodes, edges }) {
+  const ids = new Map(nodes.map((n, i) => [n.id, i]));
+  const level = nodes.map(() => 0);
+  // Longest-path layering by relaxation, at most |nodes| rounds (enough without cycles; cuts cycles).
+  for (let round = 0; round < nodes.length; round++) {
+    let moved = false;
+    for (const [a, b] of edges) {
+      const i = ids.get(a), j = ids.get(b);
+      if (i === undefined || j === undefined || i === j) continue;
+      if (level[j] < level[i] + 1 && level[i] + 1 < nodes.length) { level[j] = level[i] + 1; moved = true; }
+    }
+    if (!moved) break;
+  }
+  const cols = new Map();
+  nodes.forEach((n, i) => { const c = cols.get(level[i]) || []; c.push(i); cols.set(level[i], c); });
+  const NW = 150, NH = 30, GX = 70, GY = 18;
+  const pos = nodes.map(() => [0, 0]);
+  for (const [lv, list] of cols) list.forEach((i, k) => { pos[i] = [10 + lv * (NW + GX), 30 + k * (NH + GY)]; });
+  const W = 20 + (Math.max(0, ...level) + 1) * (NW + GX);
+  const H = 40 + Math.max(1, ...[...cols.values()].map((c) => c.length)) * (NH + GY);
+  const arrows = s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto-start-reverse' },
+    s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrowhead' })));
+  const svg = s('svg', { class: 'graph', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': title },
+    arrows, s('text', { x: 10, y: 16, class: 'graph-title' }, title),
+    edges.filter(([a, b]) => ids.has(a) && ids.has(b)).map(([a, b]) => {
+      const [x1, y1] = pos[ids.get(a)], [x2, y2] = pos[ids.get(b)];
+      return s('line', { class: 'edge', x1: x1 + NW, y1: y1 + NH / 2, x2, y2: y2 + NH / 2, 'marker-end': 'url(#arrow)' });
+    }),
+    nodes.map((n, i) => s('g', { class: `node ${n.kind || ''}` },
+      s('rect', { x: pos[i][0], y: pos[i][1], width: NW, height: NH, rx: 4 }),
+      s('text', { x: pos[i][0] + 8, y: pos[i][1] + 19 }, n.label.length > 20 ? `${n.label.slice(0, 19)}…` : n.label))));
+  const list = h('ul', { class: 'sr-only' }, edges.map(([a, b]) => h('li', {}, `${a} depends on ${b}`)));
+  return h('figure', { class: 'graph-block' }, svg, list);
+}
+
 /** Accessible tabs: [{id, label, render(panel)}]; returns the element; `selected` picks the first shown. */
 export function tabs(list, selected, onSelect) {
   const bar = h('div', { class: 'tabs', role: 'tablist' });

@@ -1,7 +1,7 @@
 // The service registry: services of an environment with their instances (health, weight, drain state) and
 // governance rules; operators take instances offline/online (publish level on the service).
 import * as api from '../api.js';
-import { h, table, field, select, link, stateBadge, badge, confirmDialog, errorBox, toast, clear } from '../ui.js';
+import { h, table, field, select, link, stateBadge, badge, confirmDialog, errorBox, toast, clear, graphView } from '../ui.js';
 
 export const page = {
   id: 'registry',
@@ -26,6 +26,17 @@ export const page = {
         { key: 'healthy', label: 'Healthy', num: true },
       ],
     }));
+    // The declared dependencies as a graph (a dependency that is not registered here is drawn dashed).
+    const known = new Set(services.map((s) => s.service.name));
+    const edges = services.flatMap((s) => (s.service.dependencies || []).map((d) => [s.service.name, d]));
+    if (edges.length > 0) {
+      const missing = [...new Set(edges.map((e) => e[1]).filter((d) => !known.has(d)))];
+      view.append(h('h2', {}, 'Dependencies'), h('div', { id: 'deps-graph' }, graphView({
+        title: `Declared dependencies in ${env}`,
+        nodes: [...services.map((s) => ({ id: s.service.name, label: s.service.name })), ...missing.map((d) => ({ id: d, label: d, kind: 'missing' }))],
+        edges,
+      })));
+    }
     if (!params.service) return;
     const detail = h('section', { class: 'card', 'aria-labelledby': 'svc-title' });
     view.append(detail);
