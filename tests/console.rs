@@ -4,7 +4,8 @@
 //! log in, edit a setting (the API's type and schema errors shown at the field), see the draft diff,
 //! publish and watch the proxy apply it, look at releases and instances, take a backend offline and see
 //! the reads move to the primary, find a slow query, the registry and the review queue, the phone-width
-//! layout, logout, and a read-only user (logged in with a password) refused. A PNG of each page goes to
+//! layout, a rollback the proxy applies, logout, and a read-only user (logged in with a password)
+//! refused. A PNG of each page goes to
 //! `target/tmp/console-screenshots/` (printed at the start).
 
 mod common;
@@ -450,6 +451,25 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     assert_eq!(layout[1], "none", "the navigation folds behind it");
     b.screenshot("14-phone-config");
     b.resize(1280, 900);
+
+    // Roll back to the first release from the Releases tab: the proxy returns to the old grace period.
+    let first = api(cport, TOKEN, "GET", &format!("{nsp}/releases"), None)["releases"]
+        .as_array()
+        .and_then(|r| r.last())
+        .and_then(|r| r["id"].as_u64())
+        .expect("first release");
+    b.goto(&format!(
+        "{base}#/config?app=shop&env=DEV&cluster=default&ns=proxy&tab=releases"
+    ));
+    b.click(&format!(
+        "button[aria-label=\"Roll back to release {first}\"]"
+    ));
+    b.find("#confirm[open]");
+    b.click("#confirm-ok");
+    wait_until(long, || generation() == Some(3));
+    let running = redis_cli(admin, &["SHOW", "CONFIG"]);
+    assert!(running.contains("shutdown_grace_ms = 100"), "{running}");
+    b.wait_text("#releases-table", long, |t| t.contains("rollback"));
 
     // Logout ends the session; a read-only user may look but not edit.
     b.click("#logout");
