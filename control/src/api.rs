@@ -1058,24 +1058,36 @@ async fn put_user(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?.shown())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewPassword {
-    /// The new console password; null removes it (then only tokens log in).
-    password: Option<String>,
-}
-
 /// `PUT /v1/users/{name}/password {"password"}`: administrators, or the user themself.
 async fn set_password(AxState(c): C, h: HeaderMap, Path(name): Path<String>, b: Bytes) -> Res {
     let u = user(&c, &h)?;
-    let r: NewPassword = body(&b)?;
-    let hash = match r.password {
-        Some(p) if p.chars().count() < crate::auth::MIN_PASSWORD_LEN => {
+    // `{"password": "..."}` sets it, `{"password": null}` removes it (then only tokens log in); the field is
+    // required, so an empty body never removes a password by accident.
+    let raw: Json = body(&b)?;
+    only_fields(&raw, &["password"])?;
+    let password = match raw.get("password") {
+        Some(Json::String(p)) => Some(p.clone()),
+        Some(Json::Null) => None,
+        Some(_) => {
+            return Err(ControlError::bad("password", "password must be a string or null").into());
+        }
+        None => {
+            return Err(
+                ControlError::bad("password", "missing field password (null removes it)").into(),
+            );
+        }
+    };
+    let hash = match password {
+        Some(p)
+            if p.chars().count() < crate::auth::MIN_PASSWORD_LEN
+                || p.len() > crate::auth::MAX_PASSWORD_LEN =>
+        {
             return Err(ControlError::bad(
                 "password",
                 format!(
-                    "a password has at least {} characters",
-                    crate::auth::MIN_PASSWORD_LEN
+                    "a password has {} to {} characters",
+                    crate::auth::MIN_PASSWORD_LEN,
+                    crate::auth::MAX_PASSWORD_LEN
                 ),
             )
             .into());

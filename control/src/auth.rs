@@ -24,6 +24,8 @@ pub fn new_token() -> std::io::Result<String> {
 pub const PASSWORD_ROUNDS: u32 = 200_000;
 /// Shortest console password accepted.
 pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest console password accepted (bytes).
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// A console password's stored form: `pbkdf2-sha256$ROUNDS$SALT_HEX$HASH_HEX` (16-byte random salt).
 pub fn hash_password(password: &str) -> std::io::Result<String> {

@@ -402,6 +402,14 @@ fn password_logins_get_a_session_token_revoked_at_logout() {
         Some(json!({"password": "short"})),
     );
     assert_eq!((status, field.as_deref()), (400, Some("password")));
+    for body in [
+        json!({}),
+        json!({"password": 12345678}),
+        json!({"pasword": "x"}),
+    ] {
+        let (status, _, _) = admin.err("PUT", "/v1/users/viewer/password", Some(body));
+        assert_eq!(status, 400);
+    }
     let own = Api::new(&server, &viewer);
     own.ok(
         "PUT",
