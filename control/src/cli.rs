@@ -48,6 +48,9 @@ pub struct ControlArgs {
     /// items are refused. See docs/control.md for rotation.
     #[arg(long)]
     pub secret_key_file: Option<std::path::PathBuf>,
+    /// The span collector.
+    #[command(flatten)]
+    pub trace: crate::trace::TraceArgs,
 }
 
 /// `furrow ctl`: client commands.
@@ -76,6 +79,9 @@ pub enum CtlCommand {
     /// Governance rules of registry services.
     #[command(subcommand)]
     Rules(crate::registry::cli::RulesCmd),
+    /// Traces: call trees, search, dependency graph, slowest operations.
+    #[command(subcommand)]
+    Trace(crate::trace::cli::TraceCmd),
 }
 
 /// Selects a namespace instance.
@@ -963,6 +969,7 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Config(cmd) => run_config(&api, cmd).await,
             CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
+            CtlCommand::Trace(cmd) => crate::trace::cli::run_trace(&api, cmd).await,
         }
     });
     match result {
@@ -1018,6 +1025,7 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
     opts.report_ttl = Duration::from_secs(args.report_ttl_s);
     opts.max_reports = args.max_reports;
     opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    opts.trace = args.trace.options()?;
     if let Some(path) = &args.secret_key_file {
         let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
         opts.secret_keys = Some(std::sync::Arc::new(keys));

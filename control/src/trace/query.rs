@@ -1,0 +1,431 @@
+//! Queries over the stored spans, as pure functions: a trace as a call tree with timings, trace search,
+//! the service dependency graph with per-edge rates and latency percentiles, and the slowest operations
+//! of a service. Each scans the in-memory index once (the store is bounded, so is the scan).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value as Json, json};
+
+use super::model::{SpanRec, hex, value_text};
+
+/// A trace as a call tree: roots are spans whose parent is absent from the trace; children are ordered
+/// by start time. Returns the JSON tree and a text rendering (one line per span, indented by depth).
+pub fn tree(spans: &[SpanRec]) -> (Json, String) {
+    let start = spans.iter().map(|s| s.span.start_ns).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.span.end_ns).max().unwrap_or(0);
+    let ids: std::collections::HashSet<u64> = spans.iter().map(SpanRec::id).collect();
+    let mut children: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        if s.parent() != 0 && ids.contains(&s.parent()) && s.parent() != s.id() {
+            children.entry(s.parent()).or_default().push(i);
+        } else {
+            roots.push(i);
+        }
+    }
+    let by_start = |v: &mut Vec<usize>| v.sort_by_key(|&i| (spans[i].span.start_ns, spans[i].id()));
+    by_start(&mut roots);
+    for v in children.values_mut() {
+        by_start(v);
+    }
+    let mut text = String::new();
+    // Iterative, with a visited set: a hostile trace with a parent cycle cannot recurse forever.
+    let mut seen = vec![false; spans.len()];
+    fn node(
+        i: usize,
+        depth: usize,
+        spans: &[SpanRec],
+        children: &HashMap<u64, Vec<usize>>,
+        start: u64,
+        seen: &mut [bool],
+        text: &mut String,
+    ) -> Json {
+        seen[i] = true;
+        let s = &spans[i];
+        let mut j = s.to_json();
+        j["offset_us"] = json!(s.span.start_ns.saturating_sub(start) / 1000);
+        text.push_str(&format!(
+            "{:indent$}{} {} {:.3} ms (+{:.3} ms){}\n",
+            "",
+            s.service,
+            s.span.name,
+            s.duration_ns() as f64 / 1e6,
+            s.span.start_ns.saturating_sub(start) as f64 / 1e6,
+            if s.is_error() { " ERROR" } else { "" },
+            indent = depth * 2
+        ));
+        let kids: Vec<Json> = if depth >= 256 {
+            Vec::new()
+        } else {
+            children
+                .get(&s.id())
+                .into_iter()
+                .flatten()
+                .filter(|&&c| !seen[c])
+                .copied()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|c| node(c, depth + 1, spans, children, start, seen, text))
+                .collect()
+        };
+        j["children"] = json!(kids);
+        j
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        if !seen[r] {
+            out.push(node(r, 0, spans, &children, start, &mut seen, &mut text));
+        }
+    }
+    let trace_id = spans
+        .first()
+        .map(|s| hex(&s.span.trace_id))
+        .unwrap_or_default();
+    (
+        json!({
+            "trace_id": trace_id,
+            "spans": spans.len(),
+            "errors": spans.iter().filter(|s| s.is_error()).count(),
+            "start_ns": start,
+            "duration_us": end.saturating_sub(start) / 1000,
+            "roots": out,
+        }),
+        text,
+    )
+}
+
+/// What a search looks for; a trace matches when one of its spans matches every given criterion.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Service name.
+    pub service: Option<String>,
+    /// Operation (span name).
+    pub operation: Option<String>,
+    /// Minimum span duration, ns.
+    pub min_duration_ns: u64,
+    /// Only failed (`Some(true)`) or only non-failed (`Some(false)`) spans.
+    pub error: Option<bool>,
+    /// Attributes that must have these values (compared as text).
+    pub attrs: Vec<(String, String)>,
+    /// Spans starting at or after this time, ns since the epoch.
+    pub since_ns: u64,
+    /// The most traces returned (newest first).
+    pub limit: usize,
+}
+
+impl Filter {
+    fn matches(&self, s: &SpanRec) -> bool {
+        s.span.start_ns >= self.since_ns
+            && self.service.as_deref().is_none_or(|x| x == &*s.service)
+            && self.operation.as_deref().is_none_or(|x| x == s.span.name)
+            && s.duration_ns() >= self.min_duration_ns
+            && self.error.is_none_or(|e| e == s.is_error())
+            && self
+                .attrs
+                .iter()
+                .all(|(k, v)| s.attr_text(k).is_some_and(|a| &a == v))
+    }
+}
+
+/// A trace's one-line summary.
+pub fn summary(spans: &[SpanRec]) -> Json {
+    let start = spans.iter().map(|s| s.span.start_ns).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.span.end_ns).max().unwrap_or(0);
+    let ids: std::collections::HashSet<u64> = spans.iter().map(SpanRec::id).collect();
+    let root = spans
+        .iter()
+        .filter(|s| s.parent() == 0 || !ids.contains(&s.parent()))
+        .min_by_key(|s| s.span.start_ns);
+    let mut services: Vec<&str> = spans.iter().map(|s| &*s.service).collect();
+    services.sort_unstable();
+    services.dedup();
+    json!({
+        "trace_id": spans.first().map(|s| hex(&s.span.trace_id)).unwrap_or_default(),
+        "root_service": root.map(|s| &*s.service),
+        "root_operation": root.map(|s| s.span.name.as_str()),
+        "start_ns": start,
+        "duration_us": end.saturating_sub(start) / 1000,
+        "spans": spans.len(),
+        "errors": spans.iter().filter(|s| s.is_error()).count(),
+        "services": services,
+    })
+}
+
+/// The traces matching `f`, newest first.
+pub fn search<'a>(traces: impl Iterator<Item = (u128, &'a [SpanRec])>, f: &Filter) -> Vec<Json> {
+    let mut hits: Vec<(u64, &[SpanRec])> = traces
+        .filter(|(_, spans)| spans.iter().any(|s| f.matches(s)))
+        .map(|(_, spans)| {
+            (
+                spans.iter().map(|s| s.span.start_ns).min().unwrap_or(0),
+                spans,
+            )
+        })
+        .collect();
+    hits.sort_by(|a, b| b.0.cmp(&a.0));
+    hits.into_iter()
+        .take(f.limit.max(1))
+        .map(|(_, s)| summary(s))
+        .collect()
+}
+
+/// Latency statistics of a set of durations (ns), in ms.
+fn latency(d: &mut [u64]) -> Json {
+    d.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if d.is_empty() {
+            return 0.0;
+        }
+        let i = ((p * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1;
+        d[i] as f64 / 1e6
+    };
+    json!({
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": d.last().map_or(0.0, |&x| x as f64 / 1e6),
+    })
+}
+
+/// The peer a leaf client span calls: its `peer.service` attribute, else `DB_SYSTEM:SERVER_ADDRESS`
+/// from the semantic-convention attributes (`db.system`, `server.address` / `net.peer.name`).
+fn peer(s: &SpanRec) -> Option<String> {
+    if let Some(p) = s.attr_text("peer.service") {
+        return Some(p);
+    }
+    let sys = s.attr_text("db.system")?;
+    let addr = s
+        .attr_text("server.address")
+        .or_else(|| s.attr_text("net.peer.name"))?;
+    Some(format!("{sys}:{addr}"))
+}
+
+/// The service dependency graph over spans started at or after `since_ns`: an edge `A → B` for each span
+/// of service B whose parent belongs to service A (a call between processes), and `A → PEER` for each span
+/// of A that names a peer (see [`peer`]) and has no child spans in another service (a call to something
+/// that does not trace itself: a database, a cache). Per edge: calls, errors, error rate, calls per
+/// second over the window and latency percentiles of the callee's spans.
+pub fn dependencies<'a>(
+    traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
+    since_ns: u64,
+    window_s: f64,
+) -> Json {
+    let mut edges: BTreeMap<(String, String), (u64, u64, Vec<u64>)> = BTreeMap::new();
+    for (_, spans) in traces {
+        let by_id: HashMap<u64, &SpanRec> = spans.iter().map(|s| (s.id(), s)).collect();
+        let mut remote_children: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for s in spans {
+            if let Some(p) = by_id.get(&s.parent())
+                && p.service != s.service
+            {
+                remote_children.insert(p.id());
+            }
+        }
+        for s in spans.iter().filter(|s| s.span.start_ns >= since_ns) {
+            let mut add = |from: &str, to: String| {
+                let e = edges.entry((from.to_string(), to)).or_default();
+                e.0 += 1;
+                e.1 += s.is_error() as u64;
+                e.2.push(s.duration_ns());
+            };
+            if let Some(p) = by_id.get(&s.parent())
+                && p.service != s.service
+            {
+                add(&p.service, s.service.to_string());
+            }
+            if !remote_children.contains(&s.id())
+                && let Some(peer) = peer(s)
+            {
+                add(&s.service, peer);
+            }
+        }
+    }
+    let window = window_s.max(1e-3);
+    let list: Vec<Json> = edges
+        .into_iter()
+        .map(|((from, to), (calls, errors, mut d))| {
+            json!({
+                "from": from,
+                "to": to,
+                "calls": calls,
+                "errors": errors,
+                "error_rate": errors as f64 / calls.max(1) as f64,
+                "qps": calls as f64 / window,
+                "latency": latency(&mut d),
+            })
+        })
+        .collect();
+    json!({ "window_s": window_s, "edges": list })
+}
+
+/// The operations of `service` ordered by p99 latency (slowest first), with counts and error rates.
+pub fn slowest<'a>(
+    traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
+    service: &str,
+    since_ns: u64,
+    limit: usize,
+) -> Vec<Json> {
+    let mut ops: HashMap<&str, (u64, u64, Vec<u64>, Option<(u64, u128)>)> = HashMap::new();
+    for (t, spans) in traces {
+        for s in spans
+            .iter()
+            .filter(|s| &*s.service == service && s.span.start_ns >= since_ns)
+        {
+            let e = ops.entry(s.span.name.as_str()).or_default();
+            e.0 += 1;
+            e.1 += s.is_error() as u64;
+            e.2.push(s.duration_ns());
+            if e.3.is_none_or(|(d, _)| s.duration_ns() > d) {
+                e.3 = Some((s.duration_ns(), t));
+            }
+        }
+    }
+    let mut out: Vec<(u64, Json)> = ops
+        .into_iter()
+        .map(|(op, (calls, errors, mut d, worst))| {
+            let lat = latency(&mut d);
+            let p99 = d[((0.99 * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1];
+            let j = json!({
+                "operation": op,
+                "calls": calls,
+                "errors": errors,
+                "error_rate": errors as f64 / calls.max(1) as f64,
+                "latency": lat,
+                "slowest_trace": worst.map(|(_, t)| hex(&t.to_be_bytes())),
+            });
+            (p99, j)
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.into_iter().take(limit.max(1)).map(|(_, j)| j).collect()
+}
+
+/// Parses `k=v` attribute filters.
+pub fn attr_filter(s: &str) -> Option<(String, String)> {
+    let (k, v) = s.split_once('=')?;
+    (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+}
+
+/// An attribute's text (re-exported for the API).
+pub fn text(v: &codec::otlp::Value) -> String {
+    value_text(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::otlp::{Span, Value};
+    use std::sync::Arc;
+
+    fn s(svc: &str, id: u64, parent: u64, start_ms: u64, dur_ms: u64) -> SpanRec {
+        SpanRec {
+            service: Arc::from(svc),
+            span: Span {
+                trace_id: 7u128.to_be_bytes(),
+                span_id: id.to_be_bytes(),
+                parent_id: parent.to_be_bytes(),
+                name: format!("op{id}"),
+                start_ns: start_ms * 1_000_000,
+                end_ns: (start_ms + dur_ms) * 1_000_000,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn app_proxy_db() -> Vec<SpanRec> {
+        let mut proxy = s("furrow", 2, 1, 1, 3);
+        proxy
+            .span
+            .attrs
+            .push(("peer.service".into(), Value::Str("mysql:db1".into())));
+        let mut cache = s("furrow", 3, 1, 5, 1);
+        cache
+            .span
+            .attrs
+            .push(("peer.service".into(), Value::Str("redis:c1".into())));
+        cache.span.status = 2;
+        vec![s("app", 1, 0, 0, 10), cache, proxy]
+    }
+
+    #[test]
+    fn tree_orders_children_by_start_and_renders_timings() {
+        let (j, text) = tree(&app_proxy_db());
+        assert_eq!(j["roots"].as_array().unwrap().len(), 1);
+        let kids = j["roots"][0]["children"].as_array().unwrap();
+        assert_eq!(kids[0]["name"], "op2");
+        assert_eq!(kids[1]["name"], "op3");
+        assert_eq!(kids[1]["offset_us"], 5000);
+        assert_eq!(j["duration_us"], 10_000);
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("  furrow op3 1.000 ms (+5.000 ms) ERROR")
+        );
+    }
+
+    #[test]
+    fn parent_cycles_do_not_loop() {
+        let spans = vec![s("a", 1, 2, 0, 1), s("a", 2, 1, 0, 1)];
+        let (j, text) = tree(&spans);
+        // Both have a parent in the trace, so neither is a root: nothing is drawn, nothing hangs.
+        assert_eq!(j["spans"], 2);
+        assert!(text.is_empty());
+    }
+
+    #[test]
+    fn dependencies_count_calls_between_services_and_to_peers() {
+        let a = app_proxy_db();
+        let mut b = app_proxy_db();
+        for x in b.iter_mut() {
+            x.span.trace_id = 8u128.to_be_bytes();
+        }
+        let g = dependencies(
+            [(7u128, a.as_slice()), (8, b.as_slice())].into_iter(),
+            0,
+            10.0,
+        );
+        let edges = g["edges"].as_array().unwrap();
+        let find = |f: &str, t: &str| {
+            edges
+                .iter()
+                .find(|e| e["from"] == f && e["to"] == t)
+                .unwrap_or_else(|| panic!("no {f} -> {t} in {g}"))
+        };
+        assert_eq!(find("app", "furrow")["calls"], 4);
+        assert_eq!(find("app", "furrow")["errors"], 2);
+        assert_eq!(find("furrow", "mysql:db1")["calls"], 2);
+        assert_eq!(find("furrow", "mysql:db1")["latency"]["p99_ms"], 3.0);
+        assert_eq!(find("furrow", "redis:c1")["error_rate"], 1.0);
+        assert_eq!(find("furrow", "redis:c1")["qps"], 0.2);
+        assert_eq!(edges.len(), 3);
+    }
+
+    #[test]
+    fn search_and_slowest() {
+        let a = app_proxy_db();
+        let t = [(7u128, a.as_slice())];
+        let f = Filter {
+            service: Some("furrow".into()),
+            min_duration_ns: 2_000_000,
+            attrs: vec![("peer.service".into(), "mysql:db1".into())],
+            limit: 10,
+            ..Default::default()
+        };
+        let hits = search(t.into_iter(), &f);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0]["root_service"], "app");
+        let f = Filter {
+            error: Some(true),
+            operation: Some("op2".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(search(t.into_iter(), &f).is_empty());
+        let slow = slowest(t.into_iter(), "furrow", 0, 10);
+        assert_eq!(slow[0]["operation"], "op2");
+        assert_eq!(slow[1]["errors"], 1);
+        assert_eq!(slow[0]["slowest_trace"], hex(&7u128.to_be_bytes()));
+    }
+}
