@@ -244,6 +244,24 @@ pub(crate) fn ops_done(
             g.slow_query,
         );
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
+        if let Some(t) = &cx.core.trace {
+            crate::trace::statement(
+                t,
+                &crate::trace::Stmt {
+                    listener: "",
+                    group: cx.group,
+                    user: cx.user,
+                    client: cx.peer,
+                    backend: SHARDS_BACKEND,
+                    sql,
+                    digest: &d,
+                    took,
+                    rows,
+                    bytes: reply.len() as u64,
+                    error,
+                },
+            );
+        }
     }
 }
 
