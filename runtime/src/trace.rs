@@ -347,7 +347,11 @@ mod tests {
         assert_eq!(p.trace_id[0], 0x4b);
         assert_eq!(p.span_id[7], 0xb7);
         assert!(p.sampled);
-        assert!(!parse_traceparent(&TP.replace("-01", "-00")).unwrap().sampled);
+        assert!(
+            !parse_traceparent(&TP.replace("-01", "-00"))
+                .unwrap()
+                .sampled
+        );
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
@@ -371,7 +375,10 @@ mod tests {
         assert!(traceparent_in_sql(&sql).is_some());
         assert_eq!(traceparent_in_sql("SELECT 'traceparent=''x'''"), None);
         assert_eq!(traceparent_in_sql("SELECT 1 /* traceparent='bad' */"), None);
-        assert_eq!(traceparent_in_sql("SELECT 1 /* unterminated traceparent='"), None);
+        assert_eq!(
+            traceparent_in_sql("SELECT 1 /* unterminated traceparent='"),
+            None
+        );
     }
 
     #[test]
