@@ -162,7 +162,7 @@ pub fn search<'a>(traces: impl Iterator<Item = (u128, &'a [SpanRec])>, f: &Filte
             )
         })
         .collect();
-    hits.sort_by(|a, b| b.0.cmp(&a.0));
+    hits.sort_by_key(|h| std::cmp::Reverse(h.0));
     hits.into_iter()
         .take(f.limit.max(1))
         .map(|(_, s)| summary(s))
@@ -258,6 +258,9 @@ pub fn dependencies<'a>(
     json!({ "window_s": window_s, "edges": list })
 }
 
+/// Per operation: calls, errors, durations and the slowest (duration, trace).
+type OpStats = (u64, u64, Vec<u64>, Option<(u64, u128)>);
+
 /// The operations of `service` ordered by p99 latency (slowest first), with counts and error rates.
 pub fn slowest<'a>(
     traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
@@ -265,7 +268,7 @@ pub fn slowest<'a>(
     since_ns: u64,
     limit: usize,
 ) -> Vec<Json> {
-    let mut ops: HashMap<&str, (u64, u64, Vec<u64>, Option<(u64, u128)>)> = HashMap::new();
+    let mut ops: HashMap<&str, OpStats> = HashMap::new();
     for (t, spans) in traces {
         for s in spans
             .iter()
@@ -296,7 +299,7 @@ pub fn slowest<'a>(
             (p99, j)
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|o| std::cmp::Reverse(o.0));
     out.into_iter().take(limit.max(1)).map(|(_, j)| j).collect()
 }
 
