@@ -254,3 +254,86 @@ fn app_and_proxy_spans_form_one_trace_and_the_graph_counts_the_calls() {
     assert_eq!(info_field(admin, "trace_spans_sent"), sent);
     drop(proxy);
 }
+
+/// A scatter statement on a sharded listener: one span for the statement and, as its children, one
+/// span per shard it ran on; the dependency graph counts one call to each shard.
+#[test]
+fn a_scatter_statement_has_a_child_span_per_shard() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    for s in ["app_0", "app_1"] {
+        db.sql(&format!("CREATE DATABASE {s}")).unwrap();
+        db.sql(&format!(
+            "CREATE TABLE {s}.orders (user_id INT PRIMARY KEY, total INT)"
+        ))
+        .unwrap();
+    }
+    db.sql("INSERT INTO app_0.orders VALUES (2, 10), (4, 20)")
+        .unwrap();
+    db.sql("INSERT INTO app_1.orders VALUES (1, 5)").unwrap();
+    let ports: Vec<_> = (0..3)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let (admin, mysql, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
+    let control = Control::start(ctl);
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{mysql}\"\ngroup = \"main\"\n\n\
+         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n\n\
+         [sharding.app]\nlistener = \"db\"\n\
+         shards = [ {{ name = \"s0\", group = \"main\", schema = \"app_0\" }}, {{ name = \"s1\", group = \"main\", schema = \"app_1\" }} ]\n\n\
+         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db.addr(),
+    );
+    let _proxy = FurrowProcess::start(&cfg, admin);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &mysql.to_string(), "-u", "app", "-papp-secret"])
+        .args(["--comments", "--batch", "--skip-column-names", "-e"])
+        .arg(format!(
+            "SELECT COUNT(*), SUM(total) FROM orders /*traceparent='00-{trace_id}-00f067aa0ba902b7-01'*/"
+        ))
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3\t35");
+
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 3
+    });
+    let root = &tree["roots"][0];
+    assert_eq!(root["parent_id"], "00f067aa0ba902b7", "{tree}");
+    assert_eq!(root["attributes"]["furrow.backend"], "shards");
+    let mut shards: Vec<&str> = root["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attributes"]["furrow.shard"].as_str().unwrap())
+        .collect();
+    shards.sort_unstable();
+    assert_eq!(shards, ["s0", "s1"], "{tree}");
+    let deps = control.json("/v1/trace/dependencies?since_s=600");
+    for s in ["mysql:s0", "mysql:s1"] {
+        let e = deps["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["to"] == s);
+        assert_eq!(
+            e.map(|e| e["calls"].clone()),
+            Some(serde_json::json!(1)),
+            "{deps}"
+        );
+    }
+}

@@ -113,12 +113,13 @@ fn protobuf_and_json_spans_make_one_trace_with_queries_over_it() {
     assert!(resp.is_empty(), "an empty ExportTraceServiceResponse");
     // The child, from another service, in OTLP/JSON, with SQL carrying literals and an error status.
     let trace = "01".repeat(16);
+    let t0 = now_ns() - 900_000_000;
     let json_body = json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
         "scopeSpans": [{"spans": [{
             "traceId": trace, "spanId": "0202020202020202", "parentSpanId": "0101010101010101",
             "name": "load", "kind": 3,
-            "startTimeUnixNano": (now_ns() - 900_000_000).to_string(), "endTimeUnixNano": (now_ns() - 890_000_000).to_string(),
+            "startTimeUnixNano": t0.to_string(), "endTimeUnixNano": (t0 + 10_000_000).to_string(),
             "attributes": [
                 {"key": "db.system", "value": {"stringValue": "mysql"}},
                 {"key": "server.address", "value": {"stringValue": "db1"}},

@@ -24,7 +24,10 @@ fn spans(trace: u128) -> Vec<SpanRec> {
                 end_ns: 1_700_000_000_000_300_000 + i,
                 attrs: vec![
                     ("db.system".into(), Value::Str("mysql".into())),
-                    ("db.statement".into(), Value::Str("SELECT * FROM orders WHERE id = ?".into())),
+                    (
+                        "db.statement".into(),
+                        Value::Str("SELECT * FROM orders WHERE id = ?".into()),
+                    ),
                     ("peer.service".into(), Value::Str("mysql:primary".into())),
                     ("client.address".into(), Value::Str("10.0.0.7".into())),
                     ("db.response.rows".into(), Value::Int(1)),
