@@ -268,6 +268,59 @@ fn protobuf_and_json_spans_make_one_trace_with_queries_over_it() {
 }
 
 #[test]
+fn kept_traces_are_exported_onward_to_another_collector() {
+    let receiver = start_with("sqlite::memory:", tuned);
+    let sender = start_with("sqlite::memory:", |o| {
+        tuned(o);
+        o.trace.export = Some(control::trace::export::ExportTarget {
+            endpoint: format!("http://{}", receiver.addr),
+            token: Some(ADMIN_TOKEN.into()),
+        });
+    });
+    let body = otlp::encode_export(
+        &[resource(
+            "edge",
+            vec![
+                span(5, 1, 0, "GET /", 3, vec![]),
+                span(5, 2, 1, "auth", 1, vec![]),
+            ],
+        )],
+        "test",
+    );
+    let (status, _, _) = http(
+        &sender,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200);
+    let id = "05".repeat(16);
+    let mut got = Json::Null;
+    for _ in 0..300 {
+        let (status, _, b) = http(
+            &receiver,
+            "GET",
+            &format!("/v1/trace/traces/{id}"),
+            Some(ADMIN_TOKEN),
+            "application/json",
+            b"",
+        );
+        if status == 200 {
+            got = serde_json::from_slice(&b).unwrap();
+            if got["spans"] == 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(got["spans"], 2, "the receiver has the whole trace: {got}");
+    assert_eq!(got["roots"][0]["service"], "edge");
+    assert_eq!(get(&sender, "/v1/trace/stats")["export"]["traces_sent"], 1);
+}
+
+#[test]
 fn a_full_queue_answers_503_with_counts_and_takes_nothing() {
     let srv = start_with("sqlite::memory:", |o| {
         tuned(o);

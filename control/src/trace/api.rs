@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/search", get(search))
         .route("/v1/trace/dependencies", get(dependencies))
         .route("/v1/trace/services/{service}/slowest", get(slowest))
+        .route("/v1/trace/services/{service}/trend", get(trend))
         .route("/v1/trace/stats", get(stats))
 }
 
@@ -183,6 +184,19 @@ async fn slowest(AxState(c): C, h: HeaderMap, Path(service): Path<String>, Query
     ok(json!({ "service": service, "operations": ops }))
 }
 
+async fn trend(AxState(c): C, h: HeaderMap, Path(service): Path<String>, Query(q): Q) -> Res {
+    user(&c, &h)?;
+    let hours = qnum(&q, "hours")?.unwrap_or(24).clamp(1, 24 * 31);
+    let since_ns = crate::model::now_ms()
+        .saturating_mul(1_000_000)
+        .saturating_sub(hours.saturating_mul(3_600_000_000_000));
+    let s = service.clone();
+    let ops = on_store(&c, move |st| query::trend(st.traces(), &s, since_ns)).await?;
+    ok(
+        json!({ "service": service, "regression_factor": query::REGRESSION_FACTOR, "operations": ops }),
+    )
+}
+
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {
     user(&c, &h)?;
     let t = &c.trace;
@@ -200,5 +214,10 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "segments": segments,
         "segment_bytes": bytes,
         "store": counts,
+        "export": t.export.as_ref().map(|e| json!({
+            "traces_sent": e.sent.load(Relaxed),
+            "traces_dropped": e.dropped.load(Relaxed),
+            "traces_failed": e.failed.load(Relaxed),
+        })),
     }))
 }

@@ -57,6 +57,14 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 10)]
         limit: u64,
     },
+    /// A service's p99 per operation per hour, regressions flagged.
+    Trend {
+        /// The service.
+        service: String,
+        /// Hours back.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -120,6 +128,17 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
                 "GET",
                 &format!(
                     "/v1/trace/services/{}/slowest?since_s={since_s}&limit={limit}",
+                    encode(&service)
+                ),
+                None,
+            )
+            .await
+        }
+        Trend { service, hours } => {
+            api.call(
+                "GET",
+                &format!(
+                    "/v1/trace/services/{}/trend?hours={hours}",
                     encode(&service)
                 ),
                 None,

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod export;
 pub mod model;
 pub mod query;
 pub mod store;
@@ -47,6 +48,8 @@ pub struct TraceOptions {
     pub masking: Masking,
     /// Spans waiting for the worker; requests beyond it are refused with 503.
     pub queue_spans: usize,
+    /// Onward OTLP export of kept traces, if any.
+    pub export: Option<export::ExportTarget>,
 }
 
 impl Default for TraceOptions {
@@ -55,6 +58,7 @@ impl Default for TraceOptions {
             store: StoreOptions::default(),
             masking: Masking::default(),
             queue_spans: 100_000,
+            export: None,
         }
     }
 }
@@ -86,6 +90,12 @@ pub struct TraceArgs {
     /// Spans queued for the store before ingest answers 503.
     #[arg(long, default_value_t = 100_000)]
     pub trace_queue_spans: usize,
+    /// Also send kept traces over OTLP/HTTP to this collector (`http://HOST:PORT`).
+    #[arg(long)]
+    pub trace_export: Option<String>,
+    /// Bearer token for --trace-export.
+    #[arg(long)]
+    pub trace_export_token: Option<String>,
 }
 
 impl TraceArgs {
@@ -104,6 +114,13 @@ impl TraceArgs {
         o.store.decision_wait = Duration::from_millis(self.trace_decision_ms);
         o.masking.mask_keys = self.trace_mask.clone();
         o.queue_spans = self.trace_queue_spans.max(1);
+        if let Some(e) = &self.trace_export {
+            crate::http::authority(e).map_err(|e| format!("--trace-export: {e}"))?;
+            o.export = Some(export::ExportTarget {
+                endpoint: e.clone(),
+                token: self.trace_export_token.clone(),
+            });
+        }
         Ok(o)
     }
 }
@@ -129,6 +146,8 @@ pub struct Collector {
     masking: Masking,
     /// The store (the worker writes; queries read).
     pub store: SharedStore,
+    /// Onward export counters, when exporting.
+    pub export: Option<Arc<export::ExportCounts>>,
     /// Counters.
     pub stats: IngestStats,
 }
@@ -150,13 +169,24 @@ impl Collector {
                 format!("trace store {:?}: {e}", opts.store.dir),
             )
         })?;
+        let mut store = store;
+        let forwarder = match &opts.export {
+            Some(t) => {
+                store.forward(true);
+                Some(export::Forwarder::start(t.clone()).map_err(|e| {
+                    ControlError::new(ErrorCode::Internal, format!("trace forwarder: {e}"))
+                })?)
+            }
+            None => None,
+        };
+        let export_counts = forwarder.as_ref().map(|f| f.counts.clone());
         let store: SharedStore = Arc::new(Mutex::new(store));
         let (tx, rx) = sync_channel(QUEUE_BATCHES);
         let queued = Arc::new(AtomicUsize::new(0));
         let (s, q) = (store.clone(), queued.clone());
         std::thread::Builder::new()
             .name("furrow-trace".into())
-            .spawn(move || work(&rx, &s, &q))
+            .spawn(move || work(&rx, &s, &q, forwarder.as_ref()))
             .map_err(|e| ControlError::new(ErrorCode::Internal, format!("trace worker: {e}")))?;
         Ok(Collector {
             tx,
@@ -164,6 +194,7 @@ impl Collector {
             max_queued: opts.queue_spans,
             masking: opts.masking.clone(),
             store,
+            export: export_counts,
             stats: IngestStats::default(),
         })
     }
@@ -230,7 +261,12 @@ impl Collector {
 }
 
 /// The worker: takes batches into the store; every 100 ms (or after each batch) runs the store's tick.
-fn work(rx: &Receiver<Vec<SpanRec>>, store: &SharedStore, queued: &AtomicUsize) {
+fn work(
+    rx: &Receiver<Vec<SpanRec>>,
+    store: &SharedStore,
+    queued: &AtomicUsize,
+    forwarder: Option<&export::Forwarder>,
+) {
     let tick = Duration::from_millis(100);
     let mut last_tick = std::time::Instant::now();
     loop {
@@ -253,6 +289,11 @@ fn work(rx: &Receiver<Vec<SpanRec>>, store: &SharedStore, queued: &AtomicUsize) 
         if last_tick.elapsed() >= tick {
             st.tick(now_ms());
             last_tick = std::time::Instant::now();
+        }
+        if let Some(f) = forwarder {
+            for rec in st.take_outbox() {
+                f.send(rec);
+            }
         }
     }
 }

@@ -303,6 +303,62 @@ pub fn slowest<'a>(
     out.into_iter().take(limit.max(1)).map(|(_, j)| j).collect()
 }
 
+/// A regression: an hour whose p99 is more than this many times the median p99 of the hours before it.
+pub const REGRESSION_FACTOR: f64 = 2.0;
+
+/// The p99 of each operation of `service` per hour since `since_ns` (hours without calls are left
+/// out), each hour flagged `regression` when its p99 exceeds [`REGRESSION_FACTOR`] × the median p99 of
+/// at least two earlier hours of the same operation.
+pub fn trend<'a>(
+    traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
+    service: &str,
+    since_ns: u64,
+) -> Vec<Json> {
+    const HOUR_NS: u64 = 3_600_000_000_000;
+    let mut ops: BTreeMap<&str, BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
+    for (_, spans) in traces {
+        for s in spans
+            .iter()
+            .filter(|s| &*s.service == service && s.span.start_ns >= since_ns)
+        {
+            ops.entry(s.span.name.as_str())
+                .or_default()
+                .entry(s.span.start_ns / HOUR_NS)
+                .or_default()
+                .push(s.duration_ns());
+        }
+    }
+    ops.into_iter()
+        .map(|(op, hours)| {
+            let mut earlier: Vec<f64> = Vec::new();
+            let mut regressions = 0;
+            let list: Vec<Json> = hours
+                .into_iter()
+                .map(|(h, mut d)| {
+                    d.sort_unstable();
+                    let p99 = d[((0.99 * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1]
+                        as f64
+                        / 1e6;
+                    let regression = earlier.len() >= 2 && {
+                        let mut e = earlier.clone();
+                        e.sort_by(f64::total_cmp);
+                        p99 > REGRESSION_FACTOR * e[e.len() / 2]
+                    };
+                    regressions += regression as u32;
+                    earlier.push(p99);
+                    json!({
+                        "hour_start_ms": h * 3_600_000,
+                        "calls": d.len(),
+                        "p99_ms": p99,
+                        "regression": regression,
+                    })
+                })
+                .collect();
+            json!({ "operation": op, "regressions": regressions, "hours": list })
+        })
+        .collect()
+}
+
 /// Parses `k=v` attribute filters.
 pub fn attr_filter(s: &str) -> Option<(String, String)> {
     let (k, v) = s.split_once('=')?;
@@ -403,6 +459,33 @@ mod tests {
         assert_eq!(find("furrow", "redis:c1")["error_rate"], 1.0);
         assert_eq!(find("furrow", "redis:c1")["qps"], 0.2);
         assert_eq!(edges.len(), 3);
+    }
+
+    #[test]
+    fn trend_flags_an_hour_whose_p99_doubles() {
+        let hour = 3_600_000u64; // ms
+        let mut spans = Vec::new();
+        for (h, ms) in [(0u64, 10u64), (1, 12), (2, 11), (3, 40)] {
+            for i in 0..5 {
+                spans.push(s("db", 100 * h + i + 1, 0, h * hour + i, ms));
+            }
+        }
+        let mut same = spans.clone();
+        for x in same.iter_mut() {
+            x.span.name = "q".into();
+        }
+        let t = [(7u128, same.as_slice())];
+        let tr = trend(t.into_iter(), "db", 0);
+        assert_eq!(tr.len(), 1);
+        let hours = tr[0]["hours"].as_array().unwrap();
+        assert_eq!(hours.len(), 4);
+        let flags: Vec<bool> = hours
+            .iter()
+            .map(|h| h["regression"].as_bool().unwrap())
+            .collect();
+        assert_eq!(flags, [false, false, false, true]);
+        assert_eq!(hours[3]["p99_ms"], 40.0);
+        assert_eq!(tr[0]["regressions"], 1);
     }
 
     #[test]

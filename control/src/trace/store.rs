@@ -121,6 +121,8 @@ pub struct Store {
     segments: VecDeque<Segment>,
     bytes: u64,
     next_segment: u64,
+    /// Kept records waiting for onward export (only when forwarding; drained by the worker).
+    outbox: Option<Vec<Vec<u8>>>,
     /// Counters.
     pub counts: StoreCounts,
 }
@@ -178,6 +180,7 @@ impl Store {
             segments: VecDeque::new(),
             bytes: 0,
             next_segment: 1,
+            outbox: None,
             counts: StoreCounts::default(),
         };
         if let Some(dir) = st.opts.dir.clone() {
@@ -258,6 +261,17 @@ impl Store {
                 self.decided.remove(&old);
             }
         }
+    }
+
+    /// Keeps a copy of every kept record for onward export ([`Store::take_outbox`]).
+    pub fn forward(&mut self, on: bool) {
+        self.outbox = on.then(Vec::new);
+    }
+
+    /// The records kept since the last call (empty unless forwarding). The worker drains it after each
+    /// batch and tick, so it holds at most one batch's traces.
+    pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
+        self.outbox.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The options.
@@ -359,6 +373,9 @@ impl Store {
             if ok.is_err() {
                 self.counts.write_errors += 1;
             }
+        }
+        if let Some(o) = self.outbox.as_mut() {
+            o.push(rec);
         }
         seg.bytes += len;
         seg.last_ms = now_ms;
