@@ -237,6 +237,14 @@ fn app_and_proxy_spans_form_one_trace_and_the_graph_counts_the_calls() {
             .iter()
             .any(|o| o["operation"] == "SELECT ? + ?")
     );
+    let sql = control.json("/v1/trace/sql?since_s=600");
+    let d = &sql["digests"][0];
+    assert_eq!(
+        (d["digest"].as_str(), d["calls"].as_u64()),
+        (Some("SELECT ? + ?"), Some(3)),
+        "{sql}"
+    );
+    assert_eq!(d["slow_samples"][0]["trace_id"], trace_id);
     let sent = info_field(admin, "trace_spans_sent");
     assert!(sent >= 5, "trace_spans_sent:{sent}");
 

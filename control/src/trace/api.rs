@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/dependencies", get(dependencies))
         .route("/v1/trace/services/{service}/slowest", get(slowest))
         .route("/v1/trace/services/{service}/trend", get(trend))
+        .route("/v1/trace/sql", get(sql))
         .route("/v1/trace/stats", get(stats))
 }
 
@@ -195,6 +196,17 @@ async fn trend(AxState(c): C, h: HeaderMap, Path(service): Path<String>, Query(q
     ok(
         json!({ "service": service, "regression_factor": query::REGRESSION_FACTOR, "operations": ops }),
     )
+}
+
+async fn sql(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
+    user(&c, &h)?;
+    let (since_ns, _) = window(&q)?;
+    let limit = qnum(&q, "limit")?.unwrap_or(20).min(1000) as usize;
+    let d = on_store(&c, move |st| {
+        query::sql_digests(st.traces(), since_ns, limit)
+    })
+    .await?;
+    ok(json!({ "digests": d }))
 }
 
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {

@@ -65,6 +65,15 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Traced statements per digest, by total time, with slow samples and their trace ids.
+    Sql {
+        /// Look back this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        since_s: u64,
+        /// The most digests listed.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -141,6 +150,14 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
                     "/v1/trace/services/{}/trend?hours={hours}",
                     encode(&service)
                 ),
+                None,
+            )
+            .await
+        }
+        Sql { since_s, limit } => {
+            api.call(
+                "GET",
+                &format!("/v1/trace/sql?since_s={since_s}&limit={limit}"),
                 None,
             )
             .await

@@ -359,6 +359,76 @@ pub fn trend<'a>(
         .collect()
 }
 
+/// Statements per digest over the traced spans of every proxy and SDK (`db.statement`, stored in digest
+/// form): traced calls, errors, total and percentile latency, the services that ran them, and the
+/// slowest samples with their trace ids; ordered by total time. Counts are of traced statements (the
+/// proxies' sampling decides which), so they rank statements; the proxies' own digest tables count all.
+pub fn sql_digests<'a>(
+    traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
+    since_ns: u64,
+    limit: usize,
+) -> Vec<Json> {
+    struct Acc<'s> {
+        system: String,
+        errors: u64,
+        durations: Vec<u64>,
+        services: std::collections::BTreeSet<&'s str>,
+        slowest: Vec<(u64, u128, Option<String>)>,
+    }
+    let mut by: HashMap<String, Acc<'a>> = HashMap::new();
+    for (t, spans) in traces {
+        for s in spans.iter().filter(|s| s.span.start_ns >= since_ns) {
+            let Some(stmt) = s.attr_text("db.statement") else {
+                continue;
+            };
+            let a = by.entry(stmt).or_insert_with(|| Acc {
+                system: s.attr_text("db.system").unwrap_or_default(),
+                errors: 0,
+                durations: Vec::new(),
+                services: Default::default(),
+                slowest: Vec::new(),
+            });
+            a.errors += s.is_error() as u64;
+            a.durations.push(s.duration_ns());
+            a.services.insert(&s.service);
+            a.slowest
+                .push((s.duration_ns(), t, s.attr_text("furrow.backend")));
+            // Keep the 3 slowest samples only.
+            if a.slowest.len() > 3 {
+                a.slowest.sort_by_key(|x| std::cmp::Reverse(x.0));
+                a.slowest.truncate(3);
+            }
+        }
+    }
+    let mut out: Vec<(u64, Json)> = by
+        .into_iter()
+        .map(|(stmt, mut a)| {
+            let total: u64 = a.durations.iter().sum();
+            a.slowest.sort_by_key(|x| std::cmp::Reverse(x.0));
+            let samples: Vec<Json> = a
+                .slowest
+                .iter()
+                .map(|(d, t, b)| {
+                    json!({"trace_id": hex(&t.to_be_bytes()), "duration_ms": *d as f64 / 1e6, "backend": b})
+                })
+                .collect();
+            let j = json!({
+                "digest": stmt,
+                "db_system": a.system,
+                "calls": a.durations.len(),
+                "errors": a.errors,
+                "total_ms": total as f64 / 1e6,
+                "latency": latency(&mut a.durations),
+                "services": a.services,
+                "slow_samples": samples,
+            });
+            (total, j)
+        })
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.0));
+    out.into_iter().take(limit.max(1)).map(|(_, j)| j).collect()
+}
+
 /// Parses `k=v` attribute filters.
 pub fn attr_filter(s: &str) -> Option<(String, String)> {
     let (k, v) = s.split_once('=')?;
@@ -486,6 +556,35 @@ mod tests {
         assert_eq!(flags, [false, false, false, true]);
         assert_eq!(hours[3]["p99_ms"], 40.0);
         assert_eq!(tr[0]["regressions"], 1);
+    }
+
+    #[test]
+    fn sql_digests_rank_by_total_time_with_slow_samples() {
+        let mut spans = Vec::new();
+        for (id, dur, stmt) in [
+            (1, 5, "SELECT ?"),
+            (2, 7, "SELECT ?"),
+            (3, 9, "UPDATE t SET a = ?"),
+            (4, 1, "SELECT ?"),
+        ] {
+            let mut x = s("furrow", id, 0, 0, dur);
+            x.span
+                .attrs
+                .push(("db.statement".into(), Value::Str(stmt.into())));
+            x.span
+                .attrs
+                .push(("db.system".into(), Value::Str("mysql".into())));
+            spans.push(x);
+        }
+        let t = [(7u128, spans.as_slice())];
+        let d = sql_digests(t.into_iter(), 0, 10);
+        assert_eq!(d[0]["digest"], "SELECT ?");
+        assert_eq!(d[0]["calls"], 3);
+        assert_eq!(d[0]["total_ms"], 13.0);
+        assert_eq!(d[0]["slow_samples"][0]["duration_ms"], 7.0);
+        assert_eq!(d[0]["slow_samples"].as_array().unwrap().len(), 3);
+        assert_eq!(d[1]["digest"], "UPDATE t SET a = ?");
+        assert_eq!(d[1]["services"], json!(["furrow"]));
     }
 
     #[test]
