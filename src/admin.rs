@@ -282,6 +282,12 @@ fn info(control: &Control) -> String {
     let _ = writeln!(s, "executors:{}\r", control.executors);
     let _ = writeln!(s, "config_generation:{}\r", snap.generation);
     let _ = writeln!(s, "config_origin:{}\r", snap.origin);
+    let p = control::process::read();
+    let _ = writeln!(s, "\r\n# Process\r");
+    let _ = writeln!(s, "process_cpu_seconds:{:.3}\r", p.cpu_seconds);
+    let _ = writeln!(s, "process_rss_bytes:{}\r", p.rss_bytes);
+    let _ = writeln!(s, "process_threads:{}\r", p.threads);
+    let _ = writeln!(s, "process_open_fds:{}\r", p.open_fds);
     if let Some(t) = control
         .shared
         .registries

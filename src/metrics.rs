@@ -108,6 +108,7 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
+    s.push_str(&control::process::metrics_text(&control::process::read()));
     let totals = control.shared.stats.totals();
     let series: [Series; 7] = [
         (

@@ -245,6 +245,16 @@ fn app_and_proxy_spans_form_one_trace_and_the_graph_counts_the_calls() {
         "{sql}"
     );
     assert_eq!(d["slow_samples"][0]["trace_id"], trace_id);
+    assert!(
+        info_field(admin, "process_threads") >= 2,
+        "executor + admin threads"
+    );
+    assert!(info_field(admin, "process_rss_bytes") > 0);
+    let p = control.json("/v1/process");
+    assert!(
+        p["threads"].as_u64().unwrap() >= 1 && p["open_fds"].as_u64().unwrap() >= 1,
+        "{p}"
+    );
     let sent = info_field(admin, "trace_spans_sent");
     assert!(sent >= 5, "trace_spans_sent:{sent}");
 

@@ -312,6 +312,7 @@ async fn metrics(AxState(c): C) -> Res {
     );
     text.push_str(&crate::registry::api::metrics_text(&c)?);
     text.push_str(&crate::trace::metrics_text(&c.trace));
+    text.push_str(&crate::process::metrics_text(&crate::process::read()));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod mysql;
 pub mod mysql_store;
 pub mod ops;
+pub mod process;
 pub mod registry;
 pub mod resolve;
 pub mod server;

@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/services/{service}/trend", get(trend))
         .route("/v1/trace/sql", get(sql))
         .route("/v1/trace/stats", get(stats))
+        .route("/v1/process", get(process))
 }
 
 fn bad_otlp(c: &Center, e: impl std::fmt::Display) -> ControlError {
@@ -207,6 +208,12 @@ async fn sql(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     })
     .await?;
     ok(json!({ "digests": d }))
+}
+
+/// This control node's CPU, memory, threads and open files.
+async fn process(AxState(c): C, h: HeaderMap) -> Res {
+    user(&c, &h)?;
+    ok(crate::process::read())
 }
 
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {
