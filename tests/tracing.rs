@@ -355,3 +355,74 @@ fn a_scatter_statement_has_a_child_span_per_shard() {
         );
     }
 }
+
+/// A Redis command split over servers (MSET over two shards) has a span per server part, each a child
+/// of the connection's `FURROW TRACEPARENT` context; a malformed context is refused.
+#[test]
+fn a_split_redis_command_has_a_span_per_server() {
+    let r1 = testkit::RedisServer::start().expect("redis");
+    let r2 = testkit::RedisServer::start().expect("redis");
+    let ports: Vec<_> = (0..3)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let (admin, redis, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
+    let control = Control::start(ctl);
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
+         [redis_groups.c]\nservers = [{{ name = \"r1\", address = \"{}\" }}, {{ name = \"r2\", address = \"{}\" }}]\n\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
+        r1.addr(),
+        r2.addr(),
+    );
+    let _proxy = FurrowProcess::start(&cfg, admin);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let tp = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..20 {
+        mset.push(format!("k{i}"));
+        mset.push(i.to_string());
+    }
+    // One connection: the context, the split command, then a malformed context (refused).
+    let script = format!(
+        "FURROW TRACEPARENT {tp}\n{}\nFURROW TRACEPARENT 00-nothex\n",
+        mset.join(" ")
+    );
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["OK", "OK"], "{out}");
+    assert!(lines[2].contains("invalid traceparent"), "{out}");
+
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 2
+    });
+    let mut backends: Vec<&str> = tree["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["name"], "MSET");
+            assert_eq!(s["parent_id"], "b7ad6b7169203331");
+            s["attributes"]["furrow.backend"].as_str().unwrap()
+        })
+        .collect();
+    backends.sort_unstable();
+    assert_eq!(backends, ["r1", "r2"], "{tree}");
+}

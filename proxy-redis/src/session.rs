@@ -579,16 +579,8 @@ impl Session {
         };
         let seq = self.client.q.borrow_mut().push_pending();
         let mut dest = Dest::Whole(self.client.clone(), seq);
-        if let Some(t) = &self.core.trace {
-            dest = crate::trace::wrap(
-                dest,
-                t,
-                self.trace_parent,
-                name,
-                &self.core.trace_listener,
-                self.peer.ip(),
-                &conn.server.name,
-            );
+        if self.core.trace.is_some() {
+            dest = self.traced(dest, name, &conn.server.name);
         }
         if let Err(e) = conn.send(raw, [dest], self.now, name) {
             self.fail_seq(seq, &e, name);
@@ -746,6 +738,23 @@ impl Session {
         }
     }
 
+    /// `dest` wrapped so that its command (or its part on `server`) is traced (see `crate::trace`).
+    #[cold]
+    fn traced(&self, dest: Dest, name: &'static str, server: &str) -> Dest {
+        match &self.core.trace {
+            Some(t) => crate::trace::wrap(
+                dest,
+                t,
+                self.trace_parent,
+                name,
+                &self.core.trace_listener,
+                self.peer.ip(),
+                server,
+            ),
+            None => dest,
+        }
+    }
+
     /// `FURROW TRACEPARENT [VALUE]`: sets or clears the connection's trace context (see
     /// `crate::trace`); the proxy's own command, never sent to a server.
     #[cold]
@@ -881,12 +890,13 @@ impl Session {
     ) {
         let (seq, part) = at;
         let res = match pool.conn_for(shard, self.db, self.resp3, self.id, readonly) {
-            Some(conn) => conn.send(
-                raw,
-                [Dest::Part(self.client.clone(), seq, part)],
-                self.now,
-                name,
-            ),
+            Some(conn) => {
+                let mut dest = Dest::Part(self.client.clone(), seq, part);
+                if self.core.trace.is_some() {
+                    dest = self.traced(dest, name, &conn.server.name);
+                }
+                conn.send(raw, [dest], self.now, name)
+            }
             None => Err(Error::NoServer),
         };
         if let Err(e) = res {
