@@ -237,6 +237,34 @@ fn app_and_proxy_spans_form_one_trace_and_the_graph_counts_the_calls() {
             .iter()
             .any(|o| o["operation"] == "SELECT ? + ?")
     );
+    // The same through the CLI: the call tree as text, the graph as JSON.
+    let ctl_cmd = |args: &[&str]| {
+        let out = Command::new(common::furrow_bin())
+            .args(["ctl", "--server", &endpoint, "--token", TOKEN, "trace"])
+            .args(args)
+            .output()
+            .expect("furrow ctl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = ctl_cmd(&["get", trace_id]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].starts_with("shop checkout "), "{text}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("  furrow-proxy SELECT ? + ? "))
+            .count(),
+        3,
+        "{text}"
+    );
+    let deps: Json = serde_json::from_str(&ctl_cmd(&["deps", "--since-s", "600"])).unwrap();
+    assert_eq!(deps["edges"].as_array().unwrap().len(), 3, "{deps}");
     let sql = control.json("/v1/trace/sql?since_s=600");
     let d = &sql["digests"][0];
     assert_eq!(
