@@ -25,3 +25,4 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod trace;
+pub mod web;
