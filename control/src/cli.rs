@@ -54,6 +54,9 @@ pub struct ControlArgs {
     /// Jobs: runs (with items and logs) are deleted this many days after they ended.
     #[arg(long, default_value_t = 7)]
     pub job_history_days: u64,
+    /// The span collector.
+    #[command(flatten)]
+    pub trace: crate::trace::TraceArgs,
 }
 
 /// `furrow ctl`: client commands.
@@ -85,6 +88,9 @@ pub enum CtlCommand {
     /// Distributed jobs.
     #[command(subcommand)]
     Job(crate::jobs::cli::JobCmd),
+    /// Traces: call trees, search, dependency graph, slowest operations.
+    #[command(subcommand)]
+    Trace(crate::trace::cli::TraceCmd),
 }
 
 /// Selects a namespace instance.
@@ -998,6 +1004,7 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
             CtlCommand::Job(cmd) => crate::jobs::cli::run_job(&api, cmd).await,
+            CtlCommand::Trace(cmd) => crate::trace::cli::run_trace(&api, cmd).await,
         }
     });
     match result {
@@ -1053,6 +1060,7 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
     opts.report_ttl = Duration::from_secs(args.report_ttl_s);
     opts.max_reports = args.max_reports;
     opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    opts.trace = args.trace.options()?;
     if let Some(path) = &args.secret_key_file {
         let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
         opts.secret_keys = Some(std::sync::Arc::new(keys));
