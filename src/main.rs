@@ -8,6 +8,7 @@
 //! - `furrow hash-password`: the password hashes that `[users.*]` entries store.
 //! - `furrow control`: the configuration center (HTTP API on its own multi-threaded runtime).
 //! - `furrow ctl config ...`: a command-line client for every configuration-center operation.
+//! - `furrow agent`: the release service's deployment agent on a host (`control::release::agent`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Command {
     Control(control::cli::ControlArgs),
     /// Configuration-center client: every API operation from the command line.
     Ctl(control::cli::CtlArgs),
+    /// Deployment agent: runs the release service's assignments on this host.
+    Agent(control::release::agent::AgentArgs),
     /// Print the hashes to store in a `[users.NAME]` entry for a password (read from stdin if omitted).
     HashPassword {
         /// The password (prefer stdin: command lines end up in shell history).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::HashPassword { password } => hash_password(password),
         Command::Control(args) => control::cli::run_control(args),
         Command::Ctl(args) => control::cli::run_ctl(args),
+        Command::Agent(args) => control::release::agent::run(args),
     }
 }
 

@@ -228,6 +228,7 @@ pub fn router(center: Arc<Center>) -> Router {
         )
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .merge(crate::registry::api::routes())
+        .merge(crate::release::api::routes())
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))
@@ -310,6 +311,7 @@ async fn metrics(AxState(c): C) -> Res {
         c.report_count(),
     );
     text.push_str(&crate::registry::api::metrics_text(&c)?);
+    text.push_str(&crate::release::api::metrics_text(&c)?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -172,6 +172,8 @@ pub struct Center {
     pub metrics: Metrics,
     /// The service registry's heartbeat leases held by this node.
     pub registry: crate::registry::lease::Leases,
+    /// Release management's in-memory part (probe samples, running gates, webhooks).
+    pub release: crate::release::Runtime,
 }
 
 /// The user scheduled publishes run as.
@@ -251,6 +253,7 @@ impl Center {
             opts,
             metrics: Metrics::default(),
             registry: crate::registry::lease::Leases::new(),
+            release: crate::release::Runtime::new(),
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();

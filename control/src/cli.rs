@@ -76,6 +76,9 @@ pub enum CtlCommand {
     /// Governance rules of registry services.
     #[command(subcommand)]
     Rules(crate::registry::cli::RulesCmd),
+    /// Release management: projects, versions, gates, deployments.
+    #[command(subcommand)]
+    Release(crate::release::cli::ReleaseCmd),
 }
 
 /// Selects a namespace instance.
@@ -963,6 +966,7 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Config(cmd) => run_config(&api, cmd).await,
             CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
+            CtlCommand::Release(cmd) => crate::release::cli::run_release(&api, cmd).await,
         }
     });
     match result {

@@ -18,6 +18,7 @@ pub mod mysql;
 pub mod mysql_store;
 pub mod ops;
 pub mod registry;
+pub mod release;
 pub mod resolve;
 pub mod server;
 pub mod settings;

@@ -51,6 +51,8 @@ pub enum Rec {
     Audit(AuditRecord),
     /// A service registry record (services, instances, governance rules: `crate::registry`).
     Registry(crate::registry::RegRec),
+    /// A release-management record (projects, versions, deployments, agents: `crate::release`).
+    Rel(crate::release::RelRec),
     /// The sequence counter (release ids, revisions, audit ids).
     Seq {
         /// Its value.
@@ -75,6 +77,7 @@ impl Rec {
             Rec::Grant(_) => "grant",
             Rec::Audit(_) => "audit",
             Rec::Registry(_) => "registry",
+            Rec::Rel(_) => "rel",
             Rec::Seq { .. } => "seq",
         }
     }
@@ -95,6 +98,7 @@ impl Rec {
             Rec::Grant(g) => g.key(),
             Rec::Audit(a) => format!("{:020}", a.id),
             Rec::Registry(r) => r.key(),
+            Rec::Rel(r) => r.key(),
             Rec::Seq { .. } => "seq".into(),
         }
     }
@@ -155,6 +159,8 @@ pub struct State {
     pub secrets: bool,
     /// The service registry: services, instances, governance rules.
     pub registry: crate::registry::RegistryState,
+    /// Release management: projects, versions, deployments, agents.
+    pub release: crate::release::ReleaseState,
 }
 
 impl State {
@@ -217,6 +223,7 @@ impl State {
             }
             Rec::Audit(a) => self.audit.push(a),
             Rec::Registry(r) => self.registry.put(r),
+            Rec::Rel(r) => self.release.put(r),
             Rec::Seq { value } => self.seq = self.seq.max(value),
         }
     }
@@ -248,6 +255,7 @@ impl State {
                 }
             }
             "registry" => self.registry.delete(key),
+            "rel" => self.release.delete(key),
             _ => {}
         }
     }
