@@ -35,7 +35,8 @@ pub enum ReleaseCmd {
         /// The project.
         project: String,
         /// The version name.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
         /// The artifact: a file or archive on the control host (absolute path).
         #[arg(long, conflicts_with = "inline")]
         file: Option<String>,
@@ -51,7 +52,8 @@ pub enum ReleaseCmd {
         /// The project.
         project: String,
         /// The version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
         /// Wait for the gate to finish (at most this many seconds).
         #[arg(long)]
         wait: Option<u64>,
@@ -61,14 +63,16 @@ pub enum ReleaseCmd {
         /// The project.
         project: String,
         /// The version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
     },
     /// The code diff between the version a stage runs (default: the last stage) and a candidate.
     Diff {
         /// The project.
         project: String,
         /// The candidate version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
         /// The stage to compare with.
         #[arg(long)]
         stage: Option<String>,
@@ -80,7 +84,8 @@ pub enum ReleaseCmd {
         /// The stage.
         stage: String,
         /// The version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
     },
     /// Roll a stage back to an earlier version (through the same batches; no approval, no window).
     Rollback {
@@ -89,7 +94,8 @@ pub enum ReleaseCmd {
         /// The stage.
         stage: String,
         /// The version to return to.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        ver: String,
     },
     /// Restart a stage's version on every host (through the same batches).
     Restart {
@@ -174,7 +180,7 @@ pub async fn run_release(api: &ApiClient, cmd: ReleaseCmd) -> Result<Json, Clien
         }
         AddVersion {
             project,
-            version,
+            ver: version,
             file,
             inline,
             revision,
@@ -194,7 +200,7 @@ pub async fn run_release(api: &ApiClient, cmd: ReleaseCmd) -> Result<Json, Clien
         }
         Gate {
             project,
-            version,
+            ver: version,
             wait,
         } => {
             let vpath = format!("{}/versions/{}", project_path(&project), encode(&version));
@@ -210,7 +216,10 @@ pub async fn run_release(api: &ApiClient, cmd: ReleaseCmd) -> Result<Json, Clien
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        Version { project, version } => {
+        Version {
+            project,
+            ver: version,
+        } => {
             api.call(
                 "GET",
                 &format!("{}/versions/{}", project_path(&project), encode(&version)),
@@ -220,7 +229,7 @@ pub async fn run_release(api: &ApiClient, cmd: ReleaseCmd) -> Result<Json, Clien
         }
         Diff {
             project,
-            version,
+            ver: version,
             stage,
         } => {
             let mut path = format!(
@@ -236,12 +245,12 @@ pub async fn run_release(api: &ApiClient, cmd: ReleaseCmd) -> Result<Json, Clien
         Deploy {
             project,
             stage,
-            version,
+            ver: version,
         } => deploy(api, &project, &stage, json!({"version": version})).await,
         Rollback {
             project,
             stage,
-            version,
+            ver: version,
         } => {
             deploy(
                 api,
@@ -309,4 +318,26 @@ async fn action(api: &ApiClient, id: u64, what: &str) -> Result<Json, ClientErro
         None,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    #[command(name = "furrow", version, propagate_version = true)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ReleaseCmd,
+    }
+
+    /// clap checks argument names only when a command is built: do it here, with the binary's
+    /// `propagate_version` (a positional named `version` would clash with `--version`).
+    #[test]
+    fn release_cli_is_well_formed() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["furrow", "rollback", "web", "live", "v1"]).unwrap();
+        assert!(matches!(c.cmd, ReleaseCmd::Rollback { ref ver, .. } if ver == "v1"));
+    }
 }
