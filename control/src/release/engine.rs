@@ -34,17 +34,23 @@ const MAX_CHUNKS: usize = 512;
 /// Webhook deliveries queued (beyond it they are dropped and counted).
 const WEBHOOK_QUEUE: usize = 1_024;
 
+/// Sample chunks with their arrival time, per (project, host, version).
+type SampleChunks = HashMap<(String, String, String), VecDeque<(u64, Samples)>>;
+
+/// A queued webhook delivery: server, path, body.
+type Delivery = (String, String, Vec<u8>);
+
 /// What one node of the release service holds in memory.
 pub struct Runtime {
     /// Probe samples by (project, host, version): chunks with their arrival time.
-    samples: Mutex<HashMap<(String, String, String), VecDeque<(u64, Samples)>>>,
+    samples: Mutex<SampleChunks>,
     /// Agents' last poll, ms.
     pub seen: Mutex<HashMap<String, u64>>,
     /// Gates running on this node: (project, version).
     pub gates: Mutex<Vec<(String, String)>>,
     /// The last event number sent to webhooks, per deployment.
     notified: Mutex<HashMap<u64, u64>>,
-    webhook_tx: Mutex<Option<std::sync::mpsc::SyncSender<(String, String, Vec<u8>)>>>,
+    webhook_tx: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
     /// Webhook deliveries dropped (queue full) or failed.
     pub webhooks_dropped: AtomicU64,
     /// Webhook deliveries made.
@@ -129,7 +135,7 @@ impl Runtime {
             return;
         };
         if tx.is_none() {
-            let (s, r) = std::sync::mpsc::sync_channel::<(String, String, Vec<u8>)>(WEBHOOK_QUEUE);
+            let (s, r) = std::sync::mpsc::sync_channel::<Delivery>(WEBHOOK_QUEUE);
             let spawned = std::thread::Builder::new()
                 .name("furrow-release-webhooks".into())
                 .spawn(move || deliver(r));
@@ -147,7 +153,7 @@ impl Runtime {
     }
 }
 
-fn deliver(r: std::sync::mpsc::Receiver<(String, String, Vec<u8>)>) {
+fn deliver(r: std::sync::mpsc::Receiver<Delivery>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
