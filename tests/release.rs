@@ -572,3 +572,191 @@ fn release_plan_deploys_two_services_in_dependency_order() {
         .unwrap_err();
     assert!(e.contains("dependency cycle: api -> db -> api"), "{e}");
 }
+
+/// Sends `n` pipelined SETs to a Redis listener; returns how many answered `+OK` (bounded by a 3 s read
+/// timeout).
+fn redis_sets(port: u16, n: usize) -> usize {
+    use std::io::{BufRead, Write};
+    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut req = String::new();
+    for i in 0..n {
+        req.push_str(&format!(
+            "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{i}\r\n",
+            i.to_string().len()
+        ));
+    }
+    if w.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut r = std::io::BufReader::new(s);
+    let mut ok = 0;
+    for _ in 0..n {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        ok += usize::from(line.starts_with("+OK"));
+    }
+    ok
+}
+
+fn proxy_generation(admin: u16) -> Option<u64> {
+    common::redis_cli(admin, &["INFO"])
+        .lines()
+        .find_map(|l| l.strip_prefix("config_generation:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Furrow's own routing rules as a project: a bundle of proxy-config items canaried on one of two proxies
+/// (the configuration center's gray release by label), judged on the proxies' reported error rates against
+/// the other proxy, then promoted; a bundle that breaks the canary proxy's backend is abandoned and the
+/// draft restored.
+#[test]
+fn release_routing_rules_canaried_on_one_of_two_proxies() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let c = Cluster::new();
+    c.ok("POST", "/v1/apps", Some(json!({"name": "edge"})));
+    c.ok(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(json!({"name": "proxy", "public": false, "review": false})),
+    );
+    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let (admin, listen) = ([free_port(), free_port()], [free_port(), free_port()]);
+    let doc = format!(
+        "[proxy]\nexecutors = 1\nshutdown_grace_ms = 100\n\n[[listeners]]\nname = \"cache\"\nkind = \"redis\"\n\
+         address = \"127.0.0.1:1\"\ngroup = \"cache\"\n\n[redis_groups.cache]\ndistribution = \"ketama\"\n\
+         servers = [{{ name = \"r0\", address = \"{}\" }}]\n",
+        redis.addr()
+    );
+    c.ok(
+        "PUT",
+        &format!("{ns}/items/config"),
+        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": doc}}})),
+    );
+    // Each proxy's admin and listener address by its instance id.
+    let per_instance = |a: String, b: String| {
+        json!({"value": {"type": "rules", "value": {
+            "rules": [{"when": [{"op": "eq", "attr": "instance", "value": "p1"}], "value": a}],
+            "default": b}}})
+    };
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    c.ok(
+        "PUT",
+        &format!("{ns}/items/config.proxy.admin"),
+        Some(per_instance(addr(admin[0]), addr(admin[1]))),
+    );
+    c.ok(
+        "PUT",
+        &format!("{ns}/items/config.listeners.0.address"),
+        Some(per_instance(addr(listen[0]), addr(listen[1]))),
+    );
+    c.ok("POST", &format!("{ns}/publish"), Some(json!({})));
+    let mut proxies = Vec::new();
+    for (id, canary) in [("p1", "yes"), ("p2", "no")] {
+        let url = format!(
+            "{}/edge/DEV/default/proxy?instance={id}&labels=canary:{canary}&health_ms=200",
+            c.server()
+        );
+        let log = std::fs::File::create(c.dir.path().join(format!("{id}.log"))).unwrap();
+        let child = Command::new(furrow_bin())
+            .args(["proxy", "--config-source", &url])
+            .env("FURROW_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        proxies.push(Proc {
+            child,
+            log: c.dir.path().join(format!("{id}.log")),
+        });
+    }
+    for a in admin {
+        common::wait_until(Duration::from_secs(15), || proxy_generation(a) == Some(1));
+    }
+    c.ok(
+        "PUT",
+        "/v1/release/projects/edge-rules",
+        Some(json!({
+            "app": "edge",
+            "kind": {"routing": {"app": "edge", "namespace": "proxy", "canary_labels": {"canary": "yes"}}},
+            "stages": [{"name": "dev", "env": "DEV", "canary": {"min_samples": 30, "max_wait_ms": 30000}}],
+        })),
+    );
+    let grace = |v: i64| {
+        json!({"config.proxy.shutdown_grace_ms": {"type": "integer", "value": v}}).to_string()
+    };
+    c.add_version("edge-rules", "1", json!({"inline": grace(300)}));
+    let shows = |a: u16, what: &str| common::redis_cli(a, &["SHOW", "CONFIG"]).contains(what);
+    // Drives traffic through both proxies until the deployment is over; checks the gray split once.
+    let run = |id: u64| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let d = c.ok("GET", &format!("/v1/release/deployments/{id}"), None);
+            if matches!(
+                state(&d),
+                "succeeded" | "failed" | "rolled_back" | "cancelled"
+            ) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "{d:#}\n{}", c.logs());
+            for p in listen {
+                redis_sets(p, 10);
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    };
+    let id = c.deploy("edge-rules", "dev", "1");
+    c.until(id, "gray published", 10, |d| state(d) == "analysing");
+    common::wait_until(Duration::from_secs(10), || {
+        shows(admin[0], "shutdown_grace_ms = 300")
+    });
+    assert!(
+        shows(admin[1], "shutdown_grace_ms = 100"),
+        "only the canary proxy has the gray release"
+    );
+    let d = run(id);
+    assert_eq!(state(&d), "succeeded", "{d:#}");
+    assert_eq!(d["canary"]["pass"], true);
+    assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 30);
+    common::wait_until(Duration::from_secs(10), || {
+        shows(admin[1], "shutdown_grace_ms = 300")
+    });
+    // A bundle pointing the canary's backend at a closed port: its clients get errors, the other proxy's
+    // do not; the gray release is abandoned, the draft restored, and both proxies keep the promoted config.
+    let dead = free_port();
+    let bundle = json!({"config.redis_groups.cache.servers.0.address":
+        {"type": "string", "value": format!("127.0.0.1:{dead}")}});
+    c.add_version("edge-rules", "2", json!({"inline": bundle.to_string()}));
+    let id = c.deploy("edge-rules", "dev", "2");
+    let d = run(id);
+    eprintln!("{d:#}");
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    assert!(
+        d["canary"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("error rate"),
+        "{d:#}"
+    );
+    let gone = c
+        .call(
+            "GET",
+            &format!("{ns}/items/config.redis_groups.cache.servers.0.address"),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        gone.contains("404"),
+        "the draft item the bundle added is removed again: {gone}"
+    );
+    common::wait_until(Duration::from_secs(10), || redis_sets(listen[0], 5) == 5);
+    assert_eq!(redis_sets(listen[1], 5), 5);
+    let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
+    assert_eq!(p["stages"][0]["state"]["version"], "1");
+    drop(proxies);
+}

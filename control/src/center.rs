@@ -622,6 +622,13 @@ impl Center {
             e.1.errors = e.1.errors.saturating_add(w.errors);
             e.1.window_ms = e.1.window_ms.saturating_add(w.window_ms);
         }
+        if let Some(w) = r.health
+            && r.status == ReportStatus::Applied
+        {
+            // Routing projects' canary analysis (release management) compares these per gray release.
+            self.release
+                .add_window(&key.1, &r.instance.id, &r.releases, w.requests, w.errors);
+        }
         let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         reports.insert(key, (seq, r));
         Ok(())

@@ -37,6 +37,12 @@ const WEBHOOK_QUEUE: usize = 1_024;
 /// Sample chunks with their arrival time, per (project, host, version).
 type SampleChunks = HashMap<(String, String, String), VecDeque<(u64, Samples)>>;
 
+/// Proxies' health windows per namespace path: (arrival ms, instance, releases it runs, requests, errors).
+type Windows = HashMap<String, VecDeque<(u64, String, Vec<u64>, u64, u64)>>;
+
+/// Windows kept per namespace path.
+const MAX_WINDOWS: usize = 4_096;
+
 /// A queued webhook delivery: server, path, body.
 type Delivery = (String, String, Vec<u8>);
 
@@ -44,6 +50,8 @@ type Delivery = (String, String, Vec<u8>);
 pub struct Runtime {
     /// Probe samples by (project, host, version): chunks with their arrival time.
     samples: Mutex<SampleChunks>,
+    /// Proxies' report windows, for routing projects' canaries.
+    windows: Mutex<Windows>,
     /// Agents' last poll, ms.
     pub seen: Mutex<HashMap<String, u64>>,
     /// Gates running on this node: (project, version).
@@ -73,6 +81,7 @@ impl Runtime {
     pub fn new() -> Self {
         Runtime {
             samples: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             gates: Mutex::new(Vec::new()),
             notified: Mutex::new(HashMap::new()),
@@ -100,6 +109,56 @@ impl Runtime {
             q.pop_front();
         }
         q.push_back((now_ms(), s));
+    }
+
+    /// Adds a proxy's health window (from its report on a namespace instance path).
+    pub fn add_window(
+        &self,
+        ns_path: &str,
+        instance: &str,
+        releases: &[u64],
+        requests: u64,
+        errors: u64,
+    ) {
+        let Ok(mut m) = self.windows.lock() else {
+            return;
+        };
+        if m.len() >= 10_000 && !m.contains_key(ns_path) {
+            return;
+        }
+        let q = m.entry(ns_path.to_string()).or_default();
+        if q.len() >= MAX_WINDOWS {
+            q.pop_front();
+        }
+        q.push_back((
+            now_ms(),
+            instance.to_string(),
+            releases.to_vec(),
+            requests,
+            errors.min(requests),
+        ));
+    }
+
+    /// The proxies' windows on a namespace path since `since_ms`: (those running `gray`, the others).
+    pub fn gray_samples(&self, ns_path: &str, gray: u64, since_ms: u64) -> (Samples, Samples) {
+        let (mut canary, mut baseline) = (Samples::default(), Samples::default());
+        if let Ok(m) = self.windows.lock()
+            && let Some(q) = m.get(ns_path)
+        {
+            for (at, _, releases, requests, errors) in q {
+                if *at < since_ms {
+                    continue;
+                }
+                let s = if releases.contains(&gray) {
+                    &mut canary
+                } else {
+                    &mut baseline
+                };
+                s.requests += requests;
+                s.errors += errors;
+            }
+        }
+        (canary, baseline)
     }
 
     /// The samples of `hosts` on `version` that arrived since `since_ms`.
@@ -366,11 +425,20 @@ impl Tx<'_> {
                                 d.event(now, "window_closed", why);
                             }
                         }
+                        None if p.routing().is_some() => {
+                            self.routing_write(&mut d, &p, &stage, now)
+                        }
                         None => {
                             d.batch = 0;
                             start_batch(self, &mut d, now);
                         }
                     }
+                }
+                DeployState::Running if p.routing().is_some() => {
+                    self.routing_publish(&mut d, &p, &stage, now);
+                }
+                DeployState::Analysing if p.routing().is_some() => {
+                    self.routing_judge(&mut d, &p, &stage, input);
                 }
                 DeployState::Running => {
                     time_out(&mut d, now, host_limit);
@@ -478,7 +546,9 @@ impl Tx<'_> {
                 | DeployState::RolledBack
                 | DeployState::Cancelled => {}
             }
-            if d.state == state {
+            // A routing bundle written to the draft is published by the next step: a publish reads the draft
+            // from the state, which this transaction's writes reach only once committed.
+            if d.state == state || (p.routing().is_some() && state == DeployState::AwaitingWindow) {
                 break;
             }
         }
@@ -496,6 +566,261 @@ impl Tx<'_> {
         }
         self.put_rel(RelRec::Deployment(d));
         Ok(true)
+    }
+
+    /// Runs `f`; when it fails, drops whatever it added to the transaction (the deployment records the
+    /// failure instead of the whole step failing on every tick).
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let (changes, seq, pushed, target) = (
+            self.changes.len(),
+            self.seq,
+            self.pushed.len(),
+            self.target.clone(),
+        );
+        let r = f(self);
+        if r.is_err() {
+            self.changes.truncate(changes);
+            self.seq = seq;
+            self.pushed.truncate(pushed);
+            self.target = target;
+        }
+        r
+    }
+
+    /// Routing projects, step 1: the version's bundle into the namespace's draft (as the system user; the
+    /// one who started the deployment was checked for publish on the namespace).
+    fn routing_write(&mut self, d: &mut Deployment, p: &Project, stage: &Stage, now: u64) {
+        let Some(t) = p.routing() else { return };
+        let ns = t.ns(stage.env());
+        let comment = format!("release {} {} (deployment {})", d.project, d.version, d.id);
+        let r = self.guarded(|tx| {
+            let v = tx
+                .st
+                .release
+                .version(&d.project, &d.version)
+                .ok_or_else(|| {
+                    ControlError::not_found(format!("version {:?} is gone", d.version))
+                })?;
+            let items = super::ops::bundle(&v.artifact)?;
+            let mut n = 0;
+            for (k, value) in items {
+                let cur = tx.st.drafts.get(&ns).and_then(|m| m.get(&k)).cloned();
+                if cur.as_ref().is_some_and(|i| i.value == value) {
+                    continue;
+                }
+                tx.put_item(
+                    &ns,
+                    &k,
+                    crate::ops::ItemInput {
+                        value,
+                        schema: None,
+                        secret: None,
+                        comment: comment.clone(),
+                        version: cur.map(|i| i.version),
+                    },
+                )?;
+                n += 1;
+            }
+            Ok(n)
+        });
+        match r {
+            Ok(n) => {
+                d.state = DeployState::Running;
+                d.event(
+                    now,
+                    "bundle",
+                    format!("{n} item(s) written to the draft of {}", ns.path()),
+                );
+            }
+            Err(e) => {
+                d.state = DeployState::Failed;
+                d.event(
+                    now,
+                    "failed",
+                    format!("writing the bundle to {}: {}", ns.path(), e.message),
+                );
+            }
+        }
+    }
+
+    /// Routing projects, step 2: publish the draft — as a gray release on the canary proxies (a deploy with
+    /// canary analysis), else to everyone.
+    fn routing_publish(&mut self, d: &mut Deployment, p: &Project, stage: &Stage, now: u64) {
+        let Some(t) = p.routing() else { return };
+        let ns = t.ns(stage.env());
+        let canary = stage.canary.is_some() && d.kind == DeployKind::Deploy;
+        let req = crate::ops::PublishRequest {
+            message: format!("release {} {} (deployment {})", d.project, d.version, d.id),
+            mode: if canary {
+                crate::ops::PublishMode::Gray {
+                    rule: crate::model::GrayRule {
+                        labels: t.canary_labels.clone(),
+                        ips: Vec::new(),
+                        instances: Vec::new(),
+                    },
+                }
+            } else {
+                crate::ops::PublishMode::Immediate
+            },
+        };
+        match self.guarded(|tx| tx.publish(&ns, &req)) {
+            Ok(out) if canary => {
+                d.gray = out.release;
+                d.state = DeployState::Analysing;
+                d.timer_ms = now;
+                d.event(
+                    now,
+                    "canary",
+                    format!(
+                        "gray release {} on the proxies labelled {:?}, judged against the others",
+                        out.release.unwrap_or(0),
+                        t.canary_labels
+                    ),
+                );
+            }
+            Ok(out) => {
+                d.event(
+                    now,
+                    "published",
+                    format!("release {} of {}", out.release.unwrap_or(0), ns.path()),
+                );
+                succeed(self, d, now);
+            }
+            Err(e) if e.field.as_deref() == Some("draft") => {
+                d.event(now, "unchanged", e.message);
+                succeed(self, d, now);
+            }
+            Err(e) => self.routing_fail(
+                d,
+                p,
+                stage,
+                now,
+                format!("publishing {}: {}", ns.path(), e.message),
+            ),
+        }
+    }
+
+    /// Routing projects, step 3: the proxies on the gray release against the others, on their reported
+    /// error rate; promote or abandon.
+    fn routing_judge(&mut self, d: &mut Deployment, p: &Project, stage: &Stage, input: &StepInput) {
+        let (Some(t), Some(gray)) = (p.routing(), d.gray) else {
+            return;
+        };
+        let now = input.now;
+        let ns = t.ns(stage.env());
+        let spec = stage.canary.clone().unwrap_or_default();
+        let (c, b) = input.rt.gray_samples(&ns.path(), gray, d.timer_ms);
+        match judge(&spec, &c, &b) {
+            Some(v) if v.pass => {
+                let msg = format!(
+                    "release {} {} (deployment {}): canary passed",
+                    d.project, d.version, d.id
+                );
+                d.event(now, "canary_passed", v.reason.clone());
+                d.canary = Some(v);
+                match self.guarded(|tx| tx.promote(&ns, gray, &msg)) {
+                    Ok(id) => {
+                        d.event(
+                            now,
+                            "promoted",
+                            format!("gray release {gray} promoted as release {id}"),
+                        );
+                        succeed(self, d, now);
+                    }
+                    Err(e) => self.routing_fail(
+                        d,
+                        p,
+                        stage,
+                        now,
+                        format!("promoting {gray}: {}", e.message),
+                    ),
+                }
+            }
+            Some(v) => {
+                let reason = format!("canary analysis failed: {}", v.reason);
+                d.canary = Some(v);
+                self.routing_fail(d, p, stage, now, reason);
+            }
+            None if now.saturating_sub(d.timer_ms) > spec.max_wait_ms => {
+                let reason = format!(
+                    "canary analysis inconclusive: {} canary and {} baseline requests after {} ms (need {})",
+                    c.requests, b.requests, spec.max_wait_ms, spec.min_samples
+                );
+                self.routing_fail(d, p, stage, now, reason);
+            }
+            None => {}
+        }
+    }
+
+    /// Routing projects: abandons the gray release and puts the draft's bundle keys back to the current
+    /// release's values (so the next publish does not bring the rejected values back).
+    fn routing_fail(
+        &mut self,
+        d: &mut Deployment,
+        p: &Project,
+        stage: &Stage,
+        now: u64,
+        reason: String,
+    ) {
+        d.event(now, "failed", reason);
+        let Some(t) = p.routing() else { return };
+        let ns = t.ns(stage.env());
+        let Some(gray) = d.gray else {
+            d.state = DeployState::Failed;
+            return;
+        };
+        let version = d.version.clone();
+        let project = d.project.clone();
+        let r = self.guarded(|tx| {
+            tx.abandon(&ns, gray)?;
+            let keys: Vec<String> = tx
+                .st
+                .release
+                .version(&project, &version)
+                .and_then(|v| super::ops::bundle(&v.artifact).ok())
+                .map(|b| b.into_keys().collect())
+                .unwrap_or_default();
+            let current = tx.st.current_items(&ns);
+            for k in keys {
+                let draft = tx.st.drafts.get(&ns).and_then(|m| m.get(&k)).cloned();
+                match (current.get(&k), draft) {
+                    (Some(cur), Some(dr)) if cur.value != dr.value => {
+                        tx.put_item(
+                            &ns,
+                            &k,
+                            crate::ops::ItemInput {
+                                value: cur.value.clone(),
+                                schema: None,
+                                secret: None,
+                                comment: format!("restored after deployment {} failed", d.id),
+                                version: Some(dr.version),
+                            },
+                        )?;
+                    }
+                    (None, Some(dr)) => tx.delete_item(&ns, &k, Some(dr.version))?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                d.state = DeployState::RolledBack;
+                d.event(
+                    now,
+                    "rolled_back",
+                    format!("gray release {gray} abandoned; the draft restored"),
+                );
+            }
+            Err(e) => {
+                d.state = DeployState::Failed;
+                d.event(
+                    now,
+                    "rollback_failed",
+                    format!("abandoning gray release {gray}: {}", e.message),
+                );
+            }
+        }
     }
 
     fn next_batch(&mut self, d: &mut Deployment, stage: &Stage, now: u64) {

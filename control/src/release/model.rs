@@ -27,6 +27,37 @@ pub enum ProjectKind {
     /// A service (optionally a registry service of that name) deployed by `furrow agent`s on hosts.
     #[default]
     Service,
+    /// Furrow's own routing rules: a bundle of configuration-center items (a proxy-config namespace),
+    /// canaried on the proxies carrying the gray labels, judged against the other proxies, then promoted or
+    /// abandoned (see `docs/release.md`).
+    Routing(RoutingTarget),
+}
+
+/// Where a routing project's bundles are published: one configuration-center namespace per stage
+/// environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingTarget {
+    /// The application owning the namespace.
+    pub app: String,
+    /// The cluster (default `default`).
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The namespace the proxies read (`--config-source`).
+    pub namespace: String,
+    /// The labels of the canary proxies (their `--config-source ...&labels=k:v`): the gray rule.
+    pub canary_labels: BTreeMap<String, String>,
+}
+
+fn default_cluster() -> String {
+    crate::model::DEFAULT_CLUSTER.to_string()
+}
+
+impl RoutingTarget {
+    /// The namespace instance of a stage's environment.
+    pub fn ns(&self, env: &str) -> crate::model::NsKey {
+        crate::model::NsKey::new(&self.app, env, &self.cluster, &self.namespace)
+    }
 }
 
 /// The hooks an agent runs, as `sh -c` commands (empty: skipped). They run in the project's directory on the
@@ -193,6 +224,9 @@ pub enum BatchSpec {
 pub struct Stage {
     /// Its name (`dev`, `qa`, `staging`, `live`...).
     pub name: String,
+    /// Routing projects: the configuration-center environment it publishes to (default: the name).
+    #[serde(default)]
+    pub env: String,
     /// The target group: agent hosts.
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -252,7 +286,26 @@ pub struct Project {
     pub rev: u64,
 }
 
+impl Stage {
+    /// The configuration-center environment of a routing project's stage.
+    pub fn env(&self) -> &str {
+        if self.env.is_empty() {
+            &self.name
+        } else {
+            &self.env
+        }
+    }
+}
+
 impl Project {
+    /// The routing target, for routing projects.
+    pub fn routing(&self) -> Option<&RoutingTarget> {
+        match &self.kind {
+            ProjectKind::Routing(t) => Some(t),
+            ProjectKind::Service => None,
+        }
+    }
+
     /// A stage by name.
     pub fn stage(&self, name: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| s.name == name)
@@ -494,6 +547,9 @@ pub struct Deployment {
     /// The canary verdict, when analysed.
     #[serde(default)]
     pub canary: Option<super::canary::Verdict>,
+    /// Routing projects: the gray release being judged.
+    #[serde(default)]
+    pub gray: Option<u64>,
     /// History, bounded.
     #[serde(default)]
     pub events: Vec<Event>,

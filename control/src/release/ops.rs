@@ -257,7 +257,31 @@ fn unknown_project(name: &str) -> ControlError {
     ControlError::not_found(format!("unknown project {name:?}")).with_field("project")
 }
 
-fn validate_stage(i: usize, s: &Stage, probe: bool) -> Result<()> {
+/// The items of a routing version's bundle: its inline artifact, a JSON object of item key → typed value
+/// (`{"config.proxy.shutdown_grace_ms": {"type": "integer", "value": 300}}`).
+pub fn bundle(artifact: &Artifact) -> Result<BTreeMap<String, crate::model::Value>> {
+    let Artifact::Inline(text) = artifact else {
+        return Err(ControlError::bad(
+            "artifact",
+            "a routing version is an inline bundle of configuration items",
+        ));
+    };
+    let items: BTreeMap<String, crate::model::Value> = serde_json::from_str(text).map_err(|e| {
+        ControlError::bad(
+            "artifact",
+            format!("a routing bundle is a JSON object of item key -> typed value: {e}"),
+        )
+    })?;
+    if items.is_empty() || items.len() > 1_000 {
+        return Err(ControlError::bad("artifact", "a bundle has 1-1000 items"));
+    }
+    for k in items.keys() {
+        check_name("artifact", k)?;
+    }
+    Ok(items)
+}
+
+fn validate_stage(i: usize, s: &Stage, probe: bool, routing: bool) -> Result<()> {
     let f = |x: &str| format!("stages/{i}/{x}");
     check_name(&f("name"), &s.name)?;
     if s.hosts.len() > MAX_AGENTS {
@@ -320,14 +344,19 @@ fn validate_stage(i: usize, s: &Stage, probe: bool) -> Result<()> {
             "host_timeout_ms is 1000-3600000",
         ));
     }
+    if !s.env.is_empty() {
+        check_name(&f("env"), &s.env)?;
+    }
     if let Some(c) = &s.canary {
-        if !probe {
+        if routing {
+            // The proxies' own reports are the signal; the canary group is the gray label.
+        } else if !probe {
             return Err(ControlError::bad(
                 &f("canary"),
                 "canary analysis needs the project's probe (what the agents measure)",
             ));
         }
-        if s.batches.len() < 2 {
+        if !routing && s.batches.len() < 2 {
             return Err(ControlError::bad(
                 &f("canary"),
                 "canary analysis needs at least two batches (the first is the canary, the rest the baseline)",
@@ -369,7 +398,12 @@ fn validate_project(name: &str, input: &ProjectInput, stages: &[Stage]) -> Resul
     }
     let mut names = BTreeSet::new();
     for (i, s) in stages.iter().enumerate() {
-        validate_stage(i, s, input.probe.is_some())?;
+        validate_stage(
+            i,
+            s,
+            input.probe.is_some(),
+            matches!(input.kind, ProjectKind::Routing(_)),
+        )?;
         if !names.insert(&s.name) {
             return Err(ControlError::bad(
                 &format!("stages/{i}/name"),
@@ -430,6 +464,17 @@ fn validate_project(name: &str, input: &ProjectInput, stages: &[Stage]) -> Resul
             return Err(ControlError::bad(
                 "webhooks",
                 format!("webhook {w:?} is not http://HOST:PORT/PATH"),
+            ));
+        }
+    }
+    if let ProjectKind::Routing(t) = &input.kind {
+        check_name("kind/routing/app", &t.app)?;
+        check_name("kind/routing/cluster", &t.cluster)?;
+        check_name("kind/routing/namespace", &t.namespace)?;
+        if t.canary_labels.is_empty() || t.canary_labels.len() > 16 {
+            return Err(ControlError::bad(
+                "kind/routing/canary_labels",
+                "1-16 labels select the canary proxies",
             ));
         }
     }
@@ -510,6 +555,27 @@ impl Tx<'_> {
                     .with_field("app"),
             );
         }
+        if let ProjectKind::Routing(t) = &input.kind {
+            if !self.st.apps.contains_key(&t.app) {
+                return Err(
+                    ControlError::not_found(format!("unknown application {:?}", t.app))
+                        .with_field("kind/routing/app"),
+                );
+            }
+            for (i, s) in stages.iter().enumerate() {
+                if !self.st.envs.iter().any(|e| e == s.env()) {
+                    return Err(ControlError::bad(
+                        &format!("stages/{i}/env"),
+                        format!(
+                            "stage {:?} publishes to environment {:?}, which is not one of {}",
+                            s.name,
+                            s.env(),
+                            self.st.envs.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         let old = self.st.release.projects.get(name).cloned();
         if old.is_some() {
             self.need_project(name, None, Level::Publish)?;
@@ -580,8 +646,11 @@ impl Tx<'_> {
     /// Adds a version (edit on the project). Beyond [`MAX_VERSIONS`] the oldest version no stage runs and no
     /// deployment uses is dropped.
     pub fn add_version(&mut self, project: &str, input: VersionInput) -> Result<Version> {
-        self.need_project(project, None, Level::Edit)?;
+        let p = self.need_project(project, None, Level::Edit)?;
         check_name("name", &input.name)?;
+        if p.routing().is_some() {
+            bundle(&input.artifact)?;
+        }
         if self.st.release.version(project, &input.name).is_some() {
             return Err(ControlError::new(
                 ErrorCode::AlreadyExists,
@@ -826,8 +895,30 @@ impl Tx<'_> {
             }
         }
         let sp = p.stage(stage).cloned().unwrap_or_default();
-        let batches = plan_batches(&sp, &st.agents);
-        if batches.is_empty() {
+        if let Some(t) = p.routing() {
+            if kind == DeployKind::Restart {
+                return Err(ControlError::bad(
+                    "kind",
+                    "a routing bundle has nothing to restart",
+                ));
+            }
+            let ns = t.ns(sp.env());
+            self.st.check_ns(&ns)?;
+            let have = self.st.level(self.actor, &t.app, &t.namespace);
+            if have < Level::Publish {
+                return Err(ControlError::forbidden(format!(
+                    "user {:?} has {have:?} on {}, needs Publish to release routing rules there",
+                    self.actor.name,
+                    ns.path()
+                )));
+            }
+        }
+        let batches = if p.routing().is_some() {
+            Vec::new()
+        } else {
+            plan_batches(&sp, &st.agents)
+        };
+        if batches.is_empty() && p.routing().is_none() {
             return Err(ControlError::bad(
                 "stage",
                 format!("stage {stage:?} has no hosts"),
