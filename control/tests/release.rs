@@ -632,3 +632,96 @@ fn release_events_reach_webhooks() {
         (Some("web"), Some(id))
     );
 }
+
+#[test]
+fn release_routing_projects_are_validated() {
+    let (_s, api) = setup();
+    api.ok("POST", "/v1/apps", Some(json!({"name": "edge"})));
+    api.ok(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(json!({"name": "proxy", "public": false, "review": false})),
+    );
+    let kind = json!({"routing": {"app": "edge", "namespace": "proxy", "canary_labels": {"canary": "yes"}}});
+    assert_eq!(
+        api.err(
+            "PUT",
+            &format!("{P}/rules"),
+            Some(json!({"app": "edge", "kind": kind, "stages": [{"name": "dev"}]}))
+        )
+        .2,
+        Some("stages/0/env".into()),
+        "dev is not an environment of the center"
+    );
+    let no_labels = json!({"routing": {"app": "edge", "namespace": "proxy", "canary_labels": {}}});
+    assert_eq!(
+        api.err(
+            "PUT",
+            &format!("{P}/rules"),
+            Some(json!({"app": "edge", "kind": no_labels}))
+        )
+        .2,
+        Some("kind/routing/canary_labels".into())
+    );
+    api.ok(
+        "PUT",
+        &format!("{P}/rules"),
+        Some(json!({"app": "edge", "kind": kind, "stages": [{"name": "dev", "env": "DEV", "canary": {}}]})),
+    );
+    for bad in [
+        json!({"file": "/etc/hosts"}),
+        json!({"inline": "not json"}),
+        json!({"inline": "{}"}),
+    ] {
+        assert_eq!(
+            api.err(
+                "POST",
+                &format!("{P}/rules/versions"),
+                Some(json!({"name": "1", "artifact": bad}))
+            )
+            .2,
+            Some("artifact".into())
+        );
+    }
+    new_version_with(
+        &api,
+        "rules",
+        "1",
+        json!({"inline": json!({"k": {"type": "integer", "value": 1}}).to_string()}),
+    );
+    assert_eq!(
+        api.err(
+            "POST",
+            &format!("{P}/rules/stages/dev/deploy"),
+            Some(json!({"kind": "restart"}))
+        )
+        .0,
+        400
+    );
+    // A user who may deploy the project but not publish the namespace is refused.
+    let dana = user(&api, "dana", &[]);
+    api.ok(
+        "PUT",
+        "/v1/permissions",
+        Some(json!({"subject": "user:dana", "app": "edge", "namespace": "release:rules", "level": "edit"})),
+    );
+    let dana = Api::new(&_s, &dana);
+    let e = dana
+        .call(
+            "POST",
+            &format!("{P}/rules/stages/dev/deploy"),
+            Some(json!({"version": "1"})),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs Publish to release routing rules"), "{e}");
+}
+
+fn new_version_with(api: &Api, project: &str, name: &str, artifact: Json) {
+    api.ok(
+        "POST",
+        &format!("{P}/{project}/versions"),
+        Some(json!({"name": name, "artifact": artifact})),
+    );
+    api.ok("POST", &format!("{P}/{project}/versions/{name}/gate"), None);
+}
