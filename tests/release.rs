@@ -138,6 +138,8 @@ impl Cluster {
             TOKEN,
             "--envs",
             "DEV",
+            "--artifact-root",
+            self.dir.path().to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())

@@ -123,6 +123,8 @@ pub struct CenterOptions {
     pub write_wait: Duration,
     /// The keys secret items are sealed with at rest (None: secret items are refused).
     pub secret_keys: Option<Arc<crate::secret::Keyring>>,
+    /// Release management: the directory file artifacts must be under (None: file artifacts are refused).
+    pub artifact_root: Option<std::path::PathBuf>,
 }
 
 impl CenterOptions {
@@ -138,6 +140,7 @@ impl CenterOptions {
             max_reports: 10_000,
             write_wait: Duration::from_secs(5),
             secret_keys: None,
+            artifact_root: None,
         }
     }
 }

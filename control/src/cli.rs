@@ -48,6 +48,10 @@ pub struct ControlArgs {
     /// items are refused. See docs/control.md for rotation.
     #[arg(long)]
     pub secret_key_file: Option<std::path::PathBuf>,
+    /// The directory release versions' file artifacts must be under (without it, file artifacts are
+    /// refused: only inline ones). See docs/release.md.
+    #[arg(long)]
+    pub artifact_root: Option<std::path::PathBuf>,
 }
 
 /// `furrow ctl`: client commands.
@@ -1026,6 +1030,7 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
         opts.secret_keys = Some(std::sync::Arc::new(keys));
     }
+    opts.artifact_root = args.artifact_root.clone();
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {

@@ -209,7 +209,7 @@ fn release_gate_runs_commands_keeps_bounded_logs_and_shows_the_code_diff() {
         api.ok(
             "POST",
             &format!("{P}/web/versions"),
-            Some(json!({"name": v, "artifact": {"file": "/bin/true"}, "revision": rev})),
+            Some(json!({"name": v, "artifact": {"inline": "x"}, "revision": rev})),
         );
     }
     // Not releasable before its gate passed.
@@ -246,7 +246,7 @@ fn release_gate_runs_commands_keeps_bounded_logs_and_shows_the_code_diff() {
     api.ok(
         "POST",
         &format!("{P}/web/versions"),
-        Some(json!({"name": "3", "artifact": {"file": "/bin/true"}, "revision": "0000000000000000000000000000000000000000"})),
+        Some(json!({"name": "3", "artifact": {"inline": "x"}, "revision": "0000000000000000000000000000000000000000"})),
     );
     api.ok("POST", &format!("{P}/web/versions/3/gate"), None);
     let g = wait_gate("3");
@@ -724,4 +724,48 @@ fn new_version_with(api: &Api, project: &str, name: &str, artifact: Json) {
         Some(json!({"name": name, "artifact": artifact})),
     );
     api.ok("POST", &format!("{P}/{project}/versions/{name}/gate"), None);
+}
+
+#[test]
+fn release_file_artifacts_stay_under_the_artifact_root() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("app.tar"), b"artifact bytes").unwrap();
+    std::fs::write(outside.path().join("secret"), b"not yours").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link")).unwrap();
+    let add = |api: &Api, name: &str, file: String| {
+        api.call(
+            "POST",
+            &format!("{P}/web/versions"),
+            Some(json!({"name": name, "artifact": {"file": file}})),
+        )
+    };
+    // Without a root, file artifacts are refused.
+    let (_s, api) = setup();
+    api.ok("PUT", &format!("{P}/web"), Some(json!({"app": "shop"})));
+    let e = add(&api, "1", root.path().join("app.tar").display().to_string()).unwrap_err();
+    assert!(e.to_string().contains("--artifact-root"), "{e}");
+    drop((_s, api));
+    let r = root.path().to_path_buf();
+    let server = start_with("sqlite::memory:", move |o| o.artifact_root = Some(r));
+    let api = Api::new(&server, ADMIN_TOKEN);
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api.ok("PUT", &format!("{P}/web"), Some(json!({"app": "shop"})));
+    let base = root.path().display().to_string();
+    for bad in [
+        outside.path().join("secret").display().to_string(),
+        format!("{base}/../secret"),
+        "relative/app.tar".to_string(),
+    ] {
+        let e = add(&api, "x", bad.clone()).unwrap_err();
+        assert!(e.to_string().contains("artifact"), "{bad}: {e}");
+    }
+    add(&api, "1", format!("{base}/app.tar")).unwrap();
+    add(&api, "2", format!("{base}/link")).unwrap();
+    // Not JSON: the client hands the body back as a string.
+    let got = api.ok("GET", &format!("{P}/web/versions/1/artifact"), None);
+    assert_eq!(got, "artifact bytes");
+    // A symbolic link that leads outside the root is refused when fetched.
+    let (status, _, _) = api.err("GET", &format!("{P}/web/versions/2/artifact"), None);
+    assert_eq!(status, 403);
 }

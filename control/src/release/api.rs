@@ -138,6 +138,9 @@ async fn list_versions(AxState(c): C, h: HeaderMap, Path(name): Path<String>) ->
 async fn add_version(AxState(c): C, h: HeaderMap, Path(name): Path<String>, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let input: VersionInput = body(&b)?;
+    if let Artifact::File(path) = &input.artifact {
+        check_artifact_path(c.options().artifact_root.as_deref(), path)?;
+    }
     ok(c.write(u, move |tx| tx.add_version(&name, input.clone()))
         .await?)
 }
@@ -246,6 +249,31 @@ fn gate_done(c: &Center, key: &(String, String)) {
     rt.gates_running.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// A file artifact must be under the artifact root (`furrow control --artifact-root`): without one, file
+/// artifacts are refused — anyone who may add a version could otherwise have any file the service can read
+/// served back to them.
+fn check_artifact_path(root: Option<&std::path::Path>, path: &str) -> Result<()> {
+    let Some(root) = root else {
+        return Err(ControlError::bad(
+            "artifact",
+            "file artifacts need `furrow control --artifact-root DIR`; use an inline artifact",
+        ));
+    };
+    let p = std::path::Path::new(path);
+    let lexically_inside = p.is_absolute()
+        && p.starts_with(root)
+        && !p
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if !lexically_inside {
+        return Err(ControlError::bad(
+            "artifact",
+            format!("file artifacts must be under {}", root.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// The artifact's bytes (agents, or readers of the project). A file artifact is read at fetch time, at most
 /// [`MAX_ARTIFACT`] bytes; the `x-furrow-sha256` header carries its digest.
 async fn artifact(
@@ -266,24 +294,41 @@ async fn artifact(
     })??;
     let bytes = match art {
         Artifact::Inline(s) => s.into_bytes(),
-        Artifact::File(path) => tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let meta = std::fs::metadata(&path).map_err(|e| {
-                ControlError::not_found(format!("artifact {path}: {e}")).with_field("artifact")
-            })?;
-            if meta.len() > MAX_ARTIFACT {
-                return Err(ControlError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!(
-                        "artifact {path} is {} bytes, more than {MAX_ARTIFACT}",
-                        meta.len()
-                    ),
-                ));
-            }
-            std::fs::read(&path)
-                .map_err(|e| ControlError::not_found(format!("artifact {path}: {e}")))
-        })
-        .await
-        .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))??,
+        Artifact::File(path) => {
+            let root = c.options().artifact_root.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+                // Checked again as it resolves now (a symbolic link must not lead outside the root).
+                let resolved = std::fs::canonicalize(&path).map_err(|e| {
+                    ControlError::not_found(format!("artifact {path}: {e}")).with_field("artifact")
+                })?;
+                let root = root
+                    .and_then(|r| std::fs::canonicalize(r).ok())
+                    .ok_or_else(|| {
+                        ControlError::bad("artifact", "file artifacts need an artifact root")
+                    })?;
+                if !resolved.starts_with(&root) {
+                    return Err(ControlError::forbidden(format!(
+                        "artifact {path} resolves outside the artifact root"
+                    )));
+                }
+                let meta = std::fs::metadata(&resolved).map_err(|e| {
+                    ControlError::not_found(format!("artifact {path}: {e}")).with_field("artifact")
+                })?;
+                if meta.len() > MAX_ARTIFACT {
+                    return Err(ControlError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "artifact {path} is {} bytes, more than {MAX_ARTIFACT}",
+                            meta.len()
+                        ),
+                    ));
+                }
+                std::fs::read(&resolved)
+                    .map_err(|e| ControlError::not_found(format!("artifact {path}: {e}")))
+            })
+            .await
+            .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))??
+        }
     };
     let digest = super::engine::hex_sha256(&bytes);
     Ok((

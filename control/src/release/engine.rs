@@ -914,6 +914,9 @@ fn send_webhooks(c: &Center) -> Result<()> {
         return Err(ControlError::new(ErrorCode::Internal, "lock poisoned"));
     };
     let out: Vec<(String, Vec<u8>)> = c.read(|st| {
+        if notified.len() > 2 * MAX_DEPLOYMENTS {
+            notified.retain(|id, _| st.release.deployments.contains_key(id));
+        }
         let mut out = Vec::new();
         for d in st.release.deployments.values() {
             let Some(p) = st.release.projects.get(&d.project) else { continue };
