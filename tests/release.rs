@@ -469,7 +469,7 @@ fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_ba
 }
 
 #[test]
-fn release_control_restart_mid_rollout_resumes_it() {
+fn release_control_and_agent_restart_mid_rollout_resumes_it() {
     let mut c = Cluster::new();
     let ports = [free_port(), free_port(), free_port()];
     for (i, host) in ["h1", "h2", "h3"].iter().enumerate() {
@@ -490,13 +490,17 @@ fn release_control_restart_mid_rollout_resumes_it() {
     c.until(id, "first batch done, pausing", 30, |d| {
         state(d) == "pausing"
     });
+    // The control service and the agent of a host not reached yet go down together.
     c.kill_control();
+    c.agents[2].kill();
     assert_eq!(
         serving(ports[0]).1,
         "v1",
         "the host done before the restart serves"
     );
     c.start_control();
+    std::thread::sleep(Duration::from_millis(300));
+    c.agent("h3", ports[2], "live");
     let d = c.until(id, "resumed and finished", 60, |d| {
         matches!(
             state(d),
@@ -515,6 +519,20 @@ fn release_control_restart_mid_rollout_resumes_it() {
     for p in ports {
         assert_eq!(serving(p).1, "v1");
     }
+    // Idempotent: the same version again finds it installed and healthy on every host and restarts nothing.
+    let pid = |h: &str| std::fs::read_to_string(c.dir.path().join(h).join("web/pid")).unwrap();
+    let before: Vec<String> = ["h1", "h2", "h3"].iter().map(|h| pid(h)).collect();
+    let id = c.deploy("web", "live", "v1");
+    let d = c.until(id, "redeployed", 30, |d| state(d) == "succeeded");
+    assert!(
+        d["hosts"]["h2"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already installed and healthy"),
+        "{d:#}"
+    );
+    let after: Vec<String> = ["h1", "h2", "h3"].iter().map(|h| pid(h)).collect();
+    assert_eq!(before, after, "no process was restarted");
 }
 
 #[test]
