@@ -428,7 +428,7 @@ impl Center {
             return Ok(0);
         }
         let n = changes.len();
-        let touched: Vec<(String, String)> = changes
+        let mut touched: Vec<(String, String)> = changes
             .iter()
             .filter_map(|c| match c {
                 Change::Put(crate::state::Rec::NsState { ns, .. }) => {
@@ -438,6 +438,7 @@ impl Center {
                 _ => None,
             })
             .collect();
+        touched.extend(crate::release::engine::wake_keys(&changes));
         self.apply(changes)?;
         if !touched.is_empty() {
             let seq = self.read(|st| st.seq)?;

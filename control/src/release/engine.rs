@@ -959,6 +959,25 @@ impl Deployment {
     }
 }
 
+/// The agents' wake-up channels of the deployments among `changes` that have hosts with work (for changes
+/// another node committed: its agents' long-polls here must not wait for their timeout).
+pub fn wake_keys(changes: &[crate::state::Change]) -> Vec<(String, String)> {
+    use crate::state::{Change, Rec};
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Put(Rec::Rel(RelRec::Deployment(d))) => Some(d),
+            _ => None,
+        })
+        .flat_map(|d| {
+            d.hosts
+                .iter()
+                .filter(|(_, h)| matches!(h.phase, HostPhase::Assigned))
+                .map(|(host, _)| (super::ops::AGENT_ENV.to_string(), host.clone()))
+        })
+        .collect()
+}
+
 /// The assignments of an agent: the hosts' work in running deployments, oldest deployment first.
 pub fn assignments(st: &crate::state::State, host: &str) -> Vec<serde_json::Value> {
     st.release
