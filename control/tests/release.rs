@@ -769,3 +769,67 @@ fn release_file_artifacts_stay_under_the_artifact_root() {
     let (status, _, _) = api.err("GET", &format!("{P}/web/versions/2/artifact"), None);
     assert_eq!(status, 403);
 }
+
+/// The jobs service's worker plugs in behind `GateRunner`; here a runner that records what it was given.
+struct RecordingRunner(std::sync::Mutex<Vec<String>>);
+
+impl control::release::gate::GateRunner for RecordingRunner {
+    fn name(&self) -> &str {
+        "worker"
+    }
+
+    fn run(
+        &self,
+        job: &control::release::gate::GateJob,
+    ) -> Vec<control::release::model::CommandRun> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}/{}@{}", job.project, job.version, job.revision));
+        job.commands
+            .iter()
+            .map(|c| control::release::model::CommandRun {
+                command: c.clone(),
+                exit: Some(0),
+                ms: 1,
+                log: "ok".into(),
+                truncated: false,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn release_gates_run_on_an_installed_runner() {
+    let (s, api) = setup();
+    let runner = std::sync::Arc::new(RecordingRunner(Default::default()));
+    s.center.release.set_gate_runner(runner.clone());
+    api.ok(
+        "PUT",
+        &format!("{P}/web"),
+        Some(json!({"app": "shop", "gate": {"commands": ["make test", "make lint"]}})),
+    );
+    api.ok(
+        "POST",
+        &format!("{P}/web/versions"),
+        Some(json!({"name": "1", "artifact": {"inline": "x"}, "revision": "abc"})),
+    );
+    assert_eq!(
+        api.ok("POST", &format!("{P}/web/versions/1/gate"), None)["runner"],
+        "worker"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.ok("GET", &format!("{P}/web/versions/1"), None)["gate"]["status"] == "running" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let g = api.ok("GET", &format!("{P}/web/versions/1"), None)["gate"].clone();
+    assert_eq!(
+        (
+            g["status"].as_str(),
+            g["commands"].as_array().unwrap().len()
+        ),
+        (Some("passed"), 2)
+    );
+    assert_eq!(*runner.0.lock().unwrap(), ["web/1@abc"]);
+}

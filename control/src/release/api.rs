@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::canary::Samples;
-use super::gate::{GateJob, GateRunner, LocalRunner, MAX_GATES};
+use super::gate::{GateJob, MAX_GATES};
 use super::model::*;
 use super::ops::{AGENT_ENV, ProjectInput, VersionInput, check_revision, is_agent, level_on};
 use crate::api::{Res, body, ok, qnum, user};
@@ -160,7 +160,8 @@ async fn get_version(
     })??)
 }
 
-/// Starts the build gate of a version on the local runner, on a thread of its own; answers at once with the
+/// Starts the build gate of a version on the node's gate runner (`Runtime::set_gate_runner`; the local
+/// runner by default), on a thread of its own; answers at once with the
 /// run (`running`, or `passed` for a project without gate commands). Poll the version for the outcome.
 async fn run_gate(
     AxState(c): C,
@@ -181,10 +182,11 @@ async fn run_gate(
     if let Ok(mut g) = rt.gates.lock() {
         g.push(key.clone());
     }
-    let runner = LocalRunner;
+    let runner = c.release.gate_runner();
+    let runner_name = runner.name().to_string();
     let (n, v) = (name.clone(), version.clone());
     let started = c
-        .write(u, move |tx| tx.gate_start(&n, &v, runner.name()))
+        .write(u, move |tx| tx.gate_start(&n, &v, &runner_name))
         .await;
     let (run, needs_commands) = match started {
         Ok(x) => x,
@@ -221,7 +223,7 @@ async fn run_gate(
     let spawned = std::thread::Builder::new()
         .name("furrow-release-gate".into())
         .spawn(move || {
-            let runs = LocalRunner.run(&job);
+            let runs = runner.run(&job);
             let sys = system_user();
             if let Err(e) = c2.mutate(&sys, |tx| {
                 tx.gate_finish(&job.project, &job.version, runs.clone())

@@ -67,6 +67,8 @@ pub struct Runtime {
     pub steps: AtomicU64,
     /// Gates running now (bounded).
     pub gates_running: AtomicUsize,
+    /// Who runs build gates: the local runner until the jobs service installs its worker.
+    runner: std::sync::RwLock<std::sync::Arc<dyn super::gate::GateRunner>>,
     started_ms: u64,
 }
 
@@ -90,6 +92,7 @@ impl Runtime {
             webhooks_sent: AtomicU64::new(0),
             steps: AtomicU64::new(0),
             gates_running: AtomicUsize::new(0),
+            runner: std::sync::RwLock::new(std::sync::Arc::new(super::gate::LocalRunner)),
             started_ms: now_ms(),
         }
     }
@@ -109,6 +112,22 @@ impl Runtime {
             q.pop_front();
         }
         q.push_back((now_ms(), s));
+    }
+
+    /// The gate runner in use.
+    pub fn gate_runner(&self) -> std::sync::Arc<dyn super::gate::GateRunner> {
+        match self.runner.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs another gate runner (the jobs service's `furrow worker`); gates started afterwards use it.
+    pub fn set_gate_runner(&self, runner: std::sync::Arc<dyn super::gate::GateRunner>) {
+        match self.runner.write() {
+            Ok(mut r) => *r = runner,
+            Err(p) => *p.into_inner() = runner,
+        }
     }
 
     /// Adds a proxy's health window (from its report on a namespace instance path).
