@@ -176,6 +176,10 @@ pub fn dependency_order(
         let (ready, rest): (Vec<String>, Vec<String>) = left
             .into_iter()
             .partition(|p| sub[p].iter().all(|d| out.contains(d)));
+        if ready.is_empty() {
+            // Unreachable after the cycle check; never loop forever on it.
+            return Err(ControlError::bad("depends_on", "dependency cycle"));
+        }
         out.extend(ready);
         left = rest;
     }
