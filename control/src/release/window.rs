@@ -206,6 +206,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any text is an allowed time or a precise error, never a panic.
+        #[test]
+        fn any_text_parses_or_errs_with_the_field(s in "\\PC{0,40}") {
+            if let Err(e) = parse(&s, "f") {
+                proptest::prop_assert_eq!(e.field.as_deref(), Some("f"));
+            }
+        }
+
+        /// A spec built from days and times parses back to them, and an instant inside a plain range
+        /// (not wrapping) on a listed day is inside.
+        #[test]
+        fn generated_specs_round_trip(
+            days in proptest::collection::btree_set(0usize..7, 1..7),
+            from in 0u32..1439,
+            len in 1u32..1440,
+            week in 0u64..2000,
+        ) {
+            let to = (from + len).min(1440);
+            proptest::prop_assume!(to != from);
+            let names: Vec<&str> = days.iter().map(|d| DAYS[*d]).collect();
+            let spec = format!("{} {:02}:{:02}-{:02}:{:02}", names.join(","), from / 60, from % 60, to / 60, to % 60);
+            let a = parse(&spec, "f").unwrap();
+            for d in 0..7 {
+                proptest::prop_assert_eq!(a.days[d], days.contains(&d));
+            }
+            proptest::prop_assert_eq!((a.from, a.to), (from, to));
+            let day = *days.iter().next().unwrap() as u64;
+            let at = MON + (week * 7 + day) * 24 * H + u64::from(from) * 60_000;
+            proptest::prop_assert!(a.contains(at), "{} at {}", spec, at);
+        }
+    }
+
     #[test]
     fn freezes_close_the_window() {
         let mut w = Window {
