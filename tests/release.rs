@@ -364,7 +364,9 @@ fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_ba
                 {"name": "live", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
                  "approval": {"approvers": ["user:lee"], "count": 1},
                  "window": {"allow": ["* 00:00-24:00"]},
-                 "canary": {"min_samples": 40, "max_wait_ms": 20000}},
+                 // Latency is left out here: on a loaded CI machine two Python servers' medians can differ
+                 // by any factor; the latency test is covered by canary's unit tests.
+                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
             ],
         })),
     );
@@ -704,7 +706,7 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
         Some(json!({
             "app": "edge",
             "kind": {"routing": {"app": "edge", "namespace": "proxy", "canary_labels": {"canary": "yes"}}},
-            "stages": [{"name": "dev", "env": "DEV", "canary": {"min_samples": 30, "max_wait_ms": 30000}}],
+            "stages": [{"name": "dev", "env": "DEV", "canary": {"min_samples": 60, "max_wait_ms": 30000}}],
         })),
     );
     let grace = |v: i64| {
@@ -724,8 +726,12 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
                 return d;
             }
             assert!(Instant::now() < deadline, "{d:#}\n{}", c.logs());
-            for p in listen {
-                redis_sets(p, 10);
+            // One command per connection: a proxy whose backend is gone may close a connection after its
+            // first error, which would leave the rest of a pipeline uncounted.
+            for _ in 0..5 {
+                for p in listen {
+                    redis_sets(p, 1);
+                }
             }
             std::thread::sleep(Duration::from_millis(30));
         }
@@ -742,7 +748,7 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     let d = run(id);
     assert_eq!(state(&d), "succeeded", "{d:#}");
     assert_eq!(d["canary"]["pass"], true);
-    assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 30);
+    assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 60);
     common::wait_until(Duration::from_secs(10), || {
         shows(admin[1], "shutdown_grace_ms = 300")
     });
