@@ -17,12 +17,13 @@ use serde_json::{Value as Json, json};
 
 const TOKEN: &str = "release-admin-token";
 
+/// A loopback port reserved against the other test processes (testkit's lock files) for the rest of this
+/// test process (nextest runs each test in a process of its own).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let lease = testkit::reserve_port().expect("port");
+    let port = lease.port();
+    std::mem::forget(lease);
+    port
 }
 
 /// A child process killed on drop, with its output in a file.
