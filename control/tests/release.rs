@@ -715,6 +715,41 @@ fn release_routing_projects_are_validated() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("needs Publish to release routing rules"), "{e}");
+    // Without any proxy reporting, the gray release waits for samples; cancelling abandons it.
+    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let grays = || api.ok("GET", &format!("{ns}/grays"), None);
+    let d = api.ok(
+        "POST",
+        &format!("{P}/rules/stages/dev/deploy"),
+        Some(json!({"version": "1"})),
+    );
+    let id = d["id"].as_u64().unwrap();
+    until(&api, id, "gray published", |d| state(d) == "analysing");
+    assert_eq!(grays().as_array().unwrap().len(), 1, "{}", grays());
+    api.ok(
+        "POST",
+        &format!("/v1/release/deployments/{id}/cancel"),
+        None,
+    );
+    assert_eq!(grays(), json!([]));
+    // No samples within max_wait_ms: inconclusive is a failure; the gray release is abandoned and the
+    // draft item the bundle added removed again.
+    api.ok(
+        "PUT",
+        &format!("{P}/rules"),
+        Some(json!({"app": "edge", "kind": kind, "stages": [{"name": "dev", "env": "DEV", "canary": {"max_wait_ms": 200}}]})),
+    );
+    api.ok("DELETE", &format!("{ns}/items/k"), None);
+    let d = api.ok(
+        "POST",
+        &format!("{P}/rules/stages/dev/deploy"),
+        Some(json!({"version": "1"})),
+    );
+    let id = d["id"].as_u64().unwrap();
+    let d = until(&api, id, "inconclusive", |d| d["state"] == "rolled_back");
+    assert!(d["events"].to_string().contains("inconclusive"), "{d:#}");
+    assert_eq!(grays(), json!([]));
+    assert_eq!(api.err("GET", &format!("{ns}/items/k"), None).0, 404);
 }
 
 fn new_version_with(api: &Api, project: &str, name: &str, artifact: Json) {

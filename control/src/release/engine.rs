@@ -589,7 +589,7 @@ impl Tx<'_> {
 
     /// Runs `f`; when it fails, drops whatever it added to the transaction (the deployment records the
     /// failure instead of the whole step failing on every tick).
-    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub(crate) fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let (changes, seq, pushed, target) = (
             self.changes.len(),
             self.seq,

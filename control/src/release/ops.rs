@@ -1109,7 +1109,7 @@ impl Tx<'_> {
     /// deployment stops handing out hosts; hosts already done keep the new version (roll back explicitly).
     pub fn deployment_action(&mut self, id: u64, action: &str) -> Result<Deployment> {
         let mut d = self.deployment(id)?;
-        self.need_project(&d.project, Some(&d.stage), Level::Publish)?;
+        let p = self.need_project(&d.project, Some(&d.stage), Level::Publish)?;
         if d.state.finished() {
             return Err(ControlError::bad(
                 "deployment",
@@ -1138,6 +1138,15 @@ impl Tx<'_> {
                 }
             }
             "cancel" => {
+                // A routing canary's gray release goes away with it: the canary proxies return to the
+                // main release (the draft keeps the bundle: roll back or publish over it).
+                if let (Some(t), Some(gray), Some(stage)) = (p.routing(), d.gray, p.stage(&d.stage))
+                {
+                    let ns = t.ns(stage.env());
+                    if self.guarded(|tx| tx.abandon(&ns, gray)).is_ok() {
+                        d.event(now, "abandoned", format!("gray release {gray}"));
+                    }
+                }
                 d.state = DeployState::Cancelled;
                 for h in d.hosts.values_mut() {
                     if matches!(h.phase, HostPhase::Assigned | HostPhase::Working) {
