@@ -167,6 +167,7 @@ fn masked_if(level: Level, items: impl IntoIterator<Item = Item>) -> Vec<Item> {
 
 /// Builds the router.
 pub fn router(center: Arc<Center>) -> Router {
+    let console = crate::web::Console::new(center.clone());
     let ns = "/v1/apps/{app}/envs/{env}/clusters/{cluster}/namespaces/{ns}";
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -213,6 +214,7 @@ pub fn router(center: Arc<Center>) -> Router {
         .route(&format!("{ns}/usage/{{key}}"), get(key_usage))
         .route("/v1/audit", get(audit))
         .route("/v1/users", get(list_users).post(put_user))
+        .route("/v1/users/{name}/password", put(set_password))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/secrets/reseal", post(reseal))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
@@ -229,7 +231,13 @@ pub fn router(center: Arc<Center>) -> Router {
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .merge(crate::registry::api::routes())
         .merge(crate::release::api::routes())
+        .merge(crate::web::routes(console.clone()))
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
+        // Console sessions: cookie → bearer token, CSRF checked (see web::session). Outside every route.
+        .layer(axum::middleware::from_fn_with_state(
+            console.sessions.clone(),
+            crate::web::session::authorize,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(center.clone(), count))
         .with_state(center)
@@ -1030,13 +1038,73 @@ async fn audit(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
 
 async fn list_users(AxState(c): C, h: HeaderMap) -> Res {
     admin_only(&user(&c, &h)?)?;
-    ok(c.read(|st| st.users.values().cloned().collect::<Vec<_>>())?)
+    ok(c.read(|st| {
+        st.users
+            .values()
+            .cloned()
+            .map(User::shown)
+            .collect::<Vec<_>>()
+    })?)
 }
 
 async fn put_user(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let nu: User = body(&b)?;
-    ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?)
+    if nu.password.is_some() {
+        return Err(ControlError::bad(
+            "password",
+            "set a password with PUT /v1/users/{name}/password {\"password\"}",
+        )
+        .into());
+    }
+    ok(c.write(u, move |tx| tx.put_user(nu.clone())).await?.shown())
+}
+
+/// `PUT /v1/users/{name}/password {"password"}`: administrators, or the user themself.
+async fn set_password(AxState(c): C, h: HeaderMap, Path(name): Path<String>, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    // `{"password": "..."}` sets it, `{"password": null}` removes it (then only tokens log in); the field is
+    // required, so an empty body never removes a password by accident.
+    let raw: Json = body(&b)?;
+    only_fields(&raw, &["password"])?;
+    let password = match raw.get("password") {
+        Some(Json::String(p)) => Some(p.clone()),
+        Some(Json::Null) => None,
+        Some(_) => {
+            return Err(ControlError::bad("password", "password must be a string or null").into());
+        }
+        None => {
+            return Err(
+                ControlError::bad("password", "missing field password (null removes it)").into(),
+            );
+        }
+    };
+    let hash = match password {
+        Some(p)
+            if p.chars().count() < crate::auth::MIN_PASSWORD_LEN
+                || p.len() > crate::auth::MAX_PASSWORD_LEN =>
+        {
+            return Err(ControlError::bad(
+                "password",
+                format!(
+                    "a password has {} to {} characters",
+                    crate::auth::MIN_PASSWORD_LEN,
+                    crate::auth::MAX_PASSWORD_LEN
+                ),
+            )
+            .into());
+        }
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || crate::auth::hash_password(&p))
+                .await
+                .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?
+                .map_err(|e| ControlError::new(ErrorCode::Internal, e.to_string()))?,
+        ),
+        None => None,
+    };
+    c.write(u, move |tx| tx.set_password(&name, hash.clone()))
+        .await?;
+    ok(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]

@@ -185,6 +185,7 @@ pub fn system_user() -> User {
         name: "system".into(),
         roles: vec![],
         admin: true,
+        password: None,
         token: None,
     }
 }
@@ -267,6 +268,7 @@ impl Center {
                     name: admin.clone(),
                     roles: vec![],
                     admin: true,
+                    password: None,
                     token: None,
                 })
             })?;
@@ -476,7 +478,9 @@ impl Center {
             Some(t) => st.users.get(&t.user).cloned().ok_or("unknown token"),
             None => Err("unknown token"),
         })?;
-        let mut user = found.map_err(|m| ControlError::new(ErrorCode::Unauthorized, m))?;
+        let mut user = found
+            .map_err(|m| ControlError::new(ErrorCode::Unauthorized, m))?
+            .shown();
         user.token = Some(hash);
         Ok(user)
     }

@@ -479,6 +479,14 @@ pub enum ConfigCmd {
         #[arg(long)]
         admin: bool,
     },
+    /// Set a user's web-console password, read from the first line of stdin (`--remove` removes it).
+    SetPassword {
+        /// The user.
+        name: String,
+        /// Remove the password instead (the user then logs in with tokens only).
+        #[arg(long)]
+        remove: bool,
+    },
     /// Create an API token for a user (printed once).
     CreateToken {
         /// The user.
@@ -881,6 +889,23 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
                 "POST",
                 "/v1/users",
                 Some(&json!({"name": name, "roles": roles, "admin": admin})),
+            )
+            .await
+        }
+        SetPassword { name, remove } => {
+            let password = if remove {
+                Json::Null
+            } else {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| usage(format!("reading the password from stdin: {e}")))?;
+                Json::String(line.trim_end_matches(['\r', '\n']).to_string())
+            };
+            api.call(
+                "PUT",
+                &format!("/v1/users/{}/password", encode(&name)),
+                Some(&json!({ "password": password })),
             )
             .await
         }

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// A bug or an unexpected condition.
     Internal,
+    /// A service the control service called for the caller (a proxy's admin port) failed or did not answer.
+    BadGateway,
 }
 
 impl ErrorCode {
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists | ErrorCode::VersionConflict | ErrorCode::Stale => 409,
             ErrorCode::StoreUnavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::BadGateway => 502,
         }
     }
 

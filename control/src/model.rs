@@ -414,10 +414,22 @@ pub struct User {
     /// Administrators may do everything.
     #[serde(default)]
     pub admin: bool,
+    /// The console password as a salted PBKDF2 hash (`auth::hash_password`), set with
+    /// `PUT /v1/users/{name}/password`; stored, never sent to clients (`User::shown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     /// The hash of the token this request authenticated with (set by `Center::authenticate`, never stored):
     /// tokens minted with it record it as their parent, so revoking it revokes them too.
     #[serde(skip)]
     pub token: Option<String>,
+}
+
+impl User {
+    /// The user as shown to clients: without its password hash.
+    pub fn shown(mut self) -> User {
+        self.password = None;
+        self
+    }
 }
 
 /// An API token (stored as its SHA-256).

@@ -1079,9 +1079,15 @@ impl<'a> Tx<'a> {
     }
 
     /// Creates or updates a user (administrators).
-    pub fn put_user(&mut self, user: User) -> Result<User> {
+    pub fn put_user(&mut self, mut user: User) -> Result<User> {
         self.require_admin()?;
         check_name("user", &user.name)?;
+        // The password is set on its own (`set_password`); updating roles keeps it.
+        user.password = self
+            .st
+            .users
+            .get(&user.name)
+            .and_then(|u| u.password.clone());
         self.put(Rec::User(user.clone()));
         self.audit(
             "user.put",
@@ -1089,6 +1095,29 @@ impl<'a> Tx<'a> {
             serde_json::json!({"roles": user.roles, "admin": user.admin}),
         );
         Ok(user)
+    }
+
+    /// Sets (or with None removes) a user's console password hash: administrators, or the user themself.
+    pub fn set_password(&mut self, name: &str, hash: Option<String>) -> Result<()> {
+        if !self.actor.admin && self.actor.name != name {
+            return Err(ControlError::forbidden(format!(
+                "user {:?} may not set the password of {name:?}",
+                self.actor.name
+            )));
+        }
+        let mut user = self.st.users.get(name).cloned().ok_or_else(|| {
+            ControlError::not_found(format!("unknown user {name:?}")).with_field("user")
+        })?;
+        let removed = hash.is_none();
+        user.password = hash;
+        user.token = None;
+        self.put(Rec::User(user));
+        self.audit(
+            "user.password",
+            name,
+            serde_json::json!({"removed": removed}),
+        );
+        Ok(())
     }
 
     /// Rewrites every record holding a secret item so the store re-seals it under the current key (after a
@@ -1292,6 +1321,7 @@ mod tests {
             name: "admin".into(),
             roles: vec![],
             admin: true,
+            password: None,
             token: None,
         }
     }
@@ -1589,6 +1619,7 @@ mod tests {
                     name: name.into(),
                     roles: vec![],
                     admin: false,
+                    password: None,
                     token: None,
                 })
             })

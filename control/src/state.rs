@@ -406,6 +406,7 @@ mod tests {
             name: "alice".into(),
             roles: vec!["ops".into()],
             admin: false,
+            password: None,
             token: None,
         };
         assert_eq!(st.level(&alice, "a", "n"), Level::None);
