@@ -9,6 +9,7 @@
 //! - `furrow control`: the configuration center (HTTP API on its own multi-threaded runtime).
 //! - `furrow ctl config ...`: a command-line client for every configuration-center operation.
 //! - `furrow worker`: runs job items for the control service's scheduler (docs/jobs.md).
+//! - `furrow agent`: the release service's deployment agent on a host (`control::release::agent`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,8 @@ enum Command {
     Ctl(control::cli::CtlArgs),
     /// Run job items for the control service (shell, HTTP, SQL and Redis on every shard).
     Worker(control::jobs::cli::WorkerArgs),
+    /// Deployment agent: runs the release service's assignments on this host.
+    Agent(control::release::agent::AgentArgs),
     /// Print the hashes to store in a `[users.NAME]` entry for a password (read from stdin if omitted).
     HashPassword {
         /// The password (prefer stdin: command lines end up in shell history).
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Control(args) => control::cli::run_control(args),
         Command::Ctl(args) => control::cli::run_ctl(args),
         Command::Worker(args) => control::jobs::cli::run_worker(args),
+        Command::Agent(args) => control::release::agent::run(args),
     }
 }
 

@@ -232,6 +232,7 @@ pub fn router(center: Arc<Center>) -> Router {
         .merge(crate::registry::api::routes())
         .merge(crate::jobs::api::routes())
         .merge(crate::trace::api::routes())
+        .merge(crate::release::api::routes())
         .merge(crate::web::routes(console.clone()))
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
         // Console sessions: cookie → bearer token, CSRF checked (see web::session). Outside every route.
@@ -325,6 +326,7 @@ async fn metrics(AxState(c): C) -> Res {
     }
     text.push_str(&crate::trace::metrics_text(&c.trace));
     text.push_str(&crate::process::metrics_text(&crate::process::read()));
+    text.push_str(&crate::release::api::metrics_text(&c)?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

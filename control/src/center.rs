@@ -125,6 +125,8 @@ pub struct CenterOptions {
     pub secret_keys: Option<Arc<crate::secret::Keyring>>,
     /// The span collector's settings.
     pub trace: crate::trace::TraceOptions,
+    /// Release management: the directory file artifacts must be under (None: file artifacts are refused).
+    pub artifact_root: Option<std::path::PathBuf>,
 }
 
 impl CenterOptions {
@@ -141,6 +143,7 @@ impl CenterOptions {
             write_wait: Duration::from_secs(5),
             secret_keys: None,
             trace: crate::trace::TraceOptions::default(),
+            artifact_root: None,
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct Center {
     pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
     /// The span collector.
     pub trace: crate::trace::Collector,
+    /// Release management's in-memory part (probe samples, running gates, webhooks).
+    pub release: crate::release::Runtime,
 }
 
 /// The user scheduled publishes run as.
@@ -262,6 +267,7 @@ impl Center {
             registry: crate::registry::lease::Leases::new(),
             jobs: std::sync::OnceLock::new(),
             trace: crate::trace::Collector::start(&opts_trace)?,
+            release: crate::release::Runtime::new(),
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();
@@ -434,7 +440,7 @@ impl Center {
             return Ok(0);
         }
         let n = changes.len();
-        let touched: Vec<(String, String)> = changes
+        let mut touched: Vec<(String, String)> = changes
             .iter()
             .filter_map(|c| match c {
                 Change::Put(crate::state::Rec::NsState { ns, .. }) => {
@@ -444,6 +450,7 @@ impl Center {
                 _ => None,
             })
             .collect();
+        touched.extend(crate::release::engine::wake_keys(&changes));
         self.apply(changes)?;
         if !touched.is_empty() {
             let seq = self.read(|st| st.seq)?;
@@ -632,6 +639,13 @@ impl Center {
             e.1.requests = e.1.requests.saturating_add(w.requests);
             e.1.errors = e.1.errors.saturating_add(w.errors);
             e.1.window_ms = e.1.window_ms.saturating_add(w.window_ms);
+        }
+        if let Some(w) = r.health
+            && r.status == ReportStatus::Applied
+        {
+            // Routing projects' canary analysis (release management) compares these per gray release.
+            self.release
+                .add_window(&key.1, &r.instance.id, &r.releases, w.requests, w.errors);
         }
         let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         reports.insert(key, (seq, r));

@@ -57,6 +57,10 @@ pub struct ControlArgs {
     /// The span collector.
     #[command(flatten)]
     pub trace: crate::trace::TraceArgs,
+    /// The directory release versions' file artifacts must be under (without it, file artifacts are
+    /// refused: only inline ones). See docs/release.md.
+    #[arg(long)]
+    pub artifact_root: Option<std::path::PathBuf>,
 }
 
 /// `furrow ctl`: client commands.
@@ -91,6 +95,9 @@ pub enum CtlCommand {
     /// Traces: call trees, search, dependency graph, slowest operations.
     #[command(subcommand)]
     Trace(crate::trace::cli::TraceCmd),
+    /// Release management: projects, versions, gates, deployments.
+    #[command(subcommand)]
+    Release(crate::release::cli::ReleaseCmd),
 }
 
 /// Selects a namespace instance.
@@ -1005,6 +1012,7 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
             CtlCommand::Job(cmd) => crate::jobs::cli::run_job(&api, cmd).await,
             CtlCommand::Trace(cmd) => crate::trace::cli::run_trace(&api, cmd).await,
+            CtlCommand::Release(cmd) => crate::release::cli::run_release(&api, cmd).await,
         }
     });
     match result {
@@ -1065,6 +1073,7 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
         let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
         opts.secret_keys = Some(std::sync::Arc::new(keys));
     }
+    opts.artifact_root = args.artifact_root.clone();
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
     let jobs_opts = crate::jobs::JobsOptions {
         lease_ms: args.job_lease_ms.clamp(500, 600_000) as i64,

@@ -20,6 +20,7 @@ pub mod mysql_store;
 pub mod ops;
 pub mod process;
 pub mod registry;
+pub mod release;
 pub mod resolve;
 pub mod server;
 pub mod settings;

@@ -35,6 +35,7 @@ pub async fn serve(
                 s.catch_up()?;
                 s.run_due()?;
                 crate::registry::lease::tick(&s)?;
+                crate::release::engine::tick(&s)?;
                 s.run_rollouts()
             })
             .await;

@@ -53,6 +53,8 @@ pub enum Rec {
     Registry(crate::registry::RegRec),
     /// A job definition (`crate::jobs`).
     Jobs(crate::jobs::JobRec),
+    /// A release-management record (projects, versions, deployments, agents: `crate::release`).
+    Rel(crate::release::RelRec),
     /// The sequence counter (release ids, revisions, audit ids).
     Seq {
         /// Its value.
@@ -78,6 +80,7 @@ impl Rec {
             Rec::Audit(_) => "audit",
             Rec::Registry(_) => "registry",
             Rec::Jobs(_) => "jobs",
+            Rec::Rel(_) => "rel",
             Rec::Seq { .. } => "seq",
         }
     }
@@ -99,6 +102,7 @@ impl Rec {
             Rec::Audit(a) => format!("{:020}", a.id),
             Rec::Registry(r) => r.key(),
             Rec::Jobs(j) => j.key(),
+            Rec::Rel(r) => r.key(),
             Rec::Seq { .. } => "seq".into(),
         }
     }
@@ -161,6 +165,8 @@ pub struct State {
     pub registry: crate::registry::RegistryState,
     /// Job definitions (`crate::jobs`).
     pub jobs: crate::jobs::JobsState,
+    /// Release management: projects, versions, deployments, agents.
+    pub release: crate::release::ReleaseState,
 }
 
 impl State {
@@ -224,6 +230,7 @@ impl State {
             Rec::Audit(a) => self.audit.push(a),
             Rec::Registry(r) => self.registry.put(r),
             Rec::Jobs(j) => self.jobs.put(j),
+            Rec::Rel(r) => self.release.put(r),
             Rec::Seq { value } => self.seq = self.seq.max(value),
         }
     }
@@ -256,6 +263,7 @@ impl State {
             }
             "registry" => self.registry.delete(key),
             "jobs" => self.jobs.delete(key),
+            "rel" => self.release.delete(key),
             _ => {}
         }
     }

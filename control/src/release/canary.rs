@@ -1,0 +1,303 @@
+//! Canary analysis: is the canary group worse than the baseline group? Pure statistics over samples.
+//!
+//! Like Kayenta, the canary is compared with a baseline running the old version at the same time (not with
+//! history), metric by metric, and fails when a metric is significantly worse:
+//!
+//! - **Errors**: a one-sided two-proportion z-test. With `x₁/n₁` canary errors and `x₂/n₂` baseline errors,
+//!   the pooled rate `p = (x₁+x₂)/(n₁+n₂)` gives `z = (p₁ − p₂) / √(p(1−p)(1/n₁ + 1/n₂))`; the p-value is
+//!   `1 − Φ(z)`. It fails when the p-value is below `alpha` **and** the difference is above `error_margin`
+//!   (a statistically real but negligible difference is not a failure). When both groups have no errors at
+//!   all, it passes.
+//! - **Latency**: a one-sided Mann–Whitney U test (no assumption on the latency distribution, which is never
+//!   normal): `U` counts the (canary, baseline) pairs where the canary is slower (ties count ½); with large
+//!   samples `U` is close to normal with mean `n₁n₂/2` and the tie-corrected variance
+//!   `n₁n₂/12 · ((n+1) − Σ(t³−t)/(n(n−1)))`. It fails when the p-value is below `alpha` **and** the canary's
+//!   median exceeds `latency_factor` × the baseline's.
+//!
+//! Both groups need `min_samples` probes before a verdict (the normal approximations need samples of a few
+//! dozen); until then the analysis waits, and the engine fails it after `max_wait_ms` (no data is no proof).
+
+use serde::{Deserialize, Serialize};
+
+use super::model::CanarySpec;
+
+/// Latencies kept per group and host (the oldest are dropped beyond it).
+pub const MAX_LATENCIES: usize = 4_096;
+
+/// The probes of one group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    /// Requests.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Latencies of the requests, µs (bounded).
+    #[serde(default)]
+    pub latencies_us: Vec<u64>,
+}
+
+impl Samples {
+    /// Adds another group's probes, keeping at most [`MAX_LATENCIES`] latencies.
+    pub fn add(&mut self, other: &Samples) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors.min(other.requests));
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        if self.latencies_us.len() > MAX_LATENCIES {
+            let cut = self.latencies_us.len() - MAX_LATENCIES;
+            self.latencies_us.drain(..cut);
+        }
+    }
+
+    fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+/// A group's summary in a verdict.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Error rate.
+    pub error_rate: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+}
+
+/// The outcome of an analysis.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Whether the canary passed.
+    pub pass: bool,
+    /// Why, in words.
+    pub reason: String,
+    /// The canary group.
+    pub canary: GroupSummary,
+    /// The baseline group.
+    pub baseline: GroupSummary,
+    /// The error test's z and one-sided p-value.
+    pub errors_z: f64,
+    /// p-value of the error test.
+    pub errors_p: f64,
+    /// The latency test's U statistic and one-sided p-value (None when latency is not judged).
+    pub latency_u: Option<f64>,
+    /// p-value of the latency test.
+    pub latency_p: Option<f64>,
+}
+
+/// Φ, the standard normal CDF (via a rational erfc approximation, |error| < 1.2e-7).
+pub fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let erfc = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
+    }
+}
+
+/// One-sided two-proportion z-test that the first rate is higher: (z, p-value).
+pub fn two_proportion_z(x1: u64, n1: u64, x2: u64, n2: u64) -> (f64, f64) {
+    if n1 == 0 || n2 == 0 {
+        return (0.0, 1.0);
+    }
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let p = (x1 + x2) as f64 / (n1 + n2) as f64;
+    let se = (p * (1.0 - p) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    if se == 0.0 {
+        // Both all-success or both all-failure: no evidence of a difference.
+        return (0.0, 1.0);
+    }
+    let z = (p1 - p2) / se;
+    (z, 1.0 - normal_cdf(z))
+}
+
+/// One-sided Mann–Whitney U test that the first sample is stochastically greater: (U₁, p-value), by the
+/// normal approximation with tie correction.
+pub fn mann_whitney_greater(a: &[u64], b: &[u64]) -> (f64, f64) {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 == 0 || n2 == 0 {
+        return (0.0, 1.0);
+    }
+    let mut all: Vec<(u64, bool)> = a
+        .iter()
+        .map(|v| (*v, true))
+        .chain(b.iter().map(|v| (*v, false)))
+        .collect();
+    all.sort_unstable_by_key(|(v, _)| *v);
+    let n = all.len();
+    let (mut rank_sum_a, mut ties) = (0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let t = (j - i + 1) as f64;
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum_a += rank * all[i..=j].iter().filter(|(_, in_a)| *in_a).count() as f64;
+        ties += t * t * t - t;
+        i = j + 1;
+    }
+    let (n1f, n2f, nf) = (n1 as f64, n2 as f64, n as f64);
+    let u1 = rank_sum_a - n1f * (n1f + 1.0) / 2.0;
+    let mean = n1f * n2f / 2.0;
+    let var = n1f * n2f / 12.0 * ((nf + 1.0) - ties / (nf * (nf - 1.0)));
+    if var <= 0.0 {
+        return (u1, 1.0);
+    }
+    // Continuity correction of ½ toward the mean.
+    let z = (u1 - mean - 0.5) / var.sqrt();
+    (u1, 1.0 - normal_cdf(z))
+}
+
+fn median(v: &[u64]) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s[s.len() / 2]
+}
+
+fn summary(s: &Samples) -> GroupSummary {
+    GroupSummary {
+        requests: s.requests,
+        errors: s.errors,
+        error_rate: s.error_rate(),
+        p50_us: median(&s.latencies_us),
+    }
+}
+
+/// Judges the canary against the baseline; None while either group has fewer than `min_samples` requests.
+pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<Verdict> {
+    if canary.requests < spec.min_samples || baseline.requests < spec.min_samples {
+        return None;
+    }
+    let (c, b) = (summary(canary), summary(baseline));
+    let (z, p) = two_proportion_z(
+        canary.errors,
+        canary.requests,
+        baseline.errors,
+        baseline.requests,
+    );
+    let mut v = Verdict {
+        pass: true,
+        reason: String::new(),
+        canary: c.clone(),
+        baseline: b.clone(),
+        errors_z: z,
+        errors_p: p,
+        latency_u: None,
+        latency_p: None,
+    };
+    let mut fails = Vec::new();
+    if p < spec.alpha && c.error_rate - b.error_rate > spec.error_margin {
+        fails.push(format!(
+            "error rate {:.4} vs baseline {:.4} (z = {z:.2}, p = {p:.2e})",
+            c.error_rate, b.error_rate
+        ));
+    }
+    if spec.latency && !canary.latencies_us.is_empty() && !baseline.latencies_us.is_empty() {
+        let (u, lp) = mann_whitney_greater(&canary.latencies_us, &baseline.latencies_us);
+        v.latency_u = Some(u);
+        v.latency_p = Some(lp);
+        if lp < spec.alpha && c.p50_us as f64 > spec.latency_factor * b.p50_us.max(1) as f64 {
+            fails.push(format!(
+                "median latency {} µs vs baseline {} µs (U = {u:.0}, p = {lp:.2e})",
+                c.p50_us, b.p50_us
+            ));
+        }
+    }
+    if fails.is_empty() {
+        v.reason = format!(
+            "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs",
+            c.error_rate, b.error_rate, c.p50_us, b.p50_us
+        );
+    } else {
+        v.pass = false;
+        v.reason = fails.join("; ");
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_cdf_known_values() {
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
+        assert!((normal_cdf(-2.326) - 0.01).abs() < 1e-4);
+    }
+
+    #[test]
+    fn z_test_matches_a_hand_computation() {
+        // 30/200 vs 10/200: p = 0.1, se = sqrt(0.09 * 0.01) = 0.03, z = 0.1 / 0.03 = 3.333.
+        let (z, p) = two_proportion_z(30, 200, 10, 200);
+        assert!((z - 3.3333).abs() < 1e-3, "{z}");
+        assert!(p < 0.001 && p > 0.0003, "{p}");
+        assert_eq!(two_proportion_z(0, 100, 0, 100), (0.0, 1.0));
+        let (_, p) = two_proportion_z(10, 200, 30, 200);
+        assert!(p > 0.99, "a better canary is not worse");
+    }
+
+    #[test]
+    fn mann_whitney_on_a_small_exact_case() {
+        // a all above b: U1 = n1*n2 = 9.
+        let (u, p) = mann_whitney_greater(&[10, 11, 12], &[1, 2, 3]);
+        assert_eq!(u, 9.0);
+        assert!(p < 0.05, "{p}");
+        let (u, p) = mann_whitney_greater(&[5, 5, 5], &[5, 5, 5]);
+        assert_eq!(u, 4.5);
+        assert_eq!(p, 1.0, "all ties: no variance");
+        let (_, p) = mann_whitney_greater(&[1, 2, 3], &[10, 11, 12]);
+        assert!(p > 0.9);
+    }
+
+    fn samples(n: u64, errors: u64, lat: u64) -> Samples {
+        Samples {
+            requests: n,
+            errors,
+            latencies_us: (0..n).map(|i| lat + i % 7).collect(),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let spec = CanarySpec::default();
+        assert!(judge(&spec, &samples(10, 0, 100), &samples(100, 0, 100)).is_none());
+        let v = judge(&spec, &samples(100, 0, 100), &samples(100, 0, 100)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        let v = judge(&spec, &samples(100, 100, 100), &samples(100, 0, 100)).unwrap();
+        assert!(!v.pass);
+        assert!(v.reason.contains("error rate"), "{}", v.reason);
+        let v = judge(&spec, &samples(100, 0, 1000), &samples(100, 0, 100)).unwrap();
+        assert!(!v.pass);
+        assert!(v.reason.contains("latency"), "{}", v.reason);
+        // Significantly slower but within the factor: passes.
+        let v = judge(&spec, &samples(100, 0, 120), &samples(100, 0, 100)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        // One error more is within the margin.
+        let v = judge(&spec, &samples(1000, 2, 100), &samples(1000, 0, 100)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+    }
+}
