@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod health;
 mod logging;
 mod metrics;
 mod proxy;
