@@ -204,7 +204,10 @@ mod tests {
 
     #[test]
     fn ready_when_every_write_capable_backend_answers() {
-        let (ready, body) = verdict(false, &[check(Role::Shard, None), check(Role::Primary, None)]);
+        let (ready, body) = verdict(
+            false,
+            &[check(Role::Shard, None), check(Role::Primary, None)],
+        );
         assert!(ready);
         assert_eq!(body, "ready\n");
     }

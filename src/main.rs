@@ -20,6 +20,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod sandbox;
+mod upgrade;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
