@@ -35,6 +35,9 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Append logs to this file instead of stderr; SIGUSR1 reopens it (log rotation).
+    #[arg(long, global = true, env = "FURROW_LOG_FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,7 +70,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log, cli.log_json);
+    logging::init(&cli.log, cli.log_json, cli.log_file.as_deref());
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::CheckConfig { files, connect } => check_config(&files, connect),

@@ -576,6 +576,7 @@ async fn side_tasks(
 
 struct Signals {
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
@@ -585,6 +586,7 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
         })
@@ -597,6 +599,11 @@ impl Signals {
                 _ = self.hup.recv() => match control.reload() {
                     Ok(g) => tracing::info!(generation = g, "SIGHUP: config reloaded"),
                     Err(e) => tracing::error!("SIGHUP: reload rejected, the running config stays:\n{e}"),
+                },
+                _ = self.usr1.recv() => match crate::logging::reopen() {
+                    Ok(true) => tracing::info!("SIGUSR1: log file reopened"),
+                    Ok(false) => tracing::info!("SIGUSR1: logging to stderr, nothing to reopen"),
+                    Err(e) => tracing::error!(error = %e, "SIGUSR1: cannot reopen the log file; still writing to the old one"),
                 },
                 _ = self.int.recv() => { tracing::info!("SIGINT: shutting down"); control.shutdown(); }
                 _ = self.term.recv() => { tracing::info!("SIGTERM: shutting down"); control.shutdown(); }

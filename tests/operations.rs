@@ -493,3 +493,66 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
         "no queries after the hand-over"
     );
 }
+
+#[test]
+fn sigusr1_reopens_the_json_log_file_after_rotation() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(
+        &cfg,
+        redis_config(
+            admin.port(),
+            metrics.port(),
+            listen.port(),
+            &[redis.addr().to_string()],
+            1000,
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("furrow.json.log");
+    let log_arg = log.to_str().expect("utf-8 path");
+    let child = Command::new(furrow_bin())
+        .args(["--log-json", "--log-file", log_arg, "proxy", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn furrow");
+    let p = Proxy {
+        child: Some(child),
+        log: log.clone(),
+    };
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(admin.port(), &["PING"]) == "PONG"
+    });
+    // Every line is one JSON object with the documented fields.
+    let first = p.log();
+    let listening = first
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON log line"))
+        .find(|v| v["fields"]["message"] == "listening")
+        .unwrap_or_else(|| panic!("no `listening` event in {first}"));
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["target"], "furrow::proxy");
+    assert_eq!(listening["fields"]["listener"], "cache");
+    assert!(listening["timestamp"].is_string());
+
+    // logrotate's move, then SIGUSR1: the process writes to a new file at the same path.
+    let rotated = dir.path().join("furrow.json.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let pid = p.child.as_ref().map(|c| c.id()).expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGUSR1);
+    }
+    wait_until(Duration::from_secs(10), || {
+        p.log().contains("SIGUSR1: log file reopened")
+    });
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .expect("rotated")
+            .contains("reopened")
+    );
+}
