@@ -43,4 +43,12 @@ if command -v systemd-analyze >/dev/null; then
 else
   echo "systemd-analyze not found: unit verification skipped"
 fi
+# The Kubernetes example: its proxy config must pass check-config, and the manifests must render.
+awk '/furrow.toml: \|/{on=1; next} on && /^---/{exit} on {sub(/^    /, ""); print}' \
+  "$repo/packaging/k8s/proxy.yaml" > "$work/k8s-proxy.toml"
+"$root/usr/bin/furrow" check-config "$work/k8s-proxy.toml"
+if command -v kubectl >/dev/null; then
+  kubectl kustomize "$repo/packaging/k8s" > "$work/k8s.yaml"
+  echo "kubectl kustomize: $(grep -c '^kind:' "$work/k8s.yaml") objects"
+fi
 echo "package check ok"
