@@ -5,7 +5,8 @@
 #   packaging/deb/build.sh [--binary target/release/furrow] [--out dist] [--compress xz|gzip|none] [--strip]
 #
 # Contents: /usr/bin/furrow; /etc/furrow/example.toml (the documented example config, a conffile);
-# systemd units furrow-proxy@.service (one proxy per /etc/furrow/NAME.toml) and furrow-control.service;
+# systemd units furrow-proxy@.service (one proxy per /etc/furrow/NAME.toml), its upgrade slot
+# furrow-proxy-b@.service, and furrow-control.service;
 # /usr/share/doc/furrow (operations guide). postinst creates the `furrow` system user and
 # /var/lib/furrow, /var/log/furrow; no service is enabled or started by the package.
 set -euo pipefail
@@ -35,6 +36,11 @@ install -D -m 0755 "$binary" "$root/usr/bin/furrow"
 if [ "$strip" = 1 ]; then strip --strip-debug "$root/usr/bin/furrow"; fi
 install -D -m 0644 "$repo/examples/furrow.toml" "$root/etc/furrow/example.toml"
 install -D -m 0644 "$repo/packaging/systemd/furrow-proxy@.service" "$root/lib/systemd/system/furrow-proxy@.service"
+# The upgrade slot: the same unit under a second name, so that an upgraded process started by systemd
+# belongs to a unit of its own (docs/operations.md, "Upgrade under systemd").
+sed -e 's/^Description=Furrow proxy (%i)$/Description=Furrow proxy (%i, upgrade slot b)/' \
+  "$repo/packaging/systemd/furrow-proxy@.service" > "$stage/furrow-proxy-b@.service"
+install -D -m 0644 "$stage/furrow-proxy-b@.service" "$root/lib/systemd/system/furrow-proxy-b@.service"
 install -D -m 0644 "$repo/packaging/systemd/furrow-control.service" "$root/lib/systemd/system/furrow-control.service"
 install -D -m 0644 "$repo/docs/operations.md" "$root/usr/share/doc/furrow/operations.md"
 install -D -m 0644 "$repo/docs/config.md" "$root/usr/share/doc/furrow/config.md"

@@ -15,6 +15,7 @@ echo "built $deb"
 dpkg-deb --info "$deb" | grep -E '^ (Package|Version|Architecture|Depends):'
 contents=$(dpkg-deb --contents "$deb")
 for f in ./usr/bin/furrow ./etc/furrow/example.toml ./lib/systemd/system/furrow-proxy@.service \
+         ./lib/systemd/system/furrow-proxy-b@.service \
          ./lib/systemd/system/furrow-control.service ./usr/share/doc/furrow/operations.md; do
   grep -q " $f\$" <<<"$contents" || { echo "missing from the package: $f" >&2; exit 1; }
 done
@@ -31,11 +32,13 @@ if command -v systemd-analyze >/dev/null; then
     > "$verify/furrow-proxy@.service"
   sed "s#/usr/bin/furrow#$root/usr/bin/furrow#g" "$root/lib/systemd/system/furrow-control.service" \
     > "$verify/furrow-control.service"
+  sed "s#/usr/bin/furrow#$root/usr/bin/furrow#g" "$root/lib/systemd/system/furrow-proxy-b@.service" \
+    > "$verify/furrow-proxy-b@main.service"
   cp "$verify/furrow-proxy@.service" "$verify/furrow-proxy@main.service"
-  out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no \
-    "$verify/furrow-proxy@main.service" "$verify/furrow-control.service" 2>&1) || true
+  out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$verify/furrow-proxy@main.service" \
+    "$verify/furrow-proxy-b@main.service" "$verify/furrow-control.service" 2>&1) || true
   # Only findings about our units count (the host's own units may warn about themselves).
-  if grep -E 'furrow-(proxy@main|control)\.service' <<<"$out"; then
+  if grep -E 'furrow-(proxy@main|proxy-b@main|control)\.service' <<<"$out"; then
     echo "systemd-analyze verify found problems in the units" >&2
     exit 1
   fi
