@@ -86,3 +86,48 @@ pub fn reopen() -> io::Result<bool> {
     *l.file.lock().unwrap_or_else(|e| e.into_inner()) = f;
     Ok(true)
 }
+
+/// For roles other than the proxy (which handles SIGUSR1 with its other signals): a small thread
+/// that reopens the log file on SIGUSR1, so that log rotation works for `furrow control` too (without
+/// it, SIGUSR1 would end the process). The handler is installed before this returns.
+pub fn reopen_on_sigusr1() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGUSR1; log files are not reopened");
+            return;
+        }
+    };
+    let usr1 = {
+        let _guard = rt.enter();
+        signal(SignalKind::user_defined1())
+    };
+    let mut usr1 = match usr1 {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGUSR1; log files are not reopened");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("furrow-logs".into())
+        .spawn(move || {
+            rt.block_on(async {
+                while usr1.recv().await.is_some() {
+                    match reopen() {
+                        Ok(_) => tracing::info!("SIGUSR1: log file reopened"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGUSR1: cannot reopen the log file")
+                        }
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the SIGUSR1 thread; log files are not reopened");
+    }
+}

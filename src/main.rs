@@ -71,6 +71,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log, cli.log_json, cli.log_file.as_deref());
+    if cli.log_file.is_some() && !matches!(cli.command, Command::Proxy(_)) {
+        logging::reopen_on_sigusr1();
+    }
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::CheckConfig { files, connect } => check_config(&files, connect),

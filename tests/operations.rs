@@ -556,3 +556,97 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
             .contains("reopened")
     );
 }
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(
+        &cfg,
+        redis_config(
+            admin.port(),
+            metrics.port(),
+            listen.port(),
+            &[redis.addr().to_string()],
+            1000,
+        ),
+    )
+    .expect("config");
+    let sock = dir.path().join("upgrade.sock");
+    let sock_arg = sock.to_str().expect("utf-8 path");
+    let up = ["--upgrade-socket", sock_arg];
+    let mut old = Proxy::spawn(dir.path(), "old", &cfg, &up);
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
+    });
+
+    // The new binary's config is broken: it takes the sockets, fails, and exits; nothing changes.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[proxy]\nexecutors = \"two\"\n").expect("config");
+    let mut bad = Proxy::spawn(dir.path(), "bad", &broken, &up);
+    assert!(!bad.wait_exit(Duration::from_secs(15)).success());
+    assert!(
+        old.child
+            .as_mut()
+            .expect("old")
+            .try_wait()
+            .expect("wait")
+            .is_none()
+    );
+    assert_eq!(redis_cli(listen.port(), &["SET", "k", "1"]), "OK");
+    assert_eq!(http_get(metrics.port(), "/readyz").0, 200);
+
+    // The old process still serves the upgrade socket: a good upgrade follows.
+    let new = Proxy::spawn(dir.path(), "new", &cfg, &up);
+    wait_log(&new, "took the sockets over");
+    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    assert_eq!(redis_cli(listen.port(), &["GET", "k"]), "1");
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
+    let listen = port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("control.log");
+    let child = Command::new(furrow_bin())
+        .args(["--log-file", log.to_str().expect("utf-8 path"), "control"])
+        .args(["--listen", &format!("127.0.0.1:{}", listen.port())])
+        .args([
+            "--store",
+            "sqlite::memory:",
+            "--admin-token",
+            "ops-test-token-123456",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn furrow control");
+    let mut p = Proxy {
+        child: Some(child),
+        log: log.clone(),
+    };
+    wait_until(Duration::from_secs(15), || {
+        p.log().contains("furrow control listening")
+    });
+    let rotated = dir.path().join("control.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let pid = p.child.as_ref().map(|c| c.id()).expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGUSR1);
+    }
+    wait_until(Duration::from_secs(10), || {
+        p.log().contains("SIGUSR1: log file reopened")
+    });
+    assert!(
+        p.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "SIGUSR1 ended the process"
+    );
+}
