@@ -650,3 +650,60 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
         "SIGUSR1 ended the process"
     );
 }
+
+#[test]
+fn readiness_follows_the_mysql_primary_not_its_replicas() {
+    let mut primary = testkit::MariaDb::start().expect("mariadb");
+    let mut replica = testkit::MariaDb::start().expect("mariadb");
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
+             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
+             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nhealth_interval_ms = 100\n\
+             primary = {{ name = \"primary\", address = \"{}\" }}\n\
+             replicas = [{{ name = \"replica\", address = \"{}\" }}]\n\n\
+             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+            admin.port(),
+            metrics.port(),
+            listen.port(),
+            testkit::APP_USER,
+            testkit::APP_PASSWORD,
+            primary.addr(),
+            replica.addr()
+        ),
+    )
+    .expect("config");
+    let _p = Proxy::spawn(dir.path(), "furrow", &cfg, &[]);
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(admin.port(), &["PING"]) == "PONG"
+    });
+    wait_until(Duration::from_secs(10), || {
+        http_get(metrics.port(), "/readyz").0 == 200
+    });
+
+    // A stopped replica only degrades: reads fall back to the primary.
+    replica.stop().expect("stop replica");
+    let mut last = (0, String::new());
+    wait_until(Duration::from_secs(10), || {
+        last = http_get(metrics.port(), "/readyz");
+        last.1.contains("degraded")
+    });
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert!(last.1.contains("replica replica"), "{}", last.1);
+
+    // A stopped primary makes the proxy unready, once the health monitor ejected it.
+    primary.stop().expect("stop primary");
+    wait_until(Duration::from_secs(10), || {
+        last = http_get(metrics.port(), "/readyz");
+        last.0 == 503
+    });
+    assert!(
+        last.1.contains("group main: primary primary") && last.1.contains("ejected"),
+        "{}",
+        last.1
+    );
+}
