@@ -167,6 +167,12 @@ pub fn serve(path: PathBuf, control: Arc<Control>) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(&path)?;
+    // Whoever takes the sockets over sees every client's traffic: owner-only file mode, and the
+    // peer's uid is checked on each connection (the chmod below leaves a short window).
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
     std::thread::Builder::new()
         .name("furrow-upgrade".into())
         .spawn(move || {
@@ -174,6 +180,18 @@ pub fn serve(path: PathBuf, control: Arc<Control>) -> io::Result<()> {
                 let Ok(conn) = conn else { continue };
                 if control.shutting_down() {
                     return;
+                }
+                match peer_uid(&conn) {
+                    // SAFETY: geteuid cannot fail.
+                    Ok(uid) if uid == unsafe { libc::geteuid() } || uid == 0 => {}
+                    Ok(uid) => {
+                        tracing::warn!(uid, "upgrade socket: refused a process of another user");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upgrade socket: cannot read the peer's credentials");
+                        continue;
+                    }
                 }
                 match hand_over(&conn, &control) {
                     Ok(true) => return,
@@ -236,6 +254,30 @@ fn hand_over(conn: &UnixStream, control: &Control) -> io::Result<bool> {
     control.shutdown();
     (&*conn).write_all(format!("DRAINING {}\n", std::process::id()).as_bytes())?;
     Ok(true)
+}
+
+/// The uid of the process at the other end of a Unix socket (`SO_PEERCRED`).
+fn peer_uid(conn: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
 }
 
 /// `sendmsg` with one `SCM_RIGHTS` control message carrying `fds`.
@@ -333,6 +375,13 @@ fn recv_with_fds(conn: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_uid_is_ours() {
+        let (a, _b) = UnixStream::pair().expect("pair");
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(peer_uid(&a).expect("peer cred"), unsafe { libc::geteuid() });
+    }
 
     #[test]
     fn fds_pass_over_a_socket_pair_and_stay_usable() {
