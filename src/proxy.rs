@@ -81,8 +81,12 @@ pub fn run(args: ProxyArgs) -> ExitCode {
                 "upgrade: took the sockets over; the old process drains"
             );
         }
-        if let Some(path) = &args.upgrade_socket {
-            crate::upgrade::serve(path.clone(), r.control.clone())?;
+        if let Some(path) = &args.upgrade_socket
+            && let Err(e) = crate::upgrade::serve(path.clone(), r.control.clone())
+        {
+            // Not fatal: the listeners serve (and after a hand-over the old process drains
+            // already); only the next upgrade needs the socket.
+            tracing::error!(path = %path.display(), error = %e, "cannot serve the upgrade socket; the next upgrade needs a restart");
         }
         Ok(r)
     });
