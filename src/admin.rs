@@ -282,6 +282,26 @@ fn info(control: &Control) -> String {
     let _ = writeln!(s, "executors:{}\r", control.executors);
     let _ = writeln!(s, "config_generation:{}\r", snap.generation);
     let _ = writeln!(s, "config_origin:{}\r", snap.origin);
+    let p = control::process::read();
+    let _ = writeln!(s, "\r\n# Process\r");
+    let _ = writeln!(s, "process_cpu_seconds:{:.3}\r", p.cpu_seconds);
+    let _ = writeln!(s, "process_rss_bytes:{}\r", p.rss_bytes);
+    let _ = writeln!(s, "process_threads:{}\r", p.threads);
+    let _ = writeln!(s, "process_open_fds:{}\r", p.open_fds);
+    if let Some(t) = control
+        .shared
+        .registries
+        .get::<runtime::trace::TraceHub>()
+        .started()
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(s, "\r\n# Tracing\r");
+        let _ = writeln!(s, "trace_endpoint:{}\r", t.settings().endpoint);
+        let _ = writeln!(s, "trace_spans_queued:{}\r", t.stats.queued.load(Relaxed));
+        let _ = writeln!(s, "trace_spans_sent:{}\r", t.stats.sent.load(Relaxed));
+        let _ = writeln!(s, "trace_spans_dropped:{}\r", t.stats.dropped.load(Relaxed));
+        let _ = writeln!(s, "trace_spans_failed:{}\r", t.stats.failed.load(Relaxed));
+    }
     let _ = writeln!(s, "\r\n# Listeners\r");
     for t in control.shared.stats.totals() {
         let _ = writeln!(

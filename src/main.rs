@@ -8,6 +8,7 @@
 //! - `furrow hash-password`: the password hashes that `[users.*]` entries store.
 //! - `furrow control`: the configuration center (HTTP API on its own multi-threaded runtime).
 //! - `furrow ctl config ...`: a command-line client for every configuration-center operation.
+//! - `furrow worker`: runs job items for the control service's scheduler (docs/jobs.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ enum Command {
     Control(control::cli::ControlArgs),
     /// Configuration-center client: every API operation from the command line.
     Ctl(control::cli::CtlArgs),
+    /// Run job items for the control service (shell, HTTP, SQL and Redis on every shard).
+    Worker(control::jobs::cli::WorkerArgs),
     /// Print the hashes to store in a `[users.NAME]` entry for a password (read from stdin if omitted).
     HashPassword {
         /// The password (prefer stdin: command lines end up in shell history).
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::HashPassword { password } => hash_password(password),
         Command::Control(args) => control::cli::run_control(args),
         Command::Ctl(args) => control::cli::run_ctl(args),
+        Command::Worker(args) => control::jobs::cli::run_worker(args),
     }
 }
 

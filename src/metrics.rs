@@ -92,6 +92,31 @@ pub fn render(control: &Control) -> String {
         "# HELP furrow_config_generation Config generation (1 at start, +1 per reload).\n# TYPE furrow_config_generation gauge\nfurrow_config_generation {}",
         snap.generation
     );
+    if let Some(t) = control
+        .shared
+        .registries
+        .get::<runtime::trace::TraceHub>()
+        .started()
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            s,
+            "# HELP furrow_trace_spans_total Spans of the data path by outcome (queued, sent, dropped: queue full, failed: the collector refused or was unreachable).\n# TYPE furrow_trace_spans_total counter"
+        );
+        for (k, v) in [
+            ("queued", &t.stats.queued),
+            ("sent", &t.stats.sent),
+            ("dropped", &t.stats.dropped),
+            ("failed", &t.stats.failed),
+        ] {
+            let _ = writeln!(
+                s,
+                "furrow_trace_spans_total{{outcome=\"{k}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+    }
+    s.push_str(&control::process::metrics_text(&control::process::read()));
     let totals = control.shared.stats.totals();
     let series: [Series; 7] = [
         (

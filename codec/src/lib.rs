@@ -5,6 +5,7 @@
 //! (`bytes::Bytes`) instead of copying them, and enforce hard caps on sizes, counts and depth.
 
 pub mod mysql;
+pub mod otlp;
 pub mod resp;
 
 /// Every error this crate produces, one variant per protocol.

@@ -230,6 +230,8 @@ pub fn router(center: Arc<Center>) -> Router {
         )
         .route("/v1/permissions", get(list_grants).put(put_grant))
         .merge(crate::registry::api::routes())
+        .merge(crate::jobs::api::routes())
+        .merge(crate::trace::api::routes())
         .merge(crate::web::routes(console.clone()))
         .fallback(|| async { ApiError(ControlError::not_found("no such route")) })
         // Console sessions: cookie → bearer token, CSRF checked (see web::session). Outside every route.
@@ -318,6 +320,11 @@ async fn metrics(AxState(c): C) -> Res {
         c.report_count(),
     );
     text.push_str(&crate::registry::api::metrics_text(&c)?);
+    if let Some(j) = c.jobs.get() {
+        text.push_str(&j.metrics_text());
+    }
+    text.push_str(&crate::trace::metrics_text(&c.trace));
+    text.push_str(&crate::process::metrics_text(&crate::process::read()));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

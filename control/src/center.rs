@@ -123,6 +123,8 @@ pub struct CenterOptions {
     pub write_wait: Duration,
     /// The keys secret items are sealed with at rest (None: secret items are refused).
     pub secret_keys: Option<Arc<crate::secret::Keyring>>,
+    /// The span collector's settings.
+    pub trace: crate::trace::TraceOptions,
 }
 
 impl CenterOptions {
@@ -138,6 +140,7 @@ impl CenterOptions {
             max_reports: 10_000,
             write_wait: Duration::from_secs(5),
             secret_keys: None,
+            trace: crate::trace::TraceOptions::default(),
         }
     }
 }
@@ -172,6 +175,10 @@ pub struct Center {
     pub metrics: Metrics,
     /// The service registry's heartbeat leases held by this node.
     pub registry: crate::registry::lease::Leases,
+    /// The jobs runtime, when attached (`crate::jobs::attach`).
+    pub jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
+    /// The span collector.
+    pub trace: crate::trace::Collector,
 }
 
 /// The user scheduled publishes run as.
@@ -236,6 +243,7 @@ impl Center {
         for rec in recs {
             st.apply(Change::Put(rec));
         }
+        let opts_trace = opts.trace.clone();
         let center = Arc::new(Center {
             state: RwLock::new(st),
             store,
@@ -252,6 +260,8 @@ impl Center {
             opts,
             metrics: Metrics::default(),
             registry: crate::registry::lease::Leases::new(),
+            jobs: std::sync::OnceLock::new(),
+            trace: crate::trace::Collector::start(&opts_trace)?,
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();

@@ -48,6 +48,15 @@ pub struct ControlArgs {
     /// items are refused. See docs/control.md for rotation.
     #[arg(long)]
     pub secret_key_file: Option<std::path::PathBuf>,
+    /// Jobs: worker and item lease, ms (a worker silent this long is dead; its items are taken back).
+    #[arg(long, default_value_t = 3_000)]
+    pub job_lease_ms: u64,
+    /// Jobs: runs (with items and logs) are deleted this many days after they ended.
+    #[arg(long, default_value_t = 7)]
+    pub job_history_days: u64,
+    /// The span collector.
+    #[command(flatten)]
+    pub trace: crate::trace::TraceArgs,
 }
 
 /// `furrow ctl`: client commands.
@@ -76,6 +85,12 @@ pub enum CtlCommand {
     /// Governance rules of registry services.
     #[command(subcommand)]
     Rules(crate::registry::cli::RulesCmd),
+    /// Distributed jobs.
+    #[command(subcommand)]
+    Job(crate::jobs::cli::JobCmd),
+    /// Traces: call trees, search, dependency graph, slowest operations.
+    #[command(subcommand)]
+    Trace(crate::trace::cli::TraceCmd),
 }
 
 /// Selects a namespace instance.
@@ -988,6 +1003,8 @@ pub fn run_ctl(args: CtlArgs) -> ExitCode {
             CtlCommand::Config(cmd) => run_config(&api, cmd).await,
             CtlCommand::Registry(cmd) => crate::registry::cli::run_registry(&api, cmd).await,
             CtlCommand::Rules(cmd) => crate::registry::cli::run_rules(&api, cmd).await,
+            CtlCommand::Job(cmd) => crate::jobs::cli::run_job(&api, cmd).await,
+            CtlCommand::Trace(cmd) => crate::trace::cli::run_trace(&api, cmd).await,
         }
     });
     match result {
@@ -1043,11 +1060,17 @@ fn run_control_inner(args: ControlArgs) -> Result<(), String> {
     opts.report_ttl = Duration::from_secs(args.report_ttl_s);
     opts.max_reports = args.max_reports;
     opts.write_wait = Duration::from_millis(args.write_wait_ms);
+    opts.trace = args.trace.options()?;
     if let Some(path) = &args.secret_key_file {
         let keys = crate::secret::Keyring::load(path).map_err(|e| e.to_string())?;
         opts.secret_keys = Some(std::sync::Arc::new(keys));
     }
     let center = crate::center::Center::open_with(store, opts).map_err(|e| e.to_string())?;
+    let jobs_opts = crate::jobs::JobsOptions {
+        lease_ms: args.job_lease_ms.clamp(500, 600_000) as i64,
+        retention_ms: args.job_history_days.clamp(1, 3650) as i64 * 86_400_000,
+    };
+    crate::jobs::attach(&center, &args.store, jobs_opts).map_err(|e| e.to_string())?;
     let rt = runtime(args.threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;

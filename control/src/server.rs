@@ -62,6 +62,7 @@ pub async fn serve(
             }
         }
     });
+    let jobs = crate::jobs::spawn(center.clone());
     // `into_make_service` turns the routes into services once: serving a plain `Router` makes axum run
     // `with_state` for every accepted connection, rebuilding (and later dropping) the whole route table —
     // ~19 KB and the CPU of the rebuild per connection, which for long-polls is per watcher and per
@@ -80,6 +81,9 @@ pub async fn serve(
         _ = stop => Ok(()),
     };
     ticker.abort();
+    if let Some(j) = jobs {
+        j.abort();
+    }
     r
 }
 

@@ -51,6 +51,8 @@ pub enum Rec {
     Audit(AuditRecord),
     /// A service registry record (services, instances, governance rules: `crate::registry`).
     Registry(crate::registry::RegRec),
+    /// A job definition (`crate::jobs`).
+    Jobs(crate::jobs::JobRec),
     /// The sequence counter (release ids, revisions, audit ids).
     Seq {
         /// Its value.
@@ -75,6 +77,7 @@ impl Rec {
             Rec::Grant(_) => "grant",
             Rec::Audit(_) => "audit",
             Rec::Registry(_) => "registry",
+            Rec::Jobs(_) => "jobs",
             Rec::Seq { .. } => "seq",
         }
     }
@@ -95,6 +98,7 @@ impl Rec {
             Rec::Grant(g) => g.key(),
             Rec::Audit(a) => format!("{:020}", a.id),
             Rec::Registry(r) => r.key(),
+            Rec::Jobs(j) => j.key(),
             Rec::Seq { .. } => "seq".into(),
         }
     }
@@ -155,6 +159,8 @@ pub struct State {
     pub secrets: bool,
     /// The service registry: services, instances, governance rules.
     pub registry: crate::registry::RegistryState,
+    /// Job definitions (`crate::jobs`).
+    pub jobs: crate::jobs::JobsState,
 }
 
 impl State {
@@ -217,6 +223,7 @@ impl State {
             }
             Rec::Audit(a) => self.audit.push(a),
             Rec::Registry(r) => self.registry.put(r),
+            Rec::Jobs(j) => self.jobs.put(j),
             Rec::Seq { value } => self.seq = self.seq.max(value),
         }
     }
@@ -248,6 +255,7 @@ impl State {
                 }
             }
             "registry" => self.registry.delete(key),
+            "jobs" => self.jobs.delete(key),
             _ => {}
         }
     }

@@ -42,6 +42,7 @@ pub fn static_kind(kind: &str) -> Option<&'static str> {
         "grant",
         "audit",
         "registry",
+        "jobs",
         "seq",
     ];
     KINDS.iter().find(|k| **k == kind).copied()

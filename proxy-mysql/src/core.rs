@@ -106,13 +106,20 @@ pub struct CoreCtx {
     pub(crate) schemas: RefCell<router::FastMap<String, Rc<str>>>,
     /// Deny/allow rules, limits and the audit log's queue.
     pub(crate) ops: OpsCore,
+    /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
+    pub(crate) trace: Option<Arc<runtime::trace::Exporter>>,
 }
 
 impl CoreCtx {
     /// A fresh context for one executor (create it once per executor and hand it to every MySQL
     /// listener there, see [`crate::serve_on`]).
     pub fn new(shared: &Shared) -> Rc<CoreCtx> {
-        Rc::new(CoreCtx::with_registry(MysqlShared::of(shared)))
+        let mut c = CoreCtx::with_registry(MysqlShared::of(shared));
+        c.trace = shared
+            .registries
+            .get::<runtime::trace::TraceHub>()
+            .exporter(&shared.snapshots.current().config);
+        Rc::new(c)
     }
 
     /// A context whose statistics are registered in `shared`.
@@ -127,6 +134,7 @@ impl CoreCtx {
             plans: RefCell::default(),
             targets: RefCell::default(),
             schemas: RefCell::default(),
+            trace: None,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod rwsplit;
 pub mod session;
 pub mod shard;
 pub mod stats;
+pub(crate) mod trace;
 pub mod vars;
 
 use std::cell::Cell;

@@ -113,6 +113,8 @@ pub enum Dest {
     /// An integer reply stored for the proxy (the server's `CLIENT ID` of a dedicated
     /// connection, which CLIENT UNBLOCK and the blocking order need).
     Id(Arc<AtomicI64>),
+    /// Another destination whose command is traced (`[tracing]`; see `crate::trace`).
+    Traced(Box<crate::trace::Traced>),
 }
 
 struct Inflight {
@@ -662,13 +664,9 @@ impl BackendConn {
                 }
                 other => other,
             };
-            self.metrics.reply(
-                entry.cmd,
-                now.saturating_duration_since(entry.start),
-                n,
-                is_err,
-            );
-            match entry.dest {
+            let took = now.saturating_duration_since(entry.start);
+            self.metrics.reply(entry.cmd, took, n, is_err);
+            match crate::trace::unwrap(entry.dest, took, n, is_err) {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, frame);
                     c.wake.notify();
@@ -687,6 +685,7 @@ impl BackendConn {
                         cell.store(id, Relaxed);
                     }
                 }
+                Dest::Traced(_) => {}
                 Dest::Init => {
                     if is_err {
                         return Err(BackendFailure::Handshake(
@@ -738,11 +737,12 @@ impl BackendConn {
             sink.wake.notify();
         }
         for e in entries {
-            if matches!(e.dest, Dest::Whole(..) | Dest::Part(..)) {
+            let dest = crate::trace::unwrap(e.dest, e.start.elapsed(), msg.len(), true);
+            if matches!(dest, Dest::Whole(..) | Dest::Part(..)) {
                 self.metrics
                     .reply(e.cmd, e.start.elapsed(), msg.len(), true);
             }
-            match e.dest {
+            match dest {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, &msg);
                     c.wake.notify();
@@ -751,7 +751,7 @@ impl BackendConn {
                     c.q.borrow_mut().deliver_part(seq, part, &msg);
                     c.wake.notify();
                 }
-                Dest::Discard | Dest::Init | Dest::Id(_) => {}
+                Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) => {}
             }
         }
     }

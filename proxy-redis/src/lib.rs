@@ -24,6 +24,7 @@ pub mod reply;
 pub mod sentinel;
 pub mod session;
 pub mod shared;
+pub mod trace;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +123,11 @@ pub async fn serve(ctx: ListenerCtx) {
         closing: Cell::new(false),
         next_id: Cell::new(1),
         group: RefCell::new(l.group.clone()),
+        trace: shared
+            .registries
+            .get::<runtime::trace::TraceHub>()
+            .exporter(config),
+        trace_listener: Rc::from(name.as_str()),
     });
     // Publish metrics periodically.
     let m2 = metrics.clone();

@@ -113,6 +113,10 @@ pub struct CoreCtx {
     pub next_id: Cell<u64>,
     /// Group name of the listener at start.
     pub group: RefCell<String>,
+    /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
+    pub trace: Option<Arc<runtime::trace::Exporter>>,
+    /// The listener name, shared by the spans of its commands.
+    pub trace_listener: Rc<str>,
 }
 
 impl CoreCtx {
@@ -235,6 +239,8 @@ pub struct Session {
     max_frame: u64,
     /// Whether the decoder applies the pre-authentication caps (kept equal to `!authed`).
     decoder_preauth: bool,
+    /// The caller's trace context set by `FURROW TRACEPARENT` (see `crate::trace`).
+    trace_parent: Option<runtime::trace::TraceParent>,
 }
 
 /// A random number (not for cryptography: spreads RANDOMKEY over the shards).
@@ -292,6 +298,7 @@ impl Session {
             eof: false,
             max_frame: 0,
             decoder_preauth: !authed,
+            trace_parent: None,
         }
     }
 
@@ -575,7 +582,11 @@ impl Session {
             return;
         };
         let seq = self.client.q.borrow_mut().push_pending();
-        if let Err(e) = conn.send(raw, [Dest::Whole(self.client.clone(), seq)], self.now, name) {
+        let mut dest = Dest::Whole(self.client.clone(), seq);
+        if self.core.trace.is_some() {
+            dest = self.traced(dest, name, &conn.server.name);
+        }
+        if let Err(e) = conn.send(raw, [dest], self.now, name) {
             self.fail_seq(seq, &e, name);
         }
     }
@@ -629,6 +640,10 @@ impl Session {
                         return;
                     }
                 }
+            }
+            None if cmd.name().eq_ignore_ascii_case(b"FURROW") && self.authed => {
+                self.furrow_command(&cmd);
+                return;
             }
             None => {
                 self.refuse(unknown_command(&cmd));
@@ -724,6 +739,41 @@ impl Session {
                     reason,
                 });
             }
+        }
+    }
+
+    /// `dest` wrapped so that its command (or its part on `server`) is traced (see `crate::trace`).
+    #[cold]
+    fn traced(&self, dest: Dest, name: &'static str, server: &str) -> Dest {
+        match &self.core.trace {
+            Some(t) => crate::trace::wrap(
+                dest,
+                t,
+                self.trace_parent,
+                name,
+                &self.core.trace_listener,
+                self.peer.ip(),
+                server,
+            ),
+            None => dest,
+        }
+    }
+
+    /// `FURROW TRACEPARENT [VALUE]`: sets or clears the connection's trace context (see
+    /// `crate::trace`); the proxy's own command, never sent to a server.
+    #[cold]
+    fn furrow_command(&mut self, cmd: &Command) {
+        let sub = cmd.arg(1).unwrap_or_default();
+        if !sub.eq_ignore_ascii_case(b"TRACEPARENT") || cmd.len() > 3 {
+            self.refuse(unknown_command(cmd));
+            return;
+        }
+        match crate::trace::traceparent_arg(cmd.arg(2)) {
+            Ok(p) => {
+                self.trace_parent = p;
+                self.local(&simple("OK"));
+            }
+            Err(msg) => self.local(format!("-ERR {msg}\r\n").as_bytes()),
         }
     }
 
@@ -844,12 +894,13 @@ impl Session {
     ) {
         let (seq, part) = at;
         let res = match pool.conn_for(shard, self.db, self.resp3, self.id, readonly) {
-            Some(conn) => conn.send(
-                raw,
-                [Dest::Part(self.client.clone(), seq, part)],
-                self.now,
-                name,
-            ),
+            Some(conn) => {
+                let mut dest = Dest::Part(self.client.clone(), seq, part);
+                if self.core.trace.is_some() {
+                    dest = self.traced(dest, name, &conn.server.name);
+                }
+                conn.send(raw, [dest], self.now, name)
+            }
             None => Err(Error::NoServer),
         };
         if let Err(e) = res {

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod registries;
 pub mod snapshot;
 pub mod stats;
+pub mod trace;
 
 pub use backend::{BackendRegistry, BackendState};
 pub use executor::{CoreId, Executors};

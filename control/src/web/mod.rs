@@ -72,6 +72,7 @@ pub const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/proxies.js"),
     asset!("js/pages/proxy.js"),
     asset!("js/pages/registry.js"),
+    asset!("js/pages/jobs.js"),
 ];
 
 fn content_type(path: &str) -> &'static str {

@@ -273,6 +273,41 @@ impl Session {
             );
         }
         self.audit(g, sql, d, &ran.server, started, rows, error);
+        if let Some(t) = &self.info.core.trace {
+            self.trace(t, g, sql, d, ran, rows, end.map_or(0, |o| o.bytes), error);
+        }
+    }
+
+    /// The statement's span (only with `[tracing]`; see `crate::trace`).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn trace(
+        &self,
+        t: &runtime::trace::Exporter,
+        g: &MysqlGroup,
+        sql: &str,
+        d: &Digest,
+        ran: &Ran,
+        rows: u64,
+        bytes: u64,
+        error: Option<u16>,
+    ) {
+        crate::trace::statement(
+            t,
+            &crate::trace::Stmt {
+                listener: &self.info.name,
+                group: &g.name,
+                user: &self.user,
+                client: self.peer.ip(),
+                backend: &ran.server,
+                sql,
+                digest: d,
+                took: ran.took,
+                rows,
+                bytes,
+                error,
+            },
+        );
     }
 
     /// Sends what is queued on `conn` and forwards the response to the client, with the statement

@@ -212,6 +212,7 @@ pub(crate) fn ops_done(
     gate: OpsGate,
     digest_known: Option<Rc<router::sql::Digest>>,
     mark: usize,
+    trace_units: &mut Vec<crate::trace::UnitTiming>,
 ) {
     let took = gate.started.elapsed();
     let reply = cx.client.wbuf.get(mark + 4..).unwrap_or(&[]);
@@ -244,6 +245,25 @@ pub(crate) fn ops_done(
             g.slow_query,
         );
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
+        if let Some(t) = &cx.core.trace {
+            crate::trace::statement_with_units(
+                t,
+                &crate::trace::Stmt {
+                    listener: "",
+                    group: cx.group,
+                    user: cx.user,
+                    client: cx.peer,
+                    backend: SHARDS_BACKEND,
+                    sql,
+                    digest: &d,
+                    took,
+                    rows,
+                    bytes: reply.len() as u64,
+                    error,
+                },
+                trace_units,
+            );
+        }
     }
 }
 
@@ -423,7 +443,7 @@ impl ShardSession {
         };
         let mark = cx.client.wbuf.len();
         let known = self.query(cx.reborrow(), rules, sql).await;
-        ops_done(&cx, sql, gate, known, mark);
+        ops_done(&cx, sql, gate, known, mark, &mut self.trace_units);
     }
 
     /// A multi-statement (CLIENT_MULTI_STATEMENTS): its statements run one after another, each

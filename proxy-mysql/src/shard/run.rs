@@ -99,7 +99,7 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter().flatten().collect()
 }
 
-type UnitResult = (usize, Result<UnitOutcome, ProxyError>);
+type UnitResult = (usize, Result<UnitOutcome, ProxyError>, Duration);
 
 /// Runs the units `idx` (indexes into `units`) on `c` in order; stops at the first failure.
 async fn run_shard(
@@ -113,6 +113,7 @@ async fn run_shard(
     let mut out = Vec::with_capacity(idx.len());
     for &i in idx {
         let Some(u) = units.get(i) else { continue };
+        let started = std::time::Instant::now();
         let f = fetch(&mut c.conn, &u.sql, used, budget);
         let r = match timeout {
             Some(t) => match tokio::time::timeout(t, f).await {
@@ -125,7 +126,7 @@ async fn run_shard(
             None => f.await,
         };
         let stop = !matches!(r, Ok(UnitOutcome::Done(_)));
-        out.push((i, r));
+        out.push((i, r, started.elapsed()));
         if stop {
             break;
         }
@@ -391,7 +392,22 @@ impl ShardSession {
         }
         let mut slots: Vec<Option<Result<UnitOutcome, ProxyError>>> =
             units.iter().map(|_| None).collect();
-        for (i, r) in results.into_iter().flatten() {
+        if cx.core.trace.is_some() {
+            self.trace_units.clear();
+        }
+        for (i, r, took) in results.into_iter().flatten() {
+            if cx.core.trace.is_some()
+                && let Some(u) = units.get(i)
+            {
+                self.trace_units.push(crate::trace::UnitTiming {
+                    shard: rules
+                        .shards
+                        .get(u.shard)
+                        .map_or_else(|| u.shard.to_string(), |s| s.name.clone()),
+                    took,
+                    error: !matches!(r, Ok(UnitOutcome::Done(_))),
+                });
+            }
             if let Some(s) = slots.get_mut(i) {
                 *s = Some(r);
             }

@@ -44,6 +44,9 @@ pub struct ShardSession {
     pub(crate) txn_explicit: bool,
     /// A shard joined the open transaction (a statement ran in it).
     pub(crate) txn_touched: bool,
+    /// The current statement's units, timed per shard, only with `[tracing]` (its span gets a
+    /// child span per unit; see `crate::trace`).
+    pub(crate) trace_units: Vec<crate::trace::UnitTiming>,
 }
 
 impl Drop for ShardSession {

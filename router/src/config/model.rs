@@ -50,6 +50,15 @@ impl Config {
         read_shardings(&mut root, &mut d)
     }
 
+    /// The `[tracing]` section (span export to a collector), if the config has one and it is enabled.
+    /// Re-read from the (already validated) source like [`Config::sharding`].
+    pub fn tracing(&self) -> Option<Tracing> {
+        let (doc, _) = toml::de::DeTable::parse_recoverable(self.source.as_str());
+        let mut d = Diags::default();
+        let mut root = TableReader::new(doc.get_ref(), doc.span(), "");
+        read_tracing(&mut root, &mut d).filter(|t| t.enabled)
+    }
+
     /// The listeners `user` may use.
     pub fn listeners_of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Listener> + 'a {
         self.listeners
@@ -609,6 +618,7 @@ pub(crate) fn read_config(
         .filter_map(|(name, t)| read_user(name.into_inner(), t, d))
         .collect();
     let sharding = read_shardings(&mut root, d);
+    read_tracing(&mut root, d);
     root.finish(d);
     let config = Config {
         proxy,
@@ -1474,4 +1484,78 @@ mod tests {
         assert_eq!(parse_slot_range("10-5"), None);
         assert_eq!(parse_slot_range("0-16384"), None);
     }
+}
+
+/// `[tracing]`: spans of the data path, exported over OTLP/HTTP (protobuf) to a collector such as
+/// `furrow control` (see `docs/tracing.md`). Read when the process starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// Whether spans are made at all (`enabled`, default true when the table exists).
+    pub enabled: bool,
+    /// The collector's base URL, `http://HOST:PORT` (spans go to `ENDPOINT/v1/traces`).
+    pub endpoint: String,
+    /// Bearer token sent to the collector, if any.
+    pub token: Option<String>,
+    /// `service.name` of the proxy's spans (default `furrow-proxy`).
+    pub service_name: String,
+    /// Percentage (0-100) of statements traced when the caller did not ask (default 1).
+    pub head_sample_percent: u8,
+    /// Statements at least this long are always traced (`slow_ms`, default 100).
+    pub slow: Duration,
+    /// Spans waiting for export; beyond it new spans are dropped and counted (default 8192).
+    pub queue_spans: usize,
+    /// Spans per export request (default 512).
+    pub batch_spans: usize,
+    /// Longest wait before a partial batch is sent (`flush_ms`, default 500).
+    pub flush: Duration,
+}
+
+fn read_tracing(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Option<Tracing> {
+    let mut t = root.opt_table(d, "tracing")?;
+    let path = t.path().to_string();
+    let enabled = t.opt_bool(d, "enabled").is_none_or(|b| *b.get_ref());
+    let endpoint = t.req_str(d, "endpoint");
+    if let Some(e) = &endpoint {
+        let ok = e.get_ref().strip_prefix("http://").is_some_and(|h| {
+            !h.trim_end_matches('/').is_empty() && !h.trim_end_matches('/').contains('/')
+        });
+        if !ok {
+            d.error(
+                e.span(),
+                &format!("{path}.endpoint"),
+                "expected `http://HOST:PORT` (the collector's base URL; TLS is not supported)",
+            );
+        }
+    }
+    let token = t.opt_str(d, "token").map(|s| s.into_inner());
+    let service_name = t
+        .opt_str(d, "service_name")
+        .map_or_else(|| "furrow-proxy".to_string(), |s| s.into_inner());
+    let head_sample_percent = t
+        .opt_u64(d, "head_sample_percent", 0, 100)
+        .map_or(1, |v| *v.get_ref() as u8);
+    let slow = t
+        .opt_ms(d, "slow_ms", 0, 3_600_000)
+        .unwrap_or(Duration::from_millis(100));
+    let queue_spans = t
+        .opt_u64(d, "queue_spans", 1, 1 << 24)
+        .map_or(8192, |v| *v.get_ref() as usize);
+    let batch_spans = t
+        .opt_u64(d, "batch_spans", 1, 65_536)
+        .map_or(512, |v| *v.get_ref() as usize);
+    let flush = t
+        .opt_ms(d, "flush_ms", 1, 60_000)
+        .unwrap_or(Duration::from_millis(500));
+    t.finish(d);
+    Some(Tracing {
+        enabled,
+        endpoint: endpoint?.into_inner().trim_end_matches('/').to_string(),
+        token,
+        service_name,
+        head_sample_percent,
+        slow,
+        queue_spans,
+        batch_spans,
+        flush,
+    })
 }

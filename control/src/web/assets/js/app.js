@@ -8,8 +8,9 @@ import { page as review } from './pages/review.js';
 import { page as proxies } from './pages/proxies.js';
 import { page as proxy } from './pages/proxy.js';
 import { page as registry } from './pages/registry.js';
+import { page as jobs } from './pages/jobs.js';
 
-const PAGES = [config, review, proxies, proxy, registry];
+const PAGES = [config, review, proxies, proxy, registry, jobs];
 
 const ctx = { user: null, timers: [] };
 

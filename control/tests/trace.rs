@@ -1,0 +1,375 @@
+//! The span collector over HTTP on a real server: OTLP/HTTP ingest in protobuf and JSON, the queries
+//! (call tree, search, dependency graph, slowest operations), masking, malformed and unauthenticated
+//! requests, and overload answered 503 with counts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use codec::otlp::{self, ResourceSpans, Span, Value};
+use common::*;
+use serde_json::{Value as Json, json};
+
+/// One raw HTTP/1.1 request; returns (status, headers, body).
+fn http(
+    srv: &control::server::Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ct: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let status = head[9..12].parse().unwrap();
+    (status, head, out[end + 4..].to_vec())
+}
+
+fn get(srv: &control::server::Server, path: &str) -> Json {
+    let (status, _, body) = http(srv, "GET", path, Some(ADMIN_TOKEN), "application/json", b"");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "GET {path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn span(trace: u8, id: u8, parent: u8, name: &str, ms: u64, attrs: Vec<(String, Value)>) -> Span {
+    let start = now_ns() - 1_000_000_000;
+    Span {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        parent_id: [parent; 8],
+        name: name.into(),
+        kind: 2,
+        start_ns: start,
+        end_ns: start + ms * 1_000_000,
+        attrs,
+        ..Default::default()
+    }
+}
+
+fn resource(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: vec![("service.name".into(), Value::Str(service.into()))],
+        spans,
+    }
+}
+
+fn tuned(o: &mut control::center::CenterOptions) {
+    o.trace.store.sample_rate = 1.0;
+    o.trace.store.decision_wait = Duration::from_millis(50);
+    o.trace.masking.mask_keys = vec!["user.email".into()];
+}
+
+#[test]
+fn protobuf_and_json_spans_make_one_trace_with_queries_over_it() {
+    let srv = start_with("sqlite::memory:", tuned);
+    let web = resource(
+        "web",
+        vec![span(
+            1,
+            1,
+            0,
+            "GET /cart",
+            30,
+            vec![("user.email".into(), Value::Str("a@b.c".into()))],
+        )],
+    );
+    let body = otlp::encode_export(&[web], "test");
+    let (status, head, resp) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-protobuf")
+    );
+    assert!(resp.is_empty(), "an empty ExportTraceServiceResponse");
+    // The child, from another service, in OTLP/JSON, with SQL carrying literals and an error status.
+    let trace = "01".repeat(16);
+    let t0 = now_ns() - 900_000_000;
+    let json_body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": "0202020202020202", "parentSpanId": "0101010101010101",
+            "name": "load", "kind": 3,
+            "startTimeUnixNano": t0.to_string(), "endTimeUnixNano": (t0 + 10_000_000).to_string(),
+            "attributes": [
+                {"key": "db.system", "value": {"stringValue": "mysql"}},
+                {"key": "server.address", "value": {"stringValue": "db1"}},
+                {"key": "db.statement", "value": {"stringValue": "SELECT * FROM cart WHERE owner = 'alice'"}}],
+            "status": {"code": 2, "message": "boom"}}]}]}]});
+    let (status, _, resp) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        json_body.to_string().as_bytes(),
+    );
+    assert_eq!((status, resp.as_slice()), (200, &b"{}"[..]));
+
+    let mut t = Json::Null;
+    for _ in 0..200 {
+        t = get(&srv, &format!("/v1/trace/traces/{trace}"));
+        if t["spans"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(t["spans"], 2, "{t}");
+    assert_eq!(t["errors"], 1);
+    let root = &t["roots"][0];
+    assert_eq!(
+        (root["service"].as_str(), root["name"].as_str()),
+        (Some("web"), Some("GET /cart"))
+    );
+    assert_eq!(root["attributes"]["user.email"], "***", "masked attribute");
+    let child = &root["children"][0];
+    assert_eq!(child["status"], "error");
+    let stmt = child["attributes"]["db.statement"].as_str().unwrap();
+    assert!(!stmt.contains("alice") && stmt.contains('?'), "{stmt}");
+    assert!(
+        t["text"]
+            .as_str()
+            .unwrap()
+            .contains("  cart load 10.000 ms"),
+        "{}",
+        t["text"]
+    );
+
+    let deps = get(&srv, "/v1/trace/dependencies?since_s=60");
+    let edges = deps["edges"].as_array().unwrap();
+    let edge = |f: &str, to: &str| {
+        edges
+            .iter()
+            .find(|e| e["from"] == f && e["to"] == to)
+            .cloned()
+    };
+    assert_eq!(edge("web", "cart").unwrap()["calls"], 1, "{deps}");
+    assert_eq!(
+        edge("cart", "mysql:db1").unwrap()["error_rate"],
+        1.0,
+        "{deps}"
+    );
+
+    assert_eq!(
+        get(&srv, "/v1/trace/search?service=cart&status=error")["traces"][0]["trace_id"],
+        trace
+    );
+    assert_eq!(
+        get(&srv, "/v1/trace/search?min_duration_ms=31")["traces"],
+        json!([])
+    );
+    assert_eq!(
+        get(&srv, "/v1/trace/search?attr=db.system%3Dmysql")["traces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let slow = get(&srv, "/v1/trace/services/web/slowest");
+    assert_eq!(slow["operations"][0]["operation"], "GET /cart");
+    let stats = get(&srv, "/v1/trace/stats");
+    assert_eq!(stats["spans_accepted"], 2);
+
+    // Errors: no token, garbage protobuf, bad JSON id, unknown content type, compressed body, bad id.
+    let (status, _, _) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        None,
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 401);
+    let (status, _, b) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &[0x0a, 0x05, 1],
+    );
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&b).contains("truncated protobuf"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let bad = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz"}]}]}]});
+    let (status, _, b) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        bad.to_string().as_bytes(),
+    );
+    assert_eq!(status, 400);
+    let e: Json = serde_json::from_slice(&b).unwrap();
+    assert_eq!(e["error"]["field"], "traceId");
+    let (status, _, _) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "text/plain",
+        b"x",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(get(&srv, "/v1/trace/stats")["requests_malformed"], 2);
+    let (status, _, b) = http(
+        &srv,
+        "GET",
+        "/v1/trace/traces/nothex",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&b));
+    let (status, _, _) = http(
+        &srv,
+        "GET",
+        &format!("/v1/trace/traces/{}", "ab".repeat(16)),
+        Some(ADMIN_TOKEN),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 404);
+    let metrics = http(&srv, "GET", "/metrics", None, "text/plain", b"").2;
+    assert!(String::from_utf8_lossy(&metrics).contains("furrow_trace_spans_accepted_total 2"));
+}
+
+#[test]
+fn kept_traces_are_exported_onward_to_another_collector() {
+    let receiver = start_with("sqlite::memory:", tuned);
+    let sender = start_with("sqlite::memory:", |o| {
+        tuned(o);
+        o.trace.export = Some(control::trace::export::ExportTarget {
+            endpoint: format!("http://{}", receiver.addr),
+            token: Some(ADMIN_TOKEN.into()),
+        });
+    });
+    let body = otlp::encode_export(
+        &[resource(
+            "edge",
+            vec![
+                span(5, 1, 0, "GET /", 3, vec![]),
+                span(5, 2, 1, "auth", 1, vec![]),
+            ],
+        )],
+        "test",
+    );
+    let (status, _, _) = http(
+        &sender,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200);
+    let id = "05".repeat(16);
+    let mut got = Json::Null;
+    for _ in 0..300 {
+        let (status, _, b) = http(
+            &receiver,
+            "GET",
+            &format!("/v1/trace/traces/{id}"),
+            Some(ADMIN_TOKEN),
+            "application/json",
+            b"",
+        );
+        if status == 200 {
+            got = serde_json::from_slice(&b).unwrap();
+            if got["spans"] == 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(got["spans"], 2, "the receiver has the whole trace: {got}");
+    assert_eq!(got["roots"][0]["service"], "edge");
+    assert_eq!(get(&sender, "/v1/trace/stats")["export"]["traces_sent"], 1);
+}
+
+#[test]
+fn a_full_queue_answers_503_with_counts_and_takes_nothing() {
+    let srv = start_with("sqlite::memory:", |o| {
+        tuned(o);
+        o.trace.queue_spans = 10;
+    });
+    let spans: Vec<Span> = (1..=11).map(|i| span(9, i, 0, "op", 1, vec![])).collect();
+    let body = otlp::encode_export(&[resource("busy", spans)], "test");
+    let (status, head, b) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let e: Json = serde_json::from_slice(&b).unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("11 spans refused"),
+        "{e}"
+    );
+    let stats = get(&srv, "/v1/trace/stats");
+    assert_eq!(
+        (
+            stats["spans_refused"].as_u64(),
+            stats["spans_accepted"].as_u64()
+        ),
+        (Some(11), Some(0))
+    );
+    // Within the budget, the same spans go in.
+    let spans: Vec<Span> = (1..=10).map(|i| span(9, i, 0, "op", 1, vec![])).collect();
+    let body = otlp::encode_export(&[resource("busy", spans)], "test");
+    assert_eq!(
+        http(
+            &srv,
+            "POST",
+            "/v1/traces",
+            Some(ADMIN_TOKEN),
+            "application/x-protobuf",
+            &body
+        )
+        .0,
+        200
+    );
+}

@@ -1,0 +1,456 @@
+//! Full-link tracing end to end: a Python service instrumented with the OpenTelemetry SDK (from PyPI)
+//! calls MySQL and Redis through a real `furrow proxy` with a W3C trace context (a sqlcommenter
+//! comment in the SQL, `FURROW TRACEPARENT` on the Redis connection); a real `furrow control` collects
+//! the SDK's span and the proxy's spans. The collector returns one trace with the app span as the root
+//! and the proxy spans as its children, and the dependency graph shows app → proxy → backends with
+//! counts equal to the calls made. Then the collector is stopped: statements keep being answered and
+//! the proxy drops and counts their spans.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{FurrowProcess, redis_cli, wait_until};
+use serde_json::Value as Json;
+
+const TOKEN: &str = "trace-test-token";
+
+/// The instrumented application: one `checkout` span around 3 SQL statements and 2 Redis commands.
+/// With `--no-sdk` it runs the same calls under a fixed context without exporting anything itself.
+const APP: &str = r#"
+import sys
+import pymysql, redis
+endpoint, mysql_port, redis_port, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def calls(tp):
+    db = pymysql.connect(host="127.0.0.1", port=mysql_port, user="app", password="app-secret")
+    cur = db.cursor()
+    for i in range(3):
+        cur.execute(f"SELECT {i} + 1 /*traceparent='{tp}'*/")
+        assert cur.fetchone()[0] == i + 1
+    db.close()
+    r = redis.Redis(host="127.0.0.1", port=redis_port)
+    assert r.execute_command("FURROW", "TRACEPARENT", tp) in (b"OK", "OK", True)
+    r.set("trace:k", "v")
+    assert r.get("trace:k") == b"v"
+    r.close()
+
+if mode == "--no-sdk":
+    calls("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    print("done")
+    sys.exit(0)
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+    endpoint=endpoint + "/v1/traces", headers={"authorization": "Bearer " + mode})))
+tracer = provider.get_tracer("shop")
+with tracer.start_as_current_span("checkout") as span:
+    ctx = span.get_span_context()
+    calls("00-%032x-%016x-01" % (ctx.trace_id, ctx.span_id))
+provider.shutdown()
+print("%032x %016x" % (ctx.trace_id, ctx.span_id))
+"#;
+
+struct Control {
+    child: Child,
+    port: u16,
+}
+
+impl Control {
+    fn start(port: u16) -> Self {
+        let child = Command::new(common::furrow_bin())
+            .args(["control", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-token", TOKEN, "--store", "sqlite::memory:"])
+            .args(["--trace-sample-rate", "1", "--trace-decision-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn furrow control");
+        let c = Control { child, port };
+        wait_until(Duration::from_secs(15), || c.get("/healthz").0 == 200);
+        c
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn json(&self, path: &str) -> Json {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_app(args: &[String]) -> String {
+    let py = testkit::python().expect("python venv");
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(APP)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "app failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn info_field(admin: u16, name: &str) -> u64 {
+    redis_cli(admin, &["INFO"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn app_and_proxy_spans_form_one_trace_and_the_graph_counts_the_calls() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let rs = testkit::RedisServer::start().expect("redis");
+    let ports: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let (admin, mysql, redis, ctl) = (
+        ports[0].port(),
+        ports[1].port(),
+        ports[2].port(),
+        ports[3].port(),
+    );
+    let control = Control::start(ctl);
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{mysql}\"\ngroup = \"main\"\n\n\
+         [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
+         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+         [redis_groups.c]\nservers = [{{ name = \"r1\", address = \"{}\" }}]\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\nlisteners = [\"db\"]\n\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db.addr(),
+        rs.addr(),
+    );
+    let proxy = FurrowProcess::start(&cfg, admin);
+    let endpoint = format!("http://127.0.0.1:{ctl}");
+    let out = run_app(&[
+        endpoint.clone(),
+        mysql.to_string(),
+        redis.to_string(),
+        TOKEN.to_string(),
+    ]);
+    let (trace_id, app_span) = out.split_once(' ').expect("trace and span ids");
+
+    // One trace: the app's span and, as its children, 3 MySQL and 2 Redis spans of the proxy.
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 6
+    });
+    let roots = tree["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{tree}");
+    let root = &roots[0];
+    assert_eq!(
+        (root["service"].as_str(), root["name"].as_str()),
+        (Some("shop"), Some("checkout"))
+    );
+    assert_eq!(root["span_id"], app_span);
+    let kids = root["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 5, "{tree}");
+    for k in kids {
+        assert_eq!(k["service"], "furrow-proxy");
+        assert_eq!(k["parent_id"], app_span);
+        assert_eq!(k["trace_id"], trace_id);
+    }
+    let system = |s: &str| {
+        kids.iter()
+            .filter(|k| k["attributes"]["db.system"] == s)
+            .count()
+    };
+    assert_eq!((system("mysql"), system("redis")), (3, 2));
+    let sql = kids
+        .iter()
+        .find(|k| k["attributes"]["db.system"] == "mysql")
+        .unwrap();
+    assert_eq!(
+        sql["attributes"]["db.statement"], "SELECT ? + ?",
+        "literals are masked: {sql}"
+    );
+    assert_eq!(sql["attributes"]["db.user"], "app");
+
+    // The dependency graph: app → proxy → backends, with the counts of the calls made.
+    let deps = control.json("/v1/trace/dependencies?since_s=600");
+    let calls = |from: &str, to: &str| {
+        deps["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .map(|e| e["calls"].as_u64().unwrap())
+    };
+    assert_eq!(calls("shop", "furrow-proxy"), Some(5), "{deps}");
+    assert_eq!(calls("furrow-proxy", "mysql:primary"), Some(3), "{deps}");
+    assert_eq!(calls("furrow-proxy", "redis:r1"), Some(2), "{deps}");
+    let search = control.json("/v1/trace/search?service=furrow-proxy&attr=db.system%3Dredis");
+    assert_eq!(search["traces"][0]["trace_id"], trace_id);
+    let slow = control.json("/v1/trace/services/furrow-proxy/slowest");
+    assert!(
+        slow["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["operation"] == "SELECT ? + ?")
+    );
+    // The same through the CLI: the call tree as text, the graph as JSON.
+    let ctl_cmd = |args: &[&str]| {
+        let out = Command::new(common::furrow_bin())
+            .args(["ctl", "--server", &endpoint, "--token", TOKEN, "trace"])
+            .args(args)
+            .output()
+            .expect("furrow ctl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = ctl_cmd(&["get", trace_id]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].starts_with("shop checkout "), "{text}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("  furrow-proxy SELECT ? + ? "))
+            .count(),
+        3,
+        "{text}"
+    );
+    let deps: Json = serde_json::from_str(&ctl_cmd(&["deps", "--since-s", "600"])).unwrap();
+    assert_eq!(deps["edges"].as_array().unwrap().len(), 3, "{deps}");
+    let sql = control.json("/v1/trace/sql?since_s=600");
+    let d = &sql["digests"][0];
+    assert_eq!(
+        (d["digest"].as_str(), d["calls"].as_u64()),
+        (Some("SELECT ? + ?"), Some(3)),
+        "{sql}"
+    );
+    assert_eq!(d["slow_samples"][0]["trace_id"], trace_id);
+    assert!(
+        info_field(admin, "process_threads") >= 2,
+        "executor + admin threads"
+    );
+    assert!(info_field(admin, "process_rss_bytes") > 0);
+    let p = control.json("/v1/process");
+    assert!(
+        p["threads"].as_u64().unwrap() >= 1 && p["open_fds"].as_u64().unwrap() >= 1,
+        "{p}"
+    );
+    let sent = info_field(admin, "trace_spans_sent");
+    assert!(sent >= 5, "trace_spans_sent:{sent}");
+
+    // The collector stops: every call is still answered; the proxy's spans are dropped and counted.
+    drop(control);
+    run_app(&[
+        endpoint,
+        mysql.to_string(),
+        redis.to_string(),
+        "--no-sdk".to_string(),
+    ]);
+    wait_until(Duration::from_secs(15), || {
+        info_field(admin, "trace_spans_failed") + info_field(admin, "trace_spans_dropped") >= 5
+    });
+    assert_eq!(info_field(admin, "trace_spans_sent"), sent);
+    drop(proxy);
+}
+
+/// A scatter statement on a sharded listener: one span for the statement and, as its children, one
+/// span per shard it ran on; the dependency graph counts one call to each shard.
+#[test]
+fn a_scatter_statement_has_a_child_span_per_shard() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    for s in ["app_0", "app_1"] {
+        db.sql(&format!("CREATE DATABASE {s}")).unwrap();
+        db.sql(&format!(
+            "CREATE TABLE {s}.orders (user_id INT PRIMARY KEY, total INT)"
+        ))
+        .unwrap();
+    }
+    db.sql("INSERT INTO app_0.orders VALUES (2, 10), (4, 20)")
+        .unwrap();
+    db.sql("INSERT INTO app_1.orders VALUES (1, 5)").unwrap();
+    let ports: Vec<_> = (0..3)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let (admin, mysql, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
+    let control = Control::start(ctl);
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{mysql}\"\ngroup = \"main\"\n\n\
+         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n\n\
+         [sharding.app]\nlistener = \"db\"\n\
+         shards = [ {{ name = \"s0\", group = \"main\", schema = \"app_0\" }}, {{ name = \"s1\", group = \"main\", schema = \"app_1\" }} ]\n\n\
+         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db.addr(),
+    );
+    let _proxy = FurrowProcess::start(&cfg, admin);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &mysql.to_string(), "-u", "app", "-papp-secret"])
+        .args(["--comments", "--batch", "--skip-column-names", "-e"])
+        .arg(format!(
+            "SELECT COUNT(*), SUM(total) FROM orders /*traceparent='00-{trace_id}-00f067aa0ba902b7-01'*/"
+        ))
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3\t35");
+
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 3
+    });
+    let root = &tree["roots"][0];
+    assert_eq!(root["parent_id"], "00f067aa0ba902b7", "{tree}");
+    assert_eq!(root["attributes"]["furrow.backend"], "shards");
+    let mut shards: Vec<&str> = root["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attributes"]["furrow.shard"].as_str().unwrap())
+        .collect();
+    shards.sort_unstable();
+    assert_eq!(shards, ["s0", "s1"], "{tree}");
+    let deps = control.json("/v1/trace/dependencies?since_s=600");
+    for s in ["mysql:s0", "mysql:s1"] {
+        let e = deps["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["to"] == s);
+        assert_eq!(
+            e.map(|e| e["calls"].clone()),
+            Some(serde_json::json!(1)),
+            "{deps}"
+        );
+    }
+}
+
+/// A Redis command split over servers (MSET over two shards) has a span per server part, each a child
+/// of the connection's `FURROW TRACEPARENT` context; a malformed context is refused.
+#[test]
+fn a_split_redis_command_has_a_span_per_server() {
+    let r1 = testkit::RedisServer::start().expect("redis");
+    let r2 = testkit::RedisServer::start().expect("redis");
+    let ports: Vec<_> = (0..3)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let (admin, redis, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
+    let control = Control::start(ctl);
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
+         [redis_groups.c]\nservers = [{{ name = \"r1\", address = \"{}\" }}, {{ name = \"r2\", address = \"{}\" }}]\n\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
+        r1.addr(),
+        r2.addr(),
+    );
+    let _proxy = FurrowProcess::start(&cfg, admin);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let tp = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..20 {
+        mset.push(format!("k{i}"));
+        mset.push(i.to_string());
+    }
+    // One connection: the context, the split command, then a malformed context (refused).
+    let script = format!(
+        "FURROW TRACEPARENT {tp}\n{}\nFURROW TRACEPARENT 00-nothex\n",
+        mset.join(" ")
+    );
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["OK", "OK"], "{out}");
+    assert!(lines[2].contains("invalid traceparent"), "{out}");
+
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 2
+    });
+    let mut backends: Vec<&str> = tree["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["name"], "MSET");
+            assert_eq!(s["parent_id"], "b7ad6b7169203331");
+            s["attributes"]["furrow.backend"].as_str().unwrap()
+        })
+        .collect();
+    backends.sort_unstable();
+    assert_eq!(backends, ["r1", "r2"], "{tree}");
+}
