@@ -275,6 +275,10 @@ impl Session {
             biased;
             r = self.next_packet_or_idle() => r,
             () = drained => {
+                if !self.client.rbuf.is_empty() {
+                    // Part of a request is here: read and serve it; the next wait closes.
+                    return self.next_packet_or_idle().await;
+                }
                 self.client.queue_err(0, &crate::error::errs::server_shutdown());
                 let _ = self.client.flush().await;
                 None
