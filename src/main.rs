@@ -17,10 +17,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod health;
 mod logging;
 mod metrics;
 mod proxy;
 mod sandbox;
+mod upgrade;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +37,9 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Append logs to this file instead of stderr; SIGUSR1 reopens it (log rotation).
+    #[arg(long, global = true, env = "FURROW_LOG_FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,7 +76,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log, cli.log_json);
+    logging::init(&cli.log, cli.log_json, cli.log_file.as_deref());
+    if cli.log_file.is_some() && !matches!(cli.command, Command::Proxy(_)) {
+        logging::reopen_on_sigusr1();
+    }
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::CheckConfig { files, connect } => check_config(&files, connect),

@@ -1,4 +1,5 @@
-//! Prometheus text-format metrics over HTTP (`GET /metrics`), served on the admin thread.
+//! Prometheus text-format metrics over HTTP (`GET /metrics`), served on the admin thread, with the
+//! health probes `GET /healthz` and `GET /readyz` (see `crate::health`).
 //!
 //! A deliberately tiny HTTP/1.x responder: one request per connection, bounded request size. It keeps
 //! an HTTP stack out of the proxy binary's data-path dependencies.
@@ -11,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::Control;
 
-/// Serves `/metrics` until the process ends.
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
 pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
     let Some(listener) = crate::proxy::into_tokio(listener, "metrics port") else {
         return;
@@ -42,12 +43,19 @@ pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
             let line = String::from_utf8_lossy(line);
             let mut parts = line.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, body) =
-                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    ("200 OK", render(&control))
-                } else {
-                    ("404 Not Found", "not found: try GET /metrics\n".to_string())
-                };
+            let path = path.split('?').next().unwrap_or_default();
+            let (status, body) = match (method, path) {
+                ("GET", "/metrics") => ("200 OK", render(&control)),
+                ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
+                ("GET", "/readyz") => match crate::health::readiness(&control).await {
+                    (true, body) => ("200 OK", body),
+                    (false, body) => ("503 Service Unavailable", body),
+                },
+                _ => (
+                    "404 Not Found",
+                    "not found: try GET /metrics, /healthz or /readyz\n".to_string(),
+                ),
+            };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

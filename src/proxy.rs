@@ -33,13 +33,35 @@ pub struct ProxyArgs {
     /// Number of data-path executors (overrides `[proxy] executors`).
     #[arg(long)]
     pub executors: Option<usize>,
+    /// Zero-downtime upgrade socket: at start, take the listening sockets over from the `furrow
+    /// proxy` serving this Unix socket (it then drains and exits), then serve it for the next
+    /// upgrade. See docs/operations.md.
+    #[arg(long)]
+    pub upgrade_socket: Option<PathBuf>,
 }
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM (or until a newer process took the sockets over and this one drained).
 pub fn run(args: ProxyArgs) -> ExitCode {
+    let mut inherited = match args
+        .upgrade_socket
+        .as_deref()
+        .map(crate::upgrade::take_over)
+    {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(i))) => Some(i),
+        Some(Err(e)) => {
+            eprintln!("furrow proxy: upgrade hand-over failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = match (&args.config, &args.config_source) {
         (Some(path), _) => match router::config::load(path) {
-            Ok(c) => start(c, ConfigSource::File(path.clone()), args.executors),
+            Ok(c) => start_with(
+                c,
+                ConfigSource::File(path.clone()),
+                args.executors,
+                inherited.as_mut(),
+            ),
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
@@ -50,6 +72,24 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             "give --config FILE or --config-source URL",
         )),
     };
+    let started = started.and_then(|r| {
+        if let Some(i) = inherited {
+            let (pid, took) = i.finish()?;
+            tracing::info!(
+                old_pid = %pid,
+                handover_ms = took.as_secs_f64() * 1000.0,
+                "upgrade: took the sockets over; the old process drains"
+            );
+        }
+        if let Some(path) = &args.upgrade_socket
+            && let Err(e) = crate::upgrade::serve(path.clone(), r.control.clone())
+        {
+            // Not fatal: the listeners serve (and after a hand-over the old process drains
+            // already); only the next upgrade needs the socket.
+            tracing::error!(path = %path.display(), error = %e, "cannot serve the upgrade socket; the next upgrade needs a restart");
+        }
+        Ok(r)
+    });
     match started {
         Ok(r) => r.wait(),
         Err(e) => {
@@ -216,6 +256,9 @@ pub struct Control {
     pub bound: Vec<(String, SocketAddr)>,
     layout: Vec<(String, ListenerKind, SocketAddr, usize)>,
     shutdown_tx: watch::Sender<bool>,
+    /// Duplicates of every listening socket (tagged for `crate::upgrade`), passed to a newer process
+    /// on an upgrade; emptied when shutdown starts so that a draining process holds no socket open.
+    pub(crate) handover: Mutex<Vec<crate::upgrade::Offer>>,
 }
 
 impl Control {
@@ -255,6 +298,9 @@ impl Control {
     /// Asks every executor to stop accepting and finish.
     pub fn shutdown(&self) {
         self.shutdown_tx.send_replace(true);
+        if let Ok(mut h) = self.handover.lock() {
+            h.clear();
+        }
     }
 
     /// Whether shutdown was requested.
@@ -290,6 +336,17 @@ pub fn start(
     source: ConfigSource,
     executors: Option<usize>,
 ) -> io::Result<Running> {
+    start_with(config, source, executors, None)
+}
+
+/// [`start`] with the sockets a previous process handed over (zero-downtime upgrade): listeners,
+/// admin and metrics ports use them where name and address match, and bind fresh sockets otherwise.
+pub fn start_with(
+    config: Config,
+    source: ConfigSource,
+    executors: Option<usize>,
+    mut inherited: Option<&mut crate::upgrade::Inherited>,
+) -> io::Result<Running> {
     let cores = executors
         .or(config.proxy.executors)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -299,25 +356,51 @@ pub fn start(
     // Bind every socket before any executor starts, so that a taken port fails the start-up loudly.
     let mut per_core: Vec<CoreListeners> = (0..cores).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
+    let mut handover = Vec::new();
     for (name, kind, addr, n) in &layout {
-        runtime::listener::probe_exclusive(*addr).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("listener {name}: cannot bind {addr}: {e}"),
-            )
-        })?;
-        let mut addr = *addr;
-        for core_listeners in per_core.iter_mut().take(*n) {
-            let l = runtime::bind_reuseport(addr, 1024).map_err(|e| {
+        let tag = crate::upgrade::listener_tag(name, *addr);
+        let mut passed: Vec<std::net::TcpListener> = inherited
+            .as_deref_mut()
+            .map(|i| i.take(&tag))
+            .unwrap_or_default()
+            .into_iter()
+            .map(std::net::TcpListener::from)
+            .collect();
+        if passed.is_empty() {
+            runtime::listener::probe_exclusive(*addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("listener {name}: cannot bind {addr}: {e}"),
                 )
             })?;
-            addr = l.local_addr()?; // port 0 in the config: every core shares the port the first got
-            core_listeners.push((name.clone(), *kind, l));
         }
-        bound.push((name.clone(), addr));
+        let mut sockets = Vec::new();
+        let mut local = *addr;
+        for _ in 0..*n {
+            let l = match passed.pop() {
+                Some(l) => l,
+                None => runtime::bind_reuseport(local, 1024).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("listener {name}: cannot bind {local}: {e}"),
+                    )
+                })?,
+            };
+            local = l.local_addr()?; // port 0 in the config: every core shares the port the first got
+            sockets.push(l);
+        }
+        if !passed.is_empty() {
+            // The old process ran more executors: their sockets hold queued connections, so they
+            // are served too (two accept loops on some executors) rather than closed.
+            tracing::warn!(listener = %name, extra = passed.len(), "more inherited sockets than executors; keeping them all");
+            sockets.append(&mut passed);
+        }
+        for (i, l) in sockets.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            handover.push((tag.clone(), l.try_clone()?.into()));
+            per_core[i % (*n).max(1)].push((name.clone(), *kind, l));
+        }
+        bound.push((name.clone(), local));
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -354,23 +437,28 @@ pub fn start(
         bound,
         layout,
         shutdown_tx,
+        handover: Mutex::new(Vec::new()),
     });
 
     // The admin port and metrics are bound here too, so that a taken port fails start-up.
-    let admin_listener =
-        match admin_addr {
-            Some(a) => Some(std::net::TcpListener::bind(a).map_err(|e| {
-                io::Error::new(e.kind(), format!("admin port: cannot bind {a}: {e}"))
-            })?),
-            None => None,
+    let mut side_listener = |what: &str, addr: Option<SocketAddr>| -> io::Result<_> {
+        let Some(a) = addr else { return Ok(None) };
+        let tag = format!("{what} {a}");
+        let passed = inherited.as_deref_mut().and_then(|i| i.take(&tag).pop());
+        let l = match passed {
+            Some(fd) => std::net::TcpListener::from(fd),
+            None => std::net::TcpListener::bind(a).map_err(|e| {
+                io::Error::new(e.kind(), format!("{what} port: cannot bind {a}: {e}"))
+            })?,
         };
-    let metrics_listener = match metrics_addr {
-        Some(a) => Some(
-            std::net::TcpListener::bind(a)
-                .map_err(|e| io::Error::new(e.kind(), format!("metrics: cannot bind {a}: {e}")))?,
-        ),
-        None => None,
+        handover.push((tag, l.try_clone()?.into()));
+        Ok(Some(l))
     };
+    let admin_listener = side_listener("admin", admin_addr)?;
+    let metrics_listener = side_listener("metrics", metrics_addr)?;
+    if let Ok(mut h) = control.handover.lock() {
+        *h = handover;
+    }
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
@@ -492,6 +580,7 @@ async fn side_tasks(
 
 struct Signals {
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
@@ -501,6 +590,7 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
         })
@@ -513,6 +603,11 @@ impl Signals {
                 _ = self.hup.recv() => match control.reload() {
                     Ok(g) => tracing::info!(generation = g, "SIGHUP: config reloaded"),
                     Err(e) => tracing::error!("SIGHUP: reload rejected, the running config stays:\n{e}"),
+                },
+                _ = self.usr1.recv() => match crate::logging::reopen() {
+                    Ok(true) => tracing::info!("SIGUSR1: log file reopened"),
+                    Ok(false) => tracing::info!("SIGUSR1: logging to stderr, nothing to reopen"),
+                    Err(e) => tracing::error!(error = %e, "SIGUSR1: cannot reopen the log file; still writing to the old one"),
                 },
                 _ = self.int.recv() => { tracing::info!("SIGINT: shutting down"); control.shutdown(); }
                 _ = self.term.recv() => { tracing::info!("SIGTERM: shutting down"); control.shutdown(); }

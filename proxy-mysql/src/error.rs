@@ -273,6 +273,12 @@ pub mod errs {
         )
     }
 
+    /// 1053: the proxy is draining (shutdown or binary upgrade); sent to idle clients before the
+    /// close, as the server does to its clients when it shuts down.
+    pub fn server_shutdown() -> ErrPacket {
+        ErrPacket::new(1053, "08S01", "Server shutdown in progress")
+    }
+
     /// 1040: connection limit reached.
     pub fn too_many_connections() -> ErrPacket {
         ErrPacket::new(1040, "08004", "Too many connections")

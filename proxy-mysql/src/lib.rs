@@ -90,6 +90,8 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         ),
         idle_timeout: l.limits.idle_timeout,
         core: core.clone(),
+        draining: Cell::new(false),
+        drain: tokio::sync::Notify::new(),
     });
     let max_clients = u64::from(l.limits.max_clients);
     let clients = core.shared.client_counter(&name);
@@ -145,6 +147,10 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         }
     }
     drop(listener);
+    // Idle sessions outside a transaction close now (ERR 1053); the others at the end of their
+    // transaction or at the grace deadline.
+    info.draining.set(true);
+    info.drain.notify_waiters();
     let grace = shared.snapshots.current().config.proxy.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     while open.get() > 0 {

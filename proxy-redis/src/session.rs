@@ -371,6 +371,7 @@ impl Session {
         ));
         let stats = self.core.stats.clone();
         let gate_notify = self.gate_notify.clone();
+        let mut got_request = false;
         loop {
             self.pump_pubsub();
             // Write what is ready.
@@ -399,7 +400,9 @@ impl Session {
                 if self.quit || self.protocol_error || (self.eof && self.deferred.is_empty()) {
                     return Ok(());
                 }
-                if self.core.closing.get() {
+                // Draining: close once idle, but not before the first request (a client that
+                // just connected is about to send one; the grace period bounds the wait).
+                if self.core.closing.get() && got_request {
                     return Ok(());
                 }
             }
@@ -439,6 +442,7 @@ impl Session {
                     };
                     match got? {
                         ReadOutcome::Data(n) => {
+                            got_request = true;
                             ListenerStats::add(&stats.bytes_in, n as u64);
                             self.now = Instant::now();
                             last_active = self.now;

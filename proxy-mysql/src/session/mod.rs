@@ -98,6 +98,12 @@ pub struct ListenerInfo {
     pub idle_timeout: Option<Duration>,
     /// This executor's pools and caches.
     pub core: Rc<crate::core::CoreCtx>,
+    /// Set when the listener drains (shutdown, upgrade hand-over): sessions outside a transaction
+    /// say goodbye (ERR 1053) at their next idle point and close.
+    pub draining: std::cell::Cell<bool>,
+    /// Wakes the sessions waiting for a request when draining starts. Per core and per listener:
+    /// polled only when a session has nothing buffered to read, so a busy session never touches it.
+    pub drain: tokio::sync::Notify,
 }
 
 /// A client session.
@@ -247,7 +253,40 @@ impl Session {
     /// client whose buffers grew large gives them back after [`SHRINK_AFTER`] without a packet
     /// (the timer is armed only then: clients with small buffers wait on the socket alone).
     /// `read_packet` is cancel-safe: bytes read stay in the buffer.
-    async fn next_packet(&mut self) -> Option<Result<codec::mysql::Packet, ConnError>> {
+    /// The next client packet, or `None` at idle timeout; `may_drain`: a drain may close the session
+    /// while it waits (not before its first command: a client that just connected is about to send
+    /// one, and closing it then would fail that request).
+    async fn next_packet(
+        &mut self,
+        may_drain: bool,
+    ) -> Option<Result<codec::mysql::Packet, ConnError>> {
+        if self.in_txn || !may_drain {
+            return self.next_packet_or_idle().await;
+        }
+        // Outside a transaction the session may be closed for a drain while it waits; `biased`
+        // polls the read first, so a request already buffered never looks at the drain signal.
+        let info = self.info.clone();
+        let drained = async {
+            if !info.draining.get() {
+                info.drain.notified().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            r = self.next_packet_or_idle() => r,
+            () = drained => {
+                if !self.client.rbuf.is_empty() {
+                    // Part of a request is here: read and serve it; the next wait closes.
+                    return self.next_packet_or_idle().await;
+                }
+                self.client.queue_err(0, &crate::error::errs::server_shutdown());
+                let _ = self.client.flush().await;
+                None
+            }
+        }
+    }
+
+    async fn next_packet_or_idle(&mut self) -> Option<Result<codec::mysql::Packet, ConnError>> {
         let now = tokio::time::Instant::now();
         let deadline = self.info.idle_timeout.map(|t| now + t);
         if self.client.holds_large_buffers() {
@@ -284,10 +323,12 @@ impl Session {
                 return;
             }
         }
+        let mut first = true;
         loop {
-            let Some(packet) = self.next_packet().await else {
+            let Some(packet) = self.next_packet(!first).await else {
                 break;
             };
+            first = false;
             let packet = match packet {
                 Ok(p) => p,
                 Err(ConnError::Protocol(e)) => {
