@@ -44,6 +44,8 @@ pub struct ShardSession {
     pub(crate) txn_explicit: bool,
     /// A shard joined the open transaction (a statement ran in it).
     pub(crate) txn_touched: bool,
+    /// The shards' groups, targets and schemas for the current config generation.
+    pub(crate) targets: super::conn::ShardTargets,
 }
 
 impl Drop for ShardSession {
