@@ -375,6 +375,10 @@ fn more_results(wbuf: &mut [u8], at: usize) {
     }
 }
 
+/// Largest unit SQL buffer a sharded session keeps between statements
+/// ([`ShardSession::unit_sql`]).
+const UNIT_SQL_KEPT: usize = 4096;
+
 /// Most replayable `SET`s a sharded session keeps.
 const MAX_SETS: usize = 64;
 
@@ -512,14 +516,17 @@ impl ShardSession {
         // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
         let shape = plan::Shape::of(sql);
         if let Some(s) = &shape {
-            match with_cache(cx.core, &rules, |c| c.point(s, &rules)) {
-                Ok(Some(point)) => {
+            // The unit's SQL goes into the session's reused buffer (no allocation per statement).
+            let mut unit_sql = std::mem::take(&mut self.unit_sql);
+            let point = with_cache(cx.core, &rules, |c| c.point_into(s, &rules, &mut unit_sql));
+            match point {
+                Ok(Some((shard, digest))) => {
                     self.generated = None;
-                    self.route(cx, &rules, point.unit.shard, &point.unit.sql)
-                        .await;
-                    return Some(point.digest);
+                    self.route(cx, &rules, shard, &unit_sql).await;
+                    self.keep_unit_sql(unit_sql);
+                    return Some(digest);
                 }
-                Ok(None) => {}
+                Ok(None) => self.keep_unit_sql(unit_sql),
                 Err(e) => {
                     let err = errs::plan(&e);
                     encode::err(cx.client, &err);
@@ -532,6 +539,13 @@ impl ShardSession {
         self.query_planned(cx, &rules, sql, &c, &d, shape.as_ref())
             .await;
         Some(Rc::new(d))
+    }
+
+    /// Keeps `buf` for the next point statement's unit SQL, unless a long statement grew it.
+    fn keep_unit_sql(&mut self, buf: String) {
+        if buf.capacity() <= UNIT_SQL_KEPT {
+            self.unit_sql = buf;
+        }
     }
 
     /// [`Self::query`] for a statement that the fast path did not answer.

@@ -46,6 +46,8 @@ pub struct ShardSession {
     pub(crate) txn_touched: bool,
     /// The shards' groups, targets and schemas for the current config generation.
     pub(crate) targets: super::conn::ShardTargets,
+    /// The SQL of the last point statement's unit: one buffer reused by the fast path.
+    pub(crate) unit_sql: String,
 }
 
 impl Drop for ShardSession {
