@@ -133,6 +133,8 @@ pub struct Session {
     /// Reused buffer of the replicas' states for [`rwsplit::choose`].
     servers: Vec<rwsplit::Server>,
     shard: crate::shard::ShardSession,
+    /// Statement timeouts (`query_timeout_ms`, `read_timeout_ms`) without a timer per statement.
+    timer: crate::deadline::StatementTimer,
 }
 
 fn random_u64(seed: &mut u64) -> u64 {
@@ -240,6 +242,7 @@ impl Session {
             rng,
             servers: Vec::new(),
             shard: Default::default(),
+            timer: Default::default(),
         }
     }
 
