@@ -5,7 +5,8 @@
 //! registries (statistics, audit writer, GTID positions, health monitors), reached from
 //! `runtime::Shared`.
 //!
-//! Layout: [`access`] a user's schema limits; [`conn`] framing over a socket; [`backend`] backend login and response forwarding;
+//! Layout: [`access`] a user's schema limits; [`conn`] framing over a socket; [`deadline`] the
+//! statement timer a session reuses; [`backend`] backend login and response forwarding;
 //! [`pool`] per-core connection pools; [`nonce`] login scrambles from the OS CSPRNG; [`health`] health checks and replica lag; [`route`] the
 //! read/write targets of a group; [`rwsplit`] the read/write split policy (pure: where a statement
 //! runs); [`session`] one client (auth, commands, state, routing,
@@ -16,6 +17,7 @@ pub mod access;
 pub mod backend;
 pub mod conn;
 pub mod core;
+pub mod deadline;
 pub mod error;
 pub mod gtid;
 pub mod health;

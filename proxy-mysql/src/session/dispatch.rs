@@ -23,7 +23,7 @@ impl Session {
         // Sharded listeners: queries and prepared statements go to the sharding executor.
         if crate::shard::handles(code) {
             let snap = self.snap.get().clone();
-            if let Some(rules) = crate::shard::rules_for(&self.info.core, &snap, &self.info.name) {
+            if let Some(rules) = self.shard_rules(&snap) {
                 let cx = crate::shard::Ctx {
                     client: &mut self.client,
                     snap: &snap,

@@ -327,9 +327,10 @@ impl Session {
         let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
         let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
         match timeout {
-            Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
-                Err(_) => {
+            // The session's reusable timer: no timer made and dropped per statement.
+            Some(t) => match self.timer.run(tokio::time::Instant::now() + t, fut).await {
+                Some(r) => r,
+                None => {
                     conn.broken = true;
                     kill_query(conn, g);
                     Err(ProxyError::Timeout)

@@ -139,6 +139,11 @@ pub struct Session {
     /// Reused buffer of the replicas' states for [`rwsplit::choose`].
     servers: Vec<rwsplit::Server>,
     shard: crate::shard::ShardSession,
+    /// The listener's sharding rules (`None`: not sharded) for the config generation they were
+    /// looked up in: one lookup per generation, not per command.
+    shard_rules: Option<(u64, Option<crate::shard::RulesFor>)>,
+    /// Statement timeouts (`query_timeout_ms`, `read_timeout_ms`) without a timer per statement.
+    timer: crate::deadline::StatementTimer,
 }
 
 fn random_u64(seed: &mut u64) -> u64 {
@@ -246,6 +251,8 @@ impl Session {
             rng,
             servers: Vec::new(),
             shard: Default::default(),
+            shard_rules: None,
+            timer: Default::default(),
         }
     }
 
@@ -391,6 +398,19 @@ impl Session {
             s |= status::SERVER_STATUS_IN_TRANS;
         }
         s
+    }
+
+    /// The listener's sharding rules in `snap` (`None`: the listener is not sharded), kept for
+    /// the generation ([`crate::shard::rules_for`] is the core's cache of them).
+    fn shard_rules(&mut self, snap: &Arc<runtime::Snapshot>) -> Option<crate::shard::RulesFor> {
+        if let Some((generation, r)) = &self.shard_rules
+            && *generation == snap.generation
+        {
+            return r.clone();
+        }
+        let r = crate::shard::rules_for(&self.info.core, snap, &self.info.name);
+        self.shard_rules = Some((snap.generation, r.clone()));
+        r
     }
 
     fn refuse(&mut self, seq: u8, err: &ErrPacket) {

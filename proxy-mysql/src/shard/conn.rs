@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use codec::mysql::consts::com;
 use codec::mysql::{ColumnDefinition, ErrPacket, MysqlError};
+use router::config::MysqlGroup;
 use router::sql::plan::{ShardResult, VecRows};
-use router::sql::shard::Shard;
+use router::sql::shard::{Shard, ShardingRules};
 use runtime::{Shared, Snapshot};
 
 use crate::backend::{BackendConn, Buffered, RespKind, ResultSink};
@@ -40,17 +41,6 @@ impl ShardConn {
     }
 }
 
-/// The targets of `group` in `snap`, from the core's cache (shared with the read/write-split
-/// sessions).
-fn group_targets(
-    core: &CoreCtx,
-    snap: &Arc<Snapshot>,
-    group: &str,
-    shared: &Shared,
-) -> Option<Rc<GroupTargets>> {
-    cached_targets(&core.targets, snap, group, shared)
-}
-
 /// `name` as a shared string (one allocation per schema name and core).
 fn schema_name(core: &CoreCtx, name: &str) -> Rc<str> {
     {
@@ -75,20 +65,99 @@ pub enum UnitOutcome {
     Refused(ErrPacket),
 }
 
-/// Checks out a connection for `shard` and syncs it to `vars` and the shard's schema.
+/// A shard's primary as one config generation names it: its group (an index into the config's
+/// groups), the group's targets (from the core's cache, shared with the read/write-split
+/// sessions) and the shard's schema as a shared string. Resolved once per session and
+/// generation ([`ShardTargets`]), so that a statement looks nothing up by name, as the
+/// read/write-split session keeps its targets.
+#[derive(Clone)]
+pub struct ShardTarget {
+    group: usize,
+    targets: Rc<GroupTargets>,
+    schema: Rc<str>,
+}
+
+impl ShardTarget {
+    /// Resolves `shard` in `snap` (`Err`: its group is missing, or a server of it has no state).
+    fn resolve(
+        core: &CoreCtx,
+        snap: &Arc<Snapshot>,
+        shared: &Shared,
+        shard: &Shard,
+    ) -> Result<ShardTarget, ProxyError> {
+        let missing = || ProxyError::Internal(errs::no_backend(&shard.group, "group"));
+        let group = snap
+            .config
+            .mysql_groups
+            .iter()
+            .position(|g| g.name == shard.group)
+            .ok_or_else(missing)?;
+        let targets =
+            cached_targets(&core.targets, snap, &shard.group, shared).ok_or_else(missing)?;
+        Ok(ShardTarget {
+            group,
+            targets,
+            schema: schema_name(core, &shard.schema),
+        })
+    }
+
+    /// The shard's group in `snap` (the generation this target was resolved for).
+    fn group<'s>(&self, snap: &'s Snapshot) -> Option<&'s MysqlGroup> {
+        snap.config.mysql_groups.get(self.group)
+    }
+}
+
+/// A session's [`ShardTarget`]s by shard index, for the config generation they were resolved
+/// in (a new generation starts over: its rules, groups and servers may differ).
+#[derive(Default)]
+pub struct ShardTargets {
+    generation: u64,
+    by_shard: Vec<Option<ShardTarget>>,
+}
+
+impl ShardTargets {
+    /// The target of shard `shard` of `rules` (compiled from `snap`). Failures are not kept: the
+    /// next statement tries again.
+    pub fn get(
+        &mut self,
+        core: &CoreCtx,
+        snap: &Arc<Snapshot>,
+        shared: &Shared,
+        rules: &ShardingRules,
+        shard: usize,
+    ) -> Result<ShardTarget, ProxyError> {
+        if self.generation != snap.generation || self.by_shard.len() != rules.shards.len() {
+            self.generation = snap.generation;
+            self.by_shard.clear();
+            self.by_shard.resize(rules.shards.len(), None);
+        }
+        if let Some(Some(t)) = self.by_shard.get(shard) {
+            return Ok(t.clone());
+        }
+        let s = rules
+            .shards
+            .get(shard)
+            .ok_or_else(|| ProxyError::Internal(errs::internal("unit for an unknown shard")))?;
+        let t = ShardTarget::resolve(core, snap, shared, s)?;
+        if let Some(slot) = self.by_shard.get_mut(shard) {
+            *slot = Some(t.clone());
+        }
+        Ok(t)
+    }
+}
+
+/// Checks out a connection for the shard of `target` and syncs it to `vars` and the shard's
+/// schema.
 pub async fn checkout(
     core: &CoreCtx,
-    snap: &Arc<Snapshot>,
-    shared: &Shared,
-    shard: &Shard,
+    snap: &Snapshot,
+    target: &ShardTarget,
     vars: Option<&Rc<VarState>>,
 ) -> Result<ShardConn, ProxyError> {
-    let g = snap
-        .config
-        .mysql_group(&shard.group)
-        .ok_or_else(|| ProxyError::Internal(errs::no_backend(&shard.group, "group")))?;
-    let t = group_targets(core, snap, &shard.group, shared)
-        .ok_or_else(|| ProxyError::Internal(errs::no_backend(&shard.group, "group")))?;
+    let t = &target.targets;
+    let g = target
+        .group(snap)
+        .ok_or_else(|| ProxyError::Internal(errs::internal("shard group out of range")))?;
     // Circuit breaking as on a read/write-split listener: an ejected or offline primary is not
     // tried (failures are recorded by the pool on connect, and by the session on a lost reply).
     if !t.primary.state.usable() {
@@ -97,13 +166,12 @@ pub async fn checkout(
             &t.primary.state,
         )));
     }
-    let schema = schema_name(core, &shard.schema);
-    let conn = pool::checkout(&core.pools, &t.primary, g, vars, Some(&schema)).await?;
+    let conn = pool::checkout(&core.pools, &t.primary, g, vars, Some(&target.schema)).await?;
     let mut sc = ShardConn {
         conn,
         query_timeout: g.query_timeout,
     };
-    match sync(&mut sc.conn, vars, &schema).await {
+    match sync(&mut sc.conn, vars, &target.schema).await {
         Ok(()) => Ok(sc),
         Err(e) => {
             sc.discard();
@@ -112,28 +180,18 @@ pub async fn checkout(
     }
 }
 
-/// Records a failed statement (its connection was lost or timed out) against the primary of
-/// `shard`, which is ejected after the group's `circuit_break_after` failures in a row, or a
+/// Records a failed statement (its connection was lost or timed out) against the shard's
+/// primary, which is ejected after the group's `circuit_break_after` failures in a row, or a
 /// success, which resets the count.
-pub(crate) fn record_outcome(
-    core: &CoreCtx,
-    snap: &Arc<Snapshot>,
-    shared: &Shared,
-    shard: &Shard,
-    ok: Option<Duration>,
-) {
-    let Some(g) = snap.config.mysql_group(&shard.group) else {
+pub(crate) fn record_outcome(snap: &Snapshot, target: &ShardTarget, ok: Option<Duration>) {
+    let Some(g) = target.group(snap) else {
         return;
     };
-    let Some(t) = group_targets(core, snap, &shard.group, shared) else {
-        return;
-    };
+    let state = &target.targets.primary.state;
     match ok {
-        Some(took) => t.primary.state.record_ok(took),
+        Some(took) => state.record_ok(took),
         None => {
-            t.primary
-                .state
-                .record_failure(g.circuit_break_after, g.circuit_open);
+            state.record_failure(g.circuit_break_after, g.circuit_open);
         }
     }
 }

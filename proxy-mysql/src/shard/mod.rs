@@ -155,10 +155,12 @@ impl Ctx<'_> {
     }
 }
 
-/// What the ops features learned before a statement ran: its digest when the rules needed it, and
-/// the permit of its limits (held while it runs).
-pub(crate) struct OpsGate {
+/// What the ops features learned before a statement ran: the listener's group (looked up once per
+/// statement), its digest when the rules needed it, and the permit of its limits (held while it
+/// runs).
+pub(crate) struct OpsGate<'s> {
     started: std::time::Instant,
+    group: Option<&'s router::config::MysqlGroup>,
     digest: Option<Rc<router::sql::Digest>>,
     _permit: Option<crate::ops::Permit>,
 }
@@ -166,7 +168,7 @@ pub(crate) struct OpsGate {
 /// Applies the listener group's deny/allow rules and rate and concurrency limits to `sql` with
 /// the read/write-split session's code (`crate::ops`): `Err(())` when it was refused (the ERR is
 /// queued and audited).
-pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
+pub(crate) fn ops_check<'s>(cx: &mut Ctx<'s>, sql: &str) -> Result<OpsGate<'s>, ()> {
     let started = std::time::Instant::now();
     let snap = cx.snap;
     // A user limited to some `schemas` names no other one, on this listener as on a read/write
@@ -178,6 +180,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
     let Some(g) = snap.config.mysql_group(cx.group) else {
         return Ok(OpsGate {
             started,
+            group: None,
             digest: None,
             _permit: None,
         });
@@ -185,6 +188,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
     let Some(r) = crate::ops::rules_for(&cx.core.ops, g, snap.generation) else {
         return Ok(OpsGate {
             started,
+            group: Some(g),
             digest: None,
             _permit: None,
         });
@@ -193,6 +197,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
     match r.check_text(cx.user, sql, &d) {
         Ok(p) => Ok(OpsGate {
             started,
+            group: Some(g),
             digest: Some(d),
             _permit: Some(p),
         }),
@@ -209,7 +214,7 @@ pub(crate) fn ops_check(cx: &mut Ctx<'_>, sql: &str) -> Result<OpsGate, ()> {
 pub(crate) fn ops_done(
     cx: &Ctx<'_>,
     sql: &str,
-    gate: OpsGate,
+    gate: OpsGate<'_>,
     digest_known: Option<Rc<router::sql::Digest>>,
     mark: usize,
     trace_units: &mut Vec<crate::trace::UnitTiming>,
@@ -235,7 +240,7 @@ pub(crate) fn ops_done(
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
     crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some());
-    if let Some(g) = cx.snap.config.mysql_group(cx.group) {
+    if let Some(g) = gate.group {
         crate::stats::maybe_slow(
             &cx.core.stats,
             cx.user,
@@ -390,6 +395,10 @@ fn more_results(wbuf: &mut [u8], at: usize) {
     }
 }
 
+/// Largest unit SQL buffer a sharded session keeps between statements
+/// ([`ShardSession::unit_sql`]).
+const UNIT_SQL_KEPT: usize = 4096;
+
 /// Most replayable `SET`s a sharded session keeps.
 const MAX_SETS: usize = 64;
 
@@ -409,13 +418,16 @@ impl ShardSession {
                 // Borrowed unless the text is not UTF-8 (then repaired, as MariaDB would reject
                 // it anyway with a syntax error naming the bytes). Decoded once per statement.
                 let sql = crate::sql_text(&payload[1..]);
-                if let Some(e) = executable_comment(&sql) {
-                    return encode::err(cx.client, &e);
-                }
-                if sql.contains(';') {
-                    let pieces = router::sql::lexer::split_statements(&sql);
-                    if pieces.len() > 1 {
-                        return self.multi(cx, rules, &pieces).await;
+                // Both checks need a `/` or a `;`: most statements have neither (one scan).
+                if router::sql::lexer::has_semicolon_or_slash(&sql) {
+                    if let Some(e) = executable_comment(&sql) {
+                        return encode::err(cx.client, &e);
+                    }
+                    if sql.contains(';') {
+                        let pieces = router::sql::lexer::split_statements(&sql);
+                        if pieces.len() > 1 {
+                            return self.multi(cx, rules, &pieces).await;
+                        }
                     }
                 }
                 return self.statement(cx, rules, &sql).await;
@@ -524,13 +536,17 @@ impl ShardSession {
         // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
         let shape = plan::Shape::of(sql);
         if let Some(s) = &shape {
-            match with_cache(cx.core, &rules, |c| c.point(s, &rules)) {
-                Ok(Some(point)) => {
+            // The unit's SQL goes into the session's reused buffer (no allocation per statement).
+            let mut unit_sql = std::mem::take(&mut self.unit_sql);
+            let point = with_cache(cx.core, &rules, |c| c.point_into(s, &rules, &mut unit_sql));
+            match point {
+                Ok(Some((shard, digest))) => {
                     self.generated = None;
-                    self.route(cx, &rules, &point.unit).await;
-                    return Some(point.digest);
+                    self.route(cx, &rules, shard, &unit_sql).await;
+                    self.keep_unit_sql(unit_sql);
+                    return Some(digest);
                 }
-                Ok(None) => {}
+                Ok(None) => self.keep_unit_sql(unit_sql),
                 Err(e) => {
                     let err = errs::plan(&e);
                     encode::err(cx.client, &err);
@@ -543,6 +559,13 @@ impl ShardSession {
         self.query_planned(cx, &rules, sql, &c, &d, shape.as_ref())
             .await;
         Some(Rc::new(d))
+    }
+
+    /// Keeps `buf` for the next point statement's unit SQL, unless a long statement grew it.
+    fn keep_unit_sql(&mut self, buf: String) {
+        if buf.capacity() <= UNIT_SQL_KEPT {
+            self.unit_sql = buf;
+        }
     }
 
     /// [`Self::query`] for a statement that the fast path did not answer.
@@ -613,7 +636,7 @@ impl ShardSession {
                 shard,
                 sql: sql.to_string(),
             };
-            return self.route(cx, &rules, &unit).await;
+            return self.route(cx, &rules, unit.shard, &unit.sql).await;
         }
         if crate::local::is_last_insert_id_query(c, &d.text) {
             let st = self.status();
@@ -683,7 +706,7 @@ impl ShardSession {
         }
         match p {
             Plan::Route(r) if self.generated.is_none() && !binary => {
-                return self.route(cx, rules, &r.unit).await;
+                return self.route(cx, rules, r.unit.shard, &r.unit.sql).await;
             }
             // A read (its reply is rows: a SELECT) re-encoded row by row; a write's OK is made by
             // the buffered path as before.

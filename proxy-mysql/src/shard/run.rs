@@ -18,7 +18,9 @@ use router::sql::plan::{
 };
 use router::sql::shard::ShardingRules;
 
-use super::conn::{ShardConn, UnitOutcome, checkout, fetch, record_outcome, simple, sync};
+use super::conn::{
+    ShardConn, ShardTarget, UnitOutcome, checkout, fetch, record_outcome, simple, sync,
+};
 use super::{Ctx, IdGenerators, ShardSession, encode};
 use crate::backend::RespKind;
 use crate::error::ProxyError;
@@ -134,12 +136,15 @@ async fn run_shard(
     out
 }
 
-/// Makes `held` (a transaction's connection) or a new pooled connection ready for `shard`: session
-/// SETs replayed, default schema set, and a backend transaction begun when `in_txn` and new.
+/// Makes `held` (a transaction's connection) or a new pooled connection to `target` ready for
+/// `shard`: session SETs replayed, default schema set, and a backend transaction begun when
+/// `in_txn` and new. `target` is the session's resolved shard ([`super::conn::ShardTargets`]);
+/// only a new connection needs it.
 pub(super) async fn open(
     cx: &Ctx<'_>,
     rules: &ShardingRules,
     shard: usize,
+    target: Result<ShardTarget, ProxyError>,
     held: Option<ShardConn>,
     in_txn: bool,
 ) -> Result<ShardConn, ErrPacket> {
@@ -152,10 +157,8 @@ pub(super) async fn open(
         }
         return Ok(c);
     }
-    let Some(s) = rules.shards.get(shard) else {
-        return Err(crate::error::errs::internal("unit for an unknown shard"));
-    };
-    let mut c = checkout(cx.core, cx.snap, cx.shared, s, cx.vars.as_ref())
+    let target = target.map_err(|e| e.to_err_packet())?;
+    let mut c = checkout(cx.core, cx.snap, &target, cx.vars.as_ref())
         .await
         .map_err(|e| e.to_err_packet())?;
     if in_txn {
@@ -167,7 +170,8 @@ pub(super) async fn open(
             }
             Err(e) => {
                 c.discard();
-                return Err(e.on_shard(&s.name).to_err_packet());
+                let name = rules.shards.get(shard).map_or("?", |s| s.name.as_str());
+                return Err(e.on_shard(name).to_err_packet());
             }
         }
     }
@@ -194,7 +198,18 @@ impl ShardSession {
     ) -> Result<ShardConn, ErrPacket> {
         let held = self.txn.as_mut().and_then(|t| t.remove(&shard));
         self.txn_touched |= self.txn.is_some();
-        open(cx, rules, shard, held, self.txn.is_some()).await
+        let target = self.target(cx, rules, shard);
+        open(cx, rules, shard, target, held, self.txn.is_some()).await
+    }
+
+    /// The session's resolved target of `shard` (see [`super::conn::ShardTargets`]).
+    pub(crate) fn target(
+        &mut self,
+        cx: &Ctx<'_>,
+        rules: &ShardingRules,
+        shard: usize,
+    ) -> Result<ShardTarget, ProxyError> {
+        self.targets.get(cx.core, cx.snap, cx.shared, rules, shard)
     }
 
     /// Connections for `shards` at once (new ones connect and sync concurrently). On a failure
@@ -207,16 +222,22 @@ impl ShardSession {
     ) -> Result<Vec<(usize, ShardConn)>, ErrPacket> {
         let in_txn = self.txn.is_some();
         self.txn_touched |= in_txn;
-        let held: Vec<(usize, Option<ShardConn>)> = shards
+        let held: Vec<_> = shards
             .iter()
-            .map(|&shard| (shard, self.txn.as_mut().and_then(|t| t.remove(&shard))))
+            .map(|&shard| {
+                let h = self.txn.as_mut().and_then(|t| t.remove(&shard));
+                (shard, self.target(cx, rules, shard), h)
+            })
             .collect();
-        let opened = join_all(
-            held.into_iter()
-                .map(|(shard, h)| async move { (shard, open(cx, rules, shard, h, in_txn).await) })
-                .collect(),
-        )
-        .await;
+        let opened =
+            join_all(
+                held.into_iter()
+                    .map(|(shard, t, h)| async move {
+                        (shard, open(cx, rules, shard, t, h, in_txn).await)
+                    })
+                    .collect(),
+            )
+            .await;
         let mut conns: Vec<(usize, ShardConn)> = Vec::with_capacity(opened.len());
         let mut failed = None;
         for (shard, r) in opened {
@@ -267,16 +288,22 @@ impl ShardSession {
         }
     }
 
-    /// One unit on one shard, its reply forwarded to the client as it comes.
-    pub(crate) async fn route(&mut self, cx: Ctx<'_>, rules: &ShardingRules, unit: &Unit) {
-        let mut c = match self.acquire(&cx, rules, unit.shard).await {
+    /// One unit (`sql` on `shard`), its reply forwarded to the client as it comes.
+    pub(crate) async fn route(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &ShardingRules,
+        shard: usize,
+        sql: &str,
+    ) {
+        let mut c = match self.acquire(&cx, rules, shard).await {
             Ok(c) => c,
             Err(e) => {
                 let e = self.abort_txn(rules, e).await;
                 return encode::err(cx.client, &e);
             }
         };
-        c.conn.conn.queue_query(&unit.sql);
+        c.conn.conn.queue_query(sql);
         let mark = cx.client.wbuf.len();
         let started = std::time::Instant::now();
         let r = match c.conn.conn.flush().await {
@@ -302,20 +329,20 @@ impl ShardSession {
                 if o.err.is_none() && o.last_insert_id != 0 {
                     self.last_insert_id = o.last_insert_id;
                 }
-                if let Some(s) = rules.shards.get(unit.shard) {
-                    record_outcome(cx.core, cx.snap, cx.shared, s, Some(started.elapsed()));
+                if let Ok(t) = self.target(&cx, rules, shard) {
+                    record_outcome(cx.snap, &t, Some(started.elapsed()));
                 }
-                self.put_back(unit.shard, c);
+                self.put_back(shard, c);
             }
             Err(e) => {
-                if let Some(s) = rules.shards.get(unit.shard)
-                    && e.is_server_failure()
+                if e.is_server_failure()
+                    && let Ok(t) = self.target(&cx, rules, shard)
                 {
-                    record_outcome(cx.core, cx.snap, cx.shared, s, None);
+                    record_outcome(cx.snap, &t, None);
                 }
                 let name = rules
                     .shards
-                    .get(unit.shard)
+                    .get(shard)
                     .map_or("?".to_string(), |s| s.name.clone());
                 c.conn.broken = true;
                 c.discard();
@@ -424,10 +451,10 @@ impl ShardSession {
                 Some(Ok(UnitOutcome::Refused(e))) => shard_err(rules, u.shard, &e),
                 Some(Err(e)) if e.is_server_failure() => {
                     lost = true;
-                    let s = rules.shards.get(u.shard);
-                    if let Some(s) = s {
-                        record_outcome(cx.core, cx.snap, cx.shared, s, None);
+                    if let Ok(t) = self.target(cx, rules, u.shard) {
+                        record_outcome(cx.snap, &t, None);
                     }
+                    let s = rules.shards.get(u.shard);
                     e.on_shard(s.map_or("?", |s| s.name.as_str()))
                         .to_err_packet()
                 }

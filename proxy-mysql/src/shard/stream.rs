@@ -205,10 +205,15 @@ impl ShardSession {
         rules: &ShardingRules,
         units: &[Unit],
     ) -> Result<(Vec<Feed>, Vec<usize>), ErrPacket> {
+        let targets: Vec<_> = units
+            .iter()
+            .map(|u| self.target(cx, rules, u.shard))
+            .collect();
         let opened = join_all(
             units
                 .iter()
-                .map(|u| open(cx, rules, u.shard, None, false))
+                .zip(targets)
+                .map(|(u, t)| open(cx, rules, u.shard, t, None, false))
                 .collect(),
         )
         .await;

@@ -47,6 +47,10 @@ pub struct ShardSession {
     /// The current statement's units, timed per shard, only with `[tracing]` (its span gets a
     /// child span per unit; see `crate::trace`).
     pub(crate) trace_units: Vec<crate::trace::UnitTiming>,
+    /// The shards' groups, targets and schemas for the current config generation.
+    pub(crate) targets: super::conn::ShardTargets,
+    /// The SQL of the last point statement's unit: one buffer reused by the fast path.
+    pub(crate) unit_sql: String,
 }
 
 impl Drop for ShardSession {
