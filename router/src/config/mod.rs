@@ -11,6 +11,7 @@ mod error;
 mod mask;
 mod model;
 mod reader;
+mod registry;
 mod tls;
 mod validate;
 
