@@ -18,6 +18,7 @@ mod admin;
 mod logging;
 mod metrics;
 mod proxy;
+mod registry;
 mod sandbox;
 
 #[global_allocator]

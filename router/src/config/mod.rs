@@ -8,6 +8,7 @@
 //! The reference for every key is `docs/config.md`; `examples/` holds commented files.
 
 mod error;
+mod governance;
 mod mask;
 mod model;
 mod reader;

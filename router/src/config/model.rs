@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
+pub use super::governance::{Governance, SourceList};
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
@@ -86,6 +87,9 @@ pub struct ProxySettings {
     pub login_block: Duration,
     /// `[registry]`: the control center resolving `*_from` services (see [`RegistrySettings`]).
     pub registry: Option<RegistrySettings>,
+    /// Governance rules of the proxy's registry service enforced at accept (set by the process
+    /// from the registry, never read from the file; None: no check).
+    pub governance: Option<std::sync::Arc<Governance>>,
 }
 
 impl Default for ProxySettings {
@@ -100,6 +104,7 @@ impl Default for ProxySettings {
             max_login_failures: 10,
             login_block: Duration::from_secs(60),
             registry: None,
+            governance: None,
         }
     }
 }
@@ -668,6 +673,7 @@ fn read_proxy(mut t: TableReader<'_, '_>, d: &mut Diags) -> ProxySettings {
         max_login_failures,
         login_block,
         registry: None,
+        governance: None,
     }
 }
 
@@ -923,7 +929,9 @@ fn read_redis_group(
             distribution,
             RedisDistribution::Slots | RedisDistribution::Cluster
         ) {
-            Some("a registry service gives ketama, modula or random servers, not with distribution = \"slots\" or \"cluster\"")
+            Some(
+                "a registry service gives ketama, modula or random servers, not with distribution = \"slots\" or \"cluster\"",
+            )
         } else if !sentinels.is_empty() {
             Some("`servers_from` and `sentinels` exclude each other")
         } else {

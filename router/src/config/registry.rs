@@ -51,8 +51,7 @@ fn valid_url(s: &str) -> bool {
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
@@ -345,11 +344,16 @@ replicas_from = "db-replicas"
         };
         let e = bad(&BASE.replace("[registry]\nurl = \"http://127.0.0.1:7070\"\nenv = \"DEV\"\nservice = \"edge-proxy\"\n", ""));
         assert!(
-            e.contains("redis_groups.cache.servers_from: a registry service needs a [registry] table"),
+            e.contains(
+                "redis_groups.cache.servers_from: a registry service needs a [registry] table"
+            ),
             "{e}"
         );
         let e = bad(&BASE.replace("http://127.0.0.1:7070", "ftp://x"));
-        assert!(e.contains("t.toml:3:7: error: registry.url: invalid url"), "{e}");
+        assert!(
+            e.contains("t.toml:3:7: error: registry.url: invalid url"),
+            "{e}"
+        );
         let e = bad(&BASE.replace(
             "servers_from = \"redis-cache\"",
             "servers_from = \"redis cache\"\nservers = [{ address = \"127.0.0.1:1\" }]",
@@ -360,14 +364,19 @@ replicas_from = "db-replicas"
             "servers_from = \"redis-cache\"\nservers = [{ address = \"127.0.0.1:1\" }]",
         ));
         assert!(
-            e.contains("redis_groups.cache.servers_from: `servers_from` and `servers` exclude each other"),
+            e.contains(
+                "redis_groups.cache.servers_from: `servers_from` and `servers` exclude each other"
+            ),
             "{e}"
         );
         let e = bad(&BASE.replace(
             "servers_from = \"redis-cache\"",
             "servers_from = \"redis-cache\"\ndistribution = \"cluster\"",
         ));
-        assert!(e.contains("not with distribution = \"slots\" or \"cluster\""), "{e}");
+        assert!(
+            e.contains("not with distribution = \"slots\" or \"cluster\""),
+            "{e}"
+        );
         let e = bad(&BASE.replace(
             "primary_from = \"db-primary\"",
             "primary_from = \"db-primary\"\nprimary = { address = \"127.0.0.1:1\" }",
