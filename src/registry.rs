@@ -520,3 +520,80 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
         ],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_translate_into_what_the_data_path_enforces() {
+        let mut c = router::config::parse(
+            "t.toml",
+            r#"
+[[listeners]]
+name = "m"
+kind = "mysql"
+address = "127.0.0.1:0"
+group = "db"
+[[listeners]]
+name = "r"
+kind = "redis"
+address = "127.0.0.1:0"
+group = "cache"
+[redis_groups.cache]
+servers = [{ address = "127.0.0.1:7001" }]
+[mysql_groups.db]
+user = "u"
+primary = { address = "127.0.0.1:3400" }
+rules = [{ match = "DELETE *", action = "deny" }]
+"#,
+        )
+        .expect("config");
+        let rules: Vec<Rule> = serde_json::from_value(serde_json::json!([
+            {"kind": "rate_limit", "qps": 2.5, "scope": "user", "only": ["app"]},
+            {"kind": "rate_limit", "concurrency": 4},
+            {"kind": "circuit_breaker", "strategy": "error_count", "threshold": 3,
+             "window_ms": 10000, "open_ms": 700},
+            {"kind": "access", "allow": false, "sources": ["10.0.0.0/8"], "callers": ["x"]},
+            {"kind": "route", "version": "2.*", "percent": 10}
+        ]))
+        .expect("rules");
+        let rs = RuleSet {
+            service: "edge".into(),
+            version: 7,
+            rules,
+            ..Default::default()
+        };
+        let refused = Arc::default();
+        let g = apply_rules(&mut c, Some(&rs), &refused);
+        assert_eq!(g.version, 7);
+        assert_eq!(
+            g.kinds,
+            [
+                ("access", 1, 1),
+                ("rate_limit", 2, 0),
+                ("circuit_breaker", 1, 0),
+                ("route", 0, 1)
+            ]
+        );
+        let db = c.mysql_group("db").expect("db");
+        assert_eq!(db.rules.len(), 3, "two limits first, then the file's rule");
+        assert_eq!(db.rules[0].qps, Some(3));
+        assert_eq!(db.rules[0].per, RulePer::User);
+        assert_eq!(db.rules[0].users, ["app"]);
+        assert_eq!(db.rules[1].concurrency, Some(4));
+        assert_eq!(db.rules[1].per, RulePer::Rule);
+        assert_eq!(db.rules[2].action, RuleAction::Deny);
+        assert_eq!(db.circuit_break_after, 3);
+        assert_eq!(db.circuit_open, std::time::Duration::from_millis(700));
+        let cache = c.redis_group("cache").expect("cache");
+        assert_eq!(cache.eject_after, 3);
+        let gov = c.proxy.governance.clone().expect("governance");
+        assert!(!gov.admits_source("10.1.2.3".parse().expect("ip")));
+        assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
+        assert_eq!(refused.load(Ordering::Relaxed), 1);
+        // No rule set: no governance.
+        assert_eq!(apply_rules(&mut c, None, &refused), Governed::default());
+        assert!(c.proxy.governance.is_none());
+    }
+}
