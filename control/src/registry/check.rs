@@ -200,8 +200,17 @@ async fn read_some(
     Ok(buf)
 }
 
-/// `(env, service, id)` → when it is next due, ms.
-type Due = HashMap<(String, String, String), u64>;
+/// `(env, service, instance id)`.
+type Key = (String, String, String);
+
+/// A probe's outcome: the instance, pass or why not, and the lease a pass gives (ms).
+type Verdict = (Key, std::result::Result<(), String>, u64);
+
+/// An instance to probe: `(key, ip, port, check, lease ms)`.
+type Target = (Key, String, u16, HealthCheck, u64);
+
+/// Instance → when it is next due, ms.
+type Due = HashMap<Key, u64>;
 
 /// The checker: every 200 ms, probes the instances of services with a `check` that are due and that this
 /// node holds (or no node holds), and applies the verdicts. Runs until aborted.
@@ -211,7 +220,7 @@ pub async fn run(center: Arc<Center>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = now_ms();
         let node = center.registry.node().to_string();
-        let work: Vec<(String, String, String, String, u16, HealthCheck, u64)> = center
+        let work: Vec<Target> = center
             .read(|st| {
                 let r = &st.registry;
                 r.services
@@ -225,9 +234,7 @@ pub async fn run(center: Arc<Center>) {
                             .filter(|i| i.owner_node.is_empty() || i.owner_node == node)
                             .map(move |i| {
                                 (
-                                    i.env.clone(),
-                                    i.service.clone(),
-                                    i.id.clone(),
+                                    (i.env.clone(), i.service.clone(), i.id.clone()),
                                     i.ip.clone(),
                                     i.port,
                                     c.clone(),
@@ -239,13 +246,9 @@ pub async fn run(center: Arc<Center>) {
             })
             .unwrap_or_default();
         // Forget instances that left (bounded memory), then take the due ones.
-        due.retain(|k, _| {
-            work.iter()
-                .any(|w| (&w.0, &w.1, &w.2) == (&k.0, &k.1, &k.2))
-        });
+        due.retain(|k, _| work.iter().any(|w| w.0 == *k));
         let mut probes = tokio::task::JoinSet::new();
-        for (env, svc, id, ip, port, check, ttl) in work {
-            let key = (env, svc, id);
+        for (key, ip, port, check, ttl) in work {
             if due.get(&key).is_some_and(|at| *at > now) || probes.len() >= MAX_IN_FLIGHT {
                 continue;
             }
@@ -274,14 +277,7 @@ pub async fn run(center: Arc<Center>) {
 
 /// Applies probe verdicts: a pass extends the lease (and turns the instance healthy / takes it over when
 /// needed, one commit for all), a failure makes the lease run out now.
-fn apply(
-    center: &Center,
-    verdicts: Vec<(
-        (String, String, String),
-        std::result::Result<(), String>,
-        u64,
-    )>,
-) -> Result<()> {
+fn apply(center: &Center, verdicts: Vec<Verdict>) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     let leases = &center.registry;
     let node = leases.node().to_string();
