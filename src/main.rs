@@ -21,6 +21,7 @@ mod health;
 mod logging;
 mod metrics;
 mod proxy;
+mod registry;
 mod sandbox;
 mod upgrade;
 

@@ -409,11 +409,14 @@ pub fn render(control: &Control) -> String {
             escape_label(&path)
         );
     }
+    if let Some(r) = &control.registry {
+        crate::registry::render_metrics(r, &mut s);
+    }
     s
 }
 
 /// A label value as the Prometheus text format wants it (backslash, quote and newline escaped).
-fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -259,6 +259,10 @@ pub struct Control {
     /// Duplicates of every listening socket (tagged for `crate::upgrade`), passed to a newer process
     /// on an upgrade; emptied when shutdown starts so that a draining process holds no socket open.
     pub(crate) handover: Mutex<Vec<crate::upgrade::Offer>>,
+    /// Backends from registry services (`[registry]` in the config), when the config names any.
+    pub registry: Option<Arc<crate::registry::RegistryBackends>>,
+    /// Serialises publishes, so that a reload and a registry change never publish out of order.
+    publish_lock: Mutex<()>,
 }
 
 impl Control {
@@ -279,8 +283,46 @@ impl Control {
         self.apply(config, origin)
     }
 
-    /// Publishes an already validated config (e.g. from the config center) if its listeners match.
+    /// Publishes an already validated config (e.g. from the config center) if its listeners match,
+    /// with its registry services resolved to their current instances.
     pub fn apply(&self, config: Config, origin: String) -> Result<u64, String> {
+        let _g = self.publish_lock.lock().map_err(|_| "poisoned")?;
+        let config = match &self.registry {
+            Some(r) => r.resolve(config)?,
+            None if config.proxy.registry.is_some() => {
+                return Err(
+                    "adding [registry] needs a restart; the running config is unchanged".into(),
+                );
+            }
+            None => config,
+        };
+        self.publish(config, origin)
+    }
+
+    /// Re-resolves the running base config after a registry service changed, and publishes it.
+    fn registry_changed(&self) {
+        let Some(r) = &self.registry else { return };
+        let Ok(_g) = self.publish_lock.lock() else {
+            return;
+        };
+        match r.resolve_latest() {
+            Ok(Some((config, why))) => {
+                let origin = format!("{} ({why})", self.shared.snapshots.current().origin);
+                let origin = match origin.split_once(" (registry ") {
+                    Some((head, _)) => format!("{head} ({why})"),
+                    None => origin,
+                };
+                if let Err(e) = self.publish(config, origin) {
+                    tracing::error!("registry change not applied: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("registry change refused, the running config stays: {e}"),
+        }
+    }
+
+    /// Publishes a resolved config if its listeners match.
+    fn publish(&self, config: Config, origin: String) -> Result<u64, String> {
         let layout = listener_layout(&config, self.executors);
         if layout != self.layout {
             return Err(
@@ -347,6 +389,12 @@ pub fn start_with(
     executors: Option<usize>,
     mut inherited: Option<&mut crate::upgrade::Inherited>,
 ) -> io::Result<Running> {
+    let (registry, config) = if config.proxy.registry.is_some() {
+        let (r, c) = crate::registry::RegistryBackends::start(config).map_err(io::Error::other)?;
+        (Some(r), c)
+    } else {
+        (None, config)
+    };
     let cores = executors
         .or(config.proxy.executors)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -438,7 +486,17 @@ pub fn start_with(
         layout,
         shutdown_tx,
         handover: Mutex::new(Vec::new()),
+        registry,
+        publish_lock: Mutex::new(()),
     });
+    if let Some(r) = &control.registry {
+        let weak = Arc::downgrade(&control);
+        r.follow(Box::new(move || {
+            if let Some(c) = weak.upgrade() {
+                c.registry_changed();
+            }
+        }));
+    }
 
     // The admin port and metrics are bound here too, so that a taken port fails start-up.
     let mut side_listener = |what: &str, addr: Option<SocketAddr>| -> io::Result<_> {

@@ -64,6 +64,8 @@ pub async fn serve(
         }
     });
     let jobs = crate::jobs::spawn(center.clone());
+    // Active health checks of registry services (results feed the leases; see `registry::check`).
+    let checker = tokio::spawn(crate::registry::check::run(center.clone()));
     // `into_make_service` turns the routes into services once: serving a plain `Router` makes axum run
     // `with_state` for every accepted connection, rebuilding (and later dropping) the whole route table —
     // ~19 KB and the CPU of the rebuild per connection, which for long-polls is per watcher and per
@@ -85,6 +87,7 @@ pub async fn serve(
     if let Some(j) = jobs {
         j.abort();
     }
+    checker.abort();
     r
 }
 

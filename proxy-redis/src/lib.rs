@@ -157,6 +157,17 @@ pub async fn serve(ctx: ListenerCtx) {
                 };
                 let _ = net::prepare_client(&stream);
                 ListenerStats::add(&stats.accepted, 1);
+                // Governance source lists (registry rules; None without them): once per connection.
+                let governance = ctx.snapshot.borrow_mut().get().config.proxy.governance.clone();
+                if let Some(g) = governance
+                    && !g.admits_source(peer.ip())
+                {
+                    ListenerStats::add(&stats.rejected, 1);
+                    if start_tls.is_none() {
+                        let _ = stream.try_write(b"-ERR client address refused by a governance rule\r\n");
+                    }
+                    continue;
+                }
                 let max = u64::from(ctx.current_pool_limits().max_clients);
                 let open = ctx.open_clients.fetch_add(1, Relaxed) + 1;
                 if open > max {

@@ -309,13 +309,17 @@ pub fn metrics_text(c: &Center) -> Result<String> {
          # TYPE furrow_registry_beats_total counter\nfurrow_registry_beats_total{{stored=\"no\"}} {}\n\
          furrow_registry_beats_total{{stored=\"yes\"}} {}\n\
          # TYPE furrow_registry_leases_expired_total counter\nfurrow_registry_leases_expired_total {}\n\
-         # TYPE furrow_registry_leases_taken_over_total counter\nfurrow_registry_leases_taken_over_total {}\n",
+         # TYPE furrow_registry_leases_taken_over_total counter\nfurrow_registry_leases_taken_over_total {}\n\
+         # TYPE furrow_registry_checks_total counter\nfurrow_registry_checks_total{{result=\"pass\"}} {}\n\
+         furrow_registry_checks_total{{result=\"fail\"}} {}\n",
         instances - healthy,
         l.len(),
         l.beats.load(Ordering::Relaxed),
         l.beat_writes.load(Ordering::Relaxed),
         l.expired.load(Ordering::Relaxed),
         l.taken_over.load(Ordering::Relaxed),
+        l.checks_passed.load(Ordering::Relaxed),
+        l.checks_failed.load(Ordering::Relaxed),
     ))
 }
 
@@ -335,6 +339,8 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "beats_written": l.beat_writes.load(Ordering::Relaxed),
         "leases_expired": l.expired.load(Ordering::Relaxed),
         "leases_taken_over": l.taken_over.load(Ordering::Relaxed),
+        "checks_passed": l.checks_passed.load(Ordering::Relaxed),
+        "checks_failed": l.checks_failed.load(Ordering::Relaxed),
         "services": services,
         "instances": instances,
         "healthy": healthy,

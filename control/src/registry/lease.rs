@@ -40,6 +40,10 @@ pub struct Leases {
     pub expired: AtomicU64,
     /// Leases taken over from dead nodes.
     pub taken_over: AtomicU64,
+    /// Active health check probes that passed / failed (`check`).
+    pub checks_passed: AtomicU64,
+    /// See `checks_passed`.
+    pub checks_failed: AtomicU64,
     last_node_beat: AtomicU64,
     last_scan: AtomicU64,
 }
@@ -63,6 +67,8 @@ impl Leases {
             beat_writes: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             taken_over: AtomicU64::new(0),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
             last_node_beat: AtomicU64::new(0),
             last_scan: AtomicU64::new(0),
         }

@@ -13,6 +13,8 @@
 //! - [`rules`]: the governance rule model (rate limits, circuit breakers, access lists, version routing), its
 //!   validation and its evaluation (shared by the service and the client library).
 //! - [`govern`]: enforcing rules in a caller (rate limits, concurrency, circuit breakers).
+//! - [`check`]: active health checks run by the center (TCP, HTTP, Redis PING, MySQL greeting), feeding
+//!   the same leases as heartbeats.
 //! - [`client`]: registration with heartbeats, discovery with push and a snapshot file.
 //! - [`cli`]: `furrow ctl registry` and `furrow ctl rules`.
 //! - [`api`]: the HTTP routes under `/v1/registry`.
@@ -20,6 +22,7 @@
 //! [`Rec`]: crate::state::Rec
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod govern;

@@ -38,6 +38,9 @@ pub struct Service {
     pub protect_threshold: f64,
     /// The sequence value of the last change to the service, its instances or its rules (watch `since`).
     pub rev: u64,
+    /// An active health check the center runs against the instances (`registry::check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<super::check::HealthCheck>,
 }
 
 /// One instance of a service.

@@ -35,6 +35,9 @@ pub struct ServiceInput {
     /// Protection threshold, 0–1 (default 0: off).
     #[serde(default)]
     pub protect_threshold: f64,
+    /// An active health check run by the center (none: heartbeats only).
+    #[serde(default)]
+    pub check: Option<super::check::HealthCheck>,
 }
 
 /// An instance registration (`POST /v1/registry/{env}/services/{name}/instances`).
@@ -200,6 +203,9 @@ impl Tx<'_> {
         for d in &input.dependencies {
             check_name("dependencies", d)?;
         }
+        if let Some(c) = &input.check {
+            c.validate()?;
+        }
         let live = old.as_ref().is_some_and(|o| o.live);
         if live && (input.owner.is_empty() || input.docs.is_empty()) {
             return Err(ControlError::bad(
@@ -222,6 +228,7 @@ impl Tx<'_> {
             ttl_ms,
             protect_threshold: input.protect_threshold,
             rev: 0,
+            check: input.check,
         };
         let action = if old.is_some() {
             "registry.service.update"

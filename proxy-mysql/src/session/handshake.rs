@@ -90,6 +90,13 @@ impl Session {
             self.refuse(0, &errs::host_blocked(&self.peer.ip().to_string(), left));
             return Ok(None);
         }
+        // Governance source lists (registry rules), as a server refuses a host it does not know.
+        if let Some(g) = &proxy.governance
+            && !g.admits_source(self.peer.ip())
+        {
+            self.refuse(0, &errs::host_not_allowed(&self.peer.ip().to_string()));
+            return Ok(None);
+        }
         self.scramble = match crate::nonce::scramble() {
             Ok(s) => s,
             Err(e) => {

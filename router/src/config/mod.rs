@@ -8,9 +8,11 @@
 //! The reference for every key is `docs/config.md`; `examples/` holds commented files.
 
 mod error;
+mod governance;
 mod mask;
 mod model;
 mod reader;
+mod registry;
 mod tls;
 mod validate;
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use std::path::Path;
 
+pub use super::governance::{Governance, SourceList};
 use super::reader::{Diags, Span, TableReader};
+pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
 
 /// The whole, validated configuration of one `furrow proxy` process.
@@ -92,6 +94,11 @@ pub struct ProxySettings {
     pub max_login_failures: u32,
     /// The window of `max_login_failures` (`login_block_ms`). Default 60 s.
     pub login_block: Duration,
+    /// `[registry]`: the control center resolving `*_from` services (see [`RegistrySettings`]).
+    pub registry: Option<RegistrySettings>,
+    /// Governance rules of the proxy's registry service enforced at accept (set by the process
+    /// from the registry, never read from the file; None: no check).
+    pub governance: Option<std::sync::Arc<Governance>>,
 }
 
 impl Default for ProxySettings {
@@ -105,6 +112,8 @@ impl Default for ProxySettings {
             shutdown_grace: Duration::from_secs(5),
             max_login_failures: 10,
             login_block: Duration::from_secs(60),
+            registry: None,
+            governance: None,
         }
     }
 }
@@ -320,6 +329,9 @@ pub struct RedisGroup {
     pub hash_tag: Option<[u8; 2]>,
     /// Servers, in config order (order matters for modula and ketama).
     pub servers: Vec<Server>,
+    /// `servers_from`: the registry service whose instances are the servers (sorted by instance id);
+    /// the process fills `servers` from it ([`Config::with_endpoints`]).
+    pub servers_from: Option<String>,
     /// Slot table (only with `distribution = "slots"`).
     pub slots: Vec<SlotRange>,
     /// Backend AUTH username (Redis 6 ACL), if any.
@@ -371,6 +383,11 @@ pub struct MysqlGroup {
     pub primary: Server,
     /// Replicas (reads), with weights.
     pub replicas: Vec<Server>,
+    /// `primary_from`: the registry service holding the primary (exactly one instance); the process
+    /// fills `primary` from it.
+    pub primary_from: Option<String>,
+    /// `replicas_from`: the registry service whose instances are the replicas.
+    pub replicas_from: Option<String>,
     /// A replica lagging more than this receives no reads.
     pub max_replica_lag: Duration,
     /// After a write, the session reads from the primary for this long (read-your-writes by time;
@@ -593,10 +610,13 @@ pub(crate) fn read_config(
     source: &str,
     base: &Path,
 ) -> Config {
-    let proxy = match root.opt_table(d, "proxy") {
+    let mut proxy = match root.opt_table(d, "proxy") {
         Some(t) => read_proxy(t, d),
         None => ProxySettings::default(),
     };
+    proxy.registry = root
+        .opt_table(d, "registry")
+        .and_then(|t| super::registry::read_registry(t, d, base));
     let listeners = root
         .opt_table_list(d, "listeners")
         .into_iter()
@@ -662,6 +682,8 @@ fn read_proxy(mut t: TableReader<'_, '_>, d: &mut Diags) -> ProxySettings {
         shutdown_grace,
         max_login_failures,
         login_block,
+        registry: None,
+        governance: None,
     }
 }
 
@@ -838,7 +860,8 @@ fn read_redis_group(
             None
         }
     });
-    let servers = read_servers(&mut t, d, "servers", true);
+    let servers: Vec<Server> = read_servers(&mut t, d, "servers", true);
+    let servers_from = super::registry::read_service(&mut t, d, "servers_from");
     let slots = t
         .opt_table_list(d, "slots")
         .into_iter()
@@ -909,12 +932,32 @@ fn read_redis_group(
         .and_then(|tt| super::tls::read_backend_tls(tt, d, base));
     let span = t.span();
     t.finish(d);
+    if servers_from.is_some() {
+        let why = if !servers.is_empty() {
+            Some("`servers_from` and `servers` exclude each other")
+        } else if matches!(
+            distribution,
+            RedisDistribution::Slots | RedisDistribution::Cluster
+        ) {
+            Some(
+                "a registry service gives ketama, modula or random servers, not with distribution = \"slots\" or \"cluster\"",
+            )
+        } else if !sentinels.is_empty() {
+            Some("`servers_from` and `sentinels` exclude each other")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            d.error(span.clone(), &format!("{path}.servers_from"), why);
+        }
+    }
     Some(RedisGroup {
         name,
         distribution,
         hash,
         hash_tag,
         servers,
+        servers_from,
         slots,
         username,
         password,
@@ -952,9 +995,20 @@ fn read_mysql_group(
         .opt_str(d, "password")
         .map(|s| s.into_inner())
         .unwrap_or_default();
-    let primary = match t.opt_table(d, "primary") {
-        Some(p) => read_server(p, d, false),
-        None => {
+    let primary_from = super::registry::read_service(&mut t, d, "primary_from");
+    let replicas_from = super::registry::read_service(&mut t, d, "replicas_from");
+    let primary = match (t.opt_table(d, "primary"), &primary_from) {
+        (Some(_), Some(_)) => {
+            d.error(
+                t.span(),
+                &format!("{}.primary_from", t.path()),
+                "`primary_from` and `primary` exclude each other",
+            );
+            None
+        }
+        (None, Some(s)) => Some(super::registry::placeholder(s, t.span())),
+        (Some(p), None) => read_server(p, d, false),
+        (None, None) => {
             let span = t.span();
             d.error(
                 span,
@@ -965,6 +1019,13 @@ fn read_mysql_group(
         }
     };
     let replicas = read_servers(&mut t, d, "replicas", false);
+    if replicas_from.is_some() && !replicas.is_empty() {
+        d.error(
+            t.span(),
+            &format!("{}.replicas_from", t.path()),
+            "`replicas_from` and `replicas` exclude each other",
+        );
+    }
     let max_replica_lag = t
         .opt_ms(d, "max_replica_lag_ms", 0, 86_400_000)
         .unwrap_or(Duration::from_secs(5));
@@ -1040,6 +1101,8 @@ fn read_mysql_group(
         password,
         primary: primary?,
         replicas,
+        primary_from,
+        replicas_from,
         max_replica_lag,
         read_your_writes,
         read_your_writes_gtid,

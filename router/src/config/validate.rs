@@ -122,7 +122,15 @@ pub(crate) fn validate(c: &Config, d: &mut Diags) {
 
     for g in &c.redis_groups {
         let path = format!("redis_groups.{}", g.name);
-        if g.servers.is_empty() {
+        if g.servers_from.is_some() && c.proxy.registry.is_none() {
+            d.error(
+                g.span.clone(),
+                &format!("{path}.servers_from"),
+                "a registry service needs a [registry] table (url, env)",
+            );
+        }
+        // A group filled from the registry is checked when it is filled (`Config::with_endpoints`).
+        if g.servers.is_empty() && g.servers_from.is_none() {
             d.error(
                 g.span.clone(),
                 &format!("{path}.servers"),
@@ -160,6 +168,18 @@ pub(crate) fn validate(c: &Config, d: &mut Diags) {
 
     for g in &c.mysql_groups {
         let path = format!("mysql_groups.{}", g.name);
+        for (key, from) in [
+            ("primary_from", &g.primary_from),
+            ("replicas_from", &g.replicas_from),
+        ] {
+            if from.is_some() && c.proxy.registry.is_none() {
+                d.error(
+                    g.primary.span.clone(),
+                    &format!("{path}.{key}"),
+                    "a registry service needs a [registry] table (url, env)",
+                );
+            }
+        }
         let mut all: Vec<&Server> = vec![&g.primary];
         all.extend(g.replicas.iter());
         check_servers(d, &format!("{path}.replicas"), &all);

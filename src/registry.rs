@@ -1,0 +1,599 @@
+//! Backends from the service registry: a proxy whose config names registry services (`servers_from`,
+//! `primary_from`, `replicas_from`, with a `[registry]` table) resolves them through the control center and
+//! follows their instances.
+//!
+//! How it fits the proxy: nothing on the data path knows about the registry. The file (or the
+//! configuration center's document) is the **base** config; [`RegistryBackends`] keeps a
+//! [`Discoverer`] per named service (long-poll push, its own thread, a snapshot file per service when
+//! `snapshot_dir` is set) and turns the base plus the services' current instances into an ordinary
+//! resolved [`Config`] with [`Config::with_endpoints`] (pure, validated like a file). A follower thread
+//! (never a data-path executor) wakes on every discovery change, resolves again and publishes the result
+//! through the same path as a reload (`Control::publish`): executors pick the new snapshot up between
+//! requests, connections in flight finish on the old one, and the backend registry learns new servers
+//! before the snapshot that names them is published. A resolution that fails (a primary service with two
+//! instances, an empty Redis group) is refused and counted; the last good config keeps serving. When the
+//! center is down, the discoverers keep their last state and the proxy keeps serving it; at start-up they
+//! read their snapshot files.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use control::client::ApiClient;
+use control::registry::client::{DiscoverOptions, Discoverer};
+use control::registry::model::Discovery;
+use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
+use router::config::{
+    Config, Endpoint, Governance, IpNet, MysqlRule, RegistrySettings, RuleAction, RulePer,
+    SourceList,
+};
+
+/// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
+pub type OnChange = Box<dyn Fn() + Send + Sync>;
+
+/// The registry side of a proxy process: the discoverers of the services its config names, the base
+/// config, and counters for `/metrics`.
+pub struct RegistryBackends {
+    settings: RegistrySettings,
+    api: ApiClient,
+    inner: Mutex<Inner>,
+    wake: Arc<tokio::sync::Notify>,
+    handle: tokio::runtime::Handle,
+    on_change: Arc<OnceLock<OnChange>>,
+    /// Resolutions published (start-up, reloads and instance changes).
+    pub applied: AtomicU64,
+    /// Resolutions refused (the last good config stayed).
+    pub rejected: AtomicU64,
+    /// Client connections refused by source lists, over every rule set version.
+    refused: Arc<AtomicU64>,
+    /// What the governance rules of the last published config enforce.
+    governed: Mutex<Governed>,
+}
+
+/// The governance rules of the proxy's own service as last applied: the version and, per rule kind,
+/// how many are enforced and how many the proxy cannot enforce (see [`apply_rules`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Governed {
+    /// The rule set version (0: none published).
+    pub version: u64,
+    /// `(kind, enforced, ignored)`.
+    pub kinds: Vec<(&'static str, u32, u32)>,
+}
+
+struct Inner {
+    base: Config,
+    services: BTreeMap<String, Discoverer>,
+    /// What the published config was resolved from: (service, rev, endpoints).
+    last: Vec<(String, u64, Vec<Endpoint>)>,
+}
+
+/// A registry instance as a backend server: the instance id names it, `ip:port` (IPv6 in brackets).
+fn endpoints(d: &Discovery) -> Vec<Endpoint> {
+    d.instances
+        .iter()
+        .filter(|i| i.enabled && i.weight > 0)
+        .map(|i| Endpoint {
+            name: i.id.clone(),
+            address: if i.ip.contains(':') {
+                format!("[{}]:{}", i.ip, i.port)
+            } else {
+                format!("{}:{}", i.ip, i.port)
+            },
+            weight: i.weight,
+        })
+        .collect()
+}
+
+impl RegistryBackends {
+    /// Starts following the services `base` names and returns the resolved config. Fails when a service
+    /// cannot be read (center down and no snapshot file, a draft or unknown service) or does not resolve.
+    pub fn start(base: Config) -> Result<(Arc<RegistryBackends>, Config), String> {
+        let settings = base
+            .proxy
+            .registry
+            .clone()
+            .ok_or("the config has no [registry] table")?;
+        if let Some(dir) = &settings.snapshot_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("registry.snapshot_dir {}: {e}", dir.display()))?;
+        }
+        let token = settings
+            .token
+            .clone()
+            .or_else(|| std::env::var("FURROW_TOKEN").ok());
+        let api = ApiClient::new(&settings.url, token.as_deref());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("registry runtime: {e}"))?;
+        let handle = rt.handle().clone();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let on_change: Arc<OnceLock<OnChange>> = Arc::default();
+        let (w, cb) = (wake.clone(), on_change.clone());
+        std::thread::Builder::new()
+            .name("furrow-registry".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    loop {
+                        w.notified().await;
+                        // Coalesce a burst (several services changing together) into one publish.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        if let Some(f) = cb.get() {
+                            f();
+                        }
+                    }
+                })
+            })
+            .map_err(|e| format!("registry thread: {e}"))?;
+        let me = Arc::new(RegistryBackends {
+            settings,
+            api,
+            inner: Mutex::new(Inner {
+                base: base.clone(),
+                services: BTreeMap::new(),
+                last: Vec::new(),
+            }),
+            wake,
+            handle,
+            on_change,
+            applied: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            refused: Arc::default(),
+            governed: Mutex::default(),
+        });
+        let resolved = me.resolve(base)?;
+        Ok((me, resolved))
+    }
+
+    /// Sets what the follower calls after a discovery changed, and runs it once (a change may have
+    /// arrived between the start-up resolution and now).
+    pub fn follow(&self, on_change: OnChange) {
+        let _ = self.on_change.set(on_change);
+        self.wake.notify_one();
+    }
+
+    /// Resolves a new base config (a reload): starts discoverers for services it names first, stops those
+    /// it no longer names. The caller publishes the result.
+    pub fn resolve(&self, base: Config) -> Result<Config, String> {
+        match &base.proxy.registry {
+            Some(s) if *s == self.settings => {}
+            _ => {
+                return Err(
+                    "[registry] changes (added, removed, url, env, token, snapshot_dir, service) need \
+                     a restart; the running config is unchanged"
+                        .into(),
+                );
+            }
+        }
+        let mut inner = self.inner.lock().map_err(|_| "registry state poisoned")?;
+        let wanted = self.wanted(&base);
+        for s in &wanted {
+            if !inner.services.contains_key(s) {
+                let d = self.discover(s)?;
+                inner.services.insert(s.clone(), d);
+            }
+        }
+        let r = self.resolve_locked(&mut inner, &base, &wanted);
+        if r.is_ok() {
+            inner.services.retain(|s, _| wanted.contains(s));
+            inner.base = base;
+        }
+        self.count(&r);
+        r.map(|(c, _)| c)
+    }
+
+    /// The base config resolved with the services' latest instances, or None when nothing the config
+    /// uses changed since the last resolution.
+    pub fn resolve_latest(&self) -> Result<Option<(Config, String)>, String> {
+        let mut inner = self.inner.lock().map_err(|_| "registry state poisoned")?;
+        let base = inner.base.clone();
+        let wanted = self.wanted(&base);
+        let before = inner.last.clone();
+        let r = self.resolve_locked(&mut inner, &base, &wanted);
+        match r {
+            Ok((c, origin)) => {
+                let same = before.len() == inner.last.len()
+                    && before
+                        .iter()
+                        .zip(&inner.last)
+                        .all(|(a, b)| a.0 == b.0 && a.2 == b.2);
+                if same {
+                    return Ok(None);
+                }
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                Ok(Some((c, origin)))
+            }
+            Err(e) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                // Keep the last good endpoints as the comparison point.
+                inner.last = before;
+                Err(e)
+            }
+        }
+    }
+
+    fn count<T>(&self, r: &Result<T, String>) {
+        let c = if r.is_ok() {
+            &self.applied
+        } else {
+            &self.rejected
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The services a base config needs: those its groups name, and the proxy's own (for its rules).
+    fn wanted(&self, base: &Config) -> Vec<String> {
+        let mut v = base.registry_services();
+        if let Some(s) = &self.settings.service
+            && !v.contains(s)
+        {
+            v.push(s.clone());
+        }
+        v
+    }
+
+    fn resolve_locked(
+        &self,
+        inner: &mut Inner,
+        base: &Config,
+        wanted: &[String],
+    ) -> Result<(Config, String), String> {
+        let mut used = Vec::new();
+        let mut rules = None;
+        for s in wanted {
+            let d = inner
+                .services
+                .get(s)
+                .map(|d| d.current())
+                .ok_or_else(|| format!("registry service `{s}` is not followed"))?;
+            if self.settings.service.as_ref() == Some(s) {
+                rules = d.rules.clone();
+                // The rule set version takes part in the comparison with the last resolution.
+                used.push((
+                    format!("{s}#rules"),
+                    d.rev,
+                    vec![Endpoint {
+                        name: String::new(),
+                        address: String::new(),
+                        weight: rules.as_ref().map_or(0, |r| r.version as u32),
+                    }],
+                ));
+                if !base.registry_services().contains(s) {
+                    continue;
+                }
+            }
+            used.push((s.clone(), d.rev, endpoints(&d)));
+        }
+        let lookup = |s: &str| {
+            used.iter()
+                .find(|(name, _, _)| name == s)
+                .map(|(_, _, e)| e.clone())
+        };
+        let mut resolved = base.with_endpoints(&lookup)?;
+        if self.settings.service.is_some() {
+            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused);
+            if let Ok(mut g) = self.governed.lock() {
+                *g = governed;
+            }
+        }
+        let origin = format!(
+            "registry {}",
+            used.iter()
+                .map(|(s, rev, e)| format!("{s}@{rev}({})", e.len()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        inner.last = used;
+        Ok((resolved, origin))
+    }
+
+    /// Starts a discoverer (on a thread of its own: `Discoverer::start` blocks on its first fetch, and
+    /// this may be called from inside the admin runtime) and wakes the follower on its changes.
+    fn discover(&self, service: &str) -> Result<Discoverer, String> {
+        let mut opts = DiscoverOptions::new(&self.settings.env, service);
+        opts.snapshot = self
+            .settings
+            .snapshot_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{service}.json", self.settings.env)));
+        let api = self.api.clone();
+        let d = std::thread::scope(|s| {
+            s.spawn(|| Discoverer::start(api, opts))
+                .join()
+                .map_err(|_| "registry discoverer panicked".to_string())
+        })?
+        .map_err(|e| {
+            format!(
+                "registry service `{service}` ({} env {}): {e}",
+                self.settings.url, self.settings.env
+            )
+        })?;
+        let mut rx = d.subscribe();
+        let wake = self.wake.clone();
+        self.handle.spawn(async move {
+            while rx.changed().await.is_ok() {
+                wake.notify_one();
+            }
+        });
+        Ok(d)
+    }
+
+    /// What the governance rules in force enforce.
+    pub fn governed(&self) -> Governed {
+        self.governed.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Client connections refused by source lists so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// `(service, rev, instances taking traffic)` of every followed service, for `/metrics`.
+    pub fn services(&self) -> Vec<(String, u64, usize)> {
+        self.inner
+            .lock()
+            .map(|inner| {
+                inner
+                    .services
+                    .iter()
+                    .map(|(s, d)| {
+                        let cur = d.current();
+                        (s.clone(), cur.rev, endpoints(&cur).len())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The registry lines of `/metrics`.
+pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "# HELP furrow_registry_resolutions_total Configs resolved from registry services: published, or refused (the last good config stayed).\n\
+         # TYPE furrow_registry_resolutions_total counter\n\
+         furrow_registry_resolutions_total{{result=\"applied\"}} {}\n\
+         furrow_registry_resolutions_total{{result=\"refused\"}} {}",
+        r.applied.load(Ordering::Relaxed),
+        r.rejected.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP furrow_registry_service_instances Instances of a followed registry service that take traffic.\n\
+         # TYPE furrow_registry_service_instances gauge"
+    );
+    let services = r.services();
+    for (name, _, n) in &services {
+        let _ = writeln!(
+            s,
+            "furrow_registry_service_instances{{service=\"{}\"}} {n}",
+            crate::metrics::escape_label(name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_registry_service_rev The registry revision of a followed service last seen.\n\
+         # TYPE furrow_registry_service_rev gauge"
+    );
+    for (name, rev, _) in &services {
+        let _ = writeln!(
+            s,
+            "furrow_registry_service_rev{{service=\"{}\"}} {rev}",
+            crate::metrics::escape_label(name)
+        );
+    }
+    if r.settings.service.is_none() {
+        return;
+    }
+    let g = r.governed();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_rules_version The version of the governance rule set in force (0: none).\n\
+         # TYPE furrow_governance_rules_version gauge\n\
+         furrow_governance_rules_version {}\n\
+         # HELP furrow_governance_rules Governance rules in force, by kind, enforced by this proxy or not.\n\
+         # TYPE furrow_governance_rules gauge",
+        g.version
+    );
+    for (kind, yes, no) in &g.kinds {
+        let _ = writeln!(
+            s,
+            "furrow_governance_rules{{kind=\"{kind}\",enforced=\"yes\"}} {yes}\n\
+             furrow_governance_rules{{kind=\"{kind}\",enforced=\"no\"}} {no}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_refused_total Client connections refused by a governance source list.\n\
+         # TYPE furrow_governance_refused_total counter\n\
+         furrow_governance_refused_total {}",
+        r.refused()
+    );
+}
+
+/// Translates the proxy's governance rules into the config the data path enforces, and says what it
+/// enforced:
+/// - `access` rules with `sources`: the client source lists checked at accept (a deny list refuses
+///   the listed networks, an allow list admits only them; every list must admit a client). Their
+///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
+/// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
+///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
+///   `qps` rounds up; `warm_up` and `queue` controls and `cluster` budgets act as plain local limits.
+///   Redis listeners do not enforce them yet.
+/// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
+///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
+///   for `open_ms`; the ratio strategies are not enforced by proxies.
+/// - `route` rules do not apply to proxies.
+pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<AtomicU64>) -> Governed {
+    let Some(rs) = rules else {
+        c.proxy.governance = None;
+        return Governed::default();
+    };
+    let mut sources = Vec::new();
+    let mut limits = Vec::new();
+    let mut breaker = None;
+    let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
+    for (i, r) in rs.rules.iter().enumerate() {
+        match r {
+            Rule::Access {
+                allow,
+                callers,
+                sources: s,
+            } => {
+                if !s.is_empty() {
+                    sources.push(SourceList {
+                        allow: *allow,
+                        nets: s.iter().filter_map(|n| IpNet::parse(n)).collect(),
+                    });
+                    access.0 += 1;
+                }
+                if !callers.is_empty() {
+                    access.1 += 1;
+                }
+            }
+            Rule::RateLimit {
+                qps,
+                concurrency,
+                scope,
+                only,
+                ..
+            } => {
+                limits.push(MysqlRule {
+                    pattern: "*".into(),
+                    action: RuleAction::Limit,
+                    users: only.clone(),
+                    qps: qps.map(|q| q.ceil().clamp(1.0, u32::MAX as f64) as u32),
+                    concurrency: *concurrency,
+                    per: match scope {
+                        LimitScope::Service => RulePer::Rule,
+                        LimitScope::Caller | LimitScope::User => RulePer::User,
+                    },
+                    message: Some(format!(
+                        "(governance rule {i} of {}, version {})",
+                        rs.service, rs.version
+                    )),
+                });
+                limit.0 += 1;
+            }
+            Rule::CircuitBreaker {
+                strategy: BreakerStrategy::ErrorCount,
+                threshold,
+                open_ms,
+                ..
+            } => {
+                breaker = Some((
+                    threshold.ceil().clamp(1.0, 1_000_000.0) as u32,
+                    std::time::Duration::from_millis((*open_ms).max(1)),
+                ));
+                brk.0 += 1;
+            }
+            Rule::CircuitBreaker { .. } => brk.1 += 1,
+            Rule::Route { .. } => route.1 += 1,
+        }
+    }
+    for g in &mut c.mysql_groups {
+        g.rules.splice(0..0, limits.iter().cloned());
+        if let Some((after, open)) = breaker {
+            g.circuit_break_after = after;
+            g.circuit_open = open;
+        }
+    }
+    for g in &mut c.redis_groups {
+        if let Some((after, open)) = breaker {
+            g.eject_after = after;
+            g.retry_after = open;
+        }
+    }
+    c.proxy.governance = Some(Arc::new(Governance {
+        version: rs.version,
+        sources,
+        refused: refused.clone(),
+    }));
+    Governed {
+        version: rs.version,
+        kinds: vec![
+            ("access", access.0, access.1),
+            ("rate_limit", limit.0, limit.1),
+            ("circuit_breaker", brk.0, brk.1),
+            ("route", route.0, route.1),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_translate_into_what_the_data_path_enforces() {
+        let mut c = router::config::parse(
+            "t.toml",
+            r#"
+[[listeners]]
+name = "m"
+kind = "mysql"
+address = "127.0.0.1:0"
+group = "db"
+[[listeners]]
+name = "r"
+kind = "redis"
+address = "127.0.0.1:0"
+group = "cache"
+[redis_groups.cache]
+servers = [{ address = "127.0.0.1:7001" }]
+[mysql_groups.db]
+user = "u"
+primary = { address = "127.0.0.1:3400" }
+rules = [{ match = "DELETE *", action = "deny" }]
+"#,
+        )
+        .expect("config");
+        let rules: Vec<Rule> = serde_json::from_value(serde_json::json!([
+            {"kind": "rate_limit", "qps": 2.5, "scope": "user", "only": ["app"]},
+            {"kind": "rate_limit", "concurrency": 4},
+            {"kind": "circuit_breaker", "strategy": "error_count", "threshold": 3,
+             "window_ms": 10000, "open_ms": 700},
+            {"kind": "access", "allow": false, "sources": ["10.0.0.0/8"], "callers": ["x"]},
+            {"kind": "route", "version": "2.*", "percent": 10}
+        ]))
+        .expect("rules");
+        let rs = RuleSet {
+            service: "edge".into(),
+            version: 7,
+            rules,
+            ..Default::default()
+        };
+        let refused = Arc::default();
+        let g = apply_rules(&mut c, Some(&rs), &refused);
+        assert_eq!(g.version, 7);
+        assert_eq!(
+            g.kinds,
+            [
+                ("access", 1, 1),
+                ("rate_limit", 2, 0),
+                ("circuit_breaker", 1, 0),
+                ("route", 0, 1)
+            ]
+        );
+        let db = c.mysql_group("db").expect("db");
+        assert_eq!(db.rules.len(), 3, "two limits first, then the file's rule");
+        assert_eq!(db.rules[0].qps, Some(3));
+        assert_eq!(db.rules[0].per, RulePer::User);
+        assert_eq!(db.rules[0].users, ["app"]);
+        assert_eq!(db.rules[1].concurrency, Some(4));
+        assert_eq!(db.rules[1].per, RulePer::Rule);
+        assert_eq!(db.rules[2].action, RuleAction::Deny);
+        assert_eq!(db.circuit_break_after, 3);
+        assert_eq!(db.circuit_open, std::time::Duration::from_millis(700));
+        let cache = c.redis_group("cache").expect("cache");
+        assert_eq!(cache.eject_after, 3);
+        let gov = c.proxy.governance.clone().expect("governance");
+        assert!(!gov.admits_source("10.1.2.3".parse().expect("ip")));
+        assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
+        assert_eq!(refused.load(Ordering::Relaxed), 1);
+        // No rule set: no governance.
+        assert_eq!(apply_rules(&mut c, None, &refused), Governed::default());
+        assert!(c.proxy.governance.is_none());
+    }
+}

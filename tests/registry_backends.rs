@@ -1,0 +1,701 @@
+//! A proxy whose backends come from the service registry (`[registry]`, `servers_from`, `primary_from`,
+//! `replicas_from`): `furrow control` and `furrow proxy` as real processes, real Redis servers and a real
+//! MariaDB primary with replicas, and Python clients (redis-py, PyMySQL) keeping load on both listeners
+//! while instances are registered and deregistered. No request may fail: the removed instances stay up
+//! (healthy backends), so every error would be the proxy's. (A Redis GET right after its SET may miss when
+//! the shard set changes between the two: ketama moves about 1/N of the keys; those are counted apart.) Then the center is killed: the proxy keeps
+//! serving its last discovery, and a second proxy starts from the snapshot files alone.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{FurrowProcess, http_get, redis_cli, wait_until};
+use testkit::{APP_PASSWORD, APP_USER};
+
+const TOKEN: &str = "test-admin-token";
+const SECRET: &str = "app-secret";
+
+struct Center {
+    child: Child,
+    port: u16,
+}
+
+impl Center {
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        let child = Command::new(common::furrow_bin())
+            .args([
+                "control",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-token",
+                TOKEN,
+            ])
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.join("control.db").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn furrow control");
+        let c = Center { child, port };
+        wait_until(Duration::from_secs(15), || {
+            http(port, "GET", "/healthz", None).0 == 200
+        });
+        c
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (status, text) = http(self.port, method, path, body.map(|b| b.to_string()));
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A live service of app `edge` in DEV with a long lease (the test does not beat).
+    fn service(&self, name: &str) {
+        let svc = format!("/v1/registry/DEV/services/{name}");
+        self.call(
+            "PUT",
+            &svc,
+            Some(serde_json::json!({"app": "edge", "owner": "team-edge",
+                "docs": "https://wiki.invalid/edge", "ttl_ms": 600000})),
+        );
+        self.call(
+            "POST",
+            &format!("{svc}/live"),
+            Some(serde_json::json!({"live": true})),
+        );
+    }
+
+    fn register(&self, service: &str, id: &str, addr: std::net::SocketAddr) {
+        self.call(
+            "POST",
+            &format!("/v1/registry/DEV/services/{service}/instances"),
+            Some(serde_json::json!({"id": id, "ip": addr.ip().to_string(), "port": addr.port()})),
+        );
+    }
+
+    fn deregister(&self, service: &str, id: &str) {
+        self.call(
+            "DELETE",
+            &format!("/v1/registry/DEV/services/{service}/instances/{id}"),
+            None,
+        );
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request with the admin token; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Ports {
+    redis: u16,
+    mysql: u16,
+    admin: u16,
+    metrics: u16,
+}
+
+fn proxy_config(center: u16, snapshots: &std::path::Path, p: &Ports) -> String {
+    let native = codec::mysql::auth::native_password_hash(SECRET.as_bytes());
+    let sha = codec::mysql::auth::caching_sha2_hash(SECRET.as_bytes());
+    format!(
+        r#"[proxy]
+executors = 1
+admin = "127.0.0.1:{admin}"
+metrics = "127.0.0.1:{metrics}"
+shutdown_grace_ms = 200
+
+[registry]
+url = "http://127.0.0.1:{center}"
+env = "DEV"
+token = "{TOKEN}"
+snapshot_dir = "{snap}"
+
+[[listeners]]
+name = "cache"
+kind = "redis"
+address = "127.0.0.1:{redis}"
+group = "cache"
+
+[[listeners]]
+name = "db"
+kind = "mysql"
+address = "127.0.0.1:{mysql}"
+group = "main"
+
+[redis_groups.cache]
+servers_from = "cache"
+
+[mysql_groups.main]
+user = "{APP_USER}"
+password = "{APP_PASSWORD}"
+primary_from = "db-primary"
+replicas_from = "db-replicas"
+max_replica_lag_ms = 5000
+health_interval_ms = 200
+pool_max = 8
+
+[users.app]
+listeners = ["db"]
+password_native = "*{native}"
+password_sha256 = "{sha}"
+"#,
+        admin = p.admin,
+        metrics = p.metrics,
+        redis = p.redis,
+        mysql = p.mysql,
+        snap = snapshots.display(),
+        native = hex(&native).to_uppercase(),
+        sha = hex(&sha),
+    )
+}
+
+/// Keeps SET+GET on the Redis listener and `SELECT @@port` on the MySQL listener going from two
+/// persistent connections each until STOP exists; writes its counts to PROGRESS every 100 ms.
+const LOAD: &str = r#"
+import json, os, random, threading, time
+import pymysql, redis
+stop, progress = os.environ["STOP"], os.environ["PROGRESS"]
+st = {"redis_ok": 0, "redis_err": 0, "redis_moved": 0, "mysql_ok": 0, "mysql_err": 0, "ports": {}, "errors": []}
+lock = threading.Lock()
+def err(kind, e):
+    with lock:
+        st[kind + "_err"] += 1
+        if len(st["errors"]) < 20:
+            st["errors"].append("%s: %r" % (kind, e))
+def redis_load():
+    r = redis.Redis(host="127.0.0.1", port=int(os.environ["RPORT"]), socket_timeout=10)
+    while not os.path.exists(stop):
+        k = "k%d" % random.randrange(1000000)
+        try:
+            r.set(k, "v")
+            moved = r.get(k) != b"v"
+            with lock:
+                st["redis_ok"] += 1
+                st["redis_moved"] += moved
+        except Exception as e:
+            err("redis", e)
+            time.sleep(0.05)
+def mysql_load():
+    c = None
+    while not os.path.exists(stop):
+        try:
+            if c is None:
+                c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                                    password=os.environ["PASSWORD"], autocommit=True, read_timeout=10)
+            with c.cursor() as cur:
+                cur.execute("SELECT @@port")
+                p = str(cur.fetchone()[0])
+            with lock:
+                st["mysql_ok"] += 1
+                st["ports"][p] = st["ports"].get(p, 0) + 1
+        except Exception as e:
+            err("mysql", e)
+            c = None
+            time.sleep(0.05)
+ts = [threading.Thread(target=f) for f in (redis_load, redis_load, mysql_load, mysql_load)]
+for t in ts:
+    t.start()
+def dump():
+    with lock:
+        text = json.dumps(st)
+    with open(progress + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(progress + ".tmp", progress)
+while any(t.is_alive() for t in ts):
+    dump()
+    time.sleep(0.1)
+dump()
+print(json.dumps(st))
+"#;
+
+struct Load {
+    child: Child,
+    stop: std::path::PathBuf,
+    progress: std::path::PathBuf,
+}
+
+impl Load {
+    fn start(dir: &std::path::Path, name: &str, redis: u16, mysql: u16) -> Load {
+        let stop = dir.join(format!("{name}.stop"));
+        let progress = dir.join(format!("{name}.json"));
+        let child = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+            .arg("-c")
+            .arg(LOAD)
+            .env("STOP", &stop)
+            .env("PROGRESS", &progress)
+            .env("RPORT", redis.to_string())
+            .env("MPORT", mysql.to_string())
+            .env("PASSWORD", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python");
+        Load {
+            child,
+            stop,
+            progress,
+        }
+    }
+
+    fn progress(&self) -> serde_json::Value {
+        std::fs::read_to_string(&self.progress)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn count(&self, key: &str) -> u64 {
+        self.progress()[key].as_u64().unwrap_or(0)
+    }
+
+    fn port_reads(&self, port: u16) -> u64 {
+        self.progress()["ports"][port.to_string()]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits until both loads made `n` more requests.
+    fn advance(&mut self, n: u64) {
+        let (r, m) = (self.count("redis_ok"), self.count("mysql_ok"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.count("redis_ok") < r + n || self.count("mysql_ok") < m + n {
+            if std::time::Instant::now() > deadline
+                || self.child.try_wait().ok().flatten().is_some()
+            {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = self.child.kill();
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the load did not advance: {}\n{err}", self.progress());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> serde_json::Value {
+        std::fs::write(&self.stop, b"").expect("stop file");
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        let status = self.child.wait().expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(status.success(), "load failed: {out}\n{err}");
+        serde_json::from_str(out.trim()).expect("load result")
+    }
+}
+
+fn generation(admin: u16) -> u64 {
+    redis_cli(admin, &["INFO"])
+        .lines()
+        .find_map(|l| l.strip_prefix("config_generation:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn instances_metric(metrics: u16, service: &str) -> Option<u64> {
+    let text = http_get(metrics, "/metrics");
+    let prefix = format!("furrow_registry_service_instances{{service=\"{service}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn dbsize(r: &testkit::RedisServer) -> u64 {
+    r.cmd(&["DBSIZE"]).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn proxy_follows_registry_instances_under_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start_many(3, Default::default()).expect("redis");
+    let db = testkit::MariaDbReplicaSet::start(2).expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis[0].addr());
+    center.register("cache", "r1", redis[1].addr());
+    center.register("db-primary", "primary", db.primary().addr());
+    center.register("db-replicas", "replica0", db.replica(0).addr());
+
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    let snapshots = dir.path().join("snapshots");
+    drop(leases);
+    let proxy = FurrowProcess::start(&proxy_config(cport.port(), &snapshots, &ports), ports.admin);
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(2));
+    assert!(
+        redis_cli(ports.admin, &["INFO"]).contains("config_origin:"),
+        "{}",
+        proxy.log()
+    );
+
+    let mut load = Load::start(dir.path(), "load", ports.redis, ports.mysql);
+    load.advance(50);
+    assert!(
+        load.port_reads(db.replica(0).port()) > 0,
+        "{}",
+        load.progress()
+    );
+    assert_eq!(dbsize(&redis[2]), 0);
+
+    // An instance added to each service: a new snapshot, and traffic reaches the new backends.
+    let g = generation(ports.admin);
+    center.register("cache", "r2", redis[2].addr());
+    center.register("db-replicas", "replica1", db.replica(1).addr());
+    wait_until(Duration::from_secs(10), || {
+        instances_metric(ports.metrics, "cache") == Some(3)
+            && instances_metric(ports.metrics, "db-replicas") == Some(2)
+            && generation(ports.admin) > g
+    });
+    wait_until(Duration::from_secs(15), || {
+        dbsize(&redis[2]) > 0 && load.port_reads(db.replica(1).port()) > 0
+    });
+
+    // Instances removed (their servers keep running): no new traffic reaches them.
+    center.deregister("cache", "r0");
+    center.deregister("db-replicas", "replica0");
+    wait_until(Duration::from_secs(10), || {
+        instances_metric(ports.metrics, "cache") == Some(2)
+            && instances_metric(ports.metrics, "db-replicas") == Some(1)
+    });
+    load.advance(20); // requests in flight on the old snapshot finish
+    let (keys_r0, reads_r0) = (dbsize(&redis[0]), load.port_reads(db.replica(0).port()));
+    load.advance(200);
+    assert_eq!(dbsize(&redis[0]), keys_r0, "a removed shard got new keys");
+    assert_eq!(
+        load.port_reads(db.replica(0).port()),
+        reads_r0,
+        "a removed replica got reads"
+    );
+
+    // The center goes away: the proxy keeps serving its last discovery, and a reload of the file
+    // resolves its services from what the proxy last saw.
+    drop(center);
+    load.advance(100);
+    let text = std::fs::read_to_string(proxy.config_path()).expect("config");
+    std::fs::write(
+        proxy.config_path(),
+        text.replace("shutdown_grace_ms = 200", "shutdown_grace_ms = 300"),
+    )
+    .expect("rewrite");
+    let g = generation(ports.admin);
+    let reply = redis_cli(ports.admin, &["CONFIG", "RELOAD"]);
+    assert_eq!(reply, format!("OK generation {}", g + 1), "{}", proxy.log());
+    assert_eq!(generation(ports.admin), g + 1);
+    load.advance(100);
+    let result = load.finish();
+    assert_eq!(result["redis_err"], 0, "{result}");
+    // A GET right after its SET may miss when the shard set changed between the two (ketama moves about
+    // 1/N of the keys: the proxy is a cache router, not a migrator); never more than a handful here.
+    assert!(result["redis_moved"].as_u64() < Some(100), "{result}");
+    eprintln!("load: {result}");
+    assert_eq!(result["mysql_err"], 0, "{result}");
+    assert_eq!(
+        instances_metric(ports.metrics, "cache"),
+        Some(2),
+        "{}",
+        proxy.log()
+    );
+
+    // A second proxy starts with the center down, from the snapshot files alone.
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let second = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let _proxy2 = FurrowProcess::start(
+        &proxy_config(cport.port(), &snapshots, &second),
+        second.admin,
+    );
+    assert_eq!(instances_metric(second.metrics, "cache"), Some(2));
+    assert_eq!(
+        redis_cli(second.redis, &["SET", "after", "yes"]),
+        "OK",
+        "second proxy"
+    );
+    assert_eq!(redis_cli(second.redis, &["GET", "after"]), "yes");
+    drop(proxy);
+}
+
+#[test]
+fn registry_errors_at_start_are_clear() {
+    // The center is down and there is no snapshot: the proxy refuses to start and says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = testkit::reserve_port().expect("port");
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        proxy_config(dead.port(), &dir.path().join("snap"), &ports),
+    )
+    .expect("write");
+    let out = Command::new(common::furrow_bin())
+        .args(["proxy", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("registry service `cache`") && err.contains("env DEV"),
+        "{err}"
+    );
+    // check-config validates the file without asking the registry.
+    let out = Command::new(common::furrow_bin())
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `SELECT 1` as user `app` in a loop on one connection: prints `ok refused first_error`, refusals being
+/// ERR 1226 (a rate limit); other errors fail the script.
+const BURST: &str = r#"
+import os, sys, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                    password=os.environ["PASSWORD"], autocommit=True)
+ok, refused, first = 0, 0, ""
+for _ in range(int(os.environ["N"])):
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        ok += 1
+    except pymysql.err.OperationalError as e:
+        if e.args[0] != 1226:
+            raise
+        refused += 1
+        first = first or e.args[1]
+print(ok, refused, first.replace(" ", "_"))
+"#;
+
+/// Runs `BURST` (n statements); returns (ok, refused, first refusal message).
+fn burst(mysql: u16, n: u32) -> (u32, u32, String) {
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(BURST)
+        .env("MPORT", mysql.to_string())
+        .env("PASSWORD", SECRET)
+        .env("N", n.to_string())
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut it = text.split_whitespace();
+    let ok = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let refused = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (ok, refused, it.next().unwrap_or("").replace('_', " "))
+}
+
+fn metric(metrics: u16, line_prefix: &str) -> Option<u64> {
+    http_get(metrics, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn proxy_enforces_governance_rules_of_its_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports).replace(
+        "env = \"DEV\"\n",
+        "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+    );
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    assert_eq!(
+        metric(ports.metrics, "furrow_governance_rules_version "),
+        Some(0),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(burst(ports.mysql, 30).1, 0, "no rules, no limit");
+
+    let rules = "/v1/registry/DEV/services/edge-proxy/rules";
+    let publish = |version: u64, rules_json: serde_json::Value| {
+        center.call(
+            "PUT",
+            rules,
+            Some(serde_json::json!({"rules": rules_json, "version": version})),
+        );
+    };
+    // A per-user rate limit: 2 statements per second for `app`.
+    publish(
+        0,
+        serde_json::json!([{"kind": "rate_limit", "qps": 2, "scope": "user", "only": ["app"]},
+                           {"kind": "circuit_breaker", "strategy": "error_ratio", "threshold": 0.5,
+                            "window_ms": 10000, "open_ms": 5000}]),
+    );
+    let published = std::time::Instant::now();
+    wait_until(Duration::from_secs(5), || {
+        metric(ports.metrics, "furrow_governance_rules_version ") == Some(1)
+    });
+    eprintln!("rules version 1 in force after {:?}", published.elapsed());
+    let (ok, refused, msg) = burst(ports.mysql, 30);
+    assert!(ok >= 1 && refused >= 15, "{ok} {refused} {msg}");
+    assert!(
+        msg.contains("governance rule 0 of edge-proxy, version 1"),
+        "{msg}"
+    );
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_governance_rules{kind=\"rate_limit\",enforced=\"yes\"} "
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"no\"} "
+        ),
+        Some(1),
+        "ratio breakers are not enforced by proxies, and say so"
+    );
+    // Redis is not rate limited.
+    assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
+
+    // A deny list with the loopback network: new clients of both listeners are refused at connect.
+    publish(
+        1,
+        serde_json::json!([{"kind": "access", "allow": false, "sources": ["127.0.0.0/8", "::1"]}]),
+    );
+    wait_until(Duration::from_secs(5), || {
+        metric(ports.metrics, "furrow_governance_rules_version ") == Some(2)
+    });
+    assert_eq!(
+        redis_cli(ports.redis, &["PING"]),
+        "ERR client address refused by a governance rule"
+    );
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "--host=127.0.0.1",
+            "--user=app",
+        ])
+        .arg(format!("--port={}", ports.mysql))
+        .arg(format!("--password={SECRET}"))
+        .args(["--execute", "SELECT 1"])
+        .output()
+        .expect("mariadb");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("1130"), "{err}");
+    assert!(
+        metric(ports.metrics, "furrow_governance_refused_total ") >= Some(2),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+
+    // An allow list with the loopback network and no limits: everything passes again.
+    publish(
+        2,
+        serde_json::json!([{"kind": "access", "allow": true, "sources": ["127.0.0.0/8"]}]),
+    );
+    wait_until(Duration::from_secs(5), || {
+        metric(ports.metrics, "furrow_governance_rules_version ") == Some(3)
+    });
+    assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
+    assert_eq!(burst(ports.mysql, 30).1, 0);
+}
