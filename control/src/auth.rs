@@ -48,11 +48,13 @@ fn hash_with(password: &str, salt: &[u8], rounds: u32) -> String {
     format!("pbkdf2-sha256${rounds}${}${}", hex(salt), hex(&out))
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b` (password hashes here, secret keys in `crate::secret`).
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// The bytes of an even-length hex string; None for anything else.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

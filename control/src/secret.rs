@@ -14,6 +14,7 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::auth::{hex, unhex};
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::{Item, Value};
 use crate::state::{Change, Rec};
@@ -34,20 +35,6 @@ impl std::fmt::Debug for Keyring {
 
 fn bad_key(msg: impl Into<String>) -> ControlError {
     ControlError::bad("secret_key", msg)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl Keyring {
