@@ -883,7 +883,7 @@ fn cpu_s(pid: u32) -> f64 {
 /// cron, for 30 s (`FURROW_JOBS_BENCH_S`); prints item dispatches per minute, firing lateness p50/p99 of both
 /// nodes, and the nodes' CPU per dispatch.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a test: 30 s of dispatch load; run by hand (see the doc comment), figures in docs/jobs.md"]
 fn bench_dispatch_throughput_and_lateness() {
     let secs: u64 = std::env::var("FURROW_JOBS_BENCH_S")
         .ok()

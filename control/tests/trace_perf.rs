@@ -69,7 +69,7 @@ fn run(dir: Option<std::path::PathBuf>, what: &str) {
 }
 
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a test: prints store intake and sizes; run by hand (see the module doc), figures in docs/tracing.md"]
 fn store_ingest_rate_and_sizes() {
     run(None, "in memory");
     let dir = tempfile::tempdir().unwrap();

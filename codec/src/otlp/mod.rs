@@ -142,7 +142,7 @@ pub fn decode_export(buf: &[u8]) -> Result<Vec<ResourceSpans>, OtlpError> {
     while !r.done() {
         let (f, wt) = r.key()?;
         if f == 1 {
-            r.expect(wt, LEN, "resource_spans")?;
+            r.check_wire_type(wt, LEN, "resource_spans")?;
             let rs = resource_spans(r.bytes()?, &mut spans)?;
             out.push(rs);
         } else {
@@ -159,13 +159,13 @@ fn resource_spans(buf: &[u8], count: &mut usize) -> Result<ResourceSpans, OtlpEr
         let (f, wt) = r.key()?;
         match f {
             1 => {
-                r.expect(wt, LEN, "resource")?;
+                r.check_wire_type(wt, LEN, "resource")?;
                 let mut rr = Reader::new(r.bytes()?);
                 let mut dropped = 0;
                 while !rr.done() {
                     let (f, wt) = rr.key()?;
                     if f == 1 {
-                        rr.expect(wt, LEN, "resource.attributes")?;
+                        rr.check_wire_type(wt, LEN, "resource.attributes")?;
                         push_attr(&mut rs.resource, &mut dropped, rr.bytes()?)?;
                     } else {
                         rr.skip(wt)?;
@@ -173,12 +173,12 @@ fn resource_spans(buf: &[u8], count: &mut usize) -> Result<ResourceSpans, OtlpEr
                 }
             }
             2 => {
-                r.expect(wt, LEN, "scope_spans")?;
+                r.check_wire_type(wt, LEN, "scope_spans")?;
                 let mut sr = Reader::new(r.bytes()?);
                 while !sr.done() {
                     let (f, wt) = sr.key()?;
                     if f == 2 {
-                        sr.expect(wt, LEN, "spans")?;
+                        sr.check_wire_type(wt, LEN, "spans")?;
                         *count += 1;
                         if *count > MAX_SPANS {
                             return Err(OtlpError::TooManySpans);

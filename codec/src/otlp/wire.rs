@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a field expected to be of wire type `want`, or refuses a different one.
-    pub fn expect(&self, got: u8, want: u8, what: &'static str) -> Result<(), OtlpError> {
+    pub fn check_wire_type(&self, got: u8, want: u8, what: &'static str) -> Result<(), OtlpError> {
         if got == want {
             Ok(())
         } else {
