@@ -5,83 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{redis_cli, wait_until};
 
-const TOKEN: &str = "test-admin-token";
-
-struct Center {
-    child: Child,
-    port: u16,
-}
-
-impl Center {
-    fn start(dir: &std::path::Path, port: u16) -> Self {
-        let child = Command::new(common::furrow_bin())
-            .args([
-                "control",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-token",
-                TOKEN,
-            ])
-            .arg("--store")
-            .arg(format!("sqlite:{}", dir.join("control.db").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn furrow control");
-        let c = Center { child, port };
-        wait_until(Duration::from_secs(15), || {
-            http(port, "GET", "/healthz", None).0 == 200
-        });
-        c
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-        let (status, text) = http(self.port, method, path, body.map(|b| b.to_string()));
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {text}"
-        );
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 request with the admin token; returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let body = body.unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+use common::{CONTROL_TOKEN as TOKEN, ControlCenter as Center};
 
 fn proxy_config(admin: u16, grace_ms: u32) -> String {
     format!(

@@ -145,3 +145,82 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The admin token of the control centers that [`ControlCenter`] starts.
+pub const CONTROL_TOKEN: &str = "test-admin-token";
+
+/// A `furrow control` process on a SQLite store in `dir`, killed when dropped.
+pub struct ControlCenter {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ControlCenter {
+    pub fn start(dir: &std::path::Path, port: u16) -> Self {
+        let child = std::process::Command::new(furrow_bin())
+            .args([
+                "control",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-token",
+                CONTROL_TOKEN,
+            ])
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.join("control.db").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn furrow control");
+        let c = ControlCenter { child, port };
+        wait_until(Duration::from_secs(15), || {
+            control_http(port, "GET", "/healthz", None).0 == 200
+        });
+        c
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, text) = control_http(self.port, method, path, body.map(|b| b.to_string()));
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for ControlCenter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request with the admin token; returns (status, body).
+pub fn control_http(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {CONTROL_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if std::io::Write::write_all(&mut s, req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
