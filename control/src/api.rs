@@ -171,6 +171,7 @@ pub fn router(center: Arc<Center>) -> Router {
     let ns = "/v1/apps/{app}/envs/{env}/clusters/{cluster}/namespaces/{ns}";
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/whoami", get(whoami))
         .route("/v1/envs", get(envs))
@@ -756,6 +757,13 @@ async fn config(AxState(c): C, h: HeaderMap, Path(p): NsPath, Query(q): Q) -> Re
     Ok(json_bytes(body))
 }
 
+/// Ready for traffic: 200 `ready`, or 503 `draining` once the node is shutting down (load balancers and
+/// Kubernetes take it out of rotation; clients move on by themselves).
+async fn readyz(AxState(c): C) -> Res {
+    c.check_not_draining()?;
+    Ok("ready".into_response())
+}
+
 async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
     let field = |n: &str| {
@@ -777,6 +785,7 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let timeout = Duration::from_millis(qnum(&q, "timeout")?.unwrap_or(30_000).min(300_000));
     let level = readable(&c, &u, &key)?;
     c.touch(&inst.id, &key.path());
+    c.check_not_draining()?;
     let mut rx = c.subscribe(&key.env, &key.namespace);
     let deadline = tokio::time::Instant::now() + timeout;
     c.metrics.watches_active.fetch_add(1, Ordering::Relaxed);
@@ -801,6 +810,9 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
         Some(pushed) => pushed,
         // The timeout (or a closed channel): a natural publish may have moved the version meanwhile.
         None => {
+            // Woken by this node's shutdown: the client moves to another node (which has every publish:
+            // they share the store) and asks again with the same `since`.
+            c.check_not_draining()?;
             let (version, _, body) = config_response(&c, &key, &inst, level)?;
             (version, body)
         }

@@ -158,6 +158,8 @@ pub struct Center {
     /// wakes only the watchers of the namespaces it changed. Channels nobody listens to are pruned.
     watchers: Mutex<HashMap<(String, String), tokio::sync::watch::Sender<u64>>>,
     prune_watchers_at: AtomicU64,
+    /// Set when the node starts shutting down (`server::serve`): watches end with 503 `draining`.
+    draining: std::sync::atomic::AtomicBool,
     /// Reports by (instance id, namespace path), with a sequence number of the last news (eviction order:
     /// several reports arrive within one millisecond).
     reports: Mutex<HashMap<(String, String), (u64, Report)>>,
@@ -254,6 +256,7 @@ impl Center {
             store,
             commit_lock: Mutex::new(rev),
             watchers: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             prune_watchers_at: AtomicU64::new(1024),
             reports: Mutex::new(HashMap::new()),
             report_seq: AtomicU64::new(0),
@@ -511,6 +514,36 @@ impl Center {
         w.entry((env.to_string(), ns.to_string()))
             .or_insert_with(|| tokio::sync::watch::Sender::new(0))
             .subscribe()
+    }
+
+    /// Starts this node's shutdown: from now on watches answer 503 `draining` (clients move to another
+    /// node), and every long-poll in progress is woken to answer so. Writes in flight still complete.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let mut w = match self.watchers.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        for tx in w.values() {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        w.clear();
+    }
+
+    /// Whether this node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// `Err(draining)` once this node is shutting down.
+    pub fn check_not_draining(&self) -> Result<()> {
+        if self.is_draining() {
+            return Err(ControlError::new(
+                ErrorCode::Draining,
+                "this control node is shutting down; use another node",
+            ));
+        }
+        Ok(())
     }
 
     /// How many (environment, namespace) wake-up channels exist (tests, metrics).

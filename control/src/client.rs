@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -52,14 +52,45 @@ impl ClientError {
 }
 
 /// A thin asynchronous client of the HTTP API.
+///
+/// `server` may list several control nodes of one cluster, comma-separated
+/// (`http://a:7070,http://b:7070`, or `http://a:7070,b:7070`). Calls go to the node that last answered.
+/// A call moves on to the next node, within the same call, when nothing was applied: the connection was
+/// refused, or the node answered 503 `draining` (it is shutting down, see `server::serve`). Any other
+/// transport failure (a timeout, a reset mid-request) is returned as is — the request may have been
+/// applied — and the next call starts at the next node.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT`, or several, comma-separated.
     pub server: String,
+    /// The nodes, each `http://HOST:PORT`.
+    servers: Arc<[String]>,
+    /// Index into `servers` of the node calls go to first.
+    current: Arc<AtomicUsize>,
     /// The bearer token.
     pub token: Option<String>,
     /// The per-request timeout.
     pub timeout: Duration,
+}
+
+/// The nodes of a comma-separated server list, each as `http://HOST:PORT` (the scheme may be given once).
+fn split_servers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s.trim_end_matches('/').to_string()
+            } else {
+                format!("http://{}", s.trim_end_matches('/'))
+            }
+        })
+        .collect()
+}
+
+/// Whether a 503 body says the node is draining (`{"error":{"code":"draining",..}}`).
+fn is_draining(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorBody>(body).is_ok_and(|b| b.error.code == ErrorCode::Draining)
 }
 
 /// Percent-encodes a query or path component.
@@ -76,10 +107,12 @@ pub fn encode(s: &str) -> String {
 }
 
 impl ApiClient {
-    /// A client of `server` with `token`.
+    /// A client of `server` (one node, or several comma-separated) with `token`.
     pub fn new(server: &str, token: Option<&str>) -> Self {
         ApiClient {
             server: server.into(),
+            servers: split_servers(server).into(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: token.map(Into::into),
             timeout: Duration::from_secs(10),
         }
@@ -94,15 +127,7 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<(u16, Json), ClientError> {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-        let resp = request(
-            &self.server,
-            method,
-            path,
-            self.token.as_deref(),
-            bytes.as_deref(),
-            timeout,
-        )
-        .await?;
+        let resp = self.send(method, path, bytes.as_deref(), timeout).await?;
         let json: Json = if resp.body.is_empty() {
             Json::Null
         } else {
@@ -123,6 +148,60 @@ impl ApiClient {
             });
         }
         Ok((resp.status, json))
+    }
+
+    /// The node calls go to first now.
+    pub fn current_server(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.servers.len().max(1);
+        self.servers
+            .get(i)
+            .map_or(self.server.as_str(), |s| s.as_str())
+    }
+
+    /// Sends one request, moving on to the next node while a node refuses the connection or is draining.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<crate::http::HttpResponse, HttpError> {
+        let n = self.servers.len().max(1);
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            let server = self
+                .servers
+                .get(at)
+                .map_or(self.server.as_str(), |s| s.as_str());
+            let r = request(server, method, path, self.token.as_deref(), body, timeout).await;
+            let next_node = match &r {
+                Err(HttpError::Connect(_)) => true,
+                Ok(resp) => resp.status == 503 && is_draining(&resp.body),
+                Err(_) => false,
+            };
+            if next_node && i + 1 < n {
+                tracing::debug!(server, "control node unavailable; trying the next one");
+                last = Some(r);
+                continue;
+            }
+            if next_node || r.is_err() {
+                // The next call starts at the next node (this one failed, or every one did).
+                let _ = self.current.compare_exchange(
+                    start,
+                    (at + 1) % n,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else if at != start {
+                let _ =
+                    self.current
+                        .compare_exchange(start, at, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            return r;
+        }
+        last.unwrap_or_else(|| Err(HttpError::BadUrl(self.server.clone())))
     }
 
     /// Calls the API with the default timeout.
@@ -344,7 +423,8 @@ impl ClientOptions {
 }
 
 /// A config source as given on a command line (e.g. `furrow proxy --config-source`):
-/// `http://HOST:PORT/APP/ENV/CLUSTER/NAMESPACE[?key=KEY&token=TOKEN&snapshot=PATH&instance=ID&labels=k:v,..&health_ms=N]`.
+/// `http://HOST:PORT[,HOST:PORT..]/APP/ENV/CLUSTER/NAMESPACE[?key=KEY&token=TOKEN&snapshot=PATH&instance=ID&labels=k:v,..&health_ms=N]`
+/// (several control nodes of one cluster: the client moves to the next while one is down or draining).
 /// `key` (default `config`) names the document item the consumer reads; the token may also come from
 /// `$FURROW_TOKEN`.
 #[derive(Clone, Debug)]
@@ -816,6 +896,25 @@ impl Drop for ConfigClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_node_lists() {
+        assert_eq!(
+            split_servers("http://a:1, b:2/,http://c:3/"),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        assert_eq!(split_servers("http://a:1"), ["http://a:1"]);
+        let s = ConfigSource::parse("http://a:1,b:2/shop/PRO/east/routing").unwrap();
+        let api = ApiClient::new(&s.options.server, None);
+        assert_eq!(&*api.servers, ["http://a:1", "http://b:2"]);
+        assert_eq!(api.current_server(), "http://a:1");
+        assert!(is_draining(
+            br#"{"error":{"code":"draining","message":"x"}}"#
+        ));
+        assert!(!is_draining(
+            br#"{"error":{"code":"store_unavailable","message":"x"}}"#
+        ));
+    }
 
     #[test]
     fn parses_config_sources() {

@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Internal,
     /// A service the control service called for the caller (a proxy's admin port) failed or did not answer.
     BadGateway,
+    /// This control node is shutting down: nothing was applied; send the request to another node.
+    Draining,
 }
 
 impl ErrorCode {
@@ -54,7 +56,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::AlreadyExists | ErrorCode::VersionConflict | ErrorCode::Stale => 409,
-            ErrorCode::StoreUnavailable => 503,
+            ErrorCode::StoreUnavailable | ErrorCode::Draining => 503,
             ErrorCode::Internal => 500,
             ErrorCode::BadGateway => 502,
         }
@@ -64,7 +66,7 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::StoreUnavailable | ErrorCode::VersionConflict
+            ErrorCode::StoreUnavailable | ErrorCode::VersionConflict | ErrorCode::Draining
         )
     }
 }

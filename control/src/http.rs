@@ -20,7 +20,10 @@ pub enum HttpError {
     /// The server URL is not `http://HOST:PORT`.
     #[error("bad server URL {0:?}: use http://HOST:PORT")]
     BadUrl(String),
-    /// Connecting, writing or reading failed.
+    /// The connection could not be made: nothing was sent, so any request may go to another node.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// Writing or reading failed (the request may or may not have been applied).
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// No complete response in time.
@@ -65,7 +68,7 @@ async fn exchange(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> Result<HttpResponse, HttpError> {
-    let mut stream = TcpStream::connect(host).await?;
+    let mut stream = TcpStream::connect(host).await.map_err(HttpError::Connect)?;
     stream.set_nodelay(true)?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"

@@ -17,6 +17,9 @@ pub struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long a stopping node waits for the requests in flight (writes are bounded by the store's write wait).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Serves `center` on an already bound listener until `stop` resolves; runs scheduled publishes meanwhile.
 pub async fn serve(
     center: Arc<Center>,
@@ -70,6 +73,7 @@ pub async fn serve(
     // `with_state` for every accepted connection, rebuilding (and later dropping) the whole route table —
     // ~19 KB and the CPU of the rebuild per connection, which for long-polls is per watcher and per
     // push (heaptrack of `perf::memory_per_idle_watcher`).
+    let center_for_drain = center.clone();
     let app = crate::api::router(center).into_make_service();
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (~40 ms each).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -77,11 +81,30 @@ pub async fn serve(
             tracing::debug!(error = %e, "set_nodelay");
         }
     });
-    // Not a graceful shutdown: long-poll watchers would hold it for their whole timeout. Dropping the
-    // runtime closes them; clients reconnect elsewhere or fall back to their snapshot.
+    // A graceful shutdown: when `stop` resolves the node stops accepting, marks itself draining (watches
+    // in progress answer 503 `draining` at once, so clients move to another node and ask again with the
+    // same `since`), and waits for the requests in flight — a publish being committed finishes and is
+    // answered — for at most `DRAIN_LIMIT`. Jobs and the store poll stop after that.
+    let drain_center = center_for_drain;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.await;
+        tracing::info!("control node draining");
+        drain_center.start_draining();
+        let _ = drained_tx.send(());
+    });
     let r = tokio::select! {
-        r = axum::serve(listener, app) => r,
-        _ = stop => Ok(()),
+        r = server => r,
+        _ = async {
+            if drained_rx.await.is_ok() {
+                tokio::time::sleep(DRAIN_LIMIT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(limit_ms = DRAIN_LIMIT.as_millis() as u64, "requests still in flight at the drain limit; closing them");
+            Ok(())
+        }
     };
     ticker.abort();
     if let Some(j) = jobs {

@@ -110,6 +110,120 @@ fn two_nodes_share_one_mariadb() {
 
 /// Issue 17, item 3: a stalled store (mariadbd stopped with SIGSTOP) does not freeze the node: health checks
 /// and reads are served from memory, writes answer 503 after the bounded wait; all recover with the store.
+/// Issue 25: a control node stopped gracefully (what SIGTERM does) loses no publish, and the clients of a
+/// node list move to the other node: the long-poll in progress on the stopping node is answered `draining`
+/// at once, the watcher asks the other node with the same `since`, and writes go there too. Then the other
+/// way round, with the first node restarted on its address.
+#[test]
+fn a_node_stopped_gracefully_loses_no_publish_and_its_watchers_move() {
+    let db = testkit::MariaDb::start().expect("start MariaDB");
+    let url = format!("{}/furrow_control", db.url());
+    let a = node(&url);
+    let b = node(&url);
+    let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
+    let both = format!("http://{addr_a},http://{addr_b}");
+    let api = Api::nodes(&both, ADMIN_TOKEN);
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "app"})),
+    );
+    let p = ns("shop", "DEV", "default", "app");
+    set(&api, &p, "k", int(0));
+    publish(&api, &p, json!({}));
+    // A watcher of both nodes, long-polling (20 s) node A first.
+    let mut opts = control::client::ClientOptions::new(&both, "shop", "DEV", "app");
+    opts.token = Some(ADMIN_TOKEN.into());
+    opts.poll_timeout = Duration::from_secs(20);
+    let watcher = control::client::ConfigClient::start(opts, None).unwrap();
+    let value = |s: &control::client::ConfigSnapshot| s.get_i64("k");
+    assert!(
+        watcher
+            .wait_for(Duration::from_secs(10), |s| value(s) == Some(0))
+            .is_some()
+    );
+    // Publishes through the node list, 1..=30; node A stops (gracefully) after the 10th, racing the next
+    // publishes.
+    let mut a = Some(a);
+    let mut stopping = None;
+    for i in 1..=30 {
+        set(&api, &p, "k", int(i));
+        publish(&api, &p, json!({"message": format!("publish {i}")}));
+        if i == 10 {
+            // A long-poll of node A alone, in progress when A stops: answered 503 `draining` (not cut off).
+            let only_a = format!("http://{addr_a}");
+            let poll = std::thread::spawn(move || {
+                let api = Api::nodes(&only_a, ADMIN_TOKEN);
+                let path = format!(
+                    "/v1/watch?app=shop&env=DEV&namespace=app&since={}&timeout=20000",
+                    u64::MAX / 2
+                );
+                api.status("GET", &path, None, Duration::from_secs(30))
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let node_a = a.take().unwrap();
+            stopping = Some(std::thread::spawn(move || node_a.stop()));
+            match poll.join().unwrap() {
+                Err(control::client::ClientError::Api { status, error }) => {
+                    assert_eq!(status, 503);
+                    assert_eq!(error.code, control::error::ErrorCode::Draining);
+                }
+                other => panic!("a long-poll on a stopping node: {other:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stopping.unwrap().join().unwrap();
+    // Node A is gone: the watcher got every publish, the last from node B.
+    assert!(
+        watcher
+            .wait_for(Duration::from_secs(20), |s| value(s) == Some(30))
+            .is_some(),
+        "the watcher did not move to node B: it has {:?}",
+        value(&watcher.current())
+    );
+    // No publish was lost: 31 releases, each a value of k, in order.
+    let b_api = Api::new(&b, ADMIN_TOKEN);
+    let releases = b_api.ok("GET", &format!("{p}/releases"), None);
+    let list = releases
+        .as_array()
+        .or_else(|| releases["releases"].as_array())
+        .expect("release list");
+    assert_eq!(list.len(), 31, "{releases}");
+    // Node A back on its address, node B stopped: everything moves back to A.
+    let a = control::server::Server::start(
+        {
+            let store = control::store::open(&url).unwrap();
+            let envs = vec!["DEV".to_string(), "PRO".to_string()];
+            Center::open(store, envs, "admin", Some(ADMIN_TOKEN)).unwrap()
+        },
+        &addr_a,
+        2,
+    )
+    .unwrap();
+    drop(b_api);
+    b.stop();
+    for i in 31..=35 {
+        set(&api, &p, "k", int(i));
+        publish(&api, &p, json!({"message": format!("publish {i}")}));
+    }
+    assert!(
+        watcher
+            .wait_for(Duration::from_secs(20), |s| value(s) == Some(35))
+            .is_some(),
+        "the watcher did not move back to node A: it has {:?}",
+        value(&watcher.current())
+    );
+    let releases = Api::new(&a, ADMIN_TOKEN).ok("GET", &format!("{p}/releases"), None);
+    let list = releases
+        .as_array()
+        .or_else(|| releases["releases"].as_array())
+        .expect("release list");
+    assert_eq!(list.len(), 36, "{releases}");
+    watcher.stop();
+}
+
 #[test]
 fn a_stalled_store_does_not_freeze_the_node() {
     let mut db = testkit::MariaDb::start().expect("start MariaDB");

@@ -267,6 +267,7 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Query<HashMap<String, Stri
     let since = qnum(&q, "since")?.unwrap_or(0);
     let timeout = Duration::from_millis(qnum(&q, "timeout")?.unwrap_or(30_000).min(300_000));
     c.read(|st| readable(st, &u, &env, &name, Level::Read))??;
+    c.check_not_draining()?;
     let mut rx = c.subscribe(&env, &super::channel(&name));
     let deadline = tokio::time::Instant::now() + timeout;
     c.metrics.watches_active.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +285,11 @@ async fn watch(AxState(c): C, h: HeaderMap, Query(q): Query<HashMap<String, Stri
     }
     .await;
     c.metrics.watches_active.fetch_sub(1, Ordering::Relaxed);
-    match result? {
+    let result = result?;
+    if result.is_none() {
+        c.check_not_draining()?;
+    }
+    match result {
         Some(d) => {
             c.metrics.watch_changes.fetch_add(1, Ordering::Relaxed);
             ok(d)

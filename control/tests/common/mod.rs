@@ -86,6 +86,19 @@ impl Api {
         }
     }
 
+    /// A client of several nodes (`http://A,http://B`): calls move on while a node is down or draining.
+    #[allow(dead_code)]
+    pub fn nodes(servers: &str, token: &str) -> Api {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Api {
+            rt,
+            client: ApiClient::new(servers, Some(token)),
+        }
+    }
+
     pub fn call(&self, method: &str, path: &str, body: Option<Json>) -> Result<Json, ClientError> {
         self.rt
             .block_on(self.client.call(method, path, body.as_ref()))
