@@ -6,7 +6,7 @@
 #
 # Contents: /usr/bin/furrow; /etc/furrow/example.toml (the documented example config, a conffile);
 # systemd units furrow-proxy@.service (one proxy per /etc/furrow/NAME.toml), its upgrade slot
-# furrow-proxy-b@.service, furrow-control.service and furrow-worker.service;
+# furrow-proxy-b@.service, furrow-control.service, furrow-worker.service and furrow-agent.service;
 # /usr/share/doc/furrow (operations guide). postinst creates the `furrow` system user and
 # /var/lib/furrow, /var/log/furrow; no service is enabled or started by the package.
 set -euo pipefail
@@ -43,6 +43,7 @@ sed -e 's/^Description=Furrow proxy (%i)$/Description=Furrow proxy (%i, upgrade 
 install -D -m 0644 "$stage/furrow-proxy-b@.service" "$root/lib/systemd/system/furrow-proxy-b@.service"
 install -D -m 0644 "$repo/packaging/systemd/furrow-control.service" "$root/lib/systemd/system/furrow-control.service"
 install -D -m 0644 "$repo/packaging/systemd/furrow-worker.service" "$root/lib/systemd/system/furrow-worker.service"
+install -D -m 0644 "$repo/packaging/systemd/furrow-agent.service" "$root/lib/systemd/system/furrow-agent.service"
 install -D -m 0644 "$repo/docs/operations.md" "$root/usr/share/doc/furrow/operations.md"
 install -D -m 0644 "$repo/docs/config.md" "$root/usr/share/doc/furrow/config.md"
 

@@ -16,7 +16,8 @@ dpkg-deb --info "$deb" | grep -E '^ (Package|Version|Architecture|Depends):'
 contents=$(dpkg-deb --contents "$deb")
 for f in ./usr/bin/furrow ./etc/furrow/example.toml ./lib/systemd/system/furrow-proxy@.service \
          ./lib/systemd/system/furrow-proxy-b@.service \
-         ./lib/systemd/system/furrow-control.service ./lib/systemd/system/furrow-worker.service ./usr/share/doc/furrow/operations.md; do
+         ./lib/systemd/system/furrow-control.service ./lib/systemd/system/furrow-worker.service \
+         ./lib/systemd/system/furrow-agent.service ./usr/share/doc/furrow/operations.md; do
   grep -q " $f\$" <<<"$contents" || { echo "missing from the package: $f" >&2; exit 1; }
 done
 root="$work/root"
@@ -36,11 +37,14 @@ if command -v systemd-analyze >/dev/null; then
     > "$verify/furrow-proxy-b@main.service"
   sed "s#/usr/bin/furrow#$root/usr/bin/furrow#g" "$root/lib/systemd/system/furrow-worker.service" \
     > "$verify/furrow-worker.service"
+  sed "s#/usr/bin/furrow#$root/usr/bin/furrow#g" "$root/lib/systemd/system/furrow-agent.service" \
+    > "$verify/furrow-agent.service"
   cp "$verify/furrow-proxy@.service" "$verify/furrow-proxy@main.service"
   out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$verify/furrow-proxy@main.service" \
-    "$verify/furrow-proxy-b@main.service" "$verify/furrow-control.service" "$verify/furrow-worker.service" 2>&1) || true
+    "$verify/furrow-proxy-b@main.service" "$verify/furrow-control.service" "$verify/furrow-worker.service" \
+    "$verify/furrow-agent.service" 2>&1) || true
   # Only findings about our units count (the host's own units may warn about themselves).
-  if grep -E 'furrow-(proxy@main|proxy-b@main|control|worker)\.service' <<<"$out"; then
+  if grep -E 'furrow-(proxy@main|proxy-b@main|control|worker|agent)\.service' <<<"$out"; then
     echo "systemd-analyze verify found problems in the units" >&2
     exit 1
   fi
