@@ -96,7 +96,7 @@ static REDIS_PROBES: Mutex<ProbeCache> = Mutex::new(None);
 
 /// Answers `/readyz`: (ready, body).
 pub async fn readiness(control: &Control) -> (bool, String) {
-    let draining = control.shutting_down();
+    let draining = control.draining();
     let snap = control.shared.snapshots.current();
     let states = control.shared.backends.all();
     let probes = redis_probes(control).await;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use router::config::{Config, ListenerKind};
 use runtime::{BackendRegistry, Executors, ListenerCtx, Shared, SnapshotHub, StatsRegistry};
@@ -38,6 +38,11 @@ pub struct ProxyArgs {
     /// upgrade. See docs/operations.md.
     #[arg(long)]
     pub upgrade_socket: Option<PathBuf>,
+    /// On SIGTERM, first turn `/readyz` to 503 and keep serving (and accepting) for this long, so
+    /// that load balancers and Kubernetes endpoints stop sending new connections before the listeners
+    /// close; then drain as usual. 0 (the default): drain at once.
+    #[arg(long, default_value_t = 0)]
+    pub drain_delay_ms: u64,
 }
 
 /// Runs until SIGINT/SIGTERM (or until a newer process took the sockets over and this one drained).
@@ -73,6 +78,9 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         )),
     };
     let started = started.and_then(|r| {
+        r.control
+            .drain_delay_ms
+            .store(args.drain_delay_ms, std::sync::atomic::Ordering::Relaxed);
         if let Some(i) = inherited {
             let (pid, took) = i.finish()?;
             tracing::info!(
@@ -263,6 +271,10 @@ pub struct Control {
     pub registry: Option<Arc<crate::registry::RegistryBackends>>,
     /// Serialises publishes, so that a reload and a registry change never publish out of order.
     publish_lock: Mutex<()>,
+    /// `--drain-delay-ms`: how long SIGTERM keeps serving while `/readyz` says draining.
+    pub drain_delay_ms: std::sync::atomic::AtomicU64,
+    /// Set by SIGTERM when a drain delay runs: `/readyz` answers 503 while the listeners still accept.
+    drain_announced: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -348,6 +360,36 @@ impl Control {
     /// Whether shutdown was requested.
     pub fn shutting_down(&self) -> bool {
         *self.shutdown_tx.borrow()
+    }
+
+    /// Whether the process is leaving: shutdown requested, or announced by SIGTERM during a drain delay.
+    pub fn draining(&self) -> bool {
+        self.shutting_down()
+            || self
+                .drain_announced
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// SIGTERM: with a drain delay, announce the drain (`/readyz` 503) now and shut down after the delay;
+    /// without one (or on a second SIGTERM), shut down now.
+    fn terminate(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let delay = self.drain_delay_ms.load(Ordering::Relaxed);
+        if delay == 0 || self.drain_announced.swap(true, Ordering::Relaxed) {
+            tracing::info!("SIGTERM: shutting down");
+            self.shutdown();
+            return;
+        }
+        tracing::info!(
+            drain_delay_ms = delay,
+            "SIGTERM: not ready from now on; shutting down after the drain delay"
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            tracing::info!("drain delay over: shutting down");
+            me.shutdown();
+        });
     }
 }
 
@@ -488,6 +530,8 @@ pub fn start_with(
         handover: Mutex::new(Vec::new()),
         registry,
         publish_lock: Mutex::new(()),
+        drain_delay_ms: Default::default(),
+        drain_announced: Default::default(),
     });
     if let Some(r) = &control.registry {
         let weak = Arc::downgrade(&control);
@@ -668,7 +712,7 @@ impl Signals {
                     Err(e) => tracing::error!(error = %e, "SIGUSR1: cannot reopen the log file; still writing to the old one"),
                 },
                 _ = self.int.recv() => { tracing::info!("SIGINT: shutting down"); control.shutdown(); }
-                _ = self.term.recv() => { tracing::info!("SIGTERM: shutting down"); control.shutdown(); }
+                _ = self.term.recv() => control.terminate(),
                 _ = shutdown.changed() => {}
             }
             if control.shutting_down() {

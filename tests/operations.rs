@@ -707,3 +707,58 @@ fn readiness_follows_the_mysql_primary_not_its_replicas() {
         last.1
     );
 }
+
+/// `--drain-delay-ms`: SIGTERM turns `/readyz` to 503 at once while the listener still accepts and
+/// serves new clients; only after the delay does the process drain and exit 0.
+#[test]
+fn sigterm_with_a_drain_delay_turns_unready_first_and_keeps_serving() {
+    let r = testkit::RedisServer::start().expect("redis");
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(
+        &cfg,
+        redis_config(
+            admin.port(),
+            metrics.port(),
+            listen.port(),
+            &[r.addr().to_string()],
+            1000,
+        ),
+    )
+    .expect("config");
+    let mut p = Proxy::spawn(dir.path(), "furrow", &cfg, &["--drain-delay-ms", "5000"]);
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(listen.port(), &["PING"]) == "PONG"
+    });
+    assert_eq!(http_get(metrics.port(), "/readyz").0, 200, "{}", p.log());
+    let pid = p.child.as_ref().expect("running").id();
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    wait_log(&p, "not ready from now on");
+    let (code, body) = http_get(metrics.port(), "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    // Still accepting: a new client connects and is served (checked before the delay ends).
+    assert_eq!(redis_cli(listen.port(), &["SET", "k", "v"]), "OK");
+    assert_eq!(redis_cli(listen.port(), &["GET", "k"]), "v");
+    let served_within = sent.elapsed();
+    let status = p.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", p.log());
+    let exited_after = sent.elapsed();
+    assert!(
+        served_within < Duration::from_millis(5000),
+        "the checks ran past the delay ({served_within:?}): they prove nothing; rerun on a quieter machine"
+    );
+    assert!(
+        exited_after >= Duration::from_millis(5000),
+        "exited {exited_after:?} after SIGTERM, before the 5 s drain delay"
+    );
+    assert!(p.log().contains("drain delay over"), "{}", p.log());
+}
