@@ -18,6 +18,20 @@ fn node(url: &str) -> Server {
     Server::start(center, "127.0.0.1:0", 2).unwrap()
 }
 
+/// App `shop`, namespace `app`, item `k` = `k` published in DEV; returns the namespace path.
+fn shop_app_with_k(api: &Api, k: i64) -> String {
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "app"})),
+    );
+    let p = ns("shop", "DEV", "default", "app");
+    set(api, &p, "k", int(k));
+    publish(api, &p, json!({}));
+    p
+}
+
 #[test]
 fn two_nodes_share_one_mariadb() {
     let db = testkit::MariaDb::start().expect("start MariaDB");
@@ -26,15 +40,7 @@ fn two_nodes_share_one_mariadb() {
     let b = node(&url);
     let api_a = Api::new(&a, ADMIN_TOKEN);
     let api_b = Api::new(&b, ADMIN_TOKEN);
-    api_a.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
-    api_a.ok(
-        "POST",
-        "/v1/apps/shop/namespaces",
-        Some(json!({"name": "app"})),
-    );
-    let p = ns("shop", "DEV", "default", "app");
-    set(&api_a, &p, "k", int(1));
-    publish(&api_a, &p, json!({}));
+    let p = shop_app_with_k(&api_a, 1);
     // Node B sees node A's release (after its catch-up poll).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -123,15 +129,7 @@ fn a_node_stopped_gracefully_loses_no_publish_and_its_watchers_move() {
     let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
     let both = format!("http://{addr_a},http://{addr_b}");
     let api = Api::nodes(&both, ADMIN_TOKEN);
-    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
-    api.ok(
-        "POST",
-        "/v1/apps/shop/namespaces",
-        Some(json!({"name": "app"})),
-    );
-    let p = ns("shop", "DEV", "default", "app");
-    set(&api, &p, "k", int(0));
-    publish(&api, &p, json!({}));
+    let p = shop_app_with_k(&api, 0);
     // A watcher of both nodes, long-polling (20 s) node A first.
     let mut opts = control::client::ClientOptions::new(&both, "shop", "DEV", "app");
     opts.token = Some(ADMIN_TOKEN.into());

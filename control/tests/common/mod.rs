@@ -76,18 +76,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &Server, token: &str) -> Api {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Api {
-            rt,
-            client: ApiClient::new(&format!("http://{}", server.addr), Some(token)),
-        }
+        Api::nodes(&format!("http://{}", server.addr), token)
     }
 
     /// A client of several nodes (`http://A,http://B`): calls move on while a node is down or draining.
-    #[allow(dead_code)]
     pub fn nodes(servers: &str, token: &str) -> Api {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
