@@ -9,8 +9,11 @@ import { page as proxies } from './pages/proxies.js';
 import { page as proxy } from './pages/proxy.js';
 import { page as registry } from './pages/registry.js';
 import { page as jobs } from './pages/jobs.js';
+import { page as releases } from './pages/releases.js';
+import { page as traces } from './pages/traces.js';
+import { page as access } from './pages/access.js';
 
-const PAGES = [config, review, proxies, proxy, registry, jobs];
+const PAGES = [config, review, proxies, proxy, registry, jobs, releases, traces, access];
 
 const ctx = { user: null, timers: [] };
 

@@ -70,6 +70,27 @@ function drawCharts(holder, key) {
   ));
 }
 
+/**
+ * The last hour from the center's own history: the health windows (requests and errors of the proxy's
+ * clients, every 10 s by default) the proxy sent with its reports, kept on the server (`web::history`), so
+ * this chart has data as soon as the page opens.
+ */
+async function drawHistory(holder, key) {
+  const r = await api.get(`/console/api/history/${key.split('/').map(api.seg).join('/')}?since_s=3600`);
+  const pts = r.points;
+  const chart = lineChart({
+    title: 'Clients, last hour (reported windows)', unit: '/s',
+    series: [
+      { name: 'requests', points: pts.map((p) => [p.at_ms, p.requests_per_s]) },
+      { name: 'errors', points: pts.map((p) => [p.at_ms, p.errors_per_s]) },
+    ],
+  });
+  holder.replaceChildren(h('div', { class: 'charts' }, chart),
+    h('p', { class: 'muted', id: 'proxy-history-count' }, pts.length
+      ? `${pts.length} windows reported (the center keeps ${r.max_points}); total ${pts.reduce((a, p) => a + p.requests, 0)} requests, ${pts.reduce((a, p) => a + p.errors, 0)} errors.`
+      : 'No health window reported yet (a proxy sends one every 10 s).'));
+}
+
 export const page = {
   id: 'proxy',
   title: 'Proxy',
@@ -113,7 +134,14 @@ export const page = {
       },
     });
     viewEl.append(tabs([
-      { id: 'overview', label: 'Overview', render: (p) => { chartsShown = true; p.append(charts); drawCharts(charts, key); } },
+      { id: 'overview', label: 'Overview', render: async (p) => {
+        chartsShown = true;
+        const hist = h('div', { id: 'proxy-history' });
+        p.append(h('h2', {}, 'History'), hist, h('h2', {}, 'Live (sampled while this page is open)'), charts);
+        drawCharts(charts, key);
+        await drawHistory(hist, key);
+        ctx.every(10000, () => { if (chartsShown) drawHistory(hist, key).catch(() => {}); });
+      } },
       { id: 'listeners', label: 'Listeners', render: tablesTab(key, 'listeners', 'listeners-table') },
       { id: 'backends', label: 'Backends', render: tablesTab(key, 'backends', 'backends-table', { extra: backendActions }) },
       { id: 'pools', label: 'Pools', render: tablesTab(key, 'pools', 'pools-table') },
