@@ -364,8 +364,10 @@ async fn history(
                    "requests_per_s": x.requests as f64 / secs, "errors_per_s": x.errors as f64 / secs})
         })
         .collect();
-    ok(json!({"instance": p.4, "namespace": key.path(), "points": points,
-              "max_points": history::MAX_POINTS}))
+    ok(
+        json!({"instance": p.4, "namespace": key.path(), "points": points,
+              "max_points": history::MAX_POINTS}),
+    )
 }
 
 /// The proxy reporting as `id` on that namespace instance, after checking `need` on the namespace.

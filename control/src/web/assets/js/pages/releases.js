@@ -70,7 +70,7 @@ async function project(view, name, params) {
       { key: 'version', label: 'Runs', value: (s) => (s.state ? s.state.version : '—') },
       { key: 'active', label: 'Active deployment', value: (s) => s.active ?? '', render: (s) => (s.active ? depLink({ id: s.active }) : '') },
       { key: 'hosts', label: 'Hosts', value: (s) => (spec[s.stage].hosts || []).join(', ') },
-      { key: 'approval', label: 'Approval', value: (s) => { const a = spec[s.stage].approval; return a ? `${a.count || 1} of ${a.approvers.join(', ')}` : ''; } },
+      { key: 'approval', label: 'Approval', value: (s) => { const a = spec[s.stage].approval; return a && a.count ? `${a.count} of ${a.approvers.join(', ')}` : ''; } },
       { key: 'canary', label: 'Canary', value: (s) => (spec[s.stage].canary ? 'yes' : '') },
       { key: 'history', label: 'Earlier versions', value: (s) => (s.state ? (s.state.history || []).join(', ') : '') },
     ],

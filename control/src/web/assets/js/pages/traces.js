@@ -82,7 +82,10 @@ function waterfall(t, rows, onPick) {
     const g = s('g', { class: `span${r.status === 'error' ? ' error' : ''}`, tabindex: '0', role: 'button', 'aria-label': `${label}, ${ms(r.duration_us)} ms at +${ms(r.offset_us)} ms` },
       s('text', { x: 4 + r.depth * 12, y: y + 15 }, label.length > 44 - r.depth * 2 ? `${label.slice(0, 43 - r.depth * 2)}…` : label),
       s('rect', { x: x(r.offset_us).toFixed(1), y: y + 4, height: ROW - 8, width: Math.max(1.5, x(r.offset_us + r.duration_us) - x(r.offset_us)).toFixed(1) }),
-      s('text', { class: 'dur', x: Math.min(W - 70, x(r.offset_us + r.duration_us) + 4).toFixed(1), y: y + 15 }, `${ms(r.duration_us)} ms`));
+      // The duration right of the bar, or inside its end when the bar reaches the right edge.
+      x(r.offset_us + r.duration_us) + 80 > W
+        ? s('text', { class: 'dur inside', x: (x(r.offset_us + r.duration_us) - 4).toFixed(1), y: y + 15, 'text-anchor': 'end' }, `${ms(r.duration_us)} ms`)
+        : s('text', { class: 'dur', x: (x(r.offset_us + r.duration_us) + 4).toFixed(1), y: y + 15 }, `${ms(r.duration_us)} ms`));
     g.addEventListener('click', () => onPick(r));
     g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onPick(r); } });
     return g;
@@ -98,7 +101,7 @@ async function trace(view, id) {
   const detail = h('section', { class: 'card', id: 'span-detail', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Pick a span for its attributes.'));
   const pick = (r) => {
     clear(detail);
-    detail.append(h('h3', {}, `${r.service}: ${r.name} `, r.status === 'error' ? badge('error', 'bad') : badge(r.status || 'unset', 'ok')),
+    detail.append(h('h3', {}, `${r.service}: ${r.name} `, r.status === 'error' ? badge('error', 'bad') : badge(r.status || 'unset', r.status === 'ok' ? 'ok' : '')),
       h('p', { class: 'muted' }, `span ${r.span_id}${r.parent_id ? `, parent ${r.parent_id}` : ''}, ${r.kind}, +${ms(r.offset_us)} ms, ${ms(r.duration_us)} ms${r.status_message ? ` — ${r.status_message}` : ''}`),
       h('pre', { class: 'attributes' }, Object.entries(r.attributes || {}).map(([k, v]) => `${k} = ${typeof v === 'string' ? v : JSON.stringify(v)}`).join('\n') || '(no attributes)'));
   };
@@ -125,7 +128,9 @@ async function dependencies(panel, params) {
   const r = await api.get(`/v1/trace/dependencies?since_s=${api.seg(since)}`);
   const names = [...new Set(r.edges.flatMap((e) => [e.from, e.to]))];
   const callers = new Set(r.edges.map((e) => e.from));
-  const qps = (e) => (e.qps >= 10 ? e.qps.toFixed(0) : e.qps.toFixed(2));
+  // Calls per second: whole numbers from 10, two decimals down to 0.01, two significant digits below.
+  const qps = (e) => (e.qps >= 10 ? e.qps.toFixed(0) : e.qps >= 0.01 || e.qps === 0 ? e.qps.toFixed(2) : e.qps.toPrecision(2));
+  const lat = (v) => Number(v).toFixed(3);
   if (r.edges.length) {
     panel.append(h('div', { id: 'trace-graph' }, graphView({
       title: `Observed calls over ${r.window_s} s`, verb: 'calls',
@@ -139,9 +144,9 @@ async function dependencies(panel, params) {
       { key: 'from', label: 'From' }, { key: 'to', label: 'To' },
       { key: 'calls', label: 'Calls', num: true }, { key: 'qps', label: 'Calls/s', num: true, render: qps },
       { key: 'errors', label: 'Errors', num: true }, { key: 'error_rate', label: 'Error rate', num: true, render: (e) => `${(e.error_rate * 100).toFixed(2)} %` },
-      { key: 'p50', label: 'p50 (ms)', num: true, value: (e) => e.latency.p50_ms },
-      { key: 'p99', label: 'p99 (ms)', num: true, value: (e) => e.latency.p99_ms },
-      { key: 'max', label: 'max (ms)', num: true, value: (e) => e.latency.max_ms },
+      { key: 'p50', label: 'p50 (ms)', num: true, value: (e) => e.latency.p50_ms, render: (e) => lat(e.latency.p50_ms) },
+      { key: 'p99', label: 'p99 (ms)', num: true, value: (e) => e.latency.p99_ms, render: (e) => lat(e.latency.p99_ms) },
+      { key: 'max', label: 'max (ms)', num: true, value: (e) => e.latency.max_ms, render: (e) => lat(e.latency.max_ms) },
     ],
   }));
 }
@@ -159,8 +164,8 @@ async function sql(panel, params) {
       { key: 'db_system', label: 'System' },
       { key: 'calls', label: 'Calls', num: true }, { key: 'errors', label: 'Errors', num: true },
       { key: 'total_ms', label: 'Total (ms)', num: true, render: (d) => d.total_ms.toFixed(3) },
-      { key: 'p50', label: 'p50 (ms)', num: true, value: (d) => d.latency.p50_ms },
-      { key: 'p99', label: 'p99 (ms)', num: true, value: (d) => d.latency.p99_ms },
+      { key: 'p50', label: 'p50 (ms)', num: true, value: (d) => d.latency.p50_ms, render: (d) => d.latency.p50_ms.toFixed(3) },
+      { key: 'p99', label: 'p99 (ms)', num: true, value: (d) => d.latency.p99_ms, render: (d) => d.latency.p99_ms.toFixed(3) },
       { key: 'services', label: 'Services', value: (d) => d.services.join(', ') },
       { key: 'slow', label: 'Slowest traces', value: (d) => d.slow_samples.map((x) => x.trace_id).join(' '),
         render: (d) => h('span', {}, d.slow_samples.map((x) => h('span', { class: 'row' }, traceLink(x.trace_id), ` ${x.duration_ms.toFixed(3)} ms${x.backend ? ` on ${x.backend}` : ''}`))) },
