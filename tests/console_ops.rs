@@ -123,7 +123,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         Some(json!({"app": "shop",
             "hooks": {"stop": "true", "install": "cp \"$FURROW_ARTIFACT\" installed", "start": "true", "health": "test -f installed"},
             "stages": [{"name": "dev", "hosts": ["h1"]},
-                       {"name": "live", "hosts": ["h1"], "approval": {"approvers": ["user:admin"], "count": 1}}]})),
+                       {"name": "live", "hosts": ["h1"], "approval": {"approvers": ["user:admin", "user:lee"], "count": 1}}]})),
     );
     for v in ["v1", "v2"] {
         api(
@@ -452,7 +452,8 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         !t.contains("made in the console")
     });
 
-    // --- As lee (not an administrator): approving their own deployment and the audit are refused. ---
+    // --- As lee (an approver, not an administrator): approving their own deployment is refused, and so
+    // is the audit log. ---
     let live3 = deploy(&lee, "live", json!({"version": "v2"}));
     wait_until(long, || state(&live3) == "awaiting_approval");
     b.click("#logout");
@@ -466,7 +467,9 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     });
     b.click("#deployment-approve");
     confirm(&b);
-    b.wait_text("#deployment-detail", long, |t| t.contains("forbidden"));
+    b.wait_text("#deployment-detail", long, |t| {
+        t.contains("forbidden: the one who started a deployment cannot approve it")
+    });
     assert_eq!(state(&live3), "awaiting_approval");
     b.screenshot("39-release-approval-refused");
     b.goto(&format!("{base}#/access"));
