@@ -388,6 +388,35 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     });
     b.screenshot("36-trace-sql");
 
+    // Phone width: the new pages fit the screen (tables scroll in their own box, the SVGs scale).
+    b.resize(390, 844);
+    for (route, table, want) in [
+        (
+            format!("#/releases?deployment={live1}"),
+            "#hosts-table",
+            "h1",
+        ),
+        ("#/access?tab=tokens".to_string(), "#tokens-table", "lee's"),
+        (
+            format!("#/traces?trace={trace}"),
+            "#spans-table",
+            "checkout",
+        ),
+    ] {
+        b.goto(&format!("{base}{route}"));
+        b.wait_text(table, long, |t| t.contains(want));
+        let overflow = b.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{route} is wider than a phone by {overflow} px"
+        );
+    }
+    b.screenshot("36b-phone-trace");
+    b.resize(1280, 900);
+
     // --- Access: audit, users, tokens. ---
     b.goto(&format!("{base}#/access?tab=audit&target=release/web"));
     b.wait_text("#audit-table", long, |t| {
