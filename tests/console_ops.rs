@@ -72,6 +72,40 @@ fn rows(b: &Browser, table: &str) -> Vec<Vec<String>> {
     serde_json::from_value(v).unwrap_or_default()
 }
 
+/// The released service of the canary step: answers 200 on every path, or (broken) 500 everywhere but
+/// `/health`, so only canary analysis can catch it.
+fn server_script(broken: bool) -> String {
+    format!(
+        r#"import http.server, sys
+BROKEN = {}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 500 if BROKEN and self.path != "/health" else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+        if broken { "True" } else { "False" }
+    )
+}
+
+/// The services the agents started (their pid files), stopped when the test ends however it ends.
+struct Services(Vec<std::path::PathBuf>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
 fn confirm(b: &Browser) {
     b.find("#confirm[open]");
     b.click("#confirm-ok");
@@ -175,6 +209,87 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         let id = deploy(CONTROL_TOKEN, "dev", json!({"version": v}));
         wait_until(long, || state(&id) == "succeeded");
     }
+    // A second project with canary analysis on two hosts (two more real agents running a real HTTP
+    // service each): v1 everywhere, then v2, which answers 500, fails on the canary host against the
+    // baseline and is rolled back.
+    let port_open = r#"python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0 else 1)" $FURROW_VAR_PORT"#;
+    api(
+        "PUT",
+        "/v1/release/projects/api",
+        Some(json!({"app": "shop",
+            "hooks": {
+                "stop": format!("if [ -f pid ]; then kill $(cat pid) 2>/dev/null; rm -f pid; i=0; while {port_open} && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; fi"),
+                "install": "cp \"$FURROW_ARTIFACT\" server.py",
+                "start": "nohup python3 server.py $FURROW_VAR_PORT > server.log 2>&1 & echo $! > pid",
+                "health": r#"python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:%s/health' % sys.argv[1], timeout=1)" $FURROW_VAR_PORT"#,
+                "health_timeout_ms": 10000},
+            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
+            "stages": [{"name": "prod", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
+                        "canary": {"min_samples": 30, "max_wait_ms": 20000, "latency": false}}]})),
+    );
+    for (v, broken) in [("v1", false), ("v2", true)] {
+        api(
+            "POST",
+            "/v1/release/projects/api/versions",
+            Some(json!({"name": v, "artifact": {"inline": server_script(broken)}})),
+        );
+        api(
+            "POST",
+            &format!("/v1/release/projects/api/versions/{v}/gate"),
+            None,
+        );
+    }
+    let service_ports: Vec<_> = (0..2)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let mut agents = Vec::new();
+    let mut pids = Vec::new();
+    for (host, port) in [("h2", &service_ports[0]), ("h3", &service_ports[1])] {
+        let d = dir.path().join(format!("agent-{host}"));
+        pids.push(d.join("api/pid"));
+        agents.push(Process(
+            Command::new(furrow_bin())
+                .args(["agent", "--server", &format!("http://127.0.0.1:{cport}")])
+                .args([
+                    "--token",
+                    CONTROL_TOKEN,
+                    "--host",
+                    host,
+                    "--poll-ms",
+                    "2000",
+                ])
+                .args(["--var", &format!("PORT={}", port.port())])
+                .arg("--dir")
+                .arg(&d)
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.path().join(format!("agent-{host}.log")))
+                        .expect("log"),
+                )
+                .spawn()
+                .expect("spawn furrow agent"),
+        ));
+    }
+    let _services = Services(pids);
+    let api_deploy = |v: &str| {
+        api(
+            "POST",
+            "/v1/release/projects/api/stages/prod/deploy",
+            Some(json!({"version": v})),
+        )["id"]
+            .clone()
+    };
+    let api1 = api_deploy("v1");
+    wait_until(long, || state(&api1) == "succeeded");
+    let api2 = api_deploy("v2");
+    wait_until(Duration::from_secs(40), || {
+        matches!(
+            state(&api2).as_str(),
+            Some("rolled_back" | "failed" | "succeeded")
+        )
+    });
+    assert_eq!(state(&api2), "rolled_back");
+
     // Lee starts live v1: it waits for the administrator's approval.
     let live1 = deploy(&lee, "live", json!({"version": "v1"}));
     wait_until(long, || state(&live1) == "awaiting_approval");
@@ -260,13 +375,15 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.wait_text("#view", long, |t| {
         t.starts_with("Releases\n") && !t.contains("Environment")
     });
+    // Columns: project, application, then the stages of every project (prod, dev, live).
     let pipeline = rows(&b, "#pipelines-table");
-    assert_eq!(pipeline[0][..4], ["web", "shop", "v2", "—"], "{pipeline:?}");
+    assert_eq!(pipeline[0], ["api", "shop", "v1", "", ""], "{pipeline:?}");
+    assert_eq!(pipeline[1], ["web", "shop", "", "v2", "—"], "{pipeline:?}");
     b.wait_text("#active-table", long, |t| {
         t.contains("awaiting approval") && t.contains("lee")
     });
     b.wait_text("#history-table", long, |t| {
-        t.matches("succeeded").count() == 2
+        t.matches("succeeded").count() == 3 && t.contains("rolled back")
     });
     b.screenshot("30-release-pipelines");
 
@@ -287,6 +404,23 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     let d = api("GET", &format!("/v1/release/deployments/{live1}"), None);
     assert_eq!(d["approvals"], json!(["admin"]), "{d}");
     b.screenshot("31-release-deployment");
+
+    // The canary verdict of api v2: failed on the canary host against the baseline, rolled back.
+    b.goto(&format!("{base}#/releases?deployment={api2}"));
+    b.wait_text("#deployment-detail", long, |t| t.contains("rolled back"));
+    let verdict = b.wait_text("#canary-verdict", long, |t| t.contains("fail"));
+    let groups = rows(&b, "#canary-table");
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0][0], "canary");
+    assert_eq!(
+        groups[0][3], "100.00 %",
+        "every canary probe answered 500: {groups:?} {verdict}"
+    );
+    assert_eq!(groups[1][0], "baseline");
+    assert_eq!(groups[1][3], "0.00 %", "{groups:?}");
+    assert!(verdict.contains("errors: z ="), "{verdict}");
+    b.wait_text("#events-table", long, |t| t.contains("rolled_back"));
+    b.screenshot("31b-release-canary");
 
     // Roll dev back to v1 from the project's deploy form.
     b.goto(&format!("{base}#/releases?project=web"));

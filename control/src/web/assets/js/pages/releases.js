@@ -149,7 +149,7 @@ function verdictCard(d) {
     rows: [{ group: 'canary', ...v.canary }, { group: 'baseline', ...v.baseline }],
     columns: [
       { key: 'group', label: 'Group' }, { key: 'requests', label: 'Requests', num: true },
-      { key: 'errors', label: 'Errors', num: true }, { key: 'error_rate', label: 'Error rate', value: (g) => pct(g.error_rate) },
+      { key: 'errors', label: 'Errors', num: true }, { key: 'error_rate', label: 'Error rate', num: true, value: (g) => g.error_rate, render: (g) => pct(g.error_rate) },
       { key: 'p50_us', label: 'Median latency (µs)', num: true },
     ],
   }));
