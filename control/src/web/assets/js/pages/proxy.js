@@ -102,6 +102,8 @@ export const page = {
     const summary = h('div', { class: 'card', id: 'proxy-summary' });
     viewEl.append(summary);
     const charts = h('div', { id: 'proxy-charts' });
+    let hist = null;
+    let histTimer = null;
     let chartsShown = false;
     const poll = async () => {
       const r = await view(key, 'info');
@@ -136,11 +138,12 @@ export const page = {
     viewEl.append(tabs([
       { id: 'overview', label: 'Overview', render: async (p) => {
         chartsShown = true;
-        const hist = h('div', { id: 'proxy-history' });
+        hist = h('div', { id: 'proxy-history' });
         p.append(h('h2', {}, 'History'), hist, h('h2', {}, 'Live (sampled while this page is open)'), charts);
         drawCharts(charts, key);
         await drawHistory(hist, key);
-        ctx.every(10000, () => { if (chartsShown) drawHistory(hist, key).catch(() => {}); });
+        // One refresh timer for the page, however often the tab is selected.
+        if (!histTimer) histTimer = ctx.every(10000, () => { if (chartsShown) drawHistory(hist, key).catch(() => {}); });
       } },
       { id: 'listeners', label: 'Listeners', render: tablesTab(key, 'listeners', 'listeners-table') },
       { id: 'backends', label: 'Backends', render: tablesTab(key, 'backends', 'backends-table', { extra: backendActions }) },
