@@ -521,6 +521,20 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         t.contains("SELECT SLEEP") && t.contains(trace)
     });
     b.screenshot("36-trace-sql");
+    b.goto(&format!("{base}#/traces?tab=services&service=furrow-proxy"));
+    b.wait_text("#slowest-table", long, |t| {
+        t.contains("SELECT SLEEP") && t.contains(trace)
+    });
+    let ops = rows(&b, "#slowest-table");
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(
+        (ops[0][1].as_str(), ops[0][2].as_str()),
+        ("1", "0"),
+        "{ops:?}"
+    );
+    b.find("#svc-trend svg.chart polyline");
+    b.wait_text("#regressions-table", long, |t| t.contains("No regression."));
+    b.screenshot("36a-trace-service");
 
     // Phone width: the new pages fit the screen (tables scroll in their own box, the SVGs scale).
     b.resize(390, 844);

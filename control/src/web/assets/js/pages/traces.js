@@ -1,8 +1,8 @@
 // Tracing (docs/tracing.md): trace search, one trace's call tree as a waterfall, the observed dependency
-// graph with calls per second, error rate and latency per edge, and the SQL insights from traces (statements
-// by digest, with the slowest samples' traces). Every query is the collector's own (`/v1/trace/...`).
+// graph with calls per second, error rate and latency per edge, a service's slowest operations and p99 trend
+// with regressions, and the SQL insights from traces (statements by digest, with the slowest samples' traces). Every query is the collector's own (`/v1/trace/...`).
 import * as api from '../api.js';
-import { h, table, field, select, link, badge, clear, tabs, graphView } from '../ui.js';
+import { h, table, field, select, link, badge, clear, tabs, graphView, lineChart } from '../ui.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 function s(tag, attrs, ...children) {
@@ -151,6 +151,44 @@ async function dependencies(panel, params) {
   }));
 }
 
+/** A service's operations by p99 (with their slowest trace) and each operation's p99 per hour, with
+ * regressions flagged (an hour above 2 × the median p99 of the earlier ones). */
+async function services(panel, params) {
+  const deps = await api.get('/v1/trace/dependencies?since_s=86400');
+  const known = [...new Set(deps.edges.flatMap((e) => [e.from, e.to]))].sort();
+  const service = params.service || known[0] || '';
+  const input = h('input', { id: 'svc-name', value: service, list: 'svc-names' });
+  const form = h('form', { id: 'svc-form', class: 'row' }, field('Service', input).el,
+    h('datalist', { id: 'svc-names' }, known.map((n) => h('option', { value: n }))),
+    h('button', { type: 'submit', id: 'svc-submit' }, 'Show'));
+  form.addEventListener('submit', (e) => { e.preventDefault(); location.hash = link('traces', { tab: 'services', service: input.value }); });
+  panel.append(form);
+  if (!service) { panel.append(h('p', { class: 'muted' }, 'No service traced in the last 24 hours.')); return; }
+  const slow = await api.get(`/v1/trace/services/${api.seg(service)}/slowest?since_s=86400&limit=50`);
+  panel.append(table({
+    id: 'slowest-table', caption: `Operations of ${service} by p99, last 24 hours`, rows: slow.operations, empty: 'No operation.',
+    columns: [
+      { key: 'operation', label: 'Operation', render: (o) => h('span', { class: 'cell-text mono' }, o.operation) },
+      { key: 'calls', label: 'Calls', num: true }, { key: 'errors', label: 'Errors', num: true },
+      { key: 'p50', label: 'p50 (ms)', num: true, value: (o) => o.latency.p50_ms, render: (o) => o.latency.p50_ms.toFixed(3) },
+      { key: 'p99', label: 'p99 (ms)', num: true, value: (o) => o.latency.p99_ms, render: (o) => o.latency.p99_ms.toFixed(3) },
+      { key: 'slowest_trace', label: 'Slowest trace', value: (o) => o.slowest_trace || '', render: (o) => (o.slowest_trace ? traceLink(o.slowest_trace) : '') },
+    ],
+  }));
+  const trend = await api.get(`/v1/trace/services/${api.seg(service)}/trend?hours=24`);
+  const series = trend.operations.slice(0, 6).map((o) => ({ name: o.operation, points: o.hours.map((x) => [x.hour_start_ms, x.p99_ms]) }));
+  panel.append(h('div', { class: 'charts', id: 'svc-trend' }, lineChart({ title: `p99 per hour of ${service}`, unit: 'ms', series })));
+  const flagged = trend.operations.flatMap((o) => o.hours.filter((x) => x.regression).map((x) => ({ operation: o.operation, ...x })));
+  panel.append(table({
+    id: 'regressions-table', caption: `Hours whose p99 exceeds ${trend.regression_factor} × the median of the earlier hours`, rows: flagged, empty: 'No regression.',
+    columns: [
+      { key: 'operation', label: 'Operation' },
+      { key: 'hour_start_ms', label: 'Hour (UTC)', value: (x) => new Date(x.hour_start_ms).toISOString().slice(0, 13).replace('T', ' ') },
+      { key: 'calls', label: 'Calls', num: true }, { key: 'p99_ms', label: 'p99 (ms)', num: true },
+    ],
+  }));
+}
+
 async function sql(panel, params) {
   const since = params.since_s || '3600';
   const sel = select(SINCE, since, { id: 'sql-since' });
@@ -186,6 +224,7 @@ export const page = {
     view.append(tabs([
       { id: 'search', label: 'Search', render: (p) => search(p, params) },
       { id: 'dependencies', label: 'Dependencies', render: (p) => dependencies(p, params) },
+      { id: 'services', label: 'Services', render: (p) => services(p, params) },
       { id: 'sql', label: 'SQL', render: (p) => sql(p, params) },
     ], params.tab || 'search'));
     return undefined;
