@@ -237,7 +237,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
                 "proxy",
                 "--config-source",
                 &format!(
-                    "http://127.0.0.1:{cport}/shop/DEV/default/proxy?instance=proxy-1&ip=127.0.0.1"
+                    "http://127.0.0.1:{cport}/shop/DEV/default/proxy?instance=proxy-1&ip=127.0.0.1&health_ms=300"
                 ),
             ])
             .env("FURROW_TOKEN", TOKEN)
@@ -360,6 +360,20 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     }
     wait_until(long, || backend_requests(admin, &r1_replica) >= before + 60);
     b.wait_text("#tabpanel", long, |t| !t.contains("Collecting samples"));
+    // The center's own history (the health windows the proxy sends with its reports, every 300 ms here)
+    // is there as soon as the page opens, and counts the reads above.
+    b.goto(&format!(
+        "{base}#/proxy?key=shop/DEV/default/proxy/proxy-1&tab=overview&reload=1"
+    ));
+    b.wait_text("#proxy-history-count", long, |t| {
+        t.contains("windows reported")
+            && t.split("total ")
+                .nth(1)
+                .and_then(|x| x.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 60)
+    });
+    b.find("#proxy-history svg.chart polyline");
     b.screenshot("09-proxy-overview");
 
     // Take the replica offline from the console: reads move to the primary.

@@ -186,6 +186,8 @@ pub struct Center {
     pub trace: crate::trace::Collector,
     /// Release management's in-memory part (probe samples, running gates, webhooks).
     pub release: crate::release::Runtime,
+    /// The proxies' health windows as bounded time series (the console's charts with history).
+    pub history: crate::web::history::History,
 }
 
 /// The user scheduled publishes run as.
@@ -271,6 +273,7 @@ impl Center {
             jobs: std::sync::OnceLock::new(),
             trace: crate::trace::Collector::start(&opts_trace)?,
             release: crate::release::Runtime::new(),
+            history: Default::default(),
         });
         let sys = system_user();
         let admin = center.opts.admin.clone();
@@ -679,6 +682,7 @@ impl Center {
             // Routing projects' canary analysis (release management) compares these per gray release.
             self.release
                 .add_window(&key.1, &r.instance.id, &r.releases, w.requests, w.errors);
+            self.history.record(&key.1, &r.instance.id, &w, now);
         }
         let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         reports.insert(key, (seq, r));

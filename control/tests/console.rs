@@ -541,3 +541,69 @@ fn password_logins_get_a_session_token_revoked_at_logout() {
         401
     );
 }
+
+/// The center keeps the health windows that come with reports as a series per instance and namespace
+/// instance (`/console/api/history/...`): in order, with rates per window; rejected reports add nothing;
+/// readers with `masked_read` see it, users without a grant on the namespace do not.
+#[test]
+fn the_history_keeps_the_reported_health_windows() {
+    let server = common::start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    seed(&admin);
+    let nsp = ns("shop", "PRO", "default", "app");
+    set(&admin, &nsp, "greeting", string("hi"));
+    let rel = publish(&admin, &nsp, json!({"message": "x"}))["release"]
+        .as_u64()
+        .unwrap();
+    let report = |id: &str, requests: u64, errors: u64, status: &str| {
+        json!({"app": "shop", "env": "PRO", "cluster": "default", "namespace": "app", "id": id,
+               "ip": "127.0.0.1", "labels": {}, "releases": [rel], "version": rel, "status": status,
+               "health": {"requests": requests, "errors": errors, "window_ms": 2000}})
+    };
+    admin.ok("POST", "/v1/reports", Some(report("p1", 100, 4, "applied")));
+    admin.ok("POST", "/v1/reports", Some(report("p1", 300, 0, "applied")));
+    admin.ok(
+        "POST",
+        "/v1/reports",
+        Some(report("p1", 999, 999, "rejected")),
+    );
+    admin.ok("POST", "/v1/reports", Some(report("p2", 7, 7, "applied")));
+    let path = "/console/api/history/shop/PRO/default/app/p1";
+    let h = admin.ok("GET", path, None);
+    let points = h["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{h}");
+    assert_eq!(
+        (&points[0]["requests"], &points[0]["errors"]),
+        (&json!(100), &json!(4))
+    );
+    assert_eq!(points[0]["requests_per_s"], 50.0);
+    assert_eq!(points[0]["errors_per_s"], 2.0);
+    assert_eq!(points[1]["requests"], 300);
+    assert!(points[0]["at_ms"].as_u64() <= points[1]["at_ms"].as_u64());
+    assert_eq!(h["namespace"], "shop/PRO/default/app");
+    // Another instance is another series; an instance that never reported has none.
+    let p2 = admin.ok("GET", "/console/api/history/shop/PRO/default/app/p2", None);
+    assert_eq!(p2["points"].as_array().unwrap().len(), 1);
+    let none = admin.ok("GET", "/console/api/history/shop/PRO/default/app/p9", None);
+    assert_eq!(none["points"], json!([]));
+    // Permissions: masked_read suffices (counts only); no grant, no history; unknown namespaces are 404.
+    let masked = Api::new(&server, &user_with(&admin, "masked", "masked_read"));
+    assert_eq!(
+        masked.ok("GET", path, None)["points"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let stranger = Api::new(&server, &user_with(&admin, "stranger", "none"));
+    let (status, code, _) = stranger.err("GET", path, None);
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let (status, _, _) = admin.err("GET", "/console/api/history/shop/PRO/default/nope/p1", None);
+    assert_eq!(status, 404);
+    let (status, _, field) = admin.err(
+        "GET",
+        "/console/api/history/shop/PRO/default/app/p1?since_s=soon",
+        None,
+    );
+    assert_eq!((status, field.as_deref()), (400, Some("since_s")));
+}

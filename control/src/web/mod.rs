@@ -13,6 +13,7 @@
 //!   dialog) live in `assets/js/ui.js`, every API call goes through `assets/js/api.js`.
 
 pub mod fleet;
+pub mod history;
 pub mod session;
 
 use std::collections::HashMap;
@@ -73,6 +74,9 @@ pub const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/proxy.js"),
     asset!("js/pages/registry.js"),
     asset!("js/pages/jobs.js"),
+    asset!("js/pages/releases.js"),
+    asset!("js/pages/traces.js"),
+    asset!("js/pages/access.js"),
 ];
 
 fn content_type(path: &str) -> &'static str {
@@ -100,6 +104,10 @@ pub fn routes<S2: Clone + Send + Sync + 'static>(console: Arc<Console>) -> Route
             get(layers),
         )
         .route("/console/api/proxies", get(proxies))
+        .route(
+            "/console/api/history/{app}/{env}/{cluster}/{ns}/{id}",
+            get(history),
+        )
         .route(&format!("{proxy}/action"), post(proxy_action))
         .route(&format!("{proxy}/{{view}}"), get(proxy_view))
         .with_state(console)
@@ -327,6 +335,40 @@ async fn proxies(State(con): S, h: HeaderMap) -> Res {
 }
 
 type ProxyPath = (String, String, String, String, String);
+
+/// `GET /console/api/history/{app}/{env}/{cluster}/{ns}/{id}?since_s=3600`: the health windows the instance
+/// sent with its reports on that namespace instance (bounded, in memory: [`history`]), oldest first, with
+/// requests and errors per second of each window. Counts only, so `masked_read` suffices.
+async fn history(
+    State(con): S,
+    h: HeaderMap,
+    Path(p): Path<ProxyPath>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Res {
+    let c = &con.center;
+    let u = user(c, &h)?;
+    let since_s = crate::api::qnum(&q, "since_s")?.unwrap_or(3600);
+    let key = NsKey::new(&p.0, &p.1, &p.2, &p.3);
+    c.read(|st| {
+        st.check_ns(&key)?;
+        st.require(&u, &key, Level::MaskedRead).map(|_| ())
+    })??;
+    let since_ms = crate::model::now_ms().saturating_sub(since_s.saturating_mul(1000));
+    let points: Vec<Json> = c
+        .history
+        .series(&key.path(), &p.4, since_ms)
+        .into_iter()
+        .map(|x| {
+            let secs = (x.window_ms.max(1) as f64) / 1000.0;
+            json!({"at_ms": x.at_ms, "requests": x.requests, "errors": x.errors, "window_ms": x.window_ms,
+                   "requests_per_s": x.requests as f64 / secs, "errors_per_s": x.errors as f64 / secs})
+        })
+        .collect();
+    ok(
+        json!({"instance": p.4, "namespace": key.path(), "points": points,
+              "max_points": history::MAX_POINTS}),
+    )
+}
 
 /// The proxy reporting as `id` on that namespace instance, after checking `need` on the namespace.
 fn find_proxy(con: &Console, h: &HeaderMap, p: &ProxyPath, need: Level) -> Result<fleet::Proxy> {

@@ -9,8 +9,11 @@ import { page as proxies } from './pages/proxies.js';
 import { page as proxy } from './pages/proxy.js';
 import { page as registry } from './pages/registry.js';
 import { page as jobs } from './pages/jobs.js';
+import { page as releases } from './pages/releases.js';
+import { page as traces } from './pages/traces.js';
+import { page as access } from './pages/access.js';
 
-const PAGES = [config, review, proxies, proxy, registry, jobs];
+const PAGES = [config, review, proxies, proxy, registry, jobs, releases, traces, access];
 
 const ctx = { user: null, timers: [] };
 
@@ -35,17 +38,24 @@ function buildNav(current) {
   }
 }
 
+let generation = 0;
+
 async function render() {
+  const gen = ++generation;
   ctx.timers.forEach(clearInterval);
   ctx.timers = [];
   const { page, params } = route();
   const p = PAGES.find((x) => x.id === page) || PAGES[0];
   buildNav(p.id);
   document.getElementById('nav').classList.remove('open');
-  const view = clear(document.getElementById('view'));
+  // Each render draws into a container of its own: a page still awaiting the API when the user moves on
+  // keeps writing into its detached container, never into the next page, and starts no timer.
+  const view = h('div', { class: 'page' });
+  clear(document.getElementById('view')).append(view);
+  const pageCtx = { ...ctx, every: (ms, f) => (gen === generation ? ctx.every(ms, f) : null) };
   document.title = `${p.title} · Furrow console`;
   try {
-    await p.render(view, params, ctx);
+    await p.render(view, params, pageCtx);
   } catch (e) {
     view.append(errorBox(e));
   }

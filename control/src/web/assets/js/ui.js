@@ -201,11 +201,12 @@ export function barChart({ title, items }) {
 }
 
 /**
- * A directed graph (dependencies, call graphs): nodes [{id, label, kind?}], edges [[from, to, label?]].
+ * A directed graph (dependencies, call graphs): nodes [{id, label, kind?}], edges [[from, to, label?]] (the
+ * label, e.g. calls per second, is drawn at the edge's middle); `verb` words an edge for screen readers.
  * Layered layout: a node sits one column right of the deepest node that points at it (cycles are cut),
  * nodes of a column stacked in order. Also gives a text list of the edges for screen readers.
  */
-export function graphView({ title, nodes, edges }) {
+export function graphView({ title, nodes, edges, verb }) {
   const ids = new Map(nodes.map((n, i) => [n.id, i]));
   const level = nodes.map(() => 0);
   // Longest-path layering by relaxation, at most |nodes| rounds (enough without cycles; cuts cycles).
@@ -229,14 +230,17 @@ export function graphView({ title, nodes, edges }) {
     s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrowhead' })));
   const svg = s('svg', { class: 'graph', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': title },
     arrows, s('text', { x: 10, y: 16, class: 'graph-title' }, title),
-    edges.filter(([a, b]) => ids.has(a) && ids.has(b)).map(([a, b]) => {
+    edges.filter(([a, b]) => ids.has(a) && ids.has(b)).map(([a, b, label]) => {
       const [x1, y1] = pos[ids.get(a)], [x2, y2] = pos[ids.get(b)];
-      return s('line', { class: 'edge', x1: x1 + NW, y1: y1 + NH / 2, x2, y2: y2 + NH / 2, 'marker-end': 'url(#arrow)' });
+      const line = s('line', { class: 'edge', x1: x1 + NW, y1: y1 + NH / 2, x2, y2: y2 + NH / 2, 'marker-end': 'url(#arrow)' });
+      if (!label) return line;
+      // The edge's label (e.g. calls per second) at its middle, above the line.
+      return [line, s('text', { class: 'edge-label', x: ((x1 + NW + x2) / 2).toFixed(1), y: ((y1 + y2 + NH) / 2 - 4).toFixed(1), 'text-anchor': 'middle' }, label)];
     }),
     nodes.map((n, i) => s('g', { class: `node ${n.kind || ''}` },
       s('rect', { x: pos[i][0], y: pos[i][1], width: NW, height: NH, rx: 4 }),
       s('text', { x: pos[i][0] + 8, y: pos[i][1] + 19 }, n.label.length > 20 ? `${n.label.slice(0, 19)}…` : n.label))));
-  const list = h('ul', { class: 'sr-only' }, edges.map(([a, b]) => h('li', {}, `${a} depends on ${b}`)));
+  const list = h('ul', { class: 'sr-only' }, edges.map(([a, b, label]) => h('li', {}, `${a} ${verb || 'depends on'} ${b}${label ? ` (${label})` : ''}`)));
   return h('figure', { class: 'graph-block' }, svg, list);
 }
 

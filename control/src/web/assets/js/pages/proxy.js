@@ -70,6 +70,27 @@ function drawCharts(holder, key) {
   ));
 }
 
+/**
+ * The last hour from the center's own history: the health windows (requests and errors of the proxy's
+ * clients, every 10 s by default) the proxy sent with its reports, kept on the server (`web::history`), so
+ * this chart has data as soon as the page opens.
+ */
+async function drawHistory(holder, key) {
+  const r = await api.get(`/console/api/history/${key.split('/').map(api.seg).join('/')}?since_s=3600`);
+  const pts = r.points;
+  const chart = lineChart({
+    title: 'Clients, last hour (reported windows)', unit: '/s',
+    series: [
+      { name: 'requests', points: pts.map((p) => [p.at_ms, p.requests_per_s]) },
+      { name: 'errors', points: pts.map((p) => [p.at_ms, p.errors_per_s]) },
+    ],
+  });
+  holder.replaceChildren(h('div', { class: 'charts' }, chart),
+    h('p', { class: 'muted', id: 'proxy-history-count' }, pts.length
+      ? `${pts.length} windows reported (the center keeps ${r.max_points}); total ${pts.reduce((a, p) => a + p.requests, 0)} requests, ${pts.reduce((a, p) => a + p.errors, 0)} errors.`
+      : 'No health window reported yet (a proxy sends one every 10 s).'));
+}
+
 export const page = {
   id: 'proxy',
   title: 'Proxy',
@@ -81,6 +102,8 @@ export const page = {
     const summary = h('div', { class: 'card', id: 'proxy-summary' });
     viewEl.append(summary);
     const charts = h('div', { id: 'proxy-charts' });
+    let hist = null;
+    let histTimer = null;
     let chartsShown = false;
     const poll = async () => {
       const r = await view(key, 'info');
@@ -113,7 +136,15 @@ export const page = {
       },
     });
     viewEl.append(tabs([
-      { id: 'overview', label: 'Overview', render: (p) => { chartsShown = true; p.append(charts); drawCharts(charts, key); } },
+      { id: 'overview', label: 'Overview', render: async (p) => {
+        chartsShown = true;
+        hist = h('div', { id: 'proxy-history' });
+        p.append(h('h2', {}, 'History'), hist, h('h2', {}, 'Live (sampled while this page is open)'), charts);
+        drawCharts(charts, key);
+        await drawHistory(hist, key);
+        // One refresh timer for the page, however often the tab is selected.
+        if (!histTimer) histTimer = ctx.every(10000, () => { if (chartsShown) drawHistory(hist, key).catch(() => {}); });
+      } },
       { id: 'listeners', label: 'Listeners', render: tablesTab(key, 'listeners', 'listeners-table') },
       { id: 'backends', label: 'Backends', render: tablesTab(key, 'backends', 'backends-table', { extra: backendActions }) },
       { id: 'pools', label: 'Pools', render: tablesTab(key, 'pools', 'pools-table') },
