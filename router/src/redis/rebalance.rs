@@ -127,6 +127,8 @@ pub fn plan(owner: &[usize], figures: &[ServerFigures], keep: &[bool]) -> Result
         keys_before[s] += keys[slot];
     }
     let mut new_owner = owner.to_vec();
+    // The receiver being filled: one at a time, so that the moves are few contiguous ranges.
+    let mut receiver: Option<usize> = None;
     for donor in 0..n {
         let removed = !keep[donor];
         // The donor's slots, highest first.
@@ -138,15 +140,17 @@ pub fn plan(owner: &[usize], figures: &[ServerFigures], keep: &[bool]) -> Result
             if !removed && load[donor] - target < m / 2.0 {
                 break;
             }
-            // The least loaded staying server takes it (ties: the lowest index).
-            let Some(&to) = kept
-                .iter()
-                .filter(|&&k| k != donor)
-                .min_by(|&&a, &&b| load[a].total_cmp(&load[b]))
-            else {
-                break;
-            };
-            if !removed && load[to] + m / 2.0 > target {
+            let full = |r: usize, load: &[f64]| load[r] + m / 2.0 > target;
+            if receiver.is_none_or(|r| r == donor || full(r, &load)) {
+                // The least loaded staying server (ties: the lowest index).
+                receiver = kept
+                    .iter()
+                    .copied()
+                    .filter(|&k| k != donor)
+                    .min_by(|&a, &b| load[a].total_cmp(&load[b]));
+            }
+            let Some(to) = receiver else { break };
+            if !removed && full(to, &load) {
                 continue;
             }
             new_owner[slot] = to;
@@ -234,6 +238,22 @@ mod tests {
         }
         let moved: f64 = p.moves.iter().map(|m| m.bytes).sum();
         assert!((moved - 400_000.0).abs() < 20_000.0, "{moved}");
+    }
+
+    #[test]
+    fn added_servers_are_filled_one_after_the_other() {
+        let owner = owner_of(&[(0, 16383, 0)]);
+        let figures = vec![
+            uniform(3000, &owner, 0),
+            ServerFigures::default(),
+            ServerFigures::default(),
+        ];
+        let p = plan(&owner, &figures, &[true, true, true]).expect("plan");
+        assert_eq!(p.moves.len(), 2, "{:?}", p.moves);
+        assert_eq!((p.moves[0].to, p.moves[1].to), (2, 1));
+        for k in &p.keys_after {
+            assert!((k - 1000.0).abs() < 60.0, "{:?}", p.keys_after);
+        }
     }
 
     #[test]
