@@ -82,14 +82,27 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
             let group = slots_group(&config, rest.first())?;
             let (range, to) = match (rest.get(1), rest.get(2)) {
                 (Some(r), Some(t)) => (r, t),
-                _ => return Err("usage: SLOTS MIGRATE <group> <first-last> <server> [RATE keys/s]".into()),
+                _ => {
+                    return Err(
+                        "usage: SLOTS MIGRATE <group> <first-last> <server> [RATE keys/s]".into(),
+                    );
+                }
             };
             let (start, end) = parse_range(range)?;
             if !group.servers.iter().any(|s| &s.name == to) {
                 return Err(format!("group `{}` has no server `{to}`", group.name));
             }
             let (_, rate) = options(&rest[3..])?;
-            start_job(control, group, vec![Move { start, end, to: to.clone() }], rate)
+            start_job(
+                control,
+                group,
+                vec![Move {
+                    start,
+                    end,
+                    to: to.clone(),
+                }],
+                rate,
+            )
         }
         "REBALANCE" => {
             let group = slots_group(&config, rest.first())?;
@@ -155,7 +168,9 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
         (Ok(a), Ok(b)) if a <= b && b < 16384 => Ok((a, b)),
-        _ => Err(format!("invalid slot range `{s}`; expected FIRST-LAST within 0-16383")),
+        _ => Err(format!(
+            "invalid slot range `{s}`; expected FIRST-LAST within 0-16383"
+        )),
     }
 }
 
@@ -163,7 +178,11 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 fn owners(g: &RedisGroup) -> Vec<usize> {
     let mut owner = vec![0; router::redis::SLOT_COUNT];
     for r in &g.slots {
-        let s = g.servers.iter().position(|s| s.name == r.server).unwrap_or(0);
+        let s = g
+            .servers
+            .iter()
+            .position(|s| s.name == r.server)
+            .unwrap_or(0);
         for slot in r.start..=r.end {
             owner[usize::from(slot)] = s;
         }
@@ -203,13 +222,21 @@ fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<Plan, String> {
     })
     .join()
     .map_err(|_| "the load probe panicked".to_string())??;
-    let keep: Vec<bool> = g.servers.iter().map(|s| !removed.contains(&s.name)).collect();
+    let keep: Vec<bool> = g
+        .servers
+        .iter()
+        .map(|s| !removed.contains(&s.name))
+        .collect();
     rebalance::plan(&owners(g), &figures, &keep).map_err(|e| e.to_string())
 }
 
 fn render_plan(g: &RedisGroup, p: &Plan) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "{:<12} {:>12} {:>12} {:>8}", "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS");
+    let _ = writeln!(
+        t,
+        "{:<12} {:>12} {:>12} {:>8}",
+        "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS"
+    );
     for (i, s) in g.servers.iter().enumerate() {
         let _ = writeln!(
             t,
@@ -217,7 +244,11 @@ fn render_plan(g: &RedisGroup, p: &Plan) -> String {
             s.name, p.keys_before[i], p.keys_after[i], p.slots_after[i]
         );
     }
-    let _ = writeln!(t, "{:<13} {:<12} {:<12} {:>10} {:>12}", "RANGE", "FROM", "TO", "EST KEYS", "EST BYTES");
+    let _ = writeln!(
+        t,
+        "{:<13} {:<12} {:<12} {:>10} {:>12}",
+        "RANGE", "FROM", "TO", "EST KEYS", "EST BYTES"
+    );
     for m in &p.moves {
         let _ = writeln!(
             t,
@@ -261,7 +292,7 @@ fn show(config: &Config, only: Option<&str>) -> String {
             let moved = j.moved.load(Relaxed) as u64 + p.moved.load(Relaxed);
             let _ = writeln!(
                 t,
-                "migration of {}: {}; move {}/{}{}; scanned {} moved {} passes {}; {:.1} s, {:.0} keys/s",
+                "migration of {}: {}; move {}/{}{}; this move: scanned {}, passes {}; moved by the mover in all {}; {:.1} s, {:.0} keys/s",
                 j.group,
                 lock(&j.state),
                 (i + 1).min(j.moves.len()),
@@ -271,8 +302,8 @@ fn show(config: &Config, only: Option<&str>) -> String {
                     .map(|m| format!(" ({}-{} -> {})", m.start, m.end, m.to))
                     .unwrap_or_default(),
                 p.scanned.load(Relaxed),
-                moved,
                 p.passes.load(Relaxed),
+                moved,
                 elapsed,
                 moved as f64 / elapsed.max(0.001)
             );
@@ -295,13 +326,18 @@ fn start_job(
         }
     };
     if g.tls.is_some() {
-        return Err("slot migration over TLS backends is not supported (the mover speaks plain TCP)".into());
+        return Err(
+            "slot migration over TLS backends is not supported (the mover speaks plain TCP)".into(),
+        );
     }
     if moves.is_empty() {
         return Ok("balanced: nothing to move\n".into());
     }
     let mut slot = lock(&JOB);
-    if slot.as_ref().is_some_and(|j| lock(&j.state).as_str() == "running") {
+    if slot
+        .as_ref()
+        .is_some_and(|j| lock(&j.state).as_str() == "running")
+    {
         return Err("a migration is running (SLOTS SHOW; SLOTS STOP)".into());
     }
     let job = Arc::new(Job {
@@ -330,7 +366,9 @@ fn start_job(
             *lock(&job.state) = state;
         })
         .map_err(|e| format!("cannot start the migration thread: {e}"))?;
-    Ok(format!("migration started: {n} move(s); SLOTS SHOW for progress\n"))
+    Ok(format!(
+        "migration started: {n} move(s); SLOTS SHOW for progress\n"
+    ))
 }
 
 fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), String> {
@@ -432,8 +470,11 @@ fn edit_table(
     use toml_edit::{Array, DocumentMut, InlineTable, Item, Value};
     let mut doc: DocumentMut = text.parse().map_err(|e| format!("config file: {e}"))?;
     let g = doc
+        .as_table_mut()
         .get_mut("redis_groups")
+        .and_then(|r| r.as_table_like_mut())
         .and_then(|r| r.get_mut(group))
+        .and_then(|g| g.as_table_like_mut())
         .ok_or_else(|| format!("the file has no [redis_groups.{group}]"))?;
     let slots = g
         .get_mut("slots")
@@ -454,11 +495,15 @@ fn edit_table(
     if let Some(arr) = slots.as_array() {
         for v in arr.iter() {
             let t = v.as_inline_table().ok_or("slots must be tables")?;
-            rows.push(read_row(&|k| t.get(k).and_then(|v| v.as_str()).map(str::to_string))?);
+            rows.push(read_row(&|k| {
+                t.get(k).and_then(|v| v.as_str()).map(str::to_string)
+            })?);
         }
     } else if let Some(arr) = slots.as_array_of_tables() {
         for t in arr.iter() {
-            rows.push(read_row(&|k| t.get(k).and_then(|v| v.as_str()).map(str::to_string))?);
+            rows.push(read_row(&|k| {
+                t.get(k).and_then(|v| v.as_str()).map(str::to_string)
+            })?);
         }
     } else {
         return Err("slots must be an array of tables".into());
@@ -485,7 +530,11 @@ fn edit_table(
         }
         if let Some(row) = &per_slot[s] {
             let mut t = InlineTable::new();
-            let range = if s == e { s.to_string() } else { format!("{s}-{e}") };
+            let range = if s == e {
+                s.to_string()
+            } else {
+                format!("{s}-{e}")
+            };
             t.insert("range", range.into());
             t.insert("server", row.server.as_str().into());
             if let Some(m) = &row.migrating_to {
@@ -513,22 +562,37 @@ mod tests {
     fn a_range_is_split_marked_and_merged_back() {
         let moving = edit_table(FILE, "c", 100, 199, "a", Some("b")).expect("edit");
         assert!(moving.starts_with("# the cache\n"), "{moving}");
-        assert!(moving.contains("distribution = \"slots\" # CRC16"), "{moving}");
-        assert!(moving.contains("{ range = \"0-99\", server = \"a\" }"), "{moving}");
+        assert!(
+            moving.contains("distribution = \"slots\" # CRC16"),
+            "{moving}"
+        );
+        assert!(
+            moving.contains("{ range = \"0-99\", server = \"a\" }"),
+            "{moving}"
+        );
         assert!(
             moving.contains("{ range = \"100-199\", server = \"a\", migrating_to = \"b\" }"),
             "{moving}"
         );
-        assert!(moving.contains("{ range = \"200-16383\", server = \"a\" }"), "{moving}");
-        let parsed = router::config::parse("t", &format!("{moving}")).map(|_| ());
+        assert!(
+            moving.contains("{ range = \"200-16383\", server = \"a\" }"),
+            "{moving}"
+        );
+        let parsed = router::config::parse("t", &moving).map(|_| ());
         // Only the group: the parse may complain about a missing listener, never about slots.
         if let Err(e) = parsed {
             assert!(!e.to_string().contains("slots"), "{e}");
         }
         let done = edit_table(&moving, "c", 100, 199, "b", None).expect("edit");
-        assert!(done.contains("{ range = \"100-199\", server = \"b\" }"), "{done}");
+        assert!(
+            done.contains("{ range = \"100-199\", server = \"b\" }"),
+            "{done}"
+        );
         let back = edit_table(&done, "c", 100, 199, "a", None).expect("edit");
-        assert!(back.contains("{ range = \"0-16383\", server = \"a\" }"), "{back}");
+        assert!(
+            back.contains("{ range = \"0-16383\", server = \"a\" }"),
+            "{back}"
+        );
         assert!(!back.contains("100-199"), "{back}");
     }
 
@@ -537,10 +601,19 @@ mod tests {
         let file = "[redis_groups.c]\ndistribution = \"slots\"\n\n[[redis_groups.c.slots]]\nrange = \"0-8191\"\nserver = \"a\"\n\n[[redis_groups.c.slots]]\nrange = \"8192-16383\"\nserver = \"b\"\n";
         let out = edit_table(file, "c", 8192, 8192, "b", Some("a")).expect("edit");
         let doc: toml_edit::DocumentMut = out.parse().expect("toml");
-        let arr = doc["redis_groups"]["c"]["slots"].as_array().expect("inline array");
+        let arr = doc["redis_groups"]["c"]["slots"]
+            .as_array()
+            .expect("inline array");
         assert_eq!(arr.len(), 3, "{out}");
-        assert!(out.contains("{ range = \"8192\", server = \"b\", migrating_to = \"a\" }"), "{out}");
-        assert!(edit_table(file, "x", 0, 1, "a", None).unwrap_err().contains("no [redis_groups.x]"));
+        assert!(
+            out.contains("{ range = \"8192\", server = \"b\", migrating_to = \"a\" }"),
+            "{out}"
+        );
+        assert!(
+            edit_table(file, "x", 0, 1, "a", None)
+                .unwrap_err()
+                .contains("no [redis_groups.x]")
+        );
         assert!(parse_range("5-2").is_err() && parse_range("0-16384").is_err());
         assert_eq!(parse_range("7"), Ok((7, 7)));
     }

@@ -40,7 +40,8 @@ fn read(r: &mut BufReader<TcpStream>) -> String {
 
 fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     (s.try_clone().expect("clone"), BufReader::new(s))
 }
 
@@ -93,7 +94,10 @@ fn rebalance_onto_added_servers_under_load() {
         while !stop2.load(Relaxed) {
             let mut pipe = Vec::new();
             for j in 0..16 {
-                let (k, v) = (format!("load{}", (round * 16 + j) % 500), format!("{round}.{j}"));
+                let (k, v) = (
+                    format!("load{}", (round * 16 + j) % 500),
+                    format!("{round}.{j}"),
+                );
                 pipe.extend(encode(&["SET", &k, &v]));
                 pipe.extend(encode(&["GET", &k]));
                 last.insert(k, v);
@@ -108,7 +112,10 @@ fn rebalance_onto_added_servers_under_load() {
         last
     });
 
-    let started = redis_cli(admin.port(), &["SLOTS", "REBALANCE", "cache", "RATE", "5000"]);
+    let started = redis_cli(
+        admin.port(),
+        &["SLOTS", "REBALANCE", "cache", "RATE", "5000"],
+    );
     assert!(started.contains("migration started"), "{started}");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -136,7 +143,11 @@ fn rebalance_onto_added_servers_under_load() {
     let table = router::redis::group_distribution(g).expect("table");
     let mut per = [0usize; 3];
     for r in &g.slots {
-        let s = g.servers.iter().position(|s| s.name == r.server).expect("server");
+        let s = g
+            .servers
+            .iter()
+            .position(|s| s.name == r.server)
+            .expect("server");
         per[s] += usize::from(r.end - r.start) + 1;
     }
     assert!(per.iter().all(|&n| n > 4000), "{per:?}");
@@ -144,7 +155,8 @@ fn rebalance_onto_added_servers_under_load() {
     // Every key is readable, and on exactly the server the table names.
     let (mut w, mut r) = connect(listen.port());
     for i in 0..3000 {
-        w.write_all(&encode(&["GET", &format!("k{i}")])).expect("write");
+        w.write_all(&encode(&["GET", &format!("k{i}")]))
+            .expect("write");
         assert_eq!(read(&mut r), format!("v{i}"));
     }
     for (k, v) in &last {

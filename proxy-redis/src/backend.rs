@@ -164,7 +164,10 @@ fn deliver_error(dest: Dest, msg: &[u8]) {
             c.wake.notify();
         }
         Dest::Then(t) => deliver_error(t.dest, msg),
-        d @ Dest::Traced(_) => deliver_error(crate::trace::unwrap(d, Duration::ZERO, msg.len(), true), msg),
+        d @ Dest::Traced(_) => deliver_error(
+            crate::trace::unwrap(d, Duration::ZERO, msg.len(), true),
+            msg,
+        ),
         Dest::Discard | Dest::Init | Dest::Id(_) => {}
     }
 }

@@ -443,7 +443,14 @@ mod tests {
 
     #[test]
     fn move_command_bytes() {
-        let raw = move_command("127.0.0.1:7002", None, None, 3, 500, [b"k1".as_slice(), b"k2"]);
+        let raw = move_command(
+            "127.0.0.1:7002",
+            None,
+            None,
+            3,
+            500,
+            [b"k1".as_slice(), b"k2"],
+        );
         assert_eq!(
             &raw[..],
             b"*10\r\n$7\r\nMIGRATE\r\n$9\r\n127.0.0.1\r\n$4\r\n7002\r\n$0\r\n\r\n$1\r\n3\r\n$3\r\n500\r\n$7\r\nREPLACE\r\n$4\r\nKEYS\r\n$2\r\nk1\r\n$2\r\nk2\r\n"
@@ -451,18 +458,25 @@ mod tests {
         let raw = move_command("[::1]:7002", Some("u"), Some("p"), 0, 1, [b"k".as_slice()]);
         let text = String::from_utf8_lossy(&raw);
         assert!(text.contains("$3\r\n::1\r\n"), "{text}");
-        assert!(text.contains("$5\r\nAUTH2\r\n$1\r\nu\r\n$1\r\np\r\n$4\r\nKEYS"), "{text}");
+        assert!(
+            text.contains("$5\r\nAUTH2\r\n$1\r\nu\r\n$1\r\np\r\n$4\r\nKEYS"),
+            "{text}"
+        );
         let raw = move_command("h:1", None, Some("pw"), 0, 1, [b"k".as_slice()]);
         assert!(String::from_utf8_lossy(&raw).contains("$4\r\nAUTH\r\n$2\r\npw\r\n"));
     }
 
     #[test]
     fn keyspace_and_info_fields() {
-        let info = "# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=5\r\ndb3:keys=4,expires=0,avg_ttl=0\r\n";
+        let info =
+            "# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=5\r\ndb3:keys=4,expires=0,avg_ttl=0\r\n";
         assert_eq!(keyspace(info), vec![(0, 12), (3, 4)]);
         assert_eq!(keyspace("# Keyspace\r\n"), vec![]);
         assert_eq!(
-            info_field("used_memory:1024\r\nused_memory_human:1K\r\n", "used_memory"),
+            info_field(
+                "used_memory:1024\r\nused_memory_human:1K\r\n",
+                "used_memory"
+            ),
             Some(1024)
         );
     }
@@ -486,8 +500,14 @@ slots = [{ range = "0-99", server = "a", migrating_to = "b" }, { range = "100-16
         assert_eq!(m.target(0), Some(1));
         assert_eq!(m.target(99), Some(1));
         assert_eq!(m.target(100), None);
-        let err = router::config::parse("t", &toml.replace("migrating_to = \"b\"", "migrating_to = \"a\""))
-            .expect_err("moving to its own server");
-        assert!(err.to_string().contains("must name another server"), "{err}");
+        let err = router::config::parse(
+            "t",
+            &toml.replace("migrating_to = \"b\"", "migrating_to = \"a\""),
+        )
+        .expect_err("moving to its own server");
+        assert!(
+            err.to_string().contains("must name another server"),
+            "{err}"
+        );
     }
 }

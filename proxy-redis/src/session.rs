@@ -703,7 +703,8 @@ impl Session {
             }
         }
         if pool.has_moving()
-            && (self.multi.is_some() || matches!(info.policy, Policy::Blocking | Policy::Transaction))
+            && (self.multi.is_some()
+                || matches!(info.policy, Policy::Blocking | Policy::Transaction))
             && let Some(slot) = self.moving_slot(&cmd, info, pool)
         {
             let what = if self.multi.is_some() || info.policy == Policy::Transaction {
@@ -749,7 +750,9 @@ impl Session {
                 let readonly = info.flags.has(flags::READONLY);
                 self.send_to(pool, shard, cmd.raw(), info.name, readonly);
             }
-            Policy::SameShard if pool.has_moving() && self.moving_slot(&cmd, info, pool).is_some() => {
+            Policy::SameShard
+                if pool.has_moving() && self.moving_slot(&cmd, info, pool).is_some() =>
+            {
                 self.same_shard_moving(&cmd, info, pool);
             }
             Policy::SameShard => {

@@ -14,7 +14,8 @@ use router::redis::key_slot;
 
 const WHOLE: &str = r#"slots = [{ range = "0-16383", server = "r1" }]"#;
 const MOVING: &str = r#"slots = [{ range = "0-8191", server = "r1", migrating_to = "r2" }, { range = "8192-16383", server = "r1" }]"#;
-const MOVED: &str = r#"slots = [{ range = "0-8191", server = "r2" }, { range = "8192-16383", server = "r1" }]"#;
+const MOVED: &str =
+    r#"slots = [{ range = "0-8191", server = "r2" }, { range = "8192-16383", server = "r1" }]"#;
 
 /// One client's keys and what it was acknowledged last.
 struct Model {
@@ -90,7 +91,10 @@ fn round(c: &mut Raw, m: &mut Model, r: usize) {
 
 fn keys_of(server: &testkit::RedisServer) -> Vec<String> {
     let out = server.cmd(&["KEYS", "*"]);
-    out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -101,7 +105,10 @@ fn slots_move_under_a_pipelined_mixed_load() {
     // Keys with a TTL, written before the move: they keep it.
     let mut c = proxy.connect();
     for i in 0..2000 {
-        assert_eq!(c.cmd(&["SET", &format!("ttl:{i}"), "x", "EX", "10000"]), "+OK");
+        assert_eq!(
+            c.cmd(&["SET", &format!("ttl:{i}"), "x", "EX", "10000"]),
+            "+OK"
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..6)
@@ -153,7 +160,10 @@ fn slots_move_under_a_pipelined_mixed_load() {
         .map(|h| h.join().expect("client"))
         .collect();
     let rounds: usize = models.iter().map(|(_, r)| r).sum();
-    eprintln!("moved by the mover: {moved}, client rounds: {rounds}, passes: {}", progress.passes.load(Relaxed));
+    eprintln!(
+        "moved by the mover: {moved}, client rounds: {rounds}, passes: {}",
+        progress.passes.load(Relaxed)
+    );
 
     // Every acknowledged write is readable through the proxy.
     let mut c = proxy.connect();
@@ -167,8 +177,14 @@ fn slots_move_under_a_pipelined_mixed_load() {
     }
     // No key on two servers: each server holds exactly the slots the table gives it.
     let (on1, on2) = (keys_of(&servers[0]), keys_of(&servers[1]));
-    assert!(on1.iter().all(|k| key_slot(k.as_bytes()) > 8191), "moved keys left on r1");
-    assert!(on2.iter().all(|k| key_slot(k.as_bytes()) <= 8191), "r2 holds keys of r1's slots");
+    assert!(
+        on1.iter().all(|k| key_slot(k.as_bytes()) > 8191),
+        "moved keys left on r1"
+    );
+    assert!(
+        on2.iter().all(|k| key_slot(k.as_bytes()) <= 8191),
+        "r2 holds keys of r1's slots"
+    );
     assert!(!on2.is_empty() && !on1.is_empty());
     // TTLs moved with the keys.
     let moved_ttl: Vec<&String> = on2.iter().filter(|k| k.starts_with("ttl:")).collect();
@@ -177,7 +193,13 @@ fn slots_move_under_a_pipelined_mixed_load() {
         let ttl: i64 = servers[1].cmd(&["TTL", k]).parse().expect("ttl");
         assert!(ttl > 9000, "{k}: ttl {ttl}");
     }
-    assert_eq!(on1.len() + on2.len(), 2000 + models.iter().map(|(m, _)| m.values.values().filter(|v| v.is_some()).count() + m.counters.len()).sum::<usize>());
+    assert_eq!(
+        on1.len() + on2.len(),
+        2000 + models
+            .iter()
+            .map(|(m, _)| m.values.values().filter(|v| v.is_some()).count() + m.counters.len())
+            .sum::<usize>()
+    );
 }
 
 #[test]
@@ -206,6 +228,9 @@ fn commands_that_cannot_wait_are_refused_while_a_slot_moves() {
     servers[1].cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     assert_eq!(servers[0].cmd(&["SET", "{b}z", "v"]), "OK");
     let e = c.cmd(&["SET", "{b}z", "w"]);
-    assert!(e.starts_with("-ERR moving the key to its new server failed"), "{e}");
+    assert!(
+        e.starts_with("-ERR moving the key to its new server failed"),
+        "{e}"
+    );
     assert_eq!(servers[0].cmd(&["GET", "{b}z"]), "v");
 }

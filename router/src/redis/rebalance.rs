@@ -263,7 +263,11 @@ mod tests {
         let p = plan(&owner, &figures, &[true, false, true]).expect("plan");
         assert_eq!(p.slots_after[1], 0);
         assert!(p.moves.iter().all(|m| m.from == 1));
-        assert!((p.keys_after[0] - p.keys_after[2]).abs() < 300.0, "{:?}", p.keys_after);
+        assert!(
+            (p.keys_after[0] - p.keys_after[2]).abs() < 300.0,
+            "{:?}",
+            p.keys_after
+        );
         assert_eq!(p.moves.first().map(|m| m.start), Some(5461));
         assert_eq!(p.moves.last().map(|m| m.end), Some(10922));
     }
@@ -275,9 +279,17 @@ mod tests {
         let figures = vec![uniform(9000, &owner, 0), uniform(1000, &owner, 1)];
         let p = plan(&owner, &figures, &[true, true]).expect("plan");
         assert!(p.moves.iter().all(|m| m.from == 0 && m.to == 1));
-        assert!((p.keys_after[0] - 5000.0).abs() < 100.0, "{:?}", p.keys_after);
+        assert!(
+            (p.keys_after[0] - 5000.0).abs() < 100.0,
+            "{:?}",
+            p.keys_after
+        );
         // About 4000 of 9000 keys' worth of slots: 3641 slots.
-        let slots: usize = p.moves.iter().map(|m| usize::from(m.end - m.start) + 1).sum();
+        let slots: usize = p
+            .moves
+            .iter()
+            .map(|m| usize::from(m.end - m.start) + 1)
+            .sum();
         assert!((3550..3750).contains(&slots), "{slots}");
     }
 
@@ -289,7 +301,12 @@ mod tests {
         assert_eq!(p.slots_after, vec![8192, 8192]);
         let owner = owner_of(&[(0, 8191, 0), (8192, 16383, 1)]);
         let figures = vec![uniform(500, &owner, 0), uniform(500, &owner, 1)];
-        assert!(plan(&owner, &figures, &[true, true]).expect("plan").moves.is_empty());
+        assert!(
+            plan(&owner, &figures, &[true, true])
+                .expect("plan")
+                .moves
+                .is_empty()
+        );
     }
 
     #[test]
