@@ -234,3 +234,99 @@ fn commands_that_cannot_wait_are_refused_while_a_slot_moves() {
     );
     assert_eq!(servers[0].cmd(&["GET", "{b}z"]), "v");
 }
+
+/// Copy throughput of the mover (keys/s, printed): 100,000 small keys on the old owner, half of
+/// them moved with no rate limit, no clients. A measurement, not a check.
+#[test]
+#[ignore = "measurement: run with --ignored --nocapture and read the printed keys/s"]
+fn mover_throughput() {
+    let servers = redis_servers(2);
+    let mut direct = Raw::connect(servers[0].addr());
+    for chunk in 0..10 {
+        direct.send_raw(&common::set_pipeline(&format!("m{chunk}:"), 10_000));
+        for _ in 0..10_000 {
+            assert_eq!(direct.read(), "+OK");
+        }
+    }
+    let cfg = router::config::parse("t", &config(&servers, "slots", MOVING)).expect("config");
+    let group = cfg.redis_group("cache").expect("group");
+    for batch in [100, 500] {
+        let (from, to) = if batch == 100 {
+            ("r1", "r2")
+        } else {
+            ("r2", "r1")
+        };
+        let spec = MoveSpec {
+            from: Endpoint::of_group(group, from).expect("from"),
+            to: Endpoint::of_group(group, to).expect("to"),
+            start: 0,
+            end: 8191,
+            rate: 0,
+            batch,
+            timeout: Duration::from_secs(5),
+        };
+        let started = std::time::Instant::now();
+        let moved = run_move(&spec, &Progress::default()).expect("move");
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "batch {batch}: moved {moved} keys in {secs:.2} s: {:.0} keys/s",
+            moved as f64 / secs
+        );
+    }
+}
+
+/// Proxy cost while a migration runs (printed): pipelined GETs (16 per batch) through the proxy
+/// of keys outside the moving range, with no migration and with one, and of keys inside it
+/// (each first `MIGRATE`d from the old owner: `+NOKEY`, then read on the new one). Best of 5
+/// alternating runs. A measurement, not a check; debug build, backends on the same machine.
+#[test]
+#[ignore = "measurement: run with --ignored --nocapture and read the printed requests/s"]
+fn proxy_cost_while_moving() {
+    let servers = redis_servers(2);
+    let proxy = Proxy::start(&config(&servers, "slots", WHOLE), 1);
+    let outside: Vec<String> = (0..)
+        .map(|i| format!("o{i}"))
+        .filter(|k| key_slot(k.as_bytes()) > 8191)
+        .take(4000)
+        .collect();
+    let inside: Vec<String> = (0..)
+        .map(|i| format!("i{i}"))
+        .filter(|k| key_slot(k.as_bytes()) <= 8191)
+        .take(4000)
+        .collect();
+    let run = |keys: &[String]| -> f64 {
+        let mut c = proxy.connect();
+        let started = std::time::Instant::now();
+        for chunk in keys.chunks(16) {
+            let mut pipe = Vec::new();
+            for k in chunk {
+                pipe.extend(encode(&["GET", k]));
+            }
+            c.send_raw(&pipe);
+            for _ in chunk {
+                c.read();
+            }
+        }
+        keys.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    let (whole, moving) = (
+        router::config::parse("t", &config(&servers, "slots", WHOLE)).expect("config"),
+        router::config::parse("t", &config(&servers, "slots", MOVING)).expect("config"),
+    );
+    let mut best = [0f64; 3];
+    for _ in 0..5 {
+        proxy.hub.publish(whole.clone(), "whole");
+        best[0] = best[0].max(run(&outside));
+        proxy.hub.publish(moving.clone(), "moving");
+        best[1] = best[1].max(run(&outside));
+        best[2] = best[2].max(run(&inside));
+    }
+    eprintln!(
+        "GET/s, pipeline 16: other slots, no migration {:.0}; other slots, migration running {:.0} ({:+.1} %); keys of the moving slots {:.0} ({:+.1} %)",
+        best[0],
+        best[1],
+        (best[1] / best[0] - 1.0) * 100.0,
+        best[2],
+        (best[2] / best[0] - 1.0) * 100.0
+    );
+}
