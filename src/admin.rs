@@ -115,7 +115,7 @@ fn arg_upper(cmd: &Command, i: usize) -> String {
     String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).to_ascii_uppercase()
 }
 
-fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesMut) -> Flow {
+fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut BytesMut) -> Flow {
     let name = arg_upper(cmd, 0);
     if name == "QUIT" {
         write_simple(out, b"OK");
@@ -151,8 +151,8 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
     match (name.as_str(), sub.as_str()) {
         ("PING", _) => write_simple(out, b"PONG"),
         ("HELP", _) | ("COMMAND", _) => {
-            write_array_header(out, HELP.len());
-            for line in HELP {
+            write_array_header(out, HELP.len() + crate::slots::HELP.len());
+            for line in HELP.iter().chain(crate::slots::HELP) {
                 write_simple(out, line.as_bytes());
             }
         }
@@ -188,6 +188,10 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
                 write_simple(out, b"OK");
             }
             None => write_error(out, b"ERR usage: SLOWLOG THRESHOLD <milliseconds>"),
+        },
+        ("SLOTS", _) => match crate::slots::command(control, cmd) {
+            Ok(text) => write_bulk(out, text.as_bytes()),
+            Err(e) => write_error(out, format!("ERR {e}").as_bytes()),
         },
         ("SHOW", "POOLS") => write_bulk(out, pools_table(control).as_bytes()),
         ("SHOW", "AUDIT") => {

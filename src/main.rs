@@ -23,6 +23,7 @@ mod metrics;
 mod proxy;
 mod registry;
 mod sandbox;
+mod slots;
 mod upgrade;
 
 #[global_allocator]

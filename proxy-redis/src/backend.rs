@@ -115,6 +115,61 @@ pub enum Dest {
     Id(Arc<AtomicI64>),
     /// Another destination whose command is traced (`[tracing]`; see `crate::trace`).
     Traced(Box<crate::trace::Traced>),
+    /// The reply of a key move (`MIGRATE ... KEYS`, slot migration): on `+OK`/`+NOKEY` the
+    /// command it carries goes to the new owner, else the move's error is its reply.
+    Then(Box<Then>),
+}
+
+/// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
+pub struct Then {
+    /// The new owner's connection.
+    pub conn: Rc<BackendConn>,
+    /// The client's command (or its part), sent once the keys moved.
+    pub raw: Bytes,
+    /// Where its reply goes.
+    pub dest: Dest,
+    /// Its name (metrics).
+    pub cmd: &'static str,
+}
+
+impl Then {
+    /// Runs on the move's reply: sends the command on, or hands the move's error to its client.
+    fn resume(self, frame: &[u8], start: Instant) {
+        if frame.starts_with(b"+OK") || frame.starts_with(b"+NOKEY") {
+            if let Err(e) = self.conn.send(&self.raw, [self.dest], start, self.cmd) {
+                // The destination went into the refused send: nothing to deliver to.
+                tracing::debug!(error = %e, "slot migration: the new owner refused a moved command");
+            }
+            return;
+        }
+        let msg = crate::error::Error::KeyMoveFailed(
+            String::from_utf8_lossy(frame.get(1..).unwrap_or_default())
+                .trim_end()
+                .to_string(),
+        )
+        .reply();
+        deliver_error(self.dest, &msg);
+    }
+}
+
+/// Hands an error reply to a client destination (others drop it).
+fn deliver_error(dest: Dest, msg: &[u8]) {
+    match dest {
+        Dest::Whole(c, seq) => {
+            c.q.borrow_mut().deliver(seq, msg);
+            c.wake.notify();
+        }
+        Dest::Part(c, seq, part) => {
+            c.q.borrow_mut().deliver_part(seq, part, msg);
+            c.wake.notify();
+        }
+        Dest::Then(t) => deliver_error(t.dest, msg),
+        d @ Dest::Traced(_) => deliver_error(
+            crate::trace::unwrap(d, Duration::ZERO, msg.len(), true),
+            msg,
+        ),
+        Dest::Discard | Dest::Init | Dest::Id(_) => {}
+    }
 }
 
 struct Inflight {
@@ -686,6 +741,7 @@ impl BackendConn {
                     }
                 }
                 Dest::Traced(_) => {}
+                Dest::Then(t) => t.resume(frame, entry.start),
                 Dest::Init => {
                     if is_err {
                         return Err(BackendFailure::Handshake(
@@ -751,6 +807,7 @@ impl BackendConn {
                     c.q.borrow_mut().deliver_part(seq, part, &msg);
                     c.wake.notify();
                 }
+                Dest::Then(t) => deliver_error(t.dest, &msg),
                 Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) => {}
             }
         }

@@ -207,6 +207,18 @@ pub enum Error {
     /// EXEC outside MULTI.
     #[error("EXEC without MULTI")]
     ExecWithoutMulti,
+    /// A command that cannot run while its slot moves to another server (transactions, blocking
+    /// commands, multi-key commands whose keys would end on two servers): Redis Cluster's code.
+    #[error("slot {slot} is migrating to another server; {what} waits until the move is done")]
+    SlotMigrating {
+        /// The slot.
+        slot: u16,
+        /// What is refused.
+        what: &'static str,
+    },
+    /// Moving a key to its new owner failed (the command was not run).
+    #[error("moving the key to its new server failed, the command was not run: {0}")]
+    KeyMoveFailed(String),
     /// EXEC after a command was refused while queueing.
     #[error("Transaction discarded because of previous errors.")]
     ExecAbort,
@@ -240,9 +252,10 @@ impl Error {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoServerForKey | Self::NoServer | Self::BackendUnavailable { .. } => {
-                Side::Backend
-            }
+            Self::NoServerForKey
+            | Self::NoServer
+            | Self::BackendUnavailable { .. }
+            | Self::KeyMoveFailed(_) => Side::Backend,
             Self::Merge(MergeError::NoShard) => Side::Internal,
             Self::Merge(_) => Side::Backend,
             Self::MaxClients | Self::NoBackendState(_) => Side::Internal,
@@ -256,6 +269,7 @@ impl Error {
             Self::BackendUnavailable { why, .. } => why.retryable(),
             // A cluster map being refreshed, a listener at its client limit.
             Self::NoServerForKey | Self::NoServer | Self::MaxClients => true,
+            Self::SlotMigrating { .. } | Self::KeyMoveFailed(_) => true,
             _ => false,
         }
     }
@@ -267,6 +281,7 @@ impl Error {
             Self::WrongPass => "WRONGPASS",
             Self::CommandDenied(_) | Self::AdminRefused { .. } | Self::KeyDenied => "NOPERM",
             Self::CrossSlot => "CROSSSLOT",
+            Self::SlotMigrating { .. } => "TRYAGAIN",
             Self::ExecAbort => "EXECABORT",
             Self::UnsupportedProtocol => "NOPROTO",
             _ => "ERR",

@@ -17,6 +17,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod error;
 pub mod metrics;
+pub mod migrate;
 pub mod net;
 pub mod notify;
 pub mod pool;
@@ -99,7 +100,7 @@ pub async fn serve(ctx: ListenerCtx) {
             return;
         }
     };
-    if let Err(e) = &pool.dist {
+    if let Err(e) = &*pool.dist.borrow() {
         tracing::error!(listener = %name, "redis group cannot route keys: {e}");
     }
     let grace = config.proxy.shutdown_grace;

@@ -31,8 +31,14 @@ pub struct Pool {
     pub group: String,
     /// Servers, in config order.
     pub servers: Vec<Rc<ServerInfo>>,
-    /// Key → server index; `Err` holds why the group cannot route.
-    pub dist: Result<Distribution, router::redis::RedisRouteError>,
+    /// Key → server index; `Err` holds why the group cannot route. A new slot table replaces it
+    /// in place (see [`Pool::refresh_slots`]): the connections stay, so a key's commands stay in order.
+    pub dist: RefCell<Result<Distribution, router::redis::RedisRouteError>>,
+    /// Slots moving online (`migrating_to` in the slot table): the new owner of each such slot.
+    migrating: RefCell<Option<crate::migrate::Moving>>,
+    /// Bumped when the slot table or its migrations change (sessions then let their replies in
+    /// flight land before routing anew).
+    slot_epoch: std::cell::Cell<u64>,
     connections: usize,
     /// Pipelined connections by (server, db, resp3).
     conns: RefCell<ConnMap>,
@@ -63,11 +69,8 @@ pub fn fingerprint(g: &RedisGroup) -> String {
             )
         })
         .collect();
-    let slots: Vec<String> = g
-        .slots
-        .iter()
-        .map(|r| format!("{}-{}:{}", r.start, r.end, r.server))
-        .collect();
+    // The slot table is not part of it: a new table (a slot migration) is applied in place.
+    let slots: Vec<String> = Vec::new();
     format!(
         "{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
         g.name,
@@ -175,7 +178,9 @@ impl Pool {
             generation: std::cell::Cell::new(generation),
             fingerprint: fingerprint(group),
             group: group.name.clone(),
-            dist: router::redis::group_distribution(group),
+            dist: RefCell::new(router::redis::group_distribution(group)),
+            migrating: RefCell::new(crate::migrate::Moving::from_group(group)),
+            slot_epoch: std::cell::Cell::new(0),
             servers,
             connections,
             conns: RefCell::default(),
@@ -318,10 +323,50 @@ impl Pool {
         if let Some(c) = &self.cluster {
             return c.shard(key);
         }
-        match &self.dist {
+        match &*self.dist.borrow() {
             Ok(d) => d.server_for_key(key),
             Err(_) => 0,
         }
+    }
+
+    /// Applies a new slot table (and its migrations) of the same group in place.
+    pub fn refresh_slots(&self, group: &RedisGroup) {
+        if group.distribution != router::config::RedisDistribution::Slots {
+            return;
+        }
+        let moving = crate::migrate::Moving::from_group(group);
+        let dist = router::redis::group_distribution(group);
+        let same = match (&*self.dist.borrow(), &dist) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        } && *self.migrating.borrow() == moving;
+        if !same {
+            *self.dist.borrow_mut() = dist;
+            *self.migrating.borrow_mut() = moving;
+            self.slot_epoch.set(self.slot_epoch.get() + 1);
+        }
+    }
+
+    /// Changes with every new slot table or migration state (see [`Pool::refresh_slots`]).
+    #[inline]
+    pub fn slot_epoch(&self) -> u64 {
+        self.slot_epoch.get()
+    }
+
+    /// For a key whose slot is moving: `(slot, old owner, new owner)`.
+    #[inline]
+    pub fn moving(&self, key: &[u8]) -> Option<(u16, usize, usize)> {
+        let m = self.migrating.borrow();
+        let m = m.as_ref()?;
+        let slot = router::redis::key_slot(key);
+        let to = m.target(slot)?;
+        Some((slot, self.shard(key), to))
+    }
+
+    /// Whether any slot of the group is moving.
+    #[inline]
+    pub fn has_moving(&self) -> bool {
+        self.migrating.borrow().is_some()
     }
 }
 

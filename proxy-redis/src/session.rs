@@ -143,6 +143,7 @@ impl CoreCtx {
         if !stale && crate::pool::fingerprint(group) == pool.fingerprint {
             // Same group: keep the connections, remember the generation.
             pool.generation.set(s.generation);
+            pool.refresh_slots(group);
             return pool;
         }
         match Pool::new(
@@ -231,6 +232,9 @@ pub struct Session {
     deferred: VecDeque<Command>,
     /// Hold back the next commands until every reply arrived.
     barrier: bool,
+    /// The pool's slot epoch this session last routed with (a new slot table or migration lets
+    /// the replies in flight land first, so that a key's commands stay in order).
+    slot_epoch: u64,
     now: Instant,
     protocol_error: bool,
     /// The client sent EOF: answer what it sent, then close.
@@ -244,6 +248,9 @@ pub struct Session {
 }
 
 /// A random number (not for cryptography: spreads RANDOMKEY over the shards).
+/// Split groups of keys in moving slots: `MOVING_GROUP | old owner << 16 | new owner`.
+const MOVING_GROUP: usize = 1 << 40;
+
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded per instance from the OS and a per-thread counter.
@@ -293,6 +300,7 @@ impl Session {
             reply_mode_set: false,
             deferred: VecDeque::new(),
             barrier: false,
+            slot_epoch: 0,
             now: Instant::now(),
             protocol_error: false,
             eof: false,
@@ -479,6 +487,12 @@ impl Session {
 
     fn process(&mut self, decoder: &mut CommandDecoder, rbuf: &mut BytesMut) {
         let pool = self.core.current_pool();
+        if pool.slot_epoch() != self.slot_epoch {
+            self.slot_epoch = pool.slot_epoch();
+            if self.client.q.borrow().pending() > 0 {
+                self.barrier = true;
+            }
+        }
         let mut count = 0u64;
         loop {
             if self.decoder_preauth == self.authed {
@@ -688,6 +702,19 @@ impl Session {
                 }
             }
         }
+        if pool.has_moving()
+            && (self.multi.is_some()
+                || matches!(info.policy, Policy::Blocking | Policy::Transaction))
+            && let Some(slot) = self.moving_slot(&cmd, info, pool)
+        {
+            let what = if self.multi.is_some() || info.policy == Policy::Transaction {
+                "a transaction"
+            } else {
+                "a blocking command"
+            };
+            self.refuse(Error::SlotMigrating { slot, what });
+            return;
+        }
         if self.multi.is_some()
             && !matches!(
                 info.name,
@@ -715,9 +742,18 @@ impl Session {
                     return;
                 }
                 self.core.metrics.key(key, cmd.raw().len());
+                if let Some((_, from, to)) = pool.moving(key) {
+                    self.send_moving(pool, (from, to), &[key], cmd.raw(), info.name, None);
+                    return;
+                }
                 let shard = pool.shard(key);
                 let readonly = info.flags.has(flags::READONLY);
                 self.send_to(pool, shard, cmd.raw(), info.name, readonly);
+            }
+            Policy::SameShard
+                if pool.has_moving() && self.moving_slot(&cmd, info, pool).is_some() =>
+            {
+                self.same_shard_moving(&cmd, info, pool);
             }
             Policy::SameShard => {
                 let Some(shard) = self.same_shard(&cmd, info, pool) else {
@@ -834,13 +870,31 @@ impl Session {
                 return;
             }
             self.core.metrics.key(key, 0);
-            // Grouped by shard; by slot in cluster mode (a node refuses keys of several slots).
-            let (group, shard) = pool.split_group(key);
+            // Grouped by shard; by slot in cluster mode (a node refuses keys of several slots);
+            // keys of moving slots by (old, new owner): their part moves them first.
+            let (group, shard) = match pool.moving(key) {
+                Some((_, from, to)) => (MOVING_GROUP | (from << 16) | to, to),
+                None => pool.split_group(key),
+            };
             per.entry(group).or_default().push(k as u32);
             shard_of.insert(group, shard);
         }
         let readonly = info.flags.has(flags::READONLY);
+        let keys_of = |positions: &[u32]| -> Vec<&[u8]> {
+            positions
+                .iter()
+                .map(|&p| cmd.arg(1 + p as usize * step).unwrap_or_default())
+                .collect()
+        };
         if per.len() == 1 {
+            if let Some((&group, positions)) = per.iter().next()
+                && group & MOVING_GROUP != 0
+            {
+                let pair = ((group & !MOVING_GROUP) >> 16, group & 0xffff);
+                let keys = keys_of(positions);
+                self.send_moving(pool, pair, &keys, cmd.raw(), info.name, None);
+                return;
+            }
             let shard = shard_of.values().next().copied().unwrap_or(0);
             self.send_to(pool, shard, cmd.raw(), info.name, readonly);
             return;
@@ -854,6 +908,7 @@ impl Session {
             MultiKeyMerge::AllOk => MergeKind::AllOk,
         };
         let seq = self.client.q.borrow_mut().push_merge(kind, per.len());
+        let per_keys: Vec<Vec<u32>> = per.values().cloned().collect();
         for (part, (group, positions)) in per.into_iter().enumerate() {
             let shard = shard_of.get(&group).copied().unwrap_or(0);
             let mut args: Vec<&[u8]> = Vec::with_capacity(1 + positions.len() * step);
@@ -865,7 +920,120 @@ impl Session {
             }
             let sub = Command::from_args(args);
             let raw = sub.raw();
+            if group & MOVING_GROUP != 0 {
+                let pair = ((group & !MOVING_GROUP) >> 16, group & 0xffff);
+                let keys = keys_of(&per_keys[part]);
+                self.send_moving(pool, pair, &keys, raw, info.name, Some((seq, part as u32)));
+                continue;
+            }
             self.send_part_to(pool, shard, raw, (seq, part as u32), info.name, readonly);
+        }
+    }
+
+    /// The slot of the first key of `cmd` that is moving to another server.
+    fn moving_slot(&self, cmd: &Command, info: &CommandInfo, pool: &Pool) -> Option<u16> {
+        let keys = router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default()).ok()?;
+        for i in keys {
+            if let Some((slot, _, _)) = pool.moving(cmd.arg(i).unwrap_or_default()) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// A one-shard command with keys in moving slots: when every key moves between the same two
+    /// servers, the keys move and the command runs on the new owner; else it must wait
+    /// (`-TRYAGAIN`, as Redis Cluster answers), since its keys are on two servers meanwhile.
+    fn same_shard_moving(&mut self, cmd: &Command, info: &'static CommandInfo, pool: &Pool) {
+        let Ok(idx) = router::redis::keys(info, cmd.len(), |i| cmd.arg(i).unwrap_or_default())
+        else {
+            return self.send_one(pool, 0, cmd.raw(), info.name);
+        };
+        let mut pair = None;
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for i in idx {
+            let key = cmd.arg(i).unwrap_or_default();
+            if let Some(u) = &self.user
+                && !acl::key_allowed(u, key)
+            {
+                return self.fail(Error::KeyDenied);
+            }
+            match pool.moving(key) {
+                Some((_, from, to)) if pair.is_none_or(|p| p == (from, to)) => {
+                    pair = Some((from, to));
+                    keys.push(key);
+                }
+                other => {
+                    let slot = other.map_or_else(|| router::redis::key_slot(key), |m| m.0);
+                    return self.fail(Error::SlotMigrating {
+                        slot,
+                        what: "a command on keys of moving and other slots",
+                    });
+                }
+            }
+        }
+        match pair {
+            Some(pair) => self.send_moving(pool, pair, &keys, cmd.raw(), info.name, None),
+            None => self.send_one(pool, 0, cmd.raw(), info.name),
+        }
+    }
+
+    /// Sends `raw` to the new owner once `keys` moved there: `MIGRATE ... KEYS` goes to the old
+    /// owner on this client's connection, and its reply releases the command (see
+    /// [`crate::backend::Dest::Then`]). A key of a moving slot is thus always on exactly one
+    /// server, and a write to a key the mover is moving waits for that move (the old owner runs
+    /// one MIGRATE at a time).
+    fn send_moving(
+        &mut self,
+        pool: &Pool,
+        (from, to): (usize, usize),
+        keys: &[&[u8]],
+        raw: &Bytes,
+        name: &'static str,
+        part: Option<(u64, u32)>,
+    ) {
+        let (dest, seq) = match part {
+            Some((seq, p)) => (Dest::Part(self.client.clone(), seq, p), None),
+            None => {
+                let seq = self.client.q.borrow_mut().push_pending();
+                (Dest::Whole(self.client.clone(), seq), Some(seq))
+            }
+        };
+        let conns = (
+            pool.conn(from, self.db, self.resp3, self.id),
+            pool.conn(to, self.db, self.resp3, self.id),
+            pool.server(to),
+        );
+        let res = match conns {
+            (Some(src), Some(dst), Some(target)) => {
+                let mv = crate::migrate::move_command(
+                    &target.address,
+                    target.username.as_deref(),
+                    target.password.as_deref(),
+                    self.db,
+                    target.request_timeout.as_millis() as u64,
+                    keys.iter().copied(),
+                );
+                let then = crate::backend::Then {
+                    conn: dst,
+                    raw: raw.clone(),
+                    dest,
+                    cmd: name,
+                };
+                src.send(&mv, [Dest::Then(Box::new(then))], self.now, "migrate")
+            }
+            _ => Err(Error::NoServerForKey),
+        };
+        if let Err(e) = res {
+            match (seq, part) {
+                (Some(seq), _) => self.fail_seq(seq, &e, name),
+                (None, Some((seq, p))) => {
+                    let e = e.reply();
+                    self.core.metrics.proxy_error(name, e.len());
+                    self.client.q.borrow_mut().deliver_part(seq, p, &e);
+                }
+                (None, None) => {}
+            }
         }
     }
 

@@ -313,6 +313,9 @@ pub struct SlotRange {
     pub end: u16,
     /// Server name.
     pub server: String,
+    /// While the range moves online to another server (`SLOTS MIGRATE` on the admin port): its name.
+    /// The proxy then moves each key of the range before the key's command runs (docs/redis-proxy.md).
+    pub migrating_to: Option<String>,
     pub(crate) span: Span,
 }
 
@@ -869,6 +872,7 @@ fn read_redis_group(
             let p = s.path().to_string();
             let range = s.req_str(d, "range");
             let server = s.req_str(d, "server");
+            let migrating_to = s.opt_str(d, "migrating_to").map(|m| m.into_inner());
             let span = s.span();
             s.finish(d);
             let range = range?;
@@ -888,6 +892,7 @@ fn read_redis_group(
                 start,
                 end,
                 server: server?.into_inner(),
+                migrating_to,
                 span,
             })
         })

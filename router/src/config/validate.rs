@@ -231,6 +231,17 @@ fn check_slots(d: &mut Diags, path: &str, g: &super::model::RedisGroup) {
                 ),
             );
         }
+        if let Some(to) = &r.migrating_to
+            && (to == &r.server || !g.servers.iter().any(|s| &s.name == to))
+        {
+            d.error(
+                r.span.clone(),
+                &format!("{path}.slots[{i}].migrating_to"),
+                format!(
+                    "`migrating_to = \"{to}\"` must name another server of this group than `server`"
+                ),
+            );
+        }
         let mut conflict = None;
         for slot in r.start..=r.end {
             match owner[usize::from(slot)] {

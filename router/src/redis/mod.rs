@@ -33,6 +33,7 @@ pub mod hash;
 pub mod ketama;
 pub mod merge;
 pub mod policy;
+pub mod rebalance;
 pub mod slots;
 
 pub use command::{
