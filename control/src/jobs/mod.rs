@@ -25,6 +25,7 @@ pub mod db;
 pub mod model;
 pub mod ops;
 pub mod sched;
+pub mod span;
 pub mod tz;
 pub mod worker;
 

@@ -41,6 +41,8 @@ pub struct ItemCtx {
     pub idx: i64,
     /// The attempt, from 1.
     pub attempt: i64,
+    /// The W3C `traceparent` of this attempt (pass it on to traced calls so they join the run's trace).
+    pub traceparent: String,
     cancel: Arc<AtomicBool>,
     log: Arc<Mutex<LogTail>>,
 }
@@ -561,7 +563,7 @@ async fn execute(
         }
         Kind::Http { method, url, body } => {
             let body = body.clone().unwrap_or_else(|| a.params.clone());
-            match run_http(method, url, &body, timeout).await {
+            match run_http(method, url, &body, &a.traceparent, timeout).await {
                 Ok((code, text)) if (200..300).contains(&code) => {
                     Ok(("ok".into(), Some(code as i64), text))
                 }
@@ -611,6 +613,7 @@ async fn execute(
                     run: a.run.clone(),
                     idx: a.idx,
                     attempt: a.attempt,
+                    traceparent: a.traceparent.clone(),
                     cancel: cancel.clone(),
                     log: log.clone(),
                 };
@@ -670,6 +673,9 @@ fn run_shell(
         .env("FURROW_ENV", &a.env)
         .env("FURROW_RUN", &a.run)
         .env("FURROW_ATTEMPT", a.attempt.to_string())
+        // W3C trace context for instrumented programs (OpenTelemetry SDKs read TRACEPARENT from the
+        // environment): their spans become children of this item's span in the run's trace.
+        .env("TRACEPARENT", &a.traceparent)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -767,6 +773,7 @@ async fn run_http(
     method: &str,
     url: &str,
     body: &Json,
+    traceparent: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
@@ -780,9 +787,22 @@ async fn run_http(
     } else {
         Some(bytes.as_slice())
     };
-    let r = crate::http::request(&format!("http://{host}"), method, path, None, send, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let headers: &[(&str, &str)] = if traceparent.is_empty() {
+        &[]
+    } else {
+        &[("traceparent", traceparent)]
+    };
+    let r = crate::http::request_with(
+        &format!("http://{host}"),
+        method,
+        path,
+        None,
+        headers,
+        send,
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned();
     Ok((r.status, text))
 }
