@@ -1050,6 +1050,74 @@ fn redis_and_http_jobs() {
     assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
 
+/// Every run is a trace: a root span for the run and a span per item attempt (service `furrow-jobs`) in the
+/// node's trace store; each shell item gets its span as `TRACEPARENT`, so what it traces joins the run.
+#[test]
+fn every_run_is_a_trace_with_a_span_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    put_job(
+        &api,
+        "traced",
+        json!({"app": "shop", "items": [{"n": 0}, {"n": 1}],
+               "kind": {"type": "shell", "command": "echo \"tp=$TRACEPARENT\"; test \"$FURROW_ITEM\" = 0"}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/traced/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "traced", &run, Duration::from_secs(30));
+    assert_eq!(r["state"], "failed", "item 1 exits 1: {r}");
+    // Each item saw its own span of one trace.
+    let tps: Vec<Vec<String>> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|it| {
+            let log = it["log"].as_str().unwrap();
+            let tp = log
+                .lines()
+                .find_map(|l| l.strip_prefix("tp="))
+                .unwrap_or_else(|| panic!("no traceparent in {log:?}"));
+            tp.split('-').map(str::to_string).collect()
+        })
+        .collect();
+    assert_eq!(tps.len(), 2);
+    for tp in &tps {
+        assert_eq!(tp.len(), 4, "{tp:?}");
+        assert_eq!((tp[0].as_str(), tp[3].as_str()), ("00", "01"));
+    }
+    assert_eq!(tps[0][1], tps[1][1], "one trace per run");
+    assert_ne!(tps[0][2], tps[1][2], "a span per item");
+    let trace = &tps[0][1];
+    let t = wait_for("the run's trace", Duration::from_secs(10), || {
+        api.call("GET", &format!("/v1/trace/traces/{trace}"), None)
+            .ok()
+            .filter(|t| t["spans"] == 3)
+    });
+    let roots = t["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{t}");
+    let root = &roots[0];
+    assert_eq!(root["service"], "furrow-jobs", "{t}");
+    assert_eq!(root["name"], "job DEV/traced", "{t}");
+    assert_eq!(root["status"], "error", "{t}");
+    assert_eq!(root["attributes"]["furrow.cause"], "manual", "{t}");
+    let kids = root["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 2, "{t}");
+    for k in kids {
+        let idx = k["attributes"]["furrow.item"].as_i64().unwrap() as usize;
+        assert_eq!(k["span_id"], tps[idx][2].as_str(), "{t}");
+        assert_eq!(k["attributes"]["furrow.worker"], "w1", "{t}");
+        assert_eq!(k["status"], if idx == 0 { "ok" } else { "error" }, "{t}");
+    }
+}
+
 /// A shell item runs under its job's memory as the address-space limit: within it an allocation works,
 /// beyond it the process fails (here Python's `MemoryError`).
 #[test]
