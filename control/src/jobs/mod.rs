@@ -19,6 +19,7 @@
 //! - [`cli`]: `furrow ctl job ...`.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod cron;
 pub mod db;
