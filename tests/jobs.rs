@@ -1050,6 +1050,136 @@ fn redis_and_http_jobs() {
     assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
 
+/// A child process killed on drop (the test's HTTPS server).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HTTP items over HTTPS: a real TLS server (Python's `ssl`, a certificate of a private CA made by
+/// `openssl`) answers when the job names that CA (and sees the item's `traceparent` header); without it
+/// the worker refuses the unknown issuer; a CA file on an `http://` URL is refused at save.
+#[test]
+fn http_items_over_https_verify_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA and a server certificate it signed (for 127.0.0.1), made by the openssl CLI.
+    let d = dir.path();
+    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=furrow-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out srv.csr",
+        "x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let st = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args}");
+    }
+    let port = testkit::reserve_port().unwrap();
+    let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.headers.get("traceparent") or "none").encode()
+        self.send_response(200 if self.path == "/ok" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+    // The lease stays held (by `port`) while the server uses the port.
+    let p = port.port();
+    let _srv = KillOnDrop(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(p.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for("the HTTPS server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", p)).ok()
+    });
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let url = format!("https://127.0.0.1:{p}/ok");
+    let run_job = |name: &str, kind: Json| -> Json {
+        put_job(&api, name, json!({"app": "shop", "kind": kind}));
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_run_end(&api, name, &run, Duration::from_secs(20))
+    };
+    let r = run_job(
+        "trusted",
+        json!({"type": "http", "method": "GET", "url": url, "ca_file": ca.display().to_string()}),
+    );
+    let it = &r["item_list"][0];
+    assert_eq!(
+        (r["state"].as_str(), it["exit_code"].as_i64()),
+        (Some("ok"), Some(200)),
+        "{r}"
+    );
+    assert!(
+        it["result"].as_str().unwrap().starts_with("00-"),
+        "the traceparent header: {r}"
+    );
+    let r = run_job(
+        "missing",
+        json!({"type": "http", "method": "GET", "url": format!("https://127.0.0.1:{p}/nope"),
+               "ca_file": ca.display().to_string()}),
+    );
+    assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
+    let r = run_job(
+        "untrusted",
+        json!({"type": "http", "method": "GET", "url": url}),
+    );
+    assert_eq!(r["state"], "failed", "{r}");
+    let why = r["item_list"][0]["result"].as_str().unwrap();
+    assert!(
+        why.contains("TLS handshake") || why.contains("CA bundle"),
+        "{why}"
+    );
+    let (status, e) = api.err(
+        "PUT",
+        "/v1/jobs/DEV/plain",
+        Some(
+            json!({"app": "shop", "kind": {"type": "http", "url": "http://127.0.0.1:1/",
+                     "ca_file": "/etc/ssl/x.pem"}}),
+        ),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["field"], "kind/ca_file", "{e}");
+}
+
 /// Every run is a trace: a root span for the run and a span per item attempt (service `furrow-jobs`) in the
 /// node's trace store; each shell item gets its span as `TRACEPARENT`, so what it traces joins the run.
 #[test]

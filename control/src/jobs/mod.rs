@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod cron;
 pub mod db;
+pub mod https;
 pub mod model;
 pub mod ops;
 pub mod sched;

@@ -582,9 +582,23 @@ async fn execute(
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
         }
-        Kind::Http { method, url, body } => {
+        Kind::Http {
+            method,
+            url,
+            body,
+            ca_file,
+        } => {
             let body = body.clone().unwrap_or_else(|| a.params.clone());
-            match run_http(method, url, &body, &a.traceparent, timeout).await {
+            match run_http(
+                method,
+                url,
+                &body,
+                ca_file.as_deref(),
+                &a.traceparent,
+                timeout,
+            )
+            .await
+            {
                 Ok((code, text)) if (200..300).contains(&code) => {
                     Ok(("ok".into(), Some(code as i64), text))
                 }
@@ -816,10 +830,18 @@ async fn run_http(
     method: &str,
     url: &str,
     body: &Json,
+    ca_file: Option<&str>,
     traceparent: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("http://")
+                .ok_or("only http:// and https:// URLs")?,
+        ),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -835,6 +857,9 @@ async fn run_http(
     } else {
         &[("traceparent", traceparent)]
     };
+    if tls {
+        return super::https::request(host, method, path, headers, send, ca_file, timeout).await;
+    }
     let r = crate::http::request_with(
         &format!("http://{host}"),
         method,
