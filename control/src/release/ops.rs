@@ -186,15 +186,18 @@ pub fn dependency_order(
     Ok(out)
 }
 
+/// Dependencies by project.
+pub type DepGraph = BTreeMap<String, Vec<String>>;
+
 /// Declared dependencies plus observed ones: `observed` are call edges `(caller, callee)` from the tracing
 /// service's dependency graph (a caller depends on what it calls, so the callee goes first). An observed
 /// edge that would close a cycle with what is there already (services that call each other, or a call
 /// against the declared order) is left out: observation orders what it can, declarations win. Returns the
 /// merged graph and the observed edges it took.
 pub fn with_observed(
-    deps: &BTreeMap<String, Vec<String>>,
+    deps: &DepGraph,
     observed: &[(String, String)],
-) -> (BTreeMap<String, Vec<String>>, Vec<(String, String)>) {
+) -> (DepGraph, Vec<(String, String)>) {
     let mut merged = deps.clone();
     let mut taken = Vec::new();
     let mut edges: Vec<&(String, String)> = observed.iter().collect();
@@ -207,9 +210,13 @@ pub fn with_observed(
         if merged[from].contains(to) {
             continue;
         }
-        merged.get_mut(from).map(|v| v.push(to.clone()));
+        if let Some(v) = merged.get_mut(from) {
+            v.push(to.clone());
+        }
         if find_cycle(&merged).is_some() {
-            merged.get_mut(from).map(|v| v.pop());
+            if let Some(v) = merged.get_mut(from) {
+                v.pop();
+            }
             continue;
         }
         taken.push((from.clone(), to.clone()));
