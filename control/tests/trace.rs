@@ -399,7 +399,8 @@ fn span_ids(tree: &Json) -> Vec<String> {
 fn grants_decide_which_spans_a_user_reads() {
     let srv = start_with("sqlite::memory:", tuned);
     let api = Api::new(&srv, ADMIN_TOKEN);
-    // user_with grants on the application `shop`.
+    // user_with grants on the application `shop` (a grant names a registered application).
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
     let reader = user_with(&api, "reader", "read");
     let masked = user_with(&api, "masked", "masked_read");
     let db = |name: &str| vec![("db.system".to_string(), Value::Str(name.into()))];
