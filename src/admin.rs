@@ -32,6 +32,7 @@ const HELP: &[&str] = &[
     "SLOWLOG THRESHOLD <ms>       change the slow-query threshold until the next reload",
     "CACHE INSIGHTS [group]       Redis servers' INFO per group: hit ratio, memory/key balance, keys without TTL, advice",
     "INDEX ADVICE [n]             EXPLAIN the top n MySQL digests by total time on a replica, propose indexes",
+    "SHOW THREADS                 every thread (executors furrow-N included): state, CPU, switches, wait channel, kernel stack",
     "SHOW POOLS                   MySQL backend pools per executor: open, idle, limit, created",
     "SHOW AUDIT                   audit log files: records written and dropped (queue full)",
     "BACKEND OFFLINE <name>       stop sending new requests to a backend (name, group/name or address)",
@@ -82,7 +83,9 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
         loop {
             match decoder.decode(&mut input) {
                 Ok(Some(cmd))
-                    if authed && arg_upper(&cmd, 0) == "INDEX" && arg_upper(&cmd, 1) == "ADVICE" =>
+                    if authed
+                        && arg_upper(&cmd, 0) == "INDEX"
+                        && arg_upper(&cmd, 1) == "ADVICE" =>
                 {
                     // Talks to servers: on a blocking thread, never on this runtime's workers.
                     let (n, snap) = (count_arg(&cmd, 2, 10), control.shared.snapshots.current());
@@ -90,18 +93,24 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
                     let run = move || crate::advice::run(&snap.config, digests, n);
                     match tokio::task::spawn_blocking(run).await {
                         Ok(t) => write_bulk(&mut out, t.as_bytes()),
-                        Err(e) => write_error(&mut out, format!("ERR index advice: {e}").as_bytes()),
+                        Err(e) => {
+                            write_error(&mut out, format!("ERR index advice: {e}").as_bytes())
+                        }
                     }
                 }
                 Ok(Some(cmd))
-                    if authed && arg_upper(&cmd, 0) == "CACHE" && arg_upper(&cmd, 1) == "INSIGHTS" =>
+                    if authed
+                        && arg_upper(&cmd, 0) == "CACHE"
+                        && arg_upper(&cmd, 1) == "INSIGHTS" =>
                 {
                     let snap = control.shared.snapshots.current();
                     let only = cmd.arg(2).map(|a| String::from_utf8_lossy(a).into_owned());
                     let run = move || crate::cache_insight::run(&snap.config, only.as_deref());
                     match tokio::task::spawn_blocking(run).await {
                         Ok(t) => write_bulk(&mut out, t.as_bytes()),
-                        Err(e) => write_error(&mut out, format!("ERR cache insights: {e}").as_bytes()),
+                        Err(e) => {
+                            write_error(&mut out, format!("ERR cache insights: {e}").as_bytes())
+                        }
                     }
                 }
                 Ok(Some(cmd)) => {
@@ -219,6 +228,7 @@ fn execute(control: &Control, cmd: &Command, authed: &mut bool, out: &mut BytesM
             }
             None => write_error(out, b"ERR usage: SLOWLOG THRESHOLD <milliseconds>"),
         },
+        ("SHOW", "THREADS") => write_bulk(out, crate::threads::snapshot().as_bytes()),
         ("SHOW", "POOLS") => write_bulk(out, pools_table(control).as_bytes()),
         ("SHOW", "AUDIT") => {
             let mut t = format!("{:<48} {:>12} {:>10}\n", "FILE", "WRITTEN", "DROPPED");

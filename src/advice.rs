@@ -122,7 +122,10 @@ fn for_digest(config: &Config, d: &DigestStats) -> Vec<Line> {
         )];
     }
     if sample.cut {
-        return vec![whole(d, "not advised: the sample statement was cut at 4 KiB")];
+        return vec![whole(
+            d,
+            "not advised: the sample statement was cut at 4 KiB",
+        )];
     }
     let analysis = match advice::analyze(&sample.sql) {
         Ok(a) => a,
@@ -165,7 +168,9 @@ fn connect(g: &MysqlGroup) -> Result<(Conn, String), String> {
             Ok(mut c) => {
                 // MariaDB's per-statement time limit; MySQL has no such variable (its
                 // max_execution_time covers SELECT only): then the socket timeouts bound it.
-                let _ = c.query(&format!("SET SESSION max_statement_time = {STATEMENT_SECONDS}"));
+                let _ = c.query(&format!(
+                    "SET SESSION max_statement_time = {STATEMENT_SECONDS}"
+                ));
                 return Ok((c, s.name.clone()));
             }
             Err(e) => last = format!("{}: {e}", s.name),
@@ -178,7 +183,9 @@ fn connect(g: &MysqlGroup) -> Result<(Conn, String), String> {
 fn plain(id: &str) -> Option<&str> {
     (!id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$'))
     .then_some(id)
 }
 

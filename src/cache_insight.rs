@@ -239,8 +239,10 @@ fn read_server(g: &RedisGroup, address: &str) -> Result<ServerInfo, String> {
         .next()
         .ok_or("no address")?;
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
     if let Some(p) = &g.password {
         match &g.username {
             Some(u) => call(&mut s, &["AUTH", u, p])?,
@@ -314,7 +316,10 @@ pub fn run(config: &Config, only: Option<&str>) -> String {
                     );
                 }
                 Err(e) => {
-                    advice.push(format!("{}: {} ({}) not read: {e}", g.name, r.name, r.address));
+                    advice.push(format!(
+                        "{}: {} ({}) not read: {e}",
+                        g.name, r.name, r.address
+                    ));
                 }
             }
         }
@@ -389,8 +394,14 @@ mod tests {
             reading("b", base(300, 9000), None),
         ];
         let a = assess("g", &skewed);
-        assert!(a.iter().any(|l| l.contains("imbalanced shards: b")), "{a:?}");
-        assert!(a.iter().any(|l| l.contains("imbalanced memory: b")), "{a:?}");
+        assert!(
+            a.iter().any(|l| l.contains("imbalanced shards: b")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|l| l.contains("imbalanced memory: b")),
+            "{a:?}"
+        );
         let cold = ServerInfo {
             hits: 10,
             misses: 190,
@@ -406,9 +417,19 @@ mod tests {
             ..Default::default()
         };
         let a = assess("g", &[reading("a", full, Some(10.0))]);
-        assert!(a.iter().any(|l| l.contains("190 keys of 200 on a have no TTL")), "{a:?}");
-        assert!(a.iter().any(|l| l.contains("uses 90% of maxmemory")), "{a:?}");
-        assert!(a.iter().any(|l| l.contains("maxmemory in about 10 s")), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|l| l.contains("190 keys of 200 on a have no TTL")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|l| l.contains("uses 90% of maxmemory")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|l| l.contains("maxmemory in about 10 s")),
+            "{a:?}"
+        );
         let failed = Reading {
             info: Err("refused".into()),
             ..reading("a", ServerInfo::default(), None)

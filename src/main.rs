@@ -25,6 +25,7 @@ mod metrics;
 mod proxy;
 mod registry;
 mod sandbox;
+mod threads;
 mod upgrade;
 
 #[global_allocator]

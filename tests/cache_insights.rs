@@ -38,11 +38,17 @@ fn cache_insights_read_info_and_give_advice() {
 
     // Through the proxy: 50 keys written and read back (hits), 150 reads of keys never written.
     for i in 0..50 {
-        assert_eq!(redis_cli(listen.port(), &["SET", &format!("k{i}"), "v"]), "OK");
+        assert_eq!(
+            redis_cli(listen.port(), &["SET", &format!("k{i}"), "v"]),
+            "OK"
+        );
         assert_eq!(redis_cli(listen.port(), &["GET", &format!("k{i}")]), "v");
     }
     for i in 0..150 {
-        assert_eq!(redis_cli(listen.port(), &["GET", &format!("missing{i}")]), "");
+        assert_eq!(
+            redis_cli(listen.port(), &["GET", &format!("missing{i}")]),
+            ""
+        );
     }
     let first = redis_cli(admin.port(), &["CACHE", "INSIGHTS"]);
     let (a, b) = (row(&first, "r0"), row(&first, "r1"));
@@ -57,19 +63,36 @@ fn cache_insights_read_info_and_give_advice() {
     // imbalanced, its keys are never evicted, and its memory grows between two runs.
     redis_cli(r1, &["CONFIG", "SET", "maxmemory", "64mb"]);
     redis_cli(r1, &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]);
-    let fill = "for i = 1, 600 do redis.call('SET', 'skew:' .. i, string.rep('x', 1000)) end return 1";
+    let fill =
+        "for i = 1, 600 do redis.call('SET', 'skew:' .. i, string.rep('x', 1000)) end return 1";
     assert_eq!(redis_cli(r1, &["EVAL", fill, "0"]), "1");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let second = redis_cli(admin.port(), &["CACHE", "INSIGHTS", "cache"]);
     assert!(second.contains("imbalanced shards: r1"), "{second}");
-    assert!(second.contains("have no TTL under maxmemory-policy volatile-lru"), "{second}");
+    assert!(
+        second.contains("have no TTL under maxmemory-policy volatile-lru"),
+        "{second}"
+    );
     assert!(
         second.contains("r1 grows") && second.contains("maxmemory in about"),
         "{second}"
     );
     assert_eq!(row(&second, "r1")[4], (64u64 << 20).to_string(), "{second}");
+    // The on-demand thread snapshot lists the executor (one core here) and the admin thread.
+    let threads = redis_cli(admin.port(), &["SHOW", "THREADS"]);
+    let names: Vec<&str> = threads
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        names.contains(&"furrow-0") && names.contains(&"furrow-admin"),
+        "{threads}"
+    );
     // A stopped server is reported, the other still read.
     drop(servers);
     let third = redis_cli(admin.port(), &["CACHE", "INSIGHTS"]);
-    assert!(third.contains("r0 (") && third.contains("not read"), "{third}");
+    assert!(
+        third.contains("r0 (") && third.contains("not read"),
+        "{third}"
+    );
 }

@@ -23,7 +23,15 @@ impl Drop for Process {
 fn mariadb(port: u16, q: &str) -> String {
     let out = Command::new("mariadb")
         .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
-        .args(["-papp-secret", "-D", "shop", "--batch", "--skip-column-names", "-e", q])
+        .args([
+            "-papp-secret",
+            "-D",
+            "shop",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            q,
+        ])
         .output()
         .expect("mariadb client");
     assert!(
@@ -71,7 +79,9 @@ fn the_center_merges_every_proxys_digests_and_advice() {
         center.call(
             "PUT",
             &format!("{nsp}/items/config"),
-            Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": config}}})),
+            Some(
+                json!({"value": {"type": "document", "value": {"format": "toml", "text": config}}}),
+            ),
         );
         center.call(
             "POST",
@@ -123,9 +133,18 @@ fn the_center_merges_every_proxys_digests_and_advice() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["text"].as_str().unwrap_or_default().contains("FROM ITEMS WHERE SKU = ?"))
+        .find(|d| {
+            d["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("FROM ITEMS WHERE SKU = ?")
+        })
         .unwrap_or_else(|| panic!("{view}"));
-    assert_eq!((d["count"].clone(), d["proxies"].clone()), (json!(8), json!(2)), "{view}");
+    assert_eq!(
+        (d["count"].clone(), d["proxies"].clone()),
+        (json!(8), json!(2)),
+        "{view}"
+    );
     let hist_total: u64 = d["hist"]
         .as_array()
         .unwrap()
@@ -133,7 +152,10 @@ fn the_center_merges_every_proxys_digests_and_advice() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(hist_total, 8, "{view}");
-    assert!(d["p99_us"].as_u64().unwrap() <= d["max_us"].as_u64().unwrap(), "{view}");
+    assert!(
+        d["p99_us"].as_u64().unwrap() <= d["max_us"].as_u64().unwrap(),
+        "{view}"
+    );
 
     // Each proxy's advice through the center: the lookup scans the table without an index on sku.
     let advice = center.call("GET", "/v1/trace/fleet/index-advice?n=5", None);

@@ -10,12 +10,21 @@ use std::process::Command;
 
 use common::{FurrowProcess, redis_cli};
 
-const SLOW: &str = "SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'new' ORDER BY created_at";
+const SLOW: &str =
+    "SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'new' ORDER BY created_at";
 
 fn through_proxy(port: u16, q: &str) -> String {
     let out = Command::new("mariadb")
         .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
-        .args(["-papp-secret", "-D", "shop", "--batch", "--skip-column-names", "-e", q])
+        .args([
+            "-papp-secret",
+            "-D",
+            "shop",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            q,
+        ])
         .output()
         .expect("mariadb client");
     assert!(
@@ -41,8 +50,18 @@ fn analyze(db: &testkit::MariaDb) -> (String, String, u64) {
         .expect("handler counters");
     let read: u64 = counters
         .iter()
-        .filter(|r| r.first().cloned().flatten().is_some_and(|n| n.starts_with("Handler_read")))
-        .map(|r| r[1].as_deref().unwrap_or("0").parse::<u64>().expect("a count"))
+        .filter(|r| {
+            r.first()
+                .cloned()
+                .flatten()
+                .is_some_and(|n| n.starts_with("Handler_read"))
+        })
+        .map(|r| {
+            r[1].as_deref()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .expect("a count")
+        })
         .sum();
     (cell("type"), cell("key"), read)
 }
@@ -95,7 +114,10 @@ fn advice_turns_a_full_scan_into_an_index_lookup() {
         through_proxy(listen.port(), "SELECT name FROM customers WHERE id = 7"),
         "c7"
     );
-    through_proxy(listen.port(), "SELECT COUNT(*) FROM orders WHERE total = 1 OR total = 2");
+    through_proxy(
+        listen.port(),
+        "SELECT COUNT(*) FROM orders WHERE total = 1 OR total = 2",
+    );
 
     let before = analyze(&db);
     assert_eq!(before.0, "ALL", "{before:?}");

@@ -450,7 +450,10 @@ fn grants_decide_which_spans_a_user_reads() {
     let (status, tree) = get_as(&srv, &reader, &format!("/v1/trace/traces/{t7}"));
     assert_eq!(status, 200, "{tree}");
     assert_eq!(span_ids(&tree), ["01", "02"], "{tree}");
-    assert_eq!(get_as(&srv, &reader, &format!("/v1/trace/traces/{t8}")).0, 404);
+    assert_eq!(
+        get_as(&srv, &reader, &format!("/v1/trace/traces/{t8}")).0,
+        404
+    );
     let (_, found) = get_as(&srv, &reader, "/v1/trace/search?limit=10");
     let ids: Vec<&str> = found["traces"]
         .as_array()
@@ -461,11 +464,21 @@ fn grants_decide_which_spans_a_user_reads() {
     assert_eq!(ids, [t7.as_str()], "{found}");
     let (_, deps) = get_as(&srv, &reader, "/v1/trace/dependencies");
     let text = deps.to_string();
-    assert!(text.contains("furrow-proxy") && !text.contains("billing"), "{deps}");
+    assert!(
+        text.contains("furrow-proxy") && !text.contains("billing"),
+        "{deps}"
+    );
     let (_, slow) = get_as(&srv, &reader, "/v1/trace/services/billing/slowest");
-    assert_eq!(slow["operations"].as_array().map(Vec::len), Some(0), "{slow}");
+    assert_eq!(
+        slow["operations"].as_array().map(Vec::len),
+        Some(0),
+        "{slow}"
+    );
     // Below read, nothing; the administrator reads both traces.
-    assert_eq!(get_as(&srv, &masked, &format!("/v1/trace/traces/{t7}")).0, 404);
+    assert_eq!(
+        get_as(&srv, &masked, &format!("/v1/trace/traces/{t7}")).0,
+        404
+    );
     let (_, none) = get_as(&srv, &masked, "/v1/trace/search");
     assert_eq!(none["traces"].as_array().map(Vec::len), Some(0), "{none}");
     let (_, both) = get_as(&srv, ADMIN_TOKEN, "/v1/trace/search");

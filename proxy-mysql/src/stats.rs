@@ -344,7 +344,14 @@ mod tests {
         let core = CoreCtx::with_registry(shared.clone());
         let d = router::sql::digest("SELECT 1 FROM stats_test_table");
         let sample = || DigestSample::new("SELECT 1 FROM stats_test_table", "g", Some("db"), false);
-        record(&core.stats, &d, Duration::from_micros(100), 1, false, sample);
+        record(
+            &core.stats,
+            &d,
+            Duration::from_micros(100),
+            1,
+            false,
+            sample,
+        );
         record(&core.stats, &d, Duration::from_micros(300), 2, true, || {
             unreachable!("a known fingerprint takes no new sample")
         });
@@ -356,7 +363,10 @@ mod tests {
             .unwrap_or_default();
         assert_eq!((e.count, e.errors, e.rows, e.max_us), (2, 1, 3, 300));
         let kept = e.sample.expect("a sample");
-        assert_eq!((kept.group.as_str(), kept.schema.as_deref()), ("g", Some("db")));
+        assert_eq!(
+            (kept.group.as_str(), kept.schema.as_deref()),
+            ("g", Some("db"))
+        );
         let long = format!("SELECT '{}'", "é".repeat(SAMPLE_MAX));
         let cut = DigestSample::new(&long, "g", None, true);
         assert!(cut.cut && cut.sql.len() <= SAMPLE_MAX && long.starts_with(&cut.sql));

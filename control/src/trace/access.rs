@@ -86,7 +86,8 @@ impl Access {
             .collect();
         // Calls inherit from their parent; a chain of calls is followed to its end (at most one
         // pass per span, so a cycle of parents cannot loop).
-        let index: HashMap<u64, usize> = spans.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        let index: HashMap<u64, usize> =
+            spans.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
         for _ in 0..spans.len() {
             let mut changed = false;
             for (i, s) in spans.iter().enumerate() {
@@ -203,10 +204,13 @@ mod tests {
         assert_eq!(ids(&cid.visible(&trace)), [2, 3, 5]);
         let admin = Access::of(user("root", &[], true), vec![]);
         assert!(matches!(admin.visible(&trace), Cow::Borrowed(_)));
-        let star = Access::of(user("eve", &[], false), vec![grant("user:eve", "*", Level::Read)]);
+        let star = Access::of(
+            user("eve", &[], false),
+            vec![grant("user:eve", "*", Level::Read)],
+        );
         assert!(matches!(star.visible(&trace), Cow::Borrowed(s) if s.len() == 6));
         // filter drops traces with nothing readable.
-        let other = vec![span("billing", 9, 0, false)];
+        let other = [span("billing", 9, 0, false)];
         let all = [(1u128, &trace[..]), (2u128, &other[..])];
         let seen = ann.filter(all.iter().map(|(t, s)| (*t, *s)));
         assert_eq!(seen.len(), 1);

@@ -236,7 +236,10 @@ pub async fn fleet_index_advice(c: &Center, user: &User, n: usize) -> Result<Jso
         let n = n.clone();
         calls.spawn(async move {
             let args = ["INDEX", "ADVICE", &n];
-            (i, fleet::admin_call_within(ADVICE_TIMEOUT, &addr, pw.as_deref(), &args).await)
+            (
+                i,
+                fleet::admin_call_within(ADVICE_TIMEOUT, &addr, pw.as_deref(), &args).await,
+            )
         });
     }
     let mut out: Vec<Json> = proxies
@@ -266,7 +269,10 @@ mod tests {
         let mut h = vec!["0"; HIST_BUCKETS];
         let c = count.to_string();
         h[bucket] = &c;
-        format!("{hash}\t{count}\t0\t{count}\t{total}\t{max}\t{}\t{text}", h.join(","))
+        format!(
+            "{hash}\t{count}\t0\t{count}\t{total}\t{max}\t{}\t{text}",
+            h.join(",")
+        )
     }
 
     #[test]
@@ -285,7 +291,10 @@ mod tests {
         let (m, overflow) = merge(&[da, db]);
         assert_eq!(overflow, 2);
         assert_eq!(m[0].hash, "ab");
-        assert_eq!((m[0].count, m[0].total_us, m[0].max_us, m[0].proxies), (40, 91_000, 40_000, 2));
+        assert_eq!(
+            (m[0].count, m[0].total_us, m[0].max_us, m[0].proxies),
+            (40, 91_000, 40_000, 2)
+        );
         assert_eq!((m[0].hist[3], m[0].hist[11]), (10, 30));
         // 10 of 40 below 128 µs, 30 below 32,768 µs: p50 and p99 from the merged histogram.
         assert_eq!(quantile(&m[0].hist, 0.25, m[0].max_us), 128);

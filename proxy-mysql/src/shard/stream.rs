@@ -145,7 +145,15 @@ impl ShardSession {
         let sent = Instant::now();
         send_all(&mut exec, &mut feeds, &feed_of, units).await;
         let mark = cx.client.wbuf.len();
-        let pumped = pump(&mut exec, &mut feeds, &feed_of, cx.client, concat, &mut timing).await;
+        let pumped = pump(
+            &mut exec,
+            &mut feeds,
+            &feed_of,
+            cx.client,
+            concat,
+            &mut timing,
+        )
+        .await;
         for (u, (last, failed)) in units.iter().zip(&timing) {
             self.trace_units.push(crate::trace::UnitTiming {
                 shard: rules

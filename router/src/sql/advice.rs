@@ -13,8 +13,8 @@
 //! each side, for the table the server reads second).
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, InTarget, JoinConstraint, JoinOperator, OrderByKind, OrderBySort,
-    SetExpr, Statement, TableFactor, Value,
+    BinaryOperator, Expr, GroupByExpr, InTarget, JoinConstraint, JoinOperator, OrderByKind,
+    OrderBySort, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -136,12 +136,17 @@ pub fn analyze(sql: &str) -> Result<Analysis, AdviceError> {
         conjuncts(w, &mut a);
     }
     if let GroupByExpr::Expressions(v, _) = &sel.group_by {
-        a.group_by = v.iter().map(column_of).collect::<Option<_>>().unwrap_or_default();
+        a.group_by = v
+            .iter()
+            .map(column_of)
+            .collect::<Option<_>>()
+            .unwrap_or_default();
     }
     if let Some(ob) = &q.order_by
         && let OrderByKind::Expressions(v) = &ob.kind
     {
-        let desc = |o: &sqlparser::ast::OrderByExpr| matches!(o.options.sort, Some(OrderBySort::Desc));
+        let desc =
+            |o: &sqlparser::ast::OrderByExpr| matches!(o.options.sort, Some(OrderBySort::Desc));
         let same_direction = v.windows(2).all(|w| desc(&w[0]) == desc(&w[1]));
         if same_direction {
             a.order_by = v
@@ -227,7 +232,10 @@ fn conjuncts(e: &Expr, a: &mut Analysis) {
             let eq = matches!(op, BinaryOperator::Eq | BinaryOperator::Spaceship);
             let range = matches!(
                 op,
-                BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+                BinaryOperator::Lt
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Gt
+                    | BinaryOperator::GtEq
             );
             if !eq && !range {
                 return;
@@ -310,7 +318,10 @@ impl Analysis {
         }
         let mut found = None;
         for i in 0..self.tables.len() {
-            if columns_of(i).iter().any(|x| x.eq_ignore_ascii_case(&c.column)) {
+            if columns_of(i)
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(&c.column))
+            {
                 if found.is_some() {
                     return None;
                 }
@@ -424,7 +435,9 @@ mod tests {
     #[test]
     fn equality_then_order() {
         assert_eq!(
-            cand("SELECT * FROM orders WHERE customer_id = 42 AND status = 'new' ORDER BY created_at DESC LIMIT 10"),
+            cand(
+                "SELECT * FROM orders WHERE customer_id = 42 AND status = 'new' ORDER BY created_at DESC LIMIT 10"
+            ),
             ["customer_id", "status", "created_at"]
         );
     }
@@ -438,8 +451,14 @@ mod tests {
         assert_eq!(cand("SELECT id FROM t WHERE name LIKE 'ab%'"), ["name"]);
         assert!(cand("SELECT id FROM t WHERE name LIKE '%ab'").is_empty());
         assert_eq!(cand("SELECT id FROM t WHERE x BETWEEN 1 AND 9"), ["x"]);
-        assert_eq!(cand("SELECT id FROM t WHERE x IN (1, 2) AND y = 3"), ["y", "x"]);
-        assert_eq!(cand("SELECT id FROM t WHERE x IN (1) AND y IS NULL"), ["x", "y"]);
+        assert_eq!(
+            cand("SELECT id FROM t WHERE x IN (1, 2) AND y = 3"),
+            ["y", "x"]
+        );
+        assert_eq!(
+            cand("SELECT id FROM t WHERE x IN (1) AND y IS NULL"),
+            ["x", "y"]
+        );
         assert_eq!(cand("SELECT id FROM t WHERE 5 <= x"), ["x"]);
     }
 
@@ -449,7 +468,10 @@ mod tests {
             cand("SELECT k, COUNT(*) FROM t WHERE a = 1 GROUP BY k ORDER BY k"),
             ["a", "k"]
         );
-        assert_eq!(cand("SELECT * FROM t WHERE a = 1 ORDER BY b, c DESC"), ["a"]);
+        assert_eq!(
+            cand("SELECT * FROM t WHERE a = 1 ORDER BY b, c DESC"),
+            ["a"]
+        );
         assert_eq!(cand("SELECT * FROM t ORDER BY b, c"), ["b", "c"]);
     }
 
@@ -459,7 +481,10 @@ mod tests {
         assert!(cand("SELECT * FROM t WHERE DATE(a) = '2024-01-01'").is_empty());
         assert!(cand("SELECT * FROM t WHERE a <> 1 AND b NOT IN (1,2)").is_empty());
         assert!(cand("SELECT * FROM t WHERE a = b + 1").is_empty());
-        assert_eq!(cand("SELECT * FROM t WHERE (a = 1 OR b = 2) AND c = -3"), ["c"]);
+        assert_eq!(
+            cand("SELECT * FROM t WHERE (a = 1 OR b = 2) AND c = -3"),
+            ["c"]
+        );
     }
 
     #[test]
@@ -495,7 +520,10 @@ mod tests {
             analyze("SELECT 1 UNION SELECT 2"),
             Err(AdviceError::Unsupported(_))
         ));
-        assert!(matches!(analyze("SELECT 1"), Err(AdviceError::Unsupported(_))));
+        assert!(matches!(
+            analyze("SELECT 1"),
+            Err(AdviceError::Unsupported(_))
+        ));
         assert!(matches!(analyze("SELEC x"), Err(AdviceError::Syntax(_))));
         assert!(matches!(
             analyze("SELECT 1 FROM t; SELECT 2 FROM t"),
