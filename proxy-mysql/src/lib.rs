@@ -47,7 +47,7 @@ pub use metrics::{
     audit_stats, digests, pool_stats, reset_digests, set_slow_threshold, slow_log, stmt_cache_stats,
 };
 pub use pool::PoolStats;
-pub use stats::{DigestStats, SlowEntry};
+pub use stats::{DigestSample, DigestStats, SlowEntry};
 
 /// A statement's text: borrowed when it is valid UTF-8 (the usual case; `str::from_utf8` validates
 /// faster than the lossy conversion), else with U+FFFD for the invalid bytes.

@@ -239,7 +239,9 @@ pub(crate) fn ops_done(
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
-    crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some());
+    crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some(), || {
+        crate::stats::DigestSample::new(sql, cx.group, cx.schema, true)
+    });
     if let Some(g) = gate.group {
         crate::stats::maybe_slow(
             &cx.core.stats,
