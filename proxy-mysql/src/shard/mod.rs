@@ -32,6 +32,7 @@ pub mod state;
 pub mod stmt;
 pub mod stream;
 pub mod txn;
+pub mod xa;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -616,6 +617,18 @@ impl ShardSession {
                 return self.use_db(cx, &Ok(rules.clone()), db);
             }
             StmtKind::Set => return self.set(cx, &rules, c, sql).await,
+            StmtKind::Other if d.text == "XA" || d.text.starts_with("XA ") => {
+                // The listener's own XA (`xa = true`) spans the shards; a client's XA branch
+                // would be one shard's only.
+                return encode::err(
+                    cx.client,
+                    &unsupported(
+                        "XA statements (XA START/END/PREPARE/COMMIT/ROLLBACK/RECOVER) on a sharded \
+                         listener; use BEGIN ... COMMIT (with `xa = true` in [sharding.NAME] the \
+                         proxy commits across shards with XA itself)",
+                    ),
+                );
+            }
             StmtKind::LockTables
             | StmtKind::UnlockTables
             | StmtKind::SqlPrepare
