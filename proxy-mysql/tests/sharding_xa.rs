@@ -1,8 +1,9 @@
 //! XA two-phase commit across shards (`xa = true`) against real servers: two MariaDB instances
 //! with two shard schemas each (4 shards), the proxy in-process. What the servers counted
 //! (`Com_xa_*`), what they hold (`XA RECOVER`, the rows) and what the client was told are checked.
-//! The proxy killed between prepare and commit is in the workspace's `tests/xa_recovery.rs` (it
-//! needs the `furrow` binary as its own process).
+//! The proxy killed (SIGKILL) between prepare and commit runs as a process of its own: this test
+//! binary started again with only `xa_child_proxy`, killed by the test-only failpoint
+//! `FURROW_TEST_FAILPOINT`, then started again to recover.
 
 mod common;
 #[path = "common/shard.rs"]
@@ -291,4 +292,188 @@ fn client_xa_statements_are_refused_on_the_sharded_listener() {
         );
     }
     assert_eq!(prepared(&s), 0);
+}
+
+/// The proxy as a process of its own, for the kill tests: this test binary run again with only
+/// [`xa_child_proxy`] and the servers' addresses in its environment (`XA_CHILD_A`, `XA_CHILD_B`),
+/// writing its port to `XA_CHILD_PORT_FILE` once it serves.
+fn spawn_proxy(
+    s: &[MariaDb],
+    port_file: &std::path::Path,
+    point: Option<&str>,
+) -> std::process::Child {
+    let _ = std::fs::remove_file(port_file);
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "xa_child_proxy",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env("XA_CHILD_A", s[0].addr().to_string())
+    .env("XA_CHILD_B", s[1].addr().to_string())
+    .env("XA_CHILD_PORT_FILE", port_file)
+    .env_remove("FURROW_TEST_FAILPOINT")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    if let Some(p) = point {
+        cmd.env("FURROW_TEST_FAILPOINT", p);
+    }
+    let mut child = cmd.spawn().expect("spawn the proxy process");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(port_file).is_ok_and(|p| p.ends_with('\n')) {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the proxy process exited early"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy process did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// Not a test of its own: the proxy process of [`killed_at`] (does nothing unless spawned by it).
+#[test]
+fn xa_child_proxy() {
+    let (Ok(a), Ok(b), Ok(file)) = (
+        std::env::var("XA_CHILD_A"),
+        std::env::var("XA_CHILD_B"),
+        std::env::var("XA_CHILD_PORT_FILE"),
+    ) else {
+        return;
+    };
+    let layout = Layout {
+        group_a: String::new(),
+        b_connect_timeout_ms: 1000,
+        group_b: String::new(),
+        sharding: "xa = true\nworker_id = 5".into(),
+        tables:
+            "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+                 physical = \"orders_{0..7}\"\n\n"
+                .into(),
+        reference: false,
+    };
+    let (a, b) = (a.parse().expect("a"), b.parse().expect("b"));
+    let proxy = common::Proxy::start(move |port| shard::config(port, a, b, &layout));
+    // Recovery runs before the listener accepts: once a statement is answered, it is done.
+    proxy.sql("app", "SELECT 1").expect("the proxy serves");
+    std::fs::write(&file, format!("{}\n", proxy.addr.port())).expect("port file");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Committed rows of the transaction of [`killed_at`]: user 1 on s0 (the coordinator), users 5
+/// and 7 on s2 and s3.
+fn txn_rows(s: &[MariaDb]) -> [u64; 3] {
+    let count = |srv: &MariaDb, q: &str| -> u64 {
+        srv.sql_value(q)
+            .expect("count")
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    [
+        count(&s[0], "SELECT COUNT(*) FROM app_0.orders_1"),
+        count(&s[1], "SELECT COUNT(*) FROM app_2.orders_5"),
+        count(&s[1], "SELECT COUNT(*) FROM app_3.orders_7"),
+    ]
+}
+
+/// Kills the proxy process (SIGKILL, by the test-only failpoint `point`) inside a commit over
+/// three shards, starts it again, and checks that every branch ended as `committed` says.
+fn killed_at(point: &str, committed: bool) {
+    use std::os::unix::process::ExitStatusExt;
+    let servers = MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("two servers");
+    servers[0]
+        .sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
+        .expect("schemas a");
+    servers[1]
+        .sql("CREATE DATABASE app_2; CREATE DATABASE app_3")
+        .expect("schemas b");
+    let port_file = std::env::temp_dir().join(format!(
+        "furrow-xa-{}-{}.port",
+        std::process::id(),
+        servers[0].port()
+    ));
+    let addr = |f: &std::path::Path| -> std::net::SocketAddr {
+        let p: u16 = std::fs::read_to_string(f)
+            .expect("port")
+            .trim()
+            .parse()
+            .expect("port number");
+        std::net::SocketAddr::from(([127, 0, 0, 1], p))
+    };
+    let sql = |at, q: &str| testkit::sql_at(at, "app", common::APP_SECRET, None, q);
+    let prepared = |s: &[MariaDb]| -> usize {
+        s.iter()
+            .map(|srv| srv.sql("XA RECOVER").expect("xa recover").len())
+            .sum()
+    };
+    let decisions = |s: &[MariaDb]| -> Option<String> {
+        s[0].sql_value("SELECT COUNT(*) FROM app_0.furrow_xa_log")
+            .expect("log")
+    };
+
+    let mut proxy = spawn_proxy(&servers, &port_file, Some(point));
+    let at = addr(&port_file);
+    sql(
+        at,
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT NOT NULL, amount INT NOT NULL)",
+    )
+    .expect("create");
+    let r = sql(
+        at,
+        "BEGIN; INSERT INTO orders (id, user_id, amount) VALUES (1, 1, 10); \
+         INSERT INTO orders (id, user_id, amount) VALUES (2, 5, 20); \
+         INSERT INTO orders (id, user_id, amount) VALUES (3, 7, 30); COMMIT",
+    );
+    assert!(r.is_err(), "the proxy died during COMMIT: {r:?}");
+    let st = proxy.wait().expect("wait");
+    assert_eq!(st.signal(), Some(9), "killed by the failpoint: {st}");
+
+    // The proxy is gone, both branches on server b prepared; the decision row exists only when
+    // the kill came after the coordinator's COMMIT.
+    assert_eq!(prepared(&servers), 2, "two branches left prepared");
+    let want = u64::from(committed);
+    assert_eq!(decisions(&servers), Some(want.to_string()));
+    assert_eq!(txn_rows(&servers), [want, 0, 0]);
+
+    // Started again: recovery resolves both branches the way the decision says.
+    let mut proxy = spawn_proxy(&servers, &port_file, None);
+    let at = addr(&port_file);
+    assert_eq!(prepared(&servers), 0, "recovery resolved every branch");
+    assert_eq!(txn_rows(&servers), [want, want, want]);
+    assert_eq!(
+        decisions(&servers),
+        Some("0".into()),
+        "the decision is forgotten once applied"
+    );
+    // The proxy serves on, with XA.
+    sql(
+        at,
+        "BEGIN; INSERT INTO orders (id, user_id, amount) VALUES (4, 2, 40); \
+         INSERT INTO orders (id, user_id, amount) VALUES (5, 6, 50); COMMIT",
+    )
+    .expect("a new transaction");
+    assert_eq!(
+        sql(at, "SELECT COUNT(*) FROM orders").expect("count"),
+        vec![vec![Some((3 * want + 2).to_string())]]
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = std::fs::remove_file(&port_file);
+}
+
+#[test]
+fn proxy_killed_after_prepare_before_the_decision_rolls_back_every_branch() {
+    killed_at("xa-before-decision", false);
+}
+
+#[test]
+fn proxy_killed_after_the_decision_commits_every_branch() {
+    killed_at("xa-after-decision", true);
 }
