@@ -933,8 +933,8 @@ fn furrow_sharding_config(
         .map(|i| format!("  {{ name = \"o{i}\", group = \"single\", schema = \"one_{i}\" }},\n"))
         .collect();
     s.push_str(&format!(
-        "[sharding.bench]\nlistener = \"bench\"\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
-         [sharding.one]\nlistener = \"one\"\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+        "[sharding.bench]\nlistener = \"bench\"\nxa = true\nworker_id = 1\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+         [sharding.one]\nlistener = \"one\"\nxa = true\nworker_id = 2\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
          [users.{user}]\n{hashes}\n",
         defs.concat(),
         one_defs.concat()
@@ -1198,8 +1198,16 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
             opts.shard_rows,
             counts.join(", ")
         ));
-        for query in [gen_mysql::ShardQuery::TopN, gen_mysql::ShardQuery::Point] {
+        for query in [
+            gen_mysql::ShardQuery::TopN,
+            gen_mysql::ShardQuery::Point,
+            gen_mysql::ShardQuery::TxnOneShard,
+            gen_mysql::ShardQuery::TxnTwoShards,
+        ] {
             let load = format!("mysql {}", query.name());
+            let txn = query
+                .txn_updates(&mut loads::Rng::new(1), 8, 0, 1)
+                .is_some();
             let sample = query.sql(&mut loads::Rng::new(1), opts.shard_rows).0;
             suite.commands.push(format!(
                 "# {load}: built-in generator: {} threads, {} s, e.g. `{sample}`",
@@ -1257,7 +1265,7 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     |_| gen_mysql::run(&p),
                 ));
             }
-            if opts.wants("client-shards") {
+            if opts.wants("client-shards") && !txn {
                 // No proxy process: the "target" figures are the first shard server's.
                 let mut t = Target::direct(
                     server_addrs[0],
