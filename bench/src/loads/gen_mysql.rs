@@ -235,7 +235,9 @@ pub fn run(p: &ShardParams) -> Result<LoadRun, String> {
         let (query, rows) = (p.query, p.rows.max(1));
         let client_side = matches!(p.endpoint, Endpoint::ClientShards(_));
         if client_side && query.txn_updates(&mut Rng::new(1), rows, 0, 1).is_some() {
-            return Err("a transaction load needs one endpoint (the client does not run XA)".into());
+            return Err(
+                "a transaction load needs one endpoint (the client does not run XA)".into(),
+            );
         }
         let threads = p.clients;
         Ok(move || {

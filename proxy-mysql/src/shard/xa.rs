@@ -225,7 +225,22 @@ pub(super) async fn commit(
                 .map(|r| r.map(|e| ("COMMIT", e)))
         }
         Ok(Some(e)) => Ok(Some(("the decision log INSERT", e))),
-        Err(e) => Err(e),
+        Err(e) => {
+            // No COMMIT was sent: the coordinator's transaction dies with its connection.
+            cc.discard();
+            let mut report = format!(
+                " {}=rolled back by the server (connection closed);",
+                name(ci)
+            );
+            rollback_branches(prepared, gtrid, &mut report, name).await;
+            return Err(rolled_back(
+                &format!(
+                    "coordinator shard {} lost at the decision log INSERT: {e}",
+                    name(ci)
+                ),
+                &report,
+            ));
+        }
     };
     match decided {
         Ok(None) => {}
