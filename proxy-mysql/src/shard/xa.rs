@@ -357,10 +357,9 @@ async fn undo_phase1(
         let outcome = match r {
             Phase1::Lost("XA PREPARE", _) => {
                 c.discard();
-                format!(
-                    "connection lost at XA PREPARE: rolled back by the server, or (if the \
-                     prepare completed) by XA recovery at the proxy's next start"
-                )
+                "connection lost at XA PREPARE: rolled back by the server, or (if the prepare \
+                 completed) by XA recovery at the proxy's next start"
+                    .to_string()
             }
             Phase1::Lost(..) => {
                 c.discard();
