@@ -22,6 +22,7 @@ pub mod error;
 pub mod gtid;
 pub mod health;
 pub mod local;
+pub mod lock;
 pub mod metrics;
 pub mod nonce;
 pub mod ops;
