@@ -113,3 +113,98 @@ fn locks_exclude_across_proxies_queue_fifo_and_fence() {
         "{msg}"
     );
 }
+
+/// Not a test of its own: a proxy process for [`a_holder_killed_with_sigkill_frees_the_lock`]
+/// (does nothing unless that test spawns this binary with `LOCK_CHILD_PRIMARY` set).
+#[test]
+fn lock_child_proxy() {
+    let (Ok(primary), Ok(file)) = (
+        std::env::var("LOCK_CHILD_PRIMARY"),
+        std::env::var("LOCK_CHILD_PORT_FILE"),
+    ) else {
+        return;
+    };
+    let primary: std::net::SocketAddr = primary.parse().expect("addr");
+    let proxy = common::Proxy::start(move |port| common::config_toml(port, primary, &[], ""));
+    std::fs::write(&file, format!("{}\n", proxy.addr.port())).expect("port file");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_frees_the_lock() {
+    let rs = replica_set(0);
+    let p = proxy_for(&rs, "");
+    let primary = rs.primary();
+    let mut b = RawClient::login(p.addr, "app", None);
+
+    // A holder proxy process killed with SIGKILL while its client holds the lock.
+    let file = std::env::temp_dir().join(format!(
+        "furrow-lock-{}-{}.port",
+        std::process::id(),
+        primary.port()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "lock_child_proxy", "--nocapture"])
+        .env("LOCK_CHILD_PRIMARY", primary.addr().to_string())
+        .env("LOCK_CHILD_PORT_FILE", &file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the proxy process");
+    wait_until("the proxy process serves", Duration::from_secs(30), || {
+        std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let port: u16 = std::fs::read_to_string(&file)
+        .expect("port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let mut a = RawClient::login(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "app",
+        None,
+    );
+    let t1 = select_u64(&mut a, "SELECT furrow_lock('k9', 0)").expect("A locks via the child");
+    assert_eq!(select_u64(&mut b, "SELECT furrow_lock('k9', 0)"), Ok(0));
+    child.kill().expect("SIGKILL the proxy");
+    child.wait().expect("reaped");
+    let _ = std::fs::remove_file(&file);
+    // The primary sees the proxy's connection close: B gets the lock within its wait.
+    let t2 = select_u64(&mut b, "SELECT furrow_lock('k9', 30)").expect("B locks");
+    assert_eq!(t2, t1 + 1);
+
+    // A holder client process (PyMySQL) killed with SIGKILL while it holds the lock.
+    assert_eq!(select_u64(&mut b, "SELECT furrow_unlock('k9')"), Ok(1));
+    // (The client idles while it holds the lock: a session is noticed dead when it next reads
+    // from its client, not in the middle of a statement.)
+    let mut cli = std::process::Command::new(common::python_interpreter())
+        .arg("-c")
+        .arg(
+            "import os, time, pymysql\n\
+             c = pymysql.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='app', \
+             password=os.environ['PASSWORD'])\n\
+             cur = c.cursor(); cur.execute(\"SELECT furrow_lock('k9', 0)\"); print(cur.fetchone())\n\
+             time.sleep(120)\n",
+        )
+        .env("PORT", p.addr.port().to_string())
+        .env("PASSWORD", common::APP_SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python client");
+    wait_until("the client holds the lock", Duration::from_secs(20), || {
+        primary
+            .sql_value("SELECT IS_USED_LOCK('furrow:k9')")
+            .expect("is_used_lock")
+            .is_some()
+    });
+    let mut c = RawClient::login(p.addr, "app", None);
+    assert_eq!(select_u64(&mut c, "SELECT furrow_lock('k9', 0)"), Ok(0));
+    cli.kill().expect("SIGKILL the client");
+    cli.wait().expect("reaped");
+    let t3 = select_u64(&mut c, "SELECT furrow_lock('k9', 30)").expect("C locks");
+    assert_eq!(t3, t2 + 2, "the client's token was t2 + 1");
+}
