@@ -1289,6 +1289,49 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
         }
+        // Lock acquire + release round trip: Furrow's fleet-wide lock on the plain (read/write
+        // split) listener against the server's own GET_LOCK directly (sharded listeners have no
+        // lock commands).
+        let load = "mysql lock + unlock round trip".to_string();
+        suite.commands.push(format!(
+            "# {load}: built-in generator: {} threads, {} s; furrow: `SELECT furrow_lock('benchN', 5)` + \
+             `SELECT furrow_unlock('benchN')`, direct: GET_LOCK + RELEASE_LOCK, one lock per client",
+            opts.threads, opts.duration
+        ));
+        let params = gen_mysql::ShardParams {
+            endpoint: gen_mysql::Endpoint::Single(single.addr()),
+            query: gen_mysql::ShardQuery::Point,
+            clients: opts.threads,
+            duration: Duration::from_secs(opts.duration),
+            max_requests: opts.max_requests,
+            user: user.clone(),
+            password: password.clone(),
+            db: "bench".into(),
+            rows: opts.shard_rows,
+        };
+        let single_pids: Vec<u32> = single.pid().into_iter().collect();
+        if opts.wants("direct") {
+            let mut t = Target::direct(single.addr(), single.pid().unwrap_or(0));
+            suite.measurements.push(measure(
+                opts,
+                &load,
+                &mut t,
+                &single_pids,
+                &mut report.profiles,
+                |_| gen_mysql::run_lock(single.addr(), false, &params),
+            ));
+        }
+        if let Some(t) = furrow_plain.as_mut() {
+            let addr = t.addr;
+            suite.measurements.push(measure(
+                opts,
+                &load,
+                t,
+                &single_pids,
+                &mut report.profiles,
+                |_| gen_mysql::run_lock(addr, true, &params),
+            ));
+        }
     }
     report.suites.insert("sharding".into(), suite);
     Ok(())

@@ -175,23 +175,27 @@ impl HeldLocks {
                 if got.as_deref() != Some("1") {
                     return Ok(0);
                 }
+                let bump = format!(
+                    "INSERT INTO furrow.lock_tokens (name, token) VALUES ('{name}', \
+                     LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)"
+                );
                 let token = async {
-                    value(&mut c, "CREATE DATABASE IF NOT EXISTS furrow").await?;
-                    value(
-                        &mut c,
-                        "CREATE TABLE IF NOT EXISTS furrow.lock_tokens (name VARCHAR(64) \
-                         NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
-                    )
-                    .await?;
-                    value(
-                        &mut c,
-                        &format!(
-                            "INSERT INTO furrow.lock_tokens (name, token) VALUES ('{name}', \
-                             LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE token = \
-                             LAST_INSERT_ID(token + 1)"
-                        ),
-                    )
-                    .await?;
+                    match value(&mut c, &bump).await {
+                        Ok(_) => {}
+                        // First use on this server: no schema or table yet.
+                        Err(e) if e.code == 1049 || e.code == 1146 => {
+                            value(&mut c, "CREATE DATABASE IF NOT EXISTS furrow").await?;
+                            value(
+                                &mut c,
+                                "CREATE TABLE IF NOT EXISTS furrow.lock_tokens (name VARCHAR(64) \
+                                 NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL) \
+                                 ENGINE=InnoDB",
+                            )
+                            .await?;
+                            value(&mut c, &bump).await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     value(&mut c, "SELECT LAST_INSERT_ID()").await
                 }
                 .await?

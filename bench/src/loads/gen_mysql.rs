@@ -292,6 +292,34 @@ pub fn run(p: &ShardParams) -> Result<LoadRun, String> {
     })
 }
 
+/// The lock round-trip load: each client takes and releases its own (uncontended) lock,
+/// `furrow_lock`/`furrow_unlock` through Furrow (`furrow`), or the server's own
+/// `GET_LOCK`/`RELEASE_LOCK` directly; one request = lock + unlock.
+pub fn run_lock(addr: SocketAddr, furrow: bool, p: &ShardParams) -> Result<LoadRun, String> {
+    drive(p.clients, p.duration, p.max_requests, |i| {
+        let mut c = MyConn::connect(addr, &p.user, &p.password, None)
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let (lock, unlock) = if furrow {
+            (
+                format!("SELECT furrow_lock('bench{i}', 5)"),
+                format!("SELECT furrow_unlock('bench{i}')"),
+            )
+        } else {
+            (
+                format!("SELECT GET_LOCK('bench{i}', 5)"),
+                format!("SELECT RELEASE_LOCK('bench{i}')"),
+            )
+        };
+        Ok(
+            move || match c.query(&lock).and_then(|_| c.query(&unlock)) {
+                Ok(_) => Ok((1, 0)),
+                Err(super::mysql_client::MyError::Server(_)) => Ok((1, 1)),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
