@@ -125,6 +125,8 @@ pub struct Session {
     vars: Option<Rc<VarState>>,
     autocommit: bool,
     pinned: Option<Box<BackendConn>>,
+    /// The `furrow_lock` locks the session holds (one primary connection each; see `crate::lock`).
+    locks: crate::lock::HeldLocks,
     sticky: bool,
     in_txn: bool,
     last_write: Option<Instant>,
@@ -239,6 +241,7 @@ impl Session {
             vars: None,
             autocommit: true,
             pinned: None,
+            locks: Default::default(),
             sticky: false,
             in_txn: false,
             last_write: None,

@@ -239,7 +239,7 @@ impl ShardSession {
             units
                 .iter()
                 .zip(targets)
-                .map(|(u, t)| open(cx, rules, u.shard, t, None, false))
+                .map(|(u, t)| open(cx, rules, u.shard, t, None, None))
                 .collect(),
         )
         .await;
