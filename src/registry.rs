@@ -23,6 +23,7 @@ use control::client::ApiClient;
 use control::registry::client::{DiscoverOptions, Discoverer};
 use control::registry::model::Discovery;
 use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
+use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
     Config, Endpoint, Governance, IpNet, MysqlRule, RegistrySettings, RuleAction, RulePer,
     SourceList,
@@ -48,6 +49,10 @@ pub struct RegistryBackends {
     refused: Arc<AtomicU64>,
     /// What the governance rules of the last published config enforce.
     governed: Mutex<Governed>,
+    /// The token service client of the rule set version in force (cluster-wide limits).
+    cluster: Mutex<Option<(u64, Arc<ClusterTokens>)>>,
+    /// Its counters, over every version.
+    token_stats: Arc<TokenStats>,
 }
 
 /// The governance rules of the proxy's own service as last applied: the version and, per rule kind,
@@ -140,6 +145,8 @@ impl RegistryBackends {
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
             governed: Mutex::default(),
+            cluster: Mutex::default(),
+            token_stats: Arc::default(),
         });
         let resolved = me.resolve(base)?;
         Ok((me, resolved))
@@ -271,7 +278,8 @@ impl RegistryBackends {
         };
         let mut resolved = base.with_endpoints(&lookup)?;
         if self.settings.service.is_some() {
-            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused);
+            let tokens = rules.as_ref().and_then(|r| self.cluster_tokens(r));
+            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused, tokens);
             if let Ok(mut g) = self.governed.lock() {
                 *g = governed;
             }
@@ -316,6 +324,37 @@ impl RegistryBackends {
             }
         });
         Ok(d)
+    }
+
+    /// The token service client for `rules` (one per rule set version, kept while it is in force); None
+    /// when no rule is cluster-wide.
+    fn cluster_tokens(&self, rules: &RuleSet) -> Option<Arc<ClusterTokens>> {
+        let mut c = self.cluster.lock().ok()?;
+        if let Some((v, t)) = c.as_ref()
+            && *v == rules.version
+        {
+            return Some(t.clone());
+        }
+        let client = format!(
+            "proxy-{}-{}",
+            std::process::id(),
+            control::model::now_ms() % 1_000_000_000
+        );
+        let t = ClusterTokens::start(self.api.clone(), rules, &client, self.token_stats.clone())
+            .map(Arc::new);
+        *c = t.clone().map(|t| (rules.version, t));
+        t
+    }
+
+    /// The cluster-wide limits' counters (over every rule set version) and whether the center answered
+    /// the last token request (None: no cluster-wide rule in force).
+    pub fn tokens(&self) -> (&TokenStats, Option<bool>) {
+        let online = self
+            .cluster
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|(_, t)| t.online()));
+        (&self.token_stats, online)
     }
 
     /// What the governance rules in force enforce.
@@ -410,6 +449,29 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
          furrow_governance_refused_total {}",
         r.refused()
     );
+    let (t, online) = r.tokens();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_cluster_calls_total Calls decided by cluster-wide limits: with a leased token, refused (the cluster budget was spent), or by the local share while the center is unreachable.\n\
+         # TYPE furrow_governance_cluster_calls_total counter\n\
+         furrow_governance_cluster_calls_total{{result=\"leased\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"refused\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"fallback\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"fallback_refused\"}} {}\n\
+         # HELP furrow_governance_token_errors_total Token requests to the center that failed.\n\
+         # TYPE furrow_governance_token_errors_total counter\n\
+         furrow_governance_token_errors_total {}\n\
+         # HELP furrow_governance_token_service_up Whether the center answered the last token request (absent: no cluster-wide rule).\n\
+         # TYPE furrow_governance_token_service_up gauge",
+        t.leased.load(Ordering::Relaxed),
+        t.refused.load(Ordering::Relaxed),
+        t.fallback.load(Ordering::Relaxed),
+        t.fallback_refused.load(Ordering::Relaxed),
+        t.errors.load(Ordering::Relaxed),
+    );
+    if let Some(up) = online {
+        let _ = writeln!(s, "furrow_governance_token_service_up {}", up as u8);
+    }
 }
 
 /// Translates the proxy's governance rules into the config the data path enforces, and says what it
@@ -419,13 +481,19 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 ///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
 /// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
 ///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
-///   `qps` rounds up; `warm_up` and `queue` controls and `cluster` budgets act as plain local limits.
+///   `qps` rounds up; `warm_up` and `queue` controls act as plain local limits; `cluster` QPS budgets
+///   take their tokens from the center's token service through `tokens` (local share as fallback).
 ///   Redis listeners do not enforce them yet.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
 ///   for `open_ms`; the ratio strategies are not enforced by proxies.
 /// - `route` rules do not apply to proxies.
-pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<AtomicU64>) -> Governed {
+pub fn apply_rules(
+    c: &mut Config,
+    rules: Option<&RuleSet>,
+    refused: &Arc<AtomicU64>,
+    tokens: Option<Arc<ClusterTokens>>,
+) -> Governed {
     let Some(rs) = rules else {
         c.proxy.governance = None;
         return Governed::default();
@@ -457,8 +525,18 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
                 concurrency,
                 scope,
                 only,
+                cluster,
                 ..
             } => {
+                let budget = tokens
+                    .as_ref()
+                    .filter(|t| *cluster && t.covers(i))
+                    .map(|t| {
+                        Arc::new(RuleBudget {
+                            tokens: t.clone(),
+                            rule: i,
+                        }) as Arc<dyn router::config::ClusterBudget>
+                    });
                 limits.push(MysqlRule {
                     pattern: "*".into(),
                     action: RuleAction::Limit,
@@ -470,9 +548,12 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
                         LimitScope::Caller | LimitScope::User => RulePer::User,
                     },
                     message: Some(format!(
-                        "(governance rule {i} of {}, version {})",
-                        rs.service, rs.version
+                        "(governance rule {i} of {}, version {}{})",
+                        rs.service,
+                        rs.version,
+                        if budget.is_some() { ", cluster-wide" } else { "" }
                     )),
+                    cluster: budget,
                 });
                 limit.0 += 1;
             }
@@ -565,7 +646,7 @@ rules = [{ match = "DELETE *", action = "deny" }]
             ..Default::default()
         };
         let refused = Arc::default();
-        let g = apply_rules(&mut c, Some(&rs), &refused);
+        let g = apply_rules(&mut c, Some(&rs), &refused, None);
         assert_eq!(g.version, 7);
         assert_eq!(
             g.kinds,
@@ -593,7 +674,7 @@ rules = [{ match = "DELETE *", action = "deny" }]
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
         assert_eq!(refused.load(Ordering::Relaxed), 1);
         // No rule set: no governance.
-        assert_eq!(apply_rules(&mut c, None, &refused), Governed::default());
+        assert_eq!(apply_rules(&mut c, None, &refused, None), Governed::default());
         assert!(c.proxy.governance.is_none());
     }
 }

@@ -631,3 +631,164 @@ fn proxy_enforces_governance_rules_of_its_service() {
     assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
     assert_eq!(burst(ports.mysql, 30).1, 0);
 }
+
+/// `SELECT 1` as user `app` on one connection for `SECS` seconds, 5 ms apart: prints `ok refused`
+/// (refusals are ERR 1226; other errors fail the script).
+const PACED: &str = r#"
+import os, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                    password=os.environ["PASSWORD"], autocommit=True)
+ok, refused = 0, 0
+end = time.monotonic() + float(os.environ["SECS"])
+while time.monotonic() < end:
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        ok += 1
+    except pymysql.err.OperationalError as e:
+        if e.args[0] != 1226:
+            raise
+        refused += 1
+    time.sleep(0.005)
+print(ok, refused)
+"#;
+
+/// Runs `PACED` against every port at once for `secs`; returns the statements admitted per port and
+/// the seconds the runs took together.
+fn paced(ports: &[u16], secs: f64) -> (Vec<u32>, f64) {
+    let t0 = std::time::Instant::now();
+    let children: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+                .arg("-c")
+                .arg(PACED)
+                .env("MPORT", p.to_string())
+                .env("PASSWORD", SECRET)
+                .env("SECS", secs.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python")
+        })
+        .collect();
+    let ok = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("python");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut it = text.split_whitespace();
+            let ok: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let refused: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            assert!(refused > 0, "the limit was never reached: {text}");
+            ok
+        })
+        .collect();
+    (ok, t0.elapsed().as_secs_f64())
+}
+
+/// A cluster-wide limit (`"cluster": true`) is one budget for two proxies of the same service: they take
+/// leases of tokens from the center's token service and together stay within it. With the center
+/// killed, each falls back to its share (the limit divided by the proxies the center last counted).
+#[test]
+fn two_proxies_share_a_cluster_wide_limit_and_fall_back_to_their_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let mut center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let qps = 10.0;
+    center.call(
+        "PUT",
+        "/v1/registry/DEV/services/edge-proxy/rules",
+        Some(serde_json::json!({"version": 0, "rules": [
+            {"kind": "rate_limit", "qps": qps, "cluster": true}]})),
+    );
+    let mut proxies = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..2 {
+        let leases: Vec<_> = (0..4)
+            .map(|_| testkit::reserve_port().expect("port"))
+            .collect();
+        let ports = Ports {
+            redis: leases[0].port(),
+            mysql: leases[1].port(),
+            admin: leases[2].port(),
+            metrics: leases[3].port(),
+        };
+        drop(leases);
+        let config = proxy_config(cport.port(), &dir.path().join(format!("snap{i}")), &ports)
+            .replace(
+                "env = \"DEV\"\n",
+                "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+            );
+        proxies.push(FurrowProcess::start(&config, ports.admin));
+        all.push(ports);
+    }
+    for p in &all {
+        wait_until(Duration::from_secs(5), || {
+            metric(p.metrics, "furrow_governance_token_service_up ") == Some(1)
+        });
+    }
+    let mysql: Vec<u16> = all.iter().map(|p| p.mysql).collect();
+    let (ok, secs) = paced(&mysql, 3.0);
+    let total: u32 = ok.iter().sum();
+    // One budget: one second of burst plus the rate, plus one lease (200 ms of a share) per proxy. Two
+    // local limits would have admitted about twice as much.
+    let most = qps * (secs + 1.0) + 2.0 * (qps / 2.0 * 0.2).ceil();
+    eprintln!("cluster-wide: {ok:?} admitted in {secs:.2}s (at most {most})");
+    assert!(f64::from(total) <= most, "{ok:?} in {secs:.2}s");
+    assert!(f64::from(total) >= qps * secs * 0.5, "{ok:?} in {secs:.2}s");
+    assert!(ok.iter().all(|n| *n > 0), "{ok:?}");
+    for p in &all {
+        assert!(
+            metric(
+                p.metrics,
+                "furrow_governance_cluster_calls_total{result=\"leased\"} "
+            ) > Some(0)
+        );
+    }
+
+    // The center dies: each proxy falls back to half the limit.
+    let _ = center.child.kill();
+    let _ = center.child.wait();
+    for p in &all {
+        wait_until(Duration::from_secs(10), || {
+            // Statements wake the token fetcher, whose requests now fail.
+            let _ = burst(p.mysql, 3);
+            metric(p.metrics, "furrow_governance_token_service_up ") == Some(0)
+        });
+    }
+    let (ok, secs) = paced(&mysql, 3.0);
+    let share = qps / 2.0;
+    eprintln!("fallback: {ok:?} admitted in {secs:.2}s (share {share}/s each)");
+    for n in &ok {
+        assert!(f64::from(*n) <= share * (secs + 1.0) + 1.0, "{ok:?} in {secs:.2}s");
+        assert!(f64::from(*n) >= share * secs * 0.5, "{ok:?} in {secs:.2}s");
+    }
+    for p in &all {
+        assert!(
+            metric(
+                p.metrics,
+                "furrow_governance_cluster_calls_total{result=\"fallback\"} "
+            ) > Some(0)
+        );
+    }
+    drop(proxies);
+}

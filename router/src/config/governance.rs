@@ -23,6 +23,15 @@ pub struct SourceList {
     pub nets: Vec<IpNet>,
 }
 
+/// A rate budget shared by several proxies (a cluster-wide limit: the control center's token service),
+/// consulted by the data path in place of its local token bucket. Implementations never wait on the
+/// network: they take from a local pool and fall back to a local share when the center is unreachable.
+pub trait ClusterBudget: Send + Sync + std::fmt::Debug {
+    /// Takes one token for `key` (the user for per-user budgets, empty for one budget per rule); false
+    /// when the budget is spent.
+    fn try_take(&self, key: &str) -> bool;
+}
+
 /// The governance rules a proxy enforces at accept, with the counters its metrics show.
 #[derive(Debug, Clone, Default)]
 pub struct Governance {
