@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use control::client::ApiClient;
-use control::registry::client::{DiscoverOptions, Discoverer};
+use control::registry::client::{DiscoverOptions, Discoverer, Registration};
+use control::registry::ops::InstanceInput;
 use control::registry::model::Discovery;
 use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
 use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
-    Config, Endpoint, Governance, IpNet, MysqlRule, RegistrySettings, RuleAction, RulePer,
-    SourceList,
+    Config, Endpoint, Governance, IpNet, MysqlRule, RatioBreaker, RegistrySettings, RuleAction,
+    RulePer, SourceList,
 };
 
 /// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
@@ -53,6 +54,10 @@ pub struct RegistryBackends {
     cluster: Mutex<Option<(u64, Arc<ClusterTokens>)>>,
     /// Its counters, over every version.
     token_stats: Arc<TokenStats>,
+    /// The proxy's listeners registered as instances of its service (`register = true`).
+    registrations: Mutex<Vec<Registration>>,
+    /// Set at shutdown: registrations still being retried give up, late ones are undone.
+    deregistering: std::sync::atomic::AtomicBool,
 }
 
 /// The governance rules of the proxy's own service as last applied: the version and, per rule kind,
@@ -147,6 +152,8 @@ impl RegistryBackends {
             governed: Mutex::default(),
             cluster: Mutex::default(),
             token_stats: Arc::default(),
+            registrations: Mutex::default(),
+            deregistering: Default::default(),
         });
         let resolved = me.resolve(base)?;
         Ok((me, resolved))
@@ -326,6 +333,115 @@ impl RegistryBackends {
         Ok(d)
     }
 
+    /// Registers the listeners of `config` as instances of the proxy's own service (`[registry]
+    /// register = true`): address (`advertise` for wildcard binds), version, tags `kind` and
+    /// `listener`; heartbeats from the client library's thread. A thread of its own retries every
+    /// second while the center is unreachable, so start-up never waits for it.
+    pub fn register_listeners(self: &Arc<Self>, config: &Config) {
+        let (true, Some(service)) = (self.settings.register, self.settings.service.clone()) else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for l in &config.listeners {
+            let ip = match (l.address.ip().is_unspecified(), &self.settings.advertise) {
+                (false, _) => l.address.ip().to_string(),
+                (true, Some(a)) => a.clone(),
+                (true, None) => {
+                    tracing::warn!(listener = %l.name, "not registered: bound to a wildcard address and [registry] advertise is not set");
+                    continue;
+                }
+            };
+            if l.address.port() == 0 {
+                continue;
+            }
+            pending.push(InstanceInput {
+                ip,
+                port: l.address.port(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                tags: [
+                    ("kind".to_string(), l.kind.as_str().to_string()),
+                    ("listener".to_string(), l.name.clone()),
+                ]
+                .into(),
+                metadata: [("proxy".to_string(), "furrow".to_string())].into(),
+                ..Default::default()
+            });
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("furrow-register".into())
+            .spawn(move || {
+                while !pending.is_empty() && !me.deregistering.load(Ordering::Relaxed) {
+                    pending.retain(|input| {
+                        let r = Registration::start(
+                            me.api.clone(),
+                            &me.settings.env,
+                            &service,
+                            input.clone(),
+                            None,
+                        );
+                        match r {
+                            Ok(reg) => {
+                                tracing::info!(service = %service, instance = %reg.instance.id, "registered");
+                                if let Ok(mut v) = me.registrations.lock() {
+                                    v.push(reg);
+                                }
+                                false
+                            }
+                            Err(e) => {
+                                tracing::warn!(service = %service, "registration failed, retrying: {e}");
+                                true
+                            }
+                        }
+                    });
+                    if !pending.is_empty() {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                // A shutdown that came while registering: undo what registered meanwhile.
+                if me.deregistering.load(Ordering::Relaxed) {
+                    me.deregister();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("registration thread: {e}");
+        }
+    }
+
+    /// Stops heartbeats and removes the proxy's instances from the registry (graceful shutdown: clients
+    /// that discover the proxy stop getting it before it drains). Safe to call from async code.
+    pub fn deregister(&self) {
+        self.deregistering.store(true, Ordering::Relaxed);
+        let regs: Vec<Registration> = self
+            .registrations
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        if regs.is_empty() {
+            return;
+        }
+        // The client library blocks on a runtime of its own: not on the caller's.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for r in regs {
+                    let id = r.instance.id.clone();
+                    match r.deregister() {
+                        Ok(()) => tracing::info!(instance = %id, "deregistered"),
+                        Err(e) => tracing::warn!(instance = %id, "deregistration failed: {e}"),
+                    }
+                }
+            });
+        });
+    }
+
+    /// The instances this proxy registered (ids).
+    pub fn registered(&self) -> Vec<String> {
+        self.registrations
+            .lock()
+            .map(|v| v.iter().map(|r| r.instance.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The token service client for `rules` (one per rule set version, kept while it is in force); None
     /// when no rule is cluster-wide.
     fn cluster_tokens(&self, rules: &RuleSet) -> Option<Arc<ClusterTokens>> {
@@ -425,6 +541,15 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
     if r.settings.service.is_none() {
         return;
     }
+    if r.settings.register {
+        let _ = writeln!(
+            s,
+            "# HELP furrow_registry_registered_instances Listeners of this proxy registered as instances of its service.\n\
+             # TYPE furrow_registry_registered_instances gauge\n\
+             furrow_registry_registered_instances {}",
+            r.registered().len()
+        );
+    }
     let g = r.governed();
     let _ = writeln!(
         s,
@@ -486,7 +611,8 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 ///   Redis listeners do not enforce them yet.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
-///   for `open_ms`; the ratio strategies are not enforced by proxies.
+///   for `open_ms`. The first `error_ratio` / `slow_ratio` rule: a sliding-window breaker on every
+///   backend with a half-open probe (`runtime::backend`); further ratio rules are not enforced.
 /// - `route` rules do not apply to proxies.
 pub fn apply_rules(
     c: &mut Config,
@@ -501,6 +627,7 @@ pub fn apply_rules(
     let mut sources = Vec::new();
     let mut limits = Vec::new();
     let mut breaker = None;
+    let mut ratio = None;
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
     for (i, r) in rs.rules.iter().enumerate() {
         match r {
@@ -569,6 +696,24 @@ pub fn apply_rules(
                 ));
                 brk.0 += 1;
             }
+            Rule::CircuitBreaker {
+                strategy,
+                threshold,
+                window_ms,
+                min_calls,
+                slow_ms,
+                open_ms,
+            } if ratio.is_none() => {
+                ratio = Some(RatioBreaker {
+                    slow_ms: (*strategy == BreakerStrategy::SlowRatio)
+                        .then(|| slow_ms.unwrap_or(0)),
+                    threshold: *threshold,
+                    window_ms: *window_ms,
+                    min_calls: *min_calls,
+                    open_ms: *open_ms,
+                });
+                brk.0 += 1;
+            }
             Rule::CircuitBreaker { .. } => brk.1 += 1,
             Rule::Route { .. } => route.1 += 1,
         }
@@ -590,6 +735,7 @@ pub fn apply_rules(
         version: rs.version,
         sources,
         refused: refused.clone(),
+        breaker: ratio,
     }));
     Governed {
         version: rs.version,

@@ -580,10 +580,10 @@ fn proxy_enforces_governance_rules_of_its_service() {
     assert_eq!(
         metric(
             ports.metrics,
-            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"no\"} "
+            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"yes\"} "
         ),
         Some(1),
-        "ratio breakers are not enforced by proxies, and say so"
+        "a ratio breaker is enforced on every backend"
     );
     // Redis is not rate limited.
     assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
@@ -749,9 +749,10 @@ fn two_proxies_share_a_cluster_wide_limit_and_fall_back_to_their_share() {
     let mysql: Vec<u16> = all.iter().map(|p| p.mysql).collect();
     let (ok, secs) = paced(&mysql, 3.0);
     let total: u32 = ok.iter().sum();
-    // One budget: one second of burst plus the rate, plus one lease (200 ms of a share) per proxy. Two
-    // local limits would have admitted about twice as much.
-    let most = qps * (secs + 1.0) + 2.0 * (qps / 2.0 * 0.2).ceil();
+    // One budget: one second of burst plus the rate, plus one lease per proxy (200 ms of its share; the
+    // whole rate's before the center counted two clients). Two local limits would have admitted about
+    // twice as much.
+    let most = qps * (secs + 1.0) + 2.0 * (qps * 0.2).ceil();
     eprintln!("cluster-wide: {ok:?} admitted in {secs:.2}s (at most {most})");
     assert!(f64::from(total) <= most, "{ok:?} in {secs:.2}s");
     assert!(f64::from(total) >= qps * secs * 0.5, "{ok:?} in {secs:.2}s");
@@ -791,4 +792,98 @@ fn two_proxies_share_a_cluster_wide_limit_and_fall_back_to_their_share() {
         );
     }
     drop(proxies);
+}
+
+/// The instances of the proxy's own service in the registry: (id, kind tag, version).
+fn own_instances(center: &Center) -> Vec<(String, String, String)> {
+    let v = center.call("GET", "/v1/registry/DEV/services/edge-proxy", None);
+    let mut out: Vec<_> = v["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    (
+                        i["id"].as_str().unwrap_or("").to_string(),
+                        i["tags"]["kind"].as_str().unwrap_or("").to_string(),
+                        i["version"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `[registry] register = true`: each proxy registers its listeners as instances of its own service
+/// (with the furrow version and the listener kind) and removes them on a graceful shutdown (SIGTERM),
+/// while another proxy's instances stay. The backends are addresses where nothing listens: registration
+/// does not depend on them.
+#[test]
+fn proxies_register_their_listeners_and_deregister_on_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    let nowhere = testkit::reserve_port().expect("port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nowhere.port()).parse().unwrap();
+    center.register("cache", "r0", addr);
+    center.register("db-primary", "primary", addr);
+    let mut proxies = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..2 {
+        let leases: Vec<_> = (0..4)
+            .map(|_| testkit::reserve_port().expect("port"))
+            .collect();
+        let ports = Ports {
+            redis: leases[0].port(),
+            mysql: leases[1].port(),
+            admin: leases[2].port(),
+            metrics: leases[3].port(),
+        };
+        drop(leases);
+        let config = proxy_config(cport.port(), &dir.path().join(format!("snap{i}")), &ports)
+            .replace(
+                "env = \"DEV\"\n",
+                "env = \"DEV\"\nservice = \"edge-proxy\"\nregister = true\n",
+            );
+        proxies.push(FurrowProcess::start(&config, ports.admin));
+        all.push(ports);
+    }
+    let id = |port: u16| format!("127.0.0.1-{port}");
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let mut want: Vec<_> = all
+        .iter()
+        .flat_map(|p| {
+            [
+                (id(p.redis), "redis".to_string(), version.clone()),
+                (id(p.mysql), "mysql".to_string(), version.clone()),
+            ]
+        })
+        .collect();
+    want.sort();
+    wait_until(Duration::from_secs(10), || own_instances(&center) == want);
+    // Healthy: they beat.
+    let d = center.call("GET", "/v1/registry/DEV/services/edge-proxy/discover", None);
+    assert_eq!(d["instances"].as_array().map(|a| a.len()), Some(4), "{d}");
+    assert_eq!(
+        metric(all[0].metrics, "furrow_registry_registered_instances "),
+        Some(2)
+    );
+
+    // A graceful shutdown of the first proxy removes its two instances, and only those.
+    proxies[0].signal(libc::SIGTERM);
+    let rest: Vec<_> = want
+        .iter()
+        .filter(|(i, _, _)| *i == id(all[1].redis) || *i == id(all[1].mysql))
+        .cloned()
+        .collect();
+    wait_until(Duration::from_secs(10), || own_instances(&center) == rest);
 }

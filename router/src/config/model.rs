@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-pub use super::governance::{ClusterBudget, Governance, SourceList};
+pub use super::governance::{ClusterBudget, Governance, RatioBreaker, SourceList};
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
