@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use control::client::ApiClient;
 use control::registry::client::{DiscoverOptions, Discoverer, Registration};
-use control::registry::ops::InstanceInput;
 use control::registry::model::Discovery;
+use control::registry::ops::InstanceInput;
 use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
 use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
@@ -678,7 +678,11 @@ pub fn apply_rules(
                         "(governance rule {i} of {}, version {}{})",
                         rs.service,
                         rs.version,
-                        if budget.is_some() { ", cluster-wide" } else { "" }
+                        if budget.is_some() {
+                            ", cluster-wide"
+                        } else {
+                            ""
+                        }
                     )),
                     cluster: budget,
                 });
@@ -820,7 +824,10 @@ rules = [{ match = "DELETE *", action = "deny" }]
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
         assert_eq!(refused.load(Ordering::Relaxed), 1);
         // No rule set: no governance.
-        assert_eq!(apply_rules(&mut c, None, &refused, None), Governed::default());
+        assert_eq!(
+            apply_rules(&mut c, None, &refused, None),
+            Governed::default()
+        );
         assert!(c.proxy.governance.is_none());
     }
 }

@@ -780,7 +780,10 @@ fn two_proxies_share_a_cluster_wide_limit_and_fall_back_to_their_share() {
     let share = qps / 2.0;
     eprintln!("fallback: {ok:?} admitted in {secs:.2}s (share {share}/s each)");
     for n in &ok {
-        assert!(f64::from(*n) <= share * (secs + 1.0) + 1.0, "{ok:?} in {secs:.2}s");
+        assert!(
+            f64::from(*n) <= share * (secs + 1.0) + 1.0,
+            "{ok:?} in {secs:.2}s"
+        );
         assert!(f64::from(*n) >= share * secs * 0.5, "{ok:?} in {secs:.2}s");
     }
     for p in &all {

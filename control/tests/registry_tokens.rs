@@ -195,7 +195,10 @@ fn two_library_clients_stay_within_one_cluster_limit_and_fall_back_to_their_shar
     while tokens.iter().any(|t| t.online()) {
         // Calls wake the fetchers, whose requests now fail.
         let _ = admitted(&mut gs, 50);
-        assert!(Instant::now() < deadline, "clients did not notice the center stopped");
+        assert!(
+            Instant::now() < deadline,
+            "clients did not notice the center stopped"
+        );
     }
     let t0 = Instant::now();
     let ok = admitted(&mut gs, 2_000);

@@ -284,7 +284,11 @@ impl Rules {
             };
             let b = budget(&self.budgets, key, c.rule.qps);
             if let (Some(qps), Some(cluster)) = (c.rule.qps, &c.rule.cluster) {
-                let who = if c.rule.per == RulePer::User { user } else { "" };
+                let who = if c.rule.per == RulePer::User {
+                    user
+                } else {
+                    ""
+                };
                 if !cluster.try_take(who) {
                     return Err(errs::limited(
                         user,

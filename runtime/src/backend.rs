@@ -573,7 +573,10 @@ servers = [{ name = "r1", address = "127.0.0.1:2", replicas = ["127.0.0.1:3"] }]
         s.record_ok(Duration::from_millis(50));
         assert!(!s.usable(), "2 of 4 calls were slow");
         s.record_check_ok(Duration::from_millis(1));
-        assert!(!s.usable(), "a passing health check does not close a ratio breaker");
+        assert!(
+            !s.usable(),
+            "a passing health check does not close a ratio breaker"
+        );
         // Removing the rule lifts it.
         s.set_ratio_breaker(None);
         assert!(s.usable());

@@ -272,7 +272,9 @@ async fn tokens(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Byte
                 }),
         )
     })??;
-    ok(c.registry.tokens.grant(&rules, &req, crate::model::now_ms())?)
+    ok(c.registry
+        .tokens
+        .grant(&rules, &req, crate::model::now_ms())?)
 }
 
 /// Long-poll: answers the discovery as soon as the service's revision exceeds `since` (pushed through the

@@ -79,10 +79,13 @@ pub struct TokenGrant {
     pub granted: Vec<u32>,
 }
 
+/// `(env, service, rule, key)`.
+type BudgetKey = (String, String, usize, String);
+
 #[derive(Debug, Default)]
 struct ServerState {
-    /// (env, service, rule, key) -> (tokens, last refill ms, last use ms)
-    buckets: HashMap<(String, String, usize, String), (f64, u64, u64)>,
+    /// Budget -> (tokens, last refill ms, last use ms)
+    buckets: HashMap<BudgetKey, (f64, u64, u64)>,
     /// (env, service) -> client -> last seen ms
     clients: HashMap<(String, String), HashMap<String, u64>>,
 }
@@ -493,7 +496,9 @@ async fn fetcher(weak: Weak<Shared>) {
             .api
             .call_status("POST", &sh.path, Some(&body), Duration::from_secs(2))
             .await;
-        let grant = r.ok().and_then(|(_, j)| serde_json::from_value::<TokenGrant>(j).ok());
+        let grant = r
+            .ok()
+            .and_then(|(_, j)| serde_json::from_value::<TokenGrant>(j).ok());
         let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
         match grant {
             Some(g) if g.granted.len() == keys.len() => {
@@ -568,19 +573,33 @@ mod tests {
             {"kind": "rate_limit", "qps": 10, "cluster": true, "scope": "user"}
         ]));
         let s = TokenServer::default();
-        let a = s.grant(&rs, &ask("a", 3, &[(1, "alice", 8)]), 1000).unwrap();
+        let a = s
+            .grant(&rs, &ask("a", 3, &[(1, "alice", 8)]), 1000)
+            .unwrap();
         assert_eq!((a.granted.as_slice(), a.clients), (&[8][..], 1));
         let b = s
             .grant(&rs, &ask("b", 3, &[(1, "alice", 8), (1, "bob", 4)]), 1000)
             .unwrap();
-        assert_eq!(b.granted, [2, 4], "alice's budget had 2 left; bob has his own");
+        assert_eq!(
+            b.granted,
+            [2, 4],
+            "alice's budget had 2 left; bob has his own"
+        );
         assert_eq!(b.clients, 2);
         // 100 ms later: one more second's tenth of 10 qps.
-        let a = s.grant(&rs, &ask("a", 3, &[(1, "alice", 8)]), 1100).unwrap();
+        let a = s
+            .grant(&rs, &ask("a", 3, &[(1, "alice", 8)]), 1100)
+            .unwrap();
         assert_eq!(a.granted, [1]);
         // Never more than one second of tokens after a quiet period.
-        let a = s.grant(&rs, &ask("a", 3, &[(1, "alice", 50)]), 60_000).unwrap();
-        assert_eq!((a.granted.as_slice(), a.clients), (&[10][..], 1), "b went quiet");
+        let a = s
+            .grant(&rs, &ask("a", 3, &[(1, "alice", 50)]), 60_000)
+            .unwrap();
+        assert_eq!(
+            (a.granted.as_slice(), a.clients),
+            (&[10][..], 1),
+            "b went quiet"
+        );
         assert_eq!(s.granted.load(Ordering::Relaxed), 8 + 6 + 1 + 10);
     }
 

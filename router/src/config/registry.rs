@@ -379,6 +379,30 @@ replicas_from = "db-replicas"
             ),
             "{e}"
         );
+        let e = bad(&BASE.replace("service = \"edge-proxy\"\n", "register = true\n"));
+        assert!(
+            e.contains("registry.register: register = true needs `service`"),
+            "{e}"
+        );
+        let e = bad(&BASE.replace(
+            "service = \"edge-proxy\"\n",
+            "service = \"edge-proxy\"\nregister = true\nadvertise = \"here\"\n",
+        ));
+        assert!(
+            e.contains("registry.advertise: invalid address `here`"),
+            "{e}"
+        );
+        let ok = super::super::parse(
+            "t.toml",
+            &BASE.replace(
+                "service = \"edge-proxy\"\n",
+                "service = \"edge-proxy\"\nregister = true\nadvertise = \"10.0.0.7\"\n",
+            ),
+        )
+        .expect("register with advertise");
+        let s = ok.proxy.registry.expect("registry");
+        assert!(s.register);
+        assert_eq!(s.advertise.as_deref(), Some("10.0.0.7"));
         let e = bad(&BASE.replace("http://127.0.0.1:7070", "ftp://x"));
         assert!(
             e.contains("t.toml:3:7: error: registry.url: invalid url"),
