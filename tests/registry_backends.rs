@@ -890,3 +890,115 @@ fn proxies_register_their_listeners_and_deregister_on_shutdown() {
         .collect();
     wait_until(Duration::from_secs(10), || own_instances(&center) == rest);
 }
+
+/// Statements on one PyMySQL connection: prints one word per statement, `ok` or the error code
+/// (`-` separates the groups of `Q`, which are separated by `;` and preceded by a pause of `PAUSE` s).
+const STEPS: &str = r#"
+import os, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                    password=os.environ["PASSWORD"], autocommit=True)
+out, first = [], ""
+for i, group in enumerate(os.environ["Q"].split(";")):
+    if i:
+        time.sleep(float(os.environ["PAUSE"]))
+        out.append("-")
+    for q in group.split("|"):
+        try:
+            with c.cursor() as cur:
+                cur.execute(q)
+                cur.fetchall()
+            out.append("ok")
+        except pymysql.err.MySQLError as e:
+            out.append(str(e.args[0]))
+            first = first or e.args[1]
+print(" ".join(out))
+print(first)
+"#;
+
+/// A slow-call-ratio circuit breaker published to a running proxy: slow statements on the primary open
+/// it (statements are refused with the usual "ejected" error, not sent), and after `open_ms` one probe
+/// statement closes it again.
+#[test]
+fn a_slow_ratio_breaker_opens_on_slow_statements_and_a_probe_closes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    let nowhere = testkit::reserve_port().expect("port");
+    center.register(
+        "cache",
+        "r0",
+        format!("127.0.0.1:{}", nowhere.port()).parse().unwrap(),
+    );
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports).replace(
+        "env = \"DEV\"\n",
+        "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+    );
+    let _proxy = FurrowProcess::start(&config, ports.admin);
+    center.call(
+        "PUT",
+        "/v1/registry/DEV/services/edge-proxy/rules",
+        Some(serde_json::json!({"version": 0, "rules": [
+            {"kind": "circuit_breaker", "strategy": "slow_ratio", "threshold": 0.5,
+             "window_ms": 60000, "min_calls": 4, "slow_ms": 50, "open_ms": 1500}]})),
+    );
+    wait_until(Duration::from_secs(5), || {
+        metric(ports.metrics, "furrow_governance_rules_version ") == Some(1)
+    });
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"yes\"} "
+        ),
+        Some(1)
+    );
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(STEPS)
+        .env("MPORT", ports.mysql.to_string())
+        .env("PASSWORD", SECRET)
+        .env("PAUSE", "2")
+        .env(
+            "Q",
+            [["SELECT SLEEP(0.1)"; 6].join("|"), "SELECT 1".into()].join("|")
+                + ";SELECT 1|SELECT 1|SELECT 1",
+        )
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let words: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    let msg = lines.next().unwrap_or("");
+    let (before, after) = words.split_at(words.iter().position(|w| *w == "-").expect("groups"));
+    // At least two slow statements ran before the window had min_calls, then the breaker opened: the
+    // rest of the first group (the fast SELECT 1 included) was refused without reaching the server.
+    assert_eq!(before[..2], ["ok", "ok"], "{text}");
+    assert_eq!(before.last(), Some(&"1105"), "{text}");
+    assert!(msg.contains("is ejected"), "{msg}");
+    // After open_ms: the probe goes through and closes it.
+    assert_eq!(after[1..], ["ok", "ok", "ok"], "{text}");
+}
