@@ -436,7 +436,7 @@ impl BackendRow {
                     address: b.address.clone(),
                     role: b.role.as_str(),
                     state: b.state_word(),
-                    usable: b.usable(),
+                    usable: b.state_word() == "up",
                     weight: u64::from(b.weight.load(Relaxed)),
                     requests: b.requests.load(Relaxed),
                     errors: b.errors.load(Relaxed),

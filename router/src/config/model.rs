@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-pub use super::governance::{Governance, SourceList};
+pub use super::governance::{ClusterBudget, Governance, RatioBreaker, SourceList};
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
@@ -484,6 +484,9 @@ pub struct MysqlRule {
     pub per: RulePer,
     /// Text added to the error clients get.
     pub message: Option<String>,
+    /// For `limit`: a cluster-wide QPS budget that replaces the local one (set by the proxy process for
+    /// governance rules marked `cluster`; never from a file).
+    pub cluster: Option<std::sync::Arc<dyn super::governance::ClusterBudget>>,
 }
 
 /// Where a user's reads may go.
@@ -1185,6 +1188,7 @@ fn read_mysql_rule(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlRul
         concurrency,
         per,
         message,
+        cluster: None,
     })
 }
 
