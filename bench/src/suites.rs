@@ -654,7 +654,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 connections: opts.clients,
                 rate: max * 0.5,
                 duration: Duration::from_secs(opts.duration),
-                keyspace: KEYSPACE,
+                request: loads::open_loop::OpenRequest::RedisGet { keyspace: KEYSPACE },
             };
             let m = measure(
                 opts,
@@ -858,6 +858,52 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
+        }
+    }
+    // Open loop at half of each target's own closed-loop maximum for the text point select (the
+    // same query, the same number of connections as sysbench threads).
+    let open_load = "point select open-loop 50 %";
+    let closed = "oltp_point_select text";
+    if suite.measurements.iter().any(|m| m.load == closed) {
+        suite.commands.push(format!(
+            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
+             `SELECT c FROM sbtestT WHERE id=N` (COM_QUERY, uniform random table and id), rate = 0.5 × the \
+             target's {closed} queries/s above, {} s",
+            opts.threads, opts.duration
+        ));
+        // Plain TCP and one executor, as the peers: furrow-tls and furrow-2exec are left out.
+        for t in ts
+            .iter_mut()
+            .filter(|t| t.name != FURROW_TLS && t.name != FURROW_2X)
+        {
+            let max = suite
+                .measurements
+                .iter()
+                .find(|m| m.load == closed && m.target == t.name && m.error.is_none())
+                .map(|m| m.throughput);
+            let Some(max) = max else { continue };
+            let p = loads::open_loop::OpenParams {
+                addr: t.addr,
+                connections: opts.threads,
+                rate: max * 0.5,
+                duration: Duration::from_secs(opts.duration),
+                request: loads::open_loop::OpenRequest::MysqlPointSelect {
+                    user: user.clone(),
+                    password: password.clone(),
+                    db: base.db.clone(),
+                    tables: opts.tables,
+                    table_size: opts.table_size,
+                },
+            };
+            let m = measure(
+                opts,
+                open_load,
+                t,
+                &backend_pids,
+                &mut report.profiles,
+                |_| loads::open_loop::run(&p),
+            );
+            suite.measurements.push(m);
         }
     }
     if opts.idle_mysql > 0 {
