@@ -51,6 +51,12 @@ pub struct ShardSession {
     pub(crate) targets: super::conn::ShardTargets,
     /// The SQL of the last point statement's unit: one buffer reused by the fast path.
     pub(crate) unit_sql: String,
+    /// When the current COM_QUERY statement started (set around it by its ops gate): a routed
+    /// unit's latency counts from there, as the read/write-split path counts its statements.
+    pub(crate) started: Option<std::time::Instant>,
+    /// How long the current statement's routed unit took (from `started`), measured when its
+    /// reply came: the ops records reuse it instead of reading the clock again.
+    pub(crate) took: Option<std::time::Duration>,
 }
 
 impl Drop for ShardSession {
