@@ -324,8 +324,10 @@ impl PlanCache {
             key.extend_from_slice(&b[last..]);
             self.lookup_scanned(sql, rules, out, &key, &spans, simple)
         } else {
-            // Comments (hints live there) or unusual literals: the tokenizer's shape.
-            Ok(Lookup::Shape(shape_tokenized(sql)))
+            // Comments (hints live there) or unusual literals: the tokenizer's shape, asked as
+            // `point_into` would be (a shape with a comment may be a point shape; a hinted one
+            // never is).
+            self.point_or_shape(shape_tokenized(sql), rules, out)
         };
         self.key = key;
         self.spans = spans;
@@ -367,6 +369,22 @@ impl PlanCache {
             self.learn_skeleton(key, &shape, rules);
         }
         Ok(Lookup::Point { shard, digest })
+    }
+
+    /// The point answer for `shape`, as [`Self::point_into`] gives it, else the shape.
+    fn point_or_shape<'a>(
+        &mut self,
+        shape: Option<Shape<'a>>,
+        rules: &ShardingRules,
+        out: &mut String,
+    ) -> Result<Lookup<'a>, ShardError> {
+        let Some(shape) = shape else {
+            return Ok(Lookup::Shape(None));
+        };
+        Ok(match self.point_into(&shape, rules, out)? {
+            Some((shard, digest)) => Lookup::Point { shard, digest },
+            None => Lookup::Shape(Some(shape)),
+        })
     }
 
     /// Files the point shape `shape` (known, with templates) under the skeleton `key` of a
