@@ -311,3 +311,95 @@ fn point_answers_are_the_planners_units_with_the_statements_digest() {
     }
     assert!(answered > 1000, "point shapes answered: {answered}");
 }
+
+/// `PlanCache::lookup` (the sharded listener's one scan: skeleton map, else shape) answers as
+/// `Shape::of` followed by `PlanCache::point` does on a second cache fed the same statements:
+/// the same point units and digests, the same shapes otherwise, the same errors. The statements
+/// mix literal kinds in one shape (`id = 5` and `id = '5'` share a shape, not a skeleton),
+/// non-simple literals (escapes, exponents, double quotes), comments, hints, keys that the rule
+/// refuses, and templates learnt while the skeleton map is in use (every partition learnt
+/// empties it).
+#[test]
+fn lookup_answers_as_shape_and_point_do() {
+    use router::sql::plan::{Lookup, Plan, Shape, plan_cached_shaped};
+    let rules = rules();
+    let mut fast = router::sql::plan::PlanCache::new();
+    let mut slow = router::sql::plan::PlanCache::new();
+    let shapes: [&dyn Fn(u64) -> String; 12] = [
+        &|k| format!("SELECT id, total FROM orders WHERE user_id = {k}"),
+        &|k| format!("SELECT id, total FROM orders WHERE user_id = '{k}'"),
+        &|k| format!("select * from orders o where o.user_id={k} and o.status = 'paid' limit 3"),
+        &|k| format!("SELECT * FROM orders WHERE user_id = {k} AND note = 'a\\'b'"),
+        &|k| format!("SELECT * FROM orders WHERE user_id = {k} AND total > 1e3"),
+        &|k| format!("SELECT * FROM orders WHERE user_id = {k} AND note = \"x\""),
+        &|k| {
+            format!(
+                "SELECT name FROM users WHERE id = '{}' /* c */",
+                k * 37 % 5000
+            )
+        },
+        &|k| format!("SELECT name FROM users WHERE id = '{}'", k * 37 % 5000),
+        &|k| {
+            format!(
+                "SELECT * FROM logs WHERE created_at = '2024-{:02}-01'",
+                k % 14 + 1
+            )
+        },
+        &|k| format!("SELECT * FROM orders WHERE user_id IN ({k}, 4)"),
+        &|k| format!("UPDATE orders SET total = 1 WHERE user_id = {k}"),
+        &|k| format!("/* furrow:shard=s0 */ SELECT * FROM orders WHERE user_id = {k}"),
+    ];
+    let (mut points, mut out) = (0, String::new());
+    for k in 0..300u64 {
+        for s in &shapes {
+            let sql = s(k);
+            let mut ids = 0u64;
+            let mut next_id = || {
+                ids += 1;
+                ids
+            };
+            let mut cx = PlanContext {
+                rules: &rules,
+                params: &[],
+                next_id: &mut next_id,
+            };
+            let want = plan(&sql, &mut cx);
+            let shape = Shape::of(&sql);
+            let slow_point = match &shape {
+                Some(s) => slow.point(s, &rules).map_err(|e| e.to_string()),
+                None => Ok(None),
+            };
+            let got = fast.lookup(&sql, &rules, &mut out);
+            match (got, slow_point) {
+                (Ok(Lookup::Point { shard, digest }), Ok(Some(p))) => {
+                    assert_eq!(
+                        (shard, out.as_str()),
+                        (p.unit.shard, p.unit.sql.as_str()),
+                        "{sql}"
+                    );
+                    assert_eq!(*digest, router::sql::digest(&sql), "{sql}");
+                    match &want {
+                        Ok(Plan::Route(r)) => assert_eq!(p.unit, r.unit, "{sql}"),
+                        other => panic!("point answered, the planner {other:?}: {sql}"),
+                    }
+                    points += 1;
+                }
+                (Ok(Lookup::Shape(got)), Ok(None)) => {
+                    assert_eq!(format!("{got:?}"), format!("{shape:?}"), "{sql}");
+                    // Planned on both caches (each learns), as the listener does.
+                    let a = plan_cached_shaped(&sql, got.as_ref(), &mut cx, &mut fast)
+                        .map(|p| p.render(&rules))
+                        .map_err(|e| e.to_string());
+                    let b = plan_cached_shaped(&sql, shape.as_ref(), &mut cx, &mut slow)
+                        .map(|p| p.render(&rules))
+                        .map_err(|e| e.to_string());
+                    assert_eq!(a, b, "{sql}");
+                    assert_eq!(a, want.map(|p| p.render(&rules)).map_err(|e| e.to_string()));
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b, "{sql}"),
+                (a, b) => panic!("lookup {a:?}, shape and point {b:?}: {sql}"),
+            }
+        }
+    }
+    assert!(points > 1500, "point statements answered: {points}");
+}

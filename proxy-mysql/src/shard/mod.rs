@@ -220,9 +220,12 @@ pub(crate) fn ops_done(
     gate: OpsGate<'_>,
     digest_known: Option<Rc<router::sql::Digest>>,
     mark: usize,
+    took: Option<std::time::Duration>,
     trace_units: &mut Vec<crate::trace::UnitTiming>,
 ) {
-    let took = gate.started.elapsed();
+    // A routed statement measured itself once when its reply came (`ShardSession::took`): the
+    // health record and these records share that clock read.
+    let took = took.unwrap_or_else(|| gate.started.elapsed());
     let reply = cx.client.wbuf.get(mark + 4..).unwrap_or(&[]);
     let (error, rows) = match reply.first() {
         Some(0xFF) => (
@@ -459,8 +462,13 @@ impl ShardSession {
             return;
         };
         let mark = cx.client.wbuf.len();
+        // A route times itself from the statement's start (one clock read for both).
+        self.started = Some(gate.started);
+        self.took = None;
         let known = self.query(cx.reborrow(), rules, sql).await;
-        ops_done(&cx, sql, gate, known, mark, &mut self.trace_units);
+        self.started = None;
+        let took = self.took.take();
+        ops_done(&cx, sql, gate, known, mark, took, &mut self.trace_units);
     }
 
     /// A multi-statement (CLIENT_MULTI_STATEMENTS): its statements run one after another, each
@@ -537,28 +545,31 @@ impl ShardSession {
         // With autocommit = 0 every statement runs in a transaction.
         self.implicit_begin();
         // The fast path: a point select of a known shape is routed from its template with one
-        // lexer pass in all (the shape): no classification, no parse, no plan, no digest pass
-        // (see `router::sql::plan::cache`; such a shape is one plain SELECT without hints).
-        let shape = plan::Shape::of(sql);
-        if let Some(s) = &shape {
-            // The unit's SQL goes into the session's reused buffer (no allocation per statement).
-            let mut unit_sql = std::mem::take(&mut self.unit_sql);
-            let point = with_cache(cx.core, &rules, |c| c.point_into(s, &rules, &mut unit_sql));
-            match point {
-                Ok(Some((shard, digest))) => {
-                    self.generated = None;
-                    self.route(cx, &rules, shard, &unit_sql).await;
-                    self.keep_unit_sql(unit_sql);
-                    return Some(digest);
-                }
-                Ok(None) => self.keep_unit_sql(unit_sql),
-                Err(e) => {
-                    let err = errs::plan(&e);
-                    encode::err(cx.client, &err);
-                    return None;
-                }
+        // byte scan in all (its skeleton, looked up without building the shape text): no
+        // classification, no parse, no plan, no digest pass (see `router::sql::plan::cache`;
+        // such a shape is one plain SELECT without hints). Any other statement gets its shape
+        // from the same scan. The unit's SQL goes into the session's reused buffer (no
+        // allocation per statement).
+        let mut unit_sql = std::mem::take(&mut self.unit_sql);
+        let found = with_cache(cx.core, &rules, |c| c.lookup(sql, &rules, &mut unit_sql));
+        let shape = match found {
+            Ok(plan::Lookup::Point { shard, digest }) => {
+                self.generated = None;
+                self.route(cx, &rules, shard, &unit_sql).await;
+                self.keep_unit_sql(unit_sql);
+                return Some(digest);
             }
-        }
+            Ok(plan::Lookup::Shape(shape)) => {
+                self.keep_unit_sql(unit_sql);
+                shape
+            }
+            Err(e) => {
+                self.keep_unit_sql(unit_sql);
+                let err = errs::plan(&e);
+                encode::err(cx.client, &err);
+                return None;
+            }
+        };
         // One lexer pass for the class and the digest (stats, SAVEPOINT and LAST_INSERT_ID checks).
         let (c, d) = classify_with_digest(sql);
         self.query_planned(cx, &rules, sql, &c, &d, shape.as_ref())

@@ -196,9 +196,20 @@ impl ShardSession {
         rules: &ShardingRules,
         shard: usize,
     ) -> Result<ShardConn, ErrPacket> {
+        let target = self.target(cx, rules, shard);
+        self.acquire_for(cx, rules, shard, target).await
+    }
+
+    /// [`Self::acquire`] with the shard's target already resolved.
+    async fn acquire_for(
+        &mut self,
+        cx: &Ctx<'_>,
+        rules: &ShardingRules,
+        shard: usize,
+        target: Result<ShardTarget, ProxyError>,
+    ) -> Result<ShardConn, ErrPacket> {
         let held = self.txn.as_mut().and_then(|t| t.remove(&shard));
         self.txn_touched |= self.txn.is_some();
-        let target = self.target(cx, rules, shard);
         let begin = match held {
             None => self.begin_sql(rules, shard, &cx.core.shared.xa),
             Some(_) => None,
@@ -306,7 +317,13 @@ impl ShardSession {
         shard: usize,
         sql: &str,
     ) {
-        let mut c = match self.acquire(&cx, rules, shard).await {
+        // The target is resolved once: the health record below uses it too.
+        let target = self.target(&cx, rules, shard).ok();
+        let resolved = match &target {
+            Some(t) => Ok(t.clone()),
+            None => self.target(&cx, rules, shard),
+        };
+        let mut c = match self.acquire_for(&cx, rules, shard, resolved).await {
             Ok(c) => c,
             Err(e) => {
                 let e = self.abort_txn(rules, e).await;
@@ -315,7 +332,7 @@ impl ShardSession {
         };
         c.conn.conn.queue_query(sql);
         let mark = cx.client.wbuf.len();
-        let started = std::time::Instant::now();
+        let started = self.started.unwrap_or_else(std::time::Instant::now);
         let r = match c.conn.conn.flush().await {
             Err(e) => Err(ProxyError::lost(&c.conn.server, e)),
             Ok(()) => {
@@ -339,16 +356,20 @@ impl ShardSession {
                 if o.err.is_none() && o.last_insert_id != 0 {
                     self.last_insert_id = o.last_insert_id;
                 }
-                if let Ok(t) = self.target(&cx, rules, shard) {
-                    record_outcome(cx.snap, &t, Some(started.elapsed()));
+                let took = started.elapsed();
+                if self.started.is_some() {
+                    self.took = Some(took);
+                }
+                if let Some(t) = &target {
+                    record_outcome(cx.snap, t, Some(took));
                 }
                 self.put_back(shard, c);
             }
             Err(e) => {
                 if e.is_server_failure()
-                    && let Ok(t) = self.target(&cx, rules, shard)
+                    && let Some(t) = &target
                 {
-                    record_outcome(cx.snap, &t, None);
+                    record_outcome(cx.snap, t, None);
                 }
                 let name = rules
                     .shards

@@ -89,7 +89,7 @@ impl ShardSession {
                 let mark = cx.client.wbuf.len();
                 self.execute(cx.reborrow(), &rules, payload).await;
                 if let (Some(sql), Some(gate)) = (sql, gate) {
-                    super::ops_done(&cx, &sql, gate, None, mark, &mut self.trace_units);
+                    super::ops_done(&cx, &sql, gate, None, mark, None, &mut self.trace_units);
                 }
             }
             com::STMT_CLOSE => {

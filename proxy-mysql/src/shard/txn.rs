@@ -61,6 +61,12 @@ pub struct ShardSession {
     pub(crate) xa_branches: BTreeSet<usize>,
     /// With XA: the open transaction's gtrid, made when its first branch joins.
     pub(crate) xa_gtrid: Option<Rc<str>>,
+    /// When the current COM_QUERY statement started (set around it by its ops gate): a routed
+    /// unit's latency counts from there, as the read/write-split path counts its statements.
+    pub(crate) started: Option<std::time::Instant>,
+    /// How long the current statement's routed unit took (from `started`), measured when its
+    /// reply came: the ops records reuse it instead of reading the clock again.
+    pub(crate) took: Option<std::time::Duration>,
 }
 
 impl Drop for ShardSession {

@@ -254,9 +254,9 @@ pub fn scan_literals(sql: &str, mut on_lit: impl FnMut(usize, usize, LitKind) ->
 }
 
 /// Marks a number literal's place in a [`skeleton`].
-const SKELETON_NUMBER: u8 = 0x01;
+pub(crate) const SKELETON_NUMBER: u8 = 0x01;
 /// Marks a quoted string literal's place in a [`skeleton`].
-const SKELETON_STRING: u8 = 0x02;
+pub(crate) const SKELETON_STRING: u8 = 0x02;
 
 /// Writes the *skeleton* of `sql` to `out`: its bytes with every number and quoted-string literal
 /// replaced by a one-byte marker, so that statements which differ only in their literal values

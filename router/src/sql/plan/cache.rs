@@ -27,6 +27,17 @@
 //! the key literal with the rule's algorithm (the same function, with the same errors, as the
 //! planner) and filling the template: no tree, no planning, no rendering.
 //!
+//! The point path of a sharded listener goes one step further still ([`PlanCache::lookup`]): it
+//! does not build the shape text at all. One byte scan writes the statement's *skeleton* (its
+//! bytes with each literal replaced by a one-byte marker of its kind, as the statement cache of
+//! the read/write-split path keys statements) into a reused buffer, and a second map finds the
+//! route template by skeleton. For a statement whose literals are all simple, skeleton and shape
+//! text determine each other (equal skeletons: equal bytes but for literal values; all literals
+//! replaced in both), so the answer is the one the shape's entry gives; statements with any other
+//! literal never use that map. The map only holds what the shape entries hold: it is filled from
+//! them when a statement of a known point shape is answered, and emptied whenever a shape's
+//! templates change.
+//!
 //! A `PlanCache` belongs to one set of [`ShardingRules`] (templates name physical tables): make a
 //! new one when the rules change.
 //!
@@ -46,7 +57,9 @@ use super::route::{Route, base_name, partition_of};
 use super::splice::{Slot, Source};
 use super::{Plan, PlanContext, ShardError, Unit, parse_one, plan_statement};
 use crate::sql::digest::{Digest, digest};
-use crate::sql::lexer::{LitKind, Token, scan_literals, tokenize};
+use crate::sql::lexer::{
+    LitKind, SKELETON_NUMBER, SKELETON_STRING, Token, scan_literals, tokenize,
+};
 use crate::sql::shard::{KeyValue, ShardingRules, TableKind};
 
 /// Longest statement (in bytes) whose shape is cached; longer ones are always parsed.
@@ -57,6 +70,12 @@ pub const MAX_SHAPE_LEN: usize = 4096;
 #[derive(Default)]
 pub struct PlanCache {
     shapes: crate::FastMap<Box<str>, Known>,
+    /// Point shapes by the skeleton of their statements whose literals are all simple (see the
+    /// module documentation): what [`Self::lookup`] answers without building a shape.
+    points: crate::FastMap<Box<[u8]>, PointEntry>,
+    /// Reused by every [`Self::lookup`]: the statement's skeleton and its literals' spans.
+    key: Vec<u8>,
+    spans: Vec<(usize, usize, LitKind)>,
     hits: u64,
     misses: u64,
     routed: u64,
@@ -66,8 +85,10 @@ pub struct PlanCache {
 struct Known {
     /// The shape's tree with placeholders, when substitution was verified.
     tree: Option<Statement>,
-    /// Route templates, when the shape is a point statement on a sharded table.
-    route: Option<RouteShape>,
+    /// Route templates, when the shape is a point statement on a sharded table (shared with
+    /// the entries of `points` made from it; changed only by copy, after which `points` is
+    /// emptied).
+    route: Option<Rc<RouteShape>>,
     /// The digest shared by every statement of the shape (kept for point shapes, whose
     /// statements are answered by [`PlanCache::point`] without another lexer pass).
     digest: Option<Rc<Digest>>,
@@ -82,7 +103,33 @@ pub struct Point {
     pub digest: Rc<Digest>,
 }
 
+/// A point shape's templates found by skeleton ([`PlanCache::lookup`]).
+struct PointEntry {
+    /// The shape's templates.
+    route: Rc<RouteShape>,
+    /// Index of the table's rule in the rules' `tables` (what `rules.table(name)` finds).
+    rule: usize,
+    /// The shape's digest.
+    digest: Rc<Digest>,
+}
+
+/// What [`PlanCache::lookup`] found for a statement.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// A statement of a known point shape, routed from its template: the unit's shard (its SQL
+    /// was written to the caller's buffer) and the statement's digest.
+    Point {
+        /// The unit's shard.
+        shard: usize,
+        /// The digest of every statement of the shape.
+        digest: Rc<Digest>,
+    },
+    /// Anything else: the statement's shape for the planner (`None`: too long to cache).
+    Shape(Option<Shape<'a>>),
+}
+
 /// A point `SELECT` shape: its partition comes from one literal.
+#[derive(Clone)]
 struct RouteShape {
     /// The sharded table (logical name).
     table: String,
@@ -239,6 +286,137 @@ impl PlanCache {
         Ok(Some((shard, digest)))
     }
 
+    /// The point route of `sql` or, when it has none, its shape: the same answers as
+    /// [`Shape::of`] followed by [`Self::point_into`], from one byte scan. A statement of a point
+    /// shape whose literals are all simple is found by its skeleton, with no shape text built
+    /// and nothing allocated (see the module documentation); otherwise the shape is built from
+    /// the literals that scan found (the text is not scanned again) and asked as `point_into`
+    /// would be, and a point answer teaches the skeleton map. The unit's SQL goes into `sql`
+    /// (cleared first) on a point answer.
+    pub fn lookup<'a>(
+        &mut self,
+        sql: &'a str,
+        rules: &ShardingRules,
+        out: &mut String,
+    ) -> Result<Lookup<'a>, ShardError> {
+        if sql.len() > MAX_SHAPE_LEN {
+            return Ok(Lookup::Shape(None));
+        }
+        let mut key = std::mem::take(&mut self.key);
+        let mut spans = std::mem::take(&mut self.spans);
+        key.clear();
+        spans.clear();
+        let b = sql.as_bytes();
+        let mut last = 0;
+        let mut simple = true;
+        let scanned = scan_literals(sql, |start, end, kind| {
+            key.extend_from_slice(&b[last..start]);
+            key.push(match kind {
+                LitKind::Number => SKELETON_NUMBER,
+                LitKind::Str => SKELETON_STRING,
+            });
+            last = end;
+            simple &= simple_literal(&sql[start..end], kind).is_some();
+            spans.push((start, end, kind));
+            true
+        });
+        let r = if scanned {
+            key.extend_from_slice(&b[last..]);
+            self.lookup_scanned(sql, rules, out, &key, &spans, simple)
+        } else {
+            // Comments (hints live there) or unusual literals: the tokenizer's shape, asked as
+            // `point_into` would be (a shape with a comment may be a point shape; a hinted one
+            // never is).
+            self.point_or_shape(shape_tokenized(sql), rules, out)
+        };
+        self.key = key;
+        self.spans = spans;
+        r
+    }
+
+    /// [`Self::lookup`] once the scan found `spans` and the skeleton `key` (`simple`: every
+    /// literal is one a shape replaces).
+    fn lookup_scanned<'a>(
+        &mut self,
+        sql: &'a str,
+        rules: &ShardingRules,
+        out: &mut String,
+        key: &[u8],
+        spans: &[(usize, usize, LitKind)],
+        simple: bool,
+    ) -> Result<Lookup<'a>, ShardError> {
+        if simple
+            && let Some(e) = self.points.get(key)
+            && let Some(shard) = e.fill(sql, spans, rules, out)?
+        {
+            let digest = e.digest.clone();
+            self.routed += 1;
+            return Ok(Lookup::Point { shard, digest });
+        }
+        let mut b = ShapeBuilder::new(sql);
+        for &(start, end, kind) in spans {
+            if let Some(lit) = simple_literal(&sql[start..end], kind) {
+                b.literal(start, end, lit);
+            }
+        }
+        let Some(shape) = b.finish(false) else {
+            return Ok(Lookup::Shape(None));
+        };
+        let Some((shard, digest)) = self.point_into(&shape, rules, out)? else {
+            return Ok(Lookup::Shape(Some(shape)));
+        };
+        if simple {
+            self.learn_skeleton(key, &shape, rules);
+        }
+        Ok(Lookup::Point { shard, digest })
+    }
+
+    /// The point answer for `shape`, as [`Self::point_into`] gives it, else the shape.
+    fn point_or_shape<'a>(
+        &mut self,
+        shape: Option<Shape<'a>>,
+        rules: &ShardingRules,
+        out: &mut String,
+    ) -> Result<Lookup<'a>, ShardError> {
+        let Some(shape) = shape else {
+            return Ok(Lookup::Shape(None));
+        };
+        Ok(match self.point_into(&shape, rules, out)? {
+            Some((shard, digest)) => Lookup::Point { shard, digest },
+            None => Lookup::Shape(Some(shape)),
+        })
+    }
+
+    /// Files the point shape `shape` (known, with templates) under the skeleton `key` of a
+    /// statement of it whose literals are all simple.
+    fn learn_skeleton(&mut self, key: &[u8], shape: &Shape<'_>, rules: &ShardingRules) {
+        let Some(Known {
+            route: Some(route),
+            digest: Some(digest),
+            ..
+        }) = self.shapes.get(shape.text.as_str())
+        else {
+            return;
+        };
+        // The rule `rules.table` finds (the first of that name).
+        let Some(rule) = rules
+            .tables
+            .iter()
+            .position(|r| r.name.eq_ignore_ascii_case(&route.table))
+        else {
+            return;
+        };
+        let entry = PointEntry {
+            route: route.clone(),
+            rule,
+            digest: digest.clone(),
+        };
+        if self.points.len() >= Self::CAPACITY {
+            self.points.clear();
+        }
+        self.points.insert(key.into(), entry);
+    }
+
     /// Plans `sql` (parameters already bound) as [`super::plan`] would.
     pub(super) fn plan(&mut self, sql: &str, cx: &mut PlanContext<'_>) -> Result<Plan, ShardError> {
         let shape = shape(sql);
@@ -275,9 +453,15 @@ impl PlanCache {
                 route: route @ Some(_),
                 ..
             }) = self.shapes.get_mut(shape.text.as_str())
-            && !learn(route, &r.unit, &shape.lits, cx.rules)
         {
-            *route = None;
+            let before = route.as_ref().map(|r| r.units.len());
+            if !learn(route, &r.unit, &shape.lits, cx.rules) {
+                *route = None;
+            }
+            if route.as_ref().map(|r| r.units.len()) != before {
+                // The skeleton map holds copies of the old templates.
+                self.points.clear();
+            }
         }
         Ok(plan)
     }
@@ -312,17 +496,18 @@ impl PlanCache {
                 substitute(&mut check, &shape.lits) && check == stmt
             });
         let route = match (&tree, rules) {
-            (Some(t), Some(rules)) if !shape.hinted => {
-                point_key(t, rules).map(|(table, key)| RouteShape {
+            (Some(t), Some(rules)) if !shape.hinted => point_key(t, rules).map(|(table, key)| {
+                Rc::new(RouteShape {
                     table,
                     key,
                     units: crate::FastMap::default(),
                 })
-            }
+            }),
             _ => None,
         };
         if self.shapes.len() >= Self::CAPACITY {
             self.shapes.clear();
+            self.points.clear();
         }
         let digest = route.is_some().then(|| Rc::new(digest(sql)));
         self.shapes.insert(
@@ -384,6 +569,49 @@ impl RouteShape {
     }
 }
 
+impl PointEntry {
+    /// [`RouteShape::fill_into`] for a statement with literal spans `spans` (all simple): the
+    /// literals are written as they stand in `sql`, which is how `fill_into` writes them.
+    fn fill(
+        &self,
+        sql: &str,
+        spans: &[(usize, usize, LitKind)],
+        rules: &ShardingRules,
+        out: &mut String,
+    ) -> Result<Option<usize>, ShardError> {
+        let r = &self.route;
+        if r.units.is_empty() {
+            return Ok(None);
+        }
+        let Some(rule) = rules.tables.get(self.rule) else {
+            return Ok(None);
+        };
+        let Some(&(start, end, kind)) = spans.get(r.key) else {
+            return Ok(None);
+        };
+        let key = match kind {
+            LitKind::Number => &sql[start..end],
+            LitKind::Str => &sql[start + 1..end - 1],
+        };
+        let p = partition_of(rule, &KeyValue::from_text(key))?;
+        let Some(pieces) = r.units.get(&p) else {
+            return Ok(None);
+        };
+        out.clear();
+        out.reserve(pieces.iter().map(Piece::len).sum::<usize>() + 16);
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Lit(i) => match spans.get(*i) {
+                    Some(&(start, end, _)) => out.push_str(&sql[start..end]),
+                    None => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(rule.shard_of(p)))
+    }
+}
+
 impl Piece {
     /// Bytes of the text piece (literals are not counted).
     fn len(&self) -> usize {
@@ -398,7 +626,7 @@ impl Piece {
 /// partition. False when the shape cannot be templated (the route is then forgotten); true when
 /// learnt or when this statement could not tell (equal literals) and a later one may.
 fn learn(
-    route: &mut Option<RouteShape>,
+    route: &mut Option<Rc<RouteShape>>,
     unit: &Unit,
     lits: &[Lit<'_>],
     rules: &ShardingRules,
@@ -446,7 +674,7 @@ fn learn(
         return false;
     };
     pieces.push(Piece::Text(rest.to_string()));
-    r.units.insert(p, pieces);
+    Rc::make_mut(r).units.insert(p, pieces);
     true
 }
 
@@ -577,6 +805,14 @@ fn shape(sql: &str) -> Option<Shape<'_>> {
         true
     }) {
         return b.finish(false);
+    }
+    shape_tokenized(sql)
+}
+
+/// [`shape`] by tokenizing (comments, hints and unusual literals).
+fn shape_tokenized(sql: &str) -> Option<Shape<'_>> {
+    if sql.len() > MAX_SHAPE_LEN {
+        return None;
     }
     let (found, hinted) = literals_tokenized(sql);
     let mut b = ShapeBuilder::new(sql);

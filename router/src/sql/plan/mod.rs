@@ -35,7 +35,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 pub use aggregate::{AggKind, AggSpec, Aggregate, SortedAggRows, SortedFold};
-pub use cache::{PlanCache, Point, Shape};
+pub use cache::{Lookup, PlanCache, Point, Shape};
 pub use collate::CollationOf;
 pub use distinct::Distinct;
 pub use exec::{ExecLimits, Output, RowSource, ShardResult, ShardRunner, VecRows, execute};

@@ -17,6 +17,13 @@ pub enum KeyValue {
 impl KeyValue {
     /// Normalises text: an integer spelling becomes [`KeyValue::Int`].
     pub fn from_text(s: &str) -> Self {
+        // The usual key, a short run of digits, without the general parse (every routed point
+        // statement asks): at most 18 digits cannot overflow a u64, and give what parsing gives.
+        let b = s.as_bytes();
+        if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
+            let v = b.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+            return KeyValue::Int(i128::from(v));
+        }
         match s.trim().parse::<i128>() {
             Ok(v) => KeyValue::Int(v),
             Err(_) => KeyValue::Str(s.to_string()),
@@ -103,6 +110,42 @@ mod tests {
         assert_eq!(KeyValue::from_text("4x"), KeyValue::Str("4x".into()));
         assert_eq!(KeyValue::from_value(&Value::UInt(7)), KeyValue::Int(7));
         assert_eq!(KeyValue::Str("AbC".into()).hash_bytes(), b"abc".to_vec());
+    }
+
+    /// What `from_text` gave before its digit fast path: the general parse.
+    fn parsed(s: &str) -> KeyValue {
+        match s.trim().parse::<i128>() {
+            Ok(v) => KeyValue::Int(v),
+            Err(_) => KeyValue::Str(s.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_digit_fast_path_gives_what_parsing_gives() {
+        for s in [
+            "0",
+            "007",
+            "42",
+            "999999999999999999",
+            "1000000000000000000",
+            "99999999999999999999999",
+            "",
+            " 5",
+            "+5",
+            "-5",
+            "5 ",
+            "1.0",
+            "١٢",
+        ] {
+            assert_eq!(KeyValue::from_text(s), parsed(s), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_keys_as_parsing_does(s in "[0-9+ -]{0,24}|[0-9]{0,40}|\\PC{0,8}") {
+            proptest::prop_assert_eq!(KeyValue::from_text(&s), parsed(&s));
+        }
     }
 
     #[test]
