@@ -23,7 +23,7 @@ pub mod route;
 pub mod scatter;
 mod select;
 pub mod splice;
-pub(crate) mod sqltext;
+mod sqltext;
 pub mod stream;
 pub mod union;
 

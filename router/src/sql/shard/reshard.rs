@@ -10,11 +10,8 @@
 
 use std::fmt::Write as _;
 
-use codec::mysql::Value;
-
 use super::{Algorithm, KeyValue, RuleError, Shard, TableRule};
 use crate::sql::plan::splice::quote_ident;
-use crate::sql::plan::sqltext::literal;
 
 /// One side of a reshard: a table rule and the shards its partitions are spread over.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +295,9 @@ fn column_list(columns: &[String]) -> String {
 /// The copier's read of one batch of an old partition, in key order after `after`, as a locking
 /// read: run inside a transaction on the old shard that is committed only after the batch is in
 /// the new layout, so a client's write to one of these rows (which the proxy dual-writes) waits
-/// until the copy of the row is in place (docs/sharding.md, "The copy/dual-write race").
+/// until the copy of the row is in place (docs/sharding.md, "The copy/dual-write race"). Each
+/// column comes back as the hex of its bytes (`HEX(CAST(c AS BINARY))`): exact for any charset
+/// and binary data over the text protocol.
 pub fn read_chunk_sql(
     table: &str,
     columns: &[String],
@@ -307,11 +306,12 @@ pub fn read_chunk_sql(
     limit: u64,
 ) -> String {
     let pkq = quote_ident(pk);
-    let mut s = format!(
-        "SELECT {} FROM {}",
-        column_list(columns),
-        quote_ident(table)
-    );
+    let cols = columns
+        .iter()
+        .map(|c| format!("HEX(CAST({} AS BINARY))", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = format!("SELECT {cols} FROM {}", quote_ident(table));
     if let Some(a) = after {
         let _ = write!(s, " WHERE {pkq} > {a}");
     }
@@ -319,9 +319,42 @@ pub fn read_chunk_sql(
     s
 }
 
+/// A copied row: each column's bytes (`None`: NULL).
+pub type Row = Vec<Option<Vec<u8>>>;
+
+/// Decodes one cell of [`read_chunk_sql`] (hex text).
+pub fn unhex(cell: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+    let Some(t) = cell else { return Ok(None) };
+    let b = t.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(format!("odd hex cell `{t}`"));
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(format!("bad hex cell `{t}`")),
+    };
+    b.chunks(2)
+        .map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?))
+        .collect::<Result<Vec<u8>, String>>()
+        .map(Some)
+}
+
+/// The integer primary key of a copied row (column `pk_index`).
+pub fn row_pk(row: &Row, pk_index: usize) -> Result<i128, String> {
+    row.get(pk_index)
+        .and_then(|c| c.as_deref())
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.parse::<i128>().ok())
+        .ok_or_else(|| "the primary key of a copied row is not an integer".to_string())
+}
+
 /// `INSERT IGNORE` of copied rows: a row the dual writes already put in the new layout is newer
-/// than (or as new as) the copy, so the copy never overwrites it.
-pub fn insert_ignore_sql(table: &str, columns: &[String], rows: &[Vec<Value>]) -> String {
+/// than (or as new as) the copy, so the copy never overwrites it. Values are written as
+/// `CAST(X'..' AS BINARY)`: the server converts the bytes to the column's type as it would a
+/// string (`'12'` into an INT is 12), and a text column gets the bytes unchanged.
+pub fn insert_ignore_sql(table: &str, columns: &[String], rows: &[Row]) -> String {
     let mut s = format!(
         "INSERT IGNORE INTO {} ({}) VALUES ",
         quote_ident(table),
@@ -336,7 +369,16 @@ pub fn insert_ignore_sql(table: &str, columns: &[String], rows: &[Vec<Value>]) -
             if j > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&literal(v));
+            match v {
+                None => s.push_str("NULL"),
+                Some(b) => {
+                    s.push_str("CAST(X'");
+                    for byte in b {
+                        let _ = write!(s, "{byte:02X}");
+                    }
+                    s.push_str("' AS BINARY)");
+                }
+            }
         }
         s.push(')');
     }
@@ -347,14 +389,15 @@ pub fn insert_ignore_sql(table: &str, columns: &[String], rows: &[Vec<Value>]) -
 pub fn route_rows(
     new: &TableRule,
     key_index: usize,
-    rows: Vec<Vec<Value>>,
-) -> Result<Vec<(usize, Vec<Vec<Value>>)>, RuleError> {
-    let mut out: Vec<(usize, Vec<Vec<Value>>)> = Vec::new();
+    rows: Vec<Row>,
+) -> Result<Vec<(usize, Vec<Row>)>, RuleError> {
+    let mut out: Vec<(usize, Vec<Row>)> = Vec::new();
     for row in rows {
-        let key = row
-            .get(key_index)
-            .map(KeyValue::from_value)
-            .ok_or_else(|| RuleError::Value(format!("row has no column {key_index}")))?;
+        let key = match row.get(key_index) {
+            None => return Err(RuleError::Value(format!("row has no column {key_index}"))),
+            Some(None) => KeyValue::Null,
+            Some(Some(b)) => KeyValue::from_text(&String::from_utf8_lossy(b)),
+        };
         let q = new.algorithm.partition(&key, new.partitions())?;
         match out.iter_mut().find(|(p, _)| *p == q) {
             Some((_, v)) => v.push(row),
@@ -723,52 +766,56 @@ mod tests {
         let cols: Vec<String> = vec!["id".into(), "user_id".into(), "no`te".into()];
         assert_eq!(
             read_chunk_sql("orders_1", &cols, "id", Some(41), 500),
-            "SELECT `id`, `user_id`, `no``te` FROM `orders_1` WHERE `id` > 41 ORDER BY `id` LIMIT 500 FOR UPDATE"
+            "SELECT HEX(CAST(`id` AS BINARY)), HEX(CAST(`user_id` AS BINARY)), HEX(CAST(`no``te` AS BINARY)) FROM `orders_1` WHERE `id` > 41 ORDER BY `id` LIMIT 500 FOR UPDATE"
         );
         assert_eq!(
             read_chunk_sql("t", &cols[..1], "id", None, 2),
-            "SELECT `id` FROM `t` ORDER BY `id` LIMIT 2 FOR UPDATE"
+            "SELECT HEX(CAST(`id` AS BINARY)) FROM `t` ORDER BY `id` LIMIT 2 FOR UPDATE"
         );
-        let rows = vec![
+        let rows: Vec<Row> = vec![
+            vec![Some(b"1".to_vec()), None, Some(b"it's".to_vec())],
             vec![
-                Value::Int(1),
-                Value::Null,
-                Value::Bytes(b"it's \\".to_vec().into()),
-            ],
-            vec![
-                Value::Int(2),
-                Value::Int(-3),
-                Value::Bytes(vec![0xff, 0x00].into()),
+                Some(b"2".to_vec()),
+                Some(b"-3".to_vec()),
+                Some(vec![0xff, 0x00]),
             ],
         ];
         assert_eq!(
             insert_ignore_sql("o", &cols, &rows),
-            "INSERT IGNORE INTO `o` (`id`, `user_id`, `no``te`) VALUES (1, NULL, 'it''s \\\\'), (2, -3, X'FF00')"
+            "INSERT IGNORE INTO `o` (`id`, `user_id`, `no``te`) VALUES (CAST(X'31' AS BINARY), NULL, CAST(X'69742773' AS BINARY)), (CAST(X'32' AS BINARY), CAST(X'2D33' AS BINARY), CAST(X'FF00' AS BINARY))"
         );
         assert_eq!(
             checksum_sql("o", &cols[..2], "id", -1, 10),
             "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`id`), QUOTE(`user_id`))), 16), 16, 10) AS UNSIGNED)), 0) FROM `o` WHERE `id` >= -1 AND `id` < 10"
         );
+        assert_eq!(unhex(Some("2D33ff")), Ok(Some(vec![0x2d, 0x33, 0xff])));
+        assert_eq!(unhex(None), Ok(None));
+        assert!(unhex(Some("ABC")).is_err() && unhex(Some("GG")).is_err());
+        assert_eq!(row_pk(&rows[1], 1), Ok(-3));
+        assert!(row_pk(&rows[0], 1).is_err() && row_pk(&rows[1], 2).is_err());
     }
 
     #[test]
     fn rows_route_to_new_partitions() {
         let new = rule("hash", "o_{0..7}", 2, &[]);
-        let rows: Vec<Vec<Value>> = (0..20)
-            .map(|i| vec![Value::Int(i), Value::Int(i * 3)])
+        let rows: Vec<Row> = (0..20)
+            .map(|i: i64| {
+                vec![
+                    Some(i.to_string().into_bytes()),
+                    Some((i * 3).to_string().into_bytes()),
+                ]
+            })
             .collect();
         let r = route_rows(&new, 1, rows).unwrap_or_default();
         assert_eq!(r.iter().map(|(_, v)| v.len()).sum::<usize>(), 20);
         for (q, rows) in &r {
             for row in rows {
-                let Value::Int(k) = row[1] else {
-                    unreachable!()
-                };
+                let k = row_pk(row, 1).unwrap_or(-1);
                 assert_eq!(k.rem_euclid(8) as usize, *q);
             }
         }
         let range = rule("range", "o_{0..1}", 1, &["10"]);
-        assert!(route_rows(&range, 5, vec![vec![Value::Int(1)]]).is_err());
+        assert!(route_rows(&range, 5, vec![vec![Some(b"1".to_vec())]]).is_err());
     }
 
     #[test]
