@@ -61,7 +61,7 @@ fn copy_under_dual_writes_then_verify() {
     s.sql(&format!("CREATE TABLE orders {COLUMNS}"));
     s.sql(&format!("CREATE TABLE orders_v2 {COLUMNS}"));
     let mut model: BTreeMap<u64, Option<Model>> = BTreeMap::new();
-    for chunk in (1..=600u64).collect::<Vec<_>>().chunks(100) {
+    for chunk in (1..=1600u64).collect::<Vec<_>>().chunks(100) {
         let values: Vec<String> = chunk
             .iter()
             .map(|&id| {
@@ -105,7 +105,7 @@ fn copy_under_dual_writes_then_verify() {
     // The dry run names where each old partition goes: p -> p and p + 4.
     let stats = vec![
         PartStats {
-            rows: 150,
+            rows: 400,
             bytes: 16_384
         };
         4
@@ -126,7 +126,7 @@ fn copy_under_dual_writes_then_verify() {
     let text = p.render();
     println!("{text}");
     assert!(
-        text.contains("p1 s1:app_1.orders_1 ~150 rows ~16384 bytes -> p1 s0:app_0.orders_v2_1, p5 s2:app_2.orders_v2_5"),
+        text.contains("p1 s1:app_1.orders_1 ~400 rows ~16384 bytes -> p1 s0:app_0.orders_v2_1, p5 s2:app_2.orders_v2_5"),
         "{text}"
     );
 
@@ -175,7 +175,7 @@ fn copy_under_dual_writes_then_verify() {
                     &columns,
                     pk_index,
                     key_index,
-                    40,
+                    20,
                     None,
                     &stop,
                 )
@@ -193,7 +193,7 @@ fn copy_under_dual_writes_then_verify() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let id = seed % 800 + 1;
+                let id = seed % 2000 + 1;
                 let (pold, pnew) = ((user_of(id) % 4) as usize, (user_of(id) % 8) as usize);
                 let cur = model.get(&id).cloned().flatten();
                 let (stmt, next) = match (&cur, seed % 5) {
@@ -267,7 +267,7 @@ fn copy_under_dual_writes_then_verify() {
         assert_eq!(got, want);
 
         // Both layouts hold the same rows, chunk by chunk.
-        let v = verify(&mut w_old, &mut w_new, &columns, "id", 50)
+        let v = verify(&mut w_old, &mut w_new, &columns, "id", 200)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         println!(
@@ -289,7 +289,7 @@ fn copy_under_dual_writes_then_verify() {
         let q = (user_of(id) % 8) as usize;
         let sql = format!("UPDATE {} SET data = X'00' WHERE id = {id}", w_new[q].table);
         w_new[q].query(&sql).await.unwrap_or_else(|e| panic!("{e}"));
-        let v = verify(&mut w_old, &mut w_new, &columns, "id", 50)
+        let v = verify(&mut w_old, &mut w_new, &columns, "id", 200)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.mismatches.len(), 1, "{:?}", v.mismatches);

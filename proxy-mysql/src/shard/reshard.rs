@@ -219,7 +219,8 @@ pub async fn verify(
 ) -> Result<Verification, String> {
     let pkq = format!("`{}`", pk.replace('`', "``"));
     let (mut min, mut max, mut rows) = (None::<i128>, None::<i128>, 0u64);
-    for t in old.iter_mut().chain(new.iter_mut()) {
+    let n_old = old.len();
+    for (i, t) in old.iter_mut().chain(new.iter_mut()).enumerate() {
         let sql = format!(
             "SELECT MIN({pkq}), MAX({pkq}), COUNT(*) FROM `{}`",
             t.table.replace('`', "``")
@@ -235,10 +236,12 @@ pub async fn verify(
             min = Some(min.map_or(lo, |m| m.min(lo)));
             max = Some(max.map_or(hi, |m| m.max(hi)));
         }
-        rows = rows.max(num(2).unwrap_or(0) as u64);
+        if i < n_old {
+            rows += num(2).unwrap_or(0) as u64;
+        }
     }
     let ranges = match (min, max) {
-        (Some(lo), Some(hi)) => chunks(lo, hi, rows.max(1) * 2, chunk_rows),
+        (Some(lo), Some(hi)) => chunks(lo, hi, rows.max(1), chunk_rows),
         _ => Vec::new(),
     };
     let mut sums = [
