@@ -22,6 +22,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod registry;
+mod reshard;
 mod sandbox;
 mod slots;
 mod upgrade;

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use router::config::BackendTls;
 use router::sql::shard::TableRule;
 use router::sql::shard::reshard::{
     Checksum, Mismatch, Row, checksum_sql, chunks, compare, insert_ignore_sql, read_chunk_sql,
@@ -33,13 +34,25 @@ impl Table {
         schema: &str,
         table: &str,
     ) -> Result<Table, String> {
+        Self::open_tls(address, user, password, None, schema, table).await
+    }
+
+    /// [`Table::open`] with the group's TLS settings.
+    pub async fn open_tls(
+        address: &str,
+        user: &str,
+        password: &str,
+        tls: Option<&BackendTls>,
+        schema: &str,
+        table: &str,
+    ) -> Result<Table, String> {
         let conn = BackendConn::connect(
             Rc::from(address),
             Rc::from(address),
             user,
             password,
             Duration::from_secs(5),
-            None,
+            tls,
         )
         .await
         .map_err(|e| e.into_reason())?;
@@ -88,6 +101,27 @@ impl Table {
             )),
         }
     }
+}
+
+/// Estimated rows and data bytes of the table (`information_schema.TABLES`).
+pub async fn table_stats(t: &mut Table) -> Result<(u64, u64), String> {
+    let sql = format!(
+        "SELECT TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{}'",
+        t.table.replace('\\', "\\\\").replace('\'', "''")
+    );
+    let r = t.query(&sql).await?;
+    let row = r
+        .first()
+        .ok_or_else(|| format!("table `{}` does not exist", t.table))?;
+    let num = |i: usize| {
+        row.get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((num(0), num(1)))
 }
 
 /// What one copy did.
