@@ -166,6 +166,7 @@ fn copy_under_dual_writes_then_verify() {
         let stop = AtomicBool::new(false);
 
         let copier = async {
+            let started = std::time::Instant::now();
             let mut rows = 0;
             for t in copy_old.iter_mut() {
                 let st = copy_partition(
@@ -184,6 +185,12 @@ fn copy_under_dual_writes_then_verify() {
                 rows += st.rows;
             }
             copying.set(false);
+            // Reported, not asserted (a debug build, with the writer competing for the locks).
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "copy: {rows} rows in {secs:.3} s ({:.0} rows/s, batches of 20)",
+                rows as f64 / secs
+            );
             rows
         };
         let writer = async {
