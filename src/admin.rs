@@ -27,8 +27,12 @@ const HELP: &[&str] = &[
     "COMMANDSTATS [listener]      per-command calls, errors, reply bytes, latency percentiles",
     "SHOW DIGESTS [n]             MySQL query digests: top n by total time (count, errors, rows, avg/p99/max latency)",
     "DIGESTS RESET                forget the digest counters",
+    "DIGESTS DUMP [n]             top n digests as tab-separated lines with histograms (the center merges these)",
     "SHOW SLOWLOG [n]             the n latest slow MySQL statements (threshold: slow_query_ms)",
     "SLOWLOG THRESHOLD <ms>       change the slow-query threshold until the next reload",
+    "CACHE INSIGHTS [group]       Redis servers' INFO per group: hit ratio, memory/key balance, keys without TTL, advice",
+    "INDEX ADVICE [n]             EXPLAIN the top n MySQL digests by total time on a replica, propose indexes",
+    "SHOW THREADS                 every thread (executors furrow-N included): state, CPU, switches, wait channel, kernel stack",
     "SHOW POOLS                   MySQL backend pools per executor: open, idle, limit, created",
     "SHOW AUDIT                   audit log files: records written and dropped (queue full)",
     "BACKEND OFFLINE <name>       stop sending new requests to a backend (name, group/name or address)",
@@ -78,6 +82,37 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
     loop {
         loop {
             match decoder.decode(&mut input) {
+                Ok(Some(cmd))
+                    if authed
+                        && arg_upper(&cmd, 0) == "INDEX"
+                        && arg_upper(&cmd, 1) == "ADVICE" =>
+                {
+                    // Talks to servers: on a blocking thread, never on this runtime's workers.
+                    let (n, snap) = (count_arg(&cmd, 2, 10), control.shared.snapshots.current());
+                    let digests = proxy_mysql::digests(&control.shared).0;
+                    let run = move || crate::advice::run(&snap.config, digests, n);
+                    match tokio::task::spawn_blocking(run).await {
+                        Ok(t) => write_bulk(&mut out, t.as_bytes()),
+                        Err(e) => {
+                            write_error(&mut out, format!("ERR index advice: {e}").as_bytes())
+                        }
+                    }
+                }
+                Ok(Some(cmd))
+                    if authed
+                        && arg_upper(&cmd, 0) == "CACHE"
+                        && arg_upper(&cmd, 1) == "INSIGHTS" =>
+                {
+                    let snap = control.shared.snapshots.current();
+                    let only = cmd.arg(2).map(|a| String::from_utf8_lossy(a).into_owned());
+                    let run = move || crate::cache_insight::run(&snap.config, only.as_deref());
+                    match tokio::task::spawn_blocking(run).await {
+                        Ok(t) => write_bulk(&mut out, t.as_bytes()),
+                        Err(e) => {
+                            write_error(&mut out, format!("ERR cache insights: {e}").as_bytes())
+                        }
+                    }
+                }
                 Ok(Some(cmd)) => {
                     if execute(&control, &cmd, &mut authed, &mut out) == Flow::Close {
                         let _ = stream.write_all(&out).await;
@@ -175,6 +210,10 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
             out,
             digests_table(control, count_arg(cmd, 2, 20)).as_bytes(),
         ),
+        ("DIGESTS", "DUMP") => write_bulk(
+            out,
+            digests_dump(control, count_arg(cmd, 2, 1000)).as_bytes(),
+        ),
         ("DIGESTS", "RESET") => {
             proxy_mysql::reset_digests(&control.shared);
             write_simple(out, b"OK");
@@ -204,6 +243,7 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
             Ok(text) => write_bulk(out, text.as_bytes()),
             Err(e) => write_error(out, format!("ERR {e}").as_bytes()),
         },
+        ("SHOW", "THREADS") => write_bulk(out, crate::threads::snapshot().as_bytes()),
         ("SHOW", "POOLS") => write_bulk(out, pools_table(control).as_bytes()),
         ("SHOW", "AUDIT") => {
             let mut t = format!("{:<48} {:>12} {:>10}\n", "FILE", "WRITTEN", "DROPPED");
@@ -407,7 +447,7 @@ impl BackendRow {
                     address: b.address.clone(),
                     role: b.role.as_str(),
                     state: b.state_word(),
-                    usable: b.usable(),
+                    usable: b.state_word() == "up",
                     weight: u64::from(b.weight.load(Relaxed)),
                     requests: b.requests.load(Relaxed),
                     errors: b.errors.load(Relaxed),
@@ -456,6 +496,31 @@ fn digests_table(control: &Control, n: usize) -> String {
         let _ = writeln!(
             s,
             "({overflow} executions not tracked: the digest table is full)"
+        );
+    }
+    s
+}
+
+/// `DIGESTS DUMP`: `# furrow-digests v1 overflow=N`, then per digest (top n by total time)
+/// `HASH COUNT ERRORS ROWS TOTAL_US MAX_US H0,..,H19 TEXT`, tab-separated (the text last: it is the
+/// only field that may hold spaces). Read by the center's fleet-wide digest view.
+fn digests_dump(control: &Control, n: usize) -> String {
+    let (mut digests, overflow) = proxy_mysql::digests(&control.shared);
+    digests.sort_by_key(|d| std::cmp::Reverse(d.total_us));
+    let mut s = format!("# furrow-digests v1 overflow={overflow}\n");
+    for d in digests.iter().take(n) {
+        let hist: Vec<String> = d.hist.iter().map(u64::to_string).collect();
+        let text = d.text.replace(['\t', '\n', '\r'], " ");
+        let _ = writeln!(
+            s,
+            "{:x}\t{}\t{}\t{}\t{}\t{}\t{}\t{text}",
+            d.hash,
+            d.count,
+            d.errors,
+            d.rows,
+            d.total_us,
+            d.max_us,
+            hist.join(",")
         );
     }
     s

@@ -17,6 +17,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod advice;
+mod cache_insight;
 mod health;
 mod logging;
 mod metrics;
@@ -25,6 +27,7 @@ mod registry;
 mod reshard;
 mod sandbox;
 mod slots;
+mod threads;
 mod upgrade;
 
 #[global_allocator]

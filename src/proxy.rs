@@ -351,6 +351,9 @@ impl Control {
 
     /// Asks every executor to stop accepting and finish.
     pub fn shutdown(&self) {
+        if let Some(r) = &self.registry {
+            r.deregister();
+        }
         self.shutdown_tx.send_replace(true);
         if let Ok(mut h) = self.handover.lock() {
             h.clear();
@@ -534,6 +537,7 @@ pub fn start_with(
         drain_announced: Default::default(),
     });
     if let Some(r) = &control.registry {
+        r.register_listeners(&current.config);
         let weak = Arc::downgrade(&control);
         r.follow(Box::new(move || {
             if let Some(c) = weak.upgrade() {

@@ -20,12 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use control::client::ApiClient;
-use control::registry::client::{DiscoverOptions, Discoverer};
+use control::registry::client::{DiscoverOptions, Discoverer, Registration};
 use control::registry::model::Discovery;
+use control::registry::ops::InstanceInput;
 use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
+use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
-    Config, Endpoint, Governance, IpNet, MysqlRule, RegistrySettings, RuleAction, RulePer,
-    SourceList,
+    Config, Endpoint, Governance, IpNet, MysqlRule, RatioBreaker, RegistrySettings, RuleAction,
+    RulePer, SourceList,
 };
 
 /// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
@@ -48,6 +50,14 @@ pub struct RegistryBackends {
     refused: Arc<AtomicU64>,
     /// What the governance rules of the last published config enforce.
     governed: Mutex<Governed>,
+    /// The token service client of the rule set version in force (cluster-wide limits).
+    cluster: Mutex<Option<(u64, Arc<ClusterTokens>)>>,
+    /// Its counters, over every version.
+    token_stats: Arc<TokenStats>,
+    /// The proxy's listeners registered as instances of its service (`register = true`).
+    registrations: Mutex<Vec<Registration>>,
+    /// Set at shutdown: registrations still being retried give up, late ones are undone.
+    deregistering: std::sync::atomic::AtomicBool,
 }
 
 /// The governance rules of the proxy's own service as last applied: the version and, per rule kind,
@@ -140,6 +150,10 @@ impl RegistryBackends {
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
             governed: Mutex::default(),
+            cluster: Mutex::default(),
+            token_stats: Arc::default(),
+            registrations: Mutex::default(),
+            deregistering: Default::default(),
         });
         let resolved = me.resolve(base)?;
         Ok((me, resolved))
@@ -271,7 +285,8 @@ impl RegistryBackends {
         };
         let mut resolved = base.with_endpoints(&lookup)?;
         if self.settings.service.is_some() {
-            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused);
+            let tokens = rules.as_ref().and_then(|r| self.cluster_tokens(r));
+            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused, tokens);
             if let Ok(mut g) = self.governed.lock() {
                 *g = governed;
             }
@@ -316,6 +331,146 @@ impl RegistryBackends {
             }
         });
         Ok(d)
+    }
+
+    /// Registers the listeners of `config` as instances of the proxy's own service (`[registry]
+    /// register = true`): address (`advertise` for wildcard binds), version, tags `kind` and
+    /// `listener`; heartbeats from the client library's thread. A thread of its own retries every
+    /// second while the center is unreachable, so start-up never waits for it.
+    pub fn register_listeners(self: &Arc<Self>, config: &Config) {
+        let (true, Some(service)) = (self.settings.register, self.settings.service.clone()) else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for l in &config.listeners {
+            let ip = match (l.address.ip().is_unspecified(), &self.settings.advertise) {
+                (false, _) => l.address.ip().to_string(),
+                (true, Some(a)) => a.clone(),
+                (true, None) => {
+                    tracing::warn!(listener = %l.name, "not registered: bound to a wildcard address and [registry] advertise is not set");
+                    continue;
+                }
+            };
+            if l.address.port() == 0 {
+                continue;
+            }
+            pending.push(InstanceInput {
+                ip,
+                port: l.address.port(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                tags: [
+                    ("kind".to_string(), l.kind.as_str().to_string()),
+                    ("listener".to_string(), l.name.clone()),
+                ]
+                .into(),
+                metadata: [("proxy".to_string(), "furrow".to_string())].into(),
+                ..Default::default()
+            });
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("furrow-register".into())
+            .spawn(move || {
+                while !pending.is_empty() && !me.deregistering.load(Ordering::Relaxed) {
+                    pending.retain(|input| {
+                        let r = Registration::start(
+                            me.api.clone(),
+                            &me.settings.env,
+                            &service,
+                            input.clone(),
+                            None,
+                        );
+                        match r {
+                            Ok(reg) => {
+                                tracing::info!(service = %service, instance = %reg.instance.id, "registered");
+                                if let Ok(mut v) = me.registrations.lock() {
+                                    v.push(reg);
+                                }
+                                false
+                            }
+                            Err(e) => {
+                                tracing::warn!(service = %service, "registration failed, retrying: {e}");
+                                true
+                            }
+                        }
+                    });
+                    if !pending.is_empty() {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                // A shutdown that came while registering: undo what registered meanwhile.
+                if me.deregistering.load(Ordering::Relaxed) {
+                    me.deregister();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("registration thread: {e}");
+        }
+    }
+
+    /// Stops heartbeats and removes the proxy's instances from the registry (graceful shutdown: clients
+    /// that discover the proxy stop getting it before it drains). Safe to call from async code.
+    pub fn deregister(&self) {
+        self.deregistering.store(true, Ordering::Relaxed);
+        let regs: Vec<Registration> = self
+            .registrations
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        if regs.is_empty() {
+            return;
+        }
+        // The client library blocks on a runtime of its own: not on the caller's.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for r in regs {
+                    let id = r.instance.id.clone();
+                    match r.deregister() {
+                        Ok(()) => tracing::info!(instance = %id, "deregistered"),
+                        Err(e) => tracing::warn!(instance = %id, "deregistration failed: {e}"),
+                    }
+                }
+            });
+        });
+    }
+
+    /// The instances this proxy registered (ids).
+    pub fn registered(&self) -> Vec<String> {
+        self.registrations
+            .lock()
+            .map(|v| v.iter().map(|r| r.instance.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The token service client for `rules` (one per rule set version, kept while it is in force); None
+    /// when no rule is cluster-wide.
+    fn cluster_tokens(&self, rules: &RuleSet) -> Option<Arc<ClusterTokens>> {
+        let mut c = self.cluster.lock().ok()?;
+        if let Some((v, t)) = c.as_ref()
+            && *v == rules.version
+        {
+            return Some(t.clone());
+        }
+        let client = format!(
+            "proxy-{}-{}",
+            std::process::id(),
+            control::model::now_ms() % 1_000_000_000
+        );
+        let t = ClusterTokens::start(self.api.clone(), rules, &client, self.token_stats.clone())
+            .map(Arc::new);
+        *c = t.clone().map(|t| (rules.version, t));
+        t
+    }
+
+    /// The cluster-wide limits' counters (over every rule set version) and whether the center answered
+    /// the last token request (None: no cluster-wide rule in force).
+    pub fn tokens(&self) -> (&TokenStats, Option<bool>) {
+        let online = self
+            .cluster
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|(_, t)| t.online()));
+        (&self.token_stats, online)
     }
 
     /// What the governance rules in force enforce.
@@ -386,6 +541,15 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
     if r.settings.service.is_none() {
         return;
     }
+    if r.settings.register {
+        let _ = writeln!(
+            s,
+            "# HELP furrow_registry_registered_instances Listeners of this proxy registered as instances of its service.\n\
+             # TYPE furrow_registry_registered_instances gauge\n\
+             furrow_registry_registered_instances {}",
+            r.registered().len()
+        );
+    }
     let g = r.governed();
     let _ = writeln!(
         s,
@@ -410,6 +574,29 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
          furrow_governance_refused_total {}",
         r.refused()
     );
+    let (t, online) = r.tokens();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_cluster_calls_total Calls decided by cluster-wide limits: with a leased token, refused (the cluster budget was spent), or by the local share while the center is unreachable.\n\
+         # TYPE furrow_governance_cluster_calls_total counter\n\
+         furrow_governance_cluster_calls_total{{result=\"leased\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"refused\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"fallback\"}} {}\n\
+         furrow_governance_cluster_calls_total{{result=\"fallback_refused\"}} {}\n\
+         # HELP furrow_governance_token_errors_total Token requests to the center that failed.\n\
+         # TYPE furrow_governance_token_errors_total counter\n\
+         furrow_governance_token_errors_total {}\n\
+         # HELP furrow_governance_token_service_up Whether the center answered the last token request (absent: no cluster-wide rule).\n\
+         # TYPE furrow_governance_token_service_up gauge",
+        t.leased.load(Ordering::Relaxed),
+        t.refused.load(Ordering::Relaxed),
+        t.fallback.load(Ordering::Relaxed),
+        t.fallback_refused.load(Ordering::Relaxed),
+        t.errors.load(Ordering::Relaxed),
+    );
+    if let Some(up) = online {
+        let _ = writeln!(s, "furrow_governance_token_service_up {}", up as u8);
+    }
 }
 
 /// Translates the proxy's governance rules into the config the data path enforces, and says what it
@@ -419,13 +606,20 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 ///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
 /// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
 ///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
-///   `qps` rounds up; `warm_up` and `queue` controls and `cluster` budgets act as plain local limits.
+///   `qps` rounds up; `warm_up` and `queue` controls act as plain local limits; `cluster` QPS budgets
+///   take their tokens from the center's token service through `tokens` (local share as fallback).
 ///   Redis listeners do not enforce them yet.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
-///   for `open_ms`; the ratio strategies are not enforced by proxies.
+///   for `open_ms`. The first `error_ratio` / `slow_ratio` rule: a sliding-window breaker on every
+///   backend with a half-open probe (`runtime::backend`); further ratio rules are not enforced.
 /// - `route` rules do not apply to proxies.
-pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<AtomicU64>) -> Governed {
+pub fn apply_rules(
+    c: &mut Config,
+    rules: Option<&RuleSet>,
+    refused: &Arc<AtomicU64>,
+    tokens: Option<Arc<ClusterTokens>>,
+) -> Governed {
     let Some(rs) = rules else {
         c.proxy.governance = None;
         return Governed::default();
@@ -433,6 +627,7 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
     let mut sources = Vec::new();
     let mut limits = Vec::new();
     let mut breaker = None;
+    let mut ratio = None;
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
     for (i, r) in rs.rules.iter().enumerate() {
         match r {
@@ -457,8 +652,18 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
                 concurrency,
                 scope,
                 only,
+                cluster,
                 ..
             } => {
+                let budget = tokens
+                    .as_ref()
+                    .filter(|t| *cluster && t.covers(i))
+                    .map(|t| {
+                        Arc::new(RuleBudget {
+                            tokens: t.clone(),
+                            rule: i,
+                        }) as Arc<dyn router::config::ClusterBudget>
+                    });
                 limits.push(MysqlRule {
                     pattern: "*".into(),
                     action: RuleAction::Limit,
@@ -470,9 +675,16 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
                         LimitScope::Caller | LimitScope::User => RulePer::User,
                     },
                     message: Some(format!(
-                        "(governance rule {i} of {}, version {})",
-                        rs.service, rs.version
+                        "(governance rule {i} of {}, version {}{})",
+                        rs.service,
+                        rs.version,
+                        if budget.is_some() {
+                            ", cluster-wide"
+                        } else {
+                            ""
+                        }
                     )),
+                    cluster: budget,
                 });
                 limit.0 += 1;
             }
@@ -486,6 +698,24 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
                     threshold.ceil().clamp(1.0, 1_000_000.0) as u32,
                     std::time::Duration::from_millis((*open_ms).max(1)),
                 ));
+                brk.0 += 1;
+            }
+            Rule::CircuitBreaker {
+                strategy,
+                threshold,
+                window_ms,
+                min_calls,
+                slow_ms,
+                open_ms,
+            } if ratio.is_none() => {
+                ratio = Some(RatioBreaker {
+                    slow_ms: (*strategy == BreakerStrategy::SlowRatio)
+                        .then(|| slow_ms.unwrap_or(0)),
+                    threshold: *threshold,
+                    window_ms: *window_ms,
+                    min_calls: *min_calls,
+                    open_ms: *open_ms,
+                });
                 brk.0 += 1;
             }
             Rule::CircuitBreaker { .. } => brk.1 += 1,
@@ -509,6 +739,7 @@ pub fn apply_rules(c: &mut Config, rules: Option<&RuleSet>, refused: &Arc<Atomic
         version: rs.version,
         sources,
         refused: refused.clone(),
+        breaker: ratio,
     }));
     Governed {
         version: rs.version,
@@ -565,7 +796,7 @@ rules = [{ match = "DELETE *", action = "deny" }]
             ..Default::default()
         };
         let refused = Arc::default();
-        let g = apply_rules(&mut c, Some(&rs), &refused);
+        let g = apply_rules(&mut c, Some(&rs), &refused, None);
         assert_eq!(g.version, 7);
         assert_eq!(
             g.kinds,
@@ -593,7 +824,10 @@ rules = [{ match = "DELETE *", action = "deny" }]
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
         assert_eq!(refused.load(Ordering::Relaxed), 1);
         // No rule set: no governance.
-        assert_eq!(apply_rules(&mut c, None, &refused), Governed::default());
+        assert_eq!(
+            apply_rules(&mut c, None, &refused, None),
+            Governed::default()
+        );
         assert!(c.proxy.governance.is_none());
     }
 }

@@ -1050,6 +1050,204 @@ fn redis_and_http_jobs() {
     assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
 
+/// A child process killed on drop (the test's HTTPS server).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HTTP items over HTTPS: a real TLS server (Python's `ssl`, a certificate of a private CA made by
+/// `openssl`) answers when the job names that CA (and sees the item's `traceparent` header); without it
+/// the worker refuses the unknown issuer; a CA file on an `http://` URL is refused at save.
+#[test]
+fn http_items_over_https_verify_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA and a server certificate it signed (for 127.0.0.1), made by the openssl CLI.
+    let d = dir.path();
+    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=furrow-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out srv.csr",
+        "x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let st = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args}");
+    }
+    let port = testkit::reserve_port().unwrap();
+    let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.headers.get("traceparent") or "none").encode()
+        self.send_response(200 if self.path == "/ok" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+    // The lease stays held (by `port`) while the server uses the port.
+    let p = port.port();
+    let _srv = KillOnDrop(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(p.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for("the HTTPS server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", p)).ok()
+    });
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let url = format!("https://127.0.0.1:{p}/ok");
+    let run_job = |name: &str, kind: Json| -> Json {
+        put_job(&api, name, json!({"app": "shop", "kind": kind}));
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_run_end(&api, name, &run, Duration::from_secs(20))
+    };
+    let r = run_job(
+        "trusted",
+        json!({"type": "http", "method": "GET", "url": url, "ca_file": ca.display().to_string()}),
+    );
+    let it = &r["item_list"][0];
+    assert_eq!(
+        (r["state"].as_str(), it["exit_code"].as_i64()),
+        (Some("ok"), Some(200)),
+        "{r}"
+    );
+    assert!(
+        it["result"].as_str().unwrap().starts_with("00-"),
+        "the traceparent header: {r}"
+    );
+    let r = run_job(
+        "missing",
+        json!({"type": "http", "method": "GET", "url": format!("https://127.0.0.1:{p}/nope"),
+               "ca_file": ca.display().to_string()}),
+    );
+    assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
+    let r = run_job(
+        "untrusted",
+        json!({"type": "http", "method": "GET", "url": url}),
+    );
+    assert_eq!(r["state"], "failed", "{r}");
+    let why = r["item_list"][0]["result"].as_str().unwrap();
+    assert!(
+        why.contains("TLS handshake") || why.contains("CA bundle"),
+        "{why}"
+    );
+    let (status, e) = api.err(
+        "PUT",
+        "/v1/jobs/DEV/plain",
+        Some(
+            json!({"app": "shop", "kind": {"type": "http", "url": "http://127.0.0.1:1/",
+                     "ca_file": "/etc/ssl/x.pem"}}),
+        ),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["field"], "kind/ca_file", "{e}");
+}
+
+/// Every run is a trace: a root span for the run and a span per item attempt (service `furrow-jobs`) in the
+/// node's trace store; each shell item gets its span as `TRACEPARENT`, so what it traces joins the run.
+#[test]
+fn every_run_is_a_trace_with_a_span_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    put_job(
+        &api,
+        "traced",
+        json!({"app": "shop", "items": [{"n": 0}, {"n": 1}],
+               "kind": {"type": "shell", "command": "echo \"tp=$TRACEPARENT\"; test \"$FURROW_ITEM\" = 0"}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/traced/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "traced", &run, Duration::from_secs(30));
+    assert_eq!(r["state"], "failed", "item 1 exits 1: {r}");
+    // Each item saw its own span of one trace.
+    let tps: Vec<Vec<String>> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|it| {
+            let log = it["log"].as_str().unwrap();
+            let tp = log
+                .lines()
+                .find_map(|l| l.strip_prefix("tp="))
+                .unwrap_or_else(|| panic!("no traceparent in {log:?}"));
+            tp.split('-').map(str::to_string).collect()
+        })
+        .collect();
+    assert_eq!(tps.len(), 2);
+    for tp in &tps {
+        assert_eq!(tp.len(), 4, "{tp:?}");
+        assert_eq!((tp[0].as_str(), tp[3].as_str()), ("00", "01"));
+    }
+    assert_eq!(tps[0][1], tps[1][1], "one trace per run");
+    assert_ne!(tps[0][2], tps[1][2], "a span per item");
+    let trace = &tps[0][1];
+    let t = wait_for("the run's trace", Duration::from_secs(10), || {
+        api.call("GET", &format!("/v1/trace/traces/{trace}"), None)
+            .ok()
+            .filter(|t| t["spans"] == 3)
+    });
+    let roots = t["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{t}");
+    let root = &roots[0];
+    assert_eq!(root["service"], "furrow-jobs", "{t}");
+    assert_eq!(root["name"], "job DEV/traced", "{t}");
+    assert_eq!(root["status"], "error", "{t}");
+    assert_eq!(root["attributes"]["furrow.cause"], "manual", "{t}");
+    let kids = root["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 2, "{t}");
+    for k in kids {
+        let idx = k["attributes"]["furrow.item"].as_i64().unwrap() as usize;
+        assert_eq!(k["span_id"], tps[idx][2].as_str(), "{t}");
+        assert_eq!(k["attributes"]["furrow.worker"], "w1", "{t}");
+        assert_eq!(k["status"], if idx == 0 { "ok" } else { "error" }, "{t}");
+    }
+}
+
 /// A shell item runs under its job's memory as the address-space limit: within it an allocation works,
 /// beyond it the process fails (here Python's `MemoryError`).
 #[test]
@@ -1058,10 +1256,37 @@ fn shell_items_run_under_their_memory_limit() {
     let n = sqlite_node(dir.path());
     let api = Api::new(&n.base, TOKEN);
     setup(&api);
-    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    // `FURROW_TEST_CGROUP`: a delegated cgroup v2 directory (memory and cpu controllers, no processes) to
+    // test the cgroup path; without it the worker is given a directory that is no cgroup and must say so
+    // and fall back to RLIMIT_AS.
+    let cgroup = std::env::var("FURROW_TEST_CGROUP").ok();
+    let not_cgroup = dir.path().join("not-a-cgroup");
+    std::fs::create_dir(&not_cgroup).unwrap();
+    let cg_arg = cgroup
+        .clone()
+        .unwrap_or_else(|| not_cgroup.display().to_string());
+    let w1 = worker(dir.path(), &n.base, "w1", &["--cgroup", &cg_arg]);
     wait_for("w1", Duration::from_secs(20), || {
         (live_workers(&api) == 1).then_some(())
     });
+    let said = wait_for(
+        "the worker's limits message",
+        Duration::from_secs(10),
+        || {
+            w1.log()
+                .lines()
+                .find(|l| l.contains("shell items"))
+                .map(str::to_string)
+        },
+    );
+    if cgroup.is_some() {
+        assert!(said.contains("cgroup v2 limits"), "{said}");
+    } else {
+        assert!(
+            said.contains("RLIMIT_AS only") && said.contains("not on a cgroup v2 file system"),
+            "{said}"
+        );
+    }
     for (name, mb, want) in [("fits", 16, "ok"), ("overflows", 512, "failed")] {
         put_job(
             &api,
@@ -1076,13 +1301,17 @@ fn shell_items_run_under_their_memory_limit() {
         let r = wait_run_end(&api, name, &run, Duration::from_secs(20));
         assert_eq!(r["state"], want, "{r}");
         if want == "failed" {
-            assert!(
-                r["item_list"][0]["log"]
-                    .as_str()
-                    .unwrap()
-                    .contains("MemoryError"),
-                "{r}"
-            );
+            let it = &r["item_list"][0];
+            if cgroup.is_some() {
+                // The kernel's OOM killer ends it at memory.max; the result says so.
+                assert!(
+                    it["result"].as_str().unwrap().contains("memory limit")
+                        || it["log"].as_str().unwrap().contains("MemoryError"),
+                    "{r}"
+                );
+            } else {
+                assert!(it["log"].as_str().unwrap().contains("MemoryError"), "{r}");
+            }
         }
     }
 }

@@ -580,10 +580,10 @@ fn proxy_enforces_governance_rules_of_its_service() {
     assert_eq!(
         metric(
             ports.metrics,
-            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"no\"} "
+            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"yes\"} "
         ),
         Some(1),
-        "ratio breakers are not enforced by proxies, and say so"
+        "a ratio breaker is enforced on every backend"
     );
     // Redis is not rate limited.
     assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
@@ -630,4 +630,375 @@ fn proxy_enforces_governance_rules_of_its_service() {
     });
     assert_eq!(redis_cli(ports.redis, &["PING"]), "PONG");
     assert_eq!(burst(ports.mysql, 30).1, 0);
+}
+
+/// `SELECT 1` as user `app` on one connection for `SECS` seconds, 5 ms apart: prints `ok refused`
+/// (refusals are ERR 1226; other errors fail the script).
+const PACED: &str = r#"
+import os, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                    password=os.environ["PASSWORD"], autocommit=True)
+ok, refused = 0, 0
+end = time.monotonic() + float(os.environ["SECS"])
+while time.monotonic() < end:
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        ok += 1
+    except pymysql.err.OperationalError as e:
+        if e.args[0] != 1226:
+            raise
+        refused += 1
+    time.sleep(0.005)
+print(ok, refused)
+"#;
+
+/// Runs `PACED` against every port at once for `secs`; returns the statements admitted per port and
+/// the seconds the runs took together.
+fn paced(ports: &[u16], secs: f64) -> (Vec<u32>, f64) {
+    let t0 = std::time::Instant::now();
+    let children: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+                .arg("-c")
+                .arg(PACED)
+                .env("MPORT", p.to_string())
+                .env("PASSWORD", SECRET)
+                .env("SECS", secs.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python")
+        })
+        .collect();
+    let ok = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("python");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut it = text.split_whitespace();
+            let ok: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let refused: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            assert!(refused > 0, "the limit was never reached: {text}");
+            ok
+        })
+        .collect();
+    (ok, t0.elapsed().as_secs_f64())
+}
+
+/// A cluster-wide limit (`"cluster": true`) is one budget for two proxies of the same service: they take
+/// leases of tokens from the center's token service and together stay within it. With the center
+/// killed, each falls back to its share (the limit divided by the proxies the center last counted).
+#[test]
+fn two_proxies_share_a_cluster_wide_limit_and_fall_back_to_their_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let mut center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let qps = 10.0;
+    center.call(
+        "PUT",
+        "/v1/registry/DEV/services/edge-proxy/rules",
+        Some(serde_json::json!({"version": 0, "rules": [
+            {"kind": "rate_limit", "qps": qps, "cluster": true}]})),
+    );
+    let mut proxies = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..2 {
+        let leases: Vec<_> = (0..4)
+            .map(|_| testkit::reserve_port().expect("port"))
+            .collect();
+        let ports = Ports {
+            redis: leases[0].port(),
+            mysql: leases[1].port(),
+            admin: leases[2].port(),
+            metrics: leases[3].port(),
+        };
+        drop(leases);
+        let config = proxy_config(cport.port(), &dir.path().join(format!("snap{i}")), &ports)
+            .replace(
+                "env = \"DEV\"\n",
+                "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+            );
+        proxies.push(FurrowProcess::start(&config, ports.admin));
+        all.push(ports);
+    }
+    for p in &all {
+        wait_until(Duration::from_secs(5), || {
+            metric(p.metrics, "furrow_governance_token_service_up ") == Some(1)
+        });
+    }
+    let mysql: Vec<u16> = all.iter().map(|p| p.mysql).collect();
+    let (ok, secs) = paced(&mysql, 3.0);
+    let total: u32 = ok.iter().sum();
+    // One budget: one second of burst plus the rate, plus one lease per proxy (200 ms of its share; the
+    // whole rate's before the center counted two clients). Two local limits would have admitted about
+    // twice as much.
+    let most = qps * (secs + 1.0) + 2.0 * (qps * 0.2).ceil();
+    eprintln!("cluster-wide: {ok:?} admitted in {secs:.2}s (at most {most})");
+    assert!(f64::from(total) <= most, "{ok:?} in {secs:.2}s");
+    assert!(f64::from(total) >= qps * secs * 0.5, "{ok:?} in {secs:.2}s");
+    assert!(ok.iter().all(|n| *n > 0), "{ok:?}");
+    for p in &all {
+        assert!(
+            metric(
+                p.metrics,
+                "furrow_governance_cluster_calls_total{result=\"leased\"} "
+            ) > Some(0)
+        );
+    }
+
+    // The center dies: each proxy falls back to half the limit.
+    let _ = center.child.kill();
+    let _ = center.child.wait();
+    for p in &all {
+        wait_until(Duration::from_secs(10), || {
+            // Statements wake the token fetcher, whose requests now fail.
+            let _ = burst(p.mysql, 3);
+            metric(p.metrics, "furrow_governance_token_service_up ") == Some(0)
+        });
+    }
+    let (ok, secs) = paced(&mysql, 3.0);
+    let share = qps / 2.0;
+    eprintln!("fallback: {ok:?} admitted in {secs:.2}s (share {share}/s each)");
+    for n in &ok {
+        assert!(
+            f64::from(*n) <= share * (secs + 1.0) + 1.0,
+            "{ok:?} in {secs:.2}s"
+        );
+        assert!(f64::from(*n) >= share * secs * 0.5, "{ok:?} in {secs:.2}s");
+    }
+    for p in &all {
+        assert!(
+            metric(
+                p.metrics,
+                "furrow_governance_cluster_calls_total{result=\"fallback\"} "
+            ) > Some(0)
+        );
+    }
+    drop(proxies);
+}
+
+/// The instances of the proxy's own service in the registry: (id, kind tag, version).
+fn own_instances(center: &Center) -> Vec<(String, String, String)> {
+    let v = center.call("GET", "/v1/registry/DEV/services/edge-proxy", None);
+    let mut out: Vec<_> = v["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    (
+                        i["id"].as_str().unwrap_or("").to_string(),
+                        i["tags"]["kind"].as_str().unwrap_or("").to_string(),
+                        i["version"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `[registry] register = true`: each proxy registers its listeners as instances of its own service
+/// (with the furrow version and the listener kind) and removes them on a graceful shutdown (SIGTERM),
+/// while another proxy's instances stay. The backends are addresses where nothing listens: registration
+/// does not depend on them.
+#[test]
+fn proxies_register_their_listeners_and_deregister_on_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    let nowhere = testkit::reserve_port().expect("port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nowhere.port()).parse().unwrap();
+    center.register("cache", "r0", addr);
+    center.register("db-primary", "primary", addr);
+    let mut proxies = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..2 {
+        let leases: Vec<_> = (0..4)
+            .map(|_| testkit::reserve_port().expect("port"))
+            .collect();
+        let ports = Ports {
+            redis: leases[0].port(),
+            mysql: leases[1].port(),
+            admin: leases[2].port(),
+            metrics: leases[3].port(),
+        };
+        drop(leases);
+        let config = proxy_config(cport.port(), &dir.path().join(format!("snap{i}")), &ports)
+            .replace(
+                "env = \"DEV\"\n",
+                "env = \"DEV\"\nservice = \"edge-proxy\"\nregister = true\n",
+            );
+        proxies.push(FurrowProcess::start(&config, ports.admin));
+        all.push(ports);
+    }
+    let id = |port: u16| format!("127.0.0.1-{port}");
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let mut want: Vec<_> = all
+        .iter()
+        .flat_map(|p| {
+            [
+                (id(p.redis), "redis".to_string(), version.clone()),
+                (id(p.mysql), "mysql".to_string(), version.clone()),
+            ]
+        })
+        .collect();
+    want.sort();
+    wait_until(Duration::from_secs(10), || own_instances(&center) == want);
+    // Healthy: they beat.
+    let d = center.call("GET", "/v1/registry/DEV/services/edge-proxy/discover", None);
+    assert_eq!(d["instances"].as_array().map(|a| a.len()), Some(4), "{d}");
+    assert_eq!(
+        metric(all[0].metrics, "furrow_registry_registered_instances "),
+        Some(2)
+    );
+
+    // A graceful shutdown of the first proxy removes its two instances, and only those.
+    proxies[0].signal(libc::SIGTERM);
+    let rest: Vec<_> = want
+        .iter()
+        .filter(|(i, _, _)| *i == id(all[1].redis) || *i == id(all[1].mysql))
+        .cloned()
+        .collect();
+    wait_until(Duration::from_secs(10), || own_instances(&center) == rest);
+}
+
+/// Statements on one PyMySQL connection: prints one word per statement, `ok` or the error code
+/// (`-` separates the groups of `Q`, which are separated by `;` and preceded by a pause of `PAUSE` s).
+const STEPS: &str = r#"
+import os, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["MPORT"]), user="app",
+                    password=os.environ["PASSWORD"], autocommit=True)
+out, first = [], ""
+for i, group in enumerate(os.environ["Q"].split(";")):
+    if i:
+        time.sleep(float(os.environ["PAUSE"]))
+        out.append("-")
+    for q in group.split("|"):
+        try:
+            with c.cursor() as cur:
+                cur.execute(q)
+                cur.fetchall()
+            out.append("ok")
+        except pymysql.err.MySQLError as e:
+            out.append(str(e.args[0]))
+            first = first or e.args[1]
+print(" ".join(out))
+print(first)
+"#;
+
+/// A slow-call-ratio circuit breaker published to a running proxy: slow statements on the primary open
+/// it (statements are refused with the usual "ejected" error, not sent), and after `open_ms` one probe
+/// statement closes it again.
+#[test]
+fn a_slow_ratio_breaker_opens_on_slow_statements_and_a_probe_closes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    let nowhere = testkit::reserve_port().expect("port");
+    center.register(
+        "cache",
+        "r0",
+        format!("127.0.0.1:{}", nowhere.port()).parse().unwrap(),
+    );
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports).replace(
+        "env = \"DEV\"\n",
+        "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+    );
+    let _proxy = FurrowProcess::start(&config, ports.admin);
+    center.call(
+        "PUT",
+        "/v1/registry/DEV/services/edge-proxy/rules",
+        Some(serde_json::json!({"version": 0, "rules": [
+            {"kind": "circuit_breaker", "strategy": "slow_ratio", "threshold": 0.5,
+             "window_ms": 60000, "min_calls": 4, "slow_ms": 50, "open_ms": 1500}]})),
+    );
+    wait_until(Duration::from_secs(5), || {
+        metric(ports.metrics, "furrow_governance_rules_version ") == Some(1)
+    });
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"yes\"} "
+        ),
+        Some(1)
+    );
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(STEPS)
+        .env("MPORT", ports.mysql.to_string())
+        .env("PASSWORD", SECRET)
+        .env("PAUSE", "2")
+        .env(
+            "Q",
+            [["SELECT SLEEP(0.1)"; 6].join("|"), "SELECT 1".into()].join("|")
+                + ";SELECT 1|SELECT 1|SELECT 1",
+        )
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let words: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    let msg = lines.next().unwrap_or("");
+    let (before, after) = words.split_at(words.iter().position(|w| *w == "-").expect("groups"));
+    // At least two slow statements ran before the window had min_calls, then the breaker opened: the
+    // rest of the first group (the fast SELECT 1 included) was refused without reaching the server.
+    assert_eq!(before[..2], ["ok", "ok"], "{text}");
+    assert_eq!(before.last(), Some(&"1105"), "{text}");
+    assert!(msg.contains("is ejected"), "{msg}");
+    // After open_ms: the probe goes through and closes it.
+    assert_eq!(after[1..], ["ok", "ok", "ok"], "{text}");
 }

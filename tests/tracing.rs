@@ -382,6 +382,33 @@ fn a_scatter_statement_has_a_child_span_per_shard() {
             "{deps}"
         );
     }
+
+    // A streamed scatter (a sorted read: merged as the rows arrive) has its child per shard too.
+    let streamed = "0af7651916cd43dd8448eb211c80319c";
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &mysql.to_string(), "-u", "app", "-papp-secret"])
+        .args(["--comments", "--batch", "--skip-column-names", "-e"])
+        .arg(format!(
+            "SELECT user_id FROM orders ORDER BY user_id /*traceparent='00-{streamed}-b7ad6b7169203331-01'*/"
+        ))
+        .output()
+        .expect("mariadb client");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1\n2\n4");
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{streamed}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 3
+    });
+    let root = &tree["roots"][0];
+    assert_eq!(root["attributes"]["furrow.backend"], "shards", "{tree}");
+    let mut shards: Vec<&str> = root["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attributes"]["furrow.shard"].as_str().unwrap())
+        .collect();
+    shards.sort_unstable();
+    assert_eq!(shards, ["s0", "s1"], "{tree}");
 }
 
 /// A Redis command split over servers (MSET over two shards) has a span per server part, each a child

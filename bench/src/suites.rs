@@ -654,7 +654,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 connections: opts.clients,
                 rate: max * 0.5,
                 duration: Duration::from_secs(opts.duration),
-                keyspace: KEYSPACE,
+                request: loads::open_loop::OpenRequest::RedisGet { keyspace: KEYSPACE },
             };
             let m = measure(
                 opts,
@@ -860,6 +860,52 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
         }
     }
+    // Open loop at half of each target's own closed-loop maximum for the text point select (the
+    // same query, the same number of connections as sysbench threads).
+    let open_load = "point select open-loop 50 %";
+    let closed = "oltp_point_select text";
+    if suite.measurements.iter().any(|m| m.load == closed) {
+        suite.commands.push(format!(
+            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
+             `SELECT c FROM sbtestT WHERE id=N` (COM_QUERY, uniform random table and id), rate = 0.5 × the \
+             target's {closed} queries/s above, {} s",
+            opts.threads, opts.duration
+        ));
+        // Plain TCP and one executor, as the peers: furrow-tls and furrow-2exec are left out.
+        for t in ts
+            .iter_mut()
+            .filter(|t| t.name != FURROW_TLS && t.name != FURROW_2X)
+        {
+            let max = suite
+                .measurements
+                .iter()
+                .find(|m| m.load == closed && m.target == t.name && m.error.is_none())
+                .map(|m| m.throughput);
+            let Some(max) = max else { continue };
+            let p = loads::open_loop::OpenParams {
+                addr: t.addr,
+                connections: opts.threads,
+                rate: max * 0.5,
+                duration: Duration::from_secs(opts.duration),
+                request: loads::open_loop::OpenRequest::MysqlPointSelect {
+                    user: user.clone(),
+                    password: password.clone(),
+                    db: base.db.clone(),
+                    tables: opts.tables,
+                    table_size: opts.table_size,
+                },
+            };
+            let m = measure(
+                opts,
+                open_load,
+                t,
+                &backend_pids,
+                &mut report.profiles,
+                |_| loads::open_loop::run(&p),
+            );
+            suite.measurements.push(m);
+        }
+    }
     if opts.idle_mysql > 0 {
         for t in ts.iter().filter(|t| idles(t)) {
             let (u, pw) = (user.clone(), password.clone());
@@ -933,8 +979,8 @@ fn furrow_sharding_config(
         .map(|i| format!("  {{ name = \"o{i}\", group = \"single\", schema = \"one_{i}\" }},\n"))
         .collect();
     s.push_str(&format!(
-        "[sharding.bench]\nlistener = \"bench\"\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
-         [sharding.one]\nlistener = \"one\"\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+        "[sharding.bench]\nlistener = \"bench\"\nxa = true\nworker_id = 1\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+         [sharding.one]\nlistener = \"one\"\nxa = true\nworker_id = 2\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
          [users.{user}]\n{hashes}\n",
         defs.concat(),
         one_defs.concat()
@@ -1198,8 +1244,16 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
             opts.shard_rows,
             counts.join(", ")
         ));
-        for query in [gen_mysql::ShardQuery::TopN, gen_mysql::ShardQuery::Point] {
+        for query in [
+            gen_mysql::ShardQuery::TopN,
+            gen_mysql::ShardQuery::Point,
+            gen_mysql::ShardQuery::TxnOneShard,
+            gen_mysql::ShardQuery::TxnTwoShards,
+        ] {
             let load = format!("mysql {}", query.name());
+            let txn = query
+                .txn_updates(&mut loads::Rng::new(1), 8, 0, 1)
+                .is_some();
             let sample = query.sql(&mut loads::Rng::new(1), opts.shard_rows).0;
             suite.commands.push(format!(
                 "# {load}: built-in generator: {} threads, {} s, e.g. `{sample}`",
@@ -1257,7 +1311,7 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     |_| gen_mysql::run(&p),
                 ));
             }
-            if opts.wants("client-shards") {
+            if opts.wants("client-shards") && !txn {
                 // No proxy process: the "target" figures are the first shard server's.
                 let mut t = Target::direct(
                     server_addrs[0],
@@ -1280,6 +1334,49 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     .measurements
                     .push(Measurement::failed(&load, name, *role, e.clone()));
             }
+        }
+        // Lock acquire + release round trip: Furrow's fleet-wide lock on the plain (read/write
+        // split) listener against the server's own GET_LOCK directly (sharded listeners have no
+        // lock commands).
+        let load = "mysql lock + unlock round trip".to_string();
+        suite.commands.push(format!(
+            "# {load}: built-in generator: {} threads, {} s; furrow: `SELECT furrow_lock('benchN', 5)` + \
+             `SELECT furrow_unlock('benchN')`, direct: GET_LOCK + RELEASE_LOCK, one lock per client",
+            opts.threads, opts.duration
+        ));
+        let params = gen_mysql::ShardParams {
+            endpoint: gen_mysql::Endpoint::Single(single.addr()),
+            query: gen_mysql::ShardQuery::Point,
+            clients: opts.threads,
+            duration: Duration::from_secs(opts.duration),
+            max_requests: opts.max_requests,
+            user: user.clone(),
+            password: password.clone(),
+            db: "bench".into(),
+            rows: opts.shard_rows,
+        };
+        let single_pids: Vec<u32> = single.pid().into_iter().collect();
+        if opts.wants("direct") {
+            let mut t = Target::direct(single.addr(), single.pid().unwrap_or(0));
+            suite.measurements.push(measure(
+                opts,
+                &load,
+                &mut t,
+                &single_pids,
+                &mut report.profiles,
+                |_| gen_mysql::run_lock(single.addr(), false, &params),
+            ));
+        }
+        if let Some(t) = furrow_plain.as_mut() {
+            let addr = t.addr;
+            suite.measurements.push(measure(
+                opts,
+                &load,
+                t,
+                &single_pids,
+                &mut report.profiles,
+                |_| gen_mysql::run_lock(addr, true, &params),
+            ));
         }
     }
     report.suites.insert("sharding".into(), suite);

@@ -55,8 +55,21 @@ pub async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
+    request_with(server, method, path, token, &[], body, timeout).await
+}
+
+/// [`request`] with extra request headers (names and values must be valid header text: no CR or LF).
+pub async fn request_with(
+    server: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
     let host = authority(server)?;
-    tokio::time::timeout(timeout, exchange(host, method, path, token, body))
+    tokio::time::timeout(timeout, exchange(host, method, path, token, headers, body))
         .await
         .map_err(|_| HttpError::Timeout(timeout))?
 }
@@ -66,6 +79,7 @@ async fn exchange(
     method: &str,
     path: &str,
     token: Option<&str>,
+    headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<HttpResponse, HttpError> {
     let mut stream = TcpStream::connect(host).await.map_err(HttpError::Connect)?;
@@ -75,6 +89,14 @@ async fn exchange(
     );
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
+            return Err(HttpError::Malformed(
+                "request header with CR, LF or a colon in its name",
+            ));
+        }
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or(b"");
     if !body.is_empty() || matches!(method, "POST" | "PUT") {

@@ -373,3 +373,114 @@ fn a_full_queue_answers_503_with_counts_and_takes_nothing() {
         200
     );
 }
+
+/// GET with a token; (status, JSON body).
+fn get_as(srv: &control::server::Server, token: &str, path: &str) -> (u16, Json) {
+    let (status, _, body) = http(srv, "GET", path, Some(token), "application/json", b"");
+    (status, serde_json::from_slice(&body).unwrap_or(Json::Null))
+}
+
+fn span_ids(tree: &Json) -> Vec<String> {
+    fn walk(n: &Json, out: &mut Vec<String>) {
+        out.push(n["span_id"].as_str().unwrap_or_default()[..2].to_string());
+        for c in n["children"].as_array().into_iter().flatten() {
+            walk(c, out);
+        }
+    }
+    let mut out = Vec::new();
+    for r in tree["roots"].as_array().into_iter().flatten() {
+        walk(r, &mut out);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn grants_decide_which_spans_a_user_reads() {
+    let srv = start_with("sqlite::memory:", tuned);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    // user_with grants on the application `shop` (a grant names a registered application).
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let reader = user_with(&api, "reader", "read");
+    let masked = user_with(&api, "masked", "masked_read");
+    let db = |name: &str| vec![("db.system".to_string(), Value::Str(name.into()))];
+    // Trace 7: shop → the proxy's statement (a db call) and a call into billing, which has its
+    // own proxy statement. Trace 8: billing alone.
+    let body = otlp::encode_export(
+        &[
+            resource("shop", vec![span(7, 1, 0, "GET /cart", 40, vec![])]),
+            resource(
+                "furrow-proxy",
+                vec![
+                    span(7, 2, 1, "SELECT ?", 5, db("mysql")),
+                    span(7, 4, 3, "GET", 1, db("redis")),
+                ],
+            ),
+            resource(
+                "billing",
+                vec![
+                    span(7, 3, 1, "charge", 20, vec![]),
+                    span(8, 9, 0, "refund", 20, vec![]),
+                ],
+            ),
+        ],
+        "test",
+    );
+    let (status, head, _) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200, "{head}");
+    let (t7, t8) = ("07".repeat(16), "08".repeat(16));
+    for _ in 0..200 {
+        if get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{t8}")).0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (_, all) = get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{t7}"));
+    assert_eq!(span_ids(&all), ["01", "02", "03", "04"], "{all}");
+
+    // The reader of shop sees shop's span and the statement it ran through the proxy; billing's
+    // span and the statement billing ran are not shop's.
+    let (status, tree) = get_as(&srv, &reader, &format!("/v1/trace/traces/{t7}"));
+    assert_eq!(status, 200, "{tree}");
+    assert_eq!(span_ids(&tree), ["01", "02"], "{tree}");
+    assert_eq!(
+        get_as(&srv, &reader, &format!("/v1/trace/traces/{t8}")).0,
+        404
+    );
+    let (_, found) = get_as(&srv, &reader, "/v1/trace/search?limit=10");
+    let ids: Vec<&str> = found["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [t7.as_str()], "{found}");
+    let (_, deps) = get_as(&srv, &reader, "/v1/trace/dependencies");
+    let text = deps.to_string();
+    assert!(
+        text.contains("furrow-proxy") && !text.contains("billing"),
+        "{deps}"
+    );
+    let (_, slow) = get_as(&srv, &reader, "/v1/trace/services/billing/slowest");
+    assert_eq!(
+        slow["operations"].as_array().map(Vec::len),
+        Some(0),
+        "{slow}"
+    );
+    // Below read, nothing; the administrator reads both traces.
+    assert_eq!(
+        get_as(&srv, &masked, &format!("/v1/trace/traces/{t7}")).0,
+        404
+    );
+    let (_, none) = get_as(&srv, &masked, "/v1/trace/search");
+    assert_eq!(none["traces"].as_array().map(Vec::len), Some(0), "{none}");
+    let (_, both) = get_as(&srv, ADMIN_TOKEN, "/v1/trace/search");
+    assert_eq!(both["traces"].as_array().map(Vec::len), Some(2), "{both}");
+}

@@ -3,7 +3,6 @@
 //! response ends (result sets, multi-results, prepare-OK) and what it says (status flags, affected
 //! rows, last insert id, errors) without copying or allocating; this file only moves the bytes.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -63,8 +62,8 @@ pub struct BackendConn {
     pub scramble: Vec<u8>,
     /// Replayed session-variable state (None: the backend defaults).
     pub vars: Option<Rc<crate::vars::VarState>>,
-    /// Statements prepared here, by (schema, SQL text).
-    pub stmts: HashMap<(Option<Rc<str>>, Rc<str>), CachedStmt>,
+    /// Statements prepared here, by (schema, SQL text); foldhash: looked up per execution.
+    pub stmts: router::FastMap<(Option<Rc<str>>, Rc<str>), CachedStmt>,
     /// Use counter for the statement cache.
     pub stmt_clock: u64,
     /// When it was last returned to the pool.
@@ -238,7 +237,7 @@ impl BackendConn {
             schema_unknown: false,
             scramble,
             vars: None,
-            stmts: HashMap::new(),
+            stmts: Default::default(),
             stmt_clock: 0,
             last_used: Instant::now(),
             broken: false,
@@ -288,6 +287,13 @@ impl BackendConn {
     /// Sends a command payload (sequence id 0).
     pub fn queue_command(&mut self, payload: &[u8]) {
         self.conn.queue(0, payload);
+    }
+
+    /// Sends a command payload made of `parts` (sequence id 0), written straight into the
+    /// connection's buffer: no payload assembled in between (the rare payload of 16 MiB or more,
+    /// which travels in several packets, is assembled first).
+    pub fn queue_command_parts(&mut self, parts: &[&[u8]]) {
+        encode_command_parts(parts, &mut self.conn.wbuf);
     }
 
     /// Sends a command and reads its response without forwarding it.
@@ -486,7 +492,11 @@ impl BackendConn {
         }
     }
 
-    /// Records a prepared statement in the cache; returns a statement id to close (an evicted one).
+    /// Records a prepared statement in the cache; returns a statement id to close: the one it
+    /// replaces (the same text prepared again here, as each client's COM_STMT_PREPARE does) or
+    /// the least recently used one past [`STMT_CACHE_MAX`]. Without that, every client that
+    /// prepares a statement the connection already has would leave one more statement open on
+    /// the server (up to its `max_prepared_stmt_count`).
     pub fn cache_stmt(
         &mut self,
         key: (Option<Rc<str>>, Rc<str>),
@@ -495,7 +505,7 @@ impl BackendConn {
         columns: u16,
     ) -> Option<u32> {
         self.stmt_clock += 1;
-        self.stmts.insert(
+        let old = self.stmts.insert(
             key,
             CachedStmt {
                 id,
@@ -504,6 +514,11 @@ impl BackendConn {
                 last_use: self.stmt_clock,
             },
         );
+        if let Some(old) = old
+            && old.id != id
+        {
+            return Some(old.id);
+        }
         if self.stmts.len() <= STMT_CACHE_MAX {
             return None;
         }
@@ -531,6 +546,22 @@ impl BackendConn {
         p[0] = codec::mysql::consts::com::STMT_CLOSE;
         p[1..5].copy_from_slice(&id.to_le_bytes());
         self.queue_command(&p);
+    }
+}
+
+/// Appends the command packet (sequence id 0) whose payload is `parts` one after the other, as
+/// `encode_packet` of their concatenation does.
+fn encode_command_parts(parts: &[&[u8]], w: &mut bytes::BytesMut) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len >= codec::mysql::MAX_FRAGMENT {
+        codec::mysql::encode_packet(0, &parts.concat(), w);
+        return;
+    }
+    w.reserve(4 + len);
+    w.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    w.extend_from_slice(&[0]);
+    for p in parts {
+        w.extend_from_slice(p);
     }
 }
 
@@ -658,5 +689,32 @@ impl BackendConn {
         self.schema = Some(schema.clone());
         self.schema_unknown = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use codec::mysql::{MAX_FRAGMENT, encode_packet};
+
+    #[test]
+    fn command_parts_encode_as_their_concatenation() {
+        let big = vec![7u8; MAX_FRAGMENT];
+        for parts in [
+            vec![&[0x17u8][..], &[9, 0, 0, 0], &[0, 1, 0, 0, 0]],
+            vec![&[][..], &[3], &[]],
+            vec![],
+            // At the fragment size and past it: several packets with growing sequence ids.
+            vec![&big[..MAX_FRAGMENT - 1], &[1]],
+            vec![&big[..], &[2, 3]],
+        ] {
+            let mut want = BytesMut::new();
+            encode_packet(0, &parts.concat(), &mut want);
+            let mut got = BytesMut::from(&b"before"[..]);
+            encode_command_parts(&parts, &mut got);
+            assert_eq!(&got[..6], b"before");
+            assert!(got[6..] == want[..], "parts of {} bytes", want.len());
+        }
     }
 }

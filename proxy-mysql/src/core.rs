@@ -42,6 +42,10 @@ pub struct MysqlShared {
         Mutex<std::collections::HashMap<String, Arc<crate::conn::ClientBudget>>>,
     /// The last session id handed out.
     pub(crate) session_ids: AtomicU64,
+    /// XA transaction ids of sharded listeners (`xa = true`).
+    pub(crate) xa: crate::shard::xa::XaIds,
+    /// The shardings whose XA recovery ran in this process.
+    pub(crate) xa_recovered: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MysqlShared {

@@ -90,7 +90,7 @@ async fn monitor(group: String, shared: Shared, reg: Arc<MysqlShared>) {
                         reg.gtid.set_position(&group, &name, &address, pos);
                     }
                     if let Some(st) = &state {
-                        st.record_ok(took);
+                        st.record_check_ok(took);
                         if let Some(lag) = lag {
                             st.lag_ms.store(lag, Relaxed);
                         }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod gtid;
 pub mod health;
 pub mod local;
+pub mod lock;
 pub mod metrics;
 pub mod nonce;
 pub mod ops;
@@ -47,7 +48,7 @@ pub use metrics::{
     audit_stats, digests, pool_stats, reset_digests, set_slow_threshold, slow_log, stmt_cache_stats,
 };
 pub use pool::PoolStats;
-pub use stats::{DigestStats, SlowEntry};
+pub use stats::{DigestSample, DigestStats, SlowEntry};
 
 /// A statement's text: borrowed when it is valid UTF-8 (the usual case; `str::from_utf8` validates
 /// faster than the lossy conversion), else with U+FFFD for the invalid bytes.
@@ -82,6 +83,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         return;
     };
     health::ensure_monitor(&l.group, &shared);
+    xa_recovery(&snap, &name, &core).await;
     let info = Rc::new(session::ListenerInfo {
         name: name.clone(),
         group: l.group.clone(),
@@ -164,6 +166,34 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         }
     }
     publisher.abort();
+}
+
+/// XA recovery of the listener's sharding (`xa = true`), once per process (the first executor
+/// to start the listener runs it before accepting; see [`shard::xa::recover`]).
+async fn xa_recovery(snap: &runtime::Snapshot, listener: &str, core: &CoreCtx) {
+    let Some(s) = snap
+        .config
+        .sharding()
+        .into_iter()
+        .find(|s| s.listener == listener && s.xa)
+    else {
+        return;
+    };
+    let first = core
+        .shared
+        .xa_recovered
+        .lock()
+        .map(|mut m| m.insert(s.name.clone()))
+        .unwrap_or(false);
+    if !first {
+        return;
+    }
+    let r = shard::xa::recover(&snap.config, &s, core.shared.xa.incarnation()).await;
+    if r.problems.is_empty() {
+        tracing::info!(sharding = %s.name, committed = r.committed, rolled_back = r.rolled_back, "XA recovery done");
+    } else {
+        tracing::error!(sharding = %s.name, committed = r.committed, rolled_back = r.rolled_back, problems = ?r.problems, "XA recovery incomplete");
+    }
 }
 
 async fn refuse_too_many(sock: tokio::net::TcpStream) {

@@ -283,7 +283,21 @@ impl Rules {
                 RulePer::Fingerprint => format!("{}/{i}/f/{:016x}", self.group, d.hash),
             };
             let b = budget(&self.budgets, key, c.rule.qps);
-            if let Some(qps) = c.rule.qps {
+            if let (Some(qps), Some(cluster)) = (c.rule.qps, &c.rule.cluster) {
+                let who = if c.rule.per == RulePer::User {
+                    user
+                } else {
+                    ""
+                };
+                if !cluster.try_take(who) {
+                    return Err(errs::limited(
+                        user,
+                        "max_queries_per_second",
+                        u64::from(qps),
+                        c.rule.message.as_deref(),
+                    ));
+                }
+            } else if let Some(qps) = c.rule.qps {
                 let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
                 let cap = f64::from(qps);
@@ -552,6 +566,7 @@ mod tests {
             concurrency: None,
             per: RulePer::Rule,
             message: None,
+            cluster: None,
         }
     }
 

@@ -39,6 +39,44 @@ pub struct DigestStats {
     pub max_us: u64,
     /// Latency histogram (see [`HIST_BUCKETS`]).
     pub hist: [u64; HIST_BUCKETS],
+    /// The fingerprint's first statement, literals and all (for the admin port's `INDEX ADVICE`,
+    /// which `EXPLAIN`s it; never shown by `SHOW DIGESTS`). Made once, when the fingerprint is new.
+    pub sample: Option<Arc<DigestSample>>,
+}
+
+/// A statement of a fingerprint as it ran, with what is needed to run `EXPLAIN` on it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestSample {
+    /// The statement text (cut at 4 KiB; a cut statement is not explained).
+    pub sql: String,
+    /// Whether `sql` was cut.
+    pub cut: bool,
+    /// The group it ran in.
+    pub group: String,
+    /// The session's schema when it ran.
+    pub schema: Option<String>,
+    /// Whether it ran on a sharded listener (its table names are logical ones).
+    pub sharded: bool,
+}
+
+/// Longest statement text kept as a digest's sample.
+pub const SAMPLE_MAX: usize = 4096;
+
+impl DigestSample {
+    /// A sample of `sql` as run in `group` with `schema`.
+    pub fn new(sql: &str, group: &str, schema: Option<&str>, sharded: bool) -> DigestSample {
+        let mut end = sql.len().min(SAMPLE_MAX);
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        DigestSample {
+            sql: sql[..end].to_string(),
+            cut: end < sql.len(),
+            group: group.to_string(),
+            schema: schema.map(str::to_string),
+            sharded,
+        }
+    }
 }
 
 /// One slow-log entry.
@@ -120,8 +158,15 @@ fn bucket(us: u64) -> usize {
     b.saturating_sub(4).min(HIST_BUCKETS - 1)
 }
 
-/// Records one executed statement on this core.
-pub fn record(core: &Local, d: &router::sql::Digest, took: Duration, rows: u64, error: bool) {
+/// Records one executed statement on this core; `sample` is called only for a new fingerprint.
+pub fn record(
+    core: &Local,
+    d: &router::sql::Digest,
+    took: Duration,
+    rows: u64,
+    error: bool,
+    sample: impl FnOnce() -> DigestSample,
+) {
     let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
     with_local(core, |cs| {
         let len = cs.digests.len();
@@ -130,6 +175,7 @@ pub fn record(core: &Local, d: &router::sql::Digest, took: Duration, rows: u64, 
             None if len < MAX_DIGESTS => cs.digests.entry(d.hash).or_insert_with(|| DigestStats {
                 hash: d.hash,
                 text: d.text.clone(),
+                sample: Some(Arc::new(sample())),
                 ..Default::default()
             }),
             None => {
@@ -221,6 +267,9 @@ impl Registry {
                     text: d.text.clone(),
                     ..Default::default()
                 });
+                if m.sample.is_none() {
+                    m.sample = d.sample.clone();
+                }
                 m.count += d.count;
                 m.errors += d.errors;
                 m.rows += d.rows;
@@ -294,8 +343,18 @@ mod tests {
         let shared = Arc::new(MysqlShared::default());
         let core = CoreCtx::with_registry(shared.clone());
         let d = router::sql::digest("SELECT 1 FROM stats_test_table");
-        record(&core.stats, &d, Duration::from_micros(100), 1, false);
-        record(&core.stats, &d, Duration::from_micros(300), 2, true);
+        let sample = || DigestSample::new("SELECT 1 FROM stats_test_table", "g", Some("db"), false);
+        record(
+            &core.stats,
+            &d,
+            Duration::from_micros(100),
+            1,
+            false,
+            sample,
+        );
+        record(&core.stats, &d, Duration::from_micros(300), 2, true, || {
+            unreachable!("a known fingerprint takes no new sample")
+        });
         let (all, _) = shared.stats.digests();
         let e = all
             .iter()
@@ -303,6 +362,14 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!((e.count, e.errors, e.rows, e.max_us), (2, 1, 3, 300));
+        let kept = e.sample.expect("a sample");
+        assert_eq!(
+            (kept.group.as_str(), kept.schema.as_deref()),
+            ("g", Some("db"))
+        );
+        let long = format!("SELECT '{}'", "é".repeat(SAMPLE_MAX));
+        let cut = DigestSample::new(&long, "g", None, true);
+        assert!(cut.cut && cut.sql.len() <= SAMPLE_MAX && long.starts_with(&cut.sql));
         shared.stats.set_slow_threshold(Duration::from_micros(50));
         maybe_slow(
             &core.stats,

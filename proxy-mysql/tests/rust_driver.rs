@@ -375,6 +375,40 @@ async fn prepared_statements(rs: &MariaDbReplicaSet, addr: SocketAddr) {
         }
     }
     c.disconnect().await.expect("disconnect");
+
+    // Many clients preparing the same text one after the other: the pooled backend connection
+    // that already has it prepares it again for each (the client needs the server's prepare
+    // reply) and closes the copy it replaces, so the servers do not accumulate one statement per
+    // client (the proxy keeps at most one per text on each backend connection).
+    let open_stmts = || -> u64 {
+        std::iter::once(rs.primary())
+            .chain(rs.replicas().iter())
+            .map(|s| {
+                s.sql_value(
+                    "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                     WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'",
+                )
+                .expect("status")
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("Prepared_stmt_count")
+            })
+            .sum()
+    };
+    let before = open_stmts();
+    for i in 0..30i64 {
+        let mut c = Conn::new(opts(addr, "app", APP_SECRET))
+            .await
+            .expect("connect");
+        let row: Option<i64> = c.exec_first("SELECT ? + 1000", (i,)).await.expect("exec");
+        assert_eq!(row, Some(i + 1000));
+        c.disconnect().await.expect("disconnect");
+    }
+    let after = open_stmts();
+    assert!(
+        after.saturating_sub(before) <= 10,
+        "30 clients left {} statements open on the servers",
+        after.saturating_sub(before)
+    );
 }
 
 /// 5. Session state set on one pooled driver connection is not seen from another, and comes

@@ -63,6 +63,12 @@ auto_id = "id"
     assert_eq!(rules.broadcast, vec!["countries".to_string()]);
     assert_eq!(rules.tables[0].physical.len(), 3);
     assert_eq!(rules.tables[0].auto_id.as_deref(), Some("id"));
+    assert!(!rules.xa, "XA is off unless asked for");
+    let cfg = router::config::parse("t.toml", &base("xa = true\nworker_id = 1"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rules = router::sql::shard::ShardingRules::compile(&cfg.sharding()[0])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(rules.xa);
 }
 
 #[test]
@@ -83,6 +89,12 @@ fn problems_are_reported() {
     );
     assert!(e.contains("both sharded and broadcast"), "{e}");
     assert!(errors("worker_id = 5000").contains("worker_id"));
+    let e = errors("xa = true");
+    assert!(
+        e.contains("`xa = true` needs an explicit `worker_id`"),
+        "{e}"
+    );
+    assert!(errors("xa = \"yes\"").contains("xa"));
     assert!(errors("colour = 1").contains("unknown key `colour`"));
     let e = router::config::parse(
         "t.toml",

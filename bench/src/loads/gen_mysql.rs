@@ -22,6 +22,12 @@ pub enum ShardQuery {
     TopN,
     /// `WHERE id = ?`: one shard.
     Point,
+    /// `BEGIN; UPDATE ... WHERE id = a; UPDATE ... WHERE id = a; COMMIT`: a transaction on one
+    /// shard (Furrow commits it with a plain COMMIT).
+    TxnOneShard,
+    /// `BEGIN; UPDATE ... WHERE id = a; UPDATE ... WHERE id = b; COMMIT` with `a` and `b` on two
+    /// shards of two servers: Furrow with `xa = true` commits it with XA two-phase commit.
+    TxnTwoShards,
 }
 
 impl ShardQuery {
@@ -30,6 +36,31 @@ impl ShardQuery {
         match self {
             ShardQuery::TopN => "scatter ORDER BY score LIMIT 10",
             ShardQuery::Point => "point by shard key",
+            ShardQuery::TxnOneShard => "txn 2 UPDATEs on 1 shard",
+            ShardQuery::TxnTwoShards => "txn 2 UPDATEs on 2 shards (XA)",
+        }
+    }
+
+    /// The two UPDATEs of a transaction load for client `thread` of `threads` (`None` for the
+    /// read loads). Each client owns its own rows (blocks of 4 ids, one per shard, `block %
+    /// threads == thread`), so that clients never wait on each other's row locks: a lock cycle
+    /// across shards is invisible to every server's deadlock detector.
+    pub fn txn_updates(
+        self,
+        rng: &mut Rng,
+        rows: u64,
+        thread: usize,
+        threads: usize,
+    ) -> Option<[String; 2]> {
+        let threads = threads.max(1) as u64;
+        let blocks = (rows / 4 / threads).max(1);
+        let block = rng.below(blocks) * threads + thread as u64;
+        let update = |id: u64| format!("UPDATE items SET score = score + 1 WHERE id = {id}");
+        match self {
+            ShardQuery::TxnOneShard => Some([update(4 * block), update(4 * block)]),
+            // Shards 0 and 2 of 4: one on each server of the suite's 2-server layout.
+            ShardQuery::TxnTwoShards => Some([update(4 * block), update(4 * block + 2)]),
+            ShardQuery::TopN | ShardQuery::Point => None,
         }
     }
 
@@ -51,6 +82,10 @@ impl ShardQuery {
                     format!("SELECT id, score, name FROM items WHERE id = {id}"),
                     id,
                 )
+            }
+            ShardQuery::TxnOneShard | ShardQuery::TxnTwoShards => {
+                let u = self.txn_updates(rng, rows, 0, 1).unwrap_or_default();
+                (format!("BEGIN; {}; {}; COMMIT", u[0], u[1]), 0)
             }
         }
     }
@@ -199,7 +234,30 @@ pub fn run(p: &ShardParams) -> Result<LoadRun, String> {
         let mut rng = Rng::new(i as u64 + 101);
         let (query, rows) = (p.query, p.rows.max(1));
         let client_side = matches!(p.endpoint, Endpoint::ClientShards(_));
+        if client_side && query.txn_updates(&mut Rng::new(1), rows, 0, 1).is_some() {
+            return Err(
+                "a transaction load needs one endpoint (the client does not run XA)".into(),
+            );
+        }
+        let threads = p.clients;
         Ok(move || {
+            if let Some(updates) = query.txn_updates(&mut rng, rows, i, threads) {
+                // One transaction counts as one request, its latency the four round trips.
+                let c = &mut conns[0];
+                let r = c
+                    .query("BEGIN")
+                    .and_then(|_| c.query(&updates[0]))
+                    .and_then(|_| c.query(&updates[1]))
+                    .and_then(|_| c.query("COMMIT"));
+                return match r {
+                    Ok(_) => Ok((1, 0)),
+                    Err(super::mysql_client::MyError::Server(_)) => {
+                        let _ = c.query("ROLLBACK");
+                        Ok((1, 1))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+            }
             let (sql, key) = query.sql(&mut rng, rows);
             let n = conns.len();
             let result = if !client_side || query == ShardQuery::Point {
@@ -234,6 +292,34 @@ pub fn run(p: &ShardParams) -> Result<LoadRun, String> {
     })
 }
 
+/// The lock round-trip load: each client takes and releases its own (uncontended) lock,
+/// `furrow_lock`/`furrow_unlock` through Furrow (`furrow`), or the server's own
+/// `GET_LOCK`/`RELEASE_LOCK` directly; one request = lock + unlock.
+pub fn run_lock(addr: SocketAddr, furrow: bool, p: &ShardParams) -> Result<LoadRun, String> {
+    drive(p.clients, p.duration, p.max_requests, |i| {
+        let mut c = MyConn::connect(addr, &p.user, &p.password, None)
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let (lock, unlock) = if furrow {
+            (
+                format!("SELECT furrow_lock('bench{i}', 5)"),
+                format!("SELECT furrow_unlock('bench{i}')"),
+            )
+        } else {
+            (
+                format!("SELECT GET_LOCK('bench{i}', 5)"),
+                format!("SELECT RELEASE_LOCK('bench{i}')"),
+            )
+        };
+        Ok(
+            move || match c.query(&lock).and_then(|_| c.query(&unlock)) {
+                Ok(_) => Ok((1, 0)),
+                Err(super::mysql_client::MyError::Server(_)) => Ok((1, 1)),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +350,28 @@ mod tests {
         assert!(g < GROUPS && q.contains(&format!("grp = {g} ORDER BY")));
         let (q, id) = ShardQuery::Point.sql(&mut rng, 1000);
         assert!(id < 1000 && q.ends_with(&format!("id = {id}")));
+    }
+
+    #[test]
+    fn transaction_loads_keep_clients_on_their_own_rows() {
+        let mut rng = Rng::new(7);
+        assert_eq!(ShardQuery::Point.txn_updates(&mut rng, 1000, 0, 4), None);
+        let id = |u: &str| -> u64 { u.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap() };
+        for thread in 0..3 {
+            for _ in 0..50 {
+                let [a, b] = ShardQuery::TxnTwoShards
+                    .txn_updates(&mut rng, 1000, thread, 3)
+                    .unwrap();
+                let (a, b) = (id(&a), id(&b));
+                assert_eq!((a % 4, b % 4), (0, 2), "shards 0 and 2");
+                assert_eq!((a / 4) % 3, thread as u64, "the client's own block");
+                assert!(b < 1000);
+                let [c, d] = ShardQuery::TxnOneShard
+                    .txn_updates(&mut rng, 1000, thread, 3)
+                    .unwrap();
+                assert_eq!(id(&c), id(&d));
+                assert_eq!((id(&c) / 4) % 3, thread as u64);
+            }
+        }
     }
 }

@@ -117,12 +117,15 @@ impl MyConn {
     }
 
     fn read_packet(&mut self) -> Result<(u8, Vec<u8>), MyError> {
-        let mut head = [0u8; 4];
-        self.stream.read_exact(&mut head)?;
-        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-        let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload)?;
-        Ok((head[3], payload))
+        let mut payload = Vec::new();
+        let seq = read_packet_into(&mut self.stream, &mut payload)?;
+        Ok((seq, payload))
+    }
+
+    /// The logged-in socket and the negotiated capabilities, for a load that writes and reads
+    /// on separate threads (the open-loop generator). Nothing is buffered past the login.
+    pub fn into_parts(self) -> (TcpStream, u32) {
+        (self.stream, self.caps)
     }
 
     fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), MyError> {
@@ -175,6 +178,49 @@ impl MyConn {
         self.send_query(sql)?;
         self.read_result()
     }
+}
+
+/// Reads one packet from `r` into `payload` (replacing its contents); returns its sequence id.
+fn read_packet_into(r: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<u8> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head)?;
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    payload.clear();
+    payload.resize(len, 0);
+    r.read_exact(payload)?;
+    Ok(head[3])
+}
+
+/// Reads the whole reply to one command from `r` (a connection with capabilities `caps`),
+/// discarding its rows; `Ok(true)` when the server answered with an ERR packet. `buf` is reused
+/// between calls.
+pub fn read_reply(r: &mut impl Read, caps: u32, buf: &mut Vec<u8>) -> Result<bool, MyError> {
+    let mut tracker = ReplyTracker::for_kind(ReplyKind::ResultSet, caps);
+    loop {
+        read_packet_into(r, buf)?;
+        let fed = tracker
+            .advance(buf)
+            .map_err(|e| MyError::Protocol(e.to_string()))?;
+        match fed.seen {
+            Seen::Err { .. } => return Ok(true),
+            Seen::LocalInfile => {
+                return Err(MyError::Protocol(
+                    "the server asked for a local file".into(),
+                ));
+            }
+            _ => {}
+        }
+        if fed.step != Step::More {
+            return Ok(false);
+        }
+    }
+}
+
+/// Appends a `COM_QUERY` packet (sequence id 0) for `sql` to `out`.
+pub fn encode_query(out: &mut Vec<u8>, sql: &str) {
+    let len = sql.len() + 1;
+    out.extend_from_slice(&[len as u8, (len >> 8) as u8, (len >> 16) as u8, 0, 0x03]);
+    out.extend_from_slice(sql.as_bytes());
 }
 
 /// Reads a length-encoded integer at `at`: (value, bytes used).

@@ -1,12 +1,15 @@
-//! Open-loop Redis load at a fixed rate (goal 5 of issue #23: tail latency at half the maximum).
+//! Open-loop load at a fixed rate (goal 5 of issue #23: tail latency at half the maximum), Redis
+//! `GET` or MySQL point selects.
 //!
 //! Closed-loop tools (redis-benchmark, sysbench) send the next request when the previous reply
 //! came, so a stall slows the sender and hides itself ("coordinated omission"). Here each
-//! connection sends `GET key:NNNNNNNNNNNN` on a fixed schedule whatever the replies do — request
-//! `i` of connection `c` is due at `start + (i + c / connections) × interval` — and its latency is
+//! connection sends its requests on a fixed schedule whatever the replies do — request `i` of
+//! connection `c` is due at `start + (i + c / connections) × interval` — and its latency is
 //! measured from the time it was *due*, not from when it left, so a late send counts against
 //! the target. A writer thread and a reader thread per connection; the writer never waits for
-//! replies.
+//! replies. Both protocols allow that: a Redis server and a MySQL server (and every proxy in
+//! front of them) read the next command from the socket after answering the one before, so the
+//! requests queued in the socket are answered in order.
 
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
@@ -17,7 +20,33 @@ use std::time::{Duration, Instant};
 
 use super::gen_redis::{encode_command, read_reply};
 use super::histogram::Histogram;
+use super::mysql_client::{self, MyConn};
 use super::{LoadRun, Rng};
+
+/// What each request of an open-loop run is.
+#[derive(Debug, Clone)]
+pub enum OpenRequest {
+    /// `GET key:NNNNNNNNNNNN` of a random key below `keyspace` (as preloaded by the `redis`
+    /// suite).
+    RedisGet {
+        /// Keys `key:000000000000` ..
+        keyspace: u64,
+    },
+    /// sysbench's point select, `SELECT c FROM sbtestT WHERE id=N` (uniform random table and
+    /// id), as a `COM_QUERY` on a connection logged in as `user` with `db` selected.
+    MysqlPointSelect {
+        /// Login user.
+        user: String,
+        /// Its password.
+        password: String,
+        /// The schema holding `sbtest1..sbtestN`.
+        db: String,
+        /// Tables (`sbtest1` ..).
+        tables: u32,
+        /// Rows per table (ids `1..=table_size`).
+        table_size: u32,
+    },
+}
 
 /// One open-loop run.
 #[derive(Debug, Clone)]
@@ -30,8 +59,54 @@ pub struct OpenParams {
     pub rate: f64,
     /// How long requests are offered.
     pub duration: Duration,
-    /// Keys `key:000000000000` .. (as preloaded by the `redis` suite).
-    pub keyspace: u64,
+    /// The requests.
+    pub request: OpenRequest,
+}
+
+/// A connection ready for the load: its socket and how its replies are read.
+fn open(p: &OpenParams) -> Result<(TcpStream, Reply), String> {
+    let (stream, reply) = match &p.request {
+        OpenRequest::RedisGet { .. } => (
+            TcpStream::connect_timeout(&p.addr, Duration::from_secs(5))
+                .map_err(|e| format!("connect {}: {e}", p.addr))?,
+            Reply::Redis,
+        ),
+        OpenRequest::MysqlPointSelect {
+            user, password, db, ..
+        } => {
+            let c = MyConn::connect(p.addr, user, password, Some(db))
+                .map_err(|e| format!("mysql login at {}: {e}", p.addr))?;
+            let (s, caps) = c.into_parts();
+            (s, Reply::Mysql { caps })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    Ok((stream, reply))
+}
+
+/// How a connection's replies are read.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Redis,
+    Mysql { caps: u32 },
+}
+
+/// Appends request bytes to `buf`.
+fn encode(req: &OpenRequest, rng: &mut Rng, buf: &mut Vec<u8>) {
+    match req {
+        OpenRequest::RedisGet { keyspace } => {
+            let key = super::redis_benchmark::key(rng.below(*keyspace));
+            encode_command(buf, &[b"GET", key.as_bytes()]);
+        }
+        OpenRequest::MysqlPointSelect {
+            tables, table_size, ..
+        } => {
+            let t = 1 + rng.below(u64::from(*tables));
+            let id = 1 + rng.below(u64::from(*table_size));
+            mysql_client::encode_query(buf, &format!("SELECT c FROM sbtest{t} WHERE id={id}"));
+        }
+    }
 }
 
 /// When request `i` of connection `c` (of `n`) is due, after the start, at `rate` requests per
@@ -50,10 +125,7 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
     let end = start + p.duration;
     let mut handles = Vec::new();
     for c in 0..p.connections.max(1) {
-        let stream = TcpStream::connect_timeout(&p.addr, Duration::from_secs(5))
-            .map_err(|e| format!("connect {}: {e}", p.addr))?;
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let (stream, reply) = open(p)?;
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
         let done = Arc::new(AtomicBool::new(false));
@@ -73,8 +145,7 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
                     std::thread::sleep(at - now);
                 }
                 buf.clear();
-                let key = super::redis_benchmark::key(rng.below(p2.keyspace));
-                encode_command(&mut buf, &[b"GET", key.as_bytes()]);
+                encode(&p2.request, &mut rng, &mut buf);
                 pending_w
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -107,7 +178,11 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 };
-                let err = read_reply(&mut r, &mut line).map_err(|e| e.to_string())?;
+                let err = match reply {
+                    Reply::Redis => read_reply(&mut r, &mut line).map_err(|e| e.to_string())?,
+                    Reply::Mysql { caps } => mysql_client::read_reply(&mut r, caps, &mut line)
+                        .map_err(|e| e.to_string())?,
+                };
                 pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -189,12 +264,52 @@ mod tests {
             connections: 2,
             rate: 2000.0,
             duration: Duration::from_millis(500),
-            keyspace: 10,
+            request: OpenRequest::RedisGet { keyspace: 10 },
         };
         let r = run(&p).expect("run");
         // Every due request is sent and answered (nil replies: the keys are not there).
         assert_eq!(r.requests, 1000);
         assert_eq!(r.errors, 0);
         assert!(r.p50_ms.is_some() && r.p999_ms >= r.p99_ms);
+    }
+
+    #[test]
+    fn open_loop_point_selects_against_a_real_mariadb() {
+        let db = testkit::MariaDb::start().expect("mariadbd");
+        db.sql(
+            "CREATE DATABASE sbtest; \
+             CREATE TABLE sbtest.sbtest1 (id INT PRIMARY KEY, c CHAR(120)); \
+             CREATE TABLE sbtest.sbtest2 (id INT PRIMARY KEY, c CHAR(120)); \
+             INSERT INTO sbtest.sbtest1 VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
+             INSERT INTO sbtest.sbtest2 VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        )
+        .expect("schema");
+        let mut p = OpenParams {
+            addr: db.addr(),
+            connections: 2,
+            rate: 1000.0,
+            duration: Duration::from_millis(500),
+            request: OpenRequest::MysqlPointSelect {
+                user: testkit::APP_USER.into(),
+                password: testkit::APP_PASSWORD.into(),
+                db: "sbtest".into(),
+                tables: 2,
+                table_size: 3,
+            },
+        };
+        let r = run(&p).expect("run");
+        // Every due query is sent and its whole result set read, in order, without errors.
+        assert_eq!(r.requests, 500);
+        assert_eq!(r.errors, 0);
+        assert!(r.p50_ms.is_some() && r.p999_ms >= r.p99_ms);
+        // A table that is not there: each query is answered with an ERR, counted, and the
+        // connection goes on with the next one.
+        if let OpenRequest::MysqlPointSelect { tables, .. } = &mut p.request {
+            *tables = 3;
+        }
+        p.duration = Duration::from_millis(300);
+        let r = run(&p).expect("run with errors");
+        assert_eq!(r.requests, 300);
+        assert!(r.errors > 0 && r.errors < 300, "{}", r.errors);
     }
 }

@@ -173,6 +173,11 @@ pub struct WorkerArgs {
     /// Heartbeat period, ms.
     #[arg(long, default_value_t = 1_000)]
     pub beat_ms: u64,
+    /// A delegated cgroup v2 directory (memory and cpu controllers, no processes of its own): each shell
+    /// item runs in a child cgroup with memory.max and cpu.max from its job's resources. Without it, or
+    /// when it cannot be used (the reason is printed at start), RLIMIT_AS limits memory only.
+    #[arg(long)]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 fn machine_mem_mb() -> u64 {
@@ -218,6 +223,7 @@ pub fn run_worker(args: WorkerArgs) -> ExitCode {
     opts.slots = args.slots.max(1);
     opts.grace = Duration::from_millis(args.grace_ms);
     opts.beat = Duration::from_millis(args.beat_ms.max(50));
+    opts.cgroup = args.cgroup.clone();
     let handle = match Worker::new(opts).start() {
         Ok(h) => h,
         Err(e) => {
@@ -226,6 +232,7 @@ pub fn run_worker(args: WorkerArgs) -> ExitCode {
         }
     };
     eprintln!("furrow worker {id} serving {}", args.server);
+    eprintln!("furrow worker {id}: {}", handle.limits());
     let flag = handle.stop_flag();
     // Signals on a small runtime of their own: SIGTERM/SIGINT set the worker's stop flag.
     let rt = match tokio::runtime::Builder::new_current_thread()

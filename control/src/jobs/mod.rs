@@ -19,12 +19,15 @@
 //! - [`cli`]: `furrow ctl job ...`.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod cron;
 pub mod db;
+pub mod https;
 pub mod model;
 pub mod ops;
 pub mod sched;
+pub mod span;
 pub mod tz;
 pub mod worker;
 

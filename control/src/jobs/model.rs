@@ -68,11 +68,16 @@ pub enum Kind {
         /// `GET`, `POST`, `PUT`, `DELETE`.
         #[serde(default = "post")]
         method: String,
-        /// `http://HOST:PORT/PATH` (no HTTPS yet).
+        /// `http://HOST:PORT/PATH` or `https://HOST[:PORT]/PATH` (TLS by rustls, the server's certificate
+        /// verified against `ca_file` or the system's CA bundle).
         url: String,
         /// The body (JSON), if any.
         #[serde(default)]
         body: Option<Json>,
+        /// For `https://`: a PEM file of CA certificates on the worker's host to verify the server with,
+        /// instead of the system bundle (a private CA).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
     },
     /// One statement per shard of a sharded Furrow MySQL listener, sent with the shard hint
     /// `/* furrow:shard=NAME */`; `{shard}` and `{index}` in the text are replaced per item.
@@ -359,12 +364,37 @@ impl JobSpec {
             Kind::Shell { command } if command.trim().is_empty() => {
                 return Err(ControlError::bad("kind/command", "empty command"));
             }
-            Kind::Http { method, url, .. } => {
+            Kind::Http {
+                method,
+                url,
+                ca_file,
+                ..
+            } => {
                 if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "DELETE") {
                     return Err(ControlError::bad("kind/method", "GET, POST, PUT or DELETE"));
                 }
-                if !http_url_ok(url) {
-                    return Err(ControlError::bad("kind/url", "use http://HOST:PORT/PATH"));
+                let https = url
+                    .strip_prefix("https://")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                if !https && !http_url_ok(url) {
+                    return Err(ControlError::bad(
+                        "kind/url",
+                        "use http://HOST:PORT/PATH or https://HOST[:PORT]/PATH",
+                    ));
+                }
+                if let Some(ca) = ca_file {
+                    if !https {
+                        return Err(ControlError::bad(
+                            "kind/ca_file",
+                            "a CA file is for https:// URLs only",
+                        ));
+                    }
+                    if !ca.starts_with('/') || ca.len() > 4096 {
+                        return Err(ControlError::bad(
+                            "kind/ca_file",
+                            "an absolute path on the worker's host",
+                        ));
+                    }
                 }
             }
             Kind::Sql {

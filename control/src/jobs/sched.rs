@@ -21,16 +21,18 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use super::db::{DbError, Dialect, JobDb, Row, Sess, num, opt_num, text};
 use super::model::{Delivery, JobRec, JobSpec, Kind, Misfire, Resources, Schedule, UpstreamPolicy};
+use super::span::{ItemSpan, RunSpan};
 use crate::center::Center;
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::now_ms;
+use crate::trace::model::SpanRec;
 
 /// A trigger fired later than this is a misfire (its policy applies).
 pub const MISFIRE_GRACE_MS: i64 = 1_000;
@@ -70,6 +72,10 @@ pub struct JobStats {
     pub reaped: AtomicU64,
     /// Items finished (reported by workers).
     pub finished: AtomicU64,
+    /// Run and item spans handed to the trace collector.
+    pub spans: AtomicU64,
+    /// Spans the collector refused (queue full).
+    pub spans_dropped: AtomicU64,
     /// Lateness of the last scheduled firings, ms (at most 10,000 kept).
     pub lateness: Mutex<VecDeque<u64>>,
     /// Runs that ended on this node, by (env, job, state).
@@ -89,6 +95,9 @@ pub struct Jobs {
     /// Counters.
     pub stats: JobStats,
     synced: Mutex<HashMap<(String, String), u64>>,
+    /// A runtime row named a job this node does not know (yet) or knows at an older revision: the next
+    /// scheduler step catches up with the store before deciding about it (see [`Jobs::tick`]).
+    stale: AtomicBool,
     last_reap: AtomicU64,
     last_retention: AtomicU64,
 }
@@ -131,6 +140,9 @@ pub struct Assignment {
     pub timeout_ms: u64,
     /// What it was placed with.
     pub resources: Resources,
+    /// The W3C `traceparent` of this attempt's span (the run's trace; see `jobs::span`).
+    #[serde(default)]
+    pub traceparent: String,
 }
 
 /// A worker's report on an item.
@@ -163,11 +175,28 @@ pub struct RunDone {
     state: String,
     cause: String,
     detail: String,
+    fired_ms: i64,
+    ended_ms: i64,
 }
 
 /// The run id of a firing.
 pub fn run_id(env: &str, job: &str, scheduled_ms: i64) -> String {
     format!("{env}/{job}/{scheduled_ms:013}")
+}
+
+/// The `host:port` an HTTP job calls (an item span's peer in the dependency graph).
+fn http_peer(spec: &JobSpec) -> Option<String> {
+    let Kind::Http { url, .. } = &spec.kind else {
+        return None;
+    };
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    Some(rest.split('/').next().unwrap_or(rest).to_string())
+}
+
+/// The environment and job of a run id (`None` when it is not one).
+fn run_job(run: &str) -> Option<(&str, &str)> {
+    let (rest, _ms) = run.rsplit_once('/')?;
+    rest.split_once('/')
 }
 
 fn tail(s: &str, max: usize) -> String {
@@ -360,6 +389,7 @@ impl Jobs {
             opts,
             stats: JobStats::default(),
             synced: Mutex::new(HashMap::new()),
+            stale: AtomicBool::new(false),
             last_reap: AtomicU64::new(0),
             last_retention: AtomicU64::new(0),
         })
@@ -369,15 +399,30 @@ impl Jobs {
         c.read(|st| st.jobs.jobs.clone())
     }
 
+    /// The definitions after applying what other nodes committed to the store. A runtime row (item,
+    /// trigger, report) can name a job that another node created a moment ago and that this node's snapshot
+    /// (caught up every 50 ms) does not hold yet: "not in my snapshot" only means "deleted" once the snapshot
+    /// is known to be current.
+    fn jobs_current(&self, c: &Center) -> Result<BTreeMap<(String, String), JobRec>> {
+        c.catch_up()?;
+        self.jobs_of(c)
+    }
+
     /// One scheduler step: sync triggers with the definitions, fire what is due, take back expired items
     /// (every 500 ms), delete old history (every minute). Blocking.
     pub fn tick(&self, c: &Center) -> Result<()> {
         let now = now_ms() as i64;
-        let jobs = self.jobs_of(c)?;
+        // `fresh`: the snapshot was caught up just now, so a job it lacks is really gone.
+        let fresh = self.stale.swap(false, Ordering::Relaxed);
+        let jobs = if fresh {
+            self.jobs_current(c)?
+        } else {
+            self.jobs_of(c)?
+        };
         self.sync(&jobs, now)?;
         let mut done = Vec::new();
         for _ in 0..20 {
-            let (n, d) = self.fire_due(&jobs, now)?;
+            let (n, d) = self.fire_due(&jobs, now, fresh)?;
             done.extend(d);
             if n < 50 {
                 break;
@@ -385,7 +430,7 @@ impl Jobs {
         }
         if now as u64 >= self.last_reap.load(Ordering::Relaxed) + 500 {
             self.last_reap.store(now as u64, Ordering::Relaxed);
-            done.extend(self.reap(&jobs, now)?);
+            done.extend(self.reap(c, &jobs, now, fresh)?);
         }
         if now as u64 >= self.last_retention.load(Ordering::Relaxed) + 60_000 {
             self.last_retention.store(now as u64, Ordering::Relaxed);
@@ -456,15 +501,18 @@ impl Jobs {
     }
 
     /// Claims up to 50 due triggers and fires them; returns how many were claimed and the runs that ended at
-    /// once (refused placement).
+    /// once (refused placement). A trigger whose job this node does not know, or knows at an older revision
+    /// than the row's, is left alone unless the snapshot is `fresh` (another node saved it a moment ago; the
+    /// next step catches up and decides).
     fn fire_due(
         &self,
         jobs: &BTreeMap<(String, String), JobRec>,
         now: i64,
+        fresh: bool,
     ) -> Result<(usize, Vec<RunDone>)> {
         let (n, done, fired) = self.db.tx_sched(|s| {
             let rows = s.q(&format!(
-                "SELECT env, job, next_ms FROM furrow_job_triggers WHERE next_ms IS NOT NULL AND next_ms <= {now} \
+                "SELECT env, job, next_ms, rev FROM furrow_job_triggers WHERE next_ms IS NOT NULL AND next_ms <= {now} \
                  ORDER BY next_ms LIMIT 50{}",
                 s.skip_locked()
             ))?;
@@ -477,9 +525,16 @@ impl Jobs {
             for r in &rows {
                 let (env, name, next_ms) = (text(r, 0), text(r, 1), num(r, 2));
                 let key = format!("env = {} AND job = {}", s.lit(&env), s.lit(&name));
-                let Some(job) = jobs.get(&(env.clone(), name.clone())) else {
-                    s.q(&format!("DELETE FROM furrow_job_triggers WHERE {key}"))?;
-                    continue;
+                let job = match jobs.get(&(env.clone(), name.clone())) {
+                    Some(job) if fresh || job.rev as i64 >= num(r, 3) => job,
+                    None if fresh => {
+                        s.q(&format!("DELETE FROM furrow_job_triggers WHERE {key}"))?;
+                        continue;
+                    }
+                    _ => {
+                        self.stale.store(true, Ordering::Relaxed);
+                        continue;
+                    }
                 };
                 let (times, next) = due_times(&job.spec, next_ms, now);
                 if !job.paused {
@@ -647,10 +702,32 @@ impl Jobs {
     /// Hands up to `max` pending items to `worker`, as many as fit in what it has free. Blocking; the HTTP
     /// route long-polls around it.
     pub fn claim(&self, c: &Center, worker: &str, max: usize) -> Result<Vec<Assignment>> {
-        let now = now_ms() as i64;
         let jobs = self.jobs_of(c)?;
+        let (mut out, unknown) = self.claim_pass(c, &jobs, worker, max, false)?;
+        if unknown && out.len() < max {
+            // Items of a job this node has not caught up with yet (created through another node a moment
+            // ago): look again with a current snapshot rather than take them for items of a deleted job.
+            let jobs = self.jobs_current(c)?;
+            let (more, _) = self.claim_pass(c, &jobs, worker, max - out.len(), true)?;
+            out.extend(more);
+        }
+        Ok(out)
+    }
+
+    /// One claim transaction. Items whose job is not in `jobs` are failed as deleted when `fresh` (the
+    /// snapshot was just caught up with the store), else left pending and reported by the returned flag.
+    fn claim_pass(
+        &self,
+        c: &Center,
+        jobs: &BTreeMap<(String, String), JobRec>,
+        worker: &str,
+        max: usize,
+        fresh: bool,
+    ) -> Result<(Vec<Assignment>, bool)> {
+        let now = now_ms() as i64;
         let mut done = Vec::new();
         let mut orphan_runs: Vec<String> = Vec::new();
+        let mut unknown = false;
         let out = self.db.tx(|s| {
             let id = s.lit(worker);
             let w = s.q(&format!(
@@ -691,6 +768,10 @@ impl Jobs {
                 }
                 let (run, idx) = (text(r, 0), num(r, 1));
                 let Some(job) = jobs.get(&(text(r, 2), text(r, 3))) else {
+                    if !fresh {
+                        unknown = true;
+                        continue;
+                    }
                     let sql = format!(
                         "UPDATE furrow_job_items SET state = 'failed', result = 'job deleted', ended_ms = {now} \
                          WHERE run = {} AND idx = {idx}",
@@ -718,6 +799,7 @@ impl Jobs {
                     s.lit(&run)
                 );
                 s.q(&sql)?;
+                let traceparent = super::span::traceparent(&run, idx, num(r, 5) + 1);
                 out.push(Assignment {
                     run,
                     idx,
@@ -728,6 +810,7 @@ impl Jobs {
                     kind: job.spec.kind.clone(),
                     timeout_ms: job.spec.timeout_ms,
                     resources: need,
+                    traceparent,
                 });
             }
             Ok(out)
@@ -757,7 +840,7 @@ impl Jobs {
         self.stats
             .dispatched
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        Ok(out)
+        Ok((out, unknown))
     }
 
     /// A worker's result for an item. Stale reports (the item was taken back and given to another worker)
@@ -788,31 +871,42 @@ impl Jobs {
             }
         }
         let now = now_ms() as i64;
-        let jobs = self.jobs_of(c)?;
+        let mut jobs = self.jobs_of(c)?;
+        // A report on a job created through another node a moment ago: catch up first, or its retry
+        // policy would be taken for "none".
+        if reps.iter().any(|r| {
+            run_job(&r.run)
+                .is_some_and(|(e, j)| !jobs.contains_key(&(e.to_string(), j.to_string())))
+        }) {
+            jobs = self.jobs_current(c)?;
+        }
         let mut by_run: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in reps.iter().enumerate() {
             by_run.entry(r.run.as_str()).or_default().push(i);
         }
         let mut accepted = vec![false; reps.len()];
         let mut done = Vec::new();
+        let mut spans = Vec::new();
         for (run, idxs) in by_run {
-            let (acc, d) = self.db.tx(|s| {
+            let (acc, d, sp) = self.db.tx(|s| {
                 let rl = s.lit(run);
                 let locked = s.q(&format!(
                     "SELECT state FROM furrow_job_runs WHERE id = {rl}{}",
                     s.for_update()
                 ))?;
                 if locked.is_empty() {
-                    return Ok((vec![], None));
+                    return Ok((vec![], None, vec![]));
                 }
                 let mut acc = Vec::new();
+                let mut sp = Vec::new();
                 for &i in &idxs {
-                    if finish_item(s, &jobs, worker, &reps[i], now)? {
+                    if finish_item(s, &jobs, worker, &reps[i], now, &mut sp)? {
                         acc.push(i);
                     }
                 }
-                Ok((acc, complete(s, run, now)?))
+                Ok((acc, complete(s, run, now)?, sp))
             })?;
+            spans.extend(sp);
             for i in acc {
                 accepted[i] = true;
             }
@@ -827,12 +921,21 @@ impl Jobs {
         {
             self.notify.notify_waiters();
         }
+        self.record_spans(c, spans);
         self.after_runs(c, done);
         Ok(accepted)
     }
 
     /// Takes back items whose worker went silent (lease) or overran (deadline).
-    fn reap(&self, jobs: &BTreeMap<(String, String), JobRec>, now: i64) -> Result<Vec<RunDone>> {
+    /// An item of a job this node does not know is left for the next step (caught up) unless `fresh`: its
+    /// retry and delivery policy are not known here.
+    fn reap(
+        &self,
+        c: &Center,
+        jobs: &BTreeMap<(String, String), JobRec>,
+        now: i64,
+        fresh: bool,
+    ) -> Result<Vec<RunDone>> {
         let runs = self.db.tx_sched(|s| {
             s.q(&format!(
                 "SELECT DISTINCT run FROM furrow_job_items WHERE state = 'running' AND (lease_ms < {now} OR deadline_ms < {now}) LIMIT 20"
@@ -842,7 +945,8 @@ impl Jobs {
         let mut reaped = 0;
         for r in runs {
             let run = text(&r, 0);
-            let (n, d) = self.db.tx_sched(|s| {
+            let (n, d, sp) = self.db.tx_sched(|s| {
+                let mut sp = Vec::new();
                 let rl = s.lit(&run);
                 if s.q(&format!("SELECT state FROM furrow_job_runs WHERE id = {rl}{}", s.skip_locked()))?.is_empty() {
                     // Another node is on it (or the run is gone).
@@ -850,16 +954,22 @@ impl Jobs {
                     if gone {
                         s.q(&format!("DELETE FROM furrow_job_items WHERE run = {rl}"))?;
                     }
-                    return Ok((0, None));
+                    return Ok((0, None, sp));
                 }
                 let items = s.q(&format!(
-                    "SELECT idx, env, job, attempts, stop, worker, lease_ms, deadline_ms FROM furrow_job_items \
+                    "SELECT idx, env, job, attempts, stop, worker, lease_ms, deadline_ms, started_ms FROM furrow_job_items \
                      WHERE run = {rl} AND state = 'running' AND (lease_ms < {now} OR deadline_ms < {now}){}",
                     s.for_update()
                 ))?;
+                let mut taken = 0;
                 for it in &items {
                     let idx = num(it, 0);
                     let spec = jobs.get(&(text(it, 1), text(it, 2))).map(|j| &j.spec);
+                    if spec.is_none() && !fresh {
+                        self.stale.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    taken += 1;
                     let attempts = num(it, 3);
                     let worker = text(it, 5).replace('\'', "");
                     let timed_out = opt_num(it, 7).is_some_and(|d| d < now);
@@ -880,6 +990,25 @@ impl Jobs {
                     } else {
                         ("pending", format!("worker {worker} died; run again elsewhere"))
                     };
+                    let (env, job) = (text(it, 1), text(it, 2));
+                    let peer = spec.and_then(http_peer);
+                    sp.push(
+                        ItemSpan {
+                            run: &run,
+                            env: &env,
+                            job: &job,
+                            idx,
+                            attempt: attempts,
+                            worker: &worker,
+                            state: if state == "pending" { "retry" } else { state },
+                            exit_code: None,
+                            result: &why,
+                            peer: peer.as_deref(),
+                            started_ms: opt_num(it, 8).unwrap_or(now),
+                            ended_ms: now,
+                        }
+                        .record(),
+                    );
                     let sql = if state == "pending" {
                         format!(
                             "UPDATE furrow_job_items SET state = 'pending', worker = NULL, lease_ms = NULL, \
@@ -895,8 +1024,9 @@ impl Jobs {
                     };
                     s.q(&sql)?;
                 }
-                Ok((items.len(), complete(s, &run, now)?))
+                Ok((taken, complete(s, &run, now)?, sp))
             })?;
+            self.record_spans(c, sp);
             self.stats.reaped.fetch_add(n as u64, Ordering::Relaxed);
             reaped += n;
             done.extend(d);
@@ -957,6 +1087,19 @@ impl Jobs {
         })
     }
 
+    /// Hands spans to this node's trace collector (best effort: a full collector queue drops them, counted
+    /// in `furrow_jobs_spans_dropped_total`).
+    fn record_spans(&self, c: &Center, spans: Vec<SpanRec>) {
+        if spans.is_empty() {
+            return;
+        }
+        let n = spans.len() as u64;
+        match c.trace.ingest(spans) {
+            Ok(_) => self.stats.spans.fetch_add(n, Ordering::Relaxed),
+            Err(_) => self.stats.spans_dropped.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
     /// After commits: the next fixed-delay firing, failure alerts, and successors in the DAG (which may end
     /// more runs: skipped ones cascade).
     fn after_runs(&self, c: &Center, mut done: Vec<RunDone>) {
@@ -966,12 +1109,35 @@ impl Jobs {
             if guard > 10_000 {
                 break;
             }
+            self.record_spans(
+                c,
+                vec![
+                    RunSpan {
+                        run: &d.run,
+                        env: &d.env,
+                        job: &d.job,
+                        cause: &d.cause,
+                        state: &d.state,
+                        detail: &d.detail,
+                        fired_ms: d.fired_ms,
+                        ended_ms: d.ended_ms,
+                    }
+                    .record(),
+                ],
+            );
             if let Ok(mut m) = self.stats.runs.lock() {
                 *m.entry((d.env.clone(), d.job.clone(), d.state.clone()))
                     .or_default() += 1;
             }
-            let Ok(Some(job)) = c.read(|st| st.jobs.get(&d.env, &d.job).cloned()) else {
-                continue;
+            let find = || c.read(|st| st.jobs.get(&d.env, &d.job).cloned());
+            let job = match find() {
+                Ok(Some(job)) => job,
+                // Not caught up with the node that created it: its alert and successors still apply.
+                Ok(None) if c.catch_up().is_ok() => match find() {
+                    Ok(Some(job)) => job,
+                    _ => continue,
+                },
+                _ => continue,
             };
             let now = now_ms() as i64;
             if let Schedule::Delay { delay_ms } = job.spec.schedule
@@ -1074,6 +1240,8 @@ impl Jobs {
                         state: "skipped".into(),
                         cause: "dag".into(),
                         detail,
+                        fired_ms: now,
+                        ended_ms: now,
                     })))
                 }
             }
@@ -1205,6 +1373,8 @@ impl Jobs {
             "dispatched": self.stats.dispatched.load(Ordering::Relaxed),
             "finished": self.stats.finished.load(Ordering::Relaxed),
             "reaped": self.stats.reaped.load(Ordering::Relaxed),
+            "spans": self.stats.spans.load(Ordering::Relaxed),
+            "spans_dropped": self.stats.spans_dropped.load(Ordering::Relaxed),
             "lateness_ms": {"samples": l.len(), "p50": pct(0.5), "p99": pct(0.99), "max": l.last()},
         })
     }
@@ -1219,11 +1389,15 @@ impl Jobs {
              # TYPE furrow_jobs_dispatched_total counter\nfurrow_jobs_dispatched_total {}\n\
              # TYPE furrow_jobs_items_finished_total counter\nfurrow_jobs_items_finished_total {}\n\
              # TYPE furrow_jobs_items_reaped_total counter\nfurrow_jobs_items_reaped_total {}\n\
+             # TYPE furrow_jobs_spans_total counter\nfurrow_jobs_spans_total {}\n\
+             # TYPE furrow_jobs_spans_dropped_total counter\nfurrow_jobs_spans_dropped_total {}\n\
              # TYPE furrow_jobs_runs_total counter\n",
             st.fired.load(Ordering::Relaxed),
             st.dispatched.load(Ordering::Relaxed),
             st.finished.load(Ordering::Relaxed),
             st.reaped.load(Ordering::Relaxed),
+            st.spans.load(Ordering::Relaxed),
+            st.spans_dropped.load(Ordering::Relaxed),
         );
         if let Ok(m) = st.runs.lock() {
             for ((env, job, state), n) in m.iter() {
@@ -1323,6 +1497,8 @@ fn create_run(
             state: "failed".into(),
             cause: cause.into(),
             detail: reason,
+            fired_ms: now,
+            ended_ms: now,
         }));
     }
     let items = job.spec.expand();
@@ -1368,11 +1544,12 @@ fn finish_item(
     worker: &str,
     rep: &ItemReport,
     now: i64,
+    spans: &mut Vec<SpanRec>,
 ) -> std::result::Result<bool, DbError> {
     let run = s.lit(&rep.run);
     let idx = rep.idx;
     let row = s.q(&format!(
-        "SELECT state, worker, attempts, env, job, stop FROM furrow_job_items WHERE run = {run} AND idx = {idx}{}",
+        "SELECT state, worker, attempts, env, job, stop, started_ms FROM furrow_job_items WHERE run = {run} AND idx = {idx}{}",
         s.for_update()
     ))?;
     let Some(r) = row.first() else {
@@ -1385,6 +1562,31 @@ fn finish_item(
     let stop = num(r, 5) != 0;
     let spec = jobs.get(&(text(r, 3), text(r, 4))).map(|j| &j.spec);
     let (result, log) = (head(&rep.result, MAX_RESULT), tail(&rep.log, MAX_LOG));
+    if rep.status != "handback" {
+        let (env, job) = (text(r, 3), text(r, 4));
+        let peer = spec.and_then(http_peer);
+        spans.push(
+            ItemSpan {
+                run: &rep.run,
+                env: &env,
+                job: &job,
+                idx,
+                attempt: attempts,
+                worker,
+                state: if stop && rep.status != "ok" {
+                    "stopped"
+                } else {
+                    &rep.status
+                },
+                exit_code: rep.exit_code,
+                result: &result,
+                peer: peer.as_deref(),
+                started_ms: opt_num(r, 6).unwrap_or(now),
+                ended_ms: now,
+            }
+            .record(),
+        );
+    }
     let common = format!(
         "exit_code = {}, result = {}, log = {}",
         opt(rep.exit_code),
@@ -1450,7 +1652,7 @@ fn complete(
         String::new()
     };
     let row = s.q(&format!(
-        "SELECT env, job, cause, state FROM furrow_job_runs WHERE id = {rl}"
+        "SELECT env, job, cause, state, fired_ms FROM furrow_job_runs WHERE id = {rl}"
     ))?;
     let Some(r) = row.first() else {
         return Ok(None);
@@ -1469,6 +1671,8 @@ fn complete(
         state: state.into(),
         cause: text(r, 2),
         detail,
+        fired_ms: num(r, 4),
+        ended_ms: now,
     }))
 }
 

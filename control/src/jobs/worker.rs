@@ -8,8 +8,9 @@
 //! Why long-poll rather than push: the worker opens every connection (it may sit behind NAT), any control
 //! node can answer, and a poll that returns items is also the acknowledgement that the worker took them.
 //!
-//! Shell items run as `sh -c` in a process group of their own (a stop kills the whole group) with the job's
-//! memory as the address-space rlimit (`RLIMIT_AS`) when it sets one; cgroup v2 placement is not done yet.
+//! Shell items run as `sh -c` in a process group of their own (a stop kills the whole group), in a cgroup v2
+//! of their own with the job's memory and CPU when the worker has a usable `--cgroup` directory
+//! (`super::cgroup`), else with the job's memory as the address-space rlimit (`RLIMIT_AS`).
 //! Output (stdout and stderr interleaved) is kept as a bounded tail.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
+use super::cgroup::Limiter;
 use super::model::Kind;
 use super::sched::{Assignment, ItemReport, MAX_LOG};
 use crate::client::{ApiClient, ClientError, encode};
@@ -41,6 +43,8 @@ pub struct ItemCtx {
     pub idx: i64,
     /// The attempt, from 1.
     pub attempt: i64,
+    /// The W3C `traceparent` of this attempt (pass it on to traced calls so they join the run's trace).
+    pub traceparent: String,
     cancel: Arc<AtomicBool>,
     log: Arc<Mutex<LogTail>>,
 }
@@ -126,6 +130,9 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// Heartbeat period (a third of the service's lease by default: 1 s).
     pub beat: Duration,
+    /// A delegated cgroup v2 directory for per-item limits of shell items (see `jobs::cgroup`); without
+    /// one, or when it cannot be used, `RLIMIT_AS`.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl WorkerOptions {
@@ -145,6 +152,7 @@ impl WorkerOptions {
             slots: 4,
             grace: Duration::from_secs(10),
             beat: Duration::from_secs(1),
+            cgroup: None,
         }
     }
 }
@@ -153,6 +161,7 @@ impl WorkerOptions {
 pub struct Worker {
     opts: WorkerOptions,
     fns: HashMap<String, JobFn>,
+    limiter: Arc<Limiter>,
 }
 
 struct Held {
@@ -168,9 +177,15 @@ type HeldMap = Arc<Mutex<HashMap<(String, i64), Held>>>;
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    limits: String,
 }
 
 impl WorkerHandle {
+    /// How shell items are limited (cgroup v2 or rlimits, and why), for the start-up message.
+    pub fn limits(&self) -> &str {
+        &self.limits
+    }
+
     /// Graceful shutdown: stop taking items, let running ones finish within the grace period, hand back
     /// the rest, deregister; waits for it.
     pub fn shutdown(mut self) {
@@ -218,6 +233,7 @@ impl Worker {
         Worker {
             opts,
             fns: HashMap::new(),
+            limiter: Arc::new(Limiter::Rlimit("not probed".into())),
         }
     }
 
@@ -231,7 +247,12 @@ impl Worker {
     }
 
     /// Starts it on a thread of its own (a small runtime; items run on its blocking pool).
-    pub fn start(self) -> std::io::Result<WorkerHandle> {
+    pub fn start(mut self) -> std::io::Result<WorkerHandle> {
+        self.limiter = Arc::new(Limiter::new(self.opts.cgroup.as_deref()));
+        let limits = self.limiter.describe();
+        if self.opts.cgroup.is_some() && matches!(*self.limiter, Limiter::Rlimit(_)) {
+            tracing::warn!("{limits}");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -247,6 +268,7 @@ impl Worker {
         Ok(WorkerHandle {
             stop,
             thread: Some(thread),
+            limits,
         })
     }
 }
@@ -555,13 +577,28 @@ async fn execute(
     let outcome: Result<(String, Option<i64>, String), String> = match &a.kind {
         Kind::Shell { command } => {
             let cmd = command.clone();
-            tokio::task::spawn_blocking(move || run_shell(&cmd, &a2, timeout, &c2, &pid, &l2))
+            let lim = w.limiter.clone();
+            tokio::task::spawn_blocking(move || run_shell(&cmd, &a2, &lim, timeout, &c2, &pid, &l2))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
         }
-        Kind::Http { method, url, body } => {
+        Kind::Http {
+            method,
+            url,
+            body,
+            ca_file,
+        } => {
             let body = body.clone().unwrap_or_else(|| a.params.clone());
-            match run_http(method, url, &body, timeout).await {
+            match run_http(
+                method,
+                url,
+                &body,
+                ca_file.as_deref(),
+                &a.traceparent,
+                timeout,
+            )
+            .await
+            {
                 Ok((code, text)) if (200..300).contains(&code) => {
                     Ok(("ok".into(), Some(code as i64), text))
                 }
@@ -611,6 +648,7 @@ async fn execute(
                     run: a.run.clone(),
                     idx: a.idx,
                     attempt: a.attempt,
+                    traceparent: a.traceparent.clone(),
                     cancel: cancel.clone(),
                     log: log.clone(),
                 };
@@ -654,6 +692,7 @@ async fn execute(
 fn run_shell(
     cmd: &str,
     a: &Assignment,
+    limiter: &Limiter,
     timeout: Duration,
     cancel: &AtomicBool,
     pid: &Mutex<Option<i32>>,
@@ -661,6 +700,14 @@ fn run_shell(
 ) -> Result<(String, Option<i64>, String), String> {
     use std::os::unix::process::CommandExt;
     let mem = a.resources.mem_mb;
+    let cg = match limiter {
+        Limiter::Cgroup(root) if mem > 0 || a.resources.cpu_milli > 0 => Some(
+            root.item(mem, a.resources.cpu_milli)
+                .map_err(|e| format!("cgroup for the item: {e}"))?,
+        ),
+        _ => None,
+    };
+    let procs_fd = cg.as_ref().map(|c| c.procs_fd()).unwrap_or(-1);
     let mut c = std::process::Command::new("sh");
     c.arg("-c")
         .arg(cmd)
@@ -670,14 +717,22 @@ fn run_shell(
         .env("FURROW_ENV", &a.env)
         .env("FURROW_RUN", &a.run)
         .env("FURROW_ATTEMPT", a.attempt.to_string())
+        // W3C trace context for instrumented programs (OpenTelemetry SDKs read TRACEPARENT from the
+        // environment): their spans become children of this item's span in the run's trace.
+        .env("TRACEPARENT", &a.traceparent)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, setrlimit).
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, write, setrlimit).
     unsafe {
         c.pre_exec(move || {
             libc::setsid();
-            if mem > 0 {
+            if procs_fd >= 0 {
+                // "0": move the writing process (this child) into the item's cgroup.
+                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if mem > 0 {
                 let bytes = (mem as libc::rlim_t).saturating_mul(1024 * 1024);
                 let lim = libc::rlimit {
                     rlim_cur: bytes,
@@ -745,6 +800,14 @@ fn run_shell(
         *p = None;
     }
     let code = status.code().map(i64::from);
+    if cg.as_ref().is_some_and(|c| c.oom_killed()) {
+        return Ok((
+            "failed".into(),
+            code,
+            format!("killed by its memory limit (cgroup memory.max {mem} MiB)"),
+        ));
+    }
+    drop(cg);
     if timed_out {
         return Ok((
             "timeout".into(),
@@ -767,9 +830,18 @@ async fn run_http(
     method: &str,
     url: &str,
     body: &Json,
+    ca_file: Option<&str>,
+    traceparent: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("http://")
+                .ok_or("only http:// and https:// URLs")?,
+        ),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -780,9 +852,25 @@ async fn run_http(
     } else {
         Some(bytes.as_slice())
     };
-    let r = crate::http::request(&format!("http://{host}"), method, path, None, send, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let headers: &[(&str, &str)] = if traceparent.is_empty() {
+        &[]
+    } else {
+        &[("traceparent", traceparent)]
+    };
+    if tls {
+        return super::https::request(host, method, path, headers, send, ca_file, timeout).await;
+    }
+    let r = crate::http::request_with(
+        &format!("http://{host}"),
+        method,
+        path,
+        None,
+        headers,
+        send,
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned();
     Ok((r.status, text))
 }

@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route(&format!("{svc}/instances/{{id}}/weight"), put(weight))
         .route(&format!("{svc}/discover"), get(discover))
         .route(&format!("{svc}/rules"), get(get_rules).put(put_rules))
+        .route(&format!("{svc}/tokens"), post(tokens))
         .route("/v1/registry/watch", get(watch))
         .route("/v1/registry/stats", get(stats))
 }
@@ -253,6 +254,29 @@ async fn put_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: B
     ok(set)
 }
 
+/// Cluster-wide rate limits: a lease of tokens from this node's token service (`registry::tokens`).
+async fn tokens(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let req: super::tokens::TokenRequest = body(&b)?;
+    let rules = c.read(|st| {
+        readable(st, &u, &env, &name, Level::Read)?;
+        Ok::<_, ControlError>(
+            st.registry
+                .rules
+                .get(&(env.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_else(|| super::rules::RuleSet {
+                    env: env.clone(),
+                    service: name.clone(),
+                    ..Default::default()
+                }),
+        )
+    })??;
+    ok(c.registry
+        .tokens
+        .grant(&rules, &req, crate::model::now_ms())?)
+}
+
 /// Long-poll: answers the discovery as soon as the service's revision exceeds `since` (pushed through the
 /// center's wake-up channel for `(env, "@registry/SERVICE")`, no polling), else 304 at `timeout` (default
 /// 30 s, max 300 s).
@@ -316,7 +340,10 @@ pub fn metrics_text(c: &Center) -> Result<String> {
          # TYPE furrow_registry_leases_expired_total counter\nfurrow_registry_leases_expired_total {}\n\
          # TYPE furrow_registry_leases_taken_over_total counter\nfurrow_registry_leases_taken_over_total {}\n\
          # TYPE furrow_registry_checks_total counter\nfurrow_registry_checks_total{{result=\"pass\"}} {}\n\
-         furrow_registry_checks_total{{result=\"fail\"}} {}\n",
+         furrow_registry_checks_total{{result=\"fail\"}} {}\n\
+         # TYPE furrow_registry_token_requests_total counter\nfurrow_registry_token_requests_total {}\n\
+         # TYPE furrow_registry_tokens_total counter\nfurrow_registry_tokens_total{{result=\"granted\"}} {}\n\
+         furrow_registry_tokens_total{{result=\"denied\"}} {}\n",
         instances - healthy,
         l.len(),
         l.beats.load(Ordering::Relaxed),
@@ -325,6 +352,9 @@ pub fn metrics_text(c: &Center) -> Result<String> {
         l.taken_over.load(Ordering::Relaxed),
         l.checks_passed.load(Ordering::Relaxed),
         l.checks_failed.load(Ordering::Relaxed),
+        l.tokens.requests.load(Ordering::Relaxed),
+        l.tokens.granted.load(Ordering::Relaxed),
+        l.tokens.denied.load(Ordering::Relaxed),
     ))
 }
 
@@ -346,6 +376,10 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "leases_taken_over": l.taken_over.load(Ordering::Relaxed),
         "checks_passed": l.checks_passed.load(Ordering::Relaxed),
         "checks_failed": l.checks_failed.load(Ordering::Relaxed),
+        "token_requests": l.tokens.requests.load(Ordering::Relaxed),
+        "tokens_granted": l.tokens.granted.load(Ordering::Relaxed),
+        "tokens_denied": l.tokens.denied.load(Ordering::Relaxed),
+        "token_budgets": l.tokens.buckets(),
         "services": services,
         "instances": instances,
         "healthy": healthy,

@@ -3,13 +3,16 @@
 //! backend instance with half-open probing. Pure and clock-free: every call takes `now_ms`, so tests and
 //! callers control time; one `Governor` per rule set version (rebuild it when the rules change).
 //!
-//! Cluster-wide limits (`"cluster": true`) are enforced locally, per client, at the full rate for now: the
-//! token service in the center that would share one budget between clients is not built yet (documented in
-//! docs/registry.md).
+//! Cluster-wide limits (`"cluster": true`) take their tokens from the center's token service through a
+//! [`ClusterTokens`] given to [`Governor::with_cluster`] (leases of tokens, a local share when the center
+//! is unreachable); without one they are enforced locally at the full rate.
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use super::rules::{BreakerStrategy, LimitMode, LimitScope, Rule, RuleSet, TokenBucket};
+use super::tokens::ClusterTokens;
 
 /// Who is calling.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +73,8 @@ pub struct Governor {
     next_slot: HashMap<(usize, String), u64>,
     inflight: HashMap<(usize, String), u32>,
     breakers: HashMap<(usize, String), Breaker>,
+    /// The token service client for the cluster-wide limits.
+    cluster: Option<Arc<ClusterTokens>>,
 }
 
 fn scope_key(scope: LimitScope, call: &Call) -> String {
@@ -89,7 +94,16 @@ impl Governor {
             next_slot: HashMap::new(),
             inflight: HashMap::new(),
             breakers: HashMap::new(),
+            cluster: None,
         }
+    }
+
+    /// Enforcement of `rules` whose cluster-wide limits take tokens from `cluster` (made for the same rule
+    /// set version with [`ClusterTokens::start`]).
+    pub fn with_cluster(rules: RuleSet, cluster: Option<Arc<ClusterTokens>>) -> Self {
+        let mut g = Governor::new(rules);
+        g.cluster = cluster;
+        g
     }
 
     /// The rules enforced.
@@ -148,7 +162,10 @@ impl Governor {
                 continue;
             }
             let key = (i, scope_key(*scope, call));
-            if let Some(qps) = qps {
+            let clustered = self.cluster.as_ref().is_some_and(|c| c.covers(i));
+            if let Some(qps) = qps
+                && !clustered
+            {
                 let ok = match control {
                     LimitMode::Queue { max_wait_ms } => {
                         let gap = (1000.0 / qps).max(0.0) as u64;
@@ -181,6 +198,25 @@ impl Governor {
             if concurrency.is_some() {
                 *self.inflight.entry(key.clone()).or_insert(0) += 1;
                 permit.slots.push(key);
+            }
+        }
+        // Cluster-wide budgets last: a token leased from the center is the dearest to waste.
+        if let Some(c) = &self.cluster {
+            for (i, r) in self.rules.rules.iter().enumerate() {
+                let Rule::RateLimit { scope, only, .. } = r else {
+                    continue;
+                };
+                let who = match scope {
+                    LimitScope::User => call.user,
+                    _ => call.caller,
+                };
+                if !c.covers(i) || (!only.is_empty() && !only.iter().any(|o| o == who)) {
+                    continue;
+                }
+                if !c.try_take(i, &scope_key(*scope, call), now_ms) {
+                    self.release(permit);
+                    return Err(Refusal::RateLimited { rule: i });
+                }
             }
         }
         Ok(permit)

@@ -46,6 +46,8 @@ pub struct Leases {
     pub checks_failed: AtomicU64,
     last_node_beat: AtomicU64,
     last_scan: AtomicU64,
+    /// This node's token service for cluster-wide rate limits (in memory, like the leases).
+    pub tokens: super::tokens::TokenServer,
 }
 
 impl Default for Leases {
@@ -71,6 +73,7 @@ impl Leases {
             checks_failed: AtomicU64::new(0),
             last_node_beat: AtomicU64::new(0),
             last_scan: AtomicU64::new(0),
+            tokens: Default::default(),
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`govern`]: enforcing rules in a caller (rate limits, concurrency, circuit breakers).
 //! - [`check`]: active health checks run by the center (TCP, HTTP, Redis PING, MySQL greeting), feeding
 //!   the same leases as heartbeats.
+//! - [`tokens`]: cluster-wide rate limits: the token service of a node and its client (leases of tokens,
+//!   local fallback).
 //! - [`client`]: registration with heartbeats, discovery with push and a snapshot file.
 //! - [`cli`]: `furrow ctl registry` and `furrow ctl rules`.
 //! - [`api`]: the HTTP routes under `/v1/registry`.
@@ -30,6 +32,7 @@ pub mod lease;
 pub mod model;
 pub mod ops;
 pub mod rules;
+pub mod tokens;
 
 pub use model::{RegRec, RegistryState};
 

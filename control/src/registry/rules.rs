@@ -218,8 +218,17 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
                 qps,
                 concurrency,
                 control,
+                cluster,
                 ..
             } => {
+                if *cluster && (qps.is_none() || !matches!(control, LimitMode::Reject)) {
+                    return Err(bad(
+                        i,
+                        "cluster",
+                        "a cluster-wide limit is a qps budget with the reject control \
+                         (concurrency, warm_up and queue are per client)",
+                    ));
+                }
                 if qps.is_none() && concurrency.is_none() {
                     return Err(bad(i, "qps", "a rate limit needs qps, concurrency or both"));
                 }

@@ -429,13 +429,56 @@ async fn deploy(
 struct PlanBody {
     stage: String,
     versions: BTreeMap<String, String>,
+    /// Also order by the dependencies observed in traces (default true).
+    #[serde(default = "yes")]
+    observed: bool,
+    /// How far back traces count, seconds (default one day).
+    #[serde(default)]
+    observed_since_s: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn plan(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let r: PlanBody = body(&b)?;
-    ok(c.write(u, move |tx| tx.start_plan(&r.stage, &r.versions))
-        .await?)
+    let observed = if r.observed {
+        observed_calls(&c, r.observed_since_s.unwrap_or(86_400).max(1)).await?
+    } else {
+        Vec::new()
+    };
+    ok(
+        c.write(u, move |tx| tx.start_plan(&r.stage, &r.versions, &observed))
+            .await?,
+    )
+}
+
+/// The call edges `(caller, callee)` between services in the tracing service's dependency graph over the
+/// last `secs` seconds (off the async workers: the span store is behind a lock).
+async fn observed_calls(c: &Arc<Center>, secs: u64) -> Result<Vec<(String, String)>> {
+    let c = c.clone();
+    let since_ns = crate::model::now_ms()
+        .saturating_sub(secs.saturating_mul(1000))
+        .saturating_mul(1_000_000);
+    let g = tokio::task::spawn_blocking(move || {
+        c.trace
+            .with_store(|st| crate::trace::query::dependencies(st.traces(), since_ns, secs as f64))
+    })
+    .await
+    .map_err(|e| ControlError::new(ErrorCode::Internal, format!("dependency graph: {e}")))??;
+    Ok(g["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["from"].as_str()?.to_string(),
+                e["to"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
 }
 
 async fn list_deployments(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {

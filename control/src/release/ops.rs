@@ -186,6 +186,44 @@ pub fn dependency_order(
     Ok(out)
 }
 
+/// Dependencies by project.
+pub type DepGraph = BTreeMap<String, Vec<String>>;
+
+/// Declared dependencies plus observed ones: `observed` are call edges `(caller, callee)` from the tracing
+/// service's dependency graph (a caller depends on what it calls, so the callee goes first). An observed
+/// edge that would close a cycle with what is there already (services that call each other, or a call
+/// against the declared order) is left out: observation orders what it can, declarations win. Returns the
+/// merged graph and the observed edges it took.
+pub fn with_observed(
+    deps: &DepGraph,
+    observed: &[(String, String)],
+) -> (DepGraph, Vec<(String, String)>) {
+    let mut merged = deps.clone();
+    let mut taken = Vec::new();
+    let mut edges: Vec<&(String, String)> = observed.iter().collect();
+    edges.sort();
+    edges.dedup();
+    for (from, to) in edges {
+        if from == to || !merged.contains_key(from) || !merged.contains_key(to) {
+            continue;
+        }
+        if merged[from].contains(to) {
+            continue;
+        }
+        if let Some(v) = merged.get_mut(from) {
+            v.push(to.clone());
+        }
+        if find_cycle(&merged).is_some() {
+            if let Some(v) = merged.get_mut(from) {
+                v.pop();
+            }
+            continue;
+        }
+        taken.push((from.clone(), to.clone()));
+    }
+    (merged, taken)
+}
+
 /// Splits a stage's hosts into batches.
 pub fn plan_batches(stage: &Stage, agents: &BTreeMap<String, Agent>) -> Vec<Vec<String>> {
     let mut left: Vec<String> = stage.hosts.clone();
@@ -978,16 +1016,18 @@ impl Tx<'_> {
     }
 
     /// Releases several projects to one stage in dependency order: each deployment waits for those of its
-    /// dependencies in the set. Refuses a cycle.
+    /// dependencies in the set — declared, and `observed` call edges `(caller, callee)` between projects
+    /// named like the traced services (see [`with_observed`]). Refuses a cycle of declared dependencies.
     pub fn start_plan(
         &mut self,
         stage: &str,
         versions: &BTreeMap<String, String>,
+        observed: &[(String, String)],
     ) -> Result<Vec<Deployment>> {
         if versions.is_empty() || versions.len() > 64 {
             return Err(ControlError::bad("versions", "a plan has 1-64 projects"));
         }
-        let deps: BTreeMap<String, Vec<String>> = self
+        let declared: BTreeMap<String, Vec<String>> = self
             .st
             .release
             .projects
@@ -996,9 +1036,25 @@ impl Tx<'_> {
             .collect();
         let set: Vec<String> = versions.keys().cloned().collect();
         for p in &set {
-            if !deps.contains_key(p) {
+            if !declared.contains_key(p) {
                 return Err(unknown_project(p));
             }
+        }
+        // Declared cycles are refused by name before observation is looked at.
+        dependency_order(&set, &declared)?;
+        let within: Vec<(String, String)> = observed
+            .iter()
+            .filter(|(a, b)| set.contains(a) && set.contains(b))
+            .cloned()
+            .collect();
+        let (deps, taken) = with_observed(&declared, &within);
+        if !taken.is_empty() {
+            let edges: Vec<String> = taken.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
+            self.audit(
+                "release.plan.observed",
+                &format!("release/{stage}"),
+                serde_json::json!({"edges": edges}),
+            );
         }
         let order = dependency_order(&set, &deps)?;
         let mut ids: BTreeMap<String, u64> = BTreeMap::new();
@@ -1283,6 +1339,38 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
             .collect()
+    }
+
+    #[test]
+    fn observed_calls_order_what_declarations_leave_open() {
+        let e = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // Traces show web -> api -> db, db -> api back (a callback), and api calling cache although cache
+        // declares that it depends on api.
+        let g = graph(&[("web", &[]), ("api", &[]), ("db", &[]), ("cache", &["api"])]);
+        let observed = [
+            e("web", "api"),
+            e("api", "db"),
+            e("db", "api"),
+            e("api", "cache"),
+            e("web", "web"),
+            e("web", "elsewhere"),
+        ];
+        let (merged, taken) = with_observed(&g, &observed);
+        assert!(find_cycle(&merged).is_none());
+        assert_eq!(merged["cache"], ["api"], "the declaration wins");
+        assert!(
+            !taken.contains(&e("api", "cache")),
+            "against the declared order"
+        );
+        assert!(taken.contains(&e("web", "api")));
+        // Of the two directions between api and db, one is taken (sorted: api -> db first).
+        assert!(taken.contains(&e("api", "db")) && !taken.contains(&e("db", "api")));
+        assert!(!taken.iter().any(|(a, b)| a == b || b == "elsewhere"));
+        let set: Vec<String> = ["web", "api", "db"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            dependency_order(&set, &merged).unwrap(),
+            ["db", "api", "web"]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::json;
 
+use super::access::Access;
 use super::model::{self, unhex};
 use super::query::{self, Filter};
 use crate::api::{Res, ok, qnum, user};
@@ -33,6 +34,8 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/services/{service}/slowest", get(slowest))
         .route("/v1/trace/services/{service}/trend", get(trend))
         .route("/v1/trace/sql", get(sql))
+        .route("/v1/trace/fleet/digests", get(fleet_digests))
+        .route("/v1/trace/fleet/index-advice", get(fleet_index_advice))
         .route("/v1/trace/stats", get(stats))
         .route("/v1/process", get(process))
 }
@@ -107,6 +110,16 @@ async fn on_store<T: Send + 'static>(
         .map_err(|e| ControlError::new(ErrorCode::Internal, format!("trace query: {e}")))?
 }
 
+/// The spans the request's user may read (see [`super::access`]).
+fn access(c: &Center, h: &HeaderMap) -> Result<Access> {
+    let u = user(c, h)?;
+    if u.admin {
+        return Ok(Access::all(u));
+    }
+    let grants = c.read(|st| st.grants.values().cloned().collect::<Vec<_>>())?;
+    Ok(Access::of(u, grants))
+}
+
 /// The start of the query window: `since_s` seconds back (default 3600), in ns since the epoch; and the
 /// window's length in seconds.
 fn window(q: &HashMap<String, String>) -> Result<(u64, f64)> {
@@ -119,11 +132,17 @@ fn window(q: &HashMap<String, String>) -> Result<(u64, f64)> {
 }
 
 async fn get_trace(AxState(c): C, h: HeaderMap, Path(id): Path<String>) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let t = unhex::<16>(&id)
         .map(u128::from_be_bytes)
         .ok_or_else(|| ControlError::bad("id", "a trace id is 32 hex digits"))?;
-    let found = on_store(&c, move |st| st.trace(t).map(query::tree)).await?;
+    let found = on_store(&c, move |st| {
+        st.trace(t)
+            .map(|s| acc.visible(s))
+            .filter(|s| !s.is_empty())
+            .map(|s| query::tree(&s))
+    })
+    .await?;
     let (mut tree, text) =
         found.ok_or_else(|| ControlError::not_found(format!("no trace {id}")).with_field("id"))?;
     tree["text"] = json!(text);
@@ -131,7 +150,7 @@ async fn get_trace(AxState(c): C, h: HeaderMap, Path(id): Path<String>) -> Res {
 }
 
 async fn search(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let (since_ns, _) = window(&q)?;
     let error = match q.get("status").map(String::as_str) {
         None | Some("") | Some("any") => None,
@@ -161,53 +180,80 @@ async fn search(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
         since_ns,
         limit: qnum(&q, "limit")?.unwrap_or(20).min(1000) as usize,
     };
-    let hits = on_store(&c, move |st| query::search(st.traces(), &f)).await?;
+    let hits = on_store(&c, move |st| {
+        let v = acc.filter(st.traces());
+        query::search(v.iter().map(|(t, s)| (*t, &s[..])), &f)
+    })
+    .await?;
     ok(json!({ "traces": hits }))
 }
 
 async fn dependencies(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let (since_ns, secs) = window(&q)?;
     ok(on_store(&c, move |st| {
-        query::dependencies(st.traces(), since_ns, secs)
+        let v = acc.filter(st.traces());
+        query::dependencies(v.iter().map(|(t, s)| (*t, &s[..])), since_ns, secs)
     })
     .await?)
 }
 
 async fn slowest(AxState(c): C, h: HeaderMap, Path(service): Path<String>, Query(q): Q) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let (since_ns, _) = window(&q)?;
     let limit = qnum(&q, "limit")?.unwrap_or(10).min(1000) as usize;
     let s = service.clone();
     let ops = on_store(&c, move |st| {
-        query::slowest(st.traces(), &s, since_ns, limit)
+        let v = acc.filter(st.traces());
+        query::slowest(v.iter().map(|(t, s)| (*t, &s[..])), &s, since_ns, limit)
     })
     .await?;
     ok(json!({ "service": service, "operations": ops }))
 }
 
 async fn trend(AxState(c): C, h: HeaderMap, Path(service): Path<String>, Query(q): Q) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let hours = qnum(&q, "hours")?.unwrap_or(24).clamp(1, 24 * 31);
     let since_ns = crate::model::now_ms()
         .saturating_mul(1_000_000)
         .saturating_sub(hours.saturating_mul(3_600_000_000_000));
     let s = service.clone();
-    let ops = on_store(&c, move |st| query::trend(st.traces(), &s, since_ns)).await?;
+    let ops = on_store(&c, move |st| {
+        let v = acc.filter(st.traces());
+        query::trend(v.iter().map(|(t, s)| (*t, &s[..])), &s, since_ns)
+    })
+    .await?;
     ok(
         json!({ "service": service, "regression_factor": query::REGRESSION_FACTOR, "operations": ops }),
     )
 }
 
 async fn sql(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
-    user(&c, &h)?;
+    let acc = access(&c, &h)?;
     let (since_ns, _) = window(&q)?;
     let limit = qnum(&q, "limit")?.unwrap_or(20).min(1000) as usize;
     let d = on_store(&c, move |st| {
-        query::sql_digests(st.traces(), since_ns, limit)
+        let v = acc.filter(st.traces());
+        query::sql_digests(v.iter().map(|(t, s)| (*t, &s[..])), since_ns, limit)
     })
     .await?;
     ok(json!({ "digests": d }))
+}
+
+/// Every live proxy's digest table merged (`super::digests`): `?n=` lines per proxy (1,000),
+/// `?limit=` merged rows (50).
+async fn fleet_digests(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let n = qnum(&q, "n")?.unwrap_or(1000) as usize;
+    let limit = qnum(&q, "limit")?.unwrap_or(50).min(10_000) as usize;
+    ok(super::digests::fleet_view(&c, &u, n, limit).await?)
+}
+
+/// Every live proxy's `INDEX ADVICE` (`?n=` digests each, 10; at most 20).
+async fn fleet_index_advice(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let n = qnum(&q, "n")?.unwrap_or(10) as usize;
+    ok(super::digests::fleet_index_advice(&c, &u, n).await?)
 }
 
 /// This control node's CPU, memory, threads and open files.

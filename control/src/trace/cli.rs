@@ -74,6 +74,12 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
+    /// Every live proxy's MySQL digest table (all statements), merged by fingerprint.
+    Digests {
+        /// The most merged digests listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -158,6 +164,14 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
             api.call(
                 "GET",
                 &format!("/v1/trace/sql?since_s={since_s}&limit={limit}"),
+                None,
+            )
+            .await
+        }
+        Digests { limit } => {
+            api.call(
+                "GET",
+                &format!("/v1/trace/fleet/digests?limit={limit}"),
                 None,
             )
             .await

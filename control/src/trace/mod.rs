@@ -17,8 +17,10 @@
 //! the store), the HTTP server, error bodies, `/metrics`. What it does not share: the config store —
 //! spans are high volume and short-lived, so they never enter the versioned, audited store.
 
+pub mod access;
 pub mod api;
 pub mod cli;
+pub mod digests;
 pub mod export;
 pub mod model;
 pub mod query;

@@ -165,9 +165,20 @@ fn gateway(addr: &str, what: impl std::fmt::Display) -> ControlError {
 /// Sends one admin command (after `AUTH` when a password is given) and returns the reply's text; an error
 /// reply from the proxy is a `bad_request` carrying the proxy's message, no answer a `bad_gateway`.
 pub async fn admin_call(addr: &str, password: Option<&str>, args: &[&str]) -> Result<String> {
-    tokio::time::timeout(ADMIN_TIMEOUT, call(addr, password, args))
+    admin_call_within(ADMIN_TIMEOUT, addr, password, args).await
+}
+
+/// [`admin_call`] with another time limit (for commands that do work on servers, such as
+/// `INDEX ADVICE`).
+pub async fn admin_call_within(
+    limit: Duration,
+    addr: &str,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<String> {
+    tokio::time::timeout(limit, call(addr, password, args))
         .await
-        .map_err(|_| gateway(addr, "no answer in 3 s"))?
+        .map_err(|_| gateway(addr, format!("no answer in {} s", limit.as_secs())))?
 }
 
 async fn call(addr: &str, password: Option<&str>, args: &[&str]) -> Result<String> {

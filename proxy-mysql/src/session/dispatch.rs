@@ -172,6 +172,8 @@ impl Session {
         self.in_txn = false;
         self.autocommit = true;
         self.last_insert_id = 0;
+        // As the server's reset releases its named locks.
+        self.locks = Default::default();
         self.stmts.clear();
         if let Some(cs) = charset {
             self.vars = VarState::for_collation(cs);
@@ -197,6 +199,23 @@ impl Session {
         if self.pinned.is_none() && crate::local::is_last_insert_id_query(c, &d.text) {
             let st = self.status_flags();
             crate::local::queue_last_insert_id(&mut self.client, sql, self.last_insert_id, st);
+            return Flow::Continue;
+        }
+        if d.text.starts_with("SELECT FURROW_")
+            && let Some(call) = crate::lock::parse(sql)
+        {
+            let snap = self.snap.get().clone();
+            let r = match call {
+                Ok(call) => self.locks.run(call, &snap.config, &self.info.group).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) => {
+                    let st = self.status_flags();
+                    crate::lock::queue_value(&mut self.client, sql, v, st);
+                }
+                Err(e) => self.refuse(1, &e),
+            }
             return Flow::Continue;
         }
         let snap = self.snap.get().clone();

@@ -261,7 +261,14 @@ impl Session {
         {
             ListenerStats::add(&self.stats.errors, 1);
         }
-        stats::record(&self.info.core.stats, d, ran.took, rows, error.is_some());
+        stats::record(
+            &self.info.core.stats,
+            d,
+            ran.took,
+            rows,
+            error.is_some(),
+            || stats::DigestSample::new(sql, &g.name, self.schema.as_deref(), false),
+        );
         if end.is_ok() {
             stats::maybe_slow(
                 &self.info.core.stats,

@@ -24,7 +24,6 @@
 //! The children import this module, never one another and never the other way round (see
 //! `tests/import_circles.rs`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -125,13 +124,16 @@ pub struct Session {
     vars: Option<Rc<VarState>>,
     autocommit: bool,
     pinned: Option<Box<BackendConn>>,
+    /// The `furrow_lock` locks the session holds (one primary connection each; see `crate::lock`).
+    locks: crate::lock::HeldLocks,
     sticky: bool,
     in_txn: bool,
     last_write: Option<Instant>,
     last_insert_id: u64,
     /// GTID of the session's last write (read-your-writes by GTID).
     last_gtid: Option<crate::gtid::Gtids>,
-    stmts: HashMap<u32, ClientStmt>,
+    /// The client's prepared statements by the ids given to it (foldhash: one lookup per execution).
+    stmts: router::FastMap<u32, ClientStmt>,
     next_stmt: u32,
     multi_statements: bool,
     targets: Option<(u64, Rc<GroupTargets>)>,
@@ -239,12 +241,13 @@ impl Session {
             vars: None,
             autocommit: true,
             pinned: None,
+            locks: Default::default(),
             sticky: false,
             in_txn: false,
             last_write: None,
             last_insert_id: 0,
             last_gtid: None,
-            stmts: HashMap::new(),
+            stmts: Default::default(),
             next_stmt: 1,
             multi_statements: false,
             targets: None,

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use codec::mysql::ErrPacket;
 use codec::mysql::consts::com;
 use router::config::MysqlGroup;
@@ -164,7 +164,7 @@ impl Session {
             self.refuse(1, &errs::unknown_stmt(id, "mysqld_stmt_execute"));
             return Flow::Continue;
         };
-        let Some(mut body) = execute_body(st, &payload) else {
+        let Some(body) = ExecBody::of(st, &payload) else {
             return self.malformed();
         };
         let sql = st.sql.clone();
@@ -202,8 +202,7 @@ impl Session {
                 v[1..5].copy_from_slice(&bid.to_le_bytes());
                 leg.conn.queue_command(&v);
             }
-            body[1..5].copy_from_slice(&bid.to_le_bytes());
-            leg.conn.queue_command(&body);
+            body.queue(&mut leg.conn, bid, &payload);
             let mark = self.client.wbuf.len();
             let r = self
                 .forward(&mut leg.conn, RespKind::ResultSet, None, g, class.is_read())
@@ -236,6 +235,12 @@ impl Session {
         sql: &Rc<str>,
         avoid: &mut Vec<Rc<str>>,
     ) -> Next<(Leg, u32)> {
+        // Prepared there already (the common case): no timer, no await.
+        let key = (leg.conn.schema.clone(), sql.clone());
+        if let Some(s) = leg.conn.lookup_stmt(&key) {
+            return Next::Go((leg, s.id));
+        }
+        drop(key);
         let wait = g
             .query_timeout
             .or(g.read_timeout)
@@ -304,42 +309,74 @@ impl Session {
     }
 }
 
-/// The COM_STMT_EXECUTE payload to send: the client's, with the parameter types always
-/// included (the backend connection that runs it may not have seen the execution that sent
-/// them); they are remembered in `st` when the client sends them. `None`: a malformed payload.
-fn execute_body(st: &mut ClientStmt, payload: &[u8]) -> Option<BytesMut> {
-    let n = usize::from(st.params);
-    let mut body = BytesMut::with_capacity(payload.len() + 2 * n);
-    body.extend_from_slice(payload.get(..10)?);
-    if n == 0 {
-        if let Some(rest) = payload.get(10..) {
-            body.extend_from_slice(rest);
-        }
-        return Some(body);
-    }
-    let bitmap = n.div_ceil(8);
-    let rest = payload.get(10..)?;
-    if rest.len() < bitmap + 1 {
-        return None;
-    }
-    body.extend_from_slice(&rest[..bitmap]);
-    let bound = rest[bitmap];
-    let after = &rest[bitmap + 1..];
-    if bound == 1 {
-        if after.len() < 2 * n {
+/// A COM_STMT_EXECUTE as it goes to a backend: the client's payload with the statement id
+/// patched and the parameter types always included (the backend connection that runs it may not
+/// have seen the execution that sent them; they are remembered in the client's statement when
+/// it sends them). Checked once, then written straight into the backend connection's buffer
+/// ([`BackendConn::queue_command_parts`]): no copy of the payload is made per execution.
+struct ExecBody {
+    /// The remembered types to put in, at the offset of the new-params-bound byte (which
+    /// becomes 1), when the client left them out.
+    insert: Option<(usize, Bytes)>,
+}
+
+impl ExecBody {
+    /// Checks a COM_STMT_EXECUTE payload of `st` (remembering the types it sends); `None`: a
+    /// malformed payload.
+    fn of(st: &mut ClientStmt, payload: &[u8]) -> Option<ExecBody> {
+        if payload.len() < 10 {
             return None;
         }
-        st.types = Some(Bytes::copy_from_slice(&after[..2 * n]));
-        body.extend_from_slice(&[1]);
-        body.extend_from_slice(after);
-    } else if let Some(t) = &st.types {
-        body.extend_from_slice(&[1]);
-        body.extend_from_slice(t);
-        body.extend_from_slice(after);
-    } else {
-        body.extend_from_slice(&rest[bitmap..]);
+        let n = usize::from(st.params);
+        if n == 0 {
+            return Some(ExecBody { insert: None });
+        }
+        let bitmap = n.div_ceil(8);
+        let rest = &payload[10..];
+        if rest.len() < bitmap + 1 {
+            return None;
+        }
+        let after = &rest[bitmap + 1..];
+        if rest[bitmap] == 1 {
+            if after.len() < 2 * n {
+                return None;
+            }
+            // Drivers that send the types with every execution: one copy, not one per execution.
+            let types = &after[..2 * n];
+            if st.types.as_deref() != Some(types) {
+                st.types = Some(Bytes::copy_from_slice(types));
+            }
+            return Some(ExecBody { insert: None });
+        }
+        Some(ExecBody {
+            insert: st.types.clone().map(|t| (10 + bitmap, t)),
+        })
     }
-    Some(body)
+
+    /// The payload's parts for backend statement `bid` (`id`: its bytes, kept by the caller).
+    fn parts<'a>(&'a self, payload: &'a [u8], id: &'a [u8; 4]) -> ([&'a [u8]; 6], usize) {
+        match &self.insert {
+            None => ([&payload[..1], id, &payload[5..], &[], &[], &[]], 3),
+            Some((at, types)) => (
+                [
+                    &payload[..1],
+                    id,
+                    &payload[5..*at],
+                    &[1],
+                    types,
+                    &payload[at + 1..],
+                ],
+                6,
+            ),
+        }
+    }
+
+    /// Queues the execution of backend statement `bid` on `conn`.
+    fn queue(&self, conn: &mut BackendConn, bid: u32, payload: &[u8]) {
+        let id = bid.to_le_bytes();
+        let (parts, n) = self.parts(payload, &id);
+        conn.queue_command_parts(&parts[..n]);
+    }
 }
 
 #[cfg(test)]
@@ -365,36 +402,59 @@ mod tests {
         p
     }
 
+    /// The payload an execution of `payload` sends as backend statement 9.
+    fn sent(st: &mut ClientStmt, payload: &[u8]) -> Option<Vec<u8>> {
+        let body = ExecBody::of(st, payload)?;
+        let id = 9u32.to_le_bytes();
+        let (parts, n) = body.parts(payload, &id);
+        Some(parts[..n].concat())
+    }
+
+    /// `execute(rest)` as sent to backend statement 9.
+    fn as_nine(rest: &[u8]) -> Vec<u8> {
+        let mut p = execute(rest);
+        p[1] = 9;
+        p
+    }
+
     #[test]
     fn parameter_types_are_always_sent_and_remembered() {
         let mut st = stmt(2);
         // Null bitmap, new-params-bound = 1, two LONGLONG types, two values.
-        let first = execute(&[
+        let first = [
             0, 1, 8, 0, 8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
-        ]);
-        let body = execute_body(&mut st, &first).expect("well formed");
-        assert_eq!(&body[..], &first[..]);
+        ];
+        let body = sent(&mut st, &execute(&first)).expect("well formed");
+        assert_eq!(body, as_nine(&first));
         assert_eq!(st.types.as_deref(), Some(&[8, 0, 8, 0][..]));
         // The next execution leaves the types out (bound = 0): they are put back.
         let second = execute(&[0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
-        let body = execute_body(&mut st, &second).expect("well formed");
+        let body = sent(&mut st, &second).expect("well formed");
         assert_eq!(
-            &body[..],
-            &execute(&[
+            body,
+            as_nine(&[
                 0, 1, 8, 0, 8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0
-            ])[..]
+            ])
         );
+        // New types replace the remembered ones (one unsigned LONG, one VARCHAR).
+        let third = [0, 1, 3, 0x80, 15, 0, 7, 0, 0, 0, 1, b'x'];
+        assert_eq!(
+            sent(&mut st, &execute(&third)).as_deref(),
+            Some(&as_nine(&third)[..])
+        );
+        assert_eq!(st.types.as_deref(), Some(&[3, 0x80, 15, 0][..]));
     }
 
     #[test]
     fn short_parameter_blocks_are_malformed() {
         let mut st = stmt(2);
-        assert!(execute_body(&mut st, &execute(&[])).is_none());
-        assert!(execute_body(&mut st, &execute(&[0, 1, 8, 0])).is_none());
-        assert!(execute_body(&mut st, &[0x17, 7, 0]).is_none());
+        assert!(sent(&mut st, &execute(&[])).is_none());
+        assert!(sent(&mut st, &execute(&[0, 1, 8, 0])).is_none());
+        assert!(sent(&mut st, &[0x17, 7, 0]).is_none());
+        // Types not known yet and not sent: the payload goes as it is (the server refuses it).
+        assert_eq!(sent(&mut st, &execute(&[0, 0])), Some(as_nine(&[0, 0])));
         // Without parameters the payload goes as it is.
         let mut none = stmt(0);
-        let p = execute(&[]);
-        assert_eq!(&execute_body(&mut none, &p).expect("no params")[..], &p[..]);
+        assert_eq!(sent(&mut none, &execute(&[])), Some(as_nine(&[])));
     }
 }

@@ -16,13 +16,15 @@
 //! the client; [`stream`] the streamed reads (plain scatter, sorted, grouped): sockets feeding
 //! router's sans-IO streaming executor (`router::sql::plan::stream`), which does the merging,
 //! grouping, trimming and re-encoding; [`stmt`] prepared
-//! statements (binary protocol); [`txn`] transactions across shards; [`check`] the shards' schemas
+//! statements (binary protocol); [`txn`] transactions across shards; [`xa`] their two-phase commit
+//! and its recovery; [`check`] the shards' schemas
 //! checked on their servers (`furrow check-config --connect`).
 //!
 //! Transactions: `BEGIN` opens nothing; the first statement that touches a shard opens a backend
-//! transaction there. `COMMIT` commits the shards one after another in shard order. This is not
-//! atomic: when one commit fails, the shards before it stay committed, the ones after it are rolled
-//! back, and the client gets error 1180 naming each shard's fate (XA would close this gap).
+//! transaction there. Without XA, `COMMIT` commits the shards one after another in shard order.
+//! This is not atomic: when one commit fails, the shards before it stay committed, the ones after
+//! it are rolled back, and the client gets error 1180 naming each shard's fate. With `xa = true`
+//! a transaction over several shards commits with XA two-phase commit ([`xa`]).
 
 pub mod check;
 pub mod conn;
@@ -33,6 +35,7 @@ pub mod state;
 pub mod stmt;
 pub mod stream;
 pub mod txn;
+pub mod xa;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -240,7 +243,9 @@ pub(crate) fn ops_done(
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));
-    crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some());
+    crate::stats::record(&cx.core.stats, &d, took, rows, error.is_some(), || {
+        crate::stats::DigestSample::new(sql, cx.group, cx.schema, true)
+    });
     if let Some(g) = gate.group {
         crate::stats::maybe_slow(
             &cx.core.stats,
@@ -617,6 +622,18 @@ impl ShardSession {
                 return self.use_db(cx, &Ok(rules.clone()), db);
             }
             StmtKind::Set => return self.set(cx, &rules, c, sql).await,
+            StmtKind::Other if d.text == "XA" || d.text.starts_with("XA ") => {
+                // The listener's own XA (`xa = true`) spans the shards; a client's XA branch
+                // would be one shard's only.
+                return encode::err(
+                    cx.client,
+                    &unsupported(
+                        "XA statements (XA START/END/PREPARE/COMMIT/ROLLBACK/RECOVER) on a sharded \
+                         listener; use BEGIN ... COMMIT (with `xa = true` in [sharding.NAME] the \
+                         proxy commits across shards with XA itself)",
+                    ),
+                );
+            }
             StmtKind::LockTables
             | StmtKind::UnlockTables
             | StmtKind::SqlPrepare

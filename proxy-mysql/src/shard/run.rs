@@ -137,8 +137,8 @@ async fn run_shard(
 }
 
 /// Makes `held` (a transaction's connection) or a new pooled connection to `target` ready for
-/// `shard`: session SETs replayed, default schema set, and a backend transaction begun when
-/// `in_txn` and new. `target` is the session's resolved shard ([`super::conn::ShardTargets`]);
+/// `shard`: session SETs replayed, default schema set, and a backend transaction begun with
+/// `begin` (`BEGIN` or `XA START ...`, see [`ShardSession::begin_sql`]) when new. `target` is the session's resolved shard ([`super::conn::ShardTargets`]);
 /// only a new connection needs it.
 pub(super) async fn open(
     cx: &Ctx<'_>,
@@ -146,7 +146,7 @@ pub(super) async fn open(
     shard: usize,
     target: Result<ShardTarget, ProxyError>,
     held: Option<ShardConn>,
-    in_txn: bool,
+    begin: Option<&str>,
 ) -> Result<ShardConn, ErrPacket> {
     if let Some(mut c) = held {
         // Statements of the transaction may have added session SETs since (a prefix: replay only).
@@ -161,8 +161,8 @@ pub(super) async fn open(
     let mut c = checkout(cx.core, cx.snap, &target, cx.vars.as_ref())
         .await
         .map_err(|e| e.to_err_packet())?;
-    if in_txn {
-        match simple(&mut c.conn, "BEGIN").await {
+    if let Some(begin) = begin {
+        match simple(&mut c.conn, begin).await {
             Ok(None) => {}
             Ok(Some(e)) => {
                 c.discard();
@@ -199,7 +199,15 @@ impl ShardSession {
         let held = self.txn.as_mut().and_then(|t| t.remove(&shard));
         self.txn_touched |= self.txn.is_some();
         let target = self.target(cx, rules, shard);
-        open(cx, rules, shard, target, held, self.txn.is_some()).await
+        let begin = match held {
+            None => self.begin_sql(rules, shard, &cx.core.shared.xa),
+            Some(_) => None,
+        };
+        let r = open(cx, rules, shard, target, held, begin.as_deref()).await;
+        if r.is_err() && begin.is_some() {
+            self.forget_join(shard);
+        }
+        r
     }
 
     /// The session's resolved target of `shard` (see [`super::conn::ShardTargets`]).
@@ -220,24 +228,26 @@ impl ShardSession {
         rules: &ShardingRules,
         shards: &[usize],
     ) -> Result<Vec<(usize, ShardConn)>, ErrPacket> {
-        let in_txn = self.txn.is_some();
-        self.txn_touched |= in_txn;
+        self.txn_touched |= self.txn.is_some();
         let held: Vec<_> = shards
             .iter()
             .map(|&shard| {
                 let h = self.txn.as_mut().and_then(|t| t.remove(&shard));
-                (shard, self.target(cx, rules, shard), h)
+                let begin = match h {
+                    None => self.begin_sql(rules, shard, &cx.core.shared.xa),
+                    Some(_) => None,
+                };
+                (shard, self.target(cx, rules, shard), h, begin)
             })
             .collect();
-        let opened =
-            join_all(
-                held.into_iter()
-                    .map(|(shard, t, h)| async move {
-                        (shard, open(cx, rules, shard, t, h, in_txn).await)
-                    })
-                    .collect(),
-            )
-            .await;
+        let opened = join_all(
+            held.into_iter()
+                .map(|(shard, t, h, begin)| async move {
+                    (shard, open(cx, rules, shard, t, h, begin.as_deref()).await)
+                })
+                .collect(),
+        )
+        .await;
         let mut conns: Vec<(usize, ShardConn)> = Vec::with_capacity(opened.len());
         let mut failed = None;
         for (shard, r) in opened {

@@ -135,9 +135,35 @@ impl ShardSession {
                 drain_rows: rules.max_limit_rows,
             },
         );
+        // With tracing on, each unit's last read (and whether it failed) makes its child span.
+        let mut timing: Vec<(Option<Instant>, bool)> = if cx.core.trace.is_some() {
+            self.trace_units.clear();
+            vec![(None, false); units.len()]
+        } else {
+            Vec::new()
+        };
+        let sent = Instant::now();
         send_all(&mut exec, &mut feeds, &feed_of, units).await;
         let mark = cx.client.wbuf.len();
-        let pumped = pump(&mut exec, &mut feeds, &feed_of, cx.client, concat).await;
+        let pumped = pump(
+            &mut exec,
+            &mut feeds,
+            &feed_of,
+            cx.client,
+            concat,
+            &mut timing,
+        )
+        .await;
+        for (u, (last, failed)) in units.iter().zip(&timing) {
+            self.trace_units.push(crate::trace::UnitTiming {
+                shard: rules
+                    .shards
+                    .get(u.shard)
+                    .map_or_else(|| u.shard.to_string(), |s| s.name.clone()),
+                took: last.map_or(std::time::Duration::ZERO, |t| t.duration_since(sent)),
+                error: *failed,
+            });
+        }
         // Clean the connections up before answering.
         drain(&mut exec, &mut feeds, &feed_of, concat).await;
         let lost = feeds.iter().any(|f| f.conn.conn.broken);
@@ -213,7 +239,7 @@ impl ShardSession {
             units
                 .iter()
                 .zip(targets)
-                .map(|(u, t)| open(cx, rules, u.shard, t, None, false))
+                .map(|(u, t)| open(cx, rules, u.shard, t, None, None))
                 .collect(),
         )
         .await;
@@ -275,13 +301,15 @@ struct Pumped {
 
 /// Runs the executor to its end: reads the packet of the unit it asks for, feeds it, and flushes
 /// the client every [`FLUSH_AT`] bytes. A plain scatter (`concat`) restarts a unit's read timeout
-/// when its reply begins.
+/// when its reply begins. `timing` (empty unless tracing is on) gets each unit's last read and
+/// whether the unit was lost.
 async fn pump(
     exec: &mut StreamExec<'_>,
     feeds: &mut [Feed],
     feed_of: &[usize],
     client: &mut crate::conn::Conn,
     concat: bool,
+    timing: &mut [(Option<Instant>, bool)],
 ) -> Pumped {
     let mut flushed = false;
     let mut current = None;
@@ -292,13 +320,20 @@ async fn pump(
         };
         let Some(feed) = feed_of.get(u).and_then(|f| feeds.get_mut(*f)) else {
             exec.lost(u, "no connection");
+            if let Some(t) = timing.get_mut(u) {
+                t.1 = true;
+            }
             continue;
         };
         if concat && current != Some(u) {
             current = Some(u);
             feed.restart();
         }
-        match feed.read().await {
+        let read = feed.read().await;
+        if let Some(t) = timing.get_mut(u) {
+            *t = (Some(Instant::now()), t.1 || read.is_err());
+        }
+        match read {
             Ok(p) => exec.feed(u, p),
             // The executor reports it as the unit's lost connection (ERR 1158 naming the
             // shard), a timeout included, as the buffered path does.

@@ -10,12 +10,16 @@
 //! follow the server's: `SERVER_STATUS_AUTOCOMMIT` while autocommit is on, `SERVER_STATUS_IN_TRANS`
 //! after `BEGIN`, and in an implicit transaction once a statement touched a shard.
 //!
-//! Commit is a loop over the shards in shard order, not two-phase: if shard k fails to commit,
-//! shards before k are committed, shard k's outcome is unknown or rolled back by the server, and the
-//! shards after k are rolled back; the client gets ERR 1180 listing what happened on each shard.
+//! Without XA, commit is a loop over the shards in shard order, not two-phase: if shard k fails to
+//! commit, shards before k are committed, shard k's outcome is unknown or rolled back by the server,
+//! and the shards after k are rolled back; the client gets ERR 1180 listing what happened on each
+//! shard. With `xa = true` the first shard a transaction touches is its coordinator (a plain
+//! `BEGIN`), the others join with `XA START`, and a transaction with such branches commits in two
+//! phases ([`super::xa`]); one that touched a single shard commits as without XA.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use codec::mysql::ErrPacket;
 use codec::mysql::consts::status;
@@ -51,6 +55,12 @@ pub struct ShardSession {
     pub(crate) targets: super::conn::ShardTargets,
     /// The SQL of the last point statement's unit: one buffer reused by the fast path.
     pub(crate) unit_sql: String,
+    /// With XA: the open transaction's coordinator (the first shard it touched, a plain `BEGIN`).
+    pub(crate) xa_coord: Option<usize>,
+    /// With XA: the shards that joined the open transaction with `XA START`.
+    pub(crate) xa_branches: BTreeSet<usize>,
+    /// With XA: the open transaction's gtrid, made when its first branch joins.
+    pub(crate) xa_gtrid: Option<Rc<str>>,
 }
 
 impl Drop for ShardSession {
@@ -126,6 +136,45 @@ impl ShardSession {
         self.txn.is_some()
     }
 
+    /// The statement that opens `shard`'s backend transaction as it joins the open one (`None`:
+    /// no transaction is open). With XA (`rules.xa`) the first shard is the coordinator and opens
+    /// a plain transaction; every later one opens an XA branch of the transaction's gtrid.
+    pub(crate) fn begin_sql(
+        &mut self,
+        rules: &ShardingRules,
+        shard: usize,
+        ids: &super::xa::XaIds,
+    ) -> Option<String> {
+        self.txn.as_ref()?;
+        if !rules.xa {
+            return Some("BEGIN".into());
+        }
+        match self.xa_coord {
+            None => {
+                self.xa_coord = Some(shard);
+                Some("BEGIN".into())
+            }
+            Some(c) if c == shard => Some("BEGIN".into()),
+            Some(_) => {
+                let g = self
+                    .xa_gtrid
+                    .get_or_insert_with(|| ids.gtrid(rules.worker_id))
+                    .clone();
+                self.xa_branches.insert(shard);
+                Some(format!("XA START {}", super::xa::xid(&g, shard)))
+            }
+        }
+    }
+
+    /// Forgets that `shard` joined with `begin` (its open failed; the transaction goes on
+    /// without it or is aborted).
+    pub(crate) fn forget_join(&mut self, shard: usize) {
+        self.xa_branches.remove(&shard);
+        if self.xa_coord == Some(shard) && self.xa_branches.is_empty() {
+            self.xa_coord = None;
+        }
+    }
+
     pub(crate) async fn begin(&mut self, cx: Ctx<'_>, rules: &ShardingRules) {
         // As in MySQL, BEGIN inside a transaction commits it first.
         if self.txn.is_some()
@@ -166,10 +215,20 @@ impl ShardSession {
     pub(crate) async fn finish(&mut self, commit: bool, names: &[String]) -> Result<(), ErrPacket> {
         self.txn_explicit = false;
         self.txn_touched = false;
+        let coord = self.xa_coord.take();
+        let branches = std::mem::take(&mut self.xa_branches);
+        let gtrid = self.xa_gtrid.take();
         let Some(conns) = self.txn.take() else {
             return Ok(());
         };
         let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+        if let Some(g) = gtrid.filter(|_| !branches.is_empty()) {
+            if commit {
+                return super::xa::commit(conns, coord, &branches, &g, &name).await;
+            }
+            super::xa::rollback(conns, &branches, &g).await;
+            return Ok(());
+        }
         let mut failed: Option<(usize, String)> = None;
         let mut report = String::new();
         for (i, mut c) in conns {

@@ -23,6 +23,15 @@ pub struct SourceList {
     pub nets: Vec<IpNet>,
 }
 
+/// A rate budget shared by several proxies (a cluster-wide limit: the control center's token service),
+/// consulted by the data path in place of its local token bucket. Implementations never wait on the
+/// network: they take from a local pool and fall back to a local share when the center is unreachable.
+pub trait ClusterBudget: Send + Sync + std::fmt::Debug {
+    /// Takes one token for `key` (the user for per-user budgets, empty for one budget per rule); false
+    /// when the budget is spent.
+    fn try_take(&self, key: &str) -> bool;
+}
+
 /// The governance rules a proxy enforces at accept, with the counters its metrics show.
 #[derive(Debug, Clone, Default)]
 pub struct Governance {
@@ -32,6 +41,25 @@ pub struct Governance {
     pub sources: Vec<SourceList>,
     /// Client connections refused by `sources` (shared by every version, so it only grows).
     pub refused: Arc<AtomicU64>,
+    /// A circuit breaker by error or slow-call ratio for every backend (the first such rule).
+    pub breaker: Option<RatioBreaker>,
+}
+
+/// A circuit breaker per backend by error ratio or slow-call ratio over a sliding window, with a
+/// half-open probe after `open_ms` (a governance `circuit_breaker` rule, `error_ratio` or `slow_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatioBreaker {
+    /// `Some`: the slow-call ratio (calls slower than this many ms, failures included); `None`: the
+    /// error ratio.
+    pub slow_ms: Option<u64>,
+    /// The ratio (0-1] that opens the breaker.
+    pub threshold: f64,
+    /// The window, ms (10 slices).
+    pub window_ms: u64,
+    /// Calls needed in the window before it may open.
+    pub min_calls: u32,
+    /// How long it stays open before the probe.
+    pub open_ms: u64,
 }
 
 impl Governance {

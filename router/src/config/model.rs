@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-pub use super::governance::{Governance, SourceList};
+pub use super::governance::{ClusterBudget, Governance, RatioBreaker, SourceList};
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
@@ -484,6 +484,9 @@ pub struct MysqlRule {
     pub per: RulePer,
     /// Text added to the error clients get.
     pub message: Option<String>,
+    /// For `limit`: a cluster-wide QPS budget that replaces the local one (set by the proxy process for
+    /// governance rules marked `cluster`; never from a file).
+    pub cluster: Option<std::sync::Arc<dyn super::governance::ClusterBudget>>,
 }
 
 /// Where a user's reads may go.
@@ -1185,6 +1188,7 @@ fn read_mysql_rule(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlRul
         concurrency,
         per,
         message,
+        cluster: None,
     })
 }
 
@@ -1364,6 +1368,9 @@ pub struct Sharding {
     pub max_limit_rows: u64,
     /// Worker id of this proxy for global ids (0..1023; unique per proxy process).
     pub worker_id: u16,
+    /// `xa = true`: a transaction that wrote to several shards commits with XA two-phase commit
+    /// (see `docs/sharding.md`, Transactions). Needs an explicit `worker_id`.
+    pub xa: bool,
     /// Sharded tables.
     pub tables: Vec<ShardTable>,
     /// Broadcast tables (a full copy on every shard).
@@ -1440,9 +1447,23 @@ fn read_shardings(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Vec<Sharding
             let max_limit_rows = t
                 .opt_u64(d, "max_limit_rows", 1, 1 << 40)
                 .map_or(10_000, |v| *v.get_ref());
-            let worker_id = t
-                .opt_u64(d, "worker_id", 0, 1023)
-                .map_or(0, |v| *v.get_ref() as u16);
+            let worker_id = t.opt_u64(d, "worker_id", 0, 1023);
+            let xa = t.opt_bool(d, "xa");
+            if let Some(x) = &xa
+                && *x.get_ref()
+                && worker_id.is_none()
+            {
+                // XA recovery resolves only the prepared branches of its own worker id: two
+                // proxies sharing one would roll back each other's transactions in flight.
+                d.error(
+                    x.span(),
+                    &format!("{}.xa", t.path()),
+                    "`xa = true` needs an explicit `worker_id`, unique per proxy process (XA \
+                     recovery at start-up resolves the prepared transactions of its worker id)",
+                );
+            }
+            let xa = xa.is_some_and(|x| *x.get_ref());
+            let worker_id = worker_id.map_or(0, |v| *v.get_ref() as u16);
             let tables = t
                 .opt_table_list(d, "tables")
                 .into_iter()
@@ -1463,6 +1484,7 @@ fn read_shardings(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Vec<Sharding
                 max_scatter_rows,
                 max_limit_rows,
                 worker_id,
+                xa,
                 tables,
                 broadcast,
                 span,

@@ -29,6 +29,11 @@ pub struct RegistrySettings {
     /// The proxy's own registry service: the governance rules published on it (access lists, per-user
     /// rate limits, circuit breakers) apply to the proxy's clients and backends.
     pub service: Option<String>,
+    /// `register = true`: the proxy registers each of its listeners as an instance of `service`
+    /// (version, `kind`/`listener` tags), beats, and deregisters on a graceful shutdown.
+    pub register: bool,
+    /// The address registered for listeners bound to a wildcard address (`0.0.0.0`, `::`).
+    pub advertise: Option<String>,
 }
 
 /// One instance of a registry service, as a backend server.
@@ -68,7 +73,30 @@ pub(crate) fn read_registry(
         .opt_str(d, "snapshot_dir")
         .map(|s| base.join(s.into_inner()));
     let service = read_service(&mut t, d, "service");
+    let register = t.opt_bool(d, "register");
+    let advertise = t.opt_str(d, "advertise");
     t.finish(d);
+    if let Some(r) = &register
+        && *r.get_ref()
+        && service.is_none()
+    {
+        d.error(
+            r.span(),
+            &format!("{path}.register"),
+            "register = true needs `service` (the service the proxy's listeners register with)",
+        );
+        return None;
+    }
+    if let Some(a) = &advertise
+        && a.get_ref().parse::<std::net::IpAddr>().is_err()
+    {
+        d.error(
+            a.span(),
+            &format!("{path}.advertise"),
+            format!("invalid address `{}`; expected an IP address", a.get_ref()),
+        );
+        return None;
+    }
     let url = url?;
     if !valid_url(url.get_ref()) {
         d.error(
@@ -96,6 +124,8 @@ pub(crate) fn read_registry(
         token,
         snapshot_dir,
         service,
+        register: register.is_some_and(|r| r.into_inner()),
+        advertise: advertise.map(|a| a.into_inner()),
     })
 }
 
@@ -349,6 +379,30 @@ replicas_from = "db-replicas"
             ),
             "{e}"
         );
+        let e = bad(&BASE.replace("service = \"edge-proxy\"\n", "register = true\n"));
+        assert!(
+            e.contains("registry.register: register = true needs `service`"),
+            "{e}"
+        );
+        let e = bad(&BASE.replace(
+            "service = \"edge-proxy\"\n",
+            "service = \"edge-proxy\"\nregister = true\nadvertise = \"here\"\n",
+        ));
+        assert!(
+            e.contains("registry.advertise: invalid address `here`"),
+            "{e}"
+        );
+        let ok = super::super::parse(
+            "t.toml",
+            &BASE.replace(
+                "service = \"edge-proxy\"\n",
+                "service = \"edge-proxy\"\nregister = true\nadvertise = \"10.0.0.7\"\n",
+            ),
+        )
+        .expect("register with advertise");
+        let s = ok.proxy.registry.expect("registry");
+        assert!(s.register);
+        assert_eq!(s.advertise.as_deref(), Some("10.0.0.7"));
         let e = bad(&BASE.replace("http://127.0.0.1:7070", "ftp://x"));
         assert!(
             e.contains("t.toml:3:7: error: registry.url: invalid url"),

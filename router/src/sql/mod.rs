@@ -1,6 +1,7 @@
 //! SQL analysis: statement classification for read/write splitting, query digests, and (later)
 //! sharding plans.
 
+pub mod advice;
 pub mod classify;
 pub mod digest;
 pub mod guard;

@@ -108,6 +108,8 @@ pub struct ShardingRules {
     pub max_limit_rows: u64,
     /// This proxy's worker id for global ids (0..1023).
     pub worker_id: u16,
+    /// Transactions over several shards commit with XA two-phase commit (`xa = true`).
+    pub xa: bool,
 }
 
 impl ShardingRules {
@@ -164,6 +166,7 @@ impl ShardingRules {
             max_scatter_rows: s.max_scatter_rows,
             max_limit_rows: s.max_limit_rows,
             worker_id: s.worker_id,
+            xa: s.xa,
         })
     }
 }

@@ -1,0 +1,226 @@
+//! Who may read which spans, from the control core's grants (`/v1/permissions`).
+//!
+//! A span's service (`service.name`) is read as an application name: a user reads a service's
+//! spans when a grant gives it at least `Read` on that application (any namespace, or the app `*`);
+//! administrators read everything. The proxies' spans belong to whoever made the call: a span
+//! carrying `db.system` (a database or cache call — the proxies' spans, an SDK's client spans)
+//! is readable when its parent span is, so an application's readers see the statements it ran
+//! through Furrow without a grant on the proxy's service; such spans without a readable parent
+//! need a grant on their own service. Queries see only readable spans: a trace with none is not
+//! found, and a trace's unreadable spans are left out of its tree, searches, the dependency graph,
+//! slowest operations, trends and SQL digests.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::model::SpanRec;
+use crate::model::{Grant, Level, User};
+
+/// The spans one user may read.
+#[derive(Clone, Debug)]
+pub struct Access {
+    user: User,
+    /// None: everything (an administrator).
+    grants: Option<Vec<Grant>>,
+}
+
+impl Access {
+    /// Everything.
+    pub fn all(user: User) -> Access {
+        Access { user, grants: None }
+    }
+
+    /// What `user` may read given every grant of the store.
+    pub fn of(user: User, grants: impl IntoIterator<Item = Grant>) -> Access {
+        if user.admin {
+            return Access::all(user);
+        }
+        let me = format!("user:{}", user.name);
+        let mine = grants
+            .into_iter()
+            .filter(|g| {
+                g.level >= Level::Read
+                    && (g.subject == me
+                        || g.subject
+                            .strip_prefix("role:")
+                            .is_some_and(|r| user.roles.iter().any(|x| x == r)))
+            })
+            .collect();
+        Access {
+            user,
+            grants: Some(mine),
+        }
+    }
+
+    /// The user it is for.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// Whether the user reads every span.
+    pub fn reads_all(&self) -> bool {
+        self.grants.is_none()
+    }
+
+    /// Whether the user may read `service`'s spans by a grant of its own.
+    pub fn reads_service(&self, service: &str) -> bool {
+        match &self.grants {
+            None => true,
+            Some(g) => g.iter().any(|g| g.app == "*" || g.app == service),
+        }
+    }
+
+    /// The readable spans of one trace (borrowed when all are, empty when none is).
+    pub fn visible<'a>(&self, spans: &'a [SpanRec]) -> Cow<'a, [SpanRec]> {
+        if self.reads_all() {
+            return Cow::Borrowed(spans);
+        }
+        let mut by_service: HashMap<&str, bool> = HashMap::new();
+        let mut ok: Vec<bool> = spans
+            .iter()
+            .map(|s| {
+                *by_service
+                    .entry(&s.service)
+                    .or_insert_with(|| self.reads_service(&s.service))
+            })
+            .collect();
+        // Calls inherit from their parent; a chain of calls is followed to its end (at most one
+        // pass per span, so a cycle of parents cannot loop).
+        let index: HashMap<u64, usize> =
+            spans.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        for _ in 0..spans.len() {
+            let mut changed = false;
+            for (i, s) in spans.iter().enumerate() {
+                if !ok[i]
+                    && s.attr("db.system").is_some()
+                    && index.get(&s.parent()).is_some_and(|&p| ok[p])
+                {
+                    ok[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if ok.iter().all(|b| *b) {
+            Cow::Borrowed(spans)
+        } else {
+            Cow::Owned(
+                spans
+                    .iter()
+                    .zip(&ok)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(s, _)| s.clone())
+                    .collect(),
+            )
+        }
+    }
+
+    /// The readable part of every trace that has one (for the queries, which take
+    /// `(id, &[SpanRec])` pairs: `.iter().map(|(t, s)| (*t, &s[..]))`).
+    pub fn filter<'a>(
+        &self,
+        traces: impl Iterator<Item = (u128, &'a [SpanRec])>,
+    ) -> Vec<(u128, Cow<'a, [SpanRec]>)> {
+        traces
+            .map(|(t, s)| (t, self.visible(s)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::otlp::{Span, Value};
+    use std::sync::Arc;
+
+    fn span(service: &str, id: u8, parent: u8, db: bool) -> SpanRec {
+        SpanRec {
+            service: Arc::from(service),
+            span: Span {
+                trace_id: [1; 16],
+                span_id: [id; 8],
+                parent_id: [parent; 8],
+                attrs: if db {
+                    vec![("db.system".into(), Value::Str("mysql".into()))]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    fn grant(subject: &str, app: &str, level: Level) -> Grant {
+        Grant {
+            subject: subject.into(),
+            app: app.into(),
+            namespace: "*".into(),
+            level,
+            export: false,
+        }
+    }
+
+    fn user(name: &str, roles: &[&str], admin: bool) -> User {
+        User {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            admin,
+            ..Default::default()
+        }
+    }
+
+    fn ids(s: &[SpanRec]) -> Vec<u8> {
+        s.iter().map(|s| s.span.span_id[0]).collect()
+    }
+
+    #[test]
+    fn grants_decide_and_calls_follow_their_parent() {
+        // shop → proxy (db) → proxy child per shard (db); billing → its own proxy call.
+        let trace = vec![
+            span("shop", 1, 0, false),
+            span("furrow-proxy", 2, 1, true),
+            span("furrow-proxy", 3, 2, true),
+            span("billing", 4, 1, false),
+            span("furrow-proxy", 5, 4, true),
+            span("billing", 6, 4, true),
+        ];
+        let grants = vec![
+            grant("user:ann", "shop", Level::Read),
+            grant("role:ops", "billing", Level::Publish),
+            grant("user:bob", "shop", Level::MaskedRead),
+            grant("user:cid", "furrow-proxy", Level::Read),
+        ];
+        let ann = Access::of(user("ann", &[], false), grants.clone());
+        assert_eq!(ids(&ann.visible(&trace)), [1, 2, 3]);
+        let ops = Access::of(user("dan", &["ops"], false), grants.clone());
+        assert_eq!(ids(&ops.visible(&trace)), [4, 5, 6]);
+        // Below Read is no read; nobody's grant is another's.
+        let bob = Access::of(user("bob", &[], false), grants.clone());
+        assert!(bob.visible(&trace).is_empty());
+        let cid = Access::of(user("cid", &[], false), grants.clone());
+        assert_eq!(ids(&cid.visible(&trace)), [2, 3, 5]);
+        let admin = Access::of(user("root", &[], true), vec![]);
+        assert!(matches!(admin.visible(&trace), Cow::Borrowed(_)));
+        let star = Access::of(
+            user("eve", &[], false),
+            vec![grant("user:eve", "*", Level::Read)],
+        );
+        assert!(matches!(star.visible(&trace), Cow::Borrowed(s) if s.len() == 6));
+        // filter drops traces with nothing readable.
+        let other = [span("billing", 9, 0, false)];
+        let all = [(1u128, &trace[..]), (2u128, &other[..])];
+        let seen = ann.filter(all.iter().map(|(t, s)| (*t, *s)));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, 1);
+    }
+
+    #[test]
+    fn a_parent_cycle_ends() {
+        let trace = vec![span("x", 1, 2, true), span("x", 2, 1, true)];
+        let a = Access::of(user("ann", &[], false), vec![]);
+        assert!(a.visible(&trace).is_empty());
+    }
+}

@@ -1,0 +1,174 @@
+//! The center's fleet-wide SQL views over real processes: `furrow control` and two `furrow proxy
+//! --config-source` processes (one namespace each) in front of one real MariaDB. Statements run
+//! through both proxies; `/v1/trace/fleet/digests` merges the two digest tables (counts summed,
+//! histograms added), and `/v1/trace/fleet/index-advice` carries each proxy's `INDEX ADVICE`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{CONTROL_TOKEN, ControlCenter, redis_cli, wait_until};
+use serde_json::json;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mariadb(port: u16, q: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
+        .args([
+            "-papp-secret",
+            "-D",
+            "shop",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            q,
+        ])
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_center_merges_every_proxys_digests_and_advice() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    db.sql(
+        "CREATE DATABASE shop; USE shop; \
+         CREATE TABLE items (id INT PRIMARY KEY, sku INT NOT NULL); \
+         INSERT INTO items SELECT seq, seq % 100 FROM seq_1_to_5000; ANALYZE TABLE items;",
+    )
+    .expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<_> = (0..5)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let center = ControlCenter::start(dir.path(), ports[0].port());
+    center.call("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let mut proxies = Vec::new();
+    let mut sql_ports = Vec::new();
+    for (i, name) in ["proxy-a", "proxy-b"].iter().enumerate() {
+        let (admin, sql) = (ports[1 + 2 * i].port(), ports[2 + 2 * i].port());
+        let config = format!(
+            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\nshutdown_grace_ms = 100\n\n\
+             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{sql}\"\ngroup = \"main\"\n\n\
+             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+            testkit::APP_USER,
+            testkit::APP_PASSWORD,
+            db.addr(),
+        );
+        center.call(
+            "POST",
+            "/v1/apps/shop/namespaces",
+            Some(json!({"name": name})),
+        );
+        let nsp = format!("/v1/apps/shop/envs/DEV/clusters/default/namespaces/{name}");
+        center.call(
+            "PUT",
+            &format!("{nsp}/items/config"),
+            Some(
+                json!({"value": {"type": "document", "value": {"format": "toml", "text": config}}}),
+            ),
+        );
+        center.call(
+            "POST",
+            &format!("{nsp}/publish"),
+            Some(json!({"message": "proxy config"})),
+        );
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
+        proxies.push(Process(
+            Command::new(common::furrow_bin())
+                .args([
+                    "proxy",
+                    "--config-source",
+                    &format!(
+                        "http://127.0.0.1:{}/shop/DEV/default/{name}?instance={name}&ip=127.0.0.1",
+                        ports[0].port()
+                    ),
+                ])
+                .env("FURROW_TOKEN", CONTROL_TOKEN)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn furrow proxy"),
+        ));
+        wait_until(Duration::from_secs(20), || {
+            redis_cli(admin, &["PING"]) == "PONG"
+        });
+        sql_ports.push(sql);
+    }
+    // 3 lookups through proxy-a, 5 through proxy-b: one fingerprint.
+    for (port, n) in [(sql_ports[0], 3), (sql_ports[1], 5)] {
+        for i in 0..n {
+            assert_eq!(
+                mariadb(port, &format!("SELECT COUNT(*) FROM items WHERE sku = {i}")),
+                "50"
+            );
+        }
+    }
+    let mut view = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), || {
+        view = center.call("GET", "/v1/trace/fleet/digests?limit=10", None);
+        view["answered"] == 2
+            && view["digests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["count"] == 8)
+    });
+    let d = view["digests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("FROM ITEMS WHERE SKU = ?")
+        })
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(
+        (d["count"].clone(), d["proxies"].clone()),
+        (json!(8), json!(2)),
+        "{view}"
+    );
+    let hist_total: u64 = d["hist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(hist_total, 8, "{view}");
+    assert!(
+        d["p99_us"].as_u64().unwrap() <= d["max_us"].as_u64().unwrap(),
+        "{view}"
+    );
+
+    // Each proxy's advice through the center: the lookup scans the table without an index on sku.
+    let advice = center.call("GET", "/v1/trace/fleet/index-advice?n=5", None);
+    let list = advice["proxies"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{advice}");
+    for p in list {
+        let text = p["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("ALTER TABLE `shop`.`items` ADD INDEX `furrow_sku` (`sku`)"),
+            "{advice}"
+        );
+        let table = &p["advice"][0];
+        assert_eq!(table["name"], "advice", "{advice}");
+        assert_eq!(table["rows"][0][1], "shop.items", "{advice}");
+    }
+}
