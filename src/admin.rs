@@ -186,8 +186,15 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
     match (name.as_str(), sub.as_str()) {
         ("PING", _) => write_simple(out, b"PONG"),
         ("HELP", _) | ("COMMAND", _) => {
-            write_array_header(out, HELP.len() + crate::slots::HELP.len());
-            for line in HELP.iter().chain(crate::slots::HELP) {
+            write_array_header(
+                out,
+                HELP.len() + crate::slots::HELP.len() + crate::reshard::HELP.len(),
+            );
+            for line in HELP
+                .iter()
+                .chain(crate::slots::HELP)
+                .chain(crate::reshard::HELP)
+            {
                 write_simple(out, line.as_bytes());
             }
         }
@@ -229,6 +236,10 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
             None => write_error(out, b"ERR usage: SLOWLOG THRESHOLD <milliseconds>"),
         },
         ("SLOTS", _) => match crate::slots::command(control, cmd) {
+            Ok(text) => write_bulk(out, text.as_bytes()),
+            Err(e) => write_error(out, format!("ERR {e}").as_bytes()),
+        },
+        ("RESHARD", _) => match crate::reshard::command(control, cmd) {
             Ok(text) => write_bulk(out, text.as_bytes()),
             Err(e) => write_error(out, format!("ERR {e}").as_bytes()),
         },

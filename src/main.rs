@@ -24,6 +24,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod registry;
+mod reshard;
 mod sandbox;
 mod slots;
 mod threads;

@@ -29,6 +29,7 @@
 pub mod check;
 pub mod conn;
 pub mod encode;
+pub mod reshard;
 pub mod run;
 pub mod state;
 pub mod stmt;

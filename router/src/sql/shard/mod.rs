@@ -5,6 +5,7 @@
 pub mod algorithm;
 pub mod id;
 pub mod key;
+pub mod reshard;
 
 pub use algorithm::{Algorithm, DateUnit};
 pub use id::IdGenerator;
