@@ -817,6 +817,11 @@ fn release_canary_judges_the_proxies_windows_on_its_hosts() {
     let id = c.deploy("web", "live", "v1");
     c.until(id, "v1 on live", 30, |d| state(d) == "succeeded");
     c.add_version("web", "v2", json!({"inline": server_script("v2", false)}));
+    c.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "proxy", "public": false, "review": false})),
+    );
     // The proxies on h1 and h2: a window every 100 ms.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reporter = {
