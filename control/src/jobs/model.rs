@@ -217,12 +217,12 @@ pub struct JobSpec {
     /// Map step: runs first, as one item (index -1); what it prints (its result if that is a JSON array, else
     /// the last line of its output that is one) is the parameter list of the run's items. Instead of `items`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map: Option<Kind>,
+    pub map: Option<Box<Kind>>,
     /// Reduce step: runs once after every item succeeded, as one item (index -2) whose parameters are
     /// `{"results": [{"idx", "result", "output"}, ...]}` (`output`: the item's last output line, at most
     /// 1 KiB; all of it at most [`MAX_REDUCE_INPUT`], else the run fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reduce: Option<Kind>,
+    pub reduce: Option<Box<Kind>>,
     /// What one item needs of a worker.
     #[serde(default)]
     pub resources: Resources,
@@ -377,7 +377,10 @@ impl JobSpec {
             check_name(&format!("after/{i}"), u)?;
         }
         check_kind("kind", &self.kind)?;
-        for (at, k) in [("map", &self.map), ("reduce", &self.reduce)] {
+        for (at, k) in [
+            ("map", self.map.as_deref()),
+            ("reduce", self.reduce.as_deref()),
+        ] {
             let Some(k) = k else { continue };
             check_kind(at, k)?;
             if matches!(k, Kind::Sql { .. } | Kind::Redis { .. }) {
@@ -437,8 +440,8 @@ impl JobSpec {
     /// What item `idx` of a run runs: the map step, the reduce step, or the job's kind.
     pub fn kind_of(&self, idx: i64) -> &Kind {
         match idx {
-            MAP_IDX => self.map.as_ref().unwrap_or(&self.kind),
-            REDUCE_IDX => self.reduce.as_ref().unwrap_or(&self.kind),
+            MAP_IDX => self.map.as_deref().unwrap_or(&self.kind),
+            REDUCE_IDX => self.reduce.as_deref().unwrap_or(&self.kind),
             _ => &self.kind,
         }
     }
