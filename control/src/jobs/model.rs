@@ -626,7 +626,7 @@ mod tests {
                 "schedule/every_ms",
             ),
             (
-                serde_json::json!({"app": "shop", "kind": {"type": "http", "url": "https://x/"}}),
+                serde_json::json!({"app": "shop", "kind": {"type": "http", "url": "ftp://x/"}}),
                 "kind/url",
             ),
             (
