@@ -1437,3 +1437,198 @@ fn misfire_policies_after_a_scheduler_outage() {
         skip.len()
     );
 }
+
+/// Workers started with `--registry-env` are instances of `furrow-worker` in the service registry, with
+/// their slots, CPU, memory, kinds and labels as metadata. An operator's `offline` there drains a worker:
+/// no new items go to it (every item of the next runs lands on the other worker); back `online`, it takes
+/// items again. Deregistered from the registry on shutdown.
+#[test]
+fn workers_in_the_registry_and_offline_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    api.ok(
+        "PUT",
+        "/v1/registry/DEV/services/furrow-worker",
+        Some(json!({"app": "shop", "ttl_ms": 3000})),
+    );
+    let reg = ["--registry-env", "DEV", "--label", "zone=a"];
+    let mut w1 = worker(dir.path(), &n.base, "w1", &reg);
+    let _w2 = worker(dir.path(), &n.base, "w2", &reg);
+    let svc = "/v1/registry/DEV/services/furrow-worker";
+    let insts = wait_for(
+        "both workers in the registry",
+        Duration::from_secs(20),
+        || {
+            let v = api.ok("GET", svc, None);
+            let insts = v["instances"].as_array().unwrap().clone();
+            (insts.len() == 2 && live_workers(&api) == 2).then_some(insts)
+        },
+    );
+    for i in &insts {
+        assert_eq!(i["metadata"]["slots"], "4", "{i}");
+        assert_eq!(i["metadata"]["cpu_milli"], "2000", "{i}");
+        assert_eq!(i["metadata"]["mem_mb"], "2048", "{i}");
+        assert_eq!(i["metadata"]["label.zone"], "a", "{i}");
+        assert!(
+            i["metadata"]["kinds"].as_str().unwrap().contains("shell"),
+            "{i}"
+        );
+        assert_eq!(i["healthy"], true, "{i}");
+    }
+    put_job(
+        &api,
+        "spread",
+        json!({"app": "shop", "kind": {"type": "shell", "command": "sleep 0.3; echo \"$FURROW_ITEM\""},
+               "items": [{}, {}, {}, {}, {}, {}, {}, {}]}),
+    );
+    let workers_of = |r: &Json| -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for it in r["item_list"].as_array().unwrap() {
+            *m.entry(it["worker"].as_str().unwrap_or("").to_string())
+                .or_insert(0) += 1;
+        }
+        m
+    };
+    let trigger_and_end = || {
+        let run = api.ok("POST", "/v1/jobs/DEV/spread/trigger", None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = wait_run_end(&api, "spread", &run, Duration::from_secs(60));
+        assert_eq!(r["state"], "ok", "{r}");
+        r
+    };
+    for (off, on) in [("w1", "w2"), ("w2", "w1")] {
+        api.ok("POST", &format!("{svc}/instances/{off}/offline"), None);
+        if off == "w2" {
+            api.ok("POST", &format!("{svc}/instances/w1/online"), None);
+        }
+        // The drain reaches the jobs table with the worker's next heartbeat.
+        wait_for(
+            &format!("{off} draining, {on} not"),
+            Duration::from_secs(10),
+            || {
+                let ws = api.ok("GET", "/v1/jobs/workers", None);
+                let draining = |id: &str| {
+                    ws.as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|w| w["id"] == id && w["draining"] == true)
+                };
+                (draining(off) && !draining(on)).then_some(())
+            },
+        );
+        let r = trigger_and_end();
+        let by = workers_of(&r);
+        assert_eq!(
+            by.get(on),
+            Some(&8),
+            "all items on {on} while {off} is offline: {r}"
+        );
+        assert_eq!(by.get(off), None, "{r}");
+    }
+    // Graceful shutdown deregisters it from the registry.
+    w1.signal(libc::SIGTERM);
+    assert!(w1.wait(Duration::from_secs(20)), "{}", w1.log());
+    let v = api.ok("GET", svc, None);
+    let ids: Vec<&str> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["w2"], "{v}");
+}
+
+/// Map/reduce with shell items: the map step prints the item list, each item runs once with its
+/// parameters, the reduce step runs once after all succeeded with every item's last output line. A failed
+/// item fails the run without a reduce; a map step that prints no list fails the run without items; a job
+/// with both a map step and `items` is refused.
+#[test]
+fn map_reduce_with_shell_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("the worker", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let out = dir.path().join("reduce.json");
+    let item = "n=$(printf %s \"$FURROW_PARAMS\" | tr -dc 0-9); [ \"$n\" != 4 ] || exit 3; echo computing; echo $((n * 10))";
+    let spec = |map: &str| {
+        json!({"app": "shop",
+            "map": {"type": "shell", "command": map},
+            "kind": {"type": "shell", "command": item},
+            "reduce": {"type": "shell", "command": format!("printf %s \"$FURROW_PARAMS\" > {}", out.display())}})
+    };
+    put_job(
+        &api,
+        "mr",
+        spec("echo mapping; echo '[{\"n\": 1}, {\"n\": 2}, {\"n\": 3}]'"),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/mr/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "mr", &run, Duration::from_secs(60));
+    assert_eq!(r["state"], "ok", "{r}");
+    let idx: Vec<i64> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["idx"].as_i64().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(idx, vec![-2, -1, 0, 1, 2], "{r}");
+    let reduce: Json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let outputs: Vec<&str> = reduce["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["output"].as_str().unwrap())
+        .collect();
+    assert_eq!(outputs, vec!["10", "20", "30"], "{reduce}");
+    std::fs::remove_file(&out).unwrap();
+
+    // An item fails (n = 4): the run fails and the reduce step does not run.
+    put_job(&api, "mr", spec("echo '[{\"n\": 1}, {\"n\": 4}]'"));
+    let run = api.ok("POST", "/v1/jobs/DEV/mr/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "mr", &run, Duration::from_secs(60));
+    assert_eq!(r["state"], "failed", "{r}");
+    let items = r["item_list"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "map + 2 items, no reduce: {r}");
+    assert!(items.iter().all(|i| i["idx"] != -2), "{r}");
+    assert!(!out.exists());
+
+    // The map step prints no list: the run fails with the reason, without items.
+    put_job(&api, "mr", spec("echo 'no list here'"));
+    let run = api.ok("POST", "/v1/jobs/DEV/mr/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "mr", &run, Duration::from_secs(60));
+    assert_eq!(r["state"], "failed", "{r}");
+    let items = r["item_list"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{r}");
+    assert!(
+        items[0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("no JSON array"),
+        "{r}"
+    );
+
+    // A map step and a fixed item list together are refused.
+    let mut both = spec("echo '[]'");
+    both["items"] = json!([{}]);
+    let (status, err) = api.err("PUT", "/v1/jobs/DEV/mr", Some(both));
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("map"), "{err}");
+}

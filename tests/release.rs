@@ -787,3 +787,77 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(p["stages"][0]["state"]["version"], "1");
     drop(proxies);
 }
+
+/// Service canaries also judge the proxies on the hosts (a proxy whose instance id is the host's name) on
+/// the health windows those proxies report to the center. The reports are posted here the way `furrow
+/// proxy --config-source` posts them (`POST /v1/reports` with `health`): the agents' probes see two
+/// healthy versions, but the proxy on the canary host reports 30 % of its clients' requests failing
+/// against none on the baseline's — the canary fails on the proxies' windows and is rolled back.
+#[test]
+fn release_canary_judges_the_proxies_windows_on_its_hosts() {
+    let mut c = Cluster::new();
+    let ports = [free_port(), free_port()];
+    for (i, host) in ["h1", "h2"].iter().enumerate() {
+        c.agent(host, ports[i], "live");
+    }
+    c.ok(
+        "PUT",
+        "/v1/release/projects/web",
+        Some(json!({
+            "app": "shop",
+            "hooks": hooks(),
+            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
+            "stages": [
+                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
+            ],
+        })),
+    );
+    c.add_version("web", "v1", json!({"inline": server_script("v1", false)}));
+    let id = c.deploy("web", "live", "v1");
+    c.until(id, "v1 on live", 30, |d| state(d) == "succeeded");
+    c.add_version("web", "v2", json!({"inline": server_script("v2", false)}));
+    c.ok(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "proxy", "public": false, "review": false})),
+    );
+    // The proxies on h1 and h2: a window every 100 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporter = {
+        let (stop, server) = (stop.clone(), c.server());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let api = ApiClient::new(&server, Some(TOKEN));
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (id, errors) in [("h1", 6), ("h2", 0)] {
+                    let r = json!({"app": "shop", "env": "DEV", "cluster": "default", "namespace": "proxy",
+                        "id": id, "ip": "127.0.0.1", "labels": {}, "releases": [1], "version": 1,
+                        "health": {"requests": 20, "errors": errors, "window_ms": 100}});
+                    rt.block_on(api.call("POST", "/v1/reports", Some(&r)))
+                        .unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let id = c.deploy("web", "live", "v2");
+    let d = c.until(id, "v2 judged", 60, |d| {
+        matches!(state(d), "rolled_back" | "succeeded" | "failed")
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reporter.join().unwrap();
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    assert_eq!(d["canary"]["pass"], false, "{d:#}");
+    let reason = d["canary"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("proxies' windows: error rate 0.3000 vs baseline 0.0000"),
+        "{reason}"
+    );
+    for p in &ports {
+        assert_eq!(serving(*p).1, "v1");
+    }
+}

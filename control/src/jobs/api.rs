@@ -252,7 +252,8 @@ async fn beat(AxState(c): C, h: HeaderMap, Path(id): Path<String>, b: Bytes) -> 
         .into_iter()
         .map(|r| (r.run, r.idx, r.log))
         .collect();
-    let stop = blocking(move || rt.beat(&id, &running, bb.draining)).await?;
+    let reg = super::reglink::verdict(&c, &id);
+    let stop = blocking(move || rt.beat(&id, &running, bb.draining, reg)).await?;
     let stop: Vec<_> = stop
         .into_iter()
         .map(|(run, idx)| json!({"run": run, "idx": idx}))
@@ -281,6 +282,12 @@ async fn poll(AxState(c): C, h: HeaderMap, Path(id): Path<String>, b: Bytes) -> 
     let deadline = Instant::now() + Duration::from_millis(pb.wait_ms.min(60_000));
     let max = pb.max.clamp(1, 64);
     loop {
+        // A worker the registry has offline or unhealthy gets nothing (checked on every look, so an
+        // operator's `offline` takes effect before the worker's next heartbeat).
+        if !super::reglink::verdict(&c, &id).takes_items() {
+            tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            return ok(json!({"items": []}));
+        }
         // Registered before looking, so a notification between the look and the wait is not lost.
         let notified = rt.notify.notified();
         let (c2, rt2, id2) = (c.clone(), rt.clone(), id.clone());

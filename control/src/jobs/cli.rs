@@ -178,6 +178,10 @@ pub struct WorkerArgs {
     /// when it cannot be used (the reason is printed at start), RLIMIT_AS limits memory only.
     #[arg(long)]
     pub cgroup: Option<std::path::PathBuf>,
+    /// A registry environment: the worker also registers there as an instance of the service
+    /// `furrow-worker` (which must exist), so operators can list it and take it offline to drain it.
+    #[arg(long)]
+    pub registry_env: Option<String>,
 }
 
 fn machine_mem_mb() -> u64 {
@@ -224,6 +228,8 @@ pub fn run_worker(args: WorkerArgs) -> ExitCode {
     opts.grace = Duration::from_millis(args.grace_ms);
     opts.beat = Duration::from_millis(args.beat_ms.max(50));
     opts.cgroup = args.cgroup.clone();
+    opts.registry_env = args.registry_env.clone();
+    opts.registry_ip = host.clone();
     let handle = match Worker::new(opts).start() {
         Ok(h) => h,
         Err(e) => {

@@ -26,6 +26,7 @@ pub mod db;
 pub mod https;
 pub mod model;
 pub mod ops;
+pub mod reglink;
 pub mod sched;
 pub mod span;
 pub mod tz;

@@ -16,6 +16,13 @@ use crate::model::check_name;
 
 /// The most items one trigger of a job may produce.
 pub const MAX_ITEMS: usize = 10_000;
+/// The most bytes of a reduce step's parameters (they travel as `$FURROW_PARAMS` and are stored in a TEXT
+/// column of at most 64 KiB).
+pub const MAX_REDUCE_INPUT: usize = 60 * 1024;
+/// The item index of a job's map step.
+pub const MAP_IDX: i64 = -1;
+/// The item index of a job's reduce step.
+pub const REDUCE_IDX: i64 = -2;
 /// The most upstream jobs of one job.
 pub const MAX_UPSTREAMS: usize = 32;
 
@@ -207,6 +214,15 @@ pub struct JobSpec {
     /// per shard instead.
     #[serde(default)]
     pub items: Vec<Json>,
+    /// Map step: runs first, as one item (index -1); what it prints (its result if that is a JSON array, else
+    /// the last line of its output that is one) is the parameter list of the run's items. Instead of `items`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<Box<Kind>>,
+    /// Reduce step: runs once after every item succeeded, as one item (index -2) whose parameters are
+    /// `{"results": [{"idx", "result", "output"}, ...]}` (`output`: the item's last output line, at most
+    /// 1 KiB; all of it at most [`MAX_REDUCE_INPUT`], else the run fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce: Option<Box<Kind>>,
     /// What one item needs of a worker.
     #[serde(default)]
     pub resources: Resources,
@@ -360,79 +376,28 @@ impl JobSpec {
         for (i, u) in self.after.iter().enumerate() {
             check_name(&format!("after/{i}"), u)?;
         }
-        match &self.kind {
-            Kind::Shell { command } if command.trim().is_empty() => {
-                return Err(ControlError::bad("kind/command", "empty command"));
+        check_kind("kind", &self.kind)?;
+        for (at, k) in [
+            ("map", self.map.as_deref()),
+            ("reduce", self.reduce.as_deref()),
+        ] {
+            let Some(k) = k else { continue };
+            check_kind(at, k)?;
+            if matches!(k, Kind::Sql { .. } | Kind::Redis { .. }) {
+                return Err(ControlError::bad(
+                    at,
+                    "a map or reduce step is a shell, HTTP or in-process item (SQL and Redis items need a shard)",
+                ));
             }
-            Kind::Http {
-                method,
-                url,
-                ca_file,
-                ..
-            } => {
-                if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "DELETE") {
-                    return Err(ControlError::bad("kind/method", "GET, POST, PUT or DELETE"));
-                }
-                let https = url
-                    .strip_prefix("https://")
-                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-                if !https && !http_url_ok(url) {
-                    return Err(ControlError::bad(
-                        "kind/url",
-                        "use http://HOST:PORT/PATH or https://HOST[:PORT]/PATH",
-                    ));
-                }
-                if let Some(ca) = ca_file {
-                    if !https {
-                        return Err(ControlError::bad(
-                            "kind/ca_file",
-                            "a CA file is for https:// URLs only",
-                        ));
-                    }
-                    if !ca.starts_with('/') || ca.len() > 4096 {
-                        return Err(ControlError::bad(
-                            "kind/ca_file",
-                            "an absolute path on the worker's host",
-                        ));
-                    }
-                }
-            }
-            Kind::Sql {
-                listener,
-                user,
-                shards,
-                sql,
-                database,
-                ..
-            } => {
-                if !database.is_empty() {
-                    check_name("kind/database", database)?;
-                }
-                if listener.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(ControlError::bad(
-                        "kind/listener",
-                        "use HOST:PORT (an IP address)",
-                    ));
-                }
-                if user.is_empty() {
-                    return Err(ControlError::bad("kind/user", "empty user"));
-                }
-                if sql.trim().is_empty() {
-                    return Err(ControlError::bad("kind/sql", "empty statement"));
-                }
-                check_shards(shards, |s| {
-                    s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                })?;
-            }
-            Kind::Redis { shards, command } => {
-                if command.is_empty() {
-                    return Err(ControlError::bad("kind/command", "empty command"));
-                }
-                check_shards(shards, |s| s.parse::<std::net::SocketAddr>().is_ok())?;
-            }
-            Kind::Fn { name } => check_name("kind/name", name)?,
-            _ => {}
+        }
+        if self.map.is_some()
+            && (!self.items.is_empty()
+                || matches!(self.kind, Kind::Sql { .. } | Kind::Redis { .. }))
+        {
+            return Err(ControlError::bad(
+                "map",
+                "a job's items come from its map step or from `items`/shards, not both",
+            ));
         }
         if self.items.len() > MAX_ITEMS {
             return Err(ControlError::bad(
@@ -472,7 +437,16 @@ impl JobSpec {
         Ok(())
     }
 
-    /// The parameters of each item of one trigger.
+    /// What item `idx` of a run runs: the map step, the reduce step, or the job's kind.
+    pub fn kind_of(&self, idx: i64) -> &Kind {
+        match idx {
+            MAP_IDX => self.map.as_deref().unwrap_or(&self.kind),
+            REDUCE_IDX => self.reduce.as_deref().unwrap_or(&self.kind),
+            _ => &self.kind,
+        }
+    }
+
+    /// The parameters of each item of one trigger (none for a job with a map step: its map item makes them).
     pub fn expand(&self) -> Vec<Json> {
         match &self.kind {
             Kind::Sql { shards, .. } | Kind::Redis { shards, .. } => shards
@@ -480,10 +454,93 @@ impl JobSpec {
                 .enumerate()
                 .map(|(i, s)| serde_json::json!({"shard": s, "index": i}))
                 .collect(),
+            _ if self.map.is_some() => vec![],
             _ if self.items.is_empty() => vec![serde_json::json!({})],
             _ => self.items.clone(),
         }
     }
+}
+
+/// Checks one kind (`at`: the field it is in: `kind`, `map`, `reduce`).
+fn check_kind(at: &str, kind: &Kind) -> Result<()> {
+    match kind {
+        Kind::Shell { command } if command.trim().is_empty() => {
+            return Err(ControlError::bad(&format!("{at}/command"), "empty command"));
+        }
+        Kind::Http {
+            method,
+            url,
+            ca_file,
+            ..
+        } => {
+            if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "DELETE") {
+                return Err(ControlError::bad(
+                    &format!("{at}/method"),
+                    "GET, POST, PUT or DELETE",
+                ));
+            }
+            let https = url
+                .strip_prefix("https://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !https && !http_url_ok(url) {
+                return Err(ControlError::bad(
+                    &format!("{at}/url"),
+                    "use http://HOST:PORT/PATH or https://HOST[:PORT]/PATH",
+                ));
+            }
+            if let Some(ca) = ca_file {
+                if !https {
+                    return Err(ControlError::bad(
+                        &format!("{at}/ca_file"),
+                        "a CA file is for https:// URLs only",
+                    ));
+                }
+                if !ca.starts_with('/') || ca.len() > 4096 {
+                    return Err(ControlError::bad(
+                        &format!("{at}/ca_file"),
+                        "an absolute path on the worker's host",
+                    ));
+                }
+            }
+        }
+        Kind::Sql {
+            listener,
+            user,
+            shards,
+            sql,
+            database,
+            ..
+        } => {
+            if !database.is_empty() {
+                check_name(&format!("{at}/database"), database)?;
+            }
+            if listener.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ControlError::bad(
+                    &format!("{at}/listener"),
+                    "use HOST:PORT (an IP address)",
+                ));
+            }
+            if user.is_empty() {
+                return Err(ControlError::bad(&format!("{at}/user"), "empty user"));
+            }
+            if sql.trim().is_empty() {
+                return Err(ControlError::bad(&format!("{at}/sql"), "empty statement"));
+            }
+            check_shards(shards, |s| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })?;
+        }
+        Kind::Redis { shards, command } => {
+            if command.is_empty() {
+                return Err(ControlError::bad(&format!("{at}/command"), "empty command"));
+            }
+            check_shards(shards, |s| s.parse::<std::net::SocketAddr>().is_ok())?;
+        }
+        Kind::Fn { name } => check_name(&format!("{at}/name"), name)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_shards(shards: &[String], ok: impl Fn(&str) -> bool) -> Result<()> {
@@ -569,7 +626,7 @@ mod tests {
                 "schedule/every_ms",
             ),
             (
-                serde_json::json!({"app": "shop", "kind": {"type": "http", "url": "https://x/"}}),
+                serde_json::json!({"app": "shop", "kind": {"type": "http", "url": "ftp://x/"}}),
                 "kind/url",
             ),
             (

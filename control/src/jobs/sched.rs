@@ -28,6 +28,7 @@ use serde_json::{Value as Json, json};
 
 use super::db::{DbError, Dialect, JobDb, Row, Sess, num, opt_num, text};
 use super::model::{Delivery, JobRec, JobSpec, Kind, Misfire, Resources, Schedule, UpstreamPolicy};
+use super::model::{MAP_IDX, MAX_REDUCE_INPUT, REDUCE_IDX};
 use super::span::{ItemSpan, RunSpan};
 use crate::center::Center;
 use crate::error::{ControlError, ErrorCode, Result};
@@ -252,7 +253,12 @@ fn live_workers(s: &mut Sess<'_>, now: i64) -> std::result::Result<Vec<LiveWorke
 }
 
 fn runs_kind(w: &LiveWorker, spec: &JobSpec) -> bool {
-    let cap = spec.kind.capability();
+    runs_item_kind(w, spec, &spec.kind)
+}
+
+/// Whether `w` runs items of `kind` (the job's kind, or its map or reduce step's) with `spec`'s labels.
+fn runs_item_kind(w: &LiveWorker, spec: &JobSpec, kind: &super::model::Kind) -> bool {
+    let cap = kind.capability();
     w.kinds.contains(&cap) && spec.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
 }
 
@@ -645,12 +651,19 @@ impl Jobs {
 
     /// A worker's heartbeat: extends its lease and its items' leases, stores the log tails it sends, and
     /// answers the items it must stop (stop requested, or no longer its own).
+    ///
+    /// `reg` is what the service registry says of the worker (`super::reglink`): offline drains it (no new
+    /// items, here and in placement), unhealthy also leaves its items' leases expired, so the next reap takes
+    /// them back per the job's policy and the beat after that tells the worker to stop them.
     pub fn beat(
         &self,
         worker: &str,
         running: &[(String, i64, Option<String>)],
         draining: bool,
+        reg: super::reglink::Verdict,
     ) -> Result<Vec<(String, i64)>> {
+        let draining = draining || !reg.takes_items();
+        let gone = reg == super::reglink::Verdict::Unhealthy;
         let now = now_ms() as i64;
         let lease = now + self.opts.lease_ms;
         self.db.tx(|s| {
@@ -664,7 +677,8 @@ impl Jobs {
                 draining as i32
             ))?;
             s.q(&format!(
-                "UPDATE furrow_job_items SET lease_ms = {lease} WHERE worker = {id} AND state = 'running'"
+                "UPDATE furrow_job_items SET lease_ms = {} WHERE worker = {id} AND state = 'running'",
+                if gone { 0 } else { lease }
             ))?;
             let mine = s.q(&format!(
                 "SELECT run, idx, stop FROM furrow_job_items WHERE worker = {id} AND state = 'running'"
@@ -782,7 +796,7 @@ impl Jobs {
                     continue;
                 };
                 let need = job.spec.resources;
-                if !runs_kind(&me, &job.spec)
+                if !runs_item_kind(&me, &job.spec, job.spec.kind_of(idx))
                     || need.cpu_milli as i64 > cpu
                     || need.mem_mb as i64 > mem
                 {
@@ -807,7 +821,7 @@ impl Jobs {
                     job: job.name.clone(),
                     params: serde_json::from_str(&text(r, 4)).unwrap_or(Json::Null),
                     attempt: num(r, 5) + 1,
-                    kind: job.spec.kind.clone(),
+                    kind: job.spec.kind_of(idx).clone(),
                     timeout_ms: job.spec.timeout_ms,
                     resources: need,
                     traceparent,
@@ -1516,6 +1530,12 @@ fn create_run(
     )?;
     let run = s.lit(&run_id(&job.env, &job.name, at));
     let (env, name) = (s.lit(&job.env), s.lit(&job.name));
+    if job.spec.map.is_some() {
+        s.q(&format!(
+            "INSERT INTO furrow_job_items (run, idx, env, job, params, state, not_before_ms, attempts, stop) \
+             VALUES ({run}, {MAP_IDX}, {env}, {name}, '{{}}', 'pending', {now}, 0, 0)"
+        ))?;
+    }
     for (chunk_no, chunk) in items.chunks(200).enumerate() {
         let values: Vec<String> = chunk
             .iter()
@@ -1618,7 +1638,190 @@ fn finish_item(
         ),
     };
     s.q(&sql)?;
+    if rep.status == "ok"
+        && let Some(spec) = spec
+    {
+        if idx == MAP_IDX && spec.map.is_some() {
+            mapped(s, spec, rep, now)?;
+        } else if idx >= 0 && spec.reduce.is_some() {
+            maybe_reduce(s, &rep.run, now)?;
+        }
+    }
     Ok(true)
+}
+
+/// The item list a map step printed: its result if that is a JSON array, else the last line of its output
+/// that is one.
+pub fn map_output(result: &str, log: &str) -> std::result::Result<Vec<Json>, String> {
+    if let Ok(Json::Array(a)) = serde_json::from_str::<Json>(result.trim()) {
+        return Ok(a);
+    }
+    for line in log.lines().rev() {
+        let line = line.trim();
+        if line.starts_with('[')
+            && let Ok(Json::Array(a)) = serde_json::from_str::<Json>(line)
+        {
+            return Ok(a);
+        }
+    }
+    Err(
+        if log.starts_with('[') && log.contains("earlier bytes dropped]") {
+            format!(
+                "map output over {} KiB: no complete JSON array in its tail",
+                MAX_LOG / 1024
+            )
+        } else {
+            "the map step printed no JSON array of item parameters".to_string()
+        },
+    )
+}
+
+/// A map item just succeeded: creates the run's items from what it printed, or fails it with the reason.
+fn mapped(
+    s: &mut Sess<'_>,
+    spec: &JobSpec,
+    rep: &ItemReport,
+    now: i64,
+) -> std::result::Result<(), DbError> {
+    let run = s.lit(&rep.run);
+    let checked = map_output(&rep.result, &rep.log).and_then(|items| {
+        if items.len() > super::model::MAX_ITEMS {
+            return Err(format!(
+                "the map step made {} items (at most {})",
+                items.len(),
+                super::model::MAX_ITEMS
+            ));
+        }
+        if let Some(i) = items
+            .iter()
+            .position(|p| p.to_string().len() > MAX_REDUCE_INPUT)
+        {
+            return Err(format!(
+                "item {i}'s parameters are over {} KiB",
+                MAX_REDUCE_INPUT / 1024
+            ));
+        }
+        Ok(items)
+    });
+    let items = match checked {
+        Ok(items) => items,
+        Err(why) => {
+            let sql = format!(
+                "UPDATE furrow_job_items SET state = 'failed', result = {} WHERE run = {run} AND idx = {MAP_IDX}",
+                s.lit(&why)
+            );
+            s.q(&sql)?;
+            return Ok(());
+        }
+    };
+    let (env, job) = {
+        let r = s.q(&format!(
+            "SELECT env, job FROM furrow_job_items WHERE run = {run} AND idx = {MAP_IDX}"
+        ))?;
+        match r.first() {
+            Some(r) => (s.lit(&text(r, 0)), s.lit(&text(r, 1))),
+            None => return Ok(()),
+        }
+    };
+    for (chunk_no, chunk) in items.chunks(200).enumerate() {
+        let values: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "({run}, {}, {env}, {job}, {}, 'pending', {now}, 0, 0)",
+                    chunk_no * 200 + i,
+                    s.lit(&p.to_string())
+                )
+            })
+            .collect();
+        s.q(&format!(
+            "INSERT INTO furrow_job_items (run, idx, env, job, params, state, not_before_ms, attempts, stop) VALUES {}",
+            values.join(", ")
+        ))?;
+    }
+    s.q(&format!(
+        "UPDATE furrow_job_runs SET items = {} WHERE id = {run}",
+        items.len()
+    ))?;
+    if items.is_empty() && spec.reduce.is_some() {
+        maybe_reduce(s, &rep.run, now)?;
+    }
+    Ok(())
+}
+
+/// The last non-empty line of an item's output, at most 1 KiB of it.
+fn last_line(log: &str) -> String {
+    let l = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    tail(l, 1024)
+}
+
+/// Creates the reduce item once every item of the run succeeded (the run row is locked by the caller), or
+/// fails the run's reduce step when their results are over [`MAX_REDUCE_INPUT`].
+fn maybe_reduce(s: &mut Sess<'_>, run_id: &str, now: i64) -> std::result::Result<(), DbError> {
+    let run = s.lit(run_id);
+    let open = s.q(&format!(
+        "SELECT COUNT(*) FROM furrow_job_items WHERE run = {run} AND (idx = {REDUCE_IDX} OR idx = {MAP_IDX} AND state <> 'ok' OR idx >= 0 AND state <> 'ok')"
+    ))?;
+    if open.first().map(|r| num(r, 0)).unwrap_or(1) != 0 {
+        return Ok(());
+    }
+    // Item by item in pages: the logs are read one page at a time, never all at once.
+    let mut results: Vec<String> = Vec::new();
+    let (mut size, mut from, mut over) = (0usize, 0i64, false);
+    loop {
+        let page = s.q(&format!(
+            "SELECT idx, result, log FROM furrow_job_items WHERE run = {run} AND idx >= {from} ORDER BY idx LIMIT 100"
+        ))?;
+        for r in &page {
+            let one =
+                json!({"idx": num(r, 0), "result": text(r, 1), "output": last_line(&text(r, 2))})
+                    .to_string();
+            size += one.len() + 1;
+            if size > MAX_REDUCE_INPUT {
+                over = true;
+                break;
+            }
+            results.push(one);
+        }
+        if over || page.len() < 100 {
+            break;
+        }
+        from = page.last().map(|r| num(r, 0) + 1).unwrap_or(from);
+    }
+    let (env, job) = {
+        let r = s.q(&format!(
+            "SELECT env, job FROM furrow_job_runs WHERE id = {run}"
+        ))?;
+        match r.first() {
+            Some(r) => (s.lit(&text(r, 0)), s.lit(&text(r, 1))),
+            None => return Ok(()),
+        }
+    };
+    if over {
+        let why = format!(
+            "reduce not run: the items' results are over {} KiB (print less: the reduce step gets each item's last output line)",
+            MAX_REDUCE_INPUT / 1024
+        );
+        s.q(&format!(
+            "INSERT INTO furrow_job_items (run, idx, env, job, params, state, not_before_ms, attempts, stop, ended_ms, result) \
+             VALUES ({run}, {REDUCE_IDX}, {env}, {job}, '{{}}', 'failed', {now}, 0, 0, {now}, {})",
+            s.lit(&why)
+        ))?;
+        return Ok(());
+    }
+    let params = format!("{{\"results\":[{}]}}", results.join(","));
+    s.q(&format!(
+        "INSERT INTO furrow_job_items (run, idx, env, job, params, state, not_before_ms, attempts, stop) \
+         VALUES ({run}, {REDUCE_IDX}, {env}, {job}, {}, 'pending', {now}, 0, 0)",
+        s.lit(&params)
+    ))?;
+    Ok(())
 }
 
 /// Ends the run when none of its items is pending or running (the run row must be locked by the caller).
@@ -1811,8 +2014,38 @@ mod tests {
         let r = j.run(&run).unwrap();
         assert_eq!(r["state"], "running");
         assert_eq!(r["item_list"].as_array().unwrap().len(), 2);
-        let stop = j.beat("w1", &[("nope".into(), 0, None)], false).unwrap();
+        let stop = j
+            .beat(
+                "w1",
+                &[("nope".into(), 0, None)],
+                false,
+                super::super::reglink::Verdict::NotListed,
+            )
+            .unwrap();
         assert_eq!(stop, vec![("nope".to_string(), 0)]);
-        assert!(j.beat("w9", &[], false).is_err());
+        assert!(
+            j.beat("w9", &[], false, super::super::reglink::Verdict::NotListed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn map_output_takes_the_result_or_the_last_array_line() {
+        assert_eq!(
+            map_output("[1, 2]", "[3]").unwrap(),
+            vec![json!(1), json!(2)]
+        );
+        assert_eq!(
+            map_output("exit status 0", "x\n[{\"a\": 1}]\n[2]\nnoise\n").unwrap(),
+            vec![json!(2)]
+        );
+        assert_eq!(map_output("", "[bad\n[]\n").unwrap(), Vec::<Json>::new());
+        assert!(
+            map_output("exit status 0", "none")
+                .unwrap_err()
+                .contains("no JSON array")
+        );
+        let cut = format!("[100 earlier bytes dropped]\n{}", "1, 2, 3]");
+        assert!(map_output("", &cut).unwrap_err().contains("over 64 KiB"));
     }
 }

@@ -133,6 +133,11 @@ pub struct WorkerOptions {
     /// A delegated cgroup v2 directory for per-item limits of shell items (see `jobs::cgroup`); without
     /// one, or when it cannot be used, `RLIMIT_AS`.
     pub cgroup: Option<std::path::PathBuf>,
+    /// An environment of the service registry: the worker also registers there as an instance of
+    /// `furrow-worker` (`super::reglink`), so that operators see it and can take it offline (drain).
+    pub registry_env: Option<String>,
+    /// The address the registry instance shows (a worker accepts no connections: it is for operators).
+    pub registry_ip: String,
 }
 
 impl WorkerOptions {
@@ -153,6 +158,8 @@ impl WorkerOptions {
             grace: Duration::from_secs(10),
             beat: Duration::from_secs(1),
             cgroup: None,
+            registry_env: None,
+            registry_ip: "127.0.0.1".into(),
         }
     }
 }
@@ -302,6 +309,10 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
     }
     tracing::info!(id = %w.opts.id, "worker registered");
     let w = Arc::new(w);
+    let reg = w.opts.registry_env.clone().map(|env| {
+        let (api, w, stop) = (api.clone(), w.clone(), stop.clone());
+        tokio::spawn(registry_instance(api, w, env, stop))
+    });
     let held: HeldMap = Arc::new(Mutex::new(HashMap::new()));
     let draining = Arc::new(AtomicBool::new(false));
     // Heartbeats.
@@ -482,7 +493,67 @@ async fn run(w: Worker, stop: Arc<AtomicBool>) {
     drop(items_ctx);
     let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     let _ = api.call("DELETE", &base, None).await;
+    if let Some(reg) = reg
+        && let Ok(Some(r)) = reg.await
+    {
+        let _ = tokio::task::spawn_blocking(move || r.deregister()).await;
+    }
     tracing::info!(id = %w.opts.id, "worker stopped");
+}
+
+/// Registers the worker as an instance of `furrow-worker` in `env` (id = worker id; metadata: slots, CPU,
+/// memory, kinds, labels), retrying with backoff until it succeeds or the worker stops; the registration's
+/// own thread heartbeats it at the worker's heartbeat period. Returns it (for deregistration on shutdown).
+async fn registry_instance(
+    api: ApiClient,
+    w: Arc<Worker>,
+    env: String,
+    stop: Arc<AtomicBool>,
+) -> Option<crate::registry::client::Registration> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert("slots".to_string(), w.opts.slots.to_string());
+    metadata.insert("cpu_milli".to_string(), w.opts.cpu_milli.to_string());
+    metadata.insert("mem_mb".to_string(), w.opts.mem_mb.to_string());
+    let mut kinds = w.opts.kinds.clone();
+    kinds.extend(w.fns.keys().map(|k| format!("fn:{k}")));
+    metadata.insert("kinds".to_string(), kinds.join(","));
+    for (k, v) in &w.opts.labels {
+        metadata.insert(format!("label.{k}"), v.clone());
+    }
+    let input = crate::registry::ops::InstanceInput {
+        id: w.opts.id.clone(),
+        ip: w.opts.registry_ip.clone(),
+        // Workers listen nowhere; the registry wants a port: 1 marks "no endpoint".
+        port: 1,
+        metadata,
+        ..Default::default()
+    };
+    let beat = w.opts.beat;
+    let mut delay = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        let (api, env, input) = (api.clone(), env.clone(), input.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            crate::registry::client::Registration::start(
+                api,
+                &env,
+                super::reglink::WORKER_SERVICE,
+                input,
+                Some(beat),
+            )
+        })
+        .await;
+        match r {
+            Ok(Ok(reg)) => {
+                tracing::info!(id = %w.opts.id, "worker registered in the service registry");
+                return Some(reg);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "registry registration failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "registry registration task"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    None
 }
 
 /// What starting an item needs.

@@ -180,6 +180,25 @@ impl Runtime {
         (canary, baseline)
     }
 
+    /// The health windows that proxies whose instance id is one of `hosts` reported since `since_ms` (on
+    /// any namespace path): requests and errors of the clients of the proxy on that host, as service
+    /// canaries see them next to the agents' probes. `None` when no such window arrived.
+    pub fn host_windows(&self, hosts: &[String], since_ms: u64) -> Option<Samples> {
+        let m = self.windows.lock().ok()?;
+        let mut out = Samples::default();
+        let mut seen = false;
+        for q in m.values() {
+            for (at, instance, _, requests, errors) in q {
+                if *at >= since_ms && hosts.iter().any(|h| h == instance) {
+                    seen = true;
+                    out.requests += requests;
+                    out.errors += errors;
+                }
+            }
+        }
+        seen.then_some(out)
+    }
+
     /// The samples of `hosts` on `version` that arrived since `since_ms`.
     pub fn samples_since(
         &self,
@@ -502,7 +521,34 @@ impl Tx<'_> {
                     let b = input
                         .rt
                         .samples_since(&d.project, &baseline_hosts, &prev, d.timer_ms);
-                    match judge(&spec, &c, &b) {
+                    // The proxies on the hosts (instance id = host), when there are any: their
+                    // clients' error rate must pass too; until both groups have enough requests the
+                    // verdict waits (and runs into `max_wait_ms` like the probes).
+                    let proxies = match (
+                        input.rt.host_windows(&canary_hosts, d.timer_ms),
+                        input.rt.host_windows(&baseline_hosts, d.timer_ms),
+                    ) {
+                        (None, None) => None,
+                        (pc, pb) => Some(judge(
+                            &spec,
+                            &pc.unwrap_or_default(),
+                            &pb.unwrap_or_default(),
+                        )),
+                    };
+                    let verdict = match (judge(&spec, &c, &b), proxies) {
+                        (Some(v), _) if !v.pass => Some(v),
+                        (_, Some(Some(mut pv))) if !pv.pass => {
+                            pv.reason = format!("proxies' windows: {}", pv.reason);
+                            Some(pv)
+                        }
+                        (Some(v), None) => Some(v),
+                        (Some(mut v), Some(Some(pv))) => {
+                            v.reason = format!("{}; proxies' windows: {}", v.reason, pv.reason);
+                            Some(v)
+                        }
+                        _ => None,
+                    };
+                    match verdict {
                         Some(v) if v.pass => {
                             d.event(now, "canary_passed", v.reason.clone());
                             d.canary = Some(v);
