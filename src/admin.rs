@@ -662,7 +662,16 @@ fn backends_table(control: &Control) -> String {
 fn listeners_table(control: &Control) -> String {
     let mut s = format!(
         "{:<14} {:<6} {:<22} {:>8} {:>10} {:>12} {:>8} {:>9} {:>9} {:>9}\n",
-        "NAME", "KIND", "ADDRESS", "CONNS", "ACCEPTED", "REQUESTS", "ERRORS", "P50_US", "P99_US", "P999_US"
+        "NAME",
+        "KIND",
+        "ADDRESS",
+        "CONNS",
+        "ACCEPTED",
+        "REQUESTS",
+        "ERRORS",
+        "P50_US",
+        "P99_US",
+        "P999_US"
     );
     for t in control.shared.stats.totals() {
         let q = |x| t.latency.quantile_us(x);

@@ -448,8 +448,11 @@ fn listener_latency(s: &mut String, totals: &[runtime::stats::ListenerTotals]) {
         }
         let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         // The sum is estimated from the buckets (their midpoints): the proxies keep counts, not sums.
-        let _ = writeln!(s, "{name}_sum{{{labels}}} {}", h.estimated_sum_us() as f64 / 1e6);
+        let _ = writeln!(
+            s,
+            "{name}_sum{{{labels}}} {}",
+            h.estimated_sum_us() as f64 / 1e6
+        );
         let _ = writeln!(s, "{name}_count{{{labels}}} {count}");
     }
 }
-

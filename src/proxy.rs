@@ -170,7 +170,7 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
             })
             .collect();
         *prev = totals.into_iter().map(|t| (t.name, t.latency)).collect();
-        out.sort_by(|a, b| b.count.cmp(&a.count));
+        out.sort_by_key(|l| std::cmp::Reverse(l.count));
         out
     })));
     let client = control::client::ConfigClient::start(options, Some(listener))

@@ -72,7 +72,10 @@ fn histogram(page: &str, listener: &str) -> (Vec<(f64, u64)>, u64) {
             count = Some(value.parse().expect("count"));
         }
     }
-    (buckets, count.unwrap_or_else(|| panic!("no {name}_count for {listener}")))
+    (
+        buckets,
+        count.unwrap_or_else(|| panic!("no {name}_count for {listener}")),
+    )
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn listener_latency_in_info_listeners_and_metrics() {
     );
     let _p = FurrowProcess::start(&cfg, admin.port());
     // Nothing timed yet.
-    assert_eq!(field(&info_fields(admin.port(), "cache"), "latency_count"), 0);
+    assert_eq!(
+        field(&info_fields(admin.port(), "cache"), "latency_count"),
+        0
+    );
 
     // 300 Redis commands; 20 statements that sleep 20 ms on the server.
     redis_cli_with(cache.port(), &["-r", "150"], &["SET", "k", "v"]);
@@ -131,7 +137,10 @@ fn listener_latency_in_info_listeners_and_metrics() {
 
     // The admin table shows the same quantiles.
     let table = redis_cli(admin.port(), &["SHOW", "LISTENERS"]);
-    assert!(table.lines().next().unwrap_or("").contains("P99_US"), "{table}");
+    assert!(
+        table.lines().next().unwrap_or("").contains("P99_US"),
+        "{table}"
+    );
     let db_row: Vec<&str> = table
         .lines()
         .find(|l| l.starts_with("db "))
@@ -146,7 +155,11 @@ fn listener_latency_in_info_listeners_and_metrics() {
     for (listener, at_least) in [("cache", 300), ("db", 20)] {
         let (buckets, count) = histogram(&page, listener);
         assert!(count >= at_least, "{listener}: {count}");
-        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
         assert_eq!(buckets.last(), Some(&(f64::INFINITY, count)));
     }
     let (buckets, count) = histogram(&page, "db");

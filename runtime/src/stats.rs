@@ -355,8 +355,16 @@ mod tests {
         let near = |got: u64, want: u64| got * 4 >= want * 3 && got * 4 <= want * 5;
         assert!(near(h.quantile_us(0.5), 100), "{}", h.quantile_us(0.5));
         assert!(near(h.quantile_us(0.98), 100), "{}", h.quantile_us(0.98));
-        assert!(near(h.quantile_us(0.995), 10_000), "{}", h.quantile_us(0.995));
-        assert!(near(h.quantile_us(1.0), 1_000_000), "{}", h.quantile_us(1.0));
+        assert!(
+            near(h.quantile_us(0.995), 10_000),
+            "{}",
+            h.quantile_us(0.995)
+        );
+        assert!(
+            near(h.quantile_us(1.0), 1_000_000),
+            "{}",
+            h.quantile_us(1.0)
+        );
         // Merging per-core histograms (as `totals` does) adds counts.
         let r = StatsRegistry::default();
         let a = r.register("db", "mysql", "127.0.0.1:1");
@@ -376,7 +384,10 @@ mod tests {
         assert_eq!(&w, t);
         // Prometheus buckets: cumulative at powers of two, exact.
         let c = t.cumulative_pow2();
-        assert!(c.windows(2).all(|x| x[0].0 * 2 == x[1].0 && x[0].1 <= x[1].1));
+        assert!(
+            c.windows(2)
+                .all(|x| x[0].0 * 2 == x[1].0 && x[0].1 <= x[1].1)
+        );
         let le = |bound: u64| c.iter().find(|x| x.0 == bound).map(|x| x.1);
         assert_eq!(le(32), Some(0));
         assert_eq!(le(64), Some(2));
