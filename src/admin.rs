@@ -361,7 +361,7 @@ fn info(control: &Control) -> String {
     for t in control.shared.stats.totals() {
         let _ = writeln!(
             s,
-            "listener_{}:kind={},address={},connections={},accepted={},rejected={},requests={},errors={},bytes_in={},bytes_out={}\r",
+            "listener_{}:kind={},address={},connections={},accepted={},rejected={},requests={},errors={},bytes_in={},bytes_out={},latency_count={},p50_us={},p99_us={},p999_us={}\r",
             t.name,
             t.kind,
             t.address,
@@ -371,7 +371,11 @@ fn info(control: &Control) -> String {
             t.requests,
             t.errors,
             t.bytes_in,
-            t.bytes_out
+            t.bytes_out,
+            t.latency.count(),
+            t.latency.quantile_us(0.5),
+            t.latency.quantile_us(0.99),
+            t.latency.quantile_us(0.999)
         );
     }
     let _ = writeln!(s, "\r\n# Backends\r");
@@ -668,14 +672,33 @@ fn backends_table(control: &Control) -> String {
 
 fn listeners_table(control: &Control) -> String {
     let mut s = format!(
-        "{:<14} {:<6} {:<22} {:>8} {:>10} {:>12} {:>8}\n",
-        "NAME", "KIND", "ADDRESS", "CONNS", "ACCEPTED", "REQUESTS", "ERRORS"
+        "{:<14} {:<6} {:<22} {:>8} {:>10} {:>12} {:>8} {:>9} {:>9} {:>9}\n",
+        "NAME",
+        "KIND",
+        "ADDRESS",
+        "CONNS",
+        "ACCEPTED",
+        "REQUESTS",
+        "ERRORS",
+        "P50_US",
+        "P99_US",
+        "P999_US"
     );
     for t in control.shared.stats.totals() {
+        let q = |x| t.latency.quantile_us(x);
         let _ = writeln!(
             s,
-            "{:<14} {:<6} {:<22} {:>8} {:>10} {:>12} {:>8}",
-            t.name, t.kind, t.address, t.connections, t.accepted, t.requests, t.errors
+            "{:<14} {:<6} {:<22} {:>8} {:>10} {:>12} {:>8} {:>9} {:>9} {:>9}",
+            t.name,
+            t.kind,
+            t.address,
+            t.connections,
+            t.accepted,
+            t.requests,
+            t.errors,
+            q(0.5),
+            q(0.99),
+            q(0.999)
         );
     }
     s

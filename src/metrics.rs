@@ -174,6 +174,7 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
+    listener_latency(&mut s, &totals);
     let backends = crate::admin::BackendRow::all(control);
     type BackendSeries = (
         &'static str,
@@ -420,4 +421,38 @@ pub(crate) fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// `furrow_listener_request_duration_seconds`: each listener's request latencies as a Prometheus
+/// histogram, `le` at every power of two of microseconds (exact boundaries of the proxies' log-scale
+/// buckets: `runtime::stats::Latency`), from 1 µs until every request is counted, then `+Inf`.
+fn listener_latency(s: &mut String, totals: &[runtime::stats::ListenerTotals]) {
+    let name = "furrow_listener_request_duration_seconds";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Request latency per listener (redis: command to reply; mysql: statement to result).\n# TYPE {name} histogram"
+    );
+    for t in totals {
+        let h = &t.latency;
+        let count = h.count();
+        let labels = format!("listener=\"{}\",kind=\"{}\"", t.name, t.kind);
+        for (bound_us, n) in h.cumulative_pow2() {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{{labels},le=\"{}\"}} {n}",
+                bound_us as f64 / 1e6
+            );
+            if n == count {
+                break;
+            }
+        }
+        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        // The sum is estimated from the buckets (their midpoints): the proxies keep counts, not sums.
+        let _ = writeln!(
+            s,
+            "{name}_sum{{{labels}}} {}",
+            h.estimated_sum_us() as f64 / 1e6
+        );
+        let _ = writeln!(s, "{name}_count{{{labels}}} {count}");
+    }
 }

@@ -142,6 +142,37 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
                 .fold((0, 0), |(r, e), t| (r + t.requests, e + t.errors))
         })
     })));
+    // Latency per listener since the previous window: differences of the listeners' histograms, busiest first.
+    let latency_slot = control_slot.clone();
+    let previous: Mutex<Vec<(String, runtime::LatencyHistogram)>> = Mutex::default();
+    options.latency = Some(control::client::LatencyProbe(Arc::new(move || {
+        let Some(control) = latency_slot.lock().ok().and_then(|g| g.clone()) else {
+            return Vec::new();
+        };
+        let Ok(mut prev) = previous.lock() else {
+            return Vec::new();
+        };
+        let totals = control.shared.stats.totals();
+        let mut out: Vec<control::model::ListenerLatency> = totals
+            .iter()
+            .filter_map(|t| {
+                let w = match prev.iter().find(|(n, _)| *n == t.name) {
+                    Some((_, before)) => t.latency.since(before),
+                    None => t.latency.clone(),
+                };
+                (w.count() > 0).then(|| control::model::ListenerLatency {
+                    listener: t.name.clone(),
+                    count: w.count(),
+                    p50_us: w.quantile_us(0.5),
+                    p99_us: w.quantile_us(0.99),
+                    p999_us: w.quantile_us(0.999),
+                })
+            })
+            .collect();
+        *prev = totals.into_iter().map(|t| (t.name, t.latency)).collect();
+        out.sort_by_key(|l| std::cmp::Reverse(l.count));
+        out
+    })));
     let client = control::client::ConfigClient::start(options, Some(listener))
         .map_err(|e| io::Error::other(format!("config source {url}: {e}")))?;
     let (config, origin) = initial

@@ -374,6 +374,10 @@ fn the_console_operates_the_suite_in_a_real_browser() {
                 .is_some_and(|n| n >= 60)
     });
     b.find("#proxy-history svg.chart polyline");
+    // Latency per listener from the same windows: the redis listener's chart has points.
+    b.wait_text("#proxy-latency-count", long, |t| t.contains("cache "));
+    b.find("#proxy-latency svg.chart polyline");
+    b.find("#proxy-latency svg.chart circle");
     b.screenshot("09-proxy-overview");
 
     // Take the replica offline from the console: reads move to the primary.

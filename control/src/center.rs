@@ -62,6 +62,9 @@ pub struct Report {
     /// Requests and errors over the instance's last report window (the rollouts' error-rate gate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::model::HealthWindow>,
+    /// Request latency per listener over the same window (kept in the console's history).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<crate::model::ListenerLatency>,
 }
 
 /// The releases an instance reported and the sum of its health windows since the rollouts last looked.
@@ -82,6 +85,7 @@ pub const REPORT_FIELDS: &[&str] = &[
     "reason",
     "at_ms",
     "health",
+    "latency",
 ];
 
 /// Service counters for `/metrics`.
@@ -682,7 +686,8 @@ impl Center {
             // Routing projects' canary analysis (release management) compares these per gray release.
             self.release
                 .add_window(&key.1, &r.instance.id, &r.releases, w.requests, w.errors);
-            self.history.record(&key.1, &r.instance.id, &w, now);
+            self.history
+                .record(&key.1, &r.instance.id, &w, &r.latency, now);
         }
         let seq = self.report_seq.fetch_add(1, Ordering::Relaxed);
         reports.insert(key, (seq, r));

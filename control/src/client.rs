@@ -355,6 +355,18 @@ impl std::fmt::Debug for HealthProbe {
     }
 }
 
+/// Request latency per listener since the probe's previous call (for a proxy: the differences of its
+/// listeners' latency histograms), read when a health window is sent and sent with it, so that the
+/// console's history keeps latency per window next to requests and errors.
+#[derive(Clone)]
+pub struct LatencyProbe(pub Arc<dyn Fn() -> Vec<crate::model::ListenerLatency> + Send + Sync>);
+
+impl std::fmt::Debug for LatencyProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencyProbe")
+    }
+}
+
 /// How to reach and watch one namespace.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -384,6 +396,8 @@ pub struct ClientOptions {
     pub health: Option<HealthProbe>,
     /// How often a health window is sent (default 10 s).
     pub health_interval: Duration,
+    /// The consumer's latency per listener, sent with each health window (None: not sent).
+    pub latency: Option<LatencyProbe>,
 }
 
 impl ClientOptions {
@@ -403,6 +417,7 @@ impl ClientOptions {
             usage_interval: Some(Duration::from_secs(60)),
             health: None,
             health_interval: Duration::from_secs(10),
+            latency: None,
         }
     }
 
@@ -696,6 +711,15 @@ impl Shared {
             let last = self.last_report.lock().ok().and_then(|g| g.clone());
             if let Some(mut body) = last {
                 body["health"] = window;
+                let latency = self.opts.latency.as_ref().map(|p| (p.0)());
+                match latency {
+                    Some(l) if !l.is_empty() => body["latency"] = serde_json::json!(l),
+                    _ => {
+                        if let Some(o) = body.as_object_mut() {
+                            o.remove("latency");
+                        }
+                    }
+                }
                 self.post_report(&body).await;
             }
         }

@@ -549,6 +549,22 @@ pub struct HealthWindow {
     pub window_ms: u64,
 }
 
+/// Request latency of one listener over a report window (sent with the window: [`HealthWindow`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLatency {
+    /// The listener's name.
+    pub listener: String,
+    /// Requests timed in the window.
+    pub count: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+}
+
 /// known for the namespace instance (exactly one of the two).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -220,9 +220,17 @@ impl CoreMetrics {
         self
     }
 
-    /// Counts one reply of `cmd`.
+    /// Counts one reply of `cmd` that took `latency` (also in the listener's latency histogram).
     #[inline]
     pub fn reply(&self, cmd: &'static str, latency: Duration, bytes: usize, is_err: bool) {
+        if let Some(l) = &self.listener {
+            l.latency.record(latency);
+        }
+        self.count(cmd, latency, bytes, is_err);
+    }
+
+    #[inline]
+    fn count(&self, cmd: &'static str, latency: Duration, bytes: usize, is_err: bool) {
         let mut stats = self.stats.borrow_mut();
         let s = stats.entry(NameKey(cmd)).or_default();
         s.calls += 1;
@@ -258,7 +266,8 @@ impl CoreMetrics {
     /// out, overloaded): a request error like the server's own.
     #[inline]
     pub fn proxy_error(&self, cmd: &'static str, bytes: usize) {
-        self.reply(cmd, Duration::ZERO, bytes, true);
+        // Answered by the proxy itself: not a backend round trip, not in the latency histogram.
+        self.count(cmd, Duration::ZERO, bytes, true);
     }
 
     /// Samples a key of a request of `size` bytes.

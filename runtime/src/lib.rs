@@ -23,7 +23,7 @@ pub use executor::{CoreId, Executors};
 pub use listener::bind_reuseport;
 pub use registries::Registries;
 pub use snapshot::{LocalSnapshot, Snapshot, SnapshotHub};
-pub use stats::{ListenerStats, StatsRegistry};
+pub use stats::{Latency, LatencyHistogram, ListenerStats, StatsRegistry};
 
 use std::sync::Arc;
 

@@ -12,15 +12,18 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::model::HealthWindow;
+use crate::model::{HealthWindow, ListenerLatency};
 
 /// Windows kept per series.
 pub const MAX_POINTS: usize = 360;
 /// Series kept (instance × namespace path).
 pub const MAX_SERIES: usize = 4096;
 
+/// Listeners kept per window (a proxy with more sends its busiest first; the rest are dropped).
+pub const MAX_LISTENERS: usize = 32;
+
 /// One health window as received.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Point {
     /// When the center received it (ms since the epoch): the end of the window.
     pub at_ms: u64,
@@ -30,6 +33,8 @@ pub struct Point {
     pub errors: u64,
     /// The window's length, ms (0 when the sender did not say).
     pub window_ms: u64,
+    /// Request latency per listener over the window (empty when the sender did not say).
+    pub latency: Vec<ListenerLatency>,
 }
 
 /// The series, by (namespace path `app/env/cluster/ns`, instance id).
@@ -39,8 +44,16 @@ pub struct History {
 }
 
 impl History {
-    /// Records a window of `instance` reporting on `ns_path`, received at `at_ms`.
-    pub fn record(&self, ns_path: &str, instance: &str, w: &HealthWindow, at_ms: u64) {
+    /// Records a window of `instance` reporting on `ns_path`, received at `at_ms`, with its listeners'
+    /// latencies (at most [`MAX_LISTENERS`] kept).
+    pub fn record(
+        &self,
+        ns_path: &str,
+        instance: &str,
+        w: &HealthWindow,
+        latency: &[ListenerLatency],
+        at_ms: u64,
+    ) {
         let Ok(mut series) = self.series.lock() else {
             return;
         };
@@ -63,6 +76,7 @@ impl History {
             requests: w.requests,
             errors: w.errors,
             window_ms: w.window_ms,
+            latency: latency.iter().take(MAX_LISTENERS).cloned().collect(),
         });
     }
 
@@ -73,7 +87,7 @@ impl History {
         };
         series
             .get(&(ns_path.to_string(), instance.to_string()))
-            .map(|v| v.iter().filter(|p| p.at_ms >= since_ms).copied().collect())
+            .map(|v| v.iter().filter(|p| p.at_ms >= since_ms).cloned().collect())
             .unwrap_or_default()
     }
 
@@ -104,7 +118,7 @@ mod tests {
     fn a_series_keeps_the_newest_windows_in_order() {
         let h = History::default();
         for i in 0..(MAX_POINTS as u64 + 5) {
-            h.record("shop/DEV/default/proxy", "p1", &w(i, i / 10), 1000 + i);
+            h.record("shop/DEV/default/proxy", "p1", &w(i, i / 10), &[], 1000 + i);
         }
         let s = h.series("shop/DEV/default/proxy", "p1", 0);
         assert_eq!(s.len(), MAX_POINTS);
@@ -124,14 +138,35 @@ mod tests {
         let h = History::default();
         for i in 0..MAX_SERIES as u64 {
             // Series 0 is the stalest: its newest window is the oldest.
-            h.record("a/b/c/d", &format!("p{i}"), &w(1, 0), 10 + i);
+            h.record("a/b/c/d", &format!("p{i}"), &w(1, 0), &[], 10 + i);
         }
-        h.record("a/b/c/d", "p1", &w(1, 0), 100_000);
+        h.record("a/b/c/d", "p1", &w(1, 0), &[], 100_000);
         assert_eq!(h.len(), MAX_SERIES);
-        h.record("a/b/c/d", "new", &w(7, 1), 100_001);
+        h.record("a/b/c/d", "new", &w(7, 1), &[], 100_001);
         assert_eq!(h.len(), MAX_SERIES);
         assert!(h.series("a/b/c/d", "p0", 0).is_empty());
         assert_eq!(h.series("a/b/c/d", "p1", 0).len(), 2);
         assert_eq!(h.series("a/b/c/d", "new", 0)[0].errors, 1);
+    }
+
+    #[test]
+    fn windows_keep_their_listeners_latency() {
+        let h = History::default();
+        let lat = |name: &str, p99: u64| ListenerLatency {
+            listener: name.into(),
+            count: 10,
+            p50_us: p99 / 4,
+            p99_us: p99,
+            p999_us: p99 * 2,
+        };
+        let many: Vec<_> = (0..MAX_LISTENERS as u64 + 3)
+            .map(|i| lat(&format!("l{i}"), 100 + i))
+            .collect();
+        h.record("a/b/c/d", "p", &w(10, 0), &many[..2], 1);
+        h.record("a/b/c/d", "p", &w(10, 0), &many, 2);
+        let s = h.series("a/b/c/d", "p", 0);
+        assert_eq!(s[0].latency, many[..2]);
+        assert_eq!(s[1].latency.len(), MAX_LISTENERS);
+        assert_eq!(s[1].latency[1].p99_us, 101);
     }
 }

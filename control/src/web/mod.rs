@@ -338,7 +338,8 @@ type ProxyPath = (String, String, String, String, String);
 
 /// `GET /console/api/history/{app}/{env}/{cluster}/{ns}/{id}?since_s=3600`: the health windows the instance
 /// sent with its reports on that namespace instance (bounded, in memory: [`history`]), oldest first, with
-/// requests and errors per second of each window. Counts only, so `masked_read` suffices.
+/// requests and errors per second of each window and its listeners' latency quantiles. Counts only, so
+/// `masked_read` suffices.
 async fn history(
     State(con): S,
     h: HeaderMap,
@@ -361,7 +362,8 @@ async fn history(
         .map(|x| {
             let secs = (x.window_ms.max(1) as f64) / 1000.0;
             json!({"at_ms": x.at_ms, "requests": x.requests, "errors": x.errors, "window_ms": x.window_ms,
-                   "requests_per_s": x.requests as f64 / secs, "errors_per_s": x.errors as f64 / secs})
+                   "requests_per_s": x.requests as f64 / secs, "errors_per_s": x.errors as f64 / secs,
+                   "latency": x.latency})
         })
         .collect();
     ok(

@@ -261,6 +261,8 @@ impl Session {
         {
             ListenerStats::add(&self.stats.errors, 1);
         }
+        // The listener's latency histogram: the duration already measured for the digest, no clock read.
+        self.stats.latency.record(ran.took);
         stats::record(
             &self.info.core.stats,
             d,

@@ -85,7 +85,20 @@ async function drawHistory(holder, key) {
       { name: 'errors', points: pts.map((p) => [p.at_ms, p.errors_per_s]) },
     ],
   });
+  // Latency per listener (p50 and p99 of each window, as the proxy measured them), one chart per listener.
+  const names = [...new Set(pts.flatMap((p) => (p.latency || []).map((l) => l.listener)))].slice(0, 8);
+  const latency = names.map((n) => {
+    const of = (f) => pts.flatMap((p) => (p.latency || []).filter((l) => l.listener === n).map((l) => [p.at_ms, l[f]]));
+    return lineChart({
+      title: `Latency ${n}, last hour`, unit: 'µs',
+      series: [{ name: 'p50', points: of('p50_us') }, { name: 'p99', points: of('p99_us') }, { name: 'p99.9', points: of('p999_us') }],
+    });
+  });
   holder.replaceChildren(h('div', { class: 'charts' }, chart),
+    h('div', { class: 'charts', id: 'proxy-latency' }, latency),
+    h('p', { class: 'muted', id: 'proxy-latency-count' }, names.length
+      ? `Latency of ${names.length} listener(s): ${names.map((n) => `${n} ${pts.filter((p) => (p.latency || []).some((l) => l.listener === n)).length} windows`).join(', ')}.`
+      : 'No latency reported yet.'),
     h('p', { class: 'muted', id: 'proxy-history-count' }, pts.length
       ? `${pts.length} windows reported (the center keeps ${r.max_points}); total ${pts.reduce((a, p) => a + p.requests, 0)} requests, ${pts.reduce((a, p) => a + p.errors, 0)} errors.`
       : 'No health window reported yet (a proxy sends one every 10 s).'));
