@@ -14,6 +14,7 @@
 pub mod acl;
 pub mod backend;
 pub mod blocking;
+pub mod lock;
 pub mod cluster;
 pub mod error;
 pub mod metrics;
