@@ -14,9 +14,9 @@
 pub mod acl;
 pub mod backend;
 pub mod blocking;
-pub mod lock;
 pub mod cluster;
 pub mod error;
+pub mod lock;
 pub mod metrics;
 pub mod migrate;
 pub mod net;

@@ -309,13 +309,18 @@ async fn run(inner: &Inner, key: &str, raw: Bytes) -> Result<i64, String> {
     };
     let me = Rc::new(Client::new(RespVersion::Resp2));
     let seq = me.q.borrow_mut().push_pending();
-    conn.send(&raw, [Dest::Whole(me.clone(), seq)], Instant::now(), "furrow.lock")
-        .map_err(|e| {
-            let r = e.reply();
-            String::from_utf8_lossy(r.get(1..).unwrap_or_default())
-                .trim_end()
-                .to_string()
-        })?;
+    conn.send(
+        &raw,
+        [Dest::Whole(me.clone(), seq)],
+        Instant::now(),
+        "furrow.lock",
+    )
+    .map_err(|e| {
+        let r = e.reply();
+        String::from_utf8_lossy(r.get(1..).unwrap_or_default())
+            .trim_end()
+            .to_string()
+    })?;
     while me.q.borrow().pending() > 0 {
         me.wake.notified().await;
     }
@@ -378,10 +383,7 @@ async fn lock(
         let _ = run(inner, &k[0], eval(RELEASE, &[&k[0]], &[&inner.holder])).await;
         return Ok(None);
     }
-    inner
-        .held
-        .borrow_mut()
-        .insert(name, Held { token, ttl_ms });
+    inner.held.borrow_mut().insert(name, Held { token, ttl_ms });
     if !inner.renewing.replace(true) {
         tokio::task::spawn_local(renew(Rc::downgrade(inner)));
     }
@@ -520,7 +522,11 @@ mod tests {
             .collect();
         assert!(slots.iter().all(|s| *s == slots[0]), "{k:?}");
         assert_eq!(integer(b":42\r\n"), Ok(42));
-        assert!(integer(b"-NOSCRIPT x\r\n").unwrap_err().contains("NOSCRIPT x"));
+        assert!(
+            integer(b"-NOSCRIPT x\r\n")
+                .unwrap_err()
+                .contains("NOSCRIPT x")
+        );
         assert!(integer(b"$-1\r\n").is_err());
     }
 }

@@ -829,7 +829,9 @@ impl Session {
     #[cold]
     fn lock_command(&mut self, cmd: &Command) {
         if self.multi.is_some() {
-            self.reject(b"-ERR furrow lock: FURROW.LOCK / FURROW.UNLOCK are not allowed in MULTI\r\n");
+            self.reject(
+                b"-ERR furrow lock: FURROW.LOCK / FURROW.UNLOCK are not allowed in MULTI\r\n",
+            );
             return;
         }
         match crate::lock::parse(cmd) {

@@ -31,18 +31,16 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 fn on_servers(servers: &[RedisServer], args: &[&str]) -> i64 {
     servers
         .iter()
-        .map(|s| {
-            redis_cli(s.port(), args)
-                .trim()
-                .parse::<i64>()
-                .unwrap_or(0)
-        })
+        .map(|s| redis_cli(s.port(), args).trim().parse::<i64>().unwrap_or(0))
         .find(|v| *v > 0)
         .unwrap_or(0)
 }
 
 fn queue_len(servers: &[RedisServer], name: &str) -> i64 {
-    on_servers(servers, &["ZCARD", &format!("{{furrow:lock:{name}}}:queue")])
+    on_servers(
+        servers,
+        &["ZCARD", &format!("{{furrow:lock:{name}}}:queue")],
+    )
 }
 
 fn setup() -> (Vec<RedisServer>, String) {
