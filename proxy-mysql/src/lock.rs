@@ -11,9 +11,19 @@
 //! same autocommit statement that reads it (`LAST_INSERT_ID(token + 1)`): strictly increasing
 //! across holders, proxies and restarts. `furrow_lock` answers the token (0 when the timeout
 //! passed, as `GET_LOCK`'s 0); `furrow_unlock` answers 1 when the session held the lock, else 0.
+//!
+//! Lock connections are reused: one whose lock was released (`furrow_unlock`, or a `GET_LOCK`
+//! that timed out) holds no lock and goes back to a small per-core pool of idle, logged-in
+//! primary connections ([`IDLE_PER_CORE`] per server and user, dropped after [`IDLE_FOR`]), so
+//! that an acquire costs `GET_LOCK` and the token bump, not a connect and login. A pooled
+//! connection that fails its `GET_LOCK` (the server closed it meanwhile) is dropped and the
+//! acquire retried once on a new connection; the connections of a session that ends are closed,
+//! never pooled (closing is what releases their locks).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use codec::mysql::ErrPacket;
@@ -109,6 +119,64 @@ pub fn parse(sql: &str) -> Option<Result<LockCall, ErrPacket>> {
 #[derive(Default)]
 pub struct HeldLocks(HashMap<String, (Box<BackendConn>, u64)>);
 
+/// Most idle lock connections a core keeps per (primary address, user, password).
+pub const IDLE_PER_CORE: usize = 8;
+
+/// An idle lock connection older than this is closed rather than reused (servers close idle
+/// connections after `wait_timeout`; a fresh one is then cheaper than a failed attempt).
+pub const IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// Where an idle lock connection may be reused: the primary's address, the user, the password.
+type PoolKey = (String, String, String);
+
+thread_local! {
+    /// This core's idle lock connections (each executor is one thread).
+    static IDLE: RefCell<HashMap<PoolKey, Vec<(BackendConn, Instant)>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn pool_key(config: &Config, group: &str) -> Option<PoolKey> {
+    let g = config.mysql_group(group)?;
+    Some((
+        g.primary.address.clone(),
+        g.user.clone(),
+        g.password.clone(),
+    ))
+}
+
+/// A recent idle lock connection for `key`, if the core has one.
+fn take_idle(key: &PoolKey) -> Option<BackendConn> {
+    IDLE.with(|m| {
+        let mut m = m.borrow_mut();
+        let v = m.get_mut(key)?;
+        v.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+        // The most recently used one.
+        let c = v.pop().map(|(c, _)| c);
+        if v.is_empty() {
+            m.remove(key);
+        }
+        c
+    })
+}
+
+/// Keeps `c` (holding no lock) for the next acquire on this core; closed when the pool is full.
+fn put_idle(key: Option<PoolKey>, c: BackendConn) {
+    let Some(key) = key else { return };
+    IDLE.with(|m| {
+        let mut m = m.borrow_mut();
+        let v = m.entry(key).or_default();
+        v.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+        if v.len() < IDLE_PER_CORE {
+            v.push((c, Instant::now()));
+        }
+    });
+}
+
+/// Idle lock connections this core (thread) keeps now, all servers together.
+pub fn idle_count() -> usize {
+    IDLE.with(|m| m.borrow().values().map(Vec::len).sum())
+}
+
 /// A connection to `group`'s primary for one lock.
 async fn connect(config: &Config, group: &str) -> Result<BackendConn, ErrPacket> {
     let g = config
@@ -151,7 +219,11 @@ impl HeldLocks {
         match call {
             LockCall::Unlock { name } => Ok(match self.0.remove(&name) {
                 Some((mut c, _)) => {
-                    let _ = value(&mut c, &format!("SELECT RELEASE_LOCK('furrow:{name}')")).await;
+                    let r = value(&mut c, &format!("SELECT RELEASE_LOCK('furrow:{name}')")).await;
+                    if matches!(r.as_ref().map(Option::as_deref), Ok(Some("1"))) {
+                        // Released and holding nothing: reusable.
+                        put_idle(pool_key(config, group), *c);
+                    }
                     1
                 }
                 None => 0,
@@ -166,13 +238,31 @@ impl HeldLocks {
                         "a session holds at most {MAX_HELD} furrow locks"
                     )));
                 }
-                let mut c = connect(config, group).await?;
-                let got = value(
-                    &mut c,
-                    &format!("SELECT GET_LOCK('furrow:{name}', {timeout_s})"),
-                )
-                .await?;
+                let key = pool_key(config, group);
+                let get = format!("SELECT GET_LOCK('furrow:{name}', {timeout_s})");
+                let idle = key.as_ref().and_then(take_idle);
+                let (mut c, got) = match idle {
+                    Some(mut c) => match value(&mut c, &get).await {
+                        Ok(got) => (c, got),
+                        // Closed by the server while idle (or broken): once more on a new one.
+                        Err(_) => {
+                            drop(c);
+                            let mut c = connect(config, group).await?;
+                            let got = value(&mut c, &get).await?;
+                            (c, got)
+                        }
+                    },
+                    None => {
+                        let mut c = connect(config, group).await?;
+                        let got = value(&mut c, &get).await?;
+                        (c, got)
+                    }
+                };
                 if got.as_deref() != Some("1") {
+                    if got.as_deref() == Some("0") {
+                        // Timed out, holding nothing: reusable.
+                        put_idle(key, c);
+                    }
                     return Ok(0);
                 }
                 let bump = format!(

@@ -208,3 +208,62 @@ fn a_holder_killed_with_sigkill_frees_the_lock() {
     let t3 = select_u64(&mut c, "SELECT furrow_lock('k9', 30)").expect("C locks");
     assert_eq!(t3, t2 + 2, "the client's token was t2 + 1");
 }
+
+#[test]
+fn lock_connections_are_pooled_and_a_dead_idle_one_is_replaced() {
+    let rs = replica_set(0);
+    let p = proxy_for(&rs, "");
+    let primary = rs.primary();
+    let connections = || -> u64 {
+        primary
+            .sql_value(
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                 WHERE VARIABLE_NAME = 'CONNECTIONS'",
+            )
+            .expect("status")
+            .expect("a value")
+            .parse()
+            .expect("a number")
+    };
+    let mut a = RawClient::login(p.addr, "app", None);
+    let first = select_u64(&mut a, "SELECT furrow_lock('pool', 0)").expect("lock");
+    // The lock's connection, as the primary sees it.
+    let holder = primary
+        .sql_value("SELECT IS_USED_LOCK('furrow:pool')")
+        .expect("is_used_lock")
+        .expect("held");
+    assert_eq!(select_u64(&mut a, "SELECT furrow_unlock('pool')"), Ok(1));
+    let before = connections();
+    const CYCLES: u64 = 20;
+    for i in 1..=CYCLES {
+        assert_eq!(
+            select_u64(&mut a, "SELECT furrow_lock('pool', 0)"),
+            Ok(first + i)
+        );
+        assert_eq!(select_u64(&mut a, "SELECT furrow_unlock('pool')"), Ok(1));
+    }
+    // One new connection: the status query itself (without the pool: one per acquire).
+    let opened = connections() - before;
+    assert!(opened <= 2, "{opened} connections for {CYCLES} lock cycles");
+    // The idle lock connection killed on the server: the next acquire still succeeds, on a new one.
+    let holder_now = {
+        let t = select_u64(&mut a, "SELECT furrow_lock('pool', 0)").expect("lock");
+        assert_eq!(t, first + CYCLES + 1);
+        primary
+            .sql_value("SELECT IS_USED_LOCK('furrow:pool')")
+            .expect("is_used_lock")
+            .expect("held")
+    };
+    assert_eq!(holder_now, holder, "the same, pooled connection");
+    assert_eq!(select_u64(&mut a, "SELECT furrow_unlock('pool')"), Ok(1));
+    primary.sql(&format!("KILL {holder}")).expect("kill");
+    assert_eq!(
+        select_u64(&mut a, "SELECT furrow_lock('pool', 0)"),
+        Ok(first + CYCLES + 2)
+    );
+    let replaced = primary
+        .sql_value("SELECT IS_USED_LOCK('furrow:pool')")
+        .expect("is_used_lock")
+        .expect("held");
+    assert_ne!(replaced, holder);
+}

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod blocking;
 pub mod cluster;
 pub mod error;
+pub mod lock;
 pub mod metrics;
 pub mod migrate;
 pub mod net;

@@ -245,6 +245,8 @@ pub struct Session {
     decoder_preauth: bool,
     /// The caller's trace context set by `FURROW TRACEPARENT` (see `crate::trace`).
     trace_parent: Option<runtime::trace::TraceParent>,
+    /// `FURROW.LOCK` state (see `crate::lock`); created by the first lock command.
+    locks: Option<crate::lock::Locks>,
 }
 
 /// A random number (not for cryptography: spreads RANDOMKEY over the shards).
@@ -307,6 +309,7 @@ impl Session {
             max_frame: 0,
             decoder_preauth: !authed,
             trace_parent: None,
+            locks: None,
         }
     }
 
@@ -358,6 +361,9 @@ impl Session {
         }
         if let Some((_, c)) = self.watch.take() {
             c.abort();
+        }
+        if let Some(l) = self.locks.take() {
+            l.close();
         }
         self.core.wakers.borrow_mut().remove(&self.id);
         self.core.clients.borrow_mut().remove(&self.id);
@@ -465,6 +471,7 @@ impl Session {
                                 && self.deferred.is_empty()
                                 && self.client.q.borrow().out.is_empty();
                             let blocked = self.pubsub.is_some()
+                                || self.locks.as_ref().is_some_and(crate::lock::Locks::waiting)
                                 || self.blocking.values().any(|(c, _)| c.inflight() > 0);
                             if idle || blocked {
                                 return Ok(());
@@ -655,6 +662,10 @@ impl Session {
                     }
                 }
             }
+            None if self.authed && crate::lock::is_lock_command(cmd.name()) => {
+                self.lock_command(&cmd);
+                return;
+            }
             None if cmd.name().eq_ignore_ascii_case(b"FURROW") && self.authed => {
                 self.furrow_command(&cmd);
                 return;
@@ -810,6 +821,29 @@ impl Session {
                 self.local(&simple("OK"));
             }
             Err(msg) => self.local(format!("-ERR {msg}\r\n").as_bytes()),
+        }
+    }
+
+    /// `FURROW.LOCK` / `FURROW.UNLOCK` (see `crate::lock`): answered when the lock server
+    /// decided; the client's next commands wait for that answer.
+    #[cold]
+    fn lock_command(&mut self, cmd: &Command) {
+        if self.multi.is_some() {
+            self.reject(
+                b"-ERR furrow lock: FURROW.LOCK / FURROW.UNLOCK are not allowed in MULTI\r\n",
+            );
+            return;
+        }
+        match crate::lock::parse(cmd) {
+            Err(msg) => self.local(format!("-ERR {msg}\r\n").as_bytes()),
+            Ok(call) => {
+                let seq = self.client.q.borrow_mut().push_pending();
+                let (core, id) = (self.core.clone(), self.id);
+                self.locks
+                    .get_or_insert_with(|| crate::lock::Locks::new(core, id))
+                    .start(call, self.client.clone(), seq);
+                self.barrier = true;
+            }
         }
     }
 
