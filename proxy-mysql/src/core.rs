@@ -43,7 +43,7 @@ pub struct MysqlShared {
     /// The last session id handed out.
     pub(crate) session_ids: AtomicU64,
     /// XA transaction ids of sharded listeners (`xa = true`).
-    pub(crate) xa: crate::shard::xa::XaIds,
+    pub(crate) xa: crate::shard::xid::XaIds,
     /// The shardings whose XA recovery ran in this process.
     pub(crate) xa_recovered: Mutex<std::collections::HashSet<String>>,
 }

@@ -36,6 +36,7 @@ pub mod stmt;
 pub mod stream;
 pub mod txn;
 pub mod xa;
+pub mod xid;
 
 use std::rc::Rc;
 use std::sync::Arc;

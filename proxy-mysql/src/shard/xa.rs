@@ -25,7 +25,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use codec::mysql::ErrPacket;
 use router::config::{Config, Sharding};
@@ -43,36 +42,7 @@ pub const LOG_TABLE: &str = "furrow_xa_log";
 /// `COMMIT`; `xa-after-decision` after that `COMMIT` and before the branches' `XA COMMIT`.
 pub const FAILPOINT_ENV: &str = "FURROW_TEST_FAILPOINT";
 
-/// The process's xid source: its incarnation (start time in ms) and a sequence.
-pub struct XaIds {
-    incarnation: u64,
-    seq: AtomicU64,
-}
-
-impl Default for XaIds {
-    fn default() -> Self {
-        let incarnation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        XaIds {
-            incarnation,
-            seq: AtomicU64::new(0),
-        }
-    }
-}
-
-impl XaIds {
-    /// A new global transaction id for `worker`.
-    pub fn gtrid(&self, worker: u16) -> Rc<str> {
-        let n = self.seq.fetch_add(1, Relaxed);
-        Rc::from(format!("furrow:{worker}:{}:{n}", self.incarnation))
-    }
-
-    /// This process's incarnation.
-    pub fn incarnation(&self) -> u64 {
-        self.incarnation
-    }
-}
+pub use super::xid::XaIds;
 
 /// The xid of `shard`'s branch of `gtrid`, as XA statements spell it.
 pub fn xid(gtrid: &str, shard: usize) -> String {
