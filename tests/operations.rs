@@ -353,6 +353,23 @@ fn redis_upgrade_under_load_loses_nothing() {
     assert_eq!(http_get(metrics.port(), "/readyz").0, 200);
 }
 
+/// A MySQL listener `db` in front of one server, user `app`, with a 30 s drain grace.
+fn mysql_config(admin: u16, metrics: u16, listen: u16, db: &str) -> String {
+    format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\
+             shutdown_grace_ms = 30000\n\n\
+             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
+             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+        admin,
+        metrics,
+        listen,
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db
+    )
+}
+
 fn mariadb_client(port: u16) -> Command {
     let mut c = Command::new("mariadb");
     c.args(["-h", "127.0.0.1", "-P", &port.to_string()]).args([
@@ -375,18 +392,11 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     let cfg = dir.path().join("furrow.toml");
     std::fs::write(
         &cfg,
-        format!(
-            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\
-             shutdown_grace_ms = 30000\n\n\
-             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
-             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
-             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+        mysql_config(
             admin.port(),
             metrics.port(),
             listen.port(),
-            testkit::APP_USER,
-            testkit::APP_PASSWORD,
-            db.addr()
+            &db.addr().to_string(),
         ),
     )
     .expect("config");
