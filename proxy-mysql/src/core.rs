@@ -112,6 +112,8 @@ pub struct CoreCtx {
     pub(crate) ops: OpsCore,
     /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
     pub(crate) trace: Option<Arc<runtime::trace::Exporter>>,
+    /// Idle logged-in primary connections for `furrow_lock` (see `crate::lock`).
+    pub(crate) lock_idle: crate::lock::IdleLocks,
 }
 
 impl CoreCtx {
@@ -139,6 +141,7 @@ impl CoreCtx {
             targets: RefCell::default(),
             schemas: RefCell::default(),
             trace: None,
+            lock_idle: Default::default(),
         }
     }
 }

@@ -20,8 +20,15 @@ pub fn is_last_insert_id_query(c: &Classified, digest: &str) -> bool {
 /// Queues the result a server gives `sql` (a [`is_last_insert_id_query`]): one BIGINT UNSIGNED
 /// NOT NULL column named as the client wrote the expression, one row with `id`.
 pub fn queue_last_insert_id(client: &mut Conn, sql: &str, id: u64, status: u16) {
+    queue_select_u64(client, sql, "LAST_INSERT_ID()", id, status);
+}
+
+/// Queues the answer to a `SELECT <expression>` the proxy computes itself: one BIGINT UNSIGNED NOT
+/// NULL column named as the client wrote the expression (`default_name` when it cannot be read), one
+/// row with `v`.
+pub fn queue_select_u64(client: &mut Conn, sql: &str, default_name: &str, v: u64, status: u16) {
     let text = sql.trim().trim_end_matches(';').trim();
-    let name = text.get(6..).map_or("LAST_INSERT_ID()", str::trim);
+    let name = text.get(6..).map_or(default_name, str::trim);
     let mut p = BytesMut::with_capacity(64);
     p.extend_from_slice(&[1]);
     let mut seq = client.queue(1, &p);
@@ -38,7 +45,7 @@ pub fn queue_last_insert_id(client: &mut Conn, sql: &str, id: u64, status: u16) 
     seq = client.queue(seq, &p);
     seq = client.queue_eof(seq, status);
     p.clear();
-    codec::mysql::wire::put_lenenc_bytes(&mut p, id.to_string().as_bytes());
+    codec::mysql::wire::put_lenenc_bytes(&mut p, v.to_string().as_bytes());
     seq = client.queue(seq, &p);
     client.queue_eof(seq, status);
 }

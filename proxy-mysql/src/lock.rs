@@ -25,15 +25,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use codec::mysql::ErrPacket;
-use codec::mysql::consts::{charset, column_flag, column_type};
-use codec::mysql::{ColumnDefinition, wire};
 use router::config::Config;
 use router::sql::lexer::{Token, tokenize};
 
 use crate::backend::BackendConn;
-use crate::conn::Conn;
 
 /// Longest `timeout_s` accepted.
 pub const MAX_TIMEOUT_S: u64 = 3600;
@@ -129,11 +125,9 @@ pub const IDLE_FOR: Duration = Duration::from_secs(30);
 /// Where an idle lock connection may be reused: the primary's address, the user, the password.
 type PoolKey = (String, String, String);
 
-thread_local! {
-    /// This core's idle lock connections (each executor is one thread).
-    static IDLE: RefCell<HashMap<PoolKey, Vec<(BackendConn, Instant)>>> =
-        RefCell::new(HashMap::new());
-}
+/// One core's idle lock connections (a field of [`crate::core::CoreCtx`]).
+#[derive(Default)]
+pub struct IdleLocks(RefCell<HashMap<PoolKey, Vec<(BackendConn, Instant)>>>);
 
 fn pool_key(config: &Config, group: &str) -> Option<PoolKey> {
     let g = config.mysql_group(group)?;
@@ -144,10 +138,10 @@ fn pool_key(config: &Config, group: &str) -> Option<PoolKey> {
     ))
 }
 
-/// A recent idle lock connection for `key`, if the core has one.
-fn take_idle(key: &PoolKey) -> Option<BackendConn> {
-    IDLE.with(|m| {
-        let mut m = m.borrow_mut();
+impl IdleLocks {
+    /// A recent idle lock connection for `key`, if the core has one.
+    fn take(&self, key: &PoolKey) -> Option<BackendConn> {
+        let mut m = self.0.borrow_mut();
         let v = m.get_mut(key)?;
         v.retain(|(_, since)| since.elapsed() < IDLE_FOR);
         // The most recently used one.
@@ -156,25 +150,23 @@ fn take_idle(key: &PoolKey) -> Option<BackendConn> {
             m.remove(key);
         }
         c
-    })
-}
+    }
 
-/// Keeps `c` (holding no lock) for the next acquire on this core; closed when the pool is full.
-fn put_idle(key: Option<PoolKey>, c: BackendConn) {
-    let Some(key) = key else { return };
-    IDLE.with(|m| {
-        let mut m = m.borrow_mut();
+    /// Keeps `c` (holding no lock) for the next acquire on this core; closed when the pool is full.
+    fn put(&self, key: Option<PoolKey>, c: BackendConn) {
+        let Some(key) = key else { return };
+        let mut m = self.0.borrow_mut();
         let v = m.entry(key).or_default();
         v.retain(|(_, since)| since.elapsed() < IDLE_FOR);
         if v.len() < IDLE_PER_CORE {
             v.push((c, Instant::now()));
         }
-    });
-}
+    }
 
-/// Idle lock connections this core (thread) keeps now, all servers together.
-pub fn idle_count() -> usize {
-    IDLE.with(|m| m.borrow().values().map(Vec::len).sum())
+    /// Idle lock connections this core keeps now, all servers together.
+    pub fn count(&self) -> usize {
+        self.0.borrow().values().map(Vec::len).sum()
+    }
 }
 
 /// A connection to `group`'s primary for one lock.
@@ -212,6 +204,7 @@ impl HeldLocks {
     /// Runs `call` for the session and returns the value its `SELECT` answers.
     pub async fn run(
         &mut self,
+        idle: &IdleLocks,
         call: LockCall,
         config: &Config,
         group: &str,
@@ -222,7 +215,7 @@ impl HeldLocks {
                     let r = value(&mut c, &format!("SELECT RELEASE_LOCK('furrow:{name}')")).await;
                     if matches!(r.as_ref().map(Option::as_deref), Ok(Some("1"))) {
                         // Released and holding nothing: reusable.
-                        put_idle(pool_key(config, group), *c);
+                        idle.put(pool_key(config, group), *c);
                     }
                     1
                 }
@@ -240,8 +233,8 @@ impl HeldLocks {
                 }
                 let key = pool_key(config, group);
                 let get = format!("SELECT GET_LOCK('furrow:{name}', {timeout_s})");
-                let idle = key.as_ref().and_then(take_idle);
-                let (mut c, got) = match idle {
+                let reused = key.as_ref().and_then(|k| idle.take(k));
+                let (mut c, got) = match reused {
                     Some(mut c) => match value(&mut c, &get).await {
                         Ok(got) => (c, got),
                         // Closed by the server while idle (or broken): once more on a new one.
@@ -261,7 +254,7 @@ impl HeldLocks {
                 if got.as_deref() != Some("1") {
                     if got.as_deref() == Some("0") {
                         // Timed out, holding nothing: reusable.
-                        put_idle(key, c);
+                        idle.put(key, c);
                     }
                     return Ok(0);
                 }
@@ -297,31 +290,6 @@ impl HeldLocks {
             }
         }
     }
-}
-
-/// Queues a one-row, one-column BIGINT UNSIGNED result named as the client wrote `sql`.
-pub fn queue_value(client: &mut Conn, sql: &str, v: u64, status: u16) {
-    let text = sql.trim().trim_end_matches(';').trim();
-    let name = text.get(6..).map_or("furrow_lock", str::trim);
-    let mut p = BytesMut::with_capacity(64);
-    p.extend_from_slice(&[1]);
-    let mut seq = client.queue(1, &p);
-    let col = ColumnDefinition::new(
-        name,
-        column_type::LONGLONG,
-        charset::BINARY,
-        21,
-        column_flag::BINARY | column_flag::UNSIGNED | column_flag::NOT_NULL,
-        0,
-    );
-    p.clear();
-    col.encode(&mut p);
-    seq = client.queue(seq, &p);
-    seq = client.queue_eof(seq, status);
-    p.clear();
-    wire::put_lenenc_bytes(&mut p, v.to_string().as_bytes());
-    seq = client.queue(seq, &p);
-    client.queue_eof(seq, status);
 }
 
 #[cfg(test)]

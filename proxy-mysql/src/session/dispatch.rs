@@ -206,13 +206,22 @@ impl Session {
         {
             let snap = self.snap.get().clone();
             let r = match call {
-                Ok(call) => self.locks.run(call, &snap.config, &self.info.group).await,
+                Ok(call) => {
+                    self.locks
+                        .run(
+                            &self.info.core.lock_idle,
+                            call,
+                            &snap.config,
+                            &self.info.group,
+                        )
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match r {
                 Ok(v) => {
                     let st = self.status_flags();
-                    crate::lock::queue_value(&mut self.client, sql, v, st);
+                    crate::local::queue_select_u64(&mut self.client, sql, "furrow_lock", v, st);
                 }
                 Err(e) => self.refuse(1, &e),
             }
