@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::canary::{Samples, judge};
+use super::canary::{Samples, Verdict, judge};
 use super::model::*;
 use crate::center::{Center, system_user};
 use crate::error::{ControlError, ErrorCode, Result};
@@ -285,6 +285,52 @@ pub struct StepInput<'a> {
     pub now: u64,
     /// The node's samples.
     pub rt: &'a Runtime,
+    /// The span collector's signals per service and host (None: not judged).
+    pub spans: Option<&'a crate::trace::signals::SharedSignals>,
+}
+
+/// Spans' counts as canary samples (at most [`super::canary::MAX_LATENCIES`] latencies, the newest).
+fn span_samples(c: Option<crate::trace::signals::Counts>) -> Samples {
+    let c = c.unwrap_or_default();
+    let mut s = Samples::default();
+    s.add(&Samples {
+        requests: c.requests,
+        errors: c.errors,
+        latencies_us: c.latencies_us,
+    });
+    s
+}
+
+/// One verdict from the probes' and, when present, the proxies' windows' and the spans' verdicts (each
+/// None while its groups have too few samples): any failure fails at once (named by its signal); a pass
+/// needs every signal present to have passed.
+fn combine(
+    probes: Option<Verdict>,
+    proxies: Option<Option<Verdict>>,
+    spans: Option<Option<Verdict>>,
+) -> Option<Verdict> {
+    if let Some(v) = probes.as_ref().filter(|v| !v.pass) {
+        return Some(v.clone());
+    }
+    for (name, other) in [("proxies' windows", &proxies), ("spans", &spans)] {
+        if let Some(Some(v)) = other
+            && !v.pass
+        {
+            let mut v = v.clone();
+            v.reason = format!("{name}: {}", v.reason);
+            return Some(v);
+        }
+    }
+    let mut v = probes?;
+    if let Some(p) = proxies {
+        v.reason = format!("{}; proxies' windows: {}", v.reason, p?.reason);
+    }
+    if let Some(sp) = spans {
+        let sp = sp?;
+        v.reason = format!("{}; spans: {}", v.reason, sp.reason);
+        v.spans = Some(Box::new(sp));
+    }
+    Some(v)
 }
 
 fn start_batch(tx: &mut Tx, d: &mut Deployment, now: u64) {
@@ -535,19 +581,21 @@ impl Tx<'_> {
                             &pb.unwrap_or_default(),
                         )),
                     };
-                    let verdict = match (judge(&spec, &c, &b), proxies) {
-                        (Some(v), _) if !v.pass => Some(v),
-                        (_, Some(Some(mut pv))) if !pv.pass => {
-                            pv.reason = format!("proxies' windows: {}", pv.reason);
-                            Some(pv)
+                    // The service's own spans from the hosts, when it is traced (any entry span from
+                    // either group since the analysis began): errors, median and p99 must pass too.
+                    let service = spec.trace_service.as_deref().unwrap_or(&d.project);
+                    let spans = input.spans.and_then(|g| {
+                        let g = g.lock().ok()?;
+                        match (
+                            g.since(service, &canary_hosts, d.timer_ms),
+                            g.since(service, &baseline_hosts, d.timer_ms),
+                        ) {
+                            (None, None) => None,
+                            (sc, sb) => Some((span_samples(sc), span_samples(sb))),
                         }
-                        (Some(v), None) => Some(v),
-                        (Some(mut v), Some(Some(pv))) => {
-                            v.reason = format!("{}; proxies' windows: {}", v.reason, pv.reason);
-                            Some(v)
-                        }
-                        _ => None,
-                    };
+                    });
+                    let span_verdict = spans.as_ref().map(|(sc, sb)| judge(&spec, sc, sb));
+                    let verdict = combine(judge(&spec, &c, &b), proxies, span_verdict);
                     match verdict {
                         Some(v) if v.pass => {
                             d.event(now, "canary_passed", v.reason.clone());
@@ -565,8 +613,18 @@ impl Tx<'_> {
                                 &mut d,
                                 now,
                                 format!(
-                                    "canary analysis inconclusive: {} canary and {} baseline samples after {} ms (need {})",
-                                    c.requests, b.requests, spec.max_wait_ms, spec.min_samples
+                                    "canary analysis inconclusive: {} canary and {} baseline samples{} after {} ms (need {})",
+                                    c.requests,
+                                    b.requests,
+                                    spans
+                                        .as_ref()
+                                        .map(|(sc, sb)| format!(
+                                            ", {} canary and {} baseline spans",
+                                            sc.requests, sb.requests
+                                        ))
+                                        .unwrap_or_default(),
+                                    spec.max_wait_ms,
+                                    spec.min_samples
                                 ),
                             );
                         }
@@ -955,7 +1013,11 @@ pub fn tick(c: &Center) -> Result<usize> {
     }
     let mut n = 0;
     for id in &active {
-        let input = StepInput { now: now_ms(), rt };
+        let input = StepInput {
+            now: now_ms(),
+            rt,
+            spans: Some(&c.trace.signals),
+        };
         match c.mutate(&sys, |tx| tx.release_step(*id, &input)) {
             Ok(true) => {
                 n += 1;
