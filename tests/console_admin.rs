@@ -66,6 +66,16 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the login form is shown (it is hidden until the page learns there is no session).
+fn login_shown(b: &Browser) {
+    wait_for("the login form", || {
+        b.script(
+            "return !document.getElementById('login').hidden;",
+            vec![],
+        ) == json!(true)
+    });
+}
+
 fn confirm(b: &Browser) {
     b.find("#confirm[open]");
     b.click("#confirm-ok");
@@ -123,6 +133,7 @@ fn console_grant_project_and_password_editors() {
     let b = Browser::start(&shots);
     let long = Duration::from_secs(15);
     b.goto(&format!("{base}/"));
+    login_shown(&b);
     b.fill("#login-token", TOKEN);
     b.click("#login-submit");
     b.wait_text("#who", long, |t| t.contains("admin"));
@@ -277,8 +288,12 @@ fn console_grant_project_and_password_editors() {
     b.click("#version-submit");
     confirm(&b);
     wait_for("the gate", || {
-        api.ok("GET", "/v1/release/projects/web/versions/1.0.0", None)["gate"]["status"]
-            == "passed"
+        api.rt
+            .block_on(
+                api.client
+                    .call("GET", "/v1/release/projects/web/versions/1.0.0", None),
+            )
+            .is_ok_and(|v| v["gate"]["status"] == "passed")
     });
     let v = api.ok("GET", "/v1/release/projects/web/versions/1.0.0", None);
     assert_eq!(v["revision"], "abc123");
@@ -308,17 +323,20 @@ fn console_grant_project_and_password_editors() {
 
     // lee logs in with it, changes their own, and the new one is the one that works.
     b.click("#logout");
+    login_shown(&b);
     b.click("#login-mode-password");
     b.fill("#login-user", "lee");
     b.fill("#login-password", "lee-password-1");
     b.click("#login-submit");
     b.wait_text("#who", long, |t| t.contains("lee"));
     b.goto(&format!("{base}/#/access?tab=password"));
-    let readonly = b.script(
-        "const e = document.querySelector('#password-user'); return e && e.readOnly && e.value;",
-        vec![],
-    );
-    assert_eq!(readonly, json!("lee"));
+    // Not an administrator: the user field is theirs, read-only.
+    wait_for("lee's own password form", || {
+        b.script(
+            "const e = document.querySelector('#password-user'); return e && e.readOnly && e.value;",
+            vec![],
+        ) == json!("lee")
+    });
     b.fill("#password-new", "short");
     b.fill("#password-again", "short");
     b.click("#password-submit");
@@ -333,6 +351,7 @@ fn console_grant_project_and_password_editors() {
     b.goto(&format!("{base}/#/access?tab=users"));
     b.wait_text("#tabpanel", long, |t| t.contains("forbidden"));
     b.click("#logout");
+    login_shown(&b);
     b.click("#login-mode-password");
     b.fill("#login-user", "lee");
     b.fill("#login-password", "lee-password-1");
