@@ -69,10 +69,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 /// Waits until the login form is shown (it is hidden until the page learns there is no session).
 fn login_shown(b: &Browser) {
     wait_for("the login form", || {
-        b.script(
-            "return !document.getElementById('login').hidden;",
-            vec![],
-        ) == json!(true)
+        b.script("return !document.getElementById('login').hidden;", vec![]) == json!(true)
     });
 }
 
@@ -196,14 +193,19 @@ fn console_grant_project_and_password_editors() {
     b.fill("#grant-namespace", "*");
     b.click("#grant-submit");
     confirm(&b);
-    b.wait_text("#grant-app-err", long, |t| t.contains("unknown application"));
+    b.wait_text("#grant-app-err", long, |t| {
+        t.contains("unknown application")
+    });
     assert!(api.grants_of("role:devs").is_empty());
 
     // Removal: cancelled first (nothing changes), then confirmed.
     let remove = r#"button[aria-label="Remove the grant of user:lee on shop/release:web:live"]"#;
     b.click(remove);
     b.find("#confirm[open]");
-    assert!(b.text("#confirm-text").contains("Remove user:lee's publish and export"));
+    assert!(
+        b.text("#confirm-text")
+            .contains("Remove user:lee's publish and export")
+    );
     b.click("#confirm-cancel");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(api.grants_of("user:lee").len(), 1);
@@ -262,10 +264,7 @@ fn console_grant_project_and_password_editors() {
         "return document.querySelector('#project-stages').value;",
         vec![],
     );
-    assert!(
-        stages.as_str().unwrap().contains("web-api"),
-        "{stages}"
-    );
+    assert!(stages.as_str().unwrap().contains("web-api"), "{stages}");
     let repo = dir.path().to_str().unwrap();
     b.fill("#project-repo", repo);
     b.fill("#project-webhooks", "http://127.0.0.1:9/hook");

@@ -932,7 +932,12 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
     let ports = [free_port(), free_port()];
     let traces = format!("TRACES={}/v1/traces", c.server());
     for (i, host) in ["h1", "h2"].iter().enumerate() {
-        c.agent_with(host, ports[i], "live", &[format!("HOST={host}"), traces.clone()]);
+        c.agent_with(
+            host,
+            ports[i],
+            "live",
+            &[format!("HOST={host}"), traces.clone()],
+        );
     }
     c.ok(
         "PUT",
@@ -980,15 +985,25 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
     let spans = &d["canary"]["spans"];
     assert_eq!(spans["pass"], true, "{d:#}");
     assert!(spans["canary"]["requests"].as_u64().unwrap() >= 40, "{d:#}");
-    assert!(spans["baseline"]["requests"].as_u64().unwrap() >= 40, "{d:#}");
+    assert!(
+        spans["baseline"]["requests"].as_u64().unwrap() >= 40,
+        "{d:#}"
+    );
     assert_eq!(spans["canary"]["errors"], 0, "{d:#}");
     assert!(
-        d["canary"]["reason"].as_str().unwrap().contains("; spans: no significant regression"),
+        d["canary"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("; spans: no significant regression"),
         "{d:#}"
     );
 
     // A canary whose /api fails: its probes pass, its spans do not → rolled back.
-    c.add_version("web", "v3", json!({"inline": traced_script("v3", "errors")}));
+    c.add_version(
+        "web",
+        "v3",
+        json!({"inline": traced_script("v3", "errors")}),
+    );
     let d = c.until(c.deploy("web", "live", "v3"), "v3 judged", 60, judged);
     assert_eq!(state(&d), "rolled_back", "{d:#}");
     let reason = d["canary"]["reason"].as_str().unwrap();

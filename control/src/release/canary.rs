@@ -352,7 +352,13 @@ mod tests {
             requests: n,
             errors: 0,
             latencies_us: (0..n)
-                .map(|i| if slow && i % 20 == 0 { 5_000 } else { 100 + i % 7 })
+                .map(|i| {
+                    if slow && i % 20 == 0 {
+                        5_000
+                    } else {
+                        100 + i % 7
+                    }
+                })
                 .collect(),
         };
         let v = judge(&spec, &tail(400, true), &tail(400, false)).unwrap();

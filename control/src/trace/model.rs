@@ -491,10 +491,16 @@ mod tests {
         assert!(recs[0].origin.is_on("h1") && !recs[0].origin.is_on(""));
         assert!(recs[0].is_entry() && !recs[1].is_entry());
         assert!(recs[1].origin.is_empty());
-        assert_eq!(recs[0].resource_text("service.version").as_deref(), Some("v3"));
+        assert_eq!(
+            recs[0].resource_text("service.version").as_deref(),
+            Some("v3")
+        );
         assert_eq!(recs[1].resource_text("host.name"), None);
         let j = recs[0].to_json();
-        assert_eq!((j["host"].as_str(), j["version"].as_str()), (Some("h1"), Some("v3")));
+        assert_eq!(
+            (j["host"].as_str(), j["version"].as_str()),
+            (Some("h1"), Some("v3"))
+        );
         assert!(recs[1].to_json().get("host").is_none());
         // The store writes a resource per service and origin: read back, every span has its origin.
         let back = records(otlp::decode_export(&super::super::store::encode(&recs)).unwrap());

@@ -121,14 +121,11 @@ impl Filter {
             && self.operation.as_deref().is_none_or(|x| x == s.span.name)
             && s.duration_ns() >= self.min_duration_ns
             && self.error.is_none_or(|e| e == s.is_error())
-            && self
-                .attrs
-                .iter()
-                .all(|(k, v)| {
-                    s.attr_text(k)
-                        .or_else(|| s.resource_text(k))
-                        .is_some_and(|a| &a == v)
-                })
+            && self.attrs.iter().all(|(k, v)| {
+                s.attr_text(k)
+                    .or_else(|| s.resource_text(k))
+                    .is_some_and(|a| &a == v)
+            })
     }
 }
 

@@ -250,7 +250,11 @@ mod tests {
         assert_eq!(c.requests, 1_000);
         assert_eq!(c.latencies_us.len(), LATENCIES_PER_BUCKET);
         // The reservoir is a sample of the whole second, not its first spans.
-        assert!(c.latencies_us.iter().any(|&l| l >= 500), "{:?}", c.latencies_us);
+        assert!(
+            c.latencies_us.iter().any(|&l| l >= 500),
+            "{:?}",
+            c.latencies_us
+        );
         for t in 0..(MAX_BUCKETS as u64 + 20) {
             s.add(&[span("web", "h1", 2, 7, 1, false)], 2_000 + t * BUCKET_MS);
         }
