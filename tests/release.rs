@@ -939,29 +939,30 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
             &[format!("HOST={host}"), traces.clone()],
         );
     }
-    c.ok(
-        "PUT",
-        "/v1/release/projects/web",
-        Some(json!({
+    let project = |max_wait_ms: u64| {
+        json!({
             "app": "shop",
             "hooks": hooks(),
             "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
             "stages": [
                 {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
-                 "canary": {"min_samples": 40, "max_wait_ms": 30000, "latency_factor": 3.0}},
+                 "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
             ],
-        })),
-    );
+        })
+    };
+    c.ok("PUT", "/v1/release/projects/web", Some(project(30_000)));
     c.add_version("web", "v1", json!({"inline": traced_script("v1", "ok")}));
     let id = c.deploy("web", "live", "v1");
     c.until(id, "v1 on live", 30, |d| state(d) == "succeeded");
     // Traffic on /api of both hosts for the whole test: what the spans measure (the probes never see it).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let baseline_only = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let stop = stop.clone();
+        let (stop, baseline_only) = (stop.clone(), baseline_only.clone());
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for p in ports {
+                let skip = usize::from(baseline_only.load(std::sync::atomic::Ordering::SeqCst));
+                for p in ports.into_iter().skip(skip) {
                     // Refused while a host restarts: no request then, no span either.
                     if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", p)) {
                         use std::io::{Read, Write};
@@ -1018,14 +1019,42 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
     // A canary whose /api is slow: same error rate, the spans' median latency fails it.
     c.add_version("web", "v4", json!({"inline": traced_script("v4", "slow")}));
     let d = c.until(c.deploy("web", "live", "v4"), "v4 judged", 60, judged);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    load.join().unwrap();
     assert_eq!(state(&d), "rolled_back", "{d:#}");
     let reason = d["canary"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("spans: median latency"), "{reason}");
     assert!(
         d["canary"]["canary"]["p50_us"].as_u64().unwrap() >= 40_000,
         "{d:#}"
+    );
+    for p in ports {
+        assert_eq!(serving(p).1, "v2");
+    }
+
+    // The canary sends no span while the baseline does: the spans' verdict is required and waits (the
+    // deployment shows the live span counts), then the analysis is inconclusive and rolled back.
+    c.ok("PUT", "/v1/release/projects/web", Some(project(4_000)));
+    baseline_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.add_version("web", "v5", json!({"inline": traced_script("v5", "ok")}));
+    let id = c.deploy("web", "live", "v5");
+    let d = c.until(id, "live span counts", 30, |d| {
+        d["samples"]["spans"]["baseline"].as_u64().unwrap_or(0) > 0 || judged(d)
+    });
+    assert_eq!(state(&d), "analysing", "{d:#}");
+    assert_eq!(d["samples"]["spans"]["canary"], 0, "{d:#}");
+    let d = c.until(id, "v5 judged", 60, judged);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let failed = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"] == "failed")
+        .expect("a failed event");
+    let why = failed["detail"].as_str().unwrap();
+    assert!(
+        why.starts_with("canary analysis inconclusive:") && why.contains(", 0 canary and "),
+        "{why}"
     );
     for p in ports {
         assert_eq!(serving(p).1, "v2");

@@ -31,6 +31,9 @@ use crate::ops::Tx;
 
 /// Sample chunks kept per (project, host, version).
 const MAX_CHUNKS: usize = 512;
+/// A service counts as traced for canary analysis when its hosts sent entry spans this long before the
+/// analysis began (or since): then its spans' verdict is required, and waited for.
+const TRACED_WITHIN_MS: u64 = 60_000;
 /// Webhook deliveries queued (beyond it they are dropped and counted).
 const WEBHOOK_QUEUE: usize = 1_024;
 
@@ -581,18 +584,21 @@ impl Tx<'_> {
                             &pb.unwrap_or_default(),
                         )),
                     };
-                    // The service's own spans from the hosts, when it is traced (any entry span from
-                    // either group since the analysis began): errors, median and p99 must pass too.
+                    // The service's own spans from the hosts, when it is traced (entry spans from either
+                    // group in the minute before the analysis or since): errors, median and p99 of the
+                    // spans since the analysis began must pass too, and the verdict waits for them.
                     let service = spec.trace_service.as_deref().unwrap_or(&d.project);
                     let spans = input.spans.and_then(|g| {
                         let g = g.lock().ok()?;
-                        match (
-                            g.since(service, &canary_hosts, d.timer_ms),
-                            g.since(service, &baseline_hosts, d.timer_ms),
-                        ) {
-                            (None, None) => None,
-                            (sc, sb) => Some((span_samples(sc), span_samples(sb))),
-                        }
+                        let recent = d.timer_ms.saturating_sub(TRACED_WITHIN_MS);
+                        let traced = g.since(service, &canary_hosts, recent).is_some()
+                            || g.since(service, &baseline_hosts, recent).is_some();
+                        traced.then(|| {
+                            (
+                                span_samples(g.since(service, &canary_hosts, d.timer_ms)),
+                                span_samples(g.since(service, &baseline_hosts, d.timer_ms)),
+                            )
+                        })
                     });
                     let span_verdict = spans.as_ref().map(|(sc, sb)| judge(&spec, sc, sb));
                     let verdict = combine(judge(&spec, &c, &b), proxies, span_verdict);
@@ -1166,6 +1172,28 @@ pub fn current_samples(rt: &Runtime, d: &Deployment) -> Option<(Samples, Samples
             d.timer_ms,
         ),
     ))
+}
+
+/// The spans of a deployment under analysis so far: (canary hosts, baseline hosts) of `service`; None when
+/// not analysing or when neither group sent an entry span since the analysis began.
+pub fn current_span_samples(
+    signals: &crate::trace::signals::SharedSignals,
+    d: &Deployment,
+    service: &str,
+) -> Option<(Samples, Samples)> {
+    if d.state != DeployState::Analysing {
+        return None;
+    }
+    let canary: Vec<String> = d.batches.first().cloned().unwrap_or_default();
+    let base: Vec<String> = d.batches.iter().skip(1).flatten().cloned().collect();
+    let g = signals.lock().ok()?;
+    match (
+        g.since(service, &canary, d.timer_ms),
+        g.since(service, &base, d.timer_ms),
+    ) {
+        (None, None) => None,
+        (c, b) => Some((span_samples(c), span_samples(b))),
+    }
 }
 
 /// Unused-agent bookkeeping: the hosts' last poll, for listings.

@@ -297,7 +297,9 @@ function verdictCard(d) {
   const box = h('section', { class: 'card', id: 'canary-verdict', 'aria-label': 'Canary analysis' });
   box.append(h('h3', {}, 'Canary analysis'));
   if (d.samples) {
-    box.append(h('p', { id: 'canary-samples' }, `Samples so far: canary ${d.samples.canary} requests (${d.samples.canary_errors} errors), baseline ${d.samples.baseline} requests (${d.samples.baseline_errors} errors)`));
+    const sp = d.samples.spans;
+    box.append(h('p', { id: 'canary-samples' }, `Samples so far: canary ${d.samples.canary} requests (${d.samples.canary_errors} errors), baseline ${d.samples.baseline} requests (${d.samples.baseline_errors} errors)` +
+      (sp ? `; spans: canary ${sp.canary} (${sp.canary_errors} errors), baseline ${sp.baseline} (${sp.baseline_errors} errors)` : '')));
   }
   const v = d.canary;
   if (!v) { box.append(h('p', { class: 'muted' }, d.samples ? 'Judging…' : 'No verdict.')); return box; }
