@@ -13,8 +13,7 @@ use router::config::RedisGroup;
 use router::redis::{SLOT_COUNT, key_slot};
 use runtime::{BackendRegistry, BackendState};
 
-use crate::backend::{BackendConn, Dest, Mode, ServerInfo};
-use crate::metrics::CoreMetrics;
+use crate::backend::{BackendConn, CoreIo, Dest, Mode, ServerInfo};
 use crate::net;
 
 /// Most redirections one command follows before its error reaches the client.
@@ -37,7 +36,7 @@ struct Inner {
 pub struct ClusterState {
     group: RedisGroup,
     registry: Arc<BackendRegistry>,
-    metrics: Rc<CoreMetrics>,
+    io: CoreIo,
     connections: usize,
     inner: RefCell<Inner>,
     refreshing: Cell<bool>,
@@ -50,12 +49,12 @@ impl ClusterState {
     pub fn new(
         group: &RedisGroup,
         registry: Arc<BackendRegistry>,
-        metrics: Rc<CoreMetrics>,
+        io: CoreIo,
     ) -> Rc<Self> {
         let state = Rc::new_cyclic(|me| ClusterState {
             group: group.clone(),
             registry,
-            metrics,
+            io,
             connections: group.connections.max(1) as usize,
             inner: RefCell::new(Inner {
                 slots: vec![UNKNOWN; SLOT_COUNT].into_boxed_slice(),
@@ -144,7 +143,7 @@ impl ClusterState {
                         0,
                         resp3,
                         Mode::Pipeline,
-                        self.metrics.clone(),
+                        &self.io,
                         true,
                     )
                     .with_cluster(self.me.clone())
@@ -169,7 +168,7 @@ impl ClusterState {
             0,
             resp3,
             mode,
-            self.metrics.clone(),
+            &self.io,
             timeouts,
         ))
     }

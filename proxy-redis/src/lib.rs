@@ -88,12 +88,16 @@ pub async fn serve(ctx: ListenerCtx) {
     let metrics = Rc::new(
         CoreMetrics::register(&redis_shared.metrics, &name).with_listener_stats(stats.clone()),
     );
+    let flusher = backend::Flusher::new();
     let pool = match Pool::new(
         group,
         snap.generation,
         &shared.backends,
         &redis_shared.watches,
-        metrics.clone(),
+        backend::CoreIo {
+            metrics: metrics.clone(),
+            flusher: flusher.clone(),
+        },
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -114,6 +118,7 @@ pub async fn serve(ctx: ListenerCtx) {
         pool: RefCell::new(Rc::new(pool)),
         stats: stats.clone(),
         metrics: metrics.clone(),
+        flusher,
         backends: shared.backends.clone(),
         shared: redis_shared,
         limits: RefCell::new(l.limits.clone()),
@@ -213,11 +218,8 @@ pub async fn serve(ctx: ListenerCtx) {
                 let live2 = live.clone();
                 live.set(live.get() + 1);
                 runtime::memory::opened();
-                tokio::task::spawn_local(async move {
-                    // Released on drop, so that a session that panics still gives its slot back.
-                    let _slot = SessionSlot { ctx: ctx2, live: live2 };
-                    session.run(stream).await;
-                });
+                let slot = SessionSlot { ctx: ctx2, live: live2 };
+                tokio::task::spawn_local(client_task(session, stream, slot));
             }
             r = shutdown.changed() => {
                 if r.is_err() {
@@ -237,6 +239,13 @@ pub async fn serve(ctx: ListenerCtx) {
     }
     metrics.publish();
     publisher.abort();
+}
+
+/// One client connection's task, what every idle client holds (its size is part of the idle
+/// client's memory: see `tests::client_task_stays_small`). The slot is released when the task
+/// ends or is dropped, so that a session that panics still gives it back.
+async fn client_task(session: Session, stream: tokio::net::TcpStream, _slot: SessionSlot) {
+    session.run(stream).await;
 }
 
 /// Accounting of one open client session, undone when the session task ends (even by a panic).
@@ -259,5 +268,21 @@ impl CoreCtx {
     pub fn current_pool_limits(&self) -> router::config::ListenerLimits {
         let _ = self.current_pool();
         self.limits.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn client_task_stays_small() {
+        let task = future_size(super::client_task);
+        let session = std::mem::size_of::<super::Session>();
+        eprintln!("client task future {task} bytes, Session {session} bytes");
+        assert!(task <= 100_000, "{task}");
     }
 }

@@ -90,6 +90,9 @@ pub struct CoreCtx {
     pub stats: Arc<ListenerStats>,
     /// Command metrics of this core.
     pub metrics: Rc<CoreMetrics>,
+    /// The backend write coalescer of this core: every backend connection of its pools queues
+    /// itself here, and all are flushed once per executor turn (see `crate::backend`).
+    pub flusher: Rc<crate::backend::Flusher>,
     /// Backend states.
     pub backends: Arc<BackendRegistry>,
     /// The process-wide registries (Sentinel watches, published metrics, blocking gates).
@@ -120,6 +123,14 @@ pub struct CoreCtx {
 }
 
 impl CoreCtx {
+    /// What this core hands to the backend connections of its pools.
+    pub fn backend_io(&self) -> crate::backend::CoreIo {
+        crate::backend::CoreIo {
+            metrics: self.metrics.clone(),
+            flusher: self.flusher.clone(),
+        }
+    }
+
     /// The pool for the current snapshot, rebuilt if the listener's group changed.
     pub fn current_pool(&self) -> Rc<Pool> {
         let mut snap = self.snapshot.borrow_mut();
@@ -151,7 +162,7 @@ impl CoreCtx {
             s.generation,
             &self.backends,
             &self.shared.watches,
-            self.metrics.clone(),
+            self.backend_io(),
         ) {
             Ok(p) => {
                 tracing::info!(listener = %self.listener, core = self.core, generation = s.generation, "redis group changed: new backend connections");
