@@ -24,7 +24,11 @@ pub fn find(binary: &str) -> Option<PathBuf> {
 /// The folder `bench/peers/build.sh` builds peer proxies into: `$FURROW_PEERS_DIR`, else
 /// `$XDG_CACHE_HOME/furrow-bench/peers`, else `~/.cache/furrow-bench/peers`.
 pub fn peers_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("FURROW_PEERS_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("furrow-bench/peers")))
         .or_else(|| var("HOME").map(|h| h.join(".cache/furrow-bench/peers")))
@@ -101,8 +105,11 @@ mod tests {
             e.contains("bench/peers/build.sh no-such-peer-furrow-bench"),
             "{e}"
         );
-        let e = super::find_peer("predixy", Some(std::path::Path::new("/nonexistent/predixy")))
-            .unwrap_err();
+        let e = super::find_peer(
+            "predixy",
+            Some(std::path::Path::new("/nonexistent/predixy")),
+        )
+        .unwrap_err();
         assert_eq!(e, "/nonexistent/predixy does not exist");
         assert_eq!(
             super::find_peer("sh", Some(std::path::Path::new("/bin/sh"))).unwrap(),

@@ -46,11 +46,7 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Starts with the configured servers as seeds and loads the slot map in the background.
-    pub fn new(
-        group: &RedisGroup,
-        registry: Arc<BackendRegistry>,
-        io: CoreIo,
-    ) -> Rc<Self> {
+    pub fn new(group: &RedisGroup, registry: Arc<BackendRegistry>, io: CoreIo) -> Rc<Self> {
         let state = Rc::new_cyclic(|me| ClusterState {
             group: group.clone(),
             registry,
@@ -138,15 +134,8 @@ impl ClusterState {
         let v = node.conns.entry(resp3).or_insert_with(|| {
             (0..self.connections)
                 .map(|_| {
-                    BackendConn::new(
-                        info.clone(),
-                        0,
-                        resp3,
-                        Mode::Pipeline,
-                        &self.io,
-                        true,
-                    )
-                    .with_cluster(self.me.clone())
+                    BackendConn::new(info.clone(), 0, resp3, Mode::Pipeline, &self.io, true)
+                        .with_cluster(self.me.clone())
                 })
                 .collect()
         });
@@ -163,14 +152,7 @@ impl ClusterState {
         timeouts: bool,
     ) -> Option<Rc<BackendConn>> {
         let info = self.node(i)?;
-        Some(BackendConn::new(
-            info,
-            0,
-            resp3,
-            mode,
-            &self.io,
-            timeouts,
-        ))
+        Some(BackendConn::new(info, 0, resp3, mode, &self.io, timeouts))
     }
 
     /// Follows a `-MOVED slot host:port` or `-ASK slot host:port` reply: re-sends `raw` to the

@@ -168,9 +168,7 @@ impl Pool {
             .iter()
             .map(|s| {
                 (0..connections)
-                    .map(|_| {
-                        BackendConn::new(s.clone(), 0, false, Mode::Pipeline, &io, true)
-                    })
+                    .map(|_| BackendConn::new(s.clone(), 0, false, Mode::Pipeline, &io, true))
                     .collect()
             })
             .collect();
@@ -244,14 +242,7 @@ impl Pool {
             .or_insert_with(|| {
                 (0..self.connections)
                     .map(|_| {
-                        BackendConn::new(
-                            info.clone(),
-                            db,
-                            resp3,
-                            Mode::Pipeline,
-                            &self.io,
-                            true,
-                        )
+                        BackendConn::new(info.clone(), db, resp3, Mode::Pipeline, &self.io, true)
                     })
                     .collect()
             });
@@ -279,16 +270,7 @@ impl Pool {
         let mut conns = self.conns.borrow_mut();
         let v = conns.entry((server, db, resp3)).or_insert_with(|| {
             (0..self.connections)
-                .map(|_| {
-                    BackendConn::new(
-                        info.clone(),
-                        db,
-                        resp3,
-                        Mode::Pipeline,
-                        &self.io,
-                        true,
-                    )
-                })
+                .map(|_| BackendConn::new(info.clone(), db, resp3, Mode::Pipeline, &self.io, true))
                 .collect()
         });
         v.get(i).cloned()
