@@ -203,6 +203,9 @@ fn main() -> ExitCode {
     let md = report::with_analysis(report::markdown(&report, regenerate), &analysis);
     for s in report.suites.values() {
         println!("## {} ({})\n\n{}", s.suite, s.date, report::suite_table(s));
+        if !s.idle.is_empty() {
+            println!("{}", idle::table(&s.idle));
+        }
     }
     if opts.suite == Suite::Micro
         && let Some(m) = &report.micro
