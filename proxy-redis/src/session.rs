@@ -339,6 +339,7 @@ impl Session {
     ///
     /// A plain `fn` returning an `async move` block: an `async fn` keeps a second copy of its
     /// arguments in its future (rust-lang/rust#62958), here the whole `Session`.
+    #[allow(clippy::manual_async_fn)] // the `async fn` form is what costs the second copy
     pub fn run<G>(mut self, stream: TcpStream, guard: G) -> impl Future<Output = ()> {
         async move {
             let _guard = guard;
