@@ -843,3 +843,94 @@ impl BackendConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+    use crate::pool::Pool;
+
+    /// A pool of one server at `addr` whose connections get `io`.
+    fn pool_on(addr: std::net::SocketAddr, io: CoreIo) -> Pool {
+        let conf = router::config::parse(
+            "flusher-test.toml",
+            &format!(
+                "[[listeners]]\nname = \"l\"\nkind = \"redis\"\naddress = \"127.0.0.1:0\"\ngroup = \"g\"\n\n\
+                 [redis_groups.g]\nservers = [{{ name = \"r1\", address = \"{addr}\" }}]\n"
+            ),
+        )
+        .expect("config");
+        let group = conf.redis_group("g").expect("group");
+        let registry = Arc::new(runtime::BackendRegistry::new(&conf));
+        Pool::new(group, 1, &registry, &Default::default(), io).expect("pool")
+    }
+
+    /// Waits (at most 10 s) until `done` holds, letting the executor run.
+    async fn until(mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The write coalescer belongs to a core context (two listeners on one thread have one each,
+    /// no thread-local): the commands of client tasks that run in one executor turn leave in one
+    /// write per backend connection, and a flusher whose context and connections are gone is
+    /// freed (its task holds it weakly).
+    #[test]
+    fn clients_served_in_one_turn_share_one_backend_write() {
+        let server = testkit::RedisServer::start().expect("redis-server");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let registry = Registry::default();
+            let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+            let mut flushers = Vec::new();
+            let mut conns = Vec::new();
+            for listener in ["one", "two"] {
+                let flusher = Flusher::new();
+                flushers.push(Rc::downgrade(&flusher));
+                let metrics = Rc::new(CoreMetrics::register(&registry, listener));
+                let pool = pool_on(server.addr(), CoreIo { metrics, flusher });
+                conns.push(pool.conn(0, 0, false, 0).expect("conn"));
+            }
+            // Connect: a connection's first command leaves as soon as it is connected.
+            for c in &conns {
+                c.send(&ping, [Dest::Discard], Instant::now(), "ping")
+                    .expect("send");
+            }
+            until(|| conns.iter().all(|c| c.inflight() == 0)).await;
+            let before: Vec<BackendWrites> = conns.iter().map(|c| c.counts()).collect();
+            assert!(before.iter().all(|b| b.writes == 1 && b.requests == 1));
+            // Three client tasks per connection, all ready in the same turn.
+            for c in &conns {
+                for _ in 0..3 {
+                    let (c, ping) = (c.clone(), ping.clone());
+                    tokio::task::spawn_local(async move {
+                        c.send(&ping, [Dest::Discard], Instant::now(), "ping")
+                            .expect("send");
+                    });
+                }
+            }
+            until(|| {
+                conns
+                    .iter()
+                    .all(|c| c.counts().requests == 4 && c.inflight() == 0)
+            })
+            .await;
+            for (c, b) in conns.iter().zip(&before) {
+                assert_eq!(c.counts().writes - b.writes, 1, "one write for 3 clients");
+            }
+            // The connections end once retired; then nothing holds the flushers.
+            for c in &conns {
+                c.retire();
+            }
+            drop(conns);
+            until(|| flushers.iter().all(|f| f.upgrade().is_none())).await;
+        });
+    }
+}
