@@ -483,6 +483,84 @@ pub fn compare(ranges: &[(i128, i128)], old: &[Checksum], new: &[Checksum]) -> V
         .collect()
 }
 
+/// Functions whose value depends on when or where a statement runs: the two writes of a dual
+/// write would store different values. Those in the first list count only as calls (`NAME(`);
+/// the second are also values without parentheses.
+const NONDETERMINISTIC_CALLS: &[&str] = &[
+    "NOW",
+    "SYSDATE",
+    "CURDATE",
+    "CURTIME",
+    "UNIX_TIMESTAMP",
+    "RAND",
+    "UUID",
+    "UUID_SHORT",
+    "SYS_GUID",
+    "CONNECTION_ID",
+    "LAST_INSERT_ID",
+    "NEXTVAL",
+    "LASTVAL",
+    "SETVAL",
+    "GET_LOCK",
+    "SLEEP",
+];
+const NONDETERMINISTIC_WORDS: &[&str] = &[
+    "CURRENT_TIMESTAMP",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "UTC_TIMESTAMP",
+    "UTC_DATE",
+    "UTC_TIME",
+];
+
+/// The first function of `sql` (outside quoted strings and identifiers) whose value depends on
+/// when or where it runs (`NOW()`, `RAND()`, `UUID()`, ...): a dual write refuses such a
+/// statement, since each layout would get its own value.
+pub fn nondeterministic(sql: &str) -> Option<&'static str> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                let mut j = i;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let call = b.get(j) == Some(&b'(');
+                let hit = NONDETERMINISTIC_WORDS
+                    .iter()
+                    .chain(NONDETERMINISTIC_CALLS.iter().filter(|_| call))
+                    .find(|f| f.eq_ignore_ascii_case(word));
+                if let Some(f) = hit {
+                    return Some(f);
+                }
+            }
+            c if c.is_ascii_digit() => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// The phases of a reshard job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -571,6 +649,8 @@ mod tests {
             partitions: None,
             gene_keys: Vec::new(),
             auto_id: None,
+            reshard_to: None,
+            reshard_phase: None,
             span: 0..0,
         };
         compile_table(&t, shards).unwrap_or_else(|e| unreachable!("{e}"))
@@ -864,5 +944,38 @@ mod tests {
         assert!(Phase::Confirmed.apply(Abort).is_err());
         assert!(Phase::CutOver.dual_writes() && Phase::CutOver.new_serves());
         assert!(!Phase::Confirmed.dual_writes() && !Phase::Copying.new_serves());
+    }
+    #[test]
+    fn nondeterministic_functions() {
+        assert_eq!(
+            nondeterministic("UPDATE t SET d = now() WHERE id = 1"),
+            Some("NOW")
+        );
+        assert_eq!(
+            nondeterministic("insert into t values (1, RAND ())"),
+            Some("RAND")
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t VALUES (1, CURRENT_TIMESTAMP)"),
+            Some("CURRENT_TIMESTAMP")
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t VALUES (uuid())"),
+            Some("UUID")
+        );
+        // Inside strings and quoted identifiers, or as a plain column name: not a call.
+        assert_eq!(
+            nondeterministic("UPDATE t SET note = 'now() it\\'s rand()' WHERE id = 2"),
+            None
+        );
+        assert_eq!(
+            nondeterministic("UPDATE t SET `now()` = 1, now = 2, rand_x = 3"),
+            None
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t (id, note) VALUES (1, \"uuid()\")"),
+            None
+        );
+        assert_eq!(nondeterministic("DELETE FROM t WHERE id = 1"), None);
     }
 }
