@@ -398,6 +398,13 @@ pub(crate) fn validate_sharding(c: &Config, list: &[super::model::Sharding], d: 
                     &format!("{at}.reshard_phase"),
                     "`reshard_phase` without `reshard_to`",
                 ),
+                (Some(_), Some(_)) => {
+                    // The layouts must fit each other (same key, tables of its own): the rules
+                    // of the whole section compile only then.
+                    if let Err(e) = crate::sql::shard::ShardingRules::compile(s) {
+                        d.error(t.span.clone(), &format!("{at}.reshard_to"), e.to_string());
+                    }
+                }
                 _ => {}
             }
         }
