@@ -435,6 +435,10 @@ fn reshard_four_to_eight_under_writes_then_confirm() {
             "not inside a transaction",
         ),
         ("ALTER TABLE orders ADD COLUMN extra INT", "DDL on it"),
+        (
+            "INSERT INTO orders_v2 (id, user_id, note) VALUES (9, 9, 'x')",
+            "written by the reshard only",
+        ),
     ] {
         let e = mariadb(s.listen, sql).err().unwrap_or_default();
         assert!(

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use codec::mysql::Value;
 use router::sql::StmtKind;
 use router::sql::plan::{self, Output, PlanContext, Unit};
-use router::sql::shard::reshard::nondeterministic;
+use router::sql::shard::reshard::{nondeterministic, writes_only};
 use router::sql::shard::{Resharding, ShardingRules};
 
 use super::run::units_of;
@@ -104,6 +104,14 @@ impl ShardSession {
         if !contains_ci(sql, &rs.table) {
             return false;
         }
+        if kind != StmtKind::Ddl && writes_only(sql, &rs.target).is_ok() {
+            let why = format!(
+                "its new layout `{}` is written by the reshard only (dual writes); write `{}`",
+                rs.target, rs.table
+            );
+            encode::err(cx.client, &errs::resharding(&rs.table, &why));
+            return true;
+        }
         // Both layouts planned with the same global ids (an INSERT that omits the rule's
         // `auto_id` column gets one id per row, the same on both).
         let mirror_rules = Rc::new(rules.with_rule(&rs.mirror));
@@ -159,6 +167,10 @@ impl ShardSession {
                     "DDL on it would change one layout only; run it after RESHARD CONFIRM or ABORT",
                 ),
             );
+            return true;
+        }
+        if let Err(why) = writes_only(sql, table) {
+            encode::err(cx.client, &refuse(&why));
             return true;
         }
         if self.txn.is_some() {

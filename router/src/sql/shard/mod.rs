@@ -123,6 +123,8 @@ pub struct Resharding {
     /// The layout that does not serve reads: the new one while copying, the old one after the
     /// cut-over; renamed to [`Resharding::table`] so that a statement plans against it as is.
     pub mirror: TableRule,
+    /// The new layout's own table rule name (`reshard_to`): written by the reshard only.
+    pub target: String,
     /// Whether the new layout serves (`reshard_phase = "cutover"`): [`ShardingRules::tables`]
     /// then holds the new rule under the table's name and `mirror` the old one.
     pub new_serves: bool,
@@ -203,6 +205,7 @@ impl ShardingRules {
                 new
             };
             resharding = Some(Box::new(Resharding {
+                target: to.to_ascii_lowercase(),
                 table: name,
                 mirror,
                 new_serves,
