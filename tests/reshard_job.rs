@@ -485,7 +485,7 @@ fn reshard_four_to_eight_under_writes_then_confirm() {
 }
 
 #[test]
-fn reshard_abort_after_cut_over_returns_to_the_old_layout() {
+fn reshard_abort_while_copying_and_after_cut_over() {
     let s = setup();
     let admin = s.admin;
     assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("no reshard has run"));
@@ -508,6 +508,23 @@ fn reshard_abort_after_cut_over_returns_to_the_old_layout() {
     );
     assert!(e.contains("BATCH takes 1 to"), "{e}");
     let load = start_load(s.listen);
+    // ABORT while copying (paused before the first batch): the marks leave the file.
+    let started = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(started.contains("started"), "{started}");
+    assert!(redis_cli(admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    wait_phase(admin, "Paused", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    let st = wait_phase(admin, "Aborted", Duration::from_secs(10));
+    assert!(st.contains("done (aborted"), "{st}");
+    let file = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(!file.contains("reshard_"), "{file}");
+    // The dual writes meanwhile left rows in the new tables: empty them to start again.
+    for q in 0..8 {
+        s.dbs[q / 4]
+            .sql(&format!("TRUNCATE TABLE app_{}.orders_v2_{q}", q / 4))
+            .expect("truncate");
+    }
     let started = redis_cli(
         admin,
         &[
