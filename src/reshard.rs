@@ -1,25 +1,80 @@
 //! `RESHARD ...` on the admin port: online resharding of a MySQL sharded table (docs/sharding.md,
-//! "Resharding"). Built so far: `RESHARD PLAN`, the dry run. The new layout is declared in the
-//! config file as another table rule of the same `[sharding.NAME]` section (its own physical
-//! tables); the plan reads each old partition's size from its server.
+//! "Resharding"). `RESHARD PLAN` is the dry run; `RESHARD START` runs the job on a thread of its
+//! own (one per process): it marks the table as resharding in the config file (`reshard_to`,
+//! `reshard_phase = "copy"`, edited with `toml_edit`) and reloads, so every core dual-writes the
+//! table (`proxy_mysql::shard::dual`); copies each old partition in batches; verifies; then cuts
+//! over: pauses the table's writes at the proxy, verifies again with no write running, switches
+//! the file to `reshard_phase = "cutover"` (the new layout serves, writes still reach both) and
+//! resumes. `RESHARD CONFIRM` writes the new rule into the table's entry and ends the dual writes;
+//! `RESHARD ABORT` before that removes the marks (the old layout, kept current, serves again).
+//! The phases and which command each accepts are `router::sql::shard::reshard::Phase`.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use proxy_mysql::shard::reshard::{Table, table_stats};
+use proxy_mysql::shard::dual;
+use proxy_mysql::shard::reshard::{Table, copy_partition_with, table_stats, verify};
 use router::config::Config;
-use router::sql::shard::ShardingRules;
-use router::sql::shard::reshard::{Layout, PartStats, plan};
+use router::sql::shard::reshard::{self as rs, Layout, PartStats, Phase, plan};
+use router::sql::shard::{ShardingRules, TableRule};
 
-use crate::proxy::Control;
+use crate::proxy::{ConfigSource, Control};
 use codec::resp::Command;
 
 /// Admin help lines.
 pub const HELP: &[&str] = &[
     "RESHARD PLAN <sharding> <table> <new-rule> [RATE bytes/s]  dry run: which partitions move where, rows, bytes, time",
+    "RESHARD START <sharding> <table> <new-rule> [BATCH rows]  dual writes on, copy, verify, cut over",
+    "RESHARD STATUS               phase, partition, key reached, rows copied, rows/s, last verify, cut-over pause",
+    "RESHARD PAUSE | RESUME       stop copying after the current batch / go on",
+    "RESHARD ABORT                before CONFIRM: back to the old layout (dual writes kept it current)",
+    "RESHARD CONFIRM              after the cut-over: the new rule replaces the old one in the file",
 ];
 
 /// Copy rate the time estimate assumes when no `RATE` is given (bytes/s).
 const ASSUMED_RATE: u64 = 8 << 20;
+/// Rows per copy batch (one locking read and one transaction on the old shard) unless `BATCH`.
+const BATCH: u64 = 500;
+/// Most rows per batch `BATCH` accepts: a batch is held in memory and in one INSERT per target.
+const MAX_BATCH: u64 = 10_000;
+/// Rows per verified key range.
+const VERIFY_CHUNK: u64 = 1_000;
+/// Wait between publishing the resharding marks and the copier's first read: statements routed
+/// before the reload reach their servers meanwhile (their rows are then copied).
+const GRACE: Duration = Duration::from_millis(300);
+
+/// The running (or last) reshard of this process.
+struct Job {
+    sharding: String,
+    table: String,
+    new_rule: String,
+    batch: u64,
+    phase: Mutex<Phase>,
+    /// ABORT or CONFIRM waiting for the job thread.
+    pending: Mutex<Option<rs::Command>>,
+    /// The copier's stop flag (pause, abort).
+    stop: AtomicBool,
+    partition: AtomicUsize,
+    partitions: usize,
+    after: Mutex<Option<i128>>,
+    rows: AtomicU64,
+    /// Microseconds spent copying (not paused).
+    copy_us: AtomicU64,
+    verify: Mutex<String>,
+    cutover: Mutex<String>,
+    /// running / done / failed: <why>
+    state: Mutex<String>,
+    started: Instant,
+}
+
+static JOB: Mutex<Option<Arc<Job>>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `RESHARD <sub> ...`; the reply is a bulk text or an error line (without `-`).
 pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> {
@@ -44,11 +99,686 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
             };
             dry_run(&config, &arg(2), &arg(3), &arg(4), rate)
         }
-        "" => Err("RESHARD PLAN is the only subcommand built so far; try HELP".into()),
-        _ => Err(format!(
-            "RESHARD {sub} is not built yet (docs/sharding.md, \"Resharding\"); RESHARD PLAN is"
-        )),
+        "START" => {
+            if cmd.len() < 5 {
+                return Err(
+                    "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows]".into(),
+                );
+            }
+            let batch = match (cmd.len() > 5).then(|| arg(5).to_ascii_uppercase()) {
+                None => BATCH,
+                Some(b) if b == "BATCH" => arg(6)
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|b| (1..=MAX_BATCH).contains(b))
+                    .ok_or(format!("BATCH takes 1 to {MAX_BATCH} rows"))?,
+                Some(other) => return Err(format!("unexpected argument `{other}`")),
+            };
+            start(control, &config, &arg(2), &arg(3), &arg(4), batch)
+        }
+        "STATUS" => Ok(status()),
+        "PAUSE" | "RESUME" | "ABORT" | "CONFIRM" => operator(&sub),
+        "" => Err(
+            "usage: RESHARD PLAN | START | STATUS | PAUSE | RESUME | ABORT | CONFIRM; try HELP"
+                .into(),
+        ),
+        _ => Err(format!("unknown RESHARD subcommand `{sub}`; try HELP")),
     }
+}
+
+/// PAUSE and RESUME act at once (the copier stops after its batch, or goes on); ABORT and
+/// CONFIRM are handed to the job thread, which edits the file. All are checked by
+/// `Phase::apply` first.
+fn operator(sub: &str) -> Result<String, String> {
+    let job = lock(&JOB).clone().ok_or("no reshard has run")?;
+    let c = match sub {
+        "PAUSE" => rs::Command::Pause,
+        "RESUME" => rs::Command::Resume,
+        "ABORT" => rs::Command::Abort,
+        _ => rs::Command::Confirm,
+    };
+    let mut phase = lock(&job.phase);
+    let next = phase.apply(c)?;
+    if lock(&job.pending).is_some() {
+        return Err("an ABORT or CONFIRM is already under way (RESHARD STATUS)".into());
+    }
+    match c {
+        rs::Command::Pause => {
+            job.stop.store(true, Relaxed);
+            *phase = next;
+            Ok("pausing after the current batch\n".into())
+        }
+        rs::Command::Resume => {
+            job.stop.store(false, Relaxed);
+            *phase = next;
+            Ok("copying\n".into())
+        }
+        rs::Command::Abort => {
+            job.stop.store(true, Relaxed);
+            *lock(&job.pending) = Some(c);
+            Ok("aborting: the old layout serves again once the file is rewritten (RESHARD STATUS)\n".into())
+        }
+        rs::Command::Confirm => {
+            *lock(&job.pending) = Some(c);
+            Ok("confirming: the new rule goes into the file (RESHARD STATUS)\n".into())
+        }
+    }
+}
+
+fn status() -> String {
+    let Some(job) = lock(&JOB).clone() else {
+        return "no reshard has run\n".into();
+    };
+    let mut s = String::new();
+    let rows = job.rows.load(Relaxed);
+    let us = job.copy_us.load(Relaxed).max(1);
+    let _ = writeln!(
+        s,
+        "reshard `{}`.`{}` -> `{}`: {}",
+        job.sharding,
+        job.table,
+        job.new_rule,
+        lock(&job.state)
+    );
+    let _ = writeln!(s, "phase: {:?}", *lock(&job.phase));
+    let _ = writeln!(
+        s,
+        "partition: {} of {}",
+        job.partition
+            .load(Relaxed)
+            .min(job.partitions.saturating_sub(1)),
+        job.partitions
+    );
+    let _ = writeln!(
+        s,
+        "key reached: {}",
+        lock(&job.after).map_or_else(|| "-".to_string(), |k| k.to_string())
+    );
+    let _ = writeln!(s, "rows copied: {rows}");
+    let _ = writeln!(s, "rows/s: {:.0}", rows as f64 * 1e6 / us as f64);
+    let _ = writeln!(s, "batch: {} rows", job.batch);
+    let _ = writeln!(s, "last verify: {}", lock(&job.verify));
+    let _ = writeln!(s, "cut-over pause: {}", lock(&job.cutover));
+    let _ = writeln!(s, "elapsed: {:.1} s", job.started.elapsed().as_secs_f64());
+    s
+}
+
+/// Where one partition lives and how to log in.
+type Place = (
+    String,
+    String,
+    String,
+    Option<router::config::BackendTls>,
+    String,
+    String,
+);
+
+fn places(config: &Config, rules: &ShardingRules, rule: &TableRule) -> Result<Vec<Place>, String> {
+    (0..rule.partitions())
+        .map(|p| {
+            let shard = &rules.shards[rule.shard_of(p).min(rules.shards.len() - 1)];
+            let g = config
+                .mysql_group(&shard.group)
+                .ok_or_else(|| format!("unknown group `{}`", shard.group))?;
+            Ok((
+                g.primary.address.clone(),
+                g.user.clone(),
+                g.password.clone(),
+                g.tls.clone(),
+                shard.schema.clone(),
+                rule.physical[p].clone(),
+            ))
+        })
+        .collect()
+}
+
+async fn open_all(places: &[Place]) -> Result<Vec<Table>, String> {
+    let mut out = Vec::with_capacity(places.len());
+    for (addr, user, password, tls, schema, table) in places {
+        out.push(Table::open_tls(addr, user, password, tls.as_ref(), schema, table).await?);
+    }
+    Ok(out)
+}
+
+/// The section's compiled rules and the old and new table rules (as the file has them, before
+/// any resharding marks swap them).
+fn rules_of(
+    config: &Config,
+    sharding: &str,
+    table: &str,
+    new_rule: &str,
+) -> Result<(ShardingRules, TableRule, TableRule), String> {
+    let mut section = config
+        .sharding()
+        .into_iter()
+        .find(|s| s.name == sharding)
+        .ok_or_else(|| format!("no [sharding.{sharding}]"))?;
+    for t in &mut section.tables {
+        t.reshard_to = None;
+        t.reshard_phase = None;
+    }
+    let rules = ShardingRules::compile(&section).map_err(|e| e.to_string())?;
+    let find = |n: &str| {
+        rules
+            .tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(n))
+            .cloned()
+            .ok_or_else(|| format!("[sharding.{sharding}] has no sharded table `{n}`"))
+    };
+    let (old, new) = (find(table)?, find(new_rule)?);
+    rs::check(
+        Layout {
+            rule: &old,
+            shards: &rules.shards,
+        },
+        Layout {
+            rule: &new,
+            shards: &rules.shards,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((rules, old, new))
+}
+
+/// What the job thread works with: both layouts' connections, the columns, the key columns.
+struct Work {
+    old: Vec<Table>,
+    new: Vec<Table>,
+    new_rule: TableRule,
+    columns: Vec<String>,
+    pk_index: usize,
+    key_index: usize,
+}
+
+/// Checks both layouts on their servers: the same columns in the same order, an integer
+/// primary key, the shard key among the columns, and an empty new layout (a new table with rows,
+/// e.g. left by an aborted reshard, would mix stale rows into the copy).
+async fn prepare(
+    old_places: &[Place],
+    new_places: &[Place],
+    new_rule: TableRule,
+    key: &str,
+) -> Result<Work, String> {
+    let mut old = open_all(old_places).await?;
+    let mut new = open_all(new_places).await?;
+    let (columns, pk_index) = old[0].columns().await?;
+    for t in old.iter_mut().skip(1).chain(new.iter_mut()) {
+        let (c, _) = t.columns().await?;
+        if c != columns {
+            return Err(format!(
+                "`{}` has columns ({}) but `{}` has ({}): both layouts need the same columns in the same order",
+                t.table,
+                c.join(", "),
+                old_places[0].5,
+                columns.join(", ")
+            ));
+        }
+    }
+    let key_index = columns
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(key))
+        .ok_or_else(|| format!("the table has no column `{key}` (the shard key)"))?;
+    for t in new.iter_mut() {
+        let sql = format!("SELECT COUNT(*) FROM `{}`", t.table.replace('`', "``"));
+        let n = t
+            .query(&sql)
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        if n != "0" {
+            return Err(format!(
+                "new partition table `{}` holds {n} rows; the new layout must start empty (empty it, e.g. after an ABORT)",
+                t.table
+            ));
+        }
+    }
+    Ok(Work {
+        old,
+        new,
+        new_rule,
+        columns,
+        pk_index,
+        key_index,
+    })
+}
+
+fn start(
+    control: &Arc<Control>,
+    config: &Config,
+    sharding: &str,
+    table: &str,
+    new_rule: &str,
+    batch: u64,
+) -> Result<String, String> {
+    let path = match &control.source {
+        ConfigSource::File(p) => p.clone(),
+        _ => {
+            return Err("the config comes from the configuration center: RESHARD edits a config file (docs/sharding.md)".into());
+        }
+    };
+    if let Some(j) = lock(&JOB).as_ref()
+        && lock(&j.state).as_str() == "running"
+    {
+        return Err("a reshard is running (RESHARD STATUS; RESHARD ABORT)".into());
+    }
+    let (rules, old, new) = rules_of(config, sharding, table, new_rule)?;
+    let section = config
+        .sharding()
+        .into_iter()
+        .find(|s| s.name == sharding)
+        .ok_or_else(|| format!("no [sharding.{sharding}]"))?;
+    if let Some(t) = section.tables.iter().find(|t| t.reshard_to.is_some()) {
+        return Err(format!(
+            "table `{}` is marked as resharding in the file (reshard_to = \"{}\"); finish or abort that first",
+            t.name,
+            t.reshard_to.as_deref().unwrap_or_default()
+        ));
+    }
+    let (old_places, new_places) = (places(config, &rules, &old)?, places(config, &rules, &new)?);
+    let mut slot = lock(&JOB);
+    if let Some(j) = slot.as_ref()
+        && lock(&j.state).as_str() == "running"
+    {
+        return Err("a reshard is running (RESHARD STATUS; RESHARD ABORT)".into());
+    }
+    let job = Arc::new(Job {
+        sharding: sharding.to_string(),
+        table: old.name.clone(),
+        new_rule: new.name.clone(),
+        batch,
+        phase: Mutex::new(Phase::Copying),
+        pending: Mutex::new(None),
+        stop: AtomicBool::new(false),
+        partition: AtomicUsize::new(0),
+        partitions: old.partitions(),
+        after: Mutex::new(None),
+        rows: AtomicU64::new(0),
+        copy_us: AtomicU64::new(0),
+        verify: Mutex::new("-".into()),
+        cutover: Mutex::new("-".into()),
+        state: Mutex::new("running".into()),
+        started: Instant::now(),
+    });
+    // The checks run on the job thread (they block on the network); START answers with their
+    // outcome.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    let control = control.clone();
+    let j = job.clone();
+    let key = old.key.clone();
+    std::thread::Builder::new()
+        .name("reshard".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let mut work = match rt.block_on(prepare(&old_places, &new_places, new, &key)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(()));
+            let result = run(&rt, &control, &path, &j, &mut work);
+            let state = match result {
+                Ok(s) => s,
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(table = %j.table, state = %state, "reshard finished");
+            *lock(&j.state) = state;
+        })
+        .map_err(|e| format!("cannot start the reshard thread: {e}"))?;
+    match rx.recv() {
+        Ok(Ok(())) => {
+            *slot = Some(job);
+            Ok(format!(
+                "reshard of `{table}` started: dual writes on, copying {} partitions in batches of {batch} rows; RESHARD STATUS for progress\n",
+                old.partitions()
+            ))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the reshard thread ended before its checks".into()),
+    }
+}
+
+/// What an operator's ABORT or CONFIRM left for the job thread, if any.
+fn take_pending(job: &Job) -> Option<rs::Command> {
+    lock(&job.pending).take()
+}
+
+fn set_phase(job: &Job, p: Phase) {
+    *lock(&job.phase) = p;
+}
+
+/// The job: mark, copy, verify, cut over, then wait for CONFIRM or ABORT. `Ok`: the final
+/// state text.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    control: &Control,
+    path: &Path,
+    job: &Job,
+    w: &mut Work,
+) -> Result<String, String> {
+    let gate = dual::gate(&job.sharding, &job.table);
+    gate.set_new_serves(false);
+    edit_file(
+        path,
+        &job.sharding,
+        &job.table,
+        Edit::Mark(&job.new_rule, "copy"),
+    )?;
+    control.reload()?;
+    std::thread::sleep(GRACE);
+    loop {
+        // Copy (or wait while paused), then verify and cut over.
+        match copy_all(rt, job, w)? {
+            Some(rs::Command::Abort) => return abort(rt, control, path, job, false),
+            Some(_) => continue,
+            None => {}
+        }
+        set_phase(job, Phase::Verifying);
+        let v = rt.block_on(verify(
+            &mut w.old,
+            &mut w.new,
+            &w.columns,
+            &w.columns[w.pk_index],
+            VERIFY_CHUNK,
+        ))?;
+        *lock(&job.verify) = describe(&v, "while writes ran");
+        if take_pending(job) == Some(rs::Command::Abort) {
+            return abort(rt, control, path, job, false);
+        }
+        if *lock(&job.phase) == Phase::Paused {
+            continue;
+        }
+        set_phase(job, Phase::CuttingOver);
+        match cut_over(rt, control, path, job, w, &gate)? {
+            true => break,
+            false => {
+                // Mismatched ranges with every write paused: a write bypassed the proxy or a
+                // dual write failed half-way. Stay paused for the operator.
+                set_phase(job, Phase::Paused);
+                job.stop.store(true, Relaxed);
+                job.partition.store(0, Relaxed);
+                *lock(&job.after) = None;
+            }
+        }
+    }
+    set_phase(job, Phase::CutOver);
+    loop {
+        match take_pending(job) {
+            Some(rs::Command::Abort) => return abort(rt, control, path, job, true),
+            Some(rs::Command::Confirm) => {
+                let new_rule = job.new_rule.clone();
+                edit_file(path, &job.sharding, &job.table, Edit::Confirm(&new_rule))?;
+                control.reload()?;
+                set_phase(job, Phase::Confirmed);
+                return Ok("done (confirmed)".into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Copies every partition from where the job stands. `Some(cmd)`: interrupted by an operator's
+/// ABORT (or, after a RESUME from a failed cut-over, asked to go round again).
+fn copy_all(
+    rt: &tokio::runtime::Runtime,
+    job: &Job,
+    w: &mut Work,
+) -> Result<Option<rs::Command>, String> {
+    let n = w.old.len();
+    loop {
+        if let Some(c) = take_pending(job) {
+            return Ok(Some(c));
+        }
+        if job.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let p = job.partition.load(Relaxed);
+        if p >= n {
+            return Ok(None);
+        }
+        let after = *lock(&job.after);
+        let mut last = Instant::now();
+        let base_rows = job.rows.load(Relaxed);
+        let (old, new) = (&mut w.old, &mut w.new);
+        let stats = rt.block_on(copy_partition_with(
+            &mut old[p],
+            new,
+            &w.new_rule,
+            &w.columns,
+            w.pk_index,
+            w.key_index,
+            job.batch,
+            after,
+            &job.stop,
+            &mut |s| {
+                job.rows.store(base_rows + s.rows, Relaxed);
+                *lock(&job.after) = s.after;
+                job.copy_us
+                    .fetch_add(last.elapsed().as_micros() as u64, Relaxed);
+                last = Instant::now();
+            },
+        ))?;
+        job.rows.store(base_rows + stats.rows, Relaxed);
+        if job.stop.load(Relaxed) {
+            // Paused (or aborting) after a batch: resume from the key reached.
+            *lock(&job.after) = stats.after;
+            continue;
+        }
+        job.partition.fetch_add(1, Relaxed);
+        *lock(&job.after) = None;
+    }
+}
+
+fn describe(v: &proxy_mysql::shard::reshard::Verification, when: &str) -> String {
+    let mut s = format!(
+        "{} ranges {when}: old {} rows, new {} rows, {}",
+        v.ranges.len(),
+        v.old.rows,
+        v.new.rows,
+        if v.mismatches.is_empty() {
+            "checksums equal".to_string()
+        } else {
+            format!("{} ranges differ", v.mismatches.len())
+        }
+    );
+    for m in v.mismatches.iter().take(5) {
+        let _ = write!(
+            s,
+            "; [{}, {}) old {} rows new {} rows",
+            m.range.0, m.range.1, m.old.rows, m.new.rows
+        );
+    }
+    s
+}
+
+/// The cut-over: writes paused at the proxy, verified with nothing writing, the file switched
+/// to the new layout, writes resumed. `false`: the checksums differed (nothing switched).
+fn cut_over(
+    rt: &tokio::runtime::Runtime,
+    control: &Control,
+    path: &Path,
+    job: &Job,
+    w: &mut Work,
+    gate: &dual::Gate,
+) -> Result<bool, String> {
+    let t0 = Instant::now();
+    let paused = rt.block_on(gate.pause());
+    let waited = t0.elapsed();
+    let v = rt.block_on(verify(
+        &mut w.old,
+        &mut w.new,
+        &w.columns,
+        &w.columns[w.pk_index],
+        VERIFY_CHUNK,
+    ));
+    let v = match v {
+        Ok(v) => v,
+        Err(e) => {
+            drop(paused);
+            return Err(e);
+        }
+    };
+    let verified = t0.elapsed();
+    *lock(&job.verify) = describe(&v, "with writes paused");
+    if !v.mismatches.is_empty() {
+        drop(paused);
+        *lock(&job.cutover) = format!(
+            "{:.1} ms, refused: checksums differ with writes paused",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        return Ok(false);
+    }
+    gate.set_new_serves(true);
+    let switched = edit_file(
+        path,
+        &job.sharding,
+        &job.table,
+        Edit::Mark(&job.new_rule, "cutover"),
+    )
+    .and_then(|()| control.reload().map(|_| ()));
+    if let Err(e) = switched {
+        gate.set_new_serves(false);
+        drop(paused);
+        return Err(e);
+    }
+    drop(paused);
+    let total = t0.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    *lock(&job.cutover) = format!(
+        "{:.1} ms (writes in flight drained {:.1} ms, verify {:.1} ms, rule switch {:.1} ms)",
+        ms(total),
+        ms(waited),
+        ms(verified - waited),
+        ms(total - verified)
+    );
+    tracing::info!(table = %job.table, pause_ms = ms(total), "reshard cut over");
+    Ok(true)
+}
+
+/// ABORT: the marks leave the file, so the old layout serves and is written alone again (after
+/// the cut-over, under the pause so that no write commits on the new layout first meanwhile).
+fn abort(
+    rt: &tokio::runtime::Runtime,
+    control: &Control,
+    path: &Path,
+    job: &Job,
+    cut_over: bool,
+) -> Result<String, String> {
+    let gate = dual::gate(&job.sharding, &job.table);
+    let paused = cut_over.then(|| rt.block_on(gate.pause()));
+    gate.set_new_serves(false);
+    let r = edit_file(path, &job.sharding, &job.table, Edit::Unmark)
+        .and_then(|()| control.reload().map(|_| ()));
+    drop(paused);
+    r?;
+    set_phase(job, Phase::Aborted);
+    Ok("done (aborted: the old layout serves; the new tables are left as they are)".into())
+}
+
+/// An edit of the table's entry in the file.
+enum Edit<'a> {
+    /// `reshard_to = <rule>`, `reshard_phase = <phase>`.
+    Mark(&'a str, &'a str),
+    /// The marks removed.
+    Unmark,
+    /// The new rule's keys copied into the table's entry, the marks removed.
+    Confirm(&'a str),
+}
+
+fn edit_file(path: &Path, sharding: &str, table: &str, edit: Edit<'_>) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let edited = edit_text(&text, sharding, table, edit)?;
+    let tmp: PathBuf = path.with_extension("toml.reshard-tmp");
+    std::fs::write(&tmp, edited).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The keys of a table entry that make its rule (copied by CONFIRM).
+const RULE_KEYS: &[&str] = &[
+    "algorithm",
+    "physical",
+    "boundaries",
+    "lists",
+    "unit",
+    "start",
+    "partitions",
+];
+
+/// The file's text with `edit` applied to `[[sharding.<sharding>.tables]]` named `table`;
+/// everything else (comments, order, other entries) stays as it was.
+fn edit_text(text: &str, sharding: &str, table: &str, edit: Edit<'_>) -> Result<String, String> {
+    use toml_edit::{DocumentMut, Item, value};
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| format!("the config file does not parse: {e}"))?;
+    let tables = doc
+        .get_mut("sharding")
+        .and_then(|s| s.get_mut(sharding))
+        .and_then(|s| s.get_mut("tables"))
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or_else(|| {
+            format!("[sharding.{sharding}] has no [[sharding.{sharding}.tables]] entries to edit (an inline `tables = [...]` is not edited; write them as [[...]] tables)")
+        })?;
+    let named = |t: &toml_edit::Table, n: &str| {
+        t.get("name")
+            .and_then(Item::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case(n))
+    };
+    let copied: Vec<(String, Option<Item>)> = match &edit {
+        Edit::Confirm(rule) => {
+            let src = tables
+                .iter()
+                .find(|t| named(t, rule))
+                .ok_or_else(|| format!("no table entry `{rule}` in the file"))?;
+            RULE_KEYS
+                .iter()
+                .map(|k| (k.to_string(), src.get(k).cloned()))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let entry = tables
+        .iter_mut()
+        .find(|t| named(t, table))
+        .ok_or_else(|| format!("no table entry `{table}` in [sharding.{sharding}]"))?;
+    match edit {
+        Edit::Mark(to, phase) => {
+            entry["reshard_to"] = value(to);
+            entry["reshard_phase"] = value(phase);
+        }
+        Edit::Unmark => {
+            entry.remove("reshard_to");
+            entry.remove("reshard_phase");
+        }
+        Edit::Confirm(_) => {
+            entry.remove("reshard_to");
+            entry.remove("reshard_phase");
+            for (k, v) in copied {
+                match v {
+                    Some(v) => {
+                        entry.insert(&k, v);
+                    }
+                    None => {
+                        entry.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+    Ok(doc.to_string())
 }
 
 fn dry_run(
@@ -126,4 +856,55 @@ fn dry_run(
         text.push_str("(the rate is an assumption; give RATE bytes/s from a measured copy)\n");
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# the app's shards\n[sharding.app]\nlistener = \"db\"\n\n\
+        [[sharding.app.tables]]\nname = \"orders\"  # old layout\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{0..3}\"\n\n\
+        [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"range\"\nphysical = \"orders_v2_{0..1}\"\nboundaries = [\"100\"]\n";
+
+    #[test]
+    fn marks_unmarks_and_confirms_in_place() {
+        let marked =
+            edit_text(FILE, "app", "orders", Edit::Mark("orders_v2", "copy")).unwrap_or_default();
+        assert!(
+            marked.contains("reshard_to = \"orders_v2\"\nreshard_phase = \"copy\""),
+            "{marked}"
+        );
+        assert!(
+            marked.starts_with("# the app's shards") && marked.contains("# old layout"),
+            "{marked}"
+        );
+        let cut = edit_text(&marked, "app", "orders", Edit::Mark("orders_v2", "cutover"))
+            .unwrap_or_default();
+        assert!(
+            cut.contains("reshard_phase = \"cutover\"") && !cut.contains("\"copy\""),
+            "{cut}"
+        );
+        assert_eq!(
+            edit_text(&cut, "app", "orders", Edit::Unmark)
+                .ok()
+                .as_deref(),
+            Some(FILE)
+        );
+        let done = edit_text(&cut, "app", "orders", Edit::Confirm("orders_v2")).unwrap_or_default();
+        let doc: toml_edit::DocumentMut = done.parse().unwrap_or_default();
+        let t = &doc["sharding"]["app"]["tables"][0];
+        assert_eq!(t["algorithm"].as_str(), Some("range"));
+        assert_eq!(t["physical"].as_str(), Some("orders_v2_{0..1}"));
+        assert!(t["boundaries"].is_array() && t.get("reshard_to").is_none());
+        assert_eq!(t["name"].as_str(), Some("orders"));
+        // Errors name what is missing.
+        let e = edit_text(FILE, "app", "nope", Edit::Unmark)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("no table entry `nope`"), "{e}");
+        let e = edit_text(FILE, "other", "orders", Edit::Unmark)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("[sharding.other]"), "{e}");
+    }
 }

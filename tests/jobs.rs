@@ -867,6 +867,123 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
     }
 }
 
+/// The jobs service drives a MySQL reshard (docs/sharding.md, "Resharding"): a `redis` job sends
+/// `RESHARD START` to a proxy's admin port (which speaks RESP) and another `RESHARD CONFIRM` once
+/// the cut-over is done; an error reply (CONFIRM again, nothing to confirm) fails the run with the
+/// proxy's reason.
+#[test]
+fn redis_jobs_drive_a_reshard_on_the_admin_port() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    db.sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
+        .expect("schemas");
+    let mut ddl = Vec::new();
+    for p in 0..4 {
+        let s = p / 2;
+        ddl.push(format!(
+            "CREATE TABLE app_{s}.orders_{p} (id BIGINT PRIMARY KEY, user_id INT NOT NULL)"
+        ));
+        let rows: Vec<String> = (0..50).map(|r| format!("({}, {p})", r * 4 + p)).collect();
+        ddl.push(format!(
+            "INSERT INTO app_{s}.orders_{p} VALUES {}",
+            rows.join(", ")
+        ));
+    }
+    for q in 0..8 {
+        ddl.push(format!(
+            "CREATE TABLE app_{}.orders_v2_{q} (id BIGINT PRIMARY KEY, user_id INT NOT NULL)",
+            q / 4
+        ));
+    }
+    db.sql(&ddl.join("; ")).expect("tables");
+    let (admin, listen) = (
+        testkit::reserve_port().unwrap(),
+        testkit::reserve_port().unwrap(),
+    );
+    let (user, pw, addr) = (testkit::APP_USER, testkit::APP_PASSWORD, db.addr());
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
+         [mysql_groups.main]\nuser = \"{user}\"\npassword = \"{pw}\"\nprimary = {{ name = \"a\", address = \"{addr}\" }}\n\n\
+         [sharding.app]\nlistener = \"db\"\n\
+         shards = [ {{ name = \"s0\", group = \"main\", schema = \"app_0\" }}, {{ name = \"s1\", group = \"main\", schema = \"app_1\" }} ]\n\n\
+         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{{0..3}}\"\n\n\
+         [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{{0..7}}\"\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+        admin.port(),
+        listen.port()
+    );
+    let proxy = common::FurrowProcess::start(&cfg, admin.port());
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let admin_addr = format!("127.0.0.1:{}", admin.port());
+    let reshard = |name: &str, command: &[&str]| {
+        put_job(
+            &api,
+            name,
+            json!({"app": "shop", "kind": {"type": "redis", "shards": [admin_addr], "command": command}}),
+        );
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_run_end(&api, name, &run, Duration::from_secs(30))
+    };
+    let r = reshard(
+        "reshard-start",
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "20",
+        ],
+    );
+    assert_eq!(r["state"], "ok", "{r}");
+    assert!(
+        r["item_list"][0]["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reshard of `orders` started"),
+        "{r}"
+    );
+    wait_for("the cut-over", Duration::from_secs(60), || {
+        let s = common::redis_cli(admin.port(), &["RESHARD", "STATUS"]);
+        assert!(!s.contains("failed:"), "{s}");
+        s.contains("phase: CutOver").then_some(())
+    });
+    let r = reshard("reshard-confirm", &["RESHARD", "CONFIRM"]);
+    assert_eq!(r["state"], "ok", "{r}");
+    wait_for("the confirmation", Duration::from_secs(20), || {
+        common::redis_cli(admin.port(), &["RESHARD", "STATUS"])
+            .contains("phase: Confirmed")
+            .then_some(())
+    });
+    let file = std::fs::read_to_string(proxy.config_path()).unwrap();
+    assert!(
+        file.contains("physical = \"orders_v2_{0..7}\"") && !file.contains("reshard_to"),
+        "{file}"
+    );
+    let moved = db
+        .sql_value(
+            "SELECT (SELECT COUNT(*) FROM app_0.orders_v2_0) + (SELECT COUNT(*) FROM app_0.orders_v2_3) \
+             + (SELECT COUNT(*) FROM app_1.orders_v2_4) + (SELECT COUNT(*) FROM app_1.orders_v2_7)",
+        )
+        .expect("count");
+    // user_id p (0..3) goes to new partition p: 50 rows each in orders_v2_0 and _3, none in _4, _7.
+    assert_eq!(moved.as_deref(), Some("100"));
+    // A second CONFIRM is an error reply: the run fails.
+    let r = reshard("reshard-confirm-again", &["RESHARD", "CONFIRM"]);
+    assert_eq!(r["state"], "failed", "{r}");
+}
+
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

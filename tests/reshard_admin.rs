@@ -1,6 +1,7 @@
 //! `RESHARD PLAN` on the admin port of the `furrow` binary, with the real `mariadb` client in front
 //! of a real MariaDB holding two shards: the dry run names where each old partition's rows go and
-//! their sizes as the server reports them; the subcommands not built yet are refused clearly.
+//! their sizes as the server reports them; unknown subcommands are refused clearly (the job itself:
+//! `tests/reshard_job.rs`).
 
 mod common;
 
@@ -138,9 +139,8 @@ fn reshard_plan_dry_run_on_the_admin_port() {
         &["RESHARD", "PLAN", "app", "orders", "orders"],
     );
     assert!(e.contains("tables of its own"), "{e}");
-    let e = redis_cli(
-        admin.port(),
-        &["RESHARD", "START", "app", "orders", "orders_v2"],
-    );
-    assert!(e.contains("not built yet"), "{e}");
+    let e = redis_cli(admin.port(), &["RESHARD", "MOVE", "app"]);
+    assert!(e.contains("unknown RESHARD subcommand `MOVE`"), "{e}");
+    let e = redis_cli(admin.port(), &["RESHARD", "STATUS"]);
+    assert!(e.contains("no reshard has run"), "{e}");
 }

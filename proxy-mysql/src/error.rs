@@ -537,6 +537,20 @@ pub mod errs {
         )
     }
 
+    /// 1235: a statement refused on a table being resharded (`why` says what and how to go on).
+    pub fn resharding(table: &str, why: &str) -> ErrPacket {
+        resharding_with(table, 1235, why)
+    }
+
+    /// A dual write's error with the code of the layout's own error (`code`).
+    pub fn resharding_with(table: &str, code: u16, why: &str) -> ErrPacket {
+        ErrPacket::new(
+            code,
+            if code == 1235 { "42000" } else { "HY000" },
+            format!("furrow: table `{table}` is being resharded: {why}"),
+        )
+    }
+
     /// 1105: the listener's sharding rules `name` do not compile (`e`: the compiler's message).
     pub fn rules_broken(name: &str, e: &dyn std::fmt::Display) -> ErrPacket {
         ErrPacket::new(

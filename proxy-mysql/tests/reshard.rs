@@ -305,3 +305,155 @@ fn copy_under_dual_writes_then_verify() {
         assert_eq!(v.old.rows, v.new.rows);
     });
 }
+
+/// Every row of a layout, read on the servers: `(id, user_id, amount, note)` by id.
+fn layout_rows(s: &Setup, new: bool) -> BTreeMap<u64, Vec<Option<String>>> {
+    let mut out = BTreeMap::new();
+    let (n, prefix) = if new {
+        (8, "orders_v2_")
+    } else {
+        (4, "orders_")
+    };
+    for p in 0..n {
+        let (server, schema) = s.shard(p * 4 / n);
+        let rows = server
+            .sql(&format!(
+                "SELECT id, user_id, amount, note FROM {schema}.{prefix}{p}"
+            ))
+            .expect("layout rows");
+        for r in rows {
+            let id = r[0].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            assert!(out.insert(id, r).is_none(), "id {id} twice");
+        }
+    }
+    out
+}
+
+/// Dual writes in the proxy with the resharding marks in the config (what `RESHARD START` writes):
+/// text and prepared INSERT/UPDATE/DELETE reach both layouts with the same values, global ids of
+/// `auto_id` included (the same id on both); reads follow the serving layout (old while copying,
+/// new after the cut-over), prepared reads too.
+#[test]
+fn dual_writes_of_text_and_prepared_statements() {
+    let rules = |marks: &str| {
+        let mut l = layout();
+        l.tables = format!(
+            "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+             physical = \"orders_{{0..3}}\"\nauto_id = \"id\"\n{marks}\n\n\
+             [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
+             physical = \"orders_v2_{{0..7}}\"\nauto_id = \"id\"\n\n"
+        );
+        l
+    };
+    let s = Setup::with(rules(""));
+    s.sql(&format!("CREATE TABLE orders {COLUMNS}"));
+    s.sql(&format!("CREATE TABLE orders_v2 {COLUMNS}"));
+    let (a, b) = (s.servers[0].addr(), s.servers[1].addr());
+    let port = s.proxy.addr.port();
+    s.proxy.reload(&config(
+        port,
+        a,
+        b,
+        &rules("reshard_to = \"orders_v2\"\nreshard_phase = \"copy\""),
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = s.proxy.addr;
+    let generated = rt.block_on(async {
+        use mysql_async::prelude::*;
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(addr.ip().to_string())
+            .tcp_port(addr.port())
+            .user(Some("app"))
+            .pass(Some(common::APP_SECRET))
+            .db_name(Some("app"))
+            .prefer_socket(false);
+        let mut c = mysql_async::Conn::new(opts).await.expect("connect");
+        c.query_drop("INSERT INTO orders (id, user_id, amount, note) VALUES (1, 11, 1.50, 'one'), (2, 12, 2.50, NULL)")
+            .await
+            .expect("text insert");
+        let ins = c
+            .prep("INSERT INTO orders (id, user_id, amount, note) VALUES (?, ?, ?, ?)")
+            .await
+            .expect("prepare");
+        for id in 3..=6u64 {
+            c.exec_drop(&ins, (id, id + 10, "3.25", format!("p{id}")))
+                .await
+                .expect("prepared insert");
+        }
+        c.exec_drop(
+            "UPDATE orders SET amount = amount + ?, note = ? WHERE user_id = ? AND id = ?",
+            ("1.00", "upd", 13u64, 3u64),
+        )
+        .await
+        .expect("prepared update");
+        c.exec_drop("DELETE FROM orders WHERE user_id = ? AND id = ?", (14u64, 4u64))
+            .await
+            .expect("prepared delete");
+        // The rule's auto_id fills `id`: the same global id in both layouts, reported as the
+        // insert id.
+        c.query_drop("INSERT INTO orders (user_id, amount) VALUES (21, 9.00)")
+            .await
+            .expect("auto id insert");
+        let generated = c.last_insert_id().unwrap_or(0);
+        // A prepared statement with NOW() is refused like a text one.
+        let e = c
+            .exec_drop(
+                "UPDATE orders SET note = NOW() WHERE user_id = ? AND id = ?",
+                (11u64, 1u64),
+            )
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("is being resharded") && e.contains("NOW"), "{e}");
+        // Reads are the old layout's: a row put in the new layout alone is not seen.
+        let seen: Option<String> = c
+            .exec_first("SELECT note FROM orders WHERE user_id = ? AND id = ?", (11u64, 1u64))
+            .await
+            .expect("prepared read");
+        assert_eq!(seen.as_deref(), Some("one"));
+        c.disconnect().await.expect("disconnect");
+        generated
+    });
+    assert!(generated > 6, "no generated id: {generated}");
+    let old = layout_rows(&s, false);
+    let new = layout_rows(&s, true);
+    assert_eq!(old, new, "the layouts differ");
+    let ids: Vec<u64> = old.keys().copied().collect();
+    assert_eq!(ids, vec![1, 2, 3, 5, 6, generated]);
+    assert_eq!(
+        old[&3],
+        vec![
+            Some("3".into()),
+            Some("13".into()),
+            Some("4.25".into()),
+            Some("upd".into())
+        ]
+    );
+    // After the cut-over the new layout serves reads: a change made there alone is what the
+    // listener returns.
+    s.proxy.reload(&config(
+        port,
+        a,
+        b,
+        &rules("reshard_to = \"orders_v2\"\nreshard_phase = \"cutover\""),
+    ));
+    let q = 11 % 8; // user 11's new partition
+    let (server, schema) = s.shard(q / 2);
+    server
+        .sql(&format!(
+            "UPDATE {schema}.orders_v2_{q} SET note = 'new only' WHERE id = 1"
+        ))
+        .expect("direct update");
+    assert_eq!(
+        s.sql("SELECT note FROM orders WHERE user_id = 11 AND id = 1"),
+        vec![vec![Some("new only".to_string())]]
+    );
+    // Writes still reach both.
+    s.sql("UPDATE orders SET note = 'both' WHERE user_id = 12 AND id = 2");
+    assert_eq!(layout_rows(&s, false)[&2][3].as_deref(), Some("both"));
+    assert_eq!(layout_rows(&s, true)[&2][3].as_deref(), Some("both"));
+}

@@ -108,3 +108,41 @@ fn problems_are_reported() {
     .unwrap_or_default();
     assert!(e.contains("unknown mysql group `zz`"), "{e}");
 }
+
+#[test]
+fn reshard_marks_are_checked() {
+    let two = |first_extra: &str| {
+        format!(
+            "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{{0..3}}\"\n{first_extra}\n\
+             [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{{0..7}}\"\n"
+        )
+    };
+    assert_eq!(
+        errors(&two("reshard_to = \"orders_v2\"\nreshard_phase = \"copy\"")),
+        ""
+    );
+    let e = errors(&two("reshard_to = \"nope\"\nreshard_phase = \"copy\""));
+    assert!(
+        e.contains("sharding.app.tables[0].reshard_to") && e.contains("`nope` is not a table rule"),
+        "{e}"
+    );
+    let e = errors(&two("reshard_to = \"orders_v2\""));
+    assert!(e.contains("needs `reshard_phase`"), "{e}");
+    let e = errors(&two("reshard_phase = \"copy\""));
+    assert!(e.contains("without `reshard_to`"), "{e}");
+    let e = errors(&two(
+        "reshard_to = \"orders_v2\"\nreshard_phase = \"later\"",
+    ));
+    assert!(e.contains("reshard_phase"), "{e}");
+    let e = errors(&two("reshard_to = \"orders\"\nreshard_phase = \"copy\""));
+    assert!(e.contains("cannot reshard to itself"), "{e}");
+    // The new layout on the old layout's tables: refused where the file says so.
+    let e = errors(
+        &two("reshard_to = \"orders_v2\"\nreshard_phase = \"copy\"")
+            .replace("orders_v2_{0..7}", "orders_{0..7}"),
+    );
+    assert!(
+        e.contains("reshard_to") && e.contains("tables of its own"),
+        "{e}"
+    );
+}

@@ -28,6 +28,7 @@
 
 pub mod check;
 pub mod conn;
+pub mod dual;
 pub mod encode;
 pub mod reshard;
 pub mod run;
@@ -589,7 +590,7 @@ impl ShardSession {
     /// [`Self::query`] for a statement that the fast path did not answer.
     async fn query_planned(
         &mut self,
-        cx: Ctx<'_>,
+        mut cx: Ctx<'_>,
         rules: &Rc<ShardingRules>,
         sql: &str,
         c: &router::sql::Classified,
@@ -671,6 +672,12 @@ impl ShardSession {
         if crate::local::is_last_insert_id_query(c, &d.text) {
             let st = self.status();
             crate::local::queue_last_insert_id(cx.client, sql, self.last_insert_id, st);
+            return;
+        }
+        if let Some(rs) = rules.resharding.as_deref()
+            && dual::concerns(c.kind)
+            && self.dual_write(&mut cx, &rules, rs, sql, c.kind, &[]).await
+        {
             return;
         }
         let worker = rules.worker_id;

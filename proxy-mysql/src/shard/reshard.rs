@@ -151,8 +151,38 @@ pub async fn copy_partition(
     pk_index: usize,
     key_index: usize,
     batch: u64,
+    after: Option<i128>,
+    stop: &AtomicBool,
+) -> Result<CopyStats, String> {
+    copy_partition_with(
+        src,
+        targets,
+        new,
+        columns,
+        pk_index,
+        key_index,
+        batch,
+        after,
+        stop,
+        &mut |_| {},
+    )
+    .await
+}
+
+/// [`copy_partition`] calling `on_batch` with the totals so far after each committed batch (the
+/// reshard job's progress).
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_partition_with(
+    src: &mut Table,
+    targets: &mut [Table],
+    new: &TableRule,
+    columns: &[String],
+    pk_index: usize,
+    key_index: usize,
+    batch: u64,
     mut after: Option<i128>,
     stop: &AtomicBool,
+    on_batch: &mut dyn FnMut(&CopyStats),
 ) -> Result<CopyStats, String> {
     let pk = &columns[pk_index];
     let mut stats = CopyStats {
@@ -176,6 +206,7 @@ pub async fn copy_partition(
                 stats.batches += 1;
                 after = Some(last);
                 stats.after = after;
+                on_batch(&stats);
             }
             Err(e) => {
                 let _ = src.query("ROLLBACK").await;

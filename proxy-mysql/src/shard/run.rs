@@ -419,7 +419,7 @@ impl ShardSession {
         }
     }
 
-    async fn run_plan_inner(
+    pub(super) async fn run_plan_inner(
         &mut self,
         cx: &Ctx<'_>,
         rules: &Rc<ShardingRules>,

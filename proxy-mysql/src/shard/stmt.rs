@@ -201,6 +201,28 @@ impl ShardSession {
         let sql = st.sql.clone();
         // With autocommit = 0 every statement runs in a transaction.
         self.implicit_begin();
+        if let Some(rs) = rules.resharding.as_deref() {
+            let kind = router::sql::classify(&sql).kind;
+            let mut cx = cx;
+            if super::dual::concerns(kind)
+                && self
+                    .dual_write(&mut cx, rules, rs, &sql, kind, &params.values)
+                    .await
+            {
+                return;
+            }
+            return self.execute_planned(cx, rules, &sql, &params.values).await;
+        }
+        self.execute_planned(cx, rules, &sql, &params.values).await;
+    }
+
+    async fn execute_planned(
+        &mut self,
+        cx: Ctx<'_>,
+        rules: &Rc<ShardingRules>,
+        sql: &str,
+        params: &[codec::mysql::Value],
+    ) {
         let worker = rules.worker_id;
         let ids = &cx.core.shared.ids;
         let mut first_id = None;
@@ -212,10 +234,10 @@ impl ShardSession {
         let planned = super::plan_here(
             cx.core,
             rules,
-            &sql,
+            sql,
             &mut PlanContext {
                 rules,
-                params: &params.values,
+                params,
                 next_id: &mut next_id,
             },
         );

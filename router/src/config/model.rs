@@ -1415,6 +1415,12 @@ pub struct ShardTable {
     pub gene_keys: Vec<String>,
     /// Column filled with a global id when an INSERT omits it.
     pub auto_id: Option<String>,
+    /// Online resharding (written by the `RESHARD` job, docs/sharding.md "Resharding"): the table
+    /// rule of the same section that is this table's new layout.
+    pub reshard_to: Option<String>,
+    /// With `reshard_to`: `copy` (the old layout serves, writes go to both) or `cutover` (the new
+    /// layout serves, writes still go to both until `RESHARD CONFIRM`).
+    pub reshard_phase: Option<String>,
     pub(crate) span: Span,
 }
 
@@ -1523,6 +1529,10 @@ fn read_shard_table(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<ShardTa
         .map(|s| s.into_inner())
         .collect();
     let auto_id = t.opt_str(d, "auto_id").map(|s| s.into_inner());
+    let reshard_to = t.opt_str(d, "reshard_to").map(|s| s.into_inner());
+    let reshard_phase = t
+        .opt_choice(d, "reshard_phase", &["copy", "cutover"])
+        .map(|c| c.get_ref().to_string());
     let span = t.span();
     t.finish(d);
     Some(ShardTable {
@@ -1537,6 +1547,8 @@ fn read_shard_table(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<ShardTa
         partitions,
         gene_keys,
         auto_id,
+        reshard_to,
+        reshard_phase,
         span,
     })
 }

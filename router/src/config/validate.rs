@@ -368,6 +368,46 @@ pub(crate) fn validate_sharding(c: &Config, list: &[super::model::Sharding], d: 
                 );
             }
         }
+        if s.tables.iter().filter(|t| t.reshard_to.is_some()).count() > 1 {
+            d.error(
+                s.span.clone(),
+                &format!("{path}.tables"),
+                "one table of a sharded database reshards at a time (`reshard_to` on several)",
+            );
+        }
+        for (i, t) in s.tables.iter().enumerate() {
+            let at = format!("{path}.tables[{i}]");
+            match (&t.reshard_to, &t.reshard_phase) {
+                (Some(to), _) if !lower.contains(&to.to_ascii_lowercase()) => d.error(
+                    t.span.clone(),
+                    &format!("{at}.reshard_to"),
+                    format!("`{to}` is not a table rule of this section (the new layout is declared as one)"),
+                ),
+                (Some(to), _) if to.eq_ignore_ascii_case(&t.name) => d.error(
+                    t.span.clone(),
+                    &format!("{at}.reshard_to"),
+                    "a table cannot reshard to itself",
+                ),
+                (Some(_), None) => d.error(
+                    t.span.clone(),
+                    &format!("{at}.reshard_phase"),
+                    "`reshard_to` needs `reshard_phase` (copy or cutover)",
+                ),
+                (None, Some(_)) => d.error(
+                    t.span.clone(),
+                    &format!("{at}.reshard_phase"),
+                    "`reshard_phase` without `reshard_to`",
+                ),
+                (Some(_), Some(_)) => {
+                    // The layouts must fit each other (same key, tables of its own): the rules
+                    // of the whole section compile only then.
+                    if let Err(e) = crate::sql::shard::ShardingRules::compile(s) {
+                        d.error(t.span.clone(), &format!("{at}.reshard_to"), e.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 

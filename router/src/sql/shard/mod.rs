@@ -110,6 +110,24 @@ pub struct ShardingRules {
     pub worker_id: u16,
     /// Transactions over several shards commit with XA two-phase commit (`xa = true`).
     pub xa: bool,
+    /// The table being resharded, if any (`reshard_to` in the config). `None` for every rules
+    /// without a reshard: the statement path's one check (docs/sharding.md, "Resharding").
+    pub resharding: Option<Box<Resharding>>,
+}
+
+/// A table being resharded: while it is, its writes go to both layouts (dual writes).
+#[derive(Debug, Clone)]
+pub struct Resharding {
+    /// The logical table (lower case).
+    pub table: String,
+    /// The layout that does not serve reads: the new one while copying, the old one after the
+    /// cut-over; renamed to [`Resharding::table`] so that a statement plans against it as is.
+    pub mirror: TableRule,
+    /// The new layout's own table rule name (`reshard_to`): written by the reshard only.
+    pub target: String,
+    /// Whether the new layout serves (`reshard_phase = "cutover"`): [`ShardingRules::tables`]
+    /// then holds the new rule under the table's name and `mirror` the old one.
+    pub new_serves: bool,
 }
 
 impl ShardingRules {
@@ -152,11 +170,47 @@ impl ShardingRules {
                 RuleError::Config(format!("default_shard `{n}` is not one of the shards"))
             })?,
         };
-        let tables = s
+        let mut tables = s
             .tables
             .iter()
             .map(|t| compile_table(t, shards.len()))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut resharding = None;
+        if let Some(t) = s.tables.iter().find(|t| t.reshard_to.is_some()) {
+            let name = t.name.to_ascii_lowercase();
+            let to = t.reshard_to.as_deref().unwrap_or_default();
+            let find = |n: &str| tables.iter().position(|r| r.name.eq_ignore_ascii_case(n));
+            let (Some(i), Some(j)) = (find(&name), find(to)) else {
+                return Err(RuleError::Config(format!(
+                    "table `{name}`: reshard_to `{to}` is not a table rule of this section"
+                )));
+            };
+            let old = tables[i].clone();
+            let mut new = tables[j].clone();
+            reshard::check(
+                reshard::Layout {
+                    rule: &old,
+                    shards: &shards,
+                },
+                reshard::Layout {
+                    rule: &new,
+                    shards: &shards,
+                },
+            )?;
+            new.name = name.clone();
+            let new_serves = t.reshard_phase.as_deref() == Some("cutover");
+            let mirror = if new_serves {
+                std::mem::replace(&mut tables[i], new)
+            } else {
+                new
+            };
+            resharding = Some(Box::new(Resharding {
+                target: to.to_ascii_lowercase(),
+                table: name,
+                mirror,
+                new_serves,
+            }));
+        }
         Ok(ShardingRules {
             name: s.name.clone(),
             shards,
@@ -167,7 +221,21 @@ impl ShardingRules {
             max_limit_rows: s.max_limit_rows,
             worker_id: s.worker_id,
             xa: s.xa,
+            resharding,
         })
+    }
+
+    /// These rules with `rule` in place of the sharded table of the same name: the other
+    /// layout of a table being resharded, for planning its dual write.
+    pub fn with_rule(&self, rule: &TableRule) -> ShardingRules {
+        let mut r = self.clone();
+        r.resharding = None;
+        for t in &mut r.tables {
+            if t.name.eq_ignore_ascii_case(&rule.name) {
+                *t = rule.clone();
+            }
+        }
+        r
     }
 }
 
@@ -319,6 +387,8 @@ mod tests {
             partitions: None,
             gene_keys: Vec::new(),
             auto_id: None,
+            reshard_to: None,
+            reshard_phase: None,
             span: 0..0,
         }
     }
@@ -367,5 +437,72 @@ mod tests {
         t.unit = Some("week".into());
         t.start = Some("2024-01-01".into());
         assert!(compile_table(&t, 2).is_err());
+    }
+    #[test]
+    fn resharding_rules_by_phase() {
+        let mut old = table("hash");
+        old.physical = Some("orders_{0..3}".into());
+        old.reshard_to = Some("orders_v2".into());
+        old.reshard_phase = Some("copy".into());
+        let mut new = table("hash");
+        new.name = "orders_v2".into();
+        new.physical = Some("orders_v2_{0..7}".into());
+        let section = |tables: Vec<ShardTable>| crate::config::Sharding {
+            name: "app".into(),
+            listener: "db".into(),
+            shards: (0..2)
+                .map(|i| crate::config::ShardDef {
+                    name: format!("s{i}"),
+                    group: "g".into(),
+                    schema: format!("app_{i}"),
+                    span: 0..0,
+                })
+                .collect(),
+            default_shard: None,
+            max_scatter_rows: 10,
+            max_limit_rows: 10,
+            worker_id: 0,
+            xa: false,
+            tables,
+            broadcast: Vec::new(),
+            span: 0..0,
+        };
+        let r = ShardingRules::compile(&section(vec![old.clone(), new.clone()]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let Some(rs) = r.resharding.as_deref() else {
+            unreachable!("no resharding")
+        };
+        let TableKind::Sharded(serving) = r.table("orders") else {
+            unreachable!("orders not sharded")
+        };
+        // Copying: the old layout serves, the new one (named `orders`) is the mirror.
+        assert_eq!(serving.partitions(), 4);
+        assert_eq!(
+            (rs.mirror.name.as_str(), rs.mirror.partitions()),
+            ("orders", 8)
+        );
+        assert!(!rs.new_serves);
+        let m = r.with_rule(&rs.mirror);
+        assert!(m.resharding.is_none());
+        assert!(
+            matches!(m.table("orders"), TableKind::Sharded(t) if t.physical[7] == "orders_v2_7")
+        );
+        // Cut over: the roles swap.
+        old.reshard_phase = Some("cutover".into());
+        let r = ShardingRules::compile(&section(vec![old.clone(), new.clone()]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(matches!(r.table("orders"), TableKind::Sharded(t) if t.partitions() == 8));
+        assert!(
+            r.resharding
+                .as_deref()
+                .is_some_and(|x| x.new_serves && x.mirror.physical[0] == "orders_0")
+        );
+        // Without the flag nothing is resharding; a new layout sharing the old tables is refused.
+        assert!(
+            ShardingRules::compile(&section(vec![table("hash")]))
+                .is_ok_and(|r| r.resharding.is_none())
+        );
+        new.physical = Some("orders_{0..7}".into());
+        assert!(ShardingRules::compile(&section(vec![old, new])).is_err());
     }
 }

@@ -483,6 +483,203 @@ pub fn compare(ranges: &[(i128, i128)], old: &[Checksum], new: &[Checksum]) -> V
         .collect()
 }
 
+/// Functions whose value depends on when or where a statement runs: the two writes of a dual
+/// write would store different values. Those in the first list count only as calls (`NAME(`);
+/// the second are also values without parentheses.
+const NONDETERMINISTIC_CALLS: &[&str] = &[
+    "NOW",
+    "SYSDATE",
+    "CURDATE",
+    "CURTIME",
+    "UNIX_TIMESTAMP",
+    "RAND",
+    "UUID",
+    "UUID_SHORT",
+    "SYS_GUID",
+    "CONNECTION_ID",
+    "LAST_INSERT_ID",
+    "NEXTVAL",
+    "LASTVAL",
+    "SETVAL",
+    "GET_LOCK",
+    "SLEEP",
+];
+const NONDETERMINISTIC_WORDS: &[&str] = &[
+    "CURRENT_TIMESTAMP",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "UTC_TIMESTAMP",
+    "UTC_DATE",
+    "UTC_TIME",
+];
+
+/// The first function of `sql` (outside quoted strings and identifiers) whose value depends on
+/// when or where it runs (`NOW()`, `RAND()`, `UUID()`, ...): a dual write refuses such a
+/// statement, since each layout would get its own value.
+pub fn nondeterministic(sql: &str) -> Option<&'static str> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                let mut j = i;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let call = b.get(j) == Some(&b'(');
+                let hit = NONDETERMINISTIC_WORDS
+                    .iter()
+                    .chain(NONDETERMINISTIC_CALLS.iter().filter(|_| call))
+                    .find(|f| f.eq_ignore_ascii_case(word));
+                if let Some(f) = hit {
+                    return Some(f);
+                }
+            }
+            c if c.is_ascii_digit() => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The words and punctuation of `sql` for [`writes_only`]: identifiers unquoted and upper-cased,
+/// strings as `'`, comments left out.
+fn words(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        let c = b[i];
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = sql[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+        } else if (c == b'-' && b.get(i + 1) == Some(&b'-')) || c == b'#' {
+            i = sql[i..].find('\n').map_or(b.len(), |e| i + e + 1);
+        } else if c == b'\'' || c == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push("'".into());
+        } else if c == b'`' {
+            let end = sql[i + 1..].find('`').map_or(b.len(), |e| i + 1 + e);
+            out.push(sql[i + 1..end.min(b.len())].to_ascii_uppercase());
+            i = end + 1;
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            out.push(sql[start..i].to_ascii_uppercase());
+        } else {
+            if !c.is_ascii_whitespace() {
+                out.push((c as char).to_string());
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Checks that the INSERT, REPLACE, UPDATE or DELETE `sql` writes `table` and no other table: a
+/// dual write applies the whole statement to both layouts, so another table written by it (a
+/// multi-table UPDATE or DELETE, `INSERT INTO other ... SELECT ... FROM table`) would get the
+/// write twice. `Err`: why not.
+pub fn writes_only(sql: &str, table: &str) -> Result<(), String> {
+    let w = words(sql);
+    let t = table.to_ascii_uppercase();
+    let skip = [
+        "LOW_PRIORITY",
+        "HIGH_PRIORITY",
+        "DELAYED",
+        "IGNORE",
+        "QUICK",
+    ];
+    // The table named at `i` (`schema.name` or `name`), and the index after it.
+    let name_at = |i: usize| -> (Option<&str>, usize) {
+        match (w.get(i), w.get(i + 1), w.get(i + 2)) {
+            (Some(_), Some(dot), Some(n)) if dot == "." => (Some(n.as_str()), i + 3),
+            (Some(n), _, _) => (Some(n.as_str()), i + 1),
+            _ => (None, i),
+        }
+    };
+    let multi = || {
+        Err(format!(
+            "a statement that writes other tables than `{table}` would write them twice (dual write); run it after the reshard"
+        ))
+    };
+    let first = w.first().map(String::as_str).unwrap_or("");
+    let mut i = 1;
+    while w.get(i).is_some_and(|x| skip.contains(&x.as_str())) {
+        i += 1;
+    }
+    let target = match first {
+        "INSERT" | "REPLACE" => {
+            if w.get(i).is_some_and(|x| x == "INTO") {
+                i += 1;
+            }
+            name_at(i).0
+        }
+        "UPDATE" => {
+            let (n, after) = name_at(i);
+            // `UPDATE a, b SET ...`, `UPDATE a JOIN b ...`: several tables.
+            let set = w
+                .iter()
+                .skip(after)
+                .position(|x| x == "SET")
+                .map_or(w.len(), |p| p + after);
+            if w[after..set].iter().any(|x| x == "," || x == "JOIN") {
+                return multi();
+            }
+            n
+        }
+        "DELETE" => {
+            // `DELETE a FROM ...`, `DELETE FROM a USING ...`, joins: several tables.
+            if w.get(i).is_some_and(|x| x != "FROM") {
+                return multi();
+            }
+            let (n, after) = name_at(i + 1);
+            let end = w
+                .iter()
+                .skip(after)
+                .position(|x| x == "WHERE" || x == "ORDER" || x == "LIMIT")
+                .map_or(w.len(), |p| p + after);
+            if w[after..end]
+                .iter()
+                .any(|x| x == "," || x == "JOIN" || x == "USING")
+            {
+                return multi();
+            }
+            n
+        }
+        _ => return Err("not an INSERT, REPLACE, UPDATE or DELETE".into()),
+    };
+    match target {
+        Some(n) if n == t => Ok(()),
+        _ => multi(),
+    }
+}
+
 /// The phases of a reshard job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -571,6 +768,8 @@ mod tests {
             partitions: None,
             gene_keys: Vec::new(),
             auto_id: None,
+            reshard_to: None,
+            reshard_phase: None,
             span: 0..0,
         };
         compile_table(&t, shards).unwrap_or_else(|e| unreachable!("{e}"))
@@ -864,5 +1063,63 @@ mod tests {
         assert!(Phase::Confirmed.apply(Abort).is_err());
         assert!(Phase::CutOver.dual_writes() && Phase::CutOver.new_serves());
         assert!(!Phase::Confirmed.dual_writes() && !Phase::Copying.new_serves());
+    }
+    #[test]
+    fn nondeterministic_functions() {
+        assert_eq!(
+            nondeterministic("UPDATE t SET d = now() WHERE id = 1"),
+            Some("NOW")
+        );
+        assert_eq!(
+            nondeterministic("insert into t values (1, RAND ())"),
+            Some("RAND")
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t VALUES (1, CURRENT_TIMESTAMP)"),
+            Some("CURRENT_TIMESTAMP")
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t VALUES (uuid())"),
+            Some("UUID")
+        );
+        // Inside strings and quoted identifiers, or as a plain column name: not a call.
+        assert_eq!(
+            nondeterministic("UPDATE t SET note = 'now() it\\'s rand()' WHERE id = 2"),
+            None
+        );
+        assert_eq!(
+            nondeterministic("UPDATE t SET `now()` = 1, now = 2, rand_x = 3"),
+            None
+        );
+        assert_eq!(
+            nondeterministic("INSERT INTO t (id, note) VALUES (1, \"uuid()\")"),
+            None
+        );
+        assert_eq!(nondeterministic("DELETE FROM t WHERE id = 1"), None);
+    }
+    #[test]
+    fn writes_only_the_resharding_table() {
+        for ok in [
+            "INSERT INTO orders (id, user_id) VALUES (1, 2)",
+            "insert ignore into `app`.`orders` (id) values (1)",
+            "REPLACE orders (id) VALUES (1)",
+            "UPDATE orders SET note = 'a, b JOIN c' WHERE user_id = 1",
+            "UPDATE /* c, d */ LOW_PRIORITY orders SET n = 1",
+            "DELETE FROM orders WHERE user_id = 3 AND id IN (SELECT id FROM x)",
+            "INSERT INTO orders (id, user_id) SELECT id, user_id FROM orders WHERE user_id = 1",
+        ] {
+            assert_eq!(writes_only(ok, "orders"), Ok(()), "{ok}");
+        }
+        for bad in [
+            "INSERT INTO archive (id) SELECT id FROM orders WHERE user_id = 1",
+            "UPDATE orders o JOIN users u ON o.user_id = u.id SET u.n = 1",
+            "UPDATE orders, users SET users.n = 1 WHERE orders.user_id = users.id",
+            "DELETE o, u FROM orders o JOIN users u ON o.user_id = u.id",
+            "DELETE FROM orders USING orders JOIN users",
+            "UPDATE users SET n = 1 WHERE id IN (SELECT user_id FROM orders)",
+        ] {
+            let e = writes_only(bad, "orders").err().unwrap_or_default();
+            assert!(e.contains("would write them twice"), "{bad}: {e}");
+        }
     }
 }

@@ -1,0 +1,570 @@
+//! The `RESHARD` job through the `furrow` binary, with two real mariadbd (one shard each): 4 → 8
+//! hash partitions of `orders` while four client connections insert, update and delete through
+//! the sharded listener and read back each write. Every acknowledged write must be in both
+//! layouts at the cut-over (checksums equal with writes paused) and after it; reads stay correct
+//! during and after; the pause is reported (printed, checked only against a generous bound);
+//! `RESHARD CONFIRM` puts the new rule into the file, `RESHARD ABORT` after the cut-over gives the
+//! old layout back. Refusals while a table reshards: non-deterministic functions, writes in a
+//! transaction, DDL.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use common::{FurrowProcess, redis_cli};
+use proxy_mysql::shard::reshard::Table;
+
+/// Rows before the reshard.
+const ROWS: i64 = 3000;
+/// Client connections writing during the reshard.
+const WRITERS: i64 = 4;
+
+/// The model of the table: id → (user_id, note), as acknowledged.
+type Model = BTreeMap<i64, (i64, String)>;
+
+struct Setup {
+    dbs: Vec<testkit::MariaDb>,
+    proxy: FurrowProcess,
+    admin: u16,
+    listen: u16,
+}
+
+fn mariadb(port: u16, q: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "app",
+            "-papp-secret",
+            "app",
+        ])
+        .args(["--batch", "--skip-column-names", "-e", q])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn setup() -> Setup {
+    let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
+    dbs[0].sql("CREATE DATABASE app_0").expect("schema");
+    dbs[1].sql("CREATE DATABASE app_1").expect("schema");
+    let (admin, metrics, listen) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let group = |name: &str, db: &testkit::MariaDb| {
+        format!(
+            "[mysql_groups.{name}]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"{name}p\", address = \"{}\" }}\n\n",
+            testkit::APP_USER,
+            testkit::APP_PASSWORD,
+            db.addr()
+        )
+    };
+    let cfg = format!(
+        "[proxy]\nexecutors = 2\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
+         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"g0\"\n\n\
+         {}{}\
+         [sharding.app]\nlistener = \"db\"\n\
+         shards = [ {{ name = \"s0\", group = \"g0\", schema = \"app_0\" }}, {{ name = \"s1\", group = \"g1\", schema = \"app_1\" }} ]\n\n\
+         # the table being resharded\n\
+         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{{0..3}}\"\n\n\
+         [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{{0..7}}\"\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+        admin.port(),
+        metrics.port(),
+        listen.port(),
+        group("g0", &dbs[0]),
+        group("g1", &dbs[1]),
+    );
+    let proxy = FurrowProcess::start(&cfg, admin.port());
+    let listen = listen.port();
+    for t in ["orders", "orders_v2"] {
+        mariadb(
+            listen,
+            &format!(
+                "CREATE TABLE {t} (id BIGINT PRIMARY KEY, user_id INT NOT NULL, note VARCHAR(60))"
+            ),
+        )
+        .expect("create");
+    }
+    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("({i}, {}, 'row {i}')", i * 7 % 1000))
+            .collect();
+        mariadb(
+            listen,
+            &format!(
+                "INSERT INTO orders (id, user_id, note) VALUES {}",
+                values.join(", ")
+            ),
+        )
+        .expect("insert");
+    }
+    Setup {
+        dbs,
+        proxy,
+        admin: admin.port(),
+        listen,
+    }
+}
+
+fn initial_model() -> Model {
+    (1..=ROWS)
+        .map(|i| (i, (i * 7 % 1000, format!("row {i}"))))
+        .collect()
+}
+
+/// One client connection writing through the listener: inserts of new ids, updates and deletes
+/// of rows it owns (`id % WRITERS == w`), each acknowledged write read back at once. Returns its
+/// rows of the model.
+fn writer(
+    listen: u16,
+    w: i64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> (Model, Vec<String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let addr = format!("127.0.0.1:{listen}");
+        let mut c = Table::open(&addr, "app", "app-secret", "app", "orders")
+            .await
+            .expect("connect to the listener");
+        let mut model: Model = initial_model()
+            .into_iter()
+            .filter(|(id, _)| id % WRITERS == w)
+            .collect();
+        let mut problems = Vec::new();
+        let mut i: i64 = 0;
+        while !stop.load(Relaxed) && problems.len() < 5 {
+            i += 1;
+            let (sql, id, user, after) = match i % 4 {
+                // A new row.
+                0 | 1 => {
+                    let id = 1_000_000 + w * 100_000 + i;
+                    let user = (id * 13) % 1000;
+                    let note = format!("w{w} new {i}");
+                    (
+                        format!(
+                            "INSERT INTO orders (id, user_id, note) VALUES ({id}, {user}, '{note}')"
+                        ),
+                        id,
+                        user,
+                        Some((user, note)),
+                    )
+                }
+                // An update of an old row (the copier may be holding it) or of a new one.
+                2 => {
+                    let keys: Vec<i64> = model.keys().copied().collect();
+                    let Some(&id) = keys.get((i as usize * 37) % keys.len().max(1)) else {
+                        continue;
+                    };
+                    let user = model[&id].0;
+                    let note = format!("w{w} upd {i}");
+                    (
+                        format!(
+                            "UPDATE orders SET note = '{note}' WHERE user_id = {user} AND id = {id}"
+                        ),
+                        id,
+                        user,
+                        Some((user, note)),
+                    )
+                }
+                _ => {
+                    let keys: Vec<i64> = model.keys().copied().collect();
+                    let Some(&id) = keys.get((i as usize * 53) % keys.len().max(1)) else {
+                        continue;
+                    };
+                    let user = model[&id].0;
+                    (
+                        format!("DELETE FROM orders WHERE user_id = {user} AND id = {id}"),
+                        id,
+                        user,
+                        None,
+                    )
+                }
+            };
+            match c.query(&sql).await {
+                Ok(_) => {
+                    acked.fetch_add(1, Relaxed);
+                    match &after {
+                        Some(v) => {
+                            model.insert(id, v.clone());
+                        }
+                        None => {
+                            model.remove(&id);
+                        }
+                    }
+                }
+                // Not acknowledged (e.g. a lock wait or deadlock): not applied.
+                Err(e) => {
+                    if !e.contains("Deadlock") && !e.contains("Lock wait") {
+                        problems.push(format!("{sql}: {e}"));
+                    }
+                    continue;
+                }
+            }
+            // Read it back through the listener.
+            let read = c
+                .query(&format!(
+                    "SELECT user_id, note FROM orders WHERE user_id = {user} AND id = {id}"
+                ))
+                .await;
+            let want: Vec<Vec<Option<String>>> = after
+                .iter()
+                .map(|(u, n)| vec![Some(u.to_string()), Some(n.clone())])
+                .collect();
+            match read {
+                Ok(rows) if rows == want => {}
+                Ok(rows) => problems.push(format!("read after `{sql}`: {rows:?}, want {want:?}")),
+                Err(e) => problems.push(format!("read after `{sql}`: {e}")),
+            }
+        }
+        (model, problems)
+    })
+}
+
+fn status(admin: u16) -> String {
+    redis_cli(admin, &["RESHARD", "STATUS"])
+}
+
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or("")
+}
+
+fn wait_phase(admin: u16, phase: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status(admin);
+        if field(&s, "phase") == phase {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline && !s.contains("failed:"),
+            "no phase {phase}:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every row of the layout `tables` (physical names, spread over the two servers by block).
+fn layout_rows(dbs: &[testkit::MariaDb], tables: &[String]) -> Model {
+    let mut m = Model::new();
+    let n = tables.len();
+    for (p, t) in tables.iter().enumerate() {
+        let s = p * 2 / n;
+        let rows = dbs[s]
+            .sql(&format!("SELECT id, user_id, note FROM app_{s}.{t}"))
+            .expect("layout rows");
+        for r in rows {
+            let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let id: i64 = cell(0).parse().expect("id");
+            assert!(
+                m.insert(id, (cell(1).parse().expect("user"), cell(2)))
+                    .is_none(),
+                "id {id} twice in the layout"
+            );
+        }
+    }
+    m
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Through the listener: the whole table, in key order.
+fn proxy_rows(listen: u16) -> Model {
+    let text = mariadb(listen, "SELECT id, user_id, note FROM orders ORDER BY id").expect("select");
+    text.lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            let user = f.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            (id, (user, f.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<(Model, Vec<String>)>>,
+}
+
+fn start_load(listen: u16) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let threads = (0..WRITERS)
+        .map(|w| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || writer(listen, w, stop, acked))
+        })
+        .collect();
+    Load {
+        stop,
+        acked,
+        threads,
+    }
+}
+
+fn stop_load(load: Load) -> Model {
+    load.stop.store(true, Relaxed);
+    let mut model = Model::new();
+    for t in load.threads {
+        let (m, problems) = t.join().expect("writer");
+        assert!(problems.is_empty(), "writer problems: {problems:#?}");
+        model.extend(m);
+    }
+    model
+}
+
+/// The pause in milliseconds as `RESHARD STATUS` reports it.
+fn pause_ms(status: &str) -> f64 {
+    field(status, "cut-over pause")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+#[test]
+fn reshard_four_to_eight_under_writes_then_confirm() {
+    let s = setup();
+    let admin = s.admin;
+    let load = start_load(s.listen);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "40",
+        ],
+    );
+    assert!(started.contains("reshard of `orders` started"), "{started}");
+    // PAUSE lands before the copier's first batch (it waits for the reload to reach every core).
+    let paused = redis_cli(admin, &["RESHARD", "PAUSE"]);
+    assert!(paused.contains("pausing"), "{paused}");
+    let st = wait_phase(admin, "Paused", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(700));
+    let st2 = status(admin);
+    assert_eq!(
+        field(&st, "rows copied"),
+        field(&st2, "rows copied"),
+        "copied while paused:\n{st2}"
+    );
+    assert!(field(&st2, "phase") == "Paused", "{st2}");
+    assert!(
+        redis_cli(admin, &["RESHARD", "CONFIRM"])
+            .contains("cannot Confirm a reshard that is Paused")
+    );
+    assert!(redis_cli(admin, &["RESHARD", "RESUME"]).contains("copying"));
+    assert!(
+        redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]).contains("running")
+    );
+
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    println!("{cut}");
+    assert!(
+        field(&cut, "last verify").contains("with writes paused"),
+        "{cut}"
+    );
+    assert!(
+        field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    assert_eq!(
+        field(&cut, "rows copied")
+            .parse::<i64>()
+            .ok()
+            .map(|r| r >= ROWS / 2),
+        Some(true),
+        "{cut}"
+    );
+    let pause = pause_ms(&cut);
+    println!("cut-over pause: {pause} ms");
+    assert!(pause > 0.0 && pause < 30_000.0, "{cut}");
+    let file = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(
+        file.contains("reshard_phase = \"cutover\"")
+            && file.contains("# the table being resharded"),
+        "{file}"
+    );
+
+    // More writes with the new layout serving; then refusals while the table still reshards.
+    std::thread::sleep(Duration::from_millis(800));
+    let acked = load.acked.load(Relaxed);
+    let model = stop_load(load);
+    println!("acknowledged writes: {acked}");
+    assert!(acked > 50, "the load did not run: {acked}");
+    for (sql, why) in [
+        (
+            "UPDATE orders SET note = NOW() WHERE user_id = 7 AND id = 1",
+            "NOW gives each layout its own value",
+        ),
+        (
+            "INSERT INTO orders (id, user_id, note) VALUES (9, 9, UUID())",
+            "UUID",
+        ),
+        (
+            "BEGIN; UPDATE orders SET note = 'x' WHERE user_id = 7 AND id = 1; COMMIT",
+            "not inside a transaction",
+        ),
+        ("ALTER TABLE orders ADD COLUMN extra INT", "DDL on it"),
+        (
+            "INSERT INTO orders_v2 (id, user_id, note) VALUES (9, 9, 'x')",
+            "written by the reshard only",
+        ),
+    ] {
+        let e = mariadb(s.listen, sql).err().unwrap_or_default();
+        assert!(
+            e.contains("1235") && e.contains("is being resharded") && e.contains(why),
+            "{sql}: {e}"
+        );
+    }
+    // Both layouts hold exactly the acknowledged writes; the listener reads the new one.
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_v2_", 8)),
+        model,
+        "new layout"
+    );
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_", 4)),
+        model,
+        "old layout"
+    );
+    assert_eq!(proxy_rows(s.listen), model, "reads through the listener");
+
+    // CONFIRM: the new rule is the table's; writes reach the new layout only.
+    assert!(redis_cli(admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    let done = wait_phase(admin, "Confirmed", Duration::from_secs(10));
+    assert!(done.contains("done (confirmed)"), "{done}");
+    let file = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(!file.contains("reshard_to"), "{file}");
+    assert!(file.contains("name = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{0..7}\""), "{file}");
+    mariadb(
+        s.listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert_eq!(layout_rows(&s.dbs, &names("orders_v2_", 8)), after);
+    assert_eq!(layout_rows(&s.dbs, &names("orders_", 4)), model);
+    assert_eq!(proxy_rows(s.listen), after);
+    // Non-deterministic functions are fine again.
+    mariadb(
+        s.listen,
+        "UPDATE orders SET note = NOW() WHERE user_id = 5 AND id = 5000000",
+    )
+    .expect("now");
+}
+
+#[test]
+fn reshard_abort_while_copying_and_after_cut_over() {
+    let s = setup();
+    let admin = s.admin;
+    assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("no reshard has run"));
+    let e = redis_cli(
+        admin,
+        &["RESHARD", "START", "app", "orders", "orders", "BATCH", "10"],
+    );
+    assert!(e.contains("tables of its own"), "{e}");
+    let e = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "0",
+        ],
+    );
+    assert!(e.contains("BATCH takes 1 to"), "{e}");
+    let load = start_load(s.listen);
+    // ABORT while copying (paused before the first batch): the marks leave the file.
+    let started = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(started.contains("started"), "{started}");
+    assert!(redis_cli(admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    wait_phase(admin, "Paused", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    let st = wait_phase(admin, "Aborted", Duration::from_secs(10));
+    assert!(st.contains("done (aborted"), "{st}");
+    let file = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(!file.contains("reshard_"), "{file}");
+    // The dual writes meanwhile left rows in the new tables: empty them to start again.
+    for q in 0..8 {
+        s.dbs[q / 4]
+            .sql(&format!("TRUNCATE TABLE app_{}.orders_v2_{q}", q / 4))
+            .expect("truncate");
+    }
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "100",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    println!("{cut}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    let st = wait_phase(admin, "Aborted", Duration::from_secs(10));
+    assert!(st.contains("done (aborted"), "{st}");
+    // Writes go on against the old layout alone.
+    std::thread::sleep(Duration::from_millis(500));
+    let model = stop_load(load);
+    let file = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(
+        !file.contains("reshard_") && file.contains("physical = \"orders_{0..3}\""),
+        "{file}"
+    );
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_", 4)),
+        model,
+        "old layout"
+    );
+    assert_eq!(proxy_rows(s.listen), model, "reads through the listener");
+    // The new tables keep their rows: a new START refuses them.
+    let e = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(e.contains("must start empty"), "{e}");
+    // Non-deterministic writes are allowed again.
+    mariadb(
+        s.listen,
+        "UPDATE orders SET note = NOW() WHERE user_id = 7 AND id = 1",
+    )
+    .expect("now");
+}
