@@ -169,3 +169,92 @@ fn listener_latency_in_info_listeners_and_metrics() {
         .map_or(0, |b| b.1);
     assert!(under_16ms + 20 <= count, "{buckets:?}");
 }
+
+/// A sharded listener times its statements as a read/write-split one does: point statements routed
+/// to one shard and scatters over both count in its histogram (INFO and Prometheus), and a statement
+/// a shard refuses counts as an error.
+#[test]
+fn a_sharded_listener_times_its_statements() {
+    let db = testkit::MariaDb::start().expect("mariadb");
+    for s in ["app_0", "app_1"] {
+        db.sql(&format!("CREATE DATABASE {s}")).unwrap();
+        db.sql(&format!(
+            "CREATE TABLE {s}.orders (user_id INT PRIMARY KEY, total INT)"
+        ))
+        .unwrap();
+    }
+    db.sql("INSERT INTO app_0.orders VALUES (2, 10), (4, 20)")
+        .unwrap();
+    db.sql("INSERT INTO app_1.orders VALUES (1, 5)").unwrap();
+    let port = || testkit::reserve_port().expect("port");
+    let (admin, metrics, sql) = (port(), port(), port());
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
+         [[listeners]]\nname = \"shards\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
+         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
+         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n\n\
+         [sharding.app]\nlistener = \"shards\"\n\
+         shards = [ {{ name = \"s0\", group = \"main\", schema = \"app_0\" }}, {{ name = \"s1\", group = \"main\", schema = \"app_1\" }} ]\n\n\
+         [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n",
+        admin.port(),
+        metrics.port(),
+        sql.port(),
+        testkit::APP_USER,
+        testkit::APP_PASSWORD,
+        db.addr(),
+    );
+    let _p = FurrowProcess::start(&cfg, admin.port());
+    let before = info_fields(admin.port(), "shards");
+    assert_eq!(field(&before, "latency_count"), 0, "{before:?}");
+
+    // 14 point statements that sleep 20 ms on their shard, 4 scatters over both shards.
+    let mut batch = vec!["SELECT total, SLEEP(0.02) FROM orders WHERE user_id = 2"; 14];
+    batch.extend(["SELECT COUNT(*) FROM orders"; 4]);
+    let out = mariadb(sql.port(), &batch.join("; "));
+    assert_eq!(out.lines().filter(|l| *l == "10\t0").count(), 14, "{out}");
+    assert_eq!(out.lines().filter(|l| *l == "3").count(), 4, "{out}");
+    // A statement every shard refuses (no such column): the client gets the server's ERR.
+    let refused = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &sql.port().to_string(),
+            "-u",
+            "app",
+        ])
+        .args([
+            "-papp-secret",
+            "-e",
+            "SELECT nope FROM orders WHERE user_id = 1",
+        ])
+        .output()
+        .expect("mariadb client");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("1054"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    wait_until(Duration::from_secs(5), || {
+        field(&info_fields(admin.port(), "shards"), "latency_count") >= 19
+    });
+    let d = info_fields(admin.port(), "shards");
+    assert!(field(&d, "latency_count") <= field(&d, "requests"), "{d:?}");
+    assert!(field(&d, "errors") >= 1, "{d:?}");
+    // Most statements slept 20 ms: the median is at least that, within a bucket (25 %).
+    assert!(field(&d, "p50_us") >= 15_000, "{d:?}");
+    assert!(field(&d, "p50_us") <= field(&d, "p99_us"), "{d:?}");
+    assert!(field(&d, "p999_us") < 10_000_000, "{d:?}");
+
+    let page = http_get(metrics.port(), "/metrics");
+    let (buckets, count) = histogram(&page, "shards");
+    assert!(count >= 19, "{count}");
+    assert_eq!(buckets.last(), Some(&(f64::INFINITY, count)));
+    let under_16ms = buckets
+        .iter()
+        .rfind(|b| b.0 <= 0.016384 + 1e-9)
+        .map_or(0, |b| b.1);
+    assert!(under_16ms + 14 <= count, "{buckets:?}");
+}

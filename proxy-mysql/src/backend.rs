@@ -622,12 +622,7 @@ impl BackendConn {
     ) -> Result<(), ProxyError> {
         use crate::error::errs;
         use codec::mysql::consts::com;
-        let same = match (&self.vars, want) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Rc::ptr_eq(a, b) || **a == **b,
-            _ => false,
-        };
-        if same {
+        if self.vars_match(want) {
             return Ok(());
         }
         let prefix = match (&self.vars, want) {
@@ -671,6 +666,23 @@ impl BackendConn {
     }
 
     /// Selects `schema` as the default database unless it already is (COM_INIT_DB).
+    /// Whether the connection's replayed session state is `want` (nothing to send).
+    #[inline]
+    pub(crate) fn vars_match(&self, want: Option<&Rc<crate::vars::VarState>>) -> bool {
+        match (&self.vars, want) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b) || **a == **b,
+            _ => false,
+        }
+    }
+
+    /// Whether [`Self::sync_vars`] with `want` and [`Self::use_schema`] with `schema` would send
+    /// nothing: the connection can run a statement as it is.
+    #[inline]
+    pub(crate) fn in_state(&self, want: Option<&Rc<crate::vars::VarState>>, schema: &str) -> bool {
+        !self.schema_unknown && self.schema.as_deref() == Some(schema) && self.vars_match(want)
+    }
+
     pub(crate) async fn use_schema(&mut self, schema: &Rc<str>) -> Result<(), ProxyError> {
         use crate::error::errs;
         if self.schema.as_deref() == Some(&**schema) && !self.schema_unknown {

@@ -36,6 +36,7 @@ impl Session {
                     peer: self.peer.ip(),
                     schema: self.schema.as_deref(),
                     multi_statements: self.multi_statements,
+                    stats: &self.stats,
                 };
                 self.shard.command(cx, &rules, payload).await;
                 return Flow::Continue;

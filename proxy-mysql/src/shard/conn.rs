@@ -180,6 +180,28 @@ pub async fn checkout(
     }
 }
 
+/// [`checkout`] without an await when an idle connection of the shard's pool is already in the
+/// session's state and the shard's schema (nothing to sync): the point statement's fast path.
+/// `None` when there is none, or the primary is not usable: take [`checkout`], which knows why.
+#[inline]
+pub fn checkout_ready(
+    core: &CoreCtx,
+    snap: &Snapshot,
+    target: &ShardTarget,
+    vars: Option<&Rc<VarState>>,
+) -> Option<ShardConn> {
+    let t = &target.targets;
+    if !t.primary.state.usable() {
+        return None;
+    }
+    let g = target.group(snap)?;
+    let conn = pool::take_ready(&core.pools, &t.primary, g, vars, &target.schema)?;
+    Some(ShardConn {
+        conn,
+        query_timeout: g.query_timeout,
+    })
+}
+
 /// Records a failed statement (its connection was lost or timed out) against the shard's
 /// primary, which is ejected after the group's `circuit_break_after` failures in a row, or a
 /// success, which resets the count.

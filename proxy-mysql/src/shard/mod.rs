@@ -140,6 +140,9 @@ pub struct Ctx<'a> {
     pub schema: Option<&'a str>,
     /// Whether the client enabled CLIENT_MULTI_STATEMENTS.
     pub multi_statements: bool,
+    /// The listener's counters: its latency histogram and error count take the sharded
+    /// statements as they take a read/write-split listener's.
+    pub stats: &'a runtime::stats::ListenerStats,
 }
 
 impl Ctx<'_> {
@@ -157,6 +160,7 @@ impl Ctx<'_> {
             peer: self.peer,
             schema: self.schema,
             multi_statements: self.multi_statements,
+            stats: self.stats,
         }
     }
 }
@@ -180,7 +184,7 @@ pub(crate) fn ops_check<'s>(cx: &mut Ctx<'s>, sql: &str) -> Result<OpsGate<'s>, 
     // A user limited to some `schemas` names no other one, on this listener as on a read/write
     // split one (every table reference is checked).
     if let Some(e) = crate::access::outside_schemas(snap, cx.user, cx.peer, sql) {
-        encode::err(cx.client, &e);
+        refuse(cx, &e);
         return Err(());
     }
     let Some(g) = snap.config.mysql_group(cx.group) else {
@@ -208,11 +212,17 @@ pub(crate) fn ops_check<'s>(cx: &mut Ctx<'s>, sql: &str) -> Result<OpsGate<'s>, 
             _permit: Some(p),
         }),
         Err(e) => {
-            encode::err(cx.client, &e);
+            refuse(cx, &e);
             audit(cx, g, sql, &d, "", started, 0, Some(e.code));
             Err(())
         }
     }
+}
+
+/// Queues `e` for a statement the ops features refused, counted as the listener's error.
+fn refuse(cx: &mut Ctx<'_>, e: &ErrPacket) {
+    runtime::stats::ListenerStats::add(&cx.stats.errors, 1);
+    encode::err(cx.client, e);
 }
 
 /// Records a statement that ran (its reply starts at `mark` in the client's buffer, unless it was
@@ -245,6 +255,11 @@ pub(crate) fn ops_done(
         ),
         _ => (None, 0),
     };
+    // The listener's latency histogram and error count, from the duration measured above.
+    cx.stats.latency.record(took);
+    if error.is_some() {
+        runtime::stats::ListenerStats::add(&cx.stats.errors, 1);
+    }
     let d = digest_known
         .or(gate.digest)
         .unwrap_or_else(|| Rc::new(digest(sql)));

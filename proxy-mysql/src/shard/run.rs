@@ -19,7 +19,8 @@ use router::sql::plan::{
 use router::sql::shard::ShardingRules;
 
 use super::conn::{
-    ShardConn, ShardTarget, UnitOutcome, checkout, fetch, record_outcome, simple, sync,
+    ShardConn, ShardTarget, UnitOutcome, checkout, checkout_ready, fetch, record_outcome, simple,
+    sync,
 };
 use super::{Ctx, IdGenerators, ShardSession, encode};
 use crate::backend::RespKind;
@@ -144,7 +145,7 @@ pub(super) async fn open(
     cx: &Ctx<'_>,
     rules: &ShardingRules,
     shard: usize,
-    target: Result<ShardTarget, ProxyError>,
+    target: Result<&ShardTarget, &ProxyError>,
     held: Option<ShardConn>,
     begin: Option<&str>,
 ) -> Result<ShardConn, ErrPacket> {
@@ -158,7 +159,7 @@ pub(super) async fn open(
         return Ok(c);
     }
     let target = target.map_err(|e| e.to_err_packet())?;
-    let mut c = checkout(cx.core, cx.snap, &target, cx.vars.as_ref())
+    let mut c = checkout(cx.core, cx.snap, target, cx.vars.as_ref())
         .await
         .map_err(|e| e.to_err_packet())?;
     if let Some(begin) = begin {
@@ -197,7 +198,7 @@ impl ShardSession {
         shard: usize,
     ) -> Result<ShardConn, ErrPacket> {
         let target = self.target(cx, rules, shard);
-        self.acquire_for(cx, rules, shard, target).await
+        self.acquire_for(cx, rules, shard, target.as_ref()).await
     }
 
     /// [`Self::acquire`] with the shard's target already resolved.
@@ -206,7 +207,7 @@ impl ShardSession {
         cx: &Ctx<'_>,
         rules: &ShardingRules,
         shard: usize,
-        target: Result<ShardTarget, ProxyError>,
+        target: Result<&ShardTarget, &ProxyError>,
     ) -> Result<ShardConn, ErrPacket> {
         let held = self.txn.as_mut().and_then(|t| t.remove(&shard));
         self.txn_touched |= self.txn.is_some();
@@ -254,7 +255,10 @@ impl ShardSession {
         let opened = join_all(
             held.into_iter()
                 .map(|(shard, t, h, begin)| async move {
-                    (shard, open(cx, rules, shard, t, h, begin.as_deref()).await)
+                    (
+                        shard,
+                        open(cx, rules, shard, t.as_ref(), h, begin.as_deref()).await,
+                    )
                 })
                 .collect(),
         )
@@ -318,17 +322,22 @@ impl ShardSession {
         sql: &str,
     ) {
         // The target is resolved once: the health record below uses it too.
-        let target = self.target(&cx, rules, shard).ok();
-        let resolved = match &target {
-            Some(t) => Ok(t.clone()),
-            None => self.target(&cx, rules, shard),
+        let resolved = self.target(&cx, rules, shard);
+        // Outside a transaction an idle connection already in the session's state and the shard's
+        // schema is taken without an await (nothing to sync, nothing to begin).
+        let ready = match (&self.txn, &resolved) {
+            (None, Ok(t)) => checkout_ready(cx.core, cx.snap, t, cx.vars.as_ref()),
+            _ => None,
         };
-        let mut c = match self.acquire_for(&cx, rules, shard, resolved).await {
-            Ok(c) => c,
-            Err(e) => {
-                let e = self.abort_txn(rules, e).await;
-                return encode::err(cx.client, &e);
-            }
+        let mut c = match ready {
+            Some(c) => c,
+            None => match self.acquire_for(&cx, rules, shard, resolved.as_ref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = self.abort_txn(rules, e).await;
+                    return encode::err(cx.client, &e);
+                }
+            },
         };
         c.conn.conn.queue_query(sql);
         let mark = cx.client.wbuf.len();
@@ -360,14 +369,14 @@ impl ShardSession {
                 if self.started.is_some() {
                     self.took = Some(took);
                 }
-                if let Some(t) = &target {
+                if let Ok(t) = &resolved {
                     record_outcome(cx.snap, t, Some(took));
                 }
                 self.put_back(shard, c);
             }
             Err(e) => {
                 if e.is_server_failure()
-                    && let Some(t) = &target
+                    && let Ok(t) = &resolved
                 {
                     record_outcome(cx.snap, t, None);
                 }

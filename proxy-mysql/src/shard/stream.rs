@@ -238,8 +238,8 @@ impl ShardSession {
         let opened = join_all(
             units
                 .iter()
-                .zip(targets)
-                .map(|(u, t)| open(cx, rules, u.shard, t, None, None))
+                .zip(&targets)
+                .map(|(u, t)| open(cx, rules, u.shard, t.as_ref(), None, None))
                 .collect(),
         )
         .await;
