@@ -23,11 +23,11 @@ use control::client::ApiClient;
 use control::registry::client::{DiscoverOptions, Discoverer, Registration};
 use control::registry::model::Discovery;
 use control::registry::ops::InstanceInput;
-use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
+use control::registry::rules::{BreakerStrategy, LimitMode, LimitScope, Rule, RuleSet};
 use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
-    Config, Endpoint, Governance, IpNet, MysqlRule, RatioBreaker, RegistrySettings, RuleAction,
-    RulePer, SourceList,
+    CommandLimit, Config, Endpoint, Governance, IpNet, MysqlRule, Pace, PaceBudgets, RatioBreaker,
+    RegistrySettings, RuleAction, RulePer, SourceList,
 };
 
 /// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
@@ -48,6 +48,8 @@ pub struct RegistryBackends {
     pub rejected: AtomicU64,
     /// Client connections refused by source lists, over every rule set version.
     refused: Arc<AtomicU64>,
+    /// The budgets of the Redis listeners' rate limits, kept across resolutions.
+    budgets: Arc<PaceBudgets>,
     /// What the governance rules of the last published config enforce.
     governed: Mutex<Governed>,
     /// The token service client of the rule set version in force (cluster-wide limits).
@@ -149,6 +151,7 @@ impl RegistryBackends {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
+            budgets: Arc::default(),
             governed: Mutex::default(),
             cluster: Mutex::default(),
             token_stats: Arc::default(),
@@ -286,7 +289,13 @@ impl RegistryBackends {
         let mut resolved = base.with_endpoints(&lookup)?;
         if self.settings.service.is_some() {
             let tokens = rules.as_ref().and_then(|r| self.cluster_tokens(r));
-            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused, tokens);
+            let governed = apply_rules(
+                &mut resolved,
+                rules.as_ref(),
+                &self.refused,
+                &self.budgets,
+                tokens,
+            );
             if let Ok(mut g) = self.governed.lock() {
                 *g = governed;
             }
@@ -483,6 +492,14 @@ impl RegistryBackends {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Redis commands refused by a governance rate limit, and those that waited for their turn.
+    pub fn limited_commands(&self) -> (u64, u64) {
+        (
+            self.budgets.refused.load(Ordering::Relaxed),
+            self.budgets.queued.load(Ordering::Relaxed),
+        )
+    }
+
     /// `(service, rev, instances taking traffic)` of every followed service, for `/metrics`.
     pub fn services(&self) -> Vec<(String, u64, usize)> {
         self.inner
@@ -574,6 +591,14 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
          furrow_governance_refused_total {}",
         r.refused()
     );
+    let (refused, queued) = r.limited_commands();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_commands_total Redis commands decided by governance rate limits: refused, or held for their turn by a queueing limit (MySQL refusals are ERR 1226 in the listener's errors).\n\
+         # TYPE furrow_governance_commands_total counter\n\
+         furrow_governance_commands_total{{result=\"refused\"}} {refused}\n\
+         furrow_governance_commands_total{{result=\"queued\"}} {queued}"
+    );
     let (t, online) = r.tokens();
     let _ = writeln!(
         s,
@@ -618,6 +643,7 @@ pub fn apply_rules(
     c: &mut Config,
     rules: Option<&RuleSet>,
     refused: &Arc<AtomicU64>,
+    budgets: &Arc<PaceBudgets>,
     tokens: Option<Arc<ClusterTokens>>,
 ) -> Governed {
     let Some(rs) = rules else {
@@ -626,6 +652,7 @@ pub fn apply_rules(
     };
     let mut sources = Vec::new();
     let mut limits = Vec::new();
+    let mut commands = Vec::new();
     let mut breaker = None;
     let mut ratio = None;
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
@@ -653,8 +680,17 @@ pub fn apply_rules(
                 scope,
                 only,
                 cluster,
-                ..
+                control,
             } => {
+                let pace = match control {
+                    LimitMode::Reject => Pace::Reject,
+                    LimitMode::WarmUp { warm_up_s } => Pace::WarmUp {
+                        warm_up_ms: warm_up_s.saturating_mul(1000),
+                    },
+                    LimitMode::Queue { max_wait_ms } => Pace::Queue {
+                        max_wait_ms: *max_wait_ms,
+                    },
+                };
                 let budget = tokens
                     .as_ref()
                     .filter(|t| *cluster && t.covers(i))
@@ -664,6 +700,27 @@ pub fn apply_rules(
                             rule: i,
                         }) as Arc<dyn router::config::ClusterBudget>
                     });
+                let message = format!(
+                    "(governance rule {i} of {}, version {}{})",
+                    rs.service,
+                    rs.version,
+                    if budget.is_some() {
+                        ", cluster-wide"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(q) = qps {
+                    commands.push(CommandLimit {
+                        rule: i,
+                        qps: *q,
+                        per_user: *scope != LimitScope::Service,
+                        users: only.clone(),
+                        pace,
+                        cluster: budget.clone(),
+                        message: message.clone(),
+                    });
+                }
                 limits.push(MysqlRule {
                     pattern: "*".into(),
                     action: RuleAction::Limit,
@@ -674,16 +731,8 @@ pub fn apply_rules(
                         LimitScope::Service => RulePer::Rule,
                         LimitScope::Caller | LimitScope::User => RulePer::User,
                     },
-                    message: Some(format!(
-                        "(governance rule {i} of {}, version {}{})",
-                        rs.service,
-                        rs.version,
-                        if budget.is_some() {
-                            ", cluster-wide"
-                        } else {
-                            ""
-                        }
-                    )),
+                    pace,
+                    message: Some(message),
                     cluster: budget,
                 });
                 limit.0 += 1;
@@ -740,6 +789,12 @@ pub fn apply_rules(
         sources,
         refused: refused.clone(),
         breaker: ratio,
+        limits: if c.redis_groups.is_empty() {
+            Vec::new()
+        } else {
+            commands
+        },
+        budgets: budgets.clone(),
     }));
     Governed {
         version: rs.version,
@@ -783,6 +838,9 @@ rules = [{ match = "DELETE *", action = "deny" }]
         let rules: Vec<Rule> = serde_json::from_value(serde_json::json!([
             {"kind": "rate_limit", "qps": 2.5, "scope": "user", "only": ["app"]},
             {"kind": "rate_limit", "concurrency": 4},
+            {"kind": "rate_limit", "qps": 5, "control": {"mode": "queue", "max_wait_ms": 300}},
+            {"kind": "rate_limit", "qps": 9, "scope": "caller",
+             "control": {"mode": "warm_up", "warm_up_s": 4}},
             {"kind": "circuit_breaker", "strategy": "error_count", "threshold": 3,
              "window_ms": 10000, "open_ms": 700},
             {"kind": "access", "allow": false, "sources": ["10.0.0.0/8"], "callers": ["x"]},
@@ -796,36 +854,55 @@ rules = [{ match = "DELETE *", action = "deny" }]
             ..Default::default()
         };
         let refused = Arc::default();
-        let g = apply_rules(&mut c, Some(&rs), &refused, None);
+        let budgets = Arc::default();
+        let g = apply_rules(&mut c, Some(&rs), &refused, &budgets, None);
         assert_eq!(g.version, 7);
         assert_eq!(
             g.kinds,
             [
                 ("access", 1, 1),
-                ("rate_limit", 2, 0),
+                ("rate_limit", 4, 0),
                 ("circuit_breaker", 1, 0),
                 ("route", 0, 1)
             ]
         );
         let db = c.mysql_group("db").expect("db");
-        assert_eq!(db.rules.len(), 3, "two limits first, then the file's rule");
+        assert_eq!(db.rules.len(), 5, "four limits first, then the file's rule");
         assert_eq!(db.rules[0].qps, Some(3));
         assert_eq!(db.rules[0].per, RulePer::User);
         assert_eq!(db.rules[0].users, ["app"]);
+        assert_eq!(db.rules[0].pace, Pace::Reject);
         assert_eq!(db.rules[1].concurrency, Some(4));
         assert_eq!(db.rules[1].per, RulePer::Rule);
-        assert_eq!(db.rules[2].action, RuleAction::Deny);
+        assert_eq!(db.rules[2].pace, Pace::Queue { max_wait_ms: 300 });
+        assert_eq!(db.rules[3].pace, Pace::WarmUp { warm_up_ms: 4000 });
+        assert_eq!(db.rules[4].action, RuleAction::Deny);
         assert_eq!(db.circuit_break_after, 3);
         assert_eq!(db.circuit_open, std::time::Duration::from_millis(700));
         let cache = c.redis_group("cache").expect("cache");
         assert_eq!(cache.eject_after, 3);
         let gov = c.proxy.governance.clone().expect("governance");
+        // The Redis listeners' limits: the qps ones (concurrency is MySQL's only).
+        let l: Vec<_> = gov
+            .limits
+            .iter()
+            .map(|l| (l.rule, l.qps, l.per_user, l.users.clone(), l.pace))
+            .collect();
+        assert_eq!(
+            l,
+            [
+                (0, 2.5, true, vec!["app".to_string()], Pace::Reject),
+                (2, 5.0, false, vec![], Pace::Queue { max_wait_ms: 300 }),
+                (3, 9.0, true, vec![], Pace::WarmUp { warm_up_ms: 4000 }),
+            ]
+        );
+        assert!(gov.limits[1].message.contains("rule 2 of edge, version 7"));
         assert!(!gov.admits_source("10.1.2.3".parse().expect("ip")));
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
         assert_eq!(refused.load(Ordering::Relaxed), 1);
         // No rule set: no governance.
         assert_eq!(
-            apply_rules(&mut c, None, &refused, None),
+            apply_rules(&mut c, None, &refused, &budgets, None),
             Governed::default()
         );
         assert!(c.proxy.governance.is_none());

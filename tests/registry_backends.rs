@@ -1001,4 +1001,193 @@ fn a_slow_ratio_breaker_opens_on_slow_statements_and_a_probe_closes_it() {
     assert!(msg.contains("is ejected"), "{msg}");
     // After open_ms: the probe goes through and closes it.
     assert_eq!(after[1..], ["ok", "ok", "ok"], "{text}");
+    // The trip shows per backend in the metrics.
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_backend_ratio_trips_total{group=\"main\",backend=\"primary\",role=\"primary\"} "
+        ),
+        Some(1),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+}
+
+/// Redis commands through the proxy with redis-py, as users `app` and `other` (AUTH on the Redis
+/// listener). MODE `queue`: N ECHOs as `app`, printing `ok refused seconds`. MODE `users`: N rounds of
+/// one ECHO as `app` then one as `other`, printing `app_ok app_refused other_ok other_refused
+/// first_refusal`. MODE `burst`: N ECHOs as `app`, printing `ok refused`. Refusals are the proxy's
+/// rate-limit error; any other error fails the script.
+const REDIS_LIMITS: &str = r#"
+import os, time, redis
+port, pw, n, mode = int(os.environ["RPORT"]), os.environ["PASSWORD"], int(os.environ["N"]), os.environ["MODE"]
+def conn(user):
+    # Connects (AUTH) with its first command; no CLIENT SETINFO, so every command counted is ECHO.
+    return redis.Redis(host="127.0.0.1", port=port, username=user, password=pw,
+                       lib_name=None, lib_version=None)
+first = ""
+def ping(c):
+    global first
+    try:
+        c.execute_command("ECHO", "x")
+        return 1
+    except redis.exceptions.ResponseError as e:
+        if "commands per second" not in str(e):
+            raise
+        first = first or str(e)
+        return 0
+app = conn("app")
+if mode == "users":
+    other = conn("other")
+    a = o = 0
+    for _ in range(n):
+        a += ping(app)
+        o += ping(other)
+    print(a, n - a, o, n - o, first.replace(" ", "_"))
+else:
+    t = time.monotonic()
+    ok = sum(ping(app) for _ in range(n))
+    print(ok, n - ok, time.monotonic() - t)
+"#;
+
+/// Runs `REDIS_LIMITS`; returns its output words.
+fn redis_limits(port: u16, mode: &str, n: u32) -> Vec<String> {
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(REDIS_LIMITS)
+        .env("RPORT", port.to_string())
+        .env("PASSWORD", SECRET)
+        .env("N", n.to_string())
+        .env("MODE", mode)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let sha = hex(&codec::mysql::auth::caching_sha2_hash(SECRET.as_bytes()));
+    // `app` on both listeners, `other` on the Redis one: the Redis listener now asks for AUTH.
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports)
+        .replace(
+            "env = \"DEV\"\n",
+            "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+        )
+        .replace("listeners = [\"db\"]", "listeners = [\"db\", \"cache\"]")
+        + &format!("\n[users.other]\nlisteners = [\"cache\"]\npassword_sha256 = \"{sha}\"\n");
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    let rules = "/v1/registry/DEV/services/edge-proxy/rules";
+    let publish = |version: u64, rules_json: serde_json::Value| {
+        center.call(
+            "PUT",
+            rules,
+            Some(serde_json::json!({"rules": rules_json, "version": version})),
+        );
+        wait_until(Duration::from_secs(5), || {
+            metric(ports.metrics, "furrow_governance_rules_version ") == Some(version + 1)
+        });
+    };
+    let num = |w: &[String], i: usize| -> f64 { w[i].parse().expect("number") };
+
+    // Queueing: 10 per second per user, waits up to 3 s. A client sending 20 in a row is paced, not
+    // refused: 20 calls at 10/s take at least 1.9 s (the first goes at once).
+    publish(
+        0,
+        serde_json::json!([{"kind": "rate_limit", "qps": 10, "scope": "user",
+                            "control": {"mode": "queue", "max_wait_ms": 3000}}]),
+    );
+    let t = std::time::Instant::now();
+    let (ok, refused, msg) = burst(ports.mysql, 20);
+    let took = t.elapsed();
+    assert_eq!((ok, refused), (20, 0), "{msg}\n{}", proxy.log());
+    assert!(took >= Duration::from_millis(1700), "MySQL: {took:?}");
+    let w = redis_limits(ports.redis, "queue", 20);
+    assert_eq!((num(&w, 0), num(&w, 1)), (20.0, 0.0), "{w:?}");
+    assert!(num(&w, 2) >= 1.7, "Redis: {w:?}");
+    assert!(
+        metric(
+            ports.metrics,
+            "furrow_governance_commands_total{result=\"queued\"} "
+        ) >= Some(15),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+
+    // Reject, per Redis user: 3 per second each. Interleaved, each user gets its own three.
+    publish(
+        1,
+        serde_json::json!([{"kind": "rate_limit", "qps": 3, "scope": "user"}]),
+    );
+    let w = redis_limits(ports.redis, "users", 20);
+    let (app_ok, app_refused, other_ok, other_refused) =
+        (num(&w, 0), num(&w, 1), num(&w, 2), num(&w, 3));
+    assert!(
+        (2.0..=6.0).contains(&app_ok) && (2.0..=6.0).contains(&other_ok),
+        "each user has a budget of its own: {w:?}"
+    );
+    assert!(app_refused >= 14.0 && other_refused >= 14.0, "{w:?}");
+    let first = w[4].replace('_', " ");
+    assert!(
+        first.contains("user 'app'") && first.contains("governance rule 0 of edge-proxy, version 2"),
+        "{first}"
+    );
+    assert!(
+        metric(
+            ports.metrics,
+            "furrow_governance_commands_total{result=\"refused\"} "
+        ) >= Some(28)
+    );
+
+    // Warm-up: 30 per second once warm, from a third of that over 10 s. Cold, a burst gets about one
+    // token where a plain limit would let a full second's 30 through.
+    publish(
+        2,
+        serde_json::json!([{"kind": "rate_limit", "qps": 30, "scope": "user",
+                            "control": {"mode": "warm_up", "warm_up_s": 10}}]),
+    );
+    let w = redis_limits(ports.redis, "burst", 40);
+    assert!(
+        (1.0..=8.0).contains(&num(&w, 0)),
+        "cold: far fewer than 30 of a burst pass: {w:?}"
+    );
+    let (ok, _, msg) = burst(ports.mysql, 40);
+    assert!((1..=8).contains(&ok), "MySQL cold: {ok} {msg}");
+    // The same burst on a plain limit: the full second's worth.
+    publish(
+        3,
+        serde_json::json!([{"kind": "rate_limit", "qps": 30, "scope": "user"}]),
+    );
+    let w = redis_limits(ports.redis, "burst", 40);
+    assert!(num(&w, 0) >= 28.0, "plain: {w:?}");
 }

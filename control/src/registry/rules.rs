@@ -22,8 +22,11 @@ pub struct RuleSet {
     pub service: String,
     /// 1 for the first publish, +1 for each one after (optimistic versioning on publish).
     pub version: u64,
-    /// Who published it.
+    /// Who published it (for a reviewed change: who proposed it).
     pub author: String,
+    /// Who approved it (a service whose rule publishes need review); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approver: String,
     /// Why.
     #[serde(default)]
     pub message: String,
@@ -243,8 +246,24 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
                 if !matches!(control, LimitMode::Reject) && qps.is_none() {
                     return Err(bad(i, "control", "warm_up and queue need qps"));
                 }
-                if let LimitMode::WarmUp { warm_up_s: 0 } = control {
-                    return Err(bad(i, "control/warm_up_s", "warm_up_s must be at least 1"));
+                if let LimitMode::WarmUp { warm_up_s } = control
+                    && !(1..=3600).contains(warm_up_s)
+                {
+                    return Err(bad(
+                        i,
+                        "control/warm_up_s",
+                        "warm_up_s must be 1 to 3600",
+                    ));
+                }
+                if let LimitMode::Queue { max_wait_ms } = control
+                    && *max_wait_ms > 60_000
+                {
+                    // A queued call holds its client's connection while it waits.
+                    return Err(bad(
+                        i,
+                        "control/max_wait_ms",
+                        "max_wait_ms must be at most 60000",
+                    ));
                 }
             }
             Rule::CircuitBreaker {
