@@ -1159,7 +1159,8 @@ fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
     assert!(app_refused >= 14.0 && other_refused >= 14.0, "{w:?}");
     let first = w[4].replace('_', " ");
     assert!(
-        first.contains("user 'app'") && first.contains("governance rule 0 of edge-proxy, version 2"),
+        first.contains("user 'app'")
+            && first.contains("governance rule 0 of edge-proxy, version 2"),
         "{first}"
     );
     assert!(
@@ -1181,8 +1182,9 @@ fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
         (1.0..=8.0).contains(&num(&w, 0)),
         "cold: far fewer than 30 of a burst pass: {w:?}"
     );
+    // (PyMySQL's connect runs a statement of its own, which may take the one cold token.)
     let (ok, _, msg) = burst(ports.mysql, 40);
-    assert!((1..=8).contains(&ok), "MySQL cold: {ok} {msg}");
+    assert!(ok <= 8, "MySQL cold: {ok} {msg}");
     // The same burst on a plain limit: the full second's worth.
     publish(
         3,
@@ -1190,4 +1192,6 @@ fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
     );
     let w = redis_limits(ports.redis, "burst", 40);
     assert!(num(&w, 0) >= 28.0, "plain: {w:?}");
+    let (ok, _, msg) = burst(ports.mysql, 40);
+    assert!(ok >= 27, "MySQL plain: {ok} {msg}");
 }

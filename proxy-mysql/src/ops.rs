@@ -316,7 +316,11 @@ impl Rules {
                     let now = pace_clock_us();
                     if (st.1, st.2) != (qps, c.rule.pace) {
                         // The rule changed (a new governance version, a reload).
-                        *st = (Pacer::new(f64::from(qps), c.rule.pace, now), qps, c.rule.pace);
+                        *st = (
+                            Pacer::new(f64::from(qps), c.rule.pace, now),
+                            qps,
+                            c.rule.pace,
+                        );
                     }
                     st.0.take(f64::from(qps), c.rule.pace, now)
                 };
@@ -642,7 +646,10 @@ mod tests {
         let r = rules(RulesMode::Denylist, vec![q], "g7");
         assert_eq!(r.check("a", &s).expect("first").wait, Duration::ZERO);
         let w2 = r.check("a", &s).expect("second").wait;
-        assert!(w2 > Duration::ZERO && w2 <= Duration::from_millis(100), "{w2:?}");
+        assert!(
+            w2 > Duration::ZERO && w2 <= Duration::from_millis(100),
+            "{w2:?}"
+        );
         let w3 = r.check("a", &s).expect("third").wait;
         assert!(w3 > w2 && w3 <= Duration::from_millis(200), "{w3:?}");
         assert_eq!(r.check("a", &s).err().map(|e| e.code), Some(1226));
@@ -728,7 +735,7 @@ mod tests {
                 error: None,
             },
         );
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let text = loop {
             let t = std::fs::read_to_string(&path).unwrap_or_default();
             if !t.is_empty() || start.elapsed() > Duration::from_secs(5) {

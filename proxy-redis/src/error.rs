@@ -188,7 +188,9 @@ pub enum Error {
     #[error("max number of clients reached")]
     MaxClients,
     /// A governance rate limit refused the command.
-    #[error("max number of commands per second reached for user '{user}' ({qps} per second) {rule}")]
+    #[error(
+        "max number of commands per second reached for user '{user}' ({qps} per second) {rule}"
+    )]
     RateLimited {
         /// The user (`default` without one).
         user: String,

@@ -125,7 +125,10 @@ async fn get_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) ->
     let u = user(&c, &h)?;
     let v = c.read(|st| {
         readable(st, &u, &env, &name, Level::MaskedRead)?;
-        let svc = st.registry.service(&env, &name).map(super::model::Service::masked);
+        let svc = st
+            .registry
+            .service(&env, &name)
+            .map(super::model::Service::masked);
         let insts: Vec<_> = st.registry.instances_of(&env, &name).cloned().collect();
         Ok::<_, ControlError>(json!({"service": svc, "instances": insts}))
     })??;
@@ -271,7 +274,12 @@ async fn get_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) ->
     let u = user(&c, &h)?;
     let p = c.read(|st| {
         readable(st, &u, &env, &name, Level::MaskedRead)?;
-        Ok::<_, ControlError>(st.registry.pending.get(&(env.clone(), name.clone())).cloned())
+        Ok::<_, ControlError>(
+            st.registry
+                .pending
+                .get(&(env.clone(), name.clone()))
+                .cloned(),
+        )
     })??;
     ok(p)
 }

@@ -272,7 +272,8 @@ pub async fn run_registry(api: &ApiClient, cmd: RegistryCmd) -> Result<Json, Cli
                 }
                 if let Some(u) = check_user {
                     c["user"] = json!(u);
-                    c["password"] = json!(std::env::var("FURROW_CHECK_PASSWORD").unwrap_or_default());
+                    c["password"] =
+                        json!(std::env::var("FURROW_CHECK_PASSWORD").unwrap_or_default());
                 }
                 c
             });

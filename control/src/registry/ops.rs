@@ -573,8 +573,10 @@ impl Tx<'_> {
         let svc = self.need_service(env, name, Level::Publish)?;
         let key = (env.to_string(), name.to_string());
         let pending = self.st.registry.pending.get(&key).cloned().ok_or_else(|| {
-            ControlError::not_found(format!("service {name:?} in {env} has no pending rule change"))
-                .with_field("pending")
+            ControlError::not_found(format!(
+                "service {name:?} in {env} has no pending rule change"
+            ))
+            .with_field("pending")
         })?;
         crate::ops::review_gate(
             true,
@@ -628,8 +630,10 @@ impl Tx<'_> {
         self.need_service(env, name, Level::Publish)?;
         let key = (env.to_string(), name.to_string());
         let pending = self.st.registry.pending.get(&key).cloned().ok_or_else(|| {
-            ControlError::not_found(format!("service {name:?} in {env} has no pending rule change"))
-                .with_field("pending")
+            ControlError::not_found(format!(
+                "service {name:?} in {env} has no pending rule change"
+            ))
+            .with_field("pending")
         })?;
         let target = self.target.clone();
         self.audit(
@@ -657,5 +661,4 @@ fn check_rules_version(current: u64, expect: Option<u64>) -> Result<()> {
         .with_field("version"));
     }
     Ok(())
-
 }

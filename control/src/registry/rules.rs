@@ -249,11 +249,7 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
                 if let LimitMode::WarmUp { warm_up_s } = control
                     && !(1..=3600).contains(warm_up_s)
                 {
-                    return Err(bad(
-                        i,
-                        "control/warm_up_s",
-                        "warm_up_s must be 1 to 3600",
-                    ));
+                    return Err(bad(i, "control/warm_up_s", "warm_up_s must be 1 to 3600"));
                 }
                 if let LimitMode::Queue { max_wait_ms } = control
                     && *max_wait_ms > 60_000

@@ -173,7 +173,9 @@ pub(crate) struct OpsGate<'s> {
 impl OpsGate<'_> {
     /// How long the statement waits for its turn (a queueing limit), zero for most.
     pub(crate) fn wait(&self) -> std::time::Duration {
-        self._permit.as_ref().map_or(std::time::Duration::ZERO, |p| p.wait)
+        self._permit
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |p| p.wait)
     }
 }
 

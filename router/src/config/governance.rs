@@ -238,7 +238,9 @@ impl PaceBudgets {
 /// Microseconds on a process-wide monotonic clock (the time base of the proxies' [`Pacer`]s).
 pub fn pace_clock_us() -> u64 {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    BASE.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// A circuit breaker per backend by error ratio or slow-call ratio over a sliding window, with a
@@ -330,7 +332,14 @@ mod tests {
     }
 
     /// Calls admitted when one is tried every `step_us` from `from_us` to `to_us` (exclusive).
-    fn admitted(p: &mut Pacer, qps: f64, pace: Pace, from_us: u64, to_us: u64, step_us: u64) -> u32 {
+    fn admitted(
+        p: &mut Pacer,
+        qps: f64,
+        pace: Pace,
+        from_us: u64,
+        to_us: u64,
+        step_us: u64,
+    ) -> u32 {
         (from_us..to_us)
             .step_by(step_us as usize)
             .filter(|t| p.take(qps, pace, *t) == Admit::Now)
@@ -346,7 +355,10 @@ mod tests {
         // Then one per 100 ms.
         assert_eq!(p.take(10.0, Pace::Reject, 100_100), Admit::Now);
         assert_eq!(p.take(10.0, Pace::Reject, 150_000), Admit::Refused);
-        assert_eq!(admitted(&mut p, 10.0, Pace::Reject, 200_000, 10_200_000, 1_000), 100);
+        assert_eq!(
+            admitted(&mut p, 10.0, Pace::Reject, 200_000, 10_200_000, 1_000),
+            100
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use std::path::Path;
 
 pub use super::governance::{
-    Admit, ClusterBudget, CommandLimit, Governance, Pace, PaceBudgets, Pacer, RatioBreaker, SourceList,
-    pace_clock_us,
+    Admit, ClusterBudget, CommandLimit, Governance, Pace, PaceBudgets, Pacer, RatioBreaker,
+    SourceList, pace_clock_us,
 };
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
