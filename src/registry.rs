@@ -631,9 +631,10 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 ///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
 /// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
 ///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
-///   `qps` rounds up; `warm_up` and `queue` controls act as plain local limits; `cluster` QPS budgets
-///   take their tokens from the center's token service through `tokens` (local share as fallback).
-///   Redis listeners do not enforce them yet.
+///   `qps` rounds up; the `warm_up` and `queue` controls become the rule's [`Pace`]; `cluster` QPS
+///   budgets take their tokens from the center's token service through `tokens` (local share as
+///   fallback). Their `qps` also becomes a [`CommandLimit`] of the Redis listeners (per Redis user for
+///   `user`/`caller`; `concurrency` is not enforced there), with its state in `budgets`.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
 ///   for `open_ms`. The first `error_ratio` / `slow_ratio` rule: a sliding-window breaker on every

@@ -5,8 +5,10 @@
 //! become `limit` rules of every MySQL group, error-count circuit breakers become the groups'
 //! `circuit_break_after` / `eject_after` settings. Only what has no place in the config so far lives
 //! here: the client source lists (black/white lists of addresses), checked once per client connection
-//! at accept, never per request. A config without governance has `None` here, and the check is one
-//! branch on an `Option`.
+//! at accept, never per request, the ratio breaker's settings, and the rate limits of Redis commands
+//! ([`CommandLimit`], decided by [`Pacer`]s: token bucket, warm-up or leaky-bucket queue; the MySQL
+//! `limit` rules use the same [`Pacer`]). A config without governance has `None` here, and the check is
+//! one branch on an `Option`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
