@@ -15,11 +15,12 @@
 //! center is down, the discoverers keep their last state and the proxy keeps serving it; at start-up they
 //! read their snapshot files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use control::client::ApiClient;
+use control::registry::calls::{CallReport, VersionCalls, calls_path};
 use control::registry::client::{DiscoverOptions, Discoverer, Registration};
 use control::registry::model::Discovery;
 use control::registry::ops::InstanceInput;
@@ -50,6 +51,8 @@ pub struct RegistryBackends {
     refused: Arc<AtomicU64>,
     /// The budgets of the Redis listeners' rate limits, kept across resolutions.
     budgets: Arc<PaceBudgets>,
+    /// Call statistics reports the center accepted.
+    calls_reported: AtomicU64,
     /// What the governance rules of the last published config enforce.
     governed: Mutex<Governed>,
     /// The token service client of the rule set version in force (cluster-wide limits).
@@ -80,17 +83,22 @@ struct Inner {
 }
 
 /// A registry instance as a backend server: the instance id names it, `ip:port` (IPv6 in brackets).
+/// `ip:port` (`[ip]:port` for IPv6), as backends are addressed.
+fn address(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 fn endpoints(d: &Discovery) -> Vec<Endpoint> {
     d.instances
         .iter()
         .filter(|i| i.enabled && i.weight > 0)
         .map(|i| Endpoint {
             name: i.id.clone(),
-            address: if i.ip.contains(':') {
-                format!("[{}]:{}", i.ip, i.port)
-            } else {
-                format!("{}:{}", i.ip, i.port)
-            },
+            address: address(&i.ip, i.port),
             weight: i.weight,
         })
         .collect()
@@ -152,6 +160,7 @@ impl RegistryBackends {
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
             budgets: Arc::default(),
+            calls_reported: AtomicU64::new(0),
             governed: Mutex::default(),
             cluster: Mutex::default(),
             token_stats: Arc::default(),
@@ -500,6 +509,121 @@ impl RegistryBackends {
         )
     }
 
+    /// Reports the proxy's calls to the followed services' instances, by instance version, to the center
+    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's request and
+    /// failure counters since the last report, the backend matched to its instance by name (the
+    /// instance id) and address. The latency is the backend's smoothed one (times its calls); a report
+    /// that fails is dropped (counters are cumulative, so the next one does not lose the calls).
+    pub fn report_calls(self: &Arc<Self>, backends: Arc<runtime::backend::BackendRegistry>) {
+        let every = self.settings.report_calls_ms;
+        if every == 0 {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let reporter = format!("furrow-proxy-{}", std::process::id());
+        let spawned = std::thread::Builder::new()
+            .name("furrow-calls".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut last: HashMap<(String, String), (u64, u64)> = HashMap::new();
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+                        let Some(me) = me.upgrade() else { return };
+                        for (service, calls) in me.call_deltas(&backends, &mut last) {
+                            let report = CallReport {
+                                reporter: reporter.clone(),
+                                calls,
+                            };
+                            let body = serde_json::to_value(&report).unwrap_or_default();
+                            let path = calls_path(&me.settings.env, &service);
+                            if let Err(e) = me.api.call("POST", &path, Some(&body)).await {
+                                // Cumulative counters lost nothing but the reported delta.
+                                tracing::debug!(%service, error = %e, "call statistics not reported");
+                            } else {
+                                me.calls_reported.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the call statistics reporter");
+        }
+    }
+
+    /// The calls made to each followed service's instances since `last` (updated), by version.
+    fn call_deltas(
+        &self,
+        backends: &runtime::backend::BackendRegistry,
+        last: &mut HashMap<(String, String), (u64, u64)>,
+    ) -> Vec<(String, Vec<VersionCalls>)> {
+        // (instance id, address) → (service, version)
+        let mut instances: HashMap<(String, String), (String, String)> = HashMap::new();
+        if let Ok(inner) = self.inner.lock() {
+            for (service, d) in &inner.services {
+                let cur = d.current();
+                for i in &cur.instances {
+                    instances.insert(
+                        (i.id.clone(), address(&i.ip, i.port)),
+                        (service.clone(), i.version.clone()),
+                    );
+                }
+            }
+        }
+        let mut out: BTreeMap<String, BTreeMap<String, VersionCalls>> = BTreeMap::new();
+        let all = backends.all();
+        for b in &all {
+            let key = (b.group.clone(), b.name.clone());
+            let now = (
+                b.requests.load(Ordering::Relaxed),
+                b.errors.load(Ordering::Relaxed),
+            );
+            let before = last.insert(key, now).unwrap_or((0, 0));
+            // Answered requests and failures are counted apart: a call is either.
+            let (answered, errors) = if now.0 >= before.0 && now.1 >= before.1 {
+                (now.0 - before.0, now.1 - before.1)
+            } else {
+                now
+            };
+            let calls = answered + errors;
+            if calls == 0 && errors == 0 {
+                continue;
+            }
+            let Some((service, version)) = instances.get(&(b.name.clone(), b.address.clone()))
+            else {
+                continue;
+            };
+            let lat = b.latency_us.load(Ordering::Relaxed);
+            let v = out
+                .entry(service.clone())
+                .or_default()
+                .entry(version.clone())
+                .or_insert_with(|| VersionCalls {
+                    version: version.clone(),
+                    ..Default::default()
+                });
+            v.calls += calls;
+            v.errors += errors;
+            v.latency_us = v.latency_us.saturating_add(lat.saturating_mul(answered));
+            v.max_latency_us = v.max_latency_us.max(lat);
+        }
+        last.retain(|(g, n), _| all.iter().any(|b| &b.group == g && &b.name == n));
+        out.into_iter()
+            .map(|(s, m)| (s, m.into_values().collect()))
+            .collect()
+    }
+
+    /// Call statistics reports the center accepted.
+    pub fn calls_reported(&self) -> u64 {
+        self.calls_reported.load(Ordering::Relaxed)
+    }
+
     /// `(service, rev, instances taking traffic)` of every followed service, for `/metrics`.
     pub fn services(&self) -> Vec<(String, u64, usize)> {
         self.inner
@@ -553,6 +677,15 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
             s,
             "furrow_registry_service_rev{{service=\"{}\"}} {rev}",
             crate::metrics::escape_label(name)
+        );
+    }
+    if r.settings.report_calls_ms > 0 {
+        let _ = writeln!(
+            s,
+            "# HELP furrow_registry_calls_reports_total Per-version call statistics reports the center accepted.\n\
+             # TYPE furrow_registry_calls_reports_total counter\n\
+             furrow_registry_calls_reports_total {}",
+            r.calls_reported()
         );
     }
     if r.settings.service.is_none() {

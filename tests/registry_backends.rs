@@ -1195,3 +1195,76 @@ fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
     let (ok, _, msg) = burst(ports.mysql, 40);
     assert!(ok >= 27, "MySQL plain: {ok} {msg}");
 }
+
+#[test]
+fn proxy_reports_its_calls_per_instance_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas"] {
+        center.service(s);
+    }
+    let register = |service: &str, id: &str, addr: std::net::SocketAddr, version: &str| {
+        center.call(
+            "POST",
+            &format!("/v1/registry/DEV/services/{service}/instances"),
+            Some(serde_json::json!({"id": id, "ip": addr.ip().to_string(),
+                                    "port": addr.port(), "version": version})),
+        );
+    };
+    register("cache", "r0", redis.addr(), "7.2");
+    register("db-primary", "primary", db.addr(), "11.4");
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports)
+        .replace("env = \"DEV\"\n", "env = \"DEV\"\nreport_calls_ms = 200\n");
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    for i in 0..10 {
+        assert_eq!(
+            redis_cli(ports.redis, &["SET", &format!("k{i}"), "v"]),
+            "OK"
+        );
+    }
+    let (ok, refused, _) = burst(ports.mysql, 12);
+    assert_eq!((ok, refused), (12, 0));
+    let calls = |service: &str| {
+        center.call(
+            "GET",
+            &format!("/v1/registry/DEV/services/{service}/calls"),
+            None,
+        )
+    };
+    wait_until(Duration::from_secs(10), || {
+        let c = calls("cache");
+        c["versions"][0]["version"] == "7.2" && c["versions"][0]["calls"].as_u64() >= Some(10)
+    });
+    wait_until(Duration::from_secs(10), || {
+        let c = calls("db-primary");
+        c["versions"][0]["version"] == "11.4" && c["versions"][0]["calls"].as_u64() >= Some(12)
+    });
+    let c = calls("cache");
+    assert_eq!(c["reporters"], 1, "{c}");
+    assert_eq!(c["versions"].as_array().map(Vec::len), Some(1), "{c}");
+    assert_eq!(c["versions"][0]["errors"], 0, "{c}");
+    assert!(c["versions"][0]["minute_calls"].as_u64() >= Some(10), "{c}");
+    assert!(
+        metric(ports.metrics, "furrow_registry_calls_reports_total ") >= Some(2),
+        "{}",
+        proxy.log()
+    );
+}

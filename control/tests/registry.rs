@@ -589,6 +589,60 @@ fn rule_publishes_under_review_wait_for_another_users_approval() {
     );
 }
 
+/// Per-version call statistics: the library's recorder reports from its own thread; the center adds the
+/// reports up per version; bad reports are refused naming the field; reading needs a grant.
+#[test]
+fn the_library_reports_calls_per_version() {
+    use control::registry::calls::CallRecorder;
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d"})),
+    );
+    let api =
+        control::client::ApiClient::new(&format!("http://{}", server.addr), Some(ADMIN_TOKEN));
+    let rec =
+        CallRecorder::start(api, "DEV", "orders", "web-1", Duration::from_millis(100)).unwrap();
+    for i in 0..30u64 {
+        let version = if i % 3 == 0 { "2.0" } else { "1.0" };
+        rec.record(version, i % 10 == 0, Duration::from_millis(2 + i % 3));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let view = loop {
+        let v = admin.ok("GET", &format!("{SVC}/calls"), None);
+        if v["versions"].as_array().map(Vec::len) == Some(2) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    rec.stop();
+    assert_eq!(view["reporters"], 1);
+    let (one, two) = (&view["versions"][0], &view["versions"][1]);
+    assert_eq!(
+        (&one["version"], &one["calls"], &one["errors"]),
+        (&json!("1.0"), &json!(20), &json!(2))
+    );
+    assert_eq!(
+        (&two["version"], &two["calls"], &two["errors"]),
+        (&json!("2.0"), &json!(10), &json!(1))
+    );
+    assert!(one["avg_latency_ms"].as_f64().unwrap() >= 2.0, "{one}");
+    assert_eq!(
+        admin.err(
+            "POST",
+            &format!("{SVC}/calls"),
+            Some(json!({"reporter": "x", "calls": [{"version": "1", "calls": 1, "errors": 2}]}))
+        ),
+        (400, "bad_request".into(), Some("calls/0/errors".into()))
+    );
+    let nobody = Api::new(&server, &user_with(&admin, "nobody", "none"));
+    assert_eq!(nobody.err("GET", &format!("{SVC}/calls"), None).0, 403);
+}
+
 /// The Rust client library: a registration kept alive by its own heartbeats, a discoverer that follows
 /// pushed changes and keeps a snapshot file, and starts from that file when the registry is down.
 #[test]

@@ -55,6 +55,7 @@ pub fn routes() -> Router<Arc<Center>> {
         )
         .route(&format!("{svc}/rules/approve"), post(approve_rules))
         .route(&format!("{svc}/tokens"), post(tokens))
+        .route(&format!("{svc}/calls"), get(get_calls).post(report_calls))
         .route("/v1/registry/watch", get(watch))
         .route("/v1/registry/stats", get(stats))
 }
@@ -310,6 +311,24 @@ async fn reject_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath)
     let u = user(&c, &h)?;
     c.write(u, move |tx| tx.reject_rules(&env, &name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Per-version call statistics: a report from a client or a proxy (read level, like discovery) → 204.
+async fn report_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let report: super::calls::CallReport = body(&b)?;
+    c.read(|st| readable(st, &u, &env, &name, Level::Read))??;
+    c.registry
+        .calls
+        .report(&env, &name, &report, crate::model::now_ms())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Per-version call statistics of a service, as reported to this node.
+async fn get_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    c.read(|st| readable(st, &u, &env, &name, Level::MaskedRead))??;
+    ok(c.registry.calls.read(&env, &name, crate::model::now_ms()))
 }
 
 /// Cluster-wide rate limits: a lease of tokens from this node's token service (`registry::tokens`).
