@@ -790,6 +790,7 @@ pub fn apply_rules(
     let mut breaker = None;
     let mut ratio = None;
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
+    let mut intervention = (0, 0);
     for (i, r) in rs.rules.iter().enumerate() {
         match r {
             Rule::Access {
@@ -903,6 +904,8 @@ pub fn apply_rules(
             }
             Rule::CircuitBreaker { .. } => brk.1 += 1,
             Rule::Route { .. } => route.1 += 1,
+            // Applied by the center to the discovery answers the proxy follows.
+            Rule::ClusterSwitch { .. } | Rule::LoadShare { .. } => intervention.0 += 1,
         }
     }
     for g in &mut c.mysql_groups {
@@ -937,6 +940,7 @@ pub fn apply_rules(
             ("rate_limit", limit.0, limit.1),
             ("circuit_breaker", brk.0, brk.1),
             ("route", route.0, route.1),
+            ("intervention", intervention.0, intervention.1),
         ],
     }
 }
@@ -997,7 +1001,8 @@ rules = [{ match = "DELETE *", action = "deny" }]
                 ("access", 1, 1),
                 ("rate_limit", 4, 0),
                 ("circuit_breaker", 1, 0),
-                ("route", 0, 1)
+                ("route", 0, 1),
+                ("intervention", 0, 0)
             ]
         );
         let db = c.mysql_group("db").expect("db");

@@ -1268,3 +1268,105 @@ fn proxy_reports_its_calls_per_instance_version() {
         proxy.log()
     );
 }
+
+/// Intervention rules published on a backend service shape the discovery the proxy follows: a cluster
+/// switch sends every key to the other cluster's shard; a load share moves that share of the weight.
+#[test]
+fn proxy_follows_cluster_switch_and_load_share_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start_many(2, Default::default()).expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas"] {
+        center.service(s);
+    }
+    for (id, r, cluster) in [("r-a", &redis[0], "a"), ("r-b", &redis[1], "b")] {
+        center.call(
+            "POST",
+            "/v1/registry/DEV/services/cache/instances",
+            Some(
+                serde_json::json!({"id": id, "ip": r.addr().ip().to_string(),
+                                    "port": r.addr().port(), "tags": {"cluster": cluster}}),
+            ),
+        );
+    }
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let proxy = FurrowProcess::start(
+        &proxy_config(cport.port(), &dir.path().join("snap"), &ports),
+        ports.admin,
+    );
+    let set_keys = |prefix: &str, n: u32| {
+        for i in 0..n {
+            assert_eq!(
+                redis_cli(
+                    ports.redis,
+                    &["SET", &format!("user:{}:{prefix}", i * 7919), "v"]
+                ),
+                "OK",
+                "{}",
+                proxy.log()
+            );
+        }
+    };
+    let flush = || {
+        for r in &redis {
+            let _ = redis_cli(r.port(), &["FLUSHALL"]);
+        }
+    };
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(2));
+    set_keys("x", 40);
+    let (a0, b0) = (dbsize(&redis[0]), dbsize(&redis[1]));
+    assert!(
+        a0 > 0 && b0 > 0,
+        "both shards take keys: {a0} {b0}\n{}\n{}",
+        redis_cli(ports.admin, &["BACKEND", "LIST"]),
+        center.call("GET", "/v1/registry/DEV/services/cache/discover", None)
+    );
+    flush();
+
+    // Switch cluster a to b: the proxy's shard list has b's instance only.
+    let publish = |version: u64, rules: serde_json::Value| {
+        let g = generation(ports.admin);
+        center.call(
+            "PUT",
+            "/v1/registry/DEV/services/cache/rules",
+            Some(serde_json::json!({"rules": rules, "version": version})),
+        );
+        wait_until(Duration::from_secs(5), || generation(ports.admin) > g);
+    };
+    publish(
+        0,
+        serde_json::json!([{"kind": "cluster_switch", "from": "a", "to": "b"}]),
+    );
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(1));
+    set_keys("y", 40);
+    assert_eq!((dbsize(&redis[0]), dbsize(&redis[1])), (0, 40));
+    flush();
+
+    // Share 50 % of a's weight with b: a 50, b 150, so b takes about three quarters of the keys.
+    publish(
+        1,
+        serde_json::json!([{"kind": "load_share", "from": "a", "to": "b", "percent": 50}]),
+    );
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(2));
+    set_keys("z", 400);
+    let (a, b) = (dbsize(&redis[0]), dbsize(&redis[1]));
+    assert_eq!(a + b, 400);
+    assert!(b > 240 && a > 40, "a {a}, b {b}");
+}

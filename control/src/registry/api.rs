@@ -88,17 +88,24 @@ fn discovery(st: &State, env: &str, name: &str) -> Result<Discovery> {
     }
     let all: Vec<_> = st.registry.instances_of(env, name).collect();
     let (protected, instances) = select(svc, &all);
+    let rules = st
+        .registry
+        .rules
+        .get(&(env.to_string(), name.to_string()))
+        .cloned();
+    // Intervention rules (cluster switch, load share) shape the answer itself, so every watcher and
+    // proxy follows them without knowing them.
+    let instances = match &rules {
+        Some(r) => r.intervene(instances),
+        None => instances,
+    };
     Ok(Discovery {
         env: env.into(),
         service: name.into(),
         rev: svc.rev,
         protected,
         instances,
-        rules: st
-            .registry
-            .rules
-            .get(&(env.to_string(), name.to_string()))
-            .cloned(),
+        rules,
     })
 }
 
