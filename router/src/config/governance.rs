@@ -196,6 +196,9 @@ impl CommandLimit {
     }
 }
 
+/// `(rule, user)` → its pacer.
+type PacerMap = HashMap<(usize, String), Pacer>;
+
 /// The most budgets kept (per-user budgets of many users cannot grow without bound).
 pub const MAX_PACE_BUDGETS: usize = 100_000;
 
@@ -203,7 +206,8 @@ pub const MAX_PACE_BUDGETS: usize = 100_000;
 /// set version at a time (a new version starts afresh).
 #[derive(Debug, Default)]
 pub struct PaceBudgets {
-    inner: Mutex<(u64, HashMap<(usize, String), Pacer>)>,
+    /// The rule set version and its budgets.
+    inner: Mutex<(u64, PacerMap)>,
     /// Commands refused by a limit (over every version).
     pub refused: AtomicU64,
     /// Commands that waited for their turn in a queueing limit.
