@@ -433,6 +433,8 @@ pub struct BackendRow {
     pub latency_us: u64,
     /// Replication lag, when measured.
     pub lag_ms: Option<u64>,
+    /// Times the governance ratio breaker opened on it (tripped, or its half-open probe failed).
+    pub ratio_trips: u64,
 }
 
 impl BackendRow {
@@ -457,6 +459,7 @@ impl BackendRow {
                     errors: b.errors.load(Relaxed),
                     latency_us: b.latency_us.load(Relaxed),
                     lag_ms: (lag != u64::MAX).then_some(lag),
+                    ratio_trips: b.ratio_trips.load(Relaxed),
                 }
             })
             .collect()

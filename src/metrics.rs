@@ -182,7 +182,7 @@ pub fn render(control: &Control) -> String {
         &'static str,
         fn(&crate::admin::BackendRow) -> Option<u64>,
     );
-    let series: [BackendSeries; 5] = [
+    let series: [BackendSeries; 6] = [
         (
             "furrow_backend_up",
             "gauge",
@@ -212,6 +212,12 @@ pub fn render(control: &Control) -> String {
             "gauge",
             "Replication lag of a replica, as last measured.",
             |b| b.lag_ms,
+        ),
+        (
+            "furrow_backend_ratio_trips_total",
+            "counter",
+            "Times the governance ratio circuit breaker opened on the backend (tripped, or its half-open probe failed).",
+            |b| Some(b.ratio_trips),
         ),
     ];
     for (name, kind, help, get) in series {

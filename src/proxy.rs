@@ -569,6 +569,7 @@ pub fn start_with(
     });
     if let Some(r) = &control.registry {
         r.register_listeners(&current.config);
+        r.report_calls(control.shared.backends.clone());
         let weak = Arc::downgrade(&control);
         r.follow(Box::new(move || {
             if let Some(c) = weak.upgrade() {

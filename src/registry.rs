@@ -15,19 +15,20 @@
 //! center is down, the discoverers keep their last state and the proxy keeps serving it; at start-up they
 //! read their snapshot files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use control::client::ApiClient;
+use control::registry::calls::{CallReport, VersionCalls, calls_path};
 use control::registry::client::{DiscoverOptions, Discoverer, Registration};
 use control::registry::model::Discovery;
 use control::registry::ops::InstanceInput;
-use control::registry::rules::{BreakerStrategy, LimitScope, Rule, RuleSet};
+use control::registry::rules::{BreakerStrategy, LimitMode, LimitScope, Rule, RuleSet};
 use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
-    Config, Endpoint, Governance, IpNet, MysqlRule, RatioBreaker, RegistrySettings, RuleAction,
-    RulePer, SourceList,
+    CommandLimit, Config, Endpoint, Governance, IpNet, MysqlRule, Pace, PaceBudgets, RatioBreaker,
+    RegistrySettings, RuleAction, RulePer, SourceList,
 };
 
 /// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
@@ -48,6 +49,10 @@ pub struct RegistryBackends {
     pub rejected: AtomicU64,
     /// Client connections refused by source lists, over every rule set version.
     refused: Arc<AtomicU64>,
+    /// The budgets of the Redis listeners' rate limits, kept across resolutions.
+    budgets: Arc<PaceBudgets>,
+    /// Call statistics reports the center accepted.
+    calls_reported: AtomicU64,
     /// What the governance rules of the last published config enforce.
     governed: Mutex<Governed>,
     /// The token service client of the rule set version in force (cluster-wide limits).
@@ -78,17 +83,22 @@ struct Inner {
 }
 
 /// A registry instance as a backend server: the instance id names it, `ip:port` (IPv6 in brackets).
+/// `ip:port` (`[ip]:port` for IPv6), as backends are addressed.
+fn address(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 fn endpoints(d: &Discovery) -> Vec<Endpoint> {
     d.instances
         .iter()
         .filter(|i| i.enabled && i.weight > 0)
         .map(|i| Endpoint {
             name: i.id.clone(),
-            address: if i.ip.contains(':') {
-                format!("[{}]:{}", i.ip, i.port)
-            } else {
-                format!("{}:{}", i.ip, i.port)
-            },
+            address: address(&i.ip, i.port),
             weight: i.weight,
         })
         .collect()
@@ -149,6 +159,8 @@ impl RegistryBackends {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
+            budgets: Arc::default(),
+            calls_reported: AtomicU64::new(0),
             governed: Mutex::default(),
             cluster: Mutex::default(),
             token_stats: Arc::default(),
@@ -286,7 +298,13 @@ impl RegistryBackends {
         let mut resolved = base.with_endpoints(&lookup)?;
         if self.settings.service.is_some() {
             let tokens = rules.as_ref().and_then(|r| self.cluster_tokens(r));
-            let governed = apply_rules(&mut resolved, rules.as_ref(), &self.refused, tokens);
+            let governed = apply_rules(
+                &mut resolved,
+                rules.as_ref(),
+                &self.refused,
+                &self.budgets,
+                tokens,
+            );
             if let Ok(mut g) = self.governed.lock() {
                 *g = governed;
             }
@@ -483,6 +501,129 @@ impl RegistryBackends {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Redis commands refused by a governance rate limit, and those that waited for their turn.
+    pub fn limited_commands(&self) -> (u64, u64) {
+        (
+            self.budgets.refused.load(Ordering::Relaxed),
+            self.budgets.queued.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Reports the proxy's calls to the followed services' instances, by instance version, to the center
+    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's request and
+    /// failure counters since the last report, the backend matched to its instance by name (the
+    /// instance id) and address. The latency is the backend's smoothed one (times its calls); a report
+    /// that fails is dropped (counters are cumulative, so the next one does not lose the calls).
+    pub fn report_calls(self: &Arc<Self>, backends: Arc<runtime::backend::BackendRegistry>) {
+        let every = self.settings.report_calls_ms;
+        if every == 0 {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let reporter = format!("furrow-proxy-{}", std::process::id());
+        let spawned = std::thread::Builder::new()
+            .name("furrow-calls".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut last: HashMap<(String, String), (u64, u64)> = HashMap::new();
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+                        let Some(me) = me.upgrade() else { return };
+                        for (service, calls) in me.call_deltas(&backends, &mut last) {
+                            let report = CallReport {
+                                reporter: reporter.clone(),
+                                calls,
+                            };
+                            let body = serde_json::to_value(&report).unwrap_or_default();
+                            let path = calls_path(&me.settings.env, &service);
+                            if let Err(e) = me.api.call("POST", &path, Some(&body)).await {
+                                // Cumulative counters lost nothing but the reported delta.
+                                tracing::debug!(%service, error = %e, "call statistics not reported");
+                            } else {
+                                me.calls_reported.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the call statistics reporter");
+        }
+    }
+
+    /// The calls made to each followed service's instances since `last` (updated), by version.
+    fn call_deltas(
+        &self,
+        backends: &runtime::backend::BackendRegistry,
+        last: &mut HashMap<(String, String), (u64, u64)>,
+    ) -> Vec<(String, Vec<VersionCalls>)> {
+        // (instance id, address) → (service, version)
+        let mut instances: HashMap<(String, String), (String, String)> = HashMap::new();
+        if let Ok(inner) = self.inner.lock() {
+            for (service, d) in &inner.services {
+                let cur = d.current();
+                for i in &cur.instances {
+                    instances.insert(
+                        (i.id.clone(), address(&i.ip, i.port)),
+                        (service.clone(), i.version.clone()),
+                    );
+                }
+            }
+        }
+        let mut out: BTreeMap<String, BTreeMap<String, VersionCalls>> = BTreeMap::new();
+        let all = backends.all();
+        for b in &all {
+            let key = (b.group.clone(), b.name.clone());
+            let now = (
+                b.requests.load(Ordering::Relaxed),
+                b.errors.load(Ordering::Relaxed),
+            );
+            let before = last.insert(key, now).unwrap_or((0, 0));
+            // Answered requests and failures are counted apart: a call is either.
+            let (answered, errors) = if now.0 >= before.0 && now.1 >= before.1 {
+                (now.0 - before.0, now.1 - before.1)
+            } else {
+                now
+            };
+            let calls = answered + errors;
+            if calls == 0 && errors == 0 {
+                continue;
+            }
+            let Some((service, version)) = instances.get(&(b.name.clone(), b.address.clone()))
+            else {
+                continue;
+            };
+            let lat = b.latency_us.load(Ordering::Relaxed);
+            let v = out
+                .entry(service.clone())
+                .or_default()
+                .entry(version.clone())
+                .or_insert_with(|| VersionCalls {
+                    version: version.clone(),
+                    ..Default::default()
+                });
+            v.calls += calls;
+            v.errors += errors;
+            v.latency_us = v.latency_us.saturating_add(lat.saturating_mul(answered));
+            v.max_latency_us = v.max_latency_us.max(lat);
+        }
+        last.retain(|(g, n), _| all.iter().any(|b| &b.group == g && &b.name == n));
+        out.into_iter()
+            .map(|(s, m)| (s, m.into_values().collect()))
+            .collect()
+    }
+
+    /// Call statistics reports the center accepted.
+    pub fn calls_reported(&self) -> u64 {
+        self.calls_reported.load(Ordering::Relaxed)
+    }
+
     /// `(service, rev, instances taking traffic)` of every followed service, for `/metrics`.
     pub fn services(&self) -> Vec<(String, u64, usize)> {
         self.inner
@@ -538,6 +679,15 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
             crate::metrics::escape_label(name)
         );
     }
+    if r.settings.report_calls_ms > 0 {
+        let _ = writeln!(
+            s,
+            "# HELP furrow_registry_calls_reports_total Per-version call statistics reports the center accepted.\n\
+             # TYPE furrow_registry_calls_reports_total counter\n\
+             furrow_registry_calls_reports_total {}",
+            r.calls_reported()
+        );
+    }
     if r.settings.service.is_none() {
         return;
     }
@@ -574,6 +724,14 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
          furrow_governance_refused_total {}",
         r.refused()
     );
+    let (refused, queued) = r.limited_commands();
+    let _ = writeln!(
+        s,
+        "# HELP furrow_governance_commands_total Redis commands decided by governance rate limits: refused, or held for their turn by a queueing limit (MySQL refusals are ERR 1226 in the listener's errors).\n\
+         # TYPE furrow_governance_commands_total counter\n\
+         furrow_governance_commands_total{{result=\"refused\"}} {refused}\n\
+         furrow_governance_commands_total{{result=\"queued\"}} {queued}"
+    );
     let (t, online) = r.tokens();
     let _ = writeln!(
         s,
@@ -606,9 +764,10 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 ///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
 /// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
 ///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
-///   `qps` rounds up; `warm_up` and `queue` controls act as plain local limits; `cluster` QPS budgets
-///   take their tokens from the center's token service through `tokens` (local share as fallback).
-///   Redis listeners do not enforce them yet.
+///   `qps` rounds up; the `warm_up` and `queue` controls become the rule's [`Pace`]; `cluster` QPS
+///   budgets take their tokens from the center's token service through `tokens` (local share as
+///   fallback). Their `qps` also becomes a [`CommandLimit`] of the Redis listeners (per Redis user for
+///   `user`/`caller`; `concurrency` is not enforced there), with its state in `budgets`.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
 ///   for `open_ms`. The first `error_ratio` / `slow_ratio` rule: a sliding-window breaker on every
@@ -618,6 +777,7 @@ pub fn apply_rules(
     c: &mut Config,
     rules: Option<&RuleSet>,
     refused: &Arc<AtomicU64>,
+    budgets: &Arc<PaceBudgets>,
     tokens: Option<Arc<ClusterTokens>>,
 ) -> Governed {
     let Some(rs) = rules else {
@@ -626,9 +786,11 @@ pub fn apply_rules(
     };
     let mut sources = Vec::new();
     let mut limits = Vec::new();
+    let mut commands = Vec::new();
     let mut breaker = None;
     let mut ratio = None;
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
+    let mut intervention = (0, 0);
     for (i, r) in rs.rules.iter().enumerate() {
         match r {
             Rule::Access {
@@ -653,8 +815,17 @@ pub fn apply_rules(
                 scope,
                 only,
                 cluster,
-                ..
+                control,
             } => {
+                let pace = match control {
+                    LimitMode::Reject => Pace::Reject,
+                    LimitMode::WarmUp { warm_up_s } => Pace::WarmUp {
+                        warm_up_ms: warm_up_s.saturating_mul(1000),
+                    },
+                    LimitMode::Queue { max_wait_ms } => Pace::Queue {
+                        max_wait_ms: *max_wait_ms,
+                    },
+                };
                 let budget = tokens
                     .as_ref()
                     .filter(|t| *cluster && t.covers(i))
@@ -664,6 +835,27 @@ pub fn apply_rules(
                             rule: i,
                         }) as Arc<dyn router::config::ClusterBudget>
                     });
+                let message = format!(
+                    "(governance rule {i} of {}, version {}{})",
+                    rs.service,
+                    rs.version,
+                    if budget.is_some() {
+                        ", cluster-wide"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(q) = qps {
+                    commands.push(CommandLimit {
+                        rule: i,
+                        qps: *q,
+                        per_user: *scope != LimitScope::Service,
+                        users: only.clone(),
+                        pace,
+                        cluster: budget.clone(),
+                        message: message.clone(),
+                    });
+                }
                 limits.push(MysqlRule {
                     pattern: "*".into(),
                     action: RuleAction::Limit,
@@ -674,16 +866,8 @@ pub fn apply_rules(
                         LimitScope::Service => RulePer::Rule,
                         LimitScope::Caller | LimitScope::User => RulePer::User,
                     },
-                    message: Some(format!(
-                        "(governance rule {i} of {}, version {}{})",
-                        rs.service,
-                        rs.version,
-                        if budget.is_some() {
-                            ", cluster-wide"
-                        } else {
-                            ""
-                        }
-                    )),
+                    pace,
+                    message: Some(message),
                     cluster: budget,
                 });
                 limit.0 += 1;
@@ -720,6 +904,8 @@ pub fn apply_rules(
             }
             Rule::CircuitBreaker { .. } => brk.1 += 1,
             Rule::Route { .. } => route.1 += 1,
+            // Applied by the center to the discovery answers the proxy follows.
+            Rule::ClusterSwitch { .. } | Rule::LoadShare { .. } => intervention.0 += 1,
         }
     }
     for g in &mut c.mysql_groups {
@@ -740,6 +926,12 @@ pub fn apply_rules(
         sources,
         refused: refused.clone(),
         breaker: ratio,
+        limits: if c.redis_groups.is_empty() {
+            Vec::new()
+        } else {
+            commands
+        },
+        budgets: budgets.clone(),
     }));
     Governed {
         version: rs.version,
@@ -748,6 +940,7 @@ pub fn apply_rules(
             ("rate_limit", limit.0, limit.1),
             ("circuit_breaker", brk.0, brk.1),
             ("route", route.0, route.1),
+            ("intervention", intervention.0, intervention.1),
         ],
     }
 }
@@ -783,6 +976,9 @@ rules = [{ match = "DELETE *", action = "deny" }]
         let rules: Vec<Rule> = serde_json::from_value(serde_json::json!([
             {"kind": "rate_limit", "qps": 2.5, "scope": "user", "only": ["app"]},
             {"kind": "rate_limit", "concurrency": 4},
+            {"kind": "rate_limit", "qps": 5, "control": {"mode": "queue", "max_wait_ms": 300}},
+            {"kind": "rate_limit", "qps": 9, "scope": "caller",
+             "control": {"mode": "warm_up", "warm_up_s": 4}},
             {"kind": "circuit_breaker", "strategy": "error_count", "threshold": 3,
              "window_ms": 10000, "open_ms": 700},
             {"kind": "access", "allow": false, "sources": ["10.0.0.0/8"], "callers": ["x"]},
@@ -796,36 +992,56 @@ rules = [{ match = "DELETE *", action = "deny" }]
             ..Default::default()
         };
         let refused = Arc::default();
-        let g = apply_rules(&mut c, Some(&rs), &refused, None);
+        let budgets = Arc::default();
+        let g = apply_rules(&mut c, Some(&rs), &refused, &budgets, None);
         assert_eq!(g.version, 7);
         assert_eq!(
             g.kinds,
             [
                 ("access", 1, 1),
-                ("rate_limit", 2, 0),
+                ("rate_limit", 4, 0),
                 ("circuit_breaker", 1, 0),
-                ("route", 0, 1)
+                ("route", 0, 1),
+                ("intervention", 0, 0)
             ]
         );
         let db = c.mysql_group("db").expect("db");
-        assert_eq!(db.rules.len(), 3, "two limits first, then the file's rule");
+        assert_eq!(db.rules.len(), 5, "four limits first, then the file's rule");
         assert_eq!(db.rules[0].qps, Some(3));
         assert_eq!(db.rules[0].per, RulePer::User);
         assert_eq!(db.rules[0].users, ["app"]);
+        assert_eq!(db.rules[0].pace, Pace::Reject);
         assert_eq!(db.rules[1].concurrency, Some(4));
         assert_eq!(db.rules[1].per, RulePer::Rule);
-        assert_eq!(db.rules[2].action, RuleAction::Deny);
+        assert_eq!(db.rules[2].pace, Pace::Queue { max_wait_ms: 300 });
+        assert_eq!(db.rules[3].pace, Pace::WarmUp { warm_up_ms: 4000 });
+        assert_eq!(db.rules[4].action, RuleAction::Deny);
         assert_eq!(db.circuit_break_after, 3);
         assert_eq!(db.circuit_open, std::time::Duration::from_millis(700));
         let cache = c.redis_group("cache").expect("cache");
         assert_eq!(cache.eject_after, 3);
         let gov = c.proxy.governance.clone().expect("governance");
+        // The Redis listeners' limits: the qps ones (concurrency is MySQL's only).
+        let l: Vec<_> = gov
+            .limits
+            .iter()
+            .map(|l| (l.rule, l.qps, l.per_user, l.users.clone(), l.pace))
+            .collect();
+        assert_eq!(
+            l,
+            [
+                (0, 2.5, true, vec!["app".to_string()], Pace::Reject),
+                (2, 5.0, false, vec![], Pace::Queue { max_wait_ms: 300 }),
+                (3, 9.0, true, vec![], Pace::WarmUp { warm_up_ms: 4000 }),
+            ]
+        );
+        assert!(gov.limits[1].message.contains("rule 2 of edge, version 7"));
         assert!(!gov.admits_source("10.1.2.3".parse().expect("ip")));
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
         assert_eq!(refused.load(Ordering::Relaxed), 1);
         // No rule set: no governance.
         assert_eq!(
-            apply_rules(&mut c, None, &refused, None),
+            apply_rules(&mut c, None, &refused, &budgets, None),
             Governed::default()
         );
         assert!(c.proxy.governance.is_none());

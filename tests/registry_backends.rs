@@ -1001,4 +1001,372 @@ fn a_slow_ratio_breaker_opens_on_slow_statements_and_a_probe_closes_it() {
     assert!(msg.contains("is ejected"), "{msg}");
     // After open_ms: the probe goes through and closes it.
     assert_eq!(after[1..], ["ok", "ok", "ok"], "{text}");
+    // The trip shows per backend in the metrics.
+    assert_eq!(
+        metric(
+            ports.metrics,
+            "furrow_backend_ratio_trips_total{group=\"main\",backend=\"primary\",role=\"primary\"} "
+        ),
+        Some(1),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+}
+
+/// Redis commands through the proxy with redis-py, as users `app` and `other` (AUTH on the Redis
+/// listener). MODE `queue`: N ECHOs as `app`, printing `ok refused seconds`. MODE `users`: N rounds of
+/// one ECHO as `app` then one as `other`, printing `app_ok app_refused other_ok other_refused
+/// first_refusal`. MODE `burst`: N ECHOs as `app`, printing `ok refused`. Refusals are the proxy's
+/// rate-limit error; any other error fails the script.
+const REDIS_LIMITS: &str = r#"
+import os, time, redis
+port, pw, n, mode = int(os.environ["RPORT"]), os.environ["PASSWORD"], int(os.environ["N"]), os.environ["MODE"]
+def conn(user):
+    # Connects (AUTH) with its first command; no CLIENT SETINFO, so every command counted is ECHO.
+    return redis.Redis(host="127.0.0.1", port=port, username=user, password=pw,
+                       lib_name=None, lib_version=None)
+first = ""
+def ping(c):
+    global first
+    try:
+        c.execute_command("ECHO", "x")
+        return 1
+    except redis.exceptions.ResponseError as e:
+        if "commands per second" not in str(e):
+            raise
+        first = first or str(e)
+        return 0
+app = conn("app")
+if mode == "users":
+    other = conn("other")
+    a = o = 0
+    for _ in range(n):
+        a += ping(app)
+        o += ping(other)
+    print(a, n - a, o, n - o, first.replace(" ", "_"))
+else:
+    t = time.monotonic()
+    ok = sum(ping(app) for _ in range(n))
+    print(ok, n - ok, time.monotonic() - t)
+"#;
+
+/// Runs `REDIS_LIMITS`; returns its output words.
+fn redis_limits(port: u16, mode: &str, n: u32) -> Vec<String> {
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(REDIS_LIMITS)
+        .env("RPORT", port.to_string())
+        .env("PASSWORD", SECRET)
+        .env("N", n.to_string())
+        .env("MODE", mode)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn rate_limits_queue_warm_up_and_count_per_redis_user_on_both_listeners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let sha = hex(&codec::mysql::auth::caching_sha2_hash(SECRET.as_bytes()));
+    // `app` on both listeners, `other` on the Redis one: the Redis listener now asks for AUTH.
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports)
+        .replace(
+            "env = \"DEV\"\n",
+            "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+        )
+        .replace("listeners = [\"db\"]", "listeners = [\"db\", \"cache\"]")
+        + &format!("\n[users.other]\nlisteners = [\"cache\"]\npassword_sha256 = \"{sha}\"\n");
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    let rules = "/v1/registry/DEV/services/edge-proxy/rules";
+    let publish = |version: u64, rules_json: serde_json::Value| {
+        center.call(
+            "PUT",
+            rules,
+            Some(serde_json::json!({"rules": rules_json, "version": version})),
+        );
+        wait_until(Duration::from_secs(5), || {
+            metric(ports.metrics, "furrow_governance_rules_version ") == Some(version + 1)
+        });
+    };
+    let num = |w: &[String], i: usize| -> f64 { w[i].parse().expect("number") };
+
+    // Queueing: 10 per second per user, waits up to 3 s. A client sending 20 in a row is paced, not
+    // refused: 20 calls at 10/s take at least 1.9 s (the first goes at once).
+    publish(
+        0,
+        serde_json::json!([{"kind": "rate_limit", "qps": 10, "scope": "user",
+                            "control": {"mode": "queue", "max_wait_ms": 3000}}]),
+    );
+    let t = std::time::Instant::now();
+    let (ok, refused, msg) = burst(ports.mysql, 20);
+    let took = t.elapsed();
+    assert_eq!((ok, refused), (20, 0), "{msg}\n{}", proxy.log());
+    assert!(took >= Duration::from_millis(1700), "MySQL: {took:?}");
+    let w = redis_limits(ports.redis, "queue", 20);
+    assert_eq!((num(&w, 0), num(&w, 1)), (20.0, 0.0), "{w:?}");
+    assert!(num(&w, 2) >= 1.7, "Redis: {w:?}");
+    assert!(
+        metric(
+            ports.metrics,
+            "furrow_governance_commands_total{result=\"queued\"} "
+        ) >= Some(15),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+
+    // Reject, per Redis user: 3 per second each. Interleaved, each user gets its own three.
+    publish(
+        1,
+        serde_json::json!([{"kind": "rate_limit", "qps": 3, "scope": "user"}]),
+    );
+    let w = redis_limits(ports.redis, "users", 20);
+    let (app_ok, app_refused, other_ok, other_refused) =
+        (num(&w, 0), num(&w, 1), num(&w, 2), num(&w, 3));
+    assert!(
+        (2.0..=6.0).contains(&app_ok) && (2.0..=6.0).contains(&other_ok),
+        "each user has a budget of its own: {w:?}"
+    );
+    assert!(app_refused >= 14.0 && other_refused >= 14.0, "{w:?}");
+    let first = w[4].replace('_', " ");
+    assert!(
+        first.contains("user 'app'")
+            && first.contains("governance rule 0 of edge-proxy, version 2"),
+        "{first}"
+    );
+    assert!(
+        metric(
+            ports.metrics,
+            "furrow_governance_commands_total{result=\"refused\"} "
+        ) >= Some(28)
+    );
+
+    // Warm-up: 30 per second once warm, from a third of that over 10 s. Cold, a burst gets about one
+    // token where a plain limit would let a full second's 30 through.
+    publish(
+        2,
+        serde_json::json!([{"kind": "rate_limit", "qps": 30, "scope": "user",
+                            "control": {"mode": "warm_up", "warm_up_s": 10}}]),
+    );
+    let w = redis_limits(ports.redis, "burst", 40);
+    assert!(
+        (1.0..=8.0).contains(&num(&w, 0)),
+        "cold: far fewer than 30 of a burst pass: {w:?}"
+    );
+    // (PyMySQL's connect runs a statement of its own, which may take the one cold token.)
+    let (ok, _, msg) = burst(ports.mysql, 40);
+    assert!(ok <= 8, "MySQL cold: {ok} {msg}");
+    // The same burst on a plain limit: the full second's worth.
+    publish(
+        3,
+        serde_json::json!([{"kind": "rate_limit", "qps": 30, "scope": "user"}]),
+    );
+    let w = redis_limits(ports.redis, "burst", 40);
+    assert!(num(&w, 0) >= 28.0, "plain: {w:?}");
+    let (ok, _, msg) = burst(ports.mysql, 40);
+    assert!(ok >= 27, "MySQL plain: {ok} {msg}");
+}
+
+#[test]
+fn proxy_reports_its_calls_per_instance_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas"] {
+        center.service(s);
+    }
+    let register = |service: &str, id: &str, addr: std::net::SocketAddr, version: &str| {
+        center.call(
+            "POST",
+            &format!("/v1/registry/DEV/services/{service}/instances"),
+            Some(serde_json::json!({"id": id, "ip": addr.ip().to_string(),
+                                    "port": addr.port(), "version": version})),
+        );
+    };
+    register("cache", "r0", redis.addr(), "7.2");
+    register("db-primary", "primary", db.addr(), "11.4");
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports)
+        .replace("env = \"DEV\"\n", "env = \"DEV\"\nreport_calls_ms = 200\n");
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    for i in 0..10 {
+        assert_eq!(
+            redis_cli(ports.redis, &["SET", &format!("k{i}"), "v"]),
+            "OK"
+        );
+    }
+    let (ok, refused, _) = burst(ports.mysql, 12);
+    assert_eq!((ok, refused), (12, 0));
+    let calls = |service: &str| {
+        center.call(
+            "GET",
+            &format!("/v1/registry/DEV/services/{service}/calls"),
+            None,
+        )
+    };
+    wait_until(Duration::from_secs(10), || {
+        let c = calls("cache");
+        c["versions"][0]["version"] == "7.2" && c["versions"][0]["calls"].as_u64() >= Some(10)
+    });
+    wait_until(Duration::from_secs(10), || {
+        let c = calls("db-primary");
+        c["versions"][0]["version"] == "11.4" && c["versions"][0]["calls"].as_u64() >= Some(12)
+    });
+    let c = calls("cache");
+    assert_eq!(c["reporters"], 1, "{c}");
+    assert_eq!(c["versions"].as_array().map(Vec::len), Some(1), "{c}");
+    assert_eq!(c["versions"][0]["errors"], 0, "{c}");
+    assert!(c["versions"][0]["minute_calls"].as_u64() >= Some(10), "{c}");
+    assert!(
+        metric(ports.metrics, "furrow_registry_calls_reports_total ") >= Some(2),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// Intervention rules published on a backend service shape the discovery the proxy follows: a cluster
+/// switch sends every key to the other cluster's shard; a load share moves that share of the weight.
+#[test]
+fn proxy_follows_cluster_switch_and_load_share_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start_many(2, Default::default()).expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas"] {
+        center.service(s);
+    }
+    for (id, r, cluster) in [("r-a", &redis[0], "a"), ("r-b", &redis[1], "b")] {
+        center.call(
+            "POST",
+            "/v1/registry/DEV/services/cache/instances",
+            Some(
+                serde_json::json!({"id": id, "ip": r.addr().ip().to_string(),
+                                    "port": r.addr().port(), "tags": {"cluster": cluster}}),
+            ),
+        );
+    }
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let proxy = FurrowProcess::start(
+        &proxy_config(cport.port(), &dir.path().join("snap"), &ports),
+        ports.admin,
+    );
+    let set_keys = |prefix: &str, n: u32| {
+        for i in 0..n {
+            assert_eq!(
+                redis_cli(
+                    ports.redis,
+                    &["SET", &format!("user:{}:{prefix}", i * 7919), "v"]
+                ),
+                "OK",
+                "{}",
+                proxy.log()
+            );
+        }
+    };
+    let flush = || {
+        for r in &redis {
+            let _ = redis_cli(r.port(), &["FLUSHALL"]);
+        }
+    };
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(2));
+    set_keys("x", 40);
+    let (a0, b0) = (dbsize(&redis[0]), dbsize(&redis[1]));
+    assert!(
+        a0 > 0 && b0 > 0,
+        "both shards take keys: {a0} {b0}\n{}\n{}",
+        redis_cli(ports.admin, &["BACKEND", "LIST"]),
+        center.call("GET", "/v1/registry/DEV/services/cache/discover", None)
+    );
+    flush();
+
+    // Switch cluster a to b: the proxy's shard list has b's instance only.
+    let publish = |version: u64, rules: serde_json::Value| {
+        let g = generation(ports.admin);
+        center.call(
+            "PUT",
+            "/v1/registry/DEV/services/cache/rules",
+            Some(serde_json::json!({"rules": rules, "version": version})),
+        );
+        wait_until(Duration::from_secs(5), || generation(ports.admin) > g);
+    };
+    publish(
+        0,
+        serde_json::json!([{"kind": "cluster_switch", "from": "a", "to": "b"}]),
+    );
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(1));
+    set_keys("y", 40);
+    assert_eq!((dbsize(&redis[0]), dbsize(&redis[1])), (0, 40));
+    flush();
+
+    // Share 50 % of a's weight with b: a 50, b 150, so b takes about three quarters of the keys.
+    publish(
+        1,
+        serde_json::json!([{"kind": "load_share", "from": "a", "to": "b", "percent": 50}]),
+    );
+    assert_eq!(instances_metric(ports.metrics, "cache"), Some(2));
+    set_keys("z", 400);
+    let (a, b) = (dbsize(&redis[0]), dbsize(&redis[1]));
+    assert_eq!(a + b, 400);
+    assert!(b > 240 && a > 40, "a {a}, b {b}");
 }

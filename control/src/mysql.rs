@@ -90,14 +90,19 @@ pub type Rows = Vec<Vec<Option<Bytes>>>;
 impl Conn {
     /// Connects and authenticates (no default database).
     pub fn connect(url: &MysqlUrl, timeout: Duration) -> Result<Conn> {
+        Conn::connect_within(url, timeout, Duration::from_secs(10))
+    }
+
+    /// Connects within `timeout` and authenticates with every read and write bounded by `io`.
+    pub fn connect_within(url: &MysqlUrl, timeout: Duration, io: Duration) -> Result<Conn> {
         let addr = url
             .addr
             .parse::<std::net::SocketAddr>()
             .map_err(|e| proto(format!("address {:?}: {e}", url.addr)))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_read_timeout(Some(io))?;
+        stream.set_write_timeout(Some(io))?;
         let mut c = Conn {
             stream,
             buf: BytesMut::with_capacity(16384),
@@ -167,6 +172,20 @@ impl Conn {
         self.seq = encode_packet(self.seq, payload, &mut out);
         self.stream.write_all(&out)?;
         Ok(())
+    }
+
+    /// COM_PING: Ok when the server answers OK.
+    pub fn ping(&mut self) -> Result<()> {
+        let mut out = BytesMut::with_capacity(1);
+        Command::Ping.encode(&mut out);
+        self.seq = 0;
+        self.write_packet(&out)?;
+        let p = self.read_packet()?;
+        match p.first() {
+            Some(0x00) => Ok(()),
+            Some(0xff) => Err(server_err(p)),
+            _ => Err(proto("COM_PING: not an OK packet")),
+        }
     }
 
     /// Runs one statement; returns its rows (empty for statements without a result set).

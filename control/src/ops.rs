@@ -582,16 +582,12 @@ impl<'a> Tx<'a> {
     fn check_review(&mut self, ns: &NsKey, def: &NamespaceDef) -> Result<()> {
         self.target = ns.path();
         let editors = self.st.ns_states.get(ns).map(|s| &s.editors);
-        if def.review && editors.is_some_and(|e| e.contains(&self.actor.name)) {
-            return Err(ControlError::new(
-                ErrorCode::ReviewRequired,
-                format!(
-                    "namespace {:?} needs review: {:?} edited the draft and may not publish it",
-                    def.name, self.actor.name
-                ),
-            ));
-        }
-        Ok(())
+        review_gate(
+            def.review,
+            editors,
+            &self.actor.name,
+            &format!("namespace {:?}", def.name),
+        )
     }
 
     /// Publishes the draft of a namespace instance.
@@ -1309,6 +1305,24 @@ impl<'a> Tx<'a> {
         );
         Ok(())
     }
+}
+
+/// The review rule shared by the configuration center's namespaces and the registry's rule sets: where
+/// `required`, a change is published by someone who did not edit it (the four-eyes rule); `editors` are
+/// the users who edited the pending change, `what` names it in the error.
+pub(crate) fn review_gate(
+    required: bool,
+    editors: Option<&std::collections::BTreeSet<String>>,
+    actor: &str,
+    what: &str,
+) -> Result<()> {
+    if required && editors.is_some_and(|e| e.contains(actor)) {
+        return Err(ControlError::new(
+            ErrorCode::ReviewRequired,
+            format!("{what} needs review: {actor:?} edited the draft and may not publish it"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

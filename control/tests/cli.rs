@@ -297,4 +297,55 @@ fn ctl_drives_the_registry_and_rules() {
         ok
     );
     assert_eq!(ctl(&server, ADMIN_TOKEN, &["registry", "stats"]), ok);
+
+    // --check sets the service's active health check; --review-rules makes publishes pending.
+    assert_eq!(
+        run(&with(
+            &["registry", "put-service"],
+            &[
+                "--app",
+                "shop",
+                "--owner",
+                "team",
+                "--docs",
+                "https://d",
+                "--check",
+                "http",
+                "--check-interval-ms",
+                "2000",
+                "--check-timeout-ms",
+                "300",
+                "--check-path",
+                "/healthz",
+                "--review-rules"
+            ]
+        )),
+        ok
+    );
+    let shown = api.ok("GET", "/v1/registry/DEV/services/orders", None);
+    assert_eq!(
+        shown["service"]["check"],
+        serde_json::json!({"kind": "http", "interval_ms": 2000, "timeout_ms": 300, "path": "/healthz"})
+    );
+    assert_eq!(shown["service"]["review_rules"], true);
+    assert_eq!(
+        run(&with(
+            &["rules", "publish"],
+            &["--file", &file, "--version", "1"]
+        )),
+        ok
+    );
+    assert_eq!(run(&with(&["rules", "pending"], &[])), ok);
+    assert_ne!(
+        run(&with(&["rules", "approve"], &[])),
+        ok,
+        "the author may not approve"
+    );
+    assert_eq!(run(&with(&["rules", "reject"], &[])), ok);
+    let pending = api.ok(
+        "GET",
+        "/v1/registry/DEV/services/orders/rules/pending",
+        None,
+    );
+    assert!(pending.is_null(), "{pending}");
 }

@@ -468,6 +468,181 @@ fn governance_rules_are_validated_versioned_pushed_and_audited() {
     assert_eq!(publishes[0].2["new"], json!([]));
 }
 
+/// A service whose rule publishes need review: a publish is a pending change (202), its author cannot
+/// approve it (the configuration center's review rule), another publisher can; a rejected change is
+/// dropped; every step is audited.
+#[test]
+fn rule_publishes_under_review_wait_for_another_users_approval() {
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let svc = admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "review_rules": true})),
+    );
+    assert_eq!(svc["review_rules"], true);
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    let alice = Api::new(&server, &user_with(&admin, "alice", "publish"));
+    let bob = Api::new(&server, &user_with(&admin, "bob", "publish"));
+    let editor = Api::new(&server, &user_with(&admin, "carol", "edit"));
+    let rules = json!([{"kind": "rate_limit", "qps": 50, "scope": "user"}]);
+    let rules_path = format!("{SVC}/rules");
+    let pending_path = format!("{SVC}/rules/pending");
+    let approve_path = format!("{SVC}/rules/approve");
+
+    // Nothing pending yet.
+    assert_eq!(
+        bob.err("POST", &approve_path, None),
+        (404, "not_found".into(), Some("pending".into()))
+    );
+    // A publish is a pending change; nothing is in force yet.
+    let (status, p) = alice
+        .status(
+            "PUT",
+            &rules_path,
+            Some(json!({"rules": rules, "version": 0, "message": "limit users"})),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(status, 202, "{p}");
+    assert_eq!(p["state"], "pending");
+    assert_eq!(p["editors"], json!(["alice"]));
+    assert_eq!(admin.ok("GET", &rules_path, None), Json::Null);
+    assert!(
+        admin.ok("GET", &format!("{SVC}/discover"), None)["rules"].is_null(),
+        "a pending change is not pushed"
+    );
+    assert_eq!(
+        admin.ok("GET", &pending_path, None)["rules"][0]["qps"],
+        50.0
+    );
+    // Its author may not approve it; an editor-level user may not either.
+    assert_eq!(
+        alice.err("POST", &approve_path, Some(json!({"version": 0}))),
+        (403, "review_required".into(), None)
+    );
+    assert_eq!(editor.err("POST", &approve_path, None).0, 403);
+    // Approval against a stale version is refused.
+    assert_eq!(
+        bob.err("POST", &approve_path, Some(json!({"version": 3}))),
+        (409, "version_conflict".into(), Some("version".into()))
+    );
+    // Another publisher approves: version 1, written by alice, approved by bob, pushed.
+    let set = bob.ok("POST", &approve_path, Some(json!({"version": 0})));
+    assert_eq!(
+        (&set["version"], &set["author"], &set["approver"]),
+        (&json!(1), &json!("alice"), &json!("bob"))
+    );
+    assert_eq!(admin.ok("GET", &pending_path, None), Json::Null);
+    let d = admin.ok("GET", &format!("{SVC}/discover"), None);
+    assert_eq!(d["rules"]["version"], 1);
+    assert_eq!(d["rules"]["rules"][0]["qps"], 50.0);
+
+    // A change proposed by two people: neither may approve it. Then rejected: dropped, rules unchanged.
+    let (status, _) = alice
+        .status(
+            "PUT",
+            &rules_path,
+            Some(json!({"rules": [], "version": 1})),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(status, 202);
+    let (_, p) = bob
+        .status(
+            "PUT",
+            &rules_path,
+            Some(json!({"rules": [], "version": 1, "message": "clear"})),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(p["editors"], json!(["alice", "bob"]));
+    assert_eq!(bob.err("POST", &approve_path, None).0, 403);
+    assert_eq!(
+        editor.err("DELETE", &pending_path, None).0,
+        403,
+        "rejecting needs publish level"
+    );
+    admin.ok("DELETE", &pending_path, None);
+    assert_eq!(admin.ok("GET", &pending_path, None), Json::Null);
+    assert_eq!(admin.ok("GET", &rules_path, None)["version"], 1);
+
+    let audit = audit_actions(&admin);
+    let count = |a: &str| audit.iter().filter(|(x, _, _)| x == a).count();
+    assert_eq!(count("registry.rules.propose"), 3);
+    assert_eq!(count("registry.rules.approve"), 1);
+    assert_eq!(count("registry.rules.reject"), 1);
+    assert_eq!(count("registry.rules.publish"), 0);
+    let approve = audit
+        .iter()
+        .find(|(a, _, _)| a == "registry.rules.approve")
+        .unwrap();
+    assert_eq!(approve.1, "registry/DEV/orders");
+    assert_eq!(approve.2["author"], "alice");
+    assert_eq!(approve.2["new"][0]["qps"], 50.0);
+    assert!(
+        audit
+            .iter()
+            .any(|(a, _, d)| a == "denied" && d.to_string().contains("review")),
+        "the refused self-approval is audited: {audit:?}"
+    );
+}
+
+/// Per-version call statistics: the library's recorder reports from its own thread; the center adds the
+/// reports up per version; bad reports are refused naming the field; reading needs a grant.
+#[test]
+fn the_library_reports_calls_per_version() {
+    use control::registry::calls::CallRecorder;
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d"})),
+    );
+    let api =
+        control::client::ApiClient::new(&format!("http://{}", server.addr), Some(ADMIN_TOKEN));
+    let rec =
+        CallRecorder::start(api, "DEV", "orders", "web-1", Duration::from_millis(100)).unwrap();
+    for i in 0..30u64 {
+        let version = if i % 3 == 0 { "2.0" } else { "1.0" };
+        rec.record(version, i % 10 == 0, Duration::from_millis(2 + i % 3));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let view = loop {
+        let v = admin.ok("GET", &format!("{SVC}/calls"), None);
+        if v["versions"].as_array().map(Vec::len) == Some(2) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    rec.stop();
+    assert_eq!(view["reporters"], 1);
+    let (one, two) = (&view["versions"][0], &view["versions"][1]);
+    assert_eq!(
+        (&one["version"], &one["calls"], &one["errors"]),
+        (&json!("1.0"), &json!(20), &json!(2))
+    );
+    assert_eq!(
+        (&two["version"], &two["calls"], &two["errors"]),
+        (&json!("2.0"), &json!(10), &json!(1))
+    );
+    assert!(one["avg_latency_ms"].as_f64().unwrap() >= 2.0, "{one}");
+    assert_eq!(
+        admin.err(
+            "POST",
+            &format!("{SVC}/calls"),
+            Some(json!({"reporter": "x", "calls": [{"version": "1", "calls": 1, "errors": 2}]}))
+        ),
+        (400, "bad_request".into(), Some("calls/0/errors".into()))
+    );
+    let nobody = Api::new(&server, &user_with(&admin, "nobody", "none"));
+    assert_eq!(nobody.err("GET", &format!("{SVC}/calls"), None).0, 403);
+}
+
 /// The Rust client library: a registration kept alive by its own heartbeats, a discoverer that follows
 /// pushed changes and keeps a snapshot file, and starts from that file when the registry is down.
 #[test]

@@ -1,5 +1,5 @@
 //! Active health checks run by the center against real servers: a Redis server (PING), a MariaDB server
-//! (greeting), an HTTP server (the center's own `/healthz`, and a path that answers 404) and a closed port
+//! (greeting; with credentials a login and COM_PING), an HTTP server (the center's own `/healthz`, and a path that answers 404) and a closed port
 //! (TCP). Killing a server turns its instance unhealthy (discovery drops it, watchers are pushed); a
 //! restarted one turns healthy again. The services' leases are long (60 s), so only the checks decide.
 
@@ -101,6 +101,27 @@ fn registry_health_checks_follow_real_servers() {
     let fast = |kind: &str| json!({"kind": kind, "interval_ms": 1000, "timeout_ms": 500});
     service(&admin, "kv", fast("redis"), &[("r", redis.port())]);
     service(&admin, "db", fast("mysql"), &[("m", db.port())]);
+    // With credentials a MySQL check logs in and sends COM_PING: a wrong password fails although the
+    // server greets.
+    let login = |password: &str| {
+        json!({"kind": "mysql", "interval_ms": 1000, "timeout_ms": 500,
+               "user": testkit::APP_USER, "password": password})
+    };
+    service(
+        &admin,
+        "dbauth",
+        login(testkit::APP_PASSWORD),
+        &[("m", db.port())],
+    );
+    service(&admin, "dbbad", login("wrong"), &[("m", db.port())]);
+    assert_eq!(
+        admin.err(
+            "PUT",
+            &svc("bad"),
+            Some(json!({"app": "shop", "check": {"kind": "redis", "user": "u"}}))
+        ),
+        (400, "bad_request".into(), Some("check.user".into()))
+    );
     service(&admin, "tcp", fast("tcp"), &[("closed", closed.port())]);
     let center_port = server.addr.port();
     service(
@@ -122,6 +143,30 @@ fn registry_health_checks_follow_real_servers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(healthy(&admin, "kv"), ["r"]);
     assert_eq!(healthy(&admin, "db"), ["m"]);
+    until_healthy(&admin, "dbbad", &[]);
+    assert_eq!(healthy(&admin, "dbauth"), ["m"]);
+    // The password is never shown; sent back masked, it is kept.
+    let shown = admin.ok("GET", &svc("dbauth"), None)["service"]["check"].clone();
+    assert_eq!(shown["password"], "******");
+    assert_eq!(shown["user"], testkit::APP_USER);
+    admin.ok(
+        "PUT",
+        &svc("dbauth"),
+        Some(
+            json!({"app": "shop", "owner": "ops", "docs": "https://wiki/x", "ttl_ms": 60000,
+                    "check": shown}),
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        healthy(&admin, "dbauth"),
+        ["m"],
+        "the kept password still logs in"
+    );
+    let listed = admin
+        .ok("GET", "/v1/registry/DEV/services", None)
+        .to_string();
+    assert!(!listed.contains(testkit::APP_PASSWORD), "{listed}");
     assert_eq!(healthy(&admin, "web"), ["center"]);
 
     // Killed servers turn unhealthy; a restarted one healthy again.
@@ -130,6 +175,7 @@ fn registry_health_checks_follow_real_servers() {
     let killed = Instant::now();
     until_healthy(&admin, "kv", &[]);
     until_healthy(&admin, "db", &[]);
+    until_healthy(&admin, "dbauth", &[]);
     eprintln!("killed → both unhealthy in {:?}", killed.elapsed());
     redis.restart().expect("restart redis");
     until_healthy(&admin, "kv", &["r"]);

@@ -12,11 +12,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use codec::mysql::ErrPacket;
 
-use router::config::{MysqlGroup, MysqlRule, RuleAction, RulePer, RulesMode};
+use router::config::{
+    Admit, MysqlGroup, MysqlRule, Pace, Pacer, RuleAction, RulePer, RulesMode, pace_clock_us,
+};
 use router::sql::Digest;
 
 use crate::error::errs;
@@ -156,9 +158,11 @@ pub fn rules_for(core: &OpsCore, g: &MysqlGroup, generation: u64) -> Option<Rc<R
     }
 }
 
-/// A token bucket and an in-flight gauge shared by every core.
+/// A rate budget (token bucket, warm-up or queue: [`Pacer`]) and an in-flight gauge shared by every
+/// core.
 struct Budget {
-    state: Mutex<(f64, Instant)>,
+    /// The pacer and the limit it paces (a changed limit starts afresh).
+    state: Mutex<(Pacer, u32, Pace)>,
     inflight: AtomicU64,
 }
 
@@ -166,7 +170,7 @@ struct Budget {
 #[derive(Default)]
 pub struct Budgets(Mutex<HashMap<String, Arc<Budget>>>);
 
-fn budget(budgets: &Budgets, key: String, qps: Option<u32>) -> Arc<Budget> {
+fn budget(budgets: &Budgets, key: String, qps: Option<u32>, pace: Pace) -> Arc<Budget> {
     let mut m = budgets.0.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() > 100_000 {
         // Bounded: per-fingerprint budgets of a hostile workload cannot grow without limit.
@@ -175,7 +179,11 @@ fn budget(budgets: &Budgets, key: String, qps: Option<u32>) -> Arc<Budget> {
     m.entry(key)
         .or_insert_with(|| {
             Arc::new(Budget {
-                state: Mutex::new((f64::from(qps.unwrap_or(0)), Instant::now())),
+                state: Mutex::new((
+                    Pacer::new(f64::from(qps.unwrap_or(0)), pace, pace_clock_us()),
+                    qps.unwrap_or(0),
+                    pace,
+                )),
                 inflight: AtomicU64::new(0),
             })
         })
@@ -185,6 +193,8 @@ fn budget(budgets: &Budgets, key: String, qps: Option<u32>) -> Arc<Budget> {
 /// Statements of a rule in flight; released on drop.
 pub struct Permit {
     held: Vec<Arc<Budget>>,
+    /// How long the statement waits for its turn before it runs (a queueing limit; zero otherwise).
+    pub wait: Duration,
 }
 
 impl Drop for Permit {
@@ -272,7 +282,10 @@ impl Rules {
 
     /// The `limit` rules matching `d`.
     fn limits(&self, user: &str, d: &Digest) -> Result<Permit, ErrPacket> {
-        let mut permit = Permit { held: Vec::new() };
+        let mut permit = Permit {
+            held: Vec::new(),
+            wait: Duration::ZERO,
+        };
         for (i, c) in self.rules.iter().enumerate() {
             if c.rule.action != RuleAction::Limit || !c.matches(user, d) {
                 continue;
@@ -282,7 +295,7 @@ impl Rules {
                 RulePer::User => format!("{}/{i}/u/{user}", self.group),
                 RulePer::Fingerprint => format!("{}/{i}/f/{:016x}", self.group, d.hash),
             };
-            let b = budget(&self.budgets, key, c.rule.qps);
+            let b = budget(&self.budgets, key, c.rule.qps, c.rule.pace);
             if let (Some(qps), Some(cluster)) = (c.rule.qps, &c.rule.cluster) {
                 let who = if c.rule.per == RulePer::User {
                     user
@@ -298,20 +311,31 @@ impl Rules {
                     ));
                 }
             } else if let Some(qps) = c.rule.qps {
-                let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let cap = f64::from(qps);
-                st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * cap).min(cap);
-                st.1 = now;
-                if st.0 < 1.0 {
-                    return Err(errs::limited(
-                        user,
-                        "max_queries_per_second",
-                        u64::from(qps),
-                        c.rule.message.as_deref(),
-                    ));
+                let admit = {
+                    let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = pace_clock_us();
+                    if (st.1, st.2) != (qps, c.rule.pace) {
+                        // The rule changed (a new governance version, a reload).
+                        *st = (
+                            Pacer::new(f64::from(qps), c.rule.pace, now),
+                            qps,
+                            c.rule.pace,
+                        );
+                    }
+                    st.0.take(f64::from(qps), c.rule.pace, now)
+                };
+                match admit {
+                    Admit::Now => {}
+                    Admit::Wait(us) => permit.wait = permit.wait.max(Duration::from_micros(us)),
+                    Admit::Refused => {
+                        return Err(errs::limited(
+                            user,
+                            "max_queries_per_second",
+                            u64::from(qps),
+                            c.rule.message.as_deref(),
+                        ));
+                    }
                 }
-                st.0 -= 1.0;
             }
             if let Some(max) = c.rule.concurrency {
                 let n = b.inflight.fetch_add(1, Relaxed) + 1;
@@ -565,6 +589,7 @@ mod tests {
             qps: None,
             concurrency: None,
             per: RulePer::Rule,
+            pace: Pace::Reject,
             message: None,
             cluster: None,
         }
@@ -613,6 +638,21 @@ mod tests {
         assert!(r.check("a", &s).is_ok());
         assert_eq!(r.check("a", &s).err().map(|e| e.code), Some(1226));
         assert!(r.check("b", &s).is_ok(), "budgets are per user");
+        // A queueing limit: the second statement of a burst waits its turn (1/qps later), one
+        // whose turn is beyond `max_wait_ms` is refused.
+        let mut q = rule("*", RuleAction::Limit);
+        q.qps = Some(10);
+        q.pace = Pace::Queue { max_wait_ms: 220 };
+        let r = rules(RulesMode::Denylist, vec![q], "g7");
+        assert_eq!(r.check("a", &s).expect("first").wait, Duration::ZERO);
+        let w2 = r.check("a", &s).expect("second").wait;
+        assert!(
+            w2 > Duration::ZERO && w2 <= Duration::from_millis(100),
+            "{w2:?}"
+        );
+        let w3 = r.check("a", &s).expect("third").wait;
+        assert!(w3 > w2 && w3 <= Duration::from_millis(200), "{w3:?}");
+        assert_eq!(r.check("a", &s).err().map(|e| e.code), Some(1226));
         let dig = rule(&format!("digest:{:016x}", s.hash), RuleAction::Deny);
         let r = rules(RulesMode::Denylist, vec![dig], "g5");
         assert!(r.check("u", &s).is_err());
@@ -695,7 +735,7 @@ mod tests {
                 error: None,
             },
         );
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let text = loop {
             let t = std::fs::read_to_string(&path).unwrap_or_default();
             if !t.is_empty() || start.elapsed() > Duration::from_secs(5) {

@@ -187,6 +187,18 @@ pub enum Error {
     /// The listener has as many clients as it allows.
     #[error("max number of clients reached")]
     MaxClients,
+    /// A governance rate limit refused the command.
+    #[error(
+        "max number of commands per second reached for user '{user}' ({qps} per second) {rule}"
+    )]
+    RateLimited {
+        /// The user (`default` without one).
+        user: String,
+        /// The limit.
+        qps: f64,
+        /// The rule and its version.
+        rule: String,
+    },
 
     // --- transactions ---
     /// A command Redis refuses inside MULTI.

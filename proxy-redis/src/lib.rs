@@ -124,6 +124,7 @@ pub async fn serve(ctx: ListenerCtx) {
         limits: RefCell::new(l.limits.clone()),
         allow_admin: Cell::new(l.allow_admin_commands),
         users: RefCell::new(Rc::new(config.users_for(&name).cloned().collect())),
+        rate_limits: RefCell::new(session::rate_limits(config)),
         open_clients: open_clients(&shared, &name),
         clients: RefCell::new(BTreeMap::new()),
         wakers: RefCell::default(),

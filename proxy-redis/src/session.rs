@@ -104,6 +104,9 @@ pub struct CoreCtx {
     pub allow_admin: Cell<bool>,
     /// Proxy users of this listener (from the current snapshot).
     pub users: RefCell<Rc<Vec<User>>>,
+    /// The governance rules of the current snapshot when they rate-limit commands (None: no limit,
+    /// and a command pays one branch).
+    pub rate_limits: RefCell<Option<Arc<router::config::Governance>>>,
     /// Process-wide open client count of the listener.
     pub open_clients: Arc<AtomicU64>,
     /// Clients of this core.
@@ -147,6 +150,7 @@ impl CoreCtx {
             *self.group.borrow_mut() = l.group.clone();
         }
         *self.users.borrow_mut() = Rc::new(config.users_for(&self.listener).cloned().collect());
+        *self.rate_limits.borrow_mut() = rate_limits(config);
         let group_name = self.group.borrow().clone();
         let Some(group) = config.redis_group(&group_name) else {
             return pool;
@@ -175,6 +179,23 @@ impl CoreCtx {
                 pool
             }
         }
+    }
+}
+
+/// The governance rules of `config` if they rate-limit Redis commands.
+pub fn rate_limits(config: &router::config::Config) -> Option<Arc<router::config::Governance>> {
+    config
+        .proxy
+        .governance
+        .clone()
+        .filter(|g| !g.limits.is_empty())
+}
+
+/// Waits until `t` (forever for None: the branch of a `select!` that is off).
+async fn pace_sleep(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -260,6 +281,11 @@ pub struct Session {
     trace_parent: Option<runtime::trace::TraceParent>,
     /// `FURROW.LOCK` state (see `crate::lock`); created by the first lock command.
     locks: Option<crate::lock::Locks>,
+    /// A queueing rate limit gave the first held-back command a later turn: nothing goes to the
+    /// backends before this.
+    pace_until: Option<Instant>,
+    /// The first held-back command was admitted by the rate limits already (its turn came).
+    admitted: bool,
 }
 
 /// A random number (not for cryptography: spreads RANDOMKEY over the shards).
@@ -323,6 +349,8 @@ impl Session {
             decoder_preauth: !authed,
             trace_parent: None,
             locks: None,
+            pace_until: None,
+            admitted: false,
         }
     }
 
@@ -442,6 +470,11 @@ impl Session {
                     return Ok(());
                 }
             }
+            if let Some(t) = self.pace_until
+                && Instant::now() >= t
+            {
+                self.pace_until = None;
+            }
             if pending == 0
                 && !self.deferred.is_empty()
                 && self.may_forward()
@@ -470,6 +503,7 @@ impl Session {
                 biased;
                 _ = self.client.wake.notified() => {}
                 _ = gate_notify.notified(), if self.gate_wait.is_some() => {}
+                _ = pace_sleep(self.pace_until), if self.pace_until.is_some() => {}
                 r = stream.readable(), if can_read => {
                     r?;
                     let got = match &mut self.tls {
@@ -559,6 +593,9 @@ impl Session {
     /// then has at most one large reply in flight; the shared backend connections never wait
     /// for it). Held commands wait in `deferred`, and the client is not read meanwhile.
     fn may_forward(&self) -> bool {
+        if self.pace_until.is_some() {
+            return false;
+        }
         let q = self.client.q.borrow();
         let budget = self.reply_budget();
         let unread = q.unread();
@@ -655,6 +692,23 @@ impl Session {
         }
     }
 
+    /// The governance rate limits for the next command: None to go on now, `Ok(µs)` to wait for
+    /// its turn (a queueing limit), `Err` when it is refused.
+    fn rate_limit(&self) -> Option<Result<u64, Error>> {
+        let gov = self.core.rate_limits.borrow();
+        let g = gov.as_ref()?;
+        let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
+        match g.admit_command(user, router::config::pace_clock_us()) {
+            Ok(0) => None,
+            Ok(wait) => Some(Ok(wait)),
+            Err(l) => Some(Err(Error::RateLimited {
+                user: user.to_string(),
+                qps: l.qps,
+                rule: l.message.clone(),
+            })),
+        }
+    }
+
     /// The key of this session's listener in the process-wide CLIENT UNBLOCK registry.
     fn owner(&self) -> usize {
         Arc::as_ptr(&self.core.open_clients) as usize
@@ -726,6 +780,22 @@ impl Session {
                 command: info.name,
                 listener: self.core.listener.clone(),
             });
+            return;
+        }
+        if self.admitted {
+            // Its turn in a rate limit's queue came.
+            self.admitted = false;
+        } else if !matches!(info.name, "auth" | "hello" | "quit" | "reset")
+            && let Some(r) = self.rate_limit()
+        {
+            match r {
+                Ok(wait) => {
+                    self.pace_until = Some(Instant::now() + std::time::Duration::from_micros(wait));
+                    self.admitted = true;
+                    self.deferred.push_front(cmd);
+                }
+                Err(e) => self.refuse(e),
+            }
             return;
         }
         if self.pubsub.is_some() && !self.resp3 {

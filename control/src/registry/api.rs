@@ -49,7 +49,13 @@ pub fn routes() -> Router<Arc<Center>> {
         .route(&format!("{svc}/instances/{{id}}/weight"), put(weight))
         .route(&format!("{svc}/discover"), get(discover))
         .route(&format!("{svc}/rules"), get(get_rules).put(put_rules))
+        .route(
+            &format!("{svc}/rules/pending"),
+            get(get_pending).delete(reject_pending),
+        )
+        .route(&format!("{svc}/rules/approve"), post(approve_rules))
         .route(&format!("{svc}/tokens"), post(tokens))
+        .route(&format!("{svc}/calls"), get(get_calls).post(report_calls))
         .route("/v1/registry/watch", get(watch))
         .route("/v1/registry/stats", get(stats))
 }
@@ -82,17 +88,24 @@ fn discovery(st: &State, env: &str, name: &str) -> Result<Discovery> {
     }
     let all: Vec<_> = st.registry.instances_of(env, name).collect();
     let (protected, instances) = select(svc, &all);
+    let rules = st
+        .registry
+        .rules
+        .get(&(env.to_string(), name.to_string()))
+        .cloned();
+    // Intervention rules (cluster switch, load share) shape the answer itself, so every watcher and
+    // proxy follows them without knowing them.
+    let instances = match &rules {
+        Some(r) => r.intervene(instances),
+        None => instances,
+    };
     Ok(Discovery {
         env: env.into(),
         service: name.into(),
         rev: svc.rev,
         protected,
         instances,
-        rules: st
-            .registry
-            .rules
-            .get(&(env.to_string(), name.to_string()))
-            .cloned(),
+        rules,
     })
 }
 
@@ -106,7 +119,7 @@ async fn list_services(AxState(c): C, h: HeaderMap, Path(env): Path<String>) -> 
             .map(|s| {
                 let insts: Vec<_> = st.registry.instances_of(&s.env, &s.name).collect();
                 json!({
-                    "service": s,
+                    "service": s.masked(),
                     "instances": insts.len(),
                     "healthy": insts.iter().filter(|i| i.healthy).count(),
                 })
@@ -120,7 +133,10 @@ async fn get_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) ->
     let u = user(&c, &h)?;
     let v = c.read(|st| {
         readable(st, &u, &env, &name, Level::MaskedRead)?;
-        let svc = st.registry.service(&env, &name).cloned();
+        let svc = st
+            .registry
+            .service(&env, &name)
+            .map(super::model::Service::masked);
         let insts: Vec<_> = st.registry.instances_of(&env, &name).cloned().collect();
         Ok::<_, ControlError>(json!({"service": svc, "instances": insts}))
     })??;
@@ -133,7 +149,7 @@ async fn put_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b:
     let svc = c
         .write(u, move |tx| tx.put_service(&env, &name, input.clone()))
         .await?;
-    ok(svc)
+    ok(svc.masked())
 }
 
 #[derive(Deserialize)]
@@ -146,7 +162,7 @@ async fn set_live(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: By
     let u = user(&c, &h)?;
     let LiveBody { live } = body(&b)?;
     let svc = c.write(u, move |tx| tx.set_live(&env, &name, live)).await?;
-    ok(svc)
+    ok(svc.masked())
 }
 
 async fn register(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
@@ -243,15 +259,83 @@ struct RulesBody {
     version: Option<u64>,
 }
 
+/// Publishes the rules: 200 with the rule set, or 202 with `{"state": "pending", ...}` when the
+/// service's rule publishes need review.
 async fn put_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let r: RulesBody = body(&b)?;
-    let set = c
+    let out = c
         .write(u, move |tx| {
             tx.publish_rules(&env, &name, r.rules.clone(), &r.message, r.version)
         })
         .await?;
+    match out {
+        super::ops::RulesOutcome::Published(set) => ok(set),
+        pending @ super::ops::RulesOutcome::Pending(_) => {
+            Ok((StatusCode::ACCEPTED, axum::Json(pending)).into_response())
+        }
+    }
+}
+
+/// The pending rule change (null when none).
+async fn get_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let p = c.read(|st| {
+        readable(st, &u, &env, &name, Level::MaskedRead)?;
+        Ok::<_, ControlError>(
+            st.registry
+                .pending
+                .get(&(env.clone(), name.clone()))
+                .cloned(),
+        )
+    })??;
+    ok(p)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// Approves the pending rule change (another user than its editors): the new rule set.
+async fn approve_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let r: ApproveBody = if b.is_empty() {
+        ApproveBody::default()
+    } else {
+        body(&b)?
+    };
+    let set = c
+        .write(u, move |tx| tx.approve_rules(&env, &name, r.version))
+        .await?;
     ok(set)
+}
+
+/// Drops the pending rule change: 204.
+async fn reject_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    c.write(u, move |tx| tx.reject_rules(&env, &name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Per-version call statistics: a report from a client or a proxy (read level, like discovery) → 204.
+async fn report_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    let report: super::calls::CallReport = body(&b)?;
+    c.read(|st| readable(st, &u, &env, &name, Level::Read))??;
+    c.registry
+        .calls
+        .report(&env, &name, &report, crate::model::now_ms())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Per-version call statistics of a service, as reported to this node.
+async fn get_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    c.read(|st| readable(st, &u, &env, &name, Level::MaskedRead))??;
+    ok(c.registry.calls.read(&env, &name, crate::model::now_ms()))
 }
 
 /// Cluster-wide rate limits: a lease of tokens from this node's token service (`registry::tokens`).

@@ -18,7 +18,8 @@
 //! - `http`: `GET path` answers with a 2xx or 3xx status line;
 //! - `redis`: `PING` answers `+PONG` (or `-NOAUTH` / `-NOPERM`: the server is up and asks for a login);
 //! - `mysql`: the server's first packet is a protocol-10 greeting (an ERR packet, e.g. "too many
-//!   connections" or a blocked host, fails). No login is attempted: the check needs no credentials.
+//!   connections" or a blocked host, fails); with `user` (and `password`), a login as that user and a
+//!   COM_PING answered OK (a wrong password, a locked account or a server that stopped serving fails).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,7 +64,16 @@ pub struct HealthCheck {
     /// `http`: the path (default `/`).
     #[serde(default)]
     pub path: String,
+    /// `mysql`: log in as this user and send COM_PING (empty: the greeting is enough).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// `mysql`: the password of `user`. Stored with the service; shown as `******` by the API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password: String,
 }
+
+/// What the API shows for a check password.
+pub const MASKED: &str = "******";
 
 fn default_interval() -> u64 {
     5_000
@@ -101,7 +111,31 @@ impl HealthCheck {
         } else if !self.path.is_empty() {
             return Err(ControlError::bad("check.path", "path is for http checks"));
         }
+        if self.kind != CheckKind::Mysql && !(self.user.is_empty() && self.password.is_empty()) {
+            return Err(ControlError::bad(
+                "check.user",
+                "user and password are for mysql checks",
+            ));
+        }
+        if self.user.is_empty() && !self.password.is_empty() {
+            return Err(ControlError::bad("check.user", "a password needs a user"));
+        }
+        if self.user.len() > 80 || self.password.len() > 256 {
+            return Err(ControlError::bad(
+                "check.user",
+                "user is at most 80 bytes, password at most 256",
+            ));
+        }
         Ok(())
+    }
+
+    /// The check as the API shows it: the password masked.
+    pub fn masked(&self) -> HealthCheck {
+        let mut c = self.clone();
+        if !c.password.is_empty() {
+            c.password = MASKED.into();
+        }
+        c
     }
 }
 
@@ -160,6 +194,24 @@ pub async fn probe(check: &HealthCheck, ip: &str, port: u16) -> std::result::Res
                         String::from_utf8_lossy(&reply)
                     ))
                 }
+            }
+            CheckKind::Mysql if !check.user.is_empty() => {
+                // Log in and COM_PING with the blocking client (bounded by the probe's timeout on
+                // every read and write, so the thread never outlives the probe by much).
+                drop(s);
+                let url = crate::mysql::MysqlUrl {
+                    user: check.user.clone(),
+                    password: check.password.clone(),
+                    addr: host.clone(),
+                    database: String::new(),
+                };
+                tokio::task::spawn_blocking(move || {
+                    let mut c = crate::mysql::Conn::connect_within(&url, timeout, timeout)
+                        .map_err(|e| format!("login: {e}"))?;
+                    c.ping().map_err(|e| format!("COM_PING: {e}"))
+                })
+                .await
+                .map_err(|e| e.to_string())?
             }
             CheckKind::Mysql => {
                 // Packet header (3 bytes length, 1 byte sequence), then the payload's first byte:
@@ -324,6 +376,8 @@ mod tests {
             interval_ms: 1000,
             timeout_ms: 500,
             path: String::new(),
+            user: String::new(),
+            password: String::new(),
         }
     }
 

@@ -52,6 +52,25 @@ pub enum RegistryCmd {
         /// Protection threshold, 0-1.
         #[arg(long, default_value_t = 0.0)]
         protect_threshold: f64,
+        /// An active health check the center runs: tcp, http, redis or mysql.
+        #[arg(long, value_parser = ["tcp", "http", "redis", "mysql"])]
+        check: Option<String>,
+        /// Between two probes of an instance, ms (with --check).
+        #[arg(long, requires = "check")]
+        check_interval_ms: Option<u64>,
+        /// Bound of one probe, ms (with --check).
+        #[arg(long, requires = "check")]
+        check_timeout_ms: Option<u64>,
+        /// `http`: the path to GET (with --check http).
+        #[arg(long, requires = "check")]
+        check_path: Option<String>,
+        /// `mysql`: log in as this user and send COM_PING (with --check mysql; the password from
+        /// $FURROW_CHECK_PASSWORD).
+        #[arg(long, requires = "check")]
+        check_user: Option<String>,
+        /// Rule publishes need review by another user.
+        #[arg(long)]
+        review_rules: bool,
     },
     /// Put a service live (the publishing gate: owner and docs), or back to draft with --off.
     Live {
@@ -160,6 +179,18 @@ pub enum RulesCmd {
         #[arg(long)]
         version: Option<u64>,
     },
+    /// The rule change waiting for review (null when none).
+    Pending(SvcOpts),
+    /// Approve the pending rule change (not its own author): it is published.
+    Approve {
+        #[command(flatten)]
+        svc: SvcOpts,
+        /// The rule set version read (optimistic versioning).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Drop the pending rule change.
+    Reject(SvcOpts),
     /// Evaluate the access and route rules for one call, as the client library does.
     Check {
         #[command(flatten)]
@@ -221,9 +252,34 @@ pub async fn run_registry(api: &ApiClient, cmd: RegistryCmd) -> Result<Json, Cli
             deps,
             ttl_ms,
             protect_threshold,
+            check,
+            check_interval_ms,
+            check_timeout_ms,
+            check_path,
+            check_user,
+            review_rules,
         } => {
+            let check = check.map(|kind| {
+                let mut c = json!({"kind": kind});
+                if let Some(v) = check_interval_ms {
+                    c["interval_ms"] = json!(v);
+                }
+                if let Some(v) = check_timeout_ms {
+                    c["timeout_ms"] = json!(v);
+                }
+                if let Some(v) = check_path {
+                    c["path"] = json!(v);
+                }
+                if let Some(u) = check_user {
+                    c["user"] = json!(u);
+                    c["password"] =
+                        json!(std::env::var("FURROW_CHECK_PASSWORD").unwrap_or_default());
+                }
+                c
+            });
             let body = json!({"app": app, "owner": owner, "docs": docs, "dependencies": deps,
-                "ttl_ms": ttl_ms, "protect_threshold": protect_threshold});
+                "ttl_ms": ttl_ms, "protect_threshold": protect_threshold, "check": check,
+                "review_rules": review_rules});
             api.call("PUT", &svc_path(&svc), Some(&body)).await
         }
         Live { svc, off } => {
@@ -316,6 +372,23 @@ pub async fn run_rules(api: &ApiClient, cmd: RulesCmd) -> Result<Json, ClientErr
                 .map_err(|e| local("file", &format!("{file}: not JSON: {e}")))?;
             let body = json!({"rules": rules, "message": message, "version": version});
             api.call("PUT", &format!("{}/rules", svc_path(&svc)), Some(&body))
+                .await
+        }
+        RulesCmd::Pending(s) => {
+            api.call("GET", &format!("{}/rules/pending", svc_path(&s)), None)
+                .await
+        }
+        RulesCmd::Approve { svc, version } => {
+            let body = json!({"version": version});
+            api.call(
+                "POST",
+                &format!("{}/rules/approve", svc_path(&svc)),
+                Some(&body),
+            )
+            .await
+        }
+        RulesCmd::Reject(s) => {
+            api.call("DELETE", &format!("{}/rules/pending", svc_path(&s)), None)
                 .await
         }
         RulesCmd::Check {

@@ -48,6 +48,8 @@ pub struct Leases {
     last_scan: AtomicU64,
     /// This node's token service for cluster-wide rate limits (in memory, like the leases).
     pub tokens: super::tokens::TokenServer,
+    /// Per-version call statistics reported to this node (in memory).
+    pub calls: super::calls::CallStats,
 }
 
 impl Default for Leases {
@@ -74,6 +76,7 @@ impl Leases {
             last_node_beat: AtomicU64::new(0),
             last_scan: AtomicU64::new(0),
             tokens: Default::default(),
+            calls: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@
 //!   the same leases as heartbeats.
 //! - [`tokens`]: cluster-wide rate limits: the token service of a node and its client (leases of tokens,
 //!   local fallback).
+//! - [`calls`]: per-version call statistics reported by clients and proxies (in memory on a node).
 //! - [`client`]: registration with heartbeats, discovery with push and a snapshot file.
 //! - [`cli`]: `furrow ctl registry` and `furrow ctl rules`.
 //! - [`api`]: the HTTP routes under `/v1/registry`.
@@ -24,6 +25,7 @@
 //! [`Rec`]: crate::state::Rec
 
 pub mod api;
+pub mod calls;
 pub mod check;
 pub mod cli;
 pub mod client;

@@ -41,6 +41,41 @@ pub struct Service {
     /// An active health check the center runs against the instances (`registry::check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<super::check::HealthCheck>,
+    /// Whether rule publishes need review: a publish becomes a pending change that another user with
+    /// publish level approves (the configuration center's review rule).
+    #[serde(default)]
+    pub review_rules: bool,
+}
+
+impl Service {
+    /// The service as the API and the audit log show it: a check password masked.
+    pub fn masked(&self) -> Service {
+        let mut s = self.clone();
+        s.check = s.check.as_ref().map(super::check::HealthCheck::masked);
+        s
+    }
+}
+
+/// A rule set waiting for review (a publish on a service with `review_rules`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingRules {
+    /// The environment.
+    pub env: String,
+    /// The service.
+    pub service: String,
+    /// The rule set version it was proposed against (approval fails if the rules moved on).
+    pub base_version: u64,
+    /// Who proposed it last.
+    pub author: String,
+    /// Everyone who proposed this change (none of them may approve it).
+    pub editors: std::collections::BTreeSet<String>,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The rules proposed.
+    pub rules: Vec<super::rules::Rule>,
 }
 
 /// One instance of a service.
@@ -89,6 +124,8 @@ pub enum RegRec {
     Rules(RuleSet),
     /// A control node holding leases is alive (written every [`NODE_BEAT_MS`] while it holds any).
     Node(NodeBeat),
+    /// A rule set waiting for review.
+    Pending(PendingRules),
 }
 
 /// How often a node holding leases says it is alive.
@@ -114,6 +151,7 @@ impl RegRec {
             RegRec::Instance(i) => format!("inst/{}/{}/{}", i.env, i.service, i.id),
             RegRec::Rules(r) => format!("rules/{}/{}", r.env, r.service),
             RegRec::Node(n) => format!("node/{}", n.id),
+            RegRec::Pending(p) => format!("pending/{}/{}", p.env, p.service),
         }
     }
 
@@ -123,7 +161,7 @@ impl RegRec {
             RegRec::Service(s) => Some((s.env.clone(), super::channel(&s.name))),
             RegRec::Instance(i) => Some((i.env.clone(), super::channel(&i.service))),
             RegRec::Rules(r) => Some((r.env.clone(), super::channel(&r.service))),
-            RegRec::Node(_) => None,
+            RegRec::Node(_) | RegRec::Pending(_) => None,
         }
     }
 }
@@ -142,6 +180,8 @@ pub struct RegistryState {
     pub rules: HashMap<SvcKey, RuleSet>,
     /// The last sign of life of each control node holding leases: id → ms.
     pub nodes: HashMap<String, u64>,
+    /// Rule sets waiting for review by (env, service).
+    pub pending: HashMap<SvcKey, PendingRules>,
 }
 
 impl RegistryState {
@@ -162,6 +202,9 @@ impl RegistryState {
             }
             RegRec::Node(n) => {
                 self.nodes.insert(n.id, n.at_ms);
+            }
+            RegRec::Pending(p) => {
+                self.pending.insert((p.env.clone(), p.service.clone()), p);
             }
         }
     }
@@ -184,6 +227,10 @@ impl RegistryState {
                 self.services.remove(&k);
                 self.instances.remove(&k);
                 self.rules.remove(&k);
+                self.pending.remove(&k);
+            }
+            (Some("pending"), Some(env), Some(name), None) => {
+                self.pending.remove(&(env.to_string(), name.to_string()));
             }
             _ => {}
         }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{MAX_INSTANCES, NODE_BEAT_MS, NodeBeat, RegInstance, RegRec, Service};
+use super::model::{
+    MAX_INSTANCES, NODE_BEAT_MS, NodeBeat, PendingRules, RegInstance, RegRec, Service,
+};
 use super::rules::{Rule, RuleSet, validate};
 use crate::error::{ControlError, ErrorCode, Result};
 use crate::model::{Level, NsKey, check_name, now_ms};
@@ -38,6 +40,20 @@ pub struct ServiceInput {
     /// An active health check run by the center (none: heartbeats only).
     #[serde(default)]
     pub check: Option<super::check::HealthCheck>,
+    /// Whether rule publishes need review by another user (default false).
+    #[serde(default)]
+    pub review_rules: bool,
+}
+
+/// What a rule publish did: published the rule set, or (a service whose rules need review) left it
+/// pending for another user's approval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RulesOutcome {
+    /// The rule set now in force.
+    Published(RuleSet),
+    /// The change waiting for review.
+    Pending(PendingRules),
 }
 
 /// An instance registration (`POST /v1/registry/{env}/services/{name}/instances`).
@@ -203,7 +219,15 @@ impl Tx<'_> {
         for d in &input.dependencies {
             check_name("dependencies", d)?;
         }
-        if let Some(c) = &input.check {
+        let mut input = input;
+        if let Some(c) = &mut input.check {
+            // A check read back from the API and sent again keeps its password.
+            if c.password == super::check::MASKED
+                && let Some(o) = old.as_ref().and_then(|o| o.check.as_ref())
+                && o.user == c.user
+            {
+                c.password = o.password.clone();
+            }
             c.validate()?;
         }
         let live = old.as_ref().is_some_and(|o| o.live);
@@ -229,6 +253,7 @@ impl Tx<'_> {
             protect_threshold: input.protect_threshold,
             rev: 0,
             check: input.check,
+            review_rules: input.review_rules,
         };
         let action = if old.is_some() {
             "registry.service.update"
@@ -239,7 +264,7 @@ impl Tx<'_> {
         self.audit(
             action,
             &target,
-            serde_json::json!({"old": old, "new": &svc}),
+            serde_json::json!({"old": old.as_ref().map(Service::masked), "new": svc.masked()}),
         );
         let rev = self.touch_service(svc.clone());
         Ok(Service { rev, ..svc })
@@ -466,7 +491,10 @@ impl Tx<'_> {
     }
 
     /// Publishes a service's governance rules as a whole, with optimistic versioning (`expect_version`: the
-    /// version the caller read, 0 for none yet). Publish level; audited with the old and new rules.
+    /// version the caller read, 0 for none yet). Publish level; audited with the old and new rules. On a
+    /// service whose rule publishes need review (`review_rules`), the rules become a pending change
+    /// instead (audited `registry.rules.propose`), replacing an earlier pending one and adding the caller
+    /// to its editors; another user approves it with [`Tx::approve_rules`].
     pub fn publish_rules(
         &mut self,
         env: &str,
@@ -474,35 +502,53 @@ impl Tx<'_> {
         rules: Vec<Rule>,
         message: &str,
         expect_version: Option<u64>,
-    ) -> Result<RuleSet> {
+    ) -> Result<RulesOutcome> {
         let svc = self.need_service(env, name, Level::Publish)?;
         validate(&rules)?;
-        let old = self
-            .st
-            .registry
-            .rules
-            .get(&(env.to_string(), name.to_string()))
-            .cloned();
+        let key = (env.to_string(), name.to_string());
+        let old = self.st.registry.rules.get(&key).cloned();
         let current = old.as_ref().map_or(0, |r| r.version);
-        if let Some(v) = expect_version
-            && v != current
-        {
-            return Err(ControlError::new(
-                ErrorCode::VersionConflict,
-                format!("the rules are at version {current}, not {v}"),
-            )
-            .with_field("version"));
+        check_rules_version(current, expect_version)?;
+        let target = self.target.clone();
+        if svc.review_rules {
+            let mut editors = self
+                .st
+                .registry
+                .pending
+                .get(&key)
+                .filter(|p| p.base_version == current)
+                .map(|p| p.editors.clone())
+                .unwrap_or_default();
+            editors.insert(self.actor.name.clone());
+            let pending = PendingRules {
+                env: env.into(),
+                service: name.into(),
+                base_version: current,
+                author: self.actor.name.clone(),
+                editors,
+                message: message.into(),
+                at_ms: now_ms(),
+                rules,
+            };
+            self.audit(
+                "registry.rules.propose",
+                &target,
+                serde_json::json!({"old": old.map(|o| o.rules), "new": &pending.rules,
+                                   "base_version": current}),
+            );
+            self.put(Rec::Registry(RegRec::Pending(pending.clone())));
+            return Ok(RulesOutcome::Pending(pending));
         }
         let set = RuleSet {
             env: env.into(),
             service: name.into(),
             version: current + 1,
             author: self.actor.name.clone(),
+            approver: String::new(),
             message: message.into(),
             at_ms: now_ms(),
             rules,
         };
-        let target = self.target.clone();
         self.audit(
             "registry.rules.publish",
             &target,
@@ -510,6 +556,109 @@ impl Tx<'_> {
         );
         self.touch_service(svc);
         self.put(Rec::Registry(RegRec::Rules(set.clone())));
+        Ok(RulesOutcome::Published(set))
+    }
+
+    /// Approves and publishes a service's pending rule change. Publish level, and the configuration
+    /// center's review rule: nobody who proposed the change may approve it. `expect_version` is the rule
+    /// set version the approver saw; the change must have been proposed against the version in force
+    /// (else 409: the rules moved on, propose again). Audited `registry.rules.approve` with the old and
+    /// new rules.
+    pub fn approve_rules(
+        &mut self,
+        env: &str,
+        name: &str,
+        expect_version: Option<u64>,
+    ) -> Result<RuleSet> {
+        let svc = self.need_service(env, name, Level::Publish)?;
+        let key = (env.to_string(), name.to_string());
+        let pending = self.st.registry.pending.get(&key).cloned().ok_or_else(|| {
+            ControlError::not_found(format!(
+                "service {name:?} in {env} has no pending rule change"
+            ))
+            .with_field("pending")
+        })?;
+        crate::ops::review_gate(
+            true,
+            Some(&pending.editors),
+            &self.actor.name,
+            &format!("the rule change of service {name:?}"),
+        )?;
+        let old = self.st.registry.rules.get(&key).cloned();
+        let current = old.as_ref().map_or(0, |r| r.version);
+        check_rules_version(current, expect_version)?;
+        if pending.base_version != current {
+            return Err(ControlError::new(
+                ErrorCode::VersionConflict,
+                format!(
+                    "the pending change was proposed against version {}, the rules are at {current}: propose it again",
+                    pending.base_version
+                ),
+            )
+            .with_field("version"));
+        }
+        validate(&pending.rules)?;
+        let set = RuleSet {
+            env: env.into(),
+            service: name.into(),
+            version: current + 1,
+            author: pending.author.clone(),
+            approver: self.actor.name.clone(),
+            message: pending.message.clone(),
+            at_ms: now_ms(),
+            rules: pending.rules.clone(),
+        };
+        let target = self.target.clone();
+        self.audit(
+            "registry.rules.approve",
+            &target,
+            serde_json::json!({"old": old.map(|o| o.rules), "new": &set.rules,
+                               "version": set.version, "author": &set.author}),
+        );
+        self.touch_service(svc);
+        self.put(Rec::Registry(RegRec::Rules(set.clone())));
+        self.changes.push(Change::Delete {
+            kind: "registry",
+            key: RegRec::Pending(pending).key(),
+        });
         Ok(set)
     }
+
+    /// Drops a service's pending rule change (rejected by a reviewer or withdrawn). Publish level;
+    /// audited `registry.rules.reject`.
+    pub fn reject_rules(&mut self, env: &str, name: &str) -> Result<()> {
+        self.need_service(env, name, Level::Publish)?;
+        let key = (env.to_string(), name.to_string());
+        let pending = self.st.registry.pending.get(&key).cloned().ok_or_else(|| {
+            ControlError::not_found(format!(
+                "service {name:?} in {env} has no pending rule change"
+            ))
+            .with_field("pending")
+        })?;
+        let target = self.target.clone();
+        self.audit(
+            "registry.rules.reject",
+            &target,
+            serde_json::json!({"rules": &pending.rules, "author": &pending.author}),
+        );
+        self.changes.push(Change::Delete {
+            kind: "registry",
+            key: RegRec::Pending(pending).key(),
+        });
+        Ok(())
+    }
+}
+
+/// 409 unless the caller read the version in force (None: no check).
+fn check_rules_version(current: u64, expect: Option<u64>) -> Result<()> {
+    if let Some(v) = expect
+        && v != current
+    {
+        return Err(ControlError::new(
+            ErrorCode::VersionConflict,
+            format!("the rules are at version {current}, not {v}"),
+        )
+        .with_field("version"));
+    }
+    Ok(())
 }

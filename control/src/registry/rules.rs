@@ -22,8 +22,11 @@ pub struct RuleSet {
     pub service: String,
     /// 1 for the first publish, +1 for each one after (optimistic versioning on publish).
     pub version: u64,
-    /// Who published it.
+    /// Who published it (for a reviewed change: who proposed it).
     pub author: String,
+    /// Who approved it (a service whose rule publishes need review); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approver: String,
     /// Why.
     #[serde(default)]
     pub message: String,
@@ -143,6 +146,94 @@ pub enum Rule {
         /// 0–100.
         percent: u8,
     },
+    /// Intervention: send the traffic of cluster `from` (every other cluster when empty) to cluster `to`.
+    /// An instance's cluster is its `cluster` tag. Discovery answers leave the switched instances out —
+    /// unless `to` has no instance in the answer (a rule never blackholes traffic).
+    ClusterSwitch {
+        /// The cluster whose traffic moves (empty: all but `to`).
+        #[serde(default)]
+        from: String,
+        /// Where it goes.
+        to: String,
+    },
+    /// Intervention: move `percent` of cluster `from`'s share of the traffic to cluster `to`, by the
+    /// weights in discovery answers (`from`'s instances lose that share, `to`'s gain it; the total stays).
+    LoadShare {
+        /// The cluster that gives traffic.
+        from: String,
+        /// The cluster that takes it.
+        to: String,
+        /// 0–100.
+        percent: u8,
+    },
+}
+
+/// The cluster of an instance: its `cluster` tag (empty when it has none).
+pub fn cluster_of(i: &super::model::RegInstance) -> &str {
+    i.tags.get("cluster").map_or("", String::as_str)
+}
+
+/// The most weight an intervention gives an instance (the registry's own bound).
+const MAX_WEIGHT: f64 = 10_000.0;
+
+impl RuleSet {
+    /// Applies the intervention rules (`cluster_switch`, then `load_share`, each in order) to the
+    /// instances of a discovery answer: switched instances leave the list, shared weights move. A rule
+    /// whose target cluster has no instance (or no weight) in the list changes nothing.
+    pub fn intervene(
+        &self,
+        mut list: Vec<super::model::RegInstance>,
+    ) -> Vec<super::model::RegInstance> {
+        for r in &self.rules {
+            if let Rule::ClusterSwitch { from, to } = r
+                && list.iter().any(|i| cluster_of(i) == to)
+            {
+                list.retain(|i| {
+                    let c = cluster_of(i);
+                    c == to || (!from.is_empty() && c != from)
+                });
+            }
+        }
+        for r in &self.rules {
+            let Rule::LoadShare { from, to, percent } = r else {
+                continue;
+            };
+            let sum = |c: &str| -> f64 {
+                list.iter()
+                    .filter(|i| cluster_of(i) == c)
+                    .map(|i| f64::from(i.weight))
+                    .sum()
+            };
+            let (wa, wb) = (sum(from), sum(to));
+            if wa <= 0.0 || wb <= 0.0 || from == to {
+                continue;
+            }
+            let p = f64::from(*percent) / 100.0;
+            let (fa, fb) = (1.0 - p, (wb + p * wa) / wb);
+            let mut w: Vec<f64> = list
+                .iter()
+                .map(|i| {
+                    let c = cluster_of(i);
+                    f64::from(i.weight)
+                        * if c == from {
+                            fa
+                        } else if c == to {
+                            fb
+                        } else {
+                            1.0
+                        }
+                })
+                .collect();
+            let max = w.iter().copied().fold(0.0, f64::max);
+            if max > MAX_WEIGHT {
+                w.iter_mut().for_each(|x| *x *= MAX_WEIGHT / max);
+            }
+            for (i, x) in list.iter_mut().zip(w) {
+                i.weight = x.round() as u32;
+            }
+        }
+        list
+    }
 }
 
 fn default_min_calls() -> u32 {
@@ -243,8 +334,20 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
                 if !matches!(control, LimitMode::Reject) && qps.is_none() {
                     return Err(bad(i, "control", "warm_up and queue need qps"));
                 }
-                if let LimitMode::WarmUp { warm_up_s: 0 } = control {
-                    return Err(bad(i, "control/warm_up_s", "warm_up_s must be at least 1"));
+                if let LimitMode::WarmUp { warm_up_s } = control
+                    && !(1..=3600).contains(warm_up_s)
+                {
+                    return Err(bad(i, "control/warm_up_s", "warm_up_s must be 1 to 3600"));
+                }
+                if let LimitMode::Queue { max_wait_ms } = control
+                    && *max_wait_ms > 60_000
+                {
+                    // A queued call holds its client's connection while it waits.
+                    return Err(bad(
+                        i,
+                        "control/max_wait_ms",
+                        "max_wait_ms must be at most 60000",
+                    ));
                 }
             }
             Rule::CircuitBreaker {
@@ -302,6 +405,28 @@ pub fn validate(rules: &[Rule]) -> Result<()> {
             } => {
                 if version.is_empty() || version[..version.len() - 1].contains('*') {
                     return Err(bad(i, "version", "a version, or a prefix ending in *"));
+                }
+                if *percent > 100 {
+                    return Err(bad(i, "percent", "percent is 0-100"));
+                }
+            }
+            Rule::ClusterSwitch { from, to } => {
+                if to.is_empty() || to.len() > 128 || from.len() > 128 {
+                    return Err(bad(i, "to", "to is a cluster name of 1-128 bytes"));
+                }
+                if from == to {
+                    return Err(bad(i, "from", "from and to are the same cluster"));
+                }
+            }
+            Rule::LoadShare { from, to, percent } => {
+                if from.is_empty() || from.len() > 128 {
+                    return Err(bad(i, "from", "from is a cluster name of 1-128 bytes"));
+                }
+                if to.is_empty() || to.len() > 128 {
+                    return Err(bad(i, "to", "to is a cluster name of 1-128 bytes"));
+                }
+                if from == to {
+                    return Err(bad(i, "to", "from and to are the same cluster"));
                 }
                 if *percent > 100 {
                     return Err(bad(i, "percent", "percent is 0-100"));
@@ -429,6 +554,91 @@ mod tests {
             rules,
             ..Default::default()
         }
+    }
+
+    fn at(id: &str, cluster: &str, weight: u32) -> super::super::model::RegInstance {
+        let mut i = super::super::model::RegInstance {
+            id: id.into(),
+            weight,
+            ..Default::default()
+        };
+        if !cluster.is_empty() {
+            i.tags.insert("cluster".into(), cluster.into());
+        }
+        i
+    }
+
+    fn shape(list: &[super::super::model::RegInstance]) -> Vec<(String, u32)> {
+        list.iter().map(|i| (i.id.clone(), i.weight)).collect()
+    }
+
+    #[test]
+    fn interventions_switch_clusters_and_share_load_by_weight() {
+        let list = vec![
+            at("a1", "a", 100),
+            at("a2", "a", 100),
+            at("b1", "b", 100),
+            at("n", "", 50),
+        ];
+        let parse = |j: serde_json::Value| -> RuleSet {
+            let r: Vec<Rule> = serde_json::from_value(j).unwrap();
+            validate(&r).unwrap();
+            set(r)
+        };
+        // Switch a → b: a's instances leave; the others stay.
+        let rs = parse(serde_json::json!([{"kind": "cluster_switch", "from": "a", "to": "b"}]));
+        assert_eq!(
+            shape(&rs.intervene(list.clone())),
+            [("b1".into(), 100), ("n".into(), 50)]
+        );
+        // Switch everything to b.
+        let rs = parse(serde_json::json!([{"kind": "cluster_switch", "to": "b"}]));
+        assert_eq!(shape(&rs.intervene(list.clone())), [("b1".into(), 100)]);
+        // To a cluster with no instance: nothing changes (never blackhole).
+        let rs = parse(serde_json::json!([{"kind": "cluster_switch", "to": "c"}]));
+        assert_eq!(rs.intervene(list.clone()), list);
+        // Share 30 % of a's traffic (weight 200) with b (100): a 140, b 160, total kept.
+        let rs = parse(
+            serde_json::json!([{"kind": "load_share", "from": "a", "to": "b", "percent": 30}]),
+        );
+        let out = shape(&rs.intervene(list.clone()));
+        assert_eq!(
+            out,
+            [
+                ("a1".into(), 70),
+                ("a2".into(), 70),
+                ("b1".into(), 160),
+                ("n".into(), 50)
+            ]
+        );
+        // 100 %: a gets weight 0 (no traffic); weights stay within the registry's bound.
+        let big = vec![at("a1", "a", 10_000), at("b1", "b", 1)];
+        let rs = parse(
+            serde_json::json!([{"kind": "load_share", "from": "a", "to": "b", "percent": 100}]),
+        );
+        assert_eq!(
+            shape(&rs.intervene(big)),
+            [("a1".into(), 0), ("b1".into(), 10_000)]
+        );
+        // Validation names the field.
+        let bad = |j: serde_json::Value| {
+            let r: Vec<Rule> = serde_json::from_value(j).unwrap();
+            validate(&r).map_err(|e| e.field)
+        };
+        assert_eq!(
+            bad(serde_json::json!([{"kind": "cluster_switch", "from": "a", "to": "a"}])),
+            Err(Some("rules/0/from".into()))
+        );
+        assert_eq!(
+            bad(
+                serde_json::json!([{"kind": "load_share", "from": "a", "to": "b", "percent": 101}])
+            ),
+            Err(Some("rules/0/percent".into()))
+        );
+        assert_eq!(
+            bad(serde_json::json!([{"kind": "load_share", "from": "", "to": "b", "percent": 1}])),
+            Err(Some("rules/0/from".into()))
+        );
     }
 
     #[test]

@@ -181,9 +181,15 @@ impl Session {
             return Flow::Continue;
         };
         let started = Instant::now();
-        let Ok(_permit) = self.admit(g, snap.generation, &sql, &d, started) else {
+        let Ok(permit) = self.admit(g, snap.generation, &sql, &d, started) else {
             return Flow::Continue;
         };
+        if let Some(p) = &permit
+            && !p.wait.is_zero()
+        {
+            // A queueing limit: the statement's turn comes later.
+            tokio::time::sleep(p.wait).await;
+        }
         // Replicas that failed this execution: a retried read goes elsewhere.
         let mut avoid: Vec<Rc<str>> = Vec::new();
         for attempt in 1.. {

@@ -175,6 +175,15 @@ pub(crate) struct OpsGate<'s> {
     _permit: Option<crate::ops::Permit>,
 }
 
+impl OpsGate<'_> {
+    /// How long the statement waits for its turn (a queueing limit), zero for most.
+    pub(crate) fn wait(&self) -> std::time::Duration {
+        self._permit
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |p| p.wait)
+    }
+}
+
 /// Applies the listener group's deny/allow rules and rate and concurrency limits to `sql` with
 /// the read/write-split session's code (`crate::ops`): `Err(())` when it was refused (the ERR is
 /// queued and audited).
@@ -479,6 +488,10 @@ impl ShardSession {
         let Ok(gate) = ops_check(&mut cx, sql) else {
             return;
         };
+        let wait = gate.wait();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let mark = cx.client.wbuf.len();
         // A route times itself from the statement's start (one clock read for both).
         self.started = Some(gate.started);

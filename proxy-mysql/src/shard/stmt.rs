@@ -86,6 +86,11 @@ impl ShardSession {
                     },
                     None => None,
                 };
+                if let Some(wait) = gate.as_ref().map(super::OpsGate::wait)
+                    && !wait.is_zero()
+                {
+                    tokio::time::sleep(wait).await;
+                }
                 let mark = cx.client.wbuf.len();
                 self.execute(cx.reborrow(), &rules, payload).await;
                 if let (Some(sql), Some(gate)) = (sql, gate) {

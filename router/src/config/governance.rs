@@ -5,12 +5,15 @@
 //! become `limit` rules of every MySQL group, error-count circuit breakers become the groups'
 //! `circuit_break_after` / `eject_after` settings. Only what has no place in the config so far lives
 //! here: the client source lists (black/white lists of addresses), checked once per client connection
-//! at accept, never per request. A config without governance has `None` here, and the check is one
-//! branch on an `Option`.
+//! at accept, never per request, the ratio breaker's settings, and the rate limits of Redis commands
+//! ([`CommandLimit`], decided by [`Pacer`]s: token bucket, warm-up or leaky-bucket queue; the MySQL
+//! `limit` rules use the same [`Pacer`]). A config without governance has `None` here, and the check is
+//! one branch on an `Option`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::model::IpNet;
 
@@ -43,6 +46,207 @@ pub struct Governance {
     pub refused: Arc<AtomicU64>,
     /// A circuit breaker by error or slow-call ratio for every backend (the first such rule).
     pub breaker: Option<RatioBreaker>,
+    /// Rate limits on the commands of Redis listeners (empty: none, and nothing is checked). MySQL
+    /// listeners enforce theirs as `limit` rules of their groups.
+    pub limits: Vec<CommandLimit>,
+    /// The state of `limits`, shared by every core and kept across resolutions of the same rule set.
+    pub budgets: Arc<PaceBudgets>,
+}
+
+/// How a rate limit treats a call above its rate (a governance rule's `control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pace {
+    /// Refused at once (a token bucket holding one second of tokens).
+    #[default]
+    Reject,
+    /// Sentinel's warm-up: the rate climbs linearly from a third of the limit to the limit over
+    /// `warm_up_ms`, from the first call and again after a quiet period of that length (a cold
+    /// backend is not hit with the full rate at once).
+    WarmUp {
+        /// How long the climb takes, ms.
+        warm_up_ms: u64,
+    },
+    /// Leaky bucket: calls leave evenly spaced (`1/qps` apart) and wait for their turn up to
+    /// `max_wait_ms`; a call whose turn is further away is refused.
+    Queue {
+        /// The longest wait, ms.
+        max_wait_ms: u64,
+    },
+}
+
+/// What a [`Pacer`] answers for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Go now.
+    Now,
+    /// Go after this many microseconds (the call's turn in a queue is reserved).
+    Wait(u64),
+    /// Over the limit.
+    Refused,
+}
+
+/// The state of one rate budget: a token bucket (with warm-up) or a leaky-bucket queue, depending on
+/// the [`Pace`] it is asked with. Pure: the clock (microseconds from any fixed origin) is passed in,
+/// so tests control time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacer {
+    tokens: f64,
+    last_us: u64,
+    /// When the current warm-up began.
+    warm_from_us: u64,
+    /// The queue's next free turn, µs.
+    next_us: f64,
+}
+
+impl Pacer {
+    /// A budget first used at `now_us`: a full second of tokens for `Reject` at `qps`, one token for a
+    /// cold `WarmUp`, an empty queue.
+    pub fn new(qps: f64, pace: Pace, now_us: u64) -> Self {
+        Pacer {
+            tokens: match pace {
+                Pace::WarmUp { .. } => 1.0,
+                _ => qps.max(1.0),
+            },
+            last_us: now_us,
+            warm_from_us: now_us,
+            next_us: now_us as f64,
+        }
+    }
+
+    /// The rate in force at `now_us` (below `qps` while warming up).
+    pub fn rate(&self, qps: f64, pace: Pace, now_us: u64) -> f64 {
+        match pace {
+            Pace::WarmUp { warm_up_ms } if warm_up_ms > 0 => {
+                let t = now_us.saturating_sub(self.warm_from_us) as f64 / (warm_up_ms as f64 * 1e3);
+                qps * (1.0 + 2.0 * t.min(1.0)) / 3.0
+            }
+            _ => qps,
+        }
+    }
+
+    /// Decides one call at `now_us` against `qps` (> 0). A refusal changes nothing; an admitted
+    /// call takes its token or its turn.
+    pub fn take(&mut self, qps: f64, pace: Pace, now_us: u64) -> Admit {
+        let qps = if qps > 0.0 { qps } else { f64::MIN_POSITIVE };
+        match pace {
+            Pace::Queue { max_wait_ms } => {
+                let now = now_us as f64;
+                let at = self.next_us.max(now);
+                let wait = at - now;
+                if wait > max_wait_ms as f64 * 1e3 {
+                    return Admit::Refused;
+                }
+                self.next_us = at + 1e6 / qps;
+                if wait < 1.0 {
+                    Admit::Now
+                } else {
+                    Admit::Wait(wait as u64)
+                }
+            }
+            Pace::Reject | Pace::WarmUp { .. } => {
+                let mut elapsed = now_us.saturating_sub(self.last_us);
+                if let Pace::WarmUp { warm_up_ms } = pace
+                    && elapsed >= warm_up_ms.saturating_mul(1000)
+                    && now_us > self.warm_from_us
+                {
+                    // Quiet for a whole warm-up period: the backend is cold again, and the quiet
+                    // time earns no burst.
+                    self.warm_from_us = now_us;
+                    self.tokens = 1.0;
+                    elapsed = 0;
+                }
+                let rate = self.rate(qps, pace, now_us);
+                let cap = rate.max(1.0);
+                self.tokens = (self.tokens + elapsed as f64 * rate / 1e6).min(cap);
+                self.last_us = self.last_us.max(now_us);
+                if self.tokens >= 1.0 {
+                    self.tokens -= 1.0;
+                    Admit::Now
+                } else {
+                    Admit::Refused
+                }
+            }
+        }
+    }
+}
+
+/// A governance rate limit on the commands of Redis listeners.
+#[derive(Debug, Clone)]
+pub struct CommandLimit {
+    /// The rule's index in its rule set (the budget's key and the error's text).
+    pub rule: usize,
+    /// Commands per second.
+    pub qps: f64,
+    /// One budget per user (true) or one for the whole listener set (false).
+    pub per_user: bool,
+    /// The users it applies to (empty: all).
+    pub users: Vec<String>,
+    /// What happens above the rate.
+    pub pace: Pace,
+    /// A cluster-wide budget that replaces the local one.
+    pub cluster: Option<Arc<dyn ClusterBudget>>,
+    /// Text added to the error clients get (names the rule and its version).
+    pub message: String,
+}
+
+impl CommandLimit {
+    /// Whether the limit counts `user`'s commands.
+    pub fn applies_to(&self, user: &str) -> bool {
+        self.users.is_empty() || self.users.iter().any(|u| u == user)
+    }
+}
+
+/// `(rule, user)` → its pacer.
+type PacerMap = HashMap<(usize, String), Pacer>;
+
+/// The most budgets kept (per-user budgets of many users cannot grow without bound).
+pub const MAX_PACE_BUDGETS: usize = 100_000;
+
+/// The budgets of [`CommandLimit`]s, shared by every core: `(rule, user)` → [`Pacer`], for one rule
+/// set version at a time (a new version starts afresh).
+#[derive(Debug, Default)]
+pub struct PaceBudgets {
+    /// The rule set version and its budgets.
+    inner: Mutex<(u64, PacerMap)>,
+    /// Commands refused by a limit (over every version).
+    pub refused: AtomicU64,
+    /// Commands that waited for their turn in a queueing limit.
+    pub queued: AtomicU64,
+}
+
+impl PaceBudgets {
+    /// Decides a call of `user` against `limit` of rule set `version` at `now_us`.
+    pub fn take(&self, version: u64, limit: &CommandLimit, user: &str, now_us: u64) -> Admit {
+        let who = if limit.per_user { user } else { "" };
+        if let Some(c) = &limit.cluster {
+            return if c.try_take(who) {
+                Admit::Now
+            } else {
+                Admit::Refused
+            };
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (v, map) = &mut *g;
+        if *v != version {
+            *v = version;
+            map.clear();
+        }
+        if map.len() >= MAX_PACE_BUDGETS && !map.contains_key(&(limit.rule, who.to_string())) {
+            // Idle budgets are the ones a restart loses least with; dropping all is bounded and rare.
+            map.clear();
+        }
+        map.entry((limit.rule, who.to_string()))
+            .or_insert_with(|| Pacer::new(limit.qps, limit.pace, now_us))
+            .take(limit.qps, limit.pace, now_us)
+    }
+}
+
+/// Microseconds on a process-wide monotonic clock (the time base of the proxies' [`Pacer`]s).
+pub fn pace_clock_us() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// A circuit breaker per backend by error ratio or slow-call ratio over a sliding window, with a
@@ -63,6 +267,30 @@ pub struct RatioBreaker {
 }
 
 impl Governance {
+    /// Decides one Redis command of `user` at `now_us` against every limit that counts it: `Ok` with
+    /// the wait in µs (0: go now), or `Err` with the limit that refused it. All limits are checked
+    /// in order; a refusal by a later one does not give back what an earlier one took.
+    pub fn admit_command(&self, user: &str, now_us: u64) -> Result<u64, &CommandLimit> {
+        let mut wait = 0;
+        for l in &self.limits {
+            if !l.applies_to(user) {
+                continue;
+            }
+            match self.budgets.take(self.version, l, user, now_us) {
+                Admit::Now => {}
+                Admit::Wait(us) => wait = wait.max(us),
+                Admit::Refused => {
+                    self.budgets.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(l);
+                }
+            }
+        }
+        if wait > 0 {
+            self.budgets.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(wait)
+    }
+
     /// Whether a client from `ip` may connect (counts the refusal when not). IPv4-mapped IPv6
     /// addresses are checked as IPv4.
     pub fn admits_source(&self, ip: IpAddr) -> bool {
@@ -107,5 +335,114 @@ mod tests {
         assert!(g.admits_source("127.0.0.2".parse().unwrap()));
         assert!(!g.admits_source("192.168.1.1".parse().unwrap()));
         assert_eq!(g.refused.load(Ordering::Relaxed), 4);
+    }
+
+    /// Calls admitted when one is tried every `step_us` from `from_us` to `to_us` (exclusive).
+    fn admitted(
+        p: &mut Pacer,
+        qps: f64,
+        pace: Pace,
+        from_us: u64,
+        to_us: u64,
+        step_us: u64,
+    ) -> u32 {
+        (from_us..to_us)
+            .step_by(step_us as usize)
+            .filter(|t| p.take(qps, pace, *t) == Admit::Now)
+            .count() as u32
+    }
+
+    #[test]
+    fn reject_allows_a_second_of_burst_then_the_rate() {
+        let mut p = Pacer::new(10.0, Pace::Reject, 0);
+        // A full bucket: 10 at once, then refused without taking anything.
+        assert_eq!(admitted(&mut p, 10.0, Pace::Reject, 0, 20, 1), 10);
+        assert_eq!(p.take(10.0, Pace::Reject, 50_000), Admit::Refused);
+        // Then one per 100 ms.
+        assert_eq!(p.take(10.0, Pace::Reject, 100_100), Admit::Now);
+        assert_eq!(p.take(10.0, Pace::Reject, 150_000), Admit::Refused);
+        assert_eq!(
+            admitted(&mut p, 10.0, Pace::Reject, 200_000, 10_200_000, 1_000),
+            100
+        );
+    }
+
+    #[test]
+    fn warm_up_climbs_from_a_third_to_the_full_rate() {
+        let pace = Pace::WarmUp { warm_up_ms: 10_000 };
+        let mut p = Pacer::new(300.0, pace, 0);
+        assert!((p.rate(300.0, pace, 0) - 100.0).abs() < 1e-9);
+        assert!((p.rate(300.0, pace, 5_000_000) - 200.0).abs() < 1e-9);
+        assert!((p.rate(300.0, pace, 20_000_000) - 300.0).abs() < 1e-9);
+        // Offered 1,000 calls a second: the first second admits about a third of the limit (no
+        // burst of a full bucket), the tenth about the whole limit, and later seconds the limit.
+        let first = admitted(&mut p, 300.0, pace, 0, 1_000_000, 1_000);
+        assert!((95..=120).contains(&first), "first second: {first}");
+        let mid = admitted(&mut p, 300.0, pace, 1_000_000, 9_000_000, 1_000);
+        let tenth = admitted(&mut p, 300.0, pace, 9_000_000, 10_000_000, 1_000);
+        assert!((280..=301).contains(&tenth), "tenth second: {tenth}");
+        assert!(mid > 8 * first && mid < 8 * tenth, "seconds 2-9: {mid}");
+        let warm = admitted(&mut p, 300.0, pace, 10_000_000, 12_000_000, 1_000);
+        assert!((598..=601).contains(&warm), "warm: {warm}");
+        // Quiet for a whole warm-up period: cold again.
+        let again = admitted(&mut p, 300.0, pace, 30_000_000, 31_000_000, 1_000);
+        assert!((95..=120).contains(&again), "after a quiet period: {again}");
+    }
+
+    #[test]
+    fn queue_paces_calls_evenly_and_refuses_beyond_the_longest_wait() {
+        let pace = Pace::Queue { max_wait_ms: 500 };
+        let mut p = Pacer::new(10.0, pace, 1_000_000);
+        // A burst of 8 at once: turns 100 ms apart, the 6th waits 500 ms, the 7th would wait 600.
+        let answers: Vec<Admit> = (0..8).map(|_| p.take(10.0, pace, 1_000_000)).collect();
+        assert_eq!(answers[0], Admit::Now);
+        for (i, a) in answers.iter().enumerate().take(6).skip(1) {
+            assert_eq!(*a, Admit::Wait(i as u64 * 100_000), "call {i}");
+        }
+        assert_eq!(answers[6], Admit::Refused);
+        assert_eq!(answers[7], Admit::Refused);
+        // A refusal took no turn: 550 ms later the next turn (at +600 ms) is 50 ms away.
+        assert_eq!(p.take(10.0, pace, 1_550_000), Admit::Wait(50_000));
+        // After the queue drained, a call goes at once.
+        assert_eq!(p.take(10.0, pace, 5_000_000), Admit::Now);
+        // A zero wait is plain rate limiting with even spacing.
+        let strict = Pace::Queue { max_wait_ms: 0 };
+        let mut p = Pacer::new(10.0, strict, 0);
+        assert_eq!(admitted(&mut p, 10.0, strict, 0, 1_000_000, 1_000), 10);
+    }
+
+    #[test]
+    fn command_limits_count_per_user_and_reset_with_a_new_version() {
+        let limit = |rule, per_user, users: &[&str], pace| CommandLimit {
+            rule,
+            qps: 2.0,
+            per_user,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            pace,
+            cluster: None,
+            message: String::new(),
+        };
+        let mut g = Governance {
+            version: 1,
+            limits: vec![limit(0, true, &[], Pace::Reject)],
+            ..Default::default()
+        };
+        assert_eq!(g.admit_command("a", 0).map_err(|l| l.rule), Ok(0));
+        assert_eq!(g.admit_command("a", 1).map_err(|l| l.rule), Ok(0));
+        assert_eq!(g.admit_command("a", 2).map_err(|l| l.rule), Err(0));
+        // Another user has a budget of its own.
+        assert_eq!(g.admit_command("b", 3).map_err(|l| l.rule), Ok(0));
+        // A limit for some users only; a queueing one answers the wait.
+        g.limits
+            .push(limit(1, false, &["c"], Pace::Queue { max_wait_ms: 600 }));
+        assert_eq!(g.admit_command("c", 10).map_err(|l| l.rule), Ok(0));
+        assert_eq!(g.admit_command("c", 20).map_err(|l| l.rule), Ok(499_990));
+        assert_eq!(g.admit_command("c", 30).map_err(|l| l.rule), Err(0));
+        assert_eq!(g.admit_command("b", 40).map_err(|l| l.rule), Ok(0));
+        // A new version: fresh budgets.
+        g.version = 2;
+        assert_eq!(g.admit_command("a", 600_000).map_err(|l| l.rule), Ok(0));
+        assert_eq!(g.budgets.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(g.budgets.queued.load(Ordering::Relaxed), 1);
     }
 }

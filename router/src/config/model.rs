@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use std::path::Path;
 
-pub use super::governance::{ClusterBudget, Governance, RatioBreaker, SourceList};
+pub use super::governance::{
+    Admit, ClusterBudget, CommandLimit, Governance, Pace, PaceBudgets, Pacer, RatioBreaker,
+    SourceList, pace_clock_us,
+};
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
 pub use super::tls::{BackendTls, ServerTls};
@@ -482,6 +485,8 @@ pub struct MysqlRule {
     pub concurrency: Option<u32>,
     /// For `limit`: how budgets are shared.
     pub per: RulePer,
+    /// For `limit` with `qps`: what happens above the rate (`warm_up_s` / `max_wait_ms` in a file).
+    pub pace: super::governance::Pace,
     /// Text added to the error clients get.
     pub message: Option<String>,
     /// For `limit`: a cluster-wide QPS budget that replaces the local one (set by the proxy process for
@@ -1154,8 +1159,35 @@ fn read_mysql_rule(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlRul
             _ => RulePer::Rule,
         });
     let message = t.opt_str(d, "message").map(|s| s.into_inner());
+    let warm_up = t.opt_u64(d, "warm_up_s", 1, 3600);
+    let max_wait = t.opt_u64(d, "max_wait_ms", 0, 60_000);
     let span = t.span();
     t.finish(d);
+    let pace = match (warm_up, max_wait) {
+        (Some(_), Some(q)) => {
+            d.error(
+                q.span(),
+                &format!("{path}.max_wait_ms"),
+                "a limit either warms up (`warm_up_s`) or queues (`max_wait_ms`), not both",
+            );
+            return None;
+        }
+        (Some(w), None) => super::governance::Pace::WarmUp {
+            warm_up_ms: *w.get_ref() * 1000,
+        },
+        (None, Some(q)) => super::governance::Pace::Queue {
+            max_wait_ms: *q.get_ref(),
+        },
+        (None, None) => super::governance::Pace::Reject,
+    };
+    if pace != super::governance::Pace::Reject && qps.is_none() {
+        d.error(
+            span,
+            &path,
+            "`warm_up_s` and `max_wait_ms` pace a `qps` limit: set `qps`",
+        );
+        return None;
+    }
     let action = match *action?.get_ref() {
         "deny" => RuleAction::Deny,
         "allow" => RuleAction::Allow,
@@ -1187,6 +1219,7 @@ fn read_mysql_rule(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlRul
         qps,
         concurrency,
         per,
+        pace,
         message,
         cluster: None,
     })

@@ -34,6 +34,9 @@ pub struct RegistrySettings {
     pub register: bool,
     /// The address registered for listeners bound to a wildcard address (`0.0.0.0`, `::`).
     pub advertise: Option<String>,
+    /// How often the proxy reports its calls to the followed services' instances, by instance
+    /// version, to the center (`report_calls_ms`, default 5,000; 0: never).
+    pub report_calls_ms: u64,
 }
 
 /// One instance of a registry service, as a backend server.
@@ -75,7 +78,18 @@ pub(crate) fn read_registry(
     let service = read_service(&mut t, d, "service");
     let register = t.opt_bool(d, "register");
     let advertise = t.opt_str(d, "advertise");
+    let report_calls = t.opt_u64(d, "report_calls_ms", 0, 3_600_000);
     t.finish(d);
+    if let Some(r) = &report_calls
+        && (1..100).contains(r.get_ref())
+    {
+        d.error(
+            r.span(),
+            &format!("{path}.report_calls_ms"),
+            "report_calls_ms is 0 (never) or 100-3600000",
+        );
+        return None;
+    }
     if let Some(r) = &register
         && *r.get_ref()
         && service.is_none()
@@ -126,6 +140,7 @@ pub(crate) fn read_registry(
         service,
         register: register.is_some_and(|r| r.into_inner()),
         advertise: advertise.map(|a| a.into_inner()),
+        report_calls_ms: report_calls.map_or(5_000, |r| r.into_inner()),
     })
 }
 
@@ -372,6 +387,11 @@ replicas_from = "db-replicas"
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e.to_string(),
         };
+        let e = bad(&BASE.replace("env = \"DEV\"\n", "env = \"DEV\"\nreport_calls_ms = 50\n"));
+        assert!(
+            e.contains("registry.report_calls_ms: report_calls_ms is 0 (never) or 100-3600000"),
+            "{e}"
+        );
         let e = bad(&BASE.replace("[registry]\nurl = \"http://127.0.0.1:7070\"\nenv = \"DEV\"\nservice = \"edge-proxy\"\n", ""));
         assert!(
             e.contains(
