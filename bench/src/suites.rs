@@ -436,6 +436,14 @@ fn redis_targets(
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_TRACED) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let port = targets::furrow_port()?;
+            let conf = targets::furrow_redis_config(port.addr(), &named);
+            start_furrow_traced(opts, &bin, dir, &conf, port, &Probe::Redis)
+        });
+        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
@@ -459,7 +467,7 @@ fn runs_load(target: &str, load: &str) -> bool {
 
 /// Whether target `t` is measured holding idle connections (the proxies, once each).
 fn idles(t: &Target) -> bool {
-    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X
+    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X && t.name != FURROW_TRACED
 }
 
 /// Starts Furrow with two executors (in its own folder) under the name [`FURROW_2X`].
@@ -475,6 +483,38 @@ fn start_furrow_2x(
     std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
     let mut t = targets::start_furrow(bin, &sub, conf, 2, port, probe, opts.callgrind)?;
     t.name = FURROW_2X.into();
+    Ok(t)
+}
+
+/// The target name of Furrow with `[tracing]` at 100 % head sampling, exporting to a `furrow
+/// control` the harness starts (the same config as `furrow` otherwise; not in the default target
+/// list: name it with `--targets`). Measures the cost of tracing against `furrow` in the same run.
+const FURROW_TRACED: &str = "furrow-traced";
+
+/// Starts a span collector and a second Furrow exporting every span to it, in its own folder.
+fn start_furrow_traced(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    conf: &str,
+    port: testkit::PortLease,
+    probe: &Probe,
+) -> Result<Target, String> {
+    let sub = dir.join(FURROW_TRACED);
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let collector = targets::start_collector(bin, &sub)?;
+    let conf = targets::with_tracing(conf, collector.addr);
+    let mut t = targets::start_furrow(
+        bin,
+        &sub,
+        &conf,
+        opts.executors,
+        port,
+        probe,
+        opts.callgrind,
+    )?;
+    t.name = FURROW_TRACED.into();
+    t.collector = Some(collector);
     Ok(t)
 }
 
@@ -789,6 +829,16 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             start_furrow_2x(opts, &bin, &dir.0, &conf, port, &probe)
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
+    if opts.wants(FURROW_TRACED) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let hashes = furrow_hashes(&bin, &password)?;
+            let port = targets::furrow_port()?;
+            let conf =
+                targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
+            start_furrow_traced(opts, &bin, &dir.0, &conf, port, &probe)
+        });
+        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
     }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
