@@ -518,6 +518,27 @@ fn start_furrow_traced(
     Ok(t)
 }
 
+/// A note per traced target: how many spans its collector took in during the suite (a run shows
+/// that spans were made and exported, not silently off).
+fn traced_notes(ts: &[Target], notes: &mut Vec<String>) {
+    for t in ts {
+        let Some(c) = &t.collector else { continue };
+        let stats = c.get("/v1/trace/stats").and_then(|b| {
+            serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string())
+        });
+        let note = match stats {
+            Ok(v) => format!(
+                "{}: its collector (`furrow control`, started by the harness) accepted {} spans and refused {} \
+                 (503 when its queue is full: the proxy then drops and counts them, never waits)",
+                t.name, v["spans_accepted"], v["spans_refused"]
+            ),
+            Err(e) => format!("{}: the collector's counters could not be read: {e}", t.name),
+        };
+        eprintln!("bench: {note}");
+        notes.push(note);
+    }
+}
+
 /// The target name of Furrow with TLS on its listener (the same config as `furrow` otherwise; not
 /// in the default target list: name it with `--targets`).
 const FURROW_TLS: &str = "furrow-tls";
@@ -717,6 +738,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             ));
         }
     }
+    traced_notes(&ts, &mut suite.notes);
     report.suites.insert("redis".into(), suite);
     Ok(())
 }
@@ -967,6 +989,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             ));
         }
     }
+    traced_notes(&ts, &mut suite.notes);
     report.suites.insert("mysql".into(), suite);
     Ok(())
 }
