@@ -106,9 +106,8 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
                     let snap = control.shared.snapshots.current();
                     let only = cmd.arg(2).map(|a| String::from_utf8_lossy(a).into_owned());
                     let replies = crate::cache_insight::big_replies(&control.shared);
-                    let run = move || {
-                        crate::cache_insight::run(&snap.config, &replies, only.as_deref())
-                    };
+                    let run =
+                        move || crate::cache_insight::run(&snap.config, &replies, only.as_deref());
                     match tokio::task::spawn_blocking(run).await {
                         Ok(t) => write_bulk(&mut out, t.as_bytes()),
                         Err(e) => {

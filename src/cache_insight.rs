@@ -450,7 +450,10 @@ mod tests {
             value,
         };
         let replies = vec![
-            ("cache".to_string(), vec![k("blob", 600 * 1024), k("page", 20_000)]),
+            (
+                "cache".to_string(),
+                vec![k("blob", 600 * 1024), k("page", 20_000)],
+            ),
             ("other".to_string(), vec![k("elsewhere", 900 * 1024)]),
         ];
         let (mut rows, mut advice) = (String::new(), Vec::new());
@@ -458,7 +461,10 @@ mod tests {
         assert!(rows.contains("blob") && rows.contains("page"), "{rows}");
         assert!(!rows.contains("elsewhere"), "{rows}");
         assert_eq!(advice.len(), 1, "{advice:?}");
-        assert!(advice[0].contains("oversized values: 1 key(s)"), "{advice:?}");
+        assert!(
+            advice[0].contains("oversized values: 1 key(s)"),
+            "{advice:?}"
+        );
         assert!(advice[0].contains("\"blob\", 614400 bytes"), "{advice:?}");
         let (mut rows, mut advice) = (String::new(), Vec::new());
         reply_section("g", &["cache"], &replies[..1], &mut rows, &mut advice);

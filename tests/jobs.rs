@@ -906,7 +906,9 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
         .collect();
     params.sort_by_key(|p| p.0);
     let want: Vec<Json> = (0..4)
-        .flat_map(|k| (0..=k).map(move |id| json!({"shard": format!("s{k}"), "id": id.to_string()})))
+        .flat_map(|k| {
+            (0..=k).map(move |id| json!({"shard": format!("s{k}"), "id": id.to_string()}))
+        })
         .collect();
     let got: Vec<Json> = params.into_iter().map(|p| p.1).collect();
     assert_eq!(got, want, "{r}");
@@ -1234,8 +1236,10 @@ fn redis_map_steps_make_one_item_per_value() {
     let (status, e) = api.err(
         "PUT",
         "/v1/jobs/DEV/bad-reduce",
-        Some(json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
-                    "reduce": {"type": "redis", "shards": [via], "command": ["PING"]}})),
+        Some(
+            json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
+                    "reduce": {"type": "redis", "shards": [via], "command": ["PING"]}}),
+        ),
     );
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["field"], "reduce", "{e}");
@@ -1393,7 +1397,9 @@ srv.serve_forever()
     let r = wait_run_end(&api, "alerting", &run, Duration::from_secs(20));
     assert_eq!(r["state"], "failed", "{r}");
     let line = wait_for("the HTTPS webhook", Duration::from_secs(10), || {
-        std::fs::read_to_string(&hooks).ok().filter(|s| s.ends_with('\n'))
+        std::fs::read_to_string(&hooks)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
     });
     let (path, body) = line.trim_end().split_once(' ').unwrap();
     assert_eq!(path, "/hooks/jobs");
@@ -1414,15 +1420,19 @@ srv.serve_forever()
         .unwrap()
         .to_string();
     wait_run_end(&api, "alerting", &run, Duration::from_secs(20));
-    wait_for("the refused webhook in the node's log", Duration::from_secs(10), || {
-        n.proc_.log().contains("job failure webhook").then_some(())
-    });
+    wait_for(
+        "the refused webhook in the node's log",
+        Duration::from_secs(10),
+        || n.proc_.log().contains("job failure webhook").then_some(()),
+    );
     assert!(!hooks.exists(), "an untrusted receiver got the alert");
     let (status, e) = api.err(
         "PUT",
         "/v1/jobs/DEV/alerting",
-        Some(json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
-                    "alert": {"webhook": "http://127.0.0.1:1/", "ca_file": "/etc/ssl/x.pem"}})),
+        Some(
+            json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
+                    "alert": {"webhook": "http://127.0.0.1:1/", "ca_file": "/etc/ssl/x.pem"}}),
+        ),
     );
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["field"], "alert/ca_file", "{e}");
@@ -1804,11 +1814,7 @@ fn an_unhealthy_registry_worker_loses_its_items() {
     let api = Api::new(&n.base, TOKEN);
     setup(&api);
     let svc = "/v1/registry/DEV/services/furrow-worker";
-    api.ok(
-        "PUT",
-        svc,
-        Some(json!({"app": "shop", "ttl_ms": 1000})),
-    );
+    api.ok("PUT", svc, Some(json!({"app": "shop", "ttl_ms": 1000})));
     let w1 = worker(
         dir.path(),
         &n.base,
@@ -1824,9 +1830,11 @@ fn an_unhealthy_registry_worker_loses_its_items() {
             .find(|i| i["id"] == id)
             .map(|i| i["healthy"] == true)
     };
-    wait_for("w1 live and in the registry", Duration::from_secs(20), || {
-        (live_workers(&api) == 1 && healthy("w1") == Some(true)).then_some(())
-    });
+    wait_for(
+        "w1 live and in the registry",
+        Duration::from_secs(20),
+        || (live_workers(&api) == 1 && healthy("w1") == Some(true)).then_some(()),
+    );
     put_job(
         &api,
         "slow",
@@ -1853,22 +1861,28 @@ fn an_unhealthy_registry_worker_loses_its_items() {
         "w2",
         &["--registry-env", "DEV", "--label", "zone=b"],
     );
-    wait_for("w2 live and in the registry", Duration::from_secs(20), || {
-        (live_workers(&api) == 2 && healthy("w2") == Some(true)).then_some(())
-    });
+    wait_for(
+        "w2 live and in the registry",
+        Duration::from_secs(20),
+        || (live_workers(&api) == 2 && healthy("w2") == Some(true)).then_some(()),
+    );
     w1.signal(libc::SIGSTOP);
-    wait_for("the registry to mark w1 unhealthy", Duration::from_secs(10), || {
-        (healthy("w1") == Some(false)).then_some(())
-    });
+    wait_for(
+        "the registry to mark w1 unhealthy",
+        Duration::from_secs(10),
+        || (healthy("w1") == Some(false)).then_some(()),
+    );
     // Placement no longer counts w1 (its jobs lease has 60 s to go).
-    let (status, err) = wait_for("zone-a to fit nowhere", Duration::from_secs(5), || {
-        match api.call("POST", "/v1/jobs/DEV/zone-a/trigger", None) {
+    let (status, err) = wait_for(
+        "zone-a to fit nowhere",
+        Duration::from_secs(5),
+        || match api.call("POST", "/v1/jobs/DEV/zone-a/trigger", None) {
             Err(ClientError::Api { status, error }) => {
                 Some((status, serde_json::to_value(error).unwrap()))
             }
             _ => None,
-        }
-    });
+        },
+    );
     assert_eq!(status, 400, "{err}");
     assert!(err.to_string().contains("fits nowhere"), "{err}");
     let r = wait_run_end(&api, "slow", &run, Duration::from_secs(20));

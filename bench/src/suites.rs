@@ -523,16 +523,19 @@ fn start_furrow_traced(
 fn traced_notes(ts: &[Target], notes: &mut Vec<String>) {
     for t in ts {
         let Some(c) = &t.collector else { continue };
-        let stats = c.get("/v1/trace/stats").and_then(|b| {
-            serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string())
-        });
+        let stats = c
+            .get("/v1/trace/stats")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string()));
         let note = match stats {
             Ok(v) => format!(
                 "{}: its collector (`furrow control`, started by the harness) accepted {} spans and refused {} \
                  (503 when its queue is full: the proxy then drops and counts them, never waits)",
                 t.name, v["spans_accepted"], v["spans_refused"]
             ),
-            Err(e) => format!("{}: the collector's counters could not be read: {e}", t.name),
+            Err(e) => format!(
+                "{}: the collector's counters could not be read: {e}",
+                t.name
+            ),
         };
         eprintln!("bench: {note}");
         notes.push(note);

@@ -115,7 +115,11 @@ pub struct Request<'a> {
 /// end, at most `max` bytes (the rest is left unread), then parses it. A connection that ends without a
 /// clean close after some bytes (TLS peers often skip `close_notify` after `Connection: close`) still
 /// gives what arrived, which must parse as a whole response.
-pub async fn exchange_on<S>(stream: &mut S, req: &Request<'_>, max: u64) -> Result<HttpResponse, HttpError>
+pub async fn exchange_on<S>(
+    stream: &mut S,
+    req: &Request<'_>,
+    max: u64,
+) -> Result<HttpResponse, HttpError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::reply::Step;
 use codec::mysql::{
-    ClientLogin, ColumnDefinition, Command, ErrPacket, LoginConfig, LoginError, LoginStep, PacketDecoder, ReplyKind,
-    ReplyTracker, Seen, TextRow, encode_packet,
+    ClientLogin, ColumnDefinition, Command, ErrPacket, LoginConfig, LoginError, LoginStep,
+    PacketDecoder, ReplyKind, ReplyTracker, Seen, TextRow, encode_packet,
 };
 
 /// A failure talking to the server.

@@ -61,10 +61,7 @@ pub fn row_item(shard: Option<&str>, columns: &[String], row: &[Option<bytes::By
         m.insert("shard".into(), Json::String(s.into()));
     }
     for (i, cell) in row.iter().enumerate() {
-        let name = columns
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("col{i}"));
+        let name = columns.get(i).cloned().unwrap_or_else(|| format!("col{i}"));
         let v = match cell {
             Some(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
             None => Json::Null,
@@ -254,7 +251,11 @@ pub fn redis_call(
 }
 
 /// Runs a Redis map step over `shards` (addresses): the item list as a JSON array text.
-pub fn redis_items(shards: &[String], command: &[String], timeout: Duration) -> Result<String, String> {
+pub fn redis_items(
+    shards: &[String],
+    command: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
     let mut budget = Budget { items: 0, bytes: 0 };
     let mut items = Vec::new();
     for (i, addr) in shards.iter().enumerate() {
@@ -353,6 +354,9 @@ mod tests {
 
     #[test]
     fn shard_and_index_are_replaced() {
-        assert_eq!(subst("SELECT {index} FROM t_{shard}", "s2", 2), "SELECT 2 FROM t_s2");
+        assert_eq!(
+            subst("SELECT {index} FROM t_{shard}", "s2", 2),
+            "SELECT 2 FROM t_s2"
+        );
     }
 }

@@ -558,7 +558,10 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
 
 fn check_shards(at: &str, shards: &[String], ok: impl Fn(&str) -> bool) -> Result<()> {
     if shards.is_empty() || shards.len() > 1024 {
-        return Err(ControlError::bad(&format!("{at}/shards"), "1 to 1024 shards"));
+        return Err(ControlError::bad(
+            &format!("{at}/shards"),
+            "1 to 1024 shards",
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, s) in shards.iter().enumerate() {

@@ -199,7 +199,8 @@ pub fn records(resources: Vec<otlp::ResourceSpans>) -> Vec<SpanRec> {
             if let Some(ns) = &ns
                 && !span.attrs.iter().any(|(k, _)| k == NAMESPACE_ATTR)
             {
-                span.attrs.push((NAMESPACE_ATTR.into(), Value::Str(ns.clone())));
+                span.attrs
+                    .push((NAMESPACE_ATTR.into(), Value::Str(ns.clone())));
             }
             out.push(SpanRec {
                 service: service.clone(),
