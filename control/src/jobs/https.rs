@@ -19,7 +19,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The most response bytes read.
+/// The most response bytes read (HTTP and HTTPS; the rest is left unread).
 const MAX_RESPONSE: u64 = 4 << 20;
 
 // ring is the provider chosen for a lean tree (see router's TLS); its deprecation only notes that it has
@@ -118,18 +118,27 @@ pub async fn call(
     if tls {
         return request(host, method, path, headers, body, ca_file, timeout).await;
     }
-    let r = crate::http::request_with(
-        &format!("http://{host}"),
-        method,
-        path,
-        None,
-        headers,
-        body,
-        timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok((r.status, body_text(&r)))
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect {host}: {e}"))?;
+        tcp.set_nodelay(true).ok();
+        let req = crate::http::Request {
+            host,
+            method,
+            path,
+            token: None,
+            headers,
+            body,
+        };
+        let r = crate::http::exchange_on(&mut tcp, &req, MAX_RESPONSE)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((r.status, body_text(&r)))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("timed out after {} ms", timeout.as_millis()))?
 }
 
 /// One HTTPS request: `authority` is `HOST[:PORT]`, `path` starts with `/`. Returns the status and the
