@@ -912,6 +912,26 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
         .collect();
     let got: Vec<Json> = params.into_iter().map(|p| p.1).collect();
     assert_eq!(got, want, "{r}");
+    // One item per shard: a one-row statement on every shard.
+    put_job(
+        &api,
+        "per-shard",
+        sql_map(json!(["s0", "s1", "s2", "s3"]), "SELECT DATABASE() AS db"),
+    );
+    let r = trigger_end("per-shard");
+    assert_eq!(r["state"], "ok", "{r}");
+    let mut shards: Vec<String> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["idx"].as_i64().unwrap() >= 0)
+        .map(|i| {
+            assert!(i["params"].get("db").is_some(), "{r}");
+            i["params"]["shard"].as_str().unwrap().to_string()
+        })
+        .collect();
+    shards.sort();
+    assert_eq!(shards, ["s0", "s1", "s2", "s3"], "{r}");
     // Without shards the statement goes through the listener's own routing (a scatter aggregate here).
     put_job(
         &api,
