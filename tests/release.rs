@@ -169,6 +169,11 @@ impl Cluster {
 
     /// Starts `furrow agent --host HOST` whose hooks serve on `port`.
     fn agent(&mut self, host: &str, port: u16, group: &str) {
+        self.agent_with(host, port, group, &[]);
+    }
+
+    /// Like [`Cluster::agent`], with more `--var NAME=VALUE`s for the hooks.
+    fn agent_with(&mut self, host: &str, port: u16, group: &str, vars: &[String]) {
         let dir = self.dir.path().join(host);
         std::fs::create_dir_all(&dir).unwrap();
         let args: Vec<String> = [
@@ -192,6 +197,7 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(vars.iter().flat_map(|v| ["--var".to_string(), v.clone()]))
         .collect();
         self.agents.push(Proc::spawn(
             &args,
@@ -860,4 +866,219 @@ fn release_canary_judges_the_proxies_windows_on_its_hosts() {
     for p in &ports {
         assert_eq!(serving(*p).1, "v1");
     }
+}
+
+/// A traced version of the released service: besides `/` (which the agents probe and which always
+/// answers 200) it serves `/api`, and sends a server span for every `/api` request to the control node
+/// over OTLP/JSON, as an instrumented service does (resource `service.name=web`, `host.name` its agent's
+/// host, `service.version`; batched every 100 ms). `mode`: `ok`, `errors` (`/api` answers 500, span
+/// status error) or `slow` (`/api` takes 40 ms more).
+fn traced_script(version: &str, mode: &str) -> String {
+    format!(
+        r#"import http.server, json, os, sys, threading, time, urllib.request
+VERSION = "{version}"
+MODE = "{mode}"
+HOST = os.environ["FURROW_VAR_HOST"]
+TRACES = os.environ["FURROW_VAR_TRACES"]
+spans = []
+lock = threading.Lock()
+def attr(k, v):
+    return {{"key": k, "value": {{"stringValue": v}}}}
+def flush():
+    while True:
+        time.sleep(0.1)
+        with lock:
+            batch = spans[:]
+            del spans[:]
+        if not batch:
+            continue
+        body = {{"resourceSpans": [{{"resource": {{"attributes": [attr("service.name", "web"), attr("host.name", HOST), attr("service.version", VERSION)]}},
+                 "scopeSpans": [{{"spans": batch}}]}}]}}
+        req = urllib.request.Request(TRACES, data=json.dumps(body).encode(),
+            headers={{"Content-Type": "application/json", "Authorization": "Bearer {TOKEN}"}})
+        try:
+            urllib.request.urlopen(req, timeout=2).read()
+        except Exception as e:
+            print("export failed:", e, file=sys.stderr, flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        start = time.time_ns()
+        api = self.path.startswith("/api")
+        code = 500 if api and MODE == "errors" else 200
+        if api and MODE == "slow":
+            time.sleep(0.04)
+        body = VERSION.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if api:
+            span = {{"traceId": os.urandom(16).hex(), "spanId": os.urandom(8).hex(), "name": "GET /api", "kind": 2,
+                    "startTimeUnixNano": str(start), "endTimeUnixNano": str(time.time_ns()),
+                    "status": {{"code": 2 if code >= 500 else 1}}}}
+            with lock:
+                spans.append(span)
+    def log_message(self, *a):
+        pass
+threading.Thread(target=flush, daemon=True).start()
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#
+    )
+}
+
+#[test]
+fn release_canary_judges_the_services_own_spans_on_its_hosts() {
+    let mut c = Cluster::new();
+    let ports = [free_port(), free_port()];
+    let traces = format!("TRACES={}/v1/traces", c.server());
+    for (i, host) in ["h1", "h2"].iter().enumerate() {
+        c.agent_with(
+            host,
+            ports[i],
+            "live",
+            &[format!("HOST={host}"), traces.clone()],
+        );
+    }
+    let project = |max_wait_ms: u64| {
+        json!({
+            "app": "shop",
+            "hooks": hooks(),
+            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
+            "stages": [
+                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+                 "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
+            ],
+        })
+    };
+    c.ok("PUT", "/v1/release/projects/web", Some(project(30_000)));
+    c.add_version("web", "v1", json!({"inline": traced_script("v1", "ok")}));
+    let id = c.deploy("web", "live", "v1");
+    c.until(id, "v1 on live", 30, |d| state(d) == "succeeded");
+    // Traffic on /api of both hosts for the whole test: what the spans measure (the probes never see it).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let baseline_only = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, baseline_only) = (stop.clone(), baseline_only.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let skip = usize::from(baseline_only.load(std::sync::atomic::Ordering::SeqCst));
+                for p in ports.into_iter().skip(skip) {
+                    // Refused while a host restarts: no request then, no span either.
+                    if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", p)) {
+                        use std::io::{Read, Write};
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                        let _ = conn.write_all(
+                            b"GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                        );
+                        let _ = conn.read_to_end(&mut Vec::new());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let judged = |d: &Json| matches!(state(d), "rolled_back" | "succeeded" | "failed");
+
+    // A healthy canary passes on the probes and on its spans.
+    c.add_version("web", "v2", json!({"inline": traced_script("v2", "ok")}));
+    let d = c.until(c.deploy("web", "live", "v2"), "v2 judged", 60, judged);
+    assert_eq!(state(&d), "succeeded", "{d:#}\n{}", c.logs());
+    let spans = &d["canary"]["spans"];
+    assert_eq!(spans["pass"], true, "{d:#}");
+    assert!(spans["canary"]["requests"].as_u64().unwrap() >= 40, "{d:#}");
+    assert!(
+        spans["baseline"]["requests"].as_u64().unwrap() >= 40,
+        "{d:#}"
+    );
+    assert_eq!(spans["canary"]["errors"], 0, "{d:#}");
+    assert!(
+        d["canary"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("; spans: no significant regression"),
+        "{d:#}"
+    );
+
+    // A canary whose /api fails: its probes pass, its spans do not → rolled back.
+    c.add_version(
+        "web",
+        "v3",
+        json!({"inline": traced_script("v3", "errors")}),
+    );
+    let d = c.until(c.deploy("web", "live", "v3"), "v3 judged", 60, judged);
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let reason = d["canary"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("spans: error rate 1.0000 vs baseline 0.0000"),
+        "{reason}"
+    );
+    for p in ports {
+        assert_eq!(serving(p).1, "v2");
+    }
+
+    // A canary whose /api is slow: same error rate, the spans' median latency fails it.
+    c.add_version("web", "v4", json!({"inline": traced_script("v4", "slow")}));
+    let d = c.until(c.deploy("web", "live", "v4"), "v4 judged", 60, judged);
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let reason = d["canary"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("spans: median latency"), "{reason}");
+    assert!(
+        d["canary"]["canary"]["p50_us"].as_u64().unwrap() >= 40_000,
+        "{d:#}"
+    );
+    for p in ports {
+        assert_eq!(serving(p).1, "v2");
+    }
+
+    // The canary sends no span while the baseline does: the spans' verdict is required and waits (the
+    // deployment shows the live span counts), then the analysis is inconclusive and rolled back.
+    c.ok("PUT", "/v1/release/projects/web", Some(project(4_000)));
+    baseline_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.add_version("web", "v5", json!({"inline": traced_script("v5", "ok")}));
+    let id = c.deploy("web", "live", "v5");
+    let d = c.until(id, "live span counts", 30, |d| {
+        d["samples"]["spans"]["baseline"].as_u64().unwrap_or(0) > 0 || judged(d)
+    });
+    assert_eq!(state(&d), "analysing", "{d:#}");
+    assert_eq!(d["samples"]["spans"]["canary"], 0, "{d:#}");
+    let d = c.until(id, "v5 judged", 60, judged);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let failed = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"] == "failed")
+        .expect("a failed event");
+    let why = failed["detail"].as_str().unwrap();
+    assert!(
+        why.starts_with("canary analysis inconclusive:") && why.contains(", 0 canary and "),
+        "{why}"
+    );
+    for p in ports {
+        assert_eq!(serving(p).1, "v2");
+    }
+    // The spans keep their hosts and versions (errors are always kept by the tail sampler): the search
+    // finds the failing canary's by its resource attributes, and they say where they came from.
+    let found = c.ok(
+        "GET",
+        "/v1/trace/search?service=web&status=error&attr=service.version%3Dv3,host.name%3Dh1&limit=5",
+        None,
+    );
+    let found = found["traces"].as_array().expect("search results");
+    assert!(!found.is_empty(), "no span of v3 on h1 found");
+    let t = found[0]["trace_id"].as_str().unwrap();
+    let trace = c.ok("GET", &format!("/v1/trace/traces/{t}"), None);
+    let text = trace.to_string();
+    assert!(
+        text.contains(r#""host":"h1""#) && text.contains(r#""version":"v3""#),
+        "{trace:#}"
+    );
+    let none = c.ok(
+        "GET",
+        "/v1/trace/search?service=web&attr=service.version%3Dv3,host.name%3Dh2&limit=5",
+        None,
+    );
+    assert_eq!(none["traces"].as_array().map(Vec::len), Some(0), "{none:#}");
 }

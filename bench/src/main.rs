@@ -23,7 +23,7 @@ use clap::{Parser, ValueEnum};
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
-    /// redis-benchmark GET/SET/MGET, pipeline 1 and 16: direct, Furrow, twemproxy, haproxy.
+    /// redis-benchmark GET/SET/MGET, pipeline 1 and 16: direct, Furrow, twemproxy, predixy, haproxy.
     Redis,
     /// sysbench OLTP (point select, read only, read write; text and prepared): direct, Furrow, haproxy.
     Mysql,
@@ -78,15 +78,16 @@ pub struct Opts {
     #[arg(long, default_value_t = 1)]
     pub executors: usize,
     /// Targets to run: direct, furrow, furrow-2exec (redis and mysql suites: a second Furrow with
-    /// two executors, for Redis P16 and the MySQL point select only), twemproxy, haproxy,
-    /// client-shards; and, not run unless named: furrow-tls (redis and mysql suites: a second
-    /// Furrow with TLS on its listener, the clients using TLS) and furrow-traced (redis and mysql
-    /// suites: a second Furrow with `[tracing]` at 100 % sampling, exporting to a `furrow control`
-    /// the harness starts).
+    /// two executors, for Redis P16 and the MySQL point select only), twemproxy, predixy (Redis
+    /// suites; built from source by `bench/peers/build.sh predixy`, "not measured" when absent),
+    /// haproxy, client-shards; and, not run unless named: furrow-tls (redis and mysql suites: a
+    /// second Furrow with TLS on its listener, the clients using TLS) and furrow-traced (redis and
+    /// mysql suites: a second Furrow with `[tracing]` at 100 % sampling, exporting to a `furrow
+    /// control` the harness starts).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,furrow,furrow-2exec,twemproxy,haproxy,client-shards"
+        default_value = "direct,furrow,furrow-2exec,twemproxy,predixy,haproxy,client-shards"
     )]
     pub targets: Vec<String>,
     /// Upper bound on requests per load per target (redis-benchmark -n is sized from a
@@ -106,6 +107,11 @@ pub struct Opts {
     /// target/release/furrow.
     #[arg(long)]
     pub furrow_bin: Option<PathBuf>,
+    /// The predixy binary; default: the one `bench/peers/build.sh predixy` built
+    /// (`$FURROW_PEERS_DIR/bin/predixy`, by default under ~/.cache/furrow-bench/peers), else
+    /// `predixy` in `$PATH`.
+    #[arg(long)]
+    pub predixy_bin: Option<PathBuf>,
     /// Record a perf profile of Furrow during each of its loads (docs/profiles/*.txt).
     #[arg(long)]
     pub perf: bool,
@@ -199,6 +205,9 @@ fn main() -> ExitCode {
     let md = report::with_analysis(report::markdown(&report, regenerate), &analysis);
     for s in report.suites.values() {
         println!("## {} ({})\n\n{}", s.suite, s.date, report::suite_table(s));
+        if !s.idle.is_empty() {
+            println!("{}", idle::table(&s.idle));
+        }
     }
     if opts.suite == Suite::Micro
         && let Some(m) = &report.micro

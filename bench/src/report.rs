@@ -13,7 +13,7 @@ pub enum Role {
     Direct,
     /// Furrow.
     Furrow,
-    /// A peer proxy (twemproxy, haproxy).
+    /// A peer proxy (twemproxy, predixy, haproxy).
     Peer,
     /// Another reference point that is neither direct nor a proxy (e.g. client-side sharding).
     Baseline,
@@ -703,7 +703,7 @@ pub fn markdown(report: &Report, regenerate: &str) -> String {
     let _ = writeln!(out, "Regenerate everything:\n\n```sh\n{regenerate}\n```\n");
     out.push_str(
         "Reading the tables: each cell is `value (ratio to direct / ratio to the best peer)`; the best peer is \
-         the best value among the peer proxies (twemproxy, haproxy) for that metric. *Target CPU* is user+system \
+         the best value among the peer proxies (twemproxy, predixy, haproxy) for that metric. *Target CPU* is user+system \
          time of the target process (the proxy; for `direct`, the backend server) from `/proc/PID/stat`, sampled \
          before and after the load and divided by the requests completed: on a shared machine it is the figure \
          that compares, since load generator, backends and proxy compete for the same cores. *Backend CPU* sums \
@@ -844,6 +844,7 @@ fn colour(target: &str) -> &'static str {
         "furrow" => "#d62728",
         "twemproxy" => "#1f77b4",
         "haproxy" => "#2ca02c",
+        "predixy" => "#ff7f0e",
         _ => "#9467bd",
     }
 }

@@ -448,6 +448,12 @@ fn redis_targets(
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
     }
+    if opts.wants("predixy") {
+        // Optional: built from source on request only; absent, its rows say why.
+        let r = tools::find_peer("predixy", opts.predixy_bin.as_deref())
+            .and_then(|bin| targets::start_predixy(&bin, dir, &named));
+        ts.extend(start_or_fail("predixy", Role::Peer, r, &mut failed));
+    }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(dir, &addrs, &Probe::Redis);
         ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
@@ -619,7 +625,9 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             format!(
                 "Backends: 2 redis-server shards (test kit). `direct` = redis-benchmark against shard r1 alone (one \
                  server, all keys); Furrow ({} executor{}) and twemproxy use ketama + fnv1a_64 over both shards with \
-                 the same server names (same key → same shard); haproxy is an L4 proxy (TCP mode, 1 thread, \
+                 the same server names (same key → same shard); predixy (C++, built from source by \
+                 `bench/peers/build.sh predixy`, 1 worker thread) spreads keys over the same two shards by crc16 modulo 2 \
+                 (it has no ketama); haproxy is an L4 proxy (TCP mode, 1 thread, \
                  round-robin per connection over both shards, no key routing).",
                 opts.executors,
                 if opts.executors == 1 { "" } else { "s" }

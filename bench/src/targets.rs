@@ -1,4 +1,4 @@
-//! Starting the targets: peer proxies (twemproxy, haproxy) and Furrow, each as a child process with
+//! Starting the targets: peer proxies (twemproxy, predixy, haproxy) and Furrow, each as a child process with
 //! a generated config on a reserved loopback port, killed when dropped.
 
 use std::io::{Read, Write};
@@ -235,6 +235,54 @@ pub fn start_twemproxy(dir: &Path, servers: &[(String, SocketAddr)]) -> Result<T
     drop(stats);
     Ok(Target {
         name: "twemproxy".into(),
+        role: Role::Peer,
+        addr: port.addr(),
+        pid: proc.pid(),
+        proc: Some(proc),
+        admin: None,
+        collector: None,
+        _lease: Some(port),
+        _admin_lease: None,
+    })
+}
+
+/// predixy configuration: one worker thread, a standalone pool of one group per shard (named as
+/// twemproxy's servers), keys spread by `crc16` modulo the group count. predixy has no ketama:
+/// keys land on other shards than under twemproxy and Furrow, which the loads do not notice (every
+/// key is on every shard and the key choice is uniform).
+pub fn predixy_config(listen: SocketAddr, servers: &[(String, SocketAddr)]) -> String {
+    let mut s = format!(
+        "Name bench\nBind {listen}\nWorkerThreads 1\nClientTimeout 0\nLogVerbSample 0\nLogDebugSample 0\n\
+         LogInfoSample 0\nLogNoticeSample 1\nLogWarnSample 1\nLogErrorSample 1\n\n\
+         StandaloneServerPool {{\n    Hash crc16\n    Distribution modula\n    RefreshMethod fixed\n\
+         \x20   ServerFailureLimit 10\n    ServerRetryTimeout 1\n"
+    );
+    for (name, addr) in servers {
+        s.push_str(&format!("    Group {name} {{\n        + {addr}\n    }}\n"));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Starts predixy (built by `bench/peers/build.sh predixy`; `bin`) over `servers` (name, address).
+pub fn start_predixy(
+    bin: &Path,
+    dir: &Path,
+    servers: &[(String, SocketAddr)],
+) -> Result<Target, String> {
+    let port = lease()?;
+    let conf = dir.join("predixy.conf");
+    std::fs::write(&conf, predixy_config(port.addr(), servers)).map_err(|e| e.to_string())?;
+    let args: Vec<String> = vec![conf.display().to_string()];
+    let mut proc = Proc::spawn(bin, &args, dir.join("predixy.log"))?;
+    wait_ready(
+        port.addr(),
+        &Probe::Redis,
+        Some(&mut proc),
+        Duration::from_secs(10),
+    )?;
+    Ok(Target {
+        name: "predixy".into(),
         role: Role::Peer,
         addr: port.addr(),
         pid: proc.pid(),
@@ -493,6 +541,20 @@ mod tests {
         assert!(c.contains("listen: 127.0.0.1:1000"));
         assert!(c.contains("distribution: ketama") && c.contains("hash: fnv1a_64"));
         assert!(c.contains("   - 127.0.0.1:7001:1 r1\n   - 127.0.0.1:7002:1 r2\n"));
+    }
+
+    #[test]
+    fn predixy_config_has_one_group_per_shard() {
+        let c = predixy_config(
+            addr(1000),
+            &[("r1".into(), addr(7001)), ("r2".into(), addr(7002))],
+        );
+        assert!(c.starts_with("Name bench\nBind 127.0.0.1:1000\nWorkerThreads 1\n"));
+        assert!(c.contains("    Hash crc16\n    Distribution modula\n    RefreshMethod fixed\n"));
+        assert!(c.contains("    ServerFailureLimit 10\n"));
+        assert!(c.contains(
+            "    Group r1 {\n        + 127.0.0.1:7001\n    }\n    Group r2 {\n        + 127.0.0.1:7002\n    }\n}\n"
+        ));
     }
 
     #[test]

@@ -107,6 +107,23 @@ fn release_projects_are_validated_and_cycles_are_refused_by_name() {
             Some("stages/0/window/allow/0".into())
         )
     );
+    let canary = |trace_service: &str| {
+        json!({"app": "shop", "probe": {"url": "http://127.0.0.1:1/"},
+            "stages": [{"name": "live", "hosts": ["a", "b"], "batches": [{"count": 1}, "rest"],
+                "canary": {"trace_service": trace_service}}]})
+    };
+    assert_eq!(
+        bad(canary("")),
+        (
+            400,
+            "bad_request".into(),
+            Some("stages/0/canary/trace_service".into())
+        )
+    );
+    assert_eq!(
+        bad(canary("a\u{1}b")).2.as_deref(),
+        Some("stages/0/canary/trace_service")
+    );
     assert_eq!(
         bad(
             json!({"app": "shop", "stages": [{"name": "live", "hosts": ["a", "b"],

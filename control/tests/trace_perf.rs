@@ -14,6 +14,7 @@ fn spans(trace: u128) -> Vec<SpanRec> {
     (0..5u64)
         .map(|i| SpanRec {
             service: svc.clone(),
+            origin: Default::default(),
             span: Span {
                 trace_id: trace.to_be_bytes(),
                 span_id: (i + 1).to_be_bytes(),

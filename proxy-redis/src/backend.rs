@@ -279,46 +279,80 @@ struct Inner {
     flush: bool,
 }
 
-/// The backend connections of one core (thread) with commands queued since their last flush, and
-/// the wake-up of the task that flushes them (see the module docs).
-struct Flusher {
+/// What a core hands to every backend connection its pools open: the core's metrics and its
+/// write coalescer.
+#[derive(Clone)]
+pub struct CoreIo {
+    /// Command and backend-write counters of the core.
+    pub metrics: Rc<CoreMetrics>,
+    /// The core's backend write coalescer.
+    pub flusher: Rc<Flusher>,
+}
+
+/// The backend write coalescer of one core: the backend connections with commands queued since
+/// their last flush, and the wake-up of the task that flushes them (see the module docs). One per
+/// listener and core, a field of the core's `CoreCtx` (`session::CoreCtx::flusher`), handed to
+/// every backend connection the core's pools open.
+pub struct Flusher {
     dirty: RefCell<Vec<Rc<BackendConn>>>,
     wake: Rc<LocalNotify>,
-    /// The flusher task is alive on this thread's executor.
+    /// The flusher task is alive on this core's executor.
     running: Cell<bool>,
 }
 
-thread_local! {
-    static FLUSHER: Flusher = Flusher {
-        dirty: RefCell::new(Vec::new()),
-        wake: Rc::new(LocalNotify::default()),
-        running: Cell::new(false),
-    };
+impl Flusher {
+    /// A flusher with no task yet (the first dirty connection starts it on the current executor).
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            dirty: RefCell::new(Vec::new()),
+            wake: Rc::new(LocalNotify::default()),
+            running: Cell::new(false),
+        })
+    }
+
+    /// Queues `conn` for the end-of-turn flush, starting the flusher task if needed.
+    #[inline]
+    fn push(self: &Rc<Self>, conn: Rc<BackendConn>) {
+        self.dirty.borrow_mut().push(conn);
+        if !self.running.replace(true) {
+            tokio::task::spawn_local(flusher(Rc::downgrade(self), self.wake.clone()));
+        }
+        self.wake.notify();
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Its task then finds it gone and ends.
+        self.wake.notify();
+    }
 }
 
 /// Resets the flusher when its task is dropped (its executor shut down), so that a later
-/// executor on the same thread starts its own.
-struct FlusherGuard;
+/// executor starts its own, and drops the connections still listed.
+struct FlusherGuard(Weak<Flusher>);
 
 impl Drop for FlusherGuard {
     fn drop(&mut self) {
-        // Taken out before dropping: a connection's drop must not find the list borrowed.
-        let dirty = FLUSHER.try_with(|f| {
+        if let Some(f) = self.0.upgrade() {
             f.running.set(false);
-            std::mem::take(&mut *f.dirty.borrow_mut())
-        });
-        drop(dirty);
+            // Taken out before dropping: a connection's drop must not find the list borrowed.
+            let dirty = std::mem::take(&mut *f.dirty.borrow_mut());
+            drop(dirty);
+        }
     }
 }
 
 /// The per-core flusher task: after each wake-up, waits for the loop turn to end, then has every
-/// dirty connection write.
-async fn flusher(wake: Rc<LocalNotify>) {
-    let _guard = FlusherGuard;
+/// dirty connection write. Holds its flusher weakly: it ends once the flusher is dropped (the
+/// listener's core context and every connection gone).
+async fn flusher(me: Weak<Flusher>, wake: Rc<LocalNotify>) {
+    let _guard = FlusherGuard(me.clone());
     loop {
         wake.notified().await;
         tokio::task::yield_now().await;
-        let dirty = FLUSHER.with(|f| std::mem::take(&mut *f.dirty.borrow_mut()));
+        let Some(f) = me.upgrade() else { return };
+        let dirty = std::mem::take(&mut *f.dirty.borrow_mut());
         for conn in &dirty {
             {
                 let mut inner = conn.inner.borrow_mut();
@@ -328,14 +362,12 @@ async fn flusher(wake: Rc<LocalNotify>) {
             conn.wake.notify();
         }
         // Keep the list's allocation for the next turn.
-        FLUSHER.with(|f| {
-            let mut d = f.dirty.borrow_mut();
-            if d.is_empty() {
-                let mut dirty = dirty;
-                dirty.clear();
-                *d = dirty;
-            }
-        });
+        let mut d = f.dirty.borrow_mut();
+        if d.is_empty() {
+            let mut dirty = dirty;
+            dirty.clear();
+            *d = dirty;
+        }
     }
 }
 
@@ -351,6 +383,8 @@ pub struct BackendConn {
     inner: RefCell<Inner>,
     wake: LocalNotify,
     metrics: Rc<CoreMetrics>,
+    /// The core's write coalescer (see [`Flusher`]).
+    flusher: Rc<Flusher>,
     /// Set when the task saw the socket close or fail (for push-mode owners).
     broken: Cell<bool>,
     /// Whether replies are subject to the request timeout (not for blocking commands).
@@ -362,13 +396,14 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    /// A connection to `server` (not connected until the first command).
+    /// A connection to `server` (not connected until the first command) whose writes the core's
+    /// `flusher` coalesces.
     pub fn new(
         server: Rc<ServerInfo>,
         db: u32,
         resp3: bool,
         mode: Mode,
-        metrics: Rc<CoreMetrics>,
+        core: &CoreIo,
         timeouts: bool,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -389,7 +424,8 @@ impl BackendConn {
             }),
             counts: Cell::default(),
             wake: LocalNotify::default(),
-            metrics,
+            metrics: core.metrics.clone(),
+            flusher: core.flusher.clone(),
             broken: Cell::new(false),
         })
     }
@@ -515,13 +551,7 @@ impl BackendConn {
 
     /// Queues this connection for the end-of-turn flush, starting the core's flusher if needed.
     fn mark_dirty(self: &Rc<Self>) {
-        FLUSHER.with(|f| {
-            f.dirty.borrow_mut().push(self.clone());
-            if !f.running.replace(true) {
-                tokio::task::spawn_local(flusher(f.wake.clone()));
-            }
-            f.wake.notify();
-        });
+        self.flusher.push(self.clone());
     }
 
     /// Marks the connection as no longer used by its pool: its task ends once nothing is in flight.
@@ -872,5 +902,96 @@ impl BackendConn {
                 Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) | Dest::Sized(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+    use crate::pool::Pool;
+
+    /// A pool of one server at `addr` whose connections get `io`.
+    fn pool_on(addr: std::net::SocketAddr, io: CoreIo) -> Pool {
+        let conf = router::config::parse(
+            "flusher-test.toml",
+            &format!(
+                "[[listeners]]\nname = \"l\"\nkind = \"redis\"\naddress = \"127.0.0.1:0\"\ngroup = \"g\"\n\n\
+                 [redis_groups.g]\nservers = [{{ name = \"r1\", address = \"{addr}\" }}]\n"
+            ),
+        )
+        .expect("config");
+        let group = conf.redis_group("g").expect("group");
+        let registry = Arc::new(runtime::BackendRegistry::new(&conf));
+        Pool::new(group, 1, &registry, &Default::default(), io).expect("pool")
+    }
+
+    /// Waits (at most 10 s) until `done` holds, letting the executor run.
+    async fn until(mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The write coalescer belongs to a core context (two listeners on one thread have one each,
+    /// no thread-local): the commands of client tasks that run in one executor turn leave in one
+    /// write per backend connection, and a flusher whose context and connections are gone is
+    /// freed (its task holds it weakly).
+    #[test]
+    fn clients_served_in_one_turn_share_one_backend_write() {
+        let server = testkit::RedisServer::start().expect("redis-server");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let registry = Registry::default();
+            let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+            let mut flushers = Vec::new();
+            let mut conns = Vec::new();
+            for listener in ["one", "two"] {
+                let flusher = Flusher::new();
+                flushers.push(Rc::downgrade(&flusher));
+                let metrics = Rc::new(CoreMetrics::register(&registry, listener));
+                let pool = pool_on(server.addr(), CoreIo { metrics, flusher });
+                conns.push(pool.conn(0, 0, false, 0).expect("conn"));
+            }
+            // Connect: a connection's first command leaves as soon as it is connected.
+            for c in &conns {
+                c.send(&ping, [Dest::Discard], Instant::now(), "ping")
+                    .expect("send");
+            }
+            until(|| conns.iter().all(|c| c.inflight() == 0)).await;
+            let before: Vec<BackendWrites> = conns.iter().map(|c| c.counts()).collect();
+            assert!(before.iter().all(|b| b.writes == 1 && b.requests == 1));
+            // Three client tasks per connection, all ready in the same turn.
+            for c in &conns {
+                for _ in 0..3 {
+                    let (c, ping) = (c.clone(), ping.clone());
+                    tokio::task::spawn_local(async move {
+                        c.send(&ping, [Dest::Discard], Instant::now(), "ping")
+                            .expect("send");
+                    });
+                }
+            }
+            until(|| {
+                conns
+                    .iter()
+                    .all(|c| c.counts().requests == 4 && c.inflight() == 0)
+            })
+            .await;
+            for (c, b) in conns.iter().zip(&before) {
+                assert_eq!(c.counts().writes - b.writes, 1, "one write for 3 clients");
+            }
+            // The connections end once retired; then nothing holds the flushers.
+            for c in &conns {
+                c.retire();
+            }
+            drop(conns);
+            until(|| flushers.iter().all(|f| f.upgrade().is_none())).await;
+        });
     }
 }

@@ -13,8 +13,7 @@ use router::config::RedisGroup;
 use router::redis::{SLOT_COUNT, key_slot};
 use runtime::{BackendRegistry, BackendState};
 
-use crate::backend::{BackendConn, Dest, Mode, ServerInfo};
-use crate::metrics::CoreMetrics;
+use crate::backend::{BackendConn, CoreIo, Dest, Mode, ServerInfo};
 use crate::net;
 
 /// Most redirections one command follows before its error reaches the client.
@@ -37,7 +36,7 @@ struct Inner {
 pub struct ClusterState {
     group: RedisGroup,
     registry: Arc<BackendRegistry>,
-    metrics: Rc<CoreMetrics>,
+    io: CoreIo,
     connections: usize,
     inner: RefCell<Inner>,
     refreshing: Cell<bool>,
@@ -47,15 +46,11 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Starts with the configured servers as seeds and loads the slot map in the background.
-    pub fn new(
-        group: &RedisGroup,
-        registry: Arc<BackendRegistry>,
-        metrics: Rc<CoreMetrics>,
-    ) -> Rc<Self> {
+    pub fn new(group: &RedisGroup, registry: Arc<BackendRegistry>, io: CoreIo) -> Rc<Self> {
         let state = Rc::new_cyclic(|me| ClusterState {
             group: group.clone(),
             registry,
-            metrics,
+            io,
             connections: group.connections.max(1) as usize,
             inner: RefCell::new(Inner {
                 slots: vec![UNKNOWN; SLOT_COUNT].into_boxed_slice(),
@@ -139,15 +134,8 @@ impl ClusterState {
         let v = node.conns.entry(resp3).or_insert_with(|| {
             (0..self.connections)
                 .map(|_| {
-                    BackendConn::new(
-                        info.clone(),
-                        0,
-                        resp3,
-                        Mode::Pipeline,
-                        self.metrics.clone(),
-                        true,
-                    )
-                    .with_cluster(self.me.clone())
+                    BackendConn::new(info.clone(), 0, resp3, Mode::Pipeline, &self.io, true)
+                        .with_cluster(self.me.clone())
                 })
                 .collect()
         });
@@ -164,14 +152,7 @@ impl ClusterState {
         timeouts: bool,
     ) -> Option<Rc<BackendConn>> {
         let info = self.node(i)?;
-        Some(BackendConn::new(
-            info,
-            0,
-            resp3,
-            mode,
-            self.metrics.clone(),
-            timeouts,
-        ))
+        Some(BackendConn::new(info, 0, resp3, mode, &self.io, timeouts))
     }
 
     /// Follows a `-MOVED slot host:port` or `-ASK slot host:port` reply: re-sends `raw` to the

@@ -399,3 +399,45 @@ pub async fn connect_backend(
     }
     Ok(BackendStream { tcp, tls: Some(t) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Reads what the peer wrote with `read_growing` until `want` bytes came.
+    async fn read_all(stream: &TcpStream, buf: &mut BytesMut, size: &mut usize, want: usize) {
+        while buf.len() < want {
+            stream.readable().await.expect("readable");
+            match read_growing(stream, buf, size).expect("read") {
+                ReadOutcome::Closed => panic!("closed early"),
+                ReadOutcome::Data(_) | ReadOutcome::WouldBlock => {}
+            }
+        }
+    }
+
+    /// Issue #23 goal 3: a session's first read allocates [`FIRST_READ`] bytes, not [`MIN_READ`];
+    /// a client that sends more grows its offer up to [`MIN_READ`] (and keeps it).
+    #[tokio::test]
+    async fn first_read_is_small_then_grows() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = TcpStream::from_std(server).unwrap();
+        let mut buf = BytesMut::new();
+        let mut size = FIRST_READ;
+        client.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        read_all(&server, &mut buf, &mut size, 14).await;
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPING\r\n");
+        assert!(buf.capacity() <= FIRST_READ, "{}", buf.capacity());
+        assert_eq!(size, FIRST_READ, "a short read does not grow the offer");
+        buf.clear();
+        // 256 KiB: reads fill what they are offered, so the offer doubles up to MIN_READ.
+        let big = vec![b'x'; 256 * 1024];
+        let writer = std::thread::spawn(move || client.write_all(&big).map(|_| client));
+        read_all(&server, &mut buf, &mut size, 256 * 1024).await;
+        let _client = writer.join().unwrap().unwrap();
+        assert_eq!(size, MIN_READ);
+    }
+}

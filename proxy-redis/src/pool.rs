@@ -9,10 +9,9 @@ use router::config::{ReadFrom, RedisGroup};
 use router::redis::Distribution;
 use runtime::{BackendRegistry, BackendState};
 
-use crate::backend::{BackendConn, Mode, ServerInfo};
+use crate::backend::{BackendConn, CoreIo, Mode, ServerInfo};
 use crate::cluster::ClusterState;
 use crate::error::Error;
-use crate::metrics::CoreMetrics;
 use crate::sentinel::Watch;
 
 /// Pipelined replica connections by (server, replica, db, resp3).
@@ -44,7 +43,8 @@ pub struct Pool {
     conns: RefCell<ConnMap>,
     /// Connections for db 0 / RESP2 (the common case), by server then index.
     default: Vec<Vec<Rc<BackendConn>>>,
-    metrics: Rc<CoreMetrics>,
+    /// The core's metrics and write coalescer, for the connections.
+    io: CoreIo,
     /// Redis Cluster state (distribution = "cluster"): nodes and slots learned from the servers.
     cluster: Option<Rc<ClusterState>>,
     /// Where read-only commands go.
@@ -98,10 +98,10 @@ impl Pool {
         generation: u64,
         registry: &Arc<BackendRegistry>,
         watches: &crate::sentinel::Watches,
-        metrics: Rc<CoreMetrics>,
+        io: CoreIo,
     ) -> Result<Self, Error> {
         let cluster = (group.distribution == router::config::RedisDistribution::Cluster)
-            .then(|| ClusterState::new(group, registry.clone(), metrics.clone()));
+            .then(|| ClusterState::new(group, registry.clone(), io.clone()));
         // Servers missing from the shared registry (an embedding that did not sync it) get a
         // private state so that the pool still works.
         let own = BackendRegistry::new(&router::config::Config {
@@ -168,9 +168,7 @@ impl Pool {
             .iter()
             .map(|s| {
                 (0..connections)
-                    .map(|_| {
-                        BackendConn::new(s.clone(), 0, false, Mode::Pipeline, metrics.clone(), true)
-                    })
+                    .map(|_| BackendConn::new(s.clone(), 0, false, Mode::Pipeline, &io, true))
                     .collect()
             })
             .collect();
@@ -185,7 +183,7 @@ impl Pool {
             connections,
             conns: RefCell::default(),
             default,
-            metrics,
+            io,
             cluster,
             read_from: group.read_from,
             replicas,
@@ -244,14 +242,7 @@ impl Pool {
             .or_insert_with(|| {
                 (0..self.connections)
                     .map(|_| {
-                        BackendConn::new(
-                            info.clone(),
-                            db,
-                            resp3,
-                            Mode::Pipeline,
-                            self.metrics.clone(),
-                            true,
-                        )
+                        BackendConn::new(info.clone(), db, resp3, Mode::Pipeline, &self.io, true)
                     })
                     .collect()
             });
@@ -279,16 +270,7 @@ impl Pool {
         let mut conns = self.conns.borrow_mut();
         let v = conns.entry((server, db, resp3)).or_insert_with(|| {
             (0..self.connections)
-                .map(|_| {
-                    BackendConn::new(
-                        info.clone(),
-                        db,
-                        resp3,
-                        Mode::Pipeline,
-                        self.metrics.clone(),
-                        true,
-                    )
-                })
+                .map(|_| BackendConn::new(info.clone(), db, resp3, Mode::Pipeline, &self.io, true))
                 .collect()
         });
         v.get(i).cloned()
@@ -312,7 +294,7 @@ impl Pool {
             db,
             resp3,
             mode,
-            self.metrics.clone(),
+            &self.io,
             timeouts,
         ))
     }

@@ -222,6 +222,20 @@ mod tests {
         assert_eq!(q.pending(), 0);
     }
 
+    /// Issue #23 goal 3: a new client holds no reply buffer, and one that got a short reply
+    /// holds a few bytes, not the 16 KiB it used to preallocate.
+    #[test]
+    fn an_idle_client_holds_a_small_reply_buffer() {
+        let c = Client::new(RespVersion::Resp2);
+        let mut q = c.q.borrow_mut();
+        assert_eq!(q.out.capacity(), 0);
+        let seq = q.push_pending();
+        q.deliver(seq, b"+PONG\r\n");
+        assert_eq!(&q.out[..], b"+PONG\r\n");
+        q.out.clear();
+        assert!(q.out.capacity() <= 64, "{}", q.out.capacity());
+    }
+
     #[test]
     fn merge_slot_waits_for_all_parts() {
         let mut q = ReplyQueue::new(RespVersion::Resp2);

@@ -2,8 +2,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -90,6 +90,9 @@ pub struct CoreCtx {
     pub stats: Arc<ListenerStats>,
     /// Command metrics of this core.
     pub metrics: Rc<CoreMetrics>,
+    /// The backend write coalescer of this core: every backend connection of its pools queues
+    /// itself here, and all are flushed once per executor turn (see `crate::backend`).
+    pub flusher: Rc<crate::backend::Flusher>,
     /// Backend states.
     pub backends: Arc<BackendRegistry>,
     /// The process-wide registries (Sentinel watches, published metrics, blocking gates).
@@ -120,6 +123,14 @@ pub struct CoreCtx {
 }
 
 impl CoreCtx {
+    /// What this core hands to the backend connections of its pools.
+    pub fn backend_io(&self) -> crate::backend::CoreIo {
+        crate::backend::CoreIo {
+            metrics: self.metrics.clone(),
+            flusher: self.flusher.clone(),
+        }
+    }
+
     /// The pool for the current snapshot, rebuilt if the listener's group changed.
     pub fn current_pool(&self) -> Rc<Pool> {
         let mut snap = self.snapshot.borrow_mut();
@@ -151,7 +162,7 @@ impl CoreCtx {
             s.generation,
             &self.backends,
             &self.shared.watches,
-            self.metrics.clone(),
+            self.backend_io(),
         ) {
             Ok(p) => {
                 tracing::info!(listener = %self.listener, core = self.core, generation = s.generation, "redis group changed: new backend connections");
@@ -212,12 +223,14 @@ pub struct Session {
     peer: SocketAddr,
     db: u32,
     resp3: bool,
-    user: Option<User>,
+    /// The authenticated proxy user (boxed: most sessions have none, and this struct is part of
+    /// every idle client's task).
+    user: Option<Box<User>>,
     authed: bool,
     quit: bool,
-    multi: Option<Multi>,
+    multi: Option<Box<Multi>>,
     watch: Option<(usize, Rc<BackendConn>)>,
-    pubsub: Option<PubSub>,
+    pubsub: Option<Box<PubSub>>,
     /// Dedicated connections of blocking commands by server, with their server-side client id.
     blocking: HashMap<usize, (Rc<BackendConn>, Arc<AtomicI64>)>,
     /// The gate this session waits for before its next blocking command may leave.
@@ -319,54 +332,64 @@ impl Session {
         self
     }
 
-    /// Serves the connection until the client leaves, misbehaves, or the listener shuts down.
-    pub async fn run(mut self, stream: TcpStream) {
-        self.core
-            .wakers
-            .borrow_mut()
-            .insert(self.id, self.client.wake.clone());
-        let laddr = stream.local_addr().ok();
-        self.core.clients.borrow_mut().insert(
-            self.id,
-            ClientEntry {
-                id: self.id,
-                addr: self.peer,
-                laddr,
-                name: String::new(),
-                since: Instant::now(),
-                db: 0,
-                resp: 2,
-                user: "default".into(),
-            },
-        );
-        if let Err(e) = self.serve(&stream).await {
-            tracing::debug!(client = self.id, "client connection ended: {e}");
-        }
-        self.client.q.borrow_mut().closed = true;
-        // Dedicated connections belong to this session only: close them now (a blocked BLPOP or a
-        // subscription ends with them).
-        if let Some(ps) = self.pubsub.take() {
-            for c in ps.conns.values() {
+    /// Serves the connection until the client leaves, misbehaves, or the listener shuts down;
+    /// `guard` (the listener's accounting of the connection) is dropped when this future ends or
+    /// is dropped. This future is the client's whole task: what an idle client costs beyond its
+    /// buffers (its size is bounded by `tests::client_task_stays_small` in the crate root).
+    ///
+    /// A plain `fn` returning an `async move` block: an `async fn` keeps a second copy of its
+    /// arguments in its future (rust-lang/rust#62958), here the whole `Session`.
+    #[allow(clippy::manual_async_fn)] // the `async fn` form is what costs the second copy
+    pub fn run<G>(mut self, stream: TcpStream, guard: G) -> impl Future<Output = ()> {
+        async move {
+            let _guard = guard;
+            self.core
+                .wakers
+                .borrow_mut()
+                .insert(self.id, self.client.wake.clone());
+            let laddr = stream.local_addr().ok();
+            self.core.clients.borrow_mut().insert(
+                self.id,
+                ClientEntry {
+                    id: self.id,
+                    addr: self.peer,
+                    laddr,
+                    name: String::new(),
+                    since: Instant::now(),
+                    db: 0,
+                    resp: 2,
+                    user: "default".into(),
+                },
+            );
+            if let Err(e) = self.serve(&stream).await {
+                tracing::debug!(client = self.id, "client connection ended: {e}");
+            }
+            self.client.q.borrow_mut().closed = true;
+            // Dedicated connections belong to this session only: close them now (a blocked BLPOP or a
+            // subscription ends with them).
+            if let Some(ps) = self.pubsub.take() {
+                for c in ps.conns.values() {
+                    c.abort();
+                }
+            }
+            for (c, _) in self.blocking.values() {
                 c.abort();
             }
+            if !self.blocking.is_empty() {
+                self.core.shared.blocking.unregister(self.owner(), self.id);
+            }
+            if let Some(g) = self.gate_wait.take() {
+                g.leave(self.key());
+            }
+            if let Some((_, c)) = self.watch.take() {
+                c.abort();
+            }
+            if let Some(l) = self.locks.take() {
+                l.close();
+            }
+            self.core.wakers.borrow_mut().remove(&self.id);
+            self.core.clients.borrow_mut().remove(&self.id);
         }
-        for (c, _) in self.blocking.values() {
-            c.abort();
-        }
-        if !self.blocking.is_empty() {
-            self.core.shared.blocking.unregister(self.owner(), self.id);
-        }
-        if let Some(g) = self.gate_wait.take() {
-            g.leave(self.key());
-        }
-        if let Some((_, c)) = self.watch.take() {
-            c.abort();
-        }
-        if let Some(l) = self.locks.take() {
-            l.close();
-        }
-        self.core.wakers.borrow_mut().remove(&self.id);
-        self.core.clients.borrow_mut().remove(&self.id);
     }
 
     async fn serve(&mut self, stream: &TcpStream) -> std::io::Result<()> {
@@ -380,9 +403,8 @@ impl Session {
         let mut read_size = net::FIRST_READ;
         let idle = limits.idle_timeout;
         let mut last_active = Instant::now();
-        let mut idle_timer = pin!(tokio::time::sleep(
-            idle.unwrap_or(std::time::Duration::from_secs(3600))
-        ));
+        // Only with an `idle_timeout`: a timer is 100-odd bytes of every idle client's task.
+        let mut idle_timer = idle.map(|t| Box::pin(tokio::time::sleep(t)));
         let stats = self.core.stats.clone();
         let gate_notify = self.gate_notify.clone();
         let mut got_request = false;
@@ -481,12 +503,15 @@ impl Session {
                     }
                 }
                 r = stream.writable(), if wait_writable => { r?; }
-                _ = &mut idle_timer, if idle.is_some() => {
-                    let Some(t) = idle else { continue };
+                _ = std::future::poll_fn(|cx| match idle_timer.as_mut() {
+                    Some(t) => t.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                }), if idle_timer.is_some() => {
+                    let (Some(t), Some(timer)) = (idle, idle_timer.as_mut()) else { continue };
                     if last_active.elapsed() >= t && pending == 0 && self.pubsub.is_none() && self.blocking.is_empty() {
                         return Ok(());
                     }
-                    idle_timer.as_mut().reset(tokio::time::Instant::from_std((last_active + t).max(Instant::now() + std::time::Duration::from_millis(10))));
+                    timer.as_mut().reset(tokio::time::Instant::from_std((last_active + t).max(Instant::now() + std::time::Duration::from_millis(10))));
                 }
             }
         }
@@ -1404,7 +1429,7 @@ impl Session {
                 if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
                     e.user = u.name.clone();
                 }
-                self.user = Some(u.clone());
+                self.user = Some(Box::new(u.clone()));
                 b"+OK\r\n".to_vec()
             }
             _ => Error::WrongPass.reply(),
@@ -1739,11 +1764,11 @@ impl Session {
                     self.fail(Error::NestedMulti);
                     return;
                 }
-                self.multi = Some(Multi {
+                self.multi = Some(Box::new(Multi {
                     queued: Vec::new(),
                     shard: self.watch.as_ref().map(|w| w.0),
                     aborted: false,
-                });
+                }));
                 self.local(b"+OK\r\n");
             }
             "discard" => {
@@ -1903,7 +1928,7 @@ impl Session {
             return;
         }
         if self.pubsub.is_none() {
-            self.pubsub = Some(PubSub {
+            self.pubsub = Some(Box::new(PubSub {
                 sink: Rc::new(PushSink {
                     frames: RefCell::default(),
                     failed: RefCell::default(),
@@ -1914,7 +1939,7 @@ impl Session {
                 patterns: BTreeSet::new(),
                 shard_channels: BTreeSet::new(),
                 awaiting: None,
-            });
+            }));
         }
         let Some(ps) = self.pubsub.as_mut() else {
             return;

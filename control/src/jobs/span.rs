@@ -116,6 +116,7 @@ impl RunSpan<'_> {
         let (trace_id, span_id) = run_ids(self.run);
         SpanRec {
             service: Arc::from(SERVICE),
+            origin: Default::default(),
             span: otlp::Span {
                 trace_id,
                 span_id,
@@ -201,6 +202,7 @@ impl ItemSpan<'_> {
         }
         SpanRec {
             service: Arc::from(SERVICE),
+            origin: Default::default(),
             span: otlp::Span {
                 trace_id,
                 span_id: item_span_id(self.run, self.idx, self.attempt),

@@ -511,11 +511,28 @@ async fn get_deployment(AxState(c): C, h: HeaderMap, Path(id): Path<u64>) -> Res
             ControlError::not_found(format!("unknown deployment {id}")).with_field("deployment")
         })?;
         project_readable(st, &u, &d.project, Some(&d.stage))?;
-        Ok::<_, ControlError>(d)
+        // The traced service whose spans the canary analysis judges.
+        let service = st
+            .release
+            .projects
+            .get(&d.project)
+            .and_then(|p| p.stage(&d.stage))
+            .and_then(|s| s.canary.as_ref())
+            .and_then(|c| c.trace_service.clone())
+            .unwrap_or_else(|| d.project.clone());
+        Ok::<_, ControlError>((d, service))
     })??;
-    let samples = super::engine::current_samples(&c.release, &d).map(|(canary, baseline)| {
+    let (d, service) = d;
+    let counts = |(canary, baseline): (super::canary::Samples, super::canary::Samples)| {
         json!({"canary": canary.requests, "canary_errors": canary.errors,
             "baseline": baseline.requests, "baseline_errors": baseline.errors})
+    };
+    let samples = super::engine::current_samples(&c.release, &d).map(|s| {
+        let mut j = counts(s);
+        if let Some(spans) = super::engine::current_span_samples(&c.trace.signals, &d, &service) {
+            j["spans"] = counts(spans);
+        }
+        j
     });
     let mut v = serde_json::to_value(&d).unwrap_or_default();
     if let (Some(obj), Some(s)) = (v.as_object_mut(), samples) {

@@ -13,6 +13,11 @@
 //!   samples `U` is close to normal with mean `n₁n₂/2` and the tie-corrected variance
 //!   `n₁n₂/12 · ((n+1) − Σ(t³−t)/(n(n−1)))`. It fails when the p-value is below `alpha` **and** the canary's
 //!   median exceeds `latency_factor` × the baseline's.
+//! - **Tail latency** (when both groups have at least [`TAIL_MIN`] latencies): with `t` the baseline's p99,
+//!   the share of canary requests slower than `t` against the baseline's own share above it (about 1 %), by
+//!   the same one-sided two-proportion z-test. It fails when the p-value is below `alpha` **and** the
+//!   canary's p99 exceeds `latency_factor` × the baseline's p99 (a regression of the slowest requests that
+//!   leaves the median alone).
 //!
 //! Both groups need `min_samples` probes before a verdict (the normal approximations need samples of a few
 //! dozen); until then the analysis waits, and the engine fails it after `max_wait_ms` (no data is no proof).
@@ -23,6 +28,9 @@ use super::model::CanarySpec;
 
 /// Latencies kept per group and host (the oldest are dropped beyond it).
 pub const MAX_LATENCIES: usize = 4_096;
+
+/// Latencies each group needs before its p99 is judged (below it the p99 is nearly the maximum).
+pub const TAIL_MIN: usize = 100;
 
 /// The probes of one group.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +76,9 @@ pub struct GroupSummary {
     pub error_rate: f64,
     /// Median latency, µs.
     pub p50_us: u64,
+    /// 99th percentile latency, µs.
+    #[serde(default)]
+    pub p99_us: u64,
 }
 
 /// The outcome of an analysis.
@@ -89,6 +100,13 @@ pub struct Verdict {
     pub latency_u: Option<f64>,
     /// p-value of the latency test.
     pub latency_p: Option<f64>,
+    /// p-value of the tail latency test (None when not judged: too few latencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_p: Option<f64>,
+    /// The verdict on the spans of the canary and baseline hosts (service canaries whose service is
+    /// traced), part of this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Box<Verdict>>,
 }
 
 /// Φ, the standard normal CDF (via a rational erfc approximation, |error| < 1.2e-7).
@@ -177,12 +195,23 @@ fn median(v: &[u64]) -> u64 {
     s[s.len() / 2]
 }
 
+/// The 99th percentile (nearest rank) of `v` (0 when empty).
+fn p99(v: &[u64]) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s[(s.len() * 99).div_ceil(100) - 1]
+}
+
 fn summary(s: &Samples) -> GroupSummary {
     GroupSummary {
         requests: s.requests,
         errors: s.errors,
         error_rate: s.error_rate(),
         p50_us: median(&s.latencies_us),
+        p99_us: p99(&s.latencies_us),
     }
 }
 
@@ -207,6 +236,8 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
         errors_p: p,
         latency_u: None,
         latency_p: None,
+        tail_p: None,
+        spans: None,
     };
     let mut fails = Vec::new();
     if p < spec.alpha && c.error_rate - b.error_rate > spec.error_margin {
@@ -225,11 +256,31 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
                 c.p50_us, b.p50_us
             ));
         }
+        if canary.latencies_us.len() >= TAIL_MIN && baseline.latencies_us.len() >= TAIL_MIN {
+            let t = b.p99_us;
+            let above = |l: &[u64]| l.iter().filter(|&&x| x > t).count() as u64;
+            let (ca, ba) = (above(&canary.latencies_us), above(&baseline.latencies_us));
+            let (tz, tp) = two_proportion_z(
+                ca,
+                canary.latencies_us.len() as u64,
+                ba,
+                baseline.latencies_us.len() as u64,
+            );
+            v.tail_p = Some(tp);
+            if tp < spec.alpha && c.p99_us as f64 > spec.latency_factor * b.p99_us.max(1) as f64 {
+                fails.push(format!(
+                    "p99 latency {} µs vs baseline {} µs ({ca} of {} canary requests above the baseline's p99, z = {tz:.2}, p = {tp:.2e})",
+                    c.p99_us,
+                    b.p99_us,
+                    canary.latencies_us.len()
+                ));
+            }
+        }
     }
     if fails.is_empty() {
         v.reason = format!(
-            "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs",
-            c.error_rate, b.error_rate, c.p50_us, b.p50_us
+            "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs, p99 {} µs vs {} µs",
+            c.error_rate, b.error_rate, c.p50_us, b.p50_us, c.p99_us, b.p99_us
         );
     } else {
         v.pass = false;
@@ -296,6 +347,31 @@ mod tests {
         // Significantly slower but within the factor: passes.
         let v = judge(&spec, &samples(100, 0, 120), &samples(100, 0, 100)).unwrap();
         assert!(v.pass, "{}", v.reason);
+        // The slowest 5 % ten times slower: the median is equal, the p99 is not.
+        let tail = |n: u64, slow: bool| Samples {
+            requests: n,
+            errors: 0,
+            latencies_us: (0..n)
+                .map(|i| {
+                    if slow && i % 20 == 0 {
+                        5_000
+                    } else {
+                        100 + i % 7
+                    }
+                })
+                .collect(),
+        };
+        let v = judge(&spec, &tail(400, true), &tail(400, false)).unwrap();
+        assert!(!v.pass, "{}", v.reason);
+        assert!(v.reason.contains("p99 latency 5000"), "{}", v.reason);
+        assert!(v.tail_p.unwrap() < 1e-4);
+        let v = judge(&spec, &tail(400, false), &tail(400, false)).unwrap();
+        assert!(v.pass && v.tail_p.is_some(), "{}", v.reason);
+        // Too few latencies: the p99 is not judged.
+        let v = judge(&spec, &tail(60, true), &tail(60, false)).unwrap();
+        assert_eq!(v.tail_p, None);
+        assert_eq!(p99(&(1..=100).collect::<Vec<u64>>()), 99);
+        assert_eq!(p99(&[7]), 7);
         // One error more is within the margin.
         let v = judge(&spec, &samples(1000, 2, 100), &samples(1000, 0, 100)).unwrap();
         assert!(v.pass, "{}", v.reason);

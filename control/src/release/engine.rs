@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::canary::{Samples, judge};
+use super::canary::{Samples, Verdict, judge};
 use super::model::*;
 use crate::center::{Center, system_user};
 use crate::error::{ControlError, ErrorCode, Result};
@@ -31,6 +31,9 @@ use crate::ops::Tx;
 
 /// Sample chunks kept per (project, host, version).
 const MAX_CHUNKS: usize = 512;
+/// A service counts as traced for canary analysis when its hosts sent entry spans this long before the
+/// analysis began (or since): then its spans' verdict is required, and waited for.
+const TRACED_WITHIN_MS: u64 = 60_000;
 /// Webhook deliveries queued (beyond it they are dropped and counted).
 const WEBHOOK_QUEUE: usize = 1_024;
 
@@ -285,6 +288,52 @@ pub struct StepInput<'a> {
     pub now: u64,
     /// The node's samples.
     pub rt: &'a Runtime,
+    /// The span collector's signals per service and host (None: not judged).
+    pub spans: Option<&'a crate::trace::signals::SharedSignals>,
+}
+
+/// Spans' counts as canary samples (at most [`super::canary::MAX_LATENCIES`] latencies, the newest).
+fn span_samples(c: Option<crate::trace::signals::Counts>) -> Samples {
+    let c = c.unwrap_or_default();
+    let mut s = Samples::default();
+    s.add(&Samples {
+        requests: c.requests,
+        errors: c.errors,
+        latencies_us: c.latencies_us,
+    });
+    s
+}
+
+/// One verdict from the probes' and, when present, the proxies' windows' and the spans' verdicts (each
+/// None while its groups have too few samples): any failure fails at once (named by its signal); a pass
+/// needs every signal present to have passed.
+fn combine(
+    probes: Option<Verdict>,
+    proxies: Option<Option<Verdict>>,
+    spans: Option<Option<Verdict>>,
+) -> Option<Verdict> {
+    if let Some(v) = probes.as_ref().filter(|v| !v.pass) {
+        return Some(v.clone());
+    }
+    for (name, other) in [("proxies' windows", &proxies), ("spans", &spans)] {
+        if let Some(Some(v)) = other
+            && !v.pass
+        {
+            let mut v = v.clone();
+            v.reason = format!("{name}: {}", v.reason);
+            return Some(v);
+        }
+    }
+    let mut v = probes?;
+    if let Some(p) = proxies {
+        v.reason = format!("{}; proxies' windows: {}", v.reason, p?.reason);
+    }
+    if let Some(sp) = spans {
+        let sp = sp?;
+        v.reason = format!("{}; spans: {}", v.reason, sp.reason);
+        v.spans = Some(Box::new(sp));
+    }
+    Some(v)
 }
 
 fn start_batch(tx: &mut Tx, d: &mut Deployment, now: u64) {
@@ -535,19 +584,24 @@ impl Tx<'_> {
                             &pb.unwrap_or_default(),
                         )),
                     };
-                    let verdict = match (judge(&spec, &c, &b), proxies) {
-                        (Some(v), _) if !v.pass => Some(v),
-                        (_, Some(Some(mut pv))) if !pv.pass => {
-                            pv.reason = format!("proxies' windows: {}", pv.reason);
-                            Some(pv)
-                        }
-                        (Some(v), None) => Some(v),
-                        (Some(mut v), Some(Some(pv))) => {
-                            v.reason = format!("{}; proxies' windows: {}", v.reason, pv.reason);
-                            Some(v)
-                        }
-                        _ => None,
-                    };
+                    // The service's own spans from the hosts, when it is traced (entry spans from either
+                    // group in the minute before the analysis or since): errors, median and p99 of the
+                    // spans since the analysis began must pass too, and the verdict waits for them.
+                    let service = spec.trace_service.as_deref().unwrap_or(&d.project);
+                    let spans = input.spans.and_then(|g| {
+                        let g = g.lock().ok()?;
+                        let recent = d.timer_ms.saturating_sub(TRACED_WITHIN_MS);
+                        let traced = g.since(service, &canary_hosts, recent).is_some()
+                            || g.since(service, &baseline_hosts, recent).is_some();
+                        traced.then(|| {
+                            (
+                                span_samples(g.since(service, &canary_hosts, d.timer_ms)),
+                                span_samples(g.since(service, &baseline_hosts, d.timer_ms)),
+                            )
+                        })
+                    });
+                    let span_verdict = spans.as_ref().map(|(sc, sb)| judge(&spec, sc, sb));
+                    let verdict = combine(judge(&spec, &c, &b), proxies, span_verdict);
                     match verdict {
                         Some(v) if v.pass => {
                             d.event(now, "canary_passed", v.reason.clone());
@@ -565,8 +619,18 @@ impl Tx<'_> {
                                 &mut d,
                                 now,
                                 format!(
-                                    "canary analysis inconclusive: {} canary and {} baseline samples after {} ms (need {})",
-                                    c.requests, b.requests, spec.max_wait_ms, spec.min_samples
+                                    "canary analysis inconclusive: {} canary and {} baseline samples{} after {} ms (need {})",
+                                    c.requests,
+                                    b.requests,
+                                    spans
+                                        .as_ref()
+                                        .map(|(sc, sb)| format!(
+                                            ", {} canary and {} baseline spans",
+                                            sc.requests, sb.requests
+                                        ))
+                                        .unwrap_or_default(),
+                                    spec.max_wait_ms,
+                                    spec.min_samples
                                 ),
                             );
                         }
@@ -955,7 +1019,11 @@ pub fn tick(c: &Center) -> Result<usize> {
     }
     let mut n = 0;
     for id in &active {
-        let input = StepInput { now: now_ms(), rt };
+        let input = StepInput {
+            now: now_ms(),
+            rt,
+            spans: Some(&c.trace.signals),
+        };
         match c.mutate(&sys, |tx| tx.release_step(*id, &input)) {
             Ok(true) => {
                 n += 1;
@@ -1104,6 +1172,28 @@ pub fn current_samples(rt: &Runtime, d: &Deployment) -> Option<(Samples, Samples
             d.timer_ms,
         ),
     ))
+}
+
+/// The spans of a deployment under analysis so far: (canary hosts, baseline hosts) of `service`; None when
+/// not analysing or when neither group sent an entry span since the analysis began.
+pub fn current_span_samples(
+    signals: &crate::trace::signals::SharedSignals,
+    d: &Deployment,
+    service: &str,
+) -> Option<(Samples, Samples)> {
+    if d.state != DeployState::Analysing {
+        return None;
+    }
+    let canary: Vec<String> = d.batches.first().cloned().unwrap_or_default();
+    let base: Vec<String> = d.batches.iter().skip(1).flatten().cloned().collect();
+    let g = signals.lock().ok()?;
+    match (
+        g.since(service, &canary, d.timer_ms),
+        g.since(service, &base, d.timer_ms),
+    ) {
+        (None, None) => None,
+        (c, b) => Some((span_samples(c), span_samples(b))),
+    }
 }
 
 /// Unused-agent bookkeeping: the hosts' last poll, for listings.

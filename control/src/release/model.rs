@@ -170,6 +170,10 @@ pub struct CanarySpec {
     /// How long analysis may wait for enough samples, ms; then the verdict is a failure (default 60,000).
     #[serde(default = "default_max_wait")]
     pub max_wait_ms: u64,
+    /// The traced service (`service.name` of its spans) whose spans from the canary and baseline hosts
+    /// are judged too (default: the project's name). See `docs/release.md`, "Canary analysis".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_service: Option<String>,
 }
 
 fn default_min_samples() -> u64 {
@@ -200,6 +204,7 @@ impl Default for CanarySpec {
             latency: true,
             latency_factor: default_latency_factor(),
             max_wait_ms: default_max_wait(),
+            trace_service: None,
         }
     }
 }

@@ -428,6 +428,14 @@ fn validate_stage(i: usize, s: &Stage, probe: bool, routing: bool) -> Result<()>
                 "latency_factor is at least 1",
             ));
         }
+        if let Some(t) = &c.trace_service
+            && (t.is_empty() || t.len() > 256 || t.chars().any(char::is_control))
+        {
+            return Err(ControlError::bad(
+                &f("canary/trace_service"),
+                "trace_service is a service name of 1-256 printable characters",
+            ));
+        }
     }
     Ok(())
 }

@@ -150,6 +150,7 @@ mod tests {
     fn span(service: &str, id: u8, parent: u8, db: bool) -> SpanRec {
         SpanRec {
             service: Arc::from(service),
+            origin: Default::default(),
             span: Span {
                 trace_id: [1; 16],
                 span_id: [id; 8],

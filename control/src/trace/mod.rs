@@ -11,6 +11,8 @@
 //! - storage ([`store`]): tail sampling per trace, then append-only segment files bounded by size and
 //!   age, with the index in memory.
 //! - queries ([`query`]): trace by id as a call tree, search, dependency graph, slowest operations.
+//! - signals ([`signals`]): requests, errors and latencies per service and host, counted before sampling
+//!   (release canary analysis compares canary hosts with baseline hosts on them).
 //!
 //! What it shares with the other control services: authentication (every route needs a valid token;
 //! ingest too, so that only Furrow's own processes and instrumented services with a token can fill
@@ -24,6 +26,7 @@ pub mod digests;
 pub mod export;
 pub mod model;
 pub mod query;
+pub mod signals;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -148,6 +151,9 @@ pub struct Collector {
     masking: Masking,
     /// The store (the worker writes; queries read).
     pub store: SharedStore,
+    /// Requests, errors and latencies per service and host, before sampling (the worker writes; release
+    /// canary analysis reads).
+    pub signals: signals::SharedSignals,
     /// Onward export counters, when exporting.
     pub export: Option<Arc<export::ExportCounts>>,
     /// Counters.
@@ -185,10 +191,11 @@ impl Collector {
         let store: SharedStore = Arc::new(Mutex::new(store));
         let (tx, rx) = sync_channel(QUEUE_BATCHES);
         let queued = Arc::new(AtomicUsize::new(0));
-        let (s, q) = (store.clone(), queued.clone());
+        let signals = signals::SharedSignals::default();
+        let (s, q, g) = (store.clone(), queued.clone(), signals.clone());
         std::thread::Builder::new()
             .name("furrow-trace".into())
-            .spawn(move || work(&rx, &s, &q, forwarder.as_ref()))
+            .spawn(move || work(&rx, &s, &g, &q, forwarder.as_ref()))
             .map_err(|e| ControlError::new(ErrorCode::Internal, format!("trace worker: {e}")))?;
         Ok(Collector {
             tx,
@@ -196,6 +203,7 @@ impl Collector {
             max_queued: opts.queue_spans,
             masking: opts.masking.clone(),
             store,
+            signals,
             export: export_counts,
             stats: IngestStats::default(),
         })
@@ -266,6 +274,7 @@ impl Collector {
 fn work(
     rx: &Receiver<Vec<SpanRec>>,
     store: &SharedStore,
+    signals: &signals::SharedSignals,
     queued: &AtomicUsize,
     forwarder: Option<&export::Forwarder>,
 ) {
@@ -273,6 +282,12 @@ fn work(
     let mut last_tick = std::time::Instant::now();
     loop {
         let r = rx.recv_timeout(tick);
+        if let Ok(batch) = &r
+            && let Ok(mut g) = signals.lock()
+        {
+            // Before the sampler decides: rates and latencies must see every request.
+            g.add(batch, now_ms());
+        }
         let Ok(mut st) = store.lock() else {
             return;
         };
@@ -306,6 +321,11 @@ pub fn metrics_text(c: &Collector) -> String {
     let (counts, (traces, pending, pending_spans, segments, bytes)) = c
         .with_store(|st| (st.counts.clone(), st.sizes()))
         .unwrap_or_default();
+    let (series, counted, dropped) = c
+        .signals
+        .lock()
+        .map(|g| (g.len(), g.counted, g.dropped))
+        .unwrap_or_default();
     format!(
         "# TYPE furrow_trace_spans_accepted_total counter\nfurrow_trace_spans_accepted_total {}\n\
          # TYPE furrow_trace_spans_refused_total counter\nfurrow_trace_spans_refused_total {}\n\
@@ -318,7 +338,10 @@ pub fn metrics_text(c: &Collector) -> String {
          # TYPE furrow_trace_segment_bytes gauge\nfurrow_trace_segment_bytes {bytes}\n\
          # TYPE furrow_trace_sampled_total counter\nfurrow_trace_sampled_total{{decision=\"kept\"}} {}\n\
          furrow_trace_sampled_total{{decision=\"dropped\"}} {}\n\
-         # TYPE furrow_trace_expired_total counter\nfurrow_trace_expired_total {}\n",
+         # TYPE furrow_trace_expired_total counter\nfurrow_trace_expired_total {}\n\
+         # TYPE furrow_trace_signal_series gauge\nfurrow_trace_signal_series {series}\n\
+         # TYPE furrow_trace_signal_spans_total counter\nfurrow_trace_signal_spans_total{{result=\"counted\"}} {counted}\n\
+         furrow_trace_signal_spans_total{{result=\"dropped\"}} {dropped}\n",
         s.spans_accepted.load(Relaxed),
         s.spans_refused.load(Relaxed),
         s.requests_malformed.load(Relaxed),

@@ -12,14 +12,85 @@ use crate::error::{ControlError, ErrorCode, Result};
 
 /// SpanKind client (the caller's side of a remote call).
 pub const KIND_CLIENT: u8 = 3;
+/// SpanKind server (a request received).
+pub const KIND_SERVER: u8 = 2;
+/// SpanKind consumer (a message received).
+pub const KIND_CONSUMER: u8 = 5;
 /// Status code error.
 pub const STATUS_ERROR: u8 = 2;
+
+/// Longest origin attribute kept (bytes; longer values are cut at a character boundary).
+pub const MAX_ORIGIN_LEN: usize = 256;
+
+/// Which process of its service a span came from: the resource attributes that tell a canary host from a
+/// baseline host (OpenTelemetry semantic conventions). Empty when the resource did not say. Shared by every
+/// span of one resource, stored with them in the segments (as resource attributes) and bounded in length.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `host.name`.
+    pub host: String,
+    /// `service.instance.id`.
+    pub instance: String,
+    /// `service.version`.
+    pub version: String,
+}
+
+impl Origin {
+    /// The origin named by a resource's attributes.
+    pub fn of(resource: &[otlp::Attr]) -> Origin {
+        let get = |key: &str| {
+            resource
+                .iter()
+                .find_map(|(k, v)| (k == key).then(|| value_text(v)))
+                .map(|s| cut_to(&s, MAX_ORIGIN_LEN))
+                .unwrap_or_default()
+        };
+        Origin {
+            host: get("host.name"),
+            instance: get("service.instance.id"),
+            version: get("service.version"),
+        }
+    }
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty() && self.instance.is_empty() && self.version.is_empty()
+    }
+
+    /// The origin as resource attributes (the ones that are set), after `service.name`.
+    pub fn attrs(&self) -> impl Iterator<Item = otlp::Attr> + '_ {
+        [
+            ("host.name", &self.host),
+            ("service.instance.id", &self.instance),
+            ("service.version", &self.version),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), Value::Str(v.clone())))
+    }
+
+    /// Whether the span's process runs on `host`: its `host.name` or its `service.instance.id` is `host`.
+    pub fn is_on(&self, host: &str) -> bool {
+        !host.is_empty() && (self.host == host || self.instance == host)
+    }
+
+    /// The name a deployment host is matched against: `host.name`, else `service.instance.id`.
+    pub fn key(&self) -> &str {
+        if self.host.is_empty() {
+            &self.instance
+        } else {
+            &self.host
+        }
+    }
+}
 
 /// One stored span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRec {
     /// The service (`service.name` of its resource).
     pub service: Arc<str>,
+    /// Its process: host, instance and version of its resource (shared by the resource's spans).
+    pub origin: Arc<Origin>,
     /// The span itself.
     pub span: otlp::Span,
 }
@@ -71,6 +142,18 @@ impl SpanRec {
         self.attr(key).map(value_text)
     }
 
+    /// A resource attribute of the span's origin as text (`host.name`, `service.instance.id`,
+    /// `service.version`; None when unknown).
+    pub fn resource_text(&self, key: &str) -> Option<String> {
+        let v = match key {
+            "host.name" => &self.origin.host,
+            "service.instance.id" => &self.origin.instance,
+            "service.version" => &self.origin.version,
+            _ => return None,
+        };
+        (!v.is_empty()).then(|| v.clone())
+    }
+
     /// Approximate bytes held in memory (for the store's accounting).
     pub fn weight(&self) -> usize {
         let attrs: usize = self
@@ -88,6 +171,11 @@ impl SpanRec {
             })
             .sum();
         160 + self.span.name.len() + self.span.status_message.len() + attrs
+    }
+
+    /// Whether the span is where a request entered its service: a server or consumer span, or a root.
+    pub fn is_entry(&self) -> bool {
+        matches!(self.span.kind, KIND_SERVER | KIND_CONSUMER) || self.parent() == 0
     }
 
     /// The API's JSON form of the span.
@@ -114,6 +202,15 @@ impl SpanRec {
         }
         if !s.status_message.is_empty() {
             j["status_message"] = json!(s.status_message);
+        }
+        for (key, v) in [
+            ("host", &self.origin.host),
+            ("instance", &self.origin.instance),
+            ("version", &self.origin.version),
+        ] {
+            if !v.is_empty() {
+                j[key] = json!(v);
+            }
         }
         j
     }
@@ -185,12 +282,14 @@ fn value_json(v: &Value) -> Json {
 pub const NAMESPACE_ATTR: &str = "service.namespace";
 
 /// Flattens decoded resources into span records. The resource's `service.namespace` is copied onto each
-/// span that does not carry one (a record keeps only its service of the resource, and the stored and
-/// exported form is rebuilt from records), so permissions by namespace hold after a restart too.
+/// span that does not carry one (a record keeps of its resource only the service and the [`Origin`],
+/// and the stored and exported form is rebuilt from records), so permissions by namespace hold after a
+/// restart too.
 pub fn records(resources: Vec<otlp::ResourceSpans>) -> Vec<SpanRec> {
     let mut out = Vec::new();
     for rs in resources {
         let service: Arc<str> = Arc::from(rs.service_name());
+        let origin = Arc::new(Origin::of(&rs.resource));
         let ns = rs.resource.iter().find_map(|(k, v)| match v {
             Value::Str(s) if k == NAMESPACE_ATTR => Some(s.clone()),
             _ => None,
@@ -204,6 +303,7 @@ pub fn records(resources: Vec<otlp::ResourceSpans>) -> Vec<SpanRec> {
             }
             out.push(SpanRec {
                 service: service.clone(),
+                origin: origin.clone(),
                 span,
             });
         }
@@ -271,10 +371,14 @@ fn json_id<const N: usize>(v: &Json, field: &str) -> Result<[u8; N]> {
 }
 
 fn cut(s: &str) -> String {
-    if s.len() <= otlp::MAX_STRING {
+    cut_to(s, otlp::MAX_STRING)
+}
+
+fn cut_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut end = otlp::MAX_STRING;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -392,6 +496,40 @@ mod tests {
                 .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("traceId"));
         assert!(decode_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn resource_attributes_name_the_origin_and_survive_the_segment_encoding() {
+        let long = "h".repeat(MAX_ORIGIN_LEN + 50);
+        let body = format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"web"}}}},
+            {{"key":"host.name","value":{{"stringValue":"h1"}}}},{{"key":"service.version","value":{{"stringValue":"v3"}}}},
+            {{"key":"service.instance.id","value":{{"stringValue":"{long}"}}}}]}},
+            "scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","kind":2}}]}}]}},
+            {{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"web"}}}}]}},
+            "scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","parentSpanId":"eee19b7ec3c1b174"}}]}}]}}]}}"#
+        );
+        let recs = records(decode_json(body.as_bytes()).unwrap());
+        assert_eq!(recs[0].origin.host, "h1");
+        assert_eq!(recs[0].origin.version, "v3");
+        assert_eq!(recs[0].origin.instance.len(), MAX_ORIGIN_LEN);
+        assert!(recs[0].origin.is_on("h1") && !recs[0].origin.is_on(""));
+        assert!(recs[0].is_entry() && !recs[1].is_entry());
+        assert!(recs[1].origin.is_empty());
+        assert_eq!(
+            recs[0].resource_text("service.version").as_deref(),
+            Some("v3")
+        );
+        assert_eq!(recs[1].resource_text("host.name"), None);
+        let j = recs[0].to_json();
+        assert_eq!(
+            (j["host"].as_str(), j["version"].as_str()),
+            (Some("h1"), Some("v3"))
+        );
+        assert!(recs[1].to_json().get("host").is_none());
+        // The store writes a resource per service and origin: read back, every span has its origin.
+        let back = records(otlp::decode_export(&super::super::store::encode(&recs)).unwrap());
+        assert_eq!(back, recs);
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub struct Filter {
     pub min_duration_ns: u64,
     /// Only failed (`Some(true)`) or only non-failed (`Some(false)`) spans.
     pub error: Option<bool>,
-    /// Attributes that must have these values (compared as text).
+    /// Attributes that must have these values (compared as text); the origin's resource attributes
+    /// (`host.name`, `service.instance.id`, `service.version`) count too, when the span has no own one.
     pub attrs: Vec<(String, String)>,
     /// Spans starting at or after this time, ns since the epoch.
     pub since_ns: u64,
@@ -120,10 +121,11 @@ impl Filter {
             && self.operation.as_deref().is_none_or(|x| x == s.span.name)
             && s.duration_ns() >= self.min_duration_ns
             && self.error.is_none_or(|e| e == s.is_error())
-            && self
-                .attrs
-                .iter()
-                .all(|(k, v)| s.attr_text(k).is_some_and(|a| &a == v))
+            && self.attrs.iter().all(|(k, v)| {
+                s.attr_text(k)
+                    .or_else(|| s.resource_text(k))
+                    .is_some_and(|a| &a == v)
+            })
     }
 }
 
@@ -449,6 +451,7 @@ mod tests {
     fn s(svc: &str, id: u64, parent: u64, start_ms: u64, dur_ms: u64) -> SpanRec {
         SpanRec {
             service: Arc::from(svc),
+            origin: Default::default(),
             span: Span {
                 trace_id: 7u128.to_be_bytes(),
                 span_id: id.to_be_bytes(),

@@ -141,29 +141,37 @@ pub fn sampled(trace: u128, rate: f64) -> bool {
     (z as f64) < rate.clamp(0.0, 1.0) * (u64::MAX as f64)
 }
 
-/// Encodes spans as one OTLP request, one resource per service.
+/// Encodes spans as one OTLP request, one resource per service and origin (`service.name`, then the
+/// origin's `host.name`, `service.instance.id` and `service.version` when known), so a segment read back
+/// gives every span its origin again.
 pub fn encode(spans: &[SpanRec]) -> Vec<u8> {
-    let mut by_service: Vec<otlp::ResourceSpans> = Vec::new();
+    let mut groups: Vec<(&SpanRec, otlp::ResourceSpans)> = Vec::new();
     for s in spans {
-        let i = match by_service
+        let i = match groups
             .iter()
-            .position(|r| r.service_name() == &*s.service)
+            .position(|(first, _)| first.service == s.service && first.origin == s.origin)
         {
             Some(i) => i,
             None => {
-                by_service.push(otlp::ResourceSpans {
-                    resource: vec![(
-                        "service.name".into(),
-                        otlp::Value::Str(s.service.to_string()),
-                    )],
-                    spans: Vec::new(),
-                });
-                by_service.len() - 1
+                let mut resource = vec![(
+                    "service.name".into(),
+                    otlp::Value::Str(s.service.to_string()),
+                )];
+                resource.extend(s.origin.attrs());
+                groups.push((
+                    s,
+                    otlp::ResourceSpans {
+                        resource,
+                        spans: Vec::new(),
+                    },
+                ));
+                groups.len() - 1
             }
         };
-        by_service[i].spans.push(s.span.clone());
+        groups[i].1.spans.push(s.span.clone());
     }
-    otlp::encode_export(&by_service, "furrow-collector")
+    let resources: Vec<otlp::ResourceSpans> = groups.into_iter().map(|(_, r)| r).collect();
+    otlp::encode_export(&resources, "furrow-collector")
 }
 
 impl Store {
@@ -484,6 +492,7 @@ mod tests {
     fn span(trace: u128, id: u64, parent: u64, dur_ms: u64, error: bool) -> SpanRec {
         SpanRec {
             service: Arc::from("svc"),
+            origin: Default::default(),
             span: Span {
                 trace_id: trace.to_be_bytes(),
                 span_id: id.to_be_bytes(),

@@ -315,8 +315,16 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end.
-    pub async fn run(mut self) {
+    /// Runs the session to its end. A plain `fn` returning an `async move` block: an `async fn`
+    /// keeps a second copy of its arguments in its future (rust-lang/rust#62958), here the whole
+    /// `Session`, and this future is what every idle client holds (issue #23; its size is bounded
+    /// by `tests::idle_session_task_stays_small` in the crate root).
+    #[allow(clippy::manual_async_fn)] // the `async fn` form is what costs the second copy
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move { self.serve().await }
+    }
+
+    async fn serve(&mut self) {
         match self.handshake().await {
             Ok(true) => {}
             Ok(false) => {

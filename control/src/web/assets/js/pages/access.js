@@ -81,14 +81,100 @@ async function users(panel) {
   });
   panel.append(form);
   panel.append(h('h3', {}, 'Grants'));
-  const grants = await api.get('/v1/permissions');
+  await grants(panel, list);
+}
+
+const LEVELS = [['masked_read', 'masked read'], ['read', 'read'], ['edit', 'edit'], ['publish', 'publish']];
+
+// The grant editor: create, change and remove a grant of a user or a role on an application's namespace or
+// scope (`*`, a namespace, `release:PROJECT`, `release:PROJECT:STAGE` — a stage is an environment —, a job
+// or a service). Every change goes through `PUT /v1/permissions` after the confirmation dialog; a grant is
+// removed by putting it with level `none` and no export, as the API defines.
+async function grants(panel, users) {
+  const [list, apps] = await Promise.all([api.get('/v1/permissions'), api.get('/v1/apps')]);
+  const projects = await api.get('/v1/release/projects').catch(() => []);
+  const out = h('div', { id: 'grant-result', 'aria-live': 'polite' });
+  const reload = (subject) => { location.hash = link('access', { tab: 'users', grant: subject || '', t: String(Date.now()) }); };
+  // Asks, then puts the grant; resolves to null when done or cancelled, else to the API's error.
+  const put = async (g, question, label) => {
+    clear(out);
+    if (!(await confirmDialog(question, label))) return null;
+    try {
+      await api.put('/v1/permissions', g);
+      toast(`grant ${g.subject} on ${g.app}/${g.namespace}: ${g.level === 'none' && !g.export ? 'removed' : g.level}`);
+      reload(g.subject);
+      return null;
+    } catch (ex) {
+      out.append(errorBox(ex));
+      return ex;
+    }
+  };
+  const form = h('form', { id: 'grant-form', class: 'card' });
+  const kind = select([['user', 'user'], ['role', 'role']], 'user', { id: 'grant-kind' });
+  const who = h('input', { id: 'grant-who', required: true, autocomplete: 'off', list: 'grant-who-list' });
+  const whoList = h('datalist', { id: 'grant-who-list' }, [...new Set([...users.map((u) => u.name), ...users.flatMap((u) => u.roles || [])])].map((n) => h('option', { value: n })));
+  const app = select([['*', '* (every application)'], ...apps.map((a) => [a.name, a.name])], apps[0] ? apps[0].name : '*', { id: 'grant-app' });
+  const ns = h('input', { id: 'grant-namespace', required: true, autocomplete: 'off', list: 'grant-namespace-list', value: '*' });
+  const nsList = h('datalist', { id: 'grant-namespace-list' });
+  const level = select(LEVELS, 'read', { id: 'grant-level' });
+  const exp = h('input', { id: 'grant-export', type: 'checkbox' });
+  const fWho = field('Name', who);
+  const fApp = field('Application', app);
+  const fNs = field('Namespace or scope', ns, '* · a namespace · release:PROJECT · release:PROJECT:STAGE · a job or service');
+  const fillScopes = async () => {
+    clear(nsList);
+    const names = ['*'];
+    if (app.value !== '*') {
+      try { names.push(...(await api.get(`/v1/apps/${api.seg(app.value)}/namespaces`)).map((n) => n.name)); } catch (_) { /* suggestions only */ }
+    }
+    for (const p of projects.filter((x) => app.value === '*' || x.project.app === app.value)) {
+      names.push(`release:${p.project.name}`, ...p.project.stages.map((st) => `release:${p.project.name}:${st.name}`));
+    }
+    nsList.append(...names.map((n) => h('option', { value: n })));
+  };
+  app.addEventListener('change', fillScopes);
+  await fillScopes();
+  form.append(h('h3', { id: 'grant-form-title' }, 'Grant or change a permission'),
+    h('div', { class: 'row' }, field('Subject', kind).el, fWho.el, whoList, fApp.el, fNs.el, nsList, field('Level', level).el,
+      h('div', { class: 'row' }, exp, h('label', { for: 'grant-export' }, 'May export the application'))),
+    h('button', { type: 'submit', class: 'primary', id: 'grant-submit' }, 'Save grant…'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    fWho.error(''); fApp.error(''); fNs.error('');
+    const g = { subject: `${kind.value}:${who.value.trim()}`, app: app.value, namespace: ns.value.trim(), level: level.value, export: exp.checked };
+    if (!who.value.trim()) { fWho.error('a user or role name'); return; }
+    if (!g.namespace) { fNs.error('a namespace, * or a scope'); return; }
+    const existing = list.find((x) => x.subject === g.subject && x.app === g.app && x.namespace === g.namespace);
+    const verb = existing ? `Change ${g.subject} on ${g.app}/${g.namespace} from ${existing.level} to ${g.level}` : `Grant ${g.subject} ${g.level} on ${g.app}/${g.namespace}`;
+    const ex = await put(g, `${verb}${g.export ? ', with export' : ''}?`, 'Save grant');
+    const f = ex && { subject: fWho, app: fApp, namespace: fNs }[ex.field];
+    if (f) f.error(ex.message);
+  });
+  const edit = (g) => {
+    const [k, ...rest] = g.subject.split(':');
+    kind.value = k === 'role' ? 'role' : 'user';
+    who.value = rest.join(':');
+    app.value = g.app;
+    ns.value = g.namespace;
+    level.value = g.level === 'none' ? 'read' : g.level;
+    exp.checked = !!g.export;
+    fillScopes();
+    form.scrollIntoView({ block: 'center' });
+    who.focus();
+  };
   panel.append(table({
-    id: 'grants-table', caption: 'Grants (subject: user:NAME or role:NAME)', rows: grants, empty: 'No grant.',
+    id: 'grants-table', caption: 'Grants (subject: user:NAME or role:NAME)', rows: list, empty: 'No grant.',
     columns: [
       { key: 'subject', label: 'Subject' }, { key: 'app', label: 'Application' }, { key: 'namespace', label: 'Namespace / scope' },
       { key: 'level', label: 'Level' }, { key: 'export', label: 'Export', value: (g) => (g.export ? 'yes' : '') },
+      { key: 'actions', label: 'Actions', value: () => '', render: (g) => h('span', { class: 'row' },
+        h('button', { type: 'button', class: 'grant-edit', 'aria-label': `Edit the grant of ${g.subject} on ${g.app}/${g.namespace}`, onclick: () => edit(g) }, 'Edit'),
+        h('button', { type: 'button', class: 'danger grant-remove', 'aria-label': `Remove the grant of ${g.subject} on ${g.app}/${g.namespace}`, onclick: () =>
+          put({ subject: g.subject, app: g.app, namespace: g.namespace, level: 'none', export: false },
+            `Remove ${g.subject}'s ${g.level}${g.export ? ' and export' : ''} on ${g.app}/${g.namespace}?`, 'Remove') }, 'Remove')) },
     ],
   }));
+  panel.append(form, out);
 }
 
 async function tokens(panel) {
@@ -135,15 +221,49 @@ async function tokens(panel) {
   panel.append(form, out);
 }
 
+// Change a console password: your own (any user), or any user's as an administrator. The API
+// (`PUT /v1/users/NAME/password`) checks who may and the length; the new password is typed twice.
+async function password(panel, ctx) {
+  const me = ctx.user || { name: '' };
+  const form = h('form', { id: 'password-form', class: 'card' });
+  const name = h('input', { id: 'password-user', value: me.name, required: true, autocomplete: 'username', readonly: me.admin ? null : true });
+  const pw = h('input', { id: 'password-new', type: 'password', required: true, autocomplete: 'new-password' });
+  const again = h('input', { id: 'password-again', type: 'password', required: true, autocomplete: 'new-password' });
+  const fPw = field('New password', pw, 'at least 8 characters');
+  const fAgain = field('New password again', again);
+  const out = h('div', { id: 'password-result', 'aria-live': 'polite' });
+  form.append(h('h3', {}, 'Change a console password'),
+    field('User', name, me.admin ? 'administrators may set any user\'s password' : 'your own').el, fPw.el, fAgain.el,
+    h('button', { type: 'submit', class: 'primary', id: 'password-submit' }, 'Change password…'), out);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clear(out);
+    fPw.error(''); fAgain.error('');
+    if (pw.value !== again.value) { fAgain.error('the two passwords differ'); return; }
+    if (!(await confirmDialog(`Change the console password of ${name.value}?`, 'Change password'))) return;
+    try {
+      await api.put(`/v1/users/${api.seg(name.value.trim())}/password`, { password: pw.value });
+      pw.value = ''; again.value = '';
+      toast(`password of ${name.value} changed`);
+      out.append(h('p', { id: 'password-done' }, `The password of ${name.value} was changed.`));
+    } catch (ex) {
+      if (ex.field === 'password') fPw.error(ex.message);
+      out.append(errorBox(ex));
+    }
+  });
+  panel.append(form);
+}
+
 export const page = {
   id: 'access',
   title: 'Access',
   nav: true,
-  async render(view, params) {
+  async render(view, params, ctx) {
     view.append(h('h1', {}, 'Access: audit, users and tokens'));
     view.append(tabs([
       { id: 'audit', label: 'Audit log', render: (p) => audit(p, params) },
       { id: 'users', label: 'Users & grants', render: (p) => users(p) },
+      { id: 'password', label: 'Password', render: (p) => password(p, ctx) },
       { id: 'tokens', label: 'Tokens', render: (p) => tokens(p) },
     ], params.tab || 'audit'));
   },
