@@ -23,14 +23,14 @@ const HELP: &[&str] = &[
     "SHOW LISTENERS               every listener with its counters",
     "CONFIG RELOAD                re-read and validate the config file; an invalid file changes nothing",
     "HOTKEYS [listener]           most requested keys (sampled 1 in 16, top 32 per core, merged)",
-    "BIGKEYS [listener]           largest requests seen (>= 16 KiB), by key",
+    "BIGKEYS [listener]           largest requests seen (>= 16 KiB), by key (replies: CACHE INSIGHTS)",
     "COMMANDSTATS [listener]      per-command calls, errors, reply bytes, latency percentiles",
     "SHOW DIGESTS [n]             MySQL query digests: top n by total time (count, errors, rows, avg/p99/max latency)",
     "DIGESTS RESET                forget the digest counters",
     "DIGESTS DUMP [n]             top n digests as tab-separated lines with histograms (the center merges these)",
     "SHOW SLOWLOG [n]             the n latest slow MySQL statements (threshold: slow_query_ms)",
     "SLOWLOG THRESHOLD <ms>       change the slow-query threshold until the next reload",
-    "CACHE INSIGHTS [group]       Redis servers' INFO per group: hit ratio, memory/key balance, keys without TTL, advice",
+    "CACHE INSIGHTS [group]       Redis servers' INFO per group: hit ratio, memory/key balance, keys without TTL, big replies, advice",
     "INDEX ADVICE [n]             EXPLAIN the top n MySQL digests by total time on a replica, propose indexes",
     "SHOW THREADS                 every thread (executors furrow-N included): state, CPU, switches, wait channel, kernel stack",
     "SHOW POOLS                   MySQL backend pools per executor: open, idle, limit, created",
@@ -105,7 +105,9 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
                 {
                     let snap = control.shared.snapshots.current();
                     let only = cmd.arg(2).map(|a| String::from_utf8_lossy(a).into_owned());
-                    let run = move || crate::cache_insight::run(&snap.config, only.as_deref());
+                    let replies = crate::cache_insight::big_replies(&control.shared);
+                    let run =
+                        move || crate::cache_insight::run(&snap.config, &replies, only.as_deref());
                     match tokio::task::spawn_blocking(run).await {
                         Ok(t) => write_bulk(&mut out, t.as_bytes()),
                         Err(e) => {

@@ -3,6 +3,10 @@
 //! balance across the group's servers, keys without a TTL, evictions — with advice (imbalanced
 //! shards, low hit rate, keys without TTL under `maxmemory`, memory near `maxmemory`) and a
 //! capacity estimate: the memory growth since the previous run extrapolated to `maxmemory`.
+//! It also lists the big keys by *reply* size of the group's listeners (sampled on the data path:
+//! 1 single-key command in `proxy_redis::metrics::REPLY_SAMPLE_EVERY` keeps its key until its
+//! reply is read; replies of at least 16 KiB are kept, top 32 per core) and advises on values of
+//! [`OVERSIZED_REPLY_BYTES`] or more.
 //!
 //! Off the data path: runs on a blocking thread of the admin runtime, one short connection per
 //! server (connect and read timeouts [`TIMEOUT`], replies capped), servers of a group in turn.
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use codec::resp::{Frame, FrameDecoder, Limits, write_array_header, write_bulk};
+use proxy_redis::KeySample;
 use router::config::{Config, RedisGroup};
 
 /// Connect, read and write timeout towards one server.
@@ -253,7 +258,50 @@ fn read_server(g: &RedisGroup, address: &str) -> Result<ServerInfo, String> {
 }
 
 /// Reads every server of the Redis groups (all, or the one named) and renders the admin table.
-pub fn run(config: &Config, only: Option<&str>) -> String {
+/// The sampled big replies of every Redis listener: `(listener, keys biggest first)` (read on the
+/// admin runtime, before [`run`] goes to a blocking thread).
+pub fn big_replies(shared: &runtime::Shared) -> Vec<(String, Vec<KeySample>)> {
+    proxy_redis::admin_metrics(shared)
+        .into_iter()
+        .map(|l| (l.listener, l.big_replies))
+        .collect()
+}
+
+/// Replies at least this large are advised against ("oversized values").
+pub const OVERSIZED_REPLY_BYTES: u64 = 512 * 1024;
+
+/// The `# big replies` rows and advice of one group: the sampled replies of its listeners.
+pub fn reply_section(
+    group: &str,
+    listeners: &[&str],
+    replies: &[(String, Vec<KeySample>)],
+    rows: &mut String,
+    advice: &mut Vec<String>,
+) {
+    let mut oversized: Vec<(&str, &KeySample)> = Vec::new();
+    for (l, keys) in replies {
+        if !listeners.contains(&l.as_str()) {
+            continue;
+        }
+        for k in keys {
+            let _ = writeln!(rows, "{:<16} {:<16} {:>12} {}", group, l, k.value, k.key);
+            if k.value >= OVERSIZED_REPLY_BYTES {
+                oversized.push((l, k));
+            }
+        }
+    }
+    if let Some((l, k)) = oversized.iter().max_by_key(|(_, k)| k.value) {
+        advice.push(format!(
+            "{group}: oversized values: {} key(s) answered {} KiB or more (largest {:?}, {} bytes, through {l}): every read moves it whole; split it (a hash or several keys) or compress it",
+            oversized.len(),
+            OVERSIZED_REPLY_BYTES / 1024,
+            k.key,
+            k.value
+        ));
+    }
+}
+
+pub fn run(config: &Config, replies: &[(String, Vec<KeySample>)], only: Option<&str>) -> String {
     let mut prev = PREVIOUS.lock().unwrap_or_else(|e| e.into_inner());
     let prev = prev.get_or_insert_with(HashMap::new);
     let mut s = format!(
@@ -272,10 +320,18 @@ pub fn run(config: &Config, only: Option<&str>) -> String {
     );
     let mut advice = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut reply_rows = String::new();
     for g in &config.redis_groups {
         if only.is_some_and(|o| o != g.name) {
             continue;
         }
+        let listeners: Vec<&str> = config
+            .listeners
+            .iter()
+            .filter(|l| l.group == g.name)
+            .map(|l| l.name.as_str())
+            .collect();
+        reply_section(&g.name, &listeners, replies, &mut reply_rows, &mut advice);
         let mut readings = Vec::new();
         for srv in &g.servers {
             let info = read_server(g, &srv.address);
@@ -329,6 +385,16 @@ pub fn run(config: &Config, only: Option<&str>) -> String {
     if only.is_none() {
         prev.retain(|a, _| seen.contains(a));
     }
+    let _ = writeln!(
+        s,
+        "\n# big replies (sampled 1 in {} single-key commands, >= {} KiB)\n{:<16} {:<16} {:>12} KEY",
+        proxy_redis::metrics::REPLY_SAMPLE_EVERY,
+        proxy_redis::metrics::BIG_KEY_BYTES / 1024,
+        "GROUP",
+        "LISTENER",
+        "BYTES"
+    );
+    s.push_str(&reply_rows);
     let _ = writeln!(s, "\n# advice\nADVICE");
     for a in &advice {
         let _ = writeln!(s, "{a}");
@@ -375,6 +441,35 @@ mod tests {
         );
         assert_eq!(i.hit_ratio(), Some(0.75));
         assert_eq!(ServerInfo::default().hit_ratio(), None);
+    }
+
+    #[test]
+    fn big_replies_of_the_group_s_listeners_and_oversized_advice() {
+        let k = |key: &str, value: u64| KeySample {
+            key: key.into(),
+            value,
+        };
+        let replies = vec![
+            (
+                "cache".to_string(),
+                vec![k("blob", 600 * 1024), k("page", 20_000)],
+            ),
+            ("other".to_string(), vec![k("elsewhere", 900 * 1024)]),
+        ];
+        let (mut rows, mut advice) = (String::new(), Vec::new());
+        reply_section("g", &["cache"], &replies, &mut rows, &mut advice);
+        assert!(rows.contains("blob") && rows.contains("page"), "{rows}");
+        assert!(!rows.contains("elsewhere"), "{rows}");
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        assert!(
+            advice[0].contains("oversized values: 1 key(s)"),
+            "{advice:?}"
+        );
+        assert!(advice[0].contains("\"blob\", 614400 bytes"), "{advice:?}");
+        let (mut rows, mut advice) = (String::new(), Vec::new());
+        reply_section("g", &["cache"], &replies[..1], &mut rows, &mut advice);
+        reply_section("h", &["none"], &replies, &mut rows, &mut advice);
+        assert_eq!(advice.len(), 1);
     }
 
     #[test]

@@ -355,6 +355,21 @@ pub fn render(control: &Control) -> String {
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "# HELP furrow_redis_big_reply_bytes Largest replies seen, by key (sampled).\n# TYPE furrow_redis_big_reply_bytes gauge"
+    );
+    for l in &redis {
+        for k in &l.big_replies {
+            let _ = writeln!(
+                s,
+                "furrow_redis_big_reply_bytes{{listener=\"{}\",key=\"{}\"}} {}",
+                l.listener,
+                escape_label(&k.key),
+                k.value
+            );
+        }
+    }
     let pools = proxy_mysql::pool_stats(&control.shared);
     type PoolSeries = (
         &'static str,

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+
 use common::{FurrowProcess, redis_cli};
 
 /// The data row of `server` in the `# shards` table, as cells.
@@ -87,6 +89,47 @@ fn cache_insights_read_info_and_give_advice() {
     assert!(
         names.contains(&"furrow-0") && names.contains(&"furrow-admin"),
         "{threads}"
+    );
+    // Big keys by reply size: a 520 KiB value written on the servers by a small request (so the
+    // request-size sampler cannot see it) and read through the proxy 400 times (1 read in 32 is
+    // sampled: missing all 400 has odds of about 3 in a million).
+    const BIG: usize = 520 * 1024;
+    let make = format!("redis.call('SET', 'big:blob', string.rep('x', {BIG})) return 1");
+    for srv in &servers {
+        assert_eq!(redis_cli(srv.port(), &["EVAL", &make, "0"]), "1");
+    }
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", listen.port())).expect("connect");
+    let want = format!("${BIG}\r\n").len() + BIG + 2;
+    let mut buf = vec![0u8; want];
+    for _ in 0..400 {
+        c.write_all(b"*2\r\n$3\r\nGET\r\n$8\r\nbig:blob\r\n")
+            .expect("write");
+        c.read_exact(&mut buf).expect("the value");
+        assert!(buf.starts_with(format!("${BIG}\r\n").as_bytes()));
+    }
+    let big = redis_cli(admin.port(), &["BIGKEYS"]);
+    assert!(!big.contains("big:blob"), "requests were small: {big}");
+    // The cores publish their samplers every 200 ms.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (insights, line) = loop {
+        let insights = redis_cli(admin.port(), &["CACHE", "INSIGHTS", "cache"]);
+        if let Some(l) = insights.lines().find(|l| l.ends_with(" big:blob")) {
+            let l = l.to_string();
+            break (insights, l);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no big reply row: {insights}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cells[..2], ["cache", "cache"], "{insights}");
+    let bytes: usize = cells[2].parse().expect("bytes");
+    assert!((BIG..BIG + 64).contains(&bytes), "{insights}");
+    assert!(
+        insights.contains("oversized values: 1 key(s)") && insights.contains("\"big:blob\""),
+        "{insights}"
     );
     // A stopped server is reported, the other still read.
     drop(servers);

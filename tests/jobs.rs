@@ -111,9 +111,14 @@ struct Node {
 }
 
 fn node(dir: &Path, name: &str, store: &str) -> Node {
+    node_with(dir, name, store, &[])
+}
+
+/// [`node`] with more `furrow control` flags.
+fn node_with(dir: &Path, name: &str, store: &str, extra: &[&str]) -> Node {
     let port = testkit::reserve_port().unwrap();
     let listen = format!("127.0.0.1:{}", port.port());
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--log",
         "info",
         "control",
@@ -129,6 +134,7 @@ fn node(dir: &Path, name: &str, store: &str) -> Node {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc::spawn(&args, dir.join(format!("{name}.log")));
     let base = format!("http://{listen}");
     let api = Api::new(&base, TOKEN);
@@ -865,6 +871,98 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
         // Shard k holds k + 1 rows in t_k: the statement ran on that shard only.
         assert_eq!(res["rows"], json!([[(k + 1).to_string()]]), "{it}");
     }
+
+    // A SQL map step: one item per row of `SELECT id FROM t_{index}` on every shard (with the hint),
+    // each item's parameters the row's columns by name plus its shard.
+    let sql_map = |shards: Json, sql: &str| {
+        json!({"app": "shop",
+            "map": {"type": "sql", "listener": format!("127.0.0.1:{}", listen.port()),
+                "user": "app", "password": "app-secret", "database": "app", "shards": shards, "sql": sql},
+            "kind": {"type": "shell", "command": "echo \"$FURROW_PARAMS\""}})
+    };
+    let trigger_end = |job: &str| {
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{job}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_run_end(&api, job, &run, Duration::from_secs(60))
+    };
+    put_job(
+        &api,
+        "per-row",
+        sql_map(
+            json!(["s0", "s1", "s2", "s3"]),
+            "SELECT id FROM t_{index} ORDER BY id",
+        ),
+    );
+    let r = trigger_end("per-row");
+    assert_eq!(r["state"], "ok", "{r}");
+    let mut params: Vec<(i64, Json)> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["idx"].as_i64().unwrap() >= 0)
+        .map(|i| (i["idx"].as_i64().unwrap(), i["params"].clone()))
+        .collect();
+    params.sort_by_key(|p| p.0);
+    let want: Vec<Json> = (0..4)
+        .flat_map(|k| {
+            (0..=k).map(move |id| json!({"shard": format!("s{k}"), "id": id.to_string()}))
+        })
+        .collect();
+    let got: Vec<Json> = params.into_iter().map(|p| p.1).collect();
+    assert_eq!(got, want, "{r}");
+    // One item per shard: a one-row statement on every shard.
+    put_job(
+        &api,
+        "per-shard",
+        sql_map(json!(["s0", "s1", "s2", "s3"]), "SELECT DATABASE() AS db"),
+    );
+    let r = trigger_end("per-shard");
+    assert_eq!(r["state"], "ok", "{r}");
+    let mut shards: Vec<String> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["idx"].as_i64().unwrap() >= 0)
+        .map(|i| {
+            assert!(i["params"].get("db").is_some(), "{r}");
+            i["params"]["shard"].as_str().unwrap().to_string()
+        })
+        .collect();
+    shards.sort();
+    assert_eq!(shards, ["s0", "s1", "s2", "s3"], "{r}");
+    // Without shards the statement goes through the listener's own routing (a scatter aggregate here).
+    put_job(
+        &api,
+        "routed",
+        sql_map(json!([]), "SELECT COUNT(*) AS n FROM t"),
+    );
+    let r = trigger_end("routed");
+    assert_eq!(r["state"], "ok", "{r}");
+    let items: Vec<&Json> = r["item_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["idx"].as_i64().unwrap() >= 0)
+        .collect();
+    assert_eq!(items.len(), 1, "{r}");
+    assert_eq!(items[0]["params"], json!({"n": "10"}), "{r}");
+    // Past the bound (16,384 rows > 10,000 items): the read stops, the map step fails with the bound.
+    put_job(
+        &api,
+        "too-many",
+        sql_map(
+            json!(["s3"]),
+            "SELECT 1 AS x FROM t_3 a, t_3 b, t_3 c, t_3 d, t_3 e, t_3 f, t_3 g",
+        ),
+    );
+    let r = trigger_end("too-many");
+    assert_eq!(r["state"], "failed", "{r}");
+    let items = r["item_list"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only the map item: {r}");
+    let why = items[0]["result"].as_str().unwrap();
+    assert!(why.contains("over the bound (10000 items"), "{why}");
 }
 
 /// The jobs service drives a MySQL reshard (docs/sharding.md, "Resharding"): a `redis` job sends
@@ -1167,6 +1265,123 @@ fn redis_and_http_jobs() {
     assert_eq!(r["item_list"][0]["exit_code"], 404, "{r}");
 }
 
+/// Redis map steps: a command sent through a Furrow Redis listener (`LRANGE` of a list written through
+/// it) makes one item per value; a command sent to each of two servers (`KEYS`) makes one item per key
+/// with its server; a reply past the bound (10,001 values) stops the read and fails the map step; an error
+/// reply fails it with the server's message; a SQL or Redis reduce step is refused.
+#[test]
+fn redis_map_steps_make_one_item_per_value() {
+    let redis =
+        testkit::RedisServer::start_many(2, testkit::RedisConfig::new()).expect("two redis");
+    let (admin, listen) = (
+        testkit::reserve_port().unwrap(),
+        testkit::reserve_port().unwrap(),
+    );
+    let cfg = format!(
+        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\n\n\
+         [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{}\"\ngroup = \"cache\"\n\n\
+         [redis_groups.cache]\ndistribution = \"ketama\"\nservers = [\n\
+           {{ name = \"r0\", address = \"{}\" }},\n  {{ name = \"r1\", address = \"{}\" }},\n]\n",
+        admin.port(),
+        listen.port(),
+        redis[0].addr(),
+        redis[1].addr()
+    );
+    let _proxy = common::FurrowProcess::start(&cfg, admin.port());
+    let lp = listen.port();
+    assert_eq!(
+        common::redis_cli(lp, &["RPUSH", "queue", "a", "b", "c"]),
+        "3"
+    );
+    let big: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    let mut args = vec!["RPUSH".to_string(), "big".to_string()];
+    args.extend(big);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(common::redis_cli(lp, &argv), "10001");
+    for (k, server) in redis.iter().enumerate() {
+        assert_eq!(
+            common::redis_cli(server.port(), &["SET", &format!("jobs:{k}"), "1"]),
+            "OK"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let via = format!("127.0.0.1:{lp}");
+    let map_job = |name: &str, shards: Json, command: Json| -> Json {
+        put_job(
+            &api,
+            name,
+            json!({"app": "shop", "map": {"type": "redis", "shards": shards, "command": command},
+                   "kind": {"type": "shell", "command": "echo \"$FURROW_PARAMS\""}}),
+        );
+        let run = api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_run_end(&api, name, &run, Duration::from_secs(60))
+    };
+    let params_of = |r: &Json| -> Vec<Json> {
+        let mut v: Vec<(i64, Json)> = r["item_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["idx"].as_i64().unwrap() >= 0)
+            .map(|i| (i["idx"].as_i64().unwrap(), i["params"].clone()))
+            .collect();
+        v.sort_by_key(|p| p.0);
+        v.into_iter().map(|p| p.1).collect()
+    };
+    let r = map_job("queue", json!([via]), json!(["LRANGE", "queue", "0", "-1"]));
+    assert_eq!(r["state"], "ok", "{r}");
+    assert_eq!(
+        params_of(&r),
+        vec![
+            json!({"shard": via, "value": "a"}),
+            json!({"shard": via, "value": "b"}),
+            json!({"shard": via, "value": "c"}),
+        ],
+        "{r}"
+    );
+    let shards: Vec<String> = redis.iter().map(|r| r.addr().to_string()).collect();
+    let r = map_job("per-server", json!(shards), json!(["KEYS", "jobs:*"]));
+    assert_eq!(r["state"], "ok", "{r}");
+    assert_eq!(
+        params_of(&r),
+        vec![
+            json!({"shard": shards[0], "value": "jobs:0"}),
+            json!({"shard": shards[1], "value": "jobs:1"}),
+        ],
+        "{r}"
+    );
+    let r = map_job("too-big", json!([via]), json!(["LRANGE", "big", "0", "-1"]));
+    assert_eq!(r["state"], "failed", "{r}");
+    let items = r["item_list"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only the map item: {r}");
+    let why = items[0]["result"].as_str().unwrap();
+    assert!(why.contains("over the bound (10000 items"), "{why}");
+    let r = map_job("wrong", json!([via]), json!(["GET"]));
+    assert_eq!(r["state"], "failed", "{r}");
+    let why = r["item_list"][0]["result"].as_str().unwrap();
+    assert!(why.contains("answered an error"), "{why}");
+    let (status, e) = api.err(
+        "PUT",
+        "/v1/jobs/DEV/bad-reduce",
+        Some(
+            json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
+                    "reduce": {"type": "redis", "shards": [via], "command": ["PING"]}}),
+        ),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["field"], "reduce", "{e}");
+}
+
 /// A child process killed on drop (the test's HTTPS server).
 struct KillOnDrop(Child);
 
@@ -1215,6 +1430,12 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(sys.argv[4], "ab") as f:
+            f.write(self.path.encode() + b" " + body + b"\n")
+        self.send_response(204)
+        self.end_headers()
     def log_message(self, *a):
         pass
 srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
@@ -1225,6 +1446,7 @@ srv.serve_forever()
 "#;
     // The lease stays held (by `port`) while the server uses the port.
     let p = port.port();
+    let hooks = d.join("hooks.txt");
     let _srv = KillOnDrop(
         Command::new("python3")
             .arg("-c")
@@ -1232,6 +1454,7 @@ srv.serve_forever()
             .arg(p.to_string())
             .arg(&cert)
             .arg(&key)
+            .arg(&hooks)
             .stdout(Stdio::null())
             .spawn()
             .expect("python3"),
@@ -1295,6 +1518,61 @@ srv.serve_forever()
     );
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["field"], "kind/ca_file", "{e}");
+
+    // The failure webhook over HTTPS, verified with the same CA file (sent by the control node).
+    put_job(
+        &api,
+        "alerting",
+        json!({"app": "shop", "kind": {"type": "shell", "command": "exit 3"},
+               "alert": {"webhook": format!("https://127.0.0.1:{p}/hooks/jobs"),
+                         "ca_file": ca.display().to_string()}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/alerting/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_run_end(&api, "alerting", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "failed", "{r}");
+    let line = wait_for("the HTTPS webhook", Duration::from_secs(10), || {
+        std::fs::read_to_string(&hooks)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    let (path, body) = line.trim_end().split_once(' ').unwrap();
+    assert_eq!(path, "/hooks/jobs");
+    let body: Json = serde_json::from_str(body).unwrap();
+    assert_eq!(body["event"], "job.failed", "{body}");
+    assert_eq!(body["job"], "alerting", "{body}");
+    assert_eq!(body["run"], run.as_str(), "{body}");
+    // Without the CA file the receiver is not trusted: nothing arrives (the node logs the refusal).
+    std::fs::remove_file(&hooks).unwrap();
+    put_job(
+        &api,
+        "alerting",
+        json!({"app": "shop", "kind": {"type": "shell", "command": "exit 3"},
+               "alert": {"webhook": format!("https://127.0.0.1:{p}/hooks/jobs")}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/alerting/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_run_end(&api, "alerting", &run, Duration::from_secs(20));
+    wait_for(
+        "the refused webhook in the node's log",
+        Duration::from_secs(10),
+        || n.proc_.log().contains("job failure webhook").then_some(()),
+    );
+    assert!(!hooks.exists(), "an untrusted receiver got the alert");
+    let (status, e) = api.err(
+        "PUT",
+        "/v1/jobs/DEV/alerting",
+        Some(
+            json!({"app": "shop", "kind": {"type": "shell", "command": "true"},
+                    "alert": {"webhook": "http://127.0.0.1:1/", "ca_file": "/etc/ssl/x.pem"}}),
+        ),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["field"], "alert/ca_file", "{e}");
 }
 
 /// Every run is a trace: a root span for the run and a span per item attempt (service `furrow-jobs`) in the
@@ -1657,6 +1935,113 @@ fn workers_in_the_registry_and_offline_drains() {
         .map(|i| i["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["w2"], "{v}");
+}
+
+/// A worker in the registry that stops answering (SIGSTOP: its process, registry heartbeats and jobs
+/// heartbeats all freeze) is judged by the registry's TTL (1 s here), not by the jobs lease (60 s here, so
+/// only the registry path can move anything within the test's bounds): the registry marks it unhealthy,
+/// placement stops counting it (a job only it could run is refused as fitting nowhere), and its running item
+/// is taken back and run again on the other worker (attempt 2). After SIGCONT it beats again, turns healthy
+/// and takes items again.
+#[test]
+fn an_unhealthy_registry_worker_loses_its_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("control.db").display());
+    let n = node_with(dir.path(), "node", &store, &["--job-lease-ms", "60000"]);
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let svc = "/v1/registry/DEV/services/furrow-worker";
+    api.ok("PUT", svc, Some(json!({"app": "shop", "ttl_ms": 1000})));
+    let w1 = worker(
+        dir.path(),
+        &n.base,
+        "w1",
+        &["--registry-env", "DEV", "--label", "zone=a"],
+    );
+    let healthy = |id: &str| -> Option<bool> {
+        let v = api.ok("GET", svc, None);
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["healthy"] == true)
+    };
+    wait_for(
+        "w1 live and in the registry",
+        Duration::from_secs(20),
+        || (live_workers(&api) == 1 && healthy("w1") == Some(true)).then_some(()),
+    );
+    put_job(
+        &api,
+        "slow",
+        json!({"app": "shop", "kind": {"type": "shell",
+            "command": "echo started; sleep 1.5; echo \"attempt $FURROW_ATTEMPT\""}}),
+    );
+    put_job(
+        &api,
+        "zone-a",
+        json!({"app": "shop", "labels": {"zone": "a"}, "kind": {"type": "shell", "command": "echo a"}}),
+    );
+    let run = api.ok("POST", "/v1/jobs/DEV/slow/trigger", None)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the item to run on w1", Duration::from_secs(10), || {
+        let r = run_of(&api, "slow", &run);
+        (r["item_list"][0]["state"] == "running" && r["item_list"][0]["worker"] == "w1")
+            .then_some(())
+    });
+    let _w2 = worker(
+        dir.path(),
+        &n.base,
+        "w2",
+        &["--registry-env", "DEV", "--label", "zone=b"],
+    );
+    wait_for(
+        "w2 live and in the registry",
+        Duration::from_secs(20),
+        || (live_workers(&api) == 2 && healthy("w2") == Some(true)).then_some(()),
+    );
+    w1.signal(libc::SIGSTOP);
+    wait_for(
+        "the registry to mark w1 unhealthy",
+        Duration::from_secs(10),
+        || (healthy("w1") == Some(false)).then_some(()),
+    );
+    // Placement no longer counts w1 (its jobs lease has 60 s to go).
+    let (status, err) = wait_for(
+        "zone-a to fit nowhere",
+        Duration::from_secs(5),
+        || match api.call("POST", "/v1/jobs/DEV/zone-a/trigger", None) {
+            Err(ClientError::Api { status, error }) => {
+                Some((status, serde_json::to_value(error).unwrap()))
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("fits nowhere"), "{err}");
+    let r = wait_run_end(&api, "slow", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "ok", "{r}");
+    let item = &r["item_list"][0];
+    assert_eq!(item["worker"], "w2", "{r}");
+    assert_eq!(item["attempts"], 2, "{r}");
+    assert!(item["log"].as_str().unwrap().contains("attempt 2"), "{r}");
+
+    // Back: it beats, the registry has it healthy again, and it takes items again.
+    w1.signal(libc::SIGCONT);
+    wait_for("w1 healthy again", Duration::from_secs(10), || {
+        (healthy("w1") == Some(true)).then_some(())
+    });
+    let run = wait_for("zone-a to fit again", Duration::from_secs(10), || {
+        api.call("POST", "/v1/jobs/DEV/zone-a/trigger", None)
+            .ok()
+            .map(|v| v["run"].as_str().unwrap().to_string())
+    });
+    let r = wait_run_end(&api, "zone-a", &run, Duration::from_secs(20));
+    assert_eq!(r["state"], "ok", "{r}");
+    assert_eq!(r["item_list"][0]["worker"], "w1", "{r}");
 }
 
 /// Map/reduce with shell items: the map step prints the item list, each item runs once with its

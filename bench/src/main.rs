@@ -80,8 +80,10 @@ pub struct Opts {
     /// Targets to run: direct, furrow, furrow-2exec (redis and mysql suites: a second Furrow with
     /// two executors, for Redis P16 and the MySQL point select only), twemproxy, predixy (Redis
     /// suites; built from source by `bench/peers/build.sh predixy`, "not measured" when absent),
-    /// haproxy, client-shards; and furrow-tls (redis and mysql suites: a second Furrow with TLS on its
-    /// listener, the clients using TLS), which is not run unless named.
+    /// haproxy, client-shards; and, not run unless named: furrow-tls (redis and mysql suites: a
+    /// second Furrow with TLS on its listener, the clients using TLS) and furrow-traced (redis and
+    /// mysql suites: a second Furrow with `[tracing]` at 100 % sampling, exporting to a `furrow
+    /// control` the harness starts).
     #[arg(
         long,
         value_delimiter = ',',

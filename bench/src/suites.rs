@@ -436,6 +436,14 @@ fn redis_targets(
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
     }
+    if opts.wants(FURROW_TRACED) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let port = targets::furrow_port()?;
+            let conf = targets::furrow_redis_config(port.addr(), &named);
+            start_furrow_traced(opts, &bin, dir, &conf, port, &Probe::Redis)
+        });
+        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
+    }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
         ts.extend(start_or_fail("twemproxy", Role::Peer, r, &mut failed));
@@ -465,7 +473,7 @@ fn runs_load(target: &str, load: &str) -> bool {
 
 /// Whether target `t` is measured holding idle connections (the proxies, once each).
 fn idles(t: &Target) -> bool {
-    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X
+    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X && t.name != FURROW_TRACED
 }
 
 /// Starts Furrow with two executors (in its own folder) under the name [`FURROW_2X`].
@@ -482,6 +490,62 @@ fn start_furrow_2x(
     let mut t = targets::start_furrow(bin, &sub, conf, 2, port, probe, opts.callgrind)?;
     t.name = FURROW_2X.into();
     Ok(t)
+}
+
+/// The target name of Furrow with `[tracing]` at 100 % head sampling, exporting to a `furrow
+/// control` the harness starts (the same config as `furrow` otherwise; not in the default target
+/// list: name it with `--targets`). Measures the cost of tracing against `furrow` in the same run.
+const FURROW_TRACED: &str = "furrow-traced";
+
+/// Starts a span collector and a second Furrow exporting every span to it, in its own folder.
+fn start_furrow_traced(
+    opts: &Opts,
+    bin: &Path,
+    dir: &Path,
+    conf: &str,
+    port: testkit::PortLease,
+    probe: &Probe,
+) -> Result<Target, String> {
+    let sub = dir.join(FURROW_TRACED);
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let collector = targets::start_collector(bin, &sub)?;
+    let conf = targets::with_tracing(conf, collector.addr);
+    let mut t = targets::start_furrow(
+        bin,
+        &sub,
+        &conf,
+        opts.executors,
+        port,
+        probe,
+        opts.callgrind,
+    )?;
+    t.name = FURROW_TRACED.into();
+    t.collector = Some(collector);
+    Ok(t)
+}
+
+/// A note per traced target: how many spans its collector took in during the suite (a run shows
+/// that spans were made and exported, not silently off).
+fn traced_notes(ts: &[Target], notes: &mut Vec<String>) {
+    for t in ts {
+        let Some(c) = &t.collector else { continue };
+        let stats = c
+            .get("/v1/trace/stats")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string()));
+        let note = match stats {
+            Ok(v) => format!(
+                "{}: its collector (`furrow control`, started by the harness) accepted {} spans and refused {} \
+                 (503 when its queue is full: the proxy then drops and counts them, never waits)",
+                t.name, v["spans_accepted"], v["spans_refused"]
+            ),
+            Err(e) => format!(
+                "{}: the collector's counters could not be read: {e}",
+                t.name
+            ),
+        };
+        eprintln!("bench: {note}");
+        notes.push(note);
+    }
 }
 
 /// The target name of Furrow with TLS on its listener (the same config as `furrow` otherwise; not
@@ -685,6 +749,7 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             ));
         }
     }
+    traced_notes(&ts, &mut suite.notes);
     report.suites.insert("redis".into(), suite);
     Ok(())
 }
@@ -797,6 +862,16 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             start_furrow_2x(opts, &bin, &dir.0, &conf, port, &probe)
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
+    }
+    if opts.wants(FURROW_TRACED) {
+        let r = furrow_binary(opts).and_then(|bin| {
+            let hashes = furrow_hashes(&bin, &password)?;
+            let port = targets::furrow_port()?;
+            let conf =
+                targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
+            start_furrow_traced(opts, &bin, &dir.0, &conf, port, &probe)
+        });
+        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
     }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
@@ -925,6 +1000,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             ));
         }
     }
+    traced_notes(&ts, &mut suite.notes);
     report.suites.insert("mysql".into(), suite);
     Ok(())
 }

@@ -79,6 +79,8 @@ pub struct Target {
     pub proc: Option<Proc>,
     /// Furrow's admin port (its `INFO` has the backend write counters).
     pub admin: Option<SocketAddr>,
+    /// The span collector the target exports to (`furrow-traced`), kept running as long as it.
+    pub collector: Option<Collector>,
     _lease: Option<testkit::PortLease>,
     _admin_lease: Option<testkit::PortLease>,
 }
@@ -93,6 +95,7 @@ impl Target {
             pid,
             proc: None,
             admin: None,
+            collector: None,
             _lease: None,
             _admin_lease: None,
         }
@@ -237,6 +240,7 @@ pub fn start_twemproxy(dir: &Path, servers: &[(String, SocketAddr)]) -> Result<T
         pid: proc.pid(),
         proc: Some(proc),
         admin: None,
+        collector: None,
         _lease: Some(port),
         _admin_lease: None,
     })
@@ -284,6 +288,7 @@ pub fn start_predixy(
         pid: proc.pid(),
         proc: Some(proc),
         admin: None,
+        collector: None,
         _lease: Some(port),
         _admin_lease: None,
     })
@@ -318,6 +323,7 @@ pub fn start_haproxy(dir: &Path, servers: &[SocketAddr], probe: &Probe) -> Resul
         pid: proc.pid(),
         proc: Some(proc),
         admin: None,
+        collector: None,
         _lease: Some(port),
         _admin_lease: None,
     })
@@ -363,9 +369,100 @@ pub fn start_furrow(
         pid: proc.pid(),
         proc: Some(proc),
         admin: Some(admin.addr()),
+        collector: None,
         _lease: Some(port),
         _admin_lease: Some(admin),
     })
+}
+
+/// The bearer token of the [`Collector`] (the proxy sends it; loopback only).
+pub const COLLECTOR_TOKEN: &str = "bench-collector-token";
+
+/// A `furrow control` that collects the spans of a traced Furrow (the `furrow-traced` target): an
+/// in-memory store, tail sampling keeping every trace (`--trace-sample-rate 1`).
+#[derive(Debug)]
+pub struct Collector {
+    /// The process (never measured: the proxy's CPU and instructions are).
+    pub proc: Proc,
+    /// Its HTTP address (`POST /v1/traces`, `GET /v1/trace/stats`).
+    pub addr: SocketAddr,
+    _lease: testkit::PortLease,
+}
+
+impl Collector {
+    /// `GET path` with the token; the body when the answer is 200.
+    pub fn get(&self, path: &str) -> Result<String, String> {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {COLLECTOR_TOKEN}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        match out.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+            _ => Err(format!(
+                "GET {path}: {}",
+                out.lines().next().unwrap_or("no answer")
+            )),
+        }
+    }
+}
+
+/// Starts `bin control` as the span collector, its files in `dir`.
+pub fn start_collector(bin: &Path, dir: &Path) -> Result<Collector, String> {
+    let port = lease()?;
+    let args: Vec<String> = [
+        "--log",
+        "warn",
+        "control",
+        "--listen",
+        &port.addr().to_string(),
+        "--store",
+        "sqlite::memory:",
+        "--admin-token",
+        COLLECTOR_TOKEN,
+        "--trace-sample-rate",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Proc::spawn(bin, &args, dir.join("collector.log"))?;
+    let mut c = Collector {
+        addr: port.addr(),
+        proc,
+        _lease: port,
+    };
+    let start = Instant::now();
+    loop {
+        let e = match c.get("/v1/trace/stats") {
+            Ok(_) => return Ok(c),
+            Err(e) => e,
+        };
+        if !c.proc.alive() {
+            return Err(format!("the collector exited; log: {}", c.proc.log_tail()));
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "the collector did not start: {e}; log: {}",
+                c.proc.log_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `config` with a `[tracing]` table exporting every span (100 % head sampling) to `collector`.
+pub fn with_tracing(config: &str, collector: SocketAddr) -> String {
+    format!(
+        "{config}\n[tracing]\nendpoint = \"http://{collector}\"\ntoken = \"{COLLECTOR_TOKEN}\"\n\
+         head_sample_percent = 100\n"
+    )
 }
 
 /// `config` with an admin port at `admin` (a `[proxy]` table first; the harness's configs have none).
@@ -484,6 +581,11 @@ mod tests {
         );
         assert!(m.contains("[users.u]\npassword_native = \"*AB\""));
         assert!(m.contains("primary = { name = \"db\", address = \"127.0.0.1:3307\" }"));
+        let traced = with_tracing(&r, addr(9100));
+        assert!(traced.starts_with(&r));
+        assert!(traced.ends_with(
+            "\n[tracing]\nendpoint = \"http://127.0.0.1:9100\"\ntoken = \"bench-collector-token\"\nhead_sample_percent = 100\n"
+        ));
         let with = with_admin(&r, addr(9000));
         assert!(with.starts_with("[proxy]\nadmin = \"127.0.0.1:9000\"\n\n[[listeners]]"));
     }

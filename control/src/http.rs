@@ -84,33 +84,78 @@ async fn exchange(
 ) -> Result<HttpResponse, HttpError> {
     let mut stream = TcpStream::connect(host).await.map_err(HttpError::Connect)?;
     stream.set_nodelay(true)?;
-    let mut req = format!(
+    let req = Request {
+        host,
+        method,
+        path,
+        token,
+        headers,
+        body,
+    };
+    exchange_on(&mut stream, &req, u64::MAX).await
+}
+
+/// One request, as [`exchange_on`] writes it.
+pub struct Request<'a> {
+    /// The `Host` header (`HOST[:PORT]`).
+    pub host: &'a str,
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// Starts with `/`.
+    pub path: &'a str,
+    /// A bearer token, if any.
+    pub token: Option<&'a str>,
+    /// More headers (no CR or LF; no colon in names).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// A JSON body, if any.
+    pub body: Option<&'a [u8]>,
+}
+
+/// Writes `req` on an open connection (plain TCP, or TLS for `jobs::https`) and reads the response to the
+/// end, at most `max` bytes (the rest is left unread), then parses it. A connection that ends without a
+/// clean close after some bytes (TLS peers often skip `close_notify` after `Connection: close`) still
+/// gives what arrived, which must parse as a whole response.
+pub async fn exchange_on<S>(
+    stream: &mut S,
+    req: &Request<'_>,
+    max: u64,
+) -> Result<HttpResponse, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (host, method, path) = (req.host, req.method, req.path);
+    let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"
     );
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    if let Some(t) = req.token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    for (k, v) in headers {
+    for (k, v) in req.headers {
         if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
             return Err(HttpError::Malformed(
                 "request header with CR, LF or a colon in its name",
             ));
         }
-        req.push_str(&format!("{k}: {v}\r\n"));
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
-    let body = body.unwrap_or(b"");
+    let body = req.body.unwrap_or(b"");
     if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        req.push_str(&format!(
+        head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
-    req.push_str("\r\n");
-    let mut out = req.into_bytes();
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     out.extend_from_slice(body);
     stream.write_all(&out).await?;
+    stream.flush().await?;
     let mut buf = Vec::with_capacity(4096);
-    stream.read_to_end(&mut buf).await?;
+    match (&mut *stream).take(max).read_to_end(&mut buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
     parse_response(&buf)
 }
 

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::reply::Step;
 use codec::mysql::{
-    ClientLogin, Command, ErrPacket, LoginConfig, LoginError, LoginStep, PacketDecoder, ReplyKind,
-    ReplyTracker, Seen, TextRow, encode_packet,
+    ClientLogin, ColumnDefinition, Command, ErrPacket, LoginConfig, LoginError, LoginStep,
+    PacketDecoder, ReplyKind, ReplyTracker, Seen, TextRow, encode_packet,
 };
 
 /// A failure talking to the server.
@@ -31,6 +31,9 @@ pub enum MysqlClientError {
         /// The message.
         message: String,
     },
+    /// A result set past the caller's bound ([`Conn::query_bounded`]); the connection is left mid-reply.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 type Result<T> = std::result::Result<T, MysqlClientError>;
@@ -190,28 +193,69 @@ impl Conn {
 
     /// Runs one statement; returns its rows (empty for statements without a result set).
     pub fn query(&mut self, sql: &str) -> Result<Rows> {
+        self.read_result(sql, usize::MAX, usize::MAX)
+            .map(|t| t.rows)
+    }
+
+    /// Runs one statement and reads at most `max_rows` rows holding at most `max_bytes` of cell data, with
+    /// the column names. Past either bound it stops reading and answers [`MysqlClientError::TooLarge`]; the
+    /// rest of the reply is left unread, so drop the connection then.
+    pub fn query_bounded(&mut self, sql: &str, max_rows: usize, max_bytes: usize) -> Result<Table> {
+        self.read_result(sql, max_rows, max_bytes)
+    }
+
+    fn read_result(&mut self, sql: &str, max_rows: usize, max_bytes: usize) -> Result<Table> {
         let mut out = BytesMut::with_capacity(sql.len() + 1);
         Command::Query(Bytes::copy_from_slice(sql.as_bytes())).encode(&mut out);
         self.seq = 0;
         self.write_packet(&out)?;
         let mut tracker = ReplyTracker::for_kind(ReplyKind::ResultSet, self.caps);
         let mut ncols = 0;
-        let mut rows = Vec::new();
+        let mut t = Table::default();
+        let mut bytes = 0usize;
         loop {
             let p = self.read_packet()?;
             let fed = tracker.advance(&p).map_err(proto)?;
             match fed.seen {
                 Seen::Err { .. } => return Err(server_err(p)),
                 Seen::ColumnCount(n) => ncols = n as usize,
-                Seen::Row => rows.push(TextRow::decode(p, ncols).map_err(proto)?.cells),
+                Seen::Definition if t.columns.len() < ncols => {
+                    let def = ColumnDefinition::decode(p).map_err(proto)?;
+                    t.columns
+                        .push(String::from_utf8_lossy(&def.name).into_owned());
+                }
+                Seen::Row => {
+                    if t.rows.len() >= max_rows {
+                        return Err(MysqlClientError::TooLarge(format!(
+                            "more than {max_rows} rows"
+                        )));
+                    }
+                    let cells = TextRow::decode(p, ncols).map_err(proto)?.cells;
+                    bytes += cells.iter().flatten().map(|c| c.len()).sum::<usize>();
+                    if bytes > max_bytes {
+                        return Err(MysqlClientError::TooLarge(format!(
+                            "more than {max_bytes} bytes of rows"
+                        )));
+                    }
+                    t.rows.push(cells);
+                }
                 Seen::LocalInfile => return Err(proto("the server asked for a local file")),
                 _ => {}
             }
             if fed.step != Step::More {
-                return Ok(rows);
+                return Ok(t);
             }
         }
     }
+}
+
+/// A result set with its column names (empty for statements without one).
+#[derive(Debug, Default)]
+pub struct Table {
+    /// The column names (aliases), in order.
+    pub columns: Vec<String>,
+    /// The rows.
+    pub rows: Rows,
 }
 
 fn server_err(p: Bytes) -> MysqlClientError {

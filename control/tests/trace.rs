@@ -484,3 +484,89 @@ fn grants_decide_which_spans_a_user_reads() {
     let (_, both) = get_as(&srv, ADMIN_TOKEN, "/v1/trace/search");
     assert_eq!(both["traces"].as_array().map(Vec::len), Some(2), "{both}");
 }
+
+/// Per-namespace grants, as in the configuration center: a grant on `shop`/`orders` reads the spans of
+/// `shop` whose resource names `service.namespace = orders` (and the calls they made through the proxy),
+/// not those of `shop`/`payments` nor those naming no namespace; a grant on namespace `*` reads them all.
+#[test]
+fn namespace_grants_limit_which_spans_a_user_reads() {
+    let srv = start_with("sqlite::memory:", tuned);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let whole = user_with(&api, "whole", "read");
+    let orders = user_with(&api, "orders", "none");
+    api.ok(
+        "PUT",
+        "/v1/permissions",
+        Some(json!({"subject": "user:orders", "app": "shop", "namespace": "orders", "level": "read"})),
+    );
+    let in_ns = |ns: &str, spans: Vec<Span>| ResourceSpans {
+        resource: vec![
+            ("service.name".into(), Value::Str("shop".into())),
+            ("service.namespace".into(), Value::Str(ns.into())),
+        ],
+        spans,
+    };
+    let db = vec![("db.system".to_string(), Value::Str("mysql".into()))];
+    // Trace 21: shop/orders → a proxy statement. Trace 22: shop/payments. Trace 23: shop, no namespace.
+    let body = otlp::encode_export(
+        &[
+            in_ns("orders", vec![span(21, 1, 0, "GET /order", 30, vec![])]),
+            resource("furrow-proxy", vec![span(21, 2, 1, "SELECT ?", 5, db)]),
+            in_ns("payments", vec![span(22, 3, 0, "POST /pay", 30, vec![])]),
+            resource("shop", vec![span(23, 4, 0, "GET /", 30, vec![])]),
+        ],
+        "test",
+    );
+    let (status, head, _) = http(
+        &srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200, "{head}");
+    let t = |n: u8| format!("{n:02x}").repeat(16);
+    for _ in 0..200 {
+        if get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{}", t(23))).0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // The namespace travels with the span.
+    let (_, tree) = get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{}", t(21)));
+    assert!(tree.to_string().contains("service.namespace"), "{tree}");
+
+    let (status, tree) = get_as(&srv, &orders, &format!("/v1/trace/traces/{}", t(21)));
+    assert_eq!(status, 200, "{tree}");
+    assert_eq!(span_ids(&tree), ["01", "02"], "{tree}");
+    for other in [22, 23] {
+        assert_eq!(
+            get_as(&srv, &orders, &format!("/v1/trace/traces/{}", t(other))).0,
+            404,
+            "trace {other}"
+        );
+    }
+    let ids = |token: &str| -> Vec<String> {
+        let (_, found) = get_as(&srv, token, "/v1/trace/search?service=shop&limit=10");
+        let mut v: Vec<String> = found["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&orders), [t(21)]);
+    assert_eq!(ids(&whole), [t(21), t(22), t(23)]);
+    let (_, slow) = get_as(&srv, &orders, "/v1/trace/services/shop/slowest");
+    let ops: Vec<&str> = slow["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["GET /order"], "{slow}");
+}

@@ -115,9 +115,69 @@ pub enum Dest {
     Id(Arc<AtomicI64>),
     /// Another destination whose command is traced (`[tracing]`; see `crate::trace`).
     Traced(Box<crate::trace::Traced>),
+    /// Another destination whose reply size is sampled for big keys (1 keyed command in
+    /// `crate::metrics::REPLY_SAMPLE_EVERY`; see [`SizedReply`]).
+    Sized(Box<SizedReply>),
     /// The reply of a key move (`MIGRATE ... KEYS`, slot migration): on `+OK`/`+NOKEY` the
     /// command it carries goes to the new owner, else the move's error is its reply.
     Then(Box<Then>),
+}
+
+/// A sampled command's key, kept until its reply is read: a reply of at least
+/// `crate::metrics::BIG_KEY_BYTES` records the key as a big key by reply size.
+pub struct SizedReply {
+    /// The real destination of the reply.
+    pub dest: Dest,
+    /// The command's key (at most [`SIZED_KEY_MAX`] bytes of it).
+    pub key: Box<[u8]>,
+}
+
+/// The most bytes of a key kept for reply-size sampling.
+pub const SIZED_KEY_MAX: usize = 512;
+
+impl SizedReply {
+    /// Wraps `dest` to sample its reply's size for `key`.
+    pub fn wrap(dest: Dest, key: &[u8]) -> Dest {
+        Dest::Sized(Box::new(SizedReply {
+            dest,
+            key: key[..key.len().min(SIZED_KEY_MAX)].into(),
+        }))
+    }
+
+    #[cold]
+    fn finish(self, reply_bytes: usize, metrics: &CoreMetrics) -> Dest {
+        metrics.big_reply(&self.key, reply_bytes);
+        self.dest
+    }
+}
+
+/// The destination inside the wrappers (traced, reply size sampled) after doing what each is for;
+/// any other as it is. The common, unwrapped case costs one `match`.
+#[inline]
+fn unwrap_dest(
+    dest: Dest,
+    took: Duration,
+    reply_bytes: usize,
+    is_err: bool,
+    metrics: &CoreMetrics,
+) -> Dest {
+    match dest {
+        d @ Dest::Traced(_) => unwrap_dest(
+            crate::trace::unwrap(d, took, reply_bytes, is_err),
+            took,
+            reply_bytes,
+            is_err,
+            metrics,
+        ),
+        Dest::Sized(s) => unwrap_dest(
+            s.finish(reply_bytes, metrics),
+            took,
+            reply_bytes,
+            is_err,
+            metrics,
+        ),
+        d => d,
+    }
 }
 
 /// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
@@ -168,6 +228,7 @@ fn deliver_error(dest: Dest, msg: &[u8]) {
             crate::trace::unwrap(d, Duration::ZERO, msg.len(), true),
             msg,
         ),
+        Dest::Sized(s) => deliver_error(s.dest, msg),
         Dest::Discard | Dest::Init | Dest::Id(_) => {}
     }
 }
@@ -751,7 +812,7 @@ impl BackendConn {
             };
             let took = now.saturating_duration_since(entry.start);
             self.metrics.reply(entry.cmd, took, n, is_err);
-            match crate::trace::unwrap(entry.dest, took, n, is_err) {
+            match unwrap_dest(entry.dest, took, n, is_err, &self.metrics) {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, frame);
                     c.wake.notify();
@@ -770,7 +831,7 @@ impl BackendConn {
                         cell.store(id, Relaxed);
                     }
                 }
-                Dest::Traced(_) => {}
+                Dest::Traced(_) | Dest::Sized(_) => {}
                 Dest::Then(t) => t.resume(frame, entry.start),
                 Dest::Init => {
                     if is_err {
@@ -823,7 +884,7 @@ impl BackendConn {
             sink.wake.notify();
         }
         for e in entries {
-            let dest = crate::trace::unwrap(e.dest, e.start.elapsed(), msg.len(), true);
+            let dest = unwrap_dest(e.dest, e.start.elapsed(), msg.len(), true, &self.metrics);
             if matches!(dest, Dest::Whole(..) | Dest::Part(..)) {
                 self.metrics
                     .reply(e.cmd, e.start.elapsed(), msg.len(), true);
@@ -838,7 +899,7 @@ impl BackendConn {
                     c.wake.notify();
                 }
                 Dest::Then(t) => deliver_error(t.dest, &msg),
-                Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) => {}
+                Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) | Dest::Sized(_) => {}
             }
         }
     }

@@ -18,6 +18,9 @@ pub const TOP_K: usize = 32;
 pub const HOT_SAMPLE_EVERY: u32 = 16;
 /// Requests or replies at least this large count as big keys.
 pub const BIG_KEY_BYTES: usize = 16 * 1024;
+/// One single-key command in this many has its reply's size sampled for big keys (the key is kept
+/// with the reply's destination until the reply is read; see `backend::SizedReply`).
+pub const REPLY_SAMPLE_EVERY: u32 = 32;
 /// Latency histogram buckets: bucket `i` counts latencies below `2^i` µs (the last: the rest).
 pub const BUCKETS: usize = 24;
 
@@ -54,8 +57,11 @@ pub struct ListenerMetrics {
     pub commands: Vec<CommandStats>,
     /// Most frequently sampled keys, hottest first.
     pub hot_keys: Vec<KeySample>,
-    /// Largest keys seen (request or reply size), biggest first.
+    /// Largest requests seen, by key, biggest first.
     pub big_keys: Vec<KeySample>,
+    /// Largest replies seen, by key, biggest first (1 in [`REPLY_SAMPLE_EVERY`] single-key
+    /// commands sampled).
+    pub big_replies: Vec<KeySample>,
     /// Backend traffic: how well writes coalesce.
     pub backend: BackendWrites,
 }
@@ -160,12 +166,14 @@ struct Published {
     stats: StatMap,
     hot: TopK,
     big: TopK,
+    big_replies: TopK,
     backend: BackendWrites,
 }
 
-/// Per-listener sums: command stats, hot-key hits, big-key sizes.
+/// Per-listener sums: command stats, hot-key hits, big-key sizes (requests, replies).
 type Acc = (
     HashMap<&'static str, Stat>,
+    HashMap<Vec<u8>, u64>,
     HashMap<Vec<u8>, u64>,
     HashMap<Vec<u8>, u64>,
 );
@@ -184,6 +192,7 @@ pub struct CoreMetrics {
     stats: RefCell<StatMap>,
     hot: RefCell<TopK>,
     big: RefCell<TopK>,
+    big_replies: RefCell<TopK>,
     tick: Cell<u32>,
     backend: Cell<BackendWrites>,
     shared: Arc<Mutex<Published>>,
@@ -207,6 +216,7 @@ impl CoreMetrics {
             stats: RefCell::default(),
             hot: RefCell::default(),
             big: RefCell::default(),
+            big_replies: RefCell::default(),
             tick: Cell::new(0x9e37_79b9),
             backend: Cell::default(),
             shared,
@@ -270,9 +280,10 @@ impl CoreMetrics {
         self.count(cmd, Duration::ZERO, bytes, true);
     }
 
-    /// Samples a key of a request of `size` bytes.
+    /// Samples a key of a request of `size` bytes; true when the caller should also sample the
+    /// size of its reply (1 in [`REPLY_SAMPLE_EVERY`]).
     #[inline]
-    pub fn key(&self, key: &[u8], size: usize) {
+    pub fn key(&self, key: &[u8], size: usize) -> bool {
         // xorshift: a random 1-in-N sample, so that periodic traffic cannot alias with the sampler.
         let mut x = self.tick.get();
         x ^= x << 13;
@@ -285,12 +296,15 @@ impl CoreMetrics {
         if size >= BIG_KEY_BYTES {
             self.big.borrow_mut().max(key, size as u64);
         }
+        // Other bits of the same draw: independent of the hot-key sample.
+        (x >> 16).is_multiple_of(REPLY_SAMPLE_EVERY)
     }
 
-    /// Records a big reply for `key`.
+    /// Records the reply size of a sampled command on `key` (kept when at least
+    /// [`BIG_KEY_BYTES`]).
     pub fn big_reply(&self, key: &[u8], size: usize) {
         if size >= BIG_KEY_BYTES {
-            self.big.borrow_mut().max(key, size as u64);
+            self.big_replies.borrow_mut().max(key, size as u64);
         }
     }
 
@@ -300,6 +314,7 @@ impl CoreMetrics {
         p.stats.clone_from(&self.stats.borrow());
         p.hot.clone_from(&self.hot.borrow());
         p.big.clone_from(&self.big.borrow());
+        p.big_replies.clone_from(&self.big_replies.borrow());
         p.backend = self.backend.get();
     }
 }
@@ -336,9 +351,13 @@ pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
             let e = acc.2.entry(k).or_default();
             *e = (*e).max(v);
         }
+        for (k, v) in p.big_replies.items {
+            let e = acc.3.entry(k).or_default();
+            *e = (*e).max(v);
+        }
     }
     for name in order {
-        let Some((stats, hot, big)) = by_listener.remove(&name) else {
+        let Some((stats, hot, big, big_replies)) = by_listener.remove(&name) else {
             continue;
         };
         let mut commands: Vec<CommandStats> = stats
@@ -370,6 +389,7 @@ pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
             commands,
             hot_keys: top(hot),
             big_keys: top(big),
+            big_replies: top(big_replies),
         });
     }
     out
@@ -378,6 +398,19 @@ pub fn snapshot(registry: &Registry) -> Vec<ListenerMetrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn about_one_reply_in_n_is_sampled() {
+        let registry = Registry::default();
+        let m = CoreMetrics::register(&registry, "sample-test");
+        let n = 32_000;
+        let sampled = (0..n).filter(|_| m.key(b"k", 10)).count();
+        let want = n / REPLY_SAMPLE_EVERY as usize;
+        assert!(
+            sampled > want / 2 && sampled < want * 2,
+            "{sampled} of {n} sampled, expected about {want}"
+        );
+    }
 
     #[test]
     fn topk_is_bounded_and_keeps_heavy_hitters() {
@@ -398,6 +431,8 @@ mod tests {
         m.reply("get", Duration::from_micros(3), 10, false);
         m.reply("get", Duration::from_micros(100), 10, true);
         m.big_reply(b"big", BIG_KEY_BYTES + 1);
+        m.big_reply(b"small", BIG_KEY_BYTES - 1);
+        m.key(b"big-request", BIG_KEY_BYTES);
         m.backend_requests(3);
         m.backend_writes(1);
         m.backend_requests(1);
@@ -415,7 +450,10 @@ mod tests {
             .expect("get counted");
         assert_eq!((get.calls, get.errors, get.reply_bytes), (2, 1, 20));
         assert_eq!(get.latency_us.iter().sum::<u64>(), 2);
-        assert_eq!(l.big_keys.first().map(|k| k.key.as_str()), Some("big"));
+        // Replies and requests are kept apart; small replies are not big keys.
+        let keys = |v: &[KeySample]| v.iter().map(|k| k.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&l.big_replies), ["big"]);
+        assert_eq!(keys(&l.big_keys), ["big-request"]);
         assert_eq!(
             l.backend,
             BackendWrites {

@@ -658,6 +658,20 @@ impl Session {
         name: &'static str,
         readonly: bool,
     ) {
+        self.send_keyed(pool, server, raw, name, readonly, None);
+    }
+
+    /// [`Self::send_to`]; with `sized`, the command's key, its reply's size is sampled for big keys
+    /// (1 in `metrics::REPLY_SAMPLE_EVERY` single-key commands; see `backend::SizedReply`).
+    fn send_keyed(
+        &mut self,
+        pool: &Pool,
+        server: usize,
+        raw: &Bytes,
+        name: &'static str,
+        readonly: bool,
+        sized: Option<&[u8]>,
+    ) {
         let Some(conn) = pool.conn_for(server, self.db, self.resp3, self.id, readonly) else {
             let e = Error::NoServerForKey.reply();
             self.core.metrics.proxy_error(name, e.len());
@@ -666,6 +680,9 @@ impl Session {
         };
         let seq = self.client.q.borrow_mut().push_pending();
         let mut dest = Dest::Whole(self.client.clone(), seq);
+        if let Some(key) = sized {
+            dest = crate::backend::SizedReply::wrap(dest, key);
+        }
         if self.core.trace.is_some() {
             dest = self.traced(dest, name, &conn.server.name);
         }
@@ -847,14 +864,15 @@ impl Session {
                     self.fail(Error::KeyDenied);
                     return;
                 }
-                self.core.metrics.key(key, cmd.raw().len());
+                let sized = self.core.metrics.key(key, cmd.raw().len());
                 if let Some((_, from, to)) = pool.moving(key) {
                     self.send_moving(pool, (from, to), &[key], cmd.raw(), info.name, None);
                     return;
                 }
                 let shard = pool.shard(key);
                 let readonly = info.flags.has(flags::READONLY);
-                self.send_to(pool, shard, cmd.raw(), info.name, readonly);
+                let sized = sized.then_some(key);
+                self.send_keyed(pool, shard, cmd.raw(), info.name, readonly, sized);
             }
             Policy::SameShard
                 if pool.has_moving() && self.moving_slot(&cmd, info, pool).is_some() =>

@@ -1,13 +1,15 @@
-//! HTTPS for HTTP job items: one request per connection over rustls (the `ring` provider, as everywhere in
-//! Furrow), the server's certificate verified against the job's `ca_file` or the system's CA bundle. No
-//! option turns verification off: a job that calls a self-signed server names its certificate as its CA.
+//! The outbound HTTP(S) client of jobs, for HTTP items and the failure webhook (`alert`): [`call`] takes an
+//! `http://` or `https://` URL. HTTPS is one request per connection over rustls (the `ring` provider, as
+//! everywhere in Furrow), the server's certificate verified against a `ca_file` or the system's CA bundle.
+//! No option turns verification off: a job that calls a self-signed server names its certificate as its CA.
+//! The request is written and the response read by the same code as plain HTTP
+//! (`crate::http::exchange_on`), only the stream differs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where distributions keep their CA bundle (the first that exists is used).
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -17,7 +19,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The most response bytes read.
+/// The most response bytes read (HTTP and HTTPS; the rest is left unread).
 const MAX_RESPONSE: u64 = 4 << 20;
 
 // ring is the provider chosen for a lean tree (see router's TLS); its deprecation only notes that it has
@@ -86,6 +88,59 @@ pub fn target(authority: &str) -> Result<(String, ServerName<'static>), String> 
     Ok((addr, name))
 }
 
+/// The first 4 KiB of a response body, as text (what an item's result or a log line keeps).
+fn body_text(r: &crate::http::HttpResponse) -> String {
+    String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned()
+}
+
+/// One request to `url` (`http://HOST:PORT/PATH` or `https://HOST[:PORT]/PATH`; `ca_file` only for
+/// `https://`), within `timeout`. Returns the status and the first 4 KiB of the body as text.
+pub async fn call(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    ca_file: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("http://")
+                .ok_or("only http:// and https:// URLs")?,
+        ),
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if tls {
+        return request(host, method, path, headers, body, ca_file, timeout).await;
+    }
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect {host}: {e}"))?;
+        tcp.set_nodelay(true).ok();
+        let req = crate::http::Request {
+            host,
+            method,
+            path,
+            token: None,
+            headers,
+            body,
+        };
+        let r = crate::http::exchange_on(&mut tcp, &req, MAX_RESPONSE)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((r.status, body_text(&r)))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("timed out after {} ms", timeout.as_millis()))?
+}
+
 /// One HTTPS request: `authority` is `HOST[:PORT]`, `path` starts with `/`. Returns the status and the
 /// first 4 KiB of the body as text.
 #[allow(clippy::too_many_arguments)]
@@ -114,38 +169,21 @@ pub async fn request(
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {authority}: {e}"))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n"
-        );
-        for (k, v) in headers {
-            if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
-                return Err("a request header with CR, LF or a colon in its name".to_string());
-            }
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        let body = body.unwrap_or(b"");
-        if !body.is_empty() || matches!(method, "POST" | "PUT") {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        req.push_str("\r\n");
-        let mut out = req.into_bytes();
-        out.extend_from_slice(body);
-        tls.write_all(&out).await.map_err(|e| e.to_string())?;
-        tls.flush().await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::with_capacity(4096);
-        match (&mut tls).take(MAX_RESPONSE).read_to_end(&mut buf).await {
-            Ok(_) => {}
-            // Servers often close without TLS close_notify after a `Connection: close` response: what
-            // arrived is still a complete response when it parses as one.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
-            Err(e) => return Err(format!("reading the response: {e}")),
-        }
-        let r = crate::http::parse_response(&buf).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned();
-        Ok((r.status, text))
+        let req = crate::http::Request {
+            host: authority,
+            method,
+            path,
+            token: None,
+            headers,
+            body,
+        };
+        let r = crate::http::exchange_on(&mut tls, &req, MAX_RESPONSE)
+            .await
+            .map_err(|e| match e {
+                crate::http::HttpError::Io(e) => format!("reading the response: {e}"),
+                e => e.to_string(),
+            })?;
+        Ok((r.status, body_text(&r)))
     };
     tokio::time::timeout(timeout, exchange)
         .await

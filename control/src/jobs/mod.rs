@@ -15,6 +15,7 @@
 //! - [`db`]: the runtime tables (SQLite or MariaDB with `SKIP LOCKED`).
 //! - [`sched`]: firing, placement, leases, retries, completion, DAG successors, stop, history.
 //! - [`api`]: the HTTP routes under `/v1/jobs`.
+//! - [`map_step`]: SQL and Redis map steps (items from query rows or reply values, bounded).
 //! - [`worker`]: the worker library (`furrow worker`, or embedded with registered Rust functions).
 //! - [`cli`]: `furrow ctl job ...`.
 
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod cron;
 pub mod db;
 pub mod https;
+pub mod map_step;
 pub mod model;
 pub mod ops;
 pub mod reglink;

@@ -186,8 +186,13 @@ pub enum Misfire {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
-    /// `http://HOST:PORT/PATH`: receives a POST with the failed run as JSON.
+    /// `http://HOST:PORT/PATH` or `https://HOST[:PORT]/PATH`: receives a POST with the failed run as JSON
+    /// (sent by the control node, HTTPS through the same client as HTTP items).
     pub webhook: String,
+    /// For `https://`: a PEM file of CA certificates on the control node's host to verify the receiver
+    /// with, instead of the system bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// A job definition as sent by clients (`PUT /v1/jobs/{env}/{job}`).
@@ -335,6 +340,38 @@ fn http_url_ok(url: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
+fn https_url_ok(url: &str) -> bool {
+    url.strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+/// Checks an `http(s)://` URL and its CA file (`at`: the field holding both, `kind`, `alert`, ...;
+/// `url_field`: the URL's own name in it).
+fn check_url(at: &str, url_field: &str, url: &str, ca_file: Option<&str>) -> Result<()> {
+    let https = https_url_ok(url);
+    if !https && !http_url_ok(url) {
+        return Err(ControlError::bad(
+            &format!("{at}/{url_field}"),
+            "use http://HOST:PORT/PATH or https://HOST[:PORT]/PATH",
+        ));
+    }
+    if let Some(ca) = ca_file {
+        if !https {
+            return Err(ControlError::bad(
+                &format!("{at}/ca_file"),
+                "a CA file is for https:// URLs only",
+            ));
+        }
+        if !ca.starts_with('/') || ca.len() > 4096 {
+            return Err(ControlError::bad(
+                &format!("{at}/ca_file"),
+                "an absolute path on the host that makes the call",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl JobSpec {
     /// The parsed cron schedule, if any.
     pub fn cron(&self) -> Result<Option<(Cron, Zone)>> {
@@ -383,10 +420,10 @@ impl JobSpec {
         ] {
             let Some(k) = k else { continue };
             check_kind(at, k)?;
-            if matches!(k, Kind::Sql { .. } | Kind::Redis { .. }) {
+            if at == "reduce" && matches!(k, Kind::Sql { .. } | Kind::Redis { .. }) {
                 return Err(ControlError::bad(
                     at,
-                    "a map or reduce step is a shell, HTTP or in-process item (SQL and Redis items need a shard)",
+                    "a reduce step is a shell, HTTP or in-process item (SQL and Redis steps are map steps or per-shard jobs)",
                 ));
             }
         }
@@ -420,13 +457,8 @@ impl JobSpec {
         if self.backoff_ms > 3_600_000 {
             return Err(ControlError::bad("backoff_ms", "at most 1 hour"));
         }
-        if let Some(a) = &self.alert
-            && !http_url_ok(&a.webhook)
-        {
-            return Err(ControlError::bad(
-                "alert/webhook",
-                "use http://HOST:PORT/PATH",
-            ));
+        if let Some(a) = &self.alert {
+            check_url("alert", "webhook", &a.webhook, a.ca_file.as_deref())?;
         }
         for (k, v) in &self.labels {
             check_name("labels", k)?;
@@ -479,29 +511,7 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
                     "GET, POST, PUT or DELETE",
                 ));
             }
-            let https = url
-                .strip_prefix("https://")
-                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-            if !https && !http_url_ok(url) {
-                return Err(ControlError::bad(
-                    &format!("{at}/url"),
-                    "use http://HOST:PORT/PATH or https://HOST[:PORT]/PATH",
-                ));
-            }
-            if let Some(ca) = ca_file {
-                if !https {
-                    return Err(ControlError::bad(
-                        &format!("{at}/ca_file"),
-                        "a CA file is for https:// URLs only",
-                    ));
-                }
-                if !ca.starts_with('/') || ca.len() > 4096 {
-                    return Err(ControlError::bad(
-                        &format!("{at}/ca_file"),
-                        "an absolute path on the worker's host",
-                    ));
-                }
-            }
+            check_url(at, "url", url, ca_file.as_deref())?;
         }
         Kind::Sql {
             listener,
@@ -526,16 +536,19 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
             if sql.trim().is_empty() {
                 return Err(ControlError::bad(&format!("{at}/sql"), "empty statement"));
             }
-            check_shards(shards, |s| {
-                s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            })?;
+            // A SQL map step without shards runs once, routed by the listener.
+            if !(at == "map" && shards.is_empty()) {
+                check_shards(at, shards, |s| {
+                    s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                })?;
+            }
         }
         Kind::Redis { shards, command } => {
             if command.is_empty() {
                 return Err(ControlError::bad(&format!("{at}/command"), "empty command"));
             }
-            check_shards(shards, |s| s.parse::<std::net::SocketAddr>().is_ok())?;
+            check_shards(at, shards, |s| s.parse::<std::net::SocketAddr>().is_ok())?;
         }
         Kind::Fn { name } => check_name(&format!("{at}/name"), name)?,
         _ => {}
@@ -543,15 +556,18 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
     Ok(())
 }
 
-fn check_shards(shards: &[String], ok: impl Fn(&str) -> bool) -> Result<()> {
+fn check_shards(at: &str, shards: &[String], ok: impl Fn(&str) -> bool) -> Result<()> {
     if shards.is_empty() || shards.len() > 1024 {
-        return Err(ControlError::bad("kind/shards", "1 to 1024 shards"));
+        return Err(ControlError::bad(
+            &format!("{at}/shards"),
+            "1 to 1024 shards",
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, s) in shards.iter().enumerate() {
         if !ok(s) || !seen.insert(s) {
             return Err(ControlError::bad(
-                &format!("kind/shards/{i}"),
+                &format!("{at}/shards/{i}"),
                 format!("bad or repeated shard {s:?}"),
             ));
         }

@@ -19,7 +19,7 @@
 //!
 //! Clock: node clocks must agree within a fraction of a lease (NTP).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -436,6 +436,7 @@ impl Jobs {
         }
         if now as u64 >= self.last_reap.load(Ordering::Relaxed) + 500 {
             self.last_reap.store(now as u64, Ordering::Relaxed);
+            self.registry_sweep(c)?;
             done.extend(self.reap(c, &jobs, now, fresh)?);
         }
         if now as u64 >= self.last_retention.load(Ordering::Relaxed) + 60_000 {
@@ -940,6 +941,48 @@ impl Jobs {
         Ok(accepted)
     }
 
+    /// Applies the service registry's verdicts (`super::reglink`) to the workers table between heartbeats:
+    /// a worker the registry has offline or unhealthy is marked draining (placement and "fits nowhere" skip
+    /// it within one reap period, not one heartbeat); an unhealthy one also has its running items' leases
+    /// ended, so the reap that follows takes them back per the job's delivery policy. This is what moves the
+    /// items of a worker that stopped beating (SIGSTOP, a hung host) as soon as the registry's TTL says so,
+    /// even when the jobs lease is longer; a worker that still beats gets the same answer from `beat`.
+    fn registry_sweep(&self, c: &Center) -> Result<()> {
+        let listed: Vec<(String, super::reglink::Verdict)> = c
+            .read(|st| {
+                st.registry
+                    .instances
+                    .iter()
+                    .filter(|((_, svc), _)| svc == super::reglink::WORKER_SERVICE)
+                    .flat_map(|(_, insts)| insts.keys().cloned().collect::<Vec<_>>())
+                    .collect::<BTreeSet<String>>()
+            })?
+            .into_iter()
+            .map(|id| {
+                let v = super::reglink::verdict(c, &id);
+                (id, v)
+            })
+            .filter(|(_, v)| !v.takes_items())
+            .collect();
+        if listed.is_empty() {
+            return Ok(());
+        }
+        self.db.tx_sched(|s| {
+            for (id, v) in &listed {
+                let id = s.lit(id);
+                s.q(&format!(
+                    "UPDATE furrow_job_workers SET draining = 1 WHERE id = {id} AND draining = 0"
+                ))?;
+                if *v == super::reglink::Verdict::Unhealthy {
+                    s.q(&format!(
+                        "UPDATE furrow_job_items SET lease_ms = 0 WHERE worker = {id} AND state = 'running' AND lease_ms > 0"
+                    ))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Takes back items whose worker went silent (lease) or overran (deadline).
     /// An item of a job this node does not know is left for the next step (caught up) unless `fresh`: its
     /// retry and delivery policy are not known here.
@@ -1174,7 +1217,7 @@ impl Jobs {
             if d.state == "failed"
                 && let Some(a) = &job.spec.alert
             {
-                alert(&a.webhook, &d);
+                alert(a, &d);
             }
             let downs: Vec<JobRec> = c
                 .read(|st| st.jobs.downstream(&d.env, &d.job).cloned().collect())
@@ -1880,34 +1923,30 @@ fn complete(
 }
 
 /// Posts a failed run to a webhook, best effort, off the scheduler's thread.
-fn alert(url: &str, d: &RunDone) {
+fn alert(a: &super::model::Alert, d: &RunDone) {
     let body = json!({"event": "job.failed", "env": d.env, "job": d.job, "run": d.run,
         "state": d.state, "detail": d.detail});
-    let Some(rest) = url.strip_prefix("http://") else {
-        return;
-    };
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let server = format!("http://{host}");
-    let path = path.to_string();
+    let (url, ca_file) = (a.webhook.clone(), a.ca_file.clone());
     let bytes = body.to_string().into_bytes();
     let Ok(h) = tokio::runtime::Handle::try_current() else {
         return;
     };
     h.spawn(async move {
-        let r = crate::http::request(
-            &server,
+        let r = super::https::call(
+            &url,
             "POST",
-            &path,
-            None,
+            &[],
             Some(&bytes),
+            ca_file.as_deref(),
             std::time::Duration::from_secs(3),
         )
         .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "job failure webhook");
+        match r {
+            Err(e) => tracing::warn!(error = %e, %url, "job failure webhook"),
+            Ok((status, _)) if !(200..300).contains(&status) => {
+                tracing::warn!(status, %url, "job failure webhook refused")
+            }
+            Ok(_) => {}
         }
     });
 }

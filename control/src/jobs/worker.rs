@@ -14,7 +14,7 @@
 //! Output (stdout and stderr interleaved) is kept as a bounded tail.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -683,6 +683,45 @@ async fn execute(
             password,
             database,
             sql,
+            shards,
+        } if a.idx == super::model::MAP_IDX => {
+            let (listener, user, password, database, shards, sql) = (
+                listener.clone(),
+                user.clone(),
+                password.clone(),
+                database.clone(),
+                shards.clone(),
+                sql.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let src = super::map_step::SqlSource {
+                    listener: &listener,
+                    user: &user,
+                    password: &password,
+                    database: &database,
+                    shards: &shards,
+                };
+                super::map_step::sql_items(&src, &sql, timeout)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map(|r| ("ok".to_string(), None, r))
+        }
+        Kind::Redis { shards, command } if a.idx == super::model::MAP_IDX => {
+            let (shards, command) = (shards.clone(), command.clone());
+            tokio::task::spawn_blocking(move || {
+                super::map_step::redis_items(&shards, &command, timeout)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map(|r| ("ok".to_string(), None, r))
+        }
+        Kind::Sql {
+            listener,
+            user,
+            password,
+            database,
+            sql,
             ..
         } => {
             let (listener, user, password, database) = (
@@ -905,18 +944,6 @@ async fn run_http(
     traceparent: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let (tls, rest) = match url.strip_prefix("https://") {
-        Some(rest) => (true, rest),
-        None => (
-            false,
-            url.strip_prefix("http://")
-                .ok_or("only http:// and https:// URLs")?,
-        ),
-    };
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
     let bytes = body.to_string().into_bytes();
     let send = if method == "GET" || method == "DELETE" {
         None
@@ -928,22 +955,7 @@ async fn run_http(
     } else {
         &[("traceparent", traceparent)]
     };
-    if tls {
-        return super::https::request(host, method, path, headers, send, ca_file, timeout).await;
-    }
-    let r = crate::http::request_with(
-        &format!("http://{host}"),
-        method,
-        path,
-        None,
-        headers,
-        send,
-        timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned();
-    Ok((r.status, text))
+    super::https::call(url, method, headers, send, ca_file, timeout).await
 }
 
 fn run_sql(
@@ -984,7 +996,8 @@ fn run_sql(
     Ok(json!({"shard": shard, "rows": rows}).to_string())
 }
 
-fn frame_json(f: &codec::resp::Frame) -> Json {
+/// A Redis reply as JSON (aggregates cut at 100 elements).
+pub(super) fn frame_json(f: &codec::resp::Frame) -> Json {
     use codec::resp::Frame;
     match f {
         Frame::Simple(b) | Frame::Bulk(b) | Frame::Double(b) | Frame::BigNumber(b) => {
@@ -1013,29 +1026,9 @@ fn run_redis(
     args: &[String],
     timeout: Duration,
 ) -> Result<(String, Option<i64>, String), String> {
-    let sa: std::net::SocketAddr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sa, timeout.min(Duration::from_secs(10)))
+    let f = super::map_step::redis_call(addr, args, timeout, 1 << 20, 1 << 20)
         .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let cmd = codec::resp::Command::from_args(args.iter().map(|a| a.as_bytes()));
-    s.write_all(cmd.raw()).map_err(|e| e.to_string())?;
-    let mut dec = codec::resp::FrameDecoder::new(codec::resp::Limits {
-        max_bulk_len: 1 << 20,
-        ..Default::default()
-    });
-    let mut buf = bytes::BytesMut::with_capacity(4096);
-    let mut tmp = [0u8; 8192];
-    loop {
-        if let Some(f) = dec.decode(&mut buf).map_err(|e| e.to_string())? {
-            let failed = f.is_error();
-            let text = json!({"shard": addr, "reply": frame_json(&f)}).to_string();
-            return Ok((if failed { "failed" } else { "ok" }.into(), None, text));
-        }
-        let n = s.read(&mut tmp).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before the reply".into());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
+    let failed = f.is_error();
+    let text = json!({"shard": addr, "reply": frame_json(&f)}).to_string();
+    Ok((if failed { "failed" } else { "ok" }.into(), None, text))
 }

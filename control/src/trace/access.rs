@@ -1,8 +1,13 @@
 //! Who may read which spans, from the control core's grants (`/v1/permissions`).
 //!
-//! A span's service (`service.name`) is read as an application name: a user reads a service's
-//! spans when a grant gives it at least `Read` on that application (any namespace, or the app `*`);
-//! administrators read everything. The proxies' spans belong to whoever made the call: a span
+//! The same model as the configuration center: a grant gives a level on an application and a
+//! namespace (`*` for all of either). A span's service (`service.name`) is read as the application
+//! and its `service.namespace` (an OpenTelemetry resource attribute, kept on each span record at
+//! ingest, see `super::model::records`) as the namespace: a user reads a span when a grant gives it
+//! (or one of its roles) at least `Read` on that application (or `*`) and on that namespace (or `*`).
+//! A span without a namespace belongs to the application as a whole: only a grant on namespace `*`
+//! reads it. Grants have no environment (as in the configuration center, a grant covers every
+//! environment). Administrators read everything. The proxies' spans belong to whoever made the call: a span
 //! carrying `db.system` (a database or cache call — the proxies' spans, an SDK's client spans)
 //! is readable when its parent span is, so an application's readers see the statements it ran
 //! through Furrow without a grant on the proxy's service; such spans without a readable parent
@@ -62,11 +67,15 @@ impl Access {
         self.grants.is_none()
     }
 
-    /// Whether the user may read `service`'s spans by a grant of its own.
-    pub fn reads_service(&self, service: &str) -> bool {
+    /// Whether the user may read the spans of `service` in `namespace` (None: a span that names no
+    /// namespace) by a grant of its own.
+    pub fn reads(&self, service: &str, namespace: Option<&str>) -> bool {
         match &self.grants {
             None => true,
-            Some(g) => g.iter().any(|g| g.app == "*" || g.app == service),
+            Some(g) => g.iter().any(|g| {
+                (g.app == "*" || g.app == service)
+                    && (g.namespace == "*" || Some(g.namespace.as_str()) == namespace)
+            }),
         }
     }
 
@@ -75,13 +84,14 @@ impl Access {
         if self.reads_all() {
             return Cow::Borrowed(spans);
         }
-        let mut by_service: HashMap<&str, bool> = HashMap::new();
+        let mut by_service: HashMap<(&str, Option<&str>), bool> = HashMap::new();
         let mut ok: Vec<bool> = spans
             .iter()
             .map(|s| {
+                let ns = s.namespace();
                 *by_service
-                    .entry(&s.service)
-                    .or_insert_with(|| self.reads_service(&s.service))
+                    .entry((&s.service, ns))
+                    .or_insert_with(|| self.reads(&s.service, ns))
             })
             .collect();
         // Calls inherit from their parent; a chain of calls is followed to its end (at most one
@@ -132,6 +142,7 @@ impl Access {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::NAMESPACE_ATTR;
     use super::*;
     use codec::otlp::{Span, Value};
     use std::sync::Arc;
@@ -155,13 +166,50 @@ mod tests {
     }
 
     fn grant(subject: &str, app: &str, level: Level) -> Grant {
+        grant_ns(subject, app, "*", level)
+    }
+
+    fn grant_ns(subject: &str, app: &str, namespace: &str, level: Level) -> Grant {
         Grant {
             subject: subject.into(),
             app: app.into(),
-            namespace: "*".into(),
+            namespace: namespace.into(),
             level,
             export: false,
         }
+    }
+
+    fn in_ns(mut s: SpanRec, ns: &str) -> SpanRec {
+        s.span
+            .attrs
+            .push((NAMESPACE_ATTR.into(), Value::Str(ns.into())));
+        s
+    }
+
+    #[test]
+    fn namespace_grants_read_their_namespace_only() {
+        // shop/orders → its proxy call; shop/payments; shop without a namespace.
+        let trace = vec![
+            in_ns(span("shop", 1, 0, false), "orders"),
+            span("furrow-proxy", 2, 1, true),
+            in_ns(span("shop", 3, 1, false), "payments"),
+            span("shop", 4, 1, false),
+        ];
+        let grants = vec![
+            grant_ns("user:ann", "shop", "orders", Level::Read),
+            grant_ns("role:pay", "*", "payments", Level::Read),
+            grant_ns("user:bob", "shop", "orders", Level::MaskedRead),
+            grant("user:cid", "shop", Level::Read),
+        ];
+        let ann = Access::of(user("ann", &[], false), grants.clone());
+        assert_eq!(ids(&ann.visible(&trace)), [1, 2]);
+        let pay = Access::of(user("dan", &["pay"], false), grants.clone());
+        assert_eq!(ids(&pay.visible(&trace)), [3]);
+        let bob = Access::of(user("bob", &[], false), grants.clone());
+        assert!(bob.visible(&trace).is_empty());
+        // A grant on every namespace reads them all, and the spans that name none.
+        let cid = Access::of(user("cid", &[], false), grants);
+        assert_eq!(ids(&cid.visible(&trace)), [1, 2, 3, 4]);
     }
 
     fn user(name: &str, roles: &[&str], admin: bool) -> User {

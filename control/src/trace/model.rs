@@ -129,6 +129,14 @@ impl SpanRec {
             .find_map(|(k, v)| (k == key).then_some(v))
     }
 
+    /// The span's namespace ([`NAMESPACE_ATTR`]), if it names one.
+    pub fn namespace(&self) -> Option<&str> {
+        match self.attr(NAMESPACE_ATTR) {
+            Some(Value::Str(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
     /// An attribute as text (strings as they are, numbers and booleans printed).
     pub fn attr_text(&self, key: &str) -> Option<String> {
         self.attr(key).map(value_text)
@@ -269,13 +277,30 @@ fn value_json(v: &Value) -> Json {
     }
 }
 
-/// Flattens decoded resources into span records.
+/// The attribute naming a span's namespace (the OpenTelemetry resource attribute, copied onto each span
+/// record by [`records`]): with `service.name`, what trace permissions are decided on (`super::access`).
+pub const NAMESPACE_ATTR: &str = "service.namespace";
+
+/// Flattens decoded resources into span records. The resource's `service.namespace` is copied onto each
+/// span that does not carry one (a record keeps of its resource only the service and the [`Origin`],
+/// and the stored and exported form is rebuilt from records), so permissions by namespace hold after a
+/// restart too.
 pub fn records(resources: Vec<otlp::ResourceSpans>) -> Vec<SpanRec> {
     let mut out = Vec::new();
     for rs in resources {
         let service: Arc<str> = Arc::from(rs.service_name());
         let origin = Arc::new(Origin::of(&rs.resource));
-        for span in rs.spans {
+        let ns = rs.resource.iter().find_map(|(k, v)| match v {
+            Value::Str(s) if k == NAMESPACE_ATTR => Some(s.clone()),
+            _ => None,
+        });
+        for mut span in rs.spans {
+            if let Some(ns) = &ns
+                && !span.attrs.iter().any(|(k, _)| k == NAMESPACE_ATTR)
+            {
+                span.attrs
+                    .push((NAMESPACE_ATTR.into(), Value::Str(ns.clone())));
+            }
             out.push(SpanRec {
                 service: service.clone(),
                 origin: origin.clone(),
