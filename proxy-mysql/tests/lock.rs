@@ -340,7 +340,7 @@ fn locks_on_a_sharded_listener_live_on_the_first_shards_primary() {
         vec![vec![Some("3".to_string())]]
     );
     assert_eq!(select_u64(&mut a, "SELECT furrow_unlock('job')"), Ok(1));
-    let (mut b, t2) = waiter.join().expect("B");
+    let (b, t2) = waiter.join().expect("B");
     assert_eq!(t2, Ok(t1 + 1), "B next, with the next token");
 
     // A read/write-split proxy over server a shares the locks and the tokens.
