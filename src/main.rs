@@ -73,6 +73,17 @@ enum Command {
     Worker(control::jobs::cli::WorkerArgs),
     /// Deployment agent: runs the release service's assignments on this host.
     Agent(control::release::agent::AgentArgs),
+    /// Redis slot migration through a running proxy's admin port: `SLOTS` SHOW, PLAN, MIGRATE,
+    /// REBALANCE, STOP (e.g. `furrow slots --admin 127.0.0.1:7000 plan cache -r3`).
+    Slots {
+        /// The proxy's admin port (`[proxy] admin`).
+        #[arg(long)]
+        admin: String,
+        /// The subcommand and its arguments, as after `SLOTS` on the admin port. The admin
+        /// password, when one is set, is read from `FURROW_ADMIN_PASSWORD`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
     /// Print the hashes to store in a `[users.NAME]` entry for a password (read from stdin if omitted).
     HashPassword {
         /// The password (prefer stdin: command lines end up in shell history).
@@ -91,6 +102,22 @@ fn main() -> ExitCode {
         Command::CheckConfig { files, connect } => check_config(&files, connect),
         Command::Sandbox(args) => sandbox::run(args),
         Command::HashPassword { password } => hash_password(password),
+        Command::Slots { admin, words } => {
+            let password = std::env::var("FURROW_ADMIN_PASSWORD").ok();
+            match slots::cli(&admin, password.as_deref(), &words) {
+                Ok(text) => {
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("furrow slots: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Control(args) => control::cli::run_control(args),
         Command::Ctl(args) => control::cli::run_ctl(args),
         Command::Worker(args) => control::jobs::cli::run_worker(args),

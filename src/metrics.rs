@@ -43,8 +43,11 @@ pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
             let line = String::from_utf8_lossy(line);
             let mut parts = line.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or_default();
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
             let (status, body) = match (method, path) {
+                (_, p) if p == "/slots" || p.starts_with("/slots/") => {
+                    slots(&control, &req, method, p, query).await
+                }
                 ("GET", "/metrics") => ("200 OK", render(&control)),
                 ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
                 ("GET", "/readyz") => match crate::health::readiness(&control).await {
@@ -53,7 +56,7 @@ pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
                 },
                 _ => (
                     "404 Not Found",
-                    "not found: try GET /metrics, /healthz or /readyz\n".to_string(),
+                    "not found: try GET /metrics, /healthz, /readyz or /slots\n".to_string(),
                 ),
             };
             let head = format!(
@@ -63,6 +66,55 @@ pub async fn serve(listener: std::net::TcpListener, control: Arc<Control>) {
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
         });
+    }
+}
+
+/// The slot-migration routes (`crate::slots::http_words`): the admin port's `SLOTS` commands over
+/// HTTP. With `[proxy] admin_password` set, they need `Authorization: Bearer <admin_password>`.
+async fn slots(
+    control: &Arc<Control>,
+    req: &[u8],
+    method: &str,
+    path: &str,
+    query: &str,
+) -> (&'static str, String) {
+    let want = control
+        .shared
+        .snapshots
+        .current()
+        .config
+        .proxy
+        .admin_password
+        .clone();
+    if let Some(w) = want {
+        let head = String::from_utf8_lossy(req);
+        let given = head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().strip_prefix("Bearer ").map(str::trim))
+                .flatten()
+        });
+        if !given.is_some_and(|g| crate::admin::constant_time_eq(w.as_bytes(), g.as_bytes())) {
+            return (
+                "401 Unauthorized",
+                "the slot routes need `Authorization: Bearer <admin_password>`\n".into(),
+            );
+        }
+    }
+    let words = match crate::slots::http_words(method, path, query) {
+        Ok(w) => w,
+        Err((status, msg)) => return (status, msg + "\n"),
+    };
+    // A plan samples the servers: blocking I/O, off the async workers.
+    let c = control.clone();
+    match tokio::task::spawn_blocking(move || crate::slots::run(&c, &words)).await {
+        Ok(Ok(text)) => ("200 OK", text),
+        Ok(Err(e)) => ("400 Bad Request", e + "\n"),
+        Err(_) => (
+            "500 Internal Server Error",
+            "the slots command failed\n".into(),
+        ),
     }
 }
 

@@ -67,9 +67,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs `SLOTS <sub> ...`; the reply is a bulk text or an error line (without `-`).
 pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> {
     let arg = |i: usize| String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).into_owned();
-    let sub = arg(1).to_ascii_uppercase();
+    let words: Vec<String> = (1..cmd.len()).map(arg).collect();
+    run(control, &words)
+}
+
+/// Runs the words after `SLOTS` (`words[0]` the subcommand, none: `SHOW`): the admin port's
+/// command, the HTTP routes (`crate::metrics`) and `furrow slots` end here.
+pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
+    let sub = words
+        .first()
+        .map_or(String::new(), |w| w.to_ascii_uppercase());
     let config = control.shared.snapshots.current().config.clone();
-    let rest: Vec<String> = (2..cmd.len()).map(arg).collect();
+    let rest: Vec<String> = words.iter().skip(1).cloned().collect();
     match sub.as_str() {
         "SHOW" | "" => Ok(show(&config, rest.first().map(String::as_str))),
         "PLAN" => {
@@ -129,6 +138,155 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
         },
         _ => Err(format!("unknown SLOTS subcommand `{sub}`; try HELP")),
     }
+}
+
+/// The `SLOTS` words of an HTTP request on the metrics port (`crate::metrics`): `GET /slots[/group]`
+/// (SHOW), `GET /slots/plan/<group>[?remove=a,b]`, `POST /slots/migrate/<group>/<first-last>/<server>
+/// [?rate=N]`, `POST /slots/rebalance/<group>[?remove=a,b&rate=N]`, `POST /slots/stop`. `Err`:
+/// (HTTP status, message).
+pub fn http_words(
+    method: &str,
+    path: &str,
+    query: &str,
+) -> Result<Vec<String>, (&'static str, String)> {
+    let segs: Vec<&str> = path
+        .trim_start_matches("/slots")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        params.push((k, v));
+    }
+    let bad = |m: String| Err(("400 Bad Request", m));
+    for w in segs.iter().chain(params.iter().map(|(_, v)| v)) {
+        if !w
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:,-".contains(&b))
+        {
+            return bad(format!(
+                "`{w}`: names, ranges and numbers only (A-Z a-z 0-9 _ . : , -)"
+            ));
+        }
+    }
+    let mut opts = Vec::new();
+    for (k, v) in &params {
+        match *k {
+            "remove" => opts.extend(
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("-{s}")),
+            ),
+            "rate" => opts.extend(["RATE".to_string(), v.to_string()]),
+            other => return bad(format!("unknown parameter `{other}`; known: remove, rate")),
+        }
+    }
+    let want = |m: &str| -> Result<(), (&'static str, String)> {
+        if method == m {
+            Ok(())
+        } else {
+            Err(("405 Method Not Allowed", format!("use {m} for {path}")))
+        }
+    };
+    let words = |sub: &str, args: &[&str], opts: Vec<String>| -> Vec<String> {
+        std::iter::once(sub.to_string())
+            .chain(args.iter().map(|s| s.to_string()))
+            .chain(opts)
+            .collect()
+    };
+    match segs.as_slice() {
+        [] | [_]
+            if !segs
+                .first()
+                .is_some_and(|s| ["plan", "migrate", "rebalance", "stop"].contains(s)) =>
+        {
+            want("GET")?;
+            Ok(words("SHOW", &segs, opts))
+        }
+        ["plan", g] => {
+            want("GET")?;
+            Ok(words("PLAN", &[g], opts))
+        }
+        ["migrate", g, range, to] => {
+            want("POST")?;
+            Ok(words("MIGRATE", &[g, range, to], opts))
+        }
+        ["rebalance", g] => {
+            want("POST")?;
+            Ok(words("REBALANCE", &[g], opts))
+        }
+        ["stop"] => {
+            want("POST")?;
+            Ok(words("STOP", &[], opts))
+        }
+        _ => Err((
+            "404 Not Found",
+            "slot routes: GET /slots[/group], GET /slots/plan/<group>[?remove=a,b], POST \
+             /slots/migrate/<group>/<first-last>/<server>[?rate=N], POST \
+             /slots/rebalance/<group>[?remove=a,b&rate=N], POST /slots/stop"
+                .into(),
+        )),
+    }
+}
+
+/// `furrow slots`: sends `SLOTS <words>` to the admin port at `admin` (after `AUTH` when
+/// `password` is given) and returns its reply text, or the error it answered.
+pub fn cli(admin: &str, password: Option<&str>, words: &[String]) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(admin)
+        .map_err(|e| format!("cannot connect to the admin port {admin}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut w = s
+        .try_clone()
+        .map_err(|e| format!("admin port {admin}: {e}"))?;
+    let mut r = BufReader::new(s);
+    let send = |w: &mut std::net::TcpStream, args: &[&str]| -> Result<(), String> {
+        let mut b = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            b.extend(format!("${}\r\n", a.len()).bytes());
+            b.extend(a.bytes());
+            b.extend(b"\r\n");
+        }
+        w.write_all(&b)
+            .map_err(|e| format!("admin port {admin}: {e}"))
+    };
+    let read = |r: &mut BufReader<std::net::TcpStream>| -> Result<String, String> {
+        let mut line = String::new();
+        r.read_line(&mut line)
+            .map_err(|e| format!("admin port {admin}: {e}"))?;
+        let line = line.trim_end();
+        if let Some(e) = line.strip_prefix('-') {
+            return Err(e.to_string());
+        }
+        if let Some(n) = line.strip_prefix('$') {
+            let n: usize = n
+                .parse()
+                .map_err(|_| format!("admin port {admin}: bad reply `{line}`"))?;
+            if n > 64 << 20 {
+                return Err(format!(
+                    "admin port {admin}: reply of {n} bytes is too large"
+                ));
+            }
+            let mut buf = vec![0u8; n + 2];
+            r.read_exact(&mut buf)
+                .map_err(|e| format!("admin port {admin}: {e}"))?;
+            buf.truncate(n);
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+        if line.is_empty() {
+            return Err(format!("admin port {admin} closed the connection"));
+        }
+        Ok(line.trim_start_matches('+').to_string())
+    };
+    if let Some(p) = password {
+        send(&mut w, &["AUTH", p])?;
+        read(&mut r)?;
+    }
+    let mut args = vec!["SLOTS"];
+    args.extend(words.iter().map(String::as_str));
+    send(&mut w, &args)?;
+    read(&mut r)
 }
 
 fn slots_group<'c>(config: &'c Config, name: Option<&String>) -> Result<&'c RedisGroup, String> {

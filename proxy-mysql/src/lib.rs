@@ -83,7 +83,7 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
         return;
     };
     health::ensure_monitor(&l.group, &shared);
-    xa_recovery(&snap, &name, &core).await;
+    xa_recovery(&snap, &name, &core, &shared).await;
     let info = Rc::new(session::ListenerInfo {
         name: name.clone(),
         group: l.group.clone(),
@@ -169,8 +169,14 @@ pub async fn serve_on(ctx: ListenerCtx, core: Rc<CoreCtx>) {
 }
 
 /// XA recovery of the listener's sharding (`xa = true`), once per process (the first executor
-/// to start the listener runs it before accepting; see [`shard::xa::recover`]).
-async fn xa_recovery(snap: &runtime::Snapshot, listener: &str, core: &CoreCtx) {
+/// to start the listener runs it before accepting; see [`shard::xa::recover`]), then the
+/// sharding's background resolver on that executor ([`shard::xa::run_resolver`]).
+async fn xa_recovery(
+    snap: &runtime::Snapshot,
+    listener: &str,
+    core: &CoreCtx,
+    shared: &runtime::Shared,
+) {
     let Some(s) = snap
         .config
         .sharding()
@@ -194,6 +200,11 @@ async fn xa_recovery(snap: &runtime::Snapshot, listener: &str, core: &CoreCtx) {
     } else {
         tracing::error!(sharding = %s.name, committed = r.committed, rolled_back = r.rolled_back, problems = ?r.problems, "XA recovery incomplete");
     }
+    tokio::task::spawn_local(shard::xa::run_resolver(
+        shared.clone(),
+        s.name.clone(),
+        core.shared.clone(),
+    ));
 }
 
 async fn refuse_too_many(sock: tokio::net::TcpStream) {

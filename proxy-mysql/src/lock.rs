@@ -50,6 +50,34 @@ fn bad(msg: &str) -> ErrPacket {
     ErrPacket::new(1582, "42000", format!("furrow: {msg}"))
 }
 
+/// A cheap first check of a COM_QUERY's text on a sharded listener (no lexer pass): whether it
+/// starts, after white space, with `SELECT` and white space then `furrow_` (any case). Only then
+/// is it [`parse`]d.
+pub fn looks_like_call(sql: &[u8]) -> bool {
+    let rest = sql.trim_ascii_start();
+    let Some((kw, rest)) = rest.split_at_checked(6) else {
+        return false;
+    };
+    if !kw.eq_ignore_ascii_case(b"SELECT") || !rest.first().is_some_and(u8::is_ascii_whitespace) {
+        return false;
+    }
+    rest.trim_ascii_start()
+        .get(..7)
+        .is_some_and(|f| f.eq_ignore_ascii_case(b"furrow_"))
+}
+
+/// The group whose primary holds the locks of a *sharded* listener `listener`: the group of its
+/// sharding's first shard (one fixed place, whatever shards a session's statements touch); the
+/// listener's own group when no sharding names it.
+pub fn sharded_lock_group(config: &Config, listener: &str, listener_group: &str) -> String {
+    config
+        .sharding()
+        .into_iter()
+        .find(|s| s.listener == listener)
+        .and_then(|s| s.shards.first().map(|d| d.group.clone()))
+        .unwrap_or_else(|| listener_group.to_string())
+}
+
 /// `None`: not a lock statement. `Some(Err)`: one that is malformed (the client's error).
 pub fn parse(sql: &str) -> Option<Result<LockCall, ErrPacket>> {
     let mut hints = Vec::new();
@@ -295,6 +323,29 @@ impl HeldLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_calls_are_spotted_without_a_lexer_pass() {
+        for yes in [
+            "SELECT furrow_lock('a', 1)",
+            "  select\n\tFURROW_unlock('a')",
+            "SELECT furrow_x",
+        ] {
+            assert!(looks_like_call(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "",
+            "SELECT",
+            "SELECT ",
+            "SELECTfurrow_lock('a', 1)",
+            "SELECT 1",
+            "SELECT furrow",
+            "/* c */ SELECT furrow_lock('a', 1)",
+            "UPDATE furrow_lock SET a = 1",
+        ] {
+            assert!(!looks_like_call(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn lock_statements_parse_exactly() {

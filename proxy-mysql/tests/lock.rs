@@ -2,9 +2,12 @@
 //! listener, against a real MariaDB primary with two proxies in front of it (two independent
 //! in-process proxies: two fleets members sharing nothing but the primary) and raw protocol
 //! clients: mutual exclusion across proxies, FIFO waiters, a lock released when its holder's
-//! connection dies, strictly increasing fencing tokens.
+//! connection dies, strictly increasing fencing tokens. The same calls on a sharded listener hold
+//! their locks on the primary of the sharding's first shard.
 
 mod common;
+#[path = "common/shard.rs"]
+mod shard;
 
 use std::time::Duration;
 
@@ -266,4 +269,102 @@ fn lock_connections_are_pooled_and_a_dead_idle_one_is_replaced() {
         .expect("is_used_lock")
         .expect("held");
     assert_ne!(replaced, holder);
+}
+
+/// The sharded listener: `furrow_lock` / `furrow_unlock` hold their locks on the primary of the
+/// sharding's first shard (server a), the same locks and tokens as a read/write-split listener
+/// over that server.
+#[test]
+fn locks_on_a_sharded_listener_live_on_the_first_shards_primary() {
+    let s = shard::Setup::with(shard::Layout {
+        group_a: String::new(),
+        b_connect_timeout_ms: 1000,
+        group_b: String::new(),
+        sharding: String::new(),
+        tables: "[[sharding.app.tables]]\nname = \"t\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n"
+            .into(),
+        reference: false,
+    });
+    s.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let waiting = |srv: &testkit::MariaDb| {
+        srv.sql_value(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK(%'",
+        )
+        .expect("processlist")
+        .unwrap_or_default()
+    };
+    let at = s.proxy.addr;
+    let mut a = RawClient::login(at, "app", None);
+    let t1 = select_u64(&mut a, "  select FURROW_LOCK('job', 5);").expect("A locks");
+    assert!(t1 >= 1);
+    assert_eq!(
+        select_u64(&mut a, "SELECT furrow_lock('job', 5)"),
+        Ok(t1),
+        "held already: same token"
+    );
+    // The lock is on server a (the first shard's), its token in server a's furrow.lock_tokens.
+    assert_eq!(
+        s.servers[0]
+            .sql_value("SELECT IS_USED_LOCK('furrow:job') IS NOT NULL")
+            .expect("lock state"),
+        Some("1".into())
+    );
+    assert_eq!(
+        s.servers[1]
+            .sql_value("SELECT IS_USED_LOCK('furrow:job') IS NOT NULL")
+            .expect("lock state"),
+        Some("0".into())
+    );
+    assert_eq!(
+        s.servers[0]
+            .sql_value("SELECT token FROM furrow.lock_tokens WHERE name = 'job'")
+            .expect("token"),
+        Some(t1.to_string())
+    );
+
+    // B, through the same sharded listener, cannot get it; then waits for it.
+    let mut b = RawClient::login(at, "app", None);
+    assert_eq!(select_u64(&mut b, "SELECT furrow_lock('job', 0)"), Ok(0));
+    assert_eq!(select_u64(&mut b, "SELECT furrow_unlock('job')"), Ok(0));
+    let waiter = std::thread::spawn(move || {
+        let t = select_u64(&mut b, "SELECT furrow_lock('job', 60)");
+        (b, t)
+    });
+    wait_until("B waits", Duration::from_secs(20), || {
+        waiting(&s.servers[0]) == "1"
+    });
+    // A's session goes on with sharded statements while it holds the lock.
+    s.sql("INSERT INTO t (id, v) VALUES (1, 1), (2, 2), (3, 3)");
+    assert_eq!(
+        s.sql("SELECT COUNT(*) FROM t"),
+        vec![vec![Some("3".to_string())]]
+    );
+    assert_eq!(select_u64(&mut a, "SELECT furrow_unlock('job')"), Ok(1));
+    let (b, t2) = waiter.join().expect("B");
+    assert_eq!(t2, Ok(t1 + 1), "B next, with the next token");
+
+    // A read/write-split proxy over server a shares the locks and the tokens.
+    let primary = s.servers[0].addr();
+    let plain = common::Proxy::start(move |port| common::config_toml(port, primary, &[], ""));
+    let mut c = RawClient::login(plain.addr, "app", None);
+    assert_eq!(
+        select_u64(&mut c, "SELECT furrow_lock('job', 0)"),
+        Ok(0),
+        "held through the sharded listener"
+    );
+    // B's client dies without unlocking: the lease ends with its connection.
+    drop(b);
+    wait_until("the lock is free", Duration::from_secs(20), || {
+        select_u64(&mut c, "SELECT furrow_lock('job', 0)") == Ok(t1 + 2)
+    });
+    assert_eq!(
+        select_u64(&mut a, "SELECT furrow_lock('job', 0)"),
+        Ok(0),
+        "held through the other proxy"
+    );
+
+    // Malformed calls get the same precise error.
+    let (code, msg) = select_u64(&mut a, "SELECT furrow_unlock()").expect_err("no name");
+    assert_eq!(code, 1582, "{msg}");
+    assert!(msg.contains("usage: SELECT furrow_unlock('name')"), "{msg}");
 }

@@ -350,7 +350,10 @@ fn xa_child_proxy() {
         group_a: String::new(),
         b_connect_timeout_ms: 1000,
         group_b: String::new(),
-        sharding: "xa = true\nworker_id = 5".into(),
+        // The background resolver looks every 0.5 s and ends branches seen prepared for 4 s.
+        sharding:
+            "xa = true\nworker_id = 5\nxa_resolve_interval_ms = 500\nxa_resolve_grace_ms = 4000"
+                .into(),
         tables:
             "[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\n\
                  physical = \"orders_{0..7}\"\n\n"
@@ -476,4 +479,96 @@ fn proxy_killed_after_prepare_before_the_decision_rolls_back_every_branch() {
 #[test]
 fn proxy_killed_after_the_decision_commits_every_branch() {
     killed_at("xa-after-decision", true);
+}
+
+/// Leaves two branches prepared by the test-only failpoint `point` (fired once, the proxy keeps
+/// running) inside a commit over three shards, then checks that the background resolver ends both
+/// the way `committed` says while the same proxy process keeps serving, XA included.
+fn resolved_while_serving(point: &str, committed: bool, told: &str) {
+    let servers = MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("two servers");
+    servers[0]
+        .sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
+        .expect("schemas a");
+    servers[1]
+        .sql("CREATE DATABASE app_2; CREATE DATABASE app_3")
+        .expect("schemas b");
+    let port_file = std::env::temp_dir().join(format!(
+        "furrow-xa-{}-{}.port",
+        std::process::id(),
+        servers[0].port()
+    ));
+    let mut proxy = spawn_proxy(&servers, &port_file, Some(point));
+    let p: u16 = std::fs::read_to_string(&port_file)
+        .expect("port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let sql = |q: &str| testkit::sql_at(at, "app", common::APP_SECRET, None, q);
+    let prepared = |s: &[MariaDb]| -> usize {
+        s.iter()
+            .map(|srv| srv.sql("XA RECOVER").expect("xa recover").len())
+            .sum()
+    };
+    let decisions = |s: &[MariaDb]| -> Option<String> {
+        s[0].sql_value("SELECT COUNT(*) FROM app_0.furrow_xa_log")
+            .expect("log")
+    };
+    sql("CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT NOT NULL, amount INT NOT NULL)")
+        .expect("create");
+    let e = sql(
+        "BEGIN; INSERT INTO orders (id, user_id, amount) VALUES (1, 1, 10); \
+         INSERT INTO orders (id, user_id, amount) VALUES (2, 5, 20); \
+         INSERT INTO orders (id, user_id, amount) VALUES (3, 7, 30); COMMIT",
+    )
+    .expect_err("the failpoint fails the COMMIT")
+    .to_string();
+    assert!(e.contains("1180") && e.contains(told), "{e}");
+    // Both branches on server b are left prepared (the grace is 4 s), the coordinator's part is
+    // as the decision says.
+    let want = u64::from(committed);
+    assert_eq!(prepared(&servers), 2, "two branches left prepared");
+    assert_eq!(txn_rows(&servers), [want, 0, 0]);
+
+    // The proxy serves on, XA transactions included (on other rows: the prepared branches hold
+    // their row locks until they end).
+    sql(
+        "BEGIN; INSERT INTO orders (id, user_id, amount) VALUES (4, 2, 40); \
+         INSERT INTO orders (id, user_id, amount) VALUES (5, 6, 50); COMMIT",
+    )
+    .expect("a new XA transaction while branches are prepared");
+
+    // The resolver ends both branches as the decision says, and forgets the decision.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while prepared(&servers) > 0 || decisions(&servers) != Some("0".into()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolver did not end the branches: {} prepared, {:?} decision rows",
+            prepared(&servers),
+            decisions(&servers)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(txn_rows(&servers), [want, want, want]);
+    assert!(
+        proxy.try_wait().expect("wait").is_none(),
+        "the same proxy process resolved them"
+    );
+    assert_eq!(
+        sql("SELECT COUNT(*) FROM orders").expect("count"),
+        vec![vec![Some((3 * want + 2).to_string())]]
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = std::fs::remove_file(&port_file);
+}
+
+#[test]
+fn a_branch_whose_xa_commit_failed_is_committed_by_the_resolver() {
+    resolved_while_serving("xa-keep-prepared", true, "XA COMMIT failed on shards s2");
+}
+
+#[test]
+fn branches_of_a_coordinator_lost_at_commit_are_rolled_back_by_the_resolver() {
+    resolved_while_serving("xa-lose-decision", false, "outcome unknown");
 }

@@ -24,6 +24,22 @@ impl Session {
         if crate::shard::handles(code) {
             let snap = self.snap.get().clone();
             if let Some(rules) = self.shard_rules(&snap) {
+                // `furrow_lock` / `furrow_unlock`: the same locks as on read/write-split
+                // listeners, held on the primary of the sharding's first shard.
+                if code == com::QUERY
+                    && crate::lock::looks_like_call(&payload[1..])
+                    && let Some(call) = crate::lock::parse(&crate::sql_text(&payload[1..]))
+                {
+                    let group = crate::lock::sharded_lock_group(
+                        &snap.config,
+                        &self.info.name,
+                        &self.info.group,
+                    );
+                    let st = self.shard.status();
+                    let sql = crate::sql_text(&payload[1..]).into_owned();
+                    self.lock_call(call, &sql, &snap, &group, st).await;
+                    return Flow::Continue;
+                }
                 let cx = crate::shard::Ctx {
                     client: &mut self.client,
                     snap: &snap,
@@ -206,26 +222,9 @@ impl Session {
             && let Some(call) = crate::lock::parse(sql)
         {
             let snap = self.snap.get().clone();
-            let r = match call {
-                Ok(call) => {
-                    self.locks
-                        .run(
-                            &self.info.core.lock_idle,
-                            call,
-                            &snap.config,
-                            &self.info.group,
-                        )
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(v) => {
-                    let st = self.status_flags();
-                    crate::local::queue_select_u64(&mut self.client, sql, "furrow_lock", v, st);
-                }
-                Err(e) => self.refuse(1, &e),
-            }
+            let group = self.info.group.clone();
+            let st = self.status_flags();
+            self.lock_call(call, sql, &snap, &group, st).await;
             return Flow::Continue;
         }
         let snap = self.snap.get().clone();
@@ -235,6 +234,30 @@ impl Session {
         }
         self.execute_plain(payload, c, d, RespKind::ResultSet, &snap, sql)
             .await
+    }
+
+    /// Runs a `furrow_lock` / `furrow_unlock` call (see [`crate::lock`]) with its locks on
+    /// `group`'s primary and queues its one-value result (status flags `st`) or its error.
+    async fn lock_call(
+        &mut self,
+        call: Result<crate::lock::LockCall, ErrPacket>,
+        sql: &str,
+        snap: &Arc<runtime::Snapshot>,
+        group: &str,
+        st: u16,
+    ) {
+        let r = match call {
+            Ok(call) => {
+                self.locks
+                    .run(&self.info.core.lock_idle, call, &snap.config, group)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(v) => crate::local::queue_select_u64(&mut self.client, sql, "furrow_lock", v, st),
+            Err(e) => self.refuse(1, &e),
+        }
     }
 
     /// [`outside_schemas`] for this session's user.

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::rc::Rc;
 
 use codec::mysql::ErrPacket;
 use codec::mysql::consts::status;
@@ -60,7 +59,8 @@ pub struct ShardSession {
     /// With XA: the shards that joined the open transaction with `XA START`.
     pub(crate) xa_branches: BTreeSet<usize>,
     /// With XA: the open transaction's gtrid, made when its first branch joins.
-    pub(crate) xa_gtrid: Option<Rc<str>>,
+    /// In flight (see [`super::xid::Gtrid`]) until the transaction ends.
+    pub(crate) xa_gtrid: Option<super::xid::Gtrid>,
     /// When the current COM_QUERY statement started (set around it by its ops gate): a routed
     /// unit's latency counts from there, as the read/write-split path counts its statements.
     pub(crate) started: Option<std::time::Instant>,
@@ -164,10 +164,10 @@ impl ShardSession {
             Some(_) => {
                 let g = self
                     .xa_gtrid
-                    .get_or_insert_with(|| ids.gtrid(rules.worker_id))
-                    .clone();
+                    .get_or_insert_with(|| ids.gtrid(rules.worker_id));
+                let start = format!("XA START {}", super::xa::xid(g, shard));
                 self.xa_branches.insert(shard);
-                Some(format!("XA START {}", super::xa::xid(&g, shard)))
+                Some(start)
             }
         }
     }

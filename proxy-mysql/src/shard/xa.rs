@@ -1,5 +1,5 @@
-//! XA two-phase commit across shards (`xa = true` in `[sharding.NAME]`), and its recovery at
-//! start-up.
+//! XA two-phase commit across shards (`xa = true` in `[sharding.NAME]`), its recovery at
+//! start-up and its background resolver.
 //!
 //! The first shard a transaction touches is its **coordinator**: its backend transaction is a
 //! plain `BEGIN`, as without XA. Every other shard that joins opens an XA branch (`XA START`).
@@ -18,6 +18,8 @@
 //! worker and the process incarnation), and commits each one whose decision row exists on a shard
 //! of the sharding, rolling back the others. The decision log needs no extra server: it lives on
 //! the shards the proxy already writes to, next to the data whose fate it records.
+//! [`Resolver`] runs the same pass ([`resolve_pass`]) every few seconds while the proxy serves, for
+//! branches left prepared by this process (never those of a transaction still in flight).
 //!
 //! Xids: gtrid `furrow:<worker>:<incarnation>:<seq>` (incarnation: the process's start time in
 //! ms), bqual the shard index, formatID 1.
@@ -56,6 +58,16 @@ pub fn parse_gtrid(gtrid: &str) -> Option<(u16, u64)> {
     let incarnation = it.next()?.parse().ok()?;
     let _seq: u64 = it.next()?.parse().ok()?;
     it.next().is_none().then_some((worker, incarnation))
+}
+
+/// Whether the test-only failpoint `point` fires now (once per process): the failpoints that leave
+/// branches prepared while the proxy keeps serving. `xa-lose-decision`: the coordinator's `COMMIT`
+/// is treated as lost (its connection dropped unsent: the server rolls it back); `xa-keep-prepared`:
+/// the branches' `XA COMMIT` is treated as failed (not sent).
+fn failpoint_once(point: &str) -> bool {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == point)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Hits a test-only failpoint: the process kills itself with SIGKILL when `FURROW_TEST_FAILPOINT`
@@ -190,9 +202,13 @@ pub(super) async fn commit(
     let decided = match step(&mut cc, &insert).await {
         Ok(None) => {
             failpoint("xa-before-decision");
-            step(&mut cc, "COMMIT")
-                .await
-                .map(|r| r.map(|e| ("COMMIT", e)))
+            if failpoint_once("xa-lose-decision") {
+                Err("test failpoint xa-lose-decision".to_string())
+            } else {
+                step(&mut cc, "COMMIT")
+                    .await
+                    .map(|r| r.map(|e| ("COMMIT", e)))
+            }
         }
         Ok(Some(e)) => Ok(Some(("the decision log INSERT", e))),
         Err(e) => {
@@ -238,8 +254,8 @@ pub(super) async fn commit(
                 format!(
                     "furrow: XA transaction {gtrid}: outcome unknown: the connection to the \
                      coordinator shard {} was lost at COMMIT ({e}); the prepared branches on \
-                     shards {} are committed by XA recovery at the proxy's next start if the \
-                     decision was logged, else rolled back",
+                     shards {} are committed by the XA resolver (or recovery at the next start) if \
+                     the decision was logged, else rolled back",
                     name(ci),
                     pending.join(", ")
                 ),
@@ -249,11 +265,16 @@ pub(super) async fn commit(
     failpoint("xa-after-decision");
 
     // Phase 3: commit the branches.
+    let keep = failpoint_once("xa-keep-prepared");
     let done = join_all(
         prepared
             .into_iter()
             .map(|(i, mut c)| async move {
-                let r = step(&mut c, &format!("XA COMMIT {}", xid(gtrid, i))).await;
+                let r = if keep {
+                    Err("test failpoint xa-keep-prepared".to_string())
+                } else {
+                    step(&mut c, &format!("XA COMMIT {}", xid(gtrid, i))).await
+                };
                 (i, c, r)
             })
             .collect(),
@@ -276,8 +297,8 @@ pub(super) async fn commit(
             "HY000",
             format!(
                 "furrow: XA transaction {gtrid} is committed (decision logged on shard {}), but \
-                 XA COMMIT failed on shards {}: their prepared branches are committed by XA \
-                 recovery at the proxy's next start",
+                 XA COMMIT failed on shards {}: their prepared branches are committed by the XA \
+                 resolver (or recovery at the proxy's next start)",
                 name(ci),
                 pending.join(", ")
             ),
@@ -467,57 +488,71 @@ fn reason(e: ProxyError) -> String {
     e.into_reason()
 }
 
-/// XA recovery for sharding `s` of `config` at start-up: creates the decision log table in every
-/// shard's schema, then resolves the prepared branches that worker `s.worker_id` left behind in an
-/// earlier incarnation (any but `incarnation`): committed when a shard's log holds their
-/// decision, else rolled back. Decision rows of earlier incarnations are then deleted (when every
-/// server answered).
-pub async fn recover(config: &Config, s: &Sharding, incarnation: u64) -> Recovered {
-    let mut out = Recovered::default();
-    let mut servers = connect_all(config, s, &mut out.problems).await;
-    let create = |schema: &str| {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {}.{LOG_TABLE} (gtrid VARBINARY(64) NOT NULL PRIMARY KEY, \
-             decided_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB",
-            quote_ident(schema)
-        )
-    };
-    for (c, schemas) in &mut servers {
-        for schema in schemas.iter() {
-            if let Err(e) = c.query_rows(&create(schema)).await {
-                out.problems.push(format!(
-                    "schema `{schema}`: cannot create {LOG_TABLE}: {}",
-                    reason(e)
-                ));
-            }
-        }
-    }
-    // The decisions of this worker's earlier incarnations.
-    let prefix = format!("furrow:{}:", s.worker_id);
-    let mine =
-        |g: &str| parse_gtrid(g).is_some_and(|(w, inc)| w == s.worker_id && inc != incarnation);
-    let mut decided: HashSet<String> = HashSet::new();
-    for (c, schemas) in &mut servers {
+/// The statement that creates the decision log in `schema`.
+fn create_log(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{LOG_TABLE} (gtrid VARBINARY(64) NOT NULL PRIMARY KEY, \
+         decided_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB",
+        quote_ident(schema)
+    )
+}
+
+/// What one resolution pass saw besides what it did.
+#[derive(Default)]
+struct Seen {
+    /// This worker's decision rows: gtrid → older than the pass's grace.
+    decisions: BTreeMap<String, bool>,
+    /// Gtrids of prepared branches of this worker that the pass left alone.
+    skipped: HashSet<String>,
+}
+
+/// One resolution pass over `servers` (one connection per shard server, with its shards'
+/// schemas), shared by start-up recovery and the background [`Resolver`]: reads worker `worker`'s
+/// decision rows from every schema, lists every server's prepared branches (`XA RECOVER`) and ends
+/// each branch of `worker` that `may(gtrid, xid)` allows: `XA COMMIT` when a decision row of its
+/// gtrid exists on any shard, else `XA ROLLBACK` — the latter only when every decision log was
+/// read (a log that could not be read may hold the decision; such branches are left for a later
+/// pass). `grace_s`: decision rows older than that many seconds (server clock) are flagged old.
+async fn resolve_pass(
+    servers: &mut [(BackendConn, Vec<String>)],
+    worker: u16,
+    grace_s: u64,
+    may: &mut dyn FnMut(&str, &str) -> bool,
+    out: &mut Recovered,
+) -> Seen {
+    let mut seen = Seen::default();
+    let prefix = format!("furrow:{worker}:");
+    let mut logs_read = out.problems.is_empty();
+    for (c, schemas) in servers.iter_mut() {
         for schema in schemas.iter() {
             let q = format!(
-                "SELECT gtrid FROM {}.{LOG_TABLE} WHERE gtrid LIKE '{prefix}%'",
+                "SELECT gtrid, decided_at < NOW() - INTERVAL {grace_s} SECOND FROM {}.{LOG_TABLE} \
+                 WHERE gtrid LIKE '{prefix}%'",
                 quote_ident(schema)
             );
             match c.query_rows(&q).await {
-                Ok((_, rows)) => decided.extend(
-                    rows.into_iter()
-                        .filter_map(|r| r.into_iter().next().flatten())
-                        .filter(|g| mine(g)),
-                ),
-                Err(e) => out.problems.push(format!(
-                    "schema `{schema}`: cannot read {LOG_TABLE}: {}",
-                    reason(e)
-                )),
+                Ok((_, rows)) => {
+                    for r in rows {
+                        let mut r = r.into_iter();
+                        if let Some(Some(g)) = r.next()
+                            && parse_gtrid(&g).is_some_and(|(w, _)| w == worker)
+                        {
+                            let old = matches!(r.next(), Some(Some(v)) if v == "1");
+                            seen.decisions.insert(g, old);
+                        }
+                    }
+                }
+                Err(e) => {
+                    logs_read = false;
+                    out.problems.push(format!(
+                        "schema `{schema}`: cannot read {LOG_TABLE}: {}",
+                        reason(e)
+                    ));
+                }
             }
         }
     }
-    // Every server's prepared branches of ours.
-    for (c, _) in &mut servers {
+    for (c, _) in servers.iter_mut() {
         let rows = match c.query_rows("XA RECOVER").await {
             Ok((_, rows)) => rows,
             Err(e) => {
@@ -537,11 +572,25 @@ pub async fn recover(config: &Config, s: &Sharding, incarnation: u64) -> Recover
             let (Some(gtrid), Some(bqual)) = (data.get(..glen), data.get(glen..)) else {
                 continue;
             };
-            if !mine(gtrid) || !bqual.bytes().all(|b| b.is_ascii_digit()) {
+            if parse_gtrid(gtrid).is_none_or(|(w, _)| w != worker)
+                || !bqual.bytes().all(|b| b.is_ascii_digit())
+            {
                 continue;
             }
             let x = format!("'{gtrid}','{bqual}',1");
-            let commit = decided.contains(gtrid);
+            let commit = seen.decisions.contains_key(gtrid);
+            if !may(gtrid, &x) {
+                seen.skipped.insert(gtrid.to_string());
+                continue;
+            }
+            if !commit && !logs_read {
+                seen.skipped.insert(gtrid.to_string());
+                out.problems.push(format!(
+                    "{x} on `{}` left prepared: not every decision log could be read",
+                    c.server
+                ));
+                continue;
+            }
             let verb = if commit { "XA COMMIT" } else { "XA ROLLBACK" };
             match c.query_rows(&format!("{verb} {x}")).await {
                 Ok(_) => {
@@ -552,19 +601,31 @@ pub async fn recover(config: &Config, s: &Sharding, incarnation: u64) -> Recover
                         out.rolled_back += 1;
                     }
                 }
-                Err(e) => out
-                    .problems
-                    .push(format!("{verb} {x} on `{}`: {}", c.server, reason(e))),
+                Err(e) => {
+                    seen.skipped.insert(gtrid.to_string());
+                    out.problems
+                        .push(format!("{verb} {x} on `{}`: {}", c.server, reason(e)));
+                }
             }
         }
     }
-    if out.problems.is_empty() {
-        for (c, schemas) in &mut servers {
+    seen
+}
+
+/// Deletes the decision rows of `gtrids` from every schema (100 per statement).
+async fn forget_decisions(
+    servers: &mut [(BackendConn, Vec<String>)],
+    gtrids: &[&str],
+    out: &mut Recovered,
+) {
+    for chunk in gtrids.chunks(100) {
+        let list: Vec<String> = chunk.iter().map(|g| format!("'{g}'")).collect();
+        for (c, schemas) in servers.iter_mut() {
             for schema in schemas.iter() {
                 let q = format!(
-                    "DELETE FROM {}.{LOG_TABLE} WHERE gtrid LIKE '{prefix}%' AND gtrid NOT LIKE \
-                     '{prefix}{incarnation}:%'",
-                    quote_ident(schema)
+                    "DELETE FROM {}.{LOG_TABLE} WHERE gtrid IN ({})",
+                    quote_ident(schema),
+                    list.join(", ")
                 );
                 if let Err(e) = c.query_rows(&q).await {
                     out.problems.push(format!(
@@ -575,10 +636,160 @@ pub async fn recover(config: &Config, s: &Sharding, incarnation: u64) -> Recover
             }
         }
     }
-    for (c, _) in servers {
-        drop(c);
+}
+
+/// XA recovery for sharding `s` of `config` at start-up: creates the decision log table in every
+/// shard's schema, then resolves the prepared branches that worker `s.worker_id` left behind in an
+/// earlier incarnation (any but `incarnation`): committed when a shard's log holds their
+/// decision, else rolled back (only when every log was read). Decision rows of earlier
+/// incarnations are then deleted (when every server answered).
+pub async fn recover(config: &Config, s: &Sharding, incarnation: u64) -> Recovered {
+    let mut out = Recovered::default();
+    let mut servers = connect_all(config, s, &mut out.problems).await;
+    for (c, schemas) in &mut servers {
+        for schema in schemas.iter() {
+            if let Err(e) = c.query_rows(&create_log(schema)).await {
+                out.problems.push(format!(
+                    "schema `{schema}`: cannot create {LOG_TABLE}: {}",
+                    reason(e)
+                ));
+            }
+        }
+    }
+    let earlier = |g: &str| parse_gtrid(g).is_some_and(|(_, inc)| inc != incarnation);
+    let seen = resolve_pass(
+        &mut servers,
+        s.worker_id,
+        0,
+        &mut |g, _| earlier(g),
+        &mut out,
+    )
+    .await;
+    if out.problems.is_empty() {
+        let old: Vec<&str> = seen
+            .decisions
+            .keys()
+            .map(String::as_str)
+            .filter(|g| earlier(g))
+            .collect();
+        forget_decisions(&mut servers, &old, &mut out).await;
     }
     out
+}
+
+/// The background resolver of one sharding with `xa = true`: every `xa_resolve_interval_ms` it
+/// ends the prepared branches that this worker left while the process runs (a coordinator lost
+/// at `COMMIT`, a branch whose `XA COMMIT` failed) or that start-up recovery could not reach,
+/// with [`recover`]'s rules (the same [`resolve_pass`]). It never touches a branch whose gtrid is
+/// in flight in this process, nor one it has not seen prepared for `xa_resolve_grace_ms`; it
+/// deletes decision rows older than the grace whose transaction is over.
+#[derive(Default)]
+pub struct Resolver {
+    /// Prepared branches of ours (by xid) and when a pass first saw them (bounded by the
+    /// servers' prepared branches: entries not seen by the last pass are dropped).
+    first_seen: std::collections::HashMap<String, std::time::Instant>,
+    /// Connections kept between passes, with the config generation they were made for.
+    servers: Vec<(BackendConn, Vec<String>)>,
+    generation: u64,
+}
+
+impl Resolver {
+    /// One pass for sharding `s` of the config of `generation`, with the process's xid source.
+    pub async fn pass(
+        &mut self,
+        config: &Config,
+        generation: u64,
+        s: &Sharding,
+        ids: &XaIds,
+    ) -> Recovered {
+        let mut out = Recovered::default();
+        if self.generation != generation || self.servers.is_empty() {
+            self.servers = connect_all(config, s, &mut out.problems).await;
+            self.generation = generation;
+        }
+        let grace = s.xa_resolve_grace;
+        // Gtrids in flight when the pass starts: a transaction that ends during the pass may
+        // have logged its decision after the pass read the logs.
+        let busy = ids.in_flight_now();
+        let now = std::time::Instant::now();
+        let mut seen_now: std::collections::HashMap<String, std::time::Instant> =
+            std::collections::HashMap::new();
+        let first_seen = &self.first_seen;
+        let mut may = |g: &str, x: &str| {
+            let since = first_seen.get(x).copied().unwrap_or(now);
+            seen_now.insert(x.to_string(), since);
+            !busy.contains(g) && !ids.in_flight(g) && now.duration_since(since) >= grace
+        };
+        let seen = resolve_pass(
+            &mut self.servers,
+            s.worker_id,
+            grace.as_secs().max(1),
+            &mut may,
+            &mut out,
+        )
+        .await;
+        self.first_seen = seen_now;
+        if out.problems.is_empty() {
+            let done: Vec<&str> = seen
+                .decisions
+                .iter()
+                .filter(|(g, old)| {
+                    **old
+                        && !seen.skipped.contains(g.as_str())
+                        && !busy.contains(g.as_str())
+                        && !ids.in_flight(g)
+                })
+                .map(|(g, _)| g.as_str())
+                .collect();
+            forget_decisions(&mut self.servers, &done, &mut out).await;
+        }
+        if !out.problems.is_empty() {
+            // Reconnect on the next pass.
+            self.servers.clear();
+        }
+        out
+    }
+}
+
+/// Runs the [`Resolver`] of sharding `name` until shutdown: a pass every
+/// `xa_resolve_interval_ms` while the current config has that sharding with `xa = true`.
+pub async fn run_resolver(
+    shared: runtime::Shared,
+    name: String,
+    mysql: std::sync::Arc<crate::MysqlShared>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut r = Resolver::default();
+    let mut last_problems: Vec<String> = Vec::new();
+    loop {
+        let snap = shared.snapshots.current();
+        let s = snap
+            .config
+            .sharding()
+            .into_iter()
+            .find(|s| s.name == name && s.xa);
+        let interval = s
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(5), |s| s.xa_resolve_interval);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(s) = s else { continue };
+        let out = r.pass(&snap.config, snap.generation, &s, &mysql.xa).await;
+        if out.committed + out.rolled_back > 0 {
+            tracing::warn!(sharding = %name, committed = out.committed, rolled_back = out.rolled_back, "XA resolver ended prepared branches");
+        }
+        if out.problems != last_problems {
+            if !out.problems.is_empty() {
+                tracing::error!(sharding = %name, problems = ?out.problems, "XA resolver pass incomplete");
+            }
+            last_problems = out.problems;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -591,7 +802,14 @@ mod tests {
         let g = ids.gtrid(7);
         assert_eq!(parse_gtrid(&g), Some((7, ids.incarnation())));
         let h = ids.gtrid(7);
-        assert_ne!(g, h, "unique per transaction");
+        assert_ne!(&*g, &*h, "unique per transaction");
+        // In flight while held, forgotten when dropped (the resolver leaves in-flight ones alone).
+        let (gs, hs) = (g.to_string(), h.to_string());
+        assert!(ids.in_flight(&gs) && ids.in_flight(&hs));
+        assert_eq!(ids.in_flight_now().len(), 2);
+        drop(h);
+        assert!(ids.in_flight(&gs) && !ids.in_flight(&hs));
+        let g = gs;
         assert!(g.len() <= 64, "XA gtrids are at most 64 bytes: {g}");
         assert_eq!(
             parse_gtrid("furrow:1023:18446744073709551615:18446744073709551615").map(|p| p.0),

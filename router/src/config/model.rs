@@ -1404,6 +1404,12 @@ pub struct Sharding {
     /// `xa = true`: a transaction that wrote to several shards commits with XA two-phase commit
     /// (see `docs/sharding.md`, Transactions). Needs an explicit `worker_id`.
     pub xa: bool,
+    /// With XA: how often the background resolver looks for prepared branches left behind
+    /// (`xa_resolve_interval_ms`, default 5 s).
+    pub xa_resolve_interval: std::time::Duration,
+    /// With XA: how long a branch must have been seen prepared (and its transaction over) before
+    /// the resolver ends it (`xa_resolve_grace_ms`, default 15 s).
+    pub xa_resolve_grace: std::time::Duration,
     /// Sharded tables.
     pub tables: Vec<ShardTable>,
     /// Broadcast tables (a full copy on every shard).
@@ -1502,6 +1508,12 @@ fn read_shardings(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Vec<Sharding
                 );
             }
             let xa = xa.is_some_and(|x| *x.get_ref());
+            let xa_resolve_interval = t
+                .opt_ms(d, "xa_resolve_interval_ms", 100, 3_600_000)
+                .unwrap_or(std::time::Duration::from_secs(5));
+            let xa_resolve_grace = t
+                .opt_ms(d, "xa_resolve_grace_ms", 1000, 86_400_000)
+                .unwrap_or(std::time::Duration::from_secs(15));
             let worker_id = worker_id.map_or(0, |v| *v.get_ref() as u16);
             let tables = t
                 .opt_table_list(d, "tables")
@@ -1524,6 +1536,8 @@ fn read_shardings(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Vec<Sharding
                 max_limit_rows,
                 worker_id,
                 xa,
+                xa_resolve_interval,
+                xa_resolve_grace,
                 tables,
                 broadcast,
                 span,
