@@ -676,6 +676,7 @@ async fn agent_samples(AxState(c): C, h: HeaderMap, Path(host): Path<String>, b:
         requests: r.requests,
         errors: r.errors.min(r.requests),
         latencies_us: r.latencies_us,
+        windows: Vec::new(),
     };
     c.release
         .add_samples(&r.project, &host, &r.version, samples);
