@@ -641,9 +641,9 @@ fn proxy_generation(admin: u16) -> Option<u64> {
 }
 
 /// Furrow's own routing rules as a project: a bundle of proxy-config items canaried on one of two proxies
-/// (the configuration center's gray release by label), judged on the proxies' reported error rates against
-/// the other proxy, then promoted; a bundle that breaks the canary proxy's backend is abandoned and the
-/// draft restored.
+/// (the configuration center's gray release by label), judged on the proxies' reported error rates and
+/// listener latency against the other proxy, then promoted; a bundle that breaks the canary proxy's backend
+/// is abandoned and the draft restored, and so is one that sends its backend traffic down a slow path.
 #[test]
 fn release_routing_rules_canaried_on_one_of_two_proxies() {
     let redis = testkit::RedisServer::start().expect("redis");
@@ -756,6 +756,9 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(state(&d), "succeeded", "{d:#}");
     assert_eq!(d["canary"]["pass"], true);
     assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 60);
+    // Judged on the proxies' listener latency too (their windows' p99s arrived with the reports).
+    assert!(d["canary"]["baseline"]["p99_us"].as_u64().unwrap() > 0, "{d:#}");
+    assert!(d["canary"]["canary"]["p99_us"].as_u64().unwrap() > 0, "{d:#}");
     common::wait_until(Duration::from_secs(10), || {
         shows(admin[1], "shutdown_grace_ms = 300")
     });
@@ -791,7 +794,66 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(redis_sets(listen[1], 5), 5);
     let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
     assert_eq!(p["stages"][0]["state"]["version"], "1");
+    // A bundle pointing the canary's backend at a slow path (a relay to the same Redis that holds each
+    // command 25 ms): no errors, but the canary proxy's listener p99 (from its health windows) is far
+    // above the other's; rolled back on latency.
+    let slow = slow_relay(redis.addr().to_string(), Duration::from_millis(25));
+    let bundle = json!({"config.redis_groups.cache.servers.0.address":
+        {"type": "string", "value": format!("127.0.0.1:{slow}")}});
+    c.add_version("edge-rules", "3", json!({"inline": bundle.to_string()}));
+    let id = c.deploy("edge-rules", "dev", "3");
+    let d = run(id);
+    eprintln!("{d:#}");
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let reason = d["canary"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("p99 latency") && reason.contains("proxy windows"),
+        "{d:#}"
+    );
+    assert!(!reason.contains("error rate"), "{d:#}");
+    assert!(d["canary"]["canary"]["p99_us"].as_u64().unwrap() >= 25_000, "{d:#}");
+    let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
+    assert_eq!(p["stages"][0]["state"]["version"], "1");
+    common::wait_until(Duration::from_secs(10), || {
+        !shows(admin[0], &format!("127.0.0.1:{slow}"))
+    });
     drop(proxies);
+}
+
+/// A TCP relay to `target` that holds every chunk a client sends for `delay` before forwarding it (the
+/// answers come back at once): a slow path to a real server. Its threads end with their connections.
+fn slow_relay(target: String, delay: Duration) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    std::thread::sleep(delay);
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
 }
 
 /// Service canaries also judge the proxies on the hosts (a proxy whose instance id is the host's name) on

@@ -27,7 +27,7 @@
 //!   threshold: once both groups timed `min_samples` requests in at least [`MIN_WINDOWS`] windows each,
 //!   the canary fails when its p99 (or its median) exceeds `latency_factor` × the baseline's **and** the
 //!   baseline's by at least [`WINDOW_FLOOR_US`] (sub-millisecond differences on loopback are noise).
-//!   Until then the verdict waits, like for too few samples.
+//!   Until then a passing verdict waits, like for too few samples (an error-rate failure does not).
 //!
 //! Both groups need `min_samples` probes before a verdict (the normal approximations need samples of a few
 //! dozen); until then the analysis waits, and the engine fails it after `max_wait_ms` (no data is no proof).
@@ -306,13 +306,11 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
         return None;
     }
     let windows = by_windows(spec, canary, baseline);
-    if windows
+    // Latency from windows waits for enough of them; an error-rate failure does not.
+    let windows_wait = windows
         && [canary, baseline]
             .iter()
-            .any(|s| s.windows.len() < MIN_WINDOWS || s.timed() < spec.min_samples)
-    {
-        return None;
-    }
+            .any(|s| s.windows.len() < MIN_WINDOWS || s.timed() < spec.min_samples);
     let (c, b) = (summary(canary), summary(baseline));
     let (z, p) = two_proportion_z(
         canary.errors,
@@ -370,7 +368,7 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
             }
         }
     }
-    if windows {
+    if windows && !windows_wait {
         let worse = |c: u64, b: u64| {
             c as f64 > spec.latency_factor * b.max(1) as f64 && c.saturating_sub(b) >= WINDOW_FLOOR_US
         };
@@ -399,6 +397,9 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
                 detail()
             ));
         }
+    }
+    if fails.is_empty() && windows_wait {
+        return None;
     }
     if fails.is_empty() {
         v.reason = format!(
@@ -515,6 +516,12 @@ mod tests {
         let mut b = windows(4, 300, 900);
         b.requests = 200;
         assert!(judge(&few, &c, &b).is_none(), "120 timed requests < 130");
+        // Failing on errors does not wait for latency windows (a dead backend's errors are not timed).
+        let mut c = windows(1, 300, 900);
+        c.requests = 120;
+        c.errors = 100;
+        let v = judge(&spec, &c, &windows(4, 300, 900)).unwrap();
+        assert!(!v.pass && v.reason.starts_with("error rate"), "{}", v.reason);
         // Latency not judged, or one group without summaries (proxies that send none): errors only.
         let off = CanarySpec {
             latency: false,
