@@ -757,8 +757,14 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(d["canary"]["pass"], true);
     assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 60);
     // Judged on the proxies' listener latency too (their windows' p99s arrived with the reports).
-    assert!(d["canary"]["baseline"]["p99_us"].as_u64().unwrap() > 0, "{d:#}");
-    assert!(d["canary"]["canary"]["p99_us"].as_u64().unwrap() > 0, "{d:#}");
+    assert!(
+        d["canary"]["baseline"]["p99_us"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
+    assert!(
+        d["canary"]["canary"]["p99_us"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
     common::wait_until(Duration::from_secs(10), || {
         shows(admin[1], "shutdown_grace_ms = 300")
     });
@@ -811,7 +817,10 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
         "{d:#}"
     );
     assert!(!reason.contains("error rate"), "{d:#}");
-    assert!(d["canary"]["canary"]["p99_us"].as_u64().unwrap() >= 25_000, "{d:#}");
+    assert!(
+        d["canary"]["canary"]["p99_us"].as_u64().unwrap() >= 25_000,
+        "{d:#}"
+    );
     let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
     assert_eq!(p["stages"][0]["state"]["version"], "1");
     common::wait_until(Duration::from_secs(10), || {

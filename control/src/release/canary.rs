@@ -370,7 +370,8 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
     }
     if windows && !windows_wait {
         let worse = |c: u64, b: u64| {
-            c as f64 > spec.latency_factor * b.max(1) as f64 && c.saturating_sub(b) >= WINDOW_FLOOR_US
+            c as f64 > spec.latency_factor * b.max(1) as f64
+                && c.saturating_sub(b) >= WINDOW_FLOOR_US
         };
         let detail = || {
             format!(
@@ -521,13 +522,21 @@ mod tests {
         c.requests = 120;
         c.errors = 100;
         let v = judge(&spec, &c, &windows(4, 300, 900)).unwrap();
-        assert!(!v.pass && v.reason.starts_with("error rate"), "{}", v.reason);
+        assert!(
+            !v.pass && v.reason.starts_with("error rate"),
+            "{}",
+            v.reason
+        );
         // Latency not judged, or one group without summaries (proxies that send none): errors only.
         let off = CanarySpec {
             latency: false,
             ..CanarySpec::default()
         };
-        assert!(judge(&off, &windows(4, 300, 30_000), &windows(4, 300, 900)).unwrap().pass);
+        assert!(
+            judge(&off, &windows(4, 300, 30_000), &windows(4, 300, 900))
+                .unwrap()
+                .pass
+        );
         let mut plain = windows(0, 0, 0);
         plain.requests = 120;
         assert!(judge(&spec, &windows(4, 300, 30_000), &plain).unwrap().pass);
@@ -537,8 +546,15 @@ mod tests {
         let v = judge(&spec, &c, &windows(4, 300, 900)).unwrap();
         assert!(!v.pass && v.reason.contains("error rate"), "{}", v.reason);
         // Weighted median: the window holding the middle request.
-        let w = |count, p99_us| WindowLatency { count, p50_us: 0, p99_us };
-        assert_eq!(weighted_median(&[w(10, 5), w(100, 7), w(10, 900)], |w| w.p99_us), 7);
+        let w = |count, p99_us| WindowLatency {
+            count,
+            p50_us: 0,
+            p99_us,
+        };
+        assert_eq!(
+            weighted_median(&[w(10, 5), w(100, 7), w(10, 900)], |w| w.p99_us),
+            7
+        );
         assert_eq!(weighted_median(&[w(1, 5), w(3, 9)], |w| w.p99_us), 9);
         assert_eq!(weighted_median(&[], |w| w.p99_us), 0);
         // Summaries are bounded.

@@ -1228,3 +1228,72 @@ pub fn last_seen(rt: &Runtime) -> BTreeMap<String, u64> {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HealthWindow, ListenerLatency};
+
+    fn lat(listener: &str, count: u64, p99_us: u64) -> ListenerLatency {
+        ListenerLatency {
+            listener: listener.into(),
+            count,
+            p50_us: p99_us / 3,
+            p99_us,
+            p999_us: p99_us * 2,
+        }
+    }
+
+    #[test]
+    fn proxies_windows_carry_their_listeners_latency() {
+        let rt = Runtime::new();
+        let w = |requests, errors| HealthWindow {
+            requests,
+            errors,
+            window_ms: 200,
+        };
+        let ns = "/edge/DEV/default/proxy";
+        rt.add_window(
+            ns,
+            "p1",
+            &[7, 9],
+            w(30, 40),
+            &[lat("cache", 30, 9_000), lat("idle", 0, 0)],
+        );
+        rt.add_window(ns, "p2", &[7], w(50, 1), &[lat("cache", 50, 300)]);
+        rt.add_window("/other", "p3", &[9], w(5, 0), &[]);
+        let (c, b) = rt.gray_samples(ns, 9, 0);
+        assert_eq!(
+            (c.requests, c.errors),
+            (30, 30),
+            "errors are capped by requests"
+        );
+        assert_eq!(
+            c.windows,
+            vec![WindowLatency {
+                count: 30,
+                p50_us: 3_000,
+                p99_us: 9_000
+            }],
+            "a listener with no timed request is left out"
+        );
+        assert_eq!(
+            (b.requests, b.windows.len(), b.windows[0].p99_us),
+            (50, 1, 300)
+        );
+        let h = rt.host_windows(&["p2".into(), "p3".into()], 0).unwrap();
+        assert_eq!((h.requests, h.windows.len()), (55, 1));
+        assert!(rt.host_windows(&["p4".into()], 0).is_none());
+        assert_eq!(
+            rt.gray_samples(ns, 9, now_ms() + 1_000).0,
+            Samples::default()
+        );
+        // A proxy with many listeners: bounded per window.
+        let many: Vec<ListenerLatency> = (0..40).map(|i| lat(&format!("l{i}"), 1, 10)).collect();
+        rt.add_window(ns, "p1", &[9], w(40, 0), &many);
+        assert_eq!(
+            rt.gray_samples(ns, 9, 0).0.windows.len(),
+            1 + MAX_LISTENERS_PER_WINDOW
+        );
+    }
+}
