@@ -1153,3 +1153,151 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
     );
     assert_eq!(none["traces"].as_array().map(Vec::len), Some(0), "{none:#}");
 }
+
+/// The build gate runs as a job on a live `furrow worker` (a real worker process of the jobs service):
+/// its commands run in order in the project's repository on the worker, each one's log and exit code
+/// kept with the version, the runner named; a failing command stops the gate there; with no live worker
+/// (none yet, or the worker stopped) the control node's local runner runs it.
+#[test]
+fn release_gate_runs_on_a_live_jobs_worker_else_locally() {
+    let c = Cluster::new();
+    let repo = c.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let project = |commands: Json| {
+        c.ok(
+            "PUT",
+            "/v1/release/projects/gated",
+            Some(json!({
+                "app": "shop",
+                "repo": repo.to_str().unwrap(),
+                "gate": {"commands": commands, "timeout_ms": 20000},
+                "stages": [{"name": "dev", "env": "DEV", "hosts": ["h1"]}],
+            })),
+        )
+    };
+    // FURROW_JOB is set by the jobs worker only: it tells who ran the command.
+    project(json!([
+        "echo job=$FURROW_JOB; pwd; echo made > proof.txt",
+        "test -f proof.txt && echo lint ok"
+    ]));
+    let gate = |v: &str| -> Json {
+        c.ok(
+            "POST",
+            "/v1/release/projects/gated/versions",
+            Some(json!({"name": v, "artifact": {"inline": "x"}})),
+        );
+        c.ok(
+            "POST",
+            &format!("/v1/release/projects/gated/versions/{v}/gate"),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ver = c.ok(
+                "GET",
+                &format!("/v1/release/projects/gated/versions/{v}"),
+                None,
+            );
+            if ver["gate"]["status"] != "running" {
+                return ver["gate"].clone();
+            }
+            assert!(Instant::now() < deadline, "{ver:#}\n{}", c.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let g = gate("v1");
+    assert_eq!(g["status"], "passed", "{g:#}");
+    assert_eq!(g["runner"], "local", "{g:#}");
+    assert!(
+        g["commands"][0]["log"]
+            .as_str()
+            .unwrap()
+            .starts_with("job=\n"),
+        "{g:#}"
+    );
+    std::fs::remove_file(repo.join("proof.txt")).unwrap();
+    // A real worker joins: the gate becomes a job run on it.
+    let args: Vec<String> = [
+        "worker",
+        "--server",
+        &c.server(),
+        "--token",
+        TOKEN,
+        "--id",
+        "w1",
+        "--beat-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut worker = Proc::spawn(&args, c.dir.path().join("worker.log"));
+    common::wait_until(Duration::from_secs(15), || {
+        c.ok("GET", "/v1/jobs/workers", None)
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w1" && w["live"] == true))
+    });
+    let g = gate("v2");
+    assert_eq!(g["status"], "passed", "{g:#}\n{}", worker.log());
+    let runner = g["runner"].as_str().unwrap();
+    assert!(
+        runner.starts_with("worker w1 (job run DEV/release-gate-gated/"),
+        "{g:#}"
+    );
+    let cmds = g["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 2, "{g:#}");
+    assert_eq!(
+        cmds[0]["log"].as_str().unwrap(),
+        format!("job=release-gate-gated\n{}\n", repo.display()),
+        "{g:#}"
+    );
+    assert_eq!(
+        (cmds[0]["exit"].as_i64(), cmds[1]["exit"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(cmds[1]["log"], "lint ok\n");
+    assert!(repo.join("proof.txt").exists(), "ran in the repository");
+    // The job's run keeps the whole log too.
+    let runs = c.ok("GET", "/v1/jobs/DEV/release-gate-gated/runs", None);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#}");
+    assert_eq!(runs[0]["state"], "ok", "{runs:#}");
+    // A failing command stops the gate there.
+    project(json!(["echo a", "echo bad >&2; exit 4", "echo never"]));
+    let g = gate("v3");
+    assert_eq!(g["status"], "failed", "{g:#}");
+    assert!(
+        g["runner"].as_str().unwrap().starts_with("worker w1"),
+        "{g:#}"
+    );
+    let cmds = g["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 2, "{g:#}");
+    assert_eq!(
+        (cmds[1]["exit"].as_i64(), cmds[1]["log"].as_str()),
+        (Some(4), Some("bad\n")),
+        "{g:#}"
+    );
+    // The worker stops (SIGTERM: it deregisters): the local runner again.
+    let pid = worker.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = worker.child.wait();
+    common::wait_until(Duration::from_secs(15), || {
+        !c.ok("GET", "/v1/jobs/workers", None)
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["live"] == true))
+    });
+    project(json!(["echo job=$FURROW_JOB"]));
+    let g = gate("v4");
+    assert_eq!(
+        (g["status"].as_str(), g["runner"].as_str()),
+        (Some("passed"), Some("local")),
+        "{g:#}"
+    );
+    assert_eq!(g["commands"][0]["log"], "job=\n");
+    worker.kill();
+}

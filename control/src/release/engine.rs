@@ -1040,7 +1040,7 @@ pub fn tick(c: &Center) -> Result<usize> {
             log: "interrupted: the control service restarted while the gate ran".into(),
             truncated: false,
         };
-        c.mutate(&sys, |tx| tx.gate_finish(&p, &v, vec![run.clone()]))?;
+        c.mutate(&sys, |tx| tx.gate_finish(&p, &v, vec![run.clone()], None))?;
     }
     let mut n = 0;
     for id in &active {
