@@ -1,8 +1,8 @@
 //! The build gate as a job on a `furrow worker` (the jobs service), when one is live.
 //!
 //! The gate's commands become one `shell` item of the job `release-gate-PROJECT` (in the environment of
-//! the project's first stage, owned by the project's application): a script that `cd`s into the project's
-//! repository (on the worker's host) and runs the commands in order, stopping at the first failure, with
+//! the project's first stage, owned by the project's application): a script that sets `FURROW_PROJECT`,
+//! `FURROW_VERSION`, `FURROW_REVISION`, `cd`s into the project's repository (on the worker's host) and runs the commands in order, stopping at the first failure, with
 //! a marker line around each (`@@furrow-gate I start MS` / `@@furrow-gate I exit CODE MS`). The item's log
 //! tail (64 KiB, the jobs service's own bound) is split back into the commands' logs and exit codes,
 //! which are kept with the version like the local runner's. The job's time limit is the gate's per-command
@@ -45,7 +45,10 @@ fn sh_quote(s: &str) -> String {
 /// The script one item runs.
 pub fn script(job: &GateJob) -> String {
     let mut s = format!(
-        "cd {} || {{ echo 'cannot enter the repository on this worker'; exit 97; }}\n",
+        "export FURROW_PROJECT={} FURROW_VERSION={} FURROW_REVISION={}\ncd {} || {{ echo 'cannot enter the repository on this worker'; exit 97; }}\n",
+        sh_quote(&job.project),
+        sh_quote(&job.version),
+        sh_quote(&job.revision),
         sh_quote(&job.dir.to_string_lossy())
     );
     for (i, cmd) in job.commands.iter().enumerate() {
@@ -214,6 +217,14 @@ mod tests {
     #[test]
     fn the_script_runs_in_order_and_its_log_splits_back() {
         let j = job(&["echo one", "echo 'two'; exit 3", "echo never"]);
+        let env = job(&["echo $FURROW_PROJECT $FURROW_VERSION"]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&env))
+            .output()
+            .unwrap();
+        let runs = split_log(&env, &String::from_utf8_lossy(&out.stdout), false);
+        assert_eq!(runs[0].log, "web v1\n");
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(script(&j))
