@@ -641,9 +641,9 @@ fn proxy_generation(admin: u16) -> Option<u64> {
 }
 
 /// Furrow's own routing rules as a project: a bundle of proxy-config items canaried on one of two proxies
-/// (the configuration center's gray release by label), judged on the proxies' reported error rates against
-/// the other proxy, then promoted; a bundle that breaks the canary proxy's backend is abandoned and the
-/// draft restored.
+/// (the configuration center's gray release by label), judged on the proxies' reported error rates and
+/// listener latency against the other proxy, then promoted; a bundle that breaks the canary proxy's backend
+/// is abandoned and the draft restored, and so is one that sends its backend traffic down a slow path.
 #[test]
 fn release_routing_rules_canaried_on_one_of_two_proxies() {
     let redis = testkit::RedisServer::start().expect("redis");
@@ -756,6 +756,15 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(state(&d), "succeeded", "{d:#}");
     assert_eq!(d["canary"]["pass"], true);
     assert!(d["canary"]["baseline"]["requests"].as_u64().unwrap() >= 60);
+    // Judged on the proxies' listener latency too (their windows' p99s arrived with the reports).
+    assert!(
+        d["canary"]["baseline"]["p99_us"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
+    assert!(
+        d["canary"]["canary"]["p99_us"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
     common::wait_until(Duration::from_secs(10), || {
         shows(admin[1], "shutdown_grace_ms = 300")
     });
@@ -791,7 +800,69 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
     assert_eq!(redis_sets(listen[1], 5), 5);
     let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
     assert_eq!(p["stages"][0]["state"]["version"], "1");
+    // A bundle pointing the canary's backend at a slow path (a relay to the same Redis that holds each
+    // command 25 ms): no errors, but the canary proxy's listener p99 (from its health windows) is far
+    // above the other's; rolled back on latency.
+    let slow = slow_relay(redis.addr().to_string(), Duration::from_millis(25));
+    let bundle = json!({"config.redis_groups.cache.servers.0.address":
+        {"type": "string", "value": format!("127.0.0.1:{slow}")}});
+    c.add_version("edge-rules", "3", json!({"inline": bundle.to_string()}));
+    let id = c.deploy("edge-rules", "dev", "3");
+    let d = run(id);
+    eprintln!("{d:#}");
+    assert_eq!(state(&d), "rolled_back", "{d:#}");
+    let reason = d["canary"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("p99 latency") && reason.contains("proxy windows"),
+        "{d:#}"
+    );
+    assert!(!reason.contains("error rate"), "{d:#}");
+    assert!(
+        d["canary"]["canary"]["p99_us"].as_u64().unwrap() >= 25_000,
+        "{d:#}"
+    );
+    let p = c.ok("GET", "/v1/release/projects/edge-rules", None);
+    assert_eq!(p["stages"][0]["state"]["version"], "1");
+    common::wait_until(Duration::from_secs(10), || {
+        !shows(admin[0], &format!("127.0.0.1:{slow}"))
+    });
     drop(proxies);
+}
+
+/// A TCP relay to `target` that holds every chunk a client sends for `delay` before forwarding it (the
+/// answers come back at once): a slow path to a real server. Its threads end with their connections.
+fn slow_relay(target: String, delay: Duration) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    std::thread::sleep(delay);
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
 }
 
 /// Service canaries also judge the proxies on the hosts (a proxy whose instance id is the host's name) on
@@ -1081,4 +1152,152 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
         None,
     );
     assert_eq!(none["traces"].as_array().map(Vec::len), Some(0), "{none:#}");
+}
+
+/// The build gate runs as a job on a live `furrow worker` (a real worker process of the jobs service):
+/// its commands run in order in the project's repository on the worker, each one's log and exit code
+/// kept with the version, the runner named; a failing command stops the gate there; with no live worker
+/// (none yet, or the worker stopped) the control node's local runner runs it.
+#[test]
+fn release_gate_runs_on_a_live_jobs_worker_else_locally() {
+    let c = Cluster::new();
+    let repo = c.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let project = |commands: Json| {
+        c.ok(
+            "PUT",
+            "/v1/release/projects/gated",
+            Some(json!({
+                "app": "shop",
+                "repo": repo.to_str().unwrap(),
+                "gate": {"commands": commands, "timeout_ms": 20000},
+                "stages": [{"name": "dev", "env": "DEV", "hosts": ["h1"]}],
+            })),
+        )
+    };
+    // FURROW_JOB is set by the jobs worker only: it tells who ran the command.
+    project(json!([
+        "echo job=$FURROW_JOB; pwd; echo made > proof.txt",
+        "test -f proof.txt && echo lint ok"
+    ]));
+    let gate = |v: &str| -> Json {
+        c.ok(
+            "POST",
+            "/v1/release/projects/gated/versions",
+            Some(json!({"name": v, "artifact": {"inline": "x"}})),
+        );
+        c.ok(
+            "POST",
+            &format!("/v1/release/projects/gated/versions/{v}/gate"),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ver = c.ok(
+                "GET",
+                &format!("/v1/release/projects/gated/versions/{v}"),
+                None,
+            );
+            if ver["gate"]["status"] != "running" {
+                return ver["gate"].clone();
+            }
+            assert!(Instant::now() < deadline, "{ver:#}\n{}", c.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let g = gate("v1");
+    assert_eq!(g["status"], "passed", "{g:#}");
+    assert_eq!(g["runner"], "local", "{g:#}");
+    assert!(
+        g["commands"][0]["log"]
+            .as_str()
+            .unwrap()
+            .starts_with("job=\n"),
+        "{g:#}"
+    );
+    std::fs::remove_file(repo.join("proof.txt")).unwrap();
+    // A real worker joins: the gate becomes a job run on it.
+    let args: Vec<String> = [
+        "worker",
+        "--server",
+        &c.server(),
+        "--token",
+        TOKEN,
+        "--id",
+        "w1",
+        "--beat-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut worker = Proc::spawn(&args, c.dir.path().join("worker.log"));
+    common::wait_until(Duration::from_secs(15), || {
+        c.ok("GET", "/v1/jobs/workers", None)
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w1" && w["live"] == true))
+    });
+    let g = gate("v2");
+    assert_eq!(g["status"], "passed", "{g:#}\n{}", worker.log());
+    let runner = g["runner"].as_str().unwrap();
+    assert!(
+        runner.starts_with("worker w1 (job run DEV/release-gate-gated/"),
+        "{g:#}"
+    );
+    let cmds = g["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 2, "{g:#}");
+    assert_eq!(
+        cmds[0]["log"].as_str().unwrap(),
+        format!("job=release-gate-gated\n{}\n", repo.display()),
+        "{g:#}"
+    );
+    assert_eq!(
+        (cmds[0]["exit"].as_i64(), cmds[1]["exit"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(cmds[1]["log"], "lint ok\n");
+    assert!(repo.join("proof.txt").exists(), "ran in the repository");
+    // The job's run keeps the whole log too.
+    let runs = c.ok("GET", "/v1/jobs/DEV/release-gate-gated/runs", None);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#}");
+    assert_eq!(runs[0]["state"], "ok", "{runs:#}");
+    // A failing command stops the gate there.
+    project(json!(["echo a", "echo bad >&2; exit 4", "echo never"]));
+    let g = gate("v3");
+    assert_eq!(g["status"], "failed", "{g:#}");
+    assert!(
+        g["runner"].as_str().unwrap().starts_with("worker w1"),
+        "{g:#}"
+    );
+    let cmds = g["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 2, "{g:#}");
+    assert_eq!(
+        (cmds[1]["exit"].as_i64(), cmds[1]["log"].as_str()),
+        (Some(4), Some("bad\n")),
+        "{g:#}"
+    );
+    // The worker stops (SIGTERM: it deregisters): the local runner again.
+    let pid = worker.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = worker.child.wait();
+    common::wait_until(Duration::from_secs(15), || {
+        !c.ok("GET", "/v1/jobs/workers", None)
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["live"] == true))
+    });
+    project(json!(["echo job=$FURROW_JOB"]));
+    let g = gate("v4");
+    assert_eq!(
+        (g["status"].as_str(), g["runner"].as_str()),
+        (Some("passed"), Some("local")),
+        "{g:#}"
+    );
+    assert_eq!(g["commands"][0]["log"], "job=\n");
+    worker.kill();
 }

@@ -685,7 +685,7 @@ impl Center {
         {
             // Routing projects' canary analysis (release management) compares these per gray release.
             self.release
-                .add_window(&key.1, &r.instance.id, &r.releases, w.requests, w.errors);
+                .add_window(&key.1, &r.instance.id, &r.releases, w, &r.latency);
             self.history
                 .record(&key.1, &r.instance.id, &w, &r.latency, now);
         }

@@ -183,7 +183,16 @@ async fn run_gate(
         g.push(key.clone());
     }
     let runner = c.release.gate_runner();
-    let runner_name = runner.name().to_string();
+    // The jobs service's `furrow worker`, when one that runs shell items is live; else the node's runner.
+    let c_probe = c.clone();
+    let worker = tokio::task::spawn_blocking(move || super::jobgate::live_shell_worker(&c_probe))
+        .await
+        .ok()
+        .flatten();
+    let runner_name = match &worker {
+        Some(w) => format!("jobs (worker {w} live)"),
+        None => runner.name().to_string(),
+    };
     let (n, v) = (name.clone(), version.clone());
     let started = c
         .write(u, move |tx| tx.gate_start(&n, &v, &runner_name))
@@ -223,10 +232,17 @@ async fn run_gate(
     let spawned = std::thread::Builder::new()
         .name("furrow-release-gate".into())
         .spawn(move || {
-            let runs = runner.run(&job);
+            let (runs, by) = match worker.map(|_| super::jobgate::run(&c2, &job)) {
+                Some(Ok((runs, by))) => (runs, Some(by)),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, project = %job.project, "gate job not started; running the gate locally");
+                    (runner.run(&job), Some(runner.name().to_string()))
+                }
+                None => (runner.run(&job), None),
+            };
             let sys = system_user();
             if let Err(e) = c2.mutate(&sys, |tx| {
-                tx.gate_finish(&job.project, &job.version, runs.clone())
+                tx.gate_finish(&job.project, &job.version, runs.clone(), by.as_deref())
             }) {
                 tracing::warn!(error = %e, "recording a gate run failed");
             }
@@ -676,6 +692,7 @@ async fn agent_samples(AxState(c): C, h: HeaderMap, Path(host): Path<String>, b:
         requests: r.requests,
         errors: r.errors.min(r.requests),
         latencies_us: r.latencies_us,
+        windows: Vec::new(),
     };
     c.release
         .add_samples(&r.project, &host, &r.version, samples);

@@ -19,6 +19,16 @@
 //!   canary's p99 exceeds `latency_factor` × the baseline's p99 (a regression of the slowest requests that
 //!   leaves the median alone).
 //!
+//! - **Latency from proxies' windows**: proxies do not send their requests' latencies, only each listener's
+//!   p50 and p99 over each health window (with the count of timed requests). When a group has no
+//!   latencies but both groups have such window summaries, the group's median is the count-weighted median
+//!   of its windows' p50s and its p99 the count-weighted median of its windows' p99s (so one slow window
+//!   — a stall of the machine — moves neither). With summaries there is no rank test; the rule is a
+//!   threshold: once both groups timed `min_samples` requests in at least [`MIN_WINDOWS`] windows each,
+//!   the canary fails when its p99 (or its median) exceeds `latency_factor` × the baseline's **and** the
+//!   baseline's by at least [`WINDOW_FLOOR_US`] (sub-millisecond differences on loopback are noise).
+//!   Until then a passing verdict waits, like for too few samples (an error-rate failure does not).
+//!
 //! Both groups need `min_samples` probes before a verdict (the normal approximations need samples of a few
 //! dozen); until then the analysis waits, and the engine fails it after `max_wait_ms` (no data is no proof).
 
@@ -32,6 +42,26 @@ pub const MAX_LATENCIES: usize = 4_096;
 /// Latencies each group needs before its p99 is judged (below it the p99 is nearly the maximum).
 pub const TAIL_MIN: usize = 100;
 
+/// Windows' latency summaries each group needs before they are judged.
+pub const MIN_WINDOWS: usize = 3;
+
+/// A canary whose windows' p99 (or median) is less than this above the baseline's never fails on it, µs.
+pub const WINDOW_FLOOR_US: u64 = 1_000;
+
+/// Window summaries kept per group (the oldest are dropped beyond it).
+pub const MAX_WINDOW_SUMMARIES: usize = 4_096;
+
+/// One listener's latency over one proxy health window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowLatency {
+    /// Requests timed in the window.
+    pub count: u64,
+    /// Their median, µs.
+    pub p50_us: u64,
+    /// Their 99th percentile, µs.
+    pub p99_us: u64,
+}
+
 /// The probes of one group.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Samples {
@@ -42,6 +72,9 @@ pub struct Samples {
     /// Latencies of the requests, µs (bounded).
     #[serde(default)]
     pub latencies_us: Vec<u64>,
+    /// Latency summaries of proxies' health windows (bounded; see the module's documentation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowLatency>,
 }
 
 impl Samples {
@@ -54,6 +87,24 @@ impl Samples {
             let cut = self.latencies_us.len() - MAX_LATENCIES;
             self.latencies_us.drain(..cut);
         }
+        self.add_windows(&other.windows);
+    }
+
+    /// Adds window latency summaries (those with no timed request are skipped), keeping at most
+    /// [`MAX_WINDOW_SUMMARIES`].
+    pub fn add_windows(&mut self, w: &[WindowLatency]) {
+        self.windows.extend(w.iter().filter(|w| w.count > 0));
+        if self.windows.len() > MAX_WINDOW_SUMMARIES {
+            let cut = self.windows.len() - MAX_WINDOW_SUMMARIES;
+            self.windows.drain(..cut);
+        }
+    }
+
+    /// Requests timed in the window summaries.
+    fn timed(&self) -> u64 {
+        self.windows
+            .iter()
+            .fold(0u64, |a, w| a.saturating_add(w.count))
     }
 
     fn error_rate(&self) -> f64 {
@@ -205,14 +256,48 @@ fn p99(v: &[u64]) -> u64 {
     s[(s.len() * 99).div_ceil(100) - 1]
 }
 
+/// The count-weighted median of `value` over window summaries (0 when none): the value of the window that
+/// holds the middle timed request when the windows are sorted by it.
+fn weighted_median(w: &[WindowLatency], value: impl Fn(&WindowLatency) -> u64) -> u64 {
+    let mut v: Vec<(u64, u64)> = w.iter().map(|w| (value(w), w.count)).collect();
+    v.sort_unstable();
+    let total: u64 = v.iter().fold(0u64, |a, (_, c)| a.saturating_add(*c));
+    let mut seen = 0u64;
+    for (x, c) in v {
+        seen = seen.saturating_add(c);
+        if seen.saturating_mul(2) > total {
+            return x;
+        }
+    }
+    0
+}
+
 fn summary(s: &Samples) -> GroupSummary {
+    let (p50_us, p99_us) = if s.latencies_us.is_empty() && !s.windows.is_empty() {
+        (
+            weighted_median(&s.windows, |w| w.p50_us),
+            weighted_median(&s.windows, |w| w.p99_us),
+        )
+    } else {
+        (median(&s.latencies_us), p99(&s.latencies_us))
+    };
     GroupSummary {
         requests: s.requests,
         errors: s.errors,
         error_rate: s.error_rate(),
-        p50_us: median(&s.latencies_us),
-        p99_us: p99(&s.latencies_us),
+        p50_us,
+        p99_us,
     }
+}
+
+/// Whether latency is judged on the groups' window summaries: judged, both have summaries, and neither
+/// has latencies of its own.
+fn by_windows(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> bool {
+    spec.latency
+        && canary.latencies_us.is_empty()
+        && baseline.latencies_us.is_empty()
+        && !canary.windows.is_empty()
+        && !baseline.windows.is_empty()
 }
 
 /// Judges the canary against the baseline; None while either group has fewer than `min_samples` requests.
@@ -220,6 +305,12 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
     if canary.requests < spec.min_samples || baseline.requests < spec.min_samples {
         return None;
     }
+    let windows = by_windows(spec, canary, baseline);
+    // Latency from windows waits for enough of them; an error-rate failure does not.
+    let windows_wait = windows
+        && [canary, baseline]
+            .iter()
+            .any(|s| s.windows.len() < MIN_WINDOWS || s.timed() < spec.min_samples);
     let (c, b) = (summary(canary), summary(baseline));
     let (z, p) = two_proportion_z(
         canary.errors,
@@ -277,6 +368,40 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
             }
         }
     }
+    if windows && !windows_wait {
+        let worse = |c: u64, b: u64| {
+            c as f64 > spec.latency_factor * b.max(1) as f64
+                && c.saturating_sub(b) >= WINDOW_FLOOR_US
+        };
+        let detail = || {
+            format!(
+                "over {} canary and {} baseline proxy windows, {} and {} requests timed",
+                canary.windows.len(),
+                baseline.windows.len(),
+                canary.timed(),
+                baseline.timed()
+            )
+        };
+        if worse(c.p99_us, b.p99_us) {
+            fails.push(format!(
+                "p99 latency {} µs vs baseline {} µs ({})",
+                c.p99_us,
+                b.p99_us,
+                detail()
+            ));
+        }
+        if worse(c.p50_us, b.p50_us) {
+            fails.push(format!(
+                "median latency {} µs vs baseline {} µs ({})",
+                c.p50_us,
+                b.p50_us,
+                detail()
+            ));
+        }
+    }
+    if fails.is_empty() && windows_wait {
+        return None;
+    }
     if fails.is_empty() {
         v.reason = format!(
             "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs, p99 {} µs vs {} µs",
@@ -329,7 +454,115 @@ mod tests {
             requests: n,
             errors,
             latencies_us: (0..n).map(|i| lat + i % 7).collect(),
+            windows: Vec::new(),
         }
+    }
+
+    /// Proxy windows only: `n` windows of 30 requests each (none failing), p50 and p99 per window.
+    fn windows(n: usize, p50: u64, p99: u64) -> Samples {
+        let mut s = Samples {
+            requests: 30 * n as u64,
+            ..Samples::default()
+        };
+        s.add_windows(&vec![
+            WindowLatency {
+                count: 30,
+                p50_us: p50,
+                p99_us: p99,
+            };
+            n
+        ]);
+        s
+    }
+
+    #[test]
+    fn verdicts_on_proxy_window_latency() {
+        let spec = CanarySpec::default();
+        // Same latency: passes, and the summaries are the windows' values.
+        let v = judge(&spec, &windows(4, 300, 900), &windows(4, 300, 900)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        assert_eq!((v.canary.p50_us, v.canary.p99_us), (300, 900));
+        // A canary whose p99 is 30 ms against 0.9 ms fails, named by its p99.
+        let v = judge(&spec, &windows(4, 300, 30_000), &windows(4, 300, 900)).unwrap();
+        assert!(!v.pass);
+        assert!(
+            v.reason.starts_with("p99 latency 30000 µs vs baseline 900 µs (over 4 canary and 4 baseline proxy windows, 120 and 120 requests timed)"),
+            "{}",
+            v.reason
+        );
+        // A slower median fails too.
+        let v = judge(&spec, &windows(4, 20_000, 30_000), &windows(4, 300, 900)).unwrap();
+        assert!(!v.pass);
+        assert!(v.reason.contains("median latency 20000 µs"), "{}", v.reason);
+        // Three times slower but by less than the floor: loopback noise, passes.
+        let v = judge(&spec, &windows(4, 100, 600), &windows(4, 100, 200)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        // Above the floor but within the factor: passes.
+        let v = judge(&spec, &windows(4, 300, 13_000), &windows(4, 300, 10_000)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        // One stalled window among five moves neither estimate.
+        let mut c = windows(4, 300, 900);
+        c.add(&windows(1, 50_000, 90_000));
+        let v = judge(&spec, &c, &windows(5, 300, 900)).unwrap();
+        assert!(v.pass, "{}", v.reason);
+        assert_eq!(v.canary.p99_us, 900);
+        // Too few windows (or timed requests): the verdict waits.
+        assert!(judge(&spec, &windows(2, 300, 30_000), &windows(4, 300, 900)).is_none());
+        let few = CanarySpec {
+            min_samples: 130,
+            ..CanarySpec::default()
+        };
+        let mut c = windows(4, 300, 30_000);
+        c.requests = 200;
+        let mut b = windows(4, 300, 900);
+        b.requests = 200;
+        assert!(judge(&few, &c, &b).is_none(), "120 timed requests < 130");
+        // Failing on errors does not wait for latency windows (a dead backend's errors are not timed).
+        let mut c = windows(1, 300, 900);
+        c.requests = 120;
+        c.errors = 100;
+        let v = judge(&spec, &c, &windows(4, 300, 900)).unwrap();
+        assert!(
+            !v.pass && v.reason.starts_with("error rate"),
+            "{}",
+            v.reason
+        );
+        // Latency not judged, or one group without summaries (proxies that send none): errors only.
+        let off = CanarySpec {
+            latency: false,
+            ..CanarySpec::default()
+        };
+        assert!(
+            judge(&off, &windows(4, 300, 30_000), &windows(4, 300, 900))
+                .unwrap()
+                .pass
+        );
+        let mut plain = windows(0, 0, 0);
+        plain.requests = 120;
+        assert!(judge(&spec, &windows(4, 300, 30_000), &plain).unwrap().pass);
+        // Errors are still judged next to latency.
+        let mut c = windows(4, 300, 900);
+        c.errors = 60;
+        let v = judge(&spec, &c, &windows(4, 300, 900)).unwrap();
+        assert!(!v.pass && v.reason.contains("error rate"), "{}", v.reason);
+        // Weighted median: the window holding the middle request.
+        let w = |count, p99_us| WindowLatency {
+            count,
+            p50_us: 0,
+            p99_us,
+        };
+        assert_eq!(
+            weighted_median(&[w(10, 5), w(100, 7), w(10, 900)], |w| w.p99_us),
+            7
+        );
+        assert_eq!(weighted_median(&[w(1, 5), w(3, 9)], |w| w.p99_us), 9);
+        assert_eq!(weighted_median(&[], |w| w.p99_us), 0);
+        // Summaries are bounded.
+        let mut s = Samples::default();
+        for _ in 0..3 {
+            s.add(&windows(MAX_WINDOW_SUMMARIES, 1, 1));
+        }
+        assert_eq!(s.windows.len(), MAX_WINDOW_SUMMARIES);
     }
 
     #[test]
@@ -360,6 +593,7 @@ mod tests {
                     }
                 })
                 .collect(),
+            windows: Vec::new(),
         };
         let v = judge(&spec, &tail(400, true), &tail(400, false)).unwrap();
         assert!(!v.pass, "{}", v.reason);

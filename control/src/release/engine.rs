@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::canary::{Samples, Verdict, judge};
+use super::canary::{Samples, Verdict, WindowLatency, judge};
 use super::model::*;
 use crate::center::{Center, system_user};
 use crate::error::{ControlError, ErrorCode, Result};
@@ -40,8 +40,15 @@ const WEBHOOK_QUEUE: usize = 1_024;
 /// Sample chunks with their arrival time, per (project, host, version).
 type SampleChunks = HashMap<(String, String, String), VecDeque<(u64, Samples)>>;
 
-/// Proxies' health windows per namespace path: (arrival ms, instance, releases it runs, requests, errors).
-type Windows = HashMap<String, VecDeque<(u64, String, Vec<u64>, u64, u64)>>;
+/// One proxy health window: arrival ms, instance, releases it runs, requests, errors, and its listeners'
+/// latency summaries.
+type Window = (u64, String, Vec<u64>, u64, u64, Vec<WindowLatency>);
+
+/// Proxies' health windows per namespace path.
+type Windows = HashMap<String, VecDeque<Window>>;
+
+/// Listeners' latency summaries kept per window (a proxy has a few listeners).
+const MAX_LISTENERS_PER_WINDOW: usize = 16;
 
 /// Windows kept per namespace path.
 const MAX_WINDOWS: usize = 4_096;
@@ -133,15 +140,27 @@ impl Runtime {
         }
     }
 
-    /// Adds a proxy's health window (from its report on a namespace instance path).
+    /// Adds a proxy's health window (from its report on a namespace instance path) with its listeners'
+    /// latency over the window (at most [`MAX_LISTENERS_PER_WINDOW`] of them are kept).
     pub fn add_window(
         &self,
         ns_path: &str,
         instance: &str,
         releases: &[u64],
-        requests: u64,
-        errors: u64,
+        health: crate::model::HealthWindow,
+        latency: &[crate::model::ListenerLatency],
     ) {
+        let (requests, errors) = (health.requests, health.errors);
+        let latency: Vec<WindowLatency> = latency
+            .iter()
+            .filter(|l| l.count > 0)
+            .take(MAX_LISTENERS_PER_WINDOW)
+            .map(|l| WindowLatency {
+                count: l.count,
+                p50_us: l.p50_us,
+                p99_us: l.p99_us,
+            })
+            .collect();
         let Ok(mut m) = self.windows.lock() else {
             return;
         };
@@ -158,16 +177,18 @@ impl Runtime {
             releases.to_vec(),
             requests,
             errors.min(requests),
+            latency,
         ));
     }
 
-    /// The proxies' windows on a namespace path since `since_ms`: (those running `gray`, the others).
+    /// The proxies' windows on a namespace path since `since_ms`: (those running `gray`, the others), with
+    /// their listeners' latency summaries.
     pub fn gray_samples(&self, ns_path: &str, gray: u64, since_ms: u64) -> (Samples, Samples) {
         let (mut canary, mut baseline) = (Samples::default(), Samples::default());
         if let Ok(m) = self.windows.lock()
             && let Some(q) = m.get(ns_path)
         {
-            for (at, _, releases, requests, errors) in q {
+            for (at, _, releases, requests, errors, latency) in q {
                 if *at < since_ms {
                     continue;
                 }
@@ -178,6 +199,7 @@ impl Runtime {
                 };
                 s.requests += requests;
                 s.errors += errors;
+                s.add_windows(latency);
             }
         }
         (canary, baseline)
@@ -191,11 +213,12 @@ impl Runtime {
         let mut out = Samples::default();
         let mut seen = false;
         for q in m.values() {
-            for (at, instance, _, requests, errors) in q {
+            for (at, instance, _, requests, errors, latency) in q {
                 if *at >= since_ms && hosts.iter().any(|h| h == instance) {
                     seen = true;
                     out.requests += requests;
                     out.errors += errors;
+                    out.add_windows(latency);
                 }
             }
         }
@@ -300,6 +323,7 @@ fn span_samples(c: Option<crate::trace::signals::Counts>) -> Samples {
         requests: c.requests,
         errors: c.errors,
         latencies_us: c.latencies_us,
+        windows: Vec::new(),
     });
     s
 }
@@ -571,8 +595,9 @@ impl Tx<'_> {
                         .rt
                         .samples_since(&d.project, &baseline_hosts, &prev, d.timer_ms);
                     // The proxies on the hosts (instance id = host), when there are any: their
-                    // clients' error rate must pass too; until both groups have enough requests the
-                    // verdict waits (and runs into `max_wait_ms` like the probes).
+                    // clients' error rate and, when they send it, their listeners' latency must pass
+                    // too; until both groups have enough requests (and latency windows) the verdict
+                    // waits (and runs into `max_wait_ms` like the probes).
                     let proxies = match (
                         input.rt.host_windows(&canary_hosts, d.timer_ms),
                         input.rt.host_windows(&baseline_hosts, d.timer_ms),
@@ -830,7 +855,7 @@ impl Tx<'_> {
     }
 
     /// Routing projects, step 3: the proxies on the gray release against the others, on their reported
-    /// error rate; promote or abandon.
+    /// error rate and listener latency; promote or abandon.
     fn routing_judge(&mut self, d: &mut Deployment, p: &Project, stage: &Stage, input: &StepInput) {
         let (Some(t), Some(gray)) = (p.routing(), d.gray) else {
             return;
@@ -1015,7 +1040,7 @@ pub fn tick(c: &Center) -> Result<usize> {
             log: "interrupted: the control service restarted while the gate ran".into(),
             truncated: false,
         };
-        c.mutate(&sys, |tx| tx.gate_finish(&p, &v, vec![run.clone()]))?;
+        c.mutate(&sys, |tx| tx.gate_finish(&p, &v, vec![run.clone()], None))?;
     }
     let mut n = 0;
     for id in &active {
@@ -1202,4 +1227,73 @@ pub fn last_seen(rt: &Runtime) -> BTreeMap<String, u64> {
         .lock()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HealthWindow, ListenerLatency};
+
+    fn lat(listener: &str, count: u64, p99_us: u64) -> ListenerLatency {
+        ListenerLatency {
+            listener: listener.into(),
+            count,
+            p50_us: p99_us / 3,
+            p99_us,
+            p999_us: p99_us * 2,
+        }
+    }
+
+    #[test]
+    fn proxies_windows_carry_their_listeners_latency() {
+        let rt = Runtime::new();
+        let w = |requests, errors| HealthWindow {
+            requests,
+            errors,
+            window_ms: 200,
+        };
+        let ns = "/edge/DEV/default/proxy";
+        rt.add_window(
+            ns,
+            "p1",
+            &[7, 9],
+            w(30, 40),
+            &[lat("cache", 30, 9_000), lat("idle", 0, 0)],
+        );
+        rt.add_window(ns, "p2", &[7], w(50, 1), &[lat("cache", 50, 300)]);
+        rt.add_window("/other", "p3", &[9], w(5, 0), &[]);
+        let (c, b) = rt.gray_samples(ns, 9, 0);
+        assert_eq!(
+            (c.requests, c.errors),
+            (30, 30),
+            "errors are capped by requests"
+        );
+        assert_eq!(
+            c.windows,
+            vec![WindowLatency {
+                count: 30,
+                p50_us: 3_000,
+                p99_us: 9_000
+            }],
+            "a listener with no timed request is left out"
+        );
+        assert_eq!(
+            (b.requests, b.windows.len(), b.windows[0].p99_us),
+            (50, 1, 300)
+        );
+        let h = rt.host_windows(&["p2".into(), "p3".into()], 0).unwrap();
+        assert_eq!((h.requests, h.windows.len()), (55, 1));
+        assert!(rt.host_windows(&["p4".into()], 0).is_none());
+        assert_eq!(
+            rt.gray_samples(ns, 9, now_ms() + 1_000).0,
+            Samples::default()
+        );
+        // A proxy with many listeners: bounded per window.
+        let many: Vec<ListenerLatency> = (0..40).map(|i| lat(&format!("l{i}"), 1, 10)).collect();
+        rt.add_window(ns, "p1", &[9], w(40, 0), &many);
+        assert_eq!(
+            rt.gray_samples(ns, 9, 0).0.windows.len(),
+            1 + MAX_LISTENERS_PER_WINDOW
+        );
+    }
 }

@@ -29,6 +29,7 @@ pub mod canary;
 pub mod cli;
 pub mod engine;
 pub mod gate;
+pub mod jobgate;
 pub mod model;
 pub mod ops;
 pub mod window;

@@ -831,12 +831,14 @@ impl Tx<'_> {
         Ok((v.gate, !empty))
     }
 
-    /// Records a gate's outcome (the runner, as the system user).
+    /// Records a gate's outcome (the runner, as the system user); `runner` replaces the runner's name
+    /// recorded at the start (a jobs worker's, or the local runner a gate job fell back to).
     pub fn gate_finish(
         &mut self,
         project: &str,
         version: &str,
         commands: Vec<CommandRun>,
+        runner: Option<&str>,
     ) -> Result<GateStatus> {
         let Some(mut v) = self.st.release.version(project, version).cloned() else {
             return Ok(GateStatus::Failed);
@@ -849,6 +851,9 @@ impl Tx<'_> {
         };
         v.gate.finished_ms = now_ms();
         v.gate.commands = commands;
+        if let Some(r) = runner {
+            v.gate.runner = r.to_string();
+        }
         let target = format!("release/{project}/{version}");
         self.audit(
             "release.gate.finish",
