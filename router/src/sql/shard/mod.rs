@@ -463,6 +463,8 @@ mod tests {
             max_limit_rows: 10,
             worker_id: 0,
             xa: false,
+            xa_resolve_interval: std::time::Duration::from_secs(5),
+            xa_resolve_grace: std::time::Duration::from_secs(15),
             tables,
             broadcast: Vec::new(),
             span: 0..0,
