@@ -262,6 +262,21 @@ impl Browser {
         )
     }
 
+    /// The rows of the console table matching `table` (a CSS selector) as their cells' text.
+    pub fn table_rows(&self, table: &str) -> Vec<Vec<String>> {
+        let v = self.script(
+            "return [...document.querySelectorAll(arguments[0] + ' tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));",
+            vec![json!(table)],
+        );
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Waits for the console's confirmation dialog and confirms it.
+    pub fn confirm(&self) {
+        self.find("#confirm[open]");
+        self.click("#confirm-ok");
+    }
+
     /// The window's size in CSS pixels.
     pub fn resize(&self, width: u32, height: u32) {
         self.cmd(
