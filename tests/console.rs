@@ -33,10 +33,7 @@ fn backend_requests(admin: u16, name: &str) -> u64 {
 
 #[test]
 fn the_console_operates_the_suite_in_a_real_browser() {
-    assert!(
-        webdriver::available(),
-        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
-    );
+    webdriver::require();
     let primary = testkit::RedisServer::start().expect("redis primary");
     let replica =
         testkit::RedisServer::start_with(testkit::RedisConfig::new().replica_of(primary.addr()))

@@ -41,12 +41,19 @@ fn login_shown(b: &Browser) {
     });
 }
 
+/// Logs out, then submits the password login form as `user` with `password`.
+fn relogin_with_password(b: &Browser, user: &str, password: &str) {
+    b.click("#logout");
+    login_shown(b);
+    b.click("#login-mode-password");
+    b.fill("#login-user", user);
+    b.fill("#login-password", password);
+    b.click("#login-submit");
+}
+
 #[test]
 fn console_grant_project_and_password_editors() {
-    assert!(
-        webdriver::available(),
-        "chromium and chromium-driver are required (see .ci/run)"
-    );
+    webdriver::require();
     let dir = tempfile::tempdir().unwrap();
     let control = DevControl::start(dir.path(), TOKEN);
     let (base, api) = (&control.base, &control.api);
@@ -254,12 +261,7 @@ fn console_grant_project_and_password_editors() {
     b.screenshot("43-password");
 
     // lee logs in with it, changes their own, and the new one is the one that works.
-    b.click("#logout");
-    login_shown(&b);
-    b.click("#login-mode-password");
-    b.fill("#login-user", "lee");
-    b.fill("#login-password", "lee-password-1");
-    b.click("#login-submit");
+    relogin_with_password(&b, "lee", "lee-password-1");
     b.wait_text("#who", long, |t| t.contains("lee"));
     b.goto(&format!("{base}/#/access?tab=password"));
     // Not an administrator: the user field is theirs, read-only.
@@ -282,12 +284,7 @@ fn console_grant_project_and_password_editors() {
     // Not an administrator: the grant editor's data is refused, and shown so.
     b.goto(&format!("{base}/#/access?tab=users"));
     b.wait_text("#tabpanel", long, |t| t.contains("forbidden"));
-    b.click("#logout");
-    login_shown(&b);
-    b.click("#login-mode-password");
-    b.fill("#login-user", "lee");
-    b.fill("#login-password", "lee-password-1");
-    b.click("#login-submit");
+    relogin_with_password(&b, "lee", "lee-password-1");
     b.wait_text("#login-error", long, |t| t.contains("unauthorized"));
     b.fill("#login-password", "lee-password-new");
     b.click("#login-submit");

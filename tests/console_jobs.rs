@@ -16,10 +16,7 @@ const TOKEN: &str = "console-jobs-token";
 
 #[test]
 fn console_jobs_page() {
-    assert!(
-        webdriver::available(),
-        "chromium and chromium-driver are required (see .ci/run)"
-    );
+    webdriver::require();
     let dir = tempfile::tempdir().unwrap();
     let control = DevControl::start(dir.path(), TOKEN);
     let (base, api) = (&control.base, &control.api);

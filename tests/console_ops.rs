@@ -61,10 +61,7 @@ impl Drop for Services {
 
 #[test]
 fn console_release_trace_and_access_pages_in_a_real_browser() {
-    assert!(
-        webdriver::available(),
-        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
-    );
+    webdriver::require();
     let db = testkit::MariaDb::start().expect("mariadb");
     let dir = tempfile::tempdir().expect("tempdir");
     let ports: Vec<_> = (0..3)

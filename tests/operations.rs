@@ -43,8 +43,8 @@ fn port() -> testkit::PortLease {
     testkit::reserve_port().expect("port")
 }
 
-/// A temp dir holding `furrow.toml` (from [`redis_config`]) and the ports that config uses.
-struct RedisProxy {
+/// A temp dir holding a proxy's `furrow.toml` and the ports its config uses.
+struct ProxyDir {
     dir: tempfile::TempDir,
     cfg: PathBuf,
     admin: testkit::PortLease,
@@ -52,30 +52,25 @@ struct RedisProxy {
     listen: testkit::PortLease,
 }
 
-impl RedisProxy {
-    /// Reserves the ports and writes the config of a Redis listener in front of `servers`.
-    fn new(servers: &[String], grace_ms: u32) -> Self {
+impl ProxyDir {
+    /// Reserves the admin, metrics and listener ports and writes `config(admin, metrics, listen)`.
+    fn new(config: impl FnOnce(u16, u16, u16) -> String) -> Self {
         let (admin, metrics, listen) = (port(), port(), port());
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("furrow.toml");
-        std::fs::write(
-            &cfg,
-            redis_config(
-                admin.port(),
-                metrics.port(),
-                listen.port(),
-                servers,
-                grace_ms,
-            ),
-        )
-        .expect("config");
-        RedisProxy {
+        std::fs::write(&cfg, config(admin.port(), metrics.port(), listen.port())).expect("config");
+        ProxyDir {
             dir,
             cfg,
             admin,
             metrics,
             listen,
         }
+    }
+
+    /// [`ProxyDir::new`] with the [`redis_config`] of a Redis listener in front of `servers`.
+    fn redis(servers: &[String], grace_ms: u32) -> Self {
+        Self::new(|admin, metrics, listen| redis_config(admin, metrics, listen, servers, grace_ms))
     }
 }
 
@@ -103,13 +98,13 @@ fn redis_config(
 fn health_probes_follow_the_backends() {
     let a = testkit::RedisServer::start().expect("redis");
     let mut b = testkit::RedisServer::start().expect("redis");
-    let RedisProxy {
+    let ProxyDir {
         dir,
         cfg,
         admin,
         metrics,
         listen: _listen,
-    } = RedisProxy::new(&[a.addr().to_string(), b.addr().to_string()], 1000);
+    } = ProxyDir::redis(&[a.addr().to_string(), b.addr().to_string()], 1000);
     let p = spawn_proxy(dir.path(), "furrow", &cfg, &[]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(admin.port(), &["PING"]) == "PONG"
@@ -247,13 +242,13 @@ fn handover_ms(line: &str) -> f64 {
 #[test]
 fn redis_upgrade_under_load_loses_nothing() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let RedisProxy {
+    let ProxyDir {
         dir,
         cfg,
         admin,
         metrics,
         listen,
-    } = RedisProxy::new(&[redis.addr().to_string()], 5000);
+    } = ProxyDir::redis(&[redis.addr().to_string()], 5000);
     let sock = dir.path().join("upgrade.sock");
     let sock_arg = sock.to_str().expect("utf-8 path");
     let up = ["--upgrade-socket", sock_arg];
@@ -354,19 +349,15 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     let db = testkit::MariaDb::start().expect("mariadb");
     db.sql("CREATE DATABASE ops; CREATE TABLE ops.t (id INT PRIMARY KEY)")
         .expect("schema");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        mysql_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &db.addr().to_string(),
-        ),
-    )
-    .expect("config");
+    let ProxyDir {
+        dir,
+        cfg,
+        admin,
+        metrics: _metrics,
+        listen,
+    } = ProxyDir::new(|admin, metrics, listen| {
+        mysql_config(admin, metrics, listen, &db.addr().to_string())
+    });
     let sock = dir.path().join("upgrade.sock");
     let sock_arg = sock.to_str().expect("utf-8 path");
     let up = ["--upgrade-socket", sock_arg];
@@ -474,13 +465,13 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
 #[test]
 fn sigusr1_reopens_the_json_log_file_after_rotation() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let RedisProxy {
+    let ProxyDir {
         dir,
         cfg,
         admin,
         metrics: _metrics,
         listen: _listen,
-    } = RedisProxy::new(&[redis.addr().to_string()], 1000);
+    } = ProxyDir::redis(&[redis.addr().to_string()], 1000);
     let log = dir.path().join("furrow.json.log");
     let log_arg = log.to_str().expect("utf-8 path");
     let child = Command::new(furrow_bin())
@@ -526,13 +517,13 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
 #[test]
 fn a_failed_upgrade_leaves_the_old_process_serving() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let RedisProxy {
+    let ProxyDir {
         dir,
         cfg,
         admin,
         metrics,
         listen,
-    } = RedisProxy::new(&[redis.addr().to_string()], 1000);
+    } = ProxyDir::redis(&[redis.addr().to_string()], 1000);
     let sock = dir.path().join("upgrade.sock");
     let sock_arg = sock.to_str().expect("utf-8 path");
     let up = ["--upgrade-socket", sock_arg];
@@ -610,23 +601,24 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
 fn readiness_follows_the_mysql_primary_not_its_replicas() {
     let mut primary = testkit::MariaDb::start().expect("mariadb");
     let mut replica = testkit::MariaDb::start().expect("mariadb");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
+    let ProxyDir {
+        dir,
+        cfg,
+        admin,
+        metrics,
+        listen: _listen,
+    } = ProxyDir::new(|admin, metrics, listen| {
         mysql_proxy_config(
-            admin.port(),
-            listen.port(),
+            admin,
+            listen,
             primary.addr(),
-            &format!("metrics = \"127.0.0.1:{}\"\n", metrics.port()),
+            &format!("metrics = \"127.0.0.1:{metrics}\"\n"),
             &format!(
                 "health_interval_ms = 100\nreplicas = [{{ name = \"replica\", address = \"{}\" }}]\n",
                 replica.addr()
             ),
-        ),
-    )
-    .expect("config");
+        )
+    });
     let _p = spawn_proxy(dir.path(), "furrow", &cfg, &[]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(admin.port(), &["PING"]) == "PONG"
@@ -663,13 +655,13 @@ fn readiness_follows_the_mysql_primary_not_its_replicas() {
 #[test]
 fn sigterm_with_a_drain_delay_turns_unready_first_and_keeps_serving() {
     let r = testkit::RedisServer::start().expect("redis");
-    let RedisProxy {
+    let ProxyDir {
         dir,
         cfg,
         admin: _admin,
         metrics,
         listen,
-    } = RedisProxy::new(&[r.addr().to_string()], 1000);
+    } = ProxyDir::redis(&[r.addr().to_string()], 1000);
     let mut p = spawn_proxy(dir.path(), "furrow", &cfg, &["--drain-delay-ms", "5000"]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(listen.port(), &["PING"]) == "PONG"

@@ -37,6 +37,14 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Panics, naming the packages to install, unless the browser and its driver are installed.
+pub fn require() {
+    assert!(
+        available(),
+        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
+    );
+}
+
 /// Whether the browser and its driver are installed.
 pub fn available() -> bool {
     chromium().is_some() && Path::new("/usr/bin/chromedriver").exists()
