@@ -43,35 +43,29 @@ fn port() -> testkit::PortLease {
     testkit::reserve_port().expect("port")
 }
 
-/// A temp dir holding a proxy's `furrow.toml` and the ports its config uses.
-struct ProxyDir {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    admin: testkit::PortLease,
-    metrics: testkit::PortLease,
-    listen: testkit::PortLease,
+/// A proxy's temp dir and the ports its config uses: (dir, path of its `furrow.toml`, admin,
+/// metrics, listener).
+type ProxyDir = (
+    tempfile::TempDir,
+    PathBuf,
+    testkit::PortLease,
+    testkit::PortLease,
+    testkit::PortLease,
+);
+
+/// Reserves the admin, metrics and listener ports and writes `config(admin, metrics, listen)` as
+/// `furrow.toml` in a new temp dir.
+fn proxy_dir(config: impl FnOnce(u16, u16, u16) -> String) -> ProxyDir {
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(&cfg, config(admin.port(), metrics.port(), listen.port())).expect("config");
+    (dir, cfg, admin, metrics, listen)
 }
 
-impl ProxyDir {
-    /// Reserves the admin, metrics and listener ports and writes `config(admin, metrics, listen)`.
-    fn new(config: impl FnOnce(u16, u16, u16) -> String) -> Self {
-        let (admin, metrics, listen) = (port(), port(), port());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("furrow.toml");
-        std::fs::write(&cfg, config(admin.port(), metrics.port(), listen.port())).expect("config");
-        ProxyDir {
-            dir,
-            cfg,
-            admin,
-            metrics,
-            listen,
-        }
-    }
-
-    /// [`ProxyDir::new`] with the [`redis_config`] of a Redis listener in front of `servers`.
-    fn redis(servers: &[String], grace_ms: u32) -> Self {
-        Self::new(|admin, metrics, listen| redis_config(admin, metrics, listen, servers, grace_ms))
-    }
+/// [`proxy_dir`] with the [`redis_config`] of a Redis listener in front of `servers`.
+fn redis_proxy_dir(servers: &[String], grace_ms: u32) -> ProxyDir {
+    proxy_dir(|admin, metrics, listen| redis_config(admin, metrics, listen, servers, grace_ms))
 }
 
 fn redis_config(
@@ -98,13 +92,8 @@ fn redis_config(
 fn health_probes_follow_the_backends() {
     let a = testkit::RedisServer::start().expect("redis");
     let mut b = testkit::RedisServer::start().expect("redis");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics,
-        listen: _listen,
-    } = ProxyDir::redis(&[a.addr().to_string(), b.addr().to_string()], 1000);
+    let (dir, cfg, admin, metrics, _listen) =
+        redis_proxy_dir(&[a.addr().to_string(), b.addr().to_string()], 1000);
     let p = spawn_proxy(dir.path(), "furrow", &cfg, &[]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(admin.port(), &["PING"]) == "PONG"
@@ -242,13 +231,7 @@ fn handover_ms(line: &str) -> f64 {
 #[test]
 fn redis_upgrade_under_load_loses_nothing() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics,
-        listen,
-    } = ProxyDir::redis(&[redis.addr().to_string()], 5000);
+    let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 5000);
     let sock = dir.path().join("upgrade.sock");
     let sock_arg = sock.to_str().expect("utf-8 path");
     let up = ["--upgrade-socket", sock_arg];
@@ -349,13 +332,7 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     let db = testkit::MariaDb::start().expect("mariadb");
     db.sql("CREATE DATABASE ops; CREATE TABLE ops.t (id INT PRIMARY KEY)")
         .expect("schema");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics: _metrics,
-        listen,
-    } = ProxyDir::new(|admin, metrics, listen| {
+    let (dir, cfg, admin, _metrics, listen) = proxy_dir(|admin, metrics, listen| {
         mysql_config(admin, metrics, listen, &db.addr().to_string())
     });
     let sock = dir.path().join("upgrade.sock");
@@ -465,13 +442,7 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
 #[test]
 fn sigusr1_reopens_the_json_log_file_after_rotation() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics: _metrics,
-        listen: _listen,
-    } = ProxyDir::redis(&[redis.addr().to_string()], 1000);
+    let (dir, cfg, admin, _metrics, _listen) = redis_proxy_dir(&[redis.addr().to_string()], 1000);
     let log = dir.path().join("furrow.json.log");
     let log_arg = log.to_str().expect("utf-8 path");
     let child = Command::new(furrow_bin())
@@ -517,13 +488,7 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
 #[test]
 fn a_failed_upgrade_leaves_the_old_process_serving() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics,
-        listen,
-    } = ProxyDir::redis(&[redis.addr().to_string()], 1000);
+    let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 1000);
     let sock = dir.path().join("upgrade.sock");
     let sock_arg = sock.to_str().expect("utf-8 path");
     let up = ["--upgrade-socket", sock_arg];
@@ -601,13 +566,7 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
 fn readiness_follows_the_mysql_primary_not_its_replicas() {
     let mut primary = testkit::MariaDb::start().expect("mariadb");
     let mut replica = testkit::MariaDb::start().expect("mariadb");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin,
-        metrics,
-        listen: _listen,
-    } = ProxyDir::new(|admin, metrics, listen| {
+    let (dir, cfg, admin, metrics, _listen) = proxy_dir(|admin, metrics, listen| {
         mysql_proxy_config(
             admin,
             listen,
@@ -655,13 +614,7 @@ fn readiness_follows_the_mysql_primary_not_its_replicas() {
 #[test]
 fn sigterm_with_a_drain_delay_turns_unready_first_and_keeps_serving() {
     let r = testkit::RedisServer::start().expect("redis");
-    let ProxyDir {
-        dir,
-        cfg,
-        admin: _admin,
-        metrics,
-        listen,
-    } = ProxyDir::redis(&[r.addr().to_string()], 1000);
+    let (dir, cfg, _admin, metrics, listen) = redis_proxy_dir(&[r.addr().to_string()], 1000);
     let mut p = spawn_proxy(dir.path(), "furrow", &cfg, &["--drain-delay-ms", "5000"]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(listen.port(), &["PING"]) == "PONG"
