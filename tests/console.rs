@@ -31,6 +31,17 @@ fn backend_requests(admin: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no backend {name}"))
 }
 
+/// On a proxy's page: opens the Backends tab and takes `cache/REPLICA` offline, through the
+/// confirmation dialog.
+fn take_offline(b: &Browser, replica: &str, long: Duration) {
+    b.click("#tab-backends");
+    b.wait_text("#backends-table", long, |t| t.contains(replica));
+    b.click(&format!(
+        "button[aria-label=\"Take cache/{replica} offline\"]"
+    ));
+    b.confirm();
+}
+
 #[test]
 fn the_console_operates_the_suite_in_a_real_browser() {
     webdriver::require();
@@ -274,12 +285,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.screenshot("09-proxy-overview");
 
     // Take the replica offline from the console: reads move to the primary.
-    b.click("#tab-backends");
-    b.wait_text("#backends-table", long, |t| t.contains(&r1_replica));
-    b.click(&format!(
-        "button[aria-label=\"Take cache/{r1_replica} offline\"]"
-    ));
-    b.confirm();
+    take_offline(&b, &r1_replica, long);
     b.wait_text("#backends-table", long, |t| t.contains("offline"));
     let (p0, r0) = (
         backend_requests(admin, "r1"),
@@ -426,12 +432,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.wait_text("#item-error", long, |t| t.contains("forbidden"));
     b.goto(&format!("{base}#/proxies"));
     b.click(".proxy-link");
-    b.click("#tab-backends");
-    b.wait_text("#backends-table", long, |t| t.contains(&r1_replica));
-    b.click(&format!(
-        "button[aria-label=\"Take cache/{r1_replica} offline\"]"
-    ));
-    b.confirm();
+    take_offline(&b, &r1_replica, long);
     b.wait_text("#tabpanel", long, |t| t.contains("forbidden"));
     assert!(
         !redis_cli(admin, &["SHOW", "BACKENDS"]).contains("offline"),

@@ -21,6 +21,19 @@ fn spawn_proxy(dir: &Path, name: &str, config: &Path, extra: &[&str]) -> LoggedC
     LoggedChild::proxy("info", config, extra, dir.join(format!("{name}.log")))
 }
 
+/// Starts the first proxy of an upgrade chain as `dir/old.log`, with `--upgrade-socket
+/// dir/upgrade.sock`; returns once its admin port answers and the socket exists, with the socket's path
+/// (the next processes of the chain take the same `--upgrade-socket`).
+fn spawn_upgradable(dir: &Path, cfg: &Path, admin: u16) -> (LoggedChild, PathBuf) {
+    let sock = dir.join("upgrade.sock");
+    let sock_arg = sock.to_str().expect("utf-8 path");
+    let old = spawn_proxy(dir, "old", cfg, &["--upgrade-socket", sock_arg]);
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(admin, &["PING"]) == "PONG" && sock.exists()
+    });
+    (old, sock)
+}
+
 /// `GET path` on the metrics port: (status code, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
@@ -232,13 +245,8 @@ fn handover_ms(line: &str) -> f64 {
 fn redis_upgrade_under_load_loses_nothing() {
     let redis = testkit::RedisServer::start().expect("redis");
     let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 5000);
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = spawn_proxy(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
-    });
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
@@ -335,13 +343,8 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     let (dir, cfg, admin, _metrics, listen) = proxy_dir(|admin, metrics, listen| {
         mysql_config(admin, metrics, listen, &db.addr().to_string())
     });
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = spawn_proxy(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
-    });
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     // A transaction open across the upgrade, and an idle session.
     let mut txn = mariadb_client(listen.port())
@@ -489,13 +492,8 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
 fn a_failed_upgrade_leaves_the_old_process_serving() {
     let redis = testkit::RedisServer::start().expect("redis");
     let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 1000);
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = spawn_proxy(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
-    });
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     // The new binary's config is broken: it takes the sockets, fails, and exits; nothing changes.
     let broken = dir.path().join("broken.toml");

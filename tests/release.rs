@@ -337,6 +337,17 @@ fn hooks() -> Json {
     })
 }
 
+/// Project `web` of app `shop`: the [`hooks`], a probe of `/` on each host's `PORT` every 20 ms, and
+/// `stages`.
+fn web_project(stages: Json) -> Json {
+    json!({
+        "app": "shop",
+        "hooks": hooks(),
+        "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
+        "stages": stages,
+    })
+}
+
 #[test]
 fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_back() {
     let mut c = Cluster::new();
@@ -356,20 +367,15 @@ fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_ba
     c.ok(
         "PUT",
         "/v1/release/projects/web",
-        Some(json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "dev", "hosts": ["h1"]},
-                {"name": "live", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
-                 "approval": {"approvers": ["user:lee"], "count": 1},
-                 "window": {"allow": ["* 00:00-24:00"]},
-                 // Latency is left out here: on a loaded CI machine two Python servers' medians can differ
-                 // by any factor; the latency test is covered by canary's unit tests.
-                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
-            ],
-        })),
+        Some(web_project(json!([
+            {"name": "dev", "hosts": ["h1"]},
+            {"name": "live", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
+             "approval": {"approvers": ["user:lee"], "count": 1},
+             "window": {"allow": ["* 00:00-24:00"]},
+             // Latency is left out here: on a loaded CI machine two Python servers' medians can differ
+             // by any factor; the latency test is covered by canary's unit tests.
+             "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
+        ]))),
     );
     let approve = |id: u64| {
         BlockingApi::new(&c.server(), &lee).ok(
@@ -785,15 +791,10 @@ fn release_canary_judges_the_proxies_windows_on_its_hosts() {
     c.ok(
         "PUT",
         "/v1/release/projects/web",
-        Some(json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
-                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
-            ],
-        })),
+        Some(web_project(json!([
+            {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+             "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
+        ]))),
     );
     c.add_version("web", "v1", json!({"inline": server_script("v1", false)}));
     let id = c.deploy("web", "live", "v1");
@@ -911,15 +912,10 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
         );
     }
     let project = |max_wait_ms: u64| {
-        json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
-                 "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
-            ],
-        })
+        web_project(json!([
+            {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+             "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
+        ]))
     };
     c.ok("PUT", "/v1/release/projects/web", Some(project(30_000)));
     c.add_version("web", "v1", json!({"inline": traced_script("v1", "ok")}));
