@@ -1,5 +1,7 @@
-//! Helpers for end-to-end tests of the `furrow` binary: run it as a real process on a config file,
-//! talk to it with real clients.
+//! Helpers for end-to-end tests of the `furrow` binary: run it as real processes (a proxy on a config
+//! file or a config source, `furrow control`, agents) and talk to them with real clients (`redis-cli`,
+//! `mariadb`, raw RESP and HTTP). A test that needs set-up another test already has should find it
+//! here rather than copy it; the console tests' browser is in `tests/webdriver/mod.rs`.
 
 #![allow(dead_code)]
 
