@@ -30,21 +30,30 @@ fn config(
     s
 }
 
-/// Admin, metrics and listener ports, reserved against parallel tests.
-fn leases() -> (testkit::PortLease, testkit::PortLease, testkit::PortLease) {
+/// A proxy in front of `server` (a 5 s request timeout) on ports reserved against parallel tests:
+/// (the process, its admin, metrics and listener ports).
+fn start_in_front_of(
+    server: &testkit::RedisServer,
+) -> (
+    FurrowProcess,
+    testkit::PortLease,
+    testkit::PortLease,
+    testkit::PortLease,
+) {
     let port = || testkit::reserve_port().expect("port");
-    (port(), port(), port())
+    let (admin, metrics, listen) = (port(), port(), port());
+    let p = FurrowProcess::start(
+        &config(admin.port(), metrics.port(), listen.port(), &[server], 5000),
+        admin.port(),
+    );
+    (p, admin, metrics, listen)
 }
 
 #[test]
 fn reloads_keep_connections_and_apply_to_new_requests() {
     let a = testkit::RedisServer::start().expect("redis");
     let b = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
+    let (p, admin, metrics, listen) = start_in_front_of(&a);
 
     let mut conn = resp_connect(listen.port());
     assert_eq!(resp_roundtrip(&mut conn, &["SET", "k1", "v1"]), "+OK");
@@ -83,11 +92,7 @@ fn reloads_keep_connections_and_apply_to_new_requests() {
 #[test]
 fn backend_offline_and_online_from_the_admin_port() {
     let a = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let _p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
+    let (_p, admin, metrics, listen) = start_in_front_of(&a);
     assert_eq!(redis_cli(listen.port(), &["SET", "x", "1"]), "OK");
     assert_eq!(redis_cli(admin.port(), &["BACKEND", "OFFLINE", "r0"]), "OK");
     let table = redis_cli(admin.port(), &["SHOW", "BACKENDS"]);
@@ -126,11 +131,7 @@ fn backend_offline_and_online_from_the_admin_port() {
 #[test]
 fn hot_keys_big_keys_and_command_stats_on_the_admin_port() {
     let a = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let _p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
+    let (_p, admin, metrics, listen) = start_in_front_of(&a);
     let mut conn = resp_connect(listen.port());
     assert_eq!(resp_roundtrip(&mut conn, &["SET", "hot:key", "1"]), "+OK");
     for _ in 0..400 {
