@@ -280,9 +280,14 @@ pub fn mariadb_in(port: u16, database: &str, q: &str) -> String {
 
 /// Like [`mariadb`] with extra client options (`--comments`, `-D DB`, ...) before the statement.
 pub fn mariadb_with(port: u16, opts: &[&str], q: &str) -> String {
+    mariadb_as(port, "app", "app-secret", opts, q)
+}
+
+/// Like [`mariadb_with`], logged in as `user` with `password`.
+pub fn mariadb_as(port: u16, user: &str, password: &str, opts: &[&str], q: &str) -> String {
     let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &port.to_string()])
-        .args(["-u", "app", "-papp-secret"])
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", user])
+        .arg(format!("-p{password}"))
         .args(opts)
         .args(["--batch", "--skip-column-names", "-e", q])
         .output()
