@@ -5,11 +5,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{redis_cli, wait_until};
+use common::{
+    config_generation, redis_cli, resp_connect, resp_roundtrip, spawn_config_source_proxy,
+    wait_until,
+};
 
 use common::{CONTROL_TOKEN as TOKEN, ControlCenter as Center};
 
@@ -19,22 +21,25 @@ fn proxy_config(admin: u16, grace_ms: u32) -> String {
     )
 }
 
-fn start_proxy(url: &str, dir: &std::path::Path, name: &str) -> Child {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
-    Command::new(common::furrow_bin())
-        .args(["proxy", "--config-source", url])
-        .env("FURROW_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn furrow proxy")
+/// Creates app `edge` with the private, unreviewed namespace `proxy` that the proxies read; returns
+/// the namespace's API path in `DEV`.
+fn edge_proxy_namespace(center: &Center) -> &'static str {
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    center.call(
+        "POST",
+        "/v1/apps/edge/namespaces",
+        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
+    );
+    "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy"
 }
 
-fn generation(admin: u16) -> Option<u64> {
-    let info = redis_cli(admin, &["INFO"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("config_generation:"))
-        .and_then(|v| v.trim().parse().ok())
+/// Starts a proxy on the config source `url`, its log in `dir/NAME.log`.
+fn start_proxy(url: &str, dir: &std::path::Path, name: &str) -> Child {
+    spawn_config_source_proxy(url, TOKEN, &dir.join(format!("{name}.log")))
 }
 
 #[test]
@@ -46,17 +51,7 @@ fn proxy_follows_the_configuration_center() {
     );
     let mut center = Center::start(dir.path(), cport.port());
 
-    center.call(
-        "POST",
-        "/v1/apps",
-        Some(serde_json::json!({"name": "edge"})),
-    );
-    center.call(
-        "POST",
-        "/v1/apps/edge/namespaces",
-        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
-    );
-    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let ns = edge_proxy_namespace(&center);
     let doc = |text: String, version: Option<u64>| {
         let mut v = serde_json::json!({"value": {"type": "document", "value": {"format": "toml", "text": text}}});
         if let Some(n) = version {
@@ -84,7 +79,7 @@ fn proxy_follows_the_configuration_center() {
     );
     let mut proxy = start_proxy(&url, dir.path(), "proxy1");
     wait_until(Duration::from_secs(15), || {
-        generation(admin.port()) == Some(1)
+        config_generation(admin.port()) == Some(1)
     });
     assert!(
         redis_cli(admin.port(), &["INFO"])
@@ -105,7 +100,7 @@ fn proxy_follows_the_configuration_center() {
         Some(serde_json::json!({"message": "grace 250"})),
     );
     wait_until(Duration::from_secs(10), || {
-        generation(admin.port()) == Some(2)
+        config_generation(admin.port()) == Some(2)
     });
     eprintln!(
         "publish → proxy applied in {:?} (admin polling included)",
@@ -126,7 +121,7 @@ fn proxy_follows_the_configuration_center() {
         Some(serde_json::json!({"message": "broken"})),
     );
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(generation(admin.port()), Some(2));
+    assert_eq!(config_generation(admin.port()), Some(2));
     assert!(redis_cli(admin.port(), &["SHOW", "CONFIG"]).contains("shutdown_grace_ms = 250"));
 
     // The center goes away: the proxy keeps serving its last good config.
@@ -134,14 +129,14 @@ fn proxy_follows_the_configuration_center() {
     let _ = center.child.wait();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(redis_cli(admin.port(), &["PING"]), "PONG");
-    assert_eq!(generation(admin.port()), Some(2));
+    assert_eq!(config_generation(admin.port()), Some(2));
 
     // A new proxy while the center is down starts from the local snapshot (the last good release).
     let _ = proxy.kill();
     let _ = proxy.wait();
     let mut proxy2 = start_proxy(&url, dir.path(), "proxy2");
     wait_until(Duration::from_secs(15), || {
-        generation(admin.port()) == Some(1)
+        config_generation(admin.port()) == Some(1)
     });
     let info = redis_cli(admin.port(), &["INFO"]);
     assert!(info.contains("from the local snapshot"), "{info}");
@@ -161,17 +156,7 @@ fn proxies_evaluate_rule_settings_with_their_own_context() {
         testkit::reserve_port().expect("port"),
     );
     let center = Center::start(dir.path(), cport.port());
-    center.call(
-        "POST",
-        "/v1/apps",
-        Some(serde_json::json!({"name": "edge"})),
-    );
-    center.call(
-        "POST",
-        "/v1/apps/edge/namespaces",
-        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
-    );
-    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let ns = edge_proxy_namespace(&center);
     // The document has no admin port: each instance gets its own from a rule on its id.
     center.call(
         "PUT",
@@ -221,7 +206,9 @@ fn proxies_evaluate_rule_settings_with_their_own_context() {
         "proxy-b",
     );
     for port in [admin_a.port(), admin_b.port()] {
-        wait_until(Duration::from_secs(15), || generation(port) == Some(1));
+        wait_until(Duration::from_secs(15), || {
+            config_generation(port) == Some(1)
+        });
     }
     let shown = |port: u16| redis_cli(port, &["SHOW", "CONFIG"]);
     assert!(
@@ -254,7 +241,9 @@ fn proxies_evaluate_rule_settings_with_their_own_context() {
         Some(serde_json::json!({"message": "grace 650 everywhere"})),
     );
     for port in [admin_a.port(), admin_b.port()] {
-        wait_until(Duration::from_secs(10), || generation(port) == Some(2));
+        wait_until(Duration::from_secs(10), || {
+            config_generation(port) == Some(2)
+        });
         assert!(
             shown(port).contains("shutdown_grace_ms = 650"),
             "{}",
@@ -265,22 +254,6 @@ fn proxies_evaluate_rule_settings_with_their_own_context() {
         let _ = p.kill();
         let _ = p.wait();
     }
-}
-
-/// One RESP command on an open connection; returns the first reply line.
-fn resp(
-    conn: &mut (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>),
-    args: &[&str],
-) -> String {
-    use std::io::BufRead;
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    conn.0.write_all(req.as_bytes()).expect("write");
-    let mut line = String::new();
-    conn.1.read_line(&mut line).expect("read");
-    line.trim_end().to_string()
 }
 
 /// The proxies' error metrics are the health signal of a rolling publish: a proxy that got the gray
@@ -295,17 +268,7 @@ fn proxy_error_metrics_stop_a_rolling_publish() {
         testkit::reserve_port().expect("port"),
     );
     let center = Center::start(dir.path(), cport.port());
-    center.call(
-        "POST",
-        "/v1/apps",
-        Some(serde_json::json!({"name": "edge"})),
-    );
-    center.call(
-        "POST",
-        "/v1/apps/edge/namespaces",
-        Some(serde_json::json!({"name": "proxy", "public": false, "review": false})),
-    );
-    let ns = "/v1/apps/edge/envs/DEV/clusters/default/namespaces/proxy";
+    let ns = edge_proxy_namespace(&center);
     let text = format!(
         "{}\n[[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{}\"\ngroup = \"cache\"\n\n\
          [redis_groups.cache]\ndistribution = \"ketama\"\nservers = [{{ name = \"r0\", address = \"{}\" }}]\n",
@@ -329,7 +292,7 @@ fn proxy_error_metrics_stop_a_rolling_publish() {
     );
     let mut proxy = start_proxy(&url, dir.path(), "p1");
     wait_until(Duration::from_secs(15), || {
-        generation(admin.port()) == Some(1)
+        config_generation(admin.port()) == Some(1)
     });
 
     // A rolling publish with an error-rate gate; its first batch is p1, the next would be in ten minutes.
@@ -350,7 +313,7 @@ fn proxy_error_metrics_stop_a_rolling_publish() {
         .expect("release");
     let rollout = || center.call("GET", &format!("{ns}/rollouts"), None)[0].clone();
     wait_until(Duration::from_secs(15), || {
-        generation(admin.port()) == Some(2)
+        config_generation(admin.port()) == Some(2)
     });
     let r = rollout();
     assert_eq!(
@@ -360,19 +323,12 @@ fn proxy_error_metrics_stop_a_rolling_publish() {
     );
 
     // Clients of p1 now mostly get errors (unknown commands are answered -ERR by the proxy).
-    let stream = std::net::TcpStream::connect(("127.0.0.1", listen.port())).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut conn = (
-        stream.try_clone().expect("clone"),
-        std::io::BufReader::new(stream),
-    );
+    let mut conn = resp_connect(listen.port());
     for _ in 0..10 {
-        assert_eq!(resp(&mut conn, &["SET", "k", "v"]), "+OK");
+        assert_eq!(resp_roundtrip(&mut conn, &["SET", "k", "v"]), "+OK");
     }
     for _ in 0..30 {
-        assert!(resp(&mut conn, &["NOSUCHCMD"]).starts_with("-ERR"));
+        assert!(resp_roundtrip(&mut conn, &["NOSUCHCMD"]).starts_with("-ERR"));
     }
     wait_until(Duration::from_secs(15), || rollout()["status"] == "stopped");
     let reason = rollout()["reason"].as_str().unwrap_or_default().to_string();

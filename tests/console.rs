@@ -11,80 +11,16 @@
 mod common;
 mod webdriver;
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{redis_cli, wait_until};
-use serde_json::{Value as Json, json};
+use common::{
+    ControlCenter, Process, api_call, config_generation, mariadb, redis_cli,
+    spawn_config_source_proxy, wait_until,
+};
+use serde_json::json;
 use webdriver::Browser;
 
 const TOKEN: &str = "console-admin-token";
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A bearer-token API call to the control service; panics unless 2xx.
-fn api(port: u16, token: &str, method: &str, path: &str, body: Option<Json>) -> Json {
-    let (status, text) = http(port, token, method, path, body);
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {text}"
-    );
-    serde_json::from_str(&text).unwrap_or(Json::Null)
-}
-
-fn http(port: u16, token: &str, method: &str, path: &str, body: Option<Json>) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn mariadb(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            "app",
-            "-papp-secret",
-        ])
-        .args(["--batch", "--skip-column-names", "-e", q])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The `REQUESTS` of backend `name` in `SHOW BACKENDS`.
 fn backend_requests(admin: u16, name: &str) -> u64 {
@@ -95,21 +31,20 @@ fn backend_requests(admin: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no backend {name}"))
 }
 
-/// The rows of a console table as text cells.
-fn rows(b: &Browser, table: &str) -> Vec<Vec<String>> {
-    let v = b.script(
-        "return [...document.querySelectorAll(arguments[0] + ' tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));",
-        vec![json!(table)],
-    );
-    serde_json::from_value(v).unwrap_or_default()
+/// On a proxy's page: opens the Backends tab and takes `cache/REPLICA` offline, through the
+/// confirmation dialog.
+fn take_offline(b: &Browser, replica: &str, long: Duration) {
+    b.click("#tab-backends");
+    b.wait_text("#backends-table", long, |t| t.contains(replica));
+    b.click(&format!(
+        "button[aria-label=\"Take cache/{replica} offline\"]"
+    ));
+    b.confirm();
 }
 
 #[test]
 fn the_console_operates_the_suite_in_a_real_browser() {
-    assert!(
-        webdriver::available(),
-        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
-    );
+    webdriver::require();
     let primary = testkit::RedisServer::start().expect("redis primary");
     let replica =
         testkit::RedisServer::start_with(testkit::RedisConfig::new().replica_of(primary.addr()))
@@ -126,23 +61,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         ports[3].port(),
     );
 
-    let _control = Process(
-        Command::new(common::furrow_bin())
-            .args(["control", "--listen", &format!("127.0.0.1:{cport}")])
-            .args(["--admin-token", TOKEN, "--report-ttl-s", "600"])
-            .arg("--store")
-            .arg(format!(
-                "sqlite:{}",
-                dir.path().join("control.db").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn furrow control"),
-    );
-    wait_until(Duration::from_secs(15), || {
-        http(cport, TOKEN, "GET", "/healthz", None).0 == 200
-    });
+    let _control = ControlCenter::start_with(dir.path(), cport, TOKEN, &["--report-ttl-s", "600"]);
 
     // The proxy's whole config lives in the center: a Redis listener reading from the replica, a MySQL
     // listener logging statements slower than 200 ms.
@@ -161,21 +80,21 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         testkit::APP_PASSWORD,
         db.addr(),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
         "/v1/apps",
         Some(json!({"name": "shop"})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
         "/v1/apps/shop/namespaces",
         Some(json!({"name": "proxy"})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
@@ -183,14 +102,14 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         Some(json!({"name": "flags", "review": true})),
     );
     let nsp = "/v1/apps/shop/envs/DEV/clusters/default/namespaces/proxy";
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
         &format!("{nsp}/items/config"),
         Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": config}}})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
@@ -198,14 +117,14 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         Some(json!({"message": "first config"})),
     );
     // A draft waiting for review, and a registered service.
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
         "/v1/apps/shop/envs/DEV/clusters/default/namespaces/flags/items/new_checkout",
         Some(json!({"value": {"type": "boolean", "value": true}})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
@@ -215,14 +134,14 @@ fn the_console_operates_the_suite_in_a_real_browser() {
                     "ttl_ms": 3_600_000, "dependencies": ["payments", "inventory"]}),
         ),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
         "/v1/registry/DEV/services/payments",
         Some(json!({"app": "shop", "owner": "team-pay", "docs": "Payments"})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
@@ -230,28 +149,14 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         Some(json!({"id": "orders-1", "ip": "127.0.0.1", "port": 8080, "version": "1.4.2"})),
     );
 
-    let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log");
-    let _proxy = Process(
-        Command::new(common::furrow_bin())
-            .args([
-                "proxy",
-                "--config-source",
-                &format!(
-                    "http://127.0.0.1:{cport}/shop/DEV/default/proxy?instance=proxy-1&ip=127.0.0.1&health_ms=300"
-                ),
-            ])
-            .env("FURROW_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn furrow proxy"),
-    );
-    let generation = || {
-        redis_cli(admin, &["INFO"])
-            .lines()
-            .find_map(|l| l.strip_prefix("config_generation:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let _proxy = Process(spawn_config_source_proxy(
+        &format!(
+            "http://127.0.0.1:{cport}/shop/DEV/default/proxy?instance=proxy-1&ip=127.0.0.1&health_ms=300"
+        ),
+        TOKEN,
+        &dir.path().join("proxy.log"),
+    ));
+    let generation = || config_generation(admin);
     wait_until(Duration::from_secs(20), || generation() == Some(1));
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
@@ -313,8 +218,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.fill("#publish-message", "grace from the console");
     b.screenshot("05-diff-publish");
     b.click("#publish-submit");
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    b.confirm();
     b.wait_text("#publish-result", long, |t| t.contains("Published release"));
     wait_until(long, || generation() == Some(2));
     assert!(redis_cli(admin, &["SHOW", "CONFIG"]).contains("shutdown_grace_ms = 1234"));
@@ -338,7 +242,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     // The fleet shows each proxy's own config generation, asked from its admin port.
     b.wait_text("#proxies-table", long, |t| t.contains("proxy-1"));
     wait_until(long, || {
-        rows(&b, "#proxies-table")
+        b.table_rows("#proxies-table")
             .first()
             .is_some_and(|r| r.get(5).map(String::as_str) == Some("2"))
     });
@@ -381,13 +285,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.screenshot("09-proxy-overview");
 
     // Take the replica offline from the console: reads move to the primary.
-    b.click("#tab-backends");
-    b.wait_text("#backends-table", long, |t| t.contains(&r1_replica));
-    b.click(&format!(
-        "button[aria-label=\"Take cache/{r1_replica} offline\"]"
-    ));
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    take_offline(&b, &r1_replica, long);
     b.wait_text("#backends-table", long, |t| t.contains("offline"));
     let (p0, r0) = (
         backend_requests(admin, "r1"),
@@ -407,7 +305,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.click("#tab-listeners");
     b.click("#tab-backends");
     b.wait_text("#backends-table", long, |t| t.contains("offline"));
-    let table = rows(&b, "#backends-table");
+    let table = b.table_rows("#backends-table");
     let primary_row = table
         .iter()
         .find(|r| r.get(1).map(String::as_str) == Some("r1"))
@@ -420,8 +318,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.click(&format!(
         "button[aria-label=\"Put cache/{r1_replica} online\"]"
     ));
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    b.confirm();
     wait_until(long, || {
         redis_cli(admin, &["SHOW", "BACKENDS"])
             .lines()
@@ -471,7 +368,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.resize(1280, 900);
 
     // Roll back to the first release from the Releases tab: the proxy returns to the old grace period.
-    let first = api(cport, TOKEN, "GET", &format!("{nsp}/releases"), None)["releases"]
+    let first = api_call(cport, TOKEN, "GET", &format!("{nsp}/releases"), None)["releases"]
         .as_array()
         .and_then(|r| r.last())
         .and_then(|r| r["id"].as_u64())
@@ -482,8 +379,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.click(&format!(
         "button[aria-label=\"Roll back to release {first}\"]"
     ));
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    b.confirm();
     wait_until(long, || generation() == Some(3));
     let running = redis_cli(admin, &["SHOW", "CONFIG"]);
     assert!(running.contains("shutdown_grace_ms = 100"), "{running}");
@@ -497,21 +393,21 @@ fn the_console_operates_the_suite_in_a_real_browser() {
         vec![],
     );
     assert_eq!(status, json!(401));
-    api(
+    api_call(
         cport,
         TOKEN,
         "POST",
         "/v1/users",
         Some(json!({"name": "viewer"})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
         "/v1/permissions",
         Some(json!({"subject": "user:viewer", "app": "shop", "namespace": "*", "level": "read"})),
     );
-    api(
+    api_call(
         cport,
         TOKEN,
         "PUT",
@@ -536,13 +432,7 @@ fn the_console_operates_the_suite_in_a_real_browser() {
     b.wait_text("#item-error", long, |t| t.contains("forbidden"));
     b.goto(&format!("{base}#/proxies"));
     b.click(".proxy-link");
-    b.click("#tab-backends");
-    b.wait_text("#backends-table", long, |t| t.contains(&r1_replica));
-    b.click(&format!(
-        "button[aria-label=\"Take cache/{r1_replica} offline\"]"
-    ));
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    take_offline(&b, &r1_replica, long);
     b.wait_text("#tabpanel", long, |t| t.contains("forbidden"));
     assert!(
         !redis_cli(admin, &["SHOW", "BACKENDS"]).contains("offline"),

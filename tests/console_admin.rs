@@ -8,62 +8,30 @@
 mod common;
 mod webdriver;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::furrow_bin;
-use control::client::ApiClient;
-use serde_json::{Value as Json, json};
+use common::{BlockingApi, DevControl, wait_for};
+use serde_json::json;
 use webdriver::Browser;
 
 const TOKEN: &str = "console-admin-token";
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: ApiClient,
-}
-
-impl Api {
-    fn ok(&self, method: &str, path: &str, body: Option<Json>) -> Json {
-        self.rt
-            .block_on(self.client.call(method, path, body.as_ref()))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    /// lee's grants as (app, namespace, level, export).
-    fn grants_of(&self, subject: &str) -> Vec<(String, String, String, bool)> {
-        self.ok("GET", "/v1/permissions", None)
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|g| g["subject"] == subject)
-            .map(|g| {
-                (
-                    g["app"].as_str().unwrap().to_string(),
-                    g["namespace"].as_str().unwrap().to_string(),
-                    g["level"].as_str().unwrap().to_string(),
-                    g["export"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect()
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The grants of `subject` as (app, namespace, level, export).
+fn grants_of(api: &BlockingApi, subject: &str) -> Vec<(String, String, String, bool)> {
+    api.ok("GET", "/v1/permissions", None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["subject"] == subject)
+        .map(|g| {
+            (
+                g["app"].as_str().unwrap().to_string(),
+                g["namespace"].as_str().unwrap().to_string(),
+                g["level"].as_str().unwrap().to_string(),
+                g["export"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
 }
 
 /// Waits until the login form is shown (it is hidden until the page learns there is no session).
@@ -73,52 +41,22 @@ fn login_shown(b: &Browser) {
     });
 }
 
-fn confirm(b: &Browser) {
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+/// Logs out, then submits the password login form as `user` with `password`.
+fn relogin_with_password(b: &Browser, user: &str, password: &str) {
+    b.click("#logout");
+    login_shown(b);
+    b.click("#login-mode-password");
+    b.fill("#login-user", user);
+    b.fill("#login-password", password);
+    b.click("#login-submit");
 }
 
 #[test]
 fn console_grant_project_and_password_editors() {
-    assert!(
-        webdriver::available(),
-        "chromium and chromium-driver are required (see .ci/run)"
-    );
+    webdriver::require();
     let dir = tempfile::tempdir().unwrap();
-    let port = testkit::reserve_port().unwrap();
-    let listen = format!("127.0.0.1:{}", port.port());
-    let store = format!("sqlite:{}", dir.path().join("c.db").display());
-    let _control = Process(
-        Command::new(furrow_bin())
-            .args([
-                "control",
-                "--listen",
-                &listen,
-                "--store",
-                &store,
-                "--admin-token",
-                TOKEN,
-                "--envs",
-                "DEV",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("control.log")).unwrap())
-            .spawn()
-            .expect("spawn furrow control"),
-    );
-    let base = format!("http://{listen}");
-    let api = Api {
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        client: ApiClient::new(&base, Some(TOKEN)),
-    };
-    wait_for("control", || {
-        api.rt
-            .block_on(api.client.call("GET", "/healthz", None))
-            .is_ok()
-    });
+    let control = DevControl::start(dir.path(), TOKEN);
+    let (base, api) = (&control.base, &control.api);
     api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
     api.ok(
         "POST",
@@ -153,7 +91,7 @@ fn console_grant_project_and_password_editors() {
     b.click("#confirm-ok");
     b.wait_text("#grants-table", long, |t| t.contains("release:web:live"));
     assert_eq!(
-        api.grants_of("user:lee"),
+        grants_of(api, "user:lee"),
         vec![(
             "shop".into(),
             "release:web:live".into(),
@@ -173,7 +111,7 @@ fn console_grant_project_and_password_editors() {
     assert!(q.contains("from edit to publish, with export"), "{q}");
     b.click("#confirm-ok");
     wait_for("the changed grant", || {
-        api.grants_of("user:lee")
+        grants_of(api, "user:lee")
             == vec![(
                 "shop".into(),
                 "release:web:live".into(),
@@ -192,11 +130,11 @@ fn console_grant_project_and_password_editors() {
     );
     b.fill("#grant-namespace", "*");
     b.click("#grant-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#grant-app-err", long, |t| {
         t.contains("unknown application")
     });
-    assert!(api.grants_of("role:devs").is_empty());
+    assert!(grants_of(api, "role:devs").is_empty());
 
     // Removal: cancelled first (nothing changes), then confirmed.
     let remove = r#"button[aria-label="Remove the grant of user:lee on shop/release:web:live"]"#;
@@ -208,10 +146,12 @@ fn console_grant_project_and_password_editors() {
     );
     b.click("#confirm-cancel");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(api.grants_of("user:lee").len(), 1);
+    assert_eq!(grants_of(api, "user:lee").len(), 1);
     b.click(remove);
-    confirm(&b);
-    wait_for("the grant removed", || api.grants_of("user:lee").is_empty());
+    b.confirm();
+    wait_for("the grant removed", || {
+        grants_of(api, "user:lee").is_empty()
+    });
     b.wait_text("#grants-table", long, |t| t.contains("No grant"));
     let audit = api.ok("GET", "/v1/audit?target=user:lee&limit=20", None);
     assert_eq!(
@@ -239,7 +179,7 @@ fn console_grant_project_and_password_editors() {
         r#"[{"name": "live", "hosts": ["h1", "h2"], "window": {"allow": ["funday 09:00-10:00"]}}]"#,
     );
     b.click("#project-submit");
-    confirm(&b);
+    b.confirm();
     let err = b.wait_text("#project-stages-err", long, |t| !t.is_empty());
     assert!(err.contains("stages/0/window/allow/0"), "{err}");
     b.screenshot("41-project-editor-error");
@@ -248,7 +188,7 @@ fn console_grant_project_and_password_editors() {
         r#"[{"name": "dev", "hosts": ["d1"]}, {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"], "canary": {"min_samples": 40, "trace_service": "web-api"}}]"#,
     );
     b.click("#project-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#project-title", long, |t| t.contains("web (shop)"));
     let p = api.ok("GET", "/v1/release/projects/web", None)["project"].clone();
     assert_eq!(p["gate"]["commands"], json!(["true", "echo gate-ran"]));
@@ -269,7 +209,7 @@ fn console_grant_project_and_password_editors() {
     b.fill("#project-repo", repo);
     b.fill("#project-webhooks", "http://127.0.0.1:9/hook");
     b.click("#project-submit");
-    confirm(&b);
+    b.confirm();
     wait_for("the edited project", || {
         let p = api.ok("GET", "/v1/release/projects/web", None)["project"].clone();
         p["repo"] == repo && p["webhooks"] == json!(["http://127.0.0.1:9/hook"])
@@ -285,7 +225,7 @@ fn console_grant_project_and_password_editors() {
     b.fill("#version-inline", "echo hello");
     b.fill("#version-revision", "abc123");
     b.click("#version-submit");
-    confirm(&b);
+    b.confirm();
     wait_for("the gate", || {
         api.rt
             .block_on(
@@ -303,7 +243,7 @@ fn console_grant_project_and_password_editors() {
     b.fill("#version-name", "1.0.0");
     b.fill("#version-inline", "echo again");
     b.click("#version-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#version-error", long, |t| t.contains("exists"));
     b.screenshot("42-version-form");
 
@@ -316,17 +256,12 @@ fn console_grant_project_and_password_editors() {
     b.wait_text("#password-again-err", long, |t| t.contains("differ"));
     b.fill("#password-again", "lee-password-1");
     b.click("#password-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#password-result", long, |t| t.contains("was changed"));
     b.screenshot("43-password");
 
     // lee logs in with it, changes their own, and the new one is the one that works.
-    b.click("#logout");
-    login_shown(&b);
-    b.click("#login-mode-password");
-    b.fill("#login-user", "lee");
-    b.fill("#login-password", "lee-password-1");
-    b.click("#login-submit");
+    relogin_with_password(&b, "lee", "lee-password-1");
     b.wait_text("#who", long, |t| t.contains("lee"));
     b.goto(&format!("{base}/#/access?tab=password"));
     // Not an administrator: the user field is theirs, read-only.
@@ -339,22 +274,17 @@ fn console_grant_project_and_password_editors() {
     b.fill("#password-new", "short");
     b.fill("#password-again", "short");
     b.click("#password-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#password-result", long, |t| t.contains("bad_request"));
     b.fill("#password-new", "lee-password-new");
     b.fill("#password-again", "lee-password-new");
     b.click("#password-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#password-result", long, |t| t.contains("was changed"));
     // Not an administrator: the grant editor's data is refused, and shown so.
     b.goto(&format!("{base}/#/access?tab=users"));
     b.wait_text("#tabpanel", long, |t| t.contains("forbidden"));
-    b.click("#logout");
-    login_shown(&b);
-    b.click("#login-mode-password");
-    b.fill("#login-user", "lee");
-    b.fill("#login-password", "lee-password-1");
-    b.click("#login-submit");
+    relogin_with_password(&b, "lee", "lee-password-1");
     b.wait_text("#login-error", long, |t| t.contains("unauthorized"));
     b.fill("#login-password", "lee-password-new");
     b.click("#login-submit");

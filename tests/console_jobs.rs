@@ -5,93 +5,27 @@
 mod common;
 mod webdriver;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::furrow_bin;
-use control::client::ApiClient;
-use serde_json::{Value as Json, json};
+use common::{DevControl, Process, furrow_bin, wait_for};
+use serde_json::json;
 use webdriver::Browser;
 
 const TOKEN: &str = "console-jobs-token";
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: ApiClient,
-}
-
-impl Api {
-    fn ok(&self, method: &str, path: &str, body: Option<Json>) -> Json {
-        self.rt
-            .block_on(self.client.call(method, path, body.as_ref()))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn console_jobs_page() {
-    assert!(
-        webdriver::available(),
-        "chromium and chromium-driver are required (see .ci/run)"
-    );
+    webdriver::require();
     let dir = tempfile::tempdir().unwrap();
-    let port = testkit::reserve_port().unwrap();
-    let listen = format!("127.0.0.1:{}", port.port());
-    let store = format!("sqlite:{}", dir.path().join("c.db").display());
-    let _control = Process(
-        Command::new(furrow_bin())
-            .args([
-                "control",
-                "--listen",
-                &listen,
-                "--store",
-                &store,
-                "--admin-token",
-                TOKEN,
-                "--envs",
-                "DEV",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("control.log")).unwrap())
-            .spawn()
-            .expect("spawn furrow control"),
-    );
-    let base = format!("http://{listen}");
-    let api = Api {
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        client: ApiClient::new(&base, Some(TOKEN)),
-    };
-    wait_for("control", || {
-        api.rt
-            .block_on(api.client.call("GET", "/healthz", None))
-            .is_ok()
-    });
+    let control = DevControl::start(dir.path(), TOKEN);
+    let (base, api) = (&control.base, &control.api);
     let _worker = Process(
         Command::new(furrow_bin())
             .args([
                 "worker",
                 "--server",
-                &base,
+                base,
                 "--token",
                 TOKEN,
                 "--id",
@@ -145,8 +79,7 @@ fn console_jobs_page() {
         t.contains("manual") && t.contains("ok")
     });
     b.click("#job-trigger");
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    b.confirm();
     wait_for("a second run", || {
         api.ok("GET", "/v1/jobs/DEV/extract/runs", None)
             .as_array()
@@ -163,8 +96,7 @@ fn console_jobs_page() {
     b.screenshot("21-job-run");
 
     b.click("#job-pause");
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
+    b.confirm();
     wait_for("paused", || {
         api.ok("GET", "/v1/jobs/DEV/extract", None)["paused"] == true
     });

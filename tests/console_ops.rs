@@ -15,62 +15,15 @@
 mod common;
 mod webdriver;
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{CONTROL_TOKEN, ControlCenter, FurrowProcess, furrow_bin, wait_until};
+use common::{
+    CONTROL_TOKEN, ControlCenter, FurrowProcess, Process, api_call, bearer_json, mariadb_with,
+    spawn_agent, wait_until,
+};
 use serde_json::{Value as Json, json};
 use webdriver::Browser;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An API call with `token`; (status, JSON body).
-fn http(port: u16, token: &str, method: &str, path: &str, body: Option<Json>) -> (u16, Json) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, Json::Null);
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, Json::Null);
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let text = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(text).unwrap_or(Json::Null))
-}
-
-fn ok(port: u16, token: &str, method: &str, path: &str, body: Option<Json>) -> Json {
-    let (status, j) = http(port, token, method, path, body);
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {j}"
-    );
-    j
-}
-
-/// The rows of a console table as text cells.
-fn rows(b: &Browser, table: &str) -> Vec<Vec<String>> {
-    let v = b.script(
-        "return [...document.querySelectorAll(arguments[0] + ' tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));",
-        vec![json!(table)],
-    );
-    serde_json::from_value(v).unwrap_or_default()
-}
 
 /// The released service of the canary step: answers 200 on every path, or (broken) 500 everywhere but
 /// `/health`, so only canary analysis can catch it.
@@ -106,17 +59,9 @@ impl Drop for Services {
     }
 }
 
-fn confirm(b: &Browser) {
-    b.find("#confirm[open]");
-    b.click("#confirm-ok");
-}
-
 #[test]
 fn console_release_trace_and_access_pages_in_a_real_browser() {
-    assert!(
-        webdriver::available(),
-        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
-    );
+    webdriver::require();
     let db = testkit::MariaDb::start().expect("mariadb");
     let dir = tempfile::tempdir().expect("tempdir");
     let ports: Vec<_> = (0..3)
@@ -126,8 +71,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     let control = ControlCenter::start(dir.path(), cport);
     let base = format!("http://127.0.0.1:{cport}/");
     let long = Duration::from_secs(20);
-    let api =
-        |method: &str, path: &str, body: Option<Json>| ok(cport, CONTROL_TOKEN, method, path, body);
+    let api = |method: &str, path: &str, body: Option<Json>| control.call(method, path, body);
 
     // --- Releases: a project with dev and an approved live stage, one real agent on host h1. ---
     api("POST", "/v1/apps", Some(json!({"name": "shop"})));
@@ -175,28 +119,18 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         assert_eq!(g["status"], "passed", "{g}");
     }
     let agent_dir = dir.path().join("agent");
-    let _agent = Process(
-        Command::new(furrow_bin())
-            .args(["agent", "--server", &format!("http://127.0.0.1:{cport}")])
-            .args([
-                "--token",
-                CONTROL_TOKEN,
-                "--host",
-                "h1",
-                "--poll-ms",
-                "2000",
-            ])
-            .arg("--dir")
-            .arg(&agent_dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("log"))
-            .spawn()
-            .expect("spawn furrow agent"),
-    );
+    let _agent = Process(spawn_agent(
+        &format!("http://127.0.0.1:{cport}"),
+        CONTROL_TOKEN,
+        "h1",
+        &agent_dir,
+        &["--poll-ms", "2000"],
+        &dir.path().join("agent.log"),
+    ));
     let state =
         |id: &Json| api("GET", &format!("/v1/release/deployments/{id}"), None)["state"].clone();
     let deploy = |token: &str, stage: &str, body: Json| {
-        ok(
+        api_call(
             cport,
             token,
             "POST",
@@ -247,28 +181,19 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     for (host, port) in [("h2", &service_ports[0]), ("h3", &service_ports[1])] {
         let d = dir.path().join(format!("agent-{host}"));
         pids.push(d.join("api/pid"));
-        agents.push(Process(
-            Command::new(furrow_bin())
-                .args(["agent", "--server", &format!("http://127.0.0.1:{cport}")])
-                .args([
-                    "--token",
-                    CONTROL_TOKEN,
-                    "--host",
-                    host,
-                    "--poll-ms",
-                    "2000",
-                ])
-                .args(["--var", &format!("PORT={}", port.port())])
-                .arg("--dir")
-                .arg(&d)
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(dir.path().join(format!("agent-{host}.log")))
-                        .expect("log"),
-                )
-                .spawn()
-                .expect("spawn furrow agent"),
-        ));
+        agents.push(Process(spawn_agent(
+            &format!("http://127.0.0.1:{cport}"),
+            CONTROL_TOKEN,
+            host,
+            &d,
+            &[
+                "--poll-ms",
+                "2000",
+                "--var",
+                &format!("PORT={}", port.port()),
+            ],
+            &dir.path().join(format!("agent-{host}.log")),
+        )));
     }
     let _services = Services(pids);
     let api_deploy = |v: &str| {
@@ -313,26 +238,10 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let out = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &sql.to_string(),
-            "-u",
-            "app",
-            "-papp-secret",
-        ])
-        .args(["--comments", "--batch", "--skip-column-names", "-e"])
-        .arg(format!(
-            "SELECT SLEEP(0.05), 'checkout' /*traceparent='00-{trace}-{app_span}-01'*/"
-        ))
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    mariadb_with(
+        sql,
+        &["--comments"],
+        &format!("SELECT SLEEP(0.05), 'checkout' /*traceparent='00-{trace}-{app_span}-01'*/"),
     );
     // The application's own span (600 ms: slow, so the tail sampler keeps the trace).
     api(
@@ -347,7 +256,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
                 "attributes": [{"key": "http.route", "value": {"stringValue": "/checkout"}}]}]}]}]})),
     );
     wait_until(long, || {
-        http(
+        bearer_json(
             cport,
             CONTROL_TOKEN,
             "GET",
@@ -376,7 +285,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         t.starts_with("Releases\n") && !t.contains("Environment")
     });
     // Columns: project, application, then the stages of every project (prod, dev, live).
-    let pipeline = rows(&b, "#pipelines-table");
+    let pipeline = b.table_rows("#pipelines-table");
     assert_eq!(pipeline[0], ["api", "shop", "v1", "", ""], "{pipeline:?}");
     assert_eq!(pipeline[1], ["web", "shop", "", "v2", "—"], "{pipeline:?}");
     b.wait_text("#active-table", long, |t| {
@@ -393,7 +302,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         t.contains("awaiting approval") && t.contains("approvals: none")
     });
     b.click("#deployment-approve");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#deployment-detail", long, |t| {
         t.contains("succeeded") && t.contains("approvals: admin")
     });
@@ -409,7 +318,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.goto(&format!("{base}#/releases?deployment={api2}"));
     b.wait_text("#deployment-detail", long, |t| t.contains("rolled back"));
     let verdict = b.wait_text("#canary-verdict", long, |t| t.contains("fail"));
-    let groups = rows(&b, "#canary-table");
+    let groups = b.table_rows("#canary-table");
     assert_eq!(groups.len(), 2, "{groups:?}");
     assert_eq!(groups[0][0], "canary");
     assert_eq!(
@@ -435,7 +344,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.choose("#deploy-version", "v1");
     b.screenshot("32-release-project");
     b.click("#deploy-submit");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#deployment-detail", long, |t| {
         t.contains("rollback") && t.contains("succeeded") && t.contains("→ dev")
     });
@@ -460,7 +369,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         t.contains("awaiting approval")
     });
     b.click("#deployment-cancel");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#deployment-detail", long, |t| t.contains("cancelled"));
     assert_eq!(state(&live2), "cancelled");
     b.goto(&format!("{base}#/releases"));
@@ -479,7 +388,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.wait_text("#spans-table", long, |t| {
         t.contains("checkout") && t.contains("SELECT SLEEP")
     });
-    let spans = rows(&b, "#spans-table");
+    let spans = b.table_rows("#spans-table");
     assert_eq!(spans.len(), 2, "{spans:?}");
     assert_eq!(spans[0][1], "shop");
     assert!(spans[1][0].starts_with("· SELECT SLEEP"), "{spans:?}");
@@ -498,7 +407,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.screenshot("34-trace-waterfall");
     b.goto(&format!("{base}#/traces?tab=dependencies"));
     b.wait_text("#deps-table", long, |t| t.contains("mysql:primary"));
-    let edges = rows(&b, "#deps-table");
+    let edges = b.table_rows("#deps-table");
     assert!(
         edges
             .iter()
@@ -525,7 +434,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.wait_text("#slowest-table", long, |t| {
         t.contains("SELECT SLEEP") && t.contains(trace)
     });
-    let ops = rows(&b, "#slowest-table");
+    let ops = b.table_rows("#slowest-table");
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert_eq!(
         (ops[0][1].as_str(), ops[0][2].as_str()),
@@ -574,7 +483,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
     b.wait_text("#audit-table", long, |t| {
         !t.contains("release.deploy.cancel")
     });
-    let audit = rows(&b, "#audit-table");
+    let audit = b.table_rows("#audit-table");
     assert!(
         !audit.is_empty()
             && audit
@@ -609,7 +518,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         .wait_text("#new-token-secret", long, |t| t.trim().len() >= 16)
         .trim()
         .to_string();
-    let (status, who) = http(cport, &secret, "GET", "/v1/whoami", None);
+    let (status, who) = bearer_json(cport, &secret, "GET", "/v1/whoami", None);
     assert_eq!((status, who["name"].as_str()), (200, Some("ops")), "{who}");
     b.screenshot("38-token-created");
     let id = api("GET", "/v1/tokens", None)
@@ -621,9 +530,9 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         .expect("the new token is listed");
     b.goto(&format!("{base}#/access?tab=tokens&after=create"));
     b.click(&format!("button[aria-label='Revoke token {id} of ops']"));
-    confirm(&b);
+    b.confirm();
     wait_until(long, || {
-        http(cport, &secret, "GET", "/v1/whoami", None).0 == 401
+        bearer_json(cport, &secret, "GET", "/v1/whoami", None).0 == 401
     });
     b.wait_text("#tokens-table", long, |t| {
         !t.contains("made in the console")
@@ -643,7 +552,7 @@ fn console_release_trace_and_access_pages_in_a_real_browser() {
         t.contains("awaiting approval")
     });
     b.click("#deployment-approve");
-    confirm(&b);
+    b.confirm();
     b.wait_text("#deployment-detail", long, |t| {
         t.contains("forbidden: the one who started a deployment cannot approve it")
     });

@@ -5,42 +5,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{CONTROL_TOKEN, ControlCenter, redis_cli, wait_until};
+use common::{
+    CONTROL_TOKEN, ControlCenter, Process, mariadb_in, mysql_proxy_config, redis_cli,
+    spawn_config_source_proxy, wait_until,
+};
 use serde_json::json;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mariadb(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
-        .args([
-            "-papp-secret",
-            "-D",
-            "shop",
-            "--batch",
-            "--skip-column-names",
-            "-e",
-            q,
-        ])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 #[test]
 fn the_center_merges_every_proxys_digests_and_advice() {
@@ -61,15 +32,7 @@ fn the_center_merges_every_proxys_digests_and_advice() {
     let mut sql_ports = Vec::new();
     for (i, name) in ["proxy-a", "proxy-b"].iter().enumerate() {
         let (admin, sql) = (ports[1 + 2 * i].port(), ports[2 + 2 * i].port());
-        let config = format!(
-            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\nshutdown_grace_ms = 100\n\n\
-             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{sql}\"\ngroup = \"main\"\n\n\
-             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
-             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
-            testkit::APP_USER,
-            testkit::APP_PASSWORD,
-            db.addr(),
-        );
+        let config = mysql_proxy_config(admin, sql, db.addr(), "shutdown_grace_ms = 100\n", "");
         center.call(
             "POST",
             "/v1/apps/shop/namespaces",
@@ -88,23 +51,14 @@ fn the_center_merges_every_proxys_digests_and_advice() {
             &format!("{nsp}/publish"),
             Some(json!({"message": "proxy config"})),
         );
-        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
-        proxies.push(Process(
-            Command::new(common::furrow_bin())
-                .args([
-                    "proxy",
-                    "--config-source",
-                    &format!(
-                        "http://127.0.0.1:{}/shop/DEV/default/{name}?instance={name}&ip=127.0.0.1",
-                        ports[0].port()
-                    ),
-                ])
-                .env("FURROW_TOKEN", CONTROL_TOKEN)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn furrow proxy"),
-        ));
+        proxies.push(Process(spawn_config_source_proxy(
+            &format!(
+                "http://127.0.0.1:{}/shop/DEV/default/{name}?instance={name}&ip=127.0.0.1",
+                ports[0].port()
+            ),
+            CONTROL_TOKEN,
+            &dir.path().join(format!("{name}.log")),
+        )));
         wait_until(Duration::from_secs(20), || {
             redis_cli(admin, &["PING"]) == "PONG"
         });
@@ -114,7 +68,11 @@ fn the_center_merges_every_proxys_digests_and_advice() {
     for (port, n) in [(sql_ports[0], 3), (sql_ports[1], 5)] {
         for i in 0..n {
             assert_eq!(
-                mariadb(port, &format!("SELECT COUNT(*) FROM items WHERE sku = {i}")),
+                mariadb_in(
+                    port,
+                    "shop",
+                    &format!("SELECT COUNT(*) FROM items WHERE sku = {i}")
+                ),
                 "50"
             );
         }

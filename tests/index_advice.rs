@@ -6,34 +6,10 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{FurrowProcess, redis_cli};
+use common::{FurrowProcess, mariadb_in, mysql_proxy_config, redis_cli};
 
 const SLOW: &str =
     "SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'new' ORDER BY created_at";
-
-fn through_proxy(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
-        .args([
-            "-papp-secret",
-            "-D",
-            "shop",
-            "--batch",
-            "--skip-column-names",
-            "-e",
-            q,
-        ])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// `ANALYZE` of the statement on the server: (access type, key), and the rows the server read to
 /// answer it (the session's `Handler_read_*` counters, summed).
@@ -90,32 +66,27 @@ fn advice_turns_a_full_scan_into_an_index_lookup() {
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
     );
-    let cfg = format!(
-        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\n\n\
-         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
-         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
-         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
-        admin.port(),
-        listen.port(),
-        testkit::APP_USER,
-        testkit::APP_PASSWORD,
-        db.addr(),
-    );
+    let cfg = mysql_proxy_config(admin.port(), listen.port(), db.addr(), "", "");
     let _p = FurrowProcess::start(&cfg, admin.port());
 
-    let expected = through_proxy(listen.port(), SLOW);
+    let expected = mariadb_in(listen.port(), "shop", SLOW);
     // Customer 42's orders are rows 42 + 2000k (k < 10); those with k a multiple of 3 are new.
     assert_eq!(expected.lines().count(), 4, "{expected}");
     for _ in 0..4 {
-        assert_eq!(through_proxy(listen.port(), SLOW), expected);
+        assert_eq!(mariadb_in(listen.port(), "shop", SLOW), expected);
     }
     // A statement the primary key serves, and one advice cannot read.
     assert_eq!(
-        through_proxy(listen.port(), "SELECT name FROM customers WHERE id = 7"),
+        mariadb_in(
+            listen.port(),
+            "shop",
+            "SELECT name FROM customers WHERE id = 7"
+        ),
         "c7"
     );
-    through_proxy(
+    mariadb_in(
         listen.port(),
+        "shop",
         "SELECT COUNT(*) FROM orders WHERE total = 1 OR total = 2",
     );
 
@@ -151,7 +122,7 @@ fn advice_turns_a_full_scan_into_an_index_lookup() {
     // A full scan reads every row; the index reads the 4 matching entries (and one to see the end).
     assert!(before.2 >= 20_000 && after.2 <= 10, "{before:?} {after:?}");
     // Same answer, and the advice is not repeated once the index exists.
-    assert_eq!(through_proxy(listen.port(), SLOW), expected);
+    assert_eq!(mariadb_in(listen.port(), "shop", SLOW), expected);
     let again = redis_cli(admin.port(), &["INDEX", "ADVICE", "10"]);
     assert!(advice_line(&again, "shop.orders").is_none(), "{again}");
     assert!(!again.contains("ADD INDEX"), "{again}");

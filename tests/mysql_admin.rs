@@ -3,32 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{FurrowProcess, redis_cli, wait_until};
-
-fn mariadb(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            "app",
-            "-papp-secret",
-        ])
-        .args(["--batch", "--skip-column-names", "-e", q])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{FurrowProcess, mariadb, mysql_proxy_config, redis_cli, wait_until};
 
 #[test]
 fn digests_slow_log_pools_and_audit_on_the_admin_port() {
@@ -40,19 +17,15 @@ fn digests_slow_log_pools_and_audit_on_the_admin_port() {
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
     );
-    let cfg = format!(
-        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
-         [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
-         [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\
-         slow_query_ms = 60000\naudit_log = \"{}\"\n\n\
-         [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+    let cfg = mysql_proxy_config(
         admin.port(),
-        metrics.port(),
         listen.port(),
-        testkit::APP_USER,
-        testkit::APP_PASSWORD,
         db.addr(),
-        audit.display()
+        &format!("metrics = \"127.0.0.1:{}\"\n", metrics.port()),
+        &format!(
+            "slow_query_ms = 60000\naudit_log = \"{}\"\n",
+            audit.display()
+        ),
     );
     let _p = FurrowProcess::start(&cfg, admin.port());
     for i in 0..5 {

@@ -9,65 +9,29 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{furrow_bin, redis_cli, wait_until};
+use common::{LoggedChild, furrow_bin, mysql_proxy_config, redis_cli, wait_until};
 
-/// A `furrow proxy` process with extra arguments; killed on drop.
-struct Proxy {
-    child: Option<Child>,
-    log: PathBuf,
+/// Starts `furrow --log info proxy --config CONFIG EXTRA...`, its log in `dir/NAME.log`.
+fn spawn_proxy(dir: &Path, name: &str, config: &Path, extra: &[&str]) -> LoggedChild {
+    LoggedChild::proxy("info", config, extra, dir.join(format!("{name}.log")))
 }
 
-impl Proxy {
-    fn spawn(dir: &Path, name: &str, config: &Path, extra: &[&str]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(furrow_bin())
-            .args(["--log", "info", "proxy", "--config"])
-            .arg(config)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn furrow");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                self.child = None;
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "furrow did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts the first proxy of an upgrade chain as `dir/old.log`, with `--upgrade-socket
+/// dir/upgrade.sock`; returns once its admin port answers and the socket exists, with the socket's path
+/// (the next processes of the chain take the same `--upgrade-socket`).
+fn spawn_upgradable(dir: &Path, cfg: &Path, admin: u16) -> (LoggedChild, PathBuf) {
+    let sock = dir.join("upgrade.sock");
+    let sock_arg = sock.to_str().expect("utf-8 path");
+    let old = spawn_proxy(dir, "old", cfg, &["--upgrade-socket", sock_arg]);
+    wait_until(Duration::from_secs(15), || {
+        redis_cli(admin, &["PING"]) == "PONG" && sock.exists()
+    });
+    (old, sock)
 }
 
 /// `GET path` on the metrics port: (status code, body).
@@ -90,6 +54,31 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 
 fn port() -> testkit::PortLease {
     testkit::reserve_port().expect("port")
+}
+
+/// A proxy's temp dir and the ports its config uses: (dir, path of its `furrow.toml`, admin,
+/// metrics, listener).
+type ProxyDir = (
+    tempfile::TempDir,
+    PathBuf,
+    testkit::PortLease,
+    testkit::PortLease,
+    testkit::PortLease,
+);
+
+/// Reserves the admin, metrics and listener ports and writes `config(admin, metrics, listen)` as
+/// `furrow.toml` in a new temp dir.
+fn proxy_dir(config: impl FnOnce(u16, u16, u16) -> String) -> ProxyDir {
+    let (admin, metrics, listen) = (port(), port(), port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("furrow.toml");
+    std::fs::write(&cfg, config(admin.port(), metrics.port(), listen.port())).expect("config");
+    (dir, cfg, admin, metrics, listen)
+}
+
+/// [`proxy_dir`] with the [`redis_config`] of a Redis listener in front of `servers`.
+fn redis_proxy_dir(servers: &[String], grace_ms: u32) -> ProxyDir {
+    proxy_dir(|admin, metrics, listen| redis_config(admin, metrics, listen, servers, grace_ms))
 }
 
 fn redis_config(
@@ -116,21 +105,9 @@ fn redis_config(
 fn health_probes_follow_the_backends() {
     let a = testkit::RedisServer::start().expect("redis");
     let mut b = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        redis_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &[a.addr().to_string(), b.addr().to_string()],
-            1000,
-        ),
-    )
-    .expect("config");
-    let p = Proxy::spawn(dir.path(), "furrow", &cfg, &[]);
+    let (dir, cfg, admin, metrics, _listen) =
+        redis_proxy_dir(&[a.addr().to_string(), b.addr().to_string()], 1000);
+    let p = spawn_proxy(dir.path(), "furrow", &cfg, &[]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(admin.port(), &["PING"]) == "PONG"
     });
@@ -229,7 +206,7 @@ fn redis_loop(port: u16, id: usize, stop: Arc<AtomicBool>, load: Arc<Load>) {
 }
 
 /// Waits for `needle` in a process's log; returns the line.
-fn wait_log(p: &Proxy, needle: &str) -> String {
+fn wait_log(p: &LoggedChild, needle: &str) -> String {
     let mut line = String::new();
     wait_until(Duration::from_secs(20), || {
         match p.log().lines().find(|l| l.contains(needle)) {
@@ -267,27 +244,9 @@ fn handover_ms(line: &str) -> f64 {
 #[test]
 fn redis_upgrade_under_load_loses_nothing() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        redis_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &[redis.addr().to_string()],
-            5000,
-        ),
-    )
-    .expect("config");
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = Proxy::spawn(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
-    });
+    let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 5000);
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
@@ -311,7 +270,7 @@ fn redis_upgrade_under_load_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let before = load.ok.load(Relaxed);
 
-    let new = Proxy::spawn(dir.path(), "new", &cfg, &up);
+    let new = spawn_proxy(dir.path(), "new", &cfg, &up);
     let line = wait_log(&new, "took the sockets over");
     let ms = handover_ms(&line);
     eprintln!("hand-over time under load: {ms:.2} ms");
@@ -346,7 +305,7 @@ fn redis_upgrade_under_load_loses_nothing() {
 
     // And it serves the upgrade socket in turn: a third process takes over from the second.
     let mut second = new;
-    let third = Proxy::spawn(dir.path(), "third", &cfg, &up);
+    let third = spawn_proxy(dir.path(), "third", &cfg, &up);
     wait_log(&third, "took the sockets over");
     assert!(second.wait_exit(Duration::from_secs(15)).success());
     assert_eq!(redis_cli(listen.port(), &["SET", "after", "1"]), "OK");
@@ -355,18 +314,12 @@ fn redis_upgrade_under_load_loses_nothing() {
 
 /// A MySQL listener `db` in front of one server, user `app`, with a 30 s drain grace.
 fn mysql_config(admin: u16, metrics: u16, listen: u16, db: &str) -> String {
-    format!(
-        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\
-             shutdown_grace_ms = 30000\n\n\
-             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
-             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"primary\", address = \"{}\" }}\n\n\
-             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
+    mysql_proxy_config(
         admin,
-        metrics,
         listen,
-        testkit::APP_USER,
-        testkit::APP_PASSWORD,
-        db
+        db,
+        &format!("metrics = \"127.0.0.1:{metrics}\"\nshutdown_grace_ms = 30000\n"),
+        "",
     )
 }
 
@@ -387,26 +340,11 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     let db = testkit::MariaDb::start().expect("mariadb");
     db.sql("CREATE DATABASE ops; CREATE TABLE ops.t (id INT PRIMARY KEY)")
         .expect("schema");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        mysql_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &db.addr().to_string(),
-        ),
-    )
-    .expect("config");
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = Proxy::spawn(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
+    let (dir, cfg, admin, _metrics, listen) = proxy_dir(|admin, metrics, listen| {
+        mysql_config(admin, metrics, listen, &db.addr().to_string())
     });
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     // A transaction open across the upgrade, and an idle session.
     let mut txn = mariadb_client(listen.port())
@@ -456,7 +394,7 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
     std::thread::sleep(Duration::from_millis(1000));
     let before = load.ok.load(Relaxed);
 
-    let new = Proxy::spawn(dir.path(), "new", &cfg, &up);
+    let new = spawn_proxy(dir.path(), "new", &cfg, &up);
     let line = wait_log(&new, "took the sockets over");
     eprintln!("hand-over time under load: {:.2} ms", handover_ms(&line));
 
@@ -507,20 +445,7 @@ fn mysql_upgrade_finishes_transactions_and_refuses_nothing() {
 #[test]
 fn sigusr1_reopens_the_json_log_file_after_rotation() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        redis_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &[redis.addr().to_string()],
-            1000,
-        ),
-    )
-    .expect("config");
+    let (dir, cfg, admin, _metrics, _listen) = redis_proxy_dir(&[redis.addr().to_string()], 1000);
     let log = dir.path().join("furrow.json.log");
     let log_arg = log.to_str().expect("utf-8 path");
     let child = Command::new(furrow_bin())
@@ -530,7 +455,7 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn furrow");
-    let p = Proxy {
+    let p = LoggedChild {
         child: Some(child),
         log: log.clone(),
     };
@@ -552,11 +477,7 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
     // logrotate's move, then SIGUSR1: the process writes to a new file at the same path.
     let rotated = dir.path().join("furrow.json.log.1");
     std::fs::rename(&log, &rotated).expect("rotate");
-    let pid = p.child.as_ref().map(|c| c.id()).expect("pid");
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGUSR1);
-    }
+    p.signal(libc::SIGUSR1);
     wait_until(Duration::from_secs(10), || {
         p.log().contains("SIGUSR1: log file reopened")
     });
@@ -570,32 +491,14 @@ fn sigusr1_reopens_the_json_log_file_after_rotation() {
 #[test]
 fn a_failed_upgrade_leaves_the_old_process_serving() {
     let redis = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        redis_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &[redis.addr().to_string()],
-            1000,
-        ),
-    )
-    .expect("config");
-    let sock = dir.path().join("upgrade.sock");
-    let sock_arg = sock.to_str().expect("utf-8 path");
-    let up = ["--upgrade-socket", sock_arg];
-    let mut old = Proxy::spawn(dir.path(), "old", &cfg, &up);
-    wait_until(Duration::from_secs(15), || {
-        redis_cli(admin.port(), &["PING"]) == "PONG" && sock.exists()
-    });
+    let (dir, cfg, admin, metrics, listen) = redis_proxy_dir(&[redis.addr().to_string()], 1000);
+    let (mut old, sock) = spawn_upgradable(dir.path(), &cfg, admin.port());
+    let up = ["--upgrade-socket", sock.to_str().expect("utf-8 path")];
 
     // The new binary's config is broken: it takes the sockets, fails, and exits; nothing changes.
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "[proxy]\nexecutors = \"two\"\n").expect("config");
-    let mut bad = Proxy::spawn(dir.path(), "bad", &broken, &up);
+    let mut bad = spawn_proxy(dir.path(), "bad", &broken, &up);
     assert!(!bad.wait_exit(Duration::from_secs(15)).success());
     assert!(
         old.child
@@ -609,7 +512,7 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     assert_eq!(http_get(metrics.port(), "/readyz").0, 200);
 
     // The old process still serves the upgrade socket: a good upgrade follows.
-    let new = Proxy::spawn(dir.path(), "new", &cfg, &up);
+    let new = spawn_proxy(dir.path(), "new", &cfg, &up);
     wait_log(&new, "took the sockets over");
     assert!(old.wait_exit(Duration::from_secs(15)).success());
     assert_eq!(redis_cli(listen.port(), &["GET", "k"]), "1");
@@ -633,7 +536,7 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn furrow control");
-    let mut p = Proxy {
+    let mut p = LoggedChild {
         child: Some(child),
         log: log.clone(),
     };
@@ -642,11 +545,7 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
     });
     let rotated = dir.path().join("control.log.1");
     std::fs::rename(&log, &rotated).expect("rotate");
-    let pid = p.child.as_ref().map(|c| c.id()).expect("pid");
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGUSR1);
-    }
+    p.signal(libc::SIGUSR1);
     wait_until(Duration::from_secs(10), || {
         p.log().contains("SIGUSR1: log file reopened")
     });
@@ -665,29 +564,19 @@ fn sigusr1_reopens_the_log_file_of_the_configuration_center_too() {
 fn readiness_follows_the_mysql_primary_not_its_replicas() {
     let mut primary = testkit::MariaDb::start().expect("mariadb");
     let mut replica = testkit::MariaDb::start().expect("mariadb");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\n\
-             [[listeners]]\nname = \"db\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\ngroup = \"main\"\n\n\
-             [mysql_groups.main]\nuser = \"{}\"\npassword = \"{}\"\nhealth_interval_ms = 100\n\
-             primary = {{ name = \"primary\", address = \"{}\" }}\n\
-             replicas = [{{ name = \"replica\", address = \"{}\" }}]\n\n\
-             [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            testkit::APP_USER,
-            testkit::APP_PASSWORD,
+    let (dir, cfg, admin, metrics, _listen) = proxy_dir(|admin, metrics, listen| {
+        mysql_proxy_config(
+            admin,
+            listen,
             primary.addr(),
-            replica.addr()
-        ),
-    )
-    .expect("config");
-    let _p = Proxy::spawn(dir.path(), "furrow", &cfg, &[]);
+            &format!("metrics = \"127.0.0.1:{metrics}\"\n"),
+            &format!(
+                "health_interval_ms = 100\nreplicas = [{{ name = \"replica\", address = \"{}\" }}]\n",
+                replica.addr()
+            ),
+        )
+    });
+    let _p = spawn_proxy(dir.path(), "furrow", &cfg, &[]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(admin.port(), &["PING"]) == "PONG"
     });
@@ -723,21 +612,8 @@ fn readiness_follows_the_mysql_primary_not_its_replicas() {
 #[test]
 fn sigterm_with_a_drain_delay_turns_unready_first_and_keeps_serving() {
     let r = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = (port(), port(), port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("furrow.toml");
-    std::fs::write(
-        &cfg,
-        redis_config(
-            admin.port(),
-            metrics.port(),
-            listen.port(),
-            &[r.addr().to_string()],
-            1000,
-        ),
-    )
-    .expect("config");
-    let mut p = Proxy::spawn(dir.path(), "furrow", &cfg, &["--drain-delay-ms", "5000"]);
+    let (dir, cfg, _admin, metrics, listen) = redis_proxy_dir(&[r.addr().to_string()], 1000);
+    let mut p = spawn_proxy(dir.path(), "furrow", &cfg, &["--drain-delay-ms", "5000"]);
     wait_until(Duration::from_secs(15), || {
         redis_cli(listen.port(), &["PING"]) == "PONG"
     });

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{furrow_bin, http_get};
-use control::client::ApiClient;
+use common::{BlockingApi, config_generation, furrow_bin, http_get, spawn_config_source_proxy};
 use serde_json::{Value as Json, json};
 
 const TOKEN: &str = "release-admin-token";
@@ -67,8 +66,7 @@ struct Cluster {
     port: u16,
     control: Option<Proc>,
     agents: Vec<Proc>,
-    rt: tokio::runtime::Runtime,
-    api: ApiClient,
+    api: BlockingApi,
 }
 
 impl Drop for Cluster {
@@ -103,17 +101,12 @@ impl Cluster {
     fn new() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let api = ApiClient::new(&format!("http://127.0.0.1:{port}"), Some(TOKEN));
+        let api = BlockingApi::new(&format!("http://127.0.0.1:{port}"), TOKEN);
         let mut c = Cluster {
             dir,
             port,
             control: None,
             agents: Vec::new(),
-            rt,
             api,
         };
         c.start_control();
@@ -206,8 +199,9 @@ impl Cluster {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Json>) -> Result<Json, String> {
-        self.rt
-            .block_on(self.api.call(method, path, body.as_ref()))
+        self.api
+            .rt
+            .block_on(self.api.client.call(method, path, body.as_ref()))
             .map_err(|e| e.to_string())
     }
 
@@ -343,6 +337,17 @@ fn hooks() -> Json {
     })
 }
 
+/// Project `web` of app `shop`: the [`hooks`], a probe of `/` on each host's `PORT` every 20 ms, and
+/// `stages`.
+fn web_project(stages: Json) -> Json {
+    json!({
+        "app": "shop",
+        "hooks": hooks(),
+        "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
+        "stages": stages,
+    })
+}
+
 #[test]
 fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_back() {
     let mut c = Cluster::new();
@@ -362,29 +367,22 @@ fn release_three_agents_dev_to_live_with_approval_then_a_failing_canary_rolls_ba
     c.ok(
         "PUT",
         "/v1/release/projects/web",
-        Some(json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "dev", "hosts": ["h1"]},
-                {"name": "live", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
-                 "approval": {"approvers": ["user:lee"], "count": 1},
-                 "window": {"allow": ["* 00:00-24:00"]},
-                 // Latency is left out here: on a loaded CI machine two Python servers' medians can differ
-                 // by any factor; the latency test is covered by canary's unit tests.
-                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
-            ],
-        })),
+        Some(web_project(json!([
+            {"name": "dev", "hosts": ["h1"]},
+            {"name": "live", "hosts": ["h2", "h3"], "batches": [{"count": 1}, "rest"], "pause_ms": 200,
+             "approval": {"approvers": ["user:lee"], "count": 1},
+             "window": {"allow": ["* 00:00-24:00"]},
+             // Latency is left out here: on a loaded CI machine two Python servers' medians can differ
+             // by any factor; the latency test is covered by canary's unit tests.
+             "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
+        ]))),
     );
     let approve = |id: u64| {
-        let api = ApiClient::new(&c.server(), Some(&lee));
-        c.rt.block_on(api.call(
+        BlockingApi::new(&c.server(), &lee).ok(
             "POST",
             &format!("/v1/release/deployments/{id}/approve"),
             None,
-        ))
-        .unwrap();
+        );
     };
     // v1 through dev, then live with an approval (first release of live: no baseline, no canary).
     c.add_version("web", "v1", json!({"inline": server_script("v1", false)}));
@@ -633,13 +631,6 @@ fn redis_sets(port: u16, n: usize) -> usize {
     ok
 }
 
-fn proxy_generation(admin: u16) -> Option<u64> {
-    common::redis_cli(admin, &["INFO"])
-        .lines()
-        .find_map(|l| l.strip_prefix("config_generation:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Furrow's own routing rules as a project: a bundle of proxy-config items canaried on one of two proxies
 /// (the configuration center's gray release by label), judged on the proxies' reported error rates and
 /// listener latency against the other proxy, then promoted; a bundle that breaks the canary proxy's backend
@@ -691,21 +682,12 @@ fn release_routing_rules_canaried_on_one_of_two_proxies() {
             "{}/edge/DEV/default/proxy?instance={id}&labels=canary:{canary}&health_ms=200",
             c.server()
         );
-        let log = std::fs::File::create(c.dir.path().join(format!("{id}.log"))).unwrap();
-        let child = Command::new(furrow_bin())
-            .args(["proxy", "--config-source", &url])
-            .env("FURROW_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        proxies.push(Proc {
-            child,
-            log: c.dir.path().join(format!("{id}.log")),
-        });
+        let log = c.dir.path().join(format!("{id}.log"));
+        let child = spawn_config_source_proxy(&url, TOKEN, &log);
+        proxies.push(Proc { child, log });
     }
     for a in admin {
-        common::wait_until(Duration::from_secs(15), || proxy_generation(a) == Some(1));
+        common::wait_until(Duration::from_secs(15), || config_generation(a) == Some(1));
     }
     c.ok(
         "PUT",
@@ -880,15 +862,10 @@ fn release_canary_judges_the_proxies_windows_on_its_hosts() {
     c.ok(
         "PUT",
         "/v1/release/projects/web",
-        Some(json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
-                 "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
-            ],
-        })),
+        Some(web_project(json!([
+            {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+             "canary": {"min_samples": 40, "max_wait_ms": 20000, "latency": false}},
+        ]))),
     );
     c.add_version("web", "v1", json!({"inline": server_script("v1", false)}));
     let id = c.deploy("web", "live", "v1");
@@ -904,18 +881,13 @@ fn release_canary_judges_the_proxies_windows_on_its_hosts() {
     let reporter = {
         let (stop, server) = (stop.clone(), c.server());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let api = ApiClient::new(&server, Some(TOKEN));
+            let api = BlockingApi::new(&server, TOKEN);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 for (id, errors) in [("h1", 6), ("h2", 0)] {
                     let r = json!({"app": "shop", "env": "DEV", "cluster": "default", "namespace": "proxy",
                         "id": id, "ip": "127.0.0.1", "labels": {}, "releases": [1], "version": 1,
                         "health": {"requests": 20, "errors": errors, "window_ms": 100}});
-                    rt.block_on(api.call("POST", "/v1/reports", Some(&r)))
-                        .unwrap();
+                    api.ok("POST", "/v1/reports", Some(r));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -1011,15 +983,10 @@ fn release_canary_judges_the_services_own_spans_on_its_hosts() {
         );
     }
     let project = |max_wait_ms: u64| {
-        json!({
-            "app": "shop",
-            "hooks": hooks(),
-            "probe": {"url": "http://127.0.0.1:${PORT}/", "interval_ms": 20},
-            "stages": [
-                {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
-                 "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
-            ],
-        })
+        web_project(json!([
+            {"name": "live", "hosts": ["h1", "h2"], "batches": [{"count": 1}, "rest"],
+             "canary": {"min_samples": 40, "max_wait_ms": max_wait_ms, "latency_factor": 3.0}},
+        ]))
     };
     c.ok("PUT", "/v1/release/projects/web", Some(project(30_000)));
     c.add_version("web", "v1", json!({"inline": traced_script("v1", "ok")}));

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{FurrowProcess, redis_cli};
+use common::{FurrowProcess, redis_cli, resp_connect, resp_roundtrip};
 
 fn config(
     admin: u16,
@@ -32,50 +30,33 @@ fn config(
     s
 }
 
-/// Admin, metrics and listener ports, reserved against parallel tests.
-fn leases() -> (testkit::PortLease, testkit::PortLease, testkit::PortLease) {
+/// A proxy in front of `server` (a 5 s request timeout) on ports reserved against parallel tests:
+/// (the process, its admin, metrics and listener ports).
+fn start_in_front_of(
+    server: &testkit::RedisServer,
+) -> (
+    FurrowProcess,
+    testkit::PortLease,
+    testkit::PortLease,
+    testkit::PortLease,
+) {
     let port = || testkit::reserve_port().expect("port");
-    (port(), port(), port())
-}
-
-/// A client connection to the proxy (writer, buffered reader).
-fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    (stream.try_clone().expect("clone"), BufReader::new(stream))
-}
-
-/// One RESP request on an open connection; returns the first reply line.
-fn roundtrip(conn: &mut (TcpStream, BufReader<TcpStream>), args: &[&str]) -> String {
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    conn.0.write_all(req.as_bytes()).expect("write");
-    let mut line = String::new();
-    conn.1.read_line(&mut line).expect("read");
-    if line.starts_with('$') && !line.starts_with("$-1") {
-        let mut body = String::new();
-        conn.1.read_line(&mut body).expect("read");
-        return body.trim_end().to_string();
-    }
-    line.trim_end().to_string()
+    let (admin, metrics, listen) = (port(), port(), port());
+    let p = FurrowProcess::start(
+        &config(admin.port(), metrics.port(), listen.port(), &[server], 5000),
+        admin.port(),
+    );
+    (p, admin, metrics, listen)
 }
 
 #[test]
 fn reloads_keep_connections_and_apply_to_new_requests() {
     let a = testkit::RedisServer::start().expect("redis");
     let b = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
+    let (p, admin, metrics, listen) = start_in_front_of(&a);
 
-    let mut conn = connect(listen.port());
-    assert_eq!(roundtrip(&mut conn, &["SET", "k1", "v1"]), "+OK");
+    let mut conn = resp_connect(listen.port());
+    assert_eq!(resp_roundtrip(&mut conn, &["SET", "k1", "v1"]), "+OK");
     assert_eq!(a.cmd(&["GET", "k1"]), "v1");
 
     // Move the group to server b: the open connection keeps working and new requests go to b.
@@ -88,16 +69,16 @@ fn reloads_keep_connections_and_apply_to_new_requests() {
         redis_cli(admin.port(), &["CONFIG", "RELOAD"]),
         "OK generation 2"
     );
-    assert_eq!(roundtrip(&mut conn, &["SET", "k2", "v2"]), "+OK");
+    assert_eq!(resp_roundtrip(&mut conn, &["SET", "k2", "v2"]), "+OK");
     assert_eq!(b.cmd(&["GET", "k2"]), "v2");
     assert_eq!(a.cmd(&["EXISTS", "k2"]), "0");
-    assert_eq!(roundtrip(&mut conn, &["GET", "k2"]), "v2");
+    assert_eq!(resp_roundtrip(&mut conn, &["GET", "k2"]), "v2");
 
     // A broken file: rejected, routing unchanged, the connection unaffected.
     std::fs::write(p.config_path(), "[[listeners]]\nname = \"cache\"\n").expect("write");
     let reply = redis_cli(admin.port(), &["CONFIG", "RELOAD"]);
     assert!(reply.starts_with("ERR config rejected"), "{reply}");
-    assert_eq!(roundtrip(&mut conn, &["SET", "k3", "v3"]), "+OK");
+    assert_eq!(resp_roundtrip(&mut conn, &["SET", "k3", "v3"]), "+OK");
     assert_eq!(b.cmd(&["GET", "k3"]), "v3");
 
     // Changing the listener set needs a restart and is refused as such.
@@ -105,17 +86,13 @@ fn reloads_keep_connections_and_apply_to_new_requests() {
     std::fs::write(p.config_path(), moved).expect("write");
     let reply = redis_cli(admin.port(), &["CONFIG", "RELOAD"]);
     assert!(reply.contains("need a restart"), "{reply}");
-    assert_eq!(roundtrip(&mut conn, &["PING"]), "+PONG");
+    assert_eq!(resp_roundtrip(&mut conn, &["PING"]), "+PONG");
 }
 
 #[test]
 fn backend_offline_and_online_from_the_admin_port() {
     let a = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let _p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
+    let (_p, admin, metrics, listen) = start_in_front_of(&a);
     assert_eq!(redis_cli(listen.port(), &["SET", "x", "1"]), "OK");
     assert_eq!(redis_cli(admin.port(), &["BACKEND", "OFFLINE", "r0"]), "OK");
     let table = redis_cli(admin.port(), &["SHOW", "BACKENDS"]);
@@ -154,18 +131,14 @@ fn backend_offline_and_online_from_the_admin_port() {
 #[test]
 fn hot_keys_big_keys_and_command_stats_on_the_admin_port() {
     let a = testkit::RedisServer::start().expect("redis");
-    let (admin, metrics, listen) = leases();
-    let _p = FurrowProcess::start(
-        &config(admin.port(), metrics.port(), listen.port(), &[&a], 5000),
-        admin.port(),
-    );
-    let mut conn = connect(listen.port());
-    assert_eq!(roundtrip(&mut conn, &["SET", "hot:key", "1"]), "+OK");
+    let (_p, admin, metrics, listen) = start_in_front_of(&a);
+    let mut conn = resp_connect(listen.port());
+    assert_eq!(resp_roundtrip(&mut conn, &["SET", "hot:key", "1"]), "+OK");
     for _ in 0..400 {
-        assert_eq!(roundtrip(&mut conn, &["GET", "hot:key"]), "1");
+        assert_eq!(resp_roundtrip(&mut conn, &["GET", "hot:key"]), "1");
     }
     let big = "x".repeat(20_000);
-    assert_eq!(roundtrip(&mut conn, &["SET", "big:key", &big]), "+OK");
+    assert_eq!(resp_roundtrip(&mut conn, &["SET", "big:key", &big]), "+OK");
     common::wait_until(Duration::from_secs(5), || {
         redis_cli(admin.port(), &["HOTKEYS"]).contains("hot:key")
             && redis_cli(admin.port(), &["BIGKEYS", "cache"]).contains("big:key")

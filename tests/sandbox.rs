@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::redis_cli;
+use common::{mariadb_as, redis_cli};
 
 fn port_of(addr: &str) -> u16 {
     addr.rsplit_once(':')
@@ -72,79 +72,28 @@ fn sandbox_serves_real_clients_and_cleans_up_on_ctrl_c() {
     assert!(redis_cli(admin, &["INFO"]).contains("listener_db:kind=mysql"));
 
     // MySQL through the proxy with the printed user and password, with the real `mariadb` client.
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &mysql.to_string()])
-        .args(["-u", v["user"].as_str().expect("user")])
-        .arg(format!("-p{}", v["password"].as_str().expect("password")))
-        .args(["--batch", "--skip-column-names", "-e", "SELECT 40 + 2"])
-        .output()
-        .expect("mariadb client");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "42",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // The sharded database: DDL creates every physical table, rows spread over the shard servers, and
-    // a cross-shard aggregate comes back merged.
-    let sharded = port_of(v["mysql_sharded"].as_str().expect("mysql_sharded"));
-    let sql = |port: u16, user: &str, pw: &str, db: Option<&str>, q: &str| {
-        let mut c = Command::new("mariadb");
-        c.args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", user])
-            .arg(format!("-p{pw}"))
-            .args(["--batch", "--skip-column-names"]);
-        if let Some(db) = db {
-            c.args(["-D", db]);
-        }
-        let out = c.args(["-e", q]).output().expect("mariadb client");
-        assert!(
-            out.status.success(),
-            "{q}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     let (user, pw) = (
         v["user"].as_str().expect("user"),
         v["password"].as_str().expect("password"),
     );
-    sql(
-        sharded,
-        user,
-        pw,
-        Some("app"),
-        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT, amount DECIMAL(10,2))",
-    );
+    assert_eq!(mariadb_as(mysql, user, pw, &[], "SELECT 40 + 2"), "42");
+
+    // The sharded database: DDL creates every physical table, rows spread over the shard servers, and
+    // a cross-shard aggregate comes back merged.
+    let sharded = port_of(v["mysql_sharded"].as_str().expect("mysql_sharded"));
+    let app_sql = |q: &str| mariadb_as(sharded, user, pw, &["-D", "app"], q);
+    app_sql("CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id INT, amount DECIMAL(10,2))");
     let values: Vec<String> = (1..=40).map(|u| format!("({u}, {u}.50)")).collect();
-    sql(
-        sharded,
-        user,
-        pw,
-        Some("app"),
-        &format!(
-            "INSERT INTO orders (user_id, amount) VALUES {}",
-            values.join(",")
-        ),
-    );
+    app_sql(&format!(
+        "INSERT INTO orders (user_id, amount) VALUES {}",
+        values.join(",")
+    ));
     assert_eq!(
-        sql(
-            sharded,
-            user,
-            pw,
-            Some("app"),
-            "SELECT COUNT(*), SUM(amount) FROM orders"
-        ),
+        app_sql("SELECT COUNT(*), SUM(amount) FROM orders"),
         "40\t840.00"
     );
     assert_eq!(
-        sql(
-            sharded,
-            user,
-            pw,
-            Some("app"),
-            "SELECT user_id FROM orders ORDER BY amount DESC LIMIT 3"
-        ),
+        app_sql("SELECT user_id FROM orders ORDER BY amount DESC LIMIT 3"),
         "40\n39\n38"
     );
     let (buser, bpw) = (
@@ -157,11 +106,11 @@ fn sandbox_serves_real_clients_and_cleans_up_on_ctrl_c() {
         .filter(|b| b["role"] == "shard" && b["kind"] == "mariadb")
     {
         let port = port_of(b["address"].as_str().expect("addr"));
-        let tables = sql(
+        let tables = mariadb_as(
             port,
             buser,
             bpw,
-            None,
+            &[],
             "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_NAME LIKE 'orders\\_%'",
         );
         let tables: Vec<&str> = tables.lines().collect();
@@ -173,7 +122,7 @@ fn sandbox_serves_real_clients_and_cleans_up_on_ctrl_c() {
         let rows: u64 = tables
             .iter()
             .map(|t| {
-                sql(port, buser, bpw, None, &format!("SELECT COUNT(*) FROM {t}"))
+                mariadb_as(port, buser, bpw, &[], &format!("SELECT COUNT(*) FROM {t}"))
                     .parse::<u64>()
                     .expect("count")
             })

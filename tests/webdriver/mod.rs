@@ -37,6 +37,14 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Panics, naming the packages to install, unless the browser and its driver are installed.
+pub fn require() {
+    assert!(
+        available(),
+        "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (.ci/run installs them)"
+    );
+}
+
 /// Whether the browser and its driver are installed.
 pub fn available() -> bool {
     chromium().is_some() && Path::new("/usr/bin/chromedriver").exists()
@@ -260,6 +268,21 @@ impl Browser {
             "/execute/sync",
             Some(json!({"script": script, "args": args})),
         )
+    }
+
+    /// The rows of the console table matching `table` (a CSS selector) as their cells' text.
+    pub fn table_rows(&self, table: &str) -> Vec<Vec<String>> {
+        let v = self.script(
+            "return [...document.querySelectorAll(arguments[0] + ' tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));",
+            vec![json!(table)],
+        );
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Waits for the console's confirmation dialog and confirms it.
+    pub fn confirm(&self) {
+        self.find("#confirm[open]");
+        self.click("#confirm-ok");
     }
 
     /// The window's size in CSS pixels.
