@@ -8,21 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{FurrowProcess, http_get, redis_cli, redis_cli_with, wait_until};
-
-fn mariadb(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app"])
-        .args(["-papp-secret", "--batch", "--skip-column-names", "-e", q])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{FurrowProcess, http_get, mariadb, redis_cli, redis_cli_with, wait_until};
 
 /// The `key=value` fields of the admin `INFO` line of `listener`.
 fn info_fields(admin: u16, listener: &str) -> Vec<(String, u64)> {

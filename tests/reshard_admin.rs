@@ -5,31 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{FurrowProcess, redis_cli};
-
-fn mariadb(port: u16, q: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            "app",
-            "-papp-secret",
-        ])
-        .args(["--batch", "--skip-column-names", "-e", q])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{FurrowProcess, mariadb, redis_cli};
 
 #[test]
 fn reshard_plan_dry_run_on_the_admin_port() {
