@@ -76,6 +76,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The optional `NAME number` pair after a subcommand's four fixed words (`default` without it):
+/// `ok` says which numbers are accepted, `what` how the error names them.
+fn option_after(
+    cmd: &Command,
+    name: &str,
+    default: u64,
+    ok: impl Fn(u64) -> bool,
+    what: &str,
+) -> Result<u64, String> {
+    let arg = |i: usize| String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).into_owned();
+    if cmd.len() <= 5 {
+        return Ok(default);
+    }
+    let word = arg(5).to_ascii_uppercase();
+    if word != name {
+        return Err(format!("unexpected argument `{word}`"));
+    }
+    arg(6)
+        .parse::<u64>()
+        .ok()
+        .filter(|v| ok(*v))
+        .ok_or(format!("{name} takes {what}"))
+}
+
 /// Runs `RESHARD <sub> ...`; the reply is a bulk text or an error line (without `-`).
 pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> {
     let arg = |i: usize| String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).into_owned();
@@ -88,15 +112,7 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
                     "usage: RESHARD PLAN <sharding> <table> <new-rule> [RATE bytes/s]".into(),
                 );
             }
-            let rate = match (cmd.len() > 5).then(|| arg(5).to_ascii_uppercase()) {
-                None => ASSUMED_RATE,
-                Some(r) if r == "RATE" => arg(6)
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .ok_or("RATE takes bytes per second")?,
-                Some(other) => return Err(format!("unexpected argument `{other}`")),
-            };
+            let rate = option_after(cmd, "RATE", ASSUMED_RATE, |r| r > 0, "bytes per second")?;
             dry_run(&config, &arg(2), &arg(3), &arg(4), rate)
         }
         "START" => {
@@ -105,15 +121,13 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
                     "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows]".into(),
                 );
             }
-            let batch = match (cmd.len() > 5).then(|| arg(5).to_ascii_uppercase()) {
-                None => BATCH,
-                Some(b) if b == "BATCH" => arg(6)
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|b| (1..=MAX_BATCH).contains(b))
-                    .ok_or(format!("BATCH takes 1 to {MAX_BATCH} rows"))?,
-                Some(other) => return Err(format!("unexpected argument `{other}`")),
-            };
+            let batch = option_after(
+                cmd,
+                "BATCH",
+                BATCH,
+                |b| (1..=MAX_BATCH).contains(&b),
+                &format!("1 to {MAX_BATCH} rows"),
+            )?;
             start(control, &config, &arg(2), &arg(3), &arg(4), batch)
         }
         "STATUS" => Ok(status()),
