@@ -42,7 +42,9 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The script one item runs.
+/// The script one item runs. Each command's stderr goes into stdout (`2>&1`): the worker reads
+/// the two from separate pipes, so a command's stderr could otherwise arrive after its end marker
+/// and be lost from its log.
 pub fn script(job: &GateJob) -> String {
     let mut s = format!(
         "export FURROW_PROJECT={} FURROW_VERSION={} FURROW_REVISION={}\ncd {} || {{ echo 'cannot enter the repository on this worker'; exit 97; }}\n",
@@ -53,7 +55,7 @@ pub fn script(job: &GateJob) -> String {
     );
     for (i, cmd) in job.commands.iter().enumerate() {
         s.push_str(&format!(
-            "printf '\\n{MARK}{i} start %s\\n' \"$(date +%s%3N)\"\nsh -c {}\nrc=$?\nprintf '\\n{MARK}{i} exit %s %s\\n' \"$rc\" \"$(date +%s%3N)\"\n[ \"$rc\" -eq 0 ] || exit \"$rc\"\n",
+            "printf '\\n{MARK}{i} start %s\\n' \"$(date +%s%3N)\"\nsh -c {} 2>&1\nrc=$?\nprintf '\\n{MARK}{i} exit %s %s\\n' \"$rc\" \"$(date +%s%3N)\"\n[ \"$rc\" -eq 0 ] || exit \"$rc\"\n",
             sh_quote(cmd)
         ));
     }
