@@ -87,7 +87,7 @@ pub(crate) fn statement(t: &Exporter, s: &Stmt<'_>) -> Option<codec::otlp::Span>
         attr_str("db.statement", s.digest.text.clone()),
         attr_str("furrow.digest", format!("{:016x}", s.digest.hash)),
         attr_str("db.user", s.user),
-        attr_str("client.address", s.client.to_string()),
+        attr_str("client.address", runtime::trace::ip_text(s.client)),
         attr_str("furrow.group", s.group),
         attr_str("furrow.backend", s.backend),
         attr_int("db.response.rows", s.rows as i64),

@@ -70,7 +70,7 @@ impl Traced {
             span.attrs = vec![
                 attr_str("db.system", "redis"),
                 attr_str("db.operation", self.cmd),
-                attr_str("client.address", self.client.to_string()),
+                attr_str("client.address", runtime::trace::ip_text(self.client)),
                 attr_str("furrow.listener", &*self.listener),
                 attr_str("furrow.backend", &*self.server),
                 attr_str("peer.service", format!("redis:{}", self.server)),

@@ -226,6 +226,29 @@ pub fn attr_str(k: &str, v: impl Into<String>) -> otlp::Attr {
     (k.to_string(), Value::Str(v.into()))
 }
 
+/// `ip` as its `Display` text, for a span's `client.address`: IPv4 written digit by digit (the
+/// formatting machinery's padding and width handling cost ~400 instructions per span, 8 % of a
+/// traced Redis command); IPv6 through `Display`.
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 /// An integer attribute.
 pub fn attr_int(k: &str, v: i64) -> otlp::Attr {
     (k.to_string(), Value::Int(v))
@@ -338,6 +361,22 @@ impl TraceHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        let mut v4: Vec<std::net::IpAddr> = Vec::new();
+        for a in [0u8, 1, 9, 10, 99, 100, 127, 199, 200, 255] {
+            for b in [0u8, 5, 10, 42, 100, 255] {
+                v4.push(std::net::Ipv4Addr::new(a, b, 255 - b, a / 3).into());
+            }
+        }
+        v4.push(std::net::Ipv6Addr::LOCALHOST.into());
+        v4.push("2001:db8::8a2e:370:7334".parse().unwrap());
+        v4.push("::ffff:127.0.0.1".parse().unwrap());
+        for ip in v4 {
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
