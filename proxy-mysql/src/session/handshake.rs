@@ -320,14 +320,17 @@ impl Session {
             )));
         };
         let targets = self.group_targets(&snap)?;
-        // Any server that is up can tell whether the schema exists: the primary first, a replica
-        // when the primary is down or cannot be reached.
+        // Any server that is up can tell whether the schema exists: the primary first, then every
+        // usable replica in a random order while they cannot be reached (a replica back from its
+        // ejection on probation may still be down: the next one is asked).
         let r = random_u64(&mut self.rng);
-        let mut candidates = Vec::with_capacity(2);
+        let mut candidates = Vec::with_capacity(1 + targets.replicas.len());
         if targets.primary.state.usable() {
             candidates.push(targets.primary.clone());
         }
-        if let Some(x) = targets.any_usable_replica(r, &[]) {
+        let mut tried: Vec<Rc<str>> = Vec::new();
+        while let Some(x) = targets.any_usable_replica(r, &tried) {
+            tried.push(x.name.clone());
             candidates.push(x.clone());
         }
         if candidates.is_empty() {
