@@ -1579,13 +1579,27 @@ fn create_run(
              VALUES ({run}, {MAP_IDX}, {env}, {name}, '{{}}', 'pending', {now}, 0, 0)"
         ))?;
     }
+    insert_items(s, &run, &env, &name, &items, now)?;
+    Ok(None)
+}
+
+/// Inserts `items` as the pending items 0.. of run `run` (`run`, `env` and `job` are SQL
+/// literals), 200 to a statement.
+fn insert_items(
+    s: &mut Sess<'_>,
+    run: &str,
+    env: &str,
+    job: &str,
+    items: &[Json],
+    now: i64,
+) -> std::result::Result<(), DbError> {
     for (chunk_no, chunk) in items.chunks(200).enumerate() {
         let values: Vec<String> = chunk
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 format!(
-                    "({run}, {}, {env}, {name}, {}, 'pending', {now}, 0, 0)",
+                    "({run}, {}, {env}, {job}, {}, 'pending', {now}, 0, 0)",
                     chunk_no * 200 + i,
                     s.lit(&p.to_string())
                 )
@@ -1596,7 +1610,7 @@ fn create_run(
             values.join(", ")
         ))?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Applies one worker report to its item (the run row must be locked by the caller); false when stale (the
@@ -1766,23 +1780,7 @@ fn mapped(
             None => return Ok(()),
         }
     };
-    for (chunk_no, chunk) in items.chunks(200).enumerate() {
-        let values: Vec<String> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                format!(
-                    "({run}, {}, {env}, {job}, {}, 'pending', {now}, 0, 0)",
-                    chunk_no * 200 + i,
-                    s.lit(&p.to_string())
-                )
-            })
-            .collect();
-        s.q(&format!(
-            "INSERT INTO furrow_job_items (run, idx, env, job, params, state, not_before_ms, attempts, stop) VALUES {}",
-            values.join(", ")
-        ))?;
-    }
+    insert_items(s, &run, &env, &job, &items, now)?;
     s.q(&format!(
         "UPDATE furrow_job_runs SET items = {} WHERE id = {run}",
         items.len()
