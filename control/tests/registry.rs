@@ -802,3 +802,147 @@ fn a_change_reaches_every_registry_watcher() {
         lat[WATCHERS * 99 / 100]
     );
 }
+
+/// What the console's registry pages read besides the plain records: the caller's level, health and
+/// online counts, clusters and protection per service; this node's leases; the rule dry run; the rule
+/// versions from the audit log; the token service's budgets.
+#[test]
+fn console_views_of_services_rules_and_token_budgets() {
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "protect_threshold": 0.6})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    for (id, cluster) in [("a1", "dc1"), ("a2", "dc1"), ("b1", "dc2")] {
+        admin.ok(
+            "POST",
+            &format!("{SVC}/instances"),
+            Some(json!({"id": id, "ip": "127.0.0.1", "port": 9000, "tags": {"cluster": cluster}})),
+        );
+    }
+    admin.ok("POST", &format!("{SVC}/instances/b1/offline"), None);
+    let reader = Api::new(&server, &user_with(&admin, "viewer", "read"));
+    let stranger = Api::new(&server, &user_with(&admin, "stranger", "none"));
+
+    let list = reader.ok("GET", "/v1/registry/DEV/services", None);
+    let s = &list[0];
+    assert_eq!(
+        (
+            &s["instances"],
+            &s["healthy"],
+            &s["enabled"],
+            &s["protected"]
+        ),
+        (&json!(3), &json!(3), &json!(2), &json!(false))
+    );
+    assert_eq!(
+        (&s["clusters"], &s["level"]),
+        (&json!(["dc1", "dc2"]), &json!("read"))
+    );
+    assert_eq!(
+        admin.ok("GET", "/v1/registry/DEV/services", None)[0]["level"],
+        "publish"
+    );
+    let detail = reader.ok("GET", SVC, None);
+    assert_eq!(
+        (&detail["level"], &detail["protected"]),
+        (&json!("read"), &json!(false))
+    );
+    let node = admin.ok("GET", "/v1/registry/stats", None)["node"].clone();
+    assert_eq!(detail["node"], node);
+    let now = control::model::now_ms();
+    for id in ["a1", "a2", "b1"] {
+        let at = detail["leases"][id]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{detail}"));
+        assert!(
+            at > now && at <= now + 15_000,
+            "{id}: lease until {at}, now {now}"
+        );
+    }
+
+    // The dry run: valid rules change nothing; an invalid one names its field; a stranger is refused.
+    let rules = json!([{"kind": "rate_limit", "qps": 10, "cluster": true, "scope": "user"},
+                       {"kind": "cluster_switch", "from": "dc1", "to": "dc2"}]);
+    let check = format!("{SVC}/rules/check");
+    assert_eq!(
+        reader.ok("POST", &check, Some(json!({"rules": rules}))),
+        json!({"valid": true, "rules": 2})
+    );
+    assert_eq!(admin.ok("GET", &format!("{SVC}/rules"), None), Json::Null);
+    let bad = json!({"rules": [{"kind": "rate_limit", "qps": 10, "cluster": true,
+                                 "control": {"mode": "warm_up", "warm_up_s": 5}}]});
+    assert_eq!(
+        reader.err("POST", &check, Some(bad)),
+        (400, "bad_request".into(), Some("rules/0/cluster".into()))
+    );
+    assert_eq!(
+        stranger.err("POST", &check, Some(json!({"rules": []}))).0,
+        403
+    );
+
+    // Two publishes: the history lists both, newest first, with their rules.
+    let rules_path = format!("{SVC}/rules");
+    admin.ok(
+        "PUT",
+        &rules_path,
+        Some(json!({"rules": rules, "version": 0})),
+    );
+    admin.ok(
+        "PUT",
+        &rules_path,
+        Some(json!({"rules": [{"kind": "access", "allow": false, "callers": ["crawler"]}], "version": 1})),
+    );
+    let hist = reader.ok("GET", &format!("{SVC}/rules/history"), None);
+    let versions: Vec<_> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].clone(),
+                v["author"].clone(),
+                v["rules"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [(json!(2), json!("admin"), 1), (json!(1), json!("admin"), 2)]
+    );
+    assert_eq!(hist[1]["rules"][1]["kind"], "cluster_switch");
+    assert_eq!(
+        stranger.err("GET", &format!("{SVC}/rules/history"), None).0,
+        403
+    );
+
+    // Token budgets: version 3 brings the cluster limit back; a client takes 4 of alice's tokens.
+    admin.ok(
+        "PUT",
+        &rules_path,
+        Some(json!({"rules": rules, "version": 2})),
+    );
+    let tokens = format!("{SVC}/tokens");
+    let grant = reader.ok(
+        "POST",
+        &tokens,
+        Some(
+            json!({"client": "p1", "version": 3, "asks": [{"rule": 0, "key": "alice", "want": 4}]}),
+        ),
+    );
+    assert_eq!(grant["granted"], json!([4]));
+    let st = reader.ok("GET", &tokens, None);
+    assert_eq!((&st["version"], &st["clients"]), (&json!(3), &json!(1)));
+    let b = &st["budgets"][0];
+    assert_eq!(
+        (&b["rule"], &b["key"], &b["qps"]),
+        (&json!(0), &json!("alice"), &json!(10.0))
+    );
+    let held = b["tokens"].as_f64().unwrap();
+    assert!((6.0..=10.0).contains(&held), "{st}");
+    assert_eq!(stranger.err("GET", &tokens, None).0, 403);
+}

@@ -54,7 +54,9 @@ pub fn routes() -> Router<Arc<Center>> {
             get(get_pending).delete(reject_pending),
         )
         .route(&format!("{svc}/rules/approve"), post(approve_rules))
-        .route(&format!("{svc}/tokens"), post(tokens))
+        .route(&format!("{svc}/rules/check"), post(check_rules))
+        .route(&format!("{svc}/rules/history"), get(rules_history))
+        .route(&format!("{svc}/tokens"), get(token_state).post(tokens))
         .route(&format!("{svc}/calls"), get(get_calls).post(report_calls))
         .route("/v1/registry/watch", get(watch))
         .route("/v1/registry/stats", get(stats))
@@ -118,10 +120,18 @@ async fn list_services(AxState(c): C, h: HeaderMap, Path(env): Path<String>) -> 
             .filter(|s| s.env == env && st.level(&u, &s.app, &s.name) >= Level::MaskedRead)
             .map(|s| {
                 let insts: Vec<_> = st.registry.instances_of(&s.env, &s.name).collect();
+                let mut clusters: Vec<&str> =
+                    insts.iter().map(|i| super::rules::cluster_of(i)).collect();
+                clusters.sort_unstable();
+                clusters.dedup();
                 json!({
                     "service": s.masked(),
                     "instances": insts.len(),
                     "healthy": insts.iter().filter(|i| i.healthy).count(),
+                    "enabled": insts.iter().filter(|i| i.enabled).count(),
+                    "protected": select(s, &insts).0,
+                    "clusters": clusters,
+                    "level": st.level(&u, &s.app, &s.name),
                 })
             })
             .collect::<Vec<_>>()
@@ -137,9 +147,24 @@ async fn get_service(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) ->
             .registry
             .service(&env, &name)
             .map(super::model::Service::masked);
-        let insts: Vec<_> = st.registry.instances_of(&env, &name).cloned().collect();
-        Ok::<_, ControlError>(json!({"service": svc, "instances": insts}))
+        let all: Vec<_> = st.registry.instances_of(&env, &name).collect();
+        let protected = st
+            .registry
+            .service(&env, &name)
+            .is_some_and(|s| select(s, &all).0);
+        let level = st
+            .registry
+            .service(&env, &name)
+            .map_or(Level::None, |s| st.level(&u, &s.app, &name));
+        Ok::<_, ControlError>(
+            json!({"service": svc, "instances": all, "protected": protected,
+                                     "level": level}),
+        )
     })??;
+    // This node's lease deadlines (an instance whose lease another node holds is not listed).
+    let mut v = v;
+    v["node"] = json!(c.registry.node());
+    v["leases"] = json!(c.registry.deadlines_of(&env, &name));
     ok(v)
 }
 
@@ -277,6 +302,59 @@ async fn put_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: B
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    rules: Vec<Rule>,
+}
+
+/// A dry run of a publish: validates the rules as `PUT SVC/rules` would (400 naming the field) and
+/// changes nothing; → `{"valid": true, "rules": N}`. Any level that may read the service.
+async fn check_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
+    let u = user(&c, &h)?;
+    c.read(|st| readable(st, &u, &env, &name, Level::MaskedRead))??;
+    let r: CheckBody = body(&b)?;
+    super::rules::validate(&r.rules)?;
+    ok(json!({"valid": true, "rules": r.rules.len()}))
+}
+
+/// The most rule versions `GET SVC/rules/history` answers.
+const HISTORY_LIMIT: usize = 50;
+
+/// The rule set versions published on a service, newest first (at most [`HISTORY_LIMIT`]), from the audit
+/// log: `{version, author, approver, at_ms, message?, rules}` per publish or approval.
+async fn rules_history(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let target = format!("registry/{env}/{name}");
+    let list = c.read(|st| {
+        readable(st, &u, &env, &name, Level::MaskedRead)?;
+        Ok::<_, ControlError>(
+            st.audit
+                .iter()
+                .rev()
+                .filter(|a| a.target == target)
+                .filter_map(|a| {
+                    let d = &a.detail;
+                    let (author, approver) = match a.action.as_str() {
+                        "registry.rules.publish" => (a.actor.clone(), String::new()),
+                        "registry.rules.approve" => (
+                            d["author"].as_str().unwrap_or_default().to_string(),
+                            a.actor.clone(),
+                        ),
+                        _ => return None,
+                    };
+                    Some(
+                        json!({"version": d["version"], "author": author, "approver": approver,
+                                "at_ms": a.at_ms, "rules": d["new"]}),
+                    )
+                })
+                .take(HISTORY_LIMIT)
+                .collect::<Vec<_>>(),
+        )
+    })??;
+    ok(list)
+}
+
 /// The pending rule change (null when none).
 async fn get_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
     let u = user(&c, &h)?;
@@ -359,6 +437,28 @@ async fn tokens(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Byte
     ok(c.registry
         .tokens
         .grant(&rules, &req, crate::model::now_ms())?)
+}
+
+/// This node's budgets of the service's cluster-wide limits (`tokens::TokenState`, at most 1,000).
+async fn token_state(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
+    let u = user(&c, &h)?;
+    let rules = c.read(|st| {
+        readable(st, &u, &env, &name, Level::MaskedRead)?;
+        Ok::<_, ControlError>(
+            st.registry
+                .rules
+                .get(&(env.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_else(|| super::rules::RuleSet {
+                    env: env.clone(),
+                    service: name.clone(),
+                    ..Default::default()
+                }),
+        )
+    })??;
+    ok(c.registry
+        .tokens
+        .state_of(&rules, crate::model::now_ms(), 1_000))
 }
 
 /// Long-poll: answers the discovery as soon as the service's revision exceeds `since` (pushed through the

@@ -116,6 +116,17 @@ impl Leases {
         expired
     }
 
+    /// The deadlines of the leases this node holds for a service's instances: instance id → ms.
+    pub fn deadlines_of(&self, env: &str, service: &str) -> HashMap<String, u64> {
+        let Ok(d) = self.deadlines.lock() else {
+            return HashMap::new();
+        };
+        d.iter()
+            .filter(|((e, s, _), _)| e == env && s == service)
+            .map(|((_, _, id), at)| (id.clone(), *at))
+            .collect()
+    }
+
     /// How many leases this node holds.
     pub fn len(&self) -> usize {
         self.deadlines.lock().map(|d| d.len()).unwrap_or(0)

@@ -208,6 +208,78 @@ impl TokenServer {
     pub fn buckets(&self) -> usize {
         self.state.lock().map(|s| s.buckets.len()).unwrap_or(0)
     }
+
+    /// This node's budgets of a service's cluster-wide limits under `rules` (the set in force), with
+    /// the tokens each holds at `now_ms`, at most `limit` of them (rule, then key order), and the
+    /// clients that asked in the last [`CLIENT_TTL_MS`]: what the console shows. Read-only.
+    pub fn state_of(&self, rules: &RuleSet, now_ms: u64, limit: usize) -> TokenState {
+        let Ok(st) = self.state.lock() else {
+            return TokenState::default();
+        };
+        let clients = st
+            .clients
+            .get(&(rules.env.clone(), rules.service.clone()))
+            .map_or(0, |m| {
+                m.values()
+                    .filter(|seen| now_ms.saturating_sub(**seen) < CLIENT_TTL_MS)
+                    .count()
+            }) as u32;
+        let mut budgets: Vec<BudgetState> = st
+            .buckets
+            .iter()
+            .filter(|((env, svc, _, _), _)| *env == rules.env && *svc == rules.service)
+            .filter_map(|((_, _, rule, key), (tokens, refilled, used))| {
+                // A budget of a rule that is no longer a cluster limit (an older version) is not shown.
+                let q = cluster_qps(rules, *rule)?;
+                let held =
+                    (tokens + now_ms.saturating_sub(*refilled) as f64 * q / 1000.0).min(q.max(1.0));
+                Some(BudgetState {
+                    rule: *rule,
+                    key: key.clone(),
+                    qps: q,
+                    tokens: held,
+                    last_used_ms: *used,
+                })
+            })
+            .collect();
+        budgets.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
+        let truncated = budgets.len() > limit;
+        budgets.truncate(limit);
+        TokenState {
+            version: rules.version,
+            clients,
+            budgets,
+            truncated,
+        }
+    }
+}
+
+/// A service's cluster-wide budgets on one node (`GET SVC/tokens`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenState {
+    /// The rule set version in force.
+    pub version: u64,
+    /// Distinct clients that asked in the last [`CLIENT_TTL_MS`].
+    pub clients: u32,
+    /// The budgets, by rule then key.
+    pub budgets: Vec<BudgetState>,
+    /// Whether more budgets exist than were listed.
+    pub truncated: bool,
+}
+
+/// One budget of a cluster-wide limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetState {
+    /// The rule's index in the rule set.
+    pub rule: usize,
+    /// The budget key (caller or user; empty for a service-scope limit).
+    pub key: String,
+    /// The rule's rate.
+    pub qps: f64,
+    /// Tokens in the bucket now (at most one second of `qps`).
+    pub tokens: f64,
+    /// When a client last asked for this budget, ms since the epoch.
+    pub last_used_ms: u64,
 }
 
 // ------------------------------------------------------------------------------------------- client
@@ -601,6 +673,38 @@ mod tests {
             "b went quiet"
         );
         assert_eq!(s.granted.load(Ordering::Relaxed), 8 + 6 + 1 + 10);
+    }
+
+    #[test]
+    fn the_state_of_a_service_shows_each_budget_refilled_to_now() {
+        let rs = set(serde_json::json!([
+            {"kind": "rate_limit", "concurrency": 3},
+            {"kind": "rate_limit", "qps": 10, "cluster": true, "scope": "user"}
+        ]));
+        let s = TokenServer::default();
+        s.grant(&rs, &ask("a", 3, &[(1, "bob", 8), (1, "alice", 10)]), 1000)
+            .unwrap();
+        s.grant(&rs, &ask("b", 3, &[(1, "alice", 1)]), 1200)
+            .unwrap();
+        let v = s.state_of(&rs, 1500, 10);
+        assert_eq!((v.version, v.clients, v.truncated), (3, 2, false));
+        let rows: Vec<_> = v
+            .budgets
+            .iter()
+            .map(|b| (b.rule, b.key.as_str(), b.tokens, b.last_used_ms))
+            .collect();
+        // alice: 0 left at 1000, +2 by 1200, -1, +3 by 1500; bob: 2 left, +5 by 1500.
+        assert_eq!(rows, [(1, "alice", 4.0, 1200), (1, "bob", 7.0, 1000)]);
+        assert_eq!(s.state_of(&rs, 60_000, 10).clients, 0, "both went quiet");
+        assert_eq!(s.state_of(&rs, 60_000, 10).budgets[0].tokens, 10.0);
+        let one = s.state_of(&rs, 1500, 1);
+        assert_eq!((one.budgets.len(), one.truncated), (1, true));
+        // Another service's view is empty.
+        let other = RuleSet {
+            service: "payments".into(),
+            ..rs.clone()
+        };
+        assert!(s.state_of(&other, 1500, 10).budgets.is_empty());
     }
 
     #[test]
