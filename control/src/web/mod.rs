@@ -68,6 +68,7 @@ pub const ASSETS: &[(&str, &str)] = &[
     asset!("js/app.js"),
     asset!("js/api.js"),
     asset!("js/ui.js"),
+    asset!("js/governance.js"),
     asset!("js/pages/config.js"),
     asset!("js/pages/review.js"),
     asset!("js/pages/proxies.js"),
