@@ -118,11 +118,13 @@ fn console_registry_and_governance_pages() {
         "/v1/registry/DEV/services/payments",
         Some(json!({"app": "shop", "owner": "team-pay", "ttl_ms": 3_600_000})),
     );
+    // p-1's port is reserved and nothing listens on it: the active check below finds it down.
+    let closed = testkit::reserve_port().expect("port");
     api.ok(
         "POST",
         "/v1/registry/DEV/services/payments/instances",
         Some(
-            json!({"id": "p-1", "ip": "127.0.0.1", "port": 7001, "version": "3.1",
+            json!({"id": "p-1", "ip": "127.0.0.1", "port": closed.port(), "version": "3.1",
                     "tags": {"cluster": "dc3"}}),
         ),
     );
@@ -245,6 +247,8 @@ fn console_registry_and_governance_pages() {
     b.click(r#"button[data-action="online"][data-inst="o-2"]"#);
     b.confirm();
     wait_for("o-2 online", || instance(api, "o-2")["enabled"] == true);
+    // The page has drawn the new state (its Offline button is back) before the next click.
+    b.find(r#"button[data-action="offline"][data-inst="o-2"]"#);
     // The weight: the API's bound shown at the field, then a change.
     b.click(r#"button[data-action="weight"][data-inst="o-2"]"#);
     b.fill("#inst-weight", "20000");
@@ -320,6 +324,38 @@ fn console_registry_and_governance_pages() {
     wait_for("payments live", || {
         api.ok("GET", "/v1/registry/DEV/services/payments", None)["service"]["live"] == true
     });
+    b.wait_text("#svc-live", long, |t| t.starts_with("Take off live"));
+    // An active check: the API's bound shown at its field, then a TCP check that finds p-1 down.
+    b.choose("#svc-check-kind", "tcp");
+    b.fill("#svc-check-interval", "1000");
+    b.fill("#svc-check-timeout", "5000");
+    b.click("#svc-save");
+    b.confirm();
+    b.wait_text("#svc-check-timeout-err", long, |t| {
+        t == "timeout_ms is 100-60000 and below interval_ms"
+    });
+    b.fill("#svc-check-timeout", "500");
+    b.click("#svc-save");
+    b.confirm();
+    let payments = "/v1/registry/DEV/services/payments";
+    wait_for("the check saved", || {
+        !api.ok("GET", payments, None)["service"]["check"].is_null()
+    });
+    let check = api.ok("GET", payments, None)["service"]["check"].clone();
+    assert_eq!(
+        (&check["kind"], &check["interval_ms"], &check["timeout_ms"]),
+        (&json!("tcp"), &json!(1000), &json!(500))
+    );
+    b.goto(&format!("{base}/#/registry?env=DEV&service=payments"));
+    b.wait_text("#svc-health-source", long, |t| {
+        t.starts_with("Active tcp check every 1000 ms (timeout 500 ms)")
+    });
+    wait_for("p-1 down", || {
+        api.ok("GET", payments, None)["instances"][0]["healthy"] == false
+    });
+    b.click("#svc-refresh");
+    b.wait_text("#reg-instances-table", long, |t| t.contains("down"));
+    assert_eq!(row(&b, "#reg-instances-table", "p-1")[5], "down");
 
     // Rules published through the API, shown as a table per kind.
     let v1 = json!([

@@ -236,13 +236,18 @@ async function detailView(view, env, params) {
       })));
     }
     const redraw = () => draw().catch((e) => detail.append(errorBox(e)));
+    detail.append(h('p', {}, h('button', { type: 'button', id: 'svc-refresh', onclick: redraw }, 'Refresh')));
+    // The URL follows the user's choice of tab, not a redraw's: a redraw that ends after the user moved
+    // on must not rewrite the address they went to.
+    let drawing = true;
     detail.append(tabs([
       { id: 'instances', label: 'Instances', render: (p) => instancesTab(p, s, svcPath, redraw) },
       { id: 'catalogue', label: 'Catalogue', render: (p) => catalogueTab(p, s, svcPath, redraw) },
       { id: 'rules', label: 'Rules', render: (p) => rulesTab(p, s, svcPath, redraw) },
       { id: 'history', label: 'Rule versions', render: (p) => historyTab(p, s, svcPath, redraw) },
       { id: 'calls', label: 'Calls and tokens', render: (p) => callsTab(p, s, svcPath) },
-    ], tab, (id) => { tab = id; history.replaceState(null, '', link('registry', { env, service: name, tab: id })); }));
+    ], tab, (id) => { tab = id; if (!drawing) history.replaceState(null, '', link('registry', { env, service: name, tab: id })); }));
+    drawing = false;
   };
   await draw();
 }
