@@ -460,9 +460,15 @@ fn console_registry_and_governance_pages() {
     let hist: Vec<Vec<String>> = b
         .table_rows("#rules-history-table")
         .into_iter()
-        .map(|r| vec![r[0].clone(), r[2].clone(), r[4].clone()])
+        .map(|r| vec![r[0].clone(), r[2].clone(), r[4].clone(), r[5].clone()])
         .collect();
-    assert_eq!(hist, [["2", "admin", "2"], ["1", "admin", "9"]]);
+    assert_eq!(
+        hist,
+        [
+            ["2", "admin", "2", "switch to dc2"],
+            ["1", "admin", "9", "first rules"]
+        ]
+    );
     b.screenshot("54-registry-versions");
     b.click(r#"button[data-action="rollback"][data-version="1"]"#);
     b.confirm();

@@ -895,7 +895,10 @@ fn console_views_of_services_rules_and_token_budgets() {
     admin.ok(
         "PUT",
         &rules_path,
-        Some(json!({"rules": [{"kind": "access", "allow": false, "callers": ["crawler"]}], "version": 1})),
+        Some(
+            json!({"rules": [{"kind": "access", "allow": false, "callers": ["crawler"]}],
+                    "version": 1, "message": "no crawlers"}),
+        ),
     );
     let hist = reader.ok("GET", &format!("{SVC}/rules/history"), None);
     let versions: Vec<_> = hist
@@ -915,6 +918,10 @@ fn console_views_of_services_rules_and_token_budgets() {
         [(json!(2), json!("admin"), 1), (json!(1), json!("admin"), 2)]
     );
     assert_eq!(hist[1]["rules"][1]["kind"], "cluster_switch");
+    assert_eq!(
+        (&hist[0]["message"], &hist[1]["message"]),
+        (&json!("no crawlers"), &json!(""))
+    );
     assert_eq!(
         stranger.err("GET", &format!("{SVC}/rules/history"), None).0,
         403

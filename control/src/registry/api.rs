@@ -322,7 +322,7 @@ async fn check_rules(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b:
 const HISTORY_LIMIT: usize = 50;
 
 /// The rule set versions published on a service, newest first (at most [`HISTORY_LIMIT`]), from the audit
-/// log: `{version, author, approver, at_ms, message?, rules}` per publish or approval.
+/// log: `{version, author, approver, at_ms, message, rules}` per publish or approval.
 async fn rules_history(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
     let u = user(&c, &h)?;
     let target = format!("registry/{env}/{name}");
@@ -345,7 +345,8 @@ async fn rules_history(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) 
                     };
                     Some(
                         json!({"version": d["version"], "author": author, "approver": approver,
-                                "at_ms": a.at_ms, "rules": d["new"]}),
+                                "at_ms": a.at_ms, "message": d["message"].as_str().unwrap_or_default(),
+                                "rules": d["new"]}),
                     )
                 })
                 .take(HISTORY_LIMIT)

@@ -552,7 +552,8 @@ impl Tx<'_> {
         self.audit(
             "registry.rules.publish",
             &target,
-            serde_json::json!({"old": old.map(|o| o.rules), "new": &set.rules, "version": set.version}),
+            serde_json::json!({"old": old.map(|o| o.rules), "new": &set.rules, "version": set.version,
+                               "message": &set.message}),
         );
         self.touch_service(svc);
         self.put(Rec::Registry(RegRec::Rules(set.clone())));
@@ -613,7 +614,8 @@ impl Tx<'_> {
             "registry.rules.approve",
             &target,
             serde_json::json!({"old": old.map(|o| o.rules), "new": &set.rules,
-                               "version": set.version, "author": &set.author}),
+                               "version": set.version, "author": &set.author,
+                               "message": &set.message}),
         );
         self.touch_service(svc);
         self.put(Rec::Registry(RegRec::Rules(set.clone())));

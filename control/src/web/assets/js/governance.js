@@ -152,6 +152,7 @@ export async function historyTab(panel, svc, svcPath, redraw) {
       { key: 'author', label: 'Author' },
       { key: 'approver', label: 'Approver' },
       { key: 'count', label: 'Rules', num: true, value: (v) => (v.rules || []).length },
+      { key: 'message', label: 'Message' },
       { key: 'actions', label: 'Actions', value: () => '', render: (v) => h('span', { class: 'row' },
         h('button', { type: 'button', 'data-action': 'show', 'data-version': v.version, onclick: () => show(v) }, 'Show'),
         v.version === current ? badge('in force', 'ok') : canPublish(svc) ? h('button', {
