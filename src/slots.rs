@@ -10,7 +10,7 @@
 //! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,8 +84,8 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
         "PLAN" => {
             let group = slots_group(&config, rest.first())?;
             let (removed, _) = options(&rest[1..])?;
-            let plan = make_plan(group, &removed)?;
-            Ok(render_plan(group, &plan))
+            let (plan, memory) = make_plan(group, &removed)?;
+            Ok(render_plan(group, &plan, &memory))
         }
         "MIGRATE" => {
             let group = slots_group(&config, rest.first())?;
@@ -116,7 +116,7 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
         "REBALANCE" => {
             let group = slots_group(&config, rest.first())?;
             let (removed, rate) = options(&rest[1..])?;
-            let plan = make_plan(group, &removed)?;
+            let (plan, memory) = make_plan(group, &removed)?;
             let moves = plan
                 .moves
                 .iter()
@@ -126,7 +126,7 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
                     to: group.servers[m.to].name.clone(),
                 })
                 .collect();
-            start_job(control, group, moves, rate).map(|s| s + &render_plan(group, &plan))
+            start_job(control, group, moves, rate).map(|s| s + &render_plan(group, &plan, &memory))
         }
         "STOP" => match lock(&JOB).as_ref() {
             Some(j) => {
@@ -349,7 +349,7 @@ fn owners(g: &RedisGroup) -> Vec<usize> {
 }
 
 /// Measures every server of the group (on a thread: the probe blocks) and plans.
-fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<Plan, String> {
+fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<(Plan, Vec<u64>), String> {
     if g.slots.iter().any(|r| r.migrating_to.is_some()) {
         return Err("a range is still moving (`migrating_to`); finish it first".into());
     }
@@ -385,21 +385,27 @@ fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<Plan, String> {
         .iter()
         .map(|s| !removed.contains(&s.name))
         .collect();
-    rebalance::plan(&owners(g), &figures, &keep).map_err(|e| e.to_string())
+    let plan = rebalance::plan(&owners(g), &figures, &keep).map_err(|e| e.to_string())?;
+    Ok((plan, figures.iter().map(|f| f.memory).collect()))
 }
 
-fn render_plan(g: &RedisGroup, p: &Plan) -> String {
+/// The plan as text; `memory`: `used_memory` of each server when measured.
+fn render_plan(g: &RedisGroup, p: &Plan, memory: &[u64]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<12} {:>12} {:>12} {:>8}",
-        "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS"
+        "{:<12} {:>12} {:>12} {:>8} {:>14}",
+        "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS", "MEMORY BYTES"
     );
     for (i, s) in g.servers.iter().enumerate() {
         let _ = writeln!(
             t,
-            "{:<12} {:>12.0} {:>12.0} {:>8}",
-            s.name, p.keys_before[i], p.keys_after[i], p.slots_after[i]
+            "{:<12} {:>12.0} {:>12.0} {:>8} {:>14}",
+            s.name,
+            p.keys_before[i],
+            p.keys_after[i],
+            p.slots_after[i],
+            memory.get(i).copied().unwrap_or_default()
         );
     }
     let _ = writeln!(
@@ -433,6 +439,8 @@ fn show(config: &Config, only: Option<&str>) -> String {
         .filter(|g| only.is_none_or(|o| o == g.name))
     {
         let _ = writeln!(t, "group {}", g.name);
+        let names: Vec<&str> = g.servers.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(t, "  servers: {}", names.join(" "));
         for r in &g.slots {
             let moving = r
                 .migrating_to
@@ -465,6 +473,15 @@ fn show(config: &Config, only: Option<&str>) -> String {
                 elapsed,
                 moved as f64 / elapsed.max(0.001)
             );
+            let left: Vec<String> = j
+                .moves
+                .iter()
+                .skip(i)
+                .map(|m| format!("{}-{} -> {}", m.start, m.end, m.to))
+                .collect();
+            if lock(&j.state).as_str() == "running" && !left.is_empty() {
+                let _ = writeln!(t, "moves left: {}", left.join(", "));
+            }
         }
         None => t.push_str("no migration has run\n"),
     }
@@ -477,12 +494,7 @@ fn start_job(
     moves: Vec<Move>,
     rate: u64,
 ) -> Result<String, String> {
-    let path = match &control.source {
-        ConfigSource::File(p) => p.clone(),
-        _ => {
-            return Err("the config comes from the configuration center: publish `migrating_to` on the range there, move the keys, then publish the new owner (docs/redis-proxy.md)".into());
-        }
-    };
+    let store = Store::of(&control.source);
     if g.tls.is_some() {
         return Err(
             "slot migration over TLS backends is not supported (the mover speaks plain TCP)".into(),
@@ -514,7 +526,7 @@ fn start_job(
     std::thread::Builder::new()
         .name("slot-migration".into())
         .spawn(move || {
-            let result = run_job(&control, &path, &job, rate);
+            let result = run_job(&control, &store, &job, rate);
             let state = match result {
                 Ok(()) => "done".to_string(),
                 Err(e) if job.stop.load(Relaxed) => format!("stopped ({e})"),
@@ -529,7 +541,7 @@ fn start_job(
     ))
 }
 
-fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), String> {
+fn run_job(control: &Control, store: &Store, job: &Job, rate: u64) -> Result<(), String> {
     for (i, m) in job.moves.iter().enumerate() {
         job.current.store(i, Relaxed);
         if job.stop.load(Relaxed) {
@@ -544,8 +556,7 @@ fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), S
             continue;
         }
         // 1. Every core moves keys of the range before their commands.
-        edit_file(path, &job.group, m.start, m.end, &from, Some(&m.to))?;
-        control.reload()?;
+        store.set(control, &job.group, m.start, m.end, &from, Some(&m.to))?;
         std::thread::sleep(GRACE);
         // 2. The mover copies the rest.
         let spec = MoveSpec {
@@ -568,11 +579,143 @@ fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), S
         let moved = run_move(&spec, &progress).map_err(|e| e.to_string())?;
         tracing::info!(group = %job.group, start = m.start, end = m.end, from = %from, to = %m.to, moved, secs = started.elapsed().as_secs_f64(), "slot range moved");
         // 3. The new owner in the table.
-        edit_file(path, &job.group, m.start, m.end, &m.to, None)?;
-        control.reload()?;
+        store.set(control, &job.group, m.start, m.end, &m.to, None)?;
     }
     job.current.store(job.moves.len(), Relaxed);
     Ok(())
+}
+
+/// Where a job edits the slot table: the config file, or the document item of the configuration-center
+/// namespace the proxy follows (published as a release, which every proxy of the namespace applies).
+enum Store {
+    File(PathBuf),
+    Center {
+        api: control::client::ApiClient,
+        ns_path: String,
+        key: String,
+    },
+}
+
+/// How long a published table may take to reach this proxy.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+
+impl Store {
+    fn of(source: &ConfigSource) -> Store {
+        match source {
+            ConfigSource::File(p) => Store::File(p.clone()),
+            ConfigSource::Center {
+                api, ns_path, key, ..
+            } => Store::Center {
+                api: api.clone(),
+                ns_path: ns_path.clone(),
+                key: key.clone(),
+            },
+        }
+    }
+
+    /// Slots `start..=end` of `group` served by `server` (moving to `migrating_to`), running here when
+    /// this returns.
+    fn set(
+        &self,
+        control: &Control,
+        group: &str,
+        start: u16,
+        end: u16,
+        server: &str,
+        migrating_to: Option<&str>,
+    ) -> Result<(), String> {
+        match self {
+            Store::File(path) => {
+                edit_file(path, group, start, end, server, migrating_to)?;
+                control.reload().map(|_| ())
+            }
+            Store::Center { api, ns_path, key } => {
+                let what = match migrating_to {
+                    Some(to) => format!("slots {start}-{end} of `{group}` moving {server} -> {to}"),
+                    None => format!("slots {start}-{end} of `{group}` on {server}"),
+                };
+                publish_table(api, ns_path, key, &what, |text| {
+                    edit_table(text, group, start, end, server, migrating_to)
+                })?;
+                let applied = |c: &Config| {
+                    c.redis_group(group).is_some_and(|g| {
+                        g.slots
+                            .iter()
+                            .filter(|r| r.start <= end && r.end >= start)
+                            .all(|r| {
+                                r.server == server && r.migrating_to.as_deref() == migrating_to
+                            })
+                    })
+                };
+                let deadline = Instant::now() + APPLY_WAIT;
+                while !applied(&control.shared.snapshots.current().config) {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "published {what}, but this proxy has not applied it in {} s (is the release rejected? see its report)",
+                            APPLY_WAIT.as_secs()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Edits the namespace's document item `key` with `edit` and publishes it, through the center's API with
+/// the proxy's token (which needs `publish` on the namespace). Refused while the namespace has other
+/// unpublished changes: a publish releases the whole draft, and a migration must not release someone's
+/// half-done edit. The item's version guards against an edit in between.
+fn publish_table(
+    api: &control::client::ApiClient,
+    ns_path: &str,
+    key: &str,
+    what: &str,
+    edit: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<(), String> {
+    let center = |e: control::client::ClientError| format!("configuration center: {e}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for the center's API: {e}"))?;
+    rt.block_on(async {
+        let diff = api
+            .call("GET", &format!("{ns_path}/diff"), None)
+            .await
+            .map_err(center)?;
+        let pending: Vec<String> = ["added", "removed", "changed"]
+            .iter()
+            .filter_map(|k| diff[*k].as_object())
+            .flat_map(|o| o.keys().cloned())
+            .collect();
+        if !pending.is_empty() {
+            return Err(format!(
+                "the namespace has unpublished changes ({}); publish or discard them first, a migration publishes the slot table alone",
+                pending.join(", ")
+            ));
+        }
+        let item_path = format!("{ns_path}/items/{}", control::client::encode(key));
+        let item = api.call("GET", &item_path, None).await.map_err(center)?;
+        let text = match (&item["value"]["type"], item["value"]["value"]["text"].as_str()) {
+            (t, Some(text)) if t == "document" => text.to_string(),
+            _ => return Err(format!("the center's item `{key}` is not a TOML document")),
+        };
+        let edited = edit(&text)?;
+        let body = serde_json::json!({
+            "value": {"type": "document", "value": {"format": "toml", "text": edited}},
+            "comment": item["comment"].as_str().unwrap_or_default(),
+            "version": item["version"],
+        });
+        api.call("PUT", &item_path, Some(&body))
+            .await
+            .map_err(center)?;
+        let msg = serde_json::json!({ "message": format!("SLOTS: {what}") });
+        api.call("POST", &format!("{ns_path}/publish"), Some(&msg))
+            .await
+            .map_err(center)?;
+        Ok(())
+    })
 }
 
 /// The one server that owns (or, resuming, owns and moves away) every slot of the range.

@@ -14,6 +14,7 @@
 
 pub mod fleet;
 pub mod history;
+pub mod moves;
 pub mod session;
 
 use std::collections::HashMap;
@@ -77,6 +78,8 @@ pub const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/releases.js"),
     asset!("js/pages/traces.js"),
     asset!("js/pages/access.js"),
+    // --- online moves (Redis slots, MySQL reshard) ---
+    asset!("js/pages/moves.js"),
 ];
 
 fn content_type(path: &str) -> &'static str {
@@ -110,6 +113,21 @@ pub fn routes<S2: Clone + Send + Sync + 'static>(console: Arc<Console>) -> Route
         )
         .route(&format!("{proxy}/action"), post(proxy_action))
         .route(&format!("{proxy}/{{view}}"), get(proxy_view))
+        // --- online moves (Redis slots, MySQL reshard): web::moves ---
+        .route(
+            &format!("{proxy}/moves/slots"),
+            get(moves::slots).post(moves::slots_action),
+        )
+        .route(&format!("{proxy}/moves/slots/plan"), get(moves::slots_plan))
+        .route(
+            &format!("{proxy}/moves/reshard"),
+            get(moves::reshard).post(moves::reshard_action),
+        )
+        .route(
+            &format!("{proxy}/moves/reshard/plan"),
+            get(moves::reshard_plan),
+        )
+        // --- end of online moves ---
         .with_state(console)
 }
 
