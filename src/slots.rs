@@ -702,6 +702,10 @@ fn publish_table(
             _ => return Err(format!("the center's item `{key}` is not a TOML document")),
         };
         let edited = edit(&text)?;
+        if edited == text {
+            // Resuming a stopped move: the center already has this table.
+            return Ok(());
+        }
         let body = serde_json::json!({
             "value": {"type": "document", "value": {"format": "toml", "text": edited}},
             "comment": item["comment"].as_str().unwrap_or_default(),
