@@ -131,7 +131,10 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
     // The proxy's error metrics are the health signal of rolling publishes: the sums of every listener's
     // request and error counters, read by the client every `health_interval`.
     let mut options = source.options;
-    let api = control::client::ApiClient::new(&options.server, options.token.as_deref());
+    let api = Arc::new(control::client::ApiClient::new(
+        &options.server,
+        options.token.as_deref(),
+    ));
     let ns_path = format!(
         "/v1/apps/{}/envs/{}/clusters/{}/namespaces/{}",
         control::client::encode(&options.app),
@@ -264,7 +267,7 @@ pub enum ConfigSource {
         /// Where the first config came from.
         origin: String,
         /// The center's API with the proxy's token (`SLOTS MIGRATE` publishes the slot table through it).
-        api: control::client::ApiClient,
+        api: Arc<control::client::ApiClient>,
         /// `/v1/apps/APP/envs/ENV/clusters/CLUSTER/namespaces/NS`: the namespace the proxy follows.
         ns_path: String,
     },

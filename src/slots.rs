@@ -7,7 +7,9 @@
 //! (2) the mover copies the rest of the range (`proxy_redis::migrate::run_move`); (3) the file
 //! names the new owner and is reloaded. The file is edited with `toml_edit`, so comments and the
 //! rest of the file stay as they were. A stopped or failed move leaves `migrating_to` in the file:
-//! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it.
+//! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it. With the config from
+//! the configuration center, (1) and (3) edit the namespace's document item the same way and publish it
+//! through the center's API ([`Store`]), so every proxy of the namespace applies the table.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -590,7 +592,7 @@ fn run_job(control: &Control, store: &Store, job: &Job, rate: u64) -> Result<(),
 enum Store {
     File(PathBuf),
     Center {
-        api: control::client::ApiClient,
+        api: Arc<control::client::ApiClient>,
         ns_path: String,
         key: String,
     },

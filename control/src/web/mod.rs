@@ -6,7 +6,8 @@
 //! - **The browser calls the same JSON API as every other client** (`/v1/...`); the console adds only a
 //!   session ([`session`]: login with a token → `HttpOnly`, `SameSite=Strict` cookie + CSRF header) and a few
 //!   read models the pages need that the API does not have yet ([`layers`]: where each value of a resolved
-//!   config comes from; [`fleet`]: the proxies that report to the center and their admin ports). Permissions
+//!   config comes from; [`fleet`]: the proxies that report to the center and their admin ports; [`moves`]:
+//!   their slot migrations and reshards). Permissions
 //!   are the API's: a view or action the user may not take answers 403 and the page shows it.
 //! - Each page is one JavaScript module (`assets/js/pages/*.js`) registered in `assets/js/app.js`; shared
 //!   components (sortable/filterable/paged tables, diff view, SVG time-series and bar charts, confirmation

@@ -9,6 +9,9 @@ import { h, clear, table, tabs, errorBox, toast, confirmDialog, barChart, badge,
 
 function base(key) { return `/console/api/proxies/${key.split('/').map(api.seg).join('/')}/moves`; }
 
+/** Replaces an element's children, skipping the absent ones (`replaceChildren` would write "null"). */
+function fill(el, ...kids) { el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false)); }
+
 const int = (n) => (n === null || n === undefined ? '' : Math.round(n).toLocaleString('en-US'));
 
 /** A progress bar with its text (`value` of `max`). */
@@ -63,11 +66,11 @@ async function slotsTab(panel, key, ctx) {
   panel.append(h('h2', {}, 'Migration'), jobBox, out);
   const stop = async () => {
     if (!(await confirmDialog('Stop the slot migration after its current batch? The range being moved stays marked as moving (clients are served correctly); run the same move again to finish it.', 'Stop'))) return;
-    try { const r = await api.post(`${base(key)}/slots`, { action: 'stop' }); out.replaceChildren(h('p', { role: 'status' }, r.reply)); } catch (e) { out.replaceChildren(errorBox(e)); }
+    try { const r = await api.post(`${base(key)}/slots`, { action: 'stop' }); fill(out, h('p', { role: 'status' }, r.reply)); } catch (e) { fill(out, errorBox(e)); }
   };
   const draw = (r) => {
-    jobBox.replaceChildren(jobCard(r.job, stop));
-    groupsBox.replaceChildren(...(r.groups.length ? r.groups.map(groupBlock) : [h('p', { class: 'muted' }, 'No Redis group with distribution = "slots" in this proxy.')]),
+    fill(jobBox, jobCard(r.job, stop));
+    fill(groupsBox, ...(r.groups.length ? r.groups.map(groupBlock) : [h('p', { class: 'muted' }, 'No Redis group with distribution = "slots" in this proxy.')]),
       ...(r.lines.length ? [h('pre', { class: 'muted' }, r.lines.join('\n'))] : []));
   };
   draw(first);
@@ -90,7 +93,7 @@ async function slotsTab(panel, key, ctx) {
   const rate = h('input', { id: 'plan-rate', type: 'number', min: '0', value: '5000' });
   const planOut = h('div', { id: 'plan-result' });
   const servers = () => (groups.find((g) => g.name === group.value) || groups[0]).servers || [];
-  const drawRemove = () => removeBox.replaceChildren(h('span', { class: 'muted' }, 'Remove:'), ...servers().map((s) =>
+  const drawRemove = () => fill(removeBox, h('span', { class: 'muted' }, 'Remove:'), ...servers().map((s) =>
     h('label', {}, h('input', { type: 'checkbox', value: s, id: `plan-remove-${s}` }), ` ${s}`)));
   group.addEventListener('change', () => { drawRemove(); drawMove(); });
   drawRemove();
@@ -102,15 +105,15 @@ async function slotsTab(panel, key, ctx) {
     try {
       const r = await api.post(`${base(key)}/slots`, { action: 'rebalance', group: group.value, remove: rm, rate: Number(rate.value) || 0 });
       toast('Migration started');
-      out.replaceChildren(h('p', { role: 'status', id: 'slots-started' }, r.reply.split('\n')[0]));
+      fill(out, h('p', { role: 'status', id: 'slots-started' }, r.reply.split('\n')[0]));
       draw(await api.get(`${base(key)}/slots`));
-    } catch (e) { out.replaceChildren(errorBox(e)); }
+    } catch (e) { fill(out, errorBox(e)); }
   };
   const makePlan = async () => {
-    planOut.replaceChildren(h('p', { class: 'muted' }, 'Sampling every server…'));
+    fill(planOut, h('p', { class: 'muted' }, 'Sampling every server…'));
     try {
       const p = await api.get(`${base(key)}/slots/plan${api.q({ group: group.value, remove: removed().join(',') })}`);
-      planOut.replaceChildren(
+      fill(planOut, 
         table({
           id: 'plan-servers', caption: 'Keys per server now and after the plan', rows: p.servers,
           columns: [
@@ -133,7 +136,7 @@ async function slotsTab(panel, key, ctx) {
           }),
         p.lines.length ? h('pre', { class: 'muted' }, p.lines.join('\n')) : null,
         p.balanced ? null : h('button', { type: 'button', id: 'plan-run', onclick: () => runPlan(p) }, 'Run this plan…'));
-    } catch (e) { planOut.replaceChildren(errorBox(e)); }
+    } catch (e) { fill(planOut, errorBox(e)); }
   };
   panel.append(h('h2', {}, 'Plan'), h('div', { class: 'card' },
     h('div', { class: 'row' }, field('Group', group).el, field('Rate (keys/s, 0: unlimited)', rate).el),
@@ -143,7 +146,7 @@ async function slotsTab(panel, key, ctx) {
   // One range by hand.
   const range = h('input', { id: 'move-range', placeholder: 'first-last, e.g. 0-4095' });
   const toBox = h('span', {});
-  const drawMove = () => toBox.replaceChildren(field('To server', select(servers(), servers()[1] || servers()[0], { id: 'move-to' })).el);
+  const drawMove = () => fill(toBox, field('To server', select(servers(), servers()[1] || servers()[0], { id: 'move-to' })).el);
   drawMove();
   const moveOut = h('div', { id: 'move-result' });
   const move = async () => {
@@ -151,9 +154,9 @@ async function slotsTab(panel, key, ctx) {
     if (!(await confirmDialog(`Move slots ${range.value} of group ${group.value} to ${to} at ${rate.value || 'unlimited'} keys/s?`, 'Move'))) return;
     try {
       const r = await api.post(`${base(key)}/slots`, { action: 'migrate', group: group.value, range: range.value, to, rate: Number(rate.value) || 0 });
-      moveOut.replaceChildren(h('p', { role: 'status', id: 'move-started' }, r.reply));
+      fill(moveOut, h('p', { role: 'status', id: 'move-started' }, r.reply));
       draw(await api.get(`${base(key)}/slots`));
-    } catch (e) { moveOut.replaceChildren(errorBox(e)); }
+    } catch (e) { fill(moveOut, errorBox(e)); }
   };
   panel.append(h('h2', {}, 'Move one range'), h('div', { class: 'card' },
     h('div', { class: 'row' }, field('Slot range', range).el, toBox),
@@ -173,7 +176,7 @@ async function reshardTab(panel, key, ctx) {
   const draw = (r) => {
     const fields = h('dl', { class: 'facts', id: 'reshard-fields' }, r.fields.map(([k, v]) => [h('dt', {}, k || '·'), h('dd', { 'data-field': k }, v)]));
     const parts = r.partitions || 0;
-    card.replaceChildren(
+    fill(card, 
       h('p', { class: 'row' }, h('strong', { id: 'reshard-title' }, r.title || 'no reshard'), r.state ? h('span', { id: 'reshard-state' }, badge(r.state, r.state === 'done' ? 'ok' : 'warn')) : null,
         r.phase ? h('span', { id: 'reshard-phase' }, badge(r.phase, '')) : null),
       r.running && parts ? progress('reshard-progress', r.partition || 0, parts, `partition ${r.partition} of ${parts}`) : null,
@@ -187,9 +190,9 @@ async function reshardTab(panel, key, ctx) {
     if (!(await confirmDialog(text, label))) return;
     try {
       const r = await api.post(`${base(key)}/reshard`, { action: a });
-      out.replaceChildren(h('p', { role: 'status', id: 'reshard-reply' }, r.reply));
+      fill(out, h('p', { role: 'status', id: 'reshard-reply' }, r.reply));
       toast(`RESHARD ${a.toUpperCase()}`);
-    } catch (e) { out.replaceChildren(errorBox(e)); }
+    } catch (e) { fill(out, errorBox(e)); }
     await refresh().catch((e) => out.append(errorBox(e)));
   };
   panel.append(h('h2', {}, 'Reshard status'), card, out);
@@ -204,7 +207,7 @@ async function reshardTab(panel, key, ctx) {
   const plan = async () => {
     try {
       const p = await api.get(`${base(key)}/reshard/plan${api.q({ sharding: sharding.value, table: tbl.value, rule: rule.value, rate: rate.value })}`);
-      planOut.replaceChildren(h('p', { id: 'reshard-plan-title' }, p.title),
+      fill(planOut, h('p', { id: 'reshard-plan-title' }, p.title),
         table({
           id: 'reshard-plan-table', caption: 'Old partitions and where their rows go', rows: p.partitions, pageSize: 50,
           columns: [
@@ -215,7 +218,7 @@ async function reshardTab(panel, key, ctx) {
           ],
         }),
         h('pre', { id: 'reshard-plan-notes' }, p.lines.join('\n')));
-    } catch (e) { planOut.replaceChildren(errorBox(e)); }
+    } catch (e) { fill(planOut, errorBox(e)); }
   };
   panel.append(h('h2', {}, 'Dry run'), h('div', { class: 'card' },
     h('div', { class: 'row' }, field('Sharding', sharding).el, field('Table', tbl).el, field('New rule', rule).el, field('Rate', rate).el),
