@@ -505,6 +505,7 @@ fn start_job(
     if moves.is_empty() {
         return Ok("balanced: nothing to move\n".into());
     }
+    store.check()?;
     let mut slot = lock(&JOB);
     if slot
         .as_ref()
@@ -615,6 +616,18 @@ impl Store {
         }
     }
 
+    /// Refuses before a job starts what its first publish would refuse: unpublished changes in the
+    /// namespace (asked on a thread of its own: the admin port's caller may be async).
+    fn check(&self) -> Result<(), String> {
+        let Store::Center { api, ns_path, .. } = self else {
+            return Ok(());
+        };
+        let (api, ns_path) = (api.clone(), ns_path.clone());
+        std::thread::spawn(move || runtime()?.block_on(nothing_pending(&api, &ns_path)))
+            .join()
+            .map_err(|_| "the center check panicked".to_string())?
+    }
+
     /// Slots `start..=end` of `group` served by `server` (moving to `migrating_to`), running here when
     /// this returns.
     fn set(
@@ -665,6 +678,38 @@ impl Store {
     }
 }
 
+fn center(e: control::client::ClientError) -> String {
+    format!("configuration center: {e}")
+}
+
+/// A runtime for the center's API on a thread of the job (or of the refusal check).
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for the center's API: {e}"))
+}
+
+/// Err naming the namespace's unpublished changes, if it has any.
+async fn nothing_pending(api: &control::client::ApiClient, ns_path: &str) -> Result<(), String> {
+    let diff = api
+        .call("GET", &format!("{ns_path}/diff"), None)
+        .await
+        .map_err(center)?;
+    let pending: Vec<String> = ["added", "removed", "changed"]
+        .iter()
+        .filter_map(|k| diff[*k].as_object())
+        .flat_map(|o| o.keys().cloned())
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the namespace has unpublished changes ({}); publish or discard them first: a migration publishes the slot table alone",
+        pending.join(", ")
+    ))
+}
+
 /// Edits the namespace's document item `key` with `edit` and publishes it, through the center's API with
 /// the proxy's token (which needs `publish` on the namespace). Refused while the namespace has other
 /// unpublished changes: a publish releases the whole draft, and a migration must not release someone's
@@ -676,30 +721,15 @@ fn publish_table(
     what: &str,
     edit: impl FnOnce(&str) -> Result<String, String>,
 ) -> Result<(), String> {
-    let center = |e: control::client::ClientError| format!("configuration center: {e}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime for the center's API: {e}"))?;
+    let rt = runtime()?;
     rt.block_on(async {
-        let diff = api
-            .call("GET", &format!("{ns_path}/diff"), None)
-            .await
-            .map_err(center)?;
-        let pending: Vec<String> = ["added", "removed", "changed"]
-            .iter()
-            .filter_map(|k| diff[*k].as_object())
-            .flat_map(|o| o.keys().cloned())
-            .collect();
-        if !pending.is_empty() {
-            return Err(format!(
-                "the namespace has unpublished changes ({}); publish or discard them first, a migration publishes the slot table alone",
-                pending.join(", ")
-            ));
-        }
+        nothing_pending(api, ns_path).await?;
         let item_path = format!("{ns_path}/items/{}", control::client::encode(key));
         let item = api.call("GET", &item_path, None).await.map_err(center)?;
-        let text = match (&item["value"]["type"], item["value"]["value"]["text"].as_str()) {
+        let text = match (
+            &item["value"]["type"],
+            item["value"]["value"]["text"].as_str(),
+        ) {
             (t, Some(text)) if t == "document" => text.to_string(),
             _ => return Err(format!("the center's item `{key}` is not a TOML document")),
         };

@@ -181,10 +181,25 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
     );
     b.screenshot("70-moves-slots-plan");
 
-    // --- One range moved from the page, slowly: its progress, then stopped. ---
+    // --- A move is refused while the namespace has a draft change (a publish would release it too). ---
+    api(
+        "PUT",
+        &format!("{nsp}/items/note"),
+        Some(json!({"value": {"type": "string", "value": "half-done"}})),
+    );
     b.fill("#plan-rate", "10");
     b.fill("#move-range", "0-8191");
     b.choose("#move-to", "r2");
+    b.click("#move-submit");
+    b.confirm();
+    let refused = b.wait_text("#move-result", long, |t| t.contains("unpublished"));
+    assert!(
+        refused.contains("the namespace has unpublished changes (note)"),
+        "{refused}"
+    );
+    api("DELETE", &format!("{nsp}/items/note"), None);
+
+    // --- One range moved from the page, slowly: its progress, then stopped. ---
     b.click("#move-submit");
     b.confirm();
     b.wait_text("#move-started", long, |t| t.contains("migration started"));
@@ -262,11 +277,23 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
         [
             "proxy.slots.migrate",
             "proxy.slots.stop",
+            "proxy.slots.migrate",
             "proxy.slots.migrate"
         ],
         "{audit}"
     );
     assert_eq!(audit[0]["actor"], "admin", "{audit}");
+    assert_eq!(
+        audit[0]["detail"]["command"],
+        json!(["SLOTS", "MIGRATE", "cache", "0-8191", "r2"]),
+        "{audit}"
+    );
+    assert!(
+        audit[3]["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unpublished changes")),
+        "{audit}"
+    );
     // A user with read only sees the table but may not move.
     api(
         "POST",
@@ -300,6 +327,46 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
         Some(json!({"action": "stop"})),
     );
     assert_eq!(status, 403, "{refused}");
+    // Bad requests are refused before any proxy is asked, naming the field.
+    let (status, bad) = bearer_json(
+        cport,
+        TOKEN,
+        "POST",
+        &moves_path,
+        Some(json!({"action": "explode"})),
+    );
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (400, Some("action")),
+        "{bad}"
+    );
+    let (status, bad) = bearer_json(
+        cport,
+        TOKEN,
+        "POST",
+        &moves_path,
+        Some(json!({"action": "migrate", "group": "cache", "range": "0-1 r2", "to": "r2"})),
+    );
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (400, Some("range")),
+        "{bad}"
+    );
+    // The proxy's own refusal comes back as the proxy said it.
+    let (status, bad) = bearer_json(
+        cport,
+        TOKEN,
+        "POST",
+        &moves_path,
+        Some(json!({"action": "migrate", "group": "cache", "range": "0-1", "to": "r9"})),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("group `cache` has no server `r9`")),
+        "{bad}"
+    );
 
     // --- MySQL: the reshard status and the dry run, as the admin port answers. ---
     b.goto(&format!("{base}#/moves?key={key}&tab=reshard"));
@@ -357,4 +424,22 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
         "{notes}"
     );
     b.screenshot("73-moves-reshard-plan");
+
+    // Phone width: the page fits the screen (tables scroll in their own box).
+    b.resize(390, 844);
+    for tab in ["slots", "reshard"] {
+        b.goto(&format!("{base}#/moves?key={key}&tab={tab}"));
+        b.wait_text("#tabpanel", long, |t| {
+            t.contains("r2") || t.contains("no reshard")
+        });
+        let overflow = b.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "the {tab} tab is wider than a phone by {overflow} px"
+        );
+    }
+    b.screenshot("74-moves-phone");
 }
