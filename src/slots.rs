@@ -9,10 +9,9 @@
 //! rest of the file stay as they were. A stopped or failed move leaves `migrating_to` in the file:
 //! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it. With the config from
 //! the configuration center, (1) and (3) edit the namespace's document item the same way and publish it
-//! through the center's API ([`Store`]), so every proxy of the namespace applies the table.
+//! through the center's API ([`ConfigStore`]), so every proxy of the namespace applies the table.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,8 @@ use proxy_redis::migrate::{Endpoint, MoveSpec, Progress, run_move, server_load};
 use router::config::{Config, RedisDistribution, RedisGroup};
 use router::redis::rebalance::{self, Plan, ServerFigures};
 
-use crate::proxy::{ConfigSource, Control};
+use crate::config_store::ConfigStore;
+use crate::proxy::Control;
 
 /// Admin help lines.
 pub const HELP: &[&str] = &[
@@ -496,7 +496,7 @@ fn start_job(
     moves: Vec<Move>,
     rate: u64,
 ) -> Result<String, String> {
-    let store = Store::of(&control.source);
+    let store = ConfigStore::of(&control.source);
     if g.tls.is_some() {
         return Err(
             "slot migration over TLS backends is not supported (the mover speaks plain TCP)".into(),
@@ -544,7 +544,7 @@ fn start_job(
     ))
 }
 
-fn run_job(control: &Control, store: &Store, job: &Job, rate: u64) -> Result<(), String> {
+fn run_job(control: &Control, store: &ConfigStore, job: &Job, rate: u64) -> Result<(), String> {
     for (i, m) in job.moves.iter().enumerate() {
         job.current.store(i, Relaxed);
         if job.stop.load(Relaxed) {
@@ -559,7 +559,15 @@ fn run_job(control: &Control, store: &Store, job: &Job, rate: u64) -> Result<(),
             continue;
         }
         // 1. Every core moves keys of the range before their commands.
-        store.set(control, &job.group, m.start, m.end, &from, Some(&m.to))?;
+        set_table(
+            control,
+            store,
+            &job.group,
+            m.start,
+            m.end,
+            &from,
+            Some(&m.to),
+        )?;
         std::thread::sleep(GRACE);
         // 2. The mover copies the rest.
         let spec = MoveSpec {
@@ -582,176 +590,41 @@ fn run_job(control: &Control, store: &Store, job: &Job, rate: u64) -> Result<(),
         let moved = run_move(&spec, &progress).map_err(|e| e.to_string())?;
         tracing::info!(group = %job.group, start = m.start, end = m.end, from = %from, to = %m.to, moved, secs = started.elapsed().as_secs_f64(), "slot range moved");
         // 3. The new owner in the table.
-        store.set(control, &job.group, m.start, m.end, &m.to, None)?;
+        set_table(control, store, &job.group, m.start, m.end, &m.to, None)?;
     }
     job.current.store(job.moves.len(), Relaxed);
     Ok(())
 }
 
-/// Where a job edits the slot table: the config file, or the document item of the configuration-center
-/// namespace the proxy follows (published as a release, which every proxy of the namespace applies).
-enum Store {
-    File(PathBuf),
-    Center {
-        api: Arc<control::client::ApiClient>,
-        ns_path: String,
-        key: String,
-    },
-}
-
-/// How long a published table may take to reach this proxy.
-const APPLY_WAIT: Duration = Duration::from_secs(15);
-
-impl Store {
-    fn of(source: &ConfigSource) -> Store {
-        match source {
-            ConfigSource::File(p) => Store::File(p.clone()),
-            ConfigSource::Center {
-                api, ns_path, key, ..
-            } => Store::Center {
-                api: api.clone(),
-                ns_path: ns_path.clone(),
-                key: key.clone(),
-            },
-        }
-    }
-
-    /// Refuses before a job starts what its first publish would refuse: unpublished changes in the
-    /// namespace (asked on a thread of its own: the admin port's caller may be async).
-    fn check(&self) -> Result<(), String> {
-        let Store::Center { api, ns_path, .. } = self else {
-            return Ok(());
-        };
-        let (api, ns_path) = (api.clone(), ns_path.clone());
-        std::thread::spawn(move || runtime()?.block_on(nothing_pending(&api, &ns_path)))
-            .join()
-            .map_err(|_| "the center check panicked".to_string())?
-    }
-
-    /// Slots `start..=end` of `group` served by `server` (moving to `migrating_to`), running here when
-    /// this returns.
-    fn set(
-        &self,
-        control: &Control,
-        group: &str,
-        start: u16,
-        end: u16,
-        server: &str,
-        migrating_to: Option<&str>,
-    ) -> Result<(), String> {
-        match self {
-            Store::File(path) => {
-                edit_file(path, group, start, end, server, migrating_to)?;
-                control.reload().map(|_| ())
-            }
-            Store::Center { api, ns_path, key } => {
-                let what = match migrating_to {
-                    Some(to) => format!("slots {start}-{end} of `{group}` moving {server} -> {to}"),
-                    None => format!("slots {start}-{end} of `{group}` on {server}"),
-                };
-                publish_table(api, ns_path, key, &what, |text| {
-                    edit_table(text, group, start, end, server, migrating_to)
-                })?;
-                let applied = |c: &Config| {
-                    c.redis_group(group).is_some_and(|g| {
-                        g.slots
-                            .iter()
-                            .filter(|r| r.start <= end && r.end >= start)
-                            .all(|r| {
-                                r.server == server && r.migrating_to.as_deref() == migrating_to
-                            })
-                    })
-                };
-                let deadline = Instant::now() + APPLY_WAIT;
-                while !applied(&control.shared.snapshots.current().config) {
-                    if Instant::now() >= deadline {
-                        return Err(format!(
-                            "published {what}, but this proxy has not applied it in {} s (is the release rejected? see its report)",
-                            APPLY_WAIT.as_secs()
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-fn center(e: control::client::ClientError) -> String {
-    format!("configuration center: {e}")
-}
-
-/// A runtime for the center's API on a thread of the job (or of the refusal check).
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime for the center's API: {e}"))
-}
-
-/// Err naming the namespace's unpublished changes, if it has any.
-async fn nothing_pending(api: &control::client::ApiClient, ns_path: &str) -> Result<(), String> {
-    let diff = api
-        .call("GET", &format!("{ns_path}/diff"), None)
-        .await
-        .map_err(center)?;
-    let pending: Vec<String> = ["added", "removed", "changed"]
-        .iter()
-        .filter_map(|k| diff[*k].as_object())
-        .flat_map(|o| o.keys().cloned())
-        .collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "the namespace has unpublished changes ({}); publish or discard them first: a migration publishes the slot table alone",
-        pending.join(", ")
-    ))
-}
-
-/// Edits the namespace's document item `key` with `edit` and publishes it, through the center's API with
-/// the proxy's token (which needs `publish` on the namespace). Refused while the namespace has other
-/// unpublished changes: a publish releases the whole draft, and a migration must not release someone's
-/// half-done edit. The item's version guards against an edit in between.
-fn publish_table(
-    api: &control::client::ApiClient,
-    ns_path: &str,
-    key: &str,
-    what: &str,
-    edit: impl FnOnce(&str) -> Result<String, String>,
+/// Slots `start..=end` of `group` served by `server` (moving to `migrating_to`) in the config's source,
+/// running in this proxy when this returns.
+fn set_table(
+    control: &Control,
+    store: &ConfigStore,
+    group: &str,
+    start: u16,
+    end: u16,
+    server: &str,
+    migrating_to: Option<&str>,
 ) -> Result<(), String> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        nothing_pending(api, ns_path).await?;
-        let item_path = format!("{ns_path}/items/{}", control::client::encode(key));
-        let item = api.call("GET", &item_path, None).await.map_err(center)?;
-        let text = match (
-            &item["value"]["type"],
-            item["value"]["value"]["text"].as_str(),
-        ) {
-            (t, Some(text)) if t == "document" => text.to_string(),
-            _ => return Err(format!("the center's item `{key}` is not a TOML document")),
-        };
-        let edited = edit(&text)?;
-        if edited == text {
-            // Resuming a stopped move: the center already has this table.
-            return Ok(());
-        }
-        let body = serde_json::json!({
-            "value": {"type": "document", "value": {"format": "toml", "text": edited}},
-            "comment": item["comment"].as_str().unwrap_or_default(),
-            "version": item["version"],
-        });
-        api.call("PUT", &item_path, Some(&body))
-            .await
-            .map_err(center)?;
-        let msg = serde_json::json!({ "message": format!("SLOTS: {what}") });
-        api.call("POST", &format!("{ns_path}/publish"), Some(&msg))
-            .await
-            .map_err(center)?;
-        Ok(())
-    })
+    let what = match migrating_to {
+        Some(to) => format!("SLOTS: slots {start}-{end} of `{group}` moving {server} -> {to}"),
+        None => format!("SLOTS: slots {start}-{end} of `{group}` on {server}"),
+    };
+    let applied = |c: &Config| {
+        c.redis_group(group).is_some_and(|g| {
+            g.slots
+                .iter()
+                .filter(|r| r.start <= end && r.end >= start)
+                .all(|r| r.server == server && r.migrating_to.as_deref() == migrating_to)
+        })
+    };
+    store.edit(
+        control,
+        &what,
+        |text| edit_table(text, group, start, end, server, migrating_to),
+        applied,
+    )
 }
 
 /// The one server that owns (or, resuming, owns and moves away) every slot of the range.
@@ -770,23 +643,6 @@ fn single_owner(g: &RedisGroup, start: u16, end: u16) -> Result<String, String> 
         .ok_or_else(|| format!("slots {start}-{end} are in no range"))
 }
 
-/// Rewrites the file's slot table of `group`: slots `start..=end` served by `server`, moving to
-/// `migrating_to` when set. Written to a temporary file, then renamed over the original.
-fn edit_file(
-    path: &Path,
-    group: &str,
-    start: u16,
-    end: u16,
-    server: &str,
-    migrating_to: Option<&str>,
-) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let edited = edit_table(&text, group, start, end, server, migrating_to)?;
-    let tmp = path.with_extension("toml.slots-tmp");
-    std::fs::write(&tmp, edited).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// A row of a slot table as the file has it.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -794,7 +650,7 @@ struct Row {
     migrating_to: Option<String>,
 }
 
-/// The text with the slot table of `group` rewritten (see [`edit_file`]); the table is written back
+/// The text with the slot table of `group` rewritten (see [`set_table`]); the table is written back
 /// as one inline array with maximal ranges, everything else is untouched.
 fn edit_table(
     text: &str,

@@ -218,6 +218,7 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
     b.wait_text("#slots-job-moved", long, |t| {
         t.parse::<u64>().is_ok_and(|n| n > 0)
     });
+    b.script("window.scrollTo(0, 0); return 0;", vec![]);
     b.screenshot("71-moves-slots-running");
     b.click("#slots-stop");
     b.confirm();
@@ -239,6 +240,7 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
             vec!["8192-16383", "8192", "r1", ""]
         ]
     );
+    b.script("window.scrollTo(0, 0); return 0;", vec![]);
     b.screenshot("72-moves-slots-done");
     // Every key on its slot's server, none on two, every value readable through the proxy.
     let mut total = 0;

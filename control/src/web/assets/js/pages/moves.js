@@ -155,6 +155,7 @@ async function slotsTab(panel, key, ctx) {
     try {
       const r = await api.post(`${base(key)}/slots`, { action: 'migrate', group: group.value, range: range.value, to, rate: Number(rate.value) || 0 });
       fill(moveOut, h('p', { role: 'status', id: 'move-started' }, r.reply));
+      fill(planOut, h('p', { class: 'muted' }, 'A move started: plan again to see the table after it.'));
       draw(await api.get(`${base(key)}/slots`));
     } catch (e) { fill(moveOut, errorBox(e)); }
   };
