@@ -45,7 +45,7 @@ function groupBlock(g) {
   for (const r of g.ranges) perServer.set(r.server, (perServer.get(r.server) || 0) + r.slots);
   return h('section', { class: 'card' },
     h('h3', {}, `Group ${g.name}`),
-    barChart({ title: `Slots per server (${g.name})`, items: [...perServer].map(([label, value]) => ({ label, value })) }),
+    h('div', { class: 'charts' }, barChart({ title: `Slots per server (${g.name})`, items: [...perServer].map(([label, value]) => ({ label, value })) })),
     table({
       id: `slots-table-${g.name}`, caption: `Slot table of ${g.name}`, rows: g.ranges, pageSize: 50,
       columns: [
