@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod advice;
 mod cache_insight;
+mod config_store;
 mod health;
 mod logging;
 mod metrics;

@@ -131,6 +131,17 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
     // The proxy's error metrics are the health signal of rolling publishes: the sums of every listener's
     // request and error counters, read by the client every `health_interval`.
     let mut options = source.options;
+    let api = Arc::new(control::client::ApiClient::new(
+        &options.server,
+        options.token.as_deref(),
+    ));
+    let ns_path = format!(
+        "/v1/apps/{}/envs/{}/clusters/{}/namespaces/{}",
+        control::client::encode(&options.app),
+        control::client::encode(&options.env),
+        control::client::encode(&options.cluster),
+        control::client::encode(&options.namespace)
+    );
     let stats_slot = control_slot.clone();
     options.health = Some(control::client::HealthProbe(Arc::new(move || {
         let control = stats_slot.lock().ok().and_then(|g| g.clone());
@@ -188,6 +199,8 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
             key: source.key,
             instance,
             origin,
+            api,
+            ns_path,
         },
         executors,
     )?;
@@ -253,6 +266,10 @@ pub enum ConfigSource {
         instance: control::model::Instance,
         /// Where the first config came from.
         origin: String,
+        /// The center's API with the proxy's token (`SLOTS MIGRATE` publishes the slot table through it).
+        api: Arc<control::client::ApiClient>,
+        /// `/v1/apps/APP/envs/ENV/clusters/CLUSTER/namespaces/NS`: the namespace the proxy follows.
+        ns_path: String,
     },
 }
 

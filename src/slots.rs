@@ -7,10 +7,11 @@
 //! (2) the mover copies the rest of the range (`proxy_redis::migrate::run_move`); (3) the file
 //! names the new owner and is reloaded. The file is edited with `toml_edit`, so comments and the
 //! rest of the file stay as they were. A stopped or failed move leaves `migrating_to` in the file:
-//! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it.
+//! clients keep being served correctly, and the same `SLOTS MIGRATE` resumes it. With the config from
+//! the configuration center, (1) and (3) edit the namespace's document item the same way and publish it
+//! through the center's API ([`ConfigStore`]), so every proxy of the namespace applies the table.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +21,8 @@ use proxy_redis::migrate::{Endpoint, MoveSpec, Progress, run_move, server_load};
 use router::config::{Config, RedisDistribution, RedisGroup};
 use router::redis::rebalance::{self, Plan, ServerFigures};
 
-use crate::proxy::{ConfigSource, Control};
+use crate::config_store::ConfigStore;
+use crate::proxy::Control;
 
 /// Admin help lines.
 pub const HELP: &[&str] = &[
@@ -84,8 +86,8 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
         "PLAN" => {
             let group = slots_group(&config, rest.first())?;
             let (removed, _) = options(&rest[1..])?;
-            let plan = make_plan(group, &removed)?;
-            Ok(render_plan(group, &plan))
+            let (plan, memory) = make_plan(group, &removed)?;
+            Ok(render_plan(group, &plan, &memory))
         }
         "MIGRATE" => {
             let group = slots_group(&config, rest.first())?;
@@ -116,7 +118,7 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
         "REBALANCE" => {
             let group = slots_group(&config, rest.first())?;
             let (removed, rate) = options(&rest[1..])?;
-            let plan = make_plan(group, &removed)?;
+            let (plan, memory) = make_plan(group, &removed)?;
             let moves = plan
                 .moves
                 .iter()
@@ -126,7 +128,7 @@ pub fn run(control: &Arc<Control>, words: &[String]) -> Result<String, String> {
                     to: group.servers[m.to].name.clone(),
                 })
                 .collect();
-            start_job(control, group, moves, rate).map(|s| s + &render_plan(group, &plan))
+            start_job(control, group, moves, rate).map(|s| s + &render_plan(group, &plan, &memory))
         }
         "STOP" => match lock(&JOB).as_ref() {
             Some(j) => {
@@ -349,7 +351,7 @@ fn owners(g: &RedisGroup) -> Vec<usize> {
 }
 
 /// Measures every server of the group (on a thread: the probe blocks) and plans.
-fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<Plan, String> {
+fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<(Plan, Vec<u64>), String> {
     if g.slots.iter().any(|r| r.migrating_to.is_some()) {
         return Err("a range is still moving (`migrating_to`); finish it first".into());
     }
@@ -385,21 +387,27 @@ fn make_plan(g: &RedisGroup, removed: &[String]) -> Result<Plan, String> {
         .iter()
         .map(|s| !removed.contains(&s.name))
         .collect();
-    rebalance::plan(&owners(g), &figures, &keep).map_err(|e| e.to_string())
+    let plan = rebalance::plan(&owners(g), &figures, &keep).map_err(|e| e.to_string())?;
+    Ok((plan, figures.iter().map(|f| f.memory).collect()))
 }
 
-fn render_plan(g: &RedisGroup, p: &Plan) -> String {
+/// The plan as text; `memory`: `used_memory` of each server when measured.
+fn render_plan(g: &RedisGroup, p: &Plan, memory: &[u64]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<12} {:>12} {:>12} {:>8}",
-        "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS"
+        "{:<12} {:>12} {:>12} {:>8} {:>14}",
+        "SERVER", "KEYS NOW", "KEYS AFTER", "SLOTS", "MEMORY BYTES"
     );
     for (i, s) in g.servers.iter().enumerate() {
         let _ = writeln!(
             t,
-            "{:<12} {:>12.0} {:>12.0} {:>8}",
-            s.name, p.keys_before[i], p.keys_after[i], p.slots_after[i]
+            "{:<12} {:>12.0} {:>12.0} {:>8} {:>14}",
+            s.name,
+            p.keys_before[i],
+            p.keys_after[i],
+            p.slots_after[i],
+            memory.get(i).copied().unwrap_or_default()
         );
     }
     let _ = writeln!(
@@ -433,6 +441,8 @@ fn show(config: &Config, only: Option<&str>) -> String {
         .filter(|g| only.is_none_or(|o| o == g.name))
     {
         let _ = writeln!(t, "group {}", g.name);
+        let names: Vec<&str> = g.servers.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(t, "  servers: {}", names.join(" "));
         for r in &g.slots {
             let moving = r
                 .migrating_to
@@ -465,6 +475,15 @@ fn show(config: &Config, only: Option<&str>) -> String {
                 elapsed,
                 moved as f64 / elapsed.max(0.001)
             );
+            let left: Vec<String> = j
+                .moves
+                .iter()
+                .skip(i)
+                .map(|m| format!("{}-{} -> {}", m.start, m.end, m.to))
+                .collect();
+            if lock(&j.state).as_str() == "running" && !left.is_empty() {
+                let _ = writeln!(t, "moves left: {}", left.join(", "));
+            }
         }
         None => t.push_str("no migration has run\n"),
     }
@@ -477,12 +496,7 @@ fn start_job(
     moves: Vec<Move>,
     rate: u64,
 ) -> Result<String, String> {
-    let path = match &control.source {
-        ConfigSource::File(p) => p.clone(),
-        _ => {
-            return Err("the config comes from the configuration center: publish `migrating_to` on the range there, move the keys, then publish the new owner (docs/redis-proxy.md)".into());
-        }
-    };
+    let store = ConfigStore::of(&control.source);
     if g.tls.is_some() {
         return Err(
             "slot migration over TLS backends is not supported (the mover speaks plain TCP)".into(),
@@ -491,6 +505,7 @@ fn start_job(
     if moves.is_empty() {
         return Ok("balanced: nothing to move\n".into());
     }
+    store.check()?;
     let mut slot = lock(&JOB);
     if slot
         .as_ref()
@@ -514,7 +529,7 @@ fn start_job(
     std::thread::Builder::new()
         .name("slot-migration".into())
         .spawn(move || {
-            let result = run_job(&control, &path, &job, rate);
+            let result = run_job(&control, &store, &job, rate);
             let state = match result {
                 Ok(()) => "done".to_string(),
                 Err(e) if job.stop.load(Relaxed) => format!("stopped ({e})"),
@@ -529,7 +544,7 @@ fn start_job(
     ))
 }
 
-fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), String> {
+fn run_job(control: &Control, store: &ConfigStore, job: &Job, rate: u64) -> Result<(), String> {
     for (i, m) in job.moves.iter().enumerate() {
         job.current.store(i, Relaxed);
         if job.stop.load(Relaxed) {
@@ -544,8 +559,15 @@ fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), S
             continue;
         }
         // 1. Every core moves keys of the range before their commands.
-        edit_file(path, &job.group, m.start, m.end, &from, Some(&m.to))?;
-        control.reload()?;
+        set_table(
+            control,
+            store,
+            &job.group,
+            m.start,
+            m.end,
+            &from,
+            Some(&m.to),
+        )?;
         std::thread::sleep(GRACE);
         // 2. The mover copies the rest.
         let spec = MoveSpec {
@@ -568,11 +590,41 @@ fn run_job(control: &Control, path: &Path, job: &Job, rate: u64) -> Result<(), S
         let moved = run_move(&spec, &progress).map_err(|e| e.to_string())?;
         tracing::info!(group = %job.group, start = m.start, end = m.end, from = %from, to = %m.to, moved, secs = started.elapsed().as_secs_f64(), "slot range moved");
         // 3. The new owner in the table.
-        edit_file(path, &job.group, m.start, m.end, &m.to, None)?;
-        control.reload()?;
+        set_table(control, store, &job.group, m.start, m.end, &m.to, None)?;
     }
     job.current.store(job.moves.len(), Relaxed);
     Ok(())
+}
+
+/// Slots `start..=end` of `group` served by `server` (moving to `migrating_to`) in the config's source,
+/// running in this proxy when this returns.
+fn set_table(
+    control: &Control,
+    store: &ConfigStore,
+    group: &str,
+    start: u16,
+    end: u16,
+    server: &str,
+    migrating_to: Option<&str>,
+) -> Result<(), String> {
+    let what = match migrating_to {
+        Some(to) => format!("SLOTS: slots {start}-{end} of `{group}` moving {server} -> {to}"),
+        None => format!("SLOTS: slots {start}-{end} of `{group}` on {server}"),
+    };
+    let applied = |c: &Config| {
+        c.redis_group(group).is_some_and(|g| {
+            g.slots
+                .iter()
+                .filter(|r| r.start <= end && r.end >= start)
+                .all(|r| r.server == server && r.migrating_to.as_deref() == migrating_to)
+        })
+    };
+    store.edit(
+        control,
+        &what,
+        |text| edit_table(text, group, start, end, server, migrating_to),
+        applied,
+    )
 }
 
 /// The one server that owns (or, resuming, owns and moves away) every slot of the range.
@@ -591,23 +643,6 @@ fn single_owner(g: &RedisGroup, start: u16, end: u16) -> Result<String, String> 
         .ok_or_else(|| format!("slots {start}-{end} are in no range"))
 }
 
-/// Rewrites the file's slot table of `group`: slots `start..=end` served by `server`, moving to
-/// `migrating_to` when set. Written to a temporary file, then renamed over the original.
-fn edit_file(
-    path: &Path,
-    group: &str,
-    start: u16,
-    end: u16,
-    server: &str,
-    migrating_to: Option<&str>,
-) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let edited = edit_table(&text, group, start, end, server, migrating_to)?;
-    let tmp = path.with_extension("toml.slots-tmp");
-    std::fs::write(&tmp, edited).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// A row of a slot table as the file has it.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -615,7 +650,7 @@ struct Row {
     migrating_to: Option<String>,
 }
 
-/// The text with the slot table of `group` rewritten (see [`edit_file`]); the table is written back
+/// The text with the slot table of `group` rewritten (see [`set_table`]); the table is written back
 /// as one inline array with maximal ranges, everything else is untouched.
 fn edit_table(
     text: &str,

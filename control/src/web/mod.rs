@@ -6,7 +6,8 @@
 //! - **The browser calls the same JSON API as every other client** (`/v1/...`); the console adds only a
 //!   session ([`session`]: login with a token → `HttpOnly`, `SameSite=Strict` cookie + CSRF header) and a few
 //!   read models the pages need that the API does not have yet ([`layers`]: where each value of a resolved
-//!   config comes from; [`fleet`]: the proxies that report to the center and their admin ports). Permissions
+//!   config comes from; [`fleet`]: the proxies that report to the center and their admin ports; [`moves`]:
+//!   their slot migrations and reshards). Permissions
 //!   are the API's: a view or action the user may not take answers 403 and the page shows it.
 //! - Each page is one JavaScript module (`assets/js/pages/*.js`) registered in `assets/js/app.js`; shared
 //!   components (sortable/filterable/paged tables, diff view, SVG time-series and bar charts, confirmation
@@ -14,6 +15,7 @@
 
 pub mod fleet;
 pub mod history;
+pub mod moves;
 pub mod session;
 
 use std::collections::HashMap;
@@ -78,6 +80,8 @@ pub const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/releases.js"),
     asset!("js/pages/traces.js"),
     asset!("js/pages/access.js"),
+    // --- online moves (Redis slots, MySQL reshard) ---
+    asset!("js/pages/moves.js"),
 ];
 
 fn content_type(path: &str) -> &'static str {
@@ -111,6 +115,21 @@ pub fn routes<S2: Clone + Send + Sync + 'static>(console: Arc<Console>) -> Route
         )
         .route(&format!("{proxy}/action"), post(proxy_action))
         .route(&format!("{proxy}/{{view}}"), get(proxy_view))
+        // --- online moves (Redis slots, MySQL reshard): web::moves ---
+        .route(
+            &format!("{proxy}/moves/slots"),
+            get(moves::slots).post(moves::slots_action),
+        )
+        .route(&format!("{proxy}/moves/slots/plan"), get(moves::slots_plan))
+        .route(
+            &format!("{proxy}/moves/reshard"),
+            get(moves::reshard).post(moves::reshard_action),
+        )
+        .route(
+            &format!("{proxy}/moves/reshard/plan"),
+            get(moves::reshard_plan),
+        )
+        // --- end of online moves ---
         .with_state(console)
 }
 

@@ -12,8 +12,11 @@ import { page as jobs } from './pages/jobs.js';
 import { page as releases } from './pages/releases.js';
 import { page as traces } from './pages/traces.js';
 import { page as access } from './pages/access.js';
+// --- online moves (Redis slots, MySQL reshard) ---
+import { page as moves } from './pages/moves.js';
+// --- end of online moves ---
 
-const PAGES = [config, review, proxies, proxy, registry, jobs, releases, traces, access];
+const PAGES = [config, review, proxies, proxy, registry, jobs, releases, traces, access, moves];
 
 const ctx = { user: null, timers: [] };
 

@@ -110,7 +110,8 @@ export const page = {
   nav: false,
   async render(viewEl, params, ctx) {
     const key = params.key || '';
-    viewEl.append(h('p', {}, h('a', { href: link('proxies') }, '← Proxy fleet')));
+    viewEl.append(h('p', { class: 'row' }, h('a', { href: link('proxies') }, '← Proxy fleet'),
+      h('a', { href: link('moves', { key }), id: 'proxy-moves' }, 'Online moves (slots, reshard) →')));
     viewEl.append(h('h1', {}, `Proxy ${key.split('/').pop()}`), h('p', { class: 'muted' }, `config from ${key.split('/').slice(0, 4).join('/')}`));
     const summary = h('div', { class: 'card', id: 'proxy-summary' });
     viewEl.append(summary);
