@@ -1356,6 +1356,33 @@ mod tests {
         [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"range\"\nphysical = \"orders_v2_{0..1}\"\nboundaries = [\"100\"]\n";
 
     #[test]
+    fn progress_file_reads_back() {
+        let text = "# progress of a reshard\nsharding = \"app\"\ntable = \"orders\"\nnew_rule = \"orders_v2\"\n\
+                    batch = 40\nverify = \"full\"\npartition = 2\nafter = \"-170141183460469231731687303715884105728\"\nrows = 1234\nphase = \"copy\"\n";
+        assert_eq!(
+            read_state(text),
+            Ok(Saved {
+                sharding: "app".into(),
+                table: "orders".into(),
+                new_rule: "orders_v2".into(),
+                batch: 40,
+                full_verify: true,
+                partition: 2,
+                after: Some(i128::MIN),
+                rows: 1234,
+            })
+        );
+        // Missing or odd values fall back (batch within its bounds, no key: from the start).
+        let s = read_state("batch = 99999999\npartition = -3\n").unwrap_or_default();
+        assert_eq!((s.batch, s.partition, s.after), (MAX_BATCH, 0, None));
+        assert!(read_state("not = [toml").is_err());
+        assert_eq!(
+            state_path(Path::new("/etc/furrow/furrow.toml")),
+            PathBuf::from("/etc/furrow/furrow.toml.reshard-state")
+        );
+    }
+
+    #[test]
     fn marks_unmarks_and_confirms_in_place() {
         let marked =
             edit_text(FILE, "app", "orders", Edit::Mark("orders_v2", "copy")).unwrap_or_default();
