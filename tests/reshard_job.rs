@@ -931,3 +931,58 @@ fn reshard_resumes_after_the_proxy_is_killed_mid_copy() {
     wait_phase(admin, "Confirmed", Duration::from_secs(10));
     assert!(!file.exists());
 }
+
+#[test]
+fn reshard_interrupted_by_a_restart_can_be_aborted() {
+    let mut s = setup();
+    let admin = s.admin;
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "10",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    assert!(redis_cli(admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    wait_phase(admin, "Paused", Duration::from_secs(5));
+    s.proxy.kill_and_restart(admin);
+    let st = status(admin);
+    assert!(st.contains("interrupted (the proxy restarted)"), "{st}");
+    // The marks are still in the file: writes are dual-written after the restart.
+    mariadb(
+        s.listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (900001, 1, 'after restart')",
+    )
+    .expect("insert");
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_v2_", 8)).get(&900_001),
+        Some(&(1, "after restart".to_string()))
+    );
+    let e = redis_cli(admin, &["RESHARD", "PAUSE"]);
+    assert!(e.contains("cannot Pause a reshard that is Paused"), "{e}");
+    let a = redis_cli(admin, &["RESHARD", "ABORT"]);
+    assert!(a.contains("aborted"), "{a}");
+    let st = status(admin);
+    assert_eq!(field(&st, "phase"), "Aborted", "{st}");
+    let conf = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(!conf.contains("reshard_"), "{conf}");
+    let progress = format!("{}.reshard-state", s.proxy.config_path().display());
+    assert!(!std::path::Path::new(&progress).exists());
+    // The old layout alone is written again.
+    mariadb(
+        s.listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (900002, 2, 'after abort')",
+    )
+    .expect("insert");
+    assert!(!layout_rows(&s.dbs, &names("orders_v2_", 8)).contains_key(&900_002));
+    assert_eq!(
+        proxy_rows(s.listen).get(&900_002),
+        Some(&(2, "after abort".to_string()))
+    );
+}
