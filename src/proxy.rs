@@ -584,6 +584,8 @@ pub fn start_with(
         drain_delay_ms: Default::default(),
         drain_announced: Default::default(),
     });
+    // A reshard that a restart interrupted shows in RESHARD STATUS and can be resumed.
+    crate::reshard::restore(&control);
     if let Some(r) = &control.registry {
         r.register_listeners(&current.config);
         r.report_calls(control.shared.backends.clone());

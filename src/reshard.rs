@@ -16,8 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proxy_mysql::shard::dual;
-use proxy_mysql::shard::reshard::{Table, copy_partition_with, table_stats, verify};
+use proxy_mysql::shard::reshard::{
+    Table, Verification, copy_partition_with, repair, table_stats, verify, verify_dirty,
+    verify_with,
+};
 use router::config::Config;
+use router::sql::shard::dirty::{Dirty, KeyShape};
 use router::sql::shard::reshard::{self as rs, Layout, PartStats, Phase, plan};
 use router::sql::shard::{ShardingRules, TableRule};
 
@@ -27,7 +31,7 @@ use codec::resp::Command;
 /// Admin help lines.
 pub const HELP: &[&str] = &[
     "RESHARD PLAN <sharding> <table> <new-rule> [RATE bytes/s]  dry run: which partitions move where, rows, bytes, time",
-    "RESHARD START <sharding> <table> <new-rule> [BATCH rows]  dual writes on, copy, verify, cut over",
+    "RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full]  dual writes on, copy, verify, cut over",
     "RESHARD STATUS               phase, partition, key reached, rows copied, rows/s, last verify, cut-over pause",
     "RESHARD PAUSE | RESUME       stop copying after the current batch / go on",
     "RESHARD ABORT                before CONFIRM: back to the old layout (dual writes kept it current)",
@@ -42,6 +46,14 @@ const BATCH: u64 = 500;
 const MAX_BATCH: u64 = 10_000;
 /// Rows per verified key range.
 const VERIFY_CHUNK: u64 = 1_000;
+/// Most passes over what changed while writes run, after the full verify and before the
+/// cut-over: each pass is shorter than the one before as long as the writes dirty fewer keys
+/// than the pass re-verifies.
+const CATCH_UP_PASSES: usize = 4;
+/// A catch-up pass that re-verified at most this many keys and ranges ends the catch-up: the
+/// cut-over's own verify will be about as small.
+const CATCH_UP_DONE: usize = 1_000;
+
 /// Wait between publishing the resharding marks and the copier's first read: statements routed
 /// before the reload reach their servers meanwhile (their rows are then copied).
 const GRACE: Duration = Duration::from_millis(300);
@@ -52,6 +64,9 @@ struct Job {
     table: String,
     new_rule: String,
     batch: u64,
+    /// Whether the cut-over verifies the whole table again (`VERIFY full`) instead of what
+    /// changed since the last pass.
+    full_verify: bool,
     phase: Mutex<Phase>,
     /// ABORT or CONFIRM waiting for the job thread.
     pending: Mutex<Option<rs::Command>>,
@@ -64,10 +79,14 @@ struct Job {
     /// Microseconds spent copying (not paused).
     copy_us: AtomicU64,
     verify: Mutex<String>,
+    /// What a refused cut-over found different: re-copied by the next RESUME.
+    repair: Mutex<Dirty>,
     cutover: Mutex<String>,
     /// running / done / failed: <why>
     state: Mutex<String>,
     started: Instant,
+    /// The progress file (next to the config file).
+    state_file: PathBuf,
 }
 
 static JOB: Mutex<Option<Arc<Job>>> = Mutex::new(None);
@@ -76,28 +95,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The optional `NAME number` pair after a subcommand's four fixed words (`default` without it):
-/// `ok` says which numbers are accepted, `what` how the error names them.
-fn option_after(
-    cmd: &Command,
+/// The `NAME value` pairs after a subcommand's four fixed words, each name one of `names`
+/// (upper case), at most once.
+fn options(cmd: &Command, names: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let arg = |i: usize| String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).into_owned();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut i = 5;
+    while i < cmd.len() {
+        let word = arg(i).to_ascii_uppercase();
+        if !names.contains(&word.as_str()) || out.iter().any(|(n, _)| *n == word) {
+            return Err(format!("unexpected argument `{word}`"));
+        }
+        if i + 1 >= cmd.len() {
+            return Err(format!("{word} needs a value"));
+        }
+        out.push((word, arg(i + 1)));
+        i += 2;
+    }
+    Ok(out)
+}
+
+/// The number given for option `name` (`default` without it): `ok` says which numbers are
+/// accepted, `what` how the error names them.
+fn number_option(
+    opts: &[(String, String)],
     name: &str,
     default: u64,
     ok: impl Fn(u64) -> bool,
     what: &str,
 ) -> Result<u64, String> {
-    let arg = |i: usize| String::from_utf8_lossy(cmd.arg(i).unwrap_or_default()).into_owned();
-    if cmd.len() <= 5 {
-        return Ok(default);
+    match opts.iter().find(|(n, _)| n == name) {
+        None => Ok(default),
+        Some((_, v)) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|v| ok(*v))
+            .ok_or(format!("{name} takes {what}")),
     }
-    let word = arg(5).to_ascii_uppercase();
-    if word != name {
-        return Err(format!("unexpected argument `{word}`"));
-    }
-    arg(6)
-        .parse::<u64>()
-        .ok()
-        .filter(|v| ok(*v))
-        .ok_or(format!("{name} takes {what}"))
 }
 
 /// Runs `RESHARD <sub> ...`; the reply is a bulk text or an error line (without `-`).
@@ -112,26 +146,44 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
                     "usage: RESHARD PLAN <sharding> <table> <new-rule> [RATE bytes/s]".into(),
                 );
             }
-            let rate = option_after(cmd, "RATE", ASSUMED_RATE, |r| r > 0, "bytes per second")?;
+            let opts = options(cmd, &["RATE"])?;
+            let rate = number_option(&opts, "RATE", ASSUMED_RATE, |r| r > 0, "bytes per second")?;
             dry_run(&config, &arg(2), &arg(3), &arg(4), rate)
         }
         "START" => {
             if cmd.len() < 5 {
                 return Err(
-                    "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows]".into(),
+                    "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full]".into(),
                 );
             }
-            let batch = option_after(
-                cmd,
+            let opts = options(cmd, &["BATCH", "VERIFY"])?;
+            let full_verify = match opts.iter().find(|(n, _)| n == "VERIFY") {
+                None => false,
+                Some((_, v)) if v.eq_ignore_ascii_case("changed") => false,
+                Some((_, v)) if v.eq_ignore_ascii_case("full") => true,
+                Some((_, v)) => {
+                    return Err(format!("VERIFY takes `changed` or `full`, not `{v}`"));
+                }
+            };
+            let batch = number_option(
+                &opts,
                 "BATCH",
                 BATCH,
                 |b| (1..=MAX_BATCH).contains(&b),
                 &format!("1 to {MAX_BATCH} rows"),
             )?;
-            start(control, &config, &arg(2), &arg(3), &arg(4), batch)
+            start(
+                control,
+                &config,
+                &arg(2),
+                &arg(3),
+                &arg(4),
+                batch,
+                full_verify,
+            )
         }
         "STATUS" => Ok(status()),
-        "PAUSE" | "RESUME" | "ABORT" | "CONFIRM" => operator(&sub),
+        "PAUSE" | "RESUME" | "ABORT" | "CONFIRM" => operator(control, &sub),
         "" => Err(
             "usage: RESHARD PLAN | START | STATUS | PAUSE | RESUME | ABORT | CONFIRM; try HELP"
                 .into(),
@@ -143,7 +195,7 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
 /// PAUSE and RESUME act at once (the copier stops after its batch, or goes on); ABORT and
 /// CONFIRM are handed to the job thread, which edits the file. All are checked by
 /// `Phase::apply` first.
-fn operator(sub: &str) -> Result<String, String> {
+fn operator(control: &Arc<Control>, sub: &str) -> Result<String, String> {
     let job = lock(&JOB).clone().ok_or("no reshard has run")?;
     let c = match sub {
         "PAUSE" => rs::Command::Pause,
@@ -151,6 +203,10 @@ fn operator(sub: &str) -> Result<String, String> {
         "ABORT" => rs::Command::Abort,
         _ => rs::Command::Confirm,
     };
+    if lock(&job.state).starts_with("interrupted") {
+        lock(&job.phase).apply(c)?;
+        return interrupted(control, &job, c);
+    }
     let mut phase = lock(&job.phase);
     let next = phase.apply(c)?;
     if lock(&job.pending).is_some() {
@@ -303,6 +359,8 @@ struct Work {
     columns: Vec<String>,
     pk_index: usize,
     key_index: usize,
+    /// The primary key as dual writes read it from statements (the dirty-key tracking).
+    shape: KeyShape,
 }
 
 /// Checks both layouts on their servers: the same columns in the same order, an integer
@@ -313,6 +371,8 @@ async fn prepare(
     new_places: &[Place],
     new_rule: TableRule,
     key: &str,
+    auto_id: Option<&str>,
+    resumed: bool,
 ) -> Result<Work, String> {
     let mut old = open_all(old_places).await?;
     let mut new = open_all(new_places).await?;
@@ -333,7 +393,8 @@ async fn prepare(
         .iter()
         .position(|c| c.eq_ignore_ascii_case(key))
         .ok_or_else(|| format!("the table has no column `{key}` (the shard key)"))?;
-    for t in new.iter_mut() {
+    // A resumed job's new tables hold what it copied.
+    for t in new.iter_mut().filter(|_| !resumed) {
         let sql = format!("SELECT COUNT(*) FROM `{}`", t.table.replace('`', "``"));
         let n = t
             .query(&sql)
@@ -348,6 +409,26 @@ async fn prepare(
             ));
         }
     }
+    // Another unique index lets REPLACE and ON DUPLICATE KEY UPDATE change rows whose key the
+    // statement does not name.
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = '{}' AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'",
+        old[0].table.replace('\\', "\\\\").replace('\'', "''")
+    );
+    let other_unique = old[0]
+        .query(&sql)
+        .await?
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .is_some_and(|n| n != "0");
+    let shape = KeyShape {
+        pk: columns[pk_index].clone(),
+        pk_index,
+        columns: columns.len(),
+        other_unique,
+        auto_id_pk: auto_id.is_some_and(|a| a.eq_ignore_ascii_case(&columns[pk_index])),
+    };
     Ok(Work {
         old,
         new,
@@ -355,6 +436,7 @@ async fn prepare(
         columns,
         pk_index,
         key_index,
+        shape,
     })
 }
 
@@ -365,6 +447,7 @@ fn start(
     table: &str,
     new_rule: &str,
     batch: u64,
+    full_verify: bool,
 ) -> Result<String, String> {
     let path = match &control.source {
         ConfigSource::File(p) => p.clone(),
@@ -385,7 +468,7 @@ fn start(
         .ok_or_else(|| format!("no [sharding.{sharding}]"))?;
     if let Some(t) = section.tables.iter().find(|t| t.reshard_to.is_some()) {
         return Err(format!(
-            "table `{}` is marked as resharding in the file (reshard_to = \"{}\"); finish or abort that first",
+            "table `{}` is marked as resharding in the file (reshard_to = \"{}\"); finish or abort that first (RESHARD STATUS; RESUME, CONFIRM or ABORT an interrupted one)",
             t.name,
             t.reshard_to.as_deref().unwrap_or_default()
         ));
@@ -397,30 +480,87 @@ fn start(
     {
         return Err("a reshard is running (RESHARD STATUS; RESHARD ABORT)".into());
     }
-    let job = Arc::new(Job {
-        sharding: sharding.to_string(),
-        table: old.name.clone(),
-        new_rule: new.name.clone(),
+    let job = Arc::new(Job::new(
+        sharding,
+        &old,
+        &new.name,
         batch,
-        phase: Mutex::new(Phase::Copying),
-        pending: Mutex::new(None),
-        stop: AtomicBool::new(false),
-        partition: AtomicUsize::new(0),
-        partitions: old.partitions(),
-        after: Mutex::new(None),
-        rows: AtomicU64::new(0),
-        copy_us: AtomicU64::new(0),
-        verify: Mutex::new("-".into()),
-        cutover: Mutex::new("-".into()),
-        state: Mutex::new("running".into()),
-        started: Instant::now(),
-    });
-    // The checks run on the job thread (they block on the network); START answers with their
-    // outcome.
+        full_verify,
+        Phase::Copying,
+        state_path(&path),
+    ));
+    spawn(
+        control,
+        job.clone(),
+        old_places,
+        new_places,
+        &old,
+        new,
+        false,
+    )?;
+    *slot = Some(job);
+    Ok(format!(
+        "reshard of `{table}` started: dual writes on, copying {} partitions in batches of {batch} rows; RESHARD STATUS for progress\n",
+        old.partitions()
+    ))
+}
+
+impl Job {
+    fn new(
+        sharding: &str,
+        old: &TableRule,
+        new_rule: &str,
+        batch: u64,
+        full_verify: bool,
+        phase: Phase,
+        state_file: PathBuf,
+    ) -> Job {
+        Job {
+            sharding: sharding.to_string(),
+            table: old.name.clone(),
+            new_rule: new_rule.to_string(),
+            batch,
+            full_verify,
+            phase: Mutex::new(phase),
+            pending: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            partition: AtomicUsize::new(0),
+            partitions: old.partitions(),
+            after: Mutex::new(None),
+            rows: AtomicU64::new(0),
+            copy_us: AtomicU64::new(0),
+            verify: Mutex::new("-".into()),
+            repair: Mutex::new(Dirty::default()),
+            cutover: Mutex::new("-".into()),
+            state: Mutex::new("running".into()),
+            started: Instant::now(),
+            state_file,
+        }
+    }
+}
+
+/// Starts the job thread: it checks both layouts (the reply waits for that) and runs the job;
+/// `resumed`: the job was interrupted by a restart (the file already marks the table, the new
+/// tables hold what was copied).
+fn spawn(
+    control: &Arc<Control>,
+    job: Arc<Job>,
+    old_places: Vec<Place>,
+    new_places: Vec<Place>,
+    old: &TableRule,
+    new: TableRule,
+    resumed: bool,
+) -> Result<(), String> {
+    let path = match &control.source {
+        ConfigSource::File(p) => p.clone(),
+        _ => return Err("the config does not come from a file".into()),
+    };
+    // The checks run on the job thread (they block on the network); the command answers with
+    // their outcome.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let control = control.clone();
-    let j = job.clone();
     let key = old.key.clone();
+    let auto_id = old.auto_id.clone();
     std::thread::Builder::new()
         .name("reshard".into())
         .spawn(move || {
@@ -434,33 +574,254 @@ fn start(
                     return;
                 }
             };
-            let mut work = match rt.block_on(prepare(&old_places, &new_places, new, &key)) {
+            let mut work = match rt.block_on(prepare(
+                &old_places,
+                &new_places,
+                new,
+                &key,
+                auto_id.as_deref(),
+                resumed,
+            )) {
                 Ok(w) => w,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return;
                 }
             };
+            *lock(&job.state) = "running".into();
             let _ = tx.send(Ok(()));
-            let result = run(&rt, &control, &path, &j, &mut work);
+            let result = run(&rt, &control, &path, &job, &mut work, resumed);
+            dual::gate(&job.sharding, &job.table).untrack();
             let state = match result {
                 Ok(s) => s,
                 Err(e) => format!("failed: {e}"),
             };
-            tracing::info!(table = %j.table, state = %state, "reshard finished");
-            *lock(&j.state) = state;
+            tracing::info!(table = %job.table, state = %state, "reshard finished");
+            *lock(&job.state) = state;
         })
         .map_err(|e| format!("cannot start the reshard thread: {e}"))?;
     match rx.recv() {
-        Ok(Ok(())) => {
-            *slot = Some(job);
+        Ok(r) => r,
+        Err(_) => Err("the reshard thread ended before its checks".into()),
+    }
+}
+
+/// The progress file of the reshard driven by config file `config`: next to it, named after it.
+fn state_path(config: &Path) -> PathBuf {
+    let mut p = config.as_os_str().to_owned();
+    p.push(".reshard-state");
+    PathBuf::from(p)
+}
+
+/// Writes the job's progress (what a restarted proxy resumes from): after each copied batch, at
+/// each partition and at the cut-over. Written to a temporary file and renamed (a kill leaves
+/// the old or the new file, never half of one); not synced: after a power loss the copy resumes
+/// from an older key, which only copies some rows again (`INSERT IGNORE`).
+fn save_state(job: &Job) {
+    use toml_edit::{DocumentMut, value};
+    let mut doc = DocumentMut::new();
+    doc["sharding"] = value(job.sharding.as_str());
+    doc["table"] = value(job.table.as_str());
+    doc["new_rule"] = value(job.new_rule.as_str());
+    doc["batch"] = value(job.batch as i64);
+    doc["verify"] = value(if job.full_verify { "full" } else { "changed" });
+    doc["partition"] = value(job.partition.load(Relaxed) as i64);
+    if let Some(k) = *lock(&job.after) {
+        doc["after"] = value(k.to_string());
+    }
+    doc["rows"] = value(job.rows.load(Relaxed) as i64);
+    let phase = match *lock(&job.phase) {
+        Phase::CutOver => "cutover",
+        _ => "copy",
+    };
+    doc["phase"] = value(phase);
+    let text = format!(
+        "# progress of a reshard (docs/sharding.md); written by furrow, removed when it ends\n{doc}"
+    );
+    let tmp = job.state_file.with_extension("reshard-state-tmp");
+    let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &job.state_file));
+    if let Err(e) = r {
+        tracing::warn!(file = %job.state_file.display(), error = %e, "cannot write the reshard progress");
+    }
+}
+
+fn remove_state(job: &Job) {
+    let _ = std::fs::remove_file(&job.state_file);
+}
+
+/// What a progress file says (only what resuming needs).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Saved {
+    sharding: String,
+    table: String,
+    new_rule: String,
+    batch: u64,
+    full_verify: bool,
+    partition: usize,
+    after: Option<i128>,
+    rows: u64,
+}
+
+fn read_state(text: &str) -> Result<Saved, String> {
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    let s = |k: &str| {
+        doc.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let n = |k: &str| doc.get(k).and_then(|v| v.as_integer()).unwrap_or(0).max(0) as u64;
+    Ok(Saved {
+        sharding: s("sharding"),
+        table: s("table"),
+        new_rule: s("new_rule"),
+        batch: n("batch").clamp(1, MAX_BATCH),
+        full_verify: s("verify") == "full",
+        partition: n("partition") as usize,
+        after: doc
+            .get("after")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok()),
+        rows: n("rows"),
+    })
+}
+
+/// At start-up: a table the file marks as resharding belongs to a job that a restart (or a
+/// crash) interrupted. It is shown by `RESHARD STATUS` as interrupted, in the phase the file
+/// says, with the progress file's partition and key; `RESUME` goes on copying from there, `ABORT`
+/// gives up, and after the cut-over `CONFIRM` finishes it. The dual writes run meanwhile (the
+/// marks are in the config the proxy started with).
+pub fn restore(control: &Arc<Control>) {
+    let ConfigSource::File(path) = &control.source else {
+        return;
+    };
+    let config = control.shared.snapshots.current().config.clone();
+    let marked = config.sharding().into_iter().find_map(|s| {
+        s.tables.iter().find_map(|t| {
+            t.reshard_to.as_ref().map(|to| {
+                (
+                    s.name.clone(),
+                    t.name.clone(),
+                    to.clone(),
+                    t.reshard_phase.as_deref() == Some("cutover"),
+                )
+            })
+        })
+    });
+    let state_file = state_path(path);
+    let Some((sharding, table, new_rule, cut_over)) = marked else {
+        // A progress file without marks: the job ended between its last two steps.
+        let _ = std::fs::remove_file(&state_file);
+        return;
+    };
+    let saved = std::fs::read_to_string(&state_file)
+        .ok()
+        .and_then(|t| read_state(&t).ok())
+        .filter(|s| {
+            s.sharding == sharding
+                && s.table.eq_ignore_ascii_case(&table)
+                && s.new_rule.eq_ignore_ascii_case(&new_rule)
+        })
+        .unwrap_or_default();
+    let old = match rules_of(&config, &sharding, &table, &new_rule) {
+        Ok((_, old, _)) => old,
+        Err(e) => {
+            tracing::warn!(table = %table, error = %e, "cannot restore the interrupted reshard");
+            return;
+        }
+    };
+    dual::gate(&sharding, &old.name).set_new_serves(cut_over);
+    let job = Job::new(
+        &sharding,
+        &old,
+        &new_rule,
+        if saved.batch == 0 { BATCH } else { saved.batch },
+        saved.full_verify,
+        if cut_over {
+            Phase::CutOver
+        } else {
+            Phase::Paused
+        },
+        state_file,
+    );
+    job.stop.store(true, Relaxed);
+    job.partition.store(saved.partition, Relaxed);
+    *lock(&job.after) = saved.after;
+    job.rows.store(saved.rows, Relaxed);
+    *lock(&job.state) = if cut_over {
+        "interrupted after the cut-over (the proxy restarted): RESHARD CONFIRM or RESHARD ABORT"
+            .into()
+    } else {
+        format!(
+            "interrupted (the proxy restarted): RESHARD RESUME copies on from partition {} after key {}, RESHARD ABORT gives up",
+            saved.partition,
+            saved.after.map_or("-".to_string(), |k| k.to_string())
+        )
+    };
+    tracing::info!(table = %table, "an interrupted reshard was found in the config file");
+    *lock(&JOB) = Some(Arc::new(job));
+}
+
+/// RESUME, ABORT or CONFIRM of a job that a restart interrupted (no job thread runs).
+fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result<String, String> {
+    let ConfigSource::File(path) = &control.source else {
+        return Err("the config does not come from a file".into());
+    };
+    let config = control.shared.snapshots.current().config.clone();
+    match c {
+        rs::Command::Resume => {
+            let (rules, old, new) = rules_of(&config, &job.sharding, &job.table, &job.new_rule)?;
+            let (old_places, new_places) = (
+                places(&config, &rules, &old)?,
+                places(&config, &rules, &new)?,
+            );
+            job.stop.store(false, Relaxed);
+            set_phase(job, Phase::Copying);
+            let r = spawn(
+                control,
+                job.clone(),
+                old_places,
+                new_places,
+                &old,
+                new,
+                true,
+            );
+            if let Err(e) = r {
+                job.stop.store(true, Relaxed);
+                set_phase(job, Phase::Paused);
+                return Err(e);
+            }
             Ok(format!(
-                "reshard of `{table}` started: dual writes on, copying {} partitions in batches of {batch} rows; RESHARD STATUS for progress\n",
-                old.partitions()
+                "copying again from partition {} after key {}\n",
+                job.partition.load(Relaxed),
+                lock(&job.after).map_or("-".to_string(), |k| k.to_string())
             ))
         }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("the reshard thread ended before its checks".into()),
+        rs::Command::Abort => {
+            let cut_over = *lock(&job.phase) == Phase::CutOver;
+            let (control, path, j) = (control.clone(), path.clone(), job.clone());
+            let done = std::thread::spawn(move || -> Result<String, String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                abort(&rt, &control, &path, &j, cut_over)
+            })
+            .join()
+            .map_err(|_| "the abort panicked".to_string())??;
+            *lock(&job.state) = done;
+            Ok("aborted: the old layout serves again\n".into())
+        }
+        rs::Command::Confirm => {
+            let new_rule = job.new_rule.clone();
+            edit_file(path, &job.sharding, &job.table, Edit::Confirm(&new_rule))?;
+            control.reload()?;
+            remove_state(job);
+            *lock(&job.state) = "done (confirmed)".into();
+            set_phase(job, Phase::Confirmed);
+            Ok("confirmed: the new rule is the table's\n".into())
+        }
+        rs::Command::Pause => Err("the reshard is not copying (interrupted)".into()),
     }
 }
 
@@ -481,17 +842,21 @@ fn run(
     path: &Path,
     job: &Job,
     w: &mut Work,
+    resumed: bool,
 ) -> Result<String, String> {
     let gate = dual::gate(&job.sharding, &job.table);
-    gate.set_new_serves(false);
-    edit_file(
-        path,
-        &job.sharding,
-        &job.table,
-        Edit::Mark(&job.new_rule, "copy"),
-    )?;
-    control.reload()?;
-    std::thread::sleep(GRACE);
+    if !resumed {
+        gate.set_new_serves(false);
+        edit_file(
+            path,
+            &job.sharding,
+            &job.table,
+            Edit::Mark(&job.new_rule, "copy"),
+        )?;
+        control.reload()?;
+        save_state(job);
+        std::thread::sleep(GRACE);
+    }
     loop {
         // Copy (or wait while paused), then verify and cut over.
         match copy_all(rt, job, w)? {
@@ -500,14 +865,7 @@ fn run(
             None => {}
         }
         set_phase(job, Phase::Verifying);
-        let v = rt.block_on(verify(
-            &mut w.old,
-            &mut w.new,
-            &w.columns,
-            &w.columns[w.pk_index],
-            VERIFY_CHUNK,
-        ))?;
-        *lock(&job.verify) = describe(&v, "while writes ran");
+        let carried = verify_while_writing(rt, job, w, &gate)?;
         if take_pending(job) == Some(rs::Command::Abort) {
             return abort(rt, control, path, job, false);
         }
@@ -515,19 +873,19 @@ fn run(
             continue;
         }
         set_phase(job, Phase::CuttingOver);
-        match cut_over(rt, control, path, job, w, &gate)? {
+        match cut_over(rt, control, path, job, w, &gate, carried)? {
             true => break,
             false => {
                 // Mismatched ranges with every write paused: a write bypassed the proxy or a
-                // dual write failed half-way. Stay paused for the operator.
+                // dual write failed half-way. Stay paused for the operator; RESUME re-copies
+                // what differs.
                 set_phase(job, Phase::Paused);
                 job.stop.store(true, Relaxed);
-                job.partition.store(0, Relaxed);
-                *lock(&job.after) = None;
             }
         }
     }
     set_phase(job, Phase::CutOver);
+    save_state(job);
     loop {
         match take_pending(job) {
             Some(rs::Command::Abort) => return abort(rt, control, path, job, true),
@@ -535,6 +893,8 @@ fn run(
                 let new_rule = job.new_rule.clone();
                 edit_file(path, &job.sharding, &job.table, Edit::Confirm(&new_rule))?;
                 control.reload()?;
+                remove_state(job);
+                *lock(&job.state) = "done (confirmed)".into();
                 set_phase(job, Phase::Confirmed);
                 return Ok("done (confirmed)".into());
             }
@@ -559,6 +919,31 @@ fn copy_all(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
+        let pieces = std::mem::take(&mut *lock(&job.repair));
+        if !pieces.is_empty() {
+            let (keys, ranges) = pieces.size();
+            let mut tries = 0;
+            let rows = loop {
+                let r = rt.block_on(repair(
+                    &mut w.old,
+                    &mut w.new,
+                    &w.new_rule,
+                    &w.columns,
+                    w.pk_index,
+                    w.key_index,
+                    &pieces,
+                ));
+                match r {
+                    Err(e) if tries < 5 && (e.contains("Deadlock") || e.contains("Lock wait")) => {
+                        tries += 1;
+                    }
+                    r => break r?,
+                }
+            };
+            *lock(&job.verify) = format!(
+                "re-copied what differed ({keys} keys, {ranges} ranges, {rows} rows); verifying again"
+            );
+        }
         let p = job.partition.load(Relaxed);
         if p >= n {
             return Ok(None);
@@ -582,6 +967,7 @@ fn copy_all(
                 *lock(&job.after) = s.after;
                 job.copy_us
                     .fetch_add(last.elapsed().as_micros() as u64, Relaxed);
+                save_state(job);
                 last = Instant::now();
             },
         ))?;
@@ -593,13 +979,72 @@ fn copy_all(
         }
         job.partition.fetch_add(1, Relaxed);
         *lock(&job.after) = None;
+        save_state(job);
     }
 }
 
-fn describe(v: &proxy_mysql::shard::reshard::Verification, when: &str) -> String {
+/// The verify while writes run: a full pass, which starts recording the keys dual writes touch
+/// from the moment its ranges are cut, then up to [`CATCH_UP_PASSES`] passes over only what
+/// changed (and what differed) since the pass before, each while writes go on. Returns what the
+/// last pass found different: the cut-over verifies it again with what changed since.
+fn verify_while_writing(
+    rt: &tokio::runtime::Runtime,
+    job: &Job,
+    w: &mut Work,
+    gate: &dual::Gate,
+) -> Result<Dirty, String> {
+    let shape = w.shape.clone();
+    let pk = w.columns[w.pk_index].clone();
+    let v = rt.block_on(verify_with(
+        &mut w.old,
+        &mut w.new,
+        &w.columns,
+        &pk,
+        VERIFY_CHUNK,
+        &mut |ranges| gate.track(shape.clone(), ranges),
+    ))?;
+    *lock(&job.verify) = describe(&v, "while writes ran");
+    let mut carried = Dirty {
+        ranges: v.mismatches.iter().map(|m| m.range).collect(),
+        ..Dirty::default()
+    };
+    if job.full_verify {
+        return Ok(carried);
+    }
+    for pass in 1..=CATCH_UP_PASSES {
+        if job.stop.load(Relaxed) || lock(&job.pending).is_some() {
+            break;
+        }
+        let mut d = gate.take_dirty();
+        d.merge(carried);
+        if d.all {
+            // A write whose keys are unknown: the cut-over verifies everything.
+            return Ok(d);
+        }
+        let v = rt.block_on(verify_dirty(&mut w.old, &mut w.new, &w.columns, &pk, &d))?;
+        *lock(&job.verify) = describe(&v, &format!("while writes ran (catch-up pass {pass})"));
+        let spans: Vec<(i128, i128)> = v.mismatches.iter().map(|m| m.range).collect();
+        carried = d.within(&spans);
+        let (keys, ranges) = d.size();
+        if keys + ranges * VERIFY_CHUNK as usize <= CATCH_UP_DONE {
+            break;
+        }
+    }
+    Ok(carried)
+}
+
+fn describe(v: &Verification, when: &str) -> String {
+    let what = if v.keys > 0 {
+        format!(
+            "{} keys and {} ranges",
+            v.keys,
+            v.ranges.len() - v.keys.div_ceil(1_000)
+        )
+    } else {
+        format!("{} ranges", v.ranges.len())
+    };
     let mut s = format!(
-        "{} ranges {when}: old {} rows, new {} rows, {}",
-        v.ranges.len(),
+        "{what} {when}: old {} rows, new {} rows, {}",
         v.old.rows,
         v.new.rows,
         if v.mismatches.is_empty() {
@@ -627,17 +1072,32 @@ fn cut_over(
     job: &Job,
     w: &mut Work,
     gate: &dual::Gate,
+    carried: Dirty,
 ) -> Result<bool, String> {
     let t0 = Instant::now();
     let paused = rt.block_on(gate.pause());
     let waited = t0.elapsed();
-    let v = rt.block_on(verify(
-        &mut w.old,
-        &mut w.new,
-        &w.columns,
-        &w.columns[w.pk_index],
-        VERIFY_CHUNK,
-    ));
+    // With no write running: what changed since the last pass (every dual write marked its
+    // keys before letting go of the gate) and what differed then; everything when asked, or
+    // when a write's keys were unknown.
+    let mut dirty = gate.take_dirty();
+    dirty.merge(carried);
+    let pk = w.columns[w.pk_index].clone();
+    let (v, when) = if job.full_verify || dirty.all {
+        let v = rt.block_on(verify(
+            &mut w.old,
+            &mut w.new,
+            &w.columns,
+            &pk,
+            VERIFY_CHUNK,
+        ));
+        (v, "with writes paused (whole table)")
+    } else {
+        let v = rt.block_on(verify_dirty(
+            &mut w.old, &mut w.new, &w.columns, &pk, &dirty,
+        ));
+        (v, "with writes paused (changed since the last pass)")
+    };
     let v = match v {
         Ok(v) => v,
         Err(e) => {
@@ -646,9 +1106,19 @@ fn cut_over(
         }
     };
     let verified = t0.elapsed();
-    *lock(&job.verify) = describe(&v, "with writes paused");
+    *lock(&job.verify) = describe(&v, when);
     if !v.mismatches.is_empty() {
+        gate.untrack();
         drop(paused);
+        let spans: Vec<(i128, i128)> = v.mismatches.iter().map(|m| m.range).collect();
+        *lock(&job.repair) = if v.keys > 0 {
+            dirty.within(&spans)
+        } else {
+            Dirty {
+                ranges: spans,
+                ..Dirty::default()
+            }
+        };
         *lock(&job.cutover) = format!(
             "{:.1} ms, refused: checksums differ with writes paused",
             t0.elapsed().as_secs_f64() * 1e3
@@ -656,6 +1126,7 @@ fn cut_over(
         return Ok(false);
     }
     gate.set_new_serves(true);
+    gate.untrack();
     let switched = edit_file(
         path,
         &job.sharding,
@@ -694,12 +1165,16 @@ fn abort(
     let gate = dual::gate(&job.sharding, &job.table);
     let paused = cut_over.then(|| rt.block_on(gate.pause()));
     gate.set_new_serves(false);
+    gate.untrack();
     let r = edit_file(path, &job.sharding, &job.table, Edit::Unmark)
         .and_then(|()| control.reload().map(|_| ()));
     drop(paused);
     r?;
+    remove_state(job);
+    let done = "done (aborted: the old layout serves; the new tables are left as they are)";
+    *lock(&job.state) = done.into();
     set_phase(job, Phase::Aborted);
-    Ok("done (aborted: the old layout serves; the new tables are left as they are)".into())
+    Ok(done.into())
 }
 
 /// An edit of the table's entry in the file.
@@ -879,6 +1354,33 @@ mod tests {
     const FILE: &str = "# the app's shards\n[sharding.app]\nlistener = \"db\"\n\n\
         [[sharding.app.tables]]\nname = \"orders\"  # old layout\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{0..3}\"\n\n\
         [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"range\"\nphysical = \"orders_v2_{0..1}\"\nboundaries = [\"100\"]\n";
+
+    #[test]
+    fn progress_file_reads_back() {
+        let text = "# progress of a reshard\nsharding = \"app\"\ntable = \"orders\"\nnew_rule = \"orders_v2\"\n\
+                    batch = 40\nverify = \"full\"\npartition = 2\nafter = \"-170141183460469231731687303715884105728\"\nrows = 1234\nphase = \"copy\"\n";
+        assert_eq!(
+            read_state(text),
+            Ok(Saved {
+                sharding: "app".into(),
+                table: "orders".into(),
+                new_rule: "orders_v2".into(),
+                batch: 40,
+                full_verify: true,
+                partition: 2,
+                after: Some(i128::MIN),
+                rows: 1234,
+            })
+        );
+        // Missing or odd values fall back (batch within its bounds, no key: from the start).
+        let s = read_state("batch = 99999999\npartition = -3\n").unwrap_or_default();
+        assert_eq!((s.batch, s.partition, s.after), (MAX_BATCH, 0, None));
+        assert!(read_state("not = [toml").is_err());
+        assert_eq!(
+            state_path(Path::new("/etc/furrow/furrow.toml")),
+            PathBuf::from("/etc/furrow/furrow.toml.reshard-state")
+        );
+    }
 
     #[test]
     fn marks_unmarks_and_confirms_in_place() {

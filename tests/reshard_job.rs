@@ -5,11 +5,14 @@
 //! during and after; the pause is reported (printed, checked only against a generous bound);
 //! `RESHARD CONFIRM` puts the new rule into the file, `RESHARD ABORT` after the cut-over gives the
 //! old layout back. Refusals while a table reshards: non-deterministic functions, writes in a
-//! transaction, DDL.
+//! transaction, DDL. A larger table measures the cut-over's pause with the whole table verified
+//! under it and with only what changed since the last pass; a lost dual write (a test failpoint)
+//! fails the cut-over and RESUME repairs it; a proxy killed mid-copy resumes from its progress
+//! file.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -25,6 +28,14 @@ const WRITERS: i64 = 4;
 
 /// The model of the table: id → (user_id, note), as acknowledged.
 type Model = BTreeMap<i64, (i64, String)>;
+
+/// What the writers saw: the model, problems, and ids whose last write was cut off by a proxy
+/// restart (applied or not: either is right).
+struct Written {
+    model: Model,
+    problems: Vec<String>,
+    uncertain: BTreeSet<i64>,
+}
 
 struct Setup {
     dbs: Vec<testkit::MariaDb>,
@@ -56,6 +67,11 @@ fn mariadb(port: u16, q: &str) -> Result<String, String> {
 }
 
 fn setup() -> Setup {
+    setup_with(ROWS, &[])
+}
+
+/// Two servers, the proxy (with `env`), `orders` and `orders_v2` created, `rows` rows in `orders`.
+fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
     let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
     dbs[0].sql("CREATE DATABASE app_0").expect("schema");
     dbs[1].sql("CREATE DATABASE app_1").expect("schema");
@@ -88,7 +104,7 @@ fn setup() -> Setup {
         group("g0", &dbs[0]),
         group("g1", &dbs[1]),
     );
-    let proxy = FurrowProcess::start(&cfg, admin.port());
+    let proxy = FurrowProcess::start_env(&cfg, admin.port(), env);
     let listen = listen.port();
     for t in ["orders", "orders_v2"] {
         mariadb(
@@ -99,7 +115,7 @@ fn setup() -> Setup {
         )
         .expect("create");
     }
-    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(500) {
+    for chunk in (1..=rows).collect::<Vec<_>>().chunks(1000) {
         let values: Vec<String> = chunk
             .iter()
             .map(|i| format!("({i}, {}, 'row {i}')", i * 7 % 1000))
@@ -121,42 +137,63 @@ fn setup() -> Setup {
     }
 }
 
-fn initial_model() -> Model {
-    (1..=ROWS)
+fn initial_model(rows: i64) -> Model {
+    (1..=rows)
         .map(|i| (i, (i * 7 % 1000, format!("row {i}"))))
         .collect()
 }
 
-/// One client connection writing through the listener: inserts of new ids, updates and deletes
-/// of rows it owns (`id % WRITERS == w`), each acknowledged write read back at once. Returns its
-/// rows of the model.
+/// Whether an error means the connection to the proxy was lost (a restart).
+fn lost(e: &str) -> bool {
+    [
+        "Lost",
+        "Broken pipe",
+        "reset",
+        "closed",
+        "os error",
+        "end of file",
+        "EOF",
+        "refused",
+        "onnection",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
+}
+
+/// One client connection writing through the listener: inserts of new ids (`rows + 1 + i *
+/// WRITERS + w`, next to the table's keys), updates and deletes of rows it owns (`id % WRITERS ==
+/// w`), each acknowledged write read back at once. Returns its rows of the model. `restarts`:
+/// a lost connection is a proxy restart: the write in flight is uncertain, the writer connects
+/// again.
 fn writer(
     listen: u16,
     w: i64,
+    rows: i64,
+    restarts: bool,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
-) -> (Model, Vec<String>) {
+) -> Written {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
         let addr = format!("127.0.0.1:{listen}");
-        let mut c = Table::open(&addr, "app", "app-secret", "app", "orders")
-            .await
-            .expect("connect to the listener");
-        let mut model: Model = initial_model()
+        let connect = || Table::open(&addr, "app", "app-secret", "app", "orders");
+        let mut c = connect().await.expect("connect to the listener");
+        let mut model: Model = initial_model(rows)
             .into_iter()
             .filter(|(id, _)| id % WRITERS == w)
             .collect();
         let mut problems = Vec::new();
+        let mut uncertain = BTreeSet::new();
         let mut i: i64 = 0;
         while !stop.load(Relaxed) && problems.len() < 5 {
             i += 1;
             let (sql, id, user, after) = match i % 4 {
                 // A new row.
                 0 | 1 => {
-                    let id = 1_000_000 + w * 100_000 + i;
+                    let id = rows + 1 + i * WRITERS + w;
                     let user = (id * 13) % 1000;
                     let note = format!("w{w} new {i}");
                     (
@@ -211,6 +248,13 @@ fn writer(
                         }
                     }
                 }
+                // Cut off by a restart: applied or not; connect again.
+                Err(e) if restarts && lost(&e) => {
+                    model.remove(&id);
+                    uncertain.insert(id);
+                    c = reconnect(&connect).await;
+                    continue;
+                }
                 // Not acknowledged (e.g. a lock wait or deadlock): not applied.
                 Err(e) => {
                     if !e.contains("Deadlock") && !e.contains("Lock wait") {
@@ -232,11 +276,30 @@ fn writer(
             match read {
                 Ok(rows) if rows == want => {}
                 Ok(rows) => problems.push(format!("read after `{sql}`: {rows:?}, want {want:?}")),
+                Err(e) if restarts && lost(&e) => c = reconnect(&connect).await,
                 Err(e) => problems.push(format!("read after `{sql}`: {e}")),
             }
         }
-        (model, problems)
+        Written {
+            model,
+            problems,
+            uncertain,
+        }
     })
+}
+
+/// Connects again while a restarted proxy comes back (30 s at most).
+async fn reconnect<F: std::future::Future<Output = Result<Table, String>>>(
+    connect: &impl Fn() -> F,
+) -> Table {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect().await {
+            Ok(t) => return t,
+            Err(e) => assert!(Instant::now() < deadline, "no proxy to reconnect to: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn status(admin: u16) -> String {
@@ -307,16 +370,20 @@ fn proxy_rows(listen: u16) -> Model {
 struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<(Model, Vec<String>)>>,
+    threads: Vec<std::thread::JoinHandle<Written>>,
 }
 
 fn start_load(listen: u16) -> Load {
+    start_load_with(listen, ROWS, false)
+}
+
+fn start_load_with(listen: u16, rows: i64, restarts: bool) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let threads = (0..WRITERS)
         .map(|w| {
             let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || writer(listen, w, stop, acked))
+            std::thread::spawn(move || writer(listen, w, rows, restarts, stop, acked))
         })
         .collect();
     Load {
@@ -327,14 +394,23 @@ fn start_load(listen: u16) -> Load {
 }
 
 fn stop_load(load: Load) -> Model {
+    let (model, uncertain) = stop_load_uncertain(load);
+    assert!(uncertain.is_empty(), "{uncertain:?}");
+    model
+}
+
+/// The acknowledged model and the ids a restart left uncertain.
+fn stop_load_uncertain(load: Load) -> (Model, BTreeSet<i64>) {
     load.stop.store(true, Relaxed);
     let mut model = Model::new();
+    let mut uncertain = BTreeSet::new();
     for t in load.threads {
-        let (m, problems) = t.join().expect("writer");
-        assert!(problems.is_empty(), "writer problems: {problems:#?}");
-        model.extend(m);
+        let w = t.join().expect("writer");
+        assert!(w.problems.is_empty(), "writer problems: {:#?}", w.problems);
+        model.extend(w.model);
+        uncertain.extend(w.uncertain);
     }
-    model
+    (model, uncertain)
 }
 
 /// The pause in milliseconds as `RESHARD STATUS` reports it.
@@ -567,4 +643,346 @@ fn reshard_abort_while_copying_and_after_cut_over() {
         "UPDATE orders SET note = NOW() WHERE user_id = 7 AND id = 1",
     )
     .expect("now");
+}
+
+/// Rows of the larger table (the pause measurement).
+const LARGE: i64 = 50_000;
+
+/// Truncates the new layout's tables (after an ABORT, to start again).
+fn empty_new_layout(dbs: &[testkit::MariaDb]) {
+    for q in 0..8 {
+        dbs[q / 4]
+            .sql(&format!("TRUNCATE TABLE app_{}.orders_v2_{q}", q / 4))
+            .expect("truncate");
+    }
+}
+
+#[test]
+fn reshard_large_table_pause_whole_table_vs_changed_keys() {
+    let s = setup_with(LARGE, &[]);
+    let admin = s.admin;
+    let load = start_load_with(s.listen, LARGE, false);
+    std::thread::sleep(Duration::from_millis(300));
+    let e = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "VERIFY",
+            "some",
+        ],
+    );
+    assert!(e.contains("VERIFY takes `changed` or `full`"), "{e}");
+
+    // Before: the cut-over verifies the whole table with writes paused.
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "500",
+            "VERIFY",
+            "full",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let full = wait_phase(admin, "CutOver", Duration::from_secs(300));
+    println!("{full}");
+    let verified = field(&full, "last verify");
+    assert!(
+        verified.contains("with writes paused (whole table)")
+            && verified.contains("checksums equal"),
+        "{full}"
+    );
+    assert!(redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    wait_phase(admin, "Aborted", Duration::from_secs(10));
+    empty_new_layout(&s.dbs);
+
+    // After: only what changed since the last pass.
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "500",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let changed = wait_phase(admin, "CutOver", Duration::from_secs(300));
+    println!("{changed}");
+    let verified = field(&changed, "last verify");
+    assert!(
+        verified.contains("with writes paused (changed since the last pass)")
+            && verified.contains("checksums equal"),
+        "{changed}"
+    );
+    println!(
+        "cut-over pause, {LARGE} rows: whole table {} ms, changed keys {} ms",
+        pause_ms(&full),
+        pause_ms(&changed)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let model = stop_load(load);
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_v2_", 8)),
+        model,
+        "new layout"
+    );
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_", 4)),
+        model,
+        "old layout"
+    );
+}
+
+#[test]
+fn reshard_lost_dual_write_fails_the_cut_over_and_resume_repairs_it() {
+    // The failpoint drops the other layout's half of the first INSERT dual-written once the
+    // verifier tracks changed keys: only the re-verify of changed keys can see it.
+    let s = setup_with(ROWS, &[("FURROW_TEST_FAILPOINT", "reshard-skip-other")]);
+    let admin = s.admin;
+    let load = start_load(s.listen);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "100",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let refused = loop {
+        let st = status(admin);
+        if field(&st, "cut-over pause").contains("refused") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline && field(&st, "phase") != "CutOver",
+            "the cut-over did not see the lost write:\n{st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("{refused}");
+    assert_eq!(field(&refused, "phase"), "Paused", "{refused}");
+    assert!(
+        field(&refused, "last verify").contains("with writes paused (changed since the last pass)")
+            && field(&refused, "last verify").contains("1 ranges differ"),
+        "{refused}"
+    );
+    // RESUME re-copies what differs, verifies again and cuts over.
+    assert!(redis_cli(admin, &["RESHARD", "RESUME"]).contains("copying"));
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    println!("{cut}");
+    assert!(
+        field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let model = stop_load(load);
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_v2_", 8)),
+        model,
+        "new layout"
+    );
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_", 4)),
+        model,
+        "old layout"
+    );
+}
+
+#[test]
+fn reshard_resumes_after_the_proxy_is_killed_mid_copy() {
+    const ROWS_KILL: i64 = 20_000;
+    let mut s = setup_with(ROWS_KILL, &[]);
+    let admin = s.admin;
+    let load = start_load_with(s.listen, ROWS_KILL, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "50",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    // Mid-copy: past the first partition's first rows, well before the end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let st = status(admin);
+        let rows: i64 = field(&st, "rows copied").parse().unwrap_or(0);
+        if rows >= 2_000 {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline && field(&st, "phase") == "Copying",
+            "{st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("{before}");
+    s.proxy.kill_and_restart(admin);
+    let file =
+        std::path::PathBuf::from(format!("{}.reshard-state", s.proxy.config_path().display()));
+    let saved = std::fs::read_to_string(&file).expect("progress file");
+    assert!(saved.contains("new_rule = \"orders_v2\""), "{saved}");
+
+    // The restarted proxy shows the interrupted job; START is refused; RESUME goes on.
+    let st = status(admin);
+    println!("{st}");
+    assert!(st.contains("interrupted (the proxy restarted)"), "{st}");
+    assert_eq!(field(&st, "phase"), "Paused", "{st}");
+    let resumed_rows: i64 = field(&st, "rows copied").parse().unwrap_or(0);
+    assert!(resumed_rows >= 2_000, "{st}");
+    assert_ne!(field(&st, "key reached"), "-", "{st}");
+    let e = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(e.contains("marked as resharding"), "{e}");
+    let r = redis_cli(admin, &["RESHARD", "RESUME"]);
+    assert!(r.contains("copying again from partition"), "{r}");
+    // A dual write cut off between its two layouts' commits by the kill leaves its row in one
+    // layout: the cut-over then refuses, and RESUME re-copies what differs.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut repaired = 0;
+    let cut = loop {
+        let st = status(admin);
+        if field(&st, "phase") == "CutOver" {
+            break st;
+        }
+        if field(&st, "phase") == "Paused" && field(&st, "cut-over pause").contains("refused") {
+            println!("refused after the restart:\n{st}");
+            repaired += 1;
+            assert!(repaired <= 2, "{st}");
+            assert!(redis_cli(admin, &["RESHARD", "RESUME"]).contains("copying"));
+        }
+        assert!(Instant::now() < deadline && !st.contains("failed:"), "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("{cut}");
+    assert!(
+        field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    let copied: i64 = field(&cut, "rows copied").parse().unwrap_or(0);
+    assert!(copied >= ROWS_KILL / 2, "{cut}");
+
+    // Killed again after the cut-over: the restarted proxy serves the new layout (the file says
+    // `cutover`) and shows the job waiting for CONFIRM or ABORT.
+    std::thread::sleep(Duration::from_millis(300));
+    s.proxy.kill_and_restart(admin);
+    let st = status(admin);
+    println!("{st}");
+    assert!(st.contains("interrupted after the cut-over"), "{st}");
+    assert_eq!(field(&st, "phase"), "CutOver", "{st}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (model, uncertain) = stop_load_uncertain(load);
+    println!("writes cut off by the restarts: {uncertain:?}");
+    // Every acknowledged write is in both layouts (a write the kill cut off may be in one only:
+    // after the cut-over nothing verifies the old layout again; docs/sharding.md).
+    let known = |m: Model| -> Model {
+        m.into_iter()
+            .filter(|(id, _)| !uncertain.contains(id))
+            .collect()
+    };
+    assert_eq!(
+        known(layout_rows(&s.dbs, &names("orders_v2_", 8))),
+        model,
+        "new layout"
+    );
+    assert_eq!(
+        known(layout_rows(&s.dbs, &names("orders_", 4))),
+        model,
+        "old layout"
+    );
+    assert_eq!(
+        known(proxy_rows(s.listen)),
+        model,
+        "reads through the listener"
+    );
+    // CONFIRM finishes the interrupted job; the progress file goes.
+    let c = redis_cli(admin, &["RESHARD", "CONFIRM"]);
+    assert!(c.contains("confirmed"), "{c}");
+    let conf = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(
+        !conf.contains("reshard_to") && conf.contains("physical = \"orders_v2_{0..7}\""),
+        "{conf}"
+    );
+    wait_phase(admin, "Confirmed", Duration::from_secs(10));
+    assert!(!file.exists());
+}
+
+#[test]
+fn reshard_interrupted_by_a_restart_can_be_aborted() {
+    let mut s = setup();
+    let admin = s.admin;
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "10",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    assert!(redis_cli(admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    wait_phase(admin, "Paused", Duration::from_secs(5));
+    s.proxy.kill_and_restart(admin);
+    let st = status(admin);
+    assert!(st.contains("interrupted (the proxy restarted)"), "{st}");
+    // The marks are still in the file: writes are dual-written after the restart.
+    mariadb(
+        s.listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (900001, 1, 'after restart')",
+    )
+    .expect("insert");
+    assert_eq!(
+        layout_rows(&s.dbs, &names("orders_v2_", 8)).get(&900_001),
+        Some(&(1, "after restart".to_string()))
+    );
+    let e = redis_cli(admin, &["RESHARD", "PAUSE"]);
+    assert!(e.contains("cannot Pause a reshard that is Paused"), "{e}");
+    let a = redis_cli(admin, &["RESHARD", "ABORT"]);
+    assert!(a.contains("aborted"), "{a}");
+    let st = status(admin);
+    assert_eq!(field(&st, "phase"), "Aborted", "{st}");
+    let conf = std::fs::read_to_string(s.proxy.config_path()).expect("config");
+    assert!(!conf.contains("reshard_"), "{conf}");
+    let progress = format!("{}.reshard-state", s.proxy.config_path().display());
+    assert!(!std::path::Path::new(&progress).exists());
+    // The old layout alone is written again.
+    mariadb(
+        s.listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (900002, 2, 'after abort')",
+    )
+    .expect("insert");
+    assert!(!layout_rows(&s.dbs, &names("orders_v2_", 8)).contains_key(&900_002));
+    assert_eq!(
+        proxy_rows(s.listen).get(&900_002),
+        Some(&(2, "after abort".to_string()))
+    );
 }

@@ -10,6 +10,7 @@ mod micro;
 mod procfs;
 mod profile;
 mod report;
+mod reshard;
 mod suites;
 mod syscalls;
 mod targets;
@@ -103,6 +104,10 @@ pub struct Opts {
     /// Rows of the sharding data set.
     #[arg(long, default_value_t = 20_000)]
     pub shard_rows: u64,
+    /// Rows of the table the sharding suite's reshard rows reshard (`rs_items`): enough that the
+    /// copy outlasts two loads of --duration (the report's notes say whether it did).
+    #[arg(long, default_value_t = 200_000)]
+    pub reshard_rows: u64,
     /// The furrow binary; default: build it with `cargo build --release --bin furrow` and use
     /// target/release/furrow.
     #[arg(long)]

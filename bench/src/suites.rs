@@ -1063,10 +1063,11 @@ fn furrow_sharding_config(
         .map(|i| format!("  {{ name = \"o{i}\", group = \"single\", schema = \"one_{i}\" }},\n"))
         .collect();
     s.push_str(&format!(
-        "[sharding.bench]\nlistener = \"bench\"\nxa = true\nworker_id = 1\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
+        "[sharding.bench]\nlistener = \"bench\"\nxa = true\nworker_id = 1\nshards = [\n{}]\n\n[[sharding.bench.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n{}\
          [sharding.one]\nlistener = \"one\"\nxa = true\nworker_id = 2\nshards = [\n{}]\n\n[[sharding.one.tables]]\nname = \"items\"\nkey = \"id\"\nalgorithm = \"hash\"\n\n\
          [users.{user}]\n{hashes}\n",
         defs.concat(),
+        crate::reshard::TABLES,
         one_defs.concat()
     ));
     s
@@ -1461,6 +1462,55 @@ pub fn sharding(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 &mut report.profiles,
                 |_| gen_mysql::run_lock(addr, true, &params),
             ));
+        }
+        // Reshard rows (issue #24): copy rate, cut-over pause, and point selects on the table
+        // being resharded and on another one, without and with the copy running.
+        if let Some(t) = furrow.as_mut().filter(|_| opts.wants("furrow"))
+            && let Some(admin) = t.admin
+        {
+            let addr = t.addr;
+            let r =
+                crate::reshard::prepare(addr, &user, &password, opts.reshard_rows).and_then(|()| {
+                    crate::reshard::run(
+                        admin,
+                        addr,
+                        &user,
+                        &password,
+                        opts.duration,
+                        &mut suite,
+                        |load, query| {
+                            let p = gen_mysql::ShardParams {
+                                endpoint: gen_mysql::Endpoint::NoDb(addr),
+                                query,
+                                clients: opts.threads,
+                                duration: Duration::from_secs(opts.duration),
+                                max_requests: opts.max_requests,
+                                user: user.clone(),
+                                password: password.clone(),
+                                db: "bench".into(),
+                                rows: if query == gen_mysql::ShardQuery::Point {
+                                    opts.shard_rows
+                                } else {
+                                    opts.reshard_rows
+                                },
+                            };
+                            measure(opts, load, t, &shard_pids, &mut report.profiles, |_| {
+                                gen_mysql::run(&p)
+                            })
+                        },
+                    )
+                });
+            match r {
+                Ok(f) => {
+                    let note = crate::reshard::note(&f, &suite.measurements);
+                    eprintln!("bench: {note}");
+                    suite.notes.push(note);
+                }
+                Err(e) => {
+                    eprintln!("bench: reshard rows not measured: {e}");
+                    suite.notes.push(format!("Reshard rows not measured: {e}"));
+                }
+            }
         }
     }
     report.suites.insert("sharding".into(), suite);

@@ -82,20 +82,38 @@ pub fn parse_backend_writes(info: &str, listener: &str) -> Option<(u64, u64)> {
 
 /// `INFO` from a Furrow admin port (no password), as text.
 pub fn admin_info(addr: SocketAddr) -> Result<String, String> {
+    admin_command(addr, &["INFO"])
+}
+
+/// One command on a Furrow admin port (no password): a bulk or simple reply as text, an error
+/// reply as `Err` with its line.
+pub fn admin_command(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(b"*1\r\n$4\r\nINFO\r\n")
-        .map_err(|e| e.to_string())?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(body) = bulk_body(&buf) {
             return Ok(String::from_utf8_lossy(body).into_owned());
         }
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n")
+            && matches!(buf.first(), Some(b'+' | b'-'))
+        {
+            let line = String::from_utf8_lossy(buf.get(1..eol).unwrap_or_default()).into_owned();
+            return if buf[0] == b'+' { Ok(line) } else { Err(line) };
+        }
         let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("admin port closed before the INFO reply ended".into());
+            return Err(format!(
+                "admin port closed before the {} reply ended",
+                args[0]
+            ));
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }

@@ -28,10 +28,22 @@ impl LoggedChild {
     /// Starts `furrow --log LEVEL proxy --config CONFIG EXTRA...` with its stderr in `log`; does not
     /// wait for it to serve.
     pub fn proxy(level: &str, config: &Path, extra: &[&str], log: PathBuf) -> Self {
+        Self::proxy_env(level, config, extra, &[], log)
+    }
+
+    /// [`LoggedChild::proxy`] with environment variables (e.g. a test failpoint).
+    pub fn proxy_env(
+        level: &str,
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Self {
         let child = Command::new(furrow_bin())
             .args(["--log", level, "proxy", "--config"])
             .arg(config)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -95,15 +107,44 @@ pub struct FurrowProcess {
 impl FurrowProcess {
     /// Writes `config` and starts `furrow proxy`, waiting until the admin port answers.
     pub fn start(config: &str, admin_port: u16) -> Self {
+        Self::start_env(config, admin_port, &[])
+    }
+
+    /// [`FurrowProcess::start`] with environment variables (e.g. a test failpoint).
+    pub fn start_env(config: &str, admin_port: u16, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("furrow.toml");
         std::fs::write(&path, config).expect("write config");
-        let process = LoggedChild::proxy("debug", &path, &[], dir.path().join("furrow.log"));
+        let process =
+            LoggedChild::proxy_env("debug", &path, &[], env, dir.path().join("furrow.log"));
         let mut p = Self {
             process,
             _dir: dir,
             config: path,
         };
+        p.wait_admin(admin_port);
+        p
+    }
+
+    /// Kills the process with SIGKILL and starts it again on the same config file (whatever it
+    /// holds now; the log is appended to `furrow.log.N`), waiting until the admin port answers.
+    pub fn kill_and_restart(&mut self, admin_port: u16) {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait_exit(Duration::from_secs(10));
+        let n = (1..)
+            .find(|i| !self._dir.path().join(format!("furrow.log.{i}")).exists())
+            .unwrap_or(1);
+        self.process = LoggedChild::proxy(
+            "debug",
+            &self.config,
+            &[],
+            self._dir.path().join(format!("furrow.log.{n}")),
+        );
+        self.wait_admin(admin_port);
+    }
+
+    fn wait_admin(&mut self, admin_port: u16) {
+        let p = self;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             // PONG (not just a connect) means the admin thread runs, and so do its signal handlers.
@@ -126,7 +167,6 @@ impl FurrowProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
     }
 
     /// The config file the process runs on (rewrite it and reload to change the config).

@@ -22,6 +22,8 @@ pub enum ShardQuery {
     TopN,
     /// `WHERE id = ?`: one shard.
     Point,
+    /// `WHERE id = ?` on `rs_items` (the table the reshard rows reshard; `items`' columns).
+    PointResharded,
     /// `BEGIN; UPDATE ... WHERE id = a; UPDATE ... WHERE id = a; COMMIT`: a transaction on one
     /// shard (Furrow commits it with a plain COMMIT).
     TxnOneShard,
@@ -36,6 +38,7 @@ impl ShardQuery {
         match self {
             ShardQuery::TopN => "scatter ORDER BY score LIMIT 10",
             ShardQuery::Point => "point by shard key",
+            ShardQuery::PointResharded => "point by shard key on rs_items",
             ShardQuery::TxnOneShard => "txn 2 UPDATEs on 1 shard",
             ShardQuery::TxnTwoShards => "txn 2 UPDATEs on 2 shards (XA)",
         }
@@ -60,7 +63,7 @@ impl ShardQuery {
             ShardQuery::TxnOneShard => Some([update(4 * block), update(4 * block)]),
             // Shards 0 and 2 of 4: one on each server of the suite's 2-server layout.
             ShardQuery::TxnTwoShards => Some([update(4 * block), update(4 * block + 2)]),
-            ShardQuery::TopN | ShardQuery::Point => None,
+            ShardQuery::TopN | ShardQuery::Point | ShardQuery::PointResharded => None,
         }
     }
 
@@ -80,6 +83,13 @@ impl ShardQuery {
                 let id = rng.below(rows);
                 (
                     format!("SELECT id, score, name FROM items WHERE id = {id}"),
+                    id,
+                )
+            }
+            ShardQuery::PointResharded => {
+                let id = rng.below(rows);
+                (
+                    format!("SELECT id, score, name FROM rs_items WHERE id = {id}"),
                     id,
                 )
             }
@@ -194,7 +204,9 @@ pub fn answer(
     match endpoint {
         Endpoint::Single(a) => one(*a, Some(db)),
         Endpoint::NoDb(a) => one(*a, None),
-        Endpoint::ClientShards(v) if query == ShardQuery::Point => {
+        Endpoint::ClientShards(v)
+            if matches!(query, ShardQuery::Point | ShardQuery::PointResharded) =>
+        {
             let (a, db) = &v[(key % v.len().max(1) as u64) as usize];
             one(*a, Some(db))
         }
@@ -260,7 +272,8 @@ pub fn run(p: &ShardParams) -> Result<LoadRun, String> {
             }
             let (sql, key) = query.sql(&mut rng, rows);
             let n = conns.len();
-            let result = if !client_side || query == ShardQuery::Point {
+            let point = matches!(query, ShardQuery::Point | ShardQuery::PointResharded);
+            let result = if !client_side || point {
                 let c = if client_side {
                     (key % n as u64) as usize
                 } else {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use codec::mysql::Value;
 use router::sql::StmtKind;
 use router::sql::plan::{self, Output, PlanContext, Unit};
+use router::sql::shard::dirty::{Dirty, DirtySet, KeyShape, touched};
 use router::sql::shard::reshard::{nondeterministic, writes_only};
 use router::sql::shard::{Resharding, ShardingRules};
 
@@ -33,7 +34,17 @@ use crate::error::errs;
 pub struct Gate {
     lock: tokio::sync::RwLock<()>,
     new_serves: AtomicBool,
+    /// Whether dual writes record the keys they touch (from the verifier's first full pass to
+    /// the cut-over): read after each write, so a write that finished before tracking began is
+    /// one the pass saw.
+    tracking: AtomicBool,
+    /// The table's key and what was written since the verifier last took the set.
+    dirty: Mutex<Option<(KeyShape, DirtySet)>>,
 }
+
+/// Most keys a table's dirty set keeps one by one before it marks whole ranges (16 bytes each
+/// in a B-tree: a few MiB at most).
+pub const MAX_DIRTY_KEYS: usize = 100_000;
 
 impl Gate {
     /// Pauses the table's writes: resolves once the writes in flight are done; until the guard
@@ -51,6 +62,88 @@ impl Gate {
 
     fn new_serves(&self) -> bool {
         self.new_serves.load(Ordering::SeqCst)
+    }
+
+    /// Starts (or restarts) recording the keys dual writes touch, against the verifier's
+    /// `ranges`: called by the verifier after it cut the ranges and before its first checksum.
+    pub fn track(&self, shape: KeyShape, ranges: &[(i128, i128)]) {
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((shape, DirtySet::new(ranges, MAX_DIRTY_KEYS)));
+        self.tracking.store(true, Ordering::SeqCst);
+    }
+
+    /// What was written since tracking began or the last take; recording goes on. `all` when
+    /// nothing was tracked.
+    pub fn take_dirty(&self) -> Dirty {
+        match self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some((_, d)) => d.take(),
+            None => Dirty {
+                all: true,
+                ..Dirty::default()
+            },
+        }
+    }
+
+    /// Stops recording (the cut-over is done, or the job ended).
+    pub fn untrack(&self) {
+        self.tracking.store(false, Ordering::SeqCst);
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The test-only failpoint `reshard-skip-other` (`FURROW_TEST_FAILPOINT`): the first INSERT
+    /// dual-written while keys are tracked is not written to the other layout, as if a dual write
+    /// were lost; the cut-over's verify must find its range.
+    fn skip_other_once(&self) -> bool {
+        static FIRED: AtomicBool = AtomicBool::new(false);
+        self.tracking.load(Ordering::SeqCst)
+            && std::env::var(super::xa::FAILPOINT_ENV).is_ok_and(|v| v == "reshard-skip-other")
+            && !FIRED.swap(true, Ordering::SeqCst)
+    }
+
+    /// Records the keys of one finished (or failed) dual write, when tracking.
+    fn mark(&self, sql: &str, params: &[Value], generated: &[u64]) {
+        if !self.tracking.load(Ordering::SeqCst) {
+            return;
+        }
+        let shape = match self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some((shape, _)) => shape.clone(),
+            None => return,
+        };
+        // Parsed outside the lock: the other cores' writes do not wait for it.
+        let t = touched(sql, params, &shape, generated);
+        if let Some((_, d)) = self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            d.mark(&t);
+        }
+    }
+}
+
+/// Marks a dual write's keys when dropped: after the write committed, failed or was rolled back,
+/// and before the gate's shared hold ends (declared after it, so dropped first).
+struct MarkOnDrop<'a> {
+    gate: &'a Gate,
+    sql: &'a str,
+    params: &'a [Value],
+    generated: &'a [u64],
+}
+
+impl Drop for MarkOnDrop<'_> {
+    fn drop(&mut self) {
+        self.gate.mark(self.sql, self.params, self.generated);
     }
 }
 
@@ -194,6 +287,12 @@ impl ShardSession {
         }
         let gate = gate(&rules.name, table);
         let _writing = gate.lock.read().await;
+        let _mark = MarkOnDrop {
+            gate: &gate,
+            sql,
+            params,
+            generated: &ids,
+        };
         // A write that waited for the cut-over's pause may carry the rules of the generation
         // before it: the gate says which layout commits first now.
         let swap = gate.new_serves() != rs.new_serves;
@@ -239,7 +338,15 @@ impl ShardSession {
         // The other layout's write runs by itself (autocommit) while the first layout's row
         // locks are held; it fails the whole write when it fails.
         let held = self.txn.take();
-        let other = self.run_plan_inner(cx, second_rules, second).await;
+        let other = if kind == StmtKind::Insert && gate.skip_other_once() {
+            // Test-only failpoint: the other layout's write is lost.
+            Ok(Output::Affected {
+                rows,
+                last_insert_id: 0,
+            })
+        } else {
+            self.run_plan_inner(cx, second_rules, second).await
+        };
         self.txn = held;
         if let Err(e) = other {
             let _ = self.finish(false, &names).await;

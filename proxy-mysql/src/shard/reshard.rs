@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use router::config::BackendTls;
 use router::sql::shard::TableRule;
+use router::sql::shard::dirty::Dirty;
 use router::sql::shard::reshard::{
-    Checksum, Mismatch, Row, checksum_sql, chunks, compare, insert_ignore_sql, read_chunk_sql,
-    route_rows, row_pk, unhex,
+    Checksum, Mismatch, Row, checksum_keys_sql, checksum_sql, chunks, compare, insert_ignore_sql,
+    piece_condition, read_chunk_sql, read_where_sql, route_rows, row_pk, unhex,
 };
 
 use crate::backend::BackendConn;
@@ -251,18 +252,141 @@ async fn copy_batch(
     Ok(last.map(|l| (n, l)))
 }
 
+/// A key range `[lo, hi)`.
+pub type KeyRange = (i128, i128);
+
+/// One piece a repair re-copies: a key range, or (with `None`) a list of keys.
+type Piece = (Option<KeyRange>, Vec<i128>);
+
+/// Most rows one repair step holds (a larger range is split in halves).
+const MAX_REPAIR_ROWS: u64 = 10_000;
+
+/// Re-copies what `pieces` names (ranges `[lo, hi)` and single keys: what a verify found
+/// different) from the old layout into the new one, correcting rows the copy's `INSERT IGNORE`
+/// cannot: a changed row, a row the old layout does not have (a dual write that died between its
+/// two commits). Per piece: the old layout's rows are read with locking reads in a transaction on
+/// every old partition (so a dual write to them waits, as for the copy), the new layout's rows of
+/// the piece deleted and the read rows inserted, then the old transactions committed. Returns
+/// the rows written.
+#[allow(clippy::too_many_arguments)]
+pub async fn repair(
+    old: &mut [Table],
+    new: &mut [Table],
+    new_rule: &TableRule,
+    columns: &[String],
+    pk_index: usize,
+    key_index: usize,
+    pieces: &Dirty,
+) -> Result<u64, String> {
+    let pk = &columns[pk_index];
+    let mut todo: Vec<Piece> = pieces
+        .ranges
+        .iter()
+        .map(|r| (Some(*r), Vec::new()))
+        .collect();
+    todo.extend(
+        pieces
+            .keys
+            .chunks(KEYS_PER_QUERY)
+            .map(|k| (None, k.to_vec())),
+    );
+    let mut written = 0;
+    while let Some((range, keys)) = todo.pop() {
+        let cond = piece_condition(pk, range, &keys);
+        if let Some((lo, hi)) = range
+            && hi - lo > 1
+        {
+            let mut rows = 0u64;
+            for t in old.iter_mut() {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM `{}` WHERE {cond}",
+                    t.table.replace('`', "``")
+                );
+                let r = one_row(t, &sql).await?;
+                rows += r
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            if rows > MAX_REPAIR_ROWS {
+                let mid = lo + (hi - lo) / 2;
+                todo.push((Some((lo, mid)), Vec::new()));
+                todo.push((Some((mid, hi)), Vec::new()));
+                continue;
+            }
+        }
+        let r = repair_piece(old, new, new_rule, columns, pk_index, key_index, &cond).await;
+        if r.is_err() {
+            for t in old.iter_mut() {
+                let _ = t.query("ROLLBACK").await;
+            }
+        }
+        written += r?;
+    }
+    Ok(written)
+}
+
+async fn repair_piece(
+    old: &mut [Table],
+    new: &mut [Table],
+    new_rule: &TableRule,
+    columns: &[String],
+    pk_index: usize,
+    key_index: usize,
+    cond: &str,
+) -> Result<u64, String> {
+    let pk = &columns[pk_index];
+    let mut rows: Vec<Row> = Vec::new();
+    for t in old.iter_mut() {
+        t.query("BEGIN").await?;
+        let text = t
+            .query(&read_where_sql(&t.table, columns, pk, cond))
+            .await?;
+        for r in &text {
+            rows.push(
+                r.iter()
+                    .map(|c| unhex(c.as_deref()))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+    }
+    for t in new.iter_mut() {
+        let sql = format!("DELETE FROM `{}` WHERE {cond}", t.table.replace('`', "``"));
+        t.query(&sql).await?;
+    }
+    let n = rows.len() as u64;
+    for (q, part) in route_rows(new_rule, key_index, rows).map_err(|e| e.to_string())? {
+        let t = new
+            .get_mut(q)
+            .ok_or_else(|| format!("no connection for new partition {q}"))?;
+        let sql = insert_ignore_sql(&t.table, columns, &part);
+        t.query(&sql).await?;
+    }
+    for t in old.iter_mut() {
+        t.query("COMMIT").await?;
+    }
+    Ok(n)
+}
+
 /// The verifier's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
-    /// The key ranges compared.
+    /// The key ranges compared (for a verify of keys, each batch's first and last key + 1).
     pub ranges: Vec<(i128, i128)>,
-    /// Over the whole old layout.
+    /// Keys compared one by one (a verify of what changed); 0 for a full pass.
+    pub keys: usize,
+    /// Over what was compared of the old layout.
     pub old: Checksum,
-    /// Over the whole new layout.
+    /// Over what was compared of the new layout.
     pub new: Checksum,
-    /// Ranges whose checksums differ.
+    /// Ranges (or key batches) whose checksums differ.
     pub mismatches: Vec<Mismatch>,
 }
+
+/// Keys per checksum query of a verify of single keys.
+const KEYS_PER_QUERY: usize = 1_000;
 
 async fn one_row(t: &mut Table, sql: &str) -> Result<Vec<Option<String>>, String> {
     t.query(sql)
@@ -281,6 +405,19 @@ pub async fn verify(
     columns: &[String],
     pk: &str,
     chunk_rows: u64,
+) -> Result<Verification, String> {
+    verify_with(old, new, columns, pk, chunk_rows, &mut |_| {}).await
+}
+
+/// [`verify`] calling `on_ranges` with the ranges once they are cut and before the first
+/// checksum (the reshard job starts recording dual writes' keys against them there).
+pub async fn verify_with(
+    old: &mut [Table],
+    new: &mut [Table],
+    columns: &[String],
+    pk: &str,
+    chunk_rows: u64,
+    on_ranges: &mut dyn FnMut(&[KeyRange]),
 ) -> Result<Verification, String> {
     let pkq = format!("`{}`", pk.replace('`', "``"));
     let (mut min, mut max, mut rows) = (None::<i128>, None::<i128>, 0u64);
@@ -309,31 +446,96 @@ pub async fn verify(
         (Some(lo), Some(hi)) => chunks(lo, hi, rows.max(1), chunk_rows),
         _ => Vec::new(),
     };
-    let mut sums = [
-        vec![Checksum::default(); ranges.len()],
-        vec![Checksum::default(); ranges.len()],
-    ];
-    for (side, tables) in [old, new].into_iter().enumerate() {
-        for t in tables.iter_mut() {
-            for (i, &(lo, hi)) in ranges.iter().enumerate() {
-                let r = one_row(t, &checksum_sql(&t.table, columns, pk, lo, hi)).await?;
+    on_ranges(&ranges);
+    verify_ranges(old, new, columns, pk, ranges).await
+}
+
+/// Compares both layouts over the given key ranges `[lo, hi)`.
+pub async fn verify_ranges(
+    old: &mut [Table],
+    new: &mut [Table],
+    columns: &[String],
+    pk: &str,
+    ranges: Vec<(i128, i128)>,
+) -> Result<Verification, String> {
+    let sql = |t: &str, i: usize| {
+        let (lo, hi) = ranges[i];
+        checksum_sql(t, columns, pk, lo, hi)
+    };
+    let sums = sums_of(old, new, ranges.len(), &sql).await?;
+    Ok(verification(ranges, 0, &sums))
+}
+
+/// Compares both layouts over what `dirty` names: each range, and the single keys in batches
+/// of [`KEYS_PER_QUERY`] (a batch that differs is reported as the span of its keys). `dirty.all`
+/// is not looked at (the caller runs a full [`verify`] then).
+pub async fn verify_dirty(
+    old: &mut [Table],
+    new: &mut [Table],
+    columns: &[String],
+    pk: &str,
+    dirty: &Dirty,
+) -> Result<Verification, String> {
+    let batches: Vec<&[i128]> = dirty.keys.chunks(KEYS_PER_QUERY).collect();
+    let n_ranges = dirty.ranges.len();
+    let sql = |t: &str, i: usize| {
+        if i < n_ranges {
+            let (lo, hi) = dirty.ranges[i];
+            checksum_sql(t, columns, pk, lo, hi)
+        } else {
+            checksum_keys_sql(t, columns, pk, batches[i - n_ranges])
+        }
+    };
+    let sums = sums_of(old, new, n_ranges + batches.len(), &sql).await?;
+    let mut ranges = dirty.ranges.clone();
+    ranges.extend(batches.iter().map(|b| {
+        (
+            b.first().copied().unwrap_or_default(),
+            b.last().copied().unwrap_or_default() + 1,
+        )
+    }));
+    Ok(verification(ranges, dirty.keys.len(), &sums))
+}
+
+/// Per piece `i` (of `n`) and layout: the checksum of `sql(table, i)` summed over the layout's
+/// tables.
+async fn sums_of(
+    old: &mut [Table],
+    new: &mut [Table],
+    n: usize,
+    sql: &dyn Fn(&str, usize) -> String,
+) -> Result<[Vec<Checksum>; 2], String> {
+    // Piece by piece over both layouts (not layout by layout): the old and new checksums of a
+    // piece are read within a few queries of each other, so while writes run a piece differs
+    // only if a write to it is in flight then.
+    let (mut olds, mut news) = (vec![Checksum::default(); n], vec![Checksum::default(); n]);
+    for (i, (o, w)) in olds.iter_mut().zip(news.iter_mut()).enumerate() {
+        for (sum, tables) in [(o, &mut *old), (w, &mut *new)] {
+            for t in tables.iter_mut() {
+                let q = sql(&t.table, i);
+                let r = one_row(t, &q).await?;
                 let c = Checksum::parse(
                     r.first().cloned().flatten().as_deref().map(str::as_bytes),
                     r.get(1).cloned().flatten().as_deref().map(str::as_bytes),
                 )?;
-                sums[side][i].add(c);
+                sum.add(c);
             }
         }
     }
+    Ok([olds, news])
+}
+
+fn verification(ranges: Vec<(i128, i128)>, keys: usize, sums: &[Vec<Checksum>; 2]) -> Verification {
     let total = |v: &[Checksum]| {
         let mut t = Checksum::default();
         v.iter().for_each(|c| t.add(*c));
         t
     };
-    Ok(Verification {
+    Verification {
         mismatches: compare(&ranges, &sums[0], &sums[1]),
         old: total(&sums[0]),
         new: total(&sums[1]),
+        keys,
         ranges,
-    })
+    }
 }

@@ -23,7 +23,7 @@ pub mod route;
 pub mod scatter;
 mod select;
 pub mod splice;
-mod sqltext;
+pub(crate) mod sqltext;
 pub mod stream;
 pub mod union;
 
@@ -314,7 +314,7 @@ fn plan_statement(
 }
 
 /// Parses `sql`, which must hold exactly one statement (after the nesting guard).
-fn parse_one(sql: &str) -> Result<Statement, ShardError> {
+pub(crate) fn parse_one(sql: &str) -> Result<Statement, ShardError> {
     crate::sql::guard::check(sql).map_err(|e| ShardError::Unsupported(e.to_string()))?;
     let mut stmts = Parser::new(&MySqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)

@@ -3,6 +3,7 @@
 //! the `[sharding.NAME]` section (see `docs/sharding.md`).
 
 pub mod algorithm;
+pub mod dirty;
 pub mod id;
 pub mod key;
 pub mod reshard;

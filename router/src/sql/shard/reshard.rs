@@ -319,6 +319,39 @@ pub fn read_chunk_sql(
     s
 }
 
+/// The condition of one piece a repair re-copies: keys `lo <= pk < hi`, or a list of keys.
+pub fn piece_condition(pk: &str, range: Option<(i128, i128)>, keys: &[i128]) -> String {
+    let pkq = quote_ident(pk);
+    match range {
+        Some((lo, hi)) => format!("{pkq} >= {lo} AND {pkq} < {hi}"),
+        None => {
+            let mut list = String::new();
+            for (i, k) in keys.iter().enumerate() {
+                let _ = write!(list, "{}{k}", if i > 0 { ", " } else { "" });
+            }
+            if keys.is_empty() {
+                list.push_str("NULL");
+            }
+            format!("{pkq} IN ({list})")
+        }
+    }
+}
+
+/// The repair's locking read of the rows of `table` that match `cond` (as [`read_chunk_sql`]
+/// reads them: hex of each column's bytes).
+pub fn read_where_sql(table: &str, columns: &[String], pk: &str, cond: &str) -> String {
+    let cols = columns
+        .iter()
+        .map(|c| format!("HEX(CAST({} AS BINARY))", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {cols} FROM {} WHERE {cond} ORDER BY {} FOR UPDATE",
+        quote_ident(table),
+        quote_ident(pk)
+    )
+}
+
 /// A copied row: each column's bytes (`None`: NULL).
 pub type Row = Vec<Option<Vec<u8>>>;
 
@@ -446,14 +479,34 @@ impl Checksum {
 /// separator inside a value can make two rows collide). Columns must be named in the same order on
 /// both layouts.
 pub fn checksum_sql(table: &str, columns: &[String], pk: &str, lo: i128, hi: i128) -> String {
+    let pkq = quote_ident(pk);
+    checksum_where(table, columns, &format!("{pkq} >= {lo} AND {pkq} < {hi}"))
+}
+
+/// [`checksum_sql`] over the rows whose key is one of `keys` (the cut-over's re-verify of keys
+/// written since the last pass).
+pub fn checksum_keys_sql(table: &str, columns: &[String], pk: &str, keys: &[i128]) -> String {
+    let mut list = String::with_capacity(keys.len() * 8);
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            list.push_str(", ");
+        }
+        let _ = write!(list, "{k}");
+    }
+    if keys.is_empty() {
+        list.push_str("NULL");
+    }
+    checksum_where(table, columns, &format!("{} IN ({list})", quote_ident(pk)))
+}
+
+fn checksum_where(table: &str, columns: &[String], cond: &str) -> String {
     let cols = columns
         .iter()
         .map(|c| format!("QUOTE({})", quote_ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let pkq = quote_ident(pk);
     format!(
-        "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(',', {cols})), 16), 16, 10) AS UNSIGNED)), 0) FROM {} WHERE {pkq} >= {lo} AND {pkq} < {hi}",
+        "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS(',', {cols})), 16), 16, 10) AS UNSIGNED)), 0) FROM {} WHERE {cond}",
         quote_ident(table)
     )
 }
