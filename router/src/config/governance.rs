@@ -239,6 +239,9 @@ impl CommandLimit {
 /// `(rule, user)` → its pacer.
 type PacerMap = HashMap<(usize, String), Pacer>;
 
+/// `(rule, user)` → commands in flight.
+type CounterMap = HashMap<(usize, String), Arc<AtomicU64>>;
+
 /// The most budgets kept (per-user budgets of many users cannot grow without bound).
 pub const MAX_PACE_BUDGETS: usize = 100_000;
 
@@ -255,7 +258,7 @@ pub struct PaceBudgets {
     /// The in-flight counters of concurrency limits, `(rule, user)` → commands in flight, for one
     /// rule set version at a time (sessions hold their counters, so a new version's counts start
     /// at zero while the old commands still give theirs back).
-    inflight: Mutex<(u64, HashMap<(usize, String), Arc<AtomicU64>>)>,
+    inflight: Mutex<(u64, CounterMap)>,
     /// Commands refused by a concurrency limit (over every version).
     pub over_concurrency: AtomicU64,
     /// MySQL statements refused by a governance rate limit (its `limit` rule).
