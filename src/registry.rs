@@ -515,10 +515,10 @@ impl RegistryBackends {
     }
 
     /// Reports the proxy's calls to the followed services' instances, by instance version, to the center
-    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's request and
-    /// failure counters since the last report, the backend matched to its instance by name (the
-    /// instance id) and address. The latency is the backend's smoothed one (times its calls); a report
-    /// that fails is dropped (counters are cumulative, so the next one does not lose the calls).
+    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's answered requests
+    /// (with their latency histogram and summed latency, `router::latency`) and failures since the last
+    /// report, the backend matched to its instance by name (the instance id) and address. A report that
+    /// fails is added to the next one.
     pub fn report_calls(self: &Arc<Self>, backends: Arc<runtime::backend::BackendRegistry>) {
         let every = self.settings.report_calls_ms;
         if every == 0 {
@@ -536,20 +536,33 @@ impl RegistryBackends {
                     return;
                 };
                 rt.block_on(async move {
-                    let mut last: HashMap<(String, String), (u64, u64)> = HashMap::new();
+                    let mut last: HashMap<(String, String), Counted> = HashMap::new();
+                    // Reports that failed, by service: sent again with the next one (bounded: the
+                    // versions of a report, the services followed).
+                    let mut unsent: BTreeMap<String, BTreeMap<String, VersionCalls>> =
+                        BTreeMap::new();
                     loop {
                         tokio::time::sleep(std::time::Duration::from_millis(every)).await;
                         let Some(me) = me.upgrade() else { return };
+                        let mut due = std::mem::take(&mut unsent);
                         for (service, calls) in me.call_deltas(&backends, &mut last) {
+                            let m = due.entry(service).or_default();
+                            for c in calls {
+                                merge_calls(m, c);
+                            }
+                        }
+                        for (service, calls) in due {
                             let report = CallReport {
                                 reporter: reporter.clone(),
-                                calls,
+                                calls: calls.values().cloned().collect(),
                             };
                             let body = serde_json::to_value(&report).unwrap_or_default();
                             let path = calls_path(&me.settings.env, &service);
                             if let Err(e) = me.api.call("POST", &path, Some(&body)).await {
-                                // Cumulative counters lost nothing but the reported delta.
                                 tracing::debug!(%service, error = %e, "call statistics not reported");
+                                if unsent.len() < 1024 {
+                                    unsent.insert(service, calls);
+                                }
                             } else {
                                 me.calls_reported.fetch_add(1, Ordering::Relaxed);
                             }
@@ -566,7 +579,7 @@ impl RegistryBackends {
     fn call_deltas(
         &self,
         backends: &runtime::backend::BackendRegistry,
-        last: &mut HashMap<(String, String), (u64, u64)>,
+        last: &mut HashMap<(String, String), Counted>,
     ) -> Vec<(String, Vec<VersionCalls>)> {
         // (instance id, address) → (service, version)
         let mut instances: HashMap<(String, String), (String, String)> = HashMap::new();
@@ -585,38 +598,22 @@ impl RegistryBackends {
         let all = backends.all();
         for b in &all {
             let key = (b.group.clone(), b.name.clone());
-            let now = (
-                b.requests.load(Ordering::Relaxed),
-                b.errors.load(Ordering::Relaxed),
-            );
-            let before = last.insert(key, now).unwrap_or((0, 0));
-            // Answered requests and failures are counted apart: a call is either.
-            let (answered, errors) = if now.0 >= before.0 && now.1 >= before.1 {
-                (now.0 - before.0, now.1 - before.1)
-            } else {
-                now
-            };
-            let calls = answered + errors;
-            if calls == 0 && errors == 0 {
+            let now = Counted::of(b);
+            let before = last.insert(key, now.clone()).unwrap_or_default();
+            let Some(d) = now.since(&before) else {
                 continue;
-            }
+            };
             let Some((service, version)) = instances.get(&(b.name.clone(), b.address.clone()))
             else {
                 continue;
             };
-            let lat = b.latency_us.load(Ordering::Relaxed);
-            let v = out
-                .entry(service.clone())
-                .or_default()
-                .entry(version.clone())
-                .or_insert_with(|| VersionCalls {
+            merge_calls(
+                out.entry(service.clone()).or_default(),
+                VersionCalls {
                     version: version.clone(),
-                    ..Default::default()
-                });
-            v.calls += calls;
-            v.errors += errors;
-            v.latency_us = v.latency_us.saturating_add(lat.saturating_mul(answered));
-            v.max_latency_us = v.max_latency_us.max(lat);
+                    ..d
+                },
+            );
         }
         last.retain(|(g, n), _| all.iter().any(|b| &b.group == g && &b.name == n));
         out.into_iter()
@@ -644,6 +641,85 @@ impl RegistryBackends {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A backend's cumulative call counters as last read: answered calls by latency bucket, their summed
+/// latency, failures.
+#[derive(Clone, Debug, Default)]
+struct Counted {
+    buckets: [u64; router::latency::BUCKETS],
+    latency_us: u64,
+    errors: u64,
+}
+
+impl Counted {
+    fn of(b: &runtime::backend::BackendState) -> Self {
+        let mut c = Counted {
+            latency_us: b.latency_sum_us.load(Ordering::Relaxed),
+            errors: b.errors.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for (d, s) in c.buckets.iter_mut().zip(&b.latency_buckets) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        c
+    }
+
+    /// The calls since `before` (None: none). Counters that went back (a new backend state under the
+    /// same name) count from zero.
+    fn since(&self, before: &Counted) -> Option<VersionCalls> {
+        let went_back = self.errors < before.errors
+            || self.latency_us < before.latency_us
+            || self.buckets.iter().zip(&before.buckets).any(|(a, b)| a < b);
+        let zero = Counted::default();
+        let before = if went_back { &zero } else { before };
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .zip(&before.buckets)
+            .map(|(a, b)| a - b)
+            .collect();
+        let answered: u64 = buckets.iter().sum();
+        let errors = self.errors - before.errors;
+        if answered == 0 && errors == 0 {
+            return None;
+        }
+        // The slowest call is known to its bucket: report the bucket's upper bound.
+        let max_latency_us = buckets.iter().rposition(|n| *n > 0).map_or(0, |i| {
+            router::latency::BOUNDS_US
+                .get(i)
+                .copied()
+                .unwrap_or(router::latency::BOUNDS_US[15] * 2)
+        });
+        Some(VersionCalls {
+            version: String::new(),
+            calls: answered + errors,
+            errors,
+            latency_us: self.latency_us - before.latency_us,
+            max_latency_us,
+            buckets,
+        })
+    }
+}
+
+/// Adds `c` to the entry of its version in `m`.
+fn merge_calls(m: &mut BTreeMap<String, VersionCalls>, c: VersionCalls) {
+    match m.get_mut(&c.version) {
+        None => {
+            m.insert(c.version.clone(), c);
+        }
+        Some(v) => {
+            v.calls = v.calls.saturating_add(c.calls);
+            v.errors = v.errors.saturating_add(c.errors);
+            v.latency_us = v.latency_us.saturating_add(c.latency_us);
+            v.max_latency_us = v.max_latency_us.max(c.max_latency_us);
+            if v.buckets.len() == c.buckets.len() {
+                for (a, b) in v.buckets.iter_mut().zip(&c.buckets) {
+                    *a = a.saturating_add(*b);
+                }
+            }
+        }
     }
 }
 

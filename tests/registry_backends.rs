@@ -1267,6 +1267,31 @@ fn proxy_reports_its_calls_per_instance_version() {
         "{}",
         proxy.log()
     );
+    // Per-call latencies: the proxy reports its backends' histograms, the center answers quantiles
+    // (bucket bounds, router::latency) from the runtime tables.
+    assert_eq!(c["kept_in"], "store", "{c}");
+    let p50 = c["versions"][0]["p50_latency_ms"].as_f64().expect("p50");
+    let p99 = c["versions"][0]["p99_latency_ms"].as_f64().expect("p99");
+    assert!(p50 > 0.0 && p99 >= p50, "{c}");
+    let primary = calls("db-primary");
+    assert!(
+        primary["versions"][0]["minute_p99_latency_ms"].as_f64() > Some(0.0),
+        "{primary}"
+    );
+    // The statistics survive a restart of the center.
+    let before = calls("db-primary")["versions"][0]["calls"].as_u64();
+    drop(proxy);
+    let before_after_proxy = calls("db-primary")["versions"][0]["calls"].as_u64();
+    assert!(before_after_proxy >= before);
+    drop(center);
+    let center = Center::start(dir.path(), cport.port());
+    let again = center.call("GET", "/v1/registry/DEV/services/db-primary/calls", None);
+    assert_eq!(
+        again["versions"][0]["calls"].as_u64(),
+        before_after_proxy,
+        "{again}"
+    );
+    assert_eq!(again["versions"][0]["version"], "11.4", "{again}");
 }
 
 /// Intervention rules published on a backend service shape the discovery the proxy follows: a cluster

@@ -58,6 +58,10 @@ pub struct BackendState {
     pub errors: AtomicU64,
     /// Exponentially weighted latency in µs.
     pub latency_us: AtomicU64,
+    /// Answered requests by latency bucket (`router::latency`), for per-call statistics.
+    pub latency_buckets: [AtomicU64; router::latency::BUCKETS],
+    /// The answered requests' latencies added up, µs.
+    pub latency_sum_us: AtomicU64,
     /// Replication lag in ms as last measured (MySQL replicas; u64::MAX: unknown).
     pub lag_ms: AtomicU64,
     /// Why the last failure failed (a connect error, a certificate refused ...), for the errors
@@ -254,6 +258,8 @@ impl BackendState {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
             ratio: Default::default(),
@@ -403,6 +409,9 @@ impl BackendState {
     /// Records a success and its latency.
     pub fn record_ok(&self, latency: Duration) {
         self.requests.fetch_add(1, Relaxed);
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_buckets[router::latency::bucket(us)].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
         let (_, decided) = self.ratio_record(false, latency);
         if decided || self.ratio_tripped() {
             // A probe or a straggler, or a breaker opened (by this very call's window): no
