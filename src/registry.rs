@@ -27,8 +27,9 @@ use control::registry::ops::InstanceInput;
 use control::registry::rules::{BreakerStrategy, LimitMode, LimitScope, Rule, RuleSet};
 use control::registry::tokens::{ClusterTokens, RuleBudget, TokenStats};
 use router::config::{
-    CommandLimit, Config, Endpoint, Governance, IpNet, MysqlRule, Pace, PaceBudgets, RatioBreaker,
-    RegistrySettings, RuleAction, RulePer, SourceList,
+    CallerList, CommandLimit, ConcurrencyLimit, Config, Endpoint, Governance, IpNet,
+    MAX_RATIO_BREAKERS, MysqlRule, Pace, PaceBudgets, RatioBreaker, RegistrySettings, RuleAction,
+    RulePer, SourceList,
 };
 
 /// Called by the follower after a discovery changed (set once the proxy's `Control` exists).
@@ -49,6 +50,8 @@ pub struct RegistryBackends {
     pub rejected: AtomicU64,
     /// Client connections refused by source lists, over every rule set version.
     refused: Arc<AtomicU64>,
+    /// Logins refused by caller lists, over every rule set version.
+    refused_callers: Arc<AtomicU64>,
     /// The budgets of the Redis listeners' rate limits, kept across resolutions.
     budgets: Arc<PaceBudgets>,
     /// Call statistics reports the center accepted.
@@ -159,6 +162,7 @@ impl RegistryBackends {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             refused: Arc::default(),
+            refused_callers: Arc::default(),
             budgets: Arc::default(),
             calls_reported: AtomicU64::new(0),
             governed: Mutex::default(),
@@ -302,6 +306,7 @@ impl RegistryBackends {
                 &mut resolved,
                 rules.as_ref(),
                 &self.refused,
+                &self.refused_callers,
                 &self.budgets,
                 tokens,
             );
@@ -510,10 +515,10 @@ impl RegistryBackends {
     }
 
     /// Reports the proxy's calls to the followed services' instances, by instance version, to the center
-    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's request and
-    /// failure counters since the last report, the backend matched to its instance by name (the
-    /// instance id) and address. The latency is the backend's smoothed one (times its calls); a report
-    /// that fails is dropped (counters are cumulative, so the next one does not lose the calls).
+    /// every `report_calls_ms` (from a thread of its own): the deltas of each backend's answered requests
+    /// (with their latency histogram and summed latency, `router::latency`) and failures since the last
+    /// report, the backend matched to its instance by name (the instance id) and address. A report that
+    /// fails is added to the next one.
     pub fn report_calls(self: &Arc<Self>, backends: Arc<runtime::backend::BackendRegistry>) {
         let every = self.settings.report_calls_ms;
         if every == 0 {
@@ -531,20 +536,33 @@ impl RegistryBackends {
                     return;
                 };
                 rt.block_on(async move {
-                    let mut last: HashMap<(String, String), (u64, u64)> = HashMap::new();
+                    let mut last: HashMap<(String, String), Counted> = HashMap::new();
+                    // Reports that failed, by service: sent again with the next one (bounded: the
+                    // versions of a report, the services followed).
+                    let mut unsent: BTreeMap<String, BTreeMap<String, VersionCalls>> =
+                        BTreeMap::new();
                     loop {
                         tokio::time::sleep(std::time::Duration::from_millis(every)).await;
                         let Some(me) = me.upgrade() else { return };
+                        let mut due = std::mem::take(&mut unsent);
                         for (service, calls) in me.call_deltas(&backends, &mut last) {
+                            let m = due.entry(service).or_default();
+                            for c in calls {
+                                merge_calls(m, c);
+                            }
+                        }
+                        for (service, calls) in due {
                             let report = CallReport {
                                 reporter: reporter.clone(),
-                                calls,
+                                calls: calls.values().cloned().collect(),
                             };
                             let body = serde_json::to_value(&report).unwrap_or_default();
                             let path = calls_path(&me.settings.env, &service);
                             if let Err(e) = me.api.call("POST", &path, Some(&body)).await {
-                                // Cumulative counters lost nothing but the reported delta.
                                 tracing::debug!(%service, error = %e, "call statistics not reported");
+                                if unsent.len() < 1024 {
+                                    unsent.insert(service, calls);
+                                }
                             } else {
                                 me.calls_reported.fetch_add(1, Ordering::Relaxed);
                             }
@@ -561,7 +579,7 @@ impl RegistryBackends {
     fn call_deltas(
         &self,
         backends: &runtime::backend::BackendRegistry,
-        last: &mut HashMap<(String, String), (u64, u64)>,
+        last: &mut HashMap<(String, String), Counted>,
     ) -> Vec<(String, Vec<VersionCalls>)> {
         // (instance id, address) → (service, version)
         let mut instances: HashMap<(String, String), (String, String)> = HashMap::new();
@@ -580,38 +598,22 @@ impl RegistryBackends {
         let all = backends.all();
         for b in &all {
             let key = (b.group.clone(), b.name.clone());
-            let now = (
-                b.requests.load(Ordering::Relaxed),
-                b.errors.load(Ordering::Relaxed),
-            );
-            let before = last.insert(key, now).unwrap_or((0, 0));
-            // Answered requests and failures are counted apart: a call is either.
-            let (answered, errors) = if now.0 >= before.0 && now.1 >= before.1 {
-                (now.0 - before.0, now.1 - before.1)
-            } else {
-                now
-            };
-            let calls = answered + errors;
-            if calls == 0 && errors == 0 {
+            let now = Counted::of(b);
+            let before = last.insert(key, now.clone()).unwrap_or_default();
+            let Some(d) = now.since(&before) else {
                 continue;
-            }
+            };
             let Some((service, version)) = instances.get(&(b.name.clone(), b.address.clone()))
             else {
                 continue;
             };
-            let lat = b.latency_us.load(Ordering::Relaxed);
-            let v = out
-                .entry(service.clone())
-                .or_default()
-                .entry(version.clone())
-                .or_insert_with(|| VersionCalls {
+            merge_calls(
+                out.entry(service.clone()).or_default(),
+                VersionCalls {
                     version: version.clone(),
-                    ..Default::default()
-                });
-            v.calls += calls;
-            v.errors += errors;
-            v.latency_us = v.latency_us.saturating_add(lat.saturating_mul(answered));
-            v.max_latency_us = v.max_latency_us.max(lat);
+                    ..d
+                },
+            );
         }
         last.retain(|(g, n), _| all.iter().any(|b| &b.group == g && &b.name == n));
         out.into_iter()
@@ -639,6 +641,85 @@ impl RegistryBackends {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A backend's cumulative call counters as last read: answered calls by latency bucket, their summed
+/// latency, failures.
+#[derive(Clone, Debug, Default)]
+struct Counted {
+    buckets: [u64; router::latency::BUCKETS],
+    latency_us: u64,
+    errors: u64,
+}
+
+impl Counted {
+    fn of(b: &runtime::backend::BackendState) -> Self {
+        let mut c = Counted {
+            latency_us: b.latency_sum_us.load(Ordering::Relaxed),
+            errors: b.errors.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for (d, s) in c.buckets.iter_mut().zip(&b.latency_buckets) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        c
+    }
+
+    /// The calls since `before` (None: none). Counters that went back (a new backend state under the
+    /// same name) count from zero.
+    fn since(&self, before: &Counted) -> Option<VersionCalls> {
+        let went_back = self.errors < before.errors
+            || self.latency_us < before.latency_us
+            || self.buckets.iter().zip(&before.buckets).any(|(a, b)| a < b);
+        let zero = Counted::default();
+        let before = if went_back { &zero } else { before };
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .zip(&before.buckets)
+            .map(|(a, b)| a - b)
+            .collect();
+        let answered: u64 = buckets.iter().sum();
+        let errors = self.errors - before.errors;
+        if answered == 0 && errors == 0 {
+            return None;
+        }
+        // The slowest call is known to its bucket: report the bucket's upper bound.
+        let max_latency_us = buckets.iter().rposition(|n| *n > 0).map_or(0, |i| {
+            router::latency::BOUNDS_US
+                .get(i)
+                .copied()
+                .unwrap_or(router::latency::BOUNDS_US[15] * 2)
+        });
+        Some(VersionCalls {
+            version: String::new(),
+            calls: answered + errors,
+            errors,
+            latency_us: self.latency_us - before.latency_us,
+            max_latency_us,
+            buckets,
+        })
+    }
+}
+
+/// Adds `c` to the entry of its version in `m`.
+fn merge_calls(m: &mut BTreeMap<String, VersionCalls>, c: VersionCalls) {
+    match m.get_mut(&c.version) {
+        None => {
+            m.insert(c.version.clone(), c);
+        }
+        Some(v) => {
+            v.calls = v.calls.saturating_add(c.calls);
+            v.errors = v.errors.saturating_add(c.errors);
+            v.latency_us = v.latency_us.saturating_add(c.latency_us);
+            v.max_latency_us = v.max_latency_us.max(c.max_latency_us);
+            if v.buckets.len() == c.buckets.len() {
+                for (a, b) in v.buckets.iter_mut().zip(&c.buckets) {
+                    *a = a.saturating_add(*b);
+                }
+            }
+        }
     }
 }
 
@@ -725,12 +806,25 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
         r.refused()
     );
     let (refused, queued) = r.limited_commands();
+    let b = &r.budgets;
     let _ = writeln!(
         s,
-        "# HELP furrow_governance_commands_total Redis commands decided by governance rate limits: refused, or held for their turn by a queueing limit (MySQL refusals are ERR 1226 in the listener's errors).\n\
+        "# HELP furrow_governance_commands_total Redis commands decided by governance limits: refused by a rate limit, held for their turn by a queueing limit, or refused by a concurrency limit.\n\
          # TYPE furrow_governance_commands_total counter\n\
          furrow_governance_commands_total{{result=\"refused\"}} {refused}\n\
-         furrow_governance_commands_total{{result=\"queued\"}} {queued}"
+         furrow_governance_commands_total{{result=\"queued\"}} {queued}\n\
+         furrow_governance_commands_total{{result=\"over_concurrency\"}} {}\n\
+         # HELP furrow_governance_statements_total MySQL statements refused by governance limits (ERR 1226): by a rate limit, or by a concurrency limit.\n\
+         # TYPE furrow_governance_statements_total counter\n\
+         furrow_governance_statements_total{{result=\"refused\"}} {}\n\
+         furrow_governance_statements_total{{result=\"over_concurrency\"}} {}\n\
+         # HELP furrow_governance_callers_refused_total Client logins refused by a governance caller list (the caller is the proxy user).\n\
+         # TYPE furrow_governance_callers_refused_total counter\n\
+         furrow_governance_callers_refused_total {}",
+        b.over_concurrency.load(Ordering::Relaxed),
+        b.statements_refused.load(Ordering::Relaxed),
+        b.statements_over_concurrency.load(Ordering::Relaxed),
+        r.refused_callers.load(Ordering::Relaxed),
     );
     let (t, online) = r.tokens();
     let _ = writeln!(
@@ -760,23 +854,28 @@ pub fn render_metrics(r: &RegistryBackends, s: &mut String) {
 /// Translates the proxy's governance rules into the config the data path enforces, and says what it
 /// enforced:
 /// - `access` rules with `sources`: the client source lists checked at accept (a deny list refuses
-///   the listed networks, an allow list admits only them; every list must admit a client). Their
-///   `callers` are not enforced by proxies (a proxy's callers are users: use `users.*.hosts`).
+///   the listed networks, an allow list admits only them; every list must admit a client). With
+///   `callers`: caller lists checked when a client logs in, the caller being its proxy user (the
+///   MySQL login user, the Redis `AUTH` user, `default` without one). A rule with both is two
+///   lists, each of which must admit the client.
 /// - `rate_limit` rules: a `limit` rule (`match = "*"`) first in every MySQL group, per user for the
 ///   `user` and `caller` scopes, one budget for `service`; `only` names the users; a fractional
 ///   `qps` rounds up; the `warm_up` and `queue` controls become the rule's [`Pace`]; `cluster` QPS
 ///   budgets take their tokens from the center's token service through `tokens` (local share as
 ///   fallback). Their `qps` also becomes a [`CommandLimit`] of the Redis listeners (per Redis user for
-///   `user`/`caller`; `concurrency` is not enforced there), with its state in `budgets`.
+///   `user`/`caller`), their `concurrency` a [`ConcurrencyLimit`] (commands awaiting their replies),
+///   with their state in `budgets`.
 /// - `circuit_breaker` rules with `strategy = "error_count"`: every group's breaker opens after
 ///   `threshold` consecutive failures of a backend (MySQL `circuit_break_after`, Redis `eject_after`)
-///   for `open_ms`. The first `error_ratio` / `slow_ratio` rule: a sliding-window breaker on every
-///   backend with a half-open probe (`runtime::backend`); further ratio rules are not enforced.
+///   for `open_ms`. Every `error_ratio` / `slow_ratio` rule (up to [`MAX_RATIO_BREAKERS`]): a
+///   sliding-window breaker of its own on every backend with its own half-open probe
+///   (`runtime::backend`); rules beyond are shown as not enforced.
 /// - `route` rules do not apply to proxies.
 pub fn apply_rules(
     c: &mut Config,
     rules: Option<&RuleSet>,
     refused: &Arc<AtomicU64>,
+    refused_callers: &Arc<AtomicU64>,
     budgets: &Arc<PaceBudgets>,
     tokens: Option<Arc<ClusterTokens>>,
 ) -> Governed {
@@ -787,8 +886,10 @@ pub fn apply_rules(
     let mut sources = Vec::new();
     let mut limits = Vec::new();
     let mut commands = Vec::new();
+    let mut concurrency = Vec::new();
+    let mut callers_lists = Vec::new();
     let mut breaker = None;
-    let mut ratio = None;
+    let mut ratios = Vec::new();
     let (mut access, mut limit, mut brk, mut route) = ((0, 0), (0, 0), (0, 0), (0, 0));
     let mut intervention = (0, 0);
     for (i, r) in rs.rules.iter().enumerate() {
@@ -803,15 +904,22 @@ pub fn apply_rules(
                         allow: *allow,
                         nets: s.iter().filter_map(|n| IpNet::parse(n)).collect(),
                     });
-                    access.0 += 1;
                 }
                 if !callers.is_empty() {
-                    access.1 += 1;
+                    callers_lists.push(CallerList {
+                        allow: *allow,
+                        callers: callers.clone(),
+                        message: format!(
+                            "(governance rule {i} of {}, version {})",
+                            rs.service, rs.version
+                        ),
+                    });
                 }
+                access.0 += 1;
             }
             Rule::RateLimit {
                 qps,
-                concurrency,
+                concurrency: concurrency_max,
                 scope,
                 only,
                 cluster,
@@ -856,12 +964,21 @@ pub fn apply_rules(
                         message: message.clone(),
                     });
                 }
+                if let Some(max) = concurrency_max {
+                    concurrency.push(ConcurrencyLimit {
+                        rule: i,
+                        max: *max,
+                        per_user: *scope != LimitScope::Service,
+                        users: only.clone(),
+                        message: message.clone(),
+                    });
+                }
                 limits.push(MysqlRule {
                     pattern: "*".into(),
                     action: RuleAction::Limit,
                     users: only.clone(),
                     qps: qps.map(|q| q.ceil().clamp(1.0, u32::MAX as f64) as u32),
-                    concurrency: *concurrency,
+                    concurrency: *concurrency_max,
                     per: match scope {
                         LimitScope::Service => RulePer::Rule,
                         LimitScope::Caller | LimitScope::User => RulePer::User,
@@ -869,6 +986,7 @@ pub fn apply_rules(
                     pace,
                     message: Some(message),
                     cluster: budget,
+                    governed: Some(budgets.clone()),
                 });
                 limit.0 += 1;
             }
@@ -891,8 +1009,8 @@ pub fn apply_rules(
                 min_calls,
                 slow_ms,
                 open_ms,
-            } if ratio.is_none() => {
-                ratio = Some(RatioBreaker {
+            } if ratios.len() < MAX_RATIO_BREAKERS => {
+                ratios.push(RatioBreaker {
                     slow_ms: (*strategy == BreakerStrategy::SlowRatio)
                         .then(|| slow_ms.unwrap_or(0)),
                     threshold: *threshold,
@@ -925,11 +1043,18 @@ pub fn apply_rules(
         version: rs.version,
         sources,
         refused: refused.clone(),
-        breaker: ratio,
+        callers: callers_lists,
+        refused_callers: refused_callers.clone(),
+        breakers: ratios,
         limits: if c.redis_groups.is_empty() {
             Vec::new()
         } else {
             commands
+        },
+        concurrency: if c.redis_groups.is_empty() {
+            Vec::new()
+        } else {
+            concurrency
         },
         budgets: budgets.clone(),
     }));
@@ -982,7 +1107,11 @@ rules = [{ match = "DELETE *", action = "deny" }]
             {"kind": "circuit_breaker", "strategy": "error_count", "threshold": 3,
              "window_ms": 10000, "open_ms": 700},
             {"kind": "access", "allow": false, "sources": ["10.0.0.0/8"], "callers": ["x"]},
-            {"kind": "route", "version": "2.*", "percent": 10}
+            {"kind": "route", "version": "2.*", "percent": 10},
+            {"kind": "circuit_breaker", "strategy": "error_ratio", "threshold": 0.5,
+             "window_ms": 10000, "min_calls": 5, "open_ms": 900},
+            {"kind": "circuit_breaker", "strategy": "slow_ratio", "threshold": 0.8,
+             "window_ms": 5000, "min_calls": 5, "slow_ms": 30, "open_ms": 600}
         ]))
         .expect("rules");
         let rs = RuleSet {
@@ -993,14 +1122,14 @@ rules = [{ match = "DELETE *", action = "deny" }]
         };
         let refused = Arc::default();
         let budgets = Arc::default();
-        let g = apply_rules(&mut c, Some(&rs), &refused, &budgets, None);
+        let g = apply_rules(&mut c, Some(&rs), &refused, &refused, &budgets, None);
         assert_eq!(g.version, 7);
         assert_eq!(
             g.kinds,
             [
-                ("access", 1, 1),
+                ("access", 1, 0),
                 ("rate_limit", 4, 0),
-                ("circuit_breaker", 1, 0),
+                ("circuit_breaker", 3, 0),
                 ("route", 0, 1),
                 ("intervention", 0, 0)
             ]
@@ -1021,7 +1150,28 @@ rules = [{ match = "DELETE *", action = "deny" }]
         let cache = c.redis_group("cache").expect("cache");
         assert_eq!(cache.eject_after, 3);
         let gov = c.proxy.governance.clone().expect("governance");
-        // The Redis listeners' limits: the qps ones (concurrency is MySQL's only).
+        // Every ratio breaker is in force.
+        let b: Vec<_> = gov
+            .breakers
+            .iter()
+            .map(|b| (b.slow_ms, b.open_ms))
+            .collect();
+        assert_eq!(b, [(None, 900), (Some(30), 600)]);
+        // The caller list, checked at login.
+        assert!(gov.admits_caller("x").is_err());
+        assert!(gov.admits_caller("app").is_ok());
+        // The Redis listeners' concurrency limits.
+        assert_eq!(
+            gov.concurrency,
+            [ConcurrencyLimit {
+                rule: 1,
+                max: 4,
+                per_user: false,
+                users: vec![],
+                message: "(governance rule 1 of edge, version 7)".into(),
+            }]
+        );
+        // The Redis listeners' qps limits.
         let l: Vec<_> = gov
             .limits
             .iter()
@@ -1038,10 +1188,10 @@ rules = [{ match = "DELETE *", action = "deny" }]
         assert!(gov.limits[1].message.contains("rule 2 of edge, version 7"));
         assert!(!gov.admits_source("10.1.2.3".parse().expect("ip")));
         assert!(gov.admits_source("127.0.0.1".parse().expect("ip")));
-        assert_eq!(refused.load(Ordering::Relaxed), 1);
+        assert_eq!(refused.load(Ordering::Relaxed), 2, "a source and a caller");
         // No rule set: no governance.
         assert_eq!(
-            apply_rules(&mut c, None, &refused, &budgets, None),
+            apply_rules(&mut c, None, &refused, &refused, &budgets, None),
             Governed::default()
         );
         assert!(c.proxy.governance.is_none());

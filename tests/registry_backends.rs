@@ -1267,6 +1267,31 @@ fn proxy_reports_its_calls_per_instance_version() {
         "{}",
         proxy.log()
     );
+    // Per-call latencies: the proxy reports its backends' histograms, the center answers quantiles
+    // (bucket bounds, router::latency) from the runtime tables.
+    assert_eq!(c["kept_in"], "store", "{c}");
+    let p50 = c["versions"][0]["p50_latency_ms"].as_f64().expect("p50");
+    let p99 = c["versions"][0]["p99_latency_ms"].as_f64().expect("p99");
+    assert!(p50 > 0.0 && p99 >= p50, "{c}");
+    let primary = calls("db-primary");
+    assert!(
+        primary["versions"][0]["minute_p99_latency_ms"].as_f64() > Some(0.0),
+        "{primary}"
+    );
+    // The statistics survive a restart of the center.
+    let before = calls("db-primary")["versions"][0]["calls"].as_u64();
+    drop(proxy);
+    let before_after_proxy = calls("db-primary")["versions"][0]["calls"].as_u64();
+    assert!(before_after_proxy >= before);
+    drop(center);
+    let center = Center::start(dir.path(), cport.port());
+    let again = center.call("GET", "/v1/registry/DEV/services/db-primary/calls", None);
+    assert_eq!(
+        again["versions"][0]["calls"].as_u64(),
+        before_after_proxy,
+        "{again}"
+    );
+    assert_eq!(again["versions"][0]["version"], "11.4", "{again}");
 }
 
 /// Intervention rules published on a backend service shape the discovery the proxy follows: a cluster
@@ -1369,4 +1394,254 @@ fn proxy_follows_cluster_switch_and_load_share_rules() {
     let (a, b) = (dbsize(&redis[0]), dbsize(&redis[1]));
     assert_eq!(a + b, 400);
     assert!(b > 240 && a > 40, "a {a}, b {b}");
+}
+
+/// Concurrency limits with real clients: a command (a statement) of `app` stays in flight on one
+/// connection (BLPOP on an empty list; `SELECT SLEEP(5)`; each retried while the other connection's
+/// command holds the slot) while a second connection of `app` sends commands until one is refused; the first is then released (a push to the list, straight to the
+/// Redis server; the end of the sleep) and the second connection is served again. Prints one JSON
+/// object.
+const IN_FLIGHT: &str = r#"
+import json, os, threading, time, pymysql, redis
+rport, mport, pw = int(os.environ["RPORT"]), int(os.environ["MPORT"]), os.environ["PASSWORD"]
+backend = redis.Redis(host="127.0.0.1", port=int(os.environ["BACKEND"]))
+out = {}
+def rconn(user):
+    return redis.Redis(host="127.0.0.1", port=rport, username=user, password=pw,
+                       lib_name=None, lib_version=None)
+# Redis: BLPOP holds app's one command in flight.
+held = rconn("app")
+held.ping()
+popped = []
+def pop():
+    # The probing connection's command may hold the one slot at this moment: try again.
+    for _ in range(500):
+        try:
+            popped.append(held.blpop("gov-q", 30))
+            return
+        except redis.exceptions.ResponseError as e:
+            if "concurrent commands" not in str(e):
+                raise
+            time.sleep(0.01)
+t = threading.Thread(target=pop)
+t.start()
+second = rconn("app")
+refused = ""
+for _ in range(200):
+    try:
+        second.echo("x")
+    except redis.exceptions.ResponseError as e:
+        refused = str(e)
+        break
+    time.sleep(0.02)
+out["redis_refused"] = refused
+backend.lpush("gov-q", "v")
+t.join()
+out["redis_popped"] = [x.decode() for x in popped[0]] if popped and popped[0] else None
+out["redis_after"] = second.echo("y").decode()
+# MySQL: a sleeping statement holds app's one statement in flight.
+def mconn():
+    return pymysql.connect(host="127.0.0.1", port=mport, user="app", password=pw, autocommit=True)
+sleeper, probe = mconn(), mconn()
+def sleep():
+    for _ in range(500):
+        try:
+            with sleeper.cursor() as c:
+                c.execute("SELECT SLEEP(5)")
+                c.fetchall()
+            return
+        except pymysql.err.OperationalError as e:
+            if e.args[0] != 1226:
+                raise
+            time.sleep(0.01)
+t = threading.Thread(target=sleep)
+t.start()
+refused = ""
+while t.is_alive():
+    try:
+        with probe.cursor() as c:
+            c.execute("SELECT 1")
+            c.fetchall()
+    except pymysql.err.OperationalError as e:
+        refused = "%d %s" % (e.args[0], e.args[1])
+        break
+    time.sleep(0.02)
+out["mysql_refused"] = refused
+t.join()
+with probe.cursor() as c:
+    c.execute("SELECT 2")
+    out["mysql_after"] = c.fetchall()[0][0]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn concurrency_limits_caller_lists_and_several_ratio_breakers_in_both_proxies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = testkit::RedisServer::start().expect("redis");
+    let db = testkit::MariaDb::start().expect("mariadb");
+    let cport = testkit::reserve_port().expect("port");
+    let center = Center::start(dir.path(), cport.port());
+    center.call(
+        "POST",
+        "/v1/apps",
+        Some(serde_json::json!({"name": "edge"})),
+    );
+    for s in ["cache", "db-primary", "db-replicas", "edge-proxy"] {
+        center.service(s);
+    }
+    center.register("cache", "r0", redis.addr());
+    center.register("db-primary", "primary", db.addr());
+    let leases: Vec<_> = (0..4)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ports = Ports {
+        redis: leases[0].port(),
+        mysql: leases[1].port(),
+        admin: leases[2].port(),
+        metrics: leases[3].port(),
+    };
+    drop(leases);
+    let sha = hex(&codec::mysql::auth::caching_sha2_hash(SECRET.as_bytes()));
+    let config = proxy_config(cport.port(), &dir.path().join("snap"), &ports)
+        .replace(
+            "env = \"DEV\"\n",
+            "env = \"DEV\"\nservice = \"edge-proxy\"\n",
+        )
+        .replace("listeners = [\"db\"]", "listeners = [\"db\", \"cache\"]")
+        + &format!("\n[users.other]\nlisteners = [\"cache\"]\npassword_sha256 = \"{sha}\"\n");
+    let proxy = FurrowProcess::start(&config, ports.admin);
+    let rules = "/v1/registry/DEV/services/edge-proxy/rules";
+    let publish = |version: u64, rules_json: serde_json::Value| {
+        center.call(
+            "PUT",
+            rules,
+            Some(serde_json::json!({"rules": rules_json, "version": version})),
+        );
+        wait_until(Duration::from_secs(5), || {
+            metric(ports.metrics, "furrow_governance_rules_version ") == Some(version + 1)
+        });
+    };
+    let m = |prefix: &str| metric(ports.metrics, prefix);
+
+    // One command in flight for `app` on either listener; `other` may not log in; two ratio
+    // breakers, both in force.
+    publish(
+        0,
+        serde_json::json!([
+            {"kind": "rate_limit", "concurrency": 1, "scope": "user", "only": ["app"]},
+            {"kind": "access", "allow": false, "callers": ["other"]},
+            {"kind": "circuit_breaker", "strategy": "error_ratio", "threshold": 0.5,
+             "window_ms": 10000, "min_calls": 50, "open_ms": 5000},
+            {"kind": "circuit_breaker", "strategy": "slow_ratio", "threshold": 0.9,
+             "window_ms": 10000, "min_calls": 50, "slow_ms": 10000, "open_ms": 5000}
+        ]),
+    );
+    assert_eq!(
+        m("furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"yes\"} "),
+        Some(2),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+    assert_eq!(
+        m("furrow_governance_rules{kind=\"circuit_breaker\",enforced=\"no\"} "),
+        Some(0)
+    );
+    let out = Command::new(testkit::python().unwrap_or_else(|e| panic!("{e}")))
+        .arg("-c")
+        .arg(IN_FLIGHT)
+        .env("RPORT", ports.redis.to_string())
+        .env("MPORT", ports.mysql.to_string())
+        .env("BACKEND", redis.addr().port().to_string())
+        .env("PASSWORD", SECRET)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+    let redis_refused = v["redis_refused"].as_str().unwrap_or_default();
+    assert!(
+        redis_refused
+            .contains("max number of concurrent commands reached for user 'app' (1 in flight)")
+            && redis_refused.contains("governance rule 0 of edge-proxy, version 1"),
+        "{v}"
+    );
+    assert_eq!(v["redis_popped"], serde_json::json!(["gov-q", "v"]), "{v}");
+    assert_eq!(v["redis_after"], "y", "the reply freed the slot: {v}");
+    let mysql_refused = v["mysql_refused"].as_str().unwrap_or_default();
+    assert!(
+        mysql_refused.starts_with("1226 ")
+            && mysql_refused.contains("max_concurrent_statements")
+            && mysql_refused.contains("governance rule 0 of edge-proxy, version 1"),
+        "{v}"
+    );
+    assert_eq!(v["mysql_after"], 2, "{v}");
+    assert!(
+        m("furrow_governance_commands_total{result=\"over_concurrency\"} ") >= Some(1)
+            && m("furrow_governance_statements_total{result=\"over_concurrency\"} ") >= Some(1),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+    // The denied caller: refused at AUTH with NOPERM, not logged in (the next command wants AUTH).
+    let mut conn = common::resp_connect(ports.redis);
+    let r = common::resp_roundtrip(&mut conn, &["AUTH", "other", SECRET]);
+    assert_eq!(
+        r,
+        "-NOPERM caller 'other' refused by a governance rule (governance rule 1 of edge-proxy, version 1)"
+    );
+    assert!(common::resp_roundtrip(&mut conn, &["PING"]).starts_with("-NOAUTH"));
+    assert_eq!(
+        redis_cli(
+            ports.redis,
+            &[
+                "--user",
+                "app",
+                "--pass",
+                SECRET,
+                "--no-auth-warning",
+                "PING"
+            ]
+        ),
+        "PONG"
+    );
+
+    // An allow list of callers without `app`: its logins are refused on both listeners.
+    publish(
+        1,
+        serde_json::json!([{"kind": "access", "allow": true, "callers": ["web"]}]),
+    );
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "--host=127.0.0.1",
+            "--user=app",
+        ])
+        .arg(format!("--port={}", ports.mysql))
+        .arg(format!("--password={SECRET}"))
+        .args(["--execute", "SELECT 1"])
+        .output()
+        .expect("mariadb");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("1045")
+            && err.contains("caller refused (governance rule 0 of edge-proxy, version 2)"),
+        "{err}"
+    );
+    let mut conn = common::resp_connect(ports.redis);
+    let r = common::resp_roundtrip(&mut conn, &["AUTH", "app", SECRET]);
+    assert!(r.starts_with("-NOPERM caller 'app'"), "{r}");
+    assert!(
+        m("furrow_governance_callers_refused_total ") == Some(3),
+        "{}",
+        http_get(ports.metrics, "/metrics")
+    );
+    // And with the rules gone, `app` is served again.
+    publish(2, serde_json::json!([]));
+    assert_eq!(burst(ports.mysql, 3), (3, 0, String::new()));
 }

@@ -256,3 +256,107 @@ fn a_dead_nodes_leases_are_taken_over() {
     let stats = api_b.ok("GET", "/v1/registry/stats", None);
     assert!(stats["leases_taken_over"].as_u64().unwrap() >= 1, "{stats}");
 }
+
+/// A node with the jobs runtime attached, as `furrow control` runs: call statistics live in its tables.
+fn node_with_runtime(url: &str) -> Server {
+    let store = control::store::open(url).unwrap();
+    let envs = vec!["DEV".to_string(), "PRO".to_string()];
+    let center: Arc<Center> = Center::open(store, envs, "admin", Some(ADMIN_TOKEN)).unwrap();
+    control::jobs::attach(&center, url, Default::default()).unwrap();
+    Server::start(center, "127.0.0.1:0", 2).unwrap()
+}
+
+/// A report with a latency histogram: `fast` calls ≤ 1 ms and `slow` ones ≤ 50 ms.
+fn report(reporter: &str, version: &str, fast: u64, slow: u64, errors: u64) -> Json {
+    let mut buckets = vec![0u64; router::latency::BUCKETS];
+    buckets[router::latency::bucket(900)] = fast;
+    buckets[router::latency::bucket(45_000)] = slow;
+    json!({"reporter": reporter, "calls": [{"version": version, "calls": fast + slow,
+        "errors": errors, "latency_us": fast * 900 + slow * 45_000, "max_latency_us": 45_000,
+        "buckets": buckets}]})
+}
+
+#[test]
+fn call_statistics_are_shared_by_both_nodes_and_survive_a_restart() {
+    let db = testkit::MariaDb::start().expect("start MariaDB");
+    let url = format!("{}/furrow_registry_calls", db.url());
+    let a = node_with_runtime(&url);
+    let b = node_with_runtime(&url);
+    let api_a = Api::new(&a, ADMIN_TOKEN);
+    let api_b = Api::new(&b, ADMIN_TOKEN);
+    api_a.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api_a.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d"})),
+    );
+    let calls = format!("{SVC}/calls");
+    // B must know the service (its catch-up poll) before it takes reports for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_b.call("GET", SVC, None).is_err() {
+        assert!(Instant::now() < deadline, "B never saw the service");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One reporter per node, on two versions; the library's recorder reports a third time on A.
+    api_a.ok("POST", &calls, Some(report("app-1", "1.0", 98, 2, 1)));
+    api_b.ok("POST", &calls, Some(report("app-2", "1.0", 100, 0, 0)));
+    api_b.ok(
+        "POST",
+        &calls,
+        Some(report("app-2", "2.0-canary", 10, 10, 5)),
+    );
+    let rec = control::registry::calls::CallRecorder::start(
+        control::client::ApiClient::new(&format!("http://{}", a.addr), Some(ADMIN_TOKEN)),
+        "DEV",
+        "orders",
+        "app-3",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        rec.record("2.0-canary", false, Duration::from_micros(700));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = api_b.ok("GET", &calls, None);
+        if v["versions"][1]["calls"] == 24 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recorder's report: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rec.stop();
+    // Both nodes answer the same numbers, from the shared tables.
+    let seen_a = api_a.ok("GET", &calls, None);
+    let seen_b = api_b.ok("GET", &calls, None);
+    assert_eq!(seen_a, seen_b);
+    assert_eq!(seen_a["kept_in"], "store");
+    assert_eq!(seen_a["reporters"], 3, "{seen_a}");
+    let stable = &seen_a["versions"][0];
+    assert_eq!(
+        (&stable["version"], &stable["calls"], &stable["errors"]),
+        (&json!("1.0"), &json!(200), &json!(1))
+    );
+    // 198 of 200 calls ≤ 1 ms: the median and the 99th percentile are the 1 ms bucket.
+    assert_eq!(
+        (&stable["p50_latency_ms"], &stable["p99_latency_ms"]),
+        (&json!(1.0), &json!(1.0))
+    );
+    let canary = &seen_a["versions"][1];
+    assert_eq!(
+        (
+            &canary["calls"],
+            &canary["errors"],
+            &canary["p99_latency_ms"]
+        ),
+        (&json!(24), &json!(5), &json!(50.0)),
+        "{canary}"
+    );
+    assert!((canary["error_ratio"].as_f64().unwrap() - 5.0 / 24.0).abs() < 1e-9);
+    // Both nodes stop; a fresh one over the same database answers the same totals.
+    a.stop();
+    b.stop();
+    let c = node_with_runtime(&url);
+    let seen_c = Api::new(&c, ADMIN_TOKEN).ok("GET", &calls, None);
+    assert_eq!(seen_c["versions"], seen_a["versions"], "{seen_c}");
+}

@@ -255,6 +255,16 @@ pub mod errs {
         )
     }
 
+    /// 1045: the user logged in, but a governance caller list refuses it (the caller of a
+    /// proxy is its user).
+    pub fn caller_refused(user: &str, host: &str, rule: &str) -> ErrPacket {
+        ErrPacket::new(
+            1045,
+            "28000",
+            format!("Access denied for user '{user}'@'{host}': caller refused {rule}"),
+        )
+    }
+
     /// 1130: source host not allowed.
     pub fn host_not_allowed(host: &str) -> ErrPacket {
         ErrPacket::new(

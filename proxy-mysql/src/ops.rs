@@ -303,6 +303,9 @@ impl Rules {
                     ""
                 };
                 if !cluster.try_take(who) {
+                    if let Some(g) = &c.rule.governed {
+                        g.statements_refused.fetch_add(1, Relaxed);
+                    }
                     return Err(errs::limited(
                         user,
                         "max_queries_per_second",
@@ -328,6 +331,9 @@ impl Rules {
                     Admit::Now => {}
                     Admit::Wait(us) => permit.wait = permit.wait.max(Duration::from_micros(us)),
                     Admit::Refused => {
+                        if let Some(g) = &c.rule.governed {
+                            g.statements_refused.fetch_add(1, Relaxed);
+                        }
                         return Err(errs::limited(
                             user,
                             "max_queries_per_second",
@@ -341,6 +347,9 @@ impl Rules {
                 let n = b.inflight.fetch_add(1, Relaxed) + 1;
                 if n > u64::from(max) {
                     b.inflight.fetch_sub(1, Relaxed);
+                    if let Some(g) = &c.rule.governed {
+                        g.statements_over_concurrency.fetch_add(1, Relaxed);
+                    }
                     return Err(errs::limited(
                         user,
                         "max_concurrent_statements",
@@ -592,6 +601,7 @@ mod tests {
             pace: Pace::Reject,
             message: None,
             cluster: None,
+            governed: None,
         }
     }
 

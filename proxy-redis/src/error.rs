@@ -187,6 +187,24 @@ pub enum Error {
     /// The listener has as many clients as it allows.
     #[error("max number of clients reached")]
     MaxClients,
+    /// A governance concurrency limit refused the command (too many awaiting their replies).
+    #[error("max number of concurrent commands reached for user '{user}' ({max} in flight) {rule}")]
+    OverConcurrency {
+        /// The user (`default` without one).
+        user: String,
+        /// The limit.
+        max: u32,
+        /// The rule and its version.
+        rule: String,
+    },
+    /// A governance caller list refused the user logging in (the caller of a proxy is its user).
+    #[error("caller '{user}' refused by a governance rule {rule}")]
+    CallerRefused {
+        /// The user.
+        user: String,
+        /// The rule and its version.
+        rule: String,
+    },
     /// A governance rate limit refused the command.
     #[error(
         "max number of commands per second reached for user '{user}' ({qps} per second) {rule}"
@@ -291,7 +309,10 @@ impl Error {
         match self {
             Self::NoAuth | Self::HelloNoAuth => "NOAUTH",
             Self::WrongPass => "WRONGPASS",
-            Self::CommandDenied(_) | Self::AdminRefused { .. } | Self::KeyDenied => "NOPERM",
+            Self::CommandDenied(_)
+            | Self::AdminRefused { .. }
+            | Self::KeyDenied
+            | Self::CallerRefused { .. } => "NOPERM",
             Self::CrossSlot => "CROSSSLOT",
             Self::SlotMigrating { .. } => "TRYAGAIN",
             Self::ExecAbort => "EXECABORT",

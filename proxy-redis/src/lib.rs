@@ -167,12 +167,26 @@ pub async fn serve(ctx: ListenerCtx) {
                 ListenerStats::add(&stats.accepted, 1);
                 // Governance source lists (registry rules; None without them): once per connection.
                 let governance = ctx.snapshot.borrow_mut().get().config.proxy.governance.clone();
-                if let Some(g) = governance
+                if let Some(g) = &governance
                     && !g.admits_source(peer.ip())
                 {
                     ListenerStats::add(&stats.rejected, 1);
                     if start_tls.is_none() {
                         let _ = stream.try_write(b"-ERR client address refused by a governance rule\r\n");
+                    }
+                    continue;
+                }
+                // Caller lists: a listener without users serves every client as `default`, which
+                // is its caller from the start (others are checked at AUTH / HELLO).
+                if let Some(g) = &governance
+                    && !g.callers.is_empty()
+                    && ctx.users.borrow().is_empty()
+                    && let Err(l) = g.admits_caller("default")
+                {
+                    ListenerStats::add(&stats.rejected, 1);
+                    if start_tls.is_none() {
+                        let e = error::Error::CallerRefused { user: "default".into(), rule: l.message.clone() };
+                        let _ = stream.try_write(&e.reply());
                     }
                     continue;
                 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -182,13 +182,13 @@ impl CoreCtx {
     }
 }
 
-/// The governance rules of `config` if they rate-limit Redis commands.
+/// The governance rules of `config` if they rate-limit Redis commands or limit their concurrency.
 pub fn rate_limits(config: &router::config::Config) -> Option<Arc<router::config::Governance>> {
     config
         .proxy
         .governance
         .clone()
-        .filter(|g| !g.limits.is_empty())
+        .filter(|g| !g.limits.is_empty() || !g.concurrency.is_empty())
 }
 
 /// Waits until `t` (forever for None: the branch of a `select!` that is off).
@@ -286,6 +286,9 @@ pub struct Session {
     pace_until: Option<Instant>,
     /// The first held-back command was admitted by the rate limits already (its turn came).
     admitted: bool,
+    /// This session's commands counted by governance concurrency limits (None: none counted yet);
+    /// given back as their replies come, and all at once when the session ends.
+    inflight: Option<Box<router::config::InFlight>>,
 }
 
 /// A random number (not for cryptography: spreads RANDOMKEY over the shards).
@@ -351,6 +354,7 @@ impl Session {
             locks: None,
             pace_until: None,
             admitted: false,
+            inflight: None,
         }
     }
 
@@ -455,6 +459,10 @@ impl Session {
                 }
                 (q.out.len(), q.pending())
             };
+            if let Some(f) = self.inflight.as_deref_mut() {
+                // Replies came: their commands are no longer in flight.
+                f.release_to(pending as u64);
+            }
             // Over TLS, what waits for the socket is the encrypted bytes.
             let (out_left, wait_writable) = match &self.tls {
                 None => (out_left, out_left > 0),
@@ -726,6 +734,31 @@ impl Session {
         }
     }
 
+    /// The governance concurrency limits for the next command: None when it may go (it is counted
+    /// in flight until its reply comes), the error when a limit is full.
+    fn concurrency_limit(&mut self) -> Option<Error> {
+        let gov = self.core.rate_limits.borrow();
+        let g = gov.as_ref().filter(|g| !g.concurrency.is_empty())?;
+        let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
+        if !self
+            .inflight
+            .as_ref()
+            .is_some_and(|f| f.is_for(g.version, user))
+        {
+            // A new rule set or another user: what the old hold counted is given back.
+            self.inflight = Some(Box::new(g.in_flight(user)));
+        }
+        let f = self.inflight.as_deref_mut()?;
+        let i = f.acquire().err()?;
+        g.budgets.over_concurrency.fetch_add(1, Ordering::Relaxed);
+        let l = g.concurrency.get(i)?;
+        Some(Error::OverConcurrency {
+            user: user.to_string(),
+            max: l.max,
+            rule: l.message.clone(),
+        })
+    }
+
     /// The key of this session's listener in the process-wide CLIENT UNBLOCK registry.
     fn owner(&self) -> usize {
         Arc::as_ptr(&self.core.open_clients) as usize
@@ -813,6 +846,12 @@ impl Session {
                 }
                 Err(e) => self.refuse(e),
             }
+            return;
+        }
+        if !matches!(info.name, "auth" | "hello" | "quit" | "reset")
+            && let Some(e) = self.concurrency_limit()
+        {
+            self.refuse(e);
             return;
         }
         if self.pubsub.is_some() && !self.resp3 {
@@ -1495,6 +1534,25 @@ impl Session {
                     && (u.hosts.is_empty()
                         || u.hosts.iter().any(|h| h.contains(self.peer.ip()))) =>
             {
+                // Governance caller lists: the caller of a proxy is its user.
+                let gov = self
+                    .core
+                    .snapshot
+                    .borrow_mut()
+                    .get()
+                    .config
+                    .proxy
+                    .governance
+                    .clone();
+                if let Some(g) = gov
+                    && let Err(l) = g.admits_caller(&u.name)
+                {
+                    return Error::CallerRefused {
+                        user: u.name.clone(),
+                        rule: l.message.clone(),
+                    }
+                    .reply();
+                }
                 self.authed = true;
                 if let Some(e) = self.core.clients.borrow_mut().get_mut(&self.id) {
                     e.user = u.name.clone();

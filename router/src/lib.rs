@@ -4,6 +4,7 @@
 //! whole routing layer is testable without a server.
 
 pub mod config;
+pub mod latency;
 pub mod redis;
 pub mod sql;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use router::config::Config;
+use router::config::{Config, MAX_RATIO_BREAKERS};
 
 /// What a server is to its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +58,21 @@ pub struct BackendState {
     pub errors: AtomicU64,
     /// Exponentially weighted latency in µs.
     pub latency_us: AtomicU64,
+    /// Answered requests by latency bucket (`router::latency`), for per-call statistics.
+    pub latency_buckets: [AtomicU64; router::latency::BUCKETS],
+    /// The answered requests' latencies added up, µs.
+    pub latency_sum_us: AtomicU64,
     /// Replication lag in ms as last measured (MySQL replicas; u64::MAX: unknown).
     pub lag_ms: AtomicU64,
     /// Why the last failure failed (a connect error, a certificate refused ...), for the errors
     /// that tell clients a server is ejected. Written on failures only.
     last_error: std::sync::Mutex<Option<Box<str>>>,
-    /// The ratio circuit breaker of the governance rules (none unless set by [`BackendRegistry::sync`]).
-    ratio: RatioState,
-    /// Times the ratio breaker opened (tripped, or its half-open probe failed).
+    /// The ratio circuit breakers of the governance rules, each with its own window and half-open
+    /// probe (set by [`BackendRegistry::sync`]; the first `ratio_n` are in use).
+    ratio: [RatioState; MAX_RATIO_BREAKERS],
+    /// How many of `ratio` are in use (0: none, and the data path checks nothing more).
+    ratio_n: AtomicU32,
+    /// Times a ratio breaker opened (tripped, or its half-open probe failed).
     pub ratio_trips: AtomicU64,
     epoch: Instant,
 }
@@ -85,10 +92,138 @@ struct RatioState {
     slow_us: AtomicU64,
     open_ms: AtomicU64,
     slices: [AtomicU64; SLICES],
-    /// Tripped: open until `ejected_until_ms`, then half-open until a probe's outcome closes it.
+    /// Tripped: open until `open_until_ms`, then half-open until a probe's outcome closes it.
     tripped: AtomicBool,
+    /// Open until this many ms after `epoch` (while tripped).
+    open_until_ms: AtomicU64,
     /// When the half-open probe was let through (0: none yet).
     probe_at_ms: AtomicU64,
+}
+
+/// What one ratio breaker made of a call's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RatioOutcome {
+    /// Counted in the window; the breaker stayed closed.
+    Counted,
+    /// Counted, and the breaker opened on it (tripped, or its probe failed).
+    Opened,
+    /// The half-open probe succeeded: closed.
+    Closed,
+    /// A call that started before the breaker opened: decides nothing.
+    Straggler,
+}
+
+impl RatioState {
+    /// Sets this breaker (None: unused); a changed setting starts with an empty window.
+    fn set(&self, b: Option<&router::config::RatioBreaker>) {
+        let (kind, ppm, window, min, slow, open) = match b {
+            None => (0, 0, 0, 0, 0, 0),
+            Some(b) => (
+                if b.slow_ms.is_some() { 2 } else { 1 },
+                (b.threshold * 1e6).round() as u32,
+                b.window_ms.max(SLICES as u64),
+                b.min_calls,
+                b.slow_ms.unwrap_or(0).saturating_mul(1000),
+                b.open_ms.max(1),
+            ),
+        };
+        let same = self.kind.load(Relaxed) == kind
+            && self.threshold_ppm.load(Relaxed) == ppm
+            && self.window_ms.load(Relaxed) == window
+            && self.min_calls.load(Relaxed) == min
+            && self.slow_us.load(Relaxed) == slow
+            && self.open_ms.load(Relaxed) == open;
+        if same {
+            return;
+        }
+        self.kind.store(0, Relaxed);
+        self.threshold_ppm.store(ppm, Relaxed);
+        self.window_ms.store(window, Relaxed);
+        self.min_calls.store(min, Relaxed);
+        self.slow_us.store(slow, Relaxed);
+        self.open_ms.store(open, Relaxed);
+        for sl in &self.slices {
+            sl.store(0, Relaxed);
+        }
+        self.tripped.store(false, Relaxed);
+        self.open_until_ms.store(0, Relaxed);
+        self.probe_at_ms.store(0, Relaxed);
+        self.kind.store(kind, Relaxed);
+    }
+
+    /// Whether it holds requests back at `now` (open, or its half-open probe is out); otherwise
+    /// `Some(probe_at)` when it waits for a probe (tripped, open time over), None when closed.
+    fn blocks(&self, now: u64) -> Result<Option<u64>, ()> {
+        if !self.tripped.load(Relaxed) {
+            return Ok(None);
+        }
+        if now < self.open_until_ms.load(Relaxed) {
+            return Err(());
+        }
+        let p = self.probe_at_ms.load(Relaxed);
+        if p != 0 && now.saturating_sub(p) < self.open_ms.load(Relaxed) {
+            return Err(());
+        }
+        Ok(Some(p))
+    }
+
+    /// Feeds one call's outcome at `now`.
+    fn record(&self, failed: bool, latency: Duration, now: u64) -> RatioOutcome {
+        let bad = match self.kind.load(Relaxed) {
+            // Being set.
+            0 => return RatioOutcome::Counted,
+            1 => failed,
+            _ => failed || latency.as_micros() as u64 > self.slow_us.load(Relaxed),
+        };
+        let open = self.open_ms.load(Relaxed);
+        if self.tripped.load(Relaxed) {
+            if now < self.open_until_ms.load(Relaxed) || self.probe_at_ms.load(Relaxed) == 0 {
+                return RatioOutcome::Straggler;
+            }
+            if bad {
+                self.open_until_ms.store(now + open, Relaxed);
+                self.probe_at_ms.store(0, Relaxed);
+                return RatioOutcome::Opened;
+            }
+            for sl in &self.slices {
+                sl.store(0, Relaxed);
+            }
+            self.tripped.store(false, Relaxed);
+            self.probe_at_ms.store(0, Relaxed);
+            self.open_until_ms.store(0, Relaxed);
+            return RatioOutcome::Closed;
+        }
+        let window = self.window_ms.load(Relaxed);
+        let width = (window / SLICES as u64).max(1);
+        let slice = now / width;
+        let cell = &self.slices[(slice % SLICES as u64) as usize];
+        let _ = cell.fetch_update(Relaxed, Relaxed, |v| {
+            let (s, c, b) = unpack(v);
+            Some(if s == slice & 0xff_ffff && v != 0 {
+                pack(s, c + 1, b + bad as u64)
+            } else {
+                pack(slice, 1, bad as u64)
+            })
+        });
+        let (mut calls, mut bads) = (0u64, 0u64);
+        for sl in &self.slices {
+            let (s, c, b) = unpack(sl.load(Relaxed));
+            if (slice & 0xff_ffff).wrapping_sub(s) & 0xff_ffff < SLICES as u64 {
+                calls += c;
+                bads += b;
+            }
+        }
+        if calls >= u64::from(self.min_calls.load(Relaxed))
+            && calls > 0
+            && bads * 1_000_000 >= calls * u64::from(self.threshold_ppm.load(Relaxed))
+            && !self.tripped.swap(true, Relaxed)
+        {
+            self.probe_at_ms.store(0, Relaxed);
+            self.open_until_ms.store(now + open, Relaxed);
+            return RatioOutcome::Opened;
+        }
+        RatioOutcome::Counted
+    }
 }
 
 const CALLS_BITS: u32 = 20;
@@ -123,9 +258,12 @@ impl BackendState {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
-            ratio: RatioState::default(),
+            ratio: Default::default(),
+            ratio_n: AtomicU32::new(0),
             ratio_trips: AtomicU64::new(0),
             epoch,
         }
@@ -156,144 +294,99 @@ impl BackendState {
         !self.admin_offline.load(Relaxed) && !self.ejected()
     }
 
+    /// The ratio breakers in use.
+    #[inline]
+    fn ratios(&self) -> &[RatioState] {
+        let n = (self.ratio_n.load(Relaxed) as usize).min(MAX_RATIO_BREAKERS);
+        &self.ratio[..n]
+    }
+
     /// Whether the server is ejected after failures (and its retry time has not come). On the data
-    /// path: when a tripped ratio breaker's open time is over, exactly one caller gets `false` (the
-    /// half-open probe) until the probe's outcome is recorded, or `open_ms` passed without one.
+    /// path: when every tripped ratio breaker's open time is over, exactly one caller gets `false`
+    /// (the half-open probe of each of them) until the probe's outcome is recorded, or `open_ms`
+    /// passed without one.
     pub fn ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Relaxed);
         let now = self.now_ms();
         if until != 0 && now < until {
             return true;
         }
-        if !self.ratio.tripped.load(Relaxed) {
+        let ratios = self.ratios();
+        if ratios.is_empty() {
             return false;
         }
-        let p = self.ratio.probe_at_ms.load(Relaxed);
-        if p != 0 && now.saturating_sub(p) < self.ratio.open_ms.load(Relaxed) {
-            return true;
+        // Any breaker that is open (or has its probe out) holds the request back; only then are the
+        // probes of the half-open ones taken, so that one request probes them all.
+        let mut probes = [None; MAX_RATIO_BREAKERS];
+        for (i, r) in ratios.iter().enumerate() {
+            match r.blocks(now) {
+                Err(()) => return true,
+                Ok(p) => probes[i] = p,
+            }
         }
-        // The probe: the caller that wins the exchange goes.
-        self.ratio
-            .probe_at_ms
-            .compare_exchange(p, now.max(1), Relaxed, Relaxed)
-            .is_err()
+        for (r, p) in ratios.iter().zip(probes) {
+            let Some(p) = p else { continue };
+            // The probe: the caller that wins the exchange goes.
+            if r.probe_at_ms
+                .compare_exchange(p, now.max(1), Relaxed, Relaxed)
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// [`Self::ejected`] without taking a half-open probe (for admin output).
     fn ejected_view(&self) -> bool {
         let until = self.ejected_until_ms.load(Relaxed);
         let now = self.now_ms();
-        (until != 0 && now < until)
-            || (self.ratio.tripped.load(Relaxed) && {
-                let p = self.ratio.probe_at_ms.load(Relaxed);
-                p != 0 && now.saturating_sub(p) < self.ratio.open_ms.load(Relaxed)
-            })
+        (until != 0 && now < until) || self.ratios().iter().any(|r| r.blocks(now).is_err())
     }
 
-    /// Sets the ratio circuit breaker (None: none); a changed setting starts with an empty window.
-    pub fn set_ratio_breaker(&self, b: Option<&router::config::RatioBreaker>) {
-        let r = &self.ratio;
-        let (kind, ppm, window, min, slow, open) = match b {
-            None => (0, 0, 0, 0, 0, 0),
-            Some(b) => (
-                if b.slow_ms.is_some() { 2 } else { 1 },
-                (b.threshold * 1e6).round() as u32,
-                b.window_ms.max(SLICES as u64),
-                b.min_calls,
-                b.slow_ms.unwrap_or(0).saturating_mul(1000),
-                b.open_ms.max(1),
-            ),
-        };
-        let same = r.kind.load(Relaxed) == kind
-            && r.threshold_ppm.load(Relaxed) == ppm
-            && r.window_ms.load(Relaxed) == window
-            && r.min_calls.load(Relaxed) == min
-            && r.slow_us.load(Relaxed) == slow
-            && r.open_ms.load(Relaxed) == open;
-        if same {
-            return;
-        }
-        r.kind.store(0, Relaxed);
-        r.threshold_ppm.store(ppm, Relaxed);
-        r.window_ms.store(window, Relaxed);
-        r.min_calls.store(min, Relaxed);
-        r.slow_us.store(slow, Relaxed);
-        r.open_ms.store(open, Relaxed);
-        for sl in &r.slices {
-            sl.store(0, Relaxed);
-        }
-        if r.tripped.swap(false, Relaxed) {
-            self.ejected_until_ms.store(0, Relaxed);
-        }
-        r.probe_at_ms.store(0, Relaxed);
-        r.kind.store(kind, Relaxed);
+    /// Whether a ratio breaker is tripped (open or half-open).
+    fn ratio_tripped(&self) -> bool {
+        self.ratios().iter().any(|r| r.tripped.load(Relaxed))
     }
 
-    /// Feeds the ratio breaker one call's outcome; returns true when the call was the half-open
-    /// probe or a straggler of an open breaker (then the count-based logic leaves the state alone).
-    fn ratio_record(&self, failed: bool, latency: Duration) -> bool {
-        let r = &self.ratio;
-        let kind = r.kind.load(Relaxed);
-        if kind == 0 {
-            return false;
+    /// Sets the ratio circuit breakers (the first [`MAX_RATIO_BREAKERS`] of `bs`); a changed setting
+    /// starts with an empty window, an unchanged one keeps its state.
+    pub fn set_ratio_breakers(&self, bs: &[router::config::RatioBreaker]) {
+        let n = bs.len().min(MAX_RATIO_BREAKERS);
+        if n < self.ratio_n.load(Relaxed) as usize {
+            self.ratio_n.store(n as u32, Relaxed);
         }
-        let bad = match kind {
-            1 => failed,
-            _ => failed || latency.as_micros() as u64 > r.slow_us.load(Relaxed),
-        };
+        for (i, r) in self.ratio.iter().enumerate() {
+            r.set(bs.get(i));
+        }
+        self.ratio_n.store(n as u32, Relaxed);
+    }
+
+    /// Feeds the ratio breakers one call's outcome: `(opened, decided)`: whether one opened on it,
+    /// and whether it was a half-open probe or a straggler of an open breaker for one of them (then
+    /// the count-based logic leaves the state alone).
+    fn ratio_record(&self, failed: bool, latency: Duration) -> (bool, bool) {
+        let ratios = self.ratios();
+        if ratios.is_empty() {
+            return (false, false);
+        }
         let now = self.now_ms();
-        let open = r.open_ms.load(Relaxed);
-        if r.tripped.load(Relaxed) {
-            let until = self.ejected_until_ms.load(Relaxed);
-            if (until != 0 && now < until) || r.probe_at_ms.load(Relaxed) == 0 {
-                // A call that started before the breaker opened: its outcome decides nothing.
-                return true;
-            }
-            if bad {
-                self.ejected_until_ms.store(now + open, Relaxed);
-                r.probe_at_ms.store(0, Relaxed);
-                self.ratio_trips.fetch_add(1, Relaxed);
-            } else {
-                for sl in &r.slices {
-                    sl.store(0, Relaxed);
+        let (mut opened, mut decided) = (false, false);
+        for r in ratios {
+            match r.record(failed, latency, now) {
+                RatioOutcome::Counted => {}
+                RatioOutcome::Opened => {
+                    opened = true;
+                    self.ratio_trips.fetch_add(1, Relaxed);
                 }
-                r.tripped.store(false, Relaxed);
-                r.probe_at_ms.store(0, Relaxed);
-                self.ejected_until_ms.store(0, Relaxed);
-                self.consecutive_failures.store(0, Relaxed);
-            }
-            return true;
-        }
-        let window = r.window_ms.load(Relaxed);
-        let width = (window / SLICES as u64).max(1);
-        let slice = now / width;
-        let cell = &r.slices[(slice % SLICES as u64) as usize];
-        let _ = cell.fetch_update(Relaxed, Relaxed, |v| {
-            let (s, c, b) = unpack(v);
-            Some(if s == slice & 0xff_ffff && v != 0 {
-                pack(s, c + 1, b + bad as u64)
-            } else {
-                pack(slice, 1, bad as u64)
-            })
-        });
-        let (mut calls, mut bads) = (0u64, 0u64);
-        for sl in &r.slices {
-            let (s, c, b) = unpack(sl.load(Relaxed));
-            if (slice & 0xff_ffff).wrapping_sub(s) & 0xff_ffff < SLICES as u64 {
-                calls += c;
-                bads += b;
+                RatioOutcome::Closed => {
+                    decided = true;
+                    self.consecutive_failures.store(0, Relaxed);
+                }
+                RatioOutcome::Straggler => decided = true,
             }
         }
-        if calls >= u64::from(r.min_calls.load(Relaxed))
-            && calls > 0
-            && bads * 1_000_000 >= calls * u64::from(r.threshold_ppm.load(Relaxed))
-            && !r.tripped.swap(true, Relaxed)
-        {
-            r.probe_at_ms.store(0, Relaxed);
-            self.ejected_until_ms.store(now + open, Relaxed);
-            self.ratio_trips.fetch_add(1, Relaxed);
-        }
-        false
+        (opened, decided)
     }
 
     /// Records a successful health check: clears the failure count and a count-based ejection, but
@@ -302,9 +395,11 @@ impl BackendState {
     pub fn record_check_ok(&self, latency: Duration) {
         self.requests.fetch_add(1, Relaxed);
         self.consecutive_failures.store(0, Relaxed);
-        if !self.ratio.tripped.load(Relaxed) {
-            self.ejected_until_ms.store(0, Relaxed);
-        }
+        self.ejected_until_ms.store(0, Relaxed);
+        self.note_latency(latency);
+    }
+
+    fn note_latency(&self, latency: Duration) {
         let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.latency_us.load(Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
@@ -313,22 +408,19 @@ impl BackendState {
 
     /// Records a success and its latency.
     pub fn record_ok(&self, latency: Duration) {
-        if self.ratio_record(false, latency) {
-            self.requests.fetch_add(1, Relaxed);
-            return;
-        }
-        if self.ratio.tripped.load(Relaxed) {
-            // Opened by this very call's window: no count-based reset.
-            self.requests.fetch_add(1, Relaxed);
-            return;
-        }
         self.requests.fetch_add(1, Relaxed);
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_buckets[router::latency::bucket(us)].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+        let (_, decided) = self.ratio_record(false, latency);
+        if decided || self.ratio_tripped() {
+            // A probe or a straggler, or a breaker opened (by this very call's window): no
+            // count-based reset.
+            return;
+        }
         self.consecutive_failures.store(0, Relaxed);
         self.ejected_until_ms.store(0, Relaxed);
-        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        let old = self.latency_us.load(Relaxed);
-        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
-        self.latency_us.store(new, Relaxed);
+        self.note_latency(latency);
     }
 
     /// Forgets past failures and any ejection (the server's address changed, as after a
@@ -343,12 +435,13 @@ impl BackendState {
     pub fn record_failure(&self, eject_after: u32, retry_after: Duration) -> bool {
         self.errors.fetch_add(1, Relaxed);
         let was = self.ejected_view();
-        if self.ratio_record(true, Duration::ZERO) {
-            return false;
+        let (opened, decided) = self.ratio_record(true, Duration::ZERO);
+        if opened {
+            // A ratio breaker opened on this failure.
+            return !was;
         }
-        if !was && self.ejected_view() {
-            // The ratio breaker opened on this failure.
-            return true;
+        if decided {
+            return false;
         }
         let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
         if n >= eject_after && !self.ejected_view() {
@@ -415,11 +508,11 @@ impl BackendRegistry {
                     .map(|s| (g.name.as_str(), s, Role::Replica)),
             );
         }
-        let ratio = config
+        let ratios = config
             .proxy
             .governance
             .as_ref()
-            .and_then(|g| g.breaker.as_ref());
+            .map_or(&[][..], |g| g.breakers.as_slice());
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let mut next = BTreeMap::new();
         for (group, s, role) in want {
@@ -433,7 +526,7 @@ impl BackendRegistry {
                     group, &s.name, &s.address, role, s.weight, self.epoch,
                 )),
             };
-            state.set_ratio_breaker(ratio);
+            state.set_ratio_breakers(ratios);
             next.insert(key, state);
         }
         *map = next;
@@ -530,7 +623,7 @@ servers = [{ name = "r1", address = "127.0.0.1:2", replicas = ["127.0.0.1:3"] }]
     #[test]
     fn error_ratio_breaker_opens_probes_once_and_closes() {
         let s = BackendState::new("g", "a", "127.0.0.1:1", Role::Shard, 1, Instant::now());
-        s.set_ratio_breaker(Some(&ratio(None, 30)));
+        s.set_ratio_breakers(&[ratio(None, 30)]);
         let ms = Duration::from_millis(1);
         s.record_ok(ms);
         // Count-based ejection is far away: only the ratio can open it.
@@ -564,7 +657,7 @@ servers = [{ name = "r1", address = "127.0.0.1:2", replicas = ["127.0.0.1:3"] }]
     #[test]
     fn slow_ratio_breaker_and_health_checks() {
         let s = BackendState::new("g", "a", "127.0.0.1:1", Role::Shard, 1, Instant::now());
-        s.set_ratio_breaker(Some(&ratio(Some(10), 60_000)));
+        s.set_ratio_breakers(&[ratio(Some(10), 60_000)]);
         for _ in 0..2 {
             s.record_ok(Duration::from_millis(1));
         }
@@ -578,12 +671,71 @@ servers = [{ name = "r1", address = "127.0.0.1:2", replicas = ["127.0.0.1:3"] }]
             "a passing health check does not close a ratio breaker"
         );
         // Removing the rule lifts it.
-        s.set_ratio_breaker(None);
+        s.set_ratio_breakers(&[]);
         assert!(s.usable());
         // Without a ratio breaker, nothing changes: consecutive failures eject, a check lifts it.
         assert!(s.record_failure(1, Duration::from_secs(60)));
         s.record_check_ok(Duration::from_millis(1));
         assert!(s.usable());
+    }
+
+    #[test]
+    fn every_ratio_breaker_has_its_own_window_and_probe() {
+        let s = BackendState::new("g", "a", "127.0.0.1:1", Role::Shard, 1, Instant::now());
+        // An error-ratio breaker that needs many calls, and a slow-ratio one that opens soon.
+        let errors = router::config::RatioBreaker {
+            min_calls: 6,
+            ..ratio(None, 30)
+        };
+        let slow = ratio(Some(10), 80);
+        s.set_ratio_breakers(&[errors, slow]);
+        let (fast, late) = (Duration::from_millis(1), Duration::from_millis(50));
+        s.record_ok(fast);
+        s.record_ok(fast);
+        s.record_ok(late);
+        s.record_ok(late);
+        assert!(!s.usable(), "2 slow of 4: the slow-ratio breaker opened");
+        assert_eq!(s.ratio_trips.load(Relaxed), 1);
+        // The error-ratio breaker counted the same calls in its own window (4 calls, no error).
+        std::thread::sleep(Duration::from_millis(90));
+        assert!(s.usable(), "the slow breaker's probe");
+        assert!(!s.usable(), "one probe at a time");
+        s.record_ok(fast);
+        assert!(s.usable(), "the probe closed it");
+        // Now failures. The error-ratio window holds 5 good calls; the slow one starts afresh.
+        for _ in 0..3 {
+            assert!(!s.record_failure(100, Duration::from_secs(60)));
+        }
+        assert!(
+            s.usable(),
+            "3 of 8 failed; the slow window has 3 calls (min 4)"
+        );
+        assert!(
+            s.record_failure(100, Duration::from_secs(60)),
+            "4 bad of 4: the slow breaker (failures are bad calls) opened again"
+        );
+        assert_eq!(s.ratio_trips.load(Relaxed), 2);
+        std::thread::sleep(Duration::from_millis(90));
+        assert!(s.usable(), "the slow breaker's probe");
+        s.record_failure(100, Duration::from_secs(60));
+        assert_eq!(
+            s.ratio_trips.load(Relaxed),
+            4,
+            "the probe failed (slow opens again), and 5 of 10 opened the error breaker"
+        );
+        // Both open: the error one for 30 ms, the slow one for 80 ms.
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!s.usable(), "the slow breaker is still open");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(s.usable(), "both half-open: one probe for both");
+        assert!(!s.usable());
+        s.record_ok(fast);
+        assert!(s.usable() && s.usable(), "the probe closed both");
+        // Fewer rules: the breakers beyond are gone with their state.
+        s.set_ratio_breakers(&[errors]);
+        assert_eq!(s.ratios().len(), 1);
+        s.set_ratio_breakers(&[]);
+        assert!(s.ratios().is_empty());
     }
 
     #[test]

@@ -399,22 +399,56 @@ async fn reject_pending(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath)
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The runtime database holding the call statistics (its tables created on first use), when the
+/// jobs runtime is attached; None: this node's memory.
+fn calls_db(c: &Center) -> Option<crate::error::Result<Arc<crate::jobs::Jobs>>> {
+    let j = c.jobs.get()?.clone();
+    if c.registry.calls_tables.get().is_none() {
+        if let Err(e) = super::calls::SharedCalls::init(&j.db) {
+            return Some(Err(e));
+        }
+        let _ = c.registry.calls_tables.set(());
+    }
+    Some(Ok(j))
+}
+
+/// Runs a blocking call-statistics step on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        crate::error::ControlError::new(crate::error::ErrorCode::Internal, e.to_string())
+    })?
+}
+
 /// Per-version call statistics: a report from a client or a proxy (read level, like discovery) → 204.
+/// Added to the runtime tables (shared by every node) when the jobs runtime is attached, else to this
+/// node's memory.
 async fn report_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath, b: Bytes) -> Res {
     let u = user(&c, &h)?;
     let report: super::calls::CallReport = body(&b)?;
     c.read(|st| readable(st, &u, &env, &name, Level::Read))??;
-    c.registry
-        .calls
-        .report(&env, &name, &report, crate::model::now_ms())?;
+    let now = crate::model::now_ms();
+    let center = c.clone();
+    blocking(move || match calls_db(&center) {
+        Some(db) => super::calls::SharedCalls::report(&db?.db, &env, &name, &report, now),
+        None => center.registry.calls.report(&env, &name, &report, now),
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Per-version call statistics of a service, as reported to this node.
+/// Per-version call statistics of a service (`kept_in` says whether every node shares them).
 async fn get_calls(AxState(c): C, h: HeaderMap, Path((env, name)): SvcPath) -> Res {
     let u = user(&c, &h)?;
     c.read(|st| readable(st, &u, &env, &name, Level::MaskedRead))??;
-    ok(c.registry.calls.read(&env, &name, crate::model::now_ms()))
+    let now = crate::model::now_ms();
+    let center = c.clone();
+    ok(blocking(move || match calls_db(&center) {
+        Some(db) => super::calls::SharedCalls::read(&db?.db, &env, &name, now),
+        None => Ok(center.registry.calls.read(&env, &name, now)),
+    })
+    .await?)
 }
 
 /// Cluster-wide rate limits: a lease of tokens from this node's token service (`registry::tokens`).

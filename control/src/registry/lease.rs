@@ -48,8 +48,11 @@ pub struct Leases {
     last_scan: AtomicU64,
     /// This node's token service for cluster-wide rate limits (in memory, like the leases).
     pub tokens: super::tokens::TokenServer,
-    /// Per-version call statistics reported to this node (in memory).
+    /// Per-version call statistics reported to this node, in memory: used while no jobs runtime is
+    /// attached (then they live in its tables: `calls::SharedCalls`).
     pub calls: super::calls::CallStats,
+    /// Set once the call statistics tables exist in the attached runtime database.
+    pub calls_tables: std::sync::OnceLock<()>,
 }
 
 impl Default for Leases {
@@ -77,6 +80,7 @@ impl Leases {
             last_scan: AtomicU64::new(0),
             tokens: Default::default(),
             calls: Default::default(),
+            calls_tables: std::sync::OnceLock::new(),
         }
     }
 

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use codec::mysql::consts::capability::*;
 use codec::mysql::consts::status;
 use codec::mysql::{
-    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, HandshakeResponse41,
-    HandshakeV10, Packet, PacketDecoder, auth,
+    AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHandshake, Command, ErrPacket,
+    HandshakeResponse41, HandshakeV10, Packet, PacketDecoder, auth,
 };
 use router::config::User;
 
@@ -236,6 +236,10 @@ impl Session {
             return Ok(false);
         }
         self.shared.logins.succeeded(self.peer.ip());
+        if let Some(e) = self.caller_refused(&user.name, &host) {
+            self.refuse(seq, &e);
+            return Ok(false);
+        }
         seq = self.queue_fast_auth(&plugin_used, seq);
         self.user = user.name.clone();
         self.read_policy = user.read_policy;
@@ -397,6 +401,10 @@ impl Session {
             );
             return Flow::Close;
         };
+        if let Some(e) = self.caller_refused(&user.name, &host) {
+            self.refuse(seq, &e);
+            return Flow::Close;
+        }
         let seq = self.queue_fast_auth(&plugin, seq);
         let db = String::from_utf8_lossy(&database).into_owned();
         if !db.is_empty() && !schema_allowed(&user, &db) {
@@ -417,6 +425,17 @@ impl Session {
         }
         self.client.queue_ok(seq, 0, 0, self.status_flags());
         Flow::Continue
+    }
+}
+
+impl Session {
+    /// The ERR for a login of `user` that a governance caller list refuses (the caller of a proxy is
+    /// its user); None when every list admits it.
+    fn caller_refused(&mut self, user: &str, host: &str) -> Option<ErrPacket> {
+        let g = self.snap.get().config.proxy.governance.clone()?;
+        g.admits_caller(user)
+            .err()
+            .map(|l| errs::caller_refused(user, host, &l.message))
     }
 }
 

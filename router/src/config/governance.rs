@@ -5,10 +5,11 @@
 //! become `limit` rules of every MySQL group, error-count circuit breakers become the groups'
 //! `circuit_break_after` / `eject_after` settings. Only what has no place in the config so far lives
 //! here: the client source lists (black/white lists of addresses), checked once per client connection
-//! at accept, never per request, the ratio breaker's settings, and the rate limits of Redis commands
-//! ([`CommandLimit`], decided by [`Pacer`]s: token bucket, warm-up or leaky-bucket queue; the MySQL
-//! `limit` rules use the same [`Pacer`]). A config without governance has `None` here, and the check is
-//! one branch on an `Option`.
+//! at accept, never per request, the caller lists (checked when a client logs in), the ratio breakers'
+//! settings, and the rate and concurrency limits of Redis commands ([`CommandLimit`], decided by
+//! [`Pacer`]s: token bucket, warm-up or leaky-bucket queue; [`ConcurrencyLimit`], counted by
+//! [`InFlight`]; the MySQL `limit` rules use the same [`Pacer`]). A config without governance has
+//! `None` here, and the check is one branch on an `Option`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,13 +45,52 @@ pub struct Governance {
     pub sources: Vec<SourceList>,
     /// Client connections refused by `sources` (shared by every version, so it only grows).
     pub refused: Arc<AtomicU64>,
-    /// A circuit breaker by error or slow-call ratio for every backend (the first such rule).
-    pub breaker: Option<RatioBreaker>,
+    /// Every list must admit a client's caller (its proxy user) when it logs in.
+    pub callers: Vec<CallerList>,
+    /// Logins refused by `callers` (shared by every version, so it only grows).
+    pub refused_callers: Arc<AtomicU64>,
+    /// The circuit breakers by error or slow-call ratio of every backend (each rule its own window
+    /// and half-open probe; at most [`MAX_RATIO_BREAKERS`]).
+    pub breakers: Vec<RatioBreaker>,
+    /// Concurrency limits on the commands of Redis listeners (empty: none). MySQL listeners enforce
+    /// theirs as `limit` rules of their groups.
+    pub concurrency: Vec<ConcurrencyLimit>,
     /// Rate limits on the commands of Redis listeners (empty: none, and nothing is checked). MySQL
     /// listeners enforce theirs as `limit` rules of their groups.
     pub limits: Vec<CommandLimit>,
     /// The state of `limits`, shared by every core and kept across resolutions of the same rule set.
     pub budgets: Arc<PaceBudgets>,
+}
+
+/// One caller list (a governance `access` rule with `callers`): `allow` admits only the listed
+/// callers, a deny list refuses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerList {
+    /// Allow list (true) or deny list (false).
+    pub allow: bool,
+    /// The callers (proxy users).
+    pub callers: Vec<String>,
+    /// Text added to the error clients get (names the rule and its version).
+    pub message: String,
+}
+
+/// The most ratio breakers a backend carries (further rules are shown as not enforced).
+pub const MAX_RATIO_BREAKERS: usize = 8;
+
+/// A governance concurrency limit on the commands of Redis listeners: at most `max` commands awaiting
+/// their replies at once, over every core (per user or for the whole proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    /// The rule's index in its rule set (the counter's key).
+    pub rule: usize,
+    /// Commands in flight at most.
+    pub max: u32,
+    /// One count per user (true) or one for the whole proxy (false).
+    pub per_user: bool,
+    /// The users it applies to (empty: all).
+    pub users: Vec<String>,
+    /// Text added to the error clients get (names the rule and its version).
+    pub message: String,
 }
 
 /// How a rate limit treats a call above its rate (a governance rule's `control`).
@@ -199,6 +239,9 @@ impl CommandLimit {
 /// `(rule, user)` → its pacer.
 type PacerMap = HashMap<(usize, String), Pacer>;
 
+/// `(rule, user)` → commands in flight.
+type CounterMap = HashMap<(usize, String), Arc<AtomicU64>>;
+
 /// The most budgets kept (per-user budgets of many users cannot grow without bound).
 pub const MAX_PACE_BUDGETS: usize = 100_000;
 
@@ -212,6 +255,16 @@ pub struct PaceBudgets {
     pub refused: AtomicU64,
     /// Commands that waited for their turn in a queueing limit.
     pub queued: AtomicU64,
+    /// The in-flight counters of concurrency limits, `(rule, user)` → commands in flight, for one
+    /// rule set version at a time (sessions hold their counters, so a new version's counts start
+    /// at zero while the old commands still give theirs back).
+    inflight: Mutex<(u64, CounterMap)>,
+    /// Commands refused by a concurrency limit (over every version).
+    pub over_concurrency: AtomicU64,
+    /// MySQL statements refused by a governance rate limit (its `limit` rule).
+    pub statements_refused: AtomicU64,
+    /// MySQL statements refused by a governance concurrency limit.
+    pub statements_over_concurrency: AtomicU64,
 }
 
 impl PaceBudgets {
@@ -238,6 +291,66 @@ impl PaceBudgets {
         map.entry((limit.rule, who.to_string()))
             .or_insert_with(|| Pacer::new(limit.qps, limit.pace, now_us))
             .take(limit.qps, limit.pace, now_us)
+    }
+}
+
+/// One session's hold on the concurrency limits that count its user's commands: the counters it
+/// raised, given back as the replies come (and all of them when it is dropped).
+#[derive(Debug)]
+pub struct InFlight {
+    version: u64,
+    user: String,
+    /// `(counter, max, index in Governance::concurrency)`.
+    counters: Vec<(Arc<AtomicU64>, u32, usize)>,
+    held: u64,
+}
+
+impl InFlight {
+    /// Whether this hold was made for `user` under rule set `version`.
+    pub fn is_for(&self, version: u64, user: &str) -> bool {
+        self.version == version && self.user == user
+    }
+
+    /// Commands of this session counted in flight.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Counts one more command in flight on every counter, or none and `Err(index of the limit)`
+    /// when one is full.
+    pub fn acquire(&mut self) -> Result<(), usize> {
+        for (i, (c, max, limit)) in self.counters.iter().enumerate() {
+            let taken = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v < u64::from(*max)).then_some(v + 1)
+            });
+            if taken.is_err() {
+                for (c, _, _) in &self.counters[..i] {
+                    c.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(*limit);
+            }
+        }
+        self.held += 1;
+        Ok(())
+    }
+
+    /// Gives back what is held above `pending` (the session's replies still awaited).
+    pub fn release_to(&mut self, pending: u64) {
+        if self.held > pending {
+            let n = self.held - pending;
+            for (c, _, _) in &self.counters {
+                let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    Some(v.saturating_sub(n))
+                });
+            }
+            self.held = pending;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.release_to(0);
     }
 }
 
@@ -289,6 +402,57 @@ impl Governance {
             self.budgets.queued.fetch_add(1, Ordering::Relaxed);
         }
         Ok(wait)
+    }
+
+    /// A hold on the concurrency limits that count `user`'s commands (with no counter when none
+    /// counts them: then every command is admitted).
+    pub fn in_flight(&self, user: &str) -> InFlight {
+        let applies: Vec<(usize, &ConcurrencyLimit)> = self
+            .concurrency
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.users.is_empty() || l.users.iter().any(|u| u == user))
+            .collect();
+        let mut g = self
+            .budgets
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (v, map) = &mut *g;
+        if *v != self.version {
+            *v = self.version;
+            map.clear();
+        }
+        if map.len() >= MAX_PACE_BUDGETS {
+            // Counters nobody holds are the only ones that can go.
+            map.retain(|_, c| Arc::strong_count(c) > 1);
+        }
+        let counters = applies
+            .into_iter()
+            .map(|(i, l)| {
+                let who = if l.per_user { user } else { "" };
+                let c = map.entry((l.rule, who.to_string())).or_default().clone();
+                (c, l.max, i)
+            })
+            .collect();
+        InFlight {
+            version: self.version,
+            user: user.to_string(),
+            counters,
+            held: 0,
+        }
+    }
+
+    /// Whether a client logging in as `caller` is admitted: `Err` with the list that refused it
+    /// (the refusal is counted).
+    pub fn admits_caller(&self, caller: &str) -> Result<(), &CallerList> {
+        for l in &self.callers {
+            if l.callers.iter().any(|c| c == caller) != l.allow {
+                self.refused_callers.fetch_add(1, Ordering::Relaxed);
+                return Err(l);
+            }
+        }
+        Ok(())
     }
 
     /// Whether a client from `ip` may connect (counts the refusal when not). IPv4-mapped IPv6
@@ -444,5 +608,90 @@ mod tests {
         assert_eq!(g.admit_command("a", 600_000).map_err(|l| l.rule), Ok(0));
         assert_eq!(g.budgets.refused.load(Ordering::Relaxed), 2);
         assert_eq!(g.budgets.queued.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn concurrency_limits_count_commands_in_flight_per_user_and_in_all() {
+        let limit = |rule, max, per_user, users: &[&str]| ConcurrencyLimit {
+            rule,
+            max,
+            per_user,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            message: String::new(),
+        };
+        let g = Governance {
+            version: 1,
+            concurrency: vec![limit(0, 2, true, &[]), limit(3, 3, false, &["a", "b"])],
+            ..Default::default()
+        };
+        let mut a1 = g.in_flight("a");
+        let mut a2 = g.in_flight("a");
+        let mut b = g.in_flight("b");
+        assert!(a1.is_for(1, "a") && !a1.is_for(2, "a") && !a1.is_for(1, "b"));
+        assert_eq!(a1.acquire(), Ok(()));
+        assert_eq!(a2.acquire(), Ok(()));
+        // Two sessions of `a` fill its per-user count: the third is refused by rule 0.
+        assert_eq!(a2.acquire(), Err(0));
+        assert_eq!(a2.held(), 1, "a refusal holds nothing");
+        // `b` has its own per-user count but shares rule 3's three with `a`.
+        assert_eq!(b.acquire(), Ok(()));
+        assert_eq!(b.acquire(), Err(1));
+        // A reply came back to a1: its slot is free again, on both counters.
+        a1.release_to(0);
+        assert_eq!(b.acquire(), Ok(()));
+        assert_eq!(b.held(), 2);
+        // A session that ends gives back everything it held.
+        drop(b);
+        assert_eq!(a1.acquire(), Ok(()));
+        // Another user is not in rule 3's list: only its own per-user count applies.
+        let mut c = g.in_flight("c");
+        assert_eq!(
+            (c.acquire(), c.acquire(), c.acquire()),
+            (Ok(()), Ok(()), Err(0))
+        );
+        // A new version starts with fresh counts.
+        let g2 = Governance {
+            version: 2,
+            budgets: g.budgets.clone(),
+            ..g.clone()
+        };
+        let mut c2 = g2.in_flight("c");
+        assert_eq!(c2.acquire(), Ok(()));
+        // A user no limit counts is always admitted.
+        let free = Governance {
+            concurrency: vec![limit(0, 1, true, &["a"])],
+            ..g.clone()
+        };
+        let mut d = free.in_flight("d");
+        assert_eq!((d.acquire(), d.acquire()), (Ok(()), Ok(())));
+    }
+
+    #[test]
+    fn caller_lists_admit_and_refuse_logins() {
+        let g = Governance {
+            callers: vec![
+                CallerList {
+                    allow: false,
+                    callers: vec!["crawler".into()],
+                    message: "rule 0".into(),
+                },
+                CallerList {
+                    allow: true,
+                    callers: vec!["web".into(), "crawler".into(), "batch".into()],
+                    message: "rule 1".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(g.admits_caller("web"), Ok(()));
+        assert_eq!(
+            g.admits_caller("crawler").map_err(|l| l.message.as_str()),
+            Err("rule 0")
+        );
+        assert_eq!(
+            g.admits_caller("other").map_err(|l| l.message.as_str()),
+            Err("rule 1")
+        );
+        assert_eq!(g.refused_callers.load(Ordering::Relaxed), 2);
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use std::path::Path;
 
 pub use super::governance::{
-    Admit, ClusterBudget, CommandLimit, Governance, Pace, PaceBudgets, Pacer, RatioBreaker,
-    SourceList, pace_clock_us,
+    Admit, CallerList, ClusterBudget, CommandLimit, ConcurrencyLimit, Governance, InFlight,
+    MAX_RATIO_BREAKERS, Pace, PaceBudgets, Pacer, RatioBreaker, SourceList, pace_clock_us,
 };
 use super::reader::{Diags, Span, TableReader};
 pub use super::registry::{Endpoint, RegistrySettings};
@@ -492,6 +492,9 @@ pub struct MysqlRule {
     /// For `limit`: a cluster-wide QPS budget that replaces the local one (set by the proxy process for
     /// governance rules marked `cluster`; never from a file).
     pub cluster: Option<std::sync::Arc<dyn super::governance::ClusterBudget>>,
+    /// For `limit` rules made from governance rules: where their refusals are counted (set by the
+    /// proxy process; never from a file).
+    pub governed: Option<std::sync::Arc<super::governance::PaceBudgets>>,
 }
 
 /// Where a user's reads may go.
@@ -1222,6 +1225,7 @@ fn read_mysql_rule(mut t: TableReader<'_, '_>, d: &mut Diags) -> Option<MysqlRul
         pace,
         message,
         cluster: None,
+        governed: None,
     })
 }
 
