@@ -570,3 +570,165 @@ fn namespace_grants_limit_which_spans_a_user_reads() {
         .collect();
     assert_eq!(ops, ["GET /order"], "{slow}");
 }
+
+/// Ingest by grant: a token whose user has `trace_ingest` on `shop` sends `shop`'s spans; the spans of
+/// services it has no such grant for are left out and counted, answered with OTLP partial success
+/// (200, `rejected_spans` and the reason) in the request's encoding; a token without any ingest grant
+/// (a reader) is refused 403; the administrator sends for every service.
+#[test]
+fn ingest_takes_only_the_services_the_token_may_send_for() {
+    let srv = start_with("sqlite::memory:", tuned);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let reader = user_with(&api, "reader", "read");
+    let sender = user_with(&api, "sender", "none");
+    api.ok(
+        "PUT",
+        "/v1/permissions",
+        Some(json!({"subject": "user:sender", "app": "shop", "namespace": "*", "level": "none", "trace_ingest": true})),
+    );
+    // The grant is listed with its flag, and an ingest-only grant is kept (not removed as level none).
+    let grants = api.ok("GET", "/v1/permissions", None).to_string();
+    assert!(grants.contains("\"trace_ingest\":true"), "{grants}");
+
+    let body = otlp::encode_export(
+        &[
+            resource("shop", vec![span(31, 1, 0, "GET /cart", 3, vec![])]),
+            resource(
+                "billing",
+                vec![
+                    span(31, 2, 1, "charge", 1, vec![]),
+                    span(32, 3, 0, "x", 1, vec![]),
+                ],
+            ),
+            resource("furrow-proxy", vec![span(31, 4, 1, "SELECT ?", 1, vec![])]),
+        ],
+        "test",
+    );
+    let post = |token: &str, ct: &str, body: &[u8]| {
+        http(&srv, "POST", "/v1/traces", Some(token), ct, body)
+    };
+    let (status, head, b) = post(&sender, "application/x-protobuf", &body);
+    assert_eq!(status, 200, "{head}");
+    // ExportTraceServiceResponse { partial_success (1) { rejected_spans (1) = 3, error_message (2) } }
+    let (rejected, msg) = partial_success(&b);
+    assert_eq!(rejected, 3);
+    assert!(
+        msg.starts_with("3 spans rejected") && msg.contains("billing, furrow-proxy"),
+        "{msg}"
+    );
+    // The same in OTLP/JSON, for a namespace the grant covers and a service it does not.
+    let json_body = json!({"resourceSpans": [
+        {"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "shop"}},
+            {"key": "service.namespace", "value": {"stringValue": "orders"}}]},
+         "scopeSpans": [{"spans": [{"traceId": "21".repeat(16), "spanId": "01".repeat(8), "name": "GET /order",
+            "startTimeUnixNano": now_ns().to_string(), "endTimeUnixNano": (now_ns() + 1000).to_string()}]}]},
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "billing"}}]},
+         "scopeSpans": [{"spans": [{"traceId": "21".repeat(16), "spanId": "02".repeat(8), "name": "charge",
+            "startTimeUnixNano": now_ns().to_string(), "endTimeUnixNano": (now_ns() + 1000).to_string()}]}]}
+    ]});
+    let (status, head, b) = post(
+        &sender,
+        "application/json",
+        json_body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{head}");
+    let r: Json = serde_json::from_slice(&b).unwrap();
+    assert_eq!(r["partialSuccess"]["rejectedSpans"], "1", "{r}");
+    assert!(
+        r["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("billing"),
+        "{r}"
+    );
+
+    // A reader has no ingest grant: refused whole.
+    let (status, _, b) = post(&reader, "application/x-protobuf", &body);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&b));
+
+    // The collector kept shop's spans only; billing's trace 32 never arrived.
+    let t31 = "1f".repeat(16);
+    let mut tree = Json::Null;
+    for _ in 0..200 {
+        let (status, t) = get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{t31}"));
+        if status == 200 {
+            tree = t;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(span_ids(&tree), ["01"], "{tree}");
+    assert_eq!(
+        get_as(
+            &srv,
+            ADMIN_TOKEN,
+            &format!("/v1/trace/traces/{}", "20".repeat(16))
+        )
+        .0,
+        404
+    );
+    let stats = get(&srv, "/v1/trace/stats");
+    assert_eq!(
+        (
+            stats["spans_accepted"].as_u64(),
+            stats["spans_rejected"].as_u64()
+        ),
+        (Some(2), Some(4)),
+        "{stats}"
+    );
+    let (_, _, m) = http(
+        &srv,
+        "GET",
+        "/metrics",
+        Some(ADMIN_TOKEN),
+        "text/plain",
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&m).contains("furrow_trace_spans_rejected_total 4"),
+        "rejections on /metrics"
+    );
+    // The administrator sends for every service: nothing rejected.
+    let (status, _, b) = post(ADMIN_TOKEN, "application/x-protobuf", &body);
+    assert_eq!((status, b.len()), (200, 0));
+    assert_eq!(get(&srv, "/v1/trace/stats")["spans_rejected"], 4);
+}
+
+/// The `partial_success` of a protobuf `ExportTraceServiceResponse`: (rejected_spans, error_message).
+fn partial_success(b: &[u8]) -> (u64, String) {
+    fn varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*at];
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+    let mut at = 0;
+    assert_eq!(
+        varint(b, &mut at),
+        1 << 3 | 2,
+        "field 1, length-delimited: {b:?}"
+    );
+    let end = varint(b, &mut at) as usize + at;
+    assert_eq!(end, b.len());
+    let (mut rejected, mut msg) = (0, String::new());
+    while at < end {
+        match varint(b, &mut at) {
+            0x08 => rejected = varint(b, &mut at),
+            0x12 => {
+                let n = varint(b, &mut at) as usize;
+                msg = String::from_utf8(b[at..at + n].to_vec()).unwrap();
+                at += n;
+            }
+            t => panic!("unexpected tag {t}"),
+        }
+    }
+    (rejected, msg)
+}

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::access::Access;
+use super::access::{Access, Ingest};
 use super::model::{self, unhex};
 use super::query::{self, Filter};
 use crate::api::{Res, ok, qnum, user};
@@ -49,7 +49,22 @@ fn bad_otlp(c: &Center, e: impl std::fmt::Display) -> ControlError {
 /// `application/json`. Answers an empty `ExportTraceServiceResponse` in the request's encoding, 400 on a
 /// malformed body, 503 (retryable) when the queue is full.
 async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
-    user(&c, &h)?;
+    let u = user(&c, &h)?;
+    let may = if u.admin {
+        Ingest::of(&u, [])
+    } else {
+        Ingest::of(
+            &u,
+            c.read(|st| st.grants.values().cloned().collect::<Vec<_>>())?,
+        )
+    };
+    if !may.any() {
+        return Err(ControlError::forbidden(format!(
+            "user {:?} may not send spans: grant it trace_ingest on the applications its services are named after",
+            u.name
+        ))
+        .into());
+    }
     if let Some(enc) = h
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -81,11 +96,32 @@ async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
         .with_field("content-type")
         .into());
     };
+    let mut resources = resources;
+    let (rejected, services) = may.retain(&mut resources);
+    let partial = (rejected > 0).then(|| {
+        c.trace
+            .stats
+            .spans_rejected
+            .fetch_add(rejected as u64, Relaxed);
+        format!(
+            "{rejected} spans rejected: user {:?} may not send spans for {} (a grant with trace_ingest on the application and namespace is needed)",
+            u.name,
+            services.join(", ")
+        )
+    });
     match c.trace.ingest(model::records(resources)) {
-        Ok(_) if json => ok(json!({})),
+        // OTLP partial success: 200, with the count of spans left out and why.
+        Ok(_) if json => ok(match &partial {
+            Some(m) => {
+                json!({"partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": m}})
+            }
+            None => json!({}),
+        }),
         Ok(_) => Ok((
             [(header::CONTENT_TYPE, "application/x-protobuf")],
-            Vec::<u8>::new(),
+            partial
+                .map(|m| export_response(rejected as u64, &m))
+                .unwrap_or_default(),
         )
             .into_response()),
         Err(e) => {
@@ -97,6 +133,27 @@ async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
             Ok(r)
         }
     }
+}
+
+/// An `ExportTraceServiceResponse` carrying `partial_success` (field 1) with `rejected_spans` (1, int64)
+/// and `error_message` (2, string).
+fn export_response(rejected: u64, message: &str) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut inner = vec![0x08];
+    varint(&mut inner, rejected);
+    inner.push(0x12);
+    varint(&mut inner, message.len() as u64);
+    inner.extend_from_slice(message.as_bytes());
+    let mut out = vec![0x0a];
+    varint(&mut out, inner.len() as u64);
+    out.extend_from_slice(&inner);
+    out
 }
 
 /// Runs a query on the store off the async workers.
@@ -271,6 +328,7 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "requests": t.stats.requests.load(Relaxed),
         "spans_accepted": t.stats.spans_accepted.load(Relaxed),
         "spans_refused": t.stats.spans_refused.load(Relaxed),
+        "spans_rejected": t.stats.spans_rejected.load(Relaxed),
         "requests_malformed": t.stats.requests_malformed.load(Relaxed),
         "queue_spans": t.queued(),
         "traces_stored": traces,

@@ -141,6 +141,9 @@ pub struct IngestStats {
     pub spans_refused: AtomicU64,
     /// Requests refused as malformed (400).
     pub requests_malformed: AtomicU64,
+    /// Spans left out of accepted requests because the token may not send spans for their service
+    /// (OTLP partial success).
+    pub spans_rejected: AtomicU64,
 }
 
 /// The collector: the bounded queue in front of the store's worker, and the store.
@@ -329,6 +332,7 @@ pub fn metrics_text(c: &Collector) -> String {
     format!(
         "# TYPE furrow_trace_spans_accepted_total counter\nfurrow_trace_spans_accepted_total {}\n\
          # TYPE furrow_trace_spans_refused_total counter\nfurrow_trace_spans_refused_total {}\n\
+         # TYPE furrow_trace_spans_rejected_total counter\nfurrow_trace_spans_rejected_total {}\n\
          # TYPE furrow_trace_requests_malformed_total counter\nfurrow_trace_requests_malformed_total {}\n\
          # TYPE furrow_trace_queue_spans gauge\nfurrow_trace_queue_spans {}\n\
          # TYPE furrow_trace_traces gauge\nfurrow_trace_traces{{state=\"stored\"}} {traces}\n\
@@ -344,6 +348,7 @@ pub fn metrics_text(c: &Collector) -> String {
          furrow_trace_signal_spans_total{{result=\"dropped\"}} {dropped}\n",
         s.spans_accepted.load(Relaxed),
         s.spans_refused.load(Relaxed),
+        s.spans_rejected.load(Relaxed),
         s.requests_malformed.load(Relaxed),
         c.queued(),
         counts.traces_kept,
