@@ -272,10 +272,10 @@ fn kept_traces_are_exported_onward_to_another_collector() {
     let receiver = start_with("sqlite::memory:", tuned);
     let sender = start_with("sqlite::memory:", |o| {
         tuned(o);
-        o.trace.export = Some(control::trace::export::ExportTarget {
-            endpoint: format!("http://{}", receiver.addr),
-            token: Some(ADMIN_TOKEN.into()),
-        });
+        o.trace.export = Some(control::trace::export::ExportTarget::new(
+            format!("http://{}", receiver.addr),
+            Some(ADMIN_TOKEN.into()),
+        ));
     });
     let body = otlp::encode_export(
         &[resource(
@@ -731,4 +731,246 @@ fn partial_success(b: &[u8]) -> (u64, String) {
         }
     }
     (rejected, msg)
+}
+
+/// A real HTTPS OTLP receiver (Python's `http.server` and `ssl` with the test kit's server certificate)
+/// that answers each POST /v1/traces with the next status of `plan` (the last one repeats; `503r` is a
+/// 503 with `Retry-After: 1`), writing each body to `DIR/N.bin` and `N STATUS AUTHORIZATION` to
+/// `DIR/log`.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    _lease: testkit::PortLease,
+}
+
+impl Receiver {
+    fn start(plan: &str) -> Receiver {
+        let certs = testkit::TestCerts::get().unwrap();
+        let lease = testkit::reserve_port().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"
+import http.server, ssl, sys, os
+plan = sys.argv[5].split(",")
+seen = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        n = seen[0]
+        seen[0] += 1
+        step = plan[min(n, len(plan) - 1)]
+        with open(os.path.join(sys.argv[4], "%d.bin" % n), "wb") as f:
+            f.write(body)
+        with open(os.path.join(sys.argv[4], "log"), "a") as f:
+            f.write("%d %s %s\n" % (n, step, self.headers.get("Authorization")))
+        self.send_response(int(step[:3]))
+        if step.endswith("r"):
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(lease.port().to_string())
+            .arg(&certs.cert)
+            .arg(&certs.key)
+            .arg(dir.path())
+            .arg(plan)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let port = lease.port();
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Receiver {
+            child,
+            port,
+            dir,
+            _lease: lease,
+        }
+    }
+
+    /// The log's lines: (status step, Authorization header).
+    fn log(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut p = l.splitn(3, ' ');
+                p.next();
+                (
+                    p.next().unwrap_or_default().to_string(),
+                    p.next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sender exporting to `endpoint` with `ca` (short backoff, `retries` tries again).
+fn export_sender(
+    endpoint: String,
+    ca: Option<&std::path::Path>,
+    retries: u32,
+) -> control::server::Server {
+    start_with("sqlite::memory:", |o| {
+        tuned(o);
+        let mut t =
+            control::trace::export::ExportTarget::new(endpoint, Some("onward-token".into()));
+        t.ca_file = ca.map(|p| p.to_str().unwrap().to_string());
+        t.retry.attempts = retries;
+        t.retry.backoff = Duration::from_millis(20);
+        o.trace.export = Some(t);
+    })
+}
+
+/// Sends one two-span trace `trace` to `srv`.
+fn send_trace(srv: &control::server::Server, trace: u8) {
+    let body = otlp::encode_export(
+        &[resource(
+            "edge",
+            vec![
+                span(trace, 1, 0, "GET /", 3, vec![]),
+                span(trace, 2, 1, "auth", 1, vec![]),
+            ],
+        )],
+        "test",
+    );
+    let (status, head, _) = http(
+        srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200, "{head}");
+}
+
+/// Waits until the sender's export counters show `key` at `want`; returns them.
+fn export_stats(srv: &control::server::Server, key: &str, want: u64) -> Json {
+    let mut e = Json::Null;
+    for _ in 0..1000 {
+        e = get(srv, "/v1/trace/stats")["export"].clone();
+        if e[key] == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    e
+}
+
+/// Onward export over TLS: the sender verifies the receiver against the test kit's CA, tries a batch
+/// again after a 503 with `Retry-After` and after a 429, and the third try delivers the whole trace
+/// (decoded from the bytes the receiver got) with the bearer token.
+#[test]
+fn onward_export_over_https_tries_again_and_delivers() {
+    let rx = Receiver::start("503r,429,200");
+    let ca = &testkit::TestCerts::get().unwrap().ca;
+    let sender = export_sender(format!("https://localhost:{}", rx.port), Some(ca), 4);
+    send_trace(&sender, 41);
+    let e = export_stats(&sender, "traces_sent", 1);
+    assert_eq!(
+        (
+            e["traces_sent"].as_u64(),
+            e["retries"].as_u64(),
+            e["traces_failed"].as_u64()
+        ),
+        (Some(1), Some(2), Some(0)),
+        "{e}"
+    );
+    let log = rx.log();
+    let steps: Vec<&str> = log.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(steps, ["503r", "429", "200"]);
+    assert!(
+        log.iter().all(|(_, a)| a == "Bearer onward-token"),
+        "{log:?}"
+    );
+    // Each try carried the same batch; the last one is the whole trace.
+    let bytes = std::fs::read(rx.dir.path().join("2.bin")).unwrap();
+    assert_eq!(bytes, std::fs::read(rx.dir.path().join("0.bin")).unwrap());
+    let got = otlp::decode_export(&bytes).unwrap();
+    let spans: Vec<&str> = got
+        .iter()
+        .flat_map(|r| r.spans.iter().map(|s| s.name.as_str()))
+        .collect();
+    assert_eq!(got[0].service_name(), "edge");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(
+        got.iter()
+            .flat_map(|r| &r.spans)
+            .all(|s| s.trace_id == [41; 16])
+    );
+}
+
+/// The bound: a receiver that keeps answering 503 gets the first try and two more, then the batch
+/// is dropped and counted; a receiver whose certificate the sender's CA did not sign is not tried
+/// again (nothing reaches it); nothing listening is tried again, then dropped.
+#[test]
+fn onward_export_gives_up_after_its_bound_and_never_trusts_an_unknown_issuer() {
+    let certs = testkit::TestCerts::get().unwrap();
+    let rx = Receiver::start("503");
+    let sender = export_sender(format!("https://127.0.0.1:{}", rx.port), Some(&certs.ca), 2);
+    send_trace(&sender, 42);
+    let e = export_stats(&sender, "traces_failed", 1);
+    assert_eq!(
+        (
+            e["traces_sent"].as_u64(),
+            e["retries"].as_u64(),
+            e["traces_failed"].as_u64()
+        ),
+        (Some(0), Some(2), Some(1)),
+        "{e}"
+    );
+    assert_eq!(rx.log().len(), 3);
+
+    let wrong = export_sender(
+        format!("https://127.0.0.1:{}", rx.port),
+        Some(&certs.other_ca),
+        2,
+    );
+    send_trace(&wrong, 43);
+    let e = export_stats(&wrong, "traces_failed", 1);
+    assert_eq!(
+        (e["retries"].as_u64(), e["traces_failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{e}"
+    );
+    assert_eq!(
+        rx.log().len(),
+        3,
+        "the handshake failed: no request reached the receiver"
+    );
+
+    let closed = testkit::reserve_port().unwrap();
+    let away = export_sender(format!("http://127.0.0.1:{}", closed.port()), None, 1);
+    send_trace(&away, 44);
+    let e = export_stats(&away, "traces_failed", 1);
+    assert_eq!(
+        (e["retries"].as_u64(), e["traces_failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{e}"
+    );
 }

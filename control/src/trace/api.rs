@@ -341,6 +341,7 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
             "traces_sent": e.sent.load(Relaxed),
             "traces_dropped": e.dropped.load(Relaxed),
             "traces_failed": e.failed.load(Relaxed),
+            "retries": e.retries.load(Relaxed),
         })),
     }))
 }

@@ -95,12 +95,21 @@ pub struct TraceArgs {
     /// Spans queued for the store before ingest answers 503.
     #[arg(long, default_value_t = 100_000)]
     pub trace_queue_spans: usize,
-    /// Also send kept traces over OTLP/HTTP to this collector (`http://HOST:PORT`).
+    /// Also send kept traces over OTLP/HTTP to this collector (`http://HOST:PORT` or
+    /// `https://HOST[:PORT]`).
     #[arg(long)]
     pub trace_export: Option<String>,
     /// Bearer token for --trace-export.
     #[arg(long)]
     pub trace_export_token: Option<String>,
+    /// PEM file of the CA that signed the --trace-export receiver's certificate (default: the
+    /// system's CA bundle).
+    #[arg(long)]
+    pub trace_export_ca: Option<String>,
+    /// Tries again, at most, of a batch the receiver cannot take now (429, 502-504, connection
+    /// failures), after a backoff or its Retry-After; then the batch is dropped and counted.
+    #[arg(long, default_value_t = 4)]
+    pub trace_export_retries: u32,
 }
 
 impl TraceArgs {
@@ -120,11 +129,13 @@ impl TraceArgs {
         o.masking.mask_keys = self.trace_mask.clone();
         o.queue_spans = self.trace_queue_spans.max(1);
         if let Some(e) = &self.trace_export {
-            crate::http::authority(e).map_err(|e| format!("--trace-export: {e}"))?;
-            o.export = Some(export::ExportTarget {
-                endpoint: e.clone(),
-                token: self.trace_export_token.clone(),
-            });
+            let mut t = export::ExportTarget::new(e.clone(), self.trace_export_token.clone());
+            t.ca_file = self.trace_export_ca.clone();
+            t.retry.attempts = self.trace_export_retries.min(100);
+            t.resolve().map_err(|e| format!("--trace-export: {e}"))?;
+            o.export = Some(t);
+        } else if self.trace_export_ca.is_some() {
+            return Err("--trace-export-ca needs --trace-export".into());
         }
         Ok(o)
     }
