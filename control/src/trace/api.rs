@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/sql", get(sql))
         .route("/v1/trace/fleet/digests", get(fleet_digests))
         .route("/v1/trace/fleet/index-advice", get(fleet_index_advice))
+        .route("/v1/trace/fleet/slow", get(fleet_slow))
         .route("/v1/trace/stats", get(stats))
         .route("/v1/process", get(process))
 }
@@ -304,6 +305,15 @@ async fn fleet_digests(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let n = qnum(&q, "n")?.unwrap_or(1000) as usize;
     let limit = qnum(&q, "limit")?.unwrap_or(50).min(10_000) as usize;
     ok(super::digests::fleet_view(&c, &u, n, limit).await?)
+}
+
+/// Every live proxy's slow statements merged newest first, with trace ids (`super::slowlog`): `?n=`
+/// entries per proxy (100), `?limit=` merged entries (50, at most 1,000).
+async fn fleet_slow(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let n = qnum(&q, "n")?.unwrap_or(100) as usize;
+    let limit = qnum(&q, "limit")?.unwrap_or(50) as usize;
+    ok(super::slowlog::fleet_slow(&c, &u, n, limit).await?)
 }
 
 /// Every live proxy's `INDEX ADVICE` (`?n=` digests each, 10; at most 20).

@@ -80,6 +80,15 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Every live proxy's slow MySQL statements, newest first, with the trace each belongs to.
+    Slow {
+        /// Entries asked of each proxy.
+        #[arg(long, default_value_t = 100)]
+        n: u64,
+        /// The most entries listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -172,6 +181,14 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
             api.call(
                 "GET",
                 &format!("/v1/trace/fleet/digests?limit={limit}"),
+                None,
+            )
+            .await
+        }
+        Slow { n, limit } => {
+            api.call(
+                "GET",
+                &format!("/v1/trace/fleet/slow?n={n}&limit={limit}"),
                 None,
             )
             .await

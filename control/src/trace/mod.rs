@@ -27,6 +27,7 @@ pub mod export;
 pub mod model;
 pub mod query;
 pub mod signals;
+pub mod slowlog;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
