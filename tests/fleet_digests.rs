@@ -3,7 +3,8 @@
 //! through both proxies; `/v1/trace/fleet/digests` merges the two digest tables (counts summed,
 //! histograms added), `/v1/trace/fleet/index-advice` carries each proxy's `INDEX ADVICE`, and
 //! `/v1/trace/fleet/slow` (and `furrow ctl trace slow`) gathers both proxies' slow logs newest first,
-//! with the caller's trace id of a statement that carried a sqlcommenter `traceparent`.
+//! with the caller's trace id of a statement that carried a sqlcommenter `traceparent`;
+//! `/v1/trace/processes` lists the control node and both proxies with their process figures.
 
 mod common;
 
@@ -213,6 +214,38 @@ fn the_center_merges_every_proxys_digests_and_advice() {
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(cli["entries"].as_array().map(Vec::len), Some(2), "{cli}");
     assert_eq!(cli["entries"][0]["trace_id"], trace_id, "{cli}");
+
+    // Every Furrow process of the fleet: this control node and both proxies, with their own figures
+    // (read from each proxy's admin INFO).
+    let procs = center.call("GET", "/v1/trace/processes", None);
+    let list = procs["processes"].as_array().unwrap();
+    assert_eq!(
+        (list.len(), procs["answered"].as_u64()),
+        (3, Some(3)),
+        "{procs}"
+    );
+    assert_eq!(
+        (list[0]["role"].as_str(), list[0]["pid"].as_u64()),
+        (Some("control"), Some(u64::from(center.child.id()))),
+        "{procs}"
+    );
+    for (i, name) in ["proxy-a", "proxy-b"].iter().enumerate() {
+        let p = list
+            .iter()
+            .find(|p| p["key"].as_str().unwrap_or_default().ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {procs}"));
+        assert_eq!(p["role"], "proxy", "{procs}");
+        assert_eq!(
+            p["pid"].as_u64(),
+            Some(u64::from(proxies[i].0.id())),
+            "{procs}"
+        );
+        assert!(p["rss_bytes"].as_u64().unwrap() > 0, "{procs}");
+        assert!(
+            p["threads"].as_u64().unwrap() >= 2,
+            "executor and admin: {procs}"
+        );
+    }
 
     // Each proxy's advice through the center: the lookup scans the table without an index on sku.
     let advice = center.call("GET", "/v1/trace/fleet/index-advice?n=5", None);

@@ -39,6 +39,7 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/fleet/slow", get(fleet_slow))
         .route("/v1/trace/stats", get(stats))
         .route("/v1/process", get(process))
+        .route("/v1/trace/processes", get(processes))
 }
 
 fn bad_otlp(c: &Center, e: impl std::fmt::Display) -> ControlError {
@@ -327,6 +328,12 @@ async fn fleet_index_advice(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
 async fn process(AxState(c): C, h: HeaderMap) -> Res {
     user(&c, &h)?;
     ok(crate::process::read())
+}
+
+/// Every Furrow process of the fleet: this control node and each live proxy (`super::processes`).
+async fn processes(AxState(c): C, h: HeaderMap) -> Res {
+    let u = user(&c, &h)?;
+    ok(super::processes::fleet_processes(&c, &u).await?)
 }
 
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {

@@ -89,6 +89,9 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Every Furrow process of the fleet (this control node, each live proxy): CPU, memory,
+    /// threads, open files.
+    Processes,
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -193,6 +196,7 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
             )
             .await
         }
+        Processes => api.call("GET", "/v1/trace/processes", None).await,
         Stats => api.call("GET", "/v1/trace/stats", None).await,
     }
 }

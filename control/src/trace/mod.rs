@@ -25,6 +25,7 @@ pub mod cli;
 pub mod digests;
 pub mod export;
 pub mod model;
+pub mod processes;
 pub mod query;
 pub mod signals;
 pub mod slowlog;
