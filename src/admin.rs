@@ -30,6 +30,7 @@ const HELP: &[&str] = &[
     "DIGESTS DUMP [n]             top n digests as tab-separated lines with histograms (the center merges these)",
     "SHOW SLOWLOG [n]             the n latest slow MySQL statements (threshold: slow_query_ms)",
     "SLOWLOG THRESHOLD <ms>       change the slow-query threshold until the next reload",
+    "SLOWLOG DUMP [n]             the n latest slow statements as tab-separated lines (the center gathers these)",
     "CACHE INSIGHTS [group]       Redis servers' INFO per group: hit ratio, memory/key balance, keys without TTL, big replies, advice",
     "INDEX ADVICE [n]             EXPLAIN the top n MySQL digests by total time on a replica, propose indexes",
     "SHOW THREADS                 every thread (executors furrow-N included): state, CPU, switches, wait channel, kernel stack",
@@ -223,6 +224,10 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
         ("SHOW", "SLOWLOG") => write_bulk(
             out,
             slowlog_table(control, count_arg(cmd, 2, 20)).as_bytes(),
+        ),
+        ("SLOWLOG", "DUMP") => write_bulk(
+            out,
+            slowlog_dump(control, count_arg(cmd, 2, 100)).as_bytes(),
         ),
         ("SLOWLOG", "THRESHOLD") => match cmd
             .arg(2)
@@ -553,6 +558,29 @@ fn slowlog_table(control: &Control, n: usize) -> String {
     }
     if dropped > 0 {
         let _ = writeln!(s, "({dropped} older entries dropped)");
+    }
+    s
+}
+
+/// `SLOWLOG DUMP`: `# furrow-slowlog v1 dropped=N`, then per entry (newest first)
+/// `AT_UNIX_MS TOOK_US USER BACKEND STATEMENT`, tab-separated (the statement last, tabs and line breaks
+/// in it made spaces). Read by the center's fleet slow log.
+fn slowlog_dump(control: &Control, n: usize) -> String {
+    let (entries, dropped) = proxy_mysql::slow_log(&control.shared, n);
+    let mut s = format!("# furrow-slowlog v1 dropped={dropped}\n");
+    let clean = |t: &str| t.replace(['\t', '\n', '\r'], " ");
+    for e in entries {
+        let at =
+            e.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+        let _ = writeln!(
+            s,
+            "{at}\t{}\t{}\t{}\t{}",
+            e.took_us,
+            clean(&e.user),
+            clean(&e.backend),
+            clean(&e.sql)
+        );
     }
     s
 }

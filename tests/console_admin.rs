@@ -120,6 +120,22 @@ fn console_grant_project_and_password_editors() {
             )]
     });
     b.wait_text("#grants-table", long, |t| t.contains("publish"));
+    // Span ingest, kept with the rest when the grant is edited again.
+    b.click(r#"button[aria-label="Edit the grant of user:lee on shop/release:web:live"]"#);
+    b.click("#grant-trace-ingest");
+    b.click("#grant-submit");
+    b.find("#confirm[open]");
+    let q = b.text("#confirm-text");
+    assert!(q.contains("with export, with span ingest"), "{q}");
+    b.click("#confirm-ok");
+    wait_for("span ingest", || {
+        api.ok("GET", "/v1/permissions", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["subject"] == "user:lee" && g["trace_ingest"] == true && g["export"] == true)
+    });
+    b.wait_text("#grants-table", long, |t| t.contains("send"));
 
     // A refusal of the API is shown at its field: an unknown application (typed into the select).
     b.fill("#grant-who", "devs");
@@ -161,7 +177,7 @@ fn console_grant_project_and_password_editors() {
             .iter()
             .filter(|a| a["action"] == "grant")
             .count(),
-        3,
+        4, // made, changed, span ingest added, removed
         "{audit:#}"
     );
 

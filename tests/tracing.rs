@@ -99,6 +99,26 @@ impl Control {
         (status, body)
     }
 
+    /// A request with a JSON body as the administrator; the JSON answer (status 200 or 201 asserted).
+    fn call(&self, method: &str, path: &str, body: &Json) -> Json {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("control");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = body.to_string();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(
+            matches!(out.get(9..12), Some("200" | "201")),
+            "{method} {path}: {out}"
+        );
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    }
+
     fn json(&self, path: &str) -> Json {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -480,4 +500,96 @@ fn a_split_redis_command_has_a_span_per_server() {
         .collect();
     backends.sort_unstable();
     assert_eq!(backends, ["r1", "r2"], "{tree}");
+}
+
+/// A proxy sending with an ingest-only token (a user whose only grant is level `none` with
+/// `trace_ingest` on the application `furrow-proxy`, its `service_name`): its spans are taken. The same
+/// token on a proxy whose `service_name` names another application has its spans rejected (OTLP
+/// partial success, counted by the collector), and the proxy keeps serving.
+#[test]
+fn a_proxy_sends_its_spans_with_an_ingest_only_token() {
+    let r1 = testkit::RedisServer::start().expect("redis");
+    let ports: Vec<_> = (0..5)
+        .map(|_| testkit::reserve_port().expect("port"))
+        .collect();
+    let ctl = ports[0].port();
+    let control = Control::start(ctl);
+    control.call(
+        "POST",
+        "/v1/apps",
+        &serde_json::json!({"name": "furrow-proxy"}),
+    );
+    control.call(
+        "POST",
+        "/v1/users",
+        &serde_json::json!({"name": "proxy-bot"}),
+    );
+    control.call(
+        "PUT",
+        "/v1/permissions",
+        &serde_json::json!({"subject": "user:proxy-bot", "app": "furrow-proxy", "namespace": "*",
+            "level": "none", "trace_ingest": true}),
+    );
+    let token = control.call(
+        "POST",
+        "/v1/tokens",
+        &serde_json::json!({"user": "proxy-bot"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = |admin: u16, redis: u16, service: &str| {
+        let cfg = format!(
+            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+             [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
+             [redis_groups.c]\nservers = [{{ name = \"r1\", address = \"{}\" }}]\n\n\
+             [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{token}\"\nservice_name = \"{service}\"\n\
+             head_sample_percent = 100\nflush_ms = 50\n",
+            r1.addr(),
+        );
+        FurrowProcess::start(&cfg, admin)
+    };
+    let (admin, redis) = (ports[1].port(), ports[2].port());
+    let _proxy = start(admin, redis, "furrow-proxy");
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let script = format!("FURROW TRACEPARENT 00-{trace_id}-eee19b7ec3c1b174-01\nSET k v\n");
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["OK", "OK"]
+    );
+    let mut tree = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        let (status, body) = control.get(&format!("/v1/trace/traces/{trace_id}"));
+        tree = serde_json::from_str(&body).unwrap_or(Json::Null);
+        status == 200 && tree["spans"] == 1
+    });
+    assert_eq!(tree["roots"][0]["service"], "furrow-proxy", "{tree}");
+    assert_eq!(control.json("/v1/trace/stats")["spans_rejected"], 0);
+
+    // The same token, another service name: refused span by span, the proxy unaffected.
+    let (admin2, redis2) = (ports[3].port(), ports[4].port());
+    let _other = start(admin2, redis2, "billing");
+    assert_eq!(redis_cli(redis2, &["SET", "k2", "v"]), "OK");
+    wait_until(Duration::from_secs(15), || {
+        control.json("/v1/trace/stats")["spans_rejected"].as_u64() >= Some(1)
+    });
+    assert_eq!(redis_cli(redis2, &["GET", "k2"]), "v");
+    // The proxy got answers (200 with partial success), not failures.
+    assert!(info_field(admin2, "trace_spans_sent") >= 1);
+    assert_eq!(info_field(admin2, "trace_spans_failed"), 0);
 }

@@ -535,6 +535,10 @@ pub enum ConfigCmd {
         /// Also allow exporting the application.
         #[arg(long)]
         export: bool,
+        /// Also allow sending spans for the application's services (`POST /v1/traces`); with level
+        /// `none`, an ingest-only grant.
+        #[arg(long)]
+        trace_ingest: bool,
     },
     /// Export an application's current releases in one environment.
     Export {
@@ -972,8 +976,9 @@ async fn run_config(api: &ApiClient, cmd: ConfigCmd) -> Result<Json, ClientError
             namespace,
             level,
             export,
+            trace_ingest,
         } => {
-            let body = json!({"subject": subject, "app": app, "namespace": namespace, "level": level, "export": export});
+            let body = json!({"subject": subject, "app": app, "namespace": namespace, "level": level, "export": export, "trace_ingest": trace_ingest});
             api.call("PUT", "/v1/permissions", Some(&body)).await
         }
         Export { app, env } => {

@@ -393,6 +393,12 @@ pub struct Grant {
     /// Whether the subject may export the application's configuration.
     #[serde(default)]
     pub export: bool,
+    /// Whether the subject may send spans (`POST /v1/traces`) for the application's services: a
+    /// resource whose `service.name` is the application and whose `service.namespace` is the grant's
+    /// namespace (`*`: any, and none). Independent of the level: an ingest-only principal has a grant
+    /// of level `none` with this set (see `trace::access::Ingest`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace_ingest: bool,
 }
 
 impl Grant {

@@ -1290,7 +1290,7 @@ impl<'a> Tx<'a> {
                     .with_field("app"),
             );
         }
-        if g.level == Level::None && !g.export {
+        if g.level == Level::None && !g.export && !g.trace_ingest {
             self.changes.push(Change::Delete {
                 kind: "grant",
                 key: g.key(),
@@ -1644,6 +1644,7 @@ mod tests {
                 namespace: "*".into(),
                 level,
                 export: false,
+                trace_ingest: false,
             };
             run(&mut st, &admin(), |tx| tx.put_grant(g)).unwrap();
         }

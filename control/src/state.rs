@@ -424,6 +424,7 @@ mod tests {
             namespace: "*".into(),
             level: Level::Read,
             export: false,
+            trace_ingest: false,
         })));
         st.apply(Change::Put(Rec::Grant(Grant {
             subject: "user:alice".into(),
@@ -431,6 +432,7 @@ mod tests {
             namespace: "n".into(),
             level: Level::Edit,
             export: true,
+            trace_ingest: false,
         })));
         assert_eq!(st.level(&alice, "a", "n"), Level::Edit);
         assert_eq!(st.level(&alice, "a", "m"), Level::Read);

@@ -272,10 +272,10 @@ fn kept_traces_are_exported_onward_to_another_collector() {
     let receiver = start_with("sqlite::memory:", tuned);
     let sender = start_with("sqlite::memory:", |o| {
         tuned(o);
-        o.trace.export = Some(control::trace::export::ExportTarget {
-            endpoint: format!("http://{}", receiver.addr),
-            token: Some(ADMIN_TOKEN.into()),
-        });
+        o.trace.export = Some(control::trace::export::ExportTarget::new(
+            format!("http://{}", receiver.addr),
+            Some(ADMIN_TOKEN.into()),
+        ));
     });
     let body = otlp::encode_export(
         &[resource(
@@ -569,4 +569,408 @@ fn namespace_grants_limit_which_spans_a_user_reads() {
         .map(|o| o["operation"].as_str().unwrap())
         .collect();
     assert_eq!(ops, ["GET /order"], "{slow}");
+}
+
+/// Ingest by grant: a token whose user has `trace_ingest` on `shop` sends `shop`'s spans; the spans of
+/// services it has no such grant for are left out and counted, answered with OTLP partial success
+/// (200, `rejected_spans` and the reason) in the request's encoding; a token without any ingest grant
+/// (a reader) is refused 403; the administrator sends for every service.
+#[test]
+fn ingest_takes_only_the_services_the_token_may_send_for() {
+    let srv = start_with("sqlite::memory:", tuned);
+    let api = Api::new(&srv, ADMIN_TOKEN);
+    api.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    let reader = user_with(&api, "reader", "read");
+    let sender = user_with(&api, "sender", "none");
+    api.ok(
+        "PUT",
+        "/v1/permissions",
+        Some(json!({"subject": "user:sender", "app": "shop", "namespace": "*", "level": "none", "trace_ingest": true})),
+    );
+    // The grant is listed with its flag, and an ingest-only grant is kept (not removed as level none).
+    let grants = api.ok("GET", "/v1/permissions", None).to_string();
+    assert!(grants.contains("\"trace_ingest\":true"), "{grants}");
+
+    let body = otlp::encode_export(
+        &[
+            resource("shop", vec![span(31, 1, 0, "GET /cart", 3, vec![])]),
+            resource(
+                "billing",
+                vec![
+                    span(31, 2, 1, "charge", 1, vec![]),
+                    span(32, 3, 0, "x", 1, vec![]),
+                ],
+            ),
+            resource("furrow-proxy", vec![span(31, 4, 1, "SELECT ?", 1, vec![])]),
+        ],
+        "test",
+    );
+    let post = |token: &str, ct: &str, body: &[u8]| {
+        http(&srv, "POST", "/v1/traces", Some(token), ct, body)
+    };
+    let (status, head, b) = post(&sender, "application/x-protobuf", &body);
+    assert_eq!(status, 200, "{head}");
+    // ExportTraceServiceResponse { partial_success (1) { rejected_spans (1) = 3, error_message (2) } }
+    let (rejected, msg) = partial_success(&b);
+    assert_eq!(rejected, 3);
+    assert!(
+        msg.starts_with("3 spans rejected") && msg.contains("billing, furrow-proxy"),
+        "{msg}"
+    );
+    // The same in OTLP/JSON, for a namespace the grant covers and a service it does not.
+    let json_body = json!({"resourceSpans": [
+        {"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "shop"}},
+            {"key": "service.namespace", "value": {"stringValue": "orders"}}]},
+         "scopeSpans": [{"spans": [{"traceId": "21".repeat(16), "spanId": "01".repeat(8), "name": "GET /order",
+            "startTimeUnixNano": now_ns().to_string(), "endTimeUnixNano": (now_ns() + 1000).to_string()}]}]},
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "billing"}}]},
+         "scopeSpans": [{"spans": [{"traceId": "21".repeat(16), "spanId": "02".repeat(8), "name": "charge",
+            "startTimeUnixNano": now_ns().to_string(), "endTimeUnixNano": (now_ns() + 1000).to_string()}]}]}
+    ]});
+    let (status, head, b) = post(
+        &sender,
+        "application/json",
+        json_body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{head}");
+    let r: Json = serde_json::from_slice(&b).unwrap();
+    assert_eq!(r["partialSuccess"]["rejectedSpans"], "1", "{r}");
+    assert!(
+        r["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("billing"),
+        "{r}"
+    );
+
+    // A reader has no ingest grant: refused whole.
+    let (status, _, b) = post(&reader, "application/x-protobuf", &body);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&b));
+
+    // The collector kept shop's spans only; billing's trace 32 never arrived.
+    let t31 = "1f".repeat(16);
+    let mut tree = Json::Null;
+    for _ in 0..200 {
+        let (status, t) = get_as(&srv, ADMIN_TOKEN, &format!("/v1/trace/traces/{t31}"));
+        if status == 200 {
+            tree = t;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(span_ids(&tree), ["01"], "{tree}");
+    assert_eq!(
+        get_as(
+            &srv,
+            ADMIN_TOKEN,
+            &format!("/v1/trace/traces/{}", "20".repeat(16))
+        )
+        .0,
+        404
+    );
+    let stats = get(&srv, "/v1/trace/stats");
+    assert_eq!(
+        (
+            stats["spans_accepted"].as_u64(),
+            stats["spans_rejected"].as_u64()
+        ),
+        (Some(2), Some(4)),
+        "{stats}"
+    );
+    let (_, _, m) = http(
+        &srv,
+        "GET",
+        "/metrics",
+        Some(ADMIN_TOKEN),
+        "text/plain",
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&m).contains("furrow_trace_spans_rejected_total 4"),
+        "rejections on /metrics"
+    );
+    // The administrator sends for every service: nothing rejected.
+    let (status, _, b) = post(ADMIN_TOKEN, "application/x-protobuf", &body);
+    assert_eq!((status, b.len()), (200, 0));
+    assert_eq!(get(&srv, "/v1/trace/stats")["spans_rejected"], 4);
+}
+
+/// The `partial_success` of a protobuf `ExportTraceServiceResponse`: (rejected_spans, error_message).
+fn partial_success(b: &[u8]) -> (u64, String) {
+    fn varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*at];
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+    let mut at = 0;
+    assert_eq!(
+        varint(b, &mut at),
+        1 << 3 | 2,
+        "field 1, length-delimited: {b:?}"
+    );
+    let end = varint(b, &mut at) as usize + at;
+    assert_eq!(end, b.len());
+    let (mut rejected, mut msg) = (0, String::new());
+    while at < end {
+        match varint(b, &mut at) {
+            0x08 => rejected = varint(b, &mut at),
+            0x12 => {
+                let n = varint(b, &mut at) as usize;
+                msg = String::from_utf8(b[at..at + n].to_vec()).unwrap();
+                at += n;
+            }
+            t => panic!("unexpected tag {t}"),
+        }
+    }
+    (rejected, msg)
+}
+
+/// A real HTTPS OTLP receiver (Python's `http.server` and `ssl` with the test kit's server certificate)
+/// that answers each POST /v1/traces with the next status of `plan` (the last one repeats; `503r` is a
+/// 503 with `Retry-After: 1`), writing each body to `DIR/N.bin` and `N STATUS AUTHORIZATION` to
+/// `DIR/log`.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    _lease: testkit::PortLease,
+}
+
+impl Receiver {
+    fn start(plan: &str) -> Receiver {
+        let certs = testkit::TestCerts::get().unwrap();
+        let lease = testkit::reserve_port().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"
+import http.server, ssl, sys, os
+plan = sys.argv[5].split(",")
+seen = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        n = seen[0]
+        seen[0] += 1
+        step = plan[min(n, len(plan) - 1)]
+        with open(os.path.join(sys.argv[4], "%d.bin" % n), "wb") as f:
+            f.write(body)
+        with open(os.path.join(sys.argv[4], "log"), "a") as f:
+            f.write("%d %s %s\n" % (n, step, self.headers.get("Authorization")))
+        self.send_response(int(step[:3]))
+        if step.endswith("r"):
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(lease.port().to_string())
+            .arg(&certs.cert)
+            .arg(&certs.key)
+            .arg(dir.path())
+            .arg(plan)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let port = lease.port();
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Receiver {
+            child,
+            port,
+            dir,
+            _lease: lease,
+        }
+    }
+
+    /// The log's lines: (status step, Authorization header).
+    fn log(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut p = l.splitn(3, ' ');
+                p.next();
+                (
+                    p.next().unwrap_or_default().to_string(),
+                    p.next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sender exporting to `endpoint` with `ca` (short backoff, `retries` tries again).
+fn export_sender(
+    endpoint: String,
+    ca: Option<&std::path::Path>,
+    retries: u32,
+) -> control::server::Server {
+    start_with("sqlite::memory:", |o| {
+        tuned(o);
+        let mut t =
+            control::trace::export::ExportTarget::new(endpoint, Some("onward-token".into()));
+        t.ca_file = ca.map(|p| p.to_str().unwrap().to_string());
+        t.retry.attempts = retries;
+        t.retry.backoff = Duration::from_millis(20);
+        o.trace.export = Some(t);
+    })
+}
+
+/// Sends one two-span trace `trace` to `srv`.
+fn send_trace(srv: &control::server::Server, trace: u8) {
+    let body = otlp::encode_export(
+        &[resource(
+            "edge",
+            vec![
+                span(trace, 1, 0, "GET /", 3, vec![]),
+                span(trace, 2, 1, "auth", 1, vec![]),
+            ],
+        )],
+        "test",
+    );
+    let (status, head, _) = http(
+        srv,
+        "POST",
+        "/v1/traces",
+        Some(ADMIN_TOKEN),
+        "application/x-protobuf",
+        &body,
+    );
+    assert_eq!(status, 200, "{head}");
+}
+
+/// Waits until the sender's export counters show `key` at `want`; returns them.
+fn export_stats(srv: &control::server::Server, key: &str, want: u64) -> Json {
+    let mut e = Json::Null;
+    for _ in 0..1000 {
+        e = get(srv, "/v1/trace/stats")["export"].clone();
+        if e[key] == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    e
+}
+
+/// Onward export over TLS: the sender verifies the receiver against the test kit's CA, tries a batch
+/// again after a 503 with `Retry-After` and after a 429, and the third try delivers the whole trace
+/// (decoded from the bytes the receiver got) with the bearer token.
+#[test]
+fn onward_export_over_https_tries_again_and_delivers() {
+    let rx = Receiver::start("503r,429,200");
+    let ca = &testkit::TestCerts::get().unwrap().ca;
+    let sender = export_sender(format!("https://localhost:{}", rx.port), Some(ca), 4);
+    send_trace(&sender, 41);
+    let e = export_stats(&sender, "traces_sent", 1);
+    assert_eq!(
+        (
+            e["traces_sent"].as_u64(),
+            e["retries"].as_u64(),
+            e["traces_failed"].as_u64()
+        ),
+        (Some(1), Some(2), Some(0)),
+        "{e}"
+    );
+    let log = rx.log();
+    let steps: Vec<&str> = log.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(steps, ["503r", "429", "200"]);
+    assert!(
+        log.iter().all(|(_, a)| a == "Bearer onward-token"),
+        "{log:?}"
+    );
+    // Each try carried the same batch; the last one is the whole trace.
+    let bytes = std::fs::read(rx.dir.path().join("2.bin")).unwrap();
+    assert_eq!(bytes, std::fs::read(rx.dir.path().join("0.bin")).unwrap());
+    let got = otlp::decode_export(&bytes).unwrap();
+    let spans: Vec<&str> = got
+        .iter()
+        .flat_map(|r| r.spans.iter().map(|s| s.name.as_str()))
+        .collect();
+    assert_eq!(got[0].service_name(), "edge");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(
+        got.iter()
+            .flat_map(|r| &r.spans)
+            .all(|s| s.trace_id == [41; 16])
+    );
+}
+
+/// The bound: a receiver that keeps answering 503 gets the first try and two more, then the batch
+/// is dropped and counted; a receiver whose certificate the sender's CA did not sign is not tried
+/// again (nothing reaches it); nothing listening is tried again, then dropped.
+#[test]
+fn onward_export_gives_up_after_its_bound_and_never_trusts_an_unknown_issuer() {
+    let certs = testkit::TestCerts::get().unwrap();
+    let rx = Receiver::start("503");
+    let sender = export_sender(format!("https://127.0.0.1:{}", rx.port), Some(&certs.ca), 2);
+    send_trace(&sender, 42);
+    let e = export_stats(&sender, "traces_failed", 1);
+    assert_eq!(
+        (
+            e["traces_sent"].as_u64(),
+            e["retries"].as_u64(),
+            e["traces_failed"].as_u64()
+        ),
+        (Some(0), Some(2), Some(1)),
+        "{e}"
+    );
+    assert_eq!(rx.log().len(), 3);
+
+    let wrong = export_sender(
+        format!("https://127.0.0.1:{}", rx.port),
+        Some(&certs.other_ca),
+        2,
+    );
+    send_trace(&wrong, 43);
+    let e = export_stats(&wrong, "traces_failed", 1);
+    assert_eq!(
+        (e["retries"].as_u64(), e["traces_failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{e}"
+    );
+    assert_eq!(
+        rx.log().len(),
+        3,
+        "the handshake failed: no request reached the receiver"
+    );
+
+    let closed = testkit::reserve_port().unwrap();
+    let away = export_sender(format!("http://127.0.0.1:{}", closed.port()), None, 1);
+    send_trace(&away, 44);
+    let e = export_stats(&away, "traces_failed", 1);
+    assert_eq!(
+        (e["retries"].as_u64(), e["traces_failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{e}"
+    );
 }

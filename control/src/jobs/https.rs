@@ -56,6 +56,16 @@ pub fn roots(ca_file: Option<&str>) -> Result<rustls::RootCertStore, String> {
     Ok(store)
 }
 
+/// A client configuration that verifies servers against `ca_file`, else the system bundle (also the
+/// span collector's onward export, `trace::export`).
+pub fn client_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca_file)?)
+        .with_no_client_auth())
+}
+
 /// Splits `HOST[:PORT]` into the address to connect to (port 443 by default) and the name to verify.
 pub fn target(authority: &str) -> Result<(String, ServerName<'static>), String> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
@@ -154,12 +164,7 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let (addr, name) = target(authority)?;
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots(ca_file)?)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_file)?));
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(&addr)
             .await

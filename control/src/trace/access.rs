@@ -18,8 +18,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::model::SpanRec;
+use super::model::{NAMESPACE_ATTR, SpanRec};
 use crate::model::{Grant, Level, User};
+use codec::otlp::{ResourceSpans, Value};
 
 /// The spans one user may read.
 #[derive(Clone, Debug)]
@@ -140,11 +141,90 @@ impl Access {
     }
 }
 
+/// Which services a principal may send spans for (`POST /v1/traces`).
+///
+/// The same mapping as reading: a resource's `service.name` is the application and its
+/// `service.namespace` the namespace. A grant (to the user or one of its roles) with `trace_ingest`
+/// on that application (or `*`) and that namespace (or `*`) allows it; a resource without a namespace
+/// needs a grant on namespace `*`. Administrators send for every service. The level of the grant does
+/// not matter: an ingest-only token is one of a user whose grants are level `none` with `trace_ingest`.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    /// None: every service (an administrator).
+    grants: Option<Vec<Grant>>,
+}
+
+impl Ingest {
+    /// What `user` may send given every grant of the store.
+    pub fn of(user: &User, grants: impl IntoIterator<Item = Grant>) -> Ingest {
+        if user.admin {
+            return Ingest { grants: None };
+        }
+        let me = format!("user:{}", user.name);
+        let mine = grants
+            .into_iter()
+            .filter(|g| {
+                g.trace_ingest
+                    && (g.subject == me
+                        || g.subject
+                            .strip_prefix("role:")
+                            .is_some_and(|r| user.roles.iter().any(|x| x == r)))
+            })
+            .collect();
+        Ingest { grants: Some(mine) }
+    }
+
+    /// Whether the principal may send spans of any service at all.
+    pub fn any(&self) -> bool {
+        self.grants.as_ref().is_none_or(|g| !g.is_empty())
+    }
+
+    /// Whether the principal may send the spans of `service` in `namespace` (None: a resource that
+    /// names no namespace).
+    pub fn allows(&self, service: &str, namespace: Option<&str>) -> bool {
+        match &self.grants {
+            None => true,
+            Some(g) => g.iter().any(|g| {
+                (g.app == "*" || g.app == service)
+                    && (g.namespace == "*" || Some(g.namespace.as_str()) == namespace)
+            }),
+        }
+    }
+
+    /// Keeps the resources the principal may send; returns the count of spans left out and the
+    /// services (with namespace) they named, at most 8, sorted.
+    pub fn retain(&self, resources: &mut Vec<ResourceSpans>) -> (usize, Vec<String>) {
+        if self.grants.is_none() {
+            return (0, Vec::new());
+        }
+        let mut rejected = 0;
+        let mut names = std::collections::BTreeSet::new();
+        resources.retain(|rs| {
+            let service = rs.service_name();
+            let ns = rs.resource.iter().find_map(|(k, v)| match v {
+                Value::Str(s) if k == NAMESPACE_ATTR => Some(s.as_str()),
+                _ => None,
+            });
+            if self.allows(service, ns) {
+                return true;
+            }
+            rejected += rs.spans.len();
+            if names.len() < 8 {
+                names.insert(match ns {
+                    Some(ns) => format!("{service}/{ns}"),
+                    None => service.to_string(),
+                });
+            }
+            false
+        });
+        (rejected, names.into_iter().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::model::NAMESPACE_ATTR;
     use super::*;
-    use codec::otlp::{Span, Value};
+    use codec::otlp::Span;
     use std::sync::Arc;
 
     fn span(service: &str, id: u8, parent: u8, db: bool) -> SpanRec {
@@ -176,6 +256,7 @@ mod tests {
             namespace: namespace.into(),
             level,
             export: false,
+            trace_ingest: false,
         }
     }
 
@@ -264,6 +345,62 @@ mod tests {
         let seen = ann.filter(all.iter().map(|(t, s)| (*t, *s)));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, 1);
+    }
+
+    #[test]
+    fn ingest_grants_name_the_services_a_token_sends() {
+        let rs = |service: &str, ns: Option<&str>, n: u8| {
+            let mut resource = vec![("service.name".to_string(), Value::Str(service.into()))];
+            if let Some(ns) = ns {
+                resource.push((NAMESPACE_ATTR.into(), Value::Str(ns.into())));
+            }
+            ResourceSpans {
+                resource,
+                spans: (0..n).map(|i| span(service, i, 0, false).span).collect(),
+            }
+        };
+        let ing = |ns: &str, level: Level| {
+            let mut g = grant_ns("role:send", "shop", ns, level);
+            g.trace_ingest = true;
+            g
+        };
+        let grants = vec![
+            ing("*", Level::None),
+            ing("orders", Level::Read),
+            // Read alone is no ingest.
+            grant("user:ann", "billing", Level::Publish),
+        ];
+        let sender = Ingest::of(&user("bot", &["send"], false), grants.clone());
+        assert!(sender.any());
+        let mut batch = vec![
+            rs("shop", None, 2),
+            rs("billing", None, 3),
+            rs("shop", Some("orders"), 1),
+            rs("furrow-proxy", None, 4),
+        ];
+        assert_eq!(
+            sender.retain(&mut batch),
+            (7, vec!["billing".to_string(), "furrow-proxy".to_string()])
+        );
+        assert_eq!(batch.len(), 2);
+        // A grant on one namespace sends that namespace only.
+        let narrow = Ingest::of(
+            &user("n", &[], false),
+            vec![{
+                let mut g = grant_ns("user:n", "shop", "orders", Level::None);
+                g.trace_ingest = true;
+                g
+            }],
+        );
+        assert!(narrow.allows("shop", Some("orders")));
+        assert!(!narrow.allows("shop", Some("payments")) && !narrow.allows("shop", None));
+        // Without an ingest grant, nothing; an administrator sends everything.
+        let ann = Ingest::of(&user("ann", &[], false), grants);
+        assert!(!ann.any() && !ann.allows("billing", None));
+        let root = Ingest::of(&user("root", &[], true), vec![]);
+        let mut all = vec![rs("x", None, 1)];
+        assert_eq!(root.retain(&mut all), (0, vec![]));
+        assert!(root.any() && all.len() == 1);
     }
 
     #[test]

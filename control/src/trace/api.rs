@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::access::Access;
+use super::access::{Access, Ingest};
 use super::model::{self, unhex};
 use super::query::{self, Filter};
 use crate::api::{Res, ok, qnum, user};
@@ -36,8 +36,10 @@ pub fn routes() -> Router<Arc<Center>> {
         .route("/v1/trace/sql", get(sql))
         .route("/v1/trace/fleet/digests", get(fleet_digests))
         .route("/v1/trace/fleet/index-advice", get(fleet_index_advice))
+        .route("/v1/trace/fleet/slow", get(fleet_slow))
         .route("/v1/trace/stats", get(stats))
         .route("/v1/process", get(process))
+        .route("/v1/trace/processes", get(processes))
 }
 
 fn bad_otlp(c: &Center, e: impl std::fmt::Display) -> ControlError {
@@ -49,7 +51,22 @@ fn bad_otlp(c: &Center, e: impl std::fmt::Display) -> ControlError {
 /// `application/json`. Answers an empty `ExportTraceServiceResponse` in the request's encoding, 400 on a
 /// malformed body, 503 (retryable) when the queue is full.
 async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
-    user(&c, &h)?;
+    let u = user(&c, &h)?;
+    let may = if u.admin {
+        Ingest::of(&u, [])
+    } else {
+        Ingest::of(
+            &u,
+            c.read(|st| st.grants.values().cloned().collect::<Vec<_>>())?,
+        )
+    };
+    if !may.any() {
+        return Err(ControlError::forbidden(format!(
+            "user {:?} may not send spans: grant it trace_ingest on the applications its services are named after",
+            u.name
+        ))
+        .into());
+    }
     if let Some(enc) = h
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -81,11 +98,32 @@ async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
         .with_field("content-type")
         .into());
     };
+    let mut resources = resources;
+    let (rejected, services) = may.retain(&mut resources);
+    let partial = (rejected > 0).then(|| {
+        c.trace
+            .stats
+            .spans_rejected
+            .fetch_add(rejected as u64, Relaxed);
+        format!(
+            "{rejected} spans rejected: user {:?} may not send spans for {} (a grant with trace_ingest on the application and namespace is needed)",
+            u.name,
+            services.join(", ")
+        )
+    });
     match c.trace.ingest(model::records(resources)) {
-        Ok(_) if json => ok(json!({})),
+        // OTLP partial success: 200, with the count of spans left out and why.
+        Ok(_) if json => ok(match &partial {
+            Some(m) => {
+                json!({"partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": m}})
+            }
+            None => json!({}),
+        }),
         Ok(_) => Ok((
             [(header::CONTENT_TYPE, "application/x-protobuf")],
-            Vec::<u8>::new(),
+            partial
+                .map(|m| export_response(rejected as u64, &m))
+                .unwrap_or_default(),
         )
             .into_response()),
         Err(e) => {
@@ -97,6 +135,27 @@ async fn ingest(AxState(c): C, h: HeaderMap, b: Bytes) -> Res {
             Ok(r)
         }
     }
+}
+
+/// An `ExportTraceServiceResponse` carrying `partial_success` (field 1) with `rejected_spans` (1, int64)
+/// and `error_message` (2, string).
+fn export_response(rejected: u64, message: &str) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut inner = vec![0x08];
+    varint(&mut inner, rejected);
+    inner.push(0x12);
+    varint(&mut inner, message.len() as u64);
+    inner.extend_from_slice(message.as_bytes());
+    let mut out = vec![0x0a];
+    varint(&mut out, inner.len() as u64);
+    out.extend_from_slice(&inner);
+    out
 }
 
 /// Runs a query on the store off the async workers.
@@ -249,6 +308,15 @@ async fn fleet_digests(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     ok(super::digests::fleet_view(&c, &u, n, limit).await?)
 }
 
+/// Every live proxy's slow statements merged newest first, with trace ids (`super::slowlog`): `?n=`
+/// entries per proxy (100), `?limit=` merged entries (50, at most 1,000).
+async fn fleet_slow(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
+    let u = user(&c, &h)?;
+    let n = qnum(&q, "n")?.unwrap_or(100) as usize;
+    let limit = qnum(&q, "limit")?.unwrap_or(50) as usize;
+    ok(super::slowlog::fleet_slow(&c, &u, n, limit).await?)
+}
+
 /// Every live proxy's `INDEX ADVICE` (`?n=` digests each, 10; at most 20).
 async fn fleet_index_advice(AxState(c): C, h: HeaderMap, Query(q): Q) -> Res {
     let u = user(&c, &h)?;
@@ -262,6 +330,12 @@ async fn process(AxState(c): C, h: HeaderMap) -> Res {
     ok(crate::process::read())
 }
 
+/// Every Furrow process of the fleet: this control node and each live proxy (`super::processes`).
+async fn processes(AxState(c): C, h: HeaderMap) -> Res {
+    let u = user(&c, &h)?;
+    ok(super::processes::fleet_processes(&c, &u).await?)
+}
+
 async fn stats(AxState(c): C, h: HeaderMap) -> Res {
     user(&c, &h)?;
     let t = &c.trace;
@@ -271,6 +345,7 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
         "requests": t.stats.requests.load(Relaxed),
         "spans_accepted": t.stats.spans_accepted.load(Relaxed),
         "spans_refused": t.stats.spans_refused.load(Relaxed),
+        "spans_rejected": t.stats.spans_rejected.load(Relaxed),
         "requests_malformed": t.stats.requests_malformed.load(Relaxed),
         "queue_spans": t.queued(),
         "traces_stored": traces,
@@ -283,6 +358,7 @@ async fn stats(AxState(c): C, h: HeaderMap) -> Res {
             "traces_sent": e.sent.load(Relaxed),
             "traces_dropped": e.dropped.load(Relaxed),
             "traces_failed": e.failed.load(Relaxed),
+            "retries": e.retries.load(Relaxed),
         })),
     }))
 }

@@ -80,6 +80,18 @@ pub enum TraceCmd {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Every live proxy's slow MySQL statements, newest first, with the trace each belongs to.
+    Slow {
+        /// Entries asked of each proxy.
+        #[arg(long, default_value_t = 100)]
+        n: u64,
+        /// The most entries listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Every Furrow process of the fleet (this control node, each live proxy): CPU, memory,
+    /// threads, open files.
+    Processes,
     /// Collector counters: ingest, queue, sampling, store.
     Stats,
 }
@@ -176,6 +188,15 @@ pub async fn run_trace(api: &ApiClient, cmd: TraceCmd) -> Result<Json, ClientErr
             )
             .await
         }
+        Slow { n, limit } => {
+            api.call(
+                "GET",
+                &format!("/v1/trace/fleet/slow?n={n}&limit={limit}"),
+                None,
+            )
+            .await
+        }
+        Processes => api.call("GET", "/v1/trace/processes", None).await,
         Stats => api.call("GET", "/v1/trace/stats", None).await,
     }
 }

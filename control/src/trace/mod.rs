@@ -25,8 +25,10 @@ pub mod cli;
 pub mod digests;
 pub mod export;
 pub mod model;
+pub mod processes;
 pub mod query;
 pub mod signals;
+pub mod slowlog;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -95,12 +97,21 @@ pub struct TraceArgs {
     /// Spans queued for the store before ingest answers 503.
     #[arg(long, default_value_t = 100_000)]
     pub trace_queue_spans: usize,
-    /// Also send kept traces over OTLP/HTTP to this collector (`http://HOST:PORT`).
+    /// Also send kept traces over OTLP/HTTP to this collector (`http://HOST:PORT` or
+    /// `https://HOST[:PORT]`).
     #[arg(long)]
     pub trace_export: Option<String>,
     /// Bearer token for --trace-export.
     #[arg(long)]
     pub trace_export_token: Option<String>,
+    /// PEM file of the CA that signed the --trace-export receiver's certificate (default: the
+    /// system's CA bundle).
+    #[arg(long)]
+    pub trace_export_ca: Option<String>,
+    /// Tries again, at most, of a batch the receiver cannot take now (429, 502-504, connection
+    /// failures), after a backoff or its Retry-After; then the batch is dropped and counted.
+    #[arg(long, default_value_t = 4)]
+    pub trace_export_retries: u32,
 }
 
 impl TraceArgs {
@@ -120,11 +131,13 @@ impl TraceArgs {
         o.masking.mask_keys = self.trace_mask.clone();
         o.queue_spans = self.trace_queue_spans.max(1);
         if let Some(e) = &self.trace_export {
-            crate::http::authority(e).map_err(|e| format!("--trace-export: {e}"))?;
-            o.export = Some(export::ExportTarget {
-                endpoint: e.clone(),
-                token: self.trace_export_token.clone(),
-            });
+            let mut t = export::ExportTarget::new(e.clone(), self.trace_export_token.clone());
+            t.ca_file = self.trace_export_ca.clone();
+            t.retry.attempts = self.trace_export_retries.min(100);
+            t.resolve().map_err(|e| format!("--trace-export: {e}"))?;
+            o.export = Some(t);
+        } else if self.trace_export_ca.is_some() {
+            return Err("--trace-export-ca needs --trace-export".into());
         }
         Ok(o)
     }
@@ -141,6 +154,9 @@ pub struct IngestStats {
     pub spans_refused: AtomicU64,
     /// Requests refused as malformed (400).
     pub requests_malformed: AtomicU64,
+    /// Spans left out of accepted requests because the token may not send spans for their service
+    /// (OTLP partial success).
+    pub spans_rejected: AtomicU64,
 }
 
 /// The collector: the bounded queue in front of the store's worker, and the store.
@@ -329,6 +345,7 @@ pub fn metrics_text(c: &Collector) -> String {
     format!(
         "# TYPE furrow_trace_spans_accepted_total counter\nfurrow_trace_spans_accepted_total {}\n\
          # TYPE furrow_trace_spans_refused_total counter\nfurrow_trace_spans_refused_total {}\n\
+         # TYPE furrow_trace_spans_rejected_total counter\nfurrow_trace_spans_rejected_total {}\n\
          # TYPE furrow_trace_requests_malformed_total counter\nfurrow_trace_requests_malformed_total {}\n\
          # TYPE furrow_trace_queue_spans gauge\nfurrow_trace_queue_spans {}\n\
          # TYPE furrow_trace_traces gauge\nfurrow_trace_traces{{state=\"stored\"}} {traces}\n\
@@ -344,6 +361,7 @@ pub fn metrics_text(c: &Collector) -> String {
          furrow_trace_signal_spans_total{{result=\"dropped\"}} {dropped}\n",
         s.spans_accepted.load(Relaxed),
         s.spans_refused.load(Relaxed),
+        s.spans_rejected.load(Relaxed),
         s.requests_malformed.load(Relaxed),
         c.queued(),
         counts.traces_kept,

@@ -101,7 +101,7 @@ async function grants(panel, users) {
     if (!(await confirmDialog(question, label))) return null;
     try {
       await api.put('/v1/permissions', g);
-      toast(`grant ${g.subject} on ${g.app}/${g.namespace}: ${g.level === 'none' && !g.export ? 'removed' : g.level}`);
+      toast(`grant ${g.subject} on ${g.app}/${g.namespace}: ${g.level === 'none' && !g.export && !g.trace_ingest ? 'removed' : g.level}`);
       reload(g.subject);
       return null;
     } catch (ex) {
@@ -116,8 +116,10 @@ async function grants(panel, users) {
   const app = select([['*', '* (every application)'], ...apps.map((a) => [a.name, a.name])], apps[0] ? apps[0].name : '*', { id: 'grant-app' });
   const ns = h('input', { id: 'grant-namespace', required: true, autocomplete: 'off', list: 'grant-namespace-list', value: '*' });
   const nsList = h('datalist', { id: 'grant-namespace-list' });
-  const level = select(LEVELS, 'read', { id: 'grant-level' });
+  // `none` with span ingest is an ingest-only grant (docs/tracing.md, "Who may send spans").
+  const level = select([['none', 'none'], ...LEVELS], 'read', { id: 'grant-level' });
   const exp = h('input', { id: 'grant-export', type: 'checkbox' });
+  const ingest = h('input', { id: 'grant-trace-ingest', type: 'checkbox' });
   const fWho = field('Name', who);
   const fApp = field('Application', app);
   const fNs = field('Namespace or scope', ns, '* · a namespace · release:PROJECT · release:PROJECT:STAGE · a job or service');
@@ -136,17 +138,18 @@ async function grants(panel, users) {
   await fillScopes();
   form.append(h('h3', { id: 'grant-form-title' }, 'Grant or change a permission'),
     h('div', { class: 'row' }, field('Subject', kind).el, fWho.el, whoList, fApp.el, fNs.el, nsList, field('Level', level).el,
-      h('div', { class: 'row' }, exp, h('label', { for: 'grant-export' }, 'May export the application'))),
+      h('div', { class: 'row' }, exp, h('label', { for: 'grant-export' }, 'May export the application')),
+      h('div', { class: 'row' }, ingest, h('label', { for: 'grant-trace-ingest' }, 'May send spans of its services'))),
     h('button', { type: 'submit', class: 'primary', id: 'grant-submit' }, 'Save grant…'));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     fWho.error(''); fApp.error(''); fNs.error('');
-    const g = { subject: `${kind.value}:${who.value.trim()}`, app: app.value, namespace: ns.value.trim(), level: level.value, export: exp.checked };
+    const g = { subject: `${kind.value}:${who.value.trim()}`, app: app.value, namespace: ns.value.trim(), level: level.value, export: exp.checked, trace_ingest: ingest.checked };
     if (!who.value.trim()) { fWho.error('a user or role name'); return; }
     if (!g.namespace) { fNs.error('a namespace, * or a scope'); return; }
     const existing = list.find((x) => x.subject === g.subject && x.app === g.app && x.namespace === g.namespace);
     const verb = existing ? `Change ${g.subject} on ${g.app}/${g.namespace} from ${existing.level} to ${g.level}` : `Grant ${g.subject} ${g.level} on ${g.app}/${g.namespace}`;
-    const ex = await put(g, `${verb}${g.export ? ', with export' : ''}?`, 'Save grant');
+    const ex = await put(g, `${verb}${g.export ? ', with export' : ''}${g.trace_ingest ? ', with span ingest' : ''}?`, 'Save grant');
     const f = ex && { subject: fWho, app: fApp, namespace: fNs }[ex.field];
     if (f) f.error(ex.message);
   });
@@ -156,8 +159,9 @@ async function grants(panel, users) {
     who.value = rest.join(':');
     app.value = g.app;
     ns.value = g.namespace;
-    level.value = g.level === 'none' ? 'read' : g.level;
+    level.value = g.level;
     exp.checked = !!g.export;
+    ingest.checked = !!g.trace_ingest;
     fillScopes();
     form.scrollIntoView({ block: 'center' });
     who.focus();
@@ -167,6 +171,7 @@ async function grants(panel, users) {
     columns: [
       { key: 'subject', label: 'Subject' }, { key: 'app', label: 'Application' }, { key: 'namespace', label: 'Namespace / scope' },
       { key: 'level', label: 'Level' }, { key: 'export', label: 'Export', value: (g) => (g.export ? 'yes' : '') },
+      { key: 'trace_ingest', label: 'Spans', value: (g) => (g.trace_ingest ? 'send' : '') },
       { key: 'actions', label: 'Actions', value: () => '', render: (g) => h('span', { class: 'row' },
         h('button', { type: 'button', class: 'grant-edit', 'aria-label': `Edit the grant of ${g.subject} on ${g.app}/${g.namespace}`, onclick: () => edit(g) }, 'Edit'),
         h('button', { type: 'button', class: 'danger grant-remove', 'aria-label': `Remove the grant of ${g.subject} on ${g.app}/${g.namespace}`, onclick: () =>
