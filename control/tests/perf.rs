@@ -43,30 +43,6 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 
     }
 }
 
-/// CPU seconds used so far by this process's threads whose name starts with `prefix` (Linux).
-fn thread_cpu_seconds(prefix: &str) -> f64 {
-    let ticks = 100.0; // USER_HZ
-    let mut total = 0.0;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.trim().starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            total += (ut + st) / ticks;
-        }
-    }
-    total
-}
-
 // Ignored by plan: a timing measurement is not a pass/fail test on a shared 2-core machine. It runs
 // optimized from the bench harness (`cargo run --release -p bench -- control`, part of `all`), whose
 // report states the goals; the correctness it checks (every watcher gets the release) runs in

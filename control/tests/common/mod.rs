@@ -284,3 +284,110 @@ pub fn fan_out<M: FnOnce() -> Box<dyn FnOnce()>>(
     );
     lat
 }
+
+/// One gauge or counter of `/metrics` (0 when absent).
+pub fn metric_value(api: &Api, name: &str) -> u64 {
+    let (_, m) = api
+        .status("GET", "/metrics", None, Duration::from_secs(5))
+        .unwrap();
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Parks `watchers` registry long-polls (`/v1/registry/watch`) on one service with one instance, takes
+/// the instance offline, checks that every watcher got the change (no instance left to discover), and
+/// returns the sorted change→response latencies (printed with p50/p99/max and the server's CPU).
+pub fn registry_fan_out(watchers: usize) -> Vec<std::time::Duration> {
+    use std::time::Instant;
+    const SVC: &str = "/v1/registry/DEV/services/orders";
+    testkit::rss::raise_nofile(2 * watchers as u64 + 256);
+    let server = start("sqlite::memory:");
+    let admin = Api::new(&server, ADMIN_TOKEN);
+    admin.ok("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    admin.ok(
+        "PUT",
+        SVC,
+        Some(json!({"app": "shop", "owner": "o", "docs": "d", "ttl_ms": 60000})),
+    );
+    admin.ok("POST", &format!("{SVC}/live"), Some(json!({"live": true})));
+    admin.ok(
+        "POST",
+        &format!("{SVC}/instances"),
+        Some(json!({"id": "x", "ip": "127.0.0.1", "port": 1})),
+    );
+    let rev = admin.ok("GET", &format!("{SVC}/discover"), None)["rev"]
+        .as_u64()
+        .unwrap();
+    let addr = format!("http://{}", server.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..watchers)
+        .map(|_| {
+            let c = ApiClient::new(&addr, Some(ADMIN_TOKEN));
+            rt.spawn(async move {
+                let path =
+                    format!("/v1/registry/watch?env=DEV&service=orders&since={rev}&timeout=60000");
+                let r = c
+                    .call_status("GET", &path, None, Duration::from_secs(90))
+                    .await
+                    .unwrap();
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_value(&admin, "furrow_control_watches_active") < watchers as u64 {
+        assert!(Instant::now() < deadline, "watchers did not park");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu0 = thread_cpu_seconds("furrow-control");
+    let sent = Instant::now();
+    admin.ok("POST", &format!("{SVC}/instances/x/offline"), None);
+    let mut lat: Vec<Duration> = rt.block_on(async {
+        let mut out = Vec::with_capacity(watchers);
+        for t in tasks {
+            let ((status, body), at) = t.await.unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(body["instances"], json!([]));
+            out.push(at.saturating_duration_since(sent));
+        }
+        out
+    });
+    let cpu = thread_cpu_seconds("furrow-control") - cpu0;
+    lat.sort();
+    println!(
+        "{watchers} registry watchers: p50 {:?}, p99 {:?}, max {:?}; server CPU for the change and the responses {:.0} ms",
+        lat[watchers / 2],
+        lat[watchers * 99 / 100],
+        lat[watchers - 1],
+        cpu * 1000.0
+    );
+    lat
+}
+
+/// User+system CPU seconds of this process's threads whose name starts with `prefix` (Linux).
+pub fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let mut total = 0.0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0.0))
+                .collect();
+            total += (f[11] + f[12]) / 100.0;
+        }
+    }
+    total
+}
