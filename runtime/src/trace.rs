@@ -99,9 +99,11 @@ pub fn traceparent_in_sql(sql: &str) -> Option<TraceParent> {
     None
 }
 
-/// A random id from a per-thread xorshift generator seeded from the clock, the thread and a counter
-/// (span ids need to be unique, not secret).
-pub fn random_id<const N: usize>() -> [u8; N] {
+/// A random non-zero `u64` from a per-thread xorshift generator seeded from the clock, the thread
+/// and a counter (span ids need to be unique, not secret). Never zero: the state never is, and
+/// multiplying by an odd constant is a bijection that keeps zero alone at zero.
+#[inline]
+pub fn random_u64() -> u64 {
     use std::cell::Cell;
     static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
     thread_local! {
@@ -112,18 +114,23 @@ pub fn random_id<const N: usize>() -> [u8; N] {
             (t ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)) | 1
         });
     }
-    let mut out = [0u8; N];
     STATE.with(|s| {
-        for chunk in out.chunks_mut(8) {
-            let mut x = s.get();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s.set(x);
-            let b = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-    });
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// A random id (never all zero; see [`random_u64`]).
+pub fn random_id<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(8) {
+        let b = random_u64().to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
     if out.iter().all(|b| *b == 0) {
         out[0] = 1;
     }
@@ -211,11 +218,16 @@ impl SpanRecord {
     ) -> SpanRecord {
         let (trace_id, parent_id) = match parent {
             Some(p) => (p.trace_id, p.span_id),
-            None => (random_id::<16>(), [0; 8]),
+            None => {
+                let mut t = [0u8; 16];
+                t[..8].copy_from_slice(&random_u64().to_le_bytes());
+                t[8..].copy_from_slice(&random_u64().to_le_bytes());
+                (t, [0; 8])
+            }
         };
         SpanRecord {
             trace_id,
-            span_id: random_id::<8>(),
+            span_id: random_u64().to_le_bytes(),
             parent_id,
             start,
             took,
@@ -405,7 +417,7 @@ impl Exporter {
         match self.settings.head_sample_percent {
             0 => false,
             100.. => true,
-            p => (u64::from_le_bytes(random_id::<8>()) % 10_000) < u64::from(p) * 100,
+            p => random_u64() % 10_000 < u64::from(p) * 100,
         }
     }
 
