@@ -174,7 +174,10 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
         ),
         Dest::Sized(s) => unwrap_dest(s.finish(r.bytes, metrics), r, metrics, traced),
         Dest::Whole(c, seq) => {
-            if !traced && let Some(t) = c.trace.get() {
+            if !traced
+                && let Some(t) = c.trace.get()
+                && r.untraced_spans
+            {
                 crate::trace::unsampled_reply(
                     t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
                 );
@@ -182,7 +185,10 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
             Dest::Whole(c, seq)
         }
         Dest::Part(c, seq, part) => {
-            if !traced && let Some(t) = c.trace.get() {
+            if !traced
+                && let Some(t) = c.trace.get()
+                && r.untraced_spans
+            {
                 crate::trace::unsampled_reply(
                     t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
                 );
@@ -201,6 +207,9 @@ struct ReplyFacts<'a> {
     took: Duration,
     bytes: usize,
     is_err: bool,
+    /// Whether a failed or slow reply that was not head-sampled is traced all the same: not on
+    /// the connections without reply timeouts (blocking commands, slow by design).
+    untraced_spans: bool,
 }
 
 /// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
@@ -842,6 +851,7 @@ impl BackendConn {
                 took,
                 bytes: n,
                 is_err,
+                untraced_spans: self.timeouts,
             };
             match unwrap_dest(entry.dest, &facts, &self.metrics, false) {
                 Dest::Whole(c, seq) => {
@@ -922,6 +932,7 @@ impl BackendConn {
                 took: e.start.elapsed(),
                 bytes: msg.len(),
                 is_err: true,
+                untraced_spans: self.timeouts,
             };
             let dest = unwrap_dest(e.dest, &facts, &self.metrics, false);
             if matches!(dest, Dest::Whole(..) | Dest::Part(..)) {
