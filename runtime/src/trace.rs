@@ -83,10 +83,17 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
 
 /// The `traceparent` of a sqlcommenter comment in `sql` (`/*traceparent='00-...-01'*/`, possibly
 /// among other `key='value'` pairs, values URL-encoded per sqlcommenter: `-` is never encoded).
+///
+/// Runs for every traced statement: a statement without a comment costs one `memchr` for `/`
+/// (a substring search for `/*` would set up a two-way searcher first).
 pub fn traceparent_in_sql(sql: &str) -> Option<TraceParent> {
     let mut rest = sql;
-    while let Some(open) = rest.find("/*") {
-        let body = &rest[open + 2..];
+    while let Some(slash) = rest.find('/') {
+        if rest.as_bytes().get(slash + 1) != Some(&b'*') {
+            rest = &rest[slash + 1..];
+            continue;
+        }
+        let body = &rest[slash + 2..];
         let close = body.find("*/")?;
         let comment = &body[..close];
         if let Some(at) = comment.find("traceparent='") {
@@ -757,6 +764,9 @@ mod tests {
         assert_eq!(traceparent_in_sql(&sql), parse_traceparent(TP));
         let sql = format!("/* other */ SELECT /*traceparent='{TP}'*/ 1");
         assert!(traceparent_in_sql(&sql).is_some());
+        let sql = format!("SELECT 4 / 2, 'a/b' /*traceparent='{TP}'*/");
+        assert_eq!(traceparent_in_sql(&sql), parse_traceparent(TP));
+        assert_eq!(traceparent_in_sql("SELECT 1 /"), None);
         assert_eq!(traceparent_in_sql("SELECT 'traceparent=''x'''"), None);
         assert_eq!(traceparent_in_sql("SELECT 1 /* traceparent='bad' */"), None);
         assert_eq!(
