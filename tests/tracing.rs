@@ -432,7 +432,8 @@ fn a_scatter_statement_has_a_child_span_per_shard() {
 }
 
 /// A Redis command split over servers (MSET over two shards) has a span per server part, each a child
-/// of the connection's `FURROW TRACEPARENT` context; a malformed context is refused.
+/// of the connection's `FURROW TRACEPARENT` context; a malformed context is refused. A failed command
+/// without a context is traced although nothing is head-sampled; a successful one is not.
 #[test]
 fn a_split_redis_command_has_a_span_per_server() {
     let r1 = testkit::RedisServer::start().expect("redis");
@@ -500,6 +501,36 @@ fn a_split_redis_command_has_a_span_per_server() {
         .collect();
     backends.sort_unstable();
     assert_eq!(backends, ["r1", "r2"], "{tree}");
+
+    // Without a context and at 0 % head sampling, a command is traced only when it fails: the
+    // failed INCR gets a root span with status error, the SET before it none.
+    assert_eq!(
+        common::redis_cli(redis, &["SET", "plain", "v"]),
+        "OK",
+        "the SET answers"
+    );
+    assert!(common::redis_cli(redis, &["INCR", "plain"]).contains("not an integer"));
+    let mut found = Json::Null;
+    wait_until(Duration::from_secs(15), || {
+        found = control.json("/v1/trace/search?service=furrow-proxy&operation=INCR&status=error");
+        found["traces"].as_array().is_some_and(|t| t.len() == 1)
+    });
+    let id = found["traces"][0]["trace_id"].as_str().unwrap().to_string();
+    let (_, body) = control.get(&format!("/v1/trace/traces/{id}"));
+    let tree: Json = serde_json::from_str(&body).unwrap();
+    let span = &tree["roots"][0];
+    assert_eq!(span["name"], "INCR", "{tree}");
+    assert_eq!(span["status"], "error", "{tree}");
+    assert!(span.get("parent_id").is_none(), "a root: {tree}");
+    let backend = span["attributes"]["furrow.backend"].as_str().unwrap();
+    assert_eq!(
+        span["attributes"]["peer.service"],
+        format!("redis:{backend}"),
+        "{tree}"
+    );
+    assert_eq!(span["attributes"]["client.address"], "127.0.0.1", "{tree}");
+    let sets = control.json("/v1/trace/search?service=furrow-proxy&operation=SET");
+    assert_eq!(sets["traces"].as_array().map(Vec::len), Some(0), "{sets}");
 }
 
 /// A proxy sending with an ingest-only token (a user whose only grant is level `none` with

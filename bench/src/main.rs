@@ -82,9 +82,9 @@ pub struct Opts {
     /// two executors, for Redis P16 and the MySQL point select only), twemproxy, predixy (Redis
     /// suites; built from source by `bench/peers/build.sh predixy`, "not measured" when absent),
     /// haproxy, client-shards; and, not run unless named: furrow-tls (redis and mysql suites: a
-    /// second Furrow with TLS on its listener, the clients using TLS) and furrow-traced (redis and
-    /// mysql suites: a second Furrow with `[tracing]` at 100 % sampling, exporting to a `furrow
-    /// control` the harness starts).
+    /// second Furrow with TLS on its listener, the clients using TLS), furrow-traced and
+    /// furrow-traced-1pct (redis and mysql suites: a second Furrow with `[tracing]` at 100 % or
+    /// 1 % head sampling, exporting to a `furrow control` the harness starts).
     #[arg(
         long,
         value_delimiter = ',',

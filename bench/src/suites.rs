@@ -436,13 +436,16 @@ fn redis_targets(
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
     }
-    if opts.wants(FURROW_TRACED) {
+    for (name, percent) in TRACED {
+        if !opts.wants(name) {
+            continue;
+        }
         let r = furrow_binary(opts).and_then(|bin| {
             let port = targets::furrow_port()?;
             let conf = targets::furrow_redis_config(port.addr(), &named);
-            start_furrow_traced(opts, &bin, dir, &conf, port, &Probe::Redis)
+            start_furrow_traced(opts, &bin, dir, &conf, port, &Probe::Redis, name, percent)
         });
-        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
+        ts.extend(start_or_fail(name, Role::Furrow, r, &mut failed));
     }
     if opts.wants("twemproxy") {
         let r = targets::start_twemproxy(dir, &named);
@@ -473,7 +476,10 @@ fn runs_load(target: &str, load: &str) -> bool {
 
 /// Whether target `t` is measured holding idle connections (the proxies, once each).
 fn idles(t: &Target) -> bool {
-    t.role != Role::Direct && t.name != FURROW_TLS && t.name != FURROW_2X && t.name != FURROW_TRACED
+    t.role != Role::Direct
+        && t.name != FURROW_TLS
+        && t.name != FURROW_2X
+        && TRACED.iter().all(|(n, _)| t.name != *n)
 }
 
 /// Starts Furrow with two executors (in its own folder) under the name [`FURROW_2X`].
@@ -492,12 +498,15 @@ fn start_furrow_2x(
     Ok(t)
 }
 
-/// The target name of Furrow with `[tracing]` at 100 % head sampling, exporting to a `furrow
-/// control` the harness starts (the same config as `furrow` otherwise; not in the default target
-/// list: name it with `--targets`). Measures the cost of tracing against `furrow` in the same run.
-const FURROW_TRACED: &str = "furrow-traced";
+/// The targets of Furrow with `[tracing]`, by name, with their head sampling percentage:
+/// `furrow-traced` at 100 %, `furrow-traced-1pct` at 1 %, each exporting to a `furrow control`
+/// the harness starts (the same config as `furrow` otherwise; not in the default target list:
+/// name them with `--targets`). They measure the cost of tracing against `furrow` in the same run.
+const TRACED: [(&str, u8); 2] = [("furrow-traced", 100), ("furrow-traced-1pct", 1)];
 
-/// Starts a span collector and a second Furrow exporting every span to it, in its own folder.
+/// Starts a span collector and a second Furrow exporting `percent` % of its spans to it (errors
+/// and slow statements always), in its own folder, as target `name`.
+#[allow(clippy::too_many_arguments)]
 fn start_furrow_traced(
     opts: &Opts,
     bin: &Path,
@@ -505,11 +514,13 @@ fn start_furrow_traced(
     conf: &str,
     port: testkit::PortLease,
     probe: &Probe,
+    name: &str,
+    percent: u8,
 ) -> Result<Target, String> {
-    let sub = dir.join(FURROW_TRACED);
+    let sub = dir.join(name);
     std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
     let collector = targets::start_collector(bin, &sub)?;
-    let conf = targets::with_tracing(conf, collector.addr);
+    let conf = targets::with_tracing(conf, collector.addr, percent);
     let mut t = targets::start_furrow(
         bin,
         &sub,
@@ -519,7 +530,7 @@ fn start_furrow_traced(
         probe,
         opts.callgrind,
     )?;
-    t.name = FURROW_TRACED.into();
+    t.name = name.into();
     t.collector = Some(collector);
     Ok(t)
 }
@@ -863,15 +874,18 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         });
         ts.extend(start_or_fail(FURROW_2X, Role::Furrow, r, &mut failed));
     }
-    if opts.wants(FURROW_TRACED) {
+    for (name, percent) in TRACED {
+        if !opts.wants(name) {
+            continue;
+        }
         let r = furrow_binary(opts).and_then(|bin| {
             let hashes = furrow_hashes(&bin, &password)?;
             let port = targets::furrow_port()?;
             let conf =
                 targets::furrow_mysql_config(port.addr(), db.addr(), &user, &password, &hashes);
-            start_furrow_traced(opts, &bin, &dir.0, &conf, port, &probe)
+            start_furrow_traced(opts, &bin, &dir.0, &conf, port, &probe, name, percent)
         });
-        ts.extend(start_or_fail(FURROW_TRACED, Role::Furrow, r, &mut failed));
+        ts.extend(start_or_fail(name, Role::Furrow, r, &mut failed));
     }
     if opts.wants("haproxy") {
         let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);

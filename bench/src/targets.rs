@@ -458,10 +458,10 @@ pub fn start_collector(bin: &Path, dir: &Path) -> Result<Collector, String> {
 }
 
 /// `config` with a `[tracing]` table exporting every span (100 % head sampling) to `collector`.
-pub fn with_tracing(config: &str, collector: SocketAddr) -> String {
+pub fn with_tracing(config: &str, collector: SocketAddr, sample_percent: u8) -> String {
     format!(
         "{config}\n[tracing]\nendpoint = \"http://{collector}\"\ntoken = \"{COLLECTOR_TOKEN}\"\n\
-         head_sample_percent = 100\n"
+         head_sample_percent = {sample_percent}\n"
     )
 }
 
@@ -581,7 +581,7 @@ mod tests {
         );
         assert!(m.contains("[users.u]\npassword_native = \"*AB\""));
         assert!(m.contains("primary = { name = \"db\", address = \"127.0.0.1:3307\" }"));
-        let traced = with_tracing(&r, addr(9100));
+        let traced = with_tracing(&r, addr(9100), 100);
         assert!(traced.starts_with(&r));
         assert!(traced.ends_with(
             "\n[tracing]\nendpoint = \"http://127.0.0.1:9100\"\ntoken = \"bench-collector-token\"\nhead_sample_percent = 100\n"

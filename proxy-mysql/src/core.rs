@@ -111,7 +111,7 @@ pub struct CoreCtx {
     /// Deny/allow rules, limits and the audit log's queue.
     pub(crate) ops: OpsCore,
     /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
-    pub(crate) trace: Option<Arc<runtime::trace::Exporter>>,
+    pub(crate) trace: Option<crate::trace::CoreTrace>,
     /// Idle logged-in primary connections for `furrow_lock` (see `crate::lock`).
     pub(crate) lock_idle: crate::lock::IdleLocks,
 }
@@ -124,7 +124,8 @@ impl CoreCtx {
         c.trace = shared
             .registries
             .get::<runtime::trace::TraceHub>()
-            .exporter(&shared.snapshots.current().config);
+            .exporter(&shared.snapshots.current().config)
+            .map(crate::trace::CoreTrace::new);
         Rc::new(c)
     }
 

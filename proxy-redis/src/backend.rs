@@ -76,9 +76,17 @@ pub struct ServerInfo {
     pub password: Option<String>,
     /// TLS to the server (the group's `tls`), None: plain TCP.
     pub tls: Option<router::config::BackendTls>,
+    /// Its names in spans, made by the first traced command (see [`ServerInfo::trace_names`]).
+    pub trace_names: std::cell::OnceCell<runtime::trace::PeerNames>,
 }
 
 impl ServerInfo {
+    /// The server's `furrow.backend` and `peer.service` (`redis:NAME`), made once.
+    pub fn trace_names(&self) -> &runtime::trace::PeerNames {
+        self.trace_names
+            .get_or_init(|| runtime::trace::PeerNames::new("redis", &self.name))
+    }
+
     /// The error a client gets for a command this server cannot serve.
     pub fn unavailable(&self, why: BackendFailure) -> Error {
         Error::BackendUnavailable {
@@ -152,32 +160,56 @@ impl SizedReply {
 }
 
 /// The destination inside the wrappers (traced, reply size sampled) after doing what each is for;
-/// any other as it is. The common, unwrapped case costs one `match`.
+/// any other as it is. The common, unwrapped case costs one `match`; with `[tracing]`, a client
+/// destination that was not wrapped (its command not head-sampled) is checked for a failed or
+/// slow reply, which is traced all the same (see `crate::trace::unsampled_reply`).
 #[inline]
-fn unwrap_dest(
-    dest: Dest,
-    took: Duration,
-    reply_bytes: usize,
-    is_err: bool,
-    metrics: &CoreMetrics,
-) -> Dest {
+fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bool) -> Dest {
     match dest {
         d @ Dest::Traced(_) => unwrap_dest(
-            crate::trace::unwrap(d, took, reply_bytes, is_err),
-            took,
-            reply_bytes,
-            is_err,
+            crate::trace::unwrap(d, r.start, r.took, r.bytes, r.is_err),
+            r,
             metrics,
+            true,
         ),
-        Dest::Sized(s) => unwrap_dest(
-            s.finish(reply_bytes, metrics),
-            took,
-            reply_bytes,
-            is_err,
-            metrics,
-        ),
+        Dest::Sized(s) => unwrap_dest(s.finish(r.bytes, metrics), r, metrics, traced),
+        Dest::Whole(c, seq) => {
+            if !traced
+                && let Some(t) = c.trace.get()
+                && r.untraced_spans
+            {
+                crate::trace::unsampled_reply(
+                    t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
+                );
+            }
+            Dest::Whole(c, seq)
+        }
+        Dest::Part(c, seq, part) => {
+            if !traced
+                && let Some(t) = c.trace.get()
+                && r.untraced_spans
+            {
+                crate::trace::unsampled_reply(
+                    t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
+                );
+            }
+            Dest::Part(c, seq, part)
+        }
         d => d,
     }
+}
+
+/// What the reply path knows of a reply when it unwraps its destination.
+struct ReplyFacts<'a> {
+    cmd: &'static str,
+    server: &'a ServerInfo,
+    start: Instant,
+    took: Duration,
+    bytes: usize,
+    is_err: bool,
+    /// Whether a failed or slow reply that was not head-sampled is traced all the same: not on
+    /// the connections without reply timeouts (blocking commands, slow by design).
+    untraced_spans: bool,
 }
 
 /// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
@@ -225,7 +257,7 @@ fn deliver_error(dest: Dest, msg: &[u8]) {
         }
         Dest::Then(t) => deliver_error(t.dest, msg),
         d @ Dest::Traced(_) => deliver_error(
-            crate::trace::unwrap(d, Duration::ZERO, msg.len(), true),
+            crate::trace::unwrap(d, Instant::now(), Duration::ZERO, msg.len(), true),
             msg,
         ),
         Dest::Sized(s) => deliver_error(s.dest, msg),
@@ -812,7 +844,16 @@ impl BackendConn {
             };
             let took = now.saturating_duration_since(entry.start);
             self.metrics.reply(entry.cmd, took, n, is_err);
-            match unwrap_dest(entry.dest, took, n, is_err, &self.metrics) {
+            let facts = ReplyFacts {
+                cmd: entry.cmd,
+                server: &self.server,
+                start: entry.start,
+                took,
+                bytes: n,
+                is_err,
+                untraced_spans: self.timeouts,
+            };
+            match unwrap_dest(entry.dest, &facts, &self.metrics, false) {
                 Dest::Whole(c, seq) => {
                     c.q.borrow_mut().deliver(seq, frame);
                     c.wake.notify();
@@ -884,7 +925,16 @@ impl BackendConn {
             sink.wake.notify();
         }
         for e in entries {
-            let dest = unwrap_dest(e.dest, e.start.elapsed(), msg.len(), true, &self.metrics);
+            let facts = ReplyFacts {
+                cmd: e.cmd,
+                server: &self.server,
+                start: e.start,
+                took: e.start.elapsed(),
+                bytes: msg.len(),
+                is_err: true,
+                untraced_spans: self.timeouts,
+            };
+            let dest = unwrap_dest(e.dest, &facts, &self.metrics, false);
             if matches!(dest, Dest::Whole(..) | Dest::Part(..)) {
                 self.metrics
                     .reply(e.cmd, e.start.elapsed(), msg.len(), true);

@@ -100,6 +100,7 @@ impl ClusterState {
                 username: self.group.username.clone(),
                 password: self.group.password.clone(),
                 tls: self.group.tls.clone(),
+                trace_names: std::cell::OnceCell::new(),
             }),
             conns: HashMap::new(),
         });

@@ -135,7 +135,7 @@ pub async fn serve(ctx: ListenerCtx) {
             .registries
             .get::<runtime::trace::TraceHub>()
             .exporter(config),
-        trace_listener: Rc::from(name.as_str()),
+        trace_listener: Arc::from(name.as_str()),
     });
     // Publish metrics periodically.
     let m2 = metrics.clone();

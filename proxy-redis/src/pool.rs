@@ -142,6 +142,7 @@ impl Pool {
                 username: group.username.clone(),
                 password: group.password.clone(),
                 tls: group.tls.clone(),
+                trace_names: std::cell::OnceCell::new(),
             })
         };
         let mut servers: Vec<Rc<ServerInfo>> = Vec::with_capacity(group.servers.len());

@@ -20,6 +20,9 @@ pub struct Client {
     pub q: RefCell<ReplyQueue>,
     /// Woken when bytes were added to the output (or other session events).
     pub wake: std::rc::Rc<LocalNotify>,
+    /// What the spans of the connection share, with `[tracing]` (see `crate::trace`): the reply
+    /// path makes the span of a command that was not head-sampled if it failed or was slow.
+    pub trace: std::cell::OnceCell<std::rc::Rc<crate::trace::ConnTrace>>,
 }
 
 impl Client {
@@ -28,6 +31,7 @@ impl Client {
         Self {
             q: RefCell::new(ReplyQueue::new(version)),
             wake: std::rc::Rc::default(),
+            trace: std::cell::OnceCell::new(),
         }
     }
 }

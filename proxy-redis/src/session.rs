@@ -19,7 +19,7 @@ use runtime::{BackendRegistry, ListenerStats, LocalSnapshot};
 use tokio::net::TcpStream;
 
 use crate::acl;
-use crate::backend::{BackendConn, Dest, Mode, PushSink};
+use crate::backend::{BackendConn, Dest, Mode, PushSink, ServerInfo};
 use crate::blocking::{self, Blocker, Gate};
 use crate::error::Error;
 use crate::metrics::CoreMetrics;
@@ -122,7 +122,7 @@ pub struct CoreCtx {
     /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
     pub trace: Option<Arc<runtime::trace::Exporter>>,
     /// The listener name, shared by the spans of its commands.
-    pub trace_listener: Rc<str>,
+    pub trace_listener: Arc<str>,
 }
 
 impl CoreCtx {
@@ -323,11 +323,19 @@ impl Session {
     /// A new session for an accepted connection.
     pub fn new(core: Rc<CoreCtx>, id: u64, peer: SocketAddr) -> Self {
         let authed = core.users.borrow().is_empty();
+        let client = Rc::new(Client::new(RespVersion::Resp2));
+        if let Some(t) = &core.trace {
+            let _ = client.trace.set(crate::trace::ConnTrace::new(
+                t,
+                &core.trace_listener,
+                peer.ip(),
+            ));
+        }
         Self {
             tls: None,
             id,
             core,
-            client: Rc::new(Client::new(RespVersion::Resp2)),
+            client,
             peer,
             db: 0,
             resp3: false,
@@ -692,7 +700,7 @@ impl Session {
             dest = crate::backend::SizedReply::wrap(dest, key);
         }
         if self.core.trace.is_some() {
-            dest = self.traced(dest, name, &conn.server.name);
+            dest = self.traced(dest, name, &conn.server);
         }
         if let Err(e) = conn.send(raw, [dest], self.now, name) {
             self.fail_seq(seq, &e, name);
@@ -943,17 +951,20 @@ impl Session {
 
     /// `dest` wrapped so that its command (or its part on `server`) is traced (see `crate::trace`).
     #[cold]
-    fn traced(&self, dest: Dest, name: &'static str, server: &str) -> Dest {
-        match &self.core.trace {
-            Some(t) => crate::trace::wrap(
-                dest,
-                t,
-                self.trace_parent,
-                name,
-                &self.core.trace_listener,
-                self.peer.ip(),
-                server,
-            ),
+    ///
+    /// Only a command that is head-sampled or has a caller's context is wrapped: one that is
+    /// neither travels as it is, and its reply path makes a root span only if it failed or was
+    /// slow (`crate::trace::unsampled_reply`) — no allocation for the commands not traced.
+    fn traced(&self, dest: Dest, name: &'static str, server: &Rc<ServerInfo>) -> Dest {
+        let Some(c) = self.client.trace.get() else {
+            return dest;
+        };
+        match self.trace_parent {
+            Some(p) => {
+                let sampled = p.sampled || c.head_sampled();
+                crate::trace::wrap(dest, c, Some(p), sampled, name, server)
+            }
+            None if c.head_sampled() => crate::trace::wrap(dest, c, None, true, name, server),
             None => dest,
         }
     }
@@ -1251,7 +1262,7 @@ impl Session {
             Some(conn) => {
                 let mut dest = Dest::Part(self.client.clone(), seq, part);
                 if self.core.trace.is_some() {
-                    dest = self.traced(dest, name, &conn.server.name);
+                    dest = self.traced(dest, name, &conn.server);
                 }
                 conn.send(raw, [dest], self.now, name)
             }

@@ -287,63 +287,139 @@ fn any_value(buf: &[u8]) -> Result<Value, OtlpError> {
 pub fn encode_export(resources: &[ResourceSpans], scope: &str) -> Vec<u8> {
     let mut w = Writer::default();
     for rs in resources {
-        w.message(1, |w| {
-            w.message(1, |w| {
-                for a in &rs.resource {
-                    w.message(1, |w| encode_attr(w, a));
-                }
-            });
-            w.message(2, |w| {
-                w.message(1, |w| w.bytes(1, scope.as_bytes()));
-                for s in &rs.spans {
-                    w.message(2, |w| encode_span(w, s));
-                }
-            });
+        encode_resource_spans(&mut w, &rs.resource, scope, |w| {
+            for s in &rs.spans {
+                w.message(2, |w| encode_span(w, s));
+            }
         });
     }
     w.buf
 }
 
+/// Appends one `ResourceSpans` (field 1 of the request) with its resource attributes and one scope
+/// named `scope`, whose spans `spans` writes: each as `w.message(2, ...)` of its fields
+/// ([`encode_span_head`], attributes by [`encode_attr_str`] / [`encode_attr_int`],
+/// [`encode_span_tail`]). For senders that keep spans in their own form and encode them straight
+/// into the batch (the proxies' exporter), with the resource and scope written once.
+pub fn encode_resource_spans(
+    w: &mut Writer,
+    resource: &[Attr],
+    scope: &str,
+    spans: impl FnOnce(&mut Writer),
+) {
+    w.message(1, |w| {
+        w.message(1, |w| {
+            for a in resource {
+                w.message(1, |w| encode_attr(w, a));
+            }
+        });
+        w.message(2, |w| {
+            w.message(1, |w| w.bytes(1, scope.as_bytes()));
+            spans(w);
+        });
+    });
+}
+
+/// The fields of a span that come before its attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanHead<'a> {
+    /// 16-byte trace id.
+    pub trace_id: &'a [u8; 16],
+    /// 8-byte span id.
+    pub span_id: &'a [u8; 8],
+    /// The parent's span id; all zero for a root.
+    pub parent_id: &'a [u8; 8],
+    /// Operation name.
+    pub name: &'a [u8],
+    /// SpanKind (see [`Span::kind`]).
+    pub kind: u8,
+    /// Start, ns since the epoch.
+    pub start_ns: u64,
+    /// End, ns since the epoch.
+    pub end_ns: u64,
+}
+
+/// Writes a span's ids, name, kind and times (fields 1-8).
+pub fn encode_span_head(w: &mut Writer, h: &SpanHead<'_>) {
+    w.bytes(1, h.trace_id);
+    w.bytes(2, h.span_id);
+    if *h.parent_id != [0; 8] {
+        w.bytes(4, h.parent_id);
+    }
+    w.bytes(5, h.name);
+    w.uint(6, u64::from(h.kind));
+    w.fixed64(7, h.start_ns);
+    w.fixed64(8, h.end_ns);
+}
+
+/// Writes a span's dropped-attribute count and status (fields 10 and 15; the status only when set).
+pub fn encode_span_tail(w: &mut Writer, dropped_attrs: u32, status: u8, message: &[u8]) {
+    w.uint(10, u64::from(dropped_attrs));
+    if status != 0 || !message.is_empty() {
+        w.message(15, |w| {
+            w.bytes(2, message);
+            w.uint(3, u64::from(status));
+        });
+    }
+}
+
 /// Encodes one span's fields (the body of a `Span` message).
 pub fn encode_span(w: &mut Writer, s: &Span) {
-    w.bytes(1, &s.trace_id);
-    w.bytes(2, &s.span_id);
-    if s.parent_id != [0; 8] {
-        w.bytes(4, &s.parent_id);
-    }
-    w.bytes(5, s.name.as_bytes());
-    w.uint(6, u64::from(s.kind));
-    w.fixed64(7, s.start_ns);
-    w.fixed64(8, s.end_ns);
+    encode_span_head(
+        w,
+        &SpanHead {
+            trace_id: &s.trace_id,
+            span_id: &s.span_id,
+            parent_id: &s.parent_id,
+            name: s.name.as_bytes(),
+            kind: s.kind,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+        },
+    );
     for a in &s.attrs {
         w.message(9, |w| encode_attr(w, a));
     }
-    w.uint(10, u64::from(s.dropped_attrs));
-    if s.status != 0 || !s.status_message.is_empty() {
-        w.message(15, |w| {
-            w.bytes(2, s.status_message.as_bytes());
-            w.uint(3, u64::from(s.status));
-        });
-    }
+    encode_span_tail(w, s.dropped_attrs, s.status, s.status_message.as_bytes());
+}
+
+/// Writes a string attribute of a span (field 9), `value` being UTF-8.
+pub fn encode_attr_str(w: &mut Writer, key: &str, value: &[u8]) {
+    w.message(9, |w| {
+        w.bytes(1, key.as_bytes());
+        w.message(2, |w| string_value(w, value));
+    });
+}
+
+/// Writes an integer attribute of a span (field 9).
+pub fn encode_attr_int(w: &mut Writer, key: &str, value: i64) {
+    w.message(9, |w| {
+        w.bytes(1, key.as_bytes());
+        w.message(2, |w| int_value(w, value));
+    });
+}
+
+// An empty string is still a string value: the field is written even when empty.
+fn string_value(w: &mut Writer, s: &[u8]) {
+    w.key(1, LEN);
+    w.varint(s.len() as u64);
+    w.buf.extend_from_slice(s);
+}
+
+fn int_value(w: &mut Writer, i: i64) {
+    w.key(3, VARINT);
+    w.varint(i as u64);
 }
 
 fn encode_attr(w: &mut Writer, (k, v): &Attr) {
     w.bytes(1, k.as_bytes());
     w.message(2, |w| match v {
-        Value::Str(s) => {
-            // An empty string is still a string value: write the field even when empty.
-            w.key(1, LEN);
-            w.varint(s.len() as u64);
-            w.buf.extend_from_slice(s.as_bytes());
-        }
+        Value::Str(s) => string_value(w, s.as_bytes()),
         Value::Bool(b) => {
             w.key(2, VARINT);
             w.varint(u64::from(*b));
         }
-        Value::Int(i) => {
-            w.key(3, VARINT);
-            w.varint(*i as u64);
-        }
+        Value::Int(i) => int_value(w, *i),
         Value::Double(d) => {
             w.key(4, FIXED64);
             w.buf.extend_from_slice(&d.to_bits().to_le_bytes());
@@ -411,6 +487,39 @@ mod tests {
             decode_export(&w.buf),
             Err(OtlpError::WrongType(_))
         ));
+    }
+
+    #[test]
+    fn spans_written_field_by_field_match_encode_span() {
+        let rs = sample();
+        let s = &rs.spans[0];
+        let mut w = Writer::default();
+        encode_resource_spans(&mut w, &rs.resource, "furrow", |w| {
+            w.message(2, |w| {
+                encode_span_head(
+                    w,
+                    &SpanHead {
+                        trace_id: &s.trace_id,
+                        span_id: &s.span_id,
+                        parent_id: &s.parent_id,
+                        name: s.name.as_bytes(),
+                        kind: s.kind,
+                        start_ns: s.start_ns,
+                        end_ns: s.end_ns,
+                    },
+                );
+                encode_attr_int(w, "db.rows", -4);
+                encode_attr_str(w, "empty", b"");
+                encode_span_tail(w, 0, s.status, s.status_message.as_bytes());
+            });
+        });
+        let mut want = rs.clone();
+        want.spans[0].attrs = vec![
+            ("db.rows".into(), Value::Int(-4)),
+            ("empty".into(), Value::Str(String::new())),
+        ];
+        assert_eq!(w.buf, encode_export(&[want.clone()], "furrow"));
+        assert_eq!(decode_export(&w.buf).unwrap(), vec![want]);
     }
 
     #[test]

@@ -289,7 +289,17 @@ impl Session {
         }
         self.audit(g, sql, d, &ran.server, started, rows, error);
         if let Some(t) = &self.info.core.trace {
-            self.trace(t, g, sql, d, ran, rows, end.map_or(0, |o| o.bytes), error);
+            self.trace(
+                t,
+                g,
+                sql,
+                d,
+                started,
+                ran,
+                rows,
+                end.map_or(0, |o| o.bytes),
+                error,
+            );
         }
     }
 
@@ -298,10 +308,11 @@ impl Session {
     #[cold]
     fn trace(
         &self,
-        t: &runtime::trace::Exporter,
+        t: &crate::trace::CoreTrace,
         g: &MysqlGroup,
         sql: &str,
         d: &Digest,
+        started: Instant,
         ran: &Ran,
         rows: u64,
         bytes: u64,
@@ -317,6 +328,7 @@ impl Session {
                 backend: &ran.server,
                 sql,
                 digest: d,
+                start: started,
                 took: ran.took,
                 rows,
                 bytes,

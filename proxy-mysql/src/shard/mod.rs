@@ -296,6 +296,7 @@ pub(crate) fn ops_done(
                     backend: SHARDS_BACKEND,
                     sql,
                     digest: &d,
+                    start: gate.started,
                     took,
                     rows,
                     bytes: reply.len() as u64,
@@ -308,7 +309,7 @@ pub(crate) fn ops_done(
 }
 
 /// The backend named in slow-log and audit records of sharded statements.
-const SHARDS_BACKEND: &str = "shards";
+pub(crate) const SHARDS_BACKEND: &str = "shards";
 
 /// Queues an audit record when the group has an audit log (`crate::ops::audit`).
 #[allow(clippy::too_many_arguments)]
