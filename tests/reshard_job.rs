@@ -18,8 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{FurrowProcess, redis_cli};
+use common::{
+    ControlCenter, FurrowProcess, Process, api_call, config_generation, redis_cli,
+    spawn_config_source_proxy, wait_until,
+};
 use proxy_mysql::shard::reshard::Table;
+use serde_json::json;
 
 /// Rows before the reshard.
 const ROWS: i64 = 3000;
@@ -72,14 +76,29 @@ fn setup() -> Setup {
 
 /// Two servers, the proxy (with `env`), `orders` and `orders_v2` created, `rows` rows in `orders`.
 fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
-    let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
-    dbs[0].sql("CREATE DATABASE app_0").expect("schema");
-    dbs[1].sql("CREATE DATABASE app_1").expect("schema");
     let (admin, metrics, listen) = (
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
     );
+    let (dbs, cfg) = servers_and_config(admin.port(), metrics.port(), listen.port());
+    let proxy = FurrowProcess::start_env(&cfg, admin.port(), env);
+    let listen = listen.port();
+    create_and_fill(listen, rows);
+    Setup {
+        dbs,
+        proxy,
+        admin: admin.port(),
+        listen,
+    }
+}
+
+/// Two servers with a schema each, and the proxy's config over them (admin, metrics and listener
+/// ports given).
+fn servers_and_config(admin: u16, metrics: u16, listen: u16) -> (Vec<testkit::MariaDb>, String) {
+    let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
+    dbs[0].sql("CREATE DATABASE app_0").expect("schema");
+    dbs[1].sql("CREATE DATABASE app_1").expect("schema");
     let group = |name: &str, db: &testkit::MariaDb| {
         format!(
             "[mysql_groups.{name}]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"{name}p\", address = \"{}\" }}\n\n",
@@ -98,14 +117,17 @@ fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
          [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{{0..3}}\"\n\n\
          [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{{0..7}}\"\n\n\
          [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
-        admin.port(),
-        metrics.port(),
-        listen.port(),
+        admin,
+        metrics,
+        listen,
         group("g0", &dbs[0]),
         group("g1", &dbs[1]),
     );
-    let proxy = FurrowProcess::start_env(&cfg, admin.port(), env);
-    let listen = listen.port();
+    (dbs, cfg)
+}
+
+/// `orders` and `orders_v2` created through the listener, `rows` rows in `orders`.
+fn create_and_fill(listen: u16, rows: i64) {
     for t in ["orders", "orders_v2"] {
         mariadb(
             listen,
@@ -128,12 +150,6 @@ fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
             ),
         )
         .expect("insert");
-    }
-    Setup {
-        dbs,
-        proxy,
-        admin: admin.port(),
-        listen,
     }
 }
 
@@ -985,4 +1001,136 @@ fn reshard_interrupted_by_a_restart_can_be_aborted() {
         proxy_rows(s.listen).get(&900_002),
         Some(&(2, "after abort".to_string()))
     );
+}
+
+/// The same reshard on a proxy configured from the center (`furrow proxy --config-source`): the
+/// marks, the cut-over's switch and CONFIRM's rule are published in the namespace's `config` item
+/// (comments kept) and the progress file lies next to the proxy's snapshot file. A draft with
+/// other unpublished changes refuses the start.
+#[test]
+fn reshard_center_configured_proxy_under_writes_then_confirm() {
+    const TOKEN: &str = "reshard-center-admin";
+    let (cport, admin, metrics, listen) = (
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+        testkit::reserve_port().expect("port"),
+    );
+    let (cport, admin, listen) = (cport.port(), admin.port(), listen.port());
+    let (dbs, cfg) = servers_and_config(admin, metrics.port(), listen);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _control = ControlCenter::start_with(dir.path(), cport, TOKEN, &[]);
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api_call(cport, TOKEN, method, path, body)
+    };
+    api("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api("POST", "/v1/apps/shop/namespaces", Some(json!({"name": "db"})));
+    let nsp = "/v1/apps/shop/envs/DEV/clusters/default/namespaces/db";
+    api(
+        "PUT",
+        &format!("{nsp}/items/config"),
+        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
+    );
+    api("POST", &format!("{nsp}/publish"), Some(json!({"message": "first"})));
+    let snapshot = dir.path().join("proxy-snapshot.json");
+    let _proxy = Process(spawn_config_source_proxy(
+        &format!(
+            "http://127.0.0.1:{cport}/shop/DEV/default/db?instance=p1&snapshot={}",
+            snapshot.display()
+        ),
+        TOKEN,
+        &dir.path().join("proxy.log"),
+    ));
+    wait_until(Duration::from_secs(20), || {
+        config_generation(admin) == Some(1)
+    });
+    create_and_fill(listen, ROWS);
+    let item_text = || {
+        api("GET", &format!("{nsp}/items/config"), None)["value"]["value"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // Refused while the namespace has a draft change (the proxy's publish would release it).
+    api(
+        "PUT",
+        &format!("{nsp}/items/note"),
+        Some(json!({"value": {"type": "string", "value": "half-done"}})),
+    );
+    let refused = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(
+        refused.contains("the namespace has unpublished changes (note)"),
+        "{refused}"
+    );
+    api("DELETE", &format!("{nsp}/items/note"), None);
+
+    let load = start_load(listen);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "40",
+        ],
+    );
+    assert!(started.contains("reshard of `orders` started"), "{started}");
+    let progress = dir.path().join("proxy-snapshot.json.reshard-state");
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    println!("{cut}");
+    assert!(
+        field(&cut, "last verify").contains("with writes paused")
+            && field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    println!("cut-over pause (center): {} ms", pause_ms(&cut));
+    let text = item_text();
+    assert!(
+        text.contains("reshard_to = \"orders_v2\"\nreshard_phase = \"cutover\"")
+            && text.contains("# the table being resharded"),
+        "{text}"
+    );
+    let saved = std::fs::read_to_string(&progress).expect("progress file");
+    assert!(saved.contains("phase = \"cutover\""), "{saved}");
+
+    std::thread::sleep(Duration::from_millis(800));
+    let acked = load.acked.load(Relaxed);
+    let model = stop_load(load);
+    assert!(acked > 50, "the load did not run: {acked}");
+    assert_eq!(layout_rows(&dbs, &names("orders_v2_", 8)), model, "new layout");
+    assert_eq!(layout_rows(&dbs, &names("orders_", 4)), model, "old layout");
+    assert_eq!(proxy_rows(listen), model, "reads through the listener");
+
+    assert!(redis_cli(admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    let done = wait_phase(admin, "Confirmed", Duration::from_secs(20));
+    assert!(done.contains("done (confirmed)"), "{done}");
+    let text = item_text();
+    assert!(!text.contains("reshard_"), "{text}");
+    assert!(
+        text.contains("# the table being resharded\n[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{0..7}\""),
+        "{text}"
+    );
+    assert!(!progress.exists(), "the progress file is left");
+    // The namespace's releases: the first, then mark, cut-over and confirm, each alone.
+    let diff = api("GET", &format!("{nsp}/diff"), None);
+    assert!(
+        ["added", "removed", "changed"]
+            .iter()
+            .all(|k| diff[*k].as_object().is_none_or(|o| o.is_empty())),
+        "{diff}"
+    );
+    mariadb(
+        listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert_eq!(layout_rows(&dbs, &names("orders_v2_", 8)), after);
+    assert_eq!(layout_rows(&dbs, &names("orders_", 4)), model);
 }
