@@ -1216,8 +1216,7 @@ fn edit_config(
             .find(|t| t.name.eq_ignore_ascii_case(table))
             .is_some_and(|t| match edit {
                 Edit::Mark(to, phase) => {
-                    t.reshard_to.as_deref() == Some(to)
-                        && t.reshard_phase.as_deref() == Some(phase)
+                    t.reshard_to.as_deref() == Some(to) && t.reshard_phase.as_deref() == Some(phase)
                 }
                 Edit::Unmark | Edit::Confirm(_) => t.reshard_to.is_none(),
             })

@@ -1024,14 +1024,22 @@ fn reshard_center_configured_proxy_under_writes_then_confirm() {
         api_call(cport, TOKEN, method, path, body)
     };
     api("POST", "/v1/apps", Some(json!({"name": "shop"})));
-    api("POST", "/v1/apps/shop/namespaces", Some(json!({"name": "db"})));
+    api(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "db"})),
+    );
     let nsp = "/v1/apps/shop/envs/DEV/clusters/default/namespaces/db";
     api(
         "PUT",
         &format!("{nsp}/items/config"),
         Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
     );
-    api("POST", &format!("{nsp}/publish"), Some(json!({"message": "first"})));
+    api(
+        "POST",
+        &format!("{nsp}/publish"),
+        Some(json!({"message": "first"})),
+    );
     let snapshot = dir.path().join("proxy-snapshot.json");
     let _proxy = Process(spawn_config_source_proxy(
         &format!(
@@ -1102,7 +1110,11 @@ fn reshard_center_configured_proxy_under_writes_then_confirm() {
     let acked = load.acked.load(Relaxed);
     let model = stop_load(load);
     assert!(acked > 50, "the load did not run: {acked}");
-    assert_eq!(layout_rows(&dbs, &names("orders_v2_", 8)), model, "new layout");
+    assert_eq!(
+        layout_rows(&dbs, &names("orders_v2_", 8)),
+        model,
+        "new layout"
+    );
     assert_eq!(layout_rows(&dbs, &names("orders_", 4)), model, "old layout");
     assert_eq!(proxy_rows(listen), model, "reads through the listener");
 
