@@ -731,6 +731,26 @@ mod tests {
                 "retries",
             ),
             (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "proxy:7001", "sharding": "app", "table": "t", "rule": "t2"}}),
+                "kind/admin",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t x", "rule": "t2"}}),
+                "kind/table",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2", "batch": 0}}),
+                "kind/batch",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2"}, "items": [{}, {}]}),
+                "items",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "shell", "command": "x"}, "map": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2"}}),
+                "map",
+            ),
+            (
                 serde_json::json!({"app": "shop", "kind": {"type": "shell", "command": "x"}, "after": ["a b"]}),
                 "after/0",
             ),
