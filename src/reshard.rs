@@ -1221,12 +1221,15 @@ fn edit_config(
                 Edit::Unmark | Edit::Confirm(_) => t.reshard_to.is_none(),
             })
     };
-    store.edit(
+    let t0 = Instant::now();
+    let r = store.edit(
         control,
         &what,
         |text| edit_text(text, sharding, table, edit),
         applied,
-    )
+    );
+    tracing::info!(step = %what, ms = t0.elapsed().as_secs_f64() * 1e3, ok = r.is_ok(), "reshard config edit");
+    r
 }
 
 /// The keys of a table entry that make its rule (copied by CONFIRM).

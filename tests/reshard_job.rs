@@ -1152,11 +1152,11 @@ fn reshard_center_configured_proxy_under_writes_then_confirm() {
     let model = stop_load(load);
     assert!(acked > 50, "the load did not run: {acked}");
     assert_eq!(
-        layout_rows(&dbs, &names("orders_v2_", 8)),
+        layout_rows(dbs, &names("orders_v2_", 8)),
         model,
         "new layout"
     );
-    assert_eq!(layout_rows(&dbs, &names("orders_", 4)), model, "old layout");
+    assert_eq!(layout_rows(dbs, &names("orders_", 4)), model, "old layout");
     assert_eq!(proxy_rows(listen), model, "reads through the listener");
 
     assert!(redis_cli(admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
