@@ -959,6 +959,7 @@ fn copy_all(
             return Ok(None);
         }
         let after = *lock(&job.after);
+        tracing::info!(table = %job.table, partition = p, after = ?after, "reshard copying");
         let mut last = Instant::now();
         let base_rows = job.rows.load(Relaxed);
         let (old, new) = (&mut w.old, &mut w.new);
