@@ -8,7 +8,9 @@
 //! transaction, DDL. A larger table measures the cut-over's pause with the whole table verified
 //! under it and with only what changed since the last pass; a lost dual write (a test failpoint)
 //! fails the cut-over and RESUME repairs it; a proxy killed mid-copy resumes from its progress
-//! file.
+//! file. A proxy configured from a real `furrow control` reshards the same way, its config edits
+//! published in the namespace's item, and resumes after a kill from the progress file next to its
+//! snapshot file.
 
 mod common;
 
