@@ -131,6 +131,7 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
     // The proxy's error metrics are the health signal of rolling publishes: the sums of every listener's
     // request and error counters, read by the client every `health_interval`.
     let mut options = source.options;
+    let snapshot = options.snapshot.clone();
     let api = Arc::new(control::client::ApiClient::new(
         &options.server,
         options.token.as_deref(),
@@ -201,6 +202,7 @@ fn start_from_center(url: &str, executors: Option<usize>) -> io::Result<Running>
             origin,
             api,
             ns_path,
+            snapshot,
         },
         executors,
     )?;
@@ -270,6 +272,8 @@ pub enum ConfigSource {
         api: Arc<control::client::ApiClient>,
         /// `/v1/apps/APP/envs/ENV/clusters/CLUSTER/namespaces/NS`: the namespace the proxy follows.
         ns_path: String,
+        /// The local snapshot file (`snapshot=PATH`), if any: `RESHARD` keeps its progress next to it.
+        snapshot: Option<PathBuf>,
     },
 }
 

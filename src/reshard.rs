@@ -1,13 +1,17 @@
 //! `RESHARD ...` on the admin port: online resharding of a MySQL sharded table (docs/sharding.md,
 //! "Resharding"). `RESHARD PLAN` is the dry run; `RESHARD START` runs the job on a thread of its
-//! own (one per process): it marks the table as resharding in the config file (`reshard_to`,
-//! `reshard_phase = "copy"`, edited with `toml_edit`) and reloads, so every core dual-writes the
-//! table (`proxy_mysql::shard::dual`); copies each old partition in batches; verifies; then cuts
-//! over: pauses the table's writes at the proxy, verifies again with no write running, switches
-//! the file to `reshard_phase = "cutover"` (the new layout serves, writes still reach both) and
-//! resumes. `RESHARD CONFIRM` writes the new rule into the table's entry and ends the dual writes;
-//! `RESHARD ABORT` before that removes the marks (the old layout, kept current, serves again).
-//! The phases and which command each accepts are `router::sql::shard::reshard::Phase`.
+//! own (one per process): it marks the table as resharding in the config (`reshard_to`,
+//! `reshard_phase = "copy"`, edited with `toml_edit`) and waits until the proxy runs it, so every
+//! core dual-writes the table (`proxy_mysql::shard::dual`); copies each old partition in batches;
+//! verifies; then cuts over: pauses the table's writes at the proxy, verifies again with no write
+//! running, switches the config to `reshard_phase = "cutover"` (the new layout serves, writes still
+//! reach both) and resumes. `RESHARD CONFIRM` writes the new rule into the table's entry and ends
+//! the dual writes; `RESHARD ABORT` before that removes the marks (the old layout, kept current,
+//! serves again). The phases and which command each accepts are
+//! `router::sql::shard::reshard::Phase`.
+//!
+//! Every edit goes through [`ConfigStore`]: the config file (written, reloaded) or, for a proxy
+//! configured from the center, the namespace's document item (edited, published, applied).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use router::sql::shard::dirty::{Dirty, KeyShape};
 use router::sql::shard::reshard::{self as rs, Layout, PartStats, Phase, plan};
 use router::sql::shard::{ShardingRules, TableRule};
 
+use crate::config_store::ConfigStore;
 use crate::proxy::{ConfigSource, Control};
 use codec::resp::Command;
 
@@ -35,7 +40,7 @@ pub const HELP: &[&str] = &[
     "RESHARD STATUS               phase, partition, key reached, rows copied, rows/s, last verify, cut-over pause",
     "RESHARD PAUSE | RESUME       stop copying after the current batch / go on",
     "RESHARD ABORT                before CONFIRM: back to the old layout (dual writes kept it current)",
-    "RESHARD CONFIRM              after the cut-over: the new rule replaces the old one in the file",
+    "RESHARD CONFIRM              after the cut-over: the new rule replaces the old one in the config",
 ];
 
 /// Copy rate the time estimate assumes when no `RATE` is given (bytes/s).
@@ -85,8 +90,9 @@ struct Job {
     /// running / done / failed: <why>
     state: Mutex<String>,
     started: Instant,
-    /// The progress file (next to the config file).
-    state_file: PathBuf,
+    /// The progress file (next to the config file, or to the center's snapshot file; none for a
+    /// center-configured proxy without `snapshot=PATH`).
+    state_file: Option<PathBuf>,
 }
 
 static JOB: Mutex<Option<Arc<Job>>> = Mutex::new(None);
@@ -193,7 +199,7 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
 }
 
 /// PAUSE and RESUME act at once (the copier stops after its batch, or goes on); ABORT and
-/// CONFIRM are handed to the job thread, which edits the file. All are checked by
+/// CONFIRM are handed to the job thread, which edits the config. All are checked by
 /// `Phase::apply` first.
 fn operator(control: &Arc<Control>, sub: &str) -> Result<String, String> {
     let job = lock(&JOB).clone().ok_or("no reshard has run")?;
@@ -226,11 +232,11 @@ fn operator(control: &Arc<Control>, sub: &str) -> Result<String, String> {
         rs::Command::Abort => {
             job.stop.store(true, Relaxed);
             *lock(&job.pending) = Some(c);
-            Ok("aborting: the old layout serves again once the file is rewritten (RESHARD STATUS)\n".into())
+            Ok("aborting: the old layout serves again once the config is rewritten (RESHARD STATUS)\n".into())
         }
         rs::Command::Confirm => {
             *lock(&job.pending) = Some(c);
-            Ok("confirming: the new rule goes into the file (RESHARD STATUS)\n".into())
+            Ok("confirming: the new rule goes into the config (RESHARD STATUS)\n".into())
         }
     }
 }
@@ -449,12 +455,6 @@ fn start(
     batch: u64,
     full_verify: bool,
 ) -> Result<String, String> {
-    let path = match &control.source {
-        ConfigSource::File(p) => p.clone(),
-        _ => {
-            return Err("the config comes from the configuration center: RESHARD edits a config file (docs/sharding.md)".into());
-        }
-    };
     if let Some(j) = lock(&JOB).as_ref()
         && lock(&j.state).as_str() == "running"
     {
@@ -468,12 +468,14 @@ fn start(
         .ok_or_else(|| format!("no [sharding.{sharding}]"))?;
     if let Some(t) = section.tables.iter().find(|t| t.reshard_to.is_some()) {
         return Err(format!(
-            "table `{}` is marked as resharding in the file (reshard_to = \"{}\"); finish or abort that first (RESHARD STATUS; RESUME, CONFIRM or ABORT an interrupted one)",
+            "table `{}` is marked as resharding in the config (reshard_to = \"{}\"); finish or abort that first (RESHARD STATUS; RESUME, CONFIRM or ABORT an interrupted one)",
             t.name,
             t.reshard_to.as_deref().unwrap_or_default()
         ));
     }
     let (old_places, new_places) = (places(config, &rules, &old)?, places(config, &rules, &new)?);
+    // A namespace with unpublished changes is refused now rather than at the first edit.
+    ConfigStore::of(&control.source).check()?;
     let mut slot = lock(&JOB);
     if let Some(j) = slot.as_ref()
         && lock(&j.state).as_str() == "running"
@@ -487,7 +489,7 @@ fn start(
         batch,
         full_verify,
         Phase::Copying,
-        state_path(&path),
+        state_file(&control.source),
     ));
     spawn(
         control,
@@ -513,7 +515,7 @@ impl Job {
         batch: u64,
         full_verify: bool,
         phase: Phase,
-        state_file: PathBuf,
+        state_file: Option<PathBuf>,
     ) -> Job {
         Job {
             sharding: sharding.to_string(),
@@ -551,10 +553,7 @@ fn spawn(
     new: TableRule,
     resumed: bool,
 ) -> Result<(), String> {
-    let path = match &control.source {
-        ConfigSource::File(p) => p.clone(),
-        _ => return Err("the config does not come from a file".into()),
-    };
+    let store = ConfigStore::of(&control.source);
     // The checks run on the job thread (they block on the network); the command answers with
     // their outcome.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
@@ -590,7 +589,7 @@ fn spawn(
             };
             *lock(&job.state) = "running".into();
             let _ = tx.send(Ok(()));
-            let result = run(&rt, &control, &path, &job, &mut work, resumed);
+            let result = run(&rt, &control, &store, &job, &mut work, resumed);
             dual::gate(&job.sharding, &job.table).untrack();
             let state = match result {
                 Ok(s) => s,
@@ -606,11 +605,23 @@ fn spawn(
     }
 }
 
-/// The progress file of the reshard driven by config file `config`: next to it, named after it.
-fn state_path(config: &Path) -> PathBuf {
-    let mut p = config.as_os_str().to_owned();
+/// The progress file next to `file` (the config file, or the center's snapshot file), named after it.
+fn state_path(file: &Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
     p.push(".reshard-state");
     PathBuf::from(p)
+}
+
+/// Where the progress of a reshard of this proxy is kept: next to the config file, or next to the
+/// local snapshot file of a center-configured proxy (`snapshot=PATH` in `--config-source`; the
+/// one file such a proxy keeps on its own). Without a snapshot file there is none: a restarted
+/// proxy still finds the marks in the center's config, and RESUME copies again from the first
+/// partition (`INSERT IGNORE` skips what is there).
+fn state_file(source: &ConfigSource) -> Option<PathBuf> {
+    match source {
+        ConfigSource::File(p) => Some(state_path(p)),
+        ConfigSource::Center { snapshot, .. } => snapshot.as_deref().map(state_path),
+    }
 }
 
 /// Writes the job's progress (what a restarted proxy resumes from): after each copied batch, at
@@ -638,15 +649,20 @@ fn save_state(job: &Job) {
     let text = format!(
         "# progress of a reshard (docs/sharding.md); written by furrow, removed when it ends\n{doc}"
     );
-    let tmp = job.state_file.with_extension("reshard-state-tmp");
-    let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &job.state_file));
+    let Some(file) = &job.state_file else {
+        return;
+    };
+    let tmp = file.with_extension("reshard-state-tmp");
+    let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, file));
     if let Err(e) = r {
-        tracing::warn!(file = %job.state_file.display(), error = %e, "cannot write the reshard progress");
+        tracing::warn!(file = %file.display(), error = %e, "cannot write the reshard progress");
     }
 }
 
 fn remove_state(job: &Job) {
-    let _ = std::fs::remove_file(&job.state_file);
+    if let Some(file) = &job.state_file {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 /// What a progress file says (only what resuming needs).
@@ -686,15 +702,12 @@ fn read_state(text: &str) -> Result<Saved, String> {
     })
 }
 
-/// At start-up: a table the file marks as resharding belongs to a job that a restart (or a
+/// At start-up: a table the config marks as resharding belongs to a job that a restart (or a
 /// crash) interrupted. It is shown by `RESHARD STATUS` as interrupted, in the phase the file
-/// says, with the progress file's partition and key; `RESUME` goes on copying from there, `ABORT`
+/// says, with the progress file's partition and key (from the first partition without one); `RESUME` goes on copying from there, `ABORT`
 /// gives up, and after the cut-over `CONFIRM` finishes it. The dual writes run meanwhile (the
 /// marks are in the config the proxy started with).
 pub fn restore(control: &Arc<Control>) {
-    let ConfigSource::File(path) = &control.source else {
-        return;
-    };
     let config = control.shared.snapshots.current().config.clone();
     let marked = config.sharding().into_iter().find_map(|s| {
         s.tables.iter().find_map(|t| {
@@ -708,14 +721,17 @@ pub fn restore(control: &Arc<Control>) {
             })
         })
     });
-    let state_file = state_path(path);
+    let state_file = state_file(&control.source);
     let Some((sharding, table, new_rule, cut_over)) = marked else {
         // A progress file without marks: the job ended between its last two steps.
-        let _ = std::fs::remove_file(&state_file);
+        if let Some(f) = &state_file {
+            let _ = std::fs::remove_file(f);
+        }
         return;
     };
-    let saved = std::fs::read_to_string(&state_file)
-        .ok()
+    let saved = state_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|t| read_state(&t).ok())
         .filter(|s| {
             s.sharding == sharding
@@ -758,15 +774,13 @@ pub fn restore(control: &Arc<Control>) {
             saved.after.map_or("-".to_string(), |k| k.to_string())
         )
     };
-    tracing::info!(table = %table, "an interrupted reshard was found in the config file");
+    tracing::info!(table = %table, "an interrupted reshard was found in the config");
     *lock(&JOB) = Some(Arc::new(job));
 }
 
 /// RESUME, ABORT or CONFIRM of a job that a restart interrupted (no job thread runs).
 fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result<String, String> {
-    let ConfigSource::File(path) = &control.source else {
-        return Err("the config does not come from a file".into());
-    };
+    let store = ConfigStore::of(&control.source);
     let config = control.shared.snapshots.current().config.clone();
     match c {
         rs::Command::Resume => {
@@ -799,13 +813,13 @@ fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result
         }
         rs::Command::Abort => {
             let cut_over = *lock(&job.phase) == Phase::CutOver;
-            let (control, path, j) = (control.clone(), path.clone(), job.clone());
+            let (control, j) = (control.clone(), job.clone());
             let done = std::thread::spawn(move || -> Result<String, String> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
-                abort(&rt, &control, &path, &j, cut_over)
+                abort(&rt, &control, &store, &j, cut_over)
             })
             .join()
             .map_err(|_| "the abort panicked".to_string())??;
@@ -813,9 +827,13 @@ fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result
             Ok("aborted: the old layout serves again\n".into())
         }
         rs::Command::Confirm => {
-            let new_rule = job.new_rule.clone();
-            edit_file(path, &job.sharding, &job.table, Edit::Confirm(&new_rule))?;
-            control.reload()?;
+            // On a thread of its own: the center's API needs a runtime of its own.
+            let (control, j) = (control.clone(), job.clone());
+            std::thread::spawn(move || {
+                edit_config(&control, &store, &j, Edit::Confirm(&j.new_rule))
+            })
+            .join()
+            .map_err(|_| "the confirm panicked".to_string())??;
             remove_state(job);
             *lock(&job.state) = "done (confirmed)".into();
             set_phase(job, Phase::Confirmed);
@@ -839,7 +857,7 @@ fn set_phase(job: &Job, p: Phase) {
 fn run(
     rt: &tokio::runtime::Runtime,
     control: &Control,
-    path: &Path,
+    store: &ConfigStore,
     job: &Job,
     w: &mut Work,
     resumed: bool,
@@ -847,33 +865,27 @@ fn run(
     let gate = dual::gate(&job.sharding, &job.table);
     if !resumed {
         gate.set_new_serves(false);
-        edit_file(
-            path,
-            &job.sharding,
-            &job.table,
-            Edit::Mark(&job.new_rule, "copy"),
-        )?;
-        control.reload()?;
+        edit_config(control, store, job, Edit::Mark(&job.new_rule, "copy"))?;
         save_state(job);
         std::thread::sleep(GRACE);
     }
     loop {
         // Copy (or wait while paused), then verify and cut over.
         match copy_all(rt, job, w)? {
-            Some(rs::Command::Abort) => return abort(rt, control, path, job, false),
+            Some(rs::Command::Abort) => return abort(rt, control, store, job, false),
             Some(_) => continue,
             None => {}
         }
         set_phase(job, Phase::Verifying);
         let carried = verify_while_writing(rt, job, w, &gate)?;
         if take_pending(job) == Some(rs::Command::Abort) {
-            return abort(rt, control, path, job, false);
+            return abort(rt, control, store, job, false);
         }
         if *lock(&job.phase) == Phase::Paused {
             continue;
         }
         set_phase(job, Phase::CuttingOver);
-        match cut_over(rt, control, path, job, w, &gate, carried)? {
+        match cut_over(rt, control, store, job, w, &gate, carried)? {
             true => break,
             false => {
                 // Mismatched ranges with every write paused: a write bypassed the proxy or a
@@ -888,11 +900,9 @@ fn run(
     save_state(job);
     loop {
         match take_pending(job) {
-            Some(rs::Command::Abort) => return abort(rt, control, path, job, true),
+            Some(rs::Command::Abort) => return abort(rt, control, store, job, true),
             Some(rs::Command::Confirm) => {
-                let new_rule = job.new_rule.clone();
-                edit_file(path, &job.sharding, &job.table, Edit::Confirm(&new_rule))?;
-                control.reload()?;
+                edit_config(control, store, job, Edit::Confirm(&job.new_rule))?;
                 remove_state(job);
                 *lock(&job.state) = "done (confirmed)".into();
                 set_phase(job, Phase::Confirmed);
@@ -949,6 +959,7 @@ fn copy_all(
             return Ok(None);
         }
         let after = *lock(&job.after);
+        tracing::info!(table = %job.table, partition = p, after = ?after, "reshard copying");
         let mut last = Instant::now();
         let base_rows = job.rows.load(Relaxed);
         let (old, new) = (&mut w.old, &mut w.new);
@@ -1063,12 +1074,15 @@ fn describe(v: &Verification, when: &str) -> String {
     s
 }
 
-/// The cut-over: writes paused at the proxy, verified with nothing writing, the file switched
-/// to the new layout, writes resumed. `false`: the checksums differed (nothing switched).
+/// The cut-over: writes paused at the proxy, verified with nothing writing, the config switched
+/// to the new layout, writes resumed. `false`: the checksums differed (nothing switched). With
+/// the center the switch is a publish and the wait until this proxy applied it, under the pause:
+/// the new layout already serves this proxy from `set_new_serves`, but a write must not resume
+/// before the config that the other proxies of the namespace (and a restart) read says so.
 fn cut_over(
     rt: &tokio::runtime::Runtime,
     control: &Control,
-    path: &Path,
+    store: &ConfigStore,
     job: &Job,
     w: &mut Work,
     gate: &dual::Gate,
@@ -1127,13 +1141,7 @@ fn cut_over(
     }
     gate.set_new_serves(true);
     gate.untrack();
-    let switched = edit_file(
-        path,
-        &job.sharding,
-        &job.table,
-        Edit::Mark(&job.new_rule, "cutover"),
-    )
-    .and_then(|()| control.reload().map(|_| ()));
+    let switched = edit_config(control, store, job, Edit::Mark(&job.new_rule, "cutover"));
     if let Err(e) = switched {
         gate.set_new_serves(false);
         drop(paused);
@@ -1153,12 +1161,12 @@ fn cut_over(
     Ok(true)
 }
 
-/// ABORT: the marks leave the file, so the old layout serves and is written alone again (after
+/// ABORT: the marks leave the config, so the old layout serves and is written alone again (after
 /// the cut-over, under the pause so that no write commits on the new layout first meanwhile).
 fn abort(
     rt: &tokio::runtime::Runtime,
     control: &Control,
-    path: &Path,
+    store: &ConfigStore,
     job: &Job,
     cut_over: bool,
 ) -> Result<String, String> {
@@ -1166,8 +1174,7 @@ fn abort(
     let paused = cut_over.then(|| rt.block_on(gate.pause()));
     gate.set_new_serves(false);
     gate.untrack();
-    let r = edit_file(path, &job.sharding, &job.table, Edit::Unmark)
-        .and_then(|()| control.reload().map(|_| ()));
+    let r = edit_config(control, store, job, Edit::Unmark);
     drop(paused);
     r?;
     remove_state(job);
@@ -1177,7 +1184,8 @@ fn abort(
     Ok(done.into())
 }
 
-/// An edit of the table's entry in the file.
+/// An edit of the table's entry in the config.
+#[derive(Clone, Copy)]
 enum Edit<'a> {
     /// `reshard_to = <rule>`, `reshard_phase = <phase>`.
     Mark(&'a str, &'a str),
@@ -1187,12 +1195,42 @@ enum Edit<'a> {
     Confirm(&'a str),
 }
 
-fn edit_file(path: &Path, sharding: &str, table: &str, edit: Edit<'_>) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let edited = edit_text(&text, sharding, table, edit)?;
-    let tmp: PathBuf = path.with_extension("toml.reshard-tmp");
-    std::fs::write(&tmp, edited).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+/// Applies `edit` to the job's table entry in the config's source and returns once this proxy
+/// runs it (the file reloaded, or the center's release applied).
+fn edit_config(
+    control: &Control,
+    store: &ConfigStore,
+    job: &Job,
+    edit: Edit<'_>,
+) -> Result<(), String> {
+    let (sharding, table) = (job.sharding.as_str(), job.table.as_str());
+    let what = match edit {
+        Edit::Mark(to, phase) => format!("RESHARD: `{table}` -> `{to}`, phase {phase}"),
+        Edit::Unmark => format!("RESHARD: `{table}` aborted, marks removed"),
+        Edit::Confirm(to) => format!("RESHARD: `{table}` confirmed, rule of `{to}`"),
+    };
+    let applied = |c: &Config| {
+        c.sharding()
+            .into_iter()
+            .filter(|s| s.name == sharding)
+            .flat_map(|s| s.tables)
+            .find(|t| t.name.eq_ignore_ascii_case(table))
+            .is_some_and(|t| match edit {
+                Edit::Mark(to, phase) => {
+                    t.reshard_to.as_deref() == Some(to) && t.reshard_phase.as_deref() == Some(phase)
+                }
+                Edit::Unmark | Edit::Confirm(_) => t.reshard_to.is_none(),
+            })
+    };
+    let t0 = Instant::now();
+    let r = store.edit(
+        control,
+        &what,
+        |text| edit_text(text, sharding, table, edit),
+        applied,
+    );
+    tracing::info!(step = %what, ms = t0.elapsed().as_secs_f64() * 1e3, ok = r.is_ok(), "reshard config edit");
+    r
 }
 
 /// The keys of a table entry that make its rule (copied by CONFIRM).
@@ -1212,7 +1250,7 @@ fn edit_text(text: &str, sharding: &str, table: &str, edit: Edit<'_>) -> Result<
     use toml_edit::{DocumentMut, Item, value};
     let mut doc: DocumentMut = text
         .parse()
-        .map_err(|e| format!("the config file does not parse: {e}"))?;
+        .map_err(|e| format!("the config does not parse: {e}"))?;
     let tables = doc
         .get_mut("sharding")
         .and_then(|s| s.get_mut(sharding))
@@ -1231,7 +1269,7 @@ fn edit_text(text: &str, sharding: &str, table: &str, edit: Edit<'_>) -> Result<
             let src = tables
                 .iter()
                 .find(|t| named(t, rule))
-                .ok_or_else(|| format!("no table entry `{rule}` in the file"))?;
+                .ok_or_else(|| format!("no table entry `{rule}` in the config"))?;
             RULE_KEYS
                 .iter()
                 .map(|k| (k.to_string(), src.get(k).cloned()))

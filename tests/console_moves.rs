@@ -14,6 +14,7 @@
 mod common;
 mod webdriver;
 
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 use common::{
@@ -444,4 +445,116 @@ fn console_moves_slots_and_reshard_in_a_real_browser() {
         );
     }
     b.screenshot("74-moves-phone");
+
+    // --- A running reshard paused and resumed from the page, then confirmed there. ---
+    b.resize(1280, 900);
+    // A transaction on the server holds `orders_0`'s rows: the copier's first locking read waits
+    // for it, so the reshard is still copying (before or inside its first batch) when the page
+    // pauses it.
+    let mut holder = std::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &db.port().to_string()])
+        .args(["-u", testkit::APP_USER])
+        .arg(format!("-p{}", testkit::APP_PASSWORD))
+        .args(["--batch", "--skip-column-names", "--unbuffered", "app_0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mariadb");
+    let mut hold = holder.stdin.take().expect("stdin");
+    writeln!(hold, "BEGIN; SELECT COUNT(*) FROM orders_0 FOR UPDATE;").expect("hold");
+    let mut held = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut held)
+        .expect("held");
+    let in_p0: u64 = held.trim().parse().expect("rows of orders_0");
+    assert!(in_p0 > 0 && in_p0 < 80, "{held}");
+    let started = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(started.contains("reshard of `orders` started"), "{started}");
+    b.goto(&format!("{base}#/moves?key={key}&tab=reshard"));
+    b.wait_text("#reshard-state", long, |t| t == "running");
+    b.wait_text("#reshard-phase", long, |t| t == "Copying");
+    b.click("#reshard-pause");
+    b.confirm();
+    b.wait_text("#reshard-reply", long, |t| t.contains("pausing"));
+    b.wait_text("#reshard-phase", long, |t| t == "Paused");
+    // Let a batch in flight finish: the copier stops after it (partition 0's rows at most).
+    writeln!(hold, "ROLLBACK;").expect("release");
+    drop(hold);
+    let _ = holder.wait();
+    let copied = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("rows copied: "))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let first = redis_cli(admin, &["RESHARD", "STATUS"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let paused = redis_cli(admin, &["RESHARD", "STATUS"]);
+    let n = copied(&paused);
+    assert!(
+        n == copied(&first)
+            && n.is_some_and(|n| n == 0 || n == in_p0)
+            && paused.contains("phase: Paused"),
+        "copied on while paused:\n{first}\n{paused}"
+    );
+    let want = n.unwrap_or_default().to_string();
+    b.wait_text("#reshard-fields dd[data-field='rows copied']", long, |t| {
+        t == want
+    });
+    b.screenshot("75-moves-reshard-paused");
+    b.click("#reshard-resume");
+    b.confirm();
+    b.wait_text("#reshard-reply", long, |t| t.contains("copying"));
+    b.wait_text("#reshard-phase", long, |t| t == "CutOver");
+    let cut = redis_cli(admin, &["RESHARD", "STATUS"]);
+    assert!(cut.contains("checksums equal"), "{cut}");
+    let text = api("GET", &format!("{nsp}/items/config"), None)["value"]["value"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("reshard_phase = \"cutover\""), "{text}");
+    b.screenshot("76-moves-reshard-cutover");
+    b.click("#reshard-confirm");
+    b.confirm();
+    b.wait_text("#reshard-phase", long, |t| t == "Confirmed");
+    b.wait_text("#reshard-state", long, |t| t == "done (confirmed)");
+    // The center's item has the new rule in the table's entry, no marks, its comments.
+    let text = api("GET", &format!("{nsp}/items/config"), None)["value"]["value"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !text.contains("reshard_")
+            && text.contains("name = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{0..7}\"")
+            && text.contains("# r2 was just added"),
+        "{text}"
+    );
+    let in_new: u64 = (0..8)
+        .map(|p| {
+            db.sql_value(&format!("SELECT COUNT(*) FROM app_{}.orders_v2_{p}", p / 4))
+                .expect("count")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_default()
+        })
+        .sum();
+    assert_eq!(in_new, 80);
+    assert_eq!(mariadb(sql, "SELECT COUNT(*) FROM orders"), "80");
+    let audit = api("GET", &format!("/v1/audit?target=proxy/{key}"), None);
+    // Newest first.
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .filter(|a| a.starts_with("proxy.reshard."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "proxy.reshard.confirm",
+            "proxy.reshard.resume",
+            "proxy.reshard.pause"
+        ],
+        "{audit}"
+    );
 }

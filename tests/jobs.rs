@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -969,8 +970,14 @@ fn a_sql_job_runs_once_per_shard_of_a_furrow_listener() {
 /// `RESHARD START` to a proxy's admin port (which speaks RESP) and another `RESHARD CONFIRM` once
 /// the cut-over is done; an error reply (CONFIRM again, nothing to confirm) fails the run with the
 /// proxy's reason.
-#[test]
-fn redis_jobs_drive_a_reshard_on_the_admin_port() {
+/// A MariaDB with `orders` in 4 partitions over 2 schemas (50 rows each) and the 8 empty tables of
+/// `orders_v2`, and a `furrow proxy` over it (its admin port, and the leases of its ports).
+fn reshard_fixture() -> (
+    testkit::MariaDb,
+    common::FurrowProcess,
+    u16,
+    [testkit::PortLease; 2],
+) {
     let db = testkit::MariaDb::start().expect("mariadb");
     db.sql("CREATE DATABASE app_0; CREATE DATABASE app_1")
         .expect("schemas");
@@ -1011,6 +1018,13 @@ fn redis_jobs_drive_a_reshard_on_the_admin_port() {
         listen.port()
     );
     let proxy = common::FurrowProcess::start(&cfg, admin.port());
+    let port = admin.port();
+    (db, proxy, port, [admin, listen])
+}
+
+#[test]
+fn redis_jobs_drive_a_reshard_on_the_admin_port() {
+    let (db, proxy, admin, _ports) = reshard_fixture();
     let dir = tempfile::tempdir().unwrap();
     let n = sqlite_node(dir.path());
     let api = Api::new(&n.base, TOKEN);
@@ -1019,7 +1033,7 @@ fn redis_jobs_drive_a_reshard_on_the_admin_port() {
     wait_for("w1", Duration::from_secs(20), || {
         (live_workers(&api) == 1).then_some(())
     });
-    let admin_addr = format!("127.0.0.1:{}", admin.port());
+    let admin_addr = format!("127.0.0.1:{admin}");
     let reshard = |name: &str, command: &[&str]| {
         put_job(
             &api,
@@ -1053,14 +1067,14 @@ fn redis_jobs_drive_a_reshard_on_the_admin_port() {
         "{r}"
     );
     wait_for("the cut-over", Duration::from_secs(60), || {
-        let s = common::redis_cli(admin.port(), &["RESHARD", "STATUS"]);
+        let s = common::redis_cli(admin, &["RESHARD", "STATUS"]);
         assert!(!s.contains("failed:"), "{s}");
         s.contains("phase: CutOver").then_some(())
     });
     let r = reshard("reshard-confirm", &["RESHARD", "CONFIRM"]);
     assert_eq!(r["state"], "ok", "{r}");
     wait_for("the confirmation", Duration::from_secs(20), || {
-        common::redis_cli(admin.port(), &["RESHARD", "STATUS"])
+        common::redis_cli(admin, &["RESHARD", "STATUS"])
             .contains("phase: Confirmed")
             .then_some(())
     });
@@ -1080,6 +1094,164 @@ fn redis_jobs_drive_a_reshard_on_the_admin_port() {
     // A second CONFIRM is an error reply: the run fails.
     let r = reshard("reshard-confirm-again", &["RESHARD", "CONFIRM"]);
     assert_eq!(r["state"], "failed", "{r}");
+}
+
+/// The `reshard` kind with a real `furrow worker`: a run that stops at the cut-over
+/// (`confirm: false`) whose item log follows `RESHARD STATUS` while it runs (a transaction on the
+/// server holds `orders_0`'s rows, so the copier waits inside partition 0 until it is let go);
+/// then, after an ABORT on the admin port and the new tables emptied, a run that confirms: the
+/// file has the new rule. A refused START fails the run with the proxy's reason; a bad `verify` is
+/// refused at save.
+#[test]
+fn reshard_jobs_start_follow_and_confirm() {
+    let (db, proxy, admin, _ports) = reshard_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let kind = |confirm: bool| {
+        json!({"type": "reshard", "admin": format!("127.0.0.1:{admin}"), "sharding": "app",
+               "table": "orders", "rule": "orders_v2", "batch": 20, "confirm": confirm})
+    };
+    let (status, e) = api.err(
+        "PUT",
+        "/v1/jobs/DEV/bad-reshard",
+        Some(json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app",
+                    "table": "orders", "rule": "orders_v2", "verify": "some"}})),
+    );
+    assert_eq!(
+        (status, e["field"].as_str()),
+        (400, Some("kind/verify")),
+        "{e}"
+    );
+    put_job(
+        &api,
+        "reshard-to-cutover",
+        json!({"app": "shop", "kind": kind(false), "timeout_ms": 120000}),
+    );
+    put_job(
+        &api,
+        "reshard-confirmed",
+        json!({"app": "shop", "kind": kind(true), "timeout_ms": 120000}),
+    );
+    let trigger = |name: &str| {
+        api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Partition 0's rows held: the run follows the copy, stuck in partition 0.
+    let mut holder = std::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &db.port().to_string()])
+        .args(["-u", testkit::APP_USER])
+        .arg(format!("-p{}", testkit::APP_PASSWORD))
+        .args(["--batch", "--skip-column-names", "--unbuffered", "app_0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mariadb");
+    let mut hold = holder.stdin.take().unwrap();
+    writeln!(hold, "BEGIN; SELECT COUNT(*) FROM orders_0 FOR UPDATE;").unwrap();
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held.trim(), "50");
+    let run = trigger("reshard-to-cutover");
+    let seen = wait_for(
+        "the copy in the item's log",
+        Duration::from_secs(30),
+        || {
+            let r = run_of(&api, "reshard-to-cutover", &run);
+            let log = r["item_list"][0]["log"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (r["state"] == "running"
+                && log.contains("phase Copying, partition 0 of 4, rows copied 0"))
+            .then_some(log)
+        },
+    );
+    assert!(seen.contains("reshard of `orders` started"), "{seen}");
+    writeln!(hold, "ROLLBACK;").unwrap();
+    drop(hold);
+    let _ = holder.wait();
+    let r = wait_run_end(&api, "reshard-to-cutover", &run, Duration::from_secs(60));
+    assert_eq!(r["state"], "ok", "{r}");
+    let item = &r["item_list"][0];
+    assert!(
+        item["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("phase: CutOver"),
+        "{r}"
+    );
+    assert!(
+        item["log"]
+            .as_str()
+            .unwrap_or("")
+            .contains("; not confirmed, as configured"),
+        "{r}"
+    );
+    let file = std::fs::read_to_string(proxy.config_path()).unwrap();
+    assert!(file.contains("reshard_phase = \"cutover\""), "{file}");
+    // A second run while the table is marked: START refused, the run failed with the reason.
+    let again = trigger("reshard-confirmed");
+    let r = wait_run_end(&api, "reshard-confirmed", &again, Duration::from_secs(30));
+    assert_eq!(r["state"], "failed", "{r}");
+    assert!(
+        r["item_list"][0]["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("RESHARD START: ERR a reshard is running"),
+        "{r}"
+    );
+
+    // Aborted by hand, the new tables emptied: a run to the end.
+    assert!(common::redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    wait_for("the abort", Duration::from_secs(20), || {
+        common::redis_cli(admin, &["RESHARD", "STATUS"])
+            .contains("phase: Aborted")
+            .then_some(())
+    });
+    let empty: Vec<String> = (0..8)
+        .map(|q| format!("DELETE FROM app_{}.orders_v2_{q}", q / 4))
+        .collect();
+    db.sql(&empty.join("; ")).expect("empty");
+    let run = trigger("reshard-confirmed");
+    let r = wait_run_end(&api, "reshard-confirmed", &run, Duration::from_secs(60));
+    assert_eq!(r["state"], "ok", "{r}");
+    let item = &r["item_list"][0];
+    assert!(
+        item["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("phase: Confirmed"),
+        "{r}"
+    );
+    let log = item["log"].as_str().unwrap_or("");
+    assert!(
+        log.contains("cut over (") && log.contains("confirming"),
+        "{log}"
+    );
+    let file = std::fs::read_to_string(proxy.config_path()).unwrap();
+    assert!(
+        file.contains("physical = \"orders_v2_{0..7}\"") && !file.contains("reshard_to"),
+        "{file}"
+    );
+    let moved = db
+        .sql_value(
+            "SELECT (SELECT COUNT(*) FROM app_0.orders_v2_0) + (SELECT COUNT(*) FROM app_0.orders_v2_3)",
+        )
+        .expect("count");
+    assert_eq!(moved.as_deref(), Some("100"));
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.

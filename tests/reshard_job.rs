@@ -8,7 +8,9 @@
 //! transaction, DDL. A larger table measures the cut-over's pause with the whole table verified
 //! under it and with only what changed since the last pass; a lost dual write (a test failpoint)
 //! fails the cut-over and RESUME repairs it; a proxy killed mid-copy resumes from its progress
-//! file.
+//! file. A proxy configured from a real `furrow control` reshards the same way, its config edits
+//! published in the namespace's item, and resumes after a kill from the progress file next to its
+//! snapshot file.
 
 mod common;
 
@@ -18,8 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{FurrowProcess, redis_cli};
+use common::{
+    ControlCenter, FurrowProcess, Process, api_call, config_generation, redis_cli,
+    spawn_config_source_proxy, wait_until,
+};
 use proxy_mysql::shard::reshard::Table;
+use serde_json::json;
 
 /// Rows before the reshard.
 const ROWS: i64 = 3000;
@@ -72,14 +78,29 @@ fn setup() -> Setup {
 
 /// Two servers, the proxy (with `env`), `orders` and `orders_v2` created, `rows` rows in `orders`.
 fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
-    let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
-    dbs[0].sql("CREATE DATABASE app_0").expect("schema");
-    dbs[1].sql("CREATE DATABASE app_1").expect("schema");
     let (admin, metrics, listen) = (
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
         testkit::reserve_port().expect("port"),
     );
+    let (dbs, cfg) = servers_and_config(admin.port(), metrics.port(), listen.port());
+    let proxy = FurrowProcess::start_env(&cfg, admin.port(), env);
+    let listen = listen.port();
+    create_and_fill(listen, rows);
+    Setup {
+        dbs,
+        proxy,
+        admin: admin.port(),
+        listen,
+    }
+}
+
+/// Two servers with a schema each, and the proxy's config over them (admin, metrics and listener
+/// ports given).
+fn servers_and_config(admin: u16, metrics: u16, listen: u16) -> (Vec<testkit::MariaDb>, String) {
+    let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
+    dbs[0].sql("CREATE DATABASE app_0").expect("schema");
+    dbs[1].sql("CREATE DATABASE app_1").expect("schema");
     let group = |name: &str, db: &testkit::MariaDb| {
         format!(
             "[mysql_groups.{name}]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"{name}p\", address = \"{}\" }}\n\n",
@@ -98,14 +119,17 @@ fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
          [[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_{{0..3}}\"\n\n\
          [[sharding.app.tables]]\nname = \"orders_v2\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{{0..7}}\"\n\n\
          [users.app]\npassword_native = \"*6C7A370C07660BC788681B3238D93E08BD74303C\"\n",
-        admin.port(),
-        metrics.port(),
-        listen.port(),
+        admin,
+        metrics,
+        listen,
         group("g0", &dbs[0]),
         group("g1", &dbs[1]),
     );
-    let proxy = FurrowProcess::start_env(&cfg, admin.port(), env);
-    let listen = listen.port();
+    (dbs, cfg)
+}
+
+/// `orders` and `orders_v2` created through the listener, `rows` rows in `orders`.
+fn create_and_fill(listen: u16, rows: i64) {
     for t in ["orders", "orders_v2"] {
         mariadb(
             listen,
@@ -128,12 +152,6 @@ fn setup_with(rows: i64, env: &[(&str, &str)]) -> Setup {
             ),
         )
         .expect("insert");
-    }
-    Setup {
-        dbs,
-        proxy,
-        admin: admin.port(),
-        listen,
     }
 }
 
@@ -985,4 +1003,267 @@ fn reshard_interrupted_by_a_restart_can_be_aborted() {
         proxy_rows(s.listen).get(&900_002),
         Some(&(2, "after abort".to_string()))
     );
+}
+
+/// The admin token of the center in the center-configured tests.
+const CENTER_TOKEN: &str = "reshard-center-admin";
+/// The namespace the center-configured proxy follows.
+const CENTER_NS: &str = "/v1/apps/shop/envs/DEV/clusters/default/namespaces/db";
+
+/// A `furrow control` whose namespace `shop/db` holds the proxy's config (two servers, as
+/// [`servers_and_config`]), and a `furrow proxy --config-source` following it with a snapshot file
+/// in `dir`; the tables created and `rows` rows in `orders`.
+struct CenterSetup {
+    dbs: Vec<testkit::MariaDb>,
+    _control: ControlCenter,
+    proxy: Process,
+    cport: u16,
+    admin: u16,
+    listen: u16,
+    dir: tempfile::TempDir,
+    _ports: [testkit::PortLease; 4],
+}
+
+impl CenterSetup {
+    fn start(rows: i64) -> CenterSetup {
+        let ports = [(); 4].map(|()| testkit::reserve_port().expect("port"));
+        let (cport, admin, listen) = (ports[0].port(), ports[1].port(), ports[3].port());
+        let (dbs, cfg) = servers_and_config(admin, ports[2].port(), listen);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let control = ControlCenter::start_with(dir.path(), cport, CENTER_TOKEN, &[]);
+        let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+            api_call(cport, CENTER_TOKEN, method, path, body)
+        };
+        api("POST", "/v1/apps", Some(json!({"name": "shop"})));
+        api(
+            "POST",
+            "/v1/apps/shop/namespaces",
+            Some(json!({"name": "db"})),
+        );
+        api(
+            "PUT",
+            &format!("{CENTER_NS}/items/config"),
+            Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
+        );
+        api(
+            "POST",
+            &format!("{CENTER_NS}/publish"),
+            Some(json!({"message": "first"})),
+        );
+        let proxy = Process(Self::spawn(cport, dir.path(), 0));
+        wait_until(Duration::from_secs(20), || {
+            config_generation(admin) == Some(1)
+        });
+        create_and_fill(listen, rows);
+        CenterSetup {
+            dbs,
+            _control: control,
+            proxy,
+            cport,
+            admin,
+            listen,
+            dir,
+            _ports: ports,
+        }
+    }
+
+    /// The proxy process (its log `proxy.log.N`), snapshot file `dir/proxy-snapshot.json`.
+    fn spawn(cport: u16, dir: &std::path::Path, n: usize) -> std::process::Child {
+        spawn_config_source_proxy(
+            &format!(
+                "http://127.0.0.1:{cport}/shop/DEV/default/db?instance=p1&snapshot={}",
+                dir.join("proxy-snapshot.json").display()
+            ),
+            CENTER_TOKEN,
+            &dir.join(format!("proxy.log.{n}")),
+        )
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        api_call(self.cport, CENTER_TOKEN, method, path, body)
+    }
+
+    /// The namespace's `config` item's text.
+    fn item_text(&self) -> String {
+        self.api("GET", &format!("{CENTER_NS}/items/config"), None)["value"]["value"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// The same reshard on a proxy configured from the center (`furrow proxy --config-source`): the
+/// marks, the cut-over's switch and CONFIRM's rule are published in the namespace's `config` item
+/// (comments kept) and the progress file lies next to the proxy's snapshot file. A draft with
+/// other unpublished changes refuses the start.
+#[test]
+fn reshard_center_configured_proxy_under_writes_then_confirm() {
+    let c = CenterSetup::start(ROWS);
+    let (dbs, admin, listen, dir, nsp) = (&c.dbs, c.admin, c.listen, c.dir.path(), CENTER_NS);
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| c.api(method, path, body);
+    let item_text = || c.item_text();
+
+    // Refused while the namespace has a draft change (the proxy's publish would release it).
+    api(
+        "PUT",
+        &format!("{nsp}/items/note"),
+        Some(json!({"value": {"type": "string", "value": "half-done"}})),
+    );
+    let refused = redis_cli(admin, &["RESHARD", "START", "app", "orders", "orders_v2"]);
+    assert!(
+        refused.contains("the namespace has unpublished changes (note)"),
+        "{refused}"
+    );
+    api("DELETE", &format!("{nsp}/items/note"), None);
+
+    let load = start_load(listen);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "40",
+        ],
+    );
+    assert!(started.contains("reshard of `orders` started"), "{started}");
+    let progress = dir.join("proxy-snapshot.json.reshard-state");
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    println!("{cut}");
+    assert!(
+        field(&cut, "last verify").contains("with writes paused")
+            && field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    println!("cut-over pause (center): {} ms", pause_ms(&cut));
+    let text = item_text();
+    assert!(
+        text.contains("reshard_to = \"orders_v2\"\nreshard_phase = \"cutover\"")
+            && text.contains("# the table being resharded"),
+        "{text}"
+    );
+    let saved = std::fs::read_to_string(&progress).expect("progress file");
+    assert!(saved.contains("phase = \"cutover\""), "{saved}");
+
+    std::thread::sleep(Duration::from_millis(800));
+    let acked = load.acked.load(Relaxed);
+    let model = stop_load(load);
+    assert!(acked > 50, "the load did not run: {acked}");
+    assert_eq!(
+        layout_rows(dbs, &names("orders_v2_", 8)),
+        model,
+        "new layout"
+    );
+    assert_eq!(layout_rows(dbs, &names("orders_", 4)), model, "old layout");
+    assert_eq!(proxy_rows(listen), model, "reads through the listener");
+
+    assert!(redis_cli(admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    let done = wait_phase(admin, "Confirmed", Duration::from_secs(20));
+    assert!(done.contains("done (confirmed)"), "{done}");
+    let text = item_text();
+    assert!(!text.contains("reshard_"), "{text}");
+    assert!(
+        text.contains("# the table being resharded\n[[sharding.app.tables]]\nname = \"orders\"\nkey = \"user_id\"\nalgorithm = \"hash\"\nphysical = \"orders_v2_{0..7}\""),
+        "{text}"
+    );
+    assert!(!progress.exists(), "the progress file is left");
+    // The namespace's releases: the first, then mark, cut-over and confirm, each alone.
+    let diff = api("GET", &format!("{nsp}/diff"), None);
+    assert!(
+        ["added", "removed", "changed"]
+            .iter()
+            .all(|k| diff[*k].as_object().is_none_or(|o| o.is_empty())),
+        "{diff}"
+    );
+    mariadb(
+        listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert_eq!(layout_rows(dbs, &names("orders_v2_", 8)), after);
+    assert_eq!(layout_rows(dbs, &names("orders_", 4)), model);
+}
+
+/// A center-configured proxy killed while a reshard is paused mid-copy: restarted from the center
+/// (the marks are in its config), it shows the job as interrupted at the partition and key of the
+/// progress file next to its snapshot file; RESUME copies on from there and the cut-over and
+/// CONFIRM publish as before.
+#[test]
+fn reshard_center_configured_proxy_resumes_after_a_kill() {
+    let mut c = CenterSetup::start(LARGE / 5);
+    let admin = c.admin;
+    let started = redis_cli(
+        admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "50",
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    wait_until(Duration::from_secs(60), || {
+        field(&status(admin), "rows copied")
+            .parse::<i64>()
+            .is_ok_and(|r| r >= 1000)
+    });
+    assert!(redis_cli(admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    let paused = wait_phase(admin, "Paused", Duration::from_secs(10));
+    // The copier stops after its batch: wait until the progress file has the status's key.
+    let progress = c.dir.path().join("proxy-snapshot.json.reshard-state");
+    let mut before = String::new();
+    wait_until(Duration::from_secs(10), || {
+        let s = status(admin);
+        let key = field(&s, "key reached").to_string();
+        let saved = std::fs::read_to_string(&progress).unwrap_or_default();
+        before = s.clone();
+        key != "-" && saved.contains(&format!("after = \"{key}\""))
+    });
+    assert!(field(&paused, "phase") == "Paused", "{paused}");
+    let (rows, key, partition) = (
+        field(&before, "rows copied").to_string(),
+        field(&before, "key reached").to_string(),
+        field(&before, "partition").to_string(),
+    );
+    let _ = c.proxy.0.kill();
+    let _ = c.proxy.0.wait();
+    c.proxy = Process(CenterSetup::spawn(c.cport, c.dir.path(), 1));
+    wait_until(Duration::from_secs(20), || {
+        config_generation(admin).is_some()
+    });
+    let st = status(admin);
+    assert!(
+        st.contains("interrupted (the proxy restarted)")
+            && field(&st, "rows copied") == rows
+            && field(&st, "key reached") == key
+            && field(&st, "partition") == partition,
+        "before the kill:\n{before}\nafter:\n{st}"
+    );
+    let resumed = redis_cli(admin, &["RESHARD", "RESUME"]);
+    assert!(resumed.contains(&format!("after key {key}")), "{resumed}");
+    let cut = wait_phase(admin, "CutOver", Duration::from_secs(120));
+    assert!(
+        field(&cut, "last verify").contains("checksums equal"),
+        "{cut}"
+    );
+    assert!(redis_cli(admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    wait_phase(admin, "Confirmed", Duration::from_secs(20));
+    let text = c.item_text();
+    assert!(
+        !text.contains("reshard_") && text.contains("physical = \"orders_v2_{0..7}\""),
+        "{text}"
+    );
+    assert!(!progress.exists());
+    let model = initial_model(LARGE / 5);
+    assert_eq!(layout_rows(&c.dbs, &names("orders_v2_", 8)), model);
+    assert_eq!(proxy_rows(c.listen), model);
 }

@@ -111,6 +111,29 @@ pub enum Kind {
         /// The command and its arguments; `{shard}` and `{index}` are replaced per item.
         command: Vec<String>,
     },
+    /// A MySQL online reshard on a Furrow proxy's admin port (docs/sharding.md, "Resharding"):
+    /// `RESHARD START`, then `RESHARD STATUS` followed as the item's log until the cut-over, then
+    /// `RESHARD CONFIRM` (unless `confirm` is false: the run ends at the cut-over, for an operator's
+    /// CONFIRM or ABORT). One item.
+    Reshard {
+        /// The proxy's admin address, `HOST:PORT` (an IP address).
+        admin: String,
+        /// The `[sharding.NAME]` section.
+        sharding: String,
+        /// The table resharded.
+        table: String,
+        /// The table rule of the new layout.
+        rule: String,
+        /// Rows per copy batch (`BATCH`, 1 to 10,000); the proxy's default without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<u64>,
+        /// `changed` (default) or `full`: what the cut-over verifies with writes paused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verify: Option<String>,
+        /// CONFIRM after the cut-over (default true).
+        #[serde(default = "yes")]
+        confirm: bool,
+    },
     /// A function registered in a worker under `name` (the Rust client library, `Worker::register`).
     Fn {
         /// The registered name.
@@ -122,6 +145,10 @@ fn post() -> String {
     "POST".into()
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Kind {
     /// The capability a worker must advertise to run it: `shell`, `http`, `sql`, `redis` or `fn:NAME`.
     pub fn capability(&self) -> String {
@@ -130,6 +157,7 @@ impl Kind {
             Kind::Http { .. } => "http".into(),
             Kind::Sql { .. } => "sql".into(),
             Kind::Redis { .. } => "redis".into(),
+            Kind::Reshard { .. } => "reshard".into(),
             Kind::Fn { name } => format!("fn:{name}"),
         }
     }
@@ -442,6 +470,9 @@ impl JobSpec {
                 format!("at most {MAX_ITEMS} items"),
             ));
         }
+        if !self.items.is_empty() && matches!(self.kind, Kind::Reshard { .. }) {
+            return Err(ControlError::bad("items", "a reshard job runs one item"));
+        }
         if !self.items.is_empty() && matches!(self.kind, Kind::Sql { .. } | Kind::Redis { .. }) {
             return Err(ControlError::bad(
                 "items",
@@ -550,6 +581,48 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
             }
             check_shards(at, shards, |s| s.parse::<std::net::SocketAddr>().is_ok())?;
         }
+        Kind::Reshard {
+            admin,
+            sharding,
+            table,
+            rule,
+            batch,
+            verify,
+            ..
+        } => {
+            if at != "kind" {
+                return Err(ControlError::bad(
+                    at,
+                    "a reshard is a job's kind, not a map or reduce step",
+                ));
+            }
+            if admin.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ControlError::bad(
+                    &format!("{at}/admin"),
+                    "use HOST:PORT (an IP address)",
+                ));
+            }
+            for (f, v) in [("sharding", sharding), ("table", table), ("rule", rule)] {
+                if v.is_empty() || v.len() > 64 || v.bytes().any(|b| b.is_ascii_whitespace()) {
+                    return Err(ControlError::bad(
+                        &format!("{at}/{f}"),
+                        "a name of 1 to 64 bytes without spaces",
+                    ));
+                }
+            }
+            if batch.is_some_and(|b| !(1..=10_000).contains(&b)) {
+                return Err(ControlError::bad(&format!("{at}/batch"), "1 to 10000 rows"));
+            }
+            if verify
+                .as_deref()
+                .is_some_and(|v| v != "changed" && v != "full")
+            {
+                return Err(ControlError::bad(
+                    &format!("{at}/verify"),
+                    "`changed` or `full`",
+                ));
+            }
+        }
         Kind::Fn { name } => check_name(&format!("{at}/name"), name)?,
         _ => {}
     }
@@ -656,6 +729,26 @@ mod tests {
             (
                 serde_json::json!({"app": "shop", "kind": {"type": "shell", "command": "x"}, "retries": 11}),
                 "retries",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "proxy:7001", "sharding": "app", "table": "t", "rule": "t2"}}),
+                "kind/admin",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t x", "rule": "t2"}}),
+                "kind/table",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2", "batch": 0}}),
+                "kind/batch",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2"}, "items": [{}, {}]}),
+                "items",
+            ),
+            (
+                serde_json::json!({"app": "shop", "kind": {"type": "shell", "command": "x"}, "map": {"type": "reshard", "admin": "127.0.0.1:1", "sharding": "app", "table": "t", "rule": "t2"}}),
+                "map",
             ),
             (
                 serde_json::json!({"app": "shop", "kind": {"type": "shell", "command": "x"}, "after": ["a b"]}),

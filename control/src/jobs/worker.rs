@@ -150,7 +150,7 @@ impl WorkerOptions {
             cpu_milli: 1000,
             mem_mb: 1024,
             labels: BTreeMap::new(),
-            kinds: ["shell", "http", "sql", "redis"]
+            kinds: ["shell", "http", "sql", "redis", "reshard"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -748,6 +748,32 @@ async fn execute(
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
         }
+        Kind::Reshard {
+            admin,
+            sharding,
+            table,
+            rule,
+            batch,
+            verify,
+            confirm,
+        } => {
+            let mut start: Vec<String> = ["RESHARD", "START", sharding, table, rule]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if let Some(b) = batch {
+                start.extend(["BATCH".to_string(), b.to_string()]);
+            }
+            if let Some(v) = verify {
+                start.extend(["VERIFY".to_string(), v.clone()]);
+            }
+            let (addr, confirm) = (admin.clone(), *confirm);
+            tokio::task::spawn_blocking(move || {
+                run_reshard(&addr, &start, confirm, timeout, &c2, &l2)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        }
         Kind::Fn { name } => match w.fns.get(name).cloned() {
             None => Err(format!("no function {name:?} registered in this worker")),
             Some(f) => {
@@ -1018,6 +1044,106 @@ pub(super) fn frame_json(f: &codec::resp::Frame) -> Json {
         Frame::Attribute { value, .. } => frame_json(value),
         Frame::Verbatim { text, .. } => Json::String(String::from_utf8_lossy(text).into_owned()),
         Frame::NullBulk | Frame::NullArray | Frame::Null => Json::Null,
+    }
+}
+
+/// How often a reshard item asks `RESHARD STATUS`.
+const RESHARD_POLL: Duration = Duration::from_millis(500);
+
+/// A reshard item: START, then STATUS every [`RESHARD_POLL`] (each change of its phase, partition,
+/// rows copied or last verify logged as one line) until the cut-over, CONFIRM when `confirm` and
+/// STATUS until confirmed. The result is the last STATUS. A stopped item pauses the copy
+/// (`RESHARD PAUSE`; RESUME or ABORT it on the admin port or in the console); a timed-out one
+/// leaves the reshard running.
+fn run_reshard(
+    addr: &str,
+    start: &[String],
+    confirm: bool,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    log: &Mutex<LogTail>,
+) -> Result<(String, Option<i64>, String), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let call = |args: &[&str]| -> Result<String, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let f = super::map_step::redis_call(addr, &args, Duration::from_secs(30), 1 << 16, 16)
+            .map_err(|e| e.to_string())?;
+        let j = frame_json(&f);
+        let text = j
+            .as_str()
+            .or_else(|| j["error"].as_str())
+            .map_or_else(|| j.to_string(), str::to_string);
+        if f.is_error() {
+            Err(format!("{}: {text}", args[..2].join(" ")))
+        } else {
+            Ok(text)
+        }
+    };
+    let note = |line: &str| {
+        if let Ok(mut l) = log.lock() {
+            l.push(line.as_bytes());
+            l.push(b"\n");
+        }
+    };
+    let field = |status: &str, name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let started = start.iter().map(String::as_str).collect::<Vec<_>>();
+    note(call(&started)?.trim());
+    let (mut last, mut logged) = (String::new(), String::new());
+    let mut confirming = false;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            let paused = call(&["RESHARD", "PAUSE"]).unwrap_or_else(|e| e);
+            note(&format!("stopped: {}", paused.trim()));
+            return Err(format!("stopped: {}", paused.trim()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok((
+                "timeout".into(),
+                None,
+                format!("timed out; the reshard goes on in the proxy (RESHARD STATUS):\n{last}"),
+            ));
+        }
+        std::thread::sleep(RESHARD_POLL);
+        let status = call(&["RESHARD", "STATUS"])?;
+        let headline = status.lines().next().unwrap_or_default();
+        let phase = field(&status, "phase");
+        let line = format!(
+            "phase {phase}, partition {}, rows copied {}, last verify: {}",
+            field(&status, "partition"),
+            field(&status, "rows copied"),
+            field(&status, "last verify")
+        );
+        if line != logged {
+            note(&line);
+            logged = line;
+        }
+        last = status.clone();
+        if headline.contains(": failed:") || headline.contains(": interrupted") {
+            return Ok(("failed".into(), None, status));
+        }
+        match phase.as_str() {
+            "CutOver" if !confirm => {
+                note(&format!(
+                    "cut over ({}); not confirmed, as configured",
+                    field(&status, "cut-over pause")
+                ));
+                return Ok(("ok".into(), None, status));
+            }
+            "CutOver" if !confirming => {
+                note(&format!("cut over ({})", field(&status, "cut-over pause")));
+                note(call(&["RESHARD", "CONFIRM"])?.trim());
+                confirming = true;
+            }
+            "Confirmed" => return Ok(("ok".into(), None, status)),
+            "Aborted" => return Ok(("failed".into(), None, status)),
+            _ => {}
+        }
     }
 }
 
