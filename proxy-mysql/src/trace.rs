@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use runtime::trace::{AttrValue, Exporter, PeerNames, SpanName, SpanRecord, traceparent_in_sql};
 
+/// The backend of a sharded statement in its span, slow-log and audit records.
+pub(crate) const SHARDS_BACKEND: &str = "shards";
+
 /// One finished statement, as the span records it.
 pub(crate) struct Stmt<'a> {
     /// Empty where the caller does not know it (the sharding executor).
@@ -168,12 +171,12 @@ pub(crate) fn statement(t: &CoreTrace, s: &Stmt<'_>) -> Option<runtime::trace::T
     span.attr("client.address", AttrValue::Ip(s.client));
     span.attr("furrow.group", AttrValue::Str(n.text(s.group)));
     // A sharded statement's peers are its units' shards (its child spans), not `shards`.
-    let peer = (s.backend != crate::shard::SHARDS_BACKEND).then(|| n.peer(s.backend));
+    let peer = (s.backend != SHARDS_BACKEND).then(|| n.peer(s.backend));
     span.attr(
         "furrow.backend",
         match &peer {
             Some(p) => AttrValue::Str(p.server.clone()),
-            None => AttrValue::Static(crate::shard::SHARDS_BACKEND),
+            None => AttrValue::Static(SHARDS_BACKEND),
         },
     );
     span.attr("db.response.rows", AttrValue::Int(s.rows as i64));

@@ -277,8 +277,9 @@ pub struct Session {
     max_frame: u64,
     /// Whether the decoder applies the pre-authentication caps (kept equal to `!authed`).
     decoder_preauth: bool,
-    /// The caller's trace context set by `FURROW TRACEPARENT` (see `crate::trace`).
-    trace_parent: Option<runtime::trace::TraceParent>,
+    /// The caller's trace context set by `FURROW TRACEPARENT` (see `crate::trace`); boxed: few
+    /// sessions set one, and this struct is part of every idle client's task.
+    trace_parent: Option<Box<runtime::trace::TraceParent>>,
     /// `FURROW.LOCK` state (see `crate::lock`); created by the first lock command.
     locks: Option<crate::lock::Locks>,
     /// A queueing rate limit gave the first held-back command a later turn: nothing goes to the
@@ -959,7 +960,7 @@ impl Session {
         let Some(c) = self.client.trace.get() else {
             return dest;
         };
-        match self.trace_parent {
+        match self.trace_parent.as_deref().copied() {
             Some(p) => {
                 let sampled = p.sampled || c.head_sampled();
                 crate::trace::wrap(dest, c, Some(p), sampled, name, server)
@@ -980,7 +981,7 @@ impl Session {
         }
         match crate::trace::traceparent_arg(cmd.arg(2)) {
             Ok(p) => {
-                self.trace_parent = p;
+                self.trace_parent = p.map(Box::new);
                 self.local(&simple("OK"));
             }
             Err(msg) => self.local(format!("-ERR {msg}\r\n").as_bytes()),

@@ -308,8 +308,9 @@ pub(crate) fn ops_done(
     }
 }
 
-/// The backend named in slow-log and audit records of sharded statements.
-pub(crate) const SHARDS_BACKEND: &str = "shards";
+/// The backend named in slow-log and audit records of sharded statements (defined beside the spans that
+/// name it, so that `trace` needs nothing of `shard`).
+pub(crate) use crate::trace::SHARDS_BACKEND;
 
 /// Queues an audit record when the group has an audit log (`crate::ops::audit`).
 #[allow(clippy::too_many_arguments)]
