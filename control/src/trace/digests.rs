@@ -55,24 +55,62 @@ pub struct Dump {
     pub overflow: u64,
 }
 
-/// Parses `DIGESTS DUMP` text; Err names the first bad line.
-pub fn parse_dump(text: &str) -> Result<Dump, String> {
+/// One data line of an admin-port dump: its tab-separated fields (the last takes the rest of the line).
+pub(crate) struct DumpLine<'a> {
+    /// The fields.
+    pub fields: Vec<&'a str>,
+    line: &'a str,
+    no: usize,
+    what: &'static str,
+}
+
+impl DumpLine<'_> {
+    /// The error naming this line.
+    pub fn bad(&self) -> String {
+        format!("{} line {}: {:?}", self.what, self.no, self.line)
+    }
+}
+
+/// Reads an admin-port dump (`DIGESTS DUMP`, `SLOWLOG DUMP`): the number after `header` on the first
+/// line, and the data lines (at most `MAX_LINES`, empty ones skipped) with exactly `fields` fields;
+/// Err names the first bad line (`what line N: ...`).
+pub(crate) fn dump_lines<'a>(
+    text: &'a str,
+    header: &str,
+    what: &'static str,
+    fields: usize,
+) -> Result<(u64, Vec<DumpLine<'a>>), String> {
     let mut lines = text.lines();
     let head = lines.next().unwrap_or_default();
-    let overflow = head
-        .strip_prefix("# furrow-digests v1 overflow=")
+    let n = head
+        .strip_prefix(header)
         .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| format!("not a digest dump (first line {head:?})"))?;
-    let mut rows = Vec::new();
+        .ok_or_else(|| format!("not a {what} (first line {head:?})"))?;
+    let mut out = Vec::new();
     for (i, line) in lines.enumerate().take(MAX_LINES) {
         if line.is_empty() {
             continue;
         }
-        let bad = || format!("digest dump line {}: {line:?}", i + 2);
-        let f: Vec<&str> = line.splitn(8, '\t').collect();
-        if f.len() != 8 {
-            return Err(bad());
+        let l = DumpLine {
+            fields: line.splitn(fields, '\t').collect(),
+            line,
+            no: i + 2,
+            what,
+        };
+        if l.fields.len() != fields {
+            return Err(l.bad());
         }
+        out.push(l);
+    }
+    Ok((n, out))
+}
+
+/// Parses `DIGESTS DUMP` text; Err names the first bad line.
+pub fn parse_dump(text: &str) -> Result<Dump, String> {
+    let (overflow, lines) = dump_lines(text, "# furrow-digests v1 overflow=", "digest dump", 8)?;
+    let mut rows = Vec::new();
+    for l in lines {
+        let (f, bad) = (&l.fields, || l.bad());
         let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
         let hist: Vec<u64> = f[6].split(',').map(num).collect::<Result<_, _>>()?;
         if hist.len() != HIST_BUCKETS || u64::from_str_radix(f[0], 16).is_err() {

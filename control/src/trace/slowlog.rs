@@ -61,22 +61,11 @@ pub struct Dump {
 /// Parses `SLOWLOG DUMP` text (the statement is reduced to its digest here); Err names the first bad
 /// line.
 pub fn parse_dump(text: &str, proxy: &str) -> std::result::Result<Dump, String> {
-    let mut lines = text.lines();
-    let head = lines.next().unwrap_or_default();
-    let dropped = head
-        .strip_prefix("# furrow-slowlog v1 dropped=")
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| format!("not a slow-log dump (first line {head:?})"))?;
+    let (dropped, lines) =
+        super::digests::dump_lines(text, "# furrow-slowlog v1 dropped=", "slow-log dump", 5)?;
     let mut rows = Vec::new();
-    for (i, line) in lines.enumerate().take(MAX_LINES) {
-        if line.is_empty() {
-            continue;
-        }
-        let bad = || format!("slow-log dump line {}: {line:?}", i + 2);
-        let f: Vec<&str> = line.splitn(5, '\t').collect();
-        if f.len() != 5 {
-            return Err(bad());
-        }
+    for l in lines {
+        let (f, bad) = (&l.fields, || l.bad());
         let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
         let d = router::sql::digest(f[4]);
         rows.push(SlowRow {
