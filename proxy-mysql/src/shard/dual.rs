@@ -99,10 +99,7 @@ impl Gate {
     /// dual-written while keys are tracked is not written to the other layout, as if a dual write
     /// were lost; the cut-over's verify must find its range.
     fn skip_other_once(&self) -> bool {
-        static FIRED: AtomicBool = AtomicBool::new(false);
-        self.tracking.load(Ordering::SeqCst)
-            && std::env::var(super::xa::FAILPOINT_ENV).is_ok_and(|v| v == "reshard-skip-other")
-            && !FIRED.swap(true, Ordering::SeqCst)
+        self.tracking.load(Ordering::SeqCst) && super::xa::failpoint_once("reshard-skip-other")
     }
 
     /// Records the keys of one finished (or failed) dual write, when tracking.
