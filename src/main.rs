@@ -34,6 +34,14 @@ mod upgrade;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Lazy arena commit for mimalloc, set before anything allocates (an ELF constructor runs before
+/// Rust's `main` and its runtime's first allocation): freed memory then leaves the resident set
+/// (`runtime::memory::tune_allocator`).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = runtime::memory::tune_allocator;
+
 /// Furrow: thread-per-core MySQL and Redis proxies with control services.
 #[derive(Parser)]
 #[command(name = "furrow", version, about, propagate_version = true)]
