@@ -761,6 +761,7 @@ fn login_config(user: &str, password: &str, database: Option<&str>) -> LoginConf
         charset: 45,
         max_packet_size: 1 << 24,
         tls: false,
+        mariadb_capabilities: 0,
     }
 }
 

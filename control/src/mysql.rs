@@ -128,6 +128,7 @@ impl Conn {
             charset: 45,
             max_packet_size: 1 << 24,
             tls: false,
+            mariadb_capabilities: 0,
         });
         loop {
             let p = c.read_packet()?;

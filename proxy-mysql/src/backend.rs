@@ -29,7 +29,7 @@ pub use crate::vars::BACKEND_COLLATION;
 pub const BACKEND_MAX_PAYLOAD: usize = 1 << 30;
 
 /// A statement prepared on one backend connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CachedStmt {
     /// The backend's statement id.
     pub id: u32,
@@ -39,7 +39,16 @@ pub struct CachedStmt {
     pub columns: u16,
     /// For eviction: a use counter value.
     pub last_use: u64,
+    /// On a connection with cached metadata ([`BackendConn::cache_meta`]): the column
+    /// definitions the server last sent this connection for the statement (raw packets), which
+    /// it leaves out of an execution's reply while they hold.
+    pub defs: Option<Rc<[u8]>>,
 }
+
+/// Largest column-definition block kept for one statement (a few thousand columns of any name);
+/// a statement whose definitions are larger leaves its connection to be closed after the reply
+/// (see [`Outcome::defs`]): a connection never holds a statement whose metadata it cannot replay.
+pub const MAX_STMT_DEFS: usize = 512 * 1024;
 
 /// Most statements cached per backend connection; the least recently used is closed beyond it.
 pub const STMT_CACHE_MAX: usize = 256;
@@ -64,6 +73,12 @@ pub struct BackendConn {
     pub vars: Option<Rc<crate::vars::VarState>>,
     /// Statements prepared here, by (schema, SQL text); foldhash: looked up per execution.
     pub stmts: router::FastMap<(Option<Rc<str>>, Rc<str>), CachedStmt>,
+    /// MariaDB's MARIADB_CLIENT_CACHE_METADATA was negotiated: result sets' column counts carry
+    /// a metadata-follows byte, and an execution whose columns did not change since this
+    /// connection last got them comes without their definitions. [`BackendConn::forward`] gives
+    /// clients the classic reply (the byte removed, the definitions put back from the statement's
+    /// [`CachedStmt::defs`]); the server saves building and sending them on every execution.
+    pub cache_meta: bool,
     /// Use counter for the statement cache.
     pub stmt_clock: u64,
     /// When it was last returned to the pool.
@@ -108,6 +123,23 @@ pub struct Outcome {
     pub prepared: Option<(u32, u16, u16)>,
     /// Sequence id of the last packet of the response.
     pub last_seq: u8,
+    /// On a connection with cached metadata, the column definitions (raw packets) a
+    /// COM_STMT_PREPARE's reply or an execution's reply with metadata carried: what the
+    /// connection now holds for the statement. When they were larger than [`MAX_STMT_DEFS`] the
+    /// connection is marked broken instead (it must not be asked to execute the statement again).
+    pub defs: Option<Rc<[u8]>>,
+    /// An execution's reply came without definitions and the connection's were put back for
+    /// the client: it now holds those.
+    pub defs_put_back: bool,
+}
+
+/// What [`BackendConn::forward`] knows of a COM_STMT_EXECUTE's column definitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecMeta<'a> {
+    /// The statement's definitions as this connection holds them ([`CachedStmt::defs`]).
+    pub conn: Option<&'a Rc<[u8]>>,
+    /// As the client holds them (when it caches metadata).
+    pub client: Option<&'a Rc<[u8]>>,
 }
 
 /// What kind of response a command gets (codec's, so the tracker and the proxy agree).
@@ -228,6 +260,7 @@ impl BackendConn {
         }
         let thread_id = login.greeting().map_or(0, |hs| hs.connection_id);
         let scramble = login.nonce().to_vec();
+        let cache_meta = login.mariadb_capabilities() & MARIADB_CLIENT_CACHE_METADATA != 0;
         Ok(BackendConn {
             conn,
             server,
@@ -238,6 +271,7 @@ impl BackendConn {
             scramble,
             vars: None,
             stmts: Default::default(),
+            cache_meta,
             stmt_clock: 0,
             last_used: Instant::now(),
             broken: false,
@@ -302,7 +336,7 @@ impl BackendConn {
         if let Err(e) = self.conn.flush().await {
             return Err(ProxyError::lost(&self.server, e));
         }
-        self.forward(kind, None, None, u64::MAX).await
+        self.forward(kind, None, None, u64::MAX, None).await
     }
 
     /// Runs a text query and returns its column names and rows (for health checks). The server's
@@ -370,7 +404,8 @@ impl BackendConn {
         sink: &mut dyn ResultSink,
     ) -> Result<Buffered, BufferedError> {
         use BufferedError::Unexpected;
-        let mut tracker = ReplyTracker::for_kind(RespKind::ResultSet, BACKEND_CAPS);
+        let mut tracker = ReplyTracker::for_kind(RespKind::ResultSet, BACKEND_CAPS)
+            .with_cache_metadata(self.cache_meta);
         let mut columns = 0usize;
         let mut eofs = 0u8;
         loop {
@@ -392,7 +427,10 @@ impl BackendConn {
                     return Ok(Buffered::Err(codec::mysql::ErrPacket::decode(p.payload)?));
                 }
                 Seen::LocalInfile => return Err(Unexpected("asked for a LOCAL INFILE")),
-                Seen::ColumnCount(_) | Seen::PrepareOk { .. } | Seen::Other => {
+                Seen::ColumnCount(_)
+                | Seen::ColumnCountCached(_)
+                | Seen::PrepareOk { .. }
+                | Seen::Other => {
                     return Err(Unexpected("unexpected packet in a query reply"));
                 }
             }
@@ -405,15 +443,36 @@ impl BackendConn {
     /// Reads one response, copying it to `client` when given (rewriting a prepare-OK's statement id to
     /// `client_stmt_id`). Stops with [`ProxyError::ResultTooLarge`] past `max_bytes` (the backend connection is
     /// then in an unknown state and must be dropped).
+    ///
+    /// Cached metadata (MariaDB's MARIADB_CLIENT_CACHE_METADATA) on either side: each column
+    /// count is given the form the client negotiated (with or without the metadata-follows
+    /// byte), and an execution's reply without definitions that the client does not hold
+    /// (a client without cached metadata, or one that holds other definitions for the statement
+    /// than this connection) gets the connection's definitions put back (`exec.conn`, the
+    /// statement's [`CachedStmt::defs`]), every later packet's sequence id moved on by their
+    /// number ([`Outcome::defs_put_back`]). The definitions a prepare's or an execution's reply
+    /// carries are returned in [`Outcome::defs`]. `exec` is `Some` exactly for a
+    /// COM_STMT_EXECUTE; a reply without definitions that are not known is an error.
     pub async fn forward(
         &mut self,
         kind: RespKind,
         mut client: Option<&mut Conn>,
         client_stmt_id: Option<u32>,
         max_bytes: u64,
+        exec: Option<ExecMeta<'_>>,
     ) -> Result<Outcome, ProxyError> {
         let mut out = Outcome::default();
-        let mut tracker = ReplyTracker::for_kind(kind, BACKEND_CAPS);
+        let mut tracker =
+            ReplyTracker::for_kind(kind, BACKEND_CAPS).with_cache_metadata(self.cache_meta);
+        // Column definitions are captured from a prepare's reply (after its parameters') and from
+        // the first result set of an execution that carries them, on cached-metadata connections.
+        let capture = self.cache_meta && (kind == RespKind::Prepare || exec.is_some());
+        let mut defs: Option<Vec<u8>> = None;
+        // Definitions still to skip before the captured ones (a prepare's parameters).
+        let mut skip_defs = 0u32;
+        let mut results = 0u32;
+        // How far sequence ids move after definitions were put back.
+        let mut shift = 0u8;
         loop {
             let total = match self.conn.peek_raw().await {
                 Ok(n) => n,
@@ -450,6 +509,40 @@ impl BackendConn {
                 } => {
                     out.prepared = Some((statement_id, columns, params));
                     rewrite = client_stmt_id.is_some();
+                    if capture && columns > 0 {
+                        skip_defs = u32::from(params);
+                        defs = Some(Vec::new());
+                    }
+                }
+                Seen::Definition => {
+                    if let Some(d) = defs.as_mut() {
+                        if skip_defs > 0 {
+                            skip_defs -= 1;
+                        } else if d.len() + total <= MAX_STMT_DEFS {
+                            // Kept with sequence id 0: numbered where they are put back, and
+                            // equal whichever reply they came in.
+                            d.extend_from_slice(&raw[..3]);
+                            d.push(0);
+                            d.extend_from_slice(&raw[4..]);
+                        } else {
+                            // Too large to keep: the connection goes once this reply is read.
+                            defs = None;
+                            self.broken = true;
+                        }
+                    }
+                }
+                Seen::ColumnCount(_) | Seen::ColumnCountCached(_) => {
+                    results += 1;
+                    if let Some(d) = defs.take() {
+                        // A later result set: the first one's definitions are complete.
+                        out.defs = Some(Rc::from(d));
+                    } else if capture
+                        && results == 1
+                        && kind == RespKind::ResultSet
+                        && matches!(fed.seen, Seen::ColumnCount(_))
+                    {
+                        defs = Some(Vec::new());
+                    }
                 }
                 Seen::LocalInfile => {
                     return Err(ProxyError::lost(
@@ -459,13 +552,66 @@ impl BackendConn {
                         )),
                     ));
                 }
-                Seen::ColumnCount(_) | Seen::Definition | Seen::Other => {}
+                Seen::Other => {}
             }
             out.bytes += total as u64;
-            out.last_seq = seq;
-            if let Some(c) = client.as_deref_mut() {
+            out.last_seq = seq.wrapping_add(shift);
+            let count = matches!(fed.seen, Seen::ColumnCount(_) | Seen::ColumnCountCached(_));
+            let client_cache = client.as_ref().is_some_and(|c| c.cache_meta);
+            if count && (self.cache_meta || client_cache) {
+                let cached = matches!(fed.seen, Seen::ColumnCountCached(_));
+                // Only an execution's first result set can be the statement's known columns.
+                let put_back = match exec {
+                    Some(ExecMeta { conn: Some(d), .. }) if cached && results == 1 => {
+                        let held = exec.and_then(|e| e.client);
+                        let same = held.is_some_and(|h| Rc::ptr_eq(h, d) || h[..] == d[..]);
+                        (!(client_cache && same)).then(|| d.clone())
+                    }
+                    _ if cached => {
+                        self.broken = true;
+                        return Err(ProxyError::lost(
+                            &self.server,
+                            "a result without column definitions for a statement whose \
+                             definitions are not known",
+                        ));
+                    }
+                    _ => None,
+                };
+                if let Some(c) = client.as_deref_mut() {
+                    if client_cache && self.cache_meta && put_back.is_none() {
+                        // Both sides cache metadata and the client holds these columns.
+                        c.wbuf.extend_from_slice(raw);
+                        let at = c.wbuf.len() - total + 3;
+                        c.wbuf[at] = seq.wrapping_add(shift);
+                    } else {
+                        // The count without the connection's metadata-follows byte, with the
+                        // client's (1: definitions follow) when it caches metadata.
+                        let classic = if self.cache_meta {
+                            &raw[4..total - 1]
+                        } else {
+                            &raw[4..total]
+                        };
+                        let len = (classic.len() + usize::from(client_cache)) as u32;
+                        c.wbuf.extend_from_slice(&len.to_le_bytes()[..3]);
+                        c.wbuf.extend_from_slice(&[seq.wrapping_add(shift)]);
+                        c.wbuf.extend_from_slice(classic);
+                        if client_cache {
+                            c.wbuf.extend_from_slice(&[1]);
+                        }
+                        if let Some(d) = &put_back {
+                            let n = put_defs(&mut c.wbuf, d, seq.wrapping_add(shift));
+                            shift = shift.wrapping_add(n);
+                            out.last_seq = seq.wrapping_add(shift);
+                            out.defs_put_back = true;
+                        }
+                    }
+                }
+            } else if let Some(c) = client.as_deref_mut() {
                 let start = c.wbuf.len();
-                c.wbuf.extend_from_slice(&self.conn.rbuf[..total]);
+                c.wbuf.extend_from_slice(raw);
+                if shift != 0 {
+                    c.wbuf[start + 3] = seq.wrapping_add(shift);
+                }
                 if rewrite
                     && total >= 13
                     && let Some(id) = client_stmt_id
@@ -475,13 +621,16 @@ impl BackendConn {
             }
             self.conn.consume(total);
             if matches!(fed.step, Step::Done(_)) {
+                if let Some(d) = defs.take() {
+                    out.defs = Some(Rc::from(d));
+                }
                 return Ok(out);
             }
             if out.bytes > max_bytes {
                 self.broken = true;
                 return Err(ProxyError::ResultTooLarge {
                     limit: max_bytes,
-                    next_seq: seq.wrapping_add(1),
+                    next_seq: out.last_seq.wrapping_add(1),
                 });
             }
             if let Some(c) = client.as_deref_mut()
@@ -503,6 +652,7 @@ impl BackendConn {
         id: u32,
         params: u16,
         columns: u16,
+        defs: Option<Rc<[u8]>>,
     ) -> Option<u32> {
         self.stmt_clock += 1;
         let old = self.stmts.insert(
@@ -512,6 +662,7 @@ impl BackendConn {
                 params,
                 columns,
                 last_use: self.stmt_clock,
+                defs,
             },
         );
         if let Some(old) = old
@@ -537,7 +688,15 @@ impl BackendConn {
         let clock = self.stmt_clock;
         let s = self.stmts.get_mut(key)?;
         s.last_use = clock;
-        Some(*s)
+        Some(s.clone())
+    }
+
+    /// Records the column definitions an execution's reply carried for a cached statement (its
+    /// columns changed: the server sends them again, then leaves them out while they hold).
+    pub fn set_stmt_defs(&mut self, key: &(Option<Rc<str>>, Rc<str>), defs: Rc<[u8]>) {
+        if let Some(s) = self.stmts.get_mut(key) {
+            s.defs = Some(defs);
+        }
     }
 
     /// Queues COM_STMT_CLOSE for a backend statement id (no response).
@@ -547,6 +706,25 @@ impl BackendConn {
         p[1..5].copy_from_slice(&id.to_le_bytes());
         self.queue_command(&p);
     }
+}
+
+/// Appends the definition packets `defs` (raw, as a reply carried them) after a column count sent
+/// with sequence id `seq`, numbered on from it; returns how many were put.
+fn put_defs(w: &mut bytes::BytesMut, defs: &[u8], seq: u8) -> u8 {
+    let mut at = 0;
+    let mut n = 0u8;
+    while at + 4 <= defs.len() {
+        let len = usize::from(defs[at])
+            | usize::from(defs[at + 1]) << 8
+            | usize::from(defs[at + 2]) << 16;
+        let end = (at + 4 + len).min(defs.len());
+        n = n.wrapping_add(1);
+        w.extend_from_slice(&defs[at..at + 3]);
+        w.extend_from_slice(&[seq.wrapping_add(n)]);
+        w.extend_from_slice(&defs[at + 4..end]);
+        at = end;
+    }
+    n
 }
 
 /// Appends the command packet (sequence id 0) whose payload is `parts` one after the other, as
@@ -576,6 +754,9 @@ fn login_config(user: &str, password: &str, tls: bool) -> LoginConfig {
         charset: BACKEND_COLLATION,
         max_packet_size: BACKEND_MAX_PAYLOAD as u32,
         tls,
+        // Executions of prepared statements then come without column definitions the connection
+        // already has (MariaDB 10.6+; see `BackendConn::cache_meta`).
+        mariadb_capabilities: MARIADB_CLIENT_CACHE_METADATA,
     }
 }
 

@@ -252,6 +252,10 @@ pub struct Conn {
     pub seq_rewrite: Option<SeqRewrite>,
     /// Free space the next read offers (see [`FIRST_READ`]).
     read_size: usize,
+    /// For client connections: the client negotiated MariaDB's MARIADB_CLIENT_CACHE_METADATA
+    /// (every column count it gets carries the metadata-follows byte; see
+    /// `BackendConn::forward`).
+    pub cache_meta: bool,
 }
 
 impl Drop for Conn {
@@ -287,6 +291,7 @@ impl Conn {
             budget: None,
             seq_rewrite: None,
             read_size: FIRST_READ,
+            cache_meta: false,
         }
     }
 

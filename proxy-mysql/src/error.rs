@@ -547,6 +547,16 @@ pub mod errs {
         )
     }
 
+    /// 1235: a session that negotiated cached metadata on a listener that became sharded since
+    /// (sharded replies are built by the proxy in the classic format).
+    pub fn cached_metadata_on_sharded() -> ErrPacket {
+        ErrPacket::new(
+            1235,
+            "42000",
+            "furrow: this connection negotiated MARIADB_CLIENT_CACHE_METADATA before its listener              became sharded; reconnect",
+        )
+    }
+
     /// 1235: a statement refused on a table being resharded (`why` says what and how to go on).
     pub fn resharding(table: &str, why: &str) -> ErrPacket {
         resharding_with(table, 1235, why)

@@ -30,7 +30,12 @@ pub fn queue_select_u64(client: &mut Conn, sql: &str, default_name: &str, v: u64
     let text = sql.trim().trim_end_matches(';').trim();
     let name = text.get(6..).map_or(default_name, str::trim);
     let mut p = BytesMut::with_capacity(64);
-    p.extend_from_slice(&[1]);
+    // One column; with cached metadata, the metadata-follows byte (they follow).
+    if client.cache_meta {
+        p.extend_from_slice(&[1, 1]);
+    } else {
+        p.extend_from_slice(&[1]);
+    }
     let mut seq = client.queue(1, &p);
     let col = ColumnDefinition::new(
         name,

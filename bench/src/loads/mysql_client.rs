@@ -94,6 +94,7 @@ impl MyConn {
             charset: 45,
             max_packet_size: 16 * 1024 * 1024,
             tls: false,
+            mariadb_capabilities: 0,
         });
         loop {
             let (seq, p) = c.read_packet()?;

@@ -106,6 +106,7 @@ pub fn handshake(data: &[u8]) -> Result<(), Violation> {
         charset: 45,
         max_packet_size: 1 << 24,
         tls,
+        mariadb_capabilities: 0,
     });
     let mut seq = 0u8;
     for p in std::iter::once(data).chain(data.chunks(7)) {

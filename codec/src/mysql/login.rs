@@ -46,6 +46,10 @@ pub struct LoginConfig {
     pub max_packet_size: u32,
     /// Switch to TLS before authenticating; a server that does not offer it is an error.
     pub tls: bool,
+    /// MariaDB extended capabilities wanted (`MARIADB_CLIENT_*`); the negotiated set is these
+    /// limited to the greeting's. When it is not empty, CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") is
+    /// left out of the response: a MariaDB server reads the extended capabilities only then.
+    pub mariadb_capabilities: u32,
 }
 
 /// A payload to send.
@@ -121,6 +125,7 @@ pub struct ClientLogin {
     state: State,
     tls_active: bool,
     capabilities: u32,
+    mariadb_capabilities: u32,
     seq: u8,
     greeting: Option<HandshakeV10>,
     nonce: Vec<u8>,
@@ -134,6 +139,7 @@ impl ClientLogin {
             state: State::Greeting,
             tls_active: false,
             capabilities: 0,
+            mariadb_capabilities: 0,
             seq: 0,
             greeting: None,
             nonce: Vec::new(),
@@ -168,6 +174,8 @@ impl ClientLogin {
             state: State::Auth(plugin),
             tls_active: tls,
             capabilities,
+            // Not renegotiated: the connection keeps what its login negotiated.
+            mariadb_capabilities: 0,
             seq: 0,
             greeting: None,
             nonce: nonce.to_vec(),
@@ -183,6 +191,12 @@ impl ClientLogin {
     /// The negotiated capabilities (known after the greeting).
     pub fn capabilities(&self) -> u32 {
         self.capabilities
+    }
+
+    /// The negotiated MariaDB extended capabilities (known after the greeting; 0 with a server
+    /// that is not MariaDB or when none were wanted).
+    pub fn mariadb_capabilities(&self) -> u32 {
+        self.mariadb_capabilities
     }
 
     /// The nonce of the last authentication round (the greeting's scramble, or an auth
@@ -231,6 +245,11 @@ impl ClientLogin {
         if c.database.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
         }
+        let ext = c.mariadb_capabilities & hs.mariadb_capabilities();
+        if ext != 0 {
+            caps &= !CLIENT_LONG_PASSWORD;
+        }
+        self.mariadb_capabilities = ext;
         self.nonce = hs.scramble().to_vec();
         self.greeting = Some(hs);
         if self.config.tls {
@@ -245,7 +264,7 @@ impl ClientLogin {
                 capabilities: caps,
                 max_packet_size: self.config.max_packet_size,
                 charset: self.config.charset,
-                mariadb_capabilities: 0,
+                mariadb_capabilities: self.mariadb_capabilities,
             }
             .encode(&mut out);
             let seq = self.seq;
@@ -278,7 +297,7 @@ impl ClientLogin {
             capabilities: self.capabilities,
             max_packet_size: c.max_packet_size,
             charset: c.charset,
-            mariadb_capabilities: 0,
+            mariadb_capabilities: self.mariadb_capabilities,
             username: Bytes::copy_from_slice(c.user.as_bytes()),
             auth_response: Bytes::from(plugin.scramble(&c.password, &self.nonce)),
             database: c
@@ -363,6 +382,7 @@ mod tests {
             charset: 45,
             max_packet_size: 1 << 24,
             tls,
+            mariadb_capabilities: 0,
         }
     }
 
@@ -425,6 +445,40 @@ mod tests {
         assert_eq!(l.greeting().unwrap().connection_id, 9);
         assert_eq!(l.nonce(), &NONCE);
         assert!(l.on_packet(3, Bytes::from_static(&[0])).is_err());
+    }
+
+    #[test]
+    fn mariadb_extended_capabilities_are_negotiated() {
+        use crate::mysql::consts::capability::{
+            MARIADB_CLIENT_CACHE_METADATA, MARIADB_CLIENT_PROGRESS,
+        };
+        let want = MARIADB_CLIENT_CACHE_METADATA | MARIADB_CLIENT_PROGRESS;
+        // A MariaDB greeting offering cache metadata (and bulk operations, not wanted).
+        let mut hs = HandshakeV10::decode(greeting("mysql_native_password", false)).unwrap();
+        hs.reserved[6..10].copy_from_slice(&(MARIADB_CLIENT_CACHE_METADATA | 4).to_le_bytes());
+        let mut g = BytesMut::new();
+        hs.encode(&mut g);
+        let mut c = config(false, None);
+        c.mariadb_capabilities = want;
+        c.capabilities |= CLIENT_LONG_PASSWORD;
+        let mut l = ClientLogin::new(c.clone());
+        let r = response(&sent(l.on_packet(0, g.freeze()).unwrap()));
+        assert_eq!(r.mariadb_capabilities, MARIADB_CLIENT_CACHE_METADATA);
+        assert_eq!(l.mariadb_capabilities(), MARIADB_CLIENT_CACHE_METADATA);
+        assert_eq!(
+            r.capabilities & CLIENT_LONG_PASSWORD,
+            0,
+            "the server reads extended capabilities only without CLIENT_MYSQL"
+        );
+        // A server that offers none (or a MySQL server): nothing extended, CLIENT_LONG_PASSWORD kept.
+        let mut l = ClientLogin::new(c);
+        let r = response(&sent(
+            l.on_packet(0, greeting("mysql_native_password", false))
+                .unwrap(),
+        ));
+        assert_eq!(r.mariadb_capabilities, 0);
+        assert_eq!(l.mariadb_capabilities(), 0);
+        assert_ne!(r.capabilities & CLIENT_LONG_PASSWORD, 0);
     }
 
     #[test]

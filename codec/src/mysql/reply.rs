@@ -99,8 +99,13 @@ pub enum Seen {
         /// Its status flags (0 for a pre-4.1 EOF without them).
         status: u16,
     },
-    /// The column count that opens a result set.
+    /// The column count that opens a result set; its column definitions follow.
     ColumnCount(u32),
+    /// The column count of a result set whose definitions the server left out (MariaDB's
+    /// metadata-follows byte 0, under MARIADB_CLIENT_CACHE_METADATA: a prepared statement's
+    /// execution whose columns are those the connection was last sent). The EOF that closes
+    /// the (empty) definition block still follows unless EOFs are deprecated.
+    ColumnCountCached(u32),
     /// A column or parameter definition.
     Definition,
     /// A text or binary row.
@@ -167,6 +172,7 @@ enum After {
 pub struct ReplyTracker {
     state: State,
     deprecate_eof: bool,
+    cache_metadata: bool,
     capabilities: u32,
 }
 
@@ -179,6 +185,7 @@ impl ReplyTracker {
             None => ReplyTracker {
                 state: State::Finished,
                 deprecate_eof: capabilities & CLIENT_DEPRECATE_EOF != 0,
+                cache_metadata: false,
                 capabilities,
             },
         }
@@ -197,8 +204,18 @@ impl ReplyTracker {
         ReplyTracker {
             state,
             deprecate_eof: capabilities & CLIENT_DEPRECATE_EOF != 0,
+            cache_metadata: false,
             capabilities,
         }
+    }
+
+    /// For a connection that negotiated MariaDB's MARIADB_CLIENT_CACHE_METADATA: a column count
+    /// carries a metadata-follows byte, and when it is 0 no definitions follow
+    /// ([`Seen::ColumnCountCached`]).
+    #[inline]
+    pub fn with_cache_metadata(mut self, on: bool) -> Self {
+        self.cache_metadata = on;
+        self
     }
 
     /// Whether the reply is complete.
@@ -247,12 +264,22 @@ impl ReplyTracker {
                 _ => {
                     let mut pos = 0;
                     // A byte may follow the count (MariaDB's metadata-follows flag with
-                    // MARIADB_CLIENT_CACHE_METADATA): only the count is read.
+                    // MARIADB_CLIENT_CACHE_METADATA): read only when the connection negotiated it.
                     let n = lenenc_int_at(payload, &mut pos, "column count")?;
                     let n = u32::try_from(n)
                         .ok()
                         .filter(|&n| n != 0)
                         .ok_or(MysqlError::InvalidValue("column count"))?;
+                    if self.cache_metadata && payload.get(pos) == Some(&0) {
+                        // No definitions: straight to the EOF that closes the block.
+                        let step = if self.deprecate_eof {
+                            self.proceed(After::Rows, 0)
+                        } else {
+                            self.state = State::DefsEof { then: After::Rows };
+                            Step::More
+                        };
+                        return Ok(fed(Seen::ColumnCountCached(n), step));
+                    }
                     fed(Seen::ColumnCount(n), self.start_block(n, After::Rows))
                 }
             },
@@ -502,6 +529,43 @@ mod tests {
             &[&[1], b"c", &cursor_eof],
         );
         assert_eq!(steps[2], Step::Done(ReplyEnd::Ok { status: 0x42 }));
+    }
+
+    #[test]
+    fn cached_metadata_skips_the_definitions() {
+        // As MariaDB 10.11 answers a COM_STMT_EXECUTE under MARIADB_CLIENT_CACHE_METADATA
+        // (captured): count 1 with flag 0, the EOF, one binary row, the EOF.
+        let row = [0u8, 0, 3, b'a', b'b', b'c'];
+        let mut t =
+            ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT).with_cache_metadata(true);
+        let seen: Vec<Fed> = [&[1u8, 0][..], EOF_END, &row, EOF_END]
+            .iter()
+            .map(|p| t.advance(p).unwrap())
+            .collect();
+        assert_eq!(seen[0].seen, Seen::ColumnCountCached(1));
+        assert_eq!(seen[1].seen, Seen::Eof { status: 2 });
+        assert_eq!(seen[2].seen, Seen::Row);
+        assert_eq!(seen[3].step, Step::Done(ReplyEnd::Ok { status: 2 }));
+        // Flag 1: the definitions follow as usual.
+        let mut t =
+            ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT).with_cache_metadata(true);
+        let seen: Vec<Fed> = [&[1u8, 1][..], b"coldef", EOF_END, &row, EOF_END]
+            .iter()
+            .map(|p| t.advance(p).unwrap())
+            .collect();
+        assert_eq!(seen[0].seen, Seen::ColumnCount(1));
+        assert_eq!(seen[1].seen, Seen::Definition);
+        assert_eq!(seen[4].step, Step::Done(ReplyEnd::Ok { status: 2 }));
+        // Without the capability the byte is not read: a 0 there is not a flag.
+        let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
+        assert_eq!(t.advance(&[1, 0]).unwrap().seen, Seen::ColumnCount(1));
+        assert_eq!(t.advance(b"coldef").unwrap().seen, Seen::Definition);
+        // Under CLIENT_DEPRECATE_EOF: rows right after the count.
+        let mut t =
+            ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT | CLIENT_DEPRECATE_EOF)
+                .with_cache_metadata(true);
+        assert_eq!(t.advance(&[2, 0]).unwrap().seen, Seen::ColumnCountCached(2));
+        assert_eq!(t.advance(&row).unwrap().seen, Seen::Row);
     }
 
     fn advance_all(kind: ReplyKind, caps: u32, packets: &[&[u8]]) -> Vec<Fed> {

@@ -15,6 +15,23 @@ pub fn decode_column_count(payload: Bytes) -> Result<u64> {
     Ok(n)
 }
 
+/// Parses a column-count packet that may carry MariaDB's metadata-follows byte (a connection that
+/// negotiated MARIADB_CLIENT_CACHE_METADATA): returns the count and the classic payload without
+/// that byte (a slice of `payload`). A byte of 0 — definitions left out, which only an execution
+/// of a prepared statement gets — is refused, as is anything else after the count.
+pub fn split_column_count(payload: &Bytes) -> Result<(u64, Bytes)> {
+    let mut pos = 0;
+    let n = super::wire::lenenc_int_at(payload, &mut pos, "column count")?;
+    match &payload[pos..] {
+        [] => Ok((n, payload.clone())),
+        [1] => Ok((n, payload.slice(..pos))),
+        [0] => Err(MysqlError::Malformed(
+            "a result without its column definitions".into(),
+        )),
+        rest => Err(MysqlError::TrailingBytes(rest.len(), "column count")),
+    }
+}
+
 /// Appends a column-count payload.
 pub fn encode_column_count(n: u64, out: &mut BytesMut) {
     put_lenenc_int(out, n);
@@ -323,6 +340,18 @@ impl BinaryRow {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn column_count_with_and_without_the_metadata_byte() {
+        let classic = Bytes::from_static(&[3]);
+        assert_eq!(split_column_count(&classic).unwrap(), (3, classic.clone()));
+        let flagged = Bytes::from_static(&[3, 1]);
+        assert_eq!(split_column_count(&flagged).unwrap(), (3, classic));
+        assert!(split_column_count(&Bytes::from_static(&[3, 0])).is_err());
+        assert!(split_column_count(&Bytes::from_static(&[3, 1, 1])).is_err());
+        let wide = Bytes::from_static(&[0xFC, 0x10, 0x01, 1]);
+        assert_eq!(split_column_count(&wide).unwrap(), (0x110, wide.slice(..3)));
+    }
+
     use super::*;
     use crate::mysql::consts::{charset, column_type as ty};
 

@@ -24,6 +24,11 @@ impl Session {
         if crate::shard::handles(code) {
             let snap = self.snap.get().clone();
             if let Some(rules) = self.shard_rules(&snap) {
+                if self.client.cache_meta {
+                    // Offered only by listeners that were not sharded at login.
+                    self.refuse(1, &errs::cached_metadata_on_sharded());
+                    return Flow::Continue;
+                }
                 // `furrow_lock` / `furrow_unlock`: the same locks as on read/write-split
                 // listeners, held on the primary of the sharding's first shard.
                 if code == com::QUERY

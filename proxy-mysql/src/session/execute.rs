@@ -55,7 +55,7 @@ impl Session {
             let mark = self.client.wbuf.len();
             leg.conn.queue_command(&payload);
             let r = self
-                .forward(&mut leg.conn, kind, None, g, c.is_read())
+                .forward(&mut leg.conn, kind, None, g, c.is_read(), None)
                 .await;
             return match r {
                 Ok(o) => {
@@ -339,6 +339,7 @@ impl Session {
 
     /// Sends what is queued on `conn` and forwards the response to the client, with the statement
     /// timeout (for a `read`, the read timeout when no statement timeout is set).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &mut self,
         conn: &mut BackendConn,
@@ -346,12 +347,13 @@ impl Session {
         client_stmt: Option<u32>,
         g: &MysqlGroup,
         read: bool,
+        exec: Option<crate::backend::ExecMeta<'_>>,
     ) -> Result<Outcome, ProxyError> {
         if let Err(e) = conn.conn.flush().await {
             return Err(ProxyError::lost(&conn.server, e));
         }
         let max = g.max_result_bytes.unwrap_or(u64::MAX);
-        let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max);
+        let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max, exec);
         let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
         match timeout {
             // The session's reusable timer: no timer made and dropped per statement.

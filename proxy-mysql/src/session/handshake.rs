@@ -118,7 +118,7 @@ impl Session {
         } else {
             SERVER_CAPS
         };
-        let hs = HandshakeV10::new(
+        let mut hs = HandshakeV10::new(
             SERVER_VERSION,
             self.id as u32,
             self.scramble,
@@ -127,6 +127,17 @@ impl Session {
             status::SERVER_STATUS_AUTOCOMMIT,
             ANNOUNCED_PLUGIN,
         );
+        // MariaDB clients may cache result metadata (prepared statements' executions then come
+        // without column definitions they hold): offered as a MariaDB server does, in the
+        // greeting's last reserved bytes with CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") left out.
+        // Not on sharded listeners, whose replies the proxy builds. Whether the client took it
+        // is read from its response in `handshake`.
+        let snap = self.snap.get().clone();
+        self.client.cache_meta = self.shard_rules(&snap).is_none();
+        if self.client.cache_meta {
+            hs.capabilities &= !CLIENT_LONG_PASSWORD;
+            hs.reserved[6..10].copy_from_slice(&MARIADB_CLIENT_CACHE_METADATA.to_le_bytes());
+        }
         let mut out = BytesMut::with_capacity(128);
         hs.encode(&mut out);
         self.client.queue(0, &out);
@@ -191,6 +202,7 @@ impl Session {
             return Ok(false);
         };
         self.caps = resp.capabilities & offered;
+        self.client.cache_meta &= resp.mariadb_capabilities & MARIADB_CLIENT_CACHE_METADATA != 0;
         self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;
         let (name, host, user) = self.lookup_user(&resp.username);
         let Some(user) = user else {

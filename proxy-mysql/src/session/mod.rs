@@ -75,6 +75,9 @@ struct ClientStmt {
     types: Option<Bytes>,
     /// Pending COM_STMT_SEND_LONG_DATA payloads (sent before the next execution).
     long_data: Vec<Bytes>,
+    /// With cached metadata (`Conn::cache_meta`): the column definitions the client holds for
+    /// the statement (from its prepare's reply, or the last execution that carried them).
+    defs: Option<Rc<[u8]>>,
 }
 
 /// Where a statement goes.

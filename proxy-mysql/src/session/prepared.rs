@@ -11,7 +11,7 @@ use router::config::MysqlGroup;
 use router::sql::{classify, digest};
 use runtime::ListenerStats;
 
-use crate::backend::{BackendConn, RespKind};
+use crate::backend::{BackendConn, ExecMeta, RespKind};
 use crate::error::{ProxyError, errs};
 use crate::pool;
 
@@ -50,14 +50,14 @@ impl Session {
         p.extend_from_slice(sql.as_bytes());
         conn.queue_command(&p);
         match self
-            .forward(&mut conn, RespKind::Prepare, Some(id), g, true)
+            .forward(&mut conn, RespKind::Prepare, Some(id), g, true, None)
             .await
         {
             Ok(o) => {
                 if let Some((bid, cols, params)) = o.prepared {
                     self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                     let key = (conn.schema.clone(), sql_rc.clone());
-                    if let Some(old) = conn.cache_stmt(key, bid, params, cols) {
+                    if let Some(old) = conn.cache_stmt(key, bid, params, cols, o.defs.clone()) {
                         conn.queue_stmt_close(old);
                     }
                     self.stmts.insert(
@@ -69,6 +69,7 @@ impl Session {
                             params,
                             types: None,
                             long_data: Vec::new(),
+                            defs: o.defs,
                         },
                     );
                 } else {
@@ -88,14 +89,15 @@ impl Session {
         }
     }
 
-    /// Makes sure `stmt` is prepared on `conn`; returns the backend statement id.
+    /// Makes sure `stmt` is prepared on `conn`; returns the backend statement id and its column
+    /// definitions as the connection holds them (see `CachedStmt::defs`).
     pub(super) async fn ensure_prepared(
         conn: &mut BackendConn,
         sql: &Rc<str>,
-    ) -> Result<Result<u32, ErrPacket>, ProxyError> {
+    ) -> Result<Result<(u32, Option<Rc<[u8]>>), ErrPacket>, ProxyError> {
         let key = (conn.schema.clone(), sql.clone());
         if let Some(s) = conn.lookup_stmt(&key) {
-            return Ok(Ok(s.id));
+            return Ok(Ok((s.id, s.defs)));
         }
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
@@ -109,10 +111,11 @@ impl Session {
         let Some((bid, cols, params)) = o.prepared else {
             return Ok(Err(errs::internal("re-prepare returned no statement")));
         };
-        if let Some(old) = conn.cache_stmt(key, bid, params, cols) {
+        let defs = o.defs;
+        if let Some(old) = conn.cache_stmt(key, bid, params, cols, defs.clone()) {
             conn.queue_stmt_close(old);
         }
-        Ok(Ok(bid))
+        Ok(Ok((bid, defs)))
     }
 
     /// COM_STMT_SEND_LONG_DATA: kept until the statement's next execution (no reply).
@@ -169,6 +172,7 @@ impl Session {
         };
         let sql = st.sql.clone();
         let d = st.digest.clone();
+        let held = st.defs.clone();
         let mut class = st.class.clone();
         let long_data = std::mem::take(&mut st.long_data);
         if cursor {
@@ -198,7 +202,7 @@ impl Session {
                 Next::Retry => continue,
                 Next::Stop(flow) => return flow,
             };
-            let (mut leg, bid) = match self.prepared_on(leg, g, &sql, &mut avoid).await {
+            let (mut leg, bid, defs) = match self.prepared_on(leg, g, &sql, &mut avoid).await {
                 Next::Go(x) => x,
                 Next::Retry => continue,
                 Next::Stop(flow) => return flow,
@@ -211,10 +215,34 @@ impl Session {
             body.queue(&mut leg.conn, bid, &payload);
             let mark = self.client.wbuf.len();
             let r = self
-                .forward(&mut leg.conn, RespKind::ResultSet, None, g, class.is_read())
+                .forward(
+                    &mut leg.conn,
+                    RespKind::ResultSet,
+                    None,
+                    g,
+                    class.is_read(),
+                    Some(ExecMeta {
+                        conn: defs.as_ref(),
+                        client: held.as_ref(),
+                    }),
+                )
                 .await;
             return match r {
-                Ok(o) => {
+                Ok(mut o) => {
+                    // What the client holds now: definitions the reply carried (the columns
+                    // changed: the connection holds them too), or the connection's put back.
+                    let now = if let Some(d) = o.defs.take() {
+                        let key = (leg.conn.schema.clone(), sql.clone());
+                        leg.conn.set_stmt_defs(&key, d.clone());
+                        Some(d)
+                    } else {
+                        o.defs_put_back.then_some(defs).flatten()
+                    };
+                    if let Some(d) = now
+                        && let Some(st) = self.stmts.get_mut(&id)
+                    {
+                        st.defs = Some(d);
+                    }
                     let ran = self
                         .succeeded(leg, g, &class, &o, &sql, started, cursor)
                         .await;
@@ -240,11 +268,11 @@ impl Session {
         g: &MysqlGroup,
         sql: &Rc<str>,
         avoid: &mut Vec<Rc<str>>,
-    ) -> Next<(Leg, u32)> {
+    ) -> Next<(Leg, u32, Option<Rc<[u8]>>)> {
         // Prepared there already (the common case): no timer, no await.
         let key = (leg.conn.schema.clone(), sql.clone());
         if let Some(s) = leg.conn.lookup_stmt(&key) {
-            return Next::Go((leg, s.id));
+            return Next::Go((leg, s.id, s.defs));
         }
         drop(key);
         let wait = g
@@ -252,7 +280,7 @@ impl Session {
             .or(g.read_timeout)
             .unwrap_or(Duration::from_secs(30));
         let e = match tokio::time::timeout(wait, Self::ensure_prepared(&mut leg.conn, sql)).await {
-            Ok(Ok(Ok(bid))) => return Next::Go((leg, bid)),
+            Ok(Ok(Ok((bid, defs)))) => return Next::Go((leg, bid, defs)),
             Ok(Ok(Err(refused))) => {
                 self.release(leg.conn);
                 self.refuse(1, &refused);
@@ -299,7 +327,7 @@ impl Session {
         body[1..5].copy_from_slice(&bid.to_le_bytes());
         conn.queue_command(&body);
         match self
-            .forward(&mut conn, RespKind::Fetch, None, g, true)
+            .forward(&mut conn, RespKind::Fetch, None, g, true, None)
             .await
         {
             Ok(_) => {
@@ -398,6 +426,7 @@ mod tests {
             params,
             types: None,
             long_data: Vec::new(),
+            defs: None,
         }
     }
 

@@ -347,7 +347,7 @@ impl ShardSession {
             Ok(()) => {
                 let f = c
                     .conn
-                    .forward(RespKind::ResultSet, Some(cx.client), None, u64::MAX);
+                    .forward(RespKind::ResultSet, Some(cx.client), None, u64::MAX, None);
                 match c.query_timeout {
                     Some(t) => match tokio::time::timeout(t, f).await {
                         Ok(r) => r,

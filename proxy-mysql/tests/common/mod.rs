@@ -320,6 +320,18 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and logs in as `user` with [`APP_SECRET`].
     pub fn login(addr: SocketAddr, user: &str, db: Option<&str>) -> RawClient {
+        Self::login_with(addr, user, db, 0).0
+    }
+
+    /// [`RawClient::login`] asking for MariaDB extended capabilities `mariadb` (answered as a
+    /// MariaDB client does: CLIENT_LONG_PASSWORD left out when the server offers them); returns
+    /// the client and the extended capabilities negotiated.
+    pub fn login_with(
+        addr: SocketAddr,
+        user: &str,
+        db: Option<&str>,
+        mariadb: u32,
+    ) -> (RawClient, u32) {
         use codec::mysql::consts::capability::*;
         let stream = std::net::TcpStream::connect(addr).expect("connect");
         stream
@@ -341,11 +353,15 @@ impl RawClient {
         if db.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
         }
+        let ext = mariadb & hs.mariadb_capabilities();
+        if ext != 0 {
+            caps &= !CLIENT_LONG_PASSWORD;
+        }
         let resp = codec::mysql::HandshakeResponse41 {
             capabilities: caps,
             max_packet_size: 1 << 24,
             charset: 45,
-            mariadb_capabilities: 0,
+            mariadb_capabilities: ext,
             username: bytes::Bytes::copy_from_slice(user.as_bytes()),
             auth_response: bytes::Bytes::from(auth),
             database: db.map(|d| bytes::Bytes::copy_from_slice(d.as_bytes())),
@@ -362,7 +378,7 @@ impl RawClient {
             "login failed: {:?}",
             ok.payload
         );
-        c
+        (c, ext)
     }
 
     /// Sends one packet.

@@ -463,11 +463,13 @@ impl<'a> StreamExec<'a> {
                 self.lose(unit, "expected rows from a shard, got an OK packet");
             }
             (Phase::Unread, ReplyStep::More) => {
-                match codec::mysql::resultset::decode_column_count(payload.clone()) {
-                    Ok(n) => {
+                // The classic count (a connection with cached metadata adds a byte; it goes
+                // to the client as a classic one).
+                match codec::mysql::resultset::split_column_count(&payload) {
+                    Ok((n, classic)) => {
                         u.phase = Phase::Defs(n);
                         u.ncols = n;
-                        u.count = Some(payload);
+                        u.count = Some(classic);
                         self.again = Some(unit);
                     }
                     Err(e) => self.lose(unit, e.to_string()),
