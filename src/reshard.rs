@@ -861,7 +861,43 @@ pub fn restore(control: &Arc<Control>) {
         )
     };
     tracing::info!(table = %table, "an interrupted reshard was found in the config");
-    *lock(&JOB) = Some(Arc::new(job));
+    let job = Arc::new(job);
+    *lock(&JOB) = Some(job.clone());
+    if cut_over && !job.peers.is_empty() {
+        // Killed between its own switch and its peers' (their fences' leases ended since): a
+        // file-configured peer may still write the old layout first. Switch them, fenced.
+        let control = control.clone();
+        let _ = std::thread::Builder::new()
+            .name("reshard-peers".into())
+            .spawn(move || {
+                let r = Fenced::fence(&control, &job.peers, &job.sharding, &job.table).and_then(
+                    |(mut f, _)| {
+                        let r = apply_on_peers(&control, &job, Edit::Mark(&job.new_rule, "cutover"));
+                        f.release(&control);
+                        r
+                    },
+                );
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "reshard: the peers could not be switched after the restart");
+                    *lock(&job.state) = format!(
+                        "interrupted after the cut-over (the proxy restarted); the peers could not be switched to it ({e}): RESHARD ABORT (fences and switches every proxy back) or RESHARD CONFIRM"
+                    );
+                }
+            });
+    }
+}
+
+/// Follows a config about to be published: the write gate of each table it marks as resharding
+/// takes the order its phase says (`cutover`: the new layout first). The job and `RESHARD PEER
+/// APPLY` set the gate before their edit already; this makes a proxy that only receives the edit
+/// (a center-configured peer whose job died before telling it) follow it too.
+pub fn follow_phases(control: &Control, config: &Config) {
+    for s in config.sharding() {
+        for t in s.tables.iter().filter(|t| t.reshard_to.is_some()) {
+            gate_of(control, &s.name, &t.name)
+                .set_new_serves(t.reshard_phase.as_deref() == Some("cutover"));
+        }
+    }
 }
 
 /// RESUME, ABORT or CONFIRM of a job that a restart interrupted (no job thread runs).
