@@ -870,6 +870,10 @@ pub fn restore(control: &Arc<Control>) {
         let _ = std::thread::Builder::new()
             .name("reshard-peers".into())
             .spawn(move || {
+                // Its own writes wait meanwhile (they take the new layout first).
+                let gate = gate_of(&control, &job.sharding, &job.table);
+                let rt = tokio::runtime::Builder::new_current_thread().build();
+                let _paused = rt.as_ref().ok().map(|rt| rt.block_on(gate.pause()));
                 let r = Fenced::fence(&control, &job.peers, &job.sharding, &job.table).and_then(
                     |(mut f, _)| {
                         let r = apply_on_peers(&control, &job, Edit::Mark(&job.new_rule, "cutover"));

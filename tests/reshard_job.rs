@@ -1560,3 +1560,142 @@ fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
     }
     f.check(&model, &uncertain);
 }
+
+/// Two proxies following one center namespace (each gets its own admin, metrics and listener
+/// address from rule items on its instance id), writers through both during the whole reshard,
+/// the job on `p1` with `p2` as its peer: `p2` takes the marks and the cut-over from the
+/// releases the job publishes (its `APPLY` waits until it runs them); both layouts and the reads
+/// through both proxies hold the writers' model; `CONFIRM` publishes the rule for both.
+#[test]
+fn reshard_fleet_two_center_configured_proxies() {
+    let ports: Vec<u16> = (0..7)
+        .map(|_| testkit::reserve_port().expect("port").port())
+        .collect();
+    let (cport, a_admin, a_listen, b_admin, b_listen) =
+        (ports[0], ports[1], ports[3], ports[4], ports[6]);
+    let (dbs, cfg) = servers_and_config(a_admin, ports[2], a_listen);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _control = ControlCenter::start_with(dir.path(), cport, CENTER_TOKEN, &[]);
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api_call(cport, CENTER_TOKEN, method, path, body)
+    };
+    api("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "db"})),
+    );
+    api(
+        "PUT",
+        &format!("{CENTER_NS}/items/config"),
+        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
+    );
+    // p2's own addresses; p1 keeps the document's.
+    for (path, p2, p1) in [
+        ("config.proxy.admin", b_admin, a_admin),
+        ("config.proxy.metrics", ports[5], ports[2]),
+        ("config.listeners.0.address", b_listen, a_listen),
+    ] {
+        api(
+            "PUT",
+            &format!("{CENTER_NS}/items/{path}"),
+            Some(json!({"value": {"type": "rules", "value": {
+                "rules": [{"when": [{"op": "eq", "attr": "instance", "value": "p2"}],
+                           "value": format!("127.0.0.1:{p2}")}],
+                "default": format!("127.0.0.1:{p1}")}}})),
+        );
+    }
+    api(
+        "POST",
+        &format!("{CENTER_NS}/publish"),
+        Some(json!({"message": "first"})),
+    );
+    let spawn = |instance: &str| {
+        Process(spawn_config_source_proxy(
+            &format!(
+                "http://127.0.0.1:{cport}/shop/DEV/default/db?instance={instance}&snapshot={}",
+                dir.path()
+                    .join(format!("{instance}-snapshot.json"))
+                    .display()
+            ),
+            CENTER_TOKEN,
+            &dir.path().join(format!("{instance}.log")),
+        ))
+    };
+    let _a = spawn("p1");
+    let _b = spawn("p2");
+    for admin in [a_admin, b_admin] {
+        wait_until(Duration::from_secs(20), || {
+            config_generation(admin) == Some(1)
+        });
+    }
+    create_and_fill(a_listen, ROWS);
+    let load = start_load_on(
+        &[
+            (a_listen, 0, 0),
+            (a_listen, 1, 0),
+            (b_listen, 2, 0),
+            (b_listen, 3, 0),
+        ],
+        ROWS,
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let peer = format!("127.0.0.1:{b_admin}");
+    let started = redis_cli(
+        a_admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "200",
+            "PEERS",
+            &peer,
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let cut = wait_phase(a_admin, "CutOver", Duration::from_secs(45));
+    println!("{cut}");
+    assert!(
+        field(&cut, "cut-over pause").contains("1 peers fenced"),
+        "{cut}"
+    );
+    let text = api("GET", &format!("{CENTER_NS}/items/config"), None)["value"]["value"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("reshard_phase = \"cutover\""), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    let model = stop_load(load);
+    assert!(
+        layout_rows(&dbs, &names("orders_v2_", 8)) == model,
+        "new layout"
+    );
+    assert!(
+        layout_rows(&dbs, &names("orders_", 4)) == model,
+        "old layout"
+    );
+    assert!(proxy_rows(a_listen) == model, "reads through p1");
+    assert!(proxy_rows(b_listen) == model, "reads through p2");
+    let log = std::fs::read_to_string(dir.path().join("p2.log")).unwrap_or_default();
+    assert!(
+        log.contains("reshard peer: writes fenced") && log.contains("reshard peer: writes go on"),
+        "{log}"
+    );
+
+    assert!(redis_cli(a_admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    wait_phase(a_admin, "Confirmed", Duration::from_secs(20));
+    mariadb(
+        b_listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert!(layout_rows(&dbs, &names("orders_v2_", 8)) == after);
+    assert!(layout_rows(&dbs, &names("orders_", 4)) == model);
+    assert!(proxy_rows(a_listen) == after);
+}
