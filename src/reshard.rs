@@ -519,6 +519,20 @@ fn start(
     settings: Settings,
 ) -> Result<String, String> {
     let batch = settings.batch;
+    // Its own address as a peer would fence its own gate against itself.
+    let own = config
+        .proxy
+        .admin
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7379)));
+    if let Some(p) = settings
+        .peers
+        .iter()
+        .find(|p| p.parse::<std::net::SocketAddr>().ok() == Some(own))
+    {
+        return Err(format!(
+            "PEERS names this proxy's own admin port `{p}`; name the other proxies only"
+        ));
+    }
     if let Some(j) = lock(&JOB).as_ref()
         && lock(&j.state).as_str() == "running"
     {
@@ -1033,7 +1047,15 @@ fn run(
     save_state(job);
     loop {
         match take_pending(job) {
-            Some(rs::Command::Abort) => return abort(rt, control, job, true),
+            Some(rs::Command::Abort) => match abort(rt, control, job, true) {
+                Ok(done) => return Ok(done),
+                // A peer that cannot be fenced or switched back: nothing changed, still CutOver.
+                Err(e) => {
+                    *lock(&job.cutover) =
+                        format!("ABORT refused, the new layout still serves: {e}");
+                    tracing::warn!(table = %job.table, error = %e, "reshard abort refused");
+                }
+            },
             Some(rs::Command::Confirm) => {
                 fleet_edit(control, job, Edit::Confirm(&job.new_rule))?;
                 remove_state(job);
@@ -1442,7 +1464,11 @@ fn abort(
     gate.untrack();
     let r = fleet_edit(control, job, Edit::Unmark);
     if r.is_err() && cut_over {
+        // Back to the cut-over everywhere (best effort) before a write goes on.
         gate.set_new_serves(true);
+        let back = Edit::Mark(&job.new_rule, "cutover");
+        let _ = edit_config(control, &job.sharding, &job.table, back);
+        let _ = apply_on_peers(control, job, back);
     }
     drop(paused);
     if let Some(f) = fenced.as_mut() {

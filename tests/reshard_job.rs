@@ -1473,6 +1473,28 @@ fn reshard_fleet_peer_down_refuses_then_resumes() {
         ROWS,
         true,
     );
+    // Refused at START: a peer that does not answer, and the job proxy itself as a peer.
+    let own = format!("127.0.0.1:{}", f.a_admin);
+    for (peers, why) in [
+        (format!("{},127.0.0.1:1", f.peer()), "peer 127.0.0.1:1: "),
+        (own.clone(), "names this proxy's own admin port"),
+    ] {
+        let e = redis_cli(
+            f.a_admin,
+            &[
+                "RESHARD",
+                "START",
+                "app",
+                "orders",
+                "orders_v2",
+                "PEERS",
+                &peers,
+            ],
+        );
+        assert!(e.contains(why), "{e}");
+    }
+    let file = std::fs::read_to_string(f.a.config_path()).expect("config");
+    assert!(!file.contains("reshard_to"), "{file}");
     let started = f.start();
     assert!(started.contains("started"), "{started}");
     assert!(redis_cli(f.a_admin, &["RESHARD", "PAUSE"]).contains("pausing"));
