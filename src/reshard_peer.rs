@@ -84,6 +84,9 @@ pub async fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, St
                 .ok()
                 .filter(|m| (1..=600_000).contains(m))
                 .ok_or("FENCE takes a lease of 1 to 600000 ms")?;
+            if gate.fenced_until().is_none() && refuse_fence_once() {
+                return Err("fence refused (test failpoint reshard-refuse-fence)".into());
+            }
             let new = gate.fence(Duration::from_millis(ms)).await;
             if new {
                 tracing::info!(table = %table, lease_ms = ms, "reshard peer: writes fenced");
@@ -158,6 +161,14 @@ pub async fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, St
             "unknown or incomplete RESHARD PEER subcommand `{sub}`; try HELP"
         )),
     }
+}
+
+/// The test-only failpoint `reshard-refuse-fence` (`FURROW_TEST_FAILPOINT`): the first fence this
+/// proxy is asked for is refused, as by a peer that cannot take part.
+fn refuse_fence_once() -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    std::env::var("FURROW_TEST_FAILPOINT").is_ok_and(|v| v == "reshard-refuse-fence")
+        && !FIRED.swap(true, Relaxed)
 }
 
 /// A config edit as the peer received it.

@@ -1534,11 +1534,16 @@ fn reshard_fleet_peer_down_refuses_then_resumes() {
     f.check(&model, &uncertain);
 }
 
-/// The job's proxy killed while its peer is fenced (the `reshard-die-fenced` failpoint): the
-/// peer's writes go on once the lease ends; the restarted job proxy resumes and cuts over.
+/// The peer refuses the first fence (the `reshard-refuse-fence` failpoint): the cut-over is
+/// refused naming it, nothing switched, the job paused; RESUME tries again. Then the job's proxy is
+/// killed while its peer is fenced (the `reshard-die-fenced` failpoint): the peer's writes go on
+/// once the lease ends; the restarted job proxy resumes and cuts over.
 #[test]
 fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
-    let mut f = fleet(&[("FURROW_TEST_FAILPOINT", "reshard-die-fenced")], &[]);
+    let mut f = fleet(
+        &[("FURROW_TEST_FAILPOINT", "reshard-die-fenced")],
+        &[("FURROW_TEST_FAILPOINT", "reshard-refuse-fence")],
+    );
     let b_acked = Arc::new(AtomicU64::new(0));
     let stop_b = Arc::new(AtomicBool::new(false));
     let load = start_load_on(&[(f.a_listen, 0, 0), (f.a_listen, 1, 0)], ROWS, true);
@@ -1551,6 +1556,20 @@ fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
         .collect();
     let started = f.start();
     assert!(started.contains("started"), "{started}");
+    let refused = wait_phase(f.a_admin, "Paused", Duration::from_secs(45));
+    println!("{refused}");
+    assert!(
+        field(&refused, "cut-over pause").contains(&format!(
+            "refused: cannot fence every peer: peer {}",
+            f.peer()
+        )) && field(&refused, "cut-over pause").contains("reshard-refuse-fence"),
+        "{refused}"
+    );
+    let file = std::fs::read_to_string(f.a.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+    let file = std::fs::read_to_string(f.b.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+    assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
     f.a.wait_exit(Duration::from_secs(45));
     // The peer is fenced now (the job died after fencing it): its writers wait, then go on
     // when the lease ends.
