@@ -1345,7 +1345,9 @@ fn cut_over(
             Ok(f) => f,
             Err(e) => return refuse(&format!("cannot fence every peer: {e}")),
         };
-    if std::env::var("FURROW_TEST_FAILPOINT").is_ok_and(|v| v == "reshard-die-fenced") {
+    if std::env::var("FURROW_TEST_FAILPOINT")
+        .is_ok_and(|v| v.split(',').any(|p| p == "reshard-die-fenced"))
+    {
         // Test-only: the job's proxy dies with its peers fenced; their leases must lift them.
         tracing::error!("test failpoint: killing the proxy with its peers fenced (SIGKILL)");
         // SAFETY: kill(2) on our own pid with a constant signal; no memory is touched.

@@ -125,6 +125,9 @@ pub async fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, St
                 }
             };
             if let Edit::Mark(_, phase) = &edit {
+                if phase == "cutover" && refuse_cutover_once() {
+                    return Err("cut-over refused (test failpoint reshard-refuse-cutover)".into());
+                }
                 if phase == "cutover" && gate.fenced_until().is_none() {
                     return Err(
                         "not fenced (the fence's lease ended?): the write order is switched only under a fence"
@@ -163,12 +166,25 @@ pub async fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, St
     }
 }
 
-/// The test-only failpoint `reshard-refuse-fence` (`FURROW_TEST_FAILPOINT`): the first fence this
-/// proxy is asked for is refused, as by a peer that cannot take part.
+/// Whether the test-only failpoint `point` is named in `FURROW_TEST_FAILPOINT` (alone or in a
+/// comma-separated list) and fires now: the first time only, by its own `fired` flag.
+fn failpoint_once(point: &str, fired: &AtomicBool) -> bool {
+    std::env::var("FURROW_TEST_FAILPOINT").is_ok_and(|v| v.split(',').any(|p| p == point))
+        && !fired.swap(true, Relaxed)
+}
+
+/// The test-only failpoint `reshard-refuse-fence`: the first fence this proxy is asked for is
+/// refused, as by a peer that cannot take part.
 fn refuse_fence_once() -> bool {
     static FIRED: AtomicBool = AtomicBool::new(false);
-    std::env::var("FURROW_TEST_FAILPOINT").is_ok_and(|v| v == "reshard-refuse-fence")
-        && !FIRED.swap(true, Relaxed)
+    failpoint_once("reshard-refuse-fence", &FIRED)
+}
+
+/// The test-only failpoint `reshard-refuse-cutover`: the first `APPLY MARK ... cutover` is refused
+/// (after nothing changed here), as by a peer whose config cannot be edited.
+fn refuse_cutover_once() -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    failpoint_once("reshard-refuse-cutover", &FIRED)
 }
 
 /// A config edit as the peer received it.

@@ -1340,11 +1340,11 @@ impl Fleet {
         )
     }
 
-    /// Waits for the cut-over, resuming after refusals whose cut-over line contains `refusal`
-    /// (at most `max` of them); returns the status and how many there were.
-    fn cut_over(&self, refusal: &str, max: usize) -> (String, usize) {
+    /// Waits for the cut-over, resuming after refusals whose cut-over line contains one of
+    /// `refusals` (at most `max` of them); returns the status and the refusals' cut-over lines.
+    fn cut_over_after(&self, refusals: &[&str], max: usize) -> (String, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(45);
-        let mut refused = 0;
+        let mut refused = Vec::new();
         loop {
             let st = status(self.a_admin);
             if field(&st, "phase") == "CutOver" {
@@ -1352,16 +1352,23 @@ impl Fleet {
             }
             if field(&st, "phase") == "Paused" {
                 println!("refused:\n{st}");
+                let line = field(&st, "cut-over pause");
                 assert!(
-                    field(&st, "cut-over pause").contains(refusal) && refused < max,
+                    refusals.iter().any(|r| line.contains(r)) && refused.len() < max,
                     "{st}"
                 );
-                refused += 1;
+                refused.push(line.to_string());
                 assert!(redis_cli(self.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
             }
             assert!(Instant::now() < deadline && !st.contains("failed:"), "{st}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// [`Fleet::cut_over_after`] with one kind of refusal; how many there were.
+    fn cut_over(&self, refusal: &str, max: usize) -> (String, usize) {
+        let (st, refused) = self.cut_over_after(&[refusal], max);
+        (st, refused.len())
     }
 
     /// Both layouts and the reads through both proxies are `model` (ids in `uncertain` left out).
@@ -1537,12 +1544,17 @@ fn reshard_fleet_peer_down_refuses_then_resumes() {
 /// The peer refuses the first fence (the `reshard-refuse-fence` failpoint): the cut-over is
 /// refused naming it, nothing switched, the job paused; RESUME tries again. Then the job's proxy is
 /// killed while its peer is fenced (the `reshard-die-fenced` failpoint): the peer's writes go on
-/// once the lease ends; the restarted job proxy resumes and cuts over.
+/// once the lease ends; the restarted job proxy resumes; the peer refuses its first switch (the
+/// `reshard-refuse-cutover` failpoint): everyone is switched back and the job paused; RESUME cuts
+/// over. Both layouts and the reads through both proxies hold the writers' model.
 #[test]
 fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
     let mut f = fleet(
         &[("FURROW_TEST_FAILPOINT", "reshard-die-fenced")],
-        &[("FURROW_TEST_FAILPOINT", "reshard-refuse-fence")],
+        &[(
+            "FURROW_TEST_FAILPOINT",
+            "reshard-refuse-fence,reshard-refuse-cutover",
+        )],
     );
     let b_acked = Arc::new(AtomicU64::new(0));
     let stop_b = Arc::new(AtomicBool::new(false));
@@ -1589,7 +1601,16 @@ fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
     assert!(st.contains("interrupted"), "{st}");
     assert_eq!(field(&st, "peers"), f.peer(), "{st}");
     assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
-    let (cut, _) = f.cut_over("checksums differ", 2);
+    // The peer refuses its switch once: everyone goes back to `copy` before writes go on.
+    let (cut, refused) = f.cut_over_after(&["checksums differ", "reshard-refuse-cutover"], 4);
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|r| r.contains(&format!("refused: peer {}", f.peer())))
+            .count(),
+        1,
+        "{refused:?}"
+    );
     println!("{cut}");
     std::thread::sleep(Duration::from_millis(300));
     stop_b.store(true, Relaxed);
