@@ -1612,6 +1612,19 @@ fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
         "{refused:?}"
     );
     println!("{cut}");
+    // Killed again after the cut-over: the restarted job proxy fences its peer and switches it
+    // again (a peer that missed the switch would otherwise write the old layout first).
+    let unfenced = |f: &Fleet| f.b.log().matches("reshard peer: writes go on").count();
+    let before = unfenced(&f);
+    std::thread::sleep(Duration::from_millis(300));
+    f.a.kill_and_restart(f.a_admin);
+    // Fenced, switched, unfenced (the job's thread lets go after the switch).
+    wait_until(Duration::from_secs(20), || unfenced(&f) > before);
+    let st = status(f.a_admin);
+    assert!(
+        st.contains("interrupted after the cut-over") && !st.contains("could not be switched"),
+        "{st}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     stop_b.store(true, Relaxed);
     let (mut model, uncertain) = stop_load_uncertain(load);
