@@ -1004,6 +1004,11 @@ fn run(
         fleet_edit(control, job, Edit::Mark(&job.new_rule, "copy"))?;
         save_state(job);
         std::thread::sleep(GRACE);
+    } else if !job.peers.is_empty() {
+        // Killed before every peer had the marks, a peer would not dual-write (and its dirty
+        // keys would be empty): they are applied again (a peer that has them changes nothing).
+        apply_on_peers(control, job, Edit::Mark(&job.new_rule, "copy"))?;
+        std::thread::sleep(GRACE);
     }
     loop {
         // Copy (or wait while paused), then verify and cut over.
