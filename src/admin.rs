@@ -116,6 +116,17 @@ async fn session(mut stream: TcpStream, control: Arc<Control>) {
                         }
                     }
                 }
+                Ok(Some(cmd))
+                    if authed
+                        && arg_upper(&cmd, 0) == "RESHARD"
+                        && arg_upper(&cmd, 1) == "PEER" =>
+                {
+                    // A fence waits for the table's writes in flight: awaited, never blocking.
+                    match crate::reshard_peer::command(&control, &cmd).await {
+                        Ok(t) => write_bulk(&mut out, t.as_bytes()),
+                        Err(e) => write_error(&mut out, format!("ERR {e}").as_bytes()),
+                    }
+                }
                 Ok(Some(cmd)) => {
                     if execute(&control, &cmd, &mut authed, &mut out) == Flow::Close {
                         let _ = stream.write_all(&out).await;
@@ -191,12 +202,16 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
         ("HELP", _) | ("COMMAND", _) => {
             write_array_header(
                 out,
-                HELP.len() + crate::slots::HELP.len() + crate::reshard::HELP.len(),
+                HELP.len()
+                    + crate::slots::HELP.len()
+                    + crate::reshard::HELP.len()
+                    + crate::reshard_peer::HELP.len(),
             );
             for line in HELP
                 .iter()
                 .chain(crate::slots::HELP)
                 .chain(crate::reshard::HELP)
+                .chain(crate::reshard_peer::HELP)
             {
                 write_simple(out, line.as_bytes());
             }

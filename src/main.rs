@@ -26,6 +26,7 @@ mod metrics;
 mod proxy;
 mod registry;
 mod reshard;
+mod reshard_peer;
 mod sandbox;
 mod slots;
 mod threads;

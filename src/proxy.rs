@@ -396,6 +396,7 @@ impl Control {
             );
         }
         self.shared.backends.sync(&config);
+        crate::reshard::follow_phases(self, &config);
         let generation = self.shared.snapshots.publish(config, origin);
         tracing::info!(generation, "config reloaded");
         Ok(generation)

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proxy_mysql::shard::dual;
+use proxy_mysql::MysqlShared;
+use proxy_mysql::shard::gate::Gate;
 use proxy_mysql::shard::reshard::{
     Table, Verification, copy_partition_with, repair, table_stats, verify, verify_dirty,
     verify_with,
@@ -31,12 +32,13 @@ use router::sql::shard::{ShardingRules, TableRule};
 
 use crate::config_store::ConfigStore;
 use crate::proxy::{ConfigSource, Control};
+use crate::reshard_peer::{self as peer, Fenced};
 use codec::resp::Command;
 
 /// Admin help lines.
 pub const HELP: &[&str] = &[
     "RESHARD PLAN <sharding> <table> <new-rule> [RATE bytes/s]  dry run: which partitions move where, rows, bytes, time",
-    "RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full]  dual writes on, copy, verify, cut over",
+    "RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full] [PEERS addr,addr] [RATE rows/s]  dual writes on, copy, verify, cut over (PEERS: the other proxies' admin ports; RATE: copy at most so many rows/s)",
     "RESHARD STATUS               phase, partition, key reached, rows copied, rows/s, last verify, cut-over pause",
     "RESHARD PAUSE | RESUME       stop copying after the current batch / go on",
     "RESHARD ABORT                before CONFIRM: back to the old layout (dual writes kept it current)",
@@ -72,6 +74,11 @@ struct Job {
     /// Whether the cut-over verifies the whole table again (`VERIFY full`) instead of what
     /// changed since the last pass.
     full_verify: bool,
+    /// The admin addresses of the other proxies that write the table (`PEERS`): their keys are
+    /// verified with this proxy's, and the cut-over fences and switches them too.
+    peers: Vec<String>,
+    /// Most rows per second the copier copies (`RATE`; 0: as fast as it can).
+    rate: u64,
     phase: Mutex<Phase>,
     /// ABORT or CONFIRM waiting for the job thread.
     pending: Mutex<Option<rs::Command>>,
@@ -96,6 +103,14 @@ struct Job {
 }
 
 static JOB: Mutex<Option<Arc<Job>>> = Mutex::new(None);
+
+/// What `RESHARD START` sets besides the tables (kept in the progress file).
+struct Settings {
+    batch: u64,
+    full_verify: bool,
+    peers: Vec<String>,
+    rate: u64,
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -159,10 +174,15 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
         "START" => {
             if cmd.len() < 5 {
                 return Err(
-                    "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full]".into(),
+                    "usage: RESHARD START <sharding> <table> <new-rule> [BATCH rows] [VERIFY changed|full] [PEERS addr,addr] [RATE rows/s]".into(),
                 );
             }
-            let opts = options(cmd, &["BATCH", "VERIFY"])?;
+            let opts = options(cmd, &["BATCH", "VERIFY", "PEERS", "RATE"])?;
+            let rate = number_option(&opts, "RATE", 0, |r| r > 0, "rows per second")?;
+            let peers = match opts.iter().find(|(n, _)| n == "PEERS") {
+                None => Vec::new(),
+                Some((_, v)) => parse_peers(v)?,
+            };
             let full_verify = match opts.iter().find(|(n, _)| n == "VERIFY") {
                 None => false,
                 Some((_, v)) if v.eq_ignore_ascii_case("changed") => false,
@@ -184,8 +204,12 @@ pub fn command(control: &Arc<Control>, cmd: &Command) -> Result<String, String> 
                 &arg(2),
                 &arg(3),
                 &arg(4),
-                batch,
-                full_verify,
+                Settings {
+                    batch,
+                    full_verify,
+                    peers,
+                    rate,
+                },
             )
         }
         "STATUS" => Ok(status()),
@@ -241,6 +265,28 @@ fn operator(control: &Arc<Control>, sub: &str) -> Result<String, String> {
     }
 }
 
+/// The `PEERS` list: admin addresses (`host:port`), comma-separated, at most 64 (an empty text is
+/// none).
+fn parse_peers(v: &str) -> Result<Vec<String>, String> {
+    let peers: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if peers.len() > 64 {
+        return Err("PEERS takes at most 64 addresses".into());
+    }
+    for p in &peers {
+        if p.rsplit_once(':')
+            .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("PEERS takes admin addresses host:port, not `{p}`"));
+        }
+    }
+    Ok(peers)
+}
+
 fn status() -> String {
     let Some(job) = lock(&JOB).clone() else {
         return "no reshard has run\n".into();
@@ -273,6 +319,24 @@ fn status() -> String {
     let _ = writeln!(s, "rows copied: {rows}");
     let _ = writeln!(s, "rows/s: {:.0}", rows as f64 * 1e6 / us as f64);
     let _ = writeln!(s, "batch: {} rows", job.batch);
+    let _ = writeln!(
+        s,
+        "rate limit: {}",
+        if job.rate == 0 {
+            "-".to_string()
+        } else {
+            format!("{} rows/s", job.rate)
+        }
+    );
+    let _ = writeln!(
+        s,
+        "peers: {}",
+        if job.peers.is_empty() {
+            "-".to_string()
+        } else {
+            job.peers.join(", ")
+        }
+    );
     let _ = writeln!(s, "last verify: {}", lock(&job.verify));
     let _ = writeln!(s, "cut-over pause: {}", lock(&job.cutover));
     let _ = writeln!(s, "elapsed: {:.1} s", job.started.elapsed().as_secs_f64());
@@ -318,7 +382,7 @@ async fn open_all(places: &[Place]) -> Result<Vec<Table>, String> {
 
 /// The section's compiled rules and the old and new table rules (as the file has them, before
 /// any resharding marks swap them).
-fn rules_of(
+pub(crate) fn rules_of(
     config: &Config,
     sharding: &str,
     table: &str,
@@ -452,9 +516,23 @@ fn start(
     sharding: &str,
     table: &str,
     new_rule: &str,
-    batch: u64,
-    full_verify: bool,
+    settings: Settings,
 ) -> Result<String, String> {
+    let batch = settings.batch;
+    // Its own address as a peer would fence its own gate against itself.
+    let own = config
+        .proxy
+        .admin
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 7379)));
+    if let Some(p) = settings
+        .peers
+        .iter()
+        .find(|p| p.parse::<std::net::SocketAddr>().ok() == Some(own))
+    {
+        return Err(format!(
+            "PEERS names this proxy's own admin port `{p}`; name the other proxies only"
+        ));
+    }
     if let Some(j) = lock(&JOB).as_ref()
         && lock(&j.state).as_str() == "running"
     {
@@ -486,8 +564,7 @@ fn start(
         sharding,
         &old,
         &new.name,
-        batch,
-        full_verify,
+        settings,
         Phase::Copying,
         state_file(&control.source),
     ));
@@ -512,17 +589,24 @@ impl Job {
         sharding: &str,
         old: &TableRule,
         new_rule: &str,
-        batch: u64,
-        full_verify: bool,
+        settings: Settings,
         phase: Phase,
         state_file: Option<PathBuf>,
     ) -> Job {
+        let Settings {
+            batch,
+            full_verify,
+            peers,
+            rate,
+        } = settings;
         Job {
             sharding: sharding.to_string(),
             table: old.name.clone(),
             new_rule: new_rule.to_string(),
             batch,
             full_verify,
+            peers,
+            rate,
             phase: Mutex::new(phase),
             pending: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -553,7 +637,6 @@ fn spawn(
     new: TableRule,
     resumed: bool,
 ) -> Result<(), String> {
-    let store = ConfigStore::of(&control.source);
     // The checks run on the job thread (they block on the network); the command answers with
     // their outcome.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
@@ -587,10 +670,17 @@ fn spawn(
                     return;
                 }
             };
+            // Every peer reachable, logged in, with both rules and no job of its own.
+            let check = peer::args("CHECK", &job.sharding, &job.table, &[&job.new_rule]);
+            let replies = peer::call_all(&control, &job.peers, &check, Duration::from_secs(5));
+            if let Some(e) = peer::first_error(&replies) {
+                let _ = tx.send(Err(e));
+                return;
+            }
             *lock(&job.state) = "running".into();
             let _ = tx.send(Ok(()));
-            let result = run(&rt, &control, &store, &job, &mut work, resumed);
-            dual::gate(&job.sharding, &job.table).untrack();
+            let result = run(&rt, &control, &job, &mut work, resumed);
+            gate_of(&control, &job.sharding, &job.table).untrack();
             let state = match result {
                 Ok(s) => s,
                 Err(e) => format!("failed: {e}"),
@@ -636,6 +726,8 @@ fn save_state(job: &Job) {
     doc["new_rule"] = value(job.new_rule.as_str());
     doc["batch"] = value(job.batch as i64);
     doc["verify"] = value(if job.full_verify { "full" } else { "changed" });
+    doc["peers"] = value(job.peers.join(","));
+    doc["rate"] = value(job.rate as i64);
     doc["partition"] = value(job.partition.load(Relaxed) as i64);
     if let Some(k) = *lock(&job.after) {
         doc["after"] = value(k.to_string());
@@ -673,6 +765,8 @@ struct Saved {
     new_rule: String,
     batch: u64,
     full_verify: bool,
+    peers: Vec<String>,
+    rate: u64,
     partition: usize,
     after: Option<i128>,
     rows: u64,
@@ -693,6 +787,8 @@ fn read_state(text: &str) -> Result<Saved, String> {
         new_rule: s("new_rule"),
         batch: n("batch").clamp(1, MAX_BATCH),
         full_verify: s("verify") == "full",
+        peers: parse_peers(&s("peers")).unwrap_or_default(),
+        rate: n("rate"),
         partition: n("partition") as usize,
         after: doc
             .get("after")
@@ -746,13 +842,17 @@ pub fn restore(control: &Arc<Control>) {
             return;
         }
     };
-    dual::gate(&sharding, &old.name).set_new_serves(cut_over);
+    gate_of(control, &sharding, &old.name).set_new_serves(cut_over);
     let job = Job::new(
         &sharding,
         &old,
         &new_rule,
-        if saved.batch == 0 { BATCH } else { saved.batch },
-        saved.full_verify,
+        Settings {
+            batch: if saved.batch == 0 { BATCH } else { saved.batch },
+            full_verify: saved.full_verify,
+            peers: saved.peers.clone(),
+            rate: saved.rate,
+        },
         if cut_over {
             Phase::CutOver
         } else {
@@ -775,12 +875,51 @@ pub fn restore(control: &Arc<Control>) {
         )
     };
     tracing::info!(table = %table, "an interrupted reshard was found in the config");
-    *lock(&JOB) = Some(Arc::new(job));
+    let job = Arc::new(job);
+    *lock(&JOB) = Some(job.clone());
+    if cut_over && !job.peers.is_empty() {
+        // Killed between its own switch and its peers' (their fences' leases ended since): a
+        // file-configured peer may still write the old layout first. Switch them, fenced.
+        let control = control.clone();
+        let _ = std::thread::Builder::new()
+            .name("reshard-peers".into())
+            .spawn(move || {
+                // Its own writes wait meanwhile (they take the new layout first).
+                let gate = gate_of(&control, &job.sharding, &job.table);
+                let rt = tokio::runtime::Builder::new_current_thread().build();
+                let _paused = rt.as_ref().ok().map(|rt| rt.block_on(gate.pause()));
+                let r = Fenced::fence(&control, &job.peers, &job.sharding, &job.table).and_then(
+                    |(mut f, _)| {
+                        let r = apply_on_peers(&control, &job, Edit::Mark(&job.new_rule, "cutover"));
+                        f.release(&control);
+                        r
+                    },
+                );
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "reshard: the peers could not be switched after the restart");
+                    *lock(&job.state) = format!(
+                        "interrupted after the cut-over (the proxy restarted); the peers could not be switched to it ({e}): RESHARD ABORT (fences and switches every proxy back) or RESHARD CONFIRM"
+                    );
+                }
+            });
+    }
+}
+
+/// Follows a config about to be published: the write gate of each table it marks as resharding
+/// takes the order its phase says (`cutover`: the new layout first). The job and `RESHARD PEER
+/// APPLY` set the gate before their edit already; this makes a proxy that only receives the edit
+/// (a center-configured peer whose job died before telling it) follow it too.
+pub fn follow_phases(control: &Control, config: &Config) {
+    for s in config.sharding() {
+        for t in s.tables.iter().filter(|t| t.reshard_to.is_some()) {
+            gate_of(control, &s.name, &t.name)
+                .set_new_serves(t.reshard_phase.as_deref() == Some("cutover"));
+        }
+    }
 }
 
 /// RESUME, ABORT or CONFIRM of a job that a restart interrupted (no job thread runs).
 fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result<String, String> {
-    let store = ConfigStore::of(&control.source);
     let config = control.shared.snapshots.current().config.clone();
     match c {
         rs::Command::Resume => {
@@ -819,7 +958,7 @@ fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
-                abort(&rt, &control, &store, &j, cut_over)
+                abort(&rt, &control, &j, cut_over)
             })
             .join()
             .map_err(|_| "the abort panicked".to_string())??;
@@ -829,11 +968,9 @@ fn interrupted(control: &Arc<Control>, job: &Arc<Job>, c: rs::Command) -> Result
         rs::Command::Confirm => {
             // On a thread of its own: the center's API needs a runtime of its own.
             let (control, j) = (control.clone(), job.clone());
-            std::thread::spawn(move || {
-                edit_config(&control, &store, &j, Edit::Confirm(&j.new_rule))
-            })
-            .join()
-            .map_err(|_| "the confirm panicked".to_string())??;
+            std::thread::spawn(move || fleet_edit(&control, &j, Edit::Confirm(&j.new_rule)))
+                .join()
+                .map_err(|_| "the confirm panicked".to_string())??;
             remove_state(job);
             *lock(&job.state) = "done (confirmed)".into();
             set_phase(job, Phase::Confirmed);
@@ -856,36 +993,51 @@ fn set_phase(job: &Job, p: Phase) {
 /// state text.
 fn run(
     rt: &tokio::runtime::Runtime,
-    control: &Control,
-    store: &ConfigStore,
+    control: &Arc<Control>,
     job: &Job,
     w: &mut Work,
     resumed: bool,
 ) -> Result<String, String> {
-    let gate = dual::gate(&job.sharding, &job.table);
+    let gate = gate_of(control, &job.sharding, &job.table);
     if !resumed {
         gate.set_new_serves(false);
-        edit_config(control, store, job, Edit::Mark(&job.new_rule, "copy"))?;
+        fleet_edit(control, job, Edit::Mark(&job.new_rule, "copy"))?;
         save_state(job);
+        std::thread::sleep(GRACE);
+    } else if !job.peers.is_empty() {
+        // Killed before every peer had the marks, a peer would not dual-write (and its dirty
+        // keys would be empty): they are applied again (a peer that has them changes nothing).
+        apply_on_peers(control, job, Edit::Mark(&job.new_rule, "copy"))?;
         std::thread::sleep(GRACE);
     }
     loop {
         // Copy (or wait while paused), then verify and cut over.
         match copy_all(rt, job, w)? {
-            Some(rs::Command::Abort) => return abort(rt, control, store, job, false),
+            Some(rs::Command::Abort) => return abort(rt, control, job, false),
             Some(_) => continue,
             None => {}
         }
         set_phase(job, Phase::Verifying);
-        let carried = verify_while_writing(rt, job, w, &gate)?;
+        let carried = match verify_while_writing(rt, control, job, w, &gate) {
+            Ok(c) => c,
+            Err(e) if e.contains("peer ") => {
+                // A peer that does not answer: paused for the operator, like a refused cut-over.
+                *lock(&job.verify) = format!("stopped: {e}");
+                *lock(&job.cutover) = format!("refused before it began: {e}");
+                set_phase(job, Phase::Paused);
+                job.stop.store(true, Relaxed);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if take_pending(job) == Some(rs::Command::Abort) {
-            return abort(rt, control, store, job, false);
+            return abort(rt, control, job, false);
         }
         if *lock(&job.phase) == Phase::Paused {
             continue;
         }
         set_phase(job, Phase::CuttingOver);
-        match cut_over(rt, control, store, job, w, &gate, carried)? {
+        match cut_over(rt, control, job, w, &gate, carried)? {
             true => break,
             false => {
                 // Mismatched ranges with every write paused: a write bypassed the proxy or a
@@ -900,9 +1052,17 @@ fn run(
     save_state(job);
     loop {
         match take_pending(job) {
-            Some(rs::Command::Abort) => return abort(rt, control, store, job, true),
+            Some(rs::Command::Abort) => match abort(rt, control, job, true) {
+                Ok(done) => return Ok(done),
+                // A peer that cannot be fenced or switched back: nothing changed, still CutOver.
+                Err(e) => {
+                    *lock(&job.cutover) =
+                        format!("ABORT refused, the new layout still serves: {e}");
+                    tracing::warn!(table = %job.table, error = %e, "reshard abort refused");
+                }
+            },
             Some(rs::Command::Confirm) => {
-                edit_config(control, store, job, Edit::Confirm(&job.new_rule))?;
+                fleet_edit(control, job, Edit::Confirm(&job.new_rule))?;
                 remove_state(job);
                 *lock(&job.state) = "done (confirmed)".into();
                 set_phase(job, Phase::Confirmed);
@@ -921,6 +1081,7 @@ fn copy_all(
     w: &mut Work,
 ) -> Result<Option<rs::Command>, String> {
     let n = w.old.len();
+    let mut pacer = Pacer::new(job.rate, Instant::now(), job.rows.load(Relaxed));
     loop {
         if let Some(c) = take_pending(job) {
             return Ok(Some(c));
@@ -979,6 +1140,11 @@ fn copy_all(
                 job.copy_us
                     .fetch_add(last.elapsed().as_micros() as u64, Relaxed);
                 save_state(job);
+                // `RATE`: wait until the rows copied are due (a PAUSE cuts the wait short).
+                let due = Instant::now() + pacer.wait(base_rows + s.rows, Instant::now());
+                while Instant::now() < due && !job.stop.load(Relaxed) {
+                    std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
+                }
                 last = Instant::now();
             },
         ))?;
@@ -994,26 +1160,83 @@ fn copy_all(
     }
 }
 
+/// Most time a copier that fell behind its `RATE` may catch up on at full speed.
+const MAX_CREDIT: Duration = Duration::from_secs(1);
+
+/// Paces the copier to at most `rate` rows per second (`RATE`; 0: no limit), measured from when
+/// it started, with at most [`MAX_CREDIT`] of time it fell behind (a slow or paused stretch does
+/// not buy a long burst at full speed afterwards).
+struct Pacer {
+    rate: u64,
+    start: Instant,
+    /// Rows copied before `start`.
+    base: u64,
+}
+
+impl Pacer {
+    fn new(rate: u64, now: Instant, rows: u64) -> Pacer {
+        Pacer {
+            rate,
+            start: now,
+            base: rows,
+        }
+    }
+
+    /// How long to wait at `now` once `rows` rows (in all) are copied.
+    fn wait(&mut self, rows: u64, now: Instant) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let done = rows.saturating_sub(self.base) as f64 / self.rate as f64;
+        let due = self.start + Duration::from_secs_f64(done.min(1e9));
+        let behind = now.saturating_duration_since(due);
+        if behind > MAX_CREDIT {
+            self.start += behind - MAX_CREDIT;
+        }
+        let due = self.start + Duration::from_secs_f64(done.min(1e9));
+        due.saturating_duration_since(now)
+    }
+}
+
 /// The verify while writes run: a full pass, which starts recording the keys dual writes touch
 /// from the moment its ranges are cut, then up to [`CATCH_UP_PASSES`] passes over only what
 /// changed (and what differed) since the pass before, each while writes go on. Returns what the
 /// last pass found different: the cut-over verifies it again with what changed since.
 fn verify_while_writing(
     rt: &tokio::runtime::Runtime,
+    control: &Control,
     job: &Job,
     w: &mut Work,
-    gate: &dual::Gate,
+    gate: &Gate,
 ) -> Result<Dirty, String> {
     let shape = w.shape.clone();
     let pk = w.columns[w.pk_index].clone();
+    let mut tracked = Ok(());
     let v = rt.block_on(verify_with(
         &mut w.old,
         &mut w.new,
         &w.columns,
         &pk,
         VERIFY_CHUNK,
-        &mut |ranges| gate.track(shape.clone(), ranges),
+        &mut |ranges| {
+            gate.track(shape.clone(), ranges);
+            // The peers record from now on too (before the first checksum).
+            if !job.peers.is_empty() {
+                let grid = peer::grid_text(router::sql::shard::dirty::DirtySet::grid(ranges));
+                let a = peer::args(
+                    "TRACK",
+                    &job.sharding,
+                    &job.table,
+                    &[&peer::shape_text(&shape), &grid],
+                );
+                let replies = peer::call_all(control, &job.peers, &a, Duration::from_secs(5));
+                if let Some(e) = peer::first_error(&replies) {
+                    tracked = Err(e);
+                }
+            }
+        },
     ))?;
+    tracked.map_err(|e| format!("cannot start the peers' key tracking: {e}"))?;
     *lock(&job.verify) = describe(&v, "while writes ran");
     let mut carried = Dirty {
         ranges: v.mismatches.iter().map(|m| m.range).collect(),
@@ -1028,6 +1251,7 @@ fn verify_while_writing(
         }
         let mut d = gate.take_dirty();
         d.merge(carried);
+        d.merge(peers_dirty(control, job));
         if d.all {
             // A write whose keys are unknown: the cut-over verifies everything.
             return Ok(d);
@@ -1042,6 +1266,29 @@ fn verify_while_writing(
         }
     }
     Ok(carried)
+}
+
+/// What the peers' dual writes touched since the last call: everything again when one does not
+/// answer (its keys are unknown; the cut-over then refuses it by name).
+fn peers_dirty(control: &Control, job: &Job) -> Dirty {
+    let mut d = Dirty::default();
+    if job.peers.is_empty() {
+        return d;
+    }
+    let a = peer::args("DIRTY", &job.sharding, &job.table, &[]);
+    for (r, p) in peer::call_all(control, &job.peers, &a, Duration::from_secs(5))
+        .into_iter()
+        .zip(&job.peers)
+    {
+        match r.and_then(|t| peer::parse_dirty(&t)) {
+            Ok(x) => d.merge(x),
+            Err(e) => {
+                tracing::warn!(peer = %p, error = %e, "reshard: no dirty keys from a peer");
+                d.all = true;
+            }
+        }
+    }
+    d
 }
 
 fn describe(v: &Verification, when: &str) -> String {
@@ -1074,21 +1321,45 @@ fn describe(v: &Verification, when: &str) -> String {
     s
 }
 
-/// The cut-over: writes paused at the proxy, verified with nothing writing, the config switched
-/// to the new layout, writes resumed. `false`: the checksums differed (nothing switched). With
-/// the center the switch is a publish and the wait until this proxy applied it, under the pause:
-/// the new layout already serves this proxy from `set_new_serves`, but a write must not resume
-/// before the config that the other proxies of the namespace (and a restart) read says so.
+/// The cut-over: writes paused at this proxy and fenced at its peers, verified with nothing
+/// writing (what changed here and at every peer since the last pass), the rule switched
+/// everywhere, writes resumed. `false`: refused, nothing switched: the checksums differed (their
+/// ranges wait in `job.repair` for the RESUME), or a peer could not be fenced or switched (named
+/// in the cut-over line of STATUS). With the center the switch is a publish and the wait until
+/// this proxy and each peer applied it, under the pause: the new layout already serves from
+/// `set_new_serves`, but a write must not resume before the config that every proxy of the
+/// namespace (and a restart) reads says so.
 fn cut_over(
     rt: &tokio::runtime::Runtime,
-    control: &Control,
-    store: &ConfigStore,
+    control: &Arc<Control>,
     job: &Job,
     w: &mut Work,
-    gate: &dual::Gate,
+    gate: &Gate,
     carried: Dirty,
 ) -> Result<bool, String> {
     let t0 = Instant::now();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let refuse = |why: &str| {
+        *lock(&job.cutover) = format!("{:.1} ms, refused: {why}", ms(t0.elapsed()));
+        tracing::warn!(table = %job.table, why = %why, "reshard cut-over refused");
+        Ok(false)
+    };
+    // The peers first: their fences' replies carry what their writes touched until then.
+    let (mut fenced, peer_dirty) =
+        match Fenced::fence(control, &job.peers, &job.sharding, &job.table) {
+            Ok(f) => f,
+            Err(e) => return refuse(&format!("cannot fence every peer: {e}")),
+        };
+    if std::env::var("FURROW_TEST_FAILPOINT")
+        .is_ok_and(|v| v.split(',').any(|p| p == "reshard-die-fenced"))
+    {
+        // Test-only: the job's proxy dies with its peers fenced; their leases must lift them.
+        tracing::error!("test failpoint: killing the proxy with its peers fenced (SIGKILL)");
+        // SAFETY: kill(2) on our own pid with a constant signal; no memory is touched.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
     let paused = rt.block_on(gate.pause());
     let waited = t0.elapsed();
     // With no write running: what changed since the last pass (every dual write marked its
@@ -1096,6 +1367,7 @@ fn cut_over(
     // when a write's keys were unknown.
     let mut dirty = gate.take_dirty();
     dirty.merge(carried);
+    dirty.merge(peer_dirty);
     let pk = w.columns[w.pk_index].clone();
     let (v, when) = if job.full_verify || dirty.all {
         let v = rt.block_on(verify(
@@ -1116,6 +1388,7 @@ fn cut_over(
         Ok(v) => v,
         Err(e) => {
             drop(paused);
+            fenced.release(control);
             return Err(e);
         }
     };
@@ -1124,6 +1397,7 @@ fn cut_over(
     if !v.mismatches.is_empty() {
         gate.untrack();
         drop(paused);
+        fenced.release(control);
         let spans: Vec<(i128, i128)> = v.mismatches.iter().map(|m| m.range).collect();
         *lock(&job.repair) = if v.keys > 0 {
             dirty.within(&spans)
@@ -1133,49 +1407,80 @@ fn cut_over(
                 ..Dirty::default()
             }
         };
-        *lock(&job.cutover) = format!(
-            "{:.1} ms, refused: checksums differ with writes paused",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        return Ok(false);
+        return refuse("checksums differ with writes paused");
     }
+    if let Err(e) = fenced.held() {
+        drop(paused);
+        fenced.release(control);
+        return refuse(&e);
+    }
+    // The switch: here, then at every peer (each sets its write order under its fence, then
+    // runs the phase); any failure switches everyone back before a write goes on.
     gate.set_new_serves(true);
-    gate.untrack();
-    let switched = edit_config(control, store, job, Edit::Mark(&job.new_rule, "cutover"));
+    let cutover = Edit::Mark(&job.new_rule, "cutover");
+    let switched = edit_config(control, &job.sharding, &job.table, cutover)
+        .and_then(|()| apply_on_peers(control, job, cutover))
+        .and_then(|()| fenced.held());
     if let Err(e) = switched {
         gate.set_new_serves(false);
+        let back = Edit::Mark(&job.new_rule, "copy");
+        let undone = edit_config(control, &job.sharding, &job.table, back);
+        // Best effort: a peer that does not answer stays fenced until its lease ends.
+        let _ = apply_on_peers(control, job, back);
         drop(paused);
-        return Err(e);
+        fenced.release(control);
+        undone?;
+        return refuse(&e);
     }
+    gate.untrack();
     drop(paused);
+    fenced.release(control);
     let total = t0.elapsed();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     *lock(&job.cutover) = format!(
-        "{:.1} ms (writes in flight drained {:.1} ms, verify {:.1} ms, rule switch {:.1} ms)",
+        "{:.1} ms (writes in flight drained {:.1} ms, verify {:.1} ms, rule switch {:.1} ms{})",
         ms(total),
         ms(waited),
         ms(verified - waited),
-        ms(total - verified)
+        ms(total - verified),
+        if job.peers.is_empty() {
+            String::new()
+        } else {
+            format!(", {} peers fenced", job.peers.len())
+        }
     );
     tracing::info!(table = %job.table, pause_ms = ms(total), "reshard cut over");
     Ok(true)
 }
 
 /// ABORT: the marks leave the config, so the old layout serves and is written alone again (after
-/// the cut-over, under the pause so that no write commits on the new layout first meanwhile).
+/// the cut-over, under the pause here and the fences at the peers, so that no write commits on
+/// the new layout first meanwhile).
 fn abort(
     rt: &tokio::runtime::Runtime,
-    control: &Control,
-    store: &ConfigStore,
+    control: &Arc<Control>,
     job: &Job,
     cut_over: bool,
 ) -> Result<String, String> {
-    let gate = dual::gate(&job.sharding, &job.table);
+    let gate = gate_of(control, &job.sharding, &job.table);
+    let mut fenced = match cut_over {
+        true => Some(Fenced::fence(control, &job.peers, &job.sharding, &job.table)?.0),
+        false => None,
+    };
     let paused = cut_over.then(|| rt.block_on(gate.pause()));
     gate.set_new_serves(false);
     gate.untrack();
-    let r = edit_config(control, store, job, Edit::Unmark);
+    let r = fleet_edit(control, job, Edit::Unmark);
+    if r.is_err() && cut_over {
+        // Back to the cut-over everywhere (best effort) before a write goes on.
+        gate.set_new_serves(true);
+        let back = Edit::Mark(&job.new_rule, "cutover");
+        let _ = edit_config(control, &job.sharding, &job.table, back);
+        let _ = apply_on_peers(control, job, back);
+    }
     drop(paused);
+    if let Some(f) = fenced.as_mut() {
+        f.release(control);
+    }
     r?;
     remove_state(job);
     let done = "done (aborted: the old layout serves; the new tables are left as they are)";
@@ -1184,9 +1489,44 @@ fn abort(
     Ok(done.into())
 }
 
+/// The write gate of `table` in this process.
+fn gate_of(control: &Control, sharding: &str, table: &str) -> Arc<Gate> {
+    MysqlShared::of(&control.shared).reshard_gate(sharding, table)
+}
+
+/// Whether a job runs in this process.
+pub(crate) fn running() -> bool {
+    lock(&JOB)
+        .as_ref()
+        .is_some_and(|j| lock(&j.state).as_str() == "running")
+}
+
+/// `edit` at every peer (`RESHARD PEER APPLY`), all at once; the first error names its peer.
+fn apply_on_peers(control: &Control, job: &Job, edit: Edit<'_>) -> Result<(), String> {
+    if job.peers.is_empty() {
+        return Ok(());
+    }
+    let rest: Vec<&str> = match edit {
+        Edit::Mark(to, phase) => vec!["MARK", to, phase],
+        Edit::Unmark => vec!["UNMARK"],
+        Edit::Confirm(to) => vec!["CONFIRM", to],
+    };
+    let a = peer::args("APPLY", &job.sharding, &job.table, &rest);
+    match peer::first_error(&peer::call_all(control, &job.peers, &a, peer::APPLY_LIMIT)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `edit` here, then at every peer.
+fn fleet_edit(control: &Control, job: &Job, edit: Edit<'_>) -> Result<(), String> {
+    edit_config(control, &job.sharding, &job.table, edit)?;
+    apply_on_peers(control, job, edit)
+}
+
 /// An edit of the table's entry in the config.
 #[derive(Clone, Copy)]
-enum Edit<'a> {
+pub(crate) enum Edit<'a> {
     /// `reshard_to = <rule>`, `reshard_phase = <phase>`.
     Mark(&'a str, &'a str),
     /// The marks removed.
@@ -1195,15 +1535,16 @@ enum Edit<'a> {
     Confirm(&'a str),
 }
 
-/// Applies `edit` to the job's table entry in the config's source and returns once this proxy
-/// runs it (the file reloaded, or the center's release applied).
-fn edit_config(
+/// Applies `edit` to the table entry in the config's source and returns once this proxy runs
+/// it (the file reloaded, or the center's release applied: an edit the center already has is
+/// not published again, so a peer of the namespace only waits for it).
+pub(crate) fn edit_config(
     control: &Control,
-    store: &ConfigStore,
-    job: &Job,
+    sharding: &str,
+    table: &str,
     edit: Edit<'_>,
 ) -> Result<(), String> {
-    let (sharding, table) = (job.sharding.as_str(), job.table.as_str());
+    let store = ConfigStore::of(&control.source);
     let what = match edit {
         Edit::Mark(to, phase) => format!("RESHARD: `{table}` -> `{to}`, phase {phase}"),
         Edit::Unmark => format!("RESHARD: `{table}` aborted, marks removed"),
@@ -1396,7 +1737,7 @@ mod tests {
     #[test]
     fn progress_file_reads_back() {
         let text = "# progress of a reshard\nsharding = \"app\"\ntable = \"orders\"\nnew_rule = \"orders_v2\"\n\
-                    batch = 40\nverify = \"full\"\npartition = 2\nafter = \"-170141183460469231731687303715884105728\"\nrows = 1234\nphase = \"copy\"\n";
+                    batch = 40\nverify = \"full\"\npeers = \"127.0.0.1:7001, 127.0.0.1:7002\"\nrate = 250\npartition = 2\nafter = \"-170141183460469231731687303715884105728\"\nrows = 1234\nphase = \"copy\"\n";
         assert_eq!(
             read_state(text),
             Ok(Saved {
@@ -1405,6 +1746,8 @@ mod tests {
                 new_rule: "orders_v2".into(),
                 batch: 40,
                 full_verify: true,
+                peers: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()],
+                rate: 250,
                 partition: 2,
                 after: Some(i128::MIN),
                 rows: 1234,
@@ -1414,10 +1757,31 @@ mod tests {
         let s = read_state("batch = 99999999\npartition = -3\n").unwrap_or_default();
         assert_eq!((s.batch, s.partition, s.after), (MAX_BATCH, 0, None));
         assert!(read_state("not = [toml").is_err());
+        assert!(s.peers.is_empty());
+        assert!(parse_peers("127.0.0.1:7001,nope").is_err());
+        assert!(parse_peers("").is_ok_and(|p| p.is_empty()));
         assert_eq!(
             state_path(Path::new("/etc/furrow/furrow.toml")),
             PathBuf::from("/etc/furrow/furrow.toml.reshard-state")
         );
+    }
+
+    #[test]
+    fn pacer_keeps_the_rate_with_a_bounded_credit() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let ms = |d: Duration| d.as_millis();
+        // No limit: never waits.
+        assert_eq!(Pacer::new(0, t0, 0).wait(1_000_000, t0), Duration::ZERO);
+        // 100 rows/s, counted from the rows copied before it started.
+        let mut p = Pacer::new(100, t0, 1_000);
+        assert_eq!(ms(p.wait(1_050, t0)), 500);
+        assert_eq!(ms(p.wait(1_100, at(500))), 500);
+        assert_eq!(ms(p.wait(1_100, at(900))), 100);
+        // Fell behind by 1.5 s: 1 s of it may be caught up on, no more.
+        assert_eq!(ms(p.wait(1_150, at(3_000))), 0);
+        assert_eq!(ms(p.wait(1_250, at(3_000))), 0);
+        assert_eq!(ms(p.wait(1_350, at(3_000))), 1_000);
     }
 
     #[test]

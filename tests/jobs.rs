@@ -2306,3 +2306,177 @@ fn map_reduce_with_shell_items() {
     assert_eq!(status, 400, "{err}");
     assert!(err.to_string().contains("map"), "{err}");
 }
+
+/// Holds partition 0's rows of the reshard fixture with a locking read in an open transaction
+/// (the copier waits on them); dropping the holder rolls it back.
+struct RowHolder {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl RowHolder {
+    fn hold(db: &testkit::MariaDb) -> RowHolder {
+        let mut child = std::process::Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", &db.port().to_string()])
+            .args(["-u", testkit::APP_USER])
+            .arg(format!("-p{}", testkit::APP_PASSWORD))
+            .args(["--batch", "--skip-column-names", "--unbuffered", "app_0"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mariadb");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN; SELECT COUNT(*) FROM orders_0 FOR UPDATE;").unwrap();
+        let mut held = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut held,
+        )
+        .unwrap();
+        assert_eq!(held.trim(), "50");
+        RowHolder {
+            child,
+            stdin: Some(stdin),
+        }
+    }
+}
+
+impl Drop for RowHolder {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = writeln!(s, "ROLLBACK;");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The `reshard` kind's two other ends: a run past its `timeout_ms` fails as timed out and leaves the
+/// reshard running in the proxy (the copy held on locked rows meanwhile); a stopped run pauses
+/// the copy (`RESHARD PAUSE`) and ends `stopped`, the proxy's job then `Paused` with its rows
+/// kept. The kind's `rate` reaches the proxy (`RATE`); a zero rate and a peer that is not an
+/// address are refused.
+#[test]
+fn reshard_jobs_timeout_leaves_it_running_and_stop_pauses_it() {
+    let (db, _proxy, admin, _ports) = reshard_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let api = Api::new(&n.base, TOKEN);
+    setup(&api);
+    let _w1 = worker(dir.path(), &n.base, "w1", &[]);
+    wait_for("w1", Duration::from_secs(20), || {
+        (live_workers(&api) == 1).then_some(())
+    });
+    let kind = json!({"type": "reshard", "admin": format!("127.0.0.1:{admin}"), "sharding": "app",
+                      "table": "orders", "rule": "orders_v2", "batch": 20, "confirm": true});
+    put_job(
+        &api,
+        "reshard-short",
+        json!({"app": "shop", "kind": kind.clone(), "timeout_ms": 1500}),
+    );
+    let mut paced = kind.clone();
+    paced["rate"] = json!(1000);
+    put_job(
+        &api,
+        "reshard-stop",
+        json!({"app": "shop", "kind": paced, "timeout_ms": 120000}),
+    );
+    for (field, bad) in [("rate", json!(0)), ("peers", json!(["nope"]))] {
+        let mut k = kind.clone();
+        k[field] = bad;
+        let (code, e) = api.err(
+            "PUT",
+            "/v1/jobs/DEV/bad-reshard",
+            Some(json!({"app": "shop", "kind": k})),
+        );
+        let want = format!("kind/{field}");
+        assert_eq!(
+            (code, e["field"].as_str()),
+            (400, Some(want.as_str())),
+            "{e}"
+        );
+    }
+    let trigger = |name: &str| {
+        api.ok("POST", &format!("/v1/jobs/DEV/{name}/trigger"), None)["run"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let status = || common::redis_cli(admin, &["RESHARD", "STATUS"]);
+
+    // Timeout: the copy cannot pass partition 0 while its rows are held.
+    let holder = RowHolder::hold(&db);
+    let run = trigger("reshard-short");
+    let r = wait_run_end(&api, "reshard-short", &run, Duration::from_secs(30));
+    // A timed-out item is a failed one (`sched`: the run fails, with the item's reason).
+    assert_eq!(r["state"], "failed", "{r}");
+    let result = r["item_list"][0]["result"].as_str().unwrap_or("");
+    assert!(
+        result.contains("timed out; the reshard goes on in the proxy"),
+        "{r}"
+    );
+    let st = status();
+    assert!(
+        st.contains(": running") && st.contains("phase: Copying"),
+        "{st}"
+    );
+    drop(holder);
+    // The reshard went on without the run; aborted by hand, the new tables emptied.
+    wait_for("the cut-over", Duration::from_secs(30), || {
+        status().contains("phase: CutOver").then_some(())
+    });
+    assert!(common::redis_cli(admin, &["RESHARD", "ABORT"]).contains("aborting"));
+    wait_for("the abort", Duration::from_secs(20), || {
+        status().contains("phase: Aborted").then_some(())
+    });
+    let empty: Vec<String> = (0..8)
+        .map(|q| format!("DELETE FROM app_{}.orders_v2_{q}", q / 4))
+        .collect();
+    db.sql(&empty.join("; ")).expect("empty");
+
+    // Stop: the run pauses the copy and ends stopped.
+    let holder = RowHolder::hold(&db);
+    let run = trigger("reshard-stop");
+    wait_for(
+        "the copy in the item's log",
+        Duration::from_secs(30),
+        || {
+            let r = run_of(&api, "reshard-stop", &run);
+            let log = r["item_list"][0]["log"].as_str().unwrap_or_default();
+            (r["state"] == "running" && log.contains("phase Copying")).then_some(())
+        },
+    );
+    let ms = run.rsplit('/').next().unwrap();
+    api.ok(
+        "POST",
+        &format!("/v1/jobs/DEV/reshard-stop/runs/{ms}/stop"),
+        None,
+    );
+    let r = wait_run_end(&api, "reshard-stop", &run, Duration::from_secs(30));
+    assert_eq!(r["state"], "stopped", "{r}");
+    let item = &r["item_list"][0];
+    let text = format!(
+        "{}\n{}",
+        item["result"].as_str().unwrap_or(""),
+        item["log"].as_str().unwrap_or("")
+    );
+    assert!(
+        text.contains("stopped: pausing after the current batch"),
+        "{r}"
+    );
+    drop(holder);
+    let st = wait_for("the pause", Duration::from_secs(30), || {
+        let st = status();
+        st.contains("phase: Paused").then_some(st)
+    });
+    assert!(
+        st.contains(": running") && st.contains("rate limit: 1000 rows/s"),
+        "{st}"
+    );
+    let copied = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("rows copied: "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(copied(&status()), copied(&st), "copied while paused");
+}

@@ -101,6 +101,12 @@ fn servers_and_config(admin: u16, metrics: u16, listen: u16) -> (Vec<testkit::Ma
     let dbs = testkit::MariaDb::start_many(2, testkit::MariaDbConfig::new()).expect("mariadbd");
     dbs[0].sql("CREATE DATABASE app_0").expect("schema");
     dbs[1].sql("CREATE DATABASE app_1").expect("schema");
+    let cfg = config_over(&dbs, admin, metrics, listen);
+    (dbs, cfg)
+}
+
+/// A proxy's config over the two servers `dbs` (admin, metrics and listener ports given).
+fn config_over(dbs: &[testkit::MariaDb], admin: u16, metrics: u16, listen: u16) -> String {
     let group = |name: &str, db: &testkit::MariaDb| {
         format!(
             "[mysql_groups.{name}]\nuser = \"{}\"\npassword = \"{}\"\nprimary = {{ name = \"{name}p\", address = \"{}\" }}\n\n",
@@ -125,7 +131,7 @@ fn servers_and_config(admin: u16, metrics: u16, listen: u16) -> (Vec<testkit::Ma
         group("g0", &dbs[0]),
         group("g1", &dbs[1]),
     );
-    (dbs, cfg)
+    cfg
 }
 
 /// `orders` and `orders_v2` created through the listener, `rows` rows in `orders`.
@@ -180,12 +186,13 @@ fn lost(e: &str) -> bool {
 
 /// One client connection writing through the listener: inserts of new ids (`rows + 1 + i *
 /// WRITERS + w`, next to the table's keys), updates and deletes of rows it owns (`id % WRITERS ==
-/// w`), each acknowledged write read back at once. Returns its rows of the model. `restarts`:
+/// w`; plus `id_base`), each acknowledged write read back at once. Returns its rows of the model. `restarts`:
 /// a lost connection is a proxy restart: the write in flight is uncertain, the writer connects
 /// again.
 fn writer(
     listen: u16,
     w: i64,
+    id_base: i64,
     rows: i64,
     restarts: bool,
     stop: Arc<AtomicBool>,
@@ -211,7 +218,7 @@ fn writer(
             let (sql, id, user, after) = match i % 4 {
                 // A new row.
                 0 | 1 => {
-                    let id = rows + 1 + i * WRITERS + w;
+                    let id = id_base + rows + 1 + i * WRITERS + w;
                     let user = (id * 13) % 1000;
                     let note = format!("w{w} new {i}");
                     (
@@ -396,12 +403,20 @@ fn start_load(listen: u16) -> Load {
 }
 
 fn start_load_with(listen: u16, rows: i64, restarts: bool) -> Load {
+    let all: Vec<(u16, i64, i64)> = (0..WRITERS).map(|w| (listen, w, 0)).collect();
+    start_load_on(&all, rows, restarts)
+}
+
+/// Writers `w` through the listeners given with them, their new keys from `id_base` on (each `w`
+/// of `0..WRITERS` at most once: the writers own disjoint keys).
+fn start_load_on(writers: &[(u16, i64, i64)], rows: i64, restarts: bool) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
-    let threads = (0..WRITERS)
-        .map(|w| {
+    let threads = writers
+        .iter()
+        .map(|&(listen, w, base)| {
             let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || writer(listen, w, rows, restarts, stop, acked))
+            std::thread::spawn(move || writer(listen, w, base, rows, restarts, stop, acked))
         })
         .collect();
     Load {
@@ -1266,4 +1281,496 @@ fn reshard_center_configured_proxy_resumes_after_a_kill() {
     let model = initial_model(LARGE / 5);
     assert_eq!(layout_rows(&c.dbs, &names("orders_v2_", 8)), model);
     assert_eq!(proxy_rows(c.listen), model);
+}
+
+/// Two proxies over the same servers, each with its own config file: `a` runs the job, `b` is
+/// its peer (`PEERS`). `b_env`: the peer's environment (a test failpoint).
+struct Fleet {
+    dbs: Vec<testkit::MariaDb>,
+    a: FurrowProcess,
+    a_admin: u16,
+    a_listen: u16,
+    b: FurrowProcess,
+    b_admin: u16,
+    b_listen: u16,
+}
+
+fn fleet(a_env: &[(&str, &str)], b_env: &[(&str, &str)]) -> Fleet {
+    let ports: Vec<u16> = (0..6)
+        .map(|_| testkit::reserve_port().expect("port").port())
+        .collect();
+    let (dbs, cfg_a) = servers_and_config(ports[0], ports[1], ports[2]);
+    let a = FurrowProcess::start_env(&cfg_a, ports[0], a_env);
+    create_and_fill(ports[2], ROWS);
+    let b = FurrowProcess::start_env(
+        &config_over(&dbs, ports[3], ports[4], ports[5]),
+        ports[3],
+        b_env,
+    );
+    Fleet {
+        dbs,
+        a,
+        a_admin: ports[0],
+        a_listen: ports[2],
+        b,
+        b_admin: ports[3],
+        b_listen: ports[5],
+    }
+}
+
+impl Fleet {
+    fn peer(&self) -> String {
+        format!("127.0.0.1:{}", self.b_admin)
+    }
+
+    fn start(&self) -> String {
+        redis_cli(
+            self.a_admin,
+            &[
+                "RESHARD",
+                "START",
+                "app",
+                "orders",
+                "orders_v2",
+                "BATCH",
+                "200",
+                "PEERS",
+                &self.peer(),
+            ],
+        )
+    }
+
+    /// Waits for the cut-over, resuming after refusals whose cut-over line contains one of
+    /// `refusals` (at most `max` of them); returns the status and the refusals' cut-over lines.
+    fn cut_over_after(&self, refusals: &[&str], max: usize) -> (String, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let mut refused = Vec::new();
+        loop {
+            let st = status(self.a_admin);
+            if field(&st, "phase") == "CutOver" {
+                return (st, refused);
+            }
+            if field(&st, "phase") == "Paused" {
+                println!("refused:\n{st}");
+                let line = field(&st, "cut-over pause");
+                assert!(
+                    refusals.iter().any(|r| line.contains(r)) && refused.len() < max,
+                    "{st}"
+                );
+                refused.push(line.to_string());
+                assert!(redis_cli(self.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
+            }
+            assert!(Instant::now() < deadline && !st.contains("failed:"), "{st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Fleet::cut_over_after`] with one kind of refusal; how many there were.
+    fn cut_over(&self, refusal: &str, max: usize) -> (String, usize) {
+        let (st, refused) = self.cut_over_after(&[refusal], max);
+        (st, refused.len())
+    }
+
+    /// Both layouts and the reads through both proxies are `model` (ids in `uncertain` left out).
+    fn check(&self, model: &Model, uncertain: &BTreeSet<i64>) {
+        let known = |m: Model| -> Model {
+            m.into_iter()
+                .filter(|(id, _)| !uncertain.contains(id))
+                .collect()
+        };
+        let new = known(layout_rows(&self.dbs, &names("orders_v2_", 8)));
+        assert_eq!(new.len(), model.len(), "new layout rows");
+        assert!(new == *model, "new layout differs from the writers' model");
+        assert!(
+            known(layout_rows(&self.dbs, &names("orders_", 4))) == *model,
+            "old layout differs from the writers' model"
+        );
+        assert!(
+            known(proxy_rows(self.a_listen)) == *model,
+            "reads through a"
+        );
+        assert!(
+            known(proxy_rows(self.b_listen)) == *model,
+            "reads through b"
+        );
+    }
+}
+
+/// Two proxies write the table during the whole reshard, the job on one with the other as its
+/// peer. The peer loses one dual write once its keys are tracked (the `reshard-skip-other`
+/// failpoint, on the peer only): an INSERT of a new key, outside the ranges the full pass cut,
+/// so only the peer's dirty keys name it; the cut-over must refuse and RESUME repair it (were
+/// the peer's keys ignored, the new layout would miss the row). After the cut-over both proxies'
+/// config files say `cutover`, both layouts hold every acknowledged write, reads through both
+/// proxies agree; CONFIRM writes the new rule into both files.
+#[test]
+fn reshard_fleet_two_proxies_cut_over_with_peer() {
+    let f = fleet(&[], &[("FURROW_TEST_FAILPOINT", "reshard-skip-other")]);
+    // The peer's one writer inserts far above the job proxy's writers, in rising order: the key
+    // of its lost write is above every range the full pass cut (so no pass over those ranges
+    // sees it), and the job proxy's own keys are all below (a proxy's keys outside the ranges
+    // are recorded as one span, which must not cover it).
+    let load = start_load_on(
+        &[
+            (f.a_listen, 0, 0),
+            (f.a_listen, 1, 0),
+            (f.b_listen, 2, 1_000_000),
+            (f.a_listen, 3, 0),
+        ],
+        ROWS,
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let started = f.start();
+    assert!(started.contains("started"), "{started}");
+    let st = status(f.a_admin);
+    assert_eq!(field(&st, "peers"), f.peer(), "{st}");
+    let (cut, refused) = f.cut_over("checksums differ", 2);
+    println!("{cut}");
+    assert!(
+        refused >= 1,
+        "the peer's lost dual write went unnoticed:\n{cut}"
+    );
+    assert!(
+        field(&cut, "cut-over pause").contains("1 peers fenced"),
+        "{cut}"
+    );
+    for p in [&f.a, &f.b] {
+        let file = std::fs::read_to_string(p.config_path()).expect("config");
+        assert!(file.contains("reshard_phase = \"cutover\""), "{file}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = load.acked.load(Relaxed);
+    let model = stop_load(load);
+    println!("acknowledged writes: {acked}");
+    f.check(&model, &BTreeSet::new());
+
+    assert!(redis_cli(f.a_admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    wait_phase(f.a_admin, "Confirmed", Duration::from_secs(20));
+    for p in [&f.a, &f.b] {
+        let file = std::fs::read_to_string(p.config_path()).expect("config");
+        assert!(
+            !file.contains("reshard_to") && file.contains("physical = \"orders_v2_{0..7}\""),
+            "{file}"
+        );
+    }
+    mariadb(
+        f.b_listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert!(layout_rows(&f.dbs, &names("orders_v2_", 8)) == after);
+    assert!(proxy_rows(f.a_listen) == after);
+}
+
+/// A peer killed before the cut-over: the job stops (paused) naming it, nothing switched; the
+/// peer started again, RESUME cuts over with it.
+#[test]
+fn reshard_fleet_peer_down_refuses_then_resumes() {
+    let mut f = fleet(&[], &[]);
+    let load = start_load_on(
+        &[
+            (f.a_listen, 0, 0),
+            (f.a_listen, 1, 0),
+            (f.b_listen, 2, 0),
+            (f.b_listen, 3, 0),
+        ],
+        ROWS,
+        true,
+    );
+    // Refused at START: a peer that does not answer, and the job proxy itself as a peer.
+    let own = format!("127.0.0.1:{}", f.a_admin);
+    for (peers, why) in [
+        (format!("{},127.0.0.1:1", f.peer()), "peer 127.0.0.1:1: "),
+        (own.clone(), "names this proxy's own admin port"),
+    ] {
+        let e = redis_cli(
+            f.a_admin,
+            &[
+                "RESHARD",
+                "START",
+                "app",
+                "orders",
+                "orders_v2",
+                "PEERS",
+                &peers,
+            ],
+        );
+        assert!(e.contains(why), "{e}");
+    }
+    let file = std::fs::read_to_string(f.a.config_path()).expect("config");
+    assert!(!file.contains("reshard_to"), "{file}");
+    let started = f.start();
+    assert!(started.contains("started"), "{started}");
+    assert!(redis_cli(f.a_admin, &["RESHARD", "PAUSE"]).contains("pausing"));
+    wait_phase(f.a_admin, "Paused", Duration::from_secs(10));
+    // The peer runs the copy phase from its own file (the job's APPLY).
+    let file = std::fs::read_to_string(f.b.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+    f.b.signal(libc::SIGKILL);
+    f.b.wait_exit(Duration::from_secs(10));
+    assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let st = loop {
+        let st = status(f.a_admin);
+        if field(&st, "phase") == "Paused" {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline && field(&st, "phase") != "CutOver",
+            "{st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("{st}");
+    assert!(st.contains(&format!("peer {}", f.peer())), "{st}");
+    let file = std::fs::read_to_string(f.a.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+
+    f.b.kill_and_restart(f.b_admin);
+    assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
+    let (cut, _) = f.cut_over("checksums differ", 2);
+    println!("{cut}");
+    let file = std::fs::read_to_string(f.b.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"cutover\""), "{file}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (model, uncertain) = stop_load_uncertain(load);
+    println!("writes cut off by the kill: {uncertain:?}");
+    f.check(&model, &uncertain);
+}
+
+/// The peer refuses the first fence (the `reshard-refuse-fence` failpoint): the cut-over is
+/// refused naming it, nothing switched, the job paused; RESUME tries again. Then the job's proxy is
+/// killed while its peer is fenced (the `reshard-die-fenced` failpoint): the peer's writes go on
+/// once the lease ends; the restarted job proxy resumes; the peer refuses its first switch (the
+/// `reshard-refuse-cutover` failpoint): everyone is switched back and the job paused; RESUME cuts
+/// over. Both layouts and the reads through both proxies hold the writers' model.
+#[test]
+fn reshard_fleet_job_proxy_killed_while_peer_fenced() {
+    let mut f = fleet(
+        &[("FURROW_TEST_FAILPOINT", "reshard-die-fenced")],
+        &[(
+            "FURROW_TEST_FAILPOINT",
+            "reshard-refuse-fence,reshard-refuse-cutover",
+        )],
+    );
+    let b_acked = Arc::new(AtomicU64::new(0));
+    let stop_b = Arc::new(AtomicBool::new(false));
+    let load = start_load_on(&[(f.a_listen, 0, 0), (f.a_listen, 1, 0)], ROWS, true);
+    let b_writers: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|w| {
+            let (stop, acked, listen) = (stop_b.clone(), b_acked.clone(), f.b_listen);
+            std::thread::spawn(move || writer(listen, w, 0, ROWS, false, stop, acked))
+        })
+        .collect();
+    let started = f.start();
+    assert!(started.contains("started"), "{started}");
+    let refused = wait_phase(f.a_admin, "Paused", Duration::from_secs(45));
+    println!("{refused}");
+    assert!(
+        field(&refused, "cut-over pause").contains(&format!(
+            "refused: cannot fence every peer: peer {}",
+            f.peer()
+        )) && field(&refused, "cut-over pause").contains("reshard-refuse-fence"),
+        "{refused}"
+    );
+    let file = std::fs::read_to_string(f.a.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+    let file = std::fs::read_to_string(f.b.config_path()).expect("config");
+    assert!(file.contains("reshard_phase = \"copy\""), "{file}");
+    assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
+    f.a.wait_exit(Duration::from_secs(45));
+    // The peer is fenced now (the job died after fencing it): its writers wait, then go on
+    // when the lease ends.
+    let at_death = b_acked.load(Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b_acked.load(Relaxed) < at_death + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the peer's writes did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(f.b.log().contains("lease ended unrenewed"), "{}", f.b.log());
+
+    f.a.kill_and_restart(f.a_admin);
+    let st = status(f.a_admin);
+    assert!(st.contains("interrupted"), "{st}");
+    assert_eq!(field(&st, "peers"), f.peer(), "{st}");
+    assert!(redis_cli(f.a_admin, &["RESHARD", "RESUME"]).contains("copying"));
+    // The peer refuses its switch once: everyone goes back to `copy` before writes go on.
+    let (cut, refused) = f.cut_over_after(&["checksums differ", "reshard-refuse-cutover"], 4);
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|r| r.contains(&format!("refused: peer {}", f.peer())))
+            .count(),
+        1,
+        "{refused:?}"
+    );
+    println!("{cut}");
+    // Killed again after the cut-over: the restarted job proxy fences its peer and switches it
+    // again (a peer that missed the switch would otherwise write the old layout first).
+    let unfenced = |f: &Fleet| f.b.log().matches("reshard peer: writes go on").count();
+    let before = unfenced(&f);
+    std::thread::sleep(Duration::from_millis(300));
+    f.a.kill_and_restart(f.a_admin);
+    // Fenced, switched, unfenced (the job's thread lets go after the switch).
+    wait_until(Duration::from_secs(20), || unfenced(&f) > before);
+    let st = status(f.a_admin);
+    assert!(
+        st.contains("interrupted after the cut-over") && !st.contains("could not be switched"),
+        "{st}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop_b.store(true, Relaxed);
+    let (mut model, uncertain) = stop_load_uncertain(load);
+    for t in b_writers {
+        let w = t.join().expect("writer");
+        assert!(w.problems.is_empty(), "writer problems: {:#?}", w.problems);
+        model.extend(w.model);
+    }
+    f.check(&model, &uncertain);
+}
+
+/// Two proxies following one center namespace (each gets its own admin, metrics and listener
+/// address from rule items on its instance id), writers through both during the whole reshard,
+/// the job on `p1` with `p2` as its peer: `p2` takes the marks and the cut-over from the
+/// releases the job publishes (its `APPLY` waits until it runs them); both layouts and the reads
+/// through both proxies hold the writers' model; `CONFIRM` publishes the rule for both.
+#[test]
+fn reshard_fleet_two_center_configured_proxies() {
+    let ports: Vec<u16> = (0..7)
+        .map(|_| testkit::reserve_port().expect("port").port())
+        .collect();
+    let (cport, a_admin, a_listen, b_admin, b_listen) =
+        (ports[0], ports[1], ports[3], ports[4], ports[6]);
+    let (dbs, cfg) = servers_and_config(a_admin, ports[2], a_listen);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _control = ControlCenter::start_with(dir.path(), cport, CENTER_TOKEN, &[]);
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api_call(cport, CENTER_TOKEN, method, path, body)
+    };
+    api("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "db"})),
+    );
+    api(
+        "PUT",
+        &format!("{CENTER_NS}/items/config"),
+        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
+    );
+    // p2's own addresses; p1 keeps the document's.
+    for (path, p2, p1) in [
+        ("config.proxy.admin", b_admin, a_admin),
+        ("config.proxy.metrics", ports[5], ports[2]),
+        ("config.listeners.0.address", b_listen, a_listen),
+    ] {
+        api(
+            "PUT",
+            &format!("{CENTER_NS}/items/{path}"),
+            Some(json!({"value": {"type": "rules", "value": {
+                "rules": [{"when": [{"op": "eq", "attr": "instance", "value": "p2"}],
+                           "value": format!("127.0.0.1:{p2}")}],
+                "default": format!("127.0.0.1:{p1}")}}})),
+        );
+    }
+    api(
+        "POST",
+        &format!("{CENTER_NS}/publish"),
+        Some(json!({"message": "first"})),
+    );
+    let spawn = |instance: &str| {
+        Process(spawn_config_source_proxy(
+            &format!(
+                "http://127.0.0.1:{cport}/shop/DEV/default/db?instance={instance}&snapshot={}",
+                dir.path()
+                    .join(format!("{instance}-snapshot.json"))
+                    .display()
+            ),
+            CENTER_TOKEN,
+            &dir.path().join(format!("{instance}.log")),
+        ))
+    };
+    let _a = spawn("p1");
+    let _b = spawn("p2");
+    for admin in [a_admin, b_admin] {
+        wait_until(Duration::from_secs(20), || {
+            config_generation(admin) == Some(1)
+        });
+    }
+    create_and_fill(a_listen, ROWS);
+    let load = start_load_on(
+        &[
+            (a_listen, 0, 0),
+            (a_listen, 1, 0),
+            (b_listen, 2, 0),
+            (b_listen, 3, 0),
+        ],
+        ROWS,
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let peer = format!("127.0.0.1:{b_admin}");
+    let started = redis_cli(
+        a_admin,
+        &[
+            "RESHARD",
+            "START",
+            "app",
+            "orders",
+            "orders_v2",
+            "BATCH",
+            "200",
+            "PEERS",
+            &peer,
+        ],
+    );
+    assert!(started.contains("started"), "{started}");
+    let cut = wait_phase(a_admin, "CutOver", Duration::from_secs(45));
+    println!("{cut}");
+    assert!(
+        field(&cut, "cut-over pause").contains("1 peers fenced"),
+        "{cut}"
+    );
+    let text = api("GET", &format!("{CENTER_NS}/items/config"), None)["value"]["value"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("reshard_phase = \"cutover\""), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    let model = stop_load(load);
+    assert!(
+        layout_rows(&dbs, &names("orders_v2_", 8)) == model,
+        "new layout"
+    );
+    assert!(
+        layout_rows(&dbs, &names("orders_", 4)) == model,
+        "old layout"
+    );
+    assert!(proxy_rows(a_listen) == model, "reads through p1");
+    assert!(proxy_rows(b_listen) == model, "reads through p2");
+    let log = std::fs::read_to_string(dir.path().join("p2.log")).unwrap_or_default();
+    assert!(
+        log.contains("reshard peer: writes fenced") && log.contains("reshard peer: writes go on"),
+        "{log}"
+    );
+
+    assert!(redis_cli(a_admin, &["RESHARD", "CONFIRM"]).contains("confirming"));
+    wait_phase(a_admin, "Confirmed", Duration::from_secs(20));
+    mariadb(
+        b_listen,
+        "INSERT INTO orders (id, user_id, note) VALUES (5000000, 5, 'after')",
+    )
+    .expect("insert");
+    let mut after = model.clone();
+    after.insert(5_000_000, (5, "after".into()));
+    assert!(layout_rows(&dbs, &names("orders_v2_", 8)) == after);
+    assert!(layout_rows(&dbs, &names("orders_", 4)) == model);
+    assert!(proxy_rows(a_listen) == after);
 }

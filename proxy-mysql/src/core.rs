@@ -46,6 +46,8 @@ pub struct MysqlShared {
     pub(crate) xa: crate::shard::xid::XaIds,
     /// The shardings whose XA recovery ran in this process.
     pub(crate) xa_recovered: Mutex<std::collections::HashSet<String>>,
+    /// The write gates of tables being resharded (see [`MysqlShared::reshard_gate`]).
+    pub(crate) reshard_gates: crate::shard::gate::Gates,
 }
 
 impl MysqlShared {
@@ -77,6 +79,12 @@ impl MysqlShared {
             .entry(listener.to_string())
             .or_insert_with(|| Arc::new(crate::conn::ClientBudget::new(limit)))
             .clone()
+    }
+
+    /// The write gate of `table` in sharding section `sharding` (made on first use): shared by
+    /// every core's dual writes, the reshard job and the admin port's `RESHARD PEER` commands.
+    pub fn reshard_gate(&self, sharding: &str, table: &str) -> Arc<crate::shard::gate::Gate> {
+        self.reshard_gates.get(sharding, table)
     }
 
     /// A new session id (unique in the process, from 1).

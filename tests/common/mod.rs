@@ -129,8 +129,11 @@ impl FurrowProcess {
     /// Kills the process with SIGKILL and starts it again on the same config file (whatever it
     /// holds now; the log is appended to `furrow.log.N`), waiting until the admin port answers.
     pub fn kill_and_restart(&mut self, admin_port: u16) {
-        self.process.signal(libc::SIGKILL);
-        self.process.wait_exit(Duration::from_secs(10));
+        // A process that already exited (waited for) is only started again.
+        if self.process.child.is_some() {
+            self.process.signal(libc::SIGKILL);
+            self.process.wait_exit(Duration::from_secs(10));
+        }
         let n = (1..)
             .find(|i| !self._dir.path().join(format!("furrow.log.{i}")).exists())
             .unwrap_or(1);

@@ -130,6 +130,13 @@ pub enum Kind {
         /// `changed` (default) or `full`: what the cut-over verifies with writes paused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         verify: Option<String>,
+        /// The admin addresses of the other proxies that write the table (`PEERS`: the cut-over
+        /// verifies their writes and fences them; docs/sharding.md, "Several proxies").
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        peers: Vec<String>,
+        /// Most rows per second the copier copies (`RATE`); no limit without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<u64>,
         /// CONFIRM after the cut-over (default true).
         #[serde(default = "yes")]
         confirm: bool,
@@ -588,6 +595,8 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
             rule,
             batch,
             verify,
+            peers,
+            rate,
             ..
         } => {
             if at != "kind" {
@@ -612,6 +621,22 @@ fn check_kind(at: &str, kind: &Kind) -> Result<()> {
             }
             if batch.is_some_and(|b| !(1..=10_000).contains(&b)) {
                 return Err(ControlError::bad(&format!("{at}/batch"), "1 to 10000 rows"));
+            }
+            if rate == &Some(0) {
+                return Err(ControlError::bad(
+                    &format!("{at}/rate"),
+                    "rows per second, more than 0 (leave it out for no limit)",
+                ));
+            }
+            if peers.len() > 64
+                || peers
+                    .iter()
+                    .any(|p| p.parse::<std::net::SocketAddr>().is_err())
+            {
+                return Err(ControlError::bad(
+                    &format!("{at}/peers"),
+                    "at most 64 admin addresses HOST:PORT (IP addresses)",
+                ));
             }
             if verify
                 .as_deref()

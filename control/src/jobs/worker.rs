@@ -755,6 +755,8 @@ async fn execute(
             rule,
             batch,
             verify,
+            peers,
+            rate,
             confirm,
         } => {
             let mut start: Vec<String> = ["RESHARD", "START", sharding, table, rule]
@@ -766,6 +768,12 @@ async fn execute(
             }
             if let Some(v) = verify {
                 start.extend(["VERIFY".to_string(), v.clone()]);
+            }
+            if !peers.is_empty() {
+                start.extend(["PEERS".to_string(), peers.join(",")]);
+            }
+            if let Some(r) = rate {
+                start.extend(["RATE".to_string(), r.to_string()]);
             }
             let (addr, confirm) = (admin.clone(), *confirm);
             tokio::task::spawn_blocking(move || {

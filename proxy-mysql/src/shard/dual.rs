@@ -8,126 +8,24 @@
 //! a table being resharded ([`ShardingRules::resharding`]); without one it costs one `Option`
 //! check per statement that is not a fast-path point select.
 //!
-//! The cut-over pauses a table's writes with its [`Gate`]: each dual write holds the gate shared
-//! while it runs, the reshard job takes it exclusively (new writes wait, writes in flight finish
-//! first), verifies, switches the rule and lets go.
+//! The cut-over pauses a table's writes with its [`Gate`] (`super::gate`): each dual write holds
+//! the gate shared while it runs, the reshard job takes it exclusively (new writes wait, writes in
+//! flight finish first), verifies, switches the rule and lets go; a proxy that is a peer of a job
+//! on another proxy is fenced through the same gate.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use codec::mysql::Value;
 use router::sql::StmtKind;
 use router::sql::plan::{self, Output, PlanContext, Unit};
-use router::sql::shard::dirty::{Dirty, DirtySet, KeyShape, touched};
 use router::sql::shard::reshard::{nondeterministic, writes_only};
 use router::sql::shard::{Resharding, ShardingRules};
 
+use super::gate::Gate;
 use super::run::units_of;
 use super::{Ctx, ShardSession, encode};
 use crate::error::errs;
-
-/// The write gate of one table being resharded (one per sharding section and table, for the
-/// whole process: every core's sessions and the reshard job share it).
-#[derive(Default)]
-pub struct Gate {
-    lock: tokio::sync::RwLock<()>,
-    new_serves: AtomicBool,
-    /// Whether dual writes record the keys they touch (from the verifier's first full pass to
-    /// the cut-over): read after each write, so a write that finished before tracking began is
-    /// one the pass saw.
-    tracking: AtomicBool,
-    /// The table's key and what was written since the verifier last took the set.
-    dirty: Mutex<Option<(KeyShape, DirtySet)>>,
-}
-
-/// Most keys a table's dirty set keeps one by one before it marks whole ranges (16 bytes each
-/// in a B-tree: a few MiB at most).
-pub const MAX_DIRTY_KEYS: usize = 100_000;
-
-impl Gate {
-    /// Pauses the table's writes: resolves once the writes in flight are done; until the guard
-    /// is dropped new writes wait (the lock is fair: a waiting pause holds back new writers).
-    pub async fn pause(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
-        self.lock.write().await
-    }
-
-    /// Whether the new layout is the one writes commit on first. Set by the job while the gate
-    /// is paused, before the rule in the config changes: a write that waited for the pause and
-    /// still carries the previous generation's rules follows this, not its rules.
-    pub fn set_new_serves(&self, v: bool) {
-        self.new_serves.store(v, Ordering::SeqCst);
-    }
-
-    fn new_serves(&self) -> bool {
-        self.new_serves.load(Ordering::SeqCst)
-    }
-
-    /// Starts (or restarts) recording the keys dual writes touch, against the verifier's
-    /// `ranges`: called by the verifier after it cut the ranges and before its first checksum.
-    pub fn track(&self, shape: KeyShape, ranges: &[(i128, i128)]) {
-        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((shape, DirtySet::new(ranges, MAX_DIRTY_KEYS)));
-        self.tracking.store(true, Ordering::SeqCst);
-    }
-
-    /// What was written since tracking began or the last take; recording goes on. `all` when
-    /// nothing was tracked.
-    pub fn take_dirty(&self) -> Dirty {
-        match self
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            Some((_, d)) => d.take(),
-            None => Dirty {
-                all: true,
-                ..Dirty::default()
-            },
-        }
-    }
-
-    /// Stops recording (the cut-over is done, or the job ended).
-    pub fn untrack(&self) {
-        self.tracking.store(false, Ordering::SeqCst);
-        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// The test-only failpoint `reshard-skip-other` (`FURROW_TEST_FAILPOINT`): the first INSERT
-    /// dual-written while keys are tracked is not written to the other layout, as if a dual write
-    /// were lost; the cut-over's verify must find its range.
-    fn skip_other_once(&self) -> bool {
-        self.tracking.load(Ordering::SeqCst) && super::xa::failpoint_once("reshard-skip-other")
-    }
-
-    /// Records the keys of one finished (or failed) dual write, when tracking.
-    fn mark(&self, sql: &str, params: &[Value], generated: &[u64]) {
-        if !self.tracking.load(Ordering::SeqCst) {
-            return;
-        }
-        let shape = match self
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            Some((shape, _)) => shape.clone(),
-            None => return,
-        };
-        // Parsed outside the lock: the other cores' writes do not wait for it.
-        let t = touched(sql, params, &shape, generated);
-        if let Some((_, d)) = self
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            d.mark(&t);
-        }
-    }
-}
 
 /// Marks a dual write's keys when dropped: after the write committed, failed or was rolled back,
 /// and before the gate's shared hold ends (declared after it, so dropped first).
@@ -144,19 +42,11 @@ impl Drop for MarkOnDrop<'_> {
     }
 }
 
-type Gates = Vec<((String, String), Arc<Gate>)>;
-static GATES: Mutex<Gates> = Mutex::new(Vec::new());
-
-/// The gate of `table` in sharding section `sharding` (made on first use).
-pub fn gate(sharding: &str, table: &str) -> Arc<Gate> {
-    let mut all = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (sharding.to_string(), table.to_ascii_lowercase());
-    if let Some((_, g)) = all.iter().find(|(k, _)| *k == key) {
-        return g.clone();
-    }
-    let g = Arc::new(Gate::default());
-    all.push((key, g.clone()));
-    g
+/// The test-only failpoint `reshard-skip-other` (`FURROW_TEST_FAILPOINT`): the first INSERT
+/// dual-written while keys are tracked is not written to the other layout, as if a dual write
+/// were lost; the cut-over's verify must find its range.
+fn skip_other_once(gate: &Gate) -> bool {
+    gate.tracking() && super::xa::failpoint_once("reshard-skip-other")
 }
 
 /// Whether statements of `kind` are dual-written (or, for DDL, refused) when they touch the
@@ -282,8 +172,8 @@ impl ShardSession {
             );
             return true;
         }
-        let gate = gate(&rules.name, table);
-        let _writing = gate.lock.read().await;
+        let gate = cx.core.shared.reshard_gate(&rules.name, table);
+        let _writing = gate.enter().await;
         let _mark = MarkOnDrop {
             gate: &gate,
             sql,
@@ -335,7 +225,7 @@ impl ShardSession {
         // The other layout's write runs by itself (autocommit) while the first layout's row
         // locks are held; it fails the whole write when it fails.
         let held = self.txn.take();
-        let other = if kind == StmtKind::Insert && gate.skip_other_once() {
+        let other = if kind == StmtKind::Insert && skip_other_once(&gate) {
             // Test-only failpoint: the other layout's write is lost.
             Ok(Output::Affected {
                 rows,

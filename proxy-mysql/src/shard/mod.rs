@@ -11,7 +11,7 @@
 //! single-unit read goes through [`stream`] for that, where a text one is forwarded unchanged.
 //! Prepared writes and prepared statements inside a transaction stay buffered.
 //!
-//! Layout: [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
+//! Layout: [`gate`] the write gate of a table being resharded (a leaf); [`conn`] shard connections and buffered unit results; [`run`] running a plan's units
 //! and the runner handing the results to the merge; [`encode`] result sets, OK and ERR packets for
 //! the client; [`stream`] the streamed reads (plain scatter, sorted, grouped): sockets feeding
 //! router's sans-IO streaming executor (`router::sql::plan::stream`), which does the merging,
@@ -30,6 +30,7 @@ pub mod check;
 pub mod conn;
 pub mod dual;
 pub mod encode;
+pub mod gate;
 pub mod reshard;
 pub mod run;
 pub mod state;

@@ -61,13 +61,13 @@ pub fn parse_gtrid(gtrid: &str) -> Option<(u16, u64)> {
 }
 
 /// Whether the test-only failpoint `point` fires now (once per process, like the environment variable
-/// that names it; the one process-wide flag of the failpoints): the failpoints that leave branches
+/// that names it, alone or in a comma-separated list; the one process-wide flag of the failpoints): the failpoints that leave branches
 /// prepared while the proxy keeps serving, and `reshard-skip-other` (`super::dual`). `xa-lose-decision`: the coordinator's `COMMIT`
 /// is treated as lost (its connection dropped unsent: the server rolls it back); `xa-keep-prepared`:
 /// the branches' `XA COMMIT` is treated as failed (not sent).
 pub(crate) fn failpoint_once(point: &str) -> bool {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == point)
+    std::env::var(FAILPOINT_ENV).is_ok_and(|v| v.split(',').any(|p| p == point))
         && !FIRED.swap(true, std::sync::atomic::Ordering::Relaxed)
 }
 

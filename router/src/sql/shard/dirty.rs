@@ -354,6 +354,47 @@ impl DirtySet {
         }
     }
 
+    /// An empty set over the grid [`DirtySet::grid`] gave for the verifier's ranges (what
+    /// another proxy's job sends, instead of every range); `None`: no ranges (an empty table).
+    /// Refuses a grid that is not one (`step` or `n` not positive, `n` ranges not ending at `end`)
+    /// or that has more than `max_ranges` ranges (one bit each).
+    pub fn on_grid(
+        grid: Option<(i128, i128, i128, usize)>,
+        max_keys: usize,
+        max_ranges: usize,
+    ) -> Result<DirtySet, String> {
+        let index = match grid {
+            None => None,
+            Some((min, step, end, n)) => {
+                let fits = step > 0
+                    && n > 0
+                    && n <= max_ranges
+                    && end > min
+                    && min
+                        .checked_add(step.checked_mul((n - 1) as i128).unwrap_or(i128::MAX))
+                        .is_some_and(|last_lo| last_lo < end);
+                if !fits {
+                    return Err(format!(
+                        "not a key range grid: from {min}, {n} ranges of {step} keys, to {end} (at most {max_ranges} ranges)"
+                    ));
+                }
+                Some(RangeIndex { min, step, end, n })
+            }
+        };
+        Ok(DirtySet {
+            bits: vec![0; index.map_or(0, |i| i.n.div_ceil(64))],
+            index,
+            max_keys,
+            ..DirtySet::default()
+        })
+    }
+
+    /// The verifier's `ranges` as a grid: first key, width of each range (all but the last),
+    /// end of the last, count (`None` when there are none).
+    pub fn grid(ranges: &[(i128, i128)]) -> Option<(i128, i128, i128, usize)> {
+        RangeIndex::of(ranges).map(|i| (i.min, i.step, i.end, i.n))
+    }
+
     /// Records what one write touched.
     pub fn mark(&mut self, t: &Touched) {
         match t {
@@ -434,6 +475,28 @@ impl DirtySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grid_marks_as_its_ranges_do() {
+        let ranges = [(0, 1000), (1000, 2000), (2000, 2500)];
+        let grid = DirtySet::grid(&ranges);
+        assert_eq!(grid, Some((0, 1000, 2500, 3)));
+        let mut a = DirtySet::new(&ranges, 1);
+        let mut b = DirtySet::on_grid(grid, 1, 10).unwrap_or_default();
+        for s in [&mut a, &mut b] {
+            s.mark(&Touched::Keys(vec![5, 1500, 2400, 9000]));
+        }
+        assert_eq!(a.take(), b.take());
+        assert!(DirtySet::on_grid(None, 1, 10).is_ok_and(|s| s.is_empty()));
+        for bad in [
+            (0, 0, 10, 1),
+            (0, 10, 10, 2),
+            (0, 10, 5, 0),
+            (0, 1, 100, 11),
+        ] {
+            assert!(DirtySet::on_grid(Some(bad), 1, 10).is_err(), "{bad:?}");
+        }
+    }
 
     fn shape() -> KeyShape {
         KeyShape {
