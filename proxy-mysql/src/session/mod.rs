@@ -59,8 +59,11 @@ pub fn local_stmt_cache_stats(core: &crate::core::CoreCtx) -> (u64, u64) {
 /// Capabilities the proxy offers clients (codec's `PROXY_SERVER`).
 pub const SERVER_CAPS: u32 = PROXY_SERVER;
 
-/// Version string shown to clients.
-pub const SERVER_VERSION: &str = "5.7.99-furrow";
+/// Version string shown to clients, in the form MariaDB 10.x servers use: the `5.5.5-` prefix for
+/// clients that read the first number as MySQL's major version, `MariaDB` for clients that only
+/// then read the MariaDB extended capabilities (libmariadb: without it, cached result metadata is
+/// never asked for; see docs/mysql-proxy.md).
+pub const SERVER_VERSION: &str = "5.5.5-10.11.99-MariaDB-furrow";
 
 /// How many times a read that failed before any byte reached the client is retried elsewhere.
 const MAX_READ_RETRIES: u32 = 3;
