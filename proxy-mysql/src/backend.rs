@@ -558,6 +558,7 @@ impl BackendConn {
             out.last_seq = seq.wrapping_add(shift);
             let count = matches!(fed.seen, Seen::ColumnCount(_) | Seen::ColumnCountCached(_));
             let client_cache = client.as_ref().is_some_and(|c| c.cache_meta);
+            let client_skips = client.as_ref().is_some_and(|c| c.meta_skip);
             if count && (self.cache_meta || client_cache) {
                 let cached = matches!(fed.seen, Seen::ColumnCountCached(_));
                 // Only an execution's first result set can be the statement's known columns.
@@ -565,7 +566,7 @@ impl BackendConn {
                     Some(ExecMeta { conn: Some(d), .. }) if cached && results == 1 => {
                         let held = exec.and_then(|e| e.client);
                         let same = held.is_some_and(|h| Rc::ptr_eq(h, d) || h[..] == d[..]);
-                        (!(client_cache && same)).then(|| d.clone())
+                        (!(client_skips && same)).then(|| d.clone())
                     }
                     _ if cached => {
                         self.broken = true;

@@ -256,6 +256,11 @@ pub struct Conn {
     /// (every column count it gets carries the metadata-follows byte; see
     /// `BackendConn::forward`).
     pub cache_meta: bool,
+    /// With `cache_meta`: executions may go to the client without definitions it holds. Only
+    /// for clients known to read the classic EOF that follows a skipped block (see
+    /// `session::handshake::skips_metadata_safely`); the others are always sent the
+    /// definitions (metadata-follows 1).
+    pub meta_skip: bool,
 }
 
 impl Drop for Conn {
@@ -292,6 +297,7 @@ impl Conn {
             seq_rewrite: None,
             read_size: FIRST_READ,
             cache_meta: false,
+            meta_skip: false,
         }
     }
 

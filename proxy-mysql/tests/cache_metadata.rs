@@ -3,7 +3,8 @@
 //! definitions the connection already has) and clients that ask for it get it too. Checked with
 //! a raw client at the packet level, because what matters is exactly which definitions a client
 //! is sent and which it is left to reuse:
-//! - a client that caches metadata gets executions without definitions while the ones it holds
+//! - a client that caches metadata and is known to read the EOF after a skipped block (libmariadb)
+//!   gets executions without definitions while the ones it holds
 //!   are current, whichever backend connection ran them;
 //! - a client that does not gets every execution with its definitions (put back by the proxy),
 //!   sequence ids continuous;
@@ -139,16 +140,32 @@ fn executions_leave_out_definitions_only_for_clients_that_hold_them() {
         "app",
         Some("app"),
         MARIADB_CLIENT_CACHE_METADATA,
+        0,
+        Some("libmariadb"),
     );
     assert_eq!(
         ext, MARIADB_CLIENT_CACHE_METADATA,
         "the proxy offers cached metadata as MariaDB does"
     );
     let mut plain = RawClient::login(proxy.addr, "app", Some("app"));
+    // Any other client that caches metadata (here one that asks for CLIENT_DEPRECATE_EOF too,
+    // not granted, as mysql_async does) gets every execution's definitions: a driver may skip
+    // them only together with DEPRECATE_EOF, and misread the EOF that follows a skipped block.
+    let (mut eofless, ext2) = RawClient::login_with(
+        proxy.addr,
+        "app",
+        Some("app"),
+        MARIADB_CLIENT_CACHE_METADATA,
+        codec::mysql::consts::capability::CLIENT_DEPRECATE_EOF,
+        Some("mysql_async"),
+    );
+    assert_eq!(ext2, MARIADB_CLIENT_CACHE_METADATA);
     let sql = "SELECT id, v FROM t WHERE id = ?";
     let (a, a_defs) = prepare(&mut cached, sql);
     let (b, b_defs) = prepare(&mut plain, sql);
+    let (e, e_defs) = prepare(&mut eofless, sql);
     assert_eq!(a_defs, b_defs);
+    assert_eq!(a_defs, e_defs);
     assert_eq!(a_defs[1].column_length, 400, "VARCHAR(100) in utf8mb4");
 
     // Steady state: reads spread over both replicas (each connection prepares the statement
@@ -168,6 +185,10 @@ fn executions_leave_out_definitions_only_for_clients_that_hold_them() {
         );
         assert_eq!(r.rows, s.rows, "same rows either way");
         assert_eq!(r.rows.len(), 1);
+        let t = execute(&mut eofless, e, 1 + i % 2, true);
+        assert_eq!(t.count, [2, 1], "definitions always follow for this client");
+        assert_eq!(t.defs, a_defs);
+        assert_eq!(t.rows, s.rows);
     }
 
     // The column changes: both clients are sent the new definitions.

@@ -203,6 +203,7 @@ impl Session {
         };
         self.caps = resp.capabilities & offered;
         self.client.cache_meta &= resp.mariadb_capabilities & MARIADB_CLIENT_CACHE_METADATA != 0;
+        self.client.meta_skip = self.client.cache_meta && skips_metadata_safely(&resp);
         self.multi_statements = self.caps & CLIENT_MULTI_STATEMENTS != 0;
         let (name, host, user) = self.lookup_user(&resp.username);
         let Some(user) = user else {
@@ -481,4 +482,17 @@ fn verify(u: &User, plugin: &str, response: &[u8], scramble: &[u8; 20]) -> bool 
             None => false,
         },
     }
+}
+
+/// Whether a client that negotiated cached metadata may be sent executions without definitions
+/// (`Conn::meta_skip`): only libmariadb (MariaDB Connector/C, under sysbench, mysqlclient, PHP's
+/// and others' MariaDB bindings), which never asks for CLIENT_DEPRECATE_EOF and reads the EOF that
+/// follows a skipped definition block as MariaDB sends it. Other clients are sent the definitions
+/// with every execution (metadata-follows 1, always valid): a driver that skips them only
+/// together with DEPRECATE_EOF, which Furrow does not grant, misreads that EOF (mysql_async
+/// 0.37 does: it reads it as the end of the rows).
+fn skips_metadata_safely(resp: &HandshakeResponse41) -> bool {
+    resp.connect_attrs
+        .iter()
+        .any(|(k, v)| &k[..] == b"_client_name" && &v[..] == b"libmariadb")
 }

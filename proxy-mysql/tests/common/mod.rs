@@ -320,17 +320,20 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and logs in as `user` with [`APP_SECRET`].
     pub fn login(addr: SocketAddr, user: &str, db: Option<&str>) -> RawClient {
-        Self::login_with(addr, user, db, 0).0
+        Self::login_with(addr, user, db, 0, 0, None).0
     }
 
     /// [`RawClient::login`] asking for MariaDB extended capabilities `mariadb` (answered as a
-    /// MariaDB client does: CLIENT_LONG_PASSWORD left out when the server offers them); returns
-    /// the client and the extended capabilities negotiated.
+    /// MariaDB client does: CLIENT_LONG_PASSWORD left out when the server offers them) and for
+    /// capabilities `extra` too, naming itself `client_name` (the `_client_name` connection
+    /// attribute); returns the client and the extended capabilities negotiated.
     pub fn login_with(
         addr: SocketAddr,
         user: &str,
         db: Option<&str>,
         mariadb: u32,
+        extra: u32,
+        client_name: Option<&str>,
     ) -> (RawClient, u32) {
         use codec::mysql::consts::capability::*;
         let stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -349,9 +352,13 @@ impl RawClient {
             | CLIENT_PLUGIN_AUTH
             | CLIENT_LONG_PASSWORD
             | CLIENT_TRANSACTIONS
-            | CLIENT_MULTI_RESULTS;
+            | CLIENT_MULTI_RESULTS
+            | extra;
         if db.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
+        }
+        if client_name.is_some() {
+            caps |= CLIENT_CONNECT_ATTRS;
         }
         let ext = mariadb & hs.mariadb_capabilities();
         if ext != 0 {
@@ -366,7 +373,14 @@ impl RawClient {
             auth_response: bytes::Bytes::from(auth),
             database: db.map(|d| bytes::Bytes::copy_from_slice(d.as_bytes())),
             auth_plugin_name: Some(bytes::Bytes::from_static(b"mysql_native_password")),
-            connect_attrs: Vec::new(),
+            connect_attrs: client_name
+                .map(|n| {
+                    vec![(
+                        bytes::Bytes::from_static(b"_client_name"),
+                        bytes::Bytes::copy_from_slice(n.as_bytes()),
+                    )]
+                })
+                .unwrap_or_default(),
         };
         let mut out = bytes::BytesMut::new();
         resp.encode(&mut out);
