@@ -1146,24 +1146,7 @@ fn reshard_jobs_start_follow_and_confirm() {
     };
 
     // Partition 0's rows held: the run follows the copy, stuck in partition 0.
-    let mut holder = std::process::Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &db.port().to_string()])
-        .args(["-u", testkit::APP_USER])
-        .arg(format!("-p{}", testkit::APP_PASSWORD))
-        .args(["--batch", "--skip-column-names", "--unbuffered", "app_0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mariadb");
-    let mut hold = holder.stdin.take().unwrap();
-    writeln!(hold, "BEGIN; SELECT COUNT(*) FROM orders_0 FOR UPDATE;").unwrap();
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut held,
-    )
-    .unwrap();
-    assert_eq!(held.trim(), "50");
+    let holder = RowHolder::hold(&db);
     let run = trigger("reshard-to-cutover");
     let seen = wait_for(
         "the copy in the item's log",
@@ -1180,9 +1163,7 @@ fn reshard_jobs_start_follow_and_confirm() {
         },
     );
     assert!(seen.contains("reshard of `orders` started"), "{seen}");
-    writeln!(hold, "ROLLBACK;").unwrap();
-    drop(hold);
-    let _ = holder.wait();
+    drop(holder);
     let r = wait_run_end(&api, "reshard-to-cutover", &run, Duration::from_secs(60));
     assert_eq!(r["state"], "ok", "{r}");
     let item = &r["item_list"][0];

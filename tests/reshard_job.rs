@@ -1039,6 +1039,25 @@ struct CenterSetup {
     _ports: [testkit::PortLease; 4],
 }
 
+/// Creates app `shop`, namespace `db` and its `config` item holding `cfg` (a TOML document) on the
+/// center at `cport` (not published).
+fn seed_namespace(cport: u16, cfg: &str) {
+    let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api_call(cport, CENTER_TOKEN, method, path, body)
+    };
+    api("POST", "/v1/apps", Some(json!({"name": "shop"})));
+    api(
+        "POST",
+        "/v1/apps/shop/namespaces",
+        Some(json!({"name": "db"})),
+    );
+    api(
+        "PUT",
+        &format!("{CENTER_NS}/items/config"),
+        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
+    );
+}
+
 impl CenterSetup {
     fn start(rows: i64) -> CenterSetup {
         let ports = [(); 4].map(|()| testkit::reserve_port().expect("port"));
@@ -1049,17 +1068,7 @@ impl CenterSetup {
         let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
             api_call(cport, CENTER_TOKEN, method, path, body)
         };
-        api("POST", "/v1/apps", Some(json!({"name": "shop"})));
-        api(
-            "POST",
-            "/v1/apps/shop/namespaces",
-            Some(json!({"name": "db"})),
-        );
-        api(
-            "PUT",
-            &format!("{CENTER_NS}/items/config"),
-            Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
-        );
+        seed_namespace(cport, &cfg);
         api(
             "POST",
             &format!("{CENTER_NS}/publish"),
@@ -1654,17 +1663,7 @@ fn reshard_fleet_two_center_configured_proxies() {
     let api = |method: &str, path: &str, body: Option<serde_json::Value>| {
         api_call(cport, CENTER_TOKEN, method, path, body)
     };
-    api("POST", "/v1/apps", Some(json!({"name": "shop"})));
-    api(
-        "POST",
-        "/v1/apps/shop/namespaces",
-        Some(json!({"name": "db"})),
-    );
-    api(
-        "PUT",
-        &format!("{CENTER_NS}/items/config"),
-        Some(json!({"value": {"type": "document", "value": {"format": "toml", "text": cfg}}})),
-    );
+    seed_namespace(cport, &cfg);
     // p2's own addresses; p1 keeps the document's.
     for (path, p2, p1) in [
         ("config.proxy.admin", b_admin, a_admin),
