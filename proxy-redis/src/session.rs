@@ -119,10 +119,8 @@ pub struct CoreCtx {
     pub next_id: Cell<u64>,
     /// Group name of the listener at start.
     pub group: RefCell<String>,
-    /// The span exporter, when `[tracing]` is configured (see `crate::trace`).
-    pub trace: Option<Arc<runtime::trace::Exporter>>,
-    /// The listener name, shared by the spans of its commands.
-    pub trace_listener: Arc<str>,
+    /// The spans' exporter and shared parts, when `[tracing]` is configured (see `crate::trace`).
+    pub trace: Option<Rc<crate::trace::CoreTrace>>,
 }
 
 impl CoreCtx {
@@ -326,11 +324,7 @@ impl Session {
         let authed = core.users.borrow().is_empty();
         let client = Rc::new(Client::new(RespVersion::Resp2));
         if let Some(t) = &core.trace {
-            let _ = client.trace.set(crate::trace::ConnTrace::new(
-                t,
-                &core.trace_listener,
-                peer.ip(),
-            ));
+            let _ = client.trace.set(crate::trace::ConnTrace::new(t, peer.ip()));
         }
         Self {
             tls: None,
