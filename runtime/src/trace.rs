@@ -771,22 +771,43 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
 
 /// Encodes `spans` as one `ExportTraceServiceRequest` of the resource `service.name = service`.
 pub fn encode_records(service: &str, spans: &[SpanRecord], clock: &Clock) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let start = encode_records_into(&mut buf, service, spans, clock);
+    buf.split_off(start)
+}
+
+/// [`encode_records`] into `buf` (cleared; its capacity is kept from batch to batch): the request
+/// is `buf[returned offset..]`. The spans are written first, after room left for the resource and
+/// scope, whose nested lengths are then known: no span is moved after it is written.
+pub fn encode_records_into(
+    buf: &mut Vec<u8>,
+    service: &str,
+    spans: &[SpanRecord],
+    clock: &Clock,
+) -> usize {
     let resource = [attr_str("service.name", service)];
+    // The longest head any batch could need (its lengths' varints at their widest).
+    let room = otlp::resource_spans_head(&resource, "furrow", usize::MAX >> 8).len();
+    buf.clear();
+    buf.resize(room, 0);
     let mut w = Writer {
-        buf: Vec::with_capacity(64 + spans.len() * 320),
+        buf: std::mem::take(buf),
     };
-    otlp::encode_resource_spans(&mut w, &resource, "furrow", |w| {
-        for r in spans {
-            encode_record(w, r, clock);
-        }
-    });
-    w.buf
+    for r in spans {
+        encode_record(&mut w, r, clock);
+    }
+    *buf = w.buf;
+    let head = otlp::resource_spans_head(&resource, "furrow", buf.len() - room);
+    let start = room - head.len();
+    buf[start..room].copy_from_slice(&head);
+    start
 }
 
 fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
     // Buffers swapped into the lanes, so that a lane keeps its capacity from batch to batch.
     let mut spare: Vec<Vec<SpanRecord>> = Vec::new();
     let mut taken: Vec<Vec<SpanRecord>> = Vec::new();
+    let mut body = Vec::new();
     loop {
         let deadline = Instant::now() + s.flush;
         loop {
@@ -813,8 +834,8 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         for mut spans in taken.drain(..) {
             for chunk in spans.chunks(q.batch) {
                 let n = chunk.len() as u64;
-                let body = encode_records(&s.service_name, chunk, &Clock::now());
-                match post(s, &body) {
+                let at = encode_records_into(&mut body, &s.service_name, chunk, &Clock::now());
+                match post(s, &body[at..]) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, spans = n, "span export failed; dropped");
@@ -1022,7 +1043,17 @@ mod tests {
             start,
             Duration::from_nanos(7),
         );
-        let body = encode_records("furrow-proxy", &[a.clone(), b, c.clone()], &clock);
+        let recs = [a.clone(), b, c.clone()];
+        let body = encode_records("furrow-proxy", &recs, &clock);
+        // The head written in front of the spans is what the nested writer gives.
+        let mut nested = Writer::default();
+        let resource = [attr_str("service.name", "furrow-proxy")];
+        otlp::encode_resource_spans(&mut nested, &resource, "furrow", |w| {
+            for r in &recs {
+                encode_record(w, r, &clock);
+            }
+        });
+        assert_eq!(body, nested.buf);
         let got = otlp::decode_export(&body).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].service_name(), "furrow-proxy");
