@@ -119,6 +119,12 @@ pub const MIN_TRACEPARENT_COMMENT: usize = "/*traceparent=''*/".len() + 55;
 /// multiplying by an odd constant is a bijection that keeps zero alone at zero.
 #[inline]
 pub fn random_u64() -> u64 {
+    random_u64s::<1>()[0]
+}
+
+/// `N` draws of [`random_u64`] with one access to the thread's generator.
+#[inline]
+pub fn random_u64s<const N: usize>() -> [u64; N] {
     use std::cell::Cell;
     static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
     thread_local! {
@@ -131,11 +137,15 @@ pub fn random_u64() -> u64 {
     }
     STATE.with(|s| {
         let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let mut out = [0u64; N];
+        for o in &mut out {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *o = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        }
         s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        out
     })
 }
 
@@ -424,18 +434,20 @@ impl SpanRecord {
         start: Instant,
         took: Duration,
     ) -> SpanRecord {
+        // One access to the thread's generator for the span id and a root's trace id.
+        let [span_id, t0, t1] = random_u64s::<3>();
         let (trace_id, parent_id) = match parent {
             Some(p) => (p.trace_id, p.span_id),
             None => {
                 let mut t = [0u8; 16];
-                t[..8].copy_from_slice(&random_u64().to_le_bytes());
-                t[8..].copy_from_slice(&random_u64().to_le_bytes());
+                t[..8].copy_from_slice(&t0.to_le_bytes());
+                t[8..].copy_from_slice(&t1.to_le_bytes());
                 (t, [0; 8])
             }
         };
         SpanRecord {
             trace_id,
-            span_id: random_u64().to_le_bytes(),
+            span_id: span_id.to_le_bytes(),
             parent_id,
             start,
             took_ns: took.as_nanos().min(u128::from(u64::MAX)) as u64,
@@ -713,60 +725,115 @@ impl Clock {
     }
 }
 
-/// Appends one record's `Span` message to a request being written: ids, the name blob's head,
-/// times, the blobs' attribute bytes, the integers, the status. The message's length takes a
-/// two-byte slot (a span is 128 bytes to 16 KiB; see `Writer::message_wide`).
+/// The bytes of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The body length of an integer attribute's `KeyValue` (key under 128 bytes).
+fn int_attr_len(key: &str, v: i64) -> usize {
+    // 1: key (tag, length, bytes); 2: AnyValue (tag, length, 3: tag and varint).
+    2 + key.len() + 2 + 1 + varint_len(v as u64)
+}
+
+/// Appends one record's `Span` message to a request being written: its length first (computed
+/// from the parts, so nothing is moved after it is written), ids, the name blob's head, times,
+/// the blobs' attribute bytes, the integers, the dropped count and the status — the fields and
+/// order `codec::otlp::encode_span` writes.
 pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
-    w.message_wide(2, |w| {
-        let attr_bytes: usize = r.blobs.iter().flatten().map(|b| b.attrs().len()).sum();
-        w.buf.reserve(96 + r.name.bytes.len() + attr_bytes);
-        w.bytes(1, &r.trace_id);
-        w.bytes(2, &r.span_id);
-        if r.parent_id != [0; 8] {
-            w.bytes(4, &r.parent_id);
+    let root = r.parent_id == [0; 8];
+    let (head, named) = (r.name.head(), r.name.attrs());
+    let mut len = 28 + if root { 0 } else { 10 } + head.len() + 18 + named.len();
+    for b in r.blobs.iter().flatten() {
+        len += b.attrs().len();
+    }
+    for (k, v) in r.int_keys.iter().zip(r.ints) {
+        if *k != IntKey::None {
+            len += 2 + int_attr_len(k.key(), v);
         }
-        w.buf.extend_from_slice(r.name.head());
-        let start_ns = clock.wall_ns(r.start);
-        w.fixed64(7, start_ns);
-        w.fixed64(8, start_ns.saturating_add(r.took_ns));
-        w.buf.extend_from_slice(r.name.attrs());
-        for b in r.blobs.iter().flatten() {
-            w.buf.extend_from_slice(b.attrs());
-        }
-        for (k, v) in r.int_keys.iter().zip(r.ints) {
-            if *k != IntKey::None {
-                otlp::encode_attr_int(w, k.key(), v);
-            }
-        }
-        w.uint(10, u64::from(r.dropped));
-        if let Some(text) = r.error {
-            // "MySQL error 1064": the code's digits after the text, without `fmt`.
-            let mut digits = [0u8; 5];
-            let mut at = digits.len();
-            if let Some(mut c) = r.code {
-                loop {
-                    at -= 1;
-                    digits[at] = b'0' + (c % 10) as u8;
-                    c /= 10;
-                    if c == 0 {
-                        break;
-                    }
+    }
+    if r.dropped > 0 {
+        len += 1 + varint_len(u64::from(r.dropped));
+    }
+    // "MySQL error 1064": the code's digits after the text, without `fmt`.
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut status_len = 0;
+    if let Some(text) = r.error {
+        if let Some(mut c) = r.code {
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (c % 10) as u8;
+                c /= 10;
+                if c == 0 {
+                    break;
                 }
             }
-            let t = text.text().as_bytes();
-            let digits = &digits[at..];
-            w.message(15, |w| {
-                let n = t.len() + digits.len();
-                if n > 0 {
-                    w.key(2, codec::otlp::wire::LEN);
-                    w.varint(n as u64);
-                    w.buf.extend_from_slice(t);
-                    w.buf.extend_from_slice(digits);
-                }
-                w.uint(3, 2);
-            });
         }
-    });
+        let n = text.text().len() + digits.len() - at;
+        status_len = 2 + if n > 0 { 1 + varint_len(n as u64) + n } else { 0 };
+        len += 1 + varint_len(status_len as u64) + status_len;
+    }
+    let buf = &mut w.buf;
+    buf.reserve(len + 4);
+    let start = buf.len();
+    buf.push(0x12); // ScopeSpans.spans, length-delimited
+    w.varint(len as u64);
+    let buf = &mut w.buf;
+    let mut ids = [0u8; 28];
+    ids[0] = 0x0a; // trace_id
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&r.trace_id);
+    ids[18] = 0x12; // span_id
+    ids[19] = 8;
+    ids[20..28].copy_from_slice(&r.span_id);
+    buf.extend_from_slice(&ids);
+    if !root {
+        let mut p = [0u8; 10];
+        p[0] = 0x22; // parent_span_id
+        p[1] = 8;
+        p[2..].copy_from_slice(&r.parent_id);
+        buf.extend_from_slice(&p);
+    }
+    buf.extend_from_slice(head);
+    let start_ns = clock.wall_ns(r.start);
+    let mut times = [0u8; 18];
+    times[0] = 0x39; // start_time_unix_nano, fixed64
+    times[1..9].copy_from_slice(&start_ns.to_le_bytes());
+    times[9] = 0x41; // end_time_unix_nano, fixed64
+    times[10..].copy_from_slice(&start_ns.saturating_add(r.took_ns).to_le_bytes());
+    buf.extend_from_slice(&times);
+    buf.extend_from_slice(named);
+    for b in r.blobs.iter().flatten() {
+        buf.extend_from_slice(b.attrs());
+    }
+    for (k, v) in r.int_keys.iter().zip(r.ints) {
+        if *k != IntKey::None {
+            let key = k.key();
+            w.buf.extend_from_slice(&[0x4a, int_attr_len(key, v) as u8, 0x0a, key.len() as u8]);
+            w.buf.extend_from_slice(key.as_bytes());
+            w.buf
+                .extend_from_slice(&[0x12, 1 + varint_len(v as u64) as u8, 0x18]);
+            w.varint(v as u64);
+        }
+    }
+    if r.dropped > 0 {
+        w.buf.push(0x50); // dropped_attributes_count
+        w.varint(u64::from(r.dropped));
+    }
+    if let Some(text) = r.error {
+        w.buf.push(0x7a); // status
+        w.varint(status_len as u64);
+        let (t, d) = (text.text().as_bytes(), &digits[at..]);
+        if !t.is_empty() || !d.is_empty() {
+            w.buf.push(0x12); // message
+            w.varint((t.len() + d.len()) as u64);
+            w.buf.extend_from_slice(t);
+            w.buf.extend_from_slice(d);
+        }
+        w.buf.extend_from_slice(&[0x18, 2]); // code: error
+    }
+    debug_assert_eq!(w.buf.len() - start, 1 + varint_len(len as u64) + len);
 }
 
 /// Encodes `spans` as one `ExportTraceServiceRequest` of the resource `service.name = service`.
@@ -1084,12 +1151,15 @@ mod tests {
                 status_message: "MySQL error 1064".into(),
             }
         );
-        // The same span written by the owned-span encoder gives the same bytes.
-        let mut owned = Writer::default();
-        owned.message(2, |w| otlp::encode_span(w, sa));
-        let mut ours = Writer::default();
-        encode_record(&mut ours, &a, &clock);
-        assert_eq!(ours.buf, owned.buf);
+        // Each span written by the owned-span encoder gives the same bytes (lengths of one and
+        // two bytes, a parent or none, dropped counts, status with and without a message).
+        for (decoded, rec) in got[0].spans.iter().zip(&recs) {
+            let mut owned = Writer::default();
+            owned.message(2, |w| otlp::encode_span(w, decoded));
+            let mut ours = Writer::default();
+            encode_record(&mut ours, rec, &clock);
+            assert_eq!(ours.buf, owned.buf, "{decoded:?}");
+        }
         assert_eq!(sb.name, "é".repeat(48));
         assert_eq!(sb.kind, 3);
         assert_eq!(sb.parent_id, [0; 8]);

@@ -194,30 +194,6 @@ impl Writer {
         n += 1;
         self.buf.splice(at..at + 1, head[..n].iter().copied());
     }
-
-    /// A nested message written by `f` behind a two-byte length slot: for messages that are
-    /// usually 128 bytes to 16 KiB long (a span), whose length then fits the slot exactly. A
-    /// shorter message moves its body back by one byte, a longer one forward by one or more; the
-    /// encoding is the same minimal one [`Writer::message`] writes.
-    pub fn message_wide(&mut self, field: u32, f: impl FnOnce(&mut Writer)) {
-        self.key(field, LEN);
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
-        f(self);
-        let len = self.buf.len() - at - 2;
-        if (0x80..0x4000).contains(&len) {
-            self.buf[at] = (len as u8) | 0x80;
-            self.buf[at + 1] = (len >> 7) as u8;
-        } else if len < 0x80 {
-            self.buf.copy_within(at + 2.., at + 1);
-            self.buf.truncate(at + 1 + len);
-            self.buf[at] = len as u8;
-        } else {
-            let mut w = Writer::default();
-            w.varint(len as u64);
-            self.buf.splice(at..at + 2, w.buf);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -249,28 +225,6 @@ mod tests {
             want.buf.extend_from_slice(&inner.buf);
             want.uint(6, 1);
             assert_eq!(w.buf, want.buf, "body of {n} bytes");
-        }
-    }
-
-    #[test]
-    fn wide_messages_are_the_same_bytes_as_narrow_ones() {
-        for n in [
-            0usize, 1, 125, 126, 127, 128, 129, 300, 16_381, 16_382, 16_383, 16_384, 70_000,
-        ] {
-            let body = vec![0xCDu8; n];
-            let write = |w: &mut Writer| {
-                w.bytes(3, &body);
-                w.message(4, |w| w.uint(5, 9));
-            };
-            let mut wide = Writer::default();
-            wide.uint(1, 7);
-            wide.message_wide(2, write);
-            wide.uint(6, 1);
-            let mut narrow = Writer::default();
-            narrow.uint(1, 7);
-            narrow.message(2, write);
-            narrow.uint(6, 1);
-            assert_eq!(wide.buf, narrow.buf, "body of {n} bytes");
         }
     }
 
