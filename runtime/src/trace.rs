@@ -186,6 +186,9 @@ impl HeadSampler {
     /// Whether this statement is head-sampled.
     #[inline]
     pub fn sample(&self) -> bool {
+        if self.percent >= 100 {
+            return true;
+        }
         let l = self.left.get();
         if l > 1 {
             self.left.set(l - 1);
@@ -725,9 +728,10 @@ impl Clock {
     }
 }
 
-/// The bytes of `v` as a varint.
+/// The bytes of `v` as a varint: ceil(bits / 7), as `(bits * 9 + 64) / 64` (no division).
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    (bits * 9 + 64) >> 6
 }
 
 /// The body length of an integer attribute's `KeyValue` (key under 128 bytes).
@@ -736,10 +740,39 @@ fn int_attr_len(key: &str, v: i64) -> usize {
     2 + key.len() + 2 + 1 + varint_len(v as u64)
 }
 
+/// Writes into a slice sized beforehand: plain stores and copies, no capacity checks.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+}
+
 /// Appends one record's `Span` message to a request being written: its length first (computed
-/// from the parts, so nothing is moved after it is written), ids, the name blob's head, times,
-/// the blobs' attribute bytes, the integers, the dropped count and the status — the fields and
-/// order `codec::otlp::encode_span` writes.
+/// from the parts, so nothing is moved after it is written and the buffer is grown once), ids,
+/// the name blob's head, times, the blobs' attribute bytes, the integers, the dropped count and
+/// the status — the fields and order `codec::otlp::encode_span` writes.
 pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
     let root = r.parent_id == [0; 8];
     let (head, named) = (r.name.head(), r.name.attrs());
@@ -771,15 +804,22 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
             }
         }
         let n = text.text().len() + digits.len() - at;
-        status_len = 2 + if n > 0 { 1 + varint_len(n as u64) + n } else { 0 };
+        status_len = 2 + if n > 0 {
+            1 + varint_len(n as u64) + n
+        } else {
+            0
+        };
         len += 1 + varint_len(status_len as u64) + status_len;
     }
-    let buf = &mut w.buf;
-    buf.reserve(len + 4);
-    let start = buf.len();
-    buf.push(0x12); // ScopeSpans.spans, length-delimited
-    w.varint(len as u64);
-    let buf = &mut w.buf;
+    let start = w.buf.len();
+    let total = 1 + varint_len(len as u64) + len;
+    w.buf.resize(start + total, 0);
+    let mut c = Cursor {
+        out: &mut w.buf[start..],
+        at: 0,
+    };
+    c.byte(0x12); // ScopeSpans.spans, length-delimited
+    c.varint(len as u64);
     let mut ids = [0u8; 28];
     ids[0] = 0x0a; // trace_id
     ids[1] = 16;
@@ -787,53 +827,52 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
     ids[18] = 0x12; // span_id
     ids[19] = 8;
     ids[20..28].copy_from_slice(&r.span_id);
-    buf.extend_from_slice(&ids);
+    c.put(&ids);
     if !root {
         let mut p = [0u8; 10];
         p[0] = 0x22; // parent_span_id
         p[1] = 8;
         p[2..].copy_from_slice(&r.parent_id);
-        buf.extend_from_slice(&p);
+        c.put(&p);
     }
-    buf.extend_from_slice(head);
+    c.put(head);
     let start_ns = clock.wall_ns(r.start);
     let mut times = [0u8; 18];
     times[0] = 0x39; // start_time_unix_nano, fixed64
     times[1..9].copy_from_slice(&start_ns.to_le_bytes());
     times[9] = 0x41; // end_time_unix_nano, fixed64
     times[10..].copy_from_slice(&start_ns.saturating_add(r.took_ns).to_le_bytes());
-    buf.extend_from_slice(&times);
-    buf.extend_from_slice(named);
+    c.put(&times);
+    c.put(named);
     for b in r.blobs.iter().flatten() {
-        buf.extend_from_slice(b.attrs());
+        c.put(b.attrs());
     }
     for (k, v) in r.int_keys.iter().zip(r.ints) {
         if *k != IntKey::None {
             let key = k.key();
-            w.buf.extend_from_slice(&[0x4a, int_attr_len(key, v) as u8, 0x0a, key.len() as u8]);
-            w.buf.extend_from_slice(key.as_bytes());
-            w.buf
-                .extend_from_slice(&[0x12, 1 + varint_len(v as u64) as u8, 0x18]);
-            w.varint(v as u64);
+            c.put(&[0x4a, int_attr_len(key, v) as u8, 0x0a, key.len() as u8]);
+            c.put(key.as_bytes());
+            c.put(&[0x12, 1 + varint_len(v as u64) as u8, 0x18]);
+            c.varint(v as u64);
         }
     }
     if r.dropped > 0 {
-        w.buf.push(0x50); // dropped_attributes_count
-        w.varint(u64::from(r.dropped));
+        c.byte(0x50); // dropped_attributes_count
+        c.varint(u64::from(r.dropped));
     }
     if let Some(text) = r.error {
-        w.buf.push(0x7a); // status
-        w.varint(status_len as u64);
+        c.byte(0x7a); // status
+        c.varint(status_len as u64);
         let (t, d) = (text.text().as_bytes(), &digits[at..]);
         if !t.is_empty() || !d.is_empty() {
-            w.buf.push(0x12); // message
-            w.varint((t.len() + d.len()) as u64);
-            w.buf.extend_from_slice(t);
-            w.buf.extend_from_slice(d);
+            c.byte(0x12); // message
+            c.varint((t.len() + d.len()) as u64);
+            c.put(t);
+            c.put(d);
         }
-        w.buf.extend_from_slice(&[0x18, 2]); // code: error
+        c.put(&[0x18, 2]); // code: error
     }
-    debug_assert_eq!(w.buf.len() - start, 1 + varint_len(len as u64) + len);
+    debug_assert_eq!(c.at, total);
 }
 
 /// Encodes `spans` as one `ExportTraceServiceRequest` of the resource `service.name = service`.
@@ -1068,6 +1107,32 @@ mod tests {
         r.blob(conn);
         r.int(IntKey::ReplyBytes, -3);
         r
+    }
+
+    #[test]
+    fn varint_lengths_match_the_writer() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            1 << 35,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            let mut w = Writer::default();
+            w.varint(v);
+            assert_eq!(varint_len(v), w.buf.len(), "{v}");
+        }
+        for bits in 0..64 {
+            for v in [1u64 << bits, (1u64 << bits) - 1] {
+                let mut w = Writer::default();
+                w.varint(v);
+                assert_eq!(varint_len(v), w.buf.len(), "{v}");
+            }
+        }
     }
 
     #[test]
