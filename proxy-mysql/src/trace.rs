@@ -35,7 +35,6 @@ pub(crate) struct Stmt<'a> {
     pub conn: &'a ConnBlob,
     /// The server that ran it (None: a sharded statement, backend `shards`).
     pub backend: Option<&'a Rc<str>>,
-    pub sql: &'a str,
     pub digest: &'a router::sql::Digest,
     /// When the statement started.
     pub start: Instant,
@@ -202,12 +201,35 @@ pub(crate) struct UnitTiming {
     pub error: bool,
 }
 
-/// [`statement`] with a child span per unit of a sharded statement (`units` is emptied).
-pub(crate) fn statement_with_units(t: &CoreTrace, s: &Stmt<'_>, units: &mut Vec<UnitTiming>) {
-    let Some(parent) = statement(t, s) else {
+/// Whether a finished statement is traced (see `runtime::trace`): `Some` with the caller's
+/// context (if any) when it is. Inlined where a statement is accounted, so that a statement not
+/// traced costs the comment search and the sampling countdown, not a call with its arguments.
+#[inline]
+pub(crate) fn decide(
+    t: &CoreTrace,
+    sql: &str,
+    took: Duration,
+    error: bool,
+) -> Option<Option<runtime::trace::TraceParent>> {
+    let parent = traceparent_in_sql(sql);
+    t.exporter
+        .keep(parent.as_ref(), took, error, &t.head)
+        .then_some(parent)
+}
+
+/// [`statement`] with a child span per unit of a sharded statement (`units` is emptied); nothing
+/// when [`decide`] did not keep it (`decided` None).
+pub(crate) fn statement_with_units(
+    t: &CoreTrace,
+    decided: Option<Option<runtime::trace::TraceParent>>,
+    s: &Stmt<'_>,
+    units: &mut Vec<UnitTiming>,
+) {
+    let Some(parent) = decided else {
         units.clear();
         return;
     };
+    let parent = statement(t, parent, s);
     for u in units.drain(..) {
         // The units run concurrently from the statement's start: anchor them there.
         let mut span = SpanRecord::new(Some(&parent), t.blobs.unit(&u.shard), s.start, u.took);
@@ -218,15 +240,14 @@ pub(crate) fn statement_with_units(t: &CoreTrace, s: &Stmt<'_>, units: &mut Vec<
     }
 }
 
-/// Records the statement's span when it is sampled; returns it as its children's parent.
-pub(crate) fn statement(t: &CoreTrace, s: &Stmt<'_>) -> Option<runtime::trace::TraceParent> {
-    let parent = traceparent_in_sql(s.sql);
-    if !t
-        .exporter
-        .keep(parent.as_ref(), s.took, s.error.is_some(), &t.head)
-    {
-        return None;
-    }
+/// Records the span of a statement [`decide`] kept, in the caller's trace `parent` when there is
+/// one; returns it as its children's parent.
+#[cold]
+pub(crate) fn statement(
+    t: &CoreTrace,
+    parent: Option<runtime::trace::TraceParent>,
+    s: &Stmt<'_>,
+) -> runtime::trace::TraceParent {
     let b = &t.blobs;
     let mut span = SpanRecord::new(parent.as_ref(), b.digest(s.digest), s.start, s.took);
     span.blob(s.conn.get(s));
@@ -243,5 +264,5 @@ pub(crate) fn statement(t: &CoreTrace, s: &Stmt<'_>) -> Option<runtime::trace::T
     }
     let ids = span.as_parent();
     t.exporter.record(span);
-    Some(ids)
+    ids
 }

@@ -69,6 +69,8 @@ pub struct ConnTrace {
     /// `client.address` and `furrow.listener`.
     conn: Blob,
     head: HeadSampler,
+    /// `slow_ms`, here so that the reply path's test of every untraced reply reads one field.
+    slow: Duration,
 }
 
 impl ConnTrace {
@@ -80,6 +82,7 @@ impl ConnTrace {
                 .str("furrow.listener", &core.listener)
                 .build(),
             head: core.exporter.head_sampler(),
+            slow: core.exporter.settings().slow,
             core: core.clone(),
         })
     }
@@ -152,7 +155,7 @@ impl Traced {
     #[cold]
     fn finish(self, start: Instant, took: Duration, reply_bytes: usize, is_err: bool) -> Dest {
         let c = &*self.conn;
-        if self.sampled || is_err || took >= c.core.exporter.settings().slow {
+        if self.sampled || is_err || took >= c.slow {
             let s = Command {
                 cmd: self.cmd,
                 server: &self.server,
@@ -189,7 +192,7 @@ pub fn unsampled_reply(
     reply_bytes: usize,
     is_err: bool,
 ) {
-    if is_err || took >= c.core.exporter.settings().slow {
+    if is_err || took >= c.slow {
         let s = Command {
             cmd,
             server,

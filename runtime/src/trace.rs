@@ -88,10 +88,15 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
 /// comment (`/*traceparent='` + 55 + `'*/`, [`MIN_TRACEPARENT_COMMENT`] bytes; a point select
 /// is shorter) costs one comparison, a longer one without a comment one `memchr` for `/` (a
 /// substring search for `/*` would set up a two-way searcher first).
+#[inline]
 pub fn traceparent_in_sql(sql: &str) -> Option<TraceParent> {
     if sql.len() < MIN_TRACEPARENT_COMMENT {
         return None;
     }
+    traceparent_in_comments(sql)
+}
+
+fn traceparent_in_comments(sql: &str) -> Option<TraceParent> {
     let mut rest = sql;
     while let Some(slash) = rest.find('/') {
         if rest.as_bytes().get(slash + 1) != Some(&b'*') {

@@ -286,8 +286,10 @@ pub(crate) fn ops_done(
         );
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
         if let Some(t) = &cx.core.trace {
+            let parent = crate::trace::decide(t, sql, took, error.is_some());
             crate::trace::statement_with_units(
                 t,
+                parent,
                 &crate::trace::Stmt {
                     listener: "",
                     group: cx.group,
@@ -295,7 +297,6 @@ pub(crate) fn ops_done(
                     client: cx.peer,
                     conn: t.sharded_conn(),
                     backend: None,
-                    sql,
                     digest: &d,
                     start: gate.started,
                     took,
