@@ -3,16 +3,23 @@
 //! comment. Called from the one place each path accounts a statement (`Session::account`, the
 //! sharding executor's `ops_done`) and only when `[tracing]` is configured.
 //!
-//! A span is recorded as a `runtime::trace::SpanRecord`: its strings are shared handles made once
-//! per core ([`Names`]: listener, group and user texts, each backend's `peer.service`, each
-//! digest's text), its times the statement's own `Instant` and duration; nothing is formatted on
-//! the executor.
+//! A span is recorded as a `runtime::trace::SpanRecord` of shared, pre-encoded blobs: the
+//! digest's (name, `db.system`, `db.statement`, `furrow.digest`; per core by the digest's hash),
+//! the connection's (`db.user`, `client.address`, `furrow.group`, `furrow.listener`; kept by the
+//! session, [`ConnBlob`]), the backend's (`furrow.backend`, `peer.service`; per core), and three
+//! numbers; its times are the statement's own `Instant` and duration. Nothing is formatted on the
+//! executor.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::trace::{AttrValue, Exporter, PeerNames, SpanName, SpanRecord, traceparent_in_sql};
+use runtime::trace::{
+    Blob, BlobBuilder, ErrorText, Exporter, HeadSampler, IntKey, SpanRecord, name_cut,
+    traceparent_in_sql,
+};
 
 /// The backend of a sharded statement in its span, slow-log and audit records.
 pub(crate) const SHARDS_BACKEND: &str = "shards";
@@ -23,10 +30,11 @@ pub(crate) struct Stmt<'a> {
     pub listener: &'a str,
     pub group: &'a str,
     pub user: &'a str,
-    pub client: std::net::IpAddr,
-    /// The server that ran it (`shards` for a sharded statement).
-    pub backend: &'a str,
-    pub sql: &'a str,
+    pub client: IpAddr,
+    /// Where the connection's blob is kept (the session's, or the core's for sharded statements).
+    pub conn: &'a ConnBlob,
+    /// The server that ran it (None: a sharded statement, backend `shards`).
+    pub backend: Option<&'a Rc<str>>,
     pub digest: &'a router::sql::Digest,
     /// When the statement started.
     pub start: Instant,
@@ -36,79 +44,150 @@ pub(crate) struct Stmt<'a> {
     pub error: Option<u16>,
 }
 
-/// Most texts and backends a core keeps (beyond, a span makes its own handle).
+/// Most backends and shards a core keeps blobs of (beyond, a span makes its own).
 const MAX_NAMES: usize = 256;
-/// Digest texts kept per core, by the low bits of the digest's hash.
+/// Digest blobs kept per core, by the low bits of the digest's hash.
 const DIGEST_SLOTS: usize = 256;
 
-/// The strings of one core's spans, each made once and shared by its spans.
+/// A connection's blob (`db.user`, `client.address`, `furrow.group`, `furrow.listener`), remade
+/// when one of them changes (a `COM_CHANGE_USER`, a sharded statement of another connection).
 #[derive(Default)]
-pub(crate) struct Names {
-    texts: RefCell<Vec<Arc<str>>>,
-    peers: RefCell<Vec<PeerNames>>,
-    digests: RefCell<Vec<DigestSlot>>,
+pub(crate) struct ConnBlob(RefCell<Option<ConnKey>>);
+
+struct ConnKey {
+    user: Box<str>,
+    group: Box<str>,
+    listener: Box<str>,
+    client: IpAddr,
+    blob: Blob,
 }
 
-/// A digest's hash and its text.
-type DigestSlot = Option<(u64, Arc<str>)>;
+impl ConnBlob {
+    fn get(&self, s: &Stmt<'_>) -> Blob {
+        let mut k = self.0.borrow_mut();
+        if let Some(k) = &*k
+            && k.client == s.client
+            && *k.user == *s.user
+            && *k.group == *s.group
+            && *k.listener == *s.listener
+        {
+            return k.blob.clone();
+        }
+        let mut b = BlobBuilder::attrs()
+            .str("db.user", s.user)
+            .ip("client.address", s.client)
+            .str("furrow.group", s.group);
+        if !s.listener.is_empty() {
+            b = b.str("furrow.listener", s.listener);
+        }
+        let blob = b.build();
+        *k = Some(ConnKey {
+            user: s.user.into(),
+            group: s.group.into(),
+            listener: s.listener.into(),
+            client: s.client,
+            blob: blob.clone(),
+        });
+        blob
+    }
+}
 
-impl Names {
-    /// `s` as a shared handle (listener, group, user, shard names).
-    fn text(&self, s: &str) -> Arc<str> {
-        let mut v = self.texts.borrow_mut();
-        if let Some(a) = v.iter().find(|a| ***a == *s) {
-            return a.clone();
+/// The blobs of one core's spans, each made once and shared by its spans.
+struct Blobs {
+    /// By backend: `furrow.backend`, `peer.service` (the key is kept, so its address stays its own).
+    backends: RefCell<Vec<(Rc<str>, Blob)>>,
+    /// `furrow.backend = shards`.
+    shards: Blob,
+    /// By shard: a unit's name (`shard NAME`), kind, `db.system`, `furrow.shard`, `peer.service`.
+    units: RefCell<Vec<(Box<str>, Blob)>>,
+    /// By the digest's hash: its name, kind, `db.system`, `db.statement`, `furrow.digest`.
+    digests: RefCell<Vec<Option<(u64, Blob)>>>,
+    /// The connection blob of sharded statements (the last connection's).
+    sharded_conn: ConnBlob,
+}
+
+impl Blobs {
+    fn new() -> Blobs {
+        Blobs {
+            backends: RefCell::default(),
+            shards: BlobBuilder::attrs()
+                .str("furrow.backend", SHARDS_BACKEND)
+                .build(),
+            units: RefCell::default(),
+            digests: RefCell::new(vec![None; DIGEST_SLOTS]),
+            sharded_conn: ConnBlob::default(),
         }
-        let a: Arc<str> = Arc::from(s);
-        if v.len() < MAX_NAMES {
-            v.push(a.clone());
-        }
-        a
     }
 
-    /// A backend's `furrow.backend` and `peer.service` (`mysql:SERVER`).
-    fn peer(&self, server: &str) -> PeerNames {
-        let mut v = self.peers.borrow_mut();
-        if let Some(p) = v.iter().find(|p| *p.server == *server) {
-            return p.clone();
+    fn backend(&self, server: &Rc<str>) -> Blob {
+        let mut v = self.backends.borrow_mut();
+        if let Some((_, b)) = v.iter().find(|(s, _)| Rc::ptr_eq(s, server)) {
+            return b.clone();
         }
-        let p = PeerNames::new("mysql", server);
+        let b = BlobBuilder::attrs()
+            .str("furrow.backend", server)
+            .str("peer.service", &format!("mysql:{server}"))
+            .build();
         if v.len() < MAX_NAMES {
-            v.push(p.clone());
+            v.push((server.clone(), b.clone()));
         }
-        p
+        b
     }
 
-    /// The digest's text (a statement's name and `db.statement`).
-    fn digest(&self, d: &router::sql::Digest) -> Arc<str> {
+    fn unit(&self, shard: &str) -> Blob {
+        let mut v = self.units.borrow_mut();
+        if let Some((_, b)) = v.iter().find(|(s, _)| **s == *shard) {
+            return b.clone();
+        }
+        let b = BlobBuilder::named(format!("shard {shard}").as_bytes(), 3)
+            .str("db.system", "mysql")
+            .str("furrow.shard", shard)
+            .str("peer.service", &format!("mysql:{shard}"))
+            .build();
+        if v.len() < MAX_NAMES {
+            v.push((shard.into(), b.clone()));
+        }
+        b
+    }
+
+    fn digest(&self, d: &router::sql::Digest) -> Blob {
         let mut v = self.digests.borrow_mut();
-        if v.is_empty() {
-            v.resize(DIGEST_SLOTS, None);
-        }
         let slot = &mut v[(d.hash as usize) & (DIGEST_SLOTS - 1)];
-        match slot {
-            Some((h, t)) if *h == d.hash => t.clone(),
-            _ => {
-                let t: Arc<str> = Arc::from(d.text.as_str());
-                *slot = Some((d.hash, t.clone()));
-                t
-            }
+        if let Some((h, b)) = slot
+            && *h == d.hash
+        {
+            return b.clone();
         }
+        // The digest, never the text: literals stay out of the tracing store.
+        let b = BlobBuilder::named(name_cut(&d.text).as_bytes(), 2) // server: the proxy serves the caller's call
+            .str("db.system", "mysql")
+            .str("db.statement", &d.text)
+            .hex("furrow.digest", d.hash)
+            .build();
+        *slot = Some((d.hash, b.clone()));
+        b
     }
 }
 
-/// A core's span exporter and the strings of its spans.
+/// A core's span exporter, head sampler and the blobs of its spans.
 pub(crate) struct CoreTrace {
     pub exporter: Arc<Exporter>,
-    names: Names,
+    head: HeadSampler,
+    blobs: Blobs,
 }
 
 impl CoreTrace {
     pub(crate) fn new(exporter: Arc<Exporter>) -> CoreTrace {
         CoreTrace {
+            head: exporter.head_sampler(),
             exporter,
-            names: Names::default(),
+            blobs: Blobs::new(),
         }
+    }
+
+    /// Where the connection blob of sharded statements is kept.
+    pub(crate) fn sharded_conn(&self) -> &ConnBlob {
+        &self.blobs.sharded_conn
     }
 }
 
@@ -122,76 +201,68 @@ pub(crate) struct UnitTiming {
     pub error: bool,
 }
 
-/// [`statement`] with a child span per unit of a sharded statement (`units` is emptied).
-pub(crate) fn statement_with_units(t: &CoreTrace, s: &Stmt<'_>, units: &mut Vec<UnitTiming>) {
-    let Some(parent) = statement(t, s) else {
+/// Whether a finished statement is traced (see `runtime::trace`): `Some` with the caller's
+/// context (if any) when it is. Inlined where a statement is accounted, so that a statement not
+/// traced costs the comment search and the sampling countdown, not a call with its arguments.
+#[inline]
+pub(crate) fn decide(
+    t: &CoreTrace,
+    sql: &str,
+    took: Duration,
+    error: bool,
+) -> Option<Option<runtime::trace::TraceParent>> {
+    let parent = traceparent_in_sql(sql);
+    t.exporter
+        .keep(parent.as_ref(), took, error, &t.head)
+        .then_some(parent)
+}
+
+/// [`statement`] with a child span per unit of a sharded statement (`units` is emptied); nothing
+/// when [`decide`] did not keep it (`decided` None).
+pub(crate) fn statement_with_units(
+    t: &CoreTrace,
+    decided: Option<Option<runtime::trace::TraceParent>>,
+    s: &Stmt<'_>,
+    units: &mut Vec<UnitTiming>,
+) {
+    let Some(parent) = decided else {
         units.clear();
         return;
     };
+    let parent = statement(t, parent, s);
     for u in units.drain(..) {
-        let shard = t.names.peer(&u.shard);
         // The units run concurrently from the statement's start: anchor them there.
-        let mut span = SpanRecord::new(
-            Some(&parent),
-            SpanName::Prefixed("shard ", shard.server.clone()),
-            3,
-            s.start,
-            u.took,
-        );
-        span.attr("db.system", AttrValue::Static("mysql"));
-        span.attr("furrow.shard", AttrValue::Str(shard.server));
-        span.attr("peer.service", AttrValue::Str(shard.peer));
+        let mut span = SpanRecord::new(Some(&parent), t.blobs.unit(&u.shard), s.start, u.took);
         if u.error {
-            span.error = Some(("", None));
+            span.fail(ErrorText::None, None);
         }
         t.exporter.record(span);
     }
 }
 
-/// Records the statement's span when it is sampled; returns it as its children's parent.
-pub(crate) fn statement(t: &CoreTrace, s: &Stmt<'_>) -> Option<runtime::trace::TraceParent> {
-    let parent = traceparent_in_sql(s.sql);
-    if !t.exporter.keep(parent.as_ref(), s.took, s.error.is_some()) {
-        return None;
-    }
-    let n = &t.names;
-    let text = n.digest(s.digest);
-    let mut span = SpanRecord::new(
-        parent.as_ref(),
-        SpanName::Text(text.clone()),
-        2, // server: the proxy serves the caller's call
-        s.start,
-        s.took,
-    );
-    span.attr("db.system", AttrValue::Static("mysql"));
-    // The digest, never the text: literals stay out of the tracing store.
-    span.attr("db.statement", AttrValue::Str(text));
-    span.attr("furrow.digest", AttrValue::Hex(s.digest.hash));
-    span.attr("db.user", AttrValue::Str(n.text(s.user)));
-    span.attr("client.address", AttrValue::Ip(s.client));
-    span.attr("furrow.group", AttrValue::Str(n.text(s.group)));
+/// Records the span of a statement [`decide`] kept, in the caller's trace `parent` when there is
+/// one; returns it as its children's parent.
+#[cold]
+pub(crate) fn statement(
+    t: &CoreTrace,
+    parent: Option<runtime::trace::TraceParent>,
+    s: &Stmt<'_>,
+) -> runtime::trace::TraceParent {
+    let b = &t.blobs;
+    let mut span = SpanRecord::new(parent.as_ref(), b.digest(s.digest), s.start, s.took);
+    span.blob(s.conn.get(s));
     // A sharded statement's peers are its units' shards (its child spans), not `shards`.
-    let peer = (s.backend != SHARDS_BACKEND).then(|| n.peer(s.backend));
-    span.attr(
-        "furrow.backend",
-        match &peer {
-            Some(p) => AttrValue::Str(p.server.clone()),
-            None => AttrValue::Static(SHARDS_BACKEND),
-        },
-    );
-    span.attr("db.response.rows", AttrValue::Int(s.rows as i64));
-    span.attr("furrow.reply_bytes", AttrValue::Int(s.bytes as i64));
-    if let Some(p) = peer {
-        span.attr("peer.service", AttrValue::Str(p.peer));
-    }
-    if !s.listener.is_empty() {
-        span.attr("furrow.listener", AttrValue::Str(n.text(s.listener)));
-    }
+    span.blob(match s.backend {
+        Some(server) => b.backend(server),
+        None => b.shards.clone(),
+    });
+    span.int(IntKey::Rows, s.rows as i64);
+    span.int(IntKey::ReplyBytes, s.bytes as i64);
     if let Some(code) = s.error {
-        span.error = Some(("MySQL error ", Some(code)));
-        span.attr("db.error_code", AttrValue::Int(i64::from(code)));
+        span.fail(ErrorText::MysqlError, Some(code));
+        span.int(IntKey::ErrorCode, i64::from(code));
     }
     let ids = span.as_parent();
     t.exporter.record(span);
-    Some(ids)
+    ids
 }

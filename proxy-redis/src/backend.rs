@@ -76,15 +76,16 @@ pub struct ServerInfo {
     pub password: Option<String>,
     /// TLS to the server (the group's `tls`), None: plain TCP.
     pub tls: Option<router::config::BackendTls>,
-    /// Its names in spans, made by the first traced command (see [`ServerInfo::trace_names`]).
-    pub trace_names: std::cell::OnceCell<runtime::trace::PeerNames>,
+    /// Its span attributes, made by the first traced command (see [`ServerInfo::trace_blob`]).
+    pub trace_names: std::cell::OnceCell<runtime::trace::Blob>,
 }
 
 impl ServerInfo {
-    /// The server's `furrow.backend` and `peer.service` (`redis:NAME`), made once.
-    pub fn trace_names(&self) -> &runtime::trace::PeerNames {
+    /// The server's `furrow.backend` and `peer.service` (`redis:NAME`) span attributes, encoded
+    /// once.
+    pub fn trace_blob(&self) -> &runtime::trace::Blob {
         self.trace_names
-            .get_or_init(|| runtime::trace::PeerNames::new("redis", &self.name))
+            .get_or_init(|| crate::trace::server_blob(&self.name))
     }
 
     /// The error a client gets for a command this server cannot serve.

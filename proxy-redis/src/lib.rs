@@ -134,8 +134,8 @@ pub async fn serve(ctx: ListenerCtx) {
         trace: shared
             .registries
             .get::<runtime::trace::TraceHub>()
-            .exporter(config),
-        trace_listener: Arc::from(name.as_str()),
+            .exporter(config)
+            .map(|e| crate::trace::CoreTrace::new(e, &name)),
     });
     // Publish metrics periodically.
     let m2 = metrics.clone();

@@ -10,38 +10,97 @@
 //! a child span of that W3C context, `FURROW TRACEPARENT` without a value clears it. The proxy
 //! answers `+OK` (or an error for a malformed value); the command never reaches a server.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::trace::{AttrValue, Exporter, SpanName, SpanRecord, TraceParent};
+use runtime::trace::{
+    Blob, BlobBuilder, ErrorText, Exporter, HeadSampler, IntKey, SpanRecord, TraceParent,
+};
 
 use crate::backend::{Dest, ServerInfo};
 
-/// What the spans of one client connection share: made once per connection.
-pub struct ConnTrace {
+/// Command names' blobs kept per core, by their `&'static str`'s address.
+const CMD_SLOTS: usize = 64;
+
+/// What the spans of one core's listener share: the exporter, the listener's name and each
+/// command's blob (its span's name and kind, `db.system`, `db.operation`), made once per core.
+pub struct CoreTrace {
     exporter: Arc<Exporter>,
     listener: Arc<str>,
-    client: IpAddr,
+    cmds: RefCell<Vec<Option<(&'static str, Blob)>>>,
+}
+
+impl CoreTrace {
+    /// The spans of `listener`'s commands on this core.
+    pub fn new(exporter: Arc<Exporter>, listener: &str) -> Rc<CoreTrace> {
+        Rc::new(CoreTrace {
+            exporter,
+            listener: Arc::from(listener),
+            cmds: RefCell::new(vec![None; CMD_SLOTS]),
+        })
+    }
+
+    /// The blob naming `cmd`'s spans. The names are constants of the command table, so a slot
+    /// matches by address and length.
+    fn cmd(&self, cmd: &'static str) -> Blob {
+        let p = cmd.as_ptr() as usize;
+        let mut v = self.cmds.borrow_mut();
+        let slot = &mut v[((p >> 3) ^ (p >> 9) ^ cmd.len()) & (CMD_SLOTS - 1)];
+        if let Some((c, b)) = slot
+            && std::ptr::eq(*c, cmd)
+        {
+            return b.clone();
+        }
+        let b = BlobBuilder::named(&runtime::trace::name_upper(cmd), 2) // server: the proxy serves the caller's call
+            .str("db.system", "redis")
+            .str("db.operation", cmd)
+            .build();
+        *slot = Some((cmd, b.clone()));
+        b
+    }
+}
+
+/// What the spans of one client connection share: made once per connection.
+pub struct ConnTrace {
+    core: Rc<CoreTrace>,
+    /// `client.address` and `furrow.listener`.
+    conn: Blob,
+    head: HeadSampler,
+    /// `slow_ms`, here so that the reply path's test of every untraced reply reads one field.
+    slow: Duration,
 }
 
 impl ConnTrace {
-    /// The context of a connection from `client` to `listener`.
-    pub fn new(exporter: &Arc<Exporter>, listener: &Arc<str>, client: IpAddr) -> Rc<ConnTrace> {
+    /// The context of a connection from `client` to the core's listener.
+    pub fn new(core: &Rc<CoreTrace>, client: IpAddr) -> Rc<ConnTrace> {
         Rc::new(ConnTrace {
-            exporter: exporter.clone(),
-            listener: listener.clone(),
-            client,
+            conn: BlobBuilder::attrs()
+                .ip("client.address", client)
+                .str("furrow.listener", &core.listener)
+                .build(),
+            head: core.exporter.head_sampler(),
+            slow: core.exporter.settings().slow,
+            core: core.clone(),
         })
     }
 
     /// Whether a command without a sampled caller's context is traced whatever its outcome
-    /// (`head_sample_percent`).
+    /// (`head_sample_percent`, by the connection's countdown).
     #[inline]
     pub fn head_sampled(&self) -> bool {
-        self.exporter.head_sampled()
+        self.head.sample()
     }
+}
+
+/// A server's blob: `furrow.backend` and `peer.service` (`redis:NAME`).
+pub fn server_blob(name: &str) -> Blob {
+    BlobBuilder::attrs()
+        .str("furrow.backend", name)
+        .str("peer.service", &format!("redis:{name}"))
+        .build()
 }
 
 /// What a traced command's span needs besides its latency and outcome (no string of its own:
@@ -96,7 +155,7 @@ impl Traced {
     #[cold]
     fn finish(self, start: Instant, took: Duration, reply_bytes: usize, is_err: bool) -> Dest {
         let c = &*self.conn;
-        if self.sampled || is_err || took >= c.exporter.settings().slow {
+        if self.sampled || is_err || took >= c.slow {
             let s = Command {
                 cmd: self.cmd,
                 server: &self.server,
@@ -133,7 +192,7 @@ pub fn unsampled_reply(
     reply_bytes: usize,
     is_err: bool,
 ) {
-    if is_err || took >= c.exporter.settings().slow {
+    if is_err || took >= c.slow {
         let s = Command {
             cmd,
             server,
@@ -146,27 +205,17 @@ pub fn unsampled_reply(
     }
 }
 
+/// The span: the command's blob, the connection's, the server's and the reply's size.
 #[cold]
 fn record(c: &ConnTrace, parent: Option<&TraceParent>, s: &Command<'_>) {
-    let names = s.server.trace_names();
-    let mut span = SpanRecord::new(
-        parent,
-        SpanName::Upper(s.cmd),
-        2, // server: the proxy serves the caller's call
-        s.start,
-        s.took,
-    );
-    span.attr("db.system", AttrValue::Static("redis"));
-    span.attr("db.operation", AttrValue::Static(s.cmd));
-    span.attr("client.address", AttrValue::Ip(c.client));
-    span.attr("furrow.listener", AttrValue::Str(c.listener.clone()));
-    span.attr("furrow.backend", AttrValue::Str(names.server.clone()));
-    span.attr("peer.service", AttrValue::Str(names.peer.clone()));
-    span.attr("furrow.reply_bytes", AttrValue::Int(s.reply_bytes as i64));
+    let mut span = SpanRecord::new(parent, c.core.cmd(s.cmd), s.start, s.took);
+    span.blob(c.conn.clone());
+    span.blob(s.server.trace_blob().clone());
+    span.int(IntKey::ReplyBytes, s.reply_bytes as i64);
     if s.is_err {
-        span.error = Some(("error reply", None));
+        span.fail(ErrorText::ErrorReply, None);
     }
-    c.exporter.record(span);
+    c.core.exporter.record(span);
 }
 
 /// Parses the arguments of `FURROW TRACEPARENT [VALUE]`: `Ok(None)` clears the context.

@@ -84,9 +84,19 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
 /// The `traceparent` of a sqlcommenter comment in `sql` (`/*traceparent='00-...-01'*/`, possibly
 /// among other `key='value'` pairs, values URL-encoded per sqlcommenter: `-` is never encoded).
 ///
-/// Runs for every traced statement: a statement without a comment costs one `memchr` for `/`
-/// (a substring search for `/*` would set up a two-way searcher first).
+/// Runs for every statement when tracing is on: a statement too short to hold the shortest such
+/// comment (`/*traceparent='` + 55 + `'*/`, [`MIN_TRACEPARENT_COMMENT`] bytes; a point select
+/// is shorter) costs one comparison, a longer one without a comment one `memchr` for `/` (a
+/// substring search for `/*` would set up a two-way searcher first).
+#[inline]
 pub fn traceparent_in_sql(sql: &str) -> Option<TraceParent> {
+    if sql.len() < MIN_TRACEPARENT_COMMENT {
+        return None;
+    }
+    traceparent_in_comments(sql)
+}
+
+fn traceparent_in_comments(sql: &str) -> Option<TraceParent> {
     let mut rest = sql;
     while let Some(slash) = rest.find('/') {
         if rest.as_bytes().get(slash + 1) != Some(&b'*') {
@@ -106,11 +116,20 @@ pub fn traceparent_in_sql(sql: &str) -> Option<TraceParent> {
     None
 }
 
+/// The length of the shortest sqlcommenter comment carrying a `traceparent`.
+pub const MIN_TRACEPARENT_COMMENT: usize = "/*traceparent=''*/".len() + 55;
+
 /// A random non-zero `u64` from a per-thread xorshift generator seeded from the clock, the thread
 /// and a counter (span ids need to be unique, not secret). Never zero: the state never is, and
 /// multiplying by an odd constant is a bijection that keeps zero alone at zero.
 #[inline]
 pub fn random_u64() -> u64 {
+    random_u64s::<1>()[0]
+}
+
+/// `N` draws of [`random_u64`] with one access to the thread's generator.
+#[inline]
+pub fn random_u64s<const N: usize>() -> [u64; N] {
     use std::cell::Cell;
     static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
     thread_local! {
@@ -123,11 +142,15 @@ pub fn random_u64() -> u64 {
     }
     STATE.with(|s| {
         let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let mut out = [0u64; N];
+        for o in &mut out {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *o = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        }
         s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        out
     })
 }
 
@@ -144,6 +167,68 @@ pub fn random_id<const N: usize>() -> [u8; N] {
     out
 }
 
+/// Head sampling at `head_sample_percent` without a random draw per statement: a countdown to
+/// the next sampled statement, drawn from the geometric distribution when it runs out (so each
+/// statement is still sampled independently with that probability). One per connection (Redis)
+/// or per core (MySQL): not shared between threads.
+#[derive(Debug)]
+pub struct HeadSampler {
+    left: std::cell::Cell<u32>,
+    percent: u8,
+}
+
+impl HeadSampler {
+    /// A sampler keeping `percent` % (100 and more: all, 0: none).
+    pub fn new(percent: u8) -> HeadSampler {
+        let s = HeadSampler {
+            left: std::cell::Cell::new(1),
+            percent,
+        };
+        s.left.set(s.gap());
+        s
+    }
+
+    /// Whether this statement is head-sampled.
+    #[inline]
+    pub fn sample(&self) -> bool {
+        if self.percent >= 100 {
+            return true;
+        }
+        let l = self.left.get();
+        if l > 1 {
+            self.left.set(l - 1);
+            return false;
+        }
+        self.next()
+    }
+
+    #[cold]
+    fn next(&self) -> bool {
+        self.left.set(self.gap());
+        self.percent > 0
+    }
+
+    /// Statements until the next sampled one, the sampled one included: geometric with
+    /// success probability `percent / 100` (`u32::MAX` at 0 %).
+    fn gap(&self) -> u32 {
+        match self.percent {
+            0 => u32::MAX,
+            100.. => 1,
+            p => {
+                let q = f64::from(p) / 100.0;
+                // Uniform in (0, 1]: 53 random bits, plus one so that ln never sees zero.
+                let u = ((random_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                let g = (u.ln() / (1.0 - q).ln()).floor() + 1.0;
+                if g >= f64::from(u32::MAX) {
+                    u32::MAX
+                } else {
+                    g as u32
+                }
+            }
+        }
+    }
+}
+
 /// Wall-clock ns since the epoch.
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -151,46 +236,179 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A span attribute's value as the data path records it: handles and numbers, formatted by the
-/// exporter thread, so that recording a span formats and allocates nothing.
-#[derive(Debug, Clone, Default)]
-pub enum AttrValue {
-    /// No attribute (an unused slot).
-    #[default]
-    None,
-    /// A constant string.
-    Static(&'static str),
-    /// A string made once (per backend, listener, user, digest) and shared.
-    Str(Arc<str>),
-    /// An integer.
-    Int(i64),
-    /// An address, as its `Display` text.
-    Ip(IpAddr),
-    /// A 64-bit value as 16 lower-case hex digits.
-    Hex(u64),
+/// Pre-encoded OTLP bytes shared by many spans: the parts of a span that do not change from one
+/// span to the next (a command's or digest's name and attributes, a connection's, a backend's),
+/// encoded once when the command, digest, connection or backend is first traced. The exporter
+/// writes a span as its ids and times, the bytes of its blobs and a few numbers.
+///
+/// A blob made by [`BlobBuilder::named`] starts with the span's `name` and `kind` fields (its
+/// *head*, written among the span's leading fields); every blob then holds whole `KeyValue`
+/// attribute fields (field 9 of a `Span`).
+#[derive(Debug)]
+pub struct SpanBlob {
+    bytes: Box<[u8]>,
+    head: usize,
+    attrs: u32,
 }
 
-/// A span's name as the data path records it.
-#[derive(Debug, Clone)]
-pub enum SpanName {
-    /// A constant, upper-cased at export (a Redis command).
-    Upper(&'static str),
-    /// A shared string, cut at [`MAX_NAME`] bytes (at a character boundary) at export.
-    Text(Arc<str>),
-    /// A constant prefix and a shared string (`shard s0`).
-    Prefixed(&'static str, Arc<str>),
+/// A shared [`SpanBlob`] (a thin pointer: a record holds several).
+pub type Blob = Arc<SpanBlob>;
+
+impl SpanBlob {
+    /// The `name` and `kind` fields (empty for a blob of attributes only).
+    pub fn head(&self) -> &[u8] {
+        &self.bytes[..self.head]
+    }
+
+    /// The attribute fields.
+    pub fn attrs(&self) -> &[u8] {
+        &self.bytes[self.head..]
+    }
+
+    /// How many attributes it holds.
+    pub fn attr_count(&self) -> u32 {
+        self.attrs
+    }
+}
+
+/// Encodes a [`SpanBlob`].
+#[derive(Debug, Default)]
+pub struct BlobBuilder {
+    w: Writer,
+    head: usize,
+    attrs: u32,
+}
+
+impl BlobBuilder {
+    /// A blob that names its spans: `name` (written as it is; see [`name_upper`] and [`name_cut`])
+    /// and the span kind (2 server, 3 client).
+    pub fn named(name: &[u8], kind: u8) -> BlobBuilder {
+        let mut w = Writer::default();
+        w.bytes(5, name);
+        w.uint(6, u64::from(kind));
+        BlobBuilder {
+            head: w.buf.len(),
+            w,
+            attrs: 0,
+        }
+    }
+
+    /// A blob of attributes only.
+    pub fn attrs() -> BlobBuilder {
+        BlobBuilder::default()
+    }
+
+    /// A string attribute.
+    pub fn str(mut self, key: &str, value: &str) -> BlobBuilder {
+        otlp::encode_attr_str(&mut self.w, key, value.as_bytes());
+        self.attrs += 1;
+        self
+    }
+
+    /// An integer attribute.
+    pub fn int(mut self, key: &str, value: i64) -> BlobBuilder {
+        otlp::encode_attr_int(&mut self.w, key, value);
+        self.attrs += 1;
+        self
+    }
+
+    /// An address attribute, as its `Display` text.
+    pub fn ip(self, key: &str, ip: IpAddr) -> BlobBuilder {
+        self.str(key, &ip_text(ip))
+    }
+
+    /// A 64-bit value as 16 lower-case hex digits.
+    pub fn hex(self, key: &str, v: u64) -> BlobBuilder {
+        self.str(key, &format!("{v:016x}"))
+    }
+
+    /// The shared blob.
+    pub fn build(self) -> Blob {
+        Arc::new(SpanBlob {
+            bytes: self.w.buf.into_boxed_slice(),
+            head: self.head,
+            attrs: self.attrs,
+        })
+    }
 }
 
 /// The longest span name exported (longer texts are cut at a character boundary).
 pub const MAX_NAME: usize = 96;
 
-/// The most attributes a [`SpanRecord`] holds.
-pub const RECORD_ATTRS: usize = 12;
+/// `s` upper-cased (ASCII), as a Redis command's span name.
+pub fn name_upper(s: &str) -> Vec<u8> {
+    s.bytes().map(|b| b.to_ascii_uppercase()).collect()
+}
 
-/// One finished span, recorded by an executor as a fixed-size value: ids, times as the executor's
-/// own `Instant`s (turned into wall-clock time by the exporter, so the data path reads no clock
-/// for a span), a name and up to [`RECORD_ATTRS`] attributes as handles and numbers. No `String`,
-/// `Vec` or `Box` is made for it; the exporter thread encodes OTLP straight from these records.
+/// `s` cut at [`MAX_NAME`] bytes, at a character boundary.
+pub fn name_cut(s: &str) -> &str {
+    let mut end = s.len().min(MAX_NAME);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// An integer attribute of a span record: its key (the values are the record's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum IntKey {
+    /// An unused slot.
+    #[default]
+    None,
+    /// `furrow.reply_bytes`.
+    ReplyBytes,
+    /// `db.response.rows`.
+    Rows,
+    /// `db.error_code`.
+    ErrorCode,
+}
+
+impl IntKey {
+    /// The attribute's key.
+    pub fn key(self) -> &'static str {
+        match self {
+            IntKey::None => "",
+            IntKey::ReplyBytes => "furrow.reply_bytes",
+            IntKey::Rows => "db.response.rows",
+            IntKey::ErrorCode => "db.error_code",
+        }
+    }
+}
+
+/// A failed span's status message (a code may follow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorText {
+    /// No message.
+    None,
+    /// `error reply` (a Redis error reply).
+    ErrorReply,
+    /// `MySQL error ` (followed by the server's code).
+    MysqlError,
+}
+
+impl ErrorText {
+    /// The message.
+    pub fn text(self) -> &'static str {
+        match self {
+            ErrorText::None => "",
+            ErrorText::ErrorReply => "error reply",
+            ErrorText::MysqlError => "MySQL error ",
+        }
+    }
+}
+
+/// The most blobs a [`SpanRecord`] holds besides its name's.
+pub const RECORD_BLOBS: usize = 3;
+/// The most integer attributes a [`SpanRecord`] holds.
+pub const RECORD_INTS: usize = 3;
+
+/// One finished span, recorded by an executor as a small fixed-size value (120 bytes): ids,
+/// times as the executor's own `Instant`s (turned into wall-clock time by the exporter, so the
+/// data path reads no clock for a span), the blob naming it, up to [`RECORD_BLOBS`] more blobs
+/// and [`RECORD_INTS`] integer attributes, and its status. Nothing is formatted or allocated for
+/// it; the exporter thread writes OTLP from these records, copying the blobs' bytes.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
     /// Trace id.
@@ -201,50 +419,53 @@ pub struct SpanRecord {
     pub parent_id: [u8; 8],
     /// When the span started.
     pub start: Instant,
-    /// How long it took.
-    pub took: Duration,
-    /// SpanKind (2 server, 3 client).
-    pub kind: u8,
-    /// The name.
-    pub name: SpanName,
-    /// Set for a failed span: its status message and an optional code appended to it.
-    pub error: Option<(&'static str, Option<u16>)>,
-    attrs: [(&'static str, AttrValue); RECORD_ATTRS],
-    len: u8,
+    /// How long it took, in ns.
+    pub took_ns: u64,
+    name: Blob,
+    blobs: [Option<Blob>; RECORD_BLOBS],
+    ints: [i64; RECORD_INTS],
+    int_keys: [IntKey; RECORD_INTS],
+    /// Attributes that did not fit (counted as dropped at export).
+    dropped: u8,
+    error: Option<ErrorText>,
+    code: Option<u16>,
 }
 
 impl SpanRecord {
-    /// A span that started at `start` and took `took`, in the caller's trace when there is one
-    /// (else a new trace); its span id is fresh. Inlined, like [`Exporter::record`], so that the
-    /// record is built where it is pushed (each move of it is a ~600-byte copy).
+    /// A span named by `name` (a blob made by [`BlobBuilder::named`]) that started at `start`
+    /// and took `took`, in the caller's trace when there is one (else a new trace); its span id
+    /// is fresh.
     #[inline]
     pub fn new(
         parent: Option<&TraceParent>,
-        name: SpanName,
-        kind: u8,
+        name: Blob,
         start: Instant,
         took: Duration,
     ) -> SpanRecord {
+        // One access to the thread's generator for the span id and a root's trace id.
+        let [span_id, t0, t1] = random_u64s::<3>();
         let (trace_id, parent_id) = match parent {
             Some(p) => (p.trace_id, p.span_id),
             None => {
                 let mut t = [0u8; 16];
-                t[..8].copy_from_slice(&random_u64().to_le_bytes());
-                t[8..].copy_from_slice(&random_u64().to_le_bytes());
+                t[..8].copy_from_slice(&t0.to_le_bytes());
+                t[8..].copy_from_slice(&t1.to_le_bytes());
                 (t, [0; 8])
             }
         };
         SpanRecord {
             trace_id,
-            span_id: random_u64().to_le_bytes(),
+            span_id: span_id.to_le_bytes(),
             parent_id,
             start,
-            took,
-            kind,
+            took_ns: took.as_nanos().min(u128::from(u64::MAX)) as u64,
             name,
+            blobs: [const { None }; RECORD_BLOBS],
+            ints: [0; RECORD_INTS],
+            int_keys: [IntKey::None; RECORD_INTS],
+            dropped: 0,
             error: None,
-            attrs: [const { ("", AttrValue::None) }; RECORD_ATTRS],
-            len: 0,
+            code: None,
         }
     }
 
@@ -257,38 +478,36 @@ impl SpanRecord {
         }
     }
 
-    /// Adds an attribute (past [`RECORD_ATTRS`] it is counted as dropped at export).
+    /// Adds a blob's attributes (past [`RECORD_BLOBS`] they are counted as dropped at export).
     #[inline]
-    pub fn attr(&mut self, key: &'static str, value: AttrValue) {
-        if let Some(slot) = self.attrs.get_mut(usize::from(self.len)) {
-            *slot = (key, value);
+    pub fn blob(&mut self, b: Blob) {
+        match self.blobs.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(b),
+            None => {
+                self.dropped = self
+                    .dropped
+                    .saturating_add(u8::try_from(b.attrs).unwrap_or(u8::MAX))
+            }
         }
-        self.len = self.len.saturating_add(1);
     }
 
-    /// The attributes recorded.
-    pub fn attrs(&self) -> &[(&'static str, AttrValue)] {
-        &self.attrs[..usize::from(self.len).min(RECORD_ATTRS)]
-    }
-}
-
-/// A backend's names as its spans show them, made once per backend (not per span):
-/// `furrow.backend` (the server) and `peer.service` (`SYSTEM:SERVER`).
-#[derive(Debug, Clone)]
-pub struct PeerNames {
-    /// The server's name.
-    pub server: Arc<str>,
-    /// `SYSTEM:SERVER` (`redis:r1`, `mysql:primary`).
-    pub peer: Arc<str>,
-}
-
-impl PeerNames {
-    /// The names of `server` of a `system` (`redis`, `mysql`).
-    pub fn new(system: &str, server: &str) -> PeerNames {
-        PeerNames {
-            server: Arc::from(server),
-            peer: Arc::from(format!("{system}:{server}")),
+    /// Adds an integer attribute (past [`RECORD_INTS`] it is counted as dropped at export).
+    #[inline]
+    pub fn int(&mut self, key: IntKey, v: i64) {
+        match self.int_keys.iter().position(|k| *k == IntKey::None) {
+            Some(i) => {
+                self.int_keys[i] = key;
+                self.ints[i] = v;
+            }
+            None => self.dropped = self.dropped.saturating_add(1),
         }
+    }
+
+    /// Marks the span failed, with a status message and a code appended to it.
+    #[inline]
+    pub fn fail(&mut self, text: ErrorText, code: Option<u16>) {
+        self.error = Some(text);
+        self.code = code;
     }
 }
 
@@ -409,25 +628,22 @@ impl Exporter {
         &self.settings
     }
 
-    /// Whether a finished statement is traced (see the module documentation).
+    /// Whether a finished statement is traced (see the module documentation): the head-sampling
+    /// countdown `head` is asked only when nothing else decides.
     #[inline]
-    pub fn keep(&self, parent: Option<&TraceParent>, took: Duration, error: bool) -> bool {
-        parent.is_some_and(|p| p.sampled)
-            || error
-            || took >= self.settings.slow
-            || self.head_sampled()
+    pub fn keep(
+        &self,
+        parent: Option<&TraceParent>,
+        took: Duration,
+        error: bool,
+        head: &HeadSampler,
+    ) -> bool {
+        parent.is_some_and(|p| p.sampled) || error || took >= self.settings.slow || head.sample()
     }
 
-    /// The head-sampling draw alone (`head_sample_percent`): whether a statement is traced
-    /// whatever its outcome when its caller did not ask. A caller may draw before the statement
-    /// runs and keep the failed and slow ones at the end (the draw is independent of both).
-    #[inline]
-    pub fn head_sampled(&self) -> bool {
-        match self.settings.head_sample_percent {
-            0 => false,
-            100.. => true,
-            p => random_u64() % 10_000 < u64::from(p) * 100,
-        }
+    /// A head sampler at this exporter's `head_sample_percent` (one per connection or core).
+    pub fn head_sampler(&self) -> HeadSampler {
+        HeadSampler::new(self.settings.head_sample_percent)
     }
 
     /// Queues a span into the calling core's lane; never blocks on the exporter (a full lane
@@ -517,92 +733,192 @@ impl Clock {
     }
 }
 
-/// Appends one record's `Span` message to a request being written (`scratch` is reused for
-/// the texts made here).
-pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock, scratch: &mut Vec<u8>) {
-    w.message(2, |w| {
-        scratch.clear();
-        match &r.name {
-            SpanName::Upper(s) => {
-                scratch.extend(s.bytes().map(|b| b.to_ascii_uppercase()));
-            }
-            SpanName::Text(s) => {
-                let mut end = s.len().min(MAX_NAME);
-                while !s.is_char_boundary(end) {
-                    end -= 1;
+/// The bytes of `v` as a varint: ceil(bits / 7), as `(bits * 9 + 64) / 64` (no division).
+fn varint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    (bits * 9 + 64) >> 6
+}
+
+/// The body length of an integer attribute's `KeyValue` (key under 128 bytes).
+fn int_attr_len(key: &str, v: i64) -> usize {
+    // 1: key (tag, length, bytes); 2: AnyValue (tag, length, 3: tag and varint).
+    2 + key.len() + 2 + 1 + varint_len(v as u64)
+}
+
+/// Writes into a slice sized beforehand: plain stores and copies, no capacity checks.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+}
+
+/// Appends one record's `Span` message to a request being written: its length first (computed
+/// from the parts, so nothing is moved after it is written and the buffer is grown once), ids,
+/// the name blob's head, times, the blobs' attribute bytes, the integers, the dropped count and
+/// the status — the fields and order `codec::otlp::encode_span` writes.
+pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
+    let root = r.parent_id == [0; 8];
+    let (head, named) = (r.name.head(), r.name.attrs());
+    let mut len = 28 + if root { 0 } else { 10 } + head.len() + 18 + named.len();
+    for b in r.blobs.iter().flatten() {
+        len += b.attrs().len();
+    }
+    for (k, v) in r.int_keys.iter().zip(r.ints) {
+        if *k != IntKey::None {
+            len += 2 + int_attr_len(k.key(), v);
+        }
+    }
+    if r.dropped > 0 {
+        len += 1 + varint_len(u64::from(r.dropped));
+    }
+    // "MySQL error 1064": the code's digits after the text, without `fmt`.
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut status_len = 0;
+    if let Some(text) = r.error {
+        if let Some(mut c) = r.code {
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (c % 10) as u8;
+                c /= 10;
+                if c == 0 {
+                    break;
                 }
-                scratch.extend_from_slice(&s.as_bytes()[..end]);
-            }
-            SpanName::Prefixed(p, s) => {
-                scratch.extend_from_slice(p.as_bytes());
-                scratch.extend_from_slice(s.as_bytes());
             }
         }
-        let start_ns = clock.wall_ns(r.start);
-        otlp::encode_span_head(
-            w,
-            &otlp::SpanHead {
-                trace_id: &r.trace_id,
-                span_id: &r.span_id,
-                parent_id: &r.parent_id,
-                name: scratch,
-                kind: r.kind,
-                start_ns,
-                end_ns: start_ns.saturating_add(r.took.as_nanos() as u64),
-            },
-        );
-        for (k, v) in r.attrs() {
-            match v {
-                AttrValue::None => {}
-                AttrValue::Static(s) => otlp::encode_attr_str(w, k, s.as_bytes()),
-                AttrValue::Str(s) => otlp::encode_attr_str(w, k, s.as_bytes()),
-                AttrValue::Int(i) => otlp::encode_attr_int(w, k, *i),
-                AttrValue::Ip(ip) => {
-                    scratch.clear();
-                    push_ip(scratch, *ip);
-                    otlp::encode_attr_str(w, k, scratch);
-                }
-                AttrValue::Hex(h) => {
-                    let t = format!("{h:016x}");
-                    otlp::encode_attr_str(w, k, t.as_bytes());
-                }
-            }
-        }
-        let dropped = usize::from(r.len).saturating_sub(RECORD_ATTRS) as u32;
-        scratch.clear();
-        let status = match r.error {
-            Some((msg, code)) => {
-                scratch.extend_from_slice(msg.as_bytes());
-                if let Some(c) = code {
-                    let _ = write!(scratch, "{c}");
-                }
-                2
-            }
-            None => 0,
+        let n = text.text().len() + digits.len() - at;
+        status_len = 2 + if n > 0 {
+            1 + varint_len(n as u64) + n
+        } else {
+            0
         };
-        otlp::encode_span_tail(w, dropped, status, scratch);
-    });
+        len += 1 + varint_len(status_len as u64) + status_len;
+    }
+    let start = w.buf.len();
+    let total = 1 + varint_len(len as u64) + len;
+    w.buf.resize(start + total, 0);
+    let mut c = Cursor {
+        out: &mut w.buf[start..],
+        at: 0,
+    };
+    c.byte(0x12); // ScopeSpans.spans, length-delimited
+    c.varint(len as u64);
+    let mut ids = [0u8; 28];
+    ids[0] = 0x0a; // trace_id
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&r.trace_id);
+    ids[18] = 0x12; // span_id
+    ids[19] = 8;
+    ids[20..28].copy_from_slice(&r.span_id);
+    c.put(&ids);
+    if !root {
+        let mut p = [0u8; 10];
+        p[0] = 0x22; // parent_span_id
+        p[1] = 8;
+        p[2..].copy_from_slice(&r.parent_id);
+        c.put(&p);
+    }
+    c.put(head);
+    let start_ns = clock.wall_ns(r.start);
+    let mut times = [0u8; 18];
+    times[0] = 0x39; // start_time_unix_nano, fixed64
+    times[1..9].copy_from_slice(&start_ns.to_le_bytes());
+    times[9] = 0x41; // end_time_unix_nano, fixed64
+    times[10..].copy_from_slice(&start_ns.saturating_add(r.took_ns).to_le_bytes());
+    c.put(&times);
+    c.put(named);
+    for b in r.blobs.iter().flatten() {
+        c.put(b.attrs());
+    }
+    for (k, v) in r.int_keys.iter().zip(r.ints) {
+        if *k != IntKey::None {
+            let key = k.key();
+            c.put(&[0x4a, int_attr_len(key, v) as u8, 0x0a, key.len() as u8]);
+            c.put(key.as_bytes());
+            c.put(&[0x12, 1 + varint_len(v as u64) as u8, 0x18]);
+            c.varint(v as u64);
+        }
+    }
+    if r.dropped > 0 {
+        c.byte(0x50); // dropped_attributes_count
+        c.varint(u64::from(r.dropped));
+    }
+    if let Some(text) = r.error {
+        c.byte(0x7a); // status
+        c.varint(status_len as u64);
+        let (t, d) = (text.text().as_bytes(), &digits[at..]);
+        if !t.is_empty() || !d.is_empty() {
+            c.byte(0x12); // message
+            c.varint((t.len() + d.len()) as u64);
+            c.put(t);
+            c.put(d);
+        }
+        c.put(&[0x18, 2]); // code: error
+    }
+    debug_assert_eq!(c.at, total);
 }
 
 /// Encodes `spans` as one `ExportTraceServiceRequest` of the resource `service.name = service`.
 pub fn encode_records(service: &str, spans: &[SpanRecord], clock: &Clock) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let start = encode_records_into(&mut buf, service, spans, clock);
+    buf.split_off(start)
+}
+
+/// [`encode_records`] into `buf` (cleared; its capacity is kept from batch to batch): the request
+/// is `buf[returned offset..]`. The spans are written first, after room left for the resource and
+/// scope, whose nested lengths are then known: no span is moved after it is written.
+pub fn encode_records_into(
+    buf: &mut Vec<u8>,
+    service: &str,
+    spans: &[SpanRecord],
+    clock: &Clock,
+) -> usize {
     let resource = [attr_str("service.name", service)];
+    // The longest head any batch could need (its lengths' varints at their widest).
+    let room = otlp::resource_spans_head(&resource, "furrow", usize::MAX >> 8).len();
+    buf.clear();
+    buf.resize(room, 0);
     let mut w = Writer {
-        buf: Vec::with_capacity(64 + spans.len() * 320),
+        buf: std::mem::take(buf),
     };
-    let mut scratch = Vec::with_capacity(128);
-    otlp::encode_resource_spans(&mut w, &resource, "furrow", |w| {
-        for r in spans {
-            encode_record(w, r, clock, &mut scratch);
-        }
-    });
-    w.buf
+    for r in spans {
+        encode_record(&mut w, r, clock);
+    }
+    *buf = w.buf;
+    let head = otlp::resource_spans_head(&resource, "furrow", buf.len() - room);
+    let start = room - head.len();
+    buf[start..room].copy_from_slice(&head);
+    start
 }
 
 fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
     // Buffers swapped into the lanes, so that a lane keeps its capacity from batch to batch.
     let mut spare: Vec<Vec<SpanRecord>> = Vec::new();
     let mut taken: Vec<Vec<SpanRecord>> = Vec::new();
+    let mut body = Vec::new();
     loop {
         let deadline = Instant::now() + s.flush;
         loop {
@@ -629,8 +945,8 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         for mut spans in taken.drain(..) {
             for chunk in spans.chunks(q.batch) {
                 let n = chunk.len() as u64;
-                let body = encode_records(&s.service_name, chunk, &Clock::now());
-                match post(s, &body) {
+                let at = encode_records_into(&mut body, &s.service_name, chunk, &Clock::now());
+                match post(s, &body[at..]) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, spans = n, "span export failed; dropped");
@@ -770,6 +1086,11 @@ mod tests {
         let sql = format!("SELECT 4 / 2, 'a/b' /*traceparent='{TP}'*/");
         assert_eq!(traceparent_in_sql(&sql), parse_traceparent(TP));
         assert_eq!(traceparent_in_sql("SELECT 1 /"), None);
+        // The shortest comment is found; one byte less cannot be one.
+        let sql = format!("/*traceparent='{TP}'*/");
+        assert_eq!(sql.len(), MIN_TRACEPARENT_COMMENT);
+        assert_eq!(traceparent_in_sql(&sql), parse_traceparent(TP));
+        assert_eq!(traceparent_in_sql(&sql[1..]), None);
         assert_eq!(traceparent_in_sql("SELECT 'traceparent=''x'''"), None);
         assert_eq!(traceparent_in_sql("SELECT 1 /* traceparent='bad' */"), None);
         assert_eq!(
@@ -779,19 +1100,49 @@ mod tests {
     }
 
     fn record(parent: Option<&TraceParent>, start: Instant) -> SpanRecord {
-        let mut r = SpanRecord::new(
-            parent,
-            SpanName::Upper("get"),
-            2,
-            start,
-            Duration::from_micros(250),
-        );
-        r.attr("db.system", AttrValue::Static("redis"));
-        r.attr("furrow.backend", AttrValue::Str(Arc::from("r1")));
-        r.attr("client.address", AttrValue::Ip([10, 0, 0, 7].into()));
-        r.attr("furrow.digest", AttrValue::Hex(0xab));
-        r.attr("furrow.reply_bytes", AttrValue::Int(-3));
+        let name = BlobBuilder::named(&name_upper("get"), 2)
+            .str("db.system", "redis")
+            .build();
+        let conn = BlobBuilder::attrs()
+            .str("furrow.backend", "r1")
+            .ip("client.address", [10, 0, 0, 7].into())
+            .hex("furrow.digest", 0xab)
+            .build();
+        let mut r = SpanRecord::new(parent, name, start, Duration::from_micros(250));
+        r.blob(conn);
+        r.int(IntKey::ReplyBytes, -3);
         r
+    }
+
+    #[test]
+    fn varint_lengths_match_the_writer() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            1 << 35,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            let mut w = Writer::default();
+            w.varint(v);
+            assert_eq!(varint_len(v), w.buf.len(), "{v}");
+        }
+        for bits in 0..64 {
+            for v in [1u64 << bits, (1u64 << bits) - 1] {
+                let mut w = Writer::default();
+                w.varint(v);
+                assert_eq!(varint_len(v), w.buf.len(), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn records_are_small() {
+        assert!(std::mem::size_of::<SpanRecord>() <= 128);
     }
 
     #[test]
@@ -800,25 +1151,46 @@ mod tests {
         let start = clock.mono - Duration::from_millis(2);
         let parent = parse_traceparent(TP).unwrap();
         let mut a = record(Some(&parent), start);
-        a.error = Some(("MySQL error ", Some(1064)));
+        a.int(IntKey::ErrorCode, 1064);
+        a.fail(ErrorText::MysqlError, Some(1064));
+        // A long name cut at 96 bytes on a character boundary; blobs and integers past the
+        // record's room counted as dropped; a failure without a message.
+        let long = "é".repeat(60);
         let mut b = SpanRecord::new(
             None,
-            SpanName::Text(Arc::from("é".repeat(60))),
-            3,
+            BlobBuilder::named(name_cut(&long).as_bytes(), 3).build(),
             start,
             Duration::ZERO,
         );
-        for i in 0..RECORD_ATTRS + 2 {
-            b.attr("n", AttrValue::Int(i as i64));
+        for i in 0..RECORD_BLOBS + 1 {
+            b.blob(
+                BlobBuilder::attrs()
+                    .int("n", i as i64)
+                    .int("m", i as i64)
+                    .build(),
+            );
         }
+        for i in 0..RECORD_INTS + 2 {
+            b.int(IntKey::Rows, i as i64);
+        }
+        b.fail(ErrorText::None, None);
         let c = SpanRecord::new(
             Some(&a.as_parent()),
-            SpanName::Prefixed("shard ", Arc::from("s0")),
-            3,
+            BlobBuilder::named(b"shard s0", 3).build(),
             start,
             Duration::from_nanos(7),
         );
-        let body = encode_records("furrow-proxy", &[a.clone(), b, c.clone()], &clock);
+        let recs = [a.clone(), b, c.clone()];
+        let body = encode_records("furrow-proxy", &recs, &clock);
+        // The head written in front of the spans is what the nested writer gives.
+        let mut nested = Writer::default();
+        let resource = [attr_str("service.name", "furrow-proxy")];
+        otlp::encode_resource_spans(&mut nested, &resource, "furrow", |w| {
+            for r in &recs {
+                encode_record(w, r, &clock);
+            }
+        });
+        assert_eq!(body, nested.buf);
         let got = otlp::decode_export(&body).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].service_name(), "furrow-proxy");
@@ -842,22 +1214,53 @@ mod tests {
                     attr_str("client.address", "10.0.0.7"),
                     attr_str("furrow.digest", "00000000000000ab"),
                     attr_int("furrow.reply_bytes", -3),
+                    attr_int("db.error_code", 1064),
                 ],
                 dropped_attrs: 0,
                 status: 2,
                 status_message: "MySQL error 1064".into(),
             }
         );
-        // Cut at 96 bytes on a character boundary; attributes past the record's room are counted.
+        // Each span written by the owned-span encoder gives the same bytes (lengths of one and
+        // two bytes, a parent or none, dropped counts, status with and without a message).
+        for (decoded, rec) in got[0].spans.iter().zip(&recs) {
+            let mut owned = Writer::default();
+            owned.message(2, |w| otlp::encode_span(w, decoded));
+            let mut ours = Writer::default();
+            encode_record(&mut ours, rec, &clock);
+            assert_eq!(ours.buf, owned.buf, "{decoded:?}");
+        }
         assert_eq!(sb.name, "é".repeat(48));
+        assert_eq!(sb.kind, 3);
         assert_eq!(sb.parent_id, [0; 8]);
         assert_ne!(sb.trace_id, [0; 16]);
-        assert_eq!(sb.attrs.len(), RECORD_ATTRS);
-        assert_eq!(sb.dropped_attrs, 2);
-        assert_eq!((sb.status, sb.end_ns), (0, start_ns));
+        let want: Vec<_> = (0..RECORD_BLOBS as i64)
+            .flat_map(|i| [attr_int("n", i), attr_int("m", i)])
+            .chain((0..RECORD_INTS as i64).map(|i| attr_int("db.response.rows", i)))
+            .collect();
+        assert_eq!(sb.attrs, want);
+        assert_eq!(sb.dropped_attrs, 2 + 2);
+        assert_eq!((sb.status, sb.end_ns), (2, start_ns));
+        assert_eq!(sb.status_message, "");
         assert_eq!(sc.name, "shard s0");
         assert_eq!((sc.trace_id, sc.parent_id), (parent.trace_id, a.span_id));
         assert_eq!(sc.span_id, c.span_id);
+        assert_eq!((sc.status, sc.end_ns), (0, start_ns + 7));
+    }
+
+    #[test]
+    fn head_sampling_keeps_its_share() {
+        let all = HeadSampler::new(100);
+        assert!((0..1000).all(|_| all.sample()));
+        let none = HeadSampler::new(0);
+        assert!(!(0..100_000).any(|_| none.sample()));
+        // 1 % of a million: 10,000 expected, standard deviation ~99.5; six deviations either side.
+        let one = HeadSampler::new(1);
+        let n = (0..1_000_000).filter(|_| one.sample()).count();
+        assert!((9_400..=10_600).contains(&n), "{n}");
+        let half = HeadSampler::new(50);
+        let n = (0..100_000).filter(|_| half.sample()).count();
+        assert!((49_000..=51_000).contains(&n), "{n}");
     }
 
     /// The exporter thread takes the records out of the lanes and POSTs them: a one-connection

@@ -288,11 +288,13 @@ impl Session {
             );
         }
         self.audit(g, sql, d, &ran.server, started, rows, error);
-        if let Some(t) = &self.info.core.trace {
+        if let Some(t) = &self.info.core.trace
+            && let Some(parent) = crate::trace::decide(t, sql, ran.took, error.is_some())
+        {
             self.trace(
                 t,
+                parent,
                 g,
-                sql,
                 d,
                 started,
                 ran,
@@ -303,14 +305,14 @@ impl Session {
         }
     }
 
-    /// The statement's span (only with `[tracing]`; see `crate::trace`).
+    /// The statement's span (only with `[tracing]` and when `crate::trace::decide` kept it).
     #[allow(clippy::too_many_arguments)]
     #[cold]
     fn trace(
         &self,
         t: &crate::trace::CoreTrace,
+        parent: Option<runtime::trace::TraceParent>,
         g: &MysqlGroup,
-        sql: &str,
         d: &Digest,
         started: Instant,
         ran: &Ran,
@@ -320,13 +322,14 @@ impl Session {
     ) {
         crate::trace::statement(
             t,
+            parent,
             &crate::trace::Stmt {
                 listener: &self.info.name,
                 group: &g.name,
                 user: &self.user,
                 client: self.peer.ip(),
-                backend: &ran.server,
-                sql,
+                conn: &self.trace_conn,
+                backend: Some(&ran.server),
                 digest: d,
                 start: started,
                 took: ran.took,

@@ -121,6 +121,9 @@ pub struct Session {
     shared: Shared,
     stats: Arc<ListenerStats>,
     user: String,
+    /// The span attributes of this connection, made by its first traced statement (see
+    /// `crate::trace::ConnBlob`; remade if the user changes).
+    trace_conn: crate::trace::ConnBlob,
     read_policy: ReadPolicy,
     /// Whether the user's `/* furrow:... */` hints are followed (`allow_hints`).
     allow_hints: bool,
@@ -238,6 +241,7 @@ impl Session {
             shared,
             stats,
             user: String::new(),
+            trace_conn: crate::trace::ConnBlob::default(),
             read_policy: ReadPolicy::Split,
             allow_hints: true,
             caps: 0,

@@ -287,15 +287,17 @@ pub(crate) fn ops_done(
         );
         audit(cx, g, sql, &d, SHARDS_BACKEND, gate.started, rows, error);
         if let Some(t) = &cx.core.trace {
+            let parent = crate::trace::decide(t, sql, took, error.is_some());
             crate::trace::statement_with_units(
                 t,
+                parent,
                 &crate::trace::Stmt {
                     listener: "",
                     group: cx.group,
                     user: cx.user,
                     client: cx.peer,
-                    backend: SHARDS_BACKEND,
-                    sql,
+                    conn: t.sharded_conn(),
+                    backend: None,
                     digest: &d,
                     start: gate.started,
                     took,
