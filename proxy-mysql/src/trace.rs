@@ -51,8 +51,9 @@ const DIGEST_SLOTS: usize = 256;
 
 /// A connection's blob (`db.user`, `client.address`, `furrow.group`, `furrow.listener`), remade
 /// when one of them changes (a `COM_CHANGE_USER`, a sharded statement of another connection).
+/// Boxed: every session holds one, most never traced (`idle_session_task_stays_small`).
 #[derive(Default)]
-pub(crate) struct ConnBlob(RefCell<Option<ConnKey>>);
+pub(crate) struct ConnBlob(RefCell<Option<Box<ConnKey>>>);
 
 struct ConnKey {
     user: Box<str>,
@@ -81,13 +82,13 @@ impl ConnBlob {
             b = b.str("furrow.listener", s.listener);
         }
         let blob = b.build();
-        *k = Some(ConnKey {
+        *k = Some(Box::new(ConnKey {
             user: s.user.into(),
             group: s.group.into(),
             listener: s.listener.into(),
             client: s.client,
             blob: blob.clone(),
-        });
+        }));
         blob
     }
 }
