@@ -171,14 +171,7 @@ fn execute(control: &Arc<Control>, cmd: &Command, authed: &mut bool, out: &mut B
         return Flow::Close;
     }
     if name == "AUTH" {
-        let want = control
-            .shared
-            .snapshots
-            .current()
-            .config
-            .proxy
-            .admin_password
-            .clone();
+        let want = control.admin_password();
         match (want, cmd.arg(cmd.len().saturating_sub(1))) {
             (None, _) => write_error(
                 out,

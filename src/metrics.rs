@@ -78,14 +78,7 @@ async fn slots(
     path: &str,
     query: &str,
 ) -> (&'static str, String) {
-    let want = control
-        .shared
-        .snapshots
-        .current()
-        .config
-        .proxy
-        .admin_password
-        .clone();
+    let want = control.admin_password();
     if let Some(w) = want {
         let head = String::from_utf8_lossy(req);
         let given = head.lines().skip(1).find_map(|l| {

@@ -330,6 +330,18 @@ pub struct Control {
 }
 
 impl Control {
+    /// The admin port's password in the current config (the admin port's AUTH, the HTTP API's
+    /// bearer, and what this process sends to its reshard peers).
+    pub fn admin_password(&self) -> Option<String> {
+        self.shared
+            .snapshots
+            .current()
+            .config
+            .proxy
+            .admin_password
+            .clone()
+    }
+
     /// Re-reads and validates the config and publishes it. On any problem the running config stays.
     pub fn reload(&self) -> Result<u64, String> {
         let (config, origin) = match &self.source {

@@ -295,14 +295,7 @@ pub fn call(
     args: &[String],
     limit: Duration,
 ) -> Result<String, String> {
-    let password = control
-        .shared
-        .snapshots
-        .current()
-        .config
-        .proxy
-        .admin_password
-        .clone();
+    let password = control.admin_password();
     let (peer, args) = (peer.to_string(), args.to_vec());
     let named = peer.clone();
     std::thread::spawn(move || -> Result<String, String> {
