@@ -43,6 +43,10 @@ pub struct CachedStmt {
     /// definitions the server last sent this connection for the statement (raw packets), which
     /// it leaves out of an execution's reply while they hold.
     pub defs: Option<Rc<[u8]>>,
+    /// The parameter types the server statement last received (an execution with
+    /// new-params-bound 1 that succeeded): an execution of the same types may leave them out,
+    /// as the client's own driver does.
+    pub types: Option<Bytes>,
 }
 
 /// Largest column-definition block kept for one statement (a few thousand columns of any name);
@@ -664,6 +668,7 @@ impl BackendConn {
                 columns,
                 last_use: self.stmt_clock,
                 defs,
+                types: None,
             },
         );
         if let Some(old) = old
@@ -690,6 +695,14 @@ impl BackendConn {
         let s = self.stmts.get_mut(key)?;
         s.last_use = clock;
         Some(s.clone())
+    }
+
+    /// Records the parameter types the server statement now holds (`None`: not known, after a
+    /// failed execution that sent them).
+    pub fn set_stmt_types(&mut self, key: &(Option<Rc<str>>, Rc<str>), types: Option<Bytes>) {
+        if let Some(s) = self.stmts.get_mut(key) {
+            s.types = types;
+        }
     }
 
     /// Records the column definitions an execution's reply carried for a cached statement (its

@@ -89,15 +89,15 @@ impl Session {
         }
     }
 
-    /// Makes sure `stmt` is prepared on `conn`; returns the backend statement id and its column
-    /// definitions as the connection holds them (see `CachedStmt::defs`).
+    /// Makes sure `stmt` is prepared on `conn`; returns the statement as the connection holds it
+    /// (its id, column definitions and last parameter types: see `CachedStmt`).
     pub(super) async fn ensure_prepared(
         conn: &mut BackendConn,
         sql: &Rc<str>,
-    ) -> Result<Result<(u32, Option<Rc<[u8]>>), ErrPacket>, ProxyError> {
+    ) -> Result<Result<Held, ErrPacket>, ProxyError> {
         let key = (conn.schema.clone(), sql.clone());
         if let Some(s) = conn.lookup_stmt(&key) {
-            return Ok(Ok((s.id, s.defs)));
+            return Ok(Ok(Held::of(s)));
         }
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
@@ -115,7 +115,11 @@ impl Session {
         if let Some(old) = conn.cache_stmt(key, bid, params, cols, defs.clone()) {
             conn.queue_stmt_close(old);
         }
-        Ok(Ok((bid, defs)))
+        Ok(Ok(Held {
+            id: bid,
+            defs,
+            types: None,
+        }))
     }
 
     /// COM_STMT_SEND_LONG_DATA: kept until the statement's next execution (no reply).
@@ -202,17 +206,31 @@ impl Session {
                 Next::Retry => continue,
                 Next::Stop(flow) => return flow,
             };
-            let (mut leg, bid, defs) = match self.prepared_on(leg, g, &sql, &mut avoid).await {
+            let (mut leg, held_here) = match self.prepared_on(leg, g, &sql, &mut avoid).await {
                 Next::Go(x) => x,
                 Next::Retry => continue,
                 Next::Stop(flow) => return flow,
             };
+            let Held {
+                id: bid,
+                defs,
+                types: conn_types,
+            } = held_here;
             for ld in &long_data {
                 let mut v = ld.to_vec();
                 v[1..5].copy_from_slice(&bid.to_le_bytes());
                 leg.conn.queue_command(&v);
             }
-            body.queue(&mut leg.conn, bid, &payload);
+            // Types the server statement already holds need not travel again (new-params-bound
+            // 0, as the client's driver sends them); others are put in and remembered once the
+            // execution succeeds.
+            let sends = body.sent_types(&payload, conn_types.as_ref());
+            body.queue(&mut leg.conn, bid, &payload, sends.is_none());
+            if sends.is_some() {
+                // Unknown until the reply says the server took them.
+                let key = (leg.conn.schema.clone(), sql.clone());
+                leg.conn.set_stmt_types(&key, None);
+            }
             let mark = self.client.wbuf.len();
             let r = self
                 .forward(
@@ -229,6 +247,12 @@ impl Session {
                 .await;
             return match r {
                 Ok(mut o) => {
+                    if let Some(t) = sends
+                        && o.err.is_none()
+                    {
+                        let key = (leg.conn.schema.clone(), sql.clone());
+                        leg.conn.set_stmt_types(&key, Some(t));
+                    }
                     // What the client holds now: definitions the reply carried (the columns
                     // changed: the connection holds them too), or the connection's put back.
                     let now = if let Some(d) = o.defs.take() {
@@ -268,11 +292,11 @@ impl Session {
         g: &MysqlGroup,
         sql: &Rc<str>,
         avoid: &mut Vec<Rc<str>>,
-    ) -> Next<(Leg, u32, Option<Rc<[u8]>>)> {
+    ) -> Next<(Leg, Held)> {
         // Prepared there already (the common case): no timer, no await.
         let key = (leg.conn.schema.clone(), sql.clone());
         if let Some(s) = leg.conn.lookup_stmt(&key) {
-            return Next::Go((leg, s.id, s.defs));
+            return Next::Go((leg, Held::of(s)));
         }
         drop(key);
         let wait = g
@@ -280,7 +304,7 @@ impl Session {
             .or(g.read_timeout)
             .unwrap_or(Duration::from_secs(30));
         let e = match tokio::time::timeout(wait, Self::ensure_prepared(&mut leg.conn, sql)).await {
-            Ok(Ok(Ok((bid, defs)))) => return Next::Go((leg, bid, defs)),
+            Ok(Ok(Ok(held))) => return Next::Go((leg, held)),
             Ok(Ok(Err(refused))) => {
                 self.release(leg.conn);
                 self.refuse(1, &refused);
@@ -343,6 +367,23 @@ impl Session {
     }
 }
 
+/// A statement as one backend connection holds it (from its `CachedStmt`).
+pub(super) struct Held {
+    id: u32,
+    defs: Option<Rc<[u8]>>,
+    types: Option<Bytes>,
+}
+
+impl Held {
+    fn of(s: crate::backend::CachedStmt) -> Held {
+        Held {
+            id: s.id,
+            defs: s.defs,
+            types: s.types,
+        }
+    }
+}
+
 /// A COM_STMT_EXECUTE as it goes to a backend: the client's payload with the statement id
 /// patched and the parameter types always included (the backend connection that runs it may not
 /// have seen the execution that sent them; they are remembered in the client's statement when
@@ -352,6 +393,8 @@ struct ExecBody {
     /// The remembered types to put in, at the offset of the new-params-bound byte (which
     /// becomes 1), when the client left them out.
     insert: Option<(usize, Bytes)>,
+    /// Where the client's own types are in the payload and their length, when it sent them.
+    own: Option<(usize, usize)>,
 }
 
 impl ExecBody {
@@ -363,7 +406,10 @@ impl ExecBody {
         }
         let n = usize::from(st.params);
         if n == 0 {
-            return Some(ExecBody { insert: None });
+            return Some(ExecBody {
+                insert: None,
+                own: None,
+            });
         }
         let bitmap = n.div_ceil(8);
         let rest = &payload[10..];
@@ -380,10 +426,14 @@ impl ExecBody {
             if st.types.as_deref() != Some(types) {
                 st.types = Some(Bytes::copy_from_slice(types));
             }
-            return Some(ExecBody { insert: None });
+            return Some(ExecBody {
+                insert: None,
+                own: Some((10 + bitmap + 1, 2 * n)),
+            });
         }
         Some(ExecBody {
             insert: st.types.clone().map(|t| (10 + bitmap, t)),
+            own: None,
         })
     }
 
@@ -405,9 +455,27 @@ impl ExecBody {
         }
     }
 
-    /// Queues the execution of backend statement `bid` on `conn`.
-    fn queue(&self, conn: &mut BackendConn, bid: u32, payload: &[u8]) {
+    /// The parameter types this execution sends the server statement (`None`: none, or it left
+    /// them out because the statement holds `held` already).
+    fn sent_types(&self, payload: &[u8], held: Option<&Bytes>) -> Option<Bytes> {
+        match &self.insert {
+            Some((_, t)) if held == Some(t) => None,
+            Some((_, t)) => Some(t.clone()),
+            None => self.own.as_ref().and_then(|(at, n)| {
+                (held.map(|h| &h[..]) != payload.get(*at..*at + n))
+                    .then(|| Bytes::copy_from_slice(&payload[*at..*at + n]))
+            }),
+        }
+    }
+
+    /// Queues the execution of backend statement `bid` on `conn`; `as_sent`: the client's payload
+    /// as it came (no remembered types put in).
+    fn queue(&self, conn: &mut BackendConn, bid: u32, payload: &[u8], as_sent: bool) {
         let id = bid.to_le_bytes();
+        if as_sent {
+            conn.queue_command_parts(&[&payload[..1], &id, &payload[5..]]);
+            return;
+        }
         let (parts, n) = self.parts(payload, &id);
         conn.queue_command_parts(&parts[..n]);
     }
@@ -478,6 +546,44 @@ mod tests {
             Some(&as_nine(&third)[..])
         );
         assert_eq!(st.types.as_deref(), Some(&[3, 0x80, 15, 0][..]));
+    }
+
+    #[test]
+    fn types_the_connection_holds_are_not_sent_again() {
+        let mut st = stmt(2);
+        let first = execute(&[
+            0, 1, 8, 0, 8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        let body = ExecBody::of(&mut st, &first).expect("well formed");
+        // A connection that holds none (or others) is sent the client's.
+        assert_eq!(
+            body.sent_types(&first, None).as_deref(),
+            Some(&[8, 0, 8, 0][..])
+        );
+        let other = Bytes::from_static(&[3, 0, 3, 0]);
+        assert!(body.sent_types(&first, Some(&other)).is_some());
+        let held = Bytes::from_static(&[8, 0, 8, 0]);
+        assert_eq!(body.sent_types(&first, Some(&held)), None);
+        // The client leaves them out: put in for a connection without them, not for one
+        // that holds the same.
+        let second = execute(&[0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let body = ExecBody::of(&mut st, &second).expect("well formed");
+        assert_eq!(
+            body.sent_types(&second, None).as_deref(),
+            Some(&[8, 0, 8, 0][..])
+        );
+        assert_eq!(
+            body.sent_types(&second, Some(&other)).as_deref(),
+            Some(&[8, 0, 8, 0][..])
+        );
+        assert_eq!(body.sent_types(&second, Some(&held)), None);
+        // Without parameters there is nothing to send.
+        let mut none = stmt(0);
+        let p = execute(&[]);
+        assert_eq!(
+            ExecBody::of(&mut none, &p).unwrap().sent_types(&p, None),
+            None
+        );
     }
 
     #[test]
