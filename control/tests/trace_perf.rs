@@ -69,6 +69,9 @@ fn run(dir: Option<std::path::PathBuf>, what: &str) {
     );
 }
 
+/// The embedded span store's intake and sizes (printed). Ignored by plan: a rate on a shared machine
+/// is no pass/fail test (store correctness runs in `control::trace::store`'s unit tests); run by hand
+/// when the store changes, figures in docs/tracing.md.
 #[test]
 #[ignore = "a measurement, not a test: prints store intake and sizes; run by hand (see the module doc), figures in docs/tracing.md"]
 fn store_ingest_rate_and_sizes() {

@@ -11,7 +11,7 @@ use router::config::MysqlGroup;
 use router::sql::{classify, digest};
 use runtime::ListenerStats;
 
-use crate::backend::{BackendConn, ExecMeta, RespKind};
+use crate::backend::{BackendConn, CachedStmt, ExecMeta, RespKind};
 use crate::error::{ProxyError, errs};
 use crate::pool;
 
@@ -94,10 +94,10 @@ impl Session {
     pub(super) async fn ensure_prepared(
         conn: &mut BackendConn,
         sql: &Rc<str>,
-    ) -> Result<Result<Held, ErrPacket>, ProxyError> {
+    ) -> Result<Result<CachedStmt, ErrPacket>, ProxyError> {
         let key = (conn.schema.clone(), sql.clone());
         if let Some(s) = conn.lookup_stmt(&key) {
-            return Ok(Ok(Held::of(s)));
+            return Ok(Ok(s));
         }
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
@@ -111,15 +111,12 @@ impl Session {
         let Some((bid, cols, params)) = o.prepared else {
             return Ok(Err(errs::internal("re-prepare returned no statement")));
         };
-        let defs = o.defs;
-        if let Some(old) = conn.cache_stmt(key, bid, params, cols, defs.clone()) {
+        if let Some(old) = conn.cache_stmt(key.clone(), bid, params, cols, o.defs) {
             conn.queue_stmt_close(old);
         }
-        Ok(Ok(Held {
-            id: bid,
-            defs,
-            types: None,
-        }))
+        Ok(conn
+            .lookup_stmt(&key)
+            .ok_or_else(|| errs::internal("re-prepared statement not cached")))
     }
 
     /// COM_STMT_SEND_LONG_DATA: kept until the statement's next execution (no reply).
@@ -211,10 +208,11 @@ impl Session {
                 Next::Retry => continue,
                 Next::Stop(flow) => return flow,
             };
-            let Held {
+            let CachedStmt {
                 id: bid,
                 defs,
                 types: conn_types,
+                ..
             } = held_here;
             for ld in &long_data {
                 let mut v = ld.to_vec();
@@ -226,11 +224,6 @@ impl Session {
             // execution succeeds.
             let sends = body.sent_types(&payload, conn_types.as_ref());
             body.queue(&mut leg.conn, bid, &payload, sends.is_none());
-            if sends.is_some() {
-                // Unknown until the reply says the server took them.
-                let key = (leg.conn.schema.clone(), sql.clone());
-                leg.conn.set_stmt_types(&key, None);
-            }
             let mark = self.client.wbuf.len();
             let r = self
                 .forward(
@@ -247,11 +240,11 @@ impl Session {
                 .await;
             return match r {
                 Ok(mut o) => {
-                    if let Some(t) = sends
-                        && o.err.is_none()
-                    {
+                    // Remembered once the server took them; after its ERR they are not known (a
+                    // failed connection is discarded with what it remembered).
+                    if let Some(t) = sends {
                         let key = (leg.conn.schema.clone(), sql.clone());
-                        leg.conn.set_stmt_types(&key, Some(t));
+                        leg.conn.set_stmt_types(&key, o.err.is_none().then_some(t));
                     }
                     // What the client holds now: definitions the reply carried (the columns
                     // changed: the connection holds them too), or the connection's put back.
@@ -292,11 +285,11 @@ impl Session {
         g: &MysqlGroup,
         sql: &Rc<str>,
         avoid: &mut Vec<Rc<str>>,
-    ) -> Next<(Leg, Held)> {
+    ) -> Next<(Leg, CachedStmt)> {
         // Prepared there already (the common case): no timer, no await.
         let key = (leg.conn.schema.clone(), sql.clone());
         if let Some(s) = leg.conn.lookup_stmt(&key) {
-            return Next::Go((leg, Held::of(s)));
+            return Next::Go((leg, s));
         }
         drop(key);
         let wait = g
@@ -363,23 +356,6 @@ impl Session {
                 self.refuse(1, &e.to_err_packet());
                 Flow::Close
             }
-        }
-    }
-}
-
-/// A statement as one backend connection holds it (from its `CachedStmt`).
-pub(super) struct Held {
-    id: u32,
-    defs: Option<Rc<[u8]>>,
-    types: Option<Bytes>,
-}
-
-impl Held {
-    fn of(s: crate::backend::CachedStmt) -> Held {
-        Held {
-            id: s.id,
-            defs: s.defs,
-            types: s.types,
         }
     }
 }
