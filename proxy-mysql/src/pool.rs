@@ -163,11 +163,12 @@ pub fn take_ready(
     g: &MysqlGroup,
     want: Option<&Rc<VarState>>,
     schema: &str,
+    now: Instant,
 ) -> Option<Box<BackendConn>> {
     let pool = pool_for(pools, t, g);
     let mut idle = pool.home.idle.borrow_mut();
     let i = idle.iter().rposition(|c| c.in_state(want, schema))?;
-    if idle[i].last_used.elapsed() >= STALE_CHECK_AFTER {
+    if now.saturating_duration_since(idle[i].last_used) >= STALE_CHECK_AFTER {
         return None;
     }
     Some(idle.swap_remove(i))
@@ -175,12 +176,16 @@ pub fn take_ready(
 
 /// Takes a connection to `t` (reusing an idle one, preferring one in `want` state and schema), or
 /// opens one if the pool has room, or waits up to the group's connect timeout for one to be returned.
+/// `now` is the caller's recent clock reading (its statement's start): an idle connection unused
+/// for [`STALE_CHECK_AFTER`] before it gets a liveness check. One reading serves the whole
+/// statement: on a VM each costs 40-60 ns, about 1 % of a proxied point select.
 pub async fn checkout(
     pools: &Pools,
     t: &Target,
     g: &MysqlGroup,
     want: Option<&Rc<VarState>>,
     schema: Option<&Rc<str>>,
+    now: Instant,
 ) -> Result<Box<BackendConn>, ProxyError> {
     let pool = pool_for(pools, t, g);
     // Read the clock only when the pool is full and the checkout has to wait.
@@ -205,7 +210,10 @@ pub async fn checkout(
                 });
                 if let Some(i) = pick {
                     let mut c = idle.swap_remove(i);
-                    if c.last_used.elapsed() < STALE_CHECK_AFTER || is_alive(&mut c) {
+                    // A connection checked in after `now` (while this checkout waited) is fresh.
+                    if now.saturating_duration_since(c.last_used) < STALE_CHECK_AFTER
+                        || is_alive(&mut c)
+                    {
                         return Ok(c);
                     }
                     // Closed by the server while idle (restart, wait_timeout): forget it, retry.
@@ -255,14 +263,24 @@ pub async fn checkout(
 }
 
 /// Returns a connection to its pool (or drops it when broken).
-pub fn checkin(mut c: Box<BackendConn>) {
+pub fn checkin(c: Box<BackendConn>) {
+    let now = if c.broken {
+        c.last_used
+    } else {
+        Instant::now()
+    };
+    checkin_at(c, now);
+}
+
+/// [`checkin`] with the caller's clock reading of the moment (its statement's end).
+pub fn checkin_at(mut c: Box<BackendConn>, now: Instant) {
     let Some(pool) = c.home.upgrade() else { return };
     if c.broken || !c.conn.rbuf.is_empty() {
         pool.open.set(pool.open.get().saturating_sub(1));
         pool.waiters.notify_one();
         return;
     }
-    c.last_used = Instant::now();
+    c.last_used = now;
     pool.idle.borrow_mut().push(c);
     pool.waiters.notify_one();
 }
@@ -271,7 +289,8 @@ pub fn checkin(mut c: Box<BackendConn>) {
 pub fn discard(c: Box<BackendConn>) {
     let mut c = c;
     c.broken = true;
-    checkin(c);
+    let t = c.last_used;
+    checkin_at(c, t);
 }
 
 /// This core's pools.

@@ -307,11 +307,16 @@ impl BackendState {
     /// passed without one.
     pub fn ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Relaxed);
+        let ratios = self.ratios();
+        // A healthy server without ratio breakers (every request's case) needs no clock read:
+        // on a VM a read costs 40-60 ns, about 1 % of a proxied MySQL query.
+        if until == 0 && ratios.is_empty() {
+            return false;
+        }
         let now = self.now_ms();
         if until != 0 && now < until {
             return true;
         }
-        let ratios = self.ratios();
         if ratios.is_empty() {
             return false;
         }
@@ -340,6 +345,9 @@ impl BackendState {
     /// [`Self::ejected`] without taking a half-open probe (for admin output).
     fn ejected_view(&self) -> bool {
         let until = self.ejected_until_ms.load(Relaxed);
+        if until == 0 && self.ratios().is_empty() {
+            return false;
+        }
         let now = self.now_ms();
         (until != 0 && now < until) || self.ratios().iter().any(|r| r.blocks(now).is_err())
     }

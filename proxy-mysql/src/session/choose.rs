@@ -210,6 +210,7 @@ impl Session {
             g,
             self.vars.as_ref(),
             self.schema.as_ref(),
+            self.now,
         )
         .await?;
         if let Err(e) = self.sync_conn(&mut c, g).await {
@@ -245,7 +246,7 @@ impl Session {
         if self.sticky || self.in_txn {
             self.pinned = Some(c);
         } else {
-            pool::checkin(c);
+            pool::checkin_at(c, self.now);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use codec::mysql::ErrPacket;
@@ -63,6 +64,8 @@ impl Session {
                 return Flow::Continue;
             }
         }
+        // The one clock read at a command's start (see `Session::now`).
+        self.now = Instant::now();
         match code {
             com::QUERY => {
                 let sql_bytes = payload.slice(1..);

@@ -34,7 +34,7 @@ impl Session {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
-        let started = Instant::now();
+        let started = self.now;
         let Ok(permit) = self.admit(g, snap.generation, sql, d, started) else {
             return Flow::Continue;
         };
@@ -160,16 +160,18 @@ impl Session {
         started: Instant,
         pin: bool,
     ) -> Ran {
-        let took = started.elapsed();
+        // The statement's one clock read at its end: its latency, the check-in time.
+        self.now = Instant::now();
+        let took = self.now.saturating_duration_since(started);
         if let Some(st) = &leg.state {
             st.record_ok(took);
         }
         self.after_statement(c, o, &mut leg.conn, sql);
-        self.track_gtid(g, c, o, &mut leg.conn).await;
-        // The statement's latency includes the GTID read that may follow a write; without GTID
-        // tracking nothing ran since `took`.
-        let took = if g.read_your_writes_gtid {
-            started.elapsed()
+        // The statement's latency includes the GTID read that may follow a write; when none
+        // ran, nothing did since `took`.
+        let took = if self.track_gtid(g, c, o, &mut leg.conn).await {
+            self.now = Instant::now();
+            self.now.saturating_duration_since(started)
         } else {
             took
         };
@@ -222,6 +224,8 @@ impl Session {
             }
             self.client.wbuf.truncate(mark);
             avoid.extend(name);
+            // The next attempt's deadline counts from its own start.
+            self.now = Instant::now();
             return None;
         }
         let err = e.to_err_packet();
@@ -360,7 +364,12 @@ impl Session {
         let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
         match timeout {
             // The session's reusable timer: no timer made and dropped per statement.
-            Some(t) => match self.timer.run(tokio::time::Instant::now() + t, fut).await {
+            // From the statement's start (`now` as read by `dispatch`): no clock read here.
+            Some(t) => match self
+                .timer
+                .run(tokio::time::Instant::from_std(self.now) + t, fut)
+                .await
+            {
                 Some(r) => r,
                 None => {
                     conn.broken = true;
@@ -373,14 +382,14 @@ impl Session {
     }
 
     /// With read-your-writes by GTID: after a successful write outside a transaction (or its
-    /// COMMIT), remembers the session's `@@last_gtid`.
+    /// COMMIT), remembers the session's `@@last_gtid`. Returns whether it asked the server.
     pub(super) async fn track_gtid(
         &mut self,
         g: &MysqlGroup,
         c: &Classified,
         o: &Outcome,
         conn: &mut BackendConn,
-    ) {
+    ) -> bool {
         // A COMMIT makes the transaction's writes visible: its GTID is the one to wait for.
         if !g.read_your_writes_gtid
             || o.err.is_some()
@@ -390,10 +399,10 @@ impl Session {
                     && self.last_gtid.is_none()
                     && self.last_write.is_some())
         {
-            return;
+            return false;
         }
         if !self.info.core.shared.gtid.supported(&g.name) {
-            return; // servers without `@@last_gtid`: the window decides
+            return false; // servers without `@@last_gtid`: the window decides
         }
         let wait = g
             .query_timeout
@@ -415,6 +424,7 @@ impl Session {
             }
             Ok(Err(_)) | Err(_) => conn.broken = true,
         }
+        true
     }
 
     /// Queues an audit record when the group has an audit log.
@@ -487,7 +497,7 @@ impl Session {
             self.in_txn = true;
         }
         if is_write(c) {
-            self.last_write = Some(Instant::now());
+            self.last_write = Some(self.now);
             // Until this write's GTID is read (`track_gtid`), the window decides.
             self.last_gtid = None;
         }

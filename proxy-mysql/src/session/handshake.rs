@@ -355,6 +355,8 @@ impl Session {
         }
         let last = candidates.len() - 1;
         for (i, t) in candidates.into_iter().enumerate() {
+            // Outside `dispatch`: the session's clock is as old as the login.
+            self.now = std::time::Instant::now();
             match self.acquire(Dest::Server(t, true), g).await {
                 Ok(c) => {
                     self.release(c);

@@ -138,6 +138,12 @@ pub struct Session {
     sticky: bool,
     in_txn: bool,
     last_write: Option<Instant>,
+    /// The clock as read once at the start of the command being served (`dispatch`) and again
+    /// at the end of a statement that ran: what everything inside the command that needs the
+    /// time uses (the statement's start, the pool's staleness test, the statement deadline, the
+    /// connection's check-in time) instead of reading it again. A read costs 40-60 ns on a VM;
+    /// a proxied prepared point select used to read it eight times.
+    now: Instant,
     last_insert_id: u64,
     /// GTID of the session's last write (read-your-writes by GTID).
     last_gtid: Option<crate::gtid::Gtids>,
@@ -255,6 +261,7 @@ impl Session {
             sticky: false,
             in_txn: false,
             last_write: None,
+            now: Instant::now(),
             last_insert_id: 0,
             last_gtid: None,
             stmts: Default::default(),
@@ -306,9 +313,14 @@ impl Session {
     /// (the timer is armed only then: clients with small buffers wait on the socket alone).
     /// `read_packet` is cancel-safe: bytes read stay in the buffer.
     async fn next_packet_or_idle(&mut self) -> Option<Result<codec::mysql::Packet, ConnError>> {
+        let large = self.client.holds_large_buffers();
+        if self.info.idle_timeout.is_none() && !large {
+            // No timer to arm: no clock read (a command's costs one, see `Session::now`).
+            return Some(self.client.read_packet().await);
+        }
         let now = tokio::time::Instant::now();
         let deadline = self.info.idle_timeout.map(|t| now + t);
-        if self.client.holds_large_buffers() {
+        if large {
             let shrink_at = now + SHRINK_AFTER;
             if deadline.is_none_or(|d| shrink_at < d) {
                 match tokio::time::timeout_at(shrink_at, self.client.read_packet()).await {

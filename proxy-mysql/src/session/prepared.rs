@@ -2,7 +2,7 @@
 //! runs it) and COM_STMT_FETCH for cursors.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use codec::mysql::ErrPacket;
@@ -185,7 +185,7 @@ impl Session {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
-        let started = Instant::now();
+        let started = self.now;
         let Ok(permit) = self.admit(g, snap.generation, &sql, &d, started) else {
             return Flow::Continue;
         };

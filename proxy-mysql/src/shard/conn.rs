@@ -166,7 +166,15 @@ pub async fn checkout(
             &t.primary.state,
         )));
     }
-    let conn = pool::checkout(&core.pools, &t.primary, g, vars, Some(&target.schema)).await?;
+    let conn = pool::checkout(
+        &core.pools,
+        &t.primary,
+        g,
+        vars,
+        Some(&target.schema),
+        std::time::Instant::now(),
+    )
+    .await?;
     let mut sc = ShardConn {
         conn,
         query_timeout: g.query_timeout,
@@ -195,7 +203,14 @@ pub fn checkout_ready(
         return None;
     }
     let g = target.group(snap)?;
-    let conn = pool::take_ready(&core.pools, &t.primary, g, vars, &target.schema)?;
+    let conn = pool::take_ready(
+        &core.pools,
+        &t.primary,
+        g,
+        vars,
+        &target.schema,
+        std::time::Instant::now(),
+    )?;
     Some(ShardConn {
         conn,
         query_timeout: g.query_timeout,
