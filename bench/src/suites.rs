@@ -615,6 +615,65 @@ fn tls_ca_for(t: &Target) -> Option<PathBuf> {
 /// Keys of the `redis` suite (`redis-benchmark -r`), preloaded on every shard.
 const KEYSPACE: u64 = 100_000;
 
+/// The open-loop rows (issue #23 goal 5) that follow closed-loop load `closed` (`what`: the
+/// rows' name, `described`: their request mix): each target at half of its own closed-loop
+/// maximum (`<what> open-loop 50 %`, as the goal asks), then every target at one common rate, half
+/// of the slowest target's maximum (`<what> open-loop same rate`), so that latencies are also
+/// compared under the same offered load — a faster target's own 50 % is more work for the shared
+/// machine.
+fn open_loop_rows(
+    opts: &Opts,
+    suite: &mut report::SuiteReport,
+    mut ts: Vec<&mut Target>,
+    backend_pids: &[u32],
+    profiles: &mut Vec<report::Profile>,
+    (closed, what, described): (&str, &str, &str),
+    params: impl Fn(std::net::SocketAddr, f64) -> loads::open_loop::OpenParams,
+) {
+    let max_of = |suite: &report::SuiteReport, name: &str| {
+        suite
+            .measurements
+            .iter()
+            .find(|m| m.load == closed && m.target == name && m.error.is_none())
+            .map(|m| m.throughput)
+    };
+    let maxima: Vec<Option<f64>> = ts.iter().map(|t| max_of(suite, &t.name)).collect();
+    let own = format!("{what} open-loop 50 %");
+    suite.commands.push(format!(
+        "# {own}: built-in open-loop generator (bench/src/loads/open_loop.rs), {described}, rate = 0.5 × \
+         the target's {closed} req/s above, {} s",
+        opts.duration
+    ));
+    for (t, max) in ts.iter_mut().zip(&maxima) {
+        let Some(max) = max else { continue };
+        let p = params(t.addr, max * 0.5);
+        let m = measure(opts, &own, t, backend_pids, profiles, |_| {
+            loads::open_loop::run(&p)
+        });
+        suite.measurements.push(m);
+    }
+    let Some(common) = maxima.iter().flatten().copied().reduce(f64::min) else {
+        return;
+    };
+    let same = format!("{what} open-loop same rate");
+    suite.commands.push(format!(
+        "# {same}: the same generator and requests at {:.0} req/s for every target (0.5 × the lowest \
+         {closed} req/s above), {} s",
+        common * 0.5,
+        opts.duration
+    ));
+    for (t, max) in ts.iter_mut().zip(&maxima) {
+        if max.is_none() {
+            continue;
+        }
+        let p = params(t.addr, common * 0.5);
+        let m = measure(opts, &same, t, backend_pids, profiles, |_| {
+            loads::open_loop::run(&p)
+        });
+        suite.measurements.push(m);
+    }
+}
+
 /// The `redis` suite: redis-benchmark against every target.
 pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
     let missing = tools::ensure(&["redis-benchmark", "nutcracker", "haproxy"]);
@@ -716,39 +775,26 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
         }
     }
-    // Open loop at half of each target's own closed-loop maximum for GET P1 (same clients).
-    let open_load = "GET open-loop 50 %";
+    // Open loop (issue #23 goal 5) after GET P1, with the same clients.
     if tests.iter().any(|t| t.name() == "GET") && opts.pipeline.contains(&1) {
-        suite.commands.push(format!(
-            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
-             GET of random preloaded keys, rate = 0.5 × the target's GET P1 req/s above, {} s",
-            opts.clients, opts.duration
-        ));
+        let described = format!("{} connections, GET of random preloaded keys", opts.clients);
         // Plain TCP only: furrow-tls is left out.
-        for t in ts.iter_mut().filter(|t| t.name != FURROW_TLS) {
-            let max = suite
-                .measurements
-                .iter()
-                .find(|m| m.load == "GET P1" && m.target == t.name && m.error.is_none())
-                .map(|m| m.throughput);
-            let Some(max) = max else { continue };
-            let p = loads::open_loop::OpenParams {
-                addr: t.addr,
+        let open: Vec<&mut Target> = ts.iter_mut().filter(|t| t.name != FURROW_TLS).collect();
+        open_loop_rows(
+            opts,
+            &mut suite,
+            open,
+            &backend_pids,
+            &mut report.profiles,
+            ("GET P1", "GET", &described),
+            |addr, rate| loads::open_loop::OpenParams {
+                addr,
                 connections: opts.clients,
-                rate: max * 0.5,
+                rate,
                 duration: Duration::from_secs(opts.duration),
                 request: loads::open_loop::OpenRequest::RedisGet { keyspace: KEYSPACE },
-            };
-            let m = measure(
-                opts,
-                open_load,
-                t,
-                &backend_pids,
-                &mut report.profiles,
-                |_| loads::open_loop::run(&p),
-            );
-            suite.measurements.push(m);
-        }
+            },
+        );
     }
     if opts.idle_redis > 0 {
         for t in ts.iter().filter(|t| idles(t)) {
@@ -957,32 +1003,33 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             }
         }
     }
-    // Open loop at half of each target's own closed-loop maximum for the text point select (the
-    // same query, the same number of connections as sysbench threads).
-    let open_load = "point select open-loop 50 %";
-    let closed = "oltp_point_select text";
-    if suite.measurements.iter().any(|m| m.load == closed) {
-        suite.commands.push(format!(
-            "# {open_load}: built-in open-loop generator (bench/src/loads/open_loop.rs), {} connections, \
-             `SELECT c FROM sbtestT WHERE id=N` (COM_QUERY, uniform random table and id), rate = 0.5 × the \
-             target's {closed} queries/s above, {} s",
-            opts.threads, opts.duration
-        ));
-        // Plain TCP and one executor, as the peers: furrow-tls and furrow-2exec are left out.
-        for t in ts
+    // Open loop (issue #23 goal 5) after the text point select, with as many connections as
+    // sysbench threads. Plain TCP and one executor, as the peers: furrow-tls and furrow-2exec are
+    // left out.
+    if suite
+        .measurements
+        .iter()
+        .any(|m| m.load == "oltp_point_select text")
+    {
+        let described = format!(
+            "{} connections, `SELECT c FROM sbtestT WHERE id=N` (COM_QUERY, uniform random table and id)",
+            opts.threads
+        );
+        let open: Vec<&mut Target> = ts
             .iter_mut()
             .filter(|t| t.name != FURROW_TLS && t.name != FURROW_2X)
-        {
-            let max = suite
-                .measurements
-                .iter()
-                .find(|m| m.load == closed && m.target == t.name && m.error.is_none())
-                .map(|m| m.throughput);
-            let Some(max) = max else { continue };
-            let p = loads::open_loop::OpenParams {
-                addr: t.addr,
+            .collect();
+        open_loop_rows(
+            opts,
+            &mut suite,
+            open,
+            &backend_pids,
+            &mut report.profiles,
+            ("oltp_point_select text", "point select", &described),
+            |addr, rate| loads::open_loop::OpenParams {
+                addr,
                 connections: opts.threads,
-                rate: max * 0.5,
+                rate,
                 duration: Duration::from_secs(opts.duration),
                 request: loads::open_loop::OpenRequest::MysqlPointSelect {
                     user: user.clone(),
@@ -991,17 +1038,8 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     tables: opts.tables,
                     table_size: opts.table_size,
                 },
-            };
-            let m = measure(
-                opts,
-                open_load,
-                t,
-                &backend_pids,
-                &mut report.profiles,
-                |_| loads::open_loop::run(&p),
-            );
-            suite.measurements.push(m);
-        }
+            },
+        );
     }
     if opts.idle_mysql > 0 {
         for t in ts.iter().filter(|t| idles(t)) {

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,25 @@ enum Reply {
     Mysql { caps: u32 },
 }
 
+/// What a connection's writer and reader share besides the due times.
+#[derive(Default)]
+struct Progress {
+    /// Requests written.
+    sent: AtomicU64,
+    /// Replies read.
+    received: AtomicU64,
+    /// The writer sent its last request.
+    done: AtomicBool,
+}
+
+impl Progress {
+    /// Every request is sent and answered.
+    fn complete(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+            && self.received.load(Ordering::Acquire) >= self.sent.load(Ordering::Acquire)
+    }
+}
+
 /// Appends request bytes to `buf`.
 fn encode(req: &OpenRequest, rng: &mut Rng, buf: &mut Vec<u8>) {
     match req {
@@ -118,8 +137,22 @@ pub fn due(i: u64, c: usize, n: usize, rate: f64) -> Duration {
     Duration::from_secs_f64((i as f64 + c as f64 / n) * interval)
 }
 
+/// How long a connection waits for the replies still due after its last request.
+const DRAIN: Duration = Duration::from_secs(10);
+
 /// Offers `p.rate` requests per second for `p.duration` and measures each reply's latency from
 /// its due time.
+///
+/// Each connection has a writer thread that sleeps until each request's due time and a reader
+/// thread that blocks on the socket for the next reply. The reader never polls: the first version
+/// checked its queue of due times every 200 µs while it was empty, up to 250k wake-ups a second
+/// at 50 connections on a 2-core machine, and a reply that came during such a sleep waited for
+/// its end: direct Redis measured p50 0.93 ms at half its maximum that way, 0.22 ms with blocking
+/// reads (same machine, same hour). The due time of a reply is queued before its request is
+/// written, so it is there when the reply comes. After its last request the writer waits (up to
+/// [`DRAIN`]) for the reader to have every reply, then shuts the socket down, which ends a reader
+/// still blocked in a read. (A 1 µs timer slack for the writers, tried for punctual sends, made
+/// every target slower: timers no longer coalesce, p50 direct 2.3 ms.)
 pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
     let start = Instant::now() + Duration::from_millis(100);
     let end = start + p.duration;
@@ -128,8 +161,8 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
         let (stream, reply) = open(p)?;
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
-        let done = Arc::new(AtomicBool::new(false));
-        let (p2, pending_w, done_w) = (p.clone(), pending.clone(), done.clone());
+        let progress = Arc::new(Progress::default());
+        let (p2, pending_w, progress_w) = (p.clone(), pending.clone(), progress.clone());
         let writer = std::thread::spawn(move || -> Result<(), String> {
             let mut s = stream;
             let mut rng = Rng::new(0x5eed + c as u64);
@@ -153,9 +186,16 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
                 if let Err(e) = s.write_all(&buf) {
                     break Err(e.to_string());
                 }
+                progress_w.sent.fetch_add(1, Ordering::Release);
                 i += 1;
             };
-            done_w.store(true, Ordering::Release);
+            progress_w.done.store(true, Ordering::Release);
+            let drain_until = Instant::now() + DRAIN;
+            while !progress_w.complete() && Instant::now() < drain_until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Ends the reader's blocking read, if it is in one.
+            let _ = s.shutdown(std::net::Shutdown::Both);
             result
         });
         let reader = std::thread::spawn(move || -> Result<(Histogram, u64, u64), String> {
@@ -164,30 +204,33 @@ pub fn run(p: &OpenParams) -> Result<LoadRun, String> {
             let mut hist = Histogram::default();
             let (mut n, mut errors) = (0u64, 0u64);
             loop {
-                let front = pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .front()
-                    .copied();
-                let Some(at) = front else {
-                    if done.load(Ordering::Acquire)
-                        && pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-                    {
-                        break;
+                if progress.complete() {
+                    break;
+                }
+                match std::io::BufRead::fill_buf(&mut r) {
+                    Ok(b) if !b.is_empty() => {}
+                    // Shut down by the writer (or closed by the target).
+                    _ if progress.complete() => break,
+                    Ok(_) => {
+                        return Err(format!(
+                            "connection closed with {} replies outstanding",
+                            progress.sent.load(Ordering::Acquire) - n
+                        ));
                     }
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                };
+                    Err(e) => return Err(e.to_string()),
+                }
                 let err = match reply {
                     Reply::Redis => read_reply(&mut r, &mut line).map_err(|e| e.to_string())?,
                     Reply::Mysql { caps } => mysql_client::read_reply(&mut r, caps, &mut line)
                         .map_err(|e| e.to_string())?,
                 };
-                pending
+                let now = Instant::now();
+                let at = pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .pop_front();
-                let now = Instant::now();
+                    .pop_front()
+                    .ok_or("a reply without a request")?;
+                progress.received.fetch_add(1, Ordering::Release);
                 hist.record_n(now.saturating_duration_since(at).as_nanos() as u64, 1);
                 n += 1;
                 errors += u64::from(err);
