@@ -512,6 +512,29 @@ impl Conn {
     pub async fn flush(&mut self) -> Result<(), ConnError> {
         self.renumber();
         if !self.wbuf.is_empty() {
+            if let Stream::Plain(s) = &self.stream {
+                // The common case first: a plain socket known to be writable takes the whole
+                // buffer in one `send`, without the `write_all` future and its readiness polls
+                // (~250 instructions per flush, two flushes per proxied statement). A socket
+                // not known writable, or a short write, goes on below with what is left.
+                match s.try_write(&self.wbuf) {
+                    Ok(n) if n == self.wbuf.len() => {
+                        self.wbuf.clear();
+                        if let Some(r) = &mut self.seq_rewrite {
+                            r.from = 0;
+                            r.last = None;
+                        }
+                        return Ok(());
+                    }
+                    Ok(n) => self.wbuf.advance(n),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             self.stream.write_all(&self.wbuf).await?;
             if self.stream.is_tls() {
                 // TLS may hold records back when the socket is full: push them out.
