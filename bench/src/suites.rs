@@ -615,8 +615,21 @@ fn tls_ca_for(t: &Target) -> Option<PathBuf> {
 /// Keys of the `redis` suite (`redis-benchmark -r`), preloaded on every shard.
 const KEYSPACE: u64 = 100_000;
 
-/// The open-loop rows (issue #23 goal 5) that follow closed-loop load `closed` (`what`: the
-/// rows' name, `described`: their request mix): each target at half of its own closed-loop
+/// What a suite's open-loop rows offer (see [`open_loop_rows`]).
+struct OpenRows<'a> {
+    /// The closed-loop load whose maxima set the rates.
+    closed: &'a str,
+    /// The rows' name.
+    what: &'a str,
+    /// The request mix, for the report's command notes.
+    described: &'a str,
+    /// Client connections.
+    connections: usize,
+    /// The requests.
+    request: loads::open_loop::OpenRequest,
+}
+
+/// The open-loop rows (issue #23 goal 5) that follow closed-loop load `rows.closed`: each target at half of its own closed-loop
 /// maximum (`<what> open-loop 50 %`, as the goal asks), then every target at one common rate, half
 /// of the slowest target's maximum (`<what> open-loop same rate`), so that latencies are also
 /// compared under the same offered load — a faster target's own 50 % is more work for the shared
@@ -627,9 +640,22 @@ fn open_loop_rows(
     mut ts: Vec<&mut Target>,
     backend_pids: &[u32],
     profiles: &mut Vec<report::Profile>,
-    (closed, what, described): (&str, &str, &str),
-    params: impl Fn(std::net::SocketAddr, f64) -> loads::open_loop::OpenParams,
+    rows: OpenRows<'_>,
 ) {
+    let OpenRows {
+        closed,
+        what,
+        described,
+        connections,
+        request,
+    } = rows;
+    let params = |addr, rate| loads::open_loop::OpenParams {
+        addr,
+        connections,
+        rate,
+        duration: Duration::from_secs(opts.duration),
+        request: request.clone(),
+    };
     let max_of = |suite: &report::SuiteReport, name: &str| {
         suite
             .measurements
@@ -786,12 +812,11 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
             open,
             &backend_pids,
             &mut report.profiles,
-            ("GET P1", "GET", &described),
-            |addr, rate| loads::open_loop::OpenParams {
-                addr,
+            OpenRows {
+                closed: "GET P1",
+                what: "GET",
+                described: &described,
                 connections: opts.clients,
-                rate,
-                duration: Duration::from_secs(opts.duration),
                 request: loads::open_loop::OpenRequest::RedisGet { keyspace: KEYSPACE },
             },
         );
@@ -1025,12 +1050,11 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
             open,
             &backend_pids,
             &mut report.profiles,
-            ("oltp_point_select text", "point select", &described),
-            |addr, rate| loads::open_loop::OpenParams {
-                addr,
+            OpenRows {
+                closed: "oltp_point_select text",
+                what: "point select",
+                described: &described,
                 connections: opts.threads,
-                rate,
-                duration: Duration::from_secs(opts.duration),
                 request: loads::open_loop::OpenRequest::MysqlPointSelect {
                     user: user.clone(),
                     password: password.clone(),
