@@ -86,11 +86,12 @@ impl Session {
         let state = SessionState {
             autocommit: self.autocommit,
             pinned: self.pinned.as_ref().map(|p| *p.server == *g.primary.name),
-            // No clock read when the group has no time window.
+            // No clock read: the command's start (`Session::now`) is recent enough for a window
+            // of milliseconds.
             since_write: self
                 .last_write
                 .filter(|_| !g.read_your_writes.is_zero())
-                .map(|w| w.elapsed()),
+                .map(|w| self.now.saturating_duration_since(w)),
             has_write_gtid: self.last_gtid.is_some(),
         };
         let group = GroupPolicy {
