@@ -27,7 +27,11 @@ impl StatementTimer {
     /// Runs `fut` to completion (`Some`) unless `deadline` passes first (`None`; `fut` is then
     /// dropped, as by `tokio::time::timeout`). `fut` is polled before the timer, so a reply that
     /// is already complete is taken even at the deadline.
-    pub async fn run<F: Future>(&mut self, deadline: Instant, fut: F) -> Option<F::Output> {
+    pub async fn run<F: Future>(
+        &mut self,
+        deadline: Instant,
+        mut fut: Pin<&mut F>,
+    ) -> Option<F::Output> {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -36,7 +40,6 @@ impl StatementTimer {
         if sleep.is_elapsed() || sleep.deadline() > deadline {
             sleep.as_mut().reset(deadline);
         }
-        let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
@@ -79,17 +82,23 @@ mod tests {
         rt().block_on(async {
             let mut t = StatementTimer::default();
             let quick = t
-                .run(Instant::now() + ms(400), async {
-                    tokio::time::sleep(ms(50)).await;
-                    7
-                })
+                .run(
+                    Instant::now() + ms(400),
+                    std::pin::pin!(async {
+                        tokio::time::sleep(ms(50)).await;
+                        7
+                    }),
+                )
                 .await;
             assert_eq!(quick, Some(7));
             let start = Instant::now();
             let slow = t
-                .run(start + ms(200), async {
-                    tokio::time::sleep(ms(60_000)).await;
-                })
+                .run(
+                    start + ms(200),
+                    std::pin::pin!(async {
+                        tokio::time::sleep(ms(60_000)).await;
+                    }),
+                )
                 .await;
             assert_eq!(slow, None);
             assert!(start.elapsed() >= ms(200), "{:?}", start.elapsed());
@@ -101,34 +110,47 @@ mod tests {
         rt().block_on(async {
             let mut t = StatementTimer::default();
             // Arms the timer for now + 300 ms, and finishes at once.
-            assert_eq!(t.run(Instant::now() + ms(300), async { 1 }).await, Some(1));
+            assert_eq!(
+                t.run(Instant::now() + ms(300), std::pin::pin!(async { 1 }))
+                    .await,
+                Some(1)
+            );
             tokio::time::sleep(ms(100)).await;
             // Its own deadline is 300 ms after it starts; the armed timer goes off 100 ms before
             // that, while it runs.
             let start = Instant::now();
             let r = t
-                .run(start + ms(300), async {
-                    tokio::time::sleep(ms(250)).await;
-                    2
-                })
+                .run(
+                    start + ms(300),
+                    std::pin::pin!(async {
+                        tokio::time::sleep(ms(250)).await;
+                        2
+                    }),
+                )
                 .await;
             assert_eq!(r, Some(2));
             // A later statement with a shorter timeout than the armed one gets its own.
             let start = Instant::now();
             let r = t
-                .run(start + ms(100), async {
-                    tokio::time::sleep(ms(60_000)).await;
-                })
+                .run(
+                    start + ms(100),
+                    std::pin::pin!(async {
+                        tokio::time::sleep(ms(60_000)).await;
+                    }),
+                )
                 .await;
             assert_eq!(r, None);
             assert!(start.elapsed() >= ms(100), "{:?}", start.elapsed());
             // After the timer went off while nothing ran, a statement still gets its full time.
             tokio::time::sleep(ms(150)).await;
             let r = t
-                .run(Instant::now() + ms(200), async {
-                    tokio::time::sleep(ms(150)).await;
-                    3
-                })
+                .run(
+                    Instant::now() + ms(200),
+                    std::pin::pin!(async {
+                        tokio::time::sleep(ms(150)).await;
+                        3
+                    }),
+                )
                 .await;
             assert_eq!(r, Some(3));
         });

@@ -227,6 +227,13 @@ impl Session {
         c: &mut BackendConn,
         g: &MysqlGroup,
     ) -> Result<(), ProxyError> {
+        // The common case (a connection the pool picked in this session's state): nothing to
+        // send, and no futures made for it.
+        if let Some(s) = &self.schema
+            && c.in_state(self.vars.as_ref(), s)
+        {
+            return Ok(());
+        }
         if self.schema.is_none() && (c.schema.is_some() || c.schema_unknown) {
             // A session without a schema must not inherit one: only a fresh login unselects it.
             c.change_user(&g.user, &g.password).await?;

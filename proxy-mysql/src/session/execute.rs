@@ -360,25 +360,28 @@ impl Session {
             return Err(ProxyError::lost(&conn.server, e));
         }
         let max = g.max_result_bytes.unwrap_or(u64::MAX);
-        let fut = conn.forward(kind, Some(&mut self.client), client_stmt, max, exec);
         let timeout = g.query_timeout.or(if read { g.read_timeout } else { None });
-        match timeout {
-            // The session's reusable timer: no timer made and dropped per statement.
-            // From the statement's start (`now` as read by `dispatch`): no clock read here.
-            Some(t) => match self
-                .timer
-                .run(tokio::time::Instant::from_std(self.now) + t, fut)
-                .await
-            {
-                Some(r) => r,
-                None => {
-                    conn.broken = true;
-                    kill_query(conn, g);
-                    Err(ProxyError::Timeout)
+        let done = {
+            // Pinned where it is made: the relay's state (the largest future of a statement) is
+            // not moved again into the timer's.
+            let fut =
+                std::pin::pin!(conn.forward(kind, Some(&mut self.client), client_stmt, max, exec));
+            match timeout {
+                // The session's reusable timer: no timer made and dropped per statement.
+                // From the statement's start (`now` as read by `dispatch`): no clock read here.
+                Some(t) => {
+                    self.timer
+                        .run(tokio::time::Instant::from_std(self.now) + t, fut)
+                        .await
                 }
-            },
-            None => fut.await,
-        }
+                None => Some(fut.await),
+            }
+        };
+        done.unwrap_or_else(|| {
+            conn.broken = true;
+            kill_query(conn, g);
+            Err(ProxyError::Timeout)
+        })
     }
 
     /// With read-your-writes by GTID: after a successful write outside a transaction (or its
