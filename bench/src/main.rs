@@ -133,6 +133,12 @@ pub struct Opts {
     /// Logged-in MySQL client connections opened together at the end of the `mysql` suite (0: skip).
     #[arg(long, default_value_t = 2000)]
     pub idle_mysql: usize,
+    /// Runs of each closed-loop load (redis and mysql suites): every target runs it this many
+    /// times, the targets' order reversed every other round, and the report gives each target's
+    /// medians (throughput, each latency percentile and each CPU figure its own median). On a
+    /// shared VM one run's ratios move by ±10 %; alternated rounds take the drift out of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     /// Do not count syscalls per request (by default `perf stat -e raw_syscalls:sys_enter -p PID`
     /// runs around each load where perf can count; the counting tracepoint costs each syscall a
     /// little, the same for every target).

@@ -66,6 +66,52 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// One measurement from several runs of the same load on the same target (`--rounds`): the
+    /// median of each figure over the runs that succeeded (requests and seconds of the run with
+    /// the median throughput, error replies summed, the highest peak RSS); the first run as it is
+    /// when none succeeded.
+    pub fn median(runs: Vec<Measurement>) -> Option<Measurement> {
+        let ok: Vec<&Measurement> = runs.iter().filter(|m| m.error.is_none()).collect();
+        if ok.len() <= 1 {
+            return ok
+                .first()
+                .map(|m| (*m).clone())
+                .or_else(|| runs.into_iter().next());
+        }
+        fn mid(mut v: Vec<f64>) -> Option<f64> {
+            v.retain(|x| x.is_finite());
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            Some(if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            })
+        }
+        let of = |f: fn(&Measurement) -> Option<f64>| mid(ok.iter().filter_map(|m| f(m)).collect());
+        let mut by_rate = ok.clone();
+        by_rate.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+        let middle = by_rate[by_rate.len() / 2];
+        Some(Measurement {
+            throughput: of(|m| Some(m.throughput)).unwrap_or(middle.throughput),
+            p50_ms: of(|m| m.p50_ms),
+            p99_ms: of(|m| m.p99_ms),
+            p999_ms: of(|m| m.p999_ms),
+            errors: ok.iter().map(|m| m.errors).sum(),
+            target_cpu_us: of(|m| m.target_cpu_us),
+            target_sys_us: of(|m| m.target_sys_us),
+            backend_cpu_us: of(|m| m.backend_cpu_us),
+            client_cpu_us: of(|m| m.client_cpu_us),
+            peak_rss_kib: ok.iter().filter_map(|m| m.peak_rss_kib).max(),
+            syscalls_per_req: of(|m| m.syscalls_per_req),
+            requests_per_backend_write: of(|m| m.requests_per_backend_write),
+            ..middle.clone()
+        })
+    }
+
     /// A failed measurement.
     pub fn failed(load: &str, target: &str, role: Role, error: impl Into<String>) -> Measurement {
         Measurement {
@@ -995,6 +1041,45 @@ mod tests {
             error: None,
             ..Measurement::failed(load, target, role, "")
         }
+    }
+
+    #[test]
+    fn rounds_give_each_figure_its_own_median() {
+        let run = |thr: f64, cpu: f64, p99: f64, rss: u64, requests: u64| Measurement {
+            p99_ms: Some(p99),
+            peak_rss_kib: Some(rss),
+            requests,
+            errors: 1,
+            ..m("GET P1", "furrow", Role::Furrow, thr, cpu)
+        };
+        let failed = Measurement::failed("GET P1", "furrow", Role::Furrow, "timed out");
+        let got = Measurement::median(vec![
+            run(900.0, 7.0, 3.0, 100, 9),
+            failed.clone(),
+            run(1000.0, 6.0, 1.0, 300, 10),
+            run(1200.0, 8.0, 2.0, 200, 12),
+        ])
+        .expect("a median");
+        // Failed runs are left out; each figure is the middle of its own values.
+        assert_eq!(got.error, None);
+        assert_eq!(got.throughput, 1000.0);
+        assert_eq!(got.target_cpu_us, Some(7.0));
+        assert_eq!(got.p99_ms, Some(2.0));
+        // The median-throughput run's counts, errors summed, the highest peak.
+        assert_eq!(got.requests, 10);
+        assert_eq!(got.errors, 3);
+        assert_eq!(got.peak_rss_kib, Some(300));
+        // An even count averages the middle two; one run is itself; none succeeded: the failure.
+        let two = Measurement::median(vec![
+            run(1000.0, 6.0, 1.0, 1, 1),
+            run(1100.0, 8.0, 3.0, 1, 1),
+        ])
+        .expect("two");
+        assert_eq!((two.throughput, two.target_cpu_us), (1050.0, Some(7.0)));
+        let one = run(5.0, 1.0, 1.0, 1, 1);
+        assert_eq!(Measurement::median(vec![one.clone()]), Some(one));
+        assert_eq!(Measurement::median(vec![failed.clone()]), Some(failed));
+        assert_eq!(Measurement::median(Vec::new()), None);
     }
 
     fn sample() -> Report {

@@ -615,6 +615,39 @@ fn tls_ca_for(t: &Target) -> Option<PathBuf> {
 /// Keys of the `redis` suite (`redis-benchmark -r`), preloaded on every shard.
 const KEYSPACE: u64 = 100_000;
 
+/// Runs closed-loop load `load` on every target of `ts` that runs it, `--rounds` times, the
+/// targets' order reversed every other round, and pushes each target's median
+/// ([`Measurement::median`]).
+fn run_rounds(
+    opts: &Opts,
+    suite: &mut report::SuiteReport,
+    ts: &mut [Target],
+    load: &str,
+    backend_pids: &[u32],
+    profiles: &mut Vec<report::Profile>,
+    mut run: impl FnMut(&Target) -> Result<LoadRun, String>,
+) {
+    let chosen: Vec<usize> = (0..ts.len())
+        .filter(|&i| runs_load(&ts[i].name, load))
+        .collect();
+    let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); ts.len()];
+    for round in 0..opts.rounds.max(1) {
+        let mut order = chosen.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let m = measure(opts, load, &mut ts[i], backend_pids, profiles, |t| run(t));
+            runs[i].push(m);
+        }
+    }
+    for i in chosen {
+        if let Some(m) = Measurement::median(std::mem::take(&mut runs[i])) {
+            suite.measurements.push(m);
+        }
+    }
+}
+
 /// What a suite's open-loop rows offer (see [`open_loop_rows`]).
 struct OpenRows<'a> {
     /// The closed-loop load whose maxima set the rates.
@@ -777,13 +810,19 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 "# {load}: {}",
                 shell_line("redis-benchmark", &rb::args(&shown)).replace("-p 0", "-p PORT")
             ));
-            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
-                let p = rb::RbParams {
-                    port: t.addr.port(),
-                    tls_ca: tls_ca_for(t),
-                    ..params.clone()
-                };
-                let m = measure(opts, &load, t, &backend_pids, &mut report.profiles, |_| {
+            run_rounds(
+                opts,
+                &mut suite,
+                &mut ts,
+                &load,
+                &backend_pids,
+                &mut report.profiles,
+                |t| {
+                    let p = rb::RbParams {
+                        port: t.addr.port(),
+                        tls_ca: tls_ca_for(t),
+                        ..params.clone()
+                    };
                     let text = run_tool("redis-benchmark", &rb::args(&p), hard_limit(opts))?;
                     rb::parse(&text).ok_or_else(|| {
                         format!(
@@ -791,9 +830,8 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                             loads::tail(&text, 3)
                         )
                     })
-                });
-                suite.measurements.push(m);
-            }
+                },
+            );
             for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
@@ -997,13 +1035,19 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                 shell_line("sysbench", &sb::args(&shown, "run"))
                     .replace("--mysql-port=0", "--mysql-port=PORT")
             ));
-            for t in ts.iter_mut().filter(|t| runs_load(&t.name, &load)) {
-                let p = sb::SbParams {
-                    port: t.addr.port(),
-                    ssl: t.name == FURROW_TLS,
-                    ..params.clone()
-                };
-                let m = measure(opts, &load, t, &backend_pids, &mut report.profiles, |_| {
+            run_rounds(
+                opts,
+                &mut suite,
+                &mut ts,
+                &load,
+                &backend_pids,
+                &mut report.profiles,
+                |t| {
+                    let p = sb::SbParams {
+                        port: t.addr.port(),
+                        ssl: t.name == FURROW_TLS,
+                        ..params.clone()
+                    };
                     let cwd = if p.ssl {
                         Some(sysbench_ssl_dir(&dir.0)?)
                     } else {
@@ -1018,9 +1062,8 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
                     sb::parse(&text).ok_or_else(|| {
                         format!("unparsable sysbench output: {}", loads::tail(&text, 3))
                     })
-                });
-                suite.measurements.push(m);
-            }
+                },
+            );
             for (name, role, e) in failed.iter().filter(|f| runs_load(&f.0, &load)) {
                 suite
                     .measurements
