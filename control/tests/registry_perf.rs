@@ -204,7 +204,9 @@ fn rule_checks_in_the_client_library() {
 }
 
 /// Issue #18's push goal for the registry: a change reaches 1,000 parked registry watchers with p99 < 50 ms
-/// (printed; the watchers are clients in this process on the same two cores).
+/// (printed; the watchers are clients in this process on the same two cores). Ignored by plan, as the
+/// heartbeat measurement: latency on a shared machine is no pass/fail test (delivery itself is tested
+/// in the registry's push tests); run by hand at each registry change, figures in docs/registry.md.
 #[test]
 #[ignore = "a measurement, not a test: run optimized by hand (see the module doc)"]
 fn a_change_reaches_1000_registry_watchers() {
