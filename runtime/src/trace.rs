@@ -794,21 +794,14 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
         len += 1 + varint_len(u64::from(r.dropped));
     }
     // "MySQL error 1064": the code's digits after the text, without `fmt`.
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
+    let mut tmp = [0u8; 20];
+    let digits: &[u8] = match r.code {
+        Some(code) if r.error.is_some() => codec::decimal(u64::from(code), &mut tmp),
+        _ => &[],
+    };
     let mut status_len = 0;
     if let Some(text) = r.error {
-        if let Some(mut c) = r.code {
-            loop {
-                at -= 1;
-                digits[at] = b'0' + (c % 10) as u8;
-                c /= 10;
-                if c == 0 {
-                    break;
-                }
-            }
-        }
-        let n = text.text().len() + digits.len() - at;
+        let n = text.text().len() + digits.len();
         status_len = 2 + if n > 0 {
             1 + varint_len(n as u64) + n
         } else {
@@ -868,7 +861,7 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
     if let Some(text) = r.error {
         c.byte(0x7a); // status
         c.varint(status_len as u64);
-        let (t, d) = (text.text().as_bytes(), &digits[at..]);
+        let (t, d) = (text.text().as_bytes(), digits);
         if !t.is_empty() || !d.is_empty() {
             c.byte(0x12); // message
             c.varint((t.len() + d.len()) as u64);

@@ -12,21 +12,6 @@ pub enum RespVersion {
     Resp3,
 }
 
-/// Formats `v` in decimal into the tail of `tmp`, returning the digits.
-#[inline]
-pub(crate) fn fmt_u64(mut v: u64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &tmp[i..]
-}
-
 /// Writes `<prefix><n>\r\n`, the header line of most RESP types.
 #[inline]
 pub(crate) fn write_line_num(buf: &mut BytesMut, prefix: u8, n: i64) {
@@ -36,7 +21,7 @@ pub(crate) fn write_line_num(buf: &mut BytesMut, prefix: u8, n: i64) {
     if n < 0 {
         buf.put_u8(b'-');
     }
-    buf.put_slice(fmt_u64(n.unsigned_abs(), &mut tmp));
+    buf.put_slice(crate::decimal(n.unsigned_abs(), &mut tmp));
     buf.put_slice(b"\r\n");
 }
 
@@ -46,7 +31,7 @@ pub(crate) fn write_line_len(buf: &mut BytesMut, prefix: u8, n: usize) {
     let mut tmp = [0u8; 20];
     buf.reserve(24);
     buf.put_u8(prefix);
-    buf.put_slice(fmt_u64(n as u64, &mut tmp));
+    buf.put_slice(crate::decimal(n as u64, &mut tmp));
     buf.put_slice(b"\r\n");
 }
 

@@ -884,18 +884,8 @@ impl<'a> ShapeBuilder<'a> {
 /// Appends `n` in decimal (no formatting machinery: this runs for every literal of every
 /// statement).
 fn push_decimal(out: &mut String, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
+    let mut tmp = [0u8; 20];
+    for &d in codec::decimal(n as u64, &mut tmp) {
         out.push(char::from(d));
     }
 }
