@@ -81,14 +81,15 @@ pub struct Opts {
     /// Targets to run: direct, furrow, furrow-2exec (redis and mysql suites: a second Furrow with
     /// two executors, for Redis P16 and the MySQL point select only), twemproxy, predixy (Redis
     /// suites; built from source by `bench/peers/build.sh predixy`, "not measured" when absent),
-    /// haproxy, client-shards; and, not run unless named: furrow-tls (redis and mysql suites: a
+    /// haproxy, haproxy-2thr (haproxy with 2 threads, on furrow-2exec's loads), client-shards; and,
+    /// not run unless named: furrow-tls (redis and mysql suites: a
     /// second Furrow with TLS on its listener, the clients using TLS), furrow-traced and
     /// furrow-traced-1pct (redis and mysql suites: a second Furrow with `[tracing]` at 100 % or
     /// 1 % head sampling, exporting to a `furrow control` the harness starts).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,furrow,furrow-2exec,twemproxy,predixy,haproxy,client-shards"
+        default_value = "direct,furrow,furrow-2exec,twemproxy,predixy,haproxy,haproxy-2thr,client-shards"
     )]
     pub targets: Vec<String>,
     /// Upper bound on requests per load per target (redis-benchmark -n is sized from a

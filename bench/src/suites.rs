@@ -457,9 +457,11 @@ fn redis_targets(
             .and_then(|bin| targets::start_predixy(&bin, dir, &named));
         ts.extend(start_or_fail("predixy", Role::Peer, r, &mut failed));
     }
-    if opts.wants("haproxy") {
-        let r = targets::start_haproxy(dir, &addrs, &Probe::Redis);
-        ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
+    for (name, threads) in HAPROXIES {
+        if opts.wants(name) {
+            let r = targets::start_haproxy(name, threads, dir, &addrs, &Probe::Redis);
+            ts.extend(start_or_fail(name, Role::Peer, r, &mut failed));
+        }
     }
     (ts, failed)
 }
@@ -468,10 +470,21 @@ fn redis_targets(
 /// only for the loads [`runs_load`] names.
 const FURROW_2X: &str = "furrow-2exec";
 
-/// Whether target `target` takes load `load`: `furrow-2exec` only Redis pipeline 16 and the MySQL
-/// point select (the loads the core-scaling goal names), every other target all of them.
+/// haproxy with two threads: the peer of [`FURROW_2X`] in the same run, on the same loads.
+/// haproxy's own default is a thread per CPU, as Furrow's is an executor per core; the main rows
+/// compare one thread with one executor.
+const HAPROXY_2X: &str = "haproxy-2thr";
+
+/// The haproxy targets by name, with their thread counts.
+const HAPROXIES: [(&str, u32); 2] = [("haproxy", 1), (HAPROXY_2X, 2)];
+
+/// Whether target `target` takes load `load`: `furrow-2exec` and `haproxy-2thr` only Redis
+/// pipeline 16 and the MySQL point select (the loads the core-scaling goal names), every other
+/// target all of them.
 fn runs_load(target: &str, load: &str) -> bool {
-    target != FURROW_2X || load.ends_with(" P16") || load.starts_with("oltp_point_select ")
+    (target != FURROW_2X && target != HAPROXY_2X)
+        || load.ends_with(" P16")
+        || load.starts_with("oltp_point_select ")
 }
 
 /// Whether target `t` is measured holding idle connections (the proxies, once each).
@@ -479,6 +492,7 @@ fn idles(t: &Target) -> bool {
     t.role != Role::Direct
         && t.name != FURROW_TLS
         && t.name != FURROW_2X
+        && t.name != HAPROXY_2X
         && TRACED.iter().all(|(n, _)| t.name != *n)
 }
 
@@ -757,7 +771,8 @@ pub fn redis(opts: &Opts, report: &mut Report) -> Result<(), String> {
                  the same server names (same key → same shard); predixy (C++, built from source by \
                  `bench/peers/build.sh predixy`, 1 worker thread) spreads keys over the same two shards by crc16 modulo 2 \
                  (it has no ketama); haproxy is an L4 proxy (TCP mode, 1 thread, \
-                 round-robin per connection over both shards, no key routing).",
+                 round-robin per connection over both shards, no key routing); `haproxy-2thr` the same with 2 \
+                 threads, beside `furrow-2exec` on the P16 loads.",
                 opts.executors,
                 if opts.executors == 1 { "" } else { "s" }
             ),
@@ -996,17 +1011,19 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         });
         ts.extend(start_or_fail(name, Role::Furrow, r, &mut failed));
     }
-    if opts.wants("haproxy") {
-        let r = targets::start_haproxy(&dir.0, &[db.addr()], &probe);
-        ts.extend(start_or_fail("haproxy", Role::Peer, r, &mut failed));
+    for (name, threads) in HAPROXIES {
+        if opts.wants(name) {
+            let r = targets::start_haproxy(name, threads, &dir.0, &[db.addr()], &probe);
+            ts.extend(start_or_fail(name, Role::Peer, r, &mut failed));
+        }
     }
     let mut suite = suite_report(
         "mysql",
         vec![
             format!(
                 "Backend: one MariaDB server (test kit: 32 MB buffer pool, binlog on). `direct` = sysbench against it; \
-                 Furrow ({} executor{}) and haproxy (TCP mode, 1 thread) in front of the same server. twemproxy does not \
-                 speak MySQL.",
+                 Furrow ({} executor{}) and haproxy (TCP mode, 1 thread) in front of the same server; `furrow-2exec` \
+                 and `haproxy-2thr` (2 threads) on the point selects. twemproxy does not speak MySQL.",
                 opts.executors,
                 if opts.executors == 1 { "" } else { "s" }
             ),
@@ -1085,7 +1102,7 @@ pub fn mysql(opts: &Opts, report: &mut Report) -> Result<(), String> {
         );
         let open: Vec<&mut Target> = ts
             .iter_mut()
-            .filter(|t| t.name != FURROW_TLS && t.name != FURROW_2X)
+            .filter(|t| t.name != FURROW_TLS && runs_load(&t.name, "open loop"))
             .collect();
         open_loop_rows(
             opts,
@@ -1726,6 +1743,8 @@ mod tests {
         assert!(runs_load(FURROW_2X, "oltp_point_select prepared"));
         assert!(!runs_load(FURROW_2X, "GET P1"));
         assert!(!runs_load(FURROW_2X, "oltp_read_only text"));
+        assert!(runs_load(HAPROXY_2X, "oltp_point_select text"));
+        assert!(!runs_load(HAPROXY_2X, "SET P1"));
         assert!(runs_load("furrow", "GET P1"));
     }
 }

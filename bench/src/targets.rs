@@ -294,10 +294,10 @@ pub fn start_predixy(
     })
 }
 
-/// haproxy configuration: one thread, TCP mode, round-robin over `servers` per connection.
-pub fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr]) -> String {
+/// haproxy configuration: `threads` threads, TCP mode, round-robin over `servers` per connection.
+pub fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr], threads: u32) -> String {
     let mut s = format!(
-        "global\n  nbthread 1\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+        "global\n  nbthread {threads}\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
          timeout client 120s\n  timeout server 120s\n\nfrontend fe\n  bind {listen}\n  default_backend be\n\n\
          backend be\n  balance roundrobin\n"
     );
@@ -307,17 +307,25 @@ pub fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr]) -> String {
     s
 }
 
-/// Starts haproxy in TCP mode in front of `servers`.
-pub fn start_haproxy(dir: &Path, servers: &[SocketAddr], probe: &Probe) -> Result<Target, String> {
+/// Starts haproxy in TCP mode in front of `servers` with `threads` threads, as target `name`
+/// (its config and log named after it).
+pub fn start_haproxy(
+    name: &str,
+    threads: u32,
+    dir: &Path,
+    servers: &[SocketAddr],
+    probe: &Probe,
+) -> Result<Target, String> {
     let bin = crate::tools::find("haproxy").ok_or("haproxy not found")?;
     let port = lease()?;
-    let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port.addr(), servers)).map_err(|e| e.to_string())?;
+    let conf = dir.join(format!("{name}.cfg"));
+    std::fs::write(&conf, haproxy_config(port.addr(), servers, threads))
+        .map_err(|e| e.to_string())?;
     let args: Vec<String> = vec!["-db".into(), "-f".into(), conf.display().to_string()];
-    let mut proc = Proc::spawn(&bin, &args, dir.join("haproxy.log"))?;
+    let mut proc = Proc::spawn(&bin, &args, dir.join(format!("{name}.log")))?;
     wait_ready(port.addr(), probe, Some(&mut proc), Duration::from_secs(10))?;
     Ok(Target {
-        name: "haproxy".into(),
+        name: name.into(),
         role: Role::Peer,
         addr: port.addr(),
         pid: proc.pid(),
@@ -559,10 +567,11 @@ mod tests {
 
     #[test]
     fn haproxy_config_is_tcp_single_thread() {
-        let c = haproxy_config(addr(1000), &[addr(7001), addr(7002)]);
+        let c = haproxy_config(addr(1000), &[addr(7001), addr(7002)], 1);
         assert!(c.contains("mode tcp") && c.contains("nbthread 1"));
         assert!(c.contains("bind 127.0.0.1:1000"));
         assert!(c.contains("server s1 127.0.0.1:7002"));
+        assert!(haproxy_config(addr(1000), &[addr(7001)], 2).contains("nbthread 2\n"));
     }
 
     #[test]
