@@ -638,8 +638,29 @@ impl BackendConn {
                     next_seq: out.last_seq.wrapping_add(1),
                 });
             }
+            // The complete rows already read behind this one go to the client in one copy (up to
+            // the result limit and the flush mark; what stops the run is for the loop above).
+            if matches!(fed.seen, Seen::Row)
+                && let Some(c) = client.as_deref_mut()
+            {
+                let room = usize::try_from(max_bytes - out.bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(RELAY_FLUSH_AT.saturating_sub(c.wbuf.len()));
+                let run = tracker.row_run(&self.conn.rbuf, room);
+                if run.rows > 0 {
+                    let start = c.wbuf.len();
+                    c.wbuf.extend_from_slice(&self.conn.rbuf[..run.len]);
+                    if shift != 0 {
+                        shift_seqs(&mut c.wbuf[start..], shift);
+                    }
+                    self.conn.consume(run.len);
+                    out.rows += run.rows;
+                    out.bytes += run.len as u64;
+                    out.last_seq = run.last_seq.wrapping_add(shift);
+                }
+            }
             if let Some(c) = client.as_deref_mut()
-                && c.wbuf.len() >= 256 * 1024
+                && c.wbuf.len() >= RELAY_FLUSH_AT
             {
                 c.flush().await.map_err(ProxyError::client)?;
             }
@@ -719,6 +740,22 @@ impl BackendConn {
         p[0] = codec::mysql::consts::com::STMT_CLOSE;
         p[1..5].copy_from_slice(&id.to_le_bytes());
         self.queue_command(&p);
+    }
+}
+
+/// A forwarded reply is written to the client once this much of it is queued.
+const RELAY_FLUSH_AT: usize = 256 * 1024;
+
+/// Moves the sequence id of every packet in `wire` (whole packets with their headers) on by
+/// `shift`: the rows after definitions that were put back for the client.
+fn shift_seqs(wire: &mut [u8], shift: u8) {
+    let mut at = 0;
+    while at + 4 <= wire.len() {
+        let n = usize::from(wire[at])
+            | usize::from(wire[at + 1]) << 8
+            | usize::from(wire[at + 2]) << 16;
+        wire[at + 3] = wire[at + 3].wrapping_add(shift);
+        at += 4 + n;
     }
 }
 
@@ -904,6 +941,16 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use codec::mysql::{MAX_FRAGMENT, encode_packet};
+
+    #[test]
+    fn shift_seqs_moves_every_header() {
+        let mut w = BytesMut::new();
+        encode_packet(3, b"\x01a", &mut w);
+        encode_packet(4, b"", &mut w);
+        encode_packet(255, b"xyz", &mut w);
+        shift_seqs(&mut w, 2);
+        assert_eq!(&w[..], b"\x02\0\0\x05\x01a\0\0\0\x06\x03\0\0\x01xyz");
+    }
 
     #[test]
     fn command_parts_encode_as_their_concatenation() {

@@ -32,7 +32,7 @@ pub use handshake::{
 };
 pub use login::{ClientLogin, LoginConfig, LoginError, LoginStep, Outgoing};
 pub use packet::{MAX_FRAGMENT, Packet, PacketDecoder, encode_packet};
-pub use reply::{Fed, OkSummary, ReplyKind, ReplyTracker, Seen};
+pub use reply::{Fed, OkSummary, ReplyKind, ReplyTracker, RowRun, Seen};
 pub use response::{EofPacket, ErrPacket, OkPacket, OkRef, end_of_rows, eof_payload};
 pub use resultset::{BinaryRow, ColumnDefinition, StmtPrepareOk, TextRow};
 pub use value::{Date, DateTime, Time, Value, compare_values};

@@ -164,6 +164,17 @@ enum After {
     Rows,
 }
 
+/// A run of complete row packets ([`ReplyTracker::row_run`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowRun {
+    /// Bytes of the run, headers included (0: no complete row packet at the front).
+    pub len: usize,
+    /// Row packets in it.
+    pub rows: u64,
+    /// Sequence id of its last packet (meaningless when `rows` is 0).
+    pub last_seq: u8,
+}
+
 /// Tracks one reply to one command: incremental (one payload at a time, any split across reads
 /// is the caller's framing) and zero-copy (payloads are borrowed, nothing is allocated). The one
 /// place that knows where a reply ends: the proxy's forwarding, the shard executor's buffered
@@ -356,6 +367,39 @@ impl ReplyTracker {
             },
         };
         Ok(fed)
+    }
+
+    /// In the rows of a result set, the run of complete row packets at the front of `wire`
+    /// (packets with their 4-byte headers, as read from the connection), up to `max_len` bytes:
+    /// what feeding them one by one to [`ReplyTracker::advance`] would call [`Seen::Row`], each
+    /// leaving the reply in its rows. The run stops before the first packet that is anything
+    /// else (the end of the rows, an ERR, an empty payload), before an incomplete packet, before
+    /// a packet of 16 MiB or more (whose continuation the caller frames) and where `max_len`
+    /// would be exceeded; those are for `advance`. A relay copies the run at once instead of
+    /// packet by packet. Outside the rows the run is empty. The tracker's state does not change.
+    #[inline]
+    pub fn row_run(&self, wire: &[u8], max_len: usize) -> RowRun {
+        let mut run = RowRun::default();
+        if self.state != State::Rows {
+            return run;
+        }
+        let limit = max_len.min(wire.len());
+        while run.len + 4 <= limit {
+            let h = &wire[run.len..run.len + 4];
+            let n = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+            let end = run.len + 4 + n;
+            if n == 0 || n >= 0xFF_FFFF || end > limit {
+                break;
+            }
+            let payload = &wire[run.len + 4..end];
+            if payload[0] == ERR_HEADER || is_end_of_rows(payload, self.deprecate_eof) {
+                break;
+            }
+            run.last_seq = h[3];
+            run.rows += 1;
+            run.len = end;
+        }
+        run
     }
 
     /// An EOF, or the OK replacing it under CLIENT_DEPRECATE_EOF, and its status flags.
@@ -657,5 +701,107 @@ mod tests {
         assert!(t.advance(&[0, 0xFD, 1]).is_err());
         let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
         assert!(t.advance(&[0]).is_err());
+    }
+
+    /// Puts `payload` behind a 4-byte header with sequence id `seq`.
+    fn wire(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
+        let n = payload.len() as u32;
+        out.extend_from_slice(&n.to_le_bytes()[..3]);
+        out.push(seq);
+        out.extend_from_slice(payload);
+    }
+
+    #[test]
+    fn row_runs_stop_where_a_row_does_not_follow() {
+        let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
+        // Not in the rows yet: nothing.
+        assert_eq!(t.row_run(&[1, 0, 0, 1, 7], usize::MAX), RowRun::default());
+        for p in [&[1u8][..], b"coldef", EOF_END] {
+            t.advance(p).unwrap();
+        }
+        let mut w = Vec::new();
+        wire(&mut w, 3, b"\x01a");
+        wire(&mut w, 4, b"\xfbNULL-ish text row");
+        let rows_len = w.len();
+        wire(&mut w, 5, EOF_END);
+        let r = t.row_run(&w, usize::MAX);
+        assert_eq!(
+            r,
+            RowRun {
+                len: rows_len,
+                rows: 2,
+                last_seq: 4
+            }
+        );
+        // A limit inside the second row: only the first.
+        assert_eq!(t.row_run(&w, rows_len - 1).rows, 1);
+        // An incomplete packet ends the run; so does an ERR, an empty payload, a 16 MiB packet.
+        assert_eq!(t.row_run(&w[..rows_len - 1], usize::MAX).rows, 1);
+        let mut e = Vec::new();
+        wire(&mut e, 3, b"\xff\x01\x02#HY000oops");
+        assert_eq!(t.row_run(&e, usize::MAX).rows, 0);
+        assert_eq!(t.row_run(&[0, 0, 0, 3], usize::MAX).rows, 0);
+        assert_eq!(t.row_run(&[0xff, 0xff, 0xff, 3, 1], usize::MAX).rows, 0);
+        // A text row may start with 0xFE when it is 9 bytes or longer (a length-encoded string).
+        let mut long = Vec::new();
+        wire(&mut long, 3, b"\xfe\x01\0\0\0\0\0\0\0x");
+        assert_eq!(t.row_run(&long, usize::MAX).rows, 1);
+        // Under CLIENT_DEPRECATE_EOF such a packet ends the rows as an OK (shorter than 16 MiB).
+        let mut d = ReplyTracker::for_kind(ReplyKind::Fetch, CLIENT_DEPRECATE_EOF);
+        assert_eq!(d.row_run(&long, usize::MAX).rows, 0);
+        assert!(!matches!(
+            d.advance(&long[4..]),
+            Ok(Fed {
+                seen: Seen::Row,
+                ..
+            })
+        ));
+    }
+
+    proptest::proptest! {
+        /// A row run is exactly the packets `advance` calls rows, one by one, from the front.
+        #[test]
+        fn row_run_agrees_with_advance(
+            rows in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40), 0..12),
+            end in 0u8..4,
+            cut in 0usize..600,
+            deprecate in proptest::prelude::any::<bool>(),
+        ) {
+            let caps = if deprecate { CLIENT_DEPRECATE_EOF } else { DEFAULT_CLIENT };
+            let mut w = Vec::new();
+            for (i, r) in rows.iter().enumerate() {
+                wire(&mut w, i as u8, r);
+            }
+            match end {
+                0 => wire(&mut w, 99, EOF_END),
+                1 => wire(&mut w, 99, &[0, 0, 0, 2, 0, 0, 0]),
+                2 => wire(&mut w, 99, b"\xff\x01\x02#HY000e"),
+                _ => {}
+            }
+            let w = &w[..cut.min(w.len())];
+            let t = ReplyTracker::for_kind(ReplyKind::Fetch, caps);
+            let run = t.row_run(w, usize::MAX);
+            // The reference: feed packets one by one while they are complete rows.
+            let mut r = t.clone();
+            let (mut at, mut n, mut last) = (0usize, 0u64, 0u8);
+            while at + 4 <= w.len() {
+                let len = usize::from(w[at]) | usize::from(w[at + 1]) << 8 | usize::from(w[at + 2]) << 16;
+                if len == 0 || at + 4 + len > w.len() {
+                    break;
+                }
+                match r.advance(&w[at + 4..at + 4 + len]) {
+                    Ok(Fed { seen: Seen::Row, step: Step::More }) => {}
+                    _ => break,
+                }
+                last = w[at + 3];
+                n += 1;
+                at += 4 + len;
+            }
+            proptest::prop_assert_eq!(run.len, at);
+            proptest::prop_assert_eq!(run.rows, n);
+            if n > 0 {
+                proptest::prop_assert_eq!(run.last_seq, last);
+            }
+        }
     }
 }
