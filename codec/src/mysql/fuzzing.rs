@@ -243,5 +243,34 @@ pub fn resultset(data: &[u8]) -> Result<(), Violation> {
             Err(_) => break,
         }
     }
+    // `rest` as wire bytes in the rows of a result: the run of rows a relay copies at once is
+    // exactly what `advance` calls rows, packet by packet, within the limit.
+    let rows = ReplyTracker::for_kind(super::reply::ReplyKind::Fetch, caps);
+    let limit = if selector & 2 == 0 {
+        usize::MAX
+    } else {
+        usize::from(selector) * 3
+    };
+    let run = rows.row_run(rest, limit);
+    let mut reference = rows.clone();
+    let (mut at, mut n) = (0usize, 0u64);
+    while at + 4 <= rest.len().min(limit) {
+        let len = usize::from(rest[at])
+            | usize::from(rest[at + 1]) << 8
+            | usize::from(rest[at + 2]) << 16;
+        let end = at + 4 + len;
+        if len == 0 || len >= 0xFF_FFFF || end > rest.len().min(limit) {
+            break;
+        }
+        match reference.advance(&rest[at + 4..end]) {
+            Ok(fed) if fed.seen == super::reply::Seen::Row && fed.step == Step::More => {}
+            _ => break,
+        }
+        n += 1;
+        at = end;
+    }
+    if (run.len, run.rows) != (at, n) {
+        return Err(format!("row run {run:?} != {n} rows in {at} bytes"));
+    }
     Ok(())
 }
