@@ -751,9 +751,7 @@ const RELAY_FLUSH_AT: usize = 256 * 1024;
 fn shift_seqs(wire: &mut [u8], shift: u8) {
     let mut at = 0;
     while at + 4 <= wire.len() {
-        let n = usize::from(wire[at])
-            | usize::from(wire[at + 1]) << 8
-            | usize::from(wire[at + 2]) << 16;
+        let n = codec::mysql::payload_len(&wire[at..]);
         wire[at + 3] = wire[at + 3].wrapping_add(shift);
         at += 4 + n;
     }
@@ -765,9 +763,7 @@ fn put_defs(w: &mut bytes::BytesMut, defs: &[u8], seq: u8) -> u8 {
     let mut at = 0;
     let mut n = 0u8;
     while at + 4 <= defs.len() {
-        let len = usize::from(defs[at])
-            | usize::from(defs[at + 1]) << 8
-            | usize::from(defs[at + 2]) << 16;
+        let len = codec::mysql::payload_len(&defs[at..]);
         let end = (at + 4 + len).min(defs.len());
         n = n.wrapping_add(1);
         w.extend_from_slice(&defs[at..at + 3]);

@@ -556,9 +556,7 @@ impl Conn {
         let r = self.seq_rewrite.as_mut()?;
         let mut at = r.from;
         while at + 4 <= self.wbuf.len() {
-            let len = usize::from(self.wbuf[at])
-                | usize::from(self.wbuf[at + 1]) << 8
-                | usize::from(self.wbuf[at + 2]) << 16;
+            let len = codec::mysql::payload_len(&self.wbuf[at..]);
             self.wbuf[at + 3] = r.next;
             r.next = r.next.wrapping_add(1);
             r.last = Some(at);

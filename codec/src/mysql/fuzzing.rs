@@ -243,34 +243,51 @@ pub fn resultset(data: &[u8]) -> Result<(), Violation> {
             Err(_) => break,
         }
     }
-    // `rest` as wire bytes in the rows of a result: the run of rows a relay copies at once is
-    // exactly what `advance` calls rows, packet by packet, within the limit.
-    let rows = ReplyTracker::for_kind(super::reply::ReplyKind::Fetch, caps);
+    // `rest` as wire bytes in the rows of a result.
     let limit = if selector & 2 == 0 {
         usize::MAX
     } else {
         usize::from(selector) * 3
     };
-    let run = rows.row_run(rest, limit);
-    let mut reference = rows.clone();
-    let (mut at, mut n) = (0usize, 0u64);
-    while at + 4 <= rest.len().min(limit) {
-        let len = usize::from(rest[at])
-            | usize::from(rest[at + 1]) << 8
-            | usize::from(rest[at + 2]) << 16;
+    row_run_matches_advance(
+        &ReplyTracker::for_kind(super::reply::ReplyKind::Fetch, caps),
+        rest,
+        limit,
+    )?;
+    Ok(())
+}
+
+/// The run of rows [`ReplyTracker::row_run`] finds in `wire` (at most `limit` bytes) is exactly the
+/// packets that feeding `tracker` one by one calls rows, from the front, with the last one's
+/// sequence id. Shared by the fuzz target and the codec's property test.
+pub fn row_run_matches_advance(
+    tracker: &ReplyTracker,
+    wire: &[u8],
+    limit: usize,
+) -> Result<(), Violation> {
+    let run = tracker.row_run(wire, limit);
+    let mut reference = tracker.clone();
+    let end_of_input = wire.len().min(limit);
+    let (mut at, mut n, mut last) = (0usize, 0u64, 0u8);
+    while at + 4 <= end_of_input {
+        let len = super::packet::payload_len(&wire[at..]);
         let end = at + 4 + len;
-        if len == 0 || len >= 0xFF_FFFF || end > rest.len().min(limit) {
+        // A 16 MiB fragment is framed by the caller, not part of a run.
+        if len == 0 || len >= 0xFF_FFFF || end > end_of_input {
             break;
         }
-        match reference.advance(&rest[at + 4..end]) {
+        match reference.advance(&wire[at + 4..end]) {
             Ok(fed) if fed.seen == super::reply::Seen::Row && fed.step == Step::More => {}
             _ => break,
         }
+        last = wire[at + 3];
         n += 1;
         at = end;
     }
-    if (run.len, run.rows) != (at, n) {
-        return Err(format!("row run {run:?} != {n} rows in {at} bytes"));
+    if (run.len, run.rows) != (at, n) || (n > 0 && run.last_seq != last) {
+        return Err(format!(
+            "row run {run:?} != {n} rows in {at} bytes, last sequence id {last}"
+        ));
     }
     Ok(())
 }

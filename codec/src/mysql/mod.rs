@@ -31,7 +31,7 @@ pub use handshake::{
     AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41, HandshakeV10, SslRequest,
 };
 pub use login::{ClientLogin, LoginConfig, LoginError, LoginStep, Outgoing};
-pub use packet::{MAX_FRAGMENT, Packet, PacketDecoder, encode_packet};
+pub use packet::{MAX_FRAGMENT, Packet, PacketDecoder, encode_packet, payload_len};
 pub use reply::{Fed, OkSummary, ReplyKind, ReplyTracker, RowRun, Seen};
 pub use response::{EofPacket, ErrPacket, OkPacket, OkRef, end_of_rows, eof_payload};
 pub use resultset::{BinaryRow, ColumnDefinition, StmtPrepareOk, TextRow};

@@ -65,8 +65,7 @@ impl PacketDecoder {
             let Some(header) = buf.get(pos..pos + 4) else {
                 return Ok(None);
             };
-            let len =
-                usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+            let len = self::payload_len(header);
             let seq = header[3];
             if let Some(expected) = expected_seq
                 && seq != expected
@@ -111,9 +110,7 @@ impl PacketDecoder {
         let mut pos = 0;
         let mut last_seq = seq;
         while pos < total {
-            let len = usize::from(frame[pos])
-                | usize::from(frame[pos + 1]) << 8
-                | usize::from(frame[pos + 2]) << 16;
+            let len = payload_len(&frame[pos..]);
             last_seq = frame[pos + 3];
             joined.put_slice(&frame[pos + 4..pos + 4 + len]);
             pos += 4 + len;
@@ -124,6 +121,13 @@ impl PacketDecoder {
             payload: joined.freeze(),
         }))
     }
+}
+
+/// The payload length a packet header at the front of `header` gives (its first 3 bytes, little
+/// endian). The one decoder of it for every walk over framed packets.
+#[inline]
+pub fn payload_len(header: &[u8]) -> usize {
+    usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16
 }
 
 /// Appends `payload` framed as packets starting at sequence id `seq`, splitting it at

@@ -386,7 +386,7 @@ impl ReplyTracker {
         let limit = max_len.min(wire.len());
         while run.len + 4 <= limit {
             let h = &wire[run.len..run.len + 4];
-            let n = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+            let n = super::packet::payload_len(h);
             let end = run.len + 4 + n;
             if n == 0 || n >= 0xFF_FFFF || end > limit {
                 break;
@@ -495,6 +495,8 @@ fn eof_status(payload: &[u8]) -> u16 {
 mod tests {
     use super::*;
     use crate::mysql::consts::capability::DEFAULT_CLIENT;
+    use crate::mysql::encode_packet;
+    use bytes::BytesMut;
 
     const EOF_MORE: &[u8] = &[0xFE, 0, 0, 0x0A, 0];
     const EOF_END: &[u8] = &[0xFE, 0, 0, 0x02, 0];
@@ -703,14 +705,6 @@ mod tests {
         assert!(t.advance(&[0]).is_err());
     }
 
-    /// Puts `payload` behind a 4-byte header with sequence id `seq`.
-    fn wire(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
-        let n = payload.len() as u32;
-        out.extend_from_slice(&n.to_le_bytes()[..3]);
-        out.push(seq);
-        out.extend_from_slice(payload);
-    }
-
     #[test]
     fn row_runs_stop_where_a_row_does_not_follow() {
         let mut t = ReplyTracker::for_kind(ReplyKind::ResultSet, DEFAULT_CLIENT);
@@ -719,11 +713,11 @@ mod tests {
         for p in [&[1u8][..], b"coldef", EOF_END] {
             t.advance(p).unwrap();
         }
-        let mut w = Vec::new();
-        wire(&mut w, 3, b"\x01a");
-        wire(&mut w, 4, b"\xfbNULL-ish text row");
+        let mut w = BytesMut::new();
+        encode_packet(3, b"\x01a", &mut w);
+        encode_packet(4, b"\xfbNULL-ish text row", &mut w);
         let rows_len = w.len();
-        wire(&mut w, 5, EOF_END);
+        encode_packet(5, EOF_END, &mut w);
         let r = t.row_run(&w, usize::MAX);
         assert_eq!(
             r,
@@ -737,14 +731,14 @@ mod tests {
         assert_eq!(t.row_run(&w, rows_len - 1).rows, 1);
         // An incomplete packet ends the run; so does an ERR, an empty payload, a 16 MiB packet.
         assert_eq!(t.row_run(&w[..rows_len - 1], usize::MAX).rows, 1);
-        let mut e = Vec::new();
-        wire(&mut e, 3, b"\xff\x01\x02#HY000oops");
+        let mut e = BytesMut::new();
+        encode_packet(3, b"\xff\x01\x02#HY000oops", &mut e);
         assert_eq!(t.row_run(&e, usize::MAX).rows, 0);
         assert_eq!(t.row_run(&[0, 0, 0, 3], usize::MAX).rows, 0);
         assert_eq!(t.row_run(&[0xff, 0xff, 0xff, 3, 1], usize::MAX).rows, 0);
         // A text row may start with 0xFE when it is 9 bytes or longer (a length-encoded string).
-        let mut long = Vec::new();
-        wire(&mut long, 3, b"\xfe\x01\0\0\0\0\0\0\0x");
+        let mut long = BytesMut::new();
+        encode_packet(3, b"\xfe\x01\0\0\0\0\0\0\0x", &mut long);
         assert_eq!(t.row_run(&long, usize::MAX).rows, 1);
         // Under CLIENT_DEPRECATE_EOF such a packet ends the rows as an OK (shorter than 16 MiB).
         let mut d = ReplyTracker::for_kind(ReplyKind::Fetch, CLIENT_DEPRECATE_EOF);
@@ -765,42 +759,30 @@ mod tests {
             rows in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40), 0..12),
             end in 0u8..4,
             cut in 0usize..600,
+            limit in proptest::prop_oneof![proptest::strategy::Just(usize::MAX), 0usize..600],
             deprecate in proptest::prelude::any::<bool>(),
         ) {
             let caps = if deprecate { CLIENT_DEPRECATE_EOF } else { DEFAULT_CLIENT };
-            let mut w = Vec::new();
+            let mut w = BytesMut::new();
             for (i, r) in rows.iter().enumerate() {
-                wire(&mut w, i as u8, r);
+                encode_packet(i as u8, r, &mut w);
             }
             match end {
-                0 => wire(&mut w, 99, EOF_END),
-                1 => wire(&mut w, 99, &[0, 0, 0, 2, 0, 0, 0]),
-                2 => wire(&mut w, 99, b"\xff\x01\x02#HY000e"),
+                0 => {
+                    encode_packet(99, EOF_END, &mut w);
+                }
+                1 => {
+                    encode_packet(99, &[0, 0, 0, 2, 0, 0, 0], &mut w);
+                }
+                2 => {
+                    encode_packet(99, b"\xff\x01\x02#HY000e", &mut w);
+                }
                 _ => {}
             }
             let w = &w[..cut.min(w.len())];
             let t = ReplyTracker::for_kind(ReplyKind::Fetch, caps);
-            let run = t.row_run(w, usize::MAX);
-            // The reference: feed packets one by one while they are complete rows.
-            let mut r = t.clone();
-            let (mut at, mut n, mut last) = (0usize, 0u64, 0u8);
-            while at + 4 <= w.len() {
-                let len = usize::from(w[at]) | usize::from(w[at + 1]) << 8 | usize::from(w[at + 2]) << 16;
-                if len == 0 || at + 4 + len > w.len() {
-                    break;
-                }
-                match r.advance(&w[at + 4..at + 4 + len]) {
-                    Ok(Fed { seen: Seen::Row, step: Step::More }) => {}
-                    _ => break,
-                }
-                last = w[at + 3];
-                n += 1;
-                at += 4 + len;
-            }
-            proptest::prop_assert_eq!(run.len, at);
-            proptest::prop_assert_eq!(run.rows, n);
-            if n > 0 {
-                proptest::prop_assert_eq!(run.last_seq, last);
+            if let Err(violation) = crate::mysql::fuzzing::row_run_matches_advance(&t, w, limit) {
+                proptest::prop_assert!(false, "{}", violation);
             }
         }
     }
