@@ -208,6 +208,9 @@ pub fn unsampled_reply(
 /// The span: the command's blob, the connection's, the server's and the reply's size.
 #[cold]
 fn record(c: &ConnTrace, parent: Option<&TraceParent>, s: &Command<'_>) {
+    if !c.core.exporter.accepting() {
+        return;
+    }
     let mut span = SpanRecord::new(parent, c.core.cmd(s.cmd), s.start, s.took);
     span.blob(c.conn.clone());
     span.blob(s.server.trace_blob().clone());

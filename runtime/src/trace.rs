@@ -9,8 +9,12 @@
 //! a batch (`batch_spans`) or every `flush`, encodes the OTLP request straight from the records
 //! (resource and scope once per request, times turned into wall-clock time with one pair of clock
 //! reads per batch) and POSTs it as an OTLP/HTTP protobuf `ExportTraceServiceRequest` to
-//! `ENDPOINT/v1/traces`. A batch the collector refuses or cannot take in time (down, slow, 503)
-//! is dropped and counted: there is no retry buffer to grow while a collector is away.
+//! `ENDPOINT/v1/traces` over one HTTP/1.1 connection kept alive from batch to batch. A batch the
+//! collector refuses or cannot take in time (down, slow, 503) is dropped and counted: there is no
+//! retry buffer to grow while a collector is away. A throttling answer (429, 502, 503, 504) pauses
+//! exports for its `Retry-After` seconds, a failure without one for a backoff from 100 ms doubling
+//! to 30 s; while paused, batches are counted as failed without being encoded, so a saturated
+//! collector costs the proxy little more than the records.
 //!
 //! Sampling: a statement is traced when the caller's `traceparent` has the sampled flag (the proxy
 //! span then joins the caller's trace), when it failed, when it took at least `slow`, or else with
@@ -520,7 +524,8 @@ pub struct ExportStats {
     pub dropped: AtomicU64,
     /// Spans the collector accepted.
     pub sent: AtomicU64,
-    /// Spans in batches the collector refused or could not take.
+    /// Spans in batches the collector refused or could not take, and spans dropped (or not
+    /// made) while exports were paused after such a batch.
     pub failed: AtomicU64,
 }
 
@@ -531,6 +536,8 @@ struct Lane {
     spans: Vec<SpanRecord>,
     queued: u64,
     dropped: u64,
+    /// Spans not made while exports were paused (counted as failed).
+    unmade: u64,
 }
 
 /// A lane on its own cache line, so that executors pushing into different lanes do not share one.
@@ -549,6 +556,9 @@ struct Queue {
     wake_at: usize,
     exporter: OnceLock<std::thread::Thread>,
     closed: AtomicBool,
+    /// Exports are paused (the collector asked to wait, or cannot be reached): the executors
+    /// make no spans meanwhile, only count them.
+    paused: AtomicBool,
 }
 
 fn lock(l: &PaddedLane) -> std::sync::MutexGuard<'_, Lane> {
@@ -609,6 +619,7 @@ impl Exporter {
                 .max(1),
             exporter: OnceLock::new(),
             closed: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         });
         let stats = Arc::new(ExportStats::default());
         let (s, st, q) = (settings.clone(), stats.clone(), queue.clone());
@@ -638,7 +649,26 @@ impl Exporter {
         error: bool,
         head: &HeadSampler,
     ) -> bool {
-        parent.is_some_and(|p| p.sampled) || error || took >= self.settings.slow || head.sample()
+        (parent.is_some_and(|p| p.sampled) || error || took >= self.settings.slow || head.sample())
+            && self.accepting()
+    }
+
+    /// Whether spans are made now: not while exports are paused (the collector asked to wait or
+    /// cannot be reached), when a span would only be dropped; it is counted as failed instead.
+    /// Ask it only for a span that would otherwise be made (one load of a flag).
+    #[inline]
+    pub fn accepting(&self) -> bool {
+        if !self.queue.paused.load(Relaxed) {
+            return true;
+        }
+        self.count_unmade();
+        false
+    }
+
+    #[cold]
+    fn count_unmade(&self) {
+        let q = &*self.queue;
+        lock(&q.lanes[lane_index() & (q.lanes.len() - 1)]).unmade += 1;
     }
 
     /// A head sampler at this exporter's `head_sample_percent` (one per connection or core).
@@ -912,8 +942,12 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
     let mut spare: Vec<Vec<SpanRecord>> = Vec::new();
     let mut taken: Vec<Vec<SpanRecord>> = Vec::new();
     let mut body = Vec::new();
+    let mut sender = Sender::new(s);
     loop {
-        let deadline = Instant::now() + s.flush;
+        let mut deadline = Instant::now() + s.flush;
+        if let Some(until) = sender.paused_until {
+            deadline = deadline.min(until);
+        }
         loop {
             let closed = q.closed.load(Relaxed);
             let full = q.lanes.iter().any(|l| lock(l).spans.len() >= q.wake_at);
@@ -923,11 +957,15 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
             }
             std::thread::park_timeout(deadline - now);
         }
-        let (mut queued, mut dropped) = (0, 0);
+        if !sender.paused(Instant::now()) {
+            q.paused.store(false, Relaxed);
+        }
+        let (mut queued, mut dropped, mut unmade) = (0, 0, 0);
         for lane in &*q.lanes {
             let mut l = lock(lane);
             queued += std::mem::take(&mut l.queued);
             dropped += std::mem::take(&mut l.dropped);
+            unmade += std::mem::take(&mut l.unmade);
             if !l.spans.is_empty() {
                 let fresh = spare.pop().unwrap_or_default();
                 taken.push(std::mem::replace(&mut l.spans, fresh));
@@ -935,14 +973,23 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         }
         stats.queued.fetch_add(queued, Relaxed);
         stats.dropped.fetch_add(dropped, Relaxed);
+        stats.failed.fetch_add(unmade, Relaxed);
         for mut spans in taken.drain(..) {
             for chunk in spans.chunks(q.batch) {
                 let n = chunk.len() as u64;
+                // While the collector has asked to wait (or cannot be reached), batches are
+                // counted as failed without being encoded: a saturated collector costs the
+                // proxy nothing but the records.
+                if sender.paused(Instant::now()) {
+                    stats.failed.fetch_add(n, Relaxed);
+                    continue;
+                }
                 let at = encode_records_into(&mut body, &s.service_name, chunk, &Clock::now());
-                match post(s, &body[at..]) {
+                match sender.send(&body[at..]) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, spans = n, "span export failed; dropped");
+                        q.paused.store(sender.paused_until.is_some(), Relaxed);
                         stats.failed.fetch_add(n, Relaxed)
                     }
                 };
@@ -956,44 +1003,251 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
     }
 }
 
-/// POSTs one export request; Ok only for a 2xx answer.
-fn post(s: &Tracing, body: &[u8]) -> std::io::Result<()> {
-    let host = s.endpoint.strip_prefix("http://").unwrap_or(&s.endpoint);
+/// Connect, write and read timeout of one export request.
+const POST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first pause after a failure the collector gave no `Retry-After` for (doubled per further
+/// failure in a row, up to [`MAX_PAUSE`]).
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause (a longer `Retry-After` is cut to it).
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// Response head bytes read, at most.
+const MAX_RESPONSE_HEAD: usize = 8 << 10;
+/// A response body longer than this is not read: the connection is closed instead.
+const MAX_RESPONSE_BODY: usize = 64 << 10;
+
+/// The exporter's HTTP/1.1 client: one connection to the collector kept alive from request to
+/// request (a fresh connection per batch cost a handshake and a teardown each), and a pause after
+/// a refusal. A 429, 502, 503 or 504 pauses exports for the answer's `Retry-After` seconds (the
+/// collector of `furrow control` says 1 when its ingest queue is full), a failure without it for
+/// a backoff doubling from [`FIRST_PAUSE`]; during a pause batches are dropped and counted
+/// unencoded, as the OTLP specification asks of exporters facing a throttling receiver.
+struct Sender {
+    host: String,
+    /// The request head up to (not including) `Content-Length`.
+    head: Vec<u8>,
+    conn: Option<TcpStream>,
+    paused_until: Option<Instant>,
+    backoff: Duration,
+    buf: Vec<u8>,
+}
+
+/// What the collector answered.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    /// The connection may carry the next request.
+    keep: bool,
+}
+
+impl Sender {
+    fn new(s: &Tracing) -> Sender {
+        let host = s
+            .endpoint
+            .strip_prefix("http://")
+            .unwrap_or(&s.endpoint)
+            .to_string();
+        let mut head = format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n"
+        );
+        if let Some(t) = &s.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        Sender {
+            host,
+            head: head.into_bytes(),
+            conn: None,
+            paused_until: None,
+            backoff: FIRST_PAUSE,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Whether exports wait at `now`.
+    fn paused(&mut self, now: Instant) -> bool {
+        match self.paused_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.paused_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// POSTs one export request; Ok only for a 2xx answer. A refusal or a failure starts a pause.
+    fn send(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let reused = self.conn.is_some();
+        let mut r = self.exchange(body);
+        // A kept connection the collector closed while idle fails at once, before any answer:
+        // one more try on a fresh connection.
+        if reused && matches!(&r, Err((_, false))) {
+            r = self.exchange(body);
+        }
+        match r {
+            Ok(a) if (200..300).contains(&a.status) => {
+                self.backoff = FIRST_PAUSE;
+                Ok(())
+            }
+            Ok(a) => {
+                if matches!(a.status, 429 | 502 | 503 | 504) {
+                    self.pause(a.retry_after);
+                }
+                Err(std::io::Error::other(format!(
+                    "collector answered {}",
+                    a.status
+                )))
+            }
+            Err((e, _)) => {
+                self.pause(None);
+                Err(e)
+            }
+        }
+    }
+
+    fn pause(&mut self, retry_after: Option<Duration>) {
+        let wait = match retry_after {
+            Some(d) => d.min(MAX_PAUSE),
+            None => {
+                let d = self.backoff;
+                self.backoff = (d * 2).min(MAX_PAUSE);
+                d
+            }
+        };
+        self.paused_until = Some(Instant::now() + wait);
+    }
+
+    /// One request and its answer; an error says whether any of the answer had arrived.
+    fn exchange(&mut self, body: &[u8]) -> Result<Answer, (std::io::Error, bool)> {
+        let out = self.exchange_on(body);
+        match &out {
+            Ok(a) if a.keep => {}
+            _ => self.conn = None,
+        }
+        out
+    }
+
+    fn exchange_on(&mut self, body: &[u8]) -> Result<Answer, (std::io::Error, bool)> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.host).map_err(|e| (e, false))?);
+        }
+        let Some(c) = self.conn.as_mut() else {
+            unreachable!("connected above")
+        };
+        let mut head = std::mem::take(&mut self.buf);
+        head.clear();
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(b"Content-Length: ");
+        head.extend_from_slice(codec::decimal(body.len() as u64, &mut [0u8; 20]));
+        head.extend_from_slice(b"\r\n\r\n");
+        let sent = c.write_all(&head).and_then(|()| c.write_all(body));
+        self.buf = head;
+        sent.map_err(|e| (e, false))?;
+        read_answer(c, &mut self.buf)
+    }
+}
+
+fn connect(host: &str) -> std::io::Result<TcpStream> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
         .next()
         .ok_or_else(|| std::io::Error::other("endpoint resolves to nothing"))?;
-    let timeout = Duration::from_secs(2);
-    let mut c = TcpStream::connect_timeout(&addr, timeout)?;
-    c.set_write_timeout(Some(timeout))?;
-    c.set_read_timeout(Some(timeout))?;
+    let c = TcpStream::connect_timeout(&addr, POST_TIMEOUT)?;
+    c.set_write_timeout(Some(POST_TIMEOUT))?;
+    c.set_read_timeout(Some(POST_TIMEOUT))?;
     c.set_nodelay(true)?;
-    let mut head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/x-protobuf\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = &s.token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    c.write_all(head.as_bytes())?;
-    c.write_all(body)?;
-    // The status line is all that matters; read at most a little of the answer.
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        let r = c.read(&mut buf[n..])?;
-        if r == 0 {
-            break;
+    Ok(c)
+}
+
+/// Reads an HTTP/1.1 answer's head and, when its length is given and small, its body (so the
+/// connection can carry the next request).
+fn read_answer(c: &mut impl Read, buf: &mut Vec<u8>) -> Result<Answer, (std::io::Error, bool)> {
+    buf.clear();
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        let n = c.read(&mut chunk).map_err(|e| (e, !buf.is_empty()))?;
+        if n == 0 {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the collector closed the connection without a complete answer",
+            );
+            return Err((e, !buf.is_empty()));
         }
-        n += r;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err((
+                std::io::Error::other("the collector's answer head is too long"),
+                true,
+            ));
+        }
+    };
+    let mut a = parse_answer(&buf[..end]).map_err(|e| (std::io::Error::other(e), true))?;
+    match a.1 {
+        Some(len) if a.0.keep && len <= MAX_RESPONSE_BODY => {
+            let mut left = len.saturating_sub(buf.len() - end);
+            while left > 0 {
+                let n = c
+                    .read(&mut chunk[..left.min(1024)])
+                    .map_err(|e| (e, true))?;
+                if n == 0 {
+                    a.0.keep = false;
+                    break;
+                }
+                left -= n;
+            }
+        }
+        _ => a.0.keep = false,
     }
-    let line = std::str::from_utf8(&buf[..n]).unwrap_or("");
-    match line.split(' ').nth(1) {
-        Some(code) if code.starts_with('2') => Ok(()),
-        Some(code) => Err(std::io::Error::other(format!("collector answered {code}"))),
-        None => Err(std::io::Error::other("no HTTP status from the collector")),
+    Ok(a.0)
+}
+
+/// The status, `Retry-After` (seconds), whether the connection stays open and the body's length
+/// of an HTTP/1.x answer head.
+fn parse_answer(head: &[u8]) -> Result<(Answer, Option<usize>), &'static str> {
+    let text = std::str::from_utf8(head).map_err(|_| "answer head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let status = parts
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|_| version.starts_with("HTTP/1."))
+        .ok_or("no HTTP status from the collector")?;
+    let mut a = Answer {
+        status,
+        retry_after: None,
+        keep: version == "HTTP/1.1",
+    };
+    let mut len = None;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            len = Some(v.parse::<usize>().map_err(|_| "invalid Content-Length")?);
+        } else if k.eq_ignore_ascii_case("retry-after") {
+            // Seconds only; an HTTP date is taken as no advice.
+            a.retry_after = v.parse::<u64>().ok().map(Duration::from_secs);
+        } else if k.eq_ignore_ascii_case("connection") {
+            if v.eq_ignore_ascii_case("close") {
+                a.keep = false;
+            } else if v.eq_ignore_ascii_case("keep-alive") {
+                a.keep = true;
+            }
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            // A chunked body is not read: the connection is not reused.
+            len = None;
+            a.keep = false;
+        }
     }
+    if len.is_none() {
+        a.keep = false;
+    }
+    Ok((a, len))
 }
 
 /// The process's exporter, made once from the config the process started with (changing
@@ -1256,12 +1510,8 @@ mod tests {
         assert!((49_000..=51_000).contains(&n), "{n}");
     }
 
-    /// The exporter thread takes the records out of the lanes and POSTs them: a one-connection
-    /// HTTP collector on a loopback port reads what arrives.
-    #[test]
-    fn recorded_spans_reach_the_collector() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let settings = Tracing {
+    fn settings_for(l: &std::net::TcpListener, batch: usize) -> Tracing {
+        Tracing {
             enabled: true,
             endpoint: format!("http://{}", l.local_addr().unwrap()),
             token: Some("t0k".into()),
@@ -1269,52 +1519,241 @@ mod tests {
             head_sample_percent: 100,
             slow: Duration::from_secs(1),
             queue_spans: 1000,
-            batch_spans: 3,
+            batch_spans: batch,
             flush: Duration::from_millis(20),
-        };
-        let e = Exporter::start(settings).unwrap();
-        for _ in 0..3 {
-            e.record(record(None, Instant::now()));
         }
-        let mut spans = 0;
-        while spans < 3 {
-            let (mut c, _) = l.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            let body = loop {
-                let n = c.read(&mut buf).unwrap();
-                assert!(n > 0, "connection closed early");
-                req.extend_from_slice(&buf[..n]);
-                let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&req[..end]).to_string();
-                assert!(head.contains("Authorization: Bearer t0k"), "{head}");
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                if req.len() >= end + 4 + len {
-                    break req[end + 4..end + 4 + len].to_vec();
-                }
+    }
+
+    /// Reads one export request from `c` (None when the exporter closed the connection first)
+    /// and returns the spans' count.
+    fn read_request(c: &mut TcpStream) -> Option<usize> {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        let body = loop {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                assert!(req.is_empty(), "connection closed inside a request");
+                return None;
+            }
+            req.extend_from_slice(&buf[..n]);
+            let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
             };
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            let head = String::from_utf8_lossy(&req[..end]).to_string();
+            assert!(head.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("Authorization: Bearer t0k"), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
                 .unwrap();
-            let got = otlp::decode_export(&body).unwrap();
-            assert_eq!(got[0].service_name(), "svc");
-            spans += got[0].spans.len();
-            assert!(got[0].spans.iter().all(|s| s.name == "GET"));
-        }
-        assert_eq!(spans, 3);
+            if req.len() >= end + 4 + len {
+                assert_eq!(req.len(), end + 4 + len, "one request at a time");
+                break req[end + 4..].to_vec();
+            }
+        };
+        let got = otlp::decode_export(&body).unwrap();
+        assert_eq!(got[0].service_name(), "svc");
+        assert!(got[0].spans.iter().all(|s| s.name == "GET"));
+        Some(got[0].spans.len())
+    }
+
+    fn wait_for(what: &AtomicU64, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while e.stats.sent.load(Relaxed) < 3 && Instant::now() < deadline {
+        while what.load(Relaxed) < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(e.stats.sent.load(Relaxed), 3);
-        assert_eq!(e.stats.queued.load(Relaxed), 3);
+    }
+
+    /// The exporter thread takes the records out of the lanes and POSTs them. This collector
+    /// closes each connection after one answer (as an HTTP/1.0 server might): every batch after
+    /// the first finds its kept connection closed and goes again on a fresh one.
+    #[test]
+    fn recorded_spans_reach_the_collector() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = Exporter::start(settings_for(&l, 3)).unwrap();
+        let mut spans = 0;
+        for round in 0..3 {
+            for _ in 0..3 {
+                e.record(record(None, Instant::now()));
+            }
+            let (mut c, _) = l.accept().unwrap();
+            spans += read_request(&mut c).unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            drop(c);
+            wait_for(&e.stats.sent, 3 * (round + 1));
+        }
+        assert_eq!(spans, 9);
+        assert_eq!(e.stats.sent.load(Relaxed), 9);
+        assert_eq!(e.stats.queued.load(Relaxed), 9);
         assert_eq!(e.stats.dropped.load(Relaxed), 0);
+        assert_eq!(e.stats.failed.load(Relaxed), 0);
+    }
+
+    /// Batch after batch goes over one kept-alive connection (one accept for several requests).
+    #[test]
+    fn batches_share_one_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = Exporter::start(settings_for(&l, 2)).unwrap();
+        let e2 = e.clone();
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..4 {
+                e2.record(record(None, Instant::now()));
+                e2.record(record(None, Instant::now()));
+                std::thread::sleep(Duration::from_millis(60));
+            }
+        });
+        let (mut c, _) = l.accept().unwrap();
+        let mut spans = 0;
+        let mut requests = 0;
+        while spans < 8 {
+            spans += read_request(&mut c).expect("the connection stays open");
+            requests += 1;
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\n\x0a\x00")
+                .unwrap();
+        }
+        feeder.join().unwrap();
+        assert!(requests >= 2, "{requests} requests");
+        wait_for(&e.stats.sent, 8);
+        assert_eq!(e.stats.sent.load(Relaxed), 8);
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "no second connection");
+    }
+
+    /// A 503 with `Retry-After: 1` pauses exports for a second: the batches of that second are
+    /// counted as failed and never reach the collector; the first batch after it is sent.
+    #[test]
+    fn a_throttling_answer_pauses_exports() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = Exporter::start(settings_for(&l, 1)).unwrap();
+        e.record(record(None, Instant::now()));
+        let (mut c, _) = l.accept().unwrap();
+        assert_eq!(read_request(&mut c), Some(1));
+        let refused_at = Instant::now();
+        c.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nfull",
+        )
+        .unwrap();
+        wait_for(&e.stats.failed, 1);
+        // The executors make no span meanwhile (one counted here); records already made are
+        // counted without being sent.
+        assert!(!e.accepting());
+        for _ in 0..5 {
+            e.record(record(None, Instant::now()));
+        }
+        wait_for(&e.stats.failed, 7);
+        assert_eq!(
+            e.stats.failed.load(Relaxed),
+            7,
+            "refused, one unmade, five paused"
+        );
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(1),
+            "counted during the pause"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !e.accepting() {
+            assert!(Instant::now() < deadline, "the pause ends");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            refused_at.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            refused_at.elapsed()
+        );
+        let unmade = e.stats.failed.load(Relaxed) - 7;
+        e.record(record(None, Instant::now()));
+        assert_eq!(
+            read_request(&mut c),
+            Some(1),
+            "the kept connection, after the pause"
+        );
+        c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        wait_for(&e.stats.sent, 1);
+        assert_eq!(e.stats.sent.load(Relaxed), 1);
+        assert_eq!(e.stats.failed.load(Relaxed), 7 + unmade);
+    }
+
+    /// A collector that cannot be reached pauses exports too, for a backoff that doubles.
+    #[test]
+    fn an_unreachable_collector_is_retried_after_a_backoff() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = settings_for(&l, 1);
+        drop(l);
+        let mut s = Sender::new(&settings);
+        assert!(s.send(b"x").is_err());
+        let now = Instant::now();
+        assert!(s.paused(now));
+        assert!(!s.paused(now + FIRST_PAUSE));
+        assert!(s.send(b"x").is_err());
+        assert!(s.paused(Instant::now() + FIRST_PAUSE), "doubled");
+        assert!(!s.paused(Instant::now() + 2 * FIRST_PAUSE + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn answers_say_whether_the_connection_is_kept() {
+        let p = |h: &str| parse_answer(h.as_bytes());
+        let (a, len) = p("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(
+            (a.status, a.keep, a.retry_after, len),
+            (200, true, None, Some(12))
+        );
+        let (a, _) = p("HTTP/1.1 503 Busy\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert_eq!(
+            (a.status, a.keep, a.retry_after),
+            (503, true, Some(Duration::from_secs(7)))
+        );
+        let (a, _) = p("HTTP/1.1 429 Slow\r\nRetry-After: Wed, 21 Oct 2026 07:28:00 GMT\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(a.retry_after, None, "a date is no advice");
+        for closing in [
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(!p(closing).unwrap().0.keep, "{closing}");
+        }
+        assert!(
+            p("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .0
+                .keep
+        );
+        for bad in [
+            "",
+            "SSH-2.0\r\n\r\n",
+            "HTTP/1.1 abc\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+        // A body is read only to its length; a longer one closes the connection instead.
+        let mut buf = Vec::new();
+        let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        assert!(read_answer(&mut r, &mut buf).unwrap().keep);
+        // The body arriving after the head is read to its end.
+        let mut r = std::io::Read::chain(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\na"[..],
+            &b"bcNEXT"[..],
+        );
+        assert!(read_answer(&mut r, &mut buf).unwrap().keep);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"NEXT");
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_RESPONSE_BODY + 1
+        );
+        assert!(!read_answer(&mut big.as_bytes(), &mut buf).unwrap().keep);
+        let mut cut: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab";
+        assert!(!read_answer(&mut cut, &mut buf).unwrap().keep);
+        let mut none: &[u8] = b"";
+        assert!(matches!(read_answer(&mut none, &mut buf), Err((_, false))));
+        let mut half: &[u8] = b"HTTP/1.1 2";
+        assert!(matches!(read_answer(&mut half, &mut buf), Err((_, true))));
     }
 
     #[test]
