@@ -127,6 +127,12 @@ pub struct Opts {
     /// --max-requests.
     #[arg(long)]
     pub callgrind: bool,
+    /// Niceness of the span collector the traced targets (`furrow-traced`, `furrow-traced-1pct`)
+    /// export to. At 0 (the default) it competes for the cores with the load, the backends and the
+    /// proxy, so their throughput also pays for the collector's ingest; at 19 it runs on spare CPU
+    /// only, as a collector on its own machine would, and the rows show the proxy's own cost.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub collector_nice: i32,
     /// Idle Redis client connections opened together at the end of the `redis` suite to measure
     /// memory per connection of each proxy (0: skip).
     #[arg(long, default_value_t = 5000)]

@@ -533,7 +533,7 @@ fn start_furrow_traced(
 ) -> Result<Target, String> {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
-    let collector = targets::start_collector(bin, &sub)?;
+    let collector = targets::start_collector(bin, &sub, opts.collector_nice)?;
     let conf = targets::with_tracing(conf, collector.addr, percent);
     let mut t = targets::start_furrow(
         bin,

@@ -421,10 +421,11 @@ impl Collector {
     }
 }
 
-/// Starts `bin control` as the span collector, its files in `dir`.
-pub fn start_collector(bin: &Path, dir: &Path) -> Result<Collector, String> {
+/// Starts `bin control` as the span collector, its files in `dir`, at niceness `nice` (through
+/// `nice(1)` unless 0).
+pub fn start_collector(bin: &Path, dir: &Path, nice: i32) -> Result<Collector, String> {
     let port = lease()?;
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--log",
         "warn",
         "control",
@@ -440,7 +441,20 @@ pub fn start_collector(bin: &Path, dir: &Path) -> Result<Collector, String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let proc = Proc::spawn(bin, &args, dir.join("collector.log"))?;
+    let proc = if nice == 0 {
+        Proc::spawn(bin, &args, dir.join("collector.log"))?
+    } else {
+        let nice_bin = crate::tools::find("nice").ok_or("nice not found")?;
+        args.splice(
+            0..0,
+            [
+                "-n".to_string(),
+                nice.to_string(),
+                bin.display().to_string(),
+            ],
+        );
+        Proc::spawn(&nice_bin, &args, dir.join("collector.log"))?
+    };
     let mut c = Collector {
         addr: port.addr(),
         proc,
