@@ -431,6 +431,46 @@ fn a_scatter_statement_has_a_child_span_per_shard() {
     assert_eq!(shards, ["s0", "s1"], "{tree}");
 }
 
+/// A collector and a Furrow with one Redis listener (`cache`, group `c`) over `servers` (named
+/// `r1`, `r2`, ...), exporting its spans at `head_percent` % head sampling (`slow_ms` out of reach).
+struct TracedRedis {
+    control: Control,
+    _proxy: FurrowProcess,
+    admin: u16,
+    redis: u16,
+    _ports: Vec<testkit::PortLease>,
+}
+
+impl TracedRedis {
+    fn start(servers: &[&testkit::RedisServer], head_percent: u8) -> TracedRedis {
+        let ports: Vec<_> = (0..3)
+            .map(|_| testkit::reserve_port().expect("port"))
+            .collect();
+        let (admin, redis, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
+        let control = Control::start(ctl);
+        let list: Vec<String> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{{ name = \"r{}\", address = \"{}\" }}", i + 1, r.addr()))
+            .collect();
+        let cfg = format!(
+            "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
+             [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
+             [redis_groups.c]\nservers = [{}]\n\n\
+             [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
+             head_sample_percent = {head_percent}\nslow_ms = 60000\nflush_ms = 50\n",
+            list.join(", "),
+        );
+        TracedRedis {
+            control,
+            _proxy: FurrowProcess::start(&cfg, admin),
+            admin,
+            redis,
+            _ports: ports,
+        }
+    }
+}
+
 /// A Redis command split over servers (MSET over two shards) has a span per server part, each a child
 /// of the connection's `FURROW TRACEPARENT` context; a malformed context is refused. A failed command
 /// without a context is traced although nothing is head-sampled; a successful one is not.
@@ -438,21 +478,8 @@ fn a_scatter_statement_has_a_child_span_per_shard() {
 fn a_split_redis_command_has_a_span_per_server() {
     let r1 = testkit::RedisServer::start().expect("redis");
     let r2 = testkit::RedisServer::start().expect("redis");
-    let ports: Vec<_> = (0..3)
-        .map(|_| testkit::reserve_port().expect("port"))
-        .collect();
-    let (admin, redis, ctl) = (ports[0].port(), ports[1].port(), ports[2].port());
-    let control = Control::start(ctl);
-    let cfg = format!(
-        "[proxy]\nexecutors = 1\nadmin = \"127.0.0.1:{admin}\"\n\n\
-         [[listeners]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"127.0.0.1:{redis}\"\ngroup = \"c\"\n\n\
-         [redis_groups.c]\nservers = [{{ name = \"r1\", address = \"{}\" }}, {{ name = \"r2\", address = \"{}\" }}]\n\n\
-         [tracing]\nendpoint = \"http://127.0.0.1:{ctl}\"\ntoken = \"{TOKEN}\"\n\
-         head_sample_percent = 0\nslow_ms = 60000\nflush_ms = 50\n",
-        r1.addr(),
-        r2.addr(),
-    );
-    let _proxy = FurrowProcess::start(&cfg, admin);
+    let t = TracedRedis::start(&[&r1, &r2], 0);
+    let (control, redis) = (&t.control, t.redis);
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let tp = format!("00-{trace_id}-b7ad6b7169203331-01");
     let mut mset = vec!["MSET".to_string()];
@@ -531,6 +558,47 @@ fn a_split_redis_command_has_a_span_per_server() {
     assert_eq!(span["attributes"]["client.address"], "127.0.0.1", "{tree}");
     let sets = control.json("/v1/trace/search?service=furrow-proxy&operation=SET");
     assert_eq!(sets["traces"].as_array().map(Vec::len), Some(0), "{sets}");
+}
+
+/// At 100 % head sampling and without a caller's context every command gets a root span made at
+/// its reply (`Dest::Sampled`: no wrapper), a failed one with status error, each naming its
+/// command, server, client and reply size.
+#[test]
+fn head_sampled_commands_get_root_spans() {
+    let r1 = testkit::RedisServer::start().expect("redis");
+    let t = TracedRedis::start(&[&r1], 100);
+    let (control, redis, admin) = (&t.control, t.redis, t.admin);
+    assert_eq!(common::redis_cli(redis, &["SET", "hs", "value"]), "OK");
+    assert_eq!(common::redis_cli(redis, &["GET", "hs"]), "value");
+    assert!(common::redis_cli(redis, &["INCR", "hs"]).contains("not an integer"));
+    let span_of = |op: &str| {
+        let mut found = Json::Null;
+        wait_until(Duration::from_secs(15), || {
+            found = control.json(&format!(
+                "/v1/trace/search?service=furrow-proxy&operation={op}"
+            ));
+            found["traces"].as_array().is_some_and(|t| t.len() == 1)
+        });
+        let id = found["traces"][0]["trace_id"].as_str().unwrap().to_string();
+        let (_, body) = control.get(&format!("/v1/trace/traces/{id}"));
+        let tree: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(tree["spans"], 1, "{tree}");
+        let span = tree["roots"][0].clone();
+        assert_eq!(span["name"], op, "{tree}");
+        assert!(span.get("parent_id").is_none(), "a root: {tree}");
+        assert_eq!(span["attributes"]["furrow.backend"], "r1", "{tree}");
+        assert_eq!(span["attributes"]["peer.service"], "redis:r1", "{tree}");
+        assert_eq!(span["attributes"]["client.address"], "127.0.0.1", "{tree}");
+        assert_eq!(span["attributes"]["furrow.listener"], "cache", "{tree}");
+        span
+    };
+    let get = span_of("GET");
+    assert_ne!(get["status"], "error", "{get}");
+    // `$5\r\nvalue\r\n`
+    assert_eq!(get["attributes"]["furrow.reply_bytes"], 11, "{get}");
+    assert_ne!(span_of("SET")["status"], "error");
+    assert_eq!(span_of("INCR")["status"], "error");
+    assert!(info_field(admin, "trace_spans_sent") >= 3);
 }
 
 /// A proxy sending with an ingest-only token (a user whose only grant is level `none` with

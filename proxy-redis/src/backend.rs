@@ -124,6 +124,10 @@ pub enum Dest {
     Id(Arc<AtomicI64>),
     /// Another destination whose command is traced (`[tracing]`; see `crate::trace`).
     Traced(Box<crate::trace::Traced>),
+    /// The whole reply of a client's command that is head-sampled and has no caller's context
+    /// (`[tracing]`): its root span is made at the reply from what the reply path already holds
+    /// (the command, the server, the times), so it carries nothing more than [`Dest::Whole`].
+    Sampled(Rc<Client>, u64),
     /// Another destination whose reply size is sampled for big keys (1 keyed command in
     /// `crate::metrics::REPLY_SAMPLE_EVERY`; see [`SizedReply`]).
     Sized(Box<SizedReply>),
@@ -174,14 +178,18 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
             true,
         ),
         Dest::Sized(s) => unwrap_dest(s.finish(r.bytes, metrics), r, metrics, traced),
+        Dest::Sampled(c, seq) => {
+            if let Some(t) = c.trace.get() {
+                crate::trace::sampled_reply(t, &r.reply());
+            }
+            Dest::Whole(c, seq)
+        }
         Dest::Whole(c, seq) => {
             if !traced
                 && let Some(t) = c.trace.get()
                 && r.untraced_spans
             {
-                crate::trace::unsampled_reply(
-                    t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
-                );
+                crate::trace::unsampled_reply(t, &r.reply());
             }
             Dest::Whole(c, seq)
         }
@@ -190,9 +198,7 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
                 && let Some(t) = c.trace.get()
                 && r.untraced_spans
             {
-                crate::trace::unsampled_reply(
-                    t, r.cmd, r.server, r.start, r.took, r.bytes, r.is_err,
-                );
+                crate::trace::unsampled_reply(t, &r.reply());
             }
             Dest::Part(c, seq, part)
         }
@@ -211,6 +217,20 @@ struct ReplyFacts<'a> {
     /// Whether a failed or slow reply that was not head-sampled is traced all the same: not on
     /// the connections without reply timeouts (blocking commands, slow by design).
     untraced_spans: bool,
+}
+
+impl<'a> ReplyFacts<'a> {
+    /// The reply as its span records it.
+    fn reply(&self) -> crate::trace::Reply<'a> {
+        crate::trace::Reply {
+            cmd: self.cmd,
+            server: self.server,
+            start: self.start,
+            took: self.took,
+            reply_bytes: self.bytes,
+            is_err: self.is_err,
+        }
+    }
 }
 
 /// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
@@ -241,12 +261,13 @@ impl Then {
                 .to_string(),
         )
         .reply();
-        deliver_error(self.dest, &msg);
+        deliver_error(self.dest, &msg, self.cmd, &self.conn.server);
     }
 }
 
-/// Hands an error reply to a client destination (others drop it).
-fn deliver_error(dest: Dest, msg: &[u8]) {
+/// Hands an error reply to a client destination (others drop it); `cmd` sent to `server` is what
+/// a [`Dest::Sampled`]'s span names.
+fn deliver_error(dest: Dest, msg: &[u8], cmd: &'static str, server: &ServerInfo) {
     match dest {
         Dest::Whole(c, seq) => {
             c.q.borrow_mut().deliver(seq, msg);
@@ -256,12 +277,28 @@ fn deliver_error(dest: Dest, msg: &[u8]) {
             c.q.borrow_mut().deliver_part(seq, part, msg);
             c.wake.notify();
         }
-        Dest::Then(t) => deliver_error(t.dest, msg),
+        Dest::Then(t) => deliver_error(t.dest, msg, t.cmd, &t.conn.server),
         d @ Dest::Traced(_) => deliver_error(
             crate::trace::unwrap(d, Instant::now(), Duration::ZERO, msg.len(), true),
             msg,
+            cmd,
+            server,
         ),
-        Dest::Sized(s) => deliver_error(s.dest, msg),
+        Dest::Sampled(c, seq) => {
+            if let Some(t) = c.trace.get() {
+                let r = crate::trace::Reply {
+                    cmd,
+                    server,
+                    start: Instant::now(),
+                    took: Duration::ZERO,
+                    reply_bytes: msg.len(),
+                    is_err: true,
+                };
+                crate::trace::sampled_reply(t, &r);
+            }
+            deliver_error(Dest::Whole(c, seq), msg, cmd, server)
+        }
+        Dest::Sized(s) => deliver_error(s.dest, msg, cmd, server),
         Dest::Discard | Dest::Init | Dest::Id(_) => {}
     }
 }
@@ -873,7 +910,8 @@ impl BackendConn {
                         cell.store(id, Relaxed);
                     }
                 }
-                Dest::Traced(_) | Dest::Sized(_) => {}
+                // Unwrapped above.
+                Dest::Traced(_) | Dest::Sized(_) | Dest::Sampled(..) => {}
                 Dest::Then(t) => t.resume(frame, entry.start),
                 Dest::Init => {
                     if is_err {
@@ -949,8 +987,13 @@ impl BackendConn {
                     c.q.borrow_mut().deliver_part(seq, part, &msg);
                     c.wake.notify();
                 }
-                Dest::Then(t) => deliver_error(t.dest, &msg),
-                Dest::Discard | Dest::Init | Dest::Id(_) | Dest::Traced(_) | Dest::Sized(_) => {}
+                Dest::Then(t) => deliver_error(t.dest, &msg, t.cmd, &t.conn.server),
+                Dest::Discard
+                | Dest::Init
+                | Dest::Id(_)
+                | Dest::Traced(_)
+                | Dest::Sized(_)
+                | Dest::Sampled(..) => {}
             }
         }
     }

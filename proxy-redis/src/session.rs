@@ -958,7 +958,11 @@ impl Session {
         };
         match self.trace_parent.as_deref() {
             Some(p) => Self::wrap_traced(dest, c, Some(*p), name, server),
-            None if c.head_sampled() => Self::wrap_traced(dest, c, None, name, server),
+            None if c.head_sampled() => match dest {
+                // The common case: no wrapper, the span is made from the reply path's facts.
+                Dest::Whole(client, seq) => Dest::Sampled(client, seq),
+                d => Self::wrap_traced(d, c, None, name, server),
+            },
             None => dest,
         }
     }
