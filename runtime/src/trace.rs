@@ -1622,7 +1622,7 @@ mod tests {
         assert!(l.accept().is_err(), "no second connection");
     }
 
-    /// A 503 with `Retry-After: 1` pauses exports for a second: the batches of that second are
+    /// A 503 with `Retry-After: 3` pauses exports for three seconds: the batches of that time are
     /// counted as failed and never reach the collector; the first batch after it is sent.
     #[test]
     fn a_throttling_answer_pauses_exports() {
@@ -1633,7 +1633,7 @@ mod tests {
         assert_eq!(read_request(&mut c), Some(1));
         let refused_at = Instant::now();
         c.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nfull",
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Length: 4\r\n\r\nfull",
         )
         .unwrap();
         wait_for(&e.stats.failed, 1);
@@ -1650,16 +1650,16 @@ mod tests {
             "refused, one unmade, five paused"
         );
         assert!(
-            refused_at.elapsed() < Duration::from_secs(1),
+            refused_at.elapsed() < Duration::from_secs(3),
             "counted during the pause"
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(8);
         while !e.accepting() {
             assert!(Instant::now() < deadline, "the pause ends");
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(
-            refused_at.elapsed() >= Duration::from_millis(900),
+            refused_at.elapsed() >= Duration::from_millis(2900),
             "{:?}",
             refused_at.elapsed()
         );
@@ -1684,13 +1684,23 @@ mod tests {
         let settings = settings_for(&l, 1);
         drop(l);
         let mut s = Sender::new(&settings);
-        assert!(s.send(b"x").is_err());
-        let now = Instant::now();
-        assert!(s.paused(now));
-        assert!(!s.paused(now + FIRST_PAUSE));
-        assert!(s.send(b"x").is_err());
-        assert!(s.paused(Instant::now() + FIRST_PAUSE), "doubled");
-        assert!(!s.paused(Instant::now() + 2 * FIRST_PAUSE + Duration::from_millis(1)));
+        // The pause starts when the failure is seen: between the instants around the send.
+        let mut failed_pause = |s: &mut Sender| {
+            let before = Instant::now();
+            assert!(s.send(b"x").is_err());
+            let after = Instant::now();
+            let until = s.paused_until.expect("paused");
+            assert!(s.paused(until - Duration::from_nanos(1)));
+            (until - after, until - before)
+        };
+        let (min, max) = failed_pause(&mut s);
+        assert!(min <= FIRST_PAUSE && FIRST_PAUSE <= max, "{min:?} {max:?}");
+        assert!(!s.paused(Instant::now() + FIRST_PAUSE), "over");
+        let (min, max) = failed_pause(&mut s);
+        assert!(
+            min <= 2 * FIRST_PAUSE && 2 * FIRST_PAUSE <= max,
+            "doubled: {min:?} {max:?}"
+        );
     }
 
     #[test]
