@@ -1685,7 +1685,7 @@ mod tests {
         drop(l);
         let mut s = Sender::new(&settings);
         // The pause starts when the failure is seen: between the instants around the send.
-        let mut failed_pause = |s: &mut Sender| {
+        let failed_pause = |s: &mut Sender| {
             let before = Instant::now();
             assert!(s.send(b"x").is_err());
             let after = Instant::now();
