@@ -12,8 +12,8 @@
 //! `ENDPOINT/v1/traces` over one HTTP/1.1 connection kept alive from batch to batch. A batch the
 //! collector refuses or cannot take in time (down, slow, 503) is dropped and counted: there is no
 //! retry buffer to grow while a collector is away. A throttling answer (429, 502, 503, 504) pauses
-//! exports for its `Retry-After` seconds, a failure without one for a backoff from 100 ms doubling
-//! to 30 s; while paused, batches are counted as failed without being encoded, so a saturated
+//! exports for its `Retry-After` seconds, any other refusal or failure for a backoff from 100 ms
+//! doubling to 30 s; while paused, batches are counted as failed without being encoded, so a saturated
 //! collector costs the proxy little more than the records.
 //!
 //! Sampling: a statement is traced when the caller's `traceparent` has the sampled flag (the proxy
@@ -1018,9 +1018,9 @@ const MAX_RESPONSE_BODY: usize = 64 << 10;
 /// The exporter's HTTP/1.1 client: one connection to the collector kept alive from request to
 /// request (a fresh connection per batch cost a handshake and a teardown each), and a pause after
 /// a refusal. A 429, 502, 503 or 504 pauses exports for the answer's `Retry-After` seconds (the
-/// collector of `furrow control` says 1 when its ingest queue is full), a failure without it for
-/// a backoff doubling from [`FIRST_PAUSE`]; during a pause batches are dropped and counted
-/// unencoded, as the OTLP specification asks of exporters facing a throttling receiver.
+/// collector of `furrow control` says 1 when its ingest queue is full), any other refusal or
+/// failure for a backoff doubling from [`FIRST_PAUSE`]; during a pause batches are dropped and
+/// counted unencoded, as the OTLP specification asks of exporters facing a throttling receiver.
 struct Sender {
     host: String,
     /// The request head up to (not including) `Content-Length`.
@@ -1090,9 +1090,11 @@ impl Sender {
                 Ok(())
             }
             Ok(a) => {
-                if matches!(a.status, 429 | 502 | 503 | 504) {
-                    self.pause(a.retry_after);
-                }
+                // A throttling answer says how long to wait; any other refusal (a token the
+                // collector does not take, a body it cannot read) would refuse the next batch
+                // too: the backoff, rather than encoding and sending batches to be refused.
+                let throttled = matches!(a.status, 429 | 502 | 503 | 504);
+                self.pause(a.retry_after.filter(|_| throttled));
                 Err(std::io::Error::other(format!(
                     "collector answered {}",
                     a.status
@@ -1701,6 +1703,52 @@ mod tests {
             min <= 2 * FIRST_PAUSE && 2 * FIRST_PAUSE <= max,
             "doubled: {min:?} {max:?}"
         );
+    }
+
+    /// A refusal that is not throttling (here 401, a token the collector does not take) pauses
+    /// for the backoff, whatever `Retry-After` it carries; a success resets the backoff.
+    #[test]
+    fn other_refusals_pause_for_the_backoff() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = Sender::new(&settings_for(&l, 1));
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            for answer in [
+                &b"HTTP/1.1 401 Unauthorized\r\nRetry-After: 20\r\nContent-Length: 0\r\n\r\n"[..],
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            ] {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.ends_with(b"body") {
+                    let n = c.read(&mut buf).unwrap();
+                    assert!(n > 0);
+                    got.extend_from_slice(&buf[..n]);
+                }
+                c.write_all(answer).unwrap();
+            }
+        });
+        // The pause is `until - now` when the refusal is read: between these two bounds.
+        let refused = |s: &mut Sender| {
+            let before = Instant::now();
+            assert!(s.send(b"body").is_err());
+            let after = Instant::now();
+            let until = s.paused_until.expect("paused");
+            (until - after, until - before)
+        };
+        let within = |(min, max): (Duration, Duration), d: Duration| min <= d && d <= max;
+        assert!(
+            within(refused(&mut s), FIRST_PAUSE),
+            "the backoff, not 20 s"
+        );
+        s.paused_until = None;
+        assert!(within(refused(&mut s), 2 * FIRST_PAUSE), "doubled");
+        s.paused_until = None;
+        assert!(s.send(b"body").is_ok());
+        assert!(s.paused_until.is_none());
+        assert!(within(refused(&mut s), FIRST_PAUSE), "reset by the success");
+        server.join().unwrap();
     }
 
     #[test]
