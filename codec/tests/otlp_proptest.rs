@@ -1,6 +1,7 @@
 //! Property tests of the OTLP trace decoder: encode∘decode is the identity for generated requests,
 //! every prefix and every single-byte corruption of a valid request decodes or fails cleanly, and
-//! arbitrary bytes never panic. The fuzz corpus (`fuzz/corpus/otlp_export`) is replayed too.
+//! arbitrary bytes never panic. The fuzz corpora (`fuzz/corpus/otlp_export`, `otlp_http_answer`)
+//! are replayed too; the OTLP/HTTP answer head parser has its own properties at the end.
 
 use codec::otlp::{self, ResourceSpans, Span, Value};
 use proptest::collection::vec;
@@ -82,12 +83,66 @@ proptest! {
 
 #[test]
 fn fuzz_corpus_replays_cleanly() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/otlp_export");
-    let mut n = 0;
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let data = std::fs::read(e.unwrap().path()).unwrap();
-        otlp::fuzzing::export(&data).unwrap();
-        n += 1;
+    type Check = fn(&[u8]) -> Result<(), otlp::fuzzing::Violation>;
+    let corpus: [(&str, Check); 2] = [
+        ("otlp_export", otlp::fuzzing::export),
+        ("otlp_http_answer", otlp::fuzzing::answer_head),
+    ];
+    for (target, check) in corpus {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            check(&data).unwrap();
+            n += 1;
+        }
+        assert!(n >= 2, "only {n} corpus files in {}", dir.display());
     }
-    assert!(n >= 2, "only {n} corpus files in {}", dir.display());
+}
+
+proptest! {
+    /// The OTLP/HTTP answer head (`codec::otlp::http`): a head written from its parts parses back
+    /// to them, whatever other headers and case surround them, and arbitrary bytes never panic.
+    #[test]
+    fn answer_heads_parse_back(
+        status in 100u16..600,
+        retry in proptest::option::of(0u64..100_000),
+        len in proptest::option::of(0usize..1 << 20),
+        close in any::<bool>(),
+        upper in any::<bool>(),
+        noise in vec("[A-Za-z-]{1,12}: [ -~]{0,20}", 0..4),
+    ) {
+        let name = |s: &str| if upper { s.to_uppercase() } else { s.to_string() };
+        let mut head = format!("HTTP/1.1 {status} Reason phrase\r\n");
+        for n in &noise {
+            let key = n.split(':').next().unwrap_or("").to_ascii_lowercase();
+            if ["content-length", "retry-after", "connection", "transfer-encoding"].contains(&key.as_str()) {
+                continue;
+            }
+            head.push_str(n);
+            head.push_str("\r\n");
+        }
+        if let Some(r) = retry {
+            head.push_str(&format!("{}: {r}\r\n", name("Retry-After")));
+        }
+        if let Some(l) = len {
+            head.push_str(&format!("{}:{l}\r\n", name("Content-Length")));
+        }
+        if close {
+            head.push_str(&format!("{}: close\r\n", name("Connection")));
+        }
+        head.push_str("\r\nbody bytes");
+        let a = otlp::http::parse_answer_head(head.as_bytes()).unwrap();
+        prop_assert_eq!(a.status, status);
+        prop_assert_eq!(a.retry_after, retry.map(std::time::Duration::from_secs));
+        prop_assert_eq!(a.content_length, len);
+        prop_assert_eq!(a.reusable, !close && len.is_some());
+    }
+
+    #[test]
+    fn answer_heads_of_arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
+        let _ = otlp::http::parse_answer_head(&bytes);
+    }
 }

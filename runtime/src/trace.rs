@@ -989,7 +989,8 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, spans = n, "span export failed; dropped");
-                        q.paused.store(sender.paused_until.is_some(), Relaxed);
+                        // Every failure starts a pause (`Sender::send`).
+                        q.paused.store(true, Relaxed);
                         stats.failed.fetch_add(n, Relaxed)
                     }
                 };
@@ -1130,11 +1131,11 @@ impl Sender {
     }
 
     fn exchange_on(&mut self, body: &[u8]) -> Result<Answer, (std::io::Error, bool)> {
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.host).map_err(|e| (e, false))?);
-        }
-        let Some(c) = self.conn.as_mut() else {
-            unreachable!("connected above")
+        let c = match &mut self.conn {
+            Some(c) => c,
+            None => self
+                .conn
+                .insert(connect(&self.host).map_err(|e| (e, false))?),
         };
         let mut head = std::mem::take(&mut self.buf);
         head.clear();
@@ -1160,8 +1161,8 @@ fn connect(host: &str) -> std::io::Result<TcpStream> {
     Ok(c)
 }
 
-/// Reads an HTTP/1.1 answer's head and, when its length is given and small, its body (so the
-/// connection can carry the next request).
+/// Reads an HTTP/1.1 answer's head (parsed by `codec::otlp::http`) and, when its length is given
+/// and small, its body (so the connection can carry the next request).
 fn read_answer(c: &mut impl Read, buf: &mut Vec<u8>) -> Result<Answer, (std::io::Error, bool)> {
     buf.clear();
     let mut chunk = [0u8; 1024];
@@ -1185,71 +1186,30 @@ fn read_answer(c: &mut impl Read, buf: &mut Vec<u8>) -> Result<Answer, (std::io:
             ));
         }
     };
-    let mut a = parse_answer(&buf[..end]).map_err(|e| (std::io::Error::other(e), true))?;
-    match a.1 {
-        Some(len) if a.0.keep && len <= MAX_RESPONSE_BODY => {
+    let h = codec::otlp::http::parse_answer_head(&buf[..end])
+        .map_err(|e| (std::io::Error::other(e), true))?;
+    let mut a = Answer {
+        status: h.status,
+        retry_after: h.retry_after,
+        keep: h.reusable,
+    };
+    match h.content_length {
+        Some(len) if a.keep && len <= MAX_RESPONSE_BODY => {
             let mut left = len.saturating_sub(buf.len() - end);
             while left > 0 {
                 let n = c
                     .read(&mut chunk[..left.min(1024)])
                     .map_err(|e| (e, true))?;
                 if n == 0 {
-                    a.0.keep = false;
+                    a.keep = false;
                     break;
                 }
                 left -= n;
             }
         }
-        _ => a.0.keep = false,
+        _ => a.keep = false,
     }
-    Ok(a.0)
-}
-
-/// The status, `Retry-After` (seconds), whether the connection stays open and the body's length
-/// of an HTTP/1.x answer head.
-fn parse_answer(head: &[u8]) -> Result<(Answer, Option<usize>), &'static str> {
-    let text = std::str::from_utf8(head).map_err(|_| "answer head is not UTF-8")?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    let status = parts
-        .next()
-        .and_then(|c| c.parse::<u16>().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or("no HTTP status from the collector")?;
-    let mut a = Answer {
-        status,
-        retry_after: None,
-        keep: version == "HTTP/1.1",
-    };
-    let mut len = None;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("content-length") {
-            len = Some(v.parse::<usize>().map_err(|_| "invalid Content-Length")?);
-        } else if k.eq_ignore_ascii_case("retry-after") {
-            // Seconds only; an HTTP date is taken as no advice.
-            a.retry_after = v.parse::<u64>().ok().map(Duration::from_secs);
-        } else if k.eq_ignore_ascii_case("connection") {
-            if v.eq_ignore_ascii_case("close") {
-                a.keep = false;
-            } else if v.eq_ignore_ascii_case("keep-alive") {
-                a.keep = true;
-            }
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            // A chunked body is not read: the connection is not reused.
-            len = None;
-            a.keep = false;
-        }
-    }
-    if len.is_none() {
-        a.keep = false;
-    }
-    Ok((a, len))
+    Ok(a)
 }
 
 /// The process's exporter, made once from the config the process started with (changing
@@ -1752,42 +1712,8 @@ mod tests {
     }
 
     #[test]
-    fn answers_say_whether_the_connection_is_kept() {
-        let p = |h: &str| parse_answer(h.as_bytes());
-        let (a, len) = p("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
-        assert_eq!(
-            (a.status, a.keep, a.retry_after, len),
-            (200, true, None, Some(12))
-        );
-        let (a, _) = p("HTTP/1.1 503 Busy\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n").unwrap();
-        assert_eq!(
-            (a.status, a.keep, a.retry_after),
-            (503, true, Some(Duration::from_secs(7)))
-        );
-        let (a, _) = p("HTTP/1.1 429 Slow\r\nRetry-After: Wed, 21 Oct 2026 07:28:00 GMT\r\nContent-Length: 0\r\n\r\n").unwrap();
-        assert_eq!(a.retry_after, None, "a date is no advice");
-        for closing in [
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ] {
-            assert!(!p(closing).unwrap().0.keep, "{closing}");
-        }
-        assert!(
-            p("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
-                .unwrap()
-                .0
-                .keep
-        );
-        for bad in [
-            "",
-            "SSH-2.0\r\n\r\n",
-            "HTTP/1.1 abc\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-        ] {
-            assert!(p(bad).is_err(), "{bad:?}");
-        }
+    fn answers_are_read_to_their_length() {
+        // The head's parts are `codec::otlp::http`'s (tested there).
         // A body is read only to its length; a longer one closes the connection instead.
         let mut buf = Vec::new();
         let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";

@@ -46,3 +46,14 @@ pub fn export(data: &[u8]) -> Result<(), Violation> {
     }
     Ok(())
 }
+
+/// Parses `data` as an OTLP/HTTP answer head (`super::http`): never panics, and a connection is
+/// only ever reused after a body of known length.
+pub fn answer_head(data: &[u8]) -> Result<(), Violation> {
+    match super::http::parse_answer_head(data) {
+        Ok(a) if a.reusable && a.content_length.is_none() => {
+            Err("a connection reused after a body of unknown length".into())
+        }
+        _ => Ok(()),
+    }
+}

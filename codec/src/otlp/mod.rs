@@ -11,6 +11,7 @@
 //! nesting depth.
 
 pub mod fuzzing;
+pub mod http;
 pub mod wire;
 
 use wire::{FIXED64, LEN, Reader, VARINT, Writer};

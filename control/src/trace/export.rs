@@ -343,22 +343,11 @@ fn exchange(
     parse_head(&buf[..n])
 }
 
+/// The status and `Retry-After` of an answer head (`codec::otlp::http`).
 fn parse_head(head: &[u8]) -> std::io::Result<(u16, Option<Duration>)> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .filter(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| std::io::Error::other("no HTTP status from the receiver"))?;
-    let after = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    Ok((status, after))
+    let h = codec::otlp::http::parse_answer_head(head)
+        .map_err(|e| std::io::Error::other(format!("the receiver's answer: {e}")))?;
+    Ok((h.status, h.retry_after))
 }
 
 #[cfg(test)]
