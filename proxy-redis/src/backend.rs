@@ -171,16 +171,11 @@ impl SizedReply {
 #[inline]
 fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bool) -> Dest {
     match dest {
-        d @ Dest::Traced(_) => unwrap_dest(
-            crate::trace::unwrap(d, r.start, r.took, r.bytes, r.is_err),
-            r,
-            metrics,
-            true,
-        ),
-        Dest::Sized(s) => unwrap_dest(s.finish(r.bytes, metrics), r, metrics, traced),
+        d @ Dest::Traced(_) => unwrap_dest(crate::trace::unwrap(d, &r.reply), r, metrics, true),
+        Dest::Sized(s) => unwrap_dest(s.finish(r.reply.reply_bytes, metrics), r, metrics, traced),
         Dest::Sampled(c, seq) => {
             if let Some(t) = c.trace.get() {
-                crate::trace::sampled_reply(t, &r.reply());
+                crate::trace::sampled_reply(t, &r.reply);
             }
             Dest::Whole(c, seq)
         }
@@ -189,7 +184,7 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
                 && let Some(t) = c.trace.get()
                 && r.untraced_spans
             {
-                crate::trace::unsampled_reply(t, &r.reply());
+                crate::trace::unsampled_reply(t, &r.reply);
             }
             Dest::Whole(c, seq)
         }
@@ -198,7 +193,7 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
                 && let Some(t) = c.trace.get()
                 && r.untraced_spans
             {
-                crate::trace::unsampled_reply(t, &r.reply());
+                crate::trace::unsampled_reply(t, &r.reply);
             }
             Dest::Part(c, seq, part)
         }
@@ -206,31 +201,13 @@ fn unwrap_dest(dest: Dest, r: &ReplyFacts<'_>, metrics: &CoreMetrics, traced: bo
     }
 }
 
-/// What the reply path knows of a reply when it unwraps its destination.
+/// What the reply path knows of a reply when it unwraps its destination: the reply as a span
+/// records it, and whether an unsampled one may be traced.
 struct ReplyFacts<'a> {
-    cmd: &'static str,
-    server: &'a ServerInfo,
-    start: Instant,
-    took: Duration,
-    bytes: usize,
-    is_err: bool,
+    reply: crate::trace::Reply<'a>,
     /// Whether a failed or slow reply that was not head-sampled is traced all the same: not on
     /// the connections without reply timeouts (blocking commands, slow by design).
     untraced_spans: bool,
-}
-
-impl<'a> ReplyFacts<'a> {
-    /// The reply as its span records it.
-    fn reply(&self) -> crate::trace::Reply<'a> {
-        crate::trace::Reply {
-            cmd: self.cmd,
-            server: self.server,
-            start: self.start,
-            took: self.took,
-            reply_bytes: self.bytes,
-            is_err: self.is_err,
-        }
-    }
 }
 
 /// A command waiting for its keys to move (see [`Dest::Then`] and `crate::migrate`).
@@ -278,25 +255,25 @@ fn deliver_error(dest: Dest, msg: &[u8], cmd: &'static str, server: &ServerInfo)
             c.wake.notify();
         }
         Dest::Then(t) => deliver_error(t.dest, msg, t.cmd, &t.conn.server),
-        d @ Dest::Traced(_) => deliver_error(
-            crate::trace::unwrap(d, Instant::now(), Duration::ZERO, msg.len(), true),
-            msg,
-            cmd,
-            server,
-        ),
-        Dest::Sampled(c, seq) => {
-            if let Some(t) = c.trace.get() {
-                let r = crate::trace::Reply {
-                    cmd,
-                    server,
-                    start: Instant::now(),
-                    took: Duration::ZERO,
-                    reply_bytes: msg.len(),
-                    is_err: true,
-                };
-                crate::trace::sampled_reply(t, &r);
-            }
-            deliver_error(Dest::Whole(c, seq), msg, cmd, server)
+        d @ (Dest::Traced(_) | Dest::Sampled(..)) => {
+            let r = crate::trace::Reply {
+                cmd,
+                server,
+                start: Instant::now(),
+                took: Duration::ZERO,
+                reply_bytes: msg.len(),
+                is_err: true,
+            };
+            let d = match d {
+                Dest::Sampled(c, seq) => {
+                    if let Some(t) = c.trace.get() {
+                        crate::trace::sampled_reply(t, &r);
+                    }
+                    Dest::Whole(c, seq)
+                }
+                d => crate::trace::unwrap(d, &r),
+            };
+            deliver_error(d, msg, cmd, server)
         }
         Dest::Sized(s) => deliver_error(s.dest, msg, cmd, server),
         Dest::Discard | Dest::Init | Dest::Id(_) => {}
@@ -883,12 +860,14 @@ impl BackendConn {
             let took = now.saturating_duration_since(entry.start);
             self.metrics.reply(entry.cmd, took, n, is_err);
             let facts = ReplyFacts {
-                cmd: entry.cmd,
-                server: &self.server,
-                start: entry.start,
-                took,
-                bytes: n,
-                is_err,
+                reply: crate::trace::Reply {
+                    cmd: entry.cmd,
+                    server: &self.server,
+                    start: entry.start,
+                    took,
+                    reply_bytes: n,
+                    is_err,
+                },
                 untraced_spans: self.timeouts,
             };
             match unwrap_dest(entry.dest, &facts, &self.metrics, false) {
@@ -965,12 +944,14 @@ impl BackendConn {
         }
         for e in entries {
             let facts = ReplyFacts {
-                cmd: e.cmd,
-                server: &self.server,
-                start: e.start,
-                took: e.start.elapsed(),
-                bytes: msg.len(),
-                is_err: true,
+                reply: crate::trace::Reply {
+                    cmd: e.cmd,
+                    server: &self.server,
+                    start: e.start,
+                    took: e.start.elapsed(),
+                    reply_bytes: msg.len(),
+                    is_err: true,
+                },
                 untraced_spans: self.timeouts,
             };
             let dest = unwrap_dest(e.dest, &facts, &self.metrics, false);

@@ -141,34 +141,27 @@ pub fn wrap(
     }))
 }
 
-/// The destination inside a traced one, after making its span (when sampled); any other as it
-/// is. `start` is when the command was sent, `took` until its reply (no clock is read here).
+/// The destination inside a traced one, after making its span (when sampled) from the reply `r`
+/// (its times, size and outcome: no clock is read here); any other as it is.
 #[inline]
-pub fn unwrap(
-    dest: Dest,
-    start: Instant,
-    took: Duration,
-    reply_bytes: usize,
-    is_err: bool,
-) -> Dest {
+pub fn unwrap(dest: Dest, r: &Reply<'_>) -> Dest {
     match dest {
-        Dest::Traced(t) => t.finish(start, took, reply_bytes, is_err),
+        Dest::Traced(t) => t.finish(r),
         d => d,
     }
 }
 
 impl Traced {
+    /// Makes the span (when kept) of the reply `r`, under the command and server this wrapper
+    /// was made for and its caller's context.
     #[cold]
-    fn finish(self, start: Instant, took: Duration, reply_bytes: usize, is_err: bool) -> Dest {
+    fn finish(self, r: &Reply<'_>) -> Dest {
         let c = &*self.conn;
-        if self.sampled || is_err || took >= c.slow {
+        if self.sampled || r.is_err || r.took >= c.slow {
             let s = Reply {
                 cmd: self.cmd,
                 server: &self.server,
-                start,
-                took,
-                reply_bytes,
-                is_err,
+                ..*r
             };
             record(c, self.parent.as_ref(), &s);
         }
