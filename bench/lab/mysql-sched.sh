@@ -42,7 +42,7 @@ setup() {
 start_a() { # furrow binary on A_PORT
   local hash
   hash=$(mariadb -uroot -S "$LAB/my.sock" -N -e "SELECT PASSWORD('sb')")
-  cat >"$LAB/furrow.toml" <<TOML
+  cat >"$LAB/furrow-$2.toml" <<TOML
 [[listeners]]
 name = "lab"
 kind = "mysql"
@@ -58,7 +58,7 @@ replicas = []
 [users.sb]
 password_native = "$hash"
 TOML
-  env ${3:-} "$1" --log warn proxy --config "$LAB/furrow.toml" --executors "$EXEC" >"$LAB/furrow-$2.log" 2>&1 &
+  env ${3:-} "$1" --log warn proxy --config "$LAB/furrow-$2.toml" --executors "$EXEC" >"$LAB/furrow-$2.log" 2>&1 &
   echo $!
 }
 start_haproxy() {
