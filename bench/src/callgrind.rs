@@ -46,8 +46,11 @@ pub fn wrapper(bin: &Path, dir: &Path) -> Result<PathBuf, String> {
     let script = dir.join("furrow-callgrind.sh");
     std::fs::create_dir_all(out_dir()).map_err(|e| e.to_string())?;
     let out = out_dir().join("callgrind.out.%p");
+    // FURROW_CALLGRIND_ARGS: more valgrind options, e.g. `--cache-sim=yes` for simulated cache
+    // misses per function (kept dumps only: the report counts instructions).
+    let extra = std::env::var("FURROW_CALLGRIND_ARGS").unwrap_or_default();
     let text = format!(
-        "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file={} {} \"$@\"\n",
+        "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no {extra} --callgrind-out-file={} {} \"$@\"\n",
         out.display(),
         bin.display()
     );

@@ -330,7 +330,7 @@ impl Session {
 
     pub(super) async fn check_schema(&mut self) -> Result<(), ProxyError> {
         let snap = self.snap.get().clone();
-        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+        let Some(g) = self.group(&snap) else {
             return Err(ProxyError::Internal(errs::no_backend(
                 &self.info.group,
                 "group",

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use codec::mysql::ErrPacket;
 use codec::mysql::consts::capability::*;
 use codec::mysql::consts::status;
-use router::config::ReadPolicy;
+use router::config::{MysqlGroup, ReadPolicy};
 use router::sql::Classified;
 use runtime::{ListenerStats, LocalSnapshot, Shared};
 
@@ -70,7 +70,7 @@ const MAX_READ_RETRIES: u32 = 3;
 
 /// A statement the client prepared.
 struct ClientStmt {
-    sql: Rc<str>,
+    sql: crate::backend::StmtText,
     digest: Rc<router::sql::Digest>,
     class: Classified,
     params: u16,
@@ -152,6 +152,9 @@ pub struct Session {
     next_stmt: u32,
     multi_statements: bool,
     targets: Option<(u64, Rc<GroupTargets>)>,
+    /// Where the session's group sits in the config of a generation: [`Session::group`] finds it
+    /// by name once per generation, not per statement.
+    group_at: std::cell::Cell<(u64, usize)>,
     rng: u64,
     /// Reused buffer of the replicas' states for [`rwsplit::choose`].
     servers: Vec<rwsplit::Server>,
@@ -268,6 +271,7 @@ impl Session {
             next_stmt: 1,
             multi_statements: false,
             targets: None,
+            group_at: std::cell::Cell::new((u64::MAX, 0)),
             rng,
             servers: Vec::new(),
             shard: Default::default(),
@@ -425,6 +429,21 @@ impl Session {
             // Not reset here: a pinned connection carries unknown state; drop it.
             pool::discard(c);
         }
+    }
+
+    /// The session's group in `snap`'s config: found by name once per config generation (the
+    /// config of a generation never changes), then by its position.
+    fn group<'a>(&self, snap: &'a runtime::Snapshot) -> Option<&'a MysqlGroup> {
+        let groups = &snap.config.mysql_groups;
+        let (generation, i) = self.group_at.get();
+        if generation == snap.generation
+            && let Some(g) = groups.get(i)
+        {
+            return Some(g);
+        }
+        let i = groups.iter().position(|g| g.name == self.info.group)?;
+        self.group_at.set((snap.generation, i));
+        groups.get(i)
     }
 
     fn status_flags(&self) -> u16 {

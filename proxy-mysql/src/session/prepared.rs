@@ -11,7 +11,7 @@ use router::config::MysqlGroup;
 use router::sql::{classify, digest};
 use runtime::ListenerStats;
 
-use crate::backend::{BackendConn, CachedStmt, ExecMeta, RespKind};
+use crate::backend::{BackendConn, CachedStmt, ExecMeta, RespKind, StmtKey, StmtText};
 use crate::error::{ProxyError, errs};
 use crate::pool;
 
@@ -25,7 +25,7 @@ impl Session {
             self.refuse(1, &e);
             return Flow::Continue;
         }
-        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+        let Some(g) = self.group(&snap) else {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
@@ -44,7 +44,7 @@ impl Session {
             }
         };
         let id = self.next_stmt;
-        let sql_rc: Rc<str> = Rc::from(sql);
+        let sql_t = StmtText::new(Rc::from(sql));
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(sql.as_bytes());
@@ -56,15 +56,15 @@ impl Session {
             Ok(o) => {
                 if let Some((bid, cols, params)) = o.prepared {
                     self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-                    let key = (conn.schema.clone(), sql_rc.clone());
+                    let key = StmtKey::new(conn.schema.clone(), &sql_t);
                     if let Some(old) = conn.cache_stmt(key, bid, params, cols, o.defs.clone()) {
                         conn.queue_stmt_close(old);
                     }
                     self.stmts.insert(
                         id,
                         ClientStmt {
-                            digest: Rc::new(digest(&sql_rc)),
-                            sql: sql_rc,
+                            digest: Rc::new(digest(&sql_t.text)),
+                            sql: sql_t,
                             class: c,
                             params,
                             types: None,
@@ -93,9 +93,10 @@ impl Session {
     /// (its id, column definitions and last parameter types: see `CachedStmt`).
     pub(super) async fn ensure_prepared(
         conn: &mut BackendConn,
-        sql: &Rc<str>,
+        sql: &StmtText,
     ) -> Result<Result<CachedStmt, ErrPacket>, ProxyError> {
-        let key = (conn.schema.clone(), sql.clone());
+        let key = StmtKey::new(conn.schema.clone(), sql);
+        let sql = &sql.text;
         if let Some(s) = conn.lookup_stmt(&key) {
             return Ok(Ok(s));
         }
@@ -181,12 +182,12 @@ impl Session {
             class.flags |= router::sql::classify::flags::MULTI;
         }
         let snap = self.snap.get().clone();
-        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+        let Some(g) = self.group(&snap) else {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
         let started = self.now;
-        let Ok(permit) = self.admit(g, snap.generation, &sql, &d, started) else {
+        let Ok(permit) = self.admit(g, snap.generation, &sql.text, &d, started) else {
             return Flow::Continue;
         };
         if let Some(p) = &permit
@@ -243,13 +244,13 @@ impl Session {
                     // Remembered once the server took them; after its ERR they are not known (a
                     // failed connection is discarded with what it remembered).
                     if let Some(t) = sends {
-                        let key = (leg.conn.schema.clone(), sql.clone());
+                        let key = StmtKey::new(leg.conn.schema.clone(), &sql);
                         leg.conn.set_stmt_types(&key, o.err.is_none().then_some(t));
                     }
                     // What the client holds now: definitions the reply carried (the columns
                     // changed: the connection holds them too), or the connection's put back.
                     let now = if let Some(d) = o.defs.take() {
-                        let key = (leg.conn.schema.clone(), sql.clone());
+                        let key = StmtKey::new(leg.conn.schema.clone(), &sql);
                         leg.conn.set_stmt_defs(&key, d.clone());
                         Some(d)
                     } else {
@@ -261,12 +262,12 @@ impl Session {
                         st.defs = Some(d);
                     }
                     let ran = self
-                        .succeeded(leg, g, &class, &o, &sql, started, cursor)
+                        .succeeded(leg, g, &class, &o, &sql.text, started, cursor)
                         .await;
-                    self.account(g, &sql, &d, started, &ran, Ok(&o));
+                    self.account(g, &sql.text, &d, started, &ran, Ok(&o));
                     Flow::Continue
                 }
-                Err(e) => match self.failed(e, leg, mark, &mut avoid, g, &d, &sql, started) {
+                Err(e) => match self.failed(e, leg, mark, &mut avoid, g, &d, &sql.text, started) {
                     Some(flow) => flow,
                     None => continue,
                 },
@@ -283,11 +284,11 @@ impl Session {
         &mut self,
         mut leg: Leg,
         g: &MysqlGroup,
-        sql: &Rc<str>,
+        sql: &StmtText,
         avoid: &mut Vec<Rc<str>>,
     ) -> Next<(Leg, CachedStmt)> {
         // Prepared there already (the common case): no timer, no await.
-        let key = (leg.conn.schema.clone(), sql.clone());
+        let key = StmtKey::new(leg.conn.schema.clone(), sql);
         if let Some(s) = leg.conn.lookup_stmt(&key) {
             return Next::Go((leg, s));
         }
@@ -327,14 +328,14 @@ impl Session {
         };
         let sql = st.sql.clone();
         let snap = self.snap.get().clone();
-        let Some(g) = snap.config.mysql_group(&self.info.group) else {
+        let Some(g) = self.group(&snap) else {
             return Flow::Continue;
         };
         let Some(mut conn) = self.pinned.take() else {
             self.refuse(1, &errs::no_open_cursor());
             return Flow::Continue;
         };
-        let key = (conn.schema.clone(), sql);
+        let key = StmtKey::new(conn.schema.clone(), &sql);
         let Some(bid) = conn.lookup_stmt(&key).map(|s| s.id) else {
             self.pinned = Some(conn);
             self.refuse(1, &errs::no_open_cursor());
@@ -466,7 +467,7 @@ mod tests {
         ClientStmt {
             digest: Rc::new(router::sql::digest(&sql)),
             class: router::sql::classify(&sql),
-            sql,
+            sql: StmtText::new(sql),
             params,
             types: None,
             long_data: Vec::new(),
