@@ -30,7 +30,7 @@ impl Session {
         snap: &Arc<runtime::Snapshot>,
         sql: &str,
     ) -> Flow {
-        let Some(g) = self.group(&snap) else {
+        let Some(g) = self.group(snap) else {
             self.refuse(1, &errs::no_backend(&self.info.group, "group"));
             return Flow::Continue;
         };
