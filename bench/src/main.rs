@@ -11,6 +11,7 @@ mod procfs;
 mod profile;
 mod report;
 mod reshard;
+mod sink;
 mod suites;
 mod syscalls;
 mod targets;
@@ -133,6 +134,12 @@ pub struct Opts {
     /// only, as a collector on its own machine would, and the rows show the proxy's own cost.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub collector_nice: i32,
+    /// What the traced targets export to: `control` (a `furrow control` that ingests, samples and
+    /// stores every span, on the same cores) or `sink` (the harness reads each export and answers
+    /// 200, decoding nothing: the proxy's own cost of tracing, as where the collector has its own
+    /// machine; bench/src/sink.rs).
+    #[arg(long, default_value = "control", value_parser = ["control", "sink"])]
+    pub collector: String,
     /// Idle Redis client connections opened together at the end of the `redis` suite to measure
     /// memory per connection of each proxy (0: skip).
     #[arg(long, default_value_t = 5000)]

@@ -533,7 +533,10 @@ fn start_furrow_traced(
 ) -> Result<Target, String> {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
-    let collector = targets::start_collector(bin, &sub, opts.collector_nice)?;
+    let collector = match opts.collector.as_str() {
+        "sink" => targets::Collector::sink(opts.collector_nice)?,
+        _ => targets::start_collector(bin, &sub, opts.collector_nice)?,
+    };
     let conf = targets::with_tracing(conf, collector.addr, percent);
     let mut t = targets::start_furrow(
         bin,
@@ -554,20 +557,22 @@ fn start_furrow_traced(
 fn traced_notes(ts: &[Target], notes: &mut Vec<String>) {
     for t in ts {
         let Some(c) = &t.collector else { continue };
-        let stats = c
-            .get("/v1/trace/stats")
-            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string()));
-        let note = match stats {
-            Ok(v) => format!(
-                "{}: its collector (`furrow control`, started by the harness) accepted {} spans and refused {} \
-                 (503 when its queue is full: the proxy then drops and counts them, never waits)",
-                t.name, v["spans_accepted"], v["spans_refused"]
-            ),
-            Err(e) => format!(
-                "{}: the collector's counters could not be read: {e}",
-                t.name
-            ),
-        };
+        let mut note = format!("{}: {}", t.name, c.intake());
+        // The proxy's own count: spans its collector took, and those dropped or not made.
+        if let Some(info) = t.admin.and_then(|a| crate::syscalls::admin_info(a).ok()) {
+            let field = |k: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix(':'))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            note.push_str(&format!(
+                "; the proxy counted {} spans sent, {} failed or not made while paused, {} dropped",
+                field("trace_spans_sent"),
+                field("trace_spans_failed"),
+                field("trace_spans_dropped")
+            ));
+        }
         eprintln!("bench: {note}");
         notes.push(note);
     }

@@ -386,18 +386,67 @@ pub fn start_furrow(
 /// The bearer token of the [`Collector`] (the proxy sends it; loopback only).
 pub const COLLECTOR_TOKEN: &str = "bench-collector-token";
 
-/// A `furrow control` that collects the spans of a traced Furrow (the `furrow-traced` target): an
-/// in-memory store, tail sampling keeping every trace (`--trace-sample-rate 1`).
+/// Where a traced Furrow (the `furrow-traced` targets) sends its spans: a `furrow control` with
+/// an in-memory store and tail sampling keeping every trace (`--trace-sample-rate 1`), or the
+/// harness's own sink (`--collector sink`, [`crate::sink`]).
 #[derive(Debug)]
 pub struct Collector {
-    /// The process (never measured: the proxy's CPU and instructions are).
-    pub proc: Proc,
-    /// Its HTTP address (`POST /v1/traces`, `GET /v1/trace/stats`).
+    /// Its HTTP address (`POST /v1/traces`).
     pub addr: SocketAddr,
-    _lease: testkit::PortLease,
+    kind: CollectorKind,
+}
+
+#[derive(Debug)]
+enum CollectorKind {
+    /// `furrow control` (never measured: the proxy's CPU and instructions are).
+    Control {
+        proc: Proc,
+        _lease: testkit::PortLease,
+    },
+    /// The harness's sink.
+    Sink(crate::sink::Sink),
 }
 
 impl Collector {
+    /// Starts the harness's sink at niceness `nice`.
+    pub fn sink(nice: i32) -> Result<Collector, String> {
+        let s = crate::sink::Sink::start(nice)?;
+        Ok(Collector {
+            addr: s.addr,
+            kind: CollectorKind::Sink(s),
+        })
+    }
+
+    /// What the collector took in, for the report's notes.
+    pub fn intake(&self) -> String {
+        match &self.kind {
+            CollectorKind::Control { .. } => match self.get("/v1/trace/stats").and_then(|b| {
+                serde_json::from_str::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            }) {
+                Ok(v) => format!(
+                    "its collector (`furrow control`, started by the harness) accepted {} spans and \
+                     refused {} (503 when its queue is full: the proxy then pauses its exports, \
+                     drops and counts, never waits)",
+                    v["spans_accepted"], v["spans_refused"]
+                ),
+                Err(e) => format!("the collector's counters could not be read: {e}"),
+            },
+            CollectorKind::Sink(s) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                format!(
+                    "its collector was the harness's sink (`--collector sink`: reads each export \
+                     whole, answers 200, decodes nothing): {} requests, {:.1} MiB of spans{}",
+                    s.stats.requests.load(Relaxed),
+                    s.stats.body_bytes.load(Relaxed) as f64 / (1024.0 * 1024.0),
+                    match s.stats.malformed.load(Relaxed) {
+                        0 => String::new(),
+                        n => format!(", {n} malformed"),
+                    }
+                )
+            }
+        }
+    }
+
     /// `GET path` with the token; the body when the answer is 200.
     pub fn get(&self, path: &str) -> Result<String, String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
@@ -457,8 +506,7 @@ pub fn start_collector(bin: &Path, dir: &Path, nice: i32) -> Result<Collector, S
     };
     let mut c = Collector {
         addr: port.addr(),
-        proc,
-        _lease: port,
+        kind: CollectorKind::Control { proc, _lease: port },
     };
     let start = Instant::now();
     loop {
@@ -466,13 +514,16 @@ pub fn start_collector(bin: &Path, dir: &Path, nice: i32) -> Result<Collector, S
             Ok(_) => return Ok(c),
             Err(e) => e,
         };
-        if !c.proc.alive() {
-            return Err(format!("the collector exited; log: {}", c.proc.log_tail()));
+        let CollectorKind::Control { proc, .. } = &mut c.kind else {
+            unreachable!("made as a control just above")
+        };
+        if !proc.alive() {
+            return Err(format!("the collector exited; log: {}", proc.log_tail()));
         }
         if start.elapsed() > Duration::from_secs(20) {
             return Err(format!(
                 "the collector did not start: {e}; log: {}",
-                c.proc.log_tail()
+                proc.log_tail()
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
