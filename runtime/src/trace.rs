@@ -985,7 +985,7 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
                     continue;
                 }
                 let at = encode_records_into(&mut body, &s.service_name, chunk, &Clock::now());
-                match sender.send(&[&body[at..]]) {
+                match sender.send(&body[at..]) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, spans = n, "span export failed; dropped");
@@ -1077,10 +1077,9 @@ impl Sender {
     }
 
     /// POSTs one export request; Ok only for a 2xx answer. A refusal or a failure starts a pause.
-    /// The body is `body`'s parts one after another, written after the head in one vectored
-    /// write where the socket takes it (one `writev`, one segment with `TCP_NODELAY`, where the
-    /// head and the body used to go in two).
-    fn send(&mut self, body: &[&[u8]]) -> std::io::Result<()> {
+    /// The head and the body go in one vectored write where the socket takes it (one `writev`,
+    /// one segment with `TCP_NODELAY`, where they used to go in two).
+    fn send(&mut self, body: &[u8]) -> std::io::Result<()> {
         let reused = self.conn.is_some();
         let mut r = self.exchange(body);
         // A kept connection the collector closed while idle fails at once, before any answer:
@@ -1124,7 +1123,7 @@ impl Sender {
     }
 
     /// One request and its answer; an error says whether any of the answer had arrived.
-    fn exchange(&mut self, body: &[&[u8]]) -> Result<Answer, (std::io::Error, bool)> {
+    fn exchange(&mut self, body: &[u8]) -> Result<Answer, (std::io::Error, bool)> {
         let out = self.exchange_on(body);
         match &out {
             Ok(a) if a.keep => {}
@@ -1133,7 +1132,7 @@ impl Sender {
         out
     }
 
-    fn exchange_on(&mut self, body: &[&[u8]]) -> Result<Answer, (std::io::Error, bool)> {
+    fn exchange_on(&mut self, body: &[u8]) -> Result<Answer, (std::io::Error, bool)> {
         let c = match &mut self.conn {
             Some(c) => c,
             None => self
@@ -1144,28 +1143,27 @@ impl Sender {
         head.clear();
         head.extend_from_slice(&self.head);
         head.extend_from_slice(b"Content-Length: ");
-        let len: usize = body.iter().map(|b| b.len()).sum();
-        head.extend_from_slice(codec::decimal(len as u64, &mut [0u8; 20]));
+        head.extend_from_slice(codec::decimal(body.len() as u64, &mut [0u8; 20]));
         head.extend_from_slice(b"\r\n\r\n");
-        let sent = write_parts(c, &head, body);
+        let sent = write_both(c, &head, body);
         self.buf = head;
         sent.map_err(|e| (e, false))?;
         read_answer(c, &mut self.buf)
     }
 }
 
-/// Writes `head` and then `parts` whole, with vectored writes.
-fn write_parts(c: &mut impl Write, head: &[u8], parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<std::io::IoSlice<'_>> = std::iter::once(head)
-        .chain(parts.iter().copied())
-        .filter(|p| !p.is_empty())
-        .map(std::io::IoSlice::new)
-        .collect();
+/// Writes `head` and then `body` whole, with vectored writes.
+fn write_both(c: &mut impl Write, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut slices = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
     let mut rest = &mut slices[..];
-    while !rest.is_empty() {
+    let mut left = head.len() + body.len();
+    while left > 0 {
         match c.write_vectored(rest) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Ok(n) => {
+                left -= n;
+                std::io::IoSlice::advance_slices(&mut rest, n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -1699,7 +1697,7 @@ mod tests {
         // The pause starts when the failure is seen: between the instants around the send.
         let failed_pause = |s: &mut Sender| {
             let before = Instant::now();
-            assert!(s.send(&[b"x"]).is_err());
+            assert!(s.send(b"x").is_err());
             let after = Instant::now();
             let until = s.paused_until.expect("paused");
             assert!(s.paused(until - Duration::from_nanos(1)));
@@ -1742,7 +1740,7 @@ mod tests {
         // The pause is `until - now` when the refusal is read: between these two bounds.
         let refused = |s: &mut Sender| {
             let before = Instant::now();
-            assert!(s.send(&[b"body"]).is_err());
+            assert!(s.send(b"body").is_err());
             let after = Instant::now();
             let until = s.paused_until.expect("paused");
             (until - after, until - before)
@@ -1755,7 +1753,7 @@ mod tests {
         s.paused_until = None;
         assert!(within(refused(&mut s), 2 * FIRST_PAUSE), "doubled");
         s.paused_until = None;
-        assert!(s.send(&[b"bo", b"dy"]).is_ok());
+        assert!(s.send(b"body").is_ok());
         assert!(s.paused_until.is_none());
         assert!(within(refused(&mut s), FIRST_PAUSE), "reset by the success");
         server.join().unwrap();
