@@ -919,6 +919,20 @@ pub fn encode_records_into(
     spans: &[SpanRecord],
     clock: &Clock,
 ) -> usize {
+    encode_records_upto(buf, service, spans, clock, usize::MAX).0
+}
+
+/// [`encode_records_into`] of the first of `spans` only, up to the one that brings the spans'
+/// bytes to `max_bytes` (at least one span is written): returns the request's offset in `buf`
+/// and how many spans it holds. The exporter cuts its requests so, below the collectors' body
+/// limits (`furrow control` takes 2 MiB) whatever the spans' sizes.
+pub fn encode_records_upto(
+    buf: &mut Vec<u8>,
+    service: &str,
+    spans: &[SpanRecord],
+    clock: &Clock,
+    max_bytes: usize,
+) -> (usize, usize) {
     let resource = [attr_str("service.name", service)];
     // The longest head any batch could need (its lengths' varints at their widest).
     let room = otlp::resource_spans_head(&resource, "furrow", usize::MAX >> 8).len();
@@ -927,14 +941,19 @@ pub fn encode_records_into(
     let mut w = Writer {
         buf: std::mem::take(buf),
     };
+    let mut taken = 0;
     for r in spans {
         encode_record(&mut w, r, clock);
+        taken += 1;
+        if w.buf.len() - room >= max_bytes {
+            break;
+        }
     }
     *buf = w.buf;
     let head = otlp::resource_spans_head(&resource, "furrow", buf.len() - room);
     let start = room - head.len();
     buf[start..room].copy_from_slice(&head);
-    start
+    (start, taken)
 }
 
 fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
@@ -974,17 +993,32 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         stats.queued.fetch_add(queued, Relaxed);
         stats.dropped.fetch_add(dropped, Relaxed);
         stats.failed.fetch_add(unmade, Relaxed);
-        for mut spans in taken.drain(..) {
-            for chunk in spans.chunks(q.batch) {
-                let n = chunk.len() as u64;
+        // The lanes' spans as one run, cut into requests by `batch_spans` and the bytes cap (not a
+        // request per lane: with many cores each lane holds few spans).
+        if let Some(mut spans) = taken.pop() {
+            for mut more in taken.drain(..) {
+                spans.append(&mut more);
+                spare.push(more);
+            }
+            let mut rest = &spans[..];
+            while !rest.is_empty() {
                 // While the collector has asked to wait (or cannot be reached), batches are
                 // counted as failed without being encoded: a saturated collector costs the
                 // proxy nothing but the records.
                 if sender.paused(Instant::now()) {
-                    stats.failed.fetch_add(n, Relaxed);
-                    continue;
+                    stats.failed.fetch_add(rest.len() as u64, Relaxed);
+                    break;
                 }
-                let at = encode_records_into(&mut body, &s.service_name, chunk, &Clock::now());
+                let chunk = &rest[..rest.len().min(q.batch)];
+                let (at, in_request) = encode_records_upto(
+                    &mut body,
+                    &s.service_name,
+                    chunk,
+                    &Clock::now(),
+                    MAX_REQUEST_BYTES,
+                );
+                rest = &rest[in_request..];
+                let n = in_request as u64;
                 match sender.send(&body[at..]) {
                     Ok(()) => stats.sent.fetch_add(n, Relaxed),
                     Err(e) => {
@@ -1003,6 +1037,11 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         }
     }
 }
+
+/// The spans' bytes past which an export request is cut (besides `batch_spans`): 1 MiB, half of
+/// `furrow control`'s body limit and far below other collectors' (the OpenTelemetry Collector
+/// takes 20 MiB by default), so a batch of long MySQL digests is never refused for its size.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Connect, write and read timeout of one export request.
 const POST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1373,6 +1412,28 @@ mod tests {
     #[test]
     fn records_are_small() {
         assert!(std::mem::size_of::<SpanRecord>() <= 128);
+    }
+
+    #[test]
+    fn requests_are_cut_by_their_spans_bytes() {
+        let clock = Clock::now();
+        let recs: Vec<_> = (0..10).map(|_| record(None, clock.mono)).collect();
+        let mut one = Writer::default();
+        encode_record(&mut one, &recs[0], &clock);
+        let size = one.buf.len();
+        let mut buf = Vec::new();
+        // Cut at the span that reaches the limit: exactly three spans' bytes, then a little more.
+        for (max, want) in [(3 * size, 3), (3 * size + 1, 4), (1, 1), (usize::MAX, 10)] {
+            let (at, n) = encode_records_upto(&mut buf, "svc", &recs, &clock, max);
+            assert_eq!(n, want, "max {max}");
+            let got = otlp::decode_export(&buf[at..]).unwrap();
+            assert_eq!(got[0].spans.len(), want);
+            let ids: Vec<_> = got[0].spans.iter().map(|s| s.span_id).collect();
+            let sent: Vec<_> = recs[..want].iter().map(|r| r.span_id).collect();
+            assert_eq!(ids, sent);
+            // The same request as the uncut encoder gives for those spans.
+            assert_eq!(buf[at..], encode_records("svc", &recs[..want], &clock));
+        }
     }
 
     #[test]

@@ -1655,9 +1655,9 @@ pub struct Tracing {
     pub head_sample_percent: u8,
     /// Statements at least this long are always traced (`slow_ms`, default 100).
     pub slow: Duration,
-    /// Spans waiting for export; beyond it new spans are dropped and counted (default 8192).
+    /// Spans waiting for export; beyond it new spans are dropped and counted (default 32768).
     pub queue_spans: usize,
-    /// Spans per export request (default 512).
+    /// Spans per export request (default 4096; a request is also cut at 1 MiB of spans).
     pub batch_spans: usize,
     /// Longest wait before a partial batch is sent (`flush_ms`, default 500).
     pub flush: Duration,
@@ -1692,10 +1692,10 @@ fn read_tracing(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Option<Tracing
         .unwrap_or(Duration::from_millis(100));
     let queue_spans = t
         .opt_u64(d, "queue_spans", 1, 1 << 24)
-        .map_or(8192, |v| *v.get_ref() as usize);
+        .map_or(32_768, |v| *v.get_ref() as usize);
     let batch_spans = t
         .opt_u64(d, "batch_spans", 1, 65_536)
-        .map_or(512, |v| *v.get_ref() as usize);
+        .map_or(4096, |v| *v.get_ref() as usize);
     let flush = t
         .opt_ms(d, "flush_ms", 1, 60_000)
         .unwrap_or(Duration::from_millis(500));
