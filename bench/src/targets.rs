@@ -435,9 +435,11 @@ impl Collector {
                 use std::sync::atomic::Ordering::Relaxed;
                 format!(
                     "its collector was the harness's sink (`--collector sink`: reads each export \
-                     whole, answers 200, decodes nothing): {} requests, {:.1} MiB of spans{}",
+                     whole, answers 200, decodes nothing): {} requests, {:.1} MiB of spans, read \
+                     in {:.2} CPU-seconds of the shared cores{}",
                     s.stats.requests.load(Relaxed),
                     s.stats.body_bytes.load(Relaxed) as f64 / (1024.0 * 1024.0),
+                    s.stats.cpu_ns.load(Relaxed) as f64 / 1e9,
                     match s.stats.malformed.load(Relaxed) {
                         0 => String::new(),
                         n => format!(", {n} malformed"),

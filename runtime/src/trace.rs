@@ -6,7 +6,8 @@
 //! it into the calling core's lane (a buffer behind a lock only the exporter also takes, once per
 //! batch). The lanes together hold at most `queue_spans` (split evenly); a full lane drops the
 //! span and counts it. One exporter thread per process swaps the lanes' buffers out when one holds
-//! a batch (`batch_spans`) or every `flush`, encodes the OTLP request straight from the records
+//! a batch (`batch_spans`) or every `flush`, encodes OTLP requests (of at most `batch_spans` spans
+//! and about [`MAX_REQUEST_BYTES`] each, the lanes' spans as one run) straight from the records
 //! (resource and scope once per request, times turned into wall-clock time with one pair of clock
 //! reads per batch) and POSTs it as an OTLP/HTTP protobuf `ExportTraceServiceRequest` to
 //! `ENDPOINT/v1/traces` over one HTTP/1.1 connection kept alive from batch to batch. A batch the
