@@ -204,34 +204,63 @@ impl Browser {
         }
     }
 
+    /// Runs `act` on the element matching `css`. The console re-renders the panels it polls, so
+    /// an element found can be replaced before a command reaches it: the driver then answers
+    /// "stale element reference" without having acted, and `act` runs again on the fresh element
+    /// matching `css` (for up to 15 s; any other error panics).
+    fn on_fresh(&self, css: &str, act: impl Fn(&str) -> Result<Json, String>) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let id = self.find(css);
+            match act(&id) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element reference") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
+    }
+
     /// Clicks the element matching `css` (scrolled into view first).
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.script(
-            "arguments[0].scrollIntoView({block: 'center'});",
-            vec![json!({ELEMENT: id})],
-        );
-        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+        self.on_fresh(css, |id| {
+            self.try_cmd(
+                "POST",
+                "/execute/sync",
+                Some(json!({
+                    "script": "arguments[0].scrollIntoView({block: 'center'});",
+                    "args": [{ELEMENT: id}],
+                })),
+            )?;
+            self.try_cmd("POST", &format!("/element/{id}/click"), Some(json!({})))
+        });
     }
 
     /// Replaces the value of the input matching `css` with `text`.
     pub fn fill(&self, css: &str, text: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/clear"), Some(json!({})));
-        self.cmd(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        );
+        self.on_fresh(css, |id| {
+            self.try_cmd("POST", &format!("/element/{id}/clear"), Some(json!({})))?;
+            self.try_cmd(
+                "POST",
+                &format!("/element/{id}/value"),
+                Some(json!({"text": text})),
+            )
+        });
     }
 
     /// Selects `value` in the `<select>` matching `css`.
     pub fn choose(&self, css: &str, value: &str) {
-        let id = self.find(css);
-        self.script(
-            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'));",
-            vec![json!({ELEMENT: id}), json!(value)],
-        );
+        self.on_fresh(css, |id| {
+            self.try_cmd(
+                "POST",
+                "/execute/sync",
+                Some(json!({
+                    "script": "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'));",
+                    "args": [{ELEMENT: id}, value],
+                })),
+            )
+        });
     }
 
     /// The visible text of the element matching `css` ("" when there is none yet).
