@@ -26,7 +26,10 @@
 //!   — a stall of the machine — moves neither). With summaries there is no rank test; the rule is a
 //!   threshold: once both groups timed `min_samples` requests in at least [`MIN_WINDOWS`] windows each,
 //!   the canary fails when its p99 (or its median) exceeds `latency_factor` × the baseline's **and** the
-//!   baseline's by at least [`WINDOW_FLOOR_US`] (sub-millisecond differences on loopback are noise).
+//!   baseline's by at least [`WINDOW_FLOOR_US`] (sub-millisecond differences on loopback are noise). The
+//!   p99s judged are those of the windows that timed at least [`TAIL_MIN`] requests (a smaller window's
+//!   p99 is its slowest request: one stall of the machine per window failed healthy canaries on a busy
+//!   2-core machine); while either group has no such window, only the medians are judged.
 //!   Until then a passing verdict waits, like for too few samples (an error-rate failure does not).
 //!
 //! Both groups need `min_samples` probes before a verdict (the normal approximations need samples of a few
@@ -368,6 +371,7 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
             }
         }
     }
+    let mut tail_unjudged = false;
     if windows && !windows_wait {
         let worse = |c: u64, b: u64| {
             c as f64 > spec.latency_factor * b.max(1) as f64
@@ -382,13 +386,29 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
                 baseline.timed()
             )
         };
-        if worse(c.p99_us, b.p99_us) {
-            fails.push(format!(
-                "p99 latency {} µs vs baseline {} µs ({})",
-                c.p99_us,
-                b.p99_us,
-                detail()
-            ));
+        // A window that timed fewer than TAIL_MIN requests has its slowest request, or nearly, as
+        // its p99: one stall of the machine per window would fail a healthy canary. The tail is
+        // judged on the windows that timed at least TAIL_MIN (each group's count-weighted median of
+        // their p99s), and not at all while either group has none; the median always is.
+        let tail = |s: &Samples| {
+            let big: Vec<WindowLatency> = s
+                .windows
+                .iter()
+                .filter(|w| w.count >= TAIL_MIN as u64)
+                .copied()
+                .collect();
+            (!big.is_empty()).then(|| weighted_median(&big, |w| w.p99_us))
+        };
+        match (tail(canary), tail(baseline)) {
+            (Some(ct), Some(bt)) => {
+                if worse(ct, bt) {
+                    fails.push(format!(
+                        "p99 latency {ct} µs vs baseline {bt} µs ({})",
+                        detail()
+                    ));
+                }
+            }
+            _ => tail_unjudged = true,
         }
         if worse(c.p50_us, b.p50_us) {
             fails.push(format!(
@@ -404,8 +424,18 @@ pub fn judge(spec: &CanarySpec, canary: &Samples, baseline: &Samples) -> Option<
     }
     if fails.is_empty() {
         v.reason = format!(
-            "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs, p99 {} µs vs {} µs",
-            c.error_rate, b.error_rate, c.p50_us, b.p50_us, c.p99_us, b.p99_us
+            "no significant regression: error rate {:.4} vs {:.4}, median {} µs vs {} µs, p99 {} µs vs {} µs{}",
+            c.error_rate,
+            b.error_rate,
+            c.p50_us,
+            b.p50_us,
+            c.p99_us,
+            b.p99_us,
+            if tail_unjudged {
+                format!(" (p99 not judged: no proxy window timed {TAIL_MIN} requests)")
+            } else {
+                String::new()
+            }
         );
     } else {
         v.pass = false;
@@ -458,15 +488,20 @@ mod tests {
         }
     }
 
-    /// Proxy windows only: `n` windows of 30 requests each (none failing), p50 and p99 per window.
+    /// Proxy windows only: `n` windows of 120 requests each (none failing), p50 and p99 per window.
     fn windows(n: usize, p50: u64, p99: u64) -> Samples {
+        windows_of(120, n, p50, p99)
+    }
+
+    /// `n` windows of `count` requests each (none failing), p50 and p99 per window.
+    fn windows_of(count: u64, n: usize, p50: u64, p99: u64) -> Samples {
         let mut s = Samples {
-            requests: 30 * n as u64,
+            requests: count * n as u64,
             ..Samples::default()
         };
         s.add_windows(&vec![
             WindowLatency {
-                count: 30,
+                count,
                 p50_us: p50,
                 p99_us: p99,
             };
@@ -486,7 +521,7 @@ mod tests {
         let v = judge(&spec, &windows(4, 300, 30_000), &windows(4, 300, 900)).unwrap();
         assert!(!v.pass);
         assert!(
-            v.reason.starts_with("p99 latency 30000 µs vs baseline 900 µs (over 4 canary and 4 baseline proxy windows, 120 and 120 requests timed)"),
+            v.reason.starts_with("p99 latency 30000 µs vs baseline 900 µs (over 4 canary and 4 baseline proxy windows, 480 and 480 requests timed)"),
             "{}",
             v.reason
         );
@@ -506,15 +541,47 @@ mod tests {
         let v = judge(&spec, &c, &windows(5, 300, 900)).unwrap();
         assert!(v.pass, "{}", v.reason);
         assert_eq!(v.canary.p99_us, 900);
+        // Windows of 30 timed requests: each one's p99 is about its slowest request, so a canary
+        // whose every window had one stall is not failed on it (the median still is judged).
+        let v = judge(
+            &spec,
+            &windows_of(30, 4, 300, 30_000),
+            &windows_of(30, 4, 300, 900),
+        )
+        .unwrap();
+        assert!(v.pass, "{}", v.reason);
+        assert!(
+            v.reason
+                .ends_with("(p99 not judged: no proxy window timed 100 requests)")
+        );
+        let v = judge(
+            &spec,
+            &windows_of(30, 4, 20_000, 30_000),
+            &windows_of(30, 4, 300, 900),
+        )
+        .unwrap();
+        assert!(
+            !v.pass && v.reason.starts_with("median latency 20000 µs"),
+            "{}",
+            v.reason
+        );
+        // One group's windows big enough and the other's not: the tail is not judged either.
+        let v = judge(
+            &spec,
+            &windows(4, 300, 30_000),
+            &windows_of(30, 4, 300, 900),
+        )
+        .unwrap();
+        assert!(v.pass, "{}", v.reason);
         // Too few windows (or timed requests): the verdict waits.
         assert!(judge(&spec, &windows(2, 300, 30_000), &windows(4, 300, 900)).is_none());
         let few = CanarySpec {
             min_samples: 130,
             ..CanarySpec::default()
         };
-        let mut c = windows(4, 300, 30_000);
+        let mut c = windows_of(30, 4, 300, 30_000);
         c.requests = 200;
-        let mut b = windows(4, 300, 900);
+        let mut b = windows_of(30, 4, 300, 900);
         b.requests = 200;
         assert!(judge(&few, &c, &b).is_none(), "120 timed requests < 130");
         // Failing on errors does not wait for latency windows (a dead backend's errors are not timed).
