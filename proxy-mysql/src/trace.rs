@@ -233,7 +233,8 @@ pub(crate) fn statement_with_units(
     let parent = statement(t, parent, s);
     for u in units.drain(..) {
         // The units run concurrently from the statement's start: anchor them there.
-        let mut span = SpanRecord::new(Some(&parent), t.blobs.unit(&u.shard), s.start, u.took);
+        let name = t.blobs.unit(&u.shard);
+        let mut span = SpanRecord::new(Some(&parent), &name, s.start, u.took);
         if u.error {
             span.fail(ErrorText::None, None);
         }
@@ -250,13 +251,16 @@ pub(crate) fn statement(
     s: &Stmt<'_>,
 ) -> runtime::trace::TraceParent {
     let b = &t.blobs;
-    let mut span = SpanRecord::new(parent.as_ref(), b.digest(s.digest), s.start, s.took);
-    span.blob(s.conn.get(s));
+    let name = b.digest(s.digest);
+    let conn = s.conn.get(s);
     // A sharded statement's peers are its units' shards (its child spans), not `shards`.
-    span.blob(match s.backend {
+    let peer = match s.backend {
         Some(server) => b.backend(server),
         None => b.shards.clone(),
-    });
+    };
+    let mut span = SpanRecord::new(parent.as_ref(), &name, s.start, s.took);
+    span.blob(&conn);
+    span.blob(&peer);
     span.int(IntKey::Rows, s.rows as i64);
     span.int(IntKey::ReplyBytes, s.bytes as i64);
     if let Some(code) = s.error {

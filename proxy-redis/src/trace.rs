@@ -49,23 +49,23 @@ impl CoreTrace {
         })
     }
 
-    /// The blob naming `cmd`'s spans. The names are constants of the command table, so a slot
-    /// matches by address and length.
-    fn cmd(&self, cmd: &'static str) -> Blob {
+    /// Runs `f` with the blob naming `cmd`'s spans (lent, not cloned: a span refers to its blobs
+    /// without a reference count of its own, see `runtime::trace::Batch`). The names are
+    /// constants of the command table, so a slot matches by address and length.
+    fn with_cmd<R>(&self, cmd: &'static str, f: impl FnOnce(&Blob) -> R) -> R {
         let p = cmd.as_ptr() as usize;
         let mut v = self.cmds.borrow_mut();
         let slot = &mut v[((p >> 3) ^ (p >> 9) ^ cmd.len()) & (CMD_SLOTS - 1)];
-        if let Some((c, b)) = slot
-            && std::ptr::eq(*c, cmd)
-        {
-            return b.clone();
+        match slot {
+            Some((c, b)) if std::ptr::eq(*c, cmd) => f(b),
+            _ => {
+                let b = BlobBuilder::named(&runtime::trace::name_upper(cmd), 2) // server: the proxy serves the caller's call
+                    .str("db.system", "redis")
+                    .str("db.operation", cmd)
+                    .build();
+                f(&slot.insert((cmd, b)).1)
+            }
         }
-        let b = BlobBuilder::named(&runtime::trace::name_upper(cmd), 2) // server: the proxy serves the caller's call
-            .str("db.system", "redis")
-            .str("db.operation", cmd)
-            .build();
-        *slot = Some((cmd, b.clone()));
-        b
     }
 }
 
@@ -207,14 +207,16 @@ fn record(c: &ConnTrace, parent: Option<&TraceParent>, s: &Reply<'_>) {
     if !c.core.exporter.accepting() {
         return;
     }
-    let mut span = SpanRecord::new(parent, c.core.cmd(s.cmd), s.start, s.took);
-    span.blob(c.conn.clone());
-    span.blob(s.server.trace_blob().clone());
-    span.int(IntKey::ReplyBytes, s.reply_bytes as i64);
-    if s.is_err {
-        span.fail(ErrorText::ErrorReply, None);
-    }
-    c.core.exporter.record(span);
+    c.core.with_cmd(s.cmd, |name| {
+        let mut span = SpanRecord::new(parent, name, s.start, s.took);
+        span.blob(&c.conn);
+        span.blob(s.server.trace_blob());
+        span.int(IntKey::ReplyBytes, s.reply_bytes as i64);
+        if s.is_err {
+            span.fail(ErrorText::ErrorReply, None);
+        }
+        c.core.exporter.record(span);
+    });
 }
 
 /// Parses the arguments of `FURROW TRACEPARENT [VALUE]`: `Ok(None)` clears the context.

@@ -1,10 +1,11 @@
 //! Span export from the data path: W3C trace context, the sampling decision and the exporter.
 //!
 //! The executors never wait for the collector. A finished statement or command that is sampled
-//! becomes a [`SpanRecord`] — a fixed-size value of ids, `Instant`s, numbers and shared strings
-//! made once per backend, listener, user or digest — handed to [`Exporter::record`], which pushes
-//! it into the calling core's lane (a buffer behind a lock only the exporter also takes, once per
-//! batch). The lanes together hold at most `queue_spans` (split evenly); a full lane drops the
+//! becomes a [`SpanRecord`] — a fixed-size value of ids, `Instant`s, numbers and borrowed shared
+//! strings made once per backend, listener, user or digest — handed to [`Exporter::record`], which
+//! stores it into the calling core's lane (a [`Batch`] behind a lock only the exporter also takes,
+//! once per batch), where it refers to its strings by their *pins* in the batch: each shared
+//! string is referenced once per batch, not once per span. The lanes together hold at most `queue_spans` (split evenly); a full lane drops the
 //! span and counts it. One exporter thread per process swaps the lanes' buffers out when one holds
 //! a batch (`batch_spans`) or every `flush`, encodes OTLP requests (of at most `batch_spans` spans
 //! and about [`MAX_REQUEST_BYTES`] each, the lanes' spans as one run) straight from the records
@@ -254,6 +255,11 @@ pub struct SpanBlob {
     bytes: Box<[u8]>,
     head: usize,
     attrs: u32,
+    /// Where the blob is pinned in the batch being filled (see [`Batch`]): the batch's generation
+    /// above [`PIN_BITS`], the pin's index below. Written and read by the executor that records
+    /// spans (plain loads and stores, no read-modify-write); a stale or foreign stamp only costs
+    /// a second pin.
+    stamp: AtomicU64,
 }
 
 /// A shared [`SpanBlob`] (a thin pointer: a record holds several).
@@ -333,6 +339,7 @@ impl BlobBuilder {
             bytes: self.w.buf.into_boxed_slice(),
             head: self.head,
             attrs: self.attrs,
+            stamp: AtomicU64::new(0),
         })
     }
 }
@@ -409,13 +416,15 @@ pub const RECORD_BLOBS: usize = 3;
 /// The most integer attributes a [`SpanRecord`] holds.
 pub const RECORD_INTS: usize = 3;
 
-/// One finished span, recorded by an executor as a small fixed-size value (120 bytes): ids,
-/// times as the executor's own `Instant`s (turned into wall-clock time by the exporter, so the
-/// data path reads no clock for a span), the blob naming it, up to [`RECORD_BLOBS`] more blobs
-/// and [`RECORD_INTS`] integer attributes, and its status. Nothing is formatted or allocated for
-/// it; the exporter thread writes OTLP from these records, copying the blobs' bytes.
+/// One finished span as an executor makes it: ids, times as the executor's own `Instant`s (turned
+/// into wall-clock time by the exporter, so the data path reads no clock for a span), the blob
+/// naming it, up to [`RECORD_BLOBS`] more blobs and [`RECORD_INTS`] integer attributes, and its
+/// status. It borrows its blobs: [`Exporter::record`] stores it into the core's lane as a
+/// [`Batch`] entry that refers to each blob by its pin in the batch, so that a span costs no
+/// reference count (an atomic add on the executor and an atomic subtract on the exporter thread,
+/// per blob: a sixth of a traced Redis command's instructions when they were counted per span).
 #[derive(Debug, Clone)]
-pub struct SpanRecord {
+pub struct SpanRecord<'a> {
     /// Trace id.
     pub trace_id: [u8; 16],
     /// Span id.
@@ -426,8 +435,8 @@ pub struct SpanRecord {
     pub start: Instant,
     /// How long it took, in ns.
     pub took_ns: u64,
-    name: Blob,
-    blobs: [Option<Blob>; RECORD_BLOBS],
+    name: &'a Blob,
+    blobs: [Option<&'a Blob>; RECORD_BLOBS],
     ints: [i64; RECORD_INTS],
     int_keys: [IntKey; RECORD_INTS],
     /// Attributes that did not fit (counted as dropped at export).
@@ -436,17 +445,17 @@ pub struct SpanRecord {
     code: Option<u16>,
 }
 
-impl SpanRecord {
+impl<'a> SpanRecord<'a> {
     /// A span named by `name` (a blob made by [`BlobBuilder::named`]) that started at `start`
     /// and took `took`, in the caller's trace when there is one (else a new trace); its span id
     /// is fresh.
     #[inline]
     pub fn new(
         parent: Option<&TraceParent>,
-        name: Blob,
+        name: &'a Blob,
         start: Instant,
         took: Duration,
-    ) -> SpanRecord {
+    ) -> SpanRecord<'a> {
         // One access to the thread's generator for the span id and a root's trace id.
         let [span_id, t0, t1] = random_u64s::<3>();
         let (trace_id, parent_id) = match parent {
@@ -465,7 +474,7 @@ impl SpanRecord {
             start,
             took_ns: took.as_nanos().min(u128::from(u64::MAX)) as u64,
             name,
-            blobs: [const { None }; RECORD_BLOBS],
+            blobs: [None; RECORD_BLOBS],
             ints: [0; RECORD_INTS],
             int_keys: [IntKey::None; RECORD_INTS],
             dropped: 0,
@@ -485,7 +494,7 @@ impl SpanRecord {
 
     /// Adds a blob's attributes (past [`RECORD_BLOBS`] they are counted as dropped at export).
     #[inline]
-    pub fn blob(&mut self, b: Blob) {
+    pub fn blob(&mut self, b: &'a Blob) {
         match self.blobs.iter_mut().find(|s| s.is_none()) {
             Some(slot) => *slot = Some(b),
             None => {
@@ -516,6 +525,129 @@ impl SpanRecord {
     }
 }
 
+/// The bits of a blob's stamp that hold its pin's index (the rest hold the batch's generation).
+const PIN_BITS: u32 = 24;
+/// No blob (in a stored span's blob slots).
+const NO_PIN: u32 = u32::MAX;
+
+/// A [`SpanRecord`] as a lane stores it: its blobs as indices into its batch's pins.
+#[derive(Debug, Clone)]
+struct StoredSpan {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_id: [u8; 8],
+    start: Instant,
+    took_ns: u64,
+    name: u32,
+    blobs: [u32; RECORD_BLOBS],
+    ints: [i64; RECORD_INTS],
+    int_keys: [IntKey; RECORD_INTS],
+    dropped: u8,
+    error: Option<ErrorText>,
+    code: Option<u16>,
+}
+
+/// Spans on their way to the collector and the blobs they refer to (*pins*: each blob once per
+/// batch, however many of its spans refer to it, found again through the blob's stamp). A batch
+/// has a generation unique in the process, so a stamp left by an earlier batch (or another
+/// lane's) never matches.
+#[derive(Debug)]
+pub struct Batch {
+    generation: u64,
+    spans: Vec<StoredSpan>,
+    pins: Vec<Blob>,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            generation: Batch::next_generation(),
+            spans: Vec::new(),
+            pins: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    fn next_generation() -> u64 {
+        // From 1: a fresh blob's stamp (0) matches no batch.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Relaxed) & ((1 << (64 - PIN_BITS)) - 1)
+    }
+
+    /// A batch of `spans` (as the exporter would store them).
+    pub fn of(spans: &[SpanRecord<'_>]) -> Batch {
+        let mut b = Batch::default();
+        for r in spans {
+            b.push(r);
+        }
+        b
+    }
+
+    /// Spans held.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether it holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Empties it for reuse (its capacity kept) under a new generation, releasing its pins.
+    fn reset(&mut self) {
+        self.spans.clear();
+        self.pins.clear();
+        self.generation = Batch::next_generation();
+    }
+
+    /// The pin of `b` in this batch, made when it has none.
+    #[inline]
+    fn pin(&mut self, b: &Blob) -> u32 {
+        let stamp = b.stamp.load(Relaxed);
+        if stamp >> PIN_BITS == self.generation {
+            let at = (stamp & ((1 << PIN_BITS) - 1)) as usize;
+            // A stamp of this generation was written for this blob by this batch's own `pin`.
+            if self.pins.get(at).is_some_and(|p| Arc::ptr_eq(p, b)) {
+                return at as u32;
+            }
+        }
+        let at = self.pins.len();
+        self.pins.push(b.clone());
+        if at < 1 << PIN_BITS {
+            b.stamp
+                .store((self.generation << PIN_BITS) | at as u64, Relaxed);
+        }
+        at as u32
+    }
+
+    /// Stores `r`.
+    #[inline]
+    fn push(&mut self, r: &SpanRecord<'_>) {
+        let name = self.pin(r.name);
+        let mut blobs = [NO_PIN; RECORD_BLOBS];
+        for (slot, b) in blobs.iter_mut().zip(&r.blobs) {
+            if let Some(b) = b {
+                *slot = self.pin(b);
+            }
+        }
+        self.spans.push(StoredSpan {
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_id: r.parent_id,
+            start: r.start,
+            took_ns: r.took_ns,
+            name,
+            blobs,
+            ints: r.ints,
+            int_keys: r.int_keys,
+            dropped: r.dropped,
+            error: r.error,
+            code: r.code,
+        });
+    }
+}
+
 /// The exporter's counters.
 #[derive(Debug, Default)]
 pub struct ExportStats {
@@ -534,7 +666,7 @@ pub struct ExportStats {
 /// taken yet (plain integers: only the buffer's lock guards them).
 #[derive(Default)]
 struct Lane {
-    spans: Vec<SpanRecord>,
+    spans: Batch,
     queued: u64,
     dropped: u64,
     /// Spans not made while exports were paused (counted as failed).
@@ -681,7 +813,7 @@ impl Exporter {
     /// drops the span and counts it). The lane's lock is the executor's own but for the moment
     /// the exporter swaps the lane's buffer out.
     #[inline]
-    pub fn record(&self, span: SpanRecord) {
+    pub fn record(&self, span: SpanRecord<'_>) {
         let q = &*self.queue;
         let lane = &q.lanes[lane_index() & (q.lanes.len() - 1)];
         let mut l = lock(lane);
@@ -689,7 +821,7 @@ impl Exporter {
             l.dropped += 1;
             return;
         }
-        l.spans.push(span);
+        l.spans.push(&span);
         l.queued += 1;
         let full = l.spans.len() == q.wake_at;
         drop(l);
@@ -808,12 +940,20 @@ impl Cursor<'_> {
 /// Appends one record's `Span` message to a request being written: its length first (computed
 /// from the parts, so nothing is moved after it is written and the buffer is grown once), ids,
 /// the name blob's head, times, the blobs' attribute bytes, the integers, the dropped count and
-/// the status — the fields and order `codec::otlp::encode_span` writes.
-pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
+/// the status — the fields and order `codec::otlp::encode_span` writes. `pins` are the blobs of
+/// the record's batch.
+fn encode_stored(w: &mut Writer, r: &StoredSpan, pins: &[Blob], clock: &Clock) {
     let root = r.parent_id == [0; 8];
-    let (head, named) = (r.name.head(), r.name.attrs());
+    let name = &pins[r.name as usize];
+    let (head, named) = (name.head(), name.attrs());
+    let blobs = || {
+        r.blobs
+            .iter()
+            .filter(|&&b| b != NO_PIN)
+            .map(|&b| &pins[b as usize])
+    };
     let mut len = 28 + if root { 0 } else { 10 } + head.len() + 18 + named.len();
-    for b in r.blobs.iter().flatten() {
+    for b in blobs() {
         len += b.attrs().len();
     }
     for (k, v) in r.int_keys.iter().zip(r.ints) {
@@ -873,7 +1013,7 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
     times[10..].copy_from_slice(&start_ns.saturating_add(r.took_ns).to_le_bytes());
     c.put(&times);
     c.put(named);
-    for b in r.blobs.iter().flatten() {
+    for b in blobs() {
         c.put(b.attrs());
     }
     for (k, v) in r.int_keys.iter().zip(r.ints) {
@@ -904,34 +1044,47 @@ pub fn encode_record(w: &mut Writer, r: &SpanRecord, clock: &Clock) {
     debug_assert_eq!(c.at, total);
 }
 
+/// Appends one record's `Span` message to a request being written (see `encode_stored`).
+pub fn encode_record(w: &mut Writer, r: &SpanRecord<'_>, clock: &Clock) {
+    let b = Batch::of(std::slice::from_ref(r));
+    encode_stored(w, &b.spans[0], &b.pins, clock);
+}
+
 /// Encodes `spans` as one `ExportTraceServiceRequest` of the resource `service.name = service`.
-pub fn encode_records(service: &str, spans: &[SpanRecord], clock: &Clock) -> Vec<u8> {
+pub fn encode_records(service: &str, spans: &[SpanRecord<'_>], clock: &Clock) -> Vec<u8> {
     let mut buf = Vec::new();
-    let start = encode_records_into(&mut buf, service, spans, clock);
+    let batch = Batch::of(spans);
+    let (start, _) = encode_batches(
+        &mut buf,
+        service,
+        &mut batch_spans(std::slice::from_ref(&batch)),
+        clock,
+        usize::MAX,
+        usize::MAX,
+    );
     buf.split_off(start)
 }
 
-/// [`encode_records`] into `buf` (cleared; its capacity is kept from batch to batch): the request
-/// is `buf[returned offset..]`. The spans are written first, after room left for the resource and
-/// scope, whose nested lengths are then known: no span is moved after it is written.
-pub fn encode_records_into(
-    buf: &mut Vec<u8>,
-    service: &str,
-    spans: &[SpanRecord],
-    clock: &Clock,
-) -> usize {
-    encode_records_upto(buf, service, spans, clock, usize::MAX).0
+/// The spans of `batches` in order, each with its batch's pins.
+fn batch_spans(batches: &[Batch]) -> impl Iterator<Item = (&StoredSpan, &[Blob])> {
+    batches
+        .iter()
+        .flat_map(|b| b.spans.iter().map(move |s| (s, &b.pins[..])))
 }
 
-/// [`encode_records_into`] of the first of `spans` only, up to the one that brings the spans'
-/// bytes to `max_bytes` (at least one span is written): returns the request's offset in `buf`
-/// and how many spans it holds. The exporter cuts its requests so, below the collectors' body
-/// limits (`furrow control` takes 2 MiB) whatever the spans' sizes.
-pub fn encode_records_upto(
+/// Encodes the next spans of `spans` as one `ExportTraceServiceRequest` into `buf` (cleared; its
+/// capacity is kept from batch to batch): at most `max_spans`, and up to the one that brings the
+/// spans' bytes to `max_bytes`. Returns the request's offset in `buf` and how many spans it holds
+/// (0: `spans` was empty). The spans are written first, after room left for the resource and
+/// scope, whose nested lengths are then known: no span is moved after it is written. The
+/// exporter cuts its requests so, below the collectors' body limits (`furrow control` takes
+/// 2 MiB) whatever the spans' sizes.
+fn encode_batches<'b>(
     buf: &mut Vec<u8>,
     service: &str,
-    spans: &[SpanRecord],
+    spans: &mut impl Iterator<Item = (&'b StoredSpan, &'b [Blob])>,
     clock: &Clock,
+    max_spans: usize,
     max_bytes: usize,
 ) -> (usize, usize) {
     let resource = [attr_str("service.name", service)];
@@ -943,8 +1096,9 @@ pub fn encode_records_upto(
         buf: std::mem::take(buf),
     };
     let mut taken = 0;
-    for r in spans {
-        encode_record(&mut w, r, clock);
+    while taken < max_spans {
+        let Some((r, pins)) = spans.next() else { break };
+        encode_stored(&mut w, r, pins, clock);
         taken += 1;
         if w.buf.len() - room >= max_bytes {
             break;
@@ -959,8 +1113,8 @@ pub fn encode_records_upto(
 
 fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
     // Buffers swapped into the lanes, so that a lane keeps its capacity from batch to batch.
-    let mut spare: Vec<Vec<SpanRecord>> = Vec::new();
-    let mut taken: Vec<Vec<SpanRecord>> = Vec::new();
+    let mut spare: Vec<Batch> = Vec::new();
+    let mut taken: Vec<Batch> = Vec::new();
     let mut body = Vec::new();
     let mut sender = Sender::new(s);
     loop {
@@ -996,42 +1150,44 @@ fn export_loop(q: &Queue, s: &Tracing, stats: &ExportStats) {
         stats.failed.fetch_add(unmade, Relaxed);
         // The lanes' spans as one run, cut into requests by `batch_spans` and the bytes cap (not a
         // request per lane: with many cores each lane holds few spans).
-        if let Some(mut spans) = taken.pop() {
-            for mut more in taken.drain(..) {
-                spans.append(&mut more);
-                spare.push(more);
+        let mut left: usize = taken.iter().map(Batch::len).sum();
+        let mut spans = batch_spans(&taken);
+        while left > 0 {
+            // While the collector has asked to wait (or cannot be reached), batches are
+            // counted as failed without being encoded: a saturated collector costs the
+            // proxy nothing but the records.
+            if sender.paused(Instant::now()) {
+                stats.failed.fetch_add(left as u64, Relaxed);
+                break;
             }
-            let mut rest = &spans[..];
-            while !rest.is_empty() {
-                // While the collector has asked to wait (or cannot be reached), batches are
-                // counted as failed without being encoded: a saturated collector costs the
-                // proxy nothing but the records.
-                if sender.paused(Instant::now()) {
-                    stats.failed.fetch_add(rest.len() as u64, Relaxed);
-                    break;
+            let (at, in_request) = encode_batches(
+                &mut body,
+                &s.service_name,
+                &mut spans,
+                &Clock::now(),
+                q.batch,
+                MAX_REQUEST_BYTES,
+            );
+            if in_request == 0 {
+                break;
+            }
+            left -= in_request;
+            let n = in_request as u64;
+            match sender.send(&body[at..]) {
+                Ok(()) => stats.sent.fetch_add(n, Relaxed),
+                Err(e) => {
+                    tracing::debug!(error = %e, spans = n, "span export failed; dropped");
+                    // Every failure starts a pause (`Sender::send`).
+                    q.paused.store(true, Relaxed);
+                    stats.failed.fetch_add(n, Relaxed)
                 }
-                let chunk = &rest[..rest.len().min(q.batch)];
-                let (at, in_request) = encode_records_upto(
-                    &mut body,
-                    &s.service_name,
-                    chunk,
-                    &Clock::now(),
-                    MAX_REQUEST_BYTES,
-                );
-                rest = &rest[in_request..];
-                let n = in_request as u64;
-                match sender.send(&body[at..]) {
-                    Ok(()) => stats.sent.fetch_add(n, Relaxed),
-                    Err(e) => {
-                        tracing::debug!(error = %e, spans = n, "span export failed; dropped");
-                        // Every failure starts a pause (`Sender::send`).
-                        q.paused.store(true, Relaxed);
-                        stats.failed.fetch_add(n, Relaxed)
-                    }
-                };
-            }
-            spans.clear();
-            spare.push(spans);
+            };
+        }
+        drop(spans);
+        // The pins are released here, a reference count per blob and batch (not per span).
+        for mut b in taken.drain(..) {
+            b.reset();
+            spare.push(b);
         }
         if q.closed.load(Relaxed) {
             return;
@@ -1369,7 +1525,8 @@ mod tests {
         );
     }
 
-    fn record(parent: Option<&TraceParent>, start: Instant) -> SpanRecord {
+    /// The blobs of [`record`]'s spans (shared by every test, as a core shares its blobs).
+    static BLOBS: std::sync::LazyLock<(Blob, Blob)> = std::sync::LazyLock::new(|| {
         let name = BlobBuilder::named(&name_upper("get"), 2)
             .str("db.system", "redis")
             .build();
@@ -1378,6 +1535,11 @@ mod tests {
             .ip("client.address", [10, 0, 0, 7].into())
             .hex("furrow.digest", 0xab)
             .build();
+        (name, conn)
+    });
+
+    fn record(parent: Option<&TraceParent>, start: Instant) -> SpanRecord<'static> {
+        let (name, conn) = &*BLOBS;
         let mut r = SpanRecord::new(parent, name, start, Duration::from_micros(250));
         r.blob(conn);
         r.int(IntKey::ReplyBytes, -3);
@@ -1412,7 +1574,60 @@ mod tests {
 
     #[test]
     fn records_are_small() {
-        assert!(std::mem::size_of::<SpanRecord>() <= 128);
+        assert!(std::mem::size_of::<SpanRecord<'_>>() <= 128);
+        assert!(std::mem::size_of::<StoredSpan>() <= 112);
+    }
+
+    /// A batch refers to each blob once however many spans use it (no reference count per span),
+    /// and batches filled in turn (two lanes, whose stamps on a shared blob overwrite each other)
+    /// pin a blob again rather than mistake another batch's pin for theirs.
+    #[test]
+    fn a_batch_pins_each_blob_once() {
+        let name = BlobBuilder::named(b"GET", 2)
+            .str("db.system", "redis")
+            .build();
+        let conn = BlobBuilder::attrs()
+            .str("client.address", "10.0.0.1")
+            .build();
+        let other = BlobBuilder::attrs().str("furrow.backend", "r2").build();
+        let clock = Clock::now();
+        let recs: Vec<_> = (0..50)
+            .map(|i| {
+                let mut r = SpanRecord::new(None, &name, clock.mono, Duration::from_micros(i));
+                r.blob(&conn);
+                if i % 2 == 0 {
+                    r.blob(&other);
+                }
+                r
+            })
+            .collect();
+        let one = Batch::of(&recs);
+        assert_eq!((one.len(), one.pins.len()), (50, 3));
+        assert_eq!(Arc::strong_count(&name), 2);
+        let (mut a, mut b) = (Batch::default(), Batch::default());
+        for (i, r) in recs.iter().enumerate() {
+            if i % 3 == 0 { b.push(r) } else { a.push(r) }
+        }
+        assert!(a.pins.len() >= 3 && b.pins.len() >= 3);
+        // Whatever the pins, each span encodes as itself.
+        let mut want = Writer::default();
+        for r in recs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, r)| r)
+        {
+            encode_record(&mut want, r, &clock);
+        }
+        let mut got = Writer::default();
+        for (r, pins) in batch_spans(std::slice::from_ref(&a)) {
+            encode_stored(&mut got, r, pins, &clock);
+        }
+        assert_eq!(got.buf, want.buf);
+        // Released pins release the blobs.
+        drop((one, a, b));
+        assert_eq!(Arc::strong_count(&name), 1);
+        assert_eq!(Arc::strong_count(&other), 1);
     }
 
     #[test]
@@ -1423,9 +1638,12 @@ mod tests {
         encode_record(&mut one, &recs[0], &clock);
         let size = one.buf.len();
         let mut buf = Vec::new();
+        // Two batches, as two lanes give them: a request runs on from one to the next.
+        let batches = [Batch::of(&recs[..4]), Batch::of(&recs[4..])];
         // Cut at the span that reaches the limit: exactly three spans' bytes, then a little more.
         for (max, want) in [(3 * size, 3), (3 * size + 1, 4), (1, 1), (usize::MAX, 10)] {
-            let (at, n) = encode_records_upto(&mut buf, "svc", &recs, &clock, max);
+            let mut spans = batch_spans(&batches);
+            let (at, n) = encode_batches(&mut buf, "svc", &mut spans, &clock, usize::MAX, max);
             assert_eq!(n, want, "max {max}");
             let got = otlp::decode_export(&buf[at..]).unwrap();
             assert_eq!(got[0].spans.len(), want);
@@ -1448,30 +1666,25 @@ mod tests {
         // A long name cut at 96 bytes on a character boundary; blobs and integers past the
         // record's room counted as dropped; a failure without a message.
         let long = "é".repeat(60);
-        let mut b = SpanRecord::new(
-            None,
-            BlobBuilder::named(name_cut(&long).as_bytes(), 3).build(),
-            start,
-            Duration::ZERO,
-        );
-        for i in 0..RECORD_BLOBS + 1 {
-            b.blob(
+        let long_name = BlobBuilder::named(name_cut(&long).as_bytes(), 3).build();
+        let mut b = SpanRecord::new(None, &long_name, start, Duration::ZERO);
+        let extra: Vec<Blob> = (0..RECORD_BLOBS + 1)
+            .map(|i| {
                 BlobBuilder::attrs()
                     .int("n", i as i64)
                     .int("m", i as i64)
-                    .build(),
-            );
+                    .build()
+            })
+            .collect();
+        for x in &extra {
+            b.blob(x);
         }
         for i in 0..RECORD_INTS + 2 {
             b.int(IntKey::Rows, i as i64);
         }
         b.fail(ErrorText::None, None);
-        let c = SpanRecord::new(
-            Some(&a.as_parent()),
-            BlobBuilder::named(b"shard s0", 3).build(),
-            start,
-            Duration::from_nanos(7),
-        );
+        let shard = BlobBuilder::named(b"shard s0", 3).build();
+        let c = SpanRecord::new(Some(&a.as_parent()), &shard, start, Duration::from_nanos(7));
         let recs = [a.clone(), b, c.clone()];
         let body = encode_records("furrow-proxy", &recs, &clock);
         // The head written in front of the spans is what the nested writer gives.
