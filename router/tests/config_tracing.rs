@@ -29,7 +29,7 @@ fn absent_or_disabled_tracing_is_none_and_defaults_apply() {
     );
     assert_eq!(
         (t.service_name.as_str(), t.queue_spans, t.batch_spans),
-        ("furrow-proxy", 32_768, 4096)
+        ("furrow-proxy", 16_384, 4096)
     );
 }
 

@@ -1655,7 +1655,7 @@ pub struct Tracing {
     pub head_sample_percent: u8,
     /// Statements at least this long are always traced (`slow_ms`, default 100).
     pub slow: Duration,
-    /// Spans waiting for export; beyond it new spans are dropped and counted (default 32768).
+    /// Spans waiting for export; beyond it new spans are dropped and counted (default 16384).
     pub queue_spans: usize,
     /// Spans per export request (default 4096; a request is also cut at 1 MiB of spans).
     pub batch_spans: usize,
@@ -1692,7 +1692,7 @@ fn read_tracing(root: &mut TableReader<'_, '_>, d: &mut Diags) -> Option<Tracing
         .unwrap_or(Duration::from_millis(100));
     let queue_spans = t
         .opt_u64(d, "queue_spans", 1, 1 << 24)
-        .map_or(32_768, |v| *v.get_ref() as usize);
+        .map_or(16_384, |v| *v.get_ref() as usize);
     let batch_spans = t
         .opt_u64(d, "batch_spans", 1, 65_536)
         .map_or(4096, |v| *v.get_ref() as usize);
