@@ -225,13 +225,9 @@ impl Browser {
     /// Clicks the element matching `css` (scrolled into view first).
     pub fn click(&self, css: &str) {
         self.on_fresh(css, |id| {
-            self.try_cmd(
-                "POST",
-                "/execute/sync",
-                Some(json!({
-                    "script": "arguments[0].scrollIntoView({block: 'center'});",
-                    "args": [{ELEMENT: id}],
-                })),
+            self.try_script(
+                "arguments[0].scrollIntoView({block: 'center'});",
+                vec![json!({ELEMENT: id})],
             )?;
             self.try_cmd("POST", &format!("/element/{id}/click"), Some(json!({})))
         });
@@ -252,13 +248,9 @@ impl Browser {
     /// Selects `value` in the `<select>` matching `css`.
     pub fn choose(&self, css: &str, value: &str) {
         self.on_fresh(css, |id| {
-            self.try_cmd(
-                "POST",
-                "/execute/sync",
-                Some(json!({
-                    "script": "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'));",
-                    "args": [{ELEMENT: id}, value],
-                })),
+            self.try_script(
+                "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'));",
+                vec![json!({ELEMENT: id}), json!(value)],
             )
         });
     }
@@ -292,7 +284,13 @@ impl Browser {
 
     /// Runs `script` in the page (synchronous; `return` gives the value).
     pub fn script(&self, script: &str, args: Vec<Json>) -> Json {
-        self.cmd(
+        self.try_script(script, args)
+            .unwrap_or_else(|e| panic!("POST /execute/sync: {e}"))
+    }
+
+    /// [`Browser::script`], the driver's error returned.
+    fn try_script(&self, script: &str, args: Vec<Json>) -> Result<Json, String> {
+        self.try_cmd(
             "POST",
             "/execute/sync",
             Some(json!({"script": script, "args": args})),
